@@ -1,0 +1,364 @@
+//! The error-code table: one enum of stable codes, each mapped once to an HTTP status, a gRPC
+//! code and whether retrying the same request is safe. Every service turns its errors into an
+//! [`ApiError`] (`{"error": "...", "code": "..."}` on the wire) through this table, and the
+//! gateway turns a gRPC `Status` back into the same code, so a client sees one vocabulary.
+
+use std::fmt;
+use std::time::Duration;
+
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode};
+use serde::{Deserialize, Serialize};
+
+/// gRPC metadata key that carries the stable error code next to a `Status`.
+pub const GRPC_ERROR_CODE_KEY: &str = "x-error-code";
+/// gRPC metadata key on a `not_owner` status: the gRPC address of the shard's owner.
+pub const GRPC_OWNER_ADDR_KEY: &str = "x-owner-addr";
+/// gRPC metadata key: seconds after which a retry makes sense (rate limits, unavailability).
+pub const GRPC_RETRY_AFTER_KEY: &str = "retry-after";
+
+macro_rules! error_codes {
+    ($( $variant:ident => $code:literal, $http:ident, $grpc:ident, $retry:literal, $doc:literal; )*) => {
+        /// A stable, machine-readable error code. The string form is part of the public API.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum ErrorCode {
+            $( #[doc = $doc] $variant, )*
+        }
+
+        impl ErrorCode {
+            /// Every code, for documentation and exhaustive tests.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant),*];
+
+            pub const fn as_str(self) -> &'static str {
+                match self { $( ErrorCode::$variant => $code, )* }
+            }
+
+            pub const fn http_status(self) -> StatusCode {
+                match self { $( ErrorCode::$variant => StatusCode::$http, )* }
+            }
+
+            pub const fn grpc_code(self) -> tonic::Code {
+                match self { $( ErrorCode::$variant => tonic::Code::$grpc, )* }
+            }
+
+            /// Whether sending the very same request again can succeed and cannot cause a
+            /// second effect (commands carry a command id, so they qualify when the failure
+            /// was transient).
+            pub const fn retry_safe(self) -> bool {
+                match self { $( ErrorCode::$variant => $retry, )* }
+            }
+
+            pub const fn description(self) -> &'static str {
+                match self { $( ErrorCode::$variant => $doc, )* }
+            }
+
+            pub fn parse(s: &str) -> Option<ErrorCode> {
+                match s { $( $code => Some(ErrorCode::$variant), )* _ => None }
+            }
+        }
+    };
+}
+
+error_codes! {
+    InvalidArgument => "invalid_argument", BAD_REQUEST, InvalidArgument, false,
+        "The request is malformed or a field is invalid; the message names the field.";
+    PayloadTooLarge => "payload_too_large", PAYLOAD_TOO_LARGE, InvalidArgument, false,
+        "The request body is larger than the configured limit.";
+    Unauthenticated => "unauthenticated", UNAUTHORIZED, Unauthenticated, false,
+        "Missing or invalid credentials (admin bearer token or API key).";
+    PermissionDenied => "permission_denied", FORBIDDEN, PermissionDenied, false,
+        "The credentials do not allow this (e.g. tenant header does not match the API key).";
+    NotFound => "not_found", NOT_FOUND, NotFound, false,
+        "The route or resource does not exist.";
+    UnknownSku => "unknown_sku", NOT_FOUND, NotFound, false,
+        "The SKU is not in the catalog.";
+    UnknownLine => "unknown_line", NOT_FOUND, NotFound, false,
+        "The cart has no line with that id.";
+    UnknownDelivery => "unknown_delivery", NOT_FOUND, NotFound, false,
+        "The cart has no delivery with that id, or the delivery provider is not configured.";
+    UnknownVoucher => "unknown_voucher", NOT_FOUND, NotFound, false,
+        "No voucher with that code exists, or the cart has no voucher with that id.";
+    MethodNotAllowed => "method_not_allowed", METHOD_NOT_ALLOWED, Unimplemented, false,
+        "The route exists but not for this HTTP method.";
+    VersionConflict => "version_conflict", CONFLICT, Aborted, true,
+        "The cart changed concurrently; reload and retry.";
+    PreconditionFailed => "precondition_failed", PRECONDITION_FAILED, FailedPrecondition, false,
+        "If-Match / expected_version does not match the cart's current version.";
+    CartLocked => "cart_locked", CONFLICT, FailedPrecondition, false,
+        "The order is placed; the cart can no longer change. Start a new cart.";
+    InvalidState => "invalid_state", CONFLICT, FailedPrecondition, false,
+        "The command does not fit the cart's state (e.g. checkout of an empty cart).";
+    VoucherNotApplicable => "voucher_not_applicable", UNPROCESSABLE_ENTITY, FailedPrecondition, false,
+        "The voucher is expired, already applied or the order is below its minimum.";
+    LimitExceeded => "limit_exceeded", UNPROCESSABLE_ENTITY, FailedPrecondition, false,
+        "A configured limit (lines per cart, deliveries, vouchers, batch size) would be exceeded.";
+    NotOwner => "not_owner", MISDIRECTED_REQUEST, FailedPrecondition, true,
+        "This aggregate node does not own the cart's shard; the owner's address is attached.";
+    RateLimited => "rate_limited", TOO_MANY_REQUESTS, ResourceExhausted, true,
+        "Too many requests; retry after the Retry-After interval.";
+    CheckoutFailed => "checkout_failed", BAD_GATEWAY, Unavailable, false,
+        "The payment provider refused or failed the checkout; the cart is usable again.";
+    Draining => "draining", SERVICE_UNAVAILABLE, Unavailable, true,
+        "The node is shutting down; retry (another node takes over).";
+    Unavailable => "unavailable", SERVICE_UNAVAILABLE, Unavailable, true,
+        "A dependency (NATS, an upstream service) is unreachable; retry later.";
+    Timeout => "timeout", GATEWAY_TIMEOUT, DeadlineExceeded, true,
+        "An upstream call did not finish within its deadline; the outcome is unknown, retry with the same id.";
+    Unimplemented => "unimplemented", NOT_IMPLEMENTED, Unimplemented, false,
+        "The capability is not available in this deployment.";
+    Internal => "internal", INTERNAL_SERVER_ERROR, Internal, false,
+        "An unexpected error; it is logged with the correlation id.";
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl ErrorCode {
+    /// The code a bare gRPC status maps to when it carries no `x-error-code` metadata.
+    pub fn from_grpc_code(code: tonic::Code) -> ErrorCode {
+        use tonic::Code as C;
+        match code {
+            C::InvalidArgument | C::OutOfRange => ErrorCode::InvalidArgument,
+            C::Unauthenticated => ErrorCode::Unauthenticated,
+            C::PermissionDenied => ErrorCode::PermissionDenied,
+            C::NotFound => ErrorCode::NotFound,
+            C::Aborted | C::AlreadyExists => ErrorCode::VersionConflict,
+            C::FailedPrecondition => ErrorCode::InvalidState,
+            C::ResourceExhausted => ErrorCode::RateLimited,
+            C::Unavailable => ErrorCode::Unavailable,
+            C::DeadlineExceeded | C::Cancelled => ErrorCode::Timeout,
+            C::Unimplemented => ErrorCode::Unimplemented,
+            C::Ok | C::Unknown | C::Internal | C::DataLoss => ErrorCode::Internal,
+        }
+    }
+}
+
+/// An error as every edge shows it: `{"error": "<what went wrong and what to do>", "code":
+/// "<stable code>"}`, plus transport extras that are not part of the JSON body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    #[serde(rename = "error")]
+    pub message: String,
+    pub code: ErrorCode,
+    /// For `not_owner`: the owner's gRPC address.
+    #[serde(skip)]
+    pub owner_addr: Option<String>,
+    /// For retryable codes: how long the client should wait.
+    #[serde(skip)]
+    pub retry_after: Option<Duration>,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            code,
+            owner_addr: None,
+            retry_after: None,
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidArgument, message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Internal, message)
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unavailable, message)
+    }
+
+    pub fn not_owner(owner_addr: impl Into<String>) -> Self {
+        let owner_addr = owner_addr.into();
+        Self {
+            message: format!("this node does not own the cart's shard; owner is at {owner_addr}"),
+            code: ErrorCode::NotOwner,
+            owner_addr: Some(owner_addr),
+            retry_after: None,
+        }
+    }
+
+    pub fn with_retry_after(mut self, after: Duration) -> Self {
+        self.retry_after = Some(after);
+        self
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.code.http_status()
+    }
+
+    /// The gRPC form: status code from the table, the stable code and extras in metadata.
+    pub fn to_status(&self) -> tonic::Status {
+        let mut status = tonic::Status::new(self.code.grpc_code(), self.message.clone());
+        let md = status.metadata_mut();
+        md.insert(
+            GRPC_ERROR_CODE_KEY,
+            tonic::metadata::MetadataValue::from_static(self.code.as_str()),
+        );
+        if let Some(addr) = &self.owner_addr
+            && let Ok(v) = addr.parse()
+        {
+            md.insert(GRPC_OWNER_ADDR_KEY, v);
+        }
+        if let Some(after) = self.retry_after
+            && let Ok(v) = after.as_secs().max(1).to_string().parse()
+        {
+            md.insert(GRPC_RETRY_AFTER_KEY, v);
+        }
+        status
+    }
+
+    /// The inverse of [`ApiError::to_status`]; a status from elsewhere maps by its gRPC code.
+    pub fn from_status(status: &tonic::Status) -> Self {
+        let md = status.metadata();
+        let code = md
+            .get(GRPC_ERROR_CODE_KEY)
+            .and_then(|v| v.to_str().ok())
+            .and_then(ErrorCode::parse)
+            .unwrap_or_else(|| ErrorCode::from_grpc_code(status.code()));
+        let message = if status.message().is_empty() {
+            code.description().to_owned()
+        } else {
+            status.message().to_owned()
+        };
+        Self {
+            message,
+            code,
+            owner_addr: md
+                .get(GRPC_OWNER_ADDR_KEY)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            retry_after: md
+                .get(GRPC_RETRY_AFTER_KEY)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .map(Duration::from_secs),
+        }
+    }
+
+    /// The JSON body, `{"error": ..., "code": ...}`.
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::json!({ "error": self.message, "code": self.code })
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl From<crate::ids::IdError> for ApiError {
+    fn from(e: crate::ids::IdError) -> Self {
+        ApiError::invalid(e.to_string())
+    }
+}
+
+impl From<ApiError> for tonic::Status {
+    fn from(e: ApiError) -> Self {
+        e.to_status()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut resp = (status, axum::Json(self.body())).into_response();
+        let retry_after = self.retry_after.or(match self.code {
+            ErrorCode::RateLimited | ErrorCode::Unavailable | ErrorCode::Draining => {
+                Some(Duration::from_secs(1))
+            }
+            ErrorCode::Timeout => Some(Duration::from_secs(1)),
+            _ => None,
+        });
+        if let Some(after) = retry_after {
+            resp.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                HeaderValue::from(after.as_secs().max(1)),
+            );
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_round_trips_and_is_documented() {
+        for &code in ErrorCode::ALL {
+            assert_eq!(ErrorCode::parse(code.as_str()), Some(code));
+            assert_eq!(
+                serde_json::to_value(code).unwrap(),
+                serde_json::Value::String(code.as_str().into())
+            );
+            assert!(!code.description().is_empty());
+            assert_ne!(code.grpc_code(), tonic::Code::Ok);
+            assert!(code.http_status().as_u16() >= 400);
+        }
+    }
+
+    #[test]
+    fn table_rows() {
+        let rows = [
+            (ErrorCode::InvalidArgument, 400, tonic::Code::InvalidArgument, false),
+            (ErrorCode::PayloadTooLarge, 413, tonic::Code::InvalidArgument, false),
+            (ErrorCode::Unauthenticated, 401, tonic::Code::Unauthenticated, false),
+            (ErrorCode::PermissionDenied, 403, tonic::Code::PermissionDenied, false),
+            (ErrorCode::VersionConflict, 409, tonic::Code::Aborted, true),
+            (ErrorCode::PreconditionFailed, 412, tonic::Code::FailedPrecondition, false),
+            (ErrorCode::CartLocked, 409, tonic::Code::FailedPrecondition, false),
+            (ErrorCode::RateLimited, 429, tonic::Code::ResourceExhausted, true),
+            (ErrorCode::Unavailable, 503, tonic::Code::Unavailable, true),
+            (ErrorCode::Timeout, 504, tonic::Code::DeadlineExceeded, true),
+            (ErrorCode::Internal, 500, tonic::Code::Internal, false),
+        ];
+        for (code, http, grpc, retry) in rows {
+            assert_eq!(code.http_status().as_u16(), http, "{code}");
+            assert_eq!(code.grpc_code(), grpc, "{code}");
+            assert_eq!(code.retry_safe(), retry, "{code}");
+        }
+    }
+
+    #[test]
+    fn status_round_trip_keeps_code_and_extras() {
+        for &code in ErrorCode::ALL {
+            let e = ApiError::new(code, "boom");
+            let back = ApiError::from_status(&e.to_status());
+            assert_eq!(back, e);
+        }
+        let e = ApiError::not_owner("10.0.0.2:50051").with_retry_after(Duration::from_secs(3));
+        let back = ApiError::from_status(&e.to_status());
+        assert_eq!(back.owner_addr.as_deref(), Some("10.0.0.2:50051"));
+        assert_eq!(back.retry_after, Some(Duration::from_secs(3)));
+        assert_eq!(back.code, ErrorCode::NotOwner);
+    }
+
+    #[test]
+    fn foreign_status_maps_by_grpc_code() {
+        let e = ApiError::from_status(&tonic::Status::unavailable(""));
+        assert_eq!(e.code, ErrorCode::Unavailable);
+        assert!(!e.message.is_empty());
+        let e = ApiError::from_status(&tonic::Status::deadline_exceeded("slow"));
+        assert_eq!(e.code, ErrorCode::Timeout);
+    }
+
+    #[tokio::test]
+    async fn http_response_is_json_with_retry_after() {
+        let resp = ApiError::new(ErrorCode::RateLimited, "slow down").into_response();
+        assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(resp.headers()[http::header::RETRY_AFTER], "1");
+        let body = axum::body::to_bytes(resp.into_body(), 1024).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v, serde_json::json!({"error": "slow down", "code": "rate_limited"}));
+    }
+}

@@ -1,0 +1,407 @@
+//! Validated identifiers. Every id that crosses a process boundary is parsed here once, so the
+//! rest of the code can rely on it being a safe NATS subject token / KV key / header value.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use uuid::Uuid;
+
+/// An identifier failed validation. Names the field and the rule it broke.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field} {rule}, got {value:?}")]
+pub struct IdError {
+    pub field: &'static str,
+    pub rule: &'static str,
+    pub value: String,
+}
+
+impl IdError {
+    pub fn new(field: &'static str, rule: &'static str, value: impl Into<String>) -> Self {
+        let mut value = value.into();
+        if value.len() > 80 {
+            let mut cut = 80;
+            while !value.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            value.truncate(cut);
+            value.push('…');
+        }
+        Self { field, rule, value }
+    }
+}
+
+/// True when `s` is usable as one NATS subject token and one KV key segment: ASCII letters,
+/// digits, `-` and `_` only (so no `.`, `*`, `>`, whitespace or control characters).
+pub fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+macro_rules! string_id {
+    ($(#[$meta:meta])* $name:ident) => {
+        $(#[$meta])*
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({:?})", stringify!($name), self.0)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = IdError;
+            fn from_str(s: &str) -> Result<Self, IdError> {
+                Self::parse(s)
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                Self::parse(&s).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+string_id!(
+    /// A tenant (one shop / brand). Lowercase letters, digits, `-`, `_`; 1..=63 characters,
+    /// starting with a letter or digit. Used as a subject token and in KV keys.
+    TenantId
+);
+
+impl TenantId {
+    pub const MAX_LEN: usize = 63;
+    /// The tenant used when the platform runs single-tenant and no `x-tenant-id` is given.
+    pub const DEFAULT: &'static str = "default";
+
+    pub fn parse(s: &str) -> Result<Self, IdError> {
+        const RULE: &str = "must be 1..=63 characters of a-z, 0-9, '-' or '_', starting with a letter or digit";
+        let ok = !s.is_empty()
+            && s.len() <= Self::MAX_LEN
+            && s.bytes().all(|b| {
+                b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
+            })
+            && s.as_bytes()[0].is_ascii_alphanumeric();
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(IdError::new("tenant", RULE, s))
+        }
+    }
+
+    pub fn default_tenant() -> Self {
+        Self(Self::DEFAULT.to_owned())
+    }
+}
+
+string_id!(
+    /// A cart. Accepts go-cart-actor style numeric ids (`1720000000000000`) and any other
+    /// 1..=64 character token of ASCII letters, digits, `-`, `_`.
+    CartId
+);
+
+impl CartId {
+    pub const MAX_LEN: usize = 64;
+
+    pub fn parse(s: &str) -> Result<Self, IdError> {
+        if s.len() <= Self::MAX_LEN && is_token(s) {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(IdError::new(
+                "cart_id",
+                "must be 1..=64 characters of A-Z, a-z, 0-9, '-' or '_'",
+                s,
+            ))
+        }
+    }
+
+    /// A new cart id: digits only like go-cart-actor ids, made of a whole UUIDv7 printed in
+    /// decimal (37 digits), so ids are time-ordered and globally unique across gateways
+    /// without coordination.
+    pub fn generate() -> Self {
+        Self(Uuid::now_v7().as_u128().to_string())
+    }
+}
+
+string_id!(
+    /// Correlates everything one client request caused (HTTP, gRPC, NATS, provider calls).
+    /// 1..=128 visible ASCII characters.
+    CorrelationId
+);
+
+impl CorrelationId {
+    pub const MAX_LEN: usize = 128;
+
+    pub fn parse(s: &str) -> Result<Self, IdError> {
+        if !s.is_empty() && s.len() <= Self::MAX_LEN && s.bytes().all(|b| b.is_ascii_graphic()) {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(IdError::new(
+                "correlation_id",
+                "must be 1..=128 visible ASCII characters",
+                s,
+            ))
+        }
+    }
+
+    pub fn generate() -> Self {
+        Self(Uuid::now_v7().to_string())
+    }
+}
+
+string_id!(
+    /// A W3C trace id: 32 lowercase hex digits, not all zero.
+    TraceId
+);
+
+impl TraceId {
+    pub fn parse(s: &str) -> Result<Self, IdError> {
+        parse_hex_id(s, 32, "trace_id").map(Self)
+    }
+
+    pub fn generate() -> Self {
+        Self(format!("{:032x}", random_nonzero_u128()))
+    }
+}
+
+string_id!(
+    /// A W3C span (parent) id: 16 lowercase hex digits, not all zero.
+    SpanId
+);
+
+impl SpanId {
+    pub fn parse(s: &str) -> Result<Self, IdError> {
+        parse_hex_id(s, 16, "span_id").map(Self)
+    }
+
+    pub fn generate() -> Self {
+        // Low 64 bits of a random (v4-style) u128; never zero.
+        let v = (random_nonzero_u128() as u64).max(1);
+        Self(format!("{v:016x}"))
+    }
+}
+
+pub(crate) fn parse_hex_id(s: &str, len: usize, field: &'static str) -> Result<String, IdError> {
+    let rule = if len == 32 {
+        "must be 32 hex digits and not all zero"
+    } else {
+        "must be 16 hex digits and not all zero"
+    };
+    if s.len() != len || !s.bytes().all(|b| b.is_ascii_hexdigit()) || s.bytes().all(|b| b == b'0')
+    {
+        return Err(IdError::new(field, rule, s));
+    }
+    Ok(s.to_ascii_lowercase())
+}
+
+fn random_nonzero_u128() -> u128 {
+    loop {
+        let v = Uuid::new_v4().as_u128();
+        if v != 0 {
+            return v;
+        }
+    }
+}
+
+/// The id of one command (one client request). UUIDv7 when minted here; any non-nil UUID is
+/// accepted so ids derived from a client's `Idempotency-Key` or from a checkout attempt
+/// (UUIDv5) are valid too. It is the `Nats-Msg-Id` of the event message the command produces.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct CommandId(Uuid);
+
+impl CommandId {
+    /// Namespace for ids derived from other ids (idempotency keys, checkout attempts).
+    const NAMESPACE: Uuid = Uuid::from_u128(0x6f0c_6a58_3b7e_4b1d_9a55_2f1e_8c3d_7a10);
+
+    pub fn new() -> Self {
+        Self(Uuid::now_v7())
+    }
+
+    pub fn parse(s: &str) -> Result<Self, IdError> {
+        match Uuid::try_parse(s) {
+            Ok(u) if !u.is_nil() => Ok(Self(u)),
+            _ => Err(IdError::new(
+                "command_id",
+                "must be a non-nil UUID (e.g. a UUIDv7)",
+                s,
+            )),
+        }
+    }
+
+    /// A deterministic id derived from `parts` (UUIDv5). The same parts always give the same
+    /// id, which is what makes a redelivered effect or a repeated `Idempotency-Key` harmless.
+    pub fn derived(parts: &[&str]) -> Self {
+        let name = parts.join("\u{1f}");
+        Self(Uuid::new_v5(&Self::NAMESPACE, name.as_bytes()))
+    }
+
+    pub fn as_uuid(&self) -> Uuid {
+        self.0
+    }
+
+    pub fn from_uuid(u: Uuid) -> Result<Self, IdError> {
+        if u.is_nil() {
+            Err(IdError::new("command_id", "must be a non-nil UUID", u.to_string()))
+        } else {
+            Ok(Self(u))
+        }
+    }
+}
+
+impl Default for CommandId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for CommandId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Debug for CommandId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CommandId({})", self.0)
+    }
+}
+
+impl FromStr for CommandId {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        Self::parse(s)
+    }
+}
+
+impl TryFrom<String> for CommandId {
+    type Error = IdError;
+    fn try_from(s: String) -> Result<Self, IdError> {
+        Self::parse(&s)
+    }
+}
+
+impl From<CommandId> for String {
+    fn from(c: CommandId) -> String {
+        c.0.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_rules() {
+        assert!(TenantId::parse("default").is_ok());
+        assert!(TenantId::parse("shop-1_se").is_ok());
+        for bad in ["", "Shop", "a.b", "a*", "a>", "a b", "-x", &"x".repeat(64)] {
+            let err = TenantId::parse(bad).unwrap_err();
+            assert_eq!(err.field, "tenant", "{bad}");
+        }
+    }
+
+    #[test]
+    fn cart_id_accepts_go_cart_actor_ids_and_rejects_subject_breakers() {
+        assert_eq!(
+            CartId::parse("1720000000000000").unwrap().as_str(),
+            "1720000000000000"
+        );
+        assert!(CartId::parse("abc-DEF_123").is_ok());
+        for bad in ["", "a.b", "*", ">", "a b", "a\tb", "ä", &"1".repeat(65)] {
+            let err = CartId::parse(bad).unwrap_err();
+            assert_eq!(err.field, "cart_id");
+            assert!(err.to_string().contains("cart_id must be"), "{err}");
+        }
+    }
+
+    #[test]
+    fn generated_cart_ids_are_numeric_unique_and_ordered() {
+        let a = CartId::generate();
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..10_000 {
+            assert!(seen.insert(CartId::generate()));
+        }
+        let b = CartId::generate();
+        assert!(a.as_str().bytes().all(|c| c.is_ascii_digit()));
+        assert!(a.as_str().parse::<u128>().unwrap() < b.as_str().parse::<u128>().unwrap());
+        assert!(CartId::parse(a.as_str()).is_ok());
+    }
+
+    #[test]
+    fn command_ids() {
+        let c = CommandId::new();
+        assert_eq!(c.as_uuid().get_version_num(), 7);
+        assert_eq!(CommandId::parse(&c.to_string()).unwrap(), c);
+        assert!(CommandId::parse("00000000-0000-0000-0000-000000000000").is_err());
+        assert!(CommandId::parse("not-a-uuid").is_err());
+        assert_eq!(
+            CommandId::derived(&["a", "b"]),
+            CommandId::derived(&["a", "b"])
+        );
+        assert_ne!(
+            CommandId::derived(&["a", "b"]),
+            CommandId::derived(&["ab"])
+        );
+        let json = serde_json::to_string(&c).unwrap();
+        assert_eq!(serde_json::from_str::<CommandId>(&json).unwrap(), c);
+    }
+
+    #[test]
+    fn trace_and_span_ids() {
+        assert!(TraceId::parse(&"0".repeat(32)).is_err());
+        assert!(SpanId::parse(&"0".repeat(16)).is_err());
+        assert_eq!(
+            TraceId::parse("4BF92F3577B34DA6A3CE929D0E0E4736").unwrap().as_str(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert!(TraceId::parse("xyz").is_err());
+        assert_eq!(TraceId::generate().as_str().len(), 32);
+        assert_eq!(SpanId::generate().as_str().len(), 16);
+    }
+
+    #[test]
+    fn correlation_ids() {
+        assert!(CorrelationId::parse("req-1").is_ok());
+        assert!(CorrelationId::parse("has space").is_err());
+        assert!(CorrelationId::parse("").is_err());
+        assert!(CorrelationId::parse(&"a".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn serde_validates() {
+        assert!(serde_json::from_str::<CartId>("\"a.b\"").is_err());
+        assert_eq!(
+            serde_json::to_string(&TenantId::parse("t1").unwrap()).unwrap(),
+            "\"t1\""
+        );
+    }
+}

@@ -1,0 +1,12 @@
+//! The cart platform's single source of truth.
+//!
+//! Everything two services must agree on lives here exactly once: identifiers, header names,
+//! NATS subjects and resource policies, the error-code table, configuration, telemetry and the
+//! pure cart domain ([`domain`]). A string literal such as `"cart.events."` or `"tenant-id"`
+//! outside this crate is a bug.
+
+pub mod error;
+pub mod ids;
+
+pub use error::{ApiError, ErrorCode};
+pub use ids::{CartId, CommandId, CorrelationId, IdError, SpanId, TenantId, TraceId};

@@ -1,0 +1,1 @@
+//! Test support for cross-service tests.
