@@ -310,14 +310,49 @@ mod tests {
     #[test]
     fn table_rows() {
         let rows = [
-            (ErrorCode::InvalidArgument, 400, tonic::Code::InvalidArgument, false),
-            (ErrorCode::PayloadTooLarge, 413, tonic::Code::InvalidArgument, false),
-            (ErrorCode::Unauthenticated, 401, tonic::Code::Unauthenticated, false),
-            (ErrorCode::PermissionDenied, 403, tonic::Code::PermissionDenied, false),
+            (
+                ErrorCode::InvalidArgument,
+                400,
+                tonic::Code::InvalidArgument,
+                false,
+            ),
+            (
+                ErrorCode::PayloadTooLarge,
+                413,
+                tonic::Code::InvalidArgument,
+                false,
+            ),
+            (
+                ErrorCode::Unauthenticated,
+                401,
+                tonic::Code::Unauthenticated,
+                false,
+            ),
+            (
+                ErrorCode::PermissionDenied,
+                403,
+                tonic::Code::PermissionDenied,
+                false,
+            ),
             (ErrorCode::VersionConflict, 409, tonic::Code::Aborted, true),
-            (ErrorCode::PreconditionFailed, 412, tonic::Code::FailedPrecondition, false),
-            (ErrorCode::CartLocked, 409, tonic::Code::FailedPrecondition, false),
-            (ErrorCode::RateLimited, 429, tonic::Code::ResourceExhausted, true),
+            (
+                ErrorCode::PreconditionFailed,
+                412,
+                tonic::Code::FailedPrecondition,
+                false,
+            ),
+            (
+                ErrorCode::CartLocked,
+                409,
+                tonic::Code::FailedPrecondition,
+                false,
+            ),
+            (
+                ErrorCode::RateLimited,
+                429,
+                tonic::Code::ResourceExhausted,
+                true,
+            ),
             (ErrorCode::Unavailable, 503, tonic::Code::Unavailable, true),
             (ErrorCode::Timeout, 504, tonic::Code::DeadlineExceeded, true),
             (ErrorCode::Internal, 500, tonic::Code::Internal, false),
@@ -359,6 +394,9 @@ mod tests {
         assert_eq!(resp.headers()[http::header::RETRY_AFTER], "1");
         let body = axum::body::to_bytes(resp.into_body(), 1024).await.unwrap();
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(v, serde_json::json!({"error": "slow down", "code": "rate_limited"}));
+        assert_eq!(
+            v,
+            serde_json::json!({"error": "slow down", "code": "rate_limited"})
+        );
     }
 }

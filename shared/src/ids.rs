@@ -103,12 +103,12 @@ impl TenantId {
     pub const DEFAULT: &'static str = "default";
 
     pub fn parse(s: &str) -> Result<Self, IdError> {
-        const RULE: &str = "must be 1..=63 characters of a-z, 0-9, '-' or '_', starting with a letter or digit";
+        const RULE: &str =
+            "must be 1..=63 characters of a-z, 0-9, '-' or '_', starting with a letter or digit";
         let ok = !s.is_empty()
             && s.len() <= Self::MAX_LEN
-            && s.bytes().all(|b| {
-                b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
-            })
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
             && s.as_bytes()[0].is_ascii_alphanumeric();
         if ok {
             Ok(Self(s.to_owned()))
@@ -215,8 +215,7 @@ pub(crate) fn parse_hex_id(s: &str, len: usize, field: &'static str) -> Result<S
     } else {
         "must be 16 hex digits and not all zero"
     };
-    if s.len() != len || !s.bytes().all(|b| b.is_ascii_hexdigit()) || s.bytes().all(|b| b == b'0')
-    {
+    if s.len() != len || !s.bytes().all(|b| b.is_ascii_hexdigit()) || s.bytes().all(|b| b == b'0') {
         return Err(IdError::new(field, rule, s));
     }
     Ok(s.to_ascii_lowercase())
@@ -270,7 +269,11 @@ impl CommandId {
 
     pub fn from_uuid(u: Uuid) -> Result<Self, IdError> {
         if u.is_nil() {
-            Err(IdError::new("command_id", "must be a non-nil UUID", u.to_string()))
+            Err(IdError::new(
+                "command_id",
+                "must be a non-nil UUID",
+                u.to_string(),
+            ))
         } else {
             Ok(Self(u))
         }
@@ -367,10 +370,7 @@ mod tests {
             CommandId::derived(&["a", "b"]),
             CommandId::derived(&["a", "b"])
         );
-        assert_ne!(
-            CommandId::derived(&["a", "b"]),
-            CommandId::derived(&["ab"])
-        );
+        assert_ne!(CommandId::derived(&["a", "b"]), CommandId::derived(&["ab"]));
         let json = serde_json::to_string(&c).unwrap();
         assert_eq!(serde_json::from_str::<CommandId>(&json).unwrap(), c);
     }
@@ -380,7 +380,9 @@ mod tests {
         assert!(TraceId::parse(&"0".repeat(32)).is_err());
         assert!(SpanId::parse(&"0".repeat(16)).is_err());
         assert_eq!(
-            TraceId::parse("4BF92F3577B34DA6A3CE929D0E0E4736").unwrap().as_str(),
+            TraceId::parse("4BF92F3577B34DA6A3CE929D0E0E4736")
+                .unwrap()
+                .as_str(),
             "4bf92f3577b34da6a3ce929d0e0e4736"
         );
         assert!(TraceId::parse("xyz").is_err());
