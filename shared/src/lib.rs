@@ -6,7 +6,13 @@
 //! outside this crate is a bug.
 
 pub mod error;
+pub mod headers;
 pub mod ids;
+pub mod placement;
+pub mod subjects;
+pub mod trace;
 
 pub use error::{ApiError, ErrorCode};
+pub use headers::RequestContext;
 pub use ids::{CartId, CommandId, CorrelationId, IdError, SpanId, TenantId, TraceId};
+pub use trace::Traceparent;

@@ -1,0 +1,314 @@
+//! Header names and the request context they carry across every transport.
+//!
+//! Operators read NATS headers with the `nats` CLI and clients send HTTP headers, so each name
+//! is a public contract and is spelled exactly once, here. [`RequestContext`] is the one value
+//! that moves tenant, correlation id and trace context HTTP → gRPC → NATS → provider HTTP; each
+//! transport has a `to_*` / `from_*` pair so no service ever reads these headers by hand.
+
+use std::fmt;
+
+use crate::error::ApiError;
+use crate::ids::{CorrelationId, IdError, TenantId, TraceId};
+use crate::trace::{self, Traceparent};
+
+// --- Names used on every transport (HTTP, gRPC metadata and NATS) --------------------------
+
+/// Correlates everything one client request caused.
+pub const CORRELATION_ID: &str = "x-correlation-id";
+/// W3C trace context.
+pub const TRACEPARENT: &str = "traceparent";
+/// The id a client or proxy gave one HTTP request; echoed, never interpreted.
+pub const REQUEST_ID: &str = "x-request-id";
+
+// --- HTTP headers and gRPC metadata keys ---------------------------------------------------
+
+/// The tenant a request is for (validated as a [`TenantId`]).
+pub const TENANT_ID: &str = "x-tenant-id";
+/// A client-chosen key that makes a retried request return the original outcome.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+// --- NATS message headers --------------------------------------------------------------------
+
+/// The tenant of the message (NATS consumers filter and account by it without parsing JSON).
+pub const NATS_TENANT_ID: &str = "tenant-id";
+/// Second spelling of the correlation id on NATS, for tools that look for the unprefixed name.
+pub const NATS_CORRELATION_ID: &str = "correlation-id";
+/// The bare trace id, for log search and for writers that cannot produce a `traceparent`.
+pub const NATS_TRACE_ID: &str = "trace-id";
+/// Comma-separated event types in an event message, so consumers skip without decoding.
+pub const CART_EVENT_TYPES: &str = "cart-event-types";
+/// JetStream de-duplication id (the command id / effect id).
+pub const NATS_MSG_ID: &str = "Nats-Msg-Id";
+/// JetStream optimistic concurrency: append only if the subject's last sequence is this.
+pub const NATS_EXPECTED_LAST_SUBJECT_SEQUENCE: &str = "Nats-Expected-Last-Subject-Sequence";
+
+// --- JetStream direct-get response headers (set by the server) ------------------------------
+
+pub const NATS_STREAM: &str = "Nats-Stream";
+pub const NATS_SEQUENCE: &str = "Nats-Sequence";
+pub const NATS_SUBJECT: &str = "Nats-Subject";
+pub const NATS_TIME_STAMP: &str = "Nats-Time-Stamp";
+/// Batch direct get: messages still matching after this one (on the end-of-batch marker:
+/// after the whole batch).
+pub const NATS_NUM_PENDING: &str = "Nats-Num-Pending";
+/// Batch direct get: sequence of the previous message (on the end-of-batch marker: of the
+/// last message sent).
+pub const NATS_LAST_SEQUENCE: &str = "Nats-Last-Sequence";
+/// Multi-subject direct get: the sequence to pass as `up_to_seq` for a consistent next page.
+pub const NATS_UP_TO_SEQUENCE: &str = "Nats-UpTo-Sequence";
+
+/// Headers the server adds to direct-get replies; stripped so a read returns what was written.
+pub const DIRECT_GET_SERVER_HEADERS: &[&str] = &[
+    NATS_STREAM,
+    NATS_SEQUENCE,
+    NATS_SUBJECT,
+    NATS_TIME_STAMP,
+    NATS_NUM_PENDING,
+    NATS_LAST_SEQUENCE,
+    NATS_UP_TO_SEQUENCE,
+];
+
+const REQUEST_ID_MAX_LEN: usize = 128;
+
+/// Who a request is for and how to find everything it caused, in one value that every hop
+/// passes on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestContext {
+    pub tenant: TenantId,
+    pub correlation_id: CorrelationId,
+    pub traceparent: Traceparent,
+    pub request_id: Option<String>,
+}
+
+/// Read access to the three header maps, so the parsing rules exist once.
+trait HeaderSource {
+    fn value(&self, name: &str) -> Option<&str>;
+}
+
+impl HeaderSource for http::HeaderMap {
+    fn value(&self, name: &str) -> Option<&str> {
+        self.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+impl HeaderSource for tonic::metadata::MetadataMap {
+    fn value(&self, name: &str) -> Option<&str> {
+        self.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+impl HeaderSource for async_nats::HeaderMap {
+    fn value(&self, name: &str) -> Option<&str> {
+        self.get(name).map(|v| v.as_str())
+    }
+}
+
+impl RequestContext {
+    /// A context for work that starts here (timers, background jobs) rather than from a request.
+    pub fn new(tenant: TenantId) -> Self {
+        Self {
+            tenant,
+            correlation_id: CorrelationId::generate(),
+            traceparent: Traceparent::generate(),
+            request_id: None,
+        }
+    }
+
+    /// The context for a downstream call from a new span: everything equal but the span id.
+    pub fn child(&self) -> Self {
+        Self {
+            traceparent: self.traceparent.child(),
+            ..self.clone()
+        }
+    }
+
+    /// The edge's view of an incoming HTTP request. An invalid `x-tenant-id` is a 400 (the
+    /// client asked for something we cannot serve); a missing one falls back to
+    /// `default_tenant` (single-tenant deployments). Correlation id and trace context are
+    /// best effort: missing or malformed values are replaced, never rejected.
+    pub fn from_http(
+        headers: &http::HeaderMap,
+        default_tenant: Option<&TenantId>,
+    ) -> Result<Self, ApiError> {
+        let tenant = match headers.get(TENANT_ID) {
+            Some(raw) => {
+                let s = raw.to_str().map_err(|_| {
+                    ApiError::invalid(format!("header {TENANT_ID} must be visible ASCII"))
+                })?;
+                parse_tenant_header(TENANT_ID, s)?
+            }
+            None => default_tenant.cloned().ok_or_else(|| {
+                ApiError::invalid(format!(
+                    "header {TENANT_ID} is required (no default tenant is configured)"
+                ))
+            })?,
+        };
+        Ok(Self::with_tenant(tenant, headers))
+    }
+
+    /// Sets the context's headers on an outgoing HTTP request or response.
+    pub fn inject_http(&self, headers: &mut http::HeaderMap) {
+        for (name, value) in self.pairs(TENANT_ID) {
+            if let Ok(v) = http::HeaderValue::from_str(&value) {
+                headers.insert(name, v);
+            }
+        }
+    }
+
+    /// Sets the context on outgoing gRPC metadata (gateway → aggregate/projection/runner).
+    pub fn to_grpc_metadata(&self, md: &mut tonic::metadata::MetadataMap) {
+        for (name, value) in self.pairs(TENANT_ID) {
+            if let Ok(v) = value.parse() {
+                md.insert(name, v);
+            }
+        }
+    }
+
+    /// The server side of [`RequestContext::to_grpc_metadata`]. The tenant is required: a gRPC
+    /// caller is one of our services, which always knows the tenant.
+    pub fn from_grpc_metadata(md: &tonic::metadata::MetadataMap) -> Result<Self, ApiError> {
+        let tenant = required_tenant(md, TENANT_ID)?;
+        Ok(Self::with_tenant(tenant, md))
+    }
+
+    /// Sets the context on a NATS message: both correlation spellings, `traceparent` and the
+    /// bare `trace-id`, so the `nats` CLI and tools that only know one name all find them.
+    pub fn to_nats_headers(&self, headers: &mut async_nats::HeaderMap) {
+        headers.insert(NATS_TENANT_ID, self.tenant.as_str());
+        headers.insert(CORRELATION_ID, self.correlation_id.as_str());
+        headers.insert(NATS_CORRELATION_ID, self.correlation_id.as_str());
+        headers.insert(TRACEPARENT, self.traceparent.to_string());
+        headers.insert(NATS_TRACE_ID, self.traceparent.trace_id().as_str());
+        if let Some(id) = &self.request_id {
+            headers.insert(REQUEST_ID, id.as_str());
+        }
+    }
+
+    /// Reads the context of a consumed NATS message. `tenant-id` is required; either
+    /// correlation spelling is accepted; without a `traceparent` the trace continues from
+    /// `trace-id` when that is valid.
+    pub fn from_nats_headers(headers: &async_nats::HeaderMap) -> Result<Self, ApiError> {
+        let tenant = required_tenant(headers, NATS_TENANT_ID)?;
+        let correlation_id = [CORRELATION_ID, NATS_CORRELATION_ID]
+            .iter()
+            .find_map(|name| {
+                headers
+                    .value(name)
+                    .and_then(|v| CorrelationId::parse(v).ok())
+            })
+            .unwrap_or_else(CorrelationId::generate);
+        let traceparent = match headers.value(TRACEPARENT).map(Traceparent::parse) {
+            Some(Ok(tp)) => tp,
+            _ => match headers.value(NATS_TRACE_ID).map(TraceId::parse) {
+                Some(Ok(trace_id)) => Traceparent::from_trace_id(&trace_id),
+                _ => Traceparent::generate(),
+            },
+        };
+        Ok(Self {
+            tenant,
+            correlation_id,
+            traceparent,
+            request_id: request_id(headers),
+        })
+    }
+
+    fn with_tenant(tenant: TenantId, headers: &impl HeaderSource) -> Self {
+        Self {
+            tenant,
+            correlation_id: headers
+                .value(CORRELATION_ID)
+                .and_then(|v| CorrelationId::parse(v.trim()).ok())
+                .unwrap_or_else(CorrelationId::generate),
+            traceparent: trace::normalize(headers.value(TRACEPARENT)),
+            request_id: request_id(headers),
+        }
+    }
+
+    /// (name, value) pairs for HTTP-style transports, with `tenant_name` as the tenant key.
+    fn pairs(&self, tenant_name: &'static str) -> Vec<(&'static str, String)> {
+        let mut pairs = vec![
+            (tenant_name, self.tenant.to_string()),
+            (CORRELATION_ID, self.correlation_id.to_string()),
+            (TRACEPARENT, self.traceparent.to_string()),
+        ];
+        if let Some(id) = &self.request_id {
+            pairs.push((REQUEST_ID, id.clone()));
+        }
+        pairs
+    }
+}
+
+fn parse_tenant_header(name: &str, value: &str) -> Result<TenantId, ApiError> {
+    TenantId::parse(value).map_err(|e| ApiError::invalid(format!("header {name}: {e}")))
+}
+
+fn required_tenant(headers: &impl HeaderSource, name: &str) -> Result<TenantId, ApiError> {
+    match headers.value(name) {
+        Some(v) => parse_tenant_header(name, v),
+        None => Err(ApiError::invalid(format!("header {name} is required"))),
+    }
+}
+
+fn request_id(headers: &impl HeaderSource) -> Option<String> {
+    headers
+        .value(REQUEST_ID)
+        .map(str::trim)
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= REQUEST_ID_MAX_LEN
+                && v.bytes().all(|b| b.is_ascii_graphic())
+        })
+        .map(str::to_owned)
+}
+
+/// The event types listed in a message's `cart-event-types` header, in order. Absent header →
+/// empty iterator (the consumer must then decode the payload to know).
+pub fn event_types(headers: &async_nats::HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .value(CART_EVENT_TYPES)
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// The `cart-event-types` header value for a list of types (`ItemAdded,QuantityChanged`).
+/// Types must be non-empty and free of commas and whitespace, or the list could not be split
+/// back.
+pub fn event_types_value<I, S>(types: I) -> Result<String, IdError>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
+    let mut out = String::new();
+    for t in types {
+        let t = t.as_ref();
+        if t.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic() && b != b',') {
+            return Err(IdError::new(
+                "event type",
+                "must be non-empty visible ASCII without ','",
+                t,
+            ));
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        out.push_str(t);
+    }
+    Ok(out)
+}
+
+impl fmt::Display for RequestContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "tenant={} correlation_id={} trace_id={}",
+            self.tenant,
+            self.correlation_id,
+            self.traceparent.trace_id()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,232 @@
+use super::*;
+use crate::ErrorCode;
+
+const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+fn tenant(s: &str) -> TenantId {
+    TenantId::parse(s).unwrap()
+}
+
+fn sample() -> RequestContext {
+    RequestContext {
+        tenant: tenant("shop-1"),
+        correlation_id: CorrelationId::parse("corr-42").unwrap(),
+        traceparent: Traceparent::parse(TP).unwrap(),
+        request_id: Some("req-7".into()),
+    }
+}
+
+fn http_headers(pairs: &[(&'static str, &str)]) -> http::HeaderMap {
+    let mut h = http::HeaderMap::new();
+    for (k, v) in pairs {
+        h.insert(*k, http::HeaderValue::from_str(v).unwrap());
+    }
+    h
+}
+
+#[test]
+fn http_round_trip() {
+    let ctx = sample();
+    let mut h = http::HeaderMap::new();
+    ctx.inject_http(&mut h);
+    assert_eq!(h[TENANT_ID], "shop-1");
+    assert_eq!(h[CORRELATION_ID], "corr-42");
+    assert_eq!(h[TRACEPARENT], TP);
+    assert_eq!(h[REQUEST_ID], "req-7");
+    assert_eq!(RequestContext::from_http(&h, None).unwrap(), ctx);
+}
+
+#[test]
+fn http_tenant_rules() {
+    let err =
+        RequestContext::from_http(&http_headers(&[(TENANT_ID, "Bad.Tenant")]), None).unwrap_err();
+    assert_eq!(err.code, ErrorCode::InvalidArgument);
+    assert!(err.message.contains(TENANT_ID), "{err}");
+
+    let default = tenant("default");
+    let err = RequestContext::from_http(&http::HeaderMap::new(), None).unwrap_err();
+    assert_eq!(err.code, ErrorCode::InvalidArgument);
+    assert!(err.message.contains(TENANT_ID), "{err}");
+
+    let ctx = RequestContext::from_http(&http::HeaderMap::new(), Some(&default)).unwrap();
+    assert_eq!(ctx.tenant, default);
+
+    // An explicit (valid) header wins over the default.
+    let ctx =
+        RequestContext::from_http(&http_headers(&[(TENANT_ID, "other")]), Some(&default)).unwrap();
+    assert_eq!(ctx.tenant.as_str(), "other");
+
+    // An invalid header is rejected even when a default exists.
+    assert!(RequestContext::from_http(&http_headers(&[(TENANT_ID, "")]), Some(&default)).is_err());
+}
+
+#[test]
+fn http_generates_missing_or_invalid_correlation_and_trace() {
+    let h = http_headers(&[
+        (TENANT_ID, "t1"),
+        (CORRELATION_ID, "has space"),
+        (TRACEPARENT, "00-nope"),
+        (REQUEST_ID, ""),
+    ]);
+    let a = RequestContext::from_http(&h, None).unwrap();
+    let b = RequestContext::from_http(&h, None).unwrap();
+    assert_ne!(a.correlation_id.as_str(), "has space");
+    assert_ne!(a.correlation_id, b.correlation_id);
+    assert_ne!(a.traceparent, b.traceparent);
+    assert_eq!(a.request_id, None);
+
+    let upper = http_headers(&[(TENANT_ID, "t1"), (TRACEPARENT, &TP.to_uppercase())]);
+    let ctx = RequestContext::from_http(&upper, None).unwrap();
+    assert_eq!(ctx.traceparent.to_string(), TP);
+}
+
+#[test]
+fn grpc_round_trip_and_tenant_required() {
+    let ctx = sample();
+    let mut md = tonic::metadata::MetadataMap::new();
+    ctx.to_grpc_metadata(&mut md);
+    assert_eq!(md.get(TENANT_ID).unwrap(), "shop-1");
+    assert_eq!(RequestContext::from_grpc_metadata(&md).unwrap(), ctx);
+
+    md.remove(TENANT_ID);
+    let err = RequestContext::from_grpc_metadata(&md).unwrap_err();
+    assert_eq!(err.code, ErrorCode::InvalidArgument);
+    assert!(err.message.contains(TENANT_ID), "{err}");
+
+    md.insert(TENANT_ID, "UPPER".parse().unwrap());
+    assert!(RequestContext::from_grpc_metadata(&md).is_err());
+}
+
+#[test]
+fn nats_round_trip_sets_both_spellings() {
+    let ctx = sample();
+    let mut h = async_nats::HeaderMap::new();
+    ctx.to_nats_headers(&mut h);
+    assert_eq!(h.get(NATS_TENANT_ID).unwrap().as_str(), "shop-1");
+    assert_eq!(h.get(CORRELATION_ID).unwrap().as_str(), "corr-42");
+    assert_eq!(h.get(NATS_CORRELATION_ID).unwrap().as_str(), "corr-42");
+    assert_eq!(h.get(TRACEPARENT).unwrap().as_str(), TP);
+    assert_eq!(
+        h.get(NATS_TRACE_ID).unwrap().as_str(),
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+    assert_eq!(h.get(REQUEST_ID).unwrap().as_str(), "req-7");
+    assert_eq!(RequestContext::from_nats_headers(&h).unwrap(), ctx);
+
+    let mut no_req = ctx.clone();
+    no_req.request_id = None;
+    let mut h = async_nats::HeaderMap::new();
+    no_req.to_nats_headers(&mut h);
+    assert!(h.get(REQUEST_ID).is_none());
+    assert_eq!(RequestContext::from_nats_headers(&h).unwrap(), no_req);
+}
+
+#[test]
+fn nats_accepts_either_correlation_header_and_derives_trace_from_trace_id() {
+    let mut h = async_nats::HeaderMap::new();
+    h.insert(NATS_TENANT_ID, "t1");
+    h.insert(NATS_CORRELATION_ID, "only-plain");
+    h.insert(NATS_TRACE_ID, "4bf92f3577b34da6a3ce929d0e0e4736");
+    let ctx = RequestContext::from_nats_headers(&h).unwrap();
+    assert_eq!(ctx.correlation_id.as_str(), "only-plain");
+    assert_eq!(
+        ctx.traceparent.trace_id().as_str(),
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+
+    // traceparent wins over trace-id when both are present.
+    h.insert(
+        TRACEPARENT,
+        "00-11111111111111111111111111111111-2222222222222222-01",
+    );
+    let ctx = RequestContext::from_nats_headers(&h).unwrap();
+    assert_eq!(
+        ctx.traceparent.trace_id().as_str(),
+        "11111111111111111111111111111111"
+    );
+
+    // Neither: a fresh trace and correlation id, still a valid context.
+    let mut bare = async_nats::HeaderMap::new();
+    bare.insert(NATS_TENANT_ID, "t1");
+    let ctx = RequestContext::from_nats_headers(&bare).unwrap();
+    assert!(Traceparent::parse(&ctx.traceparent.to_string()).is_ok());
+
+    let missing_tenant = async_nats::HeaderMap::new();
+    let err = RequestContext::from_nats_headers(&missing_tenant).unwrap_err();
+    assert!(err.message.contains(NATS_TENANT_ID), "{err}");
+}
+
+#[test]
+fn child_context_keeps_everything_but_the_span() {
+    let ctx = sample();
+    let child = ctx.child();
+    assert_eq!(child.tenant, ctx.tenant);
+    assert_eq!(child.correlation_id, ctx.correlation_id);
+    assert_eq!(child.traceparent.trace_id(), ctx.traceparent.trace_id());
+    assert_ne!(child.traceparent.span_id(), ctx.traceparent.span_id());
+}
+
+#[test]
+fn event_types_build_and_read() {
+    let value = event_types_value(["ItemAdded", "QuantityChanged"]).unwrap();
+    assert_eq!(value, "ItemAdded,QuantityChanged");
+    let mut h = async_nats::HeaderMap::new();
+    h.insert(CART_EVENT_TYPES, value.as_str());
+    assert_eq!(
+        event_types(&h).collect::<Vec<_>>(),
+        ["ItemAdded", "QuantityChanged"]
+    );
+    h.insert(CART_EVENT_TYPES, " A, ,B ");
+    assert_eq!(event_types(&h).collect::<Vec<_>>(), ["A", "B"]);
+    assert_eq!(event_types(&async_nats::HeaderMap::new()).count(), 0);
+
+    assert!(event_types_value(["a,b"]).is_err());
+    assert!(event_types_value(["a b"]).is_err());
+    assert!(event_types_value([""]).is_err());
+    assert_eq!(event_types_value(Vec::<String>::new()).unwrap(), "");
+}
+
+#[test]
+fn every_header_name_is_valid_on_its_transport() {
+    for name in [
+        CORRELATION_ID,
+        TRACEPARENT,
+        REQUEST_ID,
+        TENANT_ID,
+        IDEMPOTENCY_KEY,
+    ] {
+        assert!(
+            http::HeaderName::from_bytes(name.as_bytes()).is_ok(),
+            "{name}"
+        );
+        assert!(
+            tonic::metadata::MetadataKey::<tonic::metadata::Ascii>::from_bytes(name.as_bytes())
+                .is_ok(),
+            "{name}"
+        );
+    }
+    for name in [
+        NATS_TENANT_ID,
+        CORRELATION_ID,
+        NATS_CORRELATION_ID,
+        TRACEPARENT,
+        NATS_TRACE_ID,
+        REQUEST_ID,
+        CART_EVENT_TYPES,
+        NATS_MSG_ID,
+        NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+    ] {
+        assert!(name.parse::<async_nats::HeaderName>().is_ok(), "{name}");
+    }
+    // async-nats' own constants agree with ours.
+    assert_eq!(async_nats::header::NATS_MESSAGE_ID.to_string(), NATS_MSG_ID);
+    assert_eq!(
+        async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE.to_string(),
+        NATS_EXPECTED_LAST_SUBJECT_SEQUENCE
+    );
+    assert_eq!(async_nats::header::NATS_SEQUENCE.to_string(), NATS_SEQUENCE);
+    assert_eq!(
+        async_nats::header::NATS_TIME_STAMP.to_string(),
+        NATS_TIME_STAMP
+    );
+}
