@@ -5,6 +5,8 @@
 //! pure cart domain ([`domain`]). A string literal such as `"cart.events."` or `"tenant-id"`
 //! outside this crate is a bug.
 
+pub mod catalog;
+pub mod domain;
 pub mod error;
 pub mod headers;
 pub mod ids;

@@ -1,0 +1,404 @@
+//! The cart's state and `evolve`: the state is the left fold of its events.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::event::{self, Event};
+use super::intern;
+use super::money::TaxRate;
+use crate::catalog::VoucherKind;
+use crate::ids::CartId;
+
+/// Product facts of a line, shared between lines (and carts) with identical facts to keep the
+/// cache small; see [`intern`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LineProduct {
+    pub sku: String,
+    pub item_id: u64,
+    pub name: String,
+    pub unit_price: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org_price: Option<i64>,
+    pub tax_rate: TaxRate,
+    pub currency: String,
+    pub stock: i64,
+    pub item_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub brand: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seller_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seller_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlet: Option<String>,
+}
+
+/// A gift or engraving marking on a line.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Marking {
+    #[serde(rename = "type")]
+    pub kind: u32,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Line {
+    pub id: u32,
+    pub quantity: u32,
+    #[serde(deserialize_with = "intern::deserialize_product")]
+    pub product: Arc<LineProduct>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_id: Option<Box<str>>,
+    #[serde(default)]
+    pub country: Box<str>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub marking: Option<Box<Marking>>,
+}
+
+impl Line {
+    pub fn total_gross(&self) -> i64 {
+        self.product.unit_price * i64::from(self.quantity)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PickupPoint {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub city: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zip: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub id: u32,
+    pub provider: String,
+    pub line_ids: Vec<u32>,
+    pub price: i64,
+    pub tax_rate: TaxRate,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pickup_point: Option<PickupPoint>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedVoucher {
+    pub id: u32,
+    pub code: String,
+    pub discount: VoucherKind,
+    pub min_order: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum CheckoutStatus {
+    /// The runner is creating (or updating) the provider order.
+    Started,
+    /// The provider order exists; the shopper is paying.
+    OrderCreated,
+    Failed {
+        code: String,
+        reason: String,
+    },
+    Cancelled,
+    /// The cart changed during checkout; the next checkout updates the same provider order.
+    Reopened,
+    /// The order is placed.
+    Completed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkout {
+    pub attempt_id: String,
+    #[serde(flatten)]
+    pub status: CheckoutStatus,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacedOrder {
+    pub provider_order_id: String,
+    pub order_reference: String,
+}
+
+/// A cart: lines, deliveries, vouchers, user and checkout progress. Totals are derived
+/// ([`super::totals`]), never stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cart {
+    pub id: CartId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
+    #[serde(default)]
+    pub lines: Vec<Line>,
+    #[serde(default)]
+    pub deliveries: Vec<Delivery>,
+    #[serde(default)]
+    pub vouchers: Vec<AppliedVoucher>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkout: Option<Checkout>,
+    /// The provider order of this cart, kept across checkout attempts so a re-opened checkout
+    /// updates it instead of creating a second one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_order_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<PlacedOrder>,
+    #[serde(default = "one")]
+    pub next_line_id: u32,
+    #[serde(default = "one")]
+    pub next_delivery_id: u32,
+    #[serde(default = "one")]
+    pub next_voucher_id: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl Cart {
+    pub fn new(id: CartId) -> Self {
+        Self {
+            id,
+            currency: None,
+            lines: Vec::new(),
+            deliveries: Vec::new(),
+            vouchers: Vec::new(),
+            user_id: None,
+            checkout: None,
+            provider_order_id: None,
+            payment_status: None,
+            order: None,
+            next_line_id: 1,
+            next_delivery_id: 1,
+            next_voucher_id: 1,
+        }
+    }
+
+    pub fn line(&self, id: u32) -> Option<&Line> {
+        self.lines.iter().find(|l| l.id == id)
+    }
+
+    pub fn delivery(&self, id: u32) -> Option<&Delivery> {
+        self.deliveries.iter().find(|d| d.id == id)
+    }
+
+    /// The line holding `sku` from `store_id`, if any (adding it again increases its quantity).
+    pub fn line_for(&self, sku: &str, store_id: Option<&str>) -> Option<&Line> {
+        self.lines
+            .iter()
+            .find(|l| l.product.sku == sku && l.store_id.as_deref() == store_id)
+    }
+
+    /// The delivery a line is assigned to, if any.
+    pub fn delivery_of(&self, line_id: u32) -> Option<&Delivery> {
+        self.deliveries
+            .iter()
+            .find(|d| d.line_ids.contains(&line_id))
+    }
+
+    pub fn order_placed(&self) -> bool {
+        self.order.is_some()
+    }
+
+    /// The provider order is being created (go-cart-actor `processing`).
+    pub fn processing(&self) -> bool {
+        matches!(
+            self.checkout,
+            Some(Checkout {
+                status: CheckoutStatus::Started,
+                ..
+            })
+        )
+    }
+
+    /// A checkout attempt is live: the shopper is (about to be) paying.
+    pub fn payment_in_progress(&self) -> bool {
+        matches!(
+            self.checkout,
+            Some(Checkout {
+                status: CheckoutStatus::Started | CheckoutStatus::OrderCreated,
+                ..
+            })
+        )
+    }
+
+    pub fn items_gross(&self) -> i64 {
+        self.lines.iter().map(Line::total_gross).sum()
+    }
+
+    fn checkout_mut(&mut self, attempt_id: &str) -> Option<&mut Checkout> {
+        self.checkout
+            .as_mut()
+            .filter(|c| c.attempt_id == attempt_id)
+    }
+}
+
+/// Apply one event. Total: every event that `decide` can emit is valid for the state it was
+/// decided on, and an event naming something that no longer exists changes nothing.
+pub fn evolve(mut cart: Cart, event: &Event) -> Cart {
+    apply(&mut cart, event);
+    cart
+}
+
+/// In-place form of [`evolve`], used on hot paths to avoid moving the cart.
+pub fn apply(cart: &mut Cart, event: &Event) {
+    match event {
+        Event::ItemAdded(e) => {
+            cart.currency.get_or_insert_with(|| e.currency.clone());
+            cart.next_line_id = cart.next_line_id.max(e.line_id + 1);
+            cart.lines.push(Line {
+                id: e.line_id,
+                quantity: e.quantity,
+                product: intern::product(e),
+                store_id: e.store_id.as_deref().map(Into::into),
+                country: e.country.as_str().into(),
+                marking: None,
+            });
+        }
+        Event::ItemQuantityChanged(e) => {
+            if let Some(l) = cart.lines.iter_mut().find(|l| l.id == e.line_id) {
+                l.quantity = e.quantity;
+            }
+        }
+        Event::ItemRemoved(e) => {
+            cart.lines.retain(|l| l.id != e.line_id);
+            for d in &mut cart.deliveries {
+                d.line_ids.retain(|id| *id != e.line_id);
+            }
+            if cart.lines.is_empty() {
+                cart.currency = None;
+            }
+        }
+        Event::CartCleared(_) => {
+            cart.lines.clear();
+            cart.deliveries.clear();
+            cart.currency = None;
+        }
+        Event::DeliveryAdded(e) => {
+            cart.next_delivery_id = cart.next_delivery_id.max(e.delivery_id + 1);
+            cart.deliveries.push(Delivery {
+                id: e.delivery_id,
+                provider: e.provider.clone(),
+                line_ids: e.line_ids.clone(),
+                price: e.price,
+                tax_rate: e.tax_rate,
+                pickup_point: None,
+            });
+        }
+        Event::DeliveryRemoved(e) => cart.deliveries.retain(|d| d.id != e.delivery_id),
+        Event::PickupPointSet(e) => {
+            if let Some(d) = cart.deliveries.iter_mut().find(|d| d.id == e.delivery_id) {
+                d.pickup_point = Some(e.pickup_point.clone());
+            }
+        }
+        Event::VoucherApplied(e) => {
+            cart.next_voucher_id = cart.next_voucher_id.max(e.voucher_id + 1);
+            cart.vouchers.push(AppliedVoucher {
+                id: e.voucher_id,
+                code: e.code.clone(),
+                discount: e.discount,
+                min_order: e.min_order,
+            });
+        }
+        Event::VoucherRemoved(e) => cart.vouchers.retain(|v| v.id != e.voucher_id),
+        Event::UserSet(e) => cart.user_id = e.user_id.clone(),
+        Event::CartMerged(_) => {}
+        Event::MarkingSet(e) => {
+            if let Some(l) = cart.lines.iter_mut().find(|l| l.id == e.line_id) {
+                l.marking = Some(Box::new(e.marking.clone()));
+            }
+        }
+        Event::MarkingRemoved(e) => {
+            if let Some(l) = cart.lines.iter_mut().find(|l| l.id == e.line_id) {
+                l.marking = None;
+            }
+        }
+        Event::CheckoutStarted(e) => {
+            cart.checkout = Some(Checkout {
+                attempt_id: e.attempt_id.clone(),
+                status: CheckoutStatus::Started,
+            });
+            if e.provider_order_id.is_some() {
+                cart.provider_order_id.clone_from(&e.provider_order_id);
+            }
+            cart.payment_status = Some("pending".to_owned());
+        }
+        Event::CheckoutReopened(e) => {
+            if let Some(c) = cart.checkout_mut(&e.attempt_id) {
+                c.status = CheckoutStatus::Reopened;
+                cart.payment_status = None;
+            }
+        }
+        Event::ProviderOrderRecorded(e) => {
+            cart.provider_order_id = Some(e.provider_order_id.clone());
+            if let Some(c) = cart.checkout_mut(&e.attempt_id)
+                && c.status == CheckoutStatus::Started
+            {
+                c.status = CheckoutStatus::OrderCreated;
+                cart.payment_status = Some(e.status.clone());
+            }
+        }
+        Event::CheckoutFailed(e) => {
+            if let Some(c) = cart.checkout_mut(&e.attempt_id) {
+                c.status = CheckoutStatus::Failed {
+                    code: e.code.clone(),
+                    reason: e.reason.clone(),
+                };
+                cart.payment_status = Some("failed".to_owned());
+            }
+        }
+        Event::CheckoutCancelled(e) => {
+            if let Some(c) = cart.checkout_mut(&e.attempt_id) {
+                c.status = CheckoutStatus::Cancelled;
+                cart.payment_status = Some("cancelled".to_owned());
+            }
+        }
+        Event::OrderPlaced(e) => {
+            cart.order = Some(PlacedOrder {
+                provider_order_id: e.provider_order_id.clone(),
+                order_reference: e.order_reference.clone(),
+            });
+            cart.provider_order_id = Some(e.provider_order_id.clone());
+            if let Some(c) = cart.checkout.as_mut() {
+                c.status = CheckoutStatus::Completed;
+            }
+            cart.payment_status = Some("checkout_complete".to_owned());
+        }
+    }
+}
+
+impl From<&event::ItemAdded> for LineProduct {
+    fn from(e: &event::ItemAdded) -> Self {
+        LineProduct {
+            sku: e.sku.clone(),
+            item_id: e.item_id,
+            name: e.name.clone(),
+            unit_price: e.unit_price,
+            org_price: e.org_price,
+            tax_rate: e.tax_rate,
+            currency: e.currency.clone(),
+            stock: e.stock,
+            item_type: e.item_type.clone(),
+            image: e.image.clone(),
+            brand: e.brand.clone(),
+            category: e.category.clone(),
+            seller_id: e.seller_id.clone(),
+            seller_name: e.seller_name.clone(),
+            outlet: e.outlet.clone(),
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! Commands: what a caller asks the cart to do (imperatives). The JSON form (camelCase,
+//! `{"type": "AddItem", ...}`) is what `/v1/carts/{id}/commands` accepts.
+
+use serde::{Deserialize, Serialize};
+
+use super::cart::{Marking, PickupPoint};
+use crate::ids::CartId;
+
+/// Add `quantity` of `sku` (from `storeId`, for click-and-collect) shipped to `country`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AddItem {
+    pub sku: String,
+    pub quantity: u32,
+    #[serde(default)]
+    pub country: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all_fields = "camelCase", deny_unknown_fields)]
+pub enum Command {
+    AddItem(AddItem),
+    /// Several items in one atomic step (quantities of the same SKU add up).
+    AddItems {
+        items: Vec<AddItem>,
+    },
+    ChangeQuantity {
+        line_id: u32,
+        quantity: u32,
+    },
+    RemoveItem {
+        line_id: u32,
+    },
+    /// Replace all lines (and with them, deliveries) by `items`.
+    SetItems {
+        items: Vec<AddItem>,
+    },
+    ClearCart,
+    /// Deliver `line_ids` (empty = every line without a delivery) with `provider`.
+    AddDelivery {
+        provider: String,
+        #[serde(default)]
+        line_ids: Vec<u32>,
+    },
+    RemoveDelivery {
+        delivery_id: u32,
+    },
+    SetPickupPoint {
+        delivery_id: u32,
+        pickup_point: PickupPoint,
+    },
+    ApplyVoucher {
+        code: String,
+    },
+    RemoveVoucher {
+        voucher_id: u32,
+    },
+    /// Attach the cart to a signed-in user; `None` detaches it.
+    SetUser {
+        user_id: Option<String>,
+    },
+    /// Merge an anonymous cart's items into this (the user's) cart; lines sum by SKU. The
+    /// aggregate fills `items` from the source cart before deciding.
+    MergeCart {
+        source_cart_id: CartId,
+        #[serde(default)]
+        items: Vec<AddItem>,
+    },
+    SetMarking {
+        line_id: u32,
+        marking: Marking,
+    },
+    RemoveMarking {
+        line_id: u32,
+    },
+    /// Start (or restart) checkout. `attempt_id` identifies this attempt end to end.
+    StartCheckout {
+        attempt_id: String,
+        #[serde(default)]
+        country: Option<String>,
+    },
+    /// Runner → cart: the provider order for an attempt exists.
+    RecordProviderOrder {
+        attempt_id: String,
+        provider_order_id: String,
+        status: String,
+    },
+    /// Provider push → cart: the shopper paid; the order is placed.
+    ConfirmOrder {
+        provider_order_id: String,
+        order_reference: String,
+    },
+    /// Runner → cart: the provider refused the checkout.
+    FailCheckout {
+        attempt_id: String,
+        code: String,
+        reason: String,
+    },
+    CancelCheckout,
+}
+
+impl Command {
+    /// The command's type name (the JSON `type` and the `type` of a mutation reply).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::AddItem(_) => "AddItem",
+            Command::AddItems { .. } => "AddItems",
+            Command::ChangeQuantity { .. } => "ChangeQuantity",
+            Command::RemoveItem { .. } => "RemoveItem",
+            Command::SetItems { .. } => "SetItems",
+            Command::ClearCart => "ClearCart",
+            Command::AddDelivery { .. } => "AddDelivery",
+            Command::RemoveDelivery { .. } => "RemoveDelivery",
+            Command::SetPickupPoint { .. } => "SetPickupPoint",
+            Command::ApplyVoucher { .. } => "ApplyVoucher",
+            Command::RemoveVoucher { .. } => "RemoveVoucher",
+            Command::SetUser { .. } => "SetUser",
+            Command::MergeCart { .. } => "MergeCart",
+            Command::SetMarking { .. } => "SetMarking",
+            Command::RemoveMarking { .. } => "RemoveMarking",
+            Command::StartCheckout { .. } => "StartCheckout",
+            Command::RecordProviderOrder { .. } => "RecordProviderOrder",
+            Command::ConfirmOrder { .. } => "ConfirmOrder",
+            Command::FailCheckout { .. } => "FailCheckout",
+            Command::CancelCheckout => "CancelCheckout",
+        }
+    }
+
+    /// Whether the command changes what the shopper would pay for. Such a command during a
+    /// live checkout re-opens it (see [`super::decide`]).
+    pub fn changes_contents(&self) -> bool {
+        !matches!(
+            self,
+            Command::SetUser { .. }
+                | Command::StartCheckout { .. }
+                | Command::RecordProviderOrder { .. }
+                | Command::ConfirmOrder { .. }
+                | Command::FailCheckout { .. }
+                | Command::CancelCheckout
+        )
+    }
+
+    /// Catalog entries the decision will look up, so the caller can fetch exactly these.
+    pub fn catalog_needs(&self) -> CatalogNeeds<'_> {
+        let mut needs = CatalogNeeds::default();
+        match self {
+            Command::AddItem(i) => needs.skus.push(&i.sku),
+            Command::AddItems { items }
+            | Command::SetItems { items }
+            | Command::MergeCart { items, .. } => {
+                needs.skus.extend(items.iter().map(|i| i.sku.as_str()))
+            }
+            Command::AddDelivery { provider, .. } => needs.providers.push(provider),
+            Command::ApplyVoucher { code } => needs.vouchers.push(code),
+            _ => {}
+        }
+        needs
+    }
+}
+
+/// See [`Command::catalog_needs`].
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct CatalogNeeds<'a> {
+    pub skus: Vec<&'a str>,
+    pub providers: Vec<&'a str>,
+    pub vouchers: Vec<&'a str>,
+}
+
+/// Business limits. Defaults are what a typical storefront needs; the aggregate takes them
+/// from config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Limits {
+    pub max_quantity: u32,
+    pub max_lines: usize,
+    pub max_deliveries: usize,
+    pub max_vouchers: usize,
+    /// Longest free text (user id, marking text, pickup point fields, ids from the provider).
+    pub max_text_len: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_quantity: 999,
+            max_lines: 100,
+            max_deliveries: 10,
+            max_vouchers: 5,
+            max_text_len: 200,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_form() {
+        let c: Command = serde_json::from_value(serde_json::json!(
+            {"type": "AddItem", "sku": "A", "quantity": 2, "country": "se", "storeId": "s1"}
+        ))
+        .unwrap();
+        assert_eq!(
+            c,
+            Command::AddItem(AddItem {
+                sku: "A".into(),
+                quantity: 2,
+                country: "se".into(),
+                store_id: Some("s1".into())
+            })
+        );
+        let c: Command = serde_json::from_value(
+            serde_json::json!({"type": "ChangeQuantity", "lineId": 1, "quantity": 3}),
+        )
+        .unwrap();
+        assert_eq!(c.name(), "ChangeQuantity");
+        let c: Command = serde_json::from_value(serde_json::json!({"type": "ClearCart"})).unwrap();
+        assert_eq!(c, Command::ClearCart);
+        let err = serde_json::from_value::<Command>(
+            serde_json::json!({"type": "ChangeQuantity", "lineId": 1, "quantity": 3, "x": 1}),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("unknown field `x`"), "{err}");
+        let err = serde_json::from_value::<Command>(
+            serde_json::json!({"type": "ChangeQuantity", "lineId": 1, "quantity": -3}),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("-3"), "{err}");
+        assert!(serde_json::from_value::<Command>(serde_json::json!({"type": "Nope"})).is_err());
+    }
+
+    #[test]
+    fn needs_and_content_changes() {
+        let c = Command::AddItems {
+            items: vec![
+                AddItem {
+                    sku: "A".into(),
+                    quantity: 1,
+                    country: "se".into(),
+                    store_id: None,
+                },
+                AddItem {
+                    sku: "B".into(),
+                    quantity: 1,
+                    country: "se".into(),
+                    store_id: None,
+                },
+            ],
+        };
+        assert_eq!(c.catalog_needs().skus, vec!["A", "B"]);
+        assert!(c.changes_contents());
+        assert!(!Command::SetUser { user_id: None }.changes_contents());
+        assert_eq!(
+            Command::ApplyVoucher { code: "X".into() }
+                .catalog_needs()
+                .vouchers,
+            vec!["X"]
+        );
+    }
+}

@@ -1,0 +1,586 @@
+//! `decide`: the business rules. Given the current cart, a command and a [`Context`] (time,
+//! catalog facts, limits), return the events to record or the reason for refusing.
+//!
+//! Rules that span the checkout:
+//! - Once the order is placed, every change is refused with `cart_locked`.
+//! - While a checkout attempt is live (`paymentInProgress`), a change to the contents is
+//!   allowed and **re-opens** the checkout: the events start with `CheckoutReopened`, and the
+//!   next `StartCheckout` carries the existing provider order id so the runner updates that
+//!   order instead of creating another.
+//! - Runner/provider commands (`RecordProviderOrder`, `FailCheckout`, `ConfirmOrder`) that
+//!   repeat what already happened decide to no events: redelivery is harmless.
+
+use time::OffsetDateTime;
+
+use super::cart::{Cart, CheckoutStatus, PickupPoint, apply};
+use super::command::{AddItem, Command, Limits};
+use super::error::DomainError;
+use super::event::*;
+use super::totals::totals;
+use crate::catalog::{Catalog, normalize_voucher_code};
+
+/// Everything a decision may consult besides the cart: no clock, catalog or randomness is
+/// reached any other way.
+pub struct Context<'a> {
+    pub now: OffsetDateTime,
+    pub catalog: &'a dyn Catalog,
+    pub limits: Limits,
+}
+
+/// Decide a command against `cart`. An empty `Ok` means "nothing to record" (the command
+/// repeats what already happened).
+pub fn decide(cart: &Cart, command: Command, ctx: &Context<'_>) -> Result<Vec<Event>, DomainError> {
+    if let Some(order) = &cart.order {
+        return match &command {
+            Command::ConfirmOrder {
+                provider_order_id, ..
+            } if *provider_order_id == order.provider_order_id => Ok(Vec::new()),
+            Command::RecordProviderOrder {
+                provider_order_id, ..
+            } if *provider_order_id == order.provider_order_id => Ok(Vec::new()),
+            Command::FailCheckout { .. } => Ok(Vec::new()),
+            _ => Err(DomainError::OrderPlaced(order.order_reference.clone())),
+        };
+    }
+    let mut d = Decision {
+        cart: cart.clone(),
+        events: Vec::new(),
+        ctx,
+    };
+    if command.changes_contents()
+        && let Some(c) = &cart.checkout
+        && cart.payment_in_progress()
+    {
+        d.emit(CheckoutReopened {
+            attempt_id: c.attempt_id.clone(),
+        });
+    }
+    d.run(command)?;
+    Ok(d.events)
+}
+
+/// A working copy: each emitted event is applied at once, so later steps of the same command
+/// see its effect (e.g. two `AddItems` entries for one SKU add up).
+struct Decision<'a, 'c> {
+    cart: Cart,
+    events: Vec<Event>,
+    ctx: &'a Context<'c>,
+}
+
+impl Decision<'_, '_> {
+    fn emit(&mut self, e: impl Into<Event>) {
+        let e = e.into();
+        apply(&mut self.cart, &e);
+        self.events.push(e);
+    }
+
+    fn limits(&self) -> Limits {
+        self.ctx.limits
+    }
+
+    fn run(&mut self, command: Command) -> Result<(), DomainError> {
+        match command {
+            Command::AddItem(item) => self.add_item(&item),
+            Command::AddItems { items } => {
+                non_empty(&items, "items")?;
+                items.iter().try_for_each(|i| self.add_item(i))
+            }
+            Command::SetItems { items } => {
+                if !self.cart.lines.is_empty() || !self.cart.deliveries.is_empty() {
+                    self.emit(CartCleared {});
+                }
+                items.iter().try_for_each(|i| self.add_item(i))
+            }
+            Command::ChangeQuantity { line_id, quantity } => {
+                self.line(line_id)?;
+                check_quantity("quantity", u64::from(quantity), self.limits().max_quantity)?;
+                if self.cart.line(line_id).map(|l| l.quantity) != Some(quantity) {
+                    self.emit(ItemQuantityChanged { line_id, quantity });
+                }
+                Ok(())
+            }
+            Command::RemoveItem { line_id } => self.remove_item(line_id),
+            Command::ClearCart => {
+                if !self.cart.lines.is_empty() || !self.cart.deliveries.is_empty() {
+                    self.emit(CartCleared {});
+                }
+                Ok(())
+            }
+            Command::AddDelivery { provider, line_ids } => self.add_delivery(&provider, line_ids),
+            Command::RemoveDelivery { delivery_id } => {
+                self.delivery(delivery_id)?;
+                self.emit(DeliveryRemoved { delivery_id });
+                Ok(())
+            }
+            Command::SetPickupPoint {
+                delivery_id,
+                pickup_point,
+            } => {
+                self.delivery(delivery_id)?;
+                let pickup_point = self.pickup_point(pickup_point)?;
+                if self
+                    .cart
+                    .delivery(delivery_id)
+                    .and_then(|d| d.pickup_point.as_ref())
+                    != Some(&pickup_point)
+                {
+                    self.emit(PickupPointSet {
+                        delivery_id,
+                        pickup_point,
+                    });
+                }
+                Ok(())
+            }
+            Command::ApplyVoucher { code } => self.apply_voucher(&code),
+            Command::RemoveVoucher { voucher_id } => {
+                if !self.cart.vouchers.iter().any(|v| v.id == voucher_id) {
+                    return Err(DomainError::UnknownVoucher(voucher_id));
+                }
+                self.emit(VoucherRemoved { voucher_id });
+                Ok(())
+            }
+            Command::SetUser { user_id } => {
+                if let Some(u) = &user_id {
+                    self.text("userId", u)?;
+                }
+                if self.cart.user_id != user_id {
+                    self.emit(UserSet { user_id });
+                }
+                Ok(())
+            }
+            Command::MergeCart {
+                source_cart_id,
+                items,
+            } => self.merge(source_cart_id.as_str(), items),
+            Command::SetMarking { line_id, marking } => {
+                self.line(line_id)?;
+                self.text("marking.text", &marking.text)?;
+                if self.cart.line(line_id).and_then(|l| l.marking.as_deref()) != Some(&marking) {
+                    self.emit(MarkingSet { line_id, marking });
+                }
+                Ok(())
+            }
+            Command::RemoveMarking { line_id } => {
+                if self.line(line_id)?.marking.is_some() {
+                    self.emit(MarkingRemoved { line_id });
+                }
+                Ok(())
+            }
+            Command::StartCheckout {
+                attempt_id,
+                country,
+            } => self.start_checkout(attempt_id, country),
+            Command::RecordProviderOrder {
+                attempt_id,
+                provider_order_id,
+                status,
+            } => {
+                self.text("attemptId", &attempt_id)?;
+                self.text("providerOrderId", &provider_order_id)?;
+                self.text("status", &status)?;
+                let already = self.cart.provider_order_id.as_deref() == Some(&provider_order_id)
+                    && !matches!(
+                        &self.cart.checkout,
+                        Some(c) if c.attempt_id == attempt_id && c.status == CheckoutStatus::Started
+                    );
+                if !already {
+                    self.emit(ProviderOrderRecorded {
+                        attempt_id,
+                        provider_order_id,
+                        status,
+                    });
+                }
+                Ok(())
+            }
+            Command::FailCheckout {
+                attempt_id,
+                code,
+                reason,
+            } => {
+                let live = matches!(&self.cart.checkout, Some(c) if c.attempt_id == attempt_id)
+                    && self.cart.payment_in_progress();
+                if live {
+                    self.emit(CheckoutFailed {
+                        attempt_id,
+                        code,
+                        reason,
+                    });
+                }
+                Ok(())
+            }
+            Command::CancelCheckout => match &self.cart.checkout {
+                Some(c) if self.cart.payment_in_progress() => {
+                    let attempt_id = c.attempt_id.clone();
+                    self.emit(CheckoutCancelled { attempt_id });
+                    Ok(())
+                }
+                _ => Err(DomainError::InvalidState(
+                    "no checkout is in progress".to_owned(),
+                )),
+            },
+            Command::ConfirmOrder {
+                provider_order_id,
+                order_reference,
+            } => {
+                self.text("orderReference", &order_reference)?;
+                if self.cart.provider_order_id.as_deref() != Some(&provider_order_id) {
+                    return Err(DomainError::InvalidState(format!(
+                        "provider order {provider_order_id:?} does not belong to this cart"
+                    )));
+                }
+                let t = totals(&self.cart);
+                self.emit(OrderPlaced {
+                    provider_order_id,
+                    order_reference,
+                    total_amount: t.total.inc_vat,
+                    currency: self.cart.currency.clone().unwrap_or_default(),
+                });
+                Ok(())
+            }
+        }
+    }
+
+    fn add_item(&mut self, item: &AddItem) -> Result<(), DomainError> {
+        let limits = self.limits();
+        check_quantity("quantity", u64::from(item.quantity), limits.max_quantity)?;
+        let country = country(&item.country)?;
+        if let Some(store) = &item.store_id {
+            self.text("storeId", store)?;
+        }
+        let product = self
+            .ctx
+            .catalog
+            .product(&item.sku)
+            .ok_or_else(|| DomainError::UnknownSku(item.sku.clone()))?;
+        if let Some(cur) = &self.cart.currency
+            && *cur != product.currency
+        {
+            return Err(DomainError::CurrencyMismatch {
+                cart: cur.clone(),
+                sku: item.sku.clone(),
+                product: product.currency.clone(),
+            });
+        }
+        if let Some(line) = self.cart.line_for(&item.sku, item.store_id.as_deref()) {
+            let quantity = u64::from(line.quantity) + u64::from(item.quantity);
+            check_quantity("quantity", quantity, limits.max_quantity)?;
+            let line_id = line.id;
+            self.emit(ItemQuantityChanged {
+                line_id,
+                quantity: quantity as u32,
+            });
+            return Ok(());
+        }
+        if self.cart.lines.len() >= limits.max_lines {
+            return Err(DomainError::LimitExceeded {
+                what: "lines",
+                max: limits.max_lines,
+            });
+        }
+        let line_id = self.cart.next_line_id;
+        self.emit(ItemAdded {
+            line_id,
+            sku: product.sku.clone(),
+            item_id: product.item_id,
+            quantity: item.quantity,
+            unit_price: product.price,
+            org_price: product.org_price,
+            tax_rate: product.tax_rate,
+            currency: product.currency.clone(),
+            stock: product.stock,
+            item_type: product.item_type.clone(),
+            store_id: item.store_id.clone(),
+            country,
+            name: product.name.clone(),
+            image: product.image.clone(),
+            brand: product.brand.clone(),
+            category: product.category.clone(),
+            seller_id: product.seller_id.clone(),
+            seller_name: product.seller_name.clone(),
+            outlet: product.outlet.clone(),
+        });
+        Ok(())
+    }
+
+    fn remove_item(&mut self, line_id: u32) -> Result<(), DomainError> {
+        self.line(line_id)?;
+        let emptied: Vec<u32> = self
+            .cart
+            .deliveries
+            .iter()
+            .filter(|d| d.line_ids == [line_id])
+            .map(|d| d.id)
+            .collect();
+        self.emit(ItemRemoved { line_id });
+        for delivery_id in emptied {
+            self.emit(DeliveryRemoved { delivery_id });
+        }
+        Ok(())
+    }
+
+    fn add_delivery(&mut self, provider: &str, line_ids: Vec<u32>) -> Result<(), DomainError> {
+        let option = self
+            .ctx
+            .catalog
+            .delivery(provider)
+            .ok_or_else(|| DomainError::UnknownDeliveryProvider(provider.to_owned()))?;
+        if self.cart.deliveries.len() >= self.limits().max_deliveries {
+            return Err(DomainError::LimitExceeded {
+                what: "deliveries",
+                max: self.limits().max_deliveries,
+            });
+        }
+        let line_ids = if line_ids.is_empty() {
+            let free: Vec<u32> = self
+                .cart
+                .lines
+                .iter()
+                .filter(|l| self.cart.delivery_of(l.id).is_none())
+                .map(|l| l.id)
+                .collect();
+            if free.is_empty() {
+                return Err(DomainError::InvalidState(
+                    "every line already has a delivery (or the cart is empty)".to_owned(),
+                ));
+            }
+            free
+        } else {
+            let mut seen = Vec::with_capacity(line_ids.len());
+            for id in line_ids {
+                self.line(id)?;
+                if let Some(d) = self.cart.delivery_of(id) {
+                    return Err(DomainError::LineAlreadyDelivered {
+                        line_id: id,
+                        delivery_id: d.id,
+                    });
+                }
+                if !seen.contains(&id) {
+                    seen.push(id);
+                }
+            }
+            seen
+        };
+        if let Some(cur) = &self.cart.currency
+            && *cur != option.currency
+        {
+            return Err(DomainError::CurrencyMismatch {
+                cart: cur.clone(),
+                sku: format!("delivery {provider}"),
+                product: option.currency.clone(),
+            });
+        }
+        let delivery_id = self.cart.next_delivery_id;
+        self.emit(DeliveryAdded {
+            delivery_id,
+            provider: option.provider.clone(),
+            line_ids,
+            price: option.price,
+            tax_rate: option.tax_rate,
+        });
+        Ok(())
+    }
+
+    fn apply_voucher(&mut self, code: &str) -> Result<(), DomainError> {
+        let code = normalize_voucher_code(code);
+        self.text("code", &code)?;
+        let def = self
+            .ctx
+            .catalog
+            .voucher(&code)
+            .ok_or_else(|| DomainError::UnknownVoucherCode(code.clone()))?;
+        let not_applicable = |reason: String| DomainError::VoucherNotApplicable {
+            code: code.clone(),
+            reason,
+        };
+        if let Some(exp) = def.expires_at
+            && self.ctx.now >= exp
+        {
+            return Err(not_applicable(format!("expired at {exp}")));
+        }
+        if self.cart.vouchers.iter().any(|v| v.code == code) {
+            return Err(not_applicable("is already applied".to_owned()));
+        }
+        let items = self.cart.items_gross();
+        if items < def.min_order {
+            return Err(not_applicable(format!(
+                "needs an order of at least {} (minor units), the items total {items}",
+                def.min_order
+            )));
+        }
+        if self.cart.vouchers.len() >= self.limits().max_vouchers {
+            return Err(DomainError::LimitExceeded {
+                what: "vouchers",
+                max: self.limits().max_vouchers,
+            });
+        }
+        let voucher_id = self.cart.next_voucher_id;
+        self.emit(VoucherApplied {
+            voucher_id,
+            code,
+            discount: def.discount,
+            min_order: def.min_order,
+        });
+        Ok(())
+    }
+
+    fn merge(&mut self, source: &str, items: Vec<AddItem>) -> Result<(), DomainError> {
+        if source == self.cart.id.as_str() {
+            return Err(DomainError::invalid(
+                "sourceCartId",
+                "must be a different cart than the target",
+            ));
+        }
+        let mut skipped = Vec::new();
+        for item in &items {
+            match self.add_item(item) {
+                Err(DomainError::UnknownSku(sku)) => skipped.push(sku),
+                other => other?,
+            }
+        }
+        self.emit(CartMerged {
+            source_cart_id: source.to_owned(),
+            skipped_skus: skipped,
+        });
+        Ok(())
+    }
+
+    fn start_checkout(
+        &mut self,
+        attempt_id: String,
+        country_override: Option<String>,
+    ) -> Result<(), DomainError> {
+        self.text("attemptId", &attempt_id)?;
+        if let Some(c) = &self.cart.checkout
+            && c.attempt_id == attempt_id
+        {
+            // The same attempt again (a retried request): nothing new to record.
+            return Ok(());
+        }
+        if self.cart.lines.is_empty() {
+            return Err(DomainError::InvalidState(
+                "cannot check out an empty cart".to_owned(),
+            ));
+        }
+        let country = match country_override {
+            Some(c) => country(&c)?,
+            None => self.cart.lines[0].country.to_string(),
+        };
+        let t = totals(&self.cart);
+        let mut lines = Vec::new();
+        for (line, price) in self.cart.lines.iter().zip(&t.lines) {
+            lines.push(CheckoutLine {
+                kind: "physical".to_owned(),
+                reference: line.product.sku.clone(),
+                name: line.product.name.clone(),
+                quantity: line.quantity,
+                unit_price: line.product.unit_price,
+                tax_rate: line.product.tax_rate,
+                total_amount: price.inc_vat,
+                total_tax_amount: price.total_vat(),
+                total_discount_amount: 0,
+            });
+        }
+        for (d, price) in self.cart.deliveries.iter().zip(&t.deliveries) {
+            lines.push(CheckoutLine {
+                kind: "shipping_fee".to_owned(),
+                reference: d.provider.clone(),
+                name: d.provider.clone(),
+                quantity: 1,
+                unit_price: d.price,
+                tax_rate: d.tax_rate,
+                total_amount: price.inc_vat,
+                total_tax_amount: price.total_vat(),
+                total_discount_amount: 0,
+            });
+        }
+        for (v, parts) in self.cart.vouchers.iter().zip(&t.voucher_parts) {
+            for &(rate, gross) in parts.iter().filter(|p| p.1 != 0) {
+                let vat = rate.vat_of_gross(gross);
+                lines.push(CheckoutLine {
+                    kind: "discount".to_owned(),
+                    reference: v.code.clone(),
+                    name: format!("Voucher {}", v.code),
+                    quantity: 1,
+                    unit_price: -gross,
+                    tax_rate: rate,
+                    total_amount: -gross,
+                    total_tax_amount: -vat,
+                    total_discount_amount: 0,
+                });
+            }
+        }
+        self.emit(CheckoutStarted {
+            attempt_id,
+            provider_order_id: self.cart.provider_order_id.clone(),
+            currency: self.cart.currency.clone().unwrap_or_default(),
+            country,
+            total_amount: t.total.inc_vat,
+            total_tax_amount: t.total.total_vat(),
+            lines,
+        });
+        Ok(())
+    }
+
+    fn line(&self, id: u32) -> Result<&super::cart::Line, DomainError> {
+        self.cart.line(id).ok_or(DomainError::UnknownLine(id))
+    }
+
+    fn delivery(&self, id: u32) -> Result<&super::cart::Delivery, DomainError> {
+        self.cart
+            .delivery(id)
+            .ok_or(DomainError::UnknownDelivery(id))
+    }
+
+    fn text(&self, field: &'static str, s: &str) -> Result<(), DomainError> {
+        let max = self.limits().max_text_len;
+        if s.trim().is_empty() || s.chars().count() > max || s.chars().any(char::is_control) {
+            return Err(DomainError::invalid(
+                field,
+                format!("must be 1..={max} characters without control characters"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn pickup_point(&self, p: PickupPoint) -> Result<PickupPoint, DomainError> {
+        self.text("pickupPoint.id", &p.id)?;
+        for (field, v) in [
+            ("pickupPoint.name", &p.name),
+            ("pickupPoint.address", &p.address),
+            ("pickupPoint.city", &p.city),
+            ("pickupPoint.zip", &p.zip),
+            ("pickupPoint.country", &p.country),
+        ] {
+            if let Some(v) = v {
+                self.text(field, v)?;
+            }
+        }
+        Ok(p)
+    }
+}
+
+fn check_quantity(field: &'static str, got: u64, max: u32) -> Result<(), DomainError> {
+    if got == 0 || got > u64::from(max) {
+        return Err(DomainError::QuantityOutOfRange { field, got, max });
+    }
+    Ok(())
+}
+
+fn non_empty<T>(items: &[T], field: &'static str) -> Result<(), DomainError> {
+    if items.is_empty() {
+        return Err(DomainError::invalid(field, "must not be empty"));
+    }
+    Ok(())
+}
+
+/// An ISO 3166-1 alpha-2 country code, normalised to lower case (`se`, `no`, `dk`).
+fn country(c: &str) -> Result<String, DomainError> {
+    if c.len() == 2 && c.bytes().all(|b| b.is_ascii_alphabetic()) {
+        Ok(c.to_ascii_lowercase())
+    } else {
+        Err(DomainError::invalid(
+            "country",
+            format!("must be a two-letter country code such as \"se\", got {c:?}"),
+        ))
+    }
+}

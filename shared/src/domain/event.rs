@@ -1,0 +1,408 @@
+//! Cart events: facts in the past tense, each with a type name and a version.
+//!
+//! On the wire an event is `{"type": "ItemAdded", "v": 2, "data": {...}}` inside an
+//! [`EventMessage`] (one message per accepted command). Decoding is tolerant: unknown fields are
+//! ignored, old versions are upcast to the current shape ([`upcast`]), and an unknown type is a
+//! distinct error ([`EventDecodeError::UnknownType`]) that consumers count and skip.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::cart::{Marking, PickupPoint};
+use super::money::TaxRate;
+use crate::catalog::VoucherKind;
+use crate::ids::{CartId, CommandId, TenantId};
+
+/// Product facts recorded when a line is added: the price and metadata the shopper saw.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ItemAdded {
+    pub line_id: u32,
+    pub sku: String,
+    #[serde(default)]
+    pub item_id: u64,
+    pub quantity: u32,
+    /// Unit price incl. VAT, minor units.
+    pub unit_price: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org_price: Option<i64>,
+    pub tax_rate: TaxRate,
+    pub currency: String,
+    #[serde(default)]
+    pub stock: i64,
+    #[serde(default = "default_item_type")]
+    pub item_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_id: Option<String>,
+    #[serde(default)]
+    pub country: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub brand: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seller_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seller_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlet: Option<String>,
+}
+
+fn default_item_type() -> String {
+    "product".to_owned()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemQuantityChanged {
+    pub line_id: u32,
+    pub quantity: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemRemoved {
+    pub line_id: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CartCleared {}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryAdded {
+    pub delivery_id: u32,
+    pub provider: String,
+    pub line_ids: Vec<u32>,
+    /// Price incl. VAT, minor units, from the delivery-pricing config at decide time.
+    pub price: i64,
+    pub tax_rate: TaxRate,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryRemoved {
+    pub delivery_id: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PickupPointSet {
+    pub delivery_id: u32,
+    pub pickup_point: PickupPoint,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VoucherApplied {
+    pub voucher_id: u32,
+    pub code: String,
+    pub discount: VoucherKind,
+    #[serde(default)]
+    pub min_order: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VoucherRemoved {
+    pub voucher_id: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserSet {
+    /// `None` clears the user (logout).
+    #[serde(default)]
+    pub user_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CartMerged {
+    pub source_cart_id: String,
+    /// SKUs of the source cart that are no longer sold and were left out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped_skus: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MarkingSet {
+    pub line_id: u32,
+    pub marking: Marking,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MarkingRemoved {
+    pub line_id: u32,
+}
+
+/// One order line as handed to the payment provider (Klarna order line shape, minor units).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckoutLine {
+    /// `physical`, `shipping_fee` or `discount`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub reference: String,
+    pub name: String,
+    pub quantity: u32,
+    pub unit_price: i64,
+    pub tax_rate: TaxRate,
+    pub total_amount: i64,
+    pub total_tax_amount: i64,
+    #[serde(default)]
+    pub total_discount_amount: i64,
+}
+
+/// The durable intent to take payment: the runner's outbox entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckoutStarted {
+    pub attempt_id: String,
+    /// The provider order created by an earlier attempt of this cart: update it, don't create.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_order_id: Option<String>,
+    pub currency: String,
+    pub country: String,
+    pub total_amount: i64,
+    pub total_tax_amount: i64,
+    pub lines: Vec<CheckoutLine>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckoutReopened {
+    pub attempt_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderOrderRecorded {
+    pub attempt_id: String,
+    pub provider_order_id: String,
+    /// The provider's order status, e.g. `checkout_incomplete`.
+    pub status: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckoutFailed {
+    pub attempt_id: String,
+    pub code: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckoutCancelled {
+    pub attempt_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderPlaced {
+    pub provider_order_id: String,
+    pub order_reference: String,
+    pub total_amount: i64,
+    pub currency: String,
+}
+
+macro_rules! events {
+    ($( $name:ident = $version:literal ),* $(,)?) => {
+        /// Every event the cart knows, in its current version.
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub enum Event {
+            $( $name($name), )*
+        }
+
+        impl Event {
+            /// Every event type name with its current version.
+            pub const TYPES: &'static [(&'static str, u32)] = &[$( (stringify!($name), $version), )*];
+
+            pub fn type_name(&self) -> &'static str {
+                match self { $( Event::$name(_) => stringify!($name), )* }
+            }
+
+            pub fn version(&self) -> u32 {
+                match self { $( Event::$name(_) => $version, )* }
+            }
+
+            pub fn encode(&self) -> EventRecord {
+                let data = match self {
+                    $( Event::$name(e) => serde_json::to_value(e), )*
+                }
+                .expect("event payloads always serialize");
+                EventRecord { event_type: self.type_name().to_owned(), v: self.version(), data }
+            }
+
+            pub fn decode(record: &EventRecord) -> Result<Event, EventDecodeError> {
+                let current = Self::TYPES
+                    .iter()
+                    .find(|(t, _)| *t == record.event_type)
+                    .map(|(_, v)| *v)
+                    .ok_or_else(|| EventDecodeError::UnknownType(record.event_type.clone()))?;
+                if record.v > current {
+                    return Err(EventDecodeError::FutureVersion {
+                        event_type: record.event_type.clone(),
+                        v: record.v,
+                        current,
+                    });
+                }
+                let data = upcast(&record.event_type, record.v, record.data.clone())?;
+                let invalid = |e: serde_json::Error| EventDecodeError::Invalid {
+                    event_type: record.event_type.clone(),
+                    v: record.v,
+                    reason: e.to_string(),
+                };
+                match record.event_type.as_str() {
+                    $( stringify!($name) => serde_json::from_value(data).map(Event::$name).map_err(invalid), )*
+                    other => Err(EventDecodeError::UnknownType(other.to_owned())),
+                }
+            }
+        }
+
+        $(
+            impl From<$name> for Event {
+                fn from(e: $name) -> Event { Event::$name(e) }
+            }
+        )*
+    };
+}
+
+events! {
+    ItemAdded = 2,
+    ItemQuantityChanged = 1,
+    ItemRemoved = 1,
+    CartCleared = 1,
+    DeliveryAdded = 1,
+    DeliveryRemoved = 1,
+    PickupPointSet = 1,
+    VoucherApplied = 1,
+    VoucherRemoved = 1,
+    UserSet = 1,
+    CartMerged = 1,
+    MarkingSet = 1,
+    MarkingRemoved = 1,
+    CheckoutStarted = 1,
+    CheckoutReopened = 1,
+    ProviderOrderRecorded = 1,
+    CheckoutFailed = 1,
+    CheckoutCancelled = 1,
+    OrderPlaced = 1,
+}
+
+/// The upcasting hook: turns an older version's `data` into the current shape, one step at a
+/// time. Add a match arm when an event's version is bumped; never change an old arm.
+pub fn upcast(event_type: &str, mut v: u32, mut data: Value) -> Result<Value, EventDecodeError> {
+    let current = Event::TYPES
+        .iter()
+        .find(|(t, _)| *t == event_type)
+        .map(|(_, v)| *v)
+        .unwrap_or(v);
+    while v < current {
+        data = match (event_type, v) {
+            // ItemAdded v1 (the go-cart-actor event log shape) carried `price` and `tax` as a
+            // VAT percentage and no currency; v2 names them `unit_price` and `tax_rate` (basis
+            // points) and records the currency.
+            ("ItemAdded", 1) => {
+                let mut obj = match data {
+                    Value::Object(o) => o,
+                    _ => {
+                        return Err(EventDecodeError::Invalid {
+                            event_type: event_type.into(),
+                            v,
+                            reason: "data is not an object".into(),
+                        });
+                    }
+                };
+                if let Some(price) = obj.remove("price") {
+                    obj.insert("unit_price".into(), price);
+                }
+                if let Some(tax) = obj.remove("tax") {
+                    let bp = tax.as_u64().unwrap_or(0) * 100;
+                    obj.insert("tax_rate".into(), Value::from(bp));
+                }
+                obj.entry("currency").or_insert_with(|| Value::from("SEK"));
+                Value::Object(obj)
+            }
+            _ => {
+                return Err(EventDecodeError::Invalid {
+                    event_type: event_type.into(),
+                    v,
+                    reason: format!("no upcaster from version {v}"),
+                });
+            }
+        };
+        v += 1;
+    }
+    Ok(data)
+}
+
+/// An event as stored: type name, version and JSON payload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventRecord {
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub v: u32,
+    #[serde(default)]
+    pub data: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventDecodeError {
+    #[error("unknown event type {0:?}")]
+    UnknownType(String),
+    #[error("event {event_type} v{v} is newer than this build understands (v{current})")]
+    FutureVersion {
+        event_type: String,
+        v: u32,
+        current: u32,
+    },
+    #[error("event {event_type} v{v} is invalid: {reason}")]
+    Invalid {
+        event_type: String,
+        v: u32,
+        reason: String,
+    },
+}
+
+/// One JetStream message on `cart.events.<tenant>.<cart_id>`: everything one accepted command
+/// produced, so a commit is atomic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventMessage {
+    pub cart_id: CartId,
+    pub tenant: TenantId,
+    pub command_id: CommandId,
+    /// 1 for the cart's first message, then +1 per message.
+    pub revision: u64,
+    /// RFC 3339 time the command was decided.
+    #[serde(with = "time::serde::rfc3339")]
+    pub occurred_at: time::OffsetDateTime,
+    pub events: Vec<EventRecord>,
+}
+
+impl EventMessage {
+    pub fn new(
+        tenant: TenantId,
+        cart_id: CartId,
+        command_id: CommandId,
+        revision: u64,
+        occurred_at: time::OffsetDateTime,
+        events: &[Event],
+    ) -> Self {
+        Self {
+            cart_id,
+            tenant,
+            command_id,
+            revision,
+            occurred_at,
+            events: events.iter().map(Event::encode).collect(),
+        }
+    }
+
+    /// The value of the `cart-event-types` header: the event type names, comma-separated.
+    pub fn event_types_header(&self) -> String {
+        let mut out = String::new();
+        for (i, e) in self.events.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&e.event_type);
+        }
+        out
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("event messages always serialize")
+    }
+
+    pub fn from_json(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+}

@@ -1,0 +1,33 @@
+//! The pure cart: [`decide`] and [`evolve`], no I/O, no clock, no randomness except what the
+//! [`Context`] passes in.
+//!
+//! - Commands ([`Command`]) are imperatives; events ([`Event`]) are past-tense facts with a
+//!   version, stored as `{type, v, data}` inside one [`EventMessage`] per accepted command.
+//! - State is the fold of events ([`Cart`]); totals are derived ([`totals()`]), and the JSON the
+//!   storefront reads is [`CartView`].
+//! - [`CartState`] adds the stream version, revision and recent command ids used for replay,
+//!   exactly-once replies and snapshots.
+
+pub mod cart;
+pub mod command;
+pub mod decide;
+pub mod error;
+pub mod event;
+pub mod intern;
+pub mod money;
+pub mod state;
+pub mod totals;
+pub mod view;
+
+pub use cart::{Cart, CheckoutStatus, Line, Marking, PickupPoint, apply, evolve};
+pub use command::{AddItem, CatalogNeeds, Command, Limits};
+pub use decide::{Context, decide};
+pub use error::DomainError;
+pub use event::{Event, EventDecodeError, EventMessage, EventRecord};
+pub use money::{CartPrice, TaxRate};
+pub use state::{ApplyReport, CartState, RecentCommand};
+pub use totals::{Totals, totals};
+pub use view::{CartView, MutationError, MutationOutcome, MutationReply};
+
+#[cfg(test)]
+mod tests;

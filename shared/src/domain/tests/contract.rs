@@ -1,0 +1,309 @@
+//! The JSON contracts: the storefront's cart shape, the mutation reply and the event wire
+//! format. A failure here means a public contract changed.
+
+use serde_json::json;
+use time::macros::datetime;
+
+use super::*;
+use crate::error::{ApiError, ErrorCode};
+use crate::ids::{CommandId, TenantId};
+
+fn sample_cart() -> Cart {
+    given(vec![
+        Command::AddItem(add("TEST-SKU-123", 2)),
+        Command::AddItem(AddItem {
+            store_id: Some("store-7".into()),
+            ..add("BOOK-1", 1)
+        }),
+        Command::AddDelivery {
+            provider: "standard".into(),
+            line_ids: vec![1],
+        },
+        Command::SetPickupPoint {
+            delivery_id: 1,
+            pickup_point: PickupPoint {
+                id: "PUP123".into(),
+                name: Some("Locker 5".into()),
+                address: None,
+                city: Some("Stockholm".into()),
+                zip: None,
+                country: None,
+            },
+        },
+        Command::ApplyVoucher {
+            code: "FIFTY".into(),
+        },
+        Command::SetUser {
+            user_id: Some("user-1".into()),
+        },
+        Command::SetMarking {
+            line_id: 2,
+            marking: Marking {
+                kind: 1,
+                text: "For Ada".into(),
+            },
+        },
+    ])
+}
+
+#[test]
+fn cart_json_is_the_storefront_shape() {
+    let v = serde_json::to_value(CartView::of(&sample_cart())).unwrap();
+    // Items: 2 × 125.00 at 25 % and 224.00 at 6 %; delivery 49.00 at 25 %; voucher 50.00
+    // split 250:224 over the two rates (26.37 kr at 25 % → 5.27 VAT, 23.63 kr at 6 % → 1.34 VAT).
+    let expected = json!({
+        "id": "1720000000000000",
+        "items": [
+            {"id": 1, "itemId": 12500, "sku": "TEST-SKU-123", "qty": 2,
+             "price": {"exVat": 10000, "incVat": 12500, "vat": {"25": 2500}},
+             "totalPrice": {"exVat": 20000, "incVat": 25000, "vat": {"25": 5000}},
+             "tax": 2500, "stock": 10, "type": "product",
+             "meta": {"name": "Product TEST-SKU-123", "image": "https://img.example/TEST-SKU-123.jpg"}},
+            {"id": 2, "itemId": 22400, "sku": "BOOK-1", "qty": 1,
+             "price": {"exVat": 21132, "incVat": 22400, "vat": {"6": 1268}},
+             "totalPrice": {"exVat": 21132, "incVat": 22400, "vat": {"6": 1268}},
+             "tax": 600, "stock": 10, "type": "product", "storeId": "store-7",
+             "meta": {"name": "Product BOOK-1", "image": "https://img.example/BOOK-1.jpg"},
+             "marking": {"type": 1, "text": "For Ada"}}
+        ],
+        "deliveries": [
+            {"id": 1, "provider": "standard", "items": [1],
+             "price": {"exVat": 3920, "incVat": 4900, "vat": {"25": 980}},
+             "pickupPoint": {"id": "PUP123", "name": "Locker 5", "city": "Stockholm"}}
+        ],
+        "vouchers": [
+            {"id": 1, "code": "FIFTY",
+             "discount": {"exVat": 4339, "incVat": 5000, "vat": {"6": 134, "25": 527}}}
+        ],
+        "totalPrice": {"exVat": 40713, "incVat": 47300, "vat": {"6": 1134, "25": 5453}},
+        "totalDiscount": {"exVat": 4339, "incVat": 5000, "vat": {"6": 134, "25": 527}},
+        "totalTax": {"exVat": 0, "incVat": 6587, "vat": {"6": 1134, "25": 5453}},
+        "processing": false,
+        "paymentInProgress": false,
+        "userId": "user-1",
+        "currency": "SEK"
+    });
+    assert_eq!(v, expected, "{}", serde_json::to_string_pretty(&v).unwrap());
+    let back: CartView = serde_json::from_value(v).unwrap();
+    assert_eq!(back, CartView::of(&sample_cart()));
+}
+
+#[test]
+fn empty_cart_json() {
+    let v = serde_json::to_value(CartView::of(&Cart::new(cart_id()))).unwrap();
+    assert_eq!(
+        v,
+        json!({
+            "id": "1720000000000000", "items": [], "deliveries": [], "vouchers": [],
+            "totalPrice": {"exVat": 0, "incVat": 0, "vat": {}},
+            "totalDiscount": {"exVat": 0, "incVat": 0, "vat": {}},
+            "totalTax": {"exVat": 0, "incVat": 0, "vat": {}},
+            "processing": false, "paymentInProgress": false
+        })
+    );
+}
+
+#[test]
+fn mutation_reply_shape() {
+    let err = ApiError::new(ErrorCode::UnknownLine, "the cart has no line 9");
+    let reply = MutationReply {
+        result: CartView::of(&Cart::new(cart_id())),
+        mutations: vec![MutationOutcome {
+            kind: "ChangeQuantity".into(),
+            error: Some((&err).into()),
+            mutation: json!({"id": 9, "quantity": 2}),
+        }],
+    };
+    let v = serde_json::to_value(&reply).unwrap();
+    assert_eq!(
+        v["mutations"],
+        json!([{"type": "ChangeQuantity",
+                "error": {"message": "the cart has no line 9", "code": "unknown_line", "statusCode": 404},
+                "mutation": {"id": 9, "quantity": 2}}])
+    );
+    assert_eq!(v["result"]["id"], "1720000000000000");
+}
+
+#[test]
+fn event_message_wire_format() {
+    let events = when(
+        &Cart::new(cart_id()),
+        Command::AddItem(add("TEST-SKU-123", 1)),
+    )
+    .unwrap();
+    let id = CommandId::parse("0190f3f4-7d7a-7cc1-8f0e-1a2b3c4d5e6f").unwrap();
+    let msg = EventMessage::new(
+        TenantId::parse("default").unwrap(),
+        cart_id(),
+        id,
+        1,
+        datetime!(2026-11-23 12:00 UTC),
+        &events,
+    );
+    let v: serde_json::Value = serde_json::from_slice(&msg.to_json()).unwrap();
+    assert_eq!(
+        v,
+        json!({
+            "cart_id": "1720000000000000", "tenant": "default",
+            "command_id": "0190f3f4-7d7a-7cc1-8f0e-1a2b3c4d5e6f", "revision": 1,
+            "occurred_at": "2026-11-23T12:00:00Z",
+            "events": [{"type": "ItemAdded", "v": 2, "data": {
+                "line_id": 1, "sku": "TEST-SKU-123", "item_id": 12500, "quantity": 1,
+                "unit_price": 12500, "tax_rate": 2500, "currency": "SEK", "stock": 10,
+                "item_type": "product", "country": "se", "name": "Product TEST-SKU-123",
+                "image": "https://img.example/TEST-SKU-123.jpg"}}]
+        })
+    );
+    assert_eq!(msg.event_types_header(), "ItemAdded");
+    assert_eq!(EventMessage::from_json(&msg.to_json()).unwrap(), msg);
+}
+
+#[test]
+fn decoding_is_tolerant_and_versioned() {
+    // Unknown fields are ignored.
+    let rec: EventRecord = serde_json::from_value(json!(
+        {"type": "ItemQuantityChanged", "v": 1, "data": {"line_id": 1, "quantity": 2, "new_field": true}}
+    ))
+    .unwrap();
+    assert_eq!(
+        Event::decode(&rec).unwrap(),
+        Event::ItemQuantityChanged(event::ItemQuantityChanged {
+            line_id: 1,
+            quantity: 2
+        })
+    );
+    // Unknown types are a distinct error.
+    let rec: EventRecord =
+        serde_json::from_value(json!({"type": "GiftWrapped", "v": 1, "data": {}})).unwrap();
+    assert_eq!(
+        Event::decode(&rec),
+        Err(EventDecodeError::UnknownType("GiftWrapped".into()))
+    );
+    // Versions newer than this build are refused, not misread.
+    let rec: EventRecord =
+        serde_json::from_value(json!({"type": "ItemRemoved", "v": 9, "data": {"line_id": 1}}))
+            .unwrap();
+    assert!(matches!(
+        Event::decode(&rec),
+        Err(EventDecodeError::FutureVersion {
+            v: 9,
+            current: 1,
+            ..
+        })
+    ));
+    // Old versions are upcast: ItemAdded v1 had `price` and `tax` (percent), no currency.
+    let rec: EventRecord = serde_json::from_value(json!({"type": "ItemAdded", "v": 1, "data": {
+        "line_id": 3, "sku": "OLD-1", "quantity": 2, "price": 9900, "tax": 25, "name": "Old"}}))
+    .unwrap();
+    let Event::ItemAdded(e) = Event::decode(&rec).unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        (e.unit_price, e.tax_rate, e.currency.as_str()),
+        (9900, TaxRate(2500), "SEK")
+    );
+    // Bad data names the type and the problem.
+    let rec: EventRecord =
+        serde_json::from_value(json!({"type": "ItemRemoved", "v": 1, "data": {}})).unwrap();
+    let err = Event::decode(&rec).unwrap_err().to_string();
+    assert!(
+        err.contains("ItemRemoved v1 is invalid") && err.contains("line_id"),
+        "{err}"
+    );
+}
+
+#[test]
+fn every_event_type_round_trips_through_json() {
+    let cart = sample_cart();
+    let mut all: Vec<Event> = Vec::new();
+    let mut c = Cart::new(cart_id());
+    for cmd in [
+        Command::AddItem(add("TEST-SKU-123", 2)),
+        Command::ChangeQuantity {
+            line_id: 1,
+            quantity: 3,
+        },
+        Command::AddItem(add("BOOK-1", 1)),
+        Command::RemoveItem { line_id: 2 },
+        Command::AddDelivery {
+            provider: "standard".into(),
+            line_ids: vec![],
+        },
+        Command::SetPickupPoint {
+            delivery_id: 1,
+            pickup_point: PickupPoint {
+                id: "P".into(),
+                name: None,
+                address: None,
+                city: None,
+                zip: None,
+                country: None,
+            },
+        },
+        Command::RemoveDelivery { delivery_id: 1 },
+        Command::ApplyVoucher { code: "TEN".into() },
+        Command::RemoveVoucher { voucher_id: 1 },
+        Command::SetUser {
+            user_id: Some("u".into()),
+        },
+        Command::MergeCart {
+            source_cart_id: CartId::parse("anon").unwrap(),
+            items: vec![add("FOOD-1", 1)],
+        },
+        Command::SetMarking {
+            line_id: 1,
+            marking: Marking {
+                kind: 2,
+                text: "x".into(),
+            },
+        },
+        Command::RemoveMarking { line_id: 1 },
+        Command::StartCheckout {
+            attempt_id: "a1".into(),
+            country: Some("SE".into()),
+        },
+        Command::CancelCheckout,
+        Command::StartCheckout {
+            attempt_id: "a2".into(),
+            country: None,
+        },
+        Command::FailCheckout {
+            attempt_id: "a2".into(),
+            code: "c".into(),
+            reason: "r".into(),
+        },
+        Command::StartCheckout {
+            attempt_id: "a3".into(),
+            country: None,
+        },
+        Command::ClearCart,
+        Command::AddItem(add("FOOD-1", 1)),
+        Command::StartCheckout {
+            attempt_id: "a4".into(),
+            country: None,
+        },
+        Command::RecordProviderOrder {
+            attempt_id: "a4".into(),
+            provider_order_id: "ko".into(),
+            status: "checkout_incomplete".into(),
+        },
+        Command::ConfirmOrder {
+            provider_order_id: "ko".into(),
+            order_reference: "R".into(),
+        },
+    ] {
+        for e in when(&c, cmd).unwrap() {
+            c = evolve(c, &e);
+            all.push(e);
+        }
+    }
+    let seen: std::collections::BTreeSet<&str> = all.iter().map(Event::type_name).collect();
+    let known: std::collections::BTreeSet<&str> = Event::TYPES.iter().map(|t| t.0).collect();
+    assert_eq!(seen, known, "every event type is exercised");
+    for e in &all {
+        let wire = serde_json::to_string(&e.encode()).unwrap();
+        let back = Event::decode(&serde_json::from_str(&wire).unwrap()).unwrap();
+        assert_eq!(&back, e);
+    }
+    assert!(cart.lines.len() == 2);
+}

@@ -1,0 +1,134 @@
+//! Domain tests: given (events) / when (command) / then (events or error), property tests and
+//! the pinned JSON contract.
+
+mod checkout;
+mod commands;
+mod contract;
+mod properties;
+
+use time::macros::datetime;
+
+use super::*;
+use crate::catalog::{CatalogSnapshot, DeliveryOption, Product, VoucherDefinition, VoucherKind};
+use crate::ids::CartId;
+
+pub(super) fn product(sku: &str, price: i64, rate: u32) -> Product {
+    Product {
+        sku: sku.into(),
+        item_id: price as u64,
+        name: format!("Product {sku}"),
+        price,
+        org_price: None,
+        tax_rate: TaxRate(rate),
+        currency: "SEK".into(),
+        stock: 10,
+        image: Some(format!("https://img.example/{sku}.jpg")),
+        brand: None,
+        category: None,
+        seller_id: None,
+        seller_name: None,
+        outlet: None,
+        item_type: "product".into(),
+    }
+}
+
+pub(super) fn catalog() -> CatalogSnapshot {
+    let mut c = CatalogSnapshot::default();
+    for p in [
+        product("TEST-SKU-123", 12500, 2500),
+        product("TEST-SKU-456", 9990, 2500),
+        product("BOOK-1", 22400, 600),
+        product("FOOD-1", 11200, 1200),
+    ] {
+        c.products.insert(p.sku.clone(), p);
+    }
+    let mut eur = product("EURO-1", 1000, 2500);
+    eur.currency = "EUR".into();
+    c.products.insert(eur.sku.clone(), eur);
+    c.deliveries.insert(
+        "standard".into(),
+        DeliveryOption {
+            provider: "standard".into(),
+            name: None,
+            price: 4900,
+            tax_rate: TaxRate(2500),
+            currency: "SEK".into(),
+        },
+    );
+    c.deliveries.insert(
+        "express".into(),
+        DeliveryOption {
+            provider: "express".into(),
+            name: None,
+            price: 9900,
+            tax_rate: TaxRate(2500),
+            currency: "SEK".into(),
+        },
+    );
+    for (code, kind, min, exp) in [
+        ("TEN", VoucherKind::Percent { basis_points: 1000 }, 0, None),
+        ("FIFTY", VoucherKind::Fixed { amount: 5000 }, 0, None),
+        ("BIG", VoucherKind::Fixed { amount: 1000 }, 100_000, None),
+        (
+            "OLD",
+            VoucherKind::Fixed { amount: 1000 },
+            0,
+            Some(datetime!(2020-01-01 0:00 UTC)),
+        ),
+    ] {
+        c.vouchers.insert(
+            code.into(),
+            VoucherDefinition {
+                code: code.into(),
+                discount: kind,
+                min_order: min,
+                expires_at: exp,
+            },
+        );
+    }
+    c
+}
+
+pub(super) fn ctx(catalog: &CatalogSnapshot) -> Context<'_> {
+    Context {
+        now: datetime!(2026-11-23 12:00 UTC),
+        catalog,
+        limits: Limits::default(),
+    }
+}
+
+pub(super) fn cart_id() -> CartId {
+    CartId::parse("1720000000000000").unwrap()
+}
+
+pub(super) fn add(sku: &str, quantity: u32) -> AddItem {
+    AddItem {
+        sku: sku.into(),
+        quantity,
+        country: "se".into(),
+        store_id: None,
+    }
+}
+
+/// Fold commands into a cart, panicking on rejection (test set-up).
+pub(super) fn given(commands: Vec<Command>) -> Cart {
+    let cat = catalog();
+    let ctx = ctx(&cat);
+    let mut cart = Cart::new(cart_id());
+    for c in commands {
+        let name = c.name();
+        for e in decide(&cart, c, &ctx).unwrap_or_else(|e| panic!("given {name}: {e}")) {
+            cart = evolve(cart, &e);
+        }
+    }
+    cart
+}
+
+pub(super) fn when(cart: &Cart, command: Command) -> Result<Vec<Event>, DomainError> {
+    let cat = catalog();
+    decide(cart, command, &ctx(&cat))
+}
+
+pub(super) fn types(events: &[Event]) -> Vec<&'static str> {
+    events.iter().map(Event::type_name).collect()
+}

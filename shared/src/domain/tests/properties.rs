@@ -1,0 +1,179 @@
+//! Property tests: totals are the sum of their parts, and replaying the emitted events (through
+//! their JSON wire form) reproduces the state.
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::ids::{CartId, CommandId, TenantId};
+
+fn arb_command() -> impl Strategy<Value = Command> {
+    let sku = prop::sample::select(vec![
+        "TEST-SKU-123",
+        "TEST-SKU-456",
+        "BOOK-1",
+        "FOOD-1",
+        "NOPE",
+    ]);
+    let item = (sku, 0u32..6).prop_map(|(s, q)| add(s, q));
+    prop_oneof![
+        4 => item.clone().prop_map(Command::AddItem),
+        1 => prop::collection::vec(item.clone(), 0..4).prop_map(|items| Command::AddItems { items }),
+        2 => (1u32..6, 0u32..12).prop_map(|(line_id, quantity)| Command::ChangeQuantity { line_id, quantity }),
+        1 => (1u32..6).prop_map(|line_id| Command::RemoveItem { line_id }),
+        1 => prop::collection::vec(item, 0..3).prop_map(|items| Command::SetItems { items }),
+        1 => Just(Command::ClearCart),
+        1 => (prop::sample::select(vec!["standard", "express"]), prop::collection::vec(1u32..6, 0..3))
+            .prop_map(|(p, line_ids)| Command::AddDelivery { provider: p.into(), line_ids }),
+        1 => (1u32..4).prop_map(|delivery_id| Command::RemoveDelivery { delivery_id }),
+        2 => prop::sample::select(vec!["TEN", "FIFTY", "BIG"]).prop_map(|c| Command::ApplyVoucher { code: c.into() }),
+        1 => (1u32..4).prop_map(|voucher_id| Command::RemoveVoucher { voucher_id }),
+        1 => (0u32..3).prop_map(|n| Command::StartCheckout { attempt_id: format!("a{n}"), country: None }),
+        1 => (0u32..3).prop_map(|n| Command::RecordProviderOrder {
+            attempt_id: format!("a{n}"), provider_order_id: "ko-1".into(), status: "checkout_incomplete".into() }),
+        1 => Just(Command::CancelCheckout),
+    ]
+}
+
+fn check_totals(cart: &Cart) -> Result<(), TestCaseError> {
+    let t = totals(cart);
+    let prices = t
+        .lines
+        .iter()
+        .chain(&t.deliveries)
+        .chain(&t.vouchers)
+        .chain([&t.items, &t.delivery_total, &t.discount, &t.total]);
+    for p in prices {
+        prop_assert_eq!(p.inc_vat, p.ex_vat() + p.total_vat());
+    }
+    let lines: i64 = cart.lines.iter().map(|l| l.total_gross()).sum();
+    let lines_vat: i64 = t.lines.iter().map(|p| p.total_vat()).sum();
+    prop_assert_eq!(t.items.inc_vat, lines);
+    prop_assert_eq!(t.items.total_vat(), lines_vat);
+    let deliveries: i64 = cart.deliveries.iter().map(|d| d.price).sum();
+    prop_assert_eq!(t.delivery_total.inc_vat, deliveries);
+    let discounts: i64 = t.vouchers.iter().map(|v| v.inc_vat).sum();
+    prop_assert_eq!(t.discount.inc_vat, discounts);
+    prop_assert!(
+        t.discount.inc_vat <= t.items.inc_vat,
+        "discount never exceeds the items"
+    );
+    prop_assert_eq!(t.total.inc_vat, lines + deliveries - discounts);
+    // Per rate: total VAT = items + deliveries − discount.
+    let mut rates: std::collections::BTreeSet<TaxRate> = t.items.vat.keys().copied().collect();
+    rates.extend(t.delivery_total.vat.keys());
+    for r in rates {
+        let get = |p: &CartPrice| p.vat.get(&r).copied().unwrap_or(0);
+        prop_assert_eq!(
+            get(&t.total),
+            get(&t.items) + get(&t.delivery_total) - get(&t.discount)
+        );
+    }
+    let view = CartView::of(cart);
+    prop_assert_eq!(view.total_tax.inc_vat, t.total.total_vat());
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn totals_equal_the_sum_of_their_parts_and_replay_reproduces_state(
+        commands in prop::collection::vec(arb_command(), 1..40)
+    ) {
+        let cat = catalog();
+        let ctx = ctx(&cat);
+        let tenant = TenantId::parse("t1").unwrap();
+        let mut state = CartState::new(cart_id());
+        let mut log: Vec<(EventMessage, u64)> = Vec::new();
+        let mut seq = 0;
+        for cmd in commands {
+            if let Ok(events) = decide(&state.cart, cmd, &ctx) {
+                if events.is_empty() {
+                    continue;
+                }
+                seq += 3; // other carts' messages interleave in the stream
+                let id = CommandId::new();
+                let msg = EventMessage::new(tenant.clone(), cart_id(), id, state.revision + 1, ctx.now, &events);
+                state.commit(id, seq, &events, CartState::DEFAULT_RECENT);
+                log.push((msg, seq));
+                check_totals(&state.cart)?;
+            }
+        }
+        // Replay the wire form from scratch.
+        let mut replayed = CartState::new(cart_id());
+        for (msg, seq) in &log {
+            let wire = EventMessage::from_json(&msg.to_json()).unwrap();
+            let report = replayed.apply_message(&wire, *seq, CartState::DEFAULT_RECENT);
+            prop_assert!(report.unknown.is_empty() && report.invalid.is_empty());
+        }
+        prop_assert_eq!(&replayed, &state);
+        // Replaying again is idempotent (messages at or below the version are ignored).
+        for (msg, seq) in &log {
+            replayed.apply_message(msg, *seq, CartState::DEFAULT_RECENT);
+        }
+        prop_assert_eq!(&replayed, &state);
+        // A snapshot (JSON) of the state is the same state.
+        let snap: CartState = serde_json::from_str(&serde_json::to_string(&state).unwrap()).unwrap();
+        prop_assert_eq!(snap, state);
+    }
+
+    #[test]
+    fn evolve_is_deterministic(commands in prop::collection::vec(arb_command(), 1..20)) {
+        let cat = catalog();
+        let ctx = ctx(&cat);
+        let mut a = Cart::new(CartId::parse("x").unwrap());
+        let mut events = Vec::new();
+        for cmd in commands {
+            if let Ok(es) = decide(&a, cmd, &ctx) {
+                for e in es {
+                    a = evolve(a, &e);
+                    events.push(e);
+                }
+            }
+        }
+        let b = events.iter().fold(Cart::new(CartId::parse("x").unwrap()), evolve);
+        prop_assert_eq!(a, b);
+    }
+}
+
+#[test]
+fn recent_commands_answer_retries_and_are_bounded() {
+    let mut state = CartState::new(cart_id());
+    let ids: Vec<CommandId> = (0..20).map(|_| CommandId::new()).collect();
+    for (i, id) in ids.iter().enumerate() {
+        state.commit(*id, (i as u64 + 1) * 2, &[], 4);
+    }
+    assert_eq!(state.recent.len(), 4);
+    assert_eq!(state.revision, 20);
+    let last = state.recent_outcome(&ids[19]).unwrap();
+    assert_eq!((last.version, last.revision), (40, 20));
+    assert!(state.recent_outcome(&ids[15]).is_none());
+    assert!(state.recent_outcome(&ids[16]).is_some());
+}
+
+#[test]
+fn unknown_event_types_are_counted_and_skipped() {
+    let mut state = CartState::new(cart_id());
+    let msg = EventMessage {
+        cart_id: cart_id(),
+        tenant: TenantId::parse("t").unwrap(),
+        command_id: CommandId::new(),
+        revision: 1,
+        occurred_at: time::OffsetDateTime::UNIX_EPOCH,
+        events: vec![
+            EventRecord {
+                event_type: "GiftWrapped".into(),
+                v: 1,
+                data: serde_json::json!({}),
+            },
+            Event::UserSet(event::UserSet {
+                user_id: Some("u".into()),
+            })
+            .encode(),
+        ],
+    };
+    let report = state.apply_message(&msg, 7, 8);
+    assert_eq!(report.unknown, vec!["GiftWrapped".to_owned()]);
+    assert_eq!(state.cart.user_id.as_deref(), Some("u"));
+    assert_eq!((state.version, state.revision), (7, 1));
+}

@@ -1,0 +1,206 @@
+//! The cart as the go-cart-actor storefront client reads it (camelCase JSON). This shape is a
+//! public contract pinned by serialization tests; add fields, never rename or remove them.
+
+use serde::{Deserialize, Serialize};
+
+use super::cart::{Cart, Marking, PickupPoint};
+use super::money::CartPrice;
+use super::totals::totals;
+use crate::error::ApiError;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CartView {
+    pub id: String,
+    pub items: Vec<CartItem>,
+    pub deliveries: Vec<CartDelivery>,
+    pub vouchers: Vec<Voucher>,
+    pub total_price: CartPrice,
+    pub total_discount: CartPrice,
+    /// The VAT part of `totalPrice` (`incVat` = VAT, `exVat` = 0, per rate in `vat`).
+    pub total_tax: CartPrice,
+    /// The provider order is being created.
+    pub processing: bool,
+    pub payment_in_progress: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_reference: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// ISO 4217 code of every amount in the cart (absent while the cart is empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CartItem {
+    /// Line id: 1, 2, 3, ... per cart (what `PUT /cart` and `DELETE /cart/{id}` take).
+    pub id: u32,
+    pub item_id: u64,
+    pub sku: String,
+    pub qty: u32,
+    /// Unit price.
+    pub price: CartPrice,
+    /// `price × qty`.
+    pub total_price: CartPrice,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org_price: Option<CartPrice>,
+    /// VAT rate in basis points (2500 = 25 %).
+    pub tax: u32,
+    pub stock: i64,
+    #[serde(rename = "type")]
+    pub item_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_id: Option<String>,
+    pub meta: ItemMeta,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub marking: Option<Marking>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ItemMeta {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub brand: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seller_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seller_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlet: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CartDelivery {
+    pub id: u32,
+    pub provider: String,
+    /// Line ids this delivery ships.
+    pub items: Vec<u32>,
+    pub price: CartPrice,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pickup_point: Option<PickupPoint>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Voucher {
+    pub id: u32,
+    pub code: String,
+    /// What the voucher takes off right now (zero while its minimum order is not met).
+    pub discount: CartPrice,
+}
+
+impl CartView {
+    pub fn of(cart: &Cart) -> CartView {
+        let t = totals(cart);
+        CartView {
+            id: cart.id.to_string(),
+            items: cart
+                .lines
+                .iter()
+                .zip(&t.lines)
+                .map(|(l, total)| {
+                    let p = &l.product;
+                    CartItem {
+                        id: l.id,
+                        item_id: p.item_id,
+                        sku: p.sku.clone(),
+                        qty: l.quantity,
+                        price: CartPrice::from_gross(p.unit_price, p.tax_rate),
+                        total_price: total.clone(),
+                        org_price: p.org_price.map(|o| CartPrice::from_gross(o, p.tax_rate)),
+                        tax: p.tax_rate.0,
+                        stock: p.stock,
+                        item_type: p.item_type.clone(),
+                        store_id: l.store_id.as_deref().map(str::to_owned),
+                        meta: ItemMeta {
+                            name: p.name.clone(),
+                            image: p.image.clone(),
+                            brand: p.brand.clone(),
+                            category: p.category.clone(),
+                            seller_id: p.seller_id.clone(),
+                            seller_name: p.seller_name.clone(),
+                            outlet: p.outlet.clone(),
+                        },
+                        marking: l.marking.as_deref().cloned(),
+                    }
+                })
+                .collect(),
+            deliveries: cart
+                .deliveries
+                .iter()
+                .zip(&t.deliveries)
+                .map(|(d, price)| CartDelivery {
+                    id: d.id,
+                    provider: d.provider.clone(),
+                    items: d.line_ids.clone(),
+                    price: price.clone(),
+                    pickup_point: d.pickup_point.clone(),
+                })
+                .collect(),
+            vouchers: cart
+                .vouchers
+                .iter()
+                .zip(&t.vouchers)
+                .map(|(v, discount)| Voucher {
+                    id: v.id,
+                    code: v.code.clone(),
+                    discount: discount.clone(),
+                })
+                .collect(),
+            total_tax: t.tax(),
+            total_price: t.total,
+            total_discount: t.discount,
+            processing: cart.processing(),
+            payment_in_progress: cart.payment_in_progress(),
+            order_reference: cart.order.as_ref().map(|o| o.order_reference.clone()),
+            payment_status: cart.payment_status.clone(),
+            user_id: cart.user_id.clone(),
+            currency: cart.currency.clone(),
+        }
+    }
+}
+
+/// The reply to a mutation: the resulting cart and one entry per mutation sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MutationReply {
+    pub result: CartView,
+    pub mutations: Vec<MutationOutcome>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MutationOutcome {
+    /// The command's type name (`AddItem`, `ChangeQuantity`, ...).
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<MutationError>,
+    /// The mutation as received.
+    pub mutation: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MutationError {
+    pub message: String,
+    pub code: String,
+    pub status_code: u16,
+}
+
+impl From<&ApiError> for MutationError {
+    fn from(e: &ApiError) -> Self {
+        MutationError {
+            message: e.message.clone(),
+            code: e.code.as_str().to_owned(),
+            status_code: e.status().as_u16(),
+        }
+    }
+}
