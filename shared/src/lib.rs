@@ -10,8 +10,11 @@ pub mod domain;
 pub mod error;
 pub mod headers;
 pub mod ids;
+pub mod nats;
 pub mod placement;
 pub mod subjects;
+#[cfg(feature = "test-support")]
+pub mod test_support;
 pub mod trace;
 
 pub use error::{ApiError, ErrorCode};

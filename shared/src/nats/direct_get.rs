@@ -1,0 +1,273 @@
+//! Reading one subject's messages with JetStream's batch direct get (nats-server >= 2.11).
+//!
+//! Loading a cold cart means reading every event on `cart.events.<tenant>.<cart_id>` after the
+//! snapshot's sequence. A consumer per load costs several API round trips and server state;
+//! a batch direct get is one request: `{"seq": <start>, "next_by_subj": <subject>, "batch": n}`
+//! to `$JS.API.DIRECT.GET.<stream>`, and the server streams up to `n` matching messages to the
+//! reply inbox without flow control, then an end-of-batch marker (status `204 EOB`, empty
+//! body, `Nats-Num-Pending` = matches left, `Nats-Last-Sequence` = last sequence sent). When
+//! nothing matches the only reply is `404`. async-nats 0.51 has no API for this, so it is
+//! built here from a core subscription on a fresh inbox.
+//!
+//! Direct gets may be answered by any replica, so a read can lag a just-acknowledged write;
+//! correctness never depends on it (appends use `Nats-Expected-Last-Subject-Sequence`).
+
+use std::time::Duration;
+
+use async_nats::{Client, HeaderMap, Message};
+use bytes::Bytes;
+use futures::StreamExt;
+use serde::Serialize;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::headers::{
+    DIRECT_GET_SERVER_HEADERS, NATS_LAST_SEQUENCE, NATS_NUM_PENDING, NATS_SEQUENCE, NATS_SUBJECT,
+    NATS_TIME_STAMP,
+};
+use crate::subjects::direct_get_api;
+
+/// The most messages requested per round trip. The server streams a batch without flow
+/// control, so a bound keeps one read from flooding the client's subscription buffer.
+pub const MAX_BATCH: usize = 1_000;
+
+/// One stored message as written: its stream sequence (the cart's version), subject, the
+/// headers it was published with (server-added direct-get headers removed), payload and the
+/// time the server stored it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub sequence: u64,
+    pub subject: String,
+    pub headers: HeaderMap,
+    pub payload: Bytes,
+    pub time: OffsetDateTime,
+}
+
+/// Tuning of [`read_subject_after`].
+#[derive(Debug, Clone)]
+pub struct BatchGetOptions {
+    /// Messages per round trip, 1..=[`MAX_BATCH`].
+    pub batch: usize,
+    /// Longest wait for each reply message (an idle deadline, so long reads are fine).
+    pub timeout: Duration,
+}
+
+impl Default for BatchGetOptions {
+    fn default() -> Self {
+        Self {
+            batch: 500,
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A batch direct get failed. Every variant names the stream.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectGetError {
+    #[error("direct get on {stream}: invalid request: {reason}")]
+    InvalidRequest { stream: String, reason: String },
+    #[error("direct get on {stream}: no responders (stream missing, or allow_direct is off)")]
+    NoResponders { stream: String },
+    #[error("direct get on {stream}: no reply within {timeout:?}")]
+    Timeout { stream: String, timeout: Duration },
+    #[error(
+        "direct get on {stream}: the server does not support batch direct get (needs nats-server >= 2.11)"
+    )]
+    Unsupported { stream: String },
+    #[error("direct get on {stream}: server answered {code} {description}")]
+    Status {
+        stream: String,
+        code: u16,
+        description: String,
+    },
+    #[error("direct get on {stream}: malformed reply: {reason}")]
+    Malformed { stream: String, reason: String },
+    #[error("direct get on {stream}: {reason}")]
+    Transport { stream: String, reason: String },
+}
+
+#[derive(Serialize)]
+struct BatchRequest<'a> {
+    seq: u64,
+    next_by_subj: &'a str,
+    batch: usize,
+}
+
+enum Page {
+    NotFound,
+    Batch {
+        events: Vec<StoredEvent>,
+        pending: u64,
+        last_sequence: u64,
+    },
+}
+
+/// Every message on `subject` in `stream` with a sequence greater than `after`, in order, in
+/// as few round trips as the batch size allows (one for a typical cart). An empty result
+/// means nothing was written after `after`. `subject` must be a literal subject.
+pub async fn read_subject_after(
+    client: &Client,
+    stream: &str,
+    subject: &str,
+    after: u64,
+    options: &BatchGetOptions,
+) -> Result<Vec<StoredEvent>, DirectGetError> {
+    let invalid = |reason: String| DirectGetError::InvalidRequest {
+        stream: stream.to_owned(),
+        reason,
+    };
+    let api = direct_get_api(stream).map_err(|e| invalid(e.to_string()))?;
+    if subject.is_empty()
+        || subject
+            .split('.')
+            .any(|t| t.is_empty() || t == "*" || t == ">")
+    {
+        return Err(invalid(format!("{subject:?} is not a literal subject")));
+    }
+    let batch = options.batch.clamp(1, MAX_BATCH);
+    let mut events = Vec::new();
+    let mut next = after.saturating_add(1);
+    loop {
+        let request = BatchRequest {
+            seq: next,
+            next_by_subj: subject,
+            batch,
+        };
+        match request_page(client, stream, &api, &request, options.timeout).await? {
+            Page::NotFound => return Ok(events),
+            Page::Batch {
+                events: page,
+                pending,
+                last_sequence,
+            } => {
+                let progressed = !page.is_empty();
+                events.extend(page);
+                if pending == 0 {
+                    return Ok(events);
+                }
+                if !progressed || last_sequence < next {
+                    return Err(DirectGetError::Malformed {
+                        stream: stream.to_owned(),
+                        reason: format!(
+                            "{pending} messages pending but the batch from {next} made no progress"
+                        ),
+                    });
+                }
+                next = last_sequence + 1;
+            }
+        }
+    }
+}
+
+async fn request_page(
+    client: &Client,
+    stream: &str,
+    api: &str,
+    request: &BatchRequest<'_>,
+    timeout: Duration,
+) -> Result<Page, DirectGetError> {
+    let transport = |reason: String| DirectGetError::Transport {
+        stream: stream.to_owned(),
+        reason,
+    };
+    let body = serde_json::to_vec(request).map_err(|e| transport(e.to_string()))?;
+    let inbox = client.new_inbox();
+    // Subscribe before publishing: the server replies as fast as it reads the store.
+    let mut replies = client
+        .subscribe(inbox.clone())
+        .await
+        .map_err(|e| transport(format!("subscribe: {e}")))?;
+    client
+        .publish_with_reply(api.to_owned(), inbox, body.into())
+        .await
+        .map_err(|e| transport(format!("publish: {e}")))?;
+
+    let mut events = Vec::new();
+    loop {
+        let msg = tokio::time::timeout(timeout, replies.next())
+            .await
+            .map_err(|_| DirectGetError::Timeout {
+                stream: stream.to_owned(),
+                timeout,
+            })?
+            .ok_or_else(|| transport("subscription closed".into()))?;
+        match msg.status.map(|s| s.as_u16()) {
+            None | Some(200) => events.push(parse_message(stream, msg)?),
+            Some(204) => {
+                let headers = msg.headers.unwrap_or_default();
+                let pending = header_u64(&headers, NATS_NUM_PENDING).unwrap_or(0);
+                let last_sequence = header_u64(&headers, NATS_LAST_SEQUENCE)
+                    .or_else(|| events.last().map(|e: &StoredEvent| e.sequence))
+                    .unwrap_or(0);
+                return Ok(Page::Batch {
+                    events,
+                    pending,
+                    last_sequence,
+                });
+            }
+            Some(404) if events.is_empty() => return Ok(Page::NotFound),
+            Some(503) => {
+                return Err(DirectGetError::NoResponders {
+                    stream: stream.to_owned(),
+                });
+            }
+            Some(code) => {
+                return Err(DirectGetError::Status {
+                    stream: stream.to_owned(),
+                    code,
+                    description: msg.description.unwrap_or_default(),
+                });
+            }
+        }
+    }
+}
+
+fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
+    headers
+        .get(name)
+        .and_then(|v| v.as_str().trim().parse().ok())
+}
+
+fn parse_message(stream: &str, msg: Message) -> Result<StoredEvent, DirectGetError> {
+    let malformed = |reason: String| DirectGetError::Malformed {
+        stream: stream.to_owned(),
+        reason,
+    };
+    let headers = msg
+        .headers
+        .ok_or_else(|| malformed("message without headers".into()))?;
+    if headers.get(NATS_NUM_PENDING).is_none() {
+        // Servers before 2.11 ignore `batch` and answer with one plain direct-get reply.
+        return Err(DirectGetError::Unsupported {
+            stream: stream.to_owned(),
+        });
+    }
+    let sequence = header_u64(&headers, NATS_SEQUENCE)
+        .ok_or_else(|| malformed(format!("missing or invalid {NATS_SEQUENCE}")))?;
+    let subject = headers
+        .get(NATS_SUBJECT)
+        .ok_or_else(|| malformed(format!("missing {NATS_SUBJECT}")))?
+        .to_string();
+    let stamp = headers
+        .get(NATS_TIME_STAMP)
+        .ok_or_else(|| malformed(format!("missing {NATS_TIME_STAMP}")))?;
+    let time = OffsetDateTime::parse(stamp.as_str(), &Rfc3339)
+        .map_err(|e| malformed(format!("{NATS_TIME_STAMP} {:?}: {e}", stamp.as_str())))?;
+    let mut original = HeaderMap::new();
+    for (name, values) in headers.iter() {
+        let name = name.to_string();
+        if DIRECT_GET_SERVER_HEADERS.contains(&name.as_str()) {
+            continue;
+        }
+        for v in values {
+            original.append(name.as_str(), v.as_str());
+        }
+    }
+    Ok(StoredEvent {
+        sequence,
+        subject,
+        headers: original,
+        payload: msg.payload,
+        time,
+    })
+}

@@ -1,0 +1,62 @@
+//! Everything that talks to NATS: connecting, the JetStream resources of the design's NATS
+//! table (policies, create-or-validate), durable consumers and the batch direct get used to
+//! load a cart's events.
+//!
+//! Resource names and subjects come from [`crate::subjects`]; header names from
+//! [`crate::headers`].
+
+pub mod connect;
+pub mod consumers;
+pub mod direct_get;
+pub mod policies;
+pub mod settings;
+pub mod streams;
+pub mod validate;
+
+pub use connect::{connect, jetstream};
+pub use consumers::{durable_pull_config, ensure_durable_pull};
+pub use direct_get::{BatchGetOptions, DirectGetError, StoredEvent, read_subject_after};
+pub use settings::{ConsumerSettings, NatsConfig, NatsResourceSettings};
+pub use streams::{Resources, ensure_all, ensure_kv, ensure_stream};
+pub use validate::{FieldMismatch, ValidationError};
+
+use crate::error::ApiError;
+
+/// A NATS operation failed at startup or at run time. Messages name the resource.
+#[derive(Debug, thiserror::Error)]
+pub enum NatsError {
+    #[error("cannot connect to NATS at {url}: {message}")]
+    Connect { url: String, message: String },
+    /// An existing resource does not fit the policy (startup error; fix it with the CLI).
+    #[error(transparent)]
+    Incompatible(#[from] ValidationError),
+    /// The configured settings are themselves invalid.
+    #[error("invalid NATS resource settings: {0}")]
+    Settings(String),
+    /// A JetStream API call failed (`op` on `resource`).
+    #[error("{op} {resource}: {message}")]
+    JetStream {
+        op: &'static str,
+        resource: String,
+        message: String,
+    },
+    #[error(transparent)]
+    DirectGet(#[from] DirectGetError),
+}
+
+impl NatsError {
+    pub(crate) fn js(op: &'static str, resource: &str, err: impl std::fmt::Display) -> Self {
+        NatsError::JetStream {
+            op,
+            resource: resource.to_owned(),
+            message: err.to_string(),
+        }
+    }
+}
+
+impl From<NatsError> for ApiError {
+    /// At run time a NATS failure means a dependency is unavailable: retryable, 503.
+    fn from(e: NatsError) -> Self {
+        ApiError::unavailable(e.to_string())
+    }
+}

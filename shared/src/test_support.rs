@@ -1,0 +1,421 @@
+//! A real `nats-server` for tests, usable from every crate (feature `test-support`).
+//!
+//! Each [`NatsServer`] is a fresh server with JetStream on a free port, a temporary store and
+//! `sync_interval: always` (like production), killed on drop. Tests get one with
+//! `let Some(nats) = nats_or_skip!() else { return };`: without a server binary the test
+//! prints a loud skip notice and passes, unless `CART_REQUIRE_NATS=1` (set by `scripts/test`
+//! and CI), where a missing server fails the test.
+//!
+//! Binary lookup: `NATS_SERVER_BIN`, then `<workspace>/.tools/nats/bin/nats-server` (installed
+//! by `scripts/install-nats`), then `PATH`; versions below 2.12 are refused. With
+//! `CART_TEST_NATS_URL` set, tests use that server instead (shared by all tests; they cannot
+//! kill or restart it, and resources with fixed names are shared too).
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+
+/// Oldest server the platform supports (batch direct get, current JetStream API level).
+pub const MIN_SERVER_VERSION: (u32, u32) = (2, 12);
+const START_DEADLINE: Duration = Duration::from_secs(20);
+
+/// A running test server (spawned, or external via `CART_TEST_NATS_URL`).
+pub struct NatsServer {
+    url: String,
+    spawned: Option<Spawned>,
+}
+
+struct Spawned {
+    bin: PathBuf,
+    /// Holds the config, store and log; removed on drop.
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl NatsServer {
+    /// Starts a fresh server, or returns `None` after a loud notice when none is available
+    /// (panics instead when `CART_REQUIRE_NATS=1`).
+    pub async fn start() -> Option<NatsServer> {
+        if let Ok(url) = std::env::var("CART_TEST_NATS_URL")
+            && !url.trim().is_empty()
+        {
+            let mut server = NatsServer {
+                url: url.trim().to_owned(),
+                spawned: None,
+            };
+            if let Err(e) = server.wait_ready().await {
+                unavailable(&format!("CART_TEST_NATS_URL={url} is not usable: {e}"));
+                return None;
+            }
+            return Some(server);
+        }
+        let bin = match find_server_binary() {
+            Ok(bin) => bin,
+            Err(why) => {
+                unavailable(&why);
+                return None;
+            }
+        };
+        match Self::spawn(bin).await {
+            Ok(server) => Some(server),
+            Err(e) => panic!("nats-server was found but failed to start: {e}"),
+        }
+    }
+
+    async fn spawn(bin: PathBuf) -> Result<NatsServer, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("cart-nats-")
+            .tempdir()
+            .map_err(|e| format!("temp dir: {e}"))?;
+        let mut spawned = Spawned {
+            bin,
+            dir,
+            port: 0,
+            child: None,
+        };
+        spawned.launch()?;
+        spawned.port = spawned.read_port().await?;
+        let mut server = NatsServer {
+            url: format!("nats://127.0.0.1:{}", spawned.port),
+            spawned: Some(spawned),
+        };
+        server.wait_ready().await.map_err(|e| server.with_log(e))?;
+        Ok(server)
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A connected client (panics on failure: this is test code).
+    pub async fn client(&self) -> async_nats::Client {
+        async_nats::ConnectOptions::new()
+            .name("cart-test")
+            .connection_timeout(Duration::from_secs(5))
+            .connect(self.url.as_str())
+            .await
+            .unwrap_or_else(|e| panic!("connect to test nats at {}: {e}", self.url))
+    }
+
+    pub async fn jetstream(&self) -> jetstream::Context {
+        jetstream::new(self.client().await)
+    }
+
+    /// True when this server can be killed and restarted (spawned, not external).
+    pub fn can_restart(&self) -> bool {
+        self.spawned.is_some()
+    }
+
+    /// Kills the server abruptly (SIGKILL), like a crash. Its port and store are kept.
+    pub fn kill(&mut self) {
+        let spawned = self
+            .spawned
+            .as_mut()
+            .expect("cannot kill an external server (CART_TEST_NATS_URL)");
+        spawned.stop();
+    }
+
+    /// Starts the server again on the same port with the same store, and waits until it
+    /// serves JetStream: recovery tests see exactly what survived the crash.
+    pub async fn restart(&mut self) {
+        let spawned = self
+            .spawned
+            .as_mut()
+            .expect("cannot restart an external server (CART_TEST_NATS_URL)");
+        spawned.stop();
+        spawned
+            .launch()
+            .unwrap_or_else(|e| panic!("restart nats-server: {e}"));
+        if let Err(e) = self.wait_ready().await {
+            panic!("{}", self.with_log(format!("restarted nats-server: {e}")));
+        }
+    }
+
+    /// Waits until a client can connect and JetStream answers.
+    async fn wait_ready(&mut self) -> Result<(), String> {
+        let url = self.url.clone();
+        let mut last = String::new();
+        let deadline = Instant::now() + START_DEADLINE;
+        while Instant::now() < deadline {
+            if let Some(s) = &mut self.spawned
+                && let Some(code) = s.exited()
+            {
+                return Err(format!("nats-server exited with {code}"));
+            }
+            let attempt = async {
+                let client = async_nats::ConnectOptions::new()
+                    .connection_timeout(Duration::from_millis(500))
+                    .connect(url.as_str())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                jetstream::new(client)
+                    .query_account()
+                    .await
+                    .map_err(|e| e.to_string())
+            };
+            match tokio::time::timeout(Duration::from_secs(2), attempt).await {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(e)) => last = e,
+                Err(_) => last = "timed out".into(),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Err(format!(
+            "not ready within {START_DEADLINE:?} at {url}: {last}"
+        ))
+    }
+
+    fn with_log(&self, msg: String) -> String {
+        match &self.spawned {
+            Some(s) => format!("{msg}\n--- nats-server log ---\n{}", s.log_tail()),
+            None => msg,
+        }
+    }
+}
+
+impl Spawned {
+    fn store(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    fn launch(&mut self) -> Result<(), String> {
+        // -1 lets the server pick a free port (no bind race); restarts reuse the one it chose.
+        let port = if self.port == 0 {
+            "-1".to_owned()
+        } else {
+            self.port.to_string()
+        };
+        let config = format!(
+            "listen: \"127.0.0.1:{port}\"\nserver_name: cart_test\n\
+             jetstream {{\n  store_dir: {store:?}\n  sync_interval: always\n}}\n",
+            store = self.store().display().to_string(),
+        );
+        let config_path = self.dir.path().join("nats.conf");
+        std::fs::write(&config_path, config).map_err(|e| format!("write config: {e}"))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("nats.log"))
+            .map_err(|e| format!("log file: {e}"))?;
+        let log_err = log.try_clone().map_err(|e| format!("log file: {e}"))?;
+        let child = Command::new(&self.bin)
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--ports_file_dir")
+            .arg(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .spawn()
+            .map_err(|e| format!("spawn {}: {e}", self.bin.display()))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Reads the port the server chose from its ports file (`<exe>_<pid>.ports`).
+    async fn read_port(&mut self) -> Result<u16, String> {
+        let pid = self.child.as_ref().map(Child::id).unwrap_or_default();
+        let suffix = format!("_{pid}.ports");
+        let deadline = Instant::now() + START_DEADLINE;
+        while Instant::now() < deadline {
+            if let Some(code) = self.exited() {
+                return Err(format!(
+                    "nats-server exited with {code}:\n{}",
+                    self.log_tail()
+                ));
+            }
+            let found = std::fs::read_dir(self.dir.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+                .find(|e| e.file_name().to_string_lossy().ends_with(&suffix));
+            if let Some(port) = found.and_then(|e| parse_ports_file(&e.path())) {
+                return Ok(port);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Err(format!(
+            "no ports file within {START_DEADLINE:?}:\n{}",
+            self.log_tail()
+        ))
+    }
+
+    fn exited(&mut self) -> Option<String> {
+        match self.child.as_mut()?.try_wait() {
+            Ok(Some(status)) => Some(status.to_string()),
+            Ok(None) => None,
+            Err(e) => Some(format!("unknown state: {e}")),
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.path().join("nats.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn parse_ports_file(path: &Path) -> Option<u16> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let url = v["nats"].as_array()?.first()?.as_str()?;
+    url.rsplit(':').next()?.parse().ok()
+}
+
+/// No server: a loud notice and `None`, or a panic when `CART_REQUIRE_NATS=1`.
+fn unavailable(why: &str) {
+    let required = std::env::var("CART_REQUIRE_NATS").is_ok_and(|v| v == "1");
+    if required {
+        panic!(
+            "CART_REQUIRE_NATS=1 but no usable nats-server: {why}\n\
+             run scripts/install-nats, or set NATS_SERVER_BIN or CART_TEST_NATS_URL"
+        );
+    }
+    eprintln!(
+        "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
+         !!! SKIPPING NATS INTEGRATION TEST: {why}\n\
+         !!! run scripts/install-nats (or set NATS_SERVER_BIN / CART_TEST_NATS_URL)\n\
+         !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
+    );
+}
+
+/// Finds a nats-server binary of at least [`MIN_SERVER_VERSION`]; the error says what was
+/// tried.
+pub fn find_server_binary() -> Result<PathBuf, String> {
+    let mut tried = Vec::new();
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(bin) = std::env::var_os("NATS_SERVER_BIN").filter(|b| !b.is_empty()) {
+        candidates.push(PathBuf::from(bin));
+    }
+    let roots = [
+        std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from),
+        Some(PathBuf::from(env!("CARGO_MANIFEST_DIR"))),
+    ];
+    for root in roots.into_iter().flatten() {
+        if let Some(dir) = root
+            .ancestors()
+            .find(|d| d.join(".tools/nats/bin/nats-server").is_file())
+        {
+            candidates.push(dir.join(".tools/nats/bin/nats-server"));
+        }
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        candidates.extend(std::env::split_paths(&path).map(|d| d.join("nats-server")));
+    }
+    for bin in candidates {
+        if !bin.is_file() {
+            continue;
+        }
+        match server_version(&bin) {
+            Some(v) if v >= MIN_SERVER_VERSION => return Ok(bin),
+            Some((major, minor)) => tried.push(format!(
+                "{} is v{major}.{minor} (need >= {}.{})",
+                bin.display(),
+                MIN_SERVER_VERSION.0,
+                MIN_SERVER_VERSION.1
+            )),
+            None => tried.push(format!("{} has no readable --version", bin.display())),
+        }
+    }
+    if tried.is_empty() {
+        Err("no nats-server found (NATS_SERVER_BIN, .tools/nats/bin, PATH)".into())
+    } else {
+        Err(format!("no suitable nats-server: {}", tried.join("; ")))
+    }
+}
+
+/// `nats-server --version` → `(major, minor)`; output looks like `nats-server: v2.12.3`.
+fn server_version(bin: &Path) -> Option<(u32, u32)> {
+    let out = Command::new(bin).arg("--version").output().ok()?;
+    parse_version(&String::from_utf8_lossy(&out.stdout))
+}
+
+fn parse_version(s: &str) -> Option<(u32, u32)> {
+    let v = s.split_whitespace().find_map(|w| w.strip_prefix('v'))?;
+    let mut parts = v.split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+/// `let Some(nats) = nats_or_skip!() else { return };` — a fresh server or a loud skip.
+#[macro_export]
+macro_rules! nats_or_skip {
+    () => {
+        $crate::test_support::NatsServer::start().await
+    };
+}
+
+/// Polls `condition` until it is true or `timeout` passes (tests must wait for conditions,
+/// never sleep a fixed time). The error says how long it waited.
+pub async fn wait_until<F, Fut>(mut condition: F, timeout: Duration) -> Result<(), String>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        if condition().await {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("condition not met within {timeout:?}"));
+        }
+        tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions() {
+        assert_eq!(parse_version("nats-server: v2.12.3\n"), Some((2, 12)));
+        assert_eq!(parse_version("nats-server: v2.9.0"), Some((2, 9)));
+        assert_eq!(parse_version("garbage"), None);
+        assert!((2, 9) < MIN_SERVER_VERSION && (2, 12) >= MIN_SERVER_VERSION);
+        assert!((3, 0) >= MIN_SERVER_VERSION);
+    }
+
+    #[tokio::test]
+    async fn wait_until_succeeds_and_times_out() {
+        let start = Instant::now();
+        let mut n = 0;
+        wait_until(
+            || {
+                n += 1;
+                let done = n >= 3;
+                async move { done }
+            },
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        assert_eq!(n, 3);
+        let err = wait_until(|| async { false }, Duration::from_millis(50))
+            .await
+            .unwrap_err();
+        assert!(err.contains("50ms"), "{err}");
+        assert!(start.elapsed() < Duration::from_secs(5));
+    }
+}

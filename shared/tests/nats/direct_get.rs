@@ -1,0 +1,184 @@
+use std::ops::Range;
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, stream};
+use shared::nats::direct_get::MAX_BATCH;
+use shared::nats::{
+    BatchGetOptions, DirectGetError, NatsResourceSettings, ensure_stream, policies,
+    read_subject_after,
+};
+use shared::nats_or_skip;
+
+async fn cart_events(js: &jetstream::Context) -> stream::Stream {
+    ensure_stream(js, &policies::cart_events(&NatsResourceSettings::default()))
+        .await
+        .unwrap()
+}
+
+/// Publishes messages `range` (payload `<subject>#<i>`, unique Msg-Id) on `subject`; returns
+/// their sequences.
+async fn publish(js: &jetstream::Context, subject: &str, range: Range<usize>) -> Vec<u64> {
+    let mut acks = Vec::with_capacity(range.len());
+    for i in range {
+        let mut h = HeaderMap::new();
+        h.insert("tenant-id", "acme");
+        h.insert("Nats-Msg-Id", uuid::Uuid::new_v4().to_string());
+        acks.push(
+            js.publish_with_headers(subject.to_owned(), h, format!("{subject}#{i}").into())
+                .await
+                .unwrap(),
+        );
+    }
+    let mut seqs = Vec::with_capacity(acks.len());
+    for ack in acks {
+        seqs.push(ack.await.unwrap().sequence);
+    }
+    seqs
+}
+
+#[tokio::test]
+async fn reads_one_subject_among_interleaved_ones() {
+    let Some(nats) = nats_or_skip!() else { return };
+    let js = nats.jetstream().await;
+    cart_events(&js).await;
+    let mut mine = Vec::new();
+    for round in 0..20 {
+        mine.extend(publish(&js, "cart.events.acme.c1", round..round + 1).await);
+        publish(&js, "cart.events.acme.c2", 0..2).await;
+        publish(&js, &format!("cart.events.other.c{round}"), 0..1).await;
+    }
+    let client = nats.client().await;
+    let opts = BatchGetOptions {
+        batch: 7, // several round trips
+        ..Default::default()
+    };
+    let got = read_subject_after(&client, "CART_EVENTS", "cart.events.acme.c1", 0, &opts)
+        .await
+        .unwrap();
+    assert_eq!(got.iter().map(|e| e.sequence).collect::<Vec<_>>(), mine);
+    for (i, e) in got.iter().enumerate() {
+        assert_eq!(e.subject, "cart.events.acme.c1");
+        assert_eq!(
+            e.payload.as_ref(),
+            format!("cart.events.acme.c1#{i}").as_bytes()
+        );
+        assert_eq!(e.headers.get("tenant-id").unwrap().as_str(), "acme");
+        // Server-added direct-get headers are stripped; what was published remains.
+        assert!(e.headers.get("Nats-Sequence").is_none());
+        assert!(e.headers.get("Nats-Num-Pending").is_none());
+        assert!(e.headers.get("Nats-Msg-Id").is_some());
+        assert!(e.time > time::OffsetDateTime::now_utc() - time::Duration::minutes(5));
+    }
+}
+
+#[tokio::test]
+async fn reads_a_thousand_messages_and_from_the_middle() {
+    let Some(nats) = nats_or_skip!() else { return };
+    let js = nats.jetstream().await;
+    cart_events(&js).await;
+    let seqs = publish(&js, "cart.events.acme.big", 0..1_000).await;
+    let client = nats.client().await;
+
+    for batch in [MAX_BATCH, 256, 5_000] {
+        let opts = BatchGetOptions {
+            batch,
+            ..Default::default()
+        };
+        let all = read_subject_after(&client, "CART_EVENTS", "cart.events.acme.big", 0, &opts)
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 1_000, "batch {batch}");
+        assert_eq!(all.iter().map(|e| e.sequence).collect::<Vec<_>>(), seqs);
+    }
+
+    let middle = seqs[499];
+    let tail = read_subject_after(
+        &client,
+        "CART_EVENTS",
+        "cart.events.acme.big",
+        middle,
+        &BatchGetOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(tail.len(), 500);
+    assert_eq!(tail[0].sequence, seqs[500]);
+    assert_eq!(tail.last().unwrap().sequence, seqs[999]);
+
+    let none_after_last = read_subject_after(
+        &client,
+        "CART_EVENTS",
+        "cart.events.acme.big",
+        seqs[999],
+        &BatchGetOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert!(none_after_last.is_empty());
+}
+
+#[tokio::test]
+async fn empty_subject_is_an_empty_result() {
+    let Some(nats) = nats_or_skip!() else { return };
+    let js = nats.jetstream().await;
+    cart_events(&js).await;
+    let client = nats.client().await;
+    let opts = BatchGetOptions::default();
+    let got = read_subject_after(&client, "CART_EVENTS", "cart.events.acme.none", 0, &opts)
+        .await
+        .unwrap();
+    assert!(got.is_empty());
+    publish(&js, "cart.events.acme.other", 0..3).await;
+    let got = read_subject_after(&client, "CART_EVENTS", "cart.events.acme.none", 0, &opts)
+        .await
+        .unwrap();
+    assert!(got.is_empty());
+}
+
+#[tokio::test]
+async fn stream_without_direct_get_fails_fast_and_clearly() {
+    let Some(nats) = nats_or_skip!() else { return };
+    let js = nats.jetstream().await;
+    js.create_stream(stream::Config {
+        name: "NO_DIRECT".into(),
+        subjects: vec!["nodirect.>".into()],
+        allow_direct: false,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let client = nats.client().await;
+    let opts = BatchGetOptions {
+        timeout: Duration::from_secs(2),
+        ..Default::default()
+    };
+    let err = read_subject_after(&client, "NO_DIRECT", "nodirect.a", 0, &opts)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, DirectGetError::NoResponders { .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("NO_DIRECT"), "{err}");
+}
+
+#[tokio::test]
+async fn wildcards_and_bad_stream_names_are_rejected_locally() {
+    let Some(nats) = nats_or_skip!() else { return };
+    let client = nats.client().await;
+    let opts = BatchGetOptions::default();
+    for subject in ["cart.events.acme.*", "cart.events.>", "", "a..b"] {
+        let err = read_subject_after(&client, "CART_EVENTS", subject, 0, &opts)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, DirectGetError::InvalidRequest { .. }),
+            "{subject}"
+        );
+    }
+    let err = read_subject_after(&client, "A.B", "x", 0, &opts)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DirectGetError::InvalidRequest { .. }));
+}
