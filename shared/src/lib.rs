@@ -6,13 +6,17 @@
 //! outside this crate is a bug.
 
 pub mod catalog;
+pub mod config;
 pub mod domain;
 pub mod error;
 pub mod headers;
 pub mod ids;
 pub mod nats;
+pub mod ops;
 pub mod placement;
+pub mod shutdown;
 pub mod subjects;
+pub mod telemetry;
 #[cfg(feature = "test-support")]
 pub mod test_support;
 pub mod trace;

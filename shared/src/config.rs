@@ -1,0 +1,196 @@
+//! Configuration loading, the same for every service: `T::default()` ← optional TOML file
+//! named by `CART_CONFIG_FILE` ← environment variables.
+//!
+//! Environment variables are flat and upper-case: field `nats_url` is `NATS_URL`, and a field
+//! of a nested struct is reached through its parent's name, so `nats.url` (a `NatsConfig`
+//! embedded as `nats`) is also `NATS_URL` and `nats.connect_timeout_ms` is
+//! `NATS_CONNECT_TIMEOUT_MS`. The mapping is computed from the shape of `T::default()`, so only
+//! variables that name a real key are read, and a variable for a string field is always taken
+//! as a string (`TENANT=123` stays `"123"`). Other values are parsed like TOML values
+//! (`true`, `42`, `[a, b]`). Every error names the key and where the bad value came from.
+
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Format, Serialized, Toml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Names the optional TOML file applied over the defaults.
+pub const CONFIG_FILE_ENV: &str = "CART_CONFIG_FILE";
+
+/// Configuration could not be loaded. `key` is the dotted path of the offending key (empty
+/// when the problem is the file itself); the message says what and where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("configuration error: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+/// Loads `T` from its defaults, the file named by `CART_CONFIG_FILE` (if set) and the process
+/// environment.
+pub fn load<T>() -> Result<T, ConfigError>
+where
+    T: DeserializeOwned + Serialize + Default,
+{
+    let file = std::env::var_os(CONFIG_FILE_ENV)
+        .filter(|f| !f.is_empty())
+        .map(PathBuf::from);
+    load_from(file.as_deref(), std::env::vars())
+}
+
+/// [`load`] with explicit inputs (tests, tools).
+pub fn load_from<T>(
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<T, ConfigError>
+where
+    T: DeserializeOwned + Serialize + Default,
+{
+    let defaults = serde_json::to_value(T::default()).map_err(|e| ConfigError {
+        key: String::new(),
+        message: format!("defaults cannot be serialized: {e}"),
+    })?;
+    let mut figment = Figment::from(Serialized::defaults(T::default()));
+    if let Some(path) = file {
+        if !path.is_file() {
+            return Err(ConfigError {
+                key: String::new(),
+                message: format!(
+                    "{CONFIG_FILE_ENV} names {}, which is not a readable file",
+                    path.display()
+                ),
+            });
+        }
+        let toml = Toml::file_exact(path);
+        let data = toml.data().map_err(|e| to_config_error(&e))?;
+        if let Some(dict) = data.get(&Profile::Default) {
+            reject_unknown_keys(dict, &defaults, "", path)?;
+        }
+        figment = figment.merge(toml);
+    }
+    figment = figment.merge(EnvOverrides::new(&defaults, env));
+    figment.extract().map_err(|e| to_config_error(&e))
+}
+
+fn to_config_error(e: &figment::Error) -> ConfigError {
+    let key = e.path.join(".");
+    let mut message = String::new();
+    if !key.is_empty() {
+        message.push_str(&format!("key `{key}`: "));
+    }
+    message.push_str(&e.to_string());
+    ConfigError { key, message }
+}
+
+fn reject_unknown_keys(
+    dict: &Dict,
+    defaults: &serde_json::Value,
+    prefix: &str,
+    path: &Path,
+) -> Result<(), ConfigError> {
+    let Some(known) = defaults.as_object() else {
+        return Ok(()); // a map-typed field: any key is fine
+    };
+    for (k, v) in dict {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match known.get(k) {
+            None => {
+                return Err(ConfigError {
+                    message: format!("unknown key `{key}` in {}", path.display()),
+                    key,
+                });
+            }
+            Some(sub) if sub.is_object() => {
+                if let Value::Dict(_, d) = v {
+                    reject_unknown_keys(d, sub, &key, path)?;
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Environment variables that name a key of `T`, as a figment provider.
+struct EnvOverrides {
+    dict: Dict,
+}
+
+impl EnvOverrides {
+    fn new(defaults: &serde_json::Value, env: impl IntoIterator<Item = (String, String)>) -> Self {
+        let mut dict = Dict::new();
+        for (name, raw) in env {
+            let lower = name.to_ascii_lowercase();
+            if name != name.to_ascii_uppercase() {
+                continue; // only upper-case names are configuration
+            }
+            let Some((path, leaf)) = resolve(defaults, &lower) else {
+                continue;
+            };
+            let value = if leaf.is_string() {
+                Value::from(raw)
+            } else {
+                raw.parse::<Value>().unwrap_or_else(|never| match never {})
+            };
+            insert(&mut dict, &path, value);
+        }
+        Self { dict }
+    }
+}
+
+/// Finds the key path that env var name `lower` (lower-cased) denotes in `defaults`: an exact
+/// field name wins, else `<parent>_<rest>` where `parent` is a nested struct.
+fn resolve<'a>(
+    defaults: &'a serde_json::Value,
+    lower: &str,
+) -> Option<(Vec<String>, &'a serde_json::Value)> {
+    let obj = defaults.as_object()?;
+    if let Some(v) = obj.get(lower) {
+        return Some((vec![lower.to_owned()], v));
+    }
+    obj.iter().find_map(|(k, v)| {
+        let rest = lower.strip_prefix(k.as_str())?.strip_prefix('_')?;
+        let (mut path, leaf) = resolve(v, rest)?;
+        path.insert(0, k.clone());
+        Some((path, leaf))
+    })
+}
+
+fn insert(dict: &mut Dict, path: &[String], value: Value) {
+    match path {
+        [] => {}
+        [last] => {
+            dict.insert(last.clone(), value);
+        }
+        [first, rest @ ..] => {
+            let entry = dict
+                .entry(first.clone())
+                .or_insert_with(|| Value::from(Dict::new()));
+            if let Value::Dict(_, inner) = entry {
+                insert(inner, rest, value);
+            }
+        }
+    }
+}
+
+impl Provider for EnvOverrides {
+    fn metadata(&self) -> Metadata {
+        Metadata::named("environment variable")
+            .interpolater(|_, keys: &[&str]| keys.join("_").to_ascii_uppercase())
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        Ok(Map::from([(Profile::Default, self.dict.clone())]))
+    }
+}
+
+#[cfg(test)]
+#[path = "config_tests.rs"]
+mod tests;

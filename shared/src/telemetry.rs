@@ -1,0 +1,247 @@
+//! Logs, traces and metrics, set up the same way in every process.
+//!
+//! `init` is called once at the top of `main`: `tracing` logs filtered by `RUST_LOG` (default
+//! `info`), printed as JSON (for log shippers) or human-readable text (`LOG_FORMAT`); spans
+//! exported over OTLP/gRPC only when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (so a laptop needs
+//! no collector); the W3C trace-context propagator installed globally so `traceparent` can be
+//! injected into and extracted from carriers; and a Prometheus recorder behind the `metrics`
+//! facade, rendered by `GET /metrics` (see [`crate::ops`]).
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use serde::{Deserialize, Serialize};
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line, with the current span's fields (production).
+    Json,
+    /// Human-readable lines (development).
+    #[default]
+    Pretty,
+}
+
+/// Telemetry settings. The field names are the conventional environment variables (`RUST_LOG`,
+/// `LOG_FORMAT`, `OTEL_EXPORTER_OTLP_ENDPOINT`): embed this with `#[serde(flatten)]` in a
+/// service config loaded by [`crate::config::load`], or use [`TelemetryConfig::from_env`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TelemetryConfig {
+    /// `tracing` filter directives, e.g. `info,aggregate=debug`; `info` when unset.
+    pub rust_log: Option<String>,
+    pub log_format: LogFormat,
+    /// OTLP/gRPC collector, e.g. `http://otel-collector:4317`; no span export when unset.
+    pub otel_exporter_otlp_endpoint: Option<String>,
+}
+
+impl TelemetryConfig {
+    /// Reads the conventional environment variables directly.
+    pub fn from_env() -> Result<Self, TelemetryError> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        let log_format = match var("LOG_FORMAT").as_deref().map(str::trim) {
+            None | Some("pretty") => LogFormat::Pretty,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(TelemetryError::Config(format!(
+                    "LOG_FORMAT must be json or pretty, got {other:?}"
+                )));
+            }
+        };
+        Ok(Self {
+            rust_log: var("RUST_LOG"),
+            log_format,
+            otel_exporter_otlp_endpoint: var("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("telemetry config: {0}")]
+    Config(String),
+    #[error("OTLP exporter for {endpoint}: {message}")]
+    Exporter { endpoint: String, message: String },
+    #[error("telemetry is already initialised in this process")]
+    AlreadyInitialized,
+}
+
+/// Keeps exporters alive; dropping it flushes buffered spans. Hold it in `main` until exit.
+pub struct TelemetryGuard {
+    tracer_provider: Option<SdkTracerProvider>,
+    prometheus: PrometheusHandle,
+}
+
+impl TelemetryGuard {
+    /// The process-wide Prometheus handle (for [`crate::ops::router`]).
+    pub fn prometheus(&self) -> PrometheusHandle {
+        self.prometheus.clone()
+    }
+
+    /// True when spans are exported over OTLP.
+    pub fn exports_traces(&self) -> bool {
+        self.tracer_provider.is_some()
+    }
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.tracer_provider.take()
+            && let Err(e) = provider.shutdown()
+        {
+            eprintln!("flushing OTLP spans failed: {e}");
+        }
+    }
+}
+
+/// Sets up logging, tracing and metrics for `service_name`. Call once per process, inside the
+/// tokio runtime (the OTLP exporter's gRPC channel lives on it).
+pub fn init(
+    service_name: &str,
+    config: &TelemetryConfig,
+) -> Result<TelemetryGuard, TelemetryError> {
+    init_with_writer(service_name, config, std::io::stdout)
+}
+
+/// [`init`] writing log lines to `writer` instead of stdout (tests capture them this way).
+pub fn init_with_writer<W>(
+    service_name: &str,
+    config: &TelemetryConfig,
+    writer: W,
+) -> Result<TelemetryGuard, TelemetryError>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let filter = env_filter(config.rust_log.as_deref())?;
+    let fmt = match config.log_format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(writer)
+            .boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer().with_writer(writer).boxed(),
+    };
+    let tracer_provider = match &config.otel_exporter_otlp_endpoint {
+        Some(endpoint) => Some(otlp_provider(service_name, endpoint)?),
+        None => None,
+    };
+    let otel = tracer_provider
+        .as_ref()
+        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service_name.to_owned())));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(otel)
+        .try_init()
+        .map_err(|_| TelemetryError::AlreadyInitialized)?;
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    if let Some(p) = &tracer_provider {
+        opentelemetry::global::set_tracer_provider(p.clone());
+    }
+    tracing::info!(
+        service = service_name,
+        otlp = config
+            .otel_exporter_otlp_endpoint
+            .as_deref()
+            .unwrap_or("off"),
+        "telemetry initialised"
+    );
+    Ok(TelemetryGuard {
+        tracer_provider,
+        prometheus: prometheus(),
+    })
+}
+
+/// Parses `RUST_LOG`-style directives (default `info`); an invalid filter is an error rather
+/// than silently logging everything or nothing.
+pub fn env_filter(directives: Option<&str>) -> Result<EnvFilter, TelemetryError> {
+    let directives = directives
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .unwrap_or("info");
+    EnvFilter::try_new(directives)
+        .map_err(|e| TelemetryError::Config(format!("RUST_LOG {directives:?}: {e}")))
+}
+
+fn otlp_provider(service_name: &str, endpoint: &str) -> Result<SdkTracerProvider, TelemetryError> {
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint)
+        .build()
+        .map_err(|e| TelemetryError::Exporter {
+            endpoint: endpoint.to_owned(),
+            message: e.to_string(),
+        })?;
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(service_name.to_owned())
+        .build();
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource)
+        .build())
+}
+
+static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// The process-wide Prometheus recorder, installed on first use; every later call (many tests
+/// in one process, several services in one test) gets the same handle. If some other recorder
+/// was installed first, a detached recorder is returned so `/metrics` still answers.
+pub fn prometheus() -> PrometheusHandle {
+    PROMETHEUS
+        .get_or_init(|| match PrometheusBuilder::new().install_recorder() {
+            Ok(handle) => handle,
+            Err(e) => {
+                tracing::warn!(error = %e, "a metrics recorder is already installed; /metrics will be empty");
+                PrometheusBuilder::new().build_recorder().handle()
+            }
+        })
+        .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_defaults_to_info_and_rejects_garbage() {
+        assert_eq!(env_filter(None).unwrap().to_string(), "info");
+        assert_eq!(env_filter(Some("  ")).unwrap().to_string(), "info");
+        assert!(env_filter(Some("warn,shared=debug")).is_ok());
+        let err = env_filter(Some("shared=notalevel")).unwrap_err();
+        assert!(err.to_string().contains("RUST_LOG"), "{err}");
+    }
+
+    #[test]
+    fn log_format_is_lowercase_in_config() {
+        let c: TelemetryConfig =
+            serde_json::from_str(r#"{"log_format": "json", "rust_log": "debug"}"#).unwrap();
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.rust_log.as_deref(), Some("debug"));
+        assert!(serde_json::from_str::<TelemetryConfig>(r#"{"log_format": "xml"}"#).is_err());
+        assert_eq!(TelemetryConfig::default().log_format, LogFormat::Pretty);
+    }
+
+    #[test]
+    fn prometheus_is_installed_once_and_shared() {
+        let a = prometheus();
+        let b = prometheus();
+        metrics::counter!("telemetry_test_total").increment(3);
+        a.run_upkeep();
+        assert!(
+            a.render().contains("telemetry_test_total 3"),
+            "{}",
+            a.render()
+        );
+        assert!(b.render().contains("telemetry_test_total 3"));
+    }
+}
