@@ -11,15 +11,18 @@
 //! `CART_TEST_NATS_URL` set, tests use that server instead (shared by all tests; they cannot
 //! kill or restart it, and resources with fixed names are shared too).
 
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 
-/// Oldest server the platform supports (batch direct get, current JetStream API level).
-pub const MIN_SERVER_VERSION: (u32, u32) = (2, 12);
+mod binary;
+mod wait;
+
+pub use binary::{MIN_SERVER_VERSION, find_server_binary};
+pub use wait::wait_until;
+
 const START_DEADLINE: Duration = Duration::from_secs(20);
 
 /// A running test server (spawned, or external via `CART_TEST_NATS_URL`).
@@ -296,126 +299,10 @@ fn unavailable(why: &str) {
     );
 }
 
-/// Finds a nats-server binary of at least [`MIN_SERVER_VERSION`]; the error says what was
-/// tried.
-pub fn find_server_binary() -> Result<PathBuf, String> {
-    let mut tried = Vec::new();
-    let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Some(bin) = std::env::var_os("NATS_SERVER_BIN").filter(|b| !b.is_empty()) {
-        candidates.push(PathBuf::from(bin));
-    }
-    let roots = [
-        std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from),
-        Some(PathBuf::from(env!("CARGO_MANIFEST_DIR"))),
-    ];
-    for root in roots.into_iter().flatten() {
-        if let Some(dir) = root
-            .ancestors()
-            .find(|d| d.join(".tools/nats/bin/nats-server").is_file())
-        {
-            candidates.push(dir.join(".tools/nats/bin/nats-server"));
-        }
-    }
-    if let Some(path) = std::env::var_os("PATH") {
-        candidates.extend(std::env::split_paths(&path).map(|d| d.join("nats-server")));
-    }
-    for bin in candidates {
-        if !bin.is_file() {
-            continue;
-        }
-        match server_version(&bin) {
-            Some(v) if v >= MIN_SERVER_VERSION => return Ok(bin),
-            Some((major, minor)) => tried.push(format!(
-                "{} is v{major}.{minor} (need >= {}.{})",
-                bin.display(),
-                MIN_SERVER_VERSION.0,
-                MIN_SERVER_VERSION.1
-            )),
-            None => tried.push(format!("{} has no readable --version", bin.display())),
-        }
-    }
-    if tried.is_empty() {
-        Err("no nats-server found (NATS_SERVER_BIN, .tools/nats/bin, PATH)".into())
-    } else {
-        Err(format!("no suitable nats-server: {}", tried.join("; ")))
-    }
-}
-
-/// `nats-server --version` → `(major, minor)`; output looks like `nats-server: v2.12.3`.
-fn server_version(bin: &Path) -> Option<(u32, u32)> {
-    let out = Command::new(bin).arg("--version").output().ok()?;
-    parse_version(&String::from_utf8_lossy(&out.stdout))
-}
-
-fn parse_version(s: &str) -> Option<(u32, u32)> {
-    let v = s.split_whitespace().find_map(|w| w.strip_prefix('v'))?;
-    let mut parts = v.split('.');
-    let major = parts.next()?.parse().ok()?;
-    let minor = parts.next()?.parse().ok()?;
-    Some((major, minor))
-}
-
 /// `let Some(nats) = nats_or_skip!() else { return };` — a fresh server or a loud skip.
 #[macro_export]
 macro_rules! nats_or_skip {
     () => {
         $crate::test_support::NatsServer::start().await
     };
-}
-
-/// Polls `condition` until it is true or `timeout` passes (tests must wait for conditions,
-/// never sleep a fixed time). The error says how long it waited.
-pub async fn wait_until<F, Fut>(mut condition: F, timeout: Duration) -> Result<(), String>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    let mut pause = Duration::from_millis(5);
-    loop {
-        if condition().await {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            return Err(format!("condition not met within {timeout:?}"));
-        }
-        tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
-        pause = (pause * 2).min(Duration::from_millis(100));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn versions() {
-        assert_eq!(parse_version("nats-server: v2.12.3\n"), Some((2, 12)));
-        assert_eq!(parse_version("nats-server: v2.9.0"), Some((2, 9)));
-        assert_eq!(parse_version("garbage"), None);
-        assert!((2, 9) < MIN_SERVER_VERSION && (2, 12) >= MIN_SERVER_VERSION);
-        assert!((3, 0) >= MIN_SERVER_VERSION);
-    }
-
-    #[tokio::test]
-    async fn wait_until_succeeds_and_times_out() {
-        let start = Instant::now();
-        let mut n = 0;
-        wait_until(
-            || {
-                n += 1;
-                let done = n >= 3;
-                async move { done }
-            },
-            Duration::from_secs(5),
-        )
-        .await
-        .unwrap();
-        assert_eq!(n, 3);
-        let err = wait_until(|| async { false }, Duration::from_millis(50))
-            .await
-            .unwrap_err();
-        assert!(err.contains("50ms"), "{err}");
-        assert!(start.elapsed() < Duration::from_secs(5));
-    }
 }

@@ -1,0 +1,52 @@
+//! Waiting for a condition with a deadline instead of sleeping.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// Polls `condition` until it is true or `timeout` passes (tests must wait for conditions,
+/// never sleep a fixed time). The error says how long it waited.
+pub async fn wait_until<F, Fut>(mut condition: F, timeout: Duration) -> Result<(), String>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        if condition().await {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("condition not met within {timeout:?}"));
+        }
+        tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn wait_until_succeeds_and_times_out() {
+        let start = Instant::now();
+        let mut n = 0;
+        wait_until(
+            || {
+                n += 1;
+                let done = n >= 3;
+                async move { done }
+            },
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        assert_eq!(n, 3);
+        let err = wait_until(|| async { false }, Duration::from_millis(50))
+            .await
+            .unwrap_err();
+        assert!(err.contains("50ms"), "{err}");
+        assert!(start.elapsed() < Duration::from_secs(5));
+    }
+}
