@@ -237,8 +237,11 @@ mod tests {
 
     #[tokio::test]
     async fn metrics_render_prometheus_text() {
+        // The recorder must exist before the metric is recorded (under nextest this test is
+        // alone in its process, so nothing installed it earlier).
+        let app = app(&Readiness::new());
         metrics::counter!("ops_test_requests_total", "route" => "/x").increment(2);
-        let (status, body, ct) = get_path(&app(&Readiness::new()), "/metrics").await;
+        let (status, body, ct) = get_path(&app, "/metrics").await;
         assert_eq!(status, StatusCode::OK);
         assert!(ct.unwrap().starts_with("text/plain"));
         assert!(
