@@ -41,6 +41,61 @@ where
     load_from(file.as_deref(), std::env::vars())
 }
 
+/// Like [`load`], for a service whose own (top-level, non-section) fields are named with a
+/// prefix: with prefix `AGGREGATE`, field `grpc_addr` is `AGGREGATE_GRPC_ADDR`, while nested
+/// sections shared by every service keep their plain names (`NATS_URL`, `STREAMS_REPLICAS`),
+/// and `AGGREGATE_NATS_URL` overrides `NATS_URL` for this service only. Several services can
+/// then share one environment (scripts/dev) without their ports colliding.
+pub fn load_service<T>(prefix: &str) -> Result<T, ConfigError>
+where
+    T: DeserializeOwned + Serialize + Default,
+{
+    let file = std::env::var_os(CONFIG_FILE_ENV)
+        .filter(|f| !f.is_empty())
+        .map(PathBuf::from);
+    load_service_from(prefix, file.as_deref(), std::env::vars())
+}
+
+/// [`load_service`] with an explicit file and environment (for tests).
+pub fn load_service_from<T>(
+    prefix: &str,
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<T, ConfigError>
+where
+    T: DeserializeOwned + Serialize + Default,
+{
+    let defaults = serde_json::to_value(T::default()).map_err(|e| ConfigError {
+        key: String::new(),
+        message: format!("defaults cannot be serialized: {e}"),
+    })?;
+    let sections: Vec<String> = defaults
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .filter(|(_, v)| v.is_object())
+                .map(|(k, _)| k.to_ascii_uppercase())
+                .collect()
+        })
+        .unwrap_or_default();
+    let own = format!("{}_", prefix.to_ascii_uppercase());
+    let mut plain = Vec::new();
+    let mut prefixed = Vec::new();
+    for (name, value) in env {
+        if let Some(rest) = name.strip_prefix(&own) {
+            prefixed.push((rest.to_owned(), value));
+        } else if sections.iter().any(|s| {
+            name.strip_prefix(s.as_str())
+                .is_some_and(|r| r.starts_with('_'))
+        }) {
+            plain.push((name, value));
+        }
+    }
+    // Prefixed names come last so they win over the shared section names.
+    plain.extend(prefixed);
+    load_from(file, plain)
+}
+
 /// [`load`] with explicit inputs (tests, tools).
 pub fn load_from<T>(
     file: Option<&Path>,

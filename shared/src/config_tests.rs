@@ -135,3 +135,30 @@ fn load_reads_process_env_and_config_file_env() {
         Ok(())
     });
 }
+
+#[test]
+fn service_prefix_for_own_fields_and_plain_names_for_sections() {
+    let c: Sample = load_service_from(
+        "svc",
+        None,
+        env(&[
+            ("SVC_DEFAULT_TENANT", "acme"),
+            ("DEFAULT_TENANT", "ignored-without-prefix"),
+            ("NATS_URL", "nats://shared:4222"),
+            ("OTHER_NATS_URL", "nats://not-mine:4222"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.default_tenant, "acme");
+    assert_eq!(c.nats.url, "nats://shared:4222");
+    let c: Sample = load_service_from(
+        "SVC",
+        None,
+        env(&[
+            ("NATS_URL", "nats://shared:4222"),
+            ("SVC_NATS_URL", "nats://mine:4222"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.nats.url, "nats://mine:4222", "the prefixed name wins");
+}

@@ -98,6 +98,16 @@ impl CartState {
         report
     }
 
+    /// Move past a message at `version` that could not be read at all (not even its command
+    /// id). The cart keeps its state; only the version and revision advance, so appends
+    /// continue to work.
+    pub fn skip_unreadable(&mut self, version: u64) {
+        if version > self.version {
+            self.version = version;
+            self.revision += 1;
+        }
+    }
+
     fn record(&mut self, command_id: CommandId, version: u64, revision: u64, keep: usize) {
         self.version = version;
         self.revision = revision;
