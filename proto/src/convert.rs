@@ -1,0 +1,141 @@
+//! The one place where gRPC messages and `shared::domain` types convert.
+//!
+//! - Domain → proto is infallible (`From`): every domain value has a wire form.
+//! - Proto → domain is fallible (`TryFrom`, [`ConversionError`]): the wire allows what the domain
+//!   cannot hold (a missing oneof or nested message, an unknown enum value from a newer peer, an
+//!   id that is not a valid subject token). The error names the field path, e.g.
+//!   `command.merge_cart.source_cart_id: cart_id must be ...`, and maps to `invalid_argument`.
+//!
+//! Conversion only checks what the domain types need to exist; business rules (quantity
+//! bounds, text lengths, known SKUs) stay in `shared::domain::decide`, so a rule has one home.
+
+mod cart;
+mod command;
+
+use std::fmt;
+
+use shared::domain::CartState;
+use shared::{ApiError, IdError, TenantId};
+
+use crate::cart::v1 as pb;
+
+pub use command::{command_at, command_name};
+
+/// A proto message the domain cannot represent. `path` is the dotted field path from the root
+/// message (`command.add_item.sku`, `snapshot.cart.lines[2].product`), so a caller can fix
+/// exactly that field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConversionError {
+    /// A oneof or a nested message the domain needs is absent.
+    #[error("{path} is required")]
+    Missing { path: String },
+    /// An enum number this build does not know, typically sent by a peer on a newer API.
+    #[error("{path}: {value} is not a known {enum_name} value")]
+    UnknownEnumValue {
+        path: String,
+        enum_name: &'static str,
+        value: i32,
+    },
+    /// The enum's zero value, which proto3 sends when the field was never set.
+    #[error("{path} must be set, got {name}")]
+    Unspecified { path: String, name: &'static str },
+    /// An identifier that failed validation; the message is the id's own rule.
+    #[error("{path}: {error}")]
+    InvalidId { path: String, error: IdError },
+}
+
+impl ConversionError {
+    /// `field` is absent. Public so services report a missing top-level message (e.g. an
+    /// `ExecuteRequest` without `command`) in the same words as a missing nested one.
+    pub fn missing(field: impl Into<String>) -> Self {
+        Self::Missing { path: field.into() }
+    }
+
+    pub(crate) fn invalid_id(field: &str, error: IdError) -> Self {
+        Self::InvalidId {
+            path: field.to_owned(),
+            error,
+        }
+    }
+
+    /// The dotted path of the offending field.
+    pub fn path(&self) -> &str {
+        match self {
+            Self::Missing { path }
+            | Self::UnknownEnumValue { path, .. }
+            | Self::Unspecified { path, .. }
+            | Self::InvalidId { path, .. } => path,
+        }
+    }
+
+    /// The same error one level further out: `at("command")` turns `add_item.sku` into
+    /// `command.add_item.sku`. Paths are built only on the error path, so a successful
+    /// conversion allocates nothing for them.
+    pub fn at(mut self, segment: impl fmt::Display) -> Self {
+        let path = match &mut self {
+            Self::Missing { path }
+            | Self::UnknownEnumValue { path, .. }
+            | Self::Unspecified { path, .. }
+            | Self::InvalidId { path, .. } => path,
+        };
+        *path = format!("{segment}.{path}");
+        self
+    }
+}
+
+impl From<ConversionError> for ApiError {
+    fn from(e: ConversionError) -> Self {
+        ApiError::invalid(e.to_string())
+    }
+}
+
+/// Lets a tonic handler use `?` on a conversion; the status carries the stable
+/// `invalid_argument` code like every other [`ApiError`].
+impl From<ConversionError> for tonic::Status {
+    fn from(e: ConversionError) -> Self {
+        ApiError::from(e).into()
+    }
+}
+
+/// `Some(v)` or a [`ConversionError::Missing`] naming `field`.
+fn required<T>(value: Option<T>, field: &str) -> Result<T, ConversionError> {
+    value.ok_or_else(|| ConversionError::missing(field))
+}
+
+/// The wire form of a cart's state as the aggregate serves it. `state.recent` (the last
+/// command ids, used to answer retries) is internal to the aggregate and not sent.
+pub fn snapshot(tenant: &TenantId, state: &CartState) -> pb::CartSnapshot {
+    pb::CartSnapshot {
+        tenant: tenant.to_string(),
+        version: state.version,
+        revision: state.revision,
+        cart: Some((&state.cart).into()),
+    }
+}
+
+/// The inverse of [`snapshot`]. The returned state's `recent` list is always empty, because
+/// the snapshot does not carry it: such a state is for reading and display, not for deciding
+/// retries (the aggregate rebuilds `recent` from its own store). Errors are rooted at
+/// `snapshot`.
+pub fn state_from_snapshot(
+    snapshot: pb::CartSnapshot,
+) -> Result<(TenantId, CartState), ConversionError> {
+    let tenant = TenantId::parse(&snapshot.tenant)
+        .map_err(|e| ConversionError::invalid_id("snapshot.tenant", e))?;
+    let cart = required(snapshot.cart, "cart")
+        .and_then(|c| cart::decode(c).map_err(|e| e.at("cart")))
+        .map_err(|e| e.at("snapshot"))?;
+    Ok((
+        tenant,
+        CartState {
+            cart,
+            version: snapshot.version,
+            revision: snapshot.revision,
+            recent: Default::default(),
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests;
