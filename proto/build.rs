@@ -2,7 +2,7 @@
 //!
 //! protoc comes from `protoc-bin-vendored`, so a build needs no system protoc and every machine
 //! compiles with the same protoc version. The file descriptor set is written next to the
-//! generated code (`OUT_DIR/cart_descriptor.bin`) so gRPC reflection can be added later without
+//! generated code (`OUT_DIR/descriptor_set.bin`) so gRPC reflection can be added later without
 //! touching this script.
 
 use std::path::PathBuf;
@@ -15,10 +15,8 @@ const PROTOS: &[&str] = &[
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // A directory makes Cargo scan everything under it, so a new .proto file counts too.
     println!("cargo:rerun-if-changed={PROTO_ROOT}");
-    for proto in PROTOS {
-        println!("cargo:rerun-if-changed={proto}");
-    }
     println!("cargo:rerun-if-changed=build.rs");
 
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
@@ -32,7 +30,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
-        .file_descriptor_set_path(out_dir.join("cart_descriptor.bin"))
+        .file_descriptor_set_path(out_dir.join("descriptor_set.bin"))
         .compile_with_config(config, PROTOS, &[PROTO_ROOT])?;
     Ok(())
 }

@@ -7,7 +7,7 @@
 //!   field added to a `.proto` file is added to the domain mapping in exactly one place.
 
 /// Encoded `FileDescriptorSet` of every service here, for gRPC reflection (not served yet).
-pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("cart_descriptor");
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("descriptor_set");
 
 pub mod cart {
     pub mod v1 {

@@ -1,0 +1,305 @@
+//! proptest strategies for domain values, covering every optional field set and unset, every
+//! enum variant and every oneof arm.
+
+use proptest::option;
+use proptest::prelude::*;
+use shared::CartId;
+use shared::catalog::VoucherKind;
+use shared::domain::cart::{
+    AppliedVoucher, Cart, Checkout, CheckoutStatus, Delivery, Line, LineProduct, Marking,
+    PickupPoint, PlacedOrder,
+};
+use shared::domain::{AddItem, CartState, Command, TaxRate, intern};
+
+/// Any printable text, including non-ASCII, kept short so cases stay fast.
+fn text() -> impl Strategy<Value = String> {
+    "\\PC{0,12}"
+}
+
+fn opt_text() -> impl Strategy<Value = Option<String>> {
+    option::of(text())
+}
+
+pub fn cart_id() -> impl Strategy<Value = CartId> {
+    "[A-Za-z0-9_-]{1,64}".prop_map(|s| CartId::parse(&s).expect("strategy yields valid ids"))
+}
+
+fn marking() -> impl Strategy<Value = Marking> {
+    (any::<u32>(), text()).prop_map(|(kind, text)| Marking { kind, text })
+}
+
+fn pickup_point() -> impl Strategy<Value = PickupPoint> {
+    (
+        text(),
+        opt_text(),
+        opt_text(),
+        opt_text(),
+        opt_text(),
+        opt_text(),
+    )
+        .prop_map(|(id, name, address, city, zip, country)| PickupPoint {
+            id,
+            name,
+            address,
+            city,
+            zip,
+            country,
+        })
+}
+
+fn product() -> impl Strategy<Value = LineProduct> {
+    (
+        (
+            text(),
+            any::<u64>(),
+            text(),
+            any::<i64>(),
+            option::of(any::<i64>()),
+            any::<u32>(),
+            text(),
+            any::<i64>(),
+        ),
+        (
+            text(),
+            opt_text(),
+            opt_text(),
+            opt_text(),
+            opt_text(),
+            opt_text(),
+            opt_text(),
+        ),
+    )
+        .prop_map(
+            |(
+                (sku, item_id, name, unit_price, org_price, tax_rate, currency, stock),
+                (item_type, image, brand, category, seller_id, seller_name, outlet),
+            )| LineProduct {
+                sku,
+                item_id,
+                name,
+                unit_price,
+                org_price,
+                tax_rate: TaxRate(tax_rate),
+                currency,
+                stock,
+                item_type,
+                image,
+                brand,
+                category,
+                seller_id,
+                seller_name,
+                outlet,
+            },
+        )
+}
+
+fn line() -> impl Strategy<Value = Line> {
+    (
+        any::<u32>(),
+        any::<u32>(),
+        product(),
+        opt_text(),
+        text(),
+        option::of(marking()),
+    )
+        .prop_map(|(id, quantity, product, store_id, country, marking)| Line {
+            id,
+            quantity,
+            product: intern::share(product),
+            store_id: store_id.map(Into::into),
+            country: country.into(),
+            marking: marking.map(Box::new),
+        })
+}
+
+fn delivery() -> impl Strategy<Value = Delivery> {
+    (
+        any::<u32>(),
+        text(),
+        proptest::collection::vec(any::<u32>(), 0..4),
+        any::<i64>(),
+        any::<u32>(),
+        option::of(pickup_point()),
+    )
+        .prop_map(
+            |(id, provider, line_ids, price, tax_rate, pickup_point)| Delivery {
+                id,
+                provider,
+                line_ids,
+                price,
+                tax_rate: TaxRate(tax_rate),
+                pickup_point,
+            },
+        )
+}
+
+fn voucher() -> impl Strategy<Value = AppliedVoucher> {
+    let kind = prop_oneof![
+        any::<i64>().prop_map(|amount| VoucherKind::Fixed { amount }),
+        any::<u32>().prop_map(|basis_points| VoucherKind::Percent { basis_points }),
+    ];
+    (any::<u32>(), text(), kind, any::<i64>()).prop_map(|(id, code, discount, min_order)| {
+        AppliedVoucher {
+            id,
+            code,
+            discount,
+            min_order,
+        }
+    })
+}
+
+pub fn checkout_status() -> impl Strategy<Value = CheckoutStatus> {
+    prop_oneof![
+        Just(CheckoutStatus::Started),
+        Just(CheckoutStatus::OrderCreated),
+        (text(), text()).prop_map(|(code, reason)| CheckoutStatus::Failed { code, reason }),
+        Just(CheckoutStatus::Cancelled),
+        Just(CheckoutStatus::Reopened),
+        Just(CheckoutStatus::Completed),
+    ]
+}
+
+fn checkout() -> impl Strategy<Value = Checkout> {
+    (text(), checkout_status()).prop_map(|(attempt_id, status)| Checkout { attempt_id, status })
+}
+
+fn placed_order() -> impl Strategy<Value = PlacedOrder> {
+    (text(), text()).prop_map(|(provider_order_id, order_reference)| PlacedOrder {
+        provider_order_id,
+        order_reference,
+    })
+}
+
+pub fn cart() -> impl Strategy<Value = Cart> {
+    (
+        (
+            cart_id(),
+            opt_text(),
+            proptest::collection::vec(line(), 0..4),
+            proptest::collection::vec(delivery(), 0..3),
+            proptest::collection::vec(voucher(), 0..3),
+            opt_text(),
+        ),
+        (
+            option::of(checkout()),
+            opt_text(),
+            opt_text(),
+            option::of(placed_order()),
+            any::<u32>(),
+            any::<u32>(),
+            any::<u32>(),
+        ),
+    )
+        .prop_map(
+            |(
+                (id, currency, lines, deliveries, vouchers, user_id),
+                (
+                    checkout,
+                    provider_order_id,
+                    payment_status,
+                    order,
+                    next_line_id,
+                    next_delivery_id,
+                    next_voucher_id,
+                ),
+            )| Cart {
+                id,
+                currency,
+                lines,
+                deliveries,
+                vouchers,
+                user_id,
+                checkout,
+                provider_order_id,
+                payment_status,
+                order,
+                next_line_id,
+                next_delivery_id,
+                next_voucher_id,
+            },
+        )
+}
+
+/// A state without `recent`, the part a snapshot does not carry.
+pub fn state() -> impl Strategy<Value = CartState> {
+    (cart(), any::<u64>(), any::<u64>()).prop_map(|(cart, version, revision)| CartState {
+        cart,
+        version,
+        revision,
+        recent: Default::default(),
+    })
+}
+
+fn add_item() -> impl Strategy<Value = AddItem> {
+    (text(), any::<u32>(), text(), opt_text()).prop_map(|(sku, quantity, country, store_id)| {
+        AddItem {
+            sku,
+            quantity,
+            country,
+            store_id,
+        }
+    })
+}
+
+fn items() -> impl Strategy<Value = Vec<AddItem>> {
+    proptest::collection::vec(add_item(), 0..4)
+}
+
+/// Every command variant. Two groups because `prop_oneof!` takes at most ten strategies of
+/// different types.
+pub fn command() -> impl Strategy<Value = Command> {
+    let contents = prop_oneof![
+        add_item().prop_map(Command::AddItem),
+        items().prop_map(|items| Command::AddItems { items }),
+        (any::<u32>(), any::<u32>())
+            .prop_map(|(line_id, quantity)| Command::ChangeQuantity { line_id, quantity }),
+        any::<u32>().prop_map(|line_id| Command::RemoveItem { line_id }),
+        items().prop_map(|items| Command::SetItems { items }),
+        Just(Command::ClearCart),
+        (text(), proptest::collection::vec(any::<u32>(), 0..4))
+            .prop_map(|(provider, line_ids)| Command::AddDelivery { provider, line_ids }),
+        any::<u32>().prop_map(|delivery_id| Command::RemoveDelivery { delivery_id }),
+        (any::<u32>(), pickup_point()).prop_map(|(delivery_id, pickup_point)| {
+            Command::SetPickupPoint {
+                delivery_id,
+                pickup_point,
+            }
+        }),
+        text().prop_map(|code| Command::ApplyVoucher { code }),
+    ];
+    let rest = prop_oneof![
+        any::<u32>().prop_map(|voucher_id| Command::RemoveVoucher { voucher_id }),
+        opt_text().prop_map(|user_id| Command::SetUser { user_id }),
+        (cart_id(), items()).prop_map(|(source_cart_id, items)| Command::MergeCart {
+            source_cart_id,
+            items
+        }),
+        (any::<u32>(), marking())
+            .prop_map(|(line_id, marking)| Command::SetMarking { line_id, marking }),
+        any::<u32>().prop_map(|line_id| Command::RemoveMarking { line_id }),
+        (text(), opt_text()).prop_map(|(attempt_id, country)| Command::StartCheckout {
+            attempt_id,
+            country
+        }),
+        (text(), text(), text()).prop_map(|(attempt_id, provider_order_id, status)| {
+            Command::RecordProviderOrder {
+                attempt_id,
+                provider_order_id,
+                status,
+            }
+        }),
+        (text(), text()).prop_map(|(provider_order_id, order_reference)| {
+            Command::ConfirmOrder {
+                provider_order_id,
+                order_reference,
+            }
+        }),
+        (text(), text(), text()).prop_map(|(attempt_id, code, reason)| Command::FailCheckout {
+            attempt_id,
+            code,
+            reason
+        }),
+        Just(Command::CancelCheckout),
+    ];
+    prop_oneof![contents, rest]
+}
