@@ -37,3 +37,27 @@ pub mod runner {
 }
 
 pub mod convert;
+
+#[cfg(test)]
+mod tests {
+    /// The descriptor set must cover every service, or reflection would hide some of them.
+    #[test]
+    fn descriptor_set_names_every_service() {
+        let fds = super::FILE_DESCRIPTOR_SET;
+        for name in [
+            "cart/v1/cart.proto",
+            "CartService",
+            "AggregateAdmin",
+            "projection/v1/query.proto",
+            "QueryService",
+            "runner/admin/v1/runner_admin.proto",
+            "RunnerAdmin",
+            "CheckoutQuery",
+        ] {
+            assert!(
+                fds.windows(name.len()).any(|w| w == name.as_bytes()),
+                "{name} missing from the descriptor set"
+            );
+        }
+    }
+}
