@@ -1,1 +1,279 @@
-//! placeholder
+//! The aggregate service: owns carts, decides commands with the pure domain and appends every
+//! accepted change to JetStream (`cart.v1.CartService` over gRPC).
+//!
+//! [`start`] brings a node up (tests use it on port 0) and returns a [`Running`] handle;
+//! [`run`] is what `main` calls: start, then drain and stop on shutdown.
+
+pub mod carts;
+pub mod catalog;
+pub mod client;
+pub mod config;
+pub mod drain;
+pub mod grpc;
+pub mod metrics;
+pub mod placement;
+pub mod placement_view;
+pub mod seed;
+pub mod snapshot;
+pub mod store;
+pub mod watch;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use proto::cart::v1::aggregate_admin_server::AggregateAdminServer;
+use proto::cart::v1::cart_service_server::CartServiceServer;
+use shared::ops::Readiness;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::Config;
+
+use crate::carts::{Carts, CartsConfig};
+use crate::catalog::CatalogCache;
+use crate::drain::Drainer;
+use crate::placement::{Placement, PlacementConfig};
+use crate::placement_view::PlacementView;
+use crate::snapshot::Snapshots;
+use crate::store::EventStore;
+
+/// A running aggregate node.
+pub struct Running {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub node_id: String,
+    pub carts: Carts,
+    pub placement: Option<Arc<Placement>>,
+    drainer: Arc<Drainer>,
+    /// Cancelled when the node has stopped serving (drained or aborted).
+    stop: CancellationToken,
+    /// Stops background tasks (heartbeats, watches, snapshot writer).
+    background: CancellationToken,
+    tracker: TaskTracker,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl Running {
+    /// Drain gracefully (hand off shards, finish in-flight work, flush snapshots) and stop.
+    pub async fn drain(self) -> anyhow::Result<()> {
+        self.drainer.begin();
+        self.wait().await
+    }
+
+    /// Stop like a crash: no hand-off, no snapshot flush, the node entry is left to expire.
+    pub async fn abort(self) {
+        self.background.cancel();
+        self.server.abort();
+        self.stop.cancel();
+        self.tracker.close();
+        let _ = self.server.await;
+    }
+
+    /// Wait until the node stops (after a drain begun elsewhere, e.g. the admin RPC).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.stop.cancelled().await;
+        let served = self.server.await;
+        self.background.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+        served
+            .context("gRPC server task panicked")?
+            .context("gRPC server failed")
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.stop.is_cancelled()
+    }
+}
+
+/// Start a node: connect, ensure the NATS resources, join placement, serve gRPC and HTTP.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    config
+        .check()
+        .map_err(anyhow::Error::msg)
+        .context("invalid aggregate config")?;
+    metrics::describe();
+    let readiness = Readiness::new();
+    readiness.register(&["nats", "streams", "placement"]);
+
+    let client = shared::nats::connect(&config.nats)
+        .await
+        .context("cannot connect to NATS")?;
+    readiness.set_ok("nats");
+    let js = shared::nats::jetstream(client.clone(), &config.nats);
+    let resources = shared::nats::ensure_all(&js, &config.streams)
+        .await
+        .context("NATS streams and buckets")?;
+    readiness.set_ok("streams");
+
+    let background = CancellationToken::new();
+    let stop = CancellationToken::new();
+    let tracker = TaskTracker::new();
+
+    let grpc_listener = TcpListener::bind(&config.grpc_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.grpc_addr))?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let advertise = config
+        .advertise_addr
+        .clone()
+        .unwrap_or_else(|| grpc_addr.to_string());
+
+    let placement = if config.placement {
+        let view = PlacementView::start(
+            resources.cart_nodes.clone(),
+            resources.cart_placement.clone(),
+            config.shard_count,
+            config.heartbeat(),
+            &tracker,
+            background.clone(),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("placement view: {e}"))?;
+        let p = Placement::start(
+            PlacementConfig {
+                node_id: config.node_id.clone(),
+                advertise_addr: advertise.clone(),
+                heartbeat: config.heartbeat(),
+            },
+            view,
+            &tracker,
+            background.clone(),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("placement: {e}"))?;
+        Some(p)
+    } else {
+        readiness.set_ok("placement");
+        None
+    };
+
+    let store = EventStore::new(client.clone(), js.clone(), config.nats.request_timeout());
+    let snapshots = Snapshots::start(
+        resources.cart_snapshots.clone(),
+        &tracker,
+        background.clone(),
+    );
+    let catalog = CatalogCache::start(
+        resources.catalog.clone(),
+        config.catalog_cache_capacity,
+        Duration::from_secs(config.catalog_cache_ttl_secs.max(1)),
+        &tracker,
+        background.clone(),
+    );
+    let carts = Carts::new(
+        store,
+        snapshots,
+        catalog,
+        placement.clone(),
+        CartsConfig {
+            shard_count: config.shard_count,
+            cache_capacity: config.cache_capacity,
+            cache_idle: Duration::from_secs(config.cache_idle_secs.max(1)),
+            snapshot_every: config.snapshot_every,
+            recent_commands: config.recent_commands,
+            max_conflict_retries: config.max_conflict_retries,
+            append_timeout_retries: config.append_timeout_retries,
+            limits: config.limits,
+        },
+    );
+    let drainer = Arc::new(Drainer::new(
+        config.node_id.clone(),
+        placement.clone(),
+        carts.clone(),
+        stop.clone(),
+        Duration::from_secs(config.drain_handoff_secs),
+        Duration::from_secs(config.drain_in_flight_secs),
+    ));
+
+    let cart_svc = grpc::CartGrpc::new(
+        carts.clone(),
+        grpc::GrpcLimits {
+            max_batch: config.max_batch,
+        },
+        stop.clone(),
+    );
+    let admin_svc = grpc::AdminGrpc::new(drainer.clone(), carts.clone());
+    let server_stop = stop.clone();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(CartServiceServer::new(cart_svc))
+            .add_service(AggregateAdminServer::new(admin_svc))
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+                async move { server_stop.cancelled().await },
+            ),
+    );
+
+    let http_listener = TcpListener::bind(&config.http_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.http_addr))?;
+    let http_addr = http_listener.local_addr()?;
+    let ops = shared::ops::router(readiness.clone(), shared::telemetry::prometheus());
+    let http_stop = stop.clone();
+    tracker.spawn(async move {
+        let _ = axum::serve(http_listener, ops)
+            .with_graceful_shutdown(async move { http_stop.cancelled().await })
+            .await;
+    });
+    tracker.spawn(watch_readiness(
+        readiness,
+        client,
+        placement.clone(),
+        drainer.clone(),
+        background.clone(),
+    ));
+
+    tracing::info!(node = %config.node_id, %grpc_addr, %http_addr, advertise, "aggregate started");
+    Ok(Running {
+        grpc_addr,
+        http_addr,
+        node_id: config.node_id,
+        carts,
+        placement,
+        drainer,
+        stop,
+        background,
+        tracker,
+        server,
+    })
+}
+
+/// Run until `shutdown` (SIGTERM), then drain and stop.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let running = start(config).await?;
+    let stopped = running.stop.clone();
+    tokio::select! {
+        () = shutdown.cancelled() => running.drainer.begin(),
+        () = stopped.cancelled() => {}
+    }
+    running.wait().await
+}
+
+/// Keep `/ready` truthful: NATS connection state, placement claimed, not draining.
+async fn watch_readiness(
+    readiness: Readiness,
+    client: async_nats::Client,
+    placement: Option<Arc<Placement>>,
+    drainer: Arc<Drainer>,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let connected = client.connection_state() == async_nats::connection::State::Connected;
+        readiness.set("nats", connected, Some("disconnected from NATS"));
+        if let Some(p) = &placement {
+            let ready = p.is_ready();
+            readiness.set("placement", ready, Some("claiming shards"));
+        }
+        readiness.set_draining(drainer.is_draining());
+    }
+}

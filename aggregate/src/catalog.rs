@@ -1,0 +1,127 @@
+//! Catalog reads at decide time: products, delivery pricing and vouchers from the `CATALOG`
+//! KV bucket, in a bounded cache that a KV watch keeps fresh (every change invalidates its key;
+//! a stalled or broken watch is recreated and the cache cleared, and entries also expire, so a
+//! missed notification cannot serve a stale price for long).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::kv;
+use futures::StreamExt;
+use moka::future::Cache;
+use serde::de::DeserializeOwned;
+use shared::ApiError;
+use shared::catalog::{CatalogSnapshot, normalize_voucher_code};
+use shared::domain::CatalogNeeds;
+use shared::subjects::{delivery_key, sku_key, voucher_key};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// `None` caches "not in the catalog" too, so unknown SKUs cost one KV read per TTL.
+type Entry = Option<Arc<bytes::Bytes>>;
+
+#[derive(Clone)]
+pub struct CatalogCache {
+    kv: kv::Store,
+    cache: Cache<String, Entry>,
+}
+
+impl CatalogCache {
+    pub fn start(
+        kv: kv::Store,
+        capacity: u64,
+        ttl: Duration,
+        tracker: &TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let cache = Cache::builder()
+            .max_capacity(capacity)
+            .time_to_live(ttl)
+            .build();
+        let this = Self { kv, cache };
+        tracker.spawn(this.clone().watch(shutdown));
+        this
+    }
+
+    /// The catalog entries a command needs. Keys that cannot exist (a SKU with a `.`) are
+    /// simply absent, so the domain reports them as unknown.
+    pub async fn snapshot(&self, needs: &CatalogNeeds<'_>) -> Result<CatalogSnapshot, ApiError> {
+        let mut snap = CatalogSnapshot::default();
+        for sku in &needs.skus {
+            if let Ok(key) = sku_key(sku)
+                && let Some(p) = self.get::<shared::catalog::Product>(&key).await?
+            {
+                snap.products.insert((*sku).to_owned(), p);
+            }
+        }
+        for provider in &needs.providers {
+            if let Ok(key) = delivery_key(provider)
+                && let Some(d) = self.get::<shared::catalog::DeliveryOption>(&key).await?
+            {
+                snap.deliveries.insert((*provider).to_owned(), d);
+            }
+        }
+        for code in &needs.vouchers {
+            let code = normalize_voucher_code(code);
+            if let Ok(key) = voucher_key(&code)
+                && let Some(v) = self.get::<shared::catalog::VoucherDefinition>(&key).await?
+            {
+                snap.vouchers.insert(code, v);
+            }
+        }
+        Ok(snap)
+    }
+
+    async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, ApiError> {
+        let kv = self.kv.clone();
+        let owned = key.to_owned();
+        let entry = self
+            .cache
+            .try_get_with(key.to_owned(), async move {
+                kv.get(owned).await.map(|v| v.map(Arc::new))
+            })
+            .await
+            .map_err(|e| ApiError::unavailable(format!("catalog read of {key} failed: {e}")))?;
+        match entry {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                ApiError::internal(format!(
+                    "catalog entry {key} is not valid: {e}; fix it in the CATALOG bucket"
+                ))
+            }),
+        }
+    }
+
+    /// Invalidate keys as they change. Recreates the watch when it ends or errors.
+    async fn watch(self, shutdown: CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        while !shutdown.is_cancelled() {
+            match self.kv.watch_all().await {
+                Ok(mut watch) => {
+                    backoff = Duration::from_millis(100);
+                    // Anything cached before the watch started may be stale.
+                    self.cache.invalidate_all();
+                    loop {
+                        tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            next = watch.next() => match next {
+                                Some(Ok(entry)) => self.cache.invalidate(&entry.key).await,
+                                Some(Err(e)) => {
+                                    tracing::warn!(error = %e, "catalog watch failed; recreating it");
+                                    break;
+                                }
+                                None => break,
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot watch the catalog; retrying"),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+}

@@ -1,0 +1,315 @@
+//! A placement-aware `CartService` client for the gateway and the runner.
+//!
+//! Routing: the cart's shard (shared hash) → its owner in `CART_PLACEMENT` → the owner's
+//! address in `CART_NODES`. A `not_owner` reply names the real owner: the call is repeated
+//! there once. When the owner is unknown or unreachable the call goes to any live node (the
+//! aggregate's append fence keeps that correct). Every call has a deadline; calls are retried
+//! only because they are safe to repeat: reads, and commands, which carry a command id.
+//! Channels are pooled per node (a few HTTP/2 connections each) in a bounded cache.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use moka::sync::Cache;
+use proto::cart::v1 as pb;
+use proto::cart::v1::cart_service_client::CartServiceClient;
+use shared::headers::RequestContext;
+use shared::ids::{CartId, TenantId};
+use shared::placement::shard_for;
+use shared::{ApiError, ErrorCode};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::placement_view::PlacementView;
+
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub shard_count: u32,
+    /// Deadline of one attempt.
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Attempts per call (first try included), across nodes.
+    pub attempts: u32,
+    /// HTTP/2 connections per aggregate node.
+    pub channels_per_node: usize,
+    /// Most nodes with pooled channels.
+    pub max_nodes: u64,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            shard_count: 256,
+            timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(2),
+            attempts: 3,
+            channels_per_node: 4,
+            max_nodes: 256,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct CartClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cfg: ClientConfig,
+    view: Option<PlacementView>,
+    /// Used when there is no placement view (or it knows no live node).
+    fallback: Vec<String>,
+    pools: Cache<String, Arc<Pool>>,
+    next: AtomicUsize,
+}
+
+struct Pool {
+    channels: Vec<Channel>,
+    next: AtomicUsize,
+}
+
+impl CartClient {
+    pub fn new(cfg: ClientConfig, view: Option<PlacementView>, fallback: Vec<String>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                pools: Cache::builder()
+                    .max_capacity(cfg.max_nodes)
+                    .time_to_idle(Duration::from_secs(600))
+                    .build(),
+                cfg,
+                view,
+                fallback,
+                next: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    pub fn view(&self) -> Option<&PlacementView> {
+        self.inner.view.as_ref()
+    }
+
+    pub async fn execute(
+        &self,
+        ctx: &RequestContext,
+        req: pb::ExecuteRequest,
+    ) -> Result<pb::ExecuteResponse, ApiError> {
+        let (tenant, cart) = ids(&req.tenant, &req.cart_id)?;
+        self.call(ctx, &tenant, &cart, move |mut c, r| {
+            let req = req.clone();
+            async move { c.execute(with_ctx(r, req)).await }
+        })
+        .await
+    }
+
+    pub async fn execute_batch(
+        &self,
+        ctx: &RequestContext,
+        req: pb::ExecuteBatchRequest,
+    ) -> Result<pb::ExecuteResponse, ApiError> {
+        let (tenant, cart) = ids(&req.tenant, &req.cart_id)?;
+        self.call(ctx, &tenant, &cart, move |mut c, r| {
+            let req = req.clone();
+            async move { c.execute_batch(with_ctx(r, req)).await }
+        })
+        .await
+    }
+
+    pub async fn get_cart(
+        &self,
+        ctx: &RequestContext,
+        req: pb::GetCartRequest,
+    ) -> Result<pb::CartSnapshot, ApiError> {
+        let (tenant, cart) = ids(&req.tenant, &req.cart_id)?;
+        self.call(ctx, &tenant, &cart, move |mut c, r| {
+            let req = req.clone();
+            async move { c.get_cart(with_ctx(r, req)).await }
+        })
+        .await
+    }
+
+    /// A live stream of the cart. No deadline applies to the stream itself; opening it is
+    /// routed and retried like any read.
+    pub async fn watch_cart(
+        &self,
+        ctx: &RequestContext,
+        req: pb::WatchCartRequest,
+    ) -> Result<tonic::Streaming<pb::CartSnapshot>, ApiError> {
+        let (tenant, cart) = ids(&req.tenant, &req.cart_id)?;
+        self.call_with(ctx, &tenant, &cart, None, move |mut c, r| {
+            let req = req.clone();
+            async move { c.watch_cart(with_ctx(r, req)).await }
+        })
+        .await
+    }
+
+    async fn call<T, F, Fut>(
+        &self,
+        ctx: &RequestContext,
+        tenant: &TenantId,
+        cart: &CartId,
+        f: F,
+    ) -> Result<T, ApiError>
+    where
+        F: Fn(CartServiceClient<Channel>, RequestMeta) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.call_with(ctx, tenant, cart, Some(self.inner.cfg.timeout), f)
+            .await
+    }
+
+    async fn call_with<T, F, Fut>(
+        &self,
+        ctx: &RequestContext,
+        tenant: &TenantId,
+        cart: &CartId,
+        timeout: Option<Duration>,
+        f: F,
+    ) -> Result<T, ApiError>
+    where
+        F: Fn(CartServiceClient<Channel>, RequestMeta) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let shard = shard_for(tenant, cart, self.inner.cfg.shard_count);
+        let mut target = self.route(shard, None);
+        let mut last_err = ApiError::unavailable("no aggregate node is known; is one running?");
+        let mut followed_hint = false;
+        // Set once the owner proved unreachable: other nodes are then asked to serve anyway.
+        let mut fallback = false;
+        for attempt in 0..self.inner.cfg.attempts.max(1) {
+            let Some(addr) = target.take() else { break };
+            let client = match self.client(&addr) {
+                Ok(c) => c,
+                Err(e) => {
+                    last_err = e;
+                    target = self.route(shard, Some(&addr));
+                    continue;
+                }
+            };
+            let meta = RequestMeta {
+                ctx: ctx.child(),
+                timeout,
+                fallback,
+            };
+            match f(client, meta).await {
+                Ok(resp) => return Ok(resp.into_inner()),
+                Err(status) => {
+                    let err = ApiError::from_status(&status);
+                    match err.code {
+                        ErrorCode::NotOwner if !followed_hint => {
+                            followed_hint = true;
+                            target = err
+                                .owner_addr
+                                .clone()
+                                .or_else(|| self.route(shard, Some(&addr)));
+                        }
+                        ErrorCode::Unavailable | ErrorCode::Draining | ErrorCode::Timeout => {
+                            tracing::debug!(addr, attempt, code = %err.code, "aggregate call failed; trying another node");
+                            fallback = true;
+                            target = self.route(shard, Some(&addr));
+                        }
+                        ErrorCode::NotOwner => {
+                            target = self.route(shard, Some(&addr));
+                        }
+                        _ => return Err(err),
+                    }
+                    last_err = err;
+                }
+            }
+        }
+        if last_err.code == ErrorCode::NotOwner {
+            last_err = ApiError::unavailable("cart placement is moving; retry shortly")
+                .with_retry_after(Duration::from_secs(1));
+        }
+        Err(last_err)
+    }
+
+    /// Where to send a call for `shard`: its live owner, else any live non-draining node,
+    /// else a fallback address. `avoid` is an address that just failed.
+    fn route(&self, shard: u32, avoid: Option<&str>) -> Option<String> {
+        if let Some(view) = &self.inner.view {
+            if let Some(addr) = view.owner_addr(shard)
+                && Some(addr.as_str()) != avoid
+            {
+                return Some(addr);
+            }
+            let live: Vec<String> = view
+                .nodes()
+                .into_iter()
+                .filter(|(_, n)| !n.draining && Some(n.grpc_addr.as_str()) != avoid)
+                .map(|(_, n)| n.grpc_addr)
+                .collect();
+            if !live.is_empty() {
+                let i = self.inner.next.fetch_add(1, Ordering::Relaxed);
+                return Some(live[i % live.len()].clone());
+            }
+        }
+        let fallback: Vec<&String> = self
+            .inner
+            .fallback
+            .iter()
+            .filter(|a| Some(a.as_str()) != avoid)
+            .collect();
+        if fallback.is_empty() {
+            return avoid.map(str::to_owned);
+        }
+        let i = self.inner.next.fetch_add(1, Ordering::Relaxed);
+        Some(fallback[i % fallback.len()].clone())
+    }
+
+    fn client(&self, addr: &str) -> Result<CartServiceClient<Channel>, ApiError> {
+        let pool = self
+            .inner
+            .pools
+            .try_get_with(addr.to_owned(), || self.pool(addr).map(Arc::new))
+            .map_err(|e: Arc<ApiError>| (*e).clone())?;
+        let i = pool.next.fetch_add(1, Ordering::Relaxed) % pool.channels.len();
+        Ok(CartServiceClient::new(pool.channels[i].clone()))
+    }
+
+    fn pool(&self, addr: &str) -> Result<Pool, ApiError> {
+        let uri = if addr.contains("://") {
+            addr.to_owned()
+        } else {
+            format!("http://{addr}")
+        };
+        let endpoint = Endpoint::from_shared(uri)
+            .map_err(|e| ApiError::internal(format!("bad aggregate address {addr:?}: {e}")))?
+            .connect_timeout(self.inner.cfg.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(20))
+            .keep_alive_while_idle(true);
+        let channels = (0..self.inner.cfg.channels_per_node.max(1))
+            .map(|_| endpoint.connect_lazy())
+            .collect();
+        Ok(Pool {
+            channels,
+            next: AtomicUsize::new(0),
+        })
+    }
+}
+
+/// Context, deadline and routing hint of one attempt.
+pub struct RequestMeta {
+    ctx: RequestContext,
+    timeout: Option<Duration>,
+    fallback: bool,
+}
+
+fn with_ctx<T>(meta: RequestMeta, body: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(body);
+    meta.ctx.to_grpc_metadata(r.metadata_mut());
+    if meta.fallback {
+        r.metadata_mut().insert(
+            shared::headers::ROUTE_FALLBACK,
+            tonic::metadata::MetadataValue::from_static("owner-unreachable"),
+        );
+    }
+    if let Some(t) = meta.timeout {
+        r.set_timeout(t);
+    }
+    r
+}
+
+fn ids(tenant: &str, cart: &str) -> Result<(TenantId, CartId), ApiError> {
+    Ok((TenantId::parse(tenant)?, CartId::parse(cart)?))
+}

@@ -1,0 +1,119 @@
+//! Aggregate configuration. Every field has a default that runs locally; environment variables
+//! override them (`AGGREGATE_<FIELD>` for the fields below, `NATS_<FIELD>` for the connection,
+//! `STREAMS_<FIELD>` for stream/bucket sizing shared by all services), and an optional TOML
+//! file named by `CART_CONFIG_FILE` sits in between.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use shared::domain::{CartState, Limits};
+use shared::nats::{NatsConfig, NatsResourceSettings};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Unique per node (`CART_NODES` key). Default: `aggregate-<host>-<pid>`.
+    pub node_id: String,
+    /// gRPC listen address (CartService, AggregateAdmin).
+    pub grpc_addr: String,
+    /// Address other services dial; defaults to the bound gRPC address.
+    pub advertise_addr: Option<String>,
+    /// HTTP listen address of `/health`, `/ready`, `/metrics`.
+    pub http_addr: String,
+    /// Shards carts hash into; must be equal on every node and gateway.
+    pub shard_count: u32,
+    /// Join placement (register, claim shards, refuse carts owned elsewhere). Off: this node
+    /// serves every cart (single-node setups; tests of the append fence).
+    pub placement: bool,
+    pub heartbeat_ms: u64,
+    /// Most carts kept in memory.
+    pub cache_capacity: u64,
+    /// A cached cart unused this long is dropped.
+    pub cache_idle_secs: u64,
+    /// Snapshot a cart every this many messages (0: never).
+    pub snapshot_every: u64,
+    /// Command ids remembered per cart for exactly-once replies beyond the duplicate window.
+    pub recent_commands: usize,
+    /// Conflicts (another writer appended first) tolerated per command, each followed by a
+    /// jittered back-off of up to 16 ms and a catch-up read.
+    pub max_conflict_retries: u32,
+    pub append_timeout_retries: u32,
+    /// Most commands in one ExecuteBatch.
+    pub max_batch: usize,
+    pub catalog_cache_capacity: u64,
+    pub catalog_cache_ttl_secs: u64,
+    /// Drain: longest wait for other nodes to take this node's shards.
+    pub drain_handoff_secs: u64,
+    /// Drain: longest wait for in-flight commands.
+    pub drain_in_flight_secs: u64,
+    pub limits: Limits,
+    pub nats: NatsConfig,
+    pub streams: NatsResourceSettings,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            node_id: default_node_id(),
+            grpc_addr: "127.0.0.1:50051".into(),
+            advertise_addr: None,
+            http_addr: "127.0.0.1:9101".into(),
+            shard_count: 256,
+            placement: true,
+            heartbeat_ms: 2_000,
+            cache_capacity: 100_000,
+            cache_idle_secs: 900,
+            snapshot_every: 50,
+            recent_commands: CartState::DEFAULT_RECENT,
+            max_conflict_retries: 32,
+            append_timeout_retries: 2,
+            max_batch: 50,
+            catalog_cache_capacity: 50_000,
+            catalog_cache_ttl_secs: 300,
+            drain_handoff_secs: 20,
+            drain_in_flight_secs: 10,
+            limits: Limits::default(),
+            nats: NatsConfig {
+                name: "aggregate".into(),
+                ..NatsConfig::default()
+            },
+            streams: NatsResourceSettings::default(),
+        }
+    }
+}
+
+impl Config {
+    pub fn load() -> Result<Self, shared::config::ConfigError> {
+        shared::config::load_service("AGGREGATE")
+    }
+
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_ms.max(50))
+    }
+
+    /// Problems that make the node unable to run, each naming the field.
+    pub fn check(&self) -> Result<(), String> {
+        if self.shard_count == 0 {
+            return Err("shard_count must be at least 1".into());
+        }
+        if self.max_batch == 0 {
+            return Err("max_batch must be at least 1".into());
+        }
+        let ttl = Duration::from_secs(self.streams.node_ttl_secs);
+        if self.placement && self.heartbeat() * 2 >= ttl {
+            return Err(format!(
+                "heartbeat_ms ({}) must be well below the node TTL ({} s): at most a third",
+                self.heartbeat_ms, self.streams.node_ttl_secs
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn default_node_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| shared::ids::is_token(h))
+        .unwrap_or_else(|| "local".into());
+    format!("aggregate-{host}-{}", std::process::id())
+}

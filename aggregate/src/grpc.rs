@@ -1,0 +1,288 @@
+//! `cart.v1.CartService` and `cart.v1.AggregateAdmin` over gRPC: parse and validate, one call
+//! into [`Carts`], map the result. Every error leaves as a status carrying its stable code.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use proto::cart::v1 as pb;
+use shared::ApiError;
+use shared::domain::{CartState, Command};
+use shared::headers::{RequestContext, TENANT_ID};
+use shared::ids::{CartId, CommandId, TenantId};
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use crate::carts::{CartRef, Carts, Route};
+use crate::drain::Drainer;
+use crate::metrics as m;
+
+/// Limits of the gRPC surface.
+#[derive(Debug, Clone, Copy)]
+pub struct GrpcLimits {
+    pub max_batch: usize,
+}
+
+#[derive(Clone)]
+pub struct CartGrpc {
+    carts: Carts,
+    limits: GrpcLimits,
+    shutdown: CancellationToken,
+}
+
+impl CartGrpc {
+    pub fn new(carts: Carts, limits: GrpcLimits, shutdown: CancellationToken) -> Self {
+        Self {
+            carts,
+            limits,
+            shutdown,
+        }
+    }
+
+    fn target(
+        &self,
+        md: &tonic::metadata::MetadataMap,
+        tenant: &str,
+        cart_id: &str,
+    ) -> Result<(RequestContext, CartRef, Route), Status> {
+        let ctx = request_context(md, tenant)?;
+        let cart_id = CartId::parse(cart_id).map_err(ApiError::from)?;
+        let cart = self.carts.cart_ref(ctx.tenant.clone(), cart_id);
+        let route = if md.get(shared::headers::ROUTE_FALLBACK).is_some() {
+            Route::Fallback
+        } else {
+            Route::Placed
+        };
+        Ok((ctx, cart, route))
+    }
+}
+
+/// The caller's context. The tenant in the request body is authoritative and must agree with
+/// `x-tenant-id` when both are present.
+pub fn request_context(
+    md: &tonic::metadata::MetadataMap,
+    body_tenant: &str,
+) -> Result<RequestContext, Status> {
+    let tenant = TenantId::parse(body_tenant).map_err(ApiError::from)?;
+    if md.get(TENANT_ID).is_none() {
+        let mut ctx = RequestContext::new(tenant.clone());
+        // Correlation and trace still come from the metadata when present.
+        let mut with_tenant = md.clone();
+        if let Ok(v) = tenant.as_str().parse() {
+            with_tenant.insert(TENANT_ID, v);
+            if let Ok(c) = RequestContext::from_grpc_metadata(&with_tenant) {
+                ctx = c;
+            }
+        }
+        return Ok(ctx);
+    }
+    let ctx = RequestContext::from_grpc_metadata(md)?;
+    if ctx.tenant != tenant {
+        return Err(ApiError::new(
+            shared::ErrorCode::PermissionDenied,
+            format!(
+                "tenant {:?} in the request does not match {TENANT_ID} {:?}",
+                tenant.as_str(),
+                ctx.tenant.as_str()
+            ),
+        )
+        .into());
+    }
+    Ok(ctx)
+}
+
+fn command_id(raw: &str) -> Result<CommandId, Status> {
+    Ok(CommandId::parse(raw).map_err(ApiError::from)?)
+}
+
+fn command(raw: Option<pb::Command>, field: &str) -> Result<Command, Status> {
+    let raw = raw.ok_or_else(|| ApiError::invalid(format!("{field} is required")))?;
+    Ok(Command::try_from(raw).map_err(ApiError::from)?)
+}
+
+pub fn snapshot(tenant: &TenantId, state: &CartState) -> pb::CartSnapshot {
+    proto::convert::snapshot(tenant, state)
+}
+
+#[tonic::async_trait]
+impl pb::cart_service_server::CartService for CartGrpc {
+    async fn execute(
+        &self,
+        req: Request<pb::ExecuteRequest>,
+    ) -> Result<Response<pb::ExecuteResponse>, Status> {
+        let (ctx, cart, route) = self.target(
+            req.metadata(),
+            &req.get_ref().tenant,
+            &req.get_ref().cart_id,
+        )?;
+        let r = req.into_inner();
+        let id = command_id(&r.command_id)?;
+        let cmd = command(r.command, "command")?;
+        let out = self
+            .carts
+            .execute(&ctx, &cart, route, id, r.expected_version, vec![cmd])
+            .await?;
+        Ok(Response::new(pb::ExecuteResponse {
+            cart: Some(snapshot(&cart.tenant, &out.state)),
+            duplicate: out.duplicate,
+            event_types: out.event_types,
+        }))
+    }
+
+    async fn execute_batch(
+        &self,
+        req: Request<pb::ExecuteBatchRequest>,
+    ) -> Result<Response<pb::ExecuteResponse>, Status> {
+        let (ctx, cart, route) = self.target(
+            req.metadata(),
+            &req.get_ref().tenant,
+            &req.get_ref().cart_id,
+        )?;
+        let r = req.into_inner();
+        let id = command_id(&r.command_id)?;
+        if r.commands.is_empty() {
+            return Err(ApiError::invalid("commands must not be empty").into());
+        }
+        if r.commands.len() > self.limits.max_batch {
+            return Err(ApiError::new(
+                shared::ErrorCode::LimitExceeded,
+                format!(
+                    "a batch holds at most {} commands, got {}",
+                    self.limits.max_batch,
+                    r.commands.len()
+                ),
+            )
+            .into());
+        }
+        let cmds = r
+            .commands
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| command(Some(c), &format!("commands[{i}]")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let out = self
+            .carts
+            .execute(&ctx, &cart, route, id, r.expected_version, cmds)
+            .await?;
+        Ok(Response::new(pb::ExecuteResponse {
+            cart: Some(snapshot(&cart.tenant, &out.state)),
+            duplicate: out.duplicate,
+            event_types: out.event_types,
+        }))
+    }
+
+    async fn get_cart(
+        &self,
+        req: Request<pb::GetCartRequest>,
+    ) -> Result<Response<pb::CartSnapshot>, Status> {
+        let (_ctx, cart, route) = self.target(
+            req.metadata(),
+            &req.get_ref().tenant,
+            &req.get_ref().cart_id,
+        )?;
+        let state = self
+            .carts
+            .get(&cart, route, req.get_ref().min_version)
+            .await?;
+        Ok(Response::new(snapshot(&cart.tenant, &state)))
+    }
+
+    type WatchCartStream = Pin<Box<dyn Stream<Item = Result<pb::CartSnapshot, Status>> + Send>>;
+
+    async fn watch_cart(
+        &self,
+        req: Request<pb::WatchCartRequest>,
+    ) -> Result<Response<Self::WatchCartStream>, Status> {
+        let (_ctx, cart, route) = self.target(
+            req.metadata(),
+            &req.get_ref().tenant,
+            &req.get_ref().cart_id,
+        )?;
+        // Subscribe before reading, so no commit falls between the two.
+        let mut rx = self.carts.watchers().subscribe(&cart.key);
+        let first = self.carts.get(&cart, route, None).await?;
+        let tenant = cart.tenant.clone();
+        let shutdown = self.shutdown.clone();
+        let stream = async_stream(move |tx| async move {
+            let mut last = first.version;
+            if tx.send(Ok(snapshot(&tenant, &first))).await.is_err() {
+                return;
+            }
+            loop {
+                let next = tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    next = rx.recv() => next,
+                };
+                match next {
+                    Ok(state) if state.version > last => {
+                        last = state.version;
+                        if tx.send(Ok(snapshot(&tenant, &state))).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(_)) => {
+                        metrics::counter!(m::WATCHERS_DROPPED).increment(1);
+                        let _ = tx
+                            .send(Err(Status::resource_exhausted(
+                                "watcher fell behind the cart's updates; reconnect",
+                            )))
+                            .await;
+                        return;
+                    }
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(Response::new(stream))
+    }
+}
+
+/// A boxed stream fed by a task through a small channel (the task ends when the client goes).
+fn async_stream<F, Fut>(
+    f: F,
+) -> Pin<Box<dyn Stream<Item = Result<pb::CartSnapshot, Status>> + Send>>
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<pb::CartSnapshot, Status>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(f(tx));
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+#[derive(Clone)]
+pub struct AdminGrpc {
+    drainer: Arc<Drainer>,
+    carts: Carts,
+}
+
+impl AdminGrpc {
+    pub fn new(drainer: Arc<Drainer>, carts: Carts) -> Self {
+        Self { drainer, carts }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::aggregate_admin_server::AggregateAdmin for AdminGrpc {
+    async fn drain(
+        &self,
+        _req: Request<pb::DrainRequest>,
+    ) -> Result<Response<pb::DrainResponse>, Status> {
+        self.drainer.begin();
+        let owned = self.drainer.wait_handed_off(Duration::from_secs(30)).await;
+        Ok(Response::new(pb::DrainResponse {
+            in_flight: self.carts.in_flight(),
+            owned_shards: owned as u32,
+        }))
+    }
+
+    async fn status(
+        &self,
+        _req: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        Ok(Response::new(self.drainer.status(&self.carts)))
+    }
+}

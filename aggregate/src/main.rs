@@ -1,0 +1,66 @@
+//! `aggregate`: serve carts (default), or prepare NATS (`ensure`, `seed-catalog`).
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Cart aggregate node: owns carts and appends their events to JetStream"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve CartService (the default).
+    Serve,
+    /// Create missing streams and buckets, validate existing ones, and exit.
+    Ensure,
+    /// Load a catalog seed file (products, delivery pricing, vouchers) into the CATALOG bucket.
+    SeedCatalog {
+        #[arg(long, default_value = "deploy/catalog.json")]
+        file: std::path::PathBuf,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = aggregate::Config::load()?;
+    let _telemetry = shared::telemetry::init(
+        "aggregate",
+        &shared::telemetry::TelemetryConfig::from_env()?,
+    )?;
+    match cli.command.unwrap_or(Cmd::Serve) {
+        Cmd::Serve => aggregate::run(config, shared::shutdown::shutdown_signal()).await,
+        Cmd::Ensure => {
+            let client = shared::nats::connect(&config.nats).await?;
+            let js = shared::nats::jetstream(client, &config.nats);
+            shared::nats::ensure_all(&js, &config.streams).await?;
+            println!("streams and buckets are in place");
+            Ok(())
+        }
+        Cmd::SeedCatalog { file } => {
+            let json = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let seed = aggregate::seed::parse(&json).map_err(anyhow::Error::msg)?;
+            let client = shared::nats::connect(&config.nats).await?;
+            let js = shared::nats::jetstream(client, &config.nats);
+            let resources = shared::nats::ensure_all(&js, &config.streams).await?;
+            let report = aggregate::seed::write(&resources.catalog, &seed)
+                .await
+                .map_err(|e| anyhow::anyhow!("seeding the catalog failed: {e}"))?;
+            println!(
+                "catalog seeded from {}: {} products, {} deliveries, {} vouchers",
+                file.display(),
+                report.products,
+                report.deliveries,
+                report.vouchers
+            );
+            Ok(())
+        }
+    }
+}

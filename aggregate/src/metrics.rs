@@ -1,0 +1,92 @@
+//! Metric names of the aggregate, defined once and described for `/metrics`.
+
+pub const COMMANDS: &str = "cart_aggregate_commands_total";
+pub const COMMAND_SECONDS: &str = "cart_aggregate_command_duration_seconds";
+pub const APPEND_SECONDS: &str = "cart_aggregate_append_duration_seconds";
+pub const CONFLICTS: &str = "cart_aggregate_version_conflicts_total";
+pub const DUPLICATES: &str = "cart_aggregate_duplicate_commands_total";
+pub const CACHE_HITS: &str = "cart_aggregate_cache_hits_total";
+pub const CACHE_MISSES: &str = "cart_aggregate_cache_misses_total";
+pub const CACHE_EVICTIONS: &str = "cart_aggregate_cache_evictions_total";
+pub const CACHED_CARTS: &str = "cart_aggregate_cached_carts";
+pub const COLD_LOAD_SECONDS: &str = "cart_aggregate_cold_load_duration_seconds";
+pub const COLD_LOAD_EVENTS: &str = "cart_aggregate_cold_load_replayed_messages";
+pub const SNAPSHOT_WRITES: &str = "cart_aggregate_snapshot_writes_total";
+pub const SNAPSHOTS_IGNORED: &str = "cart_aggregate_snapshots_ignored_total";
+pub const UNREADABLE_MESSAGES: &str = "cart_aggregate_unreadable_messages_total";
+pub const UNKNOWN_EVENTS: &str = "cart_aggregate_unknown_events_total";
+pub const OWNED_SHARDS: &str = "cart_aggregate_owned_shards";
+pub const PLACEMENT_CHANGES: &str = "cart_aggregate_placement_changes_total";
+pub const NOT_OWNER: &str = "cart_aggregate_not_owner_total";
+pub const IN_FLIGHT: &str = "cart_aggregate_commands_in_flight";
+pub const WATCHERS_DROPPED: &str = "cart_aggregate_watchers_dropped_total";
+
+/// Register descriptions (shown as `# HELP` lines). Safe to call more than once.
+pub fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        COMMANDS,
+        "Commands handled, by type and result (ok, duplicate, or the error code)."
+    );
+    describe_histogram!(
+        COMMAND_SECONDS,
+        Unit::Seconds,
+        "Time to handle one command, load and append included."
+    );
+    describe_histogram!(
+        APPEND_SECONDS,
+        Unit::Seconds,
+        "JetStream publish-to-ack time of one event message."
+    );
+    describe_counter!(
+        CONFLICTS,
+        "Appends refused by the expected-sequence fence (another writer was first)."
+    );
+    describe_counter!(
+        DUPLICATES,
+        "Commands answered from their earlier outcome (retries)."
+    );
+    describe_counter!(CACHE_HITS, "Commands and reads served from a cached cart.");
+    describe_counter!(CACHE_MISSES, "Carts loaded from snapshot and stream.");
+    describe_counter!(
+        CACHE_EVICTIONS,
+        "Carts dropped from the cache (size or idle time)."
+    );
+    describe_gauge!(CACHED_CARTS, "Carts currently cached.");
+    describe_histogram!(
+        COLD_LOAD_SECONDS,
+        Unit::Seconds,
+        "Time to load a cart that was not cached."
+    );
+    describe_histogram!(
+        COLD_LOAD_EVENTS,
+        "Messages replayed on top of the snapshot by a cold load."
+    );
+    describe_counter!(SNAPSHOT_WRITES, "Snapshot writes, by result.");
+    describe_counter!(
+        SNAPSHOTS_IGNORED,
+        "Snapshots ignored as stale or corrupt (cart rebuilt from the stream)."
+    );
+    describe_counter!(
+        UNREADABLE_MESSAGES,
+        "Event messages whose envelope could not be parsed (skipped)."
+    );
+    describe_counter!(
+        UNKNOWN_EVENTS,
+        "Events of an unknown type or invalid data (skipped during replay)."
+    );
+    describe_gauge!(OWNED_SHARDS, "Shards this node owns.");
+    describe_counter!(
+        PLACEMENT_CHANGES,
+        "Shard ownership changes this node observed."
+    );
+    describe_counter!(
+        NOT_OWNER,
+        "Requests refused because another node owns the cart's shard."
+    );
+    describe_gauge!(IN_FLIGHT, "Commands being handled now.");
+    describe_counter!(
+        WATCHERS_DROPPED,
+        "WatchCart streams dropped because the client fell behind."
+    );
+}

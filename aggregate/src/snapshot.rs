@@ -1,0 +1,160 @@
+//! Snapshots in `CART_SNAPSHOTS`: `{stream_seq, revision, state}` per cart. An optimisation
+//! only: a load always completes a snapshot from the stream, and a snapshot that does not match
+//! the stream is ignored. Writes happen off the command path, in a background task that keeps
+//! only the newest state per cart when it falls behind.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_nats::jetstream::kv;
+use serde::{Deserialize, Serialize};
+use shared::domain::CartState;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::metrics as m;
+
+#[derive(Deserialize)]
+struct SnapshotValue {
+    stream_seq: u64,
+    revision: u64,
+    state: CartState,
+}
+
+/// The serialized form of [`SnapshotValue`], borrowing the state.
+#[derive(Serialize)]
+struct SnapshotRef<'a> {
+    stream_seq: u64,
+    revision: u64,
+    state: &'a CartState,
+}
+
+enum Job {
+    Write(String, Arc<CartState>),
+    Flush(oneshot::Sender<()>),
+}
+
+#[derive(Clone)]
+pub struct Snapshots {
+    kv: kv::Store,
+    tx: mpsc::Sender<Job>,
+}
+
+impl Snapshots {
+    /// Start the writer task (owned by `tracker`, stopped by `shutdown` after a final flush).
+    pub fn start(kv: kv::Store, tracker: &TaskTracker, shutdown: CancellationToken) -> Self {
+        let (tx, rx) = mpsc::channel(4096);
+        tracker.spawn(writer(kv.clone(), rx, shutdown));
+        Self { kv, tx }
+    }
+
+    /// The snapshot of `key`, if one exists and decodes. Errors are logged and treated as "no
+    /// snapshot" (the cart is then rebuilt from the stream).
+    pub async fn load(&self, key: &str) -> Option<CartState> {
+        let bytes = match self.kv.get(key).await {
+            Ok(v) => v?,
+            Err(e) => {
+                tracing::warn!(key, error = %e, "snapshot read failed; loading from the stream");
+                return None;
+            }
+        };
+        match serde_json::from_slice::<SnapshotValue>(&bytes) {
+            Ok(v) if v.stream_seq == v.state.version && v.revision == v.state.revision => {
+                Some(v.state)
+            }
+            Ok(_) => {
+                metrics::counter!(m::SNAPSHOTS_IGNORED).increment(1);
+                tracing::warn!(key, "snapshot header disagrees with its state; ignoring it");
+                None
+            }
+            Err(e) => {
+                metrics::counter!(m::SNAPSHOTS_IGNORED).increment(1);
+                tracing::warn!(key, error = %e, "snapshot does not decode; ignoring it");
+                None
+            }
+        }
+    }
+
+    /// Queue a snapshot write. Never waits: if the writer is far behind, the write is dropped
+    /// (a later one, or the stream, covers it).
+    pub fn offer(&self, key: String, state: Arc<CartState>) {
+        if self.tx.try_send(Job::Write(key, state)).is_err() {
+            metrics::counter!(m::SNAPSHOT_WRITES, "result" => "dropped").increment(1);
+        }
+    }
+
+    /// Wait until every queued snapshot is written (drain).
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Job::Flush(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+async fn writer(kv: kv::Store, mut rx: mpsc::Receiver<Job>, shutdown: CancellationToken) {
+    let mut pending: HashMap<String, Arc<CartState>> = HashMap::new();
+    let mut waiters = Vec::new();
+    loop {
+        let job = tokio::select! {
+            job = rx.recv() => job,
+            () = shutdown.cancelled() => None,
+        };
+        let Some(job) = job else { break };
+        let mut push = |job| match job {
+            Job::Write(key, state) => {
+                pending.insert(key, state);
+            }
+            Job::Flush(done) => waiters.push(done),
+        };
+        push(job);
+        // Coalesce everything already queued: only the newest state per cart is written.
+        while let Ok(job) = rx.try_recv() {
+            push(job);
+        }
+        for (key, state) in pending.drain() {
+            write(&kv, &key, &state).await;
+        }
+        for done in waiters.drain(..) {
+            let _ = done.send(());
+        }
+    }
+    // Final flush of whatever is still queued.
+    while let Ok(job) = rx.try_recv() {
+        match job {
+            Job::Write(key, state) => {
+                pending.insert(key, state);
+            }
+            Job::Flush(done) => waiters.push(done),
+        }
+    }
+    for (key, state) in pending.drain() {
+        write(&kv, &key, &state).await;
+    }
+    for done in waiters.drain(..) {
+        let _ = done.send(());
+    }
+}
+
+async fn write(kv: &kv::Store, key: &str, state: &CartState) {
+    let value = SnapshotRef {
+        stream_seq: state.version,
+        revision: state.revision,
+        state,
+    };
+    let bytes = match serde_json::to_vec(&value) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(key, error = %e, "snapshot does not serialize");
+            return;
+        }
+    };
+    match kv.put(key, bytes.into()).await {
+        Ok(_) => metrics::counter!(m::SNAPSHOT_WRITES, "result" => "ok").increment(1),
+        Err(e) => {
+            metrics::counter!(m::SNAPSHOT_WRITES, "result" => "error").increment(1);
+            tracing::warn!(key, error = %e, "snapshot write failed");
+        }
+    }
+}

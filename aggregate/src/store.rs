@@ -1,0 +1,139 @@
+//! The event store: `CART_EVENTS` on JetStream.
+//!
+//! An append is one message per accepted command, published with `Nats-Msg-Id` = command id
+//! (JetStream de-duplication) and `Nats-Expected-Last-Subject-Sequence` = the cart's version
+//! (the fence: two writers can never both commit on the same version). Reading a cart's tail
+//! uses the server's batch direct get: one round trip for a typical cart.
+
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMessage};
+use bytes::Bytes;
+use shared::domain::EventMessage;
+use shared::headers::{self, RequestContext};
+use shared::nats::direct_get::{BatchGetOptions, DirectGetError, read_subject_after};
+use shared::subjects::CART_EVENTS_STREAM;
+
+use crate::metrics as m;
+
+/// Where an append landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Stream sequence of the message: the cart's new version.
+    pub sequence: u64,
+    /// The command id had already been stored (a retry of a committed command).
+    pub duplicate: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("another writer appended to the cart first (expected version {expected})")]
+    WrongLastSequence { expected: u64 },
+    #[error("JetStream did not acknowledge the append in time; its outcome is unknown")]
+    Timeout,
+    #[error("append failed: {0}")]
+    Append(String),
+    #[error(transparent)]
+    Read(#[from] DirectGetError),
+}
+
+/// A message read back from the stream. `message` is `None` when its envelope could not be
+/// parsed: the cart's version must still move past it, or every later append would fail the
+/// expected-sequence check.
+#[derive(Debug, Clone)]
+pub struct StoredMessage {
+    pub sequence: u64,
+    pub message: Option<EventMessage>,
+}
+
+#[derive(Clone)]
+pub struct EventStore {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    read: BatchGetOptions,
+}
+
+impl EventStore {
+    pub fn new(client: async_nats::Client, js: jetstream::Context, read_timeout: Duration) -> Self {
+        Self {
+            client,
+            js,
+            read: BatchGetOptions {
+                batch: shared::nats::direct_get::MAX_BATCH,
+                timeout: read_timeout,
+            },
+        }
+    }
+
+    /// Append `msg` to `subject` if the subject's last sequence is still `expected`.
+    pub async fn append(
+        &self,
+        subject: &str,
+        msg: &EventMessage,
+        expected: u64,
+        ctx: &RequestContext,
+    ) -> Result<Appended, StoreError> {
+        let mut hdrs = async_nats::HeaderMap::new();
+        ctx.to_nats_headers(&mut hdrs);
+        hdrs.insert(headers::CART_EVENT_TYPES, msg.event_types_header().as_str());
+        let publish = PublishMessage::build()
+            .payload(Bytes::from(msg.to_json()))
+            .headers(hdrs)
+            .message_id(msg.command_id.to_string())
+            .expected_last_subject_sequence(expected);
+        let started = Instant::now();
+        let result = async {
+            self.js
+                .send_publish(subject.to_owned(), publish)
+                .await?
+                .await
+        }
+        .await;
+        metrics::histogram!(m::APPEND_SECONDS).record(started.elapsed().as_secs_f64());
+        match result {
+            Ok(ack) => Ok(Appended {
+                sequence: ack.sequence,
+                duplicate: ack.duplicate,
+            }),
+            Err(e) => Err(match e.kind() {
+                PublishErrorKind::WrongLastSequence => StoreError::WrongLastSequence { expected },
+                PublishErrorKind::TimedOut => StoreError::Timeout,
+                _ => StoreError::Append(e.to_string()),
+            }),
+        }
+    }
+
+    /// Every message of the cart at `subject` with a sequence above `after`. Messages whose
+    /// envelope cannot be parsed are logged, counted and skipped so the cart stays loadable.
+    pub async fn read_after(
+        &self,
+        subject: &str,
+        after: u64,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let raw = read_subject_after(&self.client, CART_EVENTS_STREAM, subject, after, &self.read)
+            .await?;
+        let mut out = Vec::with_capacity(raw.len());
+        for stored in raw {
+            match EventMessage::from_json(&stored.payload) {
+                Ok(message) => out.push(StoredMessage {
+                    sequence: stored.sequence,
+                    message: Some(message),
+                }),
+                Err(e) => {
+                    out.push(StoredMessage {
+                        sequence: stored.sequence,
+                        message: None,
+                    });
+                    metrics::counter!(m::UNREADABLE_MESSAGES).increment(1);
+                    tracing::error!(
+                        subject,
+                        sequence = stored.sequence,
+                        error = %e,
+                        "skipping an event message that is not a valid envelope"
+                    );
+                }
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,52 @@
+//! Live cart updates for `WatchCart`. Each watched cart has a small broadcast channel; a commit
+//! publishes into it without waiting, and a watcher that falls behind the channel's capacity is
+//! dropped (its stream ends with an error) instead of slowing commits down.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use shared::domain::CartState;
+use tokio::sync::broadcast;
+
+/// States kept per watched cart for slow readers before they are dropped.
+pub const WATCH_CAPACITY: usize = 32;
+
+#[derive(Default)]
+pub struct Watchers {
+    channels: Mutex<HashMap<Arc<str>, broadcast::Sender<Arc<CartState>>>>,
+}
+
+impl Watchers {
+    pub fn subscribe(&self, key: &Arc<str>) -> broadcast::Receiver<Arc<CartState>> {
+        let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(key.clone())
+            .or_insert_with(|| broadcast::channel(WATCH_CAPACITY).0)
+            .subscribe()
+    }
+
+    /// Publish a committed state. Costs a map lookup when nobody watches the cart.
+    pub fn publish(&self, key: &str, state: &CartState) {
+        let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(tx) = map.get(key) else { return };
+        if tx.receiver_count() == 0 {
+            map.remove(key);
+            return;
+        }
+        let _ = tx.send(Arc::new(state.clone()));
+    }
+
+    /// Ends every watch stream (drain / shutdown): clients reconnect to the new owner.
+    pub fn close_all(&self) {
+        self.channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    pub fn watched(&self) -> usize {
+        self.channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+}

@@ -1,0 +1,433 @@
+//! Command execution against a real nats-server: concurrency, exactly-once, the append fence,
+//! cold loads and input validation.
+
+mod common;
+
+use std::collections::HashSet;
+
+use common::*;
+use proto::cart::v1 as pb;
+use shared::ErrorCode;
+use shared::ids::CommandId;
+
+#[tokio::test]
+async fn fifty_concurrent_adds_to_one_cart_all_apply_exactly_once() {
+    let Some(env) = env().await else { return };
+    let node = env.node("n1", false).await;
+    let client = connect(node.grpc_addr).await;
+    let cart = "concurrent-1";
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..50 {
+        let mut c = client.clone();
+        tasks.spawn(async move {
+            c.execute(exec(cart, CommandId::new(), add("TEST-SKU-456", 1)))
+                .await
+                .map(|r| r.into_inner().cart.unwrap().version)
+        });
+    }
+    let mut versions = HashSet::new();
+    while let Some(r) = tasks.join_next().await {
+        let version = r.unwrap().expect("every add succeeds");
+        assert!(
+            versions.insert(version),
+            "version {version} was returned twice"
+        );
+    }
+    assert_eq!(versions.len(), 50);
+
+    let messages = env.messages(cart).await;
+    assert_eq!(messages.len(), 50, "one message per command");
+    let revisions: Vec<u64> = messages.iter().map(|(_, m)| m.revision).collect();
+    assert_eq!(revisions, (1..=50).collect::<Vec<_>>());
+    assert!(
+        messages.windows(2).all(|w| w[0].0 < w[1].0),
+        "sequences strictly increase"
+    );
+    let reply_versions: HashSet<u64> = messages.iter().map(|(s, _)| *s).collect();
+    assert_eq!(
+        reply_versions, versions,
+        "replies name the committed versions"
+    );
+
+    let state = state_of(
+        client
+            .clone()
+            .get_cart(get(cart))
+            .await
+            .unwrap()
+            .into_inner(),
+    );
+    assert_eq!(quantity_of(&state, "TEST-SKU-456"), 50);
+    assert_same(&state, &env.replay(cart).await, cart);
+    node.drain().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_retried_command_applies_once_even_after_the_duplicate_window() {
+    let mut streams = streams();
+    streams.duplicate_window_secs = 1;
+    let Some(env) = env_with(streams).await else {
+        return;
+    };
+    let cart = "retry-1";
+    let id = CommandId::new();
+
+    let node = env.node("n1", false).await;
+    let mut client = connect(node.grpc_addr).await;
+    let first = client
+        .execute(exec(cart, id, add("TEST-SKU-123", 2)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!first.duplicate);
+    assert_eq!(first.event_types, vec!["ItemAdded"]);
+    let second = client
+        .execute(exec(cart, id, add("TEST-SKU-123", 2)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(second.duplicate);
+    assert_eq!(second.cart, first.cart, "identical reply");
+
+    // Wait (on a condition, not a timer) until JetStream has forgotten the id: a probe
+    // published before now is no longer reported as a duplicate.
+    let probe_subject = "cart.events.t1.window-probe";
+    env.js
+        .publish_with_headers(probe_subject, probe_headers(), "p".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let js = env.js.clone();
+    shared::test_support::wait_until(
+        || {
+            let js = js.clone();
+            async move {
+                let ack = js
+                    .publish_with_headers(probe_subject, probe_headers(), "p".into())
+                    .await
+                    .unwrap()
+                    .await
+                    .unwrap();
+                !ack.duplicate
+            }
+        },
+        WAIT,
+    )
+    .await
+    .expect("duplicate window passes");
+
+    // A fresh node (cold cache) must still recognise the id from the cart's own history.
+    node.drain().await.unwrap();
+    let node = env.node("n2", false).await;
+    let mut client = connect(node.grpc_addr).await;
+    let third = client
+        .execute(exec(cart, id, add("TEST-SKU-123", 2)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(third.duplicate);
+    assert_eq!(third.cart, first.cart, "identical reply after the window");
+    assert_eq!(env.messages(cart).await.len(), 1, "one event in the stream");
+    node.drain().await.unwrap();
+}
+
+fn probe_headers() -> async_nats::HeaderMap {
+    let mut h = async_nats::HeaderMap::new();
+    h.insert(shared::headers::NATS_MSG_ID, "window-probe");
+    h
+}
+
+#[tokio::test]
+async fn two_nodes_serving_one_cart_lose_no_update() {
+    let Some(env) = env().await else { return };
+    // Placement is off on both: each believes it may serve every cart (split brain).
+    let a = env.node("a", false).await;
+    let b = env.node("b", false).await;
+    let clients = [connect(a.grpc_addr).await, connect(b.grpc_addr).await];
+    let cart = "split-brain-1";
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let mut c = clients[i % 2].clone();
+        tasks.spawn(async move {
+            c.execute(exec(cart, CommandId::new(), add("TEST-SKU-AAA", 1)))
+                .await
+                .map(|_| ())
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap().expect("every add succeeds on either node");
+    }
+    let replay = env.replay(cart).await;
+    assert_eq!(quantity_of(&replay, "TEST-SKU-AAA"), 40, "no lost update");
+    // Each node's cache may trail what the other wrote; a read that names the version it
+    // needs (read-your-writes) catches up from the stream.
+    for mut c in clients {
+        let mut req = get(cart);
+        req.get_mut().min_version = Some(replay.version);
+        let state = state_of(c.get_cart(req).await.unwrap().into_inner());
+        assert_same(&state, &replay, cart);
+    }
+    a.drain().await.unwrap();
+    b.drain().await.unwrap();
+}
+
+#[tokio::test]
+async fn cold_load_from_snapshot_and_tail_equals_full_replay() {
+    let Some(env) = env().await else { return };
+    let mut config = env.config("writer", false);
+    config.snapshot_every = 3;
+    let writer = aggregate::start(config).await.unwrap();
+    let mut client = connect(writer.grpc_addr).await;
+    let skus = [
+        "TEST-SKU-123",
+        "TEST-SKU-456",
+        "BOOK-NOVEL-01",
+        "FOOD-CHOC-100",
+    ];
+    let mut rng = fastrand::Rng::with_seed(7);
+    let carts: Vec<String> = (0..6).map(|i| format!("cold-{i}")).collect();
+    for cart in &carts {
+        for _ in 0..rng.u32(1..25) {
+            let cmd = match rng.u32(0..5) {
+                0 | 1 => add(skus[rng.usize(0..skus.len())], rng.u32(1..4)),
+                2 => shared::domain::Command::ChangeQuantity {
+                    line_id: rng.u32(1..4),
+                    quantity: rng.u32(1..5),
+                },
+                3 => shared::domain::Command::RemoveItem {
+                    line_id: rng.u32(1..4),
+                },
+                _ => shared::domain::Command::ApplyVoucher {
+                    code: "WELCOME10".into(),
+                },
+            };
+            // Rejections (unknown line, voucher minimum) are part of a random history.
+            let _ = client.execute(exec(cart, CommandId::new(), cmd)).await;
+        }
+    }
+    // Snapshots are written off the hot path: flush them, then load on a fresh node.
+    writer.carts.flush_snapshots().await;
+    let reader = env.node("reader", false).await;
+    let mut cold = connect(reader.grpc_addr).await;
+    for cart in &carts {
+        let loaded = state_of(cold.get_cart(get(cart)).await.unwrap().into_inner());
+        let replay = env.replay(cart).await;
+        assert_eq!(loaded.cart, replay.cart, "{cart}");
+        assert_eq!(
+            (loaded.version, loaded.revision),
+            (replay.version, replay.revision),
+            "{cart}"
+        );
+    }
+    writer.drain().await.unwrap();
+    reader.drain().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_corrupt_snapshot_is_ignored() {
+    let Some(env) = env().await else { return };
+    let node = env.node("n1", false).await;
+    let mut client = connect(node.grpc_addr).await;
+    let cart = "corrupt-snap";
+    for _ in 0..3 {
+        client
+            .execute(exec(cart, CommandId::new(), add("TEST-SKU-123", 1)))
+            .await
+            .unwrap();
+    }
+    node.drain().await.unwrap();
+    let kv = env.js.get_key_value("CART_SNAPSHOTS").await.unwrap();
+    let key = format!("{TENANT}.{cart}");
+    // Garbage, then a snapshot claiming a version the stream never had for this cart.
+    for bad in [
+        b"not json".to_vec(),
+        serde_json::to_vec(&serde_json::json!({
+            "stream_seq": 999_999, "revision": 1,
+            "state": {"cart": {"id": cart}, "version": 999_999, "revision": 1}
+        }))
+        .unwrap(),
+    ] {
+        kv.put(&key, bad.into()).await.unwrap();
+        let node = env.node("n2", false).await;
+        let mut client = connect(node.grpc_addr).await;
+        let state = state_of(client.get_cart(get(cart)).await.unwrap().into_inner());
+        assert_eq!(quantity_of(&state, "TEST-SKU-123"), 3);
+        assert_same(&state, &env.replay(cart).await, cart);
+        node.drain().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn expected_version_mismatch_is_a_conflict_and_appends_nothing() {
+    let Some(env) = env().await else { return };
+    let node = env.node("n1", false).await;
+    let mut client = connect(node.grpc_addr).await;
+    let cart = "if-match";
+    let v = client
+        .execute(exec(cart, CommandId::new(), add("TEST-SKU-123", 1)))
+        .await
+        .unwrap()
+        .into_inner()
+        .cart
+        .unwrap()
+        .version;
+    let mut req = exec(cart, CommandId::new(), add("TEST-SKU-123", 1));
+    req.get_mut().expected_version = Some(v + 1000);
+    let status = client.execute(req).await.unwrap_err();
+    assert_eq!(
+        shared::ApiError::from_status(&status).code,
+        ErrorCode::VersionConflict
+    );
+    let mut req = exec(cart, CommandId::new(), add("TEST-SKU-123", 1));
+    req.get_mut().expected_version = Some(v);
+    client
+        .execute(req)
+        .await
+        .expect("matching version succeeds");
+    assert_eq!(env.messages(cart).await.len(), 2);
+    node.drain().await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_input_is_invalid_argument_naming_the_field_and_appends_nothing() {
+    let Some(env) = env().await else { return };
+    let mut config = env.config("n1", false);
+    config.max_batch = 3;
+    let node = aggregate::start(config).await.unwrap();
+    let mut client = connect(node.grpc_addr).await;
+    let cart = "bad-input";
+    let ok = || exec(cart, CommandId::new(), add("TEST-SKU-123", 1));
+
+    let mut cases: Vec<(&str, tonic::Request<pb::ExecuteRequest>, ErrorCode, &str)> = Vec::new();
+    let mut r = ok();
+    r.get_mut().cart_id = "a.b".into();
+    cases.push(("cart id", r, ErrorCode::InvalidArgument, "cart_id"));
+    let mut r = ok();
+    r.get_mut().command_id = "nope".into();
+    cases.push(("command id", r, ErrorCode::InvalidArgument, "command_id"));
+    let mut r = ok();
+    r.get_mut().tenant = "Bad Tenant".into();
+    cases.push(("tenant", r, ErrorCode::InvalidArgument, "tenant"));
+    let mut r = ok();
+    r.get_mut().tenant = "other".into();
+    cases.push((
+        "tenant mismatch",
+        r,
+        ErrorCode::PermissionDenied,
+        "does not match",
+    ));
+    let mut r = ok();
+    r.get_mut().command = None;
+    cases.push((
+        "missing command",
+        r,
+        ErrorCode::InvalidArgument,
+        "command is required",
+    ));
+    let mut r = ok();
+    r.get_mut().command = Some(pb::Command { kind: None });
+    cases.push(("unknown command", r, ErrorCode::InvalidArgument, "command"));
+    cases.push((
+        "zero quantity",
+        exec(cart, CommandId::new(), add("TEST-SKU-123", 0)),
+        ErrorCode::InvalidArgument,
+        "quantity must be 1..=999, got 0",
+    ));
+    cases.push((
+        "unknown sku",
+        exec(cart, CommandId::new(), add("NO-SUCH-SKU", 1)),
+        ErrorCode::UnknownSku,
+        "NO-SUCH-SKU",
+    ));
+    for (name, req, code, needle) in cases {
+        let status = client.execute(req).await.unwrap_err();
+        let err = shared::ApiError::from_status(&status);
+        assert_eq!(err.code, code, "{name}: {err}");
+        assert!(err.message.contains(needle), "{name}: {err}");
+    }
+
+    let batch = |n: usize| {
+        request(pb::ExecuteBatchRequest {
+            tenant: TENANT.into(),
+            cart_id: cart.into(),
+            command_id: CommandId::new().to_string(),
+            expected_version: None,
+            commands: (0..n).map(|_| add("TEST-SKU-123", 1).into()).collect(),
+        })
+    };
+    let err = shared::ApiError::from_status(&client.execute_batch(batch(0)).await.unwrap_err());
+    assert_eq!(err.code, ErrorCode::InvalidArgument);
+    assert!(err.message.contains("commands must not be empty"), "{err}");
+    let err = shared::ApiError::from_status(&client.execute_batch(batch(4)).await.unwrap_err());
+    assert_eq!(err.code, ErrorCode::LimitExceeded);
+    assert!(err.message.contains("at most 3 commands, got 4"), "{err}");
+
+    assert!(env.messages(cart).await.is_empty(), "nothing was appended");
+    node.drain().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_batch_is_one_message_or_nothing() {
+    let Some(env) = env().await else { return };
+    let node = env.node("n1", false).await;
+    let mut client = connect(node.grpc_addr).await;
+    let cart = "batch-1";
+    let batch = |cmds: Vec<shared::domain::Command>| {
+        request(pb::ExecuteBatchRequest {
+            tenant: TENANT.into(),
+            cart_id: cart.into(),
+            command_id: CommandId::new().to_string(),
+            expected_version: None,
+            commands: cmds.into_iter().map(Into::into).collect(),
+        })
+    };
+    let reply = client
+        .execute_batch(batch(vec![add("TEST-SKU-123", 1), add("TEST-SKU-456", 2)]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.event_types, vec!["ItemAdded", "ItemAdded"]);
+    let err = shared::ApiError::from_status(
+        &client
+            .execute_batch(batch(vec![add("TEST-SKU-AAA", 1), add("NOPE", 1)]))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(err.code, ErrorCode::UnknownSku);
+    assert!(err.message.starts_with("commands[1] (AddItem)"), "{err}");
+    let messages = env.messages(cart).await;
+    assert_eq!(messages.len(), 1, "the failed batch appended nothing");
+    assert_eq!(messages[0].1.events.len(), 2);
+    node.drain().await.unwrap();
+}
+
+#[tokio::test]
+async fn watch_cart_streams_each_commit() {
+    use futures::StreamExt;
+    let Some(env) = env().await else { return };
+    let node = env.node("n1", false).await;
+    let mut client = connect(node.grpc_addr).await;
+    let cart = "watched";
+    let mut stream = client
+        .watch_cart(request(pb::WatchCartRequest {
+            tenant: TENANT.into(),
+            cart_id: cart.into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.next().await.unwrap().unwrap();
+    assert_eq!(first.version, 0);
+    for q in 1..=3 {
+        let reply = client
+            .execute(exec(cart, CommandId::new(), add("TEST-SKU-123", 1)))
+            .await
+            .unwrap()
+            .into_inner();
+        let update = stream.next().await.unwrap().unwrap();
+        assert_eq!(update.version, reply.cart.as_ref().unwrap().version);
+        assert_eq!(quantity_of(&state_of(update), "TEST-SKU-123"), q);
+    }
+    node.drain().await.unwrap();
+}

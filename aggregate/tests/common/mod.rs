@@ -1,0 +1,180 @@
+//! Shared set-up for the aggregate's integration tests: a real nats-server (through the
+//! harness), the seeded catalog, and nodes started in-process on free ports.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use aggregate::Config;
+use proto::cart::v1 as pb;
+use proto::cart::v1::cart_service_client::CartServiceClient;
+use shared::domain::{self, CartState, EventMessage};
+use shared::headers::TENANT_ID;
+use shared::ids::{CartId, CommandId, TenantId};
+use shared::nats::settings::NatsResourceSettings;
+use shared::test_support::NatsServer;
+use tonic::transport::Channel;
+
+pub const TENANT: &str = "t1";
+
+pub struct Env {
+    pub nats: NatsServer,
+    pub client: async_nats::Client,
+    pub js: async_nats::jetstream::Context,
+    pub streams: NatsResourceSettings,
+}
+
+/// Stream settings for tests: short node TTL so failover tests finish quickly.
+pub fn streams() -> NatsResourceSettings {
+    NatsResourceSettings {
+        node_ttl_secs: 2,
+        ..NatsResourceSettings::default()
+    }
+}
+
+pub async fn env_with(streams: NatsResourceSettings) -> Option<Env> {
+    let nats = shared::nats_or_skip!()?;
+    let client = nats.client().await;
+    let js = nats.jetstream().await;
+    let resources = shared::nats::ensure_all(&js, &streams)
+        .await
+        .expect("ensure streams");
+    let seed = aggregate::seed::parse(include_str!("../../../deploy/catalog.json")).unwrap();
+    aggregate::seed::write(&resources.catalog, &seed)
+        .await
+        .expect("seed catalog");
+    Some(Env {
+        nats,
+        client,
+        js,
+        streams,
+    })
+}
+
+pub async fn env() -> Option<Env> {
+    env_with(streams()).await
+}
+
+impl Env {
+    pub fn config(&self, node_id: &str, placement: bool) -> Config {
+        let mut nats = Config::default().nats;
+        nats.url = self.nats.url().to_owned();
+        nats.name = node_id.to_owned();
+        Config {
+            node_id: node_id.to_owned(),
+            grpc_addr: "127.0.0.1:0".into(),
+            http_addr: "127.0.0.1:0".into(),
+            placement,
+            shard_count: 64,
+            heartbeat_ms: 200,
+            nats,
+            streams: self.streams.clone(),
+            ..Config::default()
+        }
+    }
+
+    pub async fn node(&self, node_id: &str, placement: bool) -> aggregate::Running {
+        aggregate::start(self.config(node_id, placement))
+            .await
+            .expect("start aggregate")
+    }
+
+    /// Every message of a cart, read straight from the stream.
+    pub async fn messages(&self, cart: &str) -> Vec<(u64, EventMessage)> {
+        let subject = shared::subjects::cart_events(&tenant(), &CartId::parse(cart).unwrap());
+        shared::nats::direct_get::read_subject_after(
+            &self.client,
+            shared::subjects::CART_EVENTS_STREAM,
+            &subject,
+            0,
+            &Default::default(),
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.sequence, EventMessage::from_json(&m.payload).unwrap()))
+        .collect()
+    }
+
+    /// The cart as a full replay of its stream gives it.
+    pub async fn replay(&self, cart: &str) -> CartState {
+        let mut state = CartState::new(CartId::parse(cart).unwrap());
+        for (seq, msg) in self.messages(cart).await {
+            state.apply_message(&msg, seq, CartState::DEFAULT_RECENT);
+        }
+        state
+    }
+}
+
+pub fn tenant() -> TenantId {
+    TenantId::parse(TENANT).unwrap()
+}
+
+pub async fn connect(addr: std::net::SocketAddr) -> CartServiceClient<Channel> {
+    CartServiceClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect to aggregate")
+}
+
+pub fn add(sku: &str, quantity: u32) -> domain::Command {
+    domain::Command::AddItem(domain::AddItem {
+        sku: sku.into(),
+        quantity,
+        country: "se".into(),
+        store_id: None,
+    })
+}
+
+pub fn request<T>(body: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(body);
+    r.metadata_mut().insert(TENANT_ID, TENANT.parse().unwrap());
+    r
+}
+
+pub fn exec(cart: &str, id: CommandId, cmd: domain::Command) -> tonic::Request<pb::ExecuteRequest> {
+    request(pb::ExecuteRequest {
+        tenant: TENANT.into(),
+        cart_id: cart.into(),
+        command_id: id.to_string(),
+        expected_version: None,
+        command: Some(cmd.into()),
+    })
+}
+
+pub fn get(cart: &str) -> tonic::Request<pb::GetCartRequest> {
+    request(pb::GetCartRequest {
+        tenant: TENANT.into(),
+        cart_id: cart.into(),
+        min_version: None,
+    })
+}
+
+/// The domain state inside a reply.
+pub fn state_of(snapshot: pb::CartSnapshot) -> CartState {
+    proto::convert::state_from_snapshot(snapshot)
+        .expect("valid snapshot")
+        .1
+}
+
+pub fn quantity_of(state: &CartState, sku: &str) -> u32 {
+    state
+        .cart
+        .lines
+        .iter()
+        .filter(|l| l.product.sku == sku)
+        .map(|l| l.quantity)
+        .sum()
+}
+
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// Two states describe the same cart at the same version (`recent` is not transported over
+/// gRPC, so it is not compared).
+pub fn assert_same(a: &CartState, b: &CartState, what: &str) {
+    assert_eq!(a.cart, b.cart, "{what}: cart");
+    assert_eq!(
+        (a.version, a.revision),
+        (b.version, b.revision),
+        "{what}: version, revision"
+    );
+}
