@@ -37,6 +37,8 @@ pub struct Placement {
     cfg: PlacementConfig,
     view: PlacementView,
     draining: AtomicBool,
+    /// Set by [`Placement::leave`]: no more heartbeats may re-register the node.
+    left: AtomicBool,
     /// Set after the first reconciliation (the node has claimed its shards once).
     ready: AtomicBool,
     /// Per shard: bumped each time this node gains the shard, so cached carts of the shard are
@@ -60,6 +62,7 @@ impl Placement {
             cfg,
             view,
             draining: AtomicBool::new(false),
+            left: AtomicBool::new(false),
             ready: AtomicBool::new(false),
             wake: Notify::new(),
             started_at: time::OffsetDateTime::now_utc(),
@@ -145,6 +148,7 @@ impl Placement {
 
     /// Remove the node entry so others react now instead of after the TTL.
     pub async fn leave(&self) {
+        self.left.store(true, Ordering::SeqCst);
         if let Ok(key) = node_key(&self.cfg.node_id)
             && let Err(e) = self.view.nodes_kv().delete(&key).await
         {
@@ -153,6 +157,9 @@ impl Placement {
     }
 
     async fn heartbeat(&self) -> Result<(), async_nats::Error> {
+        if self.left.load(Ordering::SeqCst) {
+            return Ok(());
+        }
         let info = NodeInfo {
             grpc_addr: self.cfg.advertise_addr.clone(),
             started_at: self

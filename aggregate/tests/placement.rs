@@ -203,7 +203,9 @@ async fn drain_under_load_fails_no_command() {
         .unwrap();
     let (acked, attempted, failures) = load.finish().await;
     assert_eq!(failures, 0, "no command failed during the drain");
-    assert!(converged(&view, &["b"]), "b owns every shard");
+    wait_until(|| async { converged(&view, &["b"]) }, WAIT)
+        .await
+        .expect("b owns every shard and a has left");
     for (cart, n) in &acked {
         assert_eq!(attempted[cart], *n);
         let replay = env.replay(cart).await;
@@ -274,7 +276,8 @@ async fn a_killed_node_loses_no_acknowledged_command_and_its_shards_move() {
         .await
         .expect("commands keep succeeding");
     let (acked, attempted, failures) = load.finish().await;
-    eprintln!("failures while the victim died: {failures}");
+    // Calls that hit the dying node fail over (commands carry ids, so repeating is safe).
+    assert_eq!(failures, 0, "no command failed while the victim died");
     for (cart, n) in &acked {
         let replay = env.replay(cart).await;
         let q = quantity_of(&replay, "TEST-SKU-456");
