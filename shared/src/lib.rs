@@ -20,6 +20,7 @@ pub mod telemetry;
 #[cfg(feature = "test-support")]
 pub mod test_support;
 pub mod trace;
+pub mod workflow;
 
 pub use error::{ApiError, ErrorCode};
 pub use headers::RequestContext;

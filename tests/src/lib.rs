@@ -1,1 +1,7 @@
-//! Test support for cross-service tests.
+//! Cross-service test support and the `cart-bench` load tool.
+//!
+//! [`stack`] starts the platform in one process (nats-server through the harness, services on
+//! free ports) for end-to-end tests and the benchmark; [`bench`] holds the benchmark modes.
+
+pub mod bench;
+pub mod stack;

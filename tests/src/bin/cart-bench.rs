@@ -1,1 +1,119 @@
-fn main() {}
+//! `cart-bench`: measure the platform against raw JetStream on the same machine, in the same run.
+//!
+//! ```text
+//! cargo run --release -p tests --bin cart-bench -- grpc --concurrency 256 --duration 10 --json grpc.json
+//! ```
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use tests::bench::{self, Report};
+use tests::stack::Stack;
+
+#[global_allocator]
+static ALLOC: bench::alloc::Counting = bench::alloc::Counting;
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+enum Mode {
+    /// Raw JetStream appends against themselves (shows the run's noise level).
+    Raw,
+    /// CartService Execute(AddItem) on distinct carts vs raw appends.
+    Grpc,
+    /// Cold load of 1,000-message carts vs raw reads of their messages.
+    ColdLoad,
+    /// Heap bytes per cached 3-line cart.
+    Memory,
+}
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Load the cart platform next to a raw-JetStream baseline measured in the same run"
+)]
+struct Args {
+    mode: Mode,
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Measured seconds per side (after the warm-up).
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// Write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Use this NATS server instead of spawning one.
+    #[arg(long)]
+    nats_url: Option<String>,
+    /// Use this aggregate node (gRPC address) instead of starting one in-process.
+    #[arg(long)]
+    aggregate_addr: Option<String>,
+    /// Carts (cold-load: 100, memory: 100000).
+    #[arg(long)]
+    carts: Option<usize>,
+    /// Messages per cart (cold-load).
+    #[arg(long, default_value_t = 1000)]
+    events: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let warmup = Duration::from_secs_f64(args.warmup);
+    let duration = Duration::from_secs_f64(args.duration);
+    let stack = Stack::for_bench(args.nats_url.as_deref(), Default::default()).await?;
+    let report = match args.mode {
+        Mode::Raw => {
+            let a = bench::raw::baseline(&stack.js, args.concurrency, warmup, duration).await;
+            let b = bench::raw::baseline(&stack.js, args.concurrency, warmup, duration).await;
+            let mut r = Report::new("raw", args.concurrency, duration, a.summary(), b.summary());
+            r.notes.push(
+                "baseline and subject are both raw appends: the ratio shows this run's noise"
+                    .into(),
+            );
+            r
+        }
+        Mode::Grpc => {
+            let (node, addr) = match &args.aggregate_addr {
+                Some(a) => (None, a.clone()),
+                None => {
+                    let node = stack.aggregate("bench").await?;
+                    let addr = node.grpc_addr.to_string();
+                    (Some(node), addr)
+                }
+            };
+            let client = aggregate::client::CartClient::new(Default::default(), None, vec![addr]);
+            let base = bench::raw::baseline(&stack.js, args.concurrency, warmup, duration).await;
+            let subject = bench::grpc::subject(&client, args.concurrency, warmup, duration).await;
+            let mut r = Report::new(
+                "grpc",
+                args.concurrency,
+                duration,
+                base.summary(),
+                subject.summary(),
+            );
+            r.notes.push("baseline: raw JetStream appends with expected-last-subject-sequence, one subject per worker".into());
+            r.notes.push("subject: CartService Execute(AddItem) through the routing client, one cart per worker (new cart every 400 adds)".into());
+            if let Some(e) = subject.first_error {
+                r.notes.push(format!("first error: {e}"));
+            }
+            if let Some(node) = node {
+                node.drain().await?;
+            }
+            r
+        }
+        Mode::ColdLoad => {
+            bench::cold_load::run(&stack, args.carts.unwrap_or(100), args.events).await?
+        }
+        Mode::Memory => {
+            bench::memory::run(&stack, args.carts.unwrap_or(100_000), args.concurrency).await?
+        }
+    };
+    print!("{}", report.table());
+    if let Some(path) = args.json {
+        std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,215 @@
+//! `cart-bench`: load against the platform, always next to a baseline measured in the same run
+//! on the same machine (raw JetStream), because shared machines are noisy. Every mode prints a
+//! table and can write `{"mode", "concurrency", "duration_s", "baseline", "subject", "ratio"}`.
+
+pub mod alloc;
+pub mod cold_load;
+pub mod grpc;
+pub mod memory;
+pub mod raw;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// One side of a comparison.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub ops_per_s: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub errors: u64,
+    pub ops: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub mode: String,
+    pub concurrency: usize,
+    pub duration_s: f64,
+    pub baseline: Summary,
+    pub subject: Summary,
+    /// subject ops/s ÷ baseline ops/s (for `memory`: subject bytes ÷ baseline bytes).
+    pub ratio: f64,
+    /// What baseline and subject are, and mode-specific figures.
+    pub notes: Vec<String>,
+    /// `memory` mode: heap bytes per cached cart.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_bytes_per_cart: Option<f64>,
+}
+
+impl Report {
+    pub fn new(
+        mode: &str,
+        concurrency: usize,
+        duration: Duration,
+        baseline: Summary,
+        subject: Summary,
+    ) -> Self {
+        let ratio = if baseline.ops_per_s > 0.0 {
+            subject.ops_per_s / baseline.ops_per_s
+        } else {
+            0.0
+        };
+        Self {
+            mode: mode.to_owned(),
+            concurrency,
+            duration_s: duration.as_secs_f64(),
+            baseline,
+            subject,
+            ratio,
+            notes: Vec::new(),
+            memory_bytes_per_cart: None,
+        }
+    }
+
+    pub fn table(&self) -> String {
+        let row = |name: &str, s: &Summary| {
+            format!(
+                "{name:<10} {:>12.0} {:>10.3} {:>10.3} {:>8} {:>10}\n",
+                s.ops_per_s, s.p50_ms, s.p99_ms, s.errors, s.ops
+            )
+        };
+        let mut out = format!(
+            "mode {} · concurrency {} · {:.1} s\n{:<10} {:>12} {:>10} {:>10} {:>8} {:>10}\n",
+            self.mode,
+            self.concurrency,
+            self.duration_s,
+            "",
+            "ops/s",
+            "p50 ms",
+            "p99 ms",
+            "errors",
+            "ops"
+        );
+        out.push_str(&row("baseline", &self.baseline));
+        out.push_str(&row("subject", &self.subject));
+        out.push_str(&format!("ratio      {:.3}\n", self.ratio));
+        for n in &self.notes {
+            out.push_str(&format!("  · {n}\n"));
+        }
+        out
+    }
+}
+
+/// A load worker: one operation per call.
+pub trait Worker: Send + 'static {
+    fn op(&mut self) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
+/// Latencies (µs) and counts of a load run.
+pub struct Measured {
+    pub hist: Histogram<u64>,
+    pub ops: u64,
+    pub errors: u64,
+    pub elapsed: Duration,
+    pub first_error: Option<String>,
+}
+
+impl Measured {
+    pub fn summary(&self) -> Summary {
+        let secs = self.elapsed.as_secs_f64().max(1e-9);
+        Summary {
+            ops_per_s: self.ops as f64 / secs,
+            p50_ms: self.hist.value_at_quantile(0.50) as f64 / 1000.0,
+            p99_ms: self.hist.value_at_quantile(0.99) as f64 / 1000.0,
+            errors: self.errors,
+            ops: self.ops,
+        }
+    }
+}
+
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+}
+
+/// Run every worker concurrently: `warmup` first (not recorded), then `duration` measured.
+pub async fn drive<W: Worker>(workers: Vec<W>, warmup: Duration, duration: Duration) -> Measured {
+    let start = Instant::now();
+    let measure_from = start + warmup;
+    let end = measure_from + duration;
+    let mut tasks = tokio::task::JoinSet::new();
+    for mut w in workers {
+        tasks.spawn(async move {
+            let mut hist = histogram();
+            let (mut ops, mut errors, mut first_error) = (0u64, 0u64, None);
+            loop {
+                let t = Instant::now();
+                if t >= end {
+                    break;
+                }
+                let result = w.op().await;
+                let done = Instant::now();
+                if t < measure_from || done > end {
+                    continue;
+                }
+                match result {
+                    Ok(()) => {
+                        ops += 1;
+                        let _ = hist.record((done - t).as_micros().max(1) as u64);
+                    }
+                    Err(e) => {
+                        errors += 1;
+                        first_error.get_or_insert_with(|| format!("{e:#}"));
+                    }
+                }
+            }
+            (hist, ops, errors, first_error)
+        });
+    }
+    let mut m = Measured {
+        hist: histogram(),
+        ops: 0,
+        errors: 0,
+        elapsed: duration,
+        first_error: None,
+    };
+    while let Some(r) = tasks.join_next().await {
+        let (hist, ops, errors, first_error) = r.expect("bench worker panicked");
+        m.hist.add(&hist).expect("histograms have equal bounds");
+        m.ops += ops;
+        m.errors += errors;
+        if m.first_error.is_none() {
+            m.first_error = first_error;
+        }
+    }
+    m
+}
+
+/// Latencies of `n` sequential runs of `op` (cold loads are measured one at a time).
+pub async fn sequential<F, Fut>(n: usize, mut op: F) -> Measured
+where
+    F: FnMut(usize) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let mut m = Measured {
+        hist: histogram(),
+        ops: 0,
+        errors: 0,
+        elapsed: Duration::ZERO,
+        first_error: None,
+    };
+    let started = Instant::now();
+    for i in 0..n {
+        let t = Instant::now();
+        match op(i).await {
+            Ok(()) => {
+                m.ops += 1;
+                let _ = m.hist.record(t.elapsed().as_micros().max(1) as u64);
+            }
+            Err(e) => {
+                m.errors += 1;
+                m.first_error.get_or_insert_with(|| format!("{e:#}"));
+            }
+        }
+    }
+    m.elapsed = started.elapsed();
+    m
+}
+
+/// A unique prefix per run, so repeated runs against one server never collide.
+pub fn run_id() -> String {
+    format!("{:x}", uuid::Uuid::now_v7().as_u128() & 0xffff_ffff_ffff)
+}

@@ -1,0 +1,118 @@
+//! The baseline: plain JetStream appends of cart-sized event messages with the same headers and
+//! the same `Nats-Expected-Last-Subject-Sequence` fence the aggregate uses, one subject per
+//! worker. Also the raw writers other modes use to prepare data quickly.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, message::PublishMessage};
+use bytes::Bytes;
+use shared::domain::{Command, Event, EventMessage};
+use shared::headers::{self, RequestContext};
+use shared::ids::{CartId, CommandId, TenantId};
+
+use super::{Measured, Worker, drive};
+
+pub const TENANT: &str = "bench";
+
+/// Events of `AddItem(sku, 1)` decided against an empty cart: a realistic `ItemAdded`.
+pub fn item_added(sku: &str) -> Vec<Event> {
+    let seed = aggregate::seed::parse(crate::stack::CATALOG_JSON).expect("catalog");
+    let catalog = shared::catalog::CatalogSnapshot::from_seed(seed);
+    let cart = shared::domain::Cart::new(CartId::parse("x").unwrap());
+    let ctx = shared::domain::Context {
+        now: time::OffsetDateTime::now_utc(),
+        catalog: &catalog,
+        limits: Default::default(),
+    };
+    shared::domain::decide(
+        &cart,
+        Command::AddItem(shared::domain::AddItem {
+            sku: sku.into(),
+            quantity: 1,
+            country: "se".into(),
+            store_id: None,
+        }),
+        &ctx,
+    )
+    .expect("catalog SKU")
+}
+
+/// Publish one event message the way the aggregate does.
+pub async fn append(
+    js: &jetstream::Context,
+    cart: &CartId,
+    revision: u64,
+    expected: u64,
+    events: &[Event],
+) -> anyhow::Result<u64> {
+    let tenant = TenantId::parse(TENANT).unwrap();
+    let subject = shared::subjects::cart_events(&tenant, cart);
+    let id = CommandId::new();
+    let msg = EventMessage::new(
+        tenant.clone(),
+        cart.clone(),
+        id,
+        revision,
+        time::OffsetDateTime::now_utc(),
+        events,
+    );
+    let mut hdrs = async_nats::HeaderMap::new();
+    RequestContext::new(tenant).to_nats_headers(&mut hdrs);
+    hdrs.insert(headers::CART_EVENT_TYPES, msg.event_types_header().as_str());
+    let ack = js
+        .send_publish(
+            subject,
+            PublishMessage::build()
+                .payload(Bytes::from(msg.to_json()))
+                .headers(hdrs)
+                .message_id(id.to_string())
+                .expected_last_subject_sequence(expected),
+        )
+        .await?
+        .await?;
+    Ok(ack.sequence)
+}
+
+struct RawWorker {
+    js: jetstream::Context,
+    cart: CartId,
+    revision: u64,
+    last: u64,
+    events: Vec<Event>,
+}
+
+impl Worker for RawWorker {
+    async fn op(&mut self) -> anyhow::Result<()> {
+        self.last = append(
+            &self.js,
+            &self.cart,
+            self.revision + 1,
+            self.last,
+            &self.events,
+        )
+        .await?;
+        self.revision += 1;
+        Ok(())
+    }
+}
+
+/// `concurrency` workers, each appending to its own cart subject.
+pub async fn baseline(
+    js: &jetstream::Context,
+    concurrency: usize,
+    warmup: Duration,
+    duration: Duration,
+) -> Measured {
+    let run = super::run_id();
+    let events = item_added("TEST-SKU-456");
+    let workers = (0..concurrency)
+        .map(|i| RawWorker {
+            js: js.clone(),
+            cart: CartId::parse(&format!("raw-{run}-{i}")).unwrap(),
+            revision: 0,
+            last: 0,
+            events: events.clone(),
+        })
+        .collect();
+    drive(workers, warmup, duration).await
+}

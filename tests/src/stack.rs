@@ -1,0 +1,111 @@
+//! The platform started in one process for end-to-end tests and the benchmark: a nats-server
+//! (spawned through the harness, or an external URL), the streams and buckets, the seeded
+//! catalog, and aggregate nodes on free ports.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use shared::nats::NatsResourceSettings;
+use shared::test_support::NatsServer;
+
+/// The catalog every test and benchmark uses (the same file `scripts/dev` seeds).
+pub const CATALOG_JSON: &str = include_str!("../../deploy/catalog.json");
+
+pub struct Stack {
+    /// `None` when running against an external server.
+    pub server: Option<NatsServer>,
+    pub nats_url: String,
+    pub client: async_nats::Client,
+    pub js: async_nats::jetstream::Context,
+    pub resources: shared::nats::Resources,
+    pub streams: NatsResourceSettings,
+}
+
+impl Stack {
+    /// A fresh server through the harness (`None` after a loud skip when there is none and
+    /// `CART_REQUIRE_NATS` is not set).
+    pub async fn start(streams: NatsResourceSettings) -> Option<Self> {
+        let server = NatsServer::start().await?;
+        let url = server.url().to_owned();
+        Some(
+            Self::connect(Some(server), &url, streams)
+                .await
+                .expect("prepare NATS"),
+        )
+    }
+
+    /// Use the server at `url` (the benchmark's `--nats-url`), or spawn one.
+    pub async fn for_bench(
+        url: Option<&str>,
+        streams: NatsResourceSettings,
+    ) -> anyhow::Result<Self> {
+        match url {
+            Some(url) => Self::connect(None, url, streams).await,
+            None => {
+                shared::test_support::find_server_binary().map_err(anyhow::Error::msg)?;
+                let server = NatsServer::start()
+                    .await
+                    .context("cannot start nats-server (run scripts/install-nats)")?;
+                let url = server.url().to_owned();
+                Self::connect(Some(server), &url, streams).await
+            }
+        }
+    }
+
+    async fn connect(
+        server: Option<NatsServer>,
+        url: &str,
+        streams: NatsResourceSettings,
+    ) -> anyhow::Result<Self> {
+        let config = shared::nats::NatsConfig {
+            url: url.to_owned(),
+            name: "cart-tests".into(),
+            ..Default::default()
+        };
+        let client = shared::nats::connect(&config).await?;
+        let js = shared::nats::jetstream(client.clone(), &config);
+        let resources = shared::nats::ensure_all(&js, &streams).await?;
+        let seed = aggregate::seed::parse(CATALOG_JSON).map_err(anyhow::Error::msg)?;
+        aggregate::seed::write(&resources.catalog, &seed)
+            .await
+            .map_err(|e| anyhow::anyhow!("seed catalog: {e}"))?;
+        Ok(Self {
+            server,
+            nats_url: url.to_owned(),
+            client,
+            js,
+            resources,
+            streams,
+        })
+    }
+
+    /// An aggregate config pointing at this server, listening on free ports.
+    pub fn aggregate_config(&self, node_id: &str) -> aggregate::Config {
+        let mut nats = aggregate::Config::default().nats;
+        nats.url = self.nats_url.clone();
+        nats.name = node_id.to_owned();
+        aggregate::Config {
+            node_id: node_id.to_owned(),
+            grpc_addr: "127.0.0.1:0".into(),
+            http_addr: "127.0.0.1:0".into(),
+            heartbeat_ms: 200,
+            nats,
+            streams: self.streams.clone(),
+            ..aggregate::Config::default()
+        }
+    }
+
+    pub async fn aggregate(&self, node_id: &str) -> anyhow::Result<aggregate::Running> {
+        aggregate::start(self.aggregate_config(node_id)).await
+    }
+}
+
+/// Stream settings for tests: a short node TTL so failover finishes quickly.
+pub fn test_streams() -> NatsResourceSettings {
+    NatsResourceSettings {
+        node_ttl_secs: 2,
+        ..NatsResourceSettings::default()
+    }
+}
+
+pub const WAIT: Duration = Duration::from_secs(20);

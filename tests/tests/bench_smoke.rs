@@ -1,0 +1,43 @@
+//! The benchmark tool works end to end (a tiny run; it asserts the report, never a speed —
+//! performance is measured with the release binary, not in tests).
+
+use std::time::Duration;
+
+use tests::bench::{self, Report};
+use tests::stack::{Stack, test_streams};
+
+#[tokio::test]
+async fn grpc_mode_produces_a_complete_report() {
+    let Some(stack) = Stack::start(test_streams()).await else {
+        return;
+    };
+    let node = stack.aggregate("bench-smoke").await.unwrap();
+    let client = aggregate::client::CartClient::new(
+        Default::default(),
+        None,
+        vec![node.grpc_addr.to_string()],
+    );
+    let d = Duration::from_millis(500);
+    let base = bench::raw::baseline(&stack.js, 4, Duration::ZERO, d).await;
+    let subject = bench::grpc::subject(&client, 4, Duration::ZERO, d).await;
+    assert_eq!(subject.errors, 0, "{:?}", subject.first_error);
+    let report = Report::new("grpc", 4, d, base.summary(), subject.summary());
+    assert!(report.baseline.ops > 0 && report.subject.ops > 0);
+    assert!(report.subject.p99_ms >= report.subject.p50_ms);
+    let json = serde_json::to_value(&report).unwrap();
+    for key in [
+        "mode",
+        "concurrency",
+        "duration_s",
+        "baseline",
+        "subject",
+        "ratio",
+    ] {
+        assert!(json.get(key).is_some(), "report has {key}");
+    }
+    for key in ["ops_per_s", "p50_ms", "p99_ms", "errors"] {
+        assert!(json["subject"].get(key).is_some(), "subject has {key}");
+    }
+    assert!(report.ratio > 0.0);
+    node.drain().await.unwrap();
+}
