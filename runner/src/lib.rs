@@ -1,1 +1,304 @@
-//! placeholder
+//! The runner: checkout side effects with outbox semantics.
+//!
+//! It consumes `CART_EVENTS` (durable `runner-checkout`, skipping everything but
+//! `CheckoutStarted` by the `cart-event-types` header) and provider pushes recorded in
+//! `WORKFLOW_COMMANDS` (durable `runner-push`), talks to the payment provider (Klarna Checkout
+//! v3 shape; an embedded mock when no provider URL is configured) and feeds results back to
+//! carts through the aggregate. See [`checkout`] for the guarantees.
+
+pub mod admin;
+pub mod checkout;
+pub mod config;
+pub mod lanes;
+pub mod metrics;
+pub mod provider;
+pub mod push;
+pub mod records;
+pub mod state;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use proto::runner::admin::v1::checkout_query_server::CheckoutQueryServer;
+use proto::runner::admin::v1::runner_admin_server::RunnerAdminServer;
+use shared::ops::Readiness;
+use shared::subjects::{
+    CART_EVENTS_ALL, RUNNER_CHECKOUT_DURABLE, RUNNER_PUSH_DURABLE, WorkflowStream,
+};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use checkout::Hooks;
+pub use config::Config;
+
+use crate::provider::mock::MockProvider;
+use crate::provider::{ProviderClient, ProviderConfig};
+use crate::records::Records;
+use crate::state::{ProviderHandle, Status};
+
+pub struct Running {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    /// The embedded mock provider, when no provider URL is configured.
+    pub mock: Option<(MockProvider, SocketAddr)>,
+    pub status: Arc<Status>,
+    stop_fetching: CancellationToken,
+    abort: CancellationToken,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Running {
+    /// Stop taking new work, finish in-flight effects (up to `timeout`), stop.
+    pub async fn drain(self, timeout: Duration) {
+        self.status.set_draining();
+        self.stop_fetching.cancel();
+        if !self.status.wait_idle(timeout).await {
+            tracing::warn!(
+                in_flight = self.status.in_flight(),
+                "stopping with effects in flight"
+            );
+        }
+        self.stop.cancel();
+        self.abort.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+
+    /// Stop like a crash: in-flight effects are abandoned unacknowledged (redelivered later).
+    pub async fn abort(self) {
+        self.abort.cancel();
+        self.stop_fetching.cancel();
+        self.stop.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}
+
+/// Start with the given test hooks (production passes `Hooks::default()`).
+pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
+    config
+        .check()
+        .map_err(anyhow::Error::msg)
+        .context("invalid runner config")?;
+    metrics::describe();
+    let readiness = Readiness::new();
+    readiness.register(&["nats", "consumers"]);
+
+    let client = shared::nats::connect(&config.nats)
+        .await
+        .context("cannot connect to NATS")?;
+    let js = shared::nats::jetstream(client.clone(), &config.nats);
+    let resources = shared::nats::ensure_all(&js, &config.streams)
+        .await
+        .context("NATS streams and buckets")?;
+    readiness.set_ok("nats");
+
+    let stop_fetching = CancellationToken::new();
+    let abort = CancellationToken::new();
+    let stop = CancellationToken::new();
+    let tracker = TaskTracker::new();
+
+    // The provider: configured, or the embedded mock.
+    let mut provider_cfg = config.provider.clone();
+    let mock = if provider_cfg.base_url.is_empty() {
+        let mock = MockProvider::new(&provider_cfg.username, &provider_cfg.password);
+        let (addr, _task) = mock
+            .serve(&config.mock_provider_addr, stop.clone())
+            .await
+            .with_context(|| format!("mock provider on {}", config.mock_provider_addr))?;
+        provider_cfg.base_url = format!("http://{addr}");
+        tracing::info!(%addr, "no PROVIDER_BASE_URL: using the embedded mock provider");
+        Some((mock, addr))
+    } else {
+        None
+    };
+    let provider =
+        ProviderHandle::new(ProviderClient::new(provider_cfg).map_err(|e| anyhow::anyhow!("{e}"))?);
+
+    let view = aggregate::placement_view::PlacementView::start(
+        resources.cart_nodes.clone(),
+        resources.cart_placement.clone(),
+        config.shard_count,
+        Duration::from_secs(2),
+        &tracker,
+        stop.clone(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("placement view: {e}"))?;
+    let carts = aggregate::client::CartClient::new(
+        aggregate::client::ClientConfig {
+            shard_count: config.shard_count,
+            timeout: Duration::from_millis(config.aggregate_timeout_ms),
+            ..Default::default()
+        },
+        Some(view),
+        config.aggregate_addrs.clone(),
+    );
+
+    let settings = config.consumer_settings();
+    let checkout_consumer = shared::nats::ensure_durable_pull(
+        &resources.cart_events,
+        shared::nats::durable_pull_config(
+            RUNNER_CHECKOUT_DURABLE,
+            &[CART_EVENTS_ALL.to_owned()],
+            &settings,
+        ),
+    )
+    .await
+    .context("runner-checkout consumer")?;
+    let push_filter = shared::subjects::workflow_kind_filter(
+        WorkflowStream::Commands,
+        shared::workflow::PUSH_KIND,
+    )?;
+    let push_consumer = shared::nats::ensure_durable_pull(
+        &resources.workflow_commands,
+        shared::nats::durable_pull_config(RUNNER_PUSH_DURABLE, &[push_filter], &settings),
+    )
+    .await
+    .context("runner-push consumer")?;
+    readiness.set_ok("consumers");
+
+    let status = Arc::new(Status::default());
+    let records = Records::new(js.clone());
+    let reload_override = hooks.reload.clone();
+    let checkout = Arc::new(checkout::Checkout {
+        records: records.clone(),
+        provider: provider.clone(),
+        carts: carts.clone(),
+        merchant: config.merchant.clone(),
+        status: status.clone(),
+        hooks,
+        max_deliver: settings.max_deliver,
+    });
+    let push = Arc::new(push::Push {
+        records: records.clone(),
+        provider: provider.clone(),
+        carts,
+        status: status.clone(),
+        max_deliver: settings.max_deliver,
+    });
+    lanes::spawn(
+        RUNNER_CHECKOUT_DURABLE,
+        checkout_consumer.clone(),
+        checkout,
+        config.lanes,
+        config.lane_depth,
+        config.fetch_batch,
+        status.clone(),
+        stop_fetching.clone(),
+        abort.clone(),
+        &tracker,
+    );
+    lanes::spawn(
+        RUNNER_PUSH_DURABLE,
+        push_consumer,
+        push,
+        config.lanes.div_ceil(4),
+        config.lane_depth,
+        config.fetch_batch,
+        status.clone(),
+        stop_fetching.clone(),
+        abort.clone(),
+        &tracker,
+    );
+
+    let reload: admin::ReloadSource = reload_override.unwrap_or_else(|| {
+        Arc::new(|| {
+            Config::load()
+                .map(|c| c.provider)
+                .map_err(|e| e.to_string())
+                .and_then(|p: ProviderConfig| {
+                    if p.base_url.is_empty() {
+                        Err(
+                            "PROVIDER_BASE_URL is empty; the embedded mock cannot be reloaded"
+                                .into(),
+                        )
+                    } else {
+                        Ok(p)
+                    }
+                })
+        })
+    });
+    let admin = admin::Admin {
+        status: status.clone(),
+        provider: provider.clone(),
+        reload,
+        stop_fetching: stop_fetching.clone(),
+        checkout_consumer,
+    };
+    let query = admin::Query { records, provider };
+    let grpc_listener = TcpListener::bind(&config.grpc_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.grpc_addr))?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let grpc_stop = stop.clone();
+    tracker.spawn(
+        tonic::transport::Server::builder()
+            .add_service(RunnerAdminServer::new(admin))
+            .add_service(CheckoutQueryServer::new(query))
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+                async move { grpc_stop.cancelled().await },
+            ),
+    );
+
+    let http_listener = TcpListener::bind(&config.http_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.http_addr))?;
+    let http_addr = http_listener.local_addr()?;
+    let ops = shared::ops::router(readiness.clone(), shared::telemetry::prometheus());
+    let http_stop = stop.clone();
+    tracker.spawn(async move {
+        let _ = axum::serve(http_listener, ops)
+            .with_graceful_shutdown(async move { http_stop.cancelled().await })
+            .await;
+    });
+    tracker.spawn(watch_readiness(
+        readiness,
+        client,
+        status.clone(),
+        stop.clone(),
+    ));
+    tracing::info!(%grpc_addr, %http_addr, "runner started");
+    Ok(Running {
+        grpc_addr,
+        http_addr,
+        mock,
+        status,
+        stop_fetching,
+        abort,
+        stop,
+        tracker,
+    })
+}
+
+/// Run until `shutdown`, then drain.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let drain_timeout = Duration::from_millis(config.consumer.ack_wait_ms);
+    let running = start(config, Hooks::default()).await?;
+    shutdown.cancelled().await;
+    running.drain(drain_timeout).await;
+    Ok(())
+}
+
+async fn watch_readiness(
+    readiness: Readiness,
+    client: async_nats::Client,
+    status: Arc<Status>,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let connected = client.connection_state() == async_nats::connection::State::Connected;
+        readiness.set("nats", connected, Some("disconnected from NATS"));
+        readiness.set_draining(status.is_draining());
+    }
+}

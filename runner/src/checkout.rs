@@ -1,0 +1,378 @@
+//! Checkout effects with outbox semantics.
+//!
+//! The cart's `CheckoutStarted` event is the durable intent. For each one the runner:
+//! 1. looks for a recorded result of this attempt (a redelivery after a crash) and, if there is
+//!    one, only feeds it back;
+//! 2. records the intent in `WORKFLOW_COMMANDS` (Msg-Id = attempt id);
+//! 3. updates the cart's existing provider order, or creates one with the attempt id as
+//!    idempotency key (a create repeated after a crash returns the first order);
+//! 4. records the result in `WORKFLOW_EVENTS`;
+//! 5. feeds it back to the cart (`RecordProviderOrder` / `FailCheckout`) with a command id
+//!    derived from the attempt, so a repeat is a no-op.
+//!
+//! Only then is the event acked. A crash anywhere repeats steps safely: at most one provider
+//! order per attempt, and none is lost.
+
+use std::sync::Arc;
+
+use async_nats::jetstream::Message;
+use futures::future::BoxFuture;
+use proto::cart::v1 as pb;
+use shared::domain::{Command, Event, EventMessage, event::CheckoutStarted};
+use shared::headers::{self, RequestContext};
+use shared::ids::{CommandId, TenantId};
+use shared::subjects::RUNNER_CHECKOUT_DURABLE;
+use shared::workflow::{
+    CheckoutAction, CheckoutIntent, CheckoutOutcome, CheckoutResult, ProviderOrderSummary,
+};
+use shared::{ApiError, ErrorCode};
+
+use crate::config::MerchantConfig;
+use crate::lanes::{Disposition, Handler};
+use crate::metrics as m;
+use crate::provider::order::{Order, order_for};
+use crate::records::Records;
+use crate::state::{ProviderHandle, Status};
+
+/// Test hooks (fault injection); all empty in production.
+#[derive(Clone, Default)]
+pub struct Hooks {
+    /// Runs right after the provider call returned, before its result is recorded. A hook
+    /// that never completes, followed by aborting the runner, is a crash at the worst moment.
+    #[allow(clippy::type_complexity)]
+    pub after_provider_call: Option<Arc<dyn Fn(String) -> BoxFuture<'static, ()> + Send + Sync>>,
+    /// Replaces where `Reload` reads the provider configuration from.
+    pub reload: Option<crate::admin::ReloadSource>,
+}
+
+pub struct Checkout {
+    pub records: Records,
+    pub provider: ProviderHandle,
+    pub carts: aggregate::client::CartClient,
+    pub merchant: MerchantConfig,
+    pub status: Arc<Status>,
+    pub hooks: Hooks,
+    pub max_deliver: i64,
+}
+
+/// Why an effect could not finish this time.
+#[derive(Debug, thiserror::Error)]
+enum EffectError {
+    /// Retry later (NATS, the aggregate or the provider is unavailable).
+    #[error("{0}")]
+    Transient(String),
+}
+
+impl From<async_nats::Error> for EffectError {
+    fn from(e: async_nats::Error) -> Self {
+        EffectError::Transient(format!("NATS: {e}"))
+    }
+}
+
+const STARTED: &str = "CheckoutStarted";
+
+impl Handler for Checkout {
+    fn wants(&self, msg: &Message) -> bool {
+        let wanted = msg
+            .headers
+            .as_ref()
+            .is_some_and(|h| headers::event_types(h).any(|t| t == STARTED));
+        if !wanted {
+            metrics::counter!(m::SKIPPED).increment(1);
+        }
+        wanted
+    }
+
+    fn lane_key<'a>(&self, msg: &'a Message) -> &'a str {
+        // The subject names the cart: one cart's effects always run in one lane, in order.
+        msg.subject.as_str()
+    }
+
+    fn handle<'a>(&'a self, msg: &'a Message) -> BoxFuture<'a, Disposition> {
+        Box::pin(self.handle_message(msg))
+    }
+}
+
+impl Checkout {
+    async fn handle_message(&self, msg: &Message) -> Disposition {
+        let (delivered, sequence) = msg
+            .info()
+            .map(|i| (i.delivered, i.stream_sequence))
+            .unwrap_or((1, 0));
+        let envelope = match EventMessage::from_json(&msg.payload) {
+            Ok(e) => e,
+            Err(e) => {
+                return self
+                    .give_up(msg, sequence, None, format!("not an event message: {e}"))
+                    .await;
+            }
+        };
+        let Some(started) = envelope
+            .events
+            .iter()
+            .rev()
+            .find_map(|r| match Event::decode(r) {
+                Ok(Event::CheckoutStarted(s)) => Some(s),
+                _ => None,
+            })
+        else {
+            return self
+                .give_up(
+                    msg,
+                    sequence,
+                    Some(&envelope),
+                    "CheckoutStarted does not decode".into(),
+                )
+                .await;
+        };
+        let ctx = msg
+            .headers
+            .as_ref()
+            .and_then(|h| RequestContext::from_nats_headers(h).ok())
+            .unwrap_or_else(|| RequestContext::new(envelope.tenant.clone()));
+        match self.attempt(&ctx, &envelope, &started, sequence).await {
+            Ok(()) => {
+                self.status.completed();
+                Disposition::Ack
+            }
+            Err(EffectError::Transient(reason)) => {
+                self.status.error(&reason);
+                tracing::warn!(attempt = %started.attempt_id, delivered, %reason, "checkout effect failed; will retry");
+                if delivered < self.max_deliver {
+                    return Disposition::nak(delivered);
+                }
+                // Out of retries: fail the checkout so the shopper is not left waiting.
+                let failed = self.failure(&envelope, &started, "provider_unavailable", &reason);
+                if let Err(e) = self.finish(&ctx, &failed).await {
+                    tracing::error!(error = %e, "could not fail the checkout after the last retry");
+                }
+                self.give_up(msg, sequence, Some(&envelope), reason).await
+            }
+        }
+    }
+
+    async fn attempt(
+        &self,
+        ctx: &RequestContext,
+        envelope: &EventMessage,
+        started: &CheckoutStarted,
+        sequence: u64,
+    ) -> Result<(), EffectError> {
+        let cart = envelope.cart_id.as_str();
+        let last = self.records.last_result(&envelope.tenant, cart).await?;
+        if let Some(done) = last.as_ref().filter(|r| r.attempt_id == started.attempt_id) {
+            metrics::counter!(m::DUPLICATES_SKIPPED).increment(1);
+            return self.feed_back(ctx, done).await;
+        }
+        let existing = started.provider_order_id.clone().or_else(|| {
+            last.filter(|r| r.outcome != CheckoutOutcome::Failed)
+                .and_then(|r| r.order.map(|o| o.order_id))
+        });
+        let intent = CheckoutIntent {
+            tenant: envelope.tenant.to_string(),
+            cart_id: cart.to_owned(),
+            attempt_id: started.attempt_id.clone(),
+            action: if existing.is_some() {
+                CheckoutAction::Update
+            } else {
+                CheckoutAction::Create
+            },
+            provider_order_id: existing.clone(),
+            total_amount: started.total_amount,
+            currency: started.currency.clone(),
+            source_sequence: sequence,
+        };
+        self.records.intent(&intent, ctx).await?;
+
+        let provider = self.provider.current();
+        let order = order_for(
+            envelope.tenant.as_str(),
+            cart,
+            started,
+            self.merchant.urls(envelope.tenant.as_str()),
+            &provider.config().locale,
+        );
+        let called = match &existing {
+            Some(id) => provider
+                .update_order(id, &order, ctx)
+                .await
+                .map(|o| (CheckoutOutcome::Updated, o)),
+            None => provider
+                .create_order(&order, &started.attempt_id, ctx)
+                .await
+                .map(|o| (CheckoutOutcome::Created, o)),
+        };
+        if let Some(hook) = &self.hooks.after_provider_call {
+            hook(started.attempt_id.clone()).await;
+        }
+        let result = match called {
+            Ok((outcome, order)) => self.success(envelope, started, outcome, order),
+            Err(e) if e.is_transient() => return Err(EffectError::Transient(e.to_string())),
+            Err(e) => self.failure(envelope, started, &e.code(), &e.to_string()),
+        };
+        self.finish(ctx, &result).await
+    }
+
+    /// Record the result, then tell the cart.
+    async fn finish(
+        &self,
+        ctx: &RequestContext,
+        result: &CheckoutResult,
+    ) -> Result<(), EffectError> {
+        self.records.result(result, ctx).await?;
+        let outcome = match result.outcome {
+            CheckoutOutcome::Created => "created",
+            CheckoutOutcome::Updated => "updated",
+            CheckoutOutcome::Failed => "failed",
+        };
+        metrics::counter!(m::CHECKOUTS, "outcome" => outcome).increment(1);
+        if let Some(code) = &result.failure_code {
+            metrics::counter!(m::CHECKOUT_FAILURES, "reason" => code.clone()).increment(1);
+        }
+        self.feed_back(ctx, result).await
+    }
+
+    async fn feed_back(&self, ctx: &RequestContext, r: &CheckoutResult) -> Result<(), EffectError> {
+        let (kind, command) = match (&r.outcome, &r.order) {
+            (CheckoutOutcome::Created | CheckoutOutcome::Updated, Some(order)) => (
+                "record",
+                Command::RecordProviderOrder {
+                    attempt_id: r.attempt_id.clone(),
+                    provider_order_id: order.order_id.clone(),
+                    status: order.status.clone(),
+                },
+            ),
+            _ => (
+                "fail",
+                Command::FailCheckout {
+                    attempt_id: r.attempt_id.clone(),
+                    code: r
+                        .failure_code
+                        .clone()
+                        .unwrap_or_else(|| "checkout_failed".into()),
+                    reason: r.failure_reason.clone().unwrap_or_default(),
+                },
+            ),
+        };
+        let req = pb::ExecuteRequest {
+            tenant: r.tenant.clone(),
+            cart_id: r.cart_id.clone(),
+            command_id: CommandId::derived(&["runner", &r.attempt_id, kind]).to_string(),
+            expected_version: None,
+            command: Some(command.into()),
+        };
+        match self.carts.execute(ctx, req).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_transient(&e) => Err(EffectError::Transient(format!("aggregate: {e}"))),
+            // The cart refused (e.g. it was cleared meanwhile): nothing more to do for it.
+            Err(e) => {
+                tracing::warn!(cart = %r.cart_id, attempt = %r.attempt_id, error = %e, "the cart refused the checkout result");
+                Ok(())
+            }
+        }
+    }
+
+    fn success(
+        &self,
+        envelope: &EventMessage,
+        started: &CheckoutStarted,
+        outcome: CheckoutOutcome,
+        order: Order,
+    ) -> CheckoutResult {
+        CheckoutResult {
+            tenant: envelope.tenant.to_string(),
+            cart_id: envelope.cart_id.to_string(),
+            attempt_id: started.attempt_id.clone(),
+            outcome,
+            order: Some(summary(order)),
+            failure_code: None,
+            failure_reason: None,
+            recorded_at: now(),
+        }
+    }
+
+    fn failure(
+        &self,
+        envelope: &EventMessage,
+        started: &CheckoutStarted,
+        code: &str,
+        reason: &str,
+    ) -> CheckoutResult {
+        CheckoutResult {
+            tenant: envelope.tenant.to_string(),
+            cart_id: envelope.cart_id.to_string(),
+            attempt_id: started.attempt_id.clone(),
+            outcome: CheckoutOutcome::Failed,
+            order: None,
+            failure_code: Some(code.to_owned()),
+            failure_reason: Some(reason.to_owned()),
+            recorded_at: now(),
+        }
+    }
+
+    async fn give_up(
+        &self,
+        msg: &Message,
+        sequence: u64,
+        envelope: Option<&EventMessage>,
+        reason: String,
+    ) -> Disposition {
+        let (tenant, cart) = match envelope {
+            Some(e) => (e.tenant.clone(), e.cart_id.clone()),
+            None => match shared::subjects::CartEventSubject::parse(msg.subject.as_str()) {
+                Ok(s) => (s.tenant, s.cart_id),
+                Err(_) => (
+                    TenantId::default_tenant(),
+                    shared::ids::CartId::parse("unknown").expect("valid id"),
+                ),
+            },
+        };
+        tracing::error!(subject = %msg.subject, sequence, %reason, "giving up on a checkout event");
+        metrics::counter!(m::DEAD_LETTERS).increment(1);
+        if let Err(e) = self
+            .records
+            .dead_letter(
+                RUNNER_CHECKOUT_DURABLE,
+                &tenant,
+                &cart,
+                msg.subject.as_str(),
+                sequence,
+                msg.payload.clone(),
+                &reason,
+            )
+            .await
+        {
+            tracing::error!(error = %e, "dead letter not written; leaving the message for redelivery");
+            return Disposition::nak(1);
+        }
+        Disposition::Term
+    }
+}
+
+pub fn summary(order: Order) -> ProviderOrderSummary {
+    let raw = serde_json::to_value(&order).unwrap_or_default();
+    ProviderOrderSummary {
+        order_id: order.order_id.unwrap_or_default(),
+        status: order.status.unwrap_or_default(),
+        html_snippet: order.html_snippet.unwrap_or_default(),
+        order_amount: order.order_amount,
+        purchase_currency: order.purchase_currency,
+        raw,
+    }
+}
+
+pub fn is_transient(e: &ApiError) -> bool {
+    matches!(
+        e.code,
+        ErrorCode::Unavailable
+            | ErrorCode::Timeout
+            | ErrorCode::Draining
+            | ErrorCode::VersionConflict
+    )
+}
+
+fn now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}

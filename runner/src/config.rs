@@ -1,0 +1,118 @@
+//! Runner configuration: `RUNNER_<FIELD>` for its own fields, `PROVIDER_<FIELD>` for the
+//! payment provider, `MERCHANT_<FIELD>` for the URLs handed to the provider, `CONSUMER_<FIELD>`
+//! for the durable consumers, `NATS_*` / `STREAMS_*` shared with every service.
+
+use serde::{Deserialize, Serialize};
+use shared::nats::{ConsumerSettings, NatsConfig, NatsResourceSettings};
+
+use crate::provider::{MerchantUrls, ProviderConfig};
+
+/// The URLs the provider calls or sends the shopper to. `{tenant}` is replaced per order;
+/// `{checkout.order.id}` is left for the provider to fill in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MerchantConfig {
+    pub terms: String,
+    pub checkout: String,
+    pub confirmation: String,
+    pub push: String,
+}
+
+impl Default for MerchantConfig {
+    fn default() -> Self {
+        Self {
+            terms: "http://127.0.0.1:8080/terms".into(),
+            checkout: "http://127.0.0.1:8080/cart/checkout".into(),
+            confirmation: "http://127.0.0.1:8080/cart/confirmation/{checkout.order.id}".into(),
+            push: "http://127.0.0.1:8080/cart/push?tenant={tenant}&klarna_order_id={checkout.order.id}".into(),
+        }
+    }
+}
+
+impl MerchantConfig {
+    pub fn urls(&self, tenant: &str) -> MerchantUrls {
+        let t = |s: &str| s.replace("{tenant}", tenant);
+        MerchantUrls {
+            terms: t(&self.terms),
+            checkout: t(&self.checkout),
+            confirmation: t(&self.confirmation),
+            push: t(&self.push),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// gRPC listen address (RunnerAdmin, CheckoutQuery).
+    pub grpc_addr: String,
+    /// `/health`, `/ready`, `/metrics`.
+    pub http_addr: String,
+    /// Where the embedded mock provider listens when `PROVIDER_BASE_URL` is empty.
+    pub mock_provider_addr: String,
+    /// Effects run in this many lanes; a cart always maps to the same lane, so one cart's
+    /// effects never overlap.
+    pub lanes: usize,
+    /// Messages queued per lane (with `lanes`, bounds the consumer's `max_ack_pending`).
+    pub lane_depth: usize,
+    pub fetch_batch: usize,
+    /// Must equal the aggregate's.
+    pub shard_count: u32,
+    /// Aggregate addresses to use when placement knows no node (optional).
+    pub aggregate_addrs: Vec<String>,
+    pub aggregate_timeout_ms: u64,
+    pub provider: ProviderConfig,
+    pub merchant: MerchantConfig,
+    pub consumer: ConsumerSettings,
+    pub nats: NatsConfig,
+    pub streams: NatsResourceSettings,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            grpc_addr: "127.0.0.1:50061".into(),
+            http_addr: "127.0.0.1:9103".into(),
+            mock_provider_addr: "127.0.0.1:0".into(),
+            lanes: 16,
+            lane_depth: 8,
+            fetch_batch: 64,
+            shard_count: 256,
+            aggregate_addrs: Vec::new(),
+            aggregate_timeout_ms: 5_000,
+            provider: ProviderConfig::default(),
+            merchant: MerchantConfig::default(),
+            consumer: ConsumerSettings::default(),
+            nats: NatsConfig {
+                name: "runner".into(),
+                ..NatsConfig::default()
+            },
+            streams: NatsResourceSettings::default(),
+        }
+    }
+}
+
+impl Config {
+    pub fn load() -> Result<Self, shared::config::ConfigError> {
+        shared::config::load_service("RUNNER")
+    }
+
+    /// Consumer settings with `max_ack_pending` tied to the lanes (never more unacked
+    /// messages than the lanes can hold plus one fetch batch).
+    pub fn consumer_settings(&self) -> ConsumerSettings {
+        ConsumerSettings {
+            max_ack_pending: (self.lanes * self.lane_depth + self.fetch_batch) as i64,
+            ..self.consumer.clone()
+        }
+    }
+
+    pub fn check(&self) -> Result<(), String> {
+        if self.lanes == 0 || self.lane_depth == 0 || self.fetch_batch == 0 {
+            return Err("lanes, lane_depth and fetch_batch must be at least 1".into());
+        }
+        if self.consumer.max_deliver < 2 {
+            return Err("consumer.max_deliver must be at least 2 (a retry is needed)".into());
+        }
+        Ok(())
+    }
+}

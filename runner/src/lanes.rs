@@ -1,0 +1,164 @@
+//! Consuming a durable pull consumer into lanes: messages are fetched in batches and handed to
+//! one of N lanes by a key (the cart), so one cart's messages are handled one at a time and in
+//! order while different carts run in parallel. Lane queues are bounded (backpressure reaches
+//! the fetch loop), and a message is acked, nak'ed or terminated only after it was handled.
+//! Draining stops fetching and lets the lanes finish what they hold.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::PullConsumer;
+use async_nats::jetstream::{AckKind, Message};
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::state::Status;
+
+/// What to do with a handled message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    Ack,
+    /// Redeliver after this delay.
+    Nak(Duration),
+    /// Never redeliver (it was dead-lettered).
+    Term,
+}
+
+impl Disposition {
+    /// A redelivery delay growing with the delivery count (0.5 s, 1 s, 2 s … up to 30 s).
+    pub fn nak(delivered: i64) -> Self {
+        let exp = delivered.clamp(1, 7) as u32 - 1;
+        Disposition::Nak(Duration::from_millis(500 * (1 << exp)).min(Duration::from_secs(30)))
+    }
+}
+
+pub trait Handler: Send + Sync + 'static {
+    /// Cheap filter run in the fetch loop; unwanted messages are acked at once.
+    fn wants(&self, _msg: &Message) -> bool {
+        true
+    }
+    /// Messages with equal keys are handled in order, one at a time.
+    fn lane_key<'a>(&self, msg: &'a Message) -> &'a str;
+    fn handle<'a>(&'a self, msg: &'a Message) -> BoxFuture<'a, Disposition>;
+}
+
+/// Run `handler` over `consumer` until `stop_fetching` (drain) or `abort` (crash-like).
+#[allow(clippy::too_many_arguments)]
+pub fn spawn(
+    name: &'static str,
+    consumer: PullConsumer,
+    handler: Arc<dyn Handler>,
+    lanes: usize,
+    depth: usize,
+    batch: usize,
+    status: Arc<Status>,
+    stop_fetching: CancellationToken,
+    abort: CancellationToken,
+    tracker: &TaskTracker,
+) {
+    let mut senders = Vec::with_capacity(lanes);
+    for _ in 0..lanes {
+        let (tx, mut rx) = mpsc::channel::<Message>(depth);
+        senders.push(tx);
+        let (handler, status, abort) = (handler.clone(), status.clone(), abort.clone());
+        tracker.spawn(async move {
+            loop {
+                let msg = tokio::select! {
+                    () = abort.cancelled() => return,
+                    msg = rx.recv() => match msg { Some(m) => m, None => return },
+                };
+                let disposition = tokio::select! {
+                    () = abort.cancelled() => return,
+                    d = handler.handle(&msg) => d,
+                };
+                settle(name, &msg, disposition).await;
+                status.end();
+            }
+        });
+    }
+    tracker.spawn(fetch_loop(
+        name,
+        consumer,
+        handler,
+        senders,
+        batch,
+        status,
+        stop_fetching,
+        abort,
+    ));
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn fetch_loop(
+    name: &'static str,
+    consumer: PullConsumer,
+    handler: Arc<dyn Handler>,
+    senders: Vec<mpsc::Sender<Message>>,
+    batch: usize,
+    status: Arc<Status>,
+    stop: CancellationToken,
+    abort: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(100);
+    while !stop.is_cancelled() && !abort.is_cancelled() {
+        let fetched = consumer
+            .fetch()
+            .max_messages(batch)
+            .expires(Duration::from_secs(1))
+            .messages()
+            .await;
+        let mut messages = match fetched {
+            Ok(m) => {
+                backoff = Duration::from_millis(100);
+                m
+            }
+            Err(e) => {
+                tracing::warn!(consumer = name, error = %e, "fetch failed; retrying");
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        while let Some(next) = tokio::select! {
+            () = abort.cancelled() => return,
+            m = messages.next() => m,
+        } {
+            let msg = match next {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(consumer = name, error = %e, "message error");
+                    break;
+                }
+            };
+            if !handler.wants(&msg) {
+                settle(name, &msg, Disposition::Ack).await;
+                continue;
+            }
+            let lane = (shared::placement::fnv1a64(handler.lane_key(&msg).as_bytes())
+                % senders.len() as u64) as usize;
+            status.begin();
+            if senders[lane].send(msg).await.is_err() {
+                status.end();
+                return;
+            }
+        }
+    }
+}
+
+async fn settle(name: &str, msg: &Message, disposition: Disposition) {
+    let result = match disposition {
+        Disposition::Ack => msg.ack().await,
+        Disposition::Nak(delay) => msg.ack_with(AckKind::Nak(Some(delay))).await,
+        Disposition::Term => msg.ack_with(AckKind::Term).await,
+    };
+    if let Err(e) = result {
+        // The server redelivers after ack_wait; handling is idempotent.
+        tracing::warn!(consumer = name, error = %e, "could not settle a message");
+    }
+}

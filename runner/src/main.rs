@@ -1,0 +1,46 @@
+//! `runner`: checkout effects (default), or a standalone mock payment provider.
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Cart runner: checkout side effects with outbox semantics"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Consume checkout events and provider pushes (the default).
+    Serve,
+    /// Run only the mock payment provider (Klarna Checkout v3 HTTP shape).
+    MockProvider {
+        #[arg(long, default_value = "127.0.0.1:9200")]
+        addr: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = runner::Config::load()?;
+    let _telemetry =
+        shared::telemetry::init("runner", &shared::telemetry::TelemetryConfig::from_env()?)?;
+    let shutdown = shared::shutdown::shutdown_signal();
+    match cli.command.unwrap_or(Cmd::Serve) {
+        Cmd::Serve => runner::run(config, shutdown).await,
+        Cmd::MockProvider { addr } => {
+            let mock = runner::provider::mock::MockProvider::new(
+                &config.provider.username,
+                &config.provider.password,
+            );
+            let (bound, task) = mock.serve(&addr, shutdown).await?;
+            println!("mock provider listening on http://{bound}");
+            task.await?;
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! Metric names of the runner, defined once.
+
+pub const CHECKOUTS: &str = "cart_runner_checkout_attempts_total";
+pub const CHECKOUT_FAILURES: &str = "cart_runner_checkout_failures_total";
+pub const PROVIDER_SECONDS: &str = "cart_runner_provider_request_duration_seconds";
+pub const PROVIDER_ERRORS: &str = "cart_runner_provider_errors_total";
+pub const DUPLICATES_SKIPPED: &str = "cart_runner_duplicate_deliveries_skipped_total";
+pub const IN_FLIGHT: &str = "cart_runner_effects_in_flight";
+pub const PUSHES: &str = "cart_runner_pushes_total";
+pub const SKIPPED: &str = "cart_runner_events_skipped_total";
+pub const DEAD_LETTERS: &str = "cart_runner_dead_letters_total";
+
+pub fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        CHECKOUTS,
+        "Checkout attempts handled, by outcome (created, updated, failed)."
+    );
+    describe_counter!(CHECKOUT_FAILURES, "Checkouts failed, by reason code.");
+    describe_histogram!(
+        PROVIDER_SECONDS,
+        Unit::Seconds,
+        "Payment provider request time, by endpoint."
+    );
+    describe_counter!(
+        PROVIDER_ERRORS,
+        "Payment provider error responses, by endpoint and status."
+    );
+    describe_counter!(
+        DUPLICATES_SKIPPED,
+        "Redelivered effects whose result was already recorded."
+    );
+    describe_gauge!(
+        IN_FLIGHT,
+        "Checkout effects and pushes being processed now."
+    );
+    describe_counter!(PUSHES, "Provider pushes handled, by result.");
+    describe_counter!(
+        SKIPPED,
+        "Cart events skipped by their cart-event-types header."
+    );
+    describe_counter!(
+        DEAD_LETTERS,
+        "Messages given up on and written to DEAD_LETTERS."
+    );
+}

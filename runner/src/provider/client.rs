@@ -1,0 +1,243 @@
+//! HTTP client for the Klarna Checkout v3 / Order Management API shape.
+//!
+//! Basic auth and timeouts from config; the trace context goes out as `traceparent`; transient
+//! failures (connect errors, timeouts, 408/429/5xx) are retried with exponential back-off and
+//! jitter, permanent ones (other 4xx) are returned at once with the provider's reason.
+
+use std::time::{Duration, Instant};
+
+use backon::{ExponentialBuilder, Retryable};
+use reqwest::StatusCode;
+use serde::{Deserialize, Serialize};
+use shared::headers::RequestContext;
+
+use super::order::Order;
+use crate::metrics as m;
+
+/// Where and how to reach the provider. Reloadable at runtime (RunnerAdmin.Reload).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ProviderConfig {
+    /// Base URL, e.g. `https://api.playground.klarna.com`. Empty: the embedded mock provider.
+    pub base_url: String,
+    pub username: String,
+    pub password: String,
+    pub timeout_ms: u64,
+    /// Attempts for a transient failure, the first included.
+    pub attempts: usize,
+    pub backoff_min_ms: u64,
+    pub backoff_max_ms: u64,
+    pub locale: String,
+}
+
+impl Default for ProviderConfig {
+    fn default() -> Self {
+        Self {
+            base_url: String::new(),
+            username: "merchant".into(),
+            password: "secret".into(),
+            timeout_ms: 5_000,
+            attempts: 4,
+            backoff_min_ms: 100,
+            backoff_max_ms: 2_000,
+            locale: "sv-SE".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProviderError {
+    /// Worth retrying later: the provider or the network failed.
+    #[error("provider unavailable: {0}")]
+    Transient(String),
+    /// The provider refused the request; retrying will not help.
+    #[error("provider refused the request ({status}): {message}")]
+    Permanent {
+        status: u16,
+        code: String,
+        message: String,
+    },
+}
+
+impl ProviderError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ProviderError::Transient(_))
+    }
+
+    /// A short machine-readable reason (recorded in `CheckoutFailed`).
+    pub fn code(&self) -> String {
+        match self {
+            ProviderError::Transient(_) => "provider_unavailable".into(),
+            ProviderError::Permanent { code, .. } => code.clone(),
+        }
+    }
+}
+
+/// Klarna's error body.
+#[derive(Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    error_code: String,
+    #[serde(default)]
+    error_messages: Vec<String>,
+}
+
+#[derive(Clone)]
+pub struct ProviderClient {
+    http: reqwest::Client,
+    cfg: ProviderConfig,
+}
+
+impl ProviderClient {
+    pub fn new(cfg: ProviderConfig) -> Result<Self, ProviderError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_millis(cfg.timeout_ms.max(1)))
+            .connect_timeout(Duration::from_millis(cfg.timeout_ms.clamp(1, 2_000)))
+            .user_agent("cart-runner")
+            .build()
+            .map_err(|e| ProviderError::Transient(format!("http client: {e}")))?;
+        Ok(Self { http, cfg })
+    }
+
+    pub fn config(&self) -> &ProviderConfig {
+        &self.cfg
+    }
+
+    /// `POST /checkout/v3/orders`. `idempotency_key` (the attempt id) makes a repeated create
+    /// return the order the first one made.
+    pub async fn create_order(
+        &self,
+        order: &Order,
+        idempotency_key: &str,
+        ctx: &RequestContext,
+    ) -> Result<Order, ProviderError> {
+        self.send(
+            "create_order",
+            reqwest::Method::POST,
+            "/checkout/v3/orders",
+            Some(order),
+            Some(idempotency_key),
+            ctx,
+        )
+        .await
+        .and_then(decode)
+    }
+
+    /// `POST /checkout/v3/orders/{id}`: replace lines and amounts of an open order.
+    pub async fn update_order(
+        &self,
+        id: &str,
+        order: &Order,
+        ctx: &RequestContext,
+    ) -> Result<Order, ProviderError> {
+        let path = format!("/checkout/v3/orders/{id}");
+        self.send(
+            "update_order",
+            reqwest::Method::POST,
+            &path,
+            Some(order),
+            None,
+            ctx,
+        )
+        .await
+        .and_then(decode)
+    }
+
+    /// `GET /checkout/v3/orders/{id}`.
+    pub async fn get_order(&self, id: &str, ctx: &RequestContext) -> Result<Order, ProviderError> {
+        let path = format!("/checkout/v3/orders/{id}");
+        self.send::<()>("get_order", reqwest::Method::GET, &path, None, None, ctx)
+            .await
+            .and_then(decode)
+    }
+
+    /// `POST /ordermanagement/v1/orders/{id}/acknowledge` (after a push).
+    pub async fn acknowledge(&self, id: &str, ctx: &RequestContext) -> Result<(), ProviderError> {
+        let path = format!("/ordermanagement/v1/orders/{id}/acknowledge");
+        self.send::<()>("acknowledge", reqwest::Method::POST, &path, None, None, ctx)
+            .await
+            .map(|_| ())
+    }
+
+    async fn send<B: Serialize>(
+        &self,
+        endpoint: &'static str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&B>,
+        idempotency_key: Option<&str>,
+        ctx: &RequestContext,
+    ) -> Result<bytes::Bytes, ProviderError> {
+        let url = format!("{}{path}", self.cfg.base_url.trim_end_matches('/'));
+        let attempt = || async {
+            let mut req = self
+                .http
+                .request(method.clone(), &url)
+                .basic_auth(&self.cfg.username, Some(&self.cfg.password));
+            let mut headers = http::HeaderMap::new();
+            ctx.child().inject_http(&mut headers);
+            req = req.headers(headers);
+            if let Some(key) = idempotency_key {
+                req = req.header("Klarna-Idempotency-Key", key);
+            }
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            let started = Instant::now();
+            let result = req.send().await;
+            metrics::histogram!(m::PROVIDER_SECONDS, "endpoint" => endpoint)
+                .record(started.elapsed().as_secs_f64());
+            let resp = result.map_err(|e| ProviderError::Transient(format!("{endpoint}: {e}")))?;
+            let status = resp.status();
+            let bytes = resp
+                .bytes()
+                .await
+                .map_err(|e| ProviderError::Transient(format!("{endpoint}: reading body: {e}")))?;
+            if status.is_success() {
+                return Ok(bytes);
+            }
+            metrics::counter!(m::PROVIDER_ERRORS, "endpoint" => endpoint, "status" => status.as_u16().to_string()).increment(1);
+            Err(classify(status, &bytes))
+        };
+        attempt
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(self.cfg.backoff_min_ms))
+                    .with_max_delay(Duration::from_millis(self.cfg.backoff_max_ms))
+                    .with_max_times(self.cfg.attempts.saturating_sub(1))
+                    .with_jitter(),
+            )
+            .when(ProviderError::is_transient)
+            .notify(|e, after| tracing::warn!(endpoint, error = %e, ?after, "provider call failed; retrying"))
+            .await
+    }
+}
+
+fn classify(status: StatusCode, body: &[u8]) -> ProviderError {
+    let parsed: Option<ErrorBody> = serde_json::from_slice(body).ok();
+    let message = parsed
+        .as_ref()
+        .map(|b| b.error_messages.join("; "))
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| String::from_utf8_lossy(body).chars().take(200).collect());
+    if status.is_server_error()
+        || status == StatusCode::REQUEST_TIMEOUT
+        || status == StatusCode::TOO_MANY_REQUESTS
+    {
+        return ProviderError::Transient(format!("{status}: {message}"));
+    }
+    ProviderError::Permanent {
+        status: status.as_u16(),
+        code: parsed
+            .map(|b| b.error_code)
+            .filter(|c| !c.is_empty())
+            .unwrap_or_else(|| format!("http_{}", status.as_u16())),
+        message,
+    }
+}
+
+fn decode(bytes: bytes::Bytes) -> Result<Order, ProviderError> {
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ProviderError::Transient(format!("provider answered an unreadable order: {e}"))
+    })
+}

@@ -1,0 +1,363 @@
+//! A mock payment provider with the Klarna Checkout v3 HTTP shape, for dev and tests.
+//!
+//! It validates basic auth and amounts like the real API, honours `Klarna-Idempotency-Key`,
+//! counts the orders created per merchant reference (the cart id and the attempt id), and can be
+//! told to fail (transiently or permanently), to be slow, or to complete an order as a shopper
+//! would — which makes it call the order's push URL. Control routes live under `/__mock/`.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::order::Order;
+
+/// What the mock should do with the next requests.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Faults {
+    /// Answer the next N API requests with 503.
+    pub fail_next: u32,
+    /// Refuse every order create/update with 400 (a permanent failure).
+    pub refuse: bool,
+    /// Delay every API request by this long (longer than the client timeout = a timeout).
+    pub delay_ms: u64,
+}
+
+#[derive(Default)]
+struct Store {
+    orders: HashMap<String, Order>,
+    by_idempotency_key: HashMap<String, String>,
+    created_per_reference: HashMap<String, u32>,
+    acknowledged: HashSet<String>,
+    faults: Faults,
+    api_requests: u64,
+}
+
+#[derive(Clone)]
+pub struct MockProvider {
+    store: Arc<Mutex<Store>>,
+    username: String,
+    password: String,
+    http: reqwest::Client,
+}
+
+/// Counters for tests and the dev console.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Stats {
+    pub orders: usize,
+    pub api_requests: u64,
+    pub created_per_reference: HashMap<String, u32>,
+    pub acknowledged: Vec<String>,
+}
+
+impl MockProvider {
+    pub fn new(username: &str, password: &str) -> Self {
+        Self {
+            store: Arc::default(),
+            username: username.to_owned(),
+            password: password.to_owned(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .expect("http client"),
+        }
+    }
+
+    /// Serve on `addr` (port 0 for a free one) until `shutdown`; returns the bound address.
+    pub async fn serve(
+        &self,
+        addr: &str,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let bound = listener.local_addr()?;
+        let app = self.router();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { shutdown.cancelled().await })
+                .await;
+        });
+        Ok((bound, task))
+    }
+
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/checkout/v3/orders", post(create))
+            .route("/checkout/v3/orders/{id}", get(read).post(update))
+            .route(
+                "/ordermanagement/v1/orders/{id}/acknowledge",
+                post(acknowledge),
+            )
+            .route("/__mock/orders/{id}/complete", post(complete_route))
+            .route("/__mock/faults", post(set_faults_route))
+            .route("/__mock/stats", get(stats_route))
+            .with_state(self.clone())
+    }
+
+    pub fn set_faults(&self, faults: Faults) {
+        self.lock().faults = faults;
+    }
+
+    pub fn stats(&self) -> Stats {
+        let s = self.lock();
+        Stats {
+            orders: s.orders.len(),
+            api_requests: s.api_requests,
+            created_per_reference: s.created_per_reference.clone(),
+            acknowledged: s.acknowledged.iter().cloned().collect(),
+        }
+    }
+
+    /// Orders created for a merchant reference (cart id or attempt id).
+    pub fn orders_for(&self, reference: &str) -> u32 {
+        self.lock()
+            .created_per_reference
+            .get(reference)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub fn order(&self, id: &str) -> Option<Order> {
+        self.lock().orders.get(id).cloned()
+    }
+
+    /// The shopper completes payment (without a push; see [`MockProvider::complete`]).
+    pub fn mark_complete(&self, id: &str) -> Result<(), String> {
+        let mut s = self.lock();
+        let order = s
+            .orders
+            .get_mut(id)
+            .ok_or_else(|| format!("no order {id}"))?;
+        order.status = Some("checkout_complete".into());
+        order.html_snippet = Some(snippet(id, "checkout_complete"));
+        Ok(())
+    }
+
+    /// The shopper completes payment: mark the order complete and call its push URL.
+    pub async fn complete(&self, id: &str) -> Result<u16, String> {
+        self.mark_complete(id)?;
+        let push = {
+            let s = self.lock();
+            s.orders[id]
+                .merchant_urls
+                .as_ref()
+                .map(|u| u.push.replace("{checkout.order.id}", id))
+                .ok_or("the order has no push URL")?
+        };
+        let resp = self
+            .http
+            .post(&push)
+            .send()
+            .await
+            .map_err(|e| format!("push to {push} failed: {e}"))?;
+        Ok(resp.status().as_u16())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Auth, request counting and injected faults shared by every API route.
+    async fn gate(&self, headers: &HeaderMap) -> Result<(), Response> {
+        let expected = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD
+                .encode(format!("{}:{}", self.username, self.password))
+        );
+        if headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            != Some(expected.as_str())
+        {
+            return Err(error(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHORIZED",
+                "bad credentials",
+            ));
+        }
+        let delay = {
+            let mut s = self.lock();
+            s.api_requests += 1;
+            if s.faults.fail_next > 0 {
+                s.faults.fail_next -= 1;
+                return Err(error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "TEMPORARY_ERROR",
+                    "injected transient failure",
+                ));
+            }
+            s.faults.delay_ms
+        };
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        Ok(())
+    }
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        Json(json!({"error_code": code, "error_messages": [message], "correlation_id": uuid::Uuid::new_v4().to_string()})),
+    )
+        .into_response()
+}
+
+fn snippet(id: &str, status: &str) -> String {
+    format!(
+        "<div id=\"klarna-checkout-container\" data-order-id=\"{id}\" data-status=\"{status}\">\
+         <script>/* mock Klarna Checkout for order {id} */</script></div>"
+    )
+}
+
+async fn create(
+    State(m): State<MockProvider>,
+    headers: HeaderMap,
+    Json(mut order): Json<Order>,
+) -> Response {
+    if let Err(r) = m.gate(&headers).await {
+        return r;
+    }
+    if let Err(msg) = order.check_amounts() {
+        return error(StatusCode::BAD_REQUEST, "BAD_VALUE", &msg);
+    }
+    let key = headers
+        .get("Klarna-Idempotency-Key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let mut s = m.lock();
+    if s.faults.refuse {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "REJECTED",
+            "injected permanent refusal",
+        );
+    }
+    if let Some(existing) = key
+        .as_ref()
+        .and_then(|k| s.by_idempotency_key.get(k))
+        .cloned()
+    {
+        let order = s.orders[&existing].clone();
+        return (StatusCode::OK, Json(order)).into_response();
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    order.order_id = Some(id.clone());
+    order.status = Some("checkout_incomplete".into());
+    order.html_snippet = Some(snippet(&id, "checkout_incomplete"));
+    order.klarna_reference = Some(id[..8].to_ascii_uppercase());
+    for r in [&order.merchant_reference1, &order.merchant_reference2]
+        .into_iter()
+        .flatten()
+    {
+        *s.created_per_reference.entry(r.clone()).or_default() += 1;
+    }
+    if let Some(k) = key {
+        s.by_idempotency_key.insert(k, id.clone());
+    }
+    s.orders.insert(id, order.clone());
+    (StatusCode::CREATED, Json(order)).into_response()
+}
+
+async fn read(
+    State(m): State<MockProvider>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(r) = m.gate(&headers).await {
+        return r;
+    }
+    match m.order(&id) {
+        Some(o) => Json(o).into_response(),
+        None => error(StatusCode::NOT_FOUND, "NOT_FOUND", "no such order"),
+    }
+}
+
+async fn update(
+    State(m): State<MockProvider>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(changes): Json<Order>,
+) -> Response {
+    if let Err(r) = m.gate(&headers).await {
+        return r;
+    }
+    if let Err(msg) = changes.check_amounts() {
+        return error(StatusCode::BAD_REQUEST, "BAD_VALUE", &msg);
+    }
+    let mut s = m.lock();
+    if s.faults.refuse {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "REJECTED",
+            "injected permanent refusal",
+        );
+    }
+    let Some(order) = s.orders.get_mut(&id) else {
+        return error(StatusCode::NOT_FOUND, "NOT_FOUND", "no such order");
+    };
+    if order.status.as_deref() != Some("checkout_incomplete") {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "READ_ONLY_ORDER",
+            "the order is completed and cannot change",
+        );
+    }
+    order.order_amount = changes.order_amount;
+    order.order_tax_amount = changes.order_tax_amount;
+    order.order_lines = changes.order_lines;
+    order.purchase_currency = changes.purchase_currency;
+    order.purchase_country = changes.purchase_country;
+    if changes.merchant_reference2.is_some() {
+        order.merchant_reference2 = changes.merchant_reference2;
+    }
+    if changes.merchant_data.is_some() {
+        order.merchant_data = changes.merchant_data;
+    }
+    Json(order.clone()).into_response()
+}
+
+async fn acknowledge(
+    State(m): State<MockProvider>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(r) = m.gate(&headers).await {
+        return r;
+    }
+    let mut s = m.lock();
+    if !s.orders.contains_key(&id) {
+        return error(StatusCode::NOT_FOUND, "NOT_FOUND", "no such order");
+    }
+    s.acknowledged.insert(id);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn complete_route(State(m): State<MockProvider>, Path(id): Path<String>) -> Response {
+    match m.complete(&id).await {
+        Ok(push_status) => {
+            Json(json!({"order_id": id, "status": "checkout_complete", "push_status": push_status}))
+                .into_response()
+        }
+        Err(e) => error(StatusCode::NOT_FOUND, "NOT_FOUND", &e),
+    }
+}
+
+async fn set_faults_route(State(m): State<MockProvider>, Json(f): Json<Faults>) -> Response {
+    m.set_faults(f.clone());
+    Json(f).into_response()
+}
+
+async fn stats_route(State(m): State<MockProvider>) -> Response {
+    Json(m.stats()).into_response()
+}

@@ -1,0 +1,9 @@
+//! The payment provider: the Klarna Checkout v3 order shape, an HTTP client for it, and a mock
+//! provider speaking the same HTTP shape for dev and tests.
+
+pub mod client;
+pub mod mock;
+pub mod order;
+
+pub use client::{ProviderClient, ProviderConfig, ProviderError};
+pub use order::{MerchantUrls, Order};

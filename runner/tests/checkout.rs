@@ -1,0 +1,412 @@
+//! Checkout effects against a real nats-server, aggregate and mock provider.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use common::*;
+use futures::FutureExt;
+use runner::provider::mock::Faults;
+use shared::domain::{CheckoutStatus, Command};
+use shared::ids::{CartId, TenantId};
+use shared::subjects::{WORKFLOW_COMMANDS_STREAM, WORKFLOW_EVENTS_STREAM};
+use shared::test_support::wait_until;
+use shared::workflow::{CHECKOUT_KIND, PUSH_KIND, PushReceived};
+
+fn tenant() -> TenantId {
+    TenantId::parse(TENANT).unwrap()
+}
+
+#[tokio::test]
+async fn a_checkout_creates_one_provider_order_and_records_intent_and_result() {
+    let Some(env) = env().await else { return };
+    let runner = env.runner(Default::default()).await;
+    env.checkout("c1", "a1").await;
+    let cart = env
+        .wait_cart("c1", "order recorded", order_created("a1"))
+        .await;
+    let order_id = cart.cart.provider_order_id.clone().unwrap();
+    assert_eq!(env.mock.orders_for("a1"), 1);
+    assert_eq!(env.mock.orders_for("c1"), 1);
+    let order = env.mock.order(&order_id).unwrap();
+    let totals = shared::domain::totals(&cart.cart);
+    assert_eq!(
+        order.order_amount, totals.total.inc_vat,
+        "amounts come from the cart"
+    );
+    assert_eq!(order.merchant_reference1.as_deref(), Some("c1"));
+    let cmd = shared::subjects::workflow_command(&tenant(), CHECKOUT_KIND, "c1").unwrap();
+    let evt = shared::subjects::workflow_event(&tenant(), CHECKOUT_KIND, "c1").unwrap();
+    assert_eq!(
+        env.messages_of(&cmd, WORKFLOW_COMMANDS_STREAM).await,
+        1,
+        "one intent"
+    );
+    assert_eq!(
+        env.messages_of(&evt, WORKFLOW_EVENTS_STREAM).await,
+        1,
+        "one result"
+    );
+    runner.drain(std::time::Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn a_runner_killed_after_the_provider_call_never_creates_a_second_order() {
+    let Some(env) = env().await else { return };
+    const CRASHES: u32 = 5;
+    let calls = Arc::new(AtomicU32::new(0));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let hook = {
+        let calls = calls.clone();
+        move |attempt: String| {
+            let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+            let tx = tx.clone();
+            async move {
+                if n <= CRASHES {
+                    // Tell the test, then hang: the test kills the runner right here.
+                    let _ = tx.send(attempt);
+                    std::future::pending::<()>().await;
+                }
+            }
+            .boxed()
+        }
+    };
+    let hooks = runner::Hooks {
+        after_provider_call: Some(Arc::new(hook)),
+        reload: None,
+    };
+    env.checkout("crashy", "attempt-x").await;
+    for _ in 0..CRASHES {
+        let runner = env.runner(hooks.clone()).await;
+        let attempt = tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .expect("provider called")
+            .unwrap();
+        assert_eq!(attempt, "attempt-x");
+        runner.abort().await;
+    }
+    let runner = env.runner(hooks).await;
+    let cart = env
+        .wait_cart(
+            "crashy",
+            "order recorded after the crashes",
+            order_created("attempt-x"),
+        )
+        .await;
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        CRASHES + 1,
+        "the provider was called on every delivery"
+    );
+    assert_eq!(
+        env.mock.orders_for("attempt-x"),
+        1,
+        "exactly one provider order"
+    );
+    let order_id = cart.cart.provider_order_id.unwrap();
+    assert_eq!(
+        env.mock
+            .order(&order_id)
+            .unwrap()
+            .merchant_reference2
+            .as_deref(),
+        Some("attempt-x")
+    );
+    runner.drain(std::time::Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn transient_provider_errors_are_retried_into_one_order() {
+    let Some(env) = env().await else { return };
+    env.mock.set_faults(Faults {
+        fail_next: 3,
+        ..Default::default()
+    });
+    let runner = env.runner(Default::default()).await;
+    env.checkout("flaky", "a1").await;
+    env.wait_cart("flaky", "order recorded", order_created("a1"))
+        .await;
+    assert_eq!(env.mock.orders_for("a1"), 1);
+    assert!(
+        env.mock.stats().api_requests >= 4,
+        "the failures were retried"
+    );
+    runner.drain(std::time::Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn a_permanently_failing_provider_fails_the_checkout_and_the_cart_stays_usable() {
+    let Some(env) = env().await else { return };
+    env.mock.set_faults(Faults {
+        refuse: true,
+        ..Default::default()
+    });
+    let runner = env.runner(Default::default()).await;
+    env.checkout("refused", "a1").await;
+    let cart = env
+        .wait_cart("refused", "checkout failed", |s| {
+            matches!(&s.cart.checkout, Some(c) if matches!(c.status, CheckoutStatus::Failed { .. }))
+        })
+        .await;
+    let Some(shared::domain::cart::Checkout {
+        status: CheckoutStatus::Failed { code, reason },
+        ..
+    }) = &cart.cart.checkout
+    else {
+        unreachable!()
+    };
+    assert_eq!(code, "REJECTED");
+    assert!(reason.contains("injected permanent refusal"), "{reason}");
+    assert!(!cart.cart.payment_in_progress());
+    assert_eq!(env.mock.orders_for("a1"), 0);
+    env.exec("refused", add("BOOK-NOVEL-01", 1))
+        .await
+        .expect("the cart is usable again");
+    runner.drain(std::time::Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn a_cart_changed_after_checkout_started_updates_the_same_provider_order() {
+    let Some(env) = env().await else { return };
+    let runner = env.runner(Default::default()).await;
+    env.checkout("changed", "a1").await;
+    let first = env
+        .wait_cart("changed", "order recorded", order_created("a1"))
+        .await;
+    let order_id = first.cart.provider_order_id.clone().unwrap();
+
+    // The shopper goes back and adds an item (this re-opens the checkout), then checks out again.
+    env.exec("changed", add("BOOK-NOVEL-01", 1)).await.unwrap();
+    env.exec("changed", start("a2")).await.unwrap();
+    let second = env
+        .wait_cart("changed", "order updated", order_created("a2"))
+        .await;
+    assert_eq!(
+        second.cart.provider_order_id.as_deref(),
+        Some(order_id.as_str())
+    );
+    assert_eq!(
+        env.mock.orders_for("changed"),
+        1,
+        "one provider order for the cart"
+    );
+    assert_eq!(env.mock.stats().orders, 1);
+    let order = env.mock.order(&order_id).unwrap();
+    assert_eq!(
+        order.order_amount,
+        shared::domain::totals(&second.cart).total.inc_vat
+    );
+    assert_eq!(
+        order.order_lines.len(),
+        2,
+        "the update carries the new line"
+    );
+    runner.drain(std::time::Duration::from_secs(5)).await;
+}
+
+async fn publish_push(env: &Env, order_id: &str, msg_id: &str) {
+    let subject = shared::subjects::workflow_command(&tenant(), PUSH_KIND, order_id).unwrap();
+    let push = PushReceived {
+        tenant: TENANT.into(),
+        provider_order_id: order_id.into(),
+        received_at: "2026-11-23T12:00:00Z".into(),
+    };
+    let mut h = async_nats::HeaderMap::new();
+    h.insert(shared::headers::NATS_MSG_ID, msg_id);
+    ctx().to_nats_headers(&mut h);
+    env.js
+        .publish_with_headers(subject, h, serde_json::to_vec(&push).unwrap().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn duplicate_pushes_place_the_order_once() {
+    let Some(env) = env().await else { return };
+    let runner = env.runner(Default::default()).await;
+    env.checkout("paid", "a1").await;
+    let cart = env
+        .wait_cart("paid", "order recorded", order_created("a1"))
+        .await;
+    let order_id = cart.cart.provider_order_id.unwrap();
+    // A push before payment is ignored; then the shopper pays and the provider pushes twice
+    // (once within JetStream's window, once as if much later).
+    publish_push(&env, &order_id, "early").await;
+    env.mock.mark_complete(&order_id).unwrap();
+    publish_push(&env, &order_id, &shared::workflow::push_msg_id(&order_id)).await;
+    publish_push(&env, &order_id, &shared::workflow::push_msg_id(&order_id)).await;
+    publish_push(&env, &order_id, "late-retry").await;
+    let placed = env
+        .wait_cart("paid", "order placed", |s| s.cart.order.is_some())
+        .await;
+    assert!(
+        env.mock.stats().acknowledged.contains(&order_id),
+        "acknowledged with the provider"
+    );
+    // The checkout effect, the early push, one of the two `push-<id>` messages (JetStream
+    // drops the repeat inside its window) and the late retry.
+    wait_until(|| async { runner.status.completed_count() >= 4 }, WAIT)
+        .await
+        .expect("every push handled");
+    let subject = shared::subjects::cart_events(&tenant(), &CartId::parse("paid").unwrap());
+    let messages = shared::nats::read_subject_after(
+        &env.nats.client().await,
+        shared::subjects::CART_EVENTS_STREAM,
+        &subject,
+        0,
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    let placed_count = messages
+        .iter()
+        .filter(|m| {
+            m.headers
+                .get(shared::headers::CART_EVENT_TYPES)
+                .is_some_and(|v| v.as_str().contains("OrderPlaced"))
+        })
+        .count();
+    assert_eq!(placed_count, 1, "one OrderPlaced");
+    assert!(placed.cart.order.unwrap().order_reference.len() >= 8);
+    let err = env.exec("paid", add("BOOK-NOVEL-01", 1)).await.unwrap_err();
+    assert_eq!(
+        err.code,
+        shared::ErrorCode::CartLocked,
+        "no mutation after the order"
+    );
+    runner.drain(std::time::Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn drain_finishes_in_flight_effects_and_starts_no_new_ones() {
+    use proto::runner::admin::v1 as admin;
+    let Some(env) = env().await else { return };
+    env.mock.set_faults(Faults {
+        delay_ms: 700,
+        ..Default::default()
+    });
+    let runner = env.runner(Default::default()).await;
+    let mut client = admin::runner_admin_client::RunnerAdminClient::connect(format!(
+        "http://{}",
+        runner.grpc_addr
+    ))
+    .await
+    .unwrap();
+    env.checkout("inflight", "a1").await;
+    wait_until(|| async { runner.status.in_flight() > 0 }, WAIT)
+        .await
+        .expect("the effect is in flight");
+    let drained = client
+        .drain(admin::DrainRequest { wait_seconds: 20 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(drained.draining && drained.idle && drained.in_flight == 0);
+    env.wait_cart(
+        "inflight",
+        "the in-flight effect finished",
+        order_created("a1"),
+    )
+    .await;
+
+    // A checkout after the drain stays pending on the consumer: this runner takes no new work.
+    env.mock.set_faults(Faults::default());
+    env.checkout("after-drain", "b1").await;
+    let js = env.js.clone();
+    wait_until(
+        || {
+            let js = js.clone();
+            async move {
+                let mut c: async_nats::jetstream::consumer::PullConsumer = js
+                    .get_consumer_from_stream(
+                        shared::subjects::RUNNER_CHECKOUT_DURABLE,
+                        shared::subjects::CART_EVENTS_STREAM,
+                    )
+                    .await
+                    .unwrap();
+                let info = c.info().await.unwrap();
+                info.num_pending >= 1 && info.num_ack_pending == 0
+            }
+        },
+        WAIT,
+    )
+    .await
+    .expect("the new checkout event waits undelivered");
+    let status = client
+        .status(admin::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(status.draining && status.consumer_lag >= 1);
+    assert_eq!(env.mock.orders_for("b1"), 0, "no new effect was started");
+    runner.abort().await;
+    // Another runner takes it over.
+    let next = env.runner(Default::default()).await;
+    env.wait_cart(
+        "after-drain",
+        "picked up by the next runner",
+        order_created("b1"),
+    )
+    .await;
+    next.drain(std::time::Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn reload_switches_the_provider_without_a_restart() {
+    use proto::runner::admin::v1 as admin;
+    let Some(env) = env().await else { return };
+    let second = runner::provider::mock::MockProvider::new("merchant", "secret");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (second_addr, _) = second.serve("127.0.0.1:0", stop.clone()).await.unwrap();
+    let mut cfg = env.runner_config().provider;
+    cfg.base_url = format!("http://{second_addr}");
+    let hooks = runner::Hooks {
+        after_provider_call: None,
+        reload: Some(Arc::new(move || Ok(cfg.clone()))),
+    };
+    let runner = env.runner(hooks).await;
+    let mut client = admin::runner_admin_client::RunnerAdminClient::connect(format!(
+        "http://{}",
+        runner.grpc_addr
+    ))
+    .await
+    .unwrap();
+    let reloaded = client
+        .reload(admin::ReloadRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reloaded.provider_base_url, format!("http://{second_addr}"));
+    assert_eq!(reloaded.generation, 2);
+    env.checkout("reloaded", "a1").await;
+    env.wait_cart("reloaded", "order recorded", order_created("a1"))
+        .await;
+    assert_eq!(second.orders_for("a1"), 1, "the new provider got the order");
+    assert_eq!(env.mock.orders_for("a1"), 0);
+    runner.drain(std::time::Duration::from_secs(5)).await;
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn other_cart_events_are_skipped_without_effects() {
+    let Some(env) = env().await else { return };
+    let runner = env.runner(Default::default()).await;
+    for i in 0..5 {
+        env.exec("browsing", add("TEST-SKU-456", 1)).await.unwrap();
+        let _ = i;
+    }
+    env.exec("browsing", Command::ClearCart).await.unwrap();
+    env.checkout("buyer", "a1").await;
+    env.wait_cart("buyer", "order recorded", order_created("a1"))
+        .await;
+    assert_eq!(env.mock.stats().orders, 1);
+    assert_eq!(
+        runner.status.completed_count(),
+        1,
+        "only the CheckoutStarted was an effect"
+    );
+    runner.drain(std::time::Duration::from_secs(5)).await;
+}

@@ -1,0 +1,185 @@
+//! Set-up for runner tests: a real nats-server, one aggregate node, a mock provider that
+//! outlives runner restarts, and runners started in-process.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use aggregate::client::{CartClient, ClientConfig};
+use proto::cart::v1 as pb;
+use runner::provider::mock::MockProvider;
+use shared::domain::{AddItem, CartState, Command};
+use shared::headers::RequestContext;
+use shared::ids::{CommandId, TenantId};
+use shared::nats::NatsResourceSettings;
+use shared::test_support::{NatsServer, wait_until};
+use tokio_util::sync::CancellationToken;
+
+pub const TENANT: &str = "shop";
+pub const WAIT: Duration = Duration::from_secs(30);
+
+pub struct Env {
+    pub nats: NatsServer,
+    pub js: async_nats::jetstream::Context,
+    pub aggregate: aggregate::Running,
+    pub carts: CartClient,
+    pub mock: MockProvider,
+    pub mock_addr: SocketAddr,
+    _mock_stop: tokio_util::sync::DropGuard,
+}
+
+pub async fn env() -> Option<Env> {
+    let nats = shared::nats_or_skip!()?;
+    let js = nats.jetstream().await;
+    let streams = NatsResourceSettings {
+        node_ttl_secs: 2,
+        ..Default::default()
+    };
+    let resources = shared::nats::ensure_all(&js, &streams).await.unwrap();
+    let seed = aggregate::seed::parse(include_str!("../../../deploy/catalog.json")).unwrap();
+    aggregate::seed::write(&resources.catalog, &seed)
+        .await
+        .unwrap();
+    let mut nats_cfg = aggregate::Config::default().nats;
+    nats_cfg.url = nats.url().to_owned();
+    let aggregate = aggregate::start(aggregate::Config {
+        node_id: "agg".into(),
+        grpc_addr: "127.0.0.1:0".into(),
+        http_addr: "127.0.0.1:0".into(),
+        placement: false,
+        nats: nats_cfg,
+        streams,
+        ..aggregate::Config::default()
+    })
+    .await
+    .unwrap();
+    let carts = CartClient::new(
+        ClientConfig::default(),
+        None,
+        vec![aggregate.grpc_addr.to_string()],
+    );
+    let mock = MockProvider::new("merchant", "secret");
+    let stop = CancellationToken::new();
+    let (mock_addr, _) = mock.serve("127.0.0.1:0", stop.clone()).await.unwrap();
+    Some(Env {
+        nats,
+        js,
+        aggregate,
+        carts,
+        mock,
+        mock_addr,
+        _mock_stop: stop.drop_guard(),
+    })
+}
+
+impl Env {
+    pub fn runner_config(&self) -> runner::Config {
+        let mut c = runner::Config {
+            grpc_addr: "127.0.0.1:0".into(),
+            http_addr: "127.0.0.1:0".into(),
+            aggregate_addrs: vec![self.aggregate.grpc_addr.to_string()],
+            ..Default::default()
+        };
+        c.nats.url = self.nats.url().to_owned();
+        c.streams.node_ttl_secs = 2;
+        c.provider.base_url = format!("http://{}", self.mock_addr);
+        c.provider.backoff_min_ms = 10;
+        c.provider.backoff_max_ms = 50;
+        c.provider.timeout_ms = 1_000;
+        c.consumer.ack_wait_ms = 1_000;
+        c.consumer.max_deliver = 20;
+        c
+    }
+
+    pub async fn runner(&self, hooks: runner::Hooks) -> runner::Running {
+        runner::start(self.runner_config(), hooks).await.unwrap()
+    }
+
+    pub async fn exec(&self, cart: &str, cmd: Command) -> Result<CartState, shared::ApiError> {
+        let req = pb::ExecuteRequest {
+            tenant: TENANT.into(),
+            cart_id: cart.into(),
+            command_id: CommandId::new().to_string(),
+            expected_version: None,
+            command: Some(cmd.into()),
+        };
+        let reply = self.carts.execute(&ctx(), req).await?;
+        Ok(proto::convert::state_from_snapshot(reply.cart.unwrap())
+            .unwrap()
+            .1)
+    }
+
+    pub async fn cart(&self, cart: &str) -> CartState {
+        let req = pb::GetCartRequest {
+            tenant: TENANT.into(),
+            cart_id: cart.into(),
+            min_version: None,
+        };
+        let snap = self.carts.get_cart(&ctx(), req).await.unwrap();
+        proto::convert::state_from_snapshot(snap).unwrap().1
+    }
+
+    /// Wait until the cart satisfies `f` (the runner feeds results back asynchronously).
+    pub async fn wait_cart(
+        &self,
+        cart: &str,
+        what: &str,
+        f: impl Fn(&CartState) -> bool,
+    ) -> CartState {
+        if let Err(e) = wait_until(|| async { f(&self.cart(cart).await) }, WAIT).await {
+            let now = self.cart(cart).await;
+            panic!(
+                "{cart}: {what}: {e}; checkout {:?}, payment status {:?}",
+                now.cart.checkout, now.cart.payment_status
+            );
+        }
+        self.cart(cart).await
+    }
+
+    /// A cart with items, then `StartCheckout(attempt)`.
+    pub async fn checkout(&self, cart: &str, attempt: &str) {
+        self.exec(cart, add("TEST-SKU-123", 2)).await.unwrap();
+        self.exec(cart, start(attempt)).await.unwrap();
+    }
+
+    pub async fn messages_of(&self, subject: &str, stream: &str) -> usize {
+        shared::nats::read_subject_after(
+            &self.nats.client().await,
+            stream,
+            subject,
+            0,
+            &Default::default(),
+        )
+        .await
+        .map(|v| v.len())
+        .unwrap_or(0)
+    }
+}
+
+pub fn ctx() -> RequestContext {
+    RequestContext::new(TenantId::parse(TENANT).unwrap())
+}
+
+pub fn add(sku: &str, quantity: u32) -> Command {
+    Command::AddItem(AddItem {
+        sku: sku.into(),
+        quantity,
+        country: "se".into(),
+        store_id: None,
+    })
+}
+
+pub fn start(attempt: &str) -> Command {
+    Command::StartCheckout {
+        attempt_id: attempt.into(),
+        country: None,
+    }
+}
+
+pub fn order_created(attempt: &str) -> impl Fn(&CartState) -> bool + '_ {
+    move |s| {
+        matches!(&s.cart.checkout, Some(c) if c.attempt_id == attempt
+            && c.status == shared::domain::CheckoutStatus::OrderCreated)
+    }
+}
