@@ -56,6 +56,46 @@ where
     load_service_from(prefix, file.as_deref(), std::env::vars())
 }
 
+/// Environment variables that look like configuration of this service (`<PREFIX>_*`) or of
+/// a section it has (`NATS_*`, ...) but name no field: almost always a typo. Services log them
+/// at start-up; deployment tests use this to check manifests against the code.
+pub fn unknown_env_keys<T>(
+    prefix: &str,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Vec<String>
+where
+    T: Serialize + Default,
+{
+    let Ok(defaults) = serde_json::to_value(T::default()) else {
+        return Vec::new();
+    };
+    let own = format!("{}_", prefix.to_ascii_uppercase());
+    let sections: Vec<String> = defaults
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .filter(|(_, v)| v.is_object())
+                .map(|(k, _)| format!("{}_", k.to_ascii_uppercase()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut unknown = Vec::new();
+    for (name, _) in env {
+        let key = if let Some(rest) = name.strip_prefix(&own) {
+            rest.to_ascii_lowercase()
+        } else if sections.iter().any(|s| name.starts_with(s.as_str())) {
+            name.to_ascii_lowercase()
+        } else {
+            continue;
+        };
+        if resolve(&defaults, &key).is_none() {
+            unknown.push(name);
+        }
+    }
+    unknown.sort();
+    unknown
+}
+
 /// [`load_service`] with an explicit file and environment (for tests).
 pub fn load_service_from<T>(
     prefix: &str,

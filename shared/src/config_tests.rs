@@ -162,3 +162,21 @@ fn service_prefix_for_own_fields_and_plain_names_for_sections() {
     .unwrap();
     assert_eq!(c.nats.url, "nats://mine:4222", "the prefixed name wins");
 }
+
+#[test]
+fn unknown_env_keys_are_reported() {
+    let unknown = unknown_env_keys::<Sample>(
+        "SVC",
+        env(&[
+            ("SVC_HTTP_PORT", "1"),
+            ("SVC_HTTP_PROT", "1"),
+            ("NATS_URL", "x"),
+            ("NATS_URLS", "x"),
+            ("PATH", "/bin"),
+        ]),
+    );
+    assert_eq!(
+        unknown,
+        vec!["NATS_URLS".to_owned(), "SVC_HTTP_PROT".to_owned()]
+    );
+}
