@@ -1,1 +1,282 @@
-//! placeholder
+//! The projection service: a durable pull consumer on `CART_EVENTS` that keeps SQLite views
+//! (carts, lines, orders, SKU demand, abandoned carts) and serves them over gRPC
+//! (`projection.v1.QueryService`).
+//!
+//! [`start`] brings a node up (tests use it on port 0) and returns a [`Running`] handle;
+//! [`run`] is what `main` calls: start, then stop gracefully on shutdown.
+//!
+//! Module map: [`consumer`] (fetch → apply → ack, poison handling), [`writer`] (the one SQLite
+//! writer thread), [`views`] (one message → rows), [`ordering`] (never apply past a message
+//! still being retried), [`dead_letter`] (`DEAD_LETTERS`), [`rebuild`], [`queries`] and
+//! [`grpc`] (the read side), [`status`] (lag, readiness), [`admin`] (HTTP admin path).
+
+pub mod admin;
+pub mod config;
+pub mod consumer;
+pub mod db;
+pub mod dead_letter;
+pub mod error;
+pub mod grpc;
+pub mod hooks;
+pub mod metrics;
+pub mod ordering;
+pub mod page;
+pub mod poison;
+pub mod queries;
+pub mod reader;
+pub mod rebuild;
+pub mod status;
+pub mod views;
+pub mod writer;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use proto::projection::v1::query_service_server::QueryServiceServer;
+use shared::nats::{durable_pull_config, ensure_durable_pull};
+use shared::ops::Readiness;
+use shared::subjects::CART_EVENTS_ALL;
+use tokio::net::TcpListener;
+use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::Config;
+pub use error::ProjectionError;
+pub use hooks::{CommitAction, Hooks};
+pub use rebuild::RebuildReport;
+
+use crate::consumer::{Consumer, LoopSettings};
+use crate::dead_letter::DeadLetters;
+use crate::ordering::OrderGuard;
+use crate::reader::Readers;
+use crate::rebuild::{Live, Rebuild};
+use crate::status::{Monitor, Shared};
+use crate::writer::Writer;
+
+/// A running projection node.
+pub struct Running {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub db_path: PathBuf,
+    rebuild: Rebuild,
+    live: Live,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    consumer: JoinHandle<()>,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+    writer_thread: std::thread::JoinHandle<()>,
+}
+
+impl Running {
+    /// The last stream sequence applied.
+    pub fn checkpoint(&self) -> u64 {
+        self.live.writer.checkpoint()
+    }
+
+    /// Rebuild from sequence 1 into a fresh database and swap it in (the admin path).
+    pub async fn rebuild(&self) -> Result<RebuildReport, ProjectionError> {
+        self.rebuild.online(&self.live).await
+    }
+
+    /// Stop gracefully: the batch in progress is finished, servers close, the writer stops.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        let served = self.server.await;
+        let _ = self.consumer.await;
+        self.tracker.close();
+        self.tracker.wait().await;
+        drop(self.rebuild);
+        drop(self.live);
+        let thread = self.writer_thread;
+        tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .context("joining the writer thread")?
+            .map_err(|_| anyhow::anyhow!("the writer thread panicked"))?;
+        served
+            .context("gRPC server task panicked")?
+            .context("gRPC server failed")
+    }
+
+    /// Stop like a crash: tasks are dropped mid-flight, nothing is acknowledged or flushed.
+    pub async fn abort(self) {
+        self.consumer.abort();
+        self.server.abort();
+        self.shutdown.cancel();
+        self.tracker.close();
+        let _ = self.consumer.await;
+        let _ = self.server.await;
+    }
+}
+
+/// Start with no fault-injection hooks.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    start_with_hooks(config, Hooks::default()).await
+}
+
+/// Start a node: connect, ensure the NATS resources and the durable consumer, open the
+/// database, serve gRPC and HTTP, run the consumer loop.
+pub async fn start_with_hooks(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
+    config
+        .check()
+        .map_err(anyhow::Error::msg)
+        .context("invalid projection config")?;
+    metrics::describe();
+    let readiness = Readiness::new();
+    readiness.register(status::CHECKS);
+    let durable = config.durable();
+    let db_path = config.db_path();
+
+    let client = shared::nats::connect(&config.nats)
+        .await
+        .context("cannot connect to NATS")?;
+    let js = shared::nats::jetstream(client.clone(), &config.nats);
+    let resources = shared::nats::ensure_all(&js, &config.streams)
+        .await
+        .context("NATS streams and buckets")?;
+    let events = resources.cart_events.clone();
+    let pull = ensure_durable_pull(
+        &events,
+        durable_pull_config(
+            &durable,
+            &[CART_EVENTS_ALL.to_owned()],
+            &config.consumer_settings(),
+        ),
+    )
+    .await
+    .with_context(|| format!("durable consumer {durable}"))?;
+
+    let (writer, writer_thread) = {
+        let (path, hooks, view) = (db_path.clone(), hooks.clone(), config.view.clone());
+        tokio::task::spawn_blocking(move || Writer::spawn(&path, hooks, &view))
+            .await
+            .context("opening the database")?
+            .with_context(|| format!("database {}", db_path.display()))?
+    };
+    let readers = Readers::new(&db_path, config.read_connections);
+    let shared = Arc::new(Shared::new(&config.view));
+    let gate = Arc::new(Mutex::new(()));
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let request_timeout = config.nats.request_timeout();
+
+    let stall_per_delivery = config.ack_wait() + config.nak_delay() + config.fetch_wait();
+    let stall_deliveries = u32::try_from(config.max_deliver).unwrap_or(u32::MAX);
+    let loop_ = Consumer {
+        consumer: pull,
+        events: events.clone(),
+        dead_letters: DeadLetters::new(js.clone(), &durable, request_timeout),
+        writer: writer.clone(),
+        gate: gate.clone(),
+        shared: shared.clone(),
+        settings: LoopSettings {
+            batch_size: config.batch_size,
+            fetch_wait: config.fetch_wait(),
+            nak_delay: config.nak_delay(),
+            max_deliver: config.max_deliver,
+            request_timeout,
+        },
+        order: OrderGuard::new(
+            events.clone(),
+            request_timeout,
+            stall_per_delivery.saturating_mul(stall_deliveries.saturating_add(1)),
+        ),
+    };
+    let consumer = tracker.spawn(loop_.run(shutdown.clone()));
+    tracker.spawn(
+        Monitor {
+            shared: shared.clone(),
+            client,
+            events: events.clone(),
+            writer: writer.clone(),
+            readiness: readiness.clone(),
+            max_lag: config.ready_max_lag,
+            consumer_stall: config.fetch_wait() + config.ack_wait() + request_timeout,
+            request_timeout,
+        }
+        .run(shutdown.clone()),
+    );
+
+    let live = Live {
+        writer: writer.clone(),
+        readers: readers.clone(),
+        gate,
+        shared: shared.clone(),
+    };
+    let rebuild = Rebuild {
+        events: events.clone(),
+        path: db_path.clone(),
+        view: config.view.clone(),
+        consumer: durable.clone(),
+        batch_size: config.batch_size,
+        read_timeout: request_timeout.max(Duration::from_secs(5)),
+        hooks,
+    };
+
+    let grpc_listener = TcpListener::bind(&config.grpc_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.grpc_addr))?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let query = grpc::QueryGrpc {
+        readers,
+        writer,
+        events,
+        shared,
+        abandoned_after: config.abandoned_after(),
+        request_timeout,
+    };
+    let server_stop = shutdown.clone();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(QueryServiceServer::new(query))
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+                async move { server_stop.cancelled().await },
+            ),
+    );
+
+    let http_listener = TcpListener::bind(&config.http_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.http_addr))?;
+    let http_addr = http_listener.local_addr()?;
+    let app = shared::ops::router(readiness, shared::telemetry::prometheus()).merge(admin::router(
+        admin::AdminState {
+            token: config.admin_token.as_str().into(),
+            rebuild: rebuild.clone(),
+            live: live.clone(),
+            tracker: tracker.clone(),
+            shutdown: shutdown.clone(),
+        },
+    ));
+    let http_stop = shutdown.clone();
+    tracker.spawn(async move {
+        let _ = axum::serve(http_listener, app)
+            .with_graceful_shutdown(async move { http_stop.cancelled().await })
+            .await;
+    });
+
+    tracing::info!(view = %config.view, durable, db = %db_path.display(), %grpc_addr, %http_addr, checkpoint = live.writer.checkpoint(), "projection started");
+    Ok(Running {
+        grpc_addr,
+        http_addr,
+        db_path,
+        rebuild,
+        live,
+        shutdown,
+        tracker,
+        consumer,
+        server,
+        writer_thread,
+    })
+}
+
+/// Run until `shutdown` (SIGTERM), then stop gracefully.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let running = start(config).await?;
+    shutdown.cancelled().await;
+    running.stop().await
+}

@@ -1,0 +1,233 @@
+//! Projection configuration. Every field has a default that runs locally; environment
+//! variables override them (`PROJECTION_<FIELD>` for the fields below, `NATS_<FIELD>` for the
+//! connection, `STREAMS_<FIELD>` for stream sizing shared by all services), and an optional
+//! TOML file named by `CART_CONFIG_FILE` sits in between.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use shared::nats::{ConsumerSettings, NatsConfig, NatsResourceSettings};
+
+/// Largest batch one fetch (and one SQLite transaction) may hold.
+pub const MAX_BATCH_SIZE: usize = 1_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The view name: durable `projection-<view>`, dead-letter subjects `dlq.projection-<view>.…`.
+    /// Nodes with different views run side by side, each with its own database.
+    pub view: String,
+    /// SQLite database file; empty: `.dev/projection-<view>.db`.
+    pub db_path: String,
+    /// gRPC listen address (QueryService).
+    pub grpc_addr: String,
+    /// HTTP listen address of `/health`, `/ready`, `/metrics` and `/admin/rebuild`.
+    pub http_addr: String,
+    /// Messages per fetch, applied in one transaction. `max_ack_pending` equals it: one batch is
+    /// in flight at a time.
+    pub batch_size: usize,
+    /// Longest wait of an idle fetch before it returns empty (and the loop checks shutdown).
+    pub fetch_wait_ms: u64,
+    /// Server redelivers a message not acknowledged within this time.
+    pub ack_wait_ms: u64,
+    /// Deliveries of a failing message before it is dead-lettered.
+    pub max_deliver: i64,
+    /// Delay of the redelivery of a failing message (and of the unapplied rest of its batch).
+    pub nak_delay_ms: u64,
+    /// Open carts with items and no activity for this long are abandoned.
+    pub abandoned_after_secs: u64,
+    /// `/ready` fails while more than this many messages are not yet applied.
+    pub ready_max_lag: u64,
+    /// Read connections (concurrent queries).
+    pub read_connections: usize,
+    /// Bearer token for `POST /admin/rebuild`; empty disables the admin API.
+    pub admin_token: String,
+    pub nats: NatsConfig,
+    pub streams: NatsResourceSettings,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            view: "main".into(),
+            db_path: String::new(),
+            grpc_addr: "127.0.0.1:50061".into(),
+            http_addr: "127.0.0.1:9102".into(),
+            batch_size: 256,
+            fetch_wait_ms: 1_000,
+            ack_wait_ms: 30_000,
+            max_deliver: 5,
+            nak_delay_ms: 2_000,
+            abandoned_after_secs: 3_600,
+            ready_max_lag: 1_000,
+            read_connections: 4,
+            admin_token: String::new(),
+            nats: NatsConfig {
+                name: "projection".into(),
+                ..NatsConfig::default()
+            },
+            streams: NatsResourceSettings::default(),
+        }
+    }
+}
+
+impl Config {
+    pub fn load() -> Result<Self, shared::config::ConfigError> {
+        shared::config::load_service("PROJECTION")
+    }
+
+    /// The durable consumer name, `projection-<view>` (also the dead-letter consumer token).
+    pub fn durable(&self) -> String {
+        shared::subjects::projection_durable(&self.view).unwrap_or_else(|_| self.view.clone())
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        if self.db_path.trim().is_empty() {
+            PathBuf::from(format!(".dev/projection-{}.db", self.view))
+        } else {
+            PathBuf::from(self.db_path.trim())
+        }
+    }
+
+    pub fn consumer_settings(&self) -> ConsumerSettings {
+        ConsumerSettings {
+            ack_wait_ms: self.ack_wait_ms,
+            max_deliver: self.max_deliver,
+            max_ack_pending: i64::try_from(self.batch_size).unwrap_or(i64::MAX),
+        }
+    }
+
+    pub fn fetch_wait(&self) -> Duration {
+        Duration::from_millis(self.fetch_wait_ms.max(10))
+    }
+
+    pub fn ack_wait(&self) -> Duration {
+        Duration::from_millis(self.ack_wait_ms)
+    }
+
+    pub fn nak_delay(&self) -> Duration {
+        Duration::from_millis(self.nak_delay_ms)
+    }
+
+    pub fn abandoned_after(&self) -> Duration {
+        Duration::from_secs(self.abandoned_after_secs)
+    }
+
+    /// Problems that make the projection unable to run, each naming the field.
+    pub fn check(&self) -> Result<(), String> {
+        shared::subjects::projection_durable(&self.view).map_err(|e| format!("view: {e}"))?;
+        if !(1..=MAX_BATCH_SIZE).contains(&self.batch_size) {
+            return Err(format!(
+                "batch_size must be 1..={MAX_BATCH_SIZE}, got {}",
+                self.batch_size
+            ));
+        }
+        if self.max_deliver < 1 {
+            return Err(format!(
+                "max_deliver must be at least 1 (poison messages are dead-lettered after it), got {}",
+                self.max_deliver
+            ));
+        }
+        if self.ack_wait_ms < 100 {
+            return Err(format!(
+                "ack_wait_ms must be at least 100, got {}",
+                self.ack_wait_ms
+            ));
+        }
+        if self.fetch_wait_ms >= self.ack_wait_ms {
+            return Err(format!(
+                "fetch_wait_ms ({}) must be below ack_wait_ms ({})",
+                self.fetch_wait_ms, self.ack_wait_ms
+            ));
+        }
+        if self.read_connections == 0 {
+            return Err("read_connections must be at least 1".into());
+        }
+        if self.abandoned_after_secs == 0 {
+            return Err("abandoned_after_secs must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_name_the_durable_and_file() {
+        let c = Config::default();
+        c.check().unwrap();
+        assert_eq!(c.durable(), "projection-main");
+        assert_eq!(c.db_path(), PathBuf::from(".dev/projection-main.db"));
+        assert_eq!(c.consumer_settings().max_ack_pending, 256);
+        assert_eq!(c.abandoned_after(), Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn env_uses_the_service_prefix_and_shared_sections() {
+        let env = [
+            ("PROJECTION_VIEW", "analytics"),
+            ("PROJECTION_BATCH_SIZE", "64"),
+            ("PROJECTION_DB_PATH", "/tmp/p.db"),
+            ("NATS_URL", "nats://n:4222"),
+            ("STREAMS_REPLICAS", "3"),
+            ("AGGREGATE_GRPC_ADDR", "ignored:1"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let c: Config = shared::config::load_service_from("PROJECTION", None, env).unwrap();
+        assert_eq!(c.view, "analytics");
+        assert_eq!(c.durable(), "projection-analytics");
+        assert_eq!(c.batch_size, 64);
+        assert_eq!(c.db_path(), PathBuf::from("/tmp/p.db"));
+        assert_eq!(c.nats.url, "nats://n:4222");
+        assert_eq!(c.streams.replicas, 3);
+        assert_eq!(c.grpc_addr, Config::default().grpc_addr);
+    }
+
+    #[test]
+    fn check_names_the_bad_field() {
+        let cases = [
+            (
+                Config {
+                    view: "a.b".into(),
+                    ..Config::default()
+                },
+                "view",
+            ),
+            (
+                Config {
+                    batch_size: 0,
+                    ..Config::default()
+                },
+                "batch_size",
+            ),
+            (
+                Config {
+                    max_deliver: -1,
+                    ..Config::default()
+                },
+                "max_deliver",
+            ),
+            (
+                Config {
+                    fetch_wait_ms: 40_000,
+                    ..Config::default()
+                },
+                "fetch_wait_ms",
+            ),
+            (
+                Config {
+                    read_connections: 0,
+                    ..Config::default()
+                },
+                "read_connections",
+            ),
+        ];
+        for (c, field) in cases {
+            let err = c.check().unwrap_err();
+            assert!(err.starts_with(field), "{err}");
+        }
+    }
+}

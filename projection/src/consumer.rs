@@ -1,0 +1,284 @@
+//! The live writer loop: fetch a batch from the durable consumer, apply it in one transaction
+//! (through the [`Writer`]), and only then acknowledge. Redelivered messages at or below the
+//! checkpoint are acknowledged and skipped, so a crash between commit and ack is harmless.
+//!
+//! Poison handling keeps stream order: a message that fails is rolled back alone, what came
+//! before it is committed, and it is nak'd (with a delay) together with the unapplied rest of
+//! the batch. On its last allowed delivery it is published to `DEAD_LETTERS`, recorded in the
+//! poison table, the checkpoint moves past it and it is terminated; the loop goes on.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
+use futures::StreamExt;
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use crate::dead_letter::{self, DeadLetters};
+use crate::error::ProjectionError;
+use crate::metrics as m;
+use crate::ordering::OrderGuard;
+use crate::poison::PoisonRecord;
+use crate::status::Shared;
+use crate::views::Incoming;
+use crate::writer::{OnFailure, Writer};
+
+/// Attempts to publish a dead letter before recording it locally only.
+const DLQ_ATTEMPTS: u32 = 3;
+
+#[derive(Debug, Clone)]
+pub struct LoopSettings {
+    pub batch_size: usize,
+    pub fetch_wait: Duration,
+    pub nak_delay: Duration,
+    pub max_deliver: i64,
+    /// Deadline of each NATS request (acks, direct gets, publishes).
+    pub request_timeout: Duration,
+}
+
+pub struct Consumer {
+    pub consumer: PullConsumer,
+    pub events: jetstream::stream::Stream,
+    pub dead_letters: DeadLetters,
+    pub writer: Writer,
+    /// Held while a batch is fetched and applied; a rebuild takes it to pause the loop.
+    pub gate: Arc<Mutex<()>>,
+    pub shared: Arc<Shared>,
+    pub settings: LoopSettings,
+    pub order: OrderGuard,
+}
+
+/// One delivered message (`msg` is `None` for a message read back by the loop itself).
+struct Delivery {
+    msg: Option<jetstream::Message>,
+    inc: Incoming,
+}
+
+impl Consumer {
+    /// Runs until `shutdown`; a batch in progress is finished (applied and acknowledged) first.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut failures = 0u32;
+        loop {
+            let gate = self.gate.clone();
+            let _held = tokio::select! {
+                g = gate.lock() => g,
+                () = shutdown.cancelled() => return,
+            };
+            let fetched = tokio::select! {
+                r = self.fetch() => r,
+                () = shutdown.cancelled() => return,
+            };
+            let result = match fetched {
+                Ok(batch) => {
+                    self.shared.fetched_ok();
+                    self.process(batch).await
+                }
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => failures = 0,
+                Err(e) => {
+                    failures += 1;
+                    metrics::counter!(m::FETCH_ERRORS, m::VIEW => self.shared.view.clone())
+                        .increment(1);
+                    tracing::warn!(error = %e, failures, "projection batch failed; retrying");
+                    self.shared.set_consumer_error(e.to_string());
+                    drop(_held);
+                    // Back off (bounded) without holding the gate, then try again.
+                    let pause = Duration::from_millis(100 * u64::from(failures.min(20)));
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => {}
+                        () = shutdown.cancelled() => return,
+                    }
+                }
+            }
+        }
+    }
+
+    async fn fetch(&self) -> Result<Vec<jetstream::Message>, ProjectionError> {
+        let wait = self.settings.fetch_wait;
+        let fetch = async {
+            let mut batch = self
+                .consumer
+                .fetch()
+                .max_messages(self.settings.batch_size)
+                .expires(wait)
+                .messages()
+                .await
+                .map_err(|e| ProjectionError::nats("fetch", e))?;
+            let mut out = Vec::new();
+            while let Some(msg) = batch.next().await {
+                out.push(msg.map_err(|e| ProjectionError::nats("fetch", e))?);
+            }
+            Ok(out)
+        };
+        tokio::time::timeout(wait + self.settings.request_timeout, fetch)
+            .await
+            .map_err(|_| ProjectionError::nats("fetch", "no reply in time"))?
+    }
+
+    async fn process(&mut self, batch: Vec<jetstream::Message>) -> Result<(), ProjectionError> {
+        if batch.is_empty() {
+            return self.repair_stall().await;
+        }
+        metrics::histogram!(m::BATCH_MESSAGES, m::VIEW => self.shared.view.clone())
+            .record(batch.len() as f64);
+        let mut deliveries: Vec<Delivery> = Vec::with_capacity(batch.len());
+        for msg in batch {
+            match msg.info() {
+                Ok(info) => {
+                    let inc = Incoming {
+                        sequence: info.stream_sequence,
+                        subject: msg.subject.to_string(),
+                        headers: msg.headers.clone(),
+                        payload: msg.payload.clone(),
+                        delivered: info.delivered,
+                    };
+                    deliveries.push(Delivery {
+                        msg: Some(msg),
+                        inc,
+                    });
+                }
+                Err(e) => tracing::warn!(error = %e, "ignoring a message without JetStream info"),
+            }
+        }
+        deliveries.sort_by_key(|d| d.inc.sequence);
+
+        // Already applied (redelivered after a crash between commit and ack): ack, skip.
+        let checkpoint = self.writer.checkpoint();
+        let fresh =
+            deliveries.split_off(deliveries.partition_point(|d| d.inc.sequence <= checkpoint));
+        if !deliveries.is_empty() {
+            metrics::counter!(m::MESSAGES_SKIPPED, m::VIEW => self.shared.view.clone())
+                .increment(deliveries.len() as u64);
+        }
+        for d in &deliveries {
+            self.ack(d, AckKind::Ack).await;
+        }
+        let mut ready = fresh;
+
+        let sequences: Vec<u64> = ready.iter().map(|d| d.inc.sequence).collect();
+        let split = self.order.split(checkpoint, &sequences).await?;
+        let held = ready.split_off(split.ready);
+        if !held.is_empty() {
+            metrics::counter!(m::ORDER_WAITS, m::VIEW => self.shared.view.clone()).increment(1);
+            tracing::debug!(missing = ?split.missing, held = held.len(), "holding messages until an earlier one is applied");
+            self.nak_all(&held).await;
+        }
+        self.apply(ready).await?;
+        if split.missing.is_some() {
+            self.repair_stall().await?;
+        }
+        Ok(())
+    }
+
+    /// Applies `rest` in order, handling one failing message per round.
+    async fn apply(&mut self, mut rest: Vec<Delivery>) -> Result<(), ProjectionError> {
+        while !rest.is_empty() {
+            let batch = rest.iter().map(|d| d.inc.clone()).collect();
+            let outcome = match self.writer.apply(batch, OnFailure::Stop).await {
+                Ok(o) => o,
+                Err(e) => {
+                    self.nak_all(&rest).await;
+                    return Err(e);
+                }
+            };
+            let handled: Vec<Delivery> = rest.drain(..outcome.handled).collect();
+            for d in &handled {
+                self.ack(d, AckKind::Ack).await;
+            }
+            let Some(failure) = outcome.failure else {
+                break;
+            };
+            let failed = rest.remove(0);
+            if failed.inc.delivered >= self.settings.max_deliver {
+                self.dead_letter(&failed, &failure.reason).await?;
+                continue;
+            }
+            tracing::warn!(
+                sequence = failed.inc.sequence,
+                subject = %failed.inc.subject,
+                delivered = failed.inc.delivered,
+                max_deliver = self.settings.max_deliver,
+                reason = %failure.reason,
+                "message cannot be applied; retrying it later"
+            );
+            self.ack(&failed, AckKind::Nak(Some(self.settings.nak_delay)))
+                .await;
+            self.nak_all(&rest).await;
+            break;
+        }
+        Ok(())
+    }
+
+    /// Gives up on `d`: publish to `DEAD_LETTERS`, record it, move the checkpoint, terminate.
+    async fn dead_letter(&mut self, d: &Delivery, reason: &str) -> Result<(), ProjectionError> {
+        let mut published = Err(ProjectionError::nats("publish dead letter", "not tried"));
+        for attempt in 1..=DLQ_ATTEMPTS {
+            published = self.dead_letters.publish(&d.inc, reason).await;
+            match &published {
+                Ok(_) => break,
+                Err(e) => tracing::warn!(attempt, error = %e, "publishing a dead letter failed"),
+            }
+        }
+        let record = PoisonRecord::new(
+            self.dead_letters.consumer(),
+            &d.inc.subject,
+            d.inc.sequence,
+            reason,
+            d.inc.delivered,
+            published.is_ok(),
+        );
+        let id = self.writer.dead_letter(record).await?;
+        self.ack(d, AckKind::Term).await;
+        self.order.clear();
+        metrics::counter!(m::DEAD_LETTERS, m::VIEW => self.shared.view.clone()).increment(1);
+        tracing::error!(
+            id,
+            sequence = d.inc.sequence,
+            subject = %d.inc.subject,
+            deliveries = d.inc.delivered,
+            %reason,
+            dead_letter = ?published.as_ref().ok(),
+            "gave up on a message: dead-lettered and skipped"
+        );
+        Ok(())
+    }
+
+    /// A message the server no longer redelivers is read back and handled here.
+    async fn repair_stall(&mut self) -> Result<(), ProjectionError> {
+        let Some(missing) = self.order.stalled() else {
+            return Ok(());
+        };
+        tracing::warn!(
+            sequence = missing,
+            "message was not redelivered in time; reading it back from the stream"
+        );
+        let mut inc =
+            dead_letter::read_original(&self.events, missing, self.settings.request_timeout)
+                .await?;
+        inc.delivered = self.settings.max_deliver;
+        self.order.clear();
+        self.apply(vec![Delivery { msg: None, inc }]).await
+    }
+
+    async fn nak_all(&self, deliveries: &[Delivery]) {
+        for d in deliveries {
+            self.ack(d, AckKind::Nak(Some(self.settings.nak_delay)))
+                .await;
+        }
+    }
+
+    /// Acks are best effort: a lost ack means a redelivery, which the checkpoint absorbs.
+    async fn ack(&self, d: &Delivery, kind: AckKind) {
+        let Some(msg) = &d.msg else { return };
+        match tokio::time::timeout(self.settings.request_timeout, msg.ack_with(kind)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(sequence = d.inc.sequence, error = %e, ?kind, "ack failed")
+            }
+            Err(_) => tracing::warn!(sequence = d.inc.sequence, ?kind, "ack timed out"),
+        }
+    }
+}

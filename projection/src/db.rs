@@ -1,0 +1,247 @@
+//! SQLite files: opening connections (WAL), the versioned schema migrations, and what moving a
+//! database file safely takes (no `-wal`/`-shm` left beside it).
+//!
+//! Migrations live in `projection/migrations/NNNN_name.sql`, are compiled in, and are applied
+//! in order inside one transaction each; `schema_version` records which ran. A database whose
+//! schema is newer than this build is refused rather than guessed at.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::error::ProjectionError;
+
+/// `(version, name, sql)`, in order. Append only; never edit a released migration.
+const MIGRATIONS: &[(u32, &str, &str)] =
+    &[(1, "init", include_str!("../migrations/0001_init.sql"))];
+
+/// How long a connection waits for a lock held by another (e.g. a checkpoint) before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The newest schema version this build knows.
+pub fn latest_version() -> u32 {
+    MIGRATIONS.last().map(|m| m.0).unwrap_or(0)
+}
+
+/// Opens (creating if needed) the database the writer owns: WAL journal, `synchronous=FULL`
+/// (a commit is on disk before its messages are acknowledged), migrated to the latest schema.
+pub fn open_writer(path: &Path) -> Result<Connection, ProjectionError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| ProjectionError::Io {
+            what: "cannot create the database directory",
+            path: dir.display().to_string(),
+            source,
+        })?;
+    }
+    let mut conn = Connection::open(path).map_err(ProjectionError::db("open database"))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(ProjectionError::db("busy timeout"))?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(ProjectionError::db("enable WAL"))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(ProjectionError::Io {
+            what: "SQLite refused WAL mode for",
+            path: path.display().to_string(),
+            source: std::io::Error::other(format!("journal_mode is {mode}")),
+        });
+    }
+    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+        .map_err(ProjectionError::db("pragmas"))?;
+    migrate(&mut conn)?;
+    Ok(conn)
+}
+
+/// A connection for queries: never writes (`query_only`), so a bug cannot change the views.
+pub fn open_reader(path: &Path) -> Result<Connection, ProjectionError> {
+    let conn = Connection::open(path).map_err(ProjectionError::db("open database for reading"))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(ProjectionError::db("busy timeout"))?;
+    conn.execute_batch("PRAGMA query_only = ON;")
+        .map_err(ProjectionError::db("pragmas"))?;
+    Ok(conn)
+}
+
+/// Applies every migration newer than the database's version. Returns the resulting version.
+pub fn migrate(conn: &mut Connection) -> Result<u32, ProjectionError> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_version (
+             version INTEGER PRIMARY KEY,
+             name TEXT NOT NULL,
+             applied_at TEXT NOT NULL
+         );",
+    )
+    .map_err(ProjectionError::db("create schema_version"))?;
+    let current: u32 = conn
+        .query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_version",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(ProjectionError::db("read schema_version"))?;
+    if current > latest_version() {
+        return Err(ProjectionError::SchemaTooNew {
+            found: current,
+            known: latest_version(),
+        });
+    }
+    for &(version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+        let failed = |source| ProjectionError::Migration {
+            version,
+            name,
+            source,
+        };
+        let tx = conn.transaction().map_err(failed)?;
+        tx.execute_batch(sql).map_err(failed)?;
+        tx.execute(
+            "INSERT INTO schema_version (version, name, applied_at) VALUES (?1, ?2, ?3)",
+            params![version, name, now_rfc3339()],
+        )
+        .map_err(failed)?;
+        tx.commit().map_err(failed)?;
+        tracing::info!(version, name, "applied database migration");
+    }
+    Ok(latest_version())
+}
+
+/// The last applied stream sequence.
+pub fn checkpoint(conn: &Connection) -> Result<u64, ProjectionError> {
+    let seq: Option<i64> = conn
+        .query_row(
+            "SELECT last_sequence FROM checkpoint WHERE id = 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(ProjectionError::db("read checkpoint"))?;
+    Ok(seq.map(to_u64).unwrap_or(0))
+}
+
+pub fn set_checkpoint(conn: &Connection, seq: u64) -> Result<(), ProjectionError> {
+    conn.execute(
+        "UPDATE checkpoint SET last_sequence = ?1 WHERE id = 1 AND last_sequence < ?1",
+        params![to_i64(seq)],
+    )
+    .map_err(ProjectionError::db("write checkpoint"))?;
+    Ok(())
+}
+
+/// Folds the WAL into the main file and leaves WAL mode, so the file alone is the database
+/// and can be renamed. Needs to be the only connection to the file.
+pub fn fold_wal(conn: &Connection) -> Result<(), ProjectionError> {
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .map_err(ProjectionError::db("checkpoint WAL"))?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = DELETE", [], |r| r.get(0))
+        .map_err(ProjectionError::db("leave WAL mode"))?;
+    if !mode.eq_ignore_ascii_case("delete") {
+        return Err(ProjectionError::Db {
+            what: "leave WAL mode (another connection is still open)",
+            source: rusqlite::Error::InvalidQuery,
+        });
+    }
+    Ok(())
+}
+
+/// `path` with `suffix` appended to the file name (`x.db` → `x.db-wal`).
+pub fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// Deletes a database file and its journal files; missing files are fine.
+pub fn remove_files(path: &Path) -> Result<(), ProjectionError> {
+    for p in [
+        path.to_path_buf(),
+        sibling(path, "-wal"),
+        sibling(path, "-shm"),
+        sibling(path, "-journal"),
+    ] {
+        match std::fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(ProjectionError::Io {
+                    what: "cannot remove",
+                    path: p.display().to_string(),
+                    source,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn now_rfc3339() -> String {
+    OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .unwrap_or_default()
+}
+
+/// SQLite integers are signed; sequences and counts beyond `i64::MAX` do not occur.
+pub fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+pub fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_apply_once_and_refuse_a_newer_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/p.db");
+        let conn = open_writer(&path).unwrap();
+        assert_eq!(checkpoint(&conn).unwrap(), 0);
+        set_checkpoint(&conn, 7).unwrap();
+        set_checkpoint(&conn, 3).unwrap();
+        assert_eq!(
+            checkpoint(&conn).unwrap(),
+            7,
+            "the checkpoint never moves back"
+        );
+        drop(conn);
+
+        let mut conn = open_writer(&path).unwrap();
+        assert_eq!(migrate(&mut conn).unwrap(), latest_version());
+        let rows: u32 = conn
+            .query_row("SELECT COUNT(*) FROM schema_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, latest_version());
+        conn.execute("INSERT INTO schema_version VALUES (999, 'future', 'x')", [])
+            .unwrap();
+        drop(conn);
+        let err = open_writer(&path).unwrap_err();
+        assert!(
+            matches!(err, ProjectionError::SchemaTooNew { found: 999, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn fold_wal_leaves_a_single_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.db");
+        let conn = open_writer(&path).unwrap();
+        set_checkpoint(&conn, 5).unwrap();
+        fold_wal(&conn).unwrap();
+        drop(conn);
+        assert!(!sibling(&path, "-wal").exists());
+        assert!(!sibling(&path, "-shm").exists());
+        let moved = dir.path().join("q.db");
+        std::fs::rename(&path, &moved).unwrap();
+        let conn = open_writer(&moved).unwrap();
+        assert_eq!(checkpoint(&conn).unwrap(), 5);
+        drop(conn);
+        remove_files(&moved).unwrap();
+        assert!(!moved.exists());
+    }
+}

@@ -1,0 +1,50 @@
+//! Fault injection for tests and drills: make applying a message fail, or make the writer
+//! "crash" around a commit. Production passes [`Hooks::default`] (no hooks, no cost).
+
+use std::fmt;
+use std::sync::Arc;
+
+use shared::domain::EventMessage;
+
+/// What the writer does at the end of a live batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitAction {
+    Commit,
+    /// Roll back and stop the writer, like a process killed before the commit.
+    CrashBeforeCommit,
+    /// Commit, then stop the writer without reporting back, like a process killed between the
+    /// commit and the acks (the batch is redelivered and must be skipped).
+    CrashAfterCommit,
+}
+
+/// Returns `Some(reason)` to make applying the message at that stream sequence fail.
+pub type FailApply = dyn Fn(&EventMessage, u64) -> Option<String> + Send + Sync;
+/// Called with the last sequence of a live batch before it is committed.
+pub type BeforeCommit = dyn Fn(u64) -> CommitAction + Send + Sync;
+
+#[derive(Clone, Default)]
+pub struct Hooks {
+    pub fail_apply: Option<Arc<FailApply>>,
+    pub before_commit: Option<Arc<BeforeCommit>>,
+}
+
+impl Hooks {
+    pub(crate) fn apply_failure(&self, msg: &EventMessage, sequence: u64) -> Option<String> {
+        self.fail_apply.as_ref().and_then(|f| f(msg, sequence))
+    }
+
+    pub(crate) fn commit_action(&self, last_sequence: u64) -> CommitAction {
+        self.before_commit
+            .as_ref()
+            .map_or(CommitAction::Commit, |f| f(last_sequence))
+    }
+}
+
+impl fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hooks")
+            .field("fail_apply", &self.fail_apply.is_some())
+            .field("before_commit", &self.before_commit.is_some())
+            .finish()
+    }
+}

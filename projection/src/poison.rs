@@ -1,0 +1,176 @@
+//! The local poison table: messages this projection gave up on, with the reason, and whether
+//! an operator has replayed them since.
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use crate::db::{now_rfc3339, to_i64, to_u64};
+use crate::error::ProjectionError;
+
+/// A message given up on, as stored and as `ListDeadLetters` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoisonRecord {
+    pub id: u64,
+    pub consumer: String,
+    pub tenant: String,
+    pub cart_id: String,
+    pub subject: String,
+    pub stream_sequence: u64,
+    pub reason: String,
+    pub deliveries: u32,
+    pub failed_at: String,
+    /// Published to `DEAD_LETTERS` (false for failures found by a rebuild, or when the
+    /// publish itself failed).
+    pub dead_lettered: bool,
+    pub replayed_at: Option<String>,
+    pub replay_error: Option<String>,
+}
+
+impl PoisonRecord {
+    /// A new record (id assigned on insert) for the message at `subject`/`stream_sequence`.
+    pub fn new(
+        consumer: &str,
+        subject: &str,
+        stream_sequence: u64,
+        reason: &str,
+        deliveries: i64,
+        dead_lettered: bool,
+    ) -> Self {
+        let (tenant, cart_id) = match shared::subjects::CartEventSubject::parse(subject) {
+            Ok(s) => (s.tenant.to_string(), s.cart_id.to_string()),
+            Err(_) => (String::new(), String::new()),
+        };
+        Self {
+            id: 0,
+            consumer: consumer.to_owned(),
+            tenant,
+            cart_id,
+            subject: subject.to_owned(),
+            stream_sequence,
+            reason: reason.to_owned(),
+            deliveries: u32::try_from(deliveries.max(0)).unwrap_or(u32::MAX),
+            failed_at: now_rfc3339(),
+            dead_lettered,
+            replayed_at: None,
+            replay_error: None,
+        }
+    }
+}
+
+const COLUMNS: &str = "id, consumer, tenant, cart_id, subject, stream_sequence, reason, deliveries,
+    failed_at, dead_lettered, replayed_at, replay_error";
+
+fn from_row(r: &Row<'_>) -> rusqlite::Result<PoisonRecord> {
+    Ok(PoisonRecord {
+        id: to_u64(r.get(0)?),
+        consumer: r.get(1)?,
+        tenant: r.get(2)?,
+        cart_id: r.get(3)?,
+        subject: r.get(4)?,
+        stream_sequence: to_u64(r.get(5)?),
+        reason: r.get(6)?,
+        deliveries: r.get(7)?,
+        failed_at: r.get(8)?,
+        dead_lettered: r.get(9)?,
+        replayed_at: r.get(10)?,
+        replay_error: r.get(11)?,
+    })
+}
+
+pub fn insert(conn: &Connection, p: &PoisonRecord) -> Result<u64, ProjectionError> {
+    conn.execute(
+        "INSERT INTO poison (consumer, tenant, cart_id, subject, stream_sequence, reason,
+             deliveries, failed_at, dead_lettered)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            p.consumer,
+            p.tenant,
+            p.cart_id,
+            p.subject,
+            to_i64(p.stream_sequence),
+            p.reason,
+            p.deliveries,
+            p.failed_at,
+            p.dead_lettered,
+        ],
+    )
+    .map_err(ProjectionError::db("insert poison record"))?;
+    Ok(to_u64(conn.last_insert_rowid()))
+}
+
+pub fn get(conn: &Connection, id: u64) -> Result<Option<PoisonRecord>, ProjectionError> {
+    conn.query_row(
+        &format!("SELECT {COLUMNS} FROM poison WHERE id = ?1"),
+        params![to_i64(id)],
+        from_row,
+    )
+    .optional()
+    .map_err(ProjectionError::db("read poison record"))
+}
+
+/// Newest first; `tenant` `None` lists every tenant (admin view).
+pub fn list(
+    conn: &Connection,
+    tenant: Option<&str>,
+    limit: u32,
+) -> Result<Vec<PoisonRecord>, ProjectionError> {
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM poison WHERE (?1 IS NULL OR tenant = ?1)
+             ORDER BY id DESC LIMIT ?2"
+        ))
+        .map_err(ProjectionError::db("list poison records"))?;
+    let rows = stmt
+        .query_map(params![tenant, limit], from_row)
+        .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+        .map_err(ProjectionError::db("list poison records"))?;
+    Ok(rows)
+}
+
+/// Dead letters not replayed yet.
+pub fn open_count(conn: &Connection) -> Result<u64, ProjectionError> {
+    conn.query_row(
+        "SELECT COUNT(*) FROM poison WHERE replayed_at IS NULL",
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(to_u64)
+    .map_err(ProjectionError::db("count poison records"))
+}
+
+pub fn mark_replayed(conn: &Connection, id: u64) -> Result<(), ProjectionError> {
+    conn.execute(
+        "UPDATE poison SET replayed_at = ?2, replay_error = NULL WHERE id = ?1",
+        params![to_i64(id), now_rfc3339()],
+    )
+    .map_err(ProjectionError::db("mark poison record replayed"))?;
+    Ok(())
+}
+
+pub fn mark_replay_failed(conn: &Connection, id: u64, error: &str) -> Result<(), ProjectionError> {
+    conn.execute(
+        "UPDATE poison SET replay_error = ?2 WHERE id = ?1",
+        params![to_i64(id), error],
+    )
+    .map_err(ProjectionError::db("record replay failure"))?;
+    Ok(())
+}
+
+/// Carries the poison table of the database at `old` (attached as `old`) into `conn`'s, so a
+/// rebuilt database keeps the dead letters (and their ids) operators know. Failures the
+/// rebuild found that the old table does not have are kept under new ids.
+pub fn carry_over(conn: &Connection) -> Result<(), ProjectionError> {
+    conn.execute_batch(&format!(
+        "CREATE TEMP TABLE rebuild_only AS
+             SELECT {COLUMNS} FROM main.poison
+             WHERE stream_sequence NOT IN (SELECT stream_sequence FROM old.poison);
+         DELETE FROM main.poison;
+         INSERT INTO main.poison ({COLUMNS}) SELECT {COLUMNS} FROM old.poison;
+         INSERT INTO main.poison (consumer, tenant, cart_id, subject, stream_sequence, reason,
+                 deliveries, failed_at, dead_lettered, replayed_at, replay_error)
+             SELECT consumer, tenant, cart_id, subject, stream_sequence, reason, deliveries,
+                 failed_at, dead_lettered, replayed_at, replay_error
+             FROM temp.rebuild_only ORDER BY id;
+         DROP TABLE temp.rebuild_only;"
+    ))
+    .map_err(ProjectionError::db("carry over the poison table"))
+}

@@ -1,0 +1,378 @@
+//! `projection rebuild`: replay `CART_EVENTS` from sequence 1 into a fresh database file and
+//! swap it in.
+//!
+//! Online (the running service's admin path): the fresh file is filled from an ordered
+//! consumer up to the stream's last sequence while the old file keeps serving; then the live
+//! writer is paused between batches, the fresh file catches up to the live checkpoint, the
+//! files are swapped (rename, read connections reopened) and the writer resumes. Nothing
+//! applied live during the rebuild is lost: the fresh file is at or past the live checkpoint
+//! when it takes over, and messages at or below the checkpoint are skipped.
+//!
+//! Offline (the CLI with no service running): build the fresh file, swap it, done.
+//!
+//! Messages that cannot be applied are recorded in the fresh poison table (not published to
+//! `DEAD_LETTERS` again); at the swap the poison table of the old file is carried over.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::consumer::{DeliverPolicy, pull::Ordered, pull::OrderedConfig};
+use async_nats::jetstream::stream::Stream;
+use futures::{FutureExt, StreamExt};
+use rusqlite::Connection;
+use shared::subjects::CART_EVENTS_ALL;
+use tokio::sync::Mutex;
+
+use crate::db;
+use crate::error::ProjectionError;
+use crate::hooks::Hooks;
+use crate::metrics as m;
+use crate::poison;
+use crate::reader::Readers;
+use crate::status::Shared;
+use crate::views::Incoming;
+use crate::writer::{OnFailure, Writer};
+
+/// How often progress is logged.
+const LOG_EVERY: Duration = Duration::from_secs(2);
+
+/// What a rebuild needs, online or offline.
+#[derive(Clone)]
+pub struct Rebuild {
+    pub events: Stream,
+    /// The live database file.
+    pub path: PathBuf,
+    pub view: String,
+    /// Durable name, recorded as the consumer of poison rows.
+    pub consumer: String,
+    pub batch_size: usize,
+    /// Longest wait for the next message of the replay.
+    pub read_timeout: Duration,
+    pub hooks: Hooks,
+}
+
+/// The running service's parts a rebuild pauses and swaps.
+#[derive(Clone)]
+pub struct Live {
+    pub writer: Writer,
+    pub readers: Readers,
+    pub gate: Arc<Mutex<()>>,
+    pub shared: Arc<Shared>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RebuildReport {
+    /// Messages applied to the fresh database.
+    pub applied: u64,
+    /// Messages that could not be applied (recorded in the poison table).
+    pub failed: u64,
+    /// Checkpoint of the swapped-in database.
+    pub checkpoint: u64,
+    pub seconds: f64,
+}
+
+impl Rebuild {
+    pub fn fresh_path(&self) -> PathBuf {
+        db::sibling(&self.path, ".rebuild")
+    }
+
+    /// Rebuilds while the service runs; see the module docs.
+    pub async fn online(&self, live: &Live) -> Result<RebuildReport, ProjectionError> {
+        if !live.shared.rebuild.begin(&self.view) {
+            return Err(ProjectionError::RebuildRunning);
+        }
+        let result = self.online_inner(live).await;
+        live.shared.set_paused(false);
+        self.finish(&live.shared, &result);
+        result
+    }
+
+    /// Rebuilds with no service running: build, then replace the file.
+    pub async fn offline(&self, shared: &Shared) -> Result<RebuildReport, ProjectionError> {
+        if !shared.rebuild.begin(&self.view) {
+            return Err(ProjectionError::RebuildRunning);
+        }
+        let result = async {
+            let started = Instant::now();
+            let (fresh, mut fill) = self.start_fill(shared).await?;
+            self.close_fresh(fresh).await?;
+            let path = self.path.clone();
+            let fresh_path = self.fresh_path();
+            tokio::task::spawn_blocking(move || {
+                let old = if path.exists() {
+                    Some(db::open_writer(&path)?)
+                } else {
+                    None
+                };
+                replace_database(&path, &fresh_path, old)
+            })
+            .await
+            .map_err(|e| ProjectionError::Rebuild(format!("swap task failed: {e}")))??;
+            fill.seconds = started.elapsed().as_secs_f64();
+            Ok(fill)
+        }
+        .await;
+        self.finish(shared, &result);
+        result
+    }
+
+    async fn online_inner(&self, live: &Live) -> Result<RebuildReport, ProjectionError> {
+        let started = Instant::now();
+        let (fresh, mut report) = self.start_fill(&live.shared).await?;
+        let FreshDb {
+            writer,
+            thread,
+            mut source,
+        } = fresh;
+
+        // Pause the live writer between batches; catch up to its checkpoint.
+        let _paused = live.gate.lock().await;
+        live.shared.set_paused(true);
+        let live_checkpoint = live.writer.checkpoint();
+        let more = source
+            .replay_until(self, &writer, live_checkpoint, &live.shared)
+            .await?;
+        report.applied += more.applied;
+        report.failed += more.failed;
+        self.close_fresh(FreshDb {
+            writer,
+            thread,
+            source,
+        })
+        .await?;
+
+        let (readers, live_writer, fresh_path) =
+            (live.readers.clone(), live.writer.clone(), self.fresh_path());
+        report.checkpoint = tokio::task::spawn_blocking(move || {
+            readers.exclusive_blocking(|| live_writer.swap_blocking(fresh_path))
+        })
+        .await
+        .map_err(|e| ProjectionError::Rebuild(format!("swap task failed: {e}")))??;
+        report.seconds = started.elapsed().as_secs_f64();
+        Ok(report)
+    }
+
+    /// Creates the fresh database and fills it up to the stream's current last sequence.
+    async fn start_fill(
+        &self,
+        shared: &Shared,
+    ) -> Result<(FreshDb, RebuildReport), ProjectionError> {
+        let fresh_path = self.fresh_path();
+        let (hooks, view) = (self.hooks.clone(), self.view.clone());
+        let (writer, thread) = tokio::task::spawn_blocking(move || {
+            db::remove_files(&fresh_path)?;
+            Writer::spawn_bulk(&fresh_path, hooks, &view)
+        })
+        .await
+        .map_err(|e| ProjectionError::Rebuild(format!("open task failed: {e}")))??;
+        let target = tokio::time::timeout(self.read_timeout, self.events.get_info())
+            .await
+            .map_err(|_| ProjectionError::nats("stream info", "no reply in time"))?
+            .map_err(|e| ProjectionError::nats("stream info", e))?
+            .state
+            .last_sequence;
+        tracing::info!(view = %self.view, target, "rebuild started");
+        let mut source = Source::open(&self.events, self.read_timeout).await?;
+        let report = source.replay_until(self, &writer, target, shared).await?;
+        Ok((
+            FreshDb {
+                writer,
+                thread,
+                source,
+            },
+            report,
+        ))
+    }
+
+    async fn close_fresh(&self, fresh: FreshDb) -> Result<(), ProjectionError> {
+        fresh.writer.close().await?;
+        drop(fresh.writer);
+        tokio::task::spawn_blocking(move || fresh.thread.join())
+            .await
+            .map_err(|e| ProjectionError::Rebuild(format!("join task failed: {e}")))?
+            .map_err(|_| ProjectionError::Rebuild("the rebuild writer panicked".into()))
+    }
+
+    fn finish(&self, shared: &Shared, result: &Result<RebuildReport, ProjectionError>) {
+        let (label, text) = match result {
+            Ok(r) => {
+                tracing::info!(view = %self.view, applied = r.applied, failed = r.failed, checkpoint = r.checkpoint, seconds = r.seconds, "rebuild finished and swapped in");
+                (
+                    "ok",
+                    format!(
+                        "ok: {} messages applied, {} failed, checkpoint {}, {:.1} s",
+                        r.applied, r.failed, r.checkpoint, r.seconds
+                    ),
+                )
+            }
+            Err(e) => {
+                tracing::error!(view = %self.view, error = %e, "rebuild failed; the old database keeps serving");
+                let _ = db::remove_files(&self.fresh_path());
+                ("error", format!("failed: {e}"))
+            }
+        };
+        metrics::counter!(m::REBUILDS, m::VIEW => self.view.clone(), "result" => label)
+            .increment(1);
+        shared.rebuild.finish(&self.view, text);
+    }
+}
+
+struct FreshDb {
+    writer: Writer,
+    thread: std::thread::JoinHandle<()>,
+    source: Source,
+}
+
+/// The replay: an ordered consumer over `CART_EVENTS` from sequence 1.
+struct Source {
+    messages: Ordered,
+    /// A message read past the current goal, kept for the next phase.
+    ahead: Option<Incoming>,
+    timeout: Duration,
+}
+
+impl Source {
+    async fn open(events: &Stream, timeout: Duration) -> Result<Self, ProjectionError> {
+        let consumer = tokio::time::timeout(
+            timeout,
+            events.create_consumer(OrderedConfig {
+                filter_subject: CART_EVENTS_ALL.to_owned(),
+                deliver_policy: DeliverPolicy::All,
+                ..OrderedConfig::default()
+            }),
+        )
+        .await
+        .map_err(|_| ProjectionError::nats("create replay consumer", "no reply in time"))?
+        .map_err(|e| ProjectionError::nats("create replay consumer", e))?;
+        let messages = consumer
+            .messages()
+            .await
+            .map_err(|e| ProjectionError::nats("replay", e))?;
+        Ok(Self {
+            messages,
+            ahead: None,
+            timeout,
+        })
+    }
+
+    fn convert(msg: async_nats::jetstream::Message) -> Result<Incoming, ProjectionError> {
+        let info = msg.info().map_err(|e| ProjectionError::nats("replay", e))?;
+        Ok(Incoming {
+            sequence: info.stream_sequence,
+            subject: msg.subject.to_string(),
+            headers: msg.headers.clone(),
+            payload: msg.payload.clone(),
+            delivered: 1,
+        })
+    }
+
+    async fn next(&mut self) -> Result<Incoming, ProjectionError> {
+        if let Some(inc) = self.ahead.take() {
+            return Ok(inc);
+        }
+        match tokio::time::timeout(self.timeout, self.messages.next()).await {
+            Err(_) => Err(ProjectionError::nats("replay", "no message in time")),
+            Ok(None) => Err(ProjectionError::nats("replay", "the replay consumer ended")),
+            Ok(Some(r)) => Self::convert(r.map_err(|e| ProjectionError::nats("replay", e))?),
+        }
+    }
+
+    /// The next message if one is already buffered.
+    fn next_ready(&mut self) -> Option<Result<Incoming, ProjectionError>> {
+        if let Some(inc) = self.ahead.take() {
+            return Some(Ok(inc));
+        }
+        match self.messages.next().now_or_never()? {
+            None => Some(Err(ProjectionError::nats(
+                "replay",
+                "the replay consumer ended",
+            ))),
+            Some(r) => Some(
+                r.map_err(|e| ProjectionError::nats("replay", e))
+                    .and_then(Self::convert),
+            ),
+        }
+    }
+
+    /// Applies messages to `fresh` until its checkpoint reaches `goal`.
+    async fn replay_until(
+        &mut self,
+        rebuild: &Rebuild,
+        fresh: &Writer,
+        goal: u64,
+        shared: &Shared,
+    ) -> Result<RebuildReport, ProjectionError> {
+        let mut report = RebuildReport {
+            applied: 0,
+            failed: 0,
+            checkpoint: fresh.checkpoint(),
+            seconds: 0.0,
+        };
+        let mut logged = Instant::now();
+        while report.checkpoint < goal {
+            let mut batch = vec![self.next().await?];
+            while batch.len() < rebuild.batch_size
+                && batch.last().is_some_and(|i| i.sequence < goal)
+            {
+                match self.next_ready() {
+                    Some(inc) => batch.push(inc?),
+                    None => break,
+                }
+            }
+            // Reading stops at the first message past the goal; keep it for the next phase.
+            if batch.last().is_some_and(|i| i.sequence > goal) {
+                self.ahead = batch.pop();
+            }
+            if batch.is_empty() {
+                break;
+            }
+            let out = fresh
+                .apply(
+                    batch,
+                    OnFailure::Record {
+                        consumer: rebuild.consumer.clone(),
+                    },
+                )
+                .await?;
+            report.applied += out.applied as u64;
+            report.failed += (out.handled - out.applied - out.skipped) as u64;
+            report.checkpoint = out.checkpoint;
+            shared
+                .rebuild
+                .progress(&rebuild.view, report.checkpoint, goal);
+            if logged.elapsed() >= LOG_EVERY {
+                logged = Instant::now();
+                tracing::info!(view = %rebuild.view, applied = report.checkpoint, target = goal, "rebuild progress");
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// Moves `fresh` over `path`: the fresh file inherits the poison table of `path`, the old
+/// file's WAL is folded in (`old` must be the only connection to it) and the fresh file is
+/// renamed over it. Callers reopen `path` afterwards.
+pub(crate) fn replace_database(
+    path: &Path,
+    fresh: &Path,
+    old: Option<Connection>,
+) -> Result<(), ProjectionError> {
+    if path.exists() {
+        let conn = Connection::open(fresh).map_err(ProjectionError::db("open fresh database"))?;
+        conn.execute(
+            "ATTACH DATABASE ?1 AS old",
+            [path.to_string_lossy().as_ref()],
+        )
+        .map_err(ProjectionError::db("attach live database"))?;
+        poison::carry_over(&conn)?;
+    }
+    if let Some(old) = old {
+        db::fold_wal(&old)?;
+    }
+    std::fs::rename(fresh, path).map_err(|source| ProjectionError::Io {
+        what: "cannot move the rebuilt database over",
+        path: path.display().to_string(),
+        source,
+    })
+}

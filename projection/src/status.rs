@@ -1,0 +1,228 @@
+//! What the projection knows about itself: consumer liveness, stream position, lag, rebuild
+//! progress; the monitor task that keeps `/ready` and the lag gauges truthful.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::stream::Stream;
+use serde::{Deserialize, Serialize};
+use shared::ops::Readiness;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics as m;
+use crate::writer::Writer;
+
+/// Readiness checks of the projection.
+pub const CHECK_NATS: &str = "nats";
+pub const CHECK_CONSUMER: &str = "consumer";
+pub const CHECK_LAG: &str = "lag";
+pub const CHECK_REBUILD: &str = "rebuild";
+pub const CHECKS: &[&str] = &[CHECK_NATS, CHECK_CONSUMER, CHECK_LAG, CHECK_REBUILD];
+
+/// How often the monitor refreshes the stream position and readiness.
+const MONITOR_EVERY: Duration = Duration::from_millis(250);
+
+/// State shared by the consumer loop, the monitor, the rebuild and the query service.
+pub struct Shared {
+    pub view: String,
+    started: Instant,
+    /// Milliseconds after `started` of the last successful fetch (0: none yet).
+    last_fetch_ms: AtomicU64,
+    consumer_error: Mutex<Option<String>>,
+    stream_last: AtomicU64,
+    /// The live writer is paused (a rebuild is swapping databases).
+    paused: AtomicBool,
+    pub rebuild: RebuildProgress,
+}
+
+/// Progress of the running (or last) rebuild.
+#[derive(Debug, Default)]
+pub struct RebuildProgress {
+    running: AtomicBool,
+    applied: AtomicU64,
+    target: AtomicU64,
+    last_result: Mutex<Option<String>>,
+}
+
+/// What `GET /admin/rebuild` shows.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RebuildView {
+    pub running: bool,
+    pub applied: u64,
+    pub target: u64,
+    pub last_result: Option<String>,
+}
+
+impl RebuildProgress {
+    /// Marks a rebuild as started; false when one already runs.
+    pub fn begin(&self, view: &str) -> bool {
+        if self.running.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        self.applied.store(0, Ordering::Release);
+        self.target.store(0, Ordering::Release);
+        metrics::gauge!(m::REBUILDING, m::VIEW => view.to_owned()).set(1.0);
+        true
+    }
+
+    pub fn progress(&self, view: &str, applied: u64, target: u64) {
+        self.applied.store(applied, Ordering::Release);
+        self.target.store(target, Ordering::Release);
+        metrics::gauge!(m::REBUILD_APPLIED, m::VIEW => view.to_owned()).set(applied as f64);
+        metrics::gauge!(m::REBUILD_TARGET, m::VIEW => view.to_owned()).set(target as f64);
+    }
+
+    pub fn finish(&self, view: &str, result: String) {
+        *self.last_result.lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
+        self.running.store(false, Ordering::Release);
+        metrics::gauge!(m::REBUILDING, m::VIEW => view.to_owned()).set(0.0);
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.running.load(Ordering::Acquire)
+    }
+
+    pub fn view(&self) -> RebuildView {
+        RebuildView {
+            running: self.is_running(),
+            applied: self.applied.load(Ordering::Acquire),
+            target: self.target.load(Ordering::Acquire),
+            last_result: self
+                .last_result
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        }
+    }
+}
+
+impl Shared {
+    pub fn new(view: &str) -> Self {
+        Self {
+            view: view.to_owned(),
+            started: Instant::now(),
+            last_fetch_ms: AtomicU64::new(0),
+            consumer_error: Mutex::new(None),
+            stream_last: AtomicU64::new(0),
+            paused: AtomicBool::new(false),
+            rebuild: RebuildProgress::default(),
+        }
+    }
+
+    pub fn fetched_ok(&self) {
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_fetch_ms.store(ms.max(1), Ordering::Release);
+        *self
+            .consumer_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    pub fn set_consumer_error(&self, e: String) {
+        *self
+            .consumer_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(e);
+    }
+
+    /// Time since the last successful fetch (`None`: none yet).
+    fn since_fetch(&self) -> Option<Duration> {
+        match self.last_fetch_ms.load(Ordering::Acquire) {
+            0 => None,
+            ms => Some(
+                self.started
+                    .elapsed()
+                    .saturating_sub(Duration::from_millis(ms)),
+            ),
+        }
+    }
+
+    pub fn stream_last(&self) -> u64 {
+        self.stream_last.load(Ordering::Acquire)
+    }
+
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Release);
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Acquire)
+    }
+}
+
+pub struct Monitor {
+    pub shared: std::sync::Arc<Shared>,
+    pub client: async_nats::Client,
+    pub events: Stream,
+    pub writer: Writer,
+    pub readiness: Readiness,
+    pub max_lag: u64,
+    /// The consumer counts as stalled without a successful fetch for this long.
+    pub consumer_stall: Duration,
+    pub request_timeout: Duration,
+}
+
+impl Monitor {
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(MONITOR_EVERY);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            self.check().await;
+        }
+    }
+
+    async fn check(&self) {
+        let view = self.shared.view.clone();
+        let connected = self.client.connection_state() == async_nats::connection::State::Connected;
+        self.readiness
+            .set(CHECK_NATS, connected, Some("disconnected from NATS"));
+        match tokio::time::timeout(self.request_timeout, self.events.get_info()).await {
+            Ok(Ok(info)) => {
+                self.shared
+                    .stream_last
+                    .store(info.state.last_sequence, Ordering::Release);
+                metrics::gauge!(m::STREAM_LAST_SEQUENCE, m::VIEW => view.clone())
+                    .set(info.state.last_sequence as f64);
+            }
+            Ok(Err(e)) => tracing::debug!(error = %e, "stream info failed"),
+            Err(_) => tracing::debug!("stream info timed out"),
+        }
+        let applied = self.writer.checkpoint();
+        let lag = self.shared.stream_last().saturating_sub(applied);
+        metrics::gauge!(m::LAG, m::VIEW => view.clone()).set(lag as f64);
+        metrics::gauge!(m::APPLIED_SEQUENCE, m::VIEW => view).set(applied as f64);
+        self.readiness.set(
+            CHECK_LAG,
+            lag <= self.max_lag,
+            Some(format!(
+                "{lag} messages behind (more than {})",
+                self.max_lag
+            )),
+        );
+        let error = self
+            .shared
+            .consumer_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let consumer = match (self.shared.since_fetch(), error) {
+            (_, Some(e)) => Err(format!("consumer failing: {e}")),
+            (None, None) => Err("consumer has not fetched yet".to_owned()),
+            (Some(d), None) if d > self.consumer_stall => {
+                Err(format!("no fetch completed for {} s", d.as_secs()))
+            }
+            _ => Ok(()),
+        };
+        self.readiness
+            .set(CHECK_CONSUMER, consumer.is_ok(), consumer.err());
+        self.readiness.set(
+            CHECK_REBUILD,
+            !self.shared.is_paused(),
+            Some("paused while a rebuilt database is swapped in"),
+        );
+    }
+}

@@ -1,0 +1,406 @@
+//! The one SQLite writer: a dedicated thread owning the write connection, fed through a bounded
+//! channel. Each batch is applied in one transaction that also stores the checkpoint; a message
+//! that fails is rolled back alone (savepoint) and either stops the batch (live consumer: retry
+//! it, keep order) or is recorded in the poison table (rebuild).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use rusqlite::Connection;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::db;
+use crate::error::ProjectionError;
+use crate::hooks::{CommitAction, Hooks};
+use crate::metrics as m;
+use crate::poison::{self, PoisonRecord};
+use crate::views::{self, ApplyError, Incoming, Order};
+
+/// Commands queued for the writer; small, because each holds a whole batch.
+const QUEUE: usize = 8;
+
+/// What to do with a message that cannot be applied.
+#[derive(Debug, Clone)]
+pub enum OnFailure {
+    /// Stop there: commit what came before, report the failure (live consumer).
+    Stop,
+    /// Record it in the poison table as consumer `consumer` and go on (rebuild).
+    Record { consumer: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub index: usize,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchOutcome {
+    /// Leading messages of the batch that are committed (applied, skipped or recorded).
+    pub handled: usize,
+    pub applied: usize,
+    pub skipped: usize,
+    pub checkpoint: u64,
+    pub failure: Option<Failure>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayOutcome {
+    pub applied: bool,
+    pub error: Option<String>,
+}
+
+enum Command {
+    Apply {
+        batch: Vec<Incoming>,
+        on_failure: OnFailure,
+        reply: oneshot::Sender<Result<BatchOutcome, ProjectionError>>,
+    },
+    DeadLetter {
+        record: PoisonRecord,
+        reply: oneshot::Sender<Result<u64, ProjectionError>>,
+    },
+    Replay {
+        id: u64,
+        message: Incoming,
+        reply: oneshot::Sender<Result<ReplayOutcome, ProjectionError>>,
+    },
+    /// Replace the database file by `fresh` (carrying the poison table over) and reopen.
+    Swap {
+        fresh: PathBuf,
+        reply: oneshot::Sender<Result<u64, ProjectionError>>,
+    },
+    /// Fold the WAL into the file and stop (the file is about to be moved).
+    Close {
+        reply: oneshot::Sender<Result<(), ProjectionError>>,
+    },
+}
+
+/// A handle to the writer thread. The thread stops when every handle is dropped.
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::Sender<Command>,
+    applied: Arc<AtomicU64>,
+}
+
+struct State {
+    path: PathBuf,
+    conn: Option<Connection>,
+    hooks: Hooks,
+    view: String,
+    applied: Arc<AtomicU64>,
+}
+
+impl Writer {
+    /// Opens (creating and migrating) the database at `path` and starts the writer thread.
+    pub fn spawn(
+        path: &Path,
+        hooks: Hooks,
+        view: &str,
+    ) -> Result<(Writer, std::thread::JoinHandle<()>), ProjectionError> {
+        Self::start(db::open_writer(path)?, path, hooks, view)
+    }
+
+    /// Like [`Writer::spawn`] for a file being filled by a rebuild: commits are not synced
+    /// (the file is worthless until swapped in); [`Writer::close`] syncs it.
+    pub fn spawn_bulk(
+        path: &Path,
+        hooks: Hooks,
+        view: &str,
+    ) -> Result<(Writer, std::thread::JoinHandle<()>), ProjectionError> {
+        let conn = db::open_writer(path)?;
+        conn.execute_batch("PRAGMA synchronous = OFF;")
+            .map_err(ProjectionError::db("pragmas"))?;
+        Self::start(conn, path, hooks, view)
+    }
+
+    fn start(
+        conn: Connection,
+        path: &Path,
+        hooks: Hooks,
+        view: &str,
+    ) -> Result<(Writer, std::thread::JoinHandle<()>), ProjectionError> {
+        let applied = Arc::new(AtomicU64::new(db::checkpoint(&conn)?));
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let state = State {
+            path: path.to_path_buf(),
+            conn: Some(conn),
+            hooks,
+            view: view.to_owned(),
+            applied: applied.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("projection-writer-{view}"))
+            .spawn(move || state.run(rx))
+            .map_err(|source| ProjectionError::Io {
+                what: "cannot start the writer thread for",
+                path: path.display().to_string(),
+                source,
+            })?;
+        Ok((Writer { tx, applied }, thread))
+    }
+
+    /// The last committed stream sequence.
+    pub fn checkpoint(&self) -> u64 {
+        self.applied.load(Ordering::Acquire)
+    }
+
+    pub async fn apply(
+        &self,
+        batch: Vec<Incoming>,
+        on_failure: OnFailure,
+    ) -> Result<BatchOutcome, ProjectionError> {
+        self.call(|reply| Command::Apply {
+            batch,
+            on_failure,
+            reply,
+        })
+        .await
+    }
+
+    /// Records a dead letter and moves the checkpoint past it.
+    pub async fn dead_letter(&self, record: PoisonRecord) -> Result<u64, ProjectionError> {
+        self.call(|reply| Command::DeadLetter { record, reply })
+            .await
+    }
+
+    pub async fn replay(
+        &self,
+        id: u64,
+        message: Incoming,
+    ) -> Result<ReplayOutcome, ProjectionError> {
+        self.call(|reply| Command::Replay { id, message, reply })
+            .await
+    }
+
+    /// Blocking form of the swap, for a caller that holds the readers' swap lock on a blocking
+    /// thread. Returns the new checkpoint.
+    pub fn swap_blocking(&self, fresh: PathBuf) -> Result<u64, ProjectionError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .blocking_send(Command::Swap { fresh, reply })
+            .map_err(|_| ProjectionError::WriterStopped)?;
+        rx.blocking_recv()
+            .map_err(|_| ProjectionError::WriterStopped)?
+    }
+
+    /// Folds the WAL and stops the writer (its file can then be moved).
+    pub async fn close(&self) -> Result<(), ProjectionError> {
+        self.call(|reply| Command::Close { reply }).await
+    }
+
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, ProjectionError>>) -> Command,
+    ) -> Result<T, ProjectionError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| ProjectionError::WriterStopped)?;
+        rx.await.map_err(|_| ProjectionError::WriterStopped)?
+    }
+}
+
+impl State {
+    fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        while let Some(cmd) = rx.blocking_recv() {
+            match cmd {
+                Command::Apply {
+                    batch,
+                    on_failure,
+                    reply,
+                } => match self.apply(&batch, &on_failure) {
+                    Ok((outcome, CommitAction::Commit)) => {
+                        let _ = reply.send(Ok(outcome));
+                    }
+                    Ok((_, action)) => {
+                        tracing::warn!(?action, "writer stopped by a fault-injection hook");
+                        return;
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                },
+                Command::DeadLetter { record, reply } => {
+                    let _ = reply.send(self.dead_letter(&record));
+                }
+                Command::Replay { id, message, reply } => {
+                    let _ = reply.send(self.replay(id, &message));
+                }
+                Command::Swap { fresh, reply } => {
+                    let _ = reply.send(self.swap(&fresh));
+                }
+                Command::Close { reply } => {
+                    let r = self.conn.take().map_or(Ok(()), |c| {
+                        c.execute_batch("PRAGMA synchronous = FULL;")
+                            .map_err(ProjectionError::db("pragmas"))?;
+                        db::fold_wal(&c)
+                    });
+                    let _ = reply.send(r);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn conn(&mut self) -> Result<&mut Connection, ProjectionError> {
+        self.conn.as_mut().ok_or(ProjectionError::WriterStopped)
+    }
+
+    fn apply(
+        &mut self,
+        batch: &[Incoming],
+        on_failure: &OnFailure,
+    ) -> Result<(BatchOutcome, CommitAction), ProjectionError> {
+        let started = Instant::now();
+        let view = self.view.clone();
+        let hooks = self.hooks.clone();
+        let live = matches!(on_failure, OnFailure::Stop);
+        let conn = self.conn()?;
+        let mut tx = conn
+            .transaction()
+            .map_err(ProjectionError::db("begin batch"))?;
+        let mut out = BatchOutcome {
+            checkpoint: db::checkpoint(&tx)?,
+            ..BatchOutcome::default()
+        };
+        let mut events = 0;
+        for (index, inc) in batch.iter().enumerate() {
+            if inc.sequence <= out.checkpoint {
+                out.skipped += 1;
+                out.handled = index + 1;
+                continue;
+            }
+            let sp = tx.savepoint().map_err(ProjectionError::db("savepoint"))?;
+            match views::apply(&sp, inc, &hooks, Order::Stream) {
+                Ok(applied) => {
+                    sp.commit()
+                        .map_err(ProjectionError::db("release savepoint"))?;
+                    out.applied += usize::from(!applied.already);
+                    events += applied.events;
+                    for t in applied.unknown {
+                        metrics::counter!(m::UNKNOWN_EVENTS, m::VIEW => view.clone(), "type" => t)
+                            .increment(1);
+                    }
+                }
+                Err(ApplyError::Db(e)) => return Err(e),
+                Err(ApplyError::Poison(reason)) => {
+                    drop(sp);
+                    metrics::counter!(m::FAILED_MESSAGES, m::VIEW => view.clone()).increment(1);
+                    match on_failure {
+                        OnFailure::Stop => {
+                            out.failure = Some(Failure { index, reason });
+                            break;
+                        }
+                        OnFailure::Record { consumer } => {
+                            tracing::warn!(sequence = inc.sequence, %reason, "rebuild skips a message that cannot be applied");
+                            let record = PoisonRecord::new(
+                                consumer,
+                                &inc.subject,
+                                inc.sequence,
+                                &reason,
+                                inc.delivered,
+                                false,
+                            );
+                            poison::insert(&tx, &record)?;
+                        }
+                    }
+                }
+            }
+            out.checkpoint = inc.sequence;
+            out.handled = index + 1;
+        }
+        db::set_checkpoint(&tx, out.checkpoint)?;
+        let action = if live {
+            hooks.commit_action(batch.last().map_or(0, |i| i.sequence))
+        } else {
+            CommitAction::Commit
+        };
+        if action == CommitAction::CrashBeforeCommit {
+            return Ok((out, action)); // dropping the transaction rolls it back
+        }
+        tx.commit().map_err(ProjectionError::db("commit batch"))?;
+        self.applied.store(out.checkpoint, Ordering::Release);
+        if live {
+            metrics::histogram!(m::BATCH_SECONDS, m::VIEW => view.clone())
+                .record(started.elapsed().as_secs_f64());
+            metrics::counter!(m::MESSAGES_APPLIED, m::VIEW => view.clone())
+                .increment(out.applied as u64);
+            metrics::counter!(m::EVENTS_APPLIED, m::VIEW => view.clone()).increment(events as u64);
+            metrics::counter!(m::MESSAGES_SKIPPED, m::VIEW => view.clone())
+                .increment(out.skipped as u64);
+            metrics::gauge!(m::APPLIED_SEQUENCE, m::VIEW => view).set(out.checkpoint as f64);
+        }
+        Ok((out, action))
+    }
+
+    fn dead_letter(&mut self, record: &PoisonRecord) -> Result<u64, ProjectionError> {
+        let conn = self.conn()?;
+        let tx = conn
+            .transaction()
+            .map_err(ProjectionError::db("begin dead letter"))?;
+        let id = poison::insert(&tx, record)?;
+        db::set_checkpoint(&tx, record.stream_sequence)?;
+        let checkpoint = db::checkpoint(&tx)?;
+        tx.commit()
+            .map_err(ProjectionError::db("commit dead letter"))?;
+        self.applied.store(checkpoint, Ordering::Release);
+        Ok(id)
+    }
+
+    fn replay(&mut self, id: u64, message: &Incoming) -> Result<ReplayOutcome, ProjectionError> {
+        let hooks = self.hooks.clone();
+        let conn = self.conn()?;
+        let mut tx = conn
+            .transaction()
+            .map_err(ProjectionError::db("begin replay"))?;
+        let record = poison::get(&tx, id)?
+            .ok_or_else(|| ProjectionError::NotFound(format!("no dead letter with id {id}")))?;
+        if let Some(at) = &record.replayed_at {
+            return Ok(ReplayOutcome {
+                applied: false,
+                error: Some(format!("dead letter {id} was already replayed at {at}")),
+            });
+        }
+        let sp = tx.savepoint().map_err(ProjectionError::db("savepoint"))?;
+        let outcome = match views::apply(&sp, message, &hooks, Order::Late) {
+            Ok(_) => {
+                sp.commit()
+                    .map_err(ProjectionError::db("release savepoint"))?;
+                poison::mark_replayed(&tx, id)?;
+                ReplayOutcome {
+                    applied: true,
+                    error: None,
+                }
+            }
+            Err(ApplyError::Db(e)) => return Err(e),
+            Err(ApplyError::Poison(reason)) => {
+                drop(sp);
+                poison::mark_replay_failed(&tx, id, &reason)?;
+                ReplayOutcome {
+                    applied: false,
+                    error: Some(reason),
+                }
+            }
+        };
+        tx.commit().map_err(ProjectionError::db("commit replay"))?;
+        Ok(outcome)
+    }
+
+    /// Moves `fresh` over the live file. The caller guarantees no reader holds a connection.
+    fn swap(&mut self, fresh: &Path) -> Result<u64, ProjectionError> {
+        let old = self.conn.take();
+        let replaced = crate::rebuild::replace_database(&self.path, fresh, old);
+        // Reopen whatever is now at the path (the old file if the swap failed).
+        let conn = db::open_writer(&self.path)?;
+        let checkpoint = db::checkpoint(&conn)?;
+        self.conn = Some(conn);
+        replaced?;
+        self.applied.store(checkpoint, Ordering::Release);
+        metrics::gauge!(m::APPLIED_SEQUENCE, m::VIEW => self.view.clone()).set(checkpoint as f64);
+        Ok(checkpoint)
+    }
+}
