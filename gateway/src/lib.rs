@@ -1,1 +1,174 @@
-//! placeholder
+//! The gateway: the HTTP edge of the cart platform.
+//!
+//! - Storefront API compatible with go-cart-actor (`/cart/...`, cookie `cartid`), versioned API
+//!   (`/v1/carts/...`), admin API (`/admin/...`), `/health`, `/ready`, `/metrics` and
+//!   `/openapi.json`; every error is `{"error", "code"}` from `shared`'s table.
+//! - Commands go over gRPC to the aggregate node owning the cart's shard (placement watched in
+//!   NATS KV), with deadlines, failover and retries under one command id.
+//!
+//! [`start`] brings a gateway up (tests use port 0) and returns a [`Running`] handle; [`run`]
+//! is what `main` calls.
+
+pub mod admin;
+pub mod app;
+pub mod checkout;
+pub mod config;
+pub mod context;
+pub mod edge;
+pub mod idempotency;
+pub mod json;
+pub mod metrics;
+pub mod openapi;
+pub mod ops;
+pub mod params;
+pub mod queries;
+pub mod rate_limit;
+pub mod schema;
+pub mod state;
+pub mod storefront;
+pub mod upstream;
+pub mod v1;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use aggregate::client::{CartClient, ClientConfig};
+use aggregate::placement_view::PlacementView;
+use shared::nats::{NatsError, ensure_kv, policies};
+use shared::ops::Readiness;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use app::app;
+pub use config::Config;
+pub use state::AppState;
+
+/// Why the gateway could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Nats(#[from] NatsError),
+    #[error("placement view: {0}")]
+    Placement(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("HTTP server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// A running gateway.
+pub struct Running {
+    pub http_addr: SocketAddr,
+    pub readiness: Readiness,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// Stop: refuse new connections, finish in-flight requests, end event streams, stop the
+    /// background tasks.
+    pub async fn stop(self) -> Result<(), Error> {
+        self.readiness.set_draining(true);
+        self.shutdown.cancel();
+        let served = self.server.await;
+        self.tracker.close();
+        self.tracker.wait().await;
+        match served {
+            Ok(r) => r.map_err(Error::Serve),
+            Err(e) => Err(Error::Serve(std::io::Error::other(e))),
+        }
+    }
+}
+
+/// Start a gateway: connect to NATS, watch placement, serve HTTP.
+pub async fn start(config: Config) -> Result<Running, Error> {
+    config.check()?;
+    metrics::describe();
+    let readiness = Readiness::new();
+    readiness.register(ops::CHECKS);
+
+    let nats = shared::nats::connect(&config.nats).await?;
+    let js = shared::nats::jetstream(nats.clone(), &config.nats);
+    // Created with the shared policy when the gateway starts before any aggregate.
+    let nodes_kv = ensure_kv(&js, &policies::cart_nodes(&config.streams)).await?;
+    let placement_kv = ensure_kv(&js, &policies::cart_placement(&config.streams)).await?;
+
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let view = PlacementView::start(
+        nodes_kv,
+        placement_kv,
+        config.shard_count,
+        Duration::from_millis(config.placement_resync_ms.max(100)),
+        &tracker,
+        shutdown.clone(),
+    )
+    .await
+    .map_err(|e| Error::Placement(e.to_string()))?;
+    let static_addrs = config.aggregate_addrs();
+    let client = CartClient::new(
+        ClientConfig {
+            shard_count: config.shard_count,
+            timeout: config.upstream_timeout(),
+            connect_timeout: Duration::from_millis(config.upstream_connect_timeout_ms.max(1)),
+            attempts: config.upstream_attempts,
+            ..ClientConfig::default()
+        },
+        Some(view.clone()),
+        static_addrs.clone(),
+    );
+    let state = AppState::new(
+        config,
+        client,
+        readiness.clone(),
+        shared::telemetry::prometheus(),
+        shutdown.clone(),
+    )?;
+    tracker.spawn(ops::watch_readiness(
+        readiness.clone(),
+        nats,
+        Some(view),
+        !static_addrs.is_empty(),
+        shutdown.clone(),
+    ));
+    tracker.spawn(state.limits.clone().prune_every(
+        Duration::from_secs(state.cfg.rate_limit_prune_secs),
+        shutdown.clone(),
+    ));
+
+    let addr = state.cfg.http_addr.clone();
+    let listener = TcpListener::bind(&addr)
+        .await
+        .map_err(|source| Error::Listen { addr, source })?;
+    let http_addr = listener.local_addr().map_err(Error::Serve)?;
+    let app = app(state).into_make_service_with_connect_info::<SocketAddr>();
+    let stop = shutdown.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+    });
+    tracing::info!(%http_addr, "gateway started");
+    Ok(Running {
+        http_addr,
+        readiness,
+        shutdown,
+        tracker,
+        server,
+    })
+}
+
+/// Run until `shutdown` (SIGTERM / Ctrl-C), then stop gracefully.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
+    let running = start(config).await?;
+    shutdown.cancelled().await;
+    running.stop().await
+}

@@ -1,0 +1,132 @@
+//! The admin API (`/admin/...`): bearer token, denied by default. Today: the placement view
+//! this gateway routes by. Runner and dead-letter routes join this router later.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{FromRequestParts, State};
+use http::request::Parts;
+use serde::Serialize;
+use shared::ApiError;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::schema::ErrorBody;
+use crate::state::AppState;
+
+pub const TAG: &str = "admin";
+/// Name of the bearer scheme in the OpenAPI document.
+pub const SECURITY: &str = "admin_token";
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(placement))
+}
+
+/// Proof that the request carries the admin token.
+pub struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, ApiError> {
+        s.auth.check_admin(&parts.headers).map(|()| Admin)
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeReport {
+    pub id: String,
+    pub grpc_addr: String,
+    pub draining: bool,
+    pub started_at: String,
+    /// Shards this node owns according to `CART_PLACEMENT`.
+    pub owned_shards: u32,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ShardSummary {
+    /// Shards owned by a live node.
+    pub owned: u32,
+    /// Shards whose recorded owner is not alive (they are served by failover until claimed).
+    pub owned_by_gone_nodes: u32,
+    /// Shards nobody has claimed.
+    pub unowned: u32,
+    /// Owner of each shard by node id (gone nodes included).
+    pub by_node: BTreeMap<String, u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlacementReport {
+    pub shard_count: u32,
+    /// Live aggregate nodes (entries of `CART_NODES` within their TTL).
+    pub nodes: Vec<NodeReport>,
+    pub shards: ShardSummary,
+    /// `GATEWAY_AGGREGATE_ADDRS`, used when placement knows no live node.
+    pub static_addrs: Vec<String>,
+}
+
+/// Aggregate nodes and shard owners as this gateway sees them.
+#[utoipa::path(get, path = "/admin/placement", tag = TAG, security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Placement view", body = PlacementReport),
+        (status = 401, description = "Admin disabled, or missing or wrong bearer token", body = ErrorBody)))]
+pub async fn placement(_: Admin, State(s): State<AppState>) -> Json<PlacementReport> {
+    let static_addrs = s.cfg.aggregate_addrs();
+    let Some(view) = s.upstream.placement() else {
+        return Json(PlacementReport {
+            shard_count: s.cfg.shard_count,
+            nodes: Vec::new(),
+            shards: ShardSummary {
+                owned: 0,
+                owned_by_gone_nodes: 0,
+                unowned: s.cfg.shard_count,
+                by_node: BTreeMap::new(),
+            },
+            static_addrs,
+        });
+    };
+    let nodes = view.nodes();
+    let mut by_node: BTreeMap<String, u32> = BTreeMap::new();
+    let mut unowned = 0;
+    for owner in view.owners() {
+        match owner {
+            Some(o) => *by_node.entry(o.node).or_default() += 1,
+            None => unowned += 1,
+        }
+    }
+    let live = |id: &str| nodes.iter().any(|(n, _)| n == id);
+    let owned = by_node
+        .iter()
+        .filter(|(n, _)| live(n))
+        .map(|(_, c)| c)
+        .sum();
+    let gone = by_node
+        .iter()
+        .filter(|(n, _)| !live(n))
+        .map(|(_, c)| c)
+        .sum();
+    Json(PlacementReport {
+        shard_count: view.shard_count(),
+        nodes: nodes
+            .iter()
+            .map(|(id, n)| NodeReport {
+                id: id.clone(),
+                grpc_addr: n.grpc_addr.clone(),
+                draining: n.draining,
+                started_at: n.started_at.clone(),
+                owned_shards: by_node.get(id).copied().unwrap_or(0),
+            })
+            .collect(),
+        shards: ShardSummary {
+            owned,
+            owned_by_gone_nodes: gone,
+            unowned,
+            by_node,
+        },
+        static_addrs,
+    })
+}

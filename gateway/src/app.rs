@@ -1,0 +1,52 @@
+//! The one place where the routers of every module are merged into the gateway's app.
+
+use std::sync::Arc;
+
+use axum::middleware::from_fn_with_state;
+use axum::{Extension, Router};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::openapi::{self, Document};
+use crate::rate_limit::{ClientLimit, limit_clients};
+use crate::state::AppState;
+use crate::{admin, checkout, edge, ops, queries, storefront, v1};
+
+/// Every route of the gateway with its OpenAPI document.
+pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
+    // Client rate limits cover the API, not the probes and the document.
+    let api = OpenApiRouter::new()
+        .merge(storefront::router())
+        .merge(checkout::router())
+        .merge(v1::router())
+        .merge(queries::router())
+        .merge(admin::router())
+        .layer(from_fn_with_state(
+            ClientLimit {
+                limits: state.limits.clone(),
+                auth: state.auth.clone(),
+            },
+            limit_clients,
+        ));
+    OpenApiRouter::with_openapi(openapi::base())
+        .merge(api)
+        .merge(ops::router())
+        .routes(routes!(openapi::document))
+}
+
+/// The gateway as an axum app (tests can `oneshot` it).
+pub fn app(state: AppState) -> Router {
+    let (router, mut doc) = routes(&state).split_for_parts();
+    doc.components
+        .get_or_insert_with(Default::default)
+        .add_security_scheme(
+            admin::SECURITY,
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    let json = doc.to_json().expect("the OpenAPI document serializes");
+    let router = router
+        .layer(Extension(Document(Arc::new(json))))
+        .with_state(state.clone());
+    edge::apply(router, state.auth.clone(), state.cfg.body_limit_bytes)
+}

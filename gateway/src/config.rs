@@ -1,0 +1,282 @@
+//! Gateway configuration. Every field has a default that runs locally next to `scripts/dev`;
+//! environment variables override them (`GATEWAY_<FIELD>` for the fields below, `NATS_<FIELD>`
+//! for the connection, `STREAMS_<FIELD>` for bucket sizing shared by all services), and an
+//! optional TOML file named by `CART_CONFIG_FILE` sits in between.
+//!
+//! Lists are comma-separated strings (`GATEWAY_AGGREGATE_ADDRS=10.0.0.1:50051,10.0.0.2:50051`,
+//! `GATEWAY_API_KEYS=key1=tenant-a,key2=tenant-b`) so they are easy to set from a shell.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use shared::TenantId;
+use shared::nats::{NatsConfig, NatsResourceSettings};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// HTTP listen address (storefront, /v1, admin, /health, /ready, /metrics).
+    pub http_addr: String,
+    /// Tenant of requests without `x-tenant-id` (and without an API key). Empty: the header is
+    /// required.
+    pub default_tenant: String,
+    /// Country of storefront adds that name none (`GET /cart/add/{sku}`).
+    pub default_country: String,
+    /// Shards carts hash into; must equal the aggregate's `AGGREGATE_SHARD_COUNT`.
+    pub shard_count: u32,
+    /// Comma-separated aggregate gRPC addresses used when placement knows no live node.
+    pub aggregate_addrs: String,
+    /// Deadline of one upstream attempt.
+    pub upstream_timeout_ms: u64,
+    /// Deadline of a whole upstream call, retries and failover included.
+    pub upstream_deadline_ms: u64,
+    pub upstream_connect_timeout_ms: u64,
+    /// Attempts per upstream call (first try included), across nodes.
+    pub upstream_attempts: u32,
+    /// How often the node list is re-read besides the KV watch.
+    pub placement_resync_ms: u64,
+    /// Largest accepted request body.
+    pub body_limit_bytes: usize,
+    /// Most commands in one `/v1/carts/{id}/commands` request.
+    pub max_commands: usize,
+    /// `Secure` attribute of the `cartid` cookie (turn on behind HTTPS).
+    pub cookie_secure: bool,
+    pub cookie_max_age_secs: u64,
+    /// `Domain` attribute of the cookie; empty: host-only.
+    pub cookie_domain: String,
+    /// `key=tenant` pairs, comma-separated. When set, every API request needs `x-api-key` and
+    /// the key decides the tenant.
+    pub api_keys: String,
+    /// Bearer token of `/admin/...`. Empty: the admin API is disabled.
+    pub admin_token: String,
+    /// Proxies in front of the gateway whose `X-Forwarded-For` entries are trusted (0: the
+    /// header is ignored and the peer address is the client).
+    pub trusted_proxy_hops: usize,
+    /// Requests per second per client (API key, else IP); 0 disables the limit.
+    pub client_rate_per_sec: u32,
+    pub client_rate_burst: u32,
+    /// Mutations per second per cart; 0 disables the limit.
+    pub cart_rate_per_sec: u32,
+    pub cart_rate_burst: u32,
+    /// Keys a rate limiter tracks before it prunes idle ones early.
+    pub rate_limit_max_keys: usize,
+    /// How often idle rate-limiter keys are pruned.
+    pub rate_limit_prune_secs: u64,
+    /// Responses kept for `Idempotency-Key` replays.
+    pub idempotency_capacity: u64,
+    pub idempotency_ttl_secs: u64,
+    /// Keep-alive comment interval of `/v1/carts/{id}/events`.
+    pub sse_keep_alive_secs: u64,
+    pub nats: NatsConfig,
+    pub streams: NatsResourceSettings,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            http_addr: "127.0.0.1:8080".into(),
+            default_tenant: TenantId::DEFAULT.into(),
+            default_country: "se".into(),
+            shard_count: 256,
+            aggregate_addrs: String::new(),
+            upstream_timeout_ms: 3_000,
+            upstream_deadline_ms: 10_000,
+            upstream_connect_timeout_ms: 1_000,
+            upstream_attempts: 3,
+            placement_resync_ms: 2_000,
+            body_limit_bytes: 64 * 1024,
+            max_commands: 50,
+            cookie_secure: false,
+            cookie_max_age_secs: 30 * 24 * 3600,
+            cookie_domain: String::new(),
+            api_keys: String::new(),
+            admin_token: String::new(),
+            trusted_proxy_hops: 0,
+            client_rate_per_sec: 50,
+            client_rate_burst: 100,
+            cart_rate_per_sec: 10,
+            cart_rate_burst: 20,
+            rate_limit_max_keys: 100_000,
+            rate_limit_prune_secs: 60,
+            idempotency_capacity: 10_000,
+            idempotency_ttl_secs: 3_600,
+            sse_keep_alive_secs: 15,
+            nats: NatsConfig {
+                name: "gateway".into(),
+                ..NatsConfig::default()
+            },
+            streams: NatsResourceSettings::default(),
+        }
+    }
+}
+
+/// A configuration value the gateway cannot run with; names the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid gateway config: {0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    pub fn load() -> Result<Self, shared::config::ConfigError> {
+        shared::config::load_service("GATEWAY")
+    }
+
+    pub fn default_tenant(&self) -> Result<Option<TenantId>, ConfigError> {
+        let t = self.default_tenant.trim();
+        if t.is_empty() {
+            return Ok(None);
+        }
+        TenantId::parse(t)
+            .map(Some)
+            .map_err(|e| ConfigError(format!("default_tenant: {e}")))
+    }
+
+    /// The static aggregate addresses, trimmed.
+    pub fn aggregate_addrs(&self) -> Vec<String> {
+        split_list(&self.aggregate_addrs)
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// API key → tenant.
+    pub fn api_keys(&self) -> Result<HashMap<String, TenantId>, ConfigError> {
+        let mut keys = HashMap::new();
+        for pair in split_list(&self.api_keys) {
+            let (key, tenant) = pair.split_once('=').ok_or_else(|| {
+                ConfigError(format!(
+                    "api_keys: entry {pair:?} must look like key=tenant"
+                ))
+            })?;
+            let key = key.trim();
+            if key.is_empty() || !key.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(ConfigError(format!(
+                    "api_keys: key in {pair:?} must be non-empty visible ASCII"
+                )));
+            }
+            let tenant = TenantId::parse(tenant.trim())
+                .map_err(|e| ConfigError(format!("api_keys: {e}")))?;
+            keys.insert(key.to_owned(), tenant);
+        }
+        Ok(keys)
+    }
+
+    pub fn upstream_timeout(&self) -> Duration {
+        Duration::from_millis(self.upstream_timeout_ms.max(1))
+    }
+
+    pub fn upstream_deadline(&self) -> Duration {
+        Duration::from_millis(self.upstream_deadline_ms.max(1))
+    }
+
+    pub fn sse_keep_alive(&self) -> Duration {
+        Duration::from_secs(self.sse_keep_alive_secs.max(1))
+    }
+
+    /// Problems that make the gateway unable to run, each naming the field.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let fail = |m: String| Err(ConfigError(m));
+        if self.shard_count == 0 {
+            return fail("shard_count must be at least 1".into());
+        }
+        if self.body_limit_bytes == 0 {
+            return fail("body_limit_bytes must be at least 1".into());
+        }
+        if self.max_commands == 0 {
+            return fail("max_commands must be at least 1".into());
+        }
+        if self.upstream_attempts == 0 {
+            return fail("upstream_attempts must be at least 1".into());
+        }
+        if self.upstream_deadline_ms < self.upstream_timeout_ms {
+            return fail(format!(
+                "upstream_deadline_ms ({}) must be at least upstream_timeout_ms ({})",
+                self.upstream_deadline_ms, self.upstream_timeout_ms
+            ));
+        }
+        if self.default_country.trim().is_empty() {
+            return fail("default_country must not be empty".into());
+        }
+        for (name, rate, burst) in [
+            ("client", self.client_rate_per_sec, self.client_rate_burst),
+            ("cart", self.cart_rate_per_sec, self.cart_rate_burst),
+        ] {
+            if rate > 0 && burst == 0 {
+                return fail(format!(
+                    "{name}_rate_burst must be at least 1 when {name}_rate_per_sec is set"
+                ));
+            }
+        }
+        self.default_tenant()?;
+        self.api_keys()?;
+        self.streams.check().map_err(ConfigError)?;
+        Ok(())
+    }
+}
+
+fn split_list(s: &str) -> impl Iterator<Item = &str> {
+    s.split(',').map(str::trim).filter(|p| !p.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_names_are_prefixed_and_lists_are_comma_separated() {
+        let env = [
+            ("GATEWAY_HTTP_ADDR", "0.0.0.0:9000"),
+            ("GATEWAY_API_KEYS", "k1=tenant-a, k2=tenant-b"),
+            ("GATEWAY_AGGREGATE_ADDRS", "10.0.0.1:50051,10.0.0.2:50051"),
+            ("GATEWAY_COOKIE_SECURE", "true"),
+            ("NATS_URL", "nats://n:4222"),
+            ("HTTP_ADDR", "ignored"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let c: Config = shared::config::load_service_from("GATEWAY", None, env).unwrap();
+        assert_eq!(c.http_addr, "0.0.0.0:9000");
+        assert!(c.cookie_secure);
+        assert_eq!(c.nats.url, "nats://n:4222");
+        assert_eq!(c.nats.name, "gateway");
+        assert_eq!(
+            c.aggregate_addrs(),
+            vec!["10.0.0.1:50051", "10.0.0.2:50051"]
+        );
+        let keys = c.api_keys().unwrap();
+        assert_eq!(keys["k2"].as_str(), "tenant-b");
+        c.check().unwrap();
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        let c = Config {
+            api_keys: "nokey".into(),
+            ..Config::default()
+        };
+        assert!(c.check().unwrap_err().to_string().contains("api_keys"));
+        let c = Config {
+            default_tenant: "Not Valid".into(),
+            ..Config::default()
+        };
+        assert!(
+            c.check()
+                .unwrap_err()
+                .to_string()
+                .contains("default_tenant")
+        );
+        let c = Config {
+            upstream_deadline_ms: 1,
+            ..Config::default()
+        };
+        assert!(
+            c.check()
+                .unwrap_err()
+                .to_string()
+                .contains("upstream_deadline_ms")
+        );
+        let c = Config {
+            default_tenant: String::new(),
+            ..Config::default()
+        };
+        assert_eq!(c.default_tenant().unwrap(), None);
+    }
+}

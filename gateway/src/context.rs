@@ -1,0 +1,273 @@
+//! Who a request is for, and how to find everything it caused.
+//!
+//! The [`attach`] middleware runs first on every request: it accepts or creates
+//! `x-correlation-id`, `x-request-id` and `traceparent` (so they reach the aggregate in gRPC
+//! metadata), resolves the tenant (API key or `x-tenant-id`) and returns `x-correlation-id` and
+//! `x-request-id` on every response, errors included. Handlers take [`Ctx`], which fails with
+//! 401/403/400 when the tenant could not be resolved; routes that need no tenant (ops, the
+//! OpenAPI document, unknown routes) never ask, so they answer without credentials.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue};
+use shared::headers::{CORRELATION_ID, REQUEST_ID, RequestContext, TENANT_ID, TRACEPARENT};
+use shared::{ApiError, CorrelationId, ErrorCode, TenantId};
+use tracing::Instrument;
+
+/// Header carrying a client's API key (the gateway is its only reader).
+pub const API_KEY: &str = "x-api-key";
+
+/// The tenant rules: API keys when configured, else `x-tenant-id` with a default.
+#[derive(Debug, Clone)]
+pub struct Auth {
+    default_tenant: Option<TenantId>,
+    api_keys: HashMap<String, TenantId>,
+    admin_token: Option<String>,
+}
+
+impl Auth {
+    pub fn new(
+        default_tenant: Option<TenantId>,
+        api_keys: HashMap<String, TenantId>,
+        admin_token: &str,
+    ) -> Self {
+        let admin_token = Some(admin_token.trim().to_owned()).filter(|t| !t.is_empty());
+        Self {
+            default_tenant,
+            api_keys,
+            admin_token,
+        }
+    }
+
+    /// The request's context. With API keys configured the key decides the tenant, and an
+    /// `x-tenant-id` naming another tenant is refused rather than silently ignored.
+    pub fn resolve(&self, headers: &HeaderMap) -> Result<RequestContext, ApiError> {
+        if self.api_keys.is_empty() {
+            return RequestContext::from_http(headers, self.default_tenant.as_ref());
+        }
+        let key = headers
+            .get(API_KEY)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::Unauthenticated,
+                    format!("header {API_KEY} is required"),
+                )
+            })?;
+        let tenant = self.api_keys.get(key).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::Unauthenticated,
+                format!("the {API_KEY} is not a known API key"),
+            )
+        })?;
+        if let Some(claimed) = headers.get(TENANT_ID) {
+            let claimed = claimed.to_str().unwrap_or_default();
+            if claimed != tenant.as_str() {
+                return Err(ApiError::new(
+                    ErrorCode::PermissionDenied,
+                    format!(
+                        "{TENANT_ID} {claimed:?} does not match the tenant of the API key; omit the header or use the key of that tenant"
+                    ),
+                ));
+            }
+        }
+        RequestContext::from_http(headers, Some(tenant))
+    }
+
+    /// The API key when it is a known one (rate limits count per key rather than per IP).
+    pub fn known_key<'h>(&self, headers: &'h HeaderMap) -> Option<&'h str> {
+        let key = headers.get(API_KEY)?.to_str().ok()?.trim();
+        self.api_keys.contains_key(key).then_some(key)
+    }
+
+    /// Admin calls need `Authorization: Bearer <GATEWAY_ADMIN_TOKEN>`; without a configured
+    /// token the admin API is off.
+    pub fn check_admin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let Some(expected) = &self.admin_token else {
+            return Err(ApiError::new(
+                ErrorCode::Unauthenticated,
+                "the admin API is disabled; set GATEWAY_ADMIN_TOKEN to enable it",
+            ));
+        };
+        let given = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        match given {
+            Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => Ok(()),
+            Some(_) => Err(ApiError::new(
+                ErrorCode::Unauthenticated,
+                "the admin bearer token is wrong",
+            )),
+            None => Err(ApiError::new(
+                ErrorCode::Unauthenticated,
+                "admin calls need Authorization: Bearer <GATEWAY_ADMIN_TOKEN>",
+            )),
+        }
+    }
+}
+
+/// Compares secrets without an early exit, so response timing does not reveal a prefix.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// What [`attach`] found out about the tenant, for [`Ctx`].
+#[derive(Clone)]
+struct Resolved(Result<RequestContext, ApiError>);
+
+/// Middleware: ids in, tenant resolved, ids out.
+pub async fn attach(State(auth): State<Arc<Auth>>, mut req: Request, next: Next) -> Response {
+    let headers = req.headers_mut();
+    let correlation = ensure(
+        headers,
+        CORRELATION_ID,
+        |v| CorrelationId::parse(v.trim()).is_ok(),
+        || CorrelationId::generate().to_string(),
+    );
+    let request_id = ensure(
+        headers,
+        REQUEST_ID,
+        |v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()),
+        || uuid::Uuid::now_v7().to_string(),
+    );
+    ensure(
+        headers,
+        TRACEPARENT,
+        |v| shared::Traceparent::parse(v).is_ok(),
+        || shared::Traceparent::generate().to_string(),
+    );
+    let resolved = auth.resolve(req.headers());
+    let span = tracing::info_span!(
+        "http",
+        method = %req.method(),
+        path = %req.uri().path(),
+        correlation_id = %correlation.to_str().unwrap_or_default(),
+        tenant = tracing::field::Empty,
+    );
+    if let Ok(ctx) = &resolved {
+        span.record("tenant", ctx.tenant.as_str());
+    }
+    req.extensions_mut().insert(Resolved(resolved));
+    let mut resp = next.run(req).instrument(span).await;
+    let out = resp.headers_mut();
+    out.insert(CORRELATION_ID, correlation);
+    out.insert(REQUEST_ID, request_id);
+    resp
+}
+
+/// The header's value when valid, else a fresh one written into the request.
+fn ensure(
+    headers: &mut HeaderMap,
+    name: &'static str,
+    valid: impl Fn(&str) -> bool,
+    fresh: impl Fn() -> String,
+) -> HeaderValue {
+    if let Some(v) = headers.get(name)
+        && v.to_str().is_ok_and(&valid)
+    {
+        return v.clone();
+    }
+    let v = HeaderValue::from_str(&fresh()).expect("generated ids are valid header values");
+    headers.insert(name, v.clone());
+    v
+}
+
+/// The tenant-resolved context of a request (401/403/400 when it cannot be resolved).
+#[derive(Debug, Clone)]
+pub struct Ctx(pub RequestContext);
+
+impl<S: Send + Sync> FromRequestParts<S> for Ctx {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        match parts.extensions.get::<Resolved>() {
+            Some(Resolved(r)) => r.clone().map(Ctx),
+            None => Err(ApiError::internal(
+                "request context middleware is not installed on this route",
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    fn keyed() -> Auth {
+        let keys = [("k1", "tenant-a"), ("k2", "tenant-b")]
+            .map(|(k, t)| (k.to_owned(), TenantId::parse(t).unwrap()))
+            .into();
+        Auth::new(None, keys, "")
+    }
+
+    #[test]
+    fn without_keys_the_header_or_the_default_decides() {
+        let auth = Auth::new(Some(TenantId::default_tenant()), HashMap::new(), "");
+        assert_eq!(
+            auth.resolve(&headers(&[])).unwrap().tenant.as_str(),
+            "default"
+        );
+        let ctx = auth.resolve(&headers(&[(TENANT_ID, "shop-1")])).unwrap();
+        assert_eq!(ctx.tenant.as_str(), "shop-1");
+        let e = auth
+            .resolve(&headers(&[(TENANT_ID, "Bad Tenant")]))
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidArgument);
+    }
+
+    #[test]
+    fn with_keys_the_key_decides() {
+        let auth = keyed();
+        let e = auth.resolve(&headers(&[])).unwrap_err();
+        assert_eq!(e.code, ErrorCode::Unauthenticated);
+        let e = auth.resolve(&headers(&[(API_KEY, "nope")])).unwrap_err();
+        assert_eq!(e.code, ErrorCode::Unauthenticated);
+        let ctx = auth.resolve(&headers(&[(API_KEY, "k1")])).unwrap();
+        assert_eq!(ctx.tenant.as_str(), "tenant-a");
+        let ctx = auth
+            .resolve(&headers(&[(API_KEY, "k1"), (TENANT_ID, "tenant-a")]))
+            .unwrap();
+        assert_eq!(ctx.tenant.as_str(), "tenant-a");
+        let e = auth
+            .resolve(&headers(&[(API_KEY, "k1"), (TENANT_ID, "tenant-b")]))
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::PermissionDenied);
+        assert_eq!(auth.known_key(&headers(&[(API_KEY, "k2")])), Some("k2"));
+        assert_eq!(auth.known_key(&headers(&[(API_KEY, "zz")])), None);
+    }
+
+    #[test]
+    fn admin_is_denied_by_default_and_needs_the_token() {
+        let off = Auth::new(None, HashMap::new(), "");
+        let e = off
+            .check_admin(&headers(&[("authorization", "Bearer x")]))
+            .unwrap_err();
+        assert!(e.message.contains("disabled"), "{}", e.message);
+        let on = Auth::new(None, HashMap::new(), "s3cret");
+        assert!(on.check_admin(&headers(&[])).is_err());
+        assert!(
+            on.check_admin(&headers(&[("authorization", "Bearer nope")]))
+                .is_err()
+        );
+        assert!(
+            on.check_admin(&headers(&[("authorization", "Bearer s3cret")]))
+                .is_ok()
+        );
+    }
+}

@@ -1,0 +1,168 @@
+//! Behaviour every route shares, as layers around the whole router: request context and ids
+//! (outermost, so even a panic's 500 carries `x-correlation-id`), metrics, panics turned into
+//! JSON 500s, JSON 404/405/413 instead of axum's plain-text ones, and the body limit.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::middleware::{Next, from_fn, from_fn_with_state};
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use shared::{ApiError, ErrorCode};
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::context::{self, Auth};
+use crate::json::too_large;
+use crate::metrics as m;
+
+/// Wraps `router` (already given its state) in the shared edge layers.
+pub fn apply(router: Router, auth: Arc<Auth>, body_limit: usize) -> Router {
+    router
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(from_fn_with_state(body_limit, reject_oversize))
+        .layer(from_fn(json_method_not_allowed))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(from_fn(m::record))
+        .layer(from_fn_with_state(auth, context::attach))
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::new(
+        ErrorCode::NotFound,
+        format!(
+            "no route for {} {}; see /openapi.json",
+            req.method(),
+            req.uri().path()
+        ),
+    )
+}
+
+/// A declared body over the limit is refused before anything reads it (also on routes that
+/// ignore their body); a chunked one fails in the JSON extractor when it passes the limit.
+async fn reject_oversize(State(limit): State<usize>, req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return too_large(Some(limit)).into_response();
+    }
+    next.run(req).await
+}
+
+/// axum answers a known path with the wrong method with an empty 405; keep its `Allow` header
+/// and give it our JSON body.
+async fn json_method_not_allowed(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let resp = next.run(req).await;
+    if resp.status() != StatusCode::METHOD_NOT_ALLOWED
+        || resp.headers().contains_key(http::header::CONTENT_TYPE)
+    {
+        return resp;
+    }
+    let allow = resp.headers().get(http::header::ALLOW).cloned();
+    let allowed = allow
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .map(|v| format!("; allowed: {v}"))
+        .unwrap_or_default();
+    let mut out = ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        format!("{method} is not allowed on {path}{allowed}"),
+    )
+    .into_response();
+    if let Some(allow) = allow {
+        out.headers_mut().insert(http::header::ALLOW, allow);
+    }
+    out
+}
+
+fn panic_response(err: Box<dyn Any + Send + 'static>) -> Response {
+    let detail = err
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| err.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned());
+    tracing::error!(panic = %detail, "handler panicked");
+    metrics::counter!(m::PANICS).increment(1);
+    ApiError::internal(
+        "an unexpected error occurred; it is logged with the x-correlation-id of this response",
+    )
+    .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::routing::{get, post};
+    use std::collections::HashMap;
+    use tower::ServiceExt;
+
+    async fn boom() -> &'static str {
+        panic!("kaboom")
+    }
+
+    fn app() -> Router {
+        let router = Router::new()
+            .route("/boom", get(boom))
+            .route("/echo", post(|body: String| async move { body }));
+        apply(router, Arc::new(Auth::new(None, HashMap::new(), "")), 16)
+    }
+
+    async fn call(req: Request<Body>) -> (StatusCode, http::HeaderMap, serde_json::Value) {
+        let resp = app().oneshot(req).await.unwrap();
+        let (parts, body) = resp.into_parts();
+        let body = axum::body::to_bytes(body, 1 << 16).await.unwrap();
+        (
+            parts.status,
+            parts.headers,
+            serde_json::from_slice(&body).unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn edge_errors_are_json_and_carry_the_correlation_id() {
+        let (status, headers, body) =
+            call(Request::get("/boom").body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body["code"], "internal");
+        assert!(headers.contains_key(shared::headers::CORRELATION_ID));
+
+        let (status, _, body) = call(Request::get("/nope").body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(body["code"], "not_found");
+
+        let (status, headers, body) =
+            call(Request::delete("/echo").body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(body["code"], "method_not_allowed");
+        assert_eq!(headers[http::header::ALLOW], "POST");
+
+        let big = "x".repeat(17);
+        let (status, _, body) = call(
+            Request::post("/echo")
+                .header("content-length", "17")
+                .body(Body::from(big))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(body["code"], "payload_too_large");
+
+        let (status, headers, _) = call(
+            Request::get("/nope")
+                .header(shared::headers::CORRELATION_ID, "abc-1")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(headers[shared::headers::CORRELATION_ID], "abc-1");
+    }
+}

@@ -1,0 +1,157 @@
+//! The one JSON extractor of the crate.
+//!
+//! The go-cart-actor storefront client posts JSON with the browser's default `text/plain`
+//! content type, so the body is parsed as JSON whatever the content type says. Every failure is
+//! our JSON 400 naming the field (`quantity: invalid value: integer -1, expected u32`), or 413
+//! when the body is over the limit.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use http::StatusCode;
+use serde::de::DeserializeOwned;
+use shared::{ApiError, ErrorCode};
+
+/// A JSON request body, whatever its content type.
+#[derive(Debug, Clone)]
+pub struct JsonBody<T>(pub T);
+
+impl<S, T> FromRequest<S> for JsonBody<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                too_large(None)
+            } else {
+                ApiError::invalid(format!("cannot read the request body: {rejection}"))
+            }
+        })?;
+        parse(&bytes).map(JsonBody)
+    }
+}
+
+/// The 413 every oversize body gets.
+pub fn too_large(limit: Option<usize>) -> ApiError {
+    let limit = limit.map_or_else(String::new, |l| format!(" of {l} bytes"));
+    ApiError::new(
+        ErrorCode::PayloadTooLarge,
+        format!(
+            "the request body is larger than the limit{limit} (GATEWAY_BODY_LIMIT_BYTES); send a smaller body"
+        ),
+    )
+}
+
+/// Parses a JSON body into `T`; errors name the offending field.
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::invalid(
+            "the request body is empty; send a JSON object",
+        ));
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de)
+        .map_err(|e| describe(&e.path().to_string(), e.inner()))?;
+    de.end().map_err(|e| describe(".", &e))?;
+    Ok(value)
+}
+
+/// Deserializes an already parsed JSON value; `prefix` is the value's own path in the request
+/// (`commands[2]`), so errors still name the field from the top of the body.
+pub fn from_value<T: DeserializeOwned>(
+    value: serde_json::Value,
+    prefix: &str,
+) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let full = match (prefix.is_empty(), path.as_str()) {
+            (true, _) => path,
+            (false, ".") => prefix.to_owned(),
+            (false, p) if p.starts_with('[') => format!("{prefix}{p}"),
+            (false, p) => format!("{prefix}.{p}"),
+        };
+        describe(&full, e.inner())
+    })
+}
+
+fn describe(path: &str, err: &serde_json::Error) -> ApiError {
+    use serde_json::error::Category;
+    match err.classify() {
+        Category::Syntax | Category::Eof | Category::Io => {
+            ApiError::invalid(format!("malformed JSON body: {err}"))
+        }
+        Category::Data => {
+            let message = without_position(&err.to_string()).replace('`', "");
+            if path.is_empty() || path == "." {
+                ApiError::invalid(message)
+            } else {
+                ApiError::invalid(format!("{path}: {message}"))
+            }
+        }
+    }
+}
+
+/// serde_json appends ` at line 1 column 34`; the field path says more than the position.
+fn without_position(message: &str) -> &str {
+    match message.rfind(" at line ") {
+        Some(i) if message[i..].contains(" column ") => &message[..i],
+        _ => message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        items: Vec<Item>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Item {
+        sku: String,
+        quantity: u32,
+    }
+
+    fn err(body: &str) -> String {
+        parse::<Body>(body.as_bytes()).unwrap_err().message
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert_eq!(
+            err(r#"{"items":[{"sku":"a","quantity":-1}]}"#),
+            "items[0].quantity: invalid value: integer -1, expected u32"
+        );
+        assert_eq!(
+            err(r#"{"items":[{"sku":"a","quantity":1,"zz":1}]}"#),
+            "items[0].zz: unknown field zz, expected sku or quantity"
+        );
+        assert_eq!(
+            err(r#"{"items":[{"sku":1,"quantity":1}]}"#),
+            "items[0].sku: invalid type: integer 1, expected a string"
+        );
+        assert!(err(r#"{"items":[}"#).starts_with("malformed JSON body"));
+        assert!(err("").contains("empty"));
+        assert!(err(r#"{"items":[]} x"#).starts_with("malformed JSON body"));
+        assert!(err("{}").contains("missing field items"), "{}", err("{}"));
+    }
+
+    #[test]
+    fn values_keep_their_prefix() {
+        let v = serde_json::json!({"sku": "a", "quantity": "x"});
+        let e = from_value::<Item>(v, "commands[1]").unwrap_err();
+        assert_eq!(
+            e.message,
+            "commands[1].quantity: invalid type: string \"x\", expected u32"
+        );
+    }
+}

@@ -1,0 +1,79 @@
+//! Metric names (the Prometheus contract of the gateway, defined once) and the middleware that
+//! records every request by route template and status.
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+
+/// Requests served, by `method`, `route` (template, e.g. `/cart/{id}`; `unmatched` for 404s)
+/// and `status`.
+pub const HTTP_REQUESTS: &str = "gateway_http_requests_total";
+/// Request latency in seconds, by `method` and `route` (time to response headers; an SSE
+/// stream counts until it starts).
+pub const HTTP_REQUEST_SECONDS: &str = "gateway_http_request_duration_seconds";
+/// Failed aggregate calls, by `op` (`get`, `execute`, `execute_batch`, `watch`) and the stable
+/// error `code` (`unavailable`, `timeout`, `unknown_sku`, ...).
+pub const UPSTREAM_ERRORS: &str = "gateway_upstream_errors_total";
+/// Aggregate call latency in seconds, by `op` (retries and failover included).
+pub const UPSTREAM_SECONDS: &str = "gateway_upstream_duration_seconds";
+/// Requests refused with 429, by `scope` (`client` or `cart`).
+pub const RATE_LIMITED: &str = "gateway_rate_limited_total";
+/// Keys tracked by each rate limiter, by `scope` (bounded by pruning).
+pub const RATE_LIMIT_KEYS: &str = "gateway_rate_limit_keys";
+/// Responses answered from the idempotency cache instead of the aggregate.
+pub const IDEMPOTENT_REPLAYS: &str = "gateway_idempotent_replays_total";
+/// Open `/v1/carts/{id}/events` streams.
+pub const SSE_STREAMS: &str = "gateway_sse_streams";
+/// Handler panics turned into JSON 500s.
+pub const PANICS: &str = "gateway_panics_total";
+
+/// Registers descriptions so `/metrics` explains each series.
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        HTTP_REQUESTS,
+        "HTTP requests by method, route template and status"
+    );
+    describe_histogram!(
+        HTTP_REQUEST_SECONDS,
+        metrics::Unit::Seconds,
+        "HTTP request latency by method and route template"
+    );
+    describe_counter!(
+        UPSTREAM_ERRORS,
+        "failed aggregate calls by operation and error code"
+    );
+    describe_histogram!(
+        UPSTREAM_SECONDS,
+        metrics::Unit::Seconds,
+        "aggregate call latency by operation, retries included"
+    );
+    describe_counter!(RATE_LIMITED, "requests refused by a rate limit, by scope");
+    describe_gauge!(RATE_LIMIT_KEYS, "keys tracked per rate limiter");
+    describe_counter!(
+        IDEMPOTENT_REPLAYS,
+        "responses replayed for a repeated Idempotency-Key"
+    );
+    describe_gauge!(SSE_STREAMS, "open server-sent event streams");
+    describe_counter!(PANICS, "handler panics answered with a JSON 500");
+}
+
+/// Middleware (added with `Router::layer`, so the matched route template is known).
+pub async fn record(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().as_str().to_owned();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16().to_string();
+    metrics::counter!(HTTP_REQUESTS, "method" => method.clone(), "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!(HTTP_REQUEST_SECONDS, "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    resp
+}

@@ -1,0 +1,85 @@
+//! `/health`, `/ready`, `/metrics` (served by `shared::ops`, documented here) and the task that
+//! keeps `/ready` truthful: NATS connected, and some aggregate reachable in principle (a live
+//! node in `CART_NODES`, or static addresses configured).
+
+use std::time::Duration;
+
+use aggregate::placement_view::PlacementView;
+use axum::extract::{Request, State};
+use axum::response::Response;
+use shared::ops::Readiness;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::state::AppState;
+
+pub const TAG: &str = "ops";
+
+/// Readiness checks of the gateway.
+pub const CHECKS: &[&str] = &["nats", "aggregates"];
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(ready))
+        .routes(routes!(metrics))
+}
+
+async fn delegate(s: &AppState, req: Request) -> Response {
+    match s.ops.clone().oneshot(req).await {
+        Ok(resp) => resp,
+        Err(never) => match never {},
+    }
+}
+
+/// Liveness: the process serves HTTP.
+#[utoipa::path(get, path = "/health", tag = TAG,
+    responses((status = 200, description = "`{\"status\":\"ok\"}`")))]
+pub async fn health(State(s): State<AppState>, req: Request) -> Response {
+    delegate(&s, req).await
+}
+
+/// Readiness: NATS connected and an aggregate known; the JSON lists each check.
+#[utoipa::path(get, path = "/ready", tag = TAG,
+    responses(
+        (status = 200, description = "Ready"),
+        (status = 503, description = "Not ready; `checks` says why")))]
+pub async fn ready(State(s): State<AppState>, req: Request) -> Response {
+    delegate(&s, req).await
+}
+
+/// Prometheus metrics (names in `gateway::metrics`).
+#[utoipa::path(get, path = "/metrics", tag = TAG,
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+pub async fn metrics(State(s): State<AppState>, req: Request) -> Response {
+    delegate(&s, req).await
+}
+
+/// Updates the checks until `shutdown`.
+pub async fn watch_readiness(
+    readiness: Readiness,
+    nats: async_nats::Client,
+    view: Option<PlacementView>,
+    has_static_addrs: bool,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let connected = nats.connection_state() == async_nats::connection::State::Connected;
+        readiness.set("nats", connected, Some("disconnected from NATS"));
+        let live = view
+            .as_ref()
+            .is_some_and(|v| v.nodes().iter().any(|(_, n)| !n.draining));
+        readiness.set(
+            "aggregates",
+            live || has_static_addrs,
+            Some("no live aggregate node in CART_NODES and no GATEWAY_AGGREGATE_ADDRS"),
+        );
+    }
+}

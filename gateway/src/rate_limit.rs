@@ -1,0 +1,221 @@
+//! Rate limits (GCRA from `governor`): per client (API key, else client IP) on every API
+//! request, and per cart on every mutation. A refused request gets 429 with `Retry-After` and
+//! changes nothing. Keyed limiters remember one small state per key; idle keys are pruned
+//! periodically and early when a limiter holds more than `rate_limit_max_keys`, so a flood of
+//! distinct clients cannot grow memory without bound.
+
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
+use http::HeaderMap;
+use shared::{ApiError, ErrorCode};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::context::Auth;
+use crate::metrics as m;
+
+struct Limiter {
+    scope: &'static str,
+    inner: DefaultKeyedRateLimiter<String>,
+    max_keys: usize,
+}
+
+impl Limiter {
+    fn new(scope: &'static str, per_sec: u32, burst: u32, max_keys: usize) -> Option<Self> {
+        let per_sec = NonZeroU32::new(per_sec)?;
+        let burst = NonZeroU32::new(burst).unwrap_or(per_sec);
+        Some(Self {
+            scope,
+            inner: DefaultKeyedRateLimiter::keyed(Quota::per_second(per_sec).allow_burst(burst)),
+            max_keys: max_keys.max(1),
+        })
+    }
+
+    fn check(&self, key: String, what: &str) -> Result<(), ApiError> {
+        let outcome = self.inner.check_key(&key);
+        if self.inner.len() > self.max_keys {
+            self.prune();
+        }
+        outcome.map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            metrics::counter!(m::RATE_LIMITED, "scope" => self.scope).increment(1);
+            ApiError::new(
+                ErrorCode::RateLimited,
+                format!("too many requests for this {what}; retry after {secs} s"),
+            )
+            .with_retry_after(Duration::from_secs(secs.max(1)))
+        })
+    }
+
+    fn prune(&self) {
+        self.inner.retain_recent();
+        self.inner.shrink_to_fit();
+        metrics::gauge!(m::RATE_LIMIT_KEYS, "scope" => self.scope).set(self.inner.len() as f64);
+    }
+}
+
+/// The gateway's limiters. Either may be off (rate 0).
+pub struct RateLimits {
+    client: Option<Limiter>,
+    cart: Option<Limiter>,
+    trusted_proxy_hops: usize,
+}
+
+impl RateLimits {
+    pub fn new(cfg: &Config) -> Self {
+        Self {
+            client: Limiter::new(
+                "client",
+                cfg.client_rate_per_sec,
+                cfg.client_rate_burst,
+                cfg.rate_limit_max_keys,
+            ),
+            cart: Limiter::new(
+                "cart",
+                cfg.cart_rate_per_sec,
+                cfg.cart_rate_burst,
+                cfg.rate_limit_max_keys,
+            ),
+            trusted_proxy_hops: cfg.trusted_proxy_hops,
+        }
+    }
+
+    /// One mutation of `tenant/cart`.
+    pub fn check_cart(&self, tenant: &str, cart: &str) -> Result<(), ApiError> {
+        match &self.cart {
+            Some(l) => l.check(format!("{tenant}/{cart}"), "cart"),
+            None => Ok(()),
+        }
+    }
+
+    fn check_client(&self, key: String) -> Result<(), ApiError> {
+        match &self.client {
+            Some(l) => l.check(key, "client"),
+            None => Ok(()),
+        }
+    }
+
+    /// Forget idle keys every `every` until `shutdown`.
+    pub async fn prune_every(self: Arc<Self>, every: Duration, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(every.max(Duration::from_secs(1)));
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            for l in [&self.client, &self.cart].into_iter().flatten() {
+                l.prune();
+            }
+        }
+    }
+
+    /// Who is asking: the API key when it is a known one, else the client's IP (from
+    /// `X-Forwarded-For` only through the configured number of trusted proxies).
+    fn client_key(&self, auth: &Auth, headers: &HeaderMap, peer: Option<SocketAddr>) -> String {
+        if let Some(key) = auth.known_key(headers) {
+            return format!("key:{key}");
+        }
+        match client_ip(headers, peer, self.trusted_proxy_hops) {
+            Some(ip) => format!("ip:{ip}"),
+            None => "ip:unknown".to_owned(),
+        }
+    }
+}
+
+/// The client address: with `hops` trusted proxies the entry `hops` places from the right of
+/// `X-Forwarded-For` (what the outermost trusted proxy saw), else the TCP peer.
+pub fn client_ip(headers: &HeaderMap, peer: Option<SocketAddr>, hops: usize) -> Option<IpAddr> {
+    if hops > 0 {
+        let entries: Vec<&str> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        let pick = entries
+            .len()
+            .checked_sub(hops)
+            .map_or(entries.first(), |i| entries.get(i));
+        if let Some(ip) = pick.and_then(|s| s.parse().ok()) {
+            return Some(ip);
+        }
+    }
+    peer.map(|p| p.ip())
+}
+
+/// State of the per-client middleware.
+#[derive(Clone)]
+pub struct ClientLimit {
+    pub limits: Arc<RateLimits>,
+    pub auth: Arc<Auth>,
+}
+
+/// Middleware: the per-client limit.
+pub async fn limit_clients(State(s): State<ClientLimit>, req: Request, next: Next) -> Response {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let key = s.limits.client_key(&s.auth, req.headers(), peer);
+    if let Err(e) = s.limits.check_client(key) {
+        return e.into_response();
+    }
+    next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_is_trusted_only_through_configured_hops() {
+        let peer: SocketAddr = "10.0.0.9:1234".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "1.1.1.1, 2.2.2.2".parse().unwrap());
+        assert_eq!(
+            client_ip(&h, Some(peer), 0).unwrap().to_string(),
+            "10.0.0.9"
+        );
+        assert_eq!(client_ip(&h, Some(peer), 1).unwrap().to_string(), "2.2.2.2");
+        assert_eq!(client_ip(&h, Some(peer), 2).unwrap().to_string(), "1.1.1.1");
+        assert_eq!(client_ip(&h, Some(peer), 5).unwrap().to_string(), "1.1.1.1");
+        assert_eq!(client_ip(&HeaderMap::new(), None, 1), None);
+    }
+
+    #[test]
+    fn a_burst_passes_then_429_with_retry_after() {
+        let cfg = Config {
+            cart_rate_per_sec: 1,
+            cart_rate_burst: 2,
+            rate_limit_max_keys: 2,
+            ..Config::default()
+        };
+        let limits = RateLimits::new(&cfg);
+        assert!(limits.check_cart("t", "c1").is_ok());
+        assert!(limits.check_cart("t", "c1").is_ok());
+        let e = limits.check_cart("t", "c1").unwrap_err();
+        assert_eq!(e.code, ErrorCode::RateLimited);
+        assert_eq!(e.retry_after, Some(Duration::from_secs(1)));
+        assert!(
+            limits.check_cart("t", "c2").is_ok(),
+            "other carts are separate"
+        );
+        let off = RateLimits::new(&Config {
+            cart_rate_per_sec: 0,
+            ..Config::default()
+        });
+        assert!((0..100).all(|_| off.check_cart("t", "c").is_ok()));
+    }
+}

@@ -1,0 +1,253 @@
+//! OpenAPI schemas of the response types that live in `shared` (which does not depend on
+//! utoipa). They only describe; replies are serialized from the `shared` types themselves, and
+//! a test pins these descriptions to what those types really serialize.
+
+#![allow(dead_code)] // fields exist to be described, never read
+
+use std::collections::BTreeMap;
+
+use utoipa::ToSchema;
+
+/// `{"error": "...", "code": "..."}`: every error of every route.
+#[derive(ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong and what to do about it.
+    error: String,
+    /// Stable code from the error table (`invalid_argument`, `unknown_sku`, `rate_limited`, ...).
+    code: String,
+}
+
+/// A money amount in minor units: `{"exVat": .., "incVat": .., "vat": {"25": ..}}`.
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct CartPrice {
+    ex_vat: i64,
+    inc_vat: i64,
+    /// VAT per rate in percent (`"25"`, `"12.5"`).
+    vat: BTreeMap<String, i64>,
+}
+
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct ItemMeta {
+    name: String,
+    image: Option<String>,
+    brand: Option<String>,
+    category: Option<String>,
+    seller_id: Option<String>,
+    seller_name: Option<String>,
+    outlet: Option<String>,
+}
+
+#[derive(ToSchema)]
+pub struct Marking {
+    #[schema(rename = "type")]
+    kind: u32,
+    text: String,
+}
+
+#[derive(ToSchema)]
+pub struct PickupPoint {
+    id: String,
+    name: Option<String>,
+    address: Option<String>,
+    city: Option<String>,
+    zip: Option<String>,
+    country: Option<String>,
+}
+
+/// A cart line.
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct CartItem {
+    /// Line id (1, 2, 3, ... per cart).
+    id: u32,
+    item_id: u64,
+    sku: String,
+    qty: u32,
+    /// Unit price.
+    price: CartPrice,
+    total_price: CartPrice,
+    org_price: Option<CartPrice>,
+    /// VAT rate in basis points (2500 = 25 %).
+    tax: u32,
+    stock: i64,
+    #[schema(rename = "type")]
+    item_type: String,
+    store_id: Option<String>,
+    meta: ItemMeta,
+    marking: Option<Marking>,
+}
+
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct CartDelivery {
+    id: u32,
+    provider: String,
+    /// Line ids this delivery ships.
+    items: Vec<u32>,
+    price: CartPrice,
+    pickup_point: Option<PickupPoint>,
+}
+
+#[derive(ToSchema)]
+pub struct Voucher {
+    id: u32,
+    code: String,
+    discount: CartPrice,
+}
+
+/// The cart as the go-cart-actor storefront client reads it.
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct Cart {
+    id: String,
+    items: Vec<CartItem>,
+    deliveries: Vec<CartDelivery>,
+    vouchers: Vec<Voucher>,
+    total_price: CartPrice,
+    total_discount: CartPrice,
+    total_tax: CartPrice,
+    processing: bool,
+    payment_in_progress: bool,
+    order_reference: Option<String>,
+    payment_status: Option<String>,
+    user_id: Option<String>,
+    currency: Option<String>,
+}
+
+/// Why one mutation failed (non-atomic command lists).
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct MutationError {
+    message: String,
+    code: String,
+    status_code: u16,
+}
+
+#[derive(ToSchema)]
+pub struct MutationOutcome {
+    /// Command type (`AddItem`, `ChangeQuantity`, ...).
+    #[schema(rename = "type")]
+    kind: String,
+    error: Option<MutationError>,
+    /// The mutation as received.
+    mutation: serde_json::Value,
+}
+
+/// The reply to every mutation: the resulting cart and one entry per mutation sent.
+#[derive(ToSchema)]
+pub struct MutationReply {
+    result: Cart,
+    mutations: Vec<MutationOutcome>,
+}
+
+/// Errors of routes that change a cart. Every body is `{"error", "code"}`.
+#[derive(utoipa::IntoResponses)]
+pub enum CommandErrors {
+    /// Malformed JSON, an unknown or mistyped field, an invalid id or quantity, an internal
+    /// command type (the message names the field).
+    #[response(status = 400)]
+    BadRequest(#[to_schema] ErrorBody),
+    /// Missing or unknown API key (when API keys are configured).
+    #[response(status = 401)]
+    Unauthenticated(#[to_schema] ErrorBody),
+    /// `x-tenant-id` does not match the API key's tenant.
+    #[response(status = 403)]
+    PermissionDenied(#[to_schema] ErrorBody),
+    /// Unknown SKU, line, delivery (provider) or voucher (`unknown_sku`, `unknown_line`, ...).
+    #[response(status = 404)]
+    NotFound(#[to_schema] ErrorBody),
+    /// The order is placed (`cart_locked`), the command does not fit the cart's state
+    /// (`invalid_state`), or the cart kept changing concurrently (`version_conflict`).
+    #[response(status = 409)]
+    Conflict(#[to_schema] ErrorBody),
+    /// `If-Match` does not match the cart's version (`precondition_failed`).
+    #[response(status = 412)]
+    PreconditionFailed(#[to_schema] ErrorBody),
+    /// The body is larger than `GATEWAY_BODY_LIMIT_BYTES`.
+    #[response(status = 413)]
+    PayloadTooLarge(#[to_schema] ErrorBody),
+    /// A voucher does not apply, or a limit (lines, deliveries, batch size) would be exceeded.
+    #[response(status = 422)]
+    Unprocessable(#[to_schema] ErrorBody),
+    /// Rate limited (per client or per cart); see `Retry-After`.
+    #[response(status = 429)]
+    RateLimited(#[to_schema] ErrorBody),
+    /// No aggregate node reachable; see `Retry-After`.
+    #[response(status = 503)]
+    Unavailable(#[to_schema] ErrorBody),
+    /// The aggregate did not answer in time; the outcome is unknown, retry the same request.
+    #[response(status = 504)]
+    Timeout(#[to_schema] ErrorBody),
+}
+
+/// Errors of routes that only read.
+#[derive(utoipa::IntoResponses)]
+pub enum ReadErrors {
+    /// An invalid cart id or tenant header.
+    #[response(status = 400)]
+    BadRequest(#[to_schema] ErrorBody),
+    /// Missing or unknown API key (when API keys are configured).
+    #[response(status = 401)]
+    Unauthenticated(#[to_schema] ErrorBody),
+    /// `x-tenant-id` does not match the API key's tenant.
+    #[response(status = 403)]
+    PermissionDenied(#[to_schema] ErrorBody),
+    /// Rate limited; see `Retry-After`.
+    #[response(status = 429)]
+    RateLimited(#[to_schema] ErrorBody),
+    /// No aggregate node reachable; see `Retry-After`.
+    #[response(status = 503)]
+    Unavailable(#[to_schema] ErrorBody),
+    /// The aggregate did not answer in time.
+    #[response(status = 504)]
+    Timeout(#[to_schema] ErrorBody),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::domain::{CartView, MutationReply as Reply};
+    use utoipa::PartialSchema;
+    use utoipa::openapi::{RefOr, Schema};
+
+    fn properties<T: PartialSchema>() -> Vec<String> {
+        match T::schema() {
+            RefOr::T(Schema::Object(o)) => o.properties.keys().cloned().collect(),
+            _ => panic!("not an object schema"),
+        }
+    }
+
+    fn keys(v: &serde_json::Value) -> Vec<String> {
+        v.as_object().unwrap().keys().cloned().collect()
+    }
+
+    /// Every field a fully populated cart serializes is described, and nothing more.
+    #[test]
+    fn schemas_match_the_shared_types() {
+        let mut view = CartView::of(&shared::domain::Cart::new(
+            shared::CartId::parse("1").unwrap(),
+        ));
+        view.order_reference = Some("o".into());
+        view.payment_status = Some("p".into());
+        view.user_id = Some("u".into());
+        view.currency = Some("SEK".into());
+        let v = serde_json::to_value(&view).unwrap();
+        let mut got = keys(&v);
+        let mut want = properties::<Cart>();
+        got.sort();
+        want.sort();
+        assert_eq!(got, want);
+        let mut price = keys(&v["totalPrice"]);
+        price.sort();
+        assert_eq!(price, properties::<CartPrice>());
+        let reply = Reply {
+            result: view,
+            mutations: vec![],
+        };
+        let mut got = keys(&serde_json::to_value(&reply).unwrap());
+        got.sort();
+        assert_eq!(got, properties::<MutationReply>());
+    }
+}

@@ -1,0 +1,88 @@
+//! What every handler shares, and the single entry point of every mutation.
+
+use std::sync::Arc;
+
+use aggregate::client::CartClient;
+use metrics_exporter_prometheus::PrometheusHandle;
+use shared::domain::Command;
+use shared::headers::RequestContext;
+use shared::ops::Readiness;
+use shared::{ApiError, CartId};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, ConfigError};
+use crate::context::Auth;
+use crate::idempotency::Idempotency;
+use crate::rate_limit::RateLimits;
+use crate::storefront::cart_ref::CookiePolicy;
+use crate::upstream::{Exec, Snapshot, Upstream};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub cfg: Arc<Config>,
+    pub upstream: Upstream,
+    pub auth: Arc<Auth>,
+    pub limits: Arc<RateLimits>,
+    pub idempotency: Idempotency,
+    pub cookies: Arc<CookiePolicy>,
+    pub readiness: Readiness,
+    /// `shared::ops` router behind `/health`, `/ready`, `/metrics`.
+    pub ops: axum::Router,
+    /// Cancelled when the gateway stops; long-lived responses (SSE) end on it.
+    pub shutdown: CancellationToken,
+}
+
+impl AppState {
+    /// State around `client`; tests pass a client without placement (static addresses).
+    pub fn new(
+        cfg: Config,
+        client: CartClient,
+        readiness: Readiness,
+        prometheus: PrometheusHandle,
+        shutdown: CancellationToken,
+    ) -> Result<Self, ConfigError> {
+        cfg.check()?;
+        Ok(Self {
+            upstream: Upstream::new(client, cfg.upstream_deadline()),
+            auth: Arc::new(Auth::new(
+                cfg.default_tenant()?,
+                cfg.api_keys()?,
+                &cfg.admin_token,
+            )),
+            limits: Arc::new(RateLimits::new(&cfg)),
+            idempotency: Idempotency::new(
+                cfg.idempotency_capacity,
+                std::time::Duration::from_secs(cfg.idempotency_ttl_secs.max(1)),
+            ),
+            cookies: Arc::new(CookiePolicy::new(&cfg)),
+            cfg: Arc::new(cfg),
+            ops: shared::ops::router(readiness.clone(), prometheus),
+            readiness,
+            shutdown,
+        })
+    }
+
+    /// Runs one command: the cart's rate limit, then the aggregate.
+    pub async fn execute(
+        &self,
+        ctx: &RequestContext,
+        cart: &CartId,
+        exec: Exec,
+        command: Command,
+    ) -> Result<Snapshot, ApiError> {
+        self.limits.check_cart(ctx.tenant.as_str(), cart.as_str())?;
+        self.upstream.execute(ctx, cart, exec, command).await
+    }
+
+    /// Runs several commands atomically (one rate-limit token: it is one commit).
+    pub async fn execute_batch(
+        &self,
+        ctx: &RequestContext,
+        cart: &CartId,
+        exec: Exec,
+        commands: Vec<Command>,
+    ) -> Result<Snapshot, ApiError> {
+        self.limits.check_cart(ctx.tenant.as_str(), cart.as_str())?;
+        self.upstream.execute_batch(ctx, cart, exec, commands).await
+    }
+}

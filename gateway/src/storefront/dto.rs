@@ -1,0 +1,198 @@
+//! Request bodies of the storefront API, exactly as the go-cart-actor storefront client sends
+//! them. Unknown fields are refused (a typo must not be silently ignored) and each body turns
+//! into one domain command; the body itself is echoed as the reply's `mutation`.
+
+use serde::{Deserialize, Serialize};
+use shared::domain::{AddItem, Command, Marking, PickupPoint};
+use utoipa::ToSchema;
+
+/// One item: the body of `POST /cart`, and the entries of `POST /cart/add` and `/cart/set`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ItemBody {
+    #[schema(example = "TEST-SKU-456")]
+    pub sku: String,
+    #[schema(example = 2)]
+    pub quantity: u32,
+    /// Shipping country (ISO 3166 alpha-2, lower case); the default country when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "se")]
+    pub country: Option<String>,
+    /// Store for click-and-collect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_id: Option<String>,
+}
+
+impl ItemBody {
+    /// The domain item; `country` fills in when the item names none.
+    pub fn to_add_item(&self, country: &str) -> AddItem {
+        AddItem {
+            sku: self.sku.clone(),
+            quantity: self.quantity,
+            country: self.country.clone().unwrap_or_else(|| country.to_owned()),
+            store_id: self.store_id.clone(),
+        }
+    }
+}
+
+/// `POST /cart/add`: several items in one step.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AddItemsBody {
+    pub items: Vec<ItemBody>,
+    /// Country of items that name none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+}
+
+/// `POST /cart/set`: replace every line.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SetItemsBody {
+    pub items: Vec<ItemBody>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+}
+
+/// `PUT /cart`: change a line's quantity.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ChangeQuantityBody {
+    /// Line id (`items[].id` of the cart).
+    #[schema(example = 1)]
+    pub id: u32,
+    #[schema(example = 3)]
+    pub quantity: u32,
+}
+
+/// `POST /cart/delivery`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AddDeliveryBody {
+    #[schema(example = "standard")]
+    pub provider: String,
+    /// Line ids to deliver; empty or absent: every line without a delivery.
+    #[serde(default)]
+    pub items: Vec<u32>,
+}
+
+/// `PUT /cart/delivery/{id}/pickupPoint`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PickupPointBody {
+    #[schema(example = "PUP123")]
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub city: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zip: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+}
+
+impl From<PickupPointBody> for PickupPoint {
+    fn from(b: PickupPointBody) -> Self {
+        PickupPoint {
+            id: b.id,
+            name: b.name,
+            address: b.address,
+            city: b.city,
+            zip: b.zip,
+            country: b.country,
+        }
+    }
+}
+
+/// `PUT /cart/voucher`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VoucherBody {
+    #[schema(example = "WELCOME10")]
+    pub code: String,
+    /// Accepted for compatibility; vouchers are not country specific.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+}
+
+/// `PUT /cart/user`: attach the cart to a user (`null` detaches it).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UserBody {
+    pub user_id: Option<String>,
+}
+
+/// `PUT /cart/item/{lineId}/marking`: a gift or engraving text on a line.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MarkingBody {
+    #[serde(rename = "type")]
+    pub kind: u32,
+    pub text: String,
+}
+
+impl From<MarkingBody> for Marking {
+    fn from(b: MarkingBody) -> Self {
+        Marking {
+            kind: b.kind,
+            text: b.text,
+        }
+    }
+}
+
+/// The country an item ships to: its own, the body's, or the configured default.
+fn country<'a>(body: &'a Option<String>, default: &'a str) -> &'a str {
+    body.as_deref().unwrap_or(default)
+}
+
+impl AddItemsBody {
+    pub fn command(&self, default_country: &str) -> Command {
+        let c = country(&self.country, default_country);
+        Command::AddItems {
+            items: self.items.iter().map(|i| i.to_add_item(c)).collect(),
+        }
+    }
+}
+
+impl SetItemsBody {
+    pub fn command(&self, default_country: &str) -> Command {
+        let c = country(&self.country, default_country);
+        Command::SetItems {
+            items: self.items.iter().map(|i| i.to_add_item(c)).collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::json::parse;
+
+    #[test]
+    fn go_cart_actor_bodies_parse_and_typos_are_refused() {
+        let b: AddItemsBody = parse(
+            br#"{"items":[{"sku":"A","quantity":1},{"sku":"B","quantity":2,"country":"no"}],"country":"dk"}"#,
+        )
+        .unwrap();
+        let Command::AddItems { items } = b.command("se") else {
+            panic!()
+        };
+        assert_eq!(items[0].country, "dk");
+        assert_eq!(items[1].country, "no");
+        let b: AddDeliveryBody = parse(br#"{"provider":"standard"}"#).unwrap();
+        assert!(b.items.is_empty());
+        let e = parse::<ChangeQuantityBody>(br#"{"id":1,"qty":3}"#).unwrap_err();
+        assert!(
+            e.message.starts_with("qty: unknown field qty"),
+            "{}",
+            e.message
+        );
+        let m: MarkingBody = parse(br#"{"type":1,"text":"Happy birthday"}"#).unwrap();
+        assert_eq!(serde_json::to_value(&m).unwrap()["type"], 1);
+        let u: UserBody = parse(br#"{"userId":null}"#).unwrap();
+        assert_eq!(u.user_id, None);
+    }
+}

@@ -1,0 +1,192 @@
+//! The aggregate, as the gateway sees it: the placement-aware [`CartClient`] (per-attempt
+//! deadline, owner hints, failover, retries with the same command id) under one overall
+//! deadline per call, with latency and error metrics, returning carts in the storefront shape.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use aggregate::client::CartClient;
+use aggregate::placement_view::PlacementView;
+use proto::cart::v1 as pb;
+use shared::domain::{CartView, Command};
+use shared::headers::RequestContext;
+use shared::{ApiError, CartId, CommandId, ErrorCode};
+
+use crate::metrics as m;
+
+/// A cart at a version (the stream sequence of its last event; 0 before the first one).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    pub version: u64,
+    pub cart: CartView,
+}
+
+impl Snapshot {
+    /// The empty cart `id` before anything was written to it.
+    pub fn empty(id: &CartId) -> Self {
+        Self {
+            version: 0,
+            cart: CartView::of(&shared::domain::Cart::new(id.clone())),
+        }
+    }
+
+    /// Decodes the aggregate's wire form.
+    pub fn decode(snapshot: pb::CartSnapshot) -> Result<Self, ApiError> {
+        let (_, state) = proto::convert::state_from_snapshot(snapshot).map_err(|e| {
+            ApiError::internal(format!(
+                "the aggregate sent a cart this gateway cannot read: {e}"
+            ))
+        })?;
+        Ok(Self {
+            version: state.version,
+            cart: CartView::of(&state.cart),
+        })
+    }
+}
+
+/// How to run a command: its id (one per client request, reused by every retry) and the
+/// version the client expects (`If-Match`).
+#[derive(Debug, Clone, Copy)]
+pub struct Exec {
+    pub command_id: CommandId,
+    pub expected_version: Option<u64>,
+}
+
+impl Exec {
+    pub fn new(command_id: CommandId) -> Self {
+        Self {
+            command_id,
+            expected_version: None,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Upstream {
+    client: CartClient,
+    deadline: Duration,
+}
+
+impl Upstream {
+    pub fn new(client: CartClient, deadline: Duration) -> Self {
+        Self { client, deadline }
+    }
+
+    pub fn placement(&self) -> Option<&PlacementView> {
+        self.client.view()
+    }
+
+    pub async fn get(&self, ctx: &RequestContext, cart: &CartId) -> Result<Snapshot, ApiError> {
+        let req = pb::GetCartRequest {
+            tenant: ctx.tenant.to_string(),
+            cart_id: cart.to_string(),
+            min_version: None,
+        };
+        let snap = self.timed("get", self.client.get_cart(ctx, req)).await?;
+        Snapshot::decode(snap)
+    }
+
+    pub async fn execute(
+        &self,
+        ctx: &RequestContext,
+        cart: &CartId,
+        exec: Exec,
+        command: Command,
+    ) -> Result<Snapshot, ApiError> {
+        let req = pb::ExecuteRequest::new(
+            &ctx.tenant,
+            cart,
+            exec.command_id,
+            exec.expected_version,
+            command,
+        );
+        let resp = self
+            .timed("execute", self.client.execute(ctx, req))
+            .await
+            .map_err(|e| precondition(e, exec))?;
+        reply_cart(resp)
+    }
+
+    /// Several commands, atomically: all apply or none does.
+    pub async fn execute_batch(
+        &self,
+        ctx: &RequestContext,
+        cart: &CartId,
+        exec: Exec,
+        commands: Vec<Command>,
+    ) -> Result<Snapshot, ApiError> {
+        let req = pb::ExecuteBatchRequest::new(
+            &ctx.tenant,
+            cart,
+            exec.command_id,
+            exec.expected_version,
+            commands,
+        );
+        let resp = self
+            .timed("execute_batch", self.client.execute_batch(ctx, req))
+            .await
+            .map_err(|e| precondition(e, exec))?;
+        reply_cart(resp)
+    }
+
+    /// The cart now, then after every commit. Opening is bounded by the deadline; the stream
+    /// itself lives as long as the client listens.
+    pub async fn watch(
+        &self,
+        ctx: &RequestContext,
+        cart: &CartId,
+    ) -> Result<tonic::Streaming<pb::CartSnapshot>, ApiError> {
+        let req = pb::WatchCartRequest {
+            tenant: ctx.tenant.to_string(),
+            cart_id: cart.to_string(),
+        };
+        self.timed("watch", self.client.watch_cart(ctx, req)).await
+    }
+
+    async fn timed<T>(
+        &self,
+        op: &'static str,
+        call: impl Future<Output = Result<T, ApiError>>,
+    ) -> Result<T, ApiError> {
+        let started = Instant::now();
+        let result = match tokio::time::timeout(self.deadline, call).await {
+            Ok(r) => r,
+            Err(_) => Err(ApiError::new(
+                ErrorCode::Timeout,
+                format!(
+                    "the aggregate did not answer within {} ms; the outcome is unknown, retry the same request",
+                    self.deadline.as_millis()
+                ),
+            )),
+        };
+        metrics::histogram!(m::UPSTREAM_SECONDS, "op" => op)
+            .record(started.elapsed().as_secs_f64());
+        if let Err(e) = &result {
+            metrics::counter!(m::UPSTREAM_ERRORS, "op" => op, "code" => e.code.as_str())
+                .increment(1);
+        }
+        result
+    }
+}
+
+fn reply_cart(resp: pb::ExecuteResponse) -> Result<Snapshot, ApiError> {
+    let snap = resp
+        .cart
+        .ok_or_else(|| ApiError::internal("the aggregate replied without the cart"))?;
+    Snapshot::decode(snap)
+}
+
+/// With `If-Match`, a version mismatch is the client's precondition failing (412), not a
+/// concurrent writer to retry against (409).
+fn precondition(e: ApiError, exec: Exec) -> ApiError {
+    match exec.expected_version {
+        Some(expected) if e.code == ErrorCode::VersionConflict => ApiError::new(
+            ErrorCode::PreconditionFailed,
+            format!(
+                "If-Match expects version {expected}: {}; reload the cart and retry",
+                e.message
+            ),
+        ),
+        _ => e,
+    }
+}

@@ -1,0 +1,213 @@
+//! Running the commands of one `/v1` request: command ids, `If-Match`, atomic or one by one,
+//! and `Idempotency-Key` replays.
+
+use axum::body::Bytes;
+use axum::response::Response;
+use http::{HeaderMap, HeaderValue, StatusCode};
+use serde_json::Value;
+use shared::domain::{MutationError, MutationOutcome, MutationReply};
+use shared::headers::RequestContext;
+use shared::{ApiError, CartId, CommandId, ErrorCode};
+
+use super::command_body::{self, Commands, Parsed, fill_attempt};
+use crate::idempotency::{Key, Stored};
+use crate::state::AppState;
+use crate::upstream::{Exec, Snapshot};
+
+/// The `ETag` of a cart version: `"<version>"`.
+pub fn etag(version: u64) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{version}\"")).expect("digits and quotes are valid")
+}
+
+/// The version `If-Match` asks for (`"7"`, `W/"7"` or `7`); `*` or no header: none.
+pub fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    let Some(raw) = headers.get(http::header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let v = raw.to_str().unwrap_or_default().trim();
+    if v == "*" {
+        return Ok(None);
+    }
+    parse_tag(v).map(Some).ok_or_else(|| {
+        ApiError::invalid(format!(
+            "header If-Match must be a cart version as returned in ETag (e.g. \"7\"), got {v:?}"
+        ))
+    })
+}
+
+/// True when `If-None-Match` lists `version` (or is `*`): the client's copy is current.
+pub fn none_match(headers: &HeaderMap, version: u64) -> bool {
+    headers
+        .get_all(http::header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|t| t == "*" || parse_tag(t) == Some(version))
+}
+
+fn parse_tag(t: &str) -> Option<u64> {
+    let t = t.strip_prefix("W/").unwrap_or(t);
+    let t = t
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or(t);
+    t.parse().ok()
+}
+
+/// A successful reply: the cart's new version and the body.
+struct Reply {
+    version: u64,
+    body: MutationReply,
+}
+
+impl Reply {
+    fn new(snap: Snapshot, mutations: Vec<MutationOutcome>) -> Self {
+        Self {
+            version: snap.version,
+            body: MutationReply {
+                result: snap.cart,
+                mutations,
+            },
+        }
+    }
+
+    fn stored(&self) -> Stored {
+        let body = serde_json::to_vec(&self.body).unwrap_or_default();
+        Stored::new(StatusCode::OK, Bytes::from(body), Some(etag(self.version)))
+    }
+}
+
+fn outcome(p: &Parsed, error: Option<&ApiError>) -> MutationOutcome {
+    MutationOutcome {
+        kind: p.command.name().to_owned(),
+        error: error.map(MutationError::from),
+        mutation: p.echo.clone(),
+    }
+}
+
+/// Parses and runs the body of `POST /v1/carts/{id}/commands`.
+pub async fn commands(
+    s: &AppState,
+    ctx: &RequestContext,
+    cart: &CartId,
+    headers: &HeaderMap,
+    body: Value,
+) -> Result<Response, ApiError> {
+    let expected = if_match(headers)?;
+    let key = Key::from_headers(headers)?;
+    let raw = body.to_string();
+    let commands = command_body::parse(body, &s.cfg.default_country, s.cfg.max_commands)?;
+    let Some(Key(key)) = key else {
+        let reply = run(s, ctx, cart, CommandId::new(), expected, commands).await?;
+        return Ok(reply.stored().response(false));
+    };
+    let tenant = ctx.tenant.as_str();
+    let id = CommandId::derived(&["idempotency", tenant, cart.as_str(), &key]);
+    let expected_tag = expected.map(|v| v.to_string()).unwrap_or_default();
+    s.idempotency
+        .run(
+            &[tenant, cart.as_str(), &key],
+            &[raw.as_bytes(), expected_tag.as_bytes()],
+            async {
+                match run(s, ctx, cart, id, expected, commands).await {
+                    Ok(reply) => Ok(reply.stored()),
+                    Err(e) => Stored::refusal(&e).ok_or(e),
+                }
+            },
+        )
+        .await
+}
+
+/// One command, or several atomically: one commit with `id`. Several one by one: the i-th
+/// gets an id derived from `id` (so a replayed request repeats each one harmlessly) and reports
+/// its own error; `If-Match` applies to the first, and a failed precondition fails the request.
+async fn run(
+    s: &AppState,
+    ctx: &RequestContext,
+    cart: &CartId,
+    id: CommandId,
+    expected: Option<u64>,
+    commands: Commands,
+) -> Result<Reply, ApiError> {
+    let exec = Exec {
+        command_id: id,
+        expected_version: expected,
+    };
+    match commands {
+        Commands::One(mut p) => {
+            fill_attempt(&mut p.command, &id.to_string());
+            let mutations = vec![outcome(&p, None)];
+            let snap = s.execute(ctx, cart, exec, p.command).await?;
+            Ok(Reply::new(snap, mutations))
+        }
+        Commands::Many {
+            commands,
+            atomic: true,
+        } => {
+            let mutations = commands.iter().map(|p| outcome(p, None)).collect();
+            let batch = commands
+                .into_iter()
+                .map(|mut p| {
+                    fill_attempt(&mut p.command, &id.to_string());
+                    p.command
+                })
+                .collect();
+            let snap = s.execute_batch(ctx, cart, exec, batch).await?;
+            Ok(Reply::new(snap, mutations))
+        }
+        Commands::Many {
+            commands,
+            atomic: false,
+        } => {
+            let mut last = None;
+            let mut mutations = Vec::with_capacity(commands.len());
+            for (i, mut p) in commands.into_iter().enumerate() {
+                let exec = if i == 0 {
+                    exec
+                } else {
+                    Exec::new(CommandId::derived(&[&id.to_string(), &i.to_string()]))
+                };
+                fill_attempt(&mut p.command, &exec.command_id.to_string());
+                match s.execute(ctx, cart, exec, p.command.clone()).await {
+                    Ok(snap) => {
+                        mutations.push(outcome(&p, None));
+                        last = Some(snap);
+                    }
+                    Err(e) if i == 0 && e.code == ErrorCode::PreconditionFailed => return Err(e),
+                    Err(e) => mutations.push(outcome(&p, Some(&e))),
+                }
+            }
+            let snap = match last {
+                Some(snap) => snap,
+                None => s.upstream.get(ctx, cart).await?,
+            };
+            Ok(Reply::new(snap, mutations))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entity_tags() {
+        let mut h = HeaderMap::new();
+        assert_eq!(if_match(&h).unwrap(), None);
+        for v in ["\"7\"", "W/\"7\"", "7"] {
+            h.insert(http::header::IF_MATCH, v.parse().unwrap());
+            assert_eq!(if_match(&h).unwrap(), Some(7), "{v}");
+        }
+        h.insert(http::header::IF_MATCH, "*".parse().unwrap());
+        assert_eq!(if_match(&h).unwrap(), None);
+        h.insert(http::header::IF_MATCH, "\"abc\"".parse().unwrap());
+        assert!(if_match(&h).is_err());
+        let mut h = HeaderMap::new();
+        assert!(!none_match(&h, 3));
+        h.insert(http::header::IF_NONE_MATCH, "\"2\", \"3\"".parse().unwrap());
+        assert!(none_match(&h, 3));
+        assert!(!none_match(&h, 4));
+        assert_eq!(etag(5), "\"5\"");
+    }
+}
