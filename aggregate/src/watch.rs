@@ -50,3 +50,30 @@ impl Watchers {
             .len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::ids::CartId;
+
+    #[test]
+    fn a_slow_watcher_is_dropped_and_never_blocks_a_commit() {
+        let w = Watchers::default();
+        let key: Arc<str> = "t.c".into();
+        let mut slow = w.subscribe(&key);
+        let mut state = CartState::new(CartId::parse("c").unwrap());
+        // Far more commits than the channel holds: publishing never waits.
+        for v in 1..=(WATCH_CAPACITY as u64 * 3) {
+            state.version = v;
+            w.publish(&key, &state);
+        }
+        assert!(matches!(
+            slow.try_recv(),
+            Err(broadcast::error::TryRecvError::Lagged(_))
+        ));
+        // Nobody watching: the channel is removed on the next publish.
+        drop(slow);
+        w.publish(&key, &state);
+        assert_eq!(w.watched(), 0);
+    }
+}

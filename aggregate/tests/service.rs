@@ -1,0 +1,215 @@
+//! The node as a service: ownership replies, drain through the admin RPC, catalog changes,
+//! and the ops endpoints.
+
+mod common;
+
+use common::*;
+use proto::cart::v1 as pb;
+use shared::ErrorCode;
+use shared::ids::{CartId, CommandId};
+use shared::placement::shard_for;
+use shared::test_support::wait_until;
+
+#[tokio::test]
+async fn a_non_owner_answers_not_owner_with_the_owners_address() {
+    let Some(env) = env().await else { return };
+    let a = env.node("a", true).await;
+    let b = env.node("b", true).await;
+    let pa = a.placement.clone().unwrap();
+    let pb_ = b.placement.clone().unwrap();
+    // What matters is b's view: it must know that a owns the shard and that a is alive.
+    wait_until(
+        || async {
+            pa.owned_shards() > 0
+                && pb_.owned_shards() > 0
+                && pb_.view().owners() == pa.view().owners()
+                && pb_.view().node("a").is_some()
+        },
+        WAIT,
+    )
+    .await
+    .expect("both nodes own shards and agree");
+    // Find a cart whose shard `a` owns, and ask `b` for it.
+    let cart = (0..)
+        .map(|i| format!("owned-{i}"))
+        .find(|c| {
+            let shard = shard_for(&tenant(), &CartId::parse(c).unwrap(), 64);
+            pa.view().owner(shard).is_some_and(|o| o.node == "a")
+        })
+        .unwrap();
+    let mut to_b = connect(b.grpc_addr).await;
+    let status = to_b
+        .execute(exec(&cart, CommandId::new(), add("TEST-SKU-123", 1)))
+        .await
+        .unwrap_err();
+    let err = shared::ApiError::from_status(&status);
+    assert_eq!(err.code, ErrorCode::NotOwner);
+    assert_eq!(
+        err.owner_addr.as_deref(),
+        Some(a.grpc_addr.to_string().as_str())
+    );
+    assert!(
+        env.messages(&cart).await.is_empty(),
+        "the non-owner appended nothing"
+    );
+    // The same request with the fallback flag (owner unreachable) is served.
+    let mut req = exec(&cart, CommandId::new(), add("TEST-SKU-123", 1));
+    req.metadata_mut().insert(
+        shared::headers::ROUTE_FALLBACK,
+        "owner-unreachable".parse().unwrap(),
+    );
+    to_b.execute(req).await.expect("served as a fallback");
+    a.drain().await.unwrap();
+    b.drain().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_admin_drain_rpc_hands_off_and_stops_the_node() {
+    use proto::cart::v1::aggregate_admin_client::AggregateAdminClient;
+    let Some(env) = env().await else { return };
+    let a = env.node("a", true).await;
+    let b = env.node("b", true).await;
+    let pb_ = b.placement.clone().unwrap();
+    wait_until(
+        || async { pb_.owned_shards() > 0 && pb_.owned_shards() < 64 },
+        WAIT,
+    )
+    .await
+    .unwrap();
+    let mut admin = AggregateAdminClient::connect(format!("http://{}", a.grpc_addr))
+        .await
+        .unwrap();
+    let status = admin
+        .status(pb::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.node_id, "a");
+    assert!(!status.draining && status.owned_shards > 0);
+    let drained = admin.drain(pb::DrainRequest {}).await.unwrap().into_inner();
+    assert_eq!(drained.owned_shards, 0, "every shard was handed off");
+    tokio::time::timeout(WAIT, a.wait())
+        .await
+        .expect("the node stops after draining")
+        .unwrap();
+    assert_eq!(pb_.owned_shards(), 64, "the other node owns everything");
+    b.drain().await.unwrap();
+}
+
+#[tokio::test]
+async fn catalog_changes_reach_decisions_through_the_kv_watch() {
+    let Some(env) = env().await else { return };
+    let node = env.node("n1", false).await;
+    let mut client = connect(node.grpc_addr).await;
+    let price = |s: &shared::domain::CartState, sku: &str| {
+        s.cart
+            .lines
+            .iter()
+            .find(|l| l.product.sku == sku)
+            .map(|l| l.product.unit_price)
+    };
+    let first = state_of(
+        client
+            .execute(exec("price-a", CommandId::new(), add("TEST-SKU-AAA", 1)))
+            .await
+            .unwrap()
+            .into_inner()
+            .cart
+            .unwrap(),
+    );
+    assert_eq!(price(&first, "TEST-SKU-AAA"), Some(12900));
+    // The merchandiser changes the price.
+    let kv = env.js.get_key_value("CATALOG").await.unwrap();
+    let mut product: shared::catalog::Product =
+        serde_json::from_slice(&kv.get("sku.TEST-SKU-AAA").await.unwrap().unwrap()).unwrap();
+    product.price = 9900;
+    kv.put(
+        "sku.TEST-SKU-AAA",
+        serde_json::to_vec(&product).unwrap().into(),
+    )
+    .await
+    .unwrap();
+    let mut n = 0;
+    wait_until(
+        || {
+            n += 1;
+            let mut client = client.clone();
+            let cart = format!("price-b-{n}");
+            async move {
+                let reply = client
+                    .execute(exec(&cart, CommandId::new(), add("TEST-SKU-AAA", 1)))
+                    .await
+                    .unwrap()
+                    .into_inner();
+                price(&state_of(reply.cart.unwrap()), "TEST-SKU-AAA") == Some(9900)
+            }
+        },
+        WAIT,
+    )
+    .await
+    .expect("new adds use the new price");
+    // The line added before keeps the price the shopper saw (a fact in its event).
+    let again = state_of(client.get_cart(get("price-a")).await.unwrap().into_inner());
+    assert_eq!(price(&again, "TEST-SKU-AAA"), Some(12900));
+    node.drain().await.unwrap();
+}
+
+#[tokio::test]
+async fn ops_endpoints_report_health_readiness_and_metrics() {
+    let Some(env) = env().await else { return };
+    let node = env.node("n1", true).await;
+    let base = format!("http://{}", node.http_addr);
+    let http = reqwest::Client::new();
+    assert_eq!(
+        http.get(format!("{base}/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    wait_until(
+        || async {
+            http.get(format!("{base}/ready"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        },
+        WAIT,
+    )
+    .await
+    .expect("ready once shards are claimed");
+    let ready: serde_json::Value = http
+        .get(format!("{base}/ready"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for check in ["nats", "streams", "placement"] {
+        assert_eq!(ready["checks"][check]["ok"], true, "{ready}");
+    }
+    let mut client = connect(node.grpc_addr).await;
+    client
+        .execute(exec("metered", CommandId::new(), add("TEST-SKU-123", 1)))
+        .await
+        .unwrap();
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "cart_aggregate_commands_total",
+        "cart_aggregate_command_duration_seconds",
+        "cart_aggregate_append_duration_seconds",
+        "cart_aggregate_owned_shards",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from /metrics");
+    }
+    node.drain().await.unwrap();
+}
