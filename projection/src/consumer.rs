@@ -26,12 +26,18 @@ use crate::writer::{OnFailure, Writer};
 
 /// Attempts to publish a dead letter before recording it locally only.
 const DLQ_ATTEMPTS: u32 = 3;
+/// Parked messages kept, in batches (beyond it the stall repair reads them back).
+const MAX_PARKED_BATCHES: usize = 4;
 
 #[derive(Debug, Clone)]
 pub struct LoopSettings {
     pub batch_size: usize,
     pub fetch_wait: Duration,
     pub nak_delay: Duration,
+    /// Redelivery delay of messages held back behind an earlier one that is still missing
+    /// (the ack wait: by then a message lost in a crash has been redelivered). Longer than
+    /// `nak_delay`, so waiting burns few of their deliveries.
+    pub hold_delay: Duration,
     pub max_deliver: i64,
     /// Deadline of each NATS request (acks, direct gets, publishes).
     pub request_timeout: Duration,
@@ -47,10 +53,13 @@ pub struct Consumer {
     pub shared: Arc<Shared>,
     pub settings: LoopSettings,
     pub order: OrderGuard,
+    /// Held-back messages on their last delivery: the server will not send them again, so
+    /// they wait here until the messages before them are applied.
+    pub parked: Vec<Delivery>,
 }
 
 /// One delivered message (`msg` is `None` for a message read back by the loop itself).
-struct Delivery {
+pub struct Delivery {
     msg: Option<jetstream::Message>,
     inc: Incoming,
 }
@@ -119,12 +128,11 @@ impl Consumer {
     }
 
     async fn process(&mut self, batch: Vec<jetstream::Message>) -> Result<(), ProjectionError> {
-        if batch.is_empty() {
-            return self.repair_stall().await;
+        if !batch.is_empty() {
+            metrics::histogram!(m::BATCH_MESSAGES, m::VIEW => self.shared.view.clone())
+                .record(batch.len() as f64);
         }
-        metrics::histogram!(m::BATCH_MESSAGES, m::VIEW => self.shared.view.clone())
-            .record(batch.len() as f64);
-        let mut deliveries: Vec<Delivery> = Vec::with_capacity(batch.len());
+        let mut deliveries = std::mem::take(&mut self.parked);
         for msg in batch {
             match msg.info() {
                 Ok(info) => {
@@ -143,11 +151,16 @@ impl Consumer {
                 Err(e) => tracing::warn!(error = %e, "ignoring a message without JetStream info"),
             }
         }
-        deliveries.sort_by_key(|d| d.inc.sequence);
+        if deliveries.is_empty() {
+            return self.repair_stall().await;
+        }
+        // Stream order; of two deliveries of one message keep the newest.
+        deliveries.sort_by_key(|d| (d.inc.sequence, std::cmp::Reverse(d.inc.delivered)));
+        deliveries.dedup_by_key(|d| d.inc.sequence);
 
         // Already applied (redelivered after a crash between commit and ack): ack, skip.
         let checkpoint = self.writer.checkpoint();
-        let fresh =
+        let mut ready =
             deliveries.split_off(deliveries.partition_point(|d| d.inc.sequence <= checkpoint));
         if !deliveries.is_empty() {
             metrics::counter!(m::MESSAGES_SKIPPED, m::VIEW => self.shared.view.clone())
@@ -156,7 +169,6 @@ impl Consumer {
         for d in &deliveries {
             self.ack(d, AckKind::Ack).await;
         }
-        let mut ready = fresh;
 
         let sequences: Vec<u64> = ready.iter().map(|d| d.inc.sequence).collect();
         let split = self.order.split(checkpoint, &sequences).await?;
@@ -164,7 +176,7 @@ impl Consumer {
         if !held.is_empty() {
             metrics::counter!(m::ORDER_WAITS, m::VIEW => self.shared.view.clone()).increment(1);
             tracing::debug!(missing = ?split.missing, held = held.len(), "holding messages until an earlier one is applied");
-            self.nak_all(&held).await;
+            self.defer(held, self.settings.hold_delay).await;
         }
         self.apply(ready).await?;
         if split.missing.is_some() {
@@ -180,7 +192,7 @@ impl Consumer {
             let outcome = match self.writer.apply(batch, OnFailure::Stop).await {
                 Ok(o) => o,
                 Err(e) => {
-                    self.nak_all(&rest).await;
+                    self.defer(rest, self.settings.nak_delay).await;
                     return Err(e);
                 }
             };
@@ -204,9 +216,8 @@ impl Consumer {
                 reason = %failure.reason,
                 "message cannot be applied; retrying it later"
             );
-            self.ack(&failed, AckKind::Nak(Some(self.settings.nak_delay)))
-                .await;
-            self.nak_all(&rest).await;
+            rest.insert(0, failed);
+            self.defer(rest, self.settings.nak_delay).await;
             break;
         }
         Ok(())
@@ -263,10 +274,23 @@ impl Consumer {
         self.apply(vec![Delivery { msg: None, inc }]).await
     }
 
-    async fn nak_all(&self, deliveries: &[Delivery]) {
+    /// Lets messages come back later: nak'd with `delay`, or parked when this was their last
+    /// delivery (a nak would make the server drop them).
+    async fn defer(&mut self, deliveries: Vec<Delivery>, delay: Duration) {
+        let room = MAX_PARKED_BATCHES * self.settings.batch_size;
         for d in deliveries {
-            self.ack(d, AckKind::Nak(Some(self.settings.nak_delay)))
-                .await;
+            if d.inc.delivered >= self.settings.max_deliver || d.msg.is_none() {
+                if self.parked.len() < room {
+                    self.parked.push(d);
+                } else {
+                    tracing::warn!(
+                        sequence = d.inc.sequence,
+                        "too many parked messages; it will be read back from the stream"
+                    );
+                }
+            } else {
+                self.ack(&d, AckKind::Nak(Some(delay))).await;
+            }
         }
     }
 

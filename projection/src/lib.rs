@@ -177,6 +177,7 @@ pub async fn start_with_hooks(config: Config, hooks: Hooks) -> anyhow::Result<Ru
             batch_size: config.batch_size,
             fetch_wait: config.fetch_wait(),
             nak_delay: config.nak_delay(),
+            hold_delay: config.ack_wait().max(config.nak_delay()),
             max_deliver: config.max_deliver,
             request_timeout,
         },
@@ -185,6 +186,7 @@ pub async fn start_with_hooks(config: Config, hooks: Hooks) -> anyhow::Result<Ru
             request_timeout,
             stall_per_delivery.saturating_mul(stall_deliveries.saturating_add(1)),
         ),
+        parked: Vec::new(),
     };
     let consumer = tracker.spawn(loop_.run(shutdown.clone()));
     tracker.spawn(

@@ -1,0 +1,248 @@
+//! The views as they should be — a fold of the published messages through `shared::domain`
+//! (`CartState::apply_message` + `totals`) — and as the projection stored them, read straight
+//! from its SQLite file, in the same shape so they compare with one `assert_eq!`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use shared::domain::{CartState, Event, totals};
+
+use super::SimCart;
+
+type Key = (String, String);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CartRow {
+    pub status: String,
+    pub item_count: i64,
+    pub line_count: i64,
+    pub total_amount: i64,
+    pub total_tax: i64,
+    pub total_discount: i64,
+    pub currency: String,
+    pub user_id: Option<String>,
+    pub order_reference: Option<String>,
+    pub created_ns: i64,
+    pub updated_ns: i64,
+    pub version: i64,
+    /// Messages applied to the cart (`cart_states.applied_messages`).
+    pub applied: i64,
+    /// `(line_id, sku, name, quantity, unit_price, tax_rate)` in cart order.
+    pub lines: Vec<(i64, String, String, i64, i64, i64)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderRow {
+    pub provider_order_id: String,
+    pub order_reference: String,
+    pub total_amount: i64,
+    pub currency: String,
+    pub user_id: Option<String>,
+    pub placed_ns: i64,
+    pub version: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Views {
+    pub carts: BTreeMap<Key, CartRow>,
+    pub orders: BTreeMap<Key, OrderRow>,
+}
+
+fn ns(t: time::OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos()).unwrap()
+}
+
+/// The fold of every message of `carts` (carts without messages have no rows).
+pub fn expected<'a>(carts: impl IntoIterator<Item = &'a SimCart>) -> Views {
+    let mut views = Views::default();
+    for sim in carts {
+        let Some((_, first)) = sim.messages.first() else {
+            continue;
+        };
+        let key = (sim.tenant.to_string(), sim.id.to_string());
+        let mut state = CartState::new(sim.id.clone());
+        for (seq, msg) in &sim.messages {
+            state.apply_message(msg, *seq, 0);
+            for record in &msg.events {
+                if let Ok(Event::OrderPlaced(o)) = Event::decode(record) {
+                    views.orders.insert(
+                        key.clone(),
+                        OrderRow {
+                            provider_order_id: o.provider_order_id,
+                            order_reference: o.order_reference,
+                            total_amount: o.total_amount,
+                            currency: o.currency,
+                            user_id: state.cart.user_id.clone(),
+                            placed_ns: ns(msg.occurred_at),
+                            version: *seq as i64,
+                        },
+                    );
+                }
+            }
+        }
+        let cart = &state.cart;
+        let t = totals(cart);
+        let status = if cart.order.is_some() {
+            "ordered"
+        } else if cart.payment_in_progress() {
+            "checkout"
+        } else {
+            "open"
+        };
+        let (_, last) = sim.messages.last().unwrap();
+        views.carts.insert(
+            key,
+            CartRow {
+                status: status.into(),
+                item_count: cart.lines.iter().map(|l| i64::from(l.quantity)).sum(),
+                line_count: cart.lines.len() as i64,
+                total_amount: t.total.inc_vat,
+                total_tax: t.tax().inc_vat,
+                total_discount: t.discount.inc_vat,
+                currency: cart.currency.clone().unwrap_or_default(),
+                user_id: cart.user_id.clone(),
+                order_reference: cart.order.as_ref().map(|o| o.order_reference.clone()),
+                created_ns: ns(first.occurred_at),
+                updated_ns: ns(last.occurred_at),
+                version: state.version as i64,
+                applied: sim.messages.len() as i64,
+                lines: cart
+                    .lines
+                    .iter()
+                    .map(|l| {
+                        (
+                            i64::from(l.id),
+                            l.product.sku.clone(),
+                            l.product.name.clone(),
+                            i64::from(l.quantity),
+                            l.product.unit_price,
+                            i64::from(l.product.tax_rate.0),
+                        )
+                    })
+                    .collect(),
+            },
+        );
+    }
+    views
+}
+
+/// The views as stored in the projection database at `path`.
+pub fn read_views(path: &Path) -> Views {
+    let conn = super::open_db(path);
+    let mut views = Views::default();
+    let mut stmt = conn
+        .prepare(
+            "SELECT c.tenant, c.cart_id, c.status, c.item_count, c.line_count, c.total_amount,
+                 c.total_tax, c.total_discount, c.currency, c.user_id, c.order_reference,
+                 c.created_ns, c.updated_ns, c.version, s.applied_messages
+             FROM carts c JOIN cart_states s ON s.tenant = c.tenant AND s.cart_id = c.cart_id",
+        )
+        .unwrap();
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                (r.get(0)?, r.get(1)?),
+                CartRow {
+                    status: r.get(2)?,
+                    item_count: r.get(3)?,
+                    line_count: r.get(4)?,
+                    total_amount: r.get(5)?,
+                    total_tax: r.get(6)?,
+                    total_discount: r.get(7)?,
+                    currency: r.get(8)?,
+                    user_id: r.get(9)?,
+                    order_reference: r.get(10)?,
+                    created_ns: r.get(11)?,
+                    updated_ns: r.get(12)?,
+                    version: r.get(13)?,
+                    applied: r.get(14)?,
+                    lines: Vec::new(),
+                },
+            ))
+        })
+        .unwrap();
+    for row in rows {
+        let (key, cart) = row.unwrap();
+        views.carts.insert(key, cart);
+    }
+    let mut stmt = conn
+        .prepare(
+            "SELECT tenant, cart_id, line_id, sku, name, quantity, unit_price, tax_rate
+             FROM cart_lines ORDER BY tenant, cart_id, position",
+        )
+        .unwrap();
+    let lines = stmt
+        .query_map([], |r| {
+            Ok((
+                (r.get::<_, String>(0)?, r.get::<_, String>(1)?),
+                (
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                ),
+            ))
+        })
+        .unwrap();
+    for line in lines {
+        let (key, line) = line.unwrap();
+        views
+            .carts
+            .get_mut(&key)
+            .unwrap_or_else(|| panic!("line of unknown cart {key:?}"))
+            .lines
+            .push(line);
+    }
+    let mut stmt = conn
+        .prepare(
+            "SELECT tenant, cart_id, provider_order_id, order_reference, total_amount, currency,
+                 user_id, placed_ns, version FROM orders",
+        )
+        .unwrap();
+    let orders = stmt
+        .query_map([], |r| {
+            Ok((
+                (r.get(0)?, r.get(1)?),
+                OrderRow {
+                    provider_order_id: r.get(2)?,
+                    order_reference: r.get(3)?,
+                    total_amount: r.get(4)?,
+                    currency: r.get(5)?,
+                    user_id: r.get(6)?,
+                    placed_ns: r.get(7)?,
+                    version: r.get(8)?,
+                },
+            ))
+        })
+        .unwrap();
+    for order in orders {
+        let (key, order) = order.unwrap();
+        views.orders.insert(key, order);
+    }
+    views
+}
+
+/// Asserts the stored views equal the fold, cart by cart (so a failure names the cart).
+pub fn assert_views(path: &Path, expected: &Views) {
+    let actual = read_views(path);
+    let missing: Vec<_> = expected
+        .carts
+        .keys()
+        .filter(|k| !actual.carts.contains_key(*k))
+        .collect();
+    let extra: Vec<_> = actual
+        .carts
+        .keys()
+        .filter(|k| !expected.carts.contains_key(*k))
+        .collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "carts missing: {missing:?}, unexpected: {extra:?}"
+    );
+    for (key, want) in &expected.carts {
+        assert_eq!(&actual.carts[key], want, "cart {key:?}");
+    }
+    assert_eq!(actual.orders, expected.orders, "orders");
+}

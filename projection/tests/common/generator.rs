@@ -1,0 +1,247 @@
+//! Random command sequences on many carts, decided by `shared::domain::decide` and published
+//! exactly like the aggregate appends them: one JSON envelope per accepted command on
+//! `cart.events.<tenant>.<cart_id>`, with the request-context headers, `cart-event-types`,
+//! `Nats-Msg-Id` and `Nats-Expected-Last-Subject-Sequence`.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, message::PublishMessage};
+use bytes::Bytes;
+use shared::catalog::{CatalogSeed, CatalogSnapshot};
+use shared::domain::{AddItem, CartState, Command, Context, EventMessage, Limits, decide};
+use shared::headers::{CART_EVENT_TYPES, RequestContext};
+use shared::ids::{CartId, CommandId, TenantId};
+use time::OffsetDateTime;
+
+/// A cart as the test knows it: its state and every message published for it.
+pub struct SimCart {
+    pub tenant: TenantId,
+    pub id: CartId,
+    pub state: CartState,
+    pub messages: Vec<(u64, EventMessage)>,
+}
+
+pub struct Generator {
+    rng: fastrand::Rng,
+    catalog: CatalogSnapshot,
+    skus: Vec<String>,
+    pub carts: Vec<SimCart>,
+    /// Event time of the next message.
+    pub clock: OffsetDateTime,
+    /// How much the clock advances per message (0: all messages at the same time).
+    pub step: Duration,
+}
+
+const PROVIDERS: &[&str] = &["standard", "express", "postnord-pickup", "instore", "nope"];
+const VOUCHERS: &[&str] = &["WELCOME10", "FIFTYOFF", "SUMMER2020", "NOPE"];
+
+impl Generator {
+    /// `carts_per_tenant` carts (`cart-000`, ...) in each of `tenants`; event times start a
+    /// day ago and advance a second per message.
+    pub fn new(seed: u64, tenants: &[&str], carts_per_tenant: usize) -> Self {
+        let seed_file: CatalogSeed =
+            serde_json::from_str(include_str!("../../../deploy/catalog.json")).unwrap();
+        let catalog = CatalogSnapshot::from_seed(seed_file);
+        let mut skus: Vec<String> = catalog.products.keys().cloned().collect();
+        skus.sort();
+        skus.push("NO-SUCH-SKU".into());
+        let mut carts = Vec::new();
+        for t in tenants {
+            for i in 0..carts_per_tenant {
+                let id = CartId::parse(&format!("cart-{i:03}")).unwrap();
+                carts.push(SimCart {
+                    tenant: TenantId::parse(t).unwrap(),
+                    state: CartState::new(id.clone()),
+                    id,
+                    messages: Vec::new(),
+                });
+            }
+        }
+        Self {
+            rng: fastrand::Rng::with_seed(seed),
+            catalog,
+            skus,
+            carts,
+            clock: OffsetDateTime::now_utc() - time::Duration::days(1),
+            step: Duration::from_secs(1),
+        }
+    }
+
+    pub fn message_count(&self) -> usize {
+        self.carts.iter().map(|c| c.messages.len()).sum()
+    }
+
+    fn add(&mut self) -> Command {
+        let sku = self.skus[self.rng.usize(..self.skus.len())].clone();
+        Command::AddItem(AddItem {
+            sku,
+            quantity: self.rng.u32(1..4),
+            country: "se".into(),
+            store_id: None,
+        })
+    }
+
+    fn command(&mut self, index: usize) -> Command {
+        let cart = &self.carts[index].state.cart;
+        let name = cart.id.to_string();
+        let line = match cart.lines.len() {
+            0 => None,
+            n => Some(cart.lines[self.rng.usize(..n)].id),
+        };
+        let attempt = cart.checkout.as_ref().map(|c| c.attempt_id.clone());
+        let delivery = cart.deliveries.first().map(|d| d.id);
+        let voucher = cart.vouchers.first().map(|v| v.id);
+        let in_checkout = cart.payment_in_progress();
+        let roll = self.rng.u32(0..100);
+        match (roll, line) {
+            (0..=34, _) | (35..=55, None) => self.add(),
+            (35..=44, Some(line_id)) => Command::ChangeQuantity {
+                line_id,
+                quantity: self.rng.u32(1..6),
+            },
+            (45..=51, Some(line_id)) => Command::RemoveItem { line_id },
+            (52..=55, Some(_)) => Command::ClearCart,
+            (56..=61, _) => Command::AddDelivery {
+                provider: PROVIDERS[self.rng.usize(..PROVIDERS.len())].into(),
+                line_ids: Vec::new(),
+            },
+            (62..=64, _) => Command::RemoveDelivery {
+                delivery_id: delivery.unwrap_or(1),
+            },
+            (65..=70, _) => Command::ApplyVoucher {
+                code: VOUCHERS[self.rng.usize(..VOUCHERS.len())].into(),
+            },
+            (71..=72, _) => Command::RemoveVoucher {
+                voucher_id: voucher.unwrap_or(1),
+            },
+            (73..=77, _) => Command::SetUser {
+                user_id: match self.rng.u32(0..4) {
+                    0 => None,
+                    n => Some(format!("user-{n}")),
+                },
+            },
+            (78..=84, _) if !in_checkout => Command::StartCheckout {
+                attempt_id: format!("a{}", self.rng.u32(0..1000)),
+                country: None,
+            },
+            (78..=89, _) => Command::RecordProviderOrder {
+                attempt_id: attempt.unwrap_or_else(|| "a0".into()),
+                provider_order_id: format!("ko-{name}"),
+                status: "checkout_incomplete".into(),
+            },
+            (90..=95, _) => Command::ConfirmOrder {
+                provider_order_id: format!("ko-{name}"),
+                order_reference: format!("ref-{name}"),
+            },
+            (96..=97, _) => Command::CancelCheckout,
+            _ => Command::FailCheckout {
+                attempt_id: attempt.unwrap_or_else(|| "a0".into()),
+                code: "declined".into(),
+                reason: "card declined".into(),
+            },
+        }
+    }
+
+    /// Publishes one accepted command on a random cart that can still change.
+    pub async fn step(&mut self, js: &jetstream::Context) -> u64 {
+        loop {
+            let open: Vec<usize> = (0..self.carts.len())
+                .filter(|&i| !self.carts[i].state.cart.order_placed())
+                .collect();
+            assert!(!open.is_empty(), "every cart has an order; use more carts");
+            let index = open[self.rng.usize(..open.len())];
+            let cmd = self.command(index);
+            if let Some(seq) = self.execute(js, index, cmd).await {
+                return seq;
+            }
+        }
+    }
+
+    /// Publishes `n` accepted commands.
+    pub async fn publish(&mut self, js: &jetstream::Context, n: usize) {
+        for _ in 0..n {
+            self.step(js).await;
+        }
+    }
+
+    /// Decides `cmd` on cart `index` and publishes its events; `None` when rejected or empty.
+    pub async fn execute(
+        &mut self,
+        js: &jetstream::Context,
+        index: usize,
+        cmd: Command,
+    ) -> Option<u64> {
+        let now = self.clock;
+        let ctx = Context {
+            now,
+            catalog: &self.catalog,
+            limits: Limits::default(),
+        };
+        let cart = &mut self.carts[index];
+        let events = decide(&cart.state.cart, cmd, &ctx).ok()?;
+        if events.is_empty() {
+            return None;
+        }
+        let id = CommandId::new();
+        let msg = EventMessage::new(
+            cart.tenant.clone(),
+            cart.id.clone(),
+            id,
+            cart.state.revision + 1,
+            now,
+            &events,
+        );
+        let seq = publish(js, &msg, cart.state.version).await;
+        cart.state
+            .commit(id, seq, &events, CartState::DEFAULT_RECENT);
+        cart.messages.push((seq, msg));
+        self.clock += self.step;
+        Some(seq)
+    }
+
+    /// The index of the cart `tenant`/`cart`.
+    pub fn index(&self, tenant: &str, cart: &str) -> usize {
+        self.carts
+            .iter()
+            .position(|c| c.tenant.as_str() == tenant && c.id.as_str() == cart)
+            .expect("known cart")
+    }
+}
+
+/// Appends `msg` the way the aggregate does and returns its stream sequence.
+pub async fn publish(js: &jetstream::Context, msg: &EventMessage, expected: u64) -> u64 {
+    let mut headers = async_nats::HeaderMap::new();
+    RequestContext::new(msg.tenant.clone()).to_nats_headers(&mut headers);
+    headers.insert(CART_EVENT_TYPES, msg.event_types_header().as_str());
+    let subject = shared::subjects::cart_events(&msg.tenant, &msg.cart_id);
+    let publish = PublishMessage::build()
+        .payload(Bytes::from(msg.to_json()))
+        .headers(headers)
+        .message_id(msg.command_id.to_string())
+        .expected_last_subject_sequence(expected);
+    js.send_publish(subject, publish)
+        .await
+        .expect("publish")
+        .await
+        .expect("publish ack")
+        .sequence
+}
+
+/// Publishes a raw payload on a cart subject (a message no aggregate would write).
+pub async fn publish_raw(
+    js: &jetstream::Context,
+    tenant: &str,
+    cart: &str,
+    payload: &'static [u8],
+) -> u64 {
+    let tenant = TenantId::parse(tenant).unwrap();
+    let mut headers = async_nats::HeaderMap::new();
+    RequestContext::new(tenant.clone()).to_nats_headers(&mut headers);
+    let subject = shared::subjects::cart_events(&tenant, &CartId::parse(cart).unwrap());
+    js.publish_with_headers(subject, headers, Bytes::from_static(payload))
+        .await
+        .expect("publish")
+        .await
+        .expect("publish ack")
+        .sequence
+}

@@ -1,0 +1,112 @@
+//! Shared set-up for the projection's integration tests: a real nats-server (through the
+//! harness), projections started in-process on free ports, an event generator that publishes
+//! like the aggregate does, and the expected views as a plain fold of the same events.
+
+#![allow(dead_code)]
+
+pub mod expect;
+pub mod generator;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use projection::{Config, Hooks, Running};
+use proto::projection::v1::query_service_client::QueryServiceClient;
+use shared::nats::NatsResourceSettings;
+use shared::subjects::CART_EVENTS_STREAM;
+use shared::test_support::{NatsServer, wait_until};
+use tonic::transport::Channel;
+
+pub use expect::{assert_views, expected};
+pub use generator::{Generator, SimCart};
+
+/// Deadline of every wait in these tests.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+pub struct Env {
+    pub nats: NatsServer,
+    pub client: async_nats::Client,
+    pub js: async_nats::jetstream::Context,
+    pub dir: tempfile::TempDir,
+}
+
+pub async fn env() -> Option<Env> {
+    let nats = shared::nats_or_skip!()?;
+    let client = nats.client().await;
+    let js = nats.jetstream().await;
+    shared::nats::ensure_all(&js, &NatsResourceSettings::default())
+        .await
+        .expect("ensure streams");
+    Some(Env {
+        nats,
+        client,
+        js,
+        dir: tempfile::tempdir().unwrap(),
+    })
+}
+
+impl Env {
+    /// A projection config for tests: free ports, a database in the test's temp dir, short
+    /// ack wait and nak delay so redelivery tests finish quickly.
+    pub fn config(&self, view: &str) -> Config {
+        let mut nats = Config::default().nats;
+        nats.url = self.nats.url().to_owned();
+        nats.name = format!("projection-{view}");
+        Config {
+            view: view.to_owned(),
+            db_path: self.db_path(view).display().to_string(),
+            grpc_addr: "127.0.0.1:0".into(),
+            http_addr: "127.0.0.1:0".into(),
+            batch_size: 64,
+            fetch_wait_ms: 200,
+            ack_wait_ms: 1_000,
+            max_deliver: 3,
+            nak_delay_ms: 100,
+            admin_token: "test-token".into(),
+            nats,
+            ..Config::default()
+        }
+    }
+
+    pub fn db_path(&self, view: &str) -> PathBuf {
+        self.dir.path().join(format!("{view}.db"))
+    }
+
+    pub async fn start(&self, config: Config, hooks: Hooks) -> Running {
+        projection::start_with_hooks(config, hooks)
+            .await
+            .expect("start projection")
+    }
+
+    pub async fn stream_last(&self) -> u64 {
+        self.js
+            .get_stream(CART_EVENTS_STREAM)
+            .await
+            .unwrap()
+            .get_info()
+            .await
+            .unwrap()
+            .state
+            .last_sequence
+    }
+
+    /// Waits until the projection has applied everything in the stream.
+    pub async fn caught_up(&self, running: &Running) {
+        let last = self.stream_last().await;
+        wait_until(|| async { running.checkpoint() >= last }, WAIT)
+            .await
+            .unwrap_or_else(|e| panic!("projection at {} of {last}: {e}", running.checkpoint()));
+    }
+}
+
+pub async fn query(running: &Running) -> QueryServiceClient<Channel> {
+    QueryServiceClient::connect(format!("http://{}", running.grpc_addr))
+        .await
+        .expect("connect to QueryService")
+}
+
+/// A read-only connection to a projection's database (to compare rows exactly).
+pub fn open_db(path: &Path) -> rusqlite::Connection {
+    rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .expect("open projection database")
+}

@@ -1,0 +1,172 @@
+//! The views equal the domain fold of the stream: for random command sequences on many carts,
+//! and across crashes in the middle of a batch (before and after its commit).
+
+mod common;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use common::{Generator, WAIT, assert_views, expected};
+use projection::{CommitAction, Hooks};
+use proto::projection::v1 as pb;
+use shared::test_support::wait_until;
+
+#[tokio::test]
+async fn views_equal_the_fold_of_random_commands_on_many_carts() {
+    let Some(env) = common::env().await else {
+        return;
+    };
+    let mut generator = Generator::new(7, &["t1", "t2", "t3"], 25);
+    generator.publish(&env.js, 250).await;
+    let running = env.start(env.config("main"), Hooks::default()).await;
+    env.caught_up(&running).await;
+    // Live messages arriving after the start are applied too.
+    generator.publish(&env.js, 150).await;
+    env.caught_up(&running).await;
+
+    let want = expected(&generator.carts);
+    assert!(want.carts.len() > 40, "the generator touched few carts");
+    assert!(!want.orders.is_empty(), "the generator placed no order");
+    assert!(
+        want.carts.values().any(|c| c.status == "checkout"),
+        "no cart in checkout"
+    );
+    assert_views(&running.db_path, &want);
+
+    // QueryService serves the same rows.
+    let mut q = common::query(&running).await;
+    let sim = generator
+        .carts
+        .iter()
+        .find(|c| c.state.cart.lines.len() > 1)
+        .expect("a cart with lines");
+    let got = q
+        .get_cart(pb::GetCartRequest {
+            tenant: sim.tenant.to_string(),
+            cart_id: sim.id.to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let row = &want.carts[&(sim.tenant.to_string(), sim.id.to_string())];
+    assert_eq!(got.total_amount, row.total_amount);
+    assert_eq!(got.version, row.version as u64);
+    assert_eq!(got.lines.len(), sim.state.cart.lines.len());
+    assert_eq!(got.lines[0].sku, sim.state.cart.lines[0].product.sku);
+    let status = q.status(pb::StatusRequest {}).await.unwrap().into_inner();
+    assert_eq!(status.applied_sequence, env.stream_last().await);
+    assert_eq!(status.dead_letters, 0);
+    running.stop().await.unwrap();
+}
+
+/// A hook that lets `n - 1` batches commit, then signals and blocks the `n`-th until released,
+/// and then does `action`.
+fn crash_at(n: u32, action: CommitAction) -> (Hooks, mpsc::Receiver<u64>, mpsc::Sender<()>) {
+    let (reached_tx, reached) = mpsc::channel();
+    let (release, release_rx) = mpsc::channel::<()>();
+    let reached_tx = Mutex::new(reached_tx);
+    let release_rx = Mutex::new(release_rx);
+    let calls = AtomicU32::new(0);
+    let hooks = Hooks {
+        before_commit: Some(Arc::new(move |last_seq| {
+            if calls.fetch_add(1, Ordering::SeqCst) + 1 != n {
+                return CommitAction::Commit;
+            }
+            let _ = reached_tx.lock().unwrap().send(last_seq);
+            let _ = release_rx.lock().unwrap().recv_timeout(WAIT);
+            action
+        })),
+        ..Hooks::default()
+    };
+    (hooks, reached, release)
+}
+
+async fn wait_reached(reached: &mpsc::Receiver<u64>) -> u64 {
+    let mut got = None;
+    wait_until(
+        || {
+            got = got.or_else(|| reached.try_recv().ok());
+            let done = got.is_some();
+            async move { done }
+        },
+        WAIT,
+    )
+    .await
+    .expect("the writer reaches the hooked commit");
+    got.unwrap()
+}
+
+#[tokio::test]
+async fn a_crash_mid_batch_applies_nothing_twice_and_loses_nothing() {
+    let Some(env) = common::env().await else {
+        return;
+    };
+    let mut generator = Generator::new(11, &["t1", "t2"], 20);
+    generator.publish(&env.js, 300).await;
+    let mut config = env.config("main");
+    config.batch_size = 50;
+
+    // 1. Killed while the second batch is applied but not committed.
+    let (hooks, reached, release) = crash_at(2, CommitAction::CrashBeforeCommit);
+    let running = env.start(config.clone(), hooks).await;
+    wait_reached(&reached).await;
+    let committed = running.checkpoint();
+    assert!(committed > 0, "the first batch was committed");
+    running.abort().await;
+    release.send(()).unwrap();
+    let db = common::open_db(&env.db_path("main"));
+    let stored: i64 = db
+        .query_row("SELECT last_sequence FROM checkpoint", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(stored as u64, committed, "the second batch was rolled back");
+    drop(db);
+
+    // 2. Killed after committing a batch but before acknowledging it: it is redelivered.
+    generator.publish(&env.js, 50).await;
+    let (hooks, reached, release) = crash_at(1, CommitAction::CrashAfterCommit);
+    let running = env.start(config.clone(), hooks).await;
+    let crashed_at = wait_reached(&reached).await;
+    release.send(()).unwrap();
+    let before = running.checkpoint();
+    wait_until(|| async { running.checkpoint() > before }, WAIT)
+        .await
+        .expect("the batch commits before the simulated crash");
+    running.abort().await;
+
+    // 3. A clean restart catches up; every message is applied exactly once.
+    generator.publish(&env.js, 50).await;
+    let running = env.start(config, Hooks::default()).await;
+    env.caught_up(&running).await;
+    assert!(running.checkpoint() > crashed_at);
+    // `applied` per cart (compared by assert_views) equals the cart's message count.
+    assert_views(&running.db_path, &expected(&generator.carts));
+    running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn graceful_stop_and_restart_continue_from_the_checkpoint() {
+    let Some(env) = common::env().await else {
+        return;
+    };
+    let mut generator = Generator::new(3, &["t1"], 10);
+    generator.publish(&env.js, 60).await;
+    let running = env.start(env.config("main"), Hooks::default()).await;
+    env.caught_up(&running).await;
+    let checkpoint = running.checkpoint();
+    running.stop().await.unwrap();
+
+    generator.publish(&env.js, 40).await;
+    let running = env.start(env.config("main"), Hooks::default()).await;
+    assert_eq!(
+        running.checkpoint(),
+        checkpoint,
+        "the checkpoint survives a restart"
+    );
+    env.caught_up(&running).await;
+    assert_views(&running.db_path, &expected(&generator.carts));
+    tokio::time::timeout(Duration::from_secs(10), running.stop())
+        .await
+        .expect("stops promptly")
+        .unwrap();
+}
