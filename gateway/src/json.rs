@@ -45,12 +45,22 @@ pub fn too_large(limit: Option<usize>) -> ApiError {
     )
 }
 
-/// Parses a JSON body into `T`; errors name the offending field.
+/// Parses a JSON body into `T`; errors name the offending field. Every body of this API is a
+/// JSON object (serde would otherwise also fill a struct from an array, by position).
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::invalid(
-            "the request body is empty; send a JSON object",
-        ));
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => {
+            return Err(ApiError::invalid(
+                "the request body is empty; send a JSON object",
+            ));
+        }
+        Some(b'{') => {}
+        Some(_) if serde_json::from_slice::<serde_json::Value>(bytes).is_ok() => {
+            return Err(ApiError::invalid(
+                "the request body must be a JSON object ({...})",
+            ));
+        }
+        Some(_) => {}
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de)
@@ -143,6 +153,11 @@ mod tests {
         assert!(err("").contains("empty"));
         assert!(err(r#"{"items":[]} x"#).starts_with("malformed JSON body"));
         assert!(err("{}").contains("missing field items"), "{}", err("{}"));
+        assert!(
+            err("[1]").contains("must be a JSON object"),
+            "{}",
+            err("[1]")
+        );
     }
 
     #[test]

@@ -1,0 +1,220 @@
+//! The real stack for the gateway's integration tests: a fresh nats-server (harness), the
+//! seeded catalog, one aggregate node with placement, and the gateway, all in-process on free
+//! ports. Without a nats-server the tests skip loudly (fail with `CART_REQUIRE_NATS=1`).
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use serde_json::Value;
+use shared::nats::{NatsResourceSettings, StoredEvent};
+use shared::test_support::{NatsServer, wait_until};
+use shared::{CartId, TenantId};
+
+pub const WAIT: Duration = Duration::from_secs(20);
+const SHARDS: u32 = 16;
+
+pub struct Stack {
+    pub base: String,
+    pub gateway: gateway::Running,
+    pub aggregate: aggregate::Running,
+    pub nats: NatsServer,
+}
+
+fn streams() -> NatsResourceSettings {
+    NatsResourceSettings {
+        node_ttl_secs: 2,
+        ..NatsResourceSettings::default()
+    }
+}
+
+/// A gateway config for `nats` (rate limits off: the tests that need them turn them on).
+pub fn gateway_config(nats: &NatsServer) -> gateway::Config {
+    let mut cfg = gateway::Config {
+        http_addr: "127.0.0.1:0".into(),
+        shard_count: SHARDS,
+        placement_resync_ms: 200,
+        client_rate_per_sec: 0,
+        cart_rate_per_sec: 0,
+        streams: streams(),
+        ..gateway::Config::default()
+    };
+    cfg.nats.url = nats.url().to_owned();
+    cfg
+}
+
+pub async fn stack() -> Option<Stack> {
+    stack_with(|_| {}).await
+}
+
+/// NATS, catalog, one aggregate node and a gateway configured by `tune`; returns once the
+/// gateway is ready and serves carts.
+pub async fn stack_with(tune: impl FnOnce(&mut gateway::Config)) -> Option<Stack> {
+    let nats = shared::nats_or_skip!()?;
+    let js = nats.jetstream().await;
+    let resources = shared::nats::ensure_all(&js, &streams())
+        .await
+        .expect("ensure streams");
+    let seed = aggregate::seed::parse(include_str!("../../../deploy/catalog.json")).unwrap();
+    aggregate::seed::write(&resources.catalog, &seed)
+        .await
+        .expect("seed catalog");
+
+    let mut agg = aggregate::Config::default();
+    agg.nats.url = nats.url().to_owned();
+    let aggregate = aggregate::start(aggregate::Config {
+        node_id: "n1".into(),
+        grpc_addr: "127.0.0.1:0".into(),
+        http_addr: "127.0.0.1:0".into(),
+        shard_count: SHARDS,
+        heartbeat_ms: 200,
+        streams: streams(),
+        ..agg
+    })
+    .await
+    .expect("start aggregate");
+
+    let mut cfg = gateway_config(&nats);
+    tune(&mut cfg);
+    let gateway = gateway::start(cfg).await.expect("start gateway");
+    let stack = Stack {
+        base: format!("http://{}", gateway.http_addr),
+        gateway,
+        aggregate,
+        nats,
+    };
+    let probes = [
+        format!("http://{}/ready", stack.aggregate.http_addr),
+        stack.url("/ready"),
+    ];
+    wait_ready(&probes, Some(stack.url("/cart/byid/probe"))).await;
+    Some(stack)
+}
+
+/// Every URL of `ready` answers 2xx, and `probe` (a cart read) gets an answer that is not an
+/// upstream failure (with API keys configured it is a 401, which is fine here).
+async fn wait_ready(ready: &[String], probe: Option<String>) {
+    let http = reqwest::Client::new();
+    wait_until(
+        || {
+            let (http, ready, probe) = (http.clone(), ready.to_vec(), probe.clone());
+            async move {
+                for url in ready {
+                    let ok = http.get(url).send().await;
+                    if !ok.is_ok_and(|r| r.status().is_success()) {
+                        return false;
+                    }
+                }
+                match probe {
+                    Some(url) => http
+                        .get(url)
+                        .send()
+                        .await
+                        .is_ok_and(|r| !r.status().is_server_error()),
+                    None => true,
+                }
+            }
+        },
+        WAIT,
+    )
+    .await
+    .expect("gateway ready and serving carts");
+}
+
+impl Stack {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Another gateway on the same NATS and aggregate, configured by `tune`; returns it and its
+    /// base URL once it is ready.
+    pub async fn another_gateway(
+        &self,
+        tune: impl FnOnce(&mut gateway::Config),
+    ) -> (gateway::Running, String) {
+        let mut cfg = gateway_config(&self.nats);
+        tune(&mut cfg);
+        let gw = gateway::start(cfg).await.expect("start gateway");
+        let base = format!("http://{}", gw.http_addr);
+        wait_ready(&[format!("{base}/ready")], None).await;
+        (gw, base)
+    }
+
+    /// Every event message of a cart, straight from the stream.
+    pub async fn events(&self, tenant: &str, cart: &str) -> Vec<StoredEvent> {
+        let subject = shared::subjects::cart_events(
+            &TenantId::parse(tenant).unwrap(),
+            &CartId::parse(cart).unwrap(),
+        );
+        shared::nats::direct_get::read_subject_after(
+            &self.nats.client().await,
+            shared::subjects::CART_EVENTS_STREAM,
+            &subject,
+            0,
+            &Default::default(),
+        )
+        .await
+        .unwrap()
+    }
+}
+
+/// A client with a cookie jar, like a browser.
+pub fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .unwrap()
+}
+
+/// Status and JSON body of a response.
+pub async fn json(resp: reqwest::Response) -> (u16, Value) {
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    let body =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("body is not JSON ({e}): {text:?}"));
+    (status, body)
+}
+
+/// Asserts an error reply: status, stable code, a message containing `needle`, nothing else.
+pub fn assert_error(got: &(u16, Value), status: u16, code: &str, needle: &str) {
+    let (s, body) = got;
+    assert_eq!(*s, status, "status for {body}");
+    assert_eq!(body["code"], code, "code in {body}");
+    let message = body["error"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(needle),
+        "{message:?} should mention {needle:?}"
+    );
+    assert_eq!(
+        body.as_object().map(|o| o.len()),
+        Some(2),
+        "an error is exactly {{error, code}}: {body}"
+    );
+}
+
+/// `(sku, qty)` of every line of a cart view.
+pub fn lines(cart: &Value) -> Vec<(String, u64)> {
+    cart["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["sku"].as_str().unwrap().to_owned(),
+                i["qty"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Line id of `sku` in a cart view.
+pub fn line_id(cart: &Value, sku: &str) -> u64 {
+    cart["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["sku"] == sku)
+        .unwrap_or_else(|| panic!("{sku} not in {cart}"))["id"]
+        .as_u64()
+        .unwrap()
+}

@@ -1,0 +1,282 @@
+//! Tenants and API keys, the admin token, rate limits, request ids and the operational
+//! endpoints, through the real stack.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use shared::headers::{CORRELATION_ID, REQUEST_ID, TENANT_ID, TRACEPARENT};
+
+#[tokio::test]
+async fn api_keys_decide_the_tenant() {
+    let Some(stack) = stack_with(|c| c.api_keys = "k1=tenant-a,k2=tenant-b".into()).await else {
+        return;
+    };
+    let http = reqwest::Client::new();
+    let url = stack.url("/cart/byid/shared-cart");
+    let add = json!({"sku": "TEST-SKU-123", "quantity": 1});
+
+    let got = json(http.post(&url).json(&add).send().await.unwrap()).await;
+    assert_error(&got, 401, "unauthenticated", "x-api-key");
+    let got = json(
+        http.post(&url)
+            .header("x-api-key", "stolen")
+            .json(&add)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_error(&got, 401, "unauthenticated", "not a known API key");
+    let got = json(
+        http.post(&url)
+            .header("x-api-key", "k1")
+            .header(TENANT_ID, "tenant-b")
+            .json(&add)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_error(&got, 403, "permission_denied", "tenant-b");
+
+    let (status, reply) = json(
+        http.post(&url)
+            .header("x-api-key", "k1")
+            .header(TENANT_ID, "tenant-a")
+            .json(&add)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(stack.events("tenant-a", "shared-cart").await.len(), 1);
+    // The same cart id is another cart for another tenant.
+    let (status, other) = json(
+        http.get(&url)
+            .header("x-api-key", "k2")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(other["items"], json!([]));
+    assert!(stack.events("tenant-b", "shared-cart").await.is_empty());
+
+    // Probes and the document need no key.
+    for path in ["/health", "/ready", "/metrics", "/openapi.json"] {
+        let resp = http.get(stack.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn tenant_header_without_api_keys() {
+    let Some(stack) = stack().await else { return };
+    let http = reqwest::Client::new();
+    let url = stack.url("/cart/byid/c1");
+    let add = json!({"sku": "TEST-SKU-123", "quantity": 1});
+    let got = json(
+        http.post(&url)
+            .header(TENANT_ID, "Not A Tenant")
+            .json(&add)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_error(&got, 400, "invalid_argument", "x-tenant-id");
+    let resp = http
+        .post(&url)
+        .header(TENANT_ID, "shop-1")
+        .json(&add)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(stack.events("shop-1", "c1").await.len(), 1);
+    assert!(stack.events("default", "c1").await.is_empty());
+}
+
+#[tokio::test]
+async fn admin_is_denied_by_default_and_needs_the_token() {
+    let Some(stack) = stack().await else { return };
+    let http = reqwest::Client::new();
+    let got = json(
+        http.get(stack.url("/admin/placement"))
+            .bearer_auth("anything")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_error(&got, 401, "unauthenticated", "disabled");
+
+    let (admin, base) = stack
+        .another_gateway(|c| c.admin_token = "s3cret".into())
+        .await;
+    let url = format!("{base}/admin/placement");
+    let got = json(http.get(&url).send().await.unwrap()).await;
+    assert_error(&got, 401, "unauthenticated", "Bearer");
+    let got = json(http.get(&url).bearer_auth("guess").send().await.unwrap()).await;
+    assert_error(&got, 401, "unauthenticated", "wrong");
+    let (status, report) = json(http.get(&url).bearer_auth("s3cret").send().await.unwrap()).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["shardCount"], 16);
+    assert_eq!(report["nodes"][0]["id"], "n1");
+    assert_eq!(report["nodes"][0]["draining"], false);
+    assert!(
+        report["nodes"][0]["grpcAddr"]
+            .as_str()
+            .unwrap()
+            .contains(':')
+    );
+    let shards = &report["shards"];
+    assert_eq!(
+        shards["owned"].as_u64().unwrap()
+            + shards["unowned"].as_u64().unwrap()
+            + shards["ownedByGoneNodes"].as_u64().unwrap(),
+        16
+    );
+    admin.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn rate_limits_answer_429_with_retry_after() {
+    let Some(stack) = stack_with(|c| {
+        c.client_rate_per_sec = 1;
+        c.client_rate_burst = 3;
+    })
+    .await
+    else {
+        return;
+    };
+    let http = reqwest::Client::new();
+    // The readiness probes of stack start-up are not rate limited; three reads pass.
+    let mut statuses = Vec::new();
+    let mut limited = None;
+    for _ in 0..6 {
+        let resp = http.get(stack.url("/cart/byid/rl")).send().await.unwrap();
+        statuses.push(resp.status().as_u16());
+        if resp.status() == 429 {
+            limited = Some(resp);
+            break;
+        }
+    }
+    let resp = limited.unwrap_or_else(|| panic!("never limited: {statuses:?}"));
+    let after: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(after >= 1);
+    assert_error(&json(resp).await, 429, "rate_limited", "retry after");
+    assert!(
+        statuses.iter().filter(|s| **s == 200).count() >= 2,
+        "{statuses:?}"
+    );
+    // Probes are not limited.
+    assert_eq!(
+        http.get(stack.url("/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    // Per cart: the second mutation of one cart is refused, another cart is fine.
+    let (carts, base) = stack
+        .another_gateway(|c| {
+            c.cart_rate_per_sec = 1;
+            c.cart_rate_burst = 1;
+        })
+        .await;
+    let add = json!({"sku": "TEST-SKU-123", "quantity": 1});
+    let post = |cart: &str| {
+        http.post(format!("{base}/cart/byid/{cart}"))
+            .json(&add)
+            .send()
+    };
+    assert_eq!(post("hot").await.unwrap().status(), 200);
+    let resp = post("hot").await.unwrap();
+    assert!(resp.headers().contains_key("retry-after"));
+    assert_error(&json(resp).await, 429, "rate_limited", "cart");
+    assert_eq!(post("cold").await.unwrap().status(), 200);
+    assert_eq!(
+        stack.events("default", "hot").await.len(),
+        1,
+        "the refused one changed nothing"
+    );
+
+    let metrics = http
+        .get(stack.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("gateway_rate_limited_total{scope=\"client\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("gateway_rate_limited_total{scope=\"cart\"}"));
+    carts.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn request_ids_travel_and_come_back() {
+    let Some(stack) = stack().await else { return };
+    let http = reqwest::Client::new();
+    let trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let resp = http
+        .post(stack.url("/cart/byid/ids"))
+        .header(CORRELATION_ID, "order-flow-42")
+        .header(REQUEST_ID, "req-7")
+        .header(TRACEPARENT, trace)
+        .json(&json!({"sku": "TEST-SKU-123", "quantity": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()[CORRELATION_ID], "order-flow-42");
+    assert_eq!(resp.headers()[REQUEST_ID], "req-7");
+    // The aggregate received them in gRPC metadata and wrote them on the event.
+    let events = stack.events("default", "ids").await;
+    let headers = &events[0].headers;
+    assert_eq!(
+        headers.get(CORRELATION_ID).unwrap().as_str(),
+        "order-flow-42"
+    );
+    let tp = headers.get(TRACEPARENT).unwrap().as_str();
+    assert!(tp.contains("4bf92f3577b34da6a3ce929d0e0e4736"), "{tp}");
+
+    // Errors carry ids too, generated when the client sent none.
+    let resp = http.get(stack.url("/nope")).send().await.unwrap();
+    assert_eq!(resp.status(), 404);
+    assert!(!resp.headers()[CORRELATION_ID].is_empty());
+    assert!(!resp.headers()[REQUEST_ID].is_empty());
+
+    let (status, ready) = json(http.get(stack.url("/ready")).send().await.unwrap()).await;
+    assert_eq!(status, 200, "{ready}");
+    assert_eq!(ready["checks"]["aggregates"]["ok"], true);
+    let metrics = http
+        .get(stack.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        "gateway_http_requests_total{method=\"POST\",route=\"/cart/byid/{cartId}\",status=\"200\"}",
+        "route=\"unmatched\",status=\"404\"",
+        "gateway_http_request_duration_seconds",
+        "gateway_upstream_duration_seconds",
+    ] {
+        assert!(metrics.contains(needle), "{needle} not in\n{metrics}");
+    }
+}

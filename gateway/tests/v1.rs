@@ -1,0 +1,366 @@
+//! The versioned API through the real stack: ETags and preconditions, idempotent retries,
+//! command lists, live updates.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+
+async fn create(stack: &Stack, http: &reqwest::Client) -> String {
+    let resp = http.post(stack.url("/v1/carts")).send().await.unwrap();
+    assert_eq!(resp.status(), 201);
+    assert_eq!(resp.headers()["etag"], "\"0\"");
+    let location = resp.headers()["location"].to_str().unwrap().to_owned();
+    let (_, cart) = json(resp).await;
+    let id = cart["id"].as_str().unwrap().to_owned();
+    assert_eq!(location, format!("/v1/carts/{id}"));
+    id
+}
+
+fn add(sku: &str, quantity: i64) -> Value {
+    json!({"type": "AddItem", "sku": sku, "quantity": quantity})
+}
+
+#[tokio::test]
+async fn idempotency_key_replays_the_original_outcome() {
+    let Some(stack) = stack().await else { return };
+    let http = reqwest::Client::new();
+    let id = create(&stack, &http).await;
+    let url = stack.url(&format!("/v1/carts/{id}/commands"));
+    let send = |key: &'static str, body: Value| {
+        http.post(&url)
+            .header("idempotency-key", key)
+            .json(&body)
+            .send()
+    };
+
+    let first = send("k-1", add("TEST-SKU-123", 2)).await.unwrap();
+    assert_eq!(first.status(), 200);
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let etag = first.headers()["etag"].clone();
+    let first_body = first.text().await.unwrap();
+
+    let again = send("k-1", add("TEST-SKU-123", 2)).await.unwrap();
+    assert_eq!(again.status(), 200);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.headers()["etag"], etag);
+    assert_eq!(again.text().await.unwrap(), first_body, "byte-exact replay");
+
+    // Another gateway has no cached copy: the aggregate recognises the derived command id.
+    let (other, base) = stack.another_gateway(|_| {}).await;
+    let resp = http
+        .post(format!("{base}/v1/carts/{id}/commands"))
+        .header("idempotency-key", "k-1")
+        .json(&add("TEST-SKU-123", 2))
+        .send()
+        .await
+        .unwrap();
+    let (status, reply) = json(resp).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(lines(&reply["result"]), [("TEST-SKU-123".into(), 2)]);
+    other.stop().await.unwrap();
+
+    assert_eq!(stack.events("default", &id).await.len(), 1, "one effect");
+
+    // The same key with another request is refused; a refusal is replayed too.
+    let got = json(send("k-1", add("TEST-SKU-123", 3)).await.unwrap()).await;
+    assert_error(&got, 400, "invalid_argument", "different request");
+    let refused = json(send("k-2", add("NOPE", 1)).await.unwrap()).await;
+    assert_error(&refused, 404, "unknown_sku", "NOPE");
+    let resp = send("k-2", add("NOPE", 1)).await.unwrap();
+    assert_eq!(resp.headers()["idempotent-replayed"], "true");
+    assert_eq!(json(resp).await, refused);
+    assert_eq!(stack.events("default", &id).await.len(), 1);
+}
+
+#[tokio::test]
+async fn etags_and_preconditions() {
+    let Some(stack) = stack().await else { return };
+    let http = reqwest::Client::new();
+    let id = create(&stack, &http).await;
+    let cart_url = stack.url(&format!("/v1/carts/{id}"));
+    let commands = format!("{cart_url}/commands");
+
+    let resp = http
+        .post(&commands)
+        .json(&add("TEST-SKU-123", 1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let etag = resp.headers()["etag"].to_str().unwrap().to_owned();
+    let version: u64 = etag.trim_matches('"').parse().unwrap();
+    assert!(version > 0);
+
+    let resp = http.get(&cart_url).send().await.unwrap();
+    assert_eq!(resp.headers()["etag"].to_str().unwrap(), etag);
+    let resp = http
+        .get(&cart_url)
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 304);
+    assert_eq!(resp.headers()["etag"].to_str().unwrap(), etag);
+    let resp = http
+        .get(&cart_url)
+        .header("if-none-match", "\"0\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+
+    let stale = format!("\"{}\"", version + 1000);
+    let got = json(
+        http.post(&commands)
+            .header("if-match", &stale)
+            .json(&add("TEST-SKU-456", 1))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_error(&got, 412, "precondition_failed", "If-Match");
+    let got = json(
+        http.post(&commands)
+            .header("if-match", "\"0\"")
+            .json(&add("TEST-SKU-456", 1))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_error(&got, 412, "precondition_failed", "version");
+    let got = json(
+        http.post(&commands)
+            .header("if-match", "yesterday")
+            .json(&add("TEST-SKU-456", 1))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_error(&got, 400, "invalid_argument", "If-Match");
+    assert_eq!(
+        stack.events("default", &id).await.len(),
+        1,
+        "nothing applied"
+    );
+
+    let resp = http
+        .post(&commands)
+        .header("if-match", &etag)
+        .json(&add("TEST-SKU-456", 1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_ne!(resp.headers()["etag"].to_str().unwrap(), etag);
+}
+
+#[tokio::test]
+async fn command_lists_atomic_or_one_by_one() {
+    let Some(stack) = stack().await else { return };
+    let http = reqwest::Client::new();
+    let id = create(&stack, &http).await;
+    let commands = stack.url(&format!("/v1/carts/{id}/commands"));
+    let post = |body: Value| http.post(&commands).json(&body).send();
+
+    // Atomic (the default): one bad command refuses all.
+    let got = json(
+        post(json!({"commands": [add("TEST-SKU-123", 1), add("NOPE", 1)]}))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_error(&got, 404, "unknown_sku", "NOPE");
+    assert!(stack.events("default", &id).await.is_empty());
+
+    let (status, reply) = json(
+        post(json!({"commands": [add("TEST-SKU-123", 1), add("TEST-SKU-456", 2)], "atomic": true}))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["mutations"].as_array().unwrap().len(), 2);
+    assert_eq!(stack.events("default", &id).await.len(), 1, "one commit");
+
+    // One by one: each reports its own outcome.
+    let (status, reply) = json(
+        post(json!({"atomic": false, "commands": [
+            add("TEST-SKU-AAA", 1),
+            {"type": "ChangeQuantity", "lineId": 999, "quantity": 1},
+            {"type": "ApplyVoucher", "code": "WELCOME10"}]}))
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+    let m = reply["mutations"].as_array().unwrap();
+    assert!(m[0].get("error").is_none());
+    assert_eq!(m[1]["type"], "ChangeQuantity");
+    assert_eq!(m[1]["error"]["code"], "unknown_line");
+    assert_eq!(m[1]["error"]["statusCode"], 404);
+    assert!(m[1]["error"]["message"].as_str().unwrap().contains("999"));
+    assert_eq!(m[1]["mutation"]["lineId"], 999);
+    assert!(m[2].get("error").is_none(), "{}", m[2]);
+    assert_eq!(reply["result"]["vouchers"][0]["code"], "WELCOME10");
+    assert_eq!(lines(&reply["result"]).len(), 3);
+
+    // Bad bodies: the field, the internal type, the index.
+    let got = json(
+        post(json!({"type": "ConfirmOrder", "providerOrderId": "p", "orderReference": "o"}))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_error(
+        &got,
+        400,
+        "invalid_argument",
+        "ConfirmOrder is an internal command",
+    );
+    let got = json(
+        post(json!({"commands": [add("TEST-SKU-123", 1), {"type": "RecordProviderOrder"}]}))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_error(
+        &got,
+        400,
+        "invalid_argument",
+        "commands[1].type: RecordProviderOrder",
+    );
+    let got = json(
+        post(json!({"type": "AddItem", "sku": "TEST-SKU-123", "quantity": 1, "qty": 2}))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_error(&got, 400, "invalid_argument", "qty: unknown field qty");
+    let got = json(
+        post(json!({"commands": [add("TEST-SKU-123", -1)]}))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_error(
+        &got,
+        400,
+        "invalid_argument",
+        "commands[0].quantity: invalid value: integer -1",
+    );
+    let got = json(post(json!({"commands": [], "atomic": true})).await.unwrap()).await;
+    assert_error(&got, 400, "invalid_argument", "commands");
+    let got = json(
+        http.post(stack.url("/v1/carts/a.b/commands"))
+            .json(&add("TEST-SKU-123", 1))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_error(&got, 400, "invalid_argument", "cart_id");
+    assert_eq!(stack.events("default", &id).await.len(), 3);
+}
+
+/// Reads the next complete server-sent event (`id`, `event`, `data`), skipping comments.
+async fn next_event(
+    resp: &mut reqwest::Response,
+    buf: &mut String,
+) -> Option<(String, String, String)> {
+    loop {
+        if let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let (mut id, mut event, mut data) =
+                (String::new(), "message".to_owned(), String::new());
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id:") {
+                    id = v.trim().to_owned();
+                } else if let Some(v) = line.strip_prefix("event:") {
+                    event = v.trim().to_owned();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim_start());
+                }
+            }
+            if data.is_empty() {
+                continue; // keep-alive comment
+            }
+            return Some((id, event, data));
+        }
+        let chunk = tokio::time::timeout(WAIT, resp.chunk())
+            .await
+            .expect("an event in time")
+            .ok()??;
+        buf.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+}
+
+#[tokio::test]
+async fn events_stream_each_commit_and_end_with_the_upstream() {
+    let Some(stack) = stack_with(|c| c.sse_keep_alive_secs = 1).await else {
+        return;
+    };
+    let http = reqwest::Client::new();
+    let id = create(&stack, &http).await;
+    let mut resp = http
+        .get(stack.url(&format!("/v1/carts/{id}/events")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let mut buf = String::new();
+    let (version, _, data) = next_event(&mut resp, &mut buf).await.unwrap();
+    assert_eq!(version, "0");
+    assert_eq!(
+        serde_json::from_str::<Value>(&data).unwrap()["id"],
+        id.as_str()
+    );
+
+    let r = http
+        .post(stack.url(&format!("/v1/carts/{id}/commands")))
+        .json(&add("TEST-SKU-123", 1))
+        .send()
+        .await
+        .unwrap();
+    let etag = r.headers()["etag"]
+        .to_str()
+        .unwrap()
+        .trim_matches('"')
+        .to_owned();
+    let (version, event, data) = next_event(&mut resp, &mut buf).await.unwrap();
+    assert_eq!((version, event.as_str()), (etag, "message"));
+    let cart: Value = serde_json::from_str(&data).unwrap();
+    assert_eq!(lines(&cart), [("TEST-SKU-123".into(), 1)]);
+
+    // Keep-alive comments flow while nothing changes.
+    let quiet = tokio::time::timeout(Duration::from_secs(5), resp.chunk()).await;
+    let comment = quiet.expect("keep-alive within 5 s").unwrap().unwrap();
+    assert!(std::str::from_utf8(&comment).unwrap().starts_with(':'));
+
+    // The aggregate stops: the upstream stream ends, and so does the event stream.
+    let Stack {
+        aggregate,
+        gateway,
+        nats,
+        ..
+    } = stack;
+    aggregate.drain().await.unwrap();
+    let ended = tokio::time::timeout(WAIT, async {
+        while let Some(_chunk) = resp.chunk().await.unwrap() {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the event stream ended");
+    gateway.stop().await.unwrap();
+    drop(nats);
+}
