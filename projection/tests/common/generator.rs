@@ -14,6 +14,7 @@ use shared::ids::{CartId, CommandId, TenantId};
 use time::OffsetDateTime;
 
 /// A cart as the test knows it: its state and every message published for it.
+#[derive(Clone)]
 pub struct SimCart {
     pub tenant: TenantId,
     pub id: CartId,
@@ -28,6 +29,8 @@ pub struct Generator {
     pub carts: Vec<SimCart>,
     /// Event time of the next message.
     pub clock: OffsetDateTime,
+    /// Carts `step` leaves alone (indexes into `carts`).
+    pub frozen: Vec<usize>,
     /// How much the clock advances per message (0: all messages at the same time).
     pub step: Duration,
 }
@@ -64,6 +67,7 @@ impl Generator {
             carts,
             clock: OffsetDateTime::now_utc() - time::Duration::days(1),
             step: Duration::from_secs(1),
+            frozen: Vec::new(),
         }
     }
 
@@ -146,7 +150,7 @@ impl Generator {
     pub async fn step(&mut self, js: &jetstream::Context) -> u64 {
         loop {
             let open: Vec<usize> = (0..self.carts.len())
-                .filter(|&i| !self.carts[i].state.cart.order_placed())
+                .filter(|&i| !self.carts[i].state.cart.order_placed() && !self.frozen.contains(&i))
                 .collect();
             assert!(!open.is_empty(), "every cart has an order; use more carts");
             let index = open[self.rng.usize(..open.len())];
@@ -171,19 +175,32 @@ impl Generator {
         index: usize,
         cmd: Command,
     ) -> Option<u64> {
+        self.execute_with(js, index, cmd, |_| {}).await
+    }
+
+    /// [`Generator::execute`], with `edit` applied to the envelope before it is published.
+    pub async fn execute_with(
+        &mut self,
+        js: &jetstream::Context,
+        index: usize,
+        cmd: Command,
+        edit: impl FnOnce(&mut EventMessage),
+    ) -> Option<u64> {
         let now = self.clock;
-        let ctx = Context {
-            now,
-            catalog: &self.catalog,
-            limits: Limits::default(),
+        let events = {
+            let ctx = Context {
+                now,
+                catalog: &self.catalog,
+                limits: Limits::default(),
+            };
+            decide(&self.carts[index].state.cart, cmd, &ctx).ok()?
         };
-        let cart = &mut self.carts[index];
-        let events = decide(&cart.state.cart, cmd, &ctx).ok()?;
         if events.is_empty() {
             return None;
         }
+        let cart = &mut self.carts[index];
         let id = CommandId::new();
-        let msg = EventMessage::new(
+        let mut msg = EventMessage::new(
             cart.tenant.clone(),
             cart.id.clone(),
             id,
@@ -191,6 +208,7 @@ impl Generator {
             now,
             &events,
         );
+        edit(&mut msg);
         let seq = publish(js, &msg, cart.state.version).await;
         cart.state
             .commit(id, seq, &events, CartState::DEFAULT_RECENT);

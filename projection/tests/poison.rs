@@ -1,0 +1,232 @@
+//! Poison messages: retried up to max_deliver, then published to DEAD_LETTERS and the poison
+//! table while later messages are still applied; replayed once the cause is fixed.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use common::generator::publish_raw;
+use common::{Generator, assert_views, expected};
+use projection::Hooks;
+use projection::dead_letter::{
+    DLQ_CONSUMER, DLQ_DELIVERIES, DLQ_ORIGINAL_SEQUENCE, DLQ_ORIGINAL_SUBJECT, DLQ_REASON,
+};
+use proto::projection::v1 as pb;
+use shared::domain::{AddItem, Command, EventRecord};
+use shared::subjects::DEAD_LETTERS_STREAM;
+
+const GARBAGE: &[u8] = b"{\"not\": \"an event envelope\"}";
+
+fn add(sku: &str) -> Command {
+    Command::AddItem(AddItem {
+        sku: sku.into(),
+        quantity: 1,
+        country: "se".into(),
+        store_id: None,
+    })
+}
+
+#[tokio::test]
+async fn poison_is_dead_lettered_in_order_and_replayed_once_fixed() {
+    let Some(env) = common::env().await else {
+        return;
+    };
+    let mut generator = Generator::new(5, &["t1", "t2"], 8);
+    generator.publish(&env.js, 40).await;
+    let garbage_seq = publish_raw(&env.js, "t1", "garbage-cart", GARBAGE).await;
+    generator.publish(&env.js, 20).await;
+
+    // A valid message made to fail by a hook (a bug in this build, fixed later). It stays the
+    // cart's last message, so replaying it later gives exactly the fold.
+    let hooked = generator.index("t1", "cart-003");
+    generator.frozen.push(hooked);
+    let hooked_seq = generator
+        .execute(&env.js, hooked, add("TEST-SKU-AAA"))
+        .await
+        .expect("accepted");
+    generator.publish(&env.js, 20).await;
+
+    let failing = Arc::new(AtomicBool::new(true));
+    let target = Arc::new(AtomicU64::new(hooked_seq));
+    let hooks = Hooks {
+        fail_apply: Some(Arc::new({
+            let (failing, target) = (failing.clone(), target.clone());
+            move |_msg, seq| {
+                (failing.load(Ordering::SeqCst) && seq == target.load(Ordering::SeqCst))
+                    .then(|| "simulated bug in the view code".to_owned())
+            }
+        })),
+        ..Hooks::default()
+    };
+    let running = env.start(env.config("main"), hooks).await;
+    env.caught_up(&running).await;
+
+    // DEAD_LETTERS holds both, with the original payload and where they came from.
+    let dlq = env.js.get_stream(DEAD_LETTERS_STREAM).await.unwrap();
+    let dead = dlq
+        .direct_get_last_for_subject("dlq.projection-main.t1.garbage-cart")
+        .await
+        .expect("garbage dead-lettered");
+    assert_eq!(&dead.payload[..], GARBAGE);
+    let header = |name: &str| dead.headers.get(name).unwrap().as_str().to_owned();
+    assert!(
+        header(DLQ_REASON).contains("envelope"),
+        "{}",
+        header(DLQ_REASON)
+    );
+    assert_eq!(header(DLQ_ORIGINAL_SUBJECT), "cart.events.t1.garbage-cart");
+    assert_eq!(header(DLQ_ORIGINAL_SEQUENCE), garbage_seq.to_string());
+    assert_eq!(header(DLQ_CONSUMER), "projection-main");
+    assert_eq!(header(DLQ_DELIVERIES), "3");
+    assert_eq!(header(shared::headers::NATS_TENANT_ID), "t1");
+    let dead = dlq
+        .direct_get_last_for_subject("dlq.projection-main.t1.cart-003")
+        .await
+        .expect("hooked message dead-lettered");
+    assert_eq!(
+        dead.headers.get(DLQ_REASON).unwrap().as_str(),
+        "simulated bug in the view code"
+    );
+    assert_eq!(dlq.get_info().await.unwrap().state.messages, 2);
+
+    // The poison table lists them (per tenant, and all for the admin view).
+    let mut q = common::query(&running).await;
+    let list = |tenant: &str| pb::ListDeadLettersRequest {
+        tenant: tenant.into(),
+        limit: 0,
+    };
+    let all = q
+        .list_dead_letters(list(""))
+        .await
+        .unwrap()
+        .into_inner()
+        .dead_letters;
+    assert_eq!(all.len(), 2);
+    let t1 = q
+        .list_dead_letters(list("t1"))
+        .await
+        .unwrap()
+        .into_inner()
+        .dead_letters;
+    assert_eq!(t1.len(), 2);
+    assert!(t1.iter().all(|d| d.deliveries == 3 && !d.replayed));
+    assert!(t1.iter().all(|d| d.consumer == "projection-main"));
+    let t2 = q
+        .list_dead_letters(list("t2"))
+        .await
+        .unwrap()
+        .into_inner()
+        .dead_letters;
+    assert!(t2.is_empty());
+    let garbage = t1
+        .iter()
+        .find(|d| d.stream_sequence == garbage_seq)
+        .unwrap();
+    let poisoned = t1.iter().find(|d| d.stream_sequence == hooked_seq).unwrap();
+    assert_eq!(poisoned.cart_id, "cart-003");
+
+    // Everything after the poison was applied; the hooked cart lacks only its last message.
+    let mut want = expected(&generator.carts);
+    let mut sim = generator.carts[hooked].clone();
+    let last = sim.messages.pop().unwrap();
+    assert_eq!(last.0, hooked_seq);
+    let partial = expected([&sim]);
+    want.carts.extend(partial.carts);
+    assert_views(&running.db_path, &want);
+    let status = q.status(pb::StatusRequest {}).await.unwrap().into_inner();
+    assert_eq!(status.dead_letters, 2);
+    assert_eq!(status.lag, 0);
+
+    // Replay: the garbage still fails; the hooked message applies once the bug is fixed.
+    let replay = |id| pb::ReplayDeadLetterRequest { id };
+    let r = q
+        .replay_dead_letter(replay(garbage.id))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!r.applied && r.error.contains("envelope"), "{r:?}");
+    let r = q
+        .replay_dead_letter(replay(poisoned.id))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!r.applied, "still failing while the bug is there: {r:?}");
+    failing.store(false, Ordering::SeqCst);
+    let r = q
+        .replay_dead_letter(replay(poisoned.id))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.applied, "{r:?}");
+    let again = q
+        .replay_dead_letter(replay(poisoned.id))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        !again.applied && again.error.contains("already replayed"),
+        "{again:?}"
+    );
+    let missing = q.replay_dead_letter(replay(9_999)).await.unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+    let zero = q.replay_dead_letter(replay(0)).await.unwrap_err();
+    assert_eq!(zero.code(), tonic::Code::InvalidArgument);
+
+    assert_views(&running.db_path, &expected(&generator.carts));
+    let t1 = q
+        .list_dead_letters(list("t1"))
+        .await
+        .unwrap()
+        .into_inner()
+        .dead_letters;
+    let replayed: Vec<_> = t1.iter().filter(|d| d.replayed).map(|d| d.id).collect();
+    assert_eq!(replayed, [poisoned.id]);
+    let status = q.status(pb::StatusRequest {}).await.unwrap().into_inner();
+    assert_eq!(status.dead_letters, 1);
+    running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn unknown_event_types_are_counted_and_skipped() {
+    let Some(env) = common::env().await else {
+        return;
+    };
+    let mut generator = Generator::new(9, &["t1"], 4);
+    generator.publish(&env.js, 10).await;
+    let index = generator.index("t1", "cart-001");
+    generator
+        .execute_with(&env.js, index, add("TEST-SKU-BBB"), |msg| {
+            msg.events.push(EventRecord {
+                event_type: "GiftWrapped".into(),
+                v: 1,
+                data: serde_json::json!({"paper": "gold"}),
+            });
+        })
+        .await
+        .expect("accepted");
+    generator.publish(&env.js, 10).await;
+    let running = env.start(env.config("main"), Hooks::default()).await;
+    env.caught_up(&running).await;
+    assert_views(&running.db_path, &expected(&generator.carts));
+    let mut q = common::query(&running).await;
+    let status = q.status(pb::StatusRequest {}).await.unwrap().into_inner();
+    assert_eq!(
+        status.dead_letters, 0,
+        "an unknown event type is not poison"
+    );
+    let metrics = reqwest::get(format!("http://{}/metrics", running.http_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("cart_projection_unknown_events_total")
+                && l.contains("GiftWrapped")),
+        "{metrics}"
+    );
+    running.stop().await.unwrap();
+}
