@@ -10,8 +10,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
+use async_nats::jetstream::{self, AckKind, consumer, consumer::PullConsumer};
 use futures::StreamExt;
+use shared::headers::RequestContext;
+use shared::nats::ensure_durable_pull;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
@@ -26,6 +28,8 @@ use crate::writer::{OnFailure, Writer};
 
 /// Attempts to publish a dead letter before recording it locally only.
 const DLQ_ATTEMPTS: u32 = 3;
+/// Consecutive failed batches after which the durable consumer is re-created.
+const RECREATE_AFTER: u32 = 5;
 /// Parked messages kept, in batches (beyond it the stall repair reads them back).
 const MAX_PARKED_BATCHES: usize = 4;
 
@@ -45,6 +49,8 @@ pub struct LoopSettings {
 
 pub struct Consumer {
     pub consumer: PullConsumer,
+    /// The durable's configuration, to re-create it if it disappears.
+    pub durable: consumer::pull::Config,
     pub events: jetstream::stream::Stream,
     pub dead_letters: DeadLetters,
     pub writer: Writer,
@@ -66,11 +72,12 @@ pub struct Delivery {
 
 impl Consumer {
     /// Runs until `shutdown`; a batch in progress is finished (applied and acknowledged) first.
-    pub async fn run(mut self, shutdown: CancellationToken) {
+    /// Cancels `fatal` and returns if the writer has stopped (the process should restart).
+    pub async fn run(mut self, shutdown: CancellationToken, fatal: CancellationToken) {
         let mut failures = 0u32;
         loop {
             let gate = self.gate.clone();
-            let _held = tokio::select! {
+            let held = tokio::select! {
                 g = gate.lock() => g,
                 () = shutdown.cancelled() => return,
             };
@@ -85,23 +92,42 @@ impl Consumer {
                 }
                 Err(e) => Err(e),
             };
-            match result {
-                Ok(()) => failures = 0,
-                Err(e) => {
-                    failures += 1;
-                    metrics::counter!(m::FETCH_ERRORS, m::VIEW => self.shared.view.clone())
-                        .increment(1);
-                    tracing::warn!(error = %e, failures, "projection batch failed; retrying");
-                    self.shared.set_consumer_error(e.to_string());
-                    drop(_held);
-                    // Back off (bounded) without holding the gate, then try again.
-                    let pause = Duration::from_millis(100 * u64::from(failures.min(20)));
-                    tokio::select! {
-                        () = tokio::time::sleep(pause) => {}
-                        () = shutdown.cancelled() => return,
-                    }
-                }
+            drop(held);
+            let Err(e) = result else {
+                failures = 0;
+                continue;
+            };
+            self.shared.set_consumer_error(e.to_string());
+            if matches!(e, ProjectionError::WriterStopped) {
+                tracing::error!("the database writer stopped; the consumer stops too");
+                fatal.cancel();
+                return;
             }
+            failures += 1;
+            metrics::counter!(m::BATCH_ERRORS, m::VIEW => self.shared.view.clone()).increment(1);
+            tracing::warn!(error = %e, failures, "projection batch failed; retrying");
+            if failures.is_multiple_of(RECREATE_AFTER) {
+                self.recreate().await;
+            }
+            // Back off (bounded) without holding the gate, then try again.
+            let pause = Duration::from_millis(100 * u64::from(failures.min(20)));
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// Creates (or re-validates) the durable consumer, e.g. after it was deleted.
+    async fn recreate(&mut self) {
+        let ensure = ensure_durable_pull(&self.events, self.durable.clone());
+        match tokio::time::timeout(self.settings.request_timeout, ensure).await {
+            Ok(Ok(consumer)) => {
+                tracing::info!("durable consumer re-created or validated");
+                self.consumer = consumer;
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot re-create the durable consumer"),
+            Err(_) => tracing::warn!("re-creating the durable consumer timed out"),
         }
     }
 
@@ -245,8 +271,15 @@ impl Consumer {
         self.ack(d, AckKind::Term).await;
         self.order.clear();
         metrics::counter!(m::DEAD_LETTERS, m::VIEW => self.shared.view.clone()).increment(1);
+        let ctx = d
+            .inc
+            .headers
+            .as_ref()
+            .and_then(|h| RequestContext::from_nats_headers(h).ok());
         tracing::error!(
             id,
+            correlation_id = ctx.as_ref().map(|c| c.correlation_id.to_string()),
+            trace_id = ctx.as_ref().map(|c| c.traceparent.trace_id().to_string()),
             sequence = d.inc.sequence,
             subject = %d.inc.subject,
             deliveries = d.inc.delivered,

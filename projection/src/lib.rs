@@ -61,6 +61,8 @@ use crate::writer::Writer;
 /// A running projection node.
 pub struct Running {
     pub grpc_addr: SocketAddr,
+    /// Cancelled when the node cannot go on (its database writer stopped).
+    pub failed: CancellationToken,
     pub http_addr: SocketAddr,
     pub db_path: PathBuf,
     rebuild: Rebuild,
@@ -139,16 +141,14 @@ pub async fn start_with_hooks(config: Config, hooks: Hooks) -> anyhow::Result<Ru
         .await
         .context("NATS streams and buckets")?;
     let events = resources.cart_events.clone();
-    let pull = ensure_durable_pull(
-        &events,
-        durable_pull_config(
-            &durable,
-            &[CART_EVENTS_ALL.to_owned()],
-            &config.consumer_settings(),
-        ),
-    )
-    .await
-    .with_context(|| format!("durable consumer {durable}"))?;
+    let durable_config = durable_pull_config(
+        &durable,
+        &[CART_EVENTS_ALL.to_owned()],
+        &config.consumer_settings(),
+    );
+    let pull = ensure_durable_pull(&events, durable_config.clone())
+        .await
+        .with_context(|| format!("durable consumer {durable}"))?;
 
     let (writer, writer_thread) = {
         let (path, hooks, view) = (db_path.clone(), hooks.clone(), config.view.clone());
@@ -168,6 +168,7 @@ pub async fn start_with_hooks(config: Config, hooks: Hooks) -> anyhow::Result<Ru
     let stall_deliveries = u32::try_from(config.max_deliver).unwrap_or(u32::MAX);
     let loop_ = Consumer {
         consumer: pull,
+        durable: durable_config,
         events: events.clone(),
         dead_letters: DeadLetters::new(js.clone(), &durable, request_timeout),
         writer: writer.clone(),
@@ -188,7 +189,8 @@ pub async fn start_with_hooks(config: Config, hooks: Hooks) -> anyhow::Result<Ru
         ),
         parked: Vec::new(),
     };
-    let consumer = tracker.spawn(loop_.run(shutdown.clone()));
+    let fatal = CancellationToken::new();
+    let consumer = tracker.spawn(loop_.run(shutdown.clone(), fatal.clone()));
     tracker.spawn(
         Monitor {
             shared: shared.clone(),
@@ -263,6 +265,7 @@ pub async fn start_with_hooks(config: Config, hooks: Hooks) -> anyhow::Result<Ru
 
     tracing::info!(view = %config.view, durable, db = %db_path.display(), %grpc_addr, %http_addr, checkpoint = live.writer.checkpoint(), "projection started");
     Ok(Running {
+        failed: fatal,
         grpc_addr,
         http_addr,
         db_path,
@@ -276,9 +279,16 @@ pub async fn start_with_hooks(config: Config, hooks: Hooks) -> anyhow::Result<Ru
     })
 }
 
-/// Run until `shutdown` (SIGTERM), then stop gracefully.
+/// Run until `shutdown` (SIGTERM), then stop gracefully. Returns an error if the node fails
+/// on its own (its database writer stopped), so the process exits and is restarted.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let running = start(config).await?;
-    shutdown.cancelled().await;
-    running.stop().await
+    let failed = running.failed.clone();
+    tokio::select! {
+        () = shutdown.cancelled() => running.stop().await,
+        () = failed.cancelled() => {
+            running.abort().await;
+            Err(anyhow::anyhow!("the projection's database writer stopped"))
+        }
+    }
 }

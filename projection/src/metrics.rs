@@ -14,7 +14,7 @@ pub const FAILED_MESSAGES: &str = "cart_projection_failed_messages_total";
 pub const DEAD_LETTERS: &str = "cart_projection_dead_letters_total";
 pub const REPLAYS: &str = "cart_projection_dead_letter_replays_total";
 pub const ORDER_WAITS: &str = "cart_projection_order_waits_total";
-pub const FETCH_ERRORS: &str = "cart_projection_fetch_errors_total";
+pub const BATCH_ERRORS: &str = "cart_projection_batch_errors_total";
 pub const REBUILDING: &str = "cart_projection_rebuilding";
 pub const REBUILD_APPLIED: &str = "cart_projection_rebuild_applied_messages";
 pub const REBUILD_TARGET: &str = "cart_projection_rebuild_target_sequence";
@@ -65,7 +65,10 @@ pub fn describe() {
         ORDER_WAITS,
         "Batches held back because an earlier message was still being retried."
     );
-    describe_counter!(FETCH_ERRORS, "Failed fetches from the durable consumer.");
+    describe_counter!(
+        BATCH_ERRORS,
+        "Batches that failed (fetch, NATS or database error) and were retried."
+    );
     describe_gauge!(REBUILDING, "1 while a rebuild runs.");
     describe_gauge!(
         REBUILD_APPLIED,
