@@ -238,7 +238,8 @@ pub async fn start_with_hooks(config: Config, hooks: Hooks) -> anyhow::Result<Ru
         tonic::transport::Server::builder()
             .add_service(QueryServiceServer::new(query))
             .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+                // Small request/response pairs: without TCP_NODELAY each waits on delayed ACKs.
+                tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
                 async move { server_stop.cancelled().await },
             ),
     );
