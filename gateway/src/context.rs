@@ -156,7 +156,10 @@ pub async fn attach(State(auth): State<Arc<Auth>>, mut req: Request, next: Next)
         span.record("tenant", ctx.tenant.as_str());
     }
     req.extensions_mut().insert(Resolved(resolved));
-    let mut resp = next.run(req).instrument(span).await;
+    let mut resp = next.run(req).instrument(span.clone()).await;
+    if resp.status().is_server_error() {
+        span.in_scope(|| tracing::warn!(status = resp.status().as_u16(), "request failed"));
+    }
     let out = resp.headers_mut();
     out.insert(CORRELATION_ID, correlation);
     out.insert(REQUEST_ID, request_id);

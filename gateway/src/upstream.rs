@@ -164,6 +164,9 @@ impl Upstream {
         if let Err(e) = &result {
             metrics::counter!(m::UPSTREAM_ERRORS, "op" => op, "code" => e.code.as_str())
                 .increment(1);
+            if e.status().is_server_error() {
+                tracing::warn!(op, code = %e.code, error = %e.message, "aggregate call failed");
+            }
         }
         result
     }
