@@ -11,6 +11,8 @@ use shared::{ApiError, ErrorCode};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::context::Ctx;
+use crate::params::Params;
 use crate::schema::ErrorBody;
 use crate::state::AppState;
 use crate::storefront::handlers::TAG;
@@ -41,7 +43,7 @@ pub struct OrderPath {
 /// Start (or resume) checkout and return the provider's `html_snippet`.
 #[utoipa::path(get, path = "/cart/checkout", tag = TAG,
     responses((status = 501, description = "Checkout is not wired yet (needs the runner)", body = ErrorBody)))]
-pub async fn checkout() -> Result<Response, ApiError> {
+pub async fn checkout(_ctx: Ctx) -> Result<Response, ApiError> {
     Err(missing("checkout (GET /cart/checkout)"))
 }
 
@@ -50,7 +52,8 @@ pub async fn checkout() -> Result<Response, ApiError> {
     params(("orderId" = String, Path, description = "Provider order id")),
     responses((status = 501, description = "Checkout is not wired yet (needs the runner)", body = ErrorBody)))]
 pub async fn confirmation(
-    crate::params::Params(_order): crate::params::Params<OrderPath>,
+    _ctx: Ctx,
+    Params(_order): Params<OrderPath>,
 ) -> Result<Response, ApiError> {
     Err(missing(
         "order confirmation (GET /cart/confirmation/{orderId})",
@@ -60,6 +63,6 @@ pub async fn confirmation(
 /// The payment provider's push callback (order placed).
 #[utoipa::path(post, path = "/cart/push", tag = TAG,
     responses((status = 501, description = "Checkout is not wired yet (needs the runner)", body = ErrorBody)))]
-pub async fn push() -> Result<Response, ApiError> {
+pub async fn push(_ctx: Ctx) -> Result<Response, ApiError> {
     Err(missing("the provider push callback (POST /cart/push)"))
 }

@@ -104,6 +104,8 @@ mod tests {
     use std::collections::HashMap;
     use tower::ServiceExt;
 
+    use crate::json::JsonBody;
+
     async fn boom() -> &'static str {
         panic!("kaboom")
     }
@@ -111,7 +113,11 @@ mod tests {
     fn app() -> Router {
         let router = Router::new()
             .route("/boom", get(boom))
-            .route("/echo", post(|body: String| async move { body }));
+            .route("/echo", post(|body: String| async move { body }))
+            .route(
+                "/json",
+                post(|JsonBody(v): JsonBody<serde_json::Value>| async move { v.to_string() }),
+            );
         apply(router, Arc::new(Auth::new(None, HashMap::new(), "")), 16)
     }
 
@@ -149,6 +155,19 @@ mod tests {
             Request::post("/echo")
                 .header("content-length", "17")
                 .body(Body::from(big))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(body["code"], "payload_too_large");
+
+        // A body without Content-Length (chunked) hits the limit while being read.
+        let chunks = futures::stream::iter(
+            ["{\"a\":", "\"0123456789abcdef\"}"].map(Ok::<_, std::io::Error>),
+        );
+        let (status, _, body) = call(
+            Request::post("/json")
+                .body(Body::from_stream(chunks))
                 .unwrap(),
         )
         .await;

@@ -6,6 +6,7 @@ use std::time::Instant;
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
+use http::Method;
 
 /// Requests served, by `method`, `route` (template, e.g. `/cart/{id}`; `unmatched` for 404s)
 /// and `status`.
@@ -63,7 +64,17 @@ pub fn describe() {
 /// Middleware (added with `Router::layer`, so the matched route template is known).
 pub async fn record(req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = req.method().as_str().to_owned();
+    // Only standard methods become label values: a client must not mint new series.
+    let method: &'static str = match *req.method() {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    };
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -71,7 +82,7 @@ pub async fn record(req: Request, next: Next) -> Response {
         .unwrap_or_else(|| "unmatched".to_owned());
     let resp = next.run(req).await;
     let status = resp.status().as_u16().to_string();
-    metrics::counter!(HTTP_REQUESTS, "method" => method.clone(), "route" => route.clone(), "status" => status)
+    metrics::counter!(HTTP_REQUESTS, "method" => method, "route" => route.clone(), "status" => status)
         .increment(1);
     metrics::histogram!(HTTP_REQUEST_SECONDS, "method" => method, "route" => route)
         .record(started.elapsed().as_secs_f64());
