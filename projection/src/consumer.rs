@@ -17,7 +17,7 @@ use shared::nats::ensure_durable_pull;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use crate::dead_letter::{self, DeadLetters};
+use crate::dead_letter::DeadLetters;
 use crate::error::ProjectionError;
 use crate::metrics as m;
 use crate::ordering::OrderGuard;
@@ -178,6 +178,13 @@ impl Consumer {
             }
         }
         if deliveries.is_empty() {
+            // Nothing deliverable although the stream is ahead: something is outstanding.
+            let checkpoint = self.writer.checkpoint();
+            if self.shared.stream_last() > checkpoint {
+                self.order.expect(checkpoint + 1);
+            } else {
+                self.order.clear();
+            }
             return self.repair_stall().await;
         }
         // Stream order; of two deliveries of one message keep the newest.
@@ -290,21 +297,34 @@ impl Consumer {
         Ok(())
     }
 
-    /// A message the server no longer redelivers is read back and handled here.
+    /// Messages the server no longer redelivers are read back and handled here: the stored
+    /// messages from the missing sequence up to the first parked one (one batch at most; the
+    /// parked ones follow in the next round, after the order check).
     async fn repair_stall(&mut self) -> Result<(), ProjectionError> {
         let Some(missing) = self.order.stalled() else {
             return Ok(());
         };
+        let until = self.parked.first().map_or(u64::MAX, |d| d.inc.sequence);
+        let read = self
+            .order
+            .read_back(
+                missing,
+                until,
+                self.settings.batch_size,
+                self.settings.max_deliver,
+            )
+            .await?;
         tracing::warn!(
-            sequence = missing,
-            "message was not redelivered in time; reading it back from the stream"
+            from = missing,
+            messages = read.len(),
+            "messages were not redelivered in time; read them back from the stream"
         );
-        let mut inc =
-            dead_letter::read_original(&self.events, missing, self.settings.request_timeout)
-                .await?;
-        inc.delivered = self.settings.max_deliver;
         self.order.clear();
-        self.apply(vec![Delivery { msg: None, inc }]).await
+        let batch = read
+            .into_iter()
+            .map(|inc| Delivery { msg: None, inc })
+            .collect();
+        self.apply(batch).await
     }
 
     /// Lets messages come back later: nak'd with `delay`, or parked when this was their last

@@ -7,16 +7,18 @@
 //! does not. Gaps are rare (a message being retried, or one deleted from the stream), so the
 //! check (one direct get) costs nothing on the normal path.
 //!
-//! If a gap does not close within [`OrderGuard::stall_limit`] (the server will not redeliver
-//! the message, e.g. its deliveries ran out while this process was down), the consumer reads
-//! the message itself and applies or dead-letters it, so the projection never wedges.
+//! If a gap does not close within the stall limit (the server will not redeliver the
+//! messages, e.g. their deliveries ran out while this process was down), the consumer reads
+//! them back itself and applies or dead-letters them, so the projection never wedges.
 
 use std::time::{Duration, Instant};
 
+use async_nats::jetstream::message::StreamMessage;
 use async_nats::jetstream::stream::{DirectGetErrorKind, Stream};
 use shared::subjects::CART_EVENTS_ALL;
 
 use crate::error::ProjectionError;
+use crate::views::Incoming;
 
 pub struct OrderGuard {
     events: Stream,
@@ -79,6 +81,14 @@ impl OrderGuard {
         })
     }
 
+    /// Notes that `seq` is expected but nothing was delivered (the stream is ahead of the
+    /// checkpoint and the fetch came back empty).
+    pub fn expect(&mut self, seq: u64) {
+        if self.waiting.is_none_or(|(s, _)| s != seq) {
+            self.waiting = Some((seq, Instant::now()));
+        }
+    }
+
     /// The sequence that has been missing for longer than the stall limit, if any.
     pub fn stalled(&self) -> Option<u64> {
         self.waiting
@@ -92,14 +102,47 @@ impl OrderGuard {
     }
 
     async fn first_at_or_after(&self, seq: u64) -> Result<Option<u64>, ProjectionError> {
+        Ok(self.next_message(seq).await?.map(|m| m.sequence))
+    }
+
+    async fn next_message(&self, seq: u64) -> Result<Option<StreamMessage>, ProjectionError> {
         let lookup = self
             .events
             .direct_get_next_for_subject(CART_EVENTS_ALL, Some(seq));
         match tokio::time::timeout(self.timeout, lookup).await {
             Err(_) => Err(ProjectionError::nats("order check", "no reply in time")),
-            Ok(Ok(msg)) => Ok(Some(msg.sequence)),
+            Ok(Ok(msg)) => Ok(Some(msg)),
             Ok(Err(e)) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
             Ok(Err(e)) => Err(ProjectionError::nats("order check", e)),
         }
+    }
+
+    /// Reads up to `max` stored messages from `from` on, stopping before `until`, as
+    /// deliveries on their last attempt (so one that fails is dead-lettered at once).
+    pub async fn read_back(
+        &self,
+        from: u64,
+        until: u64,
+        max: usize,
+        delivered: i64,
+    ) -> Result<Vec<Incoming>, ProjectionError> {
+        let mut out = Vec::new();
+        let mut next = from;
+        while out.len() < max {
+            match self.next_message(next).await? {
+                Some(msg) if msg.sequence < until => {
+                    next = msg.sequence + 1;
+                    out.push(Incoming {
+                        sequence: msg.sequence,
+                        subject: msg.subject.to_string(),
+                        headers: Some(msg.headers),
+                        payload: msg.payload,
+                        delivered,
+                    });
+                }
+                _ => break,
+            }
+        }
+        Ok(out)
     }
 }

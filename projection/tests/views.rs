@@ -170,3 +170,27 @@ async fn graceful_stop_and_restart_continue_from_the_checkpoint() {
         .expect("stops promptly")
         .unwrap();
 }
+
+#[tokio::test]
+async fn messages_the_server_no_longer_redelivers_are_read_back() {
+    let Some(env) = common::env().await else {
+        return;
+    };
+    let mut generator = Generator::new(13, &["t1"], 10);
+    generator.publish(&env.js, 40).await;
+    // One delivery only: a crash before the commit exhausts them, and nothing newer arrives
+    // that would reveal the gap, so only the stall repair can recover the messages.
+    let mut config = env.config("main");
+    config.max_deliver = 1;
+    config.batch_size = 50;
+    let (hooks, reached, release) = crash_at(1, CommitAction::CrashBeforeCommit);
+    let running = env.start(config.clone(), hooks).await;
+    wait_reached(&reached).await;
+    running.abort().await;
+    release.send(()).unwrap();
+
+    let running = env.start(config, Hooks::default()).await;
+    env.caught_up(&running).await;
+    assert_views(&running.db_path, &expected(&generator.carts));
+    running.stop().await.unwrap();
+}
