@@ -20,7 +20,8 @@ pub struct Config {
     pub view: String,
     /// SQLite database file; empty: `.dev/projection-<view>.db`.
     pub db_path: String,
-    /// gRPC listen address (QueryService).
+    /// gRPC listen address (QueryService). The default differs from every other service's,
+    /// so a whole stack runs on one host.
     pub grpc_addr: String,
     /// HTTP listen address of `/health`, `/ready`, `/metrics` and `/admin/rebuild`.
     pub http_addr: String,
@@ -52,7 +53,7 @@ impl Default for Config {
         Self {
             view: "main".into(),
             db_path: String::new(),
-            grpc_addr: "127.0.0.1:50061".into(),
+            grpc_addr: "127.0.0.1:50062".into(),
             http_addr: "127.0.0.1:9102".into(),
             batch_size: 256,
             fetch_wait_ms: 1_000,
