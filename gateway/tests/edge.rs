@@ -280,3 +280,71 @@ async fn request_ids_travel_and_come_back() {
         assert!(metrics.contains(needle), "{needle} not in\n{metrics}");
     }
 }
+
+/// No aggregate reachable: 503 with `Retry-After` (and `/ready` says why); an aggregate that
+/// never answers: 504 within the configured deadline. Nothing is ever a bare 500.
+#[tokio::test]
+async fn upstream_failures_are_503_and_504() {
+    let Some(stack) = stack().await else { return };
+    let Stack {
+        base,
+        gateway,
+        aggregate,
+        nats,
+    } = stack;
+    let stack_nats = nats;
+    aggregate.drain().await.unwrap();
+    let http = reqwest::Client::new();
+    let ready = format!("{base}/ready");
+    shared::test_support::wait_until(
+        || {
+            let (http, ready) = (http.clone(), ready.clone());
+            async move {
+                http.get(ready)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 503)
+            }
+        },
+        WAIT,
+    )
+    .await
+    .expect("not ready without aggregates");
+    let (_, report) = json(http.get(&ready).send().await.unwrap()).await;
+    assert_eq!(report["checks"]["aggregates"]["ok"], false);
+    let resp = http
+        .post(format!("{base}/cart/byid/down"))
+        .json(&json!({"sku": "TEST-SKU-123", "quantity": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["retry-after"], "1");
+    assert_error(&json(resp).await, 503, "unavailable", "aggregate");
+
+    // A black hole: accepts connections, never answers.
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = hole.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((c, _)) = hole.accept().await {
+            conns.push(c);
+        }
+    });
+    let mut cfg = gateway_config(&stack_nats);
+    cfg.aggregate_addrs = addr.to_string();
+    cfg.upstream_timeout_ms = 200;
+    cfg.upstream_deadline_ms = 500;
+    let slow = gateway::start(cfg).await.unwrap();
+    let started = std::time::Instant::now();
+    let resp = http
+        .get(format!("http://{}/cart/byid/slow", slow.http_addr))
+        .send()
+        .await
+        .unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert!(resp.headers().contains_key("retry-after"));
+    assert_error(&json(resp).await, 504, "timeout", "");
+    held.abort();
+    slow.stop().await.unwrap();
+    gateway.stop().await.unwrap();
+}
