@@ -1,0 +1,1730 @@
+//! The deployment files checked against the code, since no container engine runs them in CI:
+//! docker-compose.yml, deploy/k8s (kustomize), deploy/prometheus, deploy/grafana, deploy/nats.
+//!
+//! - Every environment variable a service gets names a real setting of its `Config`
+//!   (`shared::config::unknown_env_keys`), the whole environment loads the way the binary loads
+//!   it, and the loaded config passes the service's own `check()`.
+//! - Settings that must agree across services do (shard count, stream settings, replicas 3 in
+//!   Kubernetes); drain grace periods cover the drain timeouts in the configs.
+//! - Probes, ports, selectors and references point at things that exist.
+//! - Every metric name in the alerts and dashboards is a constant in some `*/src/metrics.rs`,
+//!   used in the shape the exporter really renders (summaries with `quantile`, or buckets).
+//! - NATS keeps `sync_interval: always` everywhere.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use shared::nats::NatsResourceSettings;
+
+// ---------------------------------------------------------------------------------------------
+// Files
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Every document of a YAML file (empty ones dropped), merge keys (`<<: *anchor`) applied, as
+/// JSON values.
+fn yaml_docs(path: &Path) -> Vec<Value> {
+    use serde::Deserialize as _;
+    let text = read(path);
+    yaml_serde::Deserializer::from_str(&text)
+        .map(|doc| {
+            let mut v = yaml_serde::Value::deserialize(doc)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            v.apply_merge()
+                .unwrap_or_else(|e| panic!("{}: merge keys: {e}", path.display()));
+            serde_json::to_value(v).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        })
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn yaml(rel: &str) -> Value {
+    let mut docs = yaml_docs(&root().join(rel));
+    assert_eq!(docs.len(), 1, "{rel} holds exactly one YAML document");
+    docs.remove(0)
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn strs(v: &Value) -> Vec<String> {
+    match v {
+        Value::Array(items) => items.iter().map(s).collect(),
+        Value::Null => Vec::new(),
+        other => vec![s(other)],
+    }
+}
+
+fn entries(v: &Value) -> impl Iterator<Item = (&String, &Value)> {
+    v.as_object().into_iter().flatten()
+}
+
+fn items(v: &Value) -> impl Iterator<Item = &Value> {
+    v.as_array().into_iter().flatten()
+}
+
+/// A NATS config without its comments.
+fn active_lines(conf: &str) -> String {
+    conf.lines()
+        .map(|l| l.split('#').next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The value of `key: value` in a NATS config (quotes removed).
+fn conf_value(conf: &str, key: &str) -> Option<String> {
+    active_lines(conf).lines().find_map(|l| {
+        let rest = l.trim().strip_prefix(key)?.trim_start().strip_prefix(':')?;
+        Some(rest.trim().trim_matches('"').to_owned())
+    })
+}
+
+fn assert_durable_nats_conf(conf: &str, what: &str) {
+    let active = active_lines(conf);
+    assert!(active.contains("jetstream"), "{what} enables JetStream");
+    assert!(
+        active.contains("sync_interval: always"),
+        "{what} must fsync every write before acknowledging it (sync_interval: always)"
+    );
+}
+
+fn port_of(addr: &str) -> u16 {
+    addr.rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{addr:?} has no port"))
+}
+
+/// `30s`, `1m30s`, `500ms` (docker compose durations).
+fn compose_duration(text: &str) -> Duration {
+    let mut total = Duration::ZERO;
+    let mut num = String::new();
+    let mut chars = text.trim().chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() || c == '.' {
+            num.push(c);
+            continue;
+        }
+        let unit = if c == 'm' && chars.peek() == Some(&'s') {
+            chars.next();
+            "ms"
+        } else {
+            match c {
+                'h' => "h",
+                'm' => "m",
+                's' => "s",
+                _ => panic!("bad duration {text:?}"),
+            }
+        };
+        let n: f64 = num
+            .parse()
+            .unwrap_or_else(|_| panic!("bad duration {text:?}"));
+        num.clear();
+        total += Duration::from_secs_f64(match unit {
+            "h" => n * 3600.0,
+            "m" => n * 60.0,
+            "s" => n,
+            _ => n / 1000.0,
+        });
+    }
+    assert!(num.is_empty(), "duration {text:?} needs a unit");
+    total
+}
+
+// ---------------------------------------------------------------------------------------------
+// The services and their configuration
+
+/// Variables a service reads outside its `Config` (telemetry, the config file), plus the
+/// helpers Kubernetes manifests use to build values (`$(POD_IP)`).
+const PLAIN_VARS: &[&str] = &[
+    "RUST_LOG",
+    "LOG_FORMAT",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    shared::config::CONFIG_FILE_ENV,
+    "POD_NAME",
+    "POD_IP",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Service {
+    Aggregate,
+    Gateway,
+    Projection,
+    Runner,
+}
+
+impl Service {
+    /// The service a container runs, from its command (`["aggregate", "serve"]`).
+    fn from_command(command: &[String]) -> Option<Self> {
+        let bin = command.first()?.rsplit('/').next()?;
+        Some(match bin {
+            "aggregate" => Self::Aggregate,
+            "gateway" => Self::Gateway,
+            "projection" => Self::Projection,
+            "runner" => Self::Runner,
+            _ => return None,
+        })
+    }
+
+    fn prefix(self) -> &'static str {
+        match self {
+            Self::Aggregate => "AGGREGATE",
+            Self::Gateway => "GATEWAY",
+            Self::Projection => "PROJECTION",
+            Self::Runner => "RUNNER",
+        }
+    }
+
+    /// Loads the service's config from `env` exactly as its binary does, after checking that
+    /// every variable means something to it; panics naming `what` otherwise.
+    fn load(self, env: &[(String, String)], what: &str) -> Loaded {
+        check_plain_vars(env, what);
+        let p = self.prefix();
+        match self {
+            Self::Aggregate => {
+                let c: aggregate::Config = load_config(p, env, what);
+                c.check().unwrap_or_else(|e| panic!("{what}: {e}"));
+                Loaded::Aggregate(c)
+            }
+            Self::Gateway => {
+                let c: gateway::Config = load_config(p, env, what);
+                c.check().unwrap_or_else(|e| panic!("{what}: {e}"));
+                Loaded::Gateway(c)
+            }
+            Self::Projection => {
+                let c: projection::Config = load_config(p, env, what);
+                c.check().unwrap_or_else(|e| panic!("{what}: {e}"));
+                Loaded::Projection(c)
+            }
+            Self::Runner => {
+                let c: runner::Config = load_config(p, env, what);
+                c.check().unwrap_or_else(|e| panic!("{what}: {e}"));
+                Loaded::Runner(c)
+            }
+        }
+    }
+}
+
+fn load_config<T>(prefix: &str, env: &[(String, String)], what: &str) -> T
+where
+    T: Serialize + DeserializeOwned + Default,
+{
+    let unknown = shared::config::unknown_env_keys::<T>(prefix, env.iter().cloned());
+    assert!(
+        unknown.is_empty(),
+        "{what}: {unknown:?} name no setting of the {prefix} config (typo, or a setting that \
+         does not exist in the code)"
+    );
+    // Names outside the prefix and the config's sections are silently ignored by the loader,
+    // so they must be one of the few variables read elsewhere.
+    let defaults = serde_json::to_value(T::default()).unwrap();
+    let sections: Vec<String> = entries(&defaults)
+        .filter(|(_, v)| v.is_object())
+        .map(|(k, _)| format!("{}_", k.to_ascii_uppercase()))
+        .collect();
+    let own = format!("{prefix}_");
+    let stray: Vec<&String> = env
+        .iter()
+        .map(|(k, _)| k)
+        .filter(|k| {
+            !k.starts_with(&own)
+                && !sections.iter().any(|s| k.starts_with(s.as_str()))
+                && !PLAIN_VARS.contains(&k.as_str())
+        })
+        .collect();
+    assert!(
+        stray.is_empty(),
+        "{what}: {stray:?} are read by nothing in the {prefix} service (its settings are \
+         {own}*, {sections:?}, or {PLAIN_VARS:?})"
+    );
+    shared::config::load_service_from(prefix, None, env.iter().cloned())
+        .unwrap_or_else(|e| panic!("{what}: {e}"))
+}
+
+/// The variables read by `shared::telemetry`, with values it accepts.
+fn check_plain_vars(env: &[(String, String)], what: &str) {
+    for (k, v) in env {
+        match k.as_str() {
+            "LOG_FORMAT" => assert!(
+                ["json", "pretty", ""].contains(&v.trim()),
+                "{what}: LOG_FORMAT must be json or pretty, got {v:?}"
+            ),
+            "RUST_LOG" => {
+                shared::telemetry::env_filter(Some(v)).unwrap_or_else(|e| panic!("{what}: {e}"));
+            }
+            _ => {}
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Loaded {
+    Aggregate(aggregate::Config),
+    Gateway(gateway::Config),
+    Projection(projection::Config),
+    Runner(runner::Config),
+}
+
+impl Loaded {
+    fn service(&self) -> Service {
+        match self {
+            Self::Aggregate(_) => Service::Aggregate,
+            Self::Gateway(_) => Service::Gateway,
+            Self::Projection(_) => Service::Projection,
+            Self::Runner(_) => Service::Runner,
+        }
+    }
+
+    /// Port of `/health`, `/ready`, `/metrics`.
+    fn ops_port(&self) -> u16 {
+        port_of(match self {
+            Self::Aggregate(c) => &c.http_addr,
+            Self::Gateway(c) => &c.http_addr,
+            Self::Projection(c) => &c.http_addr,
+            Self::Runner(c) => &c.http_addr,
+        })
+    }
+
+    fn shard_count(&self) -> Option<u32> {
+        match self {
+            Self::Aggregate(c) => Some(c.shard_count),
+            Self::Gateway(c) => Some(c.shard_count),
+            Self::Projection(_) => None,
+            Self::Runner(c) => Some(c.shard_count),
+        }
+    }
+
+    fn streams(&self) -> &NatsResourceSettings {
+        match self {
+            Self::Aggregate(c) => &c.streams,
+            Self::Gateway(c) => &c.streams,
+            Self::Projection(c) => &c.streams,
+            Self::Runner(c) => &c.streams,
+        }
+    }
+
+    /// The least time between SIGTERM and SIGKILL that lets the service drain as configured.
+    fn drain_time(&self) -> Duration {
+        let margin = Duration::from_secs(5);
+        margin
+            + match self {
+                Self::Aggregate(c) => {
+                    Duration::from_secs(c.drain_handoff_secs + c.drain_in_flight_secs)
+                }
+                Self::Gateway(c) => c.upstream_deadline(),
+                Self::Projection(c) => c.fetch_wait(),
+                Self::Runner(c) => c.consumer.ack_wait(),
+            }
+    }
+}
+
+/// Settings that must be equal in every service of one deployment.
+fn assert_consistent(loaded: &[(String, Loaded)], what: &str) {
+    let shards: BTreeSet<u32> = loaded.iter().filter_map(|(_, l)| l.shard_count()).collect();
+    assert_eq!(
+        shards.len(),
+        1,
+        "{what}: the shard count must be equal in every aggregate node, the gateway and the \
+         runner: {:?}",
+        loaded
+            .iter()
+            .map(|(n, l)| (n, l.shard_count()))
+            .collect::<Vec<_>>()
+    );
+    let (first_name, first) = &loaded[0];
+    for (name, l) in loaded {
+        assert_eq!(
+            l.streams(),
+            first.streams(),
+            "{what}: {name} and {first_name} disagree on the STREAMS_* settings (each service \
+             validates the streams against its own)"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Every file parses; NATS configs
+
+#[test]
+fn every_yaml_and_json_file_parses() {
+    let mut files = files_under(&root().join("deploy"));
+    files.push(root().join("docker-compose.yml"));
+    let mut parsed = 0;
+    for path in &files {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("yml" | "yaml") => {
+                assert!(!yaml_docs(path).is_empty(), "{} is empty", path.display());
+                parsed += 1;
+            }
+            Some("json") => {
+                serde_json::from_str::<Value>(&read(path))
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                parsed += 1;
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        parsed >= 15,
+        "only {parsed} YAML/JSON files found under deploy/"
+    );
+}
+
+#[test]
+fn nats_configs_fsync_every_write() {
+    let confs: Vec<PathBuf> = files_under(&root().join("deploy/nats"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "conf"))
+        .collect();
+    assert!(
+        confs.len() >= 4,
+        "deploy/nats has the single and 3 cluster configs"
+    );
+    for path in confs {
+        assert_durable_nats_conf(&read(&path), &path.display().to_string());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// docker compose
+
+const COMPOSE_SERVICES: &[&str] = &[
+    "nats",
+    "seed",
+    "aggregate-1",
+    "aggregate-2",
+    "gateway",
+    "projection",
+    "runner",
+    "prometheus",
+    "grafana",
+    "jaeger",
+];
+
+fn compose() -> Value {
+    yaml("docker-compose.yml")
+}
+
+fn compose_services(c: &Value) -> Vec<(&String, &Value)> {
+    entries(&c["services"]).collect()
+}
+
+/// `${VAR:-default}` / `${VAR-default}` → default, `${VAR}` → "" (as on a machine that sets
+/// none of them), `$$` → `$`.
+fn interpolate(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(inner) = after.strip_prefix('{') {
+            let end = inner
+                .find('}')
+                .unwrap_or_else(|| panic!("unclosed ${{ in {text:?}"));
+            let expr = &inner[..end];
+            if let Some((_, default)) = expr.split_once(":-").or_else(|| expr.split_once('-')) {
+                out.push_str(default);
+            }
+            rest = &inner[end + 1..];
+        } else {
+            let len = after
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(after.len());
+            rest = &after[len..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn compose_env(svc: &Value) -> Vec<(String, String)> {
+    match &svc["environment"] {
+        Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| (k.clone(), interpolate(&s(v))))
+            .collect(),
+        Value::Array(list) => list
+            .iter()
+            .map(|kv| {
+                let kv = s(kv);
+                let (k, v) = kv.split_once('=').unwrap_or((&kv, ""));
+                (k.to_owned(), interpolate(v))
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn env_get<'a>(env: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    env.iter()
+        .rev()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+fn depends_on(svc: &Value) -> Vec<(String, String)> {
+    match &svc["depends_on"] {
+        Value::Array(names) => names
+            .iter()
+            .map(|n| (s(n), "service_started".to_owned()))
+            .collect(),
+        Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| {
+                let cond = v["condition"].as_str().unwrap_or("service_started");
+                (k.clone(), cond.to_owned())
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// (source, target) of every volume of a service, short or long syntax.
+fn compose_mounts(svc: &Value) -> Vec<(String, String)> {
+    items(&svc["volumes"])
+        .map(|v| match v {
+            Value::String(short) => {
+                let mut parts = short.split(':');
+                let source = parts.next().unwrap_or_default().to_owned();
+                let target = parts.next().unwrap_or_default().to_owned();
+                (source, target)
+            }
+            long => (s(&long["source"]), s(&long["target"])),
+        })
+        .collect()
+}
+
+/// The Rust services of the compose file, loaded from their environment.
+fn compose_loaded(c: &Value) -> Vec<(String, Loaded)> {
+    compose_services(c)
+        .into_iter()
+        .filter_map(|(name, svc)| {
+            let service = Service::from_command(&strs(&svc["command"]))?;
+            let what = format!("docker-compose.yml service {name}");
+            Some((name.clone(), service.load(&compose_env(svc), &what)))
+        })
+        .collect()
+}
+
+#[test]
+fn compose_runs_the_whole_stack() {
+    let c = compose();
+    let services = compose_services(&c);
+    let names: BTreeSet<&str> = services.iter().map(|(n, _)| n.as_str()).collect();
+    for required in COMPOSE_SERVICES {
+        assert!(
+            names.contains(required),
+            "docker-compose.yml has no {required} service"
+        );
+    }
+    for (name, svc) in &services {
+        for (dep, cond) in depends_on(svc) {
+            assert!(
+                names.contains(dep.as_str()),
+                "{name} depends on unknown {dep}"
+            );
+            let target = &c["services"][&dep];
+            match cond.as_str() {
+                "service_healthy" => assert!(
+                    target["healthcheck"].is_object(),
+                    "{name} waits for {dep} to be healthy, but {dep} has no healthcheck"
+                ),
+                "service_completed_successfully" => assert_eq!(
+                    s(&target["restart"]),
+                    "no",
+                    "{name} waits for {dep} to complete: {dep} must be one-shot"
+                ),
+                "service_started" => {}
+                other => panic!("{name}: unknown depends_on condition {other}"),
+            }
+        }
+        for (source, _) in compose_mounts(svc) {
+            if source.starts_with('.') || source.starts_with('/') {
+                assert!(
+                    root().join(&source).exists(),
+                    "{name} mounts {source}, which does not exist"
+                );
+            }
+        }
+    }
+    // One image for the four services; the command picks the service.
+    for (name, svc) in &services {
+        if s(&svc["image"]).starts_with("cart-platform") {
+            let command = strs(&svc["command"]);
+            assert!(
+                Service::from_command(&command).is_some(),
+                "{name} runs the platform image with an unknown command {command:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn compose_gateway_publishes_8080() {
+    let c = compose();
+    let gw = &c["services"]["gateway"];
+    let port = port_of(env_get(&compose_env(gw), "GATEWAY_HTTP_ADDR").expect("GATEWAY_HTTP_ADDR"));
+    let published: Vec<String> = strs(&gw["ports"]);
+    assert!(
+        published
+            .iter()
+            .any(|p| p.ends_with(&format!("8080:{port}")) || *p == format!("8080:{port}")),
+        "the gateway publishes host port 8080 to its listen port {port}: {published:?}"
+    );
+}
+
+#[test]
+fn compose_nats_has_durable_jetstream() {
+    let c = compose();
+    let nats = &c["services"]["nats"];
+    let image = s(&nats["image"]);
+    assert!(
+        image.starts_with("nats:2.12"),
+        "official nats 2.12 image, got {image}"
+    );
+    let command = strs(&nats["command"]);
+    let at = command
+        .iter()
+        .position(|a| a == "--config" || a == "-c")
+        .expect("nats runs with --config");
+    let conf_path = &command[at + 1];
+    let mounts = compose_mounts(nats);
+    let (source, _) = mounts
+        .iter()
+        .find(|(_, target)| target == conf_path)
+        .unwrap_or_else(|| panic!("nats mounts no file at {conf_path}"));
+    assert!(
+        source.starts_with("./deploy/nats/"),
+        "nats uses a config from deploy/nats, got {source}"
+    );
+    let conf = read(&root().join(source));
+    assert_durable_nats_conf(&conf, source);
+    let store = conf_value(&conf, "store_dir").expect("store_dir in the NATS config");
+    assert!(
+        mounts
+            .iter()
+            .any(|(src, target)| *target == store && !src.starts_with('.')),
+        "the JetStream store {store} is on a named volume: {mounts:?}"
+    );
+    let health = strs(&nats["healthcheck"]["test"]).join(" ");
+    assert!(
+        health.contains("/healthz"),
+        "nats health check uses /healthz: {health}"
+    );
+}
+
+#[test]
+fn compose_env_is_known_to_the_code_and_consistent() {
+    let c = compose();
+    let loaded = compose_loaded(&c);
+    let kinds: BTreeSet<&str> = loaded.iter().map(|(_, l)| l.service().prefix()).collect();
+    assert_eq!(
+        kinds.len(),
+        4,
+        "compose runs all four Rust services, found {kinds:?}"
+    );
+    assert_consistent(&loaded, "docker-compose.yml");
+
+    let names: BTreeSet<&String> = entries(&c["services"]).map(|(n, _)| n).collect();
+    let mut node_ids = BTreeSet::new();
+    for (name, l) in &loaded {
+        let svc = &c["services"][name];
+        let env = compose_env(svc);
+
+        // Traces go to a collector that is part of the stack, over OTLP/gRPC.
+        let otlp = env_get(&env, "OTEL_EXPORTER_OTLP_ENDPOINT")
+            .unwrap_or_else(|| panic!("{name} sets no OTEL_EXPORTER_OTLP_ENDPOINT"));
+        let host = otlp
+            .strip_prefix("http://")
+            .and_then(|r| r.split(':').next())
+            .unwrap_or_else(|| panic!("{name}: OTLP endpoint {otlp:?} is not http://host:port"));
+        assert!(
+            names.contains(&host.to_owned()),
+            "{name}: OTLP endpoint host {host} is not a compose service"
+        );
+        assert_eq!(
+            port_of(otlp),
+            4317,
+            "{name}: the exporter speaks OTLP/gRPC (port 4317)"
+        );
+
+        let command = strs(&svc["command"]);
+        let serves = !command.iter().any(|a| a == "seed-catalog");
+        if !serves {
+            continue;
+        }
+        // Long-running services: drained on stop, health-checked on their ops port.
+        let grace = compose_duration(&s(&svc["stop_grace_period"]));
+        assert!(
+            grace >= l.drain_time(),
+            "{name}: stop_grace_period {grace:?} is shorter than its drain ({:?})",
+            l.drain_time()
+        );
+        let health = strs(&svc["healthcheck"]["test"]).join(" ");
+        let ready = format!(":{}/ready", l.ops_port());
+        assert!(
+            health.contains(&ready),
+            "{name}: the health check probes {ready}: {health}"
+        );
+        match l {
+            Loaded::Aggregate(a) => {
+                assert!(
+                    node_ids.insert(a.node_id.clone()),
+                    "two aggregate nodes share the node id {}",
+                    a.node_id
+                );
+                let advertise = a
+                    .advertise_addr
+                    .as_deref()
+                    .unwrap_or_else(|| panic!("{name} sets no AGGREGATE_ADVERTISE_ADDR"));
+                let host = advertise.rsplit_once(':').map(|(h, _)| h).unwrap_or("");
+                assert_eq!(
+                    host, name,
+                    "{name} advertises {advertise}: other containers reach it by its service name"
+                );
+                assert_eq!(
+                    port_of(advertise),
+                    port_of(&a.grpc_addr),
+                    "{name}: advertised port"
+                );
+            }
+            Loaded::Projection(p) => {
+                let db = p.db_path();
+                let dir = db.parent().expect("db path has a directory");
+                assert!(
+                    compose_mounts(svc)
+                        .iter()
+                        .any(|(src, target)| !src.starts_with('.') && Path::new(target) == dir),
+                    "{name}: the SQLite file {} is on a named volume",
+                    db.display()
+                );
+            }
+            Loaded::Gateway(_) | Loaded::Runner(_) => {}
+        }
+    }
+    assert!(node_ids.len() >= 2, "compose runs two aggregate nodes");
+}
+
+#[test]
+fn prometheus_scrapes_every_service_and_loads_the_alerts() {
+    let c = compose();
+    let prom = yaml("deploy/prometheus/prometheus.yml");
+    let mut targets = BTreeSet::new();
+    for job in items(&prom["scrape_configs"]) {
+        assert!(
+            job["metrics_path"].is_null() || s(&job["metrics_path"]) == "/metrics",
+            "services serve /metrics"
+        );
+        for sc in items(&job["static_configs"]) {
+            targets.extend(strs(&sc["targets"]));
+        }
+    }
+    for t in &targets {
+        let host = t.split(':').next().unwrap_or_default();
+        assert!(
+            host == "localhost" || c["services"][host].is_object(),
+            "prometheus scrapes {t}, which is not a compose service"
+        );
+    }
+    for (name, l) in compose_loaded(&c) {
+        if strs(&c["services"][&name]["command"]).contains(&"seed-catalog".to_owned()) {
+            continue;
+        }
+        let want = format!("{name}:{}", l.ops_port());
+        assert!(targets.contains(&want), "prometheus does not scrape {want}");
+    }
+
+    let mounts = compose_mounts(&c["services"]["prometheus"]);
+    for rule_file in strs(&prom["rule_files"]) {
+        let (source, _) = mounts
+            .iter()
+            .find(|(_, target)| *target == rule_file)
+            .unwrap_or_else(|| panic!("prometheus loads {rule_file}, which is not mounted"));
+        assert_eq!(source, "./deploy/prometheus/alerts.yml");
+    }
+    assert!(
+        strs(&prom["rule_files"]).len() == 1,
+        "prometheus loads the alert rules"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kubernetes
+
+const K8S: &str = "deploy/k8s";
+
+struct Doc {
+    file: String,
+    v: Value,
+}
+
+impl Doc {
+    fn kind(&self) -> &str {
+        self.v["kind"].as_str().unwrap_or_default()
+    }
+
+    fn name(&self) -> &str {
+        self.v["metadata"]["name"].as_str().unwrap_or_default()
+    }
+
+    fn what(&self) -> String {
+        format!("{}: {} {}", self.file, self.kind(), self.name())
+    }
+
+    fn is_workload(&self) -> bool {
+        matches!(self.kind(), "Deployment" | "StatefulSet" | "Job")
+    }
+
+    fn pod(&self) -> &Value {
+        &self.v["spec"]["template"]["spec"]
+    }
+
+    fn pod_labels(&self) -> &Value {
+        &self.v["spec"]["template"]["metadata"]["labels"]
+    }
+}
+
+fn k8s_docs() -> Vec<Doc> {
+    let kustomization = yaml(&format!("{K8S}/kustomization.yaml"));
+    strs(&kustomization["resources"])
+        .into_iter()
+        .flat_map(|file| {
+            yaml_docs(&root().join(K8S).join(&file))
+                .into_iter()
+                .map(move |v| Doc {
+                    file: file.clone(),
+                    v,
+                })
+        })
+        .collect()
+}
+
+fn find<'a>(docs: &'a [Doc], kind: &str, name: &str) -> Option<&'a Doc> {
+    docs.iter().find(|d| d.kind() == kind && d.name() == name)
+}
+
+fn labels_match(selector: &Value, labels: &Value) -> bool {
+    selector
+        .as_object()
+        .is_some_and(|sel| !sel.is_empty() && sel.iter().all(|(k, v)| labels.get(k) == Some(v)))
+}
+
+/// Where a container's variable comes from.
+#[derive(Debug, Clone, PartialEq)]
+enum Source {
+    Literal,
+    Field(String),
+    Secret,
+    ConfigMap,
+}
+
+/// A container's environment as the kubelet builds it: `envFrom` first, then `env` (which wins),
+/// references to Secrets/ConfigMaps resolved from the manifests, `$(VAR)` expanded.
+fn container_env(docs: &[Doc], c: &Value, what: &str) -> Vec<(String, String, Source)> {
+    let mut env: Vec<(String, String, Source)> = Vec::new();
+    let data_of = |kind: &str, name: &str| -> BTreeMap<String, String> {
+        let doc =
+            find(docs, kind, name).unwrap_or_else(|| panic!("{what}: no {kind} named {name}"));
+        let mut data = BTreeMap::new();
+        for key in ["data", "stringData"] {
+            for (k, v) in entries(&doc.v[key]) {
+                data.insert(k.clone(), s(v));
+            }
+        }
+        data
+    };
+    for from in items(&c["envFrom"]) {
+        let (kind, source, r) = if from["configMapRef"].is_object() {
+            ("ConfigMap", Source::ConfigMap, &from["configMapRef"])
+        } else {
+            ("Secret", Source::Secret, &from["secretRef"])
+        };
+        for (k, v) in data_of(kind, &s(&r["name"])) {
+            env.push((k, v, source.clone()));
+        }
+    }
+    for var in items(&c["env"]) {
+        let name = s(&var["name"]);
+        let from = &var["valueFrom"];
+        let (value, source) = if !var["value"].is_null() || from.is_null() {
+            let mut value = s(&var["value"]);
+            for (k, v, _) in env.clone() {
+                value = value.replace(&format!("$({k})"), &v);
+            }
+            (value, Source::Literal)
+        } else if from["fieldRef"].is_object() {
+            let path = s(&from["fieldRef"]["fieldPath"]);
+            let sample = match path.as_str() {
+                "metadata.name" => "pod-7d9f8-x2kqz",
+                "status.podIP" => "10.1.2.3",
+                other => panic!("{what}: unexpected fieldRef {other}"),
+            };
+            (sample.to_owned(), Source::Field(path))
+        } else {
+            let (kind, source, r) = if from["secretKeyRef"].is_object() {
+                ("Secret", Source::Secret, &from["secretKeyRef"])
+            } else {
+                ("ConfigMap", Source::ConfigMap, &from["configMapKeyRef"])
+            };
+            let key = s(&r["key"]);
+            let value = data_of(kind, &s(&r["name"]))
+                .remove(&key)
+                .unwrap_or_else(|| panic!("{what}: {kind} {} has no key {key}", s(&r["name"])));
+            (value, source)
+        };
+        env.retain(|(k, _, _)| *k != name);
+        env.push((name, value, source));
+    }
+    env
+}
+
+fn raw_env_value<'a>(c: &'a Value, name: &str) -> Option<&'a str> {
+    items(&c["env"])
+        .find(|v| v["name"] == name)
+        .and_then(|v| v["value"].as_str())
+}
+
+fn container_port(c: &Value, port: &Value) -> Option<u16> {
+    match port {
+        Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
+        Value::String(name) => items(&c["ports"])
+            .find(|p| p["name"] == *name)
+            .and_then(|p| p["containerPort"].as_u64())
+            .and_then(|n| u16::try_from(n).ok()),
+        _ => None,
+    }
+}
+
+/// The Rust services' containers, loaded from their resolved environment.
+fn k8s_loaded(docs: &[Doc]) -> Vec<(&Doc, &Value, Loaded)> {
+    let mut out = Vec::new();
+    for doc in docs.iter().filter(|d| d.is_workload()) {
+        for c in items(&doc.pod()["containers"]) {
+            let Some(service) = Service::from_command(&strs(&c["command"])) else {
+                continue;
+            };
+            let what = format!("{} container {}", doc.what(), s(&c["name"]));
+            let env: Vec<(String, String)> = container_env(docs, c, &what)
+                .into_iter()
+                .map(|(k, v, _)| (k, v))
+                .collect();
+            out.push((doc, c, service.load(&env, &what)));
+        }
+    }
+    out
+}
+
+#[test]
+fn kustomization_lists_every_manifest() {
+    let kustomization = yaml(&format!("{K8S}/kustomization.yaml"));
+    let listed: BTreeSet<String> = strs(&kustomization["resources"]).into_iter().collect();
+    let on_disk: BTreeSet<String> = files_under(&root().join(K8S))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .filter(|f| f != "kustomization.yaml")
+        .collect();
+    assert_eq!(
+        listed, on_disk,
+        "kustomization.yaml resources must list exactly the manifests in {K8S}"
+    );
+    let namespace = s(&kustomization["namespace"]);
+    let docs = k8s_docs();
+    assert!(
+        find(&docs, "Namespace", &namespace).is_some(),
+        "the kustomization's namespace {namespace} is created by a manifest"
+    );
+    for doc in &docs {
+        assert!(
+            !doc.kind().is_empty() && !doc.name().is_empty() && doc.v["apiVersion"].is_string(),
+            "{}: every document has apiVersion, kind and metadata.name",
+            doc.file
+        );
+    }
+}
+
+#[test]
+fn k8s_workloads_have_probes_limits_and_grace() {
+    let docs = k8s_docs();
+    let loaded = k8s_loaded(&docs);
+    let workloads: Vec<&Doc> = docs
+        .iter()
+        .filter(|d| matches!(d.kind(), "Deployment" | "StatefulSet"))
+        .collect();
+    assert!(workloads.len() >= 5, "NATS and the four services");
+    for doc in docs.iter().filter(|d| d.is_workload()) {
+        let what = doc.what();
+        let grace = doc.pod()["terminationGracePeriodSeconds"]
+            .as_u64()
+            .unwrap_or(30);
+        assert!(
+            grace >= 30,
+            "{what}: terminationGracePeriodSeconds {grace} < 30"
+        );
+        for c in items(&doc.pod()["containers"]) {
+            let r = &c["resources"];
+            for (section, key) in [
+                ("requests", "cpu"),
+                ("requests", "memory"),
+                ("limits", "memory"),
+            ] {
+                assert!(
+                    !r[section][key].is_null(),
+                    "{what} container {}: resources.{section}.{key} is missing",
+                    s(&c["name"])
+                );
+            }
+            if doc.kind() == "Job" {
+                continue;
+            }
+            for probe in ["readinessProbe", "livenessProbe"] {
+                assert!(
+                    c[probe]["httpGet"].is_object(),
+                    "{what} container {}: no HTTP {probe}",
+                    s(&c["name"])
+                );
+            }
+        }
+    }
+    for (doc, c, l) in &loaded {
+        let what = doc.what();
+        if doc.kind() == "Job" {
+            continue;
+        }
+        for (probe, path) in [("readinessProbe", "/ready"), ("livenessProbe", "/health")] {
+            let get = &c[probe]["httpGet"];
+            assert_eq!(s(&get["path"]), path, "{what}: {probe} path");
+            assert_eq!(
+                container_port(c, &get["port"]),
+                Some(l.ops_port()),
+                "{what}: {probe} must hit the ops port the service listens on"
+            );
+        }
+        let grace = Duration::from_secs(
+            doc.pod()["terminationGracePeriodSeconds"]
+                .as_u64()
+                .unwrap_or(30),
+        );
+        assert!(
+            grace >= l.drain_time(),
+            "{what}: terminationGracePeriodSeconds {grace:?} is shorter than its drain ({:?})",
+            l.drain_time()
+        );
+    }
+    for service in [
+        Service::Aggregate,
+        Service::Gateway,
+        Service::Projection,
+        Service::Runner,
+    ] {
+        assert!(
+            loaded
+                .iter()
+                .any(|(d, _, l)| d.kind() != "Job" && l.service() == service),
+            "{K8S} runs no {service:?}"
+        );
+    }
+}
+
+#[test]
+fn k8s_env_is_known_to_the_code_and_production_grade() {
+    let docs = k8s_docs();
+    let loaded = k8s_loaded(&docs);
+    let named: Vec<(String, Loaded)> = loaded
+        .into_iter()
+        .map(|(d, c, l)| (format!("{} container {}", d.what(), s(&c["name"])), l))
+        .collect();
+    assert_consistent(&named, K8S);
+    for (what, l) in &named {
+        assert_eq!(
+            l.streams().replicas,
+            3,
+            "{what}: production streams are replicated on all three NATS servers"
+        );
+    }
+    // Aggregate nodes: a unique node id per pod and an address the other pods can dial.
+    for doc in docs.iter().filter(|d| d.is_workload()) {
+        for c in items(&doc.pod()["containers"]) {
+            if Service::from_command(&strs(&c["command"])) != Some(Service::Aggregate)
+                || doc.kind() == "Job"
+            {
+                continue;
+            }
+            let what = doc.what();
+            let env = container_env(&docs, c, &what);
+            let source_of = |raw: &str| {
+                let var = raw.strip_prefix("$(")?.split(')').next()?;
+                env.iter()
+                    .find(|(k, _, _)| k == var)
+                    .map(|(_, _, src)| src.clone())
+            };
+            let node_id = raw_env_value(c, "AGGREGATE_NODE_ID").unwrap_or("");
+            assert_eq!(
+                source_of(node_id),
+                Some(Source::Field("metadata.name".into())),
+                "{what}: AGGREGATE_NODE_ID must be the pod name ($(POD_NAME) from the downward \
+                 API): replicas share the template, node ids must not"
+            );
+            let advertise = raw_env_value(c, "AGGREGATE_ADVERTISE_ADDR").unwrap_or("");
+            assert_eq!(
+                source_of(advertise),
+                Some(Source::Field("status.podIP".into())),
+                "{what}: AGGREGATE_ADVERTISE_ADDR must be $(POD_IP):<grpc port>"
+            );
+            let grpc = env
+                .iter()
+                .find(|(k, _, _)| k == "AGGREGATE_GRPC_ADDR")
+                .map(|(_, v, _)| port_of(v))
+                .unwrap_or(50051);
+            assert_eq!(port_of(advertise), grpc, "{what}: advertised gRPC port");
+        }
+    }
+}
+
+#[test]
+fn k8s_nats_is_a_durable_three_node_cluster() {
+    let docs = k8s_docs();
+    let sts = docs
+        .iter()
+        .find(|d| {
+            d.kind() == "StatefulSet"
+                && items(&d.pod()["containers"]).any(|c| s(&c["image"]).starts_with("nats:"))
+        })
+        .expect("NATS runs as a StatefulSet");
+    let what = sts.what();
+    let replicas = sts.v["spec"]["replicas"].as_u64().unwrap_or(1);
+    assert_eq!(replicas, 3, "{what}: three JetStream members");
+    let c = items(&sts.pod()["containers"])
+        .find(|c| s(&c["image"]).starts_with("nats:"))
+        .unwrap();
+    for probe in ["readinessProbe", "livenessProbe", "startupProbe"] {
+        assert!(
+            s(&c[probe]["httpGet"]["path"]).starts_with("/healthz"),
+            "{what}: {probe} uses the server's /healthz"
+        );
+    }
+
+    // The config file: from a ConfigMap mounted where --config points.
+    let args = [strs(&c["command"]), strs(&c["args"])].concat();
+    let at = args
+        .iter()
+        .position(|a| a == "--config" || a == "-c")
+        .expect("nats runs with --config");
+    let conf_path = Path::new(&args[at + 1]);
+    let mount = items(&c["volumeMounts"])
+        .find(|m| conf_path.starts_with(s(&m["mountPath"])))
+        .unwrap_or_else(|| panic!("{what}: nothing mounted at {}", conf_path.display()));
+    let volume = items(&sts.pod()["volumes"])
+        .find(|v| v["name"] == mount["name"])
+        .expect("the config volume");
+    let map = find(&docs, "ConfigMap", &s(&volume["configMap"]["name"]))
+        .expect("the NATS config is a ConfigMap");
+    let key = conf_path.file_name().unwrap().to_string_lossy();
+    let conf = s(&map.v["data"][key.as_ref()]);
+    assert_durable_nats_conf(&conf, &map.what());
+
+    // JetStream's store is on the volume claim, one per member.
+    let store = conf_value(&conf, "store_dir").expect("store_dir");
+    let claims: Vec<String> = items(&sts.v["spec"]["volumeClaimTemplates"])
+        .map(|t| s(&t["metadata"]["name"]))
+        .collect();
+    assert!(
+        items(&c["volumeMounts"])
+            .any(|m| s(&m["mountPath"]) == store && claims.contains(&s(&m["name"]))),
+        "{what}: the JetStream store {store} is on a persistent volume claim"
+    );
+
+    // Routes name every member through the headless service.
+    let headless = s(&sts.v["spec"]["serviceName"]);
+    let svc = find(&docs, "Service", &headless).expect("the StatefulSet's service exists");
+    assert_eq!(
+        s(&svc.v["spec"]["clusterIP"]),
+        "None",
+        "{headless} is headless"
+    );
+    for i in 0..replicas {
+        let route = format!("{}-{i}.{headless}:", sts.name());
+        assert!(conf.contains(&route), "{what}: no route to {route}");
+    }
+
+    // Lame duck on stop: preStop signals through the pid file the config writes.
+    let pid_file = conf_value(&conf, "pid_file").expect("pid_file");
+    let pre_stop = strs(&c["lifecycle"]["preStop"]["exec"]["command"]).join(" ");
+    assert!(
+        pre_stop.contains(&format!("ldm={pid_file}")),
+        "{what}: preStop enters lame duck mode through {pid_file}: {pre_stop}"
+    );
+
+    // The real server accepts the file (when one is installed; CI has one).
+    let bin = match shared::test_support::find_server_binary() {
+        Ok(bin) => bin,
+        Err(why) => {
+            assert!(
+                std::env::var("CART_REQUIRE_NATS").as_deref() != Ok("1"),
+                "CART_REQUIRE_NATS=1 but {why}"
+            );
+            eprintln!("!!! SKIPPING nats-server -t on the Kubernetes config: {why}");
+            return;
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nats.conf");
+    std::fs::write(&path, &conf).unwrap();
+    let out = std::process::Command::new(bin)
+        .arg("--config")
+        .arg(&path)
+        .arg("-t")
+        .env("POD_NAME", format!("{}-0", sts.name()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "nats-server -t rejects the Kubernetes config:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn k8s_services_and_budgets_select_workloads() {
+    let docs = k8s_docs();
+    let workloads: Vec<&Doc> = docs
+        .iter()
+        .filter(|d| matches!(d.kind(), "Deployment" | "StatefulSet"))
+        .collect();
+    for doc in &workloads {
+        assert!(
+            labels_match(&doc.v["spec"]["selector"]["matchLabels"], doc.pod_labels()),
+            "{}: selector.matchLabels must match the pod template's labels",
+            doc.what()
+        );
+    }
+    for svc in docs.iter().filter(|d| d.kind() == "Service") {
+        let selector = &svc.v["spec"]["selector"];
+        let targets: Vec<&&Doc> = workloads
+            .iter()
+            .filter(|w| labels_match(selector, w.pod_labels()))
+            .collect();
+        assert!(
+            !targets.is_empty(),
+            "{}: selector {selector} matches no workload",
+            svc.what()
+        );
+        for port in items(&svc.v["spec"]["ports"]) {
+            let target = if port["targetPort"].is_null() {
+                &port["port"]
+            } else {
+                &port["targetPort"]
+            };
+            assert!(
+                targets
+                    .iter()
+                    .any(|w| items(&w.pod()["containers"])
+                        .any(|c| container_port(c, target).is_some())),
+                "{}: target port {target} is not a port of the selected pods",
+                svc.what()
+            );
+        }
+    }
+    for pdb in docs.iter().filter(|d| d.kind() == "PodDisruptionBudget") {
+        let selector = &pdb.v["spec"]["selector"]["matchLabels"];
+        let target = workloads
+            .iter()
+            .find(|w| labels_match(selector, w.pod_labels()))
+            .unwrap_or_else(|| panic!("{}: selects no workload", pdb.what()));
+        let replicas = target.v["spec"]["replicas"].as_u64().unwrap_or(1);
+        if let Some(min) = pdb.v["spec"]["minAvailable"].as_u64() {
+            assert!(
+                min < replicas,
+                "{}: minAvailable {min} with {replicas} replicas blocks every node drain",
+                pdb.what()
+            );
+        }
+    }
+    for sts in workloads.iter().filter(|d| d.kind() == "StatefulSet") {
+        let name = s(&sts.v["spec"]["serviceName"]);
+        let svc = find(&docs, "Service", &name)
+            .unwrap_or_else(|| panic!("{}: serviceName {name} is not a Service", sts.what()));
+        assert_eq!(
+            s(&svc.v["spec"]["clusterIP"]),
+            "None",
+            "{}: the governing Service {name} must be headless",
+            sts.what()
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metrics: alerts and dashboards
+
+/// Metric names defined in the code: string constants of every `*/src/metrics.rs`, and which
+/// of them are histograms (`describe_histogram!`).
+struct Known {
+    names: BTreeSet<String>,
+    histograms: BTreeSet<String>,
+}
+
+fn known_metrics() -> Known {
+    let mut names = BTreeSet::new();
+    let mut histograms = BTreeSet::new();
+    let mut files = 0;
+    for entry in std::fs::read_dir(root()).unwrap() {
+        let path = entry.unwrap().path().join("src/metrics.rs");
+        if !path.is_file() {
+            continue;
+        }
+        files += 1;
+        let text = read(&path);
+        let mut consts = BTreeMap::new();
+        for line in text.lines() {
+            let Some(rest) = line.trim().strip_prefix("pub const ") else {
+                continue;
+            };
+            let Some((ident, value)) = rest.split_once(": &str = \"") else {
+                continue;
+            };
+            let value = value.split('"').next().unwrap_or_default().to_owned();
+            consts.insert(ident.trim().to_owned(), value.clone());
+            names.insert(value);
+        }
+        for part in text.split("describe_histogram!(").skip(1) {
+            let ident = part.split(',').next().unwrap_or_default().trim();
+            if let Some(name) = consts.get(ident) {
+                histograms.insert(name.clone());
+            }
+        }
+    }
+    assert!(files >= 4, "found metrics.rs in only {files} crates");
+    assert!(!histograms.is_empty(), "no histogram found in metrics.rs");
+    Known { names, histograms }
+}
+
+/// A metric selector in a PromQL expression: the name and its `label op "value"` matchers.
+#[derive(Debug)]
+struct Selector {
+    metric: String,
+    matchers: Vec<(String, String, String)>,
+}
+
+/// Identifiers of a PromQL expression that may be metric names, with their matchers. Skips
+/// strings, numbers/durations and Grafana variables (`$__rate_interval`).
+fn selectors(expr: &str) -> Vec<Selector> {
+    let chars: Vec<char> = expr.chars().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    let skip_string = |i: &mut usize| {
+        let quote = chars[*i];
+        *i += 1;
+        while *i < chars.len() && chars[*i] != quote {
+            if chars[*i] == '\\' {
+                *i += 1;
+            }
+            *i += 1;
+        }
+        *i += 1;
+    };
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '"' || c == '\'' || c == '`' {
+            skip_string(&mut i);
+        } else if c.is_ascii_digit() || c == '$' {
+            i += 1;
+            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || "._".contains(chars[i])) {
+                i += 1;
+            }
+        } else if c.is_ascii_alphabetic() || c == '_' || c == ':' {
+            let start = i;
+            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || "_:".contains(chars[i])) {
+                i += 1;
+            }
+            let metric: String = chars[start..i].iter().collect();
+            let mut j = i;
+            while j < chars.len() && chars[j].is_whitespace() {
+                j += 1;
+            }
+            let mut matchers = Vec::new();
+            if j < chars.len() && chars[j] == '{' {
+                let end = (j..chars.len())
+                    .find(|&k| chars[k] == '}')
+                    .unwrap_or_else(|| panic!("unclosed {{ in {expr}"));
+                let body: String = chars[j + 1..end].iter().collect();
+                matchers = parse_matchers(&body);
+                i = end + 1;
+            }
+            out.push(Selector { metric, matchers });
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+fn parse_matchers(body: &str) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    let mut rest = body.trim();
+    while !rest.is_empty() {
+        let op_at = rest
+            .find(['=', '!'])
+            .unwrap_or_else(|| panic!("bad matcher in {{{body}}}"));
+        let label = rest[..op_at].trim().to_owned();
+        let after = &rest[op_at..];
+        let op = ["=~", "!~", "!=", "="]
+            .into_iter()
+            .find(|op| after.starts_with(op))
+            .unwrap_or_else(|| panic!("bad matcher in {{{body}}}"));
+        let after = after[op.len()..].trim_start();
+        let quote = after
+            .chars()
+            .next()
+            .unwrap_or_else(|| panic!("bad matcher in {{{body}}}"));
+        let close = after[1..]
+            .find(quote)
+            .unwrap_or_else(|| panic!("unclosed value in {{{body}}}"));
+        out.push((label, op.to_owned(), after[1..=close].to_owned()));
+        rest = after[close + 2..]
+            .trim_start()
+            .trim_start_matches(',')
+            .trim();
+    }
+    out
+}
+
+/// What the exporter really renders for a histogram: summaries (`quantile` labels) unless
+/// buckets are configured. Returns the quantile label values, or `None` for buckets.
+fn rendered_quantiles() -> Option<BTreeSet<String>> {
+    let handle = shared::telemetry::prometheus();
+    metrics::histogram!("deploy_config_probe_seconds").record(0.01);
+    handle.run_upkeep();
+    let text = handle.render();
+    if text.contains("deploy_config_probe_seconds_bucket") {
+        return None;
+    }
+    let quantiles: BTreeSet<String> = text
+        .lines()
+        .filter(|l| l.starts_with("deploy_config_probe_seconds{"))
+        .filter_map(|l| l.split("quantile=\"").nth(1))
+        .filter_map(|q| q.split('"').next())
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        !quantiles.is_empty(),
+        "the probe histogram rendered neither buckets nor quantiles:\n{text}"
+    );
+    Some(quantiles)
+}
+
+/// Checks one PromQL expression against the code (names, histogram shape, label values).
+fn check_expr(expr: &str, known: &Known, quantiles: Option<&BTreeSet<String>>, what: &str) {
+    let prefixes: BTreeSet<String> = known
+        .names
+        .iter()
+        .filter_map(|n| n.split_once('_').map(|(p, _)| format!("{p}_")))
+        .collect();
+    let results: BTreeSet<&str> = shared::ErrorCode::ALL
+        .iter()
+        .map(|c| c.as_str())
+        .chain(["ok", "duplicate"])
+        .collect();
+    let mut used = 0;
+    for sel in selectors(expr) {
+        if sel.metric == "up" {
+            used += 1;
+            continue;
+        }
+        if !prefixes.iter().any(|p| sel.metric.starts_with(p.as_str())) {
+            continue; // a function, keyword or label name
+        }
+        let (base, suffix) = ["_bucket", "_sum", "_count"]
+            .into_iter()
+            .find_map(|suf| {
+                let base = sel.metric.strip_suffix(suf)?;
+                known.histograms.contains(base).then_some((base, suf))
+            })
+            .unwrap_or((sel.metric.as_str(), ""));
+        assert!(
+            known.names.contains(base),
+            "{what}: metric {} is not defined in any */src/metrics.rs (renamed?)",
+            sel.metric
+        );
+        used += 1;
+        if suffix == "_bucket" {
+            assert!(
+                quantiles.is_none(),
+                "{what}: {} does not exist: shared::telemetry renders histograms as \
+                 summaries; use {base}{{quantile=\"0.99\"}}",
+                sel.metric
+            );
+        }
+        for (label, op, value) in &sel.matchers {
+            if label == "quantile" {
+                assert!(
+                    known.histograms.contains(base) && suffix.is_empty(),
+                    "{what}: {base} has no quantiles (not a histogram)"
+                );
+                let q = quantiles.unwrap_or_else(|| {
+                    panic!("{what}: histograms render as buckets; {base} has no quantile label")
+                });
+                assert!(
+                    q.contains(value),
+                    "{what}: {base} renders quantiles {q:?}, not {value}"
+                );
+            }
+            if base == "cart_aggregate_commands_total" && label == "result" {
+                let alternatives: Vec<&str> = if op.ends_with('~') {
+                    value.split('|').collect()
+                } else {
+                    vec![value.as_str()]
+                };
+                for alt in alternatives {
+                    assert!(
+                        results.contains(alt),
+                        "{what}: result {alt:?} is never recorded (ok, duplicate or an \
+                         ErrorCode string)"
+                    );
+                }
+            }
+        }
+    }
+    assert!(used > 0, "{what}: `{expr}` uses no known metric");
+}
+
+#[test]
+fn alert_rules_use_metrics_that_exist() {
+    let known = known_metrics();
+    let quantiles = rendered_quantiles();
+    let alerts = yaml("deploy/prometheus/alerts.yml");
+    let mut names = BTreeSet::new();
+    for group in items(&alerts["groups"]) {
+        assert!(group["name"].is_string(), "every group has a name");
+        for rule in items(&group["rules"]) {
+            let name = s(&rule["alert"]);
+            assert!(!name.is_empty(), "only alerting rules: {rule}");
+            assert!(names.insert(name.clone()), "alert {name} defined twice");
+            let severity = s(&rule["labels"]["severity"]);
+            assert!(
+                ["critical", "warning"].contains(&severity.as_str()),
+                "{name}: severity critical or warning, got {severity:?}"
+            );
+            assert!(
+                rule["annotations"]["summary"].is_string(),
+                "{name} has a summary"
+            );
+            check_expr(&s(&rule["expr"]), &known, quantiles.as_ref(), &name);
+        }
+    }
+    for required in [
+        "CartServiceDown",
+        "CartNoAggregateOwnsShards",
+        "CartCommandErrorRatioHigh",
+        "CartVersionConflictRateHigh",
+        "CartAppendLatencyHigh",
+        "CartProjectionLagHigh",
+        "CartProjectionDeadLetters",
+        "CartRunnerDeadLetters",
+        "CartCheckoutFailureRatioHigh",
+        "CartProviderErrorRatioHigh",
+        "CartRunnerInFlightStuck",
+        "CartGateway5xxRatioHigh",
+    ] {
+        assert!(names.contains(required), "alerts.yml has no {required}");
+    }
+}
+
+/// Every `expr` in a dashboard, and every datasource uid it refers to.
+fn walk_dashboard<'a>(v: &'a Value, exprs: &mut Vec<&'a str>, uids: &mut BTreeSet<String>) {
+    match v {
+        Value::Object(map) => {
+            for (k, child) in map {
+                match (k.as_str(), child) {
+                    ("expr", Value::String(e)) => exprs.push(e),
+                    ("datasource", ds) if ds["uid"].is_string() => {
+                        uids.insert(s(&ds["uid"]));
+                    }
+                    _ => walk_dashboard(child, exprs, uids),
+                }
+            }
+        }
+        Value::Array(list) => list.iter().for_each(|c| walk_dashboard(c, exprs, uids)),
+        _ => {}
+    }
+}
+
+#[test]
+fn grafana_is_provisioned_and_dashboards_use_metrics_that_exist() {
+    let c = compose();
+    let known = known_metrics();
+    let quantiles = rendered_quantiles();
+
+    let datasources = yaml("deploy/grafana/provisioning/datasources/datasources.yml");
+    let mut provisioned = BTreeSet::new();
+    for ds in items(&datasources["datasources"]) {
+        provisioned.insert(s(&ds["uid"]));
+        let url = s(&ds["url"]);
+        let host = url
+            .strip_prefix("http://")
+            .and_then(|r| r.split(':').next())
+            .unwrap_or_default();
+        assert!(
+            c["services"][host].is_object(),
+            "datasource {url} is not a compose service"
+        );
+    }
+
+    // The dashboard provider reads the directory compose mounts the dashboards into.
+    let providers = yaml("deploy/grafana/provisioning/dashboards/dashboards.yml");
+    let mounts = compose_mounts(&c["services"]["grafana"]);
+    for p in items(&providers["providers"]) {
+        let path = s(&p["options"]["path"]);
+        assert!(
+            mounts
+                .iter()
+                .any(|(src, target)| *target == path && src == "./deploy/grafana/dashboards"),
+            "grafana reads dashboards from {path}, where deploy/grafana/dashboards is not mounted"
+        );
+    }
+    assert!(
+        mounts
+            .iter()
+            .any(|(src, target)| src == "./deploy/grafana/provisioning"
+                && target == "/etc/grafana/provisioning"),
+        "grafana mounts the provisioning directory"
+    );
+
+    let mut titles = BTreeSet::new();
+    let dashboards: Vec<PathBuf> = files_under(&root().join("deploy/grafana/dashboards"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    for path in dashboards {
+        let dash: Value = serde_json::from_str(&read(&path)).unwrap();
+        let what = path.display().to_string();
+        assert!(dash["uid"].is_string(), "{what} has a fixed uid");
+        titles.insert(s(&dash["title"]));
+        let (mut exprs, mut uids) = (Vec::new(), BTreeSet::new());
+        walk_dashboard(&dash, &mut exprs, &mut uids);
+        assert!(exprs.len() >= 10, "{what}: only {} queries", exprs.len());
+        for expr in exprs {
+            check_expr(expr, &known, quantiles.as_ref(), &what);
+        }
+        for uid in uids {
+            assert!(
+                provisioned.contains(&uid),
+                "{what} uses datasource uid {uid}, which is not provisioned"
+            );
+        }
+    }
+    assert!(
+        titles.contains("Cart platform overview"),
+        "dashboards: {titles:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The checks themselves: a check that accepts everything would make the tests above vacuous.
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+#[test]
+#[should_panic(expected = "name no setting of the AGGREGATE config")]
+fn a_misspelled_setting_is_rejected() {
+    Service::Aggregate.load(&env(&[("AGGREGATE_SHARDS", "8")]), "typo");
+}
+
+#[test]
+#[should_panic(expected = "are read by nothing in the RUNNER service")]
+fn a_variable_no_service_reads_is_rejected() {
+    Service::Runner.load(&env(&[("NAT_URL", "nats://x:4222")]), "stray");
+}
+
+#[test]
+#[should_panic(expected = "shard_count must be at least 1")]
+fn a_value_the_service_refuses_is_rejected() {
+    Service::Gateway.load(&env(&[("GATEWAY_SHARD_COUNT", "0")]), "bad value");
+}
+
+#[test]
+#[should_panic(expected = "is not defined in any */src/metrics.rs")]
+fn a_renamed_metric_is_rejected() {
+    check_expr(
+        "rate(cart_aggregate_comands_total[5m])",
+        &known_metrics(),
+        None,
+        "renamed",
+    );
+}
+
+#[test]
+#[should_panic(expected = "is never recorded")]
+fn a_result_label_the_aggregate_never_records_is_rejected() {
+    check_expr(
+        r#"cart_aggregate_commands_total{result=~"ok|boom"}"#,
+        &known_metrics(),
+        None,
+        "bad result",
+    );
+}
+
+#[test]
+fn the_parsers_read_what_compose_and_promql_write() {
+    let p = Service::Projection.load(
+        &env(&[
+            ("PROJECTION_DB_PATH", "/x/p.db"),
+            ("NATS_URL", "nats://n:4222"),
+        ]),
+        "ok",
+    );
+    assert_eq!(p.ops_port(), 9102);
+    check_expr(
+        "sum(rate(cart_runner_provider_request_duration_seconds_count[$__rate_interval]))",
+        &known_metrics(),
+        None,
+        "a summary's count",
+    );
+    assert_eq!(interpolate("a${X:-b}c${Y}d$$"), "abcd$");
+    assert_eq!(compose_duration("1m30s"), Duration::from_secs(90));
+    assert_eq!(compose_duration("500ms"), Duration::from_millis(500));
+    let sels = selectors(r#"sum by (x) (rate(m_total{a="1", b=~"x|y"}[5m])) > 0.5"#);
+    let m = sels.iter().find(|s| s.metric == "m_total").unwrap();
+    assert_eq!(m.matchers.len(), 2);
+    assert_eq!(m.matchers[1], ("b".into(), "=~".into(), "x|y".into()));
+}
