@@ -99,6 +99,7 @@ impl Running {
             .await
             .context("joining the writer thread")?
             .map_err(|_| anyhow::anyhow!("the writer thread panicked"))?;
+        tracing::info!("projection stopped");
         served
             .context("gRPC server task panicked")?
             .context("gRPC server failed")

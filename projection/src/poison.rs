@@ -156,21 +156,44 @@ pub fn mark_replay_failed(conn: &Connection, id: u64, error: &str) -> Result<(),
 }
 
 /// Carries the poison table of the database at `old` (attached as `old`) into `conn`'s, so a
-/// rebuilt database keeps the dead letters (and their ids) operators know. Failures the
-/// rebuild found that the old table does not have are kept under new ids.
+/// rebuilt database keeps the dead letters (and their ids) operators know. Old dead letters
+/// the rebuild applied without failing (their cause was fixed) are marked replayed, so a
+/// replay cannot apply them twice; failures only the rebuild found get new ids.
 pub fn carry_over(conn: &Connection) -> Result<(), ProjectionError> {
+    let failed = ProjectionError::db("carry over the poison table");
     conn.execute_batch(&format!(
-        "CREATE TEMP TABLE rebuild_only AS
-             SELECT {COLUMNS} FROM main.poison
-             WHERE stream_sequence NOT IN (SELECT stream_sequence FROM old.poison);
+        "BEGIN;
+         CREATE TEMP TABLE rebuild_failed AS SELECT {COLUMNS} FROM main.poison;
          DELETE FROM main.poison;
-         INSERT INTO main.poison ({COLUMNS}) SELECT {COLUMNS} FROM old.poison;
-         INSERT INTO main.poison (consumer, tenant, cart_id, subject, stream_sequence, reason,
-                 deliveries, failed_at, dead_lettered, replayed_at, replay_error)
-             SELECT consumer, tenant, cart_id, subject, stream_sequence, reason, deliveries,
-                 failed_at, dead_lettered, replayed_at, replay_error
-             FROM temp.rebuild_only ORDER BY id;
-         DROP TABLE temp.rebuild_only;"
+         INSERT INTO main.poison ({COLUMNS}) SELECT {COLUMNS} FROM old.poison;"
     ))
-    .map_err(ProjectionError::db("carry over the poison table"))
+    .map_err(failed)?;
+    let rest = || -> rusqlite::Result<()> {
+        conn.execute(
+            "UPDATE main.poison SET replayed_at = ?1
+             WHERE replayed_at IS NULL
+               AND stream_sequence <= (SELECT last_sequence FROM main.checkpoint)
+               AND stream_sequence NOT IN (SELECT stream_sequence FROM temp.rebuild_failed)",
+            params![now_rfc3339()],
+        )?;
+        conn.execute_batch(
+            "INSERT INTO main.poison (consumer, tenant, cart_id, subject, stream_sequence, reason,
+                     deliveries, failed_at, dead_lettered, replayed_at, replay_error)
+                 SELECT consumer, tenant, cart_id, subject, stream_sequence, reason, deliveries,
+                     failed_at, dead_lettered, replayed_at, replay_error
+                 FROM temp.rebuild_failed
+                 WHERE stream_sequence NOT IN (SELECT stream_sequence FROM old.poison)
+                 ORDER BY id;
+             DROP TABLE temp.rebuild_failed;
+             COMMIT;",
+        )
+    };
+    if let Err(e) = rest() {
+        let _ = conn.execute_batch("ROLLBACK;");
+        return Err(ProjectionError::Db {
+            what: "carry over the poison table",
+            source: e,
+        });
+    }
+    Ok(())
 }

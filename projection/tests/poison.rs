@@ -230,3 +230,66 @@ async fn unknown_event_types_are_counted_and_skipped() {
     );
     running.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_rebuild_applies_a_fixed_dead_letter_once() {
+    let Some(env) = common::env().await else {
+        return;
+    };
+    let mut generator = Generator::new(8, &["t1"], 6);
+    generator.publish(&env.js, 20).await;
+    let hooked = generator.index("t1", "cart-002");
+    generator.frozen.push(hooked);
+    let hooked_seq = generator
+        .execute(&env.js, hooked, add("FOOD-CHOC-100"))
+        .await
+        .expect("accepted");
+    generator.publish(&env.js, 20).await;
+    let failing = Arc::new(AtomicBool::new(true));
+    let hooks = Hooks {
+        fail_apply: Some(Arc::new({
+            let failing = failing.clone();
+            move |_msg, seq| {
+                (failing.load(Ordering::SeqCst) && seq == hooked_seq)
+                    .then(|| "simulated bug".to_owned())
+            }
+        })),
+        ..Hooks::default()
+    };
+    let running = env.start(env.config("main"), hooks).await;
+    env.caught_up(&running).await;
+    let mut q = common::query(&running).await;
+    let before = q
+        .list_dead_letters(pb::ListDeadLettersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .dead_letters;
+    assert_eq!(before.len(), 1);
+    assert!(!before[0].replayed);
+
+    // The bug is fixed; the rebuild applies the message in stream order.
+    failing.store(false, Ordering::SeqCst);
+    let report = running.rebuild().await.expect("rebuild");
+    assert_eq!(report.failed, 0);
+    assert_views(&running.db_path, &expected(&generator.carts));
+    let after = q
+        .list_dead_letters(pb::ListDeadLettersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .dead_letters;
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].id, before[0].id, "the dead letter keeps its id");
+    assert!(after[0].replayed, "applied by the rebuild: no longer open");
+    let again = q
+        .replay_dead_letter(pb::ReplayDeadLetterRequest { id: after[0].id })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!again.applied, "a replay must not apply it a second time");
+    assert_views(&running.db_path, &expected(&generator.carts));
+    let status = q.status(pb::StatusRequest {}).await.unwrap().into_inner();
+    assert_eq!(status.dead_letters, 0);
+    running.stop().await.unwrap();
+}
