@@ -23,6 +23,7 @@ pub mod ops;
 pub mod params;
 pub mod queries;
 pub mod rate_limit;
+pub mod routing;
 pub mod schema;
 pub mod state;
 pub mod storefront;
@@ -32,9 +33,7 @@ pub mod v1;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use aggregate::client::{CartClient, ClientConfig};
-use aggregate::placement_view::PlacementView;
-use shared::nats::{NatsError, ensure_kv, policies};
+use shared::nats::NatsError;
 use shared::ops::Readiness;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -97,34 +96,12 @@ pub async fn start(config: Config) -> Result<Running, Error> {
 
     let nats = shared::nats::connect(&config.nats).await?;
     let js = shared::nats::jetstream(nats.clone(), &config.nats);
-    // Created with the shared policy when the gateway starts before any aggregate.
-    let nodes_kv = ensure_kv(&js, &policies::cart_nodes(&config.streams)).await?;
-    let placement_kv = ensure_kv(&js, &policies::cart_placement(&config.streams)).await?;
-
     let shutdown = CancellationToken::new();
+    // Stops the background tasks again if start-up fails half way.
+    let started = shutdown.clone().drop_guard();
     let tracker = TaskTracker::new();
-    let view = PlacementView::start(
-        nodes_kv,
-        placement_kv,
-        config.shard_count,
-        Duration::from_millis(config.placement_resync_ms.max(100)),
-        &tracker,
-        shutdown.clone(),
-    )
-    .await
-    .map_err(|e| Error::Placement(e.to_string()))?;
+    let (client, view) = routing::connect(&config, &js, &tracker, shutdown.clone()).await?;
     let static_addrs = config.aggregate_addrs();
-    let client = CartClient::new(
-        ClientConfig {
-            shard_count: config.shard_count,
-            timeout: config.upstream_timeout(),
-            connect_timeout: Duration::from_millis(config.upstream_connect_timeout_ms.max(1)),
-            attempts: config.upstream_attempts,
-            ..ClientConfig::default()
-        },
-        Some(view.clone()),
-        static_addrs.clone(),
-    );
     let state = AppState::new(
         config,
         client,
@@ -156,6 +133,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
             .with_graceful_shutdown(stop.cancelled_owned())
             .await
     });
+    started.disarm();
     tracing::info!(%http_addr, "gateway started");
     Ok(Running {
         http_addr,

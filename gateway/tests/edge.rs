@@ -348,3 +348,13 @@ async fn upstream_failures_are_503_and_504() {
     slow.stop().await.unwrap();
     gateway.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_shard_count_other_than_the_aggregates_stops_startup() {
+    let Some(stack) = stack().await else { return };
+    let mut cfg = gateway_config(&stack.nats);
+    cfg.shard_count = 8;
+    let err = gateway::start(cfg).await.err().expect("start must fail");
+    let message = err.to_string();
+    assert!(message.contains("GATEWAY_SHARD_COUNT is 8"), "{message}");
+}
