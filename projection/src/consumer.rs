@@ -204,7 +204,13 @@ impl Consumer {
         }
 
         let sequences: Vec<u64> = ready.iter().map(|d| d.inc.sequence).collect();
-        let split = self.order.split(checkpoint, &sequences).await?;
+        let split = match self.order.split(checkpoint, &sequences).await {
+            Ok(split) => split,
+            Err(e) => {
+                self.defer(ready, self.settings.nak_delay).await;
+                return Err(e);
+            }
+        };
         let held = ready.split_off(split.ready);
         if !held.is_empty() {
             metrics::counter!(m::ORDER_WAITS, m::VIEW => self.shared.view.clone()).increment(1);

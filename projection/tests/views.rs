@@ -194,3 +194,28 @@ async fn messages_the_server_no_longer_redelivers_are_read_back() {
     assert_views(&running.db_path, &expected(&generator.carts));
     running.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn keeps_up_across_a_nats_server_restart() {
+    let Some(mut env) = common::env().await else {
+        return;
+    };
+    if !env.nats.can_restart() {
+        eprintln!("skipping: an external server (CART_TEST_NATS_URL) cannot be restarted");
+        return;
+    }
+    let mut generator = Generator::new(19, &["t1"], 10);
+    generator.publish(&env.js, 50).await;
+    let running = env.start(env.config("main"), Hooks::default()).await;
+    env.caught_up(&running).await;
+
+    env.nats.kill();
+    env.nats.restart().await;
+    // The test's own connection reconnects too; publish once it is back.
+    let js = env.nats.jetstream().await;
+    env.js = js;
+    generator.publish(&env.js, 50).await;
+    env.caught_up(&running).await;
+    assert_views(&running.db_path, &expected(&generator.carts));
+    running.stop().await.unwrap();
+}
