@@ -127,8 +127,8 @@ async fn a_crash_mid_batch_applies_nothing_twice_and_loses_nothing() {
     let (hooks, reached, release) = crash_at(1, CommitAction::CrashAfterCommit);
     let running = env.start(config.clone(), hooks).await;
     let crashed_at = wait_reached(&reached).await;
-    release.send(()).unwrap();
     let before = running.checkpoint();
+    release.send(()).unwrap();
     wait_until(|| async { running.checkpoint() > before }, WAIT)
         .await
         .expect("the batch commits before the simulated crash");
