@@ -20,7 +20,7 @@ use shared::{ApiError, CorrelationId, ErrorCode, TenantId};
 use tracing::Instrument;
 
 /// Header carrying a client's API key (the gateway is its only reader).
-pub const API_KEY: &str = "x-api-key";
+pub use shared::headers::API_KEY;
 
 /// The tenant rules: API keys when configured, else `x-tenant-id` with a default.
 #[derive(Debug, Clone)]

@@ -196,9 +196,30 @@ static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
 /// The process-wide Prometheus recorder, installed on first use; every later call (many tests
 /// in one process, several services in one test) gets the same handle. If some other recorder
 /// was installed first, a detached recorder is returned so `/metrics` still answers.
+/// Latency buckets (seconds) for every `*_seconds` histogram: real histograms (not summaries),
+/// so alerts and dashboards can aggregate quantiles across instances.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    10.0,
+];
+
+/// Buckets for size-like histograms (messages replayed, batch sizes).
+pub const COUNT_BUCKETS: &[f64] = &[
+    1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0,
+];
+
+fn builder() -> PrometheusBuilder {
+    use metrics_exporter_prometheus::Matcher;
+    // Both bucket lists are non-empty constants, the only way these calls fail.
+    PrometheusBuilder::new()
+        .set_buckets(COUNT_BUCKETS)
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS))
+        .expect("bucket lists are non-empty")
+}
+
 pub fn prometheus() -> PrometheusHandle {
     PROMETHEUS
-        .get_or_init(|| match PrometheusBuilder::new().install_recorder() {
+        .get_or_init(|| match builder().install_recorder() {
             Ok(handle) => handle,
             Err(e) => {
                 tracing::warn!(error = %e, "a metrics recorder is already installed; /metrics will be empty");
@@ -229,6 +250,20 @@ mod tests {
         assert_eq!(c.rust_log.as_deref(), Some("debug"));
         assert!(serde_json::from_str::<TelemetryConfig>(r#"{"log_format": "xml"}"#).is_err());
         assert_eq!(TelemetryConfig::default().log_format, LogFormat::Pretty);
+    }
+
+    #[test]
+    fn seconds_histograms_have_buckets() {
+        let handle = prometheus();
+        metrics::histogram!("telemetry_test_duration_seconds").record(0.003);
+        metrics::histogram!("telemetry_test_batch_size").record(7.0);
+        handle.run_upkeep();
+        let text = handle.render();
+        assert!(
+            text.contains("telemetry_test_duration_seconds_bucket{le=\"0.005\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("telemetry_test_batch_size_bucket{le=\"10\"} 1"), "{text}");
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub const REQUEST_ID: &str = "x-request-id";
 pub const TENANT_ID: &str = "x-tenant-id";
 /// A client-chosen key that makes a retried request return the original outcome.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// HTTP: the API key that decides the tenant when API keys are configured.
+pub const API_KEY: &str = "x-api-key";
 /// gRPC metadata set by the routing client when the owner of a cart's shard could not be
 /// reached: the receiving aggregate node serves the cart anyway (the expected-sequence append
 /// keeps that correct) instead of answering `not_owner`.
