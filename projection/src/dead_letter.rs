@@ -16,21 +16,11 @@ use shared::subjects::{self, CartEventSubject};
 use crate::error::ProjectionError;
 use crate::views::Incoming;
 
-// Header names of a dead letter. `shared::headers` has none for dead letters yet; they are
-// defined here once and should move there when a second consumer dead-letters.
-
-/// Why the consumer gave up (one line, at most [`MAX_REASON_LEN`] bytes).
-pub const DLQ_REASON: &str = "dlq-reason";
-/// The subject the message was consumed from.
-pub const DLQ_ORIGINAL_SUBJECT: &str = "dlq-original-subject";
-/// Its sequence in the original stream (what `ReplayDeadLetter` reads back).
-pub const DLQ_ORIGINAL_SEQUENCE: &str = "dlq-original-sequence";
-/// The original stream.
-pub const DLQ_ORIGINAL_STREAM: &str = "dlq-original-stream";
-/// The durable consumer that gave up (`projection-<view>`).
-pub const DLQ_CONSUMER: &str = "dlq-consumer";
-/// How many times it was delivered.
-pub const DLQ_DELIVERIES: &str = "dlq-deliveries";
+// Header names of a dead letter, shared with every consumer that dead-letters.
+pub use shared::headers::{
+    DLQ_CONSUMER, DLQ_DELIVERIES, DLQ_ORIGINAL_SEQUENCE, DLQ_ORIGINAL_STREAM, DLQ_ORIGINAL_SUBJECT,
+    DLQ_REASON,
+};
 
 pub const MAX_REASON_LEN: usize = 1_024;
 

@@ -335,8 +335,12 @@ impl Checkout {
                 RUNNER_CHECKOUT_DURABLE,
                 &tenant,
                 &cart,
-                msg.subject.as_str(),
-                sequence,
+                crate::records::Original {
+                    stream: shared::subjects::CART_EVENTS_STREAM,
+                    subject: msg.subject.as_str(),
+                    sequence,
+                    delivered: msg.info().map(|i| i.delivered).unwrap_or(0),
+                },
                 msg.payload.clone(),
                 &reason,
             )

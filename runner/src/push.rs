@@ -152,8 +152,12 @@ impl Push {
                 RUNNER_PUSH_DURABLE,
                 &tenant,
                 &cart,
-                msg.subject.as_str(),
-                sequence,
+                crate::records::Original {
+                    stream: shared::subjects::WORKFLOW_COMMANDS_STREAM,
+                    subject: msg.subject.as_str(),
+                    sequence,
+                    delivered: msg.info().map(|i| i.delivered).unwrap_or(0),
+                },
                 msg.payload.clone(),
                 reason,
             )

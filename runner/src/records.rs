@@ -3,16 +3,22 @@
 
 use async_nats::jetstream::{self, message::PublishMessage, stream::DirectGetErrorKind};
 use bytes::Bytes;
-use shared::headers::{self, RequestContext};
+use shared::headers::{
+    self, DLQ_CONSUMER, DLQ_DELIVERIES, DLQ_ORIGINAL_SEQUENCE, DLQ_ORIGINAL_STREAM,
+    DLQ_ORIGINAL_SUBJECT, DLQ_REASON, RequestContext,
+};
 use shared::ids::{CartId, TenantId};
 use shared::subjects::{WORKFLOW_EVENTS_STREAM, dead_letter, workflow_command, workflow_event};
 use shared::workflow::{CHECKOUT_KIND, CheckoutIntent, CheckoutResult, result_msg_id};
 
-/// Header names on dead letters (what failed and where it came from).
-pub const DLQ_REASON: &str = "dlq-reason";
-pub const DLQ_SUBJECT: &str = "dlq-original-subject";
-pub const DLQ_SEQUENCE: &str = "dlq-original-sequence";
-pub const DLQ_CONSUMER: &str = "dlq-consumer";
+/// Where a dead-lettered message came from.
+#[derive(Debug, Clone, Copy)]
+pub struct Original<'a> {
+    pub stream: &'a str,
+    pub subject: &'a str,
+    pub sequence: u64,
+    pub delivered: i64,
+}
 
 #[derive(Clone)]
 pub struct Records {
@@ -72,25 +78,34 @@ impl Records {
     }
 
     /// Give up on a message: keep it, with why, in `DEAD_LETTERS`.
-    #[allow(clippy::too_many_arguments)]
     pub async fn dead_letter(
         &self,
         consumer: &str,
         tenant: &TenantId,
         cart_id: &CartId,
-        original_subject: &str,
-        original_sequence: u64,
+        original: Original<'_>,
         payload: Bytes,
         reason: &str,
     ) -> Result<(), async_nats::Error> {
+        let Original {
+            stream: original_stream,
+            subject: original_subject,
+            sequence: original_sequence,
+            delivered,
+        } = original;
         let subject = dead_letter(consumer, tenant, cart_id)?;
         let mut h = async_nats::HeaderMap::new();
         h.insert(
             DLQ_REASON,
             reason.chars().take(500).collect::<String>().as_str(),
         );
-        h.insert(DLQ_SUBJECT, original_subject);
-        h.insert(DLQ_SEQUENCE, original_sequence.to_string().as_str());
+        h.insert(DLQ_ORIGINAL_SUBJECT, original_subject);
+        h.insert(
+            DLQ_ORIGINAL_SEQUENCE,
+            original_sequence.to_string().as_str(),
+        );
+        h.insert(DLQ_ORIGINAL_STREAM, original_stream);
+        h.insert(DLQ_DELIVERIES, delivered.to_string().as_str());
         h.insert(DLQ_CONSUMER, consumer);
         h.insert(
             headers::NATS_MSG_ID,

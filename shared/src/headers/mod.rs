@@ -28,6 +28,22 @@ pub const TENANT_ID: &str = "x-tenant-id";
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// HTTP: the API key that decides the tenant when API keys are configured.
 pub const API_KEY: &str = "x-api-key";
+// Dead letters (`DEAD_LETTERS` stream): why a consumer gave up on a message and where it came
+// from, so an operator can inspect it with `nats` and a replay can read the original back.
+
+/// Why the consumer gave up (one line).
+pub const DLQ_REASON: &str = "dlq-reason";
+/// The subject the message was consumed from.
+pub const DLQ_ORIGINAL_SUBJECT: &str = "dlq-original-subject";
+/// Its sequence in the original stream.
+pub const DLQ_ORIGINAL_SEQUENCE: &str = "dlq-original-sequence";
+/// The original stream.
+pub const DLQ_ORIGINAL_STREAM: &str = "dlq-original-stream";
+/// The durable consumer that gave up.
+pub const DLQ_CONSUMER: &str = "dlq-consumer";
+/// How many times it was delivered.
+pub const DLQ_DELIVERIES: &str = "dlq-deliveries";
+
 /// gRPC metadata set by the routing client when the owner of a cart's shard could not be
 /// reached: the receiving aggregate node serves the cart anyway (the expected-sequence append
 /// keeps that correct) instead of answering `not_owner`.
