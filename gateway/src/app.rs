@@ -11,7 +11,9 @@ use utoipa_axum::routes;
 use crate::openapi::{self, Document};
 use crate::rate_limit::{ClientLimit, limit_clients};
 use crate::state::AppState;
-use crate::{admin, checkout, edge, ops, queries, storefront, v1};
+use crate::{
+    admin, admin_dead_letters, admin_runner, checkout, edge, ops, queries, storefront, v1,
+};
 
 /// Every route of the gateway with its OpenAPI document.
 pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
@@ -22,6 +24,8 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(v1::router())
         .merge(queries::router())
         .merge(admin::router())
+        .merge(admin_runner::router())
+        .merge(admin_dead_letters::router())
         .layer(from_fn_with_state(
             ClientLimit {
                 limits: state.limits.clone(),

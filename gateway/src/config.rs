@@ -68,6 +68,14 @@ pub struct Config {
     pub idempotency_ttl_secs: u64,
     /// Keep-alive comment interval of `/v1/carts/{id}/events`.
     pub sse_keep_alive_secs: u64,
+    /// gRPC address of the projection (QueryService) behind the query routes; empty: off.
+    pub projection_addr: String,
+    /// gRPC address of the runner (RunnerAdmin, CheckoutQuery); empty: checkout is off.
+    pub runner_addr: String,
+    /// Deadline of one call to the projection or the runner.
+    pub service_timeout_ms: u64,
+    /// How long `GET /cart/checkout` waits for the provider order before answering 202.
+    pub checkout_wait_ms: u64,
     pub nats: NatsConfig,
     pub streams: NatsResourceSettings,
 }
@@ -102,6 +110,10 @@ impl Default for Config {
             idempotency_capacity: 10_000,
             idempotency_ttl_secs: 3_600,
             sse_keep_alive_secs: 15,
+            projection_addr: "127.0.0.1:50062".into(),
+            runner_addr: "127.0.0.1:50061".into(),
+            service_timeout_ms: 3_000,
+            checkout_wait_ms: 10_000,
             nats: NatsConfig {
                 name: "gateway".into(),
                 ..NatsConfig::default()
@@ -166,6 +178,21 @@ impl Config {
 
     pub fn upstream_deadline(&self) -> Duration {
         Duration::from_millis(self.upstream_deadline_ms.max(1))
+    }
+
+    pub fn service_policy(&self) -> crate::services::CallPolicy {
+        crate::services::CallPolicy {
+            timeout: Duration::from_millis(self.service_timeout_ms.max(1)),
+            read_attempts: self.upstream_attempts.max(1),
+        }
+    }
+
+    pub fn upstream_connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.upstream_connect_timeout_ms.max(1))
+    }
+
+    pub fn checkout_wait(&self) -> Duration {
+        Duration::from_millis(self.checkout_wait_ms.max(1))
     }
 
     pub fn sse_keep_alive(&self) -> Duration {

@@ -10,6 +10,8 @@
 //! is what `main` calls.
 
 pub mod admin;
+pub mod admin_dead_letters;
+pub mod admin_runner;
 pub mod app;
 pub mod checkout;
 pub mod config;
@@ -25,6 +27,7 @@ pub mod queries;
 pub mod rate_limit;
 pub mod routing;
 pub mod schema;
+pub mod services;
 pub mod state;
 pub mod storefront;
 pub mod upstream;
@@ -108,7 +111,8 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         readiness.clone(),
         shared::telemetry::prometheus(),
         shutdown.clone(),
-    )?;
+    )?
+    .with_jetstream(js.clone());
     tracker.spawn(ops::watch_readiness(
         readiness.clone(),
         nats,

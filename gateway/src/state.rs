@@ -14,6 +14,7 @@ use crate::config::{Config, ConfigError};
 use crate::context::Auth;
 use crate::idempotency::Idempotency;
 use crate::rate_limit::RateLimits;
+use crate::services::{Service, Services};
 use crate::storefront::cart_ref::CookiePolicy;
 use crate::upstream::{Exec, Snapshot, Upstream};
 
@@ -30,6 +31,8 @@ pub struct AppState {
     pub ops: axum::Router,
     /// Cancelled when the gateway stops; long-lived responses (SSE) end on it.
     pub shutdown: CancellationToken,
+    /// The projection (queries) and the runner (checkout, runner admin).
+    pub services: Services,
 }
 
 impl AppState {
@@ -55,11 +58,32 @@ impl AppState {
                 std::time::Duration::from_secs(cfg.idempotency_ttl_secs.max(1)),
             ),
             cookies: Arc::new(CookiePolicy::new(&cfg)),
+            services: Services {
+                projection: Service::new(
+                    "projection",
+                    &cfg.projection_addr,
+                    cfg.upstream_connect_timeout(),
+                    cfg.service_policy(),
+                ),
+                runner: Service::new(
+                    "runner",
+                    &cfg.runner_addr,
+                    cfg.upstream_connect_timeout(),
+                    cfg.service_policy(),
+                ),
+                js: None,
+            },
             cfg: Arc::new(cfg),
             ops: shared::ops::router(readiness.clone(), prometheus),
             readiness,
             shutdown,
         })
+    }
+
+    /// Give the handlers JetStream (provider pushes are recorded there).
+    pub fn with_jetstream(mut self, js: async_nats::jetstream::Context) -> Self {
+        self.services.js = Some(js);
+        self
     }
 
     /// Runs one command: the cart's rate limit, then the aggregate.

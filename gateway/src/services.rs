@@ -1,0 +1,198 @@
+//! The projection and the runner, as the gateway sees them: lazily connected gRPC channels,
+//! the request context in metadata, a deadline on every call, bounded retries for reads (they
+//! are safe to repeat), and one mapping of their statuses to the shared error table.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use proto::projection::v1::query_service_client::QueryServiceClient;
+use proto::runner::admin::v1::checkout_query_client::CheckoutQueryClient;
+use proto::runner::admin::v1::runner_admin_client::RunnerAdminClient;
+use shared::headers::RequestContext;
+use shared::{ApiError, ErrorCode};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::metrics as m;
+
+/// Deadlines and retries of calls to the projection and the runner.
+#[derive(Debug, Clone, Copy)]
+pub struct CallPolicy {
+    pub timeout: Duration,
+    /// Attempts of a read (first try included); writes are tried once.
+    pub read_attempts: u32,
+}
+
+/// A lazily connected channel to one service (nothing is dialled until the first call, so the
+/// gateway starts while the service is down and reports it per request).
+#[derive(Clone)]
+pub struct Service {
+    name: &'static str,
+    channel: Option<Channel>,
+    addr: String,
+    policy: CallPolicy,
+}
+
+impl Service {
+    pub fn new(
+        name: &'static str,
+        addr: &str,
+        connect_timeout: Duration,
+        policy: CallPolicy,
+    ) -> Self {
+        let channel = (!addr.trim().is_empty()).then(|| {
+            let uri = if addr.contains("://") {
+                addr.to_owned()
+            } else {
+                format!("http://{addr}")
+            };
+            Endpoint::from_shared(uri).ok().map(|e| {
+                e.connect_timeout(connect_timeout)
+                    .tcp_nodelay(true)
+                    .connect_lazy()
+            })
+        });
+        Self {
+            name,
+            channel: channel.flatten(),
+            addr: addr.to_owned(),
+            policy,
+        }
+    }
+
+    fn channel(&self) -> Result<Channel, ApiError> {
+        self.channel.clone().ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::Unimplemented,
+                format!(
+                    "the {} is not configured for this gateway (address {:?})",
+                    self.name, self.addr
+                ),
+            )
+        })
+    }
+
+    /// A read: retried on unavailability within the attempts, each under the deadline.
+    pub async fn read<T, F, Fut>(
+        &self,
+        op: &'static str,
+        ctx: &RequestContext,
+        f: F,
+    ) -> Result<T, ApiError>
+    where
+        F: Fn(Channel, tonic::metadata::MetadataMap) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let mut last = None;
+        for _ in 0..self.policy.read_attempts.max(1) {
+            match self.once(op, ctx, &f).await {
+                Err(e) if e.code.retry_safe() && e.code != ErrorCode::VersionConflict => {
+                    last = Some(e)
+                }
+                other => return other,
+            }
+        }
+        Err(last.unwrap_or_else(|| ApiError::unavailable(format!("{} unavailable", self.name))))
+    }
+
+    /// A write (or an admin action): tried once, under the deadline.
+    pub async fn write<T, F, Fut>(
+        &self,
+        op: &'static str,
+        ctx: &RequestContext,
+        f: F,
+    ) -> Result<T, ApiError>
+    where
+        F: Fn(Channel, tonic::metadata::MetadataMap) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.once(op, ctx, &f).await
+    }
+
+    async fn once<T, F, Fut>(
+        &self,
+        op: &'static str,
+        ctx: &RequestContext,
+        f: &F,
+    ) -> Result<T, ApiError>
+    where
+        F: Fn(Channel, tonic::metadata::MetadataMap) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let channel = self.channel()?;
+        let mut md = tonic::metadata::MetadataMap::new();
+        ctx.child().to_grpc_metadata(&mut md);
+        let started = Instant::now();
+        let result = match tokio::time::timeout(self.policy.timeout, f(channel, md)).await {
+            Ok(Ok(resp)) => Ok(resp.into_inner()),
+            Ok(Err(status)) => Err(classify(self.name, &status)),
+            Err(_) => Err(ApiError::new(
+                ErrorCode::Timeout,
+                format!(
+                    "the {} did not answer within {} ms",
+                    self.name,
+                    self.policy.timeout.as_millis()
+                ),
+            )),
+        };
+        metrics::histogram!(m::UPSTREAM_SECONDS, "op" => op)
+            .record(started.elapsed().as_secs_f64());
+        if let Err(e) = &result {
+            metrics::counter!(m::UPSTREAM_ERRORS, "op" => op, "code" => e.code.as_str())
+                .increment(1);
+        }
+        result
+    }
+}
+
+/// A status without our error code comes from the transport: the service is unreachable.
+fn classify(name: &str, status: &tonic::Status) -> ApiError {
+    if status
+        .metadata()
+        .get(shared::error::GRPC_ERROR_CODE_KEY)
+        .is_some()
+    {
+        return ApiError::from_status(status);
+    }
+    match status.code() {
+        tonic::Code::DeadlineExceeded => {
+            ApiError::new(ErrorCode::Timeout, format!("the {name} timed out"))
+        }
+        tonic::Code::Unknown
+        | tonic::Code::Unavailable
+        | tonic::Code::Cancelled
+        | tonic::Code::Internal => {
+            ApiError::unavailable(format!("the {name} is unreachable: {}", status.message()))
+        }
+        _ => ApiError::from_status(status),
+    }
+}
+
+/// Attach the request's metadata to a gRPC request.
+pub fn request<T>(md: tonic::metadata::MetadataMap, body: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(body);
+    *r.metadata_mut() = md;
+    r
+}
+
+/// The clients of the projection and the runner.
+#[derive(Clone)]
+pub struct Services {
+    pub projection: Service,
+    pub runner: Service,
+    /// JetStream, for recording provider pushes (`None` in tests without NATS).
+    pub js: Option<async_nats::jetstream::Context>,
+}
+
+impl Services {
+    pub fn query(channel: Channel) -> QueryServiceClient<Channel> {
+        QueryServiceClient::new(channel)
+    }
+
+    pub fn runner_admin(channel: Channel) -> RunnerAdminClient<Channel> {
+        RunnerAdminClient::new(channel)
+    }
+
+    pub fn checkout(channel: Channel) -> CheckoutQueryClient<Channel> {
+        CheckoutQueryClient::new(channel)
+    }
+}
