@@ -1,30 +1,42 @@
-//! Checkout routes of the storefront. Checkout needs the runner (it creates the provider order
-//! and feeds the result back to the cart), which is not wired into the gateway yet: until then
-//! these routes answer 501 `unimplemented` naming what is missing, and change nothing.
+//! Checkout routes of the storefront.
 //!
-//! Wiring them later means replacing the three handlers below; their paths, the by-id variant
-//! of `/cart/checkout` (registered in `storefront::router`) and their documentation stay.
+//! `GET /cart/checkout` starts (or resumes) a checkout attempt on the cart, then waits a
+//! bounded time (watching the cart) for the runner to create the provider order, and returns
+//! the provider's order JSON with its `html_snippet`. A checkout already waiting for payment is
+//! returned as is (no second attempt); a changed cart starts a new attempt, which the runner
+//! turns into an update of the same provider order. When the provider is slow the reply is
+//! `202` with `Retry-After`: asking again resumes the wait.
+//!
+//! `POST /cart/push` is the provider's push callback: it is recorded in `WORKFLOW_COMMANDS`
+//! (the runner acknowledges the order and confirms it on the cart) and answered at once.
+//! `GET /cart/confirmation/{orderId}` returns the provider's confirmation snippet.
 
-use axum::response::Response;
-use serde::Deserialize;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use http::{HeaderMap, StatusCode};
+use proto::runner::admin::v1 as rpb;
+use serde::{Deserialize, Serialize};
+use shared::domain::{CartState, CheckoutStatus, Command};
+use shared::headers::RequestContext;
+use shared::ids::{CommandId, TenantId, is_token};
+use shared::workflow::{PUSH_KIND, PushReceived, push_msg_id};
 use shared::{ApiError, ErrorCode};
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::context::Ctx;
 use crate::params::Params;
 use crate::schema::ErrorBody;
+use crate::services::{QueryParams, Services, request};
 use crate::state::AppState;
+use crate::storefront::cart_ref::StoreCart;
 use crate::storefront::handlers::TAG;
-
-fn missing(what: &str) -> ApiError {
-    ApiError::new(
-        ErrorCode::Unimplemented,
-        format!(
-            "{what} is not available yet: it needs the checkout runner (payment provider orders), which this deployment does not wire into the gateway"
-        ),
-    )
-}
+use crate::upstream::{Exec, decode_state};
 
 /// Routes that are not per cart (the per-cart `/cart/checkout` is in the storefront router).
 pub fn router() -> OpenApiRouter<AppState> {
@@ -33,36 +45,299 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(push))
 }
 
+/// Reply while the provider order is still being created.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Pending {
+    status: &'static str,
+    attempt_id: String,
+    /// Ask again after this many seconds (the same request resumes the wait).
+    retry_after: u64,
+}
+
+/// Start (or resume) checkout and return the provider's order with its `html_snippet`.
+#[utoipa::path(get, path = "/cart/checkout", tag = TAG,
+    responses(
+        (status = 200, description = "The provider order (Klarna Checkout v3 JSON, with html_snippet)", body = serde_json::Value),
+        (status = 202, description = "The provider order is being created; ask again", body = Pending),
+        (status = 409, description = "Empty cart, or the order is already placed", body = ErrorBody),
+        (status = 502, description = "The payment provider refused the checkout; the cart is usable again", body = ErrorBody),
+        (status = 503, description = "The runner or the aggregate is unavailable", body = ErrorBody)))]
+pub async fn checkout(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    cart: StoreCart,
+) -> Result<Response, ApiError> {
+    if !s.services.runner.is_configured() {
+        return Err(s.services.runner.not_configured());
+    }
+    if cart.is_new() {
+        return Err(ApiError::new(
+            ErrorCode::InvalidState,
+            "cannot check out an empty cart",
+        ));
+    }
+    let state = s.upstream.state(&ctx, &cart.id).await?;
+    if let Some(order) = &state.cart.order {
+        return Err(ApiError::new(
+            ErrorCode::CartLocked,
+            format!(
+                "the order is already placed (reference {}); see /cart/confirmation/{}",
+                order.order_reference, order.provider_order_id
+            ),
+        ));
+    }
+    let attempt = match &state.cart.checkout {
+        // Waiting for payment or being created: continue with it, do not start another.
+        Some(c)
+            if matches!(
+                c.status,
+                CheckoutStatus::OrderCreated | CheckoutStatus::Started
+            ) =>
+        {
+            c.attempt_id.clone()
+        }
+        _ => {
+            let attempt = uuid::Uuid::now_v7().to_string();
+            let command = Command::StartCheckout {
+                attempt_id: attempt.clone(),
+                country: None,
+            };
+            let exec = Exec::new(CommandId::derived(&["checkout", &attempt]));
+            s.execute(&ctx, &cart.id, exec, command).await?;
+            attempt
+        }
+    };
+    let reply = match wait_for_provider(&s, &ctx, &cart, &attempt).await? {
+        Some(Outcome::Created) => {
+            let record = checkout_record(&s.services, &ctx, &cart, &attempt).await?;
+            provider_order(record.order)?
+        }
+        Some(Outcome::Failed { code, reason }) => {
+            return Err(ApiError::new(
+                ErrorCode::CheckoutFailed,
+                format!(
+                    "the payment provider refused the checkout ({code}): {reason}; the cart can be changed and checked out again"
+                ),
+            ));
+        }
+        None => {
+            let secs = 1;
+            let mut resp = (
+                StatusCode::ACCEPTED,
+                Json(Pending {
+                    status: "pending",
+                    attempt_id: attempt,
+                    retry_after: secs,
+                }),
+            )
+                .into_response();
+            resp.headers_mut()
+                .insert(http::header::RETRY_AFTER, secs.into());
+            resp
+        }
+    };
+    Ok(s.cookies.attach(&cart, reply))
+}
+
+enum Outcome {
+    Created,
+    Failed { code: String, reason: String },
+}
+
+fn outcome(state: &CartState, attempt: &str) -> Option<Outcome> {
+    match &state.cart.checkout {
+        Some(c) if c.attempt_id == attempt => match &c.status {
+            CheckoutStatus::OrderCreated | CheckoutStatus::Completed => Some(Outcome::Created),
+            CheckoutStatus::Failed { code, reason } => Some(Outcome::Failed {
+                code: code.clone(),
+                reason: reason.clone(),
+            }),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Watch the cart until the runner fed back the provider's answer for `attempt`, or the wait
+/// runs out (`None`).
+async fn wait_for_provider(
+    s: &AppState,
+    ctx: &RequestContext,
+    cart: &StoreCart,
+    attempt: &str,
+) -> Result<Option<Outcome>, ApiError> {
+    let mut updates = s.upstream.watch(ctx, &cart.id).await?;
+    let deadline = tokio::time::Instant::now() + s.cfg.checkout_wait();
+    loop {
+        let next = match tokio::time::timeout_at(deadline, updates.next()).await {
+            Err(_) | Ok(None) => return Ok(None),
+            Ok(Some(Err(status))) => return Err(ApiError::from_status(&status)),
+            Ok(Some(Ok(snapshot))) => snapshot,
+        };
+        if let Some(o) = outcome(&decode_state(next)?, attempt) {
+            return Ok(Some(o));
+        }
+    }
+}
+
+async fn checkout_record(
+    services: &Services,
+    ctx: &RequestContext,
+    cart: &StoreCart,
+    attempt: &str,
+) -> Result<rpb::CheckoutRecord, ApiError> {
+    let body = rpb::GetCheckoutRequest {
+        tenant: ctx.tenant.to_string(),
+        cart_id: cart.id.to_string(),
+        attempt_id: attempt.to_owned(),
+    };
+    services
+        .runner
+        .read("runner.get_checkout", ctx, |ch, md| {
+            let body = body.clone();
+            async move { Services::checkout(ch).get_checkout(request(md, body)).await }
+        })
+        .await
+}
+
+/// The provider's order JSON (as the storefront client expects it), falling back to the
+/// fields the runner recorded.
+fn provider_order(order: Option<rpb::ProviderOrder>) -> Result<Response, ApiError> {
+    let order = order.ok_or_else(|| ApiError::internal("the runner recorded no provider order"))?;
+    let body = serde_json::from_str::<serde_json::Value>(&order.raw_json)
+        .ok()
+        .filter(serde_json::Value::is_object)
+        .unwrap_or_else(|| {
+            serde_json::json!({
+                "order_id": order.order_id,
+                "status": order.status,
+                "html_snippet": order.html_snippet,
+                "order_amount": order.order_amount,
+                "purchase_currency": order.purchase_currency,
+            })
+        });
+    Ok(Json(body).into_response())
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderPath {
-    #[allow(dead_code)]
     order_id: String,
 }
 
-/// Start (or resume) checkout and return the provider's `html_snippet`.
-#[utoipa::path(get, path = "/cart/checkout", tag = TAG,
-    responses((status = 501, description = "Checkout is not wired yet (needs the runner)", body = ErrorBody)))]
-pub async fn checkout(_ctx: Ctx) -> Result<Response, ApiError> {
-    Err(missing("checkout (GET /cart/checkout)"))
-}
-
-/// The order confirmation page snippet of a placed order.
+/// The order confirmation (the provider's confirmation `html_snippet`) of a placed order.
 #[utoipa::path(get, path = "/cart/confirmation/{orderId}", tag = TAG,
     params(("orderId" = String, Path, description = "Provider order id")),
-    responses((status = 501, description = "Checkout is not wired yet (needs the runner)", body = ErrorBody)))]
+    responses(
+        (status = 200, description = "The provider order (Klarna Checkout v3 JSON, with html_snippet)", body = serde_json::Value),
+        (status = 404, description = "No such order for this tenant", body = ErrorBody),
+        (status = 503, description = "The runner or the provider is unavailable", body = ErrorBody)))]
 pub async fn confirmation(
-    _ctx: Ctx,
-    Params(_order): Params<OrderPath>,
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    Params(p): Params<OrderPath>,
 ) -> Result<Response, ApiError> {
-    Err(missing(
-        "order confirmation (GET /cart/confirmation/{orderId})",
-    ))
+    if !is_token(&p.order_id) {
+        return Err(ApiError::invalid("orderId must be a provider order id"));
+    }
+    let body = rpb::GetConfirmationRequest {
+        tenant: ctx.tenant.to_string(),
+        order_id: p.order_id,
+    };
+    let order = s
+        .services
+        .runner
+        .read("runner.get_confirmation", &ctx, |ch, md| {
+            let body = body.clone();
+            async move {
+                Services::checkout(ch)
+                    .get_confirmation(request(md, body))
+                    .await
+            }
+        })
+        .await?;
+    provider_order(Some(order))
 }
 
-/// The payment provider's push callback (order placed).
+/// Query of the push callback, as the runner registers it with the provider
+/// (`/cart/push?tenant={tenant}&klarna_order_id={checkout.order.id}`).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PushQuery {
+    /// Tenant of the order.
+    tenant: Option<String>,
+    /// The provider order id.
+    klarna_order_id: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PushAccepted {
+    received: bool,
+}
+
+/// The payment provider's push callback. Recorded durably for the runner (which verifies the
+/// order with the provider, acknowledges it and places the order on the cart); repeated pushes
+/// are harmless. Needs no API key: the provider cannot send one, and a forged push cannot
+/// place an unpaid order.
 #[utoipa::path(post, path = "/cart/push", tag = TAG,
-    responses((status = 501, description = "Checkout is not wired yet (needs the runner)", body = ErrorBody)))]
-pub async fn push(_ctx: Ctx) -> Result<Response, ApiError> {
-    Err(missing("the provider push callback (POST /cart/push)"))
+    params(PushQuery),
+    responses(
+        (status = 200, description = "Recorded", body = PushAccepted),
+        (status = 400, description = "Bad tenant or order id", body = ErrorBody),
+        (status = 503, description = "Could not be recorded; the provider retries", body = ErrorBody)))]
+pub async fn push(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    QueryParams(q): QueryParams<PushQuery>,
+) -> Result<Response, ApiError> {
+    let tenant = match q.tenant.as_deref() {
+        Some(t) => TenantId::parse(t)?,
+        None => s.auth.resolve(&headers)?.tenant,
+    };
+    if !is_token(&q.klarna_order_id) {
+        return Err(ApiError::invalid(
+            "klarna_order_id must be a provider order id",
+        ));
+    }
+    let mut ctx = RequestContext::new(tenant.clone());
+    if let Ok(c) = RequestContext::from_http(&headers, Some(&tenant)) {
+        ctx.correlation_id = c.correlation_id;
+        ctx.traceparent = c.traceparent;
+        ctx.request_id = c.request_id;
+    }
+    let js = s.services.js.as_ref().ok_or_else(|| {
+        ApiError::unavailable("this gateway has no NATS connection to record pushes")
+    })?;
+    let subject = shared::subjects::workflow_command(&tenant, PUSH_KIND, &q.klarna_order_id)?;
+    let record = PushReceived {
+        tenant: tenant.to_string(),
+        provider_order_id: q.klarna_order_id.clone(),
+        received_at: time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+    };
+    let mut h = async_nats::HeaderMap::new();
+    ctx.to_nats_headers(&mut h);
+    h.insert(
+        shared::headers::NATS_MSG_ID,
+        push_msg_id(&q.klarna_order_id).as_str(),
+    );
+    let payload = serde_json::to_vec(&record).map_err(|e| ApiError::internal(e.to_string()))?;
+    let publish = async {
+        js.publish_with_headers(subject, h, payload.into())
+            .await?
+            .await
+            .map_err(async_nats::Error::from)
+    };
+    match tokio::time::timeout(Duration::from_secs(5), publish).await {
+        Ok(Ok(_)) => Ok(Json(PushAccepted { received: true }).into_response()),
+        Ok(Err(e)) => Err(ApiError::unavailable(format!(
+            "could not record the push: {e}"
+        ))),
+        Err(_) => Err(ApiError::new(
+            ErrorCode::Timeout,
+            "recording the push timed out",
+        )),
+    }
 }

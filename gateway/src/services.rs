@@ -59,16 +59,23 @@ impl Service {
         }
     }
 
+    /// Whether an address is configured (checkout refuses to start without a runner).
+    pub fn is_configured(&self) -> bool {
+        self.channel.is_some()
+    }
+
+    pub fn not_configured(&self) -> ApiError {
+        ApiError::new(
+            ErrorCode::Unimplemented,
+            format!(
+                "the {} is not configured for this gateway (address {:?})",
+                self.name, self.addr
+            ),
+        )
+    }
+
     fn channel(&self) -> Result<Channel, ApiError> {
-        self.channel.clone().ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::Unimplemented,
-                format!(
-                    "the {} is not configured for this gateway (address {:?})",
-                    self.name, self.addr
-                ),
-            )
-        })
+        self.channel.clone().ok_or_else(|| self.not_configured())
     }
 
     /// A read: retried on unavailability within the attempts, each under the deadline.
@@ -164,6 +171,28 @@ fn classify(name: &str, status: &tonic::Status) -> ApiError {
             ApiError::unavailable(format!("the {name} is unreachable: {}", status.message()))
         }
         _ => ApiError::from_status(status),
+    }
+}
+
+/// Query-string parameters, with a JSON 400 naming the problem (axum's own rejection is
+/// plain text).
+pub struct QueryParams<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for QueryParams<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| QueryParams(q.0))
+            .map_err(|e| ApiError::invalid(format!("query string: {}", e.body_text())))
     }
 }
 

@@ -86,6 +86,21 @@ impl Upstream {
         Snapshot::decode(snap)
     }
 
+    /// The cart's domain state (checkout progress included), not only its storefront view.
+    pub async fn state(
+        &self,
+        ctx: &RequestContext,
+        cart: &CartId,
+    ) -> Result<shared::domain::CartState, ApiError> {
+        let req = pb::GetCartRequest {
+            tenant: ctx.tenant.to_string(),
+            cart_id: cart.to_string(),
+            min_version: None,
+        };
+        let snap = self.timed("get", self.client.get_cart(ctx, req)).await?;
+        decode_state(snap)
+    }
+
     pub async fn execute(
         &self,
         ctx: &RequestContext,
@@ -170,6 +185,17 @@ impl Upstream {
         }
         result
     }
+}
+
+/// The domain state inside the aggregate's wire form.
+pub fn decode_state(snapshot: pb::CartSnapshot) -> Result<shared::domain::CartState, ApiError> {
+    proto::convert::state_from_snapshot(snapshot)
+        .map(|(_, state)| state)
+        .map_err(|e| {
+            ApiError::internal(format!(
+                "the aggregate sent a cart this gateway cannot read: {e}"
+            ))
+        })
 }
 
 fn reply_cart(resp: pb::ExecuteResponse) -> Result<Snapshot, ApiError> {

@@ -167,7 +167,8 @@ async fn go_cart_actor_walkthrough() {
     assert_eq!(status, 200, "{reply}");
     assert_eq!(reply["result"]["deliveries"][0]["pickupPoint"], point);
 
-    // 10. Checkout is not wired yet: a clear JSON error, nothing changes.
+    // 10. This stack has no runner: checkout is refused with a clear JSON error and nothing
+    // changes (the checkout itself is tested end to end in tests/tests/checkout_e2e.rs).
     let got = json(b.get(stack.url("/cart/checkout")).send().await.unwrap()).await;
     assert_error(&got, 501, "unimplemented", "runner");
 
@@ -307,7 +308,7 @@ async fn unknown_routes_and_methods_are_json() {
     assert!(resp.headers()["allow"].to_str().unwrap().contains("POST"));
     assert_error(&json(resp).await, 405, "method_not_allowed", "PATCH");
     let got = json(plain.post(stack.url("/cart/push")).send().await.unwrap()).await;
-    assert_error(&got, 501, "unimplemented", "push");
+    assert_error(&got, 400, "invalid_argument", "klarna_order_id");
     let got = json(
         plain
             .get(stack.url("/cart/confirmation/o-1"))
@@ -316,5 +317,5 @@ async fn unknown_routes_and_methods_are_json() {
             .unwrap(),
     )
     .await;
-    assert_error(&got, 501, "unimplemented", "confirmation");
+    assert_error(&got, 501, "unimplemented", "runner");
 }

@@ -36,6 +36,8 @@ pub fn gateway_config(nats: &NatsServer) -> gateway::Config {
         placement_resync_ms: 200,
         client_rate_per_sec: 0,
         cart_rate_per_sec: 0,
+        // No runner in these stacks: checkout routes must refuse clearly.
+        runner_addr: String::new(),
         streams: streams(),
         ..gateway::Config::default()
     };
