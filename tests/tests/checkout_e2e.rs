@@ -1,0 +1,385 @@
+//! A storefront going from cart to placed order through the whole platform: nats-server,
+//! aggregate, runner and gateway in-process, and the mock payment provider, whose push
+//! callback reaches the gateway over HTTP exactly as the real provider's would.
+
+use runner::provider::mock::{Faults, MockProvider};
+use serde_json::{Value, json};
+use shared::test_support::wait_until;
+use tests::stack::{Stack, WAIT, test_streams};
+use tokio_util::sync::CancellationToken;
+
+const ADMIN_TOKEN: &str = "e2e-admin-token";
+
+struct Platform {
+    stack: Stack,
+    _aggregate: aggregate::Running,
+    _gateway: gateway::Running,
+    _runner: runner::Running,
+    mock: MockProvider,
+    base: String,
+    _mock_stop: tokio_util::sync::DropGuard,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn platform() -> Option<Platform> {
+    let stack = Stack::start(test_streams()).await?;
+    let aggregate = stack.aggregate("n1").await.unwrap();
+    let mock = MockProvider::new("merchant", "secret");
+    let stop = CancellationToken::new();
+    let (mock_addr, _) = mock.serve("127.0.0.1:0", stop.clone()).await.unwrap();
+    let runner_addr = format!("127.0.0.1:{}", free_port());
+
+    let mut gw = gateway::Config {
+        http_addr: "127.0.0.1:0".into(),
+        runner_addr: runner_addr.clone(),
+        projection_addr: String::new(),
+        admin_token: ADMIN_TOKEN.into(),
+        client_rate_per_sec: 0,
+        cart_rate_per_sec: 0,
+        placement_resync_ms: 200,
+        streams: stack.streams.clone(),
+        ..gateway::Config::default()
+    };
+    gw.nats.url = stack.nats_url.clone();
+    let gateway = gateway::start(gw).await.unwrap();
+    let base = format!("http://{}", gateway.http_addr);
+
+    let mut rc = runner::Config {
+        grpc_addr: runner_addr,
+        http_addr: "127.0.0.1:0".into(),
+        streams: stack.streams.clone(),
+        ..runner::Config::default()
+    };
+    rc.nats.url = stack.nats_url.clone();
+    rc.provider.base_url = format!("http://{mock_addr}");
+    rc.provider.backoff_min_ms = 10;
+    rc.provider.backoff_max_ms = 50;
+    rc.consumer.ack_wait_ms = 2_000;
+    rc.merchant.push =
+        format!("{base}/cart/push?tenant={{tenant}}&klarna_order_id={{checkout.order.id}}");
+    let runner = runner::start(rc, runner::Hooks::default()).await.unwrap();
+
+    let http = reqwest::Client::new();
+    wait_until(
+        || async {
+            http.get(format!("{base}/ready"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        },
+        WAIT,
+    )
+    .await
+    .expect("gateway ready");
+    Some(Platform {
+        stack,
+        _aggregate: aggregate,
+        _gateway: gateway,
+        _runner: runner,
+        mock,
+        base,
+        _mock_stop: stop.drop_guard(),
+    })
+}
+
+impl Platform {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn shopper(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .cookie_store(true)
+            .build()
+            .unwrap()
+    }
+
+    /// How many `OrderPlaced` messages the cart's stream holds.
+    async fn orders_placed(&self, cart_id: &str) -> usize {
+        let subject = shared::subjects::cart_events(
+            &shared::TenantId::default_tenant(),
+            &shared::CartId::parse(cart_id).unwrap(),
+        );
+        shared::nats::read_subject_after(
+            &self.stack.client,
+            shared::subjects::CART_EVENTS_STREAM,
+            &subject,
+            0,
+            &Default::default(),
+        )
+        .await
+        .unwrap()
+        .iter()
+        .filter(|m| {
+            m.headers
+                .get(shared::headers::CART_EVENT_TYPES)
+                .is_some_and(|v| v.as_str().contains("OrderPlaced"))
+        })
+        .count()
+    }
+}
+
+async fn body(resp: reqwest::Response) -> (u16, Value) {
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}")),
+    )
+}
+
+/// A shopper with a cart of two lines and a delivery.
+async fn fill_cart(p: &Platform, shopper: &reqwest::Client) -> Value {
+    let (s, _) = body(
+        shopper
+            .get(p.url("/cart/add/TEST-SKU-123"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, _) = body(
+        shopper
+            .post(p.url("/cart"))
+            .header("content-type", "text/plain;charset=UTF-8")
+            .body(r#"{"sku":"TEST-SKU-456","quantity":2,"country":"se"}"#)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, reply) = body(
+        shopper
+            .post(p.url("/cart/delivery"))
+            .json(&json!({"provider": "standard", "items": []}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200, "{reply}");
+    reply["result"].clone()
+}
+
+#[tokio::test]
+async fn a_storefront_checks_out_pays_and_the_order_is_placed_once() {
+    let Some(p) = platform().await else { return };
+    let shopper = p.shopper();
+    let cart = fill_cart(&p, &shopper).await;
+    let cart_id = cart["id"].as_str().unwrap().to_owned();
+
+    let (s, order) = body(shopper.get(p.url("/cart/checkout")).send().await.unwrap()).await;
+    assert_eq!(s, 200, "{order}");
+    let order_id = order["order_id"].as_str().unwrap().to_owned();
+    assert!(order["html_snippet"].as_str().unwrap().contains(&order_id));
+    assert_eq!(
+        order["order_amount"], cart["totalPrice"]["incVat"],
+        "the provider charges the cart's total"
+    );
+    assert_eq!(order["merchant_reference1"], cart_id.as_str());
+
+    // Asking again (a page reload) resumes the same checkout: no second provider order.
+    let (s, again) = body(shopper.get(p.url("/cart/checkout")).send().await.unwrap()).await;
+    assert_eq!(s, 200);
+    assert_eq!(again["order_id"], order_id.as_str());
+    assert_eq!(p.mock.orders_for(&cart_id), 1);
+    let (_, now) = body(shopper.get(p.url("/cart")).send().await.unwrap()).await;
+    assert_eq!(now["paymentInProgress"], true);
+
+    // The shopper pays: the provider pushes to the gateway, the runner acknowledges the order
+    // and confirms it on the cart.
+    assert_eq!(p.mock.complete(&order_id).await.unwrap(), 200);
+    let placed = wait_until(
+        || async {
+            let (_, c) = body(shopper.get(p.url("/cart")).send().await.unwrap()).await;
+            c["orderReference"].is_string()
+        },
+        WAIT,
+    )
+    .await;
+    placed.expect("the order is placed");
+    let (_, cart_now) = body(shopper.get(p.url("/cart")).send().await.unwrap()).await;
+    assert_eq!(cart_now["paymentStatus"], "checkout_complete");
+    assert_eq!(cart_now["paymentInProgress"], false);
+    assert!(
+        p.mock.stats().acknowledged.contains(&order_id),
+        "acknowledged with the provider"
+    );
+
+    // The cart no longer changes.
+    let (s, err) = body(
+        shopper
+            .get(p.url("/cart/add/TEST-SKU-AAA"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (s, err["code"].as_str()),
+        (409, Some("cart_locked")),
+        "{err}"
+    );
+
+    // The confirmation page.
+    let (s, conf) = body(
+        shopper
+            .get(p.url(&format!("/cart/confirmation/{order_id}")))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200, "{conf}");
+    assert_eq!(conf["status"], "checkout_complete");
+
+    // The provider pushes again (it retries until acknowledged): still one order.
+    let push = p.url(&format!(
+        "/cart/push?tenant=default&klarna_order_id={order_id}"
+    ));
+    let (s, _) = body(reqwest::Client::new().post(&push).send().await.unwrap()).await;
+    assert_eq!(s, 200);
+    assert_eq!(p.orders_placed(&cart_id).await, 1, "one OrderPlaced");
+    assert_eq!(p.mock.orders_for(&cart_id), 1);
+}
+
+#[tokio::test]
+async fn a_refused_checkout_is_a_clear_error_and_the_cart_stays_usable() {
+    let Some(p) = platform().await else { return };
+    p.mock.set_faults(Faults {
+        refuse: true,
+        ..Default::default()
+    });
+    let shopper = p.shopper();
+    fill_cart(&p, &shopper).await;
+    let (s, err) = body(shopper.get(p.url("/cart/checkout")).send().await.unwrap()).await;
+    assert_eq!(s, 502, "{err}");
+    assert_eq!(err["code"], "checkout_failed");
+    assert!(err["error"].as_str().unwrap().contains("REJECTED"), "{err}");
+    let (_, cart) = body(shopper.get(p.url("/cart")).send().await.unwrap()).await;
+    assert_eq!(cart["paymentInProgress"], false);
+    assert_eq!(cart["paymentStatus"], "failed");
+
+    // Still usable: change it and check out again once the provider accepts.
+    let (s, _) = body(
+        shopper
+            .get(p.url("/cart/add/TEST-SKU-AAA"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200);
+    p.mock.set_faults(Faults::default());
+    let (s, order) = body(shopper.get(p.url("/cart/checkout")).send().await.unwrap()).await;
+    assert_eq!(s, 200, "{order}");
+    assert_eq!(
+        order["order_lines"].as_array().unwrap().len(),
+        4,
+        "three items and the delivery"
+    );
+}
+
+#[tokio::test]
+async fn changing_the_cart_during_checkout_updates_the_same_provider_order() {
+    let Some(p) = platform().await else { return };
+    let shopper = p.shopper();
+    let cart = fill_cart(&p, &shopper).await;
+    let cart_id = cart["id"].as_str().unwrap().to_owned();
+    let (_, first) = body(shopper.get(p.url("/cart/checkout")).send().await.unwrap()).await;
+    let (s, changed) = body(
+        shopper
+            .get(p.url("/cart/add/BOOK-NOVEL-01"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        changed["result"]["paymentInProgress"], false,
+        "the change re-opened the checkout"
+    );
+    let (s, second) = body(shopper.get(p.url("/cart/checkout")).send().await.unwrap()).await;
+    assert_eq!(s, 200, "{second}");
+    assert_eq!(
+        second["order_id"], first["order_id"],
+        "the same provider order"
+    );
+    assert_eq!(
+        second["order_amount"],
+        changed["result"]["totalPrice"]["incVat"]
+    );
+    assert_eq!(p.mock.orders_for(&cart_id), 1);
+    assert_eq!(p.mock.stats().orders, 1);
+}
+
+#[tokio::test]
+async fn runner_admin_routes_need_the_admin_token() {
+    let Some(p) = platform().await else { return };
+    let http = reqwest::Client::new();
+    let status = p.url("/admin/runner/status");
+    let (s, err) = body(http.get(&status).send().await.unwrap()).await;
+    assert_eq!((s, err["code"].as_str()), (401, Some("unauthenticated")));
+    let (s, _) = body(http.get(&status).bearer_auth("wrong").send().await.unwrap()).await;
+    assert_eq!(s, 401);
+    let (s, st) = body(
+        http.get(&status)
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200, "{st}");
+    assert_eq!(st["draining"], false);
+    assert!(
+        st["providerBaseUrl"]
+            .as_str()
+            .unwrap()
+            .starts_with("http://127.0.0.1:")
+    );
+    let (s, _) = body(
+        http.post(p.url("/admin/runner/reload"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 401);
+    let (s, drained) = body(
+        http.post(p.url("/admin/runner/drain?waitSeconds=5"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200, "{drained}");
+    assert_eq!(
+        (drained["draining"].as_bool(), drained["idle"].as_bool()),
+        (Some(true), Some(true))
+    );
+    let (s, err) = body(
+        http.post(p.url("/admin/runner/drain?waitSeconds=lots"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (s, err["code"].as_str()),
+        (400, Some("invalid_argument")),
+        "{err}"
+    );
+}
