@@ -100,6 +100,23 @@ impl Stack {
     }
 }
 
+impl Stack {
+    /// A gateway config pointing at this server, listening on a free port, without rate
+    /// limits (load tests and e2e tests drive it hard from one address).
+    pub fn gateway_config(&self) -> gateway::Config {
+        let mut c = gateway::Config {
+            http_addr: "127.0.0.1:0".into(),
+            client_rate_per_sec: 0,
+            cart_rate_per_sec: 0,
+            placement_resync_ms: 200,
+            streams: self.streams.clone(),
+            ..gateway::Config::default()
+        };
+        c.nats.url = self.nats_url.clone();
+        c
+    }
+}
+
 /// Stream settings for tests: a short node TTL so failover finishes quickly.
 pub fn test_streams() -> NatsResourceSettings {
     NatsResourceSettings {

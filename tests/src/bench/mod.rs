@@ -5,6 +5,7 @@
 pub mod alloc;
 pub mod cold_load;
 pub mod grpc;
+pub mod http;
 pub mod memory;
 pub mod raw;
 

@@ -20,6 +20,8 @@ enum Mode {
     Raw,
     /// CartService Execute(AddItem) on distinct carts vs raw appends.
     Grpc,
+    /// Storefront add-item requests through the gateway vs raw appends.
+    Http,
     /// Cold load of 1,000-message carts vs raw reads of their messages.
     ColdLoad,
     /// Heap bytes per cached 3-line cart.
@@ -46,6 +48,9 @@ struct Args {
     /// Use this NATS server instead of spawning one.
     #[arg(long)]
     nats_url: Option<String>,
+    /// Use this gateway (base URL) instead of starting one (and an aggregate) in-process.
+    #[arg(long)]
+    gateway_url: Option<String>,
     /// Use this aggregate node (gRPC address) instead of starting one in-process.
     #[arg(long)]
     aggregate_addr: Option<String>,
@@ -103,6 +108,37 @@ async fn main() -> anyhow::Result<()> {
             }
             r
         }
+        Mode::Http => {
+            let (nodes, base) = match &args.gateway_url {
+                Some(url) => (None, url.trim_end_matches('/').to_owned()),
+                None => {
+                    let node = stack.aggregate("bench").await?;
+                    let gw = gateway::start(stack.gateway_config()).await?;
+                    let base = format!("http://{}", gw.http_addr);
+                    wait_ready(&base).await?;
+                    (Some((node, gw)), base)
+                }
+            };
+            let base_m = bench::raw::baseline(&stack.js, args.concurrency, warmup, duration).await;
+            let subject = bench::http::subject(&base, args.concurrency, warmup, duration).await;
+            let mut r = Report::new(
+                "http",
+                args.concurrency,
+                duration,
+                base_m.summary(),
+                subject.summary(),
+            );
+            r.notes.push("baseline: raw JetStream appends with expected-last-subject-sequence, one subject per worker".into());
+            r.notes.push("subject: POST /cart/byid/{id} (storefront add item) through the gateway, one cart per worker (new cart every 400 adds)".into());
+            if let Some(e) = subject.first_error {
+                r.notes.push(format!("first error: {e}"));
+            }
+            if let Some((node, gw)) = nodes {
+                gw.stop().await?;
+                node.drain().await?;
+            }
+            r
+        }
         Mode::ColdLoad => {
             bench::cold_load::run(&stack, args.carts.unwrap_or(100), args.events).await?
         }
@@ -116,4 +152,21 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// Wait (bounded) until the gateway reports ready.
+async fn wait_ready(base: &str) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let url = format!("{base}/ready");
+    shared::test_support::wait_until(
+        || async {
+            http.get(&url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        },
+        Duration::from_secs(30),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("gateway not ready: {e}"))
 }
