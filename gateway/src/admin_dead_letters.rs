@@ -1,9 +1,196 @@
-//! Admin routes for dead letters (`/admin/dead-letters`), served by the projection.
+//! Admin routes for dead letters (`/admin/dead-letters`), served by the projection: the
+//! messages it gave up on after `PROJECTION_MAX_DELIVER` deliveries, and replaying one once its
+//! cause is fixed. Listing every tenant at once is why these routes are admin-only.
 
+use axum::Json;
+use axum::extract::State;
+use http::HeaderMap;
+use proto::projection::v1 as pb;
+use serde::{Deserialize, Serialize};
+use shared::headers::RequestContext;
+use shared::{ApiError, TenantId};
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use crate::admin::{Admin, TAG};
+use crate::params::{Params, QueryParams};
+use crate::queries::ask;
+use crate::schema::ErrorBody;
+use crate::services::Services;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
+        .routes(routes!(list_dead_letters))
+        .routes(routes!(replay_dead_letter))
+}
+
+/// Filter of `GET /admin/dead-letters`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DeadLettersQuery {
+    /// Only this tenant's dead letters; omitted or empty: every tenant.
+    tenant: Option<String>,
+    /// Most entries returned, newest first (the projection caps it at 1000; default 50).
+    limit: Option<u32>,
+}
+
+#[derive(Deserialize)]
+pub struct DeadLetterPath {
+    id: u64,
+}
+
+/// A message the projection could not apply.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetterRecord {
+    /// Id to replay it by.
+    pub id: u64,
+    /// The durable consumer that gave up (`projection-<view>`).
+    pub consumer: String,
+    pub tenant: String,
+    pub cart_id: String,
+    /// Original subject (`cart.events.<tenant>.<cart_id>`).
+    pub subject: String,
+    /// Sequence in `CART_EVENTS` (the replay reads the message back from there).
+    pub stream_sequence: u64,
+    /// Why it failed.
+    pub reason: String,
+    pub deliveries: u32,
+    /// RFC 3339.
+    pub failed_at: String,
+    /// A replay (or a rebuild) has applied it since.
+    pub replayed: bool,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetterList {
+    pub dead_letters: Vec<DeadLetterRecord>,
+}
+
+/// Outcome of a replay: `applied`, or why not.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ReplayOutcome {
+    pub applied: bool,
+    /// Why the message still cannot be applied; `null` when it was.
+    pub error: Option<String>,
+}
+
+/// Admin calls name no tenant of their own: the context carries the tenant they ask about (the
+/// projection checks the two agree), or the default one when they ask about every tenant.
+fn admin_context(headers: &HeaderMap, tenant: Option<&TenantId>) -> RequestContext {
+    let tenant = tenant.cloned().unwrap_or_else(TenantId::default_tenant);
+    let mut ctx = RequestContext::from_http(headers, Some(&tenant))
+        .unwrap_or_else(|_| RequestContext::new(tenant.clone()));
+    ctx.tenant = tenant;
+    ctx
+}
+
+/// Errors of the dead-letter routes. Every body is `{"error", "code"}`.
+#[derive(utoipa::IntoResponses)]
+pub enum DeadLetterErrors {
+    /// An invalid tenant, limit or id (the message names it).
+    #[response(status = 400)]
+    BadRequest(#[to_schema] ErrorBody),
+    /// Admin disabled, or missing or wrong bearer token.
+    #[response(status = 401)]
+    Unauthenticated(#[to_schema] ErrorBody),
+    /// No projection is configured (`GATEWAY_PROJECTION_ADDR` is empty).
+    #[response(status = 501)]
+    Unimplemented(#[to_schema] ErrorBody),
+    /// The projection is unreachable.
+    #[response(status = 503)]
+    Unavailable(#[to_schema] ErrorBody),
+    /// The projection did not answer within `GATEWAY_SERVICE_TIMEOUT_MS`.
+    #[response(status = 504)]
+    Timeout(#[to_schema] ErrorBody),
+}
+
+/// Dead letters of the projection, newest first; every tenant unless `tenant` is given.
+#[utoipa::path(get, path = "/admin/dead-letters", tag = TAG, security(("admin_token" = [])),
+    params(DeadLettersQuery),
+    responses((status = 200, description = "Dead letters", body = DeadLetterList), DeadLetterErrors))]
+pub async fn list_dead_letters(
+    _: Admin,
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    QueryParams(q): QueryParams<DeadLettersQuery>,
+) -> Result<Json<DeadLetterList>, ApiError> {
+    let tenant = match q.tenant.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+        None => None,
+        Some(t) => Some(
+            TenantId::parse(t)
+                .map_err(|e| ApiError::invalid(format!("query parameter tenant: {e}")))?,
+        ),
+    };
+    if q.limit == Some(0) {
+        return Err(ApiError::invalid(
+            "query parameter limit must be at least 1 (omit it for the default)",
+        ));
+    }
+    let ctx = admin_context(&headers, tenant.as_ref());
+    let req = pb::ListDeadLettersRequest {
+        tenant: tenant.map(|t| t.to_string()).unwrap_or_default(),
+        limit: q.limit.unwrap_or(0),
+    };
+    let list = ask(
+        &s,
+        "projection_list_dead_letters",
+        &ctx,
+        req,
+        |mut c, r| async move { c.list_dead_letters(r).await },
+    )
+    .await?;
+    Ok(Json(DeadLetterList {
+        dead_letters: list.dead_letters.into_iter().map(record).collect(),
+    }))
+}
+
+/// Apply a dead letter again (after its cause was fixed). `applied: false` with the error when
+/// it still fails; the dead letter stays listed either way, marked `replayed` once applied.
+#[utoipa::path(post, path = "/admin/dead-letters/{id}/replay", tag = TAG, security(("admin_token" = [])),
+    params(("id" = u64, Path, description = "Dead letter id")),
+    responses(
+        (status = 200, description = "Replayed (see applied)", body = ReplayOutcome),
+        (status = 404, description = "No dead letter with that id", body = ErrorBody),
+        DeadLetterErrors))]
+pub async fn replay_dead_letter(
+    _: Admin,
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Params(p): Params<DeadLetterPath>,
+) -> Result<Json<ReplayOutcome>, ApiError> {
+    let ctx = admin_context(&headers, None);
+    let req = pb::ReplayDeadLetterRequest { id: p.id };
+    // A replay changes the view: tried once (no read retries).
+    let out = s
+        .services
+        .projection
+        .write("projection_replay_dead_letter", &ctx, |channel, md| {
+            let req = crate::services::request(md, req);
+            async move { Services::query(channel).replay_dead_letter(req).await }
+        })
+        .await?;
+    Ok(Json(ReplayOutcome {
+        applied: out.applied,
+        error: Some(out.error).filter(|e| !e.is_empty()),
+    }))
+}
+
+fn record(d: pb::DeadLetter) -> DeadLetterRecord {
+    DeadLetterRecord {
+        id: d.id,
+        consumer: d.consumer,
+        tenant: d.tenant,
+        cart_id: d.cart_id,
+        subject: d.subject,
+        stream_sequence: d.stream_sequence,
+        reason: d.reason,
+        deliveries: d.deliveries,
+        failed_at: d.failed_at,
+        replayed: d.replayed,
+    }
 }
