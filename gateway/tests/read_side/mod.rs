@@ -1,0 +1,272 @@
+//! The read side's stack for the gateway's integration tests: a nats-server (harness), the
+//! seeded catalog, one aggregate node, a projection and a gateway pointed at it, in-process on
+//! free ports. The read model catches up asynchronously, so helpers wait for conditions (never a
+//! fixed sleep).
+
+#![allow(dead_code)]
+
+use std::sync::{Arc, Mutex};
+
+use aggregate::client::{CartClient, ClientConfig};
+use proto::cart::v1 as cart_pb;
+use serde_json::{Value, json};
+use shared::domain::Command;
+use shared::headers::{RequestContext, TENANT_ID};
+use shared::nats::NatsResourceSettings;
+use shared::test_support::{NatsServer, wait_until};
+use shared::{CartId, CommandId, TenantId};
+
+use crate::common::{self, WAIT, json};
+
+pub const SHARDS: u32 = 16;
+/// `GATEWAY_ADMIN_TOKEN` of the stack's gateway.
+pub const ADMIN: &str = "admin-secret";
+
+/// NATS, catalog, aggregate, projection and a gateway pointed at the projection.
+pub struct Stack {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub gateway: gateway::Running,
+    pub projection: projection::Running,
+    pub aggregate: aggregate::Running,
+    pub nats: NatsServer,
+    _dir: tempfile::TempDir,
+}
+
+fn streams() -> NatsResourceSettings {
+    NatsResourceSettings {
+        node_ttl_secs: 2,
+        ..NatsResourceSettings::default()
+    }
+}
+
+/// A projection that gives up on a poison message quickly: two deliveries, short waits.
+fn projection_config(nats: &NatsServer, dir: &std::path::Path) -> projection::Config {
+    let mut cfg = projection::Config {
+        db_path: dir.join("projection.db").display().to_string(),
+        grpc_addr: "127.0.0.1:0".into(),
+        http_addr: "127.0.0.1:0".into(),
+        batch_size: 64,
+        fetch_wait_ms: 100,
+        ack_wait_ms: 500,
+        max_deliver: 2,
+        nak_delay_ms: 50,
+        streams: streams(),
+        ..projection::Config::default()
+    };
+    cfg.nats.url = nats.url().to_owned();
+    cfg
+}
+
+pub async fn stack() -> Option<Stack> {
+    let nats = shared::nats_or_skip!()?;
+    let js = nats.jetstream().await;
+    let resources = shared::nats::ensure_all(&js, &streams())
+        .await
+        .expect("ensure streams");
+    let seed = aggregate::seed::parse(include_str!("../../../deploy/catalog.json")).unwrap();
+    aggregate::seed::write(&resources.catalog, &seed)
+        .await
+        .expect("seed catalog");
+
+    let mut agg = aggregate::Config::default();
+    agg.nats.url = nats.url().to_owned();
+    let aggregate = aggregate::start(aggregate::Config {
+        node_id: "n1".into(),
+        grpc_addr: "127.0.0.1:0".into(),
+        http_addr: "127.0.0.1:0".into(),
+        shard_count: SHARDS,
+        heartbeat_ms: 200,
+        streams: streams(),
+        ..agg
+    })
+    .await
+    .expect("start aggregate");
+
+    let dir = tempfile::tempdir().unwrap();
+    let projection = projection::start(projection_config(&nats, dir.path()))
+        .await
+        .expect("start projection");
+
+    let mut cfg = common::gateway_config(&nats);
+    cfg.shard_count = SHARDS;
+    cfg.projection_addr = projection.grpc_addr.to_string();
+    cfg.admin_token = ADMIN.into();
+    let gateway = gateway::start(cfg).await.expect("start gateway");
+    let stack = Stack {
+        base: format!("http://{}", gateway.http_addr),
+        http: reqwest::Client::new(),
+        gateway,
+        projection,
+        aggregate,
+        nats,
+        _dir: dir,
+    };
+    let ready = [
+        format!("http://{}/ready", stack.aggregate.http_addr),
+        format!("http://{}/ready", stack.projection.http_addr),
+        stack.url("/ready"),
+    ];
+    let http = stack.http.clone();
+    wait_until(
+        || {
+            let (http, ready) = (http.clone(), ready.clone());
+            async move {
+                for url in ready {
+                    if !http
+                        .get(url)
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status().is_success())
+                    {
+                        return false;
+                    }
+                }
+                true
+            }
+        },
+        WAIT,
+    )
+    .await
+    .expect("aggregate, projection and gateway ready");
+    Some(stack)
+}
+
+impl Stack {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// `GET path` as `tenant` (through `x-tenant-id`).
+    pub async fn get(&self, tenant: &str, path: &str) -> (u16, Value) {
+        json(
+            self.http
+                .get(self.url(path))
+                .header(TENANT_ID, tenant)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    /// Runs commands on a cart through the gateway's `/v1` API; returns the cart.
+    pub async fn commands(&self, tenant: &str, cart: &str, body: Value) -> Value {
+        let (status, reply) = json(
+            self.http
+                .post(self.url(&format!("/v1/carts/{cart}/commands")))
+                .header(TENANT_ID, tenant)
+                .json(&body)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 200, "{reply}");
+        reply["result"].clone()
+    }
+
+    /// Polls `GET path` as `tenant` until `done` holds for the 200 body; returns that body.
+    pub async fn until(&self, tenant: &str, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let last = Arc::new(Mutex::new(Value::Null));
+        let ok = wait_until(
+            || {
+                let last = last.clone();
+                let done = &done;
+                async move {
+                    let (status, body) = self.get(tenant, path).await;
+                    let met = status == 200 && done(&body);
+                    *last.lock().unwrap() = json!({"status": status, "body": body});
+                    met
+                }
+            },
+            WAIT,
+        )
+        .await;
+        let last = last.lock().unwrap().clone();
+        ok.unwrap_or_else(|e| panic!("GET {path} as {tenant}: {e}; last answer {last}"));
+        last["body"].clone()
+    }
+
+    /// Every page of a listing (`path` ends with its query, `page_token` is appended).
+    pub async fn all_pages(&self, tenant: &str, path: &str, key: &str) -> (Vec<Value>, usize) {
+        let (mut rows, mut pages, mut token) = (Vec::new(), 0, None::<String>);
+        loop {
+            let url = match &token {
+                Some(t) => format!("{path}&page_token={t}"),
+                None => path.to_owned(),
+            };
+            let (status, page) = self.get(tenant, &url).await;
+            assert_eq!(status, 200, "{url}: {page}");
+            pages += 1;
+            rows.extend(page[key].as_array().unwrap().iter().cloned());
+            match page["nextPageToken"].as_str() {
+                Some(t) => token = Some(t.to_owned()),
+                None => return (rows, pages),
+            }
+        }
+    }
+
+    /// The runner's part of a checkout, sent straight to the aggregate: the provider order
+    /// exists, then the shopper paid.
+    pub async fn place_order(&self, tenant: &str, cart: &str, attempt: &str, order: &str) {
+        let client = CartClient::new(
+            ClientConfig::default(),
+            None,
+            vec![self.aggregate.grpc_addr.to_string()],
+        );
+        let tenant = TenantId::parse(tenant).unwrap();
+        let cart = CartId::parse(cart).unwrap();
+        let ctx = RequestContext::new(tenant.clone());
+        for command in [
+            Command::RecordProviderOrder {
+                attempt_id: attempt.into(),
+                provider_order_id: order.into(),
+                status: "checkout_incomplete".into(),
+            },
+            Command::ConfirmOrder {
+                provider_order_id: order.into(),
+                order_reference: format!("ref-{order}"),
+            },
+        ] {
+            let req = cart_pb::ExecuteRequest::new(&tenant, &cart, CommandId::new(), None, command);
+            client.execute(&ctx, req).await.expect("runner command");
+        }
+    }
+}
+
+pub fn add(sku: &str, quantity: u32) -> Value {
+    json!({"type": "AddItem", "sku": sku, "quantity": quantity})
+}
+
+pub fn ids(rows: &[Value]) -> Vec<String> {
+    let mut ids: Vec<String> = rows
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+impl Stack {
+    /// Another gateway on the stack's NATS and projection (no admin token), configured by
+    /// `tune`; returns it and its base URL.
+    pub async fn another(
+        &self,
+        tune: impl FnOnce(&mut gateway::Config),
+    ) -> (gateway::Running, String) {
+        let mut cfg = common::gateway_config(&self.nats);
+        cfg.shard_count = SHARDS;
+        cfg.projection_addr = self.projection.grpc_addr.to_string();
+        tune(&mut cfg);
+        let gw = gateway::start(cfg).await.expect("start gateway");
+        let base = format!("http://{}", gw.http_addr);
+        (gw, base)
+    }
+
+    /// An admin call with the stack's admin token.
+    pub async fn admin(&self, method: reqwest::Method, path: &str) -> (u16, Value) {
+        let req = self.http.request(method, self.url(path)).bearer_auth(ADMIN);
+        json(req.send().await.unwrap()).await
+    }
+}
