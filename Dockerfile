@@ -14,6 +14,9 @@ COPY . .
 # a code change rebuilds only the crates it touches. The target dir is a cache, not a layer:
 # the binaries are copied out in the same step. `--locked` builds exactly what Cargo.lock says.
 # protoc comes from the protoc-bin-vendored crate (proto/build.rs); no system package needed.
+# No debug info in the image (the workspace's release profile keeps line tables for local
+# profiling): ~20 MB per binary instead of ~110 MB; panics still name the functions.
+ENV CARGO_PROFILE_RELEASE_DEBUG=false
 RUN --mount=type=cache,id=cart-cargo-registry,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,id=cart-cargo-git,target=/usr/local/cargo/git,sharing=locked \
     --mount=type=cache,id=cart-target,target=/src/target,sharing=locked \

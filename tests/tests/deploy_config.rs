@@ -600,10 +600,17 @@ fn compose_gateway_publishes_8080() {
     let gw = &c["services"]["gateway"];
     let port = port_of(env_get(&compose_env(gw), "GATEWAY_HTTP_ADDR").expect("GATEWAY_HTTP_ADDR"));
     let published: Vec<String> = strs(&gw["ports"]);
+    // `[ip:]host:container`
+    let pairs: Vec<(String, String)> = published
+        .iter()
+        .filter_map(|p| {
+            let mut parts = p.rsplit(':');
+            let container = parts.next()?.to_owned();
+            Some((parts.next()?.to_owned(), container))
+        })
+        .collect();
     assert!(
-        published
-            .iter()
-            .any(|p| p.ends_with(&format!("8080:{port}")) || *p == format!("8080:{port}")),
+        pairs.contains(&("8080".to_owned(), port.to_string())),
         "the gateway publishes host port 8080 to its listen port {port}: {published:?}"
     );
 }
@@ -1292,11 +1299,20 @@ fn k8s_services_and_budgets_select_workloads() {
 // ---------------------------------------------------------------------------------------------
 // Metrics: alerts and dashboards
 
-/// Metric names defined in the code: string constants of every `*/src/metrics.rs`, and which
-/// of them are histograms (`describe_histogram!`).
+/// Metric names defined in the code: string constants of every `*/src/metrics.rs`, and how
+/// the histograms among them (`describe_histogram!`) are rendered.
 struct Known {
     names: BTreeSet<String>,
-    histograms: BTreeSet<String>,
+    histograms: BTreeMap<String, Shape>,
+}
+
+/// How the exporter renders one histogram.
+#[derive(Debug, PartialEq)]
+enum Shape {
+    /// `_bucket{le=...}`, `_sum`, `_count`: aggregate with `histogram_quantile`.
+    Buckets,
+    /// A summary: `{quantile="..."}` per process, `_sum`, `_count`.
+    Quantiles(BTreeSet<String>),
 }
 
 fn known_metrics() -> Known {
@@ -1331,7 +1347,10 @@ fn known_metrics() -> Known {
     }
     assert!(files >= 4, "found metrics.rs in only {files} crates");
     assert!(!histograms.is_empty(), "no histogram found in metrics.rs");
-    Known { names, histograms }
+    Known {
+        names,
+        histograms: rendered_shapes(&histograms),
+    }
 }
 
 /// A metric selector in a PromQL expression: the name and its `label op "value"` matchers.
@@ -1341,115 +1360,107 @@ struct Selector {
     matchers: Vec<(String, String, String)>,
 }
 
-/// Identifiers of a PromQL expression that may be metric names, with their matchers. Skips
-/// strings, numbers/durations and Grafana variables (`$__rate_interval`).
-fn selectors(expr: &str) -> Vec<Selector> {
-    let chars: Vec<char> = expr.chars().collect();
-    let mut out = Vec::new();
-    let mut i = 0;
-    let skip_string = |i: &mut usize| {
-        let quote = chars[*i];
-        *i += 1;
-        while *i < chars.len() && chars[*i] != quote {
-            if chars[*i] == '\\' {
-                *i += 1;
+/// Every vector selector of a PromQL expression, parsed as Prometheus would (an expression it
+/// cannot parse makes Prometheus reject the whole rule file). Grafana's interval variables are
+/// replaced by a duration first. Also refuses `histogram_quantile` over an aggregation that
+/// drops the `le` label (it would return nothing).
+fn selectors(expr: &str) -> Result<Vec<Selector>, String> {
+    use promql_parser::parser::{Expr, LabelModifier};
+    fn walk(e: &Expr, out: &mut Vec<Selector>) -> Result<(), String> {
+        let selector = |vs: &promql_parser::parser::VectorSelector| Selector {
+            metric: vs.name.clone().unwrap_or_default(),
+            matchers: vs
+                .matchers
+                .matchers
+                .iter()
+                .map(|m| (m.name.clone(), m.op.to_string(), m.value.clone()))
+                .collect(),
+        };
+        match e {
+            Expr::Aggregate(a) => {
+                walk(&a.expr, out)?;
+                if let Some(param) = &a.param {
+                    walk(param, out)?;
+                }
             }
-            *i += 1;
+            Expr::Unary(u) => walk(&u.expr, out)?,
+            Expr::Binary(b) => {
+                walk(&b.lhs, out)?;
+                walk(&b.rhs, out)?;
+            }
+            Expr::Paren(p) => walk(&p.expr, out)?,
+            Expr::Subquery(q) => walk(&q.expr, out)?,
+            Expr::VectorSelector(vs) => out.push(selector(vs)),
+            Expr::MatrixSelector(ms) => out.push(selector(&ms.vs)),
+            Expr::Call(c) => {
+                if c.func.name == "histogram_quantile"
+                    && let Some(Expr::Aggregate(a)) = c.args.args.get(1).map(|a| a.as_ref())
+                {
+                    let keeps_le = match &a.modifier {
+                        Some(LabelModifier::Include(by)) => by.labels.iter().any(|l| l == "le"),
+                        Some(LabelModifier::Exclude(without)) => {
+                            !without.labels.iter().any(|l| l == "le")
+                        }
+                        None => false,
+                    };
+                    if !keeps_le {
+                        return Err("histogram_quantile over an aggregation without `le`".into());
+                    }
+                }
+                for arg in &c.args.args {
+                    walk(arg, out)?;
+                }
+            }
+            Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
         }
-        *i += 1;
-    };
-    while i < chars.len() {
-        let c = chars[i];
-        if c == '"' || c == '\'' || c == '`' {
-            skip_string(&mut i);
-        } else if c.is_ascii_digit() || c == '$' {
-            i += 1;
-            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || "._".contains(chars[i])) {
-                i += 1;
-            }
-        } else if c.is_ascii_alphabetic() || c == '_' || c == ':' {
-            let start = i;
-            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || "_:".contains(chars[i])) {
-                i += 1;
-            }
-            let metric: String = chars[start..i].iter().collect();
-            let mut j = i;
-            while j < chars.len() && chars[j].is_whitespace() {
-                j += 1;
-            }
-            let mut matchers = Vec::new();
-            if j < chars.len() && chars[j] == '{' {
-                let end = (j..chars.len())
-                    .find(|&k| chars[k] == '}')
-                    .unwrap_or_else(|| panic!("unclosed {{ in {expr}"));
-                let body: String = chars[j + 1..end].iter().collect();
-                matchers = parse_matchers(&body);
-                i = end + 1;
-            }
-            out.push(Selector { metric, matchers });
-        } else {
-            i += 1;
-        }
+        Ok(())
     }
-    out
+    let mut text = expr.to_owned();
+    for var in ["$__rate_interval", "$__interval", "$__range"] {
+        text = text.replace(var, "5m");
+    }
+    let ast = promql_parser::parser::parse(&text)?;
+    let mut out = Vec::new();
+    walk(&ast, &mut out)?;
+    Ok(out)
 }
 
-fn parse_matchers(body: &str) -> Vec<(String, String, String)> {
-    let mut out = Vec::new();
-    let mut rest = body.trim();
-    while !rest.is_empty() {
-        let op_at = rest
-            .find(['=', '!'])
-            .unwrap_or_else(|| panic!("bad matcher in {{{body}}}"));
-        let label = rest[..op_at].trim().to_owned();
-        let after = &rest[op_at..];
-        let op = ["=~", "!~", "!=", "="]
-            .into_iter()
-            .find(|op| after.starts_with(op))
-            .unwrap_or_else(|| panic!("bad matcher in {{{body}}}"));
-        let after = after[op.len()..].trim_start();
-        let quote = after
-            .chars()
-            .next()
-            .unwrap_or_else(|| panic!("bad matcher in {{{body}}}"));
-        let close = after[1..]
-            .find(quote)
-            .unwrap_or_else(|| panic!("unclosed value in {{{body}}}"));
-        out.push((label, op.to_owned(), after[1..=close].to_owned()));
-        rest = after[close + 2..]
-            .trim_start()
-            .trim_start_matches(',')
-            .trim();
-    }
-    out
-}
-
-/// What the exporter really renders for a histogram: summaries (`quantile` labels) unless
-/// buckets are configured. Returns the quantile label values, or `None` for buckets.
-fn rendered_quantiles() -> Option<BTreeSet<String>> {
+/// What the services' exporter really renders for each histogram: one value is recorded under
+/// each name into the recorder `shared::telemetry` installs (the one every service uses), and
+/// the rendered text says whether it became buckets or a summary.
+fn rendered_shapes(histograms: &BTreeSet<String>) -> BTreeMap<String, Shape> {
     let handle = shared::telemetry::prometheus();
-    metrics::histogram!("deploy_config_probe_seconds").record(0.01);
+    for name in histograms {
+        metrics::histogram!(name.clone()).record(0.01);
+    }
     handle.run_upkeep();
     let text = handle.render();
-    if text.contains("deploy_config_probe_seconds_bucket") {
-        return None;
-    }
-    let quantiles: BTreeSet<String> = text
-        .lines()
-        .filter(|l| l.starts_with("deploy_config_probe_seconds{"))
-        .filter_map(|l| l.split("quantile=\"").nth(1))
-        .filter_map(|q| q.split('"').next())
-        .map(str::to_owned)
-        .collect();
-    assert!(
-        !quantiles.is_empty(),
-        "the probe histogram rendered neither buckets nor quantiles:\n{text}"
-    );
-    Some(quantiles)
+    histograms
+        .iter()
+        .map(|name| {
+            let shape = if text.contains(&format!("{name}_bucket{{")) {
+                Shape::Buckets
+            } else {
+                let quantiles: BTreeSet<String> = text
+                    .lines()
+                    .filter(|l| l.starts_with(&format!("{name}{{")))
+                    .filter_map(|l| l.split("quantile=\"").nth(1))
+                    .filter_map(|q| q.split('"').next())
+                    .map(str::to_owned)
+                    .collect();
+                assert!(
+                    !quantiles.is_empty(),
+                    "{name} rendered neither buckets nor quantiles:\n{text}"
+                );
+                Shape::Quantiles(quantiles)
+            };
+            (name.clone(), shape)
+        })
+        .collect()
 }
 
 /// Checks one PromQL expression against the code (names, histogram shape, label values).
-fn check_expr(expr: &str, known: &Known, quantiles: Option<&BTreeSet<String>>, what: &str) {
+fn check_expr(expr: &str, known: &Known, what: &str) {
     let prefixes: BTreeSet<String> = known
         .names
         .iter()
@@ -1461,7 +1472,8 @@ fn check_expr(expr: &str, known: &Known, quantiles: Option<&BTreeSet<String>>, w
         .chain(["ok", "duplicate"])
         .collect();
     let mut used = 0;
-    for sel in selectors(expr) {
+    let parsed = selectors(expr).unwrap_or_else(|e| panic!("{what}: `{expr}` is not PromQL: {e}"));
+    for sel in parsed {
         if sel.metric == "up" {
             used += 1;
             continue;
@@ -1473,7 +1485,7 @@ fn check_expr(expr: &str, known: &Known, quantiles: Option<&BTreeSet<String>>, w
             .into_iter()
             .find_map(|suf| {
                 let base = sel.metric.strip_suffix(suf)?;
-                known.histograms.contains(base).then_some((base, suf))
+                known.histograms.contains_key(base).then_some((base, suf))
             })
             .unwrap_or((sel.metric.as_str(), ""));
         assert!(
@@ -1482,28 +1494,31 @@ fn check_expr(expr: &str, known: &Known, quantiles: Option<&BTreeSet<String>>, w
             sel.metric
         );
         used += 1;
-        if suffix == "_bucket" {
-            assert!(
-                quantiles.is_none(),
-                "{what}: {} does not exist: shared::telemetry renders histograms as \
-                 summaries; use {base}{{quantile=\"0.99\"}}",
+        // Only the series the exporter really renders for a histogram exist.
+        let quantile = sel
+            .matchers
+            .iter()
+            .find(|(label, _, _)| label == "quantile");
+        match (known.histograms.get(base), suffix, quantile) {
+            (None, _, None) | (Some(_), "_sum" | "_count", None) => {}
+            (Some(Shape::Buckets), "_bucket", None) => {}
+            (Some(Shape::Quantiles(q)), "", Some((_, _, value))) => assert!(
+                q.contains(value),
+                "{what}: {base} renders quantiles {q:?}, not {value}"
+            ),
+            (Some(Shape::Buckets), _, _) => panic!(
+                "{what}: {} does not exist: {base} is rendered as a histogram \
+                 (histogram_quantile over {base}_bucket, or _sum/_count)",
                 sel.metric
-            );
+            ),
+            (Some(Shape::Quantiles(_)), _, _) => panic!(
+                "{what}: {} does not exist: {base} is rendered as a summary \
+                 ({base}{{quantile=\"0.99\"}}, or _sum/_count)",
+                sel.metric
+            ),
+            (None, _, Some(_)) => panic!("{what}: {base} is not a histogram, it has no quantiles"),
         }
         for (label, op, value) in &sel.matchers {
-            if label == "quantile" {
-                assert!(
-                    known.histograms.contains(base) && suffix.is_empty(),
-                    "{what}: {base} has no quantiles (not a histogram)"
-                );
-                let q = quantiles.unwrap_or_else(|| {
-                    panic!("{what}: histograms render as buckets; {base} has no quantile label")
-                });
-                assert!(
-                    q.contains(value),
-                    "{what}: {base} renders quantiles {q:?}, not {value}"
-                );
-            }
             if base == "cart_aggregate_commands_total" && label == "result" {
                 let alternatives: Vec<&str> = if op.ends_with('~') {
                     value.split('|').collect()
@@ -1526,7 +1541,6 @@ fn check_expr(expr: &str, known: &Known, quantiles: Option<&BTreeSet<String>>, w
 #[test]
 fn alert_rules_use_metrics_that_exist() {
     let known = known_metrics();
-    let quantiles = rendered_quantiles();
     let alerts = yaml("deploy/prometheus/alerts.yml");
     let mut names = BTreeSet::new();
     for group in items(&alerts["groups"]) {
@@ -1544,7 +1558,7 @@ fn alert_rules_use_metrics_that_exist() {
                 rule["annotations"]["summary"].is_string(),
                 "{name} has a summary"
             );
-            check_expr(&s(&rule["expr"]), &known, quantiles.as_ref(), &name);
+            check_expr(&s(&rule["expr"]), &known, &name);
         }
     }
     for required in [
@@ -1588,7 +1602,6 @@ fn walk_dashboard<'a>(v: &'a Value, exprs: &mut Vec<&'a str>, uids: &mut BTreeSe
 fn grafana_is_provisioned_and_dashboards_use_metrics_that_exist() {
     let c = compose();
     let known = known_metrics();
-    let quantiles = rendered_quantiles();
 
     let datasources = yaml("deploy/grafana/provisioning/datasources/datasources.yml");
     let mut provisioned = BTreeSet::new();
@@ -1639,7 +1652,7 @@ fn grafana_is_provisioned_and_dashboards_use_metrics_that_exist() {
         walk_dashboard(&dash, &mut exprs, &mut uids);
         assert!(exprs.len() >= 10, "{what}: only {} queries", exprs.len());
         for expr in exprs {
-            check_expr(expr, &known, quantiles.as_ref(), &what);
+            check_expr(expr, &known, &what);
         }
         for uid in uids {
             assert!(
@@ -1688,7 +1701,6 @@ fn a_renamed_metric_is_rejected() {
     check_expr(
         "rate(cart_aggregate_comands_total[5m])",
         &known_metrics(),
-        None,
         "renamed",
     );
 }
@@ -1699,8 +1711,40 @@ fn a_result_label_the_aggregate_never_records_is_rejected() {
     check_expr(
         r#"cart_aggregate_commands_total{result=~"ok|boom"}"#,
         &known_metrics(),
-        None,
         "bad result",
+    );
+}
+
+#[test]
+#[should_panic(expected = "does not exist")]
+fn a_histogram_series_the_exporter_does_not_render_is_rejected() {
+    let known = known_metrics();
+    let shape = &known.histograms["cart_aggregate_append_duration_seconds"];
+    let wrong = if *shape == Shape::Buckets {
+        r#"cart_aggregate_append_duration_seconds{quantile="0.99"}"#
+    } else {
+        "rate(cart_aggregate_append_duration_seconds_bucket[5m])"
+    };
+    check_expr(wrong, &known, "wrong shape");
+}
+
+#[test]
+#[should_panic(expected = "without `le`")]
+fn a_quantile_over_buckets_without_le_is_rejected() {
+    check_expr(
+        "histogram_quantile(0.99, sum(rate(cart_aggregate_append_duration_seconds_bucket[5m])))",
+        &known_metrics(),
+        "no le",
+    );
+}
+
+#[test]
+#[should_panic(expected = "is not PromQL")]
+fn a_query_prometheus_cannot_parse_is_rejected() {
+    check_expr(
+        "sum(rate(cart_aggregate_commands_total[5m])",
+        &known_metrics(),
+        "syntax",
     );
 }
 
@@ -1717,13 +1761,12 @@ fn the_parsers_read_what_compose_and_promql_write() {
     check_expr(
         "sum(rate(cart_runner_provider_request_duration_seconds_count[$__rate_interval]))",
         &known_metrics(),
-        None,
-        "a summary's count",
+        "a histogram's count",
     );
     assert_eq!(interpolate("a${X:-b}c${Y}d$$"), "abcd$");
     assert_eq!(compose_duration("1m30s"), Duration::from_secs(90));
     assert_eq!(compose_duration("500ms"), Duration::from_millis(500));
-    let sels = selectors(r#"sum by (x) (rate(m_total{a="1", b=~"x|y"}[5m])) > 0.5"#);
+    let sels = selectors(r#"sum by (x) (rate(m_total{a="1", b=~"x|y"}[5m])) > 0.5"#).unwrap();
     let m = sels.iter().find(|s| s.metric == "m_total").unwrap();
     assert_eq!(m.matchers.len(), 2);
     assert_eq!(m.matchers[1], ("b".into(), "=~".into(), "x|y".into()));
