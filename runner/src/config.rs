@@ -58,8 +58,9 @@ pub struct Config {
     pub fetch_batch: usize,
     /// Must equal the aggregate's.
     pub shard_count: u32,
-    /// Aggregate addresses to use when placement knows no node (optional).
-    pub aggregate_addrs: Vec<String>,
+    /// Comma-separated aggregate gRPC addresses to use when placement knows no live node
+    /// (optional; like `GATEWAY_AGGREGATE_ADDRS`).
+    pub aggregate_addrs: String,
     pub aggregate_timeout_ms: u64,
     pub provider: ProviderConfig,
     pub merchant: MerchantConfig,
@@ -78,7 +79,7 @@ impl Default for Config {
             lane_depth: 8,
             fetch_batch: 64,
             shard_count: 256,
-            aggregate_addrs: Vec::new(),
+            aggregate_addrs: String::new(),
             aggregate_timeout_ms: 5_000,
             provider: ProviderConfig::default(),
             merchant: MerchantConfig::default(),
@@ -104,6 +105,15 @@ impl Config {
             max_ack_pending: (self.lanes * self.lane_depth + self.fetch_batch) as i64,
             ..self.consumer.clone()
         }
+    }
+
+    pub fn aggregate_addrs(&self) -> Vec<String> {
+        self.aggregate_addrs
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(str::to_owned)
+            .collect()
     }
 
     pub fn check(&self) -> Result<(), String> {

@@ -136,7 +136,7 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
             ..Default::default()
         },
         Some(view),
-        config.aggregate_addrs.clone(),
+        config.aggregate_addrs(),
     );
 
     let settings = config.consumer_settings();

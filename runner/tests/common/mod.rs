@@ -78,7 +78,7 @@ impl Env {
         let mut c = runner::Config {
             grpc_addr: "127.0.0.1:0".into(),
             http_addr: "127.0.0.1:0".into(),
-            aggregate_addrs: vec![self.aggregate.grpc_addr.to_string()],
+            aggregate_addrs: self.aggregate.grpc_addr.to_string(),
             ..Default::default()
         };
         c.nats.url = self.nats.url().to_owned();
