@@ -307,6 +307,60 @@ impl Loaded {
         }
     }
 
+    fn to_json(&self) -> Value {
+        match self {
+            Self::Aggregate(c) => serde_json::to_value(c),
+            Self::Gateway(c) => serde_json::to_value(c),
+            Self::Projection(c) => serde_json::to_value(c),
+            Self::Runner(c) => serde_json::to_value(c),
+        }
+        .expect("configs serialize")
+    }
+
+    /// Fails on addresses left on the loopback interface (usually a default nobody
+    /// overrode): a container listening there is unreachable, one dialling there reaches
+    /// nothing. Except the embedded mock provider (in-process) and the pages the shopper's
+    /// browser opens.
+    fn assert_no_loopback(&self, what: &str) {
+        const ALLOWED: &[&str] = &[
+            "mock_provider_addr",
+            "merchant.terms",
+            "merchant.checkout",
+            "merchant.confirmation",
+        ];
+        fn walk(v: &Value, path: &str, found: &mut Vec<String>) {
+            match v {
+                Value::Object(map) => {
+                    for (k, child) in map {
+                        let p = if path.is_empty() {
+                            k.clone()
+                        } else {
+                            format!("{path}.{k}")
+                        };
+                        walk(child, &p, found);
+                    }
+                }
+                Value::Array(list) => list.iter().for_each(|c| walk(c, path, found)),
+                Value::String(text)
+                    if ["127.0.0.1", "localhost", "[::1]"]
+                        .iter()
+                        .any(|l| text.contains(l))
+                        && !ALLOWED.contains(&path) =>
+                {
+                    found.push(format!("{path} = {text}"));
+                }
+                _ => {}
+            }
+        }
+        let mut found = Vec::new();
+        walk(&self.to_json(), "", &mut found);
+        assert!(
+            found.is_empty(),
+            "{what}: loopback addresses (listen on 0.0.0.0, dial other containers by name): \
+             {found:?}"
+        );
+    }
+
     /// Port of `/health`, `/ready`, `/metrics`.
     fn ops_port(&self) -> u16 {
         port_of(match self {
@@ -695,7 +749,8 @@ fn compose_env_is_known_to_the_code_and_consistent() {
         if !serves {
             continue;
         }
-        // Long-running services: drained on stop, health-checked on their ops port.
+        // Long-running services: reachable, drained on stop, health-checked on their ops port.
+        l.assert_no_loopback(&format!("docker-compose.yml service {name}"));
         let grace = compose_duration(&s(&svc["stop_grace_period"]));
         assert!(
             grace >= l.drain_time(),
@@ -1033,6 +1088,7 @@ fn k8s_workloads_have_probes_limits_and_grace() {
         if doc.kind() == "Job" {
             continue;
         }
+        l.assert_no_loopback(&what);
         for (probe, path) in [("readinessProbe", "/ready"), ("livenessProbe", "/health")] {
             let get = &c[probe]["httpGet"];
             assert_eq!(s(&get["path"]), path, "{what}: {probe} path");
@@ -1713,6 +1769,14 @@ fn a_result_label_the_aggregate_never_records_is_rejected() {
         &known_metrics(),
         "bad result",
     );
+}
+
+#[test]
+#[should_panic(expected = "projection_addr = 127.0.0.1:50062")]
+fn a_default_loopback_address_is_rejected() {
+    Service::Gateway
+        .load(&env(&[("GATEWAY_HTTP_ADDR", "0.0.0.0:8080")]), "defaults")
+        .assert_no_loopback("defaults");
 }
 
 #[test]
