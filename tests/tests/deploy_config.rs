@@ -846,6 +846,88 @@ fn prometheus_scrapes_every_service_and_loads_the_alerts() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The image
+
+#[test]
+fn the_image_ships_what_the_deployments_run() {
+    let dockerfile = read(&root().join("Dockerfile"));
+    let build = dockerfile
+        .lines()
+        .find(|l| l.contains("cargo build"))
+        .expect("the Dockerfile runs cargo build");
+    assert!(
+        build.contains("--locked"),
+        "the image builds Cargo.lock's versions"
+    );
+    for bin in ["aggregate", "gateway", "projection", "runner"] {
+        assert!(
+            build.contains(&format!("-p {bin}")),
+            "the image builds {bin}"
+        );
+    }
+    let copied: Vec<&str> = dockerfile
+        .lines()
+        .filter_map(|l| l.strip_prefix("COPY deploy/"))
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    let user = dockerfile
+        .lines()
+        .find_map(|l| l.strip_prefix("USER "))
+        .and_then(|u| u.split(':').next())
+        .and_then(|u| u.trim().parse::<u64>().ok())
+        .expect("the image runs as a numeric non-root user");
+    assert_ne!(user, 0);
+
+    // The seed reads the catalog from where the image puts it.
+    let c = compose();
+    let mut seed_files: Vec<String> = entries(&c["services"])
+        .map(|(_, svc)| strs(&svc["command"]))
+        .chain(k8s_docs().iter().filter(|d| d.is_workload()).flat_map(|d| {
+            items(&d.pod()["containers"])
+                .map(|c| strs(&c["command"]))
+                .collect::<Vec<_>>()
+        }))
+        .filter(|cmd| cmd.iter().any(|a| a == "seed-catalog"))
+        .filter_map(|cmd| {
+            let at = cmd.iter().position(|a| a == "--file")?;
+            cmd.get(at + 1).cloned()
+        })
+        .collect();
+    seed_files.dedup();
+    assert!(
+        !seed_files.is_empty(),
+        "compose and Kubernetes seed the catalog"
+    );
+    for file in seed_files {
+        assert!(
+            copied.contains(&file.as_str()),
+            "the seed reads {file}, which the Dockerfile does not copy ({copied:?})"
+        );
+    }
+
+    // Kubernetes runs the services as the image's user.
+    for doc in k8s_docs().iter().filter(|d| d.is_workload()) {
+        let runs_image = items(&doc.pod()["containers"]).any(|c| s(&c["image"]) == "cart-platform");
+        if runs_image {
+            assert_eq!(
+                doc.pod()["securityContext"]["runAsUser"].as_u64(),
+                Some(user),
+                "{}: runAsUser is the image's user",
+                doc.what()
+            );
+        }
+    }
+
+    let ignored = read(&root().join(".dockerignore"));
+    for dir in ["target/", ".git/", ".tools/", ".dev/"] {
+        assert!(
+            ignored.lines().any(|l| l.trim() == dir),
+            ".dockerignore keeps {dir} out of the build context"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Kubernetes
 
 const K8S: &str = "deploy/k8s";
