@@ -14,10 +14,12 @@ pub const HTTP_REQUESTS: &str = "gateway_http_requests_total";
 /// Request latency in seconds, by `method` and `route` (time to response headers; an SSE
 /// stream counts until it starts).
 pub const HTTP_REQUEST_SECONDS: &str = "gateway_http_request_duration_seconds";
-/// Failed aggregate calls, by `op` (`get`, `execute`, `execute_batch`, `watch`) and the stable
-/// error `code` (`unavailable`, `timeout`, `unknown_sku`, ...).
+/// Failed upstream calls, by `op` (aggregate: `get`, `execute`, `execute_batch`, `watch`;
+/// projection: `projection_list_carts`, `projection_get_cart`, ...) and the stable error `code`
+/// (`unavailable`, `timeout`, `unknown_sku`, ...).
 pub const UPSTREAM_ERRORS: &str = "gateway_upstream_errors_total";
-/// Aggregate call latency in seconds, by `op` (retries and failover included).
+/// Upstream call latency in seconds, by `op` (aggregate calls with retries and failover,
+/// projection and runner calls per attempt).
 pub const UPSTREAM_SECONDS: &str = "gateway_upstream_duration_seconds";
 /// Requests refused with 429, by `scope` (`client` or `cart`).
 pub const RATE_LIMITED: &str = "gateway_rate_limited_total";
@@ -44,12 +46,12 @@ pub fn describe() {
     );
     describe_counter!(
         UPSTREAM_ERRORS,
-        "failed aggregate calls by operation and error code"
+        "failed upstream calls by operation and error code"
     );
     describe_histogram!(
         UPSTREAM_SECONDS,
         metrics::Unit::Seconds,
-        "aggregate call latency by operation, retries included"
+        "upstream call latency by operation"
     );
     describe_counter!(RATE_LIMITED, "requests refused by a rate limit, by scope");
     describe_gauge!(RATE_LIMIT_KEYS, "keys tracked per rate limiter");
