@@ -18,8 +18,19 @@ use crate::services::{Service, Services};
 use crate::storefront::cart_ref::CookiePolicy;
 use crate::upstream::{Exec, Snapshot, Upstream};
 
+/// Everything handlers share, behind one `Arc`: axum clones the state for every request and
+/// middleware layer, so the clone must be a reference count, not a deep copy.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     pub cfg: Arc<Config>,
     pub upstream: Upstream,
     pub auth: Arc<Auth>,
@@ -45,7 +56,7 @@ impl AppState {
         shutdown: CancellationToken,
     ) -> Result<Self, ConfigError> {
         cfg.check()?;
-        Ok(Self {
+        Ok(Self(Arc::new(Shared {
             upstream: Upstream::new(client, cfg.upstream_deadline()),
             auth: Arc::new(Auth::new(
                 cfg.default_tenant()?,
@@ -77,12 +88,15 @@ impl AppState {
             ops: shared::ops::router(readiness.clone(), prometheus),
             readiness,
             shutdown,
-        })
+        })))
     }
 
     /// Give the handlers JetStream (provider pushes are recorded there).
     pub fn with_jetstream(mut self, js: async_nats::jetstream::Context) -> Self {
-        self.services.js = Some(js);
+        match Arc::get_mut(&mut self.0) {
+            Some(shared) => shared.services.js = Some(js),
+            None => tracing::error!("with_jetstream called on a state already shared; ignored"),
+        }
         self
     }
 

@@ -34,6 +34,11 @@ enum Cmd {
     },
 }
 
+/// The services allocate a lot of small, short-lived objects per request; mimalloc handles
+/// that with far less contention than the system allocator (measured with cart-bench).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();

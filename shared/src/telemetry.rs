@@ -263,7 +263,10 @@ mod tests {
             text.contains("telemetry_test_duration_seconds_bucket{le=\"0.005\"} 1"),
             "{text}"
         );
-        assert!(text.contains("telemetry_test_batch_size_bucket{le=\"10\"} 1"), "{text}");
+        assert!(
+            text.contains("telemetry_test_batch_size_bucket{le=\"10\"} 1"),
+            "{text}"
+        );
     }
 
     #[test]
