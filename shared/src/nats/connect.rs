@@ -26,7 +26,8 @@ pub async fn connect(config: &NatsConfig) -> Result<Client, NatsError> {
         });
     }
     let name = config.name.clone();
-    ConnectOptions::new()
+    auth(config)
+        .await?
         .name(&config.name)
         .connection_timeout(config.connect_timeout())
         .request_timeout(Some(config.request_timeout()))
@@ -41,6 +42,66 @@ pub async fn connect(config: &NatsConfig) -> Result<Client, NatsError> {
             url: config.url.clone(),
             message: e.to_string(),
         })
+}
+
+/// Credentials and TLS from the config. Exactly one authentication method may be set; a file
+/// that cannot be read is an error naming it.
+async fn auth(config: &NatsConfig) -> Result<ConnectOptions, NatsError> {
+    let fail = |message: String| NatsError::Connect {
+        url: config.url.clone(),
+        message,
+    };
+    let methods = [
+        !config.creds_file.is_empty(),
+        !config.token.is_empty(),
+        !config.user.is_empty() || !config.password.is_empty(),
+    ];
+    if methods.iter().filter(|m| **m).count() > 1 {
+        return Err(fail(
+            "set only one of NATS_CREDS_FILE, NATS_TOKEN or NATS_USER/NATS_PASSWORD".into(),
+        ));
+    }
+    let mut options = if !config.creds_file.is_empty() {
+        ConnectOptions::new()
+            .credentials_file(&config.creds_file)
+            .await
+            .map_err(|e| fail(format!("cannot read creds file {}: {e}", config.creds_file)))?
+    } else if !config.token.is_empty() {
+        ConnectOptions::new().token(config.token.clone())
+    } else if !config.user.is_empty() || !config.password.is_empty() {
+        if config.user.is_empty() || config.password.is_empty() {
+            return Err(fail(
+                "NATS_USER and NATS_PASSWORD must be set together".into(),
+            ));
+        }
+        ConnectOptions::new().user_and_password(config.user.clone(), config.password.clone())
+    } else {
+        ConnectOptions::new()
+    };
+    if config.tls_required {
+        options = options.require_tls(true);
+    }
+    if !config.tls_ca_file.is_empty() {
+        options = options.add_root_certificates(config.tls_ca_file.clone().into());
+    }
+    match (
+        config.tls_cert_file.is_empty(),
+        config.tls_key_file.is_empty(),
+    ) {
+        (true, true) => {}
+        (false, false) => {
+            options = options.add_client_certificate(
+                config.tls_cert_file.clone().into(),
+                config.tls_key_file.clone().into(),
+            );
+        }
+        _ => {
+            return Err(fail(
+                "NATS_TLS_CERT_FILE and NATS_TLS_KEY_FILE must be set together".into(),
+            ));
+        }
+    }
+    Ok(options)
 }
 
 fn log_event(name: &str, event: Event) {
@@ -66,4 +127,71 @@ pub fn jetstream(client: Client, config: &NatsConfig) -> jetstream::Context {
     jetstream::ContextBuilder::new()
         .timeout(config.request_timeout())
         .build(client)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn refused(config: NatsConfig, needle: &str) {
+        let err = connect(&config).await.unwrap_err().to_string();
+        assert!(err.contains(needle), "{err}");
+    }
+
+    #[tokio::test]
+    async fn conflicting_or_incomplete_credentials_are_refused_before_connecting() {
+        let base = NatsConfig {
+            url: "nats://127.0.0.1:1".into(),
+            ..NatsConfig::default()
+        };
+        refused(
+            NatsConfig {
+                token: "t".into(),
+                user: "u".into(),
+                password: "p".into(),
+                ..base.clone()
+            },
+            "set only one of",
+        )
+        .await;
+        refused(
+            NatsConfig {
+                user: "u".into(),
+                ..base.clone()
+            },
+            "must be set together",
+        )
+        .await;
+        refused(
+            NatsConfig {
+                tls_cert_file: "c.pem".into(),
+                ..base.clone()
+            },
+            "NATS_TLS_KEY_FILE",
+        )
+        .await;
+        refused(
+            NatsConfig {
+                creds_file: "/nonexistent/x.creds".into(),
+                ..base
+            },
+            "cannot read creds file",
+        )
+        .await;
+    }
+
+    #[test]
+    fn secrets_are_not_printed() {
+        let c = NatsConfig {
+            token: "s3cret".into(),
+            password: "hunter2".into(),
+            ..NatsConfig::default()
+        };
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+        assert!(shown.contains("<redacted>"));
+    }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// How to reach NATS. Embedded as `nats` in service configs (env `NATS_URL`, ...).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct NatsConfig {
     /// Comma-separated server URLs (`nats://a:4222,nats://b:4222`); the client discovers the
@@ -21,6 +21,41 @@ pub struct NatsConfig {
     pub connect_timeout_ms: u64,
     /// Deadline for every request and JetStream API call (publish acks included).
     pub request_timeout_ms: u64,
+    /// Path of a `.creds` file (JWT + NKey seed, decentralised auth). Empty: none.
+    pub creds_file: String,
+    /// Token authentication. Empty: none.
+    pub token: String,
+    /// User/password authentication (both set, or neither).
+    pub user: String,
+    pub password: String,
+    /// Require TLS even when the URL is `nats://`.
+    pub tls_required: bool,
+    /// PEM file of the CA that signed the servers' certificates. Empty: system roots.
+    pub tls_ca_file: String,
+    /// Client certificate and key (PEM) for mutual TLS. Empty: none.
+    pub tls_cert_file: String,
+    pub tls_key_file: String,
+}
+
+/// Secrets are redacted: a config printed in a log must not leak credentials.
+impl std::fmt::Debug for NatsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redact = |v: &str| if v.is_empty() { "" } else { "<redacted>" };
+        f.debug_struct("NatsConfig")
+            .field("url", &self.url)
+            .field("name", &self.name)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("request_timeout_ms", &self.request_timeout_ms)
+            .field("creds_file", &self.creds_file)
+            .field("token", &redact(&self.token))
+            .field("user", &self.user)
+            .field("password", &redact(&self.password))
+            .field("tls_required", &self.tls_required)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("tls_cert_file", &self.tls_cert_file)
+            .field("tls_key_file", &self.tls_key_file)
+            .finish()
+    }
 }
 
 impl Default for NatsConfig {
@@ -30,6 +65,14 @@ impl Default for NatsConfig {
             name: "cart".into(),
             connect_timeout_ms: 5_000,
             request_timeout_ms: 5_000,
+            creds_file: String::new(),
+            token: String::new(),
+            user: String::new(),
+            password: String::new(),
+            tls_required: false,
+            tls_ca_file: String::new(),
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
         }
     }
 }
