@@ -7,6 +7,7 @@ pub mod cold_load;
 pub mod grpc;
 pub mod http;
 pub mod memory;
+pub mod projection;
 pub mod raw;
 
 use std::future::Future;

@@ -26,6 +26,8 @@ enum Mode {
     ColdLoad,
     /// Heap bytes per cached 3-line cart.
     Memory,
+    /// Catch-up rate of a fresh projection over a preloaded stream vs a bare pull consumer.
+    Projection,
 }
 
 #[derive(Parser)]
@@ -54,12 +56,12 @@ struct Args {
     /// Use this aggregate node (gRPC address) instead of starting one in-process.
     #[arg(long)]
     aggregate_addr: Option<String>,
-    /// Carts (cold-load: 100, memory: 100000).
+    /// Carts (cold-load: 100, memory: 100000, projection: 50000).
     #[arg(long)]
     carts: Option<usize>,
-    /// Messages per cart (cold-load).
-    #[arg(long, default_value_t = 1000)]
-    events: u64,
+    /// Messages per cart (cold-load: 1000), or in total (projection: 1000000).
+    #[arg(long)]
+    events: Option<u64>,
 }
 
 #[tokio::main]
@@ -140,10 +142,23 @@ async fn main() -> anyhow::Result<()> {
             r
         }
         Mode::ColdLoad => {
-            bench::cold_load::run(&stack, args.carts.unwrap_or(100), args.events).await?
+            bench::cold_load::run(
+                &stack,
+                args.carts.unwrap_or(100),
+                args.events.unwrap_or(1000),
+            )
+            .await?
         }
         Mode::Memory => {
             bench::memory::run(&stack, args.carts.unwrap_or(100_000), args.concurrency).await?
+        }
+        Mode::Projection => {
+            bench::projection::run(
+                &stack,
+                args.events.unwrap_or(1_000_000),
+                args.carts.unwrap_or(50_000),
+            )
+            .await?
         }
     };
     print!("{}", report.table());

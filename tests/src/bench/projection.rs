@@ -1,0 +1,335 @@
+//! `projection` mode: how fast a fresh projection catches up with a long stream. `CART_EVENTS`
+//! is preloaded with real event messages (the aggregate's JSON and headers, realistic carts:
+//! three lines added, then quantity changes), then two consumers read it from sequence 1 to its
+//! last sequence:
+//!
+//! - baseline: a bare durable pull consumer with the projection's own settings (explicit ack,
+//!   same batch size and `max_ack_pending`, same fetch call) that acks every message and does
+//!   nothing else — what NATS delivery alone costs on this machine;
+//! - subject: `projection::start` on a fresh SQLite file, until its applied sequence (the
+//!   checkpoint committed with each batch) reaches the stream's last sequence.
+//!
+//! `ops_per_s` is messages per second (one event message per command; each message here holds
+//! one event); p50/p99 are per-batch cycle times (fetch → apply → commit → ack).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, message::PublishMessage};
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use shared::domain::{AddItem, Cart, Command, Context, Event, EventMessage, decide, evolve};
+use shared::headers::{self, RequestContext};
+use shared::ids::{CartId, CommandId, TenantId};
+use shared::nats::{ConsumerSettings, durable_pull_config, ensure_durable_pull};
+use shared::subjects::{CART_EVENTS_ALL, CART_EVENTS_STREAM};
+
+use super::raw::TENANT;
+use super::{Measured, Report, histogram};
+use crate::stack::Stack;
+
+/// Messages per fetch and transaction on both sides (the projection's default).
+const BATCH: usize = 256;
+/// Longest wait of a fetch that finds fewer than a batch (only the tail of the stream).
+const FETCH_WAIT: Duration = Duration::from_millis(200);
+/// Publishes awaiting their ack during the preload.
+const IN_FLIGHT: usize = 4096;
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+const SKUS: [&str; 3] = ["TEST-SKU-123", "BOOK-NOVEL-01", "FOOD-COFFEE-500"];
+
+/// The events of a cart's first `n` commands, decided for real: three `AddItem`s, then
+/// quantity changes over the three lines. Every cart gets the same sequence.
+fn template(n: u64) -> anyhow::Result<Vec<Vec<Event>>> {
+    let seed = aggregate::seed::parse(crate::stack::CATALOG_JSON).map_err(anyhow::Error::msg)?;
+    let catalog = shared::catalog::CatalogSnapshot::from_seed(seed);
+    let ctx = Context {
+        now: time::OffsetDateTime::now_utc(),
+        catalog: &catalog,
+        limits: Default::default(),
+    };
+    let mut cart = Cart::new(CartId::parse("template").unwrap());
+    let mut out = Vec::new();
+    for i in 0..n {
+        let command = match SKUS.get(i as usize) {
+            Some(sku) => Command::AddItem(AddItem {
+                sku: (*sku).into(),
+                quantity: 1,
+                country: "se".into(),
+                store_id: None,
+            }),
+            None => Command::ChangeQuantity {
+                line_id: (i % 3) as u32 + 1,
+                quantity: (i % 9) as u32 + 1,
+            },
+        };
+        let events = decide(&cart, command, &ctx).map_err(|e| anyhow::anyhow!("{e}"))?;
+        cart = events.iter().fold(cart, evolve);
+        out.push(events);
+    }
+    Ok(out)
+}
+
+/// Publish `events` messages over `carts` carts (round-robin by revision, so carts interleave in
+/// the stream as they do live), pipelined. Returns the stream's last sequence.
+async fn preload(stack: &Stack, run: &str, events: u64, carts: usize) -> anyhow::Result<u64> {
+    let carts = carts.max(1) as u64;
+    let per_cart = events.div_ceil(carts);
+    let template = template(per_cart)?;
+    let tenant = TenantId::parse(TENANT).unwrap();
+    let ids: Vec<CartId> = (0..carts)
+        .map(|c| CartId::parse(&format!("proj-{run}-{c}")).unwrap())
+        .collect();
+    let started = Instant::now();
+    let mut last_report = Instant::now();
+    let mut acks = FuturesUnordered::new();
+    let mut published = 0u64;
+    'outer: for revision in 1..=per_cart {
+        let evs = &template[revision as usize - 1];
+        for cart in &ids {
+            if published == events {
+                break 'outer;
+            }
+            let id = CommandId::new();
+            let msg = EventMessage::new(
+                tenant.clone(),
+                cart.clone(),
+                id,
+                revision,
+                time::OffsetDateTime::now_utc(),
+                evs,
+            );
+            let mut hdrs = async_nats::HeaderMap::new();
+            RequestContext::new(tenant.clone()).to_nats_headers(&mut hdrs);
+            hdrs.insert(headers::CART_EVENT_TYPES, msg.event_types_header().as_str());
+            let ack = stack
+                .js
+                .send_publish(
+                    shared::subjects::cart_events(&tenant, cart),
+                    PublishMessage::build()
+                        .payload(Bytes::from(msg.to_json()))
+                        .headers(hdrs)
+                        .message_id(id.to_string()),
+                )
+                .await
+                .context("publish")?;
+            acks.push(ack.into_future());
+            published += 1;
+            while acks.len() >= IN_FLIGHT {
+                acks.next()
+                    .await
+                    .expect("non-empty")
+                    .context("publish ack")?;
+            }
+            if last_report.elapsed() >= PROGRESS_EVERY {
+                last_report = Instant::now();
+                eprintln!(
+                    "  preload: {published} / {events} messages ({:.0}/s)",
+                    published as f64 / started.elapsed().as_secs_f64()
+                );
+            }
+        }
+    }
+    while let Some(ack) = acks.next().await {
+        ack.context("publish ack")?;
+    }
+    eprintln!(
+        "  preload: {published} messages in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    last_sequence(&stack.js).await
+}
+
+async fn last_sequence(js: &jetstream::Context) -> anyhow::Result<u64> {
+    Ok(js
+        .get_stream(CART_EVENTS_STREAM)
+        .await?
+        .get_info()
+        .await?
+        .state
+        .last_sequence)
+}
+
+/// Prints progress every few seconds.
+struct Progress {
+    side: &'static str,
+    target: u64,
+    started: Instant,
+    last: Instant,
+}
+
+impl Progress {
+    fn new(side: &'static str, target: u64) -> Self {
+        let now = Instant::now();
+        Self {
+            side,
+            target,
+            started: now,
+            last: now,
+        }
+    }
+
+    fn tick(&mut self, at: u64) {
+        if self.last.elapsed() >= PROGRESS_EVERY {
+            self.last = Instant::now();
+            eprintln!(
+                "  {}: {at} / {} ({:.0} msgs/s)",
+                self.side,
+                self.target,
+                at as f64 / self.started.elapsed().as_secs_f64()
+            );
+        }
+    }
+}
+
+fn settings() -> ConsumerSettings {
+    ConsumerSettings {
+        max_ack_pending: BATCH as i64,
+        ..ConsumerSettings::default()
+    }
+}
+
+/// A bare durable pull consumer from sequence 1 to `target`, acking every message.
+async fn baseline(stack: &Stack, run: &str, target: u64) -> anyhow::Result<Measured> {
+    let name = format!("bench-baseline-{run}");
+    let stream = stack.js.get_stream(CART_EVENTS_STREAM).await?;
+    let config = durable_pull_config(&name, &[CART_EVENTS_ALL.to_owned()], &settings());
+    let consumer = ensure_durable_pull(&stream, config).await?;
+    let mut m = Measured {
+        hist: histogram(),
+        ops: 0,
+        errors: 0,
+        elapsed: Duration::ZERO,
+        first_error: None,
+    };
+    let mut progress = Progress::new("baseline", target);
+    let started = Instant::now();
+    let mut at = 0;
+    while at < target {
+        let batch_started = Instant::now();
+        let mut batch = consumer
+            .fetch()
+            .max_messages(BATCH)
+            .expires(FETCH_WAIT)
+            .messages()
+            .await?;
+        let mut n = 0;
+        while let Some(msg) = batch.next().await {
+            let msg = msg.map_err(|e| anyhow::anyhow!("fetch: {e}"))?;
+            at = at.max(
+                msg.info()
+                    .map_err(|e| anyhow::anyhow!("{e}"))?
+                    .stream_sequence,
+            );
+            match msg.ack().await {
+                Ok(()) => m.ops += 1,
+                Err(e) => {
+                    m.errors += 1;
+                    m.first_error.get_or_insert_with(|| format!("ack: {e}"));
+                }
+            }
+            n += 1;
+        }
+        if n > 0 {
+            let _ = m
+                .hist
+                .record(batch_started.elapsed().as_micros().max(1) as u64);
+        }
+        progress.tick(at);
+    }
+    m.elapsed = started.elapsed();
+    stream.delete_consumer(&name).await.ok();
+    Ok(m)
+}
+
+/// A fresh projection on a temp database, from start-up until it has applied `target`.
+async fn subject(stack: &Stack, run: &str, target: u64) -> anyhow::Result<Measured> {
+    let dir = tempfile::tempdir()?;
+    let view = format!("bench{run}");
+    let mut nats = projection::Config::default().nats;
+    nats.url = stack.nats_url.clone();
+    nats.name = format!("projection-{view}");
+    let config = projection::Config {
+        view: view.clone(),
+        db_path: dir.path().join("bench.db").display().to_string(),
+        grpc_addr: "127.0.0.1:0".into(),
+        http_addr: "127.0.0.1:0".into(),
+        batch_size: BATCH,
+        fetch_wait_ms: FETCH_WAIT.as_millis() as u64,
+        ready_max_lag: u64::MAX,
+        nats,
+        streams: stack.streams.clone(),
+        ..projection::Config::default()
+    };
+    // Each commit of a batch marks the end of its cycle.
+    let cycles = Arc::new(Mutex::new((Instant::now(), histogram())));
+    let hooks = projection::Hooks {
+        before_commit: Some(Arc::new({
+            let cycles = cycles.clone();
+            move |_| {
+                let mut c = cycles.lock().unwrap();
+                let now = Instant::now();
+                let cycle = (now - c.0).as_micros().max(1) as u64;
+                let _ = c.1.record(cycle);
+                c.0 = now;
+                projection::CommitAction::Commit
+            }
+        })),
+        ..Default::default()
+    };
+    let mut progress = Progress::new("subject", target);
+    let started = Instant::now();
+    cycles.lock().unwrap().0 = started;
+    let running = projection::start_with_hooks(config, hooks).await?;
+    while running.checkpoint() < target {
+        if running.failed.is_cancelled() {
+            anyhow::bail!("the projection failed while catching up");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        progress.tick(running.checkpoint());
+    }
+    let elapsed = started.elapsed();
+    running.stop().await?;
+    let durable = shared::subjects::projection_durable(&view).map_err(anyhow::Error::msg)?;
+    let stream = stack.js.get_stream(CART_EVENTS_STREAM).await?;
+    stream.delete_consumer(&durable).await.ok();
+    let hist = cycles.lock().unwrap().1.clone();
+    Ok(Measured {
+        hist,
+        ops: target,
+        errors: 0,
+        elapsed,
+        first_error: None,
+    })
+}
+
+pub async fn run(stack: &Stack, events: u64, carts: usize) -> anyhow::Result<Report> {
+    let run = super::run_id();
+    eprintln!("preloading {events} event messages over {carts} carts …");
+    let target = preload(stack, &run, events, carts).await?;
+    eprintln!("stream last sequence {target}; baseline: bare pull consumer from 1 …");
+    let base = baseline(stack, &run, target).await?;
+    eprintln!("subject: fresh projection from 1 …");
+    let subj = subject(stack, &run, target).await?;
+    let (b, s) = (base.summary(), subj.summary());
+    let mut report = Report::new("projection", 1, base.elapsed + subj.elapsed, b, s);
+    report.notes = vec![
+        format!(
+            "{events} event messages over {carts} carts preloaded (3 AddItem then ChangeQuantity per cart, carts interleaved); both sides read sequences 1..={target}"
+        ),
+        format!(
+            "baseline: durable pull consumer, explicit ack, fetch {BATCH} (max_ack_pending {BATCH}), ack every message, no processing: {:.1} s",
+            base.elapsed.as_secs_f64()
+        ),
+        format!(
+            "subject: projection::start on a fresh SQLite file (batch {BATCH}, one transaction per batch) until its checkpoint reaches {target}: {:.1} s",
+            subj.elapsed.as_secs_f64()
+        ),
+        "p50/p99: per-batch cycle (fetch, apply, commit, ack)".into(),
+    ];
+    if let Some(e) = base.first_error {
+        report.notes.push(format!("first baseline error: {e}"));
+    }
+    Ok(report)
+}
