@@ -12,8 +12,9 @@ use utoipa_axum::routes;
 
 use crate::admin::{Admin, TAG};
 use crate::context::Ctx;
+use crate::params::QueryParams;
 use crate::schema::ErrorBody;
-use crate::services::{QueryParams, Services, request};
+use crate::services::{Services, request};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {

@@ -31,8 +31,9 @@ use utoipa_axum::routes;
 
 use crate::context::Ctx;
 use crate::params::Params;
+use crate::params::QueryParams;
 use crate::schema::ErrorBody;
-use crate::services::{QueryParams, Services, request};
+use crate::services::{Services, request};
 use crate::state::AppState;
 use crate::storefront::cart_ref::StoreCart;
 use crate::storefront::handlers::TAG;

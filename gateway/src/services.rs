@@ -174,28 +174,6 @@ fn classify(name: &str, status: &tonic::Status) -> ApiError {
     }
 }
 
-/// Query-string parameters, with a JSON 400 naming the problem (axum's own rejection is
-/// plain text).
-pub struct QueryParams<T>(pub T);
-
-impl<S, T> axum::extract::FromRequestParts<S> for QueryParams<T>
-where
-    T: serde::de::DeserializeOwned + Send,
-    S: Send + Sync,
-{
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut http::request::Parts,
-        state: &S,
-    ) -> Result<Self, ApiError> {
-        axum::extract::Query::<T>::from_request_parts(parts, state)
-            .await
-            .map(|q| QueryParams(q.0))
-            .map_err(|e| ApiError::invalid(format!("query string: {}", e.body_text())))
-    }
-}
-
 /// Attach the request's metadata to a gRPC request.
 pub fn request<T>(md: tonic::metadata::MetadataMap, body: T) -> tonic::Request<T> {
     let mut r = tonic::Request::new(body);
