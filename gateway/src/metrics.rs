@@ -10,27 +10,27 @@ use http::Method;
 
 /// Requests served, by `method`, `route` (template, e.g. `/cart/{id}`; `unmatched` for 404s)
 /// and `status`.
-pub const HTTP_REQUESTS: &str = "gateway_http_requests_total";
+pub const HTTP_REQUESTS: &str = "cart_gateway_http_requests_total";
 /// Request latency in seconds, by `method` and `route` (time to response headers; an SSE
 /// stream counts until it starts).
-pub const HTTP_REQUEST_SECONDS: &str = "gateway_http_request_duration_seconds";
+pub const HTTP_REQUEST_SECONDS: &str = "cart_gateway_http_request_duration_seconds";
 /// Failed upstream calls, by `op` (aggregate: `get`, `execute`, `execute_batch`, `watch`;
 /// projection: `projection_list_carts`, `projection_get_cart`, ...) and the stable error `code`
 /// (`unavailable`, `timeout`, `unknown_sku`, ...).
-pub const UPSTREAM_ERRORS: &str = "gateway_upstream_errors_total";
+pub const UPSTREAM_ERRORS: &str = "cart_gateway_upstream_errors_total";
 /// Upstream call latency in seconds, by `op` (aggregate calls with retries and failover,
 /// projection and runner calls per attempt).
-pub const UPSTREAM_SECONDS: &str = "gateway_upstream_duration_seconds";
+pub const UPSTREAM_SECONDS: &str = "cart_gateway_upstream_duration_seconds";
 /// Requests refused with 429, by `scope` (`client` or `cart`).
-pub const RATE_LIMITED: &str = "gateway_rate_limited_total";
+pub const RATE_LIMITED: &str = "cart_gateway_rate_limited_total";
 /// Keys tracked by each rate limiter, by `scope` (bounded by pruning).
-pub const RATE_LIMIT_KEYS: &str = "gateway_rate_limit_keys";
+pub const RATE_LIMIT_KEYS: &str = "cart_gateway_rate_limit_keys";
 /// Responses answered from the idempotency cache instead of the aggregate.
-pub const IDEMPOTENT_REPLAYS: &str = "gateway_idempotent_replays_total";
+pub const IDEMPOTENT_REPLAYS: &str = "cart_gateway_idempotent_replays_total";
 /// Open `/v1/carts/{id}/events` streams.
-pub const SSE_STREAMS: &str = "gateway_sse_streams";
+pub const SSE_STREAMS: &str = "cart_gateway_sse_streams";
 /// Handler panics turned into JSON 500s.
-pub const PANICS: &str = "gateway_panics_total";
+pub const PANICS: &str = "cart_gateway_panics_total";
 
 /// Registers descriptions so `/metrics` explains each series.
 pub fn describe() {

@@ -220,10 +220,10 @@ async fn rate_limits_answer_429_with_retry_after() {
         .await
         .unwrap();
     assert!(
-        metrics.contains("gateway_rate_limited_total{scope=\"client\"}"),
+        metrics.contains("cart_gateway_rate_limited_total{scope=\"client\"}"),
         "{metrics}"
     );
-    assert!(metrics.contains("gateway_rate_limited_total{scope=\"cart\"}"));
+    assert!(metrics.contains("cart_gateway_rate_limited_total{scope=\"cart\"}"));
     carts.stop().await.unwrap();
 }
 
@@ -272,10 +272,10 @@ async fn request_ids_travel_and_come_back() {
         .await
         .unwrap();
     for needle in [
-        "gateway_http_requests_total{method=\"POST\",route=\"/cart/byid/{cartId}\",status=\"200\"}",
+        "cart_gateway_http_requests_total{method=\"POST\",route=\"/cart/byid/{cartId}\",status=\"200\"}",
         "route=\"unmatched\",status=\"404\"",
-        "gateway_http_request_duration_seconds",
-        "gateway_upstream_duration_seconds",
+        "cart_gateway_http_request_duration_seconds",
+        "cart_gateway_upstream_duration_seconds",
     ] {
         assert!(metrics.contains(needle), "{needle} not in\n{metrics}");
     }
