@@ -204,9 +204,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .add_service(CartServiceServer::new(cart_svc))
             .add_service(AggregateAdminServer::new(admin_svc))
             .serve_with_incoming_shutdown(
-                // Small request/response pairs: without TCP_NODELAY, Nagle plus delayed ACKs
-                // add ~40 ms to a call.
-                tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+                shared::serve::grpc_incoming(grpc_listener),
                 async move { server_stop.cancelled().await },
             ),
     );
@@ -216,18 +214,18 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .with_context(|| format!("cannot listen on {}", config.http_addr))?;
     let http_addr = http_listener.local_addr()?;
     let ops = shared::ops::router(readiness.clone(), shared::telemetry::prometheus());
-    let http_stop = stop.clone();
-    tracker.spawn(async move {
-        let _ = axum::serve(http_listener, ops)
-            .with_graceful_shutdown(async move { http_stop.cancelled().await })
-            .await;
-    });
-    tracker.spawn(watch_readiness(
+    tracker.spawn(shared::serve::http(http_listener, ops, stop.clone()));
+    let (ready_placement, ready_drainer) = (placement.clone(), drainer.clone());
+    tracker.spawn(shared::serve::watch_readiness(
         readiness,
         client,
-        placement.clone(),
-        drainer.clone(),
         background.clone(),
+        move |r| {
+            if let Some(p) = &ready_placement {
+                r.set("placement", p.is_ready(), Some("claiming shards"));
+            }
+            r.set_draining(ready_drainer.is_draining());
+        },
     ));
 
     tracing::info!(node = %config.node_id, %grpc_addr, %http_addr, advertise, "aggregate started");
@@ -254,28 +252,4 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         () = stopped.cancelled() => {}
     }
     running.wait().await
-}
-
-/// Keep `/ready` truthful: NATS connection state, placement claimed, not draining.
-async fn watch_readiness(
-    readiness: Readiness,
-    client: async_nats::Client,
-    placement: Option<Arc<Placement>>,
-    drainer: Arc<Drainer>,
-    shutdown: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let connected = client.connection_state() == async_nats::connection::State::Connected;
-        readiness.set("nats", connected, Some("disconnected from NATS"));
-        if let Some(p) = &placement {
-            let ready = p.is_ready();
-            readiness.set("placement", ready, Some("claiming shards"));
-        }
-        readiness.set_draining(drainer.is_draining());
-    }
 }

@@ -2,7 +2,6 @@
 //! keeps `/ready` truthful: NATS connected, and some aggregate reachable in principle (a live
 //! node in `CART_NODES`, or static addresses configured).
 
-use std::time::Duration;
 
 use aggregate::placement_view::PlacementView;
 use axum::extract::{Request, State};
@@ -65,21 +64,15 @@ pub async fn watch_readiness(
     has_static_addrs: bool,
     shutdown: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let connected = nats.connection_state() == async_nats::connection::State::Connected;
-        readiness.set("nats", connected, Some("disconnected from NATS"));
+    shared::serve::watch_readiness(readiness, nats, shutdown, move |r| {
         let live = view
             .as_ref()
             .is_some_and(|v| v.nodes().iter().any(|(_, n)| !n.draining));
-        readiness.set(
+        r.set(
             "aggregates",
             live || has_static_addrs,
             Some("no live aggregate node in CART_NODES and no GATEWAY_AGGREGATE_ADDRS"),
         );
-    }
+    })
+    .await
 }

@@ -241,7 +241,7 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
             .add_service(RunnerAdminServer::new(admin))
             .add_service(CheckoutQueryServer::new(query))
             .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+                shared::serve::grpc_incoming(grpc_listener),
                 async move { grpc_stop.cancelled().await },
             ),
     );
@@ -251,17 +251,13 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
         .with_context(|| format!("cannot listen on {}", config.http_addr))?;
     let http_addr = http_listener.local_addr()?;
     let ops = shared::ops::router(readiness.clone(), shared::telemetry::prometheus());
-    let http_stop = stop.clone();
-    tracker.spawn(async move {
-        let _ = axum::serve(http_listener, ops)
-            .with_graceful_shutdown(async move { http_stop.cancelled().await })
-            .await;
-    });
-    tracker.spawn(watch_readiness(
+    tracker.spawn(shared::serve::http(http_listener, ops, stop.clone()));
+    let ready_status = status.clone();
+    tracker.spawn(shared::serve::watch_readiness(
         readiness,
         client,
-        status.clone(),
         stop.clone(),
+        move |r| r.set_draining(ready_status.is_draining()),
     ));
     tracing::info!(%grpc_addr, %http_addr, "runner started");
     Ok(Running {
@@ -283,22 +279,4 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     shutdown.cancelled().await;
     running.drain(drain_timeout).await;
     Ok(())
-}
-
-async fn watch_readiness(
-    readiness: Readiness,
-    client: async_nats::Client,
-    status: Arc<Status>,
-    stop: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let connected = client.connection_state() == async_nats::connection::State::Connected;
-        readiness.set("nats", connected, Some("disconnected from NATS"));
-        readiness.set_draining(status.is_draining());
-    }
 }

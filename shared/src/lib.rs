@@ -14,6 +14,7 @@ pub mod ids;
 pub mod nats;
 pub mod ops;
 pub mod placement;
+pub mod serve;
 pub mod shutdown;
 pub mod subjects;
 pub mod telemetry;
