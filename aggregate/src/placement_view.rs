@@ -223,88 +223,104 @@ impl PlacementView {
         }
     }
 
-    async fn watch_nodes(self, resync: Duration, shutdown: CancellationToken) {
-        loop {
-            let watch = self.inner.nodes_kv.watch_all().await;
-            let deadline = tokio::time::sleep(resync);
-            tokio::pin!(deadline);
-            match watch {
-                Ok(mut w) => loop {
-                    tokio::select! {
-                        () = shutdown.cancelled() => return,
-                        () = &mut deadline => break,
-                        next = w.next() => match next {
-                            Some(Ok(entry)) => {
-                                let Ok(id) = parse_node_key(&entry.key) else { continue };
-                                let mut nodes = self.inner.nodes.read().unwrap_or_else(|p| p.into_inner()).clone();
-                                match entry.operation {
-                                    Operation::Put => match serde_json::from_slice::<NodeInfo>(&entry.value) {
-                                        Ok(info) => { nodes.insert(id.to_owned(), info); }
-                                        Err(_) => continue,
-                                    },
-                                    Operation::Delete | Operation::Purge => { nodes.remove(id); }
-                                }
-                                self.set_nodes(nodes);
-                            }
-                            Some(Err(e)) => {
-                                tracing::warn!(error = %e, "node watch failed; recreating it");
-                                break;
-                            }
-                            None => break,
-                        }
-                    }
-                },
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot watch CART_NODES; retrying");
-                    tokio::select! {
-                        () = shutdown.cancelled() => return,
-                        () = &mut deadline => {}
-                    }
+    fn apply_node_entry(&self, entry: &kv::Entry) {
+        let Ok(id) = parse_node_key(&entry.key) else {
+            return;
+        };
+        let mut nodes = self
+            .inner
+            .nodes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        match entry.operation {
+            Operation::Put => match serde_json::from_slice::<NodeInfo>(&entry.value) {
+                Ok(info) => {
+                    nodes.insert(id.to_owned(), info);
                 }
-            }
-            if let Err(e) = self.refresh_nodes().await {
-                tracing::warn!(error = %e, "cannot list CART_NODES");
+                Err(_) => return,
+            },
+            Operation::Delete | Operation::Purge => {
+                nodes.remove(id);
             }
         }
+        self.set_nodes(nodes);
+    }
+
+    async fn watch_nodes(self, resync: Duration, shutdown: CancellationToken) {
+        let view = self.clone();
+        watch_bucket(
+            self.inner.nodes_kv.clone(),
+            resync,
+            shutdown,
+            move |entry| view.apply_node_entry(entry),
+            || self.refresh_nodes(),
+        )
+        .await;
     }
 
     async fn watch_owners(self, resync: Duration, shutdown: CancellationToken) {
-        loop {
-            let watch = self.inner.placement_kv.watch_all().await;
-            let deadline = tokio::time::sleep(resync);
-            tokio::pin!(deadline);
-            match watch {
-                Ok(mut w) => loop {
-                    tokio::select! {
-                        () = shutdown.cancelled() => return,
-                        () = &mut deadline => break,
-                        next = w.next() => match next {
-                            Some(Ok(entry)) => {
-                                if let Ok(shard) = parse_placement_key(&entry.key)
-                                    && shard < self.inner.shard_count
-                                {
-                                    self.apply_owner_entry(shard, &entry);
-                                }
-                            }
-                            Some(Err(e)) => {
-                                tracing::warn!(error = %e, "placement watch failed; recreating it");
-                                break;
-                            }
-                            None => break,
+        let view = self.clone();
+        watch_bucket(
+            self.inner.placement_kv.clone(),
+            resync,
+            shutdown,
+            move |entry| {
+                if let Ok(shard) = parse_placement_key(&entry.key)
+                    && shard < view.inner.shard_count
+                {
+                    view.apply_owner_entry(shard, entry);
+                }
+            },
+            || self.refresh_owners(),
+        )
+        .await;
+    }
+}
+
+/// Follow every change of `kv` with `on_entry`; recreate the watch when it fails, ends or has
+/// run for `resync` (a stalled watch cannot freeze the view), re-reading the whole bucket with
+/// `refresh` each time.
+async fn watch_bucket<R, Fut>(
+    kv: kv::Store,
+    resync: Duration,
+    shutdown: CancellationToken,
+    on_entry: impl Fn(&kv::Entry),
+    refresh: R,
+) where
+    R: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<(), async_nats::Error>>,
+{
+    let bucket = kv.name.clone();
+    loop {
+        let watch = kv.watch_all().await;
+        let deadline = tokio::time::sleep(resync);
+        tokio::pin!(deadline);
+        match watch {
+            Ok(mut w) => loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = &mut deadline => break,
+                    next = w.next() => match next {
+                        Some(Ok(entry)) => on_entry(&entry),
+                        Some(Err(e)) => {
+                            tracing::warn!(bucket, error = %e, "KV watch failed; recreating it");
+                            break;
                         }
-                    }
-                },
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot watch CART_PLACEMENT; retrying");
-                    tokio::select! {
-                        () = shutdown.cancelled() => return,
-                        () = &mut deadline => {}
+                        None => break,
                     }
                 }
+            },
+            Err(e) => {
+                tracing::warn!(bucket, error = %e, "cannot watch the bucket; retrying");
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = &mut deadline => {}
+                }
             }
-            if let Err(e) = self.refresh_owners().await {
-                tracing::warn!(error = %e, "cannot list CART_PLACEMENT");
-            }
+        }
+        if let Err(e) = refresh().await {
+            tracing::warn!(bucket, error = %e, "cannot list the bucket");
         }
     }
 }
