@@ -70,15 +70,7 @@ where
         return Vec::new();
     };
     let own = format!("{}_", prefix.to_ascii_uppercase());
-    let sections: Vec<String> = defaults
-        .as_object()
-        .map(|o| {
-            o.iter()
-                .filter(|(_, v)| v.is_object())
-                .map(|(k, _)| format!("{}_", k.to_ascii_uppercase()))
-                .collect()
-        })
-        .unwrap_or_default();
+    let sections = section_prefixes(&defaults);
     let mut unknown = Vec::new();
     for (name, _) in env {
         let key = if let Some(rest) = name.strip_prefix(&own) {
@@ -109,25 +101,14 @@ where
         key: String::new(),
         message: format!("defaults cannot be serialized: {e}"),
     })?;
-    let sections: Vec<String> = defaults
-        .as_object()
-        .map(|o| {
-            o.iter()
-                .filter(|(_, v)| v.is_object())
-                .map(|(k, _)| k.to_ascii_uppercase())
-                .collect()
-        })
-        .unwrap_or_default();
+    let sections = section_prefixes(&defaults);
     let own = format!("{}_", prefix.to_ascii_uppercase());
     let mut plain = Vec::new();
     let mut prefixed = Vec::new();
     for (name, value) in env {
         if let Some(rest) = name.strip_prefix(&own) {
             prefixed.push((rest.to_owned(), value));
-        } else if sections.iter().any(|s| {
-            name.strip_prefix(s.as_str())
-                .is_some_and(|r| r.starts_with('_'))
-        }) {
+        } else if sections.iter().any(|s| name.starts_with(s.as_str())) {
             plain.push((name, value));
         }
     }
@@ -168,6 +149,19 @@ where
     }
     figment = figment.merge(EnvOverrides::new(&defaults, env));
     figment.extract().map_err(|e| to_config_error(&e))
+}
+
+/// `NATS_`, `STREAMS_`, ...: the env prefixes of the nested sections of a config.
+fn section_prefixes(defaults: &serde_json::Value) -> Vec<String> {
+    defaults
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .filter(|(_, v)| v.is_object())
+                .map(|(k, _)| format!("{}_", k.to_ascii_uppercase()))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn to_config_error(e: &figment::Error) -> ConfigError {
