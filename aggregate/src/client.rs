@@ -186,7 +186,7 @@ impl CartClient {
                 }
             };
             let meta = RequestMeta {
-                ctx: ctx.child(),
+                ctx: shared::spans::downstream(ctx),
                 timeout,
                 fallback,
             };

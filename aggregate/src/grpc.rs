@@ -14,6 +14,7 @@ use shared::ids::{CartId, CommandId, TenantId};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use crate::carts::{CartRef, Carts, Route};
 use crate::drain::Drainer;
@@ -56,6 +57,37 @@ impl CartGrpc {
             Route::Placed
         };
         Ok((ctx, cart, route))
+    }
+}
+
+impl CartGrpc {
+    /// Execute commands in a span joined to the caller's trace, and build the reply.
+    async fn run(
+        &self,
+        ctx: RequestContext,
+        cart: CartRef,
+        route: Route,
+        id: CommandId,
+        expected: Option<u64>,
+        commands: Vec<Command>,
+    ) -> Result<Response<pb::ExecuteResponse>, Status> {
+        let span = tracing::info_span!(
+            "cart.execute",
+            cart = %cart.key,
+            command_id = %id,
+            commands = commands.len()
+        );
+        shared::spans::continue_trace(&span, &ctx);
+        let out = self
+            .carts
+            .execute(&ctx, &cart, route, id, expected, commands)
+            .instrument(span)
+            .await?;
+        Ok(Response::new(pb::ExecuteResponse {
+            cart: Some(snapshot(&cart.tenant, &out.state)),
+            duplicate: out.duplicate,
+            event_types: out.event_types,
+        }))
     }
 }
 
@@ -120,15 +152,8 @@ impl pb::cart_service_server::CartService for CartGrpc {
         let r = req.into_inner();
         let id = command_id(&r.command_id)?;
         let cmd = command(r.command, "command")?;
-        let out = self
-            .carts
-            .execute(&ctx, &cart, route, id, r.expected_version, vec![cmd])
-            .await?;
-        Ok(Response::new(pb::ExecuteResponse {
-            cart: Some(snapshot(&cart.tenant, &out.state)),
-            duplicate: out.duplicate,
-            event_types: out.event_types,
-        }))
+        self.run(ctx, cart, route, id, r.expected_version, vec![cmd])
+            .await
     }
 
     async fn execute_batch(
@@ -162,29 +187,25 @@ impl pb::cart_service_server::CartService for CartGrpc {
             .enumerate()
             .map(|(i, c)| command(Some(c), &format!("commands[{i}]")))
             .collect::<Result<Vec<_>, _>>()?;
-        let out = self
-            .carts
-            .execute(&ctx, &cart, route, id, r.expected_version, cmds)
-            .await?;
-        Ok(Response::new(pb::ExecuteResponse {
-            cart: Some(snapshot(&cart.tenant, &out.state)),
-            duplicate: out.duplicate,
-            event_types: out.event_types,
-        }))
+        self.run(ctx, cart, route, id, r.expected_version, cmds)
+            .await
     }
 
     async fn get_cart(
         &self,
         req: Request<pb::GetCartRequest>,
     ) -> Result<Response<pb::CartSnapshot>, Status> {
-        let (_ctx, cart, route) = self.target(
+        let (ctx, cart, route) = self.target(
             req.metadata(),
             &req.get_ref().tenant,
             &req.get_ref().cart_id,
         )?;
+        let span = tracing::info_span!("cart.get", cart = %cart.key);
+        shared::spans::continue_trace(&span, &ctx);
         let state = self
             .carts
             .get(&cart, route, req.get_ref().min_version)
+            .instrument(span)
             .await?;
         Ok(Response::new(snapshot(&cart.tenant, &state)))
     }

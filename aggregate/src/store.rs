@@ -74,7 +74,7 @@ impl EventStore {
         ctx: &RequestContext,
     ) -> Result<Appended, StoreError> {
         let mut hdrs = async_nats::HeaderMap::new();
-        ctx.to_nats_headers(&mut hdrs);
+        shared::spans::downstream(ctx).to_nats_headers(&mut hdrs);
         hdrs.insert(headers::CART_EVENT_TYPES, msg.event_types_header().as_str());
         let publish = PublishMessage::build()
             .payload(Bytes::from(msg.to_json()))

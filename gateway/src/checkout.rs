@@ -319,7 +319,7 @@ pub async fn push(
             .unwrap_or_default(),
     };
     let mut h = async_nats::HeaderMap::new();
-    ctx.to_nats_headers(&mut h);
+    shared::spans::downstream(&ctx).to_nats_headers(&mut h);
     h.insert(
         shared::headers::NATS_MSG_ID,
         push_msg_id(&q.klarna_order_id).as_str(),

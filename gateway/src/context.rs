@@ -154,6 +154,7 @@ pub async fn attach(State(auth): State<Arc<Auth>>, mut req: Request, next: Next)
     );
     if let Ok(ctx) = &resolved {
         span.record("tenant", ctx.tenant.as_str());
+        shared::spans::continue_trace(&span, ctx);
     }
     req.extensions_mut().insert(Resolved(resolved));
     let mut resp = next.run(req).instrument(span.clone()).await;

@@ -127,7 +127,7 @@ impl Service {
     {
         let channel = self.channel()?;
         let mut md = tonic::metadata::MetadataMap::new();
-        ctx.child().to_grpc_metadata(&mut md);
+        shared::spans::downstream(ctx).to_grpc_metadata(&mut md);
         let started = Instant::now();
         let result = match tokio::time::timeout(self.policy.timeout, f(channel, md)).await {
             Ok(Ok(resp)) => Ok(resp.into_inner()),

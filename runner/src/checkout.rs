@@ -26,6 +26,7 @@ use shared::workflow::{
     CheckoutAction, CheckoutIntent, CheckoutOutcome, CheckoutResult, ProviderOrderSummary,
 };
 use shared::{ApiError, ErrorCode};
+use tracing::Instrument;
 
 use crate::config::MerchantConfig;
 use crate::lanes::{Disposition, Handler};
@@ -130,7 +131,18 @@ impl Checkout {
             .as_ref()
             .and_then(|h| RequestContext::from_nats_headers(h).ok())
             .unwrap_or_else(|| RequestContext::new(envelope.tenant.clone()));
-        match self.attempt(&ctx, &envelope, &started, sequence).await {
+        let span = tracing::info_span!(
+            "runner.checkout",
+            cart = %envelope.cart_id,
+            attempt = %started.attempt_id,
+            delivered
+        );
+        shared::spans::continue_trace(&span, &ctx);
+        match self
+            .attempt(&ctx, &envelope, &started, sequence)
+            .instrument(span)
+            .await
+        {
             Ok(()) => {
                 self.status.completed();
                 Disposition::Ack

@@ -15,6 +15,7 @@ use shared::headers::RequestContext;
 use shared::ids::{CartId, CommandId};
 use shared::subjects::{RUNNER_PUSH_DURABLE, WorkflowSubject};
 use shared::workflow::PushReceived;
+use tracing::Instrument;
 
 use crate::checkout::is_transient;
 use crate::lanes::{Disposition, Handler};
@@ -83,9 +84,19 @@ impl Push {
             .as_ref()
             .and_then(|h| RequestContext::from_nats_headers(h).ok())
             .unwrap_or_else(|| RequestContext::new(subject.tenant.clone()));
+        let span = tracing::info_span!("runner.push", order = %push.provider_order_id);
+        shared::spans::continue_trace(&span, &ctx);
+        self.confirm_order(&ctx, &push).instrument(span).await
+    }
+
+    async fn confirm_order(
+        &self,
+        ctx: &RequestContext,
+        push: &PushReceived,
+    ) -> Result<&'static str, PushError> {
         let provider = self.provider.current();
         let order = provider
-            .get_order(&push.provider_order_id, &ctx)
+            .get_order(&push.provider_order_id, ctx)
             .await
             .map_err(|e| {
                 if e.is_transient() {
@@ -109,7 +120,7 @@ impl Push {
             return Ok("incomplete");
         }
         provider
-            .acknowledge(&push.provider_order_id, &ctx)
+            .acknowledge(&push.provider_order_id, ctx)
             .await
             .map_err(|e| PushError::Retry(format!("acknowledge: {e}")))?;
         let req = pb::ExecuteRequest {
@@ -128,7 +139,7 @@ impl Push {
                 .into(),
             ),
         };
-        match self.carts.execute(&ctx, req).await {
+        match self.carts.execute(ctx, req).await {
             Ok(_) => Ok("confirmed"),
             Err(e) if is_transient(&e) => Err(PushError::Retry(format!("aggregate: {e}"))),
             Err(e) => Err(PushError::GiveUp(format!(

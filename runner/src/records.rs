@@ -126,7 +126,7 @@ impl Records {
         ctx: &RequestContext,
     ) -> Result<(), async_nats::Error> {
         let mut h = async_nats::HeaderMap::new();
-        ctx.to_nats_headers(&mut h);
+        shared::spans::downstream(ctx).to_nats_headers(&mut h);
         self.js
             .send_publish(
                 subject,

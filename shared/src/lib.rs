@@ -16,6 +16,7 @@ pub mod ops;
 pub mod placement;
 pub mod serve;
 pub mod shutdown;
+pub mod spans;
 pub mod subjects;
 pub mod telemetry;
 #[cfg(feature = "test-support")]

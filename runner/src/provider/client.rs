@@ -175,7 +175,7 @@ impl ProviderClient {
                 .request(method.clone(), &url)
                 .basic_auth(&self.cfg.username, Some(&self.cfg.password));
             let mut headers = http::HeaderMap::new();
-            ctx.child().inject_http(&mut headers);
+            shared::spans::downstream(ctx).inject_http(&mut headers);
             req = req.headers(headers);
             if let Some(key) = idempotency_key {
                 req = req.header("Klarna-Idempotency-Key", key);
