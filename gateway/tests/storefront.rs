@@ -114,15 +114,19 @@ async fn go_cart_actor_walkthrough() {
         lines(&cart),
         [("TEST-SKU-AAA".into(), 1), ("TEST-SKU-BBB".into(), 2)]
     );
-    let (aaa, bbb) = (
-        line_id(&cart, "TEST-SKU-AAA"),
-        line_id(&cart, "TEST-SKU-BBB"),
+    // A replaced cart numbers its lines from 1 again, as go-cart-actor does.
+    assert_eq!(
+        (
+            line_id(&cart, "TEST-SKU-AAA"),
+            line_id(&cart, "TEST-SKU-BBB")
+        ),
+        (1, 2)
     );
 
-    // 7. Add a delivery for both lines; 8. remove it.
+    // 7. Add a delivery for lines 1 and 2, exactly as the go-cart-actor README does; 8. remove it.
     let (status, reply) = json(
         b.post(stack.url("/cart/delivery"))
-            .json(&json!({"provider": "standard", "items": [aaa, bbb]}))
+            .json(&json!({"provider": "standard", "items": [1, 2]}))
             .send()
             .await
             .unwrap(),
@@ -131,7 +135,7 @@ async fn go_cart_actor_walkthrough() {
     assert_eq!(status, 200, "{reply}");
     let delivery = &reply["result"]["deliveries"][0];
     assert_eq!(delivery["provider"], "standard");
-    assert_eq!(delivery["items"], json!([aaa, bbb]));
+    assert_eq!(delivery["items"], json!([1, 2]));
     let delivery_id = delivery["id"].as_u64().unwrap();
     let (status, reply) = json(
         b.delete(stack.url(&format!("/cart/delivery/{delivery_id}")))

@@ -287,6 +287,10 @@ pub fn apply(cart: &mut Cart, event: &Event) {
             cart.lines.clear();
             cart.deliveries.clear();
             cart.currency = None;
+            // As go-cart-actor does: a cleared (or replaced) cart numbers its lines and
+            // deliveries from 1 again, so `POST /cart/set` then `{"items":[1,2]}` works.
+            cart.next_line_id = 1;
+            cart.next_delivery_id = 1;
         }
         Event::DeliveryAdded(e) => {
             cart.next_delivery_id = cart.next_delivery_id.max(e.delivery_id + 1);

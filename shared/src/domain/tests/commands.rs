@@ -735,6 +735,36 @@ fn line_ids_are_small_integers_and_never_reused() {
 }
 
 #[test]
+fn a_cleared_or_replaced_cart_numbers_lines_from_one_again() {
+    let cart = given(vec![
+        Command::AddItem(add("TEST-SKU-123", 1)),
+        Command::AddItem(add("TEST-SKU-456", 1)),
+        Command::AddItem(add("BOOK-1", 1)),
+        Command::AddDelivery {
+            provider: "standard".into(),
+            line_ids: vec![],
+        },
+        Command::SetItems {
+            items: vec![add("FOOD-1", 1), add("TEST-SKU-123", 2)],
+        },
+    ]);
+    let ids: Vec<u32> = cart.lines.iter().map(|l| l.id).collect();
+    assert_eq!(ids, vec![1, 2]);
+    // The go-cart-actor walkthrough's next step: a delivery for lines 1 and 2.
+    let events = when(
+        &cart,
+        Command::AddDelivery {
+            provider: "standard".into(),
+            line_ids: vec![1, 2],
+        },
+    )
+    .unwrap();
+    assert!(
+        matches!(&events[0], Event::DeliveryAdded(d) if d.delivery_id == 1 && d.line_ids == [1, 2])
+    );
+}
+
+#[test]
 fn add_records_catalog_facts_in_the_event() {
     let events = when(&Cart::new(cart_id()), Command::AddItem(add("BOOK-1", 2))).unwrap();
     let Event::ItemAdded(e) = &events[0] else {
