@@ -35,6 +35,12 @@ impl Disposition {
     }
 }
 
+/// Re-creates the durable consumer (it was deleted, or its stream was re-created).
+pub type Recreate = Arc<dyn Fn() -> BoxFuture<'static, Result<PullConsumer, String>> + Send + Sync>;
+
+/// Consecutive failed fetches after which the consumer is re-created.
+const RECREATE_AFTER: u32 = 3;
+
 pub trait Handler: Send + Sync + 'static {
     /// Cheap filter run in the fetch loop; unwanted messages are acked at once.
     fn wants(&self, _msg: &Message) -> bool {
@@ -50,6 +56,7 @@ pub trait Handler: Send + Sync + 'static {
 pub fn spawn(
     name: &'static str,
     consumer: PullConsumer,
+    recreate: Recreate,
     handler: Arc<dyn Handler>,
     lanes: usize,
     depth: usize,
@@ -82,6 +89,7 @@ pub fn spawn(
     tracker.spawn(fetch_loop(
         name,
         consumer,
+        recreate,
         handler,
         senders,
         batch,
@@ -94,7 +102,8 @@ pub fn spawn(
 #[allow(clippy::too_many_arguments)]
 async fn fetch_loop(
     name: &'static str,
-    consumer: PullConsumer,
+    mut consumer: PullConsumer,
+    recreate: Recreate,
     handler: Arc<dyn Handler>,
     senders: Vec<mpsc::Sender<Message>>,
     batch: usize,
@@ -103,7 +112,23 @@ async fn fetch_loop(
     abort: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(100);
+    let mut failures = 0u32;
     while !stop.is_cancelled() && !abort.is_cancelled() {
+        if failures >= RECREATE_AFTER {
+            match recreate().await {
+                Ok(c) => {
+                    tracing::warn!(
+                        consumer = name,
+                        "re-created the consumer after repeated fetch failures"
+                    );
+                    consumer = c;
+                }
+                Err(e) => {
+                    tracing::warn!(consumer = name, error = %e, "cannot re-create the consumer")
+                }
+            }
+            failures = 0;
+        }
         let fetched = consumer
             .fetch()
             .max_messages(batch)
@@ -111,11 +136,9 @@ async fn fetch_loop(
             .messages()
             .await;
         let mut messages = match fetched {
-            Ok(m) => {
-                backoff = Duration::from_millis(100);
-                m
-            }
+            Ok(m) => m,
             Err(e) => {
+                failures += 1;
                 tracing::warn!(consumer = name, error = %e, "fetch failed; retrying");
                 tokio::select! {
                     () = stop.cancelled() => return,
@@ -130,8 +153,13 @@ async fn fetch_loop(
             m = messages.next() => m,
         } {
             let msg = match next {
-                Ok(m) => m,
+                Ok(m) => {
+                    failures = 0;
+                    backoff = Duration::from_millis(100);
+                    m
+                }
                 Err(e) => {
+                    failures += 1;
                     tracing::warn!(consumer = name, error = %e, "message error");
                     break;
                 }

@@ -140,26 +140,25 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
     );
 
     let settings = config.consumer_settings();
-    let checkout_consumer = shared::nats::ensure_durable_pull(
-        &resources.cart_events,
-        shared::nats::durable_pull_config(
-            RUNNER_CHECKOUT_DURABLE,
-            &[CART_EVENTS_ALL.to_owned()],
-            &settings,
-        ),
-    )
-    .await
-    .context("runner-checkout consumer")?;
+    let checkout_cfg = shared::nats::durable_pull_config(
+        RUNNER_CHECKOUT_DURABLE,
+        &[CART_EVENTS_ALL.to_owned()],
+        &settings,
+    );
+    let checkout_consumer =
+        shared::nats::ensure_durable_pull(&resources.cart_events, checkout_cfg.clone())
+            .await
+            .context("runner-checkout consumer")?;
     let push_filter = shared::subjects::workflow_kind_filter(
         WorkflowStream::Commands,
         shared::workflow::PUSH_KIND,
     )?;
-    let push_consumer = shared::nats::ensure_durable_pull(
-        &resources.workflow_commands,
-        shared::nats::durable_pull_config(RUNNER_PUSH_DURABLE, &[push_filter], &settings),
-    )
-    .await
-    .context("runner-push consumer")?;
+    let push_cfg =
+        shared::nats::durable_pull_config(RUNNER_PUSH_DURABLE, &[push_filter], &settings);
+    let push_consumer =
+        shared::nats::ensure_durable_pull(&resources.workflow_commands, push_cfg.clone())
+            .await
+            .context("runner-push consumer")?;
     readiness.set_ok("consumers");
 
     let status = Arc::new(Status::default());
@@ -181,9 +180,22 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
         status: status.clone(),
         max_deliver: settings.max_deliver,
     });
+    let recreate = |stream: async_nats::jetstream::stream::Stream,
+                    cfg: async_nats::jetstream::consumer::pull::Config|
+     -> lanes::Recreate {
+        Arc::new(move || {
+            let (stream, cfg) = (stream.clone(), cfg.clone());
+            Box::pin(async move {
+                shared::nats::ensure_durable_pull(&stream, cfg)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        })
+    };
     lanes::spawn(
         RUNNER_CHECKOUT_DURABLE,
         checkout_consumer.clone(),
+        recreate(resources.cart_events.clone(), checkout_cfg),
         checkout,
         config.lanes,
         config.lane_depth,
@@ -196,6 +208,7 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
     lanes::spawn(
         RUNNER_PUSH_DURABLE,
         push_consumer,
+        recreate(resources.workflow_commands.clone(), push_cfg),
         push,
         config.lanes.div_ceil(4),
         config.lane_depth,

@@ -410,3 +410,36 @@ async fn other_cart_events_are_skipped_without_effects() {
     );
     runner.drain(std::time::Duration::from_secs(5)).await;
 }
+
+#[tokio::test]
+async fn a_deleted_consumer_is_recreated_and_checkouts_continue() {
+    let Some(env) = env().await else { return };
+    let runner = env.runner(Default::default()).await;
+    env.checkout("before", "a1").await;
+    env.wait_cart("before", "order recorded", order_created("a1"))
+        .await;
+    // An operator (or a stream re-creation) removes the durable consumer under the runner.
+    let stream = env
+        .js
+        .get_stream(shared::subjects::CART_EVENTS_STREAM)
+        .await
+        .unwrap();
+    stream
+        .delete_consumer(shared::subjects::RUNNER_CHECKOUT_DURABLE)
+        .await
+        .unwrap();
+    env.checkout("after", "b1").await;
+    env.wait_cart(
+        "after",
+        "order recorded after the consumer came back",
+        order_created("b1"),
+    )
+    .await;
+    assert_eq!(env.mock.orders_for("b1"), 1);
+    assert_eq!(
+        env.mock.orders_for("a1"),
+        1,
+        "the replayed old event did not order again"
+    );
+    runner.drain(std::time::Duration::from_secs(5)).await;
+}
