@@ -424,10 +424,25 @@ async fn a_deleted_consumer_is_recreated_and_checkouts_continue() {
         .get_stream(shared::subjects::CART_EVENTS_STREAM)
         .await
         .unwrap();
-    stream
-        .delete_consumer(shared::subjects::RUNNER_CHECKOUT_DURABLE)
-        .await
-        .unwrap();
+    // nats-server can refuse to delete a consumer in active use ("directory not empty"):
+    // retry until it is gone.
+    wait_until(
+        || {
+            let stream = stream.clone();
+            async move {
+                let _ = stream
+                    .delete_consumer(shared::subjects::RUNNER_CHECKOUT_DURABLE)
+                    .await;
+                stream
+                    .consumer_info(shared::subjects::RUNNER_CHECKOUT_DURABLE)
+                    .await
+                    .is_err()
+            }
+        },
+        WAIT,
+    )
+    .await
+    .expect("the consumer is deleted");
     env.checkout("after", "b1").await;
     env.wait_cart(
         "after",
