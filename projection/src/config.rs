@@ -42,6 +42,9 @@ pub struct Config {
     pub ready_max_lag: u64,
     /// Read connections (concurrent queries).
     pub read_connections: usize,
+    /// Committed cart states the writer keeps in memory (0: none), so a message for a cart
+    /// seen recently neither reads nor parses its stored state.
+    pub state_cache_carts: u64,
     /// Bearer token for `POST /admin/rebuild`; empty disables the admin API.
     pub admin_token: String,
     pub nats: NatsConfig,
@@ -63,6 +66,7 @@ impl Default for Config {
             abandoned_after_secs: 3_600,
             ready_max_lag: 1_000,
             read_connections: 4,
+            state_cache_carts: 100_000,
             admin_token: String::new(),
             nats: NatsConfig {
                 name: "projection".into(),

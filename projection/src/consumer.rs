@@ -17,13 +17,13 @@ use shared::nats::ensure_durable_pull;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
+use crate::changes::Incoming;
 use crate::dead_letter::DeadLetters;
 use crate::error::ProjectionError;
 use crate::metrics as m;
 use crate::ordering::OrderGuard;
 use crate::poison::PoisonRecord;
 use crate::status::Shared;
-use crate::views::Incoming;
 use crate::writer::{OnFailure, Writer};
 
 /// Attempts to publish a dead letter before recording it locally only.

@@ -13,8 +13,8 @@ use shared::headers::{NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, NATS_MSG_ID};
 use shared::ids::{CartId, TenantId};
 use shared::subjects::{self, CartEventSubject};
 
+use crate::changes::Incoming;
 use crate::error::ProjectionError;
-use crate::views::Incoming;
 
 // Header names of a dead letter, shared with every consumer that dead-letters.
 pub use shared::headers::{

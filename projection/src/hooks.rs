@@ -15,6 +15,9 @@ pub enum CommitAction {
     /// Commit, then stop the writer without reporting back, like a process killed between the
     /// commit and the acks (the batch is redelivered and must be skipped).
     CrashAfterCommit,
+    /// Roll back and report a database error, like a commit that fails (I/O error, disk
+    /// full): the writer keeps running and the batch is retried.
+    FailCommit,
 }
 
 /// Returns `Some(reason)` to make applying the message at that stream sequence fail.

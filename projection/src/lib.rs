@@ -6,11 +6,13 @@
 //! [`run`] is what `main` calls: start, then stop gracefully on shutdown.
 //!
 //! Module map: [`consumer`] (fetch → apply → ack, poison handling), [`writer`] (the one SQLite
-//! writer thread), [`views`] (one message → rows), [`ordering`] (never apply past a message
+//! writer thread), [`changes`] (a batch's messages → cart states, in memory), [`views`] (a
+//! cart's state → rows), [`state_cache`] (committed states kept in memory), [`ordering`] (never apply past a message
 //! still being retried), [`dead_letter`] (`DEAD_LETTERS`), [`rebuild`], [`queries`] and
 //! [`grpc`] (the read side), [`status`] (lag, readiness), [`admin`] (HTTP admin path).
 
 pub mod admin;
+pub mod changes;
 pub mod config;
 pub mod consumer;
 pub mod db;
@@ -25,6 +27,7 @@ pub mod poison;
 pub mod queries;
 pub mod reader;
 pub mod rebuild;
+pub mod state_cache;
 pub mod status;
 pub mod views;
 pub mod writer;
@@ -153,7 +156,8 @@ pub async fn start_with_hooks(config: Config, hooks: Hooks) -> anyhow::Result<Ru
 
     let (writer, writer_thread) = {
         let (path, hooks, view) = (db_path.clone(), hooks.clone(), config.view.clone());
-        tokio::task::spawn_blocking(move || Writer::spawn(&path, hooks, &view))
+        let cached = config.state_cache_carts;
+        tokio::task::spawn_blocking(move || Writer::spawn(&path, hooks, &view, cached))
             .await
             .context("opening the database")?
             .with_context(|| format!("database {}", db_path.display()))?
@@ -218,6 +222,7 @@ pub async fn start_with_hooks(config: Config, hooks: Hooks) -> anyhow::Result<Ru
         view: config.view.clone(),
         consumer: durable.clone(),
         batch_size: config.batch_size,
+        state_cache_carts: config.state_cache_carts,
         read_timeout: request_timeout.max(Duration::from_secs(5)),
         hooks,
     };

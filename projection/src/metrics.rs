@@ -4,6 +4,7 @@
 pub const MESSAGES_APPLIED: &str = "cart_projection_messages_applied_total";
 pub const EVENTS_APPLIED: &str = "cart_projection_events_applied_total";
 pub const MESSAGES_SKIPPED: &str = "cart_projection_messages_skipped_total";
+pub const STATE_LOADS: &str = "cart_projection_state_loads_total";
 pub const BATCH_SECONDS: &str = "cart_projection_batch_duration_seconds";
 pub const BATCH_MESSAGES: &str = "cart_projection_batch_messages";
 pub const APPLIED_SEQUENCE: &str = "cart_projection_applied_sequence";
@@ -35,6 +36,10 @@ pub fn describe() {
     describe_counter!(
         MESSAGES_SKIPPED,
         "Redelivered messages at or below the checkpoint, acknowledged without applying."
+    );
+    describe_counter!(
+        STATE_LOADS,
+        "Cart states read from the database because they were not in the state cache."
     );
     describe_histogram!(
         BATCH_SECONDS,

@@ -24,6 +24,7 @@ use rusqlite::Connection;
 use shared::subjects::CART_EVENTS_ALL;
 use tokio::sync::Mutex;
 
+use crate::changes::Incoming;
 use crate::db;
 use crate::error::ProjectionError;
 use crate::hooks::Hooks;
@@ -31,7 +32,6 @@ use crate::metrics as m;
 use crate::poison;
 use crate::reader::Readers;
 use crate::status::Shared;
-use crate::views::Incoming;
 use crate::writer::{OnFailure, Writer};
 
 /// How often progress is logged.
@@ -47,6 +47,8 @@ pub struct Rebuild {
     /// Durable name, recorded as the consumer of poison rows.
     pub consumer: String,
     pub batch_size: usize,
+    /// Cart states the fresh database's writer keeps in memory.
+    pub state_cache_carts: u64,
     /// Longest wait for the next message of the replay.
     pub read_timeout: Duration,
     pub hooks: Hooks,
@@ -159,10 +161,14 @@ impl Rebuild {
         shared: &Shared,
     ) -> Result<(FreshDb, RebuildReport), ProjectionError> {
         let fresh_path = self.fresh_path();
-        let (hooks, view) = (self.hooks.clone(), self.view.clone());
+        let (hooks, view, cached) = (
+            self.hooks.clone(),
+            self.view.clone(),
+            self.state_cache_carts,
+        );
         let (writer, thread) = tokio::task::spawn_blocking(move || {
             db::remove_files(&fresh_path)?;
-            Writer::spawn_bulk(&fresh_path, hooks, &view)
+            Writer::spawn_bulk(&fresh_path, hooks, &view, cached)
         })
         .await
         .map_err(|e| ProjectionError::Rebuild(format!("open task failed: {e}")))??;

@@ -1,168 +1,76 @@
-//! Applying one event message to the views.
+//! The view rows of a cart, written from its domain fold.
 //!
-//! Each cart's domain fold (`CartState`) is stored as JSON; a message is applied to it with
-//! `CartState::apply_message` and the cart's view rows are rewritten from the new state and
-//! `shared::domain::totals`, so the views are exactly what the domain computes. Times come from
-//! the message's `occurred_at`, so replaying the stream gives identical rows.
+//! Each cart's fold (`CartState`) is stored as JSON in `cart_states`; its `carts` and
+//! `cart_lines` rows are derived from it and `shared::domain::totals`, so the views are exactly
+//! what the domain computes. A write knows what the database holds (the previous stored cart),
+//! so it touches only the lines that changed. Times come from the messages' `occurred_at`, so
+//! replaying the stream gives identical rows.
 
-use bytes::Bytes;
-use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
-use shared::domain::{
-    Cart, CartState, Event, EventDecodeError, EventMessage, event::OrderPlaced, totals,
-};
+use std::sync::Arc;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use shared::domain::{Cart, CartState, Line, event::OrderPlaced, totals};
 use shared::ids::{CartId, TenantId};
-use shared::subjects::CartEventSubject;
 
 use crate::db::{to_i64, to_u64};
 use crate::error::ProjectionError;
-use crate::hooks::Hooks;
 
-/// A message as delivered by the consumer, or read back from the stream (rebuild, replay).
-#[derive(Debug, Clone)]
-pub struct Incoming {
-    pub sequence: u64,
-    pub subject: String,
-    pub headers: Option<async_nats::HeaderMap>,
-    pub payload: Bytes,
-    /// Delivery attempt (1 for the first); read-backs count as the last attempt.
-    pub delivered: i64,
+/// A cart as stored: its domain fold and the bookkeeping beside it (`cart_states`). The view
+/// rows (`carts`, `cart_lines`) are a function of it, so it is all a write needs to know about
+/// what the database already holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCart {
+    pub state: CartState,
+    pub created_ns: i64,
+    pub updated_ns: i64,
+    /// Messages applied (`cart_states.applied_messages`).
+    pub applied: i64,
 }
 
-/// Where a message goes relative to the cart's history.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Order {
-    /// In stream order (consumer, rebuild): the message follows everything applied so far.
-    Stream,
-    /// Now, after later messages of the cart (replay of a dead letter): its events are applied
-    /// to the current state and the cart keeps its newest version.
-    Late,
-}
-
-/// What applying one message did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Applied {
-    pub events: usize,
-    /// Event types this build does not know (counted and skipped).
-    pub unknown: Vec<String>,
-    /// The cart had already applied this sequence (nothing changed).
-    pub already: bool,
-}
-
-#[derive(Debug)]
-pub enum ApplyError {
-    /// The message itself is bad (cannot be decoded or applied): retry, then dead-letter.
-    Poison(String),
-    /// The database failed: the whole batch is retried.
-    Db(ProjectionError),
-}
-
-impl ApplyError {
-    fn db(what: &'static str) -> impl FnOnce(rusqlite::Error) -> ApplyError {
-        move |e| {
-            // A constraint violation is caused by the message's content (e.g. a duplicate line
-            // id), so it is the message's fault, not the database's.
-            if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) {
-                ApplyError::Poison(format!("{what}: {e}"))
-            } else {
-                ApplyError::Db(ProjectionError::Db { what, source: e })
-            }
+impl StoredCart {
+    /// A cart with no messages yet, created at `at`.
+    pub fn new(cart: CartId, at: i64) -> Self {
+        Self {
+            state: CartState::new(cart),
+            created_ns: at,
+            updated_ns: at,
+            applied: 0,
         }
     }
 }
 
-/// A message decoded far enough to apply.
-struct Decoded {
-    msg: EventMessage,
-    events: Vec<Event>,
-    unknown: Vec<String>,
+/// The `orders` row of an `OrderPlaced`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderRow {
+    pub provider_order_id: String,
+    pub order_reference: String,
+    pub total_amount: i64,
+    pub currency: String,
+    pub user_id: Option<String>,
+    pub placed_ns: i64,
+    pub version: u64,
 }
 
-fn decode(inc: &Incoming) -> Result<Decoded, String> {
-    let subject = CartEventSubject::parse(&inc.subject).map_err(|e| e.to_string())?;
-    let msg = EventMessage::from_json(&inc.payload)
-        .map_err(|e| format!("payload is not a valid event envelope: {e}"))?;
-    if msg.tenant != subject.tenant || msg.cart_id != subject.cart_id {
-        return Err(format!(
-            "envelope names {}/{} but the subject is {}",
-            msg.tenant, msg.cart_id, inc.subject
-        ));
-    }
-    let mut events = Vec::with_capacity(msg.events.len());
-    let mut unknown = Vec::new();
-    for record in &msg.events {
-        match Event::decode(record) {
-            Ok(e) => events.push(e),
-            Err(EventDecodeError::UnknownType(t)) => unknown.push(t),
-            Err(e) => return Err(e.to_string()),
+impl OrderRow {
+    pub fn new(state: &CartState, order: &OrderPlaced, placed_ns: i64, sequence: u64) -> Self {
+        Self {
+            provider_order_id: order.provider_order_id.clone(),
+            order_reference: order.order_reference.clone(),
+            total_amount: order.total_amount,
+            currency: order.currency.clone(),
+            user_id: state.cart.user_id.clone(),
+            placed_ns,
+            version: sequence,
         }
     }
-    Ok(Decoded {
-        msg,
-        events,
-        unknown,
-    })
 }
 
-/// Applies `inc` to the views through `conn` (the caller's savepoint or transaction).
-pub fn apply(
+/// The stored cart `tenant`/`cart`, if it has rows.
+pub fn load(
     conn: &Connection,
-    inc: &Incoming,
-    hooks: &Hooks,
-    order: Order,
-) -> Result<Applied, ApplyError> {
-    let d = decode(inc).map_err(ApplyError::Poison)?;
-    if let Some(reason) = hooks.apply_failure(&d.msg, inc.sequence) {
-        return Err(ApplyError::Poison(reason));
-    }
-    let at = nanos(d.msg.occurred_at);
-    let (mut state, created_ns, mut updated_ns, mut applied) =
-        match load(conn, &d.msg.tenant, &d.msg.cart_id)? {
-            Some(s) => s,
-            None => (CartState::new(d.msg.cart_id.clone()), at, at, 0),
-        };
-    // A late message that is still the cart's newest is simply in order.
-    let order = if inc.sequence > state.version {
-        Order::Stream
-    } else {
-        order
-    };
-    if order == Order::Stream && inc.sequence <= state.version {
-        return Ok(Applied {
-            already: true,
-            ..Applied::default()
-        });
-    }
-    match order {
-        Order::Stream => {
-            state.apply_message(&d.msg, inc.sequence, 0);
-            updated_ns = at;
-        }
-        Order::Late => {
-            for e in &d.events {
-                shared::domain::apply(&mut state.cart, e);
-            }
-            state.revision += 1;
-            state.version = state.version.max(inc.sequence);
-            updated_ns = updated_ns.max(at);
-        }
-    }
-    applied += 1;
-    store(conn, &d.msg.tenant, &state, created_ns, updated_ns, applied)?;
-    for e in &d.events {
-        if let Event::OrderPlaced(o) = e {
-            store_order(conn, &d.msg.tenant, &state, o, at, inc.sequence)?;
-        }
-    }
-    Ok(Applied {
-        events: d.msg.events.len(),
-        unknown: d.unknown,
-        already: false,
-    })
-}
-
-type Loaded = (CartState, i64, i64, i64);
-
-fn load(conn: &Connection, tenant: &TenantId, cart: &CartId) -> Result<Option<Loaded>, ApplyError> {
+    tenant: &TenantId,
+    cart: &CartId,
+) -> Result<Option<StoredCart>, ProjectionError> {
     let row: Option<(String, i64, i64, i64)> = conn
         .prepare_cached(
             "SELECT state, created_ns, updated_ns, applied_messages FROM cart_states
@@ -174,16 +82,21 @@ fn load(conn: &Connection, tenant: &TenantId, cart: &CartId) -> Result<Option<Lo
             })
             .optional()
         })
-        .map_err(ApplyError::db("load cart state"))?;
-    let Some((json, created, updated, applied)) = row else {
+        .map_err(ProjectionError::db("load cart state"))?;
+    let Some((json, created_ns, updated_ns, applied)) = row else {
         return Ok(None);
     };
     let state: CartState = serde_json::from_str(&json).map_err(|e| {
-        ApplyError::Db(ProjectionError::Rebuild(format!(
+        ProjectionError::Rebuild(format!(
             "stored state of {tenant}/{cart} is unreadable ({e}); rebuild the projection"
-        )))
+        ))
     })?;
-    Ok(Some((state, created, updated, applied)))
+    Ok(Some(StoredCart {
+        state,
+        created_ns,
+        updated_ns,
+        applied,
+    }))
 }
 
 /// The stored status of a cart (`abandoned` is derived at query time).
@@ -197,96 +110,162 @@ pub fn status(cart: &Cart) -> &'static str {
     }
 }
 
-fn store(
+/// Writes `after` over `before` (what the database holds for the cart; `None`: no rows yet):
+/// the state, the cart row, and only the lines that changed. The line ids of `after` must be
+/// unique (the caller checks, see [`duplicate_line`]).
+pub fn write(
     conn: &Connection,
     tenant: &TenantId,
-    state: &CartState,
-    created_ns: i64,
-    updated_ns: i64,
-    applied: i64,
-) -> Result<(), ApplyError> {
+    before: Option<&StoredCart>,
+    after: &StoredCart,
+) -> Result<(), ProjectionError> {
+    let state = &after.state;
     let cart = &state.cart;
     let (t, c) = (tenant.as_str(), cart.id.as_str());
     let json = serde_json::to_string(state).expect("cart states always serialize");
-    conn.prepare_cached(
-        "INSERT INTO cart_states (tenant, cart_id, state, created_ns, updated_ns, applied_messages)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-         ON CONFLICT (tenant, cart_id) DO UPDATE SET state = excluded.state,
-             updated_ns = excluded.updated_ns, applied_messages = excluded.applied_messages",
-    )
-    .and_then(|mut s| s.execute(params![t, c, json, created_ns, updated_ns, applied]))
-    .map_err(ApplyError::db("store cart state"))?;
-
-    conn.prepare_cached("DELETE FROM cart_lines WHERE tenant = ?1 AND cart_id = ?2")
-        .and_then(|mut s| s.execute(params![t, c]))
-        .map_err(ApplyError::db("delete lines"))?;
-    let mut insert = conn
-        .prepare_cached(
-            "INSERT INTO cart_lines (tenant, cart_id, line_id, position, sku, name, quantity,
-                 unit_price, tax_rate)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        )
-        .map_err(ApplyError::db("insert line"))?;
-    for (pos, l) in cart.lines.iter().enumerate() {
-        insert
-            .execute(params![
+    let sql = if before.is_some() {
+        "UPDATE cart_states SET state = ?3, updated_ns = ?5, applied_messages = ?6
+         WHERE tenant = ?1 AND cart_id = ?2"
+    } else {
+        "INSERT INTO cart_states (tenant, cart_id, state, created_ns, updated_ns,
+             applied_messages)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+    };
+    conn.prepare_cached(sql)
+        .and_then(|mut s| {
+            s.execute(params![
                 t,
                 c,
-                l.id,
-                to_i64(pos as u64),
-                l.product.sku,
-                l.product.name,
-                l.quantity,
-                l.product.unit_price,
-                l.product.tax_rate.0,
+                json,
+                after.created_ns,
+                after.updated_ns,
+                after.applied
             ])
-            .map_err(ApplyError::db("insert line"))?;
-    }
+        })
+        .map_err(ProjectionError::db("store cart state"))?;
+
+    write_lines(
+        conn,
+        t,
+        c,
+        before.map_or(&[], |b| &b.state.cart.lines),
+        &cart.lines,
+    )?;
 
     let tot = totals(cart);
     let items: u64 = cart.lines.iter().map(|l| u64::from(l.quantity)).sum();
-    conn.prepare_cached(
+    let sql = if before.is_some() {
+        "UPDATE carts SET status = ?3, item_count = ?4, line_count = ?5, total_amount = ?6,
+             total_tax = ?7, total_discount = ?8, currency = ?9, user_id = ?10,
+             order_reference = ?11, updated_ns = ?13, version = ?14
+         WHERE tenant = ?1 AND cart_id = ?2"
+    } else {
         "INSERT INTO carts (tenant, cart_id, status, item_count, line_count, total_amount,
              total_tax, total_discount, currency, user_id, order_reference, created_ns,
              updated_ns, version)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
-         ON CONFLICT (tenant, cart_id) DO UPDATE SET status = excluded.status,
-             item_count = excluded.item_count, line_count = excluded.line_count,
-             total_amount = excluded.total_amount, total_tax = excluded.total_tax,
-             total_discount = excluded.total_discount, currency = excluded.currency,
-             user_id = excluded.user_id, order_reference = excluded.order_reference,
-             updated_ns = excluded.updated_ns, version = excluded.version",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            t,
-            c,
-            status(cart),
-            to_i64(items),
-            to_i64(cart.lines.len() as u64),
-            tot.total.inc_vat,
-            tot.total.total_vat(),
-            tot.discount.inc_vat,
-            cart.currency.clone().unwrap_or_default(),
-            cart.user_id,
-            cart.order.as_ref().map(|o| o.order_reference.as_str()),
-            created_ns,
-            updated_ns,
-            to_i64(state.version),
-        ])
-    })
-    .map_err(ApplyError::db("store cart"))?;
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+    };
+    conn.prepare_cached(sql)
+        .and_then(|mut s| {
+            s.execute(params![
+                t,
+                c,
+                status(cart),
+                to_i64(items),
+                to_i64(cart.lines.len() as u64),
+                tot.total.inc_vat,
+                tot.total.total_vat(),
+                tot.discount.inc_vat,
+                cart.currency.as_deref().unwrap_or_default(),
+                cart.user_id,
+                cart.order.as_ref().map(|o| o.order_reference.as_str()),
+                after.created_ns,
+                after.updated_ns,
+                to_i64(state.version),
+            ])
+        })
+        .map_err(ProjectionError::db("store cart"))?;
     Ok(())
 }
 
-fn store_order(
+/// The first line id that occurs twice in `cart` (such a cart cannot be stored).
+pub fn duplicate_line(cart: &Cart) -> Option<u32> {
+    let lines = &cart.lines;
+    lines
+        .iter()
+        .enumerate()
+        .find(|(i, l)| lines[..*i].iter().any(|o| o.id == l.id))
+        .map(|(_, l)| l.id)
+}
+
+/// Brings the stored lines from `before` to `after`: deletes the lines that are gone, updates
+/// those whose row changed (position included), inserts the new ones.
+fn write_lines(
+    conn: &Connection,
+    t: &str,
+    c: &str,
+    before: &[Line],
+    after: &[Line],
+) -> Result<(), ProjectionError> {
+    for old in before {
+        if !after.iter().any(|l| l.id == old.id) {
+            conn.prepare_cached(
+                "DELETE FROM cart_lines WHERE tenant = ?1 AND cart_id = ?2 AND line_id = ?3",
+            )
+            .and_then(|mut s| s.execute(params![t, c, old.id]))
+            .map_err(ProjectionError::db("delete line"))?;
+        }
+    }
+    for (pos, l) in after.iter().enumerate() {
+        let sql = match before.iter().position(|o| o.id == l.id) {
+            Some(old) if old == pos && same_row(&before[old], l) => continue,
+            Some(_) => {
+                "UPDATE cart_lines SET position = ?4, sku = ?5, name = ?6, quantity = ?7,
+                     unit_price = ?8, tax_rate = ?9
+                 WHERE tenant = ?1 AND cart_id = ?2 AND line_id = ?3"
+            }
+            None => {
+                "INSERT INTO cart_lines (tenant, cart_id, line_id, position, sku, name,
+                     quantity, unit_price, tax_rate)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+            }
+        };
+        conn.prepare_cached(sql)
+            .and_then(|mut s| {
+                s.execute(params![
+                    t,
+                    c,
+                    l.id,
+                    to_i64(pos as u64),
+                    l.product.sku,
+                    l.product.name,
+                    l.quantity,
+                    l.product.unit_price,
+                    l.product.tax_rate.0,
+                ])
+            })
+            .map_err(ProjectionError::db("store line"))?;
+    }
+    Ok(())
+}
+
+/// Whether two lines have the same `cart_lines` columns (position aside).
+fn same_row(a: &Line, b: &Line) -> bool {
+    a.quantity == b.quantity
+        && (Arc::ptr_eq(&a.product, &b.product)
+            || (a.product.sku == b.product.sku
+                && a.product.name == b.product.name
+                && a.product.unit_price == b.product.unit_price
+                && a.product.tax_rate == b.product.tax_rate))
+}
+
+/// Stores the order of `tenant`/`cart` (one per cart; a later one replaces it).
+pub fn write_order(
     conn: &Connection,
     tenant: &TenantId,
-    state: &CartState,
-    order: &OrderPlaced,
-    placed_ns: i64,
-    sequence: u64,
-) -> Result<(), ApplyError> {
+    cart: &CartId,
+    order: &OrderRow,
+) -> Result<(), ProjectionError> {
     conn.prepare_cached(
         "INSERT OR REPLACE INTO orders (tenant, cart_id, provider_order_id, order_reference,
              total_amount, currency, user_id, placed_ns, version)
@@ -295,17 +274,17 @@ fn store_order(
     .and_then(|mut s| {
         s.execute(params![
             tenant.as_str(),
-            state.cart.id.as_str(),
+            cart.as_str(),
             order.provider_order_id,
             order.order_reference,
             order.total_amount,
             order.currency,
-            state.cart.user_id,
-            placed_ns,
-            to_i64(sequence),
+            order.user_id,
+            order.placed_ns,
+            to_i64(order.version),
         ])
     })
-    .map_err(ApplyError::db("store order"))?;
+    .map_err(ProjectionError::db("store order"))?;
     Ok(())
 }
 

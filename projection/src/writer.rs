@@ -1,7 +1,9 @@
 //! The one SQLite writer: a dedicated thread owning the write connection, fed through a bounded
-//! channel. Each batch is applied in one transaction that also stores the checkpoint; a message
-//! that fails is rolled back alone (savepoint) and either stops the batch (live consumer: retry
-//! it, keep order) or is recorded in the poison table (rebuild).
+//! channel. Each batch is applied in one transaction that also stores the checkpoint: its
+//! messages are applied to the carts in memory ([`Changes`]), then each changed cart is written
+//! once. A message that fails changes nothing and either stops the batch (live consumer: what
+//! came before it is committed; retry it, keep order) or is recorded in the poison table
+//! (rebuild).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,12 +13,13 @@ use std::time::Instant;
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::changes::{ApplyError, Changes, Incoming, Order};
 use crate::db;
 use crate::error::ProjectionError;
 use crate::hooks::{CommitAction, Hooks};
 use crate::metrics as m;
 use crate::poison::{self, PoisonRecord};
-use crate::views::{self, ApplyError, Incoming, Order};
+use crate::state_cache::StateCache;
 
 /// Commands queued for the writer; small, because each holds a whole batch.
 const QUEUE: usize = 8;
@@ -91,16 +94,20 @@ struct State {
     hooks: Hooks,
     view: String,
     applied: Arc<AtomicU64>,
+    /// Committed cart states (see [`StateCache`]); only this thread uses it.
+    cache: StateCache,
 }
 
 impl Writer {
-    /// Opens (creating and migrating) the database at `path` and starts the writer thread.
+    /// Opens (creating and migrating) the database at `path` and starts the writer thread,
+    /// which keeps up to `cached_carts` committed cart states in memory.
     pub fn spawn(
         path: &Path,
         hooks: Hooks,
         view: &str,
+        cached_carts: u64,
     ) -> Result<(Writer, std::thread::JoinHandle<()>), ProjectionError> {
-        Self::start(db::open_writer(path)?, path, hooks, view)
+        Self::start(db::open_writer(path)?, path, hooks, view, cached_carts)
     }
 
     /// Like [`Writer::spawn`] for a file being filled by a rebuild: commits are not synced
@@ -109,11 +116,12 @@ impl Writer {
         path: &Path,
         hooks: Hooks,
         view: &str,
+        cached_carts: u64,
     ) -> Result<(Writer, std::thread::JoinHandle<()>), ProjectionError> {
         let conn = db::open_writer(path)?;
         conn.execute_batch("PRAGMA synchronous = OFF;")
             .map_err(ProjectionError::db("pragmas"))?;
-        Self::start(conn, path, hooks, view)
+        Self::start(conn, path, hooks, view, cached_carts)
     }
 
     fn start(
@@ -121,6 +129,7 @@ impl Writer {
         path: &Path,
         hooks: Hooks,
         view: &str,
+        cached_carts: u64,
     ) -> Result<(Writer, std::thread::JoinHandle<()>), ProjectionError> {
         let applied = Arc::new(AtomicU64::new(db::checkpoint(&conn)?));
         let (tx, rx) = mpsc::channel(QUEUE);
@@ -130,6 +139,7 @@ impl Writer {
             hooks,
             view: view.to_owned(),
             applied: applied.clone(),
+            cache: StateCache::new(cached_carts),
         };
         let thread = std::thread::Builder::new()
             .name(format!("projection-writer-{view}"))
@@ -258,15 +268,17 @@ impl State {
         let started = Instant::now();
         let view = self.view.clone();
         let hooks = self.hooks.clone();
+        let cache = self.cache.clone();
         let live = matches!(on_failure, OnFailure::Stop);
         let conn = self.conn()?;
-        let mut tx = conn
+        let tx = conn
             .transaction()
             .map_err(ProjectionError::db("begin batch"))?;
         let mut out = BatchOutcome {
             checkpoint: db::checkpoint(&tx)?,
             ..BatchOutcome::default()
         };
+        let mut changes = Changes::default();
         let mut events = 0;
         for (index, inc) in batch.iter().enumerate() {
             if inc.sequence <= out.checkpoint {
@@ -274,11 +286,8 @@ impl State {
                 out.handled = index + 1;
                 continue;
             }
-            let sp = tx.savepoint().map_err(ProjectionError::db("savepoint"))?;
-            match views::apply(&sp, inc, &hooks, Order::Stream) {
+            match changes.apply(&tx, &cache, inc, &hooks, Order::Stream) {
                 Ok(applied) => {
-                    sp.commit()
-                        .map_err(ProjectionError::db("release savepoint"))?;
                     out.applied += usize::from(!applied.already);
                     events += applied.events;
                     for t in applied.unknown {
@@ -288,7 +297,6 @@ impl State {
                 }
                 Err(ApplyError::Db(e)) => return Err(e),
                 Err(ApplyError::Poison(reason)) => {
-                    drop(sp);
                     metrics::counter!(m::FAILED_MESSAGES, m::VIEW => view.clone()).increment(1);
                     match on_failure {
                         OnFailure::Stop => {
@@ -313,16 +321,30 @@ impl State {
             out.checkpoint = inc.sequence;
             out.handled = index + 1;
         }
+        changes.write(&tx)?;
         db::set_checkpoint(&tx, out.checkpoint)?;
         let action = if live {
             hooks.commit_action(batch.last().map_or(0, |i| i.sequence))
         } else {
             CommitAction::Commit
         };
-        if action == CommitAction::CrashBeforeCommit {
-            return Ok((out, action)); // dropping the transaction rolls it back
+        match action {
+            // Dropping the transaction rolls it back.
+            CommitAction::CrashBeforeCommit => return Ok((out, action)),
+            CommitAction::FailCommit => {
+                return Err(ProjectionError::Db {
+                    what: "commit batch (injected failure)",
+                    source: rusqlite::Error::SqliteFailure(
+                        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
+                        None,
+                    ),
+                });
+            }
+            CommitAction::Commit | CommitAction::CrashAfterCommit => {}
         }
         tx.commit().map_err(ProjectionError::db("commit batch"))?;
+        let loads = changes.loads;
+        changes.committed(&cache);
         self.applied.store(out.checkpoint, Ordering::Release);
         if live {
             metrics::histogram!(m::BATCH_SECONDS, m::VIEW => view.clone())
@@ -332,6 +354,7 @@ impl State {
             metrics::counter!(m::EVENTS_APPLIED, m::VIEW => view.clone()).increment(events as u64);
             metrics::counter!(m::MESSAGES_SKIPPED, m::VIEW => view.clone())
                 .increment(out.skipped as u64);
+            metrics::counter!(m::STATE_LOADS, m::VIEW => view.clone()).increment(loads);
             metrics::gauge!(m::APPLIED_SEQUENCE, m::VIEW => view).set(out.checkpoint as f64);
         }
         Ok((out, action))
@@ -353,8 +376,9 @@ impl State {
 
     fn replay(&mut self, id: u64, message: &Incoming) -> Result<ReplayOutcome, ProjectionError> {
         let hooks = self.hooks.clone();
+        let cache = self.cache.clone();
         let conn = self.conn()?;
-        let mut tx = conn
+        let tx = conn
             .transaction()
             .map_err(ProjectionError::db("begin replay"))?;
         let record = poison::get(&tx, id)?
@@ -365,11 +389,10 @@ impl State {
                 error: Some(format!("dead letter {id} was already replayed at {at}")),
             });
         }
-        let sp = tx.savepoint().map_err(ProjectionError::db("savepoint"))?;
-        let outcome = match views::apply(&sp, message, &hooks, Order::Late) {
+        let mut changes = Changes::default();
+        let outcome = match changes.apply(&tx, &cache, message, &hooks, Order::Late) {
             Ok(_) => {
-                sp.commit()
-                    .map_err(ProjectionError::db("release savepoint"))?;
+                changes.write(&tx)?;
                 poison::mark_replayed(&tx, id)?;
                 ReplayOutcome {
                     applied: true,
@@ -378,7 +401,6 @@ impl State {
             }
             Err(ApplyError::Db(e)) => return Err(e),
             Err(ApplyError::Poison(reason)) => {
-                drop(sp);
                 poison::mark_replay_failed(&tx, id, &reason)?;
                 ReplayOutcome {
                     applied: false,
@@ -387,12 +409,15 @@ impl State {
             }
         };
         tx.commit().map_err(ProjectionError::db("commit replay"))?;
+        changes.committed(&cache);
         Ok(outcome)
     }
 
     /// Moves `fresh` over the live file. The caller guarantees no reader holds a connection.
     fn swap(&mut self, fresh: &Path) -> Result<u64, ProjectionError> {
         let old = self.conn.take();
+        // Whatever the outcome, the cached states may no longer be the file's.
+        self.cache.clear();
         let replaced = crate::rebuild::replace_database(&self.path, fresh, old);
         // Reopen whatever is now at the path (the old file if the swap failed).
         let conn = db::open_writer(&self.path)?;

@@ -291,5 +291,14 @@ async fn a_rebuild_applies_a_fixed_dead_letter_once() {
     assert_views(&running.db_path, &expected(&generator.carts));
     let status = q.status(pb::StatusRequest {}).await.unwrap().into_inner();
     assert_eq!(status.dead_letters, 0);
+
+    // The live writer continues from the rebuilt states (which hold the fixed message), not
+    // from the ones it had cached before the swap.
+    generator
+        .execute(&env.js, hooked, add("TEST-SKU-123"))
+        .await
+        .expect("accepted");
+    env.caught_up(&running).await;
+    assert_views(&running.db_path, &expected(&generator.carts));
     running.stop().await.unwrap();
 }

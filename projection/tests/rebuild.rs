@@ -160,6 +160,8 @@ async fn admin_endpoint_and_offline_rebuild() {
         view: config.view.clone(),
         consumer: config.durable(),
         batch_size: 16,
+        // Fewer than the carts: states are evicted and read back while rebuilding.
+        state_cache_carts: 4,
         read_timeout: Duration::from_secs(5),
         hooks: Hooks::default(),
     };

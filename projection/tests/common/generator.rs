@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, message::PublishMessage};
 use bytes::Bytes;
+use projection::changes::Incoming;
 use shared::catalog::{CatalogSeed, CatalogSnapshot};
-use shared::domain::{AddItem, CartState, Command, Context, EventMessage, Limits, decide};
+use shared::domain::{AddItem, CartState, Command, Context, Event, EventMessage, Limits, decide};
 use shared::headers::{CART_EVENT_TYPES, RequestContext};
 use shared::ids::{CartId, CommandId, TenantId};
 use time::OffsetDateTime;
@@ -149,16 +150,48 @@ impl Generator {
     /// Publishes one accepted command on a random cart that can still change.
     pub async fn step(&mut self, js: &jetstream::Context) -> u64 {
         loop {
-            let open: Vec<usize> = (0..self.carts.len())
-                .filter(|&i| !self.carts[i].state.cart.order_placed() && !self.frozen.contains(&i))
-                .collect();
-            assert!(!open.is_empty(), "every cart has an order; use more carts");
-            let index = open[self.rng.usize(..open.len())];
+            let index = self.pick();
             let cmd = self.command(index);
             if let Some(seq) = self.execute(js, index, cmd).await {
                 return seq;
             }
         }
+    }
+
+    /// A random cart that can still change.
+    fn pick(&mut self) -> usize {
+        let open: Vec<usize> = (0..self.carts.len())
+            .filter(|&i| !self.carts[i].state.cart.order_placed() && !self.frozen.contains(&i))
+            .collect();
+        assert!(!open.is_empty(), "every cart has an order; use more carts");
+        open[self.rng.usize(..open.len())]
+    }
+
+    /// Like [`Generator::step`] without NATS (for tests of the writer alone): the message as
+    /// it would be stored at stream sequence `seq`.
+    pub fn step_offline(&mut self, seq: u64) -> Incoming {
+        loop {
+            let index = self.pick();
+            let cmd = self.command(index);
+            if let Some(inc) = self.execute_offline(index, cmd, seq) {
+                return inc;
+            }
+        }
+    }
+
+    /// Like [`Generator::execute`] without NATS: the message as stored at sequence `seq`, or
+    /// `None` when the command is rejected or changes nothing.
+    pub fn execute_offline(&mut self, index: usize, cmd: Command, seq: u64) -> Option<Incoming> {
+        let (events, msg) = self.decide_message(index, cmd, |_| {})?;
+        let inc = Incoming {
+            sequence: seq,
+            subject: shared::subjects::cart_events(&msg.tenant, &msg.cart_id),
+            headers: None,
+            payload: Bytes::from(msg.to_json()),
+            delivered: 1,
+        };
+        self.record(index, seq, &events, msg);
+        Some(inc)
     }
 
     /// Publishes `n` accepted commands.
@@ -186,6 +219,20 @@ impl Generator {
         cmd: Command,
         edit: impl FnOnce(&mut EventMessage),
     ) -> Option<u64> {
+        let expected = self.carts[index].state.version;
+        let (events, msg) = self.decide_message(index, cmd, edit)?;
+        let seq = publish(js, &msg, expected).await;
+        self.record(index, seq, &events, msg);
+        Some(seq)
+    }
+
+    /// The message `cmd` appends to cart `index` (`None` when rejected or empty).
+    fn decide_message(
+        &self,
+        index: usize,
+        cmd: Command,
+        edit: impl FnOnce(&mut EventMessage),
+    ) -> Option<(Vec<Event>, EventMessage)> {
         let now = self.clock;
         let events = {
             let ctx = Context {
@@ -198,23 +245,26 @@ impl Generator {
         if events.is_empty() {
             return None;
         }
-        let cart = &mut self.carts[index];
-        let id = CommandId::new();
+        let cart = &self.carts[index];
         let mut msg = EventMessage::new(
             cart.tenant.clone(),
             cart.id.clone(),
-            id,
+            CommandId::new(),
             cart.state.revision + 1,
             now,
             &events,
         );
         edit(&mut msg);
-        let seq = publish(js, &msg, cart.state.version).await;
+        Some((events, msg))
+    }
+
+    /// Records `msg` as stored at `seq` and advances the clock.
+    fn record(&mut self, index: usize, seq: u64, events: &[Event], msg: EventMessage) {
+        let cart = &mut self.carts[index];
         cart.state
-            .commit(id, seq, &events, CartState::DEFAULT_RECENT);
+            .commit(msg.command_id, seq, events, CartState::DEFAULT_RECENT);
         cart.messages.push((seq, msg));
         self.clock += self.step;
-        Some(seq)
     }
 
     /// The index of the cart `tenant`/`cart`.

@@ -1,0 +1,235 @@
+//! Applying event messages to carts in memory, then writing each changed cart once.
+//!
+//! A transaction (a batch, a replay) collects its carts here: the first message for a cart
+//! takes its committed state from the [`StateCache`] (or the database), every message is
+//! applied with `CartState::apply_message`, and [`Changes::write`] writes each changed cart's
+//! rows once, however many of the batch's messages it had. Nothing touches the database
+//! before that, so a message that cannot be applied is simply left out (no savepoint) and the
+//! cart keeps the state from before it. After the commit, [`Changes::committed`] hands the
+//! new states to the cache.
+
+use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use rusqlite::Connection;
+use shared::domain::{Event, EventDecodeError, EventMessage};
+use shared::subjects::CartEventSubject;
+
+use crate::error::ProjectionError;
+use crate::hooks::Hooks;
+use crate::state_cache::{CartKey, StateCache};
+use crate::views::{self, OrderRow, StoredCart, nanos};
+
+/// A message as delivered by the consumer, or read back from the stream (rebuild, replay).
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    pub sequence: u64,
+    pub subject: String,
+    pub headers: Option<async_nats::HeaderMap>,
+    pub payload: Bytes,
+    /// Delivery attempt (1 for the first); read-backs count as the last attempt.
+    pub delivered: i64,
+}
+
+/// Where a message goes relative to the cart's history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// In stream order (consumer, rebuild): the message follows everything applied so far.
+    Stream,
+    /// Now, after later messages of the cart (replay of a dead letter): its events are applied
+    /// to the current state and the cart keeps its newest version.
+    Late,
+}
+
+/// What applying one message did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applied {
+    pub events: usize,
+    /// Event types this build does not know (counted and skipped).
+    pub unknown: Vec<String>,
+    /// The cart had already applied this sequence (nothing changed).
+    pub already: bool,
+}
+
+#[derive(Debug)]
+pub enum ApplyError {
+    /// The message itself is bad (cannot be decoded or applied): retry, then dead-letter.
+    Poison(String),
+    /// The database failed: the whole batch is retried.
+    Db(ProjectionError),
+}
+
+/// A cart touched by the transaction.
+struct Pending {
+    /// What the database holds (`None`: no rows yet).
+    before: Option<Arc<StoredCart>>,
+    /// After the transaction's messages so far.
+    now: StoredCart,
+    /// The last order placed by those messages.
+    order: Option<OrderRow>,
+    changed: bool,
+}
+
+/// The carts of one transaction, in key order (so writes walk the B-trees in order).
+#[derive(Default)]
+pub struct Changes {
+    carts: BTreeMap<CartKey, Pending>,
+    /// Carts read from the database (not found in the cache).
+    pub loads: u64,
+}
+
+impl Changes {
+    /// Applies `inc` in memory. `conn` is only read, for a cart not in `cache`.
+    pub fn apply(
+        &mut self,
+        conn: &Connection,
+        cache: &StateCache,
+        inc: &Incoming,
+        hooks: &Hooks,
+        order: Order,
+    ) -> Result<Applied, ApplyError> {
+        let d = decode(inc).map_err(ApplyError::Poison)?;
+        if let Some(reason) = hooks.apply_failure(&d.msg, inc.sequence) {
+            return Err(ApplyError::Poison(reason));
+        }
+        let at = nanos(d.msg.occurred_at);
+        let pending = match self
+            .carts
+            .entry((d.msg.tenant.clone(), d.msg.cart_id.clone()))
+        {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                let before = match cache.get(e.key()) {
+                    Some(cart) => Some(cart),
+                    None => {
+                        self.loads += 1;
+                        let (tenant, cart) = e.key();
+                        views::load(conn, tenant, cart)
+                            .map_err(ApplyError::Db)?
+                            .map(Arc::new)
+                    }
+                };
+                let now = match &before {
+                    Some(cart) => StoredCart::clone(cart),
+                    None => StoredCart::new(d.msg.cart_id.clone(), at),
+                };
+                e.insert(Pending {
+                    before,
+                    now,
+                    order: None,
+                    changed: false,
+                })
+            }
+        };
+        // A late message that is still the cart's newest is simply in order.
+        let version = pending.now.state.version;
+        let order = if inc.sequence > version {
+            Order::Stream
+        } else {
+            order
+        };
+        if order == Order::Stream && inc.sequence <= version {
+            return Ok(Applied {
+                already: true,
+                ..Applied::default()
+            });
+        }
+        let mut next = if pending.before.is_none() && !pending.changed {
+            // The cart's first message (an earlier one in this batch may have failed).
+            StoredCart::new(d.msg.cart_id.clone(), at)
+        } else {
+            pending.now.clone()
+        };
+        match order {
+            Order::Stream => {
+                next.state.apply_message(&d.msg, inc.sequence, 0);
+                next.updated_ns = at;
+            }
+            Order::Late => {
+                for e in &d.events {
+                    shared::domain::apply(&mut next.state.cart, e);
+                }
+                next.state.revision += 1;
+                next.state.version = next.state.version.max(inc.sequence);
+                next.updated_ns = next.updated_ns.max(at);
+            }
+        }
+        next.applied += 1;
+        if let Some(id) = views::duplicate_line(&next.state.cart) {
+            return Err(ApplyError::Poison(format!(
+                "the message gives cart {}/{} a second line {id}",
+                d.msg.tenant, d.msg.cart_id
+            )));
+        }
+        for e in &d.events {
+            if let Event::OrderPlaced(o) = e {
+                pending.order = Some(OrderRow::new(&next.state, o, at, inc.sequence));
+            }
+        }
+        pending.now = next;
+        pending.changed = true;
+        Ok(Applied {
+            events: d.msg.events.len(),
+            unknown: d.unknown,
+            already: false,
+        })
+    }
+
+    /// Writes every changed cart (inside the caller's transaction).
+    pub fn write(&self, conn: &Connection) -> Result<(), ProjectionError> {
+        for ((tenant, cart), p) in self.carts.iter().filter(|(_, p)| p.changed) {
+            views::write(conn, tenant, p.before.as_deref(), &p.now)?;
+            if let Some(order) = &p.order {
+                views::write_order(conn, tenant, cart, order)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The transaction that wrote these changes committed: they become the cached states.
+    pub fn committed(self, cache: &StateCache) {
+        for (key, p) in self.carts {
+            if p.changed {
+                cache.insert(key, Arc::new(p.now));
+            } else if let Some(before) = p.before {
+                // Read from the database (or the cache) and unchanged: still what it holds.
+                cache.insert(key, before);
+            }
+        }
+    }
+}
+
+/// A message decoded far enough to apply.
+struct Decoded {
+    msg: EventMessage,
+    events: Vec<Event>,
+    unknown: Vec<String>,
+}
+
+fn decode(inc: &Incoming) -> Result<Decoded, String> {
+    let subject = CartEventSubject::parse(&inc.subject).map_err(|e| e.to_string())?;
+    let msg = EventMessage::from_json(&inc.payload)
+        .map_err(|e| format!("payload is not a valid event envelope: {e}"))?;
+    if msg.tenant != subject.tenant || msg.cart_id != subject.cart_id {
+        return Err(format!(
+            "envelope names {}/{} but the subject is {}",
+            msg.tenant, msg.cart_id, inc.subject
+        ));
+    }
+    let mut events = Vec::with_capacity(msg.events.len());
+    let mut unknown = Vec::new();
+    for record in &msg.events {
+        match Event::decode(record) {
+            Ok(e) => events.push(e),
+            Err(EventDecodeError::UnknownType(t)) => unknown.push(t),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok(Decoded {
+        msg,
+        events,
+        unknown,
+    })
+}
