@@ -28,6 +28,7 @@ pub mod queries;
 pub mod reader;
 pub mod rebuild;
 pub mod state_cache;
+pub mod state_format;
 pub mod status;
 pub mod views;
 pub mod writer;

@@ -1,6 +1,6 @@
 //! The view rows of a cart, written from its domain fold.
 //!
-//! Each cart's fold (`CartState`) is stored as JSON in `cart_states`; its `carts` and
+//! Each cart's fold (`CartState`) is stored in `cart_states` (see [`state_format`]); its `carts` and
 //! `cart_lines` rows are derived from it and `shared::domain::totals`, so the views are exactly
 //! what the domain computes. A write knows what the database holds (the previous stored cart),
 //! so it touches only the lines that changed. Times come from the messages' `occurred_at`, so
@@ -14,6 +14,7 @@ use shared::ids::{CartId, TenantId};
 
 use crate::db::{to_i64, to_u64};
 use crate::error::ProjectionError;
+use crate::state_format;
 
 /// A cart as stored: its domain fold and the bookkeeping beside it (`cart_states`). The view
 /// rows (`carts`, `cart_lines`) are a function of it, so it is all a write needs to know about
@@ -71,22 +72,27 @@ pub fn load(
     tenant: &TenantId,
     cart: &CartId,
 ) -> Result<Option<StoredCart>, ProjectionError> {
-    let row: Option<(String, i64, i64, i64)> = conn
+    let row = conn
         .prepare_cached(
             "SELECT state, created_ns, updated_ns, applied_messages FROM cart_states
              WHERE tenant = ?1 AND cart_id = ?2",
         )
         .and_then(|mut s| {
             s.query_row(params![tenant.as_str(), cart.as_str()], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                Ok((
+                    state_format::decode(r.get_ref(0)?),
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                ))
             })
             .optional()
         })
         .map_err(ProjectionError::db("load cart state"))?;
-    let Some((json, created_ns, updated_ns, applied)) = row else {
+    let Some((state, created_ns, updated_ns, applied)) = row else {
         return Ok(None);
     };
-    let state: CartState = serde_json::from_str(&json).map_err(|e| {
+    let state = state.map_err(|e| {
         ProjectionError::Rebuild(format!(
             "stored state of {tenant}/{cart} is unreadable ({e}); rebuild the projection"
         ))
@@ -122,7 +128,7 @@ pub fn write(
     let state = &after.state;
     let cart = &state.cart;
     let (t, c) = (tenant.as_str(), cart.id.as_str());
-    let json = serde_json::to_string(state).expect("cart states always serialize");
+    let stored = state_format::encode(state);
     let sql = if before.is_some() {
         "UPDATE cart_states SET state = ?3, updated_ns = ?5, applied_messages = ?6
          WHERE tenant = ?1 AND cart_id = ?2"
@@ -136,7 +142,7 @@ pub fn write(
             s.execute(params![
                 t,
                 c,
-                json,
+                stored,
                 after.created_ns,
                 after.updated_ns,
                 after.applied

@@ -12,7 +12,7 @@ use common::{Generator, assert_views, expected};
 use projection::changes::Incoming;
 use projection::writer::{OnFailure, Writer};
 use projection::{CommitAction, Hooks};
-use shared::domain::{AddItem, Command, EventMessage};
+use shared::domain::{AddItem, CartState, Command, EventMessage};
 
 fn add(sku: &str) -> Command {
     Command::AddItem(AddItem {
@@ -228,4 +228,41 @@ async fn a_message_giving_a_cart_a_second_line_with_the_same_id_is_poison() {
     let mut carts = generator.carts.clone();
     carts[cart].messages.truncate(1);
     assert_views(&dir.path().join("w.db"), &expected(&carts));
+}
+
+#[tokio::test]
+async fn states_stored_as_json_by_earlier_builds_are_read_and_carried_on() {
+    let mut generator = Generator::new(25, &["t1"], 8);
+    let msgs = messages(&mut generator, 1, 100);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.db");
+    {
+        let writer = spawn(&dir, Hooks::default(), 100);
+        writer.apply(msgs, OnFailure::Stop).await.unwrap();
+        writer.close().await.unwrap();
+    }
+    // Rewrite every state the way earlier builds stored it: plain JSON text.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    for sim in generator.carts.iter().filter(|c| !c.messages.is_empty()) {
+        let mut state = CartState::new(sim.id.clone());
+        for (seq, msg) in &sim.messages {
+            state.apply_message(msg, *seq, 0);
+        }
+        let json = serde_json::to_string(&state).unwrap();
+        let changed = conn
+            .execute(
+                "UPDATE cart_states SET state = ?1 WHERE tenant = ?2 AND cart_id = ?3",
+                rusqlite::params![json, sim.tenant.as_str(), sim.id.as_str()],
+            )
+            .unwrap();
+        assert_eq!(changed, 1);
+    }
+    drop(conn);
+
+    // A new writer (empty cache) reads them and goes on.
+    let writer = spawn(&dir, Hooks::default(), 100);
+    let more = messages(&mut generator, 101, 100);
+    let out = writer.apply(more, OnFailure::Stop).await.unwrap();
+    assert_eq!(out.applied, 100);
+    assert_views(&path, &expected(&generator.carts));
 }
