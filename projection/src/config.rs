@@ -25,8 +25,8 @@ pub struct Config {
     pub grpc_addr: String,
     /// HTTP listen address of `/health`, `/ready`, `/metrics` and `/admin/rebuild`.
     pub http_addr: String,
-    /// Messages per fetch, applied in one transaction. `max_ack_pending` equals it: one batch is
-    /// in flight at a time.
+    /// Messages per fetch, applied in one transaction. `max_ack_pending` is twice it: while one
+    /// batch is applied, the next is fetched.
     pub batch_size: usize,
     /// Longest wait of an idle fetch before it returns empty (and the loop checks shutdown).
     pub fetch_wait_ms: u64,
@@ -99,7 +99,7 @@ impl Config {
         ConsumerSettings {
             ack_wait_ms: self.ack_wait_ms,
             max_deliver: self.max_deliver,
-            max_ack_pending: i64::try_from(self.batch_size).unwrap_or(i64::MAX),
+            max_ack_pending: i64::try_from(2 * self.batch_size).unwrap_or(i64::MAX),
         }
     }
 
@@ -166,7 +166,7 @@ mod tests {
         c.check().unwrap();
         assert_eq!(c.durable(), "projection-main");
         assert_eq!(c.db_path(), PathBuf::from(".dev/projection-main.db"));
-        assert_eq!(c.consumer_settings().max_ack_pending, 256);
+        assert_eq!(c.consumer_settings().max_ack_pending, 512);
         assert_eq!(c.abandoned_after(), Duration::from_secs(3600));
     }
 

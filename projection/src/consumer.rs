@@ -64,6 +64,31 @@ pub struct Consumer {
     pub parked: Vec<Delivery>,
 }
 
+/// Fetches up to a batch of messages (fewer when the stream has no more right now).
+async fn fetch(
+    consumer: &PullConsumer,
+    settings: &LoopSettings,
+) -> Result<Vec<jetstream::Message>, ProjectionError> {
+    let wait = settings.fetch_wait;
+    let fetch = async {
+        let mut batch = consumer
+            .fetch()
+            .max_messages(settings.batch_size)
+            .expires(wait)
+            .messages()
+            .await
+            .map_err(|e| ProjectionError::nats("fetch", e))?;
+        let mut out = Vec::with_capacity(settings.batch_size);
+        while let Some(msg) = batch.next().await {
+            out.push(msg.map_err(|e| ProjectionError::nats("fetch", e))?);
+        }
+        Ok(out)
+    };
+    tokio::time::timeout(wait + settings.request_timeout, fetch)
+        .await
+        .map_err(|_| ProjectionError::nats("fetch", "no reply in time"))?
+}
+
 /// One delivered message (`msg` is `None` for a message read back by the loop itself).
 pub struct Delivery {
     msg: Option<jetstream::Message>,
@@ -73,19 +98,38 @@ pub struct Delivery {
 impl Consumer {
     /// Runs until `shutdown`; a batch in progress is finished (applied and acknowledged) first.
     /// Cancels `fatal` and returns if the writer has stopped (the process should restart).
+    ///
+    /// While a full batch is applied (catching up), the next one is already fetched
+    /// (`max_ack_pending` is two batches), so the writer does not wait for the network.
     pub async fn run(mut self, shutdown: CancellationToken, fatal: CancellationToken) {
         let mut failures = 0u32;
+        // The next batch, fetched while the previous one was applied.
+        let mut ahead: Option<Vec<jetstream::Message>> = None;
         loop {
             let gate = self.gate.clone();
             let held = tokio::select! {
                 g = gate.lock() => g,
-                () = shutdown.cancelled() => return,
+                () = shutdown.cancelled() => return self.give_back(ahead).await,
             };
-            let fetched = tokio::select! {
-                r = self.fetch() => r,
-                () = shutdown.cancelled() => return,
+            let fetched = match ahead.take() {
+                Some(batch) => Ok(batch),
+                None => tokio::select! {
+                    r = fetch(&self.consumer, &self.settings) => r,
+                    () = shutdown.cancelled() => return,
+                },
             };
             let result = match fetched {
+                Ok(batch) if batch.len() >= self.settings.batch_size => {
+                    self.shared.fetched_ok();
+                    // Not cut short by a shutdown (a backlog returns a batch at once): a
+                    // fetch dropped halfway would leave its messages out until the ack wait.
+                    let consumer = self.consumer.clone();
+                    let settings = self.settings.clone();
+                    let next = fetch(&consumer, &settings);
+                    let (result, next) = tokio::join!(self.process(batch), next);
+                    ahead = next.ok();
+                    result
+                }
                 Ok(batch) => {
                     self.shared.fetched_ok();
                     self.process(batch).await
@@ -101,7 +145,7 @@ impl Consumer {
             if matches!(e, ProjectionError::WriterStopped) {
                 tracing::error!("the database writer stopped; the consumer stops too");
                 fatal.cancel();
-                return;
+                return self.give_back(ahead).await;
             }
             failures += 1;
             metrics::counter!(m::BATCH_ERRORS, m::VIEW => self.shared.view.clone()).increment(1);
@@ -113,7 +157,22 @@ impl Consumer {
             let pause = Duration::from_millis(100 * u64::from(failures.min(20)));
             tokio::select! {
                 () = tokio::time::sleep(pause) => {}
-                () = shutdown.cancelled() => return,
+                () = shutdown.cancelled() => return self.give_back(ahead).await,
+            }
+        }
+    }
+
+    /// Naks a fetched batch that will not be applied (the loop stops), so the server
+    /// redelivers it at once instead of after the ack wait.
+    async fn give_back(&self, batch: Option<Vec<jetstream::Message>>) {
+        for msg in batch.into_iter().flatten() {
+            let nak = msg.ack_with(AckKind::Nak(None));
+            if !matches!(
+                tokio::time::timeout(self.settings.request_timeout, nak).await,
+                Ok(Ok(()))
+            ) {
+                // Redelivered after the ack wait instead.
+                break;
             }
         }
     }
@@ -129,28 +188,6 @@ impl Consumer {
             Ok(Err(e)) => tracing::warn!(error = %e, "cannot re-create the durable consumer"),
             Err(_) => tracing::warn!("re-creating the durable consumer timed out"),
         }
-    }
-
-    async fn fetch(&self) -> Result<Vec<jetstream::Message>, ProjectionError> {
-        let wait = self.settings.fetch_wait;
-        let fetch = async {
-            let mut batch = self
-                .consumer
-                .fetch()
-                .max_messages(self.settings.batch_size)
-                .expires(wait)
-                .messages()
-                .await
-                .map_err(|e| ProjectionError::nats("fetch", e))?;
-            let mut out = Vec::new();
-            while let Some(msg) = batch.next().await {
-                out.push(msg.map_err(|e| ProjectionError::nats("fetch", e))?);
-            }
-            Ok(out)
-        };
-        tokio::time::timeout(wait + self.settings.request_timeout, fetch)
-            .await
-            .map_err(|_| ProjectionError::nats("fetch", "no reply in time"))?
     }
 
     async fn process(&mut self, batch: Vec<jetstream::Message>) -> Result<(), ProjectionError> {

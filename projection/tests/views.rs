@@ -219,3 +219,34 @@ async fn keeps_up_across_a_nats_server_restart() {
     assert_views(&running.db_path, &expected(&generator.carts));
     running.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_graceful_stop_while_catching_up_hands_the_fetched_batch_back() {
+    let Some(env) = common::env().await else {
+        return;
+    };
+    let mut generator = Generator::new(23, &["t1"], 30);
+    generator.publish(&env.js, 300).await;
+    // Small batches: the node is still catching up (with the next batch fetched) when it
+    // stops. A long ack wait: a batch that was fetched but not handed back would only come
+    // again after it.
+    let mut config = env.config("main");
+    config.batch_size = 10;
+    config.ack_wait_ms = 60_000;
+    let running = env.start(config.clone(), Hooks::default()).await;
+    wait_until(|| async { running.checkpoint() >= 50 }, WAIT)
+        .await
+        .expect("the node applies some batches");
+    running.stop().await.unwrap();
+
+    let running = env.start(config, Hooks::default()).await;
+    let last = env.stream_last().await;
+    wait_until(
+        || async { running.checkpoint() >= last },
+        Duration::from_secs(20),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("at {} of {last}: {e}", running.checkpoint()));
+    assert_views(&running.db_path, &expected(&generator.carts));
+    running.stop().await.unwrap();
+}

@@ -183,11 +183,13 @@ impl Progress {
     }
 }
 
+/// The projection's own consumer settings for a batch of `BATCH`.
 fn settings() -> ConsumerSettings {
-    ConsumerSettings {
-        max_ack_pending: BATCH as i64,
-        ..ConsumerSettings::default()
+    projection::Config {
+        batch_size: BATCH,
+        ..projection::Config::default()
     }
+    .consumer_settings()
 }
 
 /// A bare durable pull consumer from sequence 1 to `target`, acking every message.
@@ -319,7 +321,8 @@ pub async fn run(stack: &Stack, events: u64, carts: usize) -> anyhow::Result<Rep
             "{events} event messages over {carts} carts preloaded (3 AddItem then ChangeQuantity per cart, carts interleaved); both sides read sequences 1..={target}"
         ),
         format!(
-            "baseline: durable pull consumer, explicit ack, fetch {BATCH} (max_ack_pending {BATCH}), ack every message, no processing: {:.1} s",
+            "baseline: durable pull consumer, explicit ack, fetch {BATCH} (max_ack_pending {}), ack every message, no processing: {:.1} s",
+            settings().max_ack_pending,
             base.elapsed.as_secs_f64()
         ),
         format!(
