@@ -1,26 +1,25 @@
 //! Applying event messages to carts in memory, then writing each changed cart once.
 //!
 //! A transaction (a batch, a replay) collects its carts here: the first message for a cart
-//! takes its committed state from the [`StateCache`] (or the database), every message is
-//! applied with `CartState::apply_message`, and [`Changes::write`] writes each changed cart's
-//! rows once, however many of the batch's messages it had. Nothing touches the database
-//! before that, so a message that cannot be applied is simply left out (no savepoint) and the
-//! cart keeps the state from before it. After the commit, [`Changes::committed`] hands the
-//! new states to the cache.
-
-use std::collections::BTreeMap;
-use std::collections::btree_map::Entry;
-use std::sync::Arc;
+//! takes its committed state out of the [`StateCache`] (or reads it from the database), every
+//! message is applied with `CartState::apply_message`, and [`Changes::write`] writes each
+//! changed cart's rows once, however many of the batch's messages it had. Nothing touches the
+//! database before that, so a message that cannot be applied is simply left out (no
+//! savepoint) and the cart keeps the state from before it. Only after the commit does
+//! [`Changes::committed`] put the states back into the cache; dropped without it (rollback),
+//! the carts are just no longer cached.
 
 use bytes::Bytes;
 use rusqlite::Connection;
 use shared::domain::{Event, EventDecodeError, EventMessage};
 use shared::subjects::CartEventSubject;
+use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 
 use crate::error::ProjectionError;
 use crate::hooks::Hooks;
 use crate::state_cache::{CartKey, StateCache};
-use crate::views::{self, OrderRow, StoredCart, nanos};
+use crate::views::{self, OrderRow, StoredCart, StoredLine, nanos};
 
 /// A message as delivered by the consumer, or read back from the stream (rebuild, replay).
 #[derive(Debug, Clone)]
@@ -63,8 +62,8 @@ pub enum ApplyError {
 
 /// A cart touched by the transaction.
 struct Pending {
-    /// What the database holds (`None`: no rows yet).
-    before: Option<Arc<StoredCart>>,
+    /// The lines the database holds (`None`: the cart has no rows yet).
+    stored: Option<Vec<StoredLine>>,
     /// After the transaction's messages so far.
     now: StoredCart,
     /// The last order placed by those messages.
@@ -85,7 +84,7 @@ impl Changes {
     pub fn apply(
         &mut self,
         conn: &Connection,
-        cache: &StateCache,
+        cache: &mut StateCache,
         inc: &Incoming,
         hooks: &Hooks,
         order: Order,
@@ -101,25 +100,27 @@ impl Changes {
         {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(e) => {
-                let before = match cache.get(e.key()) {
+                let stored = match cache.take(e.key()) {
                     Some(cart) => Some(cart),
                     None => {
                         self.loads += 1;
                         let (tenant, cart) = e.key();
-                        views::load(conn, tenant, cart)
-                            .map_err(ApplyError::Db)?
-                            .map(Arc::new)
+                        views::load(conn, tenant, cart).map_err(ApplyError::Db)?
                     }
                 };
-                let now = match &before {
-                    Some(cart) => StoredCart::clone(cart),
-                    None => StoredCart::new(d.msg.cart_id.clone(), at),
-                };
-                e.insert(Pending {
-                    before,
-                    now,
-                    order: None,
-                    changed: false,
+                e.insert(match stored {
+                    Some(cart) => Pending {
+                        stored: Some(StoredLine::all(&cart.state.cart)),
+                        now: cart,
+                        order: None,
+                        changed: false,
+                    },
+                    None => Pending {
+                        stored: None,
+                        now: StoredCart::new(d.msg.cart_id.clone(), at),
+                        order: None,
+                        changed: false,
+                    },
                 })
             }
         };
@@ -136,7 +137,7 @@ impl Changes {
                 ..Applied::default()
             });
         }
-        let mut next = if pending.before.is_none() && !pending.changed {
+        let mut next = if pending.stored.is_none() && !pending.changed {
             // The cart's first message (an earlier one in this batch may have failed).
             StoredCart::new(d.msg.cart_id.clone(), at)
         } else {
@@ -180,7 +181,7 @@ impl Changes {
     /// Writes every changed cart (inside the caller's transaction).
     pub fn write(&self, conn: &Connection) -> Result<(), ProjectionError> {
         for ((tenant, cart), p) in self.carts.iter().filter(|(_, p)| p.changed) {
-            views::write(conn, tenant, p.before.as_deref(), &p.now)?;
+            views::write(conn, tenant, p.stored.as_deref(), &p.now)?;
             if let Some(order) = &p.order {
                 views::write_order(conn, tenant, cart, order)?;
             }
@@ -188,14 +189,12 @@ impl Changes {
         Ok(())
     }
 
-    /// The transaction that wrote these changes committed: they become the cached states.
-    pub fn committed(self, cache: &StateCache) {
+    /// The transaction that wrote these changes committed: the states go (back) into the
+    /// cache, changed or not (an unchanged one is still what the database holds).
+    pub fn committed(self, cache: &mut StateCache) {
         for (key, p) in self.carts {
-            if p.changed {
-                cache.insert(key, Arc::new(p.now));
-            } else if let Some(before) = p.before {
-                // Read from the database (or the cache) and unchanged: still what it holds.
-                cache.insert(key, before);
+            if p.changed || p.stored.is_some() {
+                cache.put(key, p.now);
             }
         }
     }

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, params};
+use shared::domain::cart::LineProduct;
 use shared::domain::{Cart, CartState, Line, event::OrderPlaced, totals};
 use shared::ids::{CartId, TenantId};
 
@@ -37,6 +38,40 @@ impl StoredCart {
             updated_ns: at,
             applied: 0,
         }
+    }
+}
+
+/// What a `cart_lines` row is made of (its position aside): enough to tell which rows a new
+/// state changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredLine {
+    pub id: u32,
+    pub quantity: u32,
+    pub product: Arc<LineProduct>,
+}
+
+impl StoredLine {
+    /// The lines of `cart`, in order.
+    pub fn all(cart: &Cart) -> Vec<StoredLine> {
+        cart.lines
+            .iter()
+            .map(|l| StoredLine {
+                id: l.id,
+                quantity: l.quantity,
+                product: l.product.clone(),
+            })
+            .collect()
+    }
+
+    /// Whether `line` has this row's columns.
+    fn same_row(&self, line: &Line) -> bool {
+        let (a, b) = (&self.product, &line.product);
+        self.quantity == line.quantity
+            && (Arc::ptr_eq(a, b)
+                || (a.sku == b.sku
+                    && a.name == b.name
+                    && a.unit_price == b.unit_price
+                    && a.tax_rate == b.tax_rate))
     }
 }
 
@@ -116,20 +151,20 @@ pub fn status(cart: &Cart) -> &'static str {
     }
 }
 
-/// Writes `after` over `before` (what the database holds for the cart; `None`: no rows yet):
-/// the state, the cart row, and only the lines that changed. The line ids of `after` must be
-/// unique (the caller checks, see [`duplicate_line`]).
+/// Writes the cart `after` over what the database holds for it (`stored`: its lines; `None`:
+/// no rows yet): the state, the cart row, and only the lines that changed. The line ids of
+/// `after` must be unique (the caller checks, see [`duplicate_line`]).
 pub fn write(
     conn: &Connection,
     tenant: &TenantId,
-    before: Option<&StoredCart>,
+    stored: Option<&[StoredLine]>,
     after: &StoredCart,
 ) -> Result<(), ProjectionError> {
     let state = &after.state;
     let cart = &state.cart;
     let (t, c) = (tenant.as_str(), cart.id.as_str());
-    let stored = state_format::encode(state);
-    let sql = if before.is_some() {
+    let encoded = state_format::encode(state);
+    let sql = if stored.is_some() {
         "UPDATE cart_states SET state = ?3, updated_ns = ?5, applied_messages = ?6
          WHERE tenant = ?1 AND cart_id = ?2"
     } else {
@@ -142,7 +177,7 @@ pub fn write(
             s.execute(params![
                 t,
                 c,
-                stored,
+                encoded,
                 after.created_ns,
                 after.updated_ns,
                 after.applied
@@ -150,17 +185,11 @@ pub fn write(
         })
         .map_err(ProjectionError::db("store cart state"))?;
 
-    write_lines(
-        conn,
-        t,
-        c,
-        before.map_or(&[], |b| &b.state.cart.lines),
-        &cart.lines,
-    )?;
+    write_lines(conn, t, c, stored.unwrap_or_default(), &cart.lines)?;
 
     let tot = totals(cart);
     let items: u64 = cart.lines.iter().map(|l| u64::from(l.quantity)).sum();
-    let sql = if before.is_some() {
+    let sql = if stored.is_some() {
         "UPDATE carts SET status = ?3, item_count = ?4, line_count = ?5, total_amount = ?6,
              total_tax = ?7, total_discount = ?8, currency = ?9, user_id = ?10,
              order_reference = ?11, updated_ns = ?13, version = ?14
@@ -210,7 +239,7 @@ fn write_lines(
     conn: &Connection,
     t: &str,
     c: &str,
-    before: &[Line],
+    before: &[StoredLine],
     after: &[Line],
 ) -> Result<(), ProjectionError> {
     for old in before {
@@ -224,7 +253,7 @@ fn write_lines(
     }
     for (pos, l) in after.iter().enumerate() {
         let sql = match before.iter().position(|o| o.id == l.id) {
-            Some(old) if old == pos && same_row(&before[old], l) => continue,
+            Some(old) if old == pos && before[old].same_row(l) => continue,
             Some(_) => {
                 "UPDATE cart_lines SET position = ?4, sku = ?5, name = ?6, quantity = ?7,
                      unit_price = ?8, tax_rate = ?9
@@ -253,16 +282,6 @@ fn write_lines(
             .map_err(ProjectionError::db("store line"))?;
     }
     Ok(())
-}
-
-/// Whether two lines have the same `cart_lines` columns (position aside).
-fn same_row(a: &Line, b: &Line) -> bool {
-    a.quantity == b.quantity
-        && (Arc::ptr_eq(&a.product, &b.product)
-            || (a.product.sku == b.product.sku
-                && a.product.name == b.product.name
-                && a.product.unit_price == b.product.unit_price
-                && a.product.tax_rate == b.product.tax_rate))
 }
 
 /// Stores the order of `tenant`/`cart` (one per cart; a later one replaces it).

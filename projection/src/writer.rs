@@ -268,9 +268,9 @@ impl State {
         let started = Instant::now();
         let view = self.view.clone();
         let hooks = self.hooks.clone();
-        let cache = self.cache.clone();
         let live = matches!(on_failure, OnFailure::Stop);
-        let conn = self.conn()?;
+        let cache = &mut self.cache;
+        let conn = self.conn.as_mut().ok_or(ProjectionError::WriterStopped)?;
         let tx = conn
             .transaction()
             .map_err(ProjectionError::db("begin batch"))?;
@@ -286,7 +286,7 @@ impl State {
                 out.handled = index + 1;
                 continue;
             }
-            match changes.apply(&tx, &cache, inc, &hooks, Order::Stream) {
+            match changes.apply(&tx, cache, inc, &hooks, Order::Stream) {
                 Ok(applied) => {
                     out.applied += usize::from(!applied.already);
                     events += applied.events;
@@ -344,7 +344,7 @@ impl State {
         }
         tx.commit().map_err(ProjectionError::db("commit batch"))?;
         let loads = changes.loads;
-        changes.committed(&cache);
+        changes.committed(cache);
         self.applied.store(out.checkpoint, Ordering::Release);
         if live {
             metrics::histogram!(m::BATCH_SECONDS, m::VIEW => view.clone())
@@ -376,8 +376,8 @@ impl State {
 
     fn replay(&mut self, id: u64, message: &Incoming) -> Result<ReplayOutcome, ProjectionError> {
         let hooks = self.hooks.clone();
-        let cache = self.cache.clone();
-        let conn = self.conn()?;
+        let cache = &mut self.cache;
+        let conn = self.conn.as_mut().ok_or(ProjectionError::WriterStopped)?;
         let tx = conn
             .transaction()
             .map_err(ProjectionError::db("begin replay"))?;
@@ -390,7 +390,7 @@ impl State {
             });
         }
         let mut changes = Changes::default();
-        let outcome = match changes.apply(&tx, &cache, message, &hooks, Order::Late) {
+        let outcome = match changes.apply(&tx, cache, message, &hooks, Order::Late) {
             Ok(_) => {
                 changes.write(&tx)?;
                 poison::mark_replayed(&tx, id)?;
@@ -409,7 +409,7 @@ impl State {
             }
         };
         tx.commit().map_err(ProjectionError::db("commit replay"))?;
-        changes.committed(&cache);
+        changes.committed(cache);
         Ok(outcome)
     }
 
