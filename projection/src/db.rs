@@ -16,7 +16,14 @@ use crate::error::ProjectionError;
 
 /// `(version, name, sql)`, in order. Append only; never edit a released migration.
 const MIGRATIONS: &[(u32, &str, &str)] =
-    &[(1, "init", include_str!("../migrations/0001_init.sql"))];
+    &[
+        (1, "init", include_str!("../migrations/0001_init.sql")),
+        (
+            2,
+            "partial_user_index",
+            include_str!("../migrations/0002_partial_user_index.sql"),
+        ),
+    ];
 
 /// How long a connection waits for a lock held by another (e.g. a checkpoint) before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -229,6 +236,39 @@ mod tests {
             matches!(err, ProjectionError::SchemaTooNew { found: 999, .. }),
             "{err}"
         );
+    }
+
+    /// The plan of listing `tenant`'s carts of `user`, newest first.
+    fn user_list_plan(conn: &Connection) -> String {
+        let mut stmt = conn
+            .prepare(
+                "EXPLAIN QUERY PLAN SELECT cart_id FROM carts WHERE tenant = ?1 AND user_id = ?2
+                 ORDER BY updated_ns DESC, cart_id DESC LIMIT 10",
+            )
+            .unwrap();
+        let rows: Vec<String> = stmt
+            .query_map(["t", "u"], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        rows.join("; ")
+    }
+
+    #[test]
+    fn anonymous_carts_stay_out_of_the_user_index_which_user_lists_still_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open_writer(&dir.path().join("p.db")).unwrap();
+        let plan = user_list_plan(&conn);
+        assert!(plan.contains("INDEX carts_by_user ("), "{plan}");
+        assert!(!plan.contains("TEMP B-TREE"), "no sort: {plan}");
+        let partial: bool = conn
+            .query_row(
+                "SELECT partial FROM pragma_index_list('carts') WHERE name = 'carts_by_user'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(partial, "carts_by_user leaves out carts without a user");
     }
 
     #[test]

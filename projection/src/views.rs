@@ -63,15 +63,14 @@ impl StoredLine {
             .collect()
     }
 
-    /// Whether `line` has this row's columns.
-    fn same_row(&self, line: &Line) -> bool {
+    /// Whether `line` has this row's product columns (sku, name, price, tax rate).
+    fn same_product(&self, line: &Line) -> bool {
         let (a, b) = (&self.product, &line.product);
-        self.quantity == line.quantity
-            && (Arc::ptr_eq(a, b)
-                || (a.sku == b.sku
-                    && a.name == b.name
-                    && a.unit_price == b.unit_price
-                    && a.tax_rate == b.tax_rate))
+        Arc::ptr_eq(a, b)
+            || (a.sku == b.sku
+                && a.name == b.name
+                && a.unit_price == b.unit_price
+                && a.tax_rate == b.tax_rate)
     }
 }
 
@@ -253,7 +252,20 @@ fn write_lines(
     }
     for (pos, l) in after.iter().enumerate() {
         let sql = match before.iter().position(|o| o.id == l.id) {
-            Some(old) if old == pos && before[old].same_row(l) => continue,
+            Some(old) if old == pos && before[old].same_product(l) => {
+                if before[old].quantity == l.quantity {
+                    continue;
+                }
+                // Only the quantity changed (the common update): setting no other column
+                // leaves the by-SKU index alone.
+                conn.prepare_cached(
+                    "UPDATE cart_lines SET quantity = ?4
+                     WHERE tenant = ?1 AND cart_id = ?2 AND line_id = ?3",
+                )
+                .and_then(|mut s| s.execute(params![t, c, l.id, l.quantity]))
+                .map_err(ProjectionError::db("store line quantity"))?;
+                continue;
+            }
             Some(_) => {
                 "UPDATE cart_lines SET position = ?4, sku = ?5, name = ?6, quantity = ?7,
                      unit_price = ?8, tax_rate = ?9
