@@ -15,15 +15,14 @@ use time::format_description::well_known::Rfc3339;
 use crate::error::ProjectionError;
 
 /// `(version, name, sql)`, in order. Append only; never edit a released migration.
-const MIGRATIONS: &[(u32, &str, &str)] =
-    &[
-        (1, "init", include_str!("../migrations/0001_init.sql")),
-        (
-            2,
-            "partial_user_index",
-            include_str!("../migrations/0002_partial_user_index.sql"),
-        ),
-    ];
+const MIGRATIONS: &[(u32, &str, &str)] = &[
+    (1, "init", include_str!("../migrations/0001_init.sql")),
+    (
+        2,
+        "partial_user_index",
+        include_str!("../migrations/0002_partial_user_index.sql"),
+    ),
+];
 
 /// How long a connection waits for a lock held by another (e.g. a checkpoint) before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
