@@ -272,10 +272,10 @@ impl Consumer {
                     return Err(e);
                 }
             };
+            // Committed: acknowledge in the background, so the next batch reaches the writer
+            // without waiting for these acks to be written out.
             let handled: Vec<Delivery> = rest.drain(..outcome.handled).collect();
-            for d in &handled {
-                self.ack(d, AckKind::Ack).await;
-            }
+            tokio::spawn(ack_all(handled, self.settings.request_timeout));
             let Some(failure) = outcome.failure else {
                 break;
             };
@@ -390,15 +390,24 @@ impl Consumer {
         }
     }
 
-    /// Acks are best effort: a lost ack means a redelivery, which the checkpoint absorbs.
     async fn ack(&self, d: &Delivery, kind: AckKind) {
-        let Some(msg) = &d.msg else { return };
-        match tokio::time::timeout(self.settings.request_timeout, msg.ack_with(kind)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::warn!(sequence = d.inc.sequence, error = %e, ?kind, "ack failed")
-            }
-            Err(_) => tracing::warn!(sequence = d.inc.sequence, ?kind, "ack timed out"),
-        }
+        ack_one(d, kind, self.settings.request_timeout).await;
+    }
+}
+
+/// Acks are best effort: a lost ack means a redelivery, which the checkpoint absorbs.
+async fn ack_one(d: &Delivery, kind: AckKind, timeout: Duration) {
+    let Some(msg) = &d.msg else { return };
+    match tokio::time::timeout(timeout, msg.ack_with(kind)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(sequence = d.inc.sequence, error = %e, ?kind, "ack failed"),
+        Err(_) => tracing::warn!(sequence = d.inc.sequence, ?kind, "ack timed out"),
+    }
+}
+
+/// Acknowledges applied deliveries, in order.
+async fn ack_all(deliveries: Vec<Delivery>, timeout: Duration) {
+    for d in &deliveries {
+        ack_one(d, AckKind::Ack, timeout).await;
     }
 }
