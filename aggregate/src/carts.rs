@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use moka::future::Cache;
 use moka::notification::RemovalCause;
+use moka::policy::EvictionPolicy;
 use shared::domain::{self, CartState, Command, Context, Event, EventMessage, Limits};
 use shared::headers::RequestContext;
 use shared::ids::{CartId, CommandId, TenantId};
@@ -121,6 +122,9 @@ impl Carts {
         let evict_snapshots = snapshots.clone();
         let snapshot_every = cfg.snapshot_every;
         let cache = Cache::builder()
+            // LRU, not moka's default TinyLFU: TinyLFU may refuse to admit a freshly loaded
+            // cart, and every command to it would then load it again (in a slot of its own).
+            .eviction_policy(EvictionPolicy::lru())
             .max_capacity(cfg.cache_capacity)
             .time_to_idle(cfg.cache_idle)
             .eviction_listener(move |key: Arc<Arc<str>>, slot: Arc<Slot>, cause| {
@@ -193,15 +197,18 @@ impl Carts {
     /// Snapshot every cached cart that changed since its last snapshot, and wait for the
     /// writes (drain).
     pub async fn flush_snapshots(&self) {
+        if self.inner.cfg.snapshot_every == 0 {
+            return;
+        }
         for (key, slot) in self.inner.cache.iter() {
-            let guard = slot.loaded.lock().await;
-            if let Some(l) = guard.as_ref()
-                && l.state.revision > l.snapshot_revision
-            {
-                self.inner
-                    .snapshots
-                    .offer(key.to_string(), Arc::new(l.state.clone()));
-            }
+            let state = {
+                let guard = slot.loaded.lock().await;
+                match guard.as_ref() {
+                    Some(l) if l.state.revision > l.snapshot_revision => Arc::new(l.state.clone()),
+                    _ => continue,
+                }
+            };
+            self.inner.snapshots.queue(key.to_string(), state).await;
         }
         self.inner.snapshots.flush().await;
     }
@@ -367,7 +374,9 @@ impl Carts {
         ))
     }
 
-    /// The current cart; waits for the stream when the caller has seen a newer version.
+    /// The current cart. When the caller has seen a newer version than the node holds, the
+    /// node reads the stream once more; still older then, it answers `unavailable` (a retry
+    /// may find it) rather than a cart older than the caller asked for.
     pub async fn get(
         &self,
         cart: &CartRef,
@@ -382,6 +391,15 @@ impl Carts {
             && loaded.state.version < min
         {
             self.catch_up(loaded, cart).await?;
+            if loaded.state.version < min {
+                return Err(ApiError::new(
+                    ErrorCode::Unavailable,
+                    format!(
+                        "the cart is at version {}, not yet at {min}; retry",
+                        loaded.state.version
+                    ),
+                ));
+            }
         }
         Ok(loaded.state.clone())
     }

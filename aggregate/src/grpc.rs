@@ -3,13 +3,12 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::Stream;
 use proto::cart::v1 as pb;
 use shared::ApiError;
 use shared::domain::{CartState, Command};
-use shared::headers::{RequestContext, TENANT_ID};
+use shared::headers::RequestContext;
 use shared::ids::{CartId, CommandId, TenantId};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
@@ -93,45 +92,22 @@ impl CartGrpc {
 
 /// The caller's context. The tenant in the request body is authoritative and must agree with
 /// `x-tenant-id` when both are present.
-pub fn request_context(
+fn request_context(
     md: &tonic::metadata::MetadataMap,
     body_tenant: &str,
 ) -> Result<RequestContext, Status> {
     let tenant = TenantId::parse(body_tenant).map_err(ApiError::from)?;
-    if md.get(TENANT_ID).is_none() {
-        let mut ctx = RequestContext::new(tenant.clone());
-        // Correlation and trace still come from the metadata when present.
-        let mut with_tenant = md.clone();
-        if let Ok(v) = tenant.as_str().parse() {
-            with_tenant.insert(TENANT_ID, v);
-            if let Ok(c) = RequestContext::from_grpc_metadata(&with_tenant) {
-                ctx = c;
-            }
-        }
-        return Ok(ctx);
-    }
-    let ctx = RequestContext::from_grpc_metadata(md)?;
-    if ctx.tenant != tenant {
-        return Err(ApiError::new(
-            shared::ErrorCode::PermissionDenied,
-            format!(
-                "tenant {:?} in the request does not match {TENANT_ID} {:?}",
-                tenant.as_str(),
-                ctx.tenant.as_str()
-            ),
-        )
-        .into());
-    }
-    Ok(ctx)
+    Ok(RequestContext::from_grpc_for_tenant(md, tenant)?)
 }
 
 fn command_id(raw: &str) -> Result<CommandId, Status> {
     Ok(CommandId::parse(raw).map_err(ApiError::from)?)
 }
 
+/// The command at `field` (`command`, `commands[3]`): errors name the path from there.
 fn command(raw: Option<pb::Command>, field: &str) -> Result<Command, Status> {
     let raw = raw.ok_or_else(|| ApiError::invalid(format!("{field} is required")))?;
-    Ok(Command::try_from(raw).map_err(ApiError::from)?)
+    Ok(proto::convert::command_at(raw, field).map_err(ApiError::from)?)
 }
 
 pub fn snapshot(tenant: &TenantId, state: &CartState) -> pb::CartSnapshot {
@@ -293,7 +269,7 @@ impl pb::aggregate_admin_server::AggregateAdmin for AdminGrpc {
         _req: Request<pb::DrainRequest>,
     ) -> Result<Response<pb::DrainResponse>, Status> {
         self.drainer.begin();
-        let owned = self.drainer.wait_handed_off(Duration::from_secs(30)).await;
+        let owned = self.drainer.wait_handed_off().await;
         Ok(Response::new(pb::DrainResponse {
             in_flight: self.carts.in_flight(),
             owned_shards: owned as u32,

@@ -98,12 +98,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .context("invalid aggregate config")?;
     metrics::describe();
     let readiness = Readiness::new();
-    readiness.register(&["nats", "streams", "placement"]);
+    readiness.register(&[shared::serve::NATS_CHECK, "streams", "placement"]);
 
     let client = shared::nats::connect(&config.nats)
         .await
         .context("cannot connect to NATS")?;
-    readiness.set_ok("nats");
+    readiness.set_ok(shared::serve::NATS_CHECK);
     let js = shared::nats::jetstream(client.clone(), &config.nats);
     let resources = shared::nats::ensure_all(&js, &config.streams)
         .await

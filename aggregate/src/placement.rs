@@ -124,6 +124,12 @@ impl Placement {
             tracing::warn!(error = %e, "could not announce draining");
         }
         self.wake.notify_one();
+        self.wait_handed_off(timeout).await
+    }
+
+    /// Wait until the node owns no shard (true), or `timeout`, or there is no other live node
+    /// to take them.
+    pub async fn wait_handed_off(&self, timeout: Duration) -> bool {
         let mut changes = self.view.changes();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {

@@ -84,6 +84,13 @@ impl Snapshots {
         }
     }
 
+    /// Queue a snapshot write, waiting for room in the queue (drain: none may be dropped).
+    pub async fn queue(&self, key: String, state: Arc<CartState>) {
+        if self.tx.send(Job::Write(key, state)).await.is_err() {
+            metrics::counter!(m::SNAPSHOT_WRITES, "result" => "dropped").increment(1);
+        }
+    }
+
     /// Wait until every queued snapshot is written (drain).
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
@@ -96,22 +103,25 @@ impl Snapshots {
 async fn writer(kv: kv::Store, mut rx: mpsc::Receiver<Job>, shutdown: CancellationToken) {
     let mut pending: HashMap<String, Arc<CartState>> = HashMap::new();
     let mut waiters = Vec::new();
+    let take = |job, pending: &mut HashMap<_, _>, waiters: &mut Vec<_>| match job {
+        Job::Write(key, state) => {
+            pending.insert(key, state);
+        }
+        Job::Flush(done) => waiters.push(done),
+    };
     loop {
         let job = tokio::select! {
             job = rx.recv() => job,
             () = shutdown.cancelled() => None,
         };
-        let Some(job) = job else { break };
-        let mut push = |job| match job {
-            Job::Write(key, state) => {
-                pending.insert(key, state);
-            }
-            Job::Flush(done) => waiters.push(done),
-        };
-        push(job);
+        // Stopping: a final flush of whatever is still queued.
+        let stopping = job.is_none();
+        if let Some(job) = job {
+            take(job, &mut pending, &mut waiters);
+        }
         // Coalesce everything already queued: only the newest state per cart is written.
         while let Ok(job) = rx.try_recv() {
-            push(job);
+            take(job, &mut pending, &mut waiters);
         }
         for (key, state) in pending.drain() {
             write(&kv, &key, &state).await;
@@ -119,21 +129,9 @@ async fn writer(kv: kv::Store, mut rx: mpsc::Receiver<Job>, shutdown: Cancellati
         for done in waiters.drain(..) {
             let _ = done.send(());
         }
-    }
-    // Final flush of whatever is still queued.
-    while let Ok(job) = rx.try_recv() {
-        match job {
-            Job::Write(key, state) => {
-                pending.insert(key, state);
-            }
-            Job::Flush(done) => waiters.push(done),
+        if stopping {
+            break;
         }
-    }
-    for (key, state) in pending.drain() {
-        write(&kv, &key, &state).await;
-    }
-    for done in waiters.drain(..) {
-        let _ = done.send(());
     }
 }
 

@@ -167,6 +167,12 @@ async fn two_nodes_serving_one_cart_lose_no_update() {
         req.get_mut().min_version = Some(replay.version);
         let state = state_of(c.get_cart(req).await.unwrap().into_inner());
         assert_same(&state, &replay, cart);
+        // A version the stream does not have yet is not answered with an older cart.
+        let mut req = get(cart);
+        req.get_mut().min_version = Some(replay.version + 1_000);
+        let err = shared::ApiError::from_status(&c.get_cart(req).await.unwrap_err());
+        assert_eq!(err.code, ErrorCode::Unavailable, "{err}");
+        assert!(err.message.contains("not yet at"), "{err}");
     }
     a.drain().await.unwrap();
     b.drain().await.unwrap();
@@ -362,6 +368,14 @@ async fn bad_input_is_invalid_argument_naming_the_field_and_appends_nothing() {
     let err = shared::ApiError::from_status(&client.execute_batch(batch(4)).await.unwrap_err());
     assert_eq!(err.code, ErrorCode::LimitExceeded);
     assert!(err.message.contains("at most 3 commands, got 4"), "{err}");
+    let mut unreadable = batch(2);
+    unreadable.get_mut().commands[1] = pb::Command { kind: None };
+    let err = shared::ApiError::from_status(&client.execute_batch(unreadable).await.unwrap_err());
+    assert_eq!(err.code, ErrorCode::InvalidArgument);
+    assert!(
+        err.message.contains("commands[1].kind"),
+        "names the element: {err}"
+    );
 
     assert!(env.messages(cart).await.is_empty(), "nothing was appended");
     node.drain().await.unwrap();

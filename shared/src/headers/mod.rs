@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::ids::{CorrelationId, IdError, TenantId, TraceId};
 use crate::trace::{self, Traceparent};
 
@@ -190,6 +190,29 @@ impl RequestContext {
     /// caller is one of our services, which always knows the tenant.
     pub fn from_grpc_metadata(md: &tonic::metadata::MetadataMap) -> Result<Self, ApiError> {
         let tenant = required_tenant(md, TENANT_ID)?;
+        Ok(Self::with_tenant(tenant, md))
+    }
+
+    /// Reads a gRPC request whose body names the tenant (`tenant`, authoritative):
+    /// `x-tenant-id` may be left out, and when sent must agree (`permission_denied`).
+    /// Correlation, trace and request ids come from the metadata as usual.
+    pub fn from_grpc_for_tenant(
+        md: &tonic::metadata::MetadataMap,
+        tenant: TenantId,
+    ) -> Result<Self, ApiError> {
+        if md.get(TENANT_ID).is_some() {
+            let header = required_tenant(md, TENANT_ID)?;
+            if header != tenant {
+                return Err(ApiError::new(
+                    ErrorCode::PermissionDenied,
+                    format!(
+                        "tenant {:?} in the request does not match {TENANT_ID} {:?}",
+                        tenant.as_str(),
+                        header.as_str()
+                    ),
+                ));
+            }
+        }
         Ok(Self::with_tenant(tenant, md))
     }
 

@@ -98,6 +98,25 @@ fn grpc_round_trip_and_tenant_required() {
 }
 
 #[test]
+fn grpc_body_tenant_needs_no_header_but_must_agree_with_one() {
+    let ctx = sample();
+    let mut md = tonic::metadata::MetadataMap::new();
+    ctx.to_grpc_metadata(&mut md);
+    md.remove(TENANT_ID);
+    let read = RequestContext::from_grpc_for_tenant(&md, tenant("shop-1")).unwrap();
+    assert_eq!(read, ctx, "ids still come from the metadata");
+
+    md.insert(TENANT_ID, "shop-1".parse().unwrap());
+    assert_eq!(
+        RequestContext::from_grpc_for_tenant(&md, tenant("shop-1")).unwrap(),
+        ctx
+    );
+    let err = RequestContext::from_grpc_for_tenant(&md, tenant("shop-2")).unwrap_err();
+    assert_eq!(err.code, ErrorCode::PermissionDenied);
+    assert!(err.message.contains("does not match"), "{err}");
+}
+
+#[test]
 fn nats_round_trip_sets_both_spellings() {
     let ctx = sample();
     let mut h = async_nats::HeaderMap::new();
