@@ -1,6 +1,8 @@
 //! Admin routes for the checkout runner (`/admin/runner/...`), calling `RunnerAdmin` over gRPC
 //! with the admin bearer token checked here (deny by default).
 
+use std::time::Duration;
+
 use axum::Json;
 use axum::extract::State;
 use proto::runner::admin::v1 as rpb;
@@ -93,15 +95,20 @@ pub async fn drain(
     QueryParams(q): QueryParams<DrainQuery>,
 ) -> Result<Json<Drained>, ApiError> {
     let wait = q.wait_seconds.unwrap_or(0).min(300);
+    // The drain answers when idle or after `wait`: the deadline allows for that wait.
     let r = s
         .services
         .runner
-        .write("runner.drain", &ctx, |ch, md| async move {
-            let mut req = request(md, rpb::DrainRequest { wait_seconds: wait });
-            // The drain answers when idle or after `wait`: allow for that beyond the deadline.
-            req.set_timeout(std::time::Duration::from_secs(u64::from(wait) + 5));
-            Services::runner_admin(ch).drain(req).await
-        })
+        .write_waiting(
+            "runner.drain",
+            &ctx,
+            Duration::from_secs(u64::from(wait)),
+            |ch, md| async move {
+                Services::runner_admin(ch)
+                    .drain(request(md, rpb::DrainRequest { wait_seconds: wait }))
+                    .await
+            },
+        )
         .await?;
     Ok(Json(Drained {
         draining: r.draining,

@@ -91,7 +91,7 @@ impl Service {
     {
         let mut last = None;
         for _ in 0..self.policy.read_attempts.max(1) {
-            match self.once(op, ctx, &f).await {
+            match self.once(op, ctx, self.policy.timeout, &f).await {
                 Err(e) if e.code.retry_safe() && e.code != ErrorCode::VersionConflict => {
                     last = Some(e)
                 }
@@ -112,13 +112,35 @@ impl Service {
         F: Fn(Channel, tonic::metadata::MetadataMap) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        self.once(op, ctx, &f).await
+        self.once(op, ctx, self.policy.timeout, &f).await
+    }
+
+    /// A write the service may hold open on purpose for up to `wait` (a drain waiting for
+    /// in-flight work): tried once, under the usual deadline plus that wait.
+    pub async fn write_waiting<T, F, Fut>(
+        &self,
+        op: &'static str,
+        ctx: &RequestContext,
+        wait: Duration,
+        f: F,
+    ) -> Result<T, ApiError>
+    where
+        F: Fn(Channel, tonic::metadata::MetadataMap) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.once(op, ctx, self.timeout_waiting(wait), &f).await
+    }
+
+    /// Deadline of a call the service may hold open for `wait`.
+    fn timeout_waiting(&self, wait: Duration) -> Duration {
+        self.policy.timeout.saturating_add(wait)
     }
 
     async fn once<T, F, Fut>(
         &self,
         op: &'static str,
         ctx: &RequestContext,
+        timeout: Duration,
         f: &F,
     ) -> Result<T, ApiError>
     where
@@ -129,7 +151,7 @@ impl Service {
         let mut md = tonic::metadata::MetadataMap::new();
         shared::spans::downstream(ctx).to_grpc_metadata(&mut md);
         let started = Instant::now();
-        let result = match tokio::time::timeout(self.policy.timeout, f(channel, md)).await {
+        let result = match tokio::time::timeout(timeout, f(channel, md)).await {
             Ok(Ok(resp)) => Ok(resp.into_inner()),
             Ok(Err(status)) => Err(classify(self.name, &status)),
             Err(_) => Err(ApiError::new(
@@ -137,7 +159,7 @@ impl Service {
                 format!(
                     "the {} did not answer within {} ms",
                     self.name,
-                    self.policy.timeout.as_millis()
+                    timeout.as_millis()
                 ),
             )),
         };
@@ -201,5 +223,24 @@ impl Services {
 
     pub fn checkout(channel: Channel) -> CheckoutQueryClient<Channel> {
         CheckoutQueryClient::new(channel)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_waiting_call_gets_its_wait_on_top_of_the_deadline() {
+        let policy = CallPolicy {
+            timeout: Duration::from_millis(3_000),
+            read_attempts: 3,
+        };
+        let runner = Service::new("runner", "127.0.0.1:1", Duration::from_secs(1), policy);
+        assert_eq!(
+            runner.timeout_waiting(Duration::from_secs(10)),
+            Duration::from_millis(13_000)
+        );
+        assert_eq!(runner.timeout_waiting(Duration::ZERO), policy.timeout);
     }
 }

@@ -1,0 +1,141 @@
+//! The runner admin routes against a stand-in runner (an in-process `RunnerAdmin` gRPC server
+//! whose drain takes a known time): a drain may outlast the gateway's service timeout by the
+//! wait it asked for. No NATS needed: nothing here reaches an aggregate.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aggregate::client::{CartClient, ClientConfig};
+use axum::body::Body;
+use gateway::{AppState, Config};
+use http::Request;
+use proto::runner::admin::v1 as rpb;
+use proto::runner::admin::v1::runner_admin_server::{RunnerAdmin, RunnerAdminServer};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::{Response, Status};
+use tower::ServiceExt;
+
+const ADMIN: &str = "admin-secret";
+
+/// A runner whose drain finishes its in-flight work after `drain_takes`.
+#[derive(Clone, Default)]
+struct FakeRunner {
+    drain_takes: Duration,
+    /// `wait_seconds` of every drain received.
+    drains: Arc<Mutex<Vec<u32>>>,
+}
+
+#[tonic::async_trait]
+impl RunnerAdmin for FakeRunner {
+    async fn drain(
+        &self,
+        req: tonic::Request<rpb::DrainRequest>,
+    ) -> Result<Response<rpb::DrainResponse>, Status> {
+        self.drains.lock().unwrap().push(req.get_ref().wait_seconds);
+        // The in-flight effects take this long to finish.
+        tokio::time::sleep(self.drain_takes).await;
+        Ok(Response::new(rpb::DrainResponse {
+            draining: true,
+            idle: true,
+            in_flight: 0,
+        }))
+    }
+
+    async fn status(
+        &self,
+        _: tonic::Request<rpb::StatusRequest>,
+    ) -> Result<Response<rpb::StatusResponse>, Status> {
+        Ok(Response::new(rpb::StatusResponse {
+            in_flight: 2,
+            provider_base_url: "http://provider.test".into(),
+            ..Default::default()
+        }))
+    }
+
+    async fn reload(
+        &self,
+        _: tonic::Request<rpb::ReloadRequest>,
+    ) -> Result<Response<rpb::ReloadResponse>, Status> {
+        Ok(Response::new(rpb::ReloadResponse {
+            provider_base_url: "http://provider.test".into(),
+            generation: 7,
+        }))
+    }
+}
+
+/// The stand-in runner on a free port; stops when the returned token is dropped.
+async fn serve(runner: FakeRunner) -> (String, tokio_util::sync::DropGuard) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let stop = CancellationToken::new();
+    let stopped = stop.clone();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(RunnerAdminServer::new(runner))
+            .serve_with_incoming_shutdown(shared::serve::grpc_incoming(listener), async move {
+                stopped.cancelled().await
+            }),
+    );
+    (addr, stop.drop_guard())
+}
+
+fn app(tune: impl FnOnce(&mut Config)) -> axum::Router {
+    let mut cfg = Config {
+        admin_token: ADMIN.into(),
+        client_rate_per_sec: 0,
+        ..Config::default()
+    };
+    tune(&mut cfg);
+    let state = AppState::new(
+        cfg,
+        CartClient::new(ClientConfig::default(), None, vec!["127.0.0.1:1".into()]),
+        shared::ops::Readiness::new(),
+        shared::telemetry::prometheus(),
+        Default::default(),
+    )
+    .unwrap();
+    gateway::app(state)
+}
+
+/// An admin call with the admin token and nothing else (no API key, no tenant).
+async fn admin(app: &axum::Router, method: &str, path: &str) -> (u16, Value) {
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(http::header::AUTHORIZATION, format!("Bearer {ADMIN}"))
+        .body(Body::empty())
+        .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (status, serde_json::from_slice(&body).unwrap())
+}
+
+#[tokio::test]
+async fn a_drain_may_take_its_wait_beyond_the_service_timeout() {
+    let runner = FakeRunner {
+        drain_takes: Duration::from_secs(1),
+        ..FakeRunner::default()
+    };
+    let (addr, _stop) = serve(runner.clone()).await;
+    // The runner needs 1 s to go idle: five times the service timeout, half the wait.
+    let app = app(|c| {
+        c.runner_addr = addr;
+        c.service_timeout_ms = 200;
+    });
+    let got = admin(&app, "POST", "/admin/runner/drain?waitSeconds=2").await;
+    assert_eq!(
+        got,
+        (200, json!({"draining": true, "idle": true, "inFlight": 0}))
+    );
+    assert_eq!(*runner.drains.lock().unwrap(), vec![2]);
+
+    // Without a wait the service timeout still holds.
+    let got = admin(&app, "POST", "/admin/runner/drain").await;
+    assert_eq!(got.0, 504, "{}", got.1);
+    assert_eq!(got.1["code"], "timeout", "{}", got.1);
+}
