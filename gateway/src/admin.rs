@@ -7,7 +7,8 @@ use axum::Json;
 use axum::extract::{FromRequestParts, State};
 use http::request::Parts;
 use serde::Serialize;
-use shared::ApiError;
+use shared::headers::RequestContext;
+use shared::{ApiError, TenantId};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -23,14 +24,32 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(placement))
 }
 
-/// Proof that the request carries the admin token.
-pub struct Admin;
+/// Proof that the request carries the admin token, with the context of the calls it makes.
+///
+/// Admin calls name no tenant of their own, so the storefront's tenant rules (API key,
+/// `x-tenant-id`) play no part: the context keeps the request's ids and carries the default
+/// tenant, or the tenant an admin route asks about ([`Admin::about`]).
+pub struct Admin(pub RequestContext);
+
+impl Admin {
+    /// The context of a call about one tenant (the projection checks the two agree).
+    pub fn about(self, tenant: TenantId) -> RequestContext {
+        let Admin(mut ctx) = self;
+        ctx.tenant = tenant;
+        ctx
+    }
+}
 
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, ApiError> {
-        s.auth.check_admin(&parts.headers).map(|()| Admin)
+        s.auth.check_admin(&parts.headers)?;
+        let tenant = TenantId::default_tenant();
+        let mut ctx = RequestContext::from_http(&parts.headers, Some(&tenant))
+            .unwrap_or_else(|_| RequestContext::new(tenant.clone()));
+        ctx.tenant = tenant;
+        Ok(Admin(ctx))
     }
 }
 

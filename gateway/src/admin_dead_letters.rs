@@ -4,10 +4,8 @@
 
 use axum::Json;
 use axum::extract::State;
-use http::HeaderMap;
 use proto::projection::v1 as pb;
 use serde::{Deserialize, Serialize};
-use shared::headers::RequestContext;
 use shared::{ApiError, TenantId};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -79,16 +77,6 @@ pub struct ReplayOutcome {
     pub error: Option<String>,
 }
 
-/// Admin calls name no tenant of their own: the context carries the tenant they ask about (the
-/// projection checks the two agree), or the default one when they ask about every tenant.
-fn admin_context(headers: &HeaderMap, tenant: Option<&TenantId>) -> RequestContext {
-    let tenant = tenant.cloned().unwrap_or_else(TenantId::default_tenant);
-    let mut ctx = RequestContext::from_http(headers, Some(&tenant))
-        .unwrap_or_else(|_| RequestContext::new(tenant.clone()));
-    ctx.tenant = tenant;
-    ctx
-}
-
 /// Errors of the dead-letter routes. Every body is `{"error", "code"}`.
 #[derive(utoipa::IntoResponses)]
 pub enum DeadLetterErrors {
@@ -114,9 +102,8 @@ pub enum DeadLetterErrors {
     params(DeadLettersQuery),
     responses((status = 200, description = "Dead letters", body = DeadLetterList), DeadLetterErrors))]
 pub async fn list_dead_letters(
-    _: Admin,
+    admin: Admin,
     State(s): State<AppState>,
-    headers: HeaderMap,
     QueryParams(q): QueryParams<DeadLettersQuery>,
 ) -> Result<Json<DeadLetterList>, ApiError> {
     let tenant = match q.tenant.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
@@ -131,7 +118,10 @@ pub async fn list_dead_letters(
             "query parameter limit must be at least 1 (omit it for the default)",
         ));
     }
-    let ctx = admin_context(&headers, tenant.as_ref());
+    let ctx = match &tenant {
+        Some(t) => admin.about(t.clone()),
+        None => admin.0,
+    };
     let req = pb::ListDeadLettersRequest {
         tenant: tenant.map(|t| t.to_string()).unwrap_or_default(),
         limit: q.limit.unwrap_or(0),
@@ -158,12 +148,10 @@ pub async fn list_dead_letters(
         (status = 404, description = "No dead letter with that id", body = ErrorBody),
         DeadLetterErrors))]
 pub async fn replay_dead_letter(
-    _: Admin,
+    Admin(ctx): Admin,
     State(s): State<AppState>,
-    headers: HeaderMap,
     Params(p): Params<DeadLetterPath>,
 ) -> Result<Json<ReplayOutcome>, ApiError> {
-    let ctx = admin_context(&headers, None);
     let req = pb::ReplayDeadLetterRequest { id: p.id };
     // A replay changes the view: tried once (no read retries).
     let out = s

@@ -13,7 +13,6 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::admin::{Admin, TAG};
-use crate::context::Ctx;
 use crate::params::QueryParams;
 use crate::schema::ErrorBody;
 use crate::services::{Services, request};
@@ -44,8 +43,7 @@ pub struct RunnerStatus {
     responses((status = 200, body = RunnerStatus), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn status(
     State(s): State<AppState>,
-    _admin: Admin,
-    Ctx(ctx): Ctx,
+    Admin(ctx): Admin,
 ) -> Result<Json<RunnerStatus>, ApiError> {
     let r = s
         .services
@@ -90,8 +88,7 @@ pub struct Drained {
     responses((status = 200, body = Drained), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn drain(
     State(s): State<AppState>,
-    _admin: Admin,
-    Ctx(ctx): Ctx,
+    Admin(ctx): Admin,
     QueryParams(q): QueryParams<DrainQuery>,
 ) -> Result<Json<Drained>, ApiError> {
     let wait = q.wait_seconds.unwrap_or(0).min(300);
@@ -130,8 +127,7 @@ pub struct Reloaded {
     responses((status = 200, body = Reloaded), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn reload(
     State(s): State<AppState>,
-    _admin: Admin,
-    Ctx(ctx): Ctx,
+    Admin(ctx): Admin,
 ) -> Result<Json<Reloaded>, ApiError> {
     let r = s
         .services

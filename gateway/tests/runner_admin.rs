@@ -1,6 +1,7 @@
 //! The runner admin routes against a stand-in runner (an in-process `RunnerAdmin` gRPC server
 //! whose drain takes a known time): a drain may outlast the gateway's service timeout by the
-//! wait it asked for. No NATS needed: nothing here reaches an aggregate.
+//! wait it asked for, and the admin token alone authorizes these routes even when API keys are
+//! configured. No NATS needed: nothing here reaches an aggregate.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -138,4 +139,28 @@ async fn a_drain_may_take_its_wait_beyond_the_service_timeout() {
     let got = admin(&app, "POST", "/admin/runner/drain").await;
     assert_eq!(got.0, 504, "{}", got.1);
     assert_eq!(got.1["code"], "timeout", "{}", got.1);
+}
+
+#[tokio::test]
+async fn the_admin_token_is_enough_when_api_keys_are_configured() {
+    let (addr, _stop) = serve(FakeRunner::default()).await;
+    let app = app(|c| {
+        c.runner_addr = addr;
+        c.api_keys = "key-a=shop-a".into();
+    });
+    let (status, body) = admin(&app, "GET", "/admin/runner/status").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["inFlight"], 2);
+    let (status, body) = admin(&app, "POST", "/admin/runner/drain").await;
+    assert_eq!(
+        (status, body["draining"].clone()),
+        (200, json!(true)),
+        "{body}"
+    );
+    let (status, body) = admin(&app, "POST", "/admin/runner/reload").await;
+    assert_eq!(
+        (status, body["generation"].clone()),
+        (200, json!(7)),
+        "{body}"
+    );
 }
