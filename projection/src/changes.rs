@@ -2,7 +2,7 @@
 //!
 //! A transaction (a batch, a replay) collects its carts here: the first message for a cart
 //! takes its committed state out of the [`StateCache`] (or reads it from the database), every
-//! message is applied with `CartState::apply_message`, and [`Changes::write`] writes each
+//! message is applied with `CartState::apply_decoded`, and [`Changes::write`] writes each
 //! changed cart's rows once, however many of the batch's messages it had. Nothing touches the
 //! database before that, so a message that cannot be applied is simply left out (no
 //! savepoint) and the cart keeps the state from before it. Only after the commit does
@@ -145,7 +145,7 @@ impl Changes {
         };
         match order {
             Order::Stream => {
-                next.state.apply_message(&d.msg, inc.sequence, 0);
+                next.state.apply_decoded(&d.msg, &d.events, inc.sequence, 0);
                 next.updated_ns = at;
             }
             Order::Late => {

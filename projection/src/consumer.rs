@@ -16,6 +16,7 @@ use shared::headers::RequestContext;
 use shared::nats::ensure_durable_pull;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::changes::Incoming;
 use crate::dead_letter::DeadLetters;
@@ -62,6 +63,8 @@ pub struct Consumer {
     /// Held-back messages on their last delivery: the server will not send them again, so
     /// they wait here until the messages before them are applied.
     pub parked: Vec<Delivery>,
+    /// Owns the background acknowledgements (a graceful stop waits for them).
+    pub tracker: TaskTracker,
 }
 
 /// Fetches up to a batch of messages (fewer when the stream has no more right now).
@@ -275,7 +278,8 @@ impl Consumer {
             // Committed: acknowledge in the background, so the next batch reaches the writer
             // without waiting for these acks to be written out.
             let handled: Vec<Delivery> = rest.drain(..outcome.handled).collect();
-            tokio::spawn(ack_all(handled, self.settings.request_timeout));
+            self.tracker
+                .spawn(ack_all(handled, self.settings.request_timeout));
             let Some(failure) = outcome.failure else {
                 break;
             };

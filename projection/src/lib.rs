@@ -194,6 +194,7 @@ pub async fn start_with_hooks(config: Config, hooks: Hooks) -> anyhow::Result<Ru
             stall_per_delivery.saturating_mul(stall_deliveries.saturating_add(1)),
         ),
         parked: Vec::new(),
+        tracker: tracker.clone(),
     };
     let fatal = CancellationToken::new();
     let consumer = tracker.spawn(loop_.run(shutdown.clone(), fatal.clone()));
@@ -245,8 +246,7 @@ pub async fn start_with_hooks(config: Config, hooks: Hooks) -> anyhow::Result<Ru
         tonic::transport::Server::builder()
             .add_service(QueryServiceServer::new(query))
             .serve_with_incoming_shutdown(
-                // Small request/response pairs: without TCP_NODELAY each waits on delayed ACKs.
-                tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+                shared::serve::grpc_incoming(grpc_listener),
                 async move { server_stop.cancelled().await },
             ),
     );
@@ -264,12 +264,7 @@ pub async fn start_with_hooks(config: Config, hooks: Hooks) -> anyhow::Result<Ru
             shutdown: shutdown.clone(),
         },
     ));
-    let http_stop = shutdown.clone();
-    tracker.spawn(async move {
-        let _ = axum::serve(http_listener, app)
-            .with_graceful_shutdown(async move { http_stop.cancelled().await })
-            .await;
-    });
+    tracker.spawn(shared::serve::http(http_listener, app, shutdown.clone()));
 
     tracing::info!(view = %config.view, durable, db = %db_path.display(), %grpc_addr, %http_addr, checkpoint = live.writer.checkpoint(), "projection started");
     Ok(Running {

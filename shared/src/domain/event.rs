@@ -234,14 +234,21 @@ macro_rules! events {
                         current,
                     });
                 }
-                let data = upcast(&record.event_type, record.v, record.data.clone())?;
+                // The current version is read in place; only an old one is copied to upcast.
+                let upcast_data;
+                let data = if record.v == current {
+                    &record.data
+                } else {
+                    upcast_data = upcast(&record.event_type, record.v, record.data.clone())?;
+                    &upcast_data
+                };
                 let invalid = |e: serde_json::Error| EventDecodeError::Invalid {
                     event_type: record.event_type.clone(),
                     v: record.v,
                     reason: e.to_string(),
                 };
                 match record.event_type.as_str() {
-                    $( stringify!($name) => serde_json::from_value(data).map(Event::$name).map_err(invalid), )*
+                    $( stringify!($name) => <$name as ::serde::Deserialize>::deserialize(data).map(Event::$name).map_err(invalid), )*
                     other => Err(EventDecodeError::UnknownType(other.to_owned())),
                 }
             }

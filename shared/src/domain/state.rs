@@ -93,9 +93,32 @@ impl CartState {
                 Err(e) => report.invalid.push(e),
             }
         }
+        self.applied(msg, version, keep_recent);
+        report
+    }
+
+    /// [`Self::apply_message`] for a caller that has already decoded the message's events
+    /// (`events`, in order), so they are not decoded twice.
+    pub fn apply_decoded(
+        &mut self,
+        msg: &EventMessage,
+        events: &[Event],
+        version: u64,
+        keep_recent: usize,
+    ) {
+        if version <= self.version {
+            return;
+        }
+        for e in events {
+            apply(&mut self.cart, e);
+        }
+        self.applied(msg, version, keep_recent);
+    }
+
+    /// Moves past `msg` at `version` once its events are applied.
+    fn applied(&mut self, msg: &EventMessage, version: u64, keep_recent: usize) {
         let revision = msg.revision.max(self.revision + 1);
         self.record(msg.command_id, version, revision, keep_recent);
-        report
     }
 
     /// Move past a message at `version` that could not be read at all (not even its command
