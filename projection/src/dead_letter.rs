@@ -1,17 +1,16 @@
 //! `DEAD_LETTERS`: publishing a message the projection gave up on, and reading an original
 //! message back (by stream sequence) to replay it.
 //!
-//! A dead letter is the original payload on `dlq.projection-<view>.<tenant>.<cart_id>` with the
-//! original headers (tenant, correlation, trace) plus the `dlq-*` headers below, and
-//! `Nats-Msg-Id` = `<consumer>-<sequence>` so a retried publish is stored once.
+//! A dead letter is the original payload on `dlq.projection-<view>.<tenant>.<cart_id>`, built by
+//! [`shared::nats::dead_letter`] like every other consumer's: the original headers (tenant,
+//! correlation, trace) plus the `dlq-*` headers below, and `Nats-Msg-Id` =
+//! `<consumer>-<sequence>` so a retried publish is stored once.
 
 use std::time::Duration;
 
-use async_nats::HeaderMap;
 use async_nats::jetstream::{self, message::PublishMessage};
-use shared::headers::{NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, NATS_MSG_ID};
-use shared::ids::{CartId, TenantId};
-use shared::subjects::{self, CartEventSubject};
+use shared::nats::dead_letter::{self as dlq, Original};
+use shared::subjects;
 
 use crate::changes::Incoming;
 use crate::error::ProjectionError;
@@ -21,11 +20,7 @@ pub use shared::headers::{
     DLQ_CONSUMER, DLQ_DELIVERIES, DLQ_ORIGINAL_SEQUENCE, DLQ_ORIGINAL_STREAM, DLQ_ORIGINAL_SUBJECT,
     DLQ_REASON,
 };
-
-pub const MAX_REASON_LEN: usize = 1_024;
-
-/// Tokens used in the dead-letter subject when the original subject cannot be parsed.
-const UNKNOWN_TOKEN: &str = "unknown";
+pub use shared::nats::dead_letter::MAX_REASON_LEN;
 
 /// Publishes dead letters for one durable consumer.
 #[derive(Clone)]
@@ -52,11 +47,11 @@ impl DeadLetters {
     /// dead-letter stream sequence.
     pub async fn publish(&self, inc: &Incoming, reason: &str) -> Result<u64, ProjectionError> {
         let subject = dead_letter_subject(&self.consumer, &inc.subject)?;
-        let headers = dead_letter_headers(&self.consumer, inc, reason);
+        let headers = dlq::dead_letter_headers(&self.consumer, &original(inc), reason);
         let publish = PublishMessage::build()
             .payload(inc.payload.clone())
             .headers(headers)
-            .message_id(format!("{}-{}", self.consumer, inc.sequence));
+            .message_id(dlq::dead_letter_msg_id(&self.consumer, inc.sequence));
         let js = self.js.clone();
         let acked = tokio::time::timeout(self.timeout, async move {
             js.send_publish(subject, publish).await?.await
@@ -70,57 +65,18 @@ impl DeadLetters {
 
 /// `dlq.<consumer>.<tenant>.<cart_id>` for a message consumed from `original`.
 pub fn dead_letter_subject(consumer: &str, original: &str) -> Result<String, ProjectionError> {
-    let (tenant, cart) = match CartEventSubject::parse(original) {
-        Ok(s) => (s.tenant, s.cart_id),
-        Err(_) => (
-            TenantId::parse(UNKNOWN_TOKEN).expect("a valid tenant token"),
-            CartId::parse(UNKNOWN_TOKEN).expect("a valid cart token"),
-        ),
-    };
-    subjects::dead_letter(consumer, &tenant, &cart)
+    dlq::dead_letter_subject(consumer, original)
         .map_err(|e| ProjectionError::Config(format!("dead-letter subject: {e}")))
 }
 
-fn dead_letter_headers(consumer: &str, inc: &Incoming, reason: &str) -> HeaderMap {
-    let mut headers = HeaderMap::new();
-    if let Some(original) = &inc.headers {
-        for (name, values) in original.iter() {
-            let name = name.to_string();
-            // Publish controls of the original append must not apply to the dead letter.
-            if name.eq_ignore_ascii_case(NATS_MSG_ID)
-                || name.eq_ignore_ascii_case(NATS_EXPECTED_LAST_SUBJECT_SEQUENCE)
-                || name.starts_with("Nats-Expected")
-            {
-                continue;
-            }
-            for v in values {
-                headers.append(name.as_str(), v.as_str());
-            }
-        }
+fn original(inc: &Incoming) -> Original<'_> {
+    Original {
+        stream: subjects::CART_EVENTS_STREAM,
+        subject: &inc.subject,
+        sequence: inc.sequence,
+        delivered: inc.delivered,
+        headers: inc.headers.as_ref(),
     }
-    headers.insert(DLQ_REASON, one_line(reason).as_str());
-    headers.insert(DLQ_ORIGINAL_SUBJECT, inc.subject.as_str());
-    headers.insert(DLQ_ORIGINAL_SEQUENCE, inc.sequence.to_string().as_str());
-    headers.insert(DLQ_ORIGINAL_STREAM, subjects::CART_EVENTS_STREAM);
-    headers.insert(DLQ_CONSUMER, consumer);
-    headers.insert(DLQ_DELIVERIES, inc.delivered.to_string().as_str());
-    headers
-}
-
-/// Header values are single lines of limited size.
-fn one_line(reason: &str) -> String {
-    let mut s: String = reason
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if s.len() > MAX_REASON_LEN {
-        let mut cut = MAX_REASON_LEN;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-    }
-    s
 }
 
 /// Reads the message at `sequence` of `CART_EVENTS` back (direct get), as a delivery.
@@ -153,6 +109,9 @@ pub async fn read_original(
 
 #[cfg(test)]
 mod tests {
+    use async_nats::HeaderMap;
+    use shared::headers::{NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, NATS_MSG_ID};
+
     use super::*;
 
     #[test]
@@ -165,18 +124,18 @@ mod tests {
             dead_letter_subject("projection-main", "cart.events.T1.c9.x").unwrap(),
             "dlq.projection-main.unknown.unknown"
         );
-        let mut original = HeaderMap::new();
-        original.insert("tenant-id", "t1");
-        original.insert(NATS_MSG_ID, "cmd-1");
-        original.insert(NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, "4");
+        let mut headers = HeaderMap::new();
+        headers.insert("tenant-id", "t1");
+        headers.insert(NATS_MSG_ID, "cmd-1");
+        headers.insert(NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, "4");
         let inc = Incoming {
             sequence: 42,
             subject: "cart.events.t1.c9".into(),
-            headers: Some(original),
+            headers: Some(headers),
             payload: bytes::Bytes::from_static(b"{}"),
             delivered: 3,
         };
-        let h = dead_letter_headers("projection-main", &inc, "bad\nthing");
+        let h = dlq::dead_letter_headers("projection-main", &original(&inc), "bad\nthing");
         let get = |n: &str| h.get(n).map(|v| v.as_str().to_owned());
         assert_eq!(get(DLQ_REASON).as_deref(), Some("bad thing"));
         assert_eq!(get(DLQ_ORIGINAL_SEQUENCE).as_deref(), Some("42"));
@@ -184,11 +143,11 @@ mod tests {
             get(DLQ_ORIGINAL_SUBJECT).as_deref(),
             Some("cart.events.t1.c9")
         );
+        assert_eq!(get(DLQ_ORIGINAL_STREAM).as_deref(), Some("CART_EVENTS"));
         assert_eq!(get(DLQ_CONSUMER).as_deref(), Some("projection-main"));
         assert_eq!(get(DLQ_DELIVERIES).as_deref(), Some("3"));
         assert_eq!(get("tenant-id").as_deref(), Some("t1"));
         assert_eq!(get(NATS_MSG_ID), None);
         assert_eq!(get(NATS_EXPECTED_LAST_SUBJECT_SEQUENCE), None);
-        assert_eq!(one_line(&"x".repeat(5000)).len(), MAX_REASON_LEN);
     }
 }

@@ -20,8 +20,8 @@ use futures::future::BoxFuture;
 use proto::cart::v1 as pb;
 use shared::domain::{Command, Event, EventMessage, event::CheckoutStarted};
 use shared::headers::{self, RequestContext};
-use shared::ids::{CommandId, TenantId};
-use shared::subjects::RUNNER_CHECKOUT_DURABLE;
+use shared::ids::CommandId;
+use shared::subjects::{CART_EVENTS_STREAM, RUNNER_CHECKOUT_DURABLE};
 use shared::workflow::{
     CheckoutAction, CheckoutIntent, CheckoutOutcome, CheckoutResult, ProviderOrderSummary,
 };
@@ -95,6 +95,13 @@ impl Handler for Checkout {
 }
 
 impl Checkout {
+    /// Keep `msg` in `DEAD_LETTERS` and never redeliver it.
+    async fn give_up(&self, msg: &Message, reason: &str) -> Disposition {
+        self.records
+            .give_up(RUNNER_CHECKOUT_DURABLE, CART_EVENTS_STREAM, msg, reason)
+            .await
+    }
+
     async fn handle_message(&self, msg: &Message) -> Disposition {
         let (delivered, sequence) = msg
             .info()
@@ -104,7 +111,7 @@ impl Checkout {
             Ok(e) => e,
             Err(e) => {
                 return self
-                    .give_up(msg, sequence, None, format!("not an event message: {e}"))
+                    .give_up(msg, &format!("not an event message: {e}"))
                     .await;
             }
         };
@@ -117,14 +124,7 @@ impl Checkout {
                 _ => None,
             })
         else {
-            return self
-                .give_up(
-                    msg,
-                    sequence,
-                    Some(&envelope),
-                    "CheckoutStarted does not decode".into(),
-                )
-                .await;
+            return self.give_up(msg, "CheckoutStarted does not decode").await;
         };
         let ctx = msg
             .headers
@@ -158,7 +158,7 @@ impl Checkout {
                 if let Err(e) = self.finish(&ctx, &failed).await {
                     tracing::error!(error = %e, "could not fail the checkout after the last retry");
                 }
-                self.give_up(msg, sequence, Some(&envelope), reason).await
+                self.give_up(msg, &reason).await
             }
         }
     }
@@ -320,48 +320,6 @@ impl Checkout {
             failure_reason: Some(reason.to_owned()),
             recorded_at: now(),
         }
-    }
-
-    async fn give_up(
-        &self,
-        msg: &Message,
-        sequence: u64,
-        envelope: Option<&EventMessage>,
-        reason: String,
-    ) -> Disposition {
-        let (tenant, cart) = match envelope {
-            Some(e) => (e.tenant.clone(), e.cart_id.clone()),
-            None => match shared::subjects::CartEventSubject::parse(msg.subject.as_str()) {
-                Ok(s) => (s.tenant, s.cart_id),
-                Err(_) => (
-                    TenantId::default_tenant(),
-                    shared::ids::CartId::parse("unknown").expect("valid id"),
-                ),
-            },
-        };
-        tracing::error!(subject = %msg.subject, sequence, %reason, "giving up on a checkout event");
-        metrics::counter!(m::DEAD_LETTERS).increment(1);
-        if let Err(e) = self
-            .records
-            .dead_letter(
-                RUNNER_CHECKOUT_DURABLE,
-                &tenant,
-                &cart,
-                crate::records::Original {
-                    stream: shared::subjects::CART_EVENTS_STREAM,
-                    subject: msg.subject.as_str(),
-                    sequence,
-                    delivered: msg.info().map(|i| i.delivered).unwrap_or(0),
-                },
-                msg.payload.clone(),
-                &reason,
-            )
-            .await
-        {
-            tracing::error!(error = %e, "dead letter not written; leaving the message for redelivery");
-            return Disposition::nak(1);
-        }
-        Disposition::Term
     }
 }
 

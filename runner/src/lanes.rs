@@ -72,18 +72,24 @@ pub fn spawn(
         senders.push(tx);
         let (handler, status, abort) = (handler.clone(), status.clone(), abort.clone());
         tracker.spawn(async move {
+            let guard = LaneGuard {
+                name,
+                status: status.clone(),
+                ended: false,
+            };
             loop {
                 let msg = tokio::select! {
-                    () = abort.cancelled() => return,
-                    msg = rx.recv() => match msg { Some(m) => m, None => return },
+                    () = abort.cancelled() => break,
+                    msg = rx.recv() => match msg { Some(m) => m, None => break },
                 };
                 let disposition = tokio::select! {
-                    () = abort.cancelled() => return,
+                    () = abort.cancelled() => break,
                     d = handler.handle(&msg) => d,
                 };
                 settle(name, &msg, disposition).await;
                 status.end();
             }
+            guard.ended();
         });
     }
     tracker.spawn(fetch_loop(
@@ -172,9 +178,44 @@ async fn fetch_loop(
                 % senders.len() as u64) as usize;
             status.begin();
             if senders[lane].send(msg).await.is_err() {
+                // The lane's task is gone (it panicked): nothing handles its carts any more.
                 status.end();
+                tracing::error!(
+                    consumer = name,
+                    lane,
+                    "a lane stopped; no longer fetching (restart the runner)"
+                );
+                status.lane_lost(name);
                 return;
             }
+        }
+    }
+}
+
+/// Notices a lane task that ends other than by drain or abort — a panic while handling a
+/// message — and reports it: an error log and a failing `lanes` readiness check, since the
+/// consumer's remaining messages for that lane would otherwise wait silently.
+struct LaneGuard {
+    name: &'static str,
+    status: Arc<Status>,
+    ended: bool,
+}
+
+impl LaneGuard {
+    /// The lane ended as asked.
+    fn ended(mut self) {
+        self.ended = true;
+    }
+}
+
+impl Drop for LaneGuard {
+    fn drop(&mut self) {
+        if !self.ended {
+            tracing::error!(
+                consumer = self.name,
+                "a lane task ended unexpectedly (panicked while handling a message)"
+            );
+            self.status.lane_lost(self.name);
         }
     }
 }
@@ -188,5 +229,34 @@ async fn settle(name: &str, msg: &Message, disposition: Disposition) {
     if let Err(e) = result {
         // The server redelivers after ack_wait; handling is idempotent.
         tracing::warn!(consumer = name, error = %e, "could not settle a message");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_lane_that_panics_is_reported_and_one_that_ends_as_asked_is_not() {
+        let status = Arc::new(Status::default());
+        let guard = LaneGuard {
+            name: "runner-checkout",
+            status: status.clone(),
+            ended: false,
+        };
+        tokio::spawn(async move { guard.ended() }).await.unwrap();
+        assert_eq!(status.lost_lane(), None);
+
+        let guard = LaneGuard {
+            name: "runner-checkout",
+            status: status.clone(),
+            ended: false,
+        };
+        let lane = tokio::spawn(async move {
+            let _guard = guard;
+            panic!("a bug while handling a message");
+        });
+        assert!(lane.await.unwrap_err().is_panic());
+        assert_eq!(status.lost_lane().as_deref(), Some("runner-checkout"));
     }
 }

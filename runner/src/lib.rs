@@ -39,6 +39,9 @@ use crate::provider::{ProviderClient, ProviderConfig};
 use crate::records::Records;
 use crate::state::{ProviderHandle, Status};
 
+/// Readiness check that fails once a lane task died (see [`lanes`]).
+const LANES_CHECK: &str = "lanes";
+
 pub struct Running {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
@@ -86,7 +89,7 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
         .context("invalid runner config")?;
     metrics::describe();
     let readiness = Readiness::new();
-    readiness.register(&["nats", "consumers"]);
+    readiness.register(&["nats", "consumers", LANES_CHECK]);
 
     let client = shared::nats::connect(&config.nats)
         .await
@@ -270,7 +273,15 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
         readiness,
         client,
         stop.clone(),
-        move |r| r.set_draining(ready_status.is_draining()),
+        move |r| {
+            r.set_draining(ready_status.is_draining());
+            let lost = ready_status.lost_lane();
+            r.set(
+                LANES_CHECK,
+                lost.is_none(),
+                lost.map(|c| format!("a lane of {c} stopped unexpectedly; restart the runner")),
+            );
+        },
     ));
     tracing::info!(%grpc_addr, %http_addr, "runner started");
     Ok(Running {

@@ -12,8 +12,8 @@ use futures::future::BoxFuture;
 use proto::cart::v1 as pb;
 use shared::domain::Command;
 use shared::headers::RequestContext;
-use shared::ids::{CartId, CommandId};
-use shared::subjects::{RUNNER_PUSH_DURABLE, WorkflowSubject};
+use shared::ids::CommandId;
+use shared::subjects::{RUNNER_PUSH_DURABLE, WORKFLOW_COMMANDS_STREAM, WorkflowSubject};
 use shared::workflow::PushReceived;
 use tracing::Instrument;
 
@@ -43,10 +43,7 @@ impl Handler for Push {
 
     fn handle<'a>(&'a self, msg: &'a Message) -> BoxFuture<'a, Disposition> {
         Box::pin(async move {
-            let (delivered, sequence) = msg
-                .info()
-                .map(|i| (i.delivered, i.stream_sequence))
-                .unwrap_or((1, 0));
+            let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
             match self.confirm(msg).await {
                 Ok(result) => {
                     metrics::counter!(m::PUSHES, "result" => result).increment(1);
@@ -61,7 +58,9 @@ impl Handler for Push {
                 Err(PushError::Retry(reason) | PushError::GiveUp(reason)) => {
                     metrics::counter!(m::PUSHES, "result" => "dead_letter").increment(1);
                     self.status.error(&reason);
-                    self.dead_letter(msg, sequence, &reason).await
+                    self.records
+                        .give_up(RUNNER_PUSH_DURABLE, WORKFLOW_COMMANDS_STREAM, msg, &reason)
+                        .await
                 }
             }
         })
@@ -145,40 +144,6 @@ impl Push {
             Err(e) => Err(PushError::GiveUp(format!(
                 "the cart refused the order: {e}"
             ))),
-        }
-    }
-
-    async fn dead_letter(&self, msg: &Message, sequence: u64, reason: &str) -> Disposition {
-        let (tenant, id) = match WorkflowSubject::parse(msg.subject.as_str()) {
-            Ok(s) => (s.tenant, s.id),
-            Err(_) => (
-                shared::ids::TenantId::default_tenant(),
-                "unknown".to_owned(),
-            ),
-        };
-        let cart = CartId::parse(&id).unwrap_or_else(|_| CartId::parse("unknown").expect("valid"));
-        match self
-            .records
-            .dead_letter(
-                RUNNER_PUSH_DURABLE,
-                &tenant,
-                &cart,
-                crate::records::Original {
-                    stream: shared::subjects::WORKFLOW_COMMANDS_STREAM,
-                    subject: msg.subject.as_str(),
-                    sequence,
-                    delivered: msg.info().map(|i| i.delivered).unwrap_or(0),
-                },
-                msg.payload.clone(),
-                reason,
-            )
-            .await
-        {
-            Ok(()) => Disposition::Term,
-            Err(e) => {
-                tracing::error!(error = %e, "dead letter not written; leaving the push for redelivery");
-                Disposition::nak(1)
-            }
         }
     }
 }

@@ -1,24 +1,16 @@
 //! The runner's own durable records on NATS: effect intents in `WORKFLOW_COMMANDS`, results in
 //! `WORKFLOW_EVENTS` (the last one per cart is the current checkout), and dead letters.
 
-use async_nats::jetstream::{self, message::PublishMessage, stream::DirectGetErrorKind};
+use async_nats::jetstream::{self, Message, message::PublishMessage, stream::DirectGetErrorKind};
 use bytes::Bytes;
-use shared::headers::{
-    self, DLQ_CONSUMER, DLQ_DELIVERIES, DLQ_ORIGINAL_SEQUENCE, DLQ_ORIGINAL_STREAM,
-    DLQ_ORIGINAL_SUBJECT, DLQ_REASON, RequestContext,
-};
-use shared::ids::{CartId, TenantId};
-use shared::subjects::{WORKFLOW_EVENTS_STREAM, dead_letter, workflow_command, workflow_event};
+use shared::headers::RequestContext;
+use shared::ids::TenantId;
+use shared::nats::dead_letter::{self as dlq, Original};
+use shared::subjects::{WORKFLOW_EVENTS_STREAM, workflow_command, workflow_event};
 use shared::workflow::{CHECKOUT_KIND, CheckoutIntent, CheckoutResult, result_msg_id};
 
-/// Where a dead-lettered message came from.
-#[derive(Debug, Clone, Copy)]
-pub struct Original<'a> {
-    pub stream: &'a str,
-    pub subject: &'a str,
-    pub sequence: u64,
-    pub delivered: i64,
-}
+use crate::lanes::Disposition;
+use crate::metrics as m;
 
 #[derive(Clone)]
 pub struct Records {
@@ -77,42 +69,58 @@ impl Records {
         }
     }
 
-    /// Give up on a message: keep it, with why, in `DEAD_LETTERS`.
-    pub async fn dead_letter(
+    /// Give up on `msg`, which `consumer` consumed from `stream`: keep it, with why, in
+    /// `DEAD_LETTERS` and never redeliver it. If the dead letter cannot be written, the message
+    /// is left for redelivery instead, so it is never dropped unrecorded.
+    pub async fn give_up(
         &self,
         consumer: &str,
-        tenant: &TenantId,
-        cart_id: &CartId,
-        original: Original<'_>,
+        stream: &str,
+        msg: &Message,
+        reason: &str,
+    ) -> Disposition {
+        let (sequence, delivered) = msg
+            .info()
+            .map(|i| (i.stream_sequence, i.delivered))
+            .unwrap_or((0, 0));
+        tracing::error!(consumer, subject = %msg.subject, sequence, %reason, "giving up on a message");
+        metrics::counter!(m::DEAD_LETTERS, "consumer" => consumer.to_owned()).increment(1);
+        let original = Original {
+            stream,
+            subject: msg.subject.as_str(),
+            sequence,
+            delivered,
+            headers: msg.headers.as_ref(),
+        };
+        match self
+            .dead_letter(consumer, &original, msg.payload.clone(), reason)
+            .await
+        {
+            Ok(()) => Disposition::Term,
+            Err(e) => {
+                tracing::error!(consumer, error = %e, "dead letter not written; leaving the message for redelivery");
+                Disposition::nak(1)
+            }
+        }
+    }
+
+    async fn dead_letter(
+        &self,
+        consumer: &str,
+        original: &Original<'_>,
         payload: Bytes,
         reason: &str,
     ) -> Result<(), async_nats::Error> {
-        let Original {
-            stream: original_stream,
-            subject: original_subject,
-            sequence: original_sequence,
-            delivered,
-        } = original;
-        let subject = dead_letter(consumer, tenant, cart_id)?;
-        let mut h = async_nats::HeaderMap::new();
-        h.insert(
-            DLQ_REASON,
-            reason.chars().take(500).collect::<String>().as_str(),
-        );
-        h.insert(DLQ_ORIGINAL_SUBJECT, original_subject);
-        h.insert(
-            DLQ_ORIGINAL_SEQUENCE,
-            original_sequence.to_string().as_str(),
-        );
-        h.insert(DLQ_ORIGINAL_STREAM, original_stream);
-        h.insert(DLQ_DELIVERIES, delivered.to_string().as_str());
-        h.insert(DLQ_CONSUMER, consumer);
-        h.insert(
-            headers::NATS_MSG_ID,
-            format!("{consumer}-{original_sequence}").as_str(),
-        );
+        let subject = dlq::dead_letter_subject(consumer, original.subject)?;
+        let headers = dlq::dead_letter_headers(consumer, original, reason);
         self.js
-            .send_publish(subject, PublishMessage::build().payload(payload).headers(h))
+            .send_publish(
+                subject,
+                PublishMessage::build()
+                    .payload(payload)
+                    .headers(headers)
+                    .message_id(dlq::dead_letter_msg_id(consumer, original.sequence)),
+            )
             .await?
             .await?;
         Ok(())

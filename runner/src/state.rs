@@ -49,6 +49,7 @@ pub struct Status {
     completed: AtomicU64,
     draining: AtomicBool,
     last_error: Mutex<Option<(String, String)>>,
+    lost_lane: Mutex<Option<String>>,
     idle: Notify,
 }
 
@@ -87,6 +88,19 @@ impl Status {
 
     pub fn last_error(&self) -> Option<(String, String)> {
         self.last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// A lane of `consumer` stopped unexpectedly: the runner is no longer ready.
+    pub fn lane_lost(&self, consumer: &str) {
+        *self.lost_lane.lock().unwrap_or_else(|p| p.into_inner()) = Some(consumer.to_owned());
+    }
+
+    /// The consumer whose lane stopped unexpectedly, if one did.
+    pub fn lost_lane(&self) -> Option<String> {
+        self.lost_lane
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()

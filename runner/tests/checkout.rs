@@ -136,6 +136,69 @@ async fn transient_provider_errors_are_retried_into_one_order() {
 }
 
 #[tokio::test]
+async fn a_multi_line_provider_error_is_dead_lettered_as_one_line_and_the_lane_keeps_working() {
+    let Some(env) = env().await else { return };
+    // A proxy in front of the provider answers every call with an HTML page.
+    env.mock.set_faults(Faults {
+        fail_next: u32::MAX,
+        fail_body: Some("<html>\r\n<body>\n<h1>502 Bad Gateway</h1>\r</body>\n</html>".into()),
+        ..Default::default()
+    });
+    let mut config = env.runner_config();
+    config.consumer.max_deliver = 2;
+    let runner = runner::start(config, Default::default()).await.unwrap();
+    env.checkout("proxied", "a1").await;
+    env.wait_cart("proxied", "checkout failed after the last retry", |s| {
+        matches!(&s.cart.checkout, Some(c) if matches!(c.status, CheckoutStatus::Failed { .. }))
+    })
+    .await;
+    let dlq = shared::subjects::dead_letter(
+        shared::subjects::RUNNER_CHECKOUT_DURABLE,
+        &tenant(),
+        &CartId::parse("proxied").unwrap(),
+    )
+    .unwrap();
+    let client = env.nats.client().await;
+    let options = shared::nats::BatchGetOptions::default();
+    let read = || {
+        shared::nats::read_subject_after(
+            &client,
+            shared::subjects::DEAD_LETTERS_STREAM,
+            &dlq,
+            0,
+            &options,
+        )
+    };
+    wait_until(|| async { read().await.is_ok_and(|m| !m.is_empty()) }, WAIT)
+        .await
+        .expect("the event is dead-lettered");
+    let letters = read().await.unwrap();
+    assert_eq!(letters.len(), 1);
+    let h = &letters[0].headers;
+    let reason = h.get(shared::headers::DLQ_REASON).unwrap().as_str();
+    assert!(reason.contains("502 Bad Gateway"), "{reason}");
+    assert!(!reason.contains(['\r', '\n']), "{reason:?}");
+    assert_eq!(
+        h.get(shared::headers::NATS_TENANT_ID).map(|v| v.as_str()),
+        Some(TENANT),
+        "the original's headers are kept"
+    );
+    assert_eq!(
+        h.get(shared::headers::DLQ_ORIGINAL_STREAM)
+            .map(|v| v.as_str()),
+        Some(shared::subjects::CART_EVENTS_STREAM)
+    );
+
+    // The same cart (so the same lane) checks out again once the provider is back.
+    env.mock.set_faults(Faults::default());
+    env.exec("proxied", start("a2")).await.unwrap();
+    env.wait_cart("proxied", "order recorded", order_created("a2"))
+        .await;
+    assert_eq!(runner.status.lost_lane(), None);
+    runner.drain(std::time::Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
 async fn a_permanently_failing_provider_fails_the_checkout_and_the_cart_stays_usable() {
     let Some(env) = env().await else { return };
     env.mock.set_faults(Faults {

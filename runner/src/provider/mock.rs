@@ -27,6 +27,8 @@ use super::order::Order;
 pub struct Faults {
     /// Answer the next N API requests with 503.
     pub fail_next: u32,
+    /// Answer those requests with 502 and this raw body instead (e.g. a proxy's HTML page).
+    pub fail_body: Option<String>,
     /// Refuse every order create/update with 400 (a permanent failure).
     pub refuse: bool,
     /// Delay every API request by this long (longer than the client timeout = a timeout).
@@ -190,6 +192,14 @@ impl MockProvider {
             s.api_requests += 1;
             if s.faults.fail_next > 0 {
                 s.faults.fail_next -= 1;
+                if let Some(body) = &s.faults.fail_body {
+                    return Err((
+                        StatusCode::BAD_GATEWAY,
+                        [(header::CONTENT_TYPE, "text/html")],
+                        body.clone(),
+                    )
+                        .into_response());
+                }
                 return Err(error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "TEMPORARY_ERROR",

@@ -1,12 +1,13 @@
 //! Everything that talks to NATS: connecting, the JetStream resources of the design's NATS
 //! table (policies, create-or-validate), durable consumers and the batch direct get used to
-//! load a cart's events.
+//! load a cart's events, and the dead letters of every consumer.
 //!
 //! Resource names and subjects come from [`crate::subjects`]; header names from
 //! [`crate::headers`].
 
 pub mod connect;
 pub mod consumers;
+pub mod dead_letter;
 pub mod direct_get;
 pub mod policies;
 pub mod settings;
@@ -15,6 +16,10 @@ pub mod validate;
 
 pub use connect::{connect, jetstream};
 pub use consumers::{durable_pull_config, ensure_durable_pull};
+pub use dead_letter::{
+    MAX_REASON_LEN, Original, dead_letter_headers, dead_letter_msg_id, dead_letter_subject,
+    one_line,
+};
 pub use direct_get::{BatchGetOptions, DirectGetError, StoredEvent, read_subject_after};
 pub use settings::{ConsumerSettings, NatsConfig, NatsResourceSettings};
 pub use streams::{Resources, ensure_all, ensure_kv, ensure_stream};
