@@ -31,6 +31,9 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// update reads no page back from the file or the WAL.
 const WRITER_CACHE_KIB: u32 = 64 * 1024;
 
+/// Prepared statements a read connection keeps.
+const READER_STATEMENTS: usize = 64;
+
 /// The newest schema version this build knows.
 pub fn latest_version() -> u32 {
     MIGRATIONS.last().map(|m| m.0).unwrap_or(0)
@@ -77,6 +80,8 @@ pub fn open_reader(path: &Path) -> Result<Connection, ProjectionError> {
         .map_err(ProjectionError::db("busy timeout"))?;
     conn.execute_batch("PRAGMA query_only = ON;")
         .map_err(ProjectionError::db("pragmas"))?;
+    // The cart list alone has ~40 shapes (status × since × user × cursor): keep them all.
+    conn.set_prepared_statement_cache_capacity(READER_STATEMENTS);
     Ok(conn)
 }
 

@@ -1,8 +1,8 @@
 //! What the projection knows about itself: consumer liveness, stream position, lag, rebuild
 //! progress; the monitor task that keeps `/ready` and the lag gauges truthful.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::stream::Stream;
@@ -25,7 +25,7 @@ const MONITOR_EVERY: Duration = Duration::from_millis(250);
 
 /// State shared by the consumer loop, the monitor, the rebuild and the query service.
 pub struct Shared {
-    pub view: String,
+    pub view: Arc<str>,
     started: Instant,
     /// Milliseconds after `started` of the last successful fetch (0: none yet).
     last_fetch_ms: AtomicU64,
@@ -100,7 +100,7 @@ impl RebuildProgress {
 impl Shared {
     pub fn new(view: &str) -> Self {
         Self {
-            view: view.to_owned(),
+            view: view.into(),
             started: Instant::now(),
             last_fetch_ms: AtomicU64::new(0),
             consumer_error: Mutex::new(None),

@@ -13,7 +13,7 @@ use shared::domain::cart::LineProduct;
 use shared::domain::{Cart, CartState, Line, event::OrderPlaced, totals};
 use shared::ids::{CartId, TenantId};
 
-use crate::db::{to_i64, to_u64};
+use crate::db::to_i64;
 use crate::error::ProjectionError;
 use crate::state_format;
 
@@ -332,20 +332,4 @@ pub fn nanos(t: time::OffsetDateTime) -> i64 {
     } else {
         i64::MAX
     })
-}
-
-/// The messages a cart has had applied (diagnostics and tests).
-pub fn applied_messages(
-    conn: &Connection,
-    tenant: &str,
-    cart: &str,
-) -> Result<Option<u64>, ProjectionError> {
-    conn.query_row(
-        "SELECT applied_messages FROM cart_states WHERE tenant = ?1 AND cart_id = ?2",
-        params![tenant, cart],
-        |r| r.get::<_, i64>(0),
-    )
-    .optional()
-    .map(|v| v.map(to_u64))
-    .map_err(ProjectionError::db("read applied messages"))
 }

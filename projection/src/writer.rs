@@ -35,7 +35,6 @@ pub enum OnFailure {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
-    pub index: usize,
     pub reason: String,
 }
 
@@ -92,7 +91,7 @@ struct State {
     path: PathBuf,
     conn: Option<Connection>,
     hooks: Hooks,
-    view: String,
+    view: Arc<str>,
     applied: Arc<AtomicU64>,
     /// Committed cart states (see [`StateCache`]); only this thread uses it.
     cache: StateCache,
@@ -137,7 +136,7 @@ impl Writer {
             path: path.to_path_buf(),
             conn: Some(conn),
             hooks,
-            view: view.to_owned(),
+            view: view.into(),
             applied: applied.clone(),
             cache: StateCache::new(cached_carts),
         };
@@ -300,7 +299,7 @@ impl State {
                     metrics::counter!(m::FAILED_MESSAGES, m::VIEW => view.clone()).increment(1);
                     match on_failure {
                         OnFailure::Stop => {
-                            out.failure = Some(Failure { index, reason });
+                            out.failure = Some(Failure { reason });
                             break;
                         }
                         OnFailure::Record { consumer } => {
