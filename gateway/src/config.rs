@@ -129,8 +129,11 @@ impl Default for Config {
 pub struct ConfigError(pub String);
 
 impl Config {
+    /// The prefix of this service's own environment variables (`GATEWAY_<FIELD>`).
+    pub const ENV_PREFIX: &str = "GATEWAY";
+
     pub fn load() -> Result<Self, shared::config::ConfigError> {
-        shared::config::load_service("GATEWAY")
+        shared::config::load_service(Self::ENV_PREFIX)
     }
 
     pub fn default_tenant(&self) -> Result<Option<TenantId>, ConfigError> {
@@ -233,6 +236,25 @@ impl Config {
                 ));
             }
         }
+        let addr = |field: &str, addr: &str| {
+            crate::services::endpoint(addr).map_err(|e| {
+                ConfigError(format!(
+                    "{field} (GATEWAY_{}): {e}",
+                    field.to_ascii_uppercase()
+                ))
+            })
+        };
+        for (field, value) in [
+            ("projection_addr", &self.projection_addr),
+            ("runner_addr", &self.runner_addr),
+        ] {
+            if !value.trim().is_empty() {
+                addr(field, value)?;
+            }
+        }
+        for value in self.aggregate_addrs() {
+            addr("aggregate_addrs", &value)?;
+        }
         self.default_tenant()?;
         self.api_keys()?;
         self.streams.check().map_err(ConfigError)?;
@@ -305,5 +327,44 @@ mod tests {
             ..Config::default()
         };
         assert_eq!(c.default_tenant().unwrap(), None);
+    }
+
+    #[test]
+    fn a_malformed_service_address_is_a_start_up_error_naming_the_variable() {
+        let bad = "runner 50061";
+        for (var, c) in [
+            (
+                "GATEWAY_PROJECTION_ADDR",
+                Config {
+                    projection_addr: bad.into(),
+                    ..Config::default()
+                },
+            ),
+            (
+                "GATEWAY_RUNNER_ADDR",
+                Config {
+                    runner_addr: bad.into(),
+                    ..Config::default()
+                },
+            ),
+            (
+                "GATEWAY_AGGREGATE_ADDRS",
+                Config {
+                    aggregate_addrs: format!("10.0.0.1:50051,{bad}"),
+                    ..Config::default()
+                },
+            ),
+        ] {
+            let e = c.check().unwrap_err().to_string();
+            assert!(e.contains(var) && e.contains(bad), "{e}");
+        }
+        // Empty means off, not malformed.
+        let off = Config {
+            projection_addr: String::new(),
+            runner_addr: " ".into(),
+            aggregate_addrs: String::new(),
+            ..Config::default()
+        };
+        off.check().unwrap();
     }
 }

@@ -75,13 +75,15 @@ impl AppState {
                     &cfg.projection_addr,
                     cfg.upstream_connect_timeout(),
                     cfg.service_policy(),
-                ),
+                )
+                .map_err(ConfigError)?,
                 runner: Service::new(
                     "runner",
                     &cfg.runner_addr,
                     cfg.upstream_connect_timeout(),
                     cfg.service_policy(),
-                ),
+                )
+                .map_err(ConfigError)?,
                 js: None,
             },
             cfg: Arc::new(cfg),
