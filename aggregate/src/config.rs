@@ -83,8 +83,11 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The prefix of this service's own environment variables (`AGGREGATE_<FIELD>`).
+    pub const ENV_PREFIX: &str = "AGGREGATE";
+
     pub fn load() -> Result<Self, shared::config::ConfigError> {
-        shared::config::load_service("AGGREGATE")
+        shared::config::load_service(Self::ENV_PREFIX)
     }
 
     pub fn heartbeat(&self) -> Duration {

@@ -39,13 +39,7 @@ async fn main() -> anyhow::Result<()> {
         "aggregate",
         &shared::telemetry::TelemetryConfig::from_env()?,
     )?;
-    for key in shared::config::unknown_env_keys::<aggregate::Config>("AGGREGATE", std::env::vars())
-    {
-        tracing::warn!(
-            key,
-            "environment variable names no aggregate setting (typo?); ignored"
-        );
-    }
+    shared::config::warn_unknown_env::<aggregate::Config>(aggregate::Config::ENV_PREFIX);
     match cli.command.unwrap_or(Cmd::Serve) {
         Cmd::Serve => aggregate::run(config, shared::shutdown::shutdown_signal()).await,
         Cmd::Ensure => {

@@ -78,8 +78,11 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The prefix of this service's own environment variables (`PROJECTION_<FIELD>`).
+    pub const ENV_PREFIX: &str = "PROJECTION";
+
     pub fn load() -> Result<Self, shared::config::ConfigError> {
-        shared::config::load_service("PROJECTION")
+        shared::config::load_service(Self::ENV_PREFIX)
     }
 
     /// The durable consumer name, `projection-<view>` (also the dead-letter consumer token).

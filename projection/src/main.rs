@@ -47,6 +47,7 @@ async fn main() -> anyhow::Result<()> {
         "projection",
         &shared::telemetry::TelemetryConfig::from_env()?,
     )?;
+    shared::config::warn_unknown_env::<Config>(Config::ENV_PREFIX);
     match cli.command.unwrap_or(Cmd::Serve) {
         Cmd::Serve => projection::run(config, shared::shutdown::shutdown_signal()).await,
         Cmd::Rebuild { online: true } => rebuild_online(&config).await,

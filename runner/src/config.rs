@@ -94,8 +94,11 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The prefix of this service's own environment variables (`RUNNER_<FIELD>`).
+    pub const ENV_PREFIX: &str = "RUNNER";
+
     pub fn load() -> Result<Self, shared::config::ConfigError> {
-        shared::config::load_service("RUNNER")
+        shared::config::load_service(Self::ENV_PREFIX)
     }
 
     /// Consumer settings with `max_ack_pending` tied to the lanes (never more unacked

@@ -34,12 +34,7 @@ async fn main() -> anyhow::Result<()> {
     let config = runner::Config::load()?;
     let _telemetry =
         shared::telemetry::init("runner", &shared::telemetry::TelemetryConfig::from_env()?)?;
-    for key in shared::config::unknown_env_keys::<runner::Config>("RUNNER", std::env::vars()) {
-        tracing::warn!(
-            key,
-            "environment variable names no runner setting (typo?); ignored"
-        );
-    }
+    shared::config::warn_unknown_env::<runner::Config>(runner::Config::ENV_PREFIX);
     let shutdown = shared::shutdown::shutdown_signal();
     match cli.command.unwrap_or(Cmd::Serve) {
         Cmd::Serve => runner::run(config, shutdown).await,

@@ -56,6 +56,22 @@ where
     load_service_from(prefix, file.as_deref(), std::env::vars())
 }
 
+/// Logs a warning for each environment variable that looks like a setting of `T` (under
+/// `prefix` or a shared section such as `NATS_`) but names none: usually a typo that would
+/// otherwise be ignored without a word. Call once at start-up, after telemetry is set up.
+pub fn warn_unknown_env<T>(prefix: &str)
+where
+    T: Serialize + Default,
+{
+    for key in unknown_env_keys::<T>(prefix, std::env::vars()) {
+        tracing::warn!(
+            key,
+            prefix,
+            "environment variable names no setting of this service (typo?); ignored"
+        );
+    }
+}
+
 /// Environment variables that look like configuration of this service (`<PREFIX>_*`) or of
 /// a section it has (`NATS_*`, ...) but name no field: almost always a typo. Services log them
 /// at start-up; deployment tests use this to check manifests against the code.
