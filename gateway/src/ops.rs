@@ -15,8 +15,11 @@ use crate::state::AppState;
 
 pub const TAG: &str = "ops";
 
-/// Readiness checks of the gateway.
-pub const CHECKS: &[&str] = &["nats", "aggregates"];
+/// Readiness check: some aggregate is reachable in principle.
+pub const AGGREGATES_CHECK: &str = "aggregates";
+
+/// Readiness checks of the gateway (`shared::serve` keeps the NATS one up to date).
+pub const CHECKS: &[&str] = &[shared::serve::NATS_CHECK, AGGREGATES_CHECK];
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -68,7 +71,7 @@ pub async fn watch_readiness(
             .as_ref()
             .is_some_and(|v| v.nodes().iter().any(|(_, n)| !n.draining));
         r.set(
-            "aggregates",
+            AGGREGATES_CHECK,
             live || has_static_addrs,
             Some("no live aggregate node in CART_NODES and no GATEWAY_AGGREGATE_ADDRS"),
         );
