@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use aggregate::client::CartClient;
 use aggregate::placement_view::PlacementView;
 use proto::cart::v1 as pb;
-use shared::domain::{CartView, Command};
+use shared::domain::{CartState, CartView, Command};
 use shared::headers::RequestContext;
 use shared::{ApiError, CartId, CommandId, ErrorCode};
 
@@ -30,17 +30,17 @@ impl Snapshot {
         }
     }
 
-    /// Decodes the aggregate's wire form.
-    pub fn decode(snapshot: pb::CartSnapshot) -> Result<Self, ApiError> {
-        let (_, state) = proto::convert::state_from_snapshot(snapshot).map_err(|e| {
-            ApiError::internal(format!(
-                "the aggregate sent a cart this gateway cannot read: {e}"
-            ))
-        })?;
-        Ok(Self {
+    /// The storefront view of a cart's domain state.
+    pub fn of(state: &CartState) -> Self {
+        Self {
             version: state.version,
             cart: CartView::of(&state.cart),
-        })
+        }
+    }
+
+    /// Decodes the aggregate's wire form.
+    pub fn decode(snapshot: pb::CartSnapshot) -> Result<Self, ApiError> {
+        decode_state(snapshot).map(|state| Self::of(&state))
     }
 }
 
@@ -77,21 +77,13 @@ impl Upstream {
     }
 
     pub async fn get(&self, ctx: &RequestContext, cart: &CartId) -> Result<Snapshot, ApiError> {
-        let req = pb::GetCartRequest {
-            tenant: ctx.tenant.to_string(),
-            cart_id: cart.to_string(),
-            min_version: None,
-        };
-        let snap = self.timed("get", self.client.get_cart(ctx, req)).await?;
-        Snapshot::decode(snap)
+        self.state(ctx, cart)
+            .await
+            .map(|state| Snapshot::of(&state))
     }
 
     /// The cart's domain state (checkout progress included), not only its storefront view.
-    pub async fn state(
-        &self,
-        ctx: &RequestContext,
-        cart: &CartId,
-    ) -> Result<shared::domain::CartState, ApiError> {
+    pub async fn state(&self, ctx: &RequestContext, cart: &CartId) -> Result<CartState, ApiError> {
         let req = pb::GetCartRequest {
             tenant: ctx.tenant.to_string(),
             cart_id: cart.to_string(),
@@ -188,7 +180,7 @@ impl Upstream {
 }
 
 /// The domain state inside the aggregate's wire form.
-pub fn decode_state(snapshot: pb::CartSnapshot) -> Result<shared::domain::CartState, ApiError> {
+pub fn decode_state(snapshot: pb::CartSnapshot) -> Result<CartState, ApiError> {
     proto::convert::state_from_snapshot(snapshot)
         .map(|(_, state)| state)
         .map_err(|e| {
