@@ -74,10 +74,7 @@ const STARTED: &str = "CheckoutStarted";
 
 impl Handler for Checkout {
     fn wants(&self, msg: &Message) -> bool {
-        let wanted = msg
-            .headers
-            .as_ref()
-            .is_some_and(|h| headers::event_types(h).any(|t| t == STARTED));
+        let wanted = may_start_a_checkout(msg.headers.as_ref());
         if !wanted {
             metrics::counter!(m::SKIPPED).increment(1);
         }
@@ -91,6 +88,17 @@ impl Handler for Checkout {
 
     fn handle<'a>(&'a self, msg: &'a Message) -> BoxFuture<'a, Disposition> {
         Box::pin(self.handle_message(msg))
+    }
+}
+
+/// Whether an event message may hold a `CheckoutStarted`, by its headers. Without a
+/// `cart-event-types` header only the payload tells: the handler decodes it.
+fn may_start_a_checkout(headers: Option<&async_nats::HeaderMap>) -> bool {
+    match headers {
+        Some(h) if h.get(headers::CART_EVENT_TYPES).is_some() => {
+            headers::event_types(h).any(|t| t == STARTED)
+        }
+        _ => true,
     }
 }
 
@@ -115,16 +123,28 @@ impl Checkout {
                     .await;
             }
         };
-        let Some(started) = envelope
+        let mut undecodable = None;
+        let started = envelope
             .events
             .iter()
             .rev()
             .find_map(|r| match Event::decode(r) {
                 Ok(Event::CheckoutStarted(s)) => Some(s),
+                Err(e) if r.event_type == STARTED => {
+                    undecodable.get_or_insert(e);
+                    None
+                }
                 _ => None,
-            })
-        else {
-            return self.give_up(msg, "CheckoutStarted does not decode").await;
+            });
+        let Some(started) = started else {
+            if let Some(e) = undecodable {
+                return self
+                    .give_up(msg, &format!("CheckoutStarted does not decode: {e}"))
+                    .await;
+            }
+            // Not a checkout (known only now when the message had no `cart-event-types`).
+            metrics::counter!(m::SKIPPED).increment(1);
+            return Disposition::Ack;
         };
         let ctx = msg
             .headers
@@ -349,4 +369,34 @@ fn now() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use async_nats::HeaderMap;
+
+    use super::*;
+
+    #[test]
+    fn only_events_that_may_hold_a_checkout_reach_the_handler() {
+        let with_types = |types: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(headers::NATS_TENANT_ID, "shop");
+            h.insert(headers::CART_EVENT_TYPES, types);
+            h
+        };
+        assert!(may_start_a_checkout(Some(&with_types("CheckoutStarted"))));
+        assert!(may_start_a_checkout(Some(&with_types(
+            "ItemAdded,CheckoutStarted"
+        ))));
+        assert!(!may_start_a_checkout(Some(&with_types("ItemAdded"))));
+        assert!(!may_start_a_checkout(Some(&with_types(
+            "CheckoutReopened,ItemAdded"
+        ))));
+        // No header: the payload decides.
+        let mut no_types = HeaderMap::new();
+        no_types.insert(headers::NATS_TENANT_ID, "shop");
+        assert!(may_start_a_checkout(Some(&no_types)));
+        assert!(may_start_a_checkout(None));
+    }
 }

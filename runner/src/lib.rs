@@ -1,7 +1,8 @@
 //! The runner: checkout side effects with outbox semantics.
 //!
 //! It consumes `CART_EVENTS` (durable `runner-checkout`, skipping everything but
-//! `CheckoutStarted` by the `cart-event-types` header) and provider pushes recorded in
+//! `CheckoutStarted` by the `cart-event-types` header, or by the payload when a message has no
+//! such header) and provider pushes recorded in
 //! `WORKFLOW_COMMANDS` (durable `runner-push`), talks to the payment provider (Klarna Checkout
 //! v3 shape; an embedded mock when no provider URL is configured) and feeds results back to
 //! carts through the aggregate. See [`checkout`] for the guarantees.

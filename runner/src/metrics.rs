@@ -37,7 +37,7 @@ pub fn describe() {
     describe_counter!(PUSHES, "Provider pushes handled, by result.");
     describe_counter!(
         SKIPPED,
-        "Cart events skipped by their cart-event-types header."
+        "Cart events skipped as not a CheckoutStarted (by their cart-event-types header, or their payload without one)."
     );
     describe_counter!(
         DEAD_LETTERS,

@@ -8,9 +8,13 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use common::*;
 use futures::FutureExt;
 use runner::provider::mock::Faults;
-use shared::domain::{CheckoutStatus, Command};
-use shared::ids::{CartId, TenantId};
-use shared::subjects::{WORKFLOW_COMMANDS_STREAM, WORKFLOW_EVENTS_STREAM};
+use shared::domain::event::{CartCleared, CheckoutLine, CheckoutStarted};
+use shared::domain::money::TaxRate;
+use shared::domain::{CheckoutStatus, Command, Event, EventMessage};
+use shared::ids::{CartId, CommandId, TenantId};
+use shared::subjects::{
+    CART_EVENTS_STREAM, RUNNER_CHECKOUT_DURABLE, WORKFLOW_COMMANDS_STREAM, WORKFLOW_EVENTS_STREAM,
+};
 use shared::test_support::wait_until;
 use shared::workflow::{CHECKOUT_KIND, PUSH_KIND, PushReceived};
 
@@ -471,6 +475,81 @@ async fn other_cart_events_are_skipped_without_effects() {
         1,
         "only the CheckoutStarted was an effect"
     );
+    runner.drain(std::time::Duration::from_secs(5)).await;
+}
+
+/// An event message as a publisher that sets no `cart-event-types` header writes it.
+async fn publish_without_types(env: &Env, cart: &str, revision: u64, event: Event) {
+    let cart = CartId::parse(cart).unwrap();
+    let message = EventMessage::new(
+        tenant(),
+        cart.clone(),
+        CommandId::new(),
+        revision,
+        time::OffsetDateTime::now_utc(),
+        &[event],
+    );
+    let mut h = async_nats::HeaderMap::new();
+    ctx().to_nats_headers(&mut h);
+    env.js
+        .publish_with_headers(
+            shared::subjects::cart_events(&tenant(), &cart),
+            h,
+            serde_json::to_vec(&message).unwrap().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn events_without_a_types_header_are_decoded_to_find_checkouts() {
+    let Some(env) = env().await else { return };
+    let runner = env.runner(Default::default()).await;
+    // Same cart, so one lane, in order: the other event is handled before the checkout.
+    publish_without_types(&env, "headerless", 1, Event::CartCleared(CartCleared {})).await;
+    publish_without_types(
+        &env,
+        "headerless",
+        2,
+        Event::CheckoutStarted(CheckoutStarted {
+            attempt_id: "h1".into(),
+            provider_order_id: None,
+            currency: "SEK".into(),
+            country: "se".into(),
+            total_amount: 10_000,
+            total_tax_amount: 2_000,
+            lines: vec![CheckoutLine {
+                kind: "physical".into(),
+                reference: "TEST-SKU-123".into(),
+                name: "Test".into(),
+                quantity: 1,
+                unit_price: 10_000,
+                tax_rate: TaxRate(2_500),
+                total_amount: 10_000,
+                total_tax_amount: 2_000,
+                total_discount_amount: 0,
+            }],
+        }),
+    )
+    .await;
+    let result = shared::subjects::workflow_event(&tenant(), CHECKOUT_KIND, "headerless").unwrap();
+    wait_until(
+        || async { env.messages_of(&result, WORKFLOW_EVENTS_STREAM).await == 1 },
+        WAIT,
+    )
+    .await
+    .expect("the checkout's result is recorded");
+    assert_eq!(env.mock.orders_for("h1"), 1, "the checkout happened");
+    env.wait_settled(CART_EVENTS_STREAM, RUNNER_CHECKOUT_DURABLE)
+        .await;
+    assert_eq!(
+        env.dead_letters(RUNNER_CHECKOUT_DURABLE).await,
+        0,
+        "the event without a checkout was acked, not dead-lettered"
+    );
+    assert_eq!(runner.status.completed_count(), 1);
     runner.drain(std::time::Duration::from_secs(5)).await;
 }
 

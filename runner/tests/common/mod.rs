@@ -157,6 +157,46 @@ impl Env {
     }
 }
 
+impl Env {
+    /// Messages `consumer` dead-lettered so far (on `dlq.<consumer>.>`).
+    pub async fn dead_letters(&self, consumer: &str) -> usize {
+        use futures::TryStreamExt;
+        let filter = shared::subjects::dead_letters_of(consumer).unwrap();
+        let stream = self
+            .js
+            .get_stream(shared::subjects::DEAD_LETTERS_STREAM)
+            .await
+            .unwrap();
+        let subjects: Vec<(String, usize)> = stream
+            .info_with_subjects(filter)
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        subjects.iter().map(|(_, n)| n).sum()
+    }
+
+    /// Wait until `durable` on `stream` has nothing left to deliver or to be acked.
+    pub async fn wait_settled(&self, stream: &str, durable: &str) {
+        let js = self.js.clone();
+        wait_until(
+            || {
+                let js = js.clone();
+                async move {
+                    let mut c: async_nats::jetstream::consumer::PullConsumer =
+                        js.get_consumer_from_stream(durable, stream).await.unwrap();
+                    let info = c.info().await.unwrap();
+                    info.num_pending == 0 && info.num_ack_pending == 0
+                }
+            },
+            WAIT,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{durable} settles every message: {e}"));
+    }
+}
+
 pub fn ctx() -> RequestContext {
     RequestContext::new(TenantId::parse(TENANT).unwrap())
 }
