@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::{Generator, WAIT, expected};
-use projection::Hooks;
+use projection::{CommitAction, Hooks};
 use proto::projection::v1 as pb;
 use proto::projection::v1::query_service_client::QueryServiceClient;
 use shared::domain::Command;
@@ -337,10 +337,31 @@ async fn health_ready_and_metrics_tell_the_truth() {
     generator.publish(&env.js, 30).await;
     let mut config = env.config("main");
     config.ready_max_lag = 0;
-    let running = env.start(config, Hooks::default()).await;
+    // The first batch is held before its commit: the projection is behind the stream.
+    let (hooks, reached, release) = common::hold_commit(1, CommitAction::Commit);
+    let running = env.start(config, hooks).await;
     let base = format!("http://{}", running.http_addr);
     let health = reqwest::get(format!("{base}/health")).await.unwrap();
     assert_eq!(health.status(), 200);
+    tokio::task::spawn_blocking(move || reached.recv_timeout(WAIT))
+        .await
+        .unwrap()
+        .expect("the first batch reaches its commit");
+    // 503 naming the lag (not only some other check that is not ready yet).
+    wait_until(
+        || async {
+            let Ok(r) = reqwest::get(format!("{base}/ready")).await else {
+                return false;
+            };
+            let status = r.status();
+            let body: serde_json::Value = r.json().await.unwrap_or_default();
+            status == 503 && body["checks"]["lag"]["ok"] == false
+        },
+        WAIT,
+    )
+    .await
+    .expect("/ready fails on the lag while the batch is held");
+    release.send(()).unwrap();
     env.caught_up(&running).await;
     wait_until(
         || async {

@@ -3,8 +3,7 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use common::{Generator, WAIT, assert_views, expected};
@@ -60,28 +59,6 @@ async fn views_equal_the_fold_of_random_commands_on_many_carts() {
     running.stop().await.unwrap();
 }
 
-/// A hook that lets `n - 1` batches commit, then signals and blocks the `n`-th until released,
-/// and then does `action`.
-fn crash_at(n: u32, action: CommitAction) -> (Hooks, mpsc::Receiver<u64>, mpsc::Sender<()>) {
-    let (reached_tx, reached) = mpsc::channel();
-    let (release, release_rx) = mpsc::channel::<()>();
-    let reached_tx = Mutex::new(reached_tx);
-    let release_rx = Mutex::new(release_rx);
-    let calls = AtomicU32::new(0);
-    let hooks = Hooks {
-        before_commit: Some(Arc::new(move |last_seq| {
-            if calls.fetch_add(1, Ordering::SeqCst) + 1 != n {
-                return CommitAction::Commit;
-            }
-            let _ = reached_tx.lock().unwrap().send(last_seq);
-            let _ = release_rx.lock().unwrap().recv_timeout(WAIT);
-            action
-        })),
-        ..Hooks::default()
-    };
-    (hooks, reached, release)
-}
-
 async fn wait_reached(reached: &mpsc::Receiver<u64>) -> u64 {
     let mut got = None;
     wait_until(
@@ -108,7 +85,7 @@ async fn a_crash_mid_batch_applies_nothing_twice_and_loses_nothing() {
     config.batch_size = 50;
 
     // 1. Killed while the second batch is applied but not committed.
-    let (hooks, reached, release) = crash_at(2, CommitAction::CrashBeforeCommit);
+    let (hooks, reached, release) = common::hold_commit(2, CommitAction::CrashBeforeCommit);
     let running = env.start(config.clone(), hooks).await;
     wait_reached(&reached).await;
     let committed = running.checkpoint();
@@ -124,7 +101,7 @@ async fn a_crash_mid_batch_applies_nothing_twice_and_loses_nothing() {
 
     // 2. Killed after committing a batch but before acknowledging it: it is redelivered.
     generator.publish(&env.js, 50).await;
-    let (hooks, reached, release) = crash_at(1, CommitAction::CrashAfterCommit);
+    let (hooks, reached, release) = common::hold_commit(1, CommitAction::CrashAfterCommit);
     let running = env.start(config.clone(), hooks).await;
     let crashed_at = wait_reached(&reached).await;
     let before = running.checkpoint();
@@ -183,7 +160,7 @@ async fn messages_the_server_no_longer_redelivers_are_read_back() {
     let mut config = env.config("main");
     config.max_deliver = 1;
     config.batch_size = 50;
-    let (hooks, reached, release) = crash_at(1, CommitAction::CrashBeforeCommit);
+    let (hooks, reached, release) = common::hold_commit(1, CommitAction::CrashBeforeCommit);
     let running = env.start(config.clone(), hooks).await;
     wait_reached(&reached).await;
     running.abort().await;

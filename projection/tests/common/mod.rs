@@ -8,9 +8,11 @@ pub mod expect;
 pub mod generator;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
-use projection::{Config, Hooks, Running};
+use projection::{CommitAction, Config, Hooks, Running};
 use proto::projection::v1::query_service_client::QueryServiceClient;
 use shared::nats::NatsResourceSettings;
 use shared::subjects::CART_EVENTS_STREAM;
@@ -109,4 +111,26 @@ pub async fn query(running: &Running) -> QueryServiceClient<Channel> {
 pub fn open_db(path: &Path) -> rusqlite::Connection {
     rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
         .expect("open projection database")
+}
+
+/// A hook that lets `n - 1` batches commit, then signals and blocks the `n`-th until released,
+/// and then does `action`.
+pub fn hold_commit(n: u32, action: CommitAction) -> (Hooks, mpsc::Receiver<u64>, mpsc::Sender<()>) {
+    let (reached_tx, reached) = mpsc::channel();
+    let (release, release_rx) = mpsc::channel::<()>();
+    let reached_tx = Mutex::new(reached_tx);
+    let release_rx = Mutex::new(release_rx);
+    let calls = AtomicU32::new(0);
+    let hooks = Hooks {
+        before_commit: Some(Arc::new(move |last_seq| {
+            if calls.fetch_add(1, Ordering::SeqCst) + 1 != n {
+                return CommitAction::Commit;
+            }
+            let _ = reached_tx.lock().unwrap().send(last_seq);
+            let _ = release_rx.lock().unwrap().recv_timeout(WAIT);
+            action
+        })),
+        ..Hooks::default()
+    };
+    (hooks, reached, release)
 }
