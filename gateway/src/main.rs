@@ -10,6 +10,7 @@ async fn main() -> anyhow::Result<()> {
     let config = gateway::Config::load()?;
     let _telemetry =
         shared::telemetry::init("gateway", &shared::telemetry::TelemetryConfig::from_env()?)?;
+    shared::config::warn_unknown_env::<gateway::Config>(gateway::Config::ENV_PREFIX);
     gateway::run(config, shared::shutdown::shutdown_signal()).await?;
     Ok(())
 }
