@@ -36,18 +36,12 @@ async fn platform() -> Option<Platform> {
     let (mock_addr, _) = mock.serve("127.0.0.1:0", stop.clone()).await.unwrap();
     let runner_addr = format!("127.0.0.1:{}", free_port());
 
-    let mut gw = gateway::Config {
-        http_addr: "127.0.0.1:0".into(),
+    let gw = gateway::Config {
         runner_addr: runner_addr.clone(),
         projection_addr: String::new(),
         admin_token: ADMIN_TOKEN.into(),
-        client_rate_per_sec: 0,
-        cart_rate_per_sec: 0,
-        placement_resync_ms: 200,
-        streams: stack.streams.clone(),
-        ..gateway::Config::default()
+        ..stack.gateway_config()
     };
-    gw.nats.url = stack.nats_url.clone();
     let gateway = gateway::start(gw).await.unwrap();
     let base = format!("http://{}", gateway.http_addr);
 
@@ -102,6 +96,28 @@ impl Platform {
     }
 
     /// How many `OrderPlaced` messages the cart's stream holds.
+    /// Wait until the runner handled (acked or gave up on) every recorded push.
+    async fn wait_pushes_handled(&self) {
+        let stream = self
+            .stack
+            .js
+            .get_stream(shared::subjects::WORKFLOW_COMMANDS_STREAM)
+            .await
+            .unwrap();
+        wait_until(
+            || async {
+                let info = stream
+                    .consumer_info(shared::subjects::RUNNER_PUSH_DURABLE)
+                    .await
+                    .unwrap();
+                info.num_pending == 0 && info.num_ack_pending == 0
+            },
+            WAIT,
+        )
+        .await
+        .expect("the runner handles every push");
+    }
+
     async fn orders_placed(&self, cart_id: &str) -> usize {
         let subject = shared::subjects::cart_events(
             &shared::TenantId::default_tenant(),
@@ -248,6 +264,7 @@ async fn a_storefront_checks_out_pays_and_the_order_is_placed_once() {
     ));
     let (s, _) = body(reqwest::Client::new().post(&push).send().await.unwrap()).await;
     assert_eq!(s, 200);
+    p.wait_pushes_handled().await;
     assert_eq!(p.orders_placed(&cart_id).await, 1, "one OrderPlaced");
     assert_eq!(p.mock.orders_for(&cart_id), 1);
 }
