@@ -1,9 +1,8 @@
 //! The one place where the routers of every module are merged into the gateway's app.
 
-use std::sync::Arc;
-
 use axum::middleware::from_fn_with_state;
 use axum::{Extension, Router};
+use bytes::Bytes;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -50,7 +49,7 @@ pub fn app(state: AppState) -> Router {
         );
     let json = doc.to_json().expect("the OpenAPI document serializes");
     let router = router
-        .layer(Extension(Document(Arc::new(json))))
+        .layer(Extension(Document(Bytes::from(json))))
         .with_state(state.clone());
     edge::apply(router, state.auth.clone(), state.cfg.body_limit_bytes)
 }

@@ -4,10 +4,9 @@
 //! `/cart/byid/{cartId}` variants) is registered once per path through [`alias`] / [`by_id`],
 //! which rewrite the documented path together with the routed one.
 
-use std::sync::Arc;
-
 use axum::Extension;
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use utoipa::openapi::path::{Operation, ParameterBuilder, ParameterIn, PathItem, Paths};
 use utoipa::openapi::{InfoBuilder, OpenApi, OpenApiBuilder, RefOr, Required};
 use utoipa_axum::router::UtoipaMethodRouter;
@@ -104,17 +103,13 @@ pub fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
     .filter_map(Option::as_mut)
 }
 
-/// The document, serialized once at startup.
+/// The document, serialized once at startup (every response shares these bytes).
 #[derive(Clone)]
-pub struct Document(pub Arc<String>);
+pub struct Document(pub Bytes);
 
 /// This document.
 #[utoipa::path(get, path = "/openapi.json", tag = "ops",
     responses((status = 200, description = "OpenAPI 3 document of every route", content_type = "application/json")))]
 pub async fn document(Extension(doc): Extension<Document>) -> Response {
-    (
-        [(http::header::CONTENT_TYPE, "application/json")],
-        doc.0.as_str().to_owned(),
-    )
-        .into_response()
+    ([(http::header::CONTENT_TYPE, "application/json")], doc.0).into_response()
 }

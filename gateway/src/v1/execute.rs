@@ -96,9 +96,10 @@ pub async fn commands(
 ) -> Result<Response, ApiError> {
     let expected = if_match(headers)?;
     let key = Key::from_headers(headers)?;
-    let raw = body.to_string();
+    // The idempotency fingerprint is the body as sent: only a keyed request pays for it.
+    let raw = key.as_ref().map(|_| body.to_string());
     let commands = command_body::parse(body, &s.cfg.default_country, s.cfg.max_commands)?;
-    let Some(Key(key)) = key else {
+    let (Some(Key(key)), Some(raw)) = (key, raw) else {
         let reply = run(s, ctx, cart, CommandId::new(), expected, commands).await?;
         return Ok(reply.stored().response(false));
     };
