@@ -12,7 +12,7 @@ use shared::test_support::{NatsServer, wait_until};
 use shared::{CartId, TenantId};
 
 pub const WAIT: Duration = Duration::from_secs(20);
-const SHARDS: u32 = 16;
+pub const SHARDS: u32 = 16;
 
 pub struct Stack {
     pub base: String,
@@ -21,7 +21,8 @@ pub struct Stack {
     pub nats: NatsServer,
 }
 
-fn streams() -> NatsResourceSettings {
+/// Stream settings of every service in these stacks (short node TTL).
+pub fn streams() -> NatsResourceSettings {
     NatsResourceSettings {
         node_ttl_secs: 2,
         ..NatsResourceSettings::default()
@@ -52,6 +53,27 @@ pub async fn stack() -> Option<Stack> {
 /// NATS, catalog, one aggregate node and a gateway configured by `tune`; returns once the
 /// gateway is ready and serves carts.
 pub async fn stack_with(tune: impl FnOnce(&mut gateway::Config)) -> Option<Stack> {
+    let (nats, aggregate) = nats_and_aggregate().await?;
+    let mut cfg = gateway_config(&nats);
+    tune(&mut cfg);
+    let gateway = gateway::start(cfg).await.expect("start gateway");
+    let stack = Stack {
+        base: format!("http://{}", gateway.http_addr),
+        gateway,
+        aggregate,
+        nats,
+    };
+    let probes = [
+        format!("http://{}/ready", stack.aggregate.http_addr),
+        stack.url("/ready"),
+    ];
+    wait_ready(&probes, Some(stack.url("/cart/byid/probe"))).await;
+    Some(stack)
+}
+
+/// A fresh nats-server with the streams and the seeded catalog, and one aggregate node (`n1`)
+/// on it; `None` when there is no nats-server (the test skips).
+pub async fn nats_and_aggregate() -> Option<(NatsServer, aggregate::Running)> {
     let nats = shared::nats_or_skip!()?;
     let js = nats.jetstream().await;
     let resources = shared::nats::ensure_all(&js, &streams())
@@ -75,27 +97,12 @@ pub async fn stack_with(tune: impl FnOnce(&mut gateway::Config)) -> Option<Stack
     })
     .await
     .expect("start aggregate");
-
-    let mut cfg = gateway_config(&nats);
-    tune(&mut cfg);
-    let gateway = gateway::start(cfg).await.expect("start gateway");
-    let stack = Stack {
-        base: format!("http://{}", gateway.http_addr),
-        gateway,
-        aggregate,
-        nats,
-    };
-    let probes = [
-        format!("http://{}/ready", stack.aggregate.http_addr),
-        stack.url("/ready"),
-    ];
-    wait_ready(&probes, Some(stack.url("/cart/byid/probe"))).await;
-    Some(stack)
+    Some((nats, aggregate))
 }
 
 /// Every URL of `ready` answers 2xx, and `probe` (a cart read) gets an answer that is not an
 /// upstream failure (with API keys configured it is a 401, which is fine here).
-async fn wait_ready(ready: &[String], probe: Option<String>) {
+pub async fn wait_ready(ready: &[String], probe: Option<String>) {
     let http = reqwest::Client::new();
     wait_until(
         || {

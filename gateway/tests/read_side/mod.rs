@@ -12,13 +12,11 @@ use proto::cart::v1 as cart_pb;
 use serde_json::{Value, json};
 use shared::domain::Command;
 use shared::headers::{RequestContext, TENANT_ID};
-use shared::nats::NatsResourceSettings;
 use shared::test_support::{NatsServer, wait_until};
 use shared::{CartId, CommandId, TenantId};
 
 use crate::common::{self, WAIT, json};
 
-pub const SHARDS: u32 = 16;
 /// `GATEWAY_ADMIN_TOKEN` of the stack's gateway.
 pub const ADMIN: &str = "admin-secret";
 
@@ -33,13 +31,6 @@ pub struct Stack {
     _dir: tempfile::TempDir,
 }
 
-fn streams() -> NatsResourceSettings {
-    NatsResourceSettings {
-        node_ttl_secs: 2,
-        ..NatsResourceSettings::default()
-    }
-}
-
 /// A projection that gives up on a poison message quickly: two deliveries, short waits.
 fn projection_config(nats: &NatsServer, dir: &std::path::Path) -> projection::Config {
     let mut cfg = projection::Config {
@@ -51,7 +42,7 @@ fn projection_config(nats: &NatsServer, dir: &std::path::Path) -> projection::Co
         ack_wait_ms: 500,
         max_deliver: 2,
         nak_delay_ms: 50,
-        streams: streams(),
+        streams: common::streams(),
         ..projection::Config::default()
     };
     cfg.nats.url = nats.url().to_owned();
@@ -59,37 +50,13 @@ fn projection_config(nats: &NatsServer, dir: &std::path::Path) -> projection::Co
 }
 
 pub async fn stack() -> Option<Stack> {
-    let nats = shared::nats_or_skip!()?;
-    let js = nats.jetstream().await;
-    let resources = shared::nats::ensure_all(&js, &streams())
-        .await
-        .expect("ensure streams");
-    let seed = aggregate::seed::parse(include_str!("../../../deploy/catalog.json")).unwrap();
-    aggregate::seed::write(&resources.catalog, &seed)
-        .await
-        .expect("seed catalog");
-
-    let mut agg = aggregate::Config::default();
-    agg.nats.url = nats.url().to_owned();
-    let aggregate = aggregate::start(aggregate::Config {
-        node_id: "n1".into(),
-        grpc_addr: "127.0.0.1:0".into(),
-        http_addr: "127.0.0.1:0".into(),
-        shard_count: SHARDS,
-        heartbeat_ms: 200,
-        streams: streams(),
-        ..agg
-    })
-    .await
-    .expect("start aggregate");
-
+    let (nats, aggregate) = common::nats_and_aggregate().await?;
     let dir = tempfile::tempdir().unwrap();
     let projection = projection::start(projection_config(&nats, dir.path()))
         .await
         .expect("start projection");
 
     let mut cfg = common::gateway_config(&nats);
-    cfg.shard_count = SHARDS;
     cfg.projection_addr = projection.grpc_addr.to_string();
     cfg.admin_token = ADMIN.into();
     let gateway = gateway::start(cfg).await.expect("start gateway");
@@ -107,28 +74,7 @@ pub async fn stack() -> Option<Stack> {
         format!("http://{}/ready", stack.projection.http_addr),
         stack.url("/ready"),
     ];
-    let http = stack.http.clone();
-    wait_until(
-        || {
-            let (http, ready) = (http.clone(), ready.clone());
-            async move {
-                for url in ready {
-                    if !http
-                        .get(url)
-                        .send()
-                        .await
-                        .is_ok_and(|r| r.status().is_success())
-                    {
-                        return false;
-                    }
-                }
-                true
-            }
-        },
-        WAIT,
-    )
-    .await
-    .expect("aggregate, projection and gateway ready");
+    common::wait_ready(&ready, None).await;
     Some(stack)
 }
 
@@ -256,7 +202,6 @@ impl Stack {
         tune: impl FnOnce(&mut gateway::Config),
     ) -> (gateway::Running, String) {
         let mut cfg = common::gateway_config(&self.nats);
-        cfg.shard_count = SHARDS;
         cfg.projection_addr = self.projection.grpc_addr.to_string();
         tune(&mut cfg);
         let gw = gateway::start(cfg).await.expect("start gateway");
