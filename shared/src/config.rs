@@ -104,6 +104,38 @@ where
     unknown
 }
 
+/// Every environment variable that sets a field of `T`: `<PREFIX>_<FIELD>` for its own
+/// fields, `<SECTION>_<FIELD>` for a section's (`NATS_URL`, `STREAMS_...`). Sorted; the
+/// README's configuration tables are checked against it.
+pub fn env_keys<T>(prefix: &str) -> Vec<String>
+where
+    T: Serialize + Default,
+{
+    fn walk(value: &serde_json::Value, name: String, out: &mut Vec<String>) {
+        match value.as_object() {
+            Some(fields) => {
+                for (k, v) in fields {
+                    walk(v, format!("{name}_{}", k.to_ascii_uppercase()), out);
+                }
+            }
+            None => out.push(name),
+        }
+    }
+    let mut keys = Vec::new();
+    if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(T::default()) {
+        for (k, v) in &fields {
+            let upper = k.to_ascii_uppercase();
+            if v.is_object() {
+                walk(v, upper, &mut keys);
+            } else {
+                keys.push(format!("{}_{upper}", prefix.to_ascii_uppercase()));
+            }
+        }
+    }
+    keys.sort();
+    keys
+}
+
 /// [`load_service`] with an explicit file and environment (for tests).
 pub fn load_service_from<T>(
     prefix: &str,

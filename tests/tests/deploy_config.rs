@@ -670,6 +670,34 @@ fn compose_gateway_publishes_8080() {
 }
 
 #[test]
+fn compose_runner_publishes_its_mock_provider() {
+    let c = compose();
+    let runner = &c["services"]["runner"];
+    let env = compose_env(runner);
+    let addr = env_get(&env, "RUNNER_MOCK_PROVIDER_ADDR").expect("RUNNER_MOCK_PROVIDER_ADDR");
+    assert!(
+        addr.starts_with("0.0.0.0:"),
+        "the mock provider listens on every interface, or the published port reaches nothing: {addr}"
+    );
+    let port = port_of(addr).to_string();
+    let published: Vec<String> = strs(&runner["ports"]);
+    assert!(
+        published.contains(&format!("127.0.0.1:{port}:{port}")),
+        "the runner publishes the mock provider's port {port} on host loopback: {published:?}"
+    );
+    let dockerfile = read(&root().join("Dockerfile"));
+    let exposed: Vec<&str> = dockerfile
+        .lines()
+        .filter_map(|l| l.strip_prefix("EXPOSE "))
+        .flat_map(str::split_whitespace)
+        .collect();
+    assert!(
+        exposed.contains(&port.as_str()),
+        "the image exposes {port}: {exposed:?}"
+    );
+}
+
+#[test]
 fn compose_nats_has_durable_jetstream() {
     let c = compose();
     let nats = &c["services"]["nats"];
@@ -1916,4 +1944,43 @@ fn the_parsers_read_what_compose_and_promql_write() {
     let m = sels.iter().find(|s| s.metric == "m_total").unwrap();
     assert_eq!(m.matchers.len(), 2);
     assert_eq!(m.matchers[1], ("b".into(), "=~".into(), "x|y".into()));
+}
+
+#[test]
+fn the_readme_documents_every_environment_variable() {
+    // The root README, and the projection's own, which it points to for `PROJECTION_*`.
+    let readme = read(&root().join("README.md")) + &read(&root().join("projection/README.md"));
+    let mut missing = Vec::new();
+    let services = [
+        (
+            aggregate::Config::ENV_PREFIX,
+            shared::config::env_keys::<aggregate::Config>(aggregate::Config::ENV_PREFIX),
+        ),
+        (
+            gateway::Config::ENV_PREFIX,
+            shared::config::env_keys::<gateway::Config>(gateway::Config::ENV_PREFIX),
+        ),
+        (
+            projection::Config::ENV_PREFIX,
+            shared::config::env_keys::<projection::Config>(projection::Config::ENV_PREFIX),
+        ),
+        (
+            runner::Config::ENV_PREFIX,
+            shared::config::env_keys::<runner::Config>(runner::Config::ENV_PREFIX),
+        ),
+    ];
+    for (service, keys) in services {
+        assert!(!keys.is_empty(), "{service} has settings");
+        for key in keys {
+            if !readme.contains(&format!("`{key}`")) {
+                missing.push(format!("{service}: {key}"));
+            }
+        }
+    }
+    missing.dedup();
+    assert!(
+        missing.is_empty(),
+        "README.md does not document:\n{}",
+        missing.join("\n")
+    );
 }

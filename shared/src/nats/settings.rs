@@ -195,7 +195,9 @@ pub struct ConsumerSettings {
     pub ack_wait_ms: u64,
     /// Deliveries before a message is given up on (then dead-lettered by the service).
     pub max_deliver: i64,
-    /// Unacknowledged messages allowed in flight.
+    /// Unacknowledged messages allowed in flight. Not a setting: each service derives it from
+    /// its own concurrency (runner lanes, projection batch size).
+    #[serde(skip)]
     pub max_ack_pending: i64,
 }
 
