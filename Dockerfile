@@ -44,7 +44,7 @@ WORKDIR /app
 # volume) is owned by this user: a fresh named volume inherits that ownership.
 USER 10001:10001
 # Service ports (defaults of the deploy configs): gateway HTTP, aggregate gRPC/ops,
-# projection gRPC/ops, runner gRPC/ops.
-EXPOSE 8080 50051 9101 50062 9102 50061 9103
+# projection gRPC/ops, runner gRPC/ops, and the runner's embedded mock provider (compose).
+EXPOSE 8080 50051 9101 50062 9102 50061 9103 9200
 # SIGTERM (the default stop signal) makes every service drain; the binary is PID 1 and handles it.
 CMD ["aggregate"]

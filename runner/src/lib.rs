@@ -114,7 +114,13 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
             .serve(&config.mock_provider_addr, stop.clone())
             .await
             .with_context(|| format!("mock provider on {}", config.mock_provider_addr))?;
-        provider_cfg.base_url = format!("http://{addr}");
+        // Listening on all interfaces (compose publishes it): call it over loopback.
+        let local = if addr.ip().is_unspecified() {
+            SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
+        } else {
+            addr
+        };
+        provider_cfg.base_url = format!("http://{local}");
         tracing::info!(%addr, "no PROVIDER_BASE_URL: using the embedded mock provider");
         Some((mock, addr))
     } else {

@@ -604,3 +604,34 @@ async fn a_deleted_consumer_is_recreated_and_checkouts_continue() {
     );
     runner.drain(std::time::Duration::from_secs(5)).await;
 }
+
+#[tokio::test]
+async fn the_embedded_mock_listening_on_every_interface_is_called_over_loopback() {
+    use proto::runner::admin::v1 as admin;
+    let Some(env) = env().await else { return };
+    // As under compose: no provider URL, the mock on 0.0.0.0 so a published port reaches it.
+    let mut config = env.runner_config();
+    config.provider.base_url = String::new();
+    config.mock_provider_addr = "0.0.0.0:0".into();
+    let runner = runner::start(config, Default::default()).await.unwrap();
+    let status = admin::runner_admin_client::RunnerAdminClient::connect(format!(
+        "http://{}",
+        runner.grpc_addr
+    ))
+    .await
+    .unwrap()
+    .status(admin::StatusRequest {})
+    .await
+    .unwrap()
+    .into_inner();
+    assert!(
+        status.provider_base_url.starts_with("http://127.0.0.1:"),
+        "{}",
+        status.provider_base_url
+    );
+    env.checkout("embedded", "a1").await;
+    env.wait_cart("embedded", "order recorded", order_created("a1"))
+        .await;
+    assert_eq!(env.mock.orders_for("a1"), 0, "the embedded mock took it");
+    runner.drain(std::time::Duration::from_secs(5)).await;
+}
