@@ -96,7 +96,7 @@ async fn rebuild_offline(config: Config) -> anyhow::Result<()> {
             loop {
                 tick.tick().await;
                 let v = shared.rebuild.view();
-                eprintln!("rebuild: {} / {} messages", v.applied, v.target);
+                eprintln!("rebuild: at sequence {} of {}", v.applied, v.target);
             }
         })
     };
@@ -144,7 +144,7 @@ async fn rebuild_online(config: &Config) -> anyhow::Result<()> {
             .json()
             .await?;
         if v.running {
-            eprintln!("rebuild: {} / {} messages", v.applied, v.target);
+            eprintln!("rebuild: at sequence {} of {}", v.applied, v.target);
             continue;
         }
         let result = v.last_result.unwrap_or_default();

@@ -17,7 +17,7 @@ pub const REPLAYS: &str = "cart_projection_dead_letter_replays_total";
 pub const ORDER_WAITS: &str = "cart_projection_order_waits_total";
 pub const BATCH_ERRORS: &str = "cart_projection_batch_errors_total";
 pub const REBUILDING: &str = "cart_projection_rebuilding";
-pub const REBUILD_APPLIED: &str = "cart_projection_rebuild_applied_messages";
+pub const REBUILD_APPLIED: &str = "cart_projection_rebuild_applied_sequence";
 pub const REBUILD_TARGET: &str = "cart_projection_rebuild_target_sequence";
 pub const REBUILDS: &str = "cart_projection_rebuilds_total";
 pub const QUERIES: &str = "cart_projection_queries_total";
@@ -77,7 +77,7 @@ pub fn describe() {
     describe_gauge!(REBUILDING, "1 while a rebuild runs.");
     describe_gauge!(
         REBUILD_APPLIED,
-        "Messages the running rebuild has applied to the fresh database."
+        "Stream sequence the running rebuild has applied up to (of the target sequence)."
     );
     describe_gauge!(
         REBUILD_TARGET,
