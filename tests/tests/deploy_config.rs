@@ -698,34 +698,6 @@ fn compose_runner_publishes_its_mock_provider() {
 }
 
 #[test]
-fn compose_runner_publishes_its_mock_provider() {
-    let c = compose();
-    let runner = &c["services"]["runner"];
-    let env = compose_env(runner);
-    let addr = env_get(&env, "RUNNER_MOCK_PROVIDER_ADDR").expect("RUNNER_MOCK_PROVIDER_ADDR");
-    assert!(
-        addr.starts_with("0.0.0.0:"),
-        "the mock provider listens on every interface, or the published port reaches nothing: {addr}"
-    );
-    let port = port_of(addr).to_string();
-    let published: Vec<String> = strs(&runner["ports"]);
-    assert!(
-        published.contains(&format!("127.0.0.1:{port}:{port}")),
-        "the runner publishes the mock provider's port {port} on host loopback: {published:?}"
-    );
-    let dockerfile = read(&root().join("Dockerfile"));
-    let exposed: Vec<&str> = dockerfile
-        .lines()
-        .filter_map(|l| l.strip_prefix("EXPOSE "))
-        .flat_map(str::split_whitespace)
-        .collect();
-    assert!(
-        exposed.contains(&port.as_str()),
-        "the image exposes {port}: {exposed:?}"
-    );
-}
-
-#[test]
 fn compose_nats_has_durable_jetstream() {
     let c = compose();
     let nats = &c["services"]["nats"];
