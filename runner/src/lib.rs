@@ -46,8 +46,6 @@ const LANES_CHECK: &str = "lanes";
 pub struct Running {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
-    /// The embedded mock provider, when no provider URL is configured.
-    pub mock: Option<(MockProvider, SocketAddr)>,
     pub status: Arc<Status>,
     stop_fetching: CancellationToken,
     abort: CancellationToken,
@@ -108,7 +106,7 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
 
     // The provider: configured, or the embedded mock.
     let mut provider_cfg = config.provider.clone();
-    let mock = if provider_cfg.base_url.is_empty() {
+    if provider_cfg.base_url.is_empty() {
         let mock = MockProvider::new(&provider_cfg.username, &provider_cfg.password);
         let (addr, _task) = mock
             .serve(&config.mock_provider_addr, stop.clone())
@@ -122,10 +120,7 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
         };
         provider_cfg.base_url = format!("http://{local}");
         tracing::info!(%addr, "no PROVIDER_BASE_URL: using the embedded mock provider");
-        Some((mock, addr))
-    } else {
-        None
-    };
+    }
     let provider =
         ProviderHandle::new(ProviderClient::new(provider_cfg).map_err(|e| anyhow::anyhow!("{e}"))?);
 
@@ -294,7 +289,6 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
     Ok(Running {
         grpc_addr,
         http_addr,
-        mock,
         status,
         stop_fetching,
         abort,

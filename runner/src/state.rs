@@ -37,10 +37,6 @@ impl ProviderHandle {
         g.1 += 1;
         g.1
     }
-
-    pub fn generation(&self) -> u64 {
-        self.inner.read().unwrap_or_else(|p| p.into_inner()).1
-    }
 }
 
 #[derive(Default)]
