@@ -7,10 +7,9 @@
 
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMessage};
-use bytes::Bytes;
+use async_nats::jetstream::{self, context::PublishErrorKind};
 use shared::domain::EventMessage;
-use shared::headers::{self, RequestContext};
+use shared::headers::RequestContext;
 use shared::nats::direct_get::{BatchGetOptions, DirectGetError, read_subject_after};
 use shared::subjects::CART_EVENTS_STREAM;
 
@@ -73,14 +72,8 @@ impl EventStore {
         expected: u64,
         ctx: &RequestContext,
     ) -> Result<Appended, StoreError> {
-        let mut hdrs = async_nats::HeaderMap::new();
-        shared::spans::downstream(ctx).to_nats_headers(&mut hdrs);
-        hdrs.insert(headers::CART_EVENT_TYPES, msg.event_types_header().as_str());
-        let publish = PublishMessage::build()
-            .payload(Bytes::from(msg.to_json()))
-            .headers(hdrs)
-            .message_id(msg.command_id.to_string())
-            .expected_last_subject_sequence(expected);
+        let publish =
+            shared::nats::event_publish(msg, &shared::spans::downstream(ctx), Some(expected));
         let started = Instant::now();
         let result = async {
             self.js

@@ -5,12 +5,12 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, message::PublishMessage};
+use async_nats::jetstream;
 use bytes::Bytes;
 use projection::changes::Incoming;
 use shared::catalog::{CatalogSeed, CatalogSnapshot};
 use shared::domain::{AddItem, CartState, Command, Context, Event, EventMessage, Limits, decide};
-use shared::headers::{CART_EVENT_TYPES, RequestContext};
+use shared::headers::RequestContext;
 use shared::ids::{CartId, CommandId, TenantId};
 use time::OffsetDateTime;
 
@@ -278,15 +278,9 @@ impl Generator {
 
 /// Appends `msg` the way the aggregate does and returns its stream sequence.
 pub async fn publish(js: &jetstream::Context, msg: &EventMessage, expected: u64) -> u64 {
-    let mut headers = async_nats::HeaderMap::new();
-    RequestContext::new(msg.tenant.clone()).to_nats_headers(&mut headers);
-    headers.insert(CART_EVENT_TYPES, msg.event_types_header().as_str());
+    let ctx = RequestContext::new(msg.tenant.clone());
     let subject = shared::subjects::cart_events(&msg.tenant, &msg.cart_id);
-    let publish = PublishMessage::build()
-        .payload(Bytes::from(msg.to_json()))
-        .headers(headers)
-        .message_id(msg.command_id.to_string())
-        .expected_last_subject_sequence(expected);
+    let publish = shared::nats::event_publish(msg, &ctx, Some(expected));
     js.send_publish(subject, publish)
         .await
         .expect("publish")

@@ -9,6 +9,7 @@ pub mod connect;
 pub mod consumers;
 pub mod dead_letter;
 pub mod direct_get;
+pub mod event_publish;
 pub mod policies;
 pub mod settings;
 pub mod streams;
@@ -21,6 +22,7 @@ pub use dead_letter::{
     one_line,
 };
 pub use direct_get::{BatchGetOptions, DirectGetError, StoredEvent, read_subject_after};
+pub use event_publish::event_publish;
 pub use settings::{ConsumerSettings, NatsConfig, NatsResourceSettings};
 pub use streams::{Resources, ensure_all, ensure_kv, ensure_stream};
 pub use validate::{FieldMismatch, ValidationError};

@@ -16,14 +16,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use async_nats::jetstream::{self, message::PublishMessage};
-use bytes::Bytes;
+use async_nats::jetstream;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use shared::domain::{AddItem, Cart, Command, Context, Event, EventMessage, decide, evolve};
-use shared::headers::{self, RequestContext};
+use shared::headers::RequestContext;
 use shared::ids::{CartId, CommandId, TenantId};
-use shared::nats::{ConsumerSettings, durable_pull_config, ensure_durable_pull};
+use shared::nats::{ConsumerSettings, durable_pull_config, ensure_durable_pull, event_publish};
 use shared::subjects::{CART_EVENTS_ALL, CART_EVENTS_STREAM};
 
 use super::raw::TENANT;
@@ -100,18 +99,10 @@ async fn preload(stack: &Stack, run: &str, events: u64, carts: usize) -> anyhow:
                 time::OffsetDateTime::now_utc(),
                 evs,
             );
-            let mut hdrs = async_nats::HeaderMap::new();
-            RequestContext::new(tenant.clone()).to_nats_headers(&mut hdrs);
-            hdrs.insert(headers::CART_EVENT_TYPES, msg.event_types_header().as_str());
+            let publish = event_publish(&msg, &RequestContext::new(tenant.clone()), None);
             let ack = stack
                 .js
-                .send_publish(
-                    shared::subjects::cart_events(&tenant, cart),
-                    PublishMessage::build()
-                        .payload(Bytes::from(msg.to_json()))
-                        .headers(hdrs)
-                        .message_id(id.to_string()),
-                )
+                .send_publish(shared::subjects::cart_events(&tenant, cart), publish)
                 .await
                 .context("publish")?;
             acks.push(ack.into_future());

@@ -4,11 +4,11 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, message::PublishMessage};
-use bytes::Bytes;
+use async_nats::jetstream;
 use shared::domain::{Command, Event, EventMessage};
-use shared::headers::{self, RequestContext};
+use shared::headers::RequestContext;
 use shared::ids::{CartId, CommandId, TenantId};
+use shared::nats::event_publish;
 
 use super::{Measured, Worker, drive};
 
@@ -56,20 +56,8 @@ pub async fn append(
         time::OffsetDateTime::now_utc(),
         events,
     );
-    let mut hdrs = async_nats::HeaderMap::new();
-    RequestContext::new(tenant).to_nats_headers(&mut hdrs);
-    hdrs.insert(headers::CART_EVENT_TYPES, msg.event_types_header().as_str());
-    let ack = js
-        .send_publish(
-            subject,
-            PublishMessage::build()
-                .payload(Bytes::from(msg.to_json()))
-                .headers(hdrs)
-                .message_id(id.to_string())
-                .expected_last_subject_sequence(expected),
-        )
-        .await?
-        .await?;
+    let publish = event_publish(&msg, &RequestContext::new(tenant), Some(expected));
+    let ack = js.send_publish(subject, publish).await?.await?;
     Ok(ack.sequence)
 }
 
