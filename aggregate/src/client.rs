@@ -193,7 +193,7 @@ impl CartClient {
             match f(client, meta).await {
                 Ok(resp) => return Ok(resp.into_inner()),
                 Err(status) => {
-                    let err = classify(&status);
+                    let err = ApiError::from_upstream("aggregate node", &status);
                     match err.code {
                         ErrorCode::NotOwner if !followed_hint => {
                             followed_hint = true;
@@ -308,30 +308,6 @@ fn with_ctx<T>(meta: RequestMeta, body: T) -> tonic::Request<T> {
         r.set_timeout(t);
     }
     r
-}
-
-/// A status from the aggregate carries its stable code; one without it came from the
-/// transport (connection refused or reset, HTTP/2 error): the node may be gone, and since
-/// calls are safe to repeat, that is `unavailable` (try another node), not `internal`.
-fn classify(status: &tonic::Status) -> ApiError {
-    let from_service = status
-        .metadata()
-        .get(shared::error::GRPC_ERROR_CODE_KEY)
-        .is_some();
-    let err = ApiError::from_status(status);
-    if from_service {
-        return err;
-    }
-    match status.code() {
-        tonic::Code::DeadlineExceeded => err,
-        tonic::Code::Unknown
-        | tonic::Code::Unavailable
-        | tonic::Code::Cancelled
-        | tonic::Code::Internal => {
-            ApiError::unavailable(format!("aggregate node unreachable: {}", status.message()))
-        }
-        _ => err,
-    }
 }
 
 fn ids(tenant: &str, cart: &str) -> Result<(TenantId, CartId), ApiError> {

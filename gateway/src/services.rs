@@ -153,7 +153,7 @@ impl Service {
         let started = Instant::now();
         let result = match tokio::time::timeout(timeout, f(channel, md)).await {
             Ok(Ok(resp)) => Ok(resp.into_inner()),
-            Ok(Err(status)) => Err(classify(self.name, &status)),
+            Ok(Err(status)) => Err(ApiError::from_upstream(self.name, &status)),
             Err(_) => Err(ApiError::new(
                 ErrorCode::Timeout,
                 format!(
@@ -205,29 +205,6 @@ pub fn endpoint(addr: &str) -> Result<Endpoint, String> {
         return Err(format!("the port of {addr:?} is not a number in 0..=65535"));
     }
     Ok(endpoint)
-}
-
-/// A status without our error code comes from the transport: the service is unreachable.
-fn classify(name: &str, status: &tonic::Status) -> ApiError {
-    if status
-        .metadata()
-        .get(shared::error::GRPC_ERROR_CODE_KEY)
-        .is_some()
-    {
-        return ApiError::from_status(status);
-    }
-    match status.code() {
-        tonic::Code::DeadlineExceeded => {
-            ApiError::new(ErrorCode::Timeout, format!("the {name} timed out"))
-        }
-        tonic::Code::Unknown
-        | tonic::Code::Unavailable
-        | tonic::Code::Cancelled
-        | tonic::Code::Internal => {
-            ApiError::unavailable(format!("the {name} is unreachable: {}", status.message()))
-        }
-        _ => ApiError::from_status(status),
-    }
 }
 
 /// Attach the request's metadata to a gRPC request.

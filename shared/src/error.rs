@@ -242,6 +242,29 @@ impl ApiError {
         }
     }
 
+    /// What a call to one of our gRPC services (`peer`: "aggregate node", "projection", ...)
+    /// failed with. A status carrying our error code came from the service and keeps it; one
+    /// without came from the transport (connection refused or reset, HTTP/2 error, deadline):
+    /// the service may be gone, and since the calls are safe to repeat, that is `unavailable`
+    /// (or `timeout`), not `internal`.
+    pub fn from_upstream(peer: &str, status: &tonic::Status) -> Self {
+        if status.metadata().get(GRPC_ERROR_CODE_KEY).is_some() {
+            return Self::from_status(status);
+        }
+        match status.code() {
+            tonic::Code::DeadlineExceeded => {
+                Self::new(ErrorCode::Timeout, format!("the {peer} timed out"))
+            }
+            tonic::Code::Unknown
+            | tonic::Code::Unavailable
+            | tonic::Code::Cancelled
+            | tonic::Code::Internal => {
+                Self::unavailable(format!("the {peer} is unreachable: {}", status.message()))
+            }
+            _ => Self::from_status(status),
+        }
+    }
+
     /// The JSON body, `{"error": ..., "code": ...}`.
     pub fn body(&self) -> serde_json::Value {
         serde_json::json!({ "error": self.message, "code": self.code })
@@ -385,6 +408,30 @@ mod tests {
         assert!(!e.message.is_empty());
         let e = ApiError::from_status(&tonic::Status::deadline_exceeded("slow"));
         assert_eq!(e.code, ErrorCode::Timeout);
+    }
+
+    #[test]
+    fn upstream_transport_failures_are_unavailable_but_service_errors_keep_their_code() {
+        // From the transport (no code of ours): the peer is unreachable, try again or elsewhere.
+        let e = ApiError::from_upstream("projection", &tonic::Status::internal("h2 reset"));
+        assert_eq!(e.code, ErrorCode::Unavailable);
+        assert!(
+            e.message.contains("projection is unreachable: h2 reset"),
+            "{e}"
+        );
+        let e = ApiError::from_upstream("runner", &tonic::Status::deadline_exceeded(""));
+        assert_eq!(e.code, ErrorCode::Timeout);
+        // From the service: its own code, even `internal`.
+        let sent = ApiError::new(ErrorCode::Internal, "bug").to_status();
+        assert_eq!(
+            ApiError::from_upstream("runner", &sent).code,
+            ErrorCode::Internal
+        );
+        let sent = ApiError::invalid("bad sku").to_status();
+        assert_eq!(
+            ApiError::from_upstream("runner", &sent).code,
+            ErrorCode::InvalidArgument
+        );
     }
 
     #[tokio::test]
