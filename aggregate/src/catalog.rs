@@ -73,15 +73,22 @@ impl CatalogCache {
     }
 
     async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, ApiError> {
-        let kv = self.kv.clone();
-        let owned = key.to_owned();
-        let entry = self
-            .cache
-            .try_get_with(key.to_owned(), async move {
-                kv.get(owned).await.map(|v| v.map(Arc::new))
-            })
-            .await
-            .map_err(|e| ApiError::unavailable(format!("catalog read of {key} failed: {e}")))?;
+        // A hit (the common case) needs neither a copy of the bucket handle nor of the key.
+        let entry = match self.cache.get(key).await {
+            Some(entry) => entry,
+            None => {
+                let kv = self.kv.clone();
+                let owned = key.to_owned();
+                self.cache
+                    .try_get_with(key.to_owned(), async move {
+                        kv.get(owned).await.map(|v| v.map(Arc::new))
+                    })
+                    .await
+                    .map_err(|e| {
+                        ApiError::unavailable(format!("catalog read of {key} failed: {e}"))
+                    })?
+            }
+        };
         match entry {
             None => Ok(None),
             Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {

@@ -45,7 +45,9 @@ pub struct Placement {
     /// caught up with what the previous owner wrote.
     epochs: Vec<AtomicU64>,
     wake: Notify,
-    started_at: time::OffsetDateTime,
+    /// The node's `CART_NODES` key and entry (its draining flag is set per heartbeat).
+    key: String,
+    info: NodeInfo,
 }
 
 impl Placement {
@@ -56,7 +58,8 @@ impl Placement {
         tracker: &TaskTracker,
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, async_nats::Error> {
-        node_key(&cfg.node_id).map_err(|e| format!("node id: {e}"))?;
+        let key = node_key(&cfg.node_id).map_err(|e| format!("node id: {e}"))?;
+        let info = NodeInfo::new(cfg.advertise_addr.clone(), time::OffsetDateTime::now_utc());
         let this = Arc::new(Self {
             epochs: (0..view.shard_count()).map(|_| AtomicU64::new(0)).collect(),
             cfg,
@@ -65,7 +68,8 @@ impl Placement {
             left: AtomicBool::new(false),
             ready: AtomicBool::new(false),
             wake: Notify::new(),
-            started_at: time::OffsetDateTime::now_utc(),
+            key,
+            info,
         });
         this.heartbeat().await?;
         this.view.refresh_nodes().await?;
@@ -155,9 +159,7 @@ impl Placement {
     /// Remove the node entry so others react now instead of after the TTL.
     pub async fn leave(&self) {
         self.left.store(true, Ordering::SeqCst);
-        if let Ok(key) = node_key(&self.cfg.node_id)
-            && let Err(e) = self.view.nodes_kv().delete(&key).await
-        {
+        if let Err(e) = self.view.nodes_kv().delete(&self.key).await {
             tracing::warn!(error = %e, "could not remove the node entry; it expires by TTL");
         }
     }
@@ -167,17 +169,12 @@ impl Placement {
             return Ok(());
         }
         let info = NodeInfo {
-            grpc_addr: self.cfg.advertise_addr.clone(),
-            started_at: self
-                .started_at
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default(),
             draining: self.is_draining(),
+            ..self.info.clone()
         };
-        let key = node_key(&self.cfg.node_id).map_err(|e| e.to_string())?;
         self.view
             .nodes_kv()
-            .put(&key, Bytes::from(serde_json::to_vec(&info)?))
+            .put(&self.key, Bytes::from(serde_json::to_vec(&info)?))
             .await?;
         Ok(())
     }
