@@ -324,3 +324,42 @@ async fn watch_bucket<R, Fut>(
         }
     }
 }
+
+/// A client of the aggregates (gateway, runner) must hash carts into as many shards as they
+/// do, or it asks the wrong node first for most carts. Shards the aggregates claimed beyond
+/// `shard_count` prove a mismatch (an error naming `setting`, the client's variable); fewer
+/// claimed shards may be a cluster still starting (a warning).
+pub async fn check_shard_count(
+    placement: &kv::Store,
+    shard_count: u32,
+    setting: &str,
+) -> Result<(), String> {
+    let keys: Vec<String> = placement
+        .keys()
+        .await
+        .map_err(|e| format!("cannot list CART_PLACEMENT: {e}"))?
+        .try_collect()
+        .await
+        .map_err(|e| format!("cannot list CART_PLACEMENT: {e}"))?;
+    let Some(highest) = keys
+        .iter()
+        .filter_map(|k| parse_placement_key(k).ok())
+        .max()
+    else {
+        return Ok(());
+    };
+    if highest >= shard_count {
+        return Err(format!(
+            "{setting} is {shard_count}, but the aggregates own shard {highest}: set it to the aggregates' AGGREGATE_SHARD_COUNT"
+        ));
+    }
+    if highest + 1 < shard_count {
+        tracing::warn!(
+            shard_count,
+            highest,
+            "CART_PLACEMENT has no shard above {highest}; if the aggregates use {} shards, set {setting} to match",
+            highest + 1
+        );
+    }
+    Ok(())
+}

@@ -6,8 +6,6 @@ use std::time::Duration;
 
 use aggregate::client::{CartClient, ClientConfig};
 use aggregate::placement_view::PlacementView;
-use async_nats::jetstream::kv;
-use futures::TryStreamExt;
 use shared::nats::{ensure_kv, policies};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -25,7 +23,13 @@ pub async fn connect(
 ) -> Result<(CartClient, PlacementView), Error> {
     let nodes_kv = ensure_kv(js, &policies::cart_nodes(&cfg.streams)).await?;
     let placement_kv = ensure_kv(js, &policies::cart_placement(&cfg.streams)).await?;
-    check_shard_count(&placement_kv, cfg.shard_count).await?;
+    aggregate::placement_view::check_shard_count(
+        &placement_kv,
+        cfg.shard_count,
+        "GATEWAY_SHARD_COUNT",
+    )
+    .await
+    .map_err(Error::Placement)?;
     let view = PlacementView::start(
         nodes_kv,
         placement_kv,
@@ -48,38 +52,4 @@ pub async fn connect(
         cfg.aggregate_addrs(),
     );
     Ok((client, view))
-}
-
-/// The gateway must hash carts into as many shards as the aggregates do, or it asks the wrong
-/// node first for most carts. Shards the aggregates claimed beyond the configured count prove
-/// a mismatch (start-up error); fewer claimed shards may be a cluster still starting (warning).
-async fn check_shard_count(placement: &kv::Store, shard_count: u32) -> Result<(), Error> {
-    let keys: Vec<String> = placement
-        .keys()
-        .await
-        .map_err(|e| Error::Placement(format!("cannot list CART_PLACEMENT: {e}")))?
-        .try_collect()
-        .await
-        .map_err(|e| Error::Placement(format!("cannot list CART_PLACEMENT: {e}")))?;
-    let Some(highest) = keys
-        .iter()
-        .filter_map(|k| shared::subjects::parse_placement_key(k).ok())
-        .max()
-    else {
-        return Ok(());
-    };
-    if highest >= shard_count {
-        return Err(Error::Placement(format!(
-            "GATEWAY_SHARD_COUNT is {shard_count}, but the aggregates own shard {highest}: set it to the aggregates' AGGREGATE_SHARD_COUNT"
-        )));
-    }
-    if highest + 1 < shard_count {
-        tracing::warn!(
-            shard_count,
-            highest,
-            "CART_PLACEMENT has no shard above {highest}; if the aggregates use {} shards, set GATEWAY_SHARD_COUNT to match",
-            highest + 1
-        );
-    }
-    Ok(())
 }

@@ -635,3 +635,24 @@ async fn the_embedded_mock_listening_on_every_interface_is_called_over_loopback(
     assert_eq!(env.mock.orders_for("a1"), 0, "the embedded mock took it");
     runner.drain(std::time::Duration::from_secs(5)).await;
 }
+
+#[tokio::test]
+async fn a_shard_count_other_than_the_aggregates_stops_startup() {
+    let Some(env) = env().await else { return };
+    // An aggregate cluster with more shards than the runner's count has claimed shard 300.
+    let placement = env
+        .js
+        .get_key_value(shared::subjects::CART_PLACEMENT_BUCKET)
+        .await
+        .unwrap();
+    placement
+        .put(shared::subjects::placement_key(300), "{}".into())
+        .await
+        .unwrap();
+    let err = runner::start(env.runner_config(), runner::Hooks::default())
+        .await
+        .err()
+        .expect("start must fail");
+    let message = format!("{err:#}");
+    assert!(message.contains("RUNNER_SHARD_COUNT is 256"), "{message}");
+}
