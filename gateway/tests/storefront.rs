@@ -171,12 +171,84 @@ async fn go_cart_actor_walkthrough() {
     assert_eq!(status, 200, "{reply}");
     assert_eq!(reply["result"]["deliveries"][0]["pickupPoint"], point);
 
-    // 10. This stack has no runner: checkout is refused with a clear JSON error and nothing
+    // 10. The rest of the README's storefront routes, in its order: several items in one step,
+    // a voucher applied and removed, a user, a gift marking set and removed.
+    let (status, reply) = json(
+        b.post(stack.url("/cart/add"))
+            .json(&json!({"items": [{"sku": "HOME-CANDLE-01", "quantity": 1}], "country": "se"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+    assert!(
+        lines(&reply["result"]).contains(&("HOME-CANDLE-01".into(), 1)),
+        "{reply}"
+    );
+    let (status, reply) = json(
+        b.put(stack.url("/cart/voucher"))
+            .json(&json!({"code": "WELCOME10", "country": "se"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+    let voucher = &reply["result"]["vouchers"][0];
+    assert_eq!(voucher["code"], "WELCOME10", "{reply}");
+    assert!(
+        voucher["discount"]["incVat"].as_i64().unwrap() > 0,
+        "{reply}"
+    );
+    let voucher_id = voucher["id"].as_u64().unwrap();
+    let (status, reply) = json(
+        b.delete(stack.url(&format!("/cart/voucher/{voucher_id}")))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["result"]["vouchers"], json!([]));
+    let (status, reply) = json(
+        b.put(stack.url("/cart/user"))
+            .json(&json!({"userId": "user-42"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["result"]["userId"], "user-42");
+    let marking = json!({"type": 1, "text": "Happy birthday"});
+    let (status, reply) = json(
+        b.put(stack.url("/cart/item/1/marking"))
+            .json(&marking)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["result"]["items"][0]["id"], 1);
+    assert_eq!(reply["result"]["items"][0]["marking"], marking);
+    let (status, reply) = json(
+        b.delete(stack.url("/cart/item/1/marking"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+    assert!(reply["result"]["items"][0]["marking"].is_null(), "{reply}");
+
+    // 11. This stack has no runner: checkout is refused with a clear JSON error and nothing
     // changes (the checkout itself is tested end to end in tests/tests/checkout_e2e.rs).
     let got = json(b.get(stack.url("/cart/checkout")).send().await.unwrap()).await;
     assert_error(&got, 501, "unimplemented", "runner");
 
-    // 11. A known cart id directly: read and write without cookies.
+    // 12. A known cart id directly: read and write without cookies.
     let plain = reqwest::Client::new();
     let (status, by_id) = json(
         plain
@@ -224,7 +296,7 @@ async fn go_cart_actor_walkthrough() {
     assert_eq!(status, 200, "{reply}");
     assert_eq!(lines(&reply["result"]), [("TEST-SKU-XYZ".into(), 1)]);
 
-    // 12. Clear the cookie: the next request gets a new, empty cart; the old one stays.
+    // 13. Clear the cookie: the next request gets a new, empty cart; the old one stays.
     let resp = b.delete(stack.url("/cart/")).send().await.unwrap();
     assert!(
         resp.headers()[SET_COOKIE]
@@ -247,7 +319,7 @@ async fn go_cart_actor_walkthrough() {
             .unwrap(),
     )
     .await;
-    assert_eq!(lines(&old).len(), 2);
+    assert_eq!(lines(&old).len(), 3, "the old cart keeps its lines");
 }
 
 /// Without a cookie a mutation mints a cart like go-cart-actor; a line change on that new

@@ -14,7 +14,7 @@ use crate::metrics as m;
 use crate::writer::Writer;
 
 /// Readiness checks of the projection.
-pub const CHECK_NATS: &str = "nats";
+pub const CHECK_NATS: &str = shared::serve::NATS_CHECK;
 pub const CHECK_CONSUMER: &str = "consumer";
 pub const CHECK_LAG: &str = "lag";
 pub const CHECK_REBUILD: &str = "rebuild";

@@ -88,7 +88,7 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
         .context("invalid runner config")?;
     metrics::describe();
     let readiness = Readiness::new();
-    readiness.register(&["nats", "consumers", LANES_CHECK]);
+    readiness.register(&[shared::serve::NATS_CHECK, "consumers", LANES_CHECK]);
 
     let client = shared::nats::connect(&config.nats)
         .await
@@ -97,7 +97,7 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
     let resources = shared::nats::ensure_all(&js, &config.streams)
         .await
         .context("NATS streams and buckets")?;
-    readiness.set_ok("nats");
+    readiness.set_ok(shared::serve::NATS_CHECK);
 
     let stop_fetching = CancellationToken::new();
     let abort = CancellationToken::new();
