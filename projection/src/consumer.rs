@@ -109,6 +109,11 @@ impl Consumer {
         // The next batch, fetched while the previous one was applied.
         let mut ahead: Option<Vec<jetstream::Message>> = None;
         loop {
+            if self.writer.sync_failed() {
+                tracing::error!("commits can no longer be synced to disk; the consumer stops");
+                fatal.cancel();
+                return self.give_back(ahead).await;
+            }
             let gate = self.gate.clone();
             let held = tokio::select! {
                 g = gate.lock() => g,
@@ -231,16 +236,15 @@ impl Consumer {
         deliveries.sort_by_key(|d| (d.inc.sequence, std::cmp::Reverse(d.inc.delivered)));
         deliveries.dedup_by_key(|d| d.inc.sequence);
 
-        // Already applied (redelivered after a crash between commit and ack): ack, skip.
+        // Already applied (redelivered after a crash between commit and ack): ack once the
+        // commit that applied them is on disk, skip.
         let checkpoint = self.writer.checkpoint();
         let mut ready =
             deliveries.split_off(deliveries.partition_point(|d| d.inc.sequence <= checkpoint));
         if !deliveries.is_empty() {
             metrics::counter!(m::MESSAGES_SKIPPED, m::VIEW => self.shared.view.clone())
                 .increment(deliveries.len() as u64);
-        }
-        for d in &deliveries {
-            self.ack(d, AckKind::Ack).await;
+            self.ack_when_durable(deliveries, self.writer.last_commit());
         }
 
         let sequences: Vec<u64> = ready.iter().map(|d| d.inc.sequence).collect();
@@ -275,11 +279,10 @@ impl Consumer {
                     return Err(e);
                 }
             };
-            // Committed: acknowledge in the background, so the next batch reaches the writer
-            // without waiting for these acks to be written out.
+            // Committed: acknowledge in the background once the commit is on disk, so the
+            // next batch reaches the writer without waiting for the disk or the acks.
             let handled: Vec<Delivery> = rest.drain(..outcome.handled).collect();
-            self.tracker
-                .spawn(ack_all(handled, self.settings.request_timeout));
+            self.ack_when_durable(handled, outcome.commit);
             let Some(failure) = outcome.failure else {
                 break;
             };
@@ -396,6 +399,19 @@ impl Consumer {
 
     async fn ack(&self, d: &Delivery, kind: AckKind) {
         ack_one(d, kind, self.settings.request_timeout).await;
+    }
+
+    /// Acknowledges `deliveries`, in the background, once the writer's commit `commit` is on
+    /// disk. If it never is (syncing failed, the writer stopped), they are not acknowledged
+    /// and come back after a restart.
+    fn ack_when_durable(&self, deliveries: Vec<Delivery>, commit: u64) {
+        let writer = self.writer.clone();
+        let timeout = self.settings.request_timeout;
+        self.tracker.spawn(async move {
+            if writer.durable(commit).await {
+                ack_all(deliveries, timeout).await;
+            }
+        });
     }
 }
 

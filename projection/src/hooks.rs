@@ -1,5 +1,5 @@
-//! Fault injection for tests and drills: make applying a message fail, or make the writer
-//! "crash" around a commit. Production passes [`Hooks::default`] (no hooks, no cost).
+//! Fault injection for tests and drills: make applying a message fail, make the writer
+//! "crash" around a commit, or hold back or fail the sync of commits to disk. Production passes [`Hooks::default`] (no hooks, no cost).
 
 use std::fmt;
 use std::sync::Arc;
@@ -24,11 +24,15 @@ pub enum CommitAction {
 pub type FailApply = dyn Fn(&EventMessage, u64) -> Option<String> + Send + Sync;
 /// Called with the last sequence of a live batch before it is committed.
 pub type BeforeCommit = dyn Fn(u64) -> CommitAction + Send + Sync;
+/// Called by the sync thread before it syncs the WAL (it may block, to hold commits back
+/// from the disk); an error stands for a failed sync.
+pub type BeforeSync = dyn Fn() -> std::io::Result<()> + Send + Sync;
 
 #[derive(Clone, Default)]
 pub struct Hooks {
     pub fail_apply: Option<Arc<FailApply>>,
     pub before_commit: Option<Arc<BeforeCommit>>,
+    pub before_sync: Option<Arc<BeforeSync>>,
 }
 
 impl Hooks {
@@ -41,6 +45,10 @@ impl Hooks {
             .as_ref()
             .map_or(CommitAction::Commit, |f| f(last_sequence))
     }
+
+    pub(crate) fn before_sync(&self) -> std::io::Result<()> {
+        self.before_sync.as_ref().map_or(Ok(()), |f| f())
+    }
 }
 
 impl fmt::Debug for Hooks {
@@ -48,6 +56,7 @@ impl fmt::Debug for Hooks {
         f.debug_struct("Hooks")
             .field("fail_apply", &self.fail_apply.is_some())
             .field("before_commit", &self.before_commit.is_some())
+            .field("before_sync", &self.before_sync.is_some())
             .finish()
     }
 }

@@ -17,6 +17,7 @@ pub mod config;
 pub mod consumer;
 pub mod db;
 pub mod dead_letter;
+pub mod durability;
 pub mod error;
 pub mod grpc;
 pub mod hooks;
@@ -79,9 +80,14 @@ pub struct Running {
 }
 
 impl Running {
-    /// The last stream sequence applied.
+    /// The last stream sequence applied (committed: the views show it).
     pub fn checkpoint(&self) -> u64 {
         self.live.writer.checkpoint()
+    }
+
+    /// The last stream sequence applied and on disk (its messages may be acknowledged).
+    pub fn durable_checkpoint(&self) -> u64 {
+        self.live.writer.durable_checkpoint()
     }
 
     /// Rebuild from sequence 1 into a fresh database and swap it in (the admin path).

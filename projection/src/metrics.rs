@@ -6,6 +6,7 @@ pub const EVENTS_APPLIED: &str = "cart_projection_events_applied_total";
 pub const MESSAGES_SKIPPED: &str = "cart_projection_messages_skipped_total";
 pub const STATE_LOADS: &str = "cart_projection_state_loads_total";
 pub const BATCH_SECONDS: &str = "cart_projection_batch_duration_seconds";
+pub const SYNC_SECONDS: &str = "cart_projection_sync_duration_seconds";
 pub const BATCH_MESSAGES: &str = "cart_projection_batch_messages";
 pub const APPLIED_SEQUENCE: &str = "cart_projection_applied_sequence";
 pub const STREAM_LAST_SEQUENCE: &str = "cart_projection_stream_last_sequence";
@@ -45,6 +46,11 @@ pub fn describe() {
         BATCH_SECONDS,
         Unit::Seconds,
         "Time to apply and commit one batch."
+    );
+    describe_histogram!(
+        SYNC_SECONDS,
+        Unit::Seconds,
+        "Time to sync the WAL to disk after commits (batches are acknowledged after it)."
     );
     describe_histogram!(BATCH_MESSAGES, "Messages per fetched batch.");
     describe_gauge!(APPLIED_SEQUENCE, "Stream sequence of the checkpoint.");

@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::changes::{ApplyError, Changes, Incoming, Order};
 use crate::db;
+use crate::durability::{self, Durability, Syncer};
 use crate::error::ProjectionError;
 use crate::hooks::{CommitAction, Hooks};
 use crate::metrics as m;
@@ -46,6 +47,9 @@ pub struct BatchOutcome {
     pub skipped: usize,
     pub checkpoint: u64,
     pub failure: Option<Failure>,
+    /// The commit that holds the batch: acknowledge its messages once it is durable
+    /// ([`Writer::durable`]).
+    pub commit: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +89,7 @@ enum Command {
 pub struct Writer {
     tx: mpsc::Sender<Command>,
     applied: Arc<AtomicU64>,
+    durability: Arc<Durability>,
 }
 
 struct State {
@@ -95,18 +100,31 @@ struct State {
     applied: Arc<AtomicU64>,
     /// Committed cart states (see [`StateCache`]); only this thread uses it.
     cache: StateCache,
+    durability: Arc<Durability>,
+    /// Syncs commits to disk (`None`: a bulk file, synced when closed).
+    syncer: Option<Syncer>,
+    /// Commits made, numbered from 1.
+    commits: u64,
 }
 
 impl Writer {
     /// Opens (creating and migrating) the database at `path` and starts the writer thread,
-    /// which keeps up to `cached_carts` committed cart states in memory.
+    /// which keeps up to `cached_carts` committed cart states in memory, and the thread that
+    /// syncs its commits to disk (see [`durability`]).
     pub fn spawn(
         path: &Path,
         hooks: Hooks,
         view: &str,
         cached_carts: u64,
     ) -> Result<(Writer, std::thread::JoinHandle<()>), ProjectionError> {
-        Self::start(db::open_writer(path)?, path, hooks, view, cached_carts)
+        Self::start(
+            db::open_writer(path)?,
+            path,
+            hooks,
+            view,
+            cached_carts,
+            true,
+        )
     }
 
     /// Like [`Writer::spawn`] for a file being filled by a rebuild: commits are not synced
@@ -120,7 +138,7 @@ impl Writer {
         let conn = db::open_writer(path)?;
         conn.execute_batch("PRAGMA synchronous = OFF;")
             .map_err(ProjectionError::db("pragmas"))?;
-        Self::start(conn, path, hooks, view, cached_carts)
+        Self::start(conn, path, hooks, view, cached_carts, false)
     }
 
     fn start(
@@ -129,31 +147,81 @@ impl Writer {
         hooks: Hooks,
         view: &str,
         cached_carts: u64,
+        sync: bool,
     ) -> Result<(Writer, std::thread::JoinHandle<()>), ProjectionError> {
-        let applied = Arc::new(AtomicU64::new(db::checkpoint(&conn)?));
+        let checkpoint = db::checkpoint(&conn)?;
+        let applied = Arc::new(AtomicU64::new(checkpoint));
+        let durability = Durability::new(checkpoint);
+        let view: Arc<str> = view.into();
+        let syncer = if sync {
+            let spawned = Syncer::spawn(
+                path.to_path_buf(),
+                durability.clone(),
+                view.clone(),
+                hooks.clone(),
+            );
+            Some(spawned.map_err(|source| ProjectionError::Io {
+                what: "cannot start the sync thread for",
+                path: path.display().to_string(),
+                source,
+            })?)
+        } else {
+            None
+        };
         let (tx, rx) = mpsc::channel(QUEUE);
         let state = State {
             path: path.to_path_buf(),
             conn: Some(conn),
             hooks,
-            view: view.into(),
+            view: view.clone(),
             applied: applied.clone(),
             cache: StateCache::new(cached_carts),
+            durability: durability.clone(),
+            syncer,
+            commits: 0,
         };
         let thread = std::thread::Builder::new()
-            .name(format!("projection-writer-{view}"))
+            .name(format!("projection-writer-{}", view))
             .spawn(move || state.run(rx))
             .map_err(|source| ProjectionError::Io {
                 what: "cannot start the writer thread for",
                 path: path.display().to_string(),
                 source,
             })?;
-        Ok((Writer { tx, applied }, thread))
+        Ok((
+            Writer {
+                tx,
+                applied,
+                durability,
+            },
+            thread,
+        ))
     }
 
-    /// The last committed stream sequence.
+    /// The last committed stream sequence (what the views show).
     pub fn checkpoint(&self) -> u64 {
         self.applied.load(Ordering::Acquire)
+    }
+
+    /// The last stream sequence whose commit is on disk.
+    pub fn durable_checkpoint(&self) -> u64 {
+        self.durability.checkpoint()
+    }
+
+    /// Whether syncing a commit to disk failed (the writer takes no more batches).
+    pub fn sync_failed(&self) -> bool {
+        self.durability.failed()
+    }
+
+    /// The newest commit made (see [`BatchOutcome::commit`]).
+    pub fn last_commit(&self) -> u64 {
+        self.durability.committed()
+    }
+
+    /// Waits until commit `commit` is on disk; false if it never will be (syncing failed and
+    /// the writer stopped), in which case nothing of it may be acknowledged.
+    pub async fn durable(&self, commit: u64) -> bool {
+        self.durability.wait(commit).await
     }
 
     pub async fn apply(
@@ -259,11 +327,45 @@ impl State {
         self.conn.as_mut().ok_or(ProjectionError::WriterStopped)
     }
 
+    /// A commit at `checkpoint` was made: counts it and has it synced in the background.
+    fn committed(&mut self, checkpoint: u64) -> u64 {
+        self.commits += 1;
+        self.durability.set_committed(self.commits);
+        match &self.syncer {
+            Some(syncer) => syncer.committed(self.commits, checkpoint),
+            None => self.durability.publish(self.commits, checkpoint),
+        }
+        self.commits
+    }
+
+    /// Like [`State::committed`], but syncs here, for a rare commit whose caller answers as
+    /// soon as it returns (a dead letter, a replay).
+    fn committed_and_synced(&mut self, checkpoint: u64) -> Result<(), ProjectionError> {
+        self.commits += 1;
+        self.durability.set_committed(self.commits);
+        if self.syncer.is_some() {
+            durability::sync_wal(&self.path).map_err(|source| {
+                self.durability.fail();
+                ProjectionError::Io {
+                    what: "cannot sync the WAL of",
+                    path: self.path.display().to_string(),
+                    source,
+                }
+            })?;
+        }
+        self.durability.publish(self.commits, checkpoint);
+        Ok(())
+    }
+
     fn apply(
         &mut self,
         batch: &[Incoming],
         on_failure: &OnFailure,
     ) -> Result<(BatchOutcome, CommitAction), ProjectionError> {
+        if self.durability.failed() {
+            // Commits can no longer be made durable: restart (SQLite recovers the file).
+            return Err(ProjectionError::WriterStopped);
+        }
         let started = Instant::now();
         let view = self.view.clone();
         let hooks = self.hooks.clone();
@@ -345,6 +447,7 @@ impl State {
         let loads = changes.loads;
         changes.committed(cache);
         self.applied.store(out.checkpoint, Ordering::Release);
+        out.commit = self.committed(out.checkpoint);
         if live {
             metrics::histogram!(m::BATCH_SECONDS, m::VIEW => view.clone())
                 .record(started.elapsed().as_secs_f64());
@@ -370,6 +473,7 @@ impl State {
         tx.commit()
             .map_err(ProjectionError::db("commit dead letter"))?;
         self.applied.store(checkpoint, Ordering::Release);
+        self.committed_and_synced(checkpoint)?;
         Ok(id)
     }
 
@@ -409,6 +513,7 @@ impl State {
         };
         tx.commit().map_err(ProjectionError::db("commit replay"))?;
         changes.committed(cache);
+        self.committed_and_synced(self.applied.load(Ordering::Acquire))?;
         Ok(outcome)
     }
 
@@ -424,6 +529,10 @@ impl State {
         self.conn = Some(conn);
         replaced?;
         self.applied.store(checkpoint, Ordering::Release);
+        // The rebuilt file was synced as a whole when its writer closed it.
+        self.commits += 1;
+        self.durability.set_committed(self.commits);
+        self.durability.replaced(self.commits, checkpoint);
         metrics::gauge!(m::APPLIED_SEQUENCE, m::VIEW => self.view.clone()).set(checkpoint as f64);
         Ok(checkpoint)
     }

@@ -122,6 +122,49 @@ async fn a_crash_mid_batch_applies_nothing_twice_and_loses_nothing() {
 }
 
 #[tokio::test]
+async fn messages_are_acknowledged_only_once_their_commit_is_on_disk() {
+    let Some(env) = common::env().await else {
+        return;
+    };
+    let mut generator = Generator::new(17, &["t1"], 10);
+    generator.publish(&env.js, 60).await;
+    let last = env.stream_last().await;
+
+    // 1. Syncs held: everything is committed (the views show it), nothing acknowledged.
+    let (hooks, decide) = common::hold_sync();
+    let running = env.start(env.config("held"), hooks).await;
+    env.caught_up(&running).await;
+    assert_eq!(running.durable_checkpoint(), 0, "nothing is on disk yet");
+    assert_eq!(env.ack_floor("held").await, 0, "nothing acknowledged");
+    // Released: the commits reach the disk and then the messages are acknowledged.
+    decide.send(true).unwrap();
+    wait_until(|| async { env.ack_floor("held").await == last }, WAIT)
+        .await
+        .expect("acknowledged once synced");
+    assert_eq!(running.durable_checkpoint(), last);
+    running.stop().await.unwrap();
+
+    // 2. A failed sync: the projection stops without acknowledging anything; after a restart
+    // every message is applied exactly once.
+    let (hooks, decide) = common::hold_sync();
+    decide.send(false).unwrap();
+    let running = env.start(env.config("failed"), hooks).await;
+    let failed = running.failed.clone();
+    wait_until(|| async { failed.is_cancelled() }, WAIT)
+        .await
+        .expect("a failed sync stops the projection");
+    assert_eq!(env.ack_floor("failed").await, 0, "nothing acknowledged");
+    running.abort().await;
+    let running = env.start(env.config("failed"), Hooks::default()).await;
+    env.caught_up(&running).await;
+    assert_views(&running.db_path, &expected(&generator.carts));
+    wait_until(|| async { env.ack_floor("failed").await == last }, WAIT)
+        .await
+        .expect("acknowledged after the restart");
+    running.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn graceful_stop_and_restart_continue_from_the_checkpoint() {
     let Some(env) = common::env().await else {
         return;

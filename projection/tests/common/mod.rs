@@ -92,6 +92,18 @@ impl Env {
             .last_sequence
     }
 
+    /// The last stream sequence the durable consumer of `view` has had acknowledged (all
+    /// before it too).
+    pub async fn ack_floor(&self, view: &str) -> u64 {
+        let durable = shared::subjects::projection_durable(view).unwrap();
+        let mut consumer: async_nats::jetstream::consumer::PullConsumer = self
+            .js
+            .get_consumer_from_stream(&durable, CART_EVENTS_STREAM)
+            .await
+            .unwrap();
+        consumer.info().await.unwrap().ack_floor.stream_sequence
+    }
+
     /// Waits until the projection has applied everything in the stream.
     pub async fn caught_up(&self, running: &Running) {
         let last = self.stream_last().await;
@@ -111,6 +123,27 @@ pub async fn query(running: &Running) -> QueryServiceClient<Channel> {
 pub fn open_db(path: &Path) -> rusqlite::Connection {
     rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
         .expect("open projection database")
+}
+
+/// A hook that holds every sync of commits to disk until the test decides (`true`: the syncs
+/// succeed from then on; `false`: they fail).
+pub fn hold_sync() -> (Hooks, mpsc::Sender<bool>) {
+    let (decide, decision) = mpsc::channel::<bool>();
+    let decision = Mutex::new(decision);
+    let verdict = std::sync::OnceLock::new();
+    let hooks = Hooks {
+        before_sync: Some(Arc::new(move || {
+            let ok = *verdict
+                .get_or_init(|| decision.lock().unwrap().recv_timeout(WAIT).unwrap_or(true));
+            if ok {
+                Ok(())
+            } else {
+                Err(std::io::Error::other("injected sync failure"))
+            }
+        })),
+        ..Hooks::default()
+    };
+    (hooks, decide)
 }
 
 /// A hook that lets `n - 1` batches commit, then signals and blocks the `n`-th until released,

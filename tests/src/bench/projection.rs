@@ -7,7 +7,7 @@
 //!   same batch size and `max_ack_pending`, same fetch call) that acks every message and does
 //!   nothing else — what NATS delivery alone costs on this machine;
 //! - subject: `projection::start` on a fresh SQLite file, until its applied sequence (the
-//!   checkpoint committed with each batch) reaches the stream's last sequence.
+//!   checkpoint committed with each batch) is on disk up to the stream's last sequence.
 //!
 //! `ops_per_s` is messages per second (one event message per command; each message here holds
 //! one event); p50/p99 are per-batch cycle times (fetch → apply → commit → ack).
@@ -275,12 +275,12 @@ async fn subject(stack: &Stack, run: &str, target: u64) -> anyhow::Result<Measur
     let started = Instant::now();
     cycles.lock().unwrap().0 = started;
     let running = projection::start_with_hooks(config, hooks).await?;
-    while running.checkpoint() < target {
+    while running.durable_checkpoint() < target {
         if running.failed.is_cancelled() {
             anyhow::bail!("the projection failed while catching up");
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
-        progress.tick(running.checkpoint());
+        progress.tick(running.durable_checkpoint());
     }
     let elapsed = started.elapsed();
     running.stop().await?;
