@@ -32,6 +32,19 @@ pub struct Incoming {
     pub delivered: i64,
 }
 
+impl Incoming {
+    /// A copy without the headers: applying a message does not read them.
+    pub fn without_headers(&self) -> Incoming {
+        Incoming {
+            sequence: self.sequence,
+            subject: self.subject.clone(),
+            headers: None,
+            payload: self.payload.clone(),
+            delivered: self.delivered,
+        }
+    }
+}
+
 /// Where a message goes relative to the cart's history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Order {

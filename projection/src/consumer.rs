@@ -67,11 +67,12 @@ pub struct Consumer {
     pub tracker: TaskTracker,
 }
 
-/// Fetches up to a batch of messages (fewer when the stream has no more right now).
+/// Fetches up to a batch of messages (fewer when the stream has no more right now), as
+/// deliveries ready to apply (so a batch fetched ahead is also prepared ahead).
 async fn fetch(
     consumer: &PullConsumer,
     settings: &LoopSettings,
-) -> Result<Vec<jetstream::Message>, ProjectionError> {
+) -> Result<Vec<Delivery>, ProjectionError> {
     let wait = settings.fetch_wait;
     let fetch = async {
         let mut batch = consumer
@@ -83,7 +84,8 @@ async fn fetch(
             .map_err(|e| ProjectionError::nats("fetch", e))?;
         let mut out = Vec::with_capacity(settings.batch_size);
         while let Some(msg) = batch.next().await {
-            out.push(msg.map_err(|e| ProjectionError::nats("fetch", e))?);
+            let msg = msg.map_err(|e| ProjectionError::nats("fetch", e))?;
+            out.extend(Delivery::new(msg));
         }
         Ok(out)
     };
@@ -98,6 +100,31 @@ pub struct Delivery {
     inc: Incoming,
 }
 
+impl Delivery {
+    /// A fetched message; `None` (logged) without JetStream metadata.
+    fn new(mut msg: jetstream::Message) -> Option<Delivery> {
+        let info = match msg.info() {
+            Ok(info) => (info.stream_sequence, info.delivered),
+            Err(e) => {
+                tracing::warn!(error = %e, "ignoring a message without JetStream info");
+                return None;
+            }
+        };
+        let inc = Incoming {
+            sequence: info.0,
+            subject: msg.subject.to_string(),
+            // Moved, not copied: acknowledging needs only the reply subject.
+            headers: msg.message.headers.take(),
+            payload: msg.payload.clone(),
+            delivered: info.1,
+        };
+        Some(Delivery {
+            msg: Some(msg),
+            inc,
+        })
+    }
+}
+
 impl Consumer {
     /// Runs until `shutdown`; a batch in progress is finished (applied and acknowledged) first.
     /// Cancels `fatal` and returns if the writer has stopped (the process should restart).
@@ -107,7 +134,7 @@ impl Consumer {
     pub async fn run(mut self, shutdown: CancellationToken, fatal: CancellationToken) {
         let mut failures = 0u32;
         // The next batch, fetched while the previous one was applied.
-        let mut ahead: Option<Vec<jetstream::Message>> = None;
+        let mut ahead: Option<Vec<Delivery>> = None;
         loop {
             if self.writer.sync_failed() {
                 tracing::error!("commits can no longer be synced to disk; the consumer stops");
@@ -172,8 +199,8 @@ impl Consumer {
 
     /// Naks a fetched batch that will not be applied (the loop stops), so the server
     /// redelivers it at once instead of after the ack wait.
-    async fn give_back(&self, batch: Option<Vec<jetstream::Message>>) {
-        for msg in batch.into_iter().flatten() {
+    async fn give_back(&self, batch: Option<Vec<Delivery>>) {
+        for msg in batch.into_iter().flatten().filter_map(|d| d.msg) {
             let nak = msg.ack_with(AckKind::Nak(None));
             if !matches!(
                 tokio::time::timeout(self.settings.request_timeout, nak).await,
@@ -198,30 +225,13 @@ impl Consumer {
         }
     }
 
-    async fn process(&mut self, batch: Vec<jetstream::Message>) -> Result<(), ProjectionError> {
+    async fn process(&mut self, batch: Vec<Delivery>) -> Result<(), ProjectionError> {
         if !batch.is_empty() {
             metrics::histogram!(m::BATCH_MESSAGES, m::VIEW => self.shared.view.clone())
                 .record(batch.len() as f64);
         }
         let mut deliveries = std::mem::take(&mut self.parked);
-        for msg in batch {
-            match msg.info() {
-                Ok(info) => {
-                    let inc = Incoming {
-                        sequence: info.stream_sequence,
-                        subject: msg.subject.to_string(),
-                        headers: msg.headers.clone(),
-                        payload: msg.payload.clone(),
-                        delivered: info.delivered,
-                    };
-                    deliveries.push(Delivery {
-                        msg: Some(msg),
-                        inc,
-                    });
-                }
-                Err(e) => tracing::warn!(error = %e, "ignoring a message without JetStream info"),
-            }
-        }
+        deliveries.extend(batch);
         if deliveries.is_empty() {
             // Nothing deliverable although the stream is ahead: something is outstanding.
             let checkpoint = self.writer.checkpoint();
@@ -271,7 +281,8 @@ impl Consumer {
     /// Applies `rest` in order, handling one failing message per round.
     async fn apply(&mut self, mut rest: Vec<Delivery>) -> Result<(), ProjectionError> {
         while !rest.is_empty() {
-            let batch = rest.iter().map(|d| d.inc.clone()).collect();
+            // The writer needs no headers (they are kept here for dead letters).
+            let batch = rest.iter().map(|d| d.inc.without_headers()).collect();
             let outcome = match self.writer.apply(batch, OnFailure::Stop).await {
                 Ok(o) => o,
                 Err(e) => {
