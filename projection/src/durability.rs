@@ -35,9 +35,11 @@ struct Synced {
 }
 
 /// The writer's commits and which of them are durable; shared by the writer thread, the
-/// [`Syncer`] and the consumer.
+/// [`Syncer`] and the consumer. Commits are numbered from 1 in the order they are made.
 pub struct Durability {
     synced: watch::Sender<Synced>,
+    /// The checkpoint of the newest commit (what the views show).
+    applied: AtomicU64,
     /// The checkpoint of the newest durable commit.
     checkpoint: AtomicU64,
     /// The newest commit made (durable or not).
@@ -49,6 +51,7 @@ impl Durability {
     pub fn new(checkpoint: u64) -> Arc<Self> {
         Arc::new(Self {
             synced: watch::Sender::new(Synced::default()),
+            applied: AtomicU64::new(checkpoint),
             checkpoint: AtomicU64::new(checkpoint),
             committed: AtomicU64::new(0),
         })
@@ -59,9 +62,16 @@ impl Durability {
         self.committed.load(Ordering::Acquire)
     }
 
-    /// The writer made commit `commit`.
-    pub(crate) fn set_committed(&self, commit: u64) {
-        self.committed.store(commit, Ordering::Release);
+    /// The checkpoint of the newest commit, durable or not.
+    pub fn applied(&self) -> u64 {
+        self.applied.load(Ordering::Acquire)
+    }
+
+    /// The writer made a commit at `checkpoint` (only the writer thread calls this); returns
+    /// its number.
+    pub(crate) fn commit(&self, checkpoint: u64) -> u64 {
+        self.applied.store(checkpoint, Ordering::Release);
+        self.committed.fetch_add(1, Ordering::AcqRel) + 1
     }
 
     /// Commit `commit` and every one before it are on disk; `checkpoint` is its checkpoint.
@@ -172,16 +182,17 @@ mod tests {
         )
         .unwrap();
         db::set_checkpoint(&conn, 9).unwrap();
-        durability.set_committed(1);
+        assert_eq!(durability.commit(9), 1);
         syncer.committed(1, 9);
         assert!(durability.wait(1).await);
         assert_eq!(durability.checkpoint(), 9);
-        assert_eq!(durability.committed(), 1);
+        assert_eq!((durability.committed(), durability.applied()), (1, 9));
         // A later commit is not durable until synced.
         let later = durability.clone();
         let waiting = tokio::spawn(async move { later.wait(2).await });
         tokio::task::yield_now().await;
         assert!(!waiting.is_finished());
+        assert_eq!(durability.commit(10), 2);
         syncer.committed(2, 10);
         assert!(waiting.await.unwrap());
         assert_eq!(durability.checkpoint(), 10);

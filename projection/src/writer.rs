@@ -7,7 +7,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use rusqlite::Connection;
@@ -88,7 +87,6 @@ enum Command {
 #[derive(Clone)]
 pub struct Writer {
     tx: mpsc::Sender<Command>,
-    applied: Arc<AtomicU64>,
     durability: Arc<Durability>,
 }
 
@@ -97,14 +95,11 @@ struct State {
     conn: Option<Connection>,
     hooks: Hooks,
     view: Arc<str>,
-    applied: Arc<AtomicU64>,
     /// Committed cart states (see [`StateCache`]); only this thread uses it.
     cache: StateCache,
     durability: Arc<Durability>,
     /// Syncs commits to disk (`None`: a bulk file, synced when closed).
     syncer: Option<Syncer>,
-    /// Commits made, numbered from 1.
-    commits: u64,
 }
 
 impl Writer {
@@ -149,9 +144,7 @@ impl Writer {
         cached_carts: u64,
         sync: bool,
     ) -> Result<(Writer, std::thread::JoinHandle<()>), ProjectionError> {
-        let checkpoint = db::checkpoint(&conn)?;
-        let applied = Arc::new(AtomicU64::new(checkpoint));
-        let durability = Durability::new(checkpoint);
+        let durability = Durability::new(db::checkpoint(&conn)?);
         let view: Arc<str> = view.into();
         let syncer = if sync {
             let spawned = Syncer::spawn(
@@ -174,11 +167,9 @@ impl Writer {
             conn: Some(conn),
             hooks,
             view: view.clone(),
-            applied: applied.clone(),
             cache: StateCache::new(cached_carts),
             durability: durability.clone(),
             syncer,
-            commits: 0,
         };
         let thread = std::thread::Builder::new()
             .name(format!("projection-writer-{}", view))
@@ -188,19 +179,12 @@ impl Writer {
                 path: path.display().to_string(),
                 source,
             })?;
-        Ok((
-            Writer {
-                tx,
-                applied,
-                durability,
-            },
-            thread,
-        ))
+        Ok((Writer { tx, durability }, thread))
     }
 
     /// The last committed stream sequence (what the views show).
     pub fn checkpoint(&self) -> u64 {
-        self.applied.load(Ordering::Acquire)
+        self.durability.applied()
     }
 
     /// The last stream sequence whose commit is on disk.
@@ -328,21 +312,19 @@ impl State {
     }
 
     /// A commit at `checkpoint` was made: counts it and has it synced in the background.
-    fn committed(&mut self, checkpoint: u64) -> u64 {
-        self.commits += 1;
-        self.durability.set_committed(self.commits);
+    fn committed(&self, checkpoint: u64) -> u64 {
+        let commit = self.durability.commit(checkpoint);
         match &self.syncer {
-            Some(syncer) => syncer.committed(self.commits, checkpoint),
-            None => self.durability.publish(self.commits, checkpoint),
+            Some(syncer) => syncer.committed(commit, checkpoint),
+            None => self.durability.publish(commit, checkpoint),
         }
-        self.commits
+        commit
     }
 
     /// Like [`State::committed`], but syncs here, for a rare commit whose caller answers as
     /// soon as it returns (a dead letter, a replay).
-    fn committed_and_synced(&mut self, checkpoint: u64) -> Result<(), ProjectionError> {
-        self.commits += 1;
-        self.durability.set_committed(self.commits);
+    fn committed_and_synced(&self, checkpoint: u64) -> Result<(), ProjectionError> {
+        let commit = self.durability.commit(checkpoint);
         if self.syncer.is_some() {
             durability::sync_wal(&self.path).map_err(|source| {
                 self.durability.fail();
@@ -353,7 +335,7 @@ impl State {
                 }
             })?;
         }
-        self.durability.publish(self.commits, checkpoint);
+        self.durability.publish(commit, checkpoint);
         Ok(())
     }
 
@@ -446,7 +428,6 @@ impl State {
         tx.commit().map_err(ProjectionError::db("commit batch"))?;
         let loads = changes.loads;
         changes.committed(cache);
-        self.applied.store(out.checkpoint, Ordering::Release);
         out.commit = self.committed(out.checkpoint);
         if live {
             metrics::histogram!(m::BATCH_SECONDS, m::VIEW => view.clone())
@@ -472,7 +453,6 @@ impl State {
         let checkpoint = db::checkpoint(&tx)?;
         tx.commit()
             .map_err(ProjectionError::db("commit dead letter"))?;
-        self.applied.store(checkpoint, Ordering::Release);
         self.committed_and_synced(checkpoint)?;
         Ok(id)
     }
@@ -513,7 +493,7 @@ impl State {
         };
         tx.commit().map_err(ProjectionError::db("commit replay"))?;
         changes.committed(cache);
-        self.committed_and_synced(self.applied.load(Ordering::Acquire))?;
+        self.committed_and_synced(self.durability.applied())?;
         Ok(outcome)
     }
 
@@ -528,11 +508,9 @@ impl State {
         let checkpoint = db::checkpoint(&conn)?;
         self.conn = Some(conn);
         replaced?;
-        self.applied.store(checkpoint, Ordering::Release);
         // The rebuilt file was synced as a whole when its writer closed it.
-        self.commits += 1;
-        self.durability.set_committed(self.commits);
-        self.durability.replaced(self.commits, checkpoint);
+        let commit = self.durability.commit(checkpoint);
+        self.durability.replaced(commit, checkpoint);
         metrics::gauge!(m::APPLIED_SEQUENCE, m::VIEW => self.view.clone()).set(checkpoint as f64);
         Ok(checkpoint)
     }
