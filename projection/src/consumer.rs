@@ -10,10 +10,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, AckKind, consumer, consumer::PullConsumer};
+use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
 use futures::StreamExt;
 use shared::headers::RequestContext;
-use shared::nats::ensure_durable_pull;
+use shared::nats::Durable;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -50,9 +50,8 @@ pub struct LoopSettings {
 
 pub struct Consumer {
     pub consumer: PullConsumer,
-    /// The durable's configuration, to re-create it if it disappears.
-    pub durable: consumer::pull::Config,
-    pub events: jetstream::stream::Stream,
+    /// The durable consumer, to re-create it if it disappears.
+    pub durable: Durable,
     pub dead_letters: DeadLetters,
     pub writer: Writer,
     /// Held while a batch is fetched and applied; a rebuild takes it to pause the loop.
@@ -212,9 +211,10 @@ impl Consumer {
         }
     }
 
-    /// Creates (or re-validates) the durable consumer, e.g. after it was deleted.
+    /// Creates (or re-validates) the durable consumer, e.g. after it was deleted: a new one
+    /// starts after the durable checkpoint.
     async fn recreate(&mut self) {
-        let ensure = ensure_durable_pull(&self.events, self.durable.clone());
+        let ensure = self.durable.recreate(self.writer.durable_checkpoint());
         match tokio::time::timeout(self.settings.request_timeout, ensure).await {
             Ok(Ok(consumer)) => {
                 tracing::info!("durable consumer re-created or validated");

@@ -41,7 +41,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use proto::projection::v1::query_service_server::QueryServiceServer;
-use shared::nats::{durable_pull_config, ensure_durable_pull};
+use shared::nats::durable_pull_config;
 use shared::ops::Readiness;
 use shared::subjects::CART_EVENTS_ALL;
 use tokio::net::TcpListener;
@@ -152,14 +152,6 @@ pub async fn start_with_hooks(config: Config, hooks: Hooks) -> anyhow::Result<Ru
         .await
         .context("NATS streams and buckets")?;
     let events = resources.cart_events.clone();
-    let durable_config = durable_pull_config(
-        &durable,
-        &[CART_EVENTS_ALL.to_owned()],
-        &config.consumer_settings(),
-    );
-    let pull = ensure_durable_pull(&events, durable_config.clone())
-        .await
-        .with_context(|| format!("durable consumer {durable}"))?;
 
     let (writer, writer_thread) = {
         let (path, hooks, view) = (db_path.clone(), hooks.clone(), config.view.clone());
@@ -169,6 +161,19 @@ pub async fn start_with_hooks(config: Config, hooks: Hooks) -> anyhow::Result<Ru
             .context("opening the database")?
             .with_context(|| format!("database {}", db_path.display()))?
     };
+    let durable_consumer = shared::nats::Durable {
+        stream: events.clone(),
+        config: durable_pull_config(
+            &durable,
+            &[CART_EVENTS_ALL.to_owned()],
+            &config.consumer_settings(),
+        ),
+    };
+    // A missing durable (first start, or deleted) starts after what the database holds.
+    let pull = durable_consumer
+        .recreate(writer.durable_checkpoint())
+        .await
+        .with_context(|| format!("durable consumer {durable}"))?;
     let readers = Readers::new(&db_path, config.read_connections);
     let shared = Arc::new(Shared::new(&config.view));
     let gate = Arc::new(Mutex::new(()));
@@ -180,8 +185,7 @@ pub async fn start_with_hooks(config: Config, hooks: Hooks) -> anyhow::Result<Ru
     let stall_deliveries = u32::try_from(config.max_deliver).unwrap_or(u32::MAX);
     let loop_ = Consumer {
         consumer: pull,
-        durable: durable_config,
-        events: events.clone(),
+        durable: durable_consumer,
         dead_letters: DeadLetters::new(js.clone(), &durable, request_timeout),
         writer: writer.clone(),
         gate: gate.clone(),

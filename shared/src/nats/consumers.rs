@@ -90,6 +90,34 @@ pub async fn ensure_durable_pull(
     get(stream, &name, &resource).await
 }
 
+/// A durable pull consumer and what it takes to bring it back: its stream and configuration.
+#[derive(Clone)]
+pub struct Durable {
+    pub stream: Stream,
+    pub config: consumer::pull::Config,
+}
+
+impl Durable {
+    /// Creates or validates it (see [`ensure_durable_pull`]).
+    pub async fn ensure(&self) -> Result<PullConsumer, NatsError> {
+        ensure_durable_pull(&self.stream, self.config.clone()).await
+    }
+
+    /// Brings it back after it disappeared (deleted, or its stream re-created). Its position
+    /// went with it, so a new one starts after stream sequence `handled` (everything up to it
+    /// is handled; 0: from the start) instead of replaying the whole stream. One that exists
+    /// is only validated and keeps its own position.
+    pub async fn recreate(&self, handled: u64) -> Result<PullConsumer, NatsError> {
+        let mut config = self.config.clone();
+        if handled > 0 {
+            config.deliver_policy = DeliverPolicy::ByStartSequence {
+                start_sequence: handled + 1,
+            };
+        }
+        ensure_durable_pull(&self.stream, config).await
+    }
+}
+
 async fn get(stream: &Stream, name: &str, resource: &str) -> Result<PullConsumer, NatsError> {
     stream
         .get_consumer(name)

@@ -16,7 +16,7 @@ pub mod streams;
 pub mod validate;
 
 pub use connect::{connect, jetstream};
-pub use consumers::{durable_pull_config, ensure_durable_pull};
+pub use consumers::{Durable, durable_pull_config, ensure_durable_pull};
 pub use dead_letter::{
     MAX_REASON_LEN, Original, dead_letter_headers, dead_letter_msg_id, dead_letter_subject,
     one_line,

@@ -3,7 +3,7 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::{self, AckPolicy};
 use futures::StreamExt;
 use shared::nats::{
-    ConsumerSettings, NatsResourceSettings, durable_pull_config, ensure_durable_pull,
+    ConsumerSettings, Durable, NatsResourceSettings, durable_pull_config, ensure_durable_pull,
     ensure_stream, policies,
 };
 use shared::nats_or_skip;
@@ -56,6 +56,47 @@ async fn durable_is_created_updated_in_place_and_consumes() {
     assert_eq!(info.config.max_ack_pending, 32);
     assert_eq!(info.config.ack_wait, Duration::from_secs(5));
     assert_eq!(info.ack_floor.stream_sequence, 1, "position kept");
+}
+
+#[tokio::test]
+async fn a_deleted_durable_comes_back_after_what_was_handled_not_from_the_start() {
+    let Some(nats) = nats_or_skip!() else { return };
+    let js = nats.jetstream().await;
+    let stream = ensure_stream(
+        &js,
+        &policies::cart_events(&NatsResourceSettings::default()),
+    )
+    .await
+    .unwrap();
+    for i in 1..=3 {
+        js.publish("cart.events.acme.c1", format!("e{i}").into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let name = subjects::projection_durable("again").unwrap();
+    let config = durable_pull_config(
+        &name,
+        &filters(&[subjects::CART_EVENTS_ALL]),
+        &ConsumerSettings::default(),
+    );
+    let durable = Durable {
+        stream: stream.clone(),
+        config,
+    };
+    let first = |c: async_nats::jetstream::consumer::PullConsumer| async move {
+        let mut msgs = c.fetch().max_messages(1).messages().await.unwrap();
+        let m = msgs.next().await.unwrap().unwrap();
+        m.double_ack().await.unwrap();
+        m.info().unwrap().stream_sequence
+    };
+    // Present: validated, its position kept (whatever `handled` says).
+    assert_eq!(first(durable.ensure().await.unwrap()).await, 1);
+    assert_eq!(first(durable.recreate(2).await.unwrap()).await, 2);
+    // Deleted: back after what was handled, not from sequence 1.
+    stream.delete_consumer(&name).await.unwrap();
+    assert_eq!(first(durable.recreate(2).await.unwrap()).await, 3);
 }
 
 #[tokio::test]
