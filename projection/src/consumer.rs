@@ -27,8 +27,6 @@ use crate::poison::PoisonRecord;
 use crate::status::Shared;
 use crate::writer::{OnFailure, Writer};
 
-/// Attempts to publish a dead letter before recording it locally only.
-const DLQ_ATTEMPTS: u32 = 3;
 /// Consecutive failed batches after which the durable consumer is re-created.
 const RECREATE_AFTER: u32 = 5;
 /// Parked messages kept, in batches (beyond it the stall repair reads them back).
@@ -319,13 +317,10 @@ impl Consumer {
 
     /// Gives up on `d`: publish to `DEAD_LETTERS`, record it, move the checkpoint, terminate.
     async fn dead_letter(&mut self, d: &Delivery, reason: &str) -> Result<(), ProjectionError> {
-        let mut published = Err(ProjectionError::nats("publish dead letter", "not tried"));
-        for attempt in 1..=DLQ_ATTEMPTS {
-            published = self.dead_letters.publish(&d.inc, reason).await;
-            match &published {
-                Ok(_) => break,
-                Err(e) => tracing::warn!(attempt, error = %e, "publishing a dead letter failed"),
-            }
+        // Retried inside; failing that, the message is recorded locally only.
+        let published = self.dead_letters.publish(&d.inc, reason).await;
+        if let Err(e) = &published {
+            tracing::warn!(error = %e, "the dead letter was not published; recording it locally only");
         }
         let record = PoisonRecord::new(
             self.dead_letters.consumer(),

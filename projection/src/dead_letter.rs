@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, message::PublishMessage};
+use async_nats::jetstream;
 use shared::nats::dead_letter::{self as dlq, Original};
 use shared::subjects;
 
@@ -43,30 +43,20 @@ impl DeadLetters {
         &self.consumer
     }
 
-    /// Publishes `inc` to `DEAD_LETTERS` and waits for the stream's ack. Returns the
-    /// dead-letter stream sequence.
+    /// Publishes `inc` to `DEAD_LETTERS` (retried, see [`dlq::publish`]) and waits for the
+    /// stream's ack. Returns the dead-letter stream sequence.
     pub async fn publish(&self, inc: &Incoming, reason: &str) -> Result<u64, ProjectionError> {
-        let subject = dead_letter_subject(&self.consumer, &inc.subject)?;
-        let headers = dlq::dead_letter_headers(&self.consumer, &original(inc), reason);
-        let publish = PublishMessage::build()
-            .payload(inc.payload.clone())
-            .headers(headers)
-            .message_id(dlq::dead_letter_msg_id(&self.consumer, inc.sequence));
-        let js = self.js.clone();
-        let acked = tokio::time::timeout(self.timeout, async move {
-            js.send_publish(subject, publish).await?.await
-        })
+        dlq::publish(
+            &self.js,
+            &self.consumer,
+            &original(inc),
+            inc.payload.clone(),
+            reason,
+            self.timeout,
+        )
         .await
-        .map_err(|_| ProjectionError::nats("publish dead letter", "no ack in time"))?
-        .map_err(|e| ProjectionError::nats("publish dead letter", e))?;
-        Ok(acked.sequence)
+        .map_err(|e| ProjectionError::nats("publish dead letter", e))
     }
-}
-
-/// `dlq.<consumer>.<tenant>.<cart_id>` for a message consumed from `original`.
-pub fn dead_letter_subject(consumer: &str, original: &str) -> Result<String, ProjectionError> {
-    dlq::dead_letter_subject(consumer, original)
-        .map_err(|e| ProjectionError::Config(format!("dead-letter subject: {e}")))
 }
 
 fn original(inc: &Incoming) -> Original<'_> {
@@ -136,10 +126,6 @@ mod tests {
                 .and_then(|h| h.get("tenant-id"))
                 .map(|v| v.as_str()),
             Some("t1")
-        );
-        assert_eq!(
-            dead_letter_subject("projection-main", &inc.subject).unwrap(),
-            "dlq.projection-main.t1.c9"
         );
     }
 }

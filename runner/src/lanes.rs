@@ -7,14 +7,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::panic::AssertUnwindSafe;
+use std::time::Instant;
+
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{AckKind, Message};
-use futures::StreamExt;
 use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+use shared::nats::Durable;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::metrics as m;
 use crate::state::Status;
 
 /// What to do with a handled message.
@@ -35,11 +40,11 @@ impl Disposition {
     }
 }
 
-/// Re-creates the durable consumer (it was deleted, or its stream was re-created).
-pub type Recreate = Arc<dyn Fn() -> BoxFuture<'static, Result<PullConsumer, String>> + Send + Sync>;
-
 /// Consecutive failed fetches after which the consumer is re-created.
 const RECREATE_AFTER: u32 = 3;
+/// How often the consumer's ack floor is read, to resume after it if the consumer is deleted
+/// (what was handled since is handled again: handlers are idempotent).
+const FLOOR_EVERY: Duration = Duration::from_secs(1);
 
 pub trait Handler: Send + Sync + 'static {
     /// Cheap filter run in the fetch loop; unwanted messages are acked at once.
@@ -51,12 +56,13 @@ pub trait Handler: Send + Sync + 'static {
     fn handle<'a>(&'a self, msg: &'a Message) -> BoxFuture<'a, Disposition>;
 }
 
-/// Run `handler` over `consumer` until `stop_fetching` (drain) or `abort` (crash-like).
+/// Run `handler` over `consumer` (the current form of `durable`) until `stop_fetching`
+/// (drain) or `abort` (crash-like).
 #[allow(clippy::too_many_arguments)]
 pub fn spawn(
     name: &'static str,
     consumer: PullConsumer,
-    recreate: Recreate,
+    durable: Durable,
     handler: Arc<dyn Handler>,
     lanes: usize,
     depth: usize,
@@ -72,11 +78,6 @@ pub fn spawn(
         senders.push(tx);
         let (handler, status, abort) = (handler.clone(), status.clone(), abort.clone());
         tracker.spawn(async move {
-            let guard = LaneGuard {
-                name,
-                status: status.clone(),
-                ended: false,
-            };
             loop {
                 let msg = tokio::select! {
                     () = abort.cancelled() => break,
@@ -84,18 +85,17 @@ pub fn spawn(
                 };
                 let disposition = tokio::select! {
                     () = abort.cancelled() => break,
-                    d = handler.handle(&msg) => d,
+                    d = handle_caught(name, handler.as_ref(), &msg) => d,
                 };
                 settle(name, &msg, disposition).await;
                 status.end();
             }
-            guard.ended();
         });
     }
     tracker.spawn(fetch_loop(
         name,
         consumer,
-        recreate,
+        durable,
         handler,
         senders,
         batch,
@@ -105,11 +105,35 @@ pub fn spawn(
     ));
 }
 
+/// Handles `msg`; a handler that panics (a bug) gets its message redelivered later, like one
+/// that failed, and the lane goes on with the next.
+async fn handle_caught(name: &'static str, handler: &dyn Handler, msg: &Message) -> Disposition {
+    match AssertUnwindSafe(handler.handle(msg)).catch_unwind().await {
+        Ok(d) => d,
+        Err(_) => {
+            let delivered = msg.info().map_or(1, |i| i.delivered);
+            tracing::error!(consumer = name, subject = %msg.subject, delivered, "the handler panicked; the message is redelivered later");
+            metrics::counter!(m::HANDLER_PANICS, "consumer" => name).increment(1);
+            Disposition::nak(delivered)
+        }
+    }
+}
+
+/// Waits `backoff` (doubled for next time, up to 5 s); false if `stop` came first.
+async fn pause(stop: &CancellationToken, backoff: &mut Duration) -> bool {
+    let waited = tokio::select! {
+        () = stop.cancelled() => false,
+        () = tokio::time::sleep(*backoff) => true,
+    };
+    *backoff = (*backoff * 2).min(Duration::from_secs(5));
+    waited
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn fetch_loop(
     name: &'static str,
     mut consumer: PullConsumer,
-    recreate: Recreate,
+    durable: Durable,
     handler: Arc<dyn Handler>,
     senders: Vec<mpsc::Sender<Message>>,
     batch: usize,
@@ -119,21 +143,35 @@ async fn fetch_loop(
 ) {
     let mut backoff = Duration::from_millis(100);
     let mut failures = 0u32;
+    // Everything up to it is acknowledged: where a re-created consumer resumes.
+    let mut floor = consumer.cached_info().ack_floor.stream_sequence;
+    let mut floor_read = Instant::now();
     while !stop.is_cancelled() && !abort.is_cancelled() {
         if failures >= RECREATE_AFTER {
-            match recreate().await {
+            match durable.recreate(floor).await {
                 Ok(c) => {
                     tracing::warn!(
                         consumer = name,
+                        resume_after = floor,
                         "re-created the consumer after repeated fetch failures"
                     );
                     consumer = c;
+                    failures = 0;
                 }
                 Err(e) => {
-                    tracing::warn!(consumer = name, error = %e, "cannot re-create the consumer")
+                    tracing::warn!(consumer = name, error = %e, "cannot re-create the consumer");
+                    if !pause(&stop, &mut backoff).await {
+                        return;
+                    }
+                    continue;
                 }
             }
-            failures = 0;
+        } else if floor_read.elapsed() >= FLOOR_EVERY {
+            floor_read = Instant::now();
+            if let Ok(info) = consumer.info().await {
+                floor = floor.max(info.ack_floor.stream_sequence);
+                status.set_ack_floor(name, floor);
+            }
         }
         let fetched = consumer
             .fetch()
@@ -146,27 +184,22 @@ async fn fetch_loop(
             Err(e) => {
                 failures += 1;
                 tracing::warn!(consumer = name, error = %e, "fetch failed; retrying");
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = tokio::time::sleep(backoff) => {}
+                if !pause(&stop, &mut backoff).await {
+                    return;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
                 continue;
             }
         };
+        let mut failed = false;
         while let Some(next) = tokio::select! {
             () = abort.cancelled() => return,
             m = messages.next() => m,
         } {
             let msg = match next {
-                Ok(m) => {
-                    failures = 0;
-                    backoff = Duration::from_millis(100);
-                    m
-                }
+                Ok(m) => m,
                 Err(e) => {
-                    failures += 1;
                     tracing::warn!(consumer = name, error = %e, "message error");
+                    failed = true;
                     break;
                 }
             };
@@ -178,44 +211,19 @@ async fn fetch_loop(
                 % senders.len() as u64) as usize;
             status.begin();
             if senders[lane].send(msg).await.is_err() {
-                // The lane's task is gone (it panicked): nothing handles its carts any more.
+                // Lanes end only on abort, which also ends this loop.
                 status.end();
-                tracing::error!(
-                    consumer = name,
-                    lane,
-                    "a lane stopped; no longer fetching (restart the runner)"
-                );
-                status.lane_lost(name);
                 return;
             }
         }
-    }
-}
-
-/// Notices a lane task that ends other than by drain or abort — a panic while handling a
-/// message — and reports it: an error log and a failing `lanes` readiness check, since the
-/// consumer's remaining messages for that lane would otherwise wait silently.
-struct LaneGuard {
-    name: &'static str,
-    status: Arc<Status>,
-    ended: bool,
-}
-
-impl LaneGuard {
-    /// The lane ended as asked.
-    fn ended(mut self) {
-        self.ended = true;
-    }
-}
-
-impl Drop for LaneGuard {
-    fn drop(&mut self) {
-        if !self.ended {
-            tracing::error!(
-                consumer = self.name,
-                "a lane task ended unexpectedly (panicked while handling a message)"
-            );
-            self.status.lane_lost(self.name);
+        if failed {
+            failures += 1;
+            if !pause(&stop, &mut backoff).await {
+                return;
+            }
+        } else {
+            failures = 0;
+            backoff = Duration::from_millis(100);
         }
     }
 }
@@ -229,34 +237,5 @@ async fn settle(name: &str, msg: &Message, disposition: Disposition) {
     if let Err(e) = result {
         // The server redelivers after ack_wait; handling is idempotent.
         tracing::warn!(consumer = name, error = %e, "could not settle a message");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn a_lane_that_panics_is_reported_and_one_that_ends_as_asked_is_not() {
-        let status = Arc::new(Status::default());
-        let guard = LaneGuard {
-            name: "runner-checkout",
-            status: status.clone(),
-            ended: false,
-        };
-        tokio::spawn(async move { guard.ended() }).await.unwrap();
-        assert_eq!(status.lost_lane(), None);
-
-        let guard = LaneGuard {
-            name: "runner-checkout",
-            status: status.clone(),
-            ended: false,
-        };
-        let lane = tokio::spawn(async move {
-            let _guard = guard;
-            panic!("a bug while handling a message");
-        });
-        assert!(lane.await.unwrap_err().is_panic());
-        assert_eq!(status.lost_lane().as_deref(), Some("runner-checkout"));
     }
 }

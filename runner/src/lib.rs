@@ -24,6 +24,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use proto::runner::admin::v1::checkout_query_server::CheckoutQueryServer;
 use proto::runner::admin::v1::runner_admin_server::RunnerAdminServer;
+use shared::nats::Durable;
 use shared::ops::Readiness;
 use shared::subjects::{
     CART_EVENTS_ALL, RUNNER_CHECKOUT_DURABLE, RUNNER_PUSH_DURABLE, WorkflowStream,
@@ -39,9 +40,6 @@ use crate::provider::mock::MockProvider;
 use crate::provider::{ProviderClient, ProviderConfig};
 use crate::records::Records;
 use crate::state::{ProviderHandle, Status};
-
-/// Readiness check that fails once a lane task died (see [`lanes`]).
-const LANES_CHECK: &str = "lanes";
 
 pub struct Running {
     pub grpc_addr: SocketAddr,
@@ -88,7 +86,7 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
         .context("invalid runner config")?;
     metrics::describe();
     let readiness = Readiness::new();
-    readiness.register(&[shared::serve::NATS_CHECK, "consumers", LANES_CHECK]);
+    readiness.register(&[shared::serve::NATS_CHECK, "consumers"]);
 
     let client = shared::nats::connect(&config.nats)
         .await
@@ -152,29 +150,34 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
     );
 
     let settings = config.consumer_settings();
-    let checkout_cfg = shared::nats::durable_pull_config(
-        RUNNER_CHECKOUT_DURABLE,
-        &[CART_EVENTS_ALL.to_owned()],
-        &settings,
-    );
-    let checkout_consumer =
-        shared::nats::ensure_durable_pull(&resources.cart_events, checkout_cfg.clone())
-            .await
-            .context("runner-checkout consumer")?;
+    let checkout_durable = Durable {
+        stream: resources.cart_events.clone(),
+        config: shared::nats::durable_pull_config(
+            RUNNER_CHECKOUT_DURABLE,
+            &[CART_EVENTS_ALL.to_owned()],
+            &settings,
+        ),
+    };
+    let checkout_consumer = checkout_durable
+        .ensure()
+        .await
+        .context("runner-checkout consumer")?;
     let push_filter = shared::subjects::workflow_kind_filter(
         WorkflowStream::Commands,
         shared::workflow::PUSH_KIND,
     )?;
-    let push_cfg =
-        shared::nats::durable_pull_config(RUNNER_PUSH_DURABLE, &[push_filter], &settings);
-    let push_consumer =
-        shared::nats::ensure_durable_pull(&resources.workflow_commands, push_cfg.clone())
-            .await
-            .context("runner-push consumer")?;
+    let push_durable = Durable {
+        stream: resources.workflow_commands.clone(),
+        config: shared::nats::durable_pull_config(RUNNER_PUSH_DURABLE, &[push_filter], &settings),
+    };
+    let push_consumer = push_durable
+        .ensure()
+        .await
+        .context("runner-push consumer")?;
     readiness.set_ok("consumers");
 
     let status = Arc::new(Status::default());
-    let records = Records::new(js.clone());
+    let records = Records::new(js.clone(), settings.max_deliver);
     let reload_override = hooks.reload.clone();
     let checkout = Arc::new(checkout::Checkout {
         records: records.clone(),
@@ -192,22 +195,10 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
         status: status.clone(),
         max_deliver: settings.max_deliver,
     });
-    let recreate = |stream: async_nats::jetstream::stream::Stream,
-                    cfg: async_nats::jetstream::consumer::pull::Config|
-     -> lanes::Recreate {
-        Arc::new(move || {
-            let (stream, cfg) = (stream.clone(), cfg.clone());
-            Box::pin(async move {
-                shared::nats::ensure_durable_pull(&stream, cfg)
-                    .await
-                    .map_err(|e| e.to_string())
-            })
-        })
-    };
     lanes::spawn(
         RUNNER_CHECKOUT_DURABLE,
         checkout_consumer.clone(),
-        recreate(resources.cart_events.clone(), checkout_cfg),
+        checkout_durable,
         checkout,
         config.lanes,
         config.lane_depth,
@@ -220,7 +211,7 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
     lanes::spawn(
         RUNNER_PUSH_DURABLE,
         push_consumer,
-        recreate(resources.workflow_commands.clone(), push_cfg),
+        push_durable,
         push,
         config.lanes.div_ceil(4),
         config.lane_depth,
@@ -284,12 +275,6 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
         stop.clone(),
         move |r| {
             r.set_draining(ready_status.is_draining());
-            let lost = ready_status.lost_lane();
-            r.set(
-                LANES_CHECK,
-                lost.is_none(),
-                lost.map(|c| format!("a lane of {c} stopped unexpectedly; restart the runner")),
-            );
         },
     ));
     tracing::info!(%grpc_addr, %http_addr, "runner started");

@@ -9,6 +9,8 @@ pub const IN_FLIGHT: &str = "cart_runner_effects_in_flight";
 pub const PUSHES: &str = "cart_runner_pushes_total";
 pub const SKIPPED: &str = "cart_runner_events_skipped_total";
 pub const DEAD_LETTERS: &str = "cart_runner_dead_letters_total";
+pub const HANDLER_PANICS: &str = "cart_runner_handler_panics_total";
+pub const ACK_FLOOR: &str = "cart_runner_consumer_ack_floor";
 
 pub fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
@@ -42,5 +44,13 @@ pub fn describe() {
     describe_counter!(
         DEAD_LETTERS,
         "Messages given up on and written to DEAD_LETTERS."
+    );
+    describe_counter!(
+        HANDLER_PANICS,
+        "Messages whose handler panicked (a bug), by consumer; they are redelivered later."
+    );
+    describe_gauge!(
+        ACK_FLOOR,
+        "Stream sequence up to which a consumer has everything acknowledged (read every second; a re-created consumer resumes after it)."
     );
 }

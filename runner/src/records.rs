@@ -1,6 +1,8 @@
 //! The runner's own durable records on NATS: effect intents in `WORKFLOW_COMMANDS`, results in
 //! `WORKFLOW_EVENTS` (the last one per cart is the current checkout), and dead letters.
 
+use std::time::Duration;
+
 use async_nats::jetstream::{self, Message, message::PublishMessage, stream::DirectGetErrorKind};
 use bytes::Bytes;
 use shared::headers::RequestContext;
@@ -12,14 +14,19 @@ use shared::workflow::{CHECKOUT_KIND, CheckoutIntent, CheckoutResult, result_msg
 use crate::lanes::Disposition;
 use crate::metrics as m;
 
+/// Longest wait for `DEAD_LETTERS` to acknowledge one attempt to write a dead letter.
+const DLQ_TIMEOUT: Duration = Duration::from_secs(5);
+
 #[derive(Clone)]
 pub struct Records {
     js: jetstream::Context,
+    /// Deliveries of a message (the consumers' `max_deliver`).
+    max_deliver: i64,
 }
 
 impl Records {
-    pub fn new(js: jetstream::Context) -> Self {
-        Self { js }
+    pub fn new(js: jetstream::Context, max_deliver: i64) -> Self {
+        Self { js, max_deliver }
     }
 
     /// Record the intent to perform an effect. The attempt id is the Msg-Id, so a redelivered
@@ -70,8 +77,9 @@ impl Records {
     }
 
     /// Give up on `msg`, which `consumer` consumed from `stream`: keep it, with why, in
-    /// `DEAD_LETTERS` and never redeliver it. If the dead letter cannot be written, the message
-    /// is left for redelivery instead, so it is never dropped unrecorded.
+    /// `DEAD_LETTERS` and never redeliver it. If the dead letter cannot be written (after
+    /// retries), the message is left for redelivery while it has deliveries left; on its last
+    /// one it is lost to this consumer, and the error names where to read it back.
     pub async fn give_up(
         &self,
         consumer: &str,
@@ -84,7 +92,6 @@ impl Records {
             .map(|i| (i.stream_sequence, i.delivered))
             .unwrap_or((0, 0));
         tracing::error!(consumer, subject = %msg.subject, sequence, %reason, "giving up on a message");
-        metrics::counter!(m::DEAD_LETTERS, "consumer" => consumer.to_owned()).increment(1);
         let original = Original {
             stream,
             subject: msg.subject.as_str(),
@@ -92,38 +99,21 @@ impl Records {
             delivered,
             headers: msg.headers.as_ref(),
         };
-        match self
-            .dead_letter(consumer, &original, msg.payload.clone(), reason)
-            .await
-        {
-            Ok(()) => Disposition::Term,
-            Err(e) => {
+        let payload = msg.payload.clone();
+        match dlq::publish(&self.js, consumer, &original, payload, reason, DLQ_TIMEOUT).await {
+            Ok(_) => {
+                metrics::counter!(m::DEAD_LETTERS, "consumer" => consumer.to_owned()).increment(1);
+                Disposition::Term
+            }
+            Err(e) if delivered < self.max_deliver => {
                 tracing::error!(consumer, error = %e, "dead letter not written; leaving the message for redelivery");
-                Disposition::nak(1)
+                Disposition::nak(delivered)
+            }
+            Err(e) => {
+                tracing::error!(consumer, error = %e, stream, sequence, "dead letter not written on the last delivery: the message is not handled; read it back from its stream at this sequence");
+                Disposition::Term
             }
         }
-    }
-
-    async fn dead_letter(
-        &self,
-        consumer: &str,
-        original: &Original<'_>,
-        payload: Bytes,
-        reason: &str,
-    ) -> Result<(), async_nats::Error> {
-        let subject = dlq::dead_letter_subject(consumer, original.subject)?;
-        let headers = dlq::dead_letter_headers(consumer, original, reason);
-        self.js
-            .send_publish(
-                subject,
-                PublishMessage::build()
-                    .payload(payload)
-                    .headers(headers)
-                    .message_id(dlq::dead_letter_msg_id(consumer, original.sequence)),
-            )
-            .await?
-            .await?;
-        Ok(())
     }
 
     async fn publish(

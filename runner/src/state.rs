@@ -45,7 +45,8 @@ pub struct Status {
     completed: AtomicU64,
     draining: AtomicBool,
     last_error: Mutex<Option<(String, String)>>,
-    lost_lane: Mutex<Option<String>>,
+    /// The last ack floor read per consumer (where a re-created one resumes).
+    ack_floors: Mutex<std::collections::HashMap<&'static str, u64>>,
     idle: Notify,
 }
 
@@ -89,17 +90,23 @@ impl Status {
             .clone()
     }
 
-    /// A lane of `consumer` stopped unexpectedly: the runner is no longer ready.
-    pub fn lane_lost(&self, consumer: &str) {
-        *self.lost_lane.lock().unwrap_or_else(|p| p.into_inner()) = Some(consumer.to_owned());
-    }
-
-    /// The consumer whose lane stopped unexpectedly, if one did.
-    pub fn lost_lane(&self) -> Option<String> {
-        self.lost_lane
+    /// `consumer` had everything up to stream sequence `floor` acknowledged.
+    pub fn set_ack_floor(&self, consumer: &'static str, floor: u64) {
+        metrics::gauge!(m::ACK_FLOOR, "consumer" => consumer).set(floor as f64);
+        self.ack_floors
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .insert(consumer, floor);
+    }
+
+    /// The last ack floor read for `consumer` (0: none yet).
+    pub fn ack_floor(&self, consumer: &str) -> u64 {
+        self.ack_floors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(consumer)
+            .copied()
+            .unwrap_or(0)
     }
 
     pub fn set_draining(&self) {

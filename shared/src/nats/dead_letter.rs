@@ -7,11 +7,15 @@
 //! readable by the same tools, and keeps arbitrary reasons (a provider's HTML error page) from
 //! reaching a header value, where a line break makes async-nats panic.
 
+use std::time::Duration;
+
 use async_nats::HeaderMap;
+use async_nats::jetstream::{self, message::PublishMessage};
+use bytes::Bytes;
 
 use crate::headers::{
     DLQ_CONSUMER, DLQ_DELIVERIES, DLQ_ORIGINAL_SEQUENCE, DLQ_ORIGINAL_STREAM, DLQ_ORIGINAL_SUBJECT,
-    DLQ_REASON, NATS_MSG_ID,
+    DLQ_REASON,
 };
 use crate::ids::{CartId, TenantId};
 use crate::subjects::{self, CartEventSubject, SubjectError, WorkflowSubject};
@@ -59,18 +63,19 @@ pub fn dead_letter_msg_id(consumer: &str, sequence: u64) -> String {
     format!("{consumer}-{sequence}")
 }
 
-/// The dead letter's headers: the original's, except its publish controls (`Nats-Msg-Id`,
-/// `Nats-Expected-*`, which must not apply to the dead letter), plus the `dlq-*` headers. The
+/// The dead letter's headers: the original's, except the server's (`Nats-*`: its publish
+/// controls such as `Nats-Msg-Id` and `Nats-Expected-*` must not apply to the dead letter, and
+/// what a direct get adds, such as `Nats-Sequence`, describes the original's place, which the
+/// `dlq-*` headers already name), plus the `dlq-*` headers. The
 /// reason is made one line of at most [`MAX_REASON_LEN`] bytes.
 pub fn dead_letter_headers(consumer: &str, original: &Original<'_>, reason: &str) -> HeaderMap {
     let mut headers = HeaderMap::new();
     if let Some(from) = original.headers {
         for (name, values) in from.iter() {
             let name = name.to_string();
-            if name.eq_ignore_ascii_case(NATS_MSG_ID)
-                || name
-                    .get(..NATS_EXPECTED_PREFIX.len())
-                    .is_some_and(|p| p.eq_ignore_ascii_case(NATS_EXPECTED_PREFIX))
+            if name
+                .get(..NATS_PREFIX.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(NATS_PREFIX))
             {
                 continue;
             }
@@ -91,8 +96,49 @@ pub fn dead_letter_headers(consumer: &str, original: &Original<'_>, reason: &str
     headers
 }
 
-/// Prefix of the JetStream publish expectations (`Nats-Expected-Last-Subject-Sequence`, ...).
-const NATS_EXPECTED_PREFIX: &str = "Nats-Expected-";
+/// Attempts of [`publish`]; a retried publish is stored once (its `Nats-Msg-Id`).
+pub const PUBLISH_ATTEMPTS: u32 = 3;
+
+/// Writes `consumer`'s dead letter of `original` (whose payload is `payload`) to
+/// `DEAD_LETTERS` and waits for the stream's ack, trying up to [`PUBLISH_ATTEMPTS`] times, each
+/// within `timeout`, with a short pause between. Returns its sequence in `DEAD_LETTERS`, or why
+/// the last attempt failed.
+pub async fn publish(
+    js: &jetstream::Context,
+    consumer: &str,
+    original: &Original<'_>,
+    payload: Bytes,
+    reason: &str,
+    timeout: Duration,
+) -> Result<u64, String> {
+    let subject = dead_letter_subject(consumer, original.subject).map_err(|e| e.to_string())?;
+    let headers = dead_letter_headers(consumer, original, reason);
+    let msg_id = dead_letter_msg_id(consumer, original.sequence);
+    let mut failure = String::new();
+    for attempt in 1..=PUBLISH_ATTEMPTS {
+        let message = PublishMessage::build()
+            .payload(payload.clone())
+            .headers(headers.clone())
+            .message_id(msg_id.as_str());
+        let sent = tokio::time::timeout(timeout, async {
+            js.send_publish(subject.clone(), message).await?.await
+        })
+        .await;
+        failure = match sent {
+            Ok(Ok(ack)) => return Ok(ack.sequence),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no ack within {} ms", timeout.as_millis()),
+        };
+        tracing::warn!(consumer, attempt, error = %failure, "publishing a dead letter failed");
+        if attempt < PUBLISH_ATTEMPTS {
+            tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+        }
+    }
+    Err(failure)
+}
+
+/// Prefix of the headers NATS itself reads or sets (none of this project's own has it).
+const NATS_PREFIX: &str = "Nats-";
 
 /// `s` as a header value: control characters (line breaks above all) become spaces, and it is
 /// cut to [`MAX_REASON_LEN`] bytes on a character boundary.
@@ -114,7 +160,7 @@ pub fn one_line(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::headers::{NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, NATS_TENANT_ID};
+    use crate::headers::{NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, NATS_MSG_ID, NATS_TENANT_ID};
 
     #[test]
     fn the_subject_names_the_origin_or_unknown() {
@@ -142,6 +188,7 @@ mod tests {
         from.insert(NATS_MSG_ID, "cmd-1");
         from.insert(NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, "4");
         from.insert("Nats-Expected-Stream", "CART_EVENTS");
+        from.insert(crate::headers::NATS_SEQUENCE, "9");
         let original = Original {
             stream: "CART_EVENTS",
             subject: "cart.events.t1.c9",
@@ -165,6 +212,7 @@ mod tests {
         assert_eq!(get(NATS_MSG_ID), None);
         assert_eq!(get(NATS_EXPECTED_LAST_SUBJECT_SEQUENCE), None);
         assert_eq!(get("Nats-Expected-Stream"), None);
+        assert_eq!(get(crate::headers::NATS_SEQUENCE), None);
 
         let bare = Original {
             headers: None,
