@@ -123,28 +123,20 @@ impl Checkout {
                     .await;
             }
         };
-        let mut undecodable = None;
-        let started = envelope
-            .events
-            .iter()
-            .rev()
-            .find_map(|r| match Event::decode(r) {
-                Ok(Event::CheckoutStarted(s)) => Some(s),
-                Err(e) if r.event_type == STARTED => {
-                    undecodable.get_or_insert(e);
-                    None
-                }
-                _ => None,
-            });
-        let Some(started) = started else {
-            if let Some(e) = undecodable {
-                return self
-                    .give_up(msg, &format!("CheckoutStarted does not decode: {e}"))
-                    .await;
-            }
+        // The records name their types: only the last CheckoutStarted is decoded.
+        let Some(record) = envelope.events.iter().rev().find(|r| r.event_type == STARTED) else {
             // Not a checkout (known only now when the message had no `cart-event-types`).
             metrics::counter!(m::SKIPPED).increment(1);
             return Disposition::Ack;
+        };
+        let started = match Event::decode(record) {
+            Ok(Event::CheckoutStarted(s)) => s,
+            decoded => {
+                let why = decoded.err().map_or("another event".into(), |e| e.to_string());
+                return self
+                    .give_up(msg, &format!("CheckoutStarted does not decode: {why}"))
+                    .await;
+            }
         };
         let ctx = msg
             .headers
