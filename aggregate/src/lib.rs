@@ -128,6 +128,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             resources.cart_nodes.clone(),
             resources.cart_placement.clone(),
             config.shard_count,
+            &format!("{}_SHARD_COUNT", Config::ENV_PREFIX),
             config.heartbeat(),
             &tracker,
             background.clone(),

@@ -42,11 +42,14 @@ struct Inner {
 }
 
 impl PlacementView {
-    /// Read both buckets once, then keep them current in background tasks.
+    /// Read both buckets once, then keep them current in background tasks. The shards claimed
+    /// so far are checked against `shard_count` (see [`check_shard_count`]); `setting` is the
+    /// caller's variable for it, named in the error.
     pub async fn start(
         nodes_kv: kv::Store,
         placement_kv: kv::Store,
         shard_count: u32,
+        setting: &str,
         resync: Duration,
         tracker: &TaskTracker,
         shutdown: CancellationToken,
@@ -62,7 +65,8 @@ impl PlacementView {
             }),
         };
         view.refresh_nodes().await?;
-        view.refresh_owners().await?;
+        let highest = view.refresh_owners().await?;
+        check_shard_count(highest, shard_count, setting)?;
         tracker.spawn(view.clone().watch_nodes(resync, shutdown.clone()));
         tracker.spawn(view.clone().watch_owners(resync * 10, shutdown));
         Ok(view)
@@ -179,18 +183,23 @@ impl PlacementView {
         Ok(())
     }
 
-    async fn refresh_owners(&self) -> Result<(), async_nats::Error> {
+    /// Reads every owner entry; returns the highest shard claimed (also beyond the count).
+    async fn refresh_owners(&self) -> Result<Option<u32>, async_nats::Error> {
         let kv = &self.inner.placement_kv;
         let keys: Vec<String> = kv.keys().await?.try_collect().await?;
+        let mut highest = None;
         for key in keys {
-            if let Ok(shard) = parse_placement_key(&key)
-                && shard < self.inner.shard_count
+            let Ok(shard) = parse_placement_key(&key) else {
+                continue;
+            };
+            highest = highest.max(Some(shard));
+            if shard < self.inner.shard_count
                 && let Some(entry) = kv.entry(&key).await?
             {
                 self.apply_owner_entry(shard, &entry);
             }
         }
-        Ok(())
+        Ok(highest)
     }
 
     fn apply_owner_entry(&self, shard: u32, entry: &kv::Entry) {
@@ -272,7 +281,7 @@ impl PlacementView {
                     view.apply_owner_entry(shard, entry);
                 }
             },
-            || self.refresh_owners(),
+            || async { self.refresh_owners().await.map(|_| ()) },
         )
         .await;
     }
@@ -325,27 +334,12 @@ async fn watch_bucket<R, Fut>(
     }
 }
 
-/// A client of the aggregates (gateway, runner) must hash carts into as many shards as they
-/// do, or it asks the wrong node first for most carts. Shards the aggregates claimed beyond
-/// `shard_count` prove a mismatch (an error naming `setting`, the client's variable); fewer
-/// claimed shards may be a cluster still starting (a warning).
-pub async fn check_shard_count(
-    placement: &kv::Store,
-    shard_count: u32,
-    setting: &str,
-) -> Result<(), String> {
-    let keys: Vec<String> = placement
-        .keys()
-        .await
-        .map_err(|e| format!("cannot list CART_PLACEMENT: {e}"))?
-        .try_collect()
-        .await
-        .map_err(|e| format!("cannot list CART_PLACEMENT: {e}"))?;
-    let Some(highest) = keys
-        .iter()
-        .filter_map(|k| parse_placement_key(k).ok())
-        .max()
-    else {
+/// Everyone routing carts (aggregates, gateway, runner) must hash them into as many shards as
+/// the aggregates do, or most carts are asked of the wrong node first. A claimed shard at or
+/// beyond `shard_count` proves a mismatch (an error naming `setting`); fewer claimed shards may
+/// be a cluster still starting (a warning).
+fn check_shard_count(highest: Option<u32>, shard_count: u32, setting: &str) -> Result<(), String> {
+    let Some(highest) = highest else {
         return Ok(());
     };
     if highest >= shard_count {

@@ -29,6 +29,7 @@ async fn view(env: &Env, tracker: &TaskTracker, stop: &CancellationToken) -> Pla
         nodes,
         placement,
         SHARDS,
+        "SHARDS",
         Duration::from_millis(200),
         tracker,
         stop.clone(),

@@ -23,17 +23,11 @@ pub async fn connect(
 ) -> Result<(CartClient, PlacementView), Error> {
     let nodes_kv = ensure_kv(js, &policies::cart_nodes(&cfg.streams)).await?;
     let placement_kv = ensure_kv(js, &policies::cart_placement(&cfg.streams)).await?;
-    aggregate::placement_view::check_shard_count(
-        &placement_kv,
-        cfg.shard_count,
-        "GATEWAY_SHARD_COUNT",
-    )
-    .await
-    .map_err(Error::Placement)?;
     let view = PlacementView::start(
         nodes_kv,
         placement_kv,
         cfg.shard_count,
+        &format!("{}_SHARD_COUNT", Config::ENV_PREFIX),
         Duration::from_millis(cfg.placement_resync_ms.max(100)),
         tracker,
         shutdown,

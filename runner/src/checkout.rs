@@ -124,7 +124,12 @@ impl Checkout {
             }
         };
         // The records name their types: only the last CheckoutStarted is decoded.
-        let Some(record) = envelope.events.iter().rev().find(|r| r.event_type == STARTED) else {
+        let Some(record) = envelope
+            .events
+            .iter()
+            .rev()
+            .find(|r| r.event_type == STARTED)
+        else {
             // Not a checkout (known only now when the message had no `cart-event-types`).
             metrics::counter!(m::SKIPPED).increment(1);
             return Disposition::Ack;
@@ -132,7 +137,9 @@ impl Checkout {
         let started = match Event::decode(record) {
             Ok(Event::CheckoutStarted(s)) => s,
             decoded => {
-                let why = decoded.err().map_or("another event".into(), |e| e.to_string());
+                let why = decoded
+                    .err()
+                    .map_or("another event".into(), |e| e.to_string());
                 return self
                     .give_up(msg, &format!("CheckoutStarted does not decode: {why}"))
                     .await;

@@ -122,17 +122,11 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
     let provider =
         ProviderHandle::new(ProviderClient::new(provider_cfg).map_err(|e| anyhow::anyhow!("{e}"))?);
 
-    aggregate::placement_view::check_shard_count(
-        &resources.cart_placement,
-        config.shard_count,
-        "RUNNER_SHARD_COUNT",
-    )
-    .await
-    .map_err(anyhow::Error::msg)?;
     let view = aggregate::placement_view::PlacementView::start(
         resources.cart_nodes.clone(),
         resources.cart_placement.clone(),
         config.shard_count,
+        &format!("{}_SHARD_COUNT", Config::ENV_PREFIX),
         Duration::from_secs(2),
         &tracker,
         stop.clone(),
