@@ -18,7 +18,7 @@ use shared::headers::RequestContext;
 use shared::ids::{CartId, TenantId};
 use shared::placement::shard_for;
 use shared::{ApiError, ErrorCode};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::placement_view::PlacementView;
 
@@ -267,13 +267,8 @@ impl CartClient {
     }
 
     fn pool(&self, addr: &str) -> Result<Pool, ApiError> {
-        let uri = if addr.contains("://") {
-            addr.to_owned()
-        } else {
-            format!("http://{addr}")
-        };
-        let endpoint = Endpoint::from_shared(uri)
-            .map_err(|e| ApiError::internal(format!("bad aggregate address {addr:?}: {e}")))?
+        let endpoint = shared::config::grpc_endpoint(addr)
+            .map_err(|e| ApiError::internal(format!("bad aggregate address: {e}")))?
             .connect_timeout(self.inner.cfg.connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(20))

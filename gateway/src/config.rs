@@ -136,6 +136,25 @@ impl Config {
         shared::config::load_service(Self::ENV_PREFIX)
     }
 
+    /// The variable that sets `field` (`GATEWAY_<FIELD>`).
+    pub fn setting(field: &str) -> String {
+        format!("{}_{}", Self::ENV_PREFIX, field.to_ascii_uppercase())
+    }
+
+    /// The endpoint of the service address `value` of `field` (`None`: empty, not configured).
+    pub fn service_endpoint(
+        &self,
+        field: &str,
+        value: &str,
+    ) -> Result<Option<tonic::transport::Endpoint>, ConfigError> {
+        if value.trim().is_empty() {
+            return Ok(None);
+        }
+        shared::config::grpc_endpoint(value)
+            .map(Some)
+            .map_err(|e| ConfigError(format!("{field} ({}): {e}", Self::setting(field))))
+    }
+
     pub fn default_tenant(&self) -> Result<Option<TenantId>, ConfigError> {
         let t = self.default_tenant.trim();
         if t.is_empty() {
@@ -236,24 +255,10 @@ impl Config {
                 ));
             }
         }
-        let addr = |field: &str, addr: &str| {
-            crate::services::endpoint(addr).map_err(|e| {
-                ConfigError(format!(
-                    "{field} (GATEWAY_{}): {e}",
-                    field.to_ascii_uppercase()
-                ))
-            })
-        };
-        for (field, value) in [
-            ("projection_addr", &self.projection_addr),
-            ("runner_addr", &self.runner_addr),
-        ] {
-            if !value.trim().is_empty() {
-                addr(field, value)?;
-            }
-        }
+        self.service_endpoint("projection_addr", &self.projection_addr)?;
+        self.service_endpoint("runner_addr", &self.runner_addr)?;
         for value in self.aggregate_addrs() {
-            addr("aggregate_addrs", &value)?;
+            self.service_endpoint("aggregate_addrs", &value)?;
         }
         self.default_tenant()?;
         self.api_keys()?;

@@ -28,35 +28,31 @@ pub struct CallPolicy {
 pub struct Service {
     name: &'static str,
     channel: Option<Channel>,
-    addr: String,
+    /// The variable that configures it (named when it is not configured).
+    setting: String,
     policy: CallPolicy,
 }
 
 impl Service {
-    /// A service at `addr` (empty: not configured). A malformed address is an error rather
-    /// than "not configured" (`Config::check` reports it at start-up, naming the variable).
+    /// The service at `endpoint` (`None`: `setting` is empty, the service is not configured).
     pub fn new(
         name: &'static str,
-        addr: &str,
+        setting: String,
+        endpoint: Option<Endpoint>,
         connect_timeout: Duration,
         policy: CallPolicy,
-    ) -> Result<Self, String> {
-        let channel = match addr.trim() {
-            "" => None,
-            a => Some(
-                endpoint(a)
-                    .map_err(|e| format!("{name} address: {e}"))?
-                    .connect_timeout(connect_timeout)
-                    .tcp_nodelay(true)
-                    .connect_lazy(),
-            ),
-        };
-        Ok(Self {
+    ) -> Self {
+        let channel = endpoint.map(|e| {
+            e.connect_timeout(connect_timeout)
+                .tcp_nodelay(true)
+                .connect_lazy()
+        });
+        Self {
             name,
             channel,
-            addr: addr.to_owned(),
+            setting,
             policy,
-        })
+        }
     }
 
     /// Whether an address is configured (checkout refuses to start without a runner).
@@ -68,8 +64,8 @@ impl Service {
         ApiError::new(
             ErrorCode::Unimplemented,
             format!(
-                "the {} is not configured for this gateway (address {:?})",
-                self.name, self.addr
+                "the {} is not configured for this gateway ({} is empty)",
+                self.name, self.setting
             ),
         )
     }
@@ -128,12 +124,8 @@ impl Service {
         F: Fn(Channel, tonic::metadata::MetadataMap) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        self.once(op, ctx, self.timeout_waiting(wait), &f).await
-    }
-
-    /// Deadline of a call the service may hold open for `wait`.
-    fn timeout_waiting(&self, wait: Duration) -> Duration {
-        self.policy.timeout.saturating_add(wait)
+        self.once(op, ctx, self.policy.timeout.saturating_add(wait), &f)
+            .await
     }
 
     async fn once<T, F, Fut>(
@@ -173,40 +165,6 @@ impl Service {
     }
 }
 
-/// The endpoint of a service address: `host:port`, or a URI with its scheme (the aggregate
-/// client reads `GATEWAY_AGGREGATE_ADDRS` by the same rule).
-pub fn endpoint(addr: &str) -> Result<Endpoint, String> {
-    let addr = addr.trim();
-    let uri = if addr.contains("://") {
-        addr.to_owned()
-    } else {
-        format!("http://{addr}")
-    };
-    let endpoint = Endpoint::from_shared(uri)
-        .map_err(|e| format!("{addr:?} is neither host:port nor a URI ({e})"))?;
-    let uri = endpoint.uri();
-    let host = uri.host().unwrap_or_default();
-    if host.is_empty() {
-        return Err(format!("{addr:?} names no host"));
-    }
-    // `Uri` accepts any port text; the connection would fail on every call.
-    let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
-    let after_host = authority
-        .rsplit_once('@')
-        .map_or(authority, |(_, h)| h)
-        .strip_prefix(host)
-        .unwrap_or_default();
-    if !after_host.is_empty()
-        && after_host
-            .strip_prefix(':')
-            .and_then(|p| p.parse::<u16>().ok())
-            .is_none()
-    {
-        return Err(format!("the port of {addr:?} is not a number in 0..=65535"));
-    }
-    Ok(endpoint)
-}
-
 /// Attach the request's metadata to a gRPC request.
 pub fn request<T>(md: tonic::metadata::MetadataMap, body: T) -> tonic::Request<T> {
     let mut r = tonic::Request::new(body);
@@ -234,55 +192,5 @@ impl Services {
 
     pub fn checkout(channel: Channel) -> CheckoutQueryClient<Channel> {
         CheckoutQueryClient::new(channel)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn a_waiting_call_gets_its_wait_on_top_of_the_deadline() {
-        let policy = CallPolicy {
-            timeout: Duration::from_millis(3_000),
-            read_attempts: 3,
-        };
-        let runner = Service::new("runner", "127.0.0.1:1", Duration::from_secs(1), policy).unwrap();
-        assert_eq!(
-            runner.timeout_waiting(Duration::from_secs(10)),
-            Duration::from_millis(13_000)
-        );
-        assert_eq!(runner.timeout_waiting(Duration::ZERO), policy.timeout);
-    }
-
-    #[tokio::test]
-    async fn an_address_is_host_port_or_a_uri() {
-        for ok in [
-            "127.0.0.1:50061",
-            "runner:50061",
-            "http://runner:50061",
-            " [::1]:1 ",
-        ] {
-            assert!(endpoint(ok).is_ok(), "{ok}");
-        }
-        for bad in [
-            "runner 50061",
-            "http://",
-            "127.0.0.1:port",
-            "a:1,b:2",
-            "[::1]:99999",
-        ] {
-            assert!(endpoint(bad).is_err(), "{bad}");
-        }
-        let policy = CallPolicy {
-            timeout: Duration::from_secs(1),
-            read_attempts: 1,
-        };
-        let e = Service::new("runner", "http://", Duration::from_secs(1), policy)
-            .err()
-            .unwrap();
-        assert!(e.contains("runner address"), "{e}");
-        let off = Service::new("runner", " ", Duration::from_secs(1), policy).unwrap();
-        assert!(!off.is_configured());
     }
 }

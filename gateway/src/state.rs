@@ -72,18 +72,18 @@ impl AppState {
             services: Services {
                 projection: Service::new(
                     "projection",
-                    &cfg.projection_addr,
+                    Config::setting("projection_addr"),
+                    cfg.service_endpoint("projection_addr", &cfg.projection_addr)?,
                     cfg.upstream_connect_timeout(),
                     cfg.service_policy(),
-                )
-                .map_err(ConfigError)?,
+                ),
                 runner: Service::new(
                     "runner",
-                    &cfg.runner_addr,
+                    Config::setting("runner_addr"),
+                    cfg.service_endpoint("runner_addr", &cfg.runner_addr)?,
                     cfg.upstream_connect_timeout(),
                     cfg.service_policy(),
-                )
-                .map_err(ConfigError)?,
+                ),
                 js: None,
             },
             cfg: Arc::new(cfg),

@@ -340,7 +340,12 @@ async fn the_routes_are_documented_and_the_projection_is_optional() {
             .unwrap(),
     )
     .await;
-    assert_error(&got, 501, "unimplemented", "projection");
+    assert_error(
+        &got,
+        501,
+        "unimplemented",
+        "GATEWAY_PROJECTION_ADDR is empty",
+    );
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead_addr = closed.local_addr().unwrap().to_string();
     drop(closed);

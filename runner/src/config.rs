@@ -126,6 +126,31 @@ impl Config {
         if self.consumer.max_deliver < 2 {
             return Err("consumer.max_deliver must be at least 2 (a retry is needed)".into());
         }
+        for addr in self.aggregate_addrs() {
+            shared::config::grpc_endpoint(&addr).map_err(|e| {
+                format!(
+                    "aggregate_addrs ({}_AGGREGATE_ADDRS): {e}",
+                    Self::ENV_PREFIX
+                )
+            })?;
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_malformed_aggregate_address_is_a_startup_error_naming_the_variable() {
+        let mut config = Config {
+            aggregate_addrs: "127.0.0.1:50051, agg-2:50051".into(),
+            ..Config::default()
+        };
+        config.check().unwrap();
+        config.aggregate_addrs = "127.0.0.1:50051, agg-2:port".into();
+        let e = config.check().unwrap_err();
+        assert!(e.contains("RUNNER_AGGREGATE_ADDRS"), "{e}");
     }
 }

@@ -136,6 +136,41 @@ where
     keys
 }
 
+/// The gRPC endpoint of a service address setting: `host:port`, or a URI with its scheme.
+/// Every service reads addresses of others by this one rule, so a malformed one is a start-up
+/// error naming the setting rather than a failure on every call.
+pub fn grpc_endpoint(addr: &str) -> Result<tonic::transport::Endpoint, String> {
+    let addr = addr.trim();
+    let uri = if addr.contains("://") {
+        addr.to_owned()
+    } else {
+        format!("http://{addr}")
+    };
+    let endpoint = tonic::transport::Endpoint::from_shared(uri)
+        .map_err(|e| format!("{addr:?} is neither host:port nor a URI ({e})"))?;
+    let uri = endpoint.uri();
+    let host = uri.host().unwrap_or_default();
+    if host.is_empty() {
+        return Err(format!("{addr:?} names no host"));
+    }
+    // `Uri` accepts any port text; the connection would fail on every call.
+    let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
+    let after_host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, h)| h)
+        .strip_prefix(host)
+        .unwrap_or_default();
+    if !after_host.is_empty()
+        && after_host
+            .strip_prefix(':')
+            .and_then(|p| p.parse::<u16>().ok())
+            .is_none()
+    {
+        return Err(format!("the port of {addr:?} is not a number in 0..=65535"));
+    }
+    Ok(endpoint)
+}
+
 /// [`load_service`] with an explicit file and environment (for tests).
 pub fn load_service_from<T>(
     prefix: &str,

@@ -180,3 +180,24 @@ fn unknown_env_keys_are_reported() {
         vec!["NATS_URLS".to_owned(), "SVC_HTTP_PROT".to_owned()]
     );
 }
+
+#[test]
+fn a_service_address_is_host_port_or_a_uri() {
+    for ok in [
+        "127.0.0.1:50061",
+        "runner:50061",
+        "http://runner:50061",
+        " [::1]:1 ",
+    ] {
+        assert!(super::grpc_endpoint(ok).is_ok(), "{ok}");
+    }
+    for bad in [
+        "runner 50061",
+        "http://",
+        "127.0.0.1:port",
+        "a:1,b:2",
+        "[::1]:99999",
+    ] {
+        assert!(super::grpc_endpoint(bad).is_err(), "{bad}");
+    }
+}
