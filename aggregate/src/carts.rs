@@ -28,6 +28,9 @@ use crate::snapshot::Snapshots;
 use crate::store::{EventStore, StoreError};
 use crate::watch::Watchers;
 
+/// When to ask again for a cart version the stream does not hold yet.
+const NOT_YET_RETRY: Duration = Duration::from_millis(200);
+
 /// Tuning of command execution (from the service config).
 #[derive(Debug, Clone)]
 pub struct CartsConfig {
@@ -392,13 +395,16 @@ impl Carts {
         {
             self.catch_up(loaded, cart).await?;
             if loaded.state.version < min {
+                // Another node would answer the same: asked to retry here later (the client
+                // does not fail over on an answer that carries a retry-after).
                 return Err(ApiError::new(
                     ErrorCode::Unavailable,
                     format!(
                         "the cart is at version {}, not yet at {min}; retry",
                         loaded.state.version
                     ),
-                ));
+                )
+                .with_retry_after(NOT_YET_RETRY));
             }
         }
         Ok(loaded.state.clone())

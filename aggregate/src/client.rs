@@ -202,6 +202,9 @@ impl CartClient {
                                 .clone()
                                 .or_else(|| self.route(shard, Some(&addr)));
                         }
+                        // The node answered and asks to be asked again later (e.g. a cart not
+                        // yet at a version): any other node would answer the same.
+                        ErrorCode::Unavailable if err.retry_after.is_some() => return Err(err),
                         ErrorCode::Unavailable | ErrorCode::Draining | ErrorCode::Timeout => {
                             tracing::debug!(addr, attempt, code = %err.code, "aggregate call failed; trying another node");
                             fallback = true;

@@ -173,6 +173,10 @@ async fn two_nodes_serving_one_cart_lose_no_update() {
         let err = shared::ApiError::from_status(&c.get_cart(req).await.unwrap_err());
         assert_eq!(err.code, ErrorCode::Unavailable, "{err}");
         assert!(err.message.contains("not yet at"), "{err}");
+        assert!(
+            err.retry_after.is_some(),
+            "an answer, not an unreachable node: {err:?}"
+        );
     }
     a.drain().await.unwrap();
     b.drain().await.unwrap();
