@@ -45,11 +45,10 @@ impl FromRequestParts<AppState> for Admin {
 
     async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, ApiError> {
         s.auth.check_admin(&parts.headers)?;
-        let tenant = TenantId::default_tenant();
-        let mut ctx = RequestContext::from_http(&parts.headers, Some(&tenant))
-            .unwrap_or_else(|_| RequestContext::new(tenant.clone()));
-        ctx.tenant = tenant;
-        Ok(Admin(ctx))
+        Ok(Admin(RequestContext::from_http_for_tenant(
+            &parts.headers,
+            TenantId::default_tenant(),
+        )))
     }
 }
 

@@ -168,6 +168,12 @@ impl RequestContext {
         Ok(Self::with_tenant(tenant, headers))
     }
 
+    /// The context of an HTTP request made on behalf of `tenant` whatever `x-tenant-id` says
+    /// (an operator's call): correlation, trace and request ids come from the headers as usual.
+    pub fn from_http_for_tenant(headers: &http::HeaderMap, tenant: TenantId) -> Self {
+        Self::with_tenant(tenant, headers)
+    }
+
     /// Sets the context's headers on an outgoing HTTP request or response.
     pub fn inject_http(&self, headers: &mut http::HeaderMap) {
         for (name, value) in self.pairs(TENANT_ID) {

@@ -37,6 +37,19 @@ fn http_round_trip() {
 }
 
 #[test]
+fn an_operators_call_keeps_its_ids_whatever_the_tenant_header_says() {
+    let ctx = sample();
+    let mut h = http::HeaderMap::new();
+    ctx.inject_http(&mut h);
+    h.insert(TENANT_ID, http::HeaderValue::from_static("NOT A TENANT"));
+    let read = RequestContext::from_http_for_tenant(&h, tenant("shop-1"));
+    assert_eq!(
+        read, ctx,
+        "a malformed tenant header loses no correlation or trace id"
+    );
+}
+
+#[test]
 fn http_tenant_rules() {
     let err =
         RequestContext::from_http(&http_headers(&[(TENANT_ID, "Bad.Tenant")]), None).unwrap_err();
