@@ -41,6 +41,11 @@ use crate::placement_view::PlacementView;
 use crate::snapshot::Snapshots;
 use crate::store::EventStore;
 
+/// Readiness check: the NATS streams and buckets exist.
+const STREAMS_CHECK: &str = "streams";
+/// Readiness check: this node has claimed its shards.
+const PLACEMENT_CHECK: &str = "placement";
+
 /// A running aggregate node.
 pub struct Running {
     pub grpc_addr: SocketAddr,
@@ -98,7 +103,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .context("invalid aggregate config")?;
     metrics::describe();
     let readiness = Readiness::new();
-    readiness.register(&[shared::serve::NATS_CHECK, "streams", "placement"]);
+    readiness.register(&[shared::serve::NATS_CHECK, STREAMS_CHECK, PLACEMENT_CHECK]);
 
     let client = shared::nats::connect(&config.nats)
         .await
@@ -108,7 +113,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let resources = shared::nats::ensure_all(&js, &config.streams)
         .await
         .context("NATS streams and buckets")?;
-    readiness.set_ok("streams");
+    readiness.set_ok(STREAMS_CHECK);
 
     let background = CancellationToken::new();
     let stop = CancellationToken::new();
@@ -149,7 +154,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .map_err(|e| anyhow::anyhow!("placement: {e}"))?;
         Some(p)
     } else {
-        readiness.set_ok("placement");
+        readiness.set_ok(PLACEMENT_CHECK);
         None
     };
 
@@ -223,7 +228,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         background.clone(),
         move |r| {
             if let Some(p) = &ready_placement {
-                r.set("placement", p.is_ready(), Some("claiming shards"));
+                r.set(PLACEMENT_CHECK, p.is_ready(), Some("claiming shards"));
             }
             r.set_draining(ready_drainer.is_draining());
         },

@@ -41,6 +41,9 @@ use crate::provider::{ProviderClient, ProviderConfig};
 use crate::records::Records;
 use crate::state::{ProviderHandle, Status};
 
+/// Readiness check: the durable consumers exist.
+const CONSUMERS_CHECK: &str = "consumers";
+
 pub struct Running {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
@@ -86,7 +89,7 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
         .context("invalid runner config")?;
     metrics::describe();
     let readiness = Readiness::new();
-    readiness.register(&[shared::serve::NATS_CHECK, "consumers"]);
+    readiness.register(&[shared::serve::NATS_CHECK, CONSUMERS_CHECK]);
 
     let client = shared::nats::connect(&config.nats)
         .await
@@ -168,7 +171,7 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
         .ensure()
         .await
         .context("runner-push consumer")?;
-    readiness.set_ok("consumers");
+    readiness.set_ok(CONSUMERS_CHECK);
 
     let status = Arc::new(Status::default());
     let records = Records::new(js.clone(), settings.max_deliver);
