@@ -37,7 +37,6 @@ pub struct CartsConfig {
     pub shard_count: u32,
     pub cache_capacity: u64,
     pub cache_idle: Duration,
-    pub snapshot_every: u64,
     pub recent_commands: usize,
     pub max_conflict_retries: u32,
     pub append_timeout_retries: u32,
@@ -123,7 +122,6 @@ impl Carts {
         cfg: CartsConfig,
     ) -> Self {
         let evict_snapshots = snapshots.clone();
-        let snapshot_every = cfg.snapshot_every;
         let cache = Cache::builder()
             // LRU, not moka's default TinyLFU: TinyLFU may refuse to admit a freshly loaded
             // cart, and every command to it would then load it again (in a slot of its own).
@@ -137,7 +135,6 @@ impl Carts {
                 // Keep the next cold load short: snapshot what changed since the last one.
                 if let Ok(guard) = slot.loaded.try_lock()
                     && let Some(l) = guard.as_ref()
-                    && snapshot_every > 0
                     && l.state.revision > l.snapshot_revision
                 {
                     evict_snapshots.offer(key.to_string(), Arc::new(l.state.clone()));
@@ -200,7 +197,7 @@ impl Carts {
     /// Snapshot every cached cart that changed since its last snapshot, and wait for the
     /// writes (drain).
     pub async fn flush_snapshots(&self) {
-        if self.inner.cfg.snapshot_every == 0 {
+        if !self.inner.snapshots.enabled() {
             return;
         }
         for (key, slot) in self.inner.cache.iter() {
@@ -604,8 +601,11 @@ impl Carts {
     }
 
     fn maybe_snapshot(&self, cart: &CartRef, loaded: &mut Loaded) {
-        let every = self.inner.cfg.snapshot_every;
-        if every > 0 && loaded.state.revision >= loaded.snapshot_revision + every {
+        if self
+            .inner
+            .snapshots
+            .due(loaded.state.revision, loaded.snapshot_revision)
+        {
             loaded.snapshot_revision = loaded.state.revision;
             self.inner
                 .snapshots

@@ -161,6 +161,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let store = EventStore::new(client.clone(), js.clone(), config.nats.request_timeout());
     let snapshots = Snapshots::start(
         resources.cart_snapshots.clone(),
+        config.snapshot_every,
         &tracker,
         background.clone(),
     );
@@ -180,7 +181,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             shard_count: config.shard_count,
             cache_capacity: config.cache_capacity,
             cache_idle: Duration::from_secs(config.cache_idle_secs.max(1)),
-            snapshot_every: config.snapshot_every,
             recent_commands: config.recent_commands,
             max_conflict_retries: config.max_conflict_retries,
             append_timeout_retries: config.append_timeout_retries,

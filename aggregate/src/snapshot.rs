@@ -39,14 +39,31 @@ enum Job {
 pub struct Snapshots {
     kv: kv::Store,
     tx: mpsc::Sender<Job>,
+    /// A snapshot every this many messages of a cart; 0: snapshots are off (none is written).
+    every: u64,
 }
 
 impl Snapshots {
-    /// Start the writer task (owned by `tracker`, stopped by `shutdown` after a final flush).
-    pub fn start(kv: kv::Store, tracker: &TaskTracker, shutdown: CancellationToken) -> Self {
+    /// Start the writer task (owned by `tracker`, stopped by `shutdown` after a final flush),
+    /// for a snapshot every `every` messages of a cart (0: off).
+    pub fn start(
+        kv: kv::Store,
+        every: u64,
+        tracker: &TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(4096);
         tracker.spawn(writer(kv.clone(), rx, shutdown));
-        Self { kv, tx }
+        Self { kv, tx, every }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.every > 0
+    }
+
+    /// Whether a cart at `revision`, last snapshot at `snapshot_revision`, is due one.
+    pub fn due(&self, revision: u64, snapshot_revision: u64) -> bool {
+        self.enabled() && revision >= snapshot_revision + self.every
     }
 
     /// The snapshot of `key`, if one exists and decodes. Errors are logged and treated as "no
@@ -79,14 +96,14 @@ impl Snapshots {
     /// Queue a snapshot write. Never waits: if the writer is far behind, the write is dropped
     /// (a later one, or the stream, covers it).
     pub fn offer(&self, key: String, state: Arc<CartState>) {
-        if self.tx.try_send(Job::Write(key, state)).is_err() {
+        if self.enabled() && self.tx.try_send(Job::Write(key, state)).is_err() {
             metrics::counter!(m::SNAPSHOT_WRITES, "result" => "dropped").increment(1);
         }
     }
 
     /// Queue a snapshot write, waiting for room in the queue (drain: none may be dropped).
     pub async fn queue(&self, key: String, state: Arc<CartState>) {
-        if self.tx.send(Job::Write(key, state)).await.is_err() {
+        if self.enabled() && self.tx.send(Job::Write(key, state)).await.is_err() {
             metrics::counter!(m::SNAPSHOT_WRITES, "result" => "dropped").increment(1);
         }
     }
