@@ -95,11 +95,10 @@ pub async fn commands(
     body: Value,
 ) -> Result<Response, ApiError> {
     let expected = if_match(headers)?;
-    let key = Key::from_headers(headers)?;
     // The idempotency fingerprint is the body as sent: only a keyed request pays for it.
-    let raw = key.as_ref().map(|_| body.to_string());
+    let keyed = Key::from_headers(headers)?.map(|Key(k)| (k, body.to_string()));
     let commands = command_body::parse(body, &s.cfg.default_country, s.cfg.max_commands)?;
-    let (Some(Key(key)), Some(raw)) = (key, raw) else {
+    let Some((key, raw)) = keyed else {
         let reply = run(s, ctx, cart, CommandId::new(), expected, commands).await?;
         return Ok(reply.stored().response(false));
     };
