@@ -1,23 +1,17 @@
 //! The OpenAPI document covers exactly what the router serves (no NATS needed: nothing here
 //! reaches an aggregate).
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 
-use aggregate::client::{CartClient, ClientConfig};
 use axum::body::Body;
 use gateway::{AppState, Config};
 use http::Request;
 use tower::ServiceExt;
 
 fn state() -> AppState {
-    AppState::new(
-        Config::default(),
-        CartClient::new(ClientConfig::default(), None, vec!["127.0.0.1:1".into()]),
-        shared::ops::Readiness::new(),
-        shared::telemetry::prometheus(),
-        Default::default(),
-    )
-    .unwrap()
+    common::offline_state(Config::default())
 }
 
 type RouteTable = BTreeMap<String, BTreeSet<String>>;

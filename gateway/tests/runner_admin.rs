@@ -3,12 +3,13 @@
 //! wait it asked for, and the admin token alone authorizes these routes even when API keys are
 //! configured. No NATS needed: nothing here reaches an aggregate.
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aggregate::client::{CartClient, ClientConfig};
 use axum::body::Body;
-use gateway::{AppState, Config};
+use gateway::Config;
 use http::Request;
 use proto::runner::admin::v1 as rpb;
 use proto::runner::admin::v1::runner_admin_server::{RunnerAdmin, RunnerAdminServer};
@@ -89,15 +90,7 @@ fn app(tune: impl FnOnce(&mut Config)) -> axum::Router {
         ..Config::default()
     };
     tune(&mut cfg);
-    let state = AppState::new(
-        cfg,
-        CartClient::new(ClientConfig::default(), None, vec!["127.0.0.1:1".into()]),
-        shared::ops::Readiness::new(),
-        shared::telemetry::prometheus(),
-        Default::default(),
-    )
-    .unwrap();
-    gateway::app(state)
+    gateway::app(common::offline_state(cfg))
 }
 
 /// An admin call with the admin token and nothing else (no API key, no tenant).

@@ -410,21 +410,15 @@ async fn drain_finishes_in_flight_effects_and_starts_no_new_ones() {
     // A checkout after the drain stays pending on the consumer: this runner takes no new work.
     env.mock.set_faults(Faults::default());
     env.checkout("after-drain", "b1").await;
-    let js = env.js.clone();
     wait_until(
-        || {
-            let js = js.clone();
-            async move {
-                let mut c: async_nats::jetstream::consumer::PullConsumer = js
-                    .get_consumer_from_stream(
-                        shared::subjects::RUNNER_CHECKOUT_DURABLE,
-                        shared::subjects::CART_EVENTS_STREAM,
-                    )
-                    .await
-                    .unwrap();
-                let info = c.info().await.unwrap();
-                info.num_pending >= 1 && info.num_ack_pending == 0
-            }
+        || async {
+            let info = shared::test_support::consumer_info(
+                &env.js,
+                CART_EVENTS_STREAM,
+                RUNNER_CHECKOUT_DURABLE,
+            )
+            .await;
+            info.num_pending >= 1 && info.num_ack_pending == 0
         },
         WAIT,
     )

@@ -22,6 +22,23 @@ pub struct Stack {
 }
 
 /// Stream settings of every service in these stacks (short node TTL).
+/// A gateway state that reaches no aggregate (its one address refuses connections): for
+/// tests of what the gateway answers by itself.
+pub fn offline_state(cfg: gateway::Config) -> gateway::AppState {
+    gateway::AppState::new(
+        cfg,
+        aggregate::client::CartClient::new(
+            aggregate::client::ClientConfig::default(),
+            None,
+            vec!["127.0.0.1:1".into()],
+        ),
+        shared::ops::Readiness::new(),
+        shared::telemetry::prometheus(),
+        Default::default(),
+    )
+    .expect("a valid gateway config")
+}
+
 pub fn streams() -> NatsResourceSettings {
     NatsResourceSettings {
         node_ttl_secs: 2,

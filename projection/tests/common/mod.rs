@@ -96,12 +96,10 @@ impl Env {
     /// before it too).
     pub async fn ack_floor(&self, view: &str) -> u64 {
         let durable = shared::subjects::projection_durable(view).unwrap();
-        let mut consumer: async_nats::jetstream::consumer::PullConsumer = self
-            .js
-            .get_consumer_from_stream(&durable, CART_EVENTS_STREAM)
+        shared::test_support::consumer_info(&self.js, CART_EVENTS_STREAM, &durable)
             .await
-            .unwrap();
-        consumer.info().await.unwrap().ack_floor.stream_sequence
+            .ack_floor
+            .stream_sequence
     }
 
     /// Waits until the projection has applied everything in the stream.

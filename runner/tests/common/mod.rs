@@ -179,21 +179,9 @@ impl Env {
 
     /// Wait until `durable` on `stream` has nothing left to deliver or to be acked.
     pub async fn wait_settled(&self, stream: &str, durable: &str) {
-        let js = self.js.clone();
-        wait_until(
-            || {
-                let js = js.clone();
-                async move {
-                    let mut c: async_nats::jetstream::consumer::PullConsumer =
-                        js.get_consumer_from_stream(durable, stream).await.unwrap();
-                    let info = c.info().await.unwrap();
-                    info.num_pending == 0 && info.num_ack_pending == 0
-                }
-            },
-            WAIT,
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{durable} settles every message: {e}"));
+        shared::test_support::wait_consumer_settled(&self.js, stream, durable, WAIT)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
     }
 }
 

@@ -21,7 +21,7 @@ mod binary;
 mod wait;
 
 pub use binary::{MIN_SERVER_VERSION, find_server_binary};
-pub use wait::wait_until;
+pub use wait::{consumer_info, wait_consumer_settled, wait_until};
 
 const START_DEADLINE: Duration = Duration::from_secs(20);
 

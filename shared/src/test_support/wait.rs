@@ -24,6 +24,41 @@ where
     }
 }
 
+/// The current state of durable consumer `durable` on `stream`.
+pub async fn consumer_info(
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+    durable: &str,
+) -> async_nats::jetstream::consumer::Info {
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
+        .get_consumer_from_stream(durable, stream)
+        .await
+        .unwrap_or_else(|e| panic!("consumer {stream}/{durable}: {e}"));
+    consumer
+        .info()
+        .await
+        .unwrap_or_else(|e| panic!("info of {stream}/{durable}: {e}"))
+        .clone()
+}
+
+/// Waits until durable `durable` on `stream` has nothing left to deliver or to be acked.
+pub async fn wait_consumer_settled(
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+    durable: &str,
+    timeout: Duration,
+) -> Result<(), String> {
+    wait_until(
+        || async {
+            let info = consumer_info(js, stream, durable).await;
+            info.num_pending == 0 && info.num_ack_pending == 0
+        },
+        timeout,
+    )
+    .await
+    .map_err(|e| format!("{stream}/{durable} did not settle: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
