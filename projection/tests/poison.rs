@@ -7,25 +7,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use common::generator::publish_raw;
-use common::{Generator, assert_views, expected};
+use common::{Generator, add, assert_views, expected};
 use projection::Hooks;
 use projection::dead_letter::{
     DLQ_CONSUMER, DLQ_DELIVERIES, DLQ_ORIGINAL_SEQUENCE, DLQ_ORIGINAL_SUBJECT, DLQ_REASON,
 };
 use proto::projection::v1 as pb;
-use shared::domain::{AddItem, Command, EventRecord};
+use shared::domain::EventRecord;
 use shared::subjects::DEAD_LETTERS_STREAM;
 
 const GARBAGE: &[u8] = b"{\"not\": \"an event envelope\"}";
-
-fn add(sku: &str) -> Command {
-    Command::AddItem(AddItem {
-        sku: sku.into(),
-        quantity: 1,
-        country: "se".into(),
-        store_id: None,
-    })
-}
 
 #[tokio::test]
 async fn poison_is_dead_lettered_in_order_and_replayed_once_fixed() {

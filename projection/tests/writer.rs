@@ -8,20 +8,11 @@ mod common;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
-use common::{Generator, assert_views, expected};
+use common::{Generator, add, assert_views, expected};
 use projection::changes::Incoming;
 use projection::writer::{OnFailure, Writer};
 use projection::{CommitAction, Hooks};
-use shared::domain::{AddItem, CartState, Command, EventMessage};
-
-fn add(sku: &str) -> Command {
-    Command::AddItem(AddItem {
-        sku: sku.into(),
-        quantity: 1,
-        country: "se".into(),
-        store_id: None,
-    })
-}
+use shared::domain::{CartState, EventMessage};
 
 /// `n` accepted commands on random carts, as messages at sequences `first..`.
 fn messages(generator: &mut Generator, first: u64, n: u64) -> Vec<Incoming> {

@@ -117,6 +117,16 @@ pub async fn query(running: &Running) -> QueryServiceClient<Channel> {
         .expect("connect to QueryService")
 }
 
+/// Adding one of `sku` (Swedish prices).
+pub fn add(sku: &str) -> shared::domain::Command {
+    shared::domain::Command::AddItem(shared::domain::AddItem {
+        sku: sku.into(),
+        quantity: 1,
+        country: "se".into(),
+        store_id: None,
+    })
+}
+
 /// A read-only connection to a projection's database (to compare rows exactly).
 pub fn open_db(path: &Path) -> rusqlite::Connection {
     rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
