@@ -9,13 +9,13 @@ use shared::nats::{
 use shared::nats_or_skip;
 use shared::subjects;
 
-fn filters(f: &[&str]) -> Vec<String> {
-    f.iter().map(|s| s.to_string()).collect()
-}
-
-#[tokio::test]
-async fn durable_is_created_updated_in_place_and_consumes() {
-    let Some(nats) = nats_or_skip!() else { return };
+/// JetStream and the `CART_EVENTS` stream on `nats`.
+async fn cart_events(
+    nats: &shared::test_support::NatsServer,
+) -> (
+    async_nats::jetstream::Context,
+    async_nats::jetstream::stream::Stream,
+) {
     let js = nats.jetstream().await;
     let stream = ensure_stream(
         &js,
@@ -23,6 +23,17 @@ async fn durable_is_created_updated_in_place_and_consumes() {
     )
     .await
     .unwrap();
+    (js, stream)
+}
+
+fn filters(f: &[&str]) -> Vec<String> {
+    f.iter().map(|s| s.to_string()).collect()
+}
+
+#[tokio::test]
+async fn durable_is_created_updated_in_place_and_consumes() {
+    let Some(nats) = nats_or_skip!() else { return };
+    let (js, stream) = cart_events(&nats).await;
     let name = subjects::projection_durable("carts").unwrap();
     let settings = ConsumerSettings::default();
     let want = durable_pull_config(&name, &filters(&[subjects::CART_EVENTS_ALL]), &settings);
@@ -61,13 +72,7 @@ async fn durable_is_created_updated_in_place_and_consumes() {
 #[tokio::test]
 async fn a_deleted_durable_comes_back_after_what_was_handled_not_from_the_start() {
     let Some(nats) = nats_or_skip!() else { return };
-    let js = nats.jetstream().await;
-    let stream = ensure_stream(
-        &js,
-        &policies::cart_events(&NatsResourceSettings::default()),
-    )
-    .await
-    .unwrap();
+    let (js, stream) = cart_events(&nats).await;
     for i in 1..=3 {
         js.publish("cart.events.acme.c1", format!("e{i}").into())
             .await
@@ -102,13 +107,7 @@ async fn a_deleted_durable_comes_back_after_what_was_handled_not_from_the_start(
 #[tokio::test]
 async fn durable_with_another_filter_or_ack_policy_is_an_error() {
     let Some(nats) = nats_or_skip!() else { return };
-    let js = nats.jetstream().await;
-    let stream = ensure_stream(
-        &js,
-        &policies::cart_events(&NatsResourceSettings::default()),
-    )
-    .await
-    .unwrap();
+    let (_, stream) = cart_events(&nats).await;
     stream
         .create_consumer(consumer::pull::Config {
             durable_name: Some("runner-checkout".into()),
@@ -149,13 +148,7 @@ async fn durable_with_another_filter_or_ack_policy_is_an_error() {
 #[tokio::test]
 async fn durable_with_several_filters() {
     let Some(nats) = nats_or_skip!() else { return };
-    let js = nats.jetstream().await;
-    let stream = ensure_stream(
-        &js,
-        &policies::cart_events(&NatsResourceSettings::default()),
-    )
-    .await
-    .unwrap();
+    let (_, stream) = cart_events(&nats).await;
     let f = filters(&["cart.events.acme.*", "cart.events.other.*"]);
     let want = durable_pull_config("projection-multi", &f, &ConsumerSettings::default());
     ensure_durable_pull(&stream, want.clone()).await.unwrap();
