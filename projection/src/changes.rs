@@ -9,6 +9,8 @@
 //! [`Changes::committed`] put the states back into the cache; dropped without it (rollback),
 //! the carts are just no longer cached.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use rusqlite::Connection;
 use shared::domain::{Event, EventDecodeError, EventMessage};
@@ -30,17 +32,41 @@ pub struct Incoming {
     pub payload: Bytes,
     /// Delivery attempt (1 for the first); read-backs count as the last attempt.
     pub delivered: i64,
+    /// The payload decoded ahead ([`Incoming::decoded_ahead`]), so the writer thread does not
+    /// spend its time parsing JSON; `None`: the writer decodes it.
+    decoded: Option<Arc<Result<Decoded, String>>>,
 }
 
 impl Incoming {
+    pub fn new(
+        sequence: u64,
+        subject: String,
+        headers: Option<async_nats::HeaderMap>,
+        payload: Bytes,
+        delivered: i64,
+    ) -> Self {
+        Self {
+            sequence,
+            subject,
+            headers,
+            payload,
+            delivered,
+            decoded: None,
+        }
+    }
+
+    /// Decodes the payload now (on the consumer's task, while the writer applies the previous
+    /// batch). A payload that cannot be decoded keeps its error for the writer to report.
+    pub fn decoded_ahead(mut self) -> Self {
+        self.decoded = Some(Arc::new(decode(&self)));
+        self
+    }
+
     /// A copy without the headers: applying a message does not read them.
     pub fn without_headers(&self) -> Incoming {
         Incoming {
-            sequence: self.sequence,
-            subject: self.subject.clone(),
             headers: None,
-            payload: self.payload.clone(),
-            delivered: self.delivered,
+            ..self.clone()
         }
     }
 }
@@ -102,7 +128,14 @@ impl Changes {
         hooks: &Hooks,
         order: Order,
     ) -> Result<Applied, ApplyError> {
-        let d = decode(inc).map_err(ApplyError::Poison)?;
+        let decoded_now;
+        let d = match inc.decoded.as_deref() {
+            Some(ahead) => ahead.as_ref().map_err(|e| ApplyError::Poison(e.clone()))?,
+            None => {
+                decoded_now = decode(inc).map_err(ApplyError::Poison)?;
+                &decoded_now
+            }
+        };
         if let Some(reason) = hooks.apply_failure(&d.msg, inc.sequence) {
             return Err(ApplyError::Poison(reason));
         }
@@ -186,7 +219,7 @@ impl Changes {
         pending.changed = true;
         Ok(Applied {
             events: d.msg.events.len(),
-            unknown: d.unknown,
+            unknown: d.unknown.clone(),
             already: false,
         })
     }
@@ -214,6 +247,7 @@ impl Changes {
 }
 
 /// A message decoded far enough to apply.
+#[derive(Debug)]
 struct Decoded {
     msg: EventMessage,
     events: Vec<Event>,

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use shared::nats::{ConsumerSettings, NatsConfig, NatsResourceSettings};
 
 /// Largest batch one fetch (and one SQLite transaction) may hold.
-pub const MAX_BATCH_SIZE: usize = 1_000;
+pub const MAX_BATCH_SIZE: usize = 10_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -25,9 +25,14 @@ pub struct Config {
     pub grpc_addr: String,
     /// HTTP listen address of `/health`, `/ready`, `/metrics` and `/admin/rebuild`.
     pub http_addr: String,
-    /// Messages per fetch, applied in one transaction. `max_ack_pending` is twice it: while one
-    /// batch is applied, the next is fetched.
+    /// Messages per fetch, applied in one transaction.
     pub batch_size: usize,
+    /// Messages per fetch (and transaction) while the projection is behind: after a fetch came
+    /// back full, the next asks for this many. A larger transaction writes a page shared by
+    /// several of its carts once, so catching up goes faster; a projection that keeps up
+    /// fetches `batch_size` at a time. `max_ack_pending` is twice it: while one batch is
+    /// applied, the next is fetched.
+    pub catch_up_batch_size: usize,
     /// Longest wait of an idle fetch before it returns empty (and the loop checks shutdown).
     pub fetch_wait_ms: u64,
     /// Server redelivers a message not acknowledged within this time.
@@ -59,6 +64,7 @@ impl Default for Config {
             grpc_addr: "127.0.0.1:50062".into(),
             http_addr: "127.0.0.1:9102".into(),
             batch_size: 256,
+            catch_up_batch_size: 4_096,
             fetch_wait_ms: 1_000,
             ack_wait_ms: 30_000,
             max_deliver: 5,
@@ -102,7 +108,7 @@ impl Config {
         ConsumerSettings {
             ack_wait_ms: self.ack_wait_ms,
             max_deliver: self.max_deliver,
-            max_ack_pending: i64::try_from(2 * self.batch_size).unwrap_or(i64::MAX),
+            max_ack_pending: i64::try_from(2 * self.catch_up_batch_size).unwrap_or(i64::MAX),
         }
     }
 
@@ -129,6 +135,12 @@ impl Config {
             return Err(format!(
                 "batch_size must be 1..={MAX_BATCH_SIZE}, got {}",
                 self.batch_size
+            ));
+        }
+        if !(self.batch_size..=MAX_BATCH_SIZE).contains(&self.catch_up_batch_size) {
+            return Err(format!(
+                "catch_up_batch_size must be batch_size ({})..={MAX_BATCH_SIZE}, got {}",
+                self.batch_size, self.catch_up_batch_size
             ));
         }
         if self.max_deliver < 1 {
@@ -169,7 +181,7 @@ mod tests {
         c.check().unwrap();
         assert_eq!(c.durable(), "projection-main");
         assert_eq!(c.db_path(), PathBuf::from(".dev/projection-main.db"));
-        assert_eq!(c.consumer_settings().max_ack_pending, 512);
+        assert_eq!(c.consumer_settings().max_ack_pending, 8_192);
         assert_eq!(c.abandoned_after(), Duration::from_secs(3600));
     }
 
@@ -210,6 +222,20 @@ mod tests {
                     ..Config::default()
                 },
                 "batch_size",
+            ),
+            (
+                Config {
+                    catch_up_batch_size: 100,
+                    ..Config::default()
+                },
+                "catch_up_batch_size",
+            ),
+            (
+                Config {
+                    catch_up_batch_size: MAX_BATCH_SIZE + 1,
+                    ..Config::default()
+                },
+                "catch_up_batch_size",
             ),
             (
                 Config {

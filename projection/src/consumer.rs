@@ -35,6 +35,8 @@ const MAX_PARKED_BATCHES: usize = 4;
 #[derive(Debug, Clone)]
 pub struct LoopSettings {
     pub batch_size: usize,
+    /// Messages per fetch after a full one (catching up).
+    pub catch_up_batch_size: usize,
     pub fetch_wait: Duration,
     pub nak_delay: Duration,
     /// Redelivery delay of messages held back behind an earlier one that is still missing
@@ -64,22 +66,23 @@ pub struct Consumer {
     pub tracker: TaskTracker,
 }
 
-/// Fetches up to a batch of messages (fewer when the stream has no more right now), as
-/// deliveries ready to apply (so a batch fetched ahead is also prepared ahead).
+/// Fetches up to `size` messages (fewer when the stream has no more right now), as
+/// deliveries ready to apply, decoded (so a batch fetched ahead is also prepared ahead).
 async fn fetch(
     consumer: &PullConsumer,
     settings: &LoopSettings,
+    size: usize,
 ) -> Result<Vec<Delivery>, ProjectionError> {
     let wait = settings.fetch_wait;
     let fetch = async {
         let mut batch = consumer
             .fetch()
-            .max_messages(settings.batch_size)
+            .max_messages(size)
             .expires(wait)
             .messages()
             .await
             .map_err(|e| ProjectionError::nats("fetch", e))?;
-        let mut out = Vec::with_capacity(settings.batch_size);
+        let mut out = Vec::with_capacity(size);
         while let Some(msg) = batch.next().await {
             let msg = msg.map_err(|e| ProjectionError::nats("fetch", e))?;
             out.extend(Delivery::new(msg));
@@ -107,14 +110,15 @@ impl Delivery {
                 return None;
             }
         };
-        let inc = Incoming {
-            sequence: info.0,
-            subject: msg.subject.to_string(),
+        let inc = Incoming::new(
+            info.0,
+            msg.subject.to_string(),
             // Moved, not copied: acknowledging needs only the reply subject.
-            headers: msg.message.headers.take(),
-            payload: msg.payload.clone(),
-            delivered: info.1,
-        };
+            msg.message.headers.take(),
+            msg.payload.clone(),
+            info.1,
+        )
+        .decoded_ahead();
         Some(Delivery {
             msg: Some(msg),
             inc,
@@ -126,8 +130,9 @@ impl Consumer {
     /// Runs until `shutdown`; a batch in progress is finished (applied and acknowledged) first.
     /// Cancels `fatal` and returns if the writer has stopped (the process should restart).
     ///
-    /// While a full batch is applied (catching up), the next one is already fetched
-    /// (`max_ack_pending` is two batches), so the writer does not wait for the network.
+    /// While a full batch is applied (catching up), the next one is already fetched, at the
+    /// catch-up size (`max_ack_pending` is two such batches), so the writer does not wait for
+    /// the network and commits larger transactions until it has caught up.
     pub async fn run(mut self, shutdown: CancellationToken, fatal: CancellationToken) {
         let mut failures = 0u32;
         // The next batch, fetched while the previous one was applied.
@@ -146,7 +151,7 @@ impl Consumer {
             let fetched = match ahead.take() {
                 Some(batch) => Ok(batch),
                 None => tokio::select! {
-                    r = fetch(&self.consumer, &self.settings) => r,
+                    r = fetch(&self.consumer, &self.settings, self.settings.batch_size) => r,
                     () = shutdown.cancelled() => return,
                 },
             };
@@ -157,7 +162,7 @@ impl Consumer {
                     // fetch dropped halfway would leave its messages out until the ack wait.
                     let consumer = self.consumer.clone();
                     let settings = self.settings.clone();
-                    let next = fetch(&consumer, &settings);
+                    let next = fetch(&consumer, &settings, settings.catch_up_batch_size);
                     let (result, next) = tokio::join!(self.process(batch), next);
                     ahead = next.ok();
                     result

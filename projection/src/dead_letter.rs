@@ -88,13 +88,13 @@ pub async fn read_original(
                 ProjectionError::nats("read original message", e)
             }
         })?;
-    Ok(Incoming {
-        sequence: msg.sequence,
-        subject: msg.subject.to_string(),
-        headers: Some(msg.headers),
-        payload: msg.payload,
-        delivered: 0,
-    })
+    Ok(Incoming::new(
+        msg.sequence,
+        msg.subject.to_string(),
+        Some(msg.headers),
+        msg.payload,
+        0,
+    ))
 }
 
 #[cfg(test)]
@@ -109,13 +109,13 @@ mod tests {
     fn a_delivery_is_dead_lettered_as_its_origin() {
         let mut headers = HeaderMap::new();
         headers.insert("tenant-id", "t1");
-        let inc = Incoming {
-            sequence: 42,
-            subject: "cart.events.t1.c9".into(),
-            headers: Some(headers),
-            payload: bytes::Bytes::from_static(b"{}"),
-            delivered: 3,
-        };
+        let inc = Incoming::new(
+            42,
+            "cart.events.t1.c9".into(),
+            Some(headers),
+            bytes::Bytes::from_static(b"{}"),
+            3,
+        );
         let o = original(&inc);
         assert_eq!(
             (o.stream, o.subject, o.sequence, o.delivered),

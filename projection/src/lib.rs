@@ -192,6 +192,7 @@ pub async fn start_with_hooks(config: Config, hooks: Hooks) -> anyhow::Result<Ru
         shared: shared.clone(),
         settings: LoopSettings {
             batch_size: config.batch_size,
+            catch_up_batch_size: config.catch_up_batch_size,
             fetch_wait: config.fetch_wait(),
             nak_delay: config.nak_delay(),
             hold_delay: config.ack_wait().max(config.nak_delay()),
@@ -233,7 +234,7 @@ pub async fn start_with_hooks(config: Config, hooks: Hooks) -> anyhow::Result<Ru
         path: db_path.clone(),
         view: config.view.clone(),
         consumer: durable.clone(),
-        batch_size: config.batch_size,
+        batch_size: config.catch_up_batch_size,
         state_cache_carts: config.state_cache_carts,
         read_timeout: request_timeout.max(Duration::from_secs(5)),
         hooks,

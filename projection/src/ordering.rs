@@ -132,13 +132,13 @@ impl OrderGuard {
             match self.next_message(next).await? {
                 Some(msg) if msg.sequence < until => {
                     next = msg.sequence + 1;
-                    out.push(Incoming {
-                        sequence: msg.sequence,
-                        subject: msg.subject.to_string(),
-                        headers: Some(msg.headers),
-                        payload: msg.payload,
+                    out.push(Incoming::new(
+                        msg.sequence,
+                        msg.subject.to_string(),
+                        Some(msg.headers),
+                        msg.payload,
                         delivered,
-                    });
+                    ));
                 }
                 _ => break,
             }

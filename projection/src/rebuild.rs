@@ -46,6 +46,7 @@ pub struct Rebuild {
     pub view: String,
     /// Durable name, recorded as the consumer of poison rows.
     pub consumer: String,
+    /// Messages per transaction: the catch-up size, as a rebuild is always behind.
     pub batch_size: usize,
     /// Cart states the fresh database's writer keeps in memory.
     pub state_cache_carts: u64,
@@ -264,13 +265,14 @@ impl Source {
 
     fn convert(msg: async_nats::jetstream::Message) -> Result<Incoming, ProjectionError> {
         let info = msg.info().map_err(|e| ProjectionError::nats("replay", e))?;
-        Ok(Incoming {
-            sequence: info.stream_sequence,
-            subject: msg.subject.to_string(),
-            headers: msg.headers.clone(),
-            payload: msg.payload.clone(),
-            delivered: 1,
-        })
+        Ok(Incoming::new(
+            info.stream_sequence,
+            msg.subject.to_string(),
+            msg.headers.clone(),
+            msg.payload.clone(),
+            1,
+        )
+        .decoded_ahead())
     }
 
     async fn next(&mut self) -> Result<Incoming, ProjectionError> {

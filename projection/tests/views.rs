@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use common::{Generator, WAIT, assert_views, expected};
@@ -269,6 +269,7 @@ async fn a_graceful_stop_while_catching_up_hands_the_fetched_batch_back() {
     // again after it.
     let mut config = env.config("main");
     config.batch_size = 10;
+    config.catch_up_batch_size = 10;
     config.ack_wait_ms = 60_000;
     let running = env.start(config.clone(), Hooks::default()).await;
     wait_until(|| async { running.checkpoint() >= 50 }, WAIT)
@@ -284,6 +285,66 @@ async fn a_graceful_stop_while_catching_up_hands_the_fetched_batch_back() {
     )
     .await
     .unwrap_or_else(|e| panic!("at {} of {last}: {e}", running.checkpoint()));
+    assert_views(&running.db_path, &expected(&generator.carts));
+    running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_projection_behind_commits_catch_up_batches_and_one_that_keeps_up_small_ones() {
+    let Some(env) = common::env().await else {
+        return;
+    };
+    let mut generator = Generator::new(24, &["t1", "t2"], 40);
+    generator.publish(&env.js, 400).await;
+    // The last stream sequence of every commit.
+    let commits = Arc::new(Mutex::new(Vec::new()));
+    let hooks = Hooks {
+        before_commit: Some(Arc::new({
+            let commits = commits.clone();
+            move |last| {
+                commits.lock().unwrap().push(last);
+                CommitAction::Commit
+            }
+        })),
+        ..Hooks::default()
+    };
+    let mut config = env.config("main");
+    config.batch_size = 8;
+    config.catch_up_batch_size = 100;
+    let running = env.start(config, hooks).await;
+    env.caught_up(&running).await;
+    assert_views(&running.db_path, &expected(&generator.carts));
+    let sizes = |commits: &[u64]| -> Vec<u64> {
+        std::iter::once(0)
+            .chain(commits.iter().copied())
+            .collect::<Vec<_>>()
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .collect()
+    };
+    let caught_up = commits.lock().unwrap().clone();
+    let behind = sizes(&caught_up);
+    // The first fetch is a live one (8); after it came back full, fetches ask for 100.
+    assert_eq!(behind.first(), Some(&8), "transactions: {behind:?}");
+    assert!(
+        behind.iter().filter(|&&n| n > 8).count() >= 3 && behind.iter().all(|&n| n <= 100),
+        "catching up commits transactions of up to 100 messages: {behind:?}"
+    );
+    assert!(
+        behind.len() < 400 / 8,
+        "fewer transactions than live batches would take: {behind:?}"
+    );
+
+    // Caught up: one new message is fetched and committed on its own.
+    generator.publish(&env.js, 1).await;
+    env.caught_up(&running).await;
+    let all = commits.lock().unwrap().clone();
+    assert_eq!(
+        sizes(&all).last(),
+        Some(&1),
+        "transactions: {:?}",
+        sizes(&all)
+    );
     assert_views(&running.db_path, &expected(&generator.carts));
     running.stop().await.unwrap();
 }

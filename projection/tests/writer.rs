@@ -36,8 +36,20 @@ async fn batches_with_many_messages_per_cart_equal_the_fold_whatever_the_cache_s
         let msgs = messages(&mut generator, 1, 300);
         let dir = tempfile::tempdir().unwrap();
         let writer = spawn(&dir, Hooks::default(), cached);
-        for batch in msgs.chunks(64) {
-            let out = writer.apply(batch.to_vec(), OnFailure::Stop).await.unwrap();
+        for (i, batch) in msgs.chunks(64).enumerate() {
+            // Every other batch is decoded ahead, as the consumer does; the rest the writer
+            // decodes itself (read-backs, replays).
+            let batch = batch
+                .iter()
+                .map(|m| {
+                    if i % 2 == 0 {
+                        m.clone().decoded_ahead()
+                    } else {
+                        m.clone()
+                    }
+                })
+                .collect::<Vec<_>>();
+            let out = writer.apply(batch.clone(), OnFailure::Stop).await.unwrap();
             assert_eq!(out.applied, batch.len(), "cache {cached}");
             assert_eq!(out.failure, None);
         }
@@ -188,6 +200,38 @@ async fn a_poison_message_changes_nothing_and_the_rest_of_its_cart_follows() {
             .retain(|(seq, _)| *seq != first_seq && Some(*seq) != poisoned);
     }
     assert_views(&dir.path().join("w.db"), &expected(&carts));
+}
+
+#[tokio::test]
+async fn an_undecodable_payload_is_poison_whether_or_not_it_was_decoded_ahead() {
+    let mut generator = Generator::new(26, &["t1"], 3);
+    let good = messages(&mut generator, 1, 3);
+    let bad = Incoming::new(
+        4,
+        good[0].subject.clone(),
+        None,
+        bytes::Bytes::from_static(b"{not json"),
+        1,
+    );
+    for ahead in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = spawn(&dir, Hooks::default(), 100);
+        let mut batch = good.clone();
+        batch.push(if ahead {
+            bad.clone().decoded_ahead()
+        } else {
+            bad.clone()
+        });
+        let out = writer.apply(batch, OnFailure::Stop).await.unwrap();
+        assert_eq!(out.handled, 3, "decoded ahead: {ahead}");
+        let reason = out.failure.map(|f| f.reason).unwrap_or_default();
+        assert!(
+            reason.starts_with("payload is not a valid event envelope"),
+            "decoded ahead: {ahead}: {reason}"
+        );
+        assert_eq!(writer.checkpoint(), 3);
+        assert_views(&dir.path().join("w.db"), &expected(&generator.carts));
+    }
 }
 
 #[tokio::test]

@@ -183,13 +183,13 @@ impl Generator {
     /// `None` when the command is rejected or changes nothing.
     pub fn execute_offline(&mut self, index: usize, cmd: Command, seq: u64) -> Option<Incoming> {
         let (events, msg) = self.decide_message(index, cmd, |_| {})?;
-        let inc = Incoming {
-            sequence: seq,
-            subject: shared::subjects::cart_events(&msg.tenant, &msg.cart_id),
-            headers: None,
-            payload: Bytes::from(msg.to_json()),
-            delivered: 1,
-        };
+        let inc = Incoming::new(
+            seq,
+            shared::subjects::cart_events(&msg.tenant, &msg.cart_id),
+            None,
+            Bytes::from(msg.to_json()),
+            1,
+        );
         self.record(index, seq, &events, msg);
         Some(inc)
     }

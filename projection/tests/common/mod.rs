@@ -49,7 +49,8 @@ pub async fn env() -> Option<Env> {
 
 impl Env {
     /// A projection config for tests: free ports, a database in the test's temp dir, short
-    /// ack wait and nak delay so redelivery tests finish quickly.
+    /// ack wait and nak delay so redelivery tests finish quickly, and one batch size whether
+    /// the projection keeps up or catches up (the catch-up test sets its own).
     pub fn config(&self, view: &str) -> Config {
         let mut nats = Config::default().nats;
         nats.url = self.nats.url().to_owned();
@@ -60,6 +61,7 @@ impl Env {
             grpc_addr: "127.0.0.1:0".into(),
             http_addr: "127.0.0.1:0".into(),
             batch_size: 64,
+            catch_up_batch_size: 64,
             fetch_wait_ms: 200,
             ack_wait_ms: 1_000,
             max_deliver: 3,
