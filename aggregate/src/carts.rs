@@ -28,8 +28,9 @@ use crate::snapshot::Snapshots;
 use crate::store::{EventStore, StoreError};
 use crate::watch::Watchers;
 
-/// When to ask again for a cart version the stream does not hold yet.
-const NOT_YET_RETRY: Duration = Duration::from_millis(200);
+/// When to ask again for a cart version the stream does not hold yet (whole seconds: what
+/// the gRPC `retry-after` and HTTP `Retry-After` carry).
+const NOT_YET_RETRY: Duration = Duration::from_secs(1);
 
 /// Tuning of command execution (from the service config).
 #[derive(Debug, Clone)]
@@ -133,7 +134,8 @@ impl Carts {
                     metrics::counter!(m::CACHE_EVICTIONS).increment(1);
                 }
                 // Keep the next cold load short: snapshot what changed since the last one.
-                if let Ok(guard) = slot.loaded.try_lock()
+                if evict_snapshots.enabled()
+                    && let Ok(guard) = slot.loaded.try_lock()
                     && let Some(l) = guard.as_ref()
                     && l.state.revision > l.snapshot_revision
                 {

@@ -133,7 +133,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             resources.cart_nodes.clone(),
             resources.cart_placement.clone(),
             config.shard_count,
-            &format!("{}_SHARD_COUNT", Config::ENV_PREFIX),
+            &shared::config::env_var(Config::ENV_PREFIX, "shard_count"),
             config.heartbeat(),
             &tracker,
             background.clone(),

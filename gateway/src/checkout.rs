@@ -301,12 +301,7 @@ pub async fn push(
             "klarna_order_id must be a provider order id",
         ));
     }
-    let mut ctx = RequestContext::new(tenant.clone());
-    if let Ok(c) = RequestContext::from_http(&headers, Some(&tenant)) {
-        ctx.correlation_id = c.correlation_id;
-        ctx.traceparent = c.traceparent;
-        ctx.request_id = c.request_id;
-    }
+    let ctx = RequestContext::from_http_for_tenant(&headers, tenant.clone());
     let js = s.services.js.as_ref().ok_or_else(|| {
         ApiError::unavailable("this gateway has no NATS connection to record pushes")
     })?;

@@ -138,7 +138,7 @@ impl Config {
 
     /// The variable that sets `field` (`GATEWAY_<FIELD>`).
     pub fn setting(field: &str) -> String {
-        format!("{}_{}", Self::ENV_PREFIX, field.to_ascii_uppercase())
+        shared::config::env_var(Self::ENV_PREFIX, field)
     }
 
     /// The endpoint of the service address `value` of `field` (`None`: empty, not configured).

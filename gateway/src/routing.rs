@@ -27,7 +27,7 @@ pub async fn connect(
         nodes_kv,
         placement_kv,
         cfg.shard_count,
-        &format!("{}_SHARD_COUNT", Config::ENV_PREFIX),
+        &Config::setting("shard_count"),
         Duration::from_millis(cfg.placement_resync_ms.max(100)),
         tracker,
         shutdown,

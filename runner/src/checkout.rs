@@ -53,7 +53,6 @@ pub struct Checkout {
     pub merchant: MerchantConfig,
     pub status: Arc<Status>,
     pub hooks: Hooks,
-    pub max_deliver: i64,
 }
 
 /// Why an effect could not finish this time.
@@ -88,6 +87,19 @@ impl Handler for Checkout {
 
     fn handle<'a>(&'a self, msg: &'a Message) -> BoxFuture<'a, Disposition> {
         Box::pin(self.handle_message(msg))
+    }
+
+    fn retry_or_give_up<'a>(
+        &'a self,
+        msg: &'a Message,
+        reason: &'a str,
+    ) -> BoxFuture<'a, Disposition> {
+        Box::pin(self.records.retry_or_give_up(
+            RUNNER_CHECKOUT_DURABLE,
+            CART_EVENTS_STREAM,
+            msg,
+            reason,
+        ))
     }
 }
 
@@ -169,7 +181,7 @@ impl Checkout {
             Err(EffectError::Transient(reason)) => {
                 self.status.error(&reason);
                 tracing::warn!(attempt = %started.attempt_id, delivered, %reason, "checkout effect failed; will retry");
-                if delivered < self.max_deliver {
+                if self.records.retries_left(delivered) {
                     return Disposition::nak(delivered);
                 }
                 // Out of retries: fail the checkout so the shopper is not left waiting.
@@ -194,6 +206,19 @@ impl Checkout {
         if let Some(done) = last.as_ref().filter(|r| r.attempt_id == started.attempt_id) {
             metrics::counter!(m::DUPLICATES_SKIPPED).increment(1);
             return self.feed_back(ctx, done).await;
+        }
+        if last.is_some()
+            && let Some(newer) = self
+                .records
+                .last_intent(&envelope.tenant, cart)
+                .await?
+                .filter(|i| i.source_sequence > sequence && i.attempt_id != started.attempt_id)
+        {
+            // A replay (a re-created consumer) of an attempt the cart has moved past: calling
+            // the provider for it would overwrite the newer attempt's order.
+            tracing::info!(stale = %started.attempt_id, newer = %newer.attempt_id, "skipping a checkout attempt older than the cart's newest");
+            metrics::counter!(m::DUPLICATES_SKIPPED).increment(1);
+            return Ok(());
         }
         let existing = started.provider_order_id.clone().or_else(|| {
             last.filter(|r| r.outcome != CheckoutOutcome::Failed)

@@ -128,10 +128,8 @@ impl Config {
         }
         for addr in self.aggregate_addrs() {
             shared::config::grpc_endpoint(&addr).map_err(|e| {
-                format!(
-                    "aggregate_addrs ({}_AGGREGATE_ADDRS): {e}",
-                    Self::ENV_PREFIX
-                )
+                let var = shared::config::env_var(Self::ENV_PREFIX, "aggregate_addrs");
+                format!("aggregate_addrs ({var}): {e}")
             })?;
         }
         Ok(())

@@ -54,6 +54,13 @@ pub trait Handler: Send + Sync + 'static {
     /// Messages with equal keys are handled in order, one at a time.
     fn lane_key<'a>(&self, msg: &'a Message) -> &'a str;
     fn handle<'a>(&'a self, msg: &'a Message) -> BoxFuture<'a, Disposition>;
+    /// `msg` could not be handled (its handler panicked): redeliver it while it has
+    /// deliveries left, then give up on it as the handler gives up on any message.
+    fn retry_or_give_up<'a>(
+        &'a self,
+        msg: &'a Message,
+        reason: &'a str,
+    ) -> BoxFuture<'a, Disposition>;
 }
 
 /// Run `handler` over `consumer` (the current form of `durable`) until `stop_fetching`
@@ -106,15 +113,17 @@ pub fn spawn(
 }
 
 /// Handles `msg`; a handler that panics (a bug) gets its message redelivered later, like one
-/// that failed, and the lane goes on with the next.
+/// that failed (and dead-lettered on its last delivery), and the lane goes on with the next.
 async fn handle_caught(name: &'static str, handler: &dyn Handler, msg: &Message) -> Disposition {
     match AssertUnwindSafe(handler.handle(msg)).catch_unwind().await {
         Ok(d) => d,
         Err(_) => {
             let delivered = msg.info().map_or(1, |i| i.delivered);
-            tracing::error!(consumer = name, subject = %msg.subject, delivered, "the handler panicked; the message is redelivered later");
+            tracing::error!(consumer = name, subject = %msg.subject, delivered, "the handler panicked");
             metrics::counter!(m::HANDLER_PANICS, "consumer" => name).increment(1);
-            Disposition::nak(delivered)
+            handler
+                .retry_or_give_up(msg, "the handler panicked (a bug); see the runner log")
+                .await
         }
     }
 }

@@ -129,7 +129,7 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
         resources.cart_nodes.clone(),
         resources.cart_placement.clone(),
         config.shard_count,
-        &format!("{}_SHARD_COUNT", Config::ENV_PREFIX),
+        &shared::config::env_var(Config::ENV_PREFIX, "shard_count"),
         Duration::from_secs(2),
         &tracker,
         stop.clone(),
@@ -174,7 +174,11 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
     readiness.set_ok(CONSUMERS_CHECK);
 
     let status = Arc::new(Status::default());
-    let records = Records::new(js.clone(), settings.max_deliver);
+    let records = Records::new(
+        js.clone(),
+        settings.max_deliver,
+        config.nats.request_timeout(),
+    );
     let reload_override = hooks.reload.clone();
     let checkout = Arc::new(checkout::Checkout {
         records: records.clone(),
@@ -183,14 +187,12 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
         merchant: config.merchant.clone(),
         status: status.clone(),
         hooks,
-        max_deliver: settings.max_deliver,
     });
     let push = Arc::new(push::Push {
         records: records.clone(),
         provider: provider.clone(),
         carts,
         status: status.clone(),
-        max_deliver: settings.max_deliver,
     });
     lanes::spawn(
         RUNNER_CHECKOUT_DURABLE,

@@ -9,6 +9,7 @@ pub const IN_FLIGHT: &str = "cart_runner_effects_in_flight";
 pub const PUSHES: &str = "cart_runner_pushes_total";
 pub const SKIPPED: &str = "cart_runner_events_skipped_total";
 pub const DEAD_LETTERS: &str = "cart_runner_dead_letters_total";
+pub const DEAD_LETTERS_LOST: &str = "cart_runner_dead_letters_lost_total";
 pub const HANDLER_PANICS: &str = "cart_runner_handler_panics_total";
 pub const ACK_FLOOR: &str = "cart_runner_consumer_ack_floor";
 
@@ -30,7 +31,7 @@ pub fn describe() {
     );
     describe_counter!(
         DUPLICATES_SKIPPED,
-        "Redelivered effects whose result was already recorded."
+        "Redelivered effects whose result was already recorded, and replayed attempts older than their cart's newest (neither calls the provider)."
     );
     describe_gauge!(
         IN_FLIGHT,
@@ -46,8 +47,12 @@ pub fn describe() {
         "Messages given up on and written to DEAD_LETTERS."
     );
     describe_counter!(
+        DEAD_LETTERS_LOST,
+        "Messages given up on, on their last delivery, whose dead letter could not be written: not handled and not kept (the log names their stream sequence)."
+    );
+    describe_counter!(
         HANDLER_PANICS,
-        "Messages whose handler panicked (a bug), by consumer; they are redelivered later."
+        "Messages whose handler panicked (a bug), by consumer; redelivered while they have deliveries left, then dead-lettered."
     );
     describe_gauge!(
         ACK_FLOOR,

@@ -28,7 +28,6 @@ pub struct Push {
     pub provider: ProviderHandle,
     pub carts: aggregate::client::CartClient,
     pub status: Arc<Status>,
-    pub max_deliver: i64,
 }
 
 enum PushError {
@@ -50,7 +49,7 @@ impl Handler for Push {
                     self.status.completed();
                     Disposition::Ack
                 }
-                Err(PushError::Retry(reason)) if delivered < self.max_deliver => {
+                Err(PushError::Retry(reason)) if self.records.retries_left(delivered) => {
                     self.status.error(&reason);
                     tracing::warn!(subject = %msg.subject, %reason, "push not handled yet; will retry");
                     Disposition::nak(delivered)
@@ -64,6 +63,19 @@ impl Handler for Push {
                 }
             }
         })
+    }
+
+    fn retry_or_give_up<'a>(
+        &'a self,
+        msg: &'a Message,
+        reason: &'a str,
+    ) -> BoxFuture<'a, Disposition> {
+        Box::pin(self.records.retry_or_give_up(
+            RUNNER_PUSH_DURABLE,
+            WORKFLOW_COMMANDS_STREAM,
+            msg,
+            reason,
+        ))
     }
 }
 

@@ -8,25 +8,52 @@ use bytes::Bytes;
 use shared::headers::RequestContext;
 use shared::ids::TenantId;
 use shared::nats::dead_letter::{self as dlq, Original};
-use shared::subjects::{WORKFLOW_EVENTS_STREAM, workflow_command, workflow_event};
+use shared::subjects::{
+    WORKFLOW_COMMANDS_STREAM, WORKFLOW_EVENTS_STREAM, workflow_command, workflow_event,
+};
 use shared::workflow::{CHECKOUT_KIND, CheckoutIntent, CheckoutResult, result_msg_id};
 
 use crate::lanes::Disposition;
 use crate::metrics as m;
-
-/// Longest wait for `DEAD_LETTERS` to acknowledge one attempt to write a dead letter.
-const DLQ_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 pub struct Records {
     js: jetstream::Context,
     /// Deliveries of a message (the consumers' `max_deliver`).
     max_deliver: i64,
+    /// Longest wait for `DEAD_LETTERS` to acknowledge one attempt to write a dead letter.
+    dlq_timeout: Duration,
 }
 
 impl Records {
-    pub fn new(js: jetstream::Context, max_deliver: i64) -> Self {
-        Self { js, max_deliver }
+    pub fn new(js: jetstream::Context, max_deliver: i64, dlq_timeout: Duration) -> Self {
+        Self {
+            js,
+            max_deliver,
+            dlq_timeout,
+        }
+    }
+
+    /// Whether a message on its `delivered`th delivery will be delivered again if nak'd.
+    pub fn retries_left(&self, delivered: i64) -> bool {
+        delivered < self.max_deliver
+    }
+
+    /// `msg` could not be handled this time: redeliver it later while it has deliveries
+    /// left, give up on it (see [`Records::give_up`]) on its last.
+    pub async fn retry_or_give_up(
+        &self,
+        consumer: &str,
+        stream: &str,
+        msg: &Message,
+        reason: &str,
+    ) -> Disposition {
+        let delivered = msg.info().map_or(1, |i| i.delivered);
+        if self.retries_left(delivered) {
+            Disposition::nak(delivered)
+        } else {
+            self.give_up(consumer, stream, msg, reason).await
+        }
     }
 
     /// Record the intent to perform an effect. The attempt id is the Msg-Id, so a redelivered
@@ -68,7 +95,26 @@ impl Records {
         cart_id: &str,
     ) -> Result<Option<CheckoutResult>, async_nats::Error> {
         let subject = workflow_event(tenant, CHECKOUT_KIND, cart_id)?;
-        let stream = self.js.get_stream_no_info(WORKFLOW_EVENTS_STREAM).await?;
+        self.last(WORKFLOW_EVENTS_STREAM, subject).await
+    }
+
+    /// The last recorded checkout intent of a cart (the newest attempt started), if any.
+    pub async fn last_intent(
+        &self,
+        tenant: &TenantId,
+        cart_id: &str,
+    ) -> Result<Option<CheckoutIntent>, async_nats::Error> {
+        let subject = workflow_command(tenant, CHECKOUT_KIND, cart_id)?;
+        self.last(WORKFLOW_COMMANDS_STREAM, subject).await
+    }
+
+    /// The last record on `subject` of `stream`, decoded.
+    async fn last<T: serde::de::DeserializeOwned>(
+        &self,
+        stream: &str,
+        subject: String,
+    ) -> Result<Option<T>, async_nats::Error> {
+        let stream = self.js.get_stream_no_info(stream).await?;
         match stream.direct_get_last_for_subject(subject).await {
             Ok(msg) => Ok(Some(serde_json::from_slice(&msg.payload)?)),
             Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
@@ -100,17 +146,28 @@ impl Records {
             headers: msg.headers.as_ref(),
         };
         let payload = msg.payload.clone();
-        match dlq::publish(&self.js, consumer, &original, payload, reason, DLQ_TIMEOUT).await {
+        match dlq::publish(
+            &self.js,
+            consumer,
+            &original,
+            payload,
+            reason,
+            self.dlq_timeout,
+        )
+        .await
+        {
             Ok(_) => {
                 metrics::counter!(m::DEAD_LETTERS, "consumer" => consumer.to_owned()).increment(1);
                 Disposition::Term
             }
-            Err(e) if delivered < self.max_deliver => {
+            Err(e) if self.retries_left(delivered) => {
                 tracing::error!(consumer, error = %e, "dead letter not written; leaving the message for redelivery");
                 Disposition::nak(delivered)
             }
             Err(e) => {
                 tracing::error!(consumer, error = %e, stream, sequence, "dead letter not written on the last delivery: the message is not handled; read it back from its stream at this sequence");
+                metrics::counter!(m::DEAD_LETTERS_LOST, "consumer" => consumer.to_owned())
+                    .increment(1);
                 Disposition::Term
             }
         }

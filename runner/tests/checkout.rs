@@ -219,6 +219,8 @@ async fn a_handler_that_panics_is_retried_and_its_lane_goes_on() {
     )
     .await;
     assert!(panicked.load(std::sync::atomic::Ordering::SeqCst));
+    // The retry after a panic that followed the provider call still placed one order.
+    assert_eq!(env.mock.orders_for("a1"), 1);
     // The same cart (so the same lane) goes on.
     env.exec("panicky", start("a2")).await.unwrap();
     env.wait_cart(
@@ -227,6 +229,33 @@ async fn a_handler_that_panics_is_retried_and_its_lane_goes_on() {
         order_created("a2"),
     )
     .await;
+    runner.drain(std::time::Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn a_message_whose_handler_always_panics_is_dead_lettered_on_its_last_delivery() {
+    let Some(env) = env().await else { return };
+    let mut config = env.runner_config();
+    config.consumer.max_deliver = 2;
+    let hook = |_attempt: String| -> futures::future::BoxFuture<'static, ()> {
+        Box::pin(async { panic!("a bug after the provider call") })
+    };
+    let hooks = runner::Hooks {
+        after_provider_call: Some(Arc::new(hook)),
+        reload: None,
+    };
+    let runner = runner::start(config, hooks).await.unwrap();
+    env.checkout("doomed", "a1").await;
+    // Redelivered once, then kept in DEAD_LETTERS (before, it was nak'd on its last delivery
+    // and the server dropped it unrecorded).
+    wait_until(
+        || async { env.dead_letters(RUNNER_CHECKOUT_DURABLE).await == 1 },
+        WAIT,
+    )
+    .await
+    .expect("the message is dead-lettered after its last delivery");
+    env.wait_settled(CART_EVENTS_STREAM, RUNNER_CHECKOUT_DURABLE)
+        .await;
     runner.drain(std::time::Duration::from_secs(5)).await;
 }
 
@@ -587,8 +616,9 @@ async fn a_deleted_consumer_is_recreated_and_checkouts_continue() {
     env.wait_cart("before", "order recorded", order_created("a1"))
         .await;
     let per_checkout = env.mock.stats().api_requests;
-    // A second attempt: replaying the first one's event would now call the provider again
-    // (it is no longer the cart's newest result).
+    // A second attempt: were the first one's event replayed, the handler would skip it (see
+    // `a_full_replay_calls_the_provider_for_no_attempt_already_handled`); this test pins that
+    // the consumer does not replay it at all.
     env.exec("before", start("a2")).await.unwrap();
     env.wait_cart("before", "second order recorded", order_created("a2"))
         .await;
@@ -633,6 +663,42 @@ async fn a_deleted_consumer_is_recreated_and_checkouts_continue() {
         before + per_checkout,
         "the re-created consumer resumed after what was handled: a1 and a2 were not sent again"
     );
+    runner.drain(std::time::Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn a_full_replay_calls_the_provider_for_no_attempt_already_handled() {
+    let Some(env) = env().await else { return };
+    let runner = env.runner(Default::default()).await;
+    env.checkout("replayed", "a1").await;
+    env.wait_cart("replayed", "order recorded", order_created("a1"))
+        .await;
+    env.exec("replayed", start("a2")).await.unwrap();
+    env.wait_cart("replayed", "second order recorded", order_created("a2"))
+        .await;
+    env.wait_settled(CART_EVENTS_STREAM, RUNNER_CHECKOUT_DURABLE)
+        .await;
+    runner.drain(std::time::Duration::from_secs(5)).await;
+    let before = env.mock.stats().api_requests;
+    // The consumer disappears while the runner is down: the next one creates it anew, and it
+    // replays CART_EVENTS from sequence 1, a1's CheckoutStarted (no longer the cart's newest
+    // attempt) and a2's (already done) included.
+    let stream = env.js.get_stream(CART_EVENTS_STREAM).await.unwrap();
+    stream
+        .delete_consumer(RUNNER_CHECKOUT_DURABLE)
+        .await
+        .unwrap();
+    let runner = env.runner(Default::default()).await;
+    env.wait_settled(CART_EVENTS_STREAM, RUNNER_CHECKOUT_DURABLE)
+        .await;
+    assert_eq!(
+        env.mock.stats().api_requests,
+        before,
+        "replayed attempts did not call the provider (a1 would have updated a2's order)"
+    );
+    assert_eq!(env.dead_letters(RUNNER_CHECKOUT_DURABLE).await, 0);
+    env.wait_cart("replayed", "the cart keeps a2's order", order_created("a2"))
+        .await;
     runner.drain(std::time::Duration::from_secs(5)).await;
 }
 

@@ -104,6 +104,12 @@ where
     unknown
 }
 
+/// The environment variable that sets a service's own `field`: `<PREFIX>_<FIELD>` (the rule
+/// [`env_keys`] and [`load_service`] follow), for error messages that name it.
+pub fn env_var(prefix: &str, field: &str) -> String {
+    format!("{prefix}_{}", field.to_ascii_uppercase())
+}
+
 /// Every environment variable that sets a field of `T`: `<PREFIX>_<FIELD>` for its own
 /// fields, `<SECTION>_<FIELD>` for a section's (`NATS_URL`, `STREAMS_...`). Sorted; the
 /// README's configuration tables are checked against it.

@@ -201,3 +201,15 @@ fn a_service_address_is_host_port_or_a_uri() {
         assert!(super::grpc_endpoint(bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn a_named_variable_is_the_one_that_sets_the_field() {
+    assert_eq!(env_var("GATEWAY", "shard_count"), "GATEWAY_SHARD_COUNT");
+    let keys = env_keys::<Sample>("GATEWAY");
+    for field in ["shard_count", "default_tenant", "http_port"] {
+        assert!(
+            keys.contains(&env_var("GATEWAY", field)),
+            "{field}: {keys:?}"
+        );
+    }
+}

@@ -2,6 +2,7 @@
 //! aggregate, runner and gateway in-process, and the mock payment provider, whose push
 //! callback reaches the gateway over HTTP exactly as the real provider's would.
 
+use futures::TryStreamExt;
 use runner::provider::mock::{Faults, MockProvider};
 use serde_json::{Value, json};
 use shared::test_support::wait_until;
@@ -242,9 +243,26 @@ async fn a_storefront_checks_out_pays_and_the_order_is_placed_once() {
     ));
     let (s, _) = body(reqwest::Client::new().post(&push).send().await.unwrap()).await;
     assert_eq!(s, 200);
-    // The repeat is recorded with the same Msg-Id (`push-<order>`), so JetStream keeps one;
-    // the runner's own handling of a repeated push is `runner::checkout`'s
-    // `duplicate_pushes_place_the_order_once`.
+    // The repeat is recorded with the same Msg-Id (`push-<order>`), so JetStream keeps one
+    // record of it and the runner never sees a second; the runner's own handling of a
+    // repeated push is `runner::checkout`'s `duplicate_pushes_place_the_order_once`.
+    let tenant = shared::ids::TenantId::parse("default").unwrap();
+    let push_subject =
+        shared::subjects::workflow_command(&tenant, shared::workflow::PUSH_KIND, &order_id)
+            .unwrap();
+    let records: Vec<(String, usize)> = p
+        .stack
+        .js
+        .get_stream(shared::subjects::WORKFLOW_COMMANDS_STREAM)
+        .await
+        .unwrap()
+        .info_with_subjects(&push_subject)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(records, vec![(push_subject, 1)], "one push record");
     assert_eq!(p.orders_placed(&cart_id).await, 1, "one OrderPlaced");
     assert_eq!(p.mock.orders_for(&cart_id), 1);
 }

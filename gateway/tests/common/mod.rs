@@ -21,7 +21,6 @@ pub struct Stack {
     pub nats: NatsServer,
 }
 
-/// Stream settings of every service in these stacks (short node TTL).
 /// A gateway state that reaches no aggregate (its one address refuses connections): for
 /// tests of what the gateway answers by itself.
 pub fn offline_state(cfg: gateway::Config) -> gateway::AppState {
@@ -39,6 +38,7 @@ pub fn offline_state(cfg: gateway::Config) -> gateway::AppState {
     .expect("a valid gateway config")
 }
 
+/// Stream settings of every service in these stacks (short node TTL).
 pub fn streams() -> NatsResourceSettings {
     NatsResourceSettings {
         node_ttl_secs: 2,

@@ -107,12 +107,23 @@ impl Durable {
     /// went with it, so a new one starts after stream sequence `handled` (everything up to it
     /// is handled; 0: from the start) instead of replaying the whole stream. One that exists
     /// is only validated and keeps its own position.
+    ///
+    /// `handled` is a sequence of the stream this `Durable` was made with: if the stream was
+    /// re-created since (another creation time, or fewer messages than `handled`), its
+    /// sequences started again at 1 and a new consumer reads it from the start.
     pub async fn recreate(&self, handled: u64) -> Result<PullConsumer, NatsError> {
         let mut config = self.config.clone();
         if handled > 0 {
-            config.deliver_policy = DeliverPolicy::ByStartSequence {
-                start_sequence: handled + 1,
-            };
+            let now = self.stream.get_info().await.map_err(|e| {
+                NatsError::js("read stream", &self.stream.cached_info().config.name, e)
+            })?;
+            let same = now.created == self.stream.cached_info().created
+                && now.state.last_sequence >= handled;
+            if same {
+                config.deliver_policy = DeliverPolicy::ByStartSequence {
+                    start_sequence: handled + 1,
+                };
+            }
         }
         ensure_durable_pull(&self.stream, config).await
     }

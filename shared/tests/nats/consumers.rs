@@ -102,6 +102,21 @@ async fn a_deleted_durable_comes_back_after_what_was_handled_not_from_the_start(
     // Deleted: back after what was handled, not from sequence 1.
     stream.delete_consumer(&name).await.unwrap();
     assert_eq!(first(durable.recreate(2).await.unwrap()).await, 3);
+
+    // The stream re-created (its sequences start again at 1): `handled` no longer means
+    // anything there, so the new consumer reads the new stream from its start.
+    js.delete_stream(subjects::CART_EVENTS_STREAM)
+        .await
+        .unwrap();
+    let (js, _) = cart_events(&nats).await;
+    for i in 1..=4 {
+        js.publish("cart.events.acme.c2", format!("n{i}").into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    assert_eq!(first(durable.recreate(2).await.unwrap()).await, 1);
 }
 
 #[tokio::test]
