@@ -88,19 +88,6 @@ impl Handler for Checkout {
     fn handle<'a>(&'a self, msg: &'a Message) -> BoxFuture<'a, Disposition> {
         Box::pin(self.handle_message(msg))
     }
-
-    fn retry_or_give_up<'a>(
-        &'a self,
-        msg: &'a Message,
-        reason: &'a str,
-    ) -> BoxFuture<'a, Disposition> {
-        Box::pin(self.records.retry_or_give_up(
-            RUNNER_CHECKOUT_DURABLE,
-            CART_EVENTS_STREAM,
-            msg,
-            reason,
-        ))
-    }
 }
 
 /// Whether an event message may hold a `CheckoutStarted`, by its headers. Without a

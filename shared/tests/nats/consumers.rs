@@ -10,6 +10,17 @@ use shared::nats_or_skip;
 use shared::subjects;
 
 /// JetStream and the `CART_EVENTS` stream on `nats`.
+/// Publishes `n` messages on `subject`, each acknowledged by its stream.
+async fn publish(js: &async_nats::jetstream::Context, subject: &'static str, n: usize) {
+    for i in 1..=n {
+        js.publish(subject, format!("m{i}").into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+}
+
 async fn cart_events(
     nats: &shared::test_support::NatsServer,
 ) -> (
@@ -73,13 +84,7 @@ async fn durable_is_created_updated_in_place_and_consumes() {
 async fn a_deleted_durable_comes_back_after_what_was_handled_not_from_the_start() {
     let Some(nats) = nats_or_skip!() else { return };
     let (js, stream) = cart_events(&nats).await;
-    for i in 1..=3 {
-        js.publish("cart.events.acme.c1", format!("e{i}").into())
-            .await
-            .unwrap()
-            .await
-            .unwrap();
-    }
+    publish(&js, "cart.events.acme.c1", 3).await;
     let name = subjects::projection_durable("again").unwrap();
     let config = durable_pull_config(
         &name,
@@ -109,13 +114,7 @@ async fn a_deleted_durable_comes_back_after_what_was_handled_not_from_the_start(
         .await
         .unwrap();
     let (js, _) = cart_events(&nats).await;
-    for i in 1..=4 {
-        js.publish("cart.events.acme.c2", format!("n{i}").into())
-            .await
-            .unwrap()
-            .await
-            .unwrap();
-    }
+    publish(&js, "cart.events.acme.c2", 4).await;
     assert_eq!(first(durable.recreate(2).await.unwrap()).await, 1);
 }
 
