@@ -1,13 +1,14 @@
 //! Applying event messages to carts in memory, then writing each changed cart once.
 //!
-//! A transaction (a batch, a replay) collects its carts here: the first message for a cart
-//! takes its committed state out of the [`StateCache`] (or reads it from the database), every
+//! A transaction (a batch, a replay, a recovery) collects its carts here: the first message for
+//! a cart takes its state out of the [`StateCache`] (or reads it from the database), every
 //! message is applied with `CartState::apply_decoded`, and [`Changes::write`] writes each
-//! changed cart's rows once, however many of the batch's messages it had. Nothing touches the
-//! database before that, so a message that cannot be applied is simply left out (no
-//! savepoint) and the cart keeps the state from before it. Only after the commit does
-//! [`Changes::committed`] put the states back into the cache; dropped without it (rollback),
-//! the carts are just no longer cached.
+//! changed cart's view rows once, however many of the batch's messages it had (its state only
+//! when the writer flushes, [`Changes::write_states`]). Nothing touches the database before
+//! that, so a message that cannot be applied is simply left out (no savepoint) and the cart
+//! keeps the state from before it. After the commit [`Changes::committed`] puts the new states
+//! into the cache; dropped without it (a rollback), it puts back the states taken that were not
+//! yet written, as they were (they exist nowhere else), and forgets the others.
 
 use std::sync::Arc;
 
@@ -20,8 +21,8 @@ use std::collections::btree_map::Entry;
 
 use crate::error::ProjectionError;
 use crate::hooks::Hooks;
-use crate::state_cache::{CartKey, StateCache};
-use crate::views::{self, OrderRow, StoredCart, StoredLine, nanos};
+use crate::state_cache::{CartKey, StateCache, Taken};
+use crate::views::{self, OrderRow, Staleness, StoredCart, StoredLine, nanos};
 
 /// A message as delivered by the consumer, or read back from the stream (rebuild, replay).
 #[derive(Debug, Clone)]
@@ -101,6 +102,11 @@ pub enum ApplyError {
 
 /// A cart touched by the transaction.
 struct Pending {
+    /// Taken from the cache while the database holds an older state: the state as taken
+    /// exists nowhere else, so a rollback puts it back (it is `now` until the first change,
+    /// then `original`).
+    unwritten: bool,
+    original: Option<StoredCart>,
     /// The lines the database holds (`None`: the cart has no rows yet).
     stored: Option<Vec<StoredLine>>,
     /// After the transaction's messages so far.
@@ -110,20 +116,51 @@ struct Pending {
     changed: bool,
 }
 
-/// The carts of one transaction, in key order (so writes walk the B-trees in order).
-#[derive(Default)]
-pub struct Changes {
+/// The carts of one transaction, in key order (so writes walk the B-trees in order), taken
+/// out of `cache`. Dropped without [`Changes::committed`] (an error, a rollback), it puts the
+/// states that were not yet written back into the cache as they were.
+pub struct Changes<'c> {
+    cache: &'c mut StateCache,
     carts: BTreeMap<CartKey, Pending>,
     /// Carts read from the database (not found in the cache).
     pub loads: u64,
+    /// Folding messages already applied to the views again (see [`crate::recovery`]): stored
+    /// states may be older than the views, and fault-injection hooks do not fire.
+    recovering: bool,
 }
 
-impl Changes {
-    /// Applies `inc` in memory. `conn` is only read, for a cart not in `cache`.
+impl Drop for Changes<'_> {
+    fn drop(&mut self) {
+        for (key, p) in std::mem::take(&mut self.carts) {
+            if p.unwritten {
+                self.cache.put(key, p.original.unwrap_or(p.now), false);
+            }
+        }
+    }
+}
+
+impl<'c> Changes<'c> {
+    /// The changes of a transaction.
+    pub fn new(cache: &'c mut StateCache) -> Self {
+        Self {
+            cache,
+            carts: BTreeMap::new(),
+            loads: 0,
+            recovering: false,
+        }
+    }
+
+    /// The changes of a recovery (see [`Changes::recovering`]).
+    pub fn recovery(cache: &'c mut StateCache) -> Self {
+        let mut changes = Self::new(cache);
+        changes.recovering = true;
+        changes
+    }
+
+    /// Applies `inc` in memory. `conn` is only read, for a cart not in the cache.
     pub fn apply(
         &mut self,
         conn: &Connection,
-        cache: &mut StateCache,
         inc: &Incoming,
         hooks: &Hooks,
         order: Order,
@@ -136,7 +173,10 @@ impl Changes {
                 &decoded_now
             }
         };
-        if let Some(reason) = hooks.apply_failure(&d.msg, inc.sequence) {
+        if let Some(reason) = hooks
+            .apply_failure(&d.msg, inc.sequence)
+            .filter(|_| !self.recovering)
+        {
             return Err(ApplyError::Poison(reason));
         }
         let at = nanos(d.msg.occurred_at);
@@ -146,22 +186,33 @@ impl Changes {
         {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(e) => {
-                let stored = match cache.take(e.key()) {
-                    Some(cart) => Some(cart),
+                let (unwritten, stored) = match self.cache.take(e.key()) {
+                    Some(Taken { cart, dirty }) => (dirty, Some(cart)),
                     None => {
                         self.loads += 1;
                         let (tenant, cart) = e.key();
-                        views::load(conn, tenant, cart).map_err(ApplyError::Db)?
+                        let staleness = if self.recovering {
+                            Staleness::Recover
+                        } else {
+                            Staleness::Refuse
+                        };
+                        let loaded = views::load(conn, tenant, cart, staleness)
+                            .map_err(ApplyError::Db)?;
+                        (false, loaded)
                     }
                 };
                 e.insert(match stored {
                     Some(cart) => Pending {
+                        unwritten,
+                        original: None,
                         stored: Some(StoredLine::all(&cart.state.cart)),
                         now: cart,
                         order: None,
                         changed: false,
                     },
                     None => Pending {
+                        unwritten,
+                        original: None,
                         stored: None,
                         now: StoredCart::new(d.msg.cart_id.clone(), at),
                         order: None,
@@ -215,7 +266,10 @@ impl Changes {
                 pending.order = Some(OrderRow::new(&next.state, o, at, inc.sequence));
             }
         }
-        pending.now = next;
+        let before = std::mem::replace(&mut pending.now, next);
+        if pending.unwritten && !pending.changed {
+            pending.original = Some(before);
+        }
         pending.changed = true;
         Ok(Applied {
             events: d.msg.events.len(),
@@ -224,9 +278,9 @@ impl Changes {
         })
     }
 
-    /// Writes every changed cart (inside the caller's transaction).
+    /// Writes the view rows of every changed cart (inside the caller's transaction).
     pub fn write(&self, conn: &Connection) -> Result<(), ProjectionError> {
-        for ((tenant, cart), p) in self.carts.iter().filter(|(_, p)| p.changed) {
+        for ((tenant, cart), p) in self.changed() {
             views::write(conn, tenant, p.stored.as_deref(), &p.now)?;
             if let Some(order) = &p.order {
                 views::write_order(conn, tenant, cart, order)?;
@@ -235,13 +289,41 @@ impl Changes {
         Ok(())
     }
 
-    /// The transaction that wrote these changes committed: the states go (back) into the
-    /// cache, changed or not (an unchanged one is still what the database holds).
-    pub fn committed(self, cache: &mut StateCache) {
-        for (key, p) in self.carts {
-            if p.changed || p.stored.is_some() {
-                cache.put(key, p.now);
+    /// Writes every state not yet written, this transaction's and the cache's (a flush,
+    /// inside the caller's transaction). Once committed, pass `written` to
+    /// [`Changes::committed`].
+    pub fn write_all_states(&self, conn: &Connection) -> Result<(), ProjectionError> {
+        for ((tenant, _), cart) in self.cache.dirty() {
+            views::write_state(conn, tenant, cart)?;
+        }
+        for ((tenant, _), p) in self.changed() {
+            views::write_state(conn, tenant, &p.now)?;
+        }
+        Ok(())
+    }
+
+    /// States not yet written once this transaction commits without a flush.
+    pub fn unwritten_after(&self) -> usize {
+        let here = self.carts.values();
+        self.cache.dirty_len() + here.filter(|p| p.changed || p.unwritten).count()
+    }
+
+    fn changed(&self) -> impl Iterator<Item = (&CartKey, &Pending)> {
+        self.carts.iter().filter(|(_, p)| p.changed)
+    }
+
+    /// The transaction committed (recovery: it is done): the states go (back) into the cache,
+    /// changed or not; `written`: it flushed ([`Changes::write_all_states`]).
+    pub fn committed(mut self, written: bool) {
+        for (key, p) in std::mem::take(&mut self.carts) {
+            if p.changed {
+                self.cache.put(key, p.now, written);
+            } else if p.stored.is_some() {
+                self.cache.put(key, p.now, written || !p.unwritten);
             }
+        }
+        if written {
+            self.cache.all_written();
         }
     }
 }

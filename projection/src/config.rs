@@ -12,6 +12,9 @@ use shared::nats::{ConsumerSettings, NatsConfig, NatsResourceSettings};
 /// Largest batch one fetch (and one SQLite transaction) may hold.
 pub const MAX_BATCH_SIZE: usize = 10_000;
 
+/// Longest `state_flush_secs`.
+pub const MAX_STATE_FLUSH_SECS: u64 = 3_600;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -47,9 +50,14 @@ pub struct Config {
     pub ready_max_lag: u64,
     /// Read connections (concurrent queries).
     pub read_connections: usize,
-    /// Committed cart states the writer keeps in memory (0: none), so a message for a cart
-    /// seen recently neither reads nor parses its stored state.
+    /// Cart states the writer keeps in memory (0: none), so a message for a cart seen recently
+    /// neither reads nor parses its stored state. States are written behind the views: this
+    /// many changed ones waiting are written at once.
     pub state_cache_carts: u64,
+    /// Longest a changed cart state waits in memory before it is written (0: every batch
+    /// writes its states). After a crash the projection folds the messages of up to this long
+    /// again at start-up; the stream must still hold them.
+    pub state_flush_secs: u64,
     /// Bearer token for `POST /admin/rebuild`; empty disables the admin API.
     pub admin_token: String,
     pub nats: NatsConfig,
@@ -73,6 +81,7 @@ impl Default for Config {
             ready_max_lag: 1_000,
             read_connections: 4,
             state_cache_carts: 100_000,
+            state_flush_secs: 10,
             admin_token: String::new(),
             nats: NatsConfig {
                 name: "projection".into(),
@@ -112,6 +121,14 @@ impl Config {
         }
     }
 
+    /// How the writer keeps cart states in memory.
+    pub fn state_settings(&self) -> crate::writer::StateSettings {
+        crate::writer::StateSettings {
+            cached_carts: self.state_cache_carts,
+            flush_after: Duration::from_secs(self.state_flush_secs),
+        }
+    }
+
     pub fn fetch_wait(&self) -> Duration {
         Duration::from_millis(self.fetch_wait_ms.max(10))
     }
@@ -141,6 +158,12 @@ impl Config {
             return Err(format!(
                 "catch_up_batch_size must be batch_size ({})..={MAX_BATCH_SIZE}, got {}",
                 self.batch_size, self.catch_up_batch_size
+            ));
+        }
+        if self.state_flush_secs > MAX_STATE_FLUSH_SECS {
+            return Err(format!(
+                "state_flush_secs must be at most {MAX_STATE_FLUSH_SECS} (a crash refolds that much of the stream at start-up), got {}",
+                self.state_flush_secs
             ));
         }
         if self.max_deliver < 1 {
@@ -229,6 +252,13 @@ mod tests {
                     ..Config::default()
                 },
                 "catch_up_batch_size",
+            ),
+            (
+                Config {
+                    state_flush_secs: MAX_STATE_FLUSH_SECS + 1,
+                    ..Config::default()
+                },
+                "state_flush_secs",
             ),
             (
                 Config {

@@ -236,6 +236,8 @@ impl Consumer {
         let mut deliveries = std::mem::take(&mut self.parked);
         deliveries.extend(batch);
         if deliveries.is_empty() {
+            // Idle: cart states changed a while ago are written now, not with the next message.
+            self.writer.flush_states(false).await?;
             // Nothing deliverable although the stream is ahead: something is outstanding.
             let checkpoint = self.writer.checkpoint();
             if self.shared.stream_last() > checkpoint {

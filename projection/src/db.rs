@@ -22,6 +22,11 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
         "partial_user_index",
         include_str!("../migrations/0002_partial_user_index.sql"),
     ),
+    (
+        3,
+        "states_written_behind",
+        include_str!("../migrations/0003_states_written_behind.sql"),
+    ),
 ];
 
 /// How long a connection waits for a lock held by another (e.g. a checkpoint) before failing.
@@ -150,6 +155,23 @@ pub fn set_checkpoint(conn: &Connection, seq: u64) -> Result<(), ProjectionError
     )
     .and_then(|mut s| s.execute(params![to_i64(seq)]))
     .map_err(ProjectionError::db("write checkpoint"))?;
+    Ok(())
+}
+
+/// The checkpoint at the last write of the cart states (see `migrations/0003`): every stored
+/// state includes its cart's messages up to it.
+pub fn states_checkpoint(conn: &Connection) -> Result<u64, ProjectionError> {
+    let seq: Option<i64> = conn
+        .prepare_cached("SELECT states_sequence FROM checkpoint WHERE id = 1")
+        .and_then(|mut s| s.query_row([], |r| r.get(0)).optional())
+        .map_err(ProjectionError::db("read states checkpoint"))?;
+    Ok(seq.map(to_u64).unwrap_or(0))
+}
+
+pub fn set_states_checkpoint(conn: &Connection, seq: u64) -> Result<(), ProjectionError> {
+    conn.prepare_cached("UPDATE checkpoint SET states_sequence = ?1 WHERE id = 1")
+        .and_then(|mut s| s.execute(params![to_i64(seq)]))
+        .map_err(ProjectionError::db("write states checkpoint"))?;
     Ok(())
 }
 

@@ -7,8 +7,9 @@
 //!
 //! Module map: [`consumer`] (fetch → apply → ack, poison handling), [`writer`] (the one SQLite
 //! writer thread), [`changes`] (a batch's messages → cart states, in memory), [`views`] (a
-//! cart's state → rows), [`state_cache`] (committed states kept in memory), [`ordering`] (never apply past a message
-//! still being retried), [`dead_letter`] (`DEAD_LETTERS`), [`rebuild`], [`queries`] and
+//! cart's state → rows), [`state_cache`] (states kept in memory, written behind the views),
+//! [`recovery`] (states a crash did not write, folded again from the stream at start-up),
+//! [`ordering`] (never apply past a message still being retried), [`dead_letter`] (`DEAD_LETTERS`), [`rebuild`], [`queries`] and
 //! [`grpc`] (the read side), [`status`] (lag, readiness), [`admin`] (HTTP admin path).
 
 pub mod admin;
@@ -28,6 +29,7 @@ pub mod poison;
 pub mod queries;
 pub mod reader;
 pub mod rebuild;
+pub mod recovery;
 pub mod state_cache;
 pub mod state_format;
 pub mod status;
@@ -155,12 +157,16 @@ pub async fn start_with_hooks(config: Config, hooks: Hooks) -> anyhow::Result<Ru
 
     let (writer, writer_thread) = {
         let (path, hooks, view) = (db_path.clone(), hooks.clone(), config.view.clone());
-        let cached = config.state_cache_carts;
-        tokio::task::spawn_blocking(move || Writer::spawn(&path, hooks, &view, cached))
+        let states = config.state_settings();
+        tokio::task::spawn_blocking(move || Writer::spawn(&path, hooks, &view, states))
             .await
             .context("opening the database")?
             .with_context(|| format!("database {}", db_path.display()))?
     };
+    let request_timeout = config.nats.request_timeout();
+    recovery::recover(&events, &writer, request_timeout.max(Duration::from_secs(5)))
+        .await
+        .context("recovering the cart states the last run did not write")?;
     let durable_consumer = shared::nats::Durable {
         stream: events.clone(),
         config: durable_pull_config(
@@ -179,7 +185,6 @@ pub async fn start_with_hooks(config: Config, hooks: Hooks) -> anyhow::Result<Ru
     let gate = Arc::new(Mutex::new(()));
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let request_timeout = config.nats.request_timeout();
 
     let stall_per_delivery = config.ack_wait() + config.nak_delay() + config.fetch_wait();
     let stall_deliveries = u32::try_from(config.max_deliver).unwrap_or(u32::MAX);
@@ -235,7 +240,7 @@ pub async fn start_with_hooks(config: Config, hooks: Hooks) -> anyhow::Result<Ru
         view: config.view.clone(),
         consumer: durable.clone(),
         batch_size: config.catch_up_batch_size,
-        state_cache_carts: config.state_cache_carts,
+        states: config.state_settings(),
         read_timeout: request_timeout.max(Duration::from_secs(5)),
         hooks,
     };

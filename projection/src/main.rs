@@ -84,7 +84,7 @@ async fn rebuild_offline(config: Config) -> anyhow::Result<()> {
         view: config.view.clone(),
         consumer: config.durable(),
         batch_size: config.catch_up_batch_size,
-        state_cache_carts: config.state_cache_carts,
+        states: config.state_settings(),
         read_timeout: config.nats.request_timeout().max(Duration::from_secs(5)),
         hooks: projection::Hooks::default(),
     };

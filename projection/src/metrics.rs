@@ -22,6 +22,10 @@ pub const REBUILD_APPLIED: &str = "cart_projection_rebuild_applied_sequence";
 pub const REBUILD_TARGET: &str = "cart_projection_rebuild_target_sequence";
 pub const REBUILDS: &str = "cart_projection_rebuilds_total";
 pub const QUERIES: &str = "cart_projection_queries_total";
+pub const STATE_FLUSHES: &str = "cart_projection_state_flushes_total";
+pub const STATES_WRITTEN: &str = "cart_projection_states_written_total";
+pub const UNWRITTEN_STATES: &str = "cart_projection_unwritten_states";
+pub const RECOVERED_MESSAGES: &str = "cart_projection_recovered_messages_total";
 
 /// Label with the view name on every series.
 pub const VIEW: &str = "view";
@@ -91,4 +95,17 @@ pub fn describe() {
     );
     describe_counter!(REBUILDS, "Rebuilds, by result.");
     describe_counter!(QUERIES, "QueryService calls, by method and result code.");
+    describe_counter!(
+        STATE_FLUSHES,
+        "Writes of the waiting cart states (they are written behind the views)."
+    );
+    describe_counter!(STATES_WRITTEN, "Cart states written by those flushes.");
+    describe_gauge!(
+        UNWRITTEN_STATES,
+        "Cart states changed since the last flush (in memory only; recovered from the stream after a crash)."
+    );
+    describe_counter!(
+        RECOVERED_MESSAGES,
+        "Messages folded into the cart states again at start-up, after a stop that did not write them."
+    );
 }

@@ -137,6 +137,25 @@ pub fn open_count(conn: &Connection) -> Result<u64, ProjectionError> {
     .map_err(ProjectionError::db("count poison records"))
 }
 
+/// Stream sequences in `from..=to` given up on and not replayed (their messages were never
+/// applied).
+pub fn unapplied_between(
+    conn: &Connection,
+    from: u64,
+    to: u64,
+) -> Result<std::collections::HashSet<u64>, ProjectionError> {
+    conn.prepare_cached(
+        "SELECT stream_sequence FROM poison
+         WHERE stream_sequence BETWEEN ?1 AND ?2 AND replayed_at IS NULL",
+    )
+    .and_then(|mut s| {
+        s.query_map(params![to_i64(from), to_i64(to)], |r| r.get::<_, i64>(0))?
+            .map(|r| r.map(to_u64))
+            .collect()
+    })
+    .map_err(ProjectionError::db("read poison sequences"))
+}
+
 pub fn mark_replayed(conn: &Connection, id: u64) -> Result<(), ProjectionError> {
     conn.execute(
         "UPDATE poison SET replayed_at = ?2, replay_error = NULL WHERE id = ?1",

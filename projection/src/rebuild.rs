@@ -32,7 +32,7 @@ use crate::metrics as m;
 use crate::poison;
 use crate::reader::Readers;
 use crate::status::Shared;
-use crate::writer::{OnFailure, Writer};
+use crate::writer::{OnFailure, StateSettings, Writer};
 
 /// How often progress is logged.
 const LOG_EVERY: Duration = Duration::from_secs(2);
@@ -48,8 +48,8 @@ pub struct Rebuild {
     pub consumer: String,
     /// Messages per transaction: the catch-up size, as a rebuild is always behind.
     pub batch_size: usize,
-    /// Cart states the fresh database's writer keeps in memory.
-    pub state_cache_carts: u64,
+    /// How the fresh database's writer keeps cart states in memory.
+    pub states: StateSettings,
     /// Longest wait for the next message of the replay.
     pub read_timeout: Duration,
     pub hooks: Hooks,
@@ -162,14 +162,10 @@ impl Rebuild {
         shared: &Shared,
     ) -> Result<(FreshDb, RebuildReport), ProjectionError> {
         let fresh_path = self.fresh_path();
-        let (hooks, view, cached) = (
-            self.hooks.clone(),
-            self.view.clone(),
-            self.state_cache_carts,
-        );
+        let (hooks, view, states) = (self.hooks.clone(), self.view.clone(), self.states);
         let (writer, thread) = tokio::task::spawn_blocking(move || {
             db::remove_files(&fresh_path)?;
-            Writer::spawn_bulk(&fresh_path, hooks, &view, cached)
+            Writer::spawn_bulk(&fresh_path, hooks, &view, states)
         })
         .await
         .map_err(|e| ProjectionError::Rebuild(format!("open task failed: {e}")))??;
@@ -180,7 +176,7 @@ impl Rebuild {
             .state
             .last_sequence;
         tracing::info!(view = %self.view, target, "rebuild started");
-        let mut source = Source::open(&self.events, self.read_timeout).await?;
+        let mut source = Source::open(&self.events, 1, self.read_timeout).await?;
         let report = source.replay_until(self, &writer, target, shared).await?;
         Ok((
             FreshDb {
@@ -231,8 +227,8 @@ struct FreshDb {
     source: Source,
 }
 
-/// The replay: an ordered consumer over `CART_EVENTS` from sequence 1.
-struct Source {
+/// A replay: an ordered consumer over `CART_EVENTS` (from sequence 1 for a rebuild).
+pub(crate) struct Source {
     messages: Ordered,
     /// A message read past the current goal, kept for the next phase.
     ahead: Option<Incoming>,
@@ -240,12 +236,18 @@ struct Source {
 }
 
 impl Source {
-    async fn open(events: &Stream, timeout: Duration) -> Result<Self, ProjectionError> {
+    pub(crate) async fn open(
+        events: &Stream,
+        from: u64,
+        timeout: Duration,
+    ) -> Result<Self, ProjectionError> {
         let consumer = tokio::time::timeout(
             timeout,
             events.create_consumer(OrderedConfig {
                 filter_subject: CART_EVENTS_ALL.to_owned(),
-                deliver_policy: DeliverPolicy::All,
+                deliver_policy: DeliverPolicy::ByStartSequence {
+                    start_sequence: from,
+                },
                 ..OrderedConfig::default()
             }),
         )
@@ -275,7 +277,7 @@ impl Source {
         .decoded_ahead())
     }
 
-    async fn next(&mut self) -> Result<Incoming, ProjectionError> {
+    pub(crate) async fn next(&mut self) -> Result<Incoming, ProjectionError> {
         if let Some(inc) = self.ahead.take() {
             return Ok(inc);
         }
@@ -287,7 +289,7 @@ impl Source {
     }
 
     /// The next message if one is already buffered.
-    fn next_ready(&mut self) -> Option<Result<Incoming, ProjectionError>> {
+    pub(crate) fn next_ready(&mut self) -> Option<Result<Incoming, ProjectionError>> {
         if let Some(inc) = self.ahead.take() {
             return Some(Ok(inc));
         }

@@ -1,12 +1,23 @@
-//! The writer's cache of committed cart states, so applying a message to a cart seen recently
-//! neither reads nor parses its stored state.
+//! The writer's cart states in memory: the committed states of carts seen recently, so
+//! applying a message to one neither reads nor parses its stored state, and the states not yet
+//! written to the database ("dirty").
 //!
-//! A transaction takes the states it works on out of the cache and puts them back only after
-//! it committed: a rolled-back batch, a crash hook or a poison message therefore cannot leave
-//! a state the database does not hold, and a cart missing from the cache is read from the
-//! database. Bounded (`state_cache_carts`, least recently used first out) and cleared when a
+//! A transaction writes the view rows of the carts it changed, not their states: those stay
+//! here, dirty, until the writer writes them all at once ([`crate::writer`] decides when: every
+//! few seconds, when `capacity` of them are waiting, before a replay, a swap or a stop). A
+//! cart written once per flush instead of once per message is most of what makes catching up
+//! fast. A dirty state is never evicted, since the database holds an older one; after a crash
+//! the writer folds the stream's messages since the last flush again ([`crate::recovery`]).
+//!
+//! A transaction takes the states it works on out of the cache and puts them back after it
+//! committed, or the dirty ones as they were if it rolled back (see
+//! [`crate::changes::Changes::rolled_back`]): a rolled-back batch, a crash hook or a poison message cannot
+//! leave a state the views do not show. Clean states are bounded (least recently used first
+//! out) so that clean and dirty together stay within `capacity`; everything is forgotten when a
 //! rebuild swaps the database file. Only the writer thread uses it, so it is a plain LRU map
 //! (`hashlink`, the one rusqlite's statement cache uses) rather than a concurrent cache.
+
+use std::collections::BTreeMap;
 
 use hashlink::LruCache;
 use shared::ids::{CartId, TenantId};
@@ -16,30 +27,134 @@ use crate::views::StoredCart;
 /// A cart's identity across tenants.
 pub type CartKey = (TenantId, CartId);
 
+/// A state taken out of the cache.
+pub struct Taken {
+    pub cart: StoredCart,
+    /// The database holds an older state of this cart (it must be put back dirty).
+    pub dirty: bool,
+}
+
 pub struct StateCache {
-    carts: LruCache<CartKey, StoredCart>,
+    capacity: usize,
+    clean: LruCache<CartKey, StoredCart>,
+    /// In key order, so a flush walks the `cart_states` B-tree in order.
+    dirty: BTreeMap<CartKey, StoredCart>,
 }
 
 impl StateCache {
-    /// A cache of up to `capacity` carts (0 keeps none).
+    /// A cache of up to `capacity` carts, clean and dirty together (0 keeps none: every
+    /// transaction writes its states).
     pub fn new(capacity: u64) -> Self {
+        let capacity = usize::try_from(capacity).unwrap_or(usize::MAX);
         Self {
-            carts: LruCache::new(usize::try_from(capacity).unwrap_or(usize::MAX)),
+            capacity,
+            clean: LruCache::new_unbounded(),
+            dirty: BTreeMap::new(),
         }
     }
 
-    /// Takes the committed state of `key` out of the cache.
-    pub fn take(&mut self, key: &CartKey) -> Option<StoredCart> {
-        self.carts.remove(key)
+    pub fn capacity(&self) -> usize {
+        self.capacity
     }
 
-    /// Puts a committed state (back) in, evicting the least recently used one when full.
-    pub fn put(&mut self, key: CartKey, cart: StoredCart) {
-        self.carts.insert(key, cart);
+    /// States not yet written to the database.
+    pub fn dirty_len(&self) -> usize {
+        self.dirty.len()
+    }
+
+    /// Takes the state of `key` out of the cache.
+    pub fn take(&mut self, key: &CartKey) -> Option<Taken> {
+        if let Some(cart) = self.dirty.remove(key) {
+            return Some(Taken { cart, dirty: true });
+        }
+        self.clean
+            .remove(key)
+            .map(|cart| Taken { cart, dirty: false })
+    }
+
+    /// Puts a state (back) in after its transaction committed: `written` if that transaction
+    /// also wrote it to the database, dirty otherwise.
+    pub fn put(&mut self, key: CartKey, cart: StoredCart, written: bool) {
+        if written {
+            self.clean.insert(key, cart);
+        } else {
+            self.dirty.insert(key, cart);
+        }
+        self.trim();
+    }
+
+    /// The dirty states, in key order (to be written by a flush).
+    pub fn dirty(&self) -> impl Iterator<Item = (&CartKey, &StoredCart)> {
+        self.dirty.iter()
+    }
+
+    /// The flush that wrote every dirty state committed.
+    pub fn all_written(&mut self) {
+        let dirty = std::mem::take(&mut self.dirty);
+        for (key, cart) in dirty {
+            self.clean.insert(key, cart);
+        }
+        self.trim();
     }
 
     /// Forgets everything (the database file was replaced).
     pub fn clear(&mut self) {
-        self.carts.clear();
+        self.clean.clear();
+        self.dirty.clear();
+    }
+
+    /// Evicts clean states (least recently used first) until clean and dirty fit `capacity`.
+    fn trim(&mut self) {
+        while self.clean.len() + self.dirty.len() > self.capacity {
+            if self.clean.remove_lru().is_none() {
+                break;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(i: u32) -> CartKey {
+        (
+            TenantId::parse("t").unwrap(),
+            CartId::parse(&format!("c{i}")).unwrap(),
+        )
+    }
+
+    fn cart(i: u32) -> StoredCart {
+        StoredCart::new(key(i).1, i64::from(i))
+    }
+
+    #[test]
+    fn dirty_states_are_never_evicted_and_clean_ones_make_room_for_them() {
+        let mut cache = StateCache::new(3);
+        cache.put(key(1), cart(1), true);
+        cache.put(key(2), cart(2), true);
+        cache.put(key(3), cart(3), false);
+        cache.put(key(4), cart(4), false);
+        // Two dirty: one clean fits, the least recently used (1) went.
+        assert!(cache.take(&key(1)).is_none());
+        assert!(!cache.take(&key(2)).unwrap().dirty);
+        cache.put(key(5), cart(5), false);
+        cache.put(key(6), cart(6), false);
+        // Over capacity with dirty states alone: they all stay (the writer flushes them).
+        assert_eq!(cache.dirty_len(), 4);
+        let dirty: Vec<_> = cache.dirty().map(|(k, _)| k.1.to_string()).collect();
+        assert_eq!(dirty, ["c3", "c4", "c5", "c6"]);
+        cache.all_written();
+        assert_eq!(cache.dirty_len(), 0);
+        // Written, they are clean and trimmed to the capacity.
+        let kept = (3..=6).filter(|i| cache.take(&key(*i)).is_some()).count();
+        assert_eq!(kept, 3);
+    }
+
+    #[test]
+    fn a_cache_of_zero_keeps_nothing_clean() {
+        let mut none = StateCache::new(0);
+        none.put(key(1), cart(1), true);
+        assert!(none.take(&key(1)).is_none());
     }
 }

@@ -1,7 +1,8 @@
 //! The view rows of a cart, written from its domain fold.
 //!
-//! Each cart's fold (`CartState`) is stored in `cart_states` (see [`state_format`]); its `carts` and
-//! `cart_lines` rows are derived from it and `shared::domain::totals`, so the views are exactly
+//! Each cart's fold (`CartState`) is stored in `cart_states` (see [`state_format`]), written
+//! behind the views (see [`crate::state_cache`]); its `carts` and `cart_lines` rows are derived
+//! from it and `shared::domain::totals`, so the views are exactly
 //! what the domain computes. A write knows what the database holds (the previous stored cart),
 //! so it touches only the lines that changed. Times come from the messages' `occurred_at`, so
 //! replaying the stream gives identical rows.
@@ -25,7 +26,7 @@ pub struct StoredCart {
     pub state: CartState,
     pub created_ns: i64,
     pub updated_ns: i64,
-    /// Messages applied (`cart_states.applied_messages`).
+    /// Messages applied (`applied_messages` of `carts` and `cart_states`).
     pub applied: i64,
 }
 
@@ -100,42 +101,75 @@ impl OrderRow {
     }
 }
 
-/// The stored cart `tenant`/`cart`, if it has rows.
+/// How [`load`] treats a stored state older than the cart's view rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Staleness {
+    /// An error: every state newer than its stored one is in the writer's memory, so a stale
+    /// one means it was lost.
+    Refuse,
+    /// Expected: recovery is folding the messages since the last flush into it.
+    Recover,
+}
+
+/// The stored state of `tenant`/`cart`, if it has one.
 pub fn load(
     conn: &Connection,
     tenant: &TenantId,
     cart: &CartId,
+    staleness: Staleness,
 ) -> Result<Option<StoredCart>, ProjectionError> {
     let row = conn
         .prepare_cached(
-            "SELECT state, created_ns, updated_ns, applied_messages FROM cart_states
-             WHERE tenant = ?1 AND cart_id = ?2",
+            "SELECT s.state, s.created_ns, s.updated_ns, s.applied_messages, c.version
+             FROM carts c LEFT JOIN cart_states s ON s.tenant = c.tenant AND s.cart_id = c.cart_id
+             WHERE c.tenant = ?1 AND c.cart_id = ?2",
         )
         .and_then(|mut s| {
             s.query_row(params![tenant.as_str(), cart.as_str()], |r| {
+                let state = match r.get_ref(0)? {
+                    rusqlite::types::ValueRef::Null => None,
+                    v => Some(state_format::decode(v)),
+                };
                 Ok((
-                    state_format::decode(r.get_ref(0)?),
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
+                    state,
+                    r.get::<_, Option<i64>>(1)?,
+                    r.get::<_, Option<i64>>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
+                    r.get::<_, i64>(4)?,
                 ))
             })
             .optional()
         })
         .map_err(ProjectionError::db("load cart state"))?;
-    let Some((state, created_ns, updated_ns, applied)) = row else {
+    let Some((state, created_ns, updated_ns, applied, view_version)) = row else {
         return Ok(None);
+    };
+    let stale = |stored: String| {
+        ProjectionError::Rebuild(format!(
+            "the stored state of {tenant}/{cart} is {stored}, but its view is at sequence \
+             {view_version} and no newer state is in memory; restart the projection to recover \
+             it from the stream, or rebuild it"
+        ))
+    };
+    let Some(state) = state else {
+        return match staleness {
+            Staleness::Recover => Ok(None),
+            Staleness::Refuse => Err(stale("missing".into())),
+        };
     };
     let state = state.map_err(|e| {
         ProjectionError::Rebuild(format!(
             "stored state of {tenant}/{cart} is unreadable ({e}); rebuild the projection"
         ))
     })?;
+    if staleness == Staleness::Refuse && crate::db::to_i64(state.version) != view_version {
+        return Err(stale(format!("at sequence {}", state.version)));
+    }
     Ok(Some(StoredCart {
         state,
-        created_ns,
-        updated_ns,
-        applied,
+        created_ns: created_ns.unwrap_or_default(),
+        updated_ns: updated_ns.unwrap_or_default(),
+        applied: applied.unwrap_or_default(),
     }))
 }
 
@@ -150,8 +184,9 @@ pub fn status(cart: &Cart) -> &'static str {
     }
 }
 
-/// Writes the cart `after` over what the database holds for it (`stored`: its lines; `None`:
-/// no rows yet): the state, the cart row, and only the lines that changed. The line ids of
+/// Writes the view rows of the cart `after` over what the database holds for it (`stored`: its
+/// lines; `None`: no rows yet): the cart row, and only the lines that changed. Its state is
+/// written apart ([`write_state`]). The line ids of
 /// `after` must be unique (the caller checks, see [`duplicate_line`]).
 pub fn write(
     conn: &Connection,
@@ -162,28 +197,6 @@ pub fn write(
     let state = &after.state;
     let cart = &state.cart;
     let (t, c) = (tenant.as_str(), cart.id.as_str());
-    let encoded = state_format::encode(state);
-    let sql = if stored.is_some() {
-        "UPDATE cart_states SET state = ?3, updated_ns = ?5, applied_messages = ?6
-         WHERE tenant = ?1 AND cart_id = ?2"
-    } else {
-        "INSERT INTO cart_states (tenant, cart_id, state, created_ns, updated_ns,
-             applied_messages)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
-    };
-    conn.prepare_cached(sql)
-        .and_then(|mut s| {
-            s.execute(params![
-                t,
-                c,
-                encoded,
-                after.created_ns,
-                after.updated_ns,
-                after.applied
-            ])
-        })
-        .map_err(ProjectionError::db("store cart state"))?;
-
     write_lines(conn, t, c, stored.unwrap_or_default(), &cart.lines)?;
 
     let tot = totals(cart);
@@ -191,13 +204,13 @@ pub fn write(
     let sql = if stored.is_some() {
         "UPDATE carts SET status = ?3, item_count = ?4, line_count = ?5, total_amount = ?6,
              total_tax = ?7, total_discount = ?8, currency = ?9, user_id = ?10,
-             order_reference = ?11, updated_ns = ?13, version = ?14
+             order_reference = ?11, updated_ns = ?13, version = ?14, applied_messages = ?15
          WHERE tenant = ?1 AND cart_id = ?2"
     } else {
         "INSERT INTO carts (tenant, cart_id, status, item_count, line_count, total_amount,
              total_tax, total_discount, currency, user_id, order_reference, created_ns,
-             updated_ns, version)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+             updated_ns, version, applied_messages)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
     };
     conn.prepare_cached(sql)
         .and_then(|mut s| {
@@ -216,9 +229,37 @@ pub fn write(
                 after.created_ns,
                 after.updated_ns,
                 to_i64(state.version),
+                after.applied,
             ])
         })
         .map_err(ProjectionError::db("store cart"))?;
+    Ok(())
+}
+
+/// Writes the state of `tenant`/`after` (`cart_states`), over an older one if stored.
+pub fn write_state(
+    conn: &Connection,
+    tenant: &TenantId,
+    after: &StoredCart,
+) -> Result<(), ProjectionError> {
+    conn.prepare_cached(
+        "INSERT INTO cart_states (tenant, cart_id, state, created_ns, updated_ns,
+             applied_messages)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (tenant, cart_id) DO UPDATE SET state = excluded.state,
+             updated_ns = excluded.updated_ns, applied_messages = excluded.applied_messages",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            tenant.as_str(),
+            after.state.cart.id.as_str(),
+            state_format::encode(&after.state),
+            after.created_ns,
+            after.updated_ns,
+            after.applied
+        ])
+    })
+    .map_err(ProjectionError::db("store cart state"))?;
     Ok(())
 }
 

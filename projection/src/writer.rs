@@ -1,15 +1,19 @@
 //! The one SQLite writer: a dedicated thread owning the write connection, fed through a bounded
 //! channel. Each batch is applied in one transaction that also stores the checkpoint: its
-//! messages are applied to the carts in memory ([`Changes`]), then each changed cart is written
-//! once. A message that fails changes nothing and either stops the batch (live consumer: what
+//! messages are applied to the carts in memory ([`Changes`]), then each changed cart's view
+//! rows are written once. Cart states are written behind ([`crate::state_cache`]): a
+//! transaction also writes all waiting states ("flushes") once `flush_after` has passed since
+//! the last flush or `cached_carts` states are waiting, and the writer flushes before a replay,
+//! a swap and when it stops. A message that fails changes nothing and either stops the batch (live consumer: what
 //! came before it is committed; retry it, keep order) or is recorded in the poison table
 //! (rebuild).
 
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::changes::{ApplyError, Changes, Incoming, Order};
@@ -51,6 +55,17 @@ pub struct BatchOutcome {
     pub commit: u64,
 }
 
+/// How the writer keeps cart states in memory (see [`crate::state_cache`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateSettings {
+    /// States kept in memory, written or not; a transaction flushes when this many are
+    /// waiting (0: every transaction writes its states).
+    pub cached_carts: u64,
+    /// Longest a changed state waits to be written (zero: every transaction writes its
+    /// states). After a crash, the messages of this long are folded again at start-up.
+    pub flush_after: Duration,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplayOutcome {
     pub applied: bool,
@@ -81,6 +96,21 @@ enum Command {
     Close {
         reply: oneshot::Sender<Result<(), ProjectionError>>,
     },
+    /// Fold messages already applied to the views into the cart states again (start-up after
+    /// a crash, see [`crate::recovery`]).
+    Recover {
+        batch: Vec<Incoming>,
+        reply: oneshot::Sender<Result<u64, ProjectionError>>,
+    },
+    /// Check the recovered states against the views, then write them.
+    FinishRecovery {
+        reply: oneshot::Sender<Result<usize, ProjectionError>>,
+    },
+    /// Write the waiting states if it is time (`force`: in any case). Returns how many.
+    Flush {
+        force: bool,
+        reply: oneshot::Sender<Result<usize, ProjectionError>>,
+    },
 }
 
 /// A handle to the writer thread. The thread stops when every handle is dropped.
@@ -88,6 +118,9 @@ enum Command {
 pub struct Writer {
     tx: mpsc::Sender<Command>,
     durability: Arc<Durability>,
+    /// At start: the stream sequences whose messages are in the views but not in the stored
+    /// states (the writer before stopped without writing them).
+    states_behind: Option<RangeInclusive<u64>>,
 }
 
 struct State {
@@ -95,8 +128,10 @@ struct State {
     conn: Option<Connection>,
     hooks: Hooks,
     view: Arc<str>,
-    /// Committed cart states (see [`StateCache`]); only this thread uses it.
+    /// Cart states in memory (see [`StateCache`]); only this thread uses it.
     cache: StateCache,
+    flush_after: Duration,
+    last_flush: Instant,
     durability: Arc<Durability>,
     /// Syncs commits to disk (`None`: a bulk file, synced when closed).
     syncer: Option<Syncer>,
@@ -104,22 +139,15 @@ struct State {
 
 impl Writer {
     /// Opens (creating and migrating) the database at `path` and starts the writer thread,
-    /// which keeps up to `cached_carts` committed cart states in memory, and the thread that
-    /// syncs its commits to disk (see [`durability`]).
+    /// which keeps cart states in memory as `states` says, and the thread that syncs its
+    /// commits to disk (see [`durability`]).
     pub fn spawn(
         path: &Path,
         hooks: Hooks,
         view: &str,
-        cached_carts: u64,
+        states: StateSettings,
     ) -> Result<(Writer, std::thread::JoinHandle<()>), ProjectionError> {
-        Self::start(
-            db::open_writer(path)?,
-            path,
-            hooks,
-            view,
-            cached_carts,
-            true,
-        )
+        Self::start(db::open_writer(path)?, path, hooks, view, states, true)
     }
 
     /// Like [`Writer::spawn`] for a file being filled by a rebuild: commits are not synced
@@ -128,12 +156,12 @@ impl Writer {
         path: &Path,
         hooks: Hooks,
         view: &str,
-        cached_carts: u64,
+        states: StateSettings,
     ) -> Result<(Writer, std::thread::JoinHandle<()>), ProjectionError> {
         let conn = db::open_writer(path)?;
         conn.execute_batch("PRAGMA synchronous = OFF;")
             .map_err(ProjectionError::db("pragmas"))?;
-        Self::start(conn, path, hooks, view, cached_carts, false)
+        Self::start(conn, path, hooks, view, states, false)
     }
 
     fn start(
@@ -141,10 +169,14 @@ impl Writer {
         path: &Path,
         hooks: Hooks,
         view: &str,
-        cached_carts: u64,
+        states: StateSettings,
         sync: bool,
     ) -> Result<(Writer, std::thread::JoinHandle<()>), ProjectionError> {
-        let durability = Durability::new(db::checkpoint(&conn)?);
+        let checkpoint = db::checkpoint(&conn)?;
+        let states_checkpoint = db::states_checkpoint(&conn)?;
+        let states_behind =
+            (states_checkpoint < checkpoint).then(|| states_checkpoint + 1..=checkpoint);
+        let durability = Durability::new(checkpoint);
         let view: Arc<str> = view.into();
         let syncer = if sync {
             let spawned = Syncer::spawn(
@@ -167,7 +199,9 @@ impl Writer {
             conn: Some(conn),
             hooks,
             view: view.clone(),
-            cache: StateCache::new(cached_carts),
+            cache: StateCache::new(states.cached_carts),
+            flush_after: states.flush_after,
+            last_flush: Instant::now(),
             durability: durability.clone(),
             syncer,
         };
@@ -179,7 +213,38 @@ impl Writer {
                 path: path.display().to_string(),
                 source,
             })?;
-        Ok((Writer { tx, durability }, thread))
+        Ok((
+            Writer {
+                tx,
+                durability,
+                states_behind,
+            },
+            thread,
+        ))
+    }
+
+    /// The stream sequences to fold into the stored states again before applying anything
+    /// (see [`crate::recovery`]); `None` when the states were all written.
+    pub fn states_behind(&self) -> Option<RangeInclusive<u64>> {
+        self.states_behind.clone()
+    }
+
+    /// Folds `batch` (messages within [`Writer::states_behind`], in stream order) into the
+    /// states in memory. Returns how many were folded.
+    pub async fn recover(&self, batch: Vec<Incoming>) -> Result<u64, ProjectionError> {
+        self.call(|reply| Command::Recover { batch, reply }).await
+    }
+
+    /// Checks every recovered state against its view row and writes them all. Returns how
+    /// many carts were recovered.
+    pub async fn finish_recovery(&self) -> Result<usize, ProjectionError> {
+        self.call(|reply| Command::FinishRecovery { reply }).await
+    }
+
+    /// Writes the waiting states if it is time (`force`: in any case; an idle consumer asks,
+    /// so states do not wait for the next message). Returns how many were written.
+    pub async fn flush_states(&self, force: bool) -> Result<usize, ProjectionError> {
+        self.call(|reply| Command::Flush { force, reply }).await
     }
 
     /// The last committed stream sequence (what the views show).
@@ -295,16 +360,133 @@ impl State {
                     let _ = reply.send(self.swap(&fresh));
                 }
                 Command::Close { reply } => {
-                    let r = self.conn.take().map_or(Ok(()), |c| {
-                        c.execute_batch("PRAGMA synchronous = FULL;")
-                            .map_err(ProjectionError::db("pragmas"))?;
-                        db::fold_wal(&c)
+                    let r = self.flush(true).and_then(|_| {
+                        self.conn.take().map_or(Ok(()), |c| {
+                            c.execute_batch("PRAGMA synchronous = FULL;")
+                                .map_err(ProjectionError::db("pragmas"))?;
+                            db::fold_wal(&c)
+                        })
                     });
                     let _ = reply.send(r);
                     return;
                 }
+                Command::Recover { batch, reply } => {
+                    let _ = reply.send(self.recover(&batch));
+                }
+                Command::FinishRecovery { reply } => {
+                    let _ = reply.send(self.finish_recovery());
+                }
+                Command::Flush { force, reply } => {
+                    let _ = reply.send(self.flush(force));
+                }
             }
         }
+        // Every handle is gone (the service stops): write what is waiting, so the next start
+        // has nothing to recover.
+        if let Err(e) = self.flush(true) {
+            tracing::warn!(error = %e, "cannot write the waiting cart states; the next start recovers them from the stream");
+        }
+    }
+
+    /// Whether a transaction leaving `unwritten` states waiting should write them.
+    fn flush_due(&self, unwritten: usize) -> bool {
+        unwritten >= self.cache.capacity() || self.last_flush.elapsed() >= self.flush_after
+    }
+
+    /// A flush committed.
+    fn flushed(&mut self, states: usize) {
+        self.last_flush = Instant::now();
+        metrics::counter!(m::STATE_FLUSHES, m::VIEW => self.view.clone()).increment(1);
+        metrics::counter!(m::STATES_WRITTEN, m::VIEW => self.view.clone())
+            .increment(states as u64);
+        metrics::gauge!(m::UNWRITTEN_STATES, m::VIEW => self.view.clone()).set(0.0);
+    }
+
+    /// Writes every waiting state in a transaction of its own, if it is time (`force`: in any
+    /// case). Returns how many were written.
+    fn flush(&mut self, force: bool) -> Result<usize, ProjectionError> {
+        let waiting = self.cache.dirty_len();
+        if waiting == 0 || !(force || self.flush_due(waiting)) {
+            return Ok(0);
+        }
+        let checkpoint = self.durability.applied();
+        let conn = self.conn.as_mut().ok_or(ProjectionError::WriterStopped)?;
+        let tx = conn
+            .transaction()
+            .map_err(ProjectionError::db("begin state flush"))?;
+        let changes = Changes::new(&mut self.cache);
+        changes.write_all_states(&tx)?;
+        db::set_states_checkpoint(&tx, checkpoint)?;
+        tx.commit()
+            .map_err(ProjectionError::db("commit state flush"))?;
+        changes.committed(true);
+        self.flushed(waiting);
+        Ok(waiting)
+    }
+
+    /// Folds `batch` into the states in memory; nothing is written (see [`Command::Recover`]).
+    fn recover(&mut self, batch: &[Incoming]) -> Result<u64, ProjectionError> {
+        let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
+            return Ok(0);
+        };
+        let checkpoint = self.durability.applied();
+        let conn = self.conn.as_ref().ok_or(ProjectionError::WriterStopped)?;
+        let never_applied = poison::unapplied_between(conn, first.sequence, last.sequence)?;
+        let mut changes = Changes::recovery(&mut self.cache);
+        let mut folded = 0;
+        for inc in batch {
+            if inc.sequence > checkpoint || never_applied.contains(&inc.sequence) {
+                continue;
+            }
+            match changes.apply(conn, inc, &self.hooks, Order::Stream) {
+                Ok(applied) => folded += u64::from(!applied.already),
+                Err(ApplyError::Db(e)) => return Err(e),
+                Err(ApplyError::Poison(reason)) => {
+                    return Err(ProjectionError::Rebuild(format!(
+                        "message {} ({}) is in the views but cannot be applied again to \
+                         recover the cart states ({reason}); rebuild the projection",
+                        inc.sequence, inc.subject
+                    )));
+                }
+            }
+        }
+        changes.committed(false);
+        metrics::counter!(m::RECOVERED_MESSAGES, m::VIEW => self.view.clone()).increment(folded);
+        Ok(folded)
+    }
+
+    /// Checks that every recovered (waiting) state is what the views show, then writes them.
+    fn finish_recovery(&mut self) -> Result<usize, ProjectionError> {
+        let conn = self.conn.as_ref().ok_or(ProjectionError::WriterStopped)?;
+        let mut check = conn
+            .prepare_cached(
+                "SELECT version, applied_messages, updated_ns FROM carts
+                 WHERE tenant = ?1 AND cart_id = ?2",
+            )
+            .map_err(ProjectionError::db("check recovered states"))?;
+        for ((tenant, cart), stored) in self.cache.dirty() {
+            let view: Option<(i64, i64, i64)> = check
+                .query_row(rusqlite::params![tenant.as_str(), cart.as_str()], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .optional()
+                .map_err(ProjectionError::db("check recovered states"))?;
+            let recovered = (
+                db::to_i64(stored.state.version),
+                stored.applied,
+                stored.updated_ns,
+            );
+            if view != Some(recovered) {
+                return Err(ProjectionError::Rebuild(format!(
+                    "the recovered state of {tenant}/{cart} (version, applied messages, updated) \
+                     = {recovered:?} does not match its view {view:?}; rebuild the projection"
+                )));
+            }
+        }
+        drop(check);
+        let recovered = self.cache.dirty_len();
+        self.flush(true)?;
+        Ok(recovered)
     }
 
     fn conn(&mut self) -> Result<&mut Connection, ProjectionError> {
@@ -352,7 +534,8 @@ impl State {
         let view = self.view.clone();
         let hooks = self.hooks.clone();
         let live = matches!(on_failure, OnFailure::Stop);
-        let cache = &mut self.cache;
+        let capacity = self.cache.capacity();
+        let flush_due_by_time = self.last_flush.elapsed() >= self.flush_after;
         let conn = self.conn.as_mut().ok_or(ProjectionError::WriterStopped)?;
         let tx = conn
             .transaction()
@@ -361,7 +544,8 @@ impl State {
             checkpoint: db::checkpoint(&tx)?,
             ..BatchOutcome::default()
         };
-        let mut changes = Changes::default();
+        // Dropped on an early return: the transaction rolls back, the states taken go back.
+        let mut changes = Changes::new(&mut self.cache);
         let mut events = 0;
         for (index, inc) in batch.iter().enumerate() {
             if inc.sequence <= out.checkpoint {
@@ -369,7 +553,7 @@ impl State {
                 out.handled = index + 1;
                 continue;
             }
-            match changes.apply(&tx, cache, inc, &hooks, Order::Stream) {
+            match changes.apply(&tx, inc, &hooks, Order::Stream) {
                 Ok(applied) => {
                     out.applied += usize::from(!applied.already);
                     events += applied.events;
@@ -406,6 +590,12 @@ impl State {
         }
         changes.write(&tx)?;
         db::set_checkpoint(&tx, out.checkpoint)?;
+        let unwritten = changes.unwritten_after();
+        let flush = unwritten > 0 && (flush_due_by_time || unwritten >= capacity);
+        if flush {
+            changes.write_all_states(&tx)?;
+            db::set_states_checkpoint(&tx, out.checkpoint)?;
+        }
         let action = if live {
             hooks.commit_action(batch.last().map_or(0, |i| i.sequence))
         } else {
@@ -427,7 +617,12 @@ impl State {
         }
         tx.commit().map_err(ProjectionError::db("commit batch"))?;
         let loads = changes.loads;
-        changes.committed(cache);
+        changes.committed(flush);
+        if flush {
+            self.flushed(unwritten);
+        } else {
+            metrics::gauge!(m::UNWRITTEN_STATES, m::VIEW => view.clone()).set(unwritten as f64);
+        }
         out.commit = self.committed(out.checkpoint);
         if live {
             metrics::histogram!(m::BATCH_SECONDS, m::VIEW => view.clone())
@@ -457,9 +652,11 @@ impl State {
         Ok(id)
     }
 
+    /// Applies a dead letter now. Its message is older than the last flush's checkpoint, so
+    /// recovery would not fold it again: the transaction writes every waiting state.
     fn replay(&mut self, id: u64, message: &Incoming) -> Result<ReplayOutcome, ProjectionError> {
         let hooks = self.hooks.clone();
-        let cache = &mut self.cache;
+        let checkpoint = self.durability.applied();
         let conn = self.conn.as_mut().ok_or(ProjectionError::WriterStopped)?;
         let tx = conn
             .transaction()
@@ -472,8 +669,8 @@ impl State {
                 error: Some(format!("dead letter {id} was already replayed at {at}")),
             });
         }
-        let mut changes = Changes::default();
-        let outcome = match changes.apply(&tx, cache, message, &hooks, Order::Late) {
+        let mut changes = Changes::new(&mut self.cache);
+        let outcome = match changes.apply(&tx, message, &hooks, Order::Late) {
             Ok(_) => {
                 changes.write(&tx)?;
                 poison::mark_replayed(&tx, id)?;
@@ -491,14 +688,20 @@ impl State {
                 }
             }
         };
+        let unwritten = changes.unwritten_after();
+        changes.write_all_states(&tx)?;
+        db::set_states_checkpoint(&tx, checkpoint)?;
         tx.commit().map_err(ProjectionError::db("commit replay"))?;
-        changes.committed(cache);
-        self.committed_and_synced(self.durability.applied())?;
+        changes.committed(true);
+        self.flushed(unwritten);
+        self.committed_and_synced(checkpoint)?;
         Ok(outcome)
     }
 
     /// Moves `fresh` over the live file. The caller guarantees no reader holds a connection.
     fn swap(&mut self, fresh: &Path) -> Result<u64, ProjectionError> {
+        // The old file gets every waiting state first: if the swap fails, it is still whole.
+        self.flush(true)?;
         let old = self.conn.take();
         // Whatever the outcome, the cached states may no longer be the file's.
         self.cache.clear();

@@ -160,8 +160,11 @@ async fn admin_endpoint_and_offline_rebuild() {
         view: config.view.clone(),
         consumer: config.durable(),
         batch_size: 16,
-        // Fewer than the carts: states are evicted and read back while rebuilding.
-        state_cache_carts: 4,
+        // Fewer than the carts: states are written, evicted and read back while rebuilding.
+        states: projection::writer::StateSettings {
+            cached_carts: 4,
+            flush_after: Duration::from_secs(3600),
+        },
         read_timeout: Duration::from_secs(5),
         hooks: Hooks::default(),
     };

@@ -6,7 +6,7 @@ mod common;
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
-use common::{Generator, WAIT, assert_views, expected};
+use common::{Generator, WAIT, assert_views, expected, expected_states, read_states};
 use projection::{CommitAction, Hooks};
 use proto::projection::v1 as pb;
 use shared::test_support::wait_until;
@@ -119,6 +119,65 @@ async fn a_crash_mid_batch_applies_nothing_twice_and_loses_nothing() {
     // `applied` per cart (compared by assert_views) equals the cart's message count.
     assert_views(&running.db_path, &expected(&generator.carts));
     running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn cart_states_a_crash_did_not_write_are_folded_again_from_the_stream() {
+    let Some(env) = common::env().await else {
+        return;
+    };
+    let mut generator = Generator::new(12, &["t1", "t2"], 15);
+    generator.publish(&env.js, 200).await;
+    let mut config = env.config("main");
+    config.batch_size = 50;
+    config.state_flush_secs = 3600;
+
+    // Two batches committed, states waiting in memory; killed during the third.
+    let (hooks, reached, release) = common::hold_commit(3, CommitAction::CrashBeforeCommit);
+    let running = env.start(config.clone(), hooks).await;
+    wait_reached(&reached).await;
+    let committed = running.checkpoint();
+    assert!(committed > 0, "batches were committed");
+    running.abort().await;
+    release.send(()).unwrap();
+    let (states, sequence) = read_states(&env.db_path("main"));
+    assert_eq!((states.len(), sequence), (0, 0), "the crash wrote no state");
+
+    // The restart folds 1..=committed into the states before applying anything new, so the
+    // carts go on from where their views are.
+    generator.publish(&env.js, 100).await;
+    let running = env.start(config.clone(), Hooks::default()).await;
+    let (_, sequence) = read_states(&env.db_path("main"));
+    assert_eq!(
+        sequence, committed,
+        "the recovered states are written at start-up"
+    );
+    env.caught_up(&running).await;
+    assert_views(&running.db_path, &expected(&generator.carts));
+    running.stop().await.unwrap();
+    let (states, sequence) = read_states(&env.db_path("main"));
+    assert_eq!(sequence, env.stream_last().await, "a graceful stop writes them all");
+    assert_eq!(states, expected_states(&generator.carts));
+
+    // Killed again, then the stream loses the messages the states need (deleted; the start
+    // creates it empty again): the projection refuses to start rather than build on states
+    // it cannot recover.
+    generator.publish(&env.js, 100).await;
+    let (hooks, reached, release) = common::hold_commit(2, CommitAction::CrashBeforeCommit);
+    let running = env.start(config.clone(), hooks).await;
+    wait_reached(&reached).await;
+    running.abort().await;
+    release.send(()).unwrap();
+    env.js
+        .delete_stream(shared::subjects::CART_EVENTS_STREAM)
+        .await
+        .unwrap();
+    let err = projection::start_with_hooks(config, Hooks::default())
+        .await
+        .err()
+        .expect("refused");
+    let err = format!("{err:#}");
+    assert!(err.contains("rebuild the projection"), "{err}");
 }
 
 #[tokio::test]

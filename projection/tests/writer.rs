@@ -6,11 +6,12 @@
 mod common;
 
 use std::sync::Arc;
+use std::time::Duration;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
-use common::{Generator, add, assert_views, expected};
+use common::{Generator, add, assert_views, expected, expected_states, read_states};
 use projection::changes::Incoming;
-use projection::writer::{OnFailure, Writer};
+use projection::writer::{OnFailure, StateSettings, Writer};
 use projection::{CommitAction, Hooks};
 use shared::domain::{CartState, EventMessage};
 
@@ -22,8 +23,12 @@ fn messages(generator: &mut Generator, first: u64, n: u64) -> Vec<Incoming> {
 }
 
 fn spawn(dir: &tempfile::TempDir, hooks: Hooks, cached_carts: u64) -> Writer {
+    let states = StateSettings {
+        cached_carts,
+        flush_after: Duration::from_secs(3600),
+    };
     let (writer, _thread) =
-        Writer::spawn(&dir.path().join("w.db"), hooks, "w", cached_carts).expect("writer");
+        Writer::spawn(&dir.path().join("w.db"), hooks, "w", states).expect("writer");
     writer
 }
 
@@ -67,7 +72,7 @@ async fn batches_with_many_messages_per_cart_equal_the_fold_whatever_the_cache_s
 }
 
 #[tokio::test]
-async fn a_failed_commit_leaves_nothing_cached() {
+async fn a_failed_commit_changes_nothing_in_the_file_or_in_memory() {
     let mut generator = Generator::new(22, &["t1"], 10);
     let msgs = messages(&mut generator, 1, 120);
     // The second commit fails.
@@ -106,6 +111,12 @@ async fn a_failed_commit_leaves_nothing_cached() {
         .await
         .unwrap();
     assert_views(&dir.path().join("w.db"), &expected(&generator.carts));
+    // The states taken by the failed batch were not yet written: they went back to memory
+    // as they were, so what is written now is the fold.
+    writer.flush_states(true).await.unwrap();
+    let (states, sequence) = read_states(&dir.path().join("w.db"));
+    assert_eq!(sequence, 120);
+    assert_eq!(states, expected_states(&generator.carts));
 }
 
 #[tokio::test]
@@ -300,4 +311,130 @@ async fn states_stored_as_json_by_earlier_builds_are_read_and_carried_on() {
     let out = writer.apply(more, OnFailure::Stop).await.unwrap();
     assert_eq!(out.applied, 100);
     assert_views(&path, &expected(&generator.carts));
+}
+
+#[tokio::test]
+async fn cart_states_are_written_behind_the_views_when_it_is_time_or_many_wait() {
+    let mut generator = Generator::new(26, &["t1", "t2"], 12);
+    let msgs = messages(&mut generator, 1, 200);
+    let carts = expected_states(&generator.carts).len();
+    assert!(carts > 8, "the generator touched few carts");
+
+    // Room for every cart, an hour between flushes: the views follow every batch, the states
+    // wait in memory until asked for.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.db");
+    let writer = spawn(&dir, Hooks::default(), 1_000);
+    for batch in msgs.chunks(50) {
+        writer.apply(batch.to_vec(), OnFailure::Stop).await.unwrap();
+    }
+    assert_views(&path, &expected(&generator.carts));
+    let (states, sequence) = read_states(&path);
+    assert_eq!((states.len(), sequence), (0, 0), "no state written yet");
+    assert_eq!(writer.flush_states(false).await.unwrap(), 0, "not yet time");
+    assert_eq!(writer.flush_states(true).await.unwrap(), carts);
+    let (states, sequence) = read_states(&path);
+    assert_eq!(sequence, 200);
+    assert_eq!(states, expected_states(&generator.carts));
+
+    // Room for 4: a batch leaving more than 4 waiting writes them all, with its checkpoint.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.db");
+    let writer = spawn(&dir, Hooks::default(), 4);
+    for batch in msgs.chunks(50) {
+        writer.apply(batch.to_vec(), OnFailure::Stop).await.unwrap();
+        let (_, sequence) = read_states(&path);
+        assert_eq!(sequence, writer.checkpoint(), "written with the batch");
+    }
+    let (states, _) = read_states(&path);
+    assert_eq!(states, expected_states(&generator.carts));
+
+    // No wait at all: every batch writes its states.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.db");
+    let states = StateSettings {
+        cached_carts: 1_000,
+        flush_after: Duration::ZERO,
+    };
+    let (writer, _thread) = Writer::spawn(&path, Hooks::default(), "w", states).unwrap();
+    writer
+        .apply(msgs[..50].to_vec(), OnFailure::Stop)
+        .await
+        .unwrap();
+    let (states, sequence) = read_states(&path);
+    assert_eq!(sequence, 50);
+    assert!(!states.is_empty());
+}
+
+/// A writer keeping every state in memory for an hour, and its thread.
+fn spawn_behind(path: &std::path::Path) -> (Writer, std::thread::JoinHandle<()>) {
+    let states = StateSettings {
+        cached_carts: 1_000,
+        flush_after: Duration::from_secs(3600),
+    };
+    Writer::spawn(path, Hooks::default(), "w", states).unwrap()
+}
+
+/// Drops the last handle of `writer` and waits for its thread to end.
+async fn stop(writer: Writer, thread: std::thread::JoinHandle<()>) {
+    drop(writer);
+    tokio::task::spawn_blocking(move || thread.join().unwrap())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_writer_that_stops_writes_the_waiting_states_and_the_next_one_trusts_only_those() {
+    let mut generator = Generator::new(27, &["t1"], 8);
+    let msgs = messages(&mut generator, 1, 80);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.db");
+    let (writer, thread) = spawn_behind(&path);
+    assert_eq!(writer.states_behind(), None, "a fresh file is whole");
+    writer.apply(msgs, OnFailure::Stop).await.unwrap();
+    stop(writer, thread).await;
+    let (states, sequence) = read_states(&path);
+    assert_eq!(sequence, 80);
+    assert_eq!(states, expected_states(&generator.carts));
+
+    // Nothing to recover: the states are read back and carried on.
+    let (writer, thread) = spawn_behind(&path);
+    assert_eq!(writer.states_behind(), None);
+    let more = messages(&mut generator, 81, 40);
+    writer.apply(more, OnFailure::Stop).await.unwrap();
+    assert_views(&path, &expected(&generator.carts));
+    stop(writer, thread).await;
+
+    // A stored state lost behind the writer's back (none is in memory): applying to its cart
+    // is refused with what to do, and nothing changes.
+    let sim = generator
+        .carts
+        .iter()
+        .find(|c| {
+            let cart = &c.state.cart;
+            !c.messages.is_empty() && cart.order.is_none() && !cart.payment_in_progress()
+        })
+        .expect("an open cart");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let deleted = conn
+        .execute(
+            "DELETE FROM cart_states WHERE tenant = ?1 AND cart_id = ?2",
+            rusqlite::params![sim.tenant.as_str(), sim.id.as_str()],
+        )
+        .unwrap();
+    assert_eq!(deleted, 1);
+    drop(conn);
+    let index = generator.index(sim.tenant.as_str(), sim.id.as_str());
+    let next = generator
+        .execute_offline(index, add("TEST-SKU-123"), 121)
+        .expect("an accepted command");
+    let (writer, thread) = spawn_behind(&path);
+    let err = writer
+        .apply(vec![next], OnFailure::Stop)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("missing") && err.contains("rebuild"), "{err}");
+    assert_eq!(writer.checkpoint(), 120);
+    stop(writer, thread).await;
 }

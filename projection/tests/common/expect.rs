@@ -25,7 +25,7 @@ pub struct CartRow {
     pub created_ns: i64,
     pub updated_ns: i64,
     pub version: i64,
-    /// Messages applied to the cart (`cart_states.applied_messages`).
+    /// Messages applied to the cart (`carts.applied_messages`).
     pub applied: i64,
     /// `(line_id, sku, name, quantity, unit_price, tax_rate)` in cart order.
     pub lines: Vec<(i64, String, String, i64, i64, i64)>,
@@ -134,8 +134,8 @@ pub fn read_views(path: &Path) -> Views {
         .prepare(
             "SELECT c.tenant, c.cart_id, c.status, c.item_count, c.line_count, c.total_amount,
                  c.total_tax, c.total_discount, c.currency, c.user_id, c.order_reference,
-                 c.created_ns, c.updated_ns, c.version, s.applied_messages
-             FROM carts c JOIN cart_states s ON s.tenant = c.tenant AND s.cart_id = c.cart_id",
+                 c.created_ns, c.updated_ns, c.version, c.applied_messages
+             FROM carts c",
         )
         .unwrap();
     let rows = stmt
@@ -245,4 +245,40 @@ pub fn assert_views(path: &Path, expected: &Views) {
         assert_eq!(&actual.carts[key], want, "cart {key:?}");
     }
     assert_eq!(actual.orders, expected.orders, "orders");
+}
+
+/// Each cart's fold (`CartState`), as the projection stores it in `cart_states`.
+pub fn expected_states<'a>(
+    carts: impl IntoIterator<Item = &'a SimCart>,
+) -> BTreeMap<Key, CartState> {
+    let mut states = BTreeMap::new();
+    for sim in carts.into_iter().filter(|c| !c.messages.is_empty()) {
+        let mut state = CartState::new(sim.id.clone());
+        for (seq, msg) in &sim.messages {
+            state.apply_message(msg, *seq, 0);
+        }
+        states.insert((sim.tenant.to_string(), sim.id.to_string()), state);
+    }
+    states
+}
+
+/// The cart states stored in the projection database at `path` (written behind the views),
+/// and the checkpoint of their last write (`states_sequence`).
+pub fn read_states(path: &Path) -> (BTreeMap<Key, CartState>, u64) {
+    let conn = super::open_db(path);
+    let mut stmt = conn
+        .prepare("SELECT tenant, cart_id, state FROM cart_states")
+        .unwrap();
+    let states = stmt
+        .query_map([], |r| {
+            let state = projection::state_format::decode(r.get_ref(2)?).expect("readable state");
+            Ok(((r.get(0)?, r.get(1)?), state))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let sequence: i64 = conn
+        .query_row("SELECT states_sequence FROM checkpoint", [], |r| r.get(0))
+        .unwrap();
+    (states, sequence as u64)
 }

@@ -20,6 +20,8 @@ use shared::test_support::{NatsServer, wait_until};
 use tonic::transport::Channel;
 
 pub use expect::{assert_views, expected};
+#[allow(unused_imports)]
+pub use expect::{expected_states, read_states};
 pub use generator::{Generator, SimCart};
 
 /// Deadline of every wait in these tests.
