@@ -196,8 +196,8 @@ impl<'c> Changes<'c> {
                         } else {
                             Staleness::Refuse
                         };
-                        let loaded = views::load(conn, tenant, cart, staleness)
-                            .map_err(ApplyError::Db)?;
+                        let loaded =
+                            views::load(conn, tenant, cart, staleness).map_err(ApplyError::Db)?;
                         (false, loaded)
                     }
                 };

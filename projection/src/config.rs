@@ -54,6 +54,12 @@ pub struct Config {
     /// neither reads nor parses its stored state. States are written behind the views: this
     /// many changed ones waiting are written at once.
     pub state_cache_carts: u64,
+    /// A node starting at least this many messages behind (0: never) drops the views'
+    /// secondary indexes until it has caught up, when it creates them again: catching up
+    /// then writes each cart's rows only. It is not ready meanwhile (see `ready_max_lag`);
+    /// queries still answer, by scanning. Skipped when the database holds so many carts that
+    /// creating the indexes again would cost more than it saves.
+    pub drop_indexes_behind: u64,
     /// Longest a changed cart state waits in memory before it is written (0: every batch
     /// writes its states). After a crash the projection folds the messages of up to this long
     /// again at start-up; the stream must still hold them.
@@ -82,6 +88,7 @@ impl Default for Config {
             read_connections: 4,
             state_cache_carts: 100_000,
             state_flush_secs: 10,
+            drop_indexes_behind: 100_000,
             admin_token: String::new(),
             nats: NatsConfig {
                 name: "projection".into(),

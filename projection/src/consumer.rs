@@ -169,7 +169,19 @@ impl Consumer {
                 }
                 Ok(batch) => {
                     self.shared.fetched_ok();
-                    self.process(batch).await
+                    if self.writer.indexes_dropped() {
+                        // Caught up (the fetch came back short): queries get their indexes
+                        // back before the node can be ready.
+                        match self.writer.restore_indexes().await {
+                            Ok(_) => self.process(batch).await,
+                            Err(e) => {
+                                self.give_back(Some(batch)).await;
+                                Err(e)
+                            }
+                        }
+                    } else {
+                        self.process(batch).await
+                    }
                 }
                 Err(e) => Err(e),
             };

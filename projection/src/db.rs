@@ -27,7 +27,16 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
         "states_written_behind",
         include_str!("../migrations/0003_states_written_behind.sql"),
     ),
+    (
+        4,
+        "dropped_indexes",
+        include_str!("../migrations/0004_dropped_indexes.sql"),
+    ),
 ];
+
+/// The tables whose secondary indexes a catch-up from far behind drops (see
+/// [`drop_indexes`]).
+const VIEW_TABLES: &str = "'carts', 'cart_lines', 'orders'";
 
 /// How long a connection waits for a lock held by another (e.g. a checkpoint) before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -82,8 +91,65 @@ pub fn open_writer(path: &Path) -> Result<Connection, ProjectionError> {
          PRAGMA cache_size = -{WRITER_CACHE_KIB}; PRAGMA wal_autocheckpoint = {CHECKPOINT_PAGES};"
     ))
     .map_err(ProjectionError::db("pragmas"))?;
+    // Indexes dropped by a catch-up that did not finish come back first, so migrations and
+    // queries find the schema they expect.
+    let has_dropped: bool = conn
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'dropped_indexes')",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(ProjectionError::db("read schema"))?;
+    if has_dropped {
+        restore_indexes(&mut conn)?;
+    }
     migrate(&mut conn)?;
     Ok(conn)
+}
+
+/// Drops the secondary indexes of the view tables, keeping their SQL in `dropped_indexes`
+/// (one transaction). Returns how many were dropped.
+pub fn drop_indexes(conn: &mut Connection) -> Result<usize, ProjectionError> {
+    let tx = conn
+        .transaction()
+        .map_err(ProjectionError::db("begin dropping indexes"))?;
+    let indexes: Vec<(String, String)> = tx
+        .prepare(&format!(
+            "SELECT name, sql FROM sqlite_master
+             WHERE type = 'index' AND sql IS NOT NULL AND tbl_name IN ({VIEW_TABLES})"
+        ))
+        .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+        .map_err(ProjectionError::db("list indexes"))?;
+    for (name, sql) in &indexes {
+        tx.execute(
+            "INSERT INTO dropped_indexes (name, sql) VALUES (?1, ?2)",
+            params![name, sql],
+        )
+        .and_then(|_| tx.execute_batch(&format!("DROP INDEX \"{name}\"")))
+        .map_err(ProjectionError::db("drop index"))?;
+    }
+    tx.commit()
+        .map_err(ProjectionError::db("commit dropping indexes"))?;
+    Ok(indexes.len())
+}
+
+/// Creates the indexes listed in `dropped_indexes` again (one transaction). Returns how many.
+pub fn restore_indexes(conn: &mut Connection) -> Result<usize, ProjectionError> {
+    let tx = conn
+        .transaction()
+        .map_err(ProjectionError::db("begin restoring indexes"))?;
+    let indexes: Vec<(String, String)> = tx
+        .prepare("SELECT name, sql FROM dropped_indexes ORDER BY name")
+        .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+        .map_err(ProjectionError::db("list dropped indexes"))?;
+    for (name, sql) in &indexes {
+        tx.execute_batch(sql)
+            .and_then(|_| tx.execute("DELETE FROM dropped_indexes WHERE name = ?1", [name]))
+            .map_err(ProjectionError::db("restore index"))?;
+    }
+    tx.commit()
+        .map_err(ProjectionError::db("commit restoring indexes"))?;
+    Ok(indexes.len())
 }
 
 /// A connection for queries: never writes (`query_only`), so a bug cannot change the views.
@@ -285,6 +351,47 @@ mod tests {
             )
             .unwrap();
         assert!(partial, "carts_by_user leaves out carts without a user");
+    }
+
+    /// `(name, sql)` of the secondary indexes of the view tables.
+    fn view_indexes(conn: &Connection) -> Vec<(String, String)> {
+        conn.prepare(&format!(
+            "SELECT name, sql FROM sqlite_master
+             WHERE type = 'index' AND sql IS NOT NULL AND tbl_name IN ({VIEW_TABLES})
+             ORDER BY name"
+        ))
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+    }
+
+    #[test]
+    fn dropped_indexes_come_back_identical_when_restored_or_reopened() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.db");
+        let mut conn = open_writer(&path).unwrap();
+        let before = view_indexes(&conn);
+        assert!(
+            before.iter().any(|(n, _)| n == "carts_by_status"),
+            "{before:?}"
+        );
+        assert_eq!(drop_indexes(&mut conn).unwrap(), before.len());
+        assert!(view_indexes(&conn).is_empty());
+        assert_eq!(restore_indexes(&mut conn).unwrap(), before.len());
+        assert_eq!(view_indexes(&conn), before);
+        assert_eq!(
+            restore_indexes(&mut conn).unwrap(),
+            0,
+            "nothing left to restore"
+        );
+
+        // Dropped, then the process stops: opening the file brings them back.
+        drop_indexes(&mut conn).unwrap();
+        drop(conn);
+        let conn = open_writer(&path).unwrap();
+        assert_eq!(view_indexes(&conn), before);
     }
 
     #[test]

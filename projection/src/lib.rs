@@ -92,6 +92,12 @@ impl Running {
         self.live.writer.durable_checkpoint()
     }
 
+    /// Whether the views' secondary indexes are dropped (catching up from far behind, see
+    /// `Config::drop_indexes_behind`).
+    pub fn indexes_dropped(&self) -> bool {
+        self.live.writer.indexes_dropped()
+    }
+
     /// Rebuild from sequence 1 into a fresh database and swap it in (the admin path).
     pub async fn rebuild(&self) -> Result<RebuildReport, ProjectionError> {
         self.rebuild.online(&self.live).await
@@ -164,9 +170,29 @@ pub async fn start_with_hooks(config: Config, hooks: Hooks) -> anyhow::Result<Ru
             .with_context(|| format!("database {}", db_path.display()))?
     };
     let request_timeout = config.nats.request_timeout();
-    recovery::recover(&events, &writer, request_timeout.max(Duration::from_secs(5)))
-        .await
-        .context("recovering the cart states the last run did not write")?;
+    recovery::recover(
+        &events,
+        &writer,
+        request_timeout.max(Duration::from_secs(5)),
+    )
+    .await
+    .context("recovering the cart states the last run did not write")?;
+    if config.drop_indexes_behind > 0 {
+        let last = tokio::time::timeout(request_timeout, events.get_info())
+            .await
+            .map_err(|_| anyhow::anyhow!("no reply in time"))
+            .and_then(|r| r.map_err(anyhow::Error::from))
+            .context("CART_EVENTS info")?
+            .state
+            .last_sequence;
+        let behind = last.saturating_sub(writer.checkpoint());
+        if behind >= config.drop_indexes_behind {
+            writer
+                .drop_indexes(behind)
+                .await
+                .context("dropping the secondary indexes to catch up")?;
+        }
+    }
     let durable_consumer = shared::nats::Durable {
         stream: events.clone(),
         config: durable_pull_config(

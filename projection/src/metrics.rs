@@ -26,6 +26,7 @@ pub const STATE_FLUSHES: &str = "cart_projection_state_flushes_total";
 pub const STATES_WRITTEN: &str = "cart_projection_states_written_total";
 pub const UNWRITTEN_STATES: &str = "cart_projection_unwritten_states";
 pub const RECOVERED_MESSAGES: &str = "cart_projection_recovered_messages_total";
+pub const INDEXES_DROPPED: &str = "cart_projection_indexes_dropped";
 
 /// Label with the view name on every series.
 pub const VIEW: &str = "view";
@@ -103,6 +104,10 @@ pub fn describe() {
     describe_gauge!(
         UNWRITTEN_STATES,
         "Cart states changed since the last flush (in memory only; recovered from the stream after a crash)."
+    );
+    describe_gauge!(
+        INDEXES_DROPPED,
+        "Secondary indexes of the views dropped while catching up from far behind (0 otherwise)."
     );
     describe_counter!(
         RECOVERED_MESSAGES,

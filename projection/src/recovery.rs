@@ -58,7 +58,11 @@ pub async fn recover(
             info.config.name
         )));
     }
-    tracing::info!(from, to, "recovering cart states not written before the last stop");
+    tracing::info!(
+        from,
+        to,
+        "recovering cart states not written before the last stop"
+    );
     let mut source = Source::open(events, from, timeout).await?;
     let mut messages = 0;
     let mut batch = Vec::with_capacity(BATCH);

@@ -11,6 +11,7 @@
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension};
@@ -106,6 +107,12 @@ enum Command {
     FinishRecovery {
         reply: oneshot::Sender<Result<usize, ProjectionError>>,
     },
+    /// Drop the views' secondary indexes (catching up from `behind` messages back, if that is
+    /// worth it; `None`: create the dropped ones again).
+    Indexes {
+        behind: Option<u64>,
+        reply: oneshot::Sender<Result<usize, ProjectionError>>,
+    },
     /// Write the waiting states if it is time (`force`: in any case). Returns how many.
     Flush {
         force: bool,
@@ -121,6 +128,8 @@ pub struct Writer {
     /// At start: the stream sequences whose messages are in the views but not in the stored
     /// states (the writer before stopped without writing them).
     states_behind: Option<RangeInclusive<u64>>,
+    /// The views' secondary indexes are dropped (see [`Writer::drop_indexes`]).
+    indexes_dropped: Arc<AtomicBool>,
 }
 
 struct State {
@@ -132,6 +141,7 @@ struct State {
     cache: StateCache,
     flush_after: Duration,
     last_flush: Instant,
+    indexes_dropped: Arc<AtomicBool>,
     durability: Arc<Durability>,
     /// Syncs commits to disk (`None`: a bulk file, synced when closed).
     syncer: Option<Syncer>,
@@ -158,10 +168,14 @@ impl Writer {
         view: &str,
         states: StateSettings,
     ) -> Result<(Writer, std::thread::JoinHandle<()>), ProjectionError> {
-        let conn = db::open_writer(path)?;
+        let mut conn = db::open_writer(path)?;
         conn.execute_batch("PRAGMA synchronous = OFF;")
             .map_err(ProjectionError::db("pragmas"))?;
-        Self::start(conn, path, hooks, view, states, false)
+        // The whole stream goes in: without secondary indexes, created again by `close`.
+        db::drop_indexes(&mut conn)?;
+        let (writer, thread) = Self::start(conn, path, hooks, view, states, false)?;
+        writer.indexes_dropped.store(true, Ordering::Relaxed);
+        Ok((writer, thread))
     }
 
     fn start(
@@ -194,7 +208,9 @@ impl Writer {
             None
         };
         let (tx, rx) = mpsc::channel(QUEUE);
+        let indexes_dropped = Arc::new(AtomicBool::new(false));
         let state = State {
+            indexes_dropped: indexes_dropped.clone(),
             path: path.to_path_buf(),
             conn: Some(conn),
             hooks,
@@ -218,6 +234,7 @@ impl Writer {
                 tx,
                 durability,
                 states_behind,
+                indexes_dropped,
             },
             thread,
         ))
@@ -239,6 +256,32 @@ impl Writer {
     /// many carts were recovered.
     pub async fn finish_recovery(&self) -> Result<usize, ProjectionError> {
         self.call(|reply| Command::FinishRecovery { reply }).await
+    }
+
+    /// Drops the views' secondary indexes before catching up `behind` messages, so that each
+    /// cart update writes its rows only, unless creating them again would cost more: that
+    /// takes about as long as applying two messages per stored cart. Queries still answer
+    /// meanwhile, by scanning. Returns how many were dropped.
+    pub async fn drop_indexes(&self, behind: u64) -> Result<usize, ProjectionError> {
+        self.call(|reply| Command::Indexes {
+            behind: Some(behind),
+            reply,
+        })
+        .await
+    }
+
+    /// Creates the dropped indexes again (caught up). Returns how many.
+    pub async fn restore_indexes(&self) -> Result<usize, ProjectionError> {
+        self.call(|reply| Command::Indexes {
+            behind: None,
+            reply,
+        })
+        .await
+    }
+
+    /// Whether the views' secondary indexes are dropped (catching up from far behind).
+    pub fn indexes_dropped(&self) -> bool {
+        self.indexes_dropped.load(Ordering::Relaxed)
     }
 
     /// Writes the waiting states if it is time (`force`: in any case; an idle consumer asks,
@@ -360,13 +403,16 @@ impl State {
                     let _ = reply.send(self.swap(&fresh));
                 }
                 Command::Close { reply } => {
-                    let r = self.flush(true).and_then(|_| {
-                        self.conn.take().map_or(Ok(()), |c| {
-                            c.execute_batch("PRAGMA synchronous = FULL;")
-                                .map_err(ProjectionError::db("pragmas"))?;
-                            db::fold_wal(&c)
-                        })
-                    });
+                    let r = self
+                        .flush(true)
+                        .and_then(|_| self.indexes(None))
+                        .and_then(|_| {
+                            self.conn.take().map_or(Ok(()), |c| {
+                                c.execute_batch("PRAGMA synchronous = FULL;")
+                                    .map_err(ProjectionError::db("pragmas"))?;
+                                db::fold_wal(&c)
+                            })
+                        });
                     let _ = reply.send(r);
                     return;
                 }
@@ -379,13 +425,51 @@ impl State {
                 Command::Flush { force, reply } => {
                     let _ = reply.send(self.flush(force));
                 }
+                Command::Indexes { behind, reply } => {
+                    let _ = reply.send(self.indexes(behind));
+                }
             }
+        }
+        if let Err(e) = self.indexes(None) {
+            tracing::warn!(error = %e, "cannot create the dropped indexes again; the next start does");
         }
         // Every handle is gone (the service stops): write what is waiting, so the next start
         // has nothing to recover.
         if let Err(e) = self.flush(true) {
             tracing::warn!(error = %e, "cannot write the waiting cart states; the next start recovers them from the stream");
         }
+    }
+
+    /// Drops the secondary indexes (`behind`: catching up that many messages, see
+    /// [`Writer::drop_indexes`]) or creates the dropped ones again.
+    fn indexes(&mut self, behind: Option<u64>) -> Result<usize, ProjectionError> {
+        let drop = behind.is_some();
+        if drop == self.indexes_dropped.load(Ordering::Relaxed) {
+            return Ok(0);
+        }
+        let conn = self.conn.as_mut().ok_or(ProjectionError::WriterStopped)?;
+        if let Some(behind) = behind {
+            let carts: i64 = conn
+                .query_row("SELECT COUNT(*) FROM carts", [], |r| r.get(0))
+                .map_err(ProjectionError::db("count carts"))?;
+            if behind < 2 * db::to_u64(carts) {
+                return Ok(0);
+            }
+        }
+        let started = Instant::now();
+        let n = if drop {
+            db::drop_indexes(conn)?
+        } else {
+            db::restore_indexes(conn)?
+        };
+        self.indexes_dropped.store(drop, Ordering::Relaxed);
+        metrics::gauge!(m::INDEXES_DROPPED, m::VIEW => self.view.clone()).set(if drop {
+            n as f64
+        } else {
+            0.0
+        });
+        tracing::info!(view = %self.view, indexes = n, seconds = started.elapsed().as_secs_f64(), "{}", if drop { "secondary indexes dropped while catching up" } else { "secondary indexes created again" });
+        Ok(n)
     }
 
     /// Whether a transaction leaving `unwritten` states waiting should write them.
@@ -397,8 +481,7 @@ impl State {
     fn flushed(&mut self, states: usize) {
         self.last_flush = Instant::now();
         metrics::counter!(m::STATE_FLUSHES, m::VIEW => self.view.clone()).increment(1);
-        metrics::counter!(m::STATES_WRITTEN, m::VIEW => self.view.clone())
-            .increment(states as u64);
+        metrics::counter!(m::STATES_WRITTEN, m::VIEW => self.view.clone()).increment(states as u64);
         metrics::gauge!(m::UNWRITTEN_STATES, m::VIEW => self.view.clone()).set(0.0);
     }
 

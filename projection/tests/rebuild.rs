@@ -171,6 +171,9 @@ async fn admin_endpoint_and_offline_rebuild() {
     let shared = Arc::new(Shared::new("main"));
     let report = rebuild.offline(&shared).await.expect("offline rebuild");
     assert_eq!(report.checkpoint, env.stream_last().await);
+    // Filled without its secondary indexes, the file has them all when it is swapped in.
+    let indexes = common::view_indexes(&config.db_path());
+    assert_eq!(indexes.len(), 5, "{indexes:?}");
     assert_eq!(report.applied as usize, generator.message_count());
     assert_views(&config.db_path(), &expected(&generator.carts));
 

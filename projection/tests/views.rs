@@ -156,7 +156,11 @@ async fn cart_states_a_crash_did_not_write_are_folded_again_from_the_stream() {
     assert_views(&running.db_path, &expected(&generator.carts));
     running.stop().await.unwrap();
     let (states, sequence) = read_states(&env.db_path("main"));
-    assert_eq!(sequence, env.stream_last().await, "a graceful stop writes them all");
+    assert_eq!(
+        sequence,
+        env.stream_last().await,
+        "a graceful stop writes them all"
+    );
     assert_eq!(states, expected_states(&generator.carts));
 
     // Killed again, then the stream loses the messages the states need (deleted; the start
@@ -178,6 +182,64 @@ async fn cart_states_a_crash_did_not_write_are_folded_again_from_the_stream() {
         .expect("refused");
     let err = format!("{err:#}");
     assert!(err.contains("rebuild the projection"), "{err}");
+}
+
+#[tokio::test]
+async fn a_node_far_behind_catches_up_without_secondary_indexes_and_creates_them_again() {
+    let Some(env) = common::env().await else {
+        return;
+    };
+    let mut generator = Generator::new(14, &["t1", "t2"], 20);
+    generator.publish(&env.js, 300).await;
+    let mut config = env.config("main");
+    config.batch_size = 50;
+    config.drop_indexes_behind = 100;
+    let indexes = {
+        // The schema as created: every index in place.
+        let (writer, _thread) = projection::writer::Writer::spawn(
+            &env.db_path("main"),
+            Hooks::default(),
+            "main",
+            config.state_settings(),
+        )
+        .unwrap();
+        drop(writer);
+        wait_until(
+            || async { !common::view_indexes(&env.db_path("main")).is_empty() },
+            WAIT,
+        )
+        .await
+        .unwrap();
+        common::view_indexes(&env.db_path("main"))
+    };
+
+    // 300 behind: the indexes are dropped while it applies; killed in the middle.
+    let (hooks, reached, release) = common::hold_commit(2, CommitAction::CrashBeforeCommit);
+    let running = env.start(config.clone(), hooks).await;
+    wait_reached(&reached).await;
+    assert!(running.indexes_dropped());
+    assert_eq!(common::view_indexes(&running.db_path), vec![]);
+    running.abort().await;
+    release.send(()).unwrap();
+
+    // Restarted (still behind) it catches up; then the indexes are back as they were, and
+    // the views are the fold.
+    let running = env.start(config.clone(), Hooks::default()).await;
+    env.caught_up(&running).await;
+    wait_until(|| async { !running.indexes_dropped() }, WAIT)
+        .await
+        .expect("the indexes are created again once caught up");
+    assert_eq!(common::view_indexes(&running.db_path), indexes);
+    assert_views(&running.db_path, &expected(&generator.carts));
+    running.stop().await.unwrap();
+
+    // A few messages behind: nothing is dropped.
+    generator.publish(&env.js, 20).await;
+    let running = env.start(config, Hooks::default()).await;
+    assert!(!running.indexes_dropped());
+    env.caught_up(&running).await;
+    assert_views(&running.db_path, &expected(&generator.carts));
+    running.stop().await.unwrap();
 }
 
 #[tokio::test]

@@ -6,8 +6,8 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::Duration;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
 
 use common::{Generator, add, assert_views, expected, expected_states, read_states};
 use projection::changes::Incoming;

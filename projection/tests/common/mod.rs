@@ -179,3 +179,17 @@ pub fn hold_commit(n: u32, action: CommitAction) -> (Hooks, mpsc::Receiver<u64>,
     };
     (hooks, reached, release)
 }
+
+/// `(name, sql)` of the secondary indexes of the views in the database at `path`.
+pub fn view_indexes(path: &std::path::Path) -> Vec<(String, String)> {
+    open_db(path)
+        .prepare(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL
+             AND tbl_name IN ('carts', 'cart_lines', 'orders') ORDER BY name",
+        )
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}

@@ -277,7 +277,9 @@ async fn subject(stack: &Stack, run: &str, target: u64) -> anyhow::Result<Measur
     let started = Instant::now();
     cycles.lock().unwrap().0 = started;
     let running = projection::start_with_hooks(config, hooks).await?;
-    while running.durable_checkpoint() < target {
+    // Done when everything is applied and on disk and the indexes dropped to catch up are
+    // back (the node could serve queries).
+    while running.durable_checkpoint() < target || running.indexes_dropped() {
         if running.failed.is_cancelled() {
             anyhow::bail!("the projection failed while catching up");
         }
