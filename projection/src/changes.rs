@@ -65,9 +65,14 @@ impl Incoming {
 
     /// A copy without the headers: applying a message does not read them.
     pub fn without_headers(&self) -> Incoming {
+        // Field by field: cloning `self` first would copy the header map only to drop it.
         Incoming {
+            sequence: self.sequence,
+            subject: self.subject.clone(),
             headers: None,
-            ..self.clone()
+            payload: self.payload.clone(),
+            delivered: self.delivered,
+            decoded: self.decoded.clone(),
         }
     }
 }
