@@ -301,7 +301,9 @@ impl<'c> Changes<'c> {
         for ((tenant, _), cart) in self.cache.dirty() {
             views::write_state(conn, tenant, cart)?;
         }
-        for ((tenant, _), p) in self.changed() {
+        // Changed ones, and unwritten ones this transaction took but did not change (a poison
+        // message, a replay that failed): marked written after the commit, they must be.
+        for ((tenant, _), p) in self.carts.iter().filter(|(_, p)| p.changed || p.unwritten) {
             views::write_state(conn, tenant, &p.now)?;
         }
         Ok(())

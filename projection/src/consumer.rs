@@ -155,6 +155,20 @@ impl Consumer {
                     () = shutdown.cancelled() => return,
                 },
             };
+            let fetched = match fetched {
+                // Caught up after dropping the indexes to catch up: queries get them back
+                // before the node can be ready.
+                Ok(batch) if self.writer.indexes_dropped() && self.caught_up(batch.len()) => {
+                    match self.writer.restore_indexes().await {
+                        Ok(_) => Ok(batch),
+                        Err(e) => {
+                            self.give_back(Some(batch)).await;
+                            Err(e)
+                        }
+                    }
+                }
+                other => other,
+            };
             let result = match fetched {
                 Ok(batch) if batch.len() >= self.settings.batch_size => {
                     self.shared.fetched_ok();
@@ -169,19 +183,7 @@ impl Consumer {
                 }
                 Ok(batch) => {
                     self.shared.fetched_ok();
-                    if self.writer.indexes_dropped() {
-                        // Caught up (the fetch came back short): queries get their indexes
-                        // back before the node can be ready.
-                        match self.writer.restore_indexes().await {
-                            Ok(_) => self.process(batch).await,
-                            Err(e) => {
-                                self.give_back(Some(batch)).await;
-                                Err(e)
-                            }
-                        }
-                    } else {
-                        self.process(batch).await
-                    }
+                    self.process(batch).await
                 }
                 Err(e) => Err(e),
             };
@@ -209,6 +211,17 @@ impl Consumer {
                 () = shutdown.cancelled() => return self.give_back(ahead).await,
             }
         }
+    }
+
+    /// Whether the projection has caught up, given a fetch of `fetched` messages: the fetch
+    /// came back short, or less than one catch-up batch is left (steady traffic can keep every
+    /// fetch full).
+    fn caught_up(&self, fetched: usize) -> bool {
+        let behind = self
+            .shared
+            .stream_last()
+            .saturating_sub(self.writer.checkpoint());
+        fetched < self.settings.batch_size || behind < self.settings.catch_up_batch_size as u64
     }
 
     /// Naks a fetched batch that will not be applied (the loop stops), so the server

@@ -177,21 +177,19 @@ pub async fn start_with_hooks(config: Config, hooks: Hooks) -> anyhow::Result<Ru
     )
     .await
     .context("recovering the cart states the last run did not write")?;
-    if config.drop_indexes_behind > 0 {
-        let last = tokio::time::timeout(request_timeout, events.get_info())
+    let stream_last = tokio::time::timeout(request_timeout, events.get_info())
+        .await
+        .map_err(|_| anyhow::anyhow!("no reply in time"))
+        .and_then(|r| r.map_err(anyhow::Error::from))
+        .context("CART_EVENTS info")?
+        .state
+        .last_sequence;
+    let behind = stream_last.saturating_sub(writer.checkpoint());
+    if config.drop_indexes_behind > 0 && behind >= config.drop_indexes_behind {
+        writer
+            .drop_indexes(behind)
             .await
-            .map_err(|_| anyhow::anyhow!("no reply in time"))
-            .and_then(|r| r.map_err(anyhow::Error::from))
-            .context("CART_EVENTS info")?
-            .state
-            .last_sequence;
-        let behind = last.saturating_sub(writer.checkpoint());
-        if behind >= config.drop_indexes_behind {
-            writer
-                .drop_indexes(behind)
-                .await
-                .context("dropping the secondary indexes to catch up")?;
-        }
+            .context("dropping the secondary indexes to catch up")?;
     }
     let durable_consumer = shared::nats::Durable {
         stream: events.clone(),
@@ -208,6 +206,10 @@ pub async fn start_with_hooks(config: Config, hooks: Hooks) -> anyhow::Result<Ru
         .with_context(|| format!("durable consumer {durable}"))?;
     let readers = Readers::new(&db_path, config.read_connections);
     let shared = Arc::new(Shared::new(&config.view));
+    // Known before the monitor's first look: the consumer judges "caught up" by it.
+    shared
+        .stream_last
+        .store(stream_last, std::sync::atomic::Ordering::Release);
     let gate = Arc::new(Mutex::new(()));
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();

@@ -30,7 +30,7 @@ pub struct Shared {
     /// Milliseconds after `started` of the last successful fetch (0: none yet).
     last_fetch_ms: AtomicU64,
     consumer_error: Mutex<Option<String>>,
-    stream_last: AtomicU64,
+    pub(crate) stream_last: AtomicU64,
     /// The live writer is paused (a rebuild is swapping databases).
     paused: AtomicBool,
     pub rebuild: RebuildProgress,
@@ -195,13 +195,15 @@ impl Monitor {
         let lag = self.shared.stream_last().saturating_sub(applied);
         metrics::gauge!(m::LAG, m::VIEW => view.clone()).set(lag as f64);
         metrics::gauge!(m::APPLIED_SEQUENCE, m::VIEW => view).set(applied as f64);
+        let indexes_dropped = self.writer.indexes_dropped();
         self.readiness.set(
             CHECK_LAG,
-            lag <= self.max_lag,
-            Some(format!(
-                "{lag} messages behind (more than {})",
-                self.max_lag
-            )),
+            lag <= self.max_lag && !indexes_dropped,
+            Some(if indexes_dropped {
+                format!("{lag} messages behind, catching up without the views' indexes")
+            } else {
+                format!("{lag} messages behind (more than {})", self.max_lag)
+            }),
         );
         let error = self
             .shared

@@ -219,6 +219,21 @@ async fn a_node_far_behind_catches_up_without_secondary_indexes_and_creates_them
     wait_reached(&reached).await;
     assert!(running.indexes_dropped());
     assert_eq!(common::view_indexes(&running.db_path), vec![]);
+    // Not ready meanwhile, although fewer messages are behind than `ready_max_lag`.
+    let ready = format!("http://{}/ready", running.http_addr);
+    wait_until(
+        || async {
+            let Ok(r) = reqwest::get(&ready).await else {
+                return false;
+            };
+            let status = r.status();
+            let body = r.text().await.unwrap_or_default();
+            status == 503 && body.contains("without the views' indexes")
+        },
+        WAIT,
+    )
+    .await
+    .expect("/ready fails while the indexes are dropped");
     running.abort().await;
     release.send(()).unwrap();
 

@@ -438,3 +438,43 @@ async fn a_writer_that_stops_writes_the_waiting_states_and_the_next_one_trusts_o
     assert_eq!(writer.checkpoint(), 120);
     stop(writer, thread).await;
 }
+
+#[tokio::test]
+async fn a_flush_writes_the_unwritten_state_of_a_cart_whose_message_failed() {
+    let mut generator = Generator::new(28, &["t1"], 2);
+    let (x, y) = (
+        generator.index("t1", "cart-000"),
+        generator.index("t1", "cart-001"),
+    );
+    let first = generator
+        .execute_offline(x, add("TEST-SKU-123"), 1)
+        .unwrap();
+    let mut bad = generator
+        .execute_offline(x, add("BOOK-NOVEL-01"), 2)
+        .unwrap();
+    let mut msg = EventMessage::from_json(&bad.payload).unwrap();
+    msg.events[0].data["line_id"] = serde_json::json!(1);
+    bad.payload = msg.to_json().into();
+    let other = generator
+        .execute_offline(y, add("TEST-SKU-123"), 3)
+        .unwrap();
+
+    // Room for two states: the first batch leaves cart-000's waiting; the second takes it,
+    // fails on it (recorded, as a rebuild does) and changes cart-001, so two wait: a flush,
+    // which must write cart-000's state although this batch did not change it.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.db");
+    let writer = spawn(&dir, Hooks::default(), 2);
+    writer.apply(vec![first], OnFailure::Stop).await.unwrap();
+    assert_eq!(read_states(&path).1, 0, "nothing written yet");
+    let record = OnFailure::Record {
+        consumer: "w".into(),
+    };
+    let out = writer.apply(vec![bad, other], record).await.unwrap();
+    assert_eq!((out.applied, out.handled), (1, 2));
+    let mut carts = generator.carts.clone();
+    carts[x].messages.truncate(1);
+    let (states, sequence) = read_states(&path);
+    assert_eq!(sequence, 3, "flushed with the batch");
+    assert_eq!(states, expected_states(&carts));
+}
