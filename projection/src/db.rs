@@ -113,13 +113,13 @@ pub fn drop_indexes(conn: &mut Connection) -> Result<usize, ProjectionError> {
     let tx = conn
         .transaction()
         .map_err(ProjectionError::db("begin dropping indexes"))?;
-    let indexes: Vec<(String, String)> = tx
-        .prepare(&format!(
+    let indexes = names_and_sql(
+        &tx,
+        &format!(
             "SELECT name, sql FROM sqlite_master
              WHERE type = 'index' AND sql IS NOT NULL AND tbl_name IN ({VIEW_TABLES})"
-        ))
-        .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
-        .map_err(ProjectionError::db("list indexes"))?;
+        ),
+    )?;
     for (name, sql) in &indexes {
         tx.execute(
             "INSERT INTO dropped_indexes (name, sql) VALUES (?1, ?2)",
@@ -133,15 +133,19 @@ pub fn drop_indexes(conn: &mut Connection) -> Result<usize, ProjectionError> {
     Ok(indexes.len())
 }
 
+/// The `(name, sql)` rows of `query`.
+fn names_and_sql(conn: &Connection, query: &str) -> Result<Vec<(String, String)>, ProjectionError> {
+    conn.prepare(query)
+        .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+        .map_err(ProjectionError::db("list indexes"))
+}
+
 /// Creates the indexes listed in `dropped_indexes` again (one transaction). Returns how many.
 pub fn restore_indexes(conn: &mut Connection) -> Result<usize, ProjectionError> {
     let tx = conn
         .transaction()
         .map_err(ProjectionError::db("begin restoring indexes"))?;
-    let indexes: Vec<(String, String)> = tx
-        .prepare("SELECT name, sql FROM dropped_indexes ORDER BY name")
-        .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
-        .map_err(ProjectionError::db("list dropped indexes"))?;
+    let indexes = names_and_sql(&tx, "SELECT name, sql FROM dropped_indexes ORDER BY name")?;
     for (name, sql) in &indexes {
         tx.execute_batch(sql)
             .and_then(|_| tx.execute("DELETE FROM dropped_indexes WHERE name = ?1", [name]))
@@ -208,8 +212,13 @@ pub fn migrate(conn: &mut Connection) -> Result<u32, ProjectionError> {
 
 /// The last applied stream sequence.
 pub fn checkpoint(conn: &Connection) -> Result<u64, ProjectionError> {
+    read_sequence(conn, "SELECT last_sequence FROM checkpoint WHERE id = 1")
+}
+
+/// The sequence `query` reads from the checkpoint row (0 without one).
+fn read_sequence(conn: &Connection, query: &str) -> Result<u64, ProjectionError> {
     let seq: Option<i64> = conn
-        .prepare_cached("SELECT last_sequence FROM checkpoint WHERE id = 1")
+        .prepare_cached(query)
         .and_then(|mut s| s.query_row([], |r| r.get(0)).optional())
         .map_err(ProjectionError::db("read checkpoint"))?;
     Ok(seq.map(to_u64).unwrap_or(0))
@@ -227,11 +236,7 @@ pub fn set_checkpoint(conn: &Connection, seq: u64) -> Result<(), ProjectionError
 /// The checkpoint at the last write of the cart states (see `migrations/0003`): every stored
 /// state includes its cart's messages up to it.
 pub fn states_checkpoint(conn: &Connection) -> Result<u64, ProjectionError> {
-    let seq: Option<i64> = conn
-        .prepare_cached("SELECT states_sequence FROM checkpoint WHERE id = 1")
-        .and_then(|mut s| s.query_row([], |r| r.get(0)).optional())
-        .map_err(ProjectionError::db("read states checkpoint"))?;
-    Ok(seq.map(to_u64).unwrap_or(0))
+    read_sequence(conn, "SELECT states_sequence FROM checkpoint WHERE id = 1")
 }
 
 pub fn set_states_checkpoint(conn: &Connection, seq: u64) -> Result<(), ProjectionError> {

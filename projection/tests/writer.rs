@@ -245,6 +245,18 @@ async fn an_undecodable_payload_is_poison_whether_or_not_it_was_decoded_ahead() 
     }
 }
 
+/// A message at `seq` adding a product to cart `index` as a second line with id 1 (poison for
+/// a cart that has line 1 already).
+fn second_line_one(generator: &mut Generator, index: usize, seq: u64) -> Incoming {
+    let mut inc = generator
+        .execute_offline(index, add("BOOK-NOVEL-01"), seq)
+        .unwrap();
+    let mut msg = EventMessage::from_json(&inc.payload).unwrap();
+    msg.events[0].data["line_id"] = serde_json::json!(1);
+    inc.payload = msg.to_json().into();
+    inc
+}
+
 #[tokio::test]
 async fn a_message_giving_a_cart_a_second_line_with_the_same_id_is_poison() {
     let mut generator = Generator::new(24, &["t1"], 1);
@@ -252,12 +264,7 @@ async fn a_message_giving_a_cart_a_second_line_with_the_same_id_is_poison() {
     let first = generator
         .execute_offline(cart, add("TEST-SKU-123"), 1)
         .unwrap();
-    let mut second = generator
-        .execute_offline(cart, add("BOOK-NOVEL-01"), 2)
-        .unwrap();
-    let mut msg = EventMessage::from_json(&second.payload).unwrap();
-    msg.events[0].data["line_id"] = serde_json::json!(1);
-    second.payload = msg.to_json().into();
+    let second = second_line_one(&mut generator, cart, 2);
     let third = generator
         .execute_offline(cart, add("FOOD-COFFEE-500"), 3)
         .unwrap();
@@ -449,12 +456,7 @@ async fn a_flush_writes_the_unwritten_state_of_a_cart_whose_message_failed() {
     let first = generator
         .execute_offline(x, add("TEST-SKU-123"), 1)
         .unwrap();
-    let mut bad = generator
-        .execute_offline(x, add("BOOK-NOVEL-01"), 2)
-        .unwrap();
-    let mut msg = EventMessage::from_json(&bad.payload).unwrap();
-    msg.events[0].data["line_id"] = serde_json::json!(1);
-    bad.payload = msg.to_json().into();
+    let bad = second_line_one(&mut generator, x, 2);
     let other = generator
         .execute_offline(y, add("TEST-SKU-123"), 3)
         .unwrap();
