@@ -343,8 +343,9 @@ fn check_shard_count(highest: Option<u32>, shard_count: u32, setting: &str) -> R
         return Ok(());
     };
     if highest >= shard_count {
+        let aggregates = shared::config::env_var(crate::Config::ENV_PREFIX, "shard_count");
         return Err(format!(
-            "{setting} is {shard_count}, but the aggregates own shard {highest}: set it to the aggregates' AGGREGATE_SHARD_COUNT (or, if every aggregate now runs {shard_count} shards, delete the keys of shards {shard_count} and above from CART_PLACEMENT)"
+            "{setting} is {shard_count}, but the aggregates own shard {highest}: set it to the aggregates' {aggregates} (or, if every aggregate now runs {shard_count} shards, delete the keys of shards {shard_count} and above from CART_PLACEMENT)"
         ));
     }
     if highest + 1 < shard_count {

@@ -4,7 +4,7 @@
 //! a cart takes its state out of the [`StateCache`] (or reads it from the database), every
 //! message is applied with `CartState::apply_decoded`, and [`Changes::write`] writes each
 //! changed cart's view rows once, however many of the batch's messages it had (its state only
-//! when the writer flushes, [`Changes::write_states`]). Nothing touches the database before
+//! when the writer flushes, [`Changes::write_all_states`]). Nothing touches the database before
 //! that, so a message that cannot be applied is simply left out (no savepoint) and the cart
 //! keeps the state from before it. After the commit [`Changes::committed`] puts the new states
 //! into the cache; dropped without it (a rollback), it puts back the states taken that were not
@@ -294,10 +294,14 @@ impl<'c> Changes<'c> {
         Ok(())
     }
 
-    /// Writes every state not yet written, this transaction's and the cache's (a flush,
-    /// inside the caller's transaction). Once committed, pass `written` to
-    /// [`Changes::committed`].
-    pub fn write_all_states(&self, conn: &Connection) -> Result<(), ProjectionError> {
+    /// Writes every state not yet written, this transaction's and the cache's, and records
+    /// `checkpoint` as the states' (a flush, inside the caller's transaction). Once committed,
+    /// pass `written` to [`Changes::committed`].
+    pub fn write_all_states(
+        &self,
+        conn: &Connection,
+        checkpoint: u64,
+    ) -> Result<(), ProjectionError> {
         for ((tenant, _), cart) in self.cache.dirty() {
             views::write_state(conn, tenant, cart)?;
         }
@@ -306,7 +310,13 @@ impl<'c> Changes<'c> {
         for ((tenant, _), p) in self.carts.iter().filter(|(_, p)| p.changed || p.unwritten) {
             views::write_state(conn, tenant, &p.now)?;
         }
-        Ok(())
+        crate::db::set_states_checkpoint(conn, checkpoint)
+    }
+
+    /// Whether this transaction should also write every waiting state (see
+    /// [`StateCache::flush_due`]).
+    pub fn flush_due(&self) -> bool {
+        self.cache.flush_due(self.unwritten_after())
     }
 
     /// States not yet written once this transaction commits without a flush.

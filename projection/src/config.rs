@@ -136,6 +136,12 @@ impl Config {
         }
     }
 
+    /// Longest wait for the next message of a replay from the stream (rebuild, recovery):
+    /// the NATS request timeout, at least 5 s.
+    pub fn replay_timeout(&self) -> Duration {
+        self.nats.request_timeout().max(Duration::from_secs(5))
+    }
+
     pub fn fetch_wait(&self) -> Duration {
         Duration::from_millis(self.fetch_wait_ms.max(10))
     }

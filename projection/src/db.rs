@@ -113,13 +113,7 @@ pub fn drop_indexes(conn: &mut Connection) -> Result<usize, ProjectionError> {
     let tx = conn
         .transaction()
         .map_err(ProjectionError::db("begin dropping indexes"))?;
-    let indexes = names_and_sql(
-        &tx,
-        &format!(
-            "SELECT name, sql FROM sqlite_master
-             WHERE type = 'index' AND sql IS NOT NULL AND tbl_name IN ({VIEW_TABLES})"
-        ),
-    )?;
+    let indexes = view_indexes(&tx)?;
     for (name, sql) in &indexes {
         tx.execute(
             "INSERT INTO dropped_indexes (name, sql) VALUES (?1, ?2)",
@@ -131,6 +125,26 @@ pub fn drop_indexes(conn: &mut Connection) -> Result<usize, ProjectionError> {
     tx.commit()
         .map_err(ProjectionError::db("commit dropping indexes"))?;
     Ok(indexes.len())
+}
+
+/// `(name, sql)` of the secondary indexes of the view tables, by name.
+pub fn view_indexes(conn: &Connection) -> Result<Vec<(String, String)>, ProjectionError> {
+    names_and_sql(
+        conn,
+        &format!(
+            "SELECT name, sql FROM sqlite_master
+             WHERE type = 'index' AND sql IS NOT NULL AND tbl_name IN ({VIEW_TABLES})
+             ORDER BY name"
+        ),
+    )
+}
+
+/// Whether indexes are listed in `dropped_indexes` (the schema is migrated).
+pub fn indexes_dropped(conn: &Connection) -> Result<bool, ProjectionError> {
+    conn.query_row("SELECT EXISTS (SELECT 1 FROM dropped_indexes)", [], |r| {
+        r.get(0)
+    })
+    .map_err(ProjectionError::db("read dropped indexes"))
 }
 
 /// The `(name, sql)` rows of `query`.
@@ -358,34 +372,21 @@ mod tests {
         assert!(partial, "carts_by_user leaves out carts without a user");
     }
 
-    /// `(name, sql)` of the secondary indexes of the view tables.
-    fn view_indexes(conn: &Connection) -> Vec<(String, String)> {
-        conn.prepare(&format!(
-            "SELECT name, sql FROM sqlite_master
-             WHERE type = 'index' AND sql IS NOT NULL AND tbl_name IN ({VIEW_TABLES})
-             ORDER BY name"
-        ))
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
-    }
-
     #[test]
     fn dropped_indexes_come_back_identical_when_restored_or_reopened() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.db");
         let mut conn = open_writer(&path).unwrap();
-        let before = view_indexes(&conn);
+        let before = view_indexes(&conn).unwrap();
         assert!(
             before.iter().any(|(n, _)| n == "carts_by_status"),
             "{before:?}"
         );
         assert_eq!(drop_indexes(&mut conn).unwrap(), before.len());
-        assert!(view_indexes(&conn).is_empty());
+        assert!(indexes_dropped(&conn).unwrap());
+        assert!(view_indexes(&conn).unwrap().is_empty());
         assert_eq!(restore_indexes(&mut conn).unwrap(), before.len());
-        assert_eq!(view_indexes(&conn), before);
+        assert_eq!(view_indexes(&conn).unwrap(), before);
         assert_eq!(
             restore_indexes(&mut conn).unwrap(),
             0,
@@ -396,7 +397,7 @@ mod tests {
         drop_indexes(&mut conn).unwrap();
         drop(conn);
         let conn = open_writer(&path).unwrap();
-        assert_eq!(view_indexes(&conn), before);
+        assert_eq!(view_indexes(&conn).unwrap(), before);
     }
 
     #[test]

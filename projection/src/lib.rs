@@ -39,7 +39,6 @@ pub mod writer;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use proto::projection::v1::query_service_server::QueryServiceServer;
@@ -170,21 +169,14 @@ pub async fn start_with_hooks(config: Config, hooks: Hooks) -> anyhow::Result<Ru
             .with_context(|| format!("database {}", db_path.display()))?
     };
     let request_timeout = config.nats.request_timeout();
-    recovery::recover(
-        &events,
-        &writer,
-        request_timeout.max(Duration::from_secs(5)),
-    )
-    .await
-    .context("recovering the cart states the last run did not write")?;
-    let stream_last = tokio::time::timeout(request_timeout, events.get_info())
+    let stream = status::stream_info(&events, request_timeout)
         .await
-        .map_err(|_| anyhow::anyhow!("no reply in time"))
-        .and_then(|r| r.map_err(anyhow::Error::from))
         .context("CART_EVENTS info")?
-        .state
-        .last_sequence;
-    let behind = stream_last.saturating_sub(writer.checkpoint());
+        .state;
+    recovery::recover(&events, &stream, &writer, config.replay_timeout())
+        .await
+        .context("recovering the cart states the last run did not write")?;
+    let behind = stream.last_sequence.saturating_sub(writer.checkpoint());
     if config.drop_indexes_behind > 0 && behind >= config.drop_indexes_behind {
         writer
             .drop_indexes(behind)
@@ -207,9 +199,7 @@ pub async fn start_with_hooks(config: Config, hooks: Hooks) -> anyhow::Result<Ru
     let readers = Readers::new(&db_path, config.read_connections);
     let shared = Arc::new(Shared::new(&config.view));
     // Known before the monitor's first look: the consumer judges "caught up" by it.
-    shared
-        .stream_last
-        .store(stream_last, std::sync::atomic::Ordering::Release);
+    shared.set_stream_last(stream.last_sequence);
     let gate = Arc::new(Mutex::new(()));
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -269,7 +259,7 @@ pub async fn start_with_hooks(config: Config, hooks: Hooks) -> anyhow::Result<Ru
         consumer: durable.clone(),
         batch_size: config.catch_up_batch_size,
         states: config.state_settings(),
-        read_timeout: request_timeout.max(Duration::from_secs(5)),
+        read_timeout: config.replay_timeout(),
         hooks,
     };
 

@@ -85,7 +85,7 @@ async fn rebuild_offline(config: Config) -> anyhow::Result<()> {
         consumer: config.durable(),
         batch_size: config.catch_up_batch_size,
         states: config.state_settings(),
-        read_timeout: config.nats.request_timeout().max(Duration::from_secs(5)),
+        read_timeout: config.replay_timeout(),
         hooks: projection::Hooks::default(),
     };
     let shared = Arc::new(Shared::new(&config.view));

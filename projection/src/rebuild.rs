@@ -31,7 +31,7 @@ use crate::hooks::Hooks;
 use crate::metrics as m;
 use crate::poison;
 use crate::reader::Readers;
-use crate::status::Shared;
+use crate::status::{Shared, stream_info};
 use crate::writer::{OnFailure, StateSettings, Writer};
 
 /// How often progress is logged.
@@ -169,10 +169,8 @@ impl Rebuild {
         })
         .await
         .map_err(|e| ProjectionError::Rebuild(format!("open task failed: {e}")))??;
-        let target = tokio::time::timeout(self.read_timeout, self.events.get_info())
-            .await
-            .map_err(|_| ProjectionError::nats("stream info", "no reply in time"))?
-            .map_err(|e| ProjectionError::nats("stream info", e))?
+        let target = stream_info(&self.events, self.read_timeout)
+            .await?
             .state
             .last_sequence;
         tracing::info!(view = %self.view, target, "rebuild started");

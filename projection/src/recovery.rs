@@ -15,7 +15,7 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::stream::Stream;
+use async_nats::jetstream::stream::{State, Stream};
 
 use crate::error::ProjectionError;
 use crate::rebuild::Source;
@@ -24,38 +24,23 @@ use crate::writer::Writer;
 /// Messages folded per writer command.
 const BATCH: usize = 4096;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Recovered {
-    /// The stream sequences read back.
-    pub from: u64,
-    pub to: u64,
-    /// Messages folded into the states.
-    pub messages: u64,
-    /// Carts whose states were recovered.
-    pub carts: usize,
-}
-
-/// Recovers the states `writer` did not write before it last stopped; `None` if there were
-/// none.
+/// Recovers the states `writer` did not write before it last stopped, if any. `stream` is
+/// what `CART_EVENTS` holds now.
 pub async fn recover(
     events: &Stream,
+    stream: &State,
     writer: &Writer,
     timeout: Duration,
-) -> Result<Option<Recovered>, ProjectionError> {
+) -> Result<(), ProjectionError> {
     let Some(range) = writer.states_behind() else {
-        return Ok(None);
+        return Ok(());
     };
     let (from, to) = range.into_inner();
-    let info = tokio::time::timeout(timeout, events.get_info())
-        .await
-        .map_err(|_| ProjectionError::nats("stream info", "no reply in time"))?
-        .map_err(|e| ProjectionError::nats("stream info", e))?;
-    let (first, last) = (info.state.first_sequence, info.state.last_sequence);
+    let (first, last) = (stream.first_sequence, stream.last_sequence);
     if first > from || last < to {
         return Err(ProjectionError::Rebuild(format!(
-            "the cart states need the messages {from}..={to} folded again, but {} holds only \
-             {first}..={last}; rebuild the projection",
-            info.config.name
+            "the cart states need the messages {from}..={to} folded again, but CART_EVENTS \
+             holds only {first}..={last}; rebuild the projection"
         )));
     }
     tracing::info!(
@@ -81,10 +66,5 @@ pub async fn recover(
     }
     let carts = writer.finish_recovery().await?;
     tracing::info!(from, to, messages, carts, "cart states recovered");
-    Ok(Some(Recovered {
-        from,
-        to,
-        messages,
-        carts,
-    }))
+    Ok(())
 }

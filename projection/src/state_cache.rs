@@ -3,21 +3,23 @@
 //! written to the database ("dirty").
 //!
 //! A transaction writes the view rows of the carts it changed, not their states: those stay
-//! here, dirty, until the writer writes them all at once ([`crate::writer`] decides when: every
-//! few seconds, when `capacity` of them are waiting, before a replay, a swap or a stop). A
+//! here, dirty, until a transaction writes them all at once ("flush", see
+//! [`StateCache::flush_due`]: every `flush_after`, or when `cached_carts` of them are waiting;
+//! the writer also flushes before a replay, a swap or a stop). A
 //! cart written once per flush instead of once per message is most of what makes catching up
 //! fast. A dirty state is never evicted, since the database holds an older one; after a crash
 //! the writer folds the stream's messages since the last flush again ([`crate::recovery`]).
 //!
 //! A transaction takes the states it works on out of the cache and puts them back after it
 //! committed, or the dirty ones as they were if it rolled back (see
-//! [`crate::changes::Changes::rolled_back`]): a rolled-back batch, a crash hook or a poison message cannot
+//! [`crate::changes::Changes`]): a rolled-back batch, a crash hook or a poison message cannot
 //! leave a state the views do not show. Clean states are bounded (least recently used first
 //! out) so that clean and dirty together stay within `capacity`; everything is forgotten when a
 //! rebuild swaps the database file. Only the writer thread uses it, so it is a plain LRU map
 //! (`hashlink`, the one rusqlite's statement cache uses) rather than a concurrent cache.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use hashlink::LruCache;
 use shared::ids::{CartId, TenantId};
@@ -26,6 +28,17 @@ use crate::views::StoredCart;
 
 /// A cart's identity across tenants.
 pub type CartKey = (TenantId, CartId);
+
+/// How the writer keeps cart states in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateSettings {
+    /// States kept in memory, written or not; a transaction flushes when this many are
+    /// waiting (0: every transaction writes its states).
+    pub cached_carts: u64,
+    /// Longest a changed state waits to be written (zero: every transaction writes its
+    /// states). After a crash, the messages of this long are folded again at start-up.
+    pub flush_after: Duration,
+}
 
 /// A state taken out of the cache.
 pub struct Taken {
@@ -36,25 +49,31 @@ pub struct Taken {
 
 pub struct StateCache {
     capacity: usize,
+    flush_after: Duration,
+    last_flush: Instant,
     clean: LruCache<CartKey, StoredCart>,
     /// In key order, so a flush walks the `cart_states` B-tree in order.
     dirty: BTreeMap<CartKey, StoredCart>,
 }
 
 impl StateCache {
-    /// A cache of up to `capacity` carts, clean and dirty together (0 keeps none: every
-    /// transaction writes its states).
-    pub fn new(capacity: u64) -> Self {
-        let capacity = usize::try_from(capacity).unwrap_or(usize::MAX);
+    /// A cache of up to `settings.cached_carts` carts, clean and dirty together (0 keeps
+    /// none: every transaction writes its states).
+    pub fn new(settings: StateSettings) -> Self {
         Self {
-            capacity,
+            capacity: usize::try_from(settings.cached_carts).unwrap_or(usize::MAX),
+            flush_after: settings.flush_after,
+            last_flush: Instant::now(),
             clean: LruCache::new_unbounded(),
             dirty: BTreeMap::new(),
         }
     }
 
-    pub fn capacity(&self) -> usize {
-        self.capacity
+    /// Whether a transaction that leaves `unwritten` states waiting should write them all:
+    /// the capacity is reached, or `flush_after` has passed since the last flush.
+    pub fn flush_due(&self, unwritten: usize) -> bool {
+        unwritten > 0
+            && (unwritten >= self.capacity || self.last_flush.elapsed() >= self.flush_after)
     }
 
     /// States not yet written to the database.
@@ -90,6 +109,7 @@ impl StateCache {
 
     /// The flush that wrote every dirty state committed.
     pub fn all_written(&mut self) {
+        self.last_flush = Instant::now();
         let dirty = std::mem::take(&mut self.dirty);
         for (key, cart) in dirty {
             self.clean.insert(key, cart);
@@ -124,13 +144,24 @@ mod tests {
         )
     }
 
+    fn cache(cached_carts: u64) -> StateCache {
+        StateCache::new(StateSettings {
+            cached_carts,
+            flush_after: Duration::from_secs(3600),
+        })
+    }
+
     fn cart(i: u32) -> StoredCart {
         StoredCart::new(key(i).1, i64::from(i))
     }
 
     #[test]
     fn dirty_states_are_never_evicted_and_clean_ones_make_room_for_them() {
-        let mut cache = StateCache::new(3);
+        let mut cache = cache(3);
+        assert!(
+            !cache.flush_due(2) && cache.flush_due(3),
+            "due at the capacity"
+        );
         cache.put(key(1), cart(1), true);
         cache.put(key(2), cart(2), true);
         cache.put(key(3), cart(3), false);
@@ -153,7 +184,11 @@ mod tests {
 
     #[test]
     fn a_cache_of_zero_keeps_nothing_clean() {
-        let mut none = StateCache::new(0);
+        let mut none = cache(0);
+        assert!(
+            !none.flush_due(0) && none.flush_due(1),
+            "every change is written"
+        );
         none.put(key(1), cart(1), true);
         assert!(none.take(&key(1)).is_none());
     }

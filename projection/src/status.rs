@@ -10,8 +10,20 @@ use serde::{Deserialize, Serialize};
 use shared::ops::Readiness;
 use tokio_util::sync::CancellationToken;
 
+use crate::error::ProjectionError;
 use crate::metrics as m;
 use crate::writer::Writer;
+
+/// `CART_EVENTS`'s info (first and last sequence), within `timeout`.
+pub async fn stream_info(
+    events: &Stream,
+    timeout: Duration,
+) -> Result<async_nats::jetstream::stream::Info, ProjectionError> {
+    tokio::time::timeout(timeout, events.get_info())
+        .await
+        .map_err(|_| ProjectionError::nats("stream info", "no reply in time"))?
+        .map_err(|e| ProjectionError::nats("stream info", e))
+}
 
 /// Readiness checks of the projection.
 pub const CHECK_NATS: &str = shared::serve::NATS_CHECK;
@@ -30,7 +42,7 @@ pub struct Shared {
     /// Milliseconds after `started` of the last successful fetch (0: none yet).
     last_fetch_ms: AtomicU64,
     consumer_error: Mutex<Option<String>>,
-    pub(crate) stream_last: AtomicU64,
+    stream_last: AtomicU64,
     /// The live writer is paused (a rebuild is swapping databases).
     paused: AtomicBool,
     pub rebuild: RebuildProgress,
@@ -119,6 +131,12 @@ impl Shared {
             .unwrap_or_else(|p| p.into_inner()) = None;
     }
 
+    /// The last sequence of `CART_EVENTS`, as last seen.
+    pub fn set_stream_last(&self, last: u64) {
+        self.stream_last.store(last, Ordering::Release);
+        metrics::gauge!(m::STREAM_LAST_SEQUENCE, m::VIEW => self.view.clone()).set(last as f64);
+    }
+
     pub fn set_consumer_error(&self, e: String) {
         *self
             .consumer_error
@@ -180,16 +198,9 @@ impl Monitor {
         let connected = self.client.connection_state() == async_nats::connection::State::Connected;
         self.readiness
             .set(CHECK_NATS, connected, Some("disconnected from NATS"));
-        match tokio::time::timeout(self.request_timeout, self.events.get_info()).await {
-            Ok(Ok(info)) => {
-                self.shared
-                    .stream_last
-                    .store(info.state.last_sequence, Ordering::Release);
-                metrics::gauge!(m::STREAM_LAST_SEQUENCE, m::VIEW => view.clone())
-                    .set(info.state.last_sequence as f64);
-            }
-            Ok(Err(e)) => tracing::debug!(error = %e, "stream info failed"),
-            Err(_) => tracing::debug!("stream info timed out"),
+        match stream_info(&self.events, self.request_timeout).await {
+            Ok(info) => self.shared.set_stream_last(info.state.last_sequence),
+            Err(e) => tracing::debug!(error = %e, "stream info failed"),
         }
         let applied = self.writer.checkpoint();
         let lag = self.shared.stream_last().saturating_sub(applied);

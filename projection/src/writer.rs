@@ -1,10 +1,9 @@
 //! The one SQLite writer: a dedicated thread owning the write connection, fed through a bounded
 //! channel. Each batch is applied in one transaction that also stores the checkpoint: its
 //! messages are applied to the carts in memory ([`Changes`]), then each changed cart's view
-//! rows are written once. Cart states are written behind ([`crate::state_cache`]): a
-//! transaction also writes all waiting states ("flushes") once `flush_after` has passed since
-//! the last flush or `cached_carts` states are waiting, and the writer flushes before a replay,
-//! a swap and when it stops. A message that fails changes nothing and either stops the batch (live consumer: what
+//! rows are written once. Cart states are written behind ([`crate::state_cache`], which also
+//! says when a transaction writes all waiting states: "flushes"); the writer also flushes
+//! before a replay, a swap and when it stops. A message that fails changes nothing and either stops the batch (live consumer: what
 //! came before it is committed; retry it, keep order) or is recorded in the poison table
 //! (rebuild).
 
@@ -12,7 +11,7 @@ use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rusqlite::{Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
@@ -25,6 +24,7 @@ use crate::hooks::{CommitAction, Hooks};
 use crate::metrics as m;
 use crate::poison::{self, PoisonRecord};
 use crate::state_cache::StateCache;
+pub use crate::state_cache::StateSettings;
 
 /// Commands queued for the writer; small, because each holds a whole batch.
 const QUEUE: usize = 8;
@@ -54,17 +54,6 @@ pub struct BatchOutcome {
     /// The commit that holds the batch: acknowledge its messages once it is durable
     /// ([`Writer::durable`]).
     pub commit: u64,
-}
-
-/// How the writer keeps cart states in memory (see [`crate::state_cache`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StateSettings {
-    /// States kept in memory, written or not; a transaction flushes when this many are
-    /// waiting (0: every transaction writes its states).
-    pub cached_carts: u64,
-    /// Longest a changed state waits to be written (zero: every transaction writes its
-    /// states). After a crash, the messages of this long are folded again at start-up.
-    pub flush_after: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,8 +128,6 @@ struct State {
     view: Arc<str>,
     /// Cart states in memory (see [`StateCache`]); only this thread uses it.
     cache: StateCache,
-    flush_after: Duration,
-    last_flush: Instant,
     indexes_dropped: Arc<AtomicBool>,
     durability: Arc<Durability>,
     /// Syncs commits to disk (`None`: a bulk file, synced when closed).
@@ -173,9 +160,7 @@ impl Writer {
             .map_err(ProjectionError::db("pragmas"))?;
         // The whole stream goes in: without secondary indexes, created again by `close`.
         db::drop_indexes(&mut conn)?;
-        let (writer, thread) = Self::start(conn, path, hooks, view, states, false)?;
-        writer.indexes_dropped.store(true, Ordering::Relaxed);
-        Ok((writer, thread))
+        Self::start(conn, path, hooks, view, states, false)
     }
 
     fn start(
@@ -208,16 +193,14 @@ impl Writer {
             None
         };
         let (tx, rx) = mpsc::channel(QUEUE);
-        let indexes_dropped = Arc::new(AtomicBool::new(false));
+        let indexes_dropped = Arc::new(AtomicBool::new(db::indexes_dropped(&conn)?));
         let state = State {
             indexes_dropped: indexes_dropped.clone(),
             path: path.to_path_buf(),
             conn: Some(conn),
             hooks,
             view: view.clone(),
-            cache: StateCache::new(states.cached_carts),
-            flush_after: states.flush_after,
-            last_flush: Instant::now(),
+            cache: StateCache::new(states),
             durability: durability.clone(),
             syncer,
         };
@@ -472,14 +455,8 @@ impl State {
         Ok(n)
     }
 
-    /// Whether a transaction leaving `unwritten` states waiting should write them.
-    fn flush_due(&self, unwritten: usize) -> bool {
-        unwritten >= self.cache.capacity() || self.last_flush.elapsed() >= self.flush_after
-    }
-
-    /// A flush committed.
-    fn flushed(&mut self, states: usize) {
-        self.last_flush = Instant::now();
+    /// A flush of `states` committed.
+    fn flushed(&self, states: usize) {
         metrics::counter!(m::STATE_FLUSHES, m::VIEW => self.view.clone()).increment(1);
         metrics::counter!(m::STATES_WRITTEN, m::VIEW => self.view.clone()).increment(states as u64);
         metrics::gauge!(m::UNWRITTEN_STATES, m::VIEW => self.view.clone()).set(0.0);
@@ -489,7 +466,7 @@ impl State {
     /// case). Returns how many were written.
     fn flush(&mut self, force: bool) -> Result<usize, ProjectionError> {
         let waiting = self.cache.dirty_len();
-        if waiting == 0 || !(force || self.flush_due(waiting)) {
+        if waiting == 0 || !(force || self.cache.flush_due(waiting)) {
             return Ok(0);
         }
         let checkpoint = self.durability.applied();
@@ -498,8 +475,7 @@ impl State {
             .transaction()
             .map_err(ProjectionError::db("begin state flush"))?;
         let changes = Changes::new(&mut self.cache);
-        changes.write_all_states(&tx)?;
-        db::set_states_checkpoint(&tx, checkpoint)?;
+        changes.write_all_states(&tx, checkpoint)?;
         tx.commit()
             .map_err(ProjectionError::db("commit state flush"))?;
         changes.committed(true);
@@ -617,8 +593,6 @@ impl State {
         let view = self.view.clone();
         let hooks = self.hooks.clone();
         let live = matches!(on_failure, OnFailure::Stop);
-        let capacity = self.cache.capacity();
-        let flush_due_by_time = self.last_flush.elapsed() >= self.flush_after;
         let conn = self.conn.as_mut().ok_or(ProjectionError::WriterStopped)?;
         let tx = conn
             .transaction()
@@ -674,10 +648,9 @@ impl State {
         changes.write(&tx)?;
         db::set_checkpoint(&tx, out.checkpoint)?;
         let unwritten = changes.unwritten_after();
-        let flush = unwritten > 0 && (flush_due_by_time || unwritten >= capacity);
+        let flush = changes.flush_due();
         if flush {
-            changes.write_all_states(&tx)?;
-            db::set_states_checkpoint(&tx, out.checkpoint)?;
+            changes.write_all_states(&tx, out.checkpoint)?;
         }
         let action = if live {
             hooks.commit_action(batch.last().map_or(0, |i| i.sequence))
@@ -772,8 +745,7 @@ impl State {
             }
         };
         let unwritten = changes.unwritten_after();
-        changes.write_all_states(&tx)?;
-        db::set_states_checkpoint(&tx, checkpoint)?;
+        changes.write_all_states(&tx, checkpoint)?;
         tx.commit().map_err(ProjectionError::db("commit replay"))?;
         changes.committed(true);
         self.flushed(unwritten);

@@ -88,6 +88,49 @@ impl Handler for Checkout {
     fn handle<'a>(&'a self, msg: &'a Message) -> BoxFuture<'a, Disposition> {
         Box::pin(self.handle_message(msg))
     }
+
+    fn retry_or_give_up<'a>(
+        &'a self,
+        msg: &'a Message,
+        reason: &'a str,
+    ) -> BoxFuture<'a, Disposition> {
+        Box::pin(async move {
+            let delivered = msg.info().map_or(1, |i| i.delivered);
+            if self.records.retries_left(delivered) {
+                return Disposition::nak(delivered);
+            }
+            // The last delivery: a checkout it starts is failed too, as after the last retry.
+            let started = EventMessage::from_json(&msg.payload)
+                .ok()
+                .and_then(|envelope| {
+                    let record = envelope
+                        .events
+                        .iter()
+                        .rev()
+                        .find(|r| r.event_type == STARTED)?;
+                    match Event::decode(record) {
+                        Ok(Event::CheckoutStarted(s)) => Some((envelope, s)),
+                        _ => None,
+                    }
+                });
+            match started {
+                Some((envelope, started)) => {
+                    let ctx = context(msg, &envelope);
+                    self.fail_and_give_up(msg, &ctx, &envelope, &started, "internal_error", reason)
+                        .await
+                }
+                None => self.give_up(msg, reason).await,
+            }
+        })
+    }
+}
+
+/// The request context of `msg` (from its headers, else a fresh one for its tenant).
+fn context(msg: &Message, envelope: &EventMessage) -> RequestContext {
+    msg.headers
+        .as_ref()
+        .and_then(|h| RequestContext::from_nats_headers(h).ok())
+        .unwrap_or_else(|| RequestContext::new(envelope.tenant.clone()))
 }
 
 /// Whether an event message may hold a `CheckoutStarted`, by its headers. Without a
@@ -144,11 +187,7 @@ impl Checkout {
                     .await;
             }
         };
-        let ctx = msg
-            .headers
-            .as_ref()
-            .and_then(|h| RequestContext::from_nats_headers(h).ok())
-            .unwrap_or_else(|| RequestContext::new(envelope.tenant.clone()));
+        let ctx = context(msg, &envelope);
         let span = tracing::info_span!(
             "runner.checkout",
             cart = %envelope.cart_id,
@@ -171,14 +210,29 @@ impl Checkout {
                 if self.records.retries_left(delivered) {
                     return Disposition::nak(delivered);
                 }
-                // Out of retries: fail the checkout so the shopper is not left waiting.
-                let failed = self.failure(&envelope, &started, "provider_unavailable", &reason);
-                if let Err(e) = self.finish(&ctx, &failed).await {
-                    tracing::error!(error = %e, "could not fail the checkout after the last retry");
-                }
-                self.give_up(msg, &reason).await
+                let code = "provider_unavailable";
+                self.fail_and_give_up(msg, &ctx, &envelope, &started, code, &reason)
+                    .await
             }
         }
+    }
+
+    /// Out of retries: fail the checkout (so the shopper is not left waiting), then keep `msg`
+    /// in `DEAD_LETTERS`.
+    async fn fail_and_give_up(
+        &self,
+        msg: &Message,
+        ctx: &RequestContext,
+        envelope: &EventMessage,
+        started: &CheckoutStarted,
+        code: &str,
+        reason: &str,
+    ) -> Disposition {
+        let failed = self.failure(envelope, started, code, reason);
+        if let Err(e) = self.finish(ctx, &failed).await {
+            tracing::error!(error = %e, "could not fail the checkout after the last retry");
+        }
+        self.give_up(msg, reason).await
     }
 
     async fn attempt(

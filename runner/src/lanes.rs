@@ -20,7 +20,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::metrics as m;
-use crate::records::Records;
 use crate::state::Status;
 
 /// What to do with a handled message.
@@ -55,18 +54,25 @@ pub trait Handler: Send + Sync + 'static {
     /// Messages with equal keys are handled in order, one at a time.
     fn lane_key<'a>(&self, msg: &'a Message) -> &'a str;
     fn handle<'a>(&'a self, msg: &'a Message) -> BoxFuture<'a, Disposition>;
+    /// `msg` could not be handled (its handler panicked, a bug): redeliver it while it has
+    /// deliveries left, else give up on it the way this handler gives up on a message it
+    /// cannot handle.
+    fn retry_or_give_up<'a>(
+        &'a self,
+        msg: &'a Message,
+        reason: &'a str,
+    ) -> BoxFuture<'a, Disposition>;
 }
 
 /// Run `handler` over `consumer` (the current form of `durable`) until `stop_fetching`
 /// (drain) or `abort` (crash-like). A message whose handler panics is retried or given up on
-/// through `records`, as handlers do with messages they cannot handle.
+/// by the handler ([`Handler::retry_or_give_up`]).
 #[allow(clippy::too_many_arguments)]
 pub fn spawn(
     name: &'static str,
     consumer: PullConsumer,
     durable: Durable,
     handler: Arc<dyn Handler>,
-    records: Records,
     lanes: usize,
     depth: usize,
     batch: usize,
@@ -80,8 +86,6 @@ pub fn spawn(
         let (tx, mut rx) = mpsc::channel::<Message>(depth);
         senders.push(tx);
         let (handler, status, abort) = (handler.clone(), status.clone(), abort.clone());
-        let records = records.clone();
-        let stream = durable.stream.cached_info().config.name.clone();
         tracker.spawn(async move {
             loop {
                 let msg = tokio::select! {
@@ -90,7 +94,7 @@ pub fn spawn(
                 };
                 let disposition = tokio::select! {
                     () = abort.cancelled() => break,
-                    d = handle_caught(name, &stream, &records, handler.as_ref(), &msg) => d,
+                    d = handle_caught(name, handler.as_ref(), &msg) => d,
                 };
                 settle(name, &msg, disposition).await;
                 status.end();
@@ -112,13 +116,7 @@ pub fn spawn(
 
 /// Handles `msg`; a handler that panics (a bug) gets its message redelivered later, like one
 /// that failed (and dead-lettered on its last delivery), and the lane goes on with the next.
-async fn handle_caught(
-    name: &'static str,
-    stream: &str,
-    records: &Records,
-    handler: &dyn Handler,
-    msg: &Message,
-) -> Disposition {
+async fn handle_caught(name: &'static str, handler: &dyn Handler, msg: &Message) -> Disposition {
     match AssertUnwindSafe(handler.handle(msg)).catch_unwind().await {
         Ok(d) => d,
         Err(_) => {
@@ -126,7 +124,7 @@ async fn handle_caught(
             tracing::error!(consumer = name, subject = %msg.subject, delivered, "the handler panicked");
             metrics::counter!(m::HANDLER_PANICS, "consumer" => name).increment(1);
             let reason = "the handler panicked (a bug); see the runner log";
-            records.retry_or_give_up(name, stream, msg, reason).await
+            handler.retry_or_give_up(msg, reason).await
         }
     }
 }

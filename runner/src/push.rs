@@ -64,6 +64,19 @@ impl Handler for Push {
             }
         })
     }
+
+    fn retry_or_give_up<'a>(
+        &'a self,
+        msg: &'a Message,
+        reason: &'a str,
+    ) -> BoxFuture<'a, Disposition> {
+        Box::pin(self.records.retry_or_give_up(
+            RUNNER_PUSH_DURABLE,
+            WORKFLOW_COMMANDS_STREAM,
+            msg,
+            reason,
+        ))
+    }
 }
 
 impl Push {

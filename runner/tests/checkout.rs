@@ -254,6 +254,13 @@ async fn a_message_whose_handler_always_panics_is_dead_lettered_on_its_last_deli
     )
     .await
     .expect("the message is dead-lettered after its last delivery");
+    // And the checkout is failed, so the shopper is not left waiting on it.
+    let cart = env
+        .wait_cart("doomed", "checkout failed", |s| {
+            matches!(&s.cart.checkout, Some(c) if matches!(c.status, CheckoutStatus::Failed { .. }))
+        })
+        .await;
+    assert!(!cart.cart.payment_in_progress());
     env.wait_settled(CART_EVENTS_STREAM, RUNNER_CHECKOUT_DURABLE)
         .await;
     runner.drain(std::time::Duration::from_secs(5)).await;

@@ -134,7 +134,7 @@ where
             if v.is_object() {
                 walk(v, upper, &mut keys);
             } else {
-                keys.push(format!("{}_{upper}", prefix.to_ascii_uppercase()));
+                keys.push(env_var(&prefix.to_ascii_uppercase(), k));
             }
         }
     }

@@ -246,7 +246,7 @@ async fn a_storefront_checks_out_pays_and_the_order_is_placed_once() {
     // The repeat is recorded with the same Msg-Id (`push-<order>`), so JetStream keeps one
     // record of it and the runner never sees a second; the runner's own handling of a
     // repeated push is `runner::checkout`'s `duplicate_pushes_place_the_order_once`.
-    let tenant = shared::ids::TenantId::parse("default").unwrap();
+    let tenant = shared::ids::TenantId::default_tenant();
     let push_subject =
         shared::subjects::workflow_command(&tenant, shared::workflow::PUSH_KIND, &order_id)
             .unwrap();

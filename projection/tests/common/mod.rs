@@ -182,14 +182,5 @@ pub fn hold_commit(n: u32, action: CommitAction) -> (Hooks, mpsc::Receiver<u64>,
 
 /// `(name, sql)` of the secondary indexes of the views in the database at `path`.
 pub fn view_indexes(path: &std::path::Path) -> Vec<(String, String)> {
-    open_db(path)
-        .prepare(
-            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL
-             AND tbl_name IN ('carts', 'cart_lines', 'orders') ORDER BY name",
-        )
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
+    projection::db::view_indexes(&open_db(path)).unwrap()
 }

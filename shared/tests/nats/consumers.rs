@@ -9,7 +9,6 @@ use shared::nats::{
 use shared::nats_or_skip;
 use shared::subjects;
 
-/// JetStream and the `CART_EVENTS` stream on `nats`.
 /// Publishes `n` messages on `subject`, each acknowledged by its stream.
 async fn publish(js: &async_nats::jetstream::Context, subject: &'static str, n: usize) {
     for i in 1..=n {
@@ -21,6 +20,7 @@ async fn publish(js: &async_nats::jetstream::Context, subject: &'static str, n: 
     }
 }
 
+/// JetStream and the `CART_EVENTS` stream on `nats`.
 async fn cart_events(
     nats: &shared::test_support::NatsServer,
 ) -> (
