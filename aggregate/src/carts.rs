@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use moka::future::Cache;
 use moka::notification::RemovalCause;
 use moka::policy::EvictionPolicy;
-use shared::domain::{self, CartState, Command, Context, Event, EventMessage, Limits};
+use shared::domain::{self, CartState, Command, Context, Event, EventMessage, Limits, Retain};
 use shared::headers::RequestContext;
 use shared::ids::{CartId, CommandId, TenantId};
 use shared::placement::shard_for;
@@ -38,7 +38,8 @@ pub struct CartsConfig {
     pub shard_count: u32,
     pub cache_capacity: u64,
     pub cache_idle: Duration,
-    pub recent_commands: usize,
+    /// What each cart keeps to answer retries (recent command ids, keyed commands).
+    pub retain: Retain,
     pub max_conflict_retries: u32,
     pub append_timeout_retries: u32,
     pub limits: Limits,
@@ -73,6 +74,23 @@ pub enum Route {
     Placed,
     /// The caller could not reach the owner: serve anyway (the append fence keeps it safe).
     Fallback,
+}
+
+/// Who a command is: its id, and for a command sent with an `Idempotency-Key` (its id derived
+/// from the key) the fingerprint of the client's request.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub command_id: CommandId,
+    pub fingerprint: Option<String>,
+}
+
+impl Identity {
+    pub fn new(command_id: CommandId) -> Self {
+        Self {
+            command_id,
+            fingerprint: None,
+        }
+    }
 }
 
 /// The result of a command.
@@ -223,7 +241,7 @@ impl Carts {
         ctx: &RequestContext,
         cart: &CartRef,
         route: Route,
-        command_id: CommandId,
+        id: Identity,
         expected_version: Option<u64>,
         mut commands: Vec<Command>,
     ) -> Result<Outcome, ApiError> {
@@ -235,7 +253,7 @@ impl Carts {
             _ => "Batch",
         };
         let result = self
-            .execute_inner(ctx, cart, command_id, expected_version, &mut commands)
+            .execute_inner(ctx, cart, &id, expected_version, &mut commands)
             .await;
         let label = match &result {
             Ok(o) if o.duplicate => "duplicate",
@@ -252,10 +270,11 @@ impl Carts {
         &self,
         ctx: &RequestContext,
         cart: &CartRef,
-        command_id: CommandId,
+        id: &Identity,
         expected_version: Option<u64>,
         commands: &mut [Command],
     ) -> Result<Outcome, ApiError> {
+        let command_id = id.command_id;
         // Inputs from outside the cart are gathered before taking its lock.
         for c in commands.iter_mut() {
             if let Command::MergeCart {
@@ -281,8 +300,9 @@ impl Carts {
         let cfg = &self.inner.cfg;
 
         for attempt in 0..=cfg.max_conflict_retries {
-            if let Some(prior) = loaded.state.recent_outcome(&command_id) {
-                return Ok(self.duplicate_reply(&loaded.state, prior.version));
+            let now = time::OffsetDateTime::now_utc();
+            if let Some(answered) = self.answered_before(&loaded.state, id, now)? {
+                return Ok(answered);
             }
             if let Some(expected) = expected_version
                 && expected != loaded.state.version
@@ -301,7 +321,6 @@ impl Carts {
                     ));
                 }
             }
-            let now = time::OffsetDateTime::now_utc();
             let events = decide_all(&loaded.state, commands, &catalog, now, cfg.limits)?;
             if events.is_empty() {
                 return Ok(Outcome {
@@ -310,7 +329,19 @@ impl Carts {
                     event_types: Vec::new(),
                 });
             }
-            let msg = EventMessage::new(
+            if id.fingerprint.is_some()
+                && loaded.state.keyed_live(now.unix_timestamp(), cfg.retain) >= CartState::MAX_KEYED
+            {
+                return Err(ApiError::new(
+                    ErrorCode::LimitExceeded,
+                    format!(
+                        "this cart holds {} Idempotency-Keys of the last {} s, the most it keeps; send this request without one",
+                        CartState::MAX_KEYED,
+                        cfg.retain.keyed_secs
+                    ),
+                ));
+            }
+            let mut msg = EventMessage::new(
                 cart.tenant.clone(),
                 cart.cart_id.clone(),
                 command_id,
@@ -318,14 +349,12 @@ impl Carts {
                 now,
                 &events,
             );
+            msg.request_fingerprint.clone_from(&id.fingerprint);
             match self.append(cart, &msg, loaded.state.version, ctx).await {
                 Ok(appended) if !appended.duplicate => {
-                    loaded.state.commit(
-                        command_id,
-                        appended.sequence,
-                        &events,
-                        cfg.recent_commands,
-                    );
+                    loaded
+                        .state
+                        .commit(&msg, &events, appended.sequence, cfg.retain);
                     self.after_commit(cart, loaded);
                     return Ok(Outcome {
                         state: loaded.state.clone(),
@@ -336,8 +365,8 @@ impl Carts {
                 Ok(appended) => {
                     // Stored before (an earlier attempt whose ack was lost, or another node).
                     self.catch_up(loaded, cart).await?;
-                    return match loaded.state.recent_outcome(&command_id) {
-                        Some(prior) => Ok(self.duplicate_reply(&loaded.state, prior.version)),
+                    return match self.answered_before(&loaded.state, id, now)? {
+                        Some(answered) => Ok(answered),
                         None if appended.sequence <= loaded.state.version => {
                             Err(ApiError::invalid(format!(
                                 "command_id {command_id} was already used for a different \
@@ -494,7 +523,7 @@ impl Carts {
     /// Cold load: the snapshot (if any and consistent) plus every message after it.
     async fn load(&self, cart: &CartRef) -> Result<Loaded, ApiError> {
         let started = Instant::now();
-        let keep = self.inner.cfg.recent_commands;
+        let keep = self.inner.cfg.retain;
         let snapshot = self
             .inner
             .snapshots
@@ -561,12 +590,7 @@ impl Carts {
             .await
             .map_err(store_error)?;
         if !tail.is_empty() {
-            apply_tail(
-                &mut loaded.state,
-                tail,
-                self.inner.cfg.recent_commands,
-                &cart.key,
-            );
+            apply_tail(&mut loaded.state, tail, self.inner.cfg.retain, &cart.key);
             self.inner.watchers.publish(&cart.key, &loaded.state);
         }
         Ok(())
@@ -613,6 +637,33 @@ impl Carts {
                 .snapshots
                 .offer(cart.key.to_string(), Arc::new(loaded.state.clone()));
         }
+    }
+
+    /// The original outcome when this command was decided before: a keyed command within
+    /// the idempotency retention (refused when its request differs), or one of the cart's
+    /// recent commands.
+    fn answered_before(
+        &self,
+        state: &CartState,
+        id: &Identity,
+        now: time::OffsetDateTime,
+    ) -> Result<Option<Outcome>, ApiError> {
+        if let Some(fingerprint) = &id.fingerprint
+            && let Some(keyed) =
+                state.keyed_outcome(&id.command_id, now.unix_timestamp(), self.inner.cfg.retain)
+        {
+            if keyed.fingerprint != *fingerprint {
+                return Err(ApiError::new(
+                    ErrorCode::IdempotencyKeyReused,
+                    "this Idempotency-Key was already used on this cart for a different request; \
+                     use a new key for each distinct request",
+                ));
+            }
+            return Ok(Some(self.duplicate_reply(state, keyed.version)));
+        }
+        Ok(state
+            .recent_outcome(&id.command_id)
+            .map(|prior| self.duplicate_reply(state, prior.version)))
     }
 
     fn duplicate_reply(&self, state: &CartState, version: u64) -> Outcome {
@@ -670,7 +721,7 @@ fn decide_all(
 fn apply_tail(
     state: &mut CartState,
     tail: Vec<crate::store::StoredMessage>,
-    keep: usize,
+    keep: Retain,
     key: &str,
 ) {
     for stored in tail {

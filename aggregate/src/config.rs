@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use shared::domain::{CartState, Limits};
+use shared::domain::{CartState, Limits, Retain};
 use shared::nats::{NatsConfig, NatsResourceSettings};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,6 +34,10 @@ pub struct Config {
     pub snapshot_every: u64,
     /// Command ids remembered per cart for exactly-once replies beyond the duplicate window.
     pub recent_commands: usize,
+    /// How long a cart keeps a command sent with an `Idempotency-Key` (its request fingerprint
+    /// and outcome), however many commands follow: a retry within it returns the original
+    /// outcome from any gateway, and the same key with another request is refused.
+    pub idempotency_retention_secs: u64,
     /// Conflicts (another writer appended first) tolerated per command, each followed by a
     /// jittered back-off of up to 16 ms and a catch-up read.
     pub max_conflict_retries: u32,
@@ -65,6 +69,7 @@ impl Default for Config {
             cache_idle_secs: 900,
             snapshot_every: 50,
             recent_commands: CartState::DEFAULT_RECENT,
+            idempotency_retention_secs: Retain::DEFAULT.keyed_secs as u64,
             max_conflict_retries: 32,
             append_timeout_retries: 2,
             max_batch: 50,
@@ -90,6 +95,14 @@ impl Config {
         shared::config::load_service(Self::ENV_PREFIX)
     }
 
+    /// What each cart keeps to answer retries.
+    pub fn retain(&self) -> Retain {
+        Retain {
+            recent: self.recent_commands,
+            keyed_secs: self.idempotency_retention_secs as i64,
+        }
+    }
+
     pub fn heartbeat(&self) -> Duration {
         Duration::from_millis(self.heartbeat_ms.max(50))
     }
@@ -101,6 +114,9 @@ impl Config {
         }
         if self.max_batch == 0 {
             return Err("max_batch must be at least 1".into());
+        }
+        if !(60..=i64::MAX as u64).contains(&self.idempotency_retention_secs) {
+            return Err("idempotency_retention_secs must be at least 60".into());
         }
         let ttl = Duration::from_secs(self.streams.node_ttl_secs);
         if self.placement && self.heartbeat() * 2 >= ttl {

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-use crate::carts::{CartRef, Carts, Route};
+use crate::carts::{CartRef, Carts, Identity, Route};
 use crate::drain::Drainer;
 use crate::metrics as m;
 
@@ -66,14 +66,14 @@ impl CartGrpc {
         ctx: RequestContext,
         cart: CartRef,
         route: Route,
-        id: CommandId,
+        id: Identity,
         expected: Option<u64>,
         commands: Vec<Command>,
     ) -> Result<Response<pb::ExecuteResponse>, Status> {
         let span = tracing::info_span!(
             "cart.execute",
             cart = %cart.key,
-            command_id = %id,
+            command_id = %id.command_id,
             commands = commands.len()
         );
         shared::spans::continue_trace(&span, &ctx);
@@ -104,10 +104,35 @@ fn command_id(raw: &str) -> Result<CommandId, Status> {
     Ok(CommandId::parse(raw).map_err(ApiError::from)?)
 }
 
-/// The command at `field` (`command`, `commands[3]`): errors name the path from there.
+/// The command at `field` (`command`, `commands[3]`): errors name the path from there. Its
+/// catalog keys and provider ids are validated here, before anything looks them up.
 fn command(raw: Option<pb::Command>, field: &str) -> Result<Command, Status> {
     let raw = raw.ok_or_else(|| ApiError::invalid(format!("{field} is required")))?;
-    Ok(proto::convert::command_at(raw, field).map_err(ApiError::from)?)
+    let command = proto::convert::command_at(raw, field).map_err(ApiError::from)?;
+    command.validate().map_err(|e| {
+        let mut e = ApiError::from(e);
+        if field != "command" {
+            e.message = format!("{field}: {}", e.message);
+        }
+        e
+    })?;
+    Ok(command)
+}
+
+/// The command's identity: its id, and the request fingerprint when it came with an
+/// `Idempotency-Key`.
+fn identity(raw_id: &str, fingerprint: String) -> Result<Identity, Status> {
+    let command_id = command_id(raw_id)?;
+    if fingerprint.len() > 128 || fingerprint.bytes().any(|b| !b.is_ascii_graphic()) {
+        return Err(ApiError::invalid(
+            "request_fingerprint must be at most 128 visible ASCII characters",
+        )
+        .into());
+    }
+    Ok(Identity {
+        command_id,
+        fingerprint: (!fingerprint.is_empty()).then_some(fingerprint),
+    })
 }
 
 pub fn snapshot(tenant: &TenantId, state: &CartState) -> pb::CartSnapshot {
@@ -126,7 +151,7 @@ impl pb::cart_service_server::CartService for CartGrpc {
             &req.get_ref().cart_id,
         )?;
         let r = req.into_inner();
-        let id = command_id(&r.command_id)?;
+        let id = identity(&r.command_id, r.request_fingerprint)?;
         let cmd = command(r.command, "command")?;
         self.run(ctx, cart, route, id, r.expected_version, vec![cmd])
             .await
@@ -142,7 +167,7 @@ impl pb::cart_service_server::CartService for CartGrpc {
             &req.get_ref().cart_id,
         )?;
         let r = req.into_inner();
-        let id = command_id(&r.command_id)?;
+        let id = identity(&r.command_id, r.request_fingerprint)?;
         if r.commands.is_empty() {
             return Err(ApiError::invalid("commands must not be empty").into());
         }

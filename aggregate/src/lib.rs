@@ -181,7 +181,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             shard_count: config.shard_count,
             cache_capacity: config.cache_capacity,
             cache_idle: Duration::from_secs(config.cache_idle_secs.max(1)),
-            recent_commands: config.recent_commands,
+            retain: config.retain(),
             max_conflict_retries: config.max_conflict_retries,
             append_timeout_retries: config.append_timeout_retries,
             limits: config.limits,

@@ -364,6 +364,7 @@ async fn bad_input_is_invalid_argument_naming_the_field_and_appends_nothing() {
             command_id: CommandId::new().to_string(),
             expected_version: None,
             commands: (0..n).map(|_| add("TEST-SKU-123", 1).into()).collect(),
+            request_fingerprint: String::new(),
         })
     };
     let err = shared::ApiError::from_status(&client.execute_batch(batch(0)).await.unwrap_err());
@@ -398,6 +399,7 @@ async fn a_batch_is_one_message_or_nothing() {
             command_id: CommandId::new().to_string(),
             expected_version: None,
             commands: cmds.into_iter().map(Into::into).collect(),
+            request_fingerprint: String::new(),
         })
     };
     let reply = client

@@ -135,6 +135,7 @@ impl Load {
                         command_id: CommandId::new().to_string(),
                         expected_version: None,
                         command: Some(add("TEST-SKU-456", 1).into()),
+                        request_fingerprint: String::new(),
                     };
                     match client.execute(&RequestContext::new(tenant()), req).await {
                         Ok(_) => *acked.lock().unwrap().entry(cart).or_insert(0) += 1,

@@ -22,14 +22,17 @@ use proto::runner::admin::v1 as rpb;
 use serde::{Deserialize, Serialize};
 use shared::domain::{CartState, CheckoutStatus, Command};
 use shared::headers::RequestContext;
-use shared::ids::{CommandId, TenantId, is_token};
-use shared::workflow::{PUSH_KIND, PushReceived, push_msg_id};
+use shared::ids::{CartId, KeyField, TenantId};
+use shared::provider_order::{MerchantData, OrderLine, paid_order};
+use shared::workflow::{AttemptIds, PUSH_KIND, PushReceived, PushSource};
 use shared::{ApiError, ErrorCode};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::context::Ctx;
+use crate::json::JsonBody;
+use crate::metrics as m;
 use crate::params::Params;
 use crate::params::QueryParams;
 use crate::schema::ErrorBody;
@@ -44,7 +47,11 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(confirmation))
         .routes(routes!(push))
+        .routes(routes!(validation))
 }
+
+/// The provider waits 3 s for the validation callback; answer well inside it.
+const VALIDATION_DEADLINE: Duration = Duration::from_millis(2_500);
 
 /// Reply while the provider order is still being created.
 #[derive(Debug, Serialize, ToSchema)]
@@ -104,7 +111,12 @@ pub async fn checkout(
                 attempt_id: attempt.clone(),
                 country: None,
             };
-            let exec = Exec::new(CommandId::derived(&["checkout", &attempt]));
+            let ids = AttemptIds {
+                tenant: ctx.tenant.as_str(),
+                cart_id: cart.id.as_str(),
+                attempt_id: &attempt,
+            };
+            let exec = Exec::new(ids.start_command_id());
             s.execute(&ctx, &cart.id, exec, command).await?;
             attempt
         }
@@ -239,9 +251,7 @@ pub async fn confirmation(
     Ctx(ctx): Ctx,
     Params(p): Params<OrderPath>,
 ) -> Result<Response, ApiError> {
-    if !is_token(&p.order_id) {
-        return Err(ApiError::invalid("orderId must be a provider order id"));
-    }
+    KeyField::ProviderOrderId.check("orderId", &p.order_id)?;
     let body = rpb::GetConfirmationRequest {
         tenant: ctx.tenant.to_string(),
         order_id: p.order_id,
@@ -277,10 +287,11 @@ pub struct PushAccepted {
     received: bool,
 }
 
-/// The payment provider's push callback. Recorded durably for the runner (which verifies the
-/// order with the provider, acknowledges it and places the order on the cart); repeated pushes
-/// are harmless. Needs no API key: the provider cannot send one, and a forged push cannot
-/// place an unpaid order.
+/// The payment provider's push callback: a hint that an order changed. Every push is recorded
+/// durably for the runner, which reads the order from the provider and acts on its state
+/// (places a paid order whose payment matches the cart, acknowledges it). Needs no API key:
+/// the provider cannot send one, and a push is never trusted: a forged or early one changes
+/// nothing and blocks nothing (pushes are not de-duplicated before their order was read).
 #[utoipa::path(post, path = "/cart/push", tag = TAG,
     params(PushQuery),
     responses(
@@ -296,11 +307,7 @@ pub async fn push(
         Some(t) => TenantId::parse(t)?,
         None => s.auth.resolve(&headers)?.tenant,
     };
-    if !is_token(&q.klarna_order_id) {
-        return Err(ApiError::invalid(
-            "klarna_order_id must be a provider order id",
-        ));
-    }
+    KeyField::ProviderOrderId.check("klarna_order_id", &q.klarna_order_id)?;
     let ctx = RequestContext::from_http_for_tenant(&headers, tenant.clone());
     let js = s.services.js.as_ref().ok_or_else(|| {
         ApiError::unavailable("this gateway has no NATS connection to record pushes")
@@ -312,13 +319,12 @@ pub async fn push(
         received_at: time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default(),
+        source: PushSource::Provider,
     };
+    // No Nats-Msg-Id: every push is kept and acted on; de-duplication happens where the
+    // effect happens (the cart confirms one order once).
     let mut h = async_nats::HeaderMap::new();
     shared::spans::downstream(&ctx).to_nats_headers(&mut h);
-    h.insert(
-        shared::headers::NATS_MSG_ID,
-        push_msg_id(&q.klarna_order_id).as_str(),
-    );
     let payload = serde_json::to_vec(&record).map_err(|e| ApiError::internal(e.to_string()))?;
     let publish = async {
         js.publish_with_headers(subject, h, payload.into())
@@ -335,5 +341,126 @@ pub async fn push(
             ErrorCode::Timeout,
             "recording the push timed out",
         )),
+    }
+}
+
+/// Query of the validation callback, as the runner registers it with the provider
+/// (`/cart/validation?tenant={tenant}&klarna_order_id={checkout.order.id}`).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ValidationQuery {
+    /// Tenant of the order.
+    tenant: Option<String>,
+    /// The provider order id (also read from the body's `order_id`).
+    klarna_order_id: Option<String>,
+}
+
+/// The provider order as the provider posts it to the validation callback (Klarna Checkout
+/// v3 order JSON; the fields the check reads, others are ignored).
+#[derive(Debug, Deserialize)]
+pub struct ValidationOrder {
+    #[serde(default)]
+    order_id: Option<String>,
+    order_amount: i64,
+    purchase_currency: String,
+    #[serde(default)]
+    order_lines: Vec<OrderLine>,
+    #[serde(default)]
+    merchant_data: Option<String>,
+}
+
+/// The payment provider's validation callback, asked before it completes a purchase: `200`
+/// when the order charges exactly what the cart's checkout attempt holds and the cart still
+/// holds it; otherwise `303` to the storefront's checkout page
+/// (`GATEWAY_CHECKOUT_PAGE_URL?klarna_order_id=..&error=<reason>`), which makes the provider
+/// refuse the purchase. A purchase that completes anyway (a change in the instant between
+/// the two) is caught when the paid order comes back: it is never placed silently.
+#[utoipa::path(post, path = "/cart/validation", tag = TAG,
+    params(ValidationQuery),
+    request_body(content = serde_json::Value, description = "The provider order (Klarna Checkout v3 JSON)"),
+    responses(
+        (status = 200, description = "The cart matches the order: the purchase may complete", body = serde_json::Value),
+        (status = 303, description = "The cart no longer matches: the purchase is refused; Location is the checkout page"),
+        (status = 400, description = "The order names no cart of this platform", body = ErrorBody),
+        (status = 503, description = "The cart could not be read in time (the provider refuses the purchase)", body = ErrorBody)))]
+pub async fn validation(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    QueryParams(q): QueryParams<ValidationQuery>,
+    JsonBody(order): JsonBody<ValidationOrder>,
+) -> Result<Response, ApiError> {
+    let tenant = match q.tenant.as_deref() {
+        Some(t) => TenantId::parse(t)?,
+        None => s.auth.resolve(&headers)?.tenant,
+    };
+    let order_id = order
+        .order_id
+        .as_deref()
+        .or(q.klarna_order_id.as_deref())
+        .ok_or_else(|| ApiError::invalid("order_id is required"))?;
+    KeyField::ProviderOrderId.check("order_id", order_id)?;
+    let merchant = MerchantData::parse(order.merchant_data.as_deref())
+        .ok_or_else(|| ApiError::invalid("merchant_data does not name a cart of this platform"))?;
+    let cart_id = CartId::parse(&merchant.cart_id)?;
+    KeyField::AttemptId.check("merchant_data.attempt_id", &merchant.attempt_id)?;
+    let paid = paid_order(
+        &merchant,
+        order.order_amount,
+        &order.purchase_currency,
+        &order.order_lines,
+    );
+    let checked = if merchant.tenant != tenant.as_str() {
+        Err(shared::domain::PaymentMismatch {
+            code: "foreign_tenant",
+            reason: format!(
+                "the order belongs to tenant {:?}, not {tenant}",
+                merchant.tenant
+            ),
+        })
+    } else {
+        let ctx = RequestContext::from_http_for_tenant(&headers, tenant.clone());
+        let state = tokio::time::timeout(VALIDATION_DEADLINE, s.upstream.state(&ctx, &cart_id))
+            .await
+            .map_err(|_| {
+                ApiError::new(ErrorCode::Timeout, "the cart could not be read in time")
+            })??;
+        state.cart.check_paid(order_id, &paid).map(|_| ())
+    };
+    match checked {
+        Ok(()) => {
+            metrics::counter!(m::CHECKOUT_VALIDATIONS, "result" => "approved", "reason" => "none")
+                .increment(1);
+            Ok(Json(serde_json::json!({"valid": true})).into_response())
+        }
+        Err(mismatch) => {
+            metrics::counter!(m::CHECKOUT_VALIDATIONS, "result" => "refused", "reason" => mismatch.code)
+                .increment(1);
+            tracing::warn!(
+                %tenant,
+                cart = %cart_id,
+                order = order_id,
+                code = mismatch.code,
+                reason = %mismatch.reason,
+                "validation callback: purchase refused"
+            );
+            let mut location = s.cfg.checkout_page_url.clone();
+            location.push(if location.contains('?') { '&' } else { '?' });
+            location.push_str(&format!(
+                "klarna_order_id={order_id}&error={}",
+                mismatch.code
+            ));
+            let mut resp = (
+                StatusCode::SEE_OTHER,
+                Json(serde_json::json!({"valid": false, "reason": mismatch.code, "error": mismatch.reason})),
+            )
+                .into_response();
+            resp.headers_mut().insert(
+                http::header::LOCATION,
+                http::HeaderValue::from_str(&location).map_err(|_| {
+                    ApiError::internal("GATEWAY_CHECKOUT_PAGE_URL is not a valid header value")
+                })?,
+            );
+            Ok(resp)
+        }
     }
 }

@@ -76,6 +76,10 @@ pub struct Config {
     pub service_timeout_ms: u64,
     /// How long `GET /cart/checkout` waits for the provider order before answering 202.
     pub checkout_wait_ms: u64,
+    /// The storefront page a shopper is sent back to when the provider's validation callback
+    /// refuses a purchase because the cart changed (`?klarna_order_id=..&error=<code>` is
+    /// added).
+    pub checkout_page_url: String,
     pub nats: NatsConfig,
     pub streams: NatsResourceSettings,
 }
@@ -114,6 +118,7 @@ impl Default for Config {
             runner_addr: "127.0.0.1:50061".into(),
             service_timeout_ms: 3_000,
             checkout_wait_ms: 10_000,
+            checkout_page_url: "http://127.0.0.1:8080/cart/checkout".into(),
             nats: NatsConfig {
                 name: "gateway".into(),
                 ..NatsConfig::default()
@@ -244,6 +249,15 @@ impl Config {
         }
         if self.default_country.trim().is_empty() {
             return fail("default_country must not be empty".into());
+        }
+        let page = &self.checkout_page_url;
+        if !(page.starts_with("http://") || page.starts_with("https://"))
+            || http::HeaderValue::from_str(page).is_err()
+        {
+            return fail(format!(
+                "checkout_page_url ({}) must be an absolute http(s) URL, got {page:?}",
+                Self::setting("checkout_page_url")
+            ));
         }
         for (name, rate, burst) in [
             ("client", self.client_rate_per_sec, self.client_rate_burst),

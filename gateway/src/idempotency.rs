@@ -1,13 +1,15 @@
 //! `Idempotency-Key` on `/v1` commands.
 //!
-//! Correctness comes from the aggregate: the key derives the command id, so a retry to any
-//! gateway returns the original outcome instead of applying twice. This cache adds byte-exact
-//! replays: a retry to the same gateway gets the very response (status and body) the first
-//! request got, and concurrent retries share one upstream call. Outcomes that a retry could
-//! change (timeouts, unavailability, rate limits, conflicts) are never stored. The cache is
-//! bounded in entries and age.
+//! Correctness comes from the aggregate: the key derives the command id, and the cart keeps
+//! the request's fingerprint with the outcome for the idempotency retention (decided with the
+//! append), so a retry through any gateway, after any restart and however many commands
+//! followed, returns the original outcome instead of applying twice, and the same key with
+//! another request is refused with `idempotency_key_reused` everywhere. This cache adds
+//! byte-exact replays: a retry to the same gateway gets the very response (status and body)
+//! the first request got, and concurrent retries share one upstream call. Outcomes that a
+//! retry could change (timeouts, unavailability, rate limits, conflicts, a reused key) are
+//! never stored. The cache is bounded in entries and age.
 
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -30,8 +32,8 @@ pub struct Stored {
     pub status: StatusCode,
     pub body: Bytes,
     pub etag: Option<HeaderValue>,
-    /// Hash of the request it answered: the same key with another request is refused.
-    fingerprint: u64,
+    /// Fingerprint of the request it answered: the same key with another request is refused.
+    fingerprint: String,
 }
 
 impl Stored {
@@ -40,13 +42,16 @@ impl Stored {
             status,
             body,
             etag,
-            fingerprint: 0,
+            fingerprint: String::new(),
         }
     }
 
-    /// A refusal worth replaying (the same request would be refused the same way).
+    /// A refusal worth replaying (the same request would be refused the same way). A reused
+    /// key is not: the request that owns the key must still get its own outcome here.
     pub fn refusal(e: &ApiError) -> Option<Self> {
-        let stable = !e.code.retry_safe() && e.code != ErrorCode::Internal;
+        let stable = !e.code.retry_safe()
+            && e.code != ErrorCode::Internal
+            && e.code != ErrorCode::IdempotencyKeyReused;
         stable.then(|| Self::new(e.status(), Bytes::from(e.body().to_string()), None))
     }
 
@@ -106,33 +111,38 @@ impl Idempotency {
         }
     }
 
-    /// The stored response for `scope` (tenant, cart and key), else the result of `run`,
-    /// stored when it is final. `request` identifies the request (method, body, `If-Match`).
+    /// The stored response for `scope` (tenant, cart and key), else the result of `run`
+    /// (the response, and whether the aggregate answered with an earlier outcome), stored
+    /// when it is final. `fingerprint` identifies the request (see [`fingerprint`]).
     pub async fn run<F>(
         &self,
         scope: &[&str],
-        request: &[&[u8]],
+        fingerprint: &str,
         run: F,
     ) -> Result<Response, ApiError>
     where
-        F: Future<Output = Result<Stored, ApiError>>,
+        F: Future<Output = Result<(Stored, bool), ApiError>>,
     {
-        let fingerprint = fingerprint(request);
         let fresh = AtomicBool::new(false);
+        let upstream_replay = AtomicBool::new(false);
         let stored = self
             .cache
             .try_get_with(scope.join("\u{1f}"), async {
                 fresh.store(true, Ordering::Relaxed);
-                run.await.map(|s| Arc::new(Stored { fingerprint, ..s }))
+                run.await.map(|(s, replayed)| {
+                    upstream_replay.store(replayed, Ordering::Relaxed);
+                    Arc::new(Stored {
+                        fingerprint: fingerprint.to_owned(),
+                        ..s
+                    })
+                })
             })
             .await
             .map_err(|e: Arc<ApiError>| (*e).clone())?;
         if stored.fingerprint != fingerprint {
-            return Err(ApiError::invalid(format!(
-                "this {IDEMPOTENCY_KEY} was already used for a different request; use a new key for each distinct request"
-            )));
+            return Err(key_reused());
         }
-        let replayed = !fresh.load(Ordering::Relaxed);
+        let replayed = !fresh.load(Ordering::Relaxed) || upstream_replay.load(Ordering::Relaxed);
         if replayed {
             metrics::counter!(m::IDEMPOTENT_REPLAYS).increment(1);
         }
@@ -140,21 +150,35 @@ impl Idempotency {
     }
 }
 
-fn fingerprint(parts: &[&[u8]]) -> u64 {
-    let mut h = DefaultHasher::new();
-    parts.hash(&mut h);
-    h.finish()
+fn key_reused() -> ApiError {
+    ApiError::new(
+        ErrorCode::IdempotencyKeyReused,
+        format!(
+            "this {IDEMPOTENCY_KEY} was already used on this cart for a different request; use a new key for each distinct request"
+        ),
+    )
+}
+
+/// The fingerprint of a keyed request: the same in every gateway and every build (a UUIDv5 of
+/// its parts), so the aggregate can compare it with the one the cart kept.
+pub fn fingerprint(parts: &[&[u8]]) -> String {
+    const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x8a3f_0c2e_51d4_4f6b_b7e2_93c1_0d5a_6e48);
+    let mut bytes = Vec::new();
+    for p in parts {
+        bytes.extend_from_slice(&(p.len() as u64).to_be_bytes());
+        bytes.extend_from_slice(p);
+    }
+    uuid::Uuid::new_v5(&NAMESPACE, &bytes).simple().to_string()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn ok(body: &str) -> Result<Stored, ApiError> {
-        Ok(Stored::new(
-            StatusCode::OK,
-            Bytes::from(body.to_owned()),
-            None,
+    fn ok(body: &str) -> Result<(Stored, bool), ApiError> {
+        Ok((
+            Stored::new(StatusCode::OK, Bytes::from(body.to_owned()), None),
+            false,
         ))
     }
 
@@ -166,38 +190,58 @@ mod tests {
     #[tokio::test]
     async fn replays_the_first_outcome_and_refuses_another_request() {
         let c = Idempotency::new(10, Duration::from_secs(60));
+        let (a, b) = (fingerprint(&[b"a", b""]), fingerprint(&[b"b", b""]));
         let first = c
-            .run(&["t", "c", "k"], &[b"a"], async { ok("one") })
+            .run(&["t", "c", "k"], &a, async { ok("one") })
             .await
             .unwrap();
         assert!(first.headers().get(REPLAYED).is_none());
         assert_eq!(body(first).await, "one");
         let again = c
-            .run(&["t", "c", "k"], &[b"a"], async { ok("two") })
+            .run(&["t", "c", "k"], &a, async { ok("two") })
             .await
             .unwrap();
         assert_eq!(again.headers()[REPLAYED], "true");
         assert_eq!(body(again).await, "one");
         let e = c
-            .run(&["t", "c", "k"], &[b"b"], async { ok("x") })
+            .run(&["t", "c", "k"], &b, async { ok("x") })
             .await
             .unwrap_err();
-        assert_eq!(e.code, ErrorCode::InvalidArgument);
+        assert_eq!(e.code, ErrorCode::IdempotencyKeyReused);
+        // An outcome the aggregate replayed (another gateway ran it first) says so too.
+        let r = c
+            .run(&["t", "c", "k2"], &a, async { Ok((ok("one")?.0, true)) })
+            .await
+            .unwrap();
+        assert_eq!(r.headers()[REPLAYED], "true");
+    }
+
+    #[test]
+    fn fingerprints_are_stable_and_separate_their_parts() {
+        // Pinned: every gateway of every build must compute the same value, or a retry
+        // through another gateway would look like another request.
+        assert_eq!(
+            fingerprint(&[b"{}", b"7"]),
+            "91c916ee96985499ae279c5119ae80ca"
+        );
+        assert_ne!(fingerprint(&[b"ab", b""]), fingerprint(&[b"a", b"b"]));
+        assert_eq!(fingerprint(&[b"x"]).len(), 32);
     }
 
     #[tokio::test]
     async fn retryable_failures_are_not_stored() {
         let c = Idempotency::new(10, Duration::from_secs(60));
         let e = c
-            .run(&["k"], &[], async { Err(ApiError::unavailable("down")) })
+            .run(&["k"], "f", async { Err(ApiError::unavailable("down")) })
             .await
             .unwrap_err();
         assert_eq!(e.code, ErrorCode::Unavailable);
-        let r = c.run(&["k"], &[], async { ok("up") }).await.unwrap();
+        let r = c.run(&["k"], "f", async { ok("up") }).await.unwrap();
         assert_eq!(body(r).await, "up");
         assert!(Stored::refusal(&ApiError::new(ErrorCode::UnknownSku, "x")).is_some());
         assert!(Stored::refusal(&ApiError::new(ErrorCode::Timeout, "x")).is_none());
         assert!(Stored::refusal(&ApiError::new(ErrorCode::VersionConflict, "x")).is_none());
+        assert!(Stored::refusal(&ApiError::new(ErrorCode::IdempotencyKeyReused, "x")).is_none());
     }
 
     #[test]

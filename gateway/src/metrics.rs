@@ -25,8 +25,12 @@ pub const UPSTREAM_SECONDS: &str = "cart_gateway_upstream_duration_seconds";
 pub const RATE_LIMITED: &str = "cart_gateway_rate_limited_total";
 /// Keys tracked by each rate limiter, by `scope` (bounded by pruning).
 pub const RATE_LIMIT_KEYS: &str = "cart_gateway_rate_limit_keys";
-/// Responses answered from the idempotency cache instead of the aggregate.
+/// Keyed `/v1` requests answered with an earlier outcome (from this gateway's cache, or the
+/// outcome the cart kept for the key).
 pub const IDEMPOTENT_REPLAYS: &str = "cart_gateway_idempotent_replays_total";
+/// Answers to the provider's validation callback, by `result` (`approved`, `refused`) and
+/// `reason` (the mismatch code of a refusal, e.g. `cart_changed`; `none` when approved).
+pub const CHECKOUT_VALIDATIONS: &str = "cart_gateway_checkout_validations_total";
 /// Open `/v1/carts/{id}/events` streams.
 pub const SSE_STREAMS: &str = "cart_gateway_sse_streams";
 /// Handler panics turned into JSON 500s.
@@ -57,7 +61,11 @@ pub fn describe() {
     describe_gauge!(RATE_LIMIT_KEYS, "keys tracked per rate limiter");
     describe_counter!(
         IDEMPOTENT_REPLAYS,
-        "responses replayed for a repeated Idempotency-Key"
+        "keyed requests answered with the outcome of an earlier one (same Idempotency-Key)"
+    );
+    describe_counter!(
+        CHECKOUT_VALIDATIONS,
+        "answers to the payment provider's validation callback, by result and reason"
     );
     describe_gauge!(SSE_STREAMS, "open server-sent event streams");
     describe_counter!(PANICS, "handler panics answered with a JSON 500");

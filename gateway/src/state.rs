@@ -102,7 +102,8 @@ impl AppState {
         self
     }
 
-    /// Runs one command: the cart's rate limit, then the aggregate.
+    /// Runs one command: its identifiers are checked (no NATS call is ever made with a value
+    /// that could break it), the cart's rate limit, then the aggregate.
     pub async fn execute(
         &self,
         ctx: &RequestContext,
@@ -110,6 +111,7 @@ impl AppState {
         exec: Exec,
         command: Command,
     ) -> Result<Snapshot, ApiError> {
+        command.validate()?;
         self.limits.check_cart(ctx.tenant.as_str(), cart.as_str())?;
         self.upstream.execute(ctx, cart, exec, command).await
     }
@@ -122,6 +124,13 @@ impl AppState {
         exec: Exec,
         commands: Vec<Command>,
     ) -> Result<Snapshot, ApiError> {
+        for (i, c) in commands.iter().enumerate() {
+            c.validate().map_err(|e| {
+                let mut e = ApiError::from(e);
+                e.message = format!("commands[{i}]: {}", e.message);
+                e
+            })?;
+        }
         self.limits.check_cart(ctx.tenant.as_str(), cart.as_str())?;
         self.upstream.execute_batch(ctx, cart, exec, commands).await
     }

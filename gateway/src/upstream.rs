@@ -19,6 +19,9 @@ use crate::metrics as m;
 pub struct Snapshot {
     pub version: u64,
     pub cart: CartView,
+    /// The command had been applied before: this is its original outcome (the version it
+    /// produced) with the cart as it is now. Always false for reads.
+    pub replayed: bool,
 }
 
 impl Snapshot {
@@ -27,6 +30,7 @@ impl Snapshot {
         Self {
             version: 0,
             cart: CartView::of(&shared::domain::Cart::new(id.clone())),
+            replayed: false,
         }
     }
 
@@ -35,6 +39,7 @@ impl Snapshot {
         Self {
             version: state.version,
             cart: CartView::of(&state.cart),
+            replayed: false,
         }
     }
 
@@ -44,12 +49,14 @@ impl Snapshot {
     }
 }
 
-/// How to run a command: its id (one per client request, reused by every retry) and the
-/// version the client expects (`If-Match`).
-#[derive(Debug, Clone, Copy)]
+/// How to run a command: its id (one per client request, reused by every retry), the
+/// version the client expects (`If-Match`) and, for a command id derived from an
+/// `Idempotency-Key`, the fingerprint of the client's request.
+#[derive(Debug, Clone)]
 pub struct Exec {
     pub command_id: CommandId,
     pub expected_version: Option<u64>,
+    pub fingerprint: Option<String>,
 }
 
 impl Exec {
@@ -57,6 +64,7 @@ impl Exec {
         Self {
             command_id,
             expected_version: None,
+            fingerprint: None,
         }
     }
 }
@@ -106,11 +114,12 @@ impl Upstream {
             exec.command_id,
             exec.expected_version,
             command,
-        );
+        )
+        .keyed(exec.fingerprint.as_deref());
         let resp = self
             .timed("execute", self.client.execute(ctx, req))
             .await
-            .map_err(|e| precondition(e, exec))?;
+            .map_err(|e| precondition(e, exec.expected_version))?;
         reply_cart(resp)
     }
 
@@ -128,11 +137,12 @@ impl Upstream {
             exec.command_id,
             exec.expected_version,
             commands,
-        );
+        )
+        .keyed(exec.fingerprint.as_deref());
         let resp = self
             .timed("execute_batch", self.client.execute_batch(ctx, req))
             .await
-            .map_err(|e| precondition(e, exec))?;
+            .map_err(|e| precondition(e, exec.expected_version))?;
         reply_cart(resp)
     }
 
@@ -194,13 +204,16 @@ fn reply_cart(resp: pb::ExecuteResponse) -> Result<Snapshot, ApiError> {
     let snap = resp
         .cart
         .ok_or_else(|| ApiError::internal("the aggregate replied without the cart"))?;
-    Snapshot::decode(snap)
+    Snapshot::decode(snap).map(|s| Snapshot {
+        replayed: resp.duplicate,
+        ..s
+    })
 }
 
 /// With `If-Match`, a version mismatch is the client's precondition failing (412), not a
 /// concurrent writer to retry against (409).
-fn precondition(e: ApiError, exec: Exec) -> ApiError {
-    match exec.expected_version {
+fn precondition(e: ApiError, expected_version: Option<u64>) -> ApiError {
+    match expected_version {
         Some(expected) if e.code == ErrorCode::VersionConflict => ApiError::new(
             ErrorCode::PreconditionFailed,
             format!(

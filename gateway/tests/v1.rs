@@ -57,16 +57,36 @@ async fn idempotency_key_replays_the_original_outcome() {
         .send()
         .await
         .unwrap();
+    assert_eq!(
+        resp.headers()["idempotent-replayed"],
+        "true",
+        "the cart kept the key's outcome"
+    );
+    assert_eq!(resp.headers()["etag"], etag, "the original version");
     let (status, reply) = json(resp).await;
     assert_eq!(status, 200, "{reply}");
     assert_eq!(lines(&reply["result"]), [("TEST-SKU-123".into(), 2)]);
+    // The same key with another request is refused there too, though it never saw the key.
+    let resp = http
+        .post(format!("{base}/v1/carts/{id}/commands"))
+        .header("idempotency-key", "k-1")
+        .json(&serde_json::json!({"type": "ClearCart"}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(
+        &json(resp).await,
+        422,
+        "idempotency_key_reused",
+        "different request",
+    );
     other.stop().await.unwrap();
 
     assert_eq!(stack.events("default", &id).await.len(), 1, "one effect");
 
     // The same key with another request is refused; a refusal is replayed too.
     let got = json(send("k-1", add("TEST-SKU-123", 3)).await.unwrap()).await;
-    assert_error(&got, 400, "invalid_argument", "different request");
+    assert_error(&got, 422, "idempotency_key_reused", "different request");
     let refused = json(send("k-2", add("NOPE", 1)).await.unwrap()).await;
     assert_error(&refused, 404, "unknown_sku", "NOPE");
     let resp = send("k-2", add("NOPE", 1)).await.unwrap();

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use rusqlite::Connection;
-use shared::domain::{Event, EventDecodeError, EventMessage};
+use shared::domain::{Event, EventDecodeError, EventMessage, Retain};
 use shared::subjects::CartEventSubject;
 use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
@@ -247,7 +247,8 @@ impl<'c> Changes<'c> {
         };
         match order {
             Order::Stream => {
-                next.state.apply_decoded(&d.msg, &d.events, inc.sequence, 0);
+                next.state
+                    .apply_decoded(&d.msg, &d.events, inc.sequence, Retain::NONE);
                 next.updated_ns = at;
             }
             Order::Late => {

@@ -299,7 +299,7 @@ async fn states_stored_as_json_by_earlier_builds_are_read_and_carried_on() {
     for sim in generator.carts.iter().filter(|c| !c.messages.is_empty()) {
         let mut state = CartState::new(sim.id.clone());
         for (seq, msg) in &sim.messages {
-            state.apply_message(msg, *seq, 0);
+            state.apply_message(msg, *seq, shared::domain::Retain::NONE);
         }
         let json = serde_json::to_string(&state).unwrap();
         let changed = conn

@@ -114,10 +114,10 @@ pub fn snapshot(tenant: &TenantId, state: &CartState) -> pb::CartSnapshot {
     }
 }
 
-/// The inverse of [`snapshot`]. The returned state's `recent` list is always empty, because
-/// the snapshot does not carry it: such a state is for reading and display, not for deciding
-/// retries (the aggregate rebuilds `recent` from its own store). Errors are rooted at
-/// `snapshot`.
+/// The inverse of [`snapshot`]. The returned state's `recent` and `keyed` lists are always
+/// empty, because the snapshot does not carry them: such a state is for reading and display,
+/// not for deciding retries (the aggregate rebuilds them from its own store). Errors are
+/// rooted at `snapshot`.
 pub fn state_from_snapshot(
     snapshot: pb::CartSnapshot,
 ) -> Result<(TenantId, CartState), ConversionError> {
@@ -133,6 +133,7 @@ pub fn state_from_snapshot(
             version: snapshot.version,
             revision: snapshot.revision,
             recent: Default::default(),
+            keyed: Vec::new(),
         },
     ))
 }

@@ -8,7 +8,6 @@ use async_nats::jetstream::consumer::PullConsumer;
 use proto::runner::admin::v1 as pb;
 use shared::headers::RequestContext;
 use shared::ids::{CartId, TenantId};
-use shared::workflow::CheckoutOutcome;
 use shared::{ApiError, ErrorCode};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
@@ -118,12 +117,7 @@ impl pb::checkout_query_server::CheckoutQuery for Query {
             tenant: result.tenant,
             cart_id: result.cart_id,
             attempt_id: result.attempt_id,
-            outcome: match result.outcome {
-                CheckoutOutcome::Created => "created",
-                CheckoutOutcome::Updated => "updated",
-                CheckoutOutcome::Failed => "failed",
-            }
-            .into(),
+            outcome: result.outcome.as_str().into(),
             order: result.order.map(|o| pb::ProviderOrder {
                 order_id: o.order_id,
                 status: o.status,
@@ -144,9 +138,9 @@ impl pb::checkout_query_server::CheckoutQuery for Query {
         let ctx = RequestContext::from_grpc_metadata(req.metadata()).ok();
         let r = req.into_inner();
         let tenant = TenantId::parse(&r.tenant).map_err(ApiError::from)?;
-        if r.order_id.is_empty() || !shared::ids::is_token(&r.order_id) {
-            return Err(ApiError::invalid("order_id must be a provider order id").into());
-        }
+        shared::ids::KeyField::ProviderOrderId
+            .check("order_id", &r.order_id)
+            .map_err(ApiError::from)?;
         let ctx = ctx.unwrap_or_else(|| RequestContext::new(tenant.clone()));
         let order = self
             .provider

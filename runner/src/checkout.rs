@@ -3,12 +3,13 @@
 //! The cart's `CheckoutStarted` event is the durable intent. For each one the runner:
 //! 1. looks for a recorded result of this attempt (a redelivery after a crash) and, if there is
 //!    one, only feeds it back;
-//! 2. records the intent in `WORKFLOW_COMMANDS` (Msg-Id = attempt id);
-//! 3. updates the cart's existing provider order, or creates one with the attempt id as
-//!    idempotency key (a create repeated after a crash returns the first order);
+//! 2. records the intent in `WORKFLOW_COMMANDS` (Msg-Id derived from tenant, cart and attempt);
+//! 3. updates the cart's existing provider order, or creates one with an idempotency key
+//!    derived from tenant, cart and attempt (a create repeated after a crash returns the first
+//!    order; the same attempt id on another cart or tenant never does);
 //! 4. records the result in `WORKFLOW_EVENTS`;
 //! 5. feeds it back to the cart (`RecordProviderOrder` / `FailCheckout`) with a command id
-//!    derived from the attempt, so a repeat is a no-op.
+//!    derived likewise, so a repeat is a no-op.
 //!
 //! Only then is the event acked. A crash anywhere repeats steps safely: at most one provider
 //! order per attempt, and none is lost.
@@ -20,10 +21,10 @@ use futures::future::BoxFuture;
 use proto::cart::v1 as pb;
 use shared::domain::{Command, Event, EventMessage, event::CheckoutStarted};
 use shared::headers::{self, RequestContext};
-use shared::ids::CommandId;
 use shared::subjects::{CART_EVENTS_STREAM, RUNNER_CHECKOUT_DURABLE};
 use shared::workflow::{
-    CheckoutAction, CheckoutIntent, CheckoutOutcome, CheckoutResult, ProviderOrderSummary,
+    AttemptIds, CheckoutAction, CheckoutIntent, CheckoutOutcome, CheckoutResult,
+    ProviderOrderSummary,
 };
 use shared::{ApiError, ErrorCode};
 use tracing::Instrument;
@@ -246,7 +247,11 @@ impl Checkout {
         let last = self.records.last_result(&envelope.tenant, cart).await?;
         if let Some(done) = last.as_ref().filter(|r| r.attempt_id == started.attempt_id) {
             metrics::counter!(m::DUPLICATES_SKIPPED).increment(1);
-            return self.feed_back(ctx, done).await;
+            return match done.outcome {
+                // The attempt's order was paid since: nothing is left to do for it.
+                CheckoutOutcome::Placed | CheckoutOutcome::Mismatched => Ok(()),
+                _ => self.feed_back(ctx, done).await,
+            };
         }
         if last.is_some()
             && let Some(newer) = self
@@ -261,8 +266,10 @@ impl Checkout {
             metrics::counter!(m::DUPLICATES_SKIPPED).increment(1);
             return Ok(());
         }
+        // The cart's open provider order, to update instead of creating another. A paid one
+        // (placed or mismatched) can no longer change: the cart forgets it and so does this.
         let existing = started.provider_order_id.clone().or_else(|| {
-            last.filter(|r| r.outcome != CheckoutOutcome::Failed)
+            last.filter(|r| r.outcome.awaits_payment())
                 .and_then(|r| r.order.map(|o| o.order_id))
         });
         let intent = CheckoutIntent {
@@ -281,6 +288,11 @@ impl Checkout {
         };
         self.records.intent(&intent, ctx).await?;
 
+        let ids = AttemptIds {
+            tenant: envelope.tenant.as_str(),
+            cart_id: cart,
+            attempt_id: &started.attempt_id,
+        };
         let provider = self.provider.current();
         let order = order_for(
             envelope.tenant.as_str(),
@@ -295,7 +307,7 @@ impl Checkout {
                 .await
                 .map(|o| (CheckoutOutcome::Updated, o)),
             None => provider
-                .create_order(&order, &started.attempt_id, ctx)
+                .create_order(&order, &ids.provider_idempotency_key(), ctx)
                 .await
                 .map(|o| (CheckoutOutcome::Created, o)),
         };
@@ -317,12 +329,7 @@ impl Checkout {
         result: &CheckoutResult,
     ) -> Result<(), EffectError> {
         self.records.result(result, ctx).await?;
-        let outcome = match result.outcome {
-            CheckoutOutcome::Created => "created",
-            CheckoutOutcome::Updated => "updated",
-            CheckoutOutcome::Failed => "failed",
-        };
-        metrics::counter!(m::CHECKOUTS, "outcome" => outcome).increment(1);
+        metrics::counter!(m::CHECKOUTS, "outcome" => result.outcome.as_str()).increment(1);
         if let Some(code) = &result.failure_code {
             metrics::counter!(m::CHECKOUT_FAILURES, "reason" => code.clone()).increment(1);
         }
@@ -351,12 +358,18 @@ impl Checkout {
                 },
             ),
         };
+        let ids = AttemptIds {
+            tenant: &r.tenant,
+            cart_id: &r.cart_id,
+            attempt_id: &r.attempt_id,
+        };
         let req = pb::ExecuteRequest {
             tenant: r.tenant.clone(),
             cart_id: r.cart_id.clone(),
-            command_id: CommandId::derived(&["runner", &r.attempt_id, kind]).to_string(),
+            command_id: ids.feedback_command_id(kind).to_string(),
             expected_version: None,
             command: Some(command.into()),
+            request_fingerprint: String::new(),
         };
         match self.carts.execute(ctx, req).await {
             Ok(_) => Ok(()),
@@ -430,7 +443,7 @@ pub fn is_transient(e: &ApiError) -> bool {
     )
 }
 
-fn now() -> String {
+pub(crate) fn now() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()

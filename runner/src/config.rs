@@ -16,6 +16,9 @@ pub struct MerchantConfig {
     pub checkout: String,
     pub confirmation: String,
     pub push: String,
+    /// The gateway's validation callback, which refuses a purchase whose cart changed after
+    /// checkout started (empty: none; the real provider needs HTTPS here).
+    pub validation: String,
 }
 
 impl Default for MerchantConfig {
@@ -25,6 +28,7 @@ impl Default for MerchantConfig {
             checkout: "http://127.0.0.1:8080/cart/checkout".into(),
             confirmation: "http://127.0.0.1:8080/cart/confirmation/{checkout.order.id}".into(),
             push: "http://127.0.0.1:8080/cart/push?tenant={tenant}&klarna_order_id={checkout.order.id}".into(),
+            validation: "http://127.0.0.1:8080/cart/validation?tenant={tenant}&klarna_order_id={checkout.order.id}".into(),
         }
     }
 }
@@ -37,8 +41,22 @@ impl MerchantConfig {
             checkout: t(&self.checkout),
             confirmation: t(&self.confirmation),
             push: t(&self.push),
+            validation: (!self.validation.is_empty()).then(|| t(&self.validation)),
         }
     }
+}
+
+/// What happens to a paid provider order that cannot be placed (it does not match its cart).
+/// Either way the order is not acknowledged, the cart records the mismatch and an alert fires.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MismatchAction {
+    /// Leave it unacknowledged for an operator (the provider keeps pushing it, and cancels an
+    /// order nobody acknowledges).
+    #[default]
+    Leave,
+    /// Cancel it with the provider at once (the shopper's money is released).
+    Cancel,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -62,6 +80,16 @@ pub struct Config {
     /// (optional; like `GATEWAY_AGGREGATE_ADDRS`).
     pub aggregate_addrs: String,
     pub aggregate_timeout_ms: u64,
+    /// A paid order that does not match its cart: `leave` (unacknowledged) or `cancel`.
+    pub mismatch_action: MismatchAction,
+    /// Reconciliation: every this many seconds, look for checkouts whose provider order
+    /// waits for payment (0: off) ...
+    pub reconcile_interval_secs: u64,
+    /// ... and read such an order from the provider once it is this old, then again at twice,
+    /// four times, ... this age (a lost push delays an order by at most about its age) ...
+    pub reconcile_after_secs: u64,
+    /// ... until it is this old (the provider's own orders expire).
+    pub reconcile_max_age_secs: u64,
     pub provider: ProviderConfig,
     pub merchant: MerchantConfig,
     pub consumer: ConsumerSettings,
@@ -81,6 +109,10 @@ impl Default for Config {
             shard_count: 256,
             aggregate_addrs: String::new(),
             aggregate_timeout_ms: 5_000,
+            mismatch_action: MismatchAction::default(),
+            reconcile_interval_secs: 60,
+            reconcile_after_secs: 120,
+            reconcile_max_age_secs: 2 * 24 * 3600,
             provider: ProviderConfig::default(),
             merchant: MerchantConfig::default(),
             consumer: ConsumerSettings::default(),
@@ -122,6 +154,14 @@ impl Config {
     pub fn check(&self) -> Result<(), String> {
         if self.lanes == 0 || self.lane_depth == 0 || self.fetch_batch == 0 {
             return Err("lanes, lane_depth and fetch_batch must be at least 1".into());
+        }
+        if self.reconcile_interval_secs > 0
+            && (self.reconcile_after_secs == 0
+                || self.reconcile_max_age_secs < self.reconcile_after_secs)
+        {
+            return Err(
+                "reconcile_after_secs must be at least 1 and at most reconcile_max_age_secs".into(),
+            );
         }
         if self.consumer.max_deliver < 2 {
             return Err("consumer.max_deliver must be at least 2 (a retry is needed)".into());

@@ -14,6 +14,7 @@ pub mod lanes;
 pub mod metrics;
 pub mod provider;
 pub mod push;
+pub mod reconcile;
 pub mod records;
 pub mod state;
 
@@ -193,7 +194,17 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
         provider: provider.clone(),
         carts,
         status: status.clone(),
+        mismatch_action: config.mismatch_action,
     });
+    if config.reconcile_interval_secs > 0 {
+        let reconciler = reconcile::Reconciler {
+            records: records.clone(),
+            interval: Duration::from_secs(config.reconcile_interval_secs),
+            after: Duration::from_secs(config.reconcile_after_secs),
+            max_age: Duration::from_secs(config.reconcile_max_age_secs),
+        };
+        tracker.spawn(reconciler.run(stop_fetching.clone()));
+    }
     lanes::spawn(
         RUNNER_CHECKOUT_DURABLE,
         checkout_consumer.clone(),

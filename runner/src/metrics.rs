@@ -7,6 +7,8 @@ pub const PROVIDER_ERRORS: &str = "cart_runner_provider_errors_total";
 pub const DUPLICATES_SKIPPED: &str = "cart_runner_duplicate_deliveries_skipped_total";
 pub const IN_FLIGHT: &str = "cart_runner_effects_in_flight";
 pub const PUSHES: &str = "cart_runner_pushes_total";
+pub const PAYMENT_MISMATCHES: &str = "cart_runner_payment_mismatches_total";
+pub const RECONCILED: &str = "cart_runner_reconciled_orders_total";
 pub const SKIPPED: &str = "cart_runner_events_skipped_total";
 pub const DEAD_LETTERS: &str = "cart_runner_dead_letters_total";
 pub const DEAD_LETTERS_LOST: &str = "cart_runner_dead_letters_lost_total";
@@ -37,7 +39,18 @@ pub fn describe() {
         IN_FLIGHT,
         "Checkout effects and pushes being processed now."
     );
-    describe_counter!(PUSHES, "Provider pushes handled, by result.");
+    describe_counter!(
+        PUSHES,
+        "Provider pushes and reconciliations handled, by result (confirmed, already_placed, incomplete, mismatch, unknown_order, foreign_order, foreign_tenant, dead_letter)."
+    );
+    describe_counter!(
+        PAYMENT_MISMATCHES,
+        "Paid provider orders that could not be placed because they do not match their cart, by reason (cart_changed, amount_differs, lines_differ, attempt_changed, order_differs, order_placed, no_checkout). Each needs an operator."
+    );
+    describe_counter!(
+        RECONCILED,
+        "Provider orders waiting for payment that reconciliation asked the push handler to read again."
+    );
     describe_counter!(
         SKIPPED,
         "Cart events skipped as not a CheckoutStarted (by their cart-event-types header, or their payload without one)."

@@ -1,33 +1,49 @@
-//! Provider push callbacks: the gateway records each push in `WORKFLOW_COMMANDS`
-//! (`workflow.commands.<tenant>.push.<order id>`); the runner reads the order from the
-//! provider, and when the shopper completed payment, acknowledges it (Order Management) and
-//! confirms the order on the cart (`ConfirmOrder` → `OrderPlaced`). Duplicate pushes are
-//! harmless: JetStream drops repeats inside its window, the command id is derived from the
-//! order id, and the cart ignores a confirmation of the order it already placed.
+//! Provider pushes: a push is only a hint. The gateway records every push it receives in
+//! `WORKFLOW_COMMANDS` (`workflow.commands.<tenant>.push.<order id>`, no Msg-Id, so nothing is
+//! dropped before its order was read), and the runner's reconciliation adds one for a checkout
+//! that waited too long. For each, the runner reads the order from the provider and acts on
+//! its state:
+//!
+//! - not ours, another tenant's, unknown to the provider, or not paid yet: nothing to do (a
+//!   forged or early push changes nothing and blocks nothing; the real one comes later);
+//! - paid: `ConfirmOrder` with what the provider charged, under a command id derived from
+//!   tenant, cart and order, so every push of one order confirms it once. The cart places the
+//!   order when the payment matches the checkout attempt and the cart; then the order is
+//!   acknowledged with the provider and the result recorded (`placed`);
+//! - paid but not matching: the cart records `OrderMismatched`; the order is **not**
+//!   acknowledged (or is cancelled, `RUNNER_MISMATCH_ACTION=cancel`), the mismatch is counted
+//!   (`cart_runner_payment_mismatches_total`, alerted) and recorded (`mismatched`).
 
 use std::sync::Arc;
 
 use async_nats::jetstream::Message;
 use futures::future::BoxFuture;
 use proto::cart::v1 as pb;
-use shared::domain::Command;
+use shared::domain::{Cart, Command};
 use shared::headers::RequestContext;
-use shared::ids::CommandId;
+use shared::ids::{CartId, KeyField, TenantId};
 use shared::subjects::{RUNNER_PUSH_DURABLE, WORKFLOW_COMMANDS_STREAM, WorkflowSubject};
-use shared::workflow::PushReceived;
+use shared::workflow::{CheckoutOutcome, CheckoutResult, PushReceived, confirm_command_id};
 use tracing::Instrument;
 
-use crate::checkout::is_transient;
+use crate::checkout::{is_transient, summary};
+use crate::config::MismatchAction;
 use crate::lanes::{Disposition, Handler};
 use crate::metrics as m;
+use crate::provider::order::MerchantData;
+use crate::provider::{Order, ProviderClient};
 use crate::records::Records;
 use crate::state::{ProviderHandle, Status};
+
+/// The provider's status of a paid (completed) checkout order.
+const PAID: &str = "checkout_complete";
 
 pub struct Push {
     pub records: Records,
     pub provider: ProviderHandle,
     pub carts: aggregate::client::CartClient,
     pub status: Arc<Status>,
+    pub mismatch_action: MismatchAction,
 }
 
 enum PushError {
@@ -95,7 +111,11 @@ impl Push {
             .as_ref()
             .and_then(|h| RequestContext::from_nats_headers(h).ok())
             .unwrap_or_else(|| RequestContext::new(subject.tenant.clone()));
-        let span = tracing::info_span!("runner.push", order = %push.provider_order_id);
+        let span = tracing::info_span!(
+            "runner.push",
+            order = %push.provider_order_id,
+            source = ?push.source
+        );
         shared::spans::continue_trace(&span, &ctx);
         self.confirm_order(&ctx, &push).instrument(span).await
     }
@@ -105,57 +125,204 @@ impl Push {
         ctx: &RequestContext,
         push: &PushReceived,
     ) -> Result<&'static str, PushError> {
+        let order_id = push.provider_order_id.as_str();
         let provider = self.provider.current();
-        let order = provider
-            .get_order(&push.provider_order_id, ctx)
-            .await
-            .map_err(|e| {
-                if e.is_transient() {
-                    PushError::Retry(e.to_string())
-                } else {
-                    PushError::GiveUp(format!("provider order {}: {e}", push.provider_order_id))
-                }
-            })?;
-        let merchant = order.merchant().ok_or_else(|| {
-            PushError::GiveUp("the provider order carries no merchant data".into())
-        })?;
+        let order = match provider.get_order(order_id, ctx).await {
+            Ok(order) => order,
+            Err(e) if e.is_not_found() => {
+                tracing::warn!(
+                    order = order_id,
+                    "push for an order the provider does not know: ignored"
+                );
+                return Ok("unknown_order");
+            }
+            Err(e) if e.is_transient() => return Err(PushError::Retry(e.to_string())),
+            Err(e) => return Err(PushError::GiveUp(format!("provider order {order_id}: {e}"))),
+        };
+        let Some(merchant) = order.merchant() else {
+            tracing::warn!(
+                order = order_id,
+                "push for a provider order without our merchant data: ignored"
+            );
+            return Ok("foreign_order");
+        };
         if merchant.tenant != push.tenant {
-            return Err(PushError::GiveUp(format!(
-                "push for tenant {} names an order of tenant {}",
-                push.tenant, merchant.tenant
-            )));
+            // A forged push naming another tenant; the order's own pushes name its tenant.
+            tracing::warn!(
+                order = order_id,
+                push_tenant = %push.tenant,
+                order_tenant = %merchant.tenant,
+                "push names another tenant than its order: ignored"
+            );
+            return Ok("foreign_tenant");
         }
-        if order.status.as_deref() != Some("checkout_complete") {
-            // Pushed too early (the provider pushes again later): nothing to confirm yet.
-            tracing::info!(order = %push.provider_order_id, status = ?order.status, "push for an incomplete order ignored");
+        if order.status.as_deref() != Some(PAID) {
+            // Pushed before payment (or forged): nothing to place yet, and nothing is blocked.
+            tracing::info!(order = order_id, status = ?order.status, "push for an unpaid order: nothing to do yet");
             return Ok("incomplete");
         }
-        provider
-            .acknowledge(&push.provider_order_id, ctx)
-            .await
-            .map_err(|e| PushError::Retry(format!("acknowledge: {e}")))?;
+        let (tenant, cart_id) = match (
+            TenantId::parse(&merchant.tenant),
+            CartId::parse(&merchant.cart_id),
+            KeyField::AttemptId.check("attempt_id", &merchant.attempt_id),
+        ) {
+            (Ok(t), Ok(c), Ok(_)) => (t, c),
+            _ => {
+                return Err(PushError::GiveUp(format!(
+                    "provider order {order_id} names no valid cart: {merchant:?}"
+                )));
+            }
+        };
+        let paid = order.paid(&merchant);
         let req = pb::ExecuteRequest {
-            tenant: push.tenant.clone(),
-            cart_id: merchant.cart_id.clone(),
-            command_id: CommandId::derived(&["push", &push.provider_order_id]).to_string(),
+            tenant: tenant.to_string(),
+            cart_id: cart_id.to_string(),
+            command_id: confirm_command_id(tenant.as_str(), cart_id.as_str(), order_id).to_string(),
             expected_version: None,
             command: Some(
                 Command::ConfirmOrder {
-                    provider_order_id: push.provider_order_id.clone(),
+                    provider_order_id: order_id.to_owned(),
                     order_reference: order
                         .klarna_reference
                         .clone()
-                        .unwrap_or_else(|| push.provider_order_id.clone()),
+                        .unwrap_or_else(|| order_id.to_owned()),
+                    paid,
                 }
                 .into(),
             ),
+            request_fingerprint: String::new(),
         };
-        match self.carts.execute(ctx, req).await {
-            Ok(_) => Ok("confirmed"),
-            Err(e) if is_transient(&e) => Err(PushError::Retry(format!("aggregate: {e}"))),
-            Err(e) => Err(PushError::GiveUp(format!(
-                "the cart refused the order: {e}"
-            ))),
+        let reply = match self.carts.execute(ctx, req).await {
+            Ok(reply) => reply,
+            Err(e) if is_transient(&e) => {
+                return Err(PushError::Retry(format!("aggregate: {e}")));
+            }
+            Err(e) => {
+                return Err(PushError::GiveUp(format!(
+                    "the cart refused the paid order {order_id}: {e}"
+                )));
+            }
+        };
+        let cart = reply
+            .cart
+            .and_then(|c| proto::convert::state_from_snapshot(c).ok())
+            .map(|(_, state)| state.cart)
+            .ok_or_else(|| PushError::Retry("the aggregate sent no readable cart".into()))?;
+        let fresh = !reply.event_types.is_empty();
+        let outcome = Outcome {
+            tenant: &tenant,
+            cart: &cart,
+            order_id,
+            order: &order,
+            merchant: &merchant,
+            ctx,
+        };
+        if cart
+            .order
+            .as_ref()
+            .is_some_and(|o| o.provider_order_id == order_id)
+        {
+            self.placed(&provider, outcome).await?;
+            Ok(if fresh { "confirmed" } else { "already_placed" })
+        } else {
+            self.mismatched(&provider, outcome, fresh).await?;
+            Ok("mismatch")
         }
     }
+
+    /// The order is placed: acknowledge it with the provider (so it stops pushing), then
+    /// record it. Both repeat harmlessly when a later push finds it placed.
+    async fn placed(&self, provider: &ProviderClient, o: Outcome<'_>) -> Result<(), PushError> {
+        provider
+            .acknowledge(o.order_id, o.ctx)
+            .await
+            .map_err(|e| PushError::Retry(format!("acknowledge: {e}")))?;
+        self.record(o, CheckoutOutcome::Placed, None).await
+    }
+
+    /// The order was paid but cannot be placed: never acknowledged; cancelled when so
+    /// configured; counted (once, when the cart first recorded it) and recorded.
+    async fn mismatched(
+        &self,
+        provider: &ProviderClient,
+        o: Outcome<'_>,
+        fresh: bool,
+    ) -> Result<(), PushError> {
+        let Some(mismatch) = o.cart.mismatch(o.order_id) else {
+            return Err(PushError::GiveUp(format!(
+                "the cart neither placed nor recorded the paid order {}",
+                o.order_id
+            )));
+        };
+        if fresh {
+            metrics::counter!(m::PAYMENT_MISMATCHES, "reason" => mismatch.code.clone())
+                .increment(1);
+            tracing::error!(
+                cart = %o.cart.id,
+                order = o.order_id,
+                code = %mismatch.code,
+                reason = %mismatch.reason,
+                action = ?self.mismatch_action,
+                "a paid provider order does not match its cart: not placed, not acknowledged"
+            );
+        }
+        if self.mismatch_action == MismatchAction::Cancel {
+            match provider.cancel(o.order_id, o.ctx).await {
+                Ok(()) => tracing::warn!(
+                    order = o.order_id,
+                    "mismatched order cancelled with the provider"
+                ),
+                Err(e) if e.is_transient() => {
+                    return Err(PushError::Retry(format!("cancel: {e}")));
+                }
+                // Already cancelled (a repeated push), or no longer cancellable: an operator
+                // sees the mismatch either way.
+                Err(e) => {
+                    tracing::warn!(order = o.order_id, error = %e, "the provider refused to cancel the mismatched order")
+                }
+            }
+        }
+        let reason = format!("{}: {}", mismatch.code, mismatch.reason);
+        self.record(o, CheckoutOutcome::Mismatched, Some(reason))
+            .await
+    }
+
+    async fn record(
+        &self,
+        o: Outcome<'_>,
+        outcome: CheckoutOutcome,
+        failure: Option<String>,
+    ) -> Result<(), PushError> {
+        let result = CheckoutResult {
+            tenant: o.tenant.to_string(),
+            cart_id: o.cart.id.to_string(),
+            attempt_id: o.merchant.attempt_id.clone(),
+            outcome,
+            order: Some(summary(o.order.clone())),
+            failure_code: failure
+                .as_ref()
+                .map(|_| shared::domain::PAYMENT_MISMATCH.to_owned()),
+            failure_reason: failure,
+            recorded_at: crate::checkout::now(),
+        };
+        let ctx = RequestContext {
+            tenant: o.tenant.clone(),
+            ..o.ctx.clone()
+        };
+        self.records
+            .result(&result, &ctx)
+            .await
+            .map_err(|e| PushError::Retry(format!("recording the order result: {e}")))
+    }
+}
+
+/// A paid order and the cart it was confirmed on.
+#[derive(Clone, Copy)]
+struct Outcome<'a> {
+    tenant: &'a TenantId,
+    cart: &'a Cart,
+    order_id: &'a str,
+    order: &'a Order,
+    merchant: &'a MerchantData,
+    ctx: &'a RequestContext,
 }

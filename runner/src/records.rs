@@ -1,7 +1,11 @@
 //! The runner's own durable records on NATS: effect intents in `WORKFLOW_COMMANDS`, results in
 //! `WORKFLOW_EVENTS` (the last one per cart is the current checkout), and dead letters.
 
+use std::collections::HashMap;
 use std::time::Duration;
+
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+use futures::StreamExt;
 
 use async_nats::jetstream::{self, Message, message::PublishMessage, stream::DirectGetErrorKind};
 use bytes::Bytes;
@@ -9,9 +13,13 @@ use shared::headers::RequestContext;
 use shared::ids::TenantId;
 use shared::nats::dead_letter::{self as dlq, Original};
 use shared::subjects::{
-    WORKFLOW_COMMANDS_STREAM, WORKFLOW_EVENTS_STREAM, workflow_command, workflow_event,
+    WORKFLOW_COMMANDS_STREAM, WORKFLOW_EVENTS_STREAM, WorkflowStream, workflow_command,
+    workflow_event, workflow_kind_filter,
 };
-use shared::workflow::{CHECKOUT_KIND, CheckoutIntent, CheckoutResult, result_msg_id};
+use shared::workflow::{
+    AttemptIds, CHECKOUT_KIND, CheckoutIntent, CheckoutOutcome, CheckoutResult, PUSH_KIND,
+    PushReceived, order_result_msg_id,
+};
 
 use crate::lanes::Disposition;
 use crate::metrics as m;
@@ -56,36 +64,119 @@ impl Records {
         }
     }
 
-    /// Record the intent to perform an effect. The attempt id is the Msg-Id, so a redelivered
-    /// event records it once.
+    /// Record the intent to perform an effect. Its Msg-Id is derived from tenant, cart and
+    /// attempt, so a redelivered event records it once.
     pub async fn intent(
         &self,
         intent: &CheckoutIntent,
         ctx: &RequestContext,
     ) -> Result<(), async_nats::Error> {
         let subject = workflow_command(&ctx.tenant, CHECKOUT_KIND, &intent.cart_id)?;
+        let ids = AttemptIds {
+            tenant: &intent.tenant,
+            cart_id: &intent.cart_id,
+            attempt_id: &intent.attempt_id,
+        };
         self.publish(
             subject,
-            &intent.attempt_id,
+            Some(&ids.intent_msg_id()),
             serde_json::to_vec(intent)?,
             ctx,
         )
         .await
     }
 
+    /// Record a result: the provider's answer to an attempt (Msg-Id from tenant, cart and
+    /// attempt), or what became of a paid order (from tenant, cart and order).
     pub async fn result(
         &self,
         result: &CheckoutResult,
         ctx: &RequestContext,
     ) -> Result<(), async_nats::Error> {
         let subject = workflow_event(&ctx.tenant, CHECKOUT_KIND, &result.cart_id)?;
-        self.publish(
-            subject,
-            &result_msg_id(&result.attempt_id),
-            serde_json::to_vec(result)?,
-            ctx,
-        )
-        .await
+        let msg_id = match (result.outcome, &result.order) {
+            (CheckoutOutcome::Placed | CheckoutOutcome::Mismatched, Some(order)) => {
+                order_result_msg_id(
+                    &result.tenant,
+                    &result.cart_id,
+                    &order.order_id,
+                    result.outcome,
+                )
+            }
+            _ => AttemptIds {
+                tenant: &result.tenant,
+                cart_id: &result.cart_id,
+                attempt_id: &result.attempt_id,
+            }
+            .result_msg_id(),
+        };
+        self.publish(subject, Some(&msg_id), serde_json::to_vec(result)?, ctx)
+            .await
+    }
+
+    /// Ask the push handler to read a provider order again (reconciliation). Like a push it
+    /// carries no Msg-Id: every one is acted on.
+    pub async fn reconcile(&self, push: &PushReceived) -> Result<(), async_nats::Error> {
+        let tenant = TenantId::parse(&push.tenant)?;
+        let subject = workflow_command(&tenant, PUSH_KIND, &push.provider_order_id)?;
+        let ctx = RequestContext::new(tenant);
+        self.publish(subject, None, serde_json::to_vec(push)?, &ctx)
+            .await
+    }
+
+    /// The last checkout result of every cart recorded since `since`, with the time it was
+    /// recorded: the checkouts whose provider order may still be paid.
+    pub async fn results_since(
+        &self,
+        since: time::OffsetDateTime,
+    ) -> Result<Vec<(CheckoutResult, time::OffsetDateTime)>, async_nats::Error> {
+        let stream = self.js.get_stream_no_info(WORKFLOW_EVENTS_STREAM).await?;
+        let filter = workflow_kind_filter(WorkflowStream::Events, CHECKOUT_KIND)?;
+        let consumer = stream
+            .create_consumer(pull::Config {
+                filter_subject: filter,
+                deliver_policy: DeliverPolicy::ByStartTime { start_time: since },
+                ack_policy: AckPolicy::None,
+                inactive_threshold: Duration::from_secs(60),
+                ..Default::default()
+            })
+            .await?;
+        let mut consumer = consumer;
+        let mut left = consumer.info().await?.num_pending;
+        let name = consumer.cached_info().name.clone();
+        let mut last: HashMap<String, (CheckoutResult, time::OffsetDateTime)> = HashMap::new();
+        while left > 0 {
+            let batch = consumer
+                .fetch()
+                .max_messages(left.min(512) as usize)
+                .expires(self.dlq_timeout)
+                .messages()
+                .await?;
+            let mut got = 0;
+            let mut batch = std::pin::pin!(batch);
+            while let Some(msg) = batch.next().await {
+                let msg = msg?;
+                got += 1;
+                let published = msg
+                    .info()
+                    .map(|i| i.published)
+                    .unwrap_or_else(|_| time::OffsetDateTime::now_utc());
+                match serde_json::from_slice::<CheckoutResult>(&msg.payload) {
+                    Ok(r) => {
+                        last.insert(msg.subject.to_string(), (r, published));
+                    }
+                    Err(e) => {
+                        tracing::warn!(subject = %msg.subject, error = %e, "unreadable checkout result skipped");
+                    }
+                }
+            }
+            if got == 0 {
+                break;
+            }
+            left = left.saturating_sub(got);
+        }
+        let _ = stream.delete_consumer(&name).await;
+        Ok(last.into_values().collect())
     }
 
     /// The last recorded checkout result of a cart, if any.
@@ -176,22 +267,19 @@ impl Records {
     async fn publish(
         &self,
         subject: String,
-        msg_id: &str,
+        msg_id: Option<&str>,
         payload: Vec<u8>,
         ctx: &RequestContext,
     ) -> Result<(), async_nats::Error> {
         let mut h = async_nats::HeaderMap::new();
         shared::spans::downstream(ctx).to_nats_headers(&mut h);
-        self.js
-            .send_publish(
-                subject,
-                PublishMessage::build()
-                    .payload(Bytes::from(payload))
-                    .headers(h)
-                    .message_id(msg_id),
-            )
-            .await?
-            .await?;
+        let mut msg = PublishMessage::build()
+            .payload(Bytes::from(payload))
+            .headers(h);
+        if let Some(id) = msg_id {
+            msg = msg.message_id(id);
+        }
+        self.js.send_publish(subject, msg).await?.await?;
         Ok(())
     }
 }

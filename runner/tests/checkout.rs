@@ -16,7 +16,7 @@ use shared::subjects::{
     CART_EVENTS_STREAM, RUNNER_CHECKOUT_DURABLE, WORKFLOW_COMMANDS_STREAM, WORKFLOW_EVENTS_STREAM,
 };
 use shared::test_support::wait_until;
-use shared::workflow::{CHECKOUT_KIND, PUSH_KIND, PushReceived};
+use shared::workflow::{CHECKOUT_KIND, CheckoutOutcome, CheckoutResult, PUSH_KIND, PushReceived};
 
 fn tenant() -> TenantId {
     TenantId::parse(TENANT).unwrap()
@@ -336,16 +336,23 @@ async fn a_cart_changed_after_checkout_started_updates_the_same_provider_order()
     runner.drain(std::time::Duration::from_secs(5)).await;
 }
 
-async fn publish_push(env: &Env, order_id: &str, msg_id: &str) {
-    let subject = shared::subjects::workflow_command(&tenant(), PUSH_KIND, order_id).unwrap();
+/// A push as the gateway records it: no Msg-Id, so every push is kept.
+async fn publish_push(env: &Env, order_id: &str) {
+    publish_push_as(env, TENANT, order_id).await;
+}
+
+/// A push naming `tenant` (a forged one names another tenant than its order).
+async fn publish_push_as(env: &Env, tenant: &str, order_id: &str) {
+    let tenant = TenantId::parse(tenant).unwrap();
+    let subject = shared::subjects::workflow_command(&tenant, PUSH_KIND, order_id).unwrap();
     let push = PushReceived {
-        tenant: TENANT.into(),
+        tenant: tenant.to_string(),
         provider_order_id: order_id.into(),
         received_at: "2026-11-23T12:00:00Z".into(),
+        source: Default::default(),
     };
     let mut h = async_nats::HeaderMap::new();
-    h.insert(shared::headers::NATS_MSG_ID, msg_id);
-    ctx().to_nats_headers(&mut h);
+    shared::headers::RequestContext::new(tenant).to_nats_headers(&mut h);
     env.js
         .publish_with_headers(subject, h, serde_json::to_vec(&push).unwrap().into())
         .await
@@ -363,13 +370,13 @@ async fn duplicate_pushes_place_the_order_once() {
         .wait_cart("paid", "order recorded", order_created("a1"))
         .await;
     let order_id = cart.cart.provider_order_id.unwrap();
-    // A push before payment is ignored; then the shopper pays and the provider pushes twice
-    // (once within JetStream's window, once as if much later).
-    publish_push(&env, &order_id, "early").await;
+    // A push before payment changes nothing; then the shopper pays and the provider pushes
+    // three times (it retries until acknowledged).
+    publish_push(&env, &order_id).await;
     env.mock.mark_complete(&order_id).unwrap();
-    publish_push(&env, &order_id, &shared::workflow::push_msg_id(&order_id)).await;
-    publish_push(&env, &order_id, &shared::workflow::push_msg_id(&order_id)).await;
-    publish_push(&env, &order_id, "late-retry").await;
+    for _ in 0..3 {
+        publish_push(&env, &order_id).await;
+    }
     let placed = env
         .wait_cart("paid", "order placed", |s| s.cart.order.is_some())
         .await;
@@ -377,9 +384,9 @@ async fn duplicate_pushes_place_the_order_once() {
         env.mock.stats().acknowledged.contains(&order_id),
         "acknowledged with the provider"
     );
-    // The checkout effect, the early push, one of the two `push-<id>` messages (JetStream
-    // drops the repeat inside its window) and the late retry.
-    wait_until(|| async { runner.status.completed_count() >= 4 }, WAIT)
+    // The checkout effect, the early push and the three pushes after payment: each one is
+    // read from the provider, only the cart de-duplicates.
+    wait_until(|| async { runner.status.completed_count() >= 5 }, WAIT)
         .await
         .expect("every push handled");
     let subject = shared::subjects::cart_events(&tenant(), &CartId::parse("paid").unwrap());
@@ -407,6 +414,175 @@ async fn duplicate_pushes_place_the_order_once() {
         err.code,
         shared::ErrorCode::CartLocked,
         "no mutation after the order"
+    );
+    runner.drain(std::time::Duration::from_secs(5)).await;
+}
+
+/// Pushes are hints: one for an order the provider does not know, one naming another tenant
+/// and one before payment are each read and change nothing, block nothing and dead-letter
+/// nothing; the real push after payment places the order.
+#[tokio::test]
+async fn forged_and_early_pushes_change_nothing_and_block_the_real_one_from_nothing() {
+    let Some(env) = env().await else { return };
+    let runner = env.runner(Default::default()).await;
+    env.checkout("forged", "a1").await;
+    let cart = env
+        .wait_cart("forged", "order recorded", order_created("a1"))
+        .await;
+    let order_id = cart.cart.provider_order_id.unwrap();
+    publish_push(&env, "no-such-order").await;
+    publish_push_as(&env, "evil", &order_id).await;
+    publish_push(&env, &order_id).await;
+    wait_until(|| async { runner.status.completed_count() >= 4 }, WAIT)
+        .await
+        .expect("the three pushes are handled");
+    assert!(
+        env.cart("forged").await.cart.order.is_none(),
+        "nothing paid yet"
+    );
+    env.mock.mark_complete(&order_id).unwrap();
+    publish_push(&env, &order_id).await;
+    env.wait_cart("forged", "order placed", |s| s.cart.order.is_some())
+        .await;
+    assert_eq!(
+        env.dead_letters(shared::subjects::RUNNER_PUSH_DURABLE)
+            .await,
+        0
+    );
+    let metrics = runner_metrics(&runner).await;
+    for result in ["unknown_order", "foreign_tenant", "incomplete", "confirmed"] {
+        assert!(
+            metrics.contains(&format!(
+                "cart_runner_pushes_total{{result=\"{result}\"}} 1"
+            )),
+            "{result}: {metrics}"
+        );
+    }
+    runner.drain(std::time::Duration::from_secs(5)).await;
+}
+
+async fn runner_metrics(runner: &runner::Running) -> String {
+    reqwest::get(format!("http://{}/metrics", runner.http_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// A paid order whose push never arrives is placed by reconciliation, which reads waiting
+/// orders from the provider again; then reconciliation leaves it alone.
+#[tokio::test]
+async fn a_paid_order_whose_push_was_lost_is_placed_by_reconciliation() {
+    let Some(env) = env().await else { return };
+    let mut config = env.runner_config();
+    config.reconcile_interval_secs = 1;
+    config.reconcile_after_secs = 1;
+    let runner = runner::start(config, Default::default()).await.unwrap();
+    env.checkout("lost-push", "a1").await;
+    let cart = env
+        .wait_cart("lost-push", "order recorded", order_created("a1"))
+        .await;
+    let order_id = cart.cart.provider_order_id.unwrap();
+    env.mock.mark_complete(&order_id).unwrap();
+    let placed = env
+        .wait_cart("lost-push", "placed without a push", |s| {
+            s.cart.order.is_some()
+        })
+        .await;
+    assert_eq!(placed.cart.order.unwrap().provider_order_id, order_id);
+    assert!(env.mock.stats().acknowledged.contains(&order_id));
+    let last = last_result(&env, "lost-push").await;
+    assert_eq!(last.outcome, CheckoutOutcome::Placed, "{last:?}");
+    assert!(
+        runner_metrics(&runner)
+            .await
+            .contains("cart_runner_reconciled_orders_total")
+    );
+    runner.drain(std::time::Duration::from_secs(5)).await;
+}
+
+async fn last_result(env: &Env, cart: &str) -> CheckoutResult {
+    let subject = shared::subjects::workflow_event(&tenant(), CHECKOUT_KIND, cart).unwrap();
+    let msg = env
+        .js
+        .get_stream(WORKFLOW_EVENTS_STREAM)
+        .await
+        .unwrap()
+        .direct_get_last_for_subject(subject)
+        .await
+        .unwrap();
+    serde_json::from_slice(&msg.payload).unwrap()
+}
+
+/// The shopper checks out, changes the cart, then pays the old provider order: the order is
+/// not placed and not acknowledged, the cart records why, the mismatch is counted once and
+/// (with `mismatch_action = cancel`) the payment is cancelled; a new checkout gets a new
+/// provider order, which is placed for the new amount.
+#[tokio::test]
+async fn a_paid_order_the_cart_moved_past_is_recorded_never_placed_nor_acknowledged() {
+    let Some(env) = env().await else { return };
+    let mut config = env.runner_config();
+    config.mismatch_action = runner::config::MismatchAction::Cancel;
+    let runner = runner::start(config, Default::default()).await.unwrap();
+    env.checkout("moved", "a1").await;
+    let cart = env
+        .wait_cart("moved", "order recorded", order_created("a1"))
+        .await;
+    let old_order = cart.cart.provider_order_id.unwrap();
+    env.exec("moved", add("BOOK-NOVEL-01", 1)).await.unwrap();
+    env.mock.mark_complete(&old_order).unwrap();
+    publish_push(&env, &old_order).await;
+    publish_push(&env, &old_order).await;
+    let cart = env
+        .wait_cart("moved", "mismatch recorded", |s| {
+            s.cart.mismatch(&old_order).is_some()
+        })
+        .await;
+    wait_until(|| async { runner.status.completed_count() >= 3 }, WAIT)
+        .await
+        .expect("both pushes handled");
+    assert!(cart.cart.order.is_none(), "never placed");
+    assert_eq!(cart.cart.mismatch(&old_order).unwrap().code, "cart_changed");
+    assert_eq!(
+        cart.cart.payment_status.as_deref(),
+        Some("payment_mismatch")
+    );
+    let stats = env.mock.stats();
+    assert!(
+        !stats.acknowledged.contains(&old_order),
+        "never acknowledged"
+    );
+    assert_eq!(stats.cancelled, vec![old_order.clone()], "cancelled once");
+    let metrics = runner_metrics(&runner).await;
+    assert!(
+        metrics.contains("cart_runner_payment_mismatches_total{reason=\"cart_changed\"} 1"),
+        "counted once: {metrics}"
+    );
+    let last = last_result(&env, "moved").await;
+    assert_eq!(
+        (last.outcome, last.order.map(|o| o.order_id)),
+        (CheckoutOutcome::Mismatched, Some(old_order.clone()))
+    );
+
+    env.exec("moved", start("a2")).await.unwrap();
+    let cart = env
+        .wait_cart("moved", "new order recorded", order_created("a2"))
+        .await;
+    let new_order = cart.cart.provider_order_id.clone().unwrap();
+    assert_ne!(new_order, old_order, "a paid order is never updated");
+    env.mock.mark_complete(&new_order).unwrap();
+    publish_push(&env, &new_order).await;
+    let placed = env
+        .wait_cart("moved", "order placed", |s| s.cart.order.is_some())
+        .await;
+    assert_eq!(
+        placed.cart.order.as_ref().unwrap().provider_order_id,
+        new_order
+    );
+    assert_eq!(
+        env.mock.order(&new_order).unwrap().order_amount,
+        shared::domain::totals(&placed.cart).total.inc_vat
     );
     runner.drain(std::time::Duration::from_secs(5)).await;
 }

@@ -85,6 +85,8 @@ error_codes! {
         "The cart changed concurrently; reload and retry.";
     PreconditionFailed => "precondition_failed", PRECONDITION_FAILED, FailedPrecondition, false,
         "If-Match / expected_version does not match the cart's current version.";
+    IdempotencyKeyReused => "idempotency_key_reused", UNPROCESSABLE_ENTITY, FailedPrecondition, false,
+        "This Idempotency-Key was already used on this cart for a different request; use a new key per request.";
     CartLocked => "cart_locked", CONFLICT, FailedPrecondition, false,
         "The order is placed; the cart can no longer change. Start a new cart.";
     InvalidState => "invalid_state", CONFLICT, FailedPrecondition, false,
@@ -152,10 +154,57 @@ pub struct ApiError {
     pub retry_after: Option<Duration>,
 }
 
+/// Longest quoted value an error message shows (a client's 5 KB value is not echoed back).
+const MAX_QUOTED: usize = 80;
+
+/// `message` with every `"quoted"` part longer than [`MAX_QUOTED`] characters cut short: an
+/// error names what was wrong and shows enough of the value to recognise it, never all of it.
+fn clip_quoted(message: String) -> String {
+    if message.len() <= 2 * MAX_QUOTED {
+        return message;
+    }
+    let mut out = String::with_capacity(message.len().min(1024));
+    let mut rest = message.as_str();
+    while let Some(open) = rest.find('"') {
+        out.push_str(&rest[..=open]);
+        rest = &rest[open + 1..];
+        // The closing quote, skipping escaped ones.
+        let mut close = None;
+        let mut escaped = false;
+        for (i, c) in rest.char_indices() {
+            match c {
+                '\\' if !escaped => escaped = true,
+                '"' if !escaped => {
+                    close = Some(i);
+                    break;
+                }
+                _ => escaped = false,
+            }
+        }
+        let end = close.unwrap_or(rest.len());
+        let quoted = &rest[..end];
+        if quoted.chars().count() > MAX_QUOTED {
+            out.extend(quoted.chars().take(MAX_QUOTED));
+            out.push('…');
+        } else {
+            out.push_str(quoted);
+        }
+        match close {
+            Some(i) => {
+                out.push('"');
+                rest = &rest[i + 1..];
+            }
+            None => rest = "",
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
-            message: message.into(),
+            message: clip_quoted(message.into()),
             code,
             owner_addr: None,
             retry_after: None,
@@ -315,6 +364,29 @@ impl IntoResponse for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_quoted_values_are_cut_short_in_messages() {
+        let long = "A".repeat(5000);
+        let e = ApiError::invalid(format!(
+            "quantity: invalid type: string \"{long}\", expected u32"
+        ));
+        assert!(e.message.len() < 200, "{}", e.message);
+        assert!(
+            e.message
+                .starts_with("quantity: invalid type: string \"AAAA")
+        );
+        assert!(e.message.ends_with("…\", expected u32"), "{}", e.message);
+        let short = "sku \"NOPE\" is not in the catalog";
+        assert_eq!(ApiError::invalid(short).message, short);
+        let escaped = format!(
+            "got \"{}\\\"{}\" and \"x\"",
+            "b".repeat(100),
+            "c".repeat(100)
+        );
+        let clipped = ApiError::invalid(escaped).message;
+        assert!(clipped.ends_with("…\" and \"x\""), "{clipped}");
+    }
 
     #[test]
     fn every_code_round_trips_and_is_documented() {

@@ -31,12 +31,74 @@ impl IdError {
     }
 }
 
-/// True when `s` is usable as one NATS subject token and one KV key segment: ASCII letters,
-/// digits, `-` and `_` only (so no `.`, `*`, `>`, whitespace or control characters).
+/// Longest token any subject or KV key is built with. NATS closes a connection whose control
+/// line (the subject and its sizes) passes 4 KiB, and with it every request in flight on it,
+/// so no value from outside may ever reach a subject unbounded.
+pub const MAX_TOKEN_LEN: usize = 128;
+
+/// True when `s` is usable as one NATS subject token and one KV key segment: 1..=
+/// [`MAX_TOKEN_LEN`] ASCII letters, digits, `-` and `_` (so no `.`, `*`, `>`, whitespace or
+/// control characters).
 pub fn is_token(s: &str) -> bool {
     !s.is_empty()
+        && s.len() <= MAX_TOKEN_LEN
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// A value from a client or the payment provider that names something outside the cart and
+/// so becomes a KV key or subject token: the catalog keys (SKU, voucher code, delivery
+/// provider), provider order ids and checkout attempt ids. Each has one rule, checked at the
+/// HTTP edge and again at every gRPC boundary, before any NATS call is made with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyField {
+    Sku,
+    VoucherCode,
+    DeliveryProvider,
+    ProviderOrderId,
+    AttemptId,
+}
+
+impl KeyField {
+    /// Longest SKU, voucher code, delivery provider or attempt id.
+    pub const MAX_LEN: usize = 64;
+    /// Longest provider order id (Klarna's are 36-character UUIDs).
+    pub const MAX_ORDER_ID_LEN: usize = MAX_TOKEN_LEN;
+
+    /// The field's name as clients spell it (JSON, query parameters).
+    pub const fn name(self) -> &'static str {
+        match self {
+            KeyField::Sku => "sku",
+            KeyField::VoucherCode => "code",
+            KeyField::DeliveryProvider => "provider",
+            KeyField::ProviderOrderId => "providerOrderId",
+            KeyField::AttemptId => "attemptId",
+        }
+    }
+
+    pub const fn max_len(self) -> usize {
+        match self {
+            KeyField::ProviderOrderId => Self::MAX_ORDER_ID_LEN,
+            _ => Self::MAX_LEN,
+        }
+    }
+
+    const fn rule(self) -> &'static str {
+        match self {
+            KeyField::ProviderOrderId => "must be 1..=128 characters of A-Z, a-z, 0-9, '-' or '_'",
+            _ => "must be 1..=64 characters of A-Z, a-z, 0-9, '-' or '_'",
+        }
+    }
+
+    /// `value` when it follows this field's rule; the error names the field (as `name`,
+    /// e.g. `items[2].sku` or `klarna_order_id`) and shows at most 80 characters of the value.
+    pub fn check<'a>(self, name: &'static str, value: &'a str) -> Result<&'a str, IdError> {
+        if value.len() <= self.max_len() && is_token(value) {
+            Ok(value)
+        } else {
+            Err(IdError::new(name, self.rule(), value))
+        }
+    }
 }
 
 macro_rules! string_id {
@@ -357,6 +419,29 @@ mod tests {
         assert!(a.as_str().bytes().all(|c| c.is_ascii_digit()));
         assert!(a.as_str().parse::<u128>().unwrap() < b.as_str().parse::<u128>().unwrap());
         assert!(CartId::parse(a.as_str()).is_ok());
+    }
+
+    #[test]
+    fn key_fields_are_bounded_tokens() {
+        assert_eq!(
+            KeyField::Sku.check("sku", "TEST-SKU-123"),
+            Ok("TEST-SKU-123")
+        );
+        let order = "a".repeat(128);
+        assert!(KeyField::ProviderOrderId.check("o", &order).is_ok());
+        for (field, bad) in [
+            (KeyField::Sku, "x".repeat(65)),
+            (KeyField::Sku, "a.b".to_owned()),
+            (KeyField::VoucherCode, "A B".to_owned()),
+            (KeyField::DeliveryProvider, String::new()),
+            (KeyField::AttemptId, "x".repeat(5000)),
+            (KeyField::ProviderOrderId, "o".repeat(129)),
+        ] {
+            let e = field.check("items[1].sku", &bad).unwrap_err();
+            assert_eq!(e.field, "items[1].sku");
+            assert!(e.value.chars().count() <= 81, "the value is cut: {e}");
+        }
+        assert!(!is_token(&"a".repeat(MAX_TOKEN_LEN + 1)));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! callback reaches the gateway over HTTP exactly as the real provider's would.
 
 use futures::TryStreamExt;
-use runner::provider::mock::{Faults, MockProvider};
+use runner::provider::mock::{CompleteError, Faults, MockProvider};
 use serde_json::{Value, json};
 use shared::test_support::wait_until;
 use tests::stack::{Stack, WAIT, test_streams};
@@ -59,6 +59,8 @@ async fn platform() -> Option<Platform> {
     rc.consumer.ack_wait_ms = 2_000;
     rc.merchant.push =
         format!("{base}/cart/push?tenant={{tenant}}&klarna_order_id={{checkout.order.id}}");
+    rc.merchant.validation =
+        format!("{base}/cart/validation?tenant={{tenant}}&klarna_order_id={{checkout.order.id}}");
     let runner = runner::start(rc, runner::Hooks::default()).await.unwrap();
 
     let http = reqwest::Client::new();
@@ -96,8 +98,25 @@ impl Platform {
             .unwrap()
     }
 
+    /// Wait until the runner handled every push recorded so far.
+    async fn settled(&self) {
+        shared::test_support::wait_consumer_settled(
+            &self.stack.js,
+            shared::subjects::WORKFLOW_COMMANDS_STREAM,
+            shared::subjects::RUNNER_PUSH_DURABLE,
+            WAIT,
+        )
+        .await
+        .expect("the runner handled every push");
+    }
+
     /// How many `OrderPlaced` messages the cart's stream holds.
     async fn orders_placed(&self, cart_id: &str) -> usize {
+        self.events_of_type(cart_id, "OrderPlaced").await
+    }
+
+    /// How many of the cart's messages hold an event of `event_type`.
+    async fn events_of_type(&self, cart_id: &str, event_type: &str) -> usize {
         let subject = shared::subjects::cart_events(
             &shared::TenantId::default_tenant(),
             &shared::CartId::parse(cart_id).unwrap(),
@@ -115,7 +134,7 @@ impl Platform {
         .filter(|m| {
             m.headers
                 .get(shared::headers::CART_EVENT_TYPES)
-                .is_some_and(|v| v.as_str().contains("OrderPlaced"))
+                .is_some_and(|v| v.as_str().split(',').any(|t| t == event_type))
         })
         .count()
     }
@@ -243,9 +262,8 @@ async fn a_storefront_checks_out_pays_and_the_order_is_placed_once() {
     ));
     let (s, _) = body(reqwest::Client::new().post(&push).send().await.unwrap()).await;
     assert_eq!(s, 200);
-    // The repeat is recorded with the same Msg-Id (`push-<order>`), so JetStream keeps one
-    // record of it and the runner never sees a second; the runner's own handling of a
-    // repeated push is `runner::checkout`'s `duplicate_pushes_place_the_order_once`.
+    // Every push is recorded (a push is a hint, never dropped before its order was read);
+    // the cart confirms the order once.
     let tenant = shared::ids::TenantId::default_tenant();
     let push_subject =
         shared::subjects::workflow_command(&tenant, shared::workflow::PUSH_KIND, &order_id)
@@ -262,7 +280,8 @@ async fn a_storefront_checks_out_pays_and_the_order_is_placed_once() {
         .try_collect()
         .await
         .unwrap();
-    assert_eq!(records, vec![(push_subject, 1)], "one push record");
+    assert_eq!(records, vec![(push_subject, 2)], "both pushes recorded");
+    p.settled().await;
     assert_eq!(p.orders_placed(&cart_id).await, 1, "one OrderPlaced");
     assert_eq!(p.mock.orders_for(&cart_id), 1);
 }
@@ -397,4 +416,179 @@ async fn runner_admin_routes_need_the_admin_token() {
         (400, Some("invalid_argument")),
         "{err}"
     );
+}
+
+/// A forged push, sent before payment for the shopper's real order (its id is in the
+/// checkout JSON), once for the right tenant and once for another, blocks nothing: pushes are
+/// hints, every one is read, and the provider's real push after payment places the order.
+#[tokio::test]
+async fn forged_and_early_pushes_do_not_stop_the_paid_order_from_being_placed() {
+    let Some(p) = platform().await else { return };
+    let shopper = p.shopper();
+    let cart = fill_cart(&p, &shopper).await;
+    let cart_id = cart["id"].as_str().unwrap().to_owned();
+    let (s, order) = body(shopper.get(p.url("/cart/checkout")).send().await.unwrap()).await;
+    assert_eq!(s, 200, "{order}");
+    let order_id = order["order_id"].as_str().unwrap().to_owned();
+
+    let attacker = reqwest::Client::new();
+    for tenant in ["default", "evil"] {
+        let forged = p.url(&format!(
+            "/cart/push?tenant={tenant}&klarna_order_id={order_id}"
+        ));
+        let (s, reply) = body(attacker.post(&forged).send().await.unwrap()).await;
+        assert_eq!(s, 200, "a push is accepted whoever sends it: {reply}");
+    }
+    p.settled().await;
+    let (_, now) = body(shopper.get(p.url("/cart")).send().await.unwrap()).await;
+    assert!(
+        now["orderReference"].is_null(),
+        "nothing placed unpaid: {now}"
+    );
+
+    // The shopper pays; the provider's own push arrives and the order is placed.
+    assert_eq!(p.mock.complete(&order_id).await.unwrap(), 200);
+    wait_until(
+        || async {
+            let (_, c) = body(shopper.get(p.url("/cart")).send().await.unwrap()).await;
+            c["orderReference"].is_string()
+        },
+        WAIT,
+    )
+    .await
+    .expect("the paid order is placed despite the forged pushes");
+    assert!(p.mock.stats().acknowledged.contains(&order_id));
+    assert_eq!(p.orders_placed(&cart_id).await, 1);
+}
+
+/// The shopper checks out (provider order for the first total), adds an item (the cart now
+/// totals more) and completes the old provider order: the provider's validation callback
+/// refuses the purchase; if it completes anyway (the race between the two), the order is
+/// recorded as a mismatch, never placed and never acknowledged. A new checkout charges the new
+/// total and is placed.
+#[tokio::test]
+async fn paying_the_old_amount_after_the_cart_changed_never_places_an_order() {
+    let Some(p) = platform().await else { return };
+    let shopper = p.shopper();
+    let cart = fill_cart(&p, &shopper).await;
+    let cart_id = cart["id"].as_str().unwrap().to_owned();
+    let (_, first) = body(shopper.get(p.url("/cart/checkout")).send().await.unwrap()).await;
+    let old_order = first["order_id"].as_str().unwrap().to_owned();
+    let old_amount = first["order_amount"].as_i64().unwrap();
+    let (s, changed) = body(
+        shopper
+            .get(p.url("/cart/add/BOOK-NOVEL-01"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let new_amount = changed["result"]["totalPrice"]["incVat"].as_i64().unwrap();
+    assert_ne!(old_amount, new_amount);
+
+    // The provider asks the validation callback before completing: refused.
+    let refused = p.mock.complete(&old_order).await.unwrap_err();
+    assert!(
+        matches!(&refused, CompleteError::Refused(why) if why.contains("cart_changed")),
+        "{refused}"
+    );
+    assert_eq!(
+        p.mock.order(&old_order).unwrap().status.as_deref(),
+        Some("checkout_incomplete"),
+        "the purchase did not complete"
+    );
+
+    // The purchase completes anyway: the paid order is recorded as a mismatch.
+    assert_eq!(p.mock.complete_unvalidated(&old_order).await.unwrap(), 200);
+    wait_until(
+        || async {
+            let (_, c) = body(shopper.get(p.url("/cart")).send().await.unwrap()).await;
+            c["paymentStatus"] == "payment_mismatch"
+        },
+        WAIT,
+    )
+    .await
+    .expect("the mismatch is visible on the cart");
+    p.settled().await;
+    let (_, now) = body(shopper.get(p.url("/cart")).send().await.unwrap()).await;
+    assert!(now["orderReference"].is_null(), "never placed: {now}");
+    assert_eq!(
+        now["totalPrice"]["incVat"], new_amount,
+        "the cart is intact"
+    );
+    assert!(
+        !p.mock.stats().acknowledged.contains(&old_order),
+        "never acknowledged"
+    );
+    assert_eq!(p.orders_placed(&cart_id).await, 0);
+    assert_eq!(p.events_of_type(&cart_id, "OrderMismatched").await, 1);
+
+    // Checking out again creates a new provider order for the new total; paying it places it.
+    let (s, second) = body(shopper.get(p.url("/cart/checkout")).send().await.unwrap()).await;
+    assert_eq!(s, 200, "{second}");
+    let new_order = second["order_id"].as_str().unwrap().to_owned();
+    assert_ne!(new_order, old_order);
+    assert_eq!(second["order_amount"], new_amount);
+    assert_eq!(p.mock.complete(&new_order).await.unwrap(), 200);
+    wait_until(
+        || async {
+            let (_, c) = body(shopper.get(p.url("/cart")).send().await.unwrap()).await;
+            c["orderReference"].is_string()
+        },
+        WAIT,
+    )
+    .await
+    .expect("the new order is placed");
+    assert_eq!(p.orders_placed(&cart_id).await, 1);
+}
+
+/// `attemptId` is the client's choice on `/v1`: the same one on two carts and on another
+/// tenant gives each cart its own provider order (before, the second cart stayed
+/// `processing` and the other tenant got the first tenant's order).
+#[tokio::test]
+async fn a_client_chosen_attempt_id_never_collides_across_carts_or_tenants() {
+    let Some(p) = platform().await else { return };
+    let http = reqwest::Client::new();
+    let mut orders = Vec::new();
+    for (tenant, cart) in [
+        ("default", "attempt-x"),
+        ("default", "attempt-y"),
+        ("other", "attempt-x"),
+    ] {
+        let (s, reply) = body(
+            http.post(p.url(&format!("/v1/carts/{cart}/commands")))
+                .header("x-tenant-id", tenant)
+                .json(&json!({"commands": [
+                    {"type": "AddItem", "sku": "TEST-SKU-123", "quantity": 1},
+                    {"type": "StartCheckout", "attemptId": "checkout-1"}
+                ]}))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(s, 200, "{tenant}/{cart}: {reply}");
+        let (s, order) = body(
+            http.get(p.url(&format!("/cart/byid/{cart}/checkout")))
+                .header("x-tenant-id", tenant)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(s, 200, "{tenant}/{cart} gets its provider order: {order}");
+        let merchant: serde_json::Value =
+            serde_json::from_str(order["merchant_data"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            (merchant["tenant"].as_str(), merchant["cart_id"].as_str()),
+            (Some(tenant), Some(cart)),
+            "the order names its own cart and tenant"
+        );
+        orders.push(order["order_id"].as_str().unwrap().to_owned());
+    }
+    orders.sort();
+    orders.dedup();
+    assert_eq!(orders.len(), 3, "three carts, three provider orders");
+    assert_eq!(p.mock.orders_for("checkout-1"), 3);
 }

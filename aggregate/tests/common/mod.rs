@@ -8,7 +8,7 @@ use std::time::Duration;
 use aggregate::Config;
 use proto::cart::v1 as pb;
 use proto::cart::v1::cart_service_client::CartServiceClient;
-use shared::domain::{self, CartState, EventMessage};
+use shared::domain::{self, CartState, EventMessage, Retain};
 use shared::headers::TENANT_ID;
 use shared::ids::{CartId, CommandId, TenantId};
 use shared::nats::settings::NatsResourceSettings;
@@ -100,7 +100,7 @@ impl Env {
     pub async fn replay(&self, cart: &str) -> CartState {
         let mut state = CartState::new(CartId::parse(cart).unwrap());
         for (seq, msg) in self.messages(cart).await {
-            state.apply_message(&msg, seq, CartState::DEFAULT_RECENT);
+            state.apply_message(&msg, seq, Retain::DEFAULT);
         }
         state
     }
@@ -138,6 +138,7 @@ pub fn exec(cart: &str, id: CommandId, cmd: domain::Command) -> tonic::Request<p
         command_id: id.to_string(),
         expected_version: None,
         command: Some(cmd.into()),
+        request_fingerprint: String::new(),
     })
 }
 

@@ -10,7 +10,7 @@ use shared::headers::RequestContext;
 use shared::{ApiError, CartId, CommandId, ErrorCode};
 
 use super::command_body::{self, Commands, Parsed, fill_attempt};
-use crate::idempotency::{Key, Stored};
+use crate::idempotency::{Key, Stored, fingerprint};
 use crate::state::AppState;
 use crate::upstream::{Exec, Snapshot};
 
@@ -58,6 +58,9 @@ fn parse_tag(t: &str) -> Option<u64> {
 /// A successful reply: the cart's new version and the body.
 struct Reply {
     version: u64,
+    /// The aggregate answered with the original outcome of an earlier request (the same
+    /// `Idempotency-Key`, possibly through another gateway).
+    replayed: bool,
     body: MutationReply,
 }
 
@@ -65,6 +68,7 @@ impl Reply {
     fn new(snap: Snapshot, mutations: Vec<MutationOutcome>) -> Self {
         Self {
             version: snap.version,
+            replayed: snap.replayed,
             body: MutationReply {
                 result: snap.cart,
                 mutations,
@@ -99,23 +103,31 @@ pub async fn commands(
     let keyed = Key::from_headers(headers)?.map(|Key(k)| (k, body.to_string()));
     let commands = command_body::parse(body, &s.cfg.default_country, s.cfg.max_commands)?;
     let Some((key, raw)) = keyed else {
-        let reply = run(s, ctx, cart, CommandId::new(), expected, commands).await?;
+        let exec = Exec {
+            command_id: CommandId::new(),
+            expected_version: expected,
+            fingerprint: None,
+        };
+        let reply = run(s, ctx, cart, exec, commands).await?;
         return Ok(reply.stored().response(false));
     };
     let tenant = ctx.tenant.as_str();
-    let id = CommandId::derived(&["idempotency", tenant, cart.as_str(), &key]);
     let expected_tag = expected.map(|v| v.to_string()).unwrap_or_default();
+    let fingerprint = fingerprint(&[raw.as_bytes(), expected_tag.as_bytes()]);
+    // The key derives the command id; the aggregate keeps the fingerprint and outcome with
+    // the cart, so every gateway gives the same answer for the retention period.
+    let exec = Exec {
+        command_id: CommandId::derived(&["idempotency", tenant, cart.as_str(), &key]),
+        expected_version: expected,
+        fingerprint: Some(fingerprint.clone()),
+    };
     s.idempotency
-        .run(
-            &[tenant, cart.as_str(), &key],
-            &[raw.as_bytes(), expected_tag.as_bytes()],
-            async {
-                match run(s, ctx, cart, id, expected, commands).await {
-                    Ok(reply) => Ok(reply.stored()),
-                    Err(e) => Stored::refusal(&e).ok_or(e),
-                }
-            },
-        )
+        .run(&[tenant, cart.as_str(), &key], &fingerprint, async {
+            match run(s, ctx, cart, exec, commands).await {
+                Ok(reply) => Ok((reply.stored(), reply.replayed)),
+                Err(e) => Stored::refusal(&e).map(|r| (r, false)).ok_or(e),
+            }
+        })
         .await
 }
 
@@ -126,14 +138,10 @@ async fn run(
     s: &AppState,
     ctx: &RequestContext,
     cart: &CartId,
-    id: CommandId,
-    expected: Option<u64>,
+    exec: Exec,
     commands: Commands,
 ) -> Result<Reply, ApiError> {
-    let exec = Exec {
-        command_id: id,
-        expected_version: expected,
-    };
+    let id = exec.command_id;
     match commands {
         Commands::One(mut p) => {
             fill_attempt(&mut p.command, &id.to_string());
@@ -164,9 +172,13 @@ async fn run(
             let mut mutations = Vec::with_capacity(commands.len());
             for (i, mut p) in commands.into_iter().enumerate() {
                 let exec = if i == 0 {
-                    exec
+                    exec.clone()
                 } else {
-                    Exec::new(CommandId::derived(&[&id.to_string(), &i.to_string()]))
+                    Exec {
+                        command_id: CommandId::derived(&[&id.to_string(), &i.to_string()]),
+                        expected_version: None,
+                        fingerprint: exec.fingerprint.clone(),
+                    }
                 };
                 fill_attempt(&mut p.command, &exec.command_id.to_string());
                 match s.execute(ctx, cart, exec, p.command.clone()).await {

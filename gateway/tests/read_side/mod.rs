@@ -164,20 +164,28 @@ impl Stack {
         let tenant = TenantId::parse(tenant).unwrap();
         let cart = CartId::parse(cart).unwrap();
         let ctx = RequestContext::new(tenant.clone());
-        for command in [
-            Command::RecordProviderOrder {
-                attempt_id: attempt.into(),
-                provider_order_id: order.into(),
-                status: "checkout_incomplete".into(),
+        let record = Command::RecordProviderOrder {
+            attempt_id: attempt.into(),
+            provider_order_id: order.into(),
+            status: "checkout_incomplete".into(),
+        };
+        let req = cart_pb::ExecuteRequest::new(&tenant, &cart, CommandId::new(), None, record);
+        let reply = client.execute(&ctx, req).await.expect("runner command");
+        let (_, state) = proto::convert::state_from_snapshot(reply.cart.unwrap()).unwrap();
+        // The provider charged exactly what the attempt holds.
+        let checkout = state.cart.checkout.expect("a checkout attempt");
+        let confirm = Command::ConfirmOrder {
+            provider_order_id: order.into(),
+            order_reference: format!("ref-{order}"),
+            paid: shared::domain::PaidOrder {
+                attempt_id: checkout.attempt_id,
+                amount: checkout.amount,
+                currency: checkout.currency,
+                lines_digest: checkout.lines_digest,
             },
-            Command::ConfirmOrder {
-                provider_order_id: order.into(),
-                order_reference: format!("ref-{order}"),
-            },
-        ] {
-            let req = cart_pb::ExecuteRequest::new(&tenant, &cart, CommandId::new(), None, command);
-            client.execute(&ctx, req).await.expect("runner command");
-        }
+        };
+        let req = cart_pb::ExecuteRequest::new(&tenant, &cart, CommandId::new(), None, confirm);
+        client.execute(&ctx, req).await.expect("runner command");
     }
 }
 

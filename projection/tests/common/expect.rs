@@ -62,7 +62,7 @@ pub fn expected<'a>(carts: impl IntoIterator<Item = &'a SimCart>) -> Views {
         let key = (sim.tenant.to_string(), sim.id.to_string());
         let mut state = CartState::new(sim.id.clone());
         for (seq, msg) in &sim.messages {
-            state.apply_message(msg, *seq, 0);
+            state.apply_message(msg, *seq, shared::domain::Retain::NONE);
             for record in &msg.events {
                 if let Ok(Event::OrderPlaced(o)) = Event::decode(record) {
                     views.orders.insert(
@@ -255,7 +255,7 @@ pub fn expected_states<'a>(
     for sim in carts.into_iter().filter(|c| !c.messages.is_empty()) {
         let mut state = CartState::new(sim.id.clone());
         for (seq, msg) in &sim.messages {
-            state.apply_message(msg, *seq, 0);
+            state.apply_message(msg, *seq, shared::domain::Retain::NONE);
         }
         states.insert((sim.tenant.to_string(), sim.id.to_string()), state);
     }

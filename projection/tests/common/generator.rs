@@ -94,10 +94,55 @@ impl Generator {
             n => Some(cart.lines[self.rng.usize(..n)].id),
         };
         let attempt = cart.checkout.as_ref().map(|c| c.attempt_id.clone());
+        // What a provider reports paid for the current attempt (placed when the cart still
+        // matches it, recorded as a mismatch otherwise: both are events the views must fold).
+        let paid = cart
+            .checkout
+            .as_ref()
+            .map(|c| shared::domain::PaidOrder {
+                attempt_id: c.attempt_id.clone(),
+                amount: c.amount,
+                currency: c.currency.clone(),
+                lines_digest: c.lines_digest.clone(),
+            })
+            .unwrap_or_else(|| shared::domain::PaidOrder {
+                attempt_id: "a0".into(),
+                amount: 0,
+                currency: "SEK".into(),
+                lines_digest: String::new(),
+            });
         let delivery = cart.deliveries.first().map(|d| d.id);
         let voucher = cart.vouchers.first().map(|v| v.id);
         let in_checkout = cart.payment_in_progress();
+        // The cart's provider order: kept across attempts (the runner updates it) until a
+        // paid one could not be placed.
+        let order_id = cart
+            .provider_order_id
+            .clone()
+            .unwrap_or_else(|| format!("ko-{name}-{}", paid.attempt_id));
         let roll = self.rng.u32(0..100);
+        if in_checkout {
+            // A shopper in checkout often pays; many change the cart first (re-opening it).
+            return match roll {
+                0..=44 => self.add(),
+                45..=69 => Command::RecordProviderOrder {
+                    attempt_id: attempt.unwrap_or_else(|| "a0".into()),
+                    provider_order_id: order_id,
+                    status: "checkout_incomplete".into(),
+                },
+                70..=89 => Command::ConfirmOrder {
+                    provider_order_id: order_id,
+                    order_reference: format!("ref-{name}"),
+                    paid,
+                },
+                90..=94 => Command::CancelCheckout,
+                _ => Command::FailCheckout {
+                    attempt_id: attempt.unwrap_or_else(|| "a0".into()),
+                    code: "declined".into(),
+                    reason: "card declined".into(),
+                },
+            };
+        }
         match (roll, line) {
             (0..=34, _) | (35..=55, None) => self.add(),
             (35..=44, Some(line_id)) => Command::ChangeQuantity {
@@ -125,18 +170,16 @@ impl Generator {
                     n => Some(format!("user-{n}")),
                 },
             },
-            (78..=84, _) if !in_checkout => Command::StartCheckout {
+            (78..=89, _) => Command::StartCheckout {
                 attempt_id: format!("a{}", self.rng.u32(0..1000)),
                 country: None,
             },
-            (78..=89, _) => Command::RecordProviderOrder {
-                attempt_id: attempt.unwrap_or_else(|| "a0".into()),
-                provider_order_id: format!("ko-{name}"),
-                status: "checkout_incomplete".into(),
-            },
+            // A late payment of an order the cart moved past (or never had): recorded as a
+            // mismatch, never placed.
             (90..=95, _) => Command::ConfirmOrder {
-                provider_order_id: format!("ko-{name}"),
+                provider_order_id: order_id,
                 order_reference: format!("ref-{name}"),
+                paid,
             },
             (96..=97, _) => Command::CancelCheckout,
             _ => Command::FailCheckout {
@@ -262,7 +305,7 @@ impl Generator {
     fn record(&mut self, index: usize, seq: u64, events: &[Event], msg: EventMessage) {
         let cart = &mut self.carts[index];
         cart.state
-            .commit(msg.command_id, seq, events, CartState::DEFAULT_RECENT);
+            .commit(&msg, events, seq, shared::domain::Retain::DEFAULT);
         cart.messages.push((seq, msg));
         self.clock += self.step;
     }

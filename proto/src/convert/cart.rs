@@ -8,7 +8,7 @@ use shared::catalog::VoucherKind;
 use shared::domain::TaxRate;
 use shared::domain::cart::{
     AppliedVoucher, Cart, Checkout, CheckoutStatus, Delivery, Line, LineProduct, Marking,
-    PickupPoint, PlacedOrder,
+    MismatchedOrder, PickupPoint, PlacedOrder,
 };
 use shared::domain::intern;
 
@@ -31,6 +31,7 @@ impl From<&Cart> for pb::Cart {
             provider_order_id: c.provider_order_id.clone(),
             payment_status: c.payment_status.clone(),
             order: c.order.as_ref().map(Into::into),
+            mismatched_orders: c.mismatched_orders.iter().map(Into::into).collect(),
             next_line_id: c.next_line_id,
             next_delivery_id: c.next_delivery_id,
             next_voucher_id: c.next_voucher_id,
@@ -161,6 +162,9 @@ impl From<&Checkout> for pb::Checkout {
             status: status.into(),
             failure_code: failure_code.to_owned(),
             failure_reason: failure_reason.to_owned(),
+            amount: c.amount,
+            currency: c.currency.clone(),
+            lines_digest: c.lines_digest.clone(),
         }
     }
 }
@@ -174,7 +178,29 @@ impl From<&PlacedOrder> for pb::PlacedOrder {
     }
 }
 
+impl From<&MismatchedOrder> for pb::MismatchedOrder {
+    fn from(m: &MismatchedOrder) -> Self {
+        pb::MismatchedOrder {
+            provider_order_id: m.provider_order_id.clone(),
+            attempt_id: m.attempt_id.clone(),
+            code: m.code.clone(),
+            reason: m.reason.clone(),
+        }
+    }
+}
+
 // ---- proto → domain ----
+
+impl From<pb::MismatchedOrder> for MismatchedOrder {
+    fn from(m: pb::MismatchedOrder) -> Self {
+        MismatchedOrder {
+            provider_order_id: m.provider_order_id,
+            attempt_id: m.attempt_id,
+            code: m.code,
+            reason: m.reason,
+        }
+    }
+}
 
 /// Errors are rooted at `cart` (`cart.lines[0].product is required`).
 impl TryFrom<pb::Cart> for Cart {
@@ -216,6 +242,7 @@ pub(super) fn decode(c: pb::Cart) -> Result<Cart, ConversionError> {
         provider_order_id: c.provider_order_id,
         payment_status: c.payment_status,
         order: c.order.map(Into::into),
+        mismatched_orders: c.mismatched_orders.into_iter().map(Into::into).collect(),
         next_line_id: c.next_line_id,
         next_delivery_id: c.next_delivery_id,
         next_voucher_id: c.next_voucher_id,
@@ -347,6 +374,9 @@ impl TryFrom<pb::Checkout> for Checkout {
         Ok(Checkout {
             attempt_id: c.attempt_id,
             status,
+            amount: c.amount,
+            currency: c.currency,
+            lines_digest: c.lines_digest,
         })
     }
 }

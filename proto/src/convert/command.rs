@@ -1,6 +1,6 @@
 //! `shared::domain::Command` ⇄ `cart.v1.Command`, and the request constructors built on it.
 
-use shared::domain::{AddItem, Command};
+use shared::domain::{AddItem, Command, PaidOrder};
 use shared::{CartId, CommandId, TenantId};
 
 use super::{ConversionError, required};
@@ -104,9 +104,16 @@ impl From<Command> for pb::Command {
             Command::ConfirmOrder {
                 provider_order_id,
                 order_reference,
+                paid,
             } => Kind::ConfirmOrder(pb::ConfirmOrder {
                 provider_order_id,
                 order_reference,
+                paid: Some(pb::PaidOrder {
+                    attempt_id: paid.attempt_id,
+                    amount: paid.amount,
+                    currency: paid.currency,
+                    lines_digest: paid.lines_digest,
+                }),
             }),
             Command::FailCheckout {
                 attempt_id,
@@ -195,10 +202,19 @@ fn decode(c: pb::Command) -> Result<Command, ConversionError> {
             provider_order_id: r.provider_order_id,
             status: r.status,
         },
-        Kind::ConfirmOrder(c) => Command::ConfirmOrder {
-            provider_order_id: c.provider_order_id,
-            order_reference: c.order_reference,
-        },
+        Kind::ConfirmOrder(c) => {
+            let paid = required(c.paid, "paid").map_err(|e| e.at("confirm_order"))?;
+            Command::ConfirmOrder {
+                provider_order_id: c.provider_order_id,
+                order_reference: c.order_reference,
+                paid: PaidOrder {
+                    attempt_id: paid.attempt_id,
+                    amount: paid.amount,
+                    currency: paid.currency,
+                    lines_digest: paid.lines_digest,
+                },
+            }
+        }
         Kind::FailCheckout(f) => Command::FailCheckout {
             attempt_id: f.attempt_id,
             code: f.code,
@@ -255,7 +271,15 @@ impl pb::ExecuteRequest {
             command_id: command_id.to_string(),
             expected_version,
             command: Some(command.into()),
+            request_fingerprint: String::new(),
         }
+    }
+
+    /// The fingerprint of the client request whose `Idempotency-Key` the command id is
+    /// derived from.
+    pub fn keyed(mut self, fingerprint: Option<&str>) -> Self {
+        self.request_fingerprint = fingerprint.unwrap_or_default().to_owned();
+        self
     }
 }
 
@@ -274,6 +298,13 @@ impl pb::ExecuteBatchRequest {
             command_id: command_id.to_string(),
             expected_version,
             commands: commands.into_iter().map(Into::into).collect(),
+            request_fingerprint: String::new(),
         }
+    }
+
+    /// See [`pb::ExecuteRequest::keyed`].
+    pub fn keyed(mut self, fingerprint: Option<&str>) -> Self {
+        self.request_fingerprint = fingerprint.unwrap_or_default().to_owned();
+        self
     }
 }

@@ -64,6 +64,11 @@ impl ProviderError {
         matches!(self, ProviderError::Transient(_))
     }
 
+    /// The provider does not know the order (404).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, ProviderError::Permanent { status: 404, .. })
+    }
+
     /// A short machine-readable reason (recorded in `CheckoutFailed`).
     pub fn code(&self) -> String {
         match self {
@@ -155,6 +160,15 @@ impl ProviderClient {
     pub async fn acknowledge(&self, id: &str, ctx: &RequestContext) -> Result<(), ProviderError> {
         let path = format!("/ordermanagement/v1/orders/{id}/acknowledge");
         self.send::<()>("acknowledge", reqwest::Method::POST, &path, None, None, ctx)
+            .await
+            .map(|_| ())
+    }
+
+    /// `POST /ordermanagement/v1/orders/{id}/cancel`: release a paid order's authorisation
+    /// (a paid order that does not match its cart, with `RUNNER_MISMATCH_ACTION=cancel`).
+    pub async fn cancel(&self, id: &str, ctx: &RequestContext) -> Result<(), ProviderError> {
+        let path = format!("/ordermanagement/v1/orders/{id}/cancel");
+        self.send::<()>("cancel", reqwest::Method::POST, &path, None, None, ctx)
             .await
             .map(|_| ())
     }

@@ -3,7 +3,10 @@
 //! It validates basic auth and amounts like the real API, honours `Klarna-Idempotency-Key`,
 //! counts the orders created per merchant reference (the cart id and the attempt id), and can be
 //! told to fail (transiently or permanently), to be slow, or to complete an order as a shopper
-//! would — which makes it call the order's push URL. Control routes live under `/__mock/`.
+//! would — which asks the order's validation callback first (a `303` refuses the purchase) and
+//! then calls its push URL. `POST /__mock/orders/{id}/complete?validate=false` pays without
+//! the validation (the race it cannot close). Acknowledged and cancelled orders are counted.
+//! Control routes live under `/__mock/`.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -41,6 +44,7 @@ struct Store {
     by_idempotency_key: HashMap<String, String>,
     created_per_reference: HashMap<String, u32>,
     acknowledged: HashSet<String>,
+    cancelled: HashSet<String>,
     faults: Faults,
     api_requests: u64,
 }
@@ -60,6 +64,20 @@ pub struct Stats {
     pub api_requests: u64,
     pub created_per_reference: HashMap<String, u32>,
     pub acknowledged: Vec<String>,
+    pub cancelled: Vec<String>,
+}
+
+/// Why the mock did not complete an order.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CompleteError {
+    #[error("no order {0}")]
+    NoSuchOrder(String),
+    /// The merchant's validation callback refused the purchase (`303` to `location`), or did
+    /// not answer while the order requires a successful validation.
+    #[error("the merchant's validation refused the purchase: {0}")]
+    Refused(String),
+    #[error("{0}")]
+    Push(String),
 }
 
 impl MockProvider {
@@ -68,8 +86,10 @@ impl MockProvider {
             store: Arc::default(),
             username: username.to_owned(),
             password: password.to_owned(),
+            // Redirects are answers here (a validation refusal is a 303), never followed.
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))
+                .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .expect("http client"),
         }
@@ -100,6 +120,7 @@ impl MockProvider {
                 "/ordermanagement/v1/orders/{id}/acknowledge",
                 post(acknowledge),
             )
+            .route("/ordermanagement/v1/orders/{id}/cancel", post(cancel))
             .route("/__mock/orders/{id}/complete", post(complete_route))
             .route("/__mock/faults", post(set_faults_route))
             .route("/__mock/stats", get(stats_route))
@@ -117,6 +138,7 @@ impl MockProvider {
             api_requests: s.api_requests,
             created_per_reference: s.created_per_reference.clone(),
             acknowledged: s.acknowledged.iter().cloned().collect(),
+            cancelled: s.cancelled.iter().cloned().collect(),
         }
     }
 
@@ -145,24 +167,74 @@ impl MockProvider {
         Ok(())
     }
 
-    /// The shopper completes payment: mark the order complete and call its push URL.
-    pub async fn complete(&self, id: &str) -> Result<u16, String> {
-        self.mark_complete(id)?;
+    /// The shopper clicks "buy": the provider asks the merchant's validation callback first
+    /// (when the order has one), then completes the order and calls its push URL. Returns the
+    /// push's HTTP status.
+    pub async fn complete(&self, id: &str) -> Result<u16, CompleteError> {
+        self.validate(id).await?;
+        self.complete_unvalidated(id).await
+    }
+
+    /// The shopper pays without the validation callback being asked (a cart changed between
+    /// validation and completion, or a provider that does not validate): complete and push.
+    pub async fn complete_unvalidated(&self, id: &str) -> Result<u16, CompleteError> {
+        self.mark_complete(id)
+            .map_err(|_| CompleteError::NoSuchOrder(id.into()))?;
         let push = {
             let s = self.lock();
             s.orders[id]
                 .merchant_urls
                 .as_ref()
                 .map(|u| u.push.replace("{checkout.order.id}", id))
-                .ok_or("the order has no push URL")?
+                .ok_or_else(|| CompleteError::Push("the order has no push URL".into()))?
         };
         let resp = self
             .http
             .post(&push)
             .send()
             .await
-            .map_err(|e| format!("push to {push} failed: {e}"))?;
+            .map_err(|e| CompleteError::Push(format!("push to {push} failed: {e}")))?;
         Ok(resp.status().as_u16())
+    }
+
+    /// Klarna's validation callback: the order as JSON to `merchant_urls.validation`. `200`
+    /// approves; `303` refuses (the shopper is sent to its `Location`); with
+    /// `require_validate_callback_success`, anything else refuses too.
+    async fn validate(&self, id: &str) -> Result<(), CompleteError> {
+        let order = self
+            .order(id)
+            .ok_or_else(|| CompleteError::NoSuchOrder(id.into()))?;
+        let Some(url) = order
+            .merchant_urls
+            .as_ref()
+            .and_then(|u| u.validation.as_ref())
+            .map(|v| v.replace("{checkout.order.id}", id))
+        else {
+            return Ok(());
+        };
+        let required = order
+            .options
+            .as_ref()
+            .is_some_and(|o| o.require_validate_callback_success);
+        let answer = self.http.post(&url).json(&order).send().await;
+        match answer {
+            Ok(r) if r.status().is_success() => Ok(()),
+            Ok(r) if r.status() == reqwest::StatusCode::SEE_OTHER => {
+                let location = r
+                    .headers()
+                    .get(header::LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                Err(CompleteError::Refused(format!("303 to {location}")))
+            }
+            Ok(r) if required => Err(CompleteError::Refused(format!(
+                "the callback answered {}",
+                r.status()
+            ))),
+            Err(e) if required => Err(CompleteError::Refused(format!("the callback failed: {e}"))),
+            _ => Ok(()),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Store> {
@@ -353,13 +425,62 @@ async fn acknowledge(
     StatusCode::NO_CONTENT.into_response()
 }
 
-async fn complete_route(State(m): State<MockProvider>, Path(id): Path<String>) -> Response {
-    match m.complete(&id).await {
+async fn cancel(
+    State(m): State<MockProvider>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(r) = m.gate(&headers).await {
+        return r;
+    }
+    let mut s = m.lock();
+    if !s.orders.contains_key(&id) {
+        return error(StatusCode::NOT_FOUND, "NOT_FOUND", "no such order");
+    }
+    if !s.cancelled.insert(id) {
+        return error(
+            StatusCode::FORBIDDEN,
+            "NOT_ALLOWED",
+            "the order is already cancelled",
+        );
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// Query of `/__mock/orders/{id}/complete`.
+#[derive(Deserialize)]
+struct CompleteQuery {
+    /// `false`: pay without asking the validation callback.
+    #[serde(default = "yes")]
+    validate: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+async fn complete_route(
+    State(m): State<MockProvider>,
+    Path(id): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<CompleteQuery>,
+) -> Response {
+    let done = if q.validate {
+        m.complete(&id).await
+    } else {
+        m.complete_unvalidated(&id).await
+    };
+    match done {
         Ok(push_status) => {
             Json(json!({"order_id": id, "status": "checkout_complete", "push_status": push_status}))
                 .into_response()
         }
-        Err(e) => error(StatusCode::NOT_FOUND, "NOT_FOUND", &e),
+        Err(e @ CompleteError::Refused(_)) => {
+            error(StatusCode::CONFLICT, "VALIDATION_REFUSED", &e.to_string())
+        }
+        Err(e @ CompleteError::NoSuchOrder(_)) => {
+            error(StatusCode::NOT_FOUND, "NOT_FOUND", &e.to_string())
+        }
+        Err(e) => error(StatusCode::BAD_GATEWAY, "PUSH_FAILED", &e.to_string()),
     }
 }
 

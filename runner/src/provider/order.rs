@@ -3,25 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use shared::domain::event::{CheckoutLine, CheckoutStarted};
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OrderLine {
-    /// `physical`, `shipping_fee`, `discount`, ...
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub reference: String,
-    pub name: String,
-    pub quantity: u32,
-    /// Minor units incl. VAT.
-    pub unit_price: i64,
-    /// Percent with two implicit decimals (2500 = 25 %), as Klarna defines it.
-    pub tax_rate: u32,
-    pub total_amount: i64,
-    #[serde(default)]
-    pub total_discount_amount: i64,
-    pub total_tax_amount: i64,
-}
+use shared::domain::PaidOrder;
+use shared::domain::event::CheckoutStarted;
+use shared::provider_order::paid_order;
+pub use shared::provider_order::{MerchantData, OrderLine};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MerchantUrls {
@@ -29,6 +14,21 @@ pub struct MerchantUrls {
     pub checkout: String,
     pub confirmation: String,
     pub push: String,
+    /// Called by the provider before it completes a purchase; a `303` refuses it (the cart
+    /// no longer matches the order). Must be HTTPS with the real provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<String>,
+}
+
+/// Order options this platform sets.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OrderOptions {
+    /// Without a successful answer from the validation callback the purchase is not
+    /// completed (Klarna otherwise approves it after 3 s without an answer).
+    #[serde(default)]
+    pub require_validate_callback_success: bool,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -45,6 +45,8 @@ pub struct Order {
     pub order_lines: Vec<OrderLine>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merchant_urls: Option<MerchantUrls>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<OrderOptions>,
     /// The cart id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merchant_reference1: Option<String>,
@@ -62,30 +64,6 @@ pub struct Order {
     pub extra: Map<String, Value>,
 }
 
-/// What the runner stores in `merchant_data` to find the cart from a provider order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MerchantData {
-    pub tenant: String,
-    pub cart_id: String,
-    pub attempt_id: String,
-}
-
-impl From<&CheckoutLine> for OrderLine {
-    fn from(l: &CheckoutLine) -> Self {
-        OrderLine {
-            kind: l.kind.clone(),
-            reference: l.reference.clone(),
-            name: l.name.clone(),
-            quantity: l.quantity,
-            unit_price: l.unit_price,
-            tax_rate: l.tax_rate.0,
-            total_amount: l.total_amount,
-            total_discount_amount: l.total_discount_amount,
-            total_tax_amount: l.total_tax_amount,
-        }
-    }
-}
-
 /// The provider order for a checkout attempt, from the cart's durable intent.
 pub fn order_for(
     tenant: &str,
@@ -101,6 +79,10 @@ pub fn order_for(
         order_amount: started.total_amount,
         order_tax_amount: started.total_tax_amount,
         order_lines: started.lines.iter().map(OrderLine::from).collect(),
+        options: urls.validation.is_some().then(|| OrderOptions {
+            require_validate_callback_success: true,
+            extra: Map::new(),
+        }),
         merchant_urls: Some(urls),
         merchant_reference1: Some(cart_id.to_owned()),
         merchant_reference2: Some(started.attempt_id.clone()),
@@ -116,9 +98,17 @@ pub fn order_for(
 
 impl Order {
     pub fn merchant(&self) -> Option<MerchantData> {
-        self.merchant_data
-            .as_deref()
-            .and_then(|d| serde_json::from_str(d).ok())
+        MerchantData::parse(self.merchant_data.as_deref())
+    }
+
+    /// What the order charges, for the checkout attempt its merchant data names.
+    pub fn paid(&self, merchant: &MerchantData) -> PaidOrder {
+        paid_order(
+            merchant,
+            self.order_amount,
+            &self.purchase_currency,
+            &self.order_lines,
+        )
     }
 
     /// Amounts agree with the lines (what the provider validates).

@@ -103,6 +103,7 @@ impl Env {
             command_id: CommandId::new().to_string(),
             expected_version: None,
             command: Some(cmd.into()),
+            request_fingerprint: String::new(),
         };
         let reply = self.carts.execute(&ctx(), req).await?;
         Ok(proto::convert::state_from_snapshot(reply.cart.unwrap())

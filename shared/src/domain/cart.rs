@@ -124,12 +124,29 @@ pub struct Checkout {
     pub attempt_id: String,
     #[serde(flatten)]
     pub status: CheckoutStatus,
+    /// What the attempt asks the provider to charge (minor units incl. VAT), its currency and
+    /// [`super::payment::lines_digest`] of its lines: a paid order is checked against them.
+    #[serde(default)]
+    pub amount: i64,
+    #[serde(default)]
+    pub currency: String,
+    #[serde(default)]
+    pub lines_digest: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlacedOrder {
     pub provider_order_id: String,
     pub order_reference: String,
+}
+
+/// A provider order paid for the cart that was not placed, and why (see `OrderMismatched`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MismatchedOrder {
+    pub provider_order_id: String,
+    pub attempt_id: String,
+    pub code: String,
+    pub reason: String,
 }
 
 /// A cart: lines, deliveries, vouchers, user and checkout progress. Totals are derived
@@ -157,6 +174,10 @@ pub struct Cart {
     pub payment_status: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub order: Option<PlacedOrder>,
+    /// Provider orders paid for this cart that could not be placed (newest last, at most
+    /// [`Cart::MAX_MISMATCHED_ORDERS`]): a repeated push of one of them changes nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mismatched_orders: Vec<MismatchedOrder>,
     #[serde(default = "one")]
     pub next_line_id: u32,
     #[serde(default = "one")]
@@ -170,6 +191,9 @@ fn one() -> u32 {
 }
 
 impl Cart {
+    /// How many mismatched provider orders a cart remembers.
+    pub const MAX_MISMATCHED_ORDERS: usize = 8;
+
     pub fn new(id: CartId) -> Self {
         Self {
             id,
@@ -182,6 +206,7 @@ impl Cart {
             provider_order_id: None,
             payment_status: None,
             order: None,
+            mismatched_orders: Vec::new(),
             next_line_id: 1,
             next_delivery_id: 1,
             next_voucher_id: 1,
@@ -208,6 +233,13 @@ impl Cart {
         self.deliveries
             .iter()
             .find(|d| d.line_ids.contains(&line_id))
+    }
+
+    /// The mismatch recorded for a paid provider order, if it was not placed.
+    pub fn mismatch(&self, provider_order_id: &str) -> Option<&MismatchedOrder> {
+        self.mismatched_orders
+            .iter()
+            .find(|m| m.provider_order_id == provider_order_id)
     }
 
     pub fn order_placed(&self) -> bool {
@@ -335,6 +367,9 @@ pub fn apply(cart: &mut Cart, event: &Event) {
             cart.checkout = Some(Checkout {
                 attempt_id: e.attempt_id.clone(),
                 status: CheckoutStatus::Started,
+                amount: e.total_amount,
+                currency: e.currency.clone(),
+                lines_digest: super::payment::lines_digest(&e.lines),
             });
             if e.provider_order_id.is_some() {
                 cart.provider_order_id.clone_from(&e.provider_order_id);
@@ -382,8 +417,37 @@ pub fn apply(cart: &mut Cart, event: &Event) {
             }
             cart.payment_status = Some("checkout_complete".to_owned());
         }
+        Event::OrderMismatched(e) => {
+            if cart.mismatched_orders.len() >= Cart::MAX_MISMATCHED_ORDERS {
+                cart.mismatched_orders.remove(0);
+            }
+            cart.mismatched_orders.push(MismatchedOrder {
+                provider_order_id: e.provider_order_id.clone(),
+                attempt_id: e.attempt_id.clone(),
+                code: e.code.clone(),
+                reason: e.reason.clone(),
+            });
+            if cart.order.is_some() {
+                return;
+            }
+            // The paid order is complete at the provider and can no longer be updated: the
+            // next checkout creates a new one.
+            if cart.provider_order_id.as_deref() == Some(e.provider_order_id.as_str()) {
+                cart.provider_order_id = None;
+            }
+            if let Some(c) = cart.checkout_mut(&e.attempt_id) {
+                c.status = CheckoutStatus::Failed {
+                    code: PAYMENT_MISMATCH.to_owned(),
+                    reason: e.reason.clone(),
+                };
+                cart.payment_status = Some(PAYMENT_MISMATCH.to_owned());
+            }
+        }
     }
 }
+
+/// The checkout failure code and payment status of a paid order that could not be placed.
+pub const PAYMENT_MISMATCH: &str = "payment_mismatch";
 
 impl From<&event::ItemAdded> for LineProduct {
     fn from(e: &event::ItemAdded) -> Self {

@@ -4,7 +4,10 @@
 use serde::{Deserialize, Serialize};
 
 use super::cart::{Marking, PickupPoint};
-use crate::ids::CartId;
+use super::error::DomainError;
+use super::payment::PaidOrder;
+use crate::catalog::normalize_voucher_code;
+use crate::ids::{CartId, KeyField};
 
 /// Add `quantity` of `sku` (from `storeId`, for click-and-collect) shipped to `country`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,10 +90,13 @@ pub enum Command {
         provider_order_id: String,
         status: String,
     },
-    /// Provider push → cart: the shopper paid; the order is placed.
+    /// Runner → cart: the provider says `provider_order_id` is paid. The order is placed
+    /// when what was paid matches the checkout attempt and the cart (see
+    /// `Cart::check_paid`); otherwise the mismatch is recorded (`OrderMismatched`).
     ConfirmOrder {
         provider_order_id: String,
         order_reference: String,
+        paid: PaidOrder,
     },
     /// Runner → cart: the provider refused the checkout.
     FailCheckout {
@@ -140,6 +146,70 @@ impl Command {
                 | Command::FailCheckout { .. }
                 | Command::CancelCheckout
         )
+    }
+
+    /// Checks every value that becomes a KV key or subject token (SKUs, voucher codes,
+    /// delivery providers, provider order ids, attempt ids): bounded and safe, so no NATS
+    /// call is ever made with a value that could break it. The HTTP edge and every gRPC
+    /// boundary call this before anything else; the error names the field.
+    pub fn validate(&self) -> Result<(), DomainError> {
+        fn check(field: KeyField, name: &'static str, v: &str) -> Result<(), DomainError> {
+            field.check(name, v).map(|_| ()).map_err(DomainError::from)
+        }
+        fn items(list: &[AddItem]) -> Result<(), DomainError> {
+            list.iter()
+                .try_for_each(|i| check(KeyField::Sku, "items[].sku", &i.sku))
+        }
+        match self {
+            Command::AddItem(i) => check(KeyField::Sku, "sku", &i.sku),
+            Command::AddItems { items: list }
+            | Command::SetItems { items: list }
+            | Command::MergeCart { items: list, .. } => items(list),
+            Command::AddDelivery { provider, .. } => {
+                check(KeyField::DeliveryProvider, "provider", provider)
+            }
+            Command::ApplyVoucher { code } => {
+                check(KeyField::VoucherCode, "code", &normalize_voucher_code(code))
+            }
+            Command::StartCheckout { attempt_id, .. }
+            | Command::FailCheckout { attempt_id, .. } => {
+                check(KeyField::AttemptId, "attemptId", attempt_id)
+            }
+            Command::RecordProviderOrder {
+                attempt_id,
+                provider_order_id,
+                ..
+            } => {
+                check(KeyField::AttemptId, "attemptId", attempt_id)?;
+                check(
+                    KeyField::ProviderOrderId,
+                    "providerOrderId",
+                    provider_order_id,
+                )
+            }
+            Command::ConfirmOrder {
+                provider_order_id,
+                paid,
+                ..
+            } => {
+                check(
+                    KeyField::ProviderOrderId,
+                    "providerOrderId",
+                    provider_order_id,
+                )?;
+                check(KeyField::AttemptId, "paid.attemptId", &paid.attempt_id)
+            }
+            Command::ChangeQuantity { .. }
+            | Command::RemoveItem { .. }
+            | Command::ClearCart
+            | Command::RemoveDelivery { .. }
+            | Command::SetPickupPoint { .. }
+            | Command::RemoveVoucher { .. }
+            | Command::SetUser { .. }
+            | Command::SetMarking { .. }
+            | Command::RemoveMarking { .. }
+            | Command::CancelCheckout => Ok(()),
+        }
     }
 
     /// Catalog entries the decision will look up, so the caller can fetch exactly these.
@@ -230,6 +300,53 @@ mod tests {
         .unwrap_err();
         assert!(err.to_string().contains("-3"), "{err}");
         assert!(serde_json::from_value::<Command>(serde_json::json!({"type": "Nope"})).is_err());
+    }
+
+    #[test]
+    fn values_that_become_keys_are_validated_and_the_error_names_the_field() {
+        let long = "A".repeat(5000);
+        let bad = [
+            (
+                Command::AddItem(AddItem {
+                    sku: long.clone(),
+                    quantity: 1,
+                    country: "se".into(),
+                    store_id: None,
+                }),
+                "sku",
+            ),
+            (
+                Command::AddDelivery {
+                    provider: long.clone(),
+                    line_ids: vec![],
+                },
+                "provider",
+            ),
+            (Command::ApplyVoucher { code: long.clone() }, "code"),
+            (
+                Command::StartCheckout {
+                    attempt_id: "a.b".into(),
+                    country: None,
+                },
+                "attemptId",
+            ),
+        ];
+        for (c, field) in bad {
+            let e = c.validate().unwrap_err();
+            assert!(
+                matches!(&e, DomainError::InvalidField { field: f, .. } if *f == field),
+                "{e}"
+            );
+            assert!(e.to_string().len() < 300, "the message is bounded: {e}");
+        }
+        assert!(
+            Command::ApplyVoucher {
+                code: " welcome10 ".into()
+            }
+            .validate()
+            .is_ok()
+        );
+        assert!(Command::ClearCart.validate().is_ok());
     }
 
     #[test]

@@ -16,7 +16,7 @@ use super::cart::{Cart, CheckoutStatus, PickupPoint, apply};
 use super::command::{AddItem, Command, Limits};
 use super::error::DomainError;
 use super::event::*;
-use super::totals::totals;
+use super::payment::{PaidOrder, PaymentMismatch, checkout_lines};
 use crate::catalog::{Catalog, normalize_voucher_code};
 
 /// Everything a decision may consult besides the cart: no clock, catalog or randomness is
@@ -31,13 +31,30 @@ pub struct Context<'a> {
 /// repeats what already happened).
 pub fn decide(cart: &Cart, command: Command, ctx: &Context<'_>) -> Result<Vec<Event>, DomainError> {
     if let Some(order) = &cart.order {
-        return match &command {
+        return match command {
             Command::ConfirmOrder {
-                provider_order_id, ..
-            } if *provider_order_id == order.provider_order_id => Ok(Vec::new()),
+                ref provider_order_id,
+                ..
+            } if *provider_order_id == order.provider_order_id
+                || cart.mismatch(provider_order_id).is_some() =>
+            {
+                Ok(Vec::new())
+            }
+            // Another order paid for a cart whose order is placed: money taken, nothing to
+            // place it on. Recorded, never dropped.
+            Command::ConfirmOrder {
+                provider_order_id,
+                paid,
+                ..
+            } => {
+                let m = cart
+                    .check_paid(&provider_order_id, &paid)
+                    .expect_err("a cart with a placed order never matches a payment");
+                Ok(vec![mismatched(provider_order_id, paid, m)])
+            }
             Command::RecordProviderOrder {
                 provider_order_id, ..
-            } if *provider_order_id == order.provider_order_id => Ok(Vec::new()),
+            } if provider_order_id == order.provider_order_id => Ok(Vec::new()),
             Command::FailCheckout { .. } => Ok(Vec::new()),
             _ => Err(DomainError::OrderPlaced(order.order_reference.clone())),
         };
@@ -221,20 +238,25 @@ impl Decision<'_, '_> {
             Command::ConfirmOrder {
                 provider_order_id,
                 order_reference,
+                paid,
             } => {
                 self.text("orderReference", &order_reference)?;
-                if self.cart.provider_order_id.as_deref() != Some(&provider_order_id) {
-                    return Err(DomainError::InvalidState(format!(
-                        "provider order {provider_order_id:?} does not belong to this cart"
-                    )));
+                if self.cart.mismatch(&provider_order_id).is_some() {
+                    // A repeated push of a paid order already recorded as mismatched.
+                    return Ok(());
                 }
-                let t = totals(&self.cart);
-                self.emit(OrderPlaced {
-                    provider_order_id,
-                    order_reference,
-                    total_amount: t.total.inc_vat,
-                    currency: self.cart.currency.clone().unwrap_or_default(),
-                });
+                let event: Event = match self.cart.check_paid(&provider_order_id, &paid) {
+                    Ok(attempt) => OrderPlaced {
+                        provider_order_id,
+                        order_reference,
+                        total_amount: attempt.amount,
+                        currency: attempt.currency.clone(),
+                        attempt_id: Some(attempt.attempt_id.clone()),
+                    }
+                    .into(),
+                    Err(m) => mismatched(provider_order_id, paid, m),
+                };
+                self.emit(event);
                 Ok(())
             }
         }
@@ -465,58 +487,15 @@ impl Decision<'_, '_> {
             Some(c) => country(&c)?,
             None => self.cart.lines[0].country.to_string(),
         };
-        let t = totals(&self.cart);
-        let mut lines = Vec::new();
-        for (line, price) in self.cart.lines.iter().zip(&t.lines) {
-            lines.push(CheckoutLine {
-                kind: "physical".to_owned(),
-                reference: line.product.sku.clone(),
-                name: line.product.name.clone(),
-                quantity: line.quantity,
-                unit_price: line.product.unit_price,
-                tax_rate: line.product.tax_rate,
-                total_amount: price.inc_vat,
-                total_tax_amount: price.total_vat(),
-                total_discount_amount: 0,
-            });
-        }
-        for (d, price) in self.cart.deliveries.iter().zip(&t.deliveries) {
-            lines.push(CheckoutLine {
-                kind: "shipping_fee".to_owned(),
-                reference: d.provider.clone(),
-                name: d.provider.clone(),
-                quantity: 1,
-                unit_price: d.price,
-                tax_rate: d.tax_rate,
-                total_amount: price.inc_vat,
-                total_tax_amount: price.total_vat(),
-                total_discount_amount: 0,
-            });
-        }
-        for (v, parts) in self.cart.vouchers.iter().zip(&t.voucher_parts) {
-            for &(rate, gross) in parts.iter().filter(|p| p.1 != 0) {
-                let vat = rate.vat_of_gross(gross);
-                lines.push(CheckoutLine {
-                    kind: "discount".to_owned(),
-                    reference: v.code.clone(),
-                    name: format!("Voucher {}", v.code),
-                    quantity: 1,
-                    unit_price: -gross,
-                    tax_rate: rate,
-                    total_amount: -gross,
-                    total_tax_amount: -vat,
-                    total_discount_amount: 0,
-                });
-            }
-        }
+        let priced = checkout_lines(&self.cart);
         self.emit(CheckoutStarted {
             attempt_id,
             provider_order_id: self.cart.provider_order_id.clone(),
-            currency: self.cart.currency.clone().unwrap_or_default(),
+            currency: priced.currency,
             country,
-            total_amount: t.total.inc_vat,
-            total_tax_amount: t.total.total_vat(),
-            lines,
+            total_amount: priced.total_amount,
+            total_tax_amount: priced.total_tax_amount,
+            lines: priced.lines,
         });
         Ok(())
     }
@@ -557,6 +536,18 @@ impl Decision<'_, '_> {
         }
         Ok(p)
     }
+}
+
+fn mismatched(provider_order_id: String, paid: PaidOrder, m: PaymentMismatch) -> Event {
+    OrderMismatched {
+        provider_order_id,
+        attempt_id: paid.attempt_id,
+        paid_amount: paid.amount,
+        currency: paid.currency,
+        code: m.code.to_owned(),
+        reason: m.reason,
+    }
+    .into()
 }
 
 fn check_quantity(field: &'static str, got: u64, max: u32) -> Result<(), DomainError> {

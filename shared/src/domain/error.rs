@@ -74,6 +74,15 @@ impl DomainError {
     }
 }
 
+impl From<crate::ids::IdError> for DomainError {
+    fn from(e: crate::ids::IdError) -> Self {
+        DomainError::InvalidField {
+            field: e.field,
+            rule: format!("{}, got {:?}", e.rule, e.value),
+        }
+    }
+}
+
 impl From<DomainError> for ApiError {
     fn from(e: DomainError) -> Self {
         ApiError::new(e.code(), e.to_string())

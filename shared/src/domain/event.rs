@@ -185,12 +185,32 @@ pub struct CheckoutCancelled {
     pub attempt_id: String,
 }
 
+/// The order is placed: what the checkout attempt charged, which the provider confirmed as
+/// paid.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderPlaced {
     pub provider_order_id: String,
     pub order_reference: String,
     pub total_amount: i64,
     pub currency: String,
+    /// The paid checkout attempt (absent in events recorded before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt_id: Option<String>,
+}
+
+/// A provider order was paid for this cart but cannot be placed: it does not match the
+/// checkout attempt, or the cart changed after the attempt (see `Cart::check_paid`). The
+/// runner leaves the provider order unacknowledged (or cancels it) and an operator decides.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderMismatched {
+    pub provider_order_id: String,
+    /// The attempt the paid provider order is for.
+    pub attempt_id: String,
+    pub paid_amount: i64,
+    pub currency: String,
+    /// Why, as `PaymentMismatch::code` (`cart_changed`, `amount_differs`, ...).
+    pub code: String,
+    pub reason: String,
 }
 
 macro_rules! events {
@@ -282,6 +302,7 @@ events! {
     CheckoutFailed = 1,
     CheckoutCancelled = 1,
     OrderPlaced = 1,
+    OrderMismatched = 1,
 }
 
 /// The upcasting hook: turns an older version's `data` into the current shape, one step at a
@@ -372,6 +393,11 @@ pub struct EventMessage {
     #[serde(with = "time::serde::rfc3339")]
     pub occurred_at: time::OffsetDateTime,
     pub events: Vec<EventRecord>,
+    /// Set when the command came with an `Idempotency-Key` (its id is derived from the key):
+    /// the fingerprint of the request. The cart keeps it with the outcome for the idempotency
+    /// retention, so the same key with another request is refused by every gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_fingerprint: Option<String>,
 }
 
 impl EventMessage {
@@ -390,6 +416,7 @@ impl EventMessage {
             revision,
             occurred_at,
             events: events.iter().map(Event::encode).collect(),
+            request_fingerprint: None,
         }
     }
 

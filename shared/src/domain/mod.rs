@@ -15,17 +15,22 @@ pub mod error;
 pub mod event;
 pub mod intern;
 pub mod money;
+pub mod payment;
 pub mod state;
 pub mod totals;
 pub mod view;
 
-pub use cart::{Cart, CheckoutStatus, Line, Marking, PickupPoint, apply, evolve};
+pub use cart::{
+    Cart, CheckoutStatus, Line, Marking, MismatchedOrder, PAYMENT_MISMATCH, PickupPoint, apply,
+    evolve,
+};
 pub use command::{AddItem, CatalogNeeds, Command, Limits};
 pub use decide::{Context, decide};
 pub use error::DomainError;
 pub use event::{Event, EventDecodeError, EventMessage, EventRecord};
 pub use money::{CartPrice, TaxRate};
-pub use state::{ApplyReport, CartState, RecentCommand};
+pub use payment::{PaidOrder, PaymentMismatch, checkout_lines, lines_digest};
+pub use state::{ApplyReport, CartState, KeyedCommand, RecentCommand, Retain};
 pub use totals::{Totals, totals};
 pub use view::{CartView, MutationError, MutationOutcome, MutationReply};
 

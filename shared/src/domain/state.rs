@@ -1,7 +1,9 @@
 //! A cart plus what replay needs on top of the domain fold: the stream version (sequence of the
-//! cart's last message), the revision (number of messages) and the ids of the last commands,
+//! cart's last message), the revision (number of messages), the ids of the last commands,
 //! which make a retried command return its original outcome even after JetStream's duplicate
-//! window has passed. This is also the snapshot payload (`{stream_seq, revision, state}`).
+//! window has passed, and the commands sent with an `Idempotency-Key`, kept for a retention
+//! period however many commands follow. This is also the snapshot payload (`{stream_seq,
+//! revision, state}`).
 
 use std::collections::VecDeque;
 
@@ -19,6 +21,41 @@ pub struct RecentCommand {
     pub revision: u64,
 }
 
+/// A committed command that came with an `Idempotency-Key`: the fingerprint of its request
+/// and its outcome, kept for [`Retain::keyed_secs`] after it was decided.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyedCommand {
+    pub command_id: CommandId,
+    pub fingerprint: String,
+    pub version: u64,
+    pub revision: u64,
+    /// When it was decided (Unix seconds, the message's `occurred_at`).
+    pub at: i64,
+}
+
+/// How much of its command history a cart keeps to answer retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retain {
+    /// The ids of the last this many commands (any command).
+    pub recent: usize,
+    /// Commands sent with an `Idempotency-Key`, for this many seconds after they were decided
+    /// (0: none are kept).
+    pub keyed_secs: i64,
+}
+
+impl Retain {
+    /// Nothing: for readers that never answer retries (the projection).
+    pub const NONE: Retain = Retain {
+        recent: 0,
+        keyed_secs: 0,
+    };
+    /// The aggregate's defaults: 16 recent commands, keyed commands for 24 hours.
+    pub const DEFAULT: Retain = Retain {
+        recent: CartState::DEFAULT_RECENT,
+        keyed_secs: 24 * 3600,
+    };
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CartState {
     pub cart: Cart,
@@ -28,6 +65,9 @@ pub struct CartState {
     pub revision: u64,
     #[serde(default)]
     pub recent: VecDeque<RecentCommand>,
+    /// Keyed commands of the retention period, oldest first (at most [`CartState::MAX_KEYED`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keyed: Vec<KeyedCommand>,
 }
 
 /// What replaying one message did besides changing the cart.
@@ -42,6 +82,9 @@ pub struct ApplyReport {
 impl CartState {
     /// How many recent command ids a cart remembers by default.
     pub const DEFAULT_RECENT: usize = 16;
+    /// Most keyed commands a cart holds within the retention. The aggregate refuses another
+    /// keyed command beyond it (a forgotten key could apply twice), so replay never drops one.
+    pub const MAX_KEYED: usize = 1000;
 
     pub fn new(id: CartId) -> Self {
         Self {
@@ -49,7 +92,29 @@ impl CartState {
             version: 0,
             revision: 0,
             recent: VecDeque::new(),
+            keyed: Vec::new(),
         }
+    }
+
+    /// The keyed command `command_id`, if it was decided within the retention before `now`
+    /// (Unix seconds).
+    pub fn keyed_outcome(
+        &self,
+        command_id: &CommandId,
+        now: i64,
+        retain: Retain,
+    ) -> Option<&KeyedCommand> {
+        self.keyed
+            .iter()
+            .find(|k| k.command_id == *command_id && k.at + retain.keyed_secs >= now)
+    }
+
+    /// How many keyed commands are still within the retention at `now`.
+    pub fn keyed_live(&self, now: i64, retain: Retain) -> usize {
+        self.keyed
+            .iter()
+            .filter(|k| k.at + retain.keyed_secs >= now)
+            .count()
     }
 
     /// The recorded outcome of `command_id`, when it is one of the cart's recent commands.
@@ -60,18 +125,13 @@ impl CartState {
             .copied()
     }
 
-    /// Apply events this process decided and appended at `version` (no decoding needed).
-    pub fn commit(
-        &mut self,
-        command_id: CommandId,
-        version: u64,
-        events: &[Event],
-        keep_recent: usize,
-    ) {
+    /// Apply `msg`, whose `events` this process decided and appended at `version` (no
+    /// decoding needed).
+    pub fn commit(&mut self, msg: &EventMessage, events: &[Event], version: u64, retain: Retain) {
         for e in events {
             apply(&mut self.cart, e);
         }
-        self.record(command_id, version, self.revision + 1, keep_recent);
+        self.record(msg, version, self.revision + 1, retain);
     }
 
     /// Apply a message read from the stream at sequence `version`. Messages at or below the
@@ -80,7 +140,7 @@ impl CartState {
         &mut self,
         msg: &EventMessage,
         version: u64,
-        keep_recent: usize,
+        retain: Retain,
     ) -> ApplyReport {
         let mut report = ApplyReport::default();
         if version <= self.version {
@@ -93,7 +153,7 @@ impl CartState {
                 Err(e) => report.invalid.push(e),
             }
         }
-        self.applied(msg, version, keep_recent);
+        self.applied(msg, version, retain);
         report
     }
 
@@ -104,7 +164,7 @@ impl CartState {
         msg: &EventMessage,
         events: &[Event],
         version: u64,
-        keep_recent: usize,
+        retain: Retain,
     ) {
         if version <= self.version {
             return;
@@ -112,13 +172,13 @@ impl CartState {
         for e in events {
             apply(&mut self.cart, e);
         }
-        self.applied(msg, version, keep_recent);
+        self.applied(msg, version, retain);
     }
 
     /// Moves past `msg` at `version` once its events are applied.
-    fn applied(&mut self, msg: &EventMessage, version: u64, keep_recent: usize) {
+    fn applied(&mut self, msg: &EventMessage, version: u64, retain: Retain) {
         let revision = msg.revision.max(self.revision + 1);
-        self.record(msg.command_id, version, revision, keep_recent);
+        self.record(msg, version, revision, retain);
     }
 
     /// Move past a message at `version` that could not be read at all (not even its command
@@ -131,20 +191,44 @@ impl CartState {
         }
     }
 
-    fn record(&mut self, command_id: CommandId, version: u64, revision: u64, keep: usize) {
+    fn record(&mut self, msg: &EventMessage, version: u64, revision: u64, retain: Retain) {
         self.version = version;
         self.revision = revision;
-        if keep == 0 {
+        self.remember_keyed(msg, version, revision, retain);
+        if retain.recent == 0 {
             self.recent.clear();
             return;
         }
-        while self.recent.len() >= keep {
+        while self.recent.len() >= retain.recent {
             self.recent.pop_front();
         }
         self.recent.push_back(RecentCommand {
-            command_id,
+            command_id: msg.command_id,
             version,
             revision,
         });
+    }
+
+    /// Keeps `msg`'s outcome when it came with an `Idempotency-Key`, and forgets keyed
+    /// commands older than the retention (measured from this message's time).
+    fn remember_keyed(&mut self, msg: &EventMessage, version: u64, revision: u64, retain: Retain) {
+        if retain.keyed_secs <= 0 {
+            self.keyed.clear();
+            return;
+        }
+        let at = msg.occurred_at.unix_timestamp();
+        self.keyed.retain(|k| k.at + retain.keyed_secs >= at);
+        if let Some(fingerprint) = &msg.request_fingerprint {
+            if self.keyed.len() >= Self::MAX_KEYED {
+                self.keyed.remove(0);
+            }
+            self.keyed.push(KeyedCommand {
+                command_id: msg.command_id,
+                fingerprint: fingerprint.clone(),
+                version,
+                revision,
+                at,
+            });
+        }
     }
 }

@@ -107,7 +107,11 @@ async fn auth(config: &NatsConfig) -> Result<ConnectOptions, NatsError> {
 fn log_event(name: &str, event: Event) {
     match event {
         Event::Connected => tracing::info!(connection = name, "nats connected"),
-        Event::Disconnected => tracing::warn!(connection = name, "nats disconnected, reconnecting"),
+        Event::Disconnected => {
+            metrics::counter!(crate::metrics::NATS_DISCONNECTS, "connection" => name.to_owned())
+                .increment(1);
+            tracing::warn!(connection = name, "nats disconnected, reconnecting")
+        }
         Event::LameDuckMode => {
             tracing::warn!(connection = name, "nats server entering lame duck mode")
         }

@@ -47,6 +47,7 @@ impl Worker for GrpcWorker {
                 })
                 .into(),
             ),
+            request_fingerprint: String::new(),
         };
         self.client
             .execute(&self.ctx, req)

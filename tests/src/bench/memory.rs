@@ -146,7 +146,15 @@ pub async fn run(stack: &Stack, carts: usize, concurrency: usize) -> anyhow::Res
 
     let snapshot_json = {
         let mut state = shared::domain::CartState::new(ids[0].clone());
-        state.commit(shared::ids::CommandId::new(), 1, &events, 16);
+        let msg = shared::domain::EventMessage::new(
+            shared::TenantId::default_tenant(),
+            ids[0].clone(),
+            shared::ids::CommandId::new(),
+            1,
+            time::OffsetDateTime::now_utc(),
+            &events,
+        );
+        state.commit(&msg, &events, 1, shared::domain::Retain::DEFAULT);
         serde_json::to_vec(&state)?.len()
     };
     let summary = |ops: usize, d: Duration| Summary {

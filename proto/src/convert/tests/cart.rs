@@ -94,6 +94,9 @@ fn sample_cart() -> Cart {
     cart.user_id = Some("u-1".into());
     cart.checkout = Some(Checkout {
         attempt_id: "att-1".into(),
+        amount: 24_900,
+        currency: "SEK".into(),
+        lines_digest: "d".repeat(32),
         status: CheckoutStatus::Failed {
             code: "provider_refused".into(),
             reason: "declined".into(),
@@ -147,6 +150,9 @@ fn every_checkout_status_round_trips() {
         let c = Checkout {
             attempt_id: "a".into(),
             status,
+            amount: 1,
+            currency: "SEK".into(),
+            lines_digest: "x".into(),
         };
         let wire = pb::Checkout::from(&c);
         assert_ne!(wire.status, pb::CheckoutStatus::Unspecified as i32);
@@ -161,6 +167,7 @@ fn failure_fields_are_ignored_unless_failed() {
         status: pb::CheckoutStatus::Started.into(),
         failure_code: "stale".into(),
         failure_reason: "stale".into(),
+        ..Default::default()
     };
     assert_eq!(
         Checkout::try_from(wire).unwrap().status,

@@ -80,6 +80,12 @@ fn commands() -> Vec<Command> {
         Command::ConfirmOrder {
             provider_order_id: "kco-1".into(),
             order_reference: "R-1".into(),
+            paid: shared::domain::PaidOrder {
+                attempt_id: "att-1".into(),
+                amount: 24_900,
+                currency: "SEK".into(),
+                lines_digest: "d".repeat(32),
+            },
         },
         Command::FailCheckout {
             attempt_id: "att-1".into(),

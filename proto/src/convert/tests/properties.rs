@@ -40,8 +40,7 @@ proptest! {
     }
 
     #[test]
-    fn any_checkout_status_round_trips(status in strategies::checkout_status(), attempt_id in "\\PC{0,8}") {
-        let c = Checkout { attempt_id, status };
+    fn any_checkout_round_trips(c in strategies::checkout()) {
         prop_assert_eq!(Checkout::try_from(pb::Checkout::from(&c)).unwrap(), c);
     }
 }

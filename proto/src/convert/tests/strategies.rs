@@ -7,9 +7,9 @@ use shared::CartId;
 use shared::catalog::VoucherKind;
 use shared::domain::cart::{
     AppliedVoucher, Cart, Checkout, CheckoutStatus, Delivery, Line, LineProduct, Marking,
-    PickupPoint, PlacedOrder,
+    MismatchedOrder, PickupPoint, PlacedOrder,
 };
-use shared::domain::{AddItem, CartState, Command, TaxRate, intern};
+use shared::domain::{AddItem, CartState, Command, PaidOrder, TaxRate, intern};
 
 /// Any printable text, including non-ASCII, kept short so cases stay fast.
 fn text() -> impl Strategy<Value = String> {
@@ -159,8 +159,38 @@ pub fn checkout_status() -> impl Strategy<Value = CheckoutStatus> {
     ]
 }
 
-fn checkout() -> impl Strategy<Value = Checkout> {
-    (text(), checkout_status()).prop_map(|(attempt_id, status)| Checkout { attempt_id, status })
+pub fn checkout() -> impl Strategy<Value = Checkout> {
+    (text(), checkout_status(), any::<i64>(), text(), text()).prop_map(
+        |(attempt_id, status, amount, currency, lines_digest)| Checkout {
+            attempt_id,
+            status,
+            amount,
+            currency,
+            lines_digest,
+        },
+    )
+}
+
+fn mismatched_order() -> impl Strategy<Value = MismatchedOrder> {
+    (text(), text(), text(), text()).prop_map(|(provider_order_id, attempt_id, code, reason)| {
+        MismatchedOrder {
+            provider_order_id,
+            attempt_id,
+            code,
+            reason,
+        }
+    })
+}
+
+fn paid_order() -> impl Strategy<Value = PaidOrder> {
+    (text(), any::<i64>(), text(), text()).prop_map(
+        |(attempt_id, amount, currency, lines_digest)| PaidOrder {
+            attempt_id,
+            amount,
+            currency,
+            lines_digest,
+        },
+    )
 }
 
 fn placed_order() -> impl Strategy<Value = PlacedOrder> {
@@ -188,6 +218,7 @@ pub fn cart() -> impl Strategy<Value = Cart> {
             any::<u32>(),
             any::<u32>(),
             any::<u32>(),
+            proptest::collection::vec(mismatched_order(), 0..3),
         ),
     )
         .prop_map(
@@ -201,6 +232,7 @@ pub fn cart() -> impl Strategy<Value = Cart> {
                     next_line_id,
                     next_delivery_id,
                     next_voucher_id,
+                    mismatched_orders,
                 ),
             )| Cart {
                 id,
@@ -213,6 +245,7 @@ pub fn cart() -> impl Strategy<Value = Cart> {
                 provider_order_id,
                 payment_status,
                 order,
+                mismatched_orders,
                 next_line_id,
                 next_delivery_id,
                 next_voucher_id,
@@ -227,6 +260,7 @@ pub fn state() -> impl Strategy<Value = CartState> {
         version,
         revision,
         recent: Default::default(),
+        keyed: Vec::new(),
     })
 }
 
@@ -288,10 +322,11 @@ pub fn command() -> impl Strategy<Value = Command> {
                 status,
             }
         }),
-        (text(), text()).prop_map(|(provider_order_id, order_reference)| {
+        (text(), text(), paid_order()).prop_map(|(provider_order_id, order_reference, paid)| {
             Command::ConfirmOrder {
                 provider_order_id,
                 order_reference,
+                paid,
             }
         }),
         (text(), text(), text()).prop_map(|(attempt_id, code, reason)| Command::FailCheckout {

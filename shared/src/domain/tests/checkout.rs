@@ -43,13 +43,25 @@ fn happy_path_flags_follow_the_checkout() {
     assert!(!cart.processing() && cart.payment_in_progress());
     assert_eq!(cart.provider_order_id.as_deref(), Some("ko-1"));
 
-    let cart = apply_all(
-        cart,
+    let paid = paid_for(&cart);
+    let events = when(
+        &cart,
         Command::ConfirmOrder {
             provider_order_id: "ko-1".into(),
             order_reference: "REF-9".into(),
+            paid: paid.clone(),
         },
+    )
+    .unwrap();
+    let Event::OrderPlaced(placed) = &events[0] else {
+        panic!("expected OrderPlaced, got {events:?}")
+    };
+    assert_eq!(
+        (placed.total_amount, placed.attempt_id.as_deref()),
+        (paid.amount, Some("a1")),
+        "the order is what the attempt charged"
     );
+    let cart = events.iter().fold(cart, evolve);
     let view = CartView::of(&cart);
     assert_eq!(view.order_reference.as_deref(), Some("REF-9"));
     assert_eq!(view.payment_status.as_deref(), Some("checkout_complete"));
@@ -180,4 +192,145 @@ fn cancelled_checkout_can_restart() {
         types(&when(&cart, start("a2")).unwrap()),
         ["CheckoutStarted"]
     );
+}
+
+/// The shopper checks out, changes the cart, then pays the provider order of the first
+/// attempt (an old tab): the order is not placed, the mismatch is recorded once with a
+/// reason, and the next checkout creates a fresh provider order.
+#[test]
+fn paying_an_attempt_the_cart_has_moved_past_is_a_mismatch_never_an_order() {
+    let cart = given(vec![Command::AddItem(add("TEST-SKU-123", 2))]);
+    let cart = apply_all(cart, start("a1"));
+    let cart = apply_all(
+        cart,
+        Command::RecordProviderOrder {
+            attempt_id: "a1".into(),
+            provider_order_id: "ko-1".into(),
+            status: "checkout_incomplete".into(),
+        },
+    );
+    let paid = paid_for(&cart);
+    let cart = apply_all(cart, Command::AddItem(add("BOOK-1", 1)));
+    assert_eq!(
+        cart.checkout.as_ref().unwrap().status,
+        CheckoutStatus::Reopened
+    );
+    let confirm = Command::ConfirmOrder {
+        provider_order_id: "ko-1".into(),
+        order_reference: "REF-1".into(),
+        paid,
+    };
+    let events = when(&cart, confirm.clone()).unwrap();
+    let [Event::OrderMismatched(m)] = events.as_slice() else {
+        panic!("expected one OrderMismatched, got {events:?}")
+    };
+    assert_eq!(m.code, "cart_changed", "{m:?}");
+    assert_eq!(m.paid_amount, 25000);
+    let cart = events.iter().fold(cart, evolve);
+    assert!(cart.order.is_none());
+    assert!(!cart.payment_in_progress());
+    assert_eq!(
+        cart.provider_order_id, None,
+        "a paid order cannot be updated"
+    );
+    assert_eq!(cart.payment_status.as_deref(), Some("payment_mismatch"));
+    assert!(
+        matches!(&cart.checkout.as_ref().unwrap().status, CheckoutStatus::Failed { code, .. } if code == "payment_mismatch")
+    );
+    // The provider pushes again: nothing new.
+    assert_eq!(when(&cart, confirm).unwrap(), vec![]);
+    // Checking out again starts a fresh provider order.
+    let events = when(&cart, start("a2")).unwrap();
+    let Event::CheckoutStarted(s) = &events[0] else {
+        panic!("expected CheckoutStarted")
+    };
+    assert_eq!(s.provider_order_id, None);
+}
+
+#[test]
+fn a_payment_that_differs_from_the_attempt_is_a_mismatch_with_its_reason() {
+    let cart = apply_all(
+        given(vec![Command::AddItem(add("TEST-SKU-123", 1))]),
+        start("a1"),
+    );
+    let good = paid_for(&cart);
+    let cases = [
+        (
+            "ko-1",
+            PaidOrder {
+                amount: good.amount - 1,
+                ..good.clone()
+            },
+            "amount_differs",
+        ),
+        (
+            "ko-1",
+            PaidOrder {
+                currency: "EUR".into(),
+                ..good.clone()
+            },
+            "amount_differs",
+        ),
+        (
+            "ko-1",
+            PaidOrder {
+                lines_digest: "0".repeat(32),
+                ..good.clone()
+            },
+            "lines_differ",
+        ),
+        (
+            "ko-1",
+            PaidOrder {
+                attempt_id: "a0".into(),
+                ..good.clone()
+            },
+            "attempt_changed",
+        ),
+    ];
+    for (order, paid, code) in cases {
+        let m = cart.check_paid(order, &paid).unwrap_err();
+        assert_eq!(m.code, code, "{m:?}");
+    }
+    assert!(cart.check_paid("ko-1", &good).is_ok());
+    // Once the cart records its provider order, another order id is refused.
+    let recorded = apply_all(
+        cart,
+        Command::RecordProviderOrder {
+            attempt_id: "a1".into(),
+            provider_order_id: "ko-1".into(),
+            status: "checkout_incomplete".into(),
+        },
+    );
+    assert_eq!(
+        recorded.check_paid("ko-2", &good).unwrap_err().code,
+        "order_differs"
+    );
+    let empty = Cart::new(cart_id());
+    assert_eq!(
+        empty.check_paid("ko-1", &good).unwrap_err().code,
+        "no_checkout"
+    );
+}
+
+/// A change that is undone before paying leaves the cart equal to what was paid: placed.
+#[test]
+fn a_cart_changed_back_to_the_attempt_is_placed() {
+    let cart = apply_all(
+        given(vec![Command::AddItem(add("TEST-SKU-123", 1))]),
+        start("a1"),
+    );
+    let paid = paid_for(&cart);
+    let cart = apply_all(cart, Command::AddItem(add("BOOK-1", 1)));
+    let cart = apply_all(cart, Command::RemoveItem { line_id: 2 });
+    let events = when(
+        &cart,
+        Command::ConfirmOrder {
+            provider_order_id: "ko-1".into(),
+            order_reference: "R".into(),
+            paid,
+        },
+    )
+    .unwrap();
+    assert_eq!(types(&events), ["OrderPlaced"]);
 }

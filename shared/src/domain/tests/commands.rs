@@ -50,10 +50,12 @@ fn record(attempt: &str, order: &str) -> Command {
     }
 }
 
+/// The provider reports `order` paid for attempt `a1` of [`one_line`].
 fn confirm(order: &str) -> Command {
     Command::ConfirmOrder {
         provider_order_id: order.into(),
         order_reference: "REF-1".into(),
+        paid: paid_for(&given(with(one_line(), [checkout("a1")]))),
     }
 }
 
@@ -626,16 +628,56 @@ fn every_command_accepts_and_rejects_as_specified() {
             Events(&["OrderPlaced"]),
         ),
         (
-            "confirm foreign order",
+            "confirm another order than the cart's",
             with(one_line(), [checkout("a1"), record("a1", "ko-1")]),
             confirm("ko-2"),
-            Rejected(ErrorCode::InvalidState, "does not belong to this cart"),
+            Events(&["OrderMismatched"]),
         ),
         (
-            "confirm before any provider order",
+            "confirm before the provider order was recorded (push first)",
             with(one_line(), [checkout("a1")]),
             confirm("ko-1"),
-            Rejected(ErrorCode::InvalidState, "does not belong"),
+            Events(&["OrderPlaced"]),
+        ),
+        (
+            "confirm after the cart changed",
+            with(one_line(), [checkout("a1"), record("a1", "ko-1"), cq(1, 2)]),
+            confirm("ko-1"),
+            Events(&["OrderMismatched"]),
+        ),
+        (
+            "confirm an older attempt",
+            with(
+                one_line(),
+                [
+                    checkout("a1"),
+                    record("a1", "ko-1"),
+                    cq(1, 2),
+                    checkout("a2"),
+                ],
+            ),
+            confirm("ko-1"),
+            Events(&["OrderMismatched"]),
+        ),
+        (
+            "confirm without checkout",
+            one_line(),
+            confirm("ko-1"),
+            Events(&["OrderMismatched"]),
+        ),
+        (
+            "confirm a mismatched order again is a no-op",
+            with(
+                one_line(),
+                [
+                    checkout("a1"),
+                    record("a1", "ko-1"),
+                    cq(1, 2),
+                    confirm("ko-1"),
+                ],
+            ),
+            confirm("ko-1"),
+            Events(&[]),
         ),
         // Re-open on change during checkout
         (
@@ -694,10 +736,16 @@ fn every_command_accepts_and_rejects_as_specified() {
             Events(&[]),
         ),
         (
-            "confirm another order after placed",
+            "confirm another order after placed is recorded",
             placed(),
             confirm("ko-9"),
-            Rejected(ErrorCode::CartLocked, "REF-1"),
+            Events(&["OrderMismatched"]),
+        ),
+        (
+            "that order again is a no-op",
+            with(placed(), [confirm("ko-9")]),
+            confirm("ko-9"),
+            Events(&[]),
         ),
     ];
 

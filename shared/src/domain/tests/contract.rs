@@ -287,12 +287,21 @@ fn every_event_type_round_trips_through_json() {
             provider_order_id: "ko".into(),
             status: "checkout_incomplete".into(),
         },
-        Command::ConfirmOrder {
-            provider_order_id: "ko".into(),
-            order_reference: "R".into(),
-        },
     ] {
         for e in when(&c, cmd).unwrap() {
+            c = evolve(c, &e);
+            all.push(e);
+        }
+    }
+    // The paid order is placed; another paid order for the placed cart is a mismatch.
+    let paid = paid_for(&c);
+    for order in ["ko", "ko-2"] {
+        let confirm = Command::ConfirmOrder {
+            provider_order_id: order.into(),
+            order_reference: "R".into(),
+            paid: paid.clone(),
+        };
+        for e in when(&c, confirm).unwrap() {
             c = evolve(c, &e);
             all.push(e);
         }

@@ -129,6 +129,20 @@ pub(super) fn when(cart: &Cart, command: Command) -> Result<Vec<Event>, DomainEr
     decide(cart, command, &ctx(&cat))
 }
 
+/// What a faithful provider reports as paid for `cart`'s current checkout attempt.
+pub(super) fn paid_for(cart: &Cart) -> PaidOrder {
+    let c = cart
+        .checkout
+        .as_ref()
+        .expect("the cart has a checkout attempt");
+    PaidOrder {
+        attempt_id: c.attempt_id.clone(),
+        amount: c.amount,
+        currency: c.currency.clone(),
+        lines_digest: c.lines_digest.clone(),
+    }
+}
+
 pub(super) fn types(events: &[Event]) -> Vec<&'static str> {
     events.iter().map(Event::type_name).collect()
 }

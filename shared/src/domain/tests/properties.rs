@@ -94,7 +94,7 @@ proptest! {
                 seq += 3; // other carts' messages interleave in the stream
                 let id = CommandId::new();
                 let msg = EventMessage::new(tenant.clone(), cart_id(), id, state.revision + 1, ctx.now, &events);
-                state.commit(id, seq, &events, CartState::DEFAULT_RECENT);
+                state.commit(&msg, &events, seq, Retain::DEFAULT);
                 log.push((msg, seq));
                 check_totals(&state.cart)?;
             }
@@ -103,13 +103,13 @@ proptest! {
         let mut replayed = CartState::new(cart_id());
         for (msg, seq) in &log {
             let wire = EventMessage::from_json(&msg.to_json()).unwrap();
-            let report = replayed.apply_message(&wire, *seq, CartState::DEFAULT_RECENT);
+            let report = replayed.apply_message(&wire, *seq, Retain::DEFAULT);
             prop_assert!(report.unknown.is_empty() && report.invalid.is_empty());
         }
         prop_assert_eq!(&replayed, &state);
         // Replaying again is idempotent (messages at or below the version are ignored).
         for (msg, seq) in &log {
-            replayed.apply_message(msg, *seq, CartState::DEFAULT_RECENT);
+            replayed.apply_message(msg, *seq, Retain::DEFAULT);
         }
         prop_assert_eq!(&replayed, &state);
         // A snapshot (JSON) of the state is the same state.
@@ -140,8 +140,12 @@ proptest! {
 fn recent_commands_answer_retries_and_are_bounded() {
     let mut state = CartState::new(cart_id());
     let ids: Vec<CommandId> = (0..20).map(|_| CommandId::new()).collect();
+    let retain = Retain {
+        recent: 4,
+        ..Retain::DEFAULT
+    };
     for (i, id) in ids.iter().enumerate() {
-        state.commit(*id, (i as u64 + 1) * 2, &[], 4);
+        state.commit(&message(*id, 0, None), &[], (i as u64 + 1) * 2, retain);
     }
     assert_eq!(state.recent.len(), 4);
     assert_eq!(state.revision, 20);
@@ -160,6 +164,7 @@ fn unknown_event_types_are_counted_and_skipped() {
         command_id: CommandId::new(),
         revision: 1,
         occurred_at: time::OffsetDateTime::UNIX_EPOCH,
+        request_fingerprint: None,
         events: vec![
             EventRecord {
                 event_type: "GiftWrapped".into(),
@@ -172,8 +177,64 @@ fn unknown_event_types_are_counted_and_skipped() {
             .encode(),
         ],
     };
-    let report = state.apply_message(&msg, 7, 8);
+    let report = state.apply_message(&msg, 7, Retain::DEFAULT);
     assert_eq!(report.unknown, vec!["GiftWrapped".to_owned()]);
     assert_eq!(state.cart.user_id.as_deref(), Some("u"));
     assert_eq!((state.version, state.revision), (7, 1));
+}
+
+/// A message of no events for command `id`, decided at Unix second `at`.
+fn message(id: CommandId, at: i64, fingerprint: Option<&str>) -> EventMessage {
+    let mut msg = EventMessage::new(
+        TenantId::parse("t").unwrap(),
+        cart_id(),
+        id,
+        1,
+        time::OffsetDateTime::from_unix_timestamp(at).unwrap(),
+        &[],
+    );
+    msg.request_fingerprint = fingerprint.map(str::to_owned);
+    msg
+}
+
+/// Keyed commands outlive the recent-command window and are forgotten only after the
+/// retention, measured both when replaying and when asked.
+#[test]
+fn keyed_commands_are_kept_for_the_retention_whatever_follows() {
+    let retain = Retain {
+        recent: 4,
+        keyed_secs: 100,
+    };
+    let mut state = CartState::new(cart_id());
+    let keyed = CommandId::new();
+    state.commit(&message(keyed, 1_000, Some("fp-1")), &[], 2, retain);
+    for i in 0..50 {
+        state.commit(
+            &message(CommandId::new(), 1_001 + i, None),
+            &[],
+            3 + i as u64,
+            retain,
+        );
+    }
+    assert!(
+        state.recent_outcome(&keyed).is_none(),
+        "past the recent window"
+    );
+    let k = state.keyed_outcome(&keyed, 1_100, retain).expect("kept");
+    assert_eq!(
+        (k.fingerprint.as_str(), k.version, k.revision),
+        ("fp-1", 2, 1)
+    );
+    assert!(
+        state.keyed_outcome(&keyed, 1_101, retain).is_none(),
+        "expired when asked"
+    );
+    assert_eq!(state.keyed_live(1_050, retain), 1);
+    // A later message past the retention drops it from the state (and from snapshots).
+    state.commit(&message(CommandId::new(), 1_200, None), &[], 60, retain);
+    assert!(state.keyed.is_empty());
+    // A reader that keeps nothing keeps no keys either.
+    let mut reader = CartState::new(cart_id());
+    reader.apply_message(&message(keyed, 1_000, Some("fp-1")), 2, Retain::NONE);
+    assert!(reader.keyed.is_empty() && reader.recent.is_empty());
 }

@@ -1,0 +1,250 @@
+//! What a shopper pays for, and the check that what is placed is what was paid.
+//!
+//! A checkout attempt (`CheckoutStarted`) fixes the lines, amount and currency handed to the
+//! payment provider; the cart keeps the attempt's amount, currency and a digest of its lines.
+//! Before the provider completes a purchase (its validation callback) and again when a paid
+//! order comes back (`ConfirmOrder`), [`Cart::check_paid`] compares the provider's order with
+//! the attempt, and the attempt with the cart as it is now. Only when all of them agree is the
+//! order placed; anything else is a mismatch with a reason, never a silent order.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::cart::{Cart, Checkout};
+use super::event::CheckoutLine;
+use super::totals::totals;
+
+/// The provider order lines of a cart as it is now, with their totals (incl. VAT, minor units).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckoutLines {
+    pub lines: Vec<CheckoutLine>,
+    pub total_amount: i64,
+    pub total_tax_amount: i64,
+    pub currency: String,
+}
+
+/// The order lines the provider is asked to charge for `cart`: one per line, one per delivery
+/// and one per voucher and VAT rate (negative).
+pub fn checkout_lines(cart: &Cart) -> CheckoutLines {
+    let t = totals(cart);
+    let mut lines = Vec::with_capacity(cart.lines.len() + cart.deliveries.len());
+    for (line, price) in cart.lines.iter().zip(&t.lines) {
+        lines.push(CheckoutLine {
+            kind: "physical".to_owned(),
+            reference: line.product.sku.clone(),
+            name: line.product.name.clone(),
+            quantity: line.quantity,
+            unit_price: line.product.unit_price,
+            tax_rate: line.product.tax_rate,
+            total_amount: price.inc_vat,
+            total_tax_amount: price.total_vat(),
+            total_discount_amount: 0,
+        });
+    }
+    for (d, price) in cart.deliveries.iter().zip(&t.deliveries) {
+        lines.push(CheckoutLine {
+            kind: "shipping_fee".to_owned(),
+            reference: d.provider.clone(),
+            name: d.provider.clone(),
+            quantity: 1,
+            unit_price: d.price,
+            tax_rate: d.tax_rate,
+            total_amount: price.inc_vat,
+            total_tax_amount: price.total_vat(),
+            total_discount_amount: 0,
+        });
+    }
+    for (v, parts) in cart.vouchers.iter().zip(&t.voucher_parts) {
+        for &(rate, gross) in parts.iter().filter(|p| p.1 != 0) {
+            let vat = rate.vat_of_gross(gross);
+            lines.push(CheckoutLine {
+                kind: "discount".to_owned(),
+                reference: v.code.clone(),
+                name: format!("Voucher {}", v.code),
+                quantity: 1,
+                unit_price: -gross,
+                tax_rate: rate,
+                total_amount: -gross,
+                total_tax_amount: -vat,
+                total_discount_amount: 0,
+            });
+        }
+    }
+    CheckoutLines {
+        lines,
+        total_amount: t.total.inc_vat,
+        total_tax_amount: t.total.total_vat(),
+        currency: cart.currency.clone().unwrap_or_default(),
+    }
+}
+
+/// A stable digest of what order lines charge for: type, reference, quantity, unit price, tax
+/// rate and amounts of every line, in any order (names are left out: they change nothing that
+/// is paid). The same lines give the same digest in every build and on every node.
+pub fn lines_digest(lines: &[CheckoutLine]) -> String {
+    const NAMESPACE: Uuid = Uuid::from_u128(0x2d4e_91c0_7f3a_4c55_8e61_b0a9_13d7_c6f2);
+    let mut canonical: Vec<String> = lines
+        .iter()
+        .map(|l| {
+            format!(
+                "{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}",
+                l.kind,
+                l.reference,
+                l.quantity,
+                l.unit_price,
+                l.tax_rate.0,
+                l.total_amount,
+                l.total_tax_amount,
+                l.total_discount_amount
+            )
+        })
+        .collect();
+    canonical.sort_unstable();
+    Uuid::new_v5(&NAMESPACE, canonical.join("\u{1e}").as_bytes())
+        .simple()
+        .to_string()
+}
+
+/// What the payment provider says was (or is about to be) paid, read from its order.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaidOrder {
+    /// The checkout attempt the provider order was created or last updated for (from its
+    /// merchant data).
+    pub attempt_id: String,
+    /// `order_amount`: minor units incl. VAT.
+    pub amount: i64,
+    pub currency: String,
+    /// [`lines_digest`] of the provider order's lines.
+    pub lines_digest: String,
+}
+
+/// Why a paid order cannot be placed on the cart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentMismatch {
+    /// Stable, short: `order_placed`, `no_checkout`, `order_differs`, `attempt_changed`,
+    /// `amount_differs`, `lines_differ`, `cart_changed` (the metric label and the event's
+    /// `code`).
+    pub code: &'static str,
+    pub reason: String,
+}
+
+impl PaymentMismatch {
+    fn new(code: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            code,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl Cart {
+    /// The checkout attempt `paid` pays for, when the provider's order, that attempt and the
+    /// cart as it is now all agree on what is charged.
+    pub fn check_paid(
+        &self,
+        provider_order_id: &str,
+        paid: &PaidOrder,
+    ) -> Result<&Checkout, PaymentMismatch> {
+        if let Some(order) = &self.order {
+            return Err(PaymentMismatch::new(
+                "order_placed",
+                format!(
+                    "the cart's order is already placed (reference {})",
+                    order.order_reference
+                ),
+            ));
+        }
+        let checkout = self.checkout.as_ref().ok_or_else(|| {
+            PaymentMismatch::new("no_checkout", "the cart has no checkout attempt")
+        })?;
+        if let Some(own) = &self.provider_order_id
+            && own != provider_order_id
+        {
+            return Err(PaymentMismatch::new(
+                "order_differs",
+                format!(
+                    "the cart's checkout uses provider order {own:?}, not {provider_order_id:?}"
+                ),
+            ));
+        }
+        if checkout.attempt_id != paid.attempt_id {
+            return Err(PaymentMismatch::new(
+                "attempt_changed",
+                format!(
+                    "the provider order is for checkout attempt {:?}, the cart's checkout is attempt {:?}",
+                    paid.attempt_id, checkout.attempt_id
+                ),
+            ));
+        }
+        if checkout.amount != paid.amount || checkout.currency != paid.currency {
+            return Err(PaymentMismatch::new(
+                "amount_differs",
+                format!(
+                    "the provider order charges {} {}, the checkout attempt {} {}",
+                    paid.amount, paid.currency, checkout.amount, checkout.currency
+                ),
+            ));
+        }
+        if checkout.lines_digest != paid.lines_digest {
+            return Err(PaymentMismatch::new(
+                "lines_differ",
+                "the provider order's lines differ from the checkout attempt's",
+            ));
+        }
+        let now = checkout_lines(self);
+        if now.total_amount != checkout.amount
+            || now.currency != checkout.currency
+            || lines_digest(&now.lines) != checkout.lines_digest
+        {
+            return Err(PaymentMismatch::new(
+                "cart_changed",
+                format!(
+                    "the cart changed after checkout started: it now totals {} {}, the paid attempt {} {}",
+                    now.total_amount, now.currency, checkout.amount, checkout.currency
+                ),
+            ));
+        }
+        Ok(checkout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::money::TaxRate;
+
+    fn line(reference: &str, quantity: u32, total: i64) -> CheckoutLine {
+        CheckoutLine {
+            kind: "physical".into(),
+            reference: reference.into(),
+            name: format!("name of {reference}"),
+            quantity,
+            unit_price: total / i64::from(quantity),
+            tax_rate: TaxRate(2500),
+            total_amount: total,
+            total_tax_amount: total / 5,
+            total_discount_amount: 0,
+        }
+    }
+
+    #[test]
+    fn the_digest_covers_what_is_charged_in_any_order() {
+        let a = line("A", 1, 1000);
+        let b = line("B", 2, 500);
+        let d = lines_digest(&[a.clone(), b.clone()]);
+        assert_eq!(d, lines_digest(&[b.clone(), a.clone()]));
+        let renamed = CheckoutLine {
+            name: "other".into(),
+            ..a.clone()
+        };
+        assert_eq!(d, lines_digest(&[renamed, b.clone()]));
+        let more = CheckoutLine {
+            quantity: 2,
+            ..a.clone()
+        };
+        assert_ne!(d, lines_digest(&[more, b.clone()]));
+        assert_ne!(d, lines_digest(&[a]));
+        assert_eq!(d.len(), 32);
+    }
+}

@@ -1,0 +1,238 @@
+//! `Idempotency-Key` is kept with the cart: the same key through another gateway, after 20
+//! more commands, after JetStream's duplicate window and after the aggregate restarted returns
+//! the original outcome and never applies twice; the same key with another request is refused
+//! with `idempotency_key_reused` by every gateway.
+
+use std::time::Duration;
+
+use async_nats::jetstream::message::PublishMessage;
+use serde_json::{Value, json};
+use shared::test_support::wait_until;
+use tests::stack::{Stack, WAIT};
+
+/// A one-second duplicate window, so the test can wait until JetStream's de-duplication no
+/// longer covers the first request.
+fn streams() -> shared::nats::NatsResourceSettings {
+    shared::nats::NatsResourceSettings {
+        duplicate_window_secs: 1,
+        ..tests::stack::test_streams()
+    }
+}
+
+struct Reply {
+    status: u16,
+    etag: Option<String>,
+    replayed: bool,
+    body: Value,
+}
+
+async fn send(http: &reqwest::Client, base: &str, cart: &str, key: &str, body: &Value) -> Reply {
+    let resp = http
+        .post(format!("{base}/v1/carts/{cart}/commands"))
+        .header("idempotency-key", key)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    let (etag, replayed) = (header("etag"), header("idempotent-replayed").is_some());
+    let status = resp.status().as_u16();
+    let body = resp.json().await.unwrap();
+    Reply {
+        status,
+        etag,
+        replayed,
+        body,
+    }
+}
+
+/// Quantity of `sku` in the cart, as read through `base`.
+async fn quantity(http: &reqwest::Client, base: &str, cart: &str, sku: &str) -> u64 {
+    let cart: Value = http
+        .get(format!("{base}/v1/carts/{cart}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    cart["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["sku"] == sku)
+        .map(|i| i["qty"].as_u64().unwrap())
+        .sum()
+}
+
+async fn gateway(stack: &Stack) -> (gateway::Running, String) {
+    let gw = gateway::start(gateway::Config {
+        runner_addr: String::new(),
+        projection_addr: String::new(),
+        ..stack.gateway_config()
+    })
+    .await
+    .unwrap();
+    let base = format!("http://{}", gw.http_addr);
+    let http = reqwest::Client::new();
+    wait_until(
+        || async {
+            http.get(format!("{base}/v1/carts/probe"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        },
+        WAIT,
+    )
+    .await
+    .expect("gateway serves carts");
+    (gw, base)
+}
+
+/// Waits until JetStream no longer de-duplicates a message id published before: the window
+/// that protected the first request has passed.
+async fn wait_for_the_duplicate_window_to_pass(stack: &Stack) {
+    let subject = "cart.events.default.window-probe";
+    let probe = || {
+        PublishMessage::build()
+            .payload("{}".into())
+            .message_id("duplicate-window-probe")
+    };
+    let first = stack
+        .js
+        .send_publish(subject, probe())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(!first.duplicate);
+    wait_until(
+        || async {
+            let again = stack
+                .js
+                .send_publish(subject, probe())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+            !again.duplicate
+        },
+        Duration::from_secs(30),
+    )
+    .await
+    .expect("the duplicate window passes");
+}
+
+#[tokio::test]
+async fn an_idempotency_key_holds_across_gateways_commands_restarts_and_the_duplicate_window() {
+    let Some(stack) = Stack::start(streams()).await else {
+        return;
+    };
+    let mut config = stack.aggregate_config("n1");
+    config.snapshot_every = 5;
+    let n1 = aggregate::start(config).await.unwrap();
+    let (g1, one) = gateway(&stack).await;
+    let (g2, two) = gateway(&stack).await;
+    let http = reqwest::Client::new();
+    let cart = "idempotent-cart";
+    let add = json!({"type": "AddItem", "sku": "TEST-SKU-123", "quantity": 2});
+    let clear = json!({"type": "ClearCart"});
+
+    let first = send(&http, &one, cart, "k-1", &add).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert!(!first.replayed);
+    let version = first.etag.clone().unwrap();
+
+    // Another gateway never saw the key: another request with it is refused and changes
+    // nothing; the same request gets the original outcome.
+    let reused = send(&http, &two, cart, "k-1", &clear).await;
+    assert_eq!(
+        (reused.status, reused.body["code"].as_str()),
+        (422, Some("idempotency_key_reused")),
+        "{}",
+        reused.body
+    );
+    assert_eq!(quantity(&http, &one, cart, "TEST-SKU-123").await, 2);
+    let again = send(&http, &two, cart, "k-1", &add).await;
+    assert_eq!(
+        (again.status, again.replayed),
+        (200, true),
+        "{}",
+        again.body
+    );
+    assert_eq!(
+        again.etag.as_deref(),
+        Some(version.as_str()),
+        "the original version"
+    );
+
+    // Twenty more commands: the key outlives the cart's recent-command memory.
+    for _ in 0..20 {
+        let resp = http
+            .post(format!("{one}/v1/carts/{cart}/commands"))
+            .json(&json!({"type": "AddItem", "sku": "TEST-SKU-456", "quantity": 1}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let late = send(&http, &two, cart, "k-1", &add).await;
+    assert_eq!((late.status, late.replayed), (200, true), "{}", late.body);
+    assert_eq!(late.etag.as_deref(), Some(version.as_str()));
+
+    // Past JetStream's duplicate window, through a new node that loads the cart from its
+    // snapshot and the stream, and a new gateway with an empty cache.
+    wait_for_the_duplicate_window_to_pass(&stack).await;
+    let mut config = stack.aggregate_config("n2");
+    config.snapshot_every = 5;
+    let n2 = aggregate::start(config).await.unwrap();
+    n1.drain().await.unwrap();
+    let (g3, three) = gateway(&stack).await;
+    wait_until(
+        || async {
+            http.get(format!("{three}/v1/carts/{cart}"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        },
+        WAIT,
+    )
+    .await
+    .expect("the new node serves the cart");
+    let restarted = send(&http, &three, cart, "k-1", &add).await;
+    assert_eq!(
+        (restarted.status, restarted.replayed),
+        (200, true),
+        "{}",
+        restarted.body
+    );
+    assert_eq!(restarted.etag.as_deref(), Some(version.as_str()));
+    let reused = send(&http, &three, cart, "k-1", &clear).await;
+    assert_eq!(reused.status, 422, "{}", reused.body);
+
+    assert_eq!(
+        quantity(&http, &three, cart, "TEST-SKU-123").await,
+        2,
+        "applied once"
+    );
+    assert_eq!(quantity(&http, &three, cart, "TEST-SKU-456").await, 20);
+    let messages = shared::nats::read_subject_after(
+        &stack.client,
+        shared::subjects::CART_EVENTS_STREAM,
+        &format!("cart.events.default.{cart}"),
+        0,
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(messages.len(), 21, "one keyed command and twenty others");
+
+    for g in [g1, g2, g3] {
+        g.stop().await.unwrap();
+    }
+    n2.drain().await.unwrap();
+}
