@@ -322,7 +322,9 @@ impl Carts {
                 }
             }
             let events = decide_all(&loaded.state, commands, &catalog, now, cfg.limits)?;
-            if events.is_empty() {
+            // A keyed command that changes nothing is still recorded (a message without
+            // events), so its key cannot be used for another request afterwards.
+            if events.is_empty() && id.fingerprint.is_none() {
                 return Ok(Outcome {
                     state: loaded.state.clone(),
                     duplicate: false,
@@ -529,7 +531,7 @@ impl Carts {
             .snapshots
             .load(&cart.key)
             .await
-            .filter(|s| s.cart.id == cart.cart_id && s.version > 0);
+            .filter(|s| s.cart.id == cart.cart_id && s.version > 0 && checkout_is_complete(s));
         let (mut state, tail) = match snapshot {
             Some(snap) => {
                 // Read from the snapshot's own last message: it must be there, on this
@@ -678,6 +680,17 @@ impl Carts {
             event_types: Vec::new(),
         }
     }
+}
+
+/// A snapshot written before checkouts kept what they charge has no line digest for its
+/// checkout attempt: every payment of it would look like a mismatch. Such a snapshot is not
+/// used; the cart is folded from its stream, whose `CheckoutStarted` has everything.
+fn checkout_is_complete(state: &CartState) -> bool {
+    state
+        .cart
+        .checkout
+        .as_ref()
+        .is_none_or(|c| !c.lines_digest.is_empty())
 }
 
 /// Random delay of up to 2^attempt ms, capped at 16 ms.

@@ -268,6 +268,60 @@ async fn a_corrupt_snapshot_is_ignored() {
     }
 }
 
+/// A snapshot written by a build whose checkouts did not keep what they charge would make
+/// every payment of that checkout a mismatch: it is not used, the stream is.
+#[tokio::test]
+async fn a_snapshot_without_the_checkout_charge_is_folded_from_the_stream_instead() {
+    let Some(env) = env().await else { return };
+    let node = env.node("n1", false).await;
+    let mut client = connect(node.grpc_addr).await;
+    let cart = "old-snapshot";
+    client
+        .execute(exec(cart, CommandId::new(), add("TEST-SKU-123", 2)))
+        .await
+        .unwrap();
+    let start = shared::domain::Command::StartCheckout {
+        attempt_id: "a1".into(),
+        country: None,
+    };
+    client
+        .execute(exec(cart, CommandId::new(), start))
+        .await
+        .unwrap();
+    node.drain().await.unwrap();
+    let kv = env.js.get_key_value("CART_SNAPSHOTS").await.unwrap();
+    let key = format!("{TENANT}.{cart}");
+    let mut snapshot: serde_json::Value =
+        serde_json::from_slice(&kv.get(&key).await.unwrap().expect("drain wrote a snapshot"))
+            .unwrap();
+    let checkout = snapshot["state"]["cart"]["checkout"]
+        .as_object_mut()
+        .unwrap();
+    for field in ["amount", "currency", "lines_digest"] {
+        checkout.remove(field).expect("the snapshot carries it");
+    }
+    kv.put(&key, serde_json::to_vec(&snapshot).unwrap().into())
+        .await
+        .unwrap();
+
+    let node = env.node("n2", false).await;
+    let mut client = connect(node.grpc_addr).await;
+    let state = state_of(client.get_cart(get(cart)).await.unwrap().into_inner());
+    let checkout = state.cart.checkout.clone().unwrap();
+    let replayed = env.replay(cart).await;
+    assert_eq!(
+        (checkout.amount, &checkout.lines_digest),
+        {
+            let c = replayed.cart.checkout.as_ref().unwrap();
+            (c.amount, &c.lines_digest)
+        },
+        "from the stream's CheckoutStarted"
+    );
+    assert!(checkout.amount > 0 && !checkout.lines_digest.is_empty());
+    assert_same(&state, &replayed, cart);
+    node.drain().await.unwrap();
+}
+
 #[tokio::test]
 async fn expected_version_mismatch_is_a_conflict_and_appends_nothing() {
     let Some(env) = env().await else { return };

@@ -226,14 +226,6 @@ impl Drop for Process_ {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn a_killed_node_loses_no_acknowledged_command_and_its_shards_move() {
     let Some(env) = env().await else { return };
@@ -241,12 +233,13 @@ async fn a_killed_node_loses_no_acknowledged_command_and_its_shards_move() {
     let stop = CancellationToken::new();
     let view = view(&env, &tracker, &stop).await;
 
-    // Node "victim" is a real process, so it can be killed with SIGKILL.
-    let port = free_port();
+    // Node "victim" is a real process, so it can be killed with SIGKILL. It binds a free port
+    // itself and advertises what it bound (a port picked here first could be taken by another
+    // test before the victim binds it).
     let child = Process::new(env!("CARGO_BIN_EXE_aggregate"))
         .env("NATS_URL", env.nats.url())
         .env("AGGREGATE_NODE_ID", "victim")
-        .env("AGGREGATE_GRPC_ADDR", format!("127.0.0.1:{port}"))
+        .env("AGGREGATE_GRPC_ADDR", "127.0.0.1:0")
         .env("AGGREGATE_HTTP_ADDR", "127.0.0.1:0")
         .env("AGGREGATE_SHARD_COUNT", SHARDS.to_string())
         .env("AGGREGATE_HEARTBEAT_MS", "200")

@@ -401,21 +401,19 @@ pub async fn validation(
     KeyField::ProviderOrderId.check("order_id", order_id)?;
     let merchant = MerchantData::parse(order.merchant_data.as_deref())
         .ok_or_else(|| ApiError::invalid("merchant_data does not name a cart of this platform"))?;
+    let order_tenant = TenantId::parse(&merchant.tenant)?;
     let cart_id = CartId::parse(&merchant.cart_id)?;
-    KeyField::AttemptId.check("merchant_data.attempt_id", &merchant.attempt_id)?;
     let paid = paid_order(
         &merchant,
         order.order_amount,
         &order.purchase_currency,
         &order.order_lines,
     );
-    let checked = if merchant.tenant != tenant.as_str() {
+    paid.validate()?;
+    let checked = if order_tenant != tenant {
         Err(shared::domain::PaymentMismatch {
             code: "foreign_tenant",
-            reason: format!(
-                "the order belongs to tenant {:?}, not {tenant}",
-                merchant.tenant
-            ),
+            reason: format!("the order belongs to tenant {order_tenant}, not {tenant}"),
         })
     } else {
         let ctx = RequestContext::from_http_for_tenant(&headers, tenant.clone());
@@ -449,9 +447,10 @@ pub async fn validation(
                 "klarna_order_id={order_id}&error={}",
                 mismatch.code
             ));
+            // The reason stays in the log: the caller is anonymous.
             let mut resp = (
                 StatusCode::SEE_OTHER,
-                Json(serde_json::json!({"valid": false, "reason": mismatch.code, "error": mismatch.reason})),
+                Json(serde_json::json!({"valid": false, "reason": mismatch.code})),
             )
                 .into_response();
             resp.headers_mut().insert(

@@ -5,10 +5,10 @@
 //! append), so a retry through any gateway, after any restart and however many commands
 //! followed, returns the original outcome instead of applying twice, and the same key with
 //! another request is refused with `idempotency_key_reused` everywhere. This cache adds
-//! byte-exact replays: a retry to the same gateway gets the very response (status and body)
-//! the first request got, and concurrent retries share one upstream call. Outcomes that a
-//! retry could change (timeouts, unavailability, rate limits, conflicts, a reused key) are
-//! never stored. The cache is bounded in entries and age.
+//! byte-exact replays of successes: a retry to the same gateway gets the very response (status
+//! and body) the first request got, and concurrent retries share one upstream call. Refusals
+//! are never stored (the cart keeps nothing for them either, so every gateway decides a retry
+//! again alike). The cache is bounded in entries and age.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -44,15 +44,6 @@ impl Stored {
             etag,
             fingerprint: String::new(),
         }
-    }
-
-    /// A refusal worth replaying (the same request would be refused the same way). A reused
-    /// key is not: the request that owns the key must still get its own outcome here.
-    pub fn refusal(e: &ApiError) -> Option<Self> {
-        let stable = !e.code.retry_safe()
-            && e.code != ErrorCode::Internal
-            && e.code != ErrorCode::IdempotencyKeyReused;
-        stable.then(|| Self::new(e.status(), Bytes::from(e.body().to_string()), None))
     }
 
     pub fn response(&self, replayed: bool) -> Response {
@@ -229,7 +220,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn retryable_failures_are_not_stored() {
+    async fn refusals_are_not_stored() {
         let c = Idempotency::new(10, Duration::from_secs(60));
         let e = c
             .run(&["k"], "f", async { Err(ApiError::unavailable("down")) })
@@ -238,10 +229,6 @@ mod tests {
         assert_eq!(e.code, ErrorCode::Unavailable);
         let r = c.run(&["k"], "f", async { ok("up") }).await.unwrap();
         assert_eq!(body(r).await, "up");
-        assert!(Stored::refusal(&ApiError::new(ErrorCode::UnknownSku, "x")).is_some());
-        assert!(Stored::refusal(&ApiError::new(ErrorCode::Timeout, "x")).is_none());
-        assert!(Stored::refusal(&ApiError::new(ErrorCode::VersionConflict, "x")).is_none());
-        assert!(Stored::refusal(&ApiError::new(ErrorCode::IdempotencyKeyReused, "x")).is_none());
     }
 
     #[test]

@@ -94,7 +94,8 @@ fn describe(path: &str, err: &serde_json::Error) -> ApiError {
             ApiError::invalid(format!("malformed JSON body: {err}"))
         }
         Category::Data => {
-            let message = without_position(&err.to_string()).replace('`', "");
+            let message = shared::error::clip_quoted(without_position(&err.to_string()).to_owned())
+                .replace('`', "");
             if path.is_empty() || path == "." {
                 ApiError::invalid(message)
             } else {

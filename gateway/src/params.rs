@@ -44,7 +44,7 @@ where
         Query::<T>::try_from_uri(&parts.uri)
             .map(|Query(v)| QueryParams(v))
             .map_err(|r| {
-                let text = r.body_text().replace('`', "");
+                let text = shared::error::clip_quoted(r.body_text()).replace('`', "");
                 let detail = text.strip_prefix(QUERY_PREFIX).unwrap_or(&text);
                 // serde names an unknown field twice (`x: unknown field x, expected ...`).
                 let unknown = detail

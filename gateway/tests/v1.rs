@@ -84,15 +84,29 @@ async fn idempotency_key_replays_the_original_outcome() {
 
     assert_eq!(stack.events("default", &id).await.len(), 1, "one effect");
 
-    // The same key with another request is refused; a refusal is replayed too.
+    // The same key with another request is refused. A refusal applied nothing and is kept
+    // nowhere: its retry is decided again, and the key is still free for another request.
     let got = json(send("k-1", add("TEST-SKU-123", 3)).await.unwrap()).await;
     assert_error(&got, 422, "idempotency_key_reused", "different request");
     let refused = json(send("k-2", add("NOPE", 1)).await.unwrap()).await;
     assert_error(&refused, 404, "unknown_sku", "NOPE");
     let resp = send("k-2", add("NOPE", 1)).await.unwrap();
-    assert_eq!(resp.headers()["idempotent-replayed"], "true");
+    assert!(resp.headers().get("idempotent-replayed").is_none());
     assert_eq!(json(resp).await, refused);
     assert_eq!(stack.events("default", &id).await.len(), 1);
+    // A keyed request that changes nothing is kept (a message without events), so the key
+    // cannot be used for another request afterwards.
+    let noop = json(
+        send("k-3", json!({"type": "SetUser", "userId": null}))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(noop.0, 200, "{}", noop.1);
+    let events = stack.events("default", &id).await;
+    assert_eq!(events.len(), 2, "the no-op is recorded");
+    let got = json(send("k-3", add("TEST-SKU-123", 1)).await.unwrap()).await;
+    assert_error(&got, 422, "idempotency_key_reused", "different request");
 }
 
 #[tokio::test]

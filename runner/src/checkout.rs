@@ -266,12 +266,23 @@ impl Checkout {
             metrics::counter!(m::DUPLICATES_SKIPPED).increment(1);
             return Ok(());
         }
-        // The cart's open provider order, to update instead of creating another. A paid one
-        // (placed or mismatched) can no longer change: the cart forgets it and so does this.
-        let existing = started.provider_order_id.clone().or_else(|| {
-            last.filter(|r| r.outcome.awaits_payment())
+        // The cart's open provider order, to update instead of creating another (the cart's
+        // own, or one created for an earlier attempt whose result the cart has not recorded).
+        // A paid one (placed or mismatched) can no longer change: the cart forgets it, and so
+        // does this.
+        let mut existing = started.provider_order_id.clone();
+        if existing.is_none()
+            && let Some(order) = last
+                .filter(|r| r.outcome.awaits_payment())
                 .and_then(|r| r.order.map(|o| o.order_id))
-        });
+            && self
+                .records
+                .last_order_outcome(&envelope.tenant, &order)
+                .await?
+                .is_none()
+        {
+            existing = Some(order);
+        }
         let intent = CheckoutIntent {
             tenant: envelope.tenant.to_string(),
             cart_id: cart.to_owned(),

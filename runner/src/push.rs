@@ -9,10 +9,15 @@
 //! - paid: `ConfirmOrder` with what the provider charged, under a command id derived from
 //!   tenant, cart and order, so every push of one order confirms it once. The cart places the
 //!   order when the payment matches the checkout attempt and the cart; then the order is
-//!   acknowledged with the provider and the result recorded (`placed`);
+//!   acknowledged with the provider and its outcome recorded (`placed`, on
+//!   `workflow.events.<tenant>.order.<order id>`);
 //! - paid but not matching: the cart records `OrderMismatched`; the order is **not**
-//!   acknowledged (or is cancelled, `RUNNER_MISMATCH_ACTION=cancel`), the mismatch is counted
-//!   (`cart_runner_payment_mismatches_total`, alerted) and recorded (`mismatched`).
+//!   acknowledged (or is cancelled, `RUNNER_MISMATCH_ACTION=cancel`), its outcome is recorded
+//!   (`mismatched`) and, the first time, counted (`cart_runner_payment_mismatches_total`,
+//!   alerted) and logged as an error.
+//!
+//! A later push of a settled order (the provider pushes until it is acknowledged) finds its
+//! outcome recorded and does nothing more.
 
 use std::sync::Arc;
 
@@ -21,7 +26,7 @@ use futures::future::BoxFuture;
 use proto::cart::v1 as pb;
 use shared::domain::{Cart, Command};
 use shared::headers::RequestContext;
-use shared::ids::{CartId, KeyField, TenantId};
+use shared::ids::{CartId, TenantId};
 use shared::subjects::{RUNNER_PUSH_DURABLE, WORKFLOW_COMMANDS_STREAM, WorkflowSubject};
 use shared::workflow::{CheckoutOutcome, CheckoutResult, PushReceived, confirm_command_id};
 use tracing::Instrument;
@@ -164,9 +169,8 @@ impl Push {
         let (tenant, cart_id) = match (
             TenantId::parse(&merchant.tenant),
             CartId::parse(&merchant.cart_id),
-            KeyField::AttemptId.check("attempt_id", &merchant.attempt_id),
         ) {
-            (Ok(t), Ok(c), Ok(_)) => (t, c),
+            (Ok(t), Ok(c)) => (t, c),
             _ => {
                 return Err(PushError::GiveUp(format!(
                     "provider order {order_id} names no valid cart: {merchant:?}"
@@ -208,7 +212,6 @@ impl Push {
             .and_then(|c| proto::convert::state_from_snapshot(c).ok())
             .map(|(_, state)| state.cart)
             .ok_or_else(|| PushError::Retry("the aggregate sent no readable cart".into()))?;
-        let fresh = !reply.event_types.is_empty();
         let outcome = Outcome {
             tenant: &tenant,
             cart: &cart,
@@ -217,44 +220,72 @@ impl Push {
             merchant: &merchant,
             ctx,
         };
-        if cart
+        let placed = cart
             .order
             .as_ref()
-            .is_some_and(|o| o.provider_order_id == order_id)
-        {
-            self.placed(&provider, outcome).await?;
-            Ok(if fresh { "confirmed" } else { "already_placed" })
-        } else {
-            self.mismatched(&provider, outcome, fresh).await?;
-            Ok("mismatch")
+            .is_some_and(|o| o.provider_order_id == order_id);
+        // A later push of an order already settled: the cart answered the same, and its
+        // effects (acknowledge or cancel, record, count) were done by the first one.
+        let settled = self
+            .records
+            .last_order_outcome(&tenant, order_id)
+            .await
+            .map_err(|e| PushError::Retry(format!("reading the order's outcome: {e}")))?
+            .is_some();
+        match (placed, settled) {
+            (true, true) => Ok("already_placed"),
+            (true, false) => self.placed(&provider, outcome).await.map(|()| "confirmed"),
+            (false, true) => Ok("mismatch"),
+            (false, false) => self
+                .mismatched(&provider, outcome)
+                .await
+                .map(|()| "mismatch"),
         }
     }
 
     /// The order is placed: acknowledge it with the provider (so it stops pushing), then
-    /// record it. Both repeat harmlessly when a later push finds it placed.
+    /// record it. A crash in between repeats both harmlessly.
     async fn placed(&self, provider: &ProviderClient, o: Outcome<'_>) -> Result<(), PushError> {
         provider
             .acknowledge(o.order_id, o.ctx)
             .await
             .map_err(|e| PushError::Retry(format!("acknowledge: {e}")))?;
-        self.record(o, CheckoutOutcome::Placed, None).await
+        self.record(o, CheckoutOutcome::Placed, None)
+            .await
+            .map(|_| ())
     }
 
     /// The order was paid but cannot be placed: never acknowledged; cancelled when so
-    /// configured; counted (once, when the cart first recorded it) and recorded.
-    async fn mismatched(
-        &self,
-        provider: &ProviderClient,
-        o: Outcome<'_>,
-        fresh: bool,
-    ) -> Result<(), PushError> {
+    /// configured; recorded, and counted and logged as an error when the record is its
+    /// first.
+    async fn mismatched(&self, provider: &ProviderClient, o: Outcome<'_>) -> Result<(), PushError> {
         let Some(mismatch) = o.cart.mismatch(o.order_id) else {
             return Err(PushError::GiveUp(format!(
                 "the cart neither placed nor recorded the paid order {}",
                 o.order_id
             )));
         };
-        if fresh {
+        if self.mismatch_action == MismatchAction::Cancel {
+            match provider.cancel(o.order_id, o.ctx).await {
+                Ok(()) => tracing::warn!(
+                    order = o.order_id,
+                    "mismatched order cancelled with the provider"
+                ),
+                Err(e) if e.is_transient() => {
+                    return Err(PushError::Retry(format!("cancel: {e}")));
+                }
+                // Already cancelled (a crash after the cancel), or no longer cancellable: an
+                // operator sees the mismatch either way.
+                Err(e) => {
+                    tracing::warn!(order = o.order_id, error = %e, "the provider refused to cancel the mismatched order")
+                }
+            }
+        }
+        let reason = format!("{}: {}", mismatch.code, mismatch.reason);
+        if self
+            .record(o, CheckoutOutcome::Mismatched, Some(reason))
+            .await?
+        {
             metrics::counter!(m::PAYMENT_MISMATCHES, "reason" => mismatch.code.clone())
                 .increment(1);
             tracing::error!(
@@ -266,33 +297,16 @@ impl Push {
                 "a paid provider order does not match its cart: not placed, not acknowledged"
             );
         }
-        if self.mismatch_action == MismatchAction::Cancel {
-            match provider.cancel(o.order_id, o.ctx).await {
-                Ok(()) => tracing::warn!(
-                    order = o.order_id,
-                    "mismatched order cancelled with the provider"
-                ),
-                Err(e) if e.is_transient() => {
-                    return Err(PushError::Retry(format!("cancel: {e}")));
-                }
-                // Already cancelled (a repeated push), or no longer cancellable: an operator
-                // sees the mismatch either way.
-                Err(e) => {
-                    tracing::warn!(order = o.order_id, error = %e, "the provider refused to cancel the mismatched order")
-                }
-            }
-        }
-        let reason = format!("{}: {}", mismatch.code, mismatch.reason);
-        self.record(o, CheckoutOutcome::Mismatched, Some(reason))
-            .await
+        Ok(())
     }
 
+    /// Records the order's outcome; true when this is its first record.
     async fn record(
         &self,
         o: Outcome<'_>,
         outcome: CheckoutOutcome,
         failure: Option<String>,
-    ) -> Result<(), PushError> {
+    ) -> Result<bool, PushError> {
         let result = CheckoutResult {
             tenant: o.tenant.to_string(),
             cart_id: o.cart.id.to_string(),
@@ -310,9 +324,9 @@ impl Push {
             ..o.ctx.clone()
         };
         self.records
-            .result(&result, &ctx)
+            .order_outcome(o.order_id, &result, &ctx)
             .await
-            .map_err(|e| PushError::Retry(format!("recording the order result: {e}")))
+            .map_err(|e| PushError::Retry(format!("recording the order's outcome: {e}")))
     }
 }
 

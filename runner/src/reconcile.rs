@@ -5,7 +5,9 @@
 //! `updated`) and asks the push handler to read each order again once it is
 //! `reconcile_after_secs` old, then at twice, four times, ... that age, until
 //! `reconcile_max_age_secs`. The first pass after a start reads every waiting order past the
-//! first age, so none is missed while the runner was down. The push handler then acts on the
+//! first age, so none is missed while the runner was down (a burst of provider reads after a
+//! restart, one per waiting order). Orders whose outcome is recorded (placed or mismatched)
+//! are not waiting. Every runner replica reconciles; a second read of an order is harmless. The push handler then acts on the
 //! order's state exactly as for a push: a paid order is placed (or its mismatch recorded).
 
 use std::time::Duration;
@@ -24,19 +26,22 @@ pub struct Reconciler {
 }
 
 impl Reconciler {
-    /// Runs passes every `interval` until `stop`.
+    /// Runs passes every `interval` until `stop`. A pass looks back to the start of the last
+    /// one that succeeded, so an order whose read-again age fell into a failed or late pass
+    /// is read by the next one.
     pub async fn run(self, stop: CancellationToken) {
         let mut tick = tokio::time::interval(self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        let mut first = true;
+        let mut last_pass: Option<time::OffsetDateTime> = None;
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            match self.pass(first).await {
+            let started = time::OffsetDateTime::now_utc();
+            match self.pass(started, last_pass).await {
                 Ok(asked) => {
-                    first = false;
+                    last_pass = Some(started);
                     if asked > 0 {
                         tracing::info!(
                             asked,
@@ -51,23 +56,29 @@ impl Reconciler {
         }
     }
 
-    /// One pass: how many orders it asked to read again.
-    pub async fn pass(&self, first: bool) -> Result<usize, async_nats::Error> {
-        let now = time::OffsetDateTime::now_utc();
-        let results = self.records.results_since(now - self.max_age).await?;
+    /// One pass at `now`, after a successful one at `last` (`None`: the first since start,
+    /// which reads every waiting order past the first age). Returns how many orders it asked
+    /// to read again. An order whose request could not be published is logged and the pass
+    /// fails, so the next one looks back far enough to take it.
+    pub async fn pass(
+        &self,
+        now: time::OffsetDateTime,
+        last: Option<time::OffsetDateTime>,
+    ) -> Result<usize, async_nats::Error> {
+        let waiting = self.records.waiting_since(now - self.max_age).await?;
+        let after = self.after.as_secs() as i64;
         let mut asked = 0;
-        for (result, recorded) in results {
-            let Some(order) = result
-                .order
-                .as_ref()
-                .filter(|_| result.outcome.awaits_payment())
-            else {
+        let mut failed = None;
+        for (result, recorded) in waiting {
+            let Some(order) = &result.order else {
                 continue;
             };
             let age = (now - recorded).whole_seconds();
-            let after = self.after.as_secs() as i64;
-            let interval = self.interval.as_secs().max(1) as i64;
-            if !(first && age >= after || due(age, after, interval)) {
+            let is_due = match last {
+                None => age >= after,
+                Some(last) => due(age, after, (now - last).whole_seconds().max(1)),
+            };
+            if !is_due {
                 continue;
             }
             let push = PushReceived {
@@ -76,17 +87,25 @@ impl Reconciler {
                 received_at: crate::checkout::now(),
                 source: PushSource::Reconcile,
             };
-            self.records.reconcile(&push).await?;
-            asked += 1;
+            match self.records.reconcile(&push).await {
+                Ok(()) => asked += 1,
+                Err(e) => {
+                    tracing::warn!(order = %order.order_id, error = %e, "could not ask for a waiting order to be read again");
+                    failed = Some(e);
+                }
+            }
         }
         metrics::counter!(m::RECONCILED).increment(asked as u64);
-        Ok(asked)
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(asked),
+        }
     }
 }
 
 /// Whether an order `age` seconds old passed one of its read-again ages (`after`, `2·after`,
-/// `4·after`, ...) within the last `interval` seconds.
-pub fn due(age: i64, after: i64, interval: i64) -> bool {
+/// `4·after`, ...) within the last `window` seconds.
+pub fn due(age: i64, after: i64, window: i64) -> bool {
     if after <= 0 || age < after {
         return false;
     }
@@ -94,7 +113,7 @@ pub fn due(age: i64, after: i64, interval: i64) -> bool {
     while checkpoint.saturating_mul(2) <= age {
         checkpoint *= 2;
     }
-    checkpoint > age - interval
+    checkpoint > age - window
 }
 
 #[cfg(test)]
@@ -113,9 +132,14 @@ mod tests {
             [120, 240, 480, 960, 1920, 3840, 7680, 15360],
             "once per doubling, never twice"
         );
-        // A pass that runs late still catches a checkpoint within its interval.
+        // A pass that runs late still catches a checkpoint within its interval, and one after a
+        // failed pass looks back to the last good one.
         assert!(due(130, 120, 60));
         assert!(!due(185, 120, 60));
+        assert!(
+            due(300, 120, 90),
+            "240 fell between the last good pass and this one"
+        );
         assert!(!due(100, 120, 60));
         assert!(!due(500, 0, 60));
     }

@@ -1,7 +1,7 @@
 //! The runner's own durable records on NATS: effect intents in `WORKFLOW_COMMANDS`, results in
 //! `WORKFLOW_EVENTS` (the last one per cart is the current checkout), and dead letters.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
@@ -17,8 +17,8 @@ use shared::subjects::{
     workflow_event, workflow_kind_filter,
 };
 use shared::workflow::{
-    AttemptIds, CHECKOUT_KIND, CheckoutIntent, CheckoutOutcome, CheckoutResult, PUSH_KIND,
-    PushReceived, order_result_msg_id,
+    AttemptIds, CHECKOUT_KIND, CheckoutIntent, CheckoutOutcome, CheckoutResult, ORDER_KIND,
+    PUSH_KIND, PushReceived, order_result_msg_id,
 };
 
 use crate::lanes::Disposition;
@@ -84,36 +84,51 @@ impl Records {
             ctx,
         )
         .await
+        .map(|_| ())
     }
 
-    /// Record a result: the provider's answer to an attempt (Msg-Id from tenant, cart and
-    /// attempt), or what became of a paid order (from tenant, cart and order).
+    /// Record the provider's answer to a checkout attempt (Msg-Id from tenant, cart and
+    /// attempt): the cart's current checkout.
     pub async fn result(
         &self,
         result: &CheckoutResult,
         ctx: &RequestContext,
     ) -> Result<(), async_nats::Error> {
         let subject = workflow_event(&ctx.tenant, CHECKOUT_KIND, &result.cart_id)?;
-        let msg_id = match (result.outcome, &result.order) {
-            (CheckoutOutcome::Placed | CheckoutOutcome::Mismatched, Some(order)) => {
-                order_result_msg_id(
-                    &result.tenant,
-                    &result.cart_id,
-                    &order.order_id,
-                    result.outcome,
-                )
-            }
-            _ => AttemptIds {
-                tenant: &result.tenant,
-                cart_id: &result.cart_id,
-                attempt_id: &result.attempt_id,
-            }
-            .result_msg_id(),
-        };
+        let msg_id = AttemptIds {
+            tenant: &result.tenant,
+            cart_id: &result.cart_id,
+            attempt_id: &result.attempt_id,
+        }
+        .result_msg_id();
+        self.publish(subject, Some(&msg_id), serde_json::to_vec(result)?, ctx)
+            .await
+            .map(|_| ())
+    }
+
+    /// Record what became of a paid provider order (`placed` or `mismatched`). True when
+    /// this is the first record of it.
+    pub async fn order_outcome(
+        &self,
+        order_id: &str,
+        result: &CheckoutResult,
+        ctx: &RequestContext,
+    ) -> Result<bool, async_nats::Error> {
+        let subject = workflow_event(&ctx.tenant, ORDER_KIND, order_id)?;
+        let msg_id = order_result_msg_id(&result.tenant, &result.cart_id, order_id, result.outcome);
         self.publish(subject, Some(&msg_id), serde_json::to_vec(result)?, ctx)
             .await
     }
 
+    /// The recorded outcome of a paid provider order, if any.
+    pub async fn last_order_outcome(
+        &self,
+        tenant: &TenantId,
+        order_id: &str,
+    ) -> Result<Option<CheckoutResult>, async_nats::Error> {
+        let subject = workflow_event(tenant, ORDER_KIND, order_id)?;
+        self.last(WORKFLOW_EVENTS_STREAM, subject).await
+    }
     /// Ask the push handler to read a provider order again (reconciliation). Like a push it
     /// carries no Msg-Id: every one is acted on.
     pub async fn reconcile(&self, push: &PushReceived) -> Result<(), async_nats::Error> {
@@ -122,29 +137,33 @@ impl Records {
         let ctx = RequestContext::new(tenant);
         self.publish(subject, None, serde_json::to_vec(push)?, &ctx)
             .await
+            .map(|_| ())
     }
 
-    /// The last checkout result of every cart recorded since `since`, with the time it was
-    /// recorded: the checkouts whose provider order may still be paid.
-    pub async fn results_since(
+    /// The provider orders waiting for payment: every cart whose last checkout result since
+    /// `since` is `created` or `updated` and whose order has no recorded outcome, with the time
+    /// that result was recorded.
+    pub async fn waiting_since(
         &self,
         since: time::OffsetDateTime,
     ) -> Result<Vec<(CheckoutResult, time::OffsetDateTime)>, async_nats::Error> {
         let stream = self.js.get_stream_no_info(WORKFLOW_EVENTS_STREAM).await?;
-        let filter = workflow_kind_filter(WorkflowStream::Events, CHECKOUT_KIND)?;
-        let consumer = stream
+        let mut consumer = stream
             .create_consumer(pull::Config {
-                filter_subject: filter,
+                filter_subjects: vec![
+                    workflow_kind_filter(WorkflowStream::Events, CHECKOUT_KIND)?,
+                    workflow_kind_filter(WorkflowStream::Events, ORDER_KIND)?,
+                ],
                 deliver_policy: DeliverPolicy::ByStartTime { start_time: since },
                 ack_policy: AckPolicy::None,
                 inactive_threshold: Duration::from_secs(60),
                 ..Default::default()
             })
             .await?;
-        let mut consumer = consumer;
         let mut left = consumer.info().await?.num_pending;
         let name = consumer.cached_info().name.clone();
         let mut last: HashMap<String, (CheckoutResult, time::OffsetDateTime)> = HashMap::new();
+        let mut settled: HashSet<(String, String)> = HashSet::new();
         while left > 0 {
             let batch = consumer
                 .fetch()
@@ -162,8 +181,13 @@ impl Records {
                     .map(|i| i.published)
                     .unwrap_or_else(|_| time::OffsetDateTime::now_utc());
                 match serde_json::from_slice::<CheckoutResult>(&msg.payload) {
-                    Ok(r) => {
+                    Ok(r) if r.outcome.awaits_payment() || r.outcome == CheckoutOutcome::Failed => {
                         last.insert(msg.subject.to_string(), (r, published));
+                    }
+                    Ok(r) => {
+                        if let Some(order) = &r.order {
+                            settled.insert((r.tenant.clone(), order.order_id.clone()));
+                        }
                     }
                     Err(e) => {
                         tracing::warn!(subject = %msg.subject, error = %e, "unreadable checkout result skipped");
@@ -176,7 +200,15 @@ impl Records {
             left = left.saturating_sub(got);
         }
         let _ = stream.delete_consumer(&name).await;
-        Ok(last.into_values().collect())
+        Ok(last
+            .into_values()
+            .filter(|(r, _)| {
+                r.outcome.awaits_payment()
+                    && r.order
+                        .as_ref()
+                        .is_some_and(|o| !settled.contains(&(r.tenant.clone(), o.order_id.clone())))
+            })
+            .collect())
     }
 
     /// The last recorded checkout result of a cart, if any.
@@ -264,13 +296,14 @@ impl Records {
         }
     }
 
+    /// Publishes and waits for the ack; true when the stream stored it (not a duplicate).
     async fn publish(
         &self,
         subject: String,
         msg_id: Option<&str>,
         payload: Vec<u8>,
         ctx: &RequestContext,
-    ) -> Result<(), async_nats::Error> {
+    ) -> Result<bool, async_nats::Error> {
         let mut h = async_nats::HeaderMap::new();
         shared::spans::downstream(ctx).to_nats_headers(&mut h);
         let mut msg = PublishMessage::build()
@@ -279,7 +312,7 @@ impl Records {
         if let Some(id) = msg_id {
             msg = msg.message_id(id);
         }
-        self.js.send_publish(subject, msg).await?.await?;
-        Ok(())
+        let ack = self.js.send_publish(subject, msg).await?.await?;
+        Ok(!ack.duplicate)
     }
 }

@@ -16,7 +16,9 @@ use shared::subjects::{
     CART_EVENTS_STREAM, RUNNER_CHECKOUT_DURABLE, WORKFLOW_COMMANDS_STREAM, WORKFLOW_EVENTS_STREAM,
 };
 use shared::test_support::wait_until;
-use shared::workflow::{CHECKOUT_KIND, CheckoutOutcome, CheckoutResult, PUSH_KIND, PushReceived};
+use shared::workflow::{
+    CHECKOUT_KIND, CheckoutOutcome, CheckoutResult, ORDER_KIND, PUSH_KIND, PushReceived,
+};
 
 fn tenant() -> TenantId {
     TenantId::parse(TENANT).unwrap()
@@ -380,15 +382,15 @@ async fn duplicate_pushes_place_the_order_once() {
     let placed = env
         .wait_cart("paid", "order placed", |s| s.cart.order.is_some())
         .await;
-    assert!(
-        env.mock.stats().acknowledged.contains(&order_id),
-        "acknowledged with the provider"
-    );
     // The checkout effect, the early push and the three pushes after payment: each one is
     // read from the provider, only the cart de-duplicates.
     wait_until(|| async { runner.status.completed_count() >= 5 }, WAIT)
         .await
         .expect("every push handled");
+    assert!(
+        env.mock.stats().acknowledged.contains(&order_id),
+        "acknowledged with the provider"
+    );
     let subject = shared::subjects::cart_events(&tenant(), &CartId::parse("paid").unwrap());
     let messages = shared::nats::read_subject_after(
         &env.nats.client().await,
@@ -491,15 +493,50 @@ async fn a_paid_order_whose_push_was_lost_is_placed_by_reconciliation() {
         })
         .await;
     assert_eq!(placed.cart.order.unwrap().provider_order_id, order_id);
-    assert!(env.mock.stats().acknowledged.contains(&order_id));
+    wait_until(
+        || async { env.mock.stats().acknowledged.contains(&order_id) },
+        WAIT,
+    )
+    .await
+    .expect("acknowledged with the provider");
+    let outcome = order_outcome(&env, &order_id).await;
+    assert_eq!(outcome.outcome, CheckoutOutcome::Placed, "{outcome:?}");
     let last = last_result(&env, "lost-push").await;
-    assert_eq!(last.outcome, CheckoutOutcome::Placed, "{last:?}");
+    assert_eq!(
+        last.outcome,
+        CheckoutOutcome::Created,
+        "the checkout's own record"
+    );
+    let reconciled = metric_value(
+        &runner_metrics(&runner).await,
+        "cart_runner_reconciled_orders_total",
+    );
     assert!(
-        runner_metrics(&runner)
-            .await
-            .contains("cart_runner_reconciled_orders_total")
+        reconciled >= 1.0,
+        "reconciliation asked for the order: {reconciled}"
     );
     runner.drain(std::time::Duration::from_secs(5)).await;
+}
+
+/// The value of an unlabelled series in a Prometheus text page (0 when absent).
+fn metric_value(page: &str, name: &str) -> f64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The recorded outcome of a paid provider order.
+async fn order_outcome(env: &Env, order_id: &str) -> CheckoutResult {
+    let subject = shared::subjects::workflow_event(&tenant(), ORDER_KIND, order_id).unwrap();
+    let msg = env
+        .js
+        .get_stream(WORKFLOW_EVENTS_STREAM)
+        .await
+        .unwrap()
+        .direct_get_last_for_subject(subject)
+        .await
+        .unwrap();
+    serde_json::from_slice(&msg.payload).unwrap()
 }
 
 async fn last_result(env: &Env, cart: &str) -> CheckoutResult {
@@ -553,17 +590,18 @@ async fn a_paid_order_the_cart_moved_past_is_recorded_never_placed_nor_acknowled
         !stats.acknowledged.contains(&old_order),
         "never acknowledged"
     );
-    assert_eq!(stats.cancelled, vec![old_order.clone()], "cancelled once");
+    assert_eq!(stats.cancelled, vec![old_order.clone()], "cancelled");
+    assert_eq!(
+        stats.cancel_requests, 1,
+        "the second push finds the outcome recorded and does nothing more"
+    );
     let metrics = runner_metrics(&runner).await;
     assert!(
         metrics.contains("cart_runner_payment_mismatches_total{reason=\"cart_changed\"} 1"),
         "counted once: {metrics}"
     );
-    let last = last_result(&env, "moved").await;
-    assert_eq!(
-        (last.outcome, last.order.map(|o| o.order_id)),
-        (CheckoutOutcome::Mismatched, Some(old_order.clone()))
-    );
+    let outcome = order_outcome(&env, &old_order).await;
+    assert_eq!(outcome.outcome, CheckoutOutcome::Mismatched, "{outcome:?}");
 
     env.exec("moved", start("a2")).await.unwrap();
     let cart = env

@@ -157,15 +157,18 @@ pub struct ApiError {
 /// Longest quoted value an error message shows (a client's 5 KB value is not echoed back).
 const MAX_QUOTED: usize = 80;
 
-/// `message` with every `"quoted"` part longer than [`MAX_QUOTED`] characters cut short: an
-/// error names what was wrong and shows enough of the value to recognise it, never all of it.
-fn clip_quoted(message: String) -> String {
+/// `message` with every `"quoted"` or `` `quoted` `` part longer than [`MAX_QUOTED`]
+/// characters cut short: an error names what was wrong and shows enough of the value to
+/// recognise it, never all of it. Every [`ApiError`] message goes through it; call it directly
+/// only on text that reaches a client otherwise.
+pub fn clip_quoted(message: String) -> String {
     if message.len() <= 2 * MAX_QUOTED {
         return message;
     }
     let mut out = String::with_capacity(message.len().min(1024));
     let mut rest = message.as_str();
-    while let Some(open) = rest.find('"') {
+    while let Some(open) = rest.find(['"', '`']) {
+        let quote = rest.as_bytes()[open] as char;
         out.push_str(&rest[..=open]);
         rest = &rest[open + 1..];
         // The closing quote, skipping escaped ones.
@@ -174,7 +177,7 @@ fn clip_quoted(message: String) -> String {
         for (i, c) in rest.char_indices() {
             match c {
                 '\\' if !escaped => escaped = true,
-                '"' if !escaped => {
+                c if c == quote && !escaped => {
                     close = Some(i);
                     break;
                 }
@@ -191,7 +194,7 @@ fn clip_quoted(message: String) -> String {
         }
         match close {
             Some(i) => {
-                out.push('"');
+                out.push(quote);
                 rest = &rest[i + 1..];
             }
             None => rest = "",
@@ -386,6 +389,11 @@ mod tests {
         );
         let clipped = ApiError::invalid(escaped).message;
         assert!(clipped.ends_with("…\" and \"x\""), "{clipped}");
+        let field = clip_quoted(format!("unknown field `{long}`, expected `sku`"));
+        assert!(
+            field.len() < 150 && field.ends_with("…`, expected `sku`"),
+            "{field}"
+        );
     }
 
     #[test]

@@ -3,8 +3,12 @@
 //! - `workflow.commands.<tenant>.checkout.<cart_id>` (Msg-Id derived from tenant, cart and
 //!   attempt): the runner's record of an effect it is about to perform ([`CheckoutIntent`]).
 //! - `workflow.events.<tenant>.checkout.<cart_id>` (Msg-Id derived likewise): what the provider
-//!   said ([`CheckoutResult`]), and at the end whether the paid order was placed or did not
-//!   match; the last message per cart is the current checkout.
+//!   said about each attempt ([`CheckoutResult`] `created`, `updated` or `failed`); the last
+//!   message per cart is the cart's current checkout.
+//! - `workflow.events.<tenant>.order.<provider_order_id>` (Msg-Id derived from tenant, cart,
+//!   order and outcome): what became of a paid provider order ([`CheckoutResult`] `placed` or
+//!   `mismatched`), once per order; kept apart so a late push of an old order never hides the
+//!   cart's current checkout.
 //! - `workflow.commands.<tenant>.push.<provider_order_id>` (no Msg-Id: every push is kept): a
 //!   provider push callback received by the gateway, or a reconciliation of a checkout that
 //!   waited too long, for the runner to act on ([`PushReceived`]). A push is only a hint: the
@@ -22,6 +26,8 @@ use crate::ids::CommandId;
 pub const CHECKOUT_KIND: &str = "checkout";
 /// The `<kind>` token of push subjects.
 pub const PUSH_KIND: &str = "push";
+/// The `<kind>` token of paid-order outcome subjects.
+pub const ORDER_KIND: &str = "order";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -4,4 +4,5 @@
 //! free ports) for end-to-end tests and the benchmark; [`bench`] holds the benchmark modes.
 
 pub mod bench;
+pub mod forward;
 pub mod stack;

@@ -6,6 +6,7 @@ use futures::TryStreamExt;
 use runner::provider::mock::{CompleteError, Faults, MockProvider};
 use serde_json::{Value, json};
 use shared::test_support::wait_until;
+use tests::forward::Forward;
 use tests::stack::{Stack, WAIT, test_streams};
 use tokio_util::sync::CancellationToken;
 
@@ -19,14 +20,7 @@ struct Platform {
     mock: MockProvider,
     base: String,
     _mock_stop: tokio_util::sync::DropGuard,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    _to_runner: Forward,
 }
 
 async fn platform() -> Option<Platform> {
@@ -35,10 +29,11 @@ async fn platform() -> Option<Platform> {
     let mock = MockProvider::new("merchant", "secret");
     let stop = CancellationToken::new();
     let (mock_addr, _) = mock.serve("127.0.0.1:0", stop.clone()).await.unwrap();
-    let runner_addr = format!("127.0.0.1:{}", free_port());
+    // The gateway dials the runner through a forwarder, so both can start on port 0.
+    let to_runner = Forward::start().await.unwrap();
 
     let gw = gateway::Config {
-        runner_addr: runner_addr.clone(),
+        runner_addr: to_runner.addr.to_string(),
         projection_addr: String::new(),
         admin_token: ADMIN_TOKEN.into(),
         ..stack.gateway_config()
@@ -47,7 +42,7 @@ async fn platform() -> Option<Platform> {
     let base = format!("http://{}", gateway.http_addr);
 
     let mut rc = runner::Config {
-        grpc_addr: runner_addr,
+        grpc_addr: "127.0.0.1:0".into(),
         http_addr: "127.0.0.1:0".into(),
         streams: stack.streams.clone(),
         ..runner::Config::default()
@@ -62,6 +57,7 @@ async fn platform() -> Option<Platform> {
     rc.merchant.validation =
         format!("{base}/cart/validation?tenant={{tenant}}&klarna_order_id={{checkout.order.id}}");
     let runner = runner::start(rc, runner::Hooks::default()).await.unwrap();
+    to_runner.to(runner.grpc_addr);
 
     let http = reqwest::Client::new();
     wait_until(
@@ -83,6 +79,7 @@ async fn platform() -> Option<Platform> {
         mock,
         base,
         _mock_stop: stop.drop_guard(),
+        _to_runner: to_runner,
     })
 }
 
@@ -224,10 +221,13 @@ async fn a_storefront_checks_out_pays_and_the_order_is_placed_once() {
     let (_, cart_now) = body(shopper.get(p.url("/cart")).send().await.unwrap()).await;
     assert_eq!(cart_now["paymentStatus"], "checkout_complete");
     assert_eq!(cart_now["paymentInProgress"], false);
-    assert!(
-        p.mock.stats().acknowledged.contains(&order_id),
-        "acknowledged with the provider"
-    );
+    // The order is acknowledged with the provider right after it is placed.
+    wait_until(
+        || async { p.mock.stats().acknowledged.contains(&order_id) },
+        WAIT,
+    )
+    .await
+    .expect("acknowledged with the provider");
 
     // The cart no longer changes.
     let (s, err) = body(
@@ -457,7 +457,12 @@ async fn forged_and_early_pushes_do_not_stop_the_paid_order_from_being_placed() 
     )
     .await
     .expect("the paid order is placed despite the forged pushes");
-    assert!(p.mock.stats().acknowledged.contains(&order_id));
+    wait_until(
+        || async { p.mock.stats().acknowledged.contains(&order_id) },
+        WAIT,
+    )
+    .await
+    .expect("acknowledged with the provider");
     assert_eq!(p.orders_placed(&cart_id).await, 1);
 }
 

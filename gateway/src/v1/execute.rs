@@ -123,10 +123,11 @@ pub async fn commands(
     };
     s.idempotency
         .run(&[tenant, cart.as_str(), &key], &fingerprint, async {
-            match run(s, ctx, cart, exec, commands).await {
-                Ok(reply) => Ok((reply.stored(), reply.replayed)),
-                Err(e) => Stored::refusal(&e).map(|r| (r, false)).ok_or(e),
-            }
+            // A refusal is not kept: nothing was applied, the cart kept nothing, and a retry
+            // is decided again (by any gateway alike).
+            run(s, ctx, cart, exec, commands)
+                .await
+                .map(|reply| (reply.stored(), reply.replayed))
         })
         .await
 }
@@ -186,7 +187,12 @@ async fn run(
                         mutations.push(outcome(&p, None));
                         last = Some(snap);
                     }
-                    Err(e) if i == 0 && e.code == ErrorCode::PreconditionFailed => return Err(e),
+                    Err(e)
+                        if (i == 0 && e.code == ErrorCode::PreconditionFailed)
+                            || e.code == ErrorCode::IdempotencyKeyReused =>
+                    {
+                        return Err(e);
+                    }
                     Err(e) => mutations.push(outcome(&p, Some(&e))),
                 }
             }

@@ -45,6 +45,7 @@ struct Store {
     created_per_reference: HashMap<String, u32>,
     acknowledged: HashSet<String>,
     cancelled: HashSet<String>,
+    cancel_requests: u32,
     faults: Faults,
     api_requests: u64,
 }
@@ -65,6 +66,8 @@ pub struct Stats {
     pub created_per_reference: HashMap<String, u32>,
     pub acknowledged: Vec<String>,
     pub cancelled: Vec<String>,
+    /// Cancel requests received, refused ones (already cancelled) included.
+    pub cancel_requests: u32,
 }
 
 /// Why the mock did not complete an order.
@@ -139,6 +142,7 @@ impl MockProvider {
             created_per_reference: s.created_per_reference.clone(),
             acknowledged: s.acknowledged.iter().cloned().collect(),
             cancelled: s.cancelled.iter().cloned().collect(),
+            cancel_requests: s.cancel_requests,
         }
     }
 
@@ -434,6 +438,7 @@ async fn cancel(
         return r;
     }
     let mut s = m.lock();
+    s.cancel_requests += 1;
     if !s.orders.contains_key(&id) {
         return error(StatusCode::NOT_FOUND, "NOT_FOUND", "no such order");
     }

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::cart::{Marking, PickupPoint};
 use super::error::DomainError;
-use super::payment::PaidOrder;
+use super::payment::{PaidOrder, bounded_text};
 use crate::catalog::normalize_voucher_code;
 use crate::ids::{CartId, KeyField};
 
@@ -171,16 +171,18 @@ impl Command {
             Command::ApplyVoucher { code } => {
                 check(KeyField::VoucherCode, "code", &normalize_voucher_code(code))
             }
-            Command::StartCheckout { attempt_id, .. }
-            | Command::FailCheckout { attempt_id, .. } => {
+            // A new attempt's id is a token; commands about an existing attempt accept any
+            // bounded id, since attempts started by earlier builds may have used any text.
+            Command::StartCheckout { attempt_id, .. } => {
                 check(KeyField::AttemptId, "attemptId", attempt_id)
             }
+            Command::FailCheckout { attempt_id, .. } => bounded_text("attemptId", attempt_id),
             Command::RecordProviderOrder {
                 attempt_id,
                 provider_order_id,
                 ..
             } => {
-                check(KeyField::AttemptId, "attemptId", attempt_id)?;
+                bounded_text("attemptId", attempt_id)?;
                 check(
                     KeyField::ProviderOrderId,
                     "providerOrderId",
@@ -197,7 +199,7 @@ impl Command {
                     "providerOrderId",
                     provider_order_id,
                 )?;
-                check(KeyField::AttemptId, "paid.attemptId", &paid.attempt_id)
+                paid.validate()
             }
             Command::ChangeQuantity { .. }
             | Command::RemoveItem { .. }

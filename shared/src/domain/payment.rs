@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::cart::{Cart, Checkout};
+use super::error::DomainError;
 use super::event::CheckoutLine;
 use super::totals::totals;
 
@@ -117,6 +118,40 @@ pub struct PaidOrder {
     pub currency: String,
     /// [`lines_digest`] of the provider order's lines.
     pub lines_digest: String,
+}
+
+impl PaidOrder {
+    /// What a provider order says is bounded before it is compared or recorded: the attempt
+    /// id (any text of an earlier build's attempts, at most 256 bytes, no control
+    /// characters), a three-letter currency and a digest token.
+    pub fn validate(&self) -> Result<(), DomainError> {
+        bounded_text("paid.attemptId", &self.attempt_id)?;
+        if !(self.currency.len() == 3 && self.currency.bytes().all(|b| b.is_ascii_alphabetic())) {
+            return Err(DomainError::InvalidField {
+                field: "paid.currency",
+                rule: "must be a three-letter currency code such as \"SEK\"".into(),
+            });
+        }
+        if self.lines_digest.len() > 64 || !crate::ids::is_token(&self.lines_digest) {
+            return Err(DomainError::InvalidField {
+                field: "paid.linesDigest",
+                rule: "must be a digest of at most 64 hexadecimal digits".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// An id from an earlier checkout attempt (or the provider) that never becomes a subject:
+/// at most 256 bytes without control characters.
+pub(crate) fn bounded_text(field: &'static str, value: &str) -> Result<(), DomainError> {
+    if value.is_empty() || value.len() > 256 || value.chars().any(char::is_control) {
+        return Err(DomainError::InvalidField {
+            field,
+            rule: "must be 1..=256 bytes without control characters".into(),
+        });
+    }
+    Ok(())
 }
 
 /// Why a paid order cannot be placed on the cart.
