@@ -90,14 +90,43 @@ pub struct CartDelivery {
     pickup_point: Option<PickupPoint>,
 }
 
+/// A voucher on the cart; one whose rules are not met stays, not applied.
 #[derive(ToSchema)]
 pub struct Voucher {
     id: u32,
     code: String,
+    /// What it takes off now, minor units incl. VAT (0 while not applied).
+    value: i64,
+    /// The same amount as a price.
     discount: CartPrice,
+    description: String,
+    applied: bool,
+    /// What is missing while it is not applied.
+    rules: Vec<String>,
 }
 
-/// The cart as the go-cart-actor storefront client reads it.
+/// A voucher as the storefront API shows it: `discount` is a number (minor units incl. VAT).
+#[derive(ToSchema)]
+pub struct StorefrontVoucher {
+    id: u32,
+    code: String,
+    value: i64,
+    discount: i64,
+    description: String,
+    applied: bool,
+    rules: Vec<String>,
+}
+
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct SubscriptionDetails {
+    id: String,
+    offering_code: String,
+    signing_type: String,
+    data: serde_json::Value,
+}
+
+/// The cart (`/v1`): every amount is a price.
 #[derive(ToSchema)]
 #[schema(rename_all = "camelCase")]
 pub struct Cart {
@@ -107,6 +136,7 @@ pub struct Cart {
     vouchers: Vec<Voucher>,
     total_price: CartPrice,
     total_discount: CartPrice,
+    /// The VAT part of the total.
     total_tax: CartPrice,
     processing: bool,
     payment_in_progress: bool,
@@ -114,6 +144,29 @@ pub struct Cart {
     payment_status: Option<String>,
     user_id: Option<String>,
     currency: Option<String>,
+    subscription_details: Option<BTreeMap<String, SubscriptionDetails>>,
+}
+
+/// The cart as the storefront client reads it: like the `/v1` cart, but `totalTax` and each
+/// voucher's `discount` are numbers (minor units incl. VAT).
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct StorefrontCart {
+    id: String,
+    items: Vec<CartItem>,
+    deliveries: Vec<CartDelivery>,
+    vouchers: Vec<StorefrontVoucher>,
+    total_price: CartPrice,
+    total_discount: CartPrice,
+    /// The VAT of the total, minor units.
+    total_tax: i64,
+    processing: bool,
+    payment_in_progress: bool,
+    order_reference: Option<String>,
+    payment_status: Option<String>,
+    user_id: Option<String>,
+    currency: Option<String>,
+    subscription_details: Option<BTreeMap<String, SubscriptionDetails>>,
 }
 
 /// Why one mutation failed (non-atomic command lists).
@@ -135,10 +188,17 @@ pub struct MutationOutcome {
     mutation: serde_json::Value,
 }
 
-/// The reply to every mutation: the resulting cart and one entry per mutation sent.
+/// The reply to every `/v1` mutation: the resulting cart and one entry per mutation sent.
 #[derive(ToSchema)]
 pub struct MutationReply {
     result: Cart,
+    mutations: Vec<MutationOutcome>,
+}
+
+/// The reply to every storefront mutation.
+#[derive(ToSchema)]
+pub struct StorefrontMutationReply {
+    result: StorefrontCart,
     mutations: Vec<MutationOutcome>,
 }
 
@@ -208,7 +268,7 @@ pub enum ReadErrors {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::domain::{CartView, MutationReply as Reply};
+    use shared::domain::{CartView, MutationReply as Reply, StorefrontCart};
     use utoipa::PartialSchema;
     use utoipa::openapi::{RefOr, Schema};
 
@@ -223,31 +283,75 @@ mod tests {
         v.as_object().unwrap().keys().cloned().collect()
     }
 
-    /// Every field a fully populated cart serializes is described, and nothing more.
+    fn sorted(mut v: Vec<String>) -> Vec<String> {
+        v.sort();
+        v
+    }
+
+    /// A cart with every optional part set: a voucher, subscription details, an order.
+    fn full_cart() -> shared::domain::Cart {
+        use shared::catalog::VoucherKind;
+        use shared::domain::cart::{AppliedVoucher, SubscriptionDetails as Details};
+        let mut cart = shared::domain::Cart::new(shared::CartId::parse("1").unwrap());
+        cart.vouchers.push(AppliedVoucher {
+            id: 1,
+            code: "TEN".into(),
+            discount: VoucherKind::Fixed { amount: 1000 },
+            min_order: 0,
+            description: None,
+        });
+        cart.subscription_details.push(Details {
+            id: "s1".into(),
+            offering_code: "5G".into(),
+            signing_type: "bankid".into(),
+            data: serde_json::json!({}),
+        });
+        cart.user_id = Some("u".into());
+        cart.currency = Some("SEK".into());
+        cart.payment_status = Some("p".into());
+        cart.order = Some(shared::domain::cart::PlacedOrder {
+            provider_order_id: "o".into(),
+            order_reference: "r".into(),
+        });
+        cart
+    }
+
+    /// Every field a fully populated cart serializes is described, and nothing more, in both
+    /// shapes.
     #[test]
     fn schemas_match_the_shared_types() {
-        let mut view = CartView::of(&shared::domain::Cart::new(
-            shared::CartId::parse("1").unwrap(),
-        ));
-        view.order_reference = Some("o".into());
-        view.payment_status = Some("p".into());
-        view.user_id = Some("u".into());
-        view.currency = Some("SEK".into());
-        let v = serde_json::to_value(&view).unwrap();
-        let mut got = keys(&v);
-        let mut want = properties::<Cart>();
-        got.sort();
-        want.sort();
-        assert_eq!(got, want);
-        let mut price = keys(&v["totalPrice"]);
-        price.sort();
-        assert_eq!(price, properties::<CartPrice>());
+        let cart = full_cart();
+        let v = serde_json::to_value(CartView::of(&cart)).unwrap();
+        assert_eq!(sorted(keys(&v)), sorted(properties::<Cart>()));
+        assert_eq!(
+            sorted(keys(&v["totalPrice"])),
+            sorted(properties::<CartPrice>())
+        );
+        assert_eq!(
+            sorted(keys(&v["vouchers"][0])),
+            sorted(properties::<Voucher>())
+        );
+        assert_eq!(
+            sorted(keys(&v["subscriptionDetails"]["s1"])),
+            sorted(properties::<SubscriptionDetails>())
+        );
+        let s = serde_json::to_value(StorefrontCart::storefront(&cart)).unwrap();
+        assert_eq!(
+            sorted(keys(&s)),
+            sorted(properties::<super::StorefrontCart>())
+        );
+        assert_eq!(
+            sorted(keys(&s["vouchers"][0])),
+            sorted(properties::<StorefrontVoucher>())
+        );
+        assert!(s["totalTax"].is_i64() && s["vouchers"][0]["discount"].is_i64());
         let reply = Reply {
-            result: view,
+            result: CartView::of(&cart),
             mutations: vec![],
         };
-        let mut got = keys(&serde_json::to_value(&reply).unwrap());
-        got.sort();
-        assert_eq!(got, properties::<MutationReply>());
+        assert_eq!(
+            sorted(keys(&serde_json::to_value(&reply).unwrap())),
+            sorted(properties::<MutationReply>())
+        );
     }
 }

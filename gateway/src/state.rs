@@ -102,15 +102,17 @@ impl AppState {
         self
     }
 
-    /// Runs one command: its identifiers are checked (no NATS call is ever made with a value
-    /// that could break it), the cart's rate limit, then the aggregate.
+    /// Runs one command: ids the client left out are filled in, its identifiers are checked (no
+    /// NATS call is ever made with a value that could break it), the cart's rate limit, then
+    /// the aggregate.
     pub async fn execute(
         &self,
         ctx: &RequestContext,
         cart: &CartId,
         exec: Exec,
-        command: Command,
+        mut command: Command,
     ) -> Result<Snapshot, ApiError> {
+        fill_ids(&mut command, &exec);
         command.validate()?;
         self.limits.check_cart(ctx.tenant.as_str(), cart.as_str())?;
         self.upstream.execute(ctx, cart, exec, command).await
@@ -122,8 +124,11 @@ impl AppState {
         ctx: &RequestContext,
         cart: &CartId,
         exec: Exec,
-        commands: Vec<Command>,
+        mut commands: Vec<Command>,
     ) -> Result<Snapshot, ApiError> {
+        for c in &mut commands {
+            fill_ids(c, &exec);
+        }
         for (i, c) in commands.iter().enumerate() {
             c.validate().map_err(|e| {
                 let mut e = ApiError::from(e);
@@ -133,5 +138,52 @@ impl AppState {
         }
         self.limits.check_cart(ctx.tenant.as_str(), cart.as_str())?;
         self.upstream.execute_batch(ctx, cart, exec, commands).await
+    }
+}
+
+/// Ids a client may leave out, filled with the command id: a `StartCheckout`'s attempt and an
+/// `UpsertSubscriptionDetails`' details, so a retry of the same request is the same attempt or
+/// the same details.
+fn fill_ids(command: &mut Command, exec: &Exec) {
+    match command {
+        Command::StartCheckout { attempt_id: id, .. }
+        | Command::UpsertSubscriptionDetails { id, .. }
+            if id.is_empty() =>
+        {
+            *id = exec.command_id.to_string();
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::CommandId;
+
+    #[test]
+    fn ids_a_client_left_out_are_the_command_id() {
+        let exec = Exec::new(CommandId::derived(&["t"]));
+        let mut start = Command::StartCheckout {
+            attempt_id: String::new(),
+            country: None,
+        };
+        fill_ids(&mut start, &exec);
+        let mut details = Command::UpsertSubscriptionDetails {
+            id: String::new(),
+            offering_code: "5G".into(),
+            signing_type: "bankid".into(),
+            data: serde_json::json!({}),
+        };
+        fill_ids(&mut details, &exec);
+        let id = exec.command_id.to_string();
+        assert!(matches!(start, Command::StartCheckout { attempt_id, .. } if attempt_id == id));
+        assert!(matches!(details, Command::UpsertSubscriptionDetails { id: d, .. } if d == id));
+        let mut given = Command::StartCheckout {
+            attempt_id: "mine".into(),
+            country: None,
+        };
+        fill_ids(&mut given, &exec);
+        assert!(matches!(given, Command::StartCheckout { attempt_id, .. } if attempt_id == "mine"));
     }
 }

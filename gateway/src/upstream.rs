@@ -8,17 +8,18 @@ use std::time::{Duration, Instant};
 use aggregate::client::CartClient;
 use aggregate::placement_view::PlacementView;
 use proto::cart::v1 as pb;
-use shared::domain::{CartState, CartView, Command};
+use shared::domain::{Cart, CartState, CartView, Command, StorefrontCart};
 use shared::headers::RequestContext;
 use shared::{ApiError, CartId, CommandId, ErrorCode};
 
 use crate::metrics as m;
 
-/// A cart at a version (the stream sequence of its last event; 0 before the first one).
+/// A cart at a version (the stream sequence of its last event; 0 before the first one),
+/// rendered by each API in its own shape ([`Snapshot::v1`], [`Snapshot::storefront`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Snapshot {
     pub version: u64,
-    pub cart: CartView,
+    pub cart: Cart,
     /// The command had been applied before: this is its original outcome (the version it
     /// produced) with the cart as it is now. Always false for reads.
     pub replayed: bool,
@@ -29,23 +30,33 @@ impl Snapshot {
     pub fn empty(id: &CartId) -> Self {
         Self {
             version: 0,
-            cart: CartView::of(&shared::domain::Cart::new(id.clone())),
+            cart: Cart::new(id.clone()),
             replayed: false,
         }
     }
 
-    /// The storefront view of a cart's domain state.
-    pub fn of(state: &CartState) -> Self {
+    /// The cart of a domain state.
+    pub fn of(state: CartState) -> Self {
         Self {
             version: state.version,
-            cart: CartView::of(&state.cart),
+            cart: state.cart,
             replayed: false,
         }
     }
 
     /// Decodes the aggregate's wire form.
     pub fn decode(snapshot: pb::CartSnapshot) -> Result<Self, ApiError> {
-        decode_state(snapshot).map(|state| Self::of(&state))
+        decode_state(snapshot).map(Self::of)
+    }
+
+    /// The `/v1` shape.
+    pub fn v1(&self) -> CartView {
+        CartView::of(&self.cart)
+    }
+
+    /// The storefront API's shape.
+    pub fn storefront(&self) -> StorefrontCart {
+        StorefrontCart::storefront(&self.cart)
     }
 }
 
@@ -85,9 +96,7 @@ impl Upstream {
     }
 
     pub async fn get(&self, ctx: &RequestContext, cart: &CartId) -> Result<Snapshot, ApiError> {
-        self.state(ctx, cart)
-            .await
-            .map(|state| Snapshot::of(&state))
+        self.state(ctx, cart).await.map(Snapshot::of)
     }
 
     /// The cart's domain state (checkout progress included), not only its storefront view.

@@ -32,6 +32,11 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
         "dropped_indexes",
         include_str!("../migrations/0004_dropped_indexes.sql"),
     ),
+    (
+        5,
+        "subscription_details",
+        include_str!("../migrations/0005_subscription_details.sql"),
+    ),
 ];
 
 /// The tables whose secondary indexes a catch-up from far behind drops (see

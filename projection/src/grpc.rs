@@ -339,6 +339,7 @@ fn cart_record(c: CartRow) -> pb::CartRecord {
         created_at: rfc3339(c.created_ns),
         updated_at: rfc3339(c.updated_ns),
         version: c.version,
+        subscription_details_json: c.subscription_details.unwrap_or_default(),
         lines: c
             .lines
             .into_iter()

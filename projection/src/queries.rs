@@ -36,6 +36,8 @@ pub struct CartRow {
     pub created_ns: i64,
     pub updated_ns: i64,
     pub version: u64,
+    /// The cart's subscription details as a JSON object keyed by id (`None` while none).
+    pub subscription_details: Option<String>,
     pub lines: Vec<LineRow>,
 }
 
@@ -97,7 +99,8 @@ pub struct Page<T> {
 }
 
 const CART_COLUMNS: &str = "tenant, cart_id, status, item_count, line_count, total_amount,
-    total_tax, total_discount, currency, user_id, order_reference, created_ns, updated_ns, version";
+    total_tax, total_discount, currency, user_id, order_reference, created_ns, updated_ns, version,
+    subscription_details";
 
 fn cart_row(r: &Row<'_>, abandoned_before_ns: i64) -> rusqlite::Result<CartRow> {
     let stored: String = r.get(2)?;
@@ -123,6 +126,7 @@ fn cart_row(r: &Row<'_>, abandoned_before_ns: i64) -> rusqlite::Result<CartRow> 
         created_ns: r.get(11)?,
         updated_ns,
         version: to_u64(r.get(13)?),
+        subscription_details: r.get(14)?,
         lines: Vec::new(),
     })
 }

@@ -204,13 +204,14 @@ pub fn write(
     let sql = if stored.is_some() {
         "UPDATE carts SET status = ?3, item_count = ?4, line_count = ?5, total_amount = ?6,
              total_tax = ?7, total_discount = ?8, currency = ?9, user_id = ?10,
-             order_reference = ?11, updated_ns = ?13, version = ?14, applied_messages = ?15
+             order_reference = ?11, updated_ns = ?13, version = ?14, applied_messages = ?15,
+             subscription_details = ?16
          WHERE tenant = ?1 AND cart_id = ?2"
     } else {
         "INSERT INTO carts (tenant, cart_id, status, item_count, line_count, total_amount,
              total_tax, total_discount, currency, user_id, order_reference, created_ns,
-             updated_ns, version, applied_messages)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+             updated_ns, version, applied_messages, subscription_details)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
     };
     conn.prepare_cached(sql)
         .and_then(|mut s| {
@@ -230,10 +231,32 @@ pub fn write(
                 after.updated_ns,
                 to_i64(state.version),
                 after.applied,
+                subscription_details(cart),
             ])
         })
         .map_err(ProjectionError::db("store cart"))?;
     Ok(())
+}
+
+/// The `subscription_details` column: the API's JSON object keyed by id, `None` while empty.
+fn subscription_details(cart: &Cart) -> Option<String> {
+    if cart.subscription_details.is_empty() {
+        return None;
+    }
+    let by_id: serde_json::Map<String, serde_json::Value> = cart
+        .subscription_details
+        .iter()
+        .map(|d| {
+            let view = shared::domain::SubscriptionDetailsView {
+                id: d.id.clone(),
+                offering_code: d.offering_code.clone(),
+                signing_type: d.signing_type.clone(),
+                data: d.data.clone(),
+            };
+            (d.id.clone(), serde_json::to_value(view).unwrap_or_default())
+        })
+        .collect();
+    Some(serde_json::Value::Object(by_id).to_string())
 }
 
 /// Writes the state of `tenant`/`after` (`cart_states`), over an older one if stored.

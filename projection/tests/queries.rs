@@ -161,6 +161,45 @@ async fn tenants_only_see_their_own_carts() {
     a.stop().await.unwrap();
 }
 
+/// The read model keeps a cart's subscription details, keyed by id, as the cart shows them.
+#[tokio::test]
+async fn the_cart_view_keeps_subscription_details() {
+    let Some(env) = common::env().await else {
+        return;
+    };
+    let mut generator = Generator::new(7, &["t1"], 3);
+    let index = generator.index("t1", "cart-001");
+    for (id, code) in [("sub-1", "5G"), ("sub-2", "TV"), ("sub-1", "5G-PLUS")] {
+        let upsert = Command::UpsertSubscriptionDetails {
+            id: id.into(),
+            offering_code: code.into(),
+            signing_type: "bankid".into(),
+            data: serde_json::json!({"msisdn": "0701234567"}),
+        };
+        generator.execute(&env.js, index, upsert).await.unwrap();
+    }
+    let remove = Command::RemoveSubscriptionDetails { id: "sub-2".into() };
+    generator.execute(&env.js, index, remove).await.unwrap();
+    let running = env.start(env.config("main"), Hooks::default()).await;
+    env.caught_up(&running).await;
+    let mut q = common::query(&running).await;
+    let cart = q
+        .get_cart(pb::GetCartRequest {
+            tenant: "t1".into(),
+            cart_id: "cart-001".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let details: serde_json::Value = serde_json::from_str(&cart.subscription_details_json).unwrap();
+    assert_eq!(
+        details,
+        serde_json::json!({"sub-1": {"id": "sub-1", "offeringCode": "5G-PLUS",
+            "signingType": "bankid", "data": {"msisdn": "0701234567"}}})
+    );
+    running.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn pagination_returns_every_cart_exactly_once_in_order() {
     let Some(env) = common::env().await else {
@@ -171,6 +210,18 @@ async fn pagination_returns_every_cart_exactly_once_in_order() {
     // Many carts share one event time: the cart id breaks the tie.
     generator.step = Duration::ZERO;
     generator.publish(&env.js, 80).await;
+    // At least one placed order, whatever the random walk did.
+    let placed = {
+        let mut placed = false;
+        for index in 0..generator.carts.len() {
+            if generator.place_order(&env.js, index).await {
+                placed = true;
+                break;
+            }
+        }
+        placed
+    };
+    assert!(placed, "some cart could be checked out");
     let running = env.start(env.config("main"), Hooks::default()).await;
     env.caught_up(&running).await;
     let want = expected(&generator.carts);
@@ -217,7 +268,12 @@ async fn pagination_returns_every_cart_exactly_once_in_order() {
         got.sort();
         assert_eq!(got, filtered(status), "{status}");
     }
-    assert!(!filtered("ordered").is_empty() && !filtered("abandoned").is_empty());
+    assert!(
+        !filtered("ordered").is_empty() && !filtered("abandoned").is_empty(),
+        "the generator covers both: ordered {:?}, abandoned {:?}",
+        filtered("ordered"),
+        filtered("abandoned")
+    );
     let mut req = list("t1", 3);
     req.user_id = Some("user-2".into());
     let mut got: Vec<String> = all_carts(&mut q, req)

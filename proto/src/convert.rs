@@ -43,6 +43,9 @@ pub enum ConversionError {
     /// An identifier that failed validation; the message is the id's own rule.
     #[error("{path}: {error}")]
     InvalidId { path: String, error: IdError },
+    /// A field that carries JSON as text holds no valid JSON.
+    #[error("{path}: not valid JSON: {reason}")]
+    InvalidJson { path: String, reason: String },
 }
 
 impl ConversionError {
@@ -65,7 +68,8 @@ impl ConversionError {
             Self::Missing { path }
             | Self::UnknownEnumValue { path, .. }
             | Self::Unspecified { path, .. }
-            | Self::InvalidId { path, .. } => path,
+            | Self::InvalidId { path, .. }
+            | Self::InvalidJson { path, .. } => path,
         }
     }
 
@@ -77,7 +81,8 @@ impl ConversionError {
             Self::Missing { path }
             | Self::UnknownEnumValue { path, .. }
             | Self::Unspecified { path, .. }
-            | Self::InvalidId { path, .. } => path,
+            | Self::InvalidId { path, .. }
+            | Self::InvalidJson { path, .. } => path,
         };
         *path = format!("{segment}.{path}");
         self
@@ -96,6 +101,17 @@ impl From<ConversionError> for tonic::Status {
     fn from(e: ConversionError) -> Self {
         ApiError::from(e).into()
     }
+}
+
+/// The JSON value in a text field (empty text: an empty object).
+fn json_field(text: &str, field: &str) -> Result<serde_json::Value, ConversionError> {
+    if text.is_empty() {
+        return Ok(serde_json::Value::Object(Default::default()));
+    }
+    serde_json::from_str(text).map_err(|e| ConversionError::InvalidJson {
+        path: field.to_owned(),
+        reason: e.to_string(),
+    })
 }
 
 /// `Some(v)` or a [`ConversionError::Missing`] naming `field`.

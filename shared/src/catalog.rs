@@ -79,6 +79,9 @@ pub enum VoucherKind {
 pub struct VoucherDefinition {
     pub code: String,
     pub discount: VoucherKind,
+    /// What the shopper reads (e.g. "10 % off orders over 300 kr"); absent: generated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
     /// Minimum items total (VAT-inclusive minor units) for the voucher to give a discount.
     #[serde(default)]
     pub min_order: i64,

@@ -57,6 +57,8 @@ pub enum KeyField {
     DeliveryProvider,
     ProviderOrderId,
     AttemptId,
+    /// The id of subscription details on a cart (chosen by the storefront, or generated).
+    SubscriptionId,
 }
 
 impl KeyField {
@@ -73,6 +75,7 @@ impl KeyField {
             KeyField::DeliveryProvider => "provider",
             KeyField::ProviderOrderId => "providerOrderId",
             KeyField::AttemptId => "attemptId",
+            KeyField::SubscriptionId => "id",
         }
     }
 

@@ -5,4 +5,5 @@
 
 pub mod bench;
 pub mod forward;
+pub mod platform;
 pub mod stack;

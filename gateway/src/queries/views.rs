@@ -49,6 +49,10 @@ pub struct CartRecord {
     pub version: u64,
     /// Lines in cart order.
     pub lines: Vec<CartLineRecord>,
+    /// Subscription details by id, as on the cart (absent while there are none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub subscription_details: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -93,6 +97,10 @@ impl From<pb::CartRecord> for CartRecord {
             created_at: c.created_at,
             updated_at: c.updated_at,
             version: c.version,
+            // Written by the projection from the same view type; anything else reads as none.
+            subscription_details: serde_json::from_str(&c.subscription_details_json)
+                .ok()
+                .filter(serde_json::Value::is_object),
         }
     }
 }

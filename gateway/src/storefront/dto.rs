@@ -125,13 +125,48 @@ pub struct UserBody {
     pub user_id: Option<String>,
 }
 
-/// `PUT /cart/item/{lineId}/marking`: a gift or engraving text on a line.
+/// `PUT /cart/item/{lineId}/marking`: a gift or engraving text on a line. The text comes as
+/// `text` or, as newer storefront clients send it, `marking`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MarkingBody {
     #[serde(rename = "type")]
     pub kind: u32,
+    #[serde(alias = "marking")]
     pub text: String,
+}
+
+/// `PUT /cart/subscription-details` (and the `/v1` `UpsertSubscriptionDetails` command): add
+/// subscription details, or replace those with `id`. Without an id a new one is made (the
+/// same one for a retry of the same request).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SubscriptionDetailsBody {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[schema(example = "5G-UNLIMITED")]
+    pub offering_code: String,
+    #[schema(example = "bankid")]
+    pub signing_type: String,
+    /// The storefront's own data (a JSON object of at most 4 KiB), kept as given.
+    #[serde(default = "empty_object")]
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(Default::default())
+}
+
+impl SubscriptionDetailsBody {
+    pub fn command(self) -> Command {
+        Command::UpsertSubscriptionDetails {
+            id: self.id.unwrap_or_default(),
+            offering_code: self.offering_code,
+            signing_type: self.signing_type,
+            data: self.data,
+        }
+    }
 }
 
 impl From<MarkingBody> for Marking {
@@ -192,6 +227,10 @@ mod tests {
         );
         let m: MarkingBody = parse(br#"{"type":1,"text":"Happy birthday"}"#).unwrap();
         assert_eq!(serde_json::to_value(&m).unwrap()["type"], 1);
+        let m: MarkingBody = parse(br#"{"type":2,"marking":"For Ada"}"#).unwrap();
+        assert_eq!((m.kind, m.text.as_str()), (2, "For Ada"));
+        let e = parse::<MarkingBody>(br#"{"type":2,"marking":"a","text":"b"}"#).unwrap_err();
+        assert!(e.message.contains("duplicate field"), "{}", e.message);
         let u: UserBody = parse(br#"{"userId":null}"#).unwrap();
         assert_eq!(u.user_id, None);
     }

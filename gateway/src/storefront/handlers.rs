@@ -43,6 +43,11 @@ pub struct LinePath {
     line_id: u32,
 }
 
+#[derive(Deserialize)]
+pub struct DetailsPath {
+    id: String,
+}
+
 /// Body of `DELETE /cart/`.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Forgotten {
@@ -52,7 +57,7 @@ pub struct Forgotten {
 /// The cart. Without a `cartid` cookie a new cart id is minted and set as the cookie; nothing
 /// is stored until the first change.
 #[utoipa::path(get, path = "/cart", tag = TAG,
-    responses((status = 200, description = "The cart", body = schema::Cart), ReadErrors))]
+    responses((status = 200, description = "The cart", body = schema::StorefrontCart), ReadErrors))]
 pub async fn get_cart(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
@@ -63,25 +68,26 @@ pub async fn get_cart(
     } else {
         s.upstream.get(&ctx, &cart.id).await?
     };
-    Ok(s.cookies.attach(&cart, Json(snap.cart).into_response()))
+    Ok(s.cookies
+        .attach(&cart, Json(snap.storefront()).into_response()))
 }
 
 /// A cart by its id (no cookie involved).
 #[utoipa::path(get, path = "/cart/{id}", tag = TAG,
     params(("id" = String, Path, description = "Cart id")),
-    responses((status = 200, description = "The cart", body = schema::Cart), ReadErrors))]
+    responses((status = 200, description = "The cart", body = schema::StorefrontCart), ReadErrors))]
 pub async fn read_by_id(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
     Params(p): Params<CartPath>,
 ) -> Result<Response, ApiError> {
     let id = CartId::parse(&p.id)?;
-    Ok(Json(s.upstream.get(&ctx, &id).await?.cart).into_response())
+    Ok(Json(s.upstream.get(&ctx, &id).await?.storefront()).into_response())
 }
 
 /// Add an item (`AddItem`).
 #[utoipa::path(post, path = "/cart", tag = TAG, request_body = ItemBody,
-    responses((status = 200, description = "The cart after the change", body = schema::MutationReply), CommandErrors))]
+    responses((status = 200, description = "The cart after the change", body = schema::StorefrontMutationReply), CommandErrors))]
 pub async fn add_item(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
@@ -95,7 +101,7 @@ pub async fn add_item(
 /// Add one of `sku` (shipped to the default country).
 #[utoipa::path(get, path = "/cart/add/{sku}", tag = TAG,
     params(("sku" = String, Path, description = "SKU to add")),
-    responses((status = 200, description = "The cart after the change", body = schema::MutationReply), CommandErrors))]
+    responses((status = 200, description = "The cart after the change", body = schema::StorefrontMutationReply), CommandErrors))]
 pub async fn add_sku(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
@@ -114,7 +120,7 @@ pub async fn add_sku(
 
 /// Add several items in one step (`AddItems`; all or nothing).
 #[utoipa::path(post, path = "/cart/add", tag = TAG, request_body = AddItemsBody,
-    responses((status = 200, description = "The cart after the change", body = schema::MutationReply), CommandErrors))]
+    responses((status = 200, description = "The cart after the change", body = schema::StorefrontMutationReply), CommandErrors))]
 pub async fn add_items(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
@@ -127,7 +133,7 @@ pub async fn add_items(
 
 /// Change a line's quantity (`ChangeQuantity`).
 #[utoipa::path(put, path = "/cart", tag = TAG, request_body = ChangeQuantityBody,
-    responses((status = 200, description = "The cart after the change", body = schema::MutationReply), CommandErrors))]
+    responses((status = 200, description = "The cart after the change", body = schema::StorefrontMutationReply), CommandErrors))]
 pub async fn change_quantity(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
@@ -144,7 +150,7 @@ pub async fn change_quantity(
 /// Remove a line (`RemoveItem`).
 #[utoipa::path(delete, path = "/cart/{id}", tag = TAG,
     params(("id" = u32, Path, description = "Line id")),
-    responses((status = 200, description = "The cart after the change", body = schema::MutationReply), CommandErrors))]
+    responses((status = 200, description = "The cart after the change", body = schema::StorefrontMutationReply), CommandErrors))]
 pub async fn remove_line(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
@@ -170,7 +176,7 @@ pub async fn forget_cart(State(s): State<AppState>) -> Response {
 
 /// Replace every line (`SetItems`; deliveries go with the old lines).
 #[utoipa::path(post, path = "/cart/set", tag = TAG, request_body = SetItemsBody,
-    responses((status = 200, description = "The cart after the change", body = schema::MutationReply), CommandErrors))]
+    responses((status = 200, description = "The cart after the change", body = schema::StorefrontMutationReply), CommandErrors))]
 pub async fn set_items(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
@@ -183,7 +189,7 @@ pub async fn set_items(
 
 /// Add a delivery for some lines, or every line without one (`AddDelivery`).
 #[utoipa::path(post, path = "/cart/delivery", tag = TAG, request_body = AddDeliveryBody,
-    responses((status = 200, description = "The cart after the change", body = schema::MutationReply), CommandErrors))]
+    responses((status = 200, description = "The cart after the change", body = schema::StorefrontMutationReply), CommandErrors))]
 pub async fn add_delivery(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
@@ -200,7 +206,7 @@ pub async fn add_delivery(
 /// Remove a delivery (`RemoveDelivery`).
 #[utoipa::path(delete, path = "/cart/delivery/{id}", tag = TAG,
     params(("id" = u32, Path, description = "Delivery id")),
-    responses((status = 200, description = "The cart after the change", body = schema::MutationReply), CommandErrors))]
+    responses((status = 200, description = "The cart after the change", body = schema::StorefrontMutationReply), CommandErrors))]
 pub async fn remove_delivery(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
@@ -214,7 +220,7 @@ pub async fn remove_delivery(
 /// Set the pickup point of a delivery (`SetPickupPoint`).
 #[utoipa::path(put, path = "/cart/delivery/{id}/pickupPoint", tag = TAG,
     params(("id" = u32, Path, description = "Delivery id")), request_body = PickupPointBody,
-    responses((status = 200, description = "The cart after the change", body = schema::MutationReply), CommandErrors))]
+    responses((status = 200, description = "The cart after the change", body = schema::StorefrontMutationReply), CommandErrors))]
 pub async fn set_pickup_point(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
@@ -232,7 +238,7 @@ pub async fn set_pickup_point(
 
 /// Apply a voucher code (`ApplyVoucher`).
 #[utoipa::path(put, path = "/cart/voucher", tag = TAG, request_body = VoucherBody,
-    responses((status = 200, description = "The cart after the change", body = schema::MutationReply), CommandErrors))]
+    responses((status = 200, description = "The cart after the change", body = schema::StorefrontMutationReply), CommandErrors))]
 pub async fn apply_voucher(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
@@ -248,7 +254,7 @@ pub async fn apply_voucher(
 /// Remove an applied voucher (`RemoveVoucher`).
 #[utoipa::path(delete, path = "/cart/voucher/{id}", tag = TAG,
     params(("id" = u32, Path, description = "Voucher id (`vouchers[].id`)")),
-    responses((status = 200, description = "The cart after the change", body = schema::MutationReply), CommandErrors))]
+    responses((status = 200, description = "The cart after the change", body = schema::StorefrontMutationReply), CommandErrors))]
 pub async fn remove_voucher(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
@@ -261,7 +267,7 @@ pub async fn remove_voucher(
 
 /// Attach the cart to a signed-in user, or detach it with `null` (`SetUser`).
 #[utoipa::path(put, path = "/cart/user", tag = TAG, request_body = UserBody,
-    responses((status = 200, description = "The cart after the change", body = schema::MutationReply), CommandErrors))]
+    responses((status = 200, description = "The cart after the change", body = schema::StorefrontMutationReply), CommandErrors))]
 pub async fn set_user(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
@@ -277,7 +283,7 @@ pub async fn set_user(
 /// Set a gift or engraving marking on a line (`SetMarking`).
 #[utoipa::path(put, path = "/cart/item/{lineId}/marking", tag = TAG,
     params(("lineId" = u32, Path, description = "Line id")), request_body = MarkingBody,
-    responses((status = 200, description = "The cart after the change", body = schema::MutationReply), CommandErrors))]
+    responses((status = 200, description = "The cart after the change", body = schema::StorefrontMutationReply), CommandErrors))]
 pub async fn set_marking(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
@@ -296,7 +302,7 @@ pub async fn set_marking(
 /// Remove a line's marking (`RemoveMarking`).
 #[utoipa::path(delete, path = "/cart/item/{lineId}/marking", tag = TAG,
     params(("lineId" = u32, Path, description = "Line id")),
-    responses((status = 200, description = "The cart after the change", body = schema::MutationReply), CommandErrors))]
+    responses((status = 200, description = "The cart after the change", body = schema::StorefrontMutationReply), CommandErrors))]
 pub async fn remove_marking(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
@@ -305,4 +311,35 @@ pub async fn remove_marking(
 ) -> Result<Response, ApiError> {
     let cmd = Command::RemoveMarking { line_id: p.line_id };
     mutate(&s, &ctx, &cart, cmd, &json!({ "lineId": p.line_id })).await
+}
+
+/// Add subscription details to the cart, or replace those with the body's `id`
+/// (`UpsertSubscriptionDetails`); without an id they get a new one, shown as the key of the
+/// cart's `subscriptionDetails`.
+#[utoipa::path(put, path = "/cart/subscription-details", tag = TAG,
+    request_body = SubscriptionDetailsBody,
+    responses((status = 200, description = "The cart after the change", body = schema::StorefrontMutationReply), CommandErrors))]
+pub async fn upsert_subscription_details(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    cart: StoreCart,
+    JsonBody(body): JsonBody<SubscriptionDetailsBody>,
+) -> Result<Response, ApiError> {
+    let echo = serde_json::to_value(&body).unwrap_or_default();
+    mutate(&s, &ctx, &cart, body.command(), &echo).await
+}
+
+/// Remove subscription details from the cart (`RemoveSubscriptionDetails`).
+#[utoipa::path(delete, path = "/cart/subscription-details/{id}", tag = TAG,
+    params(("id" = String, Path, description = "The key in the cart's `subscriptionDetails`")),
+    responses((status = 200, description = "The cart after the change", body = schema::StorefrontMutationReply), CommandErrors))]
+pub async fn remove_subscription_details(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    cart: StoreCart,
+    Params(p): Params<DetailsPath>,
+) -> Result<Response, ApiError> {
+    let echo = json!({ "id": p.id });
+    let cmd = Command::RemoveSubscriptionDetails { id: p.id };
+    mutate(&s, &ctx, &cart, cmd, &echo).await
 }

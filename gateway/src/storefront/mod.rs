@@ -30,7 +30,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         || routes!(add_item),
         || routes!(change_quantity),
     ];
-    let scoped: [fn() -> Routes; 13] = [
+    let scoped: [fn() -> Routes; 15] = [
         || routes!(add_sku),
         || routes!(add_items),
         || routes!(remove_line),
@@ -44,6 +44,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         || routes!(set_marking),
         || routes!(remove_marking),
         || routes!(crate::checkout::checkout),
+        || routes!(upsert_subscription_details),
+        || routes!(remove_subscription_details),
     ];
     let mut r = OpenApiRouter::new()
         .routes(routes!(forget_cart))
@@ -76,7 +78,7 @@ pub async fn mutate(
         .execute(ctx, &cart.id, Exec::new(CommandId::new()), command)
         .await?;
     let reply = MutationReply {
-        result: snap.cart,
+        result: snap.storefront(),
         mutations: vec![MutationOutcome {
             kind: kind.to_owned(),
             error: None,

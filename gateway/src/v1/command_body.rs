@@ -13,7 +13,7 @@ use shared::{ApiError, CartId, ErrorCode};
 use utoipa::ToSchema;
 
 use crate::json::from_value;
-use crate::storefront::dto::{ItemBody, MarkingBody, PickupPointBody};
+use crate::storefront::dto::{ItemBody, MarkingBody, PickupPointBody, SubscriptionDetailsBody};
 
 /// Sent by the runner and the payment provider, never by clients.
 pub const INTERNAL: &[&str] = &["RecordProviderOrder", "ConfirmOrder", "FailCheckout"];
@@ -105,6 +105,12 @@ pub struct StartCheckoutCmd {
     pub country: Option<String>,
 }
 
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RemoveSubscriptionDetailsCmd {
+    pub id: String,
+}
+
 /// One command (documentation of the union; parsing is [`parse_command`]).
 #[derive(Serialize, ToSchema)]
 #[serde(tag = "type")]
@@ -127,6 +133,8 @@ pub enum CommandBody {
     RemoveMarking(LineCmd),
     StartCheckout(StartCheckoutCmd),
     CancelCheckout(EmptyCmd),
+    UpsertSubscriptionDetails(SubscriptionDetailsBody),
+    RemoveSubscriptionDetails(RemoveSubscriptionDetailsCmd),
 }
 
 /// Several commands: `atomic` (the default) applies all or none as one commit; otherwise they
@@ -312,6 +320,10 @@ pub fn parse_command(value: Value, path: &str, default_country: &str) -> Result<
             from_value::<EmptyCmd>(rest, path)?;
             Command::CancelCheckout
         }
+        "UpsertSubscriptionDetails" => from_value::<SubscriptionDetailsBody>(rest, path)?.command(),
+        "RemoveSubscriptionDetails" => Command::RemoveSubscriptionDetails {
+            id: from_value::<RemoveSubscriptionDetailsCmd>(rest, path)?.id,
+        },
         internal if INTERNAL.contains(&internal) => {
             return Err(ApiError::invalid(format!(
                 "{type_path}: {internal} is an internal command (sent by the checkout runner or the payment provider), not accepted from clients"
@@ -319,21 +331,11 @@ pub fn parse_command(value: Value, path: &str, default_country: &str) -> Result<
         }
         other => {
             return Err(ApiError::invalid(format!(
-                "{type_path}: unknown command type {other:?}; expected one of AddItem, AddItems, ChangeQuantity, RemoveItem, SetItems, ClearCart, AddDelivery, RemoveDelivery, SetPickupPoint, ApplyVoucher, RemoveVoucher, SetUser, MergeCart, SetMarking, RemoveMarking, StartCheckout, CancelCheckout"
+                "{type_path}: unknown command type {other:?}; expected one of AddItem, AddItems, ChangeQuantity, RemoveItem, SetItems, ClearCart, AddDelivery, RemoveDelivery, SetPickupPoint, ApplyVoucher, RemoveVoucher, SetUser, MergeCart, SetMarking, RemoveMarking, StartCheckout, CancelCheckout, UpsertSubscriptionDetails, RemoveSubscriptionDetails"
             )));
         }
     };
     Ok(Parsed { command, echo })
-}
-
-/// A `StartCheckout` without an attempt id gets `id` (the command id), so a retry of the same
-/// request is the same attempt.
-pub fn fill_attempt(command: &mut Command, id: &str) {
-    if let Command::StartCheckout { attempt_id, .. } = command
-        && attempt_id.is_empty()
-    {
-        *attempt_id = id.to_owned();
-    }
 }
 
 #[cfg(test)]
@@ -407,15 +409,25 @@ mod tests {
     }
 
     #[test]
-    fn start_checkout_gets_the_command_id_as_attempt() {
-        let mut c = one(json!({"type": "StartCheckout"})).unwrap();
-        fill_attempt(&mut c, "id-1");
+    fn subscription_details_commands_parse_with_or_without_an_id() {
+        let c = one(
+            json!({"type": "UpsertSubscriptionDetails", "offeringCode": "5G",
+                           "signingType": "bankid", "data": {"a": 1}}),
+        )
+        .unwrap();
         assert_eq!(
             c,
-            Command::StartCheckout {
-                attempt_id: "id-1".into(),
-                country: None
+            Command::UpsertSubscriptionDetails {
+                id: String::new(),
+                offering_code: "5G".into(),
+                signing_type: "bankid".into(),
+                data: json!({"a": 1}),
             }
         );
+        let c = one(json!({"type": "RemoveSubscriptionDetails", "id": "s1"})).unwrap();
+        assert_eq!(c, Command::RemoveSubscriptionDetails { id: "s1".into() });
+        let e =
+            one(json!({"type": "UpsertSubscriptionDetails", "offeringCode": "5G"})).unwrap_err();
+        assert!(e.contains("signingType"), "{e}");
     }
 }

@@ -76,7 +76,7 @@ fn cart_events(
 fn cart_event(snap: &Snapshot) -> Event {
     Event::default()
         .id(snap.version.to_string())
-        .json_data(&snap.cart)
+        .json_data(snap.v1())
         .unwrap_or_else(|e| error_event(&ApiError::internal(e.to_string())))
 }
 

@@ -9,7 +9,7 @@ use shared::domain::{MutationError, MutationOutcome, MutationReply};
 use shared::headers::RequestContext;
 use shared::{ApiError, CartId, CommandId, ErrorCode};
 
-use super::command_body::{self, Commands, Parsed, fill_attempt};
+use super::command_body::{self, Commands, Parsed};
 use crate::idempotency::{Key, Stored, fingerprint};
 use crate::state::AppState;
 use crate::upstream::{Exec, Snapshot};
@@ -70,7 +70,7 @@ impl Reply {
             version: snap.version,
             replayed: snap.replayed,
             body: MutationReply {
-                result: snap.cart,
+                result: snap.v1(),
                 mutations,
             },
         }
@@ -144,8 +144,7 @@ async fn run(
 ) -> Result<Reply, ApiError> {
     let id = exec.command_id;
     match commands {
-        Commands::One(mut p) => {
-            fill_attempt(&mut p.command, &id.to_string());
+        Commands::One(p) => {
             let mutations = vec![outcome(&p, None)];
             let snap = s.execute(ctx, cart, exec, p.command).await?;
             Ok(Reply::new(snap, mutations))
@@ -155,13 +154,7 @@ async fn run(
             atomic: true,
         } => {
             let mutations = commands.iter().map(|p| outcome(p, None)).collect();
-            let batch = commands
-                .into_iter()
-                .map(|mut p| {
-                    fill_attempt(&mut p.command, &id.to_string());
-                    p.command
-                })
-                .collect();
+            let batch = commands.into_iter().map(|p| p.command).collect();
             let snap = s.execute_batch(ctx, cart, exec, batch).await?;
             Ok(Reply::new(snap, mutations))
         }
@@ -171,7 +164,7 @@ async fn run(
         } => {
             let mut last = None;
             let mut mutations = Vec::with_capacity(commands.len());
-            for (i, mut p) in commands.into_iter().enumerate() {
+            for (i, p) in commands.into_iter().enumerate() {
                 let exec = if i == 0 {
                     exec.clone()
                 } else {
@@ -181,7 +174,6 @@ async fn run(
                         fingerprint: exec.fingerprint.clone(),
                     }
                 };
-                fill_attempt(&mut p.command, &exec.command_id.to_string());
                 match s.execute(ctx, cart, exec, p.command.clone()).await {
                     Ok(snap) => {
                         mutations.push(outcome(&p, None));

@@ -59,7 +59,7 @@ pub async fn create_cart(Ctx(_ctx): Ctx) -> Response {
             (header::LOCATION, format!("/v1/carts/{id}")),
             (header::ETAG, "\"0\"".to_owned()),
         ],
-        Json(Snapshot::empty(&id).cart),
+        Json(Snapshot::empty(&id).v1()),
     )
         .into_response()
 }
@@ -84,7 +84,7 @@ pub async fn get_cart(
     if none_match(&headers, snap.version) {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response());
     }
-    Ok(([(header::ETAG, tag)], Json(snap.cart)).into_response())
+    Ok(([(header::ETAG, tag)], Json(snap.v1())).into_response())
 }
 
 /// Run one command or a list. `Idempotency-Key` makes a retry return the original outcome;

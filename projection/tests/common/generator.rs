@@ -244,6 +244,35 @@ impl Generator {
         }
     }
 
+    /// Checks out cart `index` and pays exactly what the attempt charges: its order is placed.
+    /// True when it was (the cart had items and could still change).
+    pub async fn place_order(&mut self, js: &jetstream::Context, index: usize) -> bool {
+        let attempt = format!("placed-{index}");
+        let start = Command::StartCheckout {
+            attempt_id: attempt.clone(),
+            country: None,
+        };
+        if self.execute(js, index, start).await.is_none() {
+            return false;
+        }
+        let checkout = self.carts[index].state.cart.checkout.clone();
+        let Some(c) = checkout.filter(|c| c.attempt_id == attempt) else {
+            return false;
+        };
+        let confirm = Command::ConfirmOrder {
+            provider_order_id: format!("ko-{attempt}"),
+            order_reference: format!("ref-{attempt}"),
+            paid: shared::domain::PaidOrder {
+                attempt_id: c.attempt_id,
+                amount: c.amount,
+                currency: c.currency,
+                lines_digest: c.lines_digest,
+            },
+        };
+        self.execute(js, index, confirm).await.is_some()
+            && self.carts[index].state.cart.order_placed()
+    }
+
     /// Decides `cmd` on cart `index` and publishes its events; `None` when rejected or empty.
     pub async fn execute(
         &mut self,

@@ -8,7 +8,7 @@ use shared::catalog::VoucherKind;
 use shared::domain::TaxRate;
 use shared::domain::cart::{
     AppliedVoucher, Cart, Checkout, CheckoutStatus, Delivery, Line, LineProduct, Marking,
-    MismatchedOrder, PickupPoint, PlacedOrder,
+    MismatchedOrder, PickupPoint, PlacedOrder, SubscriptionDetails,
 };
 use shared::domain::intern;
 
@@ -32,6 +32,7 @@ impl From<&Cart> for pb::Cart {
             payment_status: c.payment_status.clone(),
             order: c.order.as_ref().map(Into::into),
             mismatched_orders: c.mismatched_orders.iter().map(Into::into).collect(),
+            subscription_details: c.subscription_details.iter().map(Into::into).collect(),
             next_line_id: c.next_line_id,
             next_delivery_id: c.next_delivery_id,
             next_voucher_id: c.next_voucher_id,
@@ -140,6 +141,7 @@ impl From<&AppliedVoucher> for pb::AppliedVoucher {
                 VoucherKind::Percent { basis_points } => Discount::PercentBasisPoints(basis_points),
             }),
             min_order: v.min_order,
+            description: v.description.clone(),
         }
     }
 }
@@ -189,7 +191,31 @@ impl From<&MismatchedOrder> for pb::MismatchedOrder {
     }
 }
 
+impl From<&SubscriptionDetails> for pb::SubscriptionDetails {
+    fn from(d: &SubscriptionDetails) -> Self {
+        pb::SubscriptionDetails {
+            id: d.id.clone(),
+            offering_code: d.offering_code.clone(),
+            signing_type: d.signing_type.clone(),
+            data_json: d.data.to_string(),
+        }
+    }
+}
+
 // ---- proto → domain ----
+
+impl TryFrom<pb::SubscriptionDetails> for SubscriptionDetails {
+    type Error = ConversionError;
+
+    fn try_from(d: pb::SubscriptionDetails) -> Result<Self, ConversionError> {
+        Ok(SubscriptionDetails {
+            id: d.id,
+            offering_code: d.offering_code,
+            signing_type: d.signing_type,
+            data: super::json_field(&d.data_json, "data_json")?,
+        })
+    }
+}
 
 impl From<pb::MismatchedOrder> for MismatchedOrder {
     fn from(m: pb::MismatchedOrder) -> Self {
@@ -243,6 +269,15 @@ pub(super) fn decode(c: pb::Cart) -> Result<Cart, ConversionError> {
         payment_status: c.payment_status,
         order: c.order.map(Into::into),
         mismatched_orders: c.mismatched_orders.into_iter().map(Into::into).collect(),
+        subscription_details: c
+            .subscription_details
+            .into_iter()
+            .enumerate()
+            .map(|(i, d)| {
+                SubscriptionDetails::try_from(d)
+                    .map_err(|e| e.at(format_args!("subscription_details[{i}]")))
+            })
+            .collect::<Result<_, _>>()?,
         next_line_id: c.next_line_id,
         next_delivery_id: c.next_delivery_id,
         next_voucher_id: c.next_voucher_id,
@@ -337,6 +372,7 @@ impl TryFrom<pb::AppliedVoucher> for AppliedVoucher {
             code: v.code,
             discount,
             min_order: v.min_order,
+            description: v.description,
         })
     }
 }

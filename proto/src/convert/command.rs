@@ -125,6 +125,20 @@ impl From<Command> for pb::Command {
                 reason,
             }),
             Command::CancelCheckout => Kind::CancelCheckout(pb::CancelCheckout {}),
+            Command::UpsertSubscriptionDetails {
+                id,
+                offering_code,
+                signing_type,
+                data,
+            } => Kind::UpsertSubscriptionDetails(pb::UpsertSubscriptionDetails {
+                id,
+                offering_code,
+                signing_type,
+                data_json: data.to_string(),
+            }),
+            Command::RemoveSubscriptionDetails { id } => {
+                Kind::RemoveSubscriptionDetails(pb::RemoveSubscriptionDetails { id })
+            }
         };
         pb::Command { kind: Some(kind) }
     }
@@ -221,6 +235,13 @@ fn decode(c: pb::Command) -> Result<Command, ConversionError> {
             reason: f.reason,
         },
         Kind::CancelCheckout(pb::CancelCheckout {}) => Command::CancelCheckout,
+        Kind::UpsertSubscriptionDetails(u) => Command::UpsertSubscriptionDetails {
+            id: u.id,
+            offering_code: u.offering_code,
+            signing_type: u.signing_type,
+            data: super::json_field(&u.data_json, "upsert_subscription_details.data_json")?,
+        },
+        Kind::RemoveSubscriptionDetails(r) => Command::RemoveSubscriptionDetails { id: r.id },
     })
 }
 
@@ -252,6 +273,8 @@ pub fn command_name(c: &pb::Command) -> &'static str {
             Kind::ConfirmOrder(_) => "ConfirmOrder",
             Kind::FailCheckout(_) => "FailCheckout",
             Kind::CancelCheckout(_) => "CancelCheckout",
+            Kind::UpsertSubscriptionDetails(_) => "UpsertSubscriptionDetails",
+            Kind::RemoveSubscriptionDetails(_) => "RemoveSubscriptionDetails",
         },
     }
 }

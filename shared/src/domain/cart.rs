@@ -99,6 +99,19 @@ pub struct AppliedVoucher {
     pub code: String,
     pub discount: VoucherKind,
     pub min_order: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// Subscription details the storefront attached to the cart (upserted by id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscriptionDetails {
+    pub id: String,
+    pub offering_code: String,
+    pub signing_type: String,
+    /// A JSON object, as the storefront sent it.
+    #[serde(default)]
+    pub data: serde_json::Value,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,6 +187,9 @@ pub struct Cart {
     pub payment_status: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub order: Option<PlacedOrder>,
+    /// Subscription details, in the order they were first added.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subscription_details: Vec<SubscriptionDetails>,
     /// Provider orders paid for this cart that could not be placed (newest last, at most
     /// [`Cart::MAX_MISMATCHED_ORDERS`]): a repeated push of one of them changes nothing.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -206,6 +222,7 @@ impl Cart {
             provider_order_id: None,
             payment_status: None,
             order: None,
+            subscription_details: Vec::new(),
             mismatched_orders: Vec::new(),
             next_line_id: 1,
             next_delivery_id: 1,
@@ -348,6 +365,7 @@ pub fn apply(cart: &mut Cart, event: &Event) {
                 code: e.code.clone(),
                 discount: e.discount,
                 min_order: e.min_order,
+                description: e.description.clone(),
             });
         }
         Event::VoucherRemoved(e) => cart.vouchers.retain(|v| v.id != e.voucher_id),
@@ -417,6 +435,19 @@ pub fn apply(cart: &mut Cart, event: &Event) {
             }
             cart.payment_status = Some("checkout_complete".to_owned());
         }
+        Event::SubscriptionDetailsUpserted(e) => {
+            let details = SubscriptionDetails {
+                id: e.id.clone(),
+                offering_code: e.offering_code.clone(),
+                signing_type: e.signing_type.clone(),
+                data: e.data.clone(),
+            };
+            match cart.subscription_details.iter_mut().find(|d| d.id == e.id) {
+                Some(existing) => *existing = details,
+                None => cart.subscription_details.push(details),
+            }
+        }
+        Event::SubscriptionDetailsRemoved(e) => cart.subscription_details.retain(|d| d.id != e.id),
         Event::OrderMismatched(e) => {
             if cart.mismatched_orders.len() >= Cart::MAX_MISMATCHED_ORDERS {
                 cart.mismatched_orders.remove(0);

@@ -105,6 +105,23 @@ pub enum Command {
         reason: String,
     },
     CancelCheckout,
+    /// Add subscription details, or replace the ones with this `id`. The gateway fills an
+    /// absent id with a fresh one (derived from the request, so a retry replaces, not adds).
+    UpsertSubscriptionDetails {
+        #[serde(default)]
+        id: String,
+        offering_code: String,
+        signing_type: String,
+        #[serde(default = "empty_object")]
+        data: serde_json::Value,
+    },
+    RemoveSubscriptionDetails {
+        id: String,
+    },
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(Default::default())
 }
 
 impl Command {
@@ -131,6 +148,8 @@ impl Command {
             Command::ConfirmOrder { .. } => "ConfirmOrder",
             Command::FailCheckout { .. } => "FailCheckout",
             Command::CancelCheckout => "CancelCheckout",
+            Command::UpsertSubscriptionDetails { .. } => "UpsertSubscriptionDetails",
+            Command::RemoveSubscriptionDetails { .. } => "RemoveSubscriptionDetails",
         }
     }
 
@@ -145,6 +164,8 @@ impl Command {
                 | Command::ConfirmOrder { .. }
                 | Command::FailCheckout { .. }
                 | Command::CancelCheckout
+                | Command::UpsertSubscriptionDetails { .. }
+                | Command::RemoveSubscriptionDetails { .. }
         )
     }
 
@@ -211,6 +232,14 @@ impl Command {
             | Command::SetMarking { .. }
             | Command::RemoveMarking { .. }
             | Command::CancelCheckout => Ok(()),
+            // Kept with the cart, never a key: bounded like an id.
+            Command::UpsertSubscriptionDetails { id, .. }
+            | Command::RemoveSubscriptionDetails { id } => {
+                if id.is_empty() {
+                    return Ok(()); // filled in by the gateway
+                }
+                check(KeyField::SubscriptionId, "id", id)
+            }
         }
     }
 
@@ -251,6 +280,10 @@ pub struct Limits {
     pub max_vouchers: usize,
     /// Longest free text (user id, marking text, pickup point fields, ids from the provider).
     pub max_text_len: usize,
+    /// Most subscription details per cart.
+    pub max_subscription_details: usize,
+    /// Largest `data` of one subscription details entry, as JSON bytes.
+    pub max_subscription_data_bytes: usize,
 }
 
 impl Default for Limits {
@@ -261,6 +294,8 @@ impl Default for Limits {
             max_deliveries: 10,
             max_vouchers: 5,
             max_text_len: 200,
+            max_subscription_details: 10,
+            max_subscription_data_bytes: 4096,
         }
     }
 }

@@ -235,6 +235,19 @@ impl Decision<'_, '_> {
                     "no checkout is in progress".to_owned(),
                 )),
             },
+            Command::UpsertSubscriptionDetails {
+                id,
+                offering_code,
+                signing_type,
+                data,
+            } => self.upsert_subscription_details(id, offering_code, signing_type, data),
+            Command::RemoveSubscriptionDetails { id } => {
+                if !self.cart.subscription_details.iter().any(|d| d.id == id) {
+                    return Err(DomainError::UnknownSubscriptionDetails(id));
+                }
+                self.emit(SubscriptionDetailsRemoved { id });
+                Ok(())
+            }
             Command::ConfirmOrder {
                 provider_order_id,
                 order_reference,
@@ -422,13 +435,8 @@ impl Decision<'_, '_> {
         if self.cart.vouchers.iter().any(|v| v.code == code) {
             return Err(not_applicable("is already applied".to_owned()));
         }
-        let items = self.cart.items_gross();
-        if items < def.min_order {
-            return Err(not_applicable(format!(
-                "needs an order of at least {} (minor units), the items total {items}",
-                def.min_order
-            )));
-        }
+        // A voucher whose minimum order is not met yet stays on the cart, not applied; it
+        // applies as soon as the cart qualifies (see `totals`).
         if self.cart.vouchers.len() >= self.limits().max_vouchers {
             return Err(DomainError::LimitExceeded {
                 what: "vouchers",
@@ -441,6 +449,7 @@ impl Decision<'_, '_> {
             code,
             discount: def.discount,
             min_order: def.min_order,
+            description: def.description.clone(),
         });
         Ok(())
     }
@@ -497,6 +506,58 @@ impl Decision<'_, '_> {
             total_tax_amount: priced.total_tax_amount,
             lines: priced.lines,
         });
+        Ok(())
+    }
+
+    fn upsert_subscription_details(
+        &mut self,
+        id: String,
+        offering_code: String,
+        signing_type: String,
+        data: serde_json::Value,
+    ) -> Result<(), DomainError> {
+        let limits = self.limits();
+        if id.is_empty() {
+            return Err(DomainError::invalid(
+                "id",
+                "must be given (the gateway fills it in)",
+            ));
+        }
+        self.text("offeringCode", &offering_code)?;
+        self.text("signingType", &signing_type)?;
+        if !data.is_object() {
+            return Err(DomainError::invalid("data", "must be a JSON object"));
+        }
+        let size = serde_json::to_vec(&data).map_or(usize::MAX, |b| b.len());
+        if size > limits.max_subscription_data_bytes {
+            return Err(DomainError::invalid(
+                "data",
+                format!(
+                    "must be at most {} bytes of JSON, got {size}",
+                    limits.max_subscription_data_bytes
+                ),
+            ));
+        }
+        let existing = self.cart.subscription_details.iter().find(|d| d.id == id);
+        if existing.is_none()
+            && self.cart.subscription_details.len() >= limits.max_subscription_details
+        {
+            return Err(DomainError::LimitExceeded {
+                what: "subscription details",
+                max: limits.max_subscription_details,
+            });
+        }
+        let unchanged = existing.is_some_and(|d| {
+            d.offering_code == offering_code && d.signing_type == signing_type && d.data == data
+        });
+        if !unchanged {
+            self.emit(SubscriptionDetailsUpserted {
+                id,
+                offering_code,
+                signing_type,
+                data,
+            });
+        }
         Ok(())
     }
 

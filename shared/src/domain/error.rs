@@ -25,6 +25,8 @@ pub enum DomainError {
     UnknownVoucherCode(String),
     #[error("the cart has no voucher {0}")]
     UnknownVoucher(u32),
+    #[error("the cart has no subscription details {0:?}")]
+    UnknownSubscriptionDetails(String),
     #[error("a cart holds at most {max} {what}")]
     LimitExceeded { what: &'static str, max: usize },
     #[error("line {line_id} already belongs to delivery {delivery_id}; remove that delivery first")]
@@ -57,6 +59,7 @@ impl DomainError {
             DomainError::UnknownVoucherCode(_) | DomainError::UnknownVoucher(_) => {
                 ErrorCode::UnknownVoucher
             }
+            DomainError::UnknownSubscriptionDetails(_) => ErrorCode::NotFound,
             DomainError::LimitExceeded { .. } => ErrorCode::LimitExceeded,
             DomainError::VoucherNotApplicable { .. } => ErrorCode::VoucherNotApplicable,
             DomainError::OrderPlaced(_) => ErrorCode::CartLocked,

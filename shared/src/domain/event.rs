@@ -96,11 +96,30 @@ pub struct VoucherApplied {
     pub discount: VoucherKind,
     #[serde(default)]
     pub min_order: i64,
+    /// The catalog's description of the voucher when it was applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VoucherRemoved {
     pub voucher_id: u32,
+}
+
+/// Subscription details (e.g. a phone contract offered with an item) added or replaced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscriptionDetailsUpserted {
+    pub id: String,
+    pub offering_code: String,
+    pub signing_type: String,
+    /// The storefront's own data for it (a JSON object), kept as given.
+    #[serde(default)]
+    pub data: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscriptionDetailsRemoved {
+    pub id: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -301,8 +320,10 @@ events! {
     ProviderOrderRecorded = 1,
     CheckoutFailed = 1,
     CheckoutCancelled = 1,
-    OrderPlaced = 1,
+        OrderPlaced = 1,
     OrderMismatched = 1,
+    SubscriptionDetailsUpserted = 1,
+    SubscriptionDetailsRemoved = 1,
 }
 
 /// The upcasting hook: turns an older version's `data` into the current shape, one step at a

@@ -21,8 +21,8 @@ pub mod totals;
 pub mod view;
 
 pub use cart::{
-    Cart, CheckoutStatus, Line, Marking, MismatchedOrder, PAYMENT_MISMATCH, PickupPoint, apply,
-    evolve,
+    Cart, CheckoutStatus, Line, Marking, MismatchedOrder, PAYMENT_MISMATCH, PickupPoint,
+    SubscriptionDetails, apply, evolve,
 };
 pub use command::{AddItem, CatalogNeeds, Command, Limits};
 pub use decide::{Context, decide};
@@ -32,7 +32,10 @@ pub use money::{CartPrice, TaxRate};
 pub use payment::{PaidOrder, PaymentMismatch, checkout_lines, lines_digest};
 pub use state::{ApplyReport, CartState, KeyedCommand, RecentCommand, Retain};
 pub use totals::{Totals, totals};
-pub use view::{CartView, MutationError, MutationOutcome, MutationReply};
+pub use view::{
+    Amount, CartView, MutationError, MutationOutcome, MutationReply, StorefrontCart,
+    SubscriptionDetailsView,
+};
 
 #[cfg(test)]
 mod tests;

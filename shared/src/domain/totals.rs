@@ -89,9 +89,10 @@ pub fn totals(cart: &Cart) -> Totals {
     }
 }
 
-/// The discount a voucher gives on `items_gross` before capping, 0 below its minimum order.
+/// The discount a voucher gives on `items_gross` before capping, 0 while its rules are not
+/// met (see [`unmet_rules`]).
 fn voucher_amount(v: &AppliedVoucher, items_gross: i64) -> i64 {
-    if items_gross <= 0 || items_gross < v.min_order {
+    if !unmet_rules(v, items_gross, "").is_empty() {
         return 0;
     }
     match v.discount {
@@ -100,5 +101,52 @@ fn voucher_amount(v: &AppliedVoucher, items_gross: i64) -> i64 {
             i128::from(items_gross) * i128::from(basis_points.min(10_000)),
             10_000,
         ),
+    }
+}
+
+/// What a voucher on the cart still needs before it applies, as sentences a shopper can read
+/// (empty: it applies). Vouchers are re-evaluated on every change, because totals are derived.
+pub fn unmet_rules(v: &AppliedVoucher, items_gross: i64, currency: &str) -> Vec<String> {
+    let mut rules = Vec::new();
+    if items_gross < v.min_order.max(1) {
+        rules.push(if v.min_order > 0 {
+            format!(
+                "min_order: the items must total at least {}, they total {}",
+                major(v.min_order, currency),
+                major(items_gross.max(0), currency)
+            )
+        } else {
+            "items: the cart has no items".to_owned()
+        });
+    }
+    rules
+}
+
+/// What a voucher gives, for a shopper: its catalog description, or one made from its kind.
+pub fn describe_voucher(v: &AppliedVoucher, currency: &str) -> String {
+    if let Some(d) = &v.description {
+        return d.clone();
+    }
+    match v.discount {
+        VoucherKind::Percent { basis_points } => {
+            let whole = basis_points / 100;
+            match basis_points % 100 {
+                0 => format!("{whole} % off"),
+                frac => format!("{whole}.{frac:02} % off"),
+            }
+        }
+        VoucherKind::Fixed { amount } => format!("{} off", major(amount, currency)),
+    }
+}
+
+/// Minor units as major ones with two decimals, and the currency when known (`300.00 SEK`).
+fn major(amount: i64, currency: &str) -> String {
+    let sign = if amount < 0 { "-" } else { "" };
+    let a = amount.unsigned_abs();
+    let text = format!("{sign}{}.{:02}", a / 100, a % 100);
+    if currency.is_empty() {
+        text
+    } else {
+        format!("{text} {currency}")
     }
 }

@@ -1,24 +1,57 @@
-//! The cart as the go-cart-actor storefront client reads it (camelCase JSON). This shape is a
-//! public contract pinned by serialization tests; add fields, never rename or remove them.
+//! The cart as clients read it (camelCase JSON), in two shapes that differ in two fields:
+//!
+//! - [`CartView`] (`/v1`): `totalTax` and each voucher's `discount` are [`CartPrice`]s
+//!   (`{exVat, incVat, vat}`), like every other amount.
+//! - [`StorefrontCart`] (the storefront API): both are plain numbers (minor units incl. VAT),
+//!   as the storefront client's own types declare them (`totalTax: number`,
+//!   `Voucher.discount: number`; a `CartPrice` there crashes its mini cart).
+//!
+//! Everything else is the same. These shapes are a public contract pinned by serialization
+//! tests; add fields, never rename or remove them.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use super::cart::{Cart, Marking, PickupPoint};
 use super::money::CartPrice;
-use super::totals::totals;
+use super::totals::{describe_voucher, totals, unmet_rules};
 use crate::error::ApiError;
+
+/// How a shape writes the amounts where the two differ (`totalTax`, voucher `discount`).
+pub trait Amount: Sized {
+    fn of(price: &CartPrice) -> Self;
+}
+
+/// `/v1`: the whole price.
+impl Amount for CartPrice {
+    fn of(price: &CartPrice) -> Self {
+        price.clone()
+    }
+}
+
+/// The storefront: minor units incl. VAT.
+impl Amount for i64 {
+    fn of(price: &CartPrice) -> Self {
+        price.inc_vat
+    }
+}
+
+/// The cart in the storefront API's shape (see the module docs).
+pub type StorefrontCart = CartView<i64>;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct CartView {
+pub struct CartView<M = CartPrice> {
     pub id: String,
     pub items: Vec<CartItem>,
     pub deliveries: Vec<CartDelivery>,
-    pub vouchers: Vec<Voucher>,
+    pub vouchers: Vec<Voucher<M>>,
     pub total_price: CartPrice,
     pub total_discount: CartPrice,
-    /// The VAT part of `totalPrice` (`incVat` = VAT, `exVat` = 0, per rate in `vat`).
-    pub total_tax: CartPrice,
+    /// The VAT part of `totalPrice`: a [`CartPrice`] (`incVat` = VAT, `exVat` = 0, per rate
+    /// in `vat`) in `/v1`, the VAT amount in the storefront shape.
+    pub total_tax: M,
     /// The provider order is being created.
     pub processing: bool,
     pub payment_in_progress: bool,
@@ -31,6 +64,19 @@ pub struct CartView {
     /// ISO 4217 code of every amount in the cart (absent while the cart is empty).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub currency: Option<String>,
+    /// Subscription details by id (absent while there are none).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub subscription_details: BTreeMap<String, SubscriptionDetailsView>,
+}
+
+/// Subscription details as the storefront client reads them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriptionDetailsView {
+    pub id: String,
+    pub offering_code: String,
+    pub signing_type: String,
+    pub data: serde_json::Value,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,18 +135,43 @@ pub struct CartDelivery {
     pub pickup_point: Option<PickupPoint>,
 }
 
+/// A voucher on the cart. One whose rules are not met stays, not applied, and applies as soon
+/// as the cart qualifies.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Voucher {
+pub struct Voucher<M = CartPrice> {
     pub id: u32,
     pub code: String,
-    /// What the voucher takes off right now (zero while its minimum order is not met).
-    pub discount: CartPrice,
+    /// What it takes off right now: minor units incl. VAT (0 while not applied).
+    pub value: i64,
+    /// The same amount as a [`CartPrice`] in `/v1`, as a number in the storefront shape.
+    pub discount: M,
+    pub description: String,
+    /// Its rules are met (it takes `value` off).
+    pub applied: bool,
+    /// What is still missing while it is not applied, e.g. the minimum order.
+    pub rules: Vec<String>,
 }
 
 impl CartView {
+    /// The `/v1` shape.
     pub fn of(cart: &Cart) -> CartView {
+        render(cart)
+    }
+}
+
+impl StorefrontCart {
+    /// The storefront API's shape.
+    pub fn storefront(cart: &Cart) -> StorefrontCart {
+        render(cart)
+    }
+}
+
+fn render<M: Amount>(cart: &Cart) -> CartView<M> {
+    {
         let t = totals(cart);
+        let currency = cart.currency.as_deref().unwrap_or_default();
+        let items_gross = t.items.inc_vat;
         CartView {
             id: cart.id.to_string(),
             items: cart
@@ -150,13 +221,20 @@ impl CartView {
                 .vouchers
                 .iter()
                 .zip(&t.vouchers)
-                .map(|(v, discount)| Voucher {
-                    id: v.id,
-                    code: v.code.clone(),
-                    discount: discount.clone(),
+                .map(|(v, discount)| {
+                    let rules = unmet_rules(v, items_gross, currency);
+                    Voucher {
+                        id: v.id,
+                        code: v.code.clone(),
+                        value: discount.inc_vat,
+                        discount: M::of(discount),
+                        description: describe_voucher(v, currency),
+                        applied: rules.is_empty(),
+                        rules,
+                    }
                 })
                 .collect(),
-            total_tax: t.tax(),
+            total_tax: M::of(&t.tax()),
             total_price: t.total,
             total_discount: t.discount,
             processing: cart.processing(),
@@ -165,14 +243,30 @@ impl CartView {
             payment_status: cart.payment_status.clone(),
             user_id: cart.user_id.clone(),
             currency: cart.currency.clone(),
+            subscription_details: cart
+                .subscription_details
+                .iter()
+                .map(|d| {
+                    (
+                        d.id.clone(),
+                        SubscriptionDetailsView {
+                            id: d.id.clone(),
+                            offering_code: d.offering_code.clone(),
+                            signing_type: d.signing_type.clone(),
+                            data: d.data.clone(),
+                        },
+                    )
+                })
+                .collect(),
         }
     }
 }
 
-/// The reply to a mutation: the resulting cart and one entry per mutation sent.
+/// The reply to a mutation: the resulting cart (in the API's shape) and one entry per
+/// mutation sent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MutationReply {
-    pub result: CartView,
+pub struct MutationReply<M = CartPrice> {
+    pub result: CartView<M>,
     pub mutations: Vec<MutationOutcome>,
 }
 

@@ -83,12 +83,14 @@ fn sample_cart() -> Cart {
             code: "TEN".into(),
             discount: VoucherKind::Fixed { amount: 1000 },
             min_order: 0,
+            description: Some("10 kr off".into()),
         },
         AppliedVoucher {
             id: 2,
             code: "PCT".into(),
             discount: VoucherKind::Percent { basis_points: 1000 },
             min_order: 5000,
+            description: None,
         },
     ];
     cart.user_id = Some("u-1".into());

@@ -93,10 +93,17 @@ fn commands() -> Vec<Command> {
             reason: "card declined".into(),
         },
         Command::CancelCheckout,
+        Command::UpsertSubscriptionDetails {
+            id: "sub-1".into(),
+            offering_code: "5G".into(),
+            signing_type: "bankid".into(),
+            data: serde_json::json!({"msisdn": "0701234567"}),
+        },
+        Command::RemoveSubscriptionDetails { id: "sub-1".into() },
     ]
 }
 
-const VARIANTS: usize = 20;
+const VARIANTS: usize = 22;
 
 fn variant(c: &Command) -> usize {
     match c {
@@ -120,6 +127,8 @@ fn variant(c: &Command) -> usize {
         Command::ConfirmOrder { .. } => 17,
         Command::FailCheckout { .. } => 18,
         Command::CancelCheckout => 19,
+        Command::UpsertSubscriptionDetails { .. } => 20,
+        Command::RemoveSubscriptionDetails { .. } => 21,
     }
 }
 

@@ -7,7 +7,7 @@ use shared::CartId;
 use shared::catalog::VoucherKind;
 use shared::domain::cart::{
     AppliedVoucher, Cart, Checkout, CheckoutStatus, Delivery, Line, LineProduct, Marking,
-    MismatchedOrder, PickupPoint, PlacedOrder,
+    MismatchedOrder, PickupPoint, PlacedOrder, SubscriptionDetails,
 };
 use shared::domain::{AddItem, CartState, Command, PaidOrder, TaxRate, intern};
 
@@ -138,14 +138,15 @@ fn voucher() -> impl Strategy<Value = AppliedVoucher> {
         any::<i64>().prop_map(|amount| VoucherKind::Fixed { amount }),
         any::<u32>().prop_map(|basis_points| VoucherKind::Percent { basis_points }),
     ];
-    (any::<u32>(), text(), kind, any::<i64>()).prop_map(|(id, code, discount, min_order)| {
-        AppliedVoucher {
+    (any::<u32>(), text(), kind, any::<i64>(), opt_text()).prop_map(
+        |(id, code, discount, min_order, description)| AppliedVoucher {
             id,
             code,
             discount,
             min_order,
-        }
-    })
+            description,
+        },
+    )
 }
 
 pub fn checkout_status() -> impl Strategy<Value = CheckoutStatus> {
@@ -169,6 +170,24 @@ pub fn checkout() -> impl Strategy<Value = Checkout> {
             lines_digest,
         },
     )
+}
+
+/// JSON objects of a few scalar members.
+fn json_object() -> impl Strategy<Value = serde_json::Value> {
+    proptest::collection::btree_map("[a-z]{1,5}", any::<i64>(), 0..3).prop_map(|m| {
+        serde_json::Value::Object(m.into_iter().map(|(k, v)| (k, v.into())).collect())
+    })
+}
+
+fn subscription_details() -> impl Strategy<Value = SubscriptionDetails> {
+    (text(), text(), text(), json_object()).prop_map(|(id, offering_code, signing_type, data)| {
+        SubscriptionDetails {
+            id,
+            offering_code,
+            signing_type,
+            data,
+        }
+    })
 }
 
 fn mismatched_order() -> impl Strategy<Value = MismatchedOrder> {
@@ -219,6 +238,7 @@ pub fn cart() -> impl Strategy<Value = Cart> {
             any::<u32>(),
             any::<u32>(),
             proptest::collection::vec(mismatched_order(), 0..3),
+            proptest::collection::vec(subscription_details(), 0..3),
         ),
     )
         .prop_map(
@@ -233,6 +253,7 @@ pub fn cart() -> impl Strategy<Value = Cart> {
                     next_delivery_id,
                     next_voucher_id,
                     mismatched_orders,
+                    subscription_details,
                 ),
             )| Cart {
                 id,
@@ -245,6 +266,7 @@ pub fn cart() -> impl Strategy<Value = Cart> {
                 provider_order_id,
                 payment_status,
                 order,
+                subscription_details,
                 mismatched_orders,
                 next_line_id,
                 next_delivery_id,
@@ -335,6 +357,15 @@ pub fn command() -> impl Strategy<Value = Command> {
             reason
         }),
         Just(Command::CancelCheckout),
+        (text(), text(), text(), json_object()).prop_map(
+            |(id, offering_code, signing_type, data)| Command::UpsertSubscriptionDetails {
+                id,
+                offering_code,
+                signing_type,
+                data,
+            }
+        ),
+        text().prop_map(|id| Command::RemoveSubscriptionDetails { id }),
     ];
     prop_oneof![contents, rest]
 }

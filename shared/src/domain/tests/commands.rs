@@ -404,10 +404,10 @@ fn every_command_accepts_and_rejects_as_specified() {
             Rejected(ErrorCode::VoucherNotApplicable, "expired"),
         ),
         (
-            "voucher below minimum",
+            "voucher below its minimum stays on the cart, not applied",
             one_line(),
             voucher("BIG"),
-            Rejected(ErrorCode::VoucherNotApplicable, "at least 100000"),
+            Events(&["VoucherApplied"]),
         ),
         (
             "voucher twice",
@@ -734,6 +734,72 @@ fn every_command_accepts_and_rejects_as_specified() {
                 reason: "y".into(),
             },
             Events(&[]),
+        ),
+        (
+            "subscription details need an offering code",
+            vec![],
+            Command::UpsertSubscriptionDetails {
+                id: "s1".into(),
+                offering_code: " ".into(),
+                signing_type: "bankid".into(),
+                data: serde_json::json!({}),
+            },
+            Rejected(ErrorCode::InvalidArgument, "offeringCode"),
+        ),
+        (
+            "subscription details data is an object",
+            vec![],
+            Command::UpsertSubscriptionDetails {
+                id: "s1".into(),
+                offering_code: "PLAN".into(),
+                signing_type: "bankid".into(),
+                data: serde_json::json!([1, 2]),
+            },
+            Rejected(ErrorCode::InvalidArgument, "data must be a JSON object"),
+        ),
+        (
+            "subscription details data is bounded",
+            vec![],
+            Command::UpsertSubscriptionDetails {
+                id: "s1".into(),
+                offering_code: "PLAN".into(),
+                signing_type: "bankid".into(),
+                data: serde_json::json!({"x": "y".repeat(5000)}),
+            },
+            Rejected(ErrorCode::InvalidArgument, "at most 4096 bytes"),
+        ),
+        (
+            "the same subscription details again change nothing",
+            vec![Command::UpsertSubscriptionDetails {
+                id: "s1".into(),
+                offering_code: "PLAN".into(),
+                signing_type: "bankid".into(),
+                data: serde_json::json!({}),
+            }],
+            Command::UpsertSubscriptionDetails {
+                id: "s1".into(),
+                offering_code: "PLAN".into(),
+                signing_type: "bankid".into(),
+                data: serde_json::json!({}),
+            },
+            Events(&[]),
+        ),
+        (
+            "remove unknown subscription details",
+            vec![],
+            Command::RemoveSubscriptionDetails { id: "nope".into() },
+            Rejected(ErrorCode::NotFound, "no subscription details"),
+        ),
+        (
+            "subscription details during checkout do not re-open it",
+            with(one_line(), [checkout("a1")]),
+            Command::UpsertSubscriptionDetails {
+                id: "s1".into(),
+                offering_code: "PLAN".into(),
+                signing_type: "bankid".into(),
+                data: serde_json::json!({}),
+            },
+            Events(&["SubscriptionDetailsUpserted"]),
         ),
         (
             "confirm another order after placed is recorded",

@@ -47,7 +47,7 @@ fn sample_cart() -> Cart {
 }
 
 #[test]
-fn cart_json_is_the_storefront_shape() {
+fn cart_json_is_the_v1_shape() {
     let v = serde_json::to_value(CartView::of(&sample_cart())).unwrap();
     // Items: 2 × 125.00 at 25 % and 224.00 at 6 %; delivery 49.00 at 25 %; voucher 50.00
     // split 250:224 over the two rates (26.37 kr at 25 % → 5.27 VAT, 23.63 kr at 6 % → 1.34 VAT).
@@ -72,8 +72,9 @@ fn cart_json_is_the_storefront_shape() {
              "pickupPoint": {"id": "PUP123", "name": "Locker 5", "city": "Stockholm"}}
         ],
         "vouchers": [
-            {"id": 1, "code": "FIFTY",
-             "discount": {"exVat": 4339, "incVat": 5000, "vat": {"6": 134, "25": 527}}}
+            {"id": 1, "code": "FIFTY", "value": 5000,
+             "discount": {"exVat": 4339, "incVat": 5000, "vat": {"6": 134, "25": 527}},
+             "description": "50.00 SEK off", "applied": true, "rules": []}
         ],
         "totalPrice": {"exVat": 40713, "incVat": 47300, "vat": {"6": 1134, "25": 5453}},
         "totalDiscount": {"exVat": 4339, "incVat": 5000, "vat": {"6": 134, "25": 527}},
@@ -86,6 +87,86 @@ fn cart_json_is_the_storefront_shape() {
     assert_eq!(v, expected, "{}", serde_json::to_string_pretty(&v).unwrap());
     let back: CartView = serde_json::from_value(v).unwrap();
     assert_eq!(back, CartView::of(&sample_cart()));
+
+    // The storefront shape differs in exactly two places: numbers where the storefront
+    // client's types declare numbers.
+    let mut storefront = expected;
+    storefront["totalTax"] = json!(6587);
+    storefront["vouchers"][0]["discount"] = json!(5000);
+    let got = serde_json::to_value(StorefrontCart::storefront(&sample_cart())).unwrap();
+    assert_eq!(
+        got,
+        storefront,
+        "{}",
+        serde_json::to_string_pretty(&got).unwrap()
+    );
+}
+
+/// A voucher whose minimum order is not met stays on the cart, not applied, naming what is
+/// missing; it applies as soon as the cart qualifies and stops when it no longer does.
+#[test]
+fn a_voucher_waits_on_the_cart_until_its_rules_are_met() {
+    let cart = given(vec![
+        Command::AddItem(add("TEST-SKU-123", 1)),
+        Command::ApplyVoucher { code: "BIG".into() },
+    ]);
+    let v = serde_json::to_value(StorefrontCart::storefront(&cart)).unwrap();
+    assert_eq!(
+        v["vouchers"],
+        json!([{"id": 1, "code": "BIG", "value": 0, "discount": 0,
+                "description": "10.00 SEK off", "applied": false,
+                "rules": ["min_order: the items must total at least 1000.00 SEK, they total 125.00 SEK"]}])
+    );
+    assert_eq!(v["totalPrice"]["incVat"], 12_500);
+    let cart = given(vec![
+        Command::AddItem(add("TEST-SKU-123", 1)),
+        Command::ApplyVoucher { code: "BIG".into() },
+        Command::ChangeQuantity {
+            line_id: 1,
+            quantity: 8,
+        },
+    ]);
+    let v = serde_json::to_value(StorefrontCart::storefront(&cart)).unwrap();
+    assert_eq!(
+        (
+            v["vouchers"][0]["applied"].clone(),
+            v["vouchers"][0]["value"].clone()
+        ),
+        (json!(true), json!(1000))
+    );
+    assert_eq!(v["vouchers"][0]["rules"], json!([]));
+    assert_eq!(v["totalPrice"]["incVat"], 8 * 12_500 - 1000);
+}
+
+#[test]
+fn subscription_details_are_keyed_by_id() {
+    let cart = given(vec![
+        Command::UpsertSubscriptionDetails {
+            id: "sub-1".into(),
+            offering_code: "5G-PLAN".into(),
+            signing_type: "bankid".into(),
+            data: json!({"msisdn": "0701234567"}),
+        },
+        Command::UpsertSubscriptionDetails {
+            id: "sub-1".into(),
+            offering_code: "5G-PLAN-PLUS".into(),
+            signing_type: "bankid".into(),
+            data: json!({}),
+        },
+        Command::UpsertSubscriptionDetails {
+            id: "sub-2".into(),
+            offering_code: "TV".into(),
+            signing_type: "none".into(),
+            data: json!({"box": true}),
+        },
+        Command::RemoveSubscriptionDetails { id: "sub-2".into() },
+    ]);
+    let v = serde_json::to_value(StorefrontCart::storefront(&cart)).unwrap();
+    assert_eq!(
+        v["subscriptionDetails"],
+        json!({"sub-1": {"id": "sub-1", "offeringCode": "5G-PLAN-PLUS",
+                         "signingType": "bankid", "data": {}}})
+    );
 }
 
 #[test]
@@ -258,6 +339,13 @@ fn every_event_type_round_trips_through_json() {
             },
         },
         Command::RemoveMarking { line_id: 1 },
+        Command::UpsertSubscriptionDetails {
+            id: "s1".into(),
+            offering_code: "PLAN".into(),
+            signing_type: "bankid".into(),
+            data: json!({"k": 1}),
+        },
+        Command::RemoveSubscriptionDetails { id: "s1".into() },
         Command::StartCheckout {
             attempt_id: "a1".into(),
             country: Some("SE".into()),

@@ -81,6 +81,7 @@ pub(super) fn catalog() -> CatalogSnapshot {
             VoucherDefinition {
                 code: code.into(),
                 discount: kind,
+                description: None,
                 min_order: min,
                 expires_at: exp,
             },

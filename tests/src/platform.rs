@@ -1,0 +1,141 @@
+//! The whole platform in one process for end-to-end tests: a nats-server, one aggregate node,
+//! the gateway, the runner and the mock payment provider, whose push and validation
+//! callbacks reach the gateway over HTTP exactly as the real provider's would.
+
+use runner::provider::mock::MockProvider;
+use shared::test_support::wait_until;
+use tokio_util::sync::CancellationToken;
+
+use crate::forward::Forward;
+use crate::stack::{Stack, WAIT, test_streams};
+
+/// The gateway's admin token in [`platform`].
+pub const ADMIN_TOKEN: &str = "e2e-admin-token";
+
+pub struct Platform {
+    pub stack: Stack,
+    _aggregate: aggregate::Running,
+    _gateway: gateway::Running,
+    _runner: runner::Running,
+    pub mock: MockProvider,
+    pub base: String,
+    _mock_stop: tokio_util::sync::DropGuard,
+    _to_runner: Forward,
+}
+
+/// NATS, one aggregate node, the gateway (admin token [`ADMIN_TOKEN`], no projection), the
+/// runner and the mock provider it calls, all in-process on free ports; `None` when there is
+/// no nats-server (the test skips).
+pub async fn platform() -> Option<Platform> {
+    let stack = Stack::start(test_streams()).await?;
+    let aggregate = stack.aggregate("n1").await.unwrap();
+    let mock = MockProvider::new("merchant", "secret");
+    let stop = CancellationToken::new();
+    let (mock_addr, _) = mock.serve("127.0.0.1:0", stop.clone()).await.unwrap();
+    // The gateway dials the runner through a forwarder, so both can start on port 0.
+    let to_runner = Forward::start().await.unwrap();
+
+    let gw = gateway::Config {
+        runner_addr: to_runner.addr.to_string(),
+        projection_addr: String::new(),
+        admin_token: ADMIN_TOKEN.into(),
+        ..stack.gateway_config()
+    };
+    let gateway = gateway::start(gw).await.unwrap();
+    let base = format!("http://{}", gateway.http_addr);
+
+    let mut rc = runner::Config {
+        grpc_addr: "127.0.0.1:0".into(),
+        http_addr: "127.0.0.1:0".into(),
+        streams: stack.streams.clone(),
+        ..runner::Config::default()
+    };
+    rc.nats.url = stack.nats_url.clone();
+    rc.provider.base_url = format!("http://{mock_addr}");
+    rc.provider.backoff_min_ms = 10;
+    rc.provider.backoff_max_ms = 50;
+    rc.consumer.ack_wait_ms = 2_000;
+    rc.merchant.push =
+        format!("{base}/cart/push?tenant={{tenant}}&klarna_order_id={{checkout.order.id}}");
+    rc.merchant.validation =
+        format!("{base}/cart/validation?tenant={{tenant}}&klarna_order_id={{checkout.order.id}}");
+    let runner = runner::start(rc, runner::Hooks::default()).await.unwrap();
+    to_runner.to(runner.grpc_addr);
+
+    let http = reqwest::Client::new();
+    wait_until(
+        || async {
+            http.get(format!("{base}/ready"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        },
+        WAIT,
+    )
+    .await
+    .expect("gateway ready");
+    Some(Platform {
+        stack,
+        _aggregate: aggregate,
+        _gateway: gateway,
+        _runner: runner,
+        mock,
+        base,
+        _mock_stop: stop.drop_guard(),
+        _to_runner: to_runner,
+    })
+}
+
+impl Platform {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn shopper(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .cookie_store(true)
+            .build()
+            .unwrap()
+    }
+
+    /// Wait until the runner handled every push recorded so far.
+    pub async fn settled(&self) {
+        shared::test_support::wait_consumer_settled(
+            &self.stack.js,
+            shared::subjects::WORKFLOW_COMMANDS_STREAM,
+            shared::subjects::RUNNER_PUSH_DURABLE,
+            WAIT,
+        )
+        .await
+        .expect("the runner handled every push");
+    }
+
+    /// How many `OrderPlaced` messages the cart's stream holds.
+    pub async fn orders_placed(&self, cart_id: &str) -> usize {
+        self.events_of_type(cart_id, "OrderPlaced").await
+    }
+
+    /// How many of the cart's messages hold an event of `event_type`.
+    pub async fn events_of_type(&self, cart_id: &str, event_type: &str) -> usize {
+        let subject = shared::subjects::cart_events(
+            &shared::TenantId::default_tenant(),
+            &shared::CartId::parse(cart_id).unwrap(),
+        );
+        shared::nats::read_subject_after(
+            &self.stack.client,
+            shared::subjects::CART_EVENTS_STREAM,
+            &subject,
+            0,
+            &Default::default(),
+        )
+        .await
+        .unwrap()
+        .iter()
+        .filter(|m| {
+            m.headers
+                .get(shared::headers::CART_EVENT_TYPES)
+                .is_some_and(|v| v.as_str().split(',').any(|t| t == event_type))
+        })
+        .count()
+    }
+}
