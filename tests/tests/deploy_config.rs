@@ -9,7 +9,9 @@
 //! - Probes, ports, selectors and references point at things that exist.
 //! - Every metric name in the alerts and dashboards is a constant in some `*/src/metrics.rs`,
 //!   used in the shape the exporter really renders (summaries with `quantile`, or buckets).
-//! - NATS keeps `sync_interval: always` everywhere.
+//! - NATS keeps `sync_interval: always` everywhere; the cluster config has one source,
+//!   deploy/nats/cluster.conf, which the Kubernetes ConfigMap and `scripts/dev --cluster` use
+//!   as it is, each setting the per-member variables it reads.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -463,12 +465,87 @@ fn nats_configs_fsync_every_write() {
         .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e == "conf"))
         .collect();
-    assert!(
-        confs.len() >= 4,
-        "deploy/nats has the single and 3 cluster configs"
+    let names: BTreeSet<String> = confs
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        BTreeSet::from(["cluster.conf".to_owned(), "nats.conf".to_owned()]),
+        "deploy/nats has the single-server config and one config for every cluster member \
+         (per-member values come from the environment, never from a second file)"
     );
     for path in confs {
         assert_durable_nats_conf(&read(&path), &path.display().to_string());
+    }
+}
+
+/// The cluster config every member runs (Kubernetes, `scripts/dev --cluster`).
+const NATS_CLUSTER_CONF: &str = "deploy/nats/cluster.conf";
+
+/// The `$NAME` references of a NATS config (comments ignored): nats-server resolves each from
+/// the environment when the config does not define it.
+fn conf_vars(conf: &str) -> BTreeSet<String> {
+    let active = active_lines(conf);
+    let mut vars = BTreeSet::new();
+    for (i, _) in active.match_indices('$') {
+        let name: String = active[i + 1..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        assert!(!name.is_empty(), "a lone $ in a NATS config");
+        vars.insert(name);
+    }
+    vars
+}
+
+/// `conf` with its `$NAME` references replaced by their values in `env`; panics naming `what`
+/// when one is not set (the server would refuse to start).
+fn resolve_conf(conf: &str, env: &BTreeMap<String, String>, what: &str) -> String {
+    let vars = conf_vars(conf);
+    let mut out = active_lines(conf);
+    // Longest names first, so $NATS_ROUTE_1 is not cut at a shorter $NATS_ROUTE.
+    let mut ordered: Vec<&String> = vars.iter().collect();
+    ordered.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    for var in ordered {
+        let value = env.get(var).unwrap_or_else(|| {
+            panic!("{what} does not set ${var}, which {NATS_CLUSTER_CONF} reads")
+        });
+        out = out.replace(&format!("${var}"), value);
+    }
+    out
+}
+
+#[test]
+fn the_cluster_config_takes_every_member_value_from_the_environment() {
+    let conf = read(&root().join(NATS_CLUSTER_CONF));
+    let vars = conf_vars(&conf);
+    for key in ["server_name", "listen", "http", "store_dir", "pid_file"] {
+        let value =
+            conf_value(&conf, key).unwrap_or_else(|| panic!("{key} in {NATS_CLUSTER_CONF}"));
+        assert!(
+            value.starts_with('$'),
+            "{NATS_CLUSTER_CONF}: {key} differs per member (or between Kubernetes and \
+             scripts/dev --cluster), so it comes from the environment, got {value:?}"
+        );
+    }
+    let active = active_lines(&conf);
+    assert!(
+        active.contains("lame_duck_duration") && active.contains("no_advertise: true"),
+        "{NATS_CLUSTER_CONF} keeps lame duck mode and explicit routes"
+    );
+
+    // scripts/dev --cluster runs this very file and sets every variable it reads.
+    let dev = read(&root().join("scripts/dev"));
+    assert!(
+        dev.contains(&format!("\"$ROOT/{NATS_CLUSTER_CONF}\"")),
+        "scripts/dev --cluster runs {NATS_CLUSTER_CONF}"
+    );
+    for var in &vars {
+        assert!(
+            dev.contains(&format!("{var}=")),
+            "scripts/dev --cluster does not set ${var}, which {NATS_CLUSTER_CONF} reads"
+        );
     }
 }
 
@@ -1290,9 +1367,9 @@ fn k8s_env_is_known_to_the_code_and_production_grade() {
     }
 }
 
-#[test]
-fn k8s_nats_is_a_durable_three_node_cluster() {
-    let docs = k8s_docs();
+/// The NATS StatefulSet, its server container, and the config file the container runs (from
+/// the ConfigMap mounted where `--config` points) with the ConfigMap's description.
+fn k8s_nats(docs: &[Doc]) -> (&Doc, &Value, String, String) {
     let sts = docs
         .iter()
         .find(|d| {
@@ -1301,19 +1378,9 @@ fn k8s_nats_is_a_durable_three_node_cluster() {
         })
         .expect("NATS runs as a StatefulSet");
     let what = sts.what();
-    let replicas = sts.v["spec"]["replicas"].as_u64().unwrap_or(1);
-    assert_eq!(replicas, 3, "{what}: three JetStream members");
     let c = items(&sts.pod()["containers"])
         .find(|c| s(&c["image"]).starts_with("nats:"))
         .unwrap();
-    for probe in ["readinessProbe", "livenessProbe", "startupProbe"] {
-        assert!(
-            s(&c[probe]["httpGet"]["path"]).starts_with("/healthz"),
-            "{what}: {probe} uses the server's /healthz"
-        );
-    }
-
-    // The config file: from a ConfigMap mounted where --config points.
     let args = [strs(&c["command"]), strs(&c["args"])].concat();
     let at = args
         .iter()
@@ -1326,11 +1393,91 @@ fn k8s_nats_is_a_durable_three_node_cluster() {
     let volume = items(&sts.pod()["volumes"])
         .find(|v| v["name"] == mount["name"])
         .expect("the config volume");
-    let map = find(&docs, "ConfigMap", &s(&volume["configMap"]["name"]))
+    let map = find(docs, "ConfigMap", &s(&volume["configMap"]["name"]))
         .expect("the NATS config is a ConfigMap");
     let key = conf_path.file_name().unwrap().to_string_lossy();
-    let conf = s(&map.v["data"][key.as_ref()]);
-    assert_durable_nats_conf(&conf, &map.what());
+    let conf = map.v["data"][key.as_ref()]
+        .as_str()
+        .unwrap_or_else(|| panic!("{}: no {key}", map.what()))
+        .to_owned();
+    (sts, c, conf, map.what())
+}
+
+#[test]
+fn k8s_nats_config_is_the_cluster_conf_byte_for_byte() {
+    let docs = k8s_docs();
+    let (_, _, conf, what) = k8s_nats(&docs);
+    let source = read(&root().join(NATS_CLUSTER_CONF));
+    if conf != source {
+        let line = conf
+            .lines()
+            .zip(source.lines())
+            .position(|(a, b)| a != b)
+            .map_or(conf.lines().count().min(source.lines().count()), |i| i);
+        panic!(
+            "{what} must hold {NATS_CLUSTER_CONF} byte for byte (one source for the cluster \
+             config; set per-member values in the StatefulSet's env); first difference at \
+             line {}:\n  ConfigMap: {:?}\n  file:      {:?}",
+            line + 1,
+            conf.lines().nth(line),
+            source.lines().nth(line)
+        );
+    }
+}
+
+#[test]
+fn k8s_nats_is_a_durable_three_node_cluster() {
+    let docs = k8s_docs();
+    let (sts, c, raw_conf, map_what) = k8s_nats(&docs);
+    let what = sts.what();
+    let replicas = sts.v["spec"]["replicas"].as_u64().unwrap_or(1);
+    assert_eq!(replicas, 3, "{what}: three JetStream members");
+    for probe in ["readinessProbe", "livenessProbe", "startupProbe"] {
+        assert!(
+            s(&c[probe]["httpGet"]["path"]).starts_with("/healthz"),
+            "{what}: {probe} uses the server's /healthz"
+        );
+    }
+    assert_durable_nats_conf(&raw_conf, &map_what);
+
+    // The per-member values come from the container's environment: every variable the config
+    // reads is set (the first member's pod name for the downward API's metadata.name).
+    let member = format!("{}-0", sts.name());
+    let env: BTreeMap<String, String> = container_env(&docs, c, &what)
+        .into_iter()
+        .map(|(k, v, source)| match source {
+            Source::Field(path) if path == "metadata.name" => (k, member.clone()),
+            _ => (k, v),
+        })
+        .collect();
+    let conf = resolve_conf(&raw_conf, &env, &what);
+    assert_eq!(
+        conf_value(&conf, "server_name").as_deref(),
+        Some(member.as_str()),
+        "{what}: the server name is the pod name"
+    );
+    for (key, port) in [("listen", "client"), ("http", "monitor")] {
+        let addr = conf_value(&conf, key).unwrap_or_else(|| panic!("{key}"));
+        assert_eq!(
+            Some(port_of(&addr)),
+            container_port(c, &Value::String(port.into())),
+            "{what}: {key} {addr} is the container's {port} port"
+        );
+    }
+    let cluster_listen = conf
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("cluster"))
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("listen:")
+                .map(|v| v.trim().to_owned())
+        })
+        .expect("cluster { listen: ... }");
+    assert_eq!(
+        Some(port_of(&cluster_listen)),
+        container_port(c, &Value::String("cluster".into())),
+        "{what}: the route listener {cluster_listen} is the container's cluster port"
+    );
 
     // JetStream's store is on the volume claim, one per member.
     let store = conf_value(&conf, "store_dir").expect("store_dir");
@@ -1364,7 +1511,8 @@ fn k8s_nats_is_a_durable_three_node_cluster() {
         "{what}: preStop enters lame duck mode through {pid_file}: {pre_stop}"
     );
 
-    // The real server accepts the file (when one is installed; CI has one).
+    // The real server accepts the file with that environment (when one is installed; CI has
+    // one).
     let bin = match shared::test_support::find_server_binary() {
         Ok(bin) => bin,
         Err(why) => {
@@ -1378,12 +1526,12 @@ fn k8s_nats_is_a_durable_three_node_cluster() {
     };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nats.conf");
-    std::fs::write(&path, &conf).unwrap();
+    std::fs::write(&path, &raw_conf).unwrap();
     let out = std::process::Command::new(bin)
         .arg("--config")
         .arg(&path)
         .arg("-t")
-        .env("POD_NAME", format!("{}-0", sts.name()))
+        .envs(&env)
         .output()
         .unwrap();
     assert!(
