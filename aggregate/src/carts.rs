@@ -30,6 +30,8 @@ use crate::watch::Watchers;
 
 /// When to ask again for a cart version the stream does not hold yet (whole seconds: what
 /// the gRPC `retry-after` and HTTP `Retry-After` carry).
+/// Retry-After when the event stream has no leader (a NATS election takes 4–9 s).
+const NO_LEADER_RETRY: Duration = Duration::from_secs(2);
 const NOT_YET_RETRY: Duration = Duration::from_secs(1);
 
 /// Tuning of command execution (from the service config).
@@ -296,7 +298,7 @@ impl Carts {
 
         let slot = self.slot(cart).await;
         let mut guard = slot.loaded.lock().await;
-        let loaded = self.ensure_current(&mut guard, cart).await?;
+        let (loaded, _) = self.ensure_current(&mut guard, cart).await?;
         let cfg = &self.inner.cfg;
 
         for attempt in 0..=cfg.max_conflict_retries {
@@ -395,6 +397,13 @@ impl Carts {
                          same command id (a retry cannot apply twice)",
                     ));
                 }
+                // Every node would hear the same: the client is told when to retry rather
+                // than failed over.
+                Err(e @ StoreError::NoLeader) => {
+                    return Err(
+                        ApiError::unavailable(e.to_string()).with_retry_after(NO_LEADER_RETRY)
+                    );
+                }
                 Err(e) => return Err(ApiError::unavailable(e.to_string())),
             }
         }
@@ -419,7 +428,14 @@ impl Carts {
         self.check_owner(cart, route)?;
         let slot = self.slot(cart).await;
         let mut guard = slot.loaded.lock().await;
-        let loaded = self.ensure_current(&mut guard, cart).await?;
+        let (loaded, fresh) = self.ensure_current(&mut guard, cart).await?;
+        // A read is answered from the stream, not only from this node's copy: another node may
+        // have appended since (a gateway that could not reach this node served a retry
+        // elsewhere, a shard that moved and came back, a node paused past its TTL). A cached
+        // cart makes that one round trip that usually returns nothing new.
+        if !fresh {
+            self.catch_up(loaded, cart).await?;
+        }
         if let Some(min) = min_version
             && loaded.state.version < min
         {
@@ -496,30 +512,34 @@ impl Carts {
     }
 
     /// Make sure the slot holds the cart, loading it when cold and catching up when this
-    /// node (re)gained the cart's shard since the state was cached.
+    /// node (re)gained the cart's shard since the state was cached. True when the state was
+    /// just read from the stream (loaded or caught up), false for a plain cache hit.
     async fn ensure_current<'a>(
         &self,
         guard: &'a mut Option<Loaded>,
         cart: &CartRef,
-    ) -> Result<&'a mut Loaded, ApiError> {
+    ) -> Result<(&'a mut Loaded, bool), ApiError> {
         let epoch = self.epoch(cart);
-        match guard {
+        let fresh = match guard {
             Some(l) if l.epoch == epoch => {
                 metrics::counter!(m::CACHE_HITS).increment(1);
+                false
             }
             Some(l) => {
                 self.catch_up(l, cart).await?;
                 l.epoch = epoch;
+                true
             }
             None => {
                 metrics::counter!(m::CACHE_MISSES).increment(1);
                 let mut l = self.load(cart).await?;
                 l.epoch = epoch;
                 *guard = Some(l);
+                true
             }
-        }
+        };
         metrics::gauge!(m::CACHED_CARTS).set(self.inner.cache.entry_count() as f64);
-        Ok(guard.as_mut().expect("slot was just filled"))
+        Ok((guard.as_mut().expect("slot was just filled"), fresh))
     }
 
     /// Cold load: the snapshot (if any and consistent) plus every message after it.

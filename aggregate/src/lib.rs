@@ -130,6 +130,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
     let placement = if config.placement {
         let view = PlacementView::start(
+            client.clone(),
             resources.cart_nodes.clone(),
             resources.cart_placement.clone(),
             config.shard_count,

@@ -3,20 +3,32 @@
 //! runner to route commands.
 //!
 //! Kept current by KV watches. Node entries expire by the bucket's TTL without a delete marker,
-//! so the node list is also re-read periodically; both watches are recreated when they fail or
-//! after a resync interval, so a stalled watch cannot freeze the view.
+//! so both buckets are also re-read periodically, with a direct get rather than a consumer
+//! (see [`PlacementView::entries`]); watches are recreated when they fail and every so often.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_nats::jetstream::kv::{self, Operation};
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
+use shared::nats::direct_get::{BatchGetOptions, MAX_MULTI_LAST_SUBJECTS, read_last_per_subject};
 use shared::placement::{NodeInfo, ShardOwner};
 use shared::subjects::{parse_node_key, parse_placement_key};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+/// A watch (an ephemeral consumer: a change of the cluster's metadata to create) lives this
+/// many resync intervals before it is recreated; the bucket is re-listed every interval
+/// without a consumer.
+const WATCH_LIFETIME: u32 = 30;
+
+/// First wait before creating a failed watch again (doubling up to the resync interval).
+const WATCH_RETRY_MIN: Duration = Duration::from_millis(250);
+
+/// The header a KV delete or purge marker carries.
+const KV_OPERATION: &str = "KV-Operation";
 
 /// A shard's owner as stored, with the KV revision needed for compare-and-set.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +44,8 @@ pub struct PlacementView {
 }
 
 struct Inner {
+    /// For consumer-free reads of whole buckets (see [`PlacementView::entries`]).
+    client: async_nats::Client,
     nodes_kv: kv::Store,
     placement_kv: kv::Store,
     shard_count: u32,
@@ -45,7 +59,9 @@ impl PlacementView {
     /// Read both buckets once, then keep them current in background tasks. The shards claimed
     /// so far are checked against `shard_count` (see [`check_shard_count`]); `setting` is the
     /// caller's variable for it, named in the error.
+    #[allow(clippy::too_many_arguments)]
     pub async fn start(
+        client: async_nats::Client,
         nodes_kv: kv::Store,
         placement_kv: kv::Store,
         shard_count: u32,
@@ -54,8 +70,15 @@ impl PlacementView {
         tracker: &TaskTracker,
         shutdown: CancellationToken,
     ) -> Result<Self, async_nats::Error> {
+        if shard_count as usize > MAX_MULTI_LAST_SUBJECTS {
+            return Err(format!(
+                "{setting} is {shard_count}; at most {MAX_MULTI_LAST_SUBJECTS} shards are supported"
+            )
+            .into());
+        }
         let view = Self {
             inner: Arc::new(Inner {
+                client,
                 nodes_kv,
                 placement_kv,
                 shard_count,
@@ -168,13 +191,11 @@ impl PlacementView {
 
     /// Re-read every node entry (entries past the TTL are gone from the bucket).
     pub async fn refresh_nodes(&self) -> Result<(), async_nats::Error> {
-        let kv = &self.inner.nodes_kv;
-        let keys: Vec<String> = kv.keys().await?.try_collect().await?;
         let mut nodes = HashMap::new();
-        for key in keys {
-            if let Some(bytes) = kv.get(&key).await?
-                && let Ok(info) = serde_json::from_slice::<NodeInfo>(&bytes)
-                && let Ok(id) = parse_node_key(&key)
+        for entry in self.entries(&self.inner.nodes_kv).await? {
+            if entry.operation == Operation::Put
+                && let Ok(info) = serde_json::from_slice::<NodeInfo>(&entry.value)
+                && let Ok(id) = parse_node_key(&entry.key)
             {
                 nodes.insert(id.to_owned(), info);
             }
@@ -185,21 +206,53 @@ impl PlacementView {
 
     /// Reads every owner entry; returns the highest shard claimed (also beyond the count).
     async fn refresh_owners(&self) -> Result<Option<u32>, async_nats::Error> {
-        let kv = &self.inner.placement_kv;
-        let keys: Vec<String> = kv.keys().await?.try_collect().await?;
         let mut highest = None;
-        for key in keys {
-            let Ok(shard) = parse_placement_key(&key) else {
+        for entry in self.entries(&self.inner.placement_kv).await? {
+            let Ok(shard) = parse_placement_key(&entry.key) else {
                 continue;
             };
-            highest = highest.max(Some(shard));
-            if shard < self.inner.shard_count
-                && let Some(entry) = kv.entry(&key).await?
-            {
+            if entry.operation == Operation::Put {
+                highest = highest.max(Some(shard));
+            }
+            if shard < self.inner.shard_count {
                 self.apply_owner_entry(shard, &entry);
             }
         }
         Ok(highest)
+    }
+
+    /// The latest entry of every key of `kv` (deleted ones as delete entries) in one direct
+    /// get: no consumer, so it works while a killed NATS server is not yet declared offline
+    /// (ephemeral consumers the cluster places on it never answer).
+    async fn entries(&self, kv: &kv::Store) -> Result<Vec<kv::Entry>, async_nats::Error> {
+        let stored = read_last_per_subject(
+            &self.inner.client,
+            &kv.stream_name,
+            &format!("{}>", kv.prefix),
+            &BatchGetOptions::default(),
+        )
+        .await?;
+        Ok(stored
+            .into_iter()
+            .filter_map(|m| {
+                let key = m.subject.strip_prefix(&kv.prefix)?.to_owned();
+                let operation = match m.headers.get(KV_OPERATION).map(|v| v.as_str()) {
+                    Some("DEL") => Operation::Delete,
+                    Some("PURGE") => Operation::Purge,
+                    _ => Operation::Put,
+                };
+                Some(kv::Entry {
+                    bucket: kv.name.clone(),
+                    key,
+                    value: m.payload,
+                    revision: m.sequence,
+                    delta: 0,
+                    created: m.time,
+                    operation,
+                    seen_current: true,
+                })
+            })
+            .collect())
     }
 
     fn apply_owner_entry(&self, shard: u32, entry: &kv::Entry) {
@@ -287,9 +340,10 @@ impl PlacementView {
     }
 }
 
-/// Follow every change of `kv` with `on_entry`; recreate the watch when it fails, ends or has
-/// run for `resync` (a stalled watch cannot freeze the view), re-reading the whole bucket with
-/// `refresh` each time.
+/// Follow every change of `kv` with `on_entry`, and re-read the whole bucket with `refresh`
+/// every `resync` (entries that expire by TTL leave no marker to watch; a stalled watch cannot
+/// freeze the view). The watch is recreated when it fails or ends, and after
+/// [`WATCH_LIFETIME`] intervals.
 async fn watch_bucket<R, Fut>(
     kv: kv::Store,
     resync: Duration,
@@ -301,31 +355,45 @@ async fn watch_bucket<R, Fut>(
     Fut: std::future::Future<Output = Result<(), async_nats::Error>>,
 {
     let bucket = kv.name.clone();
+    let mut backoff = WATCH_RETRY_MIN;
     loop {
-        let watch = kv.watch_all().await;
-        let deadline = tokio::time::sleep(resync);
-        tokio::pin!(deadline);
-        match watch {
-            Ok(mut w) => loop {
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    () = &mut deadline => break,
-                    next = w.next() => match next {
-                        Some(Ok(entry)) => on_entry(&entry),
-                        Some(Err(e)) => {
-                            tracing::warn!(bucket, error = %e, "KV watch failed; recreating it");
-                            break;
+        match kv.watch_all().await {
+            Ok(mut w) => {
+                backoff = WATCH_RETRY_MIN;
+                let deadline = tokio::time::sleep(resync * WATCH_LIFETIME);
+                tokio::pin!(deadline);
+                let mut relist =
+                    tokio::time::interval_at(tokio::time::Instant::now() + resync, resync);
+                relist.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = &mut deadline => break,
+                        _ = relist.tick() => {
+                            if let Err(e) = refresh().await {
+                                tracing::warn!(bucket, error = %e, "cannot list the bucket");
+                            }
                         }
-                        None => break,
+                        next = w.next() => match next {
+                            Some(Ok(entry)) => on_entry(&entry),
+                            Some(Err(e)) => {
+                                tracing::warn!(bucket, error = %e, "KV watch failed; recreating it");
+                                break;
+                            }
+                            None => break,
+                        }
                     }
                 }
-            },
+            }
+            // E.g. the ordered consumer was placed on a server that was just killed: ask again
+            // soon (the listing below keeps the view current meanwhile).
             Err(e) => {
                 tracing::warn!(bucket, error = %e, "cannot watch the bucket; retrying");
                 tokio::select! {
                     () = shutdown.cancelled() => return,
-                    () = &mut deadline => {}
+                    () = tokio::time::sleep(backoff) => {}
                 }
+                backoff = (backoff * 2).min(resync);
             }
         }
         if let Err(e) = refresh().await {

@@ -30,6 +30,12 @@ pub enum StoreError {
     WrongLastSequence { expected: u64 },
     #[error("JetStream did not acknowledge the append in time; its outcome is unknown")]
     Timeout,
+    /// Nobody answered for the stream: it has no leader (an election after a NATS server
+    /// died takes 4–9 s) or this node cannot reach the cluster. Nothing was stored.
+    #[error(
+        "no JetStream server accepted the append (the event stream has no leader, e.g. during an election); nothing was stored, retry"
+    )]
+    NoLeader,
     #[error("append failed: {0}")]
     Append(String),
     #[error(transparent)]
@@ -91,6 +97,7 @@ impl EventStore {
             Err(e) => Err(match e.kind() {
                 PublishErrorKind::WrongLastSequence => StoreError::WrongLastSequence { expected },
                 PublishErrorKind::TimedOut => StoreError::Timeout,
+                PublishErrorKind::StreamNotFound => StoreError::NoLeader,
                 _ => StoreError::Append(e.to_string()),
             }),
         }

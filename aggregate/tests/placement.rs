@@ -26,6 +26,7 @@ async fn view(env: &Env, tracker: &TaskTracker, stop: &CancellationToken) -> Pla
     let nodes = env.js.get_key_value("CART_NODES").await.unwrap();
     let placement = env.js.get_key_value("CART_PLACEMENT").await.unwrap();
     PlacementView::start(
+        env.js.client(),
         nodes,
         placement,
         SHARDS,

@@ -63,6 +63,62 @@ async fn a_non_owner_answers_not_owner_with_the_owners_address() {
     b.drain().await.unwrap();
 }
 
+/// A gateway that could not reach the owner has another node serve the change; the owner,
+/// reachable again, must not answer a read from its older copy.
+#[tokio::test]
+async fn the_owner_reads_past_a_change_another_node_served_as_a_fallback() {
+    let Some(env) = env().await else { return };
+    let a = env.node("a", true).await;
+    let b = env.node("b", true).await;
+    let pa = a.placement.clone().unwrap();
+    let pb_ = b.placement.clone().unwrap();
+    wait_until(
+        || async {
+            pa.owned_shards() > 0
+                && pb_.owned_shards() > 0
+                && pb_.view().owners() == pa.view().owners()
+        },
+        WAIT,
+    )
+    .await
+    .expect("both nodes own shards and agree");
+    let cart = (0..)
+        .map(|i| format!("stale-{i}"))
+        .find(|c| {
+            let shard = shard_for(&tenant(), &CartId::parse(c).unwrap(), 64);
+            pa.view().owner(shard).is_some_and(|o| o.node == "a")
+        })
+        .unwrap();
+    let mut to_a = connect(a.grpc_addr).await;
+    let mut to_b = connect(b.grpc_addr).await;
+    to_a.execute(exec(&cart, CommandId::new(), add("TEST-SKU-123", 1)))
+        .await
+        .expect("the owner serves and caches the cart");
+    let cached = state_of(to_a.get_cart(get(&cart)).await.unwrap().into_inner());
+    let mut req = exec(&cart, CommandId::new(), add("TEST-SKU-456", 2));
+    req.metadata_mut().insert(
+        shared::headers::ROUTE_FALLBACK,
+        "owner-unreachable".parse().unwrap(),
+    );
+    let elsewhere = state_of(
+        to_b.execute(req)
+            .await
+            .expect("served as a fallback")
+            .into_inner()
+            .cart
+            .unwrap(),
+    );
+    assert!(elsewhere.version > cached.version);
+    let read = state_of(to_a.get_cart(get(&cart)).await.unwrap().into_inner());
+    assert_eq!(
+        read.version, elsewhere.version,
+        "the owner read past its copy"
+    );
+    assert_eq!(quantity_of(&read, "TEST-SKU-456"), 2);
+    a.drain().await.unwrap();
+    b.drain().await.unwrap();
+}
+
 #[tokio::test]
 async fn the_admin_drain_rpc_hands_off_and_stops_the_node() {
     use proto::cart::v1::aggregate_admin_client::AggregateAdminClient;

@@ -150,6 +150,12 @@ fn key_reused() -> ApiError {
     )
 }
 
+/// The command id of a request with `Idempotency-Key: key` on `tenant`'s `cart` (the first
+/// command's; a non-atomic list derives the others from it). Every gateway derives the same.
+pub fn command_id(tenant: &str, cart: &str, key: &str) -> shared::CommandId {
+    shared::CommandId::derived(&["idempotency", tenant, cart, key])
+}
+
 /// The fingerprint of a keyed request: the same in every gateway and every build (a UUIDv5 of
 /// its parts), so the aggregate can compare it with the one the cart kept.
 pub fn fingerprint(parts: &[&[u8]]) -> String {

@@ -24,6 +24,7 @@ pub async fn connect(
     let nodes_kv = ensure_kv(js, &policies::cart_nodes(&cfg.streams)).await?;
     let placement_kv = ensure_kv(js, &policies::cart_placement(&cfg.streams)).await?;
     let view = PlacementView::start(
+        js.client(),
         nodes_kv,
         placement_kv,
         cfg.shard_count,

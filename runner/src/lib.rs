@@ -127,6 +127,7 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
         ProviderHandle::new(ProviderClient::new(provider_cfg).map_err(|e| anyhow::anyhow!("{e}"))?);
 
     let view = aggregate::placement_view::PlacementView::start(
+        client.clone(),
         resources.cart_nodes.clone(),
         resources.cart_placement.clone(),
         config.shard_count,

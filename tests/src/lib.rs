@@ -4,6 +4,7 @@
 //! free ports) for end-to-end tests and the benchmark; [`bench`] holds the benchmark modes.
 
 pub mod bench;
+pub mod chaos;
 pub mod forward;
 pub mod platform;
 pub mod stack;

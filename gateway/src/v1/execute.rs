@@ -117,7 +117,7 @@ pub async fn commands(
     // The key derives the command id; the aggregate keeps the fingerprint and outcome with
     // the cart, so every gateway gives the same answer for the retention period.
     let exec = Exec {
-        command_id: CommandId::derived(&["idempotency", tenant, cart.as_str(), &key]),
+        command_id: crate::idempotency::command_id(tenant, cart.as_str(), &key),
         expected_version: expected,
         fingerprint: Some(fingerprint.clone()),
     };

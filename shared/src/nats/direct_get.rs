@@ -23,7 +23,7 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::headers::{
     DIRECT_GET_SERVER_HEADERS, NATS_LAST_SEQUENCE, NATS_NUM_PENDING, NATS_SEQUENCE, NATS_SUBJECT,
-    NATS_TIME_STAMP,
+    NATS_TIME_STAMP, NATS_UP_TO_SEQUENCE,
 };
 use crate::subjects::direct_get_api;
 
@@ -93,12 +93,34 @@ struct BatchRequest<'a> {
     batch: usize,
 }
 
+/// The last message of each subject matching `multi_last` at or below `up_to_seq` (0: the
+/// stream's last sequence, fixed by the first page), from sequence `seq` on.
+#[derive(Serialize)]
+struct MultiLastRequest<'a> {
+    multi_last: [&'a str; 1],
+    batch: usize,
+    #[serde(skip_serializing_if = "is_zero")]
+    seq: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    up_to_seq: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// The most subjects one multi-last request may match (the server's `maxAllowedResponses`);
+/// more is answered `413 Too Many Results`.
+pub const MAX_MULTI_LAST_SUBJECTS: usize = 1_024;
+
 enum Page {
     NotFound,
     Batch {
         events: Vec<StoredEvent>,
         pending: u64,
         last_sequence: u64,
+        /// The ceiling a multi-last page was read at (`Nats-UpTo-Sequence`).
+        up_to: Option<u64>,
     },
 }
 
@@ -139,6 +161,7 @@ pub async fn read_subject_after(
                 events: page,
                 pending,
                 last_sequence,
+                ..
             } => {
                 let progressed = !page.is_empty();
                 events.extend(page);
@@ -159,11 +182,62 @@ pub async fn read_subject_after(
     }
 }
 
+/// The last message of every subject matching `filter` (e.g. `$KV.CART_NODES.>`: a whole
+/// KV bucket with revisions and delete markers), in stream order, without creating a
+/// consumer: any replica answers, so it works while a dead server still holds consumer
+/// placements (an ephemeral consumer placed there never answers until the server is declared
+/// offline, minutes later). At most [`MAX_MULTI_LAST_SUBJECTS`] subjects may match (else
+/// `Status { code: 413 }`); pages of `options.batch` are read at one fixed ceiling.
+pub async fn read_last_per_subject(
+    client: &Client,
+    stream: &str,
+    filter: &str,
+    options: &BatchGetOptions,
+) -> Result<Vec<StoredEvent>, DirectGetError> {
+    let api = direct_get_api(stream).map_err(|e| DirectGetError::InvalidRequest {
+        stream: stream.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let batch = options.batch.clamp(1, MAX_BATCH);
+    let (mut events, mut seq, mut up_to_seq) = (Vec::new(), 0, 0);
+    loop {
+        let request = MultiLastRequest {
+            multi_last: [filter],
+            batch,
+            seq,
+            up_to_seq,
+        };
+        match request_page(client, stream, &api, &request, options.timeout).await? {
+            Page::NotFound => return Ok(events),
+            Page::Batch {
+                events: page,
+                pending,
+                last_sequence,
+                up_to,
+            } => {
+                let progressed = !page.is_empty();
+                events.extend(page);
+                if pending == 0 {
+                    return Ok(events);
+                }
+                if !progressed || last_sequence < seq {
+                    return Err(DirectGetError::Malformed {
+                        stream: stream.to_owned(),
+                        reason: format!("{pending} subjects pending but the page made no progress"),
+                    });
+                }
+                seq = last_sequence + 1;
+                up_to_seq = up_to.unwrap_or(last_sequence);
+            }
+        }
+    }
+}
+
 async fn request_page(
     client: &Client,
     stream: &str,
     api: &str,
-    request: &BatchRequest<'_>,
+    request: &impl Serialize,
     timeout: Duration,
 ) -> Result<Page, DirectGetError> {
     let transport = |reason: String| DirectGetError::Transport {
@@ -199,10 +273,12 @@ async fn request_page(
                 let last_sequence = header_u64(&headers, NATS_LAST_SEQUENCE)
                     .or_else(|| events.last().map(|e: &StoredEvent| e.sequence))
                     .unwrap_or(0);
+                let up_to = header_u64(&headers, NATS_UP_TO_SEQUENCE);
                 return Ok(Page::Batch {
                     events,
                     pending,
                     last_sequence,
+                    up_to,
                 });
             }
             Some(404) if events.is_empty() => return Ok(Page::NotFound),

@@ -8,11 +8,20 @@ fn deploy_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/nats")
 }
 
-const CONFIGS: &[&str] = &[
-    "nats.conf",
-    "cluster-1.conf",
-    "cluster-2.conf",
-    "cluster-3.conf",
+const CONFIGS: &[&str] = &["nats.conf", "cluster.conf"];
+
+/// What `scripts/dev --cluster` gives member 1 of deploy/nats/cluster.conf (every member's
+/// values come from the environment).
+const CLUSTER_ENV: &[(&str, &str)] = &[
+    ("NATS_SERVER_NAME", "nats-1"),
+    ("NATS_LISTEN", "127.0.0.1:4222"),
+    ("NATS_HTTP", "127.0.0.1:8222"),
+    ("NATS_CLUSTER_LISTEN", "127.0.0.1:6222"),
+    ("NATS_ROUTE_1", "nats-route://127.0.0.1:6222"),
+    ("NATS_ROUTE_2", "nats-route://127.0.0.1:6223"),
+    ("NATS_ROUTE_3", "nats-route://127.0.0.1:6224"),
+    ("NATS_STORE_DIR", "/tmp/nats-1"),
+    ("NATS_PID_FILE", "/tmp/nats-1/nats.pid"),
 ];
 
 #[test]
@@ -32,12 +41,13 @@ fn configs_exist_with_jetstream_and_fsync_always() {
             "{name} fsyncs every write"
         );
     }
-    for name in &CONFIGS[1..] {
-        let text = std::fs::read_to_string(deploy_dir().join(name)).unwrap();
-        assert!(text.contains("cluster"), "{name} is a cluster member");
-        for peer in ["nats-1", "nats-2", "nats-3"] {
-            assert!(text.contains(peer), "{name} routes to {peer}");
-        }
+    let text = std::fs::read_to_string(deploy_dir().join("cluster.conf")).unwrap();
+    assert!(
+        text.contains("cluster {"),
+        "cluster.conf is a cluster member"
+    );
+    for route in ["$NATS_ROUTE_1", "$NATS_ROUTE_2", "$NATS_ROUTE_3"] {
+        assert!(text.contains(route), "cluster.conf routes to {route}");
     }
 }
 
@@ -60,6 +70,7 @@ fn configs_pass_the_servers_own_config_test() {
             .arg("--config")
             .arg(&path)
             .arg("-t")
+            .envs(CLUSTER_ENV.iter().copied())
             .output()
             .unwrap();
         assert!(

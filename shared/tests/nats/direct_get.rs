@@ -182,3 +182,60 @@ async fn wildcards_and_bad_stream_names_are_rejected_locally() {
         .unwrap_err();
     assert!(matches!(err, DirectGetError::InvalidRequest { .. }));
 }
+
+/// A whole KV bucket, as placement reads it: the latest entry of every key (a deleted key as
+/// its delete marker), over several pages read at one ceiling, without a consumer.
+#[tokio::test]
+async fn last_per_subject_lists_a_bucket_in_pages_with_its_delete_markers() {
+    use shared::nats::direct_get::read_last_per_subject;
+    let Some(nats) = nats_or_skip!() else { return };
+    let js = nats.jetstream().await;
+    let kv = js
+        .create_key_value(jetstream::kv::Config {
+            bucket: "LISTED".into(),
+            history: 3,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut latest = std::collections::BTreeMap::new();
+    for round in 0..3 {
+        for k in 0..5 {
+            let rev = kv
+                .put(format!("k{k}"), format!("v{k}.{round}").into())
+                .await
+                .unwrap();
+            latest.insert(format!("k{k}"), rev);
+        }
+    }
+    kv.delete("k3").await.unwrap();
+    assert!(
+        kv.get("k3").await.unwrap().is_none(),
+        "a deleted key reads as absent"
+    );
+    let client = nats.client().await;
+    let opts = BatchGetOptions {
+        batch: 2,
+        ..Default::default()
+    };
+    let got = read_last_per_subject(&client, "KV_LISTED", "$KV.LISTED.>", &opts)
+        .await
+        .unwrap();
+    let keys: Vec<&str> = got.iter().map(|e| e.subject.as_str()).collect();
+    assert_eq!(keys.len(), 5, "one entry per key: {keys:?}");
+    for e in &got {
+        let key = e.subject.strip_prefix("$KV.LISTED.").unwrap();
+        if key == "k3" {
+            assert_eq!(e.headers.get("KV-Operation").unwrap().as_str(), "DEL");
+            assert!(e.sequence > latest[key]);
+        } else {
+            assert_eq!(e.sequence, latest[key]);
+            assert_eq!(e.payload.as_ref(), format!("v{}.2", &key[1..]).as_bytes());
+        }
+    }
+    // An empty filter match is an empty result, not an error.
+    let none = read_last_per_subject(&client, "KV_LISTED", "$KV.LISTED.nothing.>", &opts)
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+}
