@@ -31,7 +31,8 @@ pub struct CartPrice {
 #[schema(rename_all = "camelCase")]
 pub struct ItemMeta {
     name: String,
-    image: Option<String>,
+    /// Empty when the product has no image.
+    image: String,
     brand: Option<String>,
     category: Option<String>,
     seller_id: Option<String>,
@@ -299,6 +300,7 @@ mod tests {
             discount: VoucherKind::Fixed { amount: 1000 },
             min_order: 0,
             description: None,
+            expires_at: None,
         });
         cart.subscription_details.push(Details {
             id: "s1".into(),

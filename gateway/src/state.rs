@@ -7,7 +7,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use shared::domain::Command;
 use shared::headers::RequestContext;
 use shared::ops::Readiness;
-use shared::{ApiError, CartId};
+use shared::{ApiError, CartId, CommandId};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError};
@@ -112,7 +112,7 @@ impl AppState {
         exec: Exec,
         mut command: Command,
     ) -> Result<Snapshot, ApiError> {
-        fill_ids(&mut command, &exec);
+        fill_ids(&mut command, &exec.command_id.to_string());
         command.validate()?;
         self.limits.check_cart(ctx.tenant.as_str(), cart.as_str())?;
         self.upstream.execute(ctx, cart, exec, command).await
@@ -126,8 +126,14 @@ impl AppState {
         exec: Exec,
         mut commands: Vec<Command>,
     ) -> Result<Snapshot, ApiError> {
-        for c in &mut commands {
-            fill_ids(c, &exec);
+        // Each position its own id (two id-less upserts in one batch are two details), the
+        // same on every retry of the request.
+        for (i, c) in commands.iter_mut().enumerate() {
+            let id = match i {
+                0 => exec.command_id,
+                _ => CommandId::derived(&[&exec.command_id.to_string(), &i.to_string()]),
+            };
+            fill_ids(c, &id.to_string());
         }
         for (i, c) in commands.iter().enumerate() {
             c.validate().map_err(|e| {
@@ -141,16 +147,16 @@ impl AppState {
     }
 }
 
-/// Ids a client may leave out, filled with the command id: a `StartCheckout`'s attempt and an
-/// `UpsertSubscriptionDetails`' details, so a retry of the same request is the same attempt or
-/// the same details.
-fn fill_ids(command: &mut Command, exec: &Exec) {
+/// Ids a client may leave out, filled with `with` (derived from the command id): a
+/// `StartCheckout`'s attempt and an `UpsertSubscriptionDetails`' details, so a retry of the
+/// same request is the same attempt or the same details.
+fn fill_ids(command: &mut Command, with: &str) {
     match command {
         Command::StartCheckout { attempt_id: id, .. }
         | Command::UpsertSubscriptionDetails { id, .. }
             if id.is_empty() =>
         {
-            *id = exec.command_id.to_string();
+            with.clone_into(id);
         }
         _ => {}
     }
@@ -159,7 +165,6 @@ fn fill_ids(command: &mut Command, exec: &Exec) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::CommandId;
 
     #[test]
     fn ids_a_client_left_out_are_the_command_id() {
@@ -168,14 +173,14 @@ mod tests {
             attempt_id: String::new(),
             country: None,
         };
-        fill_ids(&mut start, &exec);
+        fill_ids(&mut start, &exec.command_id.to_string());
         let mut details = Command::UpsertSubscriptionDetails {
             id: String::new(),
             offering_code: "5G".into(),
             signing_type: "bankid".into(),
             data: serde_json::json!({}),
         };
-        fill_ids(&mut details, &exec);
+        fill_ids(&mut details, &exec.command_id.to_string());
         let id = exec.command_id.to_string();
         assert!(matches!(start, Command::StartCheckout { attempt_id, .. } if attempt_id == id));
         assert!(matches!(details, Command::UpsertSubscriptionDetails { id: d, .. } if d == id));
@@ -183,7 +188,7 @@ mod tests {
             attempt_id: "mine".into(),
             country: None,
         };
-        fill_ids(&mut given, &exec);
+        fill_ids(&mut given, &exec.command_id.to_string());
         assert!(matches!(given, Command::StartCheckout { attempt_id, .. } if attempt_id == "mine"));
     }
 }

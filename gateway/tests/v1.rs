@@ -194,6 +194,45 @@ async fn etags_and_preconditions() {
     assert_ne!(resp.headers()["etag"].to_str().unwrap(), etag);
 }
 
+/// Two subscription details without ids in one atomic list are two details (each position
+/// gets its own id), and a retry of the request under the same key names the same two.
+#[tokio::test]
+async fn id_less_subscription_details_in_one_list_are_distinct_and_stable() {
+    let Some(stack) = stack().await else { return };
+    let http = reqwest::Client::new();
+    let id = create(&stack, &http).await;
+    let details = |plan: &str| {
+        json!({"type": "UpsertSubscriptionDetails", "offeringCode": plan,
+            "signingType": "bankid", "data": {"plan": plan}})
+    };
+    let body = json!({"commands": [details("5G"), details("FIBER")], "atomic": true});
+    let send = || {
+        http.post(stack.url(&format!("/v1/carts/{id}/commands")))
+            .header("idempotency-key", "two-details")
+            .json(&body)
+            .send()
+    };
+    let (status, first) = json(send().await.unwrap()).await;
+    assert_eq!(status, 200, "{first}");
+    let ids = |reply: &Value| -> Vec<String> {
+        reply["result"]["subscriptionDetails"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect()
+    };
+    assert_eq!(ids(&first).len(), 2, "{first}");
+    let (status, again) = json(send().await.unwrap()).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(ids(&again), ids(&first), "a retry names the same details");
+    assert_eq!(
+        stack.events("default", &id).await.len(),
+        1,
+        "and applies once"
+    );
+}
+
 #[tokio::test]
 async fn command_lists_atomic_or_one_by_one() {
     let Some(stack) = stack().await else { return };

@@ -46,6 +46,9 @@ pub enum ConversionError {
     /// A field that carries JSON as text holds no valid JSON.
     #[error("{path}: not valid JSON: {reason}")]
     InvalidJson { path: String, reason: String },
+    /// A time that is not RFC 3339.
+    #[error("{path}: not an RFC 3339 time: {reason}")]
+    InvalidTime { path: String, reason: String },
 }
 
 impl ConversionError {
@@ -69,7 +72,8 @@ impl ConversionError {
             | Self::UnknownEnumValue { path, .. }
             | Self::Unspecified { path, .. }
             | Self::InvalidId { path, .. }
-            | Self::InvalidJson { path, .. } => path,
+            | Self::InvalidJson { path, .. }
+            | Self::InvalidTime { path, .. } => path,
         }
     }
 
@@ -82,7 +86,8 @@ impl ConversionError {
             | Self::UnknownEnumValue { path, .. }
             | Self::Unspecified { path, .. }
             | Self::InvalidId { path, .. }
-            | Self::InvalidJson { path, .. } => path,
+            | Self::InvalidJson { path, .. }
+            | Self::InvalidTime { path, .. } => path,
         };
         *path = format!("{segment}.{path}");
         self

@@ -539,6 +539,25 @@ async fn the_december_2025_client_reads_every_reply_as_its_own_types() {
         (first.id.as_str(), first.offering_code.as_str()),
         (id.as_str(), "5G-UNLIMITED")
     );
+    // The same request again (a retry after a lost reply) is the same entry, not a second.
+    let r: MutationResult<Cart> = b
+        .fetch(
+            "upsertSubscriptionDetails",
+            Method::PUT,
+            "/cart/subscription-details",
+            Some(
+                r#"{"offeringCode":"5G-UNLIMITED","signingType":"bankid","data":{"msisdn":"0701234567"}}"#,
+            ),
+        )
+        .await;
+    let again = result_dec("upsertSubscriptionDetails", r)
+        .subscription_details
+        .unwrap();
+    assert_eq!(
+        again.keys().collect::<Vec<_>>(),
+        vec![id],
+        "a retry adds nothing"
+    );
     let body =
         format!(r#"{{"id":"{id}","offeringCode":"5G-PLUS","signingType":"bankid","data":{{}}}}"#);
     let r: MutationResult<Cart> = b
@@ -554,6 +573,19 @@ async fn the_december_2025_client_reads_every_reply_as_its_own_types() {
         .unwrap();
     assert_eq!(details.len(), 1, "upserted by id");
     assert_eq!(details[id].offering_code, "5G-PLUS");
+    let r: MutationResult<Cart> = b
+        .fetch(
+            "removeSubscriptionDetails",
+            Method::DELETE,
+            &format!("/cart/subscription-details/{id}"),
+            None,
+        )
+        .await;
+    let left = result_dec("removeSubscriptionDetails", r).subscription_details;
+    assert!(
+        left.as_ref().is_none_or(|d| d.is_empty()),
+        "removed: {left:?}"
+    );
     let r: MutationResult<Cart> = b
         .fetch(
             "addToCartBySku",

@@ -137,8 +137,9 @@ pub struct MarkingBody {
 }
 
 /// `PUT /cart/subscription-details` (and the `/v1` `UpsertSubscriptionDetails` command): add
-/// subscription details, or replace those with `id`. Without an id a new one is made (the
-/// same one for a retry of the same request).
+/// subscription details, or replace those with `id`. Without an id one is derived: on `/v1`
+/// from the request's command id (a retry under the same key is the same entry), on the
+/// storefront route from the cart and the body (the same details sent again are one entry).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SubscriptionDetailsBody {

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use shared::domain::Command;
-use shared::{ApiError, CartId};
+use shared::{ApiError, CartId, CommandId};
 
 use super::cart_ref::StoreCart;
 use super::dto::*;
@@ -314,8 +314,9 @@ pub async fn remove_marking(
 }
 
 /// Add subscription details to the cart, or replace those with the body's `id`
-/// (`UpsertSubscriptionDetails`); without an id they get a new one, shown as the key of the
-/// cart's `subscriptionDetails`.
+/// (`UpsertSubscriptionDetails`); without an id they get one derived from the cart and the
+/// body (the same details sent again are the same entry), echoed in the mutation and shown as
+/// the key of the cart's `subscriptionDetails`.
 #[utoipa::path(put, path = "/cart/subscription-details", tag = TAG,
     request_body = SubscriptionDetailsBody,
     responses((status = 200, description = "The cart after the change", body = schema::StorefrontMutationReply), CommandErrors))]
@@ -323,8 +324,22 @@ pub async fn upsert_subscription_details(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
     cart: StoreCart,
-    JsonBody(body): JsonBody<SubscriptionDetailsBody>,
+    JsonBody(mut body): JsonBody<SubscriptionDetailsBody>,
 ) -> Result<Response, ApiError> {
+    // A storefront request carries no idempotency key: the same details sent again (a retry
+    // after a lost reply) must name the same entry, not add a second one.
+    if body.id.is_none() {
+        let data = serde_json::to_string(&body.data).unwrap_or_default();
+        let id = CommandId::derived(&[
+            "subscription-details",
+            ctx.tenant.as_str(),
+            cart.id.as_str(),
+            &body.offering_code,
+            &body.signing_type,
+            &data,
+        ]);
+        body.id = Some(id.to_string());
+    }
     let echo = serde_json::to_value(&body).unwrap_or_default();
     mutate(&s, &ctx, &cart, body.command(), &echo).await
 }

@@ -12,6 +12,9 @@ use shared::domain::cart::{
 };
 use shared::domain::intern;
 
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
 use super::{ConversionError, required};
 use crate::cart::v1 as pb;
 use crate::cart::v1::applied_voucher::Discount;
@@ -142,6 +145,7 @@ impl From<&AppliedVoucher> for pb::AppliedVoucher {
             }),
             min_order: v.min_order,
             description: v.description.clone(),
+            expires_at: v.expires_at.and_then(|t| t.format(&Rfc3339).ok()),
         }
     }
 }
@@ -367,12 +371,22 @@ impl TryFrom<pb::AppliedVoucher> for AppliedVoucher {
             Discount::FixedAmount(amount) => VoucherKind::Fixed { amount },
             Discount::PercentBasisPoints(basis_points) => VoucherKind::Percent { basis_points },
         };
+        let expires_at = v
+            .expires_at
+            .map(|t| {
+                OffsetDateTime::parse(&t, &Rfc3339).map_err(|e| ConversionError::InvalidTime {
+                    path: "expires_at".to_owned(),
+                    reason: e.to_string(),
+                })
+            })
+            .transpose()?;
         Ok(AppliedVoucher {
             id: v.id,
             code: v.code,
             discount,
             min_order: v.min_order,
             description: v.description,
+            expires_at,
         })
     }
 }

@@ -101,6 +101,14 @@ pub struct AppliedVoucher {
     pub min_order: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// When the catalog's voucher stops applying; an expired voucher is taken off the cart
+    /// when a checkout starts.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub expires_at: Option<time::OffsetDateTime>,
 }
 
 /// Subscription details the storefront attached to the cart (upserted by id).
@@ -366,6 +374,7 @@ pub fn apply(cart: &mut Cart, event: &Event) {
                 discount: e.discount,
                 min_order: e.min_order,
                 description: e.description.clone(),
+                expires_at: e.expires_at,
             });
         }
         Event::VoucherRemoved(e) => cart.vouchers.retain(|v| v.id != e.voucher_id),

@@ -450,6 +450,7 @@ impl Decision<'_, '_> {
             discount: def.discount,
             min_order: def.min_order,
             description: def.description.clone(),
+            expires_at: def.expires_at,
         });
         Ok(())
     }
@@ -496,6 +497,18 @@ impl Decision<'_, '_> {
             Some(c) => country(&c)?,
             None => self.cart.lines[0].country.to_string(),
         };
+        // What is charged is what applies now: a voucher that expired while it sat on the cart
+        // comes off (in the same commit, so the cart shows why the total changed).
+        let expired: Vec<u32> = self
+            .cart
+            .vouchers
+            .iter()
+            .filter(|v| v.expires_at.is_some_and(|exp| self.ctx.now >= exp))
+            .map(|v| v.id)
+            .collect();
+        for voucher_id in expired {
+            self.emit(VoucherRemoved { voucher_id });
+        }
         let priced = checkout_lines(&self.cart);
         self.emit(CheckoutStarted {
             attempt_id,
@@ -536,6 +549,15 @@ impl Decision<'_, '_> {
                     "must be at most {} bytes of JSON, got {size}",
                     limits.max_subscription_data_bytes
                 ),
+            ));
+        }
+        // Every stored event must read back: JSON parsers stop at a nesting depth (serde_json
+        // at 128, counted from the envelope), so the data's own depth is kept well inside it.
+        let depth = json_depth(&data);
+        if depth > MAX_SUBSCRIPTION_DATA_DEPTH {
+            return Err(DomainError::invalid(
+                "data",
+                format!("must nest at most {MAX_SUBSCRIPTION_DATA_DEPTH} levels, got {depth}"),
             ));
         }
         let existing = self.cart.subscription_details.iter().find(|d| d.id == id);
@@ -634,5 +656,17 @@ fn country(c: &str) -> Result<String, DomainError> {
             "country",
             format!("must be a two-letter country code such as \"se\", got {c:?}"),
         ))
+    }
+}
+
+/// The deepest nesting of objects and arrays subscription data may have.
+pub const MAX_SUBSCRIPTION_DATA_DEPTH: usize = 16;
+
+/// Levels of objects and arrays in `v` (a scalar is 0, `{}` is 1).
+fn json_depth(v: &serde_json::Value) -> usize {
+    match v {
+        serde_json::Value::Array(a) => 1 + a.iter().map(json_depth).max().unwrap_or(0),
+        serde_json::Value::Object(o) => 1 + o.values().map(json_depth).max().unwrap_or(0),
+        _ => 0,
     }
 }

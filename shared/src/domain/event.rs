@@ -99,6 +99,14 @@ pub struct VoucherApplied {
     /// The catalog's description of the voucher when it was applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// When the catalog's voucher stops applying; an expired voucher is taken off the cart
+    /// when a checkout starts.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub expires_at: Option<time::OffsetDateTime>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

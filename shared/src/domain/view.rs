@@ -109,8 +109,10 @@ pub struct CartItem {
 #[serde(rename_all = "camelCase")]
 pub struct ItemMeta {
     pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image: Option<String>,
+    /// Always present (the storefront client's type requires it): empty when the product has
+    /// no image.
+    #[serde(default)]
+    pub image: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub brand: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -194,7 +196,7 @@ fn render<M: Amount>(cart: &Cart) -> CartView<M> {
                         store_id: l.store_id.as_deref().map(str::to_owned),
                         meta: ItemMeta {
                             name: p.name.clone(),
-                            image: p.image.clone(),
+                            image: p.image.clone().unwrap_or_default(),
                             brand: p.brand.clone(),
                             category: p.category.clone(),
                             seller_id: p.seller_id.clone(),
@@ -222,7 +224,12 @@ fn render<M: Amount>(cart: &Cart) -> CartView<M> {
                 .iter()
                 .zip(&t.vouchers)
                 .map(|(v, discount)| {
-                    let rules = unmet_rules(v, items_gross, currency);
+                    let mut rules = unmet_rules(v, items_gross, currency);
+                    // Rules met but nothing left to take off (earlier vouchers took it all):
+                    // not shown as applied, and why.
+                    if rules.is_empty() && discount.inc_vat <= 0 {
+                        rules.push("discount: the items are already fully discounted".to_owned());
+                    }
                     Voucher {
                         id: v.id,
                         code: v.code.clone(),

@@ -84,6 +84,7 @@ fn sample_cart() -> Cart {
             discount: VoucherKind::Fixed { amount: 1000 },
             min_order: 0,
             description: Some("10 kr off".into()),
+            expires_at: Some(time::macros::datetime!(2030-01-01 00:00:00.5 UTC)),
         },
         AppliedVoucher {
             id: 2,
@@ -91,6 +92,7 @@ fn sample_cart() -> Cart {
             discount: VoucherKind::Percent { basis_points: 1000 },
             min_order: 5000,
             description: None,
+            expires_at: None,
         },
     ];
     cart.user_id = Some("u-1".into());

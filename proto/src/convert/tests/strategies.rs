@@ -138,15 +138,30 @@ fn voucher() -> impl Strategy<Value = AppliedVoucher> {
         any::<i64>().prop_map(|amount| VoucherKind::Fixed { amount }),
         any::<u32>().prop_map(|basis_points| VoucherKind::Percent { basis_points }),
     ];
-    (any::<u32>(), text(), kind, any::<i64>(), opt_text()).prop_map(
-        |(id, code, discount, min_order, description)| AppliedVoucher {
-            id,
-            code,
-            discount,
-            min_order,
-            description,
+    let expires = proptest::option::of((0i64..4_102_444_800, 0i64..1_000_000_000).prop_map(
+        |(secs, nanos)| {
+            time::OffsetDateTime::from_unix_timestamp(secs).unwrap()
+                + time::Duration::nanoseconds(nanos)
         },
+    ));
+    (
+        any::<u32>(),
+        text(),
+        kind,
+        any::<i64>(),
+        opt_text(),
+        expires,
     )
+        .prop_map(
+            |(id, code, discount, min_order, description, expires_at)| AppliedVoucher {
+                id,
+                code,
+                discount,
+                min_order,
+                description,
+                expires_at,
+            },
+        )
 }
 
 pub fn checkout_status() -> impl Strategy<Value = CheckoutStatus> {

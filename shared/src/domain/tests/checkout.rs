@@ -334,3 +334,43 @@ fn a_cart_changed_back_to_the_attempt_is_placed() {
     .unwrap();
     assert_eq!(types(&events), ["OrderPlaced"]);
 }
+
+fn names(events: &[Event]) -> Vec<&'static str> {
+    events.iter().map(Event::type_name).collect()
+}
+
+/// A voucher that expired while it sat on the cart is not charged for: it comes off in the
+/// commit that starts the checkout, and the attempt's total is without it.
+#[test]
+fn a_voucher_expired_on_the_cart_comes_off_when_the_checkout_starts() {
+    let cart = given(vec![
+        Command::AddItem(add("TEST-SKU-123", 1)),
+        Command::ApplyVoucher {
+            code: "SOON".into(),
+        },
+    ]);
+    assert_eq!(cart.vouchers.len(), 1);
+    assert!(cart.vouchers[0].expires_at.is_some());
+    let cat = catalog();
+    let now = ctx(&cat);
+    let on_time = decide(&cart, start("a1"), &now).unwrap();
+    assert_eq!(names(&on_time), ["CheckoutStarted"]);
+    let later = Context {
+        now: datetime!(2026-11-23 14:00 UTC),
+        ..now
+    };
+    let events = decide(&cart, start("a1"), &later).unwrap();
+    assert_eq!(names(&events), ["VoucherRemoved", "CheckoutStarted"]);
+    let Event::CheckoutStarted(started) = &events[1] else {
+        unreachable!()
+    };
+    let Event::CheckoutStarted(discounted) = &on_time[0] else {
+        unreachable!()
+    };
+    assert_eq!(started.total_amount, discounted.total_amount + 1000);
+    let mut after = cart.clone();
+    for e in &events {
+        after = evolve(after, e);
+    }
+    assert!(after.vouchers.is_empty());
+}

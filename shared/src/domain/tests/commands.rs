@@ -769,6 +769,30 @@ fn every_command_accepts_and_rejects_as_specified() {
             Rejected(ErrorCode::InvalidArgument, "at most 4096 bytes"),
         ),
         (
+            "subscription details data nests at most 16 levels",
+            vec![],
+            Command::UpsertSubscriptionDetails {
+                id: "s1".into(),
+                offering_code: "PLAN".into(),
+                signing_type: "bankid".into(),
+                data: (0..17).fold(serde_json::json!(1), |v, _| serde_json::json!({ "a": v })),
+            },
+            Rejected(ErrorCode::InvalidArgument, "at most 16 levels, got 17"),
+        ),
+        (
+            "subscription details data 16 levels deep is kept",
+            vec![],
+            Command::UpsertSubscriptionDetails {
+                id: "s1".into(),
+                offering_code: "PLAN".into(),
+                signing_type: "bankid".into(),
+                data:
+                    (0..16).fold(serde_json::json!([]), |v, _| serde_json::json!({ "a": v }))["a"]
+                        .clone(),
+            },
+            Events(&["SubscriptionDetailsUpserted"]),
+        ),
+        (
             "the same subscription details again change nothing",
             vec![Command::UpsertSubscriptionDetails {
                 id: "s1".into(),

@@ -136,6 +136,46 @@ fn a_voucher_waits_on_the_cart_until_its_rules_are_met() {
     );
     assert_eq!(v["vouchers"][0]["rules"], json!([]));
     assert_eq!(v["totalPrice"]["incVat"], 8 * 12_500 - 1000);
+    // Back below the minimum: it stops applying, and says why again.
+    let cart = given(vec![
+        Command::AddItem(add("TEST-SKU-123", 8)),
+        Command::ApplyVoucher { code: "BIG".into() },
+        Command::ChangeQuantity {
+            line_id: 1,
+            quantity: 7,
+        },
+    ]);
+    let v = serde_json::to_value(StorefrontCart::storefront(&cart)).unwrap();
+    assert_eq!(v["vouchers"][0]["applied"], json!(false));
+    assert_eq!(v["vouchers"][0]["value"], json!(0));
+    assert_eq!(v["totalPrice"]["incVat"], 7 * 12_500);
+}
+
+/// A voucher whose rules are met but that has nothing left to take off (an earlier voucher
+/// took the whole items total) is not shown as applied, and says why.
+#[test]
+fn a_voucher_with_nothing_left_to_discount_is_not_applied() {
+    let cart = given(vec![
+        Command::AddItem(add("TEST-SKU-456", 1)),
+        Command::ApplyVoucher {
+            code: "TWOHUNDRED".into(),
+        },
+        Command::ApplyVoucher { code: "TEN".into() },
+    ]);
+    let v = serde_json::to_value(StorefrontCart::storefront(&cart)).unwrap();
+    assert_eq!(v["vouchers"][0]["applied"], json!(true));
+    assert_eq!(v["vouchers"][0]["value"], json!(9990));
+    assert_eq!(
+        (
+            v["vouchers"][1]["applied"].clone(),
+            v["vouchers"][1]["value"].clone()
+        ),
+        (json!(false), json!(0))
+    );
+    assert_eq!(
+        v["vouchers"][1]["rules"],
+        json!(["discount: the items are already fully discounted"])
+    );
 }
 
 #[test]
@@ -403,4 +443,17 @@ fn every_event_type_round_trips_through_json() {
         assert_eq!(&back, e);
     }
     assert!(cart.lines.len() == 2);
+}
+
+/// `meta.image` is a string in both client versions' types: a product without an image shows
+/// an empty one, never a missing field.
+#[test]
+fn an_item_without_an_image_has_an_empty_one() {
+    let cart = given(vec![Command::AddItem(add("NOIMAGE-1", 1))]);
+    for v in [
+        serde_json::to_value(CartView::of(&cart)).unwrap(),
+        serde_json::to_value(StorefrontCart::storefront(&cart)).unwrap(),
+    ] {
+        assert_eq!(v["items"][0]["meta"]["image"], json!(""), "{v}");
+    }
 }

@@ -42,6 +42,9 @@ pub(super) fn catalog() -> CatalogSnapshot {
     ] {
         c.products.insert(p.sku.clone(), p);
     }
+    let mut bare = product("NOIMAGE-1", 1000, 2500);
+    bare.image = None;
+    c.products.insert(bare.sku.clone(), bare);
     let mut eur = product("EURO-1", 1000, 2500);
     eur.currency = "EUR".into();
     c.products.insert(eur.sku.clone(), eur);
@@ -68,12 +71,20 @@ pub(super) fn catalog() -> CatalogSnapshot {
     for (code, kind, min, exp) in [
         ("TEN", VoucherKind::Percent { basis_points: 1000 }, 0, None),
         ("FIFTY", VoucherKind::Fixed { amount: 5000 }, 0, None),
+        ("TWOHUNDRED", VoucherKind::Fixed { amount: 20000 }, 0, None),
         ("BIG", VoucherKind::Fixed { amount: 1000 }, 100_000, None),
         (
             "OLD",
             VoucherKind::Fixed { amount: 1000 },
             0,
             Some(datetime!(2020-01-01 0:00 UTC)),
+        ),
+        // Valid at `ctx`'s now, expired an hour later.
+        (
+            "SOON",
+            VoucherKind::Fixed { amount: 1000 },
+            0,
+            Some(datetime!(2026-11-23 13:00 UTC)),
         ),
     ] {
         c.vouchers.insert(
