@@ -33,6 +33,10 @@ use crate::watch::Watchers;
 /// Retry-After when the event stream has no leader (a NATS election takes 4–9 s).
 const NO_LEADER_RETRY: Duration = Duration::from_secs(2);
 const NOT_YET_RETRY: Duration = Duration::from_secs(1);
+/// Messages one confirmation applies at most (a cart another writer keeps changing).
+const CONFIRM_LIMIT: usize = 64;
+/// Leader reads after which the rest is read in a batch from the replicas.
+const CONFIRM_BATCH_AFTER: usize = 4;
 
 /// Tuning of command execution (from the service config).
 #[derive(Debug, Clone)]
@@ -298,10 +302,14 @@ impl Carts {
 
         let slot = self.slot(cart).await;
         let mut guard = slot.loaded.lock().await;
-        let (loaded, _) = self.ensure_current(&mut guard, cart).await?;
+        let loaded = self.ensure_current(&mut guard, cart).await?;
         let cfg = &self.inner.cfg;
+        // Whether the state is known to be what the stream's leader holds (an append that the
+        // fence let through, or a leader read). A cached or replica-read state may be behind.
+        let mut confirmed = false;
 
-        for attempt in 0..=cfg.max_conflict_retries {
+        // At least two rounds: a refusal found stale is decided once more.
+        for attempt in 0..=cfg.max_conflict_retries.max(1) {
             let now = time::OffsetDateTime::now_utc();
             if let Some(answered) = self.answered_before(&loaded.state, id, now)? {
                 return Ok(answered);
@@ -310,7 +318,7 @@ impl Carts {
                 && expected != loaded.state.version
             {
                 if expected > loaded.state.version {
-                    self.catch_up(loaded, cart).await?;
+                    confirmed = self.confirm_current(loaded, cart, false).await?;
                 }
                 if expected != loaded.state.version {
                     metrics::counter!(m::CONFLICTS).increment(1);
@@ -323,7 +331,23 @@ impl Carts {
                     ));
                 }
             }
-            let events = decide_all(&loaded.state, commands, &catalog, now, cfg.limits)?;
+            let decided = decide_all(&loaded.state, commands, &catalog, now, cfg.limits);
+            // A refusal or a no-op is not fenced by an append: decided on a copy that is behind
+            // (a retry whose first attempt was stored but whose answer was lost, a change
+            // another node served), it would tell the client something the stream
+            // contradicts. Decided again on what the leader holds, when that is newer.
+            let unfenced = decided
+                .as_ref()
+                .map_or(true, |e| e.is_empty() && id.fingerprint.is_none());
+            if unfenced && !confirmed {
+                confirmed = true;
+                let before = loaded.state.version;
+                self.confirm_current(loaded, cart, true).await?;
+                if loaded.state.version != before {
+                    continue;
+                }
+            }
+            let events = decided?;
             // A keyed command that changes nothing is still recorded (a message without
             // events), so its key cannot be used for another request afterwards.
             if events.is_empty() && id.fingerprint.is_none() {
@@ -368,7 +392,7 @@ impl Carts {
                 }
                 Ok(appended) => {
                     // Stored before (an earlier attempt whose ack was lost, or another node).
-                    self.catch_up(loaded, cart).await?;
+                    self.confirm_current(loaded, cart, false).await?;
                     return match self.answered_before(&loaded.state, id, now)? {
                         Some(answered) => Ok(answered),
                         None if appended.sequence <= loaded.state.version => {
@@ -388,7 +412,7 @@ impl Carts {
                     // Back off with jitter so a writer whose cache is current does not win
                     // every race while this one keeps catching up.
                     tokio::time::sleep(conflict_backoff(attempt)).await;
-                    self.catch_up(loaded, cart).await?;
+                    confirmed = self.confirm_current(loaded, cart, false).await?;
                 }
                 Err(StoreError::Timeout) => {
                     return Err(ApiError::new(
@@ -416,9 +440,9 @@ impl Carts {
         ))
     }
 
-    /// The current cart. When the caller has seen a newer version than the node holds, the
-    /// node reads the stream once more; still older then, it answers `unavailable` (a retry
-    /// may find it) rather than a cart older than the caller asked for.
+    /// The current cart, as the stream's leader holds it. When the caller has seen a newer
+    /// version than that, it answers `unavailable` (a retry may find it) rather than a cart
+    /// older than the caller asked for.
     pub async fn get(
         &self,
         cart: &CartRef,
@@ -428,30 +452,26 @@ impl Carts {
         self.check_owner(cart, route)?;
         let slot = self.slot(cart).await;
         let mut guard = slot.loaded.lock().await;
-        let (loaded, fresh) = self.ensure_current(&mut guard, cart).await?;
-        // A read is answered from the stream, not only from this node's copy: another node may
-        // have appended since (a gateway that could not reach this node served a retry
-        // elsewhere, a shard that moved and came back, a node paused past its TTL). A cached
-        // cart makes that one round trip that usually returns nothing new.
-        if !fresh {
-            self.catch_up(loaded, cart).await?;
-        }
+        let loaded = self.ensure_current(&mut guard, cart).await?;
+        // A read is answered from the stream's leader, not only from this node's copy: another
+        // node may have appended since (a gateway that could not reach this node served a
+        // retry elsewhere, a shard that moved and came back, a node paused past its TTL), and
+        // the replica that served the load may not hold the newest appends yet. One round
+        // trip that usually returns nothing new.
+        self.confirm_current(loaded, cart, true).await?;
         if let Some(min) = min_version
             && loaded.state.version < min
         {
-            self.catch_up(loaded, cart).await?;
-            if loaded.state.version < min {
-                // Another node would answer the same: asked to retry here later (the client
-                // does not fail over on an answer that carries a retry-after).
-                return Err(ApiError::new(
-                    ErrorCode::Unavailable,
-                    format!(
-                        "the cart is at version {}, not yet at {min}; retry",
-                        loaded.state.version
-                    ),
-                )
-                .with_retry_after(NOT_YET_RETRY));
-            }
+            // Another node would answer the same: asked to retry here later (the client does
+            // not fail over on an answer that carries a retry-after).
+            return Err(ApiError::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "the cart is at version {}, not yet at {min}; retry",
+                    loaded.state.version
+                ),
+            )
+            .with_retry_after(NOT_YET_RETRY));
         }
         Ok(loaded.state.clone())
     }
@@ -512,34 +532,30 @@ impl Carts {
     }
 
     /// Make sure the slot holds the cart, loading it when cold and catching up when this
-    /// node (re)gained the cart's shard since the state was cached. True when the state was
-    /// just read from the stream (loaded or caught up), false for a plain cache hit.
+    /// node (re)gained the cart's shard since the state was cached.
     async fn ensure_current<'a>(
         &self,
         guard: &'a mut Option<Loaded>,
         cart: &CartRef,
-    ) -> Result<(&'a mut Loaded, bool), ApiError> {
+    ) -> Result<&'a mut Loaded, ApiError> {
         let epoch = self.epoch(cart);
-        let fresh = match guard {
+        match guard {
             Some(l) if l.epoch == epoch => {
                 metrics::counter!(m::CACHE_HITS).increment(1);
-                false
             }
             Some(l) => {
                 self.catch_up(l, cart).await?;
                 l.epoch = epoch;
-                true
             }
             None => {
                 metrics::counter!(m::CACHE_MISSES).increment(1);
                 let mut l = self.load(cart).await?;
                 l.epoch = epoch;
                 *guard = Some(l);
-                true
             }
-        };
+        }
         metrics::gauge!(m::CACHED_CARTS).set(self.inner.cache.entry_count() as f64);
-        Ok((guard.as_mut().expect("slot was just filled"), fresh))
+        Ok(guard.as_mut().expect("slot was just filled"))
     }
 
     /// Cold load: the snapshot (if any and consistent) plus every message after it.
@@ -616,6 +632,57 @@ impl Carts {
             self.inner.watchers.publish(&cart.key, &loaded.state);
         }
         Ok(())
+    }
+
+    /// Brings `loaded` up to what the stream's leader holds: asks the leader for the cart's
+    /// next message after its version until it has none (usually at once). Far behind, the
+    /// rest comes in batches from the replicas between leader reads. A cart that another
+    /// writer keeps changing is given up on after [`CONFIRM_LIMIT`] messages: `strict` (the
+    /// answer must not be older than the leader's cart) fails, otherwise the newer copy is kept
+    /// (an append is fenced anyway). True when the leader had nothing newer.
+    async fn confirm_current(
+        &self,
+        loaded: &mut Loaded,
+        cart: &CartRef,
+        strict: bool,
+    ) -> Result<bool, ApiError> {
+        let before = loaded.state.version;
+        let keep = self.inner.cfg.retain;
+        let mut found = 0;
+        let current = loop {
+            let next = self
+                .inner
+                .store
+                .next_from_leader(&cart.subject, loaded.state.version)
+                .await
+                // Every node would hear the same (an election is under way): asked to retry.
+                .map_err(|e| store_error(e).with_retry_after(NO_LEADER_RETRY))?;
+            let Some(next) = next else { break true };
+            apply_tail(&mut loaded.state, vec![next], keep, &cart.key);
+            found += 1;
+            if found >= CONFIRM_LIMIT {
+                if strict {
+                    return Err(ApiError::unavailable(
+                        "the cart kept changing while it was read from the stream; retry",
+                    ));
+                }
+                break false;
+            }
+            if found % CONFIRM_BATCH_AFTER == 0 {
+                let tail = self
+                    .inner
+                    .store
+                    .read_after(&cart.subject, loaded.state.version)
+                    .await
+                    .map_err(store_error)?;
+                apply_tail(&mut loaded.state, tail, keep, &cart.key);
+            }
+        };
+        if loaded.state.version != before {
+            metrics::counter!(m::STALE_CONFIRMS).increment(1);
+            self.inner.watchers.publish(&cart.key, &loaded.state);
+        }
+        Ok(current)
     }
 
     async fn append(

@@ -159,7 +159,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         None
     };
 
-    let store = EventStore::new(client.clone(), js.clone(), config.nats.request_timeout());
+    let store = EventStore::new(client.clone(), js.clone(), config.nats.request_timeout())
+        .await
+        .context("event store")?;
     let snapshots = Snapshots::start(
         resources.cart_snapshots.clone(),
         config.snapshot_every,

@@ -3,6 +3,8 @@
 pub const COMMANDS: &str = "cart_aggregate_commands_total";
 pub const COMMAND_SECONDS: &str = "cart_aggregate_command_duration_seconds";
 pub const APPEND_SECONDS: &str = "cart_aggregate_append_duration_seconds";
+pub const LEADER_READ_SECONDS: &str = "cart_aggregate_leader_read_duration_seconds";
+pub const STALE_CONFIRMS: &str = "cart_aggregate_stale_confirms_total";
 pub const CONFLICTS: &str = "cart_aggregate_version_conflicts_total";
 pub const DUPLICATES: &str = "cart_aggregate_duplicate_commands_total";
 pub const CACHE_HITS: &str = "cart_aggregate_cache_hits_total";
@@ -37,6 +39,15 @@ pub fn describe() {
         APPEND_SECONDS,
         Unit::Seconds,
         "JetStream publish-to-ack time of one event message."
+    );
+    describe_histogram!(
+        LEADER_READ_SECONDS,
+        Unit::Seconds,
+        "Time to ask the CART_EVENTS leader whether a cart has a message after the node's version."
+    );
+    describe_counter!(
+        STALE_CONFIRMS,
+        "Reads and refusals that found the node's copy of a cart behind the stream leader."
     );
     describe_counter!(
         CONFLICTS,

@@ -7,7 +7,11 @@
 
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, context::PublishErrorKind};
+use async_nats::jetstream::{
+    self,
+    context::PublishErrorKind,
+    stream::{RawMessageErrorKind, Stream},
+};
 use shared::domain::EventMessage;
 use shared::headers::RequestContext;
 use shared::nats::direct_get::{BatchGetOptions, DirectGetError, read_subject_after};
@@ -38,6 +42,8 @@ pub enum StoreError {
     NoLeader,
     #[error("append failed: {0}")]
     Append(String),
+    #[error("reading from the stream leader failed: {0}")]
+    LeaderRead(String),
     #[error(transparent)]
     Read(#[from] DirectGetError),
 }
@@ -55,19 +61,31 @@ pub struct StoredMessage {
 pub struct EventStore {
     client: async_nats::Client,
     js: jetstream::Context,
+    /// `CART_EVENTS`, for reads only its leader answers.
+    events: Stream<()>,
     read: BatchGetOptions,
 }
 
 impl EventStore {
-    pub fn new(client: async_nats::Client, js: jetstream::Context, read_timeout: Duration) -> Self {
-        Self {
+    pub async fn new(
+        client: async_nats::Client,
+        js: jetstream::Context,
+        read_timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        // A handle only: no request is made.
+        let events = js
+            .get_stream_no_info(CART_EVENTS_STREAM)
+            .await
+            .map_err(|e| StoreError::LeaderRead(e.to_string()))?;
+        Ok(Self {
             client,
             js,
+            events,
             read: BatchGetOptions {
                 batch: shared::nats::direct_get::MAX_BATCH,
                 timeout: read_timeout,
             },
-        }
+        })
     }
 
     /// Append `msg` to `subject` if the subject's last sequence is still `expected`.
@@ -112,28 +130,63 @@ impl EventStore {
     ) -> Result<Vec<StoredMessage>, StoreError> {
         let raw = read_subject_after(&self.client, CART_EVENTS_STREAM, subject, after, &self.read)
             .await?;
-        let mut out = Vec::with_capacity(raw.len());
-        for stored in raw {
-            match EventMessage::from_json(&stored.payload) {
-                Ok(message) => out.push(StoredMessage {
-                    sequence: stored.sequence,
-                    message: Some(message),
-                }),
-                Err(e) => {
-                    out.push(StoredMessage {
-                        sequence: stored.sequence,
-                        message: None,
-                    });
-                    metrics::counter!(m::UNREADABLE_MESSAGES).increment(1);
-                    tracing::error!(
-                        subject,
-                        sequence = stored.sequence,
-                        error = %e,
-                        "skipping an event message that is not a valid envelope"
-                    );
+        Ok(raw
+            .into_iter()
+            .map(|stored| StoredMessage::parse(subject, stored.sequence, &stored.payload))
+            .collect())
+    }
+
+    /// The first message of `subject` after sequence `after`, as the stream's leader holds
+    /// it. Direct gets (what [`Self::read_after`] uses) may be answered by a follower that has
+    /// not stored an acknowledged append yet; this request always reaches the leader.
+    pub async fn next_from_leader(
+        &self,
+        subject: &str,
+        after: u64,
+    ) -> Result<Option<StoredMessage>, StoreError> {
+        let get = self
+            .events
+            .raw_message_builder()
+            .sequence(after + 1)
+            .next_by_subject(subject)
+            .send();
+        let started = Instant::now();
+        let result = tokio::time::timeout(self.read.timeout, get).await;
+        metrics::histogram!(m::LEADER_READ_SECONDS).record(started.elapsed().as_secs_f64());
+        match result {
+            Err(_) => Err(StoreError::LeaderRead("no reply in time".into())),
+            Ok(Ok(msg)) => Ok(Some(StoredMessage::parse(
+                subject,
+                msg.sequence,
+                &msg.payload,
+            ))),
+            Ok(Err(e)) if e.kind() == RawMessageErrorKind::NoMessageFound => Ok(None),
+            Ok(Err(e)) => Err(StoreError::LeaderRead(e.to_string())),
+        }
+    }
+}
+
+impl StoredMessage {
+    /// Logged and counted when its envelope cannot be parsed.
+    fn parse(subject: &str, sequence: u64, payload: &[u8]) -> Self {
+        match EventMessage::from_json(payload) {
+            Ok(message) => Self {
+                sequence,
+                message: Some(message),
+            },
+            Err(e) => {
+                metrics::counter!(m::UNREADABLE_MESSAGES).increment(1);
+                tracing::error!(
+                    subject,
+                    sequence,
+                    error = %e,
+                    "skipping an event message that is not a valid envelope"
+                );
+                Self {
+                    sequence,
+                    message: None,
                 }
             }
         }
-        Ok(out)
     }
 }

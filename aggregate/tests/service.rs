@@ -119,6 +119,97 @@ async fn the_owner_reads_past_a_change_another_node_served_as_a_fallback() {
     b.drain().await.unwrap();
 }
 
+/// A retry whose first attempt another node stored (its answer lost on the way) reaches the
+/// owner, whose older copy would refuse it: the owner answers with the stored outcome instead
+/// of telling the client the change was not made.
+#[tokio::test]
+async fn a_retry_the_owners_older_copy_would_refuse_is_answered_with_the_stored_outcome() {
+    let Some(env) = env().await else { return };
+    let a = env.node("a", true).await;
+    let b = env.node("b", true).await;
+    let pa = a.placement.clone().unwrap();
+    let pb_ = b.placement.clone().unwrap();
+    wait_until(
+        || async {
+            pa.owned_shards() > 0
+                && pb_.owned_shards() > 0
+                && pb_.view().owners() == pa.view().owners()
+        },
+        WAIT,
+    )
+    .await
+    .expect("both nodes own shards and agree");
+    let cart = (0..)
+        .map(|i| format!("refused-{i}"))
+        .find(|c| {
+            let shard = shard_for(&tenant(), &CartId::parse(c).unwrap(), 64);
+            pa.view().owner(shard).is_some_and(|o| o.node == "a")
+        })
+        .unwrap();
+    let mut to_a = connect(a.grpc_addr).await;
+    let mut to_b = connect(b.grpc_addr).await;
+    to_a.execute(exec(&cart, CommandId::new(), add("TEST-SKU-123", 1)))
+        .await
+        .expect("the owner serves and caches the cart");
+    let fallback = |mut req: tonic::Request<pb::ExecuteRequest>| {
+        req.metadata_mut().insert(
+            shared::headers::ROUTE_FALLBACK,
+            "owner-unreachable".parse().unwrap(),
+        );
+        req
+    };
+    let added = state_of(
+        to_b.execute(fallback(exec(
+            &cart,
+            CommandId::new(),
+            add("TEST-SKU-456", 2),
+        )))
+        .await
+        .expect("served as a fallback")
+        .into_inner()
+        .cart
+        .unwrap(),
+    );
+    let line_id = added
+        .cart
+        .lines
+        .iter()
+        .find(|l| l.product.sku == "TEST-SKU-456")
+        .unwrap()
+        .id;
+    let remove = CommandId::new();
+    let removed = to_b
+        .execute(fallback(exec(
+            &cart,
+            remove,
+            shared::domain::Command::RemoveItem { line_id },
+        )))
+        .await
+        .expect("served as a fallback")
+        .into_inner();
+    // The retry of the removal, at the owner (which never saw the line).
+    let retried = to_a
+        .execute(exec(
+            &cart,
+            remove,
+            shared::domain::Command::RemoveItem { line_id },
+        ))
+        .await
+        .expect("the retry is answered as done, not refused")
+        .into_inner();
+    assert!(retried.duplicate, "answered as the stored outcome");
+    let (stored, retried) = (
+        state_of(removed.cart.unwrap()),
+        state_of(retried.cart.unwrap()),
+    );
+    assert_eq!(retried.version, stored.version);
+    assert_eq!(quantity_of(&retried, "TEST-SKU-456"), 0);
+    assert_eq!(quantity_of(&retried, "TEST-SKU-123"), 1);
+    assert_eq!(env.messages(&cart).await.len(), 3, "nothing appended again");
+    a.drain().await.unwrap();
+    b.drain().await.unwrap();
+}
+
 #[tokio::test]
 async fn the_admin_drain_rpc_hands_off_and_stops_the_node() {
     use proto::cart::v1::aggregate_admin_client::AggregateAdminClient;

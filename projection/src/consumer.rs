@@ -22,7 +22,7 @@ use crate::changes::Incoming;
 use crate::dead_letter::DeadLetters;
 use crate::error::ProjectionError;
 use crate::metrics as m;
-use crate::ordering::OrderGuard;
+use crate::ordering::{OrderGuard, Split};
 use crate::poison::PoisonRecord;
 use crate::status::Shared;
 use crate::writer::{OnFailure, Writer};
@@ -31,6 +31,8 @@ use crate::writer::{OnFailure, Writer};
 const RECREATE_AFTER: u32 = 5;
 /// Parked messages kept, in batches (beyond it the stall repair reads them back).
 const MAX_PARKED_BATCHES: usize = 4;
+/// Reads of the stream that fill gaps in one batch, at most.
+const MAX_GAP_READS: u32 = 4;
 
 #[derive(Debug, Clone)]
 pub struct LoopSettings {
@@ -64,6 +66,10 @@ pub struct Consumer {
     pub parked: Vec<Delivery>,
     /// Owns the background acknowledgements (a graceful stop waits for them).
     pub tracker: TaskTracker,
+    /// The message that failed to apply and was nak'd for another attempt: a gap at it is
+    /// waited for (its deliveries count towards dead-lettering). Any other gap is read back
+    /// from the stream at once.
+    pub retrying: Option<u64>,
 }
 
 /// Fetches up to `size` messages (fewer when the stream has no more right now), as
@@ -266,7 +272,14 @@ impl Consumer {
             // Nothing deliverable although the stream is ahead: something is outstanding.
             let checkpoint = self.writer.checkpoint();
             if self.shared.stream_last() > checkpoint {
-                self.order.expect(checkpoint + 1);
+                let next = checkpoint + 1;
+                if self.retrying != Some(next) {
+                    let read = self.read_gap(next, u64::MAX).await?;
+                    if !read.is_empty() {
+                        return self.apply(read).await;
+                    }
+                }
+                self.order.expect(next);
             } else {
                 self.order.clear();
             }
@@ -287,8 +300,7 @@ impl Consumer {
             self.ack_when_durable(deliveries, self.writer.last_commit());
         }
 
-        let sequences: Vec<u64> = ready.iter().map(|d| d.inc.sequence).collect();
-        let split = match self.order.split(checkpoint, &sequences).await {
+        let split = match self.split_filling_gaps(checkpoint, &mut ready).await {
             Ok(split) => split,
             Err(e) => {
                 self.defer(ready, self.settings.nak_delay).await;
@@ -306,6 +318,66 @@ impl Consumer {
             self.repair_stall().await?;
         }
         Ok(())
+    }
+
+    /// Splits `ready` (ascending, above `checkpoint`) at its first gap. A gap that is not the
+    /// message this process is retrying was delivered to an earlier run that stopped before
+    /// acknowledging it (or to a fetch of ours that was lost): the server would send it again
+    /// only after the ack wait, with everything behind it held back as long, so it is read
+    /// from the stream now. Its redelivery later is at or below the checkpoint and skipped.
+    async fn split_filling_gaps(
+        &mut self,
+        checkpoint: u64,
+        ready: &mut Vec<Delivery>,
+    ) -> Result<Split, ProjectionError> {
+        let mut rounds = 0;
+        loop {
+            let sequences: Vec<u64> = ready.iter().map(|d| d.inc.sequence).collect();
+            let split = self.order.split(checkpoint, &sequences).await?;
+            let Some(missing) = split.missing else {
+                return Ok(split);
+            };
+            rounds += 1;
+            if self.retrying == Some(missing) || rounds > MAX_GAP_READS {
+                return Ok(split);
+            }
+            let read = self
+                .read_gap(missing, ready[split.ready].inc.sequence)
+                .await?;
+            if read.is_empty() {
+                // The replica that answered lags: wait for the server as before.
+                return Ok(split);
+            }
+            ready.extend(read);
+            ready.sort_by_key(|d| d.inc.sequence);
+        }
+    }
+
+    /// The stored messages from `from` on, before `until` (one catch-up batch at most), as
+    /// deliveries on their last attempt.
+    async fn read_gap(&self, from: u64, until: u64) -> Result<Vec<Delivery>, ProjectionError> {
+        let read = self
+            .order
+            .read_back(
+                from,
+                until,
+                self.settings.catch_up_batch_size,
+                self.settings.max_deliver,
+            )
+            .await?;
+        if !read.is_empty() {
+            metrics::counter!(m::GAPS_READ_BACK, m::VIEW => self.shared.view.clone())
+                .increment(read.len() as u64);
+            tracing::info!(
+                from,
+                messages = read.len(),
+                "messages outstanding with an earlier run read back from the stream"
+            );
+        }
+        Ok(read
+            .into_iter()
+            .map(|inc| Delivery { msg: None, inc })
+            .collect())
     }
 
     /// Applies `rest` in order, handling one failing message per round.
@@ -340,6 +412,7 @@ impl Consumer {
                 reason = %failure.reason,
                 "message cannot be applied; retrying it later"
             );
+            self.retrying = Some(failed.inc.sequence);
             rest.insert(0, failed);
             self.defer(rest, self.settings.nak_delay).await;
             break;

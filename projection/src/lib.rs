@@ -228,6 +228,7 @@ pub async fn start_with_hooks(config: Config, hooks: Hooks) -> anyhow::Result<Ru
             stall_per_delivery.saturating_mul(stall_deliveries.saturating_add(1)),
         ),
         parked: Vec::new(),
+        retrying: None,
         tracker: tracker.clone(),
     };
     let fatal = CancellationToken::new();

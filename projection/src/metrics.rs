@@ -16,6 +16,7 @@ pub const FAILED_MESSAGES: &str = "cart_projection_failed_messages_total";
 pub const DEAD_LETTERS: &str = "cart_projection_dead_letters_total";
 pub const REPLAYS: &str = "cart_projection_dead_letter_replays_total";
 pub const ORDER_WAITS: &str = "cart_projection_order_waits_total";
+pub const GAPS_READ_BACK: &str = "cart_projection_gaps_read_back_total";
 pub const BATCH_ERRORS: &str = "cart_projection_batch_errors_total";
 pub const REBUILDING: &str = "cart_projection_rebuilding";
 pub const REBUILD_APPLIED: &str = "cart_projection_rebuild_applied_sequence";
@@ -77,6 +78,10 @@ pub fn describe() {
         "Messages given up on: published to DEAD_LETTERS and the poison table."
     );
     describe_counter!(REPLAYS, "Dead-letter replays, by result.");
+    describe_counter!(
+        GAPS_READ_BACK,
+        "Messages read from the stream because an earlier run took them and stopped unacknowledged."
+    );
     describe_counter!(
         ORDER_WAITS,
         "Batches held back because an earlier message was still being retried."

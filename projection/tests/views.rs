@@ -122,6 +122,37 @@ async fn a_crash_mid_batch_applies_nothing_twice_and_loses_nothing() {
 }
 
 #[tokio::test]
+async fn a_restart_reads_what_a_killed_run_left_unacknowledged_without_waiting_for_the_ack_wait() {
+    let Some(env) = common::env().await else {
+        return;
+    };
+    let mut generator = Generator::new(29, &["t1", "t2"], 20);
+    generator.publish(&env.js, 200).await;
+    // A long ack wait: the server hands the killed run's messages out again only after it,
+    // and the messages behind them must not wait that long.
+    let mut config = env.config("main");
+    config.batch_size = 50;
+    config.ack_wait_ms = 120_000;
+    let (hooks, reached, release) = common::hold_commit(2, CommitAction::CrashBeforeCommit);
+    let running = env.start(config.clone(), hooks).await;
+    wait_reached(&reached).await;
+    running.abort().await;
+    release.send(()).unwrap();
+
+    generator.publish(&env.js, 50).await;
+    let running = env.start(config, Hooks::default()).await;
+    let last = env.stream_last().await;
+    wait_until(
+        || async { running.checkpoint() >= last },
+        Duration::from_secs(20),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("at {} of {last}: {e}", running.checkpoint()));
+    assert_views(&running.db_path, &expected(&generator.carts));
+    running.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn cart_states_a_crash_did_not_write_are_folded_again_from_the_stream() {
     let Some(env) = common::env().await else {
         return;

@@ -63,12 +63,21 @@ async fn main() -> anyhow::Result<()> {
         "chaos: cluster up in {:.0} s",
         started.elapsed().as_secs_f64()
     );
-    let results = scenarios::run_all(&mut cluster, &opts).await?;
-    std::fs::write(
-        out.join("results.json"),
-        serde_json::to_vec_pretty(&results)?,
-    )?;
-    std::fs::write(out.join("results.md"), markdown(&results, opts.quick))?;
+    let write = |results: &[tests::chaos::ScenarioResult]| -> anyhow::Result<()> {
+        std::fs::write(
+            out.join("results.json"),
+            serde_json::to_vec_pretty(results)?,
+        )?;
+        std::fs::write(out.join("results.md"), markdown(results, opts.quick))?;
+        Ok(())
+    };
+    let results = scenarios::run_all(&mut cluster, &opts, |so_far| {
+        if let Err(e) = write(so_far) {
+            eprintln!("chaos: cannot write the results so far: {e:#}");
+        }
+    })
+    .await?;
+    write(&results)?;
     println!("{}", markdown(&results, opts.quick));
     eprintln!(
         "chaos: {} scenarios in {:.0} s; results in {}",

@@ -60,6 +60,47 @@ impl Verdict {
     }
 }
 
+/// A stored message of a cart.
+pub struct Stored {
+    pub sequence: u64,
+    pub payload: bytes::Bytes,
+}
+
+/// Every message of `subject` in `CART_EVENTS`, as the stream's leader holds them (one request
+/// per message). Direct gets would do in one round trip, but a follower that rejoined after a
+/// kill answers them before it has every acknowledged message.
+pub async fn read_from_leader(
+    client: &async_nats::Client,
+    subject: &str,
+) -> anyhow::Result<Vec<Stored>> {
+    use async_nats::jetstream::stream::RawMessageErrorKind;
+    let js = async_nats::jetstream::new(client.clone());
+    let stream = js
+        .get_stream_no_info(shared::subjects::CART_EVENTS_STREAM)
+        .await?;
+    let mut out = Vec::new();
+    let mut next = 1;
+    loop {
+        let get = stream
+            .raw_message_builder()
+            .sequence(next)
+            .next_by_subject(subject)
+            .send();
+        match tokio::time::timeout(std::time::Duration::from_secs(10), get).await {
+            Err(_) => anyhow::bail!("the CART_EVENTS leader did not answer for {subject}"),
+            Ok(Ok(msg)) => {
+                next = msg.sequence + 1;
+                out.push(Stored {
+                    sequence: msg.sequence,
+                    payload: msg.payload,
+                });
+            }
+            Ok(Err(e)) if e.kind() == RawMessageErrorKind::NoMessageFound => return Ok(out),
+            Ok(Err(e)) => anyhow::bail!("reading {subject} from the CART_EVENTS leader: {e}"),
+        }
+    }
+}
+
 /// Checks `ops` against the stream (read through `client`) and the carts served by
 /// `gateway`.
 pub async fn check(
@@ -78,14 +119,7 @@ pub async fn check(
     for (cart, ops) in by_cart {
         let cart_id = CartId::parse(cart)?;
         let subject = shared::subjects::cart_events(&tenant, &cart_id);
-        let stored = shared::nats::read_subject_after(
-            client,
-            shared::subjects::CART_EVENTS_STREAM,
-            &subject,
-            0,
-            &Default::default(),
-        )
-        .await?;
+        let stored = read_from_leader(client, &subject).await?;
         let mut seqs: HashMap<CommandId, Vec<u64>> = HashMap::new();
         let mut state = CartState::new(cart_id.clone());
         for m in &stored {

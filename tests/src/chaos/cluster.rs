@@ -435,14 +435,14 @@ impl Cluster {
         }
     }
 
-    /// Resident memory of every process, by name.
-    pub fn rss(&self) -> BTreeMap<String, u64> {
+    /// Process id and resident memory of every running process, by name.
+    pub fn rss(&self) -> BTreeMap<String, (u32, u64)> {
         self.nats
             .iter()
             .chain(&self.aggregates)
             .chain([&self.projection, &self.mock, &self.runner])
             .chain(&self.gateways)
-            .filter_map(|p| Some((p.name().to_owned(), p.rss()?)))
+            .filter_map(|p| Some((p.name().to_owned(), (p.pid()?, p.rss()?))))
             .collect()
     }
 }
