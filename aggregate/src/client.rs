@@ -34,6 +34,8 @@ pub struct ClientConfig {
     pub channels_per_node: usize,
     /// Most nodes with pooled channels.
     pub max_nodes: u64,
+    /// Mutual TLS to the nodes (empty: plaintext).
+    pub tls: shared::grpc_tls::GrpcTls,
 }
 
 impl Default for ClientConfig {
@@ -45,6 +47,7 @@ impl Default for ClientConfig {
             attempts: 3,
             channels_per_node: 4,
             max_nodes: 256,
+            tls: Default::default(),
         }
     }
 }
@@ -270,7 +273,11 @@ impl CartClient {
     }
 
     fn pool(&self, addr: &str) -> Result<Pool, ApiError> {
-        let endpoint = shared::config::grpc_endpoint(addr)
+        let endpoint = self
+            .inner
+            .cfg
+            .tls
+            .endpoint(addr, shared::grpc_tls::names::AGGREGATE)
             .map_err(|e| ApiError::internal(format!("bad aggregate address: {e}")))?
             .connect_timeout(self.inner.cfg.connect_timeout)
             .tcp_nodelay(true)

@@ -53,6 +53,8 @@ pub struct Config {
     pub limits: Limits,
     pub nats: NatsConfig,
     pub streams: NatsResourceSettings,
+    /// Mutual TLS of its gRPC server and calls (`GRPC_TLS_*`; empty: plaintext).
+    pub grpc_tls: shared::grpc_tls::GrpcTls,
 }
 
 impl Default for Config {
@@ -83,6 +85,7 @@ impl Default for Config {
                 ..NatsConfig::default()
             },
             streams: NatsResourceSettings::default(),
+            grpc_tls: Default::default(),
         }
     }
 }
@@ -109,6 +112,7 @@ impl Config {
 
     /// Problems that make the node unable to run, each naming the field.
     pub fn check(&self) -> Result<(), String> {
+        self.grpc_tls.check()?;
         if self.shard_count == 0 {
             return Err("shard_count must be at least 1".into());
         }

@@ -15,6 +15,9 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
+use shared::grpc_tls::names::{ADMIN, GATEWAY, RUNNER};
+use shared::grpc_tls::{Caller, authorize};
+
 use crate::carts::{CartRef, Carts, Identity, Route};
 use crate::drain::Drainer;
 use crate::metrics as m;
@@ -100,6 +103,22 @@ fn request_context(
     Ok(RequestContext::from_grpc_for_tenant(md, tenant)?)
 }
 
+/// The commands that record what the payment provider said come from the runner only: a
+/// gateway (or anything holding its certificate) must not be able to confirm an order.
+fn authorize_commands(caller: &Caller, commands: &[Command]) -> Result<(), Status> {
+    for c in commands {
+        if matches!(
+            c,
+            Command::RecordProviderOrder { .. }
+                | Command::ConfirmOrder { .. }
+                | Command::FailCheckout { .. }
+        ) {
+            caller.require(c.name(), &[RUNNER])?;
+        }
+    }
+    Ok(())
+}
+
 fn command_id(raw: &str) -> Result<CommandId, Status> {
     Ok(CommandId::parse(raw).map_err(ApiError::from)?)
 }
@@ -145,6 +164,8 @@ impl pb::cart_service_server::CartService for CartGrpc {
         &self,
         req: Request<pb::ExecuteRequest>,
     ) -> Result<Response<pb::ExecuteResponse>, Status> {
+        let caller = Caller::of(&req)?;
+        caller.require("Execute", &[GATEWAY, RUNNER])?;
         let (ctx, cart, route) = self.target(
             req.metadata(),
             &req.get_ref().tenant,
@@ -153,6 +174,7 @@ impl pb::cart_service_server::CartService for CartGrpc {
         let r = req.into_inner();
         let id = identity(&r.command_id, r.request_fingerprint)?;
         let cmd = command(r.command, "command")?;
+        authorize_commands(&caller, std::slice::from_ref(&cmd))?;
         self.run(ctx, cart, route, id, r.expected_version, vec![cmd])
             .await
     }
@@ -161,6 +183,8 @@ impl pb::cart_service_server::CartService for CartGrpc {
         &self,
         req: Request<pb::ExecuteBatchRequest>,
     ) -> Result<Response<pb::ExecuteResponse>, Status> {
+        let caller = Caller::of(&req)?;
+        caller.require("ExecuteBatch", &[GATEWAY, RUNNER])?;
         let (ctx, cart, route) = self.target(
             req.metadata(),
             &req.get_ref().tenant,
@@ -188,6 +212,7 @@ impl pb::cart_service_server::CartService for CartGrpc {
             .enumerate()
             .map(|(i, c)| command(Some(c), &format!("commands[{i}]")))
             .collect::<Result<Vec<_>, _>>()?;
+        authorize_commands(&caller, &cmds)?;
         self.run(ctx, cart, route, id, r.expected_version, cmds)
             .await
     }
@@ -196,6 +221,7 @@ impl pb::cart_service_server::CartService for CartGrpc {
         &self,
         req: Request<pb::GetCartRequest>,
     ) -> Result<Response<pb::CartSnapshot>, Status> {
+        authorize(&req, "GetCart", &[GATEWAY, RUNNER])?;
         let (ctx, cart, route) = self.target(
             req.metadata(),
             &req.get_ref().tenant,
@@ -217,6 +243,7 @@ impl pb::cart_service_server::CartService for CartGrpc {
         &self,
         req: Request<pb::WatchCartRequest>,
     ) -> Result<Response<Self::WatchCartStream>, Status> {
+        authorize(&req, "WatchCart", &[GATEWAY, RUNNER])?;
         let (_ctx, cart, route) = self.target(
             req.metadata(),
             &req.get_ref().tenant,
@@ -291,8 +318,9 @@ impl AdminGrpc {
 impl pb::aggregate_admin_server::AggregateAdmin for AdminGrpc {
     async fn drain(
         &self,
-        _req: Request<pb::DrainRequest>,
+        req: Request<pb::DrainRequest>,
     ) -> Result<Response<pb::DrainResponse>, Status> {
+        authorize(&req, "AggregateAdmin.Drain", &[ADMIN])?;
         self.drainer.begin();
         let owned = self.drainer.wait_handed_off().await;
         Ok(Response::new(pb::DrainResponse {
@@ -303,8 +331,9 @@ impl pb::aggregate_admin_server::AggregateAdmin for AdminGrpc {
 
     async fn status(
         &self,
-        _req: Request<pb::StatusRequest>,
+        req: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
+        authorize(&req, "AggregateAdmin.Status", &[ADMIN])?;
         Ok(Response::new(self.drainer.status(&self.carts)))
     }
 }

@@ -209,7 +209,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let admin_svc = grpc::AdminGrpc::new(drainer.clone(), carts.clone());
     let server_stop = stop.clone();
     let server = tokio::spawn(
-        tonic::transport::Server::builder()
+        config
+            .grpc_tls
+            .server_builder()
+            .map_err(anyhow::Error::msg)?
             .add_service(CartServiceServer::new(cart_svc))
             .add_service(AggregateAdminServer::new(admin_svc))
             .serve_with_incoming_shutdown(

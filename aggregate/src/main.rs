@@ -1,4 +1,5 @@
-//! `aggregate`: serve carts (default), or prepare NATS (`ensure`, `seed-catalog`).
+//! `aggregate`: serve carts (default), prepare NATS (`ensure`, `seed-catalog`), or make a
+//! development certificate set (`certs`).
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -24,6 +25,17 @@ enum Cmd {
         #[arg(long, default_value = "deploy/catalog.json")]
         file: std::path::PathBuf,
     },
+    /// Write a development CA and a certificate per service (gateway, runner, aggregate,
+    /// projection, admin, nats) for gRPC and NATS mutual TLS, and exit.
+    Certs {
+        /// Directory for ca.pem, <name>.pem and <name>-key.pem.
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Extra DNS names or IP addresses every certificate is valid for (comma-separated),
+        /// e.g. Kubernetes service names.
+        #[arg(long, value_delimiter = ',')]
+        hosts: Vec<String>,
+    },
 }
 
 /// The services allocate a lot of small, short-lived objects per request; mimalloc handles
@@ -33,7 +45,17 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    shared::tls::install_crypto_provider();
     let cli = Cli::parse();
+    if let Some(Cmd::Certs { out, hosts }) = &cli.command {
+        let ca =
+            shared::certs::Authority::new("cart platform dev CA").map_err(anyhow::Error::msg)?;
+        let files = ca
+            .write_set(out, &shared::certs::SET, hosts)
+            .map_err(anyhow::Error::msg)?;
+        println!("{} files written to {}", files.len(), out.display());
+        return Ok(());
+    }
     let config = aggregate::Config::load()?;
     let _telemetry = shared::telemetry::init(
         "aggregate",
@@ -49,6 +71,7 @@ async fn main() -> anyhow::Result<()> {
             println!("streams and buckets are in place");
             Ok(())
         }
+        Cmd::Certs { .. } => unreachable!("handled before the configuration is loaded"),
         Cmd::SeedCatalog { file } => {
             let json = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;

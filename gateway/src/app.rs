@@ -1,6 +1,6 @@
 //! The one place where the routers of every module are merged into the gateway's app.
 
-use axum::middleware::from_fn_with_state;
+use axum::middleware::{from_fn, from_fn_with_state};
 use axum::{Extension, Router};
 use bytes::Bytes;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
@@ -11,7 +11,7 @@ use crate::openapi::{self, Document};
 use crate::rate_limit::{ClientLimit, limit_clients};
 use crate::state::AppState;
 use crate::{
-    admin, admin_dead_letters, admin_runner, checkout, edge, ops, queries, storefront, v1,
+    admin, admin_dead_letters, admin_runner, audit, checkout, edge, ops, queries, storefront, v1,
 };
 
 /// Every route of the gateway with its OpenAPI document.
@@ -22,9 +22,14 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(checkout::router())
         .merge(v1::router())
         .merge(queries::router())
-        .merge(admin::router())
-        .merge(admin_runner::router())
-        .merge(admin_dead_letters::router())
+        .merge(
+            // Every admin action leaves an audit line (who, what, result).
+            OpenApiRouter::new()
+                .merge(admin::router())
+                .merge(admin_runner::router())
+                .merge(admin_dead_letters::router())
+                .layer(from_fn(audit::record)),
+        )
         .layer(from_fn_with_state(
             ClientLimit {
                 limits: state.limits.clone(),
@@ -51,5 +56,10 @@ pub fn app(state: AppState) -> Router {
     let router = router
         .layer(Extension(Document(Bytes::from(json))))
         .with_state(state.clone());
-    edge::apply(router, state.auth.clone(), state.cfg.body_limit_bytes)
+    edge::apply(
+        router,
+        state.auth.clone(),
+        state.cfg.body_limit_bytes,
+        &state.cors_origins,
+    )
 }

@@ -50,6 +50,14 @@ pub struct Config {
     pub api_keys: String,
     /// Bearer token of `/admin/...`. Empty: the admin API is disabled.
     pub admin_token: String,
+    /// Browser origins (`https://shop.example.com`, comma-separated) allowed to call the API
+    /// from another origin, with credentials (the `cartid` cookie). Empty: no CORS headers,
+    /// so browsers allow same-origin calls only.
+    pub cors_origins: String,
+    /// `GET /cart/add/{sku}` adds to the cart (go-cart-actor compatibility). A state change on
+    /// GET can be triggered by any page a shopper visits (a link, an image); turn it off
+    /// where clients use `POST /cart`.
+    pub legacy_get_add: bool,
     /// Proxies in front of the gateway whose `X-Forwarded-For` entries are trusted (0: the
     /// header is ignored and the peer address is the client).
     pub trusted_proxy_hops: usize,
@@ -82,6 +90,8 @@ pub struct Config {
     pub checkout_page_url: String,
     pub nats: NatsConfig,
     pub streams: NatsResourceSettings,
+    /// Mutual TLS of its calls to the other services (`GRPC_TLS_*`; empty: plaintext).
+    pub grpc_tls: shared::grpc_tls::GrpcTls,
 }
 
 impl Default for Config {
@@ -104,6 +114,8 @@ impl Default for Config {
             cookie_domain: String::new(),
             api_keys: String::new(),
             admin_token: String::new(),
+            cors_origins: String::new(),
+            legacy_get_add: true,
             trusted_proxy_hops: 0,
             client_rate_per_sec: 50,
             client_rate_burst: 100,
@@ -124,6 +136,7 @@ impl Default for Config {
                 ..NatsConfig::default()
             },
             streams: NatsResourceSettings::default(),
+            grpc_tls: Default::default(),
         }
     }
 }
@@ -155,7 +168,10 @@ impl Config {
         if value.trim().is_empty() {
             return Ok(None);
         }
-        shared::config::grpc_endpoint(value)
+        // The service a field names is what its certificate must say.
+        let service = field.split('_').next().unwrap_or(field);
+        self.grpc_tls
+            .endpoint(value, service)
             .map(Some)
             .map_err(|e| ConfigError(format!("{field} ({}): {e}", Self::setting(field))))
     }
@@ -174,6 +190,27 @@ impl Config {
     pub fn aggregate_addrs(&self) -> Vec<String> {
         split_list(&self.aggregate_addrs)
             .map(str::to_owned)
+            .collect()
+    }
+
+    /// The origins of `cors_origins`, each `scheme://host[:port]` (no path, no wildcard: a
+    /// wildcard cannot be combined with credentials, and would let any site use a shopper's
+    /// cart cookie).
+    pub fn cors_origins(&self) -> Result<Vec<http::HeaderValue>, ConfigError> {
+        split_list(&self.cors_origins)
+            .map(|origin| {
+                let (scheme, rest) = origin.split_once("://").unwrap_or_default();
+                let ok = matches!(scheme, "http" | "https")
+                    && !rest.is_empty()
+                    && !rest.contains(['/', '*', '?', '#', ' '])
+                    && origin.len() <= 256;
+                let value = http::HeaderValue::from_str(origin).ok().filter(|_| ok);
+                value.ok_or_else(|| {
+                    ConfigError(shared::error::clip_quoted(format!(
+                        "cors_origins: {origin:?} is not an origin like https://shop.example.com (scheme, host and optional port; no path or wildcard)"
+                    )))
+                })
+            })
             .collect()
     }
 
@@ -229,6 +266,7 @@ impl Config {
     /// Problems that make the gateway unable to run, each naming the field.
     pub fn check(&self) -> Result<(), ConfigError> {
         let fail = |m: String| Err(ConfigError(m));
+        self.grpc_tls.check().map_err(ConfigError)?;
         if self.shard_count == 0 {
             return fail("shard_count must be at least 1".into());
         }

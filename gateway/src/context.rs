@@ -17,6 +17,8 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderValue};
 use shared::headers::{CORRELATION_ID, REQUEST_ID, RequestContext, TENANT_ID, TRACEPARENT};
 use shared::{ApiError, CorrelationId, ErrorCode, TenantId};
+// Secrets are compared in constant time, so response timing does not reveal a prefix.
+use subtle::ConstantTimeEq;
 use tracing::Instrument;
 
 /// Header carrying a client's API key (the gateway is its only reader).
@@ -101,7 +103,7 @@ impl Auth {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
         match given {
-            Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => Ok(()),
+            Some(token) if bool::from(token.as_bytes().ct_eq(expected.as_bytes())) => Ok(()),
             Some(_) => Err(ApiError::new(
                 ErrorCode::Unauthenticated,
                 "the admin bearer token is wrong",
@@ -112,11 +114,6 @@ impl Auth {
             )),
         }
     }
-}
-
-/// Compares secrets without an early exit, so response timing does not reveal a prefix.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// What [`attach`] found out about the tenant, for [`Ctx`].

@@ -9,24 +9,66 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::{Next, from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
-use http::StatusCode;
+use http::{HeaderValue, StatusCode};
 use shared::{ApiError, ErrorCode};
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::context::{self, Auth};
 use crate::json::too_large;
 use crate::metrics as m;
 
-/// Wraps `router` (already given its state) in the shared edge layers.
-pub fn apply(router: Router, auth: Arc<Auth>, body_limit: usize) -> Router {
-    router
+/// Wraps `router` (already given its state) in the shared edge layers. CORS, when origins
+/// are allowed, is outermost: a browser's preflight is answered before tenant rules and rate
+/// limits, which it could not satisfy (it carries no credentials).
+pub fn apply(
+    router: Router,
+    auth: Arc<Auth>,
+    body_limit: usize,
+    cors_origins: &[HeaderValue],
+) -> Router {
+    let router = router
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(from_fn_with_state(body_limit, reject_oversize))
         .layer(from_fn(json_method_not_allowed))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(from_fn(m::record))
-        .layer(from_fn_with_state(auth, context::attach))
+        .layer(from_fn_with_state(auth, context::attach));
+    if cors_origins.is_empty() {
+        return router;
+    }
+    router.layer(cors(cors_origins))
+}
+
+/// Cross-origin calls from `origins`, with the `cartid` cookie: the methods and headers the
+/// APIs use, and the response headers a client needs to read (versions, ids, retry hints).
+fn cors(origins: &[HeaderValue]) -> CorsLayer {
+    use http::header::{CONTENT_TYPE, ETAG, IF_MATCH, IF_NONE_MATCH, LOCATION, RETRY_AFTER};
+    use http::{HeaderName, Method};
+    let name = HeaderName::from_static;
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins.iter().cloned()))
+        .allow_credentials(true)
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+        .allow_headers([
+            CONTENT_TYPE,
+            IF_MATCH,
+            IF_NONE_MATCH,
+            name("idempotency-key"),
+            name(shared::headers::API_KEY),
+            name(shared::headers::TENANT_ID),
+            name(shared::headers::CORRELATION_ID),
+            name("traceparent"),
+        ])
+        .expose_headers([
+            ETAG,
+            LOCATION,
+            RETRY_AFTER,
+            name(shared::headers::CORRELATION_ID),
+            name(shared::headers::REQUEST_ID),
+        ])
+        .max_age(std::time::Duration::from_secs(600))
 }
 
 async fn not_found(req: Request) -> ApiError {
@@ -118,7 +160,12 @@ mod tests {
                 "/json",
                 post(|JsonBody(v): JsonBody<serde_json::Value>| async move { v.to_string() }),
             );
-        apply(router, Arc::new(Auth::new(None, HashMap::new(), "")), 16)
+        apply(
+            router,
+            Arc::new(Auth::new(None, HashMap::new(), "")),
+            16,
+            &[],
+        )
     }
 
     async fn call(req: Request<Body>) -> (StatusCode, http::HeaderMap, serde_json::Value) {

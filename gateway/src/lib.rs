@@ -13,6 +13,7 @@ pub mod admin;
 pub mod admin_dead_letters;
 pub mod admin_runner;
 pub mod app;
+pub mod audit;
 pub mod checkout;
 pub mod config;
 pub mod context;

@@ -7,6 +7,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    shared::tls::install_crypto_provider();
     let config = gateway::Config::load()?;
     let _telemetry =
         shared::telemetry::init("gateway", &shared::telemetry::TelemetryConfig::from_env()?)?;

@@ -41,6 +41,7 @@ pub async fn connect(
             timeout: cfg.upstream_timeout(),
             connect_timeout: Duration::from_millis(cfg.upstream_connect_timeout_ms.max(1)),
             attempts: cfg.upstream_attempts,
+            tls: cfg.grpc_tls.clone(),
             ..ClientConfig::default()
         },
         Some(view.clone()),

@@ -34,6 +34,8 @@ pub struct Shared {
     pub cfg: Arc<Config>,
     pub upstream: Upstream,
     pub auth: Arc<Auth>,
+    /// Origins allowed by CORS (empty: none).
+    pub cors_origins: Vec<http::HeaderValue>,
     pub limits: Arc<RateLimits>,
     pub idempotency: Idempotency,
     pub cookies: Arc<CookiePolicy>,
@@ -63,6 +65,7 @@ impl AppState {
                 cfg.api_keys()?,
                 &cfg.admin_token,
             )),
+            cors_origins: cfg.cors_origins()?,
             limits: Arc::new(RateLimits::new(&cfg)),
             idempotency: Idempotency::new(
                 cfg.idempotency_capacity,

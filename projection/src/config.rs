@@ -68,6 +68,8 @@ pub struct Config {
     pub admin_token: String,
     pub nats: NatsConfig,
     pub streams: NatsResourceSettings,
+    /// Mutual TLS of its gRPC server and calls (`GRPC_TLS_*`; empty: plaintext).
+    pub grpc_tls: shared::grpc_tls::GrpcTls,
 }
 
 impl Default for Config {
@@ -95,6 +97,7 @@ impl Default for Config {
                 ..NatsConfig::default()
             },
             streams: NatsResourceSettings::default(),
+            grpc_tls: Default::default(),
         }
     }
 }
@@ -160,6 +163,7 @@ impl Config {
 
     /// Problems that make the projection unable to run, each naming the field.
     pub fn check(&self) -> Result<(), String> {
+        self.grpc_tls.check()?;
         shared::subjects::projection_durable(&self.view).map_err(|e| format!("view: {e}"))?;
         if !(1..=MAX_BATCH_SIZE).contains(&self.batch_size) {
             return Err(format!(

@@ -7,6 +7,7 @@ use std::time::Duration;
 use async_nats::jetstream::stream::Stream;
 use proto::projection::v1 as pb;
 use shared::ApiError;
+use shared::grpc_tls::names::{ADMIN, GATEWAY};
 use shared::ids::{CartId, TenantId};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -155,6 +156,7 @@ impl QueryGrpc {
 #[tonic::async_trait]
 impl pb::query_service_server::QueryService for QueryGrpc {
     async fn get_cart(&self, req: Request<pb::GetCartRequest>) -> Reply<pb::CartRecord> {
+        shared::grpc_tls::authorize(&req, "QueryService.GetCart", &[GATEWAY])?;
         let r = async {
             let t = tenant(req.metadata(), &req.get_ref().tenant)?;
             let id = CartId::parse(&req.get_ref().cart_id)
@@ -173,6 +175,7 @@ impl pb::query_service_server::QueryService for QueryGrpc {
     }
 
     async fn list_carts(&self, req: Request<pb::ListCartsRequest>) -> Reply<pb::ListCartsResponse> {
+        shared::grpc_tls::authorize(&req, "QueryService.ListCarts", &[GATEWAY])?;
         let r = async {
             let q = req.get_ref();
             let t = tenant(req.metadata(), &q.tenant)?;
@@ -204,6 +207,7 @@ impl pb::query_service_server::QueryService for QueryGrpc {
         &self,
         req: Request<pb::ListOrdersRequest>,
     ) -> Reply<pb::ListOrdersResponse> {
+        shared::grpc_tls::authorize(&req, "QueryService.ListOrders", &[GATEWAY])?;
         let r = async {
             let q = req.get_ref();
             let t = tenant(req.metadata(), &q.tenant)?;
@@ -229,6 +233,7 @@ impl pb::query_service_server::QueryService for QueryGrpc {
         &self,
         req: Request<pb::AbandonedCartsRequest>,
     ) -> Reply<pb::ListCartsResponse> {
+        shared::grpc_tls::authorize(&req, "QueryService.AbandonedCarts", &[GATEWAY])?;
         let r = async {
             let q = req.get_ref();
             let t = tenant(req.metadata(), &q.tenant)?;
@@ -255,6 +260,7 @@ impl pb::query_service_server::QueryService for QueryGrpc {
     }
 
     async fn sku_demand(&self, req: Request<pb::SkuDemandRequest>) -> Reply<pb::SkuDemandResponse> {
+        shared::grpc_tls::authorize(&req, "QueryService.SkuDemand", &[GATEWAY])?;
         let r = async {
             let t = tenant(req.metadata(), &req.get_ref().tenant)?;
             let n = limit(req.get_ref().limit);
@@ -280,6 +286,7 @@ impl pb::query_service_server::QueryService for QueryGrpc {
         &self,
         req: Request<pb::ListDeadLettersRequest>,
     ) -> Reply<pb::ListDeadLettersResponse> {
+        shared::grpc_tls::authorize(&req, "QueryService.ListDeadLetters", &[GATEWAY, ADMIN])?;
         let r = async {
             let q = req.get_ref();
             let t = match q.tenant.as_str() {
@@ -302,11 +309,13 @@ impl pb::query_service_server::QueryService for QueryGrpc {
         &self,
         req: Request<pb::ReplayDeadLetterRequest>,
     ) -> Reply<pb::ReplayDeadLetterResponse> {
+        shared::grpc_tls::authorize(&req, "QueryService.ReplayDeadLetter", &[GATEWAY, ADMIN])?;
         let r = self.replay(req.get_ref().id).await;
         self.observe("ReplayDeadLetter", r)
     }
 
-    async fn status(&self, _req: Request<pb::StatusRequest>) -> Reply<pb::StatusResponse> {
+    async fn status(&self, req: Request<pb::StatusRequest>) -> Reply<pb::StatusResponse> {
+        shared::grpc_tls::authorize(&req, "QueryService.Status", &[GATEWAY, ADMIN])?;
         let r = async {
             let dead_letters = self.readers.with(poison::open_count).await?;
             let applied = self.writer.checkpoint();

@@ -278,7 +278,10 @@ pub async fn start_with_hooks(config: Config, hooks: Hooks) -> anyhow::Result<Ru
     };
     let server_stop = shutdown.clone();
     let server = tokio::spawn(
-        tonic::transport::Server::builder()
+        config
+            .grpc_tls
+            .server_builder()
+            .map_err(anyhow::Error::msg)?
             .add_service(QueryServiceServer::new(query))
             .serve_with_incoming_shutdown(
                 shared::serve::grpc_incoming(grpc_listener),

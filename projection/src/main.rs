@@ -41,6 +41,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    shared::tls::install_crypto_provider();
     let cli = Cli::parse();
     let config = Config::load()?;
     let _telemetry = shared::telemetry::init(

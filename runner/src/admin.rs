@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::PullConsumer;
 use proto::runner::admin::v1 as pb;
+use shared::grpc_tls::names::{ADMIN, GATEWAY};
 use shared::headers::RequestContext;
 use shared::ids::{CartId, TenantId};
 use shared::{ApiError, ErrorCode};
@@ -35,6 +36,7 @@ impl pb::runner_admin_server::RunnerAdmin for Admin {
         &self,
         req: Request<pb::DrainRequest>,
     ) -> Result<Response<pb::DrainResponse>, Status> {
+        shared::grpc_tls::authorize(&req, "RunnerAdmin.Drain", &[GATEWAY, ADMIN])?;
         self.status.set_draining();
         self.stop_fetching.cancel();
         let wait = Duration::from_secs(u64::from(req.get_ref().wait_seconds.min(300)));
@@ -48,8 +50,9 @@ impl pb::runner_admin_server::RunnerAdmin for Admin {
 
     async fn status(
         &self,
-        _req: Request<pb::StatusRequest>,
+        req: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
+        shared::grpc_tls::authorize(&req, "RunnerAdmin.Status", &[GATEWAY, ADMIN])?;
         let lag =
             match tokio::time::timeout(Duration::from_secs(2), self.checkout_consumer.get_info())
                 .await
@@ -71,8 +74,9 @@ impl pb::runner_admin_server::RunnerAdmin for Admin {
 
     async fn reload(
         &self,
-        _req: Request<pb::ReloadRequest>,
+        req: Request<pb::ReloadRequest>,
     ) -> Result<Response<pb::ReloadResponse>, Status> {
+        shared::grpc_tls::authorize(&req, "RunnerAdmin.Reload", &[GATEWAY, ADMIN])?;
         let cfg =
             (self.reload)().map_err(|e| ApiError::invalid(format!("provider config: {e}")))?;
         let client =
@@ -98,6 +102,7 @@ impl pb::checkout_query_server::CheckoutQuery for Query {
         &self,
         req: Request<pb::GetCheckoutRequest>,
     ) -> Result<Response<pb::CheckoutRecord>, Status> {
+        shared::grpc_tls::authorize(&req, "CheckoutQuery.GetCheckout", &[GATEWAY])?;
         let r = req.into_inner();
         let tenant = TenantId::parse(&r.tenant).map_err(ApiError::from)?;
         let cart = CartId::parse(&r.cart_id).map_err(ApiError::from)?;
@@ -135,6 +140,7 @@ impl pb::checkout_query_server::CheckoutQuery for Query {
         &self,
         req: Request<pb::GetConfirmationRequest>,
     ) -> Result<Response<pb::ProviderOrder>, Status> {
+        shared::grpc_tls::authorize(&req, "CheckoutQuery.GetConfirmation", &[GATEWAY])?;
         let ctx = RequestContext::from_grpc_metadata(req.metadata()).ok();
         let r = req.into_inner();
         let tenant = TenantId::parse(&r.tenant).map_err(ApiError::from)?;

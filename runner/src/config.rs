@@ -95,6 +95,8 @@ pub struct Config {
     pub consumer: ConsumerSettings,
     pub nats: NatsConfig,
     pub streams: NatsResourceSettings,
+    /// Mutual TLS of its gRPC server and calls (`GRPC_TLS_*`; empty: plaintext).
+    pub grpc_tls: shared::grpc_tls::GrpcTls,
 }
 
 impl Default for Config {
@@ -121,6 +123,7 @@ impl Default for Config {
                 ..NatsConfig::default()
             },
             streams: NatsResourceSettings::default(),
+            grpc_tls: Default::default(),
         }
     }
 }
@@ -152,6 +155,7 @@ impl Config {
     }
 
     pub fn check(&self) -> Result<(), String> {
+        self.grpc_tls.check()?;
         if self.lanes == 0 || self.lane_depth == 0 || self.fetch_batch == 0 {
             return Err("lanes, lane_depth and fetch_batch must be at least 1".into());
         }

@@ -142,6 +142,7 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
         aggregate::client::ClientConfig {
             shard_count: config.shard_count,
             timeout: Duration::from_millis(config.aggregate_timeout_ms),
+            tls: config.grpc_tls.clone(),
             ..Default::default()
         },
         Some(view),
@@ -264,7 +265,10 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
     let grpc_addr = grpc_listener.local_addr()?;
     let grpc_stop = stop.clone();
     tracker.spawn(
-        tonic::transport::Server::builder()
+        config
+            .grpc_tls
+            .server_builder()
+            .map_err(anyhow::Error::msg)?
             .add_service(RunnerAdminServer::new(admin))
             .add_service(CheckoutQueryServer::new(query))
             .serve_with_incoming_shutdown(

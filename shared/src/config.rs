@@ -112,7 +112,7 @@ pub fn env_var(prefix: &str, field: &str) -> String {
 
 /// Every environment variable that sets a field of `T`: `<PREFIX>_<FIELD>` for its own
 /// fields, `<SECTION>_<FIELD>` for a section's (`NATS_URL`, `STREAMS_...`). Sorted; the
-/// README's configuration tables are checked against it.
+/// docs/configuration.md is checked against it.
 pub fn env_keys<T>(prefix: &str) -> Vec<String>
 where
     T: Serialize + Default,

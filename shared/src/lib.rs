@@ -6,9 +6,11 @@
 //! outside this crate is a bug.
 
 pub mod catalog;
+pub mod certs;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod grpc_tls;
 pub mod headers;
 pub mod ids;
 pub mod metrics;
@@ -23,6 +25,7 @@ pub mod subjects;
 pub mod telemetry;
 #[cfg(feature = "test-support")]
 pub mod test_support;
+pub mod tls;
 pub mod trace;
 pub mod workflow;
 

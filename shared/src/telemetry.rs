@@ -109,6 +109,8 @@ pub fn init(
     service_name: &str,
     config: &TelemetryConfig,
 ) -> Result<TelemetryGuard, TelemetryError> {
+    // First thing every binary does: the TLS crypto provider goes in before any connection.
+    crate::tls::install_crypto_provider();
     init_with_writer(service_name, config, std::io::stdout)
 }
 

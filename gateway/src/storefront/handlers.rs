@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use shared::domain::Command;
-use shared::{ApiError, CartId, CommandId};
+use shared::{ApiError, CartId, CommandId, ErrorCode};
 
 use super::cart_ref::StoreCart;
 use super::dto::*;
@@ -108,6 +108,13 @@ pub async fn add_sku(
     cart: StoreCart,
     Params(p): Params<SkuPath>,
 ) -> Result<Response, ApiError> {
+    if !s.cfg.legacy_get_add {
+        return Err(ApiError::new(
+            ErrorCode::MethodNotAllowed,
+            "GET /cart/add/{sku} is turned off here (GATEWAY_LEGACY_GET_ADD=false): any page a \
+             shopper visits could trigger it; add with POST /cart and {\"sku\": ..}",
+        ));
+    }
     let body = ItemBody {
         sku: p.sku,
         quantity: 1,

@@ -15,7 +15,7 @@ use super::order::Order;
 use crate::metrics as m;
 
 /// Where and how to reach the provider. Reloadable at runtime (RunnerAdmin.Reload).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ProviderConfig {
     /// Base URL, e.g. `https://api.playground.klarna.com`. Empty: the embedded mock provider.
@@ -28,6 +28,22 @@ pub struct ProviderConfig {
     pub backoff_min_ms: u64,
     pub backoff_max_ms: u64,
     pub locale: String,
+}
+
+/// The password is redacted: a configuration printed in a log must not leak the credentials.
+impl std::fmt::Debug for ProviderConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderConfig")
+            .field("base_url", &self.base_url)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field("timeout_ms", &self.timeout_ms)
+            .field("attempts", &self.attempts)
+            .field("backoff_min_ms", &self.backoff_min_ms)
+            .field("backoff_max_ms", &self.backoff_max_ms)
+            .field("locale", &self.locale)
+            .finish()
+    }
 }
 
 impl Default for ProviderConfig {
@@ -254,4 +270,20 @@ fn decode(bytes: bytes::Bytes) -> Result<Order, ProviderError> {
     serde_json::from_slice(&bytes).map_err(|e| {
         ProviderError::Transient(format!("provider answered an unreadable order: {e}"))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ProviderConfig;
+
+    #[test]
+    fn a_printed_provider_config_does_not_show_the_password() {
+        let cfg = ProviderConfig {
+            password: "hunter2-provider".into(),
+            ..Default::default()
+        };
+        let printed = format!("{cfg:?}");
+        assert!(!printed.contains("hunter2-provider"), "{printed}");
+        assert!(printed.contains("merchant"), "{printed}");
+    }
 }

@@ -10,6 +10,7 @@ use super::settings::NatsConfig;
 /// Connection events are logged, so a flapping link or a slow consumer shows up in the logs.
 /// The initial connect is not retried: a wrong URL at startup should fail fast.
 pub async fn connect(config: &NatsConfig) -> Result<Client, NatsError> {
+    crate::tls::install_crypto_provider();
     let addrs: Vec<ServerAddr> = config
         .urls()
         .iter()

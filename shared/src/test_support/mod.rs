@@ -18,9 +18,11 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream;
 
 mod binary;
+mod pki;
 mod wait;
 
 pub use binary::{MIN_SERVER_VERSION, find_server_binary};
+pub use pki::{CertFiles, TestPki};
 pub use wait::{consumer_info, wait_consumer_settled, wait_until};
 
 const START_DEADLINE: Duration = Duration::from_secs(20);
@@ -29,6 +31,19 @@ const START_DEADLINE: Duration = Duration::from_secs(20);
 pub struct NatsServer {
     url: String,
     spawned: Option<Spawned>,
+    tls: Option<ServerTls>,
+}
+
+/// A server that accepts TLS connections only.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    /// The CA that signed `server` (and, with `verify_clients`, the clients' certificates).
+    pub ca: PathBuf,
+    pub server: CertFiles,
+    /// Mutual TLS: a client must present a certificate the CA signed.
+    pub verify_clients: bool,
+    /// The certificate this harness's own clients present (needed with `verify_clients`).
+    pub client: Option<CertFiles>,
 }
 
 struct Spawned {
@@ -37,6 +52,8 @@ struct Spawned {
     dir: tempfile::TempDir,
     port: u16,
     child: Option<Child>,
+    /// Configuration added to the generated one (a `tls` block).
+    extra_config: String,
 }
 
 impl NatsServer {
@@ -49,6 +66,7 @@ impl NatsServer {
             let mut server = NatsServer {
                 url: url.trim().to_owned(),
                 spawned: None,
+                tls: None,
             };
             if let Err(e) = server.wait_ready().await {
                 unavailable(&format!("CART_TEST_NATS_URL={url} is not usable: {e}"));
@@ -63,28 +81,61 @@ impl NatsServer {
                 return None;
             }
         };
-        match Self::spawn(bin).await {
+        match Self::spawn(bin, None).await {
             Ok(server) => Some(server),
             Err(e) => panic!("nats-server was found but failed to start: {e}"),
         }
     }
 
-    async fn spawn(bin: PathBuf) -> Result<NatsServer, String> {
+    /// Starts a fresh server that only speaks TLS (`tls://` URL). `None` (after a notice) when
+    /// no server binary is available, or with an external `CART_TEST_NATS_URL`, whose TLS
+    /// settings a test cannot choose.
+    pub async fn start_tls(tls: ServerTls) -> Option<NatsServer> {
+        if std::env::var("CART_TEST_NATS_URL").is_ok_and(|u| !u.trim().is_empty()) {
+            eprintln!("skipping: a TLS test needs its own nats-server, not CART_TEST_NATS_URL");
+            return None;
+        }
+        let bin = match find_server_binary() {
+            Ok(bin) => bin,
+            Err(why) => {
+                unavailable(&why);
+                return None;
+            }
+        };
+        match Self::spawn(bin, Some(tls)).await {
+            Ok(server) => Some(server),
+            Err(e) => panic!("nats-server was found but failed to start with TLS: {e}"),
+        }
+    }
+
+    async fn spawn(bin: PathBuf, tls: Option<ServerTls>) -> Result<NatsServer, String> {
         let dir = tempfile::Builder::new()
             .prefix("cart-nats-")
             .tempdir()
             .map_err(|e| format!("temp dir: {e}"))?;
+        let extra_config = tls.as_ref().map_or_else(String::new, |t| {
+            format!(
+                "http: \"127.0.0.1:-1\"\ntls {{\n  cert_file: {:?}\n  key_file: {:?}\n  ca_file: {:?}\n  verify: {}\n  timeout: 2\n}}\n",
+                t.server.cert.display().to_string(),
+                t.server.key.display().to_string(),
+                t.ca.display().to_string(),
+                t.verify_clients,
+            )
+        });
         let mut spawned = Spawned {
             bin,
             dir,
             port: 0,
             child: None,
+            extra_config,
         };
         spawned.launch()?;
         spawned.port = spawned.read_port().await?;
+        let scheme = if tls.is_some() { "tls" } else { "nats" };
         let mut server = NatsServer {
-            url: format!("nats://127.0.0.1:{}", spawned.port),
+            url: format!("{scheme}://127.0.0.1:{}", spawned.port),
             spawned: Some(spawned),
+            tls,
         };
         server.wait_ready().await.map_err(|e| server.with_log(e))?;
         Ok(server)
@@ -94,9 +145,42 @@ impl NatsServer {
         &self.url
     }
 
+    /// The monitoring endpoint (`/connz`, `/jsz`, ...) of a server started with
+    /// [`Self::start_tls`] (others have none).
+    pub fn monitoring_url(&self) -> Option<String> {
+        self.tls.as_ref()?;
+        let spawned = self.spawned.as_ref()?;
+        let ports = std::fs::read_dir(spawned.dir.path())
+            .ok()?
+            .flatten()
+            .find(|e| e.file_name().to_string_lossy().ends_with(".ports"))?;
+        let text = std::fs::read_to_string(ports.path()).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        v["monitoring"]
+            .as_array()?
+            .first()?
+            .as_str()
+            .map(str::to_owned)
+    }
+
+    /// Connect options for this server: its CA and client certificate when it speaks TLS.
+    pub fn connect_options(&self) -> async_nats::ConnectOptions {
+        crate::tls::install_crypto_provider();
+        let mut options = async_nats::ConnectOptions::new();
+        if let Some(tls) = &self.tls {
+            options = options
+                .require_tls(true)
+                .add_root_certificates(tls.ca.clone());
+            if let Some(client) = &tls.client {
+                options = options.add_client_certificate(client.cert.clone(), client.key.clone());
+            }
+        }
+        options
+    }
+
     /// A connected client (panics on failure: this is test code).
     pub async fn client(&self) -> async_nats::Client {
-        async_nats::ConnectOptions::new()
+        self.connect_options()
             .name("cart-test")
             .connection_timeout(Duration::from_secs(5))
             .connect(self.url.as_str())
@@ -149,8 +233,9 @@ impl NatsServer {
             {
                 return Err(format!("nats-server exited with {code}"));
             }
+            let options = self.connect_options();
             let attempt = async {
-                let client = async_nats::ConnectOptions::new()
+                let client = options
                     .connection_timeout(Duration::from_millis(500))
                     .connect(url.as_str())
                     .await
@@ -194,8 +279,9 @@ impl Spawned {
         };
         let config = format!(
             "listen: \"127.0.0.1:{port}\"\nserver_name: cart_test\n\
-             jetstream {{\n  store_dir: {store:?}\n  sync_interval: always\n}}\n",
+             jetstream {{\n  store_dir: {store:?}\n  sync_interval: always\n}}\n{extra}",
             store = self.store().display().to_string(),
+            extra = self.extra_config,
         );
         let config_path = self.dir.path().join("nats.conf");
         std::fs::write(&config_path, config).map_err(|e| format!("write config: {e}"))?;

@@ -7,3 +7,4 @@ mod deploy_config;
 mod direct_get;
 mod harness;
 mod resources;
+mod tls;

@@ -31,6 +31,7 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    shared::tls::install_crypto_provider();
     let cli = Cli::parse();
     let seed = cli.seed.unwrap_or_else(|| fastrand::u64(1..1_000_000));
     let opts = Options {

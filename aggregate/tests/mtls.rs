@@ -1,0 +1,151 @@
+//! Service identity on gRPC: with `GRPC_TLS_*` the node accepts only clients with a
+//! certificate from the CA, and each RPC checks who the certificate names: the gateway may
+//! change carts but not record what the payment provider said; only the runner may; the
+//! admin RPCs are for operators.
+
+mod common;
+
+use common::*;
+use proto::cart::v1 as pb;
+use proto::cart::v1::aggregate_admin_client::AggregateAdminClient;
+use proto::cart::v1::cart_service_client::CartServiceClient;
+use shared::ErrorCode;
+use shared::grpc_tls::GrpcTls;
+use shared::ids::CommandId;
+use shared::test_support::TestPki;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+
+fn tls(pki: &TestPki, name: &str) -> GrpcTls {
+    let files = pki.issue(name);
+    GrpcTls {
+        ca_file: pki.ca_file().display().to_string(),
+        cert_file: files.cert.display().to_string(),
+        key_file: files.key.display().to_string(),
+    }
+}
+
+async fn channel_as(pki: &TestPki, name: &str, addr: std::net::SocketAddr) -> Channel {
+    tls(pki, name)
+        .endpoint(&addr.to_string(), "aggregate")
+        .unwrap()
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("{name} connects: {e}"))
+}
+
+fn code(status: &tonic::Status) -> ErrorCode {
+    shared::ApiError::from_status(status).code
+}
+
+#[tokio::test]
+async fn only_clients_with_a_certificate_get_in_and_each_rpc_checks_who_calls() {
+    let Some(env) = env().await else { return };
+    let pki = TestPki::new();
+    let mut config = env.config("tls-node", false);
+    config.grpc_tls = tls(&pki, "aggregate");
+    let node = aggregate::start(config).await.expect("starts with TLS");
+    let addr = node.grpc_addr;
+
+    // Plaintext: refused (the server speaks TLS only).
+    let plain = CartServiceClient::connect(format!("http://{addr}")).await;
+    if let Ok(mut plain) = plain {
+        let r = plain
+            .execute(exec("tls-cart", CommandId::new(), add("TEST-SKU-123", 1)))
+            .await;
+        assert!(r.is_err(), "a plaintext call was served");
+    }
+    // TLS without a client certificate: the handshake fails.
+    let ca = Certificate::from_pem(std::fs::read(pki.ca_file()).unwrap());
+    let no_cert = Endpoint::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(
+            ClientTlsConfig::new()
+                .ca_certificate(ca)
+                .domain_name("aggregate"),
+        )
+        .unwrap();
+    match no_cert.connect().await {
+        Err(_) => {}
+        Ok(channel) => {
+            let r = CartServiceClient::new(channel)
+                .execute(exec("tls-cart", CommandId::new(), add("TEST-SKU-123", 1)))
+                .await;
+            assert!(r.is_err(), "a client without a certificate was served");
+        }
+    }
+    // A certificate from another CA: refused too.
+    let stranger = TestPki::new();
+    let foreign = GrpcTls {
+        ca_file: pki.ca_file().display().to_string(),
+        ..tls(&stranger, "gateway")
+    };
+    if let Ok(channel) = foreign
+        .endpoint(&addr.to_string(), "aggregate")
+        .unwrap()
+        .connect()
+        .await
+    {
+        let r = CartServiceClient::new(channel)
+            .execute(exec("tls-cart", CommandId::new(), add("TEST-SKU-123", 1)))
+            .await;
+        assert!(r.is_err(), "a certificate from another CA was served");
+    }
+    assert!(
+        env.messages("tls-cart").await.is_empty(),
+        "nothing was appended"
+    );
+
+    // The gateway changes carts, but cannot record a provider outcome.
+    let mut gateway = CartServiceClient::new(channel_as(&pki, "gateway", addr).await);
+    gateway
+        .execute(exec("tls-cart", CommandId::new(), add("TEST-SKU-123", 1)))
+        .await
+        .expect("the gateway adds an item");
+    let fail = || shared::domain::Command::FailCheckout {
+        attempt_id: "attempt-1".into(),
+        code: "refused".into(),
+        reason: "forged".into(),
+    };
+    let denied = gateway
+        .execute(exec("tls-cart", CommandId::new(), fail()))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&denied), ErrorCode::PermissionDenied, "{denied:?}");
+    assert!(denied.message().contains("runner"), "{denied:?}");
+    // Not even inside a batch.
+    let batch = pb::ExecuteBatchRequest {
+        tenant: TENANT.into(),
+        cart_id: "tls-cart".into(),
+        command_id: CommandId::new().to_string(),
+        expected_version: None,
+        commands: vec![add("TEST-SKU-456", 1).into(), fail().into()],
+        request_fingerprint: String::new(),
+    };
+    let denied = gateway.execute_batch(request(batch)).await.unwrap_err();
+    assert_eq!(code(&denied), ErrorCode::PermissionDenied, "{denied:?}");
+    assert_eq!(
+        env.messages("tls-cart").await.len(),
+        1,
+        "only the add was stored"
+    );
+
+    // The runner may: the command reaches the cart (which has no such checkout).
+    let mut runner = CartServiceClient::new(channel_as(&pki, "runner", addr).await);
+    let answered = runner
+        .execute(exec("tls-cart", CommandId::new(), fail()))
+        .await;
+    if let Err(e) = &answered {
+        assert_ne!(code(e), ErrorCode::PermissionDenied, "{e:?}");
+    }
+
+    // Admin RPCs: operators only.
+    let mut as_gateway = AggregateAdminClient::new(channel_as(&pki, "gateway", addr).await);
+    let denied = as_gateway.status(pb::StatusRequest {}).await.unwrap_err();
+    assert_eq!(code(&denied), ErrorCode::PermissionDenied);
+    let mut as_admin = AggregateAdminClient::new(channel_as(&pki, "admin", addr).await);
+    as_admin
+        .status(pb::StatusRequest {})
+        .await
+        .expect("an operator reads the status");
+    node.drain().await.unwrap();
+}

@@ -1,0 +1,159 @@
+//! A certificate authority for development and tests, and the certificates it signs (rcgen).
+//!
+//! Every certificate names its service as its common name (what gRPC authorization reads) and
+//! as a DNS name (what a client verifies: services dial each other by address, and check the
+//! certificate against the service name), plus `localhost`, `127.0.0.1` and any extra hosts.
+//! `aggregate certs --out DIR` writes a full set; production brings its own CA (cert-manager,
+//! a corporate PKI) with the same naming.
+
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
+};
+
+/// The names a full set holds: the four services, operators, and the NATS servers.
+pub const SET: [&str; 6] = [
+    "gateway",
+    "runner",
+    "aggregate",
+    "projection",
+    "admin",
+    "nats",
+];
+
+pub struct Authority {
+    ca: CertifiedIssuer<'static, KeyPair>,
+}
+
+/// A certificate and its private key, PEM.
+pub struct Issued {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl Authority {
+    /// A new self-signed CA named `name`.
+    pub fn new(name: &str) -> Result<Self, String> {
+        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| e.to_string())?;
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let key = KeyPair::generate().map_err(|e| e.to_string())?;
+        let ca = CertifiedIssuer::self_signed(params, key).map_err(|e| e.to_string())?;
+        Ok(Self { ca })
+    }
+
+    pub fn ca_pem(&self) -> String {
+        self.ca.pem()
+    }
+
+    /// A certificate for service `name`, valid for server and client authentication.
+    pub fn issue(&self, name: &str, extra_hosts: &[String]) -> Result<Issued, String> {
+        let mut hosts = vec![
+            name.to_owned(),
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+        ];
+        hosts.extend(extra_hosts.iter().cloned());
+        hosts.dedup();
+        let mut params = CertificateParams::new(hosts).map_err(|e| format!("{name}: {e}"))?;
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let key = KeyPair::generate().map_err(|e| e.to_string())?;
+        let cert = params
+            .signed_by(&key, &self.ca)
+            .map_err(|e| format!("{name}: {e}"))?;
+        Ok(Issued {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+
+    /// Writes `ca.pem` and `<name>.pem` / `<name>-key.pem` for each of `names` into `dir`
+    /// (keys readable by the owner only). Returns the files written.
+    pub fn write_set(
+        &self,
+        dir: &Path,
+        names: &[&str],
+        extra_hosts: &[String],
+    ) -> Result<Vec<PathBuf>, String> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let mut written = vec![write(dir, "ca.pem", &self.ca_pem(), false)?];
+        for name in names {
+            let issued = self.issue(name, extra_hosts)?;
+            written.push(write(dir, &format!("{name}.pem"), &issued.cert_pem, false)?);
+            written.push(write(
+                dir,
+                &format!("{name}-key.pem"),
+                &issued.key_pem,
+                true,
+            )?);
+        }
+        Ok(written)
+    }
+}
+
+fn write(dir: &Path, file: &str, text: &str, secret: bool) -> Result<PathBuf, String> {
+    let path = dir.join(file);
+    std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    #[cfg(unix)]
+    if secret {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_set_names_each_service_in_its_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Authority::new("test CA").unwrap();
+        let files = ca
+            .write_set(dir.path(), &["runner"], &["runner.cart.svc".to_owned()])
+            .unwrap();
+        assert_eq!(files.len(), 3);
+        let pem = std::fs::read_to_string(dir.path().join("runner.pem")).unwrap();
+        let der = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap().1;
+        let cert = der.parse_x509().unwrap();
+        let cn = cert
+            .subject()
+            .iter_common_name()
+            .next()
+            .unwrap()
+            .as_str()
+            .unwrap();
+        assert_eq!(cn, "runner");
+        let sans = cert.subject_alternative_name().unwrap().unwrap();
+        let names: Vec<String> = sans
+            .value
+            .general_names
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        for want in ["runner", "localhost", "runner.cart.svc"] {
+            assert!(
+                names.iter().any(|n| n.contains(want)),
+                "{want} in {names:?}"
+            );
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join("runner-key.pem"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o077, 0, "the key is private: {mode:o}");
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! A certificate authority made for one test, and the certificates it signs, as PEM files
+//! ([`crate::certs`], in a temporary directory).
+
+use std::path::{Path, PathBuf};
+
+use crate::certs::Authority;
+
+pub struct TestPki {
+    dir: tempfile::TempDir,
+    ca: Authority,
+}
+
+/// A certificate and its key, as files.
+#[derive(Debug, Clone)]
+pub struct CertFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TestPki {
+    pub fn new() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("cart-pki-")
+            .tempdir()
+            .expect("temp dir for the test CA");
+        let ca = Authority::new("cart test CA").expect("test CA");
+        std::fs::write(dir.path().join("ca.pem"), ca.ca_pem()).expect("write ca.pem");
+        Self { dir, ca }
+    }
+
+    /// The CA certificate (what clients and servers trust).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// A certificate for `name` (its common name and a DNS name), also valid for `localhost`
+    /// and `127.0.0.1`, for both server and client authentication.
+    pub fn issue(&self, name: &str) -> CertFiles {
+        let issued = self.ca.issue(name, &[]).expect("test certificate");
+        let files = CertFiles {
+            cert: self.dir.path().join(format!("{name}.pem")),
+            key: self.dir.path().join(format!("{name}-key.pem")),
+        };
+        std::fs::write(&files.cert, issued.cert_pem).expect("write cert");
+        std::fs::write(&files.key, issued.key_pem).expect("write key");
+        files
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Default for TestPki {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,140 @@
+//! Every service binary starts against a NATS server that only speaks mutual TLS (each with its
+//! own certificate from a CA made here), and its connection is TLS: the server's `/connz`
+//! lists each one by name with its TLS version. Before one crypto provider was installed at
+//! start-up, every binary panicked on its first TLS handshake.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use shared::test_support::{NatsServer, ServerTls, TestPki, wait_until};
+
+const SERVICES: [&str; 4] = ["aggregate", "projection", "runner", "gateway"];
+
+/// The workspace's binaries, next to this test's own directory (`target/<profile>/deps/..`).
+fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target directory");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace's binaries (cargo build --workspace --bins; \
+         scripts/test and cargo nextest run --workspace do)",
+        path.display()
+    );
+    path
+}
+
+struct Running(Vec<Child>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The TLS connections the server holds, by connection name.
+async fn tls_connections(monitoring: &str) -> Vec<(String, String)> {
+    let Ok(reply) = reqwest::get(format!("{monitoring}/connz?limit=1024")).await else {
+        return Vec::new();
+    };
+    let Ok(connz) = reply.json::<Value>().await else {
+        return Vec::new();
+    };
+    connz["connections"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap_or_default().to_owned(),
+                c["tls_version"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn every_service_binary_starts_and_connects_over_mutual_tls() {
+    let pki = TestPki::new();
+    let Some(nats) = NatsServer::start_tls(ServerTls {
+        ca: pki.ca_file(),
+        server: pki.issue("nats"),
+        verify_clients: true,
+        client: Some(pki.issue("harness")),
+    })
+    .await
+    else {
+        return;
+    };
+    let monitoring = nats
+        .monitoring_url()
+        .expect("a TLS test server has monitoring");
+    let work = tempfile::tempdir().unwrap();
+    let mut running = Running(Vec::new());
+    for service in SERVICES {
+        let cert = pki.issue(service);
+        let log = std::fs::File::create(work.path().join(format!("{service}.log"))).unwrap();
+        let child = Command::new(bin(service))
+            .env_clear()
+            .envs(std::env::vars().filter(|(k, _)| k == "PATH" || k == "HOME"))
+            .env("NATS_URL", nats.url())
+            .env("NATS_NAME", format!("tls-{service}"))
+            .env("NATS_TLS_REQUIRED", "true")
+            .env("NATS_TLS_CA_FILE", pki.ca_file())
+            .env("NATS_TLS_CERT_FILE", &cert.cert)
+            .env("NATS_TLS_KEY_FILE", &cert.key)
+            .env("AGGREGATE_GRPC_ADDR", "127.0.0.1:0")
+            .env("AGGREGATE_HTTP_ADDR", "127.0.0.1:0")
+            .env("PROJECTION_GRPC_ADDR", "127.0.0.1:0")
+            .env("PROJECTION_HTTP_ADDR", "127.0.0.1:0")
+            .env("PROJECTION_DB_PATH", work.path().join("projection.db"))
+            .env("RUNNER_GRPC_ADDR", "127.0.0.1:0")
+            .env("RUNNER_HTTP_ADDR", "127.0.0.1:0")
+            .env("RUNNER_MOCK_PROVIDER_ADDR", "127.0.0.1:0")
+            .env("GATEWAY_HTTP_ADDR", "127.0.0.1:0")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {service}: {e}"));
+        running.0.push(child);
+    }
+
+    let all_connected = wait_until(
+        || async {
+            let connections = tls_connections(&monitoring).await;
+            SERVICES.iter().all(|service| {
+                connections
+                    .iter()
+                    .any(|(name, tls)| *name == format!("tls-{service}") && !tls.is_empty())
+            })
+        },
+        Duration::from_secs(60),
+    )
+    .await;
+    let mut report = String::new();
+    for (service, child) in SERVICES.iter().zip(running.0.iter_mut()) {
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(work.path().join(format!("{service}.log")))
+                .unwrap_or_default();
+            report.push_str(&format!("\n{service} exited with {status}:\n{log}"));
+        }
+    }
+    assert!(
+        report.is_empty(),
+        "a service died on NATS over TLS:{report}"
+    );
+    if let Err(e) = all_connected {
+        let seen = tls_connections(&monitoring).await;
+        panic!("not every service connected over TLS ({e}); the server sees {seen:?}");
+    }
+}
