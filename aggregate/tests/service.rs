@@ -6,8 +6,7 @@ mod common;
 use common::*;
 use proto::cart::v1 as pb;
 use shared::ErrorCode;
-use shared::ids::{CartId, CommandId};
-use shared::placement::shard_for;
+use shared::ids::CommandId;
 use shared::test_support::wait_until;
 
 #[tokio::test]
@@ -15,28 +14,8 @@ async fn a_non_owner_answers_not_owner_with_the_owners_address() {
     let Some(env) = env().await else { return };
     let a = env.node("a", true).await;
     let b = env.node("b", true).await;
-    let pa = a.placement.clone().unwrap();
-    let pb_ = b.placement.clone().unwrap();
-    // What matters is b's view: it must know that a owns the shard and that a is alive.
-    wait_until(
-        || async {
-            pa.owned_shards() > 0
-                && pb_.owned_shards() > 0
-                && pb_.view().owners() == pa.view().owners()
-                && pb_.view().node("a").is_some()
-        },
-        WAIT,
-    )
-    .await
-    .expect("both nodes own shards and agree");
-    // Find a cart whose shard `a` owns, and ask `b` for it.
-    let cart = (0..)
-        .map(|i| format!("owned-{i}"))
-        .find(|c| {
-            let shard = shard_for(&tenant(), &CartId::parse(c).unwrap(), 64);
-            pa.view().owner(shard).is_some_and(|o| o.node == "a")
-        })
-        .unwrap();
+    // A cart whose shard `a` owns for good, asked of `b`.
+    let cart = cart_settled_on(&a, &b, "owned").await;
     let mut to_b = connect(b.grpc_addr).await;
     let status = to_b
         .execute(exec(&cart, CommandId::new(), add("TEST-SKU-123", 1)))
@@ -70,25 +49,7 @@ async fn the_owner_reads_past_a_change_another_node_served_as_a_fallback() {
     let Some(env) = env().await else { return };
     let a = env.node("a", true).await;
     let b = env.node("b", true).await;
-    let pa = a.placement.clone().unwrap();
-    let pb_ = b.placement.clone().unwrap();
-    wait_until(
-        || async {
-            pa.owned_shards() > 0
-                && pb_.owned_shards() > 0
-                && pb_.view().owners() == pa.view().owners()
-        },
-        WAIT,
-    )
-    .await
-    .expect("both nodes own shards and agree");
-    let cart = (0..)
-        .map(|i| format!("stale-{i}"))
-        .find(|c| {
-            let shard = shard_for(&tenant(), &CartId::parse(c).unwrap(), 64);
-            pa.view().owner(shard).is_some_and(|o| o.node == "a")
-        })
-        .unwrap();
+    let cart = cart_settled_on(&a, &b, "stale").await;
     let mut to_a = connect(a.grpc_addr).await;
     let mut to_b = connect(b.grpc_addr).await;
     to_a.execute(exec(&cart, CommandId::new(), add("TEST-SKU-123", 1)))
@@ -127,25 +88,7 @@ async fn a_retry_the_owners_older_copy_would_refuse_is_answered_with_the_stored_
     let Some(env) = env().await else { return };
     let a = env.node("a", true).await;
     let b = env.node("b", true).await;
-    let pa = a.placement.clone().unwrap();
-    let pb_ = b.placement.clone().unwrap();
-    wait_until(
-        || async {
-            pa.owned_shards() > 0
-                && pb_.owned_shards() > 0
-                && pb_.view().owners() == pa.view().owners()
-        },
-        WAIT,
-    )
-    .await
-    .expect("both nodes own shards and agree");
-    let cart = (0..)
-        .map(|i| format!("refused-{i}"))
-        .find(|c| {
-            let shard = shard_for(&tenant(), &CartId::parse(c).unwrap(), 64);
-            pa.view().owner(shard).is_some_and(|o| o.node == "a")
-        })
-        .unwrap();
+    let cart = cart_settled_on(&a, &b, "refused").await;
     let mut to_a = connect(a.grpc_addr).await;
     let mut to_b = connect(b.grpc_addr).await;
     to_a.execute(exec(&cart, CommandId::new(), add("TEST-SKU-123", 1)))

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use shared::TenantId;
 use shared::nats::{NatsConfig, NatsResourceSettings};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// HTTP listen address (storefront, /v1, admin, /health, /ready, /metrics).
@@ -92,6 +92,27 @@ pub struct Config {
     pub streams: NatsResourceSettings,
     /// Mutual TLS of its calls to the other services (`GRPC_TLS_*`; empty: plaintext).
     pub grpc_tls: shared::grpc_tls::GrpcTls,
+}
+
+/// The API keys and the admin token are redacted (the NATS section redacts its own): a
+/// configuration printed in a log must not leak them.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut shown = self.clone();
+        for secret in [&mut shown.api_keys, &mut shown.admin_token] {
+            if !secret.is_empty() {
+                *secret = "<redacted>".into();
+            }
+        }
+        let value = serde_json::to_value(&shown).map_err(|_| std::fmt::Error)?;
+        let mut d = f.debug_struct("Config");
+        for (k, v) in value.as_object().into_iter().flatten() {
+            if k != "nats" {
+                d.field(k, v);
+            }
+        }
+        d.field("nats", &self.nats).finish()
+    }
 }
 
 impl Default for Config {
@@ -326,6 +347,21 @@ fn split_list(s: &str) -> impl Iterator<Item = &str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_printed_config_does_not_show_api_keys_or_the_admin_token() {
+        let mut cfg = Config {
+            api_keys: "sk-live-key=tenant-a".into(),
+            admin_token: "admin-s3cret".into(),
+            ..Default::default()
+        };
+        cfg.nats.password = "nats-s3cret".into();
+        let printed = format!("{cfg:?}");
+        for secret in ["sk-live-key", "admin-s3cret", "nats-s3cret"] {
+            assert!(!printed.contains(secret), "{secret} in {printed}");
+        }
+        assert!(printed.contains("http_addr"), "{printed}");
+    }
 
     #[test]
     fn env_names_are_prefixed_and_lists_are_comma_separated() {

@@ -179,3 +179,40 @@ pub fn assert_same(a: &CartState, b: &CartState, what: &str) {
         "{what}: version, revision"
     );
 }
+
+/// A cart (named `<prefix>-<n>`) whose shard `owner` wins by rendezvous hashing against
+/// `other`, returned once `owner` holds the shard and `other` sees it there. That is the final
+/// assignment while both nodes live: picking a cart by who owns its shard *now* races with the
+/// nodes still dividing the shards between them (the shard may move a moment later).
+pub async fn cart_settled_on(
+    owner: &aggregate::Running,
+    other: &aggregate::Running,
+    prefix: &str,
+) -> String {
+    use shared::placement::{rendezvous_owner, shard_for};
+    let nodes = [owner.node_id.as_str(), other.node_id.as_str()];
+    let shard_of = |c: &str| shard_for(&tenant(), &CartId::parse(c).unwrap(), 64);
+    let cart = (0..)
+        .map(|i| format!("{prefix}-{i}"))
+        .find(|c| rendezvous_owner(shard_of(c), nodes) == Some(owner.node_id.as_str()))
+        .unwrap();
+    let shard = shard_of(&cart);
+    let (mine, theirs) = (
+        owner.placement.clone().expect("placement"),
+        other.placement.clone().expect("placement"),
+    );
+    shared::test_support::wait_until(
+        || async {
+            mine.check(shard).is_ok()
+                && theirs
+                    .view()
+                    .owner(shard)
+                    .is_some_and(|o| o.node == owner.node_id)
+                && theirs.view().node(&owner.node_id).is_some()
+        },
+        WAIT,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("shard {shard} settles on {}: {e}", owner.node_id));
+    cart
+}
