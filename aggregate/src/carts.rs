@@ -435,7 +435,7 @@ impl Carts {
             ErrorCode::VersionConflict,
             format!(
                 "the cart kept changing concurrently ({} attempts); retry",
-                cfg.max_conflict_retries + 1
+                cfg.max_conflict_retries.max(1) + 1
             ),
         ))
     }

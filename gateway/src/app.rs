@@ -22,21 +22,19 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(checkout::router())
         .merge(v1::router())
         .merge(queries::router())
-        .merge(
-            // Every admin action leaves an audit line (who, what, result).
-            OpenApiRouter::new()
-                .merge(admin::router())
-                .merge(admin_runner::router())
-                .merge(admin_dead_letters::router())
-                .layer(from_fn(audit::record)),
-        )
+        .merge(admin::router())
+        .merge(admin_runner::router())
+        .merge(admin_dead_letters::router())
         .layer(from_fn_with_state(
             ClientLimit {
                 limits: state.limits.clone(),
                 auth: state.auth.clone(),
             },
             limit_clients,
-        ));
+        ))
+        // Every admin request leaves an audit line (who, what, result), also one the rate
+        // limit refused.
+        .layer(from_fn(audit::record));
     OpenApiRouter::with_openapi(openapi::base())
         .merge(api)
         .merge(ops::router())

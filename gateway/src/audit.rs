@@ -11,8 +11,11 @@ use axum::response::Response;
 use http::StatusCode;
 use shared::headers::{CORRELATION_ID, REQUEST_ID};
 
-/// Middleware around the admin routes.
+/// Middleware around the API: requests under `/admin/` are recorded, others pass untouched.
 pub async fn record(req: Request, next: Next) -> Response {
+    if !req.uri().path().starts_with("/admin/") {
+        return next.run(req).await;
+    }
     let method = req.method().clone();
     // The path and query (a drain's wait, a dead-letter filter), clipped.
     let action = req

@@ -221,14 +221,19 @@ impl Config {
         split_list(&self.cors_origins)
             .map(|origin| {
                 let (scheme, rest) = origin.split_once("://").unwrap_or_default();
+                // As a browser sends it: lower case, no credentials, no default port.
+                let default_port = (scheme == "https" && rest.ends_with(":443"))
+                    || (scheme == "http" && rest.ends_with(":80"));
                 let ok = matches!(scheme, "http" | "https")
                     && !rest.is_empty()
-                    && !rest.contains(['/', '*', '?', '#', ' '])
+                    && !rest.contains(['/', '*', '?', '#', ' ', '@'])
+                    && !rest.bytes().any(|b| b.is_ascii_uppercase())
+                    && !default_port
                     && origin.len() <= 256;
                 let value = http::HeaderValue::from_str(origin).ok().filter(|_| ok);
                 value.ok_or_else(|| {
                     ConfigError(shared::error::clip_quoted(format!(
-                        "cors_origins: {origin:?} is not an origin like https://shop.example.com (scheme, host and optional port; no path or wildcard)"
+                        "cors_origins: {origin:?} is not an origin as a browser sends it, like https://shop.example.com (scheme, lower-case host, a port only when not the default; no path, credentials or wildcard)"
                     )))
                 })
             })

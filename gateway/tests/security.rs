@@ -105,6 +105,9 @@ fn origins_that_are_not_plain_origins_stop_the_gateway_with_the_field_named() {
         "https://shop.example.com/",
         "ftp://shop.example.com",
         "https://",
+        "https://Shop.example.com",
+        "https://shop.example.com:443",
+        "https://user@shop.example.com",
     ] {
         let cfg = gateway::Config {
             cors_origins: format!("{SHOP},{bad}"),

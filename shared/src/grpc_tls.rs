@@ -81,6 +81,9 @@ impl GrpcTls {
             ServerTlsConfig::new()
                 .identity(f.identity)
                 .client_ca_root(f.ca)
+                // A peer that connects and never completes the handshake does not hold a
+                // task for ever.
+                .timeout(std::time::Duration::from_secs(10))
         }))
     }
 
