@@ -33,10 +33,8 @@ use crate::watch::Watchers;
 /// Retry-After when the event stream has no leader (a NATS election takes 4–9 s).
 const NO_LEADER_RETRY: Duration = Duration::from_secs(2);
 const NOT_YET_RETRY: Duration = Duration::from_secs(1);
-/// Messages one confirmation applies at most (a cart another writer keeps changing).
-const CONFIRM_LIMIT: usize = 64;
-/// Leader reads after which the rest is read in a batch from the replicas.
-const CONFIRM_BATCH_AFTER: usize = 4;
+/// While confirming a cart far behind, leader reads between two batch reads of the replicas.
+const CONFIRM_BATCH_EVERY: usize = 16;
 
 /// Tuning of command execution (from the service config).
 #[derive(Debug, Clone)]
@@ -318,7 +316,8 @@ impl Carts {
                 && expected != loaded.state.version
             {
                 if expected > loaded.state.version {
-                    confirmed = self.confirm_current(loaded, cart, false).await?;
+                    self.confirm_current(loaded, cart).await?;
+                    confirmed = true;
                 }
                 if expected != loaded.state.version {
                     metrics::counter!(m::CONFLICTS).increment(1);
@@ -342,7 +341,7 @@ impl Carts {
             if unfenced && !confirmed {
                 confirmed = true;
                 let before = loaded.state.version;
-                self.confirm_current(loaded, cart, true).await?;
+                self.confirm_current(loaded, cart).await?;
                 if loaded.state.version != before {
                     continue;
                 }
@@ -392,7 +391,7 @@ impl Carts {
                 }
                 Ok(appended) => {
                     // Stored before (an earlier attempt whose ack was lost, or another node).
-                    self.confirm_current(loaded, cart, false).await?;
+                    self.confirm_current(loaded, cart).await?;
                     return match self.answered_before(&loaded.state, id, now)? {
                         Some(answered) => Ok(answered),
                         None if appended.sequence <= loaded.state.version => {
@@ -412,7 +411,8 @@ impl Carts {
                     // Back off with jitter so a writer whose cache is current does not win
                     // every race while this one keeps catching up.
                     tokio::time::sleep(conflict_backoff(attempt)).await;
-                    confirmed = self.confirm_current(loaded, cart, false).await?;
+                    self.confirm_current(loaded, cart).await?;
+                    confirmed = true;
                 }
                 Err(StoreError::Timeout) => {
                     return Err(ApiError::new(
@@ -458,7 +458,7 @@ impl Carts {
         // retry elsewhere, a shard that moved and came back, a node paused past its TTL), and
         // the replica that served the load may not hold the newest appends yet. One round
         // trip that usually returns nothing new.
-        self.confirm_current(loaded, cart, true).await?;
+        self.confirm_current(loaded, cart).await?;
         if let Some(min) = min_version
             && loaded.state.version < min
         {
@@ -634,55 +634,54 @@ impl Carts {
         Ok(())
     }
 
-    /// Brings `loaded` up to what the stream's leader holds: asks the leader for the cart's
-    /// next message after its version until it has none (usually at once). Far behind, the
-    /// rest comes in batches from the replicas between leader reads. A cart that another
-    /// writer keeps changing is given up on after [`CONFIRM_LIMIT`] messages: `strict` (the
-    /// answer must not be older than the leader's cart) fails, otherwise the newer copy is kept
-    /// (an append is fenced anyway). True when the leader had nothing newer.
-    async fn confirm_current(
-        &self,
-        loaded: &mut Loaded,
-        cart: &CartRef,
-        strict: bool,
-    ) -> Result<bool, ApiError> {
+    /// Brings `loaded` up to what the stream's leader holds: the leader names the cart's last
+    /// message (usually one the node already has: one round trip); the messages up to it come
+    /// in a batch from the replicas, and one by one from the leader where the replica that
+    /// answered lags. Messages appended after the leader answered may be missing: the state
+    /// is the cart as it was at a moment during the call.
+    async fn confirm_current(&self, loaded: &mut Loaded, cart: &CartRef) -> Result<(), ApiError> {
+        // Every node would hear the same (an election is under way): asked to retry.
+        let leader_error = |e| store_error(e).with_retry_after(NO_LEADER_RETRY);
+        let store = &self.inner.store;
+        let Some(target) = store
+            .last_sequence_from_leader(&cart.subject)
+            .await
+            .map_err(leader_error)?
+        else {
+            return Ok(());
+        };
         let before = loaded.state.version;
         let keep = self.inner.cfg.retain;
-        let mut found = 0;
-        let current = loop {
-            let next = self
-                .inner
-                .store
-                .next_from_leader(&cart.subject, loaded.state.version)
-                .await
-                // Every node would hear the same (an election is under way): asked to retry.
-                .map_err(|e| store_error(e).with_retry_after(NO_LEADER_RETRY))?;
-            let Some(next) = next else { break true };
-            apply_tail(&mut loaded.state, vec![next], keep, &cart.key);
-            found += 1;
-            if found >= CONFIRM_LIMIT {
-                if strict {
-                    return Err(ApiError::unavailable(
-                        "the cart kept changing while it was read from the stream; retry",
-                    ));
-                }
-                break false;
-            }
-            if found % CONFIRM_BATCH_AFTER == 0 {
-                let tail = self
-                    .inner
-                    .store
+        let mut leader_reads = 0usize;
+        while loaded.state.version < target {
+            if leader_reads.is_multiple_of(CONFIRM_BATCH_EVERY) {
+                let tail = store
                     .read_after(&cart.subject, loaded.state.version)
                     .await
                     .map_err(store_error)?;
+                let progressed = !tail.is_empty();
                 apply_tail(&mut loaded.state, tail, keep, &cart.key);
+                if progressed && loaded.state.version >= target {
+                    break;
+                }
             }
-        };
+            let next = store
+                .next_from_leader(&cart.subject, loaded.state.version)
+                .await
+                .map_err(leader_error)?
+                .ok_or_else(|| {
+                    ApiError::unavailable(
+                        "the cart's stream lost messages while it was read (purged?); retry",
+                    )
+                })?;
+            apply_tail(&mut loaded.state, vec![next], keep, &cart.key);
+            leader_reads += 1;
+        }
         if loaded.state.version != before {
             metrics::counter!(m::STALE_CONFIRMS).increment(1);
             self.inner.watchers.publish(&cart.key, &loaded.state);
         }
-        Ok(current)
+        Ok(())
     }
 
     async fn append(

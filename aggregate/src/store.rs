@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{
     self,
     context::PublishErrorKind,
-    stream::{RawMessageErrorKind, Stream},
+    message::StreamMessage,
+    stream::{RawMessageError, RawMessageErrorKind, Stream},
 };
 use shared::domain::EventMessage;
 use shared::headers::RequestContext;
@@ -136,6 +137,20 @@ impl EventStore {
             .collect())
     }
 
+    /// The sequence of the last message of `subject`, as the stream's leader holds it (`None`:
+    /// the subject has none).
+    pub async fn last_sequence_from_leader(
+        &self,
+        subject: &str,
+    ) -> Result<Option<u64>, StoreError> {
+        let get = self
+            .events
+            .raw_message_builder()
+            .last_by_subject(subject)
+            .send();
+        Ok(self.ask_leader(get).await?.map(|msg| msg.sequence))
+    }
+
     /// The first message of `subject` after sequence `after`, as the stream's leader holds
     /// it. Direct gets (what [`Self::read_after`] uses) may be answered by a follower that has
     /// not stored an acknowledged append yet; this request always reaches the leader.
@@ -150,16 +165,23 @@ impl EventStore {
             .sequence(after + 1)
             .next_by_subject(subject)
             .send();
+        Ok(self
+            .ask_leader(get)
+            .await?
+            .map(|msg| StoredMessage::parse(subject, msg.sequence, &msg.payload)))
+    }
+
+    /// One `STREAM.MSG.GET` (only the leader answers it), timed; "no message" is `None`.
+    async fn ask_leader(
+        &self,
+        get: impl std::future::Future<Output = Result<StreamMessage, RawMessageError>>,
+    ) -> Result<Option<StreamMessage>, StoreError> {
         let started = Instant::now();
         let result = tokio::time::timeout(self.read.timeout, get).await;
         metrics::histogram!(m::LEADER_READ_SECONDS).record(started.elapsed().as_secs_f64());
         match result {
             Err(_) => Err(StoreError::LeaderRead("no reply in time".into())),
-            Ok(Ok(msg)) => Ok(Some(StoredMessage::parse(
-                subject,
-                msg.sequence,
-                &msg.payload,
-            ))),
+            Ok(Ok(msg)) => Ok(Some(msg)),
             Ok(Err(e)) if e.kind() == RawMessageErrorKind::NoMessageFound => Ok(None),
             Ok(Err(e)) => Err(StoreError::LeaderRead(e.to_string())),
         }
