@@ -13,14 +13,13 @@
 //! Messages that cannot be applied are recorded in the fresh poison table (not published to
 //! `DEAD_LETTERS` again); at the swap the poison table of the old file is carried over.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::{DeliverPolicy, pull::Ordered, pull::OrderedConfig};
 use async_nats::jetstream::stream::Stream;
 use futures::{FutureExt, StreamExt};
-use rusqlite::Connection;
 use shared::subjects::CART_EVENTS_ALL;
 use tokio::sync::Mutex;
 
@@ -29,7 +28,6 @@ use crate::db;
 use crate::error::ProjectionError;
 use crate::hooks::Hooks;
 use crate::metrics as m;
-use crate::poison;
 use crate::reader::Readers;
 use crate::status::{Shared, stream_info};
 use crate::writer::{OnFailure, StateSettings, Writer};
@@ -108,7 +106,7 @@ impl Rebuild {
                 } else {
                     None
                 };
-                replace_database(&path, &fresh_path, old)
+                crate::writer::replace_database(&path, &fresh_path, old)
             })
             .await
             .map_err(|e| ProjectionError::Rebuild(format!("swap task failed: {e}")))??;
@@ -356,31 +354,4 @@ impl Source {
         }
         Ok(report)
     }
-}
-
-/// Moves `fresh` over `path`: the fresh file inherits the poison table of `path`, the old
-/// file's WAL is folded in (`old` must be the only connection to it) and the fresh file is
-/// renamed over it. Callers reopen `path` afterwards.
-pub(crate) fn replace_database(
-    path: &Path,
-    fresh: &Path,
-    old: Option<Connection>,
-) -> Result<(), ProjectionError> {
-    if path.exists() {
-        let conn = Connection::open(fresh).map_err(ProjectionError::db("open fresh database"))?;
-        conn.execute(
-            "ATTACH DATABASE ?1 AS old",
-            [path.to_string_lossy().as_ref()],
-        )
-        .map_err(ProjectionError::db("attach live database"))?;
-        poison::carry_over(&conn)?;
-    }
-    if let Some(old) = old {
-        db::fold_wal(&old)?;
-    }
-    std::fs::rename(fresh, path).map_err(|source| ProjectionError::Io {
-        what: "cannot move the rebuilt database over",
-        path: path.display().to_string(),
-        source,
-    })
 }

@@ -760,7 +760,7 @@ impl State {
         let old = self.conn.take();
         // Whatever the outcome, the cached states may no longer be the file's.
         self.cache.clear();
-        let replaced = crate::rebuild::replace_database(&self.path, fresh, old);
+        let replaced = replace_database(&self.path, fresh, old);
         // Reopen whatever is now at the path (the old file if the swap failed).
         let conn = db::open_writer(&self.path)?;
         let checkpoint = db::checkpoint(&conn)?;
@@ -772,4 +772,31 @@ impl State {
         metrics::gauge!(m::APPLIED_SEQUENCE, m::VIEW => self.view.clone()).set(checkpoint as f64);
         Ok(checkpoint)
     }
+}
+
+/// Moves `fresh` over `path`: the fresh file inherits the poison table of `path`, the old
+/// file's WAL is folded in (`old` must be the only connection to it) and the fresh file is
+/// renamed over it. Callers reopen `path` afterwards.
+pub(crate) fn replace_database(
+    path: &Path,
+    fresh: &Path,
+    old: Option<Connection>,
+) -> Result<(), ProjectionError> {
+    if path.exists() {
+        let conn = Connection::open(fresh).map_err(ProjectionError::db("open fresh database"))?;
+        conn.execute(
+            "ATTACH DATABASE ?1 AS old",
+            [path.to_string_lossy().as_ref()],
+        )
+        .map_err(ProjectionError::db("attach live database"))?;
+        poison::carry_over(&conn)?;
+    }
+    if let Some(old) = old {
+        db::fold_wal(&old)?;
+    }
+    std::fs::rename(fresh, path).map_err(|source| ProjectionError::Io {
+        what: "cannot move the rebuilt database over",
+        path: path.display().to_string(),
+        source,
+    })
 }

@@ -13,13 +13,11 @@ use shared::{ApiError, ErrorCode};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-use crate::provider::{ProviderClient, ProviderConfig};
+use crate::provider::ProviderClient;
 use crate::records::Records;
 use crate::state::{ProviderHandle, Status as RunnerStatus};
 
-/// Where `Reload` reads the provider configuration from (the environment and config file in
-/// production; tests inject their own).
-pub type ReloadSource = Arc<dyn Fn() -> Result<ProviderConfig, String> + Send + Sync>;
+pub use crate::provider::ReloadSource;
 
 #[derive(Clone)]
 pub struct Admin {

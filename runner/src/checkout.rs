@@ -44,7 +44,7 @@ pub struct Hooks {
     #[allow(clippy::type_complexity)]
     pub after_provider_call: Option<Arc<dyn Fn(String) -> BoxFuture<'static, ()> + Send + Sync>>,
     /// Replaces where `Reload` reads the provider configuration from.
-    pub reload: Option<crate::admin::ReloadSource>,
+    pub reload: Option<crate::provider::ReloadSource>,
 }
 
 pub struct Checkout {

@@ -7,3 +7,7 @@ pub mod order;
 
 pub use client::{ProviderClient, ProviderConfig, ProviderError};
 pub use order::{MerchantUrls, Order};
+
+/// Where `Reload` reads the provider configuration from (the environment and config file in
+/// production; tests inject their own).
+pub type ReloadSource = std::sync::Arc<dyn Fn() -> Result<ProviderConfig, String> + Send + Sync>;

@@ -5,46 +5,13 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::event::{self, Event};
+// Value types that events carry live with them; the product facts live with their interning.
+pub use super::event::{Marking, PickupPoint};
 use super::intern;
+pub use super::intern::LineProduct;
 use super::money::TaxRate;
 use crate::catalog::VoucherKind;
 use crate::ids::CartId;
-
-/// Product facts of a line, shared between lines (and carts) with identical facts to keep the
-/// cache small; see [`intern`].
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct LineProduct {
-    pub sku: String,
-    pub item_id: u64,
-    pub name: String,
-    pub unit_price: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub org_price: Option<i64>,
-    pub tax_rate: TaxRate,
-    pub currency: String,
-    pub stock: i64,
-    pub item_type: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub brand: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub category: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub seller_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub seller_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub outlet: Option<String>,
-}
-
-/// A gift or engraving marking on a line.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Marking {
-    #[serde(rename = "type")]
-    pub kind: u32,
-    pub text: String,
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Line {
@@ -64,22 +31,6 @@ impl Line {
     pub fn total_gross(&self) -> i64 {
         self.product.unit_price * i64::from(self.quantity)
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PickupPoint {
-    pub id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub address: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub city: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub zip: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub country: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,7 +97,7 @@ pub struct Checkout {
     #[serde(flatten)]
     pub status: CheckoutStatus,
     /// What the attempt asks the provider to charge (minor units incl. VAT), its currency and
-    /// [`super::payment::lines_digest`] of its lines: a paid order is checked against them.
+    /// [`event::lines_digest`] of its lines: a paid order is checked against them.
     #[serde(default)]
     pub amount: i64,
     #[serde(default)]
@@ -396,7 +347,7 @@ pub fn apply(cart: &mut Cart, event: &Event) {
                 status: CheckoutStatus::Started,
                 amount: e.total_amount,
                 currency: e.currency.clone(),
-                lines_digest: super::payment::lines_digest(&e.lines),
+                lines_digest: event::lines_digest(&e.lines),
             });
             if e.provider_order_id.is_some() {
                 cart.provider_order_id.clone_from(&e.provider_order_id);

@@ -7,8 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use uuid::Uuid;
 
-use super::cart::{Marking, PickupPoint};
 use super::money::TaxRate;
 use crate::catalog::VoucherKind;
 use crate::ids::{CartId, CommandId, TenantId};
@@ -468,4 +468,55 @@ impl EventMessage {
     pub fn from_json(bytes: &[u8]) -> Result<Self, serde_json::Error> {
         serde_json::from_slice(bytes)
     }
+}
+
+/// A gift or engraving marking on a line.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Marking {
+    #[serde(rename = "type")]
+    pub kind: u32,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PickupPoint {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub city: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zip: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+}
+
+/// A stable digest of what order lines charge for: type, reference, quantity, unit price, tax
+/// rate and amounts of every line, in any order (names are left out: they change nothing that
+/// is paid). The same lines give the same digest in every build and on every node.
+pub fn lines_digest(lines: &[CheckoutLine]) -> String {
+    const NAMESPACE: Uuid = Uuid::from_u128(0x2d4e_91c0_7f3a_4c55_8e61_b0a9_13d7_c6f2);
+    let mut canonical: Vec<String> = lines
+        .iter()
+        .map(|l| {
+            format!(
+                "{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}",
+                l.kind,
+                l.reference,
+                l.quantity,
+                l.unit_price,
+                l.tax_rate.0,
+                l.total_amount,
+                l.total_tax_amount,
+                l.total_discount_amount
+            )
+        })
+        .collect();
+    canonical.sort_unstable();
+    Uuid::new_v5(&NAMESPACE, canonical.join("\u{1e}").as_bytes())
+        .simple()
+        .to_string()
 }

@@ -10,10 +10,10 @@ use std::collections::HashSet;
 use std::hash::BuildHasher;
 use std::sync::{Arc, LazyLock, Mutex};
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 
-use super::cart::LineProduct;
 use super::event::ItemAdded;
+use super::money::TaxRate;
 
 const SHARDS: usize = 16;
 const MIN_SWEEP: usize = 1024;
@@ -95,4 +95,32 @@ mod tests {
         assert!(!Arc::ptr_eq(&a, &c));
         assert_eq!(*a, facts("intern-test-a"));
     }
+}
+
+/// Product facts of a line, shared between lines (and carts) with identical facts to keep the
+/// cache small; interned by [`product`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LineProduct {
+    pub sku: String,
+    pub item_id: u64,
+    pub name: String,
+    pub unit_price: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org_price: Option<i64>,
+    pub tax_rate: TaxRate,
+    pub currency: String,
+    pub stock: i64,
+    pub item_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub brand: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seller_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seller_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlet: Option<String>,
 }

@@ -27,9 +27,10 @@ pub use cart::{
 pub use command::{AddItem, CatalogNeeds, Command, Limits};
 pub use decide::{Context, decide};
 pub use error::DomainError;
+pub use event::lines_digest;
 pub use event::{Event, EventDecodeError, EventMessage, EventRecord};
 pub use money::{CartPrice, TaxRate};
-pub use payment::{PaidOrder, PaymentMismatch, checkout_lines, lines_digest};
+pub use payment::{PaidOrder, PaymentMismatch, checkout_lines};
 pub use state::{ApplyReport, CartState, KeyedCommand, RecentCommand, Retain};
 pub use totals::{Totals, totals};
 pub use view::{

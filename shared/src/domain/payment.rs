@@ -8,11 +8,10 @@
 //! order placed; anything else is a mismatch with a reason, never a silent order.
 
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use super::cart::{Cart, Checkout};
 use super::error::DomainError;
-use super::event::CheckoutLine;
+use super::event::{CheckoutLine, lines_digest};
 use super::totals::totals;
 
 /// The provider order lines of a cart as it is now, with their totals (incl. VAT, minor units).
@@ -77,33 +76,6 @@ pub fn checkout_lines(cart: &Cart) -> CheckoutLines {
         total_tax_amount: t.total.total_vat(),
         currency: cart.currency.clone().unwrap_or_default(),
     }
-}
-
-/// A stable digest of what order lines charge for: type, reference, quantity, unit price, tax
-/// rate and amounts of every line, in any order (names are left out: they change nothing that
-/// is paid). The same lines give the same digest in every build and on every node.
-pub fn lines_digest(lines: &[CheckoutLine]) -> String {
-    const NAMESPACE: Uuid = Uuid::from_u128(0x2d4e_91c0_7f3a_4c55_8e61_b0a9_13d7_c6f2);
-    let mut canonical: Vec<String> = lines
-        .iter()
-        .map(|l| {
-            format!(
-                "{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}",
-                l.kind,
-                l.reference,
-                l.quantity,
-                l.unit_price,
-                l.tax_rate.0,
-                l.total_amount,
-                l.total_tax_amount,
-                l.total_discount_amount
-            )
-        })
-        .collect();
-    canonical.sort_unstable();
-    Uuid::new_v5(&NAMESPACE, canonical.join("\u{1e}").as_bytes())
-        .simple()
-        .to_string()
 }
 
 /// What the payment provider says was (or is about to be) paid, read from its order.
