@@ -64,14 +64,7 @@ async fn tls_connections(monitoring: &str) -> Vec<(String, String)> {
 #[tokio::test]
 async fn every_service_binary_starts_and_connects_over_mutual_tls() {
     let pki = TestPki::new();
-    let Some(nats) = NatsServer::start_tls(ServerTls {
-        ca: pki.ca_file(),
-        server: pki.issue("nats"),
-        verify_clients: true,
-        client: Some(pki.issue("harness")),
-    })
-    .await
-    else {
+    let Some(nats) = NatsServer::start_tls(ServerTls::from(&pki, true)).await else {
         return;
     };
     let monitoring = nats

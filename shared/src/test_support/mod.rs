@@ -46,6 +46,19 @@ pub struct ServerTls {
     pub client: Option<CertFiles>,
 }
 
+impl ServerTls {
+    /// A server certificate from `pki`; with `mutual`, clients need one too (and this
+    /// harness's own clients present one).
+    pub fn from(pki: &TestPki, mutual: bool) -> Self {
+        Self {
+            ca: pki.ca_file(),
+            server: pki.issue("nats"),
+            verify_clients: mutual,
+            client: mutual.then(|| pki.issue("harness")),
+        }
+    }
+}
+
 struct Spawned {
     bin: PathBuf,
     /// Holds the config, store and log; removed on drop.

@@ -43,14 +43,7 @@ async fn jetstream_works(config: &NatsConfig) {
 #[tokio::test]
 async fn a_service_connection_speaks_tls_to_a_server_signed_by_its_ca() {
     let pki = TestPki::new();
-    let Some(nats) = NatsServer::start_tls(ServerTls {
-        ca: pki.ca_file(),
-        server: pki.issue("nats"),
-        verify_clients: false,
-        client: None,
-    })
-    .await
-    else {
+    let Some(nats) = NatsServer::start_tls(ServerTls::from(&pki, false)).await else {
         return;
     };
     assert!(nats.url().starts_with("tls://"), "{}", nats.url());
@@ -70,14 +63,7 @@ async fn a_service_connection_speaks_tls_to_a_server_signed_by_its_ca() {
 #[tokio::test]
 async fn with_mutual_tls_only_a_client_with_a_certificate_from_the_ca_gets_in() {
     let pki = TestPki::new();
-    let Some(nats) = NatsServer::start_tls(ServerTls {
-        ca: pki.ca_file(),
-        server: pki.issue("nats"),
-        verify_clients: true,
-        client: Some(pki.issue("harness")),
-    })
-    .await
-    else {
+    let Some(nats) = NatsServer::start_tls(ServerTls::from(&pki, true)).await else {
         return;
     };
     let mut with_cert = config(&nats, &pki);
