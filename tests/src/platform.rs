@@ -50,7 +50,7 @@ pub async fn platform() -> Option<Platform> {
         streams: stack.streams.clone(),
         ..runner::Config::default()
     };
-    rc.nats.url = stack.nats_url.clone();
+    rc.nats = stack.nats("runner");
     rc.provider.base_url = format!("http://{mock_addr}");
     rc.provider.backoff_min_ms = 10;
     rc.provider.backoff_max_ms = 50;

@@ -22,10 +22,13 @@ pub struct Stack {
 }
 
 impl Stack {
-    /// A fresh server through the harness (`None` after a loud skip when there is none and
-    /// `CART_REQUIRE_NATS` is not set).
+    /// A fresh server through the harness with the shipped accounts
+    /// (`deploy/nats/accounts.conf`): every service connects as its own NATS user, so every
+    /// end-to-end test also proves the users may do what the services need. The stack's own
+    /// client is `admin`; the catalog is seeded as `seed`. `None` after a loud skip when there
+    /// is no server and `CART_REQUIRE_NATS` is not set.
     pub async fn start(streams: NatsResourceSettings) -> Option<Self> {
-        let server = NatsServer::start().await?;
+        let server = NatsServer::start_with_accounts().await?;
         let url = server.url().to_owned();
         Some(
             Self::connect(Some(server), &url, streams)
@@ -57,18 +60,26 @@ impl Stack {
         url: &str,
         streams: NatsResourceSettings,
     ) -> anyhow::Result<Self> {
-        let config = shared::nats::NatsConfig {
-            url: url.to_owned(),
-            name: "cart-tests".into(),
-            ..Default::default()
+        let as_user = |user: &str| match &server {
+            Some(s) if s.accounts().is_some() => s.service_config(user),
+            _ => shared::nats::NatsConfig {
+                url: url.to_owned(),
+                name: format!("cart-tests-{user}"),
+                ..Default::default()
+            },
         };
+        // What `aggregate seed-catalog` does, with the seed job's user.
+        let seeder = as_user("seed");
+        let seed_js = shared::nats::jetstream(shared::nats::connect(&seeder).await?, &seeder);
+        let seeded = shared::nats::ensure_all(&seed_js, &streams).await?;
+        let seed = aggregate::seed::parse(CATALOG_JSON).map_err(anyhow::Error::msg)?;
+        aggregate::seed::write(&seeded.catalog, &seed)
+            .await
+            .map_err(|e| anyhow::anyhow!("seed catalog: {e}"))?;
+        let config = as_user("admin");
         let client = shared::nats::connect(&config).await?;
         let js = shared::nats::jetstream(client.clone(), &config);
         let resources = shared::nats::ensure_all(&js, &streams).await?;
-        let seed = aggregate::seed::parse(CATALOG_JSON).map_err(anyhow::Error::msg)?;
-        aggregate::seed::write(&resources.catalog, &seed)
-            .await
-            .map_err(|e| anyhow::anyhow!("seed catalog: {e}"))?;
         Ok(Self {
             server,
             nats_url: url.to_owned(),
@@ -79,10 +90,22 @@ impl Stack {
         })
     }
 
+    /// How the service connecting as `user` reaches this server: with that user's password
+    /// when the server has accounts, anonymously otherwise (the benchmark's servers).
+    pub fn nats(&self, user: &str) -> shared::nats::NatsConfig {
+        match &self.server {
+            Some(s) if s.accounts().is_some() => s.service_config(user),
+            _ => shared::nats::NatsConfig {
+                url: self.nats_url.clone(),
+                name: user.to_owned(),
+                ..Default::default()
+            },
+        }
+    }
+
     /// An aggregate config pointing at this server, listening on free ports.
     pub fn aggregate_config(&self, node_id: &str) -> aggregate::Config {
-        let mut nats = aggregate::Config::default().nats;
-        nats.url = self.nats_url.clone();
+        let mut nats = self.nats("aggregate");
         nats.name = node_id.to_owned();
         aggregate::Config {
             node_id: node_id.to_owned(),
@@ -112,7 +135,7 @@ impl Stack {
             streams: self.streams.clone(),
             ..gateway::Config::default()
         };
-        c.nats.url = self.nats_url.clone();
+        c.nats = self.nats("gateway");
         c
     }
 }

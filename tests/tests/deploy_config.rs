@@ -12,9 +12,14 @@
 //! - NATS keeps `sync_interval: always` everywhere; the cluster config has one source,
 //!   deploy/nats/cluster.conf, which the Kubernetes ConfigMap and `scripts/dev --cluster` use
 //!   as it is, each setting the per-member variables it reads.
+//! - Every service logs in to NATS as its own user of deploy/nats/accounts.conf with a password
+//!   file only it gets, the NATS server gets every password accounts.conf reads, NATS and gRPC
+//!   run with mutual TLS (the server verifies clients), and every secret and certificate is
+//!   mounted read-only where the settings say.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -459,9 +464,72 @@ fn every_yaml_and_json_file_parses() {
     );
 }
 
+/// The configs of deploy/nats a server runs: the single server and the cluster member in
+/// plaintext (scripts/dev, the chaos suite), and each with mutual TLS for clients (compose,
+/// Kubernetes).
+const NATS_SERVER_CONFS: &[&str] = &[
+    "nats.conf",
+    "cluster.conf",
+    "nats-tls.conf",
+    "cluster-tls.conf",
+];
+
+/// Parts the server configs include: the accounts and users, and the client TLS block.
+const NATS_FRAGMENTS: &[&str] = &["accounts.conf", "tls.conf"];
+
+const NATS_DIR: &str = "deploy/nats";
+const ACCOUNTS_CONF: &str = "deploy/nats/accounts.conf";
+
+/// The files a NATS config includes (`include "file"`, relative to its directory).
+fn conf_includes(conf: &str) -> Vec<String> {
+    active_lines(conf)
+        .lines()
+        .filter_map(|l| {
+            let rest = l.trim().strip_prefix("include")?;
+            rest.starts_with([' ', '\t'])
+                .then(|| rest.trim().trim_matches(['"', '\'']).to_owned())
+        })
+        .collect()
+}
+
+/// `conf` with each `include "file"` replaced by that file's text (`lookup`), recursively: what
+/// the server reads.
+fn expand_includes(conf: &str, lookup: &dyn Fn(&str) -> String) -> String {
+    let included = conf_includes(conf);
+    conf.lines()
+        .map(|line| {
+            let active = line.split('#').next().unwrap_or("").trim();
+            match included
+                .iter()
+                .find(|f| active.starts_with("include") && active.contains(f.as_str()))
+            {
+                Some(file) => expand_includes(&lookup(file), lookup),
+                None => line.to_owned(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Every file of deploy/nats that `name` includes, directly or through another.
+fn nats_includes_transitive(name: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for f in conf_includes(&read(&root().join(NATS_DIR).join(name))) {
+        out.extend(nats_includes_transitive(&f));
+        out.insert(f);
+    }
+    out
+}
+
+/// A config of deploy/nats with its includes (from deploy/nats) expanded.
+fn nats_conf_expanded(name: &str) -> String {
+    let dir = root().join(NATS_DIR);
+    expand_includes(&read(&dir.join(name)), &|f| read(&dir.join(f)))
+}
+
 #[test]
 fn nats_configs_fsync_every_write() {
-    let confs: Vec<PathBuf> = files_under(&root().join("deploy/nats"))
+    let confs: Vec<PathBuf> = files_under(&root().join(NATS_DIR))
         .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e == "conf"))
         .collect();
@@ -469,26 +537,62 @@ fn nats_configs_fsync_every_write() {
         .iter()
         .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
+    let known: BTreeSet<String> = NATS_SERVER_CONFS
+        .iter()
+        .chain(NATS_FRAGMENTS)
+        .map(|n| (*n).to_owned())
+        .collect();
     assert_eq!(
-        names,
-        BTreeSet::from(["cluster.conf".to_owned(), "nats.conf".to_owned()]),
+        names, known,
         "deploy/nats has the single-server config and one config for every cluster member \
-         (per-member values come from the environment, never from a second file)"
+         (per-member values come from the environment, never from a second file), each also \
+         with client TLS, and the fragments they include (accounts, TLS)"
     );
-    for path in confs {
-        assert_durable_nats_conf(&read(&path), &path.display().to_string());
+    let mut included = BTreeSet::new();
+    for name in NATS_SERVER_CONFS {
+        let conf = nats_conf_expanded(name);
+        assert_durable_nats_conf(&conf, name);
+        let mine = nats_includes_transitive(name);
+        assert!(
+            mine.contains("accounts.conf"),
+            "{name} must include accounts.conf: without it every client is anonymous"
+        );
+        if name.ends_with("-tls.conf") {
+            check_nats_tls_block(&conf, name);
+        } else {
+            assert!(
+                tls_block(&conf).is_none(),
+                "{name} stays plaintext (scripts/dev and the chaos suite run it); TLS belongs in \
+                 its -tls.conf variant"
+            );
+        }
+        included.extend(mine);
+    }
+    for fragment in NATS_FRAGMENTS {
+        assert!(
+            included.contains(*fragment),
+            "{fragment} is included by no server config"
+        );
     }
 }
 
 /// The cluster config every member runs (Kubernetes, `scripts/dev --cluster`).
 const NATS_CLUSTER_CONF: &str = "deploy/nats/cluster.conf";
 
-/// The `$NAME` references of a NATS config (comments ignored): nats-server resolves each from
-/// the environment when the config does not define it.
+/// The `$NAME` references of a NATS config (comments and quoted strings such as
+/// `"$JS.API.>"` ignored): nats-server resolves each from the environment when the config does
+/// not define it.
 fn conf_vars(conf: &str) -> BTreeSet<String> {
     let active = active_lines(conf);
     let mut vars = BTreeSet::new();
-    for (i, _) in active.match_indices('$') {
+    let mut quoted = false;
+    for (i, c) in active.char_indices() {
+        if c == '"' {
+            quoted = !quoted;
+        }
+        if c != '$' || quoted {
+            continue;
+        }
         let name: String = active[i + 1..]
             .chars()
             .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
@@ -668,7 +772,9 @@ fn compose_loaded(c: &Value) -> Vec<(String, Loaded)> {
         .filter_map(|(name, svc)| {
             let service = Service::from_command(&strs(&svc["command"]))?;
             let what = format!("docker-compose.yml service {name}");
-            Some((name.clone(), service.load(&compose_env(svc), &what)))
+            let files = compose_files(c, svc, &what);
+            let env = with_stand_ins(compose_env(svc), &|p| mounted(&files, p).is_some(), &what);
+            Some((name.clone(), service.load(&env, &what)))
         })
         .collect()
 }
@@ -799,7 +905,7 @@ fn compose_nats_has_durable_jetstream() {
         source.starts_with("./deploy/nats/"),
         "nats uses a config from deploy/nats, got {source}"
     );
-    let conf = read(&root().join(source));
+    let conf = compose_nats_conf(&c);
     assert_durable_nats_conf(&conf, source);
     let store = conf_value(&conf, "store_dir").expect("store_dir in the NATS config");
     assert!(
@@ -1193,6 +1299,8 @@ fn k8s_loaded(docs: &[Doc]) -> Vec<(&Doc, &Value, Loaded)> {
                 .into_iter()
                 .map(|(k, v, _)| (k, v))
                 .collect();
+            let files = k8s_files(docs, doc, c, &what);
+            let env = with_stand_ins(env, &|p| files.contains_key(p), &what);
             out.push((doc, c, service.load(&env, &what)));
         }
     }
@@ -1367,9 +1475,10 @@ fn k8s_env_is_known_to_the_code_and_production_grade() {
     }
 }
 
-/// The NATS StatefulSet, its server container, and the config file the container runs (from
-/// the ConfigMap mounted where `--config` points) with the ConfigMap's description.
-fn k8s_nats(docs: &[Doc]) -> (&Doc, &Value, String, String) {
+/// The NATS StatefulSet, its server container, the config the container runs (from the
+/// ConfigMap mounted where `--config` points, its includes expanded from the same ConfigMap),
+/// and the ConfigMap.
+fn k8s_nats(docs: &[Doc]) -> (&Doc, &Value, String, &Doc) {
     let sts = docs
         .iter()
         .find(|d| {
@@ -1396,39 +1505,77 @@ fn k8s_nats(docs: &[Doc]) -> (&Doc, &Value, String, String) {
     let map = find(docs, "ConfigMap", &s(&volume["configMap"]["name"]))
         .expect("the NATS config is a ConfigMap");
     let key = conf_path.file_name().unwrap().to_string_lossy();
-    let conf = map.v["data"][key.as_ref()]
-        .as_str()
-        .unwrap_or_else(|| panic!("{}: no {key}", map.what()))
-        .to_owned();
-    (sts, c, conf, map.what())
+    let data = |key: &str| -> String {
+        map.v["data"][key]
+            .as_str()
+            .unwrap_or_else(|| panic!("{}: no {key} (the server reads it)", map.what()))
+            .to_owned()
+    };
+    let conf = expand_includes(&data(&key), &|f| data(f));
+    (sts, c, conf, map)
 }
 
 #[test]
-fn k8s_nats_config_is_the_cluster_conf_byte_for_byte() {
+fn k8s_nats_config_is_deploy_nats_byte_for_byte() {
     let docs = k8s_docs();
-    let (_, _, conf, what) = k8s_nats(&docs);
-    let source = read(&root().join(NATS_CLUSTER_CONF));
-    if conf != source {
-        let line = conf
-            .lines()
-            .zip(source.lines())
-            .position(|(a, b)| a != b)
-            .map_or(conf.lines().count().min(source.lines().count()), |i| i);
-        panic!(
-            "{what} must hold {NATS_CLUSTER_CONF} byte for byte (one source for the cluster \
-             config; set per-member values in the StatefulSet's env); first difference at \
-             line {}:\n  ConfigMap: {:?}\n  file:      {:?}",
-            line + 1,
-            conf.lines().nth(line),
-            source.lines().nth(line)
+    let (_, c, _, map) = k8s_nats(&docs);
+    let what = map.what();
+    let mut keys = BTreeSet::new();
+    for (key, conf) in entries(&map.v["data"]) {
+        keys.insert(key.clone());
+        let path = root().join(NATS_DIR).join(key);
+        assert!(
+            path.is_file(),
+            "{what}: {key} is not a file of {NATS_DIR} (the ConfigMap only copies them)"
         );
+        let conf = s(conf);
+        let source = read(&path);
+        if conf != source {
+            let line = conf
+                .lines()
+                .zip(source.lines())
+                .position(|(a, b)| a != b)
+                .map_or(conf.lines().count().min(source.lines().count()), |i| i);
+            panic!(
+                "{what} must hold {NATS_DIR}/{key} byte for byte (one source for the NATS \
+                 config; set per-member values in the StatefulSet's env); first difference at \
+                 line {}:\n  ConfigMap: {:?}\n  file:      {:?}",
+                line + 1,
+                conf.lines().nth(line),
+                source.lines().nth(line)
+            );
+        }
     }
+    // What the server runs: the cluster member with client TLS, and everything it includes.
+    let args = [strs(&c["command"]), strs(&c["args"])].concat();
+    let run = args
+        .iter()
+        .skip_while(|a| *a != "--config" && *a != "-c")
+        .nth(1)
+        .and_then(|p| Path::new(p).file_name())
+        .map(|f| f.to_string_lossy().into_owned())
+        .expect("nats runs with --config");
+    assert_eq!(
+        run, "cluster-tls.conf",
+        "{what}: the servers run {NATS_DIR}/cluster-tls.conf (cluster.conf with client TLS)"
+    );
+    let mut needed = nats_includes_transitive(&run);
+    needed.insert(run);
+    assert!(
+        needed.contains("cluster.conf") && needed.contains("accounts.conf"),
+        "{needed:?}"
+    );
+    assert_eq!(
+        keys, needed,
+        "{what}: holds the file the server runs and every file it includes"
+    );
 }
 
 #[test]
 fn k8s_nats_is_a_durable_three_node_cluster() {
     let docs = k8s_docs();
-    let (sts, c, raw_conf, map_what) = k8s_nats(&docs);
+    let (sts, c, raw_conf, map) = k8s_nats(&docs);
+    let map_what = map.what();
     let what = sts.what();
     let replicas = sts.v["spec"]["replicas"].as_u64().unwrap_or(1);
     assert_eq!(replicas, 3, "{what}: three JetStream members");
@@ -1524,9 +1671,19 @@ fn k8s_nats_is_a_durable_three_node_cluster() {
             return;
         }
     };
+    // Every file of the ConfigMap, the certificate paths pointing at stand-ins of the mounted
+    // Secret (checked by k8s_nats_and_the_services_use_mutual_tls).
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("nats.conf");
-    std::fs::write(&path, &raw_conf).unwrap();
+    for (key, text) in entries(&map.v["data"]) {
+        std::fs::write(dir.path().join(key), local_tls_paths(&s(text), "nats")).unwrap();
+    }
+    let args = [strs(&c["command"]), strs(&c["args"])].concat();
+    let run = args
+        .iter()
+        .skip_while(|a| *a != "--config")
+        .nth(1)
+        .expect("--config");
+    let path = dir.path().join(Path::new(run).file_name().unwrap());
     let out = std::process::Command::new(bin)
         .arg("--config")
         .arg(&path)
@@ -2322,4 +2479,1181 @@ fn k8s_network_policy_denies_by_default_and_allows_only_the_architecture_flows()
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// NATS users, secrets and mutual TLS
+
+/// The users of deploy/nats/accounts.conf and the variable each one's password comes from
+/// (`password: $NATS_PASSWORD_...`).
+fn nats_users() -> BTreeMap<String, String> {
+    let conf = active_lines(&read(&root().join(ACCOUNTS_CONF)));
+    let word = |text: &str| -> String {
+        text.trim_start()
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+            .collect()
+    };
+    let mut users = BTreeMap::new();
+    let mut rest = conf.as_str();
+    while let Some(i) = rest.find("user:") {
+        rest = &rest[i + "user:".len()..];
+        let user = word(rest);
+        let at = rest
+            .find("password:")
+            .unwrap_or_else(|| panic!("{ACCOUNTS_CONF}: user {user} has no password"));
+        let value = rest[at + "password:".len()..].trim_start();
+        let var = value.strip_prefix('$').map(word).unwrap_or_else(|| {
+            panic!(
+                "{ACCOUNTS_CONF}: the password of {user} must come from the environment \
+                 ($NATS_PASSWORD_...), got {:?}",
+                value.lines().next().unwrap_or("")
+            )
+        });
+        users.insert(user, var);
+    }
+    assert!(
+        users.len() >= 6,
+        "{ACCOUNTS_CONF} defines the services' users: {users:?}"
+    );
+    users
+}
+
+/// The NATS user a container logs in as, and the certificate (service name) it presents: its
+/// service's, except the catalog seed (`aggregate seed-catalog`), which has a user of its own and
+/// runs the aggregate binary with the aggregate's certificate.
+fn identity(command: &[String]) -> Option<(&'static str, &'static str)> {
+    let cert = match Service::from_command(command)? {
+        Service::Aggregate => "aggregate",
+        Service::Gateway => "gateway",
+        Service::Projection => "projection",
+        Service::Runner => "runner",
+    };
+    let user = if command.iter().any(|a| a == "seed-catalog") {
+        "seed"
+    } else {
+        cert
+    };
+    Some((user, cert))
+}
+
+/// The users whose passwords scripts/nats-credentials makes (`USERS=(...)`).
+fn credential_script_users() -> BTreeSet<String> {
+    let script = read(&root().join("scripts/nats-credentials"));
+    let line = script
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("USERS=("))
+        .expect("scripts/nats-credentials lists its USERS=(...)");
+    line.trim_end_matches(')')
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The settings of the last top-level `tls { ... }` block of an (expanded) NATS config, quotes
+/// removed; `None` without one.
+fn tls_block(conf: &str) -> Option<BTreeMap<String, String>> {
+    let mut depth = 0i32;
+    let mut current: Option<BTreeMap<String, String>> = None;
+    let mut found = None;
+    for line in active_lines(conf).lines() {
+        let l = line.trim();
+        let opens = l.matches('{').count() as i32;
+        let closes = l.matches('}').count() as i32;
+        if depth == 0 && current.is_none() {
+            let starts_block = l.strip_prefix("tls").is_some_and(|rest| {
+                rest.trim_start()
+                    .trim_start_matches(':')
+                    .trim_start()
+                    .starts_with('{')
+            });
+            if starts_block {
+                current = Some(BTreeMap::new());
+            }
+        } else if depth == 1
+            && let Some(block) = current.as_mut()
+            && let Some((k, v)) = l.split_once(':')
+        {
+            block.insert(k.trim().to_owned(), v.trim().trim_matches('"').to_owned());
+        }
+        depth += opens - closes;
+        if depth == 0 && current.is_some() {
+            found = current.take();
+        }
+    }
+    found
+}
+
+/// The client TLS block of a server config: present, with its files, and verifying clients.
+fn check_nats_tls_block(conf: &str, what: &str) -> BTreeMap<String, String> {
+    let tls = tls_block(conf).unwrap_or_else(|| {
+        panic!("{what}: no top-level tls {{ }} block: clients would connect in plaintext")
+    });
+    assert_eq!(
+        tls.get("verify").map(String::as_str),
+        Some("true"),
+        "{what}: the tls block must set verify: true (every client presents a certificate \
+         signed by the CA: mutual TLS)"
+    );
+    for key in ["cert_file", "key_file", "ca_file"] {
+        assert!(
+            tls.get(key).is_some_and(|v| !v.is_empty()),
+            "{what}: the tls block has no {key}"
+        );
+    }
+    tls
+}
+
+/// A file (or directory) mounted into a compose container.
+#[derive(Debug, Clone)]
+struct Mounted {
+    /// `./...` on the host (a bind mount or a file-based secret), or a named volume.
+    source: String,
+    read_only: bool,
+    /// The compose secret it comes from.
+    secret: Option<String>,
+}
+
+/// Everything mounted into a compose service, by path in the container: its volumes, and its
+/// secrets (at `/run/secrets/<target>` unless the target is absolute; always read-only).
+fn compose_files(c: &Value, svc: &Value, what: &str) -> BTreeMap<String, Mounted> {
+    let mut out = BTreeMap::new();
+    for v in items(&svc["volumes"]) {
+        let (source, target, read_only) = match v {
+            Value::String(short) => {
+                let parts: Vec<&str> = short.split(':').collect();
+                let options = parts.get(2).copied().unwrap_or("");
+                (
+                    parts[0].to_owned(),
+                    parts.get(1).copied().unwrap_or("").to_owned(),
+                    options.split(',').any(|o| o == "ro"),
+                )
+            }
+            long => (
+                s(&long["source"]),
+                s(&long["target"]),
+                long["read_only"] == Value::Bool(true),
+            ),
+        };
+        out.insert(
+            target,
+            Mounted {
+                source,
+                read_only,
+                secret: None,
+            },
+        );
+    }
+    for secret in items(&svc["secrets"]) {
+        let (name, target) = match secret {
+            Value::String(name) => (name.clone(), name.clone()),
+            long => {
+                let name = s(&long["source"]);
+                let target = match &long["target"] {
+                    Value::Null => name.clone(),
+                    t => s(t),
+                };
+                (name, target)
+            }
+        };
+        let target = if target.starts_with('/') {
+            target
+        } else {
+            format!("/run/secrets/{target}")
+        };
+        let def = &c["secrets"][&name];
+        assert!(
+            def.is_object(),
+            "{what}: uses secret {name}, which the top-level secrets do not define"
+        );
+        let source = s(&def["file"]);
+        assert!(
+            !source.is_empty(),
+            "{what}: secret {name} must be file-based (file: ./.secrets/...)"
+        );
+        out.insert(
+            target,
+            Mounted {
+                source,
+                read_only: true,
+                secret: Some(name),
+            },
+        );
+    }
+    out
+}
+
+/// The mount that provides `path` (the file itself, or a directory above it), with the source
+/// of that very file.
+fn mounted(files: &BTreeMap<String, Mounted>, path: &str) -> Option<Mounted> {
+    files.iter().find_map(|(target, m)| {
+        if target == path {
+            return Some(m.clone());
+        }
+        let rest = Path::new(path).strip_prefix(target).ok()?;
+        Some(Mounted {
+            source: format!("{}/{}", m.source.trim_end_matches('/'), rest.display()),
+            ..m.clone()
+        })
+    })
+}
+
+/// Where compose's NATS server reads its config (`--config`).
+fn compose_nats_config_path(nats: &Value) -> String {
+    let command = strs(&nats["command"]);
+    let at = command
+        .iter()
+        .position(|a| a == "--config" || a == "-c")
+        .expect("nats runs with --config");
+    command[at + 1].clone()
+}
+
+/// The config compose's NATS server runs, its includes expanded through the mounts: each file
+/// must be mounted read-only from deploy/nats where the server looks for it.
+fn compose_nats_conf(c: &Value) -> String {
+    let nats = &c["services"]["nats"];
+    let what = "docker-compose.yml service nats";
+    let files = compose_files(c, nats, what);
+    let conf_path = compose_nats_config_path(nats);
+    let dir = Path::new(&conf_path).parent().unwrap().to_path_buf();
+    let read_mounted = |container: &str| -> String {
+        let m = mounted(&files, container)
+            .unwrap_or_else(|| panic!("{what}: reads {container}, which is not mounted"));
+        assert!(
+            m.read_only,
+            "{what}: {container} must be mounted read-only (:ro)"
+        );
+        assert!(
+            m.source.starts_with(&format!("./{NATS_DIR}/")),
+            "{what}: {container} comes from {NATS_DIR}, got {}",
+            m.source
+        );
+        read(&root().join(&m.source))
+    };
+    expand_includes(&read_mounted(&conf_path), &|f| {
+        read_mounted(&dir.join(f).display().to_string())
+    })
+}
+
+/// A file a Kubernetes container sees through a Secret or ConfigMap volume.
+#[derive(Debug, Clone)]
+struct K8sFile {
+    kind: String,
+    name: String,
+    key: String,
+    read_only: bool,
+    mode: u64,
+}
+
+/// A file mode as Kubernetes reads the YAML (YAML 1.1: `0440` is octal; the test's parser keeps
+/// a leading-zero number as a string).
+fn file_mode(v: &Value) -> Option<u64> {
+    match v {
+        Value::Number(n) => n.as_u64(),
+        Value::String(text) => {
+            let digits = text.strip_prefix("0o").unwrap_or(text);
+            u64::from_str_radix(digits, 8).ok()
+        }
+        _ => None,
+    }
+}
+
+/// The files a container sees from its Secret and ConfigMap volumes, by path.
+fn k8s_files(docs: &[Doc], doc: &Doc, c: &Value, what: &str) -> BTreeMap<String, K8sFile> {
+    let mut out = BTreeMap::new();
+    for m in items(&c["volumeMounts"]) {
+        // Not a pod volume: a StatefulSet's volume claim.
+        let Some(volume) = items(&doc.pod()["volumes"]).find(|v| v["name"] == m["name"]) else {
+            continue;
+        };
+        let (kind, source, name) = if volume["secret"].is_object() {
+            let src = &volume["secret"];
+            ("Secret", src, s(&src["secretName"]))
+        } else if volume["configMap"].is_object() {
+            let src = &volume["configMap"];
+            ("ConfigMap", src, s(&src["name"]))
+        } else {
+            continue;
+        };
+        let object = find(docs, kind, &name).unwrap_or_else(|| {
+            panic!(
+                "{what}: volume {} is {kind} {name}, which no manifest defines",
+                m["name"]
+            )
+        });
+        let has = |key: &str| {
+            ["data", "stringData"]
+                .iter()
+                .any(|d| !object.v[*d][key].is_null())
+        };
+        let keys: Vec<(String, String, Option<u64>)> = if source["items"].is_array() {
+            items(&source["items"])
+                .map(|i| (s(&i["key"]), s(&i["path"]), file_mode(&i["mode"])))
+                .collect()
+        } else {
+            ["data", "stringData"]
+                .iter()
+                .flat_map(|d| entries(&object.v[*d]).map(|(k, _)| (k.clone(), k.clone(), None)))
+                .collect()
+        };
+        let default_mode = file_mode(&source["defaultMode"]).unwrap_or(0o644);
+        let mount_path = s(&m["mountPath"]);
+        let sub_path = s(&m["subPath"]);
+        for (key, path, mode) in keys {
+            assert!(has(&key), "{what}: {kind} {name} has no key {key}");
+            let file = if sub_path.is_empty() {
+                format!("{}/{path}", mount_path.trim_end_matches('/'))
+            } else if sub_path == path {
+                mount_path.clone()
+            } else {
+                continue;
+            };
+            out.insert(
+                file,
+                K8sFile {
+                    kind: kind.to_owned(),
+                    name: name.clone(),
+                    key,
+                    read_only: m["readOnly"] == Value::Bool(true),
+                    mode: mode.unwrap_or(default_mode),
+                },
+            );
+        }
+    }
+    out
+}
+
+/// Local files standing in for what a container gets mounted (the services open their TLS
+/// files at start, in `check()`): a certificate set made like `aggregate certs` does, and a
+/// password file.
+fn stand_ins() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = shared::certs::Authority::new("deploy_config test CA").unwrap();
+        ca.write_set(dir.path(), &shared::certs::SET, &[]).unwrap();
+        std::fs::write(dir.path().join("password"), "pStandIn0").unwrap();
+        dir
+    })
+    .path()
+}
+
+/// The stand-in of the file variable `var` (`..._CA_FILE`, `..._CERT_FILE`, ...) for the
+/// certificate of `name`.
+fn stand_in(var: &str, name: &str) -> String {
+    let file = if var.ends_with("PASSWORD_FILE") {
+        "password".to_owned()
+    } else if var.ends_with("_CA_FILE") {
+        "ca.pem".to_owned()
+    } else if var.ends_with("_KEY_FILE") {
+        format!("{name}-key.pem")
+    } else if var.ends_with("_CERT_FILE") {
+        format!("{name}.pem")
+    } else {
+        panic!("no stand-in for {var}")
+    };
+    stand_ins().join(file).display().to_string()
+}
+
+/// Variables naming a file a service reads: its NATS password and TLS files, its gRPC TLS files.
+fn is_file_var(key: &str) -> bool {
+    (key.starts_with("NATS_") || key.starts_with("GRPC_TLS_")) && key.ends_with("_FILE")
+}
+
+/// `env` with every file a service reads replaced by a local stand-in, after checking that the
+/// container has it mounted (`is_mounted`); panics naming `what` otherwise.
+fn with_stand_ins(
+    env: Vec<(String, String)>,
+    is_mounted: &dyn Fn(&str) -> bool,
+    what: &str,
+) -> Vec<(String, String)> {
+    env.into_iter()
+        .map(|(k, v)| {
+            if !is_file_var(&k) || v.is_empty() {
+                return (k, v);
+            }
+            assert!(
+                is_mounted(&v),
+                "{what}: {k}={v} is not mounted in the container (the service cannot start \
+                 without it)"
+            );
+            let local = stand_in(&k, "aggregate");
+            (k, local)
+        })
+        .collect()
+}
+
+/// `conf` with the files of its tls blocks pointing at the stand-ins of `name`'s certificate.
+fn local_tls_paths(conf: &str, name: &str) -> String {
+    let mut out = String::new();
+    for line in conf.lines() {
+        let trimmed = line.trim_start();
+        let indent = &line[..line.len() - trimmed.len()];
+        let tls_file = [
+            ("cert_file", "_CERT_FILE"),
+            ("key_file", "_KEY_FILE"),
+            ("ca_file", "_CA_FILE"),
+        ]
+        .into_iter()
+        .find(|(key, _)| {
+            trimmed
+                .strip_prefix(key)
+                .is_some_and(|r| r.trim_start().starts_with(':'))
+        });
+        match tls_file {
+            Some((key, var)) => {
+                out.push_str(&format!("{indent}{key}: \"{}\"", stand_in(var, name)))
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The client side of NATS TLS: every server URL is TLS (`tls://` or `NATS_TLS_REQUIRED`) and
+/// names the NATS server by the name in its certificate (`aggregate certs` names the `nats`
+/// certificate `nats`, plus localhost; the client verifies the host it dials).
+fn check_nats_url_tls(env: &[(String, String)], what: &str, is_nats: &dyn Fn(&str) -> bool) {
+    let url = env_get(env, "NATS_URL").unwrap_or_default();
+    let required = env_get(env, "NATS_TLS_REQUIRED") == Some("true");
+    assert!(!url.trim().is_empty(), "{what}: no NATS_URL");
+    assert!(
+        shared::certs::SET.contains(&"nats"),
+        "aggregate certs makes the NATS server's certificate"
+    );
+    for u in url.split(',').map(str::trim) {
+        let (scheme, rest) = u.split_once("://").unwrap_or(("nats", u));
+        assert!(
+            scheme == "tls" || required,
+            "{what}: NATS_URL {u} is plaintext (use tls:// or NATS_TLS_REQUIRED=true)"
+        );
+        let host = rest.rsplit_once(':').map_or(rest, |(h, _)| h);
+        assert!(
+            is_nats(host),
+            "{what}: NATS_URL host {host} is not the NATS server"
+        );
+        assert_eq!(
+            host, "nats",
+            "{what}: the client verifies the server as {host}, but the server's certificate \
+             (`aggregate certs`: nats.pem) names `nats`"
+        );
+    }
+}
+
+/// Every Rust service of the compose file logs in as its own user, with a password file only it
+/// gets; the server gets every password accounts.conf reads.
+fn check_compose_nats_users(c: &Value) {
+    let users = nats_users();
+    let nats = &c["services"]["nats"];
+    let env_files: Vec<String> = items(&nats["env_file"])
+        .map(|f| if f.is_object() { s(&f["path"]) } else { s(f) })
+        .chain(nats["env_file"].as_str().map(str::to_owned))
+        .collect();
+    let server_env = env_files
+        .iter()
+        .find(|f| f.ends_with("/nats-server.env"))
+        .unwrap_or_else(|| {
+            panic!(
+                "docker-compose.yml: nats has no env_file DIR/nats-server.env (what \
+                 `scripts/nats-credentials DIR` writes: every NATS_PASSWORD_*), got {env_files:?}"
+            )
+        });
+    let dir = server_env.trim_end_matches("/nats-server.env");
+    let dir = dir.strip_prefix("./").unwrap_or(dir);
+    let script = read(&root().join("scripts/nats-credentials"));
+    assert!(
+        script.contains("NATS_PASSWORD_%s") && script.contains("${user^^}"),
+        "scripts/nats-credentials writes NATS_PASSWORD_<USER> lines"
+    );
+    let made = credential_script_users();
+    let set_directly = compose_env(nats);
+    for (user, var) in &users {
+        let from_script =
+            made.contains(user) && *var == format!("NATS_PASSWORD_{}", user.to_uppercase());
+        assert!(
+            from_script || env_get(&set_directly, var).is_some(),
+            "docker-compose.yml: the nats server does not get ${var} (the password of {user} in \
+             {ACCOUNTS_CONF}): {server_env} has NATS_PASSWORD_<USER> for {made:?} only, and \
+             the server refuses to start without it"
+        );
+    }
+
+    let mut seen = BTreeSet::new();
+    for (name, svc) in compose_services(c) {
+        let Some((user, _)) = identity(&strs(&svc["command"])) else {
+            continue;
+        };
+        let what = format!("docker-compose.yml service {name}");
+        let env = compose_env(svc);
+        let got = env_get(&env, "NATS_USER").unwrap_or_else(|| {
+            panic!("{what}: no NATS_USER (the server refuses anonymous clients)")
+        });
+        assert_eq!(
+            got, user,
+            "{what}: logs in to NATS as {got:?}; its user is {user:?}"
+        );
+        assert!(
+            users.contains_key(user),
+            "{what}: NATS_USER {user} is not a user of {ACCOUNTS_CONF}"
+        );
+        assert!(
+            env_get(&env, "NATS_PASSWORD").is_none_or(str::is_empty),
+            "{what}: the password comes from a file (NATS_PASSWORD_FILE), not the environment"
+        );
+        let file = env_get(&env, "NATS_PASSWORD_FILE")
+            .unwrap_or_else(|| panic!("{what}: no NATS_PASSWORD_FILE"));
+        let files = compose_files(c, svc, &what);
+        let m = mounted(&files, file)
+            .unwrap_or_else(|| panic!("{what}: NATS_PASSWORD_FILE={file} is not mounted"));
+        assert!(
+            m.secret.is_some(),
+            "{what}: {file} must be a compose secret (read-only under /run/secrets), got {}",
+            m.source
+        );
+        let own = format!("./{dir}/{user}.password");
+        assert_eq!(
+            m.source, own,
+            "{what}: {file} (secret {:?}) holds the password of another user: {user}'s is {own}",
+            m.secret
+        );
+        for (target, other) in &files {
+            let source = other.source.strip_prefix("./").unwrap_or(&other.source);
+            assert!(
+                !source.starts_with(&format!("{dir}/")) || other.source == own,
+                "{what}: {target} is {}: a service gets only its own password",
+                other.source
+            );
+        }
+        seen.insert(user);
+    }
+    for user in ["aggregate", "gateway", "projection", "runner", "seed"] {
+        assert!(seen.contains(user), "no compose service logs in as {user}");
+    }
+}
+
+/// NATS runs with mutual TLS and every Rust service presents its own certificate to NATS and to
+/// the other services' gRPC endpoints; the files come from `aggregate certs`, read-only.
+fn check_compose_tls(c: &Value) {
+    let what = "docker-compose.yml service nats";
+    let conf = compose_nats_conf(c);
+    let tls = check_nats_tls_block(&conf, what);
+    let nats = &c["services"]["nats"];
+    let nats_files = compose_files(c, nats, what);
+    let ca = mounted(&nats_files, &tls["ca_file"]).unwrap_or_else(|| {
+        panic!(
+            "{what}: reads {} (ca_file), which is not mounted",
+            tls["ca_file"]
+        )
+    });
+    let dir = ca
+        .source
+        .strip_suffix("/ca.pem")
+        .unwrap_or_else(|| {
+            panic!(
+                "{what}: the CA is ca.pem of `aggregate certs`, got {}",
+                ca.source
+            )
+        })
+        .to_owned();
+    for (key, file) in [
+        ("ca_file", "ca.pem"),
+        ("cert_file", "nats.pem"),
+        ("key_file", "nats-key.pem"),
+    ] {
+        let path = &tls[key];
+        let m = mounted(&nats_files, path)
+            .unwrap_or_else(|| panic!("{what}: reads {path} ({key}), which is not mounted"));
+        assert!(m.read_only, "{what}: {path} must be mounted read-only");
+        assert_eq!(
+            m.source,
+            format!("{dir}/{file}"),
+            "{what}: {key} is {file} of `aggregate certs`"
+        );
+    }
+    let is_nats = |host: &str| s(&c["services"][host]["image"]).starts_with("nats:");
+    let mut checked = 0;
+    for (name, svc) in compose_services(c) {
+        let Some((_, cert)) = identity(&strs(&svc["command"])) else {
+            continue;
+        };
+        let what = format!("docker-compose.yml service {name}");
+        let env = compose_env(svc);
+        let files = compose_files(c, svc, &what);
+        check_nats_url_tls(&env, &what, &is_nats);
+        for (prefix, link) in [
+            ("NATS_TLS", "its NATS connection"),
+            ("GRPC_TLS", "its gRPC"),
+        ] {
+            for (suffix, file) in [
+                ("CA_FILE", "ca.pem".to_owned()),
+                ("CERT_FILE", format!("{cert}.pem")),
+                ("KEY_FILE", format!("{cert}-key.pem")),
+            ] {
+                let var = format!("{prefix}_{suffix}");
+                let path = env_get(&env, &var)
+                    .filter(|v| !v.is_empty())
+                    .unwrap_or_else(|| {
+                        panic!("{what}: {var} is not set: {link} runs without mutual TLS")
+                    });
+                let m = mounted(&files, path)
+                    .unwrap_or_else(|| panic!("{what}: {var}={path} is not mounted"));
+                assert!(m.read_only, "{what}: {path} must be mounted read-only");
+                assert_eq!(
+                    m.source,
+                    format!("{dir}/{file}"),
+                    "{what}: {var} must be {file} of `aggregate certs` (the {cert} certificate: \
+                     its common name is who the service is)"
+                );
+            }
+        }
+        checked += 1;
+    }
+    assert!(checked >= 6, "the seed and the five service containers");
+
+    // The generated files stay out of git, and the header says how to make them.
+    let dir = dir.strip_prefix("./").unwrap_or(&dir).to_owned();
+    for (name, def) in entries(&c["secrets"]) {
+        let file = s(&def["file"]);
+        assert!(
+            file.starts_with("./.secrets/"),
+            "docker-compose.yml: secret {name} is {file}, outside .secrets/ (which git ignores)"
+        );
+    }
+    let ignored = read(&root().join(".gitignore"));
+    assert!(
+        ignored
+            .lines()
+            .any(|l| [".secrets", ".secrets/", "/.secrets", "/.secrets/"].contains(&l.trim())),
+        ".gitignore must ignore .secrets/ (NATS passwords and TLS keys)"
+    );
+    let header: String = read(&root().join("docker-compose.yml"))
+        .lines()
+        .take_while(|l| l.starts_with('#') || l.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let passwords = c["secrets"]
+        .as_object()
+        .and_then(|m| {
+            m.values()
+                .map(|d| s(&d["file"]))
+                .find(|f| f.ends_with(".password"))
+        })
+        .expect("password secrets");
+    let password_dir = Path::new(passwords.strip_prefix("./").unwrap_or(&passwords))
+        .parent()
+        .unwrap()
+        .display()
+        .to_string();
+    for step in [
+        format!("scripts/nats-credentials {password_dir}"),
+        format!("certs --out {dir}"),
+    ] {
+        assert!(
+            header.contains(&step),
+            "docker-compose.yml's header must give the preparation step `{step}`"
+        );
+    }
+}
+
+/// Bind mounts (configs, secrets, certificates) are read-only in every compose service.
+fn check_compose_read_only(c: &Value) {
+    for (name, svc) in compose_services(c) {
+        let what = format!("docker-compose.yml service {name}");
+        for (target, m) in compose_files(c, svc, &what) {
+            if m.source.starts_with('.') || m.source.starts_with('/') {
+                assert!(
+                    m.read_only,
+                    "{what}: {} is mounted at {target} writable: add :ro",
+                    m.source
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn compose_services_log_in_to_nats_as_their_own_users() {
+    check_compose_nats_users(&compose());
+}
+
+#[test]
+fn compose_runs_nats_and_grpc_with_mutual_tls() {
+    check_compose_tls(&compose());
+}
+
+#[test]
+fn compose_mounts_configs_and_secrets_read_only() {
+    check_compose_read_only(&compose());
+}
+
+/// The NATS server passes its own config check with the files compose mounts, the passwords of
+/// every user, and the certificates.
+#[test]
+fn compose_nats_config_passes_the_servers_own_check() {
+    let c = compose();
+    let nats = &c["services"]["nats"];
+    let what = "docker-compose.yml service nats";
+    // Reads and checks every mounted file it includes.
+    compose_nats_conf(&c);
+    let bin = match shared::test_support::find_server_binary() {
+        Ok(bin) => bin,
+        Err(why) => {
+            assert!(
+                std::env::var("CART_REQUIRE_NATS").as_deref() != Ok("1"),
+                "CART_REQUIRE_NATS=1 but {why}"
+            );
+            eprintln!("!!! SKIPPING nats-server -t on the compose config: {why}");
+            return;
+        }
+    };
+    let conf_path = compose_nats_config_path(nats);
+    let conf_dir = Path::new(&conf_path).parent().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for (target, m) in compose_files(&c, nats, what) {
+        let Ok(name) = Path::new(&target).strip_prefix(conf_dir) else {
+            continue;
+        };
+        if m.source.starts_with(&format!("./{NATS_DIR}/")) {
+            let text = local_tls_paths(&read(&root().join(&m.source)), "nats");
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+    }
+    let passwords: Vec<(String, String)> = nats_users()
+        .into_values()
+        .map(|var| (var, "pStandIn0".to_owned()))
+        .collect();
+    let out = std::process::Command::new(bin)
+        .arg("--config")
+        .arg(dir.path().join(Path::new(&conf_path).file_name().unwrap()))
+        .arg("-t")
+        .envs(passwords)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "nats-server -t rejects the compose config:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every Rust workload logs in as its own user with only its own password mounted; the server
+/// gets every password accounts.conf reads.
+fn check_k8s_nats_users(docs: &[Doc]) {
+    let users = nats_users();
+    let (sts, nats, _, _) = k8s_nats(docs);
+    let what = sts.what();
+    let env = container_env(docs, nats, &what);
+    let mut secret = None;
+    for (user, var) in &users {
+        assert!(
+            env.iter()
+                .any(|(k, _, src)| k == var && *src == Source::Secret),
+            "{what}: the server does not get ${var} (the password of {user} in {ACCOUNTS_CONF}) \
+             from a Secret: it refuses to start without it"
+        );
+        let from = items(&nats["env"])
+            .find(|e| e["name"] == *var)
+            .map(|e| s(&e["valueFrom"]["secretKeyRef"]["name"]));
+        secret = secret.or(from);
+    }
+    let secret = secret.expect("the passwords' Secret");
+
+    let mut seen = BTreeSet::new();
+    for doc in docs.iter().filter(|d| d.is_workload()) {
+        for c in items(&doc.pod()["containers"]) {
+            let Some((user, _)) = identity(&strs(&c["command"])) else {
+                continue;
+            };
+            let what = format!("{} container {}", doc.what(), s(&c["name"]));
+            let env = container_env(docs, c, &what);
+            let get = |key: &str| {
+                env.iter()
+                    .find(|(k, _, _)| k == key)
+                    .map(|(_, v, _)| v.as_str())
+            };
+            let got = get("NATS_USER").unwrap_or_else(|| {
+                panic!("{what}: no NATS_USER (the server refuses anonymous clients)")
+            });
+            assert_eq!(
+                got, user,
+                "{what}: logs in to NATS as {got:?}; its user is {user:?}"
+            );
+            let own = users
+                .get(user)
+                .unwrap_or_else(|| panic!("{what}: {user} is not a user of {ACCOUNTS_CONF}"));
+            assert!(
+                get("NATS_PASSWORD").is_none_or(str::is_empty),
+                "{what}: the password comes from a file (NATS_PASSWORD_FILE), not the environment"
+            );
+            for var in items(&c["env"]) {
+                assert!(
+                    s(&var["valueFrom"]["secretKeyRef"]["name"]) != secret,
+                    "{what}: {} comes from Secret {secret}: a pod reads its own password from \
+                     the mounted file only",
+                    s(&var["name"])
+                );
+            }
+            for from in items(&c["envFrom"]) {
+                assert!(
+                    s(&from["secretRef"]["name"]) != secret,
+                    "{what}: envFrom Secret {secret} hands the pod every password"
+                );
+            }
+            let file = get("NATS_PASSWORD_FILE")
+                .unwrap_or_else(|| panic!("{what}: no NATS_PASSWORD_FILE"));
+            let files = k8s_files(docs, doc, c, &what);
+            for (path, f) in &files {
+                assert!(
+                    f.kind != "Secret" || f.name != secret || f.key == *own,
+                    "{what}: {path} is {} of Secret {secret}: a pod gets only its own password \
+                     (a secret volume with items: [{{key: {own}}}])",
+                    f.key
+                );
+            }
+            let f = files
+                .get(file)
+                .unwrap_or_else(|| panic!("{what}: NATS_PASSWORD_FILE={file} is not mounted"));
+            assert!(
+                f.read_only,
+                "{what}: {file} is mounted without readOnly: true"
+            );
+            assert_eq!(
+                (f.kind.as_str(), f.name.as_str(), f.key.as_str()),
+                ("Secret", secret.as_str(), own.as_str()),
+                "{what}: {file} holds the password of another user: {user}'s is {own} of \
+                 Secret {secret}"
+            );
+            seen.insert(user);
+        }
+    }
+    for user in ["aggregate", "gateway", "projection", "runner", "seed"] {
+        assert!(
+            seen.contains(user),
+            "no Kubernetes workload logs in as {user}"
+        );
+    }
+}
+
+/// NATS runs with mutual TLS from Secret cart-tls-nats; every Rust workload presents its own
+/// certificate (Secret cart-tls-<service>) to NATS and to the other services' gRPC endpoints.
+fn check_k8s_tls(docs: &[Doc]) {
+    let (sts, nats, conf, _) = k8s_nats(docs);
+    let what = sts.what();
+    let tls = check_nats_tls_block(&conf, &what);
+    let nats_files = k8s_files(docs, sts, nats, &what);
+    let secret_key = |key: &str| match key {
+        "ca_file" | "CA_FILE" => "ca.crt",
+        "cert_file" | "CERT_FILE" => "tls.crt",
+        _ => "tls.key",
+    };
+    let check_secret = |name: &str, what: &str| {
+        let secret =
+            find(docs, "Secret", name).unwrap_or_else(|| panic!("{what}: no Secret {name}"));
+        assert_eq!(
+            s(&secret.v["type"]),
+            "kubernetes.io/tls",
+            "{what}: Secret {name} is a kubernetes.io/tls Secret"
+        );
+    };
+    for key in ["ca_file", "cert_file", "key_file"] {
+        let path = &tls[key];
+        let f = nats_files.get(path).unwrap_or_else(|| {
+            panic!("{what}: the server reads {path} ({key}), which is not mounted")
+        });
+        assert!(
+            f.read_only,
+            "{what}: {path} is mounted without readOnly: true"
+        );
+        assert_eq!(
+            (f.kind.as_str(), f.name.as_str(), f.key.as_str()),
+            ("Secret", "cart-tls-nats", secret_key(key)),
+            "{what}: {key} comes from the NATS server's Secret"
+        );
+    }
+    check_secret("cart-tls-nats", &what);
+
+    let is_nats = |host: &str| {
+        find(docs, "Service", host)
+            .is_some_and(|svc| labels_match(&svc.v["spec"]["selector"], sts.pod_labels()))
+    };
+    let mut checked = 0;
+    for doc in docs.iter().filter(|d| d.is_workload()) {
+        for c in items(&doc.pod()["containers"]) {
+            let Some((_, cert)) = identity(&strs(&c["command"])) else {
+                continue;
+            };
+            let what = format!("{} container {}", doc.what(), s(&c["name"]));
+            let env: Vec<(String, String)> = container_env(docs, c, &what)
+                .into_iter()
+                .map(|(k, v, _)| (k, v))
+                .collect();
+            check_nats_url_tls(&env, &what, &is_nats);
+            let files = k8s_files(docs, doc, c, &what);
+            let secret = format!("cart-tls-{cert}");
+            for (prefix, link) in [
+                ("NATS_TLS", "its NATS connection"),
+                ("GRPC_TLS", "its gRPC"),
+            ] {
+                for suffix in ["CA_FILE", "CERT_FILE", "KEY_FILE"] {
+                    let var = format!("{prefix}_{suffix}");
+                    let path = env_get(&env, &var)
+                        .filter(|v| !v.is_empty())
+                        .unwrap_or_else(|| {
+                            panic!("{what}: {var} is not set: {link} runs without mutual TLS")
+                        });
+                    let f = files
+                        .get(path)
+                        .unwrap_or_else(|| panic!("{what}: {var}={path} is not mounted"));
+                    assert!(
+                        f.read_only,
+                        "{what}: {path} is mounted without readOnly: true"
+                    );
+                    assert_eq!(
+                        (f.kind.as_str(), f.name.as_str(), f.key.as_str()),
+                        ("Secret", secret.as_str(), secret_key(suffix)),
+                        "{what}: {var} must be {} of Secret {secret} (the {cert} certificate: its \
+                         common name is who the service is)",
+                        secret_key(suffix)
+                    );
+                }
+            }
+            check_secret(&secret, &what);
+            checked += 1;
+        }
+    }
+    assert!(checked >= 5, "the seed Job and the four services");
+}
+
+/// Secret and ConfigMap volumes are mounted read-only, and secret files are readable by the
+/// pod's group only (the group the pod's fsGroup gives them: the user is not root).
+fn check_k8s_read_only(docs: &[Doc]) {
+    for doc in docs.iter().filter(|d| d.is_workload()) {
+        for c in items(&doc.pod()["containers"]) {
+            let what = format!("{} container {}", doc.what(), s(&c["name"]));
+            for m in items(&c["volumeMounts"]) {
+                let volume = items(&doc.pod()["volumes"]).find(|v| v["name"] == m["name"]);
+                let Some(volume) = volume else { continue };
+                let kind = ["secret", "configMap", "projected"]
+                    .into_iter()
+                    .find(|k| volume[*k].is_object());
+                if let Some(kind) = kind {
+                    assert_eq!(
+                        m["readOnly"],
+                        Value::Bool(true),
+                        "{what}: {kind} volume {} is mounted at {} without readOnly: true",
+                        m["name"],
+                        s(&m["mountPath"])
+                    );
+                }
+            }
+            let fs_group = doc.pod()["securityContext"]["fsGroup"].as_u64();
+            for (path, f) in k8s_files(docs, doc, c, &what) {
+                if f.kind != "Secret" {
+                    continue;
+                }
+                assert_eq!(
+                    f.mode & 0o007,
+                    0,
+                    "{what}: {path} (mode {:o}) is readable by any user of the node's pods",
+                    f.mode
+                );
+                assert!(
+                    f.mode & 0o040 != 0 && fs_group.is_some(),
+                    "{what}: {path} (mode {:o}) is owned by root: the pod's non-root user reads it \
+                     through its group (mode 0440 and the pod's securityContext.fsGroup)",
+                    f.mode
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn k8s_services_log_in_to_nats_as_their_own_users() {
+    check_k8s_nats_users(&k8s_docs());
+}
+
+#[test]
+fn k8s_nats_and_the_services_use_mutual_tls() {
+    check_k8s_tls(&k8s_docs());
+}
+
+#[test]
+fn k8s_secrets_and_configs_are_mounted_read_only() {
+    check_k8s_read_only(&k8s_docs());
+}
+
+#[test]
+fn k8s_nats_users_secret_has_every_password() {
+    let docs = k8s_docs();
+    let secret = find(&docs, "Secret", "nats-users").expect("Secret nats-users");
+    for (user, var) in nats_users() {
+        assert!(
+            !secret.v["stringData"][&var].is_null() || !secret.v["data"][&var].is_null(),
+            "{}: no key {var} (the password of {user})",
+            secret.what()
+        );
+    }
+}
+
+// The checks above fail on a broken deployment, with a message that says what is wrong.
+
+fn compose_service_mut<'a>(c: &'a mut Value, name: &str) -> &'a mut Value {
+    &mut c["services"][name]
+}
+
+fn k8s_doc_mut<'a>(docs: &'a mut [Doc], kind: &str, name: &str) -> &'a mut Value {
+    &mut docs
+        .iter_mut()
+        .find(|d| d.kind() == kind && d.name() == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+        .v
+}
+
+#[test]
+#[should_panic(expected = "NATS_PASSWORD_FILE=/run/secrets/nats-password is not mounted")]
+fn a_compose_service_without_its_password_is_rejected() {
+    let mut c = compose();
+    let secrets = compose_service_mut(&mut c, "runner")["secrets"]
+        .as_array_mut()
+        .unwrap();
+    secrets.retain(|s| s["source"] != "nats-password-runner");
+    check_compose_nats_users(&c);
+}
+
+#[test]
+#[should_panic(expected = "holds the password of another user")]
+fn a_compose_service_with_another_users_password_is_rejected() {
+    let mut c = compose();
+    for secret in compose_service_mut(&mut c, "gateway")["secrets"]
+        .as_array_mut()
+        .unwrap()
+    {
+        if secret["source"] == "nats-password-gateway" {
+            secret["source"] = "nats-password-runner".into();
+        }
+    }
+    check_compose_nats_users(&c);
+}
+
+#[test]
+#[should_panic(expected = "GRPC_TLS_CERT_FILE is not set")]
+fn a_compose_service_without_grpc_tls_is_rejected() {
+    let mut c = compose();
+    compose_service_mut(&mut c, "gateway")["environment"]
+        .as_object_mut()
+        .unwrap()
+        .remove("GRPC_TLS_CERT_FILE");
+    check_compose_tls(&c);
+}
+
+#[test]
+#[should_panic(expected = "is plaintext")]
+fn a_plaintext_nats_url_is_rejected() {
+    let mut c = compose();
+    let env = compose_service_mut(&mut c, "projection")["environment"]
+        .as_object_mut()
+        .unwrap();
+    env.insert("NATS_URL".into(), "nats://nats:4222".into());
+    env.remove("NATS_TLS_REQUIRED");
+    check_compose_tls(&c);
+}
+
+#[test]
+#[should_panic(expected = "is not mounted in the container")]
+fn a_setting_naming_an_unmounted_file_is_rejected() {
+    let mut c = compose();
+    compose_service_mut(&mut c, "projection")["secrets"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|s| s["target"] != "tls.key");
+    compose_loaded(&c);
+}
+
+#[test]
+#[should_panic(expected = "writable: add :ro")]
+fn a_writable_compose_config_mount_is_rejected() {
+    let mut c = compose();
+    for v in compose_service_mut(&mut c, "nats")["volumes"]
+        .as_array_mut()
+        .unwrap()
+    {
+        if let Some(text) = v.as_str().filter(|t| t.contains("accounts.conf")) {
+            *v = text.trim_end_matches(":ro").into();
+        }
+    }
+    check_compose_read_only(&c);
+}
+
+#[test]
+#[should_panic(expected = "verify: true")]
+fn a_nats_server_that_does_not_verify_clients_is_rejected() {
+    let conf =
+        read(&root().join(NATS_DIR).join("tls.conf")).replace("verify: true", "verify: false");
+    check_nats_tls_block(&conf, "tls.conf");
+}
+
+#[test]
+#[should_panic(expected = "does not get $NATS_PASSWORD_SEED")]
+fn a_k8s_nats_server_missing_a_password_is_rejected() {
+    let mut docs = k8s_docs();
+    let sts = k8s_doc_mut(&mut docs, "StatefulSet", "nats");
+    sts["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|e| e["name"] != "NATS_PASSWORD_SEED");
+    check_k8s_nats_users(&docs);
+}
+
+#[test]
+#[should_panic(expected = "a pod gets only its own password")]
+fn a_k8s_pod_given_another_password_is_rejected() {
+    let mut docs = k8s_docs();
+    let deployment = k8s_doc_mut(&mut docs, "Deployment", "aggregate");
+    for v in deployment["spec"]["template"]["spec"]["volumes"]
+        .as_array_mut()
+        .unwrap()
+    {
+        if v["name"] == "nats-password" {
+            v["secret"]["items"]
+                .as_array_mut()
+                .unwrap()
+                .push(serde_json::json!({"key": "NATS_PASSWORD_ADMIN", "path": "admin"}));
+        }
+    }
+    check_k8s_nats_users(&docs);
+}
+
+#[test]
+#[should_panic(expected = "without readOnly: true")]
+fn a_writable_k8s_secret_mount_is_rejected() {
+    let mut docs = k8s_docs();
+    let deployment = k8s_doc_mut(&mut docs, "Deployment", "runner");
+    for m in deployment["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+        .as_array_mut()
+        .unwrap()
+    {
+        if m["name"] == "tls" {
+            m["readOnly"] = false.into();
+        }
+    }
+    check_k8s_read_only(&docs);
+}
+
+#[test]
+#[should_panic(expected = "of Secret cart-tls-gateway (the gateway certificate")]
+fn a_k8s_service_presenting_another_certificate_is_rejected() {
+    let mut docs = k8s_docs();
+    let deployment = k8s_doc_mut(&mut docs, "Deployment", "gateway");
+    for v in deployment["spec"]["template"]["spec"]["volumes"]
+        .as_array_mut()
+        .unwrap()
+    {
+        if v["name"] == "tls" {
+            v["secret"]["secretName"] = "cart-tls-runner".into();
+        }
+    }
+    check_k8s_tls(&docs);
 }

@@ -52,10 +52,11 @@ async fn auth(config: &NatsConfig) -> Result<ConnectOptions, NatsError> {
         url: config.url.clone(),
         message,
     };
+    let password = password(config).map_err(fail)?;
     let methods = [
         !config.creds_file.is_empty(),
         !config.token.is_empty(),
-        !config.user.is_empty() || !config.password.is_empty(),
+        !config.user.is_empty() || !password.is_empty(),
     ];
     if methods.iter().filter(|m| **m).count() > 1 {
         return Err(fail(
@@ -69,13 +70,17 @@ async fn auth(config: &NatsConfig) -> Result<ConnectOptions, NatsError> {
             .map_err(|e| fail(format!("cannot read creds file {}: {e}", config.creds_file)))?
     } else if !config.token.is_empty() {
         ConnectOptions::new().token(config.token.clone())
-    } else if !config.user.is_empty() || !config.password.is_empty() {
-        if config.user.is_empty() || config.password.is_empty() {
+    } else if !config.user.is_empty() || !password.is_empty() {
+        if config.user.is_empty() || password.is_empty() {
             return Err(fail(
-                "NATS_USER and NATS_PASSWORD must be set together".into(),
+                "NATS_USER and NATS_PASSWORD (or NATS_PASSWORD_FILE) must be set together".into(),
             ));
         }
-        ConnectOptions::new().user_and_password(config.user.clone(), config.password.clone())
+        crate::subjects::token("NATS_USER", &config.user)
+            .map_err(|e| fail(format!("NATS_USER names the reply inboxes: {e}")))?;
+        ConnectOptions::new()
+            .user_and_password(config.user.clone(), password)
+            .custom_inbox_prefix(inbox_prefix(&config.user))
     } else {
         ConnectOptions::new()
     };
@@ -103,6 +108,28 @@ async fn auth(config: &NatsConfig) -> Result<ConnectOptions, NatsError> {
         }
     }
     Ok(options)
+}
+
+/// The password, from `NATS_PASSWORD` or the file `NATS_PASSWORD_FILE` names (not both).
+fn password(config: &NatsConfig) -> Result<String, String> {
+    if config.password_file.is_empty() {
+        return Ok(config.password.clone());
+    }
+    if !config.password.is_empty() {
+        return Err("set NATS_PASSWORD or NATS_PASSWORD_FILE, not both".into());
+    }
+    let text = std::fs::read_to_string(&config.password_file)
+        .map_err(|e| format!("cannot read password file {}: {e}", config.password_file))?;
+    let password = text.trim();
+    if password.is_empty() {
+        return Err(format!("password file {} is empty", config.password_file));
+    }
+    Ok(password.to_owned())
+}
+
+/// Where a user's replies go: `_INBOX_<user>`, so the server can keep each user's replies to it.
+pub fn inbox_prefix(user: &str) -> String {
+    format!("_INBOX_{user}")
 }
 
 fn log_event(name: &str, event: Event) {

@@ -25,9 +25,13 @@ pub struct NatsConfig {
     pub creds_file: String,
     /// Token authentication. Empty: none.
     pub token: String,
-    /// User/password authentication (both set, or neither).
+    /// User/password authentication (both set, or neither). With a user set, reply inboxes
+    /// are `_INBOX_<user>.>` (the only subjects deploy/nats/accounts.conf lets it subscribe to).
     pub user: String,
     pub password: String,
+    /// A file holding the password (a mounted Secret); read at connect, surrounding whitespace
+    /// removed. Set this or `password`, not both.
+    pub password_file: String,
     /// Require TLS even when the URL is `nats://`.
     pub tls_required: bool,
     /// PEM file of the CA that signed the servers' certificates. Empty: system roots.
@@ -50,6 +54,7 @@ impl std::fmt::Debug for NatsConfig {
             .field("token", &redact(&self.token))
             .field("user", &self.user)
             .field("password", &redact(&self.password))
+            .field("password_file", &self.password_file)
             .field("tls_required", &self.tls_required)
             .field("tls_ca_file", &self.tls_ca_file)
             .field("tls_cert_file", &self.tls_cert_file)
@@ -69,6 +74,7 @@ impl Default for NatsConfig {
             token: String::new(),
             user: String::new(),
             password: String::new(),
+            password_file: String::new(),
             tls_required: false,
             tls_ca_file: String::new(),
             tls_cert_file: String::new(),

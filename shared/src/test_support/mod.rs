@@ -23,6 +23,7 @@ mod wait;
 
 pub use binary::{MIN_SERVER_VERSION, find_server_binary};
 pub use pki::{CertFiles, TestPki};
+
 pub use wait::{consumer_info, wait_consumer_settled, wait_until};
 
 const START_DEADLINE: Duration = Duration::from_secs(20);
@@ -32,6 +33,61 @@ pub struct NatsServer {
     url: String,
     spawned: Option<Spawned>,
     tls: Option<ServerTls>,
+    accounts: Option<Accounts>,
+}
+
+/// The shipped accounts and users (`deploy/nats/accounts.conf`), with a fresh password per
+/// user for one server.
+#[derive(Debug, Clone)]
+pub struct Accounts {
+    passwords: Vec<(String, String)>,
+}
+
+/// The shipped `deploy/nats/accounts.conf`, as the servers of every deployment include it.
+pub const ACCOUNTS_CONF: &str = include_str!("../../../deploy/nats/accounts.conf");
+
+impl Accounts {
+    /// Every user `ACCOUNTS_CONF` takes a password for (`$NATS_PASSWORD_<USER>`), each with a
+    /// random password.
+    pub fn generate() -> Self {
+        let mut passwords: Vec<(String, String)> = Vec::new();
+        for part in ACCOUNTS_CONF.split("$NATS_PASSWORD_").skip(1) {
+            let user: String = part
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect::<String>()
+                .to_lowercase();
+            if !passwords.iter().any(|(u, _)| *u == user) {
+                passwords.push((user, format!("p{}", uuid::Uuid::new_v4().simple())));
+            }
+        }
+        assert!(
+            passwords.iter().any(|(u, _)| u == "admin"),
+            "deploy/nats/accounts.conf defines no admin user"
+        );
+        Self { passwords }
+    }
+
+    /// The users, in the order accounts.conf names them.
+    pub fn users(&self) -> impl Iterator<Item = &str> {
+        self.passwords.iter().map(|(u, _)| u.as_str())
+    }
+
+    pub fn password(&self, user: &str) -> &str {
+        self.passwords
+            .iter()
+            .find(|(u, _)| u == user)
+            .map(|(_, p)| p.as_str())
+            .unwrap_or_else(|| panic!("deploy/nats/accounts.conf has no user {user:?}"))
+    }
+
+    /// The server's environment: `NATS_PASSWORD_<USER>=<password>` for every user.
+    pub fn server_env(&self) -> Vec<(String, String)> {
+        self.passwords
+            .iter()
+            .map(|(u, p)| (format!("NATS_PASSWORD_{}", u.to_uppercase()), p.clone()))
+            .collect()
+    }
 }
 
 /// A server that accepts TLS connections only.
@@ -65,8 +121,10 @@ struct Spawned {
     dir: tempfile::TempDir,
     port: u16,
     child: Option<Child>,
-    /// Configuration added to the generated one (a `tls` block).
+    /// Configuration added to the generated one (a `tls` block, the accounts' include).
     extra_config: String,
+    /// The server's environment (the users' passwords).
+    env: Vec<(String, String)>,
 }
 
 impl NatsServer {
@@ -80,6 +138,7 @@ impl NatsServer {
                 url: url.trim().to_owned(),
                 spawned: None,
                 tls: None,
+                accounts: None,
             };
             if let Err(e) = server.wait_ready().await {
                 unavailable(&format!("CART_TEST_NATS_URL={url} is not usable: {e}"));
@@ -94,9 +153,33 @@ impl NatsServer {
                 return None;
             }
         };
-        match Self::spawn(bin, None).await {
+        match Self::spawn(bin, None, None).await {
             Ok(server) => Some(server),
             Err(e) => panic!("nats-server was found but failed to start: {e}"),
+        }
+    }
+
+    /// Starts a fresh server with the shipped accounts and per-service users
+    /// (`deploy/nats/accounts.conf`, random passwords): a client needs a user, and each user
+    /// may do what the file allows. The harness's own clients connect as `admin`. `None`
+    /// (after a notice) without a server binary or with an external `CART_TEST_NATS_URL`.
+    pub async fn start_with_accounts() -> Option<NatsServer> {
+        if std::env::var("CART_TEST_NATS_URL").is_ok_and(|u| !u.trim().is_empty()) {
+            eprintln!(
+                "skipping: a permissions test needs its own nats-server, not CART_TEST_NATS_URL"
+            );
+            return None;
+        }
+        let bin = match find_server_binary() {
+            Ok(bin) => bin,
+            Err(why) => {
+                unavailable(&why);
+                return None;
+            }
+        };
+        match Self::spawn(bin, None, Some(Accounts::generate())).await {
+            Ok(server) => Some(server),
+            Err(e) => panic!("nats-server was found but failed to start with accounts: {e}"),
         }
     }
 
@@ -115,18 +198,22 @@ impl NatsServer {
                 return None;
             }
         };
-        match Self::spawn(bin, Some(tls)).await {
+        match Self::spawn(bin, Some(tls), None).await {
             Ok(server) => Some(server),
             Err(e) => panic!("nats-server was found but failed to start with TLS: {e}"),
         }
     }
 
-    async fn spawn(bin: PathBuf, tls: Option<ServerTls>) -> Result<NatsServer, String> {
+    async fn spawn(
+        bin: PathBuf,
+        tls: Option<ServerTls>,
+        accounts: Option<Accounts>,
+    ) -> Result<NatsServer, String> {
         let dir = tempfile::Builder::new()
             .prefix("cart-nats-")
             .tempdir()
             .map_err(|e| format!("temp dir: {e}"))?;
-        let extra_config = tls.as_ref().map_or_else(String::new, |t| {
+        let mut extra_config = tls.as_ref().map_or_else(String::new, |t| {
             format!(
                 "http: \"127.0.0.1:-1\"\ntls {{\n  cert_file: {:?}\n  key_file: {:?}\n  ca_file: {:?}\n  verify: {}\n  timeout: 2\n}}\n",
                 t.server.cert.display().to_string(),
@@ -135,12 +222,22 @@ impl NatsServer {
                 t.verify_clients,
             )
         });
+        if accounts.is_some() {
+            // An include is relative to the including file: the shipped text sits beside it.
+            std::fs::write(dir.path().join("accounts.conf"), ACCOUNTS_CONF)
+                .map_err(|e| format!("write accounts.conf: {e}"))?;
+            extra_config.push_str("include \"accounts.conf\"\n");
+        }
         let mut spawned = Spawned {
             bin,
             dir,
             port: 0,
             child: None,
             extra_config,
+            env: accounts
+                .as_ref()
+                .map(Accounts::server_env)
+                .unwrap_or_default(),
         };
         spawned.launch()?;
         spawned.port = spawned.read_port().await?;
@@ -149,6 +246,7 @@ impl NatsServer {
             url: format!("{scheme}://127.0.0.1:{}", spawned.port),
             spawned: Some(spawned),
             tls,
+            accounts,
         };
         server.wait_ready().await.map_err(|e| server.with_log(e))?;
         Ok(server)
@@ -176,8 +274,63 @@ impl NatsServer {
             .map(str::to_owned)
     }
 
-    /// Connect options for this server: its CA and client certificate when it speaks TLS.
+    /// Every line of the server's log that reports a permissions violation (a client of a
+    /// server with accounts tried what its user may not).
+    pub fn permission_violations(&self) -> Vec<String> {
+        let Some(spawned) = &self.spawned else {
+            return Vec::new();
+        };
+        std::fs::read_to_string(spawned.dir.path().join("nats.log"))
+            .unwrap_or_default()
+            .lines()
+            // "Publish Violation - Subject ...", "Subscription Violation - Subject ...".
+            .filter(|l| l.contains(" Violation - "))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The accounts this server was started with ([`Self::start_with_accounts`]).
+    pub fn accounts(&self) -> Option<&Accounts> {
+        self.accounts.as_ref()
+    }
+
+    /// A service's connection settings for this server: as `user` (with its password and
+    /// inbox prefix, like a deployment sets `NATS_USER` / `NATS_PASSWORD_FILE`).
+    pub fn service_config(&self, user: &str) -> crate::nats::NatsConfig {
+        let accounts = self
+            .accounts
+            .as_ref()
+            .expect("service_config needs a server started with start_with_accounts");
+        crate::nats::NatsConfig {
+            url: self.url.clone(),
+            name: user.to_owned(),
+            user: user.to_owned(),
+            password: accounts.password(user).to_owned(),
+            ..Default::default()
+        }
+    }
+
+    /// Connect options as `user` (see [`Self::service_config`]).
+    pub fn options_as(&self, user: &str) -> async_nats::ConnectOptions {
+        let accounts = self
+            .accounts
+            .as_ref()
+            .expect("options_as needs a server started with start_with_accounts");
+        self.tls_options()
+            .user_and_password(user.to_owned(), accounts.password(user).to_owned())
+            .custom_inbox_prefix(crate::nats::inbox_prefix(user))
+    }
+
+    /// Connect options for this server: its CA and client certificate when it speaks TLS,
+    /// the `admin` user when it has accounts.
     pub fn connect_options(&self) -> async_nats::ConnectOptions {
+        match &self.accounts {
+            Some(_) => self.options_as("admin"),
+            None => self.tls_options(),
+        }
+    }
+
+    fn tls_options(&self) -> async_nats::ConnectOptions {
         crate::tls::install_crypto_provider();
         let mut options = async_nats::ConnectOptions::new();
         if let Some(tls) = &self.tls {
@@ -309,6 +462,7 @@ impl Spawned {
             .arg(&config_path)
             .arg("--ports_file_dir")
             .arg(self.dir.path())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)

@@ -64,6 +64,8 @@ fn configs_pass_the_servers_own_config_test() {
             return;
         }
     };
+    // The users' passwords come from the environment, as every deployment provides them.
+    let passwords = shared::test_support::Accounts::generate().server_env();
     for name in CONFIGS {
         let path = deploy_dir().join(name);
         let out = Command::new(&bin)
@@ -71,6 +73,7 @@ fn configs_pass_the_servers_own_config_test() {
             .arg(&path)
             .arg("-t")
             .envs(CLUSTER_ENV.iter().copied())
+            .envs(passwords.iter().map(|(k, v)| (k, v)))
             .output()
             .unwrap();
         assert!(

@@ -6,5 +6,6 @@ mod consumers;
 mod deploy_config;
 mod direct_get;
 mod harness;
+mod permissions;
 mod resources;
 mod tls;

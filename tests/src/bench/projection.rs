@@ -244,8 +244,7 @@ async fn baseline(stack: &Stack, run: &str, target: u64, fetch: usize) -> anyhow
 async fn subject(stack: &Stack, run: &str, target: u64) -> anyhow::Result<Measured> {
     let dir = tempfile::tempdir()?;
     let view = format!("bench{run}");
-    let mut nats = projection::Config::default().nats;
-    nats.url = stack.nats_url.clone();
+    let mut nats = stack.nats("projection");
     nats.name = format!("projection-{view}");
     let config = projection::Config {
         view: view.clone(),

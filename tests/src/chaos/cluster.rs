@@ -12,6 +12,7 @@ use anyhow::{Context as _, bail};
 
 use super::process::{Proc, Spec};
 use super::proxy::FaultProxy;
+use shared::test_support::Accounts;
 
 /// Node TTL of the chaos cluster: a dead or paused aggregate's shards move after it.
 pub const NODE_TTL_SECS: u64 = 3;
@@ -153,6 +154,17 @@ impl Cluster {
             .timeout(Duration::from_secs(10))
             .build()?;
         let nats_bin = shared::test_support::find_server_binary().map_err(anyhow::Error::msg)?;
+        // The shipped accounts (deploy/nats/accounts.conf, which cluster.conf includes): every
+        // process connects as its own user, like a deployment; the passwords are made here.
+        let accounts = Accounts::generate();
+        let credentials = dir.join("credentials");
+        std::fs::create_dir_all(&credentials)?;
+        for user in accounts.users() {
+            std::fs::write(
+                credentials.join(format!("{user}.password")),
+                accounts.password(user),
+            )?;
+        }
 
         let mut nats = Vec::new();
         for i in 0..3 {
@@ -164,7 +176,7 @@ impl Cluster {
                         "--config".into(),
                         root.join("deploy/nats/cluster.conf").display().to_string(),
                     ],
-                    env: nats_member(&layout, i, dir),
+                    env: nats_member(&layout, i, dir, &accounts),
                     ready_url: Some(format!(
                         "http://127.0.0.1:{}/healthz",
                         layout.nats_monitor(i)
@@ -191,6 +203,8 @@ impl Cluster {
         let config = shared::nats::NatsConfig {
             url: direct,
             name: "chaos-checker".into(),
+            user: "admin".into(),
+            password: accounts.password("admin").to_owned(),
             ..Default::default()
         };
         let client = shared::nats::connect(&config)
@@ -212,8 +226,17 @@ impl Cluster {
                 "info,async_nats=warn,h2=warn,tower=warn,hyper=warn".to_owned(),
             ),
         ];
-        let with = |extra: &[(&str, String)]| {
+        // The environment of a process that connects to NATS as `user`.
+        let with = |user: &str, extra: &[(&str, String)]| {
             let mut e = env(&common);
+            e.insert("NATS_USER".into(), user.to_owned());
+            e.insert(
+                "NATS_PASSWORD_FILE".into(),
+                credentials
+                    .join(format!("{user}.password"))
+                    .display()
+                    .to_string(),
+            );
             e.extend(env(extra));
             e
         };
@@ -223,7 +246,7 @@ impl Cluster {
         seed(
             &bin("aggregate"),
             &root.join("deploy/catalog.json"),
-            &with(&[]),
+            &with("seed", &[]),
             &logs,
         )
         .await?;
@@ -235,13 +258,16 @@ impl Cluster {
                     name: format!("aggregate-{i}"),
                     bin: bin("aggregate"),
                     args: vec![],
-                    env: with(&[
-                        ("AGGREGATE_NODE_ID", format!("agg-{i}")),
-                        ("AGGREGATE_GRPC_ADDR", local(layout.aggregate_grpc(i))),
-                        ("AGGREGATE_HTTP_ADDR", local(layout.aggregate_http(i))),
-                        ("AGGREGATE_HEARTBEAT_MS", "500".to_owned()),
-                        ("NATS_NAME", format!("agg-{i}")),
-                    ]),
+                    env: with(
+                        "aggregate",
+                        &[
+                            ("AGGREGATE_NODE_ID", format!("agg-{i}")),
+                            ("AGGREGATE_GRPC_ADDR", local(layout.aggregate_grpc(i))),
+                            ("AGGREGATE_HTTP_ADDR", local(layout.aggregate_http(i))),
+                            ("AGGREGATE_HEARTBEAT_MS", "500".to_owned()),
+                            ("NATS_NAME", format!("agg-{i}")),
+                        ],
+                    ),
                     ready_url: Some(format!(
                         "http://127.0.0.1:{}/ready",
                         layout.aggregate_http(i)
@@ -259,14 +285,17 @@ impl Cluster {
                 name: "projection".into(),
                 bin: bin("projection"),
                 args: vec![],
-                env: with(&[
-                    ("PROJECTION_GRPC_ADDR", local(layout.projection_grpc())),
-                    ("PROJECTION_HTTP_ADDR", local(layout.projection_http())),
-                    (
-                        "PROJECTION_DB_PATH",
-                        dir.join("projection.db").display().to_string(),
-                    ),
-                ]),
+                env: with(
+                    "projection",
+                    &[
+                        ("PROJECTION_GRPC_ADDR", local(layout.projection_grpc())),
+                        ("PROJECTION_HTTP_ADDR", local(layout.projection_http())),
+                        (
+                            "PROJECTION_DB_PATH",
+                            dir.join("projection.db").display().to_string(),
+                        ),
+                    ],
+                ),
                 ready_url: Some(format!(
                     "http://127.0.0.1:{}/health",
                     layout.projection_http()
@@ -283,7 +312,7 @@ impl Cluster {
                     "--addr".into(),
                     local(layout.mock()),
                 ],
-                env: with(&[]),
+                env: env(&common),
                 ready_url: Some(format!("http://127.0.0.1:{}/__mock/stats", layout.mock())),
             },
             &logs,
@@ -294,37 +323,40 @@ impl Cluster {
                 name: "runner".into(),
                 bin: bin("runner"),
                 args: vec![],
-                env: with(&[
-                    ("RUNNER_GRPC_ADDR", local(layout.runner_grpc())),
-                    ("RUNNER_HTTP_ADDR", local(layout.runner_http())),
-                    ("RUNNER_AGGREGATE_ADDRS", aggregate_addrs.clone()),
-                    ("RUNNER_RECONCILE_INTERVAL_SECS", "2".to_owned()),
-                    ("RUNNER_RECONCILE_AFTER_SECS", "2".to_owned()),
-                    (
-                        "PROVIDER_BASE_URL",
-                        format!("http://127.0.0.1:{}", layout.mock()),
-                    ),
-                    // Production defaults are 5 s x 4 tries per delivery: shorter here, so a
-                    // provider that keeps timing out fails its checkout within the scenario.
-                    ("PROVIDER_TIMEOUT_MS", "1000".to_owned()),
-                    ("PROVIDER_ATTEMPTS", "2".to_owned()),
-                    ("PROVIDER_BACKOFF_MIN_MS", "50".to_owned()),
-                    ("PROVIDER_BACKOFF_MAX_MS", "200".to_owned()),
-                    ("CONSUMER_ACK_WAIT_MS", "4000".to_owned()),
-                    ("CONSUMER_MAX_DELIVER", "5".to_owned()),
-                    (
-                        "MERCHANT_PUSH",
-                        format!(
-                            "{gateway0}/cart/push?tenant={{tenant}}&klarna_order_id={{checkout.order.id}}"
+                env: with(
+                    "runner",
+                    &[
+                        ("RUNNER_GRPC_ADDR", local(layout.runner_grpc())),
+                        ("RUNNER_HTTP_ADDR", local(layout.runner_http())),
+                        ("RUNNER_AGGREGATE_ADDRS", aggregate_addrs.clone()),
+                        ("RUNNER_RECONCILE_INTERVAL_SECS", "2".to_owned()),
+                        ("RUNNER_RECONCILE_AFTER_SECS", "2".to_owned()),
+                        (
+                            "PROVIDER_BASE_URL",
+                            format!("http://127.0.0.1:{}", layout.mock()),
                         ),
-                    ),
-                    (
-                        "MERCHANT_VALIDATION",
-                        format!(
-                            "{gateway0}/cart/validation?tenant={{tenant}}&klarna_order_id={{checkout.order.id}}"
+                        // Production defaults are 5 s x 4 tries per delivery: shorter here, so a
+                        // provider that keeps timing out fails its checkout within the scenario.
+                        ("PROVIDER_TIMEOUT_MS", "1000".to_owned()),
+                        ("PROVIDER_ATTEMPTS", "2".to_owned()),
+                        ("PROVIDER_BACKOFF_MIN_MS", "50".to_owned()),
+                        ("PROVIDER_BACKOFF_MAX_MS", "200".to_owned()),
+                        ("CONSUMER_ACK_WAIT_MS", "4000".to_owned()),
+                        ("CONSUMER_MAX_DELIVER", "5".to_owned()),
+                        (
+                            "MERCHANT_PUSH",
+                            format!(
+                                "{gateway0}/cart/push?tenant={{tenant}}&klarna_order_id={{checkout.order.id}}"
+                            ),
                         ),
-                    ),
-                ]),
+                        (
+                            "MERCHANT_VALIDATION",
+                            format!(
+                                "{gateway0}/cart/validation?tenant={{tenant}}&klarna_order_id={{checkout.order.id}}"
+                            ),
+                        ),
+                    ],
+                ),
                 ready_url: Some(format!("http://127.0.0.1:{}/ready", layout.runner_http())),
             },
             &logs,
@@ -336,17 +368,20 @@ impl Cluster {
                     name: format!("gateway-{i}"),
                     bin: bin("gateway"),
                     args: vec![],
-                    env: with(&[
-                        ("GATEWAY_HTTP_ADDR", local(layout.gateway(i))),
-                        ("GATEWAY_AGGREGATE_ADDRS", aggregate_addrs.clone()),
-                        ("GATEWAY_PROJECTION_ADDR", local(layout.projection_grpc())),
-                        ("GATEWAY_RUNNER_ADDR", local(layout.runner_grpc())),
-                        ("GATEWAY_CLIENT_RATE_PER_SEC", "0".to_owned()),
-                        ("GATEWAY_CART_RATE_PER_SEC", "0".to_owned()),
-                        ("GATEWAY_UPSTREAM_TIMEOUT_MS", "2000".to_owned()),
-                        ("GATEWAY_CHECKOUT_WAIT_MS", "3000".to_owned()),
-                        ("GATEWAY_ADMIN_TOKEN", "chaos".to_owned()),
-                    ]),
+                    env: with(
+                        "gateway",
+                        &[
+                            ("GATEWAY_HTTP_ADDR", local(layout.gateway(i))),
+                            ("GATEWAY_AGGREGATE_ADDRS", aggregate_addrs.clone()),
+                            ("GATEWAY_PROJECTION_ADDR", local(layout.projection_grpc())),
+                            ("GATEWAY_RUNNER_ADDR", local(layout.runner_grpc())),
+                            ("GATEWAY_CLIENT_RATE_PER_SEC", "0".to_owned()),
+                            ("GATEWAY_CART_RATE_PER_SEC", "0".to_owned()),
+                            ("GATEWAY_UPSTREAM_TIMEOUT_MS", "2000".to_owned()),
+                            ("GATEWAY_CHECKOUT_WAIT_MS", "3000".to_owned()),
+                            ("GATEWAY_ADMIN_TOKEN", "chaos".to_owned()),
+                        ],
+                    ),
                     ready_url: Some(format!("http://127.0.0.1:{}/ready", layout.gateway(i))),
                 },
                 &logs,
@@ -449,7 +484,7 @@ impl Cluster {
 
 /// What differs per member of `deploy/nats/cluster.conf` (the file the Kubernetes ConfigMap
 /// holds), for member `i` on loopback.
-fn nats_member(l: &Layout, i: usize, dir: &Path) -> BTreeMap<String, String> {
+fn nats_member(l: &Layout, i: usize, dir: &Path, accounts: &Accounts) -> BTreeMap<String, String> {
     let mut env = BTreeMap::from([
         ("NATS_SERVER_NAME".to_owned(), format!("chaos-n{i}")),
         ("NATS_LISTEN".to_owned(), local(l.nats_client(i))),
@@ -470,6 +505,7 @@ fn nats_member(l: &Layout, i: usize, dir: &Path) -> BTreeMap<String, String> {
             format!("nats-route://127.0.0.1:{}", l.nats_route(j)),
         );
     }
+    env.extend(accounts.server_env());
     env
 }
 

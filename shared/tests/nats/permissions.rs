@@ -1,0 +1,436 @@
+//! The shipped NATS accounts (`deploy/nats/accounts.conf`), both ways: each service's user can
+//! do what its code does (the subjects and JetStream API calls below are the ones the services
+//! use; the end-to-end suite runs every service as its user too), and the obvious abuses are
+//! refused by the server with a permissions violation and change nothing.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::pull};
+use async_nats::{Client, Event};
+use futures::StreamExt;
+use shared::nats::{NatsResourceSettings, connect, ensure_all, read_subject_after};
+use shared::subjects::{self, CART_EVENTS_STREAM};
+use shared::test_support::NatsServer;
+use tokio::sync::mpsc;
+
+/// A connection as one user, with the server's error messages (permission violations arrive
+/// asynchronously as `-ERR`).
+struct As {
+    user: &'static str,
+    client: Client,
+    js: jetstream::Context,
+    errors: mpsc::UnboundedReceiver<String>,
+}
+
+impl As {
+    async fn connect(nats: &NatsServer, user: &'static str) -> As {
+        let (tx, errors) = mpsc::unbounded_channel();
+        let client = nats
+            .options_as(user)
+            .event_callback(move |event| {
+                let tx = tx.clone();
+                async move {
+                    if let Event::ServerError(e) = event {
+                        let _ = tx.send(e.to_string());
+                    }
+                }
+            })
+            .connect(nats.url())
+            .await
+            .unwrap_or_else(|e| panic!("{user} connects: {e}"));
+        let js = jetstream::ContextBuilder::new()
+            .timeout(Duration::from_secs(2))
+            .build(client.clone());
+        As {
+            user,
+            client,
+            js,
+            errors,
+        }
+    }
+
+    /// Waits (bounded) for the server's permission violation naming `subject`.
+    async fn violation(&mut self, kind: &str, subject: &str) {
+        let wanted = format!("Permissions Violation for {kind} to \"{subject}\"");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let mut seen = Vec::new();
+        loop {
+            match tokio::time::timeout_at(deadline, self.errors.recv()).await {
+                Ok(Some(e)) if e.contains(&wanted) => return,
+                Ok(Some(e)) => seen.push(e),
+                Ok(None) | Err(_) => panic!(
+                    "{}: {kind} to {subject} was not refused (server errors seen: {seen:?})",
+                    self.user
+                ),
+            }
+        }
+    }
+
+    /// A plain publish to `subject` is refused.
+    async fn cannot_publish(&mut self, subject: &str) {
+        self.client
+            .publish(subject.to_owned(), "forged".into())
+            .await
+            .unwrap();
+        self.client.flush().await.unwrap();
+        self.violation("Publish", subject).await;
+    }
+
+    /// A subscription to `subject` is refused.
+    async fn cannot_subscribe(&mut self, subject: &str) {
+        let _sub = self.client.subscribe(subject.to_owned()).await.unwrap();
+        self.client.flush().await.unwrap();
+        self.violation("Subscription", subject).await;
+    }
+
+    /// No stream may be changed, purged or deleted, and no message deleted, except by admin.
+    async fn cannot_change_streams(&mut self) {
+        for api in [
+            "$JS.API.STREAM.PURGE.CART_EVENTS",
+            "$JS.API.STREAM.MSG.DELETE.CART_EVENTS",
+            "$JS.API.STREAM.DELETE.CART_EVENTS",
+            "$JS.API.STREAM.UPDATE.CART_EVENTS",
+            "$JS.API.STREAM.PURGE.KV_CART_PLACEMENT",
+            "$JS.API.STREAM.MSG.DELETE.DEAD_LETTERS",
+            "$JS.API.STREAM.CREATE.SNOOP",
+        ] {
+            self.cannot_publish(api).await;
+        }
+    }
+}
+
+async fn server() -> Option<(NatsServer, jetstream::Context)> {
+    let nats = NatsServer::start_with_accounts().await?;
+    let js = nats.jetstream().await; // admin
+    ensure_all(&js, &NatsResourceSettings::default())
+        .await
+        .expect("admin creates the resources");
+    Some((nats, js))
+}
+
+async fn messages(admin: &jetstream::Context, stream: &str) -> u64 {
+    admin
+        .get_stream(stream)
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .state
+        .messages
+}
+
+/// A key-value watch (an ordered consumer delivering to the user's inbox) shows the bucket's
+/// current entry.
+async fn watches(kv: &jetstream::kv::Store, nats: &NatsServer) {
+    let mut watch = kv.watch_with_history(">").await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), watch.next()).await;
+    assert!(
+        matches!(first, Ok(Some(Ok(_)))),
+        "watches {}: {first:?}; {:?}",
+        kv.name,
+        nats.permission_violations()
+    );
+}
+
+async fn placement_has_an_entry(admin: &jetstream::Context) {
+    let kv = admin.get_key_value("CART_PLACEMENT").await.unwrap();
+    kv.put("shards.0", "{}".into()).await.unwrap();
+}
+
+const CART: &str = "cart.events.default.11111111-1111-4111-8111-111111111111";
+
+#[tokio::test]
+async fn the_aggregate_appends_cart_events_and_owns_placement_but_nothing_else() {
+    let Some((nats, admin)) = server().await else {
+        return;
+    };
+    let mut agg = As::connect(&nats, "aggregate").await;
+    // What it must do: start-up, append with an expected sequence, read the cart back through
+    // direct gets and the leader, its buckets, the catalog.
+    let resources = ensure_all(&agg.js, &NatsResourceSettings::default())
+        .await
+        .expect("the aggregate's start-up");
+    let ack = agg
+        .js
+        .send_publish(
+            CART,
+            jetstream::message::PublishMessage::build()
+                .payload("e1".into())
+                .expected_last_subject_sequence(0),
+        )
+        .await
+        .unwrap()
+        .await
+        .expect("appends a cart event");
+    let read = read_subject_after(
+        &agg.client,
+        CART_EVENTS_STREAM,
+        CART,
+        0,
+        &Default::default(),
+    )
+    .await
+    .expect("batch direct get");
+    assert_eq!(read.len(), 1);
+    let last = resources
+        .cart_events
+        .get_last_raw_message_by_subject(CART)
+        .await
+        .expect("the leader's last sequence");
+    assert_eq!(last.sequence, ack.sequence);
+    resources
+        .cart_placement
+        .put("shards.0", "{}".into())
+        .await
+        .unwrap();
+    resources
+        .cart_nodes
+        .put("nodes.n1", "{}".into())
+        .await
+        .unwrap();
+    resources
+        .cart_snapshots
+        .put("snap.default.c", "{}".into())
+        .await
+        .unwrap();
+    watches(&resources.cart_placement, &nats).await;
+    assert!(resources.catalog.get("sku.x").await.unwrap().is_none());
+    let _catalog_watch = resources.catalog.watch_all().await.unwrap();
+
+    // What it must not: write the catalog or workflows, read others' replies, change streams.
+    agg.cannot_publish("$KV.CATALOG.sku.TEST-SKU-123").await;
+    agg.cannot_publish("workflow.events.default.order.o1").await;
+    agg.cannot_publish("dlq.projection-main.default.c").await;
+    agg.cannot_subscribe("_INBOX.>").await;
+    agg.cannot_subscribe("_INBOX_gateway.>").await;
+    agg.cannot_change_streams().await;
+    assert_eq!(messages(&admin, CART_EVENTS_STREAM).await, 1);
+}
+
+#[tokio::test]
+async fn the_projection_reads_cart_events_and_records_dead_letters_but_writes_no_cart_state() {
+    let Some((nats, admin)) = server().await else {
+        return;
+    };
+    admin
+        .publish(CART, "e1".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let mut proj = As::connect(&nats, "projection").await;
+    let resources = ensure_all(&proj.js, &NatsResourceSettings::default())
+        .await
+        .expect("the projection's start-up");
+    // Its durable consumer: create, fetch, ack; a gap read by direct get; a dead letter.
+    let consumer = resources
+        .cart_events
+        .create_consumer(pull::Config {
+            durable_name: Some("projection-main".into()),
+            filter_subject: subjects::CART_EVENTS_ALL.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("creates its durable");
+    let mut batch = consumer.fetch().max_messages(1).messages().await.unwrap();
+    let msg = batch.next().await.expect("a message").unwrap();
+    msg.ack().await.expect("acks");
+    resources
+        .cart_events
+        .direct_get_next_for_subject(subjects::CART_EVENTS_ALL, Some(1))
+        .await
+        .expect("direct get of a gap");
+    proj.js
+        .publish("dlq.projection-main.default.c", "poison".into())
+        .await
+        .unwrap()
+        .await
+        .expect("records a dead letter");
+
+    proj.cannot_publish(CART).await;
+    proj.cannot_publish("$KV.CART_PLACEMENT.shards.0").await;
+    proj.cannot_publish("$KV.CART_SNAPSHOTS.snap.default.c")
+        .await;
+    proj.cannot_publish("workflow.commands.default.push.o1")
+        .await;
+    proj.cannot_publish("$JS.API.CONSUMER.DELETE.WORKFLOW_COMMANDS.runner-push")
+        .await;
+    proj.cannot_subscribe("cart.events.>").await;
+    proj.cannot_change_streams().await;
+    assert_eq!(messages(&admin, CART_EVENTS_STREAM).await, 1);
+}
+
+#[tokio::test]
+async fn the_runner_records_workflows_and_reads_placement_but_appends_no_cart_event() {
+    let Some((nats, admin)) = server().await else {
+        return;
+    };
+    let mut runner = As::connect(&nats, "runner").await;
+    let resources = ensure_all(&runner.js, &NatsResourceSettings::default())
+        .await
+        .expect("the runner's start-up");
+    for subject in [
+        "workflow.commands.default.checkout.c1",
+        "workflow.events.default.order.o1",
+        "dlq.runner-checkout.default.c1",
+    ] {
+        runner
+            .js
+            .publish(subject, "{}".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap_or_else(|e| panic!("records {subject}: {e}"));
+    }
+    let push = resources
+        .workflow_commands
+        .create_consumer(pull::Config {
+            durable_name: Some(subjects::RUNNER_PUSH_DURABLE.into()),
+            filter_subject: "workflow.commands.*.checkout.*".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("its durable on WORKFLOW_COMMANDS");
+    let mut batch = push.fetch().max_messages(1).messages().await.unwrap();
+    batch
+        .next()
+        .await
+        .expect("a command")
+        .unwrap()
+        .ack()
+        .await
+        .unwrap();
+    resources
+        .cart_events
+        .create_consumer(pull::Config {
+            durable_name: Some(subjects::RUNNER_CHECKOUT_DURABLE.into()),
+            filter_subject: subjects::CART_EVENTS_ALL.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("its durable on CART_EVENTS");
+    placement_has_an_entry(&admin).await;
+    watches(&resources.cart_placement, &nats).await;
+    assert!(
+        resources
+            .cart_nodes
+            .get("nodes.n1")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    runner.cannot_publish(CART).await;
+    runner.cannot_publish("$KV.CART_PLACEMENT.shards.0").await;
+    runner.cannot_publish("$KV.CART_NODES.nodes.n1").await;
+    runner.cannot_publish("$KV.CATALOG.sku.TEST-SKU-123").await;
+    runner.cannot_change_streams().await;
+    assert_eq!(messages(&admin, CART_EVENTS_STREAM).await, 0);
+}
+
+#[tokio::test]
+async fn the_gateway_records_provider_pushes_and_reads_placement_and_nothing_more() {
+    let Some((nats, admin)) = server().await else {
+        return;
+    };
+    let mut gw = As::connect(&nats, "gateway").await;
+    let placement = shared::nats::ensure_kv(
+        &gw.js,
+        &shared::nats::policies::cart_placement(&NatsResourceSettings::default()),
+    )
+    .await
+    .expect("opens placement");
+    placement_has_an_entry(&admin).await;
+    watches(&placement, &nats).await;
+    assert!(placement.get("shards.0").await.unwrap().is_some());
+    gw.js
+        .publish("workflow.commands.default.push.o1", "{}".into())
+        .await
+        .unwrap()
+        .await
+        .expect("records a push");
+
+    gw.cannot_publish(CART).await;
+    gw.cannot_publish("workflow.commands.default.checkout.c1")
+        .await;
+    gw.cannot_publish("workflow.events.default.order.o1").await;
+    gw.cannot_publish("$KV.CART_PLACEMENT.shards.0").await;
+    gw.cannot_publish("$JS.API.CONSUMER.CREATE.CART_EVENTS.snoop.cart.events.>")
+        .await;
+    gw.cannot_publish("$JS.API.DIRECT.GET.CART_EVENTS").await;
+    gw.cannot_subscribe("workflow.>").await;
+    gw.cannot_change_streams().await;
+    assert_eq!(messages(&admin, CART_EVENTS_STREAM).await, 0);
+    assert_eq!(messages(&admin, "WORKFLOW_COMMANDS").await, 1);
+}
+
+#[tokio::test]
+async fn the_seed_job_writes_the_catalog_only_and_admin_may_do_what_services_may_not() {
+    let Some((nats, admin)) = server().await else {
+        return;
+    };
+    let mut seed = As::connect(&nats, "seed").await;
+    let resources = ensure_all(&seed.js, &NatsResourceSettings::default())
+        .await
+        .expect("the seed job's start-up");
+    resources
+        .catalog
+        .put("sku.TEST-SKU-123", "{}".into())
+        .await
+        .expect("writes the catalog");
+    seed.cannot_publish(CART).await;
+    seed.cannot_publish("$KV.CART_PLACEMENT.shards.0").await;
+    seed.cannot_change_streams().await;
+
+    // admin (operators, the nats CLI): deletes and purges what services cannot.
+    admin
+        .publish("dlq.projection-main.default.c", "x".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let dead = admin.get_stream("DEAD_LETTERS").await.unwrap();
+    assert!(
+        dead.delete_message(1).await.unwrap(),
+        "admin deletes a message"
+    );
+    let placement = admin.get_stream("KV_CART_PLACEMENT").await.unwrap();
+    placement.purge().await.expect("admin purges");
+}
+
+#[tokio::test]
+async fn the_system_user_gets_server_reports_and_nobody_connects_without_a_password() {
+    let Some((nats, _admin)) = server().await else {
+        return;
+    };
+    // What `nats server report jetstream` asks every server.
+    let system = As::connect(&nats, "system").await;
+    let reply = system
+        .client
+        .request("$SYS.REQ.SERVER.PING.JSZ", "{}".into())
+        .await
+        .expect("a server answers the system account");
+    let report: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert!(report["data"]["streams"].as_u64().unwrap() >= 4, "{report}");
+
+    // Services cannot ask the system account's questions.
+    let mut agg = As::connect(&nats, "aggregate").await;
+    agg.cannot_publish("$SYS.REQ.SERVER.PING.JSZ").await;
+
+    let anonymous = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(2))
+        .max_reconnects(Some(1))
+        .connect(nats.url())
+        .await;
+    let err = anonymous.expect_err("no anonymous connection").to_string();
+    assert!(err.contains("authorization"), "{err}");
+    let wrong = connect(&shared::nats::NatsConfig {
+        password: "pWrongPassword1".into(),
+        ..nats.service_config("aggregate")
+    })
+    .await
+    .expect_err("a wrong password is refused")
+    .to_string();
+    assert!(wrong.contains("authorization"), "{wrong}");
+}

@@ -1,0 +1,100 @@
+//! Every service runs as its own NATS user of the shipped accounts (`deploy/nats/accounts.conf`)
+//! through a whole shopper journey: the catalog seeded as `seed`, carts on the aggregate,
+//! checkout and payment through the gateway and the runner, the projection catching up. The
+//! server logs every permissions violation; there must be none (a refused watch or consumer is
+//! retried quietly by the services, so a passing journey alone would not show a missing
+//! permission). shared/tests/nats/permissions.rs tests what each user may not do.
+
+use serde_json::Value;
+use shared::test_support::wait_until;
+use tests::platform::platform;
+use tests::stack::WAIT;
+
+async fn ok(resp: reqwest::Response) -> Value {
+    let status = resp.status();
+    let text = resp.text().await.unwrap();
+    assert!(status.is_success(), "{status}: {text}");
+    serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"))
+}
+
+#[tokio::test]
+async fn every_service_does_its_work_as_its_own_nats_user_without_a_permission_violation() {
+    let Some(p) = platform().await else { return };
+    let server = p.stack.server.as_ref().expect("a spawned server");
+    assert!(server.accounts().is_some(), "the stack runs with accounts");
+
+    let dir = tempfile::tempdir().unwrap();
+    let projection = projection::start(projection::Config {
+        db_path: dir.path().join("main.db").display().to_string(),
+        grpc_addr: "127.0.0.1:0".into(),
+        http_addr: "127.0.0.1:0".into(),
+        nats: p.stack.nats("projection"),
+        streams: p.stack.streams.clone(),
+        ..projection::Config::default()
+    })
+    .await
+    .expect("the projection starts as its user");
+
+    let shopper = p.shopper();
+    ok(shopper
+        .get(p.url("/cart/add/TEST-SKU-123"))
+        .send()
+        .await
+        .unwrap())
+    .await;
+    ok(shopper
+        .post(p.url("/cart"))
+        .json(&serde_json::json!({"sku": "TEST-SKU-456", "quantity": 2, "country": "se"}))
+        .send()
+        .await
+        .unwrap())
+    .await;
+    let cart = ok(shopper.get(p.url("/cart")).send().await.unwrap()).await;
+    assert_eq!(cart["items"].as_array().map(Vec::len), Some(2), "{cart}");
+    ok(shopper
+        .post(p.url("/cart/delivery"))
+        .json(&serde_json::json!({"provider": "standard", "items": []}))
+        .send()
+        .await
+        .unwrap())
+    .await;
+    let order = ok(shopper.get(p.url("/cart/checkout")).send().await.unwrap()).await;
+    let order_id = order["order_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a provider order: {order}"))
+        .to_owned();
+    assert_eq!(p.mock.complete(&order_id).await.unwrap(), 200);
+    wait_until(
+        || async {
+            let c = ok(shopper.get(p.url("/cart")).send().await.unwrap()).await;
+            c["orderReference"].is_string()
+        },
+        WAIT,
+    )
+    .await
+    .expect("the order is placed: aggregate, gateway and runner did their part");
+    p.settled().await;
+
+    let last = p
+        .stack
+        .js
+        .get_stream(shared::subjects::CART_EVENTS_STREAM)
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .state
+        .last_sequence;
+    wait_until(|| async { projection.durable_checkpoint() >= last }, WAIT)
+        .await
+        .expect("the projection applied every cart event");
+    projection.stop().await.unwrap();
+
+    let violations = server.permission_violations();
+    assert!(
+        violations.is_empty(),
+        "a service was refused something it does (fix deploy/nats/accounts.conf):\n{}",
+        violations.join("\n")
+    );
+}
