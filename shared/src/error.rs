@@ -16,6 +16,9 @@ pub const GRPC_ERROR_CODE_KEY: &str = "x-error-code";
 pub const GRPC_OWNER_ADDR_KEY: &str = "x-owner-addr";
 /// gRPC metadata key: seconds after which a retry makes sense (rate limits, unavailability).
 pub const GRPC_RETRY_AFTER_KEY: &str = "retry-after";
+/// gRPC metadata key on a `permission_denied` status refusing the calling *service* (its TLS
+/// identity, [`crate::grpc_tls::Caller::require`]): the name it presented.
+pub const GRPC_DENIED_CALLER_KEY: &str = "x-denied-caller";
 
 macro_rules! error_codes {
     ($( $variant:ident => $code:literal, $http:ident, $grpc:ident, $retry:literal, $doc:literal; )*) => {
@@ -299,7 +302,23 @@ impl ApiError {
     /// without came from the transport (connection refused or reset, HTTP/2 error, deadline):
     /// the service may be gone, and since the calls are safe to repeat, that is `unavailable`
     /// (or `timeout`), not `internal`.
+    ///
+    /// A service that refused the caller's identity is a deployment error (certificates), not
+    /// something the end user did or can fix: it is logged here and answered `internal`, so a
+    /// shopper never sees a 403 naming the services.
     pub fn from_upstream(peer: &str, status: &tonic::Status) -> Self {
+        if let Some(who) = status.metadata().get(GRPC_DENIED_CALLER_KEY) {
+            let who = who.to_str().unwrap_or("?");
+            tracing::error!(
+                peer,
+                caller = who,
+                reason = status.message(),
+                "the {peer} refused this service's TLS identity: check GRPC_TLS_CERT_FILE"
+            );
+            return Self::internal(format!(
+                "the {peer} refused this service (a deployment error, logged)"
+            ));
+        }
         if status.metadata().get(GRPC_ERROR_CODE_KEY).is_some() {
             return Self::from_status(status);
         }
@@ -367,6 +386,26 @@ impl IntoResponse for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_service_refusing_the_callers_identity_is_not_passed_on_as_the_users_fault() {
+        let refused = crate::grpc_tls::Caller::named("projection")
+            .require("Execute", &["gateway", "runner"])
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+        let e = ApiError::from_upstream("aggregate node", &refused);
+        assert_eq!(e.code, ErrorCode::Internal, "{e}");
+        assert!(!e.message.contains("projection"), "{e}");
+        // A refusal of the request itself (another tenant) still reaches the user as it is.
+        let tenant = tonic::Status::from(ApiError::new(
+            ErrorCode::PermissionDenied,
+            "tenant \"a\" does not match the x-tenant-id header",
+        ));
+        assert_eq!(
+            ApiError::from_upstream("projection", &tenant).code,
+            ErrorCode::PermissionDenied
+        );
+    }
 
     #[test]
     fn long_quoted_values_are_cut_short_in_messages() {

@@ -141,12 +141,23 @@ impl Caller {
                 Some(Self(Some(cn.to_owned())))
             })
             .ok_or_else(|| {
-                crate::ApiError::new(
+                let mut status: tonic::Status = crate::ApiError::new(
                     crate::ErrorCode::Unauthenticated,
                     "the client certificate names no service (common name)",
                 )
-                .into()
+                .into();
+                status.metadata_mut().insert(
+                    crate::error::GRPC_DENIED_CALLER_KEY,
+                    tonic::metadata::MetadataValue::from_static("(no common name)"),
+                );
+                status
             })
+    }
+
+    /// A caller with this service name (tests).
+    #[cfg(test)]
+    pub(crate) fn named(name: &str) -> Self {
+        Self(Some(name.to_owned()))
     }
 
     /// The service name, `None` on a plaintext connection.
@@ -166,14 +177,20 @@ impl Caller {
         }
         metrics::counter!(crate::metrics::GRPC_CALLS_DENIED, "rpc" => rpc.to_owned(), "caller" => who.clone()).increment(1);
         tracing::warn!(target: "audit", rpc, caller = %who, "gRPC call refused for this service identity");
-        Err(crate::ApiError::new(
+        let mut status: tonic::Status = crate::ApiError::new(
             crate::ErrorCode::PermissionDenied,
             format!(
                 "{rpc} may be called by {} only; this caller is {who:?}",
                 allowed.join(", ")
             ),
         )
-        .into())
+        .into();
+        if let Ok(v) = who.parse() {
+            status
+                .metadata_mut()
+                .insert(crate::error::GRPC_DENIED_CALLER_KEY, v);
+        }
+        Err(status)
     }
 }
 
