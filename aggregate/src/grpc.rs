@@ -70,8 +70,8 @@ impl CartGrpc {
         cart: CartRef,
         route: Route,
         id: Identity,
-        expected: Option<u64>,
-        commands: Vec<Command>,
+        (expected, commands): (Option<u64>, Vec<Command>),
+        render: i32,
     ) -> Result<Response<pb::ExecuteResponse>, Status> {
         let span = tracing::info_span!(
             "cart.execute",
@@ -85,8 +85,11 @@ impl CartGrpc {
             .execute(&ctx, &cart, route, id, expected, commands)
             .instrument(span)
             .await?;
+        let mut snap = proto::convert::rendered(&cart.tenant, &out.state, render);
         Ok(Response::new(pb::ExecuteResponse {
-            cart: Some(snapshot(&cart.tenant, &out.state)),
+            version: snap.version,
+            rendered: std::mem::take(&mut snap.rendered),
+            cart: snap.cart.is_some().then_some(snap),
             duplicate: out.duplicate,
             event_types: out.event_types,
         }))
@@ -175,8 +178,15 @@ impl pb::cart_service_server::CartService for CartGrpc {
         let id = identity(&r.command_id, r.request_fingerprint)?;
         let cmd = command(r.command, "command")?;
         authorize_commands(&caller, std::slice::from_ref(&cmd))?;
-        self.run(ctx, cart, route, id, r.expected_version, vec![cmd])
-            .await
+        self.run(
+            ctx,
+            cart,
+            route,
+            id,
+            (r.expected_version, vec![cmd]),
+            r.render,
+        )
+        .await
     }
 
     async fn execute_batch(
@@ -213,8 +223,15 @@ impl pb::cart_service_server::CartService for CartGrpc {
             .map(|(i, c)| command(Some(c), &format!("commands[{i}]")))
             .collect::<Result<Vec<_>, _>>()?;
         authorize_commands(&caller, &cmds)?;
-        self.run(ctx, cart, route, id, r.expected_version, cmds)
-            .await
+        self.run(
+            ctx,
+            cart,
+            route,
+            id,
+            (r.expected_version, cmds),
+            pb::Render::Snapshot.into(),
+        )
+        .await
     }
 
     async fn get_cart(
@@ -234,7 +251,11 @@ impl pb::cart_service_server::CartService for CartGrpc {
             .get(&cart, route, req.get_ref().min_version)
             .instrument(span)
             .await?;
-        Ok(Response::new(snapshot(&cart.tenant, &state)))
+        Ok(Response::new(proto::convert::rendered(
+            &cart.tenant,
+            &state,
+            req.get_ref().render,
+        )))
     }
 
     type WatchCartStream = Pin<Box<dyn Stream<Item = Result<pb::CartSnapshot, Status>> + Send>>;

@@ -505,3 +505,31 @@ async fn watch_cart_streams_each_commit() {
     }
     node.drain().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_caller_asking_for_the_storefront_json_gets_the_cart_rendered_once_here() {
+    let Some(env) = env().await else { return };
+    let node = env.node("n1", false).await;
+    let mut client = connect(node.grpc_addr).await;
+    let cart = "rendered-1";
+    let mut req = exec(cart, CommandId::new(), add("TEST-SKU-456", 2));
+    req.get_mut().render = pb::Render::StorefrontJson.into();
+    let reply = client.execute(req).await.unwrap().into_inner();
+    assert!(reply.cart.is_none(), "no snapshot beside the rendered cart");
+    assert!(reply.version > 0);
+
+    // The bytes are the storefront view of the cart as a snapshot read shows it.
+    let state = state_of(client.get_cart(get(cart)).await.unwrap().into_inner());
+    assert_eq!(
+        String::from_utf8(reply.rendered).unwrap(),
+        String::from_utf8(proto::convert::storefront_json(&state.cart)).unwrap()
+    );
+    let mut read = get(cart);
+    read.get_mut().render = pb::Render::StorefrontJson.into();
+    let read = client.get_cart(read).await.unwrap().into_inner();
+    assert!(read.cart.is_none());
+    assert_eq!(read.version, reply.version);
+    assert_eq!(read.rendered, proto::convert::storefront_json(&state.cart));
+    let json: serde_json::Value = serde_json::from_slice(&read.rendered).unwrap();
+    assert_eq!(json["items"][0]["qty"], 2, "{json}");
+}

@@ -137,6 +137,7 @@ impl Load {
                         expected_version: None,
                         command: Some(add("TEST-SKU-456", 1).into()),
                         request_fingerprint: String::new(),
+                        render: pb::Render::Snapshot.into(),
                     };
                     match client.execute(&RequestContext::new(tenant()), req).await {
                         Ok(_) => *acked.lock().unwrap().entry(cart).or_insert(0) += 1,

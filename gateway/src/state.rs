@@ -115,10 +115,36 @@ impl AppState {
         exec: Exec,
         mut command: Command,
     ) -> Result<Snapshot, ApiError> {
-        fill_ids(&mut command, &exec.command_id.to_string());
-        command.validate()?;
-        self.limits.check_cart(ctx.tenant.as_str(), cart.as_str())?;
+        self.admit(ctx, cart, &exec, &mut command)?;
         self.upstream.execute(ctx, cart, exec, command).await
+    }
+
+    /// [`Self::execute`], replying with the cart's storefront JSON as the aggregate rendered it.
+    pub async fn execute_storefront(
+        &self,
+        ctx: &RequestContext,
+        cart: &CartId,
+        exec: Exec,
+        mut command: Command,
+    ) -> Result<Vec<u8>, ApiError> {
+        self.admit(ctx, cart, &exec, &mut command)?;
+        self.upstream
+            .execute_storefront(ctx, cart, exec, command)
+            .await
+    }
+
+    /// What every single command passes before it is sent: ids filled, validated, the cart's
+    /// rate limit.
+    fn admit(
+        &self,
+        ctx: &RequestContext,
+        cart: &CartId,
+        exec: &Exec,
+        command: &mut Command,
+    ) -> Result<(), ApiError> {
+        fill_ids(command, &exec.command_id.to_string());
+        command.validate()?;
+        self.limits.check_cart(ctx.tenant.as_str(), cart.as_str())
     }
 
     /// Runs several commands atomically (one rate-limit token: it is one commit).

@@ -105,9 +105,57 @@ impl Upstream {
             tenant: ctx.tenant.to_string(),
             cart_id: cart.to_string(),
             min_version: None,
+            render: pb::Render::Snapshot.into(),
         };
         let snap = self.timed("get", self.client.get_cart(ctx, req)).await?;
         decode_state(snap)
+    }
+
+    /// The cart's storefront JSON, rendered by the aggregate (passed on untouched).
+    pub async fn get_storefront(
+        &self,
+        ctx: &RequestContext,
+        cart: &CartId,
+    ) -> Result<Vec<u8>, ApiError> {
+        let req = pb::GetCartRequest {
+            tenant: ctx.tenant.to_string(),
+            cart_id: cart.to_string(),
+            min_version: None,
+            render: pb::Render::StorefrontJson.into(),
+        };
+        let snap = self.timed("get", self.client.get_cart(ctx, req)).await?;
+        storefront_json(
+            snap.rendered,
+            snap.cart.map(|c| (snap.tenant, snap.version, c)),
+        )
+    }
+
+    /// [`Self::execute`], replying with the cart's storefront JSON as the aggregate rendered it:
+    /// the gateway neither decodes the cart nor renders it again.
+    pub async fn execute_storefront(
+        &self,
+        ctx: &RequestContext,
+        cart: &CartId,
+        exec: Exec,
+        command: Command,
+    ) -> Result<Vec<u8>, ApiError> {
+        let req = pb::ExecuteRequest::new(
+            &ctx.tenant,
+            cart,
+            exec.command_id,
+            exec.expected_version,
+            command,
+        )
+        .keyed(exec.fingerprint.as_deref())
+        .rendered(pb::Render::StorefrontJson);
+        let resp = self
+            .timed("execute", self.client.execute(ctx, req))
+            .await
+            .map_err(|e| precondition(e, exec.expected_version))?;
+        let snapshot = resp
+            .cart
+            .and_then(|s| s.cart.map(|c| (s.tenant, s.version, c)));
+        storefront_json(resp.rendered, snapshot)
     }
 
     pub async fn execute(
@@ -207,6 +255,27 @@ pub fn decode_state(snapshot: pb::CartSnapshot) -> Result<CartState, ApiError> {
                 "the aggregate sent a cart this gateway cannot read: {e}"
             ))
         })
+}
+
+/// The storefront JSON the aggregate rendered; from an aggregate that predates rendering (a
+/// rolling upgrade), the snapshot it sent instead, rendered here.
+fn storefront_json(
+    rendered: Vec<u8>,
+    snapshot: Option<(String, u64, pb::Cart)>,
+) -> Result<Vec<u8>, ApiError> {
+    if !rendered.is_empty() {
+        return Ok(rendered);
+    }
+    let Some((tenant, version, cart)) = snapshot else {
+        return Err(ApiError::internal("the aggregate replied without the cart"));
+    };
+    let state = decode_state(pb::CartSnapshot {
+        tenant,
+        version,
+        cart: Some(cart),
+        ..Default::default()
+    })?;
+    Ok(proto::convert::storefront_json(&state.cart))
 }
 
 fn reply_cart(resp: pb::ExecuteResponse) -> Result<Snapshot, ApiError> {

@@ -132,7 +132,30 @@ pub fn snapshot(tenant: &TenantId, state: &CartState) -> pb::CartSnapshot {
         version: state.version,
         revision: state.revision,
         cart: Some((&state.cart).into()),
+        rendered: Vec::new(),
     }
+}
+
+/// The cart as a caller asked for it ([`pb::Render`]): the full [`snapshot`], or only the
+/// rendered form (the storefront JSON), made here once instead of decoded and re-encoded by
+/// the caller. An unknown render value is the snapshot (an older peer's default).
+pub fn rendered(tenant: &TenantId, state: &CartState, render: i32) -> pb::CartSnapshot {
+    match pb::Render::try_from(render) {
+        Ok(pb::Render::StorefrontJson) => pb::CartSnapshot {
+            tenant: tenant.to_string(),
+            version: state.version,
+            revision: state.revision,
+            cart: None,
+            rendered: storefront_json(&state.cart),
+        },
+        _ => snapshot(tenant, state),
+    }
+}
+
+/// The storefront API's cart JSON: exactly what the gateway's `Json(StorefrontCart)` sends.
+pub fn storefront_json(cart: &shared::domain::Cart) -> Vec<u8> {
+    serde_json::to_vec(&shared::domain::StorefrontCart::storefront(cart))
+        .expect("a cart view always serialises")
 }
 
 /// The inverse of [`snapshot`]. The returned state's `recent` and `keyed` lists are always

@@ -381,6 +381,7 @@ impl Checkout {
             expected_version: None,
             command: Some(command.into()),
             request_fingerprint: String::new(),
+            render: pb::Render::Snapshot.into(),
         };
         match self.carts.execute(ctx, req).await {
             Ok(_) => Ok(()),

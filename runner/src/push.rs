@@ -195,6 +195,7 @@ impl Push {
                 .into(),
             ),
             request_fingerprint: String::new(),
+            render: pb::Render::Snapshot.into(),
         };
         let reply = match self.carts.execute(ctx, req).await {
             Ok(reply) => reply,

@@ -37,17 +37,19 @@ impl Stack {
         )
     }
 
-    /// Use the server at `url` (the benchmark's `--nats-url`), or spawn one.
+    /// Use the server at `url` (the benchmark's `--nats-url`), or spawn one, fsyncing every
+    /// write before acknowledging it (`sync_always`, like production) or lazily.
     pub async fn for_bench(
         url: Option<&str>,
         streams: NatsResourceSettings,
+        sync_always: bool,
     ) -> anyhow::Result<Self> {
         match url {
             Some(url) => Self::connect(None, url, streams).await,
             None => {
-                shared::test_support::find_server_binary().map_err(anyhow::Error::msg)?;
-                let server = NatsServer::start()
+                let server = NatsServer::start_for_bench(sync_always)
                     .await
+                    .map_err(anyhow::Error::msg)
                     .context("cannot start nats-server (run scripts/install-nats)")?;
                 let url = server.url().to_owned();
                 Self::connect(Some(server), &url, streams).await

@@ -139,6 +139,7 @@ pub fn exec(cart: &str, id: CommandId, cmd: domain::Command) -> tonic::Request<p
         expected_version: None,
         command: Some(cmd.into()),
         request_fingerprint: String::new(),
+        render: pb::Render::Snapshot.into(),
     })
 }
 
@@ -147,6 +148,7 @@ pub fn get(cart: &str) -> tonic::Request<pb::GetCartRequest> {
         tenant: TENANT.into(),
         cart_id: cart.into(),
         min_version: None,
+        render: pb::Render::Snapshot.into(),
     })
 }
 

@@ -63,13 +63,12 @@ pub async fn get_cart(
     Ctx(ctx): Ctx,
     cart: StoreCart,
 ) -> Result<Response, ApiError> {
-    let snap = if cart.is_new() {
-        Snapshot::empty(&cart.id)
+    let body = if cart.is_new() {
+        proto::convert::storefront_json(&Snapshot::empty(&cart.id).cart)
     } else {
-        s.upstream.get(&ctx, &cart.id).await?
+        s.upstream.get_storefront(&ctx, &cart.id).await?
     };
-    Ok(s.cookies
-        .attach(&cart, Json(snap.storefront()).into_response()))
+    Ok(s.cookies.attach(&cart, super::json_response(body)))
 }
 
 /// A cart by its id (no cookie involved).
@@ -82,7 +81,9 @@ pub async fn read_by_id(
     Params(p): Params<CartPath>,
 ) -> Result<Response, ApiError> {
     let id = CartId::parse(&p.id)?;
-    Ok(Json(s.upstream.get(&ctx, &id).await?.storefront()).into_response())
+    Ok(super::json_response(
+        s.upstream.get_storefront(&ctx, &id).await?,
+    ))
 }
 
 /// Add an item (`AddItem`).

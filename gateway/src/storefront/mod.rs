@@ -7,10 +7,9 @@ pub mod cart_ref;
 pub mod dto;
 pub mod handlers;
 
-use axum::Json;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use shared::domain::{Command, MutationOutcome, MutationReply};
+use shared::domain::{Command, MutationOutcome};
 use shared::headers::RequestContext;
 use shared::{ApiError, CommandId};
 use utoipa_axum::router::OpenApiRouter;
@@ -74,16 +73,65 @@ pub async fn mutate(
     echo: &impl Serialize,
 ) -> Result<Response, ApiError> {
     let kind = command.name();
-    let snap = s
-        .execute(ctx, &cart.id, Exec::new(CommandId::new()), command)
+    let rendered = s
+        .execute_storefront(ctx, &cart.id, Exec::new(CommandId::new()), command)
         .await?;
-    let reply = MutationReply {
-        result: snap.storefront(),
-        mutations: vec![MutationOutcome {
-            kind: kind.to_owned(),
+    let mutations = [MutationOutcome {
+        kind: kind.to_owned(),
+        error: None,
+        mutation: serde_json::to_value(echo).unwrap_or_default(),
+    }];
+    let body = mutation_reply(&rendered, &mutations)?;
+    Ok(s.cookies.attach(cart, json_response(body)))
+}
+
+/// `{"result": <cart>, "mutations": [...]}` around the cart JSON the aggregate rendered: the
+/// bytes `Json(MutationReply { .. })` would send, without parsing the cart again.
+fn mutation_reply(cart_json: &[u8], mutations: &[MutationOutcome]) -> Result<Vec<u8>, ApiError> {
+    let mutations = serde_json::to_vec(mutations).map_err(|e| ApiError::internal(e.to_string()))?;
+    let mut body = Vec::with_capacity(cart_json.len() + mutations.len() + 26);
+    body.extend_from_slice(b"{\"result\":");
+    body.extend_from_slice(cart_json);
+    body.extend_from_slice(b",\"mutations\":");
+    body.extend_from_slice(&mutations);
+    body.push(b'}');
+    Ok(body)
+}
+
+/// A JSON body already serialised, with the header `Json` sets.
+pub fn json_response(body: Vec<u8>) -> Response {
+    (
+        [(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::domain::{Cart, MutationReply, StorefrontCart};
+
+    #[test]
+    fn a_reply_around_a_rendered_cart_is_byte_for_byte_what_serde_writes() {
+        let cart = Cart::new(shared::CartId::parse("c-1").unwrap());
+        let mutations = vec![MutationOutcome {
+            kind: "AddItem".into(),
             error: None,
-            mutation: serde_json::to_value(echo).unwrap_or_default(),
-        }],
-    };
-    Ok(s.cookies.attach(cart, Json(reply).into_response()))
+            mutation: serde_json::json!({"sku": "A", "quantity": 2}),
+        }];
+        let rendered = proto::convert::storefront_json(&cart);
+        let expected = serde_json::to_vec(&MutationReply {
+            result: StorefrontCart::storefront(&cart),
+            mutations: mutations.clone(),
+        })
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(mutation_reply(&rendered, &mutations).unwrap()).unwrap(),
+            String::from_utf8(expected).unwrap()
+        );
+    }
 }

@@ -295,6 +295,7 @@ impl pb::ExecuteRequest {
             expected_version,
             command: Some(command.into()),
             request_fingerprint: String::new(),
+            render: pb::Render::Snapshot.into(),
         }
     }
 
@@ -302,6 +303,12 @@ impl pb::ExecuteRequest {
     /// derived from.
     pub fn keyed(mut self, fingerprint: Option<&str>) -> Self {
         self.request_fingerprint = fingerprint.unwrap_or_default().to_owned();
+        self
+    }
+
+    /// Asks for the cart in `render` instead of the full snapshot.
+    pub fn rendered(mut self, render: pb::Render) -> Self {
+        self.render = render.into();
         self
     }
 }

@@ -104,6 +104,7 @@ impl Env {
             expected_version: None,
             command: Some(cmd.into()),
             request_fingerprint: String::new(),
+            render: pb::Render::Snapshot.into(),
         };
         let reply = self.carts.execute(&ctx(), req).await?;
         Ok(proto::convert::state_from_snapshot(reply.cart.unwrap())
@@ -116,6 +117,7 @@ impl Env {
             tenant: TENANT.into(),
             cart_id: cart.into(),
             min_version: None,
+            render: pb::Render::Snapshot.into(),
         };
         let snap = self.carts.get_cart(&ctx(), req).await.unwrap();
         proto::convert::state_from_snapshot(snap).unwrap().1

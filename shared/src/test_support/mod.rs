@@ -125,6 +125,8 @@ struct Spawned {
     extra_config: String,
     /// The server's environment (the users' passwords).
     env: Vec<(String, String)>,
+    /// `sync_interval: always` (fsync before every acknowledgement), as production runs.
+    sync_always: bool,
 }
 
 impl NatsServer {
@@ -153,10 +155,18 @@ impl NatsServer {
                 return None;
             }
         };
-        match Self::spawn(bin, None, None).await {
+        match Self::spawn(bin, None, None, true).await {
             Ok(server) => Some(server),
             Err(e) => panic!("nats-server was found but failed to start: {e}"),
         }
+    }
+
+    /// Starts a fresh server (no accounts, no TLS), with `sync_interval: always` or, with
+    /// `sync_always = false`, the server's default lazy fsync: what `cart-bench --nats-sync`
+    /// chooses. An error (not a skip) without a server binary.
+    pub async fn start_for_bench(sync_always: bool) -> Result<NatsServer, String> {
+        let bin = find_server_binary()?;
+        Self::spawn(bin, None, None, sync_always).await
     }
 
     /// Starts a fresh server with the shipped accounts and per-service users
@@ -177,7 +187,7 @@ impl NatsServer {
                 return None;
             }
         };
-        match Self::spawn(bin, None, Some(Accounts::generate())).await {
+        match Self::spawn(bin, None, Some(Accounts::generate()), true).await {
             Ok(server) => Some(server),
             Err(e) => panic!("nats-server was found but failed to start with accounts: {e}"),
         }
@@ -198,7 +208,7 @@ impl NatsServer {
                 return None;
             }
         };
-        match Self::spawn(bin, Some(tls), None).await {
+        match Self::spawn(bin, Some(tls), None, true).await {
             Ok(server) => Some(server),
             Err(e) => panic!("nats-server was found but failed to start with TLS: {e}"),
         }
@@ -208,6 +218,7 @@ impl NatsServer {
         bin: PathBuf,
         tls: Option<ServerTls>,
         accounts: Option<Accounts>,
+        sync_always: bool,
     ) -> Result<NatsServer, String> {
         let dir = tempfile::Builder::new()
             .prefix("cart-nats-")
@@ -238,6 +249,7 @@ impl NatsServer {
                 .as_ref()
                 .map(Accounts::server_env)
                 .unwrap_or_default(),
+            sync_always,
         };
         spawned.launch()?;
         spawned.port = spawned.read_port().await?;
@@ -388,6 +400,21 @@ impl NatsServer {
         }
     }
 
+    /// Whether this (spawned) server fsyncs every write before acknowledging it.
+    pub fn sync_always(&self) -> bool {
+        self.spawned.as_ref().is_some_and(|s| s.sync_always)
+    }
+
+    /// Restarts the server (same port and store) with another fsync policy: a benchmark loads
+    /// data through a lazily fsyncing server, then measures with `sync_interval: always`.
+    pub async fn restart_with_sync(&mut self, sync_always: bool) {
+        self.spawned
+            .as_mut()
+            .expect("cannot restart an external server (CART_TEST_NATS_URL)")
+            .sync_always = sync_always;
+        self.restart().await;
+    }
+
     /// Waits until a client can connect and JetStream answers.
     async fn wait_ready(&mut self) -> Result<(), String> {
         let url = self.url.clone();
@@ -445,8 +472,13 @@ impl Spawned {
         };
         let config = format!(
             "listen: \"127.0.0.1:{port}\"\nserver_name: cart_test\n\
-             jetstream {{\n  store_dir: {store:?}\n  sync_interval: always\n}}\n{extra}",
+             jetstream {{\n  store_dir: {store:?}\n{sync}}}\n{extra}",
             store = self.store().display().to_string(),
+            sync = if self.sync_always {
+                "  sync_interval: always\n"
+            } else {
+                ""
+            },
             extra = self.extra_config,
         );
         let config_path = self.dir.path().join("nats.conf");

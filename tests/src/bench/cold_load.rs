@@ -64,6 +64,7 @@ async fn load_all(client: &CartClient, carts: &[CartId]) -> super::Measured {
             tenant: TENANT.into(),
             cart_id: carts[i].to_string(),
             min_version: None,
+            render: pb::Render::Snapshot.into(),
         };
         let (client, ctx) = (client.clone(), ctx.clone());
         async move {

@@ -48,6 +48,7 @@ impl Worker for GrpcWorker {
                 .into(),
             ),
             request_fingerprint: String::new(),
+            render: pb::Render::Snapshot.into(),
         };
         self.client
             .execute(&self.ctx, req)

@@ -62,6 +62,7 @@ async fn load(
                     tenant: TENANT.into(),
                     cart_id: ids[i].to_string(),
                     min_version: None,
+                    render: pb::Render::Snapshot.into(),
                 };
                 client
                     .get_cart(&ctx, req)

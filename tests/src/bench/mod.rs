@@ -31,6 +31,8 @@ pub struct Report {
     pub mode: String,
     pub concurrency: usize,
     pub duration_s: f64,
+    /// The spawned server's fsync policy (`always`, `never`) or the external server used.
+    pub nats_sync: String,
     pub baseline: Summary,
     pub subject: Summary,
     /// subject ops/s ÷ baseline ops/s (for `memory`: subject bytes ÷ baseline bytes).
@@ -59,6 +61,7 @@ impl Report {
             mode: mode.to_owned(),
             concurrency,
             duration_s: duration.as_secs_f64(),
+            nats_sync: String::new(),
             baseline,
             subject,
             ratio,
@@ -75,10 +78,11 @@ impl Report {
             )
         };
         let mut out = format!(
-            "mode {} · concurrency {} · {:.1} s\n{:<10} {:>12} {:>10} {:>10} {:>8} {:>10}\n",
+            "mode {} · concurrency {} · {:.1} s · nats sync {}\n{:<10} {:>12} {:>10} {:>10} {:>8} {:>10}\n",
             self.mode,
             self.concurrency,
             self.duration_s,
+            self.nats_sync,
             "",
             "ops/s",
             "p50 ms",

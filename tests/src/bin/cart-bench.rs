@@ -30,6 +30,17 @@ enum Mode {
     Projection,
 }
 
+/// How the spawned nats-server persists writes.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum NatsSync {
+    /// `sync_interval: always`: fsync before every acknowledgement (production); appends are
+    /// bounded by the disk's fsync rate, which hides the services' own cost.
+    Always,
+    /// The server's default lazy fsync: the baseline is what the CPU allows, so the ratio
+    /// shows what the services cost.
+    Never,
+}
+
 #[derive(Parser)]
 #[command(
     version,
@@ -50,6 +61,9 @@ struct Args {
     /// Use this NATS server instead of spawning one.
     #[arg(long)]
     nats_url: Option<String>,
+    /// How the spawned server persists writes (ignored with --nats-url).
+    #[arg(long, value_enum, default_value_t = NatsSync::Always)]
+    nats_sync: NatsSync,
     /// Use this gateway (base URL) instead of starting one (and an aggregate) in-process.
     #[arg(long)]
     gateway_url: Option<String>,
@@ -70,8 +84,13 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let warmup = Duration::from_secs_f64(args.warmup);
     let duration = Duration::from_secs_f64(args.duration);
-    let stack = Stack::for_bench(args.nats_url.as_deref(), Default::default()).await?;
-    let report = match args.mode {
+    let mut stack = Stack::for_bench(
+        args.nats_url.as_deref(),
+        Default::default(),
+        args.nats_sync == NatsSync::Always,
+    )
+    .await?;
+    let mut report = match args.mode {
         Mode::Raw => {
             let a = bench::raw::baseline(&stack.js, args.concurrency, warmup, duration).await;
             let b = bench::raw::baseline(&stack.js, args.concurrency, warmup, duration).await;
@@ -155,12 +174,17 @@ async fn main() -> anyhow::Result<()> {
         }
         Mode::Projection => {
             bench::projection::run(
-                &stack,
+                &mut stack,
                 args.events.unwrap_or(1_000_000),
                 args.carts.unwrap_or(50_000),
             )
             .await?
         }
+    };
+    report.nats_sync = match (&args.nats_url, args.nats_sync) {
+        (Some(url), _) => format!("external server {url}"),
+        (None, NatsSync::Always) => "always".into(),
+        (None, NatsSync::Never) => "never".into(),
     };
     print!("{}", report.table());
     if let Some(path) = args.json {

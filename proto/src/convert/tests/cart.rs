@@ -222,6 +222,7 @@ fn missing_nested_cart_messages_are_named() {
         version: 1,
         revision: 1,
         cart: None,
+        rendered: Vec::new(),
     };
     assert_eq!(
         state_from_snapshot(snap).unwrap_err().to_string(),
