@@ -609,6 +609,9 @@ impl Carts {
         let replayed = tail.len();
         let snapshot_revision = state.revision;
         apply_tail(&mut state, tail, keep, &cart.key);
+        // It stays in the cache: no growth slack in its lists (most cached carts are read far
+        // more often than changed).
+        state.shrink_to_fit();
         metrics::histogram!(m::COLD_LOAD_SECONDS).record(started.elapsed().as_secs_f64());
         metrics::histogram!(m::COLD_LOAD_EVENTS).record(replayed as f64);
         let mut loaded = Loaded {

@@ -311,10 +311,10 @@ mod tests {
         cart.user_id = Some("u".into());
         cart.currency = Some("SEK".into());
         cart.payment_status = Some("p".into());
-        cart.order = Some(shared::domain::cart::PlacedOrder {
+        cart.order = Some(Box::new(shared::domain::cart::PlacedOrder {
             provider_order_id: "o".into(),
             order_reference: "r".into(),
-        });
+        }));
         cart
     }
 

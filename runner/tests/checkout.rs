@@ -285,7 +285,7 @@ async fn a_permanently_failing_provider_fails_the_checkout_and_the_cart_stays_us
     let Some(shared::domain::cart::Checkout {
         status: CheckoutStatus::Failed { code, reason },
         ..
-    }) = &cart.cart.checkout
+    }) = cart.cart.checkout.as_deref()
     else {
         unreachable!()
     };

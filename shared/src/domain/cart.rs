@@ -136,8 +136,10 @@ pub struct Cart {
     pub vouchers: Vec<AppliedVoucher>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
+    /// Boxed, like `order`: most cached carts have neither, and a box keeps every cached cart
+    /// ~170 bytes smaller (the JSON is the same).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub checkout: Option<Checkout>,
+    pub checkout: Option<Box<Checkout>>,
     /// The provider order of this cart, kept across checkout attempts so a re-opened checkout
     /// updates it instead of creating a second one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -145,7 +147,7 @@ pub struct Cart {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payment_status: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub order: Option<PlacedOrder>,
+    pub order: Option<Box<PlacedOrder>>,
     /// Subscription details, in the order they were first added.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub subscription_details: Vec<SubscriptionDetails>,
@@ -225,7 +227,7 @@ impl Cart {
     /// The provider order is being created (go-cart-actor `processing`).
     pub fn processing(&self) -> bool {
         matches!(
-            self.checkout,
+            self.checkout.as_deref(),
             Some(Checkout {
                 status: CheckoutStatus::Started,
                 ..
@@ -236,7 +238,7 @@ impl Cart {
     /// A checkout attempt is live: the shopper is (about to be) paying.
     pub fn payment_in_progress(&self) -> bool {
         matches!(
-            self.checkout,
+            self.checkout.as_deref(),
             Some(Checkout {
                 status: CheckoutStatus::Started | CheckoutStatus::OrderCreated,
                 ..
@@ -250,7 +252,7 @@ impl Cart {
 
     fn checkout_mut(&mut self, attempt_id: &str) -> Option<&mut Checkout> {
         self.checkout
-            .as_mut()
+            .as_deref_mut()
             .filter(|c| c.attempt_id == attempt_id)
     }
 }
@@ -342,13 +344,13 @@ pub fn apply(cart: &mut Cart, event: &Event) {
             }
         }
         Event::CheckoutStarted(e) => {
-            cart.checkout = Some(Checkout {
+            cart.checkout = Some(Box::new(Checkout {
                 attempt_id: e.attempt_id.clone(),
                 status: CheckoutStatus::Started,
                 amount: e.total_amount,
                 currency: e.currency.clone(),
                 lines_digest: event::lines_digest(&e.lines),
-            });
+            }));
             if e.provider_order_id.is_some() {
                 cart.provider_order_id.clone_from(&e.provider_order_id);
             }
@@ -385,10 +387,10 @@ pub fn apply(cart: &mut Cart, event: &Event) {
             }
         }
         Event::OrderPlaced(e) => {
-            cart.order = Some(PlacedOrder {
+            cart.order = Some(Box::new(PlacedOrder {
                 provider_order_id: e.provider_order_id.clone(),
                 order_reference: e.order_reference.clone(),
-            });
+            }));
             cart.provider_order_id = Some(e.provider_order_id.clone());
             if let Some(c) = cart.checkout.as_mut() {
                 c.status = CheckoutStatus::Completed;

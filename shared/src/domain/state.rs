@@ -86,6 +86,19 @@ impl CartState {
     /// keyed command beyond it (a forgotten key could apply twice), so replay never drops one.
     pub const MAX_KEYED: usize = 1000;
 
+    /// Drops the spare capacity of every list (a cart about to sit in a cache); changes no
+    /// value.
+    pub fn shrink_to_fit(&mut self) {
+        let cart = &mut self.cart;
+        cart.lines.shrink_to_fit();
+        cart.deliveries.shrink_to_fit();
+        cart.vouchers.shrink_to_fit();
+        cart.subscription_details.shrink_to_fit();
+        cart.mismatched_orders.shrink_to_fit();
+        self.recent.shrink_to_fit();
+        self.keyed.shrink_to_fit();
+    }
+
     pub fn new(id: CartId) -> Self {
         Self {
             cart: Cart::new(id),

@@ -96,7 +96,7 @@ fn sample_cart() -> Cart {
         },
     ];
     cart.user_id = Some("u-1".into());
-    cart.checkout = Some(Checkout {
+    cart.checkout = Some(Box::new(Checkout {
         attempt_id: "att-1".into(),
         amount: 24_900,
         currency: "SEK".into(),
@@ -105,13 +105,13 @@ fn sample_cart() -> Cart {
             code: "provider_refused".into(),
             reason: "declined".into(),
         },
-    });
+    }));
     cart.provider_order_id = Some("kco-1".into());
     cart.payment_status = Some("failed".into());
-    cart.order = Some(PlacedOrder {
+    cart.order = Some(Box::new(PlacedOrder {
         provider_order_id: "kco-1".into(),
         order_reference: "R-1".into(),
-    });
+    }));
     cart.next_line_id = 3;
     cart.next_delivery_id = 3;
     cart.next_voucher_id = 3;

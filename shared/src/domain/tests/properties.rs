@@ -112,6 +112,11 @@ proptest! {
             replayed.apply_message(msg, *seq, Retain::DEFAULT);
         }
         prop_assert_eq!(&replayed, &state);
+        // Shrinking (a cart about to be cached) changes no value and leaves no spare room.
+        replayed.shrink_to_fit();
+        prop_assert_eq!(&replayed, &state);
+        prop_assert_eq!(replayed.cart.lines.capacity(), replayed.cart.lines.len());
+        prop_assert_eq!(replayed.recent.capacity(), replayed.recent.len());
         // A snapshot (JSON) of the state is the same state.
         let snap: CartState = serde_json::from_str(&serde_json::to_string(&state).unwrap()).unwrap();
         prop_assert_eq!(snap, state);
