@@ -41,3 +41,30 @@ async fn grpc_mode_produces_a_complete_report() {
     assert!(report.ratio > 0.0);
     node.drain().await.unwrap();
 }
+
+#[tokio::test]
+async fn projection_mode_preloads_through_a_lazily_fsyncing_server_then_measures_with_fsync() {
+    if shared::test_support::find_server_binary().is_err() {
+        assert!(
+            std::env::var("CART_REQUIRE_NATS").as_deref() != Ok("1"),
+            "CART_REQUIRE_NATS=1 but no nats-server"
+        );
+        eprintln!("!!! SKIPPING: no nats-server");
+        return;
+    }
+    let mut stack = Stack::for_bench(None, Default::default(), true)
+        .await
+        .unwrap();
+    let report = bench::projection::run(&mut stack, 2_000, 100)
+        .await
+        .unwrap();
+    assert_eq!(report.subject.ops, 2_000, "{report:?}");
+    assert_eq!(report.baseline.ops, 2_000, "{report:?}");
+    assert!(
+        report.notes[0].contains("restarted without per-message fsync"),
+        "{:?}",
+        report.notes
+    );
+    // Measured against the server as chosen: back to fsync on every write.
+    assert!(stack.server.as_ref().unwrap().sync_always());
+}
