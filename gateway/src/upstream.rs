@@ -101,14 +101,7 @@ impl Upstream {
 
     /// The cart's domain state (checkout progress included), not only its storefront view.
     pub async fn state(&self, ctx: &RequestContext, cart: &CartId) -> Result<CartState, ApiError> {
-        let req = pb::GetCartRequest {
-            tenant: ctx.tenant.to_string(),
-            cart_id: cart.to_string(),
-            min_version: None,
-            render: pb::Render::Snapshot.into(),
-        };
-        let snap = self.timed("get", self.client.get_cart(ctx, req)).await?;
-        decode_state(snap)
+        decode_state(self.get_cart(ctx, cart, pb::Render::Snapshot).await?)
     }
 
     /// The cart's storefront JSON, rendered by the aggregate (passed on untouched).
@@ -117,17 +110,23 @@ impl Upstream {
         ctx: &RequestContext,
         cart: &CartId,
     ) -> Result<Vec<u8>, ApiError> {
+        let mut snap = self.get_cart(ctx, cart, pb::Render::StorefrontJson).await?;
+        storefront_json(std::mem::take(&mut snap.rendered), Some(snap))
+    }
+
+    async fn get_cart(
+        &self,
+        ctx: &RequestContext,
+        cart: &CartId,
+        render: pb::Render,
+    ) -> Result<pb::CartSnapshot, ApiError> {
         let req = pb::GetCartRequest {
             tenant: ctx.tenant.to_string(),
             cart_id: cart.to_string(),
             min_version: None,
-            render: pb::Render::StorefrontJson.into(),
+            render: render.into(),
         };
-        let snap = self.timed("get", self.client.get_cart(ctx, req)).await?;
-        storefront_json(
-            snap.rendered,
-            snap.cart.map(|c| (snap.tenant, snap.version, c)),
-        )
+        self.timed("get", self.client.get_cart(ctx, req)).await
     }
 
     /// [`Self::execute`], replying with the cart's storefront JSON as the aggregate rendered it:
@@ -139,23 +138,10 @@ impl Upstream {
         exec: Exec,
         command: Command,
     ) -> Result<Vec<u8>, ApiError> {
-        let req = pb::ExecuteRequest::new(
-            &ctx.tenant,
-            cart,
-            exec.command_id,
-            exec.expected_version,
-            command,
-        )
-        .keyed(exec.fingerprint.as_deref())
-        .rendered(pb::Render::StorefrontJson);
         let resp = self
-            .timed("execute", self.client.execute(ctx, req))
-            .await
-            .map_err(|e| precondition(e, exec.expected_version))?;
-        let snapshot = resp
-            .cart
-            .and_then(|s| s.cart.map(|c| (s.tenant, s.version, c)));
-        storefront_json(resp.rendered, snapshot)
+            .execute_as(ctx, cart, exec, command, pb::Render::StorefrontJson)
+            .await?;
+        storefront_json(resp.rendered, resp.cart)
     }
 
     pub async fn execute(
@@ -165,6 +151,21 @@ impl Upstream {
         exec: Exec,
         command: Command,
     ) -> Result<Snapshot, ApiError> {
+        let resp = self
+            .execute_as(ctx, cart, exec, command, pb::Render::Snapshot)
+            .await?;
+        reply_cart(resp)
+    }
+
+    /// One command, the cart in the reply as `render` asks.
+    async fn execute_as(
+        &self,
+        ctx: &RequestContext,
+        cart: &CartId,
+        exec: Exec,
+        command: Command,
+        render: pb::Render,
+    ) -> Result<pb::ExecuteResponse, ApiError> {
         let req = pb::ExecuteRequest::new(
             &ctx.tenant,
             cart,
@@ -172,12 +173,11 @@ impl Upstream {
             exec.expected_version,
             command,
         )
-        .keyed(exec.fingerprint.as_deref());
-        let resp = self
-            .timed("execute", self.client.execute(ctx, req))
+        .keyed(exec.fingerprint.as_deref())
+        .rendered(render);
+        self.timed("execute", self.client.execute(ctx, req))
             .await
-            .map_err(|e| precondition(e, exec.expected_version))?;
-        reply_cart(resp)
+            .map_err(|e| precondition(e, exec.expected_version))
     }
 
     /// Several commands, atomically: all apply or none does.
@@ -261,21 +261,16 @@ pub fn decode_state(snapshot: pb::CartSnapshot) -> Result<CartState, ApiError> {
 /// rolling upgrade), the snapshot it sent instead, rendered here.
 fn storefront_json(
     rendered: Vec<u8>,
-    snapshot: Option<(String, u64, pb::Cart)>,
+    snapshot: Option<pb::CartSnapshot>,
 ) -> Result<Vec<u8>, ApiError> {
     if !rendered.is_empty() {
         return Ok(rendered);
     }
-    let Some((tenant, version, cart)) = snapshot else {
-        return Err(ApiError::internal("the aggregate replied without the cart"));
-    };
-    let state = decode_state(pb::CartSnapshot {
-        tenant,
-        version,
-        cart: Some(cart),
-        ..Default::default()
-    })?;
-    Ok(proto::convert::storefront_json(&state.cart))
+    let snapshot =
+        snapshot.ok_or_else(|| ApiError::internal("the aggregate replied without the cart"))?;
+    Ok(proto::convert::storefront_json(
+        &decode_state(snapshot)?.cart,
+    ))
 }
 
 fn reply_cart(resp: pb::ExecuteResponse) -> Result<Snapshot, ApiError> {
@@ -300,5 +295,28 @@ fn precondition(e: ApiError, expected_version: Option<u64>) -> ApiError {
             ),
         ),
         _ => e,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::TenantId;
+    use shared::domain::CartState;
+
+    #[test]
+    fn the_aggregates_rendering_is_passed_on_and_an_older_aggregates_snapshot_rendered_here() {
+        let state = CartState::new(CartId::parse("c-1").unwrap());
+        let tenant = TenantId::parse("t1").unwrap();
+        let json = proto::convert::storefront_json(&state.cart);
+        // Rendered by the aggregate: the bytes as they came.
+        let passed = storefront_json(b"{\"as\":\"sent\"}".to_vec(), None).unwrap();
+        assert_eq!(passed, b"{\"as\":\"sent\"}");
+        // An aggregate that predates rendering sent the snapshot: the same JSON, made here.
+        let snapshot = proto::convert::snapshot(&tenant, &state);
+        assert_eq!(storefront_json(Vec::new(), Some(snapshot)).unwrap(), json);
+        // Neither is an internal error, never an empty body.
+        let e = storefront_json(Vec::new(), None).unwrap_err();
+        assert_eq!(e.code, ErrorCode::Internal);
     }
 }

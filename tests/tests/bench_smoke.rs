@@ -44,12 +44,7 @@ async fn grpc_mode_produces_a_complete_report() {
 
 #[tokio::test]
 async fn projection_mode_preloads_through_a_lazily_fsyncing_server_then_measures_with_fsync() {
-    if shared::test_support::find_server_binary().is_err() {
-        assert!(
-            std::env::var("CART_REQUIRE_NATS").as_deref() != Ok("1"),
-            "CART_REQUIRE_NATS=1 but no nats-server"
-        );
-        eprintln!("!!! SKIPPING: no nats-server");
+    if shared::test_support::server_binary_or_skip().is_none() {
         return;
     }
     let mut stack = Stack::for_bench(None, Default::default(), true)

@@ -1660,16 +1660,8 @@ fn k8s_nats_is_a_durable_three_node_cluster() {
 
     // The real server accepts the file with that environment (when one is installed; CI has
     // one).
-    let bin = match shared::test_support::find_server_binary() {
-        Ok(bin) => bin,
-        Err(why) => {
-            assert!(
-                std::env::var("CART_REQUIRE_NATS").as_deref() != Ok("1"),
-                "CART_REQUIRE_NATS=1 but {why}"
-            );
-            eprintln!("!!! SKIPPING nats-server -t on the Kubernetes config: {why}");
-            return;
-        }
+    let Some(bin) = shared::test_support::server_binary_or_skip() else {
+        return;
     };
     // Every file of the ConfigMap, the certificate paths pointing at stand-ins of the mounted
     // Secret (checked by k8s_nats_and_the_services_use_mutual_tls).
@@ -2487,31 +2479,11 @@ fn k8s_network_policy_denies_by_default_and_allows_only_the_architecture_flows()
 /// The users of deploy/nats/accounts.conf and the variable each one's password comes from
 /// (`password: $NATS_PASSWORD_...`).
 fn nats_users() -> BTreeMap<String, String> {
-    let conf = active_lines(&read(&root().join(ACCOUNTS_CONF)));
-    let word = |text: &str| -> String {
-        text.trim_start()
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
-            .collect()
-    };
-    let mut users = BTreeMap::new();
-    let mut rest = conf.as_str();
-    while let Some(i) = rest.find("user:") {
-        rest = &rest[i + "user:".len()..];
-        let user = word(rest);
-        let at = rest
-            .find("password:")
-            .unwrap_or_else(|| panic!("{ACCOUNTS_CONF}: user {user} has no password"));
-        let value = rest[at + "password:".len()..].trim_start();
-        let var = value.strip_prefix('$').map(word).unwrap_or_else(|| {
-            panic!(
-                "{ACCOUNTS_CONF}: the password of {user} must come from the environment \
-                 ($NATS_PASSWORD_...), got {:?}",
-                value.lines().next().unwrap_or("")
-            )
-        });
-        users.insert(user, var);
-    }
+    let users: BTreeMap<String, String> =
+        shared::test_support::users_of(&read(&root().join(ACCOUNTS_CONF)))
+            .unwrap_or_else(|e| panic!("{ACCOUNTS_CONF}: {e}"))
+            .into_iter()
+            .collect();
     assert!(
         users.len() >= 6,
         "{ACCOUNTS_CONF} defines the services' users: {users:?}"
@@ -3196,16 +3168,8 @@ fn compose_nats_config_passes_the_servers_own_check() {
     let what = "docker-compose.yml service nats";
     // Reads and checks every mounted file it includes.
     compose_nats_conf(&c);
-    let bin = match shared::test_support::find_server_binary() {
-        Ok(bin) => bin,
-        Err(why) => {
-            assert!(
-                std::env::var("CART_REQUIRE_NATS").as_deref() != Ok("1"),
-                "CART_REQUIRE_NATS=1 but {why}"
-            );
-            eprintln!("!!! SKIPPING nats-server -t on the compose config: {why}");
-            return;
-        }
+    let Some(bin) = shared::test_support::server_binary_or_skip() else {
+        return;
     };
     let conf_path = compose_nats_config_path(nats);
     let conf_dir = Path::new(&conf_path).parent().unwrap();

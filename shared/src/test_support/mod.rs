@@ -40,54 +40,86 @@ pub struct NatsServer {
 /// user for one server.
 #[derive(Debug, Clone)]
 pub struct Accounts {
-    passwords: Vec<(String, String)>,
+    /// (user, the environment variable its password comes from, a fresh password)
+    users: Vec<(String, String, String)>,
 }
 
 /// The shipped `deploy/nats/accounts.conf`, as the servers of every deployment include it.
 pub const ACCOUNTS_CONF: &str = include_str!("../../../deploy/nats/accounts.conf");
 
 impl Accounts {
-    /// Every user `ACCOUNTS_CONF` takes a password for (`$NATS_PASSWORD_<USER>`), each with a
-    /// random password.
+    /// Every `user:` of `ACCOUNTS_CONF` with a random password.
     pub fn generate() -> Self {
-        let mut passwords: Vec<(String, String)> = Vec::new();
-        for part in ACCOUNTS_CONF.split("$NATS_PASSWORD_").skip(1) {
-            let user: String = part
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect::<String>()
-                .to_lowercase();
-            if !passwords.iter().any(|(u, _)| *u == user) {
-                passwords.push((user, format!("p{}", uuid::Uuid::new_v4().simple())));
-            }
-        }
+        let users = users_of(ACCOUNTS_CONF)
+            .unwrap_or_else(|e| panic!("deploy/nats/accounts.conf: {e}"))
+            .into_iter()
+            .map(|(user, var)| {
+                let password = format!("p{}", uuid::Uuid::new_v4().simple());
+                (user, var, password)
+            })
+            .collect::<Vec<_>>();
         assert!(
-            passwords.iter().any(|(u, _)| u == "admin"),
+            users.iter().any(|(u, _, _)| u == "admin"),
             "deploy/nats/accounts.conf defines no admin user"
         );
-        Self { passwords }
+        Self { users }
     }
 
     /// The users, in the order accounts.conf names them.
     pub fn users(&self) -> impl Iterator<Item = &str> {
-        self.passwords.iter().map(|(u, _)| u.as_str())
+        self.users.iter().map(|(u, _, _)| u.as_str())
     }
 
     pub fn password(&self, user: &str) -> &str {
-        self.passwords
+        self.users
             .iter()
-            .find(|(u, _)| u == user)
-            .map(|(_, p)| p.as_str())
+            .find(|(u, _, _)| u == user)
+            .map(|(_, _, p)| p.as_str())
             .unwrap_or_else(|| panic!("deploy/nats/accounts.conf has no user {user:?}"))
     }
 
-    /// The server's environment: `NATS_PASSWORD_<USER>=<password>` for every user.
+    /// The server's environment: each password under the variable accounts.conf reads it from.
     pub fn server_env(&self) -> Vec<(String, String)> {
-        self.passwords
+        self.users
             .iter()
-            .map(|(u, p)| (format!("NATS_PASSWORD_{}", u.to_uppercase()), p.clone()))
+            .map(|(_, var, p)| (var.clone(), p.clone()))
             .collect()
     }
+}
+
+/// The users of a NATS accounts config and the environment variable each one's password comes
+/// from (`password: $VAR`), in file order; an error names a user whose password is written in
+/// the file instead. Comments are ignored.
+pub fn users_of(conf: &str) -> Result<Vec<(String, String)>, String> {
+    let conf: String = conf
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let word = |text: &str| -> String {
+        text.trim_start()
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+            .collect()
+    };
+    let mut users = Vec::new();
+    let mut rest = conf.as_str();
+    while let Some(i) = rest.find("user:") {
+        rest = &rest[i + "user:".len()..];
+        let user = word(rest);
+        let at = rest
+            .find("password:")
+            .ok_or_else(|| format!("user {user} has no password"))?;
+        let value = rest[at + "password:".len()..].trim_start();
+        let var = value.strip_prefix('$').map(word).ok_or_else(|| {
+            format!(
+                "the password of {user} must come from the environment ($NATS_PASSWORD_...), got {:?}",
+                value.lines().next().unwrap_or("")
+            )
+        })?;
+        users.push((user, var));
+    }
+    Ok(users)
 }
 
 /// A server that accepts TLS connections only.
@@ -148,13 +180,7 @@ impl NatsServer {
             }
             return Some(server);
         }
-        let bin = match find_server_binary() {
-            Ok(bin) => bin,
-            Err(why) => {
-                unavailable(&why);
-                return None;
-            }
-        };
+        let bin = server_binary_or_skip()?;
         match Self::spawn(bin, None, None, true).await {
             Ok(server) => Some(server),
             Err(e) => panic!("nats-server was found but failed to start: {e}"),
@@ -174,19 +200,7 @@ impl NatsServer {
     /// may do what the file allows. The harness's own clients connect as `admin`. `None`
     /// (after a notice) without a server binary or with an external `CART_TEST_NATS_URL`.
     pub async fn start_with_accounts() -> Option<NatsServer> {
-        if std::env::var("CART_TEST_NATS_URL").is_ok_and(|u| !u.trim().is_empty()) {
-            eprintln!(
-                "skipping: a permissions test needs its own nats-server, not CART_TEST_NATS_URL"
-            );
-            return None;
-        }
-        let bin = match find_server_binary() {
-            Ok(bin) => bin,
-            Err(why) => {
-                unavailable(&why);
-                return None;
-            }
-        };
+        let bin = own_server_binary("a permissions test")?;
         match Self::spawn(bin, None, Some(Accounts::generate()), true).await {
             Ok(server) => Some(server),
             Err(e) => panic!("nats-server was found but failed to start with accounts: {e}"),
@@ -197,17 +211,7 @@ impl NatsServer {
     /// no server binary is available, or with an external `CART_TEST_NATS_URL`, whose TLS
     /// settings a test cannot choose.
     pub async fn start_tls(tls: ServerTls) -> Option<NatsServer> {
-        if std::env::var("CART_TEST_NATS_URL").is_ok_and(|u| !u.trim().is_empty()) {
-            eprintln!("skipping: a TLS test needs its own nats-server, not CART_TEST_NATS_URL");
-            return None;
-        }
-        let bin = match find_server_binary() {
-            Ok(bin) => bin,
-            Err(why) => {
-                unavailable(&why);
-                return None;
-            }
-        };
+        let bin = own_server_binary("a TLS test")?;
         match Self::spawn(bin, Some(tls), None, true).await {
             Ok(server) => Some(server),
             Err(e) => panic!("nats-server was found but failed to start with TLS: {e}"),
@@ -565,6 +569,28 @@ fn parse_ports_file(path: &Path) -> Option<u16> {
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
     let url = v["nats"].as_array()?.first()?.as_str()?;
     url.rsplit(':').next()?.parse().ok()
+}
+
+/// The server binary, or `None` after [`unavailable`]'s loud notice (a panic when
+/// `CART_REQUIRE_NATS=1`): for tests that run `nats-server` themselves (`-t` config checks).
+pub fn server_binary_or_skip() -> Option<PathBuf> {
+    match find_server_binary() {
+        Ok(bin) => Some(bin),
+        Err(why) => {
+            unavailable(&why);
+            None
+        }
+    }
+}
+
+/// [`server_binary_or_skip`] for a test that must spawn its own server (its settings are the
+/// test's point): `None` with an external `CART_TEST_NATS_URL`.
+fn own_server_binary(test: &str) -> Option<PathBuf> {
+    if std::env::var("CART_TEST_NATS_URL").is_ok_and(|u| !u.trim().is_empty()) {
+        eprintln!("skipping: {test} needs its own nats-server, not CART_TEST_NATS_URL");
+        return None;
+    }
+    server_binary_or_skip()
 }
 
 /// No server: a loud notice and `None`, or a panic when `CART_REQUIRE_NATS=1`.

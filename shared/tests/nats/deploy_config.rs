@@ -53,16 +53,8 @@ fn configs_exist_with_jetstream_and_fsync_always() {
 
 #[test]
 fn configs_pass_the_servers_own_config_test() {
-    let bin = match shared::test_support::find_server_binary() {
-        Ok(bin) => bin,
-        Err(why) => {
-            assert!(
-                std::env::var("CART_REQUIRE_NATS").as_deref() != Ok("1"),
-                "CART_REQUIRE_NATS=1 but {why}"
-            );
-            eprintln!("!!! SKIPPING nats-server -t config check: {why}");
-            return;
-        }
+    let Some(bin) = shared::test_support::server_binary_or_skip() else {
+        return;
     };
     // The users' passwords come from the environment, as every deployment provides them.
     let passwords = shared::test_support::Accounts::generate().server_env();
