@@ -6,13 +6,11 @@
 
 pub mod carts;
 pub mod catalog;
-pub mod client;
 pub mod config;
 pub mod drain;
 pub mod grpc;
 pub mod metrics;
 pub mod placement;
-pub mod placement_view;
 pub mod seed;
 pub mod snapshot;
 pub mod store;
@@ -37,9 +35,9 @@ use crate::carts::{Carts, CartsConfig};
 use crate::catalog::CatalogCache;
 use crate::drain::Drainer;
 use crate::placement::{Placement, PlacementConfig};
-use crate::placement_view::PlacementView;
 use crate::snapshot::Snapshots;
 use crate::store::EventStore;
+use cart_client::placement_view::PlacementView;
 
 /// Readiness check: the NATS streams and buckets exist.
 const STREAMS_CHECK: &str = "streams";

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::metrics as m;
-use crate::placement_view::{Owner, PlacementView};
+use cart_client::placement_view::{Owner, PlacementView};
 
 #[derive(Debug, Clone)]
 pub struct PlacementConfig {

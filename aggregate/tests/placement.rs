@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use aggregate::client::{CartClient, ClientConfig};
-use aggregate::placement_view::PlacementView;
+use cart_client::PlacementView;
+use cart_client::{CartClient, ClientConfig};
 use common::*;
 use proto::cart::v1 as pb;
 use shared::headers::RequestContext;

@@ -2,9 +2,9 @@
 //! keeps `/ready` truthful: NATS connected, and some aggregate reachable in principle (a live
 //! node in `CART_NODES`, or static addresses configured).
 
-use aggregate::placement_view::PlacementView;
 use axum::extract::{Request, State};
 use axum::response::Response;
+use cart_client::PlacementView;
 use shared::ops::Readiness;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;

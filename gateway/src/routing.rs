@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use aggregate::client::{CartClient, ClientConfig};
-use aggregate::placement_view::PlacementView;
+use cart_client::PlacementView;
+use cart_client::{CartClient, ClientConfig};
 use shared::nats::{ensure_kv, policies};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use aggregate::client::CartClient;
+use cart_client::CartClient;
 use metrics_exporter_prometheus::PrometheusHandle;
 use shared::domain::Command;
 use shared::headers::RequestContext;

@@ -5,8 +5,8 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use aggregate::client::CartClient;
-use aggregate::placement_view::PlacementView;
+use cart_client::CartClient;
+use cart_client::PlacementView;
 use proto::cart::v1 as pb;
 use shared::domain::{Cart, CartState, CartView, Command, StorefrontCart};
 use shared::headers::RequestContext;

@@ -50,7 +50,7 @@ pub struct Hooks {
 pub struct Checkout {
     pub records: Records,
     pub provider: ProviderHandle,
-    pub carts: aggregate::client::CartClient,
+    pub carts: cart_client::CartClient,
     pub merchant: MerchantConfig,
     pub status: Arc<Status>,
     pub hooks: Hooks,

@@ -126,7 +126,7 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
     let provider =
         ProviderHandle::new(ProviderClient::new(provider_cfg).map_err(|e| anyhow::anyhow!("{e}"))?);
 
-    let view = aggregate::placement_view::PlacementView::start(
+    let view = cart_client::PlacementView::start(
         client.clone(),
         resources.cart_nodes.clone(),
         resources.cart_placement.clone(),
@@ -138,8 +138,8 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
     )
     .await
     .map_err(|e| anyhow::anyhow!("placement view: {e}"))?;
-    let carts = aggregate::client::CartClient::new(
-        aggregate::client::ClientConfig {
+    let carts = cart_client::CartClient::new(
+        cart_client::ClientConfig {
             shard_count: config.shard_count,
             timeout: Duration::from_millis(config.aggregate_timeout_ms),
             tls: config.grpc_tls.clone(),

@@ -46,7 +46,7 @@ const PAID: &str = "checkout_complete";
 pub struct Push {
     pub records: Records,
     pub provider: ProviderHandle,
-    pub carts: aggregate::client::CartClient,
+    pub carts: cart_client::CartClient,
     pub status: Arc<Status>,
     pub mismatch_action: MismatchAction,
 }

@@ -12,11 +12,8 @@ async fn grpc_mode_produces_a_complete_report() {
         return;
     };
     let node = stack.aggregate("bench-smoke").await.unwrap();
-    let client = aggregate::client::CartClient::new(
-        Default::default(),
-        None,
-        vec![node.grpc_addr.to_string()],
-    );
+    let client =
+        cart_client::CartClient::new(Default::default(), None, vec![node.grpc_addr.to_string()]);
     let d = Duration::from_millis(500);
     let base = bench::raw::baseline(&stack.js, 4, Duration::ZERO, d).await;
     let subject = bench::grpc::subject(&client, 4, Duration::ZERO, d).await;

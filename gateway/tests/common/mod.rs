@@ -26,8 +26,8 @@ pub struct Stack {
 pub fn offline_state(cfg: gateway::Config) -> gateway::AppState {
     gateway::AppState::new(
         cfg,
-        aggregate::client::CartClient::new(
-            aggregate::client::ClientConfig::default(),
+        cart_client::CartClient::new(
+            cart_client::ClientConfig::default(),
             None,
             vec!["127.0.0.1:1".into()],
         ),

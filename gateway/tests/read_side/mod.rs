@@ -7,7 +7,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use aggregate::client::{CartClient, ClientConfig};
+use cart_client::{CartClient, ClientConfig};
 use proto::cart::v1 as cart_pb;
 use serde_json::{Value, json};
 use shared::domain::Command;

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use aggregate::client::{CartClient, ClientConfig};
+use cart_client::{CartClient, ClientConfig};
 use proto::cart::v1 as pb;
 use runner::provider::mock::MockProvider;
 use shared::domain::{AddItem, CartState, Command};

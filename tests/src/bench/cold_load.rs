@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aggregate::client::CartClient;
+use cart_client::CartClient;
 use proto::cart::v1 as pb;
 use shared::domain::{Event, event::ItemQuantityChanged};
 use shared::headers::RequestContext;
@@ -80,7 +80,7 @@ async fn load_all(client: &CartClient, carts: &[CartId]) -> super::Measured {
 
 fn node_client(node: &aggregate::Running) -> CartClient {
     CartClient::new(
-        aggregate::client::ClientConfig::default(),
+        cart_client::ClientConfig::default(),
         None,
         vec![node.grpc_addr.to_string()],
     )

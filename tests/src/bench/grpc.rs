@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use aggregate::client::CartClient;
+use cart_client::CartClient;
 use proto::cart::v1 as pb;
 use shared::headers::RequestContext;
 use shared::ids::{CommandId, TenantId};

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aggregate::client::CartClient;
+use cart_client::CartClient;
 use proto::cart::v1 as pb;
 use shared::domain::{AddItem, Cart, Command, Context};
 use shared::headers::RequestContext;
@@ -132,7 +132,7 @@ pub async fn run(stack: &Stack, carts: usize, concurrency: usize) -> anyhow::Res
     cfg.snapshot_every = 0;
     let node = aggregate::start(cfg).await?;
     let client = CartClient::new(
-        aggregate::client::ClientConfig::default(),
+        cart_client::ClientConfig::default(),
         None,
         vec![node.grpc_addr.to_string()],
     );

@@ -110,7 +110,7 @@ async fn main() -> anyhow::Result<()> {
                     (Some(node), addr)
                 }
             };
-            let client = aggregate::client::CartClient::new(Default::default(), None, vec![addr]);
+            let client = cart_client::CartClient::new(Default::default(), None, vec![addr]);
             let base = bench::raw::baseline(&stack.js, args.concurrency, warmup, duration).await;
             let subject = bench::grpc::subject(&client, args.concurrency, warmup, duration).await;
             let mut r = Report::new(

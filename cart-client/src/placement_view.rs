@@ -151,7 +151,9 @@ impl PlacementView {
         self.inner.changes.subscribe()
     }
 
-    pub(crate) fn set_owner(&self, shard: u32, owner: Option<Owner>) {
+    /// Record an owner the caller learned first-hand (an aggregate's own claim, written with
+    /// a compare-and-set), ahead of the watch that will report it.
+    pub fn set_owner(&self, shard: u32, owner: Option<Owner>) {
         let mut owners = self.inner.owners.write().unwrap_or_else(|p| p.into_inner());
         if let Some(slot) = owners.get_mut(shard as usize)
             && *slot != owner
@@ -168,11 +170,13 @@ impl PlacementView {
         }
     }
 
-    pub(crate) fn placement_kv(&self) -> &kv::Store {
+    /// The `CART_PLACEMENT` bucket, for the aggregates' claims.
+    pub fn placement_kv(&self) -> &kv::Store {
         &self.inner.placement_kv
     }
 
-    pub(crate) fn nodes_kv(&self) -> &kv::Store {
+    /// The `CART_NODES` bucket, for the aggregates' heartbeats.
+    pub fn nodes_kv(&self) -> &kv::Store {
         &self.inner.nodes_kv
     }
 
@@ -406,12 +410,15 @@ async fn watch_bucket<R, Fut>(
 /// the aggregates do, or most carts are asked of the wrong node first. A claimed shard at or
 /// beyond `shard_count` proves a mismatch (an error naming `setting`); fewer claimed shards may
 /// be a cluster still starting (a warning).
+/// The prefix of the aggregates' settings (`aggregate::Config::ENV_PREFIX`), named in errors.
+const AGGREGATE_ENV_PREFIX: &str = "AGGREGATE";
+
 fn check_shard_count(highest: Option<u32>, shard_count: u32, setting: &str) -> Result<(), String> {
     let Some(highest) = highest else {
         return Ok(());
     };
     if highest >= shard_count {
-        let aggregates = shared::config::env_var(crate::Config::ENV_PREFIX, "shard_count");
+        let aggregates = shared::config::env_var(AGGREGATE_ENV_PREFIX, "shard_count");
         return Err(format!(
             "{setting} is {shard_count}, but the aggregates own shard {highest}: set it to the aggregates' {aggregates} (or, if every aggregate now runs {shard_count} shards, delete the keys of shards {shard_count} and above from CART_PLACEMENT)"
         ));
