@@ -10,12 +10,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use cart_domain::ids::{CartId, CommandId, TenantId};
+use cart_domain::{
+    self as domain, CartState, Command, Context, Event, EventMessage, Limits, Retain,
+};
 use moka::future::Cache;
 use moka::notification::RemovalCause;
 use moka::policy::EvictionPolicy;
-use shared::domain::{self, CartState, Command, Context, Event, EventMessage, Limits, Retain};
 use shared::headers::RequestContext;
-use shared::ids::{CartId, CommandId, TenantId};
 use shared::placement::shard_for;
 use shared::subjects;
 use shared::{ApiError, ErrorCode};
@@ -290,7 +292,7 @@ impl Carts {
                 *items = self.merge_items(&cart.tenant, source_cart_id).await?;
             }
         }
-        let mut catalog = shared::catalog::CatalogSnapshot::default();
+        let mut catalog = cart_domain::catalog::CatalogSnapshot::default();
         for c in commands.iter() {
             let snap = self.inner.catalog.snapshot(&c.catalog_needs()).await?;
             catalog.products.extend(snap.products);
@@ -791,7 +793,7 @@ fn conflict_backoff(attempt: u32) -> Duration {
 fn decide_all(
     state: &CartState,
     commands: &[Command],
-    catalog: &shared::catalog::CatalogSnapshot,
+    catalog: &cart_domain::catalog::CatalogSnapshot,
     now: time::OffsetDateTime,
     limits: Limits,
 ) -> Result<Vec<Event>, ApiError> {

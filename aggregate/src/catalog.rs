@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
+use cart_domain::CatalogNeeds;
+use cart_domain::catalog::{CatalogSnapshot, normalize_voucher_code};
 use futures::StreamExt;
 use moka::future::Cache;
 use serde::de::DeserializeOwned;
 use shared::ApiError;
-use shared::catalog::{CatalogSnapshot, normalize_voucher_code};
-use shared::domain::CatalogNeeds;
 use shared::subjects::{delivery_key, sku_key, voucher_key};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -49,14 +49,16 @@ impl CatalogCache {
         let mut snap = CatalogSnapshot::default();
         for sku in &needs.skus {
             if let Ok(key) = sku_key(sku)
-                && let Some(p) = self.get::<shared::catalog::Product>(&key).await?
+                && let Some(p) = self.get::<cart_domain::catalog::Product>(&key).await?
             {
                 snap.products.insert((*sku).to_owned(), p);
             }
         }
         for provider in &needs.providers {
             if let Ok(key) = delivery_key(provider)
-                && let Some(d) = self.get::<shared::catalog::DeliveryOption>(&key).await?
+                && let Some(d) = self
+                    .get::<cart_domain::catalog::DeliveryOption>(&key)
+                    .await?
             {
                 snap.deliveries.insert((*provider).to_owned(), d);
             }
@@ -64,7 +66,9 @@ impl CatalogCache {
         for code in &needs.vouchers {
             let code = normalize_voucher_code(code);
             if let Ok(key) = voucher_key(&code)
-                && let Some(v) = self.get::<shared::catalog::VoucherDefinition>(&key).await?
+                && let Some(v) = self
+                    .get::<cart_domain::catalog::VoucherDefinition>(&key)
+                    .await?
             {
                 snap.vouchers.insert(code, v);
             }

@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
+use cart_domain::{CartState, Limits, Retain};
 use serde::{Deserialize, Serialize};
-use shared::domain::{CartState, Limits, Retain};
 use shared::nats::{NatsConfig, NatsResourceSettings};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -136,7 +136,7 @@ impl Config {
 fn default_node_id() -> String {
     let host = std::env::var("HOSTNAME")
         .ok()
-        .filter(|h| shared::ids::is_token(h))
+        .filter(|h| cart_domain::ids::is_token(h))
         .unwrap_or_else(|| "local".into());
     format!("aggregate-{host}-{}", std::process::id())
 }

@@ -4,12 +4,12 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
+use cart_domain::ids::{CartId, CommandId, TenantId};
+use cart_domain::{CartState, Command};
 use futures::Stream;
 use proto::cart::v1 as pb;
 use shared::ApiError;
-use shared::domain::{CartState, Command};
 use shared::headers::RequestContext;
-use shared::ids::{CartId, CommandId, TenantId};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};

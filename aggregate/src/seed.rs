@@ -2,8 +2,8 @@
 
 use async_nats::jetstream::kv;
 use bytes::Bytes;
-use shared::catalog::{CatalogSeed, VoucherKind, normalize_voucher_code};
-use shared::domain::TaxRate;
+use cart_domain::TaxRate;
+use cart_domain::catalog::{CatalogSeed, VoucherKind, normalize_voucher_code};
 use shared::subjects::{delivery_key, sku_key, voucher_key};
 
 /// What a seed run wrote.

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_nats::jetstream::kv;
+use cart_domain::CartState;
 use serde::{Deserialize, Serialize};
-use shared::domain::CartState;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;

@@ -13,7 +13,7 @@ use async_nats::jetstream::{
     message::StreamMessage,
     stream::{RawMessageError, RawMessageErrorKind, Stream},
 };
-use shared::domain::EventMessage;
+use cart_domain::EventMessage;
 use shared::headers::RequestContext;
 use shared::nats::direct_get::{BatchGetOptions, DirectGetError, read_subject_after};
 use shared::subjects::CART_EVENTS_STREAM;

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use shared::domain::CartState;
+use cart_domain::CartState;
 use tokio::sync::broadcast;
 
 /// States kept per watched cart for slow readers before they are dropped.
@@ -54,7 +54,7 @@ impl Watchers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::ids::CartId;
+    use cart_domain::ids::CartId;
 
     #[test]
     fn a_slow_watcher_is_dropped_and_never_blocks_a_commit() {

@@ -5,10 +5,10 @@ mod common;
 
 use std::collections::HashSet;
 
+use cart_domain::ids::CommandId;
 use common::*;
 use proto::cart::v1 as pb;
 use shared::ErrorCode;
-use shared::ids::CommandId;
 
 #[tokio::test]
 async fn fifty_concurrent_adds_to_one_cart_all_apply_exactly_once() {
@@ -201,14 +201,14 @@ async fn cold_load_from_snapshot_and_tail_equals_full_replay() {
         for _ in 0..rng.u32(1..25) {
             let cmd = match rng.u32(0..5) {
                 0 | 1 => add(skus[rng.usize(0..skus.len())], rng.u32(1..4)),
-                2 => shared::domain::Command::ChangeQuantity {
+                2 => cart_domain::Command::ChangeQuantity {
                     line_id: rng.u32(1..4),
                     quantity: rng.u32(1..5),
                 },
-                3 => shared::domain::Command::RemoveItem {
+                3 => cart_domain::Command::RemoveItem {
                     line_id: rng.u32(1..4),
                 },
-                _ => shared::domain::Command::ApplyVoucher {
+                _ => cart_domain::Command::ApplyVoucher {
                     code: "WELCOME10".into(),
                 },
             };
@@ -280,7 +280,7 @@ async fn a_snapshot_without_the_checkout_charge_is_folded_from_the_stream_instea
         .execute(exec(cart, CommandId::new(), add("TEST-SKU-123", 2)))
         .await
         .unwrap();
-    let start = shared::domain::Command::StartCheckout {
+    let start = cart_domain::Command::StartCheckout {
         attempt_id: "a1".into(),
         country: None,
     };
@@ -446,7 +446,7 @@ async fn a_batch_is_one_message_or_nothing() {
     let node = env.node("n1", false).await;
     let mut client = connect(node.grpc_addr).await;
     let cart = "batch-1";
-    let batch = |cmds: Vec<shared::domain::Command>| {
+    let batch = |cmds: Vec<cart_domain::Command>| {
         request(pb::ExecuteBatchRequest {
             tenant: TENANT.into(),
             cart_id: cart.into(),

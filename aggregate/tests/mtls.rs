@@ -5,13 +5,13 @@
 
 mod common;
 
+use cart_domain::ids::CommandId;
 use common::*;
 use proto::cart::v1 as pb;
 use proto::cart::v1::aggregate_admin_client::AggregateAdminClient;
 use proto::cart::v1::cart_service_client::CartServiceClient;
 use shared::ErrorCode;
 use shared::grpc_tls::GrpcTls;
-use shared::ids::CommandId;
 use shared::test_support::TestPki;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
@@ -101,7 +101,7 @@ async fn only_clients_with_a_certificate_get_in_and_each_rpc_checks_who_calls() 
         .execute(exec("tls-cart", CommandId::new(), add("TEST-SKU-123", 1)))
         .await
         .expect("the gateway adds an item");
-    let fail = || shared::domain::Command::FailCheckout {
+    let fail = || cart_domain::Command::FailCheckout {
         attempt_id: "attempt-1".into(),
         code: "refused".into(),
         reason: "forged".into(),

@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use cart_client::PlacementView;
 use cart_client::{CartClient, ClientConfig};
+use cart_domain::ids::CommandId;
 use common::*;
 use proto::cart::v1 as pb;
 use shared::headers::RequestContext;
-use shared::ids::CommandId;
 use shared::placement::rendezvous_owner;
 use shared::test_support::wait_until;
 use tokio_util::sync::CancellationToken;

@@ -3,10 +3,10 @@
 
 mod common;
 
+use cart_domain::ids::CommandId;
 use common::*;
 use proto::cart::v1 as pb;
 use shared::ErrorCode;
-use shared::ids::CommandId;
 use shared::test_support::wait_until;
 
 #[tokio::test]
@@ -125,7 +125,7 @@ async fn a_retry_the_owners_older_copy_would_refuse_is_answered_with_the_stored_
         .execute(fallback(exec(
             &cart,
             remove,
-            shared::domain::Command::RemoveItem { line_id },
+            cart_domain::Command::RemoveItem { line_id },
         )))
         .await
         .expect("served as a fallback")
@@ -135,7 +135,7 @@ async fn a_retry_the_owners_older_copy_would_refuse_is_answered_with_the_stored_
         .execute(exec(
             &cart,
             remove,
-            shared::domain::Command::RemoveItem { line_id },
+            cart_domain::Command::RemoveItem { line_id },
         ))
         .await
         .expect("the retry is answered as done, not refused")
@@ -191,7 +191,7 @@ async fn catalog_changes_reach_decisions_through_the_kv_watch() {
     let Some(env) = env().await else { return };
     let node = env.node("n1", false).await;
     let mut client = connect(node.grpc_addr).await;
-    let price = |s: &shared::domain::CartState, sku: &str| {
+    let price = |s: &cart_domain::CartState, sku: &str| {
         s.cart
             .lines
             .iter()
@@ -210,7 +210,7 @@ async fn catalog_changes_reach_decisions_through_the_kv_watch() {
     assert_eq!(price(&first, "TEST-SKU-AAA"), Some(12900));
     // The merchandiser changes the price.
     let kv = env.js.get_key_value("CATALOG").await.unwrap();
-    let mut product: shared::catalog::Product =
+    let mut product: cart_domain::catalog::Product =
         serde_json::from_slice(&kv.get("sku.TEST-SKU-AAA").await.unwrap().unwrap()).unwrap();
     product.price = 9900;
     kv.put(

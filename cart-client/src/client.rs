@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use cart_domain::ids::{CartId, TenantId};
 use moka::sync::Cache;
 use proto::cart::v1 as pb;
 use proto::cart::v1::cart_service_client::CartServiceClient;
 use shared::headers::RequestContext;
-use shared::ids::{CartId, TenantId};
 use shared::placement::shard_for;
 use shared::{ApiError, ErrorCode};
 use tonic::transport::Channel;

@@ -16,13 +16,13 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
+use cart_domain::ids::{CartId, KeyField, TenantId};
+use cart_domain::{CartState, CheckoutStatus, Command};
 use futures::StreamExt;
 use http::{HeaderMap, StatusCode};
 use proto::runner::admin::v1 as rpb;
 use serde::{Deserialize, Serialize};
-use shared::domain::{CartState, CheckoutStatus, Command};
 use shared::headers::RequestContext;
-use shared::ids::{CartId, KeyField, TenantId};
 use shared::provider_order::{MerchantData, OrderLine, paid_order};
 use shared::workflow::{AttemptIds, PUSH_KIND, PushReceived, PushSource};
 use shared::{ApiError, ErrorCode};
@@ -411,7 +411,7 @@ pub async fn validation(
     );
     paid.validate()?;
     let checked = if order_tenant != tenant {
-        Err(shared::domain::PaymentMismatch {
+        Err(cart_domain::PaymentMismatch {
             code: "foreign_tenant",
             reason: format!("the order belongs to tenant {order_tenant}, not {tenant}"),
         })

@@ -269,7 +269,7 @@ pub enum ReadErrors {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::domain::{CartView, MutationReply as Reply, StorefrontCart};
+    use cart_domain::{CartView, MutationReply as Reply, StorefrontCart};
     use utoipa::PartialSchema;
     use utoipa::openapi::{RefOr, Schema};
 
@@ -290,10 +290,10 @@ mod tests {
     }
 
     /// A cart with every optional part set: a voucher, subscription details, an order.
-    fn full_cart() -> shared::domain::Cart {
-        use shared::catalog::VoucherKind;
-        use shared::domain::cart::{AppliedVoucher, SubscriptionDetails as Details};
-        let mut cart = shared::domain::Cart::new(shared::CartId::parse("1").unwrap());
+    fn full_cart() -> cart_domain::Cart {
+        use cart_domain::cart::{AppliedVoucher, SubscriptionDetails as Details};
+        use cart_domain::catalog::VoucherKind;
+        let mut cart = cart_domain::Cart::new(shared::CartId::parse("1").unwrap());
         cart.vouchers.push(AppliedVoucher {
             id: 1,
             code: "TEN".into(),
@@ -311,7 +311,7 @@ mod tests {
         cart.user_id = Some("u".into());
         cart.currency = Some("SEK".into());
         cart.payment_status = Some("p".into());
-        cart.order = Some(Box::new(shared::domain::cart::PlacedOrder {
+        cart.order = Some(Box::new(cart_domain::cart::PlacedOrder {
             provider_order_id: "o".into(),
             order_reference: "r".into(),
         }));

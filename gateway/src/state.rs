@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use cart_client::CartClient;
+use cart_domain::Command;
 use metrics_exporter_prometheus::PrometheusHandle;
-use shared::domain::Command;
 use shared::headers::RequestContext;
 use shared::ops::Readiness;
 use shared::{ApiError, CartId, CommandId};

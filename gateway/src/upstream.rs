@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use cart_client::CartClient;
 use cart_client::PlacementView;
+use cart_domain::{Cart, CartState, CartView, Command, StorefrontCart};
 use proto::cart::v1 as pb;
-use shared::domain::{Cart, CartState, CartView, Command, StorefrontCart};
 use shared::headers::RequestContext;
 use shared::{ApiError, CartId, CommandId, ErrorCode};
 
@@ -301,8 +301,8 @@ fn precondition(e: ApiError, expected_version: Option<u64>) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cart_domain::CartState;
     use shared::TenantId;
-    use shared::domain::CartState;
 
     #[test]
     fn the_aggregates_rendering_is_passed_on_and_an_older_aggregates_snapshot_rendered_here() {

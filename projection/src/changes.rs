@@ -13,8 +13,8 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use cart_domain::{Event, EventDecodeError, EventMessage, Retain};
 use rusqlite::Connection;
-use shared::domain::{Event, EventDecodeError, EventMessage, Retain};
 use shared::subjects::CartEventSubject;
 use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
@@ -253,7 +253,7 @@ impl<'c> Changes<'c> {
             }
             Order::Late => {
                 for e in &d.events {
-                    shared::domain::apply(&mut next.state.cart, e);
+                    cart_domain::apply(&mut next.state.cart, e);
                 }
                 next.state.revision += 1;
                 next.state.version = next.state.version.max(inc.sequence);

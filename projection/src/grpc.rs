@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::stream::Stream;
+use cart_domain::ids::{CartId, TenantId};
 use proto::projection::v1 as pb;
 use shared::ApiError;
 use shared::grpc_tls::names::{ADMIN, GATEWAY};
-use shared::ids::{CartId, TenantId};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tonic::{Request, Response, Status};

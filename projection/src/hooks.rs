@@ -4,7 +4,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use shared::domain::EventMessage;
+use cart_domain::EventMessage;
 
 /// What the writer does at the end of a live batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -21,8 +21,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use cart_domain::ids::{CartId, TenantId};
 use hashlink::LruCache;
-use shared::ids::{CartId, TenantId};
 
 use crate::views::StoredCart;
 

@@ -9,8 +9,8 @@
 //!
 //! A new format gets a new format byte; every format ever written stays decodable.
 
+use cart_domain::CartState;
 use rusqlite::types::ValueRef;
-use shared::domain::CartState;
 
 /// LZ4-compressed JSON.
 const LZ4_JSON: u8 = 1;
@@ -53,8 +53,8 @@ pub fn decode(value: ValueRef<'_>) -> Result<CartState, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::domain::{Event, event::ItemAdded};
-    use shared::ids::CartId;
+    use cart_domain::ids::CartId;
+    use cart_domain::{Event, event::ItemAdded};
 
     fn state() -> CartState {
         let mut state = CartState::new(CartId::parse("c1").unwrap());
@@ -65,7 +65,7 @@ mod tests {
                 "item_type": "product", "country": "se"
             }))
             .unwrap();
-            shared::domain::apply(&mut state.cart, &Event::ItemAdded(added));
+            cart_domain::apply(&mut state.cart, &Event::ItemAdded(added));
         }
         state.version = 42;
         state.revision = 2;

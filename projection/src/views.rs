@@ -2,17 +2,17 @@
 //!
 //! Each cart's fold (`CartState`) is stored in `cart_states` (see [`state_format`]), written
 //! behind the views (see [`crate::state_cache`]); its `carts` and `cart_lines` rows are derived
-//! from it and `shared::domain::totals`, so the views are exactly
+//! from it and `cart_domain::totals`, so the views are exactly
 //! what the domain computes. A write knows what the database holds (the previous stored cart),
 //! so it touches only the lines that changed. Times come from the messages' `occurred_at`, so
 //! replaying the stream gives identical rows.
 
 use std::sync::Arc;
 
+use cart_domain::cart::LineProduct;
+use cart_domain::ids::{CartId, TenantId};
+use cart_domain::{Cart, CartState, Line, event::OrderPlaced, totals};
 use rusqlite::{Connection, OptionalExtension, params};
-use shared::domain::cart::LineProduct;
-use shared::domain::{Cart, CartState, Line, event::OrderPlaced, totals};
-use shared::ids::{CartId, TenantId};
 
 use crate::db::to_i64;
 use crate::error::ProjectionError;
@@ -247,7 +247,7 @@ fn subscription_details(cart: &Cart) -> Option<String> {
         .subscription_details
         .iter()
         .map(|d| {
-            let view = shared::domain::SubscriptionDetailsView {
+            let view = cart_domain::SubscriptionDetailsView {
                 id: d.id.clone(),
                 offering_code: d.offering_code.clone(),
                 signing_type: d.signing_type.clone(),

@@ -6,6 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use cart_domain::EventRecord;
 use common::generator::publish_raw;
 use common::{Generator, add, assert_views, expected};
 use projection::Hooks;
@@ -13,7 +14,6 @@ use projection::dead_letter::{
     DLQ_CONSUMER, DLQ_DELIVERIES, DLQ_ORIGINAL_SEQUENCE, DLQ_ORIGINAL_SUBJECT, DLQ_REASON,
 };
 use proto::projection::v1 as pb;
-use shared::domain::EventRecord;
 use shared::subjects::DEAD_LETTERS_STREAM;
 
 const GARBAGE: &[u8] = b"{\"not\": \"an event envelope\"}";

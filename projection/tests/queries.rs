@@ -6,11 +6,11 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use cart_domain::Command;
 use common::{Generator, WAIT, expected};
 use projection::{CommitAction, Hooks};
 use proto::projection::v1 as pb;
 use proto::projection::v1::query_service_client::QueryServiceClient;
-use shared::domain::Command;
 use shared::test_support::wait_until;
 use tonic::transport::Channel;
 

@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
+use cart_domain::{CartState, EventMessage};
 use common::{Generator, add, assert_views, expected, expected_states, read_states};
 use projection::changes::Incoming;
 use projection::writer::{OnFailure, StateSettings, Writer};
 use projection::{CommitAction, Hooks};
-use shared::domain::{CartState, EventMessage};
 
 /// `n` accepted commands on random carts, as messages at sequences `first..`.
 fn messages(generator: &mut Generator, first: u64, n: u64) -> Vec<Incoming> {
@@ -299,7 +299,7 @@ async fn states_stored_as_json_by_earlier_builds_are_read_and_carried_on() {
     for sim in generator.carts.iter().filter(|c| !c.messages.is_empty()) {
         let mut state = CartState::new(sim.id.clone());
         for (seq, msg) in &sim.messages {
-            state.apply_message(msg, *seq, shared::domain::Retain::NONE);
+            state.apply_message(msg, *seq, cart_domain::Retain::NONE);
         }
         let json = serde_json::to_string(&state).unwrap();
         let changed = conn

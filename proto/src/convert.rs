@@ -1,4 +1,4 @@
-//! The one place where gRPC messages and `shared::domain` types convert.
+//! The one place where gRPC messages and `cart_domain` types convert.
 //!
 //! - Domain → proto is infallible (`From`): every domain value has a wire form.
 //! - Proto → domain is fallible (`TryFrom`, [`ConversionError`]): the wire allows what the domain
@@ -7,14 +7,14 @@
 //!   `command.merge_cart.source_cart_id: cart_id must be ...`, and maps to `invalid_argument`.
 //!
 //! Conversion only checks what the domain types need to exist; business rules (quantity
-//! bounds, text lengths, known SKUs) stay in `shared::domain::decide`, so a rule has one home.
+//! bounds, text lengths, known SKUs) stay in `cart_domain::decide`, so a rule has one home.
 
 mod cart;
 mod command;
 
 use std::fmt;
 
-use shared::domain::CartState;
+use cart_domain::CartState;
 use shared::{ApiError, IdError, TenantId};
 
 use crate::cart::v1 as pb;
@@ -153,8 +153,8 @@ pub fn rendered(tenant: &TenantId, state: &CartState, render: i32) -> pb::CartSn
 }
 
 /// The storefront API's cart JSON: exactly what the gateway's `Json(StorefrontCart)` sends.
-pub fn storefront_json(cart: &shared::domain::Cart) -> Vec<u8> {
-    serde_json::to_vec(&shared::domain::StorefrontCart::storefront(cart))
+pub fn storefront_json(cart: &cart_domain::Cart) -> Vec<u8> {
+    serde_json::to_vec(&cart_domain::StorefrontCart::storefront(cart))
         .expect("a cart view always serialises")
 }
 

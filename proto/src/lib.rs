@@ -3,7 +3,7 @@
 //! - [`cart::v1`]: the aggregate's `CartService` and `AggregateAdmin`.
 //! - [`projection::v1`]: the read side's `QueryService`.
 //! - [`runner::admin::v1`]: the checkout runner's `RunnerAdmin` and `CheckoutQuery`.
-//! - [`convert`]: proto ⇄ `shared::domain` conversions. Services never map fields by hand, so a
+//! - [`convert`]: proto ⇄ `cart_domain` conversions. Services never map fields by hand, so a
 //!   field added to a `.proto` file is added to the domain mapping in exactly one place.
 
 /// Encoded `FileDescriptorSet` of every service here, for gRPC reflection (not served yet).

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::PullConsumer;
+use cart_domain::ids::{CartId, TenantId};
 use proto::runner::admin::v1 as pb;
 use shared::grpc_tls::names::{ADMIN, GATEWAY};
 use shared::headers::RequestContext;
-use shared::ids::{CartId, TenantId};
 use shared::{ApiError, ErrorCode};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
@@ -142,7 +142,7 @@ impl pb::checkout_query_server::CheckoutQuery for Query {
         let ctx = RequestContext::from_grpc_metadata(req.metadata()).ok();
         let r = req.into_inner();
         let tenant = TenantId::parse(&r.tenant).map_err(ApiError::from)?;
-        shared::ids::KeyField::ProviderOrderId
+        cart_domain::ids::KeyField::ProviderOrderId
             .check("order_id", &r.order_id)
             .map_err(ApiError::from)?;
         let ctx = ctx.unwrap_or_else(|| RequestContext::new(tenant.clone()));

@@ -17,9 +17,9 @@
 use std::sync::Arc;
 
 use async_nats::jetstream::Message;
+use cart_domain::{Command, Event, EventMessage, event::CheckoutStarted};
 use futures::future::BoxFuture;
 use proto::cart::v1 as pb;
-use shared::domain::{Command, Event, EventMessage, event::CheckoutStarted};
 use shared::headers::{self, RequestContext};
 use shared::subjects::{CART_EVENTS_STREAM, RUNNER_CHECKOUT_DURABLE};
 use shared::workflow::{

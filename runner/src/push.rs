@@ -22,11 +22,11 @@
 use std::sync::Arc;
 
 use async_nats::jetstream::Message;
+use cart_domain::ids::{CartId, TenantId};
+use cart_domain::{Cart, Command};
 use futures::future::BoxFuture;
 use proto::cart::v1 as pb;
-use shared::domain::{Cart, Command};
 use shared::headers::RequestContext;
-use shared::ids::{CartId, TenantId};
 use shared::subjects::{RUNNER_PUSH_DURABLE, WORKFLOW_COMMANDS_STREAM, WorkflowSubject};
 use shared::workflow::{CheckoutOutcome, CheckoutResult, PushReceived, confirm_command_id};
 use tracing::Instrument;
@@ -316,7 +316,7 @@ impl Push {
             order: Some(summary(o.order.clone())),
             failure_code: failure
                 .as_ref()
-                .map(|_| shared::domain::PAYMENT_MISMATCH.to_owned()),
+                .map(|_| cart_domain::PAYMENT_MISMATCH.to_owned()),
             failure_reason: failure,
             recorded_at: crate::checkout::now(),
         };

@@ -9,8 +9,8 @@ use futures::StreamExt;
 
 use async_nats::jetstream::{self, Message, message::PublishMessage, stream::DirectGetErrorKind};
 use bytes::Bytes;
+use cart_domain::ids::TenantId;
 use shared::headers::RequestContext;
-use shared::ids::TenantId;
 use shared::nats::dead_letter::{self as dlq, Original};
 use shared::subjects::{
     WORKFLOW_COMMANDS_STREAM, WORKFLOW_EVENTS_STREAM, WorkflowStream, workflow_command,

@@ -5,13 +5,13 @@ mod common;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use cart_domain::event::{CartCleared, CheckoutLine, CheckoutStarted};
+use cart_domain::ids::{CartId, CommandId, TenantId};
+use cart_domain::money::TaxRate;
+use cart_domain::{CheckoutStatus, Command, Event, EventMessage};
 use common::*;
 use futures::FutureExt;
 use runner::provider::mock::Faults;
-use shared::domain::event::{CartCleared, CheckoutLine, CheckoutStarted};
-use shared::domain::money::TaxRate;
-use shared::domain::{CheckoutStatus, Command, Event, EventMessage};
-use shared::ids::{CartId, CommandId, TenantId};
 use shared::subjects::{
     CART_EVENTS_STREAM, RUNNER_CHECKOUT_DURABLE, WORKFLOW_COMMANDS_STREAM, WORKFLOW_EVENTS_STREAM,
 };
@@ -36,7 +36,7 @@ async fn a_checkout_creates_one_provider_order_and_records_intent_and_result() {
     assert_eq!(env.mock.orders_for("a1"), 1);
     assert_eq!(env.mock.orders_for("c1"), 1);
     let order = env.mock.order(&order_id).unwrap();
-    let totals = shared::domain::totals(&cart.cart);
+    let totals = cart_domain::totals(&cart.cart);
     assert_eq!(
         order.order_amount, totals.total.inc_vat,
         "amounts come from the cart"
@@ -282,7 +282,7 @@ async fn a_permanently_failing_provider_fails_the_checkout_and_the_cart_stays_us
             matches!(&s.cart.checkout, Some(c) if matches!(c.status, CheckoutStatus::Failed { .. }))
         })
         .await;
-    let Some(shared::domain::cart::Checkout {
+    let Some(cart_domain::cart::Checkout {
         status: CheckoutStatus::Failed { code, reason },
         ..
     }) = cart.cart.checkout.as_deref()
@@ -328,7 +328,7 @@ async fn a_cart_changed_after_checkout_started_updates_the_same_provider_order()
     let order = env.mock.order(&order_id).unwrap();
     assert_eq!(
         order.order_amount,
-        shared::domain::totals(&second.cart).total.inc_vat
+        cart_domain::totals(&second.cart).total.inc_vat
     );
     assert_eq!(
         order.order_lines.len(),
@@ -620,7 +620,7 @@ async fn a_paid_order_the_cart_moved_past_is_recorded_never_placed_nor_acknowled
     );
     assert_eq!(
         env.mock.order(&new_order).unwrap().order_amount,
-        shared::domain::totals(&placed.cart).total.inc_vat
+        cart_domain::totals(&placed.cart).total.inc_vat
     );
     runner.drain(std::time::Duration::from_secs(5)).await;
 }

@@ -10,6 +10,8 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode};
 use serde::{Deserialize, Serialize};
 
+pub use cart_domain::ErrorCode;
+
 /// gRPC metadata key that carries the stable error code next to a `Status`.
 pub const GRPC_ERROR_CODE_KEY: &str = "x-error-code";
 /// gRPC metadata key on a `not_owner` status: the gRPC address of the shard's owner.
@@ -20,125 +22,65 @@ pub const GRPC_RETRY_AFTER_KEY: &str = "retry-after";
 /// identity, [`crate::grpc_tls::Caller::require`]): the name it presented.
 pub const GRPC_DENIED_CALLER_KEY: &str = "x-denied-caller";
 
-macro_rules! error_codes {
-    ($( $variant:ident => $code:literal, $http:ident, $grpc:ident, $retry:literal, $doc:literal; )*) => {
-        /// A stable, machine-readable error code. The string form is part of the public API.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-        #[serde(rename_all = "snake_case")]
-        pub enum ErrorCode {
-            $( #[doc = $doc] $variant, )*
-        }
-
-        impl ErrorCode {
-            /// Every code, for documentation and exhaustive tests.
-            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant),*];
-
-            pub const fn as_str(self) -> &'static str {
-                match self { $( ErrorCode::$variant => $code, )* }
-            }
-
-            pub const fn http_status(self) -> StatusCode {
-                match self { $( ErrorCode::$variant => StatusCode::$http, )* }
-            }
-
-            pub const fn grpc_code(self) -> tonic::Code {
-                match self { $( ErrorCode::$variant => tonic::Code::$grpc, )* }
-            }
-
-            /// Whether sending the very same request again can succeed and cannot cause a
-            /// second effect (commands carry a command id, so they qualify when the failure
-            /// was transient).
-            pub const fn retry_safe(self) -> bool {
-                match self { $( ErrorCode::$variant => $retry, )* }
-            }
-
-            pub const fn description(self) -> &'static str {
-                match self { $( ErrorCode::$variant => $doc, )* }
-            }
-
-            pub fn parse(s: &str) -> Option<ErrorCode> {
-                match s { $( $code => Some(ErrorCode::$variant), )* _ => None }
-            }
-        }
-    };
-}
-
-error_codes! {
-    InvalidArgument => "invalid_argument", BAD_REQUEST, InvalidArgument, false,
-        "The request is malformed or a field is invalid; the message names the field.";
-    PayloadTooLarge => "payload_too_large", PAYLOAD_TOO_LARGE, InvalidArgument, false,
-        "The request body is larger than the configured limit.";
-    Unauthenticated => "unauthenticated", UNAUTHORIZED, Unauthenticated, false,
-        "Missing or invalid credentials (admin bearer token or API key).";
-    PermissionDenied => "permission_denied", FORBIDDEN, PermissionDenied, false,
-        "The credentials do not allow this (e.g. tenant header does not match the API key).";
-    NotFound => "not_found", NOT_FOUND, NotFound, false,
-        "The route or resource does not exist.";
-    UnknownSku => "unknown_sku", NOT_FOUND, NotFound, false,
-        "The SKU is not in the catalog.";
-    UnknownLine => "unknown_line", NOT_FOUND, NotFound, false,
-        "The cart has no line with that id.";
-    UnknownDelivery => "unknown_delivery", NOT_FOUND, NotFound, false,
-        "The cart has no delivery with that id, or the delivery provider is not configured.";
-    UnknownVoucher => "unknown_voucher", NOT_FOUND, NotFound, false,
-        "No voucher with that code exists, or the cart has no voucher with that id.";
-    MethodNotAllowed => "method_not_allowed", METHOD_NOT_ALLOWED, Unimplemented, false,
-        "The route exists but not for this HTTP method.";
-    VersionConflict => "version_conflict", CONFLICT, Aborted, true,
-        "The cart changed concurrently; reload and retry.";
-    PreconditionFailed => "precondition_failed", PRECONDITION_FAILED, FailedPrecondition, false,
-        "If-Match / expected_version does not match the cart's current version.";
-    IdempotencyKeyReused => "idempotency_key_reused", UNPROCESSABLE_ENTITY, FailedPrecondition, false,
-        "This Idempotency-Key was already used on this cart for a different request; use a new key per request.";
-    CartLocked => "cart_locked", CONFLICT, FailedPrecondition, false,
-        "The order is placed; the cart can no longer change. Start a new cart.";
-    InvalidState => "invalid_state", CONFLICT, FailedPrecondition, false,
-        "The command does not fit the cart's state (e.g. checkout of an empty cart).";
-    VoucherNotApplicable => "voucher_not_applicable", UNPROCESSABLE_ENTITY, FailedPrecondition, false,
-        "The voucher is expired, already applied or the order is below its minimum.";
-    LimitExceeded => "limit_exceeded", UNPROCESSABLE_ENTITY, FailedPrecondition, false,
-        "A configured limit (lines per cart, deliveries, vouchers, batch size) would be exceeded.";
-    NotOwner => "not_owner", MISDIRECTED_REQUEST, FailedPrecondition, true,
-        "This aggregate node does not own the cart's shard; the owner's address is attached.";
-    RateLimited => "rate_limited", TOO_MANY_REQUESTS, ResourceExhausted, true,
-        "Too many requests; retry after the Retry-After interval.";
-    CheckoutFailed => "checkout_failed", BAD_GATEWAY, Unavailable, false,
-        "The payment provider refused or failed the checkout; the cart is usable again.";
-    Draining => "draining", SERVICE_UNAVAILABLE, Unavailable, true,
-        "The node is shutting down; retry (another node takes over).";
-    Unavailable => "unavailable", SERVICE_UNAVAILABLE, Unavailable, true,
-        "A dependency (NATS, an upstream service) is unreachable; retry later.";
-    Timeout => "timeout", GATEWAY_TIMEOUT, DeadlineExceeded, true,
-        "An upstream call did not finish within its deadline; the outcome is unknown, retry with the same id.";
-    Unimplemented => "unimplemented", NOT_IMPLEMENTED, Unimplemented, false,
-        "The capability is not available in this deployment.";
-    Internal => "internal", INTERNAL_SERVER_ERROR, Internal, false,
-        "An unexpected error; it is logged with the correlation id.";
-}
-
-impl fmt::Display for ErrorCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+/// How each code travels: its HTTP status and its gRPC code (one row a code; the match is
+/// exhaustive, so a new code cannot be forgotten here).
+pub const fn transport(code: ErrorCode) -> (StatusCode, tonic::Code) {
+    use ErrorCode as E;
+    use tonic::Code as G;
+    match code {
+        E::InvalidArgument => (StatusCode::BAD_REQUEST, G::InvalidArgument),
+        E::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, G::InvalidArgument),
+        E::Unauthenticated => (StatusCode::UNAUTHORIZED, G::Unauthenticated),
+        E::PermissionDenied => (StatusCode::FORBIDDEN, G::PermissionDenied),
+        E::NotFound => (StatusCode::NOT_FOUND, G::NotFound),
+        E::UnknownSku => (StatusCode::NOT_FOUND, G::NotFound),
+        E::UnknownLine => (StatusCode::NOT_FOUND, G::NotFound),
+        E::UnknownDelivery => (StatusCode::NOT_FOUND, G::NotFound),
+        E::UnknownVoucher => (StatusCode::NOT_FOUND, G::NotFound),
+        E::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, G::Unimplemented),
+        E::VersionConflict => (StatusCode::CONFLICT, G::Aborted),
+        E::PreconditionFailed => (StatusCode::PRECONDITION_FAILED, G::FailedPrecondition),
+        E::IdempotencyKeyReused => (StatusCode::UNPROCESSABLE_ENTITY, G::FailedPrecondition),
+        E::CartLocked => (StatusCode::CONFLICT, G::FailedPrecondition),
+        E::InvalidState => (StatusCode::CONFLICT, G::FailedPrecondition),
+        E::VoucherNotApplicable => (StatusCode::UNPROCESSABLE_ENTITY, G::FailedPrecondition),
+        E::LimitExceeded => (StatusCode::UNPROCESSABLE_ENTITY, G::FailedPrecondition),
+        E::NotOwner => (StatusCode::MISDIRECTED_REQUEST, G::FailedPrecondition),
+        E::RateLimited => (StatusCode::TOO_MANY_REQUESTS, G::ResourceExhausted),
+        E::CheckoutFailed => (StatusCode::BAD_GATEWAY, G::Unavailable),
+        E::Draining => (StatusCode::SERVICE_UNAVAILABLE, G::Unavailable),
+        E::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, G::Unavailable),
+        E::Timeout => (StatusCode::GATEWAY_TIMEOUT, G::DeadlineExceeded),
+        E::Unimplemented => (StatusCode::NOT_IMPLEMENTED, G::Unimplemented),
+        E::Internal => (StatusCode::INTERNAL_SERVER_ERROR, G::Internal),
     }
 }
 
-impl ErrorCode {
-    /// The code a bare gRPC status maps to when it carries no `x-error-code` metadata.
-    pub fn from_grpc_code(code: tonic::Code) -> ErrorCode {
-        use tonic::Code as C;
-        match code {
-            C::InvalidArgument | C::OutOfRange => ErrorCode::InvalidArgument,
-            C::Unauthenticated => ErrorCode::Unauthenticated,
-            C::PermissionDenied => ErrorCode::PermissionDenied,
-            C::NotFound => ErrorCode::NotFound,
-            C::Aborted | C::AlreadyExists => ErrorCode::VersionConflict,
-            C::FailedPrecondition => ErrorCode::InvalidState,
-            C::ResourceExhausted => ErrorCode::RateLimited,
-            C::Unavailable => ErrorCode::Unavailable,
-            C::DeadlineExceeded | C::Cancelled => ErrorCode::Timeout,
-            C::Unimplemented => ErrorCode::Unimplemented,
-            C::Ok | C::Unknown | C::Internal | C::DataLoss => ErrorCode::Internal,
-        }
+/// The HTTP status a code is answered with.
+pub const fn http_status(code: ErrorCode) -> StatusCode {
+    transport(code).0
+}
+
+/// The gRPC code a code is answered with.
+pub const fn grpc_code(code: ErrorCode) -> tonic::Code {
+    transport(code).1
+}
+
+/// The code a bare gRPC status maps to when it carries no `x-error-code` metadata.
+pub fn from_grpc_code(code: tonic::Code) -> ErrorCode {
+    use tonic::Code as C;
+    match code {
+        C::InvalidArgument | C::OutOfRange => ErrorCode::InvalidArgument,
+        C::Unauthenticated => ErrorCode::Unauthenticated,
+        C::PermissionDenied => ErrorCode::PermissionDenied,
+        C::NotFound => ErrorCode::NotFound,
+        C::Aborted | C::AlreadyExists => ErrorCode::VersionConflict,
+        C::FailedPrecondition => ErrorCode::InvalidState,
+        C::ResourceExhausted => ErrorCode::RateLimited,
+        C::Unavailable => ErrorCode::Unavailable,
+        C::DeadlineExceeded | C::Cancelled => ErrorCode::Timeout,
+        C::Unimplemented => ErrorCode::Unimplemented,
+        C::Ok | C::Unknown | C::Internal | C::DataLoss => ErrorCode::Internal,
     }
 }
 
@@ -245,12 +187,12 @@ impl ApiError {
     }
 
     pub fn status(&self) -> StatusCode {
-        self.code.http_status()
+        http_status(self.code)
     }
 
     /// The gRPC form: status code from the table, the stable code and extras in metadata.
     pub fn to_status(&self) -> tonic::Status {
-        let mut status = tonic::Status::new(self.code.grpc_code(), self.message.clone());
+        let mut status = tonic::Status::new(grpc_code(self.code), self.message.clone());
         let md = status.metadata_mut();
         md.insert(
             GRPC_ERROR_CODE_KEY,
@@ -276,7 +218,7 @@ impl ApiError {
             .get(GRPC_ERROR_CODE_KEY)
             .and_then(|v| v.to_str().ok())
             .and_then(ErrorCode::parse)
-            .unwrap_or_else(|| ErrorCode::from_grpc_code(status.code()));
+            .unwrap_or_else(|| from_grpc_code(status.code()));
         let message = if status.message().is_empty() {
             code.description().to_owned()
         } else {
@@ -350,8 +292,24 @@ impl fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
-impl From<crate::ids::IdError> for ApiError {
-    fn from(e: crate::ids::IdError) -> Self {
+impl From<&ApiError> for cart_domain::MutationError {
+    fn from(e: &ApiError) -> Self {
+        cart_domain::MutationError {
+            message: e.message.clone(),
+            code: e.code.as_str().to_owned(),
+            status_code: e.status().as_u16(),
+        }
+    }
+}
+
+impl From<cart_domain::DomainError> for ApiError {
+    fn from(e: cart_domain::DomainError) -> Self {
+        ApiError::new(e.code(), e.to_string())
+    }
+}
+
+impl From<cart_domain::ids::IdError> for ApiError {
+    fn from(e: cart_domain::ids::IdError) -> Self {
         ApiError::invalid(e.to_string())
     }
 }
@@ -444,8 +402,8 @@ mod tests {
                 serde_json::Value::String(code.as_str().into())
             );
             assert!(!code.description().is_empty());
-            assert_ne!(code.grpc_code(), tonic::Code::Ok);
-            assert!(code.http_status().as_u16() >= 400);
+            assert_ne!(grpc_code(code), tonic::Code::Ok);
+            assert!(http_status(code).as_u16() >= 400);
         }
     }
 
@@ -500,10 +458,20 @@ mod tests {
             (ErrorCode::Internal, 500, tonic::Code::Internal, false),
         ];
         for (code, http, grpc, retry) in rows {
-            assert_eq!(code.http_status().as_u16(), http, "{code}");
-            assert_eq!(code.grpc_code(), grpc, "{code}");
+            assert_eq!(http_status(code).as_u16(), http, "{code}");
+            assert_eq!(grpc_code(code), grpc, "{code}");
             assert_eq!(code.retry_safe(), retry, "{code}");
         }
+    }
+
+    #[test]
+    fn a_refused_mutation_tells_the_storefront_its_code_and_http_status() {
+        let e = ApiError::from(cart_domain::DomainError::UnknownLine(9));
+        let m = cart_domain::MutationError::from(&e);
+        assert_eq!(
+            (m.message.as_str(), m.code.as_str(), m.status_code),
+            ("the cart has no line 9", "unknown_line", 404)
+        );
     }
 
     #[test]

@@ -1,18 +1,16 @@
 //! The cart platform's single source of truth.
 //!
-//! Everything two services must agree on lives here exactly once: identifiers, header names,
-//! NATS subjects and resource policies, the error-code table, configuration, telemetry and the
-//! pure cart domain ([`domain`]). A string literal such as `"cart.events."` or `"tenant-id"`
+//! Everything two services must agree on lives here exactly once: header names, NATS subjects
+//! and resource policies, how error codes travel, configuration and telemetry. The pure cart
+//! (commands, events, state, ids, the catalog model, the error codes) is the `cart_domain`
+//! crate, which this one builds on. A string literal such as `"cart.events."` or `"tenant-id"`
 //! outside this crate is a bug.
 
-pub mod catalog;
 pub mod certs;
 pub mod config;
-pub mod domain;
 pub mod error;
 pub mod grpc_tls;
 pub mod headers;
-pub mod ids;
 pub mod metrics;
 pub mod nats;
 pub mod ops;
@@ -29,7 +27,7 @@ pub mod tls;
 pub mod trace;
 pub mod workflow;
 
+pub use cart_domain::ids::{CartId, CommandId, CorrelationId, IdError, SpanId, TenantId, TraceId};
 pub use error::{ApiError, ErrorCode};
 pub use headers::RequestContext;
-pub use ids::{CartId, CommandId, CorrelationId, IdError, SpanId, TenantId, TraceId};
 pub use trace::Traceparent;

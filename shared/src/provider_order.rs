@@ -2,12 +2,12 @@
 //! service reads: its lines, and the merchant data that names the cart and checkout attempt.
 //! The runner creates and reads orders; the gateway reads the order the provider posts to the
 //! validation callback before it completes a purchase. Both turn it into a
-//! [`PaidOrder`] to check against the cart ([`crate::domain::Cart::check_paid`]).
+//! [`PaidOrder`] to check against the cart ([`cart_domain::Cart::check_paid`]).
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::event::CheckoutLine;
-use crate::domain::{PaidOrder, TaxRate, lines_digest};
+use cart_domain::event::CheckoutLine;
+use cart_domain::{PaidOrder, TaxRate, lines_digest};
 
 /// One provider order line (minor units incl. VAT, tax rate in basis points as Klarna's
 /// percent with two implicit decimals).

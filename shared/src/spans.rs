@@ -62,7 +62,7 @@ mod tests {
     use tracing_subscriber::layer::SubscriberExt;
 
     use super::*;
-    use crate::ids::TenantId;
+    use cart_domain::ids::TenantId;
 
     #[test]
     fn spans_join_the_incoming_trace_and_downstream_names_the_current_span() {

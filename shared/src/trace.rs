@@ -10,7 +10,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::ids::{IdError, SpanId, TraceId};
+use cart_domain::ids::{IdError, SpanId, TraceId};
 
 /// A parsed, normalised (lowercase, version `00`) `traceparent`:
 /// `00-<32 hex trace id>-<16 hex parent span id>-<2 hex flags>`.

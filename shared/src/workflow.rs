@@ -20,7 +20,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::CommandId;
+use cart_domain::ids::CommandId;
 
 /// The `<kind>` token of checkout subjects.
 pub const CHECKOUT_KIND: &str = "checkout";

@@ -138,7 +138,7 @@ async fn a_storefront_checks_out_pays_and_the_order_is_placed_once() {
     assert_eq!(s, 200);
     // Every push is recorded (a push is a hint, never dropped before its order was read);
     // the cart confirms the order once.
-    let tenant = shared::ids::TenantId::default_tenant();
+    let tenant = cart_domain::ids::TenantId::default_tenant();
     let push_subject =
         shared::subjects::workflow_command(&tenant, shared::workflow::PUSH_KIND, &order_id)
             .unwrap();

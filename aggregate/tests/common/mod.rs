@@ -6,11 +6,11 @@
 use std::time::Duration;
 
 use aggregate::Config;
+use cart_domain::ids::{CartId, CommandId, TenantId};
+use cart_domain::{self as domain, CartState, EventMessage, Retain};
 use proto::cart::v1 as pb;
 use proto::cart::v1::cart_service_client::CartServiceClient;
-use shared::domain::{self, CartState, EventMessage, Retain};
 use shared::headers::TENANT_ID;
-use shared::ids::{CartId, CommandId, TenantId};
 use shared::nats::settings::NatsResourceSettings;
 use shared::test_support::NatsServer;
 use tonic::transport::Channel;

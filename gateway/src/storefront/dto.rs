@@ -2,8 +2,8 @@
 //! them. Unknown fields are refused (a typo must not be silently ignored) and each body turns
 //! into one domain command; the body itself is echoed as the reply's `mutation`.
 
+use cart_domain::{AddItem, Command, Marking, PickupPoint};
 use serde::{Deserialize, Serialize};
-use shared::domain::{AddItem, Command, Marking, PickupPoint};
 use utoipa::ToSchema;
 
 /// One item: the body of `POST /cart`, and the entries of `POST /cart/add` and `/cart/set`.

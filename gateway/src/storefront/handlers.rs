@@ -5,9 +5,9 @@
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
+use cart_domain::Command;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use shared::domain::Command;
 use shared::{ApiError, CartId, CommandId, ErrorCode};
 
 use super::cart_ref::StoreCart;

@@ -8,8 +8,8 @@ pub mod dto;
 pub mod handlers;
 
 use axum::response::{IntoResponse, Response};
+use cart_domain::{Command, MutationOutcome};
 use serde::Serialize;
-use shared::domain::{Command, MutationOutcome};
 use shared::headers::RequestContext;
 use shared::{ApiError, CommandId};
 use utoipa_axum::router::OpenApiRouter;
@@ -113,7 +113,7 @@ pub fn json_response(body: Vec<u8>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::domain::{Cart, MutationReply, StorefrontCart};
+    use cart_domain::{Cart, MutationReply, StorefrontCart};
 
     #[test]
     fn a_reply_around_a_rendered_cart_is_byte_for_byte_what_serde_writes() {

@@ -6,9 +6,9 @@
 //! would lose the path. Commands only the checkout runner and the payment provider may send
 //! are refused by name.
 
+use cart_domain::Command;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use shared::domain::Command;
 use shared::{ApiError, CartId, ErrorCode};
 use utoipa::ToSchema;
 

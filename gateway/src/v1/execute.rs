@@ -3,9 +3,9 @@
 
 use axum::body::Bytes;
 use axum::response::Response;
+use cart_domain::{MutationError, MutationOutcome, MutationReply};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use serde_json::Value;
-use shared::domain::{MutationError, MutationOutcome, MutationReply};
 use shared::headers::RequestContext;
 use shared::{ApiError, CartId, CommandId, ErrorCode};
 

@@ -8,9 +8,9 @@
 use std::sync::{Arc, Mutex};
 
 use cart_client::{CartClient, ClientConfig};
+use cart_domain::Command;
 use proto::cart::v1 as cart_pb;
 use serde_json::{Value, json};
-use shared::domain::Command;
 use shared::headers::{RequestContext, TENANT_ID};
 use shared::test_support::{NatsServer, wait_until};
 use shared::{CartId, CommandId, TenantId};
@@ -177,7 +177,7 @@ impl Stack {
         let confirm = Command::ConfirmOrder {
             provider_order_id: order.into(),
             order_reference: format!("ref-{order}"),
-            paid: shared::domain::PaidOrder {
+            paid: cart_domain::PaidOrder {
                 attempt_id: checkout.attempt_id,
                 amount: checkout.amount,
                 currency: checkout.currency,

@@ -1,11 +1,11 @@
-//! The views as they should be — a fold of the published messages through `shared::domain`
+//! The views as they should be — a fold of the published messages through `cart_domain`
 //! (`CartState::apply_message` + `totals`) — and as the projection stored them, read straight
 //! from its SQLite file, in the same shape so they compare with one `assert_eq!`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use shared::domain::{CartState, Event, totals};
+use cart_domain::{CartState, Event, totals};
 
 use super::SimCart;
 
@@ -62,7 +62,7 @@ pub fn expected<'a>(carts: impl IntoIterator<Item = &'a SimCart>) -> Views {
         let key = (sim.tenant.to_string(), sim.id.to_string());
         let mut state = CartState::new(sim.id.clone());
         for (seq, msg) in &sim.messages {
-            state.apply_message(msg, *seq, shared::domain::Retain::NONE);
+            state.apply_message(msg, *seq, cart_domain::Retain::NONE);
             for record in &msg.events {
                 if let Ok(Event::OrderPlaced(o)) = Event::decode(record) {
                     views.orders.insert(
@@ -255,7 +255,7 @@ pub fn expected_states<'a>(
     for sim in carts.into_iter().filter(|c| !c.messages.is_empty()) {
         let mut state = CartState::new(sim.id.clone());
         for (seq, msg) in &sim.messages {
-            state.apply_message(msg, *seq, shared::domain::Retain::NONE);
+            state.apply_message(msg, *seq, cart_domain::Retain::NONE);
         }
         states.insert((sim.tenant.to_string(), sim.id.to_string()), state);
     }

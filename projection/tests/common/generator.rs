@@ -1,4 +1,4 @@
-//! Random command sequences on many carts, decided by `shared::domain::decide` and published
+//! Random command sequences on many carts, decided by `cart_domain::decide` and published
 //! exactly like the aggregate appends them: one JSON envelope per accepted command on
 //! `cart.events.<tenant>.<cart_id>`, with the request-context headers, `cart-event-types`,
 //! `Nats-Msg-Id` and `Nats-Expected-Last-Subject-Sequence`.
@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use bytes::Bytes;
+use cart_domain::catalog::{CatalogSeed, CatalogSnapshot};
+use cart_domain::ids::{CartId, CommandId, TenantId};
+use cart_domain::{AddItem, CartState, Command, Context, Event, EventMessage, Limits, decide};
 use projection::changes::Incoming;
-use shared::catalog::{CatalogSeed, CatalogSnapshot};
-use shared::domain::{AddItem, CartState, Command, Context, Event, EventMessage, Limits, decide};
 use shared::headers::RequestContext;
-use shared::ids::{CartId, CommandId, TenantId};
 use time::OffsetDateTime;
 
 /// A cart as the test knows it: its state and every message published for it.
@@ -99,13 +99,13 @@ impl Generator {
         let paid = cart
             .checkout
             .as_ref()
-            .map(|c| shared::domain::PaidOrder {
+            .map(|c| cart_domain::PaidOrder {
                 attempt_id: c.attempt_id.clone(),
                 amount: c.amount,
                 currency: c.currency.clone(),
                 lines_digest: c.lines_digest.clone(),
             })
-            .unwrap_or_else(|| shared::domain::PaidOrder {
+            .unwrap_or_else(|| cart_domain::PaidOrder {
                 attempt_id: "a0".into(),
                 amount: 0,
                 currency: "SEK".into(),
@@ -262,7 +262,7 @@ impl Generator {
         let confirm = Command::ConfirmOrder {
             provider_order_id: format!("ko-{attempt}"),
             order_reference: format!("ref-{attempt}"),
-            paid: shared::domain::PaidOrder {
+            paid: cart_domain::PaidOrder {
                 attempt_id: c.attempt_id,
                 amount: c.amount,
                 currency: c.currency,
@@ -334,7 +334,7 @@ impl Generator {
     fn record(&mut self, index: usize, seq: u64, events: &[Event], msg: EventMessage) {
         let cart = &mut self.carts[index];
         cart.state
-            .commit(&msg, events, seq, shared::domain::Retain::DEFAULT);
+            .commit(&msg, events, seq, cart_domain::Retain::DEFAULT);
         cart.messages.push((seq, msg));
         self.clock += self.step;
     }

@@ -122,8 +122,8 @@ pub async fn query(running: &Running) -> QueryServiceClient<Channel> {
 }
 
 /// Adding one of `sku` (Swedish prices).
-pub fn add(sku: &str) -> shared::domain::Command {
-    shared::domain::Command::AddItem(shared::domain::AddItem {
+pub fn add(sku: &str) -> cart_domain::Command {
+    cart_domain::Command::AddItem(cart_domain::AddItem {
         sku: sku.into(),
         quantity: 1,
         country: "se".into(),

@@ -1,16 +1,16 @@
-//! `shared::domain::Cart` ⇄ `cart.v1.Cart` and its parts.
+//! `cart_domain::Cart` ⇄ `cart.v1.Cart` and its parts.
 //!
 //! Domain → proto works on references: the aggregate serves carts it keeps cached, and line
 //! products sit behind a shared `Arc`, so their strings are copied either way.
 
-use shared::CartId;
-use shared::catalog::VoucherKind;
-use shared::domain::TaxRate;
-use shared::domain::cart::{
+use cart_domain::TaxRate;
+use cart_domain::cart::{
     AppliedVoucher, Cart, Checkout, CheckoutStatus, Delivery, Line, LineProduct, Marking,
     MismatchedOrder, PickupPoint, PlacedOrder, SubscriptionDetails,
 };
-use shared::domain::intern;
+use cart_domain::catalog::VoucherKind;
+use cart_domain::intern;
+use shared::CartId;
 
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;

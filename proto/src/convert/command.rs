@@ -1,6 +1,6 @@
-//! `shared::domain::Command` ⇄ `cart.v1.Command`, and the request constructors built on it.
+//! `cart_domain::Command` ⇄ `cart.v1.Command`, and the request constructors built on it.
 
-use shared::domain::{AddItem, Command, PaidOrder};
+use cart_domain::{AddItem, Command, PaidOrder};
 use shared::{CartId, CommandId, TenantId};
 
 use super::{ConversionError, required};
@@ -246,7 +246,7 @@ fn decode(c: pb::Command) -> Result<Command, ConversionError> {
 }
 
 /// The command's type name without converting it (for metrics labels, logs and the
-/// `mutations[].type` of a reply): the same string as `shared::domain::Command::name`.
+/// `mutations[].type` of a reply): the same string as `cart_domain::Command::name`.
 /// `"Unknown"` when `kind` is absent, which is also how prost decodes a oneof variant added
 /// by a newer client.
 pub fn command_name(c: &pb::Command) -> &'static str {

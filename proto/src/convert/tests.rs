@@ -5,10 +5,10 @@ mod command;
 mod properties;
 mod strategies;
 
-use shared::domain::cart::PickupPoint;
+use cart_domain::cart::PickupPoint;
 use shared::{ApiError, ErrorCode};
 
-use shared::domain::Command;
+use cart_domain::Command;
 
 use crate::cart::v1 as pb;
 

@@ -1,10 +1,10 @@
 //! The Klarna Checkout v3 order shape (the fields this platform uses; unknown fields are kept
 //! so a read-modify-write never drops what the provider added).
 
+use cart_domain::PaidOrder;
+use cart_domain::event::CheckoutStarted;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use shared::domain::PaidOrder;
-use shared::domain::event::CheckoutStarted;
 use shared::provider_order::paid_order;
 pub use shared::provider_order::{MerchantData, OrderLine};
 

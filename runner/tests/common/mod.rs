@@ -7,11 +7,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use cart_client::{CartClient, ClientConfig};
+use cart_domain::ids::{CommandId, TenantId};
+use cart_domain::{AddItem, CartState, Command};
 use proto::cart::v1 as pb;
 use runner::provider::mock::MockProvider;
-use shared::domain::{AddItem, CartState, Command};
 use shared::headers::RequestContext;
-use shared::ids::{CommandId, TenantId};
 use shared::nats::NatsResourceSettings;
 use shared::test_support::{NatsServer, wait_until};
 use tokio_util::sync::CancellationToken;
@@ -211,6 +211,6 @@ pub fn start(attempt: &str) -> Command {
 pub fn order_created(attempt: &str) -> impl Fn(&CartState) -> bool + '_ {
     move |s| {
         matches!(&s.cart.checkout, Some(c) if c.attempt_id == attempt
-            && c.status == shared::domain::CheckoutStatus::OrderCreated)
+            && c.status == cart_domain::CheckoutStatus::OrderCreated)
     }
 }

@@ -8,8 +8,8 @@
 use std::fmt;
 
 use crate::error::{ApiError, ErrorCode};
-use crate::ids::{CorrelationId, IdError, TenantId, TraceId};
 use crate::trace::{self, Traceparent};
+use cart_domain::ids::{CorrelationId, IdError, TenantId, TraceId};
 
 // --- Names used on every transport (HTTP, gRPC metadata and NATS) --------------------------
 

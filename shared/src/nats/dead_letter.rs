@@ -17,8 +17,8 @@ use crate::headers::{
     DLQ_CONSUMER, DLQ_DELIVERIES, DLQ_ORIGINAL_SEQUENCE, DLQ_ORIGINAL_STREAM, DLQ_ORIGINAL_SUBJECT,
     DLQ_REASON,
 };
-use crate::ids::{CartId, TenantId};
 use crate::subjects::{self, CartEventSubject, SubjectError, WorkflowSubject};
+use cart_domain::ids::{CartId, TenantId};
 
 /// The longest `dlq-reason` kept, in bytes (header values should stay small).
 pub const MAX_REASON_LEN: usize = 1_024;

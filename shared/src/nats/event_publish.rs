@@ -4,8 +4,8 @@
 use async_nats::jetstream::message::PublishMessage;
 use bytes::Bytes;
 
-use crate::domain::EventMessage;
 use crate::headers::{CART_EVENT_TYPES, RequestContext};
+use cart_domain::EventMessage;
 
 /// The publish of `msg` (to [`crate::subjects::cart_events`] of its cart): the JSON envelope,
 /// the context headers (`tenant-id`, correlation, `traceparent`, `trace-id`),

@@ -6,7 +6,7 @@
 use std::fmt;
 
 use super::{SubjectError, split_after, tok};
-use crate::ids::{CartId, TenantId};
+use cart_domain::ids::{CartId, TenantId};
 
 /// `<tenant>.<cart_id>` in `CART_SNAPSHOTS`.
 pub fn snapshot_key(tenant: &TenantId, cart_id: &CartId) -> String {

@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use crate::ids::{CartId, IdError, TenantId, is_token};
+use cart_domain::ids::{CartId, IdError, TenantId, is_token};
 
 // --- Streams ---------------------------------------------------------------------------------
 

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cart_client::CartClient;
+use cart_domain::ids::{CartId, TenantId};
+use cart_domain::{Event, event::ItemQuantityChanged};
 use proto::cart::v1 as pb;
-use shared::domain::{Event, event::ItemQuantityChanged};
 use shared::headers::RequestContext;
-use shared::ids::{CartId, TenantId};
 
 use super::raw::{TENANT, append, item_added};
 use super::{Report, sequential};

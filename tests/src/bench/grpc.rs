@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use cart_client::CartClient;
+use cart_domain::ids::{CommandId, TenantId};
 use proto::cart::v1 as pb;
 use shared::headers::RequestContext;
-use shared::ids::{CommandId, TenantId};
 
 use super::raw::TENANT;
 use super::{Measured, Worker, drive};
@@ -39,7 +39,7 @@ impl Worker for GrpcWorker {
             command_id: CommandId::new().to_string(),
             expected_version: None,
             command: Some(
-                shared::domain::Command::AddItem(shared::domain::AddItem {
+                cart_domain::Command::AddItem(cart_domain::AddItem {
                     sku: sku.into(),
                     quantity: 1,
                     country: "se".into(),

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cart_client::CartClient;
+use cart_domain::ids::{CartId, TenantId};
+use cart_domain::{AddItem, Cart, Command, Context};
 use proto::cart::v1 as pb;
-use shared::domain::{AddItem, Cart, Command, Context};
 use shared::headers::RequestContext;
-use shared::ids::{CartId, TenantId};
 
 use super::raw::{TENANT, append};
 use super::{Report, Summary, alloc};
@@ -17,9 +17,9 @@ use crate::stack::Stack;
 
 const SKUS: [&str; 3] = ["TEST-SKU-123", "BOOK-NOVEL-01", "FOOD-COFFEE-500"];
 
-fn three_lines() -> Vec<shared::domain::Event> {
+fn three_lines() -> Vec<cart_domain::Event> {
     let seed = aggregate::seed::parse(crate::stack::CATALOG_JSON).expect("catalog");
-    let catalog = shared::catalog::CatalogSnapshot::from_seed(seed);
+    let catalog = cart_domain::catalog::CatalogSnapshot::from_seed(seed);
     let ctx = Context {
         now: time::OffsetDateTime::now_utc(),
         catalog: &catalog,
@@ -34,7 +34,7 @@ fn three_lines() -> Vec<shared::domain::Event> {
             store_id: None,
         })
         .collect();
-    shared::domain::decide(
+    cart_domain::decide(
         &Cart::new(CartId::parse("x").unwrap()),
         Command::AddItems { items },
         &ctx,
@@ -146,16 +146,16 @@ pub async fn run(stack: &Stack, carts: usize, concurrency: usize) -> anyhow::Res
     node.drain().await?;
 
     let snapshot_json = {
-        let mut state = shared::domain::CartState::new(ids[0].clone());
-        let msg = shared::domain::EventMessage::new(
+        let mut state = cart_domain::CartState::new(ids[0].clone());
+        let msg = cart_domain::EventMessage::new(
             shared::TenantId::default_tenant(),
             ids[0].clone(),
-            shared::ids::CommandId::new(),
+            cart_domain::ids::CommandId::new(),
             1,
             time::OffsetDateTime::now_utc(),
             &events,
         );
-        state.commit(&msg, &events, 1, shared::domain::Retain::DEFAULT);
+        state.commit(&msg, &events, 1, cart_domain::Retain::DEFAULT);
         serde_json::to_vec(&state)?.len()
     };
     let summary = |ops: usize, d: Duration| Summary {

@@ -25,11 +25,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
+use cart_domain::ids::{CartId, CommandId, TenantId};
+use cart_domain::{AddItem, Cart, Command, Context, Event, EventMessage, decide, evolve};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use shared::domain::{AddItem, Cart, Command, Context, Event, EventMessage, decide, evolve};
 use shared::headers::RequestContext;
-use shared::ids::{CartId, CommandId, TenantId};
 use shared::nats::{ConsumerSettings, durable_pull_config, ensure_durable_pull, event_publish};
 use shared::subjects::{CART_EVENTS_ALL, CART_EVENTS_STREAM};
 
@@ -52,7 +52,7 @@ const SKUS: [&str; 3] = ["TEST-SKU-123", "BOOK-NOVEL-01", "FOOD-COFFEE-500"];
 /// quantity changes over the three lines. Every cart gets the same sequence.
 fn template(n: u64) -> anyhow::Result<Vec<Vec<Event>>> {
     let seed = aggregate::seed::parse(crate::stack::CATALOG_JSON).map_err(anyhow::Error::msg)?;
-    let catalog = shared::catalog::CatalogSnapshot::from_seed(seed);
+    let catalog = cart_domain::catalog::CatalogSnapshot::from_seed(seed);
     let ctx = Context {
         now: time::OffsetDateTime::now_utc(),
         catalog: &catalog,

@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use async_nats::jetstream;
-use shared::domain::{Command, Event, EventMessage};
+use cart_domain::ids::{CartId, CommandId, TenantId};
+use cart_domain::{Command, Event, EventMessage};
 use shared::headers::RequestContext;
-use shared::ids::{CartId, CommandId, TenantId};
 use shared::nats::event_publish;
 
 use super::{Measured, Worker, drive};
@@ -17,16 +17,16 @@ pub const TENANT: &str = "bench";
 /// Events of `AddItem(sku, 1)` decided against an empty cart: a realistic `ItemAdded`.
 pub fn item_added(sku: &str) -> Vec<Event> {
     let seed = aggregate::seed::parse(crate::stack::CATALOG_JSON).expect("catalog");
-    let catalog = shared::catalog::CatalogSnapshot::from_seed(seed);
-    let cart = shared::domain::Cart::new(CartId::parse("x").unwrap());
-    let ctx = shared::domain::Context {
+    let catalog = cart_domain::catalog::CatalogSnapshot::from_seed(seed);
+    let cart = cart_domain::Cart::new(CartId::parse("x").unwrap());
+    let ctx = cart_domain::Context {
         now: time::OffsetDateTime::now_utc(),
         catalog: &catalog,
         limits: Default::default(),
     };
-    shared::domain::decide(
+    cart_domain::decide(
         &cart,
-        Command::AddItem(shared::domain::AddItem {
+        Command::AddItem(cart_domain::AddItem {
             sku: sku.into(),
             quantity: 1,
             country: "se".into(),

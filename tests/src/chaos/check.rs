@@ -10,9 +10,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use cart_domain::{CartState, CartView, EventMessage, Retain};
 use serde::Serialize;
 use serde_json::Value;
-use shared::domain::{CartState, CartView, EventMessage, Retain};
 use shared::{CartId, CommandId, TenantId};
 
 use super::load::{Op, Outcome};

@@ -562,12 +562,12 @@ impl Run<'_> {
                 &shared::subjects::cart_events(&tenant, &id),
             )
             .await?;
-            let mut state = shared::domain::CartState::new(id);
+            let mut state = cart_domain::CartState::new(id);
             for m in &stored {
-                let msg = shared::domain::EventMessage::from_json(&m.payload)?;
-                state.apply_message(&msg, m.sequence, shared::domain::Retain::NONE);
+                let msg = cart_domain::EventMessage::from_json(&m.payload)?;
+                state.apply_message(&msg, m.sequence, cart_domain::Retain::NONE);
             }
-            let totals = shared::domain::totals(&state.cart);
+            let totals = cart_domain::totals(&state.cart);
             let items: u64 = state.cart.lines.iter().map(|l| u64::from(l.quantity)).sum();
             let view: Value = self
                 .cluster

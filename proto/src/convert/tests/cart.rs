@@ -2,12 +2,12 @@
 
 use std::sync::Arc;
 
-use shared::catalog::VoucherKind;
-use shared::domain::cart::{
+use cart_domain::cart::{
     AppliedVoucher, Cart, Checkout, CheckoutStatus, Delivery, Line, LineProduct, Marking,
     PlacedOrder,
 };
-use shared::domain::{CartState, RecentCommand, TaxRate, intern};
+use cart_domain::catalog::VoucherKind;
+use cart_domain::{CartState, RecentCommand, TaxRate, intern};
 use shared::{CartId, CommandId, TenantId};
 
 use super::pickup;

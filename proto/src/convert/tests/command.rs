@@ -1,7 +1,7 @@
 //! Command conversions: one table row per variant, and the rejections.
 
+use cart_domain::{AddItem, Command, Marking};
 use prost::Message;
-use shared::domain::{AddItem, Command, Marking};
 use shared::{CartId, CommandId, TenantId};
 
 use super::pickup;
@@ -80,7 +80,7 @@ fn commands() -> Vec<Command> {
         Command::ConfirmOrder {
             provider_order_id: "kco-1".into(),
             order_reference: "R-1".into(),
-            paid: shared::domain::PaidOrder {
+            paid: cart_domain::PaidOrder {
                 attempt_id: "att-1".into(),
                 amount: 24_900,
                 currency: "SEK".into(),

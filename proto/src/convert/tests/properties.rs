@@ -1,10 +1,10 @@
 //! Round trips of random domain values, through prost bytes too.
 
+use cart_domain::Command;
+use cart_domain::cart::{Cart, Checkout};
 use proptest::prelude::*;
 use prost::Message;
 use shared::TenantId;
-use shared::domain::Command;
-use shared::domain::cart::{Cart, Checkout};
 
 use super::strategies;
 use crate::cart::v1 as pb;

@@ -1,15 +1,15 @@
 //! proptest strategies for domain values, covering every optional field set and unset, every
 //! enum variant and every oneof arm.
 
-use proptest::option;
-use proptest::prelude::*;
-use shared::CartId;
-use shared::catalog::VoucherKind;
-use shared::domain::cart::{
+use cart_domain::cart::{
     AppliedVoucher, Cart, Checkout, CheckoutStatus, Delivery, Line, LineProduct, Marking,
     MismatchedOrder, PickupPoint, PlacedOrder, SubscriptionDetails,
 };
-use shared::domain::{AddItem, CartState, Command, PaidOrder, TaxRate, intern};
+use cart_domain::catalog::VoucherKind;
+use cart_domain::{AddItem, CartState, Command, PaidOrder, TaxRate, intern};
+use proptest::option;
+use proptest::prelude::*;
+use shared::CartId;
 
 /// Any printable text, including non-ASCII, kept short so cases stay fast.
 fn text() -> impl Strategy<Value = String> {

@@ -1,7 +1,7 @@
 //! Given / when / then for every cart command, including each rejection.
 
 use super::*;
-use crate::error::ErrorCode;
+use crate::code::ErrorCode;
 
 enum Then {
     Events(&'static [&'static str]),

@@ -1,7 +1,7 @@
 //! The checkout lifecycle across several commands.
 
 use super::*;
-use crate::error::ErrorCode;
+use crate::code::ErrorCode;
 
 fn start(attempt: &str) -> Command {
     Command::StartCheckout {

@@ -64,7 +64,7 @@ pub fn deserialize_product<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<LinePr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::money::TaxRate;
+    use crate::money::TaxRate;
 
     fn facts(name: &str) -> LineProduct {
         LineProduct {

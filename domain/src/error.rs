@@ -1,7 +1,7 @@
 //! Why a command was rejected. Every variant says what was wrong and maps to one stable
 //! [`ErrorCode`].
 
-use crate::error::{ApiError, ErrorCode};
+use crate::code::ErrorCode;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DomainError {
@@ -83,11 +83,5 @@ impl From<crate::ids::IdError> for DomainError {
             field: e.field,
             rule: format!("{}, got {:?}", e.rule, e.value),
         }
-    }
-}
-
-impl From<DomainError> for ApiError {
-    fn from(e: DomainError) -> Self {
-        ApiError::new(e.code(), e.to_string())
     }
 }

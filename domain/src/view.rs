@@ -16,7 +16,6 @@ use serde::{Deserialize, Serialize};
 use super::cart::{Cart, Marking, PickupPoint};
 use super::money::CartPrice;
 use super::totals::{describe_voucher, totals, unmet_rules};
-use crate::error::ApiError;
 
 /// How a shape writes the amounts where the two differ (`totalTax`, voucher `discount`).
 pub trait Amount: Sized {
@@ -294,14 +293,4 @@ pub struct MutationError {
     pub message: String,
     pub code: String,
     pub status_code: u16,
-}
-
-impl From<&ApiError> for MutationError {
-    fn from(e: &ApiError) -> Self {
-        MutationError {
-            message: e.message.clone(),
-            code: e.code.as_str().to_owned(),
-            status_code: e.status().as_u16(),
-        }
-    }
 }

@@ -219,7 +219,7 @@ impl Cart {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::money::TaxRate;
+    use crate::money::TaxRate;
 
     fn line(reference: &str, quantity: u32, total: i64) -> CheckoutLine {
         CheckoutLine {

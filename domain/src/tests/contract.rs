@@ -5,7 +5,7 @@ use serde_json::json;
 use time::macros::datetime;
 
 use super::*;
-use crate::error::{ApiError, ErrorCode};
+use crate::code::ErrorCode;
 use crate::ids::{CommandId, TenantId};
 
 fn sample_cart() -> Cart {
@@ -226,12 +226,16 @@ fn empty_cart_json() {
 
 #[test]
 fn mutation_reply_shape() {
-    let err = ApiError::new(ErrorCode::UnknownLine, "the cart has no line 9");
+    let err = MutationError {
+        message: "the cart has no line 9".into(),
+        code: ErrorCode::UnknownLine.as_str().into(),
+        status_code: 404,
+    };
     let reply = MutationReply {
         result: CartView::of(&Cart::new(cart_id())),
         mutations: vec![MutationOutcome {
             kind: "ChangeQuantity".into(),
-            error: Some((&err).into()),
+            error: Some(err),
             mutation: json!({"id": 9, "quantity": 2}),
         }],
     };

@@ -1,18 +1,24 @@
 //! The pure cart: [`decide`] and [`evolve`], no I/O, no clock, no randomness except what the
-//! [`Context`] passes in.
+//! [`Context`] passes in. This crate depends on serde, thiserror, time and uuid only; the
+//! services, the wire formats and the transports build on it, never the other way round.
 //!
 //! - Commands ([`Command`]) are imperatives; events ([`Event`]) are past-tense facts with a
 //!   version, stored as `{type, v, data}` inside one [`EventMessage`] per accepted command.
 //! - State is the fold of events ([`Cart`]); totals are derived ([`totals()`]), and the JSON the
 //!   storefront reads is [`CartView`].
+//! - Identifiers ([`ids`]), the catalog model ([`catalog`]) and the stable error codes
+//!   ([`ErrorCode`]) are the vocabulary shared with every edge.
 //! - [`CartState`] adds the stream version, revision and recent command ids used for replay,
 //!   exactly-once replies and snapshots.
 
 pub mod cart;
+pub mod catalog;
+pub mod code;
 pub mod command;
 pub mod decide;
 pub mod error;
 pub mod event;
+pub mod ids;
 pub mod intern;
 pub mod money;
 pub mod payment;
@@ -24,6 +30,7 @@ pub use cart::{
     Cart, CheckoutStatus, Line, Marking, MismatchedOrder, PAYMENT_MISMATCH, PickupPoint,
     SubscriptionDetails, apply, evolve,
 };
+pub use code::ErrorCode;
 pub use command::{AddItem, CatalogNeeds, Command, Limits};
 pub use decide::{Context, decide};
 pub use error::DomainError;

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::domain::money::TaxRate;
+use crate::money::TaxRate;
 
 /// A sellable product as stored under `sku.<sku>`. Prices are VAT-inclusive integer minor
 /// units (öre/cents) in `currency`, as Swedish storefronts show them.
