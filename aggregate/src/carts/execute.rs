@@ -1,0 +1,360 @@
+//! Deciding and appending: one command (or batch) against the cached cart, fenced by its
+//! version, retried on conflict, answered once per command id.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cart_domain::ids::{CartId, TenantId};
+use cart_domain::{self as domain, CartState, Command, Context, Event, EventMessage, Limits};
+use shared::headers::RequestContext;
+use shared::{ApiError, ErrorCode};
+
+use super::{CartRef, Carts, Identity, InFlight, Loaded, NO_LEADER_RETRY, Outcome, Route};
+use crate::metrics as m;
+use crate::store::{Appended, StoreError};
+
+impl Carts {
+    /// Decide `commands` (atomically, as one message) and append the result.
+    /// `route: Route::Fallback` serves the cart even when another node owns its shard (the
+    /// caller could not reach the owner).
+    pub async fn execute(
+        &self,
+        ctx: &RequestContext,
+        cart: &CartRef,
+        route: Route,
+        id: Identity,
+        expected_version: Option<u64>,
+        mut commands: Vec<Command>,
+    ) -> Result<Outcome, ApiError> {
+        let _in_flight = InFlight::enter(&self.inner);
+        self.check_owner(cart, route)?;
+        let started = Instant::now();
+        let kind = match commands.as_slice() {
+            [one] => one.name(),
+            _ => "Batch",
+        };
+        let result = self
+            .execute_inner(ctx, cart, &id, expected_version, &mut commands)
+            .await;
+        let label = match &result {
+            Ok(o) if o.duplicate => "duplicate",
+            Ok(_) => "ok",
+            Err(e) => e.code.as_str(),
+        };
+        metrics::counter!(m::COMMANDS, "type" => kind, "result" => label).increment(1);
+        metrics::histogram!(m::COMMAND_SECONDS, "type" => kind)
+            .record(started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn execute_inner(
+        &self,
+        ctx: &RequestContext,
+        cart: &CartRef,
+        id: &Identity,
+        expected_version: Option<u64>,
+        commands: &mut [Command],
+    ) -> Result<Outcome, ApiError> {
+        let command_id = id.command_id;
+        // Inputs from outside the cart are gathered before taking its lock.
+        for c in commands.iter_mut() {
+            if let Command::MergeCart {
+                source_cart_id,
+                items,
+            } = c
+                && items.is_empty()
+            {
+                *items = self.merge_items(&cart.tenant, source_cart_id).await?;
+            }
+        }
+        let mut catalog = cart_domain::catalog::CatalogSnapshot::default();
+        for c in commands.iter() {
+            let snap = self.inner.catalog.snapshot(&c.catalog_needs()).await?;
+            catalog.products.extend(snap.products);
+            catalog.deliveries.extend(snap.deliveries);
+            catalog.vouchers.extend(snap.vouchers);
+        }
+
+        let slot = self.slot(cart).await;
+        let mut guard = slot.loaded.lock().await;
+        let loaded = self.ensure_current(&mut guard, cart).await?;
+        let cfg = &self.inner.cfg;
+        // Whether the state is known to be what the stream's leader holds (an append that the
+        // fence let through, or a leader read). A cached or replica-read state may be behind.
+        let mut confirmed = false;
+
+        // At least two rounds: a refusal found stale is decided once more.
+        for attempt in 0..=cfg.max_conflict_retries.max(1) {
+            let now = time::OffsetDateTime::now_utc();
+            if let Some(answered) = self.answered_before(&loaded.state, id, now)? {
+                return Ok(answered);
+            }
+            if let Some(expected) = expected_version
+                && expected != loaded.state.version
+            {
+                if expected > loaded.state.version {
+                    self.confirm_current(loaded, cart).await?;
+                    confirmed = true;
+                }
+                if expected != loaded.state.version {
+                    metrics::counter!(m::CONFLICTS).increment(1);
+                    return Err(ApiError::new(
+                        ErrorCode::VersionConflict,
+                        format!(
+                            "expected version {expected}, but the cart is at version {}",
+                            loaded.state.version
+                        ),
+                    ));
+                }
+            }
+            let decided = decide_all(&loaded.state, commands, &catalog, now, cfg.limits);
+            // A refusal or a no-op is not fenced by an append: decided on a copy that is behind
+            // (a retry whose first attempt was stored but whose answer was lost, a change
+            // another node served), it would tell the client something the stream
+            // contradicts. Decided again on what the leader holds, when that is newer.
+            let unfenced = decided
+                .as_ref()
+                .map_or(true, |e| e.is_empty() && id.fingerprint.is_none());
+            if unfenced && !confirmed {
+                confirmed = true;
+                let before = loaded.state.version;
+                self.confirm_current(loaded, cart).await?;
+                if loaded.state.version != before {
+                    continue;
+                }
+            }
+            let events = decided?;
+            // A keyed command that changes nothing is still recorded (a message without
+            // events), so its key cannot be used for another request afterwards.
+            if events.is_empty() && id.fingerprint.is_none() {
+                return Ok(Outcome {
+                    state: loaded.state.clone(),
+                    duplicate: false,
+                    event_types: Vec::new(),
+                });
+            }
+            if id.fingerprint.is_some()
+                && loaded.state.keyed_live(now.unix_timestamp(), cfg.retain) >= CartState::MAX_KEYED
+            {
+                return Err(ApiError::new(
+                    ErrorCode::LimitExceeded,
+                    format!(
+                        "this cart holds {} Idempotency-Keys of the last {} s, the most it keeps; send this request without one",
+                        CartState::MAX_KEYED,
+                        cfg.retain.keyed_secs
+                    ),
+                ));
+            }
+            let mut msg = EventMessage::new(
+                cart.tenant.clone(),
+                cart.cart_id.clone(),
+                command_id,
+                loaded.state.revision + 1,
+                now,
+                &events,
+            );
+            msg.request_fingerprint.clone_from(&id.fingerprint);
+            match self.append(cart, &msg, loaded.state.version, ctx).await {
+                Ok(appended) if !appended.duplicate => {
+                    loaded
+                        .state
+                        .commit(&msg, &events, appended.sequence, cfg.retain);
+                    self.after_commit(cart, loaded);
+                    return Ok(Outcome {
+                        state: loaded.state.clone(),
+                        duplicate: false,
+                        event_types: events.iter().map(|e| e.type_name().to_owned()).collect(),
+                    });
+                }
+                Ok(appended) => {
+                    // Stored before (an earlier attempt whose ack was lost, or another node).
+                    self.confirm_current(loaded, cart).await?;
+                    return match self.answered_before(&loaded.state, id, now)? {
+                        Some(answered) => Ok(answered),
+                        None if appended.sequence <= loaded.state.version => {
+                            Err(ApiError::invalid(format!(
+                                "command_id {command_id} was already used for a different \
+                                 request; send a new id for each request"
+                            )))
+                        }
+                        None => Err(ApiError::unavailable(
+                            "the event store reported a duplicate that is not readable yet; retry",
+                        )),
+                    };
+                }
+                Err(StoreError::WrongLastSequence { .. }) => {
+                    metrics::counter!(m::CONFLICTS).increment(1);
+                    // Another writer is active on this cart (split brain, placement moving).
+                    // Back off with jitter so a writer whose cache is current does not win
+                    // every race while this one keeps catching up.
+                    tokio::time::sleep(conflict_backoff(attempt)).await;
+                    self.confirm_current(loaded, cart).await?;
+                    confirmed = true;
+                }
+                Err(StoreError::Timeout) => {
+                    return Err(ApiError::new(
+                        ErrorCode::Timeout,
+                        "the event store did not confirm the append in time; retry with the \
+                         same command id (a retry cannot apply twice)",
+                    ));
+                }
+                // Every node would hear the same: the client is told when to retry rather
+                // than failed over.
+                Err(e @ StoreError::NoLeader) => {
+                    return Err(
+                        ApiError::unavailable(e.to_string()).with_retry_after(NO_LEADER_RETRY)
+                    );
+                }
+                Err(e) => return Err(ApiError::unavailable(e.to_string())),
+            }
+        }
+        Err(ApiError::new(
+            ErrorCode::VersionConflict,
+            format!(
+                "the cart kept changing concurrently ({} attempts); retry",
+                cfg.max_conflict_retries.max(1) + 1
+            ),
+        ))
+    }
+
+    async fn merge_items(
+        &self,
+        tenant: &TenantId,
+        source: &CartId,
+    ) -> Result<Vec<domain::AddItem>, ApiError> {
+        let source = self.cart_ref(tenant.clone(), source.clone());
+        let state = self.read_uncached(&source).await?;
+        Ok(state
+            .cart
+            .lines
+            .iter()
+            .map(|l| domain::AddItem {
+                sku: l.product.sku.clone(),
+                quantity: l.quantity,
+                country: l.country.to_string(),
+                store_id: l.store_id.as_deref().map(str::to_owned),
+            })
+            .collect())
+    }
+
+    async fn append(
+        &self,
+        cart: &CartRef,
+        msg: &EventMessage,
+        expected: u64,
+        ctx: &RequestContext,
+    ) -> Result<Appended, StoreError> {
+        let mut attempts = 0;
+        loop {
+            match self
+                .inner
+                .store
+                .append(&cart.subject, msg, expected, ctx)
+                .await
+            {
+                // An unknown outcome: the same Msg-Id makes a retry safe.
+                Err(StoreError::Timeout) if attempts < self.inner.cfg.append_timeout_retries => {
+                    attempts += 1;
+                    tracing::warn!(cart = %cart.key, attempts, "append timed out; retrying with the same message id");
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn after_commit(&self, cart: &CartRef, loaded: &mut Loaded) {
+        self.inner.watchers.publish(&cart.key, &loaded.state);
+        self.maybe_snapshot(cart, loaded);
+    }
+
+    pub(super) fn maybe_snapshot(&self, cart: &CartRef, loaded: &mut Loaded) {
+        if self
+            .inner
+            .snapshots
+            .due(loaded.state.revision, loaded.snapshot_revision)
+        {
+            loaded.snapshot_revision = loaded.state.revision;
+            self.inner
+                .snapshots
+                .offer(cart.key.to_string(), Arc::new(loaded.state.clone()));
+        }
+    }
+
+    /// The original outcome when this command was decided before: a keyed command within
+    /// the idempotency retention (refused when its request differs), or one of the cart's
+    /// recent commands.
+    fn answered_before(
+        &self,
+        state: &CartState,
+        id: &Identity,
+        now: time::OffsetDateTime,
+    ) -> Result<Option<Outcome>, ApiError> {
+        if let Some(fingerprint) = &id.fingerprint
+            && let Some(keyed) =
+                state.keyed_outcome(&id.command_id, now.unix_timestamp(), self.inner.cfg.retain)
+        {
+            if keyed.fingerprint != *fingerprint {
+                return Err(ApiError::new(
+                    ErrorCode::IdempotencyKeyReused,
+                    "this Idempotency-Key was already used on this cart for a different request; \
+                     use a new key for each distinct request",
+                ));
+            }
+            return Ok(Some(self.duplicate_reply(state, keyed.version)));
+        }
+        Ok(state
+            .recent_outcome(&id.command_id)
+            .map(|prior| self.duplicate_reply(state, prior.version)))
+    }
+
+    fn duplicate_reply(&self, state: &CartState, version: u64) -> Outcome {
+        metrics::counter!(m::DUPLICATES).increment(1);
+        let mut state = state.clone();
+        // The original outcome's version; the cart is the current one (later commands may
+        // have changed it since).
+        state.version = version.max(1);
+        Outcome {
+            state,
+            duplicate: true,
+            event_types: Vec::new(),
+        }
+    }
+}
+
+/// Random delay of up to 2^attempt ms, capped at 16 ms.
+fn conflict_backoff(attempt: u32) -> Duration {
+    let cap_ms = 1u64 << attempt.min(4);
+    Duration::from_micros(fastrand::u64(0..cap_ms * 1000))
+}
+
+fn decide_all(
+    state: &CartState,
+    commands: &[Command],
+    catalog: &cart_domain::catalog::CatalogSnapshot,
+    now: time::OffsetDateTime,
+    limits: Limits,
+) -> Result<Vec<Event>, ApiError> {
+    let ctx = Context {
+        now,
+        catalog,
+        limits,
+    };
+    let single = commands.len() == 1;
+    let mut work = state.cart.clone();
+    let mut all = Vec::new();
+    for (i, c) in commands.iter().enumerate() {
+        let name = c.name();
+        let events = domain::decide(&work, c.clone(), &ctx).map_err(|e| {
+            let mut err = ApiError::from(e);
+            if !single {
+                err.message = format!("commands[{i}] ({name}): {}", err.message);
+            }
+            err
+        })?;
+        for e in &events {
+            domain::apply(&mut work, e);
+        }
+        all.extend(events);
+    }
+    Ok(all)
+}

@@ -1,0 +1,267 @@
+//! Reading a cart into its slot: the cache lookup, the cold load (snapshot plus the messages
+//! after it), catching up after a shard came back, and confirming against the stream's leader.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use cart_domain::{CartState, Retain};
+use shared::{ApiError, ErrorCode};
+
+use super::{
+    CONFIRM_BATCH_EVERY, CartRef, Carts, Loaded, NO_LEADER_RETRY, NOT_YET_RETRY, Route, Slot,
+};
+use crate::metrics as m;
+use crate::store::{StoreError, StoredMessage};
+
+impl Carts {
+    /// The current cart, as the stream's leader holds it. When the caller has seen a newer
+    /// version than that, it answers `unavailable` (a retry may find it) rather than a cart
+    /// older than the caller asked for.
+    pub async fn get(
+        &self,
+        cart: &CartRef,
+        route: Route,
+        min_version: Option<u64>,
+    ) -> Result<CartState, ApiError> {
+        self.check_owner(cart, route)?;
+        let slot = self.slot(cart).await;
+        let mut guard = slot.loaded.lock().await;
+        let loaded = self.ensure_current(&mut guard, cart).await?;
+        // A read is answered from the stream's leader, not only from this node's copy: another
+        // node may have appended since (a gateway that could not reach this node served a
+        // retry elsewhere, a shard that moved and came back, a node paused past its TTL), and
+        // the replica that served the load may not hold the newest appends yet. One round
+        // trip that usually returns nothing new.
+        self.confirm_current(loaded, cart).await?;
+        if let Some(min) = min_version
+            && loaded.state.version < min
+        {
+            // Another node would answer the same: asked to retry here later (the client does
+            // not fail over on an answer that carries a retry-after).
+            return Err(ApiError::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "the cart is at version {}, not yet at {min}; retry",
+                    loaded.state.version
+                ),
+            )
+            .with_retry_after(NOT_YET_RETRY));
+        }
+        Ok(loaded.state.clone())
+    }
+
+    /// Read a cart without caching it or checking ownership (merge sources, admin reads).
+    pub async fn read_uncached(&self, cart: &CartRef) -> Result<CartState, ApiError> {
+        if let Some(slot) = self.inner.cache.get(&cart.key).await {
+            let guard = slot.loaded.lock().await;
+            if let Some(l) = guard.as_ref() {
+                return Ok(l.state.clone());
+            }
+        }
+        Ok(self.load(cart).await?.state)
+    }
+
+    pub(super) async fn slot(&self, cart: &CartRef) -> Arc<Slot> {
+        self.inner
+            .cache
+            .get_with(cart.key.clone(), async { Arc::new(Slot::default()) })
+            .await
+    }
+
+    /// Make sure the slot holds the cart, loading it when cold and catching up when this
+    /// node (re)gained the cart's shard since the state was cached.
+    pub(super) async fn ensure_current<'a>(
+        &self,
+        guard: &'a mut Option<Loaded>,
+        cart: &CartRef,
+    ) -> Result<&'a mut Loaded, ApiError> {
+        let epoch = self.epoch(cart);
+        match guard {
+            Some(l) if l.epoch == epoch => {
+                metrics::counter!(m::CACHE_HITS).increment(1);
+            }
+            Some(l) => {
+                self.catch_up(l, cart).await?;
+                l.epoch = epoch;
+            }
+            None => {
+                metrics::counter!(m::CACHE_MISSES).increment(1);
+                let mut l = self.load(cart).await?;
+                l.epoch = epoch;
+                *guard = Some(l);
+            }
+        }
+        metrics::gauge!(m::CACHED_CARTS).set(self.inner.cache.entry_count() as f64);
+        Ok(guard.as_mut().expect("slot was just filled"))
+    }
+
+    /// Cold load: the snapshot (if any and consistent) plus every message after it.
+    async fn load(&self, cart: &CartRef) -> Result<Loaded, ApiError> {
+        let started = Instant::now();
+        let keep = self.inner.cfg.retain;
+        let snapshot = self
+            .inner
+            .snapshots
+            .load(&cart.key)
+            .await
+            .filter(|s| s.cart.id == cart.cart_id && s.version > 0 && checkout_is_complete(s));
+        let (mut state, tail) = match snapshot {
+            Some(snap) => {
+                // Read from the snapshot's own last message: it must be there, on this
+                // subject, or the snapshot does not belong to this stream.
+                let tail = self
+                    .inner
+                    .store
+                    .read_after(&cart.subject, snap.version - 1)
+                    .await
+                    .map_err(store_error)?;
+                if tail.first().map(|m| m.sequence) == Some(snap.version) {
+                    (snap, tail.into_iter().skip(1).collect())
+                } else {
+                    metrics::counter!(m::SNAPSHOTS_IGNORED).increment(1);
+                    tracing::warn!(
+                        cart = %cart.key,
+                        snapshot_version = snap.version,
+                        "snapshot does not match the stream; rebuilding the cart from the stream"
+                    );
+                    let tail = self
+                        .inner
+                        .store
+                        .read_after(&cart.subject, 0)
+                        .await
+                        .map_err(store_error)?;
+                    (CartState::new(cart.cart_id.clone()), tail)
+                }
+            }
+            None => {
+                let tail = self
+                    .inner
+                    .store
+                    .read_after(&cart.subject, 0)
+                    .await
+                    .map_err(store_error)?;
+                (CartState::new(cart.cart_id.clone()), tail)
+            }
+        };
+        let replayed = tail.len();
+        let snapshot_revision = state.revision;
+        apply_tail(&mut state, tail, keep, &cart.key);
+        // It stays in the cache: no growth slack in its lists (most cached carts are read far
+        // more often than changed).
+        state.shrink_to_fit();
+        metrics::histogram!(m::COLD_LOAD_SECONDS).record(started.elapsed().as_secs_f64());
+        metrics::histogram!(m::COLD_LOAD_EVENTS).record(replayed as f64);
+        let mut loaded = Loaded {
+            state,
+            snapshot_revision,
+            epoch: 0,
+        };
+        self.maybe_snapshot(cart, &mut loaded);
+        Ok(loaded)
+    }
+
+    async fn catch_up(&self, loaded: &mut Loaded, cart: &CartRef) -> Result<(), ApiError> {
+        let tail = self
+            .inner
+            .store
+            .read_after(&cart.subject, loaded.state.version)
+            .await
+            .map_err(store_error)?;
+        if !tail.is_empty() {
+            apply_tail(&mut loaded.state, tail, self.inner.cfg.retain, &cart.key);
+            self.inner.watchers.publish(&cart.key, &loaded.state);
+        }
+        Ok(())
+    }
+
+    /// Brings `loaded` up to what the stream's leader holds: the leader names the cart's last
+    /// message (usually one the node already has: one round trip); the messages up to it come
+    /// in a batch from the replicas, and one by one from the leader where the replica that
+    /// answered lags. Messages appended after the leader answered may be missing: the state
+    /// is the cart as it was at a moment during the call.
+    pub(super) async fn confirm_current(
+        &self,
+        loaded: &mut Loaded,
+        cart: &CartRef,
+    ) -> Result<(), ApiError> {
+        // Every node would hear the same (an election is under way): asked to retry.
+        let leader_error = |e| store_error(e).with_retry_after(NO_LEADER_RETRY);
+        let store = &self.inner.store;
+        let Some(target) = store
+            .last_sequence_from_leader(&cart.subject)
+            .await
+            .map_err(leader_error)?
+        else {
+            return Ok(());
+        };
+        let before = loaded.state.version;
+        let keep = self.inner.cfg.retain;
+        let mut leader_reads = 0usize;
+        while loaded.state.version < target {
+            if leader_reads.is_multiple_of(CONFIRM_BATCH_EVERY) {
+                let tail = store
+                    .read_after(&cart.subject, loaded.state.version)
+                    .await
+                    .map_err(store_error)?;
+                let progressed = !tail.is_empty();
+                apply_tail(&mut loaded.state, tail, keep, &cart.key);
+                if progressed && loaded.state.version >= target {
+                    break;
+                }
+            }
+            let next = store
+                .next_from_leader(&cart.subject, loaded.state.version)
+                .await
+                .map_err(leader_error)?
+                .ok_or_else(|| {
+                    ApiError::unavailable(
+                        "the cart's stream lost messages while it was read (purged?); retry",
+                    )
+                })?;
+            apply_tail(&mut loaded.state, vec![next], keep, &cart.key);
+            leader_reads += 1;
+        }
+        if loaded.state.version != before {
+            metrics::counter!(m::STALE_CONFIRMS).increment(1);
+            self.inner.watchers.publish(&cart.key, &loaded.state);
+        }
+        Ok(())
+    }
+}
+
+/// A snapshot written before checkouts kept what they charge has no line digest for its
+/// checkout attempt: every payment of it would look like a mismatch. Such a snapshot is not
+/// used; the cart is folded from its stream, whose `CheckoutStarted` has everything.
+fn checkout_is_complete(state: &CartState) -> bool {
+    state
+        .cart
+        .checkout
+        .as_ref()
+        .is_none_or(|c| !c.lines_digest.is_empty())
+}
+
+fn apply_tail(state: &mut CartState, tail: Vec<StoredMessage>, keep: Retain, key: &str) {
+    for stored in tail {
+        match stored.message {
+            Some(msg) => {
+                let report = state.apply_message(&msg, stored.sequence, keep);
+                let skipped = report.unknown.len() + report.invalid.len();
+                if skipped > 0 {
+                    metrics::counter!(m::UNKNOWN_EVENTS).increment(skipped as u64);
+                    tracing::warn!(
+                        cart = key,
+                        sequence = stored.sequence,
+                        unknown = ?report.unknown,
+                        invalid = ?report.invalid,
+                        "skipped events this build cannot apply"
+                    );
+                }
+            }
+            None => state.skip_unreadable(stored.sequence),
+        }
+    }
+}
+
+fn store_error(e: StoreError) -> ApiError {
+    ApiError::unavailable(format!("cannot read the cart's events: {e}"))
+}

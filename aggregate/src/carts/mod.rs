@@ -1,0 +1,279 @@
+//! Executing commands against carts.
+//!
+//! Commands for one cart are serialised by the cart's slot lock; different carts run in
+//! parallel. A slot caches the cart's state (bounded LRU with idle expiry); a cold cart is
+//! loaded from its snapshot plus the stream messages after it. Every append is fenced by the
+//! cart's version, so a stale cache or a second node serving the same cart can delay a command
+//! (conflict → catch up → decide again) but never lose or double-apply one.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use cart_domain::ids::{CartId, CommandId, TenantId};
+use cart_domain::{CartState, Limits, Retain};
+use moka::future::Cache;
+use moka::notification::RemovalCause;
+use moka::policy::EvictionPolicy;
+use shared::ApiError;
+use shared::placement::shard_for;
+use shared::subjects;
+use tokio::sync::{Mutex, Notify};
+
+use crate::catalog::CatalogCache;
+use crate::metrics as m;
+use crate::placement::Placement;
+use crate::snapshot::Snapshots;
+use crate::store::EventStore;
+use crate::watch::Watchers;
+
+mod execute;
+mod load;
+
+/// When to ask again for a cart version the stream does not hold yet (whole seconds: what
+/// the gRPC `retry-after` and HTTP `Retry-After` carry).
+/// Retry-After when the event stream has no leader (a NATS election takes 4–9 s).
+const NO_LEADER_RETRY: Duration = Duration::from_secs(2);
+const NOT_YET_RETRY: Duration = Duration::from_secs(1);
+/// While confirming a cart far behind, leader reads between two batch reads of the replicas.
+const CONFIRM_BATCH_EVERY: usize = 16;
+
+/// Tuning of command execution (from the service config).
+#[derive(Debug, Clone)]
+pub struct CartsConfig {
+    pub shard_count: u32,
+    pub cache_capacity: u64,
+    pub cache_idle: Duration,
+    /// What each cart keeps to answer retries (recent command ids, keyed commands).
+    pub retain: Retain,
+    pub max_conflict_retries: u32,
+    pub append_timeout_retries: u32,
+    pub limits: Limits,
+}
+
+/// A cart addressed by tenant and id, with the names derived from them.
+#[derive(Debug, Clone)]
+pub struct CartRef {
+    pub tenant: TenantId,
+    pub cart_id: CartId,
+    pub key: Arc<str>,
+    pub subject: String,
+    pub shard: u32,
+}
+
+impl CartRef {
+    pub fn new(tenant: TenantId, cart_id: CartId, shard_count: u32) -> Self {
+        Self {
+            key: subjects::snapshot_key(&tenant, &cart_id).into(),
+            subject: subjects::cart_events(&tenant, &cart_id),
+            shard: shard_for(&tenant, &cart_id, shard_count),
+            tenant,
+            cart_id,
+        }
+    }
+}
+
+/// How a request reached this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Routed by placement: refuse carts another live node owns.
+    Placed,
+    /// The caller could not reach the owner: serve anyway (the append fence keeps it safe).
+    Fallback,
+}
+
+/// Who a command is: its id, and for a command sent with an `Idempotency-Key` (its id derived
+/// from the key) the fingerprint of the client's request.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub command_id: CommandId,
+    pub fingerprint: Option<String>,
+}
+
+impl Identity {
+    pub fn new(command_id: CommandId) -> Self {
+        Self {
+            command_id,
+            fingerprint: None,
+        }
+    }
+}
+
+/// The result of a command.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub state: CartState,
+    /// The command id had been applied before; this is its original outcome.
+    pub duplicate: bool,
+    pub event_types: Vec<String>,
+}
+
+struct Loaded {
+    state: CartState,
+    /// Revision of the last snapshot offered for this cart.
+    snapshot_revision: u64,
+    /// Placement epoch of the cart's shard when the state was last known to be current.
+    epoch: u64,
+}
+
+#[derive(Default)]
+struct Slot {
+    loaded: Mutex<Option<Loaded>>,
+}
+
+#[derive(Clone)]
+pub struct Carts {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: EventStore,
+    snapshots: Snapshots,
+    catalog: CatalogCache,
+    cache: Cache<Arc<str>, Arc<Slot>>,
+    watchers: Watchers,
+    placement: Option<Arc<Placement>>,
+    cfg: CartsConfig,
+    in_flight: AtomicU32,
+    idle: Notify,
+}
+
+impl Carts {
+    pub fn new(
+        store: EventStore,
+        snapshots: Snapshots,
+        catalog: CatalogCache,
+        placement: Option<Arc<Placement>>,
+        cfg: CartsConfig,
+    ) -> Self {
+        let evict_snapshots = snapshots.clone();
+        let cache = Cache::builder()
+            // LRU, not moka's default TinyLFU: TinyLFU may refuse to admit a freshly loaded
+            // cart, and every command to it would then load it again (in a slot of its own).
+            .eviction_policy(EvictionPolicy::lru())
+            .max_capacity(cfg.cache_capacity)
+            .time_to_idle(cfg.cache_idle)
+            .eviction_listener(move |key: Arc<Arc<str>>, slot: Arc<Slot>, cause| {
+                if cause != RemovalCause::Replaced && cause != RemovalCause::Explicit {
+                    metrics::counter!(m::CACHE_EVICTIONS).increment(1);
+                }
+                // Keep the next cold load short: snapshot what changed since the last one.
+                if evict_snapshots.enabled()
+                    && let Ok(guard) = slot.loaded.try_lock()
+                    && let Some(l) = guard.as_ref()
+                    && l.state.revision > l.snapshot_revision
+                {
+                    evict_snapshots.offer(key.to_string(), Arc::new(l.state.clone()));
+                }
+            })
+            .build();
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                snapshots,
+                catalog,
+                cache,
+                watchers: Watchers::default(),
+                placement,
+                cfg,
+                in_flight: AtomicU32::new(0),
+                idle: Notify::new(),
+            }),
+        }
+    }
+
+    pub fn cart_ref(&self, tenant: TenantId, cart_id: CartId) -> CartRef {
+        CartRef::new(tenant, cart_id, self.inner.cfg.shard_count)
+    }
+
+    pub fn watchers(&self) -> &Watchers {
+        &self.inner.watchers
+    }
+
+    pub fn snapshots(&self) -> &Snapshots {
+        &self.inner.snapshots
+    }
+
+    pub fn config(&self) -> &CartsConfig {
+        &self.inner.cfg
+    }
+
+    pub fn in_flight(&self) -> u32 {
+        self.inner.in_flight.load(Ordering::SeqCst)
+    }
+
+    pub fn cached_carts(&self) -> u64 {
+        self.inner.cache.entry_count()
+    }
+
+    /// Wait until no command is in flight, or `timeout` passes. True when idle.
+    pub async fn wait_idle(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.inner.idle.notified();
+            if self.in_flight() == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.in_flight() == 0;
+            }
+        }
+    }
+
+    /// Snapshot every cached cart that changed since its last snapshot, and wait for the
+    /// writes (drain).
+    pub async fn flush_snapshots(&self) {
+        if !self.inner.snapshots.enabled() {
+            return;
+        }
+        for (key, slot) in self.inner.cache.iter() {
+            let state = {
+                let guard = slot.loaded.lock().await;
+                match guard.as_ref() {
+                    Some(l) if l.state.revision > l.snapshot_revision => Arc::new(l.state.clone()),
+                    _ => continue,
+                }
+            };
+            self.inner.snapshots.queue(key.to_string(), state).await;
+        }
+        self.inner.snapshots.flush().await;
+    }
+
+    fn check_owner(&self, cart: &CartRef, route: Route) -> Result<(), ApiError> {
+        match &self.inner.placement {
+            Some(_) if route == Route::Fallback => Ok(()),
+            Some(p) => p.check(cart.shard).inspect_err(|_| {
+                metrics::counter!(m::NOT_OWNER).increment(1);
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn epoch(&self, cart: &CartRef) -> u64 {
+        self.inner
+            .placement
+            .as_ref()
+            .map_or(0, |p| p.epoch(cart.shard))
+    }
+}
+
+/// Counts a command as in flight for its lifetime (drain waits for zero).
+struct InFlight<'a>(&'a Inner);
+
+impl<'a> InFlight<'a> {
+    fn enter(inner: &'a Inner) -> Self {
+        let n = inner.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        metrics::gauge!(m::IN_FLIGHT).set(f64::from(n));
+        Self(inner)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let n = self.0.in_flight.fetch_sub(1, Ordering::SeqCst) - 1;
+        metrics::gauge!(m::IN_FLIGHT).set(f64::from(n));
+        if n == 0 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
