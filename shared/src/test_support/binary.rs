@@ -65,6 +65,45 @@ fn parse_version(s: &str) -> Option<(u32, u32)> {
     Some((major, minor))
 }
 
+/// The server binary, or `None` after [`unavailable`]'s loud notice (a panic when
+/// `CART_REQUIRE_NATS=1`): for tests that run `nats-server` themselves (`-t` config checks).
+pub fn server_binary_or_skip() -> Option<PathBuf> {
+    match find_server_binary() {
+        Ok(bin) => Some(bin),
+        Err(why) => {
+            unavailable(&why);
+            None
+        }
+    }
+}
+
+/// [`server_binary_or_skip`] for a test that must spawn its own server (its settings are the
+/// test's point): `None` with an external `CART_TEST_NATS_URL`.
+pub(super) fn own_server_binary(test: &str) -> Option<PathBuf> {
+    if std::env::var("CART_TEST_NATS_URL").is_ok_and(|u| !u.trim().is_empty()) {
+        eprintln!("skipping: {test} needs its own nats-server, not CART_TEST_NATS_URL");
+        return None;
+    }
+    server_binary_or_skip()
+}
+
+/// No server: a loud notice and `None`, or a panic when `CART_REQUIRE_NATS=1`.
+pub(super) fn unavailable(why: &str) {
+    let required = std::env::var("CART_REQUIRE_NATS").is_ok_and(|v| v == "1");
+    if required {
+        panic!(
+            "CART_REQUIRE_NATS=1 but no usable nats-server: {why}\n\
+             run scripts/install-nats, or set NATS_SERVER_BIN or CART_TEST_NATS_URL"
+        );
+    }
+    eprintln!(
+        "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
+         !!! SKIPPING NATS INTEGRATION TEST: {why}\n\
+         !!! run scripts/install-nats (or set NATS_SERVER_BIN / CART_TEST_NATS_URL)\n\
+         !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

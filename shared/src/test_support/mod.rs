@@ -17,12 +17,15 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 
+mod accounts;
 mod binary;
 mod pki;
 mod wait;
 
-pub use binary::{MIN_SERVER_VERSION, find_server_binary};
-pub use pki::{CertFiles, TestPki};
+pub use accounts::{ACCOUNTS_CONF, Accounts, users_of};
+pub use binary::{MIN_SERVER_VERSION, find_server_binary, server_binary_or_skip};
+use binary::{own_server_binary, unavailable};
+pub use pki::{CertFiles, ServerTls, TestPki};
 
 pub use wait::{consumer_info, wait_consumer_settled, wait_until};
 
@@ -34,117 +37,6 @@ pub struct NatsServer {
     spawned: Option<Spawned>,
     tls: Option<ServerTls>,
     accounts: Option<Accounts>,
-}
-
-/// The shipped accounts and users (`deploy/nats/accounts.conf`), with a fresh password per
-/// user for one server.
-#[derive(Debug, Clone)]
-pub struct Accounts {
-    /// (user, the environment variable its password comes from, a fresh password)
-    users: Vec<(String, String, String)>,
-}
-
-/// The shipped `deploy/nats/accounts.conf`, as the servers of every deployment include it.
-pub const ACCOUNTS_CONF: &str = include_str!("../../../deploy/nats/accounts.conf");
-
-impl Accounts {
-    /// Every `user:` of `ACCOUNTS_CONF` with a random password.
-    pub fn generate() -> Self {
-        let users = users_of(ACCOUNTS_CONF)
-            .unwrap_or_else(|e| panic!("deploy/nats/accounts.conf: {e}"))
-            .into_iter()
-            .map(|(user, var)| {
-                let password = format!("p{}", uuid::Uuid::new_v4().simple());
-                (user, var, password)
-            })
-            .collect::<Vec<_>>();
-        assert!(
-            users.iter().any(|(u, _, _)| u == "admin"),
-            "deploy/nats/accounts.conf defines no admin user"
-        );
-        Self { users }
-    }
-
-    /// The users, in the order accounts.conf names them.
-    pub fn users(&self) -> impl Iterator<Item = &str> {
-        self.users.iter().map(|(u, _, _)| u.as_str())
-    }
-
-    pub fn password(&self, user: &str) -> &str {
-        self.users
-            .iter()
-            .find(|(u, _, _)| u == user)
-            .map(|(_, _, p)| p.as_str())
-            .unwrap_or_else(|| panic!("deploy/nats/accounts.conf has no user {user:?}"))
-    }
-
-    /// The server's environment: each password under the variable accounts.conf reads it from.
-    pub fn server_env(&self) -> Vec<(String, String)> {
-        self.users
-            .iter()
-            .map(|(_, var, p)| (var.clone(), p.clone()))
-            .collect()
-    }
-}
-
-/// The users of a NATS accounts config and the environment variable each one's password comes
-/// from (`password: $VAR`), in file order; an error names a user whose password is written in
-/// the file instead. Comments are ignored.
-pub fn users_of(conf: &str) -> Result<Vec<(String, String)>, String> {
-    let conf: String = conf
-        .lines()
-        .map(|l| l.split('#').next().unwrap_or(""))
-        .collect::<Vec<_>>()
-        .join("\n");
-    let word = |text: &str| -> String {
-        text.trim_start()
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
-            .collect()
-    };
-    let mut users = Vec::new();
-    let mut rest = conf.as_str();
-    while let Some(i) = rest.find("user:") {
-        rest = &rest[i + "user:".len()..];
-        let user = word(rest);
-        let at = rest
-            .find("password:")
-            .ok_or_else(|| format!("user {user} has no password"))?;
-        let value = rest[at + "password:".len()..].trim_start();
-        let var = value.strip_prefix('$').map(word).ok_or_else(|| {
-            format!(
-                "the password of {user} must come from the environment ($NATS_PASSWORD_...), got {:?}",
-                value.lines().next().unwrap_or("")
-            )
-        })?;
-        users.push((user, var));
-    }
-    Ok(users)
-}
-
-/// A server that accepts TLS connections only.
-#[derive(Debug, Clone)]
-pub struct ServerTls {
-    /// The CA that signed `server` (and, with `verify_clients`, the clients' certificates).
-    pub ca: PathBuf,
-    pub server: CertFiles,
-    /// Mutual TLS: a client must present a certificate the CA signed.
-    pub verify_clients: bool,
-    /// The certificate this harness's own clients present (needed with `verify_clients`).
-    pub client: Option<CertFiles>,
-}
-
-impl ServerTls {
-    /// A server certificate from `pki`; with `mutual`, clients need one too (and this
-    /// harness's own clients present one).
-    pub fn from(pki: &TestPki, mutual: bool) -> Self {
-        Self {
-            ca: pki.ca_file(),
-            server: pki.issue("nats"),
-            verify_clients: mutual,
-            client: mutual.then(|| pki.issue("harness")),
-        }
-    }
 }
 
 struct Spawned {
@@ -569,45 +461,6 @@ fn parse_ports_file(path: &Path) -> Option<u16> {
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
     let url = v["nats"].as_array()?.first()?.as_str()?;
     url.rsplit(':').next()?.parse().ok()
-}
-
-/// The server binary, or `None` after [`unavailable`]'s loud notice (a panic when
-/// `CART_REQUIRE_NATS=1`): for tests that run `nats-server` themselves (`-t` config checks).
-pub fn server_binary_or_skip() -> Option<PathBuf> {
-    match find_server_binary() {
-        Ok(bin) => Some(bin),
-        Err(why) => {
-            unavailable(&why);
-            None
-        }
-    }
-}
-
-/// [`server_binary_or_skip`] for a test that must spawn its own server (its settings are the
-/// test's point): `None` with an external `CART_TEST_NATS_URL`.
-fn own_server_binary(test: &str) -> Option<PathBuf> {
-    if std::env::var("CART_TEST_NATS_URL").is_ok_and(|u| !u.trim().is_empty()) {
-        eprintln!("skipping: {test} needs its own nats-server, not CART_TEST_NATS_URL");
-        return None;
-    }
-    server_binary_or_skip()
-}
-
-/// No server: a loud notice and `None`, or a panic when `CART_REQUIRE_NATS=1`.
-fn unavailable(why: &str) {
-    let required = std::env::var("CART_REQUIRE_NATS").is_ok_and(|v| v == "1");
-    if required {
-        panic!(
-            "CART_REQUIRE_NATS=1 but no usable nats-server: {why}\n\
-             run scripts/install-nats, or set NATS_SERVER_BIN or CART_TEST_NATS_URL"
-        );
-    }
-    eprintln!(
-        "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
-         !!! SKIPPING NATS INTEGRATION TEST: {why}\n\
-         !!! run scripts/install-nats (or set NATS_SERVER_BIN / CART_TEST_NATS_URL)\n\
-         !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
-    );
 }
 
 /// `let Some(nats) = nats_or_skip!() else { return };` — a fresh server or a loud skip.

@@ -56,3 +56,28 @@ impl Default for TestPki {
         Self::new()
     }
 }
+
+/// A server that accepts TLS connections only.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    /// The CA that signed `server` (and, with `verify_clients`, the clients' certificates).
+    pub ca: PathBuf,
+    pub server: CertFiles,
+    /// Mutual TLS: a client must present a certificate the CA signed.
+    pub verify_clients: bool,
+    /// The certificate this harness's own clients present (needed with `verify_clients`).
+    pub client: Option<CertFiles>,
+}
+
+impl ServerTls {
+    /// A server certificate from `pki`; with `mutual`, clients need one too (and this
+    /// harness's own clients present one).
+    pub fn from(pki: &TestPki, mutual: bool) -> Self {
+        Self {
+            ca: pki.ca_file(),
+            server: pki.issue("nats"),
+            verify_clients: mutual,
+            client: mutual.then(|| pki.issue("harness")),
+        }
+    }
+}

@@ -9,9 +9,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::money::TaxRate;
 use crate::catalog::VoucherKind;
-use crate::ids::{CartId, CommandId, TenantId};
+use crate::money::TaxRate;
+
+mod envelope;
+pub use envelope::{EventDecodeError, EventMessage, EventRecord};
 
 /// Product facts recorded when a line is added: the price and metadata the shopper saw.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -379,95 +381,6 @@ pub fn upcast(event_type: &str, mut v: u32, mut data: Value) -> Result<Value, Ev
         v += 1;
     }
     Ok(data)
-}
-
-/// An event as stored: type name, version and JSON payload.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EventRecord {
-    #[serde(rename = "type")]
-    pub event_type: String,
-    pub v: u32,
-    #[serde(default)]
-    pub data: Value,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum EventDecodeError {
-    #[error("unknown event type {0:?}")]
-    UnknownType(String),
-    #[error("event {event_type} v{v} is newer than this build understands (v{current})")]
-    FutureVersion {
-        event_type: String,
-        v: u32,
-        current: u32,
-    },
-    #[error("event {event_type} v{v} is invalid: {reason}")]
-    Invalid {
-        event_type: String,
-        v: u32,
-        reason: String,
-    },
-}
-
-/// One JetStream message on `cart.events.<tenant>.<cart_id>`: everything one accepted command
-/// produced, so a commit is atomic.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EventMessage {
-    pub cart_id: CartId,
-    pub tenant: TenantId,
-    pub command_id: CommandId,
-    /// 1 for the cart's first message, then +1 per message.
-    pub revision: u64,
-    /// RFC 3339 time the command was decided.
-    #[serde(with = "time::serde::rfc3339")]
-    pub occurred_at: time::OffsetDateTime,
-    pub events: Vec<EventRecord>,
-    /// Set when the command came with an `Idempotency-Key` (its id is derived from the key):
-    /// the fingerprint of the request. The cart keeps it with the outcome for the idempotency
-    /// retention, so the same key with another request is refused by every gateway.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request_fingerprint: Option<String>,
-}
-
-impl EventMessage {
-    pub fn new(
-        tenant: TenantId,
-        cart_id: CartId,
-        command_id: CommandId,
-        revision: u64,
-        occurred_at: time::OffsetDateTime,
-        events: &[Event],
-    ) -> Self {
-        Self {
-            cart_id,
-            tenant,
-            command_id,
-            revision,
-            occurred_at,
-            events: events.iter().map(Event::encode).collect(),
-            request_fingerprint: None,
-        }
-    }
-
-    /// The value of the `cart-event-types` header: the event type names, comma-separated.
-    pub fn event_types_header(&self) -> String {
-        let mut out = String::new();
-        for (i, e) in self.events.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push_str(&e.event_type);
-        }
-        out
-    }
-
-    pub fn to_json(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("event messages always serialize")
-    }
-
-    pub fn from_json(bytes: &[u8]) -> Result<Self, serde_json::Error> {
-        serde_json::from_slice(bytes)
-    }
 }
 
 /// A gift or engraving marking on a line.
