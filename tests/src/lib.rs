@@ -1,9 +1,9 @@
-//! Cross-service test support and the `cart-bench` load tool.
+//! Cross-service test support.
 //!
 //! [`stack`] starts the platform in one process (nats-server through the harness, services on
-//! free ports) for end-to-end tests and the benchmark; [`bench`] holds the benchmark modes.
+//! free ports) for end-to-end tests and the benchmark (`bench/`, the `cart-bench` crate); [`chaos`] is the
+//! fault-injection harness.
 
-pub mod bench;
 pub mod chaos;
 pub mod forward;
 pub mod platform;

@@ -16,7 +16,7 @@ pub const TENANT: &str = "bench";
 
 /// Events of `AddItem(sku, 1)` decided against an empty cart: a realistic `ItemAdded`.
 pub fn item_added(sku: &str) -> Vec<Event> {
-    let seed = aggregate::seed::parse(crate::stack::CATALOG_JSON).expect("catalog");
+    let seed = aggregate::seed::parse(tests::stack::CATALOG_JSON).expect("catalog");
     let catalog = cart_domain::catalog::CatalogSnapshot::from_seed(seed);
     let cart = cart_domain::Cart::new(CartId::parse("x").unwrap());
     let ctx = cart_domain::Context {

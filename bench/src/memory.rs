@@ -13,12 +13,12 @@ use shared::headers::RequestContext;
 
 use super::raw::{TENANT, append};
 use super::{Report, Summary, alloc};
-use crate::stack::Stack;
+use tests::stack::Stack;
 
 const SKUS: [&str; 3] = ["TEST-SKU-123", "BOOK-NOVEL-01", "FOOD-COFFEE-500"];
 
 fn three_lines() -> Vec<cart_domain::Event> {
-    let seed = aggregate::seed::parse(crate::stack::CATALOG_JSON).expect("catalog");
+    let seed = aggregate::seed::parse(tests::stack::CATALOG_JSON).expect("catalog");
     let catalog = cart_domain::catalog::CatalogSnapshot::from_seed(seed);
     let ctx = Context {
         now: time::OffsetDateTime::now_utc(),

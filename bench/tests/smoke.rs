@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use tests::bench::{self, Report};
+use cart_bench::Report;
 use tests::stack::{Stack, test_streams};
 
 #[tokio::test]
@@ -15,8 +15,8 @@ async fn grpc_mode_produces_a_complete_report() {
     let client =
         cart_client::CartClient::new(Default::default(), None, vec![node.grpc_addr.to_string()]);
     let d = Duration::from_millis(500);
-    let base = bench::raw::baseline(&stack.js, 4, Duration::ZERO, d).await;
-    let subject = bench::grpc::subject(&client, 4, Duration::ZERO, d).await;
+    let base = cart_bench::raw::baseline(&stack.js, 4, Duration::ZERO, d).await;
+    let subject = cart_bench::grpc::subject(&client, 4, Duration::ZERO, d).await;
     assert_eq!(subject.errors, 0, "{:?}", subject.first_error);
     let report = Report::new("grpc", 4, d, base.summary(), subject.summary());
     assert!(report.baseline.ops > 0 && report.subject.ops > 0);
@@ -47,7 +47,7 @@ async fn projection_mode_preloads_through_a_lazily_fsyncing_server_then_measures
     let mut stack = Stack::for_bench(None, Default::default(), true)
         .await
         .unwrap();
-    let report = bench::projection::run(&mut stack, 2_000, 100)
+    let report = cart_bench::projection::run(&mut stack, 2_000, 100)
         .await
         .unwrap();
     assert_eq!(report.subject.ops, 2_000, "{report:?}");

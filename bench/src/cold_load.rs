@@ -14,7 +14,7 @@ use shared::headers::RequestContext;
 
 use super::raw::{TENANT, append, item_added};
 use super::{Report, sequential};
-use crate::stack::Stack;
+use tests::stack::Stack;
 
 /// Write `events` messages to each cart: an `ItemAdded`, then quantity changes.
 async fn prepare(stack: &Stack, carts: &[CartId], from: u64, events: u64) -> anyhow::Result<()> {

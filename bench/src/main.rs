@@ -7,12 +7,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use cart_bench::Report;
 use clap::{Parser, ValueEnum};
-use tests::bench::{self, Report};
 use tests::stack::Stack;
 
 #[global_allocator]
-static ALLOC: bench::alloc::Counting = bench::alloc::Counting;
+static ALLOC: cart_bench::alloc::Counting = cart_bench::alloc::Counting;
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
 enum Mode {
@@ -92,8 +92,8 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     let mut report = match args.mode {
         Mode::Raw => {
-            let a = bench::raw::baseline(&stack.js, args.concurrency, warmup, duration).await;
-            let b = bench::raw::baseline(&stack.js, args.concurrency, warmup, duration).await;
+            let a = cart_bench::raw::baseline(&stack.js, args.concurrency, warmup, duration).await;
+            let b = cart_bench::raw::baseline(&stack.js, args.concurrency, warmup, duration).await;
             let mut r = Report::new("raw", args.concurrency, duration, a.summary(), b.summary());
             r.notes.push(
                 "baseline and subject are both raw appends: the ratio shows this run's noise"
@@ -111,8 +111,10 @@ async fn main() -> anyhow::Result<()> {
                 }
             };
             let client = cart_client::CartClient::new(Default::default(), None, vec![addr]);
-            let base = bench::raw::baseline(&stack.js, args.concurrency, warmup, duration).await;
-            let subject = bench::grpc::subject(&client, args.concurrency, warmup, duration).await;
+            let base =
+                cart_bench::raw::baseline(&stack.js, args.concurrency, warmup, duration).await;
+            let subject =
+                cart_bench::grpc::subject(&client, args.concurrency, warmup, duration).await;
             let mut r = Report::new(
                 "grpc",
                 args.concurrency,
@@ -141,8 +143,10 @@ async fn main() -> anyhow::Result<()> {
                     (Some((node, gw)), base)
                 }
             };
-            let base_m = bench::raw::baseline(&stack.js, args.concurrency, warmup, duration).await;
-            let subject = bench::http::subject(&base, args.concurrency, warmup, duration).await;
+            let base_m =
+                cart_bench::raw::baseline(&stack.js, args.concurrency, warmup, duration).await;
+            let subject =
+                cart_bench::http::subject(&base, args.concurrency, warmup, duration).await;
             let mut r = Report::new(
                 "http",
                 args.concurrency,
@@ -162,7 +166,7 @@ async fn main() -> anyhow::Result<()> {
             r
         }
         Mode::ColdLoad => {
-            bench::cold_load::run(
+            cart_bench::cold_load::run(
                 &stack,
                 args.carts.unwrap_or(100),
                 args.events.unwrap_or(1000),
@@ -170,10 +174,10 @@ async fn main() -> anyhow::Result<()> {
             .await?
         }
         Mode::Memory => {
-            bench::memory::run(&stack, args.carts.unwrap_or(100_000), args.concurrency).await?
+            cart_bench::memory::run(&stack, args.carts.unwrap_or(100_000), args.concurrency).await?
         }
         Mode::Projection => {
-            bench::projection::run(
+            cart_bench::projection::run(
                 &mut stack,
                 args.events.unwrap_or(1_000_000),
                 args.carts.unwrap_or(50_000),

@@ -35,7 +35,7 @@ use shared::subjects::{CART_EVENTS_ALL, CART_EVENTS_STREAM};
 
 use super::raw::TENANT;
 use super::{Measured, Report, histogram};
-use crate::stack::Stack;
+use tests::stack::Stack;
 
 /// Longest wait of a fetch that finds fewer than a batch (only the tail of the stream).
 const FETCH_WAIT: Duration = Duration::from_millis(200);
@@ -51,7 +51,7 @@ const SKUS: [&str; 3] = ["TEST-SKU-123", "BOOK-NOVEL-01", "FOOD-COFFEE-500"];
 /// The events of a cart's first `n` commands, decided for real: three `AddItem`s, then
 /// quantity changes over the three lines. Every cart gets the same sequence.
 fn template(n: u64) -> anyhow::Result<Vec<Vec<Event>>> {
-    let seed = aggregate::seed::parse(crate::stack::CATALOG_JSON).map_err(anyhow::Error::msg)?;
+    let seed = aggregate::seed::parse(tests::stack::CATALOG_JSON).map_err(anyhow::Error::msg)?;
     let catalog = cart_domain::catalog::CatalogSnapshot::from_seed(seed);
     let ctx = Context {
         now: time::OffsetDateTime::now_utc(),
