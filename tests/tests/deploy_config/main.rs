@@ -1,0 +1,42 @@
+//! The deployment files checked against the code, since no container engine runs them in CI:
+//! docker-compose.yml, deploy/k8s (kustomize), deploy/prometheus, deploy/grafana, deploy/nats,
+//! the Dockerfile.
+//!
+//! - Every environment variable a service gets names a real setting of its `Config`
+//!   (`shared::config::unknown_env_keys`), the whole environment loads the way the binary loads
+//!   it, and the loaded config passes the service's own `check()`.
+//! - Settings that must agree across services do (shard count, stream settings, replicas 3 in
+//!   Kubernetes); drain grace periods cover the drain timeouts in the configs.
+//! - Probes, ports, selectors and references point at things that exist.
+//! - Every metric name in the alerts and dashboards is a constant in some `*/src/metrics.rs`,
+//!   used in the shape the exporter really renders (summaries with `quantile`, or buckets).
+//! - NATS keeps `sync_interval: always` everywhere; the cluster config has one source,
+//!   deploy/nats/cluster.conf, which the Kubernetes ConfigMap and `scripts/dev --cluster` use
+//!   as it is, each setting the per-member variables it reads.
+//! - Every service logs in to NATS as its own user of deploy/nats/accounts.conf with a password
+//!   file only it gets, the NATS server gets every password accounts.conf reads, NATS and gRPC
+//!   run with mutual TLS (the server verifies clients), and every secret and certificate is
+//!   mounted read-only where the settings say.
+//!
+//! Every check also has a test that breaks its input on purpose (`a_..._is_rejected`), next to
+//! the check, so a check that accepts everything cannot pass unnoticed.
+//!
+//! Where:
+//! - `common`: reading the files (YAML with merge keys, JSON) and the accessors for them.
+//! - `services`: a service's config loaded from an environment as its binary loads it.
+//! - `containers`: a container of either deployment (command, environment, mounted files) and
+//!   the checks compose and Kubernetes share: loading, NATS logins, client and server TLS.
+//! - `nats`: deploy/nats, and reading a NATS config as the server does.
+//! - `compose::{stack, security}`: docker-compose.yml.
+//! - `k8s::{workloads, nats, network, security}`: deploy/k8s.
+//! - `monitoring`, `monitoring::promql`: deploy/prometheus and deploy/grafana.
+//! - `image`: the Dockerfile.
+
+mod common;
+mod compose;
+mod containers;
+mod image;
+mod k8s;
+mod monitoring;
+mod nats;
+mod services;

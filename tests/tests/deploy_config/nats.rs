@@ -1,0 +1,353 @@
+//! deploy/nats: the server configs, what they include, their TLS block and users, and the
+//! cluster config's one source; plus reading a NATS config as the server does and running the
+//! server's own check on one.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::common::{file_name, files_with, read, root};
+use crate::containers::stand_in;
+
+/// The configs of deploy/nats a server runs: the single server and the cluster member in
+/// plaintext (scripts/dev, the chaos suite), and each with mutual TLS for clients (compose,
+/// Kubernetes).
+const NATS_SERVER_CONFS: &[&str] = &[
+    "nats.conf",
+    "cluster.conf",
+    "nats-tls.conf",
+    "cluster-tls.conf",
+];
+
+/// Parts the server configs include: the accounts and users, and the client TLS block.
+const NATS_FRAGMENTS: &[&str] = &["accounts.conf", "tls.conf"];
+
+pub const NATS_DIR: &str = "deploy/nats";
+pub const ACCOUNTS_CONF: &str = "deploy/nats/accounts.conf";
+
+/// The cluster config every member runs (Kubernetes, `scripts/dev --cluster`).
+const NATS_CLUSTER_CONF: &str = "deploy/nats/cluster.conf";
+
+/// A NATS config without its comments.
+pub fn active_lines(conf: &str) -> String {
+    conf.lines()
+        .map(|l| l.split('#').next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The value of `key: value` in a NATS config (quotes removed).
+pub fn conf_value(conf: &str, key: &str) -> Option<String> {
+    active_lines(conf).lines().find_map(|l| {
+        let rest = l.trim().strip_prefix(key)?.trim_start().strip_prefix(':')?;
+        Some(rest.trim().trim_matches('"').to_owned())
+    })
+}
+
+pub fn assert_durable_nats_conf(conf: &str, what: &str) {
+    let active = active_lines(conf);
+    assert!(active.contains("jetstream"), "{what} enables JetStream");
+    assert!(
+        active.contains("sync_interval: always"),
+        "{what} must fsync every write before acknowledging it (sync_interval: always)"
+    );
+}
+
+/// The files a NATS config includes (`include "file"`, relative to its directory).
+fn conf_includes(conf: &str) -> Vec<String> {
+    active_lines(conf)
+        .lines()
+        .filter_map(|l| {
+            let rest = l.trim().strip_prefix("include")?;
+            rest.starts_with([' ', '\t'])
+                .then(|| rest.trim().trim_matches(['"', '\'']).to_owned())
+        })
+        .collect()
+}
+
+/// `conf` with each `include "file"` replaced by that file's text (`lookup`), recursively: what
+/// the server reads.
+pub fn expand_includes(conf: &str, lookup: &dyn Fn(&str) -> String) -> String {
+    let included = conf_includes(conf);
+    conf.lines()
+        .map(|line| {
+            let active = line.split('#').next().unwrap_or("").trim();
+            match included
+                .iter()
+                .find(|f| active.starts_with("include") && active.contains(f.as_str()))
+            {
+                Some(file) => expand_includes(&lookup(file), lookup),
+                None => line.to_owned(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Every file of deploy/nats that `name` includes, directly or through another.
+pub fn nats_includes_transitive(name: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for f in conf_includes(&read(&root().join(NATS_DIR).join(name))) {
+        out.extend(nats_includes_transitive(&f));
+        out.insert(f);
+    }
+    out
+}
+
+/// A config of deploy/nats with its includes (from deploy/nats) expanded.
+fn nats_conf_expanded(name: &str) -> String {
+    let dir = root().join(NATS_DIR);
+    expand_includes(&read(&dir.join(name)), &|f| read(&dir.join(f)))
+}
+
+/// The `$NAME` references of a NATS config (comments and quoted strings such as
+/// `"$JS.API.>"` ignored): nats-server resolves each from the environment when the config does
+/// not define it.
+fn conf_vars(conf: &str) -> BTreeSet<String> {
+    let active = active_lines(conf);
+    let mut vars = BTreeSet::new();
+    let mut quoted = false;
+    for (i, c) in active.char_indices() {
+        if c == '"' {
+            quoted = !quoted;
+        }
+        if c != '$' || quoted {
+            continue;
+        }
+        let name: String = active[i + 1..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        assert!(!name.is_empty(), "a lone $ in a NATS config");
+        vars.insert(name);
+    }
+    vars
+}
+
+/// `conf` with its `$NAME` references replaced by their values in `env`; panics naming `what`
+/// when one is not set (the server would refuse to start).
+pub fn resolve_conf(conf: &str, env: &BTreeMap<String, String>, what: &str) -> String {
+    let vars = conf_vars(conf);
+    let mut out = active_lines(conf);
+    // Longest names first, so $NATS_ROUTE_1 is not cut at a shorter $NATS_ROUTE.
+    let mut ordered: Vec<&String> = vars.iter().collect();
+    ordered.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    for var in ordered {
+        let value = env.get(var).unwrap_or_else(|| {
+            panic!("{what} does not set ${var}, which {NATS_CLUSTER_CONF} reads")
+        });
+        out = out.replace(&format!("${var}"), value);
+    }
+    out
+}
+
+/// The settings of the last top-level `tls { ... }` block of an (expanded) NATS config, quotes
+/// removed; `None` without one.
+fn tls_block(conf: &str) -> Option<BTreeMap<String, String>> {
+    let mut depth = 0i32;
+    let mut current: Option<BTreeMap<String, String>> = None;
+    let mut found = None;
+    for line in active_lines(conf).lines() {
+        let l = line.trim();
+        let opens = l.matches('{').count() as i32;
+        let closes = l.matches('}').count() as i32;
+        if depth == 0 && current.is_none() {
+            let starts_block = l.strip_prefix("tls").is_some_and(|rest| {
+                rest.trim_start()
+                    .trim_start_matches(':')
+                    .trim_start()
+                    .starts_with('{')
+            });
+            if starts_block {
+                current = Some(BTreeMap::new());
+            }
+        } else if depth == 1
+            && let Some(block) = current.as_mut()
+            && let Some((k, v)) = l.split_once(':')
+        {
+            block.insert(k.trim().to_owned(), v.trim().trim_matches('"').to_owned());
+        }
+        depth += opens - closes;
+        if depth == 0 && current.is_some() {
+            found = current.take();
+        }
+    }
+    found
+}
+
+/// The client TLS block of a server config: present, with its files, and verifying clients.
+pub fn check_nats_tls_block(conf: &str, what: &str) -> BTreeMap<String, String> {
+    let tls = tls_block(conf).unwrap_or_else(|| {
+        panic!("{what}: no top-level tls {{ }} block: clients would connect in plaintext")
+    });
+    assert_eq!(
+        tls.get("verify").map(String::as_str),
+        Some("true"),
+        "{what}: the tls block must set verify: true (every client presents a certificate \
+         signed by the CA: mutual TLS)"
+    );
+    for key in ["cert_file", "key_file", "ca_file"] {
+        assert!(
+            tls.get(key).is_some_and(|v| !v.is_empty()),
+            "{what}: the tls block has no {key}"
+        );
+    }
+    tls
+}
+
+/// The users of deploy/nats/accounts.conf and the variable each one's password comes from
+/// (`password: $NATS_PASSWORD_...`).
+pub fn nats_users() -> BTreeMap<String, String> {
+    let users: BTreeMap<String, String> =
+        shared::test_support::users_of(&read(&root().join(ACCOUNTS_CONF)))
+            .unwrap_or_else(|e| panic!("{ACCOUNTS_CONF}: {e}"))
+            .into_iter()
+            .collect();
+    assert!(
+        users.len() >= 6,
+        "{ACCOUNTS_CONF} defines the services' users: {users:?}"
+    );
+    users
+}
+
+/// `conf` with the files of its tls blocks pointing at the stand-ins of `name`'s certificate.
+fn local_tls_paths(conf: &str, name: &str) -> String {
+    let mut out = String::new();
+    for line in conf.lines() {
+        let trimmed = line.trim_start();
+        let indent = &line[..line.len() - trimmed.len()];
+        let tls_file = [
+            ("cert_file", "_CERT_FILE"),
+            ("key_file", "_KEY_FILE"),
+            ("ca_file", "_CA_FILE"),
+        ]
+        .into_iter()
+        .find(|(key, _)| {
+            trimmed
+                .strip_prefix(key)
+                .is_some_and(|r| r.trim_start().starts_with(':'))
+        });
+        match tls_file {
+            Some((key, var)) => {
+                out.push_str(&format!("{indent}{key}: \"{}\"", stand_in(var, name)))
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// `nats-server -t` accepts `run`, one of `files` (name → text, their TLS files pointed at
+/// stand-ins of the server's certificate), with `env` (when a server is installed; CI has one).
+pub fn assert_server_accepts(
+    files: impl IntoIterator<Item = (String, String)>,
+    run: &str,
+    env: impl IntoIterator<Item = (String, String)>,
+    what: &str,
+) {
+    let Some(bin) = shared::test_support::server_binary_or_skip() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), local_tls_paths(&text, "nats")).unwrap();
+    }
+    let out = std::process::Command::new(bin)
+        .arg("--config")
+        .arg(dir.path().join(run))
+        .arg("-t")
+        .envs(env)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "nats-server -t rejects the {what} config:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn nats_configs_fsync_every_write() {
+    let names: BTreeSet<String> = files_with(NATS_DIR, &["conf"])
+        .iter()
+        .map(|p| file_name(p))
+        .collect();
+    let known: BTreeSet<String> = NATS_SERVER_CONFS
+        .iter()
+        .chain(NATS_FRAGMENTS)
+        .map(|n| (*n).to_owned())
+        .collect();
+    assert_eq!(
+        names, known,
+        "deploy/nats has the single-server config and one config for every cluster member \
+         (per-member values come from the environment, never from a second file), each also \
+         with client TLS, and the fragments they include (accounts, TLS)"
+    );
+    let mut included = BTreeSet::new();
+    for name in NATS_SERVER_CONFS {
+        let conf = nats_conf_expanded(name);
+        assert_durable_nats_conf(&conf, name);
+        let mine = nats_includes_transitive(name);
+        assert!(
+            mine.contains("accounts.conf"),
+            "{name} must include accounts.conf: without it every client is anonymous"
+        );
+        if name.ends_with("-tls.conf") {
+            check_nats_tls_block(&conf, name);
+        } else {
+            assert!(
+                tls_block(&conf).is_none(),
+                "{name} stays plaintext (scripts/dev and the chaos suite run it); TLS belongs in \
+                 its -tls.conf variant"
+            );
+        }
+        included.extend(mine);
+    }
+    for fragment in NATS_FRAGMENTS {
+        assert!(
+            included.contains(*fragment),
+            "{fragment} is included by no server config"
+        );
+    }
+}
+
+#[test]
+fn the_cluster_config_takes_every_member_value_from_the_environment() {
+    let conf = read(&root().join(NATS_CLUSTER_CONF));
+    let vars = conf_vars(&conf);
+    for key in ["server_name", "listen", "http", "store_dir", "pid_file"] {
+        let value =
+            conf_value(&conf, key).unwrap_or_else(|| panic!("{key} in {NATS_CLUSTER_CONF}"));
+        assert!(
+            value.starts_with('$'),
+            "{NATS_CLUSTER_CONF}: {key} differs per member (or between Kubernetes and \
+             scripts/dev --cluster), so it comes from the environment, got {value:?}"
+        );
+    }
+    let active = active_lines(&conf);
+    assert!(
+        active.contains("lame_duck_duration") && active.contains("no_advertise: true"),
+        "{NATS_CLUSTER_CONF} keeps lame duck mode and explicit routes"
+    );
+
+    // scripts/dev --cluster runs this very file and sets every variable it reads.
+    let dev = read(&root().join("scripts/dev"));
+    assert!(
+        dev.contains(&format!("\"$ROOT/{NATS_CLUSTER_CONF}\"")),
+        "scripts/dev --cluster runs {NATS_CLUSTER_CONF}"
+    );
+    for var in &vars {
+        assert!(
+            dev.contains(&format!("{var}=")),
+            "scripts/dev --cluster does not set ${var}, which {NATS_CLUSTER_CONF} reads"
+        );
+    }
+}
+
+#[test]
+#[should_panic(expected = "verify: true")]
+fn a_nats_server_that_does_not_verify_clients_is_rejected() {
+    let conf =
+        read(&root().join(NATS_DIR).join("tls.conf")).replace("verify: true", "verify: false");
+    check_nats_tls_block(&conf, "tls.conf");
+}
