@@ -132,8 +132,8 @@ impl Config {
     }
 
     /// How the writer keeps cart states in memory.
-    pub fn state_settings(&self) -> crate::writer::StateSettings {
-        crate::writer::StateSettings {
+    pub fn state_settings(&self) -> crate::write::writer::StateSettings {
+        crate::write::writer::StateSettings {
             cached_carts: self.state_cache_carts,
             flush_after: Duration::from_secs(self.state_flush_secs),
         }

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::ProjectionError;
 use crate::metrics as m;
-use crate::writer::Writer;
+use crate::write::writer::Writer;
 
 /// `CART_EVENTS`'s info (first and last sequence), within `timeout`.
 pub async fn stream_info(

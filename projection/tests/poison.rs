@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use common::generator::publish_raw;
 use common::{Generator, add, assert_views, expected};
 use projection::Hooks;
-use projection::dead_letter::{
+use projection::consume::dead_letter_stream::{
     DLQ_CONSUMER, DLQ_DELIVERIES, DLQ_ORIGINAL_SEQUENCE, DLQ_ORIGINAL_SUBJECT, DLQ_REASON,
 };
 use proto::projection::v1 as pb;

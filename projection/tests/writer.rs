@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use common::{Generator, add, assert_views, expected, expected_states, read_states};
-use projection::changes::Incoming;
-use projection::writer::{OnFailure, StateSettings, Writer};
+use projection::write::changes::Incoming;
+use projection::write::writer::{OnFailure, StateSettings, Writer};
 use projection::{CommitAction, Hooks};
 use shared::domain::{CartState, EventMessage};
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use bytes::Bytes;
-use projection::changes::Incoming;
+use projection::write::changes::Incoming;
 use shared::catalog::{CatalogSeed, CatalogSnapshot};
 use shared::domain::{AddItem, CartState, Command, Context, Event, EventMessage, Limits, decide};
 use shared::headers::RequestContext;

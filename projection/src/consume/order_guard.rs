@@ -17,8 +17,8 @@ use async_nats::jetstream::message::StreamMessage;
 use async_nats::jetstream::stream::{DirectGetErrorKind, Stream};
 use shared::subjects::CART_EVENTS_ALL;
 
-use crate::changes::Incoming;
 use crate::error::ProjectionError;
+use crate::write::changes::Incoming;
 
 pub struct OrderGuard {
     events: Stream,

@@ -23,14 +23,14 @@ use futures::{FutureExt, StreamExt};
 use shared::subjects::CART_EVENTS_ALL;
 use tokio::sync::Mutex;
 
-use crate::changes::Incoming;
-use crate::db;
 use crate::error::ProjectionError;
-use crate::hooks::Hooks;
 use crate::metrics as m;
-use crate::reader::Readers;
+use crate::read::pool::Readers;
 use crate::status::{Shared, stream_info};
-use crate::writer::{OnFailure, StateSettings, Writer};
+use crate::store::db;
+use crate::write::changes::Incoming;
+use crate::write::fault_injection::Hooks;
+use crate::write::writer::{OnFailure, StateSettings, Writer};
 
 /// How often progress is logged.
 const LOG_EVERY: Duration = Duration::from_secs(2);
@@ -106,7 +106,7 @@ impl Rebuild {
                 } else {
                     None
                 };
-                crate::writer::replace_database(&path, &fresh_path, old)
+                crate::write::writer::replace_database(&path, &fresh_path, old)
             })
             .await
             .map_err(|e| ProjectionError::Rebuild(format!("swap task failed: {e}")))??;

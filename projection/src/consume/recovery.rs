@@ -1,6 +1,6 @@
 //! Start-up after a stop that did not write every cart state.
 //!
-//! Cart states are written behind the views ([`crate::state_cache`]): a transaction commits the
+//! Cart states are written behind the views ([`crate::write::state_cache`]): a transaction commits the
 //! view rows and the checkpoint, while the states it changed wait in the writer's memory until
 //! the next flush. A crash loses them; the views and the checkpoint are whole. The database
 //! records the checkpoint of the last flush (`states_sequence`), and every stored state holds
@@ -18,8 +18,8 @@ use std::time::Duration;
 use async_nats::jetstream::stream::{State, Stream};
 
 use crate::error::ProjectionError;
-use crate::rebuild::Source;
-use crate::writer::Writer;
+use crate::ops::rebuild::Source;
+use crate::write::writer::Writer;
 
 /// Messages folded per writer command.
 const BATCH: usize = 4096;

@@ -18,14 +18,14 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::changes::Incoming;
-use crate::dead_letter::DeadLetters;
+use crate::consume::dead_letter_stream::DeadLetters;
+use crate::consume::order_guard::{OrderGuard, Split};
 use crate::error::ProjectionError;
 use crate::metrics as m;
-use crate::ordering::{OrderGuard, Split};
-use crate::poison::PoisonRecord;
 use crate::status::Shared;
-use crate::writer::{OnFailure, Writer};
+use crate::store::poison_table::PoisonRecord;
+use crate::write::changes::Incoming;
+use crate::write::writer::{OnFailure, Writer};
 
 /// Consecutive failed batches after which the durable consumer is re-created.
 const RECREATE_AFTER: u32 = 5;

@@ -12,8 +12,8 @@ use async_nats::jetstream;
 use shared::nats::dead_letter::{self as dlq, Original};
 use shared::subjects;
 
-use crate::changes::Incoming;
 use crate::error::ProjectionError;
+use crate::write::changes::Incoming;
 
 // Header names of a dead letter, shared with every consumer that dead-letters.
 pub use shared::headers::{

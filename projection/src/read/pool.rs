@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use rusqlite::Connection;
 use tokio::sync::Semaphore;
 
-use crate::db;
 use crate::error::ProjectionError;
+use crate::store::db;
 
 #[derive(Clone)]
 pub struct Readers {

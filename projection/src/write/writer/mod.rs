@@ -1,7 +1,7 @@
 //! The one SQLite writer: a dedicated thread owning the write connection, fed through a bounded
 //! channel. Each batch is applied in one transaction that also stores the checkpoint: its
 //! messages are applied to the carts in memory ([`Changes`]), then each changed cart's view
-//! rows are written once. Cart states are written behind ([`crate::state_cache`], which also
+//! rows are written once. Cart states are written behind ([`crate::write::state_cache`], which also
 //! says when a transaction writes all waiting states: "flushes"); the writer also flushes
 //! before a replay, a swap and when it stops. A message that fails changes nothing and either stops the batch (live consumer: what
 //! came before it is committed; retry it, keep order) or is recorded in the poison table
@@ -16,15 +16,15 @@ use std::time::Instant;
 use rusqlite::{Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::changes::{ApplyError, Changes, Incoming, Order};
-use crate::db;
-use crate::durability::{self, Durability, Syncer};
 use crate::error::ProjectionError;
-use crate::hooks::{CommitAction, Hooks};
 use crate::metrics as m;
-use crate::poison::{self, PoisonRecord};
-use crate::state_cache::StateCache;
-pub use crate::state_cache::StateSettings;
+use crate::store::db;
+use crate::store::poison_table::{self, PoisonRecord};
+use crate::write::changes::{ApplyError, Changes, Incoming, Order};
+use crate::write::durability::{self, Durability, Syncer};
+use crate::write::fault_injection::{CommitAction, Hooks};
+use crate::write::state_cache::StateCache;
+pub use crate::write::state_cache::StateSettings;
 
 /// Commands queued for the writer; small, because each holds a whole batch.
 const QUEUE: usize = 8;
@@ -87,7 +87,7 @@ enum Command {
         reply: oneshot::Sender<Result<(), ProjectionError>>,
     },
     /// Fold messages already applied to the views into the cart states again (start-up after
-    /// a crash, see [`crate::recovery`]).
+    /// a crash, see [`crate::consume::recovery`]).
     Recover {
         batch: Vec<Incoming>,
         reply: oneshot::Sender<Result<u64, ProjectionError>>,
@@ -224,7 +224,7 @@ impl Writer {
     }
 
     /// The stream sequences to fold into the stored states again before applying anything
-    /// (see [`crate::recovery`]); `None` when the states were all written.
+    /// (see [`crate::consume::recovery`]); `None` when the states were all written.
     pub fn states_behind(&self) -> Option<RangeInclusive<u64>> {
         self.states_behind.clone()
     }
@@ -490,7 +490,7 @@ impl State {
         };
         let checkpoint = self.durability.applied();
         let conn = self.conn.as_ref().ok_or(ProjectionError::WriterStopped)?;
-        let never_applied = poison::unapplied_between(conn, first.sequence, last.sequence)?;
+        let never_applied = poison_table::unapplied_between(conn, first.sequence, last.sequence)?;
         let mut changes = Changes::recovery(&mut self.cache);
         let mut folded = 0;
         for inc in batch {
@@ -637,7 +637,7 @@ impl State {
                                 inc.delivered,
                                 false,
                             );
-                            poison::insert(&tx, &record)?;
+                            poison_table::insert(&tx, &record)?;
                         }
                     }
                 }
@@ -699,7 +699,7 @@ impl State {
         let tx = conn
             .transaction()
             .map_err(ProjectionError::db("begin dead letter"))?;
-        let id = poison::insert(&tx, record)?;
+        let id = poison_table::insert(&tx, record)?;
         db::set_checkpoint(&tx, record.stream_sequence)?;
         let checkpoint = db::checkpoint(&tx)?;
         tx.commit()
@@ -717,7 +717,7 @@ impl State {
         let tx = conn
             .transaction()
             .map_err(ProjectionError::db("begin replay"))?;
-        let record = poison::get(&tx, id)?
+        let record = poison_table::get(&tx, id)?
             .ok_or_else(|| ProjectionError::NotFound(format!("no dead letter with id {id}")))?;
         if let Some(at) = &record.replayed_at {
             return Ok(ReplayOutcome {
@@ -729,7 +729,7 @@ impl State {
         let outcome = match changes.apply(&tx, message, &hooks, Order::Late) {
             Ok(_) => {
                 changes.write(&tx)?;
-                poison::mark_replayed(&tx, id)?;
+                poison_table::mark_replayed(&tx, id)?;
                 ReplayOutcome {
                     applied: true,
                     error: None,
@@ -737,7 +737,7 @@ impl State {
             }
             Err(ApplyError::Db(e)) => return Err(e),
             Err(ApplyError::Poison(reason)) => {
-                poison::mark_replay_failed(&tx, id, &reason)?;
+                poison_table::mark_replay_failed(&tx, id, &reason)?;
                 ReplayOutcome {
                     applied: false,
                     error: Some(reason),
@@ -789,7 +789,7 @@ pub(crate) fn replace_database(
             [path.to_string_lossy().as_ref()],
         )
         .map_err(ProjectionError::db("attach live database"))?;
-        poison::carry_over(&conn)?;
+        poison_table::carry_over(&conn)?;
     }
     if let Some(old) = old {
         db::fold_wal(&old)?;

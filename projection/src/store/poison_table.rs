@@ -3,8 +3,8 @@
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use crate::db::{now_rfc3339, to_i64, to_u64};
 use crate::error::ProjectionError;
+use crate::store::db::{now_rfc3339, to_i64, to_u64};
 
 /// A message given up on, as stored and as `ListDeadLetters` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
