@@ -53,10 +53,11 @@ use crate::consume::dead_letter_stream::DeadLetters;
 use crate::consume::order_guard::OrderGuard;
 use crate::consume::recovery;
 use crate::ops::admin;
+use crate::ops::readiness::{CHECKS, Monitor};
 use crate::ops::rebuild::{Live, Rebuild};
 use crate::read::grpc;
 use crate::read::pool::Readers;
-use crate::status::{CHECKS, Monitor, Shared};
+use crate::status::Shared;
 use crate::write::writer::Writer;
 
 /// A running projection node.

@@ -1,6 +1,7 @@
-//! Read connections for queries: a bounded pool, used on blocking threads, separate from the
-//! writer's connection (WAL lets them read while the writer commits). A rebuild's swap takes
-//! the pool's lock exclusively, closes every connection and reopens them on the new file.
+//! The pool of read connections for queries ([`Readers`]): bounded, used on blocking threads,
+//! separate from the writer's connection (WAL lets them read while the writer commits). A rebuild's
+//! swap takes the pool's lock exclusively, closes every connection and reopens them on the new
+//! file.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};

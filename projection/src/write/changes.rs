@@ -129,8 +129,8 @@ pub struct Changes<'c> {
     carts: BTreeMap<CartKey, Pending>,
     /// Carts read from the database (not found in the cache).
     pub loads: u64,
-    /// Folding messages already applied to the views again (see [`crate::consume::recovery`]): stored
-    /// states may be older than the views, and fault-injection hooks do not fire.
+    /// Folding messages already applied to the views again (see [`crate::consume::recovery`]):
+    /// stored states may be older than the views, and fault-injection hooks do not fire.
     recovering: bool,
 }
 

@@ -1,7 +1,7 @@
 //! The view rows of a cart, written from its domain fold.
 //!
 //! Each cart's fold (`CartState`) is stored in `cart_states` (see [`state_format`]), written
-//! behind the views (see [`crate::write::state_cache`]); its `carts` and `cart_lines` rows are derived
+//! behind the views (see [`super::state_cache`]); its `carts` and `cart_lines` rows are derived
 //! from it and `shared::domain::totals`, so the views are exactly
 //! what the domain computes. A write knows what the database holds (the previous stored cart),
 //! so it touches only the lines that changed. Times come from the messages' `occurred_at`, so
