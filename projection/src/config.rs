@@ -132,8 +132,8 @@ impl Config {
     }
 
     /// How the writer keeps cart states in memory.
-    pub fn state_settings(&self) -> crate::writer::StateSettings {
-        crate::writer::StateSettings {
+    pub fn state_settings(&self) -> crate::write::state_cache::StateSettings {
+        crate::write::state_cache::StateSettings {
             cached_carts: self.state_cache_carts,
             flush_after: Duration::from_secs(self.state_flush_secs),
         }

@@ -5,36 +5,28 @@
 //! [`start`] brings a node up (tests use it on port 0) and returns a [`Running`] handle;
 //! [`run`] is what `main` calls: start, then stop gracefully on shutdown.
 //!
-//! Module map: [`consumer`] (fetch → apply → ack, poison handling), [`writer`] (the one SQLite
-//! writer thread), [`changes`] (a batch's messages → cart states, in memory), [`views`] (a
-//! cart's state → rows), [`state_cache`] (states kept in memory, written behind the views),
-//! [`recovery`] (states a crash did not write, folded again from the stream at start-up),
-//! [`ordering`] (never apply past a message still being retried), [`dead_letter`] (`DEAD_LETTERS`), [`rebuild`], [`queries`] and
-//! [`grpc`] (the read side), [`status`] (lag, readiness), [`admin`] (HTTP admin path).
+//! Module map, in the order a message travels:
+//! - [`consume`]: the way in: the durable consumer (fetch → apply → ack, poison handling),
+//!   stream order, `DEAD_LETTERS`, start-up recovery.
+//! - [`write`](mod@write): the one SQLite writer thread and what its transactions do: a
+//!   batch's messages → cart states in memory → view rows; states written behind, commits
+//!   synced.
+//! - [`store`]: the file itself: schema and migrations, the `poison` table, the state format.
+//! - [`read`]: the way out: `QueryService` over a pool of read connections.
+//! - [`ops`]: readiness, the admin path, rebuilding the views from the stream.
+//!
+//! Beside them: [`config`], [`status`] (what the tasks tell each other about the node),
+//! [`metrics`] and [`error`].
 
-pub mod admin;
-pub mod changes;
 pub mod config;
-pub mod consumer;
-pub mod db;
-pub mod dead_letter;
-pub mod durability;
+pub mod consume;
 pub mod error;
-pub mod grpc;
-pub mod hooks;
 pub mod metrics;
-pub mod ordering;
-pub mod page;
-pub mod poison;
-pub mod queries;
-pub mod reader;
-pub mod rebuild;
-pub mod recovery;
-pub mod state_cache;
-pub mod state_format;
+pub mod ops;
+pub mod read;
 pub mod status;
-pub mod views;
-pub mod writer;
+pub mod store;
+pub mod write;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -53,16 +45,20 @@ use tokio_util::task::TaskTracker;
 
 pub use config::Config;
 pub use error::ProjectionError;
-pub use hooks::{CommitAction, Hooks};
-pub use rebuild::RebuildReport;
+pub use ops::rebuild::RebuildReport;
+pub use write::fault_injection::{CommitAction, Hooks};
 
-use crate::consumer::{Consumer, LoopSettings};
-use crate::dead_letter::DeadLetters;
-use crate::ordering::OrderGuard;
-use crate::reader::Readers;
-use crate::rebuild::{Live, Rebuild};
-use crate::status::{Monitor, Shared};
-use crate::writer::Writer;
+use crate::consume::consumer::{Consumer, LoopSettings};
+use crate::consume::dead_letter_stream::DeadLetters;
+use crate::consume::order_guard::OrderGuard;
+use crate::consume::recovery;
+use crate::ops::admin;
+use crate::ops::readiness::{CHECKS, Monitor};
+use crate::ops::rebuild::{Live, Rebuild};
+use crate::read::grpc;
+use crate::read::pool::Readers;
+use crate::status::Shared;
+use crate::write::writer::Writer;
 
 /// A running projection node.
 pub struct Running {
@@ -147,7 +143,7 @@ pub async fn start_with_hooks(config: Config, hooks: Hooks) -> anyhow::Result<Ru
         .context("invalid projection config")?;
     metrics::describe();
     let readiness = Readiness::new();
-    readiness.register(status::CHECKS);
+    readiness.register(CHECKS);
     let durable = config.durable();
     let db_path = config.db_path();
 

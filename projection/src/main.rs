@@ -6,8 +6,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use projection::Config;
-use projection::admin::REBUILD_PATH;
-use projection::rebuild::Rebuild;
+use projection::ops::admin::REBUILD_PATH;
+use projection::ops::rebuild::Rebuild;
 use projection::status::{RebuildView, Shared};
 
 #[derive(Parser)]

@@ -1,5 +1,7 @@
-//! What the projection knows about itself: consumer liveness, stream position, lag, rebuild
-//! progress; the monitor task that keeps `/ready` and the lag gauges truthful.
+//! What the projection's tasks tell each other about the node: the consumer's last fetch and
+//! error, the stream's last sequence, the pause of a rebuild's swap and the rebuild's progress.
+//! The consumer, the rebuild and the query service write and read it through one [`Shared`];
+//! [`crate::ops::readiness`] turns it into `/ready`, [`crate::ops::admin`] shows the rebuild.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -7,12 +9,9 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::stream::Stream;
 use serde::{Deserialize, Serialize};
-use shared::ops::Readiness;
-use tokio_util::sync::CancellationToken;
 
 use crate::error::ProjectionError;
 use crate::metrics as m;
-use crate::writer::Writer;
 
 /// `CART_EVENTS`'s info (first and last sequence), within `timeout`.
 pub async fn stream_info(
@@ -25,17 +24,7 @@ pub async fn stream_info(
         .map_err(|e| ProjectionError::nats("stream info", e))
 }
 
-/// Readiness checks of the projection.
-pub const CHECK_NATS: &str = shared::serve::NATS_CHECK;
-pub const CHECK_CONSUMER: &str = "consumer";
-pub const CHECK_LAG: &str = "lag";
-pub const CHECK_REBUILD: &str = "rebuild";
-pub const CHECKS: &[&str] = &[CHECK_NATS, CHECK_CONSUMER, CHECK_LAG, CHECK_REBUILD];
-
-/// How often the monitor refreshes the stream position and readiness.
-const MONITOR_EVERY: Duration = Duration::from_millis(250);
-
-/// State shared by the consumer loop, the monitor, the rebuild and the query service.
+/// State shared by the consumer loop, the readiness monitor, the rebuild and the query service.
 pub struct Shared {
     pub view: Arc<str>,
     started: Instant,
@@ -145,7 +134,7 @@ impl Shared {
     }
 
     /// Time since the last successful fetch (`None`: none yet).
-    fn since_fetch(&self) -> Option<Duration> {
+    pub(crate) fn since_fetch(&self) -> Option<Duration> {
         match self.last_fetch_ms.load(Ordering::Acquire) {
             0 => None,
             ms => Some(
@@ -154,6 +143,14 @@ impl Shared {
                     .saturating_sub(Duration::from_millis(ms)),
             ),
         }
+    }
+
+    /// The error of the consumer's last batch, if it failed (cleared by a good fetch).
+    pub(crate) fn consumer_error(&self) -> Option<String> {
+        self.consumer_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn stream_last(&self) -> u64 {
@@ -166,76 +163,5 @@ impl Shared {
 
     pub fn is_paused(&self) -> bool {
         self.paused.load(Ordering::Acquire)
-    }
-}
-
-pub struct Monitor {
-    pub shared: std::sync::Arc<Shared>,
-    pub client: async_nats::Client,
-    pub events: Stream,
-    pub writer: Writer,
-    pub readiness: Readiness,
-    pub max_lag: u64,
-    /// The consumer counts as stalled without a successful fetch for this long.
-    pub consumer_stall: Duration,
-    pub request_timeout: Duration,
-}
-
-impl Monitor {
-    pub async fn run(self, shutdown: CancellationToken) {
-        let mut tick = tokio::time::interval(MONITOR_EVERY);
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            self.check().await;
-        }
-    }
-
-    async fn check(&self) {
-        let view = self.shared.view.clone();
-        let connected = self.client.connection_state() == async_nats::connection::State::Connected;
-        self.readiness
-            .set(CHECK_NATS, connected, Some("disconnected from NATS"));
-        match stream_info(&self.events, self.request_timeout).await {
-            Ok(info) => self.shared.set_stream_last(info.state.last_sequence),
-            Err(e) => tracing::debug!(error = %e, "stream info failed"),
-        }
-        let applied = self.writer.checkpoint();
-        let lag = self.shared.stream_last().saturating_sub(applied);
-        metrics::gauge!(m::LAG, m::VIEW => view.clone()).set(lag as f64);
-        metrics::gauge!(m::APPLIED_SEQUENCE, m::VIEW => view).set(applied as f64);
-        let indexes_dropped = self.writer.indexes_dropped();
-        self.readiness.set(
-            CHECK_LAG,
-            lag <= self.max_lag && !indexes_dropped,
-            Some(if indexes_dropped {
-                format!("{lag} messages behind, catching up without the views' indexes")
-            } else {
-                format!("{lag} messages behind (more than {})", self.max_lag)
-            }),
-        );
-        let error = self
-            .shared
-            .consumer_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let consumer = match (self.shared.since_fetch(), error) {
-            (_, Some(e)) => Err(format!("consumer failing: {e}")),
-            (None, None) => Err("consumer has not fetched yet".to_owned()),
-            (Some(d), None) if d > self.consumer_stall => {
-                Err(format!("no fetch completed for {} s", d.as_secs()))
-            }
-            _ => Ok(()),
-        };
-        self.readiness
-            .set(CHECK_CONSUMER, consumer.is_ok(), consumer.err());
-        self.readiness.set(
-            CHECK_REBUILD,
-            !self.shared.is_paused(),
-            Some("paused while a rebuilt database is swapped in"),
-        );
     }
 }

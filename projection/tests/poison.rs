@@ -10,7 +10,7 @@ use cart_domain::EventRecord;
 use common::generator::publish_raw;
 use common::{Generator, add, assert_views, expected};
 use projection::Hooks;
-use projection::dead_letter::{
+use projection::consume::dead_letter_stream::{
     DLQ_CONSUMER, DLQ_DELIVERIES, DLQ_ORIGINAL_SEQUENCE, DLQ_ORIGINAL_SUBJECT, DLQ_REASON,
 };
 use proto::projection::v1 as pb;

@@ -30,7 +30,7 @@ async fn all_carts(
     let mut out = Vec::new();
     for _ in 0..1_000 {
         let page = q.list_carts(req.clone()).await.unwrap().into_inner();
-        assert!(page.carts.len() <= projection::page::size(req.page_size) as usize);
+        assert!(page.carts.len() <= projection::read::page::size(req.page_size) as usize);
         out.extend(page.carts);
         if page.next_page_token.is_empty() {
             return out;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::generator::publish_raw;
 use common::{Generator, WAIT, assert_views, expected};
 use projection::Hooks;
-use projection::rebuild::Rebuild;
+use projection::ops::rebuild::Rebuild;
 use projection::status::Shared;
 use proto::projection::v1 as pb;
 use shared::test_support::wait_until;
@@ -88,7 +88,7 @@ async fn online_rebuild_equals_the_live_views_while_events_arrive() {
     assert_eq!(after, dead, "dead letters are carried over unchanged");
     let status = q.status(pb::StatusRequest {}).await.unwrap().into_inner();
     assert!(!status.rebuilding);
-    assert!(!projection::db::sibling(&running.db_path, ".rebuild").exists());
+    assert!(!projection::store::db::sibling(&running.db_path, ".rebuild").exists());
     running.stop().await.unwrap();
 }
 
@@ -106,7 +106,7 @@ async fn admin_endpoint_and_offline_rebuild() {
     let url = format!(
         "http://{}{}",
         running.http_addr,
-        projection::admin::REBUILD_PATH
+        projection::ops::admin::REBUILD_PATH
     );
     let http = reqwest::Client::new();
     let denied = http.post(&url).send().await.unwrap();
@@ -161,7 +161,7 @@ async fn admin_endpoint_and_offline_rebuild() {
         consumer: config.durable(),
         batch_size: 16,
         // Fewer than the carts: states are written, evicted and read back while rebuilding.
-        states: projection::writer::StateSettings {
+        states: projection::write::writer::StateSettings {
             cached_carts: 4,
             flush_after: Duration::from_secs(3600),
         },

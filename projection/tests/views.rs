@@ -227,7 +227,7 @@ async fn a_node_far_behind_catches_up_without_secondary_indexes_and_creates_them
     config.drop_indexes_behind = 100;
     let indexes = {
         // The schema as created: every index in place.
-        let (writer, _thread) = projection::writer::Writer::spawn(
+        let (writer, _thread) = projection::write::writer::Writer::spawn(
             &env.db_path("main"),
             Hooks::default(),
             "main",

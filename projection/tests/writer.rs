@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use cart_domain::{CartState, EventMessage};
 use common::{Generator, add, assert_views, expected, expected_states, read_states};
-use projection::changes::Incoming;
-use projection::writer::{OnFailure, StateSettings, Writer};
+use projection::write::changes::Incoming;
+use projection::write::writer::{OnFailure, StateSettings, Writer};
 use projection::{CommitAction, Hooks};
 
 /// `n` accepted commands on random carts, as messages at sequences `first..`.

@@ -271,7 +271,8 @@ pub fn read_states(path: &Path) -> (BTreeMap<Key, CartState>, u64) {
         .unwrap();
     let states = stmt
         .query_map([], |r| {
-            let state = projection::state_format::decode(r.get_ref(2)?).expect("readable state");
+            let state =
+                projection::store::state_format::decode(r.get_ref(2)?).expect("readable state");
             Ok(((r.get(0)?, r.get(1)?), state))
         })
         .unwrap()

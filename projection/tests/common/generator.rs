@@ -10,7 +10,7 @@ use bytes::Bytes;
 use cart_domain::catalog::{CatalogSeed, CatalogSnapshot};
 use cart_domain::ids::{CartId, CommandId, TenantId};
 use cart_domain::{AddItem, CartState, Command, Context, Event, EventMessage, Limits, decide};
-use projection::changes::Incoming;
+use projection::write::changes::Incoming;
 use shared::headers::RequestContext;
 use time::OffsetDateTime;
 

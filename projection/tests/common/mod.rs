@@ -182,5 +182,5 @@ pub fn hold_commit(n: u32, action: CommitAction) -> (Hooks, mpsc::Receiver<u64>,
 
 /// `(name, sql)` of the secondary indexes of the views in the database at `path`.
 pub fn view_indexes(path: &std::path::Path) -> Vec<(String, String)> {
-    projection::db::view_indexes(&open_db(path)).unwrap()
+    projection::store::db::view_indexes(&open_db(path)).unwrap()
 }

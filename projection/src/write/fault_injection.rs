@@ -1,5 +1,7 @@
-//! Fault injection for tests and drills: make applying a message fail, make the writer
-//! "crash" around a commit, or hold back or fail the sync of commits to disk. Production passes [`Hooks::default`] (no hooks, no cost).
+//! Fault injection for tests and drills ([`Hooks`], re-exported as `projection::Hooks`): make
+//! applying a message fail, make the writer "crash" around a commit, or hold back or fail the
+//! sync of commits to disk. The writer, the changes and the sync thread call them at those
+//! points. Production passes [`Hooks::default`] (no hooks, no cost).
 
 use std::fmt;
 use std::sync::Arc;

@@ -13,16 +13,16 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tonic::{Request, Response, Status};
 
-use crate::dead_letter;
+use crate::consume::dead_letter_stream;
 use crate::error::ProjectionError;
 use crate::metrics as m;
-use crate::page::{self, Listing};
-use crate::poison::{self, PoisonRecord};
-use crate::queries::{self, CartFilter, CartRow, OrderRow, StatusFilter};
-use crate::reader::Readers;
+use crate::read::page::{self, Listing};
+use crate::read::pool::Readers;
+use crate::read::queries::{self, CartFilter, CartRow, OrderRow, StatusFilter};
 use crate::status::Shared;
-use crate::views::nanos;
-use crate::writer::Writer;
+use crate::store::poison_table::{self, PoisonRecord};
+use crate::write::views::nanos;
+use crate::write::writer::Writer;
 
 const DEFAULT_LIMIT: u32 = 50;
 const MAX_LIMIT: u32 = 1_000;
@@ -135,12 +135,15 @@ impl QueryGrpc {
         }
         let record = self
             .readers
-            .with(move |c| poison::get(c, id))
+            .with(move |c| poison_table::get(c, id))
             .await?
             .ok_or_else(|| ProjectionError::NotFound(format!("no dead letter with id {id}")))?;
-        let message =
-            dead_letter::read_original(&self.events, record.stream_sequence, self.request_timeout)
-                .await?;
+        let message = dead_letter_stream::read_original(
+            &self.events,
+            record.stream_sequence,
+            self.request_timeout,
+        )
+        .await?;
         let outcome = self.writer.replay(id, message).await?;
         let result = if outcome.applied { "applied" } else { "failed" };
         metrics::counter!(m::REPLAYS, m::VIEW => self.shared.view.clone(), "result" => result)
@@ -296,7 +299,7 @@ impl pb::query_service_server::QueryService for QueryGrpc {
             let n = limit(q.limit);
             let rows = self
                 .readers
-                .with(move |c| poison::list(c, t.as_deref(), n))
+                .with(move |c| poison_table::list(c, t.as_deref(), n))
                 .await?;
             Ok(pb::ListDeadLettersResponse {
                 dead_letters: rows.into_iter().map(dead_letter_record).collect(),
@@ -317,7 +320,7 @@ impl pb::query_service_server::QueryService for QueryGrpc {
     async fn status(&self, req: Request<pb::StatusRequest>) -> Reply<pb::StatusResponse> {
         shared::grpc_tls::authorize(&req, "QueryService.Status", &[GATEWAY, ADMIN])?;
         let r = async {
-            let dead_letters = self.readers.with(poison::open_count).await?;
+            let dead_letters = self.readers.with(poison_table::open_count).await?;
             let applied = self.writer.checkpoint();
             let last = self.shared.stream_last();
             Ok(pb::StatusResponse {

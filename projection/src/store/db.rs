@@ -16,26 +16,26 @@ use crate::error::ProjectionError;
 
 /// `(version, name, sql)`, in order. Append only; never edit a released migration.
 const MIGRATIONS: &[(u32, &str, &str)] = &[
-    (1, "init", include_str!("../migrations/0001_init.sql")),
+    (1, "init", include_str!("../../migrations/0001_init.sql")),
     (
         2,
         "partial_user_index",
-        include_str!("../migrations/0002_partial_user_index.sql"),
+        include_str!("../../migrations/0002_partial_user_index.sql"),
     ),
     (
         3,
         "states_written_behind",
-        include_str!("../migrations/0003_states_written_behind.sql"),
+        include_str!("../../migrations/0003_states_written_behind.sql"),
     ),
     (
         4,
         "dropped_indexes",
-        include_str!("../migrations/0004_dropped_indexes.sql"),
+        include_str!("../../migrations/0004_dropped_indexes.sql"),
     ),
     (
         5,
         "subscription_details",
-        include_str!("../migrations/0005_subscription_details.sql"),
+        include_str!("../../migrations/0005_subscription_details.sql"),
     ),
 ];
 
@@ -66,7 +66,7 @@ pub fn latest_version() -> u32 {
 
 /// Opens (creating if needed) the database the writer owns: WAL journal, `synchronous=NORMAL`
 /// (a commit does not wait for the disk; the writer's sync thread syncs the WAL before the
-/// commit's messages are acknowledged, see [`crate::durability`]), checkpoints every
+/// commit's messages are acknowledged, see [`crate::write::durability`]), checkpoints every
 /// [`CHECKPOINT_PAGES`], migrated to the latest schema.
 /// Temporary data (sorts, statement journals) stays in memory: it never needs to survive a
 /// crash, and writing it to a file cost as much as the views themselves.

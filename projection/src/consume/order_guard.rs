@@ -1,4 +1,4 @@
-//! Keeping stream order across retries.
+//! Keeping stream order across retries ([`OrderGuard`], used by [`super::consumer`]).
 //!
 //! The checkpoint is one number ("everything up to here is applied"), so a message may only be
 //! applied when nothing before it is still outstanding. After a message is nak'd for a retry,
@@ -17,8 +17,8 @@ use async_nats::jetstream::message::StreamMessage;
 use async_nats::jetstream::stream::{DirectGetErrorKind, Stream};
 use shared::subjects::CART_EVENTS_ALL;
 
-use crate::changes::Incoming;
 use crate::error::ProjectionError;
+use crate::write::changes::Incoming;
 
 pub struct OrderGuard {
     events: Stream,

@@ -1,5 +1,10 @@
-//! `DEAD_LETTERS`: publishing a message the projection gave up on, and reading an original
-//! message back (by stream sequence) to replay it.
+//! The `DEAD_LETTERS` stream (NATS): publishing a message the projection gave up on, and
+//! reading an original message back from `CART_EVENTS` (by stream sequence) to replay it.
+//!
+//! Not to be confused with the poison table ([`crate::store::poison_table`]): that is this
+//! projection's own record of the same message, in its SQLite file, which `ListDeadLetters`
+//! lists and a replay marks. A message given up on goes to both; a failure found by a rebuild
+//! only to the table.
 //!
 //! A dead letter is the original payload on `dlq.projection-<view>.<tenant>.<cart_id>`, built by
 //! [`shared::nats::dead_letter`] like every other consumer's: the original headers (tenant,
@@ -12,8 +17,8 @@ use async_nats::jetstream;
 use shared::nats::dead_letter::{self as dlq, Original};
 use shared::subjects;
 
-use crate::changes::Incoming;
 use crate::error::ProjectionError;
+use crate::write::changes::Incoming;
 
 // Header names of a dead letter, shared with every consumer that dead-letters.
 pub use shared::headers::{

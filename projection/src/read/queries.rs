@@ -5,9 +5,9 @@
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 
-use crate::db::to_u64;
 use crate::error::ProjectionError;
-use crate::page::Cursor;
+use crate::read::page::Cursor;
+use crate::store::db::to_u64;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LineRow {
@@ -352,7 +352,7 @@ mod tests {
     #[test]
     fn every_cart_list_reads_one_index_in_order_without_sorting() {
         let dir = tempfile::tempdir().unwrap();
-        let conn = crate::db::open_writer(&dir.path().join("p.db")).unwrap();
+        let conn = crate::store::db::open_writer(&dir.path().join("p.db")).unwrap();
         // Any index that needs no sort will do, except that a user's carts use theirs.
         let cases = [
             (None, None, "INDEX carts_by_"),

@@ -1,6 +1,7 @@
-//! Read connections for queries: a bounded pool, used on blocking threads, separate from the
-//! writer's connection (WAL lets them read while the writer commits). A rebuild's swap takes
-//! the pool's lock exclusively, closes every connection and reopens them on the new file.
+//! The pool of read connections for queries ([`Readers`]): bounded, used on blocking threads,
+//! separate from the writer's connection (WAL lets them read while the writer commits). A rebuild's
+//! swap takes the pool's lock exclusively, closes every connection and reopens them on the new
+//! file.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -8,8 +9,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use rusqlite::Connection;
 use tokio::sync::Semaphore;
 
-use crate::db;
 use crate::error::ProjectionError;
+use crate::store::db;
 
 #[derive(Clone)]
 pub struct Readers {

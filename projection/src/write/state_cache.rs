@@ -8,11 +8,12 @@
 //! the writer also flushes before a replay, a swap or a stop). A
 //! cart written once per flush instead of once per message is most of what makes catching up
 //! fast. A dirty state is never evicted, since the database holds an older one; after a crash
-//! the writer folds the stream's messages since the last flush again ([`crate::recovery`]).
+//! the writer folds the stream's messages since the last flush again
+//! ([`crate::consume::recovery`]).
 //!
 //! A transaction takes the states it works on out of the cache and puts them back after it
 //! committed, or the dirty ones as they were if it rolled back (see
-//! [`crate::changes::Changes`]): a rolled-back batch, a crash hook or a poison message cannot
+//! [`super::changes::Changes`]): a rolled-back batch, a crash hook or a poison message cannot
 //! leave a state the views do not show. Clean states are bounded (least recently used first
 //! out) so that clean and dirty together stay within `capacity`; everything is forgotten when a
 //! rebuild swaps the database file. Only the writer thread uses it, so it is a plain LRU map
@@ -24,7 +25,7 @@ use std::time::{Duration, Instant};
 use cart_domain::ids::{CartId, TenantId};
 use hashlink::LruCache;
 
-use crate::views::StoredCart;
+use crate::write::views::StoredCart;
 
 /// A cart's identity across tenants.
 pub type CartKey = (TenantId, CartId);

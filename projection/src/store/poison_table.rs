@@ -1,10 +1,15 @@
-//! The local poison table: messages this projection gave up on, with the reason, and whether
-//! an operator has replayed them since.
+//! The `poison` table in the projection's own SQLite file: the messages this projection gave
+//! up on, with the reason, whether they reached `DEAD_LETTERS`, and whether an operator has
+//! replayed them since. It is what `ListDeadLetters` lists and what a replay marks.
+//!
+//! Publishing the message to the `DEAD_LETTERS` stream on NATS is
+//! [`crate::consume::dead_letter_stream`]'s; this table is the local record, and it survives a
+//! rebuild ([`carry_over`]).
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use crate::db::{now_rfc3339, to_i64, to_u64};
 use crate::error::ProjectionError;
+use crate::store::db::{now_rfc3339, to_i64, to_u64};
 
 /// A message given up on, as stored and as `ListDeadLetters` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,7 +14,7 @@ use shared::{ApiError, ErrorCode};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::rebuild::{Live, Rebuild};
+use crate::ops::rebuild::{Live, Rebuild};
 
 pub const REBUILD_PATH: &str = "/admin/rebuild";
 

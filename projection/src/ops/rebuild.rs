@@ -2,7 +2,7 @@
 //! swap it in.
 //!
 //! Online (the running service's admin path): the fresh file is filled from an ordered
-//! consumer up to the stream's last sequence while the old file keeps serving; then the live
+//! consumer ([`Source`]) up to the stream's last sequence while the old file keeps serving; then the live
 //! writer is paused between batches, the fresh file catches up to the live checkpoint, the
 //! files are swapped (rename, read connections reopened) and the writer resumes. Nothing
 //! applied live during the rebuild is lost: the fresh file is at or past the live checkpoint
@@ -17,20 +17,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::consumer::{DeliverPolicy, pull::Ordered, pull::OrderedConfig};
 use async_nats::jetstream::stream::Stream;
-use futures::{FutureExt, StreamExt};
-use shared::subjects::CART_EVENTS_ALL;
 use tokio::sync::Mutex;
 
-use crate::changes::Incoming;
-use crate::db;
+use crate::consume::stream_replay::Source;
 use crate::error::ProjectionError;
-use crate::hooks::Hooks;
 use crate::metrics as m;
-use crate::reader::Readers;
+use crate::read::pool::Readers;
 use crate::status::{Shared, stream_info};
-use crate::writer::{OnFailure, StateSettings, Writer};
+use crate::store::db;
+use crate::write::fault_injection::Hooks;
+use crate::write::writer::{OnFailure, StateSettings, Writer};
 
 /// How often progress is logged.
 const LOG_EVERY: Duration = Duration::from_secs(2);
@@ -106,7 +103,7 @@ impl Rebuild {
                 } else {
                     None
                 };
-                crate::writer::replace_database(&path, &fresh_path, old)
+                crate::write::writer::replace_database(&path, &fresh_path, old)
             })
             .await
             .map_err(|e| ProjectionError::Rebuild(format!("swap task failed: {e}")))??;
@@ -131,8 +128,8 @@ impl Rebuild {
         let _paused = live.gate.lock().await;
         live.shared.set_paused(true);
         let live_checkpoint = live.writer.checkpoint();
-        let more = source
-            .replay_until(self, &writer, live_checkpoint, &live.shared)
+        let more = self
+            .replay_until(&mut source, &writer, live_checkpoint, &live.shared)
             .await?;
         report.applied += more.applied;
         report.failed += more.failed;
@@ -173,7 +170,9 @@ impl Rebuild {
             .last_sequence;
         tracing::info!(view = %self.view, target, "rebuild started");
         let mut source = Source::open(&self.events, 1, self.read_timeout).await?;
-        let report = source.replay_until(self, &writer, target, shared).await?;
+        let report = self
+            .replay_until(&mut source, &writer, target, shared)
+            .await?;
         Ok((
             FreshDb {
                 writer,
@@ -215,96 +214,11 @@ impl Rebuild {
             .increment(1);
         shared.rebuild.finish(&self.view, text);
     }
-}
-
-struct FreshDb {
-    writer: Writer,
-    thread: std::thread::JoinHandle<()>,
-    source: Source,
-}
-
-/// A replay: an ordered consumer over `CART_EVENTS` (from sequence 1 for a rebuild).
-pub(crate) struct Source {
-    messages: Ordered,
-    /// A message read past the current goal, kept for the next phase.
-    ahead: Option<Incoming>,
-    timeout: Duration,
-}
-
-impl Source {
-    pub(crate) async fn open(
-        events: &Stream,
-        from: u64,
-        timeout: Duration,
-    ) -> Result<Self, ProjectionError> {
-        let consumer = tokio::time::timeout(
-            timeout,
-            events.create_consumer(OrderedConfig {
-                filter_subject: CART_EVENTS_ALL.to_owned(),
-                deliver_policy: DeliverPolicy::ByStartSequence {
-                    start_sequence: from,
-                },
-                ..OrderedConfig::default()
-            }),
-        )
-        .await
-        .map_err(|_| ProjectionError::nats("create replay consumer", "no reply in time"))?
-        .map_err(|e| ProjectionError::nats("create replay consumer", e))?;
-        let messages = consumer
-            .messages()
-            .await
-            .map_err(|e| ProjectionError::nats("replay", e))?;
-        Ok(Self {
-            messages,
-            ahead: None,
-            timeout,
-        })
-    }
-
-    fn convert(msg: async_nats::jetstream::Message) -> Result<Incoming, ProjectionError> {
-        let info = msg.info().map_err(|e| ProjectionError::nats("replay", e))?;
-        Ok(Incoming::new(
-            info.stream_sequence,
-            msg.subject.to_string(),
-            msg.headers.clone(),
-            msg.payload.clone(),
-            1,
-        )
-        .decoded_ahead())
-    }
-
-    pub(crate) async fn next(&mut self) -> Result<Incoming, ProjectionError> {
-        if let Some(inc) = self.ahead.take() {
-            return Ok(inc);
-        }
-        match tokio::time::timeout(self.timeout, self.messages.next()).await {
-            Err(_) => Err(ProjectionError::nats("replay", "no message in time")),
-            Ok(None) => Err(ProjectionError::nats("replay", "the replay consumer ended")),
-            Ok(Some(r)) => Self::convert(r.map_err(|e| ProjectionError::nats("replay", e))?),
-        }
-    }
-
-    /// The next message if one is already buffered.
-    pub(crate) fn next_ready(&mut self) -> Option<Result<Incoming, ProjectionError>> {
-        if let Some(inc) = self.ahead.take() {
-            return Some(Ok(inc));
-        }
-        match self.messages.next().now_or_never()? {
-            None => Some(Err(ProjectionError::nats(
-                "replay",
-                "the replay consumer ended",
-            ))),
-            Some(r) => Some(
-                r.map_err(|e| ProjectionError::nats("replay", e))
-                    .and_then(Self::convert),
-            ),
-        }
-    }
 
     /// Applies messages to `fresh` until its checkpoint reaches `goal`.
     async fn replay_until(
-        &mut self,
-        rebuild: &Rebuild,
+        &self,
+        source: &mut Source,
         fresh: &Writer,
         goal: u64,
         shared: &Shared,
@@ -317,18 +231,16 @@ impl Source {
         };
         let mut logged = Instant::now();
         while report.checkpoint < goal {
-            let mut batch = vec![self.next().await?];
-            while batch.len() < rebuild.batch_size
-                && batch.last().is_some_and(|i| i.sequence < goal)
-            {
-                match self.next_ready() {
+            let mut batch = vec![source.next().await?];
+            while batch.len() < self.batch_size && batch.last().is_some_and(|i| i.sequence < goal) {
+                match source.next_ready() {
                     Some(inc) => batch.push(inc?),
                     None => break,
                 }
             }
             // Reading stops at the first message past the goal; keep it for the next phase.
-            if batch.last().is_some_and(|i| i.sequence > goal) {
-                self.ahead = batch.pop();
+            if let Some(past) = batch.pop_if(|i| i.sequence > goal) {
+                source.put_back(past);
             }
             if batch.is_empty() {
                 break;
@@ -337,21 +249,25 @@ impl Source {
                 .apply(
                     batch,
                     OnFailure::Record {
-                        consumer: rebuild.consumer.clone(),
+                        consumer: self.consumer.clone(),
                     },
                 )
                 .await?;
             report.applied += out.applied as u64;
             report.failed += (out.handled - out.applied - out.skipped) as u64;
             report.checkpoint = out.checkpoint;
-            shared
-                .rebuild
-                .progress(&rebuild.view, report.checkpoint, goal);
+            shared.rebuild.progress(&self.view, report.checkpoint, goal);
             if logged.elapsed() >= LOG_EVERY {
                 logged = Instant::now();
-                tracing::info!(view = %rebuild.view, applied = report.checkpoint, target = goal, "rebuild progress");
+                tracing::info!(view = %self.view, applied = report.checkpoint, target = goal, "rebuild progress");
             }
         }
         Ok(report)
     }
+}
+
+struct FreshDb {
+    writer: Writer,
+    thread: std::thread::JoinHandle<()>,
+    source: Source,
 }

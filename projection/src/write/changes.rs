@@ -20,9 +20,9 @@ use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
 
 use crate::error::ProjectionError;
-use crate::hooks::Hooks;
-use crate::state_cache::{CartKey, StateCache, Taken};
-use crate::views::{self, OrderRow, Staleness, StoredCart, StoredLine, nanos};
+use crate::write::fault_injection::Hooks;
+use crate::write::state_cache::{CartKey, StateCache, Taken};
+use crate::write::views::{self, OrderRow, Staleness, StoredCart, StoredLine, nanos};
 
 /// A message as delivered by the consumer, or read back from the stream (rebuild, replay).
 #[derive(Debug, Clone)]
@@ -129,8 +129,8 @@ pub struct Changes<'c> {
     carts: BTreeMap<CartKey, Pending>,
     /// Carts read from the database (not found in the cache).
     pub loads: u64,
-    /// Folding messages already applied to the views again (see [`crate::recovery`]): stored
-    /// states may be older than the views, and fault-injection hooks do not fire.
+    /// Folding messages already applied to the views again (see [`crate::consume::recovery`]):
+    /// stored states may be older than the views, and fault-injection hooks do not fire.
     recovering: bool,
 }
 
@@ -311,7 +311,7 @@ impl<'c> Changes<'c> {
         for ((tenant, _), p) in self.carts.iter().filter(|(_, p)| p.changed || p.unwritten) {
             views::write_state(conn, tenant, &p.now)?;
         }
-        crate::db::set_states_checkpoint(conn, checkpoint)
+        crate::store::db::set_states_checkpoint(conn, checkpoint)
     }
 
     /// Whether this transaction should also write every waiting state (see

@@ -1,7 +1,7 @@
 //! The view rows of a cart, written from its domain fold.
 //!
 //! Each cart's fold (`CartState`) is stored in `cart_states` (see [`state_format`]), written
-//! behind the views (see [`crate::state_cache`]); its `carts` and `cart_lines` rows are derived
+//! behind the views (see [`super::state_cache`]); its `carts` and `cart_lines` rows are derived
 //! from it and `cart_domain::totals`, so the views are exactly
 //! what the domain computes. A write knows what the database holds (the previous stored cart),
 //! so it touches only the lines that changed. Times come from the messages' `occurred_at`, so
@@ -14,9 +14,9 @@ use cart_domain::ids::{CartId, TenantId};
 use cart_domain::{Cart, CartState, Line, event::OrderPlaced, totals};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::db::to_i64;
 use crate::error::ProjectionError;
-use crate::state_format;
+use crate::store::db::to_i64;
+use crate::store::state_format;
 
 /// A cart as stored: its domain fold and the bookkeeping beside it (`cart_states`). The view
 /// rows (`carts`, `cart_lines`) are a function of it, so it is all a write needs to know about
@@ -162,7 +162,7 @@ pub fn load(
             "stored state of {tenant}/{cart} is unreadable ({e}); rebuild the projection"
         ))
     })?;
-    if staleness == Staleness::Refuse && crate::db::to_i64(state.version) != view_version {
+    if staleness == Staleness::Refuse && crate::store::db::to_i64(state.version) != view_version {
         return Err(stale(format!("at sequence {}", state.version)));
     }
     Ok(Some(StoredCart {

@@ -1,14 +1,14 @@
 //! Start-up after a stop that did not write every cart state.
 //!
-//! Cart states are written behind the views ([`crate::state_cache`]): a transaction commits the
-//! view rows and the checkpoint, while the states it changed wait in the writer's memory until
-//! the next flush. A crash loses them; the views and the checkpoint are whole. The database
-//! records the checkpoint of the last flush (`states_sequence`), and every stored state holds
-//! its cart's messages up to it, so the lost states are the stored ones plus the messages
-//! after it: before the consumer starts, this module reads those messages back from
-//! `CART_EVENTS` (an ordered consumer), the writer folds them into the states in memory
-//! without writing any view, checks each recovered state against its view row (version,
-//! message count, update time) and writes them all.
+//! Cart states are written behind the views ([`crate::write::state_cache`]): a transaction commits
+//! the view rows and the checkpoint, while the states it changed wait in the writer's memory until
+//! the next flush. A crash loses them; the views and the checkpoint are whole. The database records
+//! the checkpoint of the last flush (`states_sequence`), and every stored state holds its cart's
+//! messages up to it, so the lost states are the stored ones plus the messages after it: before the
+//! consumer starts, this module reads those messages back from `CART_EVENTS` ([`Source`], an
+//! ordered consumer), the writer folds them into the states in memory without writing any view,
+//! checks each recovered state against its view row (version, message count, update time) and
+//! writes them all.
 //!
 //! Messages given up on (in the poison table, not replayed) were never applied and are skipped.
 //! If the stream no longer holds the messages, the projection cannot start: rebuild it.
@@ -17,9 +17,9 @@ use std::time::Duration;
 
 use async_nats::jetstream::stream::{State, Stream};
 
+use crate::consume::stream_replay::Source;
 use crate::error::ProjectionError;
-use crate::rebuild::Source;
-use crate::writer::Writer;
+use crate::write::writer::Writer;
 
 /// Messages folded per writer command.
 const BATCH: usize = 4096;

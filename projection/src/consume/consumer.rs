@@ -1,6 +1,7 @@
-//! The live writer loop: fetch a batch from the durable consumer, apply it in one transaction
+//! The live consumer loop: fetch a batch from the durable consumer, apply it in one transaction
 //! (through the [`Writer`]), and only then acknowledge. Redelivered messages at or below the
-//! checkpoint are acknowledged and skipped, so a crash between commit and ack is harmless.
+//! checkpoint are acknowledged and skipped, so a crash between commit and ack is harmless. (A
+//! fetched message, fetching and acknowledging are [`super::delivery`]'s.)
 //!
 //! Poison handling keeps stream order: a message that fails is rolled back alone, what came
 //! before it is committed, and it is nak'd (with a delay) together with the unapplied rest of
@@ -10,22 +11,21 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
-use futures::StreamExt;
+use async_nats::jetstream::{AckKind, consumer::PullConsumer};
 use shared::headers::RequestContext;
 use shared::nats::Durable;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::changes::Incoming;
-use crate::dead_letter::DeadLetters;
+use crate::consume::dead_letter_stream::DeadLetters;
+use crate::consume::delivery::{Delivery, ack_all, ack_one, fetch};
+use crate::consume::order_guard::{OrderGuard, Split};
 use crate::error::ProjectionError;
 use crate::metrics as m;
-use crate::ordering::{OrderGuard, Split};
-use crate::poison::PoisonRecord;
 use crate::status::Shared;
-use crate::writer::{OnFailure, Writer};
+use crate::store::poison_table::PoisonRecord;
+use crate::write::writer::{OnFailure, Writer};
 
 /// Consecutive failed batches after which the durable consumer is re-created.
 const RECREATE_AFTER: u32 = 5;
@@ -72,66 +72,6 @@ pub struct Consumer {
     pub retrying: Option<u64>,
 }
 
-/// Fetches up to `size` messages (fewer when the stream has no more right now), as
-/// deliveries ready to apply, decoded (so a batch fetched ahead is also prepared ahead).
-async fn fetch(
-    consumer: &PullConsumer,
-    settings: &LoopSettings,
-    size: usize,
-) -> Result<Vec<Delivery>, ProjectionError> {
-    let wait = settings.fetch_wait;
-    let fetch = async {
-        let mut batch = consumer
-            .fetch()
-            .max_messages(size)
-            .expires(wait)
-            .messages()
-            .await
-            .map_err(|e| ProjectionError::nats("fetch", e))?;
-        let mut out = Vec::with_capacity(size);
-        while let Some(msg) = batch.next().await {
-            let msg = msg.map_err(|e| ProjectionError::nats("fetch", e))?;
-            out.extend(Delivery::new(msg));
-        }
-        Ok(out)
-    };
-    tokio::time::timeout(wait + settings.request_timeout, fetch)
-        .await
-        .map_err(|_| ProjectionError::nats("fetch", "no reply in time"))?
-}
-
-/// One delivered message (`msg` is `None` for a message read back by the loop itself).
-pub struct Delivery {
-    msg: Option<jetstream::Message>,
-    inc: Incoming,
-}
-
-impl Delivery {
-    /// A fetched message; `None` (logged) without JetStream metadata.
-    fn new(mut msg: jetstream::Message) -> Option<Delivery> {
-        let info = match msg.info() {
-            Ok(info) => (info.stream_sequence, info.delivered),
-            Err(e) => {
-                tracing::warn!(error = %e, "ignoring a message without JetStream info");
-                return None;
-            }
-        };
-        let inc = Incoming::new(
-            info.0,
-            msg.subject.to_string(),
-            // Moved, not copied: acknowledging needs only the reply subject.
-            msg.message.headers.take(),
-            msg.payload.clone(),
-            info.1,
-        )
-        .decoded_ahead();
-        Some(Delivery {
-            msg: Some(msg),
-            inc,
-        })
-    }
-}
-
 impl Consumer {
     /// Runs until `shutdown`; a batch in progress is finished (applied and acknowledged) first.
     /// Cancels `fatal` and returns if the writer has stopped (the process should restart).
@@ -157,7 +97,12 @@ impl Consumer {
             let fetched = match ahead.take() {
                 Some(batch) => Ok(batch),
                 None => tokio::select! {
-                    r = fetch(&self.consumer, &self.settings, self.settings.batch_size) => r,
+                    r = fetch(
+                        &self.consumer,
+                        self.settings.batch_size,
+                        self.settings.fetch_wait,
+                        self.settings.request_timeout,
+                    ) => r,
                     () = shutdown.cancelled() => return,
                 },
             };
@@ -182,7 +127,12 @@ impl Consumer {
                     // fetch dropped halfway would leave its messages out until the ack wait.
                     let consumer = self.consumer.clone();
                     let settings = self.settings.clone();
-                    let next = fetch(&consumer, &settings, settings.catch_up_batch_size);
+                    let next = fetch(
+                        &consumer,
+                        settings.catch_up_batch_size,
+                        settings.fetch_wait,
+                        settings.request_timeout,
+                    );
                     let (result, next) = tokio::join!(self.process(batch), next);
                     ahead = next.ok();
                     result
@@ -523,22 +473,5 @@ impl Consumer {
                 ack_all(deliveries, timeout).await;
             }
         });
-    }
-}
-
-/// Acks are best effort: a lost ack means a redelivery, which the checkpoint absorbs.
-async fn ack_one(d: &Delivery, kind: AckKind, timeout: Duration) {
-    let Some(msg) = &d.msg else { return };
-    match tokio::time::timeout(timeout, msg.ack_with(kind)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(sequence = d.inc.sequence, error = %e, ?kind, "ack failed"),
-        Err(_) => tracing::warn!(sequence = d.inc.sequence, ?kind, "ack timed out"),
-    }
-}
-
-/// Acknowledges applied deliveries, in order.
-async fn ack_all(deliveries: Vec<Delivery>, timeout: Duration) {
-    for d in &deliveries {
-        ack_one(d, AckKind::Ack, timeout).await;
     }
 }

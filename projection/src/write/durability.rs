@@ -21,9 +21,9 @@ use std::time::Instant;
 
 use tokio::sync::watch;
 
-use crate::db;
-use crate::hooks::Hooks;
 use crate::metrics as m;
+use crate::store::db;
+use crate::write::fault_injection::Hooks;
 
 /// What is on disk.
 #[derive(Debug, Clone, Copy, Default)]
