@@ -9,6 +9,7 @@
 
 pub mod check;
 pub mod cluster;
+pub mod layout;
 pub mod load;
 pub mod process;
 pub mod proxy;

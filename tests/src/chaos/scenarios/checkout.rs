@@ -1,0 +1,244 @@
+//! The runner killed around the provider call, and provider faults: no duplicate provider
+//! order, no stuck checkout.
+
+use super::*;
+
+impl Run<'_> {
+    // ---- runner and provider ---------------------------------------------------------------
+
+    /// A cart with one item, through `/v1`.
+    pub(super) async fn cart_with_item(&self, cart: &str) -> anyhow::Result<()> {
+        let gateway = &self.cluster.gateway_urls()[0];
+        for attempt in 0..10 {
+            let ok = self
+                .cluster
+                .http
+                .post(format!("{gateway}/v1/carts/{cart}/commands"))
+                .header("idempotency-key", format!("{cart}-fill"))
+                .json(&json!({"type": "AddItem", "sku": "TEST-SKU-123", "quantity": 1}))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ok {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100 * (attempt + 1))).await;
+        }
+        anyhow::bail!("could not fill {cart}")
+    }
+
+    /// `GET /cart/byid/{cart}/checkout` once: the provider order id when it is there.
+    pub(super) async fn checkout(&self, cart: &str) -> Result<Option<String>, (u16, String)> {
+        let gateway = &self.cluster.gateway_urls()[0];
+        let resp = self
+            .cluster
+            .http
+            .get(format!("{gateway}/cart/byid/{cart}/checkout"))
+            .send()
+            .await
+            .map_err(|e| (0, e.to_string()))?;
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.unwrap_or_default();
+        match status {
+            200 => Ok(body["order_id"].as_str().map(str::to_owned)),
+            202 => Ok(None),
+            _ => Err((status, body.to_string())),
+        }
+    }
+
+    pub(super) async fn set_mock_faults(&self, faults: Value) -> anyhow::Result<()> {
+        self.cluster
+            .http
+            .post(format!("{}/__mock/faults", self.cluster.mock_url()))
+            .json(&faults)
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(())
+    }
+
+    pub(super) async fn mock_stats(&self) -> anyhow::Result<Value> {
+        Ok(self
+            .cluster
+            .http
+            .get(format!("{}/__mock/stats", self.cluster.mock_url()))
+            .send()
+            .await?
+            .json()
+            .await?)
+    }
+
+    /// The cart's storefront JSON.
+    pub(super) async fn storefront_cart(&self, cart: &str) -> anyhow::Result<Value> {
+        let gateway = &self.cluster.gateway_urls()[0];
+        Ok(self
+            .cluster
+            .http
+            .get(format!("{gateway}/cart/byid/{cart}"))
+            .send()
+            .await?
+            .json()
+            .await?)
+    }
+
+    /// Drives `cart`'s checkout to its end: waits for the provider order, pays it, waits for
+    /// the placed order. `Ok(true)` placed, `Ok(false)` failed cleanly (the provider refused).
+    pub(super) async fn checkout_to_the_end(&self, cart: &str) -> anyhow::Result<bool> {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let order = loop {
+            match self.checkout(cart).await {
+                Ok(Some(order)) => break order,
+                Ok(None) => {}
+                Err((502, _)) => return Ok(false),
+                Err((status, body)) if status >= 500 || status == 0 => {
+                    let _ = body;
+                }
+                Err((status, body)) => anyhow::bail!("{cart}: checkout answered {status}: {body}"),
+            }
+            if Instant::now() > deadline {
+                anyhow::bail!("{cart}: stuck, no provider order within 90 s");
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        let paid = self
+            .cluster
+            .http
+            .post(format!(
+                "{}/__mock/orders/{order}/complete",
+                self.cluster.mock_url()
+            ))
+            .send()
+            .await?;
+        anyhow::ensure!(
+            paid.status().is_success(),
+            "{cart}: paying {order} answered {}",
+            paid.status()
+        );
+        while Instant::now() < deadline {
+            if self.storefront_cart(cart).await?["orderReference"].is_string() {
+                return Ok(true);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        anyhow::bail!("{cart}: paid order {order} not placed within 90 s")
+    }
+
+    pub(super) async fn runner_kill(
+        &mut self,
+        cycles: usize,
+        r: &mut ScenarioResult,
+    ) -> anyhow::Result<()> {
+        let prefix = format!("runner-{}", self.opts.seed);
+        let mut carts = Vec::new();
+        for cycle in 0..cycles {
+            // Slow provider calls widen the window a kill can fall into.
+            let delay = self.rng.u64(0..400);
+            self.set_mock_faults(json!({"delay_ms": delay})).await?;
+            let batch: Vec<String> = (0..2).map(|k| format!("{prefix}-{cycle}-{k}")).collect();
+            for cart in &batch {
+                self.cart_with_item(cart).await?;
+                // Starts the attempt; the reply may be 202 (still being created).
+                let _ = self.checkout(cart).await;
+            }
+            Self::run_for(Duration::from_millis(self.rng.u64(0..500))).await;
+            self.cluster.runner.kill9();
+            self.cluster.runner.start()?;
+            let http = self.cluster.http.clone();
+            self.cluster
+                .runner
+                .wait_ready(&http, Duration::from_secs(30))
+                .await?;
+            carts.extend(batch);
+        }
+        self.set_mock_faults(json!({})).await?;
+        let (mut placed, mut failed, mut stuck) = (0u64, 0u64, 0u64);
+        for cart in &carts {
+            match self.checkout_to_the_end(cart).await {
+                Ok(true) => placed += 1,
+                Ok(false) => failed += 1,
+                Err(e) => {
+                    stuck += 1;
+                    r.notes.push(e.to_string());
+                }
+            }
+        }
+        let stats = self.mock_stats().await?;
+        let duplicates: u64 = carts
+            .iter()
+            .map(|c| {
+                stats["created_per_reference"][c]
+                    .as_u64()
+                    .unwrap_or(0)
+                    .saturating_sub(1)
+            })
+            .sum();
+        r.counts.insert("checkouts".into(), carts.len() as u64);
+        r.counts.insert("placed".into(), placed);
+        r.counts.insert("failed".into(), failed);
+        r.counts.insert("stuck".into(), stuck);
+        r.counts
+            .insert("duplicate_provider_orders".into(), duplicates);
+        r.pass = duplicates == 0 && stuck == 0 && placed + failed == carts.len() as u64;
+        Ok(())
+    }
+
+    pub(super) async fn provider_faults(
+        &mut self,
+        cycles: usize,
+        r: &mut ScenarioResult,
+    ) -> anyhow::Result<()> {
+        let prefix = format!("provider-{}", self.opts.seed);
+        let faults = [
+            ("transient_5xx", json!({"fail_next": 2})),
+            ("slow", json!({"delay_ms": 600})),
+            ("timeouts", json!({"delay_ms": 1500})),
+            ("refused", json!({"refuse": true})),
+        ];
+        let (mut clean, mut unclean, mut usable) = (0u64, 0u64, 0u64);
+        for cycle in 0..cycles {
+            for (name, fault) in &faults {
+                let cart = format!("{prefix}-{cycle}-{name}");
+                self.cart_with_item(&cart).await?;
+                self.set_mock_faults(fault.clone()).await?;
+                match self.checkout_to_the_end(&cart).await {
+                    Ok(_) => clean += 1,
+                    Err(e) => {
+                        unclean += 1;
+                        r.notes.push(format!("{name}: {e}"));
+                    }
+                }
+                self.set_mock_faults(json!({})).await?;
+                // Usable after: a failed checkout leaves a cart that changes and checks out.
+                let cart_now = self.storefront_cart(&cart).await?;
+                if cart_now["orderReference"].is_string() {
+                    usable += 1;
+                } else {
+                    let added = self
+                        .cluster
+                        .http
+                        .post(format!(
+                            "{}/v1/carts/{cart}/commands",
+                            self.cluster.gateway_urls()[0]
+                        ))
+                        .json(&json!({"type": "AddItem", "sku": "BOOK-NOVEL-01", "quantity": 1}))
+                        .send()
+                        .await?
+                        .status()
+                        .is_success();
+                    if added && self.checkout_to_the_end(&cart).await.unwrap_or(false) {
+                        usable += 1;
+                    } else {
+                        r.notes.push(format!("{cart}: not usable after {name}"));
+                    }
+                }
+            }
+        }
+        let total = (cycles * faults.len()) as u64;
+        r.counts.insert("checkouts".into(), total);
+        r.counts.insert("ended_cleanly".into(), clean);
+        r.counts.insert("ended_uncleanly".into(), unclean);
+        r.counts.insert("usable_after".into(), usable);
+        r.pass = unclean == 0 && usable == total;
+        Ok(())
+    }
+}

@@ -1,0 +1,179 @@
+//! Rolling restarts with drain, and the soak with its memory check.
+
+use super::*;
+
+impl Run<'_> {
+    // ---- rolling restart -------------------------------------------------------------------
+
+    pub(super) async fn rolling_restart(&mut self, r: &mut ScenarioResult) -> anyhow::Result<()> {
+        let load = Load::start(self.load("rolling", self.opts.clients));
+        Self::run_for(Duration::from_secs(2)).await;
+        let http = self.cluster.http.clone();
+        let mut restarts = Vec::new();
+        let count = self.cluster.aggregates.len();
+        for i in 0..count {
+            restarts.push(self.restart("aggregate", i, &http, r).await?);
+        }
+        restarts.push(self.restart("projection", 0, &http, r).await?);
+        restarts.push(self.restart("runner", 0, &http, r).await?);
+        for i in 0..self.cluster.gateways.len() {
+            restarts.push(self.restart("gateway", i, &http, r).await?);
+        }
+        Self::run_for(Duration::from_secs(1)).await;
+        let ops = load.finish().await;
+        self.verify(&ops, r).await?;
+        r.times.insert("restart".into(), Times::of(restarts));
+        r.pass = r.verdict.consistent() && r.verdict.failed_requests == 0;
+        Ok(())
+    }
+
+    /// SIGTERM (the service drains), start again, wait until ready; the whole time taken.
+    pub(super) async fn restart(
+        &mut self,
+        what: &str,
+        i: usize,
+        http: &reqwest::Client,
+        r: &mut ScenarioResult,
+    ) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        let p = match what {
+            "aggregate" => &mut self.cluster.aggregates[i],
+            "gateway" => &mut self.cluster.gateways[i],
+            "projection" => &mut self.cluster.projection,
+            _ => &mut self.cluster.runner,
+        };
+        let graceful = p.stop(Duration::from_secs(40)).await;
+        anyhow::ensure!(graceful, "{} did not stop within 40 s of SIGTERM", p.name());
+        let stopped = started.elapsed();
+        p.start()?;
+        p.wait_ready(http, Duration::from_secs(60)).await?;
+        let name = p.name().to_owned();
+        if what == "aggregate" {
+            self.placement_converged(3).await?;
+        }
+        r.notes.push(format!(
+            "{name}: stopped in {} ms, serving again after {} ms",
+            stopped.as_millis(),
+            started.elapsed().as_millis()
+        ));
+        Ok(started.elapsed())
+    }
+
+    // ---- soak ------------------------------------------------------------------------------
+
+    pub(super) async fn soak(&mut self, r: &mut ScenarioResult) -> anyhow::Result<()> {
+        let mut memory = Memory::default();
+        let load = Load::start(self.load("soak", 200));
+        let deadline = Instant::now() + Duration::from_secs(600);
+        let mut actions = 0u64;
+        while Instant::now() + Duration::from_secs(30) < deadline {
+            Self::run_for(Duration::from_secs(15)).await;
+            memory.sample(&self.cluster.rss());
+            actions += 1;
+            match self.rng.usize(..5) {
+                0 => {
+                    let i = self.rng.usize(..3);
+                    self.cluster.aggregates[i].kill9();
+                    Self::run_for(Duration::from_secs(1)).await;
+                }
+                1 => {
+                    let leader = self.cluster.leader_of("CART_EVENTS").await?;
+                    self.cluster.nats[leader].kill9();
+                    Self::run_for(Duration::from_secs(2)).await;
+                    self.restart_nats(leader).await?;
+                }
+                2 => {
+                    self.cluster.projection.kill9();
+                }
+                3 => {
+                    self.cluster.runner.kill9();
+                }
+                _ => {
+                    let j = self.rng.usize(..3);
+                    self.cluster.proxies[j].reset();
+                }
+            }
+            self.cluster.ensure_running().await?;
+        }
+        let ops = load.finish().await;
+        memory.sample(&self.cluster.rss());
+        self.verify(&ops, r).await?;
+        let grown = memory.judge(r);
+        r.counts.insert("fault_actions".into(), actions);
+        r.counts.insert("memory_grown".into(), grown);
+        r.pass = r.verdict.consistent() && grown == 0;
+        Ok(())
+    }
+}
+
+/// Resident memory over the soak. A process is judged over its last life when that life,
+/// after a minute of warm-up, lasted at least two more minutes: flat means it ended below
+/// 1.25 × its warm size + 32 MiB (caches fill to their bounds in the warm-up).
+#[derive(Default)]
+struct Memory {
+    lives: BTreeMap<String, Life>,
+}
+
+struct Life {
+    pid: u32,
+    seen: Instant,
+    warm: Option<(Instant, u64)>,
+    last: u64,
+}
+
+impl Memory {
+    const WARM_UP: Duration = Duration::from_secs(60);
+    const JUDGED_AFTER: Duration = Duration::from_secs(120);
+
+    fn sample(&mut self, rss: &BTreeMap<String, (u32, u64)>) {
+        let now = Instant::now();
+        for (name, &(pid, bytes)) in rss {
+            let life = self.lives.entry(name.clone()).or_insert(Life {
+                pid,
+                seen: now,
+                warm: None,
+                last: bytes,
+            });
+            if life.pid != pid {
+                *life = Life {
+                    pid,
+                    seen: now,
+                    warm: None,
+                    last: bytes,
+                };
+            }
+            life.last = bytes;
+            if life.warm.is_none() && now - life.seen >= Self::WARM_UP {
+                life.warm = Some((now, bytes));
+            }
+        }
+    }
+
+    /// Records warm → end sizes in `r`; the number of processes that grew.
+    fn judge(&self, r: &mut ScenarioResult) -> u64 {
+        let mut grown = 0;
+        let mut unjudged = Vec::new();
+        for (name, life) in &self.lives {
+            match life.warm {
+                Some((at, warm)) if at.elapsed() >= Self::JUDGED_AFTER => {
+                    r.rss_mib
+                        .insert(name.clone(), (warm / (1 << 20), life.last / (1 << 20)));
+                    if life.last > warm + warm / 4 + (32 << 20) {
+                        grown += 1;
+                        r.notes.push(format!(
+                            "{name}: RSS grew from {} to {} MiB",
+                            warm / (1 << 20),
+                            life.last / (1 << 20)
+                        ));
+                    }
+                }
+                _ => unjudged.push(name.as_str()),
+            }
+        }
+        r.notes.push(format!(
+            "RSS warm → end per process, over its last life (a minute after it started, then at least two more); restarted too late to judge: {}",
+            if unjudged.is_empty() { "none".to_owned() } else { unjudged.join(", ") }
+        ));
+        grown
+    }
+}
