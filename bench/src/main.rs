@@ -1,7 +1,7 @@
 //! `cart-bench`: measure the platform against raw JetStream on the same machine, in the same run.
 //!
 //! ```text
-//! cargo run --release -p tests --bin cart-bench -- grpc --concurrency 256 --duration 10 --json grpc.json
+//! cargo run --release -p cart-bench -- grpc --concurrency 256 --duration 10 --json grpc.json
 //! ```
 
 use std::path::PathBuf;

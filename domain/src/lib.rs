@@ -1,5 +1,5 @@
 //! The pure cart: [`decide`] and [`evolve`], no I/O, no clock, no randomness except what the
-//! [`Context`] passes in. This crate depends on serde, thiserror, time and uuid only; the
+//! [`Context`] passes in. This crate depends on serde, serde_json, thiserror, time and uuid only; the
 //! services, the wire formats and the transports build on it, never the other way round.
 //!
 //! - Commands ([`Command`]) are imperatives; events ([`Event`]) are past-tense facts with a

@@ -1,5 +1,6 @@
-//! The admin API (`/admin/...`): bearer token, denied by default. Today: the placement view
-//! this gateway routes by. Runner and dead-letter routes join this router later.
+//! The admin API (`/admin/...`): bearer token, denied by default. This module: the token check
+//! and the placement view this gateway routes by; the runner's and the dead letters' admin routes
+//! are in `admin_runner.rs` and `admin_dead_letters.rs`.
 
 use std::collections::BTreeMap;
 

@@ -1,5 +1,5 @@
-//! OpenAPI schemas of the response types that live in `shared` (which does not depend on
-//! utoipa). They only describe; replies are serialized from the `shared` types themselves, and
+//! OpenAPI schemas of the response types that live in `cart_domain` (which does not depend on
+//! utoipa). They only describe; replies are serialized from the `cart_domain` types themselves, and
 //! a test pins these descriptions to what those types really serialize.
 
 #![allow(dead_code)] // fields exist to be described, never read
