@@ -7,12 +7,12 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::admin::{self, audit};
 use crate::openapi::{self, Document};
-use crate::rate_limit::{ClientLimit, limit_clients};
+use crate::request::layers as edge;
+use crate::request::rate_limit::{ClientLimit, limit_clients};
 use crate::state::AppState;
-use crate::{
-    admin, admin_dead_letters, admin_runner, audit, checkout, edge, ops, queries, storefront, v1,
-};
+use crate::{checkout, ops, queries, storefront, v1};
 
 /// Every route of the gateway with its OpenAPI document.
 pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
@@ -23,8 +23,8 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(v1::router())
         .merge(queries::router())
         .merge(admin::router())
-        .merge(admin_runner::router())
-        .merge(admin_dead_letters::router())
+        .merge(admin::runner::router())
+        .merge(admin::dead_letters::router())
         .layer(from_fn_with_state(
             ClientLimit {
                 limits: state.limits.clone(),

@@ -30,17 +30,17 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::context::Ctx;
-use crate::json::JsonBody;
 use crate::metrics as m;
-use crate::params::Params;
-use crate::params::QueryParams;
+use crate::request::context::Ctx;
+use crate::request::json::JsonBody;
+use crate::request::params::Params;
+use crate::request::params::QueryParams;
 use crate::schema::ErrorBody;
-use crate::services::{Services, request};
 use crate::state::AppState;
 use crate::storefront::cart_ref::StoreCart;
 use crate::storefront::handlers::TAG;
-use crate::upstream::{Exec, decode_state};
+use crate::upstream::aggregate::{Exec, decode_state};
+use crate::upstream::services::{Services, request};
 
 /// Routes that are not per cart (the per-cart `/cart/checkout` is in the storefront router).
 pub fn router() -> OpenApiRouter<AppState> {

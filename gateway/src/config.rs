@@ -270,8 +270,8 @@ impl Config {
         Duration::from_millis(self.upstream_deadline_ms.max(1))
     }
 
-    pub fn service_policy(&self) -> crate::services::CallPolicy {
-        crate::services::CallPolicy {
+    pub fn service_policy(&self) -> crate::upstream::services::CallPolicy {
+        crate::upstream::services::CallPolicy {
             timeout: Duration::from_millis(self.service_timeout_ms.max(1)),
             read_attempts: self.upstream_attempts.max(1),
         }

@@ -10,25 +10,16 @@
 //! is what `main` calls.
 
 pub mod admin;
-pub mod admin_dead_letters;
-pub mod admin_runner;
 pub mod app;
-pub mod audit;
 pub mod checkout;
 pub mod config;
-pub mod context;
-pub mod edge;
 pub mod idempotency;
-pub mod json;
 pub mod metrics;
 pub mod openapi;
 pub mod ops;
-pub mod params;
 pub mod queries;
-pub mod rate_limit;
-pub mod routing;
+pub mod request;
 pub mod schema;
-pub mod services;
 pub mod state;
 pub mod storefront;
 pub mod upstream;
@@ -104,7 +95,8 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     // Stops the background tasks again if start-up fails half way.
     let started = shutdown.clone().drop_guard();
     let tracker = TaskTracker::new();
-    let (client, view) = routing::connect(&config, &js, &tracker, shutdown.clone()).await?;
+    let (client, view) =
+        upstream::discovery::connect(&config, &js, &tracker, shutdown.clone()).await?;
     let static_addrs = config.aggregate_addrs();
     let state = AppState::new(
         config,

@@ -26,11 +26,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use self::views::{CartPage, CartRecord, OrderPage, SkuDemandReport};
-use crate::context::Ctx;
-use crate::params::{Params, QueryParams};
+use crate::request::context::Ctx;
+use crate::request::params::{Params, QueryParams};
 use crate::schema::ErrorBody;
-use crate::services::{self, Services};
 use crate::state::AppState;
+use crate::upstream::services::{self, Services};
 use crate::v1::CartPath;
 
 pub const TAG: &str = "queries";

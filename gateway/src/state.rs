@@ -11,12 +11,12 @@ use shared::{ApiError, CartId, CommandId};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError};
-use crate::context::Auth;
 use crate::idempotency::Idempotency;
-use crate::rate_limit::RateLimits;
-use crate::services::{Service, Services};
+use crate::request::context::Auth;
+use crate::request::rate_limit::RateLimits;
 use crate::storefront::cart_ref::CookiePolicy;
-use crate::upstream::{Exec, Snapshot, Upstream};
+use crate::upstream::aggregate::{Exec, Snapshot, Upstream};
+use crate::upstream::services::{Service, Services};
 
 /// Everything handlers share, behind one `Arc`: axum clones the state for every request and
 /// middleware layer, so the clone must be a reference count, not a deep copy.

@@ -205,7 +205,7 @@ impl SetItemsBody {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::json::parse;
+    use crate::request::json::parse;
 
     #[test]
     fn go_cart_actor_bodies_parse_and_typos_are_refused() {

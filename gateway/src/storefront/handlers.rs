@@ -13,12 +13,12 @@ use shared::{ApiError, CartId, CommandId, ErrorCode};
 use super::cart_ref::StoreCart;
 use super::dto::*;
 use super::mutate;
-use crate::context::Ctx;
-use crate::json::JsonBody;
-use crate::params::Params;
+use crate::request::context::Ctx;
+use crate::request::json::JsonBody;
+use crate::request::params::Params;
 use crate::schema::{self, CommandErrors, ReadErrors};
 use crate::state::AppState;
-use crate::upstream::Snapshot;
+use crate::upstream::aggregate::Snapshot;
 
 pub const TAG: &str = "storefront";
 

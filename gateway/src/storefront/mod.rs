@@ -19,7 +19,7 @@ use self::cart_ref::StoreCart;
 use self::handlers::*;
 use crate::openapi::{Routes, alias, by_id};
 use crate::state::AppState;
-use crate::upstream::Exec;
+use crate::upstream::aggregate::Exec;
 
 /// Every storefront route: each cart route for the cookie and under `/cart/byid/{cartId}`,
 /// the root routes also with a trailing slash (`/cart/`, as the go-cart-actor README uses).

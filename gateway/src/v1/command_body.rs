@@ -12,7 +12,7 @@ use serde_json::Value;
 use shared::{ApiError, CartId, ErrorCode};
 use utoipa::ToSchema;
 
-use crate::json::from_value;
+use crate::request::json::from_value;
 use crate::storefront::dto::{ItemBody, MarkingBody, PickupPointBody, SubscriptionDetailsBody};
 
 /// Sent by the runner and the payment provider, never by clients.

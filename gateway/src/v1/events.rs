@@ -13,12 +13,12 @@ use proto::cart::v1 as pb;
 use shared::ApiError;
 
 use super::{CartPath, TAG};
-use crate::context::Ctx;
 use crate::metrics as m;
-use crate::params::Params;
+use crate::request::context::Ctx;
+use crate::request::params::Params;
 use crate::schema::ReadErrors;
 use crate::state::AppState;
-use crate::upstream::Snapshot;
+use crate::upstream::aggregate::Snapshot;
 
 /// Live updates of the cart.
 #[utoipa::path(get, path = "/v1/carts/{id}/events", tag = TAG,

@@ -12,7 +12,7 @@ use shared::{ApiError, CartId, CommandId, ErrorCode};
 use super::command_body::{self, Commands, Parsed};
 use crate::idempotency::{Key, Stored, fingerprint};
 use crate::state::AppState;
-use crate::upstream::{Exec, Snapshot};
+use crate::upstream::aggregate::{Exec, Snapshot};
 
 /// The `ETag` of a cart version: `"<version>"`.
 pub fn etag(version: u64) -> HeaderValue {

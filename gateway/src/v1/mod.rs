@@ -17,12 +17,12 @@ use utoipa_axum::routes;
 
 use self::command_body::CommandsRequest;
 use self::execute::{etag, none_match};
-use crate::context::Ctx;
-use crate::json::JsonBody;
-use crate::params::Params;
+use crate::request::context::Ctx;
+use crate::request::json::JsonBody;
+use crate::request::params::Params;
 use crate::schema::{self, CommandErrors, ReadErrors};
 use crate::state::AppState;
-use crate::upstream::Snapshot;
+use crate::upstream::aggregate::Snapshot;
 
 pub const TAG: &str = "v1";
 

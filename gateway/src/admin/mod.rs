@@ -2,6 +2,10 @@
 //! and the placement view this gateway routes by; the runner's and the dead letters' admin routes
 //! are in `admin_runner.rs` and `admin_dead_letters.rs`.
 
+pub mod audit;
+pub mod dead_letters;
+pub mod runner;
+
 use std::collections::BTreeMap;
 
 use axum::Json;

@@ -19,8 +19,8 @@ use shared::{ApiError, ErrorCode};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::context::Auth;
 use crate::metrics as m;
+use crate::request::context::Auth;
 
 struct Limiter {
     scope: &'static str,

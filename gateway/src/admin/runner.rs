@@ -13,10 +13,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::admin::{Admin, TAG};
-use crate::params::QueryParams;
+use crate::request::params::QueryParams;
 use crate::schema::ErrorBody;
-use crate::services::{Services, request};
 use crate::state::AppState;
+use crate::upstream::services::{Services, request};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

@@ -14,9 +14,9 @@ use shared::{ApiError, ErrorCode};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::context::{self, Auth};
-use crate::json::too_large;
 use crate::metrics as m;
+use crate::request::context::{self, Auth};
+use crate::request::json::too_large;
 
 /// Wraps `router` (already given its state) in the shared edge layers. CORS, when origins
 /// are allowed, is outermost: a browser's preflight is answered before tenant rules and rate
@@ -146,7 +146,7 @@ mod tests {
     use std::collections::HashMap;
     use tower::ServiceExt;
 
-    use crate::json::JsonBody;
+    use crate::request::json::JsonBody;
 
     async fn boom() -> &'static str {
         panic!("kaboom")

@@ -12,11 +12,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::admin::{Admin, TAG};
-use crate::params::{Params, QueryParams};
 use crate::queries::ask;
+use crate::request::params::{Params, QueryParams};
 use crate::schema::ErrorBody;
-use crate::services::Services;
 use crate::state::AppState;
+use crate::upstream::services::Services;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -158,7 +158,7 @@ pub async fn replay_dead_letter(
         .services
         .projection
         .write("projection_replay_dead_letter", &ctx, |channel, md| {
-            let req = crate::services::request(md, req);
+            let req = crate::upstream::services::request(md, req);
             async move { Services::query(channel).replay_dead_letter(req).await }
         })
         .await?;
