@@ -35,7 +35,7 @@ use crate::carts::{Carts, CartsConfig};
 use crate::catalog::CatalogCache;
 use crate::drain::Drainer;
 use crate::placement::{Placement, PlacementConfig};
-use crate::snapshot::Snapshots;
+use crate::snapshot::SnapshotStore;
 use crate::store::EventStore;
 use cart_client::placement_view::PlacementView;
 
@@ -160,7 +160,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let store = EventStore::new(client.clone(), js.clone(), config.nats.request_timeout())
         .await
         .context("event store")?;
-    let snapshots = Snapshots::start(
+    let snapshots = SnapshotStore::start(
         resources.cart_snapshots.clone(),
         config.snapshot_every,
         &tracker,

@@ -76,7 +76,7 @@ pub fn describe() {
     describe_counter!(SNAPSHOT_WRITES, "Snapshot writes, by result.");
     describe_counter!(
         SNAPSHOTS_IGNORED,
-        "Snapshots ignored as stale or corrupt (cart rebuilt from the stream)."
+        "SnapshotStore ignored as stale or corrupt (cart rebuilt from the stream)."
     );
     describe_counter!(
         UNREADABLE_MESSAGES,

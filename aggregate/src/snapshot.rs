@@ -36,14 +36,14 @@ enum Job {
 }
 
 #[derive(Clone)]
-pub struct Snapshots {
+pub struct SnapshotStore {
     kv: kv::Store,
     tx: mpsc::Sender<Job>,
     /// A snapshot every this many messages of a cart; 0: snapshots are off (none is written).
     every: u64,
 }
 
-impl Snapshots {
+impl SnapshotStore {
     /// Start the writer task (owned by `tracker`, stopped by `shutdown` after a final flush),
     /// for a snapshot every `every` messages of a cart (0: off).
     pub fn start(

@@ -15,22 +15,22 @@ use crate::idempotency::Idempotency;
 use crate::request::context::Auth;
 use crate::request::rate_limit::RateLimits;
 use crate::storefront::cart_ref::CookiePolicy;
-use crate::upstream::aggregate::{Exec, Snapshot, Upstream};
+use crate::upstream::aggregate::{Exec, Upstream, VersionedCart};
 use crate::upstream::services::{Service, Services};
 
 /// Everything handlers share, behind one `Arc`: axum clones the state for every request and
 /// middleware layer, so the clone must be a reference count, not a deep copy.
 #[derive(Clone)]
-pub struct AppState(Arc<Shared>);
+pub struct AppState(Arc<AppStateInner>);
 
 impl std::ops::Deref for AppState {
-    type Target = Shared;
-    fn deref(&self) -> &Shared {
+    type Target = AppStateInner;
+    fn deref(&self) -> &AppStateInner {
         &self.0
     }
 }
 
-pub struct Shared {
+pub struct AppStateInner {
     pub cfg: Arc<Config>,
     pub upstream: Upstream,
     pub auth: Arc<Auth>,
@@ -58,7 +58,7 @@ impl AppState {
         shutdown: CancellationToken,
     ) -> Result<Self, ConfigError> {
         cfg.check()?;
-        Ok(Self(Arc::new(Shared {
+        Ok(Self(Arc::new(AppStateInner {
             upstream: Upstream::new(client, cfg.upstream_deadline()),
             auth: Arc::new(Auth::new(
                 cfg.default_tenant()?,
@@ -114,7 +114,7 @@ impl AppState {
         cart: &CartId,
         exec: Exec,
         mut command: Command,
-    ) -> Result<Snapshot, ApiError> {
+    ) -> Result<VersionedCart, ApiError> {
         self.admit(ctx, cart, &exec, &mut command)?;
         self.upstream.execute(ctx, cart, exec, command).await
     }
@@ -154,7 +154,7 @@ impl AppState {
         cart: &CartId,
         exec: Exec,
         mut commands: Vec<Command>,
-    ) -> Result<Snapshot, ApiError> {
+    ) -> Result<VersionedCart, ApiError> {
         // Each position its own id (two id-less upserts in one batch are two details), the
         // same on every retry of the request.
         for (i, c) in commands.iter_mut().enumerate() {

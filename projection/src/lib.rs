@@ -57,7 +57,7 @@ use crate::ops::readiness::{CHECKS, Monitor};
 use crate::ops::rebuild::{Live, Rebuild};
 use crate::read::grpc;
 use crate::read::pool::Readers;
-use crate::status::Shared;
+use crate::status::ProjectionStatus;
 use crate::write::writer::Writer;
 
 /// A running projection node.
@@ -193,7 +193,7 @@ pub async fn start_with_hooks(config: Config, hooks: Hooks) -> anyhow::Result<Ru
         .await
         .with_context(|| format!("durable consumer {durable}"))?;
     let readers = Readers::new(&db_path, config.read_connections);
-    let shared = Arc::new(Shared::new(&config.view));
+    let shared = Arc::new(ProjectionStatus::new(&config.view));
     // Known before the monitor's first look: the consumer judges "caught up" by it.
     shared.set_stream_last(stream.last_sequence);
     let gate = Arc::new(Mutex::new(()));

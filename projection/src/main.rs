@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use projection::Config;
 use projection::ops::admin::REBUILD_PATH;
 use projection::ops::rebuild::Rebuild;
-use projection::status::{RebuildView, Shared};
+use projection::status::{ProjectionStatus, RebuildView};
 
 #[derive(Parser)]
 #[command(
@@ -89,7 +89,7 @@ async fn rebuild_offline(config: Config) -> anyhow::Result<()> {
         read_timeout: config.replay_timeout(),
         hooks: projection::Hooks::default(),
     };
-    let shared = Arc::new(Shared::new(&config.view));
+    let shared = Arc::new(ProjectionStatus::new(&config.view));
     let progress = {
         let shared = shared.clone();
         tokio::spawn(async move {

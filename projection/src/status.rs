@@ -1,6 +1,6 @@
 //! What the projection's tasks tell each other about the node: the consumer's last fetch and
 //! error, the stream's last sequence, the pause of a rebuild's swap and the rebuild's progress.
-//! The consumer, the rebuild and the query service write and read it through one [`Shared`];
+//! The consumer, the rebuild and the query service write and read it through one [`ProjectionStatus`];
 //! [`crate::ops::readiness`] turns it into `/ready`, [`crate::ops::admin`] shows the rebuild.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -25,7 +25,7 @@ pub async fn stream_info(
 }
 
 /// State shared by the consumer loop, the readiness monitor, the rebuild and the query service.
-pub struct Shared {
+pub struct ProjectionStatus {
     pub view: Arc<str>,
     started: Instant,
     /// Milliseconds after `started` of the last successful fetch (0: none yet).
@@ -98,7 +98,7 @@ impl RebuildProgress {
     }
 }
 
-impl Shared {
+impl ProjectionStatus {
     pub fn new(view: &str) -> Self {
         Self {
             view: view.into(),

@@ -11,7 +11,7 @@ use common::generator::publish_raw;
 use common::{Generator, WAIT, assert_views, expected};
 use projection::Hooks;
 use projection::ops::rebuild::Rebuild;
-use projection::status::Shared;
+use projection::status::ProjectionStatus;
 use proto::projection::v1 as pb;
 use shared::test_support::wait_until;
 
@@ -168,7 +168,7 @@ async fn admin_endpoint_and_offline_rebuild() {
         read_timeout: Duration::from_secs(5),
         hooks: Hooks::default(),
     };
-    let shared = Arc::new(Shared::new("main"));
+    let shared = Arc::new(ProjectionStatus::new("main"));
     let report = rebuild.offline(&shared).await.expect("offline rebuild");
     assert_eq!(report.checkpoint, env.stream_last().await);
     // Filled without its secondary indexes, the file has them all when it is swapped in.

@@ -23,7 +23,7 @@ use tokio::sync::{Mutex, Notify};
 use crate::catalog::CatalogCache;
 use crate::metrics as m;
 use crate::placement::Placement;
-use crate::snapshot::Snapshots;
+use crate::snapshot::SnapshotStore;
 use crate::store::EventStore;
 use crate::watch::Watchers;
 
@@ -128,7 +128,7 @@ pub struct Carts {
 
 struct Inner {
     store: EventStore,
-    snapshots: Snapshots,
+    snapshots: SnapshotStore,
     catalog: CatalogCache,
     cache: Cache<Arc<str>, Arc<Slot>>,
     watchers: Watchers,
@@ -141,7 +141,7 @@ struct Inner {
 impl Carts {
     pub fn new(
         store: EventStore,
-        snapshots: Snapshots,
+        snapshots: SnapshotStore,
         catalog: CatalogCache,
         placement: Option<Arc<Placement>>,
         cfg: CartsConfig,
@@ -190,7 +190,7 @@ impl Carts {
         &self.inner.watchers
     }
 
-    pub fn snapshots(&self) -> &Snapshots {
+    pub fn snapshots(&self) -> &SnapshotStore {
         &self.inner.snapshots
     }
 

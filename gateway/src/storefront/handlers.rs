@@ -18,7 +18,7 @@ use crate::request::json::JsonBody;
 use crate::request::params::Params;
 use crate::schema::{self, CommandErrors, ReadErrors};
 use crate::state::AppState;
-use crate::upstream::aggregate::Snapshot;
+use crate::upstream::aggregate::VersionedCart;
 
 pub const TAG: &str = "storefront";
 
@@ -64,7 +64,7 @@ pub async fn get_cart(
     cart: StoreCart,
 ) -> Result<Response, ApiError> {
     let body = if cart.is_new() {
-        proto::convert::storefront_json(&Snapshot::empty(&cart.id).cart)
+        proto::convert::storefront_json(&VersionedCart::empty(&cart.id).cart)
     } else {
         s.upstream.get_storefront(&ctx, &cart.id).await?
     };

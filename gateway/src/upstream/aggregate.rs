@@ -15,9 +15,9 @@ use shared::{ApiError, CartId, CommandId, ErrorCode};
 use crate::metrics as m;
 
 /// A cart at a version (the stream sequence of its last event; 0 before the first one),
-/// rendered by each API in its own shape ([`Snapshot::v1`], [`Snapshot::storefront`]).
+/// rendered by each API in its own shape ([`VersionedCart::v1`], [`VersionedCart::storefront`]).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Snapshot {
+pub struct VersionedCart {
     pub version: u64,
     pub cart: Cart,
     /// The command had been applied before: this is its original outcome (the version it
@@ -25,7 +25,7 @@ pub struct Snapshot {
     pub replayed: bool,
 }
 
-impl Snapshot {
+impl VersionedCart {
     /// The empty cart `id` before anything was written to it.
     pub fn empty(id: &CartId) -> Self {
         Self {
@@ -95,8 +95,12 @@ impl Upstream {
         self.client.view()
     }
 
-    pub async fn get(&self, ctx: &RequestContext, cart: &CartId) -> Result<Snapshot, ApiError> {
-        self.state(ctx, cart).await.map(Snapshot::of)
+    pub async fn get(
+        &self,
+        ctx: &RequestContext,
+        cart: &CartId,
+    ) -> Result<VersionedCart, ApiError> {
+        self.state(ctx, cart).await.map(VersionedCart::of)
     }
 
     /// The cart's domain state (checkout progress included), not only its storefront view.
@@ -150,7 +154,7 @@ impl Upstream {
         cart: &CartId,
         exec: Exec,
         command: Command,
-    ) -> Result<Snapshot, ApiError> {
+    ) -> Result<VersionedCart, ApiError> {
         let resp = self
             .execute_as(ctx, cart, exec, command, pb::Render::Snapshot)
             .await?;
@@ -187,7 +191,7 @@ impl Upstream {
         cart: &CartId,
         exec: Exec,
         commands: Vec<Command>,
-    ) -> Result<Snapshot, ApiError> {
+    ) -> Result<VersionedCart, ApiError> {
         let req = pb::ExecuteBatchRequest::new(
             &ctx.tenant,
             cart,
@@ -273,11 +277,11 @@ fn storefront_json(
     ))
 }
 
-fn reply_cart(resp: pb::ExecuteResponse) -> Result<Snapshot, ApiError> {
+fn reply_cart(resp: pb::ExecuteResponse) -> Result<VersionedCart, ApiError> {
     let snap = resp
         .cart
         .ok_or_else(|| ApiError::internal("the aggregate replied without the cart"))?;
-    Snapshot::decode(snap).map(|s| Snapshot {
+    VersionedCart::decode(snap).map(|s| VersionedCart {
         replayed: resp.duplicate,
         ..s
     })

@@ -18,7 +18,7 @@ use crate::request::context::Ctx;
 use crate::request::params::Params;
 use crate::schema::ReadErrors;
 use crate::state::AppState;
-use crate::upstream::aggregate::Snapshot;
+use crate::upstream::aggregate::VersionedCart;
 
 /// Live updates of the cart.
 #[utoipa::path(get, path = "/v1/carts/{id}/events", tag = TAG,
@@ -59,7 +59,7 @@ fn cart_events(
     futures::stream::unfold(Some((upstream, Open::new())), |state| async move {
         let (mut upstream, open) = state?;
         let event = match upstream.next().await? {
-            Ok(snap) => match Snapshot::decode(snap) {
+            Ok(snap) => match VersionedCart::decode(snap) {
                 Ok(snap) => Ok(cart_event(&snap)),
                 Err(e) => Err(error_event(&e)),
             },
@@ -73,7 +73,7 @@ fn cart_events(
     })
 }
 
-fn cart_event(snap: &Snapshot) -> Event {
+fn cart_event(snap: &VersionedCart) -> Event {
     Event::default()
         .id(snap.version.to_string())
         .json_data(snap.v1())

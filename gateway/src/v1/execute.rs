@@ -12,7 +12,7 @@ use shared::{ApiError, CartId, CommandId, ErrorCode};
 use super::command_body::{self, Commands, Parsed};
 use crate::idempotency::{Key, Stored, fingerprint};
 use crate::state::AppState;
-use crate::upstream::aggregate::{Exec, Snapshot};
+use crate::upstream::aggregate::{Exec, VersionedCart};
 
 /// The `ETag` of a cart version: `"<version>"`.
 pub fn etag(version: u64) -> HeaderValue {
@@ -65,7 +65,7 @@ struct Reply {
 }
 
 impl Reply {
-    fn new(snap: Snapshot, mutations: Vec<MutationOutcome>) -> Self {
+    fn new(snap: VersionedCart, mutations: Vec<MutationOutcome>) -> Self {
         Self {
             version: snap.version,
             replayed: snap.replayed,

@@ -22,7 +22,7 @@ use crate::request::json::JsonBody;
 use crate::request::params::Params;
 use crate::schema::{self, CommandErrors, ReadErrors};
 use crate::state::AppState;
-use crate::upstream::aggregate::Snapshot;
+use crate::upstream::aggregate::VersionedCart;
 
 pub const TAG: &str = "v1";
 
@@ -59,7 +59,7 @@ pub async fn create_cart(Ctx(_ctx): Ctx) -> Response {
             (header::LOCATION, format!("/v1/carts/{id}")),
             (header::ETAG, "\"0\"".to_owned()),
         ],
-        Json(Snapshot::empty(&id).v1()),
+        Json(VersionedCart::empty(&id).v1()),
     )
         .into_response()
 }

@@ -19,11 +19,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::consume::dead_letter_stream::DeadLetters;
-use crate::consume::delivery::{Delivery, ack_all, ack_one, fetch};
+use crate::consume::delivery::{Received, ack_all, ack_one, fetch};
 use crate::consume::order_guard::{OrderGuard, Split};
 use crate::error::ProjectionError;
 use crate::metrics as m;
-use crate::status::Shared;
+use crate::status::ProjectionStatus;
 use crate::store::poison_table::PoisonRecord;
 use crate::write::writer::{OnFailure, Writer};
 
@@ -58,12 +58,12 @@ pub struct Consumer {
     pub writer: Writer,
     /// Held while a batch is fetched and applied; a rebuild takes it to pause the loop.
     pub gate: Arc<Mutex<()>>,
-    pub shared: Arc<Shared>,
+    pub shared: Arc<ProjectionStatus>,
     pub settings: LoopSettings,
     pub order: OrderGuard,
     /// Held-back messages on their last delivery: the server will not send them again, so
     /// they wait here until the messages before them are applied.
-    pub parked: Vec<Delivery>,
+    pub parked: Vec<Received>,
     /// Owns the background acknowledgements (a graceful stop waits for them).
     pub tracker: TaskTracker,
     /// The message that failed to apply and was nak'd for another attempt: a gap at it is
@@ -82,7 +82,7 @@ impl Consumer {
     pub async fn run(mut self, shutdown: CancellationToken, fatal: CancellationToken) {
         let mut failures = 0u32;
         // The next batch, fetched while the previous one was applied.
-        let mut ahead: Option<Vec<Delivery>> = None;
+        let mut ahead: Option<Vec<Received>> = None;
         loop {
             if self.writer.sync_failed() {
                 tracing::error!("commits can no longer be synced to disk; the consumer stops");
@@ -182,7 +182,7 @@ impl Consumer {
 
     /// Naks a fetched batch that will not be applied (the loop stops), so the server
     /// redelivers it at once instead of after the ack wait.
-    async fn give_back(&self, batch: Option<Vec<Delivery>>) {
+    async fn give_back(&self, batch: Option<Vec<Received>>) {
         for msg in batch.into_iter().flatten().filter_map(|d| d.msg) {
             let nak = msg.ack_with(AckKind::Nak(None));
             if !matches!(
@@ -209,7 +209,7 @@ impl Consumer {
         }
     }
 
-    async fn process(&mut self, batch: Vec<Delivery>) -> Result<(), ProjectionError> {
+    async fn process(&mut self, batch: Vec<Received>) -> Result<(), ProjectionError> {
         if !batch.is_empty() {
             metrics::histogram!(m::BATCH_MESSAGES, m::VIEW => self.shared.view.clone())
                 .record(batch.len() as f64);
@@ -278,7 +278,7 @@ impl Consumer {
     async fn split_filling_gaps(
         &mut self,
         checkpoint: u64,
-        ready: &mut Vec<Delivery>,
+        ready: &mut Vec<Received>,
     ) -> Result<Split, ProjectionError> {
         let mut rounds = 0;
         loop {
@@ -305,7 +305,7 @@ impl Consumer {
 
     /// The stored messages from `from` on, before `until` (one catch-up batch at most), as
     /// deliveries on their last attempt.
-    async fn read_gap(&self, from: u64, until: u64) -> Result<Vec<Delivery>, ProjectionError> {
+    async fn read_gap(&self, from: u64, until: u64) -> Result<Vec<Received>, ProjectionError> {
         let read = self
             .order
             .read_back(
@@ -326,12 +326,12 @@ impl Consumer {
         }
         Ok(read
             .into_iter()
-            .map(|inc| Delivery { msg: None, inc })
+            .map(|inc| Received { msg: None, inc })
             .collect())
     }
 
     /// Applies `rest` in order, handling one failing message per round.
-    async fn apply(&mut self, mut rest: Vec<Delivery>) -> Result<(), ProjectionError> {
+    async fn apply(&mut self, mut rest: Vec<Received>) -> Result<(), ProjectionError> {
         while !rest.is_empty() {
             // The writer needs no headers (they are kept here for dead letters).
             let batch = rest.iter().map(|d| d.inc.without_headers()).collect();
@@ -344,7 +344,7 @@ impl Consumer {
             };
             // Committed: acknowledge in the background once the commit is on disk, so the
             // next batch reaches the writer without waiting for the disk or the acks.
-            let handled: Vec<Delivery> = rest.drain(..outcome.handled).collect();
+            let handled: Vec<Received> = rest.drain(..outcome.handled).collect();
             self.ack_when_durable(handled, outcome.commit);
             let Some(failure) = outcome.failure else {
                 break;
@@ -371,7 +371,7 @@ impl Consumer {
     }
 
     /// Gives up on `d`: publish to `DEAD_LETTERS`, record it, move the checkpoint, terminate.
-    async fn dead_letter(&mut self, d: &Delivery, reason: &str) -> Result<(), ProjectionError> {
+    async fn dead_letter(&mut self, d: &Received, reason: &str) -> Result<(), ProjectionError> {
         // Retried inside; failing that, the message is recorded locally only.
         let published = self.dead_letters.publish(&d.inc, reason).await;
         if let Err(e) = &published {
@@ -433,14 +433,14 @@ impl Consumer {
         self.order.clear();
         let batch = read
             .into_iter()
-            .map(|inc| Delivery { msg: None, inc })
+            .map(|inc| Received { msg: None, inc })
             .collect();
         self.apply(batch).await
     }
 
     /// Lets messages come back later: nak'd with `delay`, or parked when this was their last
     /// delivery (a nak would make the server drop them).
-    async fn defer(&mut self, deliveries: Vec<Delivery>, delay: Duration) {
+    async fn defer(&mut self, deliveries: Vec<Received>, delay: Duration) {
         let room = MAX_PARKED_BATCHES * self.settings.batch_size;
         for d in deliveries {
             if d.inc.delivered >= self.settings.max_deliver || d.msg.is_none() {
@@ -458,14 +458,14 @@ impl Consumer {
         }
     }
 
-    async fn ack(&self, d: &Delivery, kind: AckKind) {
+    async fn ack(&self, d: &Received, kind: AckKind) {
         ack_one(d, kind, self.settings.request_timeout).await;
     }
 
     /// Acknowledges `deliveries`, in the background, once the writer's commit `commit` is on
     /// disk. If it never is (syncing failed, the writer stopped), they are not acknowledged
     /// and come back after a restart.
-    fn ack_when_durable(&self, deliveries: Vec<Delivery>, commit: u64) {
+    fn ack_when_durable(&self, deliveries: Vec<Received>, commit: u64) {
         let writer = self.writer.clone();
         let timeout = self.settings.request_timeout;
         self.tracker.spawn(async move {

@@ -21,7 +21,7 @@ pub(super) async fn fetch(
     size: usize,
     wait: Duration,
     request_timeout: Duration,
-) -> Result<Vec<Delivery>, ProjectionError> {
+) -> Result<Vec<Received>, ProjectionError> {
     let fetch = async {
         let mut batch = consumer
             .fetch()
@@ -33,7 +33,7 @@ pub(super) async fn fetch(
         let mut out = Vec::with_capacity(size);
         while let Some(msg) = batch.next().await {
             let msg = msg.map_err(|e| ProjectionError::nats("fetch", e))?;
-            out.extend(Delivery::new(msg));
+            out.extend(Received::new(msg));
         }
         Ok(out)
     };
@@ -43,14 +43,14 @@ pub(super) async fn fetch(
 }
 
 /// One delivered message (`msg` is `None` for a message read back by the loop itself).
-pub struct Delivery {
+pub struct Received {
     pub(super) msg: Option<jetstream::Message>,
     pub(super) inc: Incoming,
 }
 
-impl Delivery {
+impl Received {
     /// A fetched message; `None` (logged) without JetStream metadata.
-    fn new(mut msg: jetstream::Message) -> Option<Delivery> {
+    fn new(mut msg: jetstream::Message) -> Option<Received> {
         let info = match msg.info() {
             Ok(info) => (info.stream_sequence, info.delivered),
             Err(e) => {
@@ -67,7 +67,7 @@ impl Delivery {
             info.1,
         )
         .decoded_ahead();
-        Some(Delivery {
+        Some(Received {
             msg: Some(msg),
             inc,
         })
@@ -75,7 +75,7 @@ impl Delivery {
 }
 
 /// Acks are best effort: a lost ack means a redelivery, which the checkpoint absorbs.
-pub(super) async fn ack_one(d: &Delivery, kind: AckKind, timeout: Duration) {
+pub(super) async fn ack_one(d: &Received, kind: AckKind, timeout: Duration) {
     let Some(msg) = &d.msg else { return };
     match tokio::time::timeout(timeout, msg.ack_with(kind)).await {
         Ok(Ok(())) => {}
@@ -85,7 +85,7 @@ pub(super) async fn ack_one(d: &Delivery, kind: AckKind, timeout: Duration) {
 }
 
 /// Acknowledges applied deliveries, in order.
-pub(super) async fn ack_all(deliveries: Vec<Delivery>, timeout: Duration) {
+pub(super) async fn ack_all(deliveries: Vec<Received>, timeout: Duration) {
     for d in &deliveries {
         ack_one(d, AckKind::Ack, timeout).await;
     }

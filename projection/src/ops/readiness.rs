@@ -10,7 +10,7 @@ use shared::ops::Readiness;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics as m;
-use crate::status::{Shared, stream_info};
+use crate::status::{ProjectionStatus, stream_info};
 use crate::write::writer::Writer;
 
 /// Readiness checks of the projection.
@@ -27,7 +27,7 @@ const MONITOR_EVERY: Duration = Duration::from_millis(250);
 /// looks at the NATS connection, the stream's last sequence, the writer's checkpoint, the
 /// consumer's last fetch and a rebuild's pause.
 pub struct Monitor {
-    pub shared: Arc<Shared>,
+    pub shared: Arc<ProjectionStatus>,
     pub client: async_nats::Client,
     pub events: Stream,
     pub writer: Writer,

@@ -24,7 +24,7 @@ use crate::consume::stream_replay::Source;
 use crate::error::ProjectionError;
 use crate::metrics as m;
 use crate::read::pool::Readers;
-use crate::status::{Shared, stream_info};
+use crate::status::{ProjectionStatus, stream_info};
 use crate::store::db;
 use crate::write::fault_injection::Hooks;
 use crate::write::writer::{OnFailure, StateSettings, Writer};
@@ -56,7 +56,7 @@ pub struct Live {
     pub writer: Writer,
     pub readers: Readers,
     pub gate: Arc<Mutex<()>>,
-    pub shared: Arc<Shared>,
+    pub shared: Arc<ProjectionStatus>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -87,7 +87,10 @@ impl Rebuild {
     }
 
     /// Rebuilds with no service running: build, then replace the file.
-    pub async fn offline(&self, shared: &Shared) -> Result<RebuildReport, ProjectionError> {
+    pub async fn offline(
+        &self,
+        shared: &ProjectionStatus,
+    ) -> Result<RebuildReport, ProjectionError> {
         if !shared.rebuild.begin(&self.view) {
             return Err(ProjectionError::RebuildRunning);
         }
@@ -154,7 +157,7 @@ impl Rebuild {
     /// Creates the fresh database and fills it up to the stream's current last sequence.
     async fn start_fill(
         &self,
-        shared: &Shared,
+        shared: &ProjectionStatus,
     ) -> Result<(FreshDb, RebuildReport), ProjectionError> {
         let fresh_path = self.fresh_path();
         let (hooks, view, states) = (self.hooks.clone(), self.view.clone(), self.states);
@@ -192,7 +195,7 @@ impl Rebuild {
             .map_err(|_| ProjectionError::Rebuild("the rebuild writer panicked".into()))
     }
 
-    fn finish(&self, shared: &Shared, result: &Result<RebuildReport, ProjectionError>) {
+    fn finish(&self, shared: &ProjectionStatus, result: &Result<RebuildReport, ProjectionError>) {
         let (label, text) = match result {
             Ok(r) => {
                 tracing::info!(view = %self.view, applied = r.applied, failed = r.failed, checkpoint = r.checkpoint, seconds = r.seconds, "rebuild finished and swapped in");
@@ -221,7 +224,7 @@ impl Rebuild {
         source: &mut Source,
         fresh: &Writer,
         goal: u64,
-        shared: &Shared,
+        shared: &ProjectionStatus,
     ) -> Result<RebuildReport, ProjectionError> {
         let mut report = RebuildReport {
             applied: 0,

@@ -19,7 +19,7 @@ use crate::metrics as m;
 use crate::read::page::{self, Listing};
 use crate::read::pool::Readers;
 use crate::read::queries::{self, CartFilter, CartRow, OrderRow, StatusFilter};
-use crate::status::Shared;
+use crate::status::ProjectionStatus;
 use crate::store::poison_table::{self, PoisonRecord};
 use crate::write::views::nanos;
 use crate::write::writer::Writer;
@@ -32,7 +32,7 @@ pub struct QueryGrpc {
     pub readers: Readers,
     pub writer: Writer,
     pub events: Stream,
-    pub shared: Arc<Shared>,
+    pub shared: Arc<ProjectionStatus>,
     pub abandoned_after: Duration,
     pub request_timeout: Duration,
 }
