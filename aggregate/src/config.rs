@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use cart_domain::{CartState, Limits, Retain};
 use serde::{Deserialize, Serialize};
+use shared::config::ServiceConfig;
 use shared::nats::{NatsConfig, NatsResourceSettings};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -91,13 +92,6 @@ impl Default for Config {
 }
 
 impl Config {
-    /// The prefix of this service's own environment variables (`AGGREGATE_<FIELD>`).
-    pub const ENV_PREFIX: &str = "AGGREGATE";
-
-    pub fn load() -> Result<Self, shared::config::ConfigError> {
-        shared::config::load_service(Self::ENV_PREFIX)
-    }
-
     /// What each cart keeps to answer retries.
     pub fn retain(&self) -> Retain {
         Retain {
@@ -139,4 +133,9 @@ fn default_node_id() -> String {
         .filter(|h| cart_domain::ids::is_token(h))
         .unwrap_or_else(|| "local".into());
     format!("aggregate-{host}-{}", std::process::id())
+}
+
+impl ServiceConfig for Config {
+    const ENV_PREFIX: &'static str = "AGGREGATE";
+    const SERVICE: &'static str = "aggregate";
 }

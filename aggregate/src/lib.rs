@@ -16,6 +16,7 @@ pub mod snapshot;
 pub mod store;
 pub mod watch;
 
+use shared::config::ServiceConfig as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +25,6 @@ use anyhow::Context as _;
 use proto::cart::v1::aggregate_admin_server::AggregateAdminServer;
 use proto::cart::v1::cart_service_server::CartServiceServer;
 use shared::ops::Readiness;
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -117,10 +117,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
 
-    let grpc_listener = TcpListener::bind(&config.grpc_addr)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.grpc_addr))?;
-    let grpc_addr = grpc_listener.local_addr()?;
+    let (grpc_listener, grpc_addr) = shared::serve::bind(&config.grpc_addr).await?;
     let advertise = config
         .advertise_addr
         .clone()
@@ -205,24 +202,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         stop.clone(),
     );
     let admin_svc = grpc::AdminGrpc::new(drainer.clone(), carts.clone());
-    let server_stop = stop.clone();
-    let server = tokio::spawn(
-        config
-            .grpc_tls
-            .server_builder()
-            .map_err(anyhow::Error::msg)?
-            .add_service(CartServiceServer::new(cart_svc))
-            .add_service(AggregateAdminServer::new(admin_svc))
-            .serve_with_incoming_shutdown(
-                shared::serve::grpc_incoming(grpc_listener),
-                async move { server_stop.cancelled().await },
-            ),
-    );
+    let grpc = config
+        .grpc_tls
+        .server_builder()
+        .map_err(anyhow::Error::msg)?
+        .add_service(CartServiceServer::new(cart_svc))
+        .add_service(AggregateAdminServer::new(admin_svc));
+    let server = tokio::spawn(shared::serve::grpc(grpc, grpc_listener, stop.clone()));
 
-    let http_listener = TcpListener::bind(&config.http_addr)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.http_addr))?;
-    let http_addr = http_listener.local_addr()?;
+    let (http_listener, http_addr) = shared::serve::bind(&config.http_addr).await?;
     let ops = shared::ops::router(readiness.clone(), shared::telemetry::prometheus());
     tracker.spawn(shared::serve::http(http_listener, ops, stop.clone()));
     let (ready_placement, ready_drainer) = (placement.clone(), drainer.clone());

@@ -45,7 +45,6 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    shared::tls::install_crypto_provider();
     let cli = Cli::parse();
     if let Some(Cmd::Certs { out, hosts }) = &cli.command {
         let ca =
@@ -56,12 +55,7 @@ async fn main() -> anyhow::Result<()> {
         println!("{} files written to {}", files.len(), out.display());
         return Ok(());
     }
-    let config = aggregate::Config::load()?;
-    let _telemetry = shared::telemetry::init(
-        "aggregate",
-        &shared::telemetry::TelemetryConfig::from_env()?,
-    )?;
-    shared::config::warn_unknown_env::<aggregate::Config>(aggregate::Config::ENV_PREFIX);
+    let (config, _telemetry) = shared::serve::start_service::<aggregate::Config>()?;
     match cli.command.unwrap_or(Cmd::Serve) {
         Cmd::Serve => aggregate::run(config, shared::shutdown::shutdown_signal()).await,
         Cmd::Ensure => {

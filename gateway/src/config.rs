@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use shared::TenantId;
+use shared::config::ServiceConfig;
 use shared::nats::{NatsConfig, NatsResourceSettings};
 
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
@@ -168,13 +169,6 @@ impl Default for Config {
 pub struct ConfigError(pub String);
 
 impl Config {
-    /// The prefix of this service's own environment variables (`GATEWAY_<FIELD>`).
-    pub const ENV_PREFIX: &str = "GATEWAY";
-
-    pub fn load() -> Result<Self, shared::config::ConfigError> {
-        shared::config::load_service(Self::ENV_PREFIX)
-    }
-
     /// The variable that sets `field` (`GATEWAY_<FIELD>`).
     pub fn setting(field: &str) -> String {
         shared::config::env_var(Self::ENV_PREFIX, field)
@@ -347,6 +341,11 @@ impl Config {
 
 fn split_list(s: &str) -> impl Iterator<Item = &str> {
     s.split(',').map(str::trim).filter(|p| !p.is_empty())
+}
+
+impl ServiceConfig for Config {
+    const ENV_PREFIX: &'static str = "GATEWAY";
+    const SERVICE: &'static str = "gateway";
 }
 
 #[cfg(test)]

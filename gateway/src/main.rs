@@ -7,11 +7,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    shared::tls::install_crypto_provider();
-    let config = gateway::Config::load()?;
-    let _telemetry =
-        shared::telemetry::init("gateway", &shared::telemetry::TelemetryConfig::from_env()?)?;
-    shared::config::warn_unknown_env::<gateway::Config>(gateway::Config::ENV_PREFIX);
+    let (config, _telemetry) = shared::serve::start_service::<gateway::Config>()?;
     gateway::run(config, shared::shutdown::shutdown_signal()).await?;
     Ok(())
 }

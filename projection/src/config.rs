@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use shared::config::ServiceConfig;
 use shared::nats::{ConsumerSettings, NatsConfig, NatsResourceSettings};
 
 /// Largest batch one fetch (and one SQLite transaction) may hold.
@@ -103,13 +104,6 @@ impl Default for Config {
 }
 
 impl Config {
-    /// The prefix of this service's own environment variables (`PROJECTION_<FIELD>`).
-    pub const ENV_PREFIX: &str = "PROJECTION";
-
-    pub fn load() -> Result<Self, shared::config::ConfigError> {
-        shared::config::load_service(Self::ENV_PREFIX)
-    }
-
     /// The durable consumer name, `projection-<view>` (also the dead-letter consumer token).
     pub fn durable(&self) -> String {
         shared::subjects::projection_durable(&self.view).unwrap_or_else(|_| self.view.clone())
@@ -209,6 +203,11 @@ impl Config {
         }
         Ok(())
     }
+}
+
+impl ServiceConfig for Config {
+    const ENV_PREFIX: &'static str = "PROJECTION";
+    const SERVICE: &'static str = "projection";
 }
 
 #[cfg(test)]

@@ -37,7 +37,6 @@ use proto::projection::v1::query_service_server::QueryServiceServer;
 use shared::nats::durable_pull_config;
 use shared::ops::Readiness;
 use shared::subjects::CART_EVENTS_ALL;
-use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -260,10 +259,7 @@ pub async fn start_with_hooks(config: Config, hooks: Hooks) -> anyhow::Result<Ru
         hooks,
     };
 
-    let grpc_listener = TcpListener::bind(&config.grpc_addr)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.grpc_addr))?;
-    let grpc_addr = grpc_listener.local_addr()?;
+    let (grpc_listener, grpc_addr) = shared::serve::bind(&config.grpc_addr).await?;
     let query = grpc::QueryGrpc {
         readers,
         writer,
@@ -272,23 +268,14 @@ pub async fn start_with_hooks(config: Config, hooks: Hooks) -> anyhow::Result<Ru
         abandoned_after: config.abandoned_after(),
         request_timeout,
     };
-    let server_stop = shutdown.clone();
-    let server = tokio::spawn(
-        config
-            .grpc_tls
-            .server_builder()
-            .map_err(anyhow::Error::msg)?
-            .add_service(QueryServiceServer::new(query))
-            .serve_with_incoming_shutdown(
-                shared::serve::grpc_incoming(grpc_listener),
-                async move { server_stop.cancelled().await },
-            ),
-    );
+    let grpc = config
+        .grpc_tls
+        .server_builder()
+        .map_err(anyhow::Error::msg)?
+        .add_service(QueryServiceServer::new(query));
+    let server = tokio::spawn(shared::serve::grpc(grpc, grpc_listener, shutdown.clone()));
 
-    let http_listener = TcpListener::bind(&config.http_addr)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.http_addr))?;
-    let http_addr = http_listener.local_addr()?;
+    let (http_listener, http_addr) = shared::serve::bind(&config.http_addr).await?;
     let app = shared::ops::router(readiness, shared::telemetry::prometheus()).merge(admin::router(
         admin::AdminState {
             token: config.admin_token.as_str().into(),

@@ -41,14 +41,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    shared::tls::install_crypto_provider();
     let cli = Cli::parse();
-    let config = Config::load()?;
-    let _telemetry = shared::telemetry::init(
-        "projection",
-        &shared::telemetry::TelemetryConfig::from_env()?,
-    )?;
-    shared::config::warn_unknown_env::<Config>(Config::ENV_PREFIX);
+    let (config, _telemetry) = shared::serve::start_service::<Config>()?;
     match cli.command.unwrap_or(Cmd::Serve) {
         Cmd::Serve => projection::run(config, shared::shutdown::shutdown_signal()).await,
         Cmd::Rebuild { online: true } => rebuild_online(&config).await,

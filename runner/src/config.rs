@@ -3,6 +3,7 @@
 //! for the durable consumers, `NATS_*` / `STREAMS_*` shared with every service.
 
 use serde::{Deserialize, Serialize};
+use shared::config::ServiceConfig;
 use shared::nats::{ConsumerSettings, NatsConfig, NatsResourceSettings};
 
 use crate::provider::{MerchantUrls, ProviderConfig};
@@ -129,13 +130,6 @@ impl Default for Config {
 }
 
 impl Config {
-    /// The prefix of this service's own environment variables (`RUNNER_<FIELD>`).
-    pub const ENV_PREFIX: &str = "RUNNER";
-
-    pub fn load() -> Result<Self, shared::config::ConfigError> {
-        shared::config::load_service(Self::ENV_PREFIX)
-    }
-
     /// Consumer settings with `max_ack_pending` tied to the lanes (never more unacked
     /// messages than the lanes can hold plus one fetch batch).
     pub fn consumer_settings(&self) -> ConsumerSettings {
@@ -178,6 +172,11 @@ impl Config {
         }
         Ok(())
     }
+}
+
+impl ServiceConfig for Config {
+    const ENV_PREFIX: &'static str = "RUNNER";
+    const SERVICE: &'static str = "runner";
 }
 
 #[cfg(test)]

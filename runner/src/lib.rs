@@ -18,6 +18,7 @@ pub mod reconcile;
 pub mod records;
 pub mod state;
 
+use shared::config::ServiceConfig as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,7 +31,6 @@ use shared::ops::Readiness;
 use shared::subjects::{
     CART_EVENTS_ALL, RUNNER_CHECKOUT_DURABLE, RUNNER_PUSH_DURABLE, WorkflowStream,
 };
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -259,28 +259,16 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
         checkout_consumer,
     };
     let query = admin::Query { records, provider };
-    let grpc_listener = TcpListener::bind(&config.grpc_addr)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.grpc_addr))?;
-    let grpc_addr = grpc_listener.local_addr()?;
-    let grpc_stop = stop.clone();
-    tracker.spawn(
-        config
-            .grpc_tls
-            .server_builder()
-            .map_err(anyhow::Error::msg)?
-            .add_service(RunnerAdminServer::new(admin))
-            .add_service(CheckoutQueryServer::new(query))
-            .serve_with_incoming_shutdown(
-                shared::serve::grpc_incoming(grpc_listener),
-                async move { grpc_stop.cancelled().await },
-            ),
-    );
+    let (grpc_listener, grpc_addr) = shared::serve::bind(&config.grpc_addr).await?;
+    let grpc = config
+        .grpc_tls
+        .server_builder()
+        .map_err(anyhow::Error::msg)?
+        .add_service(RunnerAdminServer::new(admin))
+        .add_service(CheckoutQueryServer::new(query));
+    tracker.spawn(shared::serve::grpc(grpc, grpc_listener, stop.clone()));
 
-    let http_listener = TcpListener::bind(&config.http_addr)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.http_addr))?;
-    let http_addr = http_listener.local_addr()?;
+    let (http_listener, http_addr) = shared::serve::bind(&config.http_addr).await?;
     let ops = shared::ops::router(readiness.clone(), shared::telemetry::prometheus());
     tracker.spawn(shared::serve::http(http_listener, ops, stop.clone()));
     let ready_status = status.clone();

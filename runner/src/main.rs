@@ -30,12 +30,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    shared::tls::install_crypto_provider();
     let cli = Cli::parse();
-    let config = runner::Config::load()?;
-    let _telemetry =
-        shared::telemetry::init("runner", &shared::telemetry::TelemetryConfig::from_env()?)?;
-    shared::config::warn_unknown_env::<runner::Config>(runner::Config::ENV_PREFIX);
+    let (config, _telemetry) = shared::serve::start_service::<runner::Config>()?;
     let shutdown = shared::shutdown::shutdown_signal();
     match cli.command.unwrap_or(Cmd::Serve) {
         Cmd::Serve => runner::run(config, shutdown).await,

@@ -46,6 +46,19 @@ where
 /// sections shared by every service keep their plain names (`NATS_URL`, `STREAMS_REPLICAS`),
 /// and `AGGREGATE_NATS_URL` overrides `NATS_URL` for this service only. Several services can
 /// then share one environment (scripts/dev) without their ports colliding.
+/// A service's settings: `<ENV_PREFIX>_<FIELD>` variables over an optional file over the
+/// defaults ([`load_service`]).
+pub trait ServiceConfig: DeserializeOwned + Serialize + Default {
+    /// The prefix of the service's own variables (`AGGREGATE` for `AGGREGATE_GRPC_ADDR`).
+    const ENV_PREFIX: &'static str;
+    /// The service's name in logs, traces and metrics.
+    const SERVICE: &'static str;
+
+    fn load() -> Result<Self, ConfigError> {
+        load_service(Self::ENV_PREFIX)
+    }
+}
+
 pub fn load_service<T>(prefix: &str) -> Result<T, ConfigError>
 where
     T: DeserializeOwned + Serialize + Default,

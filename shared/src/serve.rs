@@ -1,12 +1,59 @@
 //! Serving, the same way in every service: the gRPC listener, the ops HTTP server and the loop
 //! that keeps `/ready` truthful.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::{ConfigError, ServiceConfig};
 use crate::ops::Readiness;
+use crate::telemetry::{TelemetryConfig, TelemetryError, TelemetryGuard};
+
+/// Why a service binary could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Telemetry(#[from] TelemetryError),
+}
+
+/// What every service binary does first: install the TLS crypto provider, load its settings,
+/// start telemetry (keep the guard for the process's life) and warn about `<PREFIX>_*`
+/// variables no setting reads.
+pub fn start_service<C: ServiceConfig>() -> Result<(C, TelemetryGuard), StartError> {
+    crate::tls::install_crypto_provider();
+    let config = C::load()?;
+    let telemetry = crate::telemetry::init(C::SERVICE, &TelemetryConfig::from_env()?)?;
+    crate::config::warn_unknown_env::<C>(C::ENV_PREFIX);
+    Ok((config, telemetry))
+}
+
+/// Listen on `addr`; the error names it.
+pub async fn bind(addr: &str) -> std::io::Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+    let local = listener.local_addr()?;
+    Ok((listener, local))
+}
+
+/// Serve `router` (the gRPC services, added to a server built from the service's TLS
+/// settings) on `listener` until `stop`.
+pub async fn grpc(
+    router: tonic::transport::server::Router,
+    listener: TcpListener,
+    stop: CancellationToken,
+) -> Result<(), tonic::transport::Error> {
+    router
+        .serve_with_incoming_shutdown(
+            grpc_incoming(listener),
+            async move { stop.cancelled().await },
+        )
+        .await
+}
 
 /// The readiness check name for the NATS connection, shared by every service.
 pub const NATS_CHECK: &str = "nats";

@@ -2,6 +2,7 @@
 //! config loaded from an environment exactly as its binary loads it, after checking that every
 //! variable means something to it.
 
+use shared::config::ServiceConfig as _;
 use std::time::Duration;
 
 use serde::Serialize;
