@@ -461,3 +461,41 @@ fn an_item_without_an_image_has_an_empty_one() {
         assert_eq!(v["items"][0]["meta"]["image"], json!(""), "{v}");
     }
 }
+
+/// Every variant serde knows (its "expected one of" list, derived from the enum itself), so
+/// a new command cannot be missed by a hand-written list.
+fn every_command_type() -> Vec<String> {
+    let err = serde_json::from_value::<Command>(json!({"type": "NoSuchCommand"})).unwrap_err();
+    let msg = err.to_string();
+    let list = msg
+        .split_once("expected one of ")
+        .unwrap_or_else(|| panic!("serde's message changed: {msg}"))
+        .1;
+    list.split(", ")
+        .map(|t| t.trim_matches(|c: char| c == '`' || c.is_whitespace()))
+        .map(|t| t.split('`').next().unwrap_or(t).to_owned())
+        .collect()
+}
+
+#[test]
+fn examples_cover_every_command_type() {
+    let types: std::collections::BTreeSet<String> = every_command_type().into_iter().collect();
+    let examples: std::collections::BTreeSet<String> = Command::examples()
+        .iter()
+        .map(|c| c.name().to_owned())
+        .collect();
+    assert_eq!(
+        types, examples,
+        "Command::examples() must hold every command type serde knows (left), so every edge's contract test sees it"
+    );
+}
+
+#[test]
+fn every_example_round_trips_through_its_json_form_and_is_valid() {
+    for c in Command::examples() {
+        let v = serde_json::to_value(&c).unwrap();
+        assert_eq!(v["type"], c.name(), "{v}");
+        assert_eq!(serde_json::from_value::<Command>(v).unwrap(), c);
+        c.validate().unwrap_or_else(|e| panic!("{}: {e}", c.name()));
+    }
+}
