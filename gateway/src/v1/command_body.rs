@@ -175,6 +175,17 @@ pub enum Commands {
 }
 
 /// Parses a body; `default_country` fills items that name none.
+/// The command types a client may send, in the domain's order.
+fn client_command_types() -> Vec<&'static str> {
+    let mut types: Vec<&'static str> = Command::examples()
+        .iter()
+        .map(Command::name)
+        .filter(|t| !INTERNAL.contains(t))
+        .collect();
+    types.dedup();
+    types
+}
+
 pub fn parse(body: Value, default_country: &str, max: usize) -> Result<Commands, ApiError> {
     if body.get("commands").is_none() {
         return parse_command(body, "", default_country).map(Commands::One);
@@ -331,7 +342,8 @@ pub fn parse_command(value: Value, path: &str, default_country: &str) -> Result<
         }
         other => {
             return Err(ApiError::invalid(format!(
-                "{type_path}: unknown command type {other:?}; expected one of AddItem, AddItems, ChangeQuantity, RemoveItem, SetItems, ClearCart, AddDelivery, RemoveDelivery, SetPickupPoint, ApplyVoucher, RemoveVoucher, SetUser, MergeCart, SetMarking, RemoveMarking, StartCheckout, CancelCheckout, UpsertSubscriptionDetails, RemoveSubscriptionDetails"
+                "{type_path}: unknown command type {other:?}; expected one of {}",
+                client_command_types().join(", ")
             )));
         }
     };
@@ -408,6 +420,13 @@ mod tests {
         assert!(e.contains("FailCheckout is an internal command"), "{e}");
         let e = one(json!({"type": "Nope"})).unwrap_err();
         assert!(e.starts_with("type: unknown command type \"Nope\""), "{e}");
+        // The list names what a client may send, and not the runner's commands.
+        assert!(
+            e.contains("expected one of AddItem, AddItems,")
+                && e.contains("RemoveSubscriptionDetails")
+                && !e.contains("ConfirmOrder"),
+            "{e}"
+        );
         assert!(
             one(json!({"sku": "A"}))
                 .unwrap_err()
