@@ -308,6 +308,49 @@ mod tests {
             signing_type: "bankid".into(),
             data: serde_json::json!({}),
         });
+        let some = || Some("x".to_owned());
+        cart.lines.push(cart_domain::Line {
+            id: 1,
+            quantity: 2,
+            product: cart_domain::intern::share(cart_domain::intern::LineProduct {
+                sku: "A".into(),
+                item_id: 1,
+                name: "A".into(),
+                unit_price: 1000,
+                org_price: Some(1200),
+                tax_rate: cart_domain::TaxRate(2500),
+                currency: "SEK".into(),
+                stock: 3,
+                item_type: "product".into(),
+                image: some(),
+                brand: some(),
+                category: some(),
+                seller_id: some(),
+                seller_name: some(),
+                outlet: some(),
+            }),
+            store_id: Some("s".into()),
+            country: "se".into(),
+            marking: Some(Box::new(cart_domain::Marking {
+                kind: 1,
+                text: "t".into(),
+            })),
+        });
+        cart.deliveries.push(cart_domain::cart::Delivery {
+            id: 1,
+            provider: "standard".into(),
+            line_ids: vec![1],
+            price: 4900,
+            tax_rate: cart_domain::TaxRate(2500),
+            pickup_point: Some(cart_domain::PickupPoint {
+                id: "p".into(),
+                name: some(),
+                address: some(),
+                city: some(),
+                zip: some(),
+                country: some(),
+            }),
+        });
         cart.user_id = Some("u".into());
         cart.currency = Some("SEK".into());
         cart.payment_status = Some("p".into());
@@ -332,6 +375,22 @@ mod tests {
         assert_eq!(
             sorted(keys(&v["vouchers"][0])),
             sorted(properties::<Voucher>())
+        );
+        let item = &v["items"][0];
+        assert_eq!(sorted(keys(item)), sorted(properties::<CartItem>()));
+        assert_eq!(
+            sorted(keys(&item["meta"])),
+            sorted(properties::<ItemMeta>())
+        );
+        assert_eq!(
+            sorted(keys(&item["marking"])),
+            sorted(properties::<Marking>())
+        );
+        let delivery = &v["deliveries"][0];
+        assert_eq!(sorted(keys(delivery)), sorted(properties::<CartDelivery>()));
+        assert_eq!(
+            sorted(keys(&delivery["pickupPoint"])),
+            sorted(properties::<PickupPoint>())
         );
         assert_eq!(
             sorted(keys(&v["subscriptionDetails"]["s1"])),
