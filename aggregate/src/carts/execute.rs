@@ -268,10 +268,11 @@ impl Carts {
     }
 
     pub(super) fn maybe_snapshot(&self, cart: &CartRef, loaded: &mut Loaded) {
-        if self
-            .inner
-            .snapshots
-            .due(loaded.state.revision, loaded.snapshot_revision)
+        if !loaded.incomplete
+            && self
+                .inner
+                .snapshots
+                .due(loaded.state.revision, loaded.snapshot_revision)
         {
             loaded.snapshot_revision = loaded.state.revision;
             self.inner

@@ -145,7 +145,7 @@ impl Carts {
         };
         let replayed = tail.len();
         let snapshot_revision = state.revision;
-        apply_tail(&mut state, tail, keep, &cart.key);
+        let incomplete = apply_tail(&mut state, tail, keep, &cart.key);
         // It stays in the cache: no growth slack in its lists (most cached carts are read far
         // more often than changed).
         state.shrink_to_fit();
@@ -155,6 +155,7 @@ impl Carts {
             state,
             snapshot_revision,
             epoch: 0,
+            incomplete,
         };
         self.maybe_snapshot(cart, &mut loaded);
         Ok(loaded)
@@ -168,7 +169,8 @@ impl Carts {
             .await
             .map_err(store_error)?;
         if !tail.is_empty() {
-            apply_tail(&mut loaded.state, tail, self.inner.cfg.retain, &cart.key);
+            loaded.incomplete |=
+                apply_tail(&mut loaded.state, tail, self.inner.cfg.retain, &cart.key);
             self.inner.watchers.publish(&cart.key, &loaded.state);
         }
         Ok(())
@@ -204,7 +206,7 @@ impl Carts {
                     .await
                     .map_err(store_error)?;
                 let progressed = !tail.is_empty();
-                apply_tail(&mut loaded.state, tail, keep, &cart.key);
+                loaded.incomplete |= apply_tail(&mut loaded.state, tail, keep, &cart.key);
                 if progressed && loaded.state.version >= target {
                     break;
                 }
@@ -218,7 +220,7 @@ impl Carts {
                         "the cart's stream lost messages while it was read (purged?); retry",
                     )
                 })?;
-            apply_tail(&mut loaded.state, vec![next], keep, &cart.key);
+            loaded.incomplete |= apply_tail(&mut loaded.state, vec![next], keep, &cart.key);
             leader_reads += 1;
         }
         if loaded.state.version != before {
@@ -240,13 +242,17 @@ fn checkout_is_complete(state: &CartState) -> bool {
         .is_none_or(|c| !c.lines_digest.is_empty())
 }
 
-fn apply_tail(state: &mut CartState, tail: Vec<StoredMessage>, keep: Retain, key: &str) {
+/// Applies `tail` to `state`; whether anything in it could not be applied (events of a newer
+/// build, unreadable messages).
+fn apply_tail(state: &mut CartState, tail: Vec<StoredMessage>, keep: Retain, key: &str) -> bool {
+    let mut skipped_any = false;
     for stored in tail {
         match stored.message {
             Some(msg) => {
                 let report = state.apply_message(&msg, stored.sequence, keep);
                 let skipped = report.unknown.len() + report.invalid.len();
                 if skipped > 0 {
+                    skipped_any = true;
                     metrics::counter!(m::UNKNOWN_EVENTS).increment(skipped as u64);
                     tracing::warn!(
                         cart = key,
@@ -257,9 +263,13 @@ fn apply_tail(state: &mut CartState, tail: Vec<StoredMessage>, keep: Retain, key
                     );
                 }
             }
-            None => state.skip_unreadable(stored.sequence),
+            None => {
+                skipped_any = true;
+                state.skip_unreadable(stored.sequence);
+            }
         }
     }
+    skipped_any
 }
 
 fn store_error(e: StoreError) -> ApiError {

@@ -114,6 +114,18 @@ struct Loaded {
     snapshot_revision: u64,
     /// Placement epoch of the cart's shard when the state was last known to be current.
     epoch: u64,
+    /// Some of the cart's messages held events this build cannot apply (written by a newer
+    /// build during a rolling upgrade) or could not be read: the state lacks them. It serves
+    /// commands (their appends stay fenced by the version) but is never written as a snapshot,
+    /// since a newer node would start from that snapshot and never see those events.
+    incomplete: bool,
+}
+
+impl Loaded {
+    /// Whether the state changed since its last snapshot and may be written as one.
+    fn wants_snapshot(&self) -> bool {
+        !self.incomplete && self.state.revision > self.snapshot_revision
+    }
 }
 
 #[derive(Default)]
@@ -161,7 +173,7 @@ impl Carts {
                 if evict_snapshots.enabled()
                     && let Ok(guard) = slot.loaded.try_lock()
                     && let Some(l) = guard.as_ref()
-                    && l.state.revision > l.snapshot_revision
+                    && l.wants_snapshot()
                 {
                     evict_snapshots.offer(key.to_string(), Arc::new(l.state.clone()));
                 }
@@ -230,7 +242,7 @@ impl Carts {
             let state = {
                 let guard = slot.loaded.lock().await;
                 match guard.as_ref() {
-                    Some(l) if l.state.revision > l.snapshot_revision => Arc::new(l.state.clone()),
+                    Some(l) if l.wants_snapshot() => Arc::new(l.state.clone()),
                     _ => continue,
                 }
             };
