@@ -32,11 +32,7 @@ async fn a_non_owner_answers_not_owner_with_the_owners_address() {
         "the non-owner appended nothing"
     );
     // The same request with the fallback flag (owner unreachable) is served.
-    let mut req = exec(&cart, CommandId::new(), add("TEST-SKU-123", 1));
-    req.metadata_mut().insert(
-        shared::headers::ROUTE_FALLBACK,
-        "owner-unreachable".parse().unwrap(),
-    );
+    let req = fallback(exec(&cart, CommandId::new(), add("TEST-SKU-123", 1)));
     to_b.execute(req).await.expect("served as a fallback");
     a.drain().await.unwrap();
     b.drain().await.unwrap();
@@ -56,19 +52,8 @@ async fn the_owner_reads_past_a_change_another_node_served_as_a_fallback() {
         .await
         .expect("the owner serves and caches the cart");
     let cached = state_of(to_a.get_cart(get(&cart)).await.unwrap().into_inner());
-    let mut req = exec(&cart, CommandId::new(), add("TEST-SKU-456", 2));
-    req.metadata_mut().insert(
-        shared::headers::ROUTE_FALLBACK,
-        "owner-unreachable".parse().unwrap(),
-    );
-    let elsewhere = state_of(
-        to_b.execute(req)
-            .await
-            .expect("served as a fallback")
-            .into_inner()
-            .cart
-            .unwrap(),
-    );
+    let req = fallback(exec(&cart, CommandId::new(), add("TEST-SKU-456", 2)));
+    let elsewhere = executed(&mut to_b, req, "served as a fallback").await;
     assert!(elsewhere.version > cached.version);
     let read = state_of(to_a.get_cart(get(&cart)).await.unwrap().into_inner());
     assert_eq!(
@@ -94,25 +79,8 @@ async fn a_retry_the_owners_older_copy_would_refuse_is_answered_with_the_stored_
     to_a.execute(exec(&cart, CommandId::new(), add("TEST-SKU-123", 1)))
         .await
         .expect("the owner serves and caches the cart");
-    let fallback = |mut req: tonic::Request<pb::ExecuteRequest>| {
-        req.metadata_mut().insert(
-            shared::headers::ROUTE_FALLBACK,
-            "owner-unreachable".parse().unwrap(),
-        );
-        req
-    };
-    let added = state_of(
-        to_b.execute(fallback(exec(
-            &cart,
-            CommandId::new(),
-            add("TEST-SKU-456", 2),
-        )))
-        .await
-        .expect("served as a fallback")
-        .into_inner()
-        .cart
-        .unwrap(),
-    );
+    let req = fallback(exec(&cart, CommandId::new(), add("TEST-SKU-456", 2)));
+    let added = executed(&mut to_b, req, "served as a fallback").await;
     let line_id = added
         .cart
         .lines
@@ -198,15 +166,8 @@ async fn catalog_changes_reach_decisions_through_the_kv_watch() {
             .find(|l| l.product.sku == sku)
             .map(|l| l.product.unit_price)
     };
-    let first = state_of(
-        client
-            .execute(exec("price-a", CommandId::new(), add("TEST-SKU-AAA", 1)))
-            .await
-            .unwrap()
-            .into_inner()
-            .cart
-            .unwrap(),
-    );
+    let req = exec("price-a", CommandId::new(), add("TEST-SKU-AAA", 1));
+    let first = executed(&mut client, req, "added").await;
     assert_eq!(price(&first, "TEST-SKU-AAA"), Some(12900));
     // The merchandiser changes the price.
     let kv = env.js.get_key_value("CATALOG").await.unwrap();
@@ -258,25 +219,9 @@ async fn ops_endpoints_report_health_readiness_and_metrics() {
             .status(),
         200
     );
-    wait_until(
-        || async {
-            http.get(format!("{base}/ready"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200)
-        },
-        WAIT,
-    )
-    .await
-    .expect("ready once shards are claimed");
-    let ready: serde_json::Value = http
-        .get(format!("{base}/ready"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready = format!("{base}/ready");
+    wait_for_status(&http, &ready, 200, "ready once shards are claimed").await;
+    let ready: serde_json::Value = http.get(&ready).send().await.unwrap().json().await.unwrap();
     for check in ["nats", "streams", "placement"] {
         assert_eq!(ready["checks"][check]["ok"], true, "{ready}");
     }

@@ -5,7 +5,7 @@
 mod common;
 mod read_side;
 
-use common::{WAIT, assert_error, json};
+use common::{WAIT, assert_error, call};
 use read_side::{add, ids, stack};
 use serde_json::{Value, json};
 use shared::headers::{API_KEY, TENANT_ID};
@@ -281,7 +281,7 @@ async fn tenants_see_only_their_own_carts() {
         if let Some(t) = tenant {
             req = req.header(TENANT_ID, t);
         }
-        async move { json(req.send().await.unwrap()).await }
+        async move { call(req).await }
     };
     wait_until(
         || async { get(Some("key-a"), None, "/v1/carts").await.0 == 200 },
@@ -305,15 +305,7 @@ async fn tenants_see_only_their_own_carts() {
 #[tokio::test]
 async fn the_routes_are_documented_and_the_projection_is_optional() {
     let Some(stack) = stack().await else { return };
-    let (_, doc) = json(
-        stack
-            .http
-            .get(stack.url("/openapi.json"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, doc) = call(stack.http.get(stack.url("/openapi.json"))).await;
     for (path, method) in [
         ("/v1/carts", "get"),
         ("/v1/carts", "post"),
@@ -331,15 +323,7 @@ async fn the_routes_are_documented_and_the_projection_is_optional() {
 
     // Projection not configured: 501; configured but down: 503 (after the read retries).
     let (off, base_off) = stack.another(|c| c.projection_addr.clear()).await;
-    let got = json(
-        stack
-            .http
-            .get(format!("{base_off}/v1/carts"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let got = call(stack.http.get(format!("{base_off}/v1/carts"))).await;
     assert_error(
         &got,
         501,
@@ -356,13 +340,7 @@ async fn the_routes_are_documented_and_the_projection_is_optional() {
             c.upstream_connect_timeout_ms = 200;
         })
         .await;
-    let resp = stack
-        .http
-        .get(format!("{base_down}/v1/reports/sku-demand"))
-        .send()
-        .await
-        .unwrap();
-    let got = json(resp).await;
+    let got = call(stack.http.get(format!("{base_down}/v1/reports/sku-demand"))).await;
     assert_error(&got, 503, "unavailable", "projection");
     off.stop().await.unwrap();
     down.stop().await.unwrap();

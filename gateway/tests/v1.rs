@@ -147,36 +147,15 @@ async fn etags_and_preconditions() {
     assert_eq!(resp.status(), 200);
 
     let stale = format!("\"{}\"", version + 1000);
-    let got = json(
-        http.post(&commands)
-            .header("if-match", &stale)
-            .json(&add("TEST-SKU-456", 1))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_error(&got, 412, "precondition_failed", "If-Match");
-    let got = json(
-        http.post(&commands)
-            .header("if-match", "\"0\"")
-            .json(&add("TEST-SKU-456", 1))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_error(&got, 412, "precondition_failed", "version");
-    let got = json(
-        http.post(&commands)
-            .header("if-match", "yesterday")
-            .json(&add("TEST-SKU-456", 1))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_error(&got, 400, "invalid_argument", "If-Match");
+    for (if_match, status, code, needle) in [
+        (stale.as_str(), 412, "precondition_failed", "If-Match"),
+        ("\"0\"", 412, "precondition_failed", "version"),
+        ("yesterday", 400, "invalid_argument", "If-Match"),
+    ] {
+        let req = http.post(&commands).header("if-match", if_match);
+        let got = call(req.json(&add("TEST-SKU-456", 1))).await;
+        assert_error(&got, status, code, needle);
+    }
     assert_eq!(
         stack.events("default", &id).await.len(),
         1,
@@ -329,12 +308,9 @@ async fn command_lists_atomic_or_one_by_one() {
     );
     let got = json(post(json!({"commands": [], "atomic": true})).await.unwrap()).await;
     assert_error(&got, 400, "invalid_argument", "commands");
-    let got = json(
+    let got = call(
         http.post(stack.url("/v1/carts/a.b/commands"))
-            .json(&add("TEST-SKU-123", 1))
-            .send()
-            .await
-            .unwrap(),
+            .json(&add("TEST-SKU-123", 1)),
     )
     .await;
     assert_error(&got, 400, "invalid_argument", "cart_id");

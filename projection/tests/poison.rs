@@ -40,16 +40,7 @@ async fn poison_is_dead_lettered_in_order_and_replayed_once_fixed() {
 
     let failing = Arc::new(AtomicBool::new(true));
     let target = Arc::new(AtomicU64::new(hooked_seq));
-    let hooks = Hooks {
-        fail_apply: Some(Arc::new({
-            let (failing, target) = (failing.clone(), target.clone());
-            move |_msg, seq| {
-                (failing.load(Ordering::SeqCst) && seq == target.load(Ordering::SeqCst))
-                    .then(|| "simulated bug in the view code".to_owned())
-            }
-        })),
-        ..Hooks::default()
-    };
+    let hooks = common::fail_apply_at(&failing, &target, "simulated bug in the view code");
     let running = env.start(env.config("main"), hooks).await;
     env.caught_up(&running).await;
 
@@ -83,32 +74,13 @@ async fn poison_is_dead_lettered_in_order_and_replayed_once_fixed() {
 
     // The poison table lists them (per tenant, and all for the admin view).
     let mut q = common::query(&running).await;
-    let list = |tenant: &str| pb::ListDeadLettersRequest {
-        tenant: tenant.into(),
-        limit: 0,
-    };
-    let all = q
-        .list_dead_letters(list(""))
-        .await
-        .unwrap()
-        .into_inner()
-        .dead_letters;
+    let all = common::dead_letters(&mut q, "").await;
     assert_eq!(all.len(), 2);
-    let t1 = q
-        .list_dead_letters(list("t1"))
-        .await
-        .unwrap()
-        .into_inner()
-        .dead_letters;
+    let t1 = common::dead_letters(&mut q, "t1").await;
     assert_eq!(t1.len(), 2);
     assert!(t1.iter().all(|d| d.deliveries == 3 && !d.replayed));
     assert!(t1.iter().all(|d| d.consumer == "projection-main"));
-    let t2 = q
-        .list_dead_letters(list("t2"))
-        .await
-        .unwrap()
-        .into_inner()
-        .dead_letters;
+    let t2 = common::dead_letters(&mut q, "t2").await;
     assert!(t2.is_empty());
     let garbage = t1
         .iter()
@@ -165,12 +137,7 @@ async fn poison_is_dead_lettered_in_order_and_replayed_once_fixed() {
     assert_eq!(zero.code(), tonic::Code::InvalidArgument);
 
     assert_views(&running.db_path, &expected(&generator.carts));
-    let t1 = q
-        .list_dead_letters(list("t1"))
-        .await
-        .unwrap()
-        .into_inner()
-        .dead_letters;
+    let t1 = common::dead_letters(&mut q, "t1").await;
     let replayed: Vec<_> = t1.iter().filter(|d| d.replayed).map(|d| d.id).collect();
     assert_eq!(replayed, [poisoned.id]);
     let status = q.status(pb::StatusRequest {}).await.unwrap().into_inner();
@@ -206,12 +173,7 @@ async fn unknown_event_types_are_counted_and_skipped() {
         status.dead_letters, 0,
         "an unknown event type is not poison"
     );
-    let metrics = reqwest::get(format!("http://{}/metrics", running.http_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::metrics(&running).await;
     assert!(
         metrics
             .lines()
@@ -237,25 +199,12 @@ async fn a_rebuild_applies_a_fixed_dead_letter_once() {
         .expect("accepted");
     generator.publish(&env.js, 20).await;
     let failing = Arc::new(AtomicBool::new(true));
-    let hooks = Hooks {
-        fail_apply: Some(Arc::new({
-            let failing = failing.clone();
-            move |_msg, seq| {
-                (failing.load(Ordering::SeqCst) && seq == hooked_seq)
-                    .then(|| "simulated bug".to_owned())
-            }
-        })),
-        ..Hooks::default()
-    };
+    let target = Arc::new(AtomicU64::new(hooked_seq));
+    let hooks = common::fail_apply_at(&failing, &target, "simulated bug");
     let running = env.start(env.config("main"), hooks).await;
     env.caught_up(&running).await;
     let mut q = common::query(&running).await;
-    let before = q
-        .list_dead_letters(pb::ListDeadLettersRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .dead_letters;
+    let before = common::dead_letters(&mut q, "").await;
     assert_eq!(before.len(), 1);
     assert!(!before[0].replayed);
 
@@ -264,12 +213,7 @@ async fn a_rebuild_applies_a_fixed_dead_letter_once() {
     let report = running.rebuild().await.expect("rebuild");
     assert_eq!(report.failed, 0);
     assert_views(&running.db_path, &expected(&generator.carts));
-    let after = q
-        .list_dead_letters(pb::ListDeadLettersRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .dead_letters;
+    let after = common::dead_letters(&mut q, "").await;
     assert_eq!(after.len(), 1);
     assert_eq!(after[0].id, before[0].id, "the dead letter keeps its id");
     assert!(after[0].replayed, "applied by the rebuild: no longer open");

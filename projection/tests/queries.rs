@@ -438,12 +438,7 @@ async fn health_ready_and_metrics_tell_the_truth() {
     for check in ["nats", "consumer", "lag", "rebuild"] {
         assert_eq!(ready["checks"][check]["ok"], true, "{ready}");
     }
-    let metrics = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::metrics(&running).await;
     for name in [
         "cart_projection_lag_messages",
         "cart_projection_applied_sequence",

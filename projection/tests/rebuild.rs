@@ -27,12 +27,7 @@ async fn online_rebuild_equals_the_live_views_while_events_arrive() {
     let running = env.start(env.config("main"), Hooks::default()).await;
     env.caught_up(&running).await;
     let mut q = common::query(&running).await;
-    let dead = q
-        .list_dead_letters(pb::ListDeadLettersRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .dead_letters;
+    let dead = common::dead_letters(&mut q, "").await;
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].stream_sequence, poison_seq);
 
@@ -79,12 +74,7 @@ async fn online_rebuild_equals_the_live_views_while_events_arrive() {
             .into_inner();
         assert_ne!(got.total_amount, -1);
     }
-    let after = q
-        .list_dead_letters(pb::ListDeadLettersRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .dead_letters;
+    let after = common::dead_letters(&mut q, "").await;
     assert_eq!(after, dead, "dead letters are carried over unchanged");
     let status = q.status(pb::StatusRequest {}).await.unwrap().into_inner();
     assert!(!status.rebuilding);

@@ -74,6 +74,20 @@ async fn wait_reached(reached: &mpsc::Receiver<u64>) -> u64 {
     got.unwrap()
 }
 
+/// Starts a projection whose `n`-th commit is held until released (then does `action`);
+/// returns it once that commit is reached, with the batch's last sequence and the release.
+async fn held_at_commit(
+    env: &common::Env,
+    config: projection::Config,
+    n: u32,
+    action: CommitAction,
+) -> (projection::Running, u64, mpsc::Sender<()>) {
+    let (hooks, reached, release) = common::hold_commit(n, action);
+    let running = env.start(config, hooks).await;
+    let at = wait_reached(&reached).await;
+    (running, at, release)
+}
+
 #[tokio::test]
 async fn a_crash_mid_batch_applies_nothing_twice_and_loses_nothing() {
     let Some(env) = common::env().await else {
@@ -85,9 +99,8 @@ async fn a_crash_mid_batch_applies_nothing_twice_and_loses_nothing() {
     config.batch_size = 50;
 
     // 1. Killed while the second batch is applied but not committed.
-    let (hooks, reached, release) = common::hold_commit(2, CommitAction::CrashBeforeCommit);
-    let running = env.start(config.clone(), hooks).await;
-    wait_reached(&reached).await;
+    let (running, _, release) =
+        held_at_commit(&env, config.clone(), 2, CommitAction::CrashBeforeCommit).await;
     let committed = running.checkpoint();
     assert!(committed > 0, "the first batch was committed");
     running.abort().await;
@@ -101,9 +114,8 @@ async fn a_crash_mid_batch_applies_nothing_twice_and_loses_nothing() {
 
     // 2. Killed after committing a batch but before acknowledging it: it is redelivered.
     generator.publish(&env.js, 50).await;
-    let (hooks, reached, release) = common::hold_commit(1, CommitAction::CrashAfterCommit);
-    let running = env.start(config.clone(), hooks).await;
-    let crashed_at = wait_reached(&reached).await;
+    let (running, crashed_at, release) =
+        held_at_commit(&env, config.clone(), 1, CommitAction::CrashAfterCommit).await;
     let before = running.checkpoint();
     release.send(()).unwrap();
     wait_until(|| async { running.checkpoint() > before }, WAIT)
@@ -133,21 +145,15 @@ async fn a_restart_reads_what_a_killed_run_left_unacknowledged_without_waiting_f
     let mut config = env.config("main");
     config.batch_size = 50;
     config.ack_wait_ms = 120_000;
-    let (hooks, reached, release) = common::hold_commit(2, CommitAction::CrashBeforeCommit);
-    let running = env.start(config.clone(), hooks).await;
-    wait_reached(&reached).await;
+    let (running, _, release) =
+        held_at_commit(&env, config.clone(), 2, CommitAction::CrashBeforeCommit).await;
     running.abort().await;
     release.send(()).unwrap();
 
     generator.publish(&env.js, 50).await;
     let running = env.start(config, Hooks::default()).await;
-    let last = env.stream_last().await;
-    wait_until(
-        || async { running.checkpoint() >= last },
-        Duration::from_secs(20),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("at {} of {last}: {e}", running.checkpoint()));
+    env.caught_up_within(&running, Duration::from_secs(20))
+        .await;
     assert_views(&running.db_path, &expected(&generator.carts));
     running.stop().await.unwrap();
 }
@@ -164,9 +170,8 @@ async fn cart_states_a_crash_did_not_write_are_folded_again_from_the_stream() {
     config.state_flush_secs = 3600;
 
     // Two batches committed, states waiting in memory; killed during the third.
-    let (hooks, reached, release) = common::hold_commit(3, CommitAction::CrashBeforeCommit);
-    let running = env.start(config.clone(), hooks).await;
-    wait_reached(&reached).await;
+    let (running, _, release) =
+        held_at_commit(&env, config.clone(), 3, CommitAction::CrashBeforeCommit).await;
     let committed = running.checkpoint();
     assert!(committed > 0, "batches were committed");
     running.abort().await;
@@ -198,9 +203,8 @@ async fn cart_states_a_crash_did_not_write_are_folded_again_from_the_stream() {
     // creates it empty again): the projection refuses to start rather than build on states
     // it cannot recover.
     generator.publish(&env.js, 100).await;
-    let (hooks, reached, release) = common::hold_commit(2, CommitAction::CrashBeforeCommit);
-    let running = env.start(config.clone(), hooks).await;
-    wait_reached(&reached).await;
+    let (running, _, release) =
+        held_at_commit(&env, config.clone(), 2, CommitAction::CrashBeforeCommit).await;
     running.abort().await;
     release.send(()).unwrap();
     env.js
@@ -245,9 +249,8 @@ async fn a_node_far_behind_catches_up_without_secondary_indexes_and_creates_them
     };
 
     // 300 behind: the indexes are dropped while it applies; killed in the middle.
-    let (hooks, reached, release) = common::hold_commit(2, CommitAction::CrashBeforeCommit);
-    let running = env.start(config.clone(), hooks).await;
-    wait_reached(&reached).await;
+    let (running, _, release) =
+        held_at_commit(&env, config.clone(), 2, CommitAction::CrashBeforeCommit).await;
     assert!(running.indexes_dropped());
     assert_eq!(common::view_indexes(&running.db_path), vec![]);
     // Not ready meanwhile, although fewer messages are behind than `ready_max_lag`.
@@ -387,9 +390,8 @@ async fn messages_the_server_no_longer_redelivers_are_read_back() {
     let mut config = env.config("main");
     config.max_deliver = 1;
     config.batch_size = 50;
-    let (hooks, reached, release) = common::hold_commit(1, CommitAction::CrashBeforeCommit);
-    let running = env.start(config.clone(), hooks).await;
-    wait_reached(&reached).await;
+    let (running, _, release) =
+        held_at_commit(&env, config.clone(), 1, CommitAction::CrashBeforeCommit).await;
     running.abort().await;
     release.send(()).unwrap();
 
@@ -445,13 +447,8 @@ async fn a_graceful_stop_while_catching_up_hands_the_fetched_batch_back() {
     running.stop().await.unwrap();
 
     let running = env.start(config, Hooks::default()).await;
-    let last = env.stream_last().await;
-    wait_until(
-        || async { running.checkpoint() >= last },
-        Duration::from_secs(20),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("at {} of {last}: {e}", running.checkpoint()));
+    env.caught_up_within(&running, Duration::from_secs(20))
+        .await;
     assert_views(&running.db_path, &expected(&generator.carts));
     running.stop().await.unwrap();
 }

@@ -28,10 +28,7 @@ fn tenant() -> TenantId {
 async fn a_checkout_creates_one_provider_order_and_records_intent_and_result() {
     let Some(env) = env().await else { return };
     let runner = env.runner(Default::default()).await;
-    env.checkout("c1", "a1").await;
-    let cart = env
-        .wait_cart("c1", "order recorded", order_created("a1"))
-        .await;
+    let cart = env.checked_out("c1", "a1").await;
     let order_id = cart.cart.provider_order_id.clone().unwrap();
     assert_eq!(env.mock.orders_for("a1"), 1);
     assert_eq!(env.mock.orders_for("c1"), 1);
@@ -130,9 +127,7 @@ async fn transient_provider_errors_are_retried_into_one_order() {
         ..Default::default()
     });
     let runner = env.runner(Default::default()).await;
-    env.checkout("flaky", "a1").await;
-    env.wait_cart("flaky", "order recorded", order_created("a1"))
-        .await;
+    env.checked_out("flaky", "a1").await;
     assert_eq!(env.mock.orders_for("a1"), 1);
     assert!(
         env.mock.stats().api_requests >= 4,
@@ -303,10 +298,7 @@ async fn a_permanently_failing_provider_fails_the_checkout_and_the_cart_stays_us
 async fn a_cart_changed_after_checkout_started_updates_the_same_provider_order() {
     let Some(env) = env().await else { return };
     let runner = env.runner(Default::default()).await;
-    env.checkout("changed", "a1").await;
-    let first = env
-        .wait_cart("changed", "order recorded", order_created("a1"))
-        .await;
+    let first = env.checked_out("changed", "a1").await;
     let order_id = first.cart.provider_order_id.clone().unwrap();
 
     // The shopper goes back and adds an item (this re-opens the checkout), then checks out again.
@@ -367,10 +359,7 @@ async fn publish_push_as(env: &Env, tenant: &str, order_id: &str) {
 async fn duplicate_pushes_place_the_order_once() {
     let Some(env) = env().await else { return };
     let runner = env.runner(Default::default()).await;
-    env.checkout("paid", "a1").await;
-    let cart = env
-        .wait_cart("paid", "order recorded", order_created("a1"))
-        .await;
+    let cart = env.checked_out("paid", "a1").await;
     let order_id = cart.cart.provider_order_id.unwrap();
     // A push before payment changes nothing; then the shopper pays and the provider pushes
     // three times (it retries until acknowledged).
@@ -427,10 +416,7 @@ async fn duplicate_pushes_place_the_order_once() {
 async fn forged_and_early_pushes_change_nothing_and_block_the_real_one_from_nothing() {
     let Some(env) = env().await else { return };
     let runner = env.runner(Default::default()).await;
-    env.checkout("forged", "a1").await;
-    let cart = env
-        .wait_cart("forged", "order recorded", order_created("a1"))
-        .await;
+    let cart = env.checked_out("forged", "a1").await;
     let order_id = cart.cart.provider_order_id.unwrap();
     publish_push(&env, "no-such-order").await;
     publish_push_as(&env, "evil", &order_id).await;
@@ -481,10 +467,7 @@ async fn a_paid_order_whose_push_was_lost_is_placed_by_reconciliation() {
     config.reconcile_interval_secs = 1;
     config.reconcile_after_secs = 1;
     let runner = runner::start(config, Default::default()).await.unwrap();
-    env.checkout("lost-push", "a1").await;
-    let cart = env
-        .wait_cart("lost-push", "order recorded", order_created("a1"))
-        .await;
+    let cart = env.checked_out("lost-push", "a1").await;
     let order_id = cart.cart.provider_order_id.unwrap();
     env.mock.mark_complete(&order_id).unwrap();
     let placed = env
@@ -562,10 +545,7 @@ async fn a_paid_order_the_cart_moved_past_is_recorded_never_placed_nor_acknowled
     let mut config = env.runner_config();
     config.mismatch_action = runner::config::MismatchAction::Cancel;
     let runner = runner::start(config, Default::default()).await.unwrap();
-    env.checkout("moved", "a1").await;
-    let cart = env
-        .wait_cart("moved", "order recorded", order_created("a1"))
-        .await;
+    let cart = env.checked_out("moved", "a1").await;
     let old_order = cart.cart.provider_order_id.unwrap();
     env.exec("moved", add("BOOK-NOVEL-01", 1)).await.unwrap();
     env.mock.mark_complete(&old_order).unwrap();
@@ -720,9 +700,7 @@ async fn reload_switches_the_provider_without_a_restart() {
         .into_inner();
     assert_eq!(reloaded.provider_base_url, format!("http://{second_addr}"));
     assert_eq!(reloaded.generation, 2);
-    env.checkout("reloaded", "a1").await;
-    env.wait_cart("reloaded", "order recorded", order_created("a1"))
-        .await;
+    env.checked_out("reloaded", "a1").await;
     assert_eq!(second.orders_for("a1"), 1, "the new provider got the order");
     assert_eq!(env.mock.orders_for("a1"), 0);
     runner.drain(std::time::Duration::from_secs(5)).await;
@@ -737,9 +715,7 @@ async fn other_cart_events_are_skipped_without_effects() {
         env.exec("browsing", add("TEST-SKU-456", 1)).await.unwrap();
     }
     env.exec("browsing", Command::ClearCart).await.unwrap();
-    env.checkout("buyer", "a1").await;
-    env.wait_cart("buyer", "order recorded", order_created("a1"))
-        .await;
+    env.checked_out("buyer", "a1").await;
     // Every event was acked, none nak'ed (left pending) or dead-lettered. Which events reach
     // the handler at all is pinned by `checkout::tests`.
     env.wait_settled(CART_EVENTS_STREAM, RUNNER_CHECKOUT_DURABLE)
@@ -833,9 +809,7 @@ async fn events_without_a_types_header_are_decoded_to_find_checkouts() {
 async fn a_deleted_consumer_is_recreated_and_checkouts_continue() {
     let Some(env) = env().await else { return };
     let runner = env.runner(Default::default()).await;
-    env.checkout("before", "a1").await;
-    env.wait_cart("before", "order recorded", order_created("a1"))
-        .await;
+    env.checked_out("before", "a1").await;
     let per_checkout = env.mock.stats().api_requests;
     // A second attempt: were the first one's event replayed, the handler would skip it (see
     // `a_full_replay_calls_the_provider_for_no_attempt_already_handled`); this test pins that
@@ -891,9 +865,7 @@ async fn a_deleted_consumer_is_recreated_and_checkouts_continue() {
 async fn a_full_replay_calls_the_provider_for_no_attempt_already_handled() {
     let Some(env) = env().await else { return };
     let runner = env.runner(Default::default()).await;
-    env.checkout("replayed", "a1").await;
-    env.wait_cart("replayed", "order recorded", order_created("a1"))
-        .await;
+    env.checked_out("replayed", "a1").await;
     env.exec("replayed", start("a2")).await.unwrap();
     env.wait_cart("replayed", "second order recorded", order_created("a2"))
         .await;
@@ -947,9 +919,7 @@ async fn the_embedded_mock_listening_on_every_interface_is_called_over_loopback(
         "{}",
         status.provider_base_url
     );
-    env.checkout("embedded", "a1").await;
-    env.wait_cart("embedded", "order recorded", order_created("a1"))
-        .await;
+    env.checked_out("embedded", "a1").await;
     assert_eq!(env.mock.orders_for("a1"), 0, "the embedded mock took it");
     runner.drain(std::time::Duration::from_secs(5)).await;
 }

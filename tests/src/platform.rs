@@ -3,11 +3,12 @@
 //! callbacks reach the gateway over HTTP exactly as the real provider's would.
 
 use runner::provider::mock::MockProvider;
+use serde_json::Value;
 use shared::test_support::wait_until;
 use tokio_util::sync::CancellationToken;
 
 use crate::forward::Forward;
-use crate::stack::{Stack, WAIT, test_streams};
+use crate::stack::{Stack, WAIT, call, test_streams, wait_for_status};
 
 /// The gateway's admin token in [`platform`].
 pub const ADMIN_TOKEN: &str = "e2e-admin-token";
@@ -62,18 +63,7 @@ pub async fn platform() -> Option<Platform> {
     let runner = runner::start(rc, runner::Hooks::default()).await.unwrap();
     to_runner.to(runner.grpc_addr);
 
-    let http = reqwest::Client::new();
-    wait_until(
-        || async {
-            http.get(format!("{base}/ready"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200)
-        },
-        WAIT,
-    )
-    .await
-    .expect("gateway ready");
+    wait_for_status(&format!("{base}/ready"), 200, "gateway ready").await;
     Some(Platform {
         stack,
         _aggregate: aggregate,
@@ -96,6 +86,32 @@ impl Platform {
             .cookie_store(true)
             .build()
             .unwrap()
+    }
+
+    /// The shopper's cart (`GET /cart` with its cookie), whatever the status.
+    pub async fn cart(&self, shopper: &reqwest::Client) -> Value {
+        call(shopper.get(self.url("/cart"))).await.1
+    }
+
+    /// Waits until the shopper's cart satisfies `done`; panics with `what` when it never does.
+    pub async fn until_cart(
+        &self,
+        shopper: &reqwest::Client,
+        done: impl Fn(&Value) -> bool,
+        what: &str,
+    ) {
+        wait_until(|| async { done(&self.cart(shopper).await) }, WAIT)
+            .await
+            .expect(what);
+    }
+
+    /// Waits until the provider has the acknowledgement of order `order_id`.
+    pub async fn until_acknowledged(&self, order_id: &str) {
+        let acknowledged =
+            || async { self.mock.stats().acknowledged.iter().any(|o| o == order_id) };
+        wait_until(acknowledged, WAIT)
+            .await
+            .expect("acknowledged with the provider");
     }
 
     /// Wait until the runner handled every push recorded so far.

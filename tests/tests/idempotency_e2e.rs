@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_nats::jetstream::message::PublishMessage;
 use serde_json::{Value, json};
 use shared::test_support::wait_until;
-use tests::stack::{Stack, WAIT};
+use tests::stack::{Stack, wait_for_status};
 
 /// A one-second duplicate window, so the test can wait until JetStream's de-duplication no
 /// longer covers the first request.
@@ -69,30 +69,6 @@ async fn quantity(http: &reqwest::Client, base: &str, cart: &str, sku: &str) -> 
         .sum()
 }
 
-async fn gateway(stack: &Stack) -> (gateway::Running, String) {
-    let gw = gateway::start(gateway::Config {
-        runner_addr: String::new(),
-        projection_addr: String::new(),
-        ..stack.gateway_config()
-    })
-    .await
-    .unwrap();
-    let base = format!("http://{}", gw.http_addr);
-    let http = reqwest::Client::new();
-    wait_until(
-        || async {
-            http.get(format!("{base}/v1/carts/probe"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200)
-        },
-        WAIT,
-    )
-    .await
-    .expect("gateway serves carts");
-    (gw, base)
-}
-
 /// Waits until JetStream no longer de-duplicates a message id published before: the window
 /// that protected the first request has passed.
 async fn wait_for_the_duplicate_window_to_pass(stack: &Stack) {
@@ -135,8 +111,8 @@ async fn an_idempotency_key_holds_across_gateways_commands_restarts_and_the_dupl
     let mut config = stack.aggregate_config("n1");
     config.snapshot_every = 5;
     let n1 = aggregate::start(config).await.unwrap();
-    let (g1, one) = gateway(&stack).await;
-    let (g2, two) = gateway(&stack).await;
+    let (g1, one) = stack.cart_gateway("/v1/carts/probe").await;
+    let (g2, two) = stack.cart_gateway("/v1/carts/probe").await;
     let http = reqwest::Client::new();
     let cart = "idempotent-cart";
     let add = json!({"type": "AddItem", "sku": "TEST-SKU-123", "quantity": 2});
@@ -191,18 +167,9 @@ async fn an_idempotency_key_holds_across_gateways_commands_restarts_and_the_dupl
     config.snapshot_every = 5;
     let n2 = aggregate::start(config).await.unwrap();
     n1.drain().await.unwrap();
-    let (g3, three) = gateway(&stack).await;
-    wait_until(
-        || async {
-            http.get(format!("{three}/v1/carts/{cart}"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200)
-        },
-        WAIT,
-    )
-    .await
-    .expect("the new node serves the cart");
+    let (g3, three) = stack.cart_gateway("/v1/carts/probe").await;
+    let served = format!("{three}/v1/carts/{cart}");
+    wait_for_status(&served, 200, "the new node serves the cart").await;
     let restarted = send(&http, &three, cart, "k-1", &add).await;
     assert_eq!(
         (restarted.status, restarted.replayed),

@@ -143,6 +143,37 @@ pub fn exec(cart: &str, id: CommandId, cmd: domain::Command) -> tonic::Request<p
     })
 }
 
+/// `req` as a gateway sends it when the owner is unreachable: any node serves it.
+pub fn fallback<T>(mut req: tonic::Request<T>) -> tonic::Request<T> {
+    let reason = "owner-unreachable".parse().unwrap();
+    req.metadata_mut()
+        .insert(shared::headers::ROUTE_FALLBACK, reason);
+    req
+}
+
+/// The cart state in the reply to `req`; panics with `what` when the command fails.
+pub async fn executed(
+    client: &mut CartServiceClient<Channel>,
+    req: tonic::Request<pb::ExecuteRequest>,
+    what: &str,
+) -> CartState {
+    let reply = client.execute(req).await.expect(what).into_inner();
+    state_of(reply.cart.unwrap())
+}
+
+/// Waits until `GET url` answers `status`; panics with `what` when it never does.
+pub async fn wait_for_status(http: &reqwest::Client, url: &str, status: u16, what: &str) {
+    let answers = || async {
+        http.get(url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == status)
+    };
+    shared::test_support::wait_until(answers, WAIT)
+        .await
+        .expect(what);
+}
+
 pub fn get(cart: &str) -> tonic::Request<pb::GetCartRequest> {
     request(pb::GetCartRequest {
         tenant: TENANT.into(),

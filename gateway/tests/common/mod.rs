@@ -201,6 +201,40 @@ pub async fn json(resp: reqwest::Response) -> (u16, Value) {
     (status, body)
 }
 
+/// Status and JSON body of the response to `req`.
+pub async fn call(req: reqwest::RequestBuilder) -> (u16, Value) {
+    json(req.send().await.unwrap()).await
+}
+
+/// The JSON body of the response to `req`, asserting it is a 200.
+pub async fn ok(req: reqwest::RequestBuilder) -> Value {
+    let (status, reply) = call(req).await;
+    assert_eq!(status, 200, "{reply}");
+    reply
+}
+
+/// The body of `GET url` as text (the metrics page).
+pub async fn text(http: &reqwest::Client, url: &str) -> String {
+    http.get(url).send().await.unwrap().text().await.unwrap()
+}
+
+/// Waits until `GET url` answers `status`; panics with `what` when it never does.
+pub async fn wait_for_status(url: &str, status: u16, what: &str) {
+    let http = reqwest::Client::new();
+    let answers = || async {
+        http.get(url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == status)
+    };
+    wait_until(answers, WAIT).await.expect(what);
+}
+
+/// The storefront body adding one `TEST-SKU-123`.
+pub fn add_one() -> Value {
+    serde_json::json!({"sku": "TEST-SKU-123", "quantity": 1})
+}
+
 /// Asserts an error reply: status, stable code, a message containing `needle`, nothing else.
 pub fn assert_error(got: &(u16, Value), status: u16, code: &str, needle: &str) {
     let (s, body) = got;

@@ -8,11 +8,12 @@ pub mod expect;
 pub mod generator;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use projection::{CommitAction, Config, Hooks, Running};
+use proto::projection::v1 as pb;
 use proto::projection::v1::query_service_client::QueryServiceClient;
 use shared::nats::NatsResourceSettings;
 use shared::subjects::CART_EVENTS_STREAM;
@@ -108,8 +109,13 @@ impl Env {
 
     /// Waits until the projection has applied everything in the stream.
     pub async fn caught_up(&self, running: &Running) {
+        self.caught_up_within(running, WAIT).await;
+    }
+
+    /// Waits `within` at most until the projection has applied everything in the stream.
+    pub async fn caught_up_within(&self, running: &Running, within: Duration) {
         let last = self.stream_last().await;
-        wait_until(|| async { running.checkpoint() >= last }, WAIT)
+        wait_until(|| async { running.checkpoint() >= last }, within)
             .await
             .unwrap_or_else(|e| panic!("projection at {} of {last}: {e}", running.checkpoint()));
     }
@@ -119,6 +125,41 @@ pub async fn query(running: &Running) -> QueryServiceClient<Channel> {
     QueryServiceClient::connect(format!("http://{}", running.grpc_addr))
         .await
         .expect("connect to QueryService")
+}
+
+/// The dead letters of `tenant` (every tenant's when empty) the projection lists.
+pub async fn dead_letters(
+    q: &mut QueryServiceClient<Channel>,
+    tenant: &str,
+) -> Vec<pb::DeadLetter> {
+    let req = pb::ListDeadLettersRequest {
+        tenant: tenant.into(),
+        limit: 0,
+    };
+    q.list_dead_letters(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .dead_letters
+}
+
+/// The text of a projection's `/metrics`.
+pub async fn metrics(running: &Running) -> String {
+    let url = format!("http://{}/metrics", running.http_addr);
+    reqwest::get(url).await.unwrap().text().await.unwrap()
+}
+
+/// A hook failing the apply of the message at stream sequence `target` with `why`, while
+/// `failing` holds (a bug in this build, fixed later).
+pub fn fail_apply_at(failing: &Arc<AtomicBool>, target: &Arc<AtomicU64>, why: &str) -> Hooks {
+    let (failing, target, why) = (failing.clone(), target.clone(), why.to_owned());
+    Hooks {
+        fail_apply: Some(Arc::new(move |_msg, seq| {
+            (failing.load(Ordering::SeqCst) && seq == target.load(Ordering::SeqCst))
+                .then(|| why.clone())
+        })),
+        ..Hooks::default()
+    }
 }
 
 /// Adding one of `sku` (Swedish prices).

@@ -146,6 +146,13 @@ impl Env {
         self.exec(cart, start(attempt)).await.unwrap();
     }
 
+    /// Checks `cart` out as `attempt` and waits until its provider order is recorded.
+    pub async fn checked_out(&self, cart: &str, attempt: &str) -> CartState {
+        self.checkout(cart, attempt).await;
+        self.wait_cart(cart, "order recorded", order_created(attempt))
+            .await
+    }
+
     pub async fn messages_of(&self, subject: &str, stream: &str) -> usize {
         shared::nats::read_subject_after(
             &self.nats.client().await,
