@@ -12,11 +12,9 @@ use shared::test_support::wait_until;
 #[tokio::test]
 async fn a_non_owner_answers_not_owner_with_the_owners_address() {
     let Some(env) = env().await else { return };
-    let a = env.node("a", true).await;
-    let b = env.node("b", true).await;
     // A cart whose shard `a` owns for good, asked of `b`.
-    let cart = cart_settled_on(&a, &b, "owned").await;
-    let mut to_b = connect(b.grpc_addr).await;
+    let pair = env.pair("owned").await;
+    let (cart, mut to_b) = (pair.cart.clone(), pair.to_b.clone());
     let status = to_b
         .execute(exec(&cart, CommandId::new(), add("TEST-SKU-123", 1)))
         .await
@@ -25,7 +23,7 @@ async fn a_non_owner_answers_not_owner_with_the_owners_address() {
     assert_eq!(err.code, ErrorCode::NotOwner);
     assert_eq!(
         err.owner_addr.as_deref(),
-        Some(a.grpc_addr.to_string().as_str())
+        Some(pair.a.grpc_addr.to_string().as_str())
     );
     assert!(
         env.messages(&cart).await.is_empty(),
@@ -34,8 +32,7 @@ async fn a_non_owner_answers_not_owner_with_the_owners_address() {
     // The same request with the fallback flag (owner unreachable) is served.
     let req = fallback(exec(&cart, CommandId::new(), add("TEST-SKU-123", 1)));
     to_b.execute(req).await.expect("served as a fallback");
-    a.drain().await.unwrap();
-    b.drain().await.unwrap();
+    pair.drain().await;
 }
 
 /// A gateway that could not reach the owner has another node serve the change; the owner,
@@ -43,11 +40,9 @@ async fn a_non_owner_answers_not_owner_with_the_owners_address() {
 #[tokio::test]
 async fn the_owner_reads_past_a_change_another_node_served_as_a_fallback() {
     let Some(env) = env().await else { return };
-    let a = env.node("a", true).await;
-    let b = env.node("b", true).await;
-    let cart = cart_settled_on(&a, &b, "stale").await;
-    let mut to_a = connect(a.grpc_addr).await;
-    let mut to_b = connect(b.grpc_addr).await;
+    let pair = env.pair("stale").await;
+    let cart = pair.cart.clone();
+    let (mut to_a, mut to_b) = (pair.to_a.clone(), pair.to_b.clone());
     to_a.execute(exec(&cart, CommandId::new(), add("TEST-SKU-123", 1)))
         .await
         .expect("the owner serves and caches the cart");
@@ -61,8 +56,7 @@ async fn the_owner_reads_past_a_change_another_node_served_as_a_fallback() {
         "the owner read past its copy"
     );
     assert_eq!(quantity_of(&read, "TEST-SKU-456"), 2);
-    a.drain().await.unwrap();
-    b.drain().await.unwrap();
+    pair.drain().await;
 }
 
 /// A retry whose first attempt another node stored (its answer lost on the way) reaches the
@@ -71,11 +65,9 @@ async fn the_owner_reads_past_a_change_another_node_served_as_a_fallback() {
 #[tokio::test]
 async fn a_retry_the_owners_older_copy_would_refuse_is_answered_with_the_stored_outcome() {
     let Some(env) = env().await else { return };
-    let a = env.node("a", true).await;
-    let b = env.node("b", true).await;
-    let cart = cart_settled_on(&a, &b, "refused").await;
-    let mut to_a = connect(a.grpc_addr).await;
-    let mut to_b = connect(b.grpc_addr).await;
+    let pair = env.pair("refused").await;
+    let cart = pair.cart.clone();
+    let (mut to_a, mut to_b) = (pair.to_a.clone(), pair.to_b.clone());
     to_a.execute(exec(&cart, CommandId::new(), add("TEST-SKU-123", 1)))
         .await
         .expect("the owner serves and caches the cart");
@@ -117,8 +109,7 @@ async fn a_retry_the_owners_older_copy_would_refuse_is_answered_with_the_stored_
     assert_eq!(quantity_of(&retried, "TEST-SKU-456"), 0);
     assert_eq!(quantity_of(&retried, "TEST-SKU-123"), 1);
     assert_eq!(env.messages(&cart).await.len(), 3, "nothing appended again");
-    a.drain().await.unwrap();
-    b.drain().await.unwrap();
+    pair.drain().await;
 }
 
 #[tokio::test]

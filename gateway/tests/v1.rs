@@ -263,51 +263,28 @@ async fn command_lists_atomic_or_one_by_one() {
     assert_eq!(lines(&reply["result"]).len(), 3);
 
     // Bad bodies: the field, the internal type, the index.
-    let got = json(
-        post(json!({"type": "ConfirmOrder", "providerOrderId": "p", "orderReference": "o"}))
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_error(
-        &got,
-        400,
-        "invalid_argument",
-        "ConfirmOrder is an internal command",
-    );
-    let got = json(
-        post(json!({"commands": [add("TEST-SKU-123", 1), {"type": "RecordProviderOrder"}]}))
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_error(
-        &got,
-        400,
-        "invalid_argument",
-        "commands[1].type: RecordProviderOrder",
-    );
-    let got = json(
-        post(json!({"type": "AddItem", "sku": "TEST-SKU-123", "quantity": 1, "qty": 2}))
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_error(&got, 400, "invalid_argument", "qty: unknown field qty");
-    let got = json(
-        post(json!({"commands": [add("TEST-SKU-123", -1)]}))
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_error(
-        &got,
-        400,
-        "invalid_argument",
-        "commands[0].quantity: invalid value: integer -1",
-    );
-    let got = json(post(json!({"commands": [], "atomic": true})).await.unwrap()).await;
-    assert_error(&got, 400, "invalid_argument", "commands");
+    for (body, needle) in [
+        (
+            json!({"type": "ConfirmOrder", "providerOrderId": "p", "orderReference": "o"}),
+            "ConfirmOrder is an internal command",
+        ),
+        (
+            json!({"commands": [add("TEST-SKU-123", 1), {"type": "RecordProviderOrder"}]}),
+            "commands[1].type: RecordProviderOrder",
+        ),
+        (
+            json!({"type": "AddItem", "sku": "TEST-SKU-123", "quantity": 1, "qty": 2}),
+            "qty: unknown field qty",
+        ),
+        (
+            json!({"commands": [add("TEST-SKU-123", -1)]}),
+            "commands[0].quantity: invalid value: integer -1",
+        ),
+        (json!({"commands": [], "atomic": true}), "commands"),
+    ] {
+        let got = json(post(body).await.unwrap()).await;
+        assert_error(&got, 400, "invalid_argument", needle);
+    }
     let got = call(
         http.post(stack.url("/v1/carts/a.b/commands"))
             .json(&add("TEST-SKU-123", 1)),

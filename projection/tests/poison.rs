@@ -30,12 +30,9 @@ async fn poison_is_dead_lettered_in_order_and_replayed_once_fixed() {
 
     // A valid message made to fail by a hook (a bug in this build, fixed later). It stays the
     // cart's last message, so replaying it later gives exactly the fold.
-    let hooked = generator.index("t1", "cart-003");
-    generator.frozen.push(hooked);
-    let hooked_seq = generator
-        .execute(&env.js, hooked, add("TEST-SKU-AAA"))
-        .await
-        .expect("accepted");
+    let (hooked, hooked_seq) = generator
+        .execute_last(&env.js, "t1", "cart-003", add("TEST-SKU-AAA"))
+        .await;
     generator.publish(&env.js, 20).await;
 
     let failing = Arc::new(AtomicBool::new(true));
@@ -191,12 +188,9 @@ async fn a_rebuild_applies_a_fixed_dead_letter_once() {
     };
     let mut generator = Generator::new(8, &["t1"], 6);
     generator.publish(&env.js, 20).await;
-    let hooked = generator.index("t1", "cart-002");
-    generator.frozen.push(hooked);
-    let hooked_seq = generator
-        .execute(&env.js, hooked, add("FOOD-CHOC-100"))
-        .await
-        .expect("accepted");
+    let (hooked, hooked_seq) = generator
+        .execute_last(&env.js, "t1", "cart-002", add("FOOD-CHOC-100"))
+        .await;
     generator.publish(&env.js, 20).await;
     let failing = Arc::new(AtomicBool::new(true));
     let target = Arc::new(AtomicU64::new(hooked_seq));

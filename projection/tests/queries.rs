@@ -183,14 +183,7 @@ async fn the_cart_view_keeps_subscription_details() {
     let running = env.start(env.config("main"), Hooks::default()).await;
     env.caught_up(&running).await;
     let mut q = common::query(&running).await;
-    let cart = q
-        .get_cart(pb::GetCartRequest {
-            tenant: "t1".into(),
-            cart_id: "cart-001".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let cart = common::get_cart(&mut q, "t1", "cart-001").await;
     let details: serde_json::Value = serde_json::from_str(&cart.subscription_details_json).unwrap();
     assert_eq!(
         details,

@@ -64,14 +64,7 @@ async fn online_rebuild_equals_the_live_views_while_events_arrive() {
     // Queries use the new file; the dead letter kept its id; no leftovers.
     let sim = &generator.carts[generator.index("t2", "cart-001")];
     if !sim.messages.is_empty() {
-        let got = q
-            .get_cart(pb::GetCartRequest {
-                tenant: "t2".into(),
-                cart_id: "cart-001".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let got = common::get_cart(&mut q, "t2", "cart-001").await;
         assert_ne!(got.total_amount, -1);
     }
     let after = common::dead_letters(&mut q, "").await;

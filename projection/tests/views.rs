@@ -40,14 +40,7 @@ async fn views_equal_the_fold_of_random_commands_on_many_carts() {
         .iter()
         .find(|c| c.state.cart.lines.len() > 1)
         .expect("a cart with lines");
-    let got = q
-        .get_cart(pb::GetCartRequest {
-            tenant: sim.tenant.to_string(),
-            cart_id: sim.id.to_string(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let got = common::get_cart(&mut q, sim.tenant.as_ref(), sim.id.as_ref()).await;
     let row = &want.carts[&(sim.tenant.to_string(), sim.id.to_string())];
     assert_eq!(got.total_amount, row.total_amount);
     assert_eq!(got.version, row.version as u64);

@@ -181,9 +181,7 @@ async fn a_multi_line_provider_error_is_dead_lettered_as_one_line_and_the_lane_k
 
     // The same cart (so the same lane) checks out again once the provider is back.
     env.mock.set_faults(Faults::default());
-    env.exec("proxied", start("a2")).await.unwrap();
-    env.wait_cart("proxied", "order recorded", order_created("a2"))
-        .await;
+    env.checkout_again("proxied", "a2", "order recorded").await;
     runner.drain(std::time::Duration::from_secs(5)).await;
 }
 
@@ -219,13 +217,8 @@ async fn a_handler_that_panics_is_retried_and_its_lane_goes_on() {
     // The retry after a panic that followed the provider call still placed one order.
     assert_eq!(env.mock.orders_for("a1"), 1);
     // The same cart (so the same lane) goes on.
-    env.exec("panicky", start("a2")).await.unwrap();
-    env.wait_cart(
-        "panicky",
-        "the next checkout is handled",
-        order_created("a2"),
-    )
-    .await;
+    env.checkout_again("panicky", "a2", "the next checkout is handled")
+        .await;
     runner.drain(std::time::Duration::from_secs(5)).await;
 }
 
@@ -303,10 +296,7 @@ async fn a_cart_changed_after_checkout_started_updates_the_same_provider_order()
 
     // The shopper goes back and adds an item (this re-opens the checkout), then checks out again.
     env.exec("changed", add("BOOK-NOVEL-01", 1)).await.unwrap();
-    env.exec("changed", start("a2")).await.unwrap();
-    let second = env
-        .wait_cart("changed", "order updated", order_created("a2"))
-        .await;
+    let second = env.checkout_again("changed", "a2", "order updated").await;
     assert_eq!(
         second.cart.provider_order_id.as_deref(),
         Some(order_id.as_str())
@@ -373,9 +363,7 @@ async fn duplicate_pushes_place_the_order_once() {
         .await;
     // The checkout effect, the early push and the three pushes after payment: each one is
     // read from the provider, only the cart de-duplicates.
-    wait_until(|| async { runner.status.completed_count() >= 5 }, WAIT)
-        .await
-        .expect("every push handled");
+    until_completed(&runner, 5, "every push handled").await;
     assert!(
         env.mock.stats().acknowledged.contains(&order_id),
         "acknowledged with the provider"
@@ -421,9 +409,7 @@ async fn forged_and_early_pushes_change_nothing_and_block_the_real_one_from_noth
     publish_push(&env, "no-such-order").await;
     publish_push_as(&env, "evil", &order_id).await;
     publish_push(&env, &order_id).await;
-    wait_until(|| async { runner.status.completed_count() >= 4 }, WAIT)
-        .await
-        .expect("the three pushes are handled");
+    until_completed(&runner, 4, "the three pushes are handled").await;
     assert!(
         env.cart("forged").await.cart.order.is_none(),
         "nothing paid yet"
@@ -556,9 +542,7 @@ async fn a_paid_order_the_cart_moved_past_is_recorded_never_placed_nor_acknowled
             s.cart.mismatch(&old_order).is_some()
         })
         .await;
-    wait_until(|| async { runner.status.completed_count() >= 3 }, WAIT)
-        .await
-        .expect("both pushes handled");
+    until_completed(&runner, 3, "both pushes handled").await;
     assert!(cart.cart.order.is_none(), "never placed");
     assert_eq!(cart.cart.mismatch(&old_order).unwrap().code, "cart_changed");
     assert_eq!(
@@ -583,9 +567,8 @@ async fn a_paid_order_the_cart_moved_past_is_recorded_never_placed_nor_acknowled
     let outcome = order_outcome(&env, &old_order).await;
     assert_eq!(outcome.outcome, CheckoutOutcome::Mismatched, "{outcome:?}");
 
-    env.exec("moved", start("a2")).await.unwrap();
     let cart = env
-        .wait_cart("moved", "new order recorded", order_created("a2"))
+        .checkout_again("moved", "a2", "new order recorded")
         .await;
     let new_order = cart.cart.provider_order_id.clone().unwrap();
     assert_ne!(new_order, old_order, "a paid order is never updated");
@@ -614,12 +597,7 @@ async fn drain_finishes_in_flight_effects_and_starts_no_new_ones() {
         ..Default::default()
     });
     let runner = env.runner(Default::default()).await;
-    let mut client = admin::runner_admin_client::RunnerAdminClient::connect(format!(
-        "http://{}",
-        runner.grpc_addr
-    ))
-    .await
-    .unwrap();
+    let mut client = admin_client(&runner).await;
     env.checkout("inflight", "a1").await;
     wait_until(|| async { runner.status.in_flight() > 0 }, WAIT)
         .await
@@ -687,12 +665,7 @@ async fn reload_switches_the_provider_without_a_restart() {
         reload: Some(Arc::new(move || Ok(cfg.clone()))),
     };
     let runner = env.runner(hooks).await;
-    let mut client = admin::runner_admin_client::RunnerAdminClient::connect(format!(
-        "http://{}",
-        runner.grpc_addr
-    ))
-    .await
-    .unwrap();
+    let mut client = admin_client(&runner).await;
     let reloaded = client
         .reload(admin::ReloadRequest {})
         .await
@@ -814,8 +787,7 @@ async fn a_deleted_consumer_is_recreated_and_checkouts_continue() {
     // A second attempt: were the first one's event replayed, the handler would skip it (see
     // `a_full_replay_calls_the_provider_for_no_attempt_already_handled`); this test pins that
     // the consumer does not replay it at all.
-    env.exec("before", start("a2")).await.unwrap();
-    env.wait_cart("before", "second order recorded", order_created("a2"))
+    env.checkout_again("before", "a2", "second order recorded")
         .await;
     env.wait_settled(CART_EVENTS_STREAM, RUNNER_CHECKOUT_DURABLE)
         .await;
@@ -866,8 +838,7 @@ async fn a_full_replay_calls_the_provider_for_no_attempt_already_handled() {
     let Some(env) = env().await else { return };
     let runner = env.runner(Default::default()).await;
     env.checked_out("replayed", "a1").await;
-    env.exec("replayed", start("a2")).await.unwrap();
-    env.wait_cart("replayed", "second order recorded", order_created("a2"))
+    env.checkout_again("replayed", "a2", "second order recorded")
         .await;
     env.wait_settled(CART_EVENTS_STREAM, RUNNER_CHECKOUT_DURABLE)
         .await;
@@ -904,16 +875,12 @@ async fn the_embedded_mock_listening_on_every_interface_is_called_over_loopback(
     config.provider.base_url = String::new();
     config.mock_provider_addr = "0.0.0.0:0".into();
     let runner = runner::start(config, Default::default()).await.unwrap();
-    let status = admin::runner_admin_client::RunnerAdminClient::connect(format!(
-        "http://{}",
-        runner.grpc_addr
-    ))
-    .await
-    .unwrap()
-    .status(admin::StatusRequest {})
-    .await
-    .unwrap()
-    .into_inner();
+    let status = admin_client(&runner)
+        .await
+        .status(admin::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert!(
         status.provider_base_url.starts_with("http://127.0.0.1:"),
         "{}",

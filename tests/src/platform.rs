@@ -105,6 +105,14 @@ impl Platform {
             .expect(what);
     }
 
+    /// The shopper pays provider order `order_id` (the provider answers its push with a 200);
+    /// waits until the shopper's cart names the placed order.
+    pub async fn pay_and_wait_placed(&self, shopper: &reqwest::Client, order_id: &str, what: &str) {
+        assert_eq!(self.mock.complete(order_id).await.unwrap(), 200);
+        self.until_cart(shopper, |c| c["orderReference"].is_string(), what)
+            .await;
+    }
+
     /// Waits until the provider has the acknowledgement of order `order_id`.
     pub async fn until_acknowledged(&self, order_id: &str) {
         let acknowledged =

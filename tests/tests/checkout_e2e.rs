@@ -51,13 +51,8 @@ async fn a_storefront_checks_out_pays_and_the_order_is_placed_once() {
 
     // The shopper pays: the provider pushes to the gateway, the runner acknowledges the order
     // and confirms it on the cart.
-    assert_eq!(p.mock.complete(&order_id).await.unwrap(), 200);
-    p.until_cart(
-        &shopper,
-        |c| c["orderReference"].is_string(),
-        "the order is placed",
-    )
-    .await;
+    p.pay_and_wait_placed(&shopper, &order_id, "the order is placed")
+        .await;
     let cart_now = p.cart(&shopper).await;
     assert_eq!(cart_now["paymentStatus"], "checkout_complete");
     assert_eq!(cart_now["paymentInProgress"], false);
@@ -225,10 +220,9 @@ async fn forged_and_early_pushes_do_not_stop_the_paid_order_from_being_placed() 
     );
 
     // The shopper pays; the provider's own push arrives and the order is placed.
-    assert_eq!(p.mock.complete(&order_id).await.unwrap(), 200);
-    p.until_cart(
+    p.pay_and_wait_placed(
         &shopper,
-        |c| c["orderReference"].is_string(),
+        &order_id,
         "the paid order is placed despite the forged pushes",
     )
     .await;
@@ -293,13 +287,8 @@ async fn paying_the_old_amount_after_the_cart_changed_never_places_an_order() {
     let new_order = second["order_id"].as_str().unwrap().to_owned();
     assert_ne!(new_order, old_order);
     assert_eq!(second["order_amount"], new_amount);
-    assert_eq!(p.mock.complete(&new_order).await.unwrap(), 200);
-    p.until_cart(
-        &shopper,
-        |c| c["orderReference"].is_string(),
-        "the new order is placed",
-    )
-    .await;
+    p.pay_and_wait_placed(&shopper, &new_order, "the new order is placed")
+        .await;
     assert_eq!(p.orders_placed(&cart_id).await, 1);
 }
 

@@ -106,6 +106,41 @@ impl Env {
     }
 }
 
+/// Two nodes with placement, `a` and `b`, a cart whose shard `a` owns for good, and a
+/// client of each node.
+pub struct Pair {
+    pub a: aggregate::Running,
+    pub b: aggregate::Running,
+    pub cart: String,
+    pub to_a: CartServiceClient<Channel>,
+    pub to_b: CartServiceClient<Channel>,
+}
+
+impl Env {
+    /// Nodes `a` and `b` and a cart named `<prefix>-<n>` settled on `a`.
+    pub async fn pair(&self, prefix: &str) -> Pair {
+        let a = self.node("a", true).await;
+        let b = self.node("b", true).await;
+        let cart = cart_settled_on(&a, &b, prefix).await;
+        let (to_a, to_b) = (connect(a.grpc_addr).await, connect(b.grpc_addr).await);
+        Pair {
+            a,
+            b,
+            cart,
+            to_a,
+            to_b,
+        }
+    }
+}
+
+impl Pair {
+    /// Drains both nodes.
+    pub async fn drain(self) {
+        self.a.drain().await.unwrap();
+        self.b.drain().await.unwrap();
+    }
+}
+
 pub fn tenant() -> TenantId {
     TenantId::parse(TENANT).unwrap()
 }

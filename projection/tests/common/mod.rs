@@ -143,6 +143,19 @@ pub async fn dead_letters(
         .dead_letters
 }
 
+/// The projection's view of cart `cart_id` of `tenant`.
+pub async fn get_cart(
+    q: &mut QueryServiceClient<Channel>,
+    tenant: &str,
+    cart_id: &str,
+) -> pb::CartRecord {
+    let req = pb::GetCartRequest {
+        tenant: tenant.into(),
+        cart_id: cart_id.into(),
+    };
+    q.get_cart(req).await.unwrap().into_inner()
+}
+
 /// The text of a projection's `/metrics`.
 pub async fn metrics(running: &Running) -> String {
     let url = format!("http://{}/metrics", running.http_addr);

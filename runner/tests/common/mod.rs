@@ -153,6 +153,13 @@ impl Env {
             .await
     }
 
+    /// Starts checkout `attempt` of `cart` and waits until its provider order is recorded
+    /// (`what` names the step when it never is).
+    pub async fn checkout_again(&self, cart: &str, attempt: &str, what: &str) -> CartState {
+        self.exec(cart, start(attempt)).await.unwrap();
+        self.wait_cart(cart, what, order_created(attempt)).await
+    }
+
     pub async fn messages_of(&self, subject: &str, stream: &str) -> usize {
         shared::nats::read_subject_after(
             &self.nats.client().await,
@@ -213,6 +220,23 @@ pub fn start(attempt: &str) -> Command {
         attempt_id: attempt.into(),
         country: None,
     }
+}
+
+/// A client of the runner's admin service.
+pub async fn admin_client(
+    runner: &runner::Running,
+) -> proto::runner::admin::v1::runner_admin_client::RunnerAdminClient<tonic::transport::Channel> {
+    let url = format!("http://{}", runner.grpc_addr);
+    proto::runner::admin::v1::runner_admin_client::RunnerAdminClient::connect(url)
+        .await
+        .unwrap()
+}
+
+/// Waits until `runner` has handled `n` workflow messages (`what` says which).
+pub async fn until_completed(runner: &runner::Running, n: u64, what: &str) {
+    wait_until(|| async { runner.status.completed_count() >= n }, WAIT)
+        .await
+        .expect(what);
 }
 
 pub fn order_created(attempt: &str) -> impl Fn(&CartState) -> bool + '_ {
