@@ -148,8 +148,7 @@ async fn the_admin_drain_rpc_hands_off_and_stops_the_node() {
 #[tokio::test]
 async fn catalog_changes_reach_decisions_through_the_kv_watch() {
     let Some(env) = env().await else { return };
-    let node = env.node("n1", false).await;
-    let mut client = connect(node.grpc_addr).await;
+    let (node, mut client) = env.node_and_client("n1", false).await;
     let price = |s: &cart_domain::CartState, sku: &str| {
         s.cart
             .lines
@@ -191,7 +190,7 @@ async fn catalog_changes_reach_decisions_through_the_kv_watch() {
     .await
     .expect("new adds use the new price");
     // The line added before keeps the price the shopper saw (a fact in its event).
-    let again = state_of(client.get_cart(get("price-a")).await.unwrap().into_inner());
+    let again = read(&mut client, "price-a").await;
     assert_eq!(price(&again, "TEST-SKU-AAA"), Some(12900));
     node.drain().await.unwrap();
 }
@@ -217,10 +216,7 @@ async fn ops_endpoints_report_health_readiness_and_metrics() {
         assert_eq!(ready["checks"][check]["ok"], true, "{ready}");
     }
     let mut client = connect(node.grpc_addr).await;
-    client
-        .execute(exec("metered", CommandId::new(), add("TEST-SKU-123", 1)))
-        .await
-        .unwrap();
+    run(&mut client, "metered", add("TEST-SKU-123", 1)).await;
     let metrics = http
         .get(format!("{base}/metrics"))
         .send()
@@ -229,13 +225,12 @@ async fn ops_endpoints_report_health_readiness_and_metrics() {
         .text()
         .await
         .unwrap();
-    for name in [
+    let names = [
         "cart_aggregate_commands_total",
         "cart_aggregate_command_duration_seconds",
         "cart_aggregate_append_duration_seconds",
         "cart_aggregate_owned_shards",
-    ] {
-        assert!(metrics.contains(name), "{name} missing from /metrics");
-    }
+    ];
+    shared::test_support::assert_contains_all(&metrics, &names, "/metrics");
     node.drain().await.unwrap();
 }

@@ -224,14 +224,13 @@ async fn request_ids_travel_and_come_back() {
     let ready = ok(http.get(stack.url("/ready"))).await;
     assert_eq!(ready["checks"]["aggregates"]["ok"], true);
     let metrics = text(&http, &stack.url("/metrics")).await;
-    for needle in [
+    let needles = [
         "cart_gateway_http_requests_total{method=\"POST\",route=\"/cart/byid/{cartId}\",status=\"200\"}",
         "route=\"unmatched\",status=\"404\"",
         "cart_gateway_http_request_duration_seconds",
         "cart_gateway_upstream_duration_seconds",
-    ] {
-        assert!(metrics.contains(needle), "{needle} not in\n{metrics}");
-    }
+    ];
+    shared::test_support::assert_contains_all(&metrics, &needles, "/metrics");
 }
 
 /// No aggregate reachable: 503 with `Retry-After` (and `/ready` says why); an aggregate that

@@ -3,8 +3,7 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use cart_domain::EventRecord;
 use common::generator::publish_raw;
@@ -20,11 +19,11 @@ const GARBAGE: &[u8] = b"{\"not\": \"an event envelope\"}";
 
 #[tokio::test]
 async fn poison_is_dead_lettered_in_order_and_replayed_once_fixed() {
-    let Some(env) = common::env().await else {
+    let Some((env, mut generator)) =
+        common::env_published(Generator::new(5, &["t1", "t2"], 8), 40).await
+    else {
         return;
     };
-    let mut generator = Generator::new(5, &["t1", "t2"], 8);
-    generator.publish(&env.js, 40).await;
     let garbage_seq = publish_raw(&env.js, "t1", "garbage-cart", GARBAGE).await;
     generator.publish(&env.js, 20).await;
 
@@ -35,11 +34,8 @@ async fn poison_is_dead_lettered_in_order_and_replayed_once_fixed() {
         .await;
     generator.publish(&env.js, 20).await;
 
-    let failing = Arc::new(AtomicBool::new(true));
-    let target = Arc::new(AtomicU64::new(hooked_seq));
-    let hooks = common::fail_apply_at(&failing, &target, "simulated bug in the view code");
-    let running = env.start(env.config("main"), hooks).await;
-    env.caught_up(&running).await;
+    let (hooks, failing) = common::fail_apply_at(hooked_seq, "simulated bug in the view code");
+    let running = env.start_caught_up(env.config("main"), hooks).await;
 
     // DEAD_LETTERS holds both, with the original payload and where they came from.
     let dlq = env.js.get_stream(DEAD_LETTERS_STREAM).await.unwrap();
@@ -144,11 +140,10 @@ async fn poison_is_dead_lettered_in_order_and_replayed_once_fixed() {
 
 #[tokio::test]
 async fn unknown_event_types_are_counted_and_skipped() {
-    let Some(env) = common::env().await else {
+    let Some((env, mut generator)) = common::env_published(Generator::new(9, &["t1"], 4), 10).await
+    else {
         return;
     };
-    let mut generator = Generator::new(9, &["t1"], 4);
-    generator.publish(&env.js, 10).await;
     let index = generator.index("t1", "cart-001");
     generator
         .execute_with(&env.js, index, add("TEST-SKU-BBB"), |msg| {
@@ -161,8 +156,9 @@ async fn unknown_event_types_are_counted_and_skipped() {
         .await
         .expect("accepted");
     generator.publish(&env.js, 10).await;
-    let running = env.start(env.config("main"), Hooks::default()).await;
-    env.caught_up(&running).await;
+    let running = env
+        .start_caught_up(env.config("main"), Hooks::default())
+        .await;
     assert_views(&running.db_path, &expected(&generator.carts));
     let mut q = common::query(&running).await;
     let status = q.status(pb::StatusRequest {}).await.unwrap().into_inner();
@@ -183,20 +179,16 @@ async fn unknown_event_types_are_counted_and_skipped() {
 
 #[tokio::test]
 async fn a_rebuild_applies_a_fixed_dead_letter_once() {
-    let Some(env) = common::env().await else {
+    let Some((env, mut generator)) = common::env_published(Generator::new(8, &["t1"], 6), 20).await
+    else {
         return;
     };
-    let mut generator = Generator::new(8, &["t1"], 6);
-    generator.publish(&env.js, 20).await;
     let (hooked, hooked_seq) = generator
         .execute_last(&env.js, "t1", "cart-002", add("FOOD-CHOC-100"))
         .await;
     generator.publish(&env.js, 20).await;
-    let failing = Arc::new(AtomicBool::new(true));
-    let target = Arc::new(AtomicU64::new(hooked_seq));
-    let hooks = common::fail_apply_at(&failing, &target, "simulated bug");
-    let running = env.start(env.config("main"), hooks).await;
-    env.caught_up(&running).await;
+    let (hooks, failing) = common::fail_apply_at(hooked_seq, "simulated bug");
+    let running = env.start_caught_up(env.config("main"), hooks).await;
     let mut q = common::query(&running).await;
     let before = common::dead_letters(&mut q, "").await;
     assert_eq!(before.len(), 1);

@@ -180,8 +180,9 @@ async fn the_cart_view_keeps_subscription_details() {
     }
     let remove = Command::RemoveSubscriptionDetails { id: "sub-2".into() };
     generator.execute(&env.js, index, remove).await.unwrap();
-    let running = env.start(env.config("main"), Hooks::default()).await;
-    env.caught_up(&running).await;
+    let running = env
+        .start_caught_up(env.config("main"), Hooks::default())
+        .await;
     let mut q = common::query(&running).await;
     let cart = common::get_cart(&mut q, "t1", "cart-001").await;
     let details: serde_json::Value = serde_json::from_str(&cart.subscription_details_json).unwrap();
@@ -195,11 +196,11 @@ async fn the_cart_view_keeps_subscription_details() {
 
 #[tokio::test]
 async fn pagination_returns_every_cart_exactly_once_in_order() {
-    let Some(env) = common::env().await else {
+    let Some((env, mut generator)) =
+        common::env_published(Generator::new(33, &["t1"], 60), 150).await
+    else {
         return;
     };
-    let mut generator = Generator::new(33, &["t1"], 60);
-    generator.publish(&env.js, 150).await;
     // Many carts share one event time: the cart id breaks the tie.
     generator.step = Duration::ZERO;
     generator.publish(&env.js, 80).await;
@@ -215,8 +216,9 @@ async fn pagination_returns_every_cart_exactly_once_in_order() {
         placed
     };
     assert!(placed, "some cart could be checked out");
-    let running = env.start(env.config("main"), Hooks::default()).await;
-    env.caught_up(&running).await;
+    let running = env
+        .start_caught_up(env.config("main"), Hooks::default())
+        .await;
     let want = expected(&generator.carts);
     let mut q = common::query(&running).await;
 
@@ -379,11 +381,9 @@ async fn pagination_returns_every_cart_exactly_once_in_order() {
 
 #[tokio::test]
 async fn health_ready_and_metrics_tell_the_truth() {
-    let Some(env) = common::env().await else {
+    let Some((env, _)) = common::env_published(Generator::new(2, &["t1"], 5), 30).await else {
         return;
     };
-    let mut generator = Generator::new(2, &["t1"], 5);
-    generator.publish(&env.js, 30).await;
     let mut config = env.config("main");
     config.ready_max_lag = 0;
     // The first batch is held before its commit: the projection is behind the stream.
@@ -432,13 +432,12 @@ async fn health_ready_and_metrics_tell_the_truth() {
         assert_eq!(ready["checks"][check]["ok"], true, "{ready}");
     }
     let metrics = common::metrics(&running).await;
-    for name in [
+    let names = [
         "cart_projection_lag_messages",
         "cart_projection_applied_sequence",
         "cart_projection_messages_applied_total",
         "cart_projection_batch_duration_seconds",
-    ] {
-        assert!(metrics.contains(name), "{name} missing:\n{metrics}");
-    }
+    ];
+    shared::test_support::assert_contains_all(&metrics, &names, "/metrics");
     running.stop().await.unwrap();
 }

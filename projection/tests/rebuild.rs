@@ -17,15 +17,16 @@ use shared::test_support::wait_until;
 
 #[tokio::test]
 async fn online_rebuild_equals_the_live_views_while_events_arrive() {
-    let Some(env) = common::env().await else {
+    let Some((env, mut generator)) =
+        common::env_published(Generator::new(17, &["t1", "t2", "t3"], 15), 300).await
+    else {
         return;
     };
-    let mut generator = Generator::new(17, &["t1", "t2", "t3"], 15);
-    generator.publish(&env.js, 300).await;
     let poison_seq = publish_raw(&env.js, "t1", "garbage-cart", b"not json").await;
     generator.publish(&env.js, 20).await;
-    let running = env.start(env.config("main"), Hooks::default()).await;
-    env.caught_up(&running).await;
+    let running = env
+        .start_caught_up(env.config("main"), Hooks::default())
+        .await;
     let mut q = common::query(&running).await;
     let dead = common::dead_letters(&mut q, "").await;
     assert_eq!(dead.len(), 1);
@@ -77,14 +78,13 @@ async fn online_rebuild_equals_the_live_views_while_events_arrive() {
 
 #[tokio::test]
 async fn admin_endpoint_and_offline_rebuild() {
-    let Some(env) = common::env().await else {
+    let Some((env, mut generator)) =
+        common::env_published(Generator::new(4, &["t1"], 12), 120).await
+    else {
         return;
     };
-    let mut generator = Generator::new(4, &["t1"], 12);
-    generator.publish(&env.js, 120).await;
     let config = env.config("main");
-    let running = env.start(config.clone(), Hooks::default()).await;
-    env.caught_up(&running).await;
+    let running = env.start_caught_up(config.clone(), Hooks::default()).await;
 
     let url = format!(
         "http://{}{}",

@@ -15,7 +15,7 @@ use runner::provider::mock::Faults;
 use shared::subjects::{
     CART_EVENTS_STREAM, RUNNER_CHECKOUT_DURABLE, WORKFLOW_COMMANDS_STREAM, WORKFLOW_EVENTS_STREAM,
 };
-use shared::test_support::wait_until;
+use shared::test_support::{cart_messages, subject_messages, wait_until};
 use shared::workflow::{
     CHECKOUT_KIND, CheckoutOutcome, CheckoutResult, ORDER_KIND, PUSH_KIND, PushReceived,
 };
@@ -167,15 +167,7 @@ async fn a_multi_line_provider_error_is_dead_lettered_as_one_line_and_the_lane_k
     .await
     .expect("the event is dead-lettered");
     // How the reason is made one header line is tested in `shared::nats::dead_letter`.
-    let letters = shared::nats::read_subject_after(
-        &env.nats.client().await,
-        dead_letters,
-        &dlq,
-        0,
-        &Default::default(),
-    )
-    .await
-    .unwrap();
+    let letters = subject_messages(&env.nats.client().await, dead_letters, &dlq).await;
     let reason = letters[0].headers.get(shared::headers::DLQ_REASON).unwrap();
     assert!(reason.as_str().contains("502 Bad Gateway"), "{reason}");
 
@@ -368,16 +360,8 @@ async fn duplicate_pushes_place_the_order_once() {
         env.mock.stats().acknowledged.contains(&order_id),
         "acknowledged with the provider"
     );
-    let subject = shared::subjects::cart_events(&tenant(), &CartId::parse("paid").unwrap());
-    let messages = shared::nats::read_subject_after(
-        &env.nats.client().await,
-        shared::subjects::CART_EVENTS_STREAM,
-        &subject,
-        0,
-        &Default::default(),
-    )
-    .await
-    .unwrap();
+    let paid = CartId::parse("paid").unwrap();
+    let messages = cart_messages(&env.nats.client().await, &tenant(), &paid).await;
     let placed_count = messages
         .iter()
         .filter(|m| {

@@ -141,25 +141,18 @@ impl Platform {
 
     /// How many of the cart's messages hold an event of `event_type`.
     pub async fn events_of_type(&self, cart_id: &str, event_type: &str) -> usize {
-        let subject = shared::subjects::cart_events(
-            &shared::TenantId::default_tenant(),
-            &shared::CartId::parse(cart_id).unwrap(),
+        let (tenant, cart) = (
+            shared::TenantId::default_tenant(),
+            shared::CartId::parse(cart_id).unwrap(),
         );
-        shared::nats::read_subject_after(
-            &self.stack.client,
-            shared::subjects::CART_EVENTS_STREAM,
-            &subject,
-            0,
-            &Default::default(),
-        )
-        .await
-        .unwrap()
-        .iter()
-        .filter(|m| {
-            m.headers
-                .get(shared::headers::CART_EVENT_TYPES)
-                .is_some_and(|v| v.as_str().split(',').any(|t| t == event_type))
-        })
-        .count()
+        shared::test_support::cart_messages(&self.stack.client, &tenant, &cart)
+            .await
+            .iter()
+            .filter(|m| {
+                m.headers
+                    .get(shared::headers::CART_EVENT_TYPES)
+                    .is_some_and(|v| v.as_str().split(',').any(|t| t == event_type))
+            })
+            .count()
     }
 }

@@ -50,6 +50,17 @@ async fn send(http: &reqwest::Client, base: &str, cart: &str, key: &str, body: &
     }
 }
 
+/// `reply` is the original outcome, replayed: a 200 with the original version.
+fn assert_replayed(reply: &Reply, version: &str) {
+    assert_eq!(
+        (reply.status, reply.replayed),
+        (200, true),
+        "{}",
+        reply.body
+    );
+    assert_eq!(reply.etag.as_deref(), Some(version), "the original version");
+}
+
 /// Quantity of `sku` in the cart, as read through `base`.
 async fn quantity(http: &reqwest::Client, base: &str, cart: &str, sku: &str) -> u64 {
     let cart: Value = http
@@ -118,17 +129,7 @@ async fn an_idempotency_key_holds_across_gateways_commands_restarts_and_the_dupl
     );
     assert_eq!(quantity(&http, &one, cart, "TEST-SKU-123").await, 2);
     let again = send(&http, &two, cart, "k-1", &add).await;
-    assert_eq!(
-        (again.status, again.replayed),
-        (200, true),
-        "{}",
-        again.body
-    );
-    assert_eq!(
-        again.etag.as_deref(),
-        Some(version.as_str()),
-        "the original version"
-    );
+    assert_replayed(&again, &version);
 
     // Twenty more commands: the key outlives the cart's recent-command memory.
     for _ in 0..20 {
@@ -141,8 +142,7 @@ async fn an_idempotency_key_holds_across_gateways_commands_restarts_and_the_dupl
         assert_eq!(resp.status(), 200);
     }
     let late = send(&http, &two, cart, "k-1", &add).await;
-    assert_eq!((late.status, late.replayed), (200, true), "{}", late.body);
-    assert_eq!(late.etag.as_deref(), Some(version.as_str()));
+    assert_replayed(&late, &version);
 
     // Past JetStream's duplicate window, through a new node that loads the cart from its
     // snapshot and the stream, and a new gateway with an empty cache.
@@ -155,13 +155,7 @@ async fn an_idempotency_key_holds_across_gateways_commands_restarts_and_the_dupl
     let served = format!("{three}/v1/carts/{cart}");
     wait_for_status(&served, 200, "the new node serves the cart").await;
     let restarted = send(&http, &three, cart, "k-1", &add).await;
-    assert_eq!(
-        (restarted.status, restarted.replayed),
-        (200, true),
-        "{}",
-        restarted.body
-    );
-    assert_eq!(restarted.etag.as_deref(), Some(version.as_str()));
+    assert_replayed(&restarted, &version);
     let reused = send(&http, &three, cart, "k-1", &clear).await;
     assert_eq!(reused.status, 422, "{}", reused.body);
 
@@ -171,15 +165,13 @@ async fn an_idempotency_key_holds_across_gateways_commands_restarts_and_the_dupl
         "applied once"
     );
     assert_eq!(quantity(&http, &three, cart, "TEST-SKU-456").await, 20);
-    let messages = shared::nats::read_subject_after(
+    let subject = format!("cart.events.default.{cart}");
+    let messages = shared::test_support::subject_messages(
         &stack.client,
         shared::subjects::CART_EVENTS_STREAM,
-        &format!("cart.events.default.{cart}"),
-        0,
-        &Default::default(),
+        &subject,
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(messages.len(), 21, "one keyed command and twenty others");
 
     for g in [g1, g2, g3] {

@@ -81,19 +81,12 @@ impl Env {
 
     /// Every message of a cart, read straight from the stream.
     pub async fn messages(&self, cart: &str) -> Vec<(u64, EventMessage)> {
-        let subject = shared::subjects::cart_events(&tenant(), &CartId::parse(cart).unwrap());
-        shared::nats::direct_get::read_subject_after(
-            &self.client,
-            shared::subjects::CART_EVENTS_STREAM,
-            &subject,
-            0,
-            &Default::default(),
-        )
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|m| (m.sequence, EventMessage::from_json(&m.payload).unwrap()))
-        .collect()
+        let cart = CartId::parse(cart).unwrap();
+        shared::test_support::cart_messages(&self.client, &tenant(), &cart)
+            .await
+            .into_iter()
+            .map(|m| (m.sequence, EventMessage::from_json(&m.payload).unwrap()))
+            .collect()
     }
 
     /// The cart as a full replay of its stream gives it.
@@ -139,6 +132,34 @@ impl Pair {
         self.a.drain().await.unwrap();
         self.b.drain().await.unwrap();
     }
+}
+
+impl Env {
+    /// Node `node_id` (with placement or not) and a client of it.
+    pub async fn node_and_client(
+        &self,
+        node_id: &str,
+        placement: bool,
+    ) -> (aggregate::Running, CartServiceClient<Channel>) {
+        let node = self.node(node_id, placement).await;
+        let client = connect(node.grpc_addr).await;
+        (node, client)
+    }
+}
+
+/// The reply to `cmd` on `cart` under a new command id.
+pub async fn run(
+    client: &mut CartServiceClient<Channel>,
+    cart: &str,
+    cmd: domain::Command,
+) -> pb::ExecuteResponse {
+    let req = exec(cart, CommandId::new(), cmd);
+    client.execute(req).await.unwrap().into_inner()
+}
+
+/// The cart as the node behind `client` reads it.
+pub async fn read(client: &mut CartServiceClient<Channel>, cart: &str) -> CartState {
+    state_of(client.get_cart(get(cart)).await.unwrap().into_inner())
 }
 
 pub fn tenant() -> TenantId {

@@ -168,19 +168,11 @@ impl Stack {
 
     /// Every event message of a cart, straight from the stream.
     pub async fn events(&self, tenant: &str, cart: &str) -> Vec<StoredEvent> {
-        let subject = shared::subjects::cart_events(
-            &TenantId::parse(tenant).unwrap(),
-            &CartId::parse(cart).unwrap(),
+        let (tenant, cart) = (
+            TenantId::parse(tenant).unwrap(),
+            CartId::parse(cart).unwrap(),
         );
-        shared::nats::direct_get::read_subject_after(
-            &self.nats.client().await,
-            shared::subjects::CART_EVENTS_STREAM,
-            &subject,
-            0,
-            &Default::default(),
-        )
-        .await
-        .unwrap()
+        shared::test_support::cart_messages(&self.nats.client().await, &tenant, &cart).await
     }
 }
 

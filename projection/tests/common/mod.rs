@@ -8,7 +8,7 @@ pub mod expect;
 pub mod generator;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
@@ -50,6 +50,13 @@ pub async fn env() -> Option<Env> {
     })
 }
 
+/// [`env`] with the first `n` messages of `generator` published.
+pub async fn env_published(mut generator: Generator, n: usize) -> Option<(Env, Generator)> {
+    let env = env().await?;
+    generator.publish(&env.js, n).await;
+    Some((env, generator))
+}
+
 impl Env {
     /// A projection config for tests: free ports, a database in the test's temp dir, short
     /// ack wait and nak delay so redelivery tests finish quickly, and one batch size whether
@@ -86,14 +93,8 @@ impl Env {
     }
 
     pub async fn stream_last(&self) -> u64 {
-        self.js
-            .get_stream(CART_EVENTS_STREAM)
+        shared::test_support::stream_state(&self.js, CART_EVENTS_STREAM)
             .await
-            .unwrap()
-            .get_info()
-            .await
-            .unwrap()
-            .state
             .last_sequence
     }
 
@@ -105,6 +106,13 @@ impl Env {
             .await
             .ack_floor
             .stream_sequence
+    }
+
+    /// [`Env::start`], returning once the projection has applied everything in the stream.
+    pub async fn start_caught_up(&self, config: Config, hooks: Hooks) -> Running {
+        let running = self.start(config, hooks).await;
+        self.caught_up(&running).await;
+        running
     }
 
     /// Waits until the projection has applied everything in the stream.
@@ -162,17 +170,18 @@ pub async fn metrics(running: &Running) -> String {
     reqwest::get(url).await.unwrap().text().await.unwrap()
 }
 
-/// A hook failing the apply of the message at stream sequence `target` with `why`, while
-/// `failing` holds (a bug in this build, fixed later).
-pub fn fail_apply_at(failing: &Arc<AtomicBool>, target: &Arc<AtomicU64>, why: &str) -> Hooks {
-    let (failing, target, why) = (failing.clone(), target.clone(), why.to_owned());
-    Hooks {
-        fail_apply: Some(Arc::new(move |_msg, seq| {
-            (failing.load(Ordering::SeqCst) && seq == target.load(Ordering::SeqCst))
-                .then(|| why.clone())
+/// A hook failing the apply of the message at stream sequence `seq` with `why` while the
+/// returned flag holds (a bug in this build, fixed later).
+pub fn fail_apply_at(seq: u64, why: &str) -> (Hooks, Arc<AtomicBool>) {
+    let failing = Arc::new(AtomicBool::new(true));
+    let (f, why) = (failing.clone(), why.to_owned());
+    let hooks = Hooks {
+        fail_apply: Some(Arc::new(move |_msg, at| {
+            (f.load(Ordering::SeqCst) && at == seq).then(|| why.clone())
         })),
         ..Hooks::default()
-    }
+    };
+    (hooks, failing)
 }
 
 /// Adding one of `sku` (Swedish prices).
