@@ -248,7 +248,7 @@ async fn upstream_failures_are_503_and_504() {
     aggregate.drain().await.unwrap();
     let http = reqwest::Client::new();
     let ready = format!("{base}/ready");
-    wait_for_status(&ready, 503, "not ready without aggregates").await;
+    wait_for_status(&http, &ready, 503, "not ready without aggregates").await;
     let (_, report) = call(http.get(&ready)).await;
     assert_eq!(report["checks"]["aggregates"]["ok"], false);
     let resp = http

@@ -18,7 +18,7 @@ async fn carts_are_listed_filtered_and_paginated_once_each() {
     let mut all: Vec<String> = (0..7).map(|i| format!("list-{i}")).collect();
     for (i, cart) in all.iter().enumerate() {
         stack
-            .commands(t, cart, add("TEST-SKU-123", i as u32 + 1))
+            .commands(t, cart, add("TEST-SKU-123", i as i64 + 1))
             .await;
     }
     // Two carts go to checkout, one gets a user.
@@ -170,13 +170,8 @@ async fn orders_sku_demand_and_abandoned_carts() {
         ids(abandoned["carts"].as_array().unwrap()),
         ["demand-1", "demand-2"]
     );
-    assert!(
-        abandoned["carts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|c| c["status"] == "abandoned")
-    );
+    let carts = abandoned["carts"].as_array().unwrap();
+    assert!(carts.iter().all(|c| c["status"] == "abandoned"));
     let (rows, pages) = stack
         .all_pages(
             t,
@@ -261,13 +256,8 @@ async fn tenants_see_only_their_own_carts() {
     let (_, abandoned) = stack
         .get("shop-b", "/v1/reports/abandoned?idle_seconds=1")
         .await;
-    assert!(
-        abandoned["carts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|c| c["tenant"] == "shop-b")
-    );
+    let carts = abandoned["carts"].as_array().unwrap();
+    assert!(carts.iter().all(|c| c["tenant"] == "shop-b"));
 
     // With API keys the key decides the tenant, on the same projection.
     let (keyed, base) = stack

@@ -19,10 +19,6 @@ async fn create(stack: &Stack, http: &reqwest::Client) -> String {
     id
 }
 
-fn add(sku: &str, quantity: i64) -> Value {
-    json!({"type": "AddItem", "sku": sku, "quantity": quantity})
-}
-
 #[tokio::test]
 async fn idempotency_key_replays_the_original_outcome() {
     let Some(stack) = stack().await else { return };

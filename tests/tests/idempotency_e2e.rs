@@ -63,14 +63,7 @@ fn assert_replayed(reply: &Reply, version: &str) {
 
 /// Quantity of `sku` in the cart, as read through `base`.
 async fn quantity(http: &reqwest::Client, base: &str, cart: &str, sku: &str) -> u64 {
-    let cart: Value = http
-        .get(format!("{base}/v1/carts/{cart}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, cart) = tests::stack::call(http.get(format!("{base}/v1/carts/{cart}"))).await;
     cart["items"]
         .as_array()
         .unwrap()

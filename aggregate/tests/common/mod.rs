@@ -172,14 +172,7 @@ pub async fn connect(addr: std::net::SocketAddr) -> CartServiceClient<Channel> {
         .expect("connect to aggregate")
 }
 
-pub fn add(sku: &str, quantity: u32) -> domain::Command {
-    domain::Command::AddItem(domain::AddItem {
-        sku: sku.into(),
-        quantity,
-        country: "se".into(),
-        store_id: None,
-    })
-}
+pub use shared::test_support::add_item as add;
 
 pub fn request<T>(body: T) -> tonic::Request<T> {
     let mut r = tonic::Request::new(body);
@@ -215,6 +208,11 @@ pub async fn executed(
 ) -> CartState {
     let reply = client.execute(req).await.expect(what).into_inner();
     state_of(reply.cart.unwrap())
+}
+
+/// The body of `GET url` as text (the metrics page).
+pub async fn get_text(http: &reqwest::Client, url: &str) -> String {
+    http.get(url).send().await.unwrap().text().await.unwrap()
 }
 
 /// Waits until `GET url` answers `status`; panics with `what` when it never does.

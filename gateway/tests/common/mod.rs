@@ -211,8 +211,7 @@ pub async fn text(http: &reqwest::Client, url: &str) -> String {
 }
 
 /// Waits until `GET url` answers `status`; panics with `what` when it never does.
-pub async fn wait_for_status(url: &str, status: u16, what: &str) {
-    let http = reqwest::Client::new();
+pub async fn wait_for_status(http: &reqwest::Client, url: &str, status: u16, what: &str) {
     let answers = || async {
         http.get(url)
             .send()
@@ -220,6 +219,11 @@ pub async fn wait_for_status(url: &str, status: u16, what: &str) {
             .is_ok_and(|r| r.status() == status)
     };
     wait_until(answers, WAIT).await.expect(what);
+}
+
+/// A `/v1` `AddItem` command (any quantity, to test the refusals too).
+pub fn add(sku: &str, quantity: i64) -> Value {
+    serde_json::json!({"type": "AddItem", "sku": sku, "quantity": quantity})
 }
 
 /// The storefront body adding one `TEST-SKU-123`.

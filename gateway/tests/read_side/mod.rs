@@ -176,9 +176,7 @@ impl Stack {
     }
 }
 
-pub fn add(sku: &str, quantity: u32) -> Value {
-    json!({"type": "AddItem", "sku": sku, "quantity": quantity})
-}
+pub use crate::common::add;
 
 pub fn ids(rows: &[Value]) -> Vec<String> {
     let mut ids: Vec<String> = rows

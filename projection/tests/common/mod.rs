@@ -186,12 +186,7 @@ pub fn fail_apply_at(seq: u64, why: &str) -> (Hooks, Arc<AtomicBool>) {
 
 /// Adding one of `sku` (Swedish prices).
 pub fn add(sku: &str) -> cart_domain::Command {
-    cart_domain::Command::AddItem(cart_domain::AddItem {
-        sku: sku.into(),
-        quantity: 1,
-        country: "se".into(),
-        store_id: None,
-    })
+    shared::test_support::add_item(sku, 1)
 }
 
 /// A read-only connection to a projection's database (to compare rows exactly).

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use cart_client::{CartClient, ClientConfig};
 use cart_domain::ids::{CommandId, TenantId};
-use cart_domain::{AddItem, CartState, Command};
+use cart_domain::{CartState, Command};
 use proto::cart::v1 as pb;
 use runner::provider::mock::MockProvider;
 use shared::headers::RequestContext;
@@ -206,14 +206,7 @@ pub fn ctx() -> RequestContext {
     RequestContext::new(TenantId::parse(TENANT).unwrap())
 }
 
-pub fn add(sku: &str, quantity: u32) -> Command {
-    Command::AddItem(AddItem {
-        sku: sku.into(),
-        quantity,
-        country: "se".into(),
-        store_id: None,
-    })
-}
+pub use shared::test_support::add_item as add;
 
 pub fn start(attempt: &str) -> Command {
     Command::StartCheckout {
