@@ -210,12 +210,9 @@ async fn bad_query_parameters_are_400_naming_them() {
         assert_error(&got, 400, "invalid_argument", param);
     }
     // A token of one listing is refused by another.
-    stack
-        .commands("shop-a", "tok-1", add("TEST-SKU-123", 1))
-        .await;
-    stack
-        .commands("shop-a", "tok-2", add("TEST-SKU-123", 1))
-        .await;
+    for cart in ["tok-1", "tok-2"] {
+        stack.commands("shop-a", cart, add("TEST-SKU-123", 1)).await;
+    }
     let page = stack
         .until("shop-a", "/v1/carts?page_size=1", |b| {
             b["nextPageToken"].is_string()
@@ -231,12 +228,12 @@ async fn bad_query_parameters_are_400_naming_them() {
 #[tokio::test]
 async fn tenants_see_only_their_own_carts() {
     let Some(stack) = stack().await else { return };
-    stack
-        .commands("shop-a", "mine-a", add("TEST-SKU-123", 1))
-        .await;
-    stack
-        .commands("shop-b", "mine-b", add("TEST-SKU-456", 2))
-        .await;
+    for (tenant, cart, line) in [
+        ("shop-a", "mine-a", add("TEST-SKU-123", 1)),
+        ("shop-b", "mine-b", add("TEST-SKU-456", 2)),
+    ] {
+        stack.commands(tenant, cart, line).await;
+    }
     for (tenant, cart) in [("shop-a", "mine-a"), ("shop-b", "mine-b")] {
         let page = stack
             .until(tenant, "/v1/carts", |b| {

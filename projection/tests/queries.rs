@@ -40,6 +40,24 @@ async fn all_carts(
     panic!("pagination does not end");
 }
 
+/// Every item of a paged query: `page(token)` answers a page's items and the token of the
+/// next page (empty after the last).
+async fn pages<T, F, Fut>(mut page: F) -> Vec<T>
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = (Vec<T>, String)>,
+{
+    let (mut out, mut token) = (Vec::new(), String::new());
+    loop {
+        let (items, next) = page(token).await;
+        out.extend(items);
+        if next.is_empty() {
+            return out;
+        }
+        token = next;
+    }
+}
+
 fn assert_invalid(status: tonic::Status, field: &str) {
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
     assert!(status.message().contains(field), "{status:?}");
@@ -308,20 +326,18 @@ async fn pagination_returns_every_cart_exactly_once_in_order() {
         page_size: 5,
         page_token,
     };
-    let mut token = String::new();
-    let mut got = Vec::new();
-    loop {
-        let page = q
-            .abandoned_carts(abandoned(0, token))
-            .await
-            .unwrap()
-            .into_inner();
-        got.extend(page.carts.into_iter().map(|c| c.cart_id));
-        if page.next_page_token.is_empty() {
-            break;
+    let mut got = pages(|token| {
+        let mut q = q.clone();
+        async move {
+            let page = q.abandoned_carts(abandoned(0, token)).await.unwrap();
+            let page = page.into_inner();
+            (
+                page.carts.into_iter().map(|c| c.cart_id).collect(),
+                page.next_page_token,
+            )
         }
-        token = page.next_page_token;
-    }
+    })
+    .await;
     got.sort();
     assert_eq!(got, filtered("abandoned"));
     let none = q
@@ -332,25 +348,23 @@ async fn pagination_returns_every_cart_exactly_once_in_order() {
     assert!(none.carts.is_empty());
 
     // Orders page through exactly once too.
-    let mut orders = Vec::new();
-    let mut token = String::new();
-    loop {
-        let page = q
-            .list_orders(pb::ListOrdersRequest {
-                tenant: "t1".into(),
-                since: None,
-                page_size: 2,
-                page_token: token,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        orders.extend(page.orders.into_iter().map(|o| o.cart_id));
-        if page.next_page_token.is_empty() {
-            break;
+    let mut orders = pages(|page_token| {
+        let mut q = q.clone();
+        let req = pb::ListOrdersRequest {
+            tenant: "t1".into(),
+            since: None,
+            page_size: 2,
+            page_token,
+        };
+        async move {
+            let page = q.list_orders(req).await.unwrap().into_inner();
+            (
+                page.orders.into_iter().map(|o| o.cart_id).collect(),
+                page.next_page_token,
+            )
         }
-        token = page.next_page_token;
-    }
+    })
+    .await;
     let mut want_orders: Vec<String> = want.orders.keys().map(|(_, id)| id.clone()).collect();
     orders.sort();
     want_orders.sort();
