@@ -72,8 +72,7 @@ async fn a_retried_command_applies_once_even_after_the_duplicate_window() {
     let cart = "retry-1";
     let id = CommandId::new();
 
-    let node = env.node("n1", false).await;
-    let mut client = connect(node.grpc_addr).await;
+    let (node, mut client) = env.node_and_client("n1", false).await;
     let first = client
         .execute(exec(cart, id, add("TEST-SKU-123", 2)))
         .await
@@ -119,8 +118,7 @@ async fn a_retried_command_applies_once_even_after_the_duplicate_window() {
 
     // A fresh node (cold cache) must still recognise the id from the cart's own history.
     node.drain().await.unwrap();
-    let node = env.node("n2", false).await;
-    let mut client = connect(node.grpc_addr).await;
+    let (node, mut client) = env.node_and_client("n2", false).await;
     let third = client
         .execute(exec(cart, id, add("TEST-SKU-123", 2)))
         .await
@@ -237,14 +235,10 @@ async fn cold_load_from_snapshot_and_tail_equals_full_replay() {
 #[tokio::test]
 async fn a_corrupt_snapshot_is_ignored() {
     let Some(env) = env().await else { return };
-    let node = env.node("n1", false).await;
-    let mut client = connect(node.grpc_addr).await;
+    let (node, mut client) = env.node_and_client("n1", false).await;
     let cart = "corrupt-snap";
     for _ in 0..3 {
-        client
-            .execute(exec(cart, CommandId::new(), add("TEST-SKU-123", 1)))
-            .await
-            .unwrap();
+        run(&mut client, cart, add("TEST-SKU-123", 1)).await;
     }
     node.drain().await.unwrap();
     let kv = env.js.get_key_value("CART_SNAPSHOTS").await.unwrap();
@@ -259,9 +253,8 @@ async fn a_corrupt_snapshot_is_ignored() {
         .unwrap(),
     ] {
         kv.put(&key, bad.into()).await.unwrap();
-        let node = env.node("n2", false).await;
-        let mut client = connect(node.grpc_addr).await;
-        let state = state_of(client.get_cart(get(cart)).await.unwrap().into_inner());
+        let (node, mut client) = env.node_and_client("n2", false).await;
+        let state = read(&mut client, cart).await;
         assert_eq!(quantity_of(&state, "TEST-SKU-123"), 3);
         assert_same(&state, &env.replay(cart).await, cart);
         node.drain().await.unwrap();
@@ -273,21 +266,14 @@ async fn a_corrupt_snapshot_is_ignored() {
 #[tokio::test]
 async fn a_snapshot_without_the_checkout_charge_is_folded_from_the_stream_instead() {
     let Some(env) = env().await else { return };
-    let node = env.node("n1", false).await;
-    let mut client = connect(node.grpc_addr).await;
+    let (node, mut client) = env.node_and_client("n1", false).await;
     let cart = "old-snapshot";
-    client
-        .execute(exec(cart, CommandId::new(), add("TEST-SKU-123", 2)))
-        .await
-        .unwrap();
+    run(&mut client, cart, add("TEST-SKU-123", 2)).await;
     let start = cart_domain::Command::StartCheckout {
         attempt_id: "a1".into(),
         country: None,
     };
-    client
-        .execute(exec(cart, CommandId::new(), start))
-        .await
-        .unwrap();
+    run(&mut client, cart, start).await;
     node.drain().await.unwrap();
     let kv = env.js.get_key_value("CART_SNAPSHOTS").await.unwrap();
     let key = format!("{TENANT}.{cart}");
@@ -304,9 +290,8 @@ async fn a_snapshot_without_the_checkout_charge_is_folded_from_the_stream_instea
         .await
         .unwrap();
 
-    let node = env.node("n2", false).await;
-    let mut client = connect(node.grpc_addr).await;
-    let state = state_of(client.get_cart(get(cart)).await.unwrap().into_inner());
+    let (node, mut client) = env.node_and_client("n2", false).await;
+    let state = read(&mut client, cart).await;
     let checkout = state.cart.checkout.clone().unwrap();
     let replayed = env.replay(cart).await;
     assert_eq!(
@@ -325,14 +310,10 @@ async fn a_snapshot_without_the_checkout_charge_is_folded_from_the_stream_instea
 #[tokio::test]
 async fn expected_version_mismatch_is_a_conflict_and_appends_nothing() {
     let Some(env) = env().await else { return };
-    let node = env.node("n1", false).await;
-    let mut client = connect(node.grpc_addr).await;
+    let (node, mut client) = env.node_and_client("n1", false).await;
     let cart = "if-match";
-    let v = client
-        .execute(exec(cart, CommandId::new(), add("TEST-SKU-123", 1)))
+    let v = run(&mut client, cart, add("TEST-SKU-123", 1))
         .await
-        .unwrap()
-        .into_inner()
         .cart
         .unwrap()
         .version;
@@ -443,8 +424,7 @@ async fn bad_input_is_invalid_argument_naming_the_field_and_appends_nothing() {
 #[tokio::test]
 async fn a_batch_is_one_message_or_nothing() {
     let Some(env) = env().await else { return };
-    let node = env.node("n1", false).await;
-    let mut client = connect(node.grpc_addr).await;
+    let (node, mut client) = env.node_and_client("n1", false).await;
     let cart = "batch-1";
     let batch = |cmds: Vec<cart_domain::Command>| {
         request(pb::ExecuteBatchRequest {
@@ -480,8 +460,7 @@ async fn a_batch_is_one_message_or_nothing() {
 async fn watch_cart_streams_each_commit() {
     use futures::StreamExt;
     let Some(env) = env().await else { return };
-    let node = env.node("n1", false).await;
-    let mut client = connect(node.grpc_addr).await;
+    let (node, mut client) = env.node_and_client("n1", false).await;
     let cart = "watched";
     let mut stream = client
         .watch_cart(request(pb::WatchCartRequest {
@@ -494,11 +473,7 @@ async fn watch_cart_streams_each_commit() {
     let first = stream.next().await.unwrap().unwrap();
     assert_eq!(first.version, 0);
     for q in 1..=3 {
-        let reply = client
-            .execute(exec(cart, CommandId::new(), add("TEST-SKU-123", 1)))
-            .await
-            .unwrap()
-            .into_inner();
+        let reply = run(&mut client, cart, add("TEST-SKU-123", 1)).await;
         let update = stream.next().await.unwrap().unwrap();
         assert_eq!(update.version, reply.cart.as_ref().unwrap().version);
         assert_eq!(quantity_of(&state_of(update), "TEST-SKU-123"), q);
@@ -509,8 +484,7 @@ async fn watch_cart_streams_each_commit() {
 #[tokio::test]
 async fn a_caller_asking_for_the_storefront_json_gets_the_cart_rendered_once_here() {
     let Some(env) = env().await else { return };
-    let node = env.node("n1", false).await;
-    let mut client = connect(node.grpc_addr).await;
+    let (_node, mut client) = env.node_and_client("n1", false).await;
     let cart = "rendered-1";
     let mut req = exec(cart, CommandId::new(), add("TEST-SKU-456", 2));
     req.get_mut().render = pb::Render::StorefrontJson.into();
@@ -519,7 +493,7 @@ async fn a_caller_asking_for_the_storefront_json_gets_the_cart_rendered_once_her
     assert!(reply.version > 0);
 
     // The bytes are the storefront view of the cart as a snapshot read shows it.
-    let state = state_of(client.get_cart(get(cart)).await.unwrap().into_inner());
+    let state = read(&mut client, cart).await;
     assert_eq!(
         String::from_utf8(reply.rendered).unwrap(),
         String::from_utf8(proto::convert::storefront_json(&state.cart)).unwrap()

@@ -12,11 +12,9 @@ use shared::test_support::wait_until;
 #[tokio::test]
 async fn a_non_owner_answers_not_owner_with_the_owners_address() {
     let Some(env) = env().await else { return };
-    let a = env.node("a", true).await;
-    let b = env.node("b", true).await;
     // A cart whose shard `a` owns for good, asked of `b`.
-    let cart = cart_settled_on(&a, &b, "owned").await;
-    let mut to_b = connect(b.grpc_addr).await;
+    let pair = env.pair("owned").await;
+    let (cart, mut to_b) = (pair.cart.clone(), pair.to_b.clone());
     let status = to_b
         .execute(exec(&cart, CommandId::new(), add("TEST-SKU-123", 1)))
         .await
@@ -25,21 +23,16 @@ async fn a_non_owner_answers_not_owner_with_the_owners_address() {
     assert_eq!(err.code, ErrorCode::NotOwner);
     assert_eq!(
         err.owner_addr.as_deref(),
-        Some(a.grpc_addr.to_string().as_str())
+        Some(pair.a.grpc_addr.to_string().as_str())
     );
     assert!(
         env.messages(&cart).await.is_empty(),
         "the non-owner appended nothing"
     );
     // The same request with the fallback flag (owner unreachable) is served.
-    let mut req = exec(&cart, CommandId::new(), add("TEST-SKU-123", 1));
-    req.metadata_mut().insert(
-        shared::headers::ROUTE_FALLBACK,
-        "owner-unreachable".parse().unwrap(),
-    );
+    let req = fallback(exec(&cart, CommandId::new(), add("TEST-SKU-123", 1)));
     to_b.execute(req).await.expect("served as a fallback");
-    a.drain().await.unwrap();
-    b.drain().await.unwrap();
+    pair.drain().await;
 }
 
 /// A gateway that could not reach the owner has another node serve the change; the owner,
@@ -47,28 +40,15 @@ async fn a_non_owner_answers_not_owner_with_the_owners_address() {
 #[tokio::test]
 async fn the_owner_reads_past_a_change_another_node_served_as_a_fallback() {
     let Some(env) = env().await else { return };
-    let a = env.node("a", true).await;
-    let b = env.node("b", true).await;
-    let cart = cart_settled_on(&a, &b, "stale").await;
-    let mut to_a = connect(a.grpc_addr).await;
-    let mut to_b = connect(b.grpc_addr).await;
+    let pair = env.pair("stale").await;
+    let cart = pair.cart.clone();
+    let (mut to_a, mut to_b) = (pair.to_a.clone(), pair.to_b.clone());
     to_a.execute(exec(&cart, CommandId::new(), add("TEST-SKU-123", 1)))
         .await
         .expect("the owner serves and caches the cart");
     let cached = state_of(to_a.get_cart(get(&cart)).await.unwrap().into_inner());
-    let mut req = exec(&cart, CommandId::new(), add("TEST-SKU-456", 2));
-    req.metadata_mut().insert(
-        shared::headers::ROUTE_FALLBACK,
-        "owner-unreachable".parse().unwrap(),
-    );
-    let elsewhere = state_of(
-        to_b.execute(req)
-            .await
-            .expect("served as a fallback")
-            .into_inner()
-            .cart
-            .unwrap(),
-    );
+    let req = fallback(exec(&cart, CommandId::new(), add("TEST-SKU-456", 2)));
+    let elsewhere = executed(&mut to_b, req, "served as a fallback").await;
     assert!(elsewhere.version > cached.version);
     let read = state_of(to_a.get_cart(get(&cart)).await.unwrap().into_inner());
     assert_eq!(
@@ -76,8 +56,7 @@ async fn the_owner_reads_past_a_change_another_node_served_as_a_fallback() {
         "the owner read past its copy"
     );
     assert_eq!(quantity_of(&read, "TEST-SKU-456"), 2);
-    a.drain().await.unwrap();
-    b.drain().await.unwrap();
+    pair.drain().await;
 }
 
 /// A retry whose first attempt another node stored (its answer lost on the way) reaches the
@@ -86,33 +65,14 @@ async fn the_owner_reads_past_a_change_another_node_served_as_a_fallback() {
 #[tokio::test]
 async fn a_retry_the_owners_older_copy_would_refuse_is_answered_with_the_stored_outcome() {
     let Some(env) = env().await else { return };
-    let a = env.node("a", true).await;
-    let b = env.node("b", true).await;
-    let cart = cart_settled_on(&a, &b, "refused").await;
-    let mut to_a = connect(a.grpc_addr).await;
-    let mut to_b = connect(b.grpc_addr).await;
+    let pair = env.pair("refused").await;
+    let cart = pair.cart.clone();
+    let (mut to_a, mut to_b) = (pair.to_a.clone(), pair.to_b.clone());
     to_a.execute(exec(&cart, CommandId::new(), add("TEST-SKU-123", 1)))
         .await
         .expect("the owner serves and caches the cart");
-    let fallback = |mut req: tonic::Request<pb::ExecuteRequest>| {
-        req.metadata_mut().insert(
-            shared::headers::ROUTE_FALLBACK,
-            "owner-unreachable".parse().unwrap(),
-        );
-        req
-    };
-    let added = state_of(
-        to_b.execute(fallback(exec(
-            &cart,
-            CommandId::new(),
-            add("TEST-SKU-456", 2),
-        )))
-        .await
-        .expect("served as a fallback")
-        .into_inner()
-        .cart
-        .unwrap(),
-    );
+    let req = fallback(exec(&cart, CommandId::new(), add("TEST-SKU-456", 2)));
+    let added = executed(&mut to_b, req, "served as a fallback").await;
     let line_id = added
         .cart
         .lines
@@ -149,8 +109,7 @@ async fn a_retry_the_owners_older_copy_would_refuse_is_answered_with_the_stored_
     assert_eq!(quantity_of(&retried, "TEST-SKU-456"), 0);
     assert_eq!(quantity_of(&retried, "TEST-SKU-123"), 1);
     assert_eq!(env.messages(&cart).await.len(), 3, "nothing appended again");
-    a.drain().await.unwrap();
-    b.drain().await.unwrap();
+    pair.drain().await;
 }
 
 #[tokio::test]
@@ -189,8 +148,7 @@ async fn the_admin_drain_rpc_hands_off_and_stops_the_node() {
 #[tokio::test]
 async fn catalog_changes_reach_decisions_through_the_kv_watch() {
     let Some(env) = env().await else { return };
-    let node = env.node("n1", false).await;
-    let mut client = connect(node.grpc_addr).await;
+    let (node, mut client) = env.node_and_client("n1", false).await;
     let price = |s: &cart_domain::CartState, sku: &str| {
         s.cart
             .lines
@@ -198,15 +156,8 @@ async fn catalog_changes_reach_decisions_through_the_kv_watch() {
             .find(|l| l.product.sku == sku)
             .map(|l| l.product.unit_price)
     };
-    let first = state_of(
-        client
-            .execute(exec("price-a", CommandId::new(), add("TEST-SKU-AAA", 1)))
-            .await
-            .unwrap()
-            .into_inner()
-            .cart
-            .unwrap(),
-    );
+    let req = exec("price-a", CommandId::new(), add("TEST-SKU-AAA", 1));
+    let first = executed(&mut client, req, "added").await;
     assert_eq!(price(&first, "TEST-SKU-AAA"), Some(12900));
     // The merchandiser changes the price.
     let kv = env.js.get_key_value("CATALOG").await.unwrap();
@@ -239,7 +190,7 @@ async fn catalog_changes_reach_decisions_through_the_kv_watch() {
     .await
     .expect("new adds use the new price");
     // The line added before keeps the price the shopper saw (a fact in its event).
-    let again = state_of(client.get_cart(get("price-a")).await.unwrap().into_inner());
+    let again = read(&mut client, "price-a").await;
     assert_eq!(price(&again, "TEST-SKU-AAA"), Some(12900));
     node.drain().await.unwrap();
 }
@@ -258,48 +209,21 @@ async fn ops_endpoints_report_health_readiness_and_metrics() {
             .status(),
         200
     );
-    wait_until(
-        || async {
-            http.get(format!("{base}/ready"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200)
-        },
-        WAIT,
-    )
-    .await
-    .expect("ready once shards are claimed");
-    let ready: serde_json::Value = http
-        .get(format!("{base}/ready"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready = format!("{base}/ready");
+    wait_for_status(&http, &ready, 200, "ready once shards are claimed").await;
+    let ready: serde_json::Value = http.get(&ready).send().await.unwrap().json().await.unwrap();
     for check in ["nats", "streams", "placement"] {
         assert_eq!(ready["checks"][check]["ok"], true, "{ready}");
     }
     let mut client = connect(node.grpc_addr).await;
-    client
-        .execute(exec("metered", CommandId::new(), add("TEST-SKU-123", 1)))
-        .await
-        .unwrap();
-    let metrics = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    for name in [
+    run(&mut client, "metered", add("TEST-SKU-123", 1)).await;
+    let metrics = get_text(&http, &format!("{base}/metrics")).await;
+    let names = [
         "cart_aggregate_commands_total",
         "cart_aggregate_command_duration_seconds",
         "cart_aggregate_append_duration_seconds",
         "cart_aggregate_owned_shards",
-    ] {
-        assert!(metrics.contains(name), "{name} missing from /metrics");
-    }
+    ];
+    shared::test_support::assert_contains_all(&metrics, &names, "/metrics");
     node.drain().await.unwrap();
 }

@@ -116,21 +116,12 @@ fn cases(line: u64, delivery: u64) -> Vec<Bad> {
 async fn bad_input_on_every_mutation_route_changes_nothing() {
     let Some(stack) = stack().await else { return };
     let b = browser();
-    let (_, reply) = json(
-        b.get(stack.url("/cart/add/TEST-SKU-123"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, reply) = call(b.get(stack.url("/cart/add/TEST-SKU-123"))).await;
     let id = reply["result"]["id"].as_str().unwrap().to_owned();
     let line = line_id(&reply["result"], "TEST-SKU-123");
-    let (status, reply) = json(
+    let (status, reply) = call(
         b.post(stack.url("/cart/delivery"))
-            .json(&json!({"provider": "standard"}))
-            .send()
-            .await
-            .unwrap(),
+            .json(&json!({"provider": "standard"})),
     )
     .await;
     assert_eq!(status, 200, "{reply}");
@@ -158,7 +149,7 @@ async fn bad_input_on_every_mutation_route_changes_nothing() {
                     .header(CONTENT_TYPE, "text/plain;charset=UTF-8")
                     .body(body.clone());
             }
-            let got = json(req.send().await.unwrap()).await;
+            let got = call(req).await;
             let shown = body.as_deref().map(|b| &b[..b.len().min(80)]);
             assert_eq!(got.0, *status, "{method} {url} {shown:?}: {}", got.1);
             assert_error(&got, *status, code, says);

@@ -8,7 +8,7 @@ mod read_side;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use common::{WAIT, assert_error, json};
+use common::{WAIT, assert_error, call};
 use read_side::{ADMIN, add, stack};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -125,7 +125,7 @@ async fn dead_letters_need_the_admin_token() {
         stack.http.post(&replay),
         stack.http.post(&replay).bearer_auth("wrong"),
     ] {
-        let got = json(req.send().await.unwrap()).await;
+        let got = call(req).await;
         assert_error(&got, 401, "unauthenticated", "admin");
     }
     let (status, empty) = stack.admin(Method::GET, "/admin/dead-letters").await;
@@ -133,14 +133,11 @@ async fn dead_letters_need_the_admin_token() {
 
     // No token configured: the admin API is off, whatever token is sent.
     let (closed, base) = stack.another(|_| {}).await;
-    let got = json(
+    let got = call(
         stack
             .http
             .get(format!("{base}/admin/dead-letters"))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .unwrap(),
+            .bearer_auth(ADMIN),
     )
     .await;
     assert_error(&got, 401, "unauthenticated", "disabled");

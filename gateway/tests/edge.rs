@@ -14,53 +14,37 @@ async fn api_keys_decide_the_tenant() {
     };
     let http = reqwest::Client::new();
     let url = stack.url("/cart/byid/shared-cart");
-    let add = json!({"sku": "TEST-SKU-123", "quantity": 1});
+    let post = |headers: &[(&str, &str)]| {
+        let mut req = http.post(&url).json(&add_one());
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        call(req)
+    };
 
-    let got = json(http.post(&url).json(&add).send().await.unwrap()).await;
-    assert_error(&got, 401, "unauthenticated", "x-api-key");
-    let got = json(
-        http.post(&url)
-            .header("x-api-key", "stolen")
-            .json(&add)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_error(&got, 401, "unauthenticated", "not a known API key");
-    let got = json(
-        http.post(&url)
-            .header("x-api-key", "k1")
-            .header(TENANT_ID, "tenant-b")
-            .json(&add)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_error(&got, 403, "permission_denied", "tenant-b");
+    for (headers, status, code, needle) in [
+        (&[][..], 401, "unauthenticated", "x-api-key"),
+        (
+            &[("x-api-key", "stolen")][..],
+            401,
+            "unauthenticated",
+            "not a known API key",
+        ),
+        (
+            &[("x-api-key", "k1"), (TENANT_ID, "tenant-b")][..],
+            403,
+            "permission_denied",
+            "tenant-b",
+        ),
+    ] {
+        assert_error(&post(headers).await, status, code, needle);
+    }
 
-    let (status, reply) = json(
-        http.post(&url)
-            .header("x-api-key", "k1")
-            .header(TENANT_ID, "tenant-a")
-            .json(&add)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, reply) = post(&[("x-api-key", "k1"), (TENANT_ID, "tenant-a")]).await;
     assert_eq!(status, 200, "{reply}");
     assert_eq!(stack.events("tenant-a", "shared-cart").await.len(), 1);
     // The same cart id is another cart for another tenant.
-    let (status, other) = json(
-        http.get(&url)
-            .header("x-api-key", "k2")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, other) = call(http.get(&url).header("x-api-key", "k2")).await;
     assert_eq!(status, 200);
     assert_eq!(other["items"], json!([]));
     assert!(stack.events("tenant-b", "shared-cart").await.is_empty());
@@ -76,25 +60,14 @@ async fn api_keys_decide_the_tenant() {
 async fn tenant_header_without_api_keys() {
     let Some(stack) = stack().await else { return };
     let http = reqwest::Client::new();
-    let url = stack.url("/cart/byid/c1");
-    let add = json!({"sku": "TEST-SKU-123", "quantity": 1});
-    let got = json(
-        http.post(&url)
-            .header(TENANT_ID, "Not A Tenant")
-            .json(&add)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let post = |tenant: &str| {
+        http.post(stack.url("/cart/byid/c1"))
+            .header(TENANT_ID, tenant)
+            .json(&add_one())
+    };
+    let got = call(post("Not A Tenant")).await;
     assert_error(&got, 400, "invalid_argument", "x-tenant-id");
-    let resp = http
-        .post(&url)
-        .header(TENANT_ID, "shop-1")
-        .json(&add)
-        .send()
-        .await
-        .unwrap();
+    let resp = post("shop-1").send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(stack.events("shop-1", "c1").await.len(), 1);
     assert!(stack.events("default", "c1").await.is_empty());
@@ -104,12 +77,9 @@ async fn tenant_header_without_api_keys() {
 async fn admin_is_denied_by_default_and_needs_the_token() {
     let Some(stack) = stack().await else { return };
     let http = reqwest::Client::new();
-    let got = json(
+    let got = call(
         http.get(stack.url("/admin/placement"))
-            .bearer_auth("anything")
-            .send()
-            .await
-            .unwrap(),
+            .bearer_auth("anything"),
     )
     .await;
     assert_error(&got, 401, "unauthenticated", "disabled");
@@ -118,12 +88,11 @@ async fn admin_is_denied_by_default_and_needs_the_token() {
         .another_gateway(|c| c.admin_token = "s3cret".into())
         .await;
     let url = format!("{base}/admin/placement");
-    let got = json(http.get(&url).send().await.unwrap()).await;
+    let got = call(http.get(&url)).await;
     assert_error(&got, 401, "unauthenticated", "Bearer");
-    let got = json(http.get(&url).bearer_auth("guess").send().await.unwrap()).await;
+    let got = call(http.get(&url).bearer_auth("guess")).await;
     assert_error(&got, 401, "unauthenticated", "wrong");
-    let (status, report) = json(http.get(&url).bearer_auth("s3cret").send().await.unwrap()).await;
-    assert_eq!(status, 200, "{report}");
+    let report = ok(http.get(&url).bearer_auth("s3cret")).await;
     assert_eq!(report["shardCount"], 16);
     assert_eq!(report["nodes"][0]["id"], "n1");
     assert_eq!(report["nodes"][0]["draining"], false);
@@ -194,10 +163,9 @@ async fn rate_limits_answer_429_with_retry_after() {
             c.cart_rate_burst = 1;
         })
         .await;
-    let add = json!({"sku": "TEST-SKU-123", "quantity": 1});
     let post = |cart: &str| {
         http.post(format!("{base}/cart/byid/{cart}"))
-            .json(&add)
+            .json(&add_one())
             .send()
     };
     assert_eq!(post("hot").await.unwrap().status(), 200);
@@ -211,14 +179,7 @@ async fn rate_limits_answer_429_with_retry_after() {
         "the refused one changed nothing"
     );
 
-    let metrics = http
-        .get(stack.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = text(&http, &stack.url("/metrics")).await;
     assert!(
         metrics.contains("cart_gateway_rate_limited_total{scope=\"client\"}"),
         "{metrics}"
@@ -237,7 +198,7 @@ async fn request_ids_travel_and_come_back() {
         .header(CORRELATION_ID, "order-flow-42")
         .header(REQUEST_ID, "req-7")
         .header(TRACEPARENT, trace)
-        .json(&json!({"sku": "TEST-SKU-123", "quantity": 1}))
+        .json(&add_one())
         .send()
         .await
         .unwrap();
@@ -260,25 +221,16 @@ async fn request_ids_travel_and_come_back() {
     assert!(!resp.headers()[CORRELATION_ID].is_empty());
     assert!(!resp.headers()[REQUEST_ID].is_empty());
 
-    let (status, ready) = json(http.get(stack.url("/ready")).send().await.unwrap()).await;
-    assert_eq!(status, 200, "{ready}");
+    let ready = ok(http.get(stack.url("/ready"))).await;
     assert_eq!(ready["checks"]["aggregates"]["ok"], true);
-    let metrics = http
-        .get(stack.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    for needle in [
+    let metrics = text(&http, &stack.url("/metrics")).await;
+    let needles = [
         "cart_gateway_http_requests_total{method=\"POST\",route=\"/cart/byid/{cartId}\",status=\"200\"}",
         "route=\"unmatched\",status=\"404\"",
         "cart_gateway_http_request_duration_seconds",
         "cart_gateway_upstream_duration_seconds",
-    ] {
-        assert!(metrics.contains(needle), "{needle} not in\n{metrics}");
-    }
+    ];
+    shared::test_support::assert_contains_all(&metrics, &needles, "/metrics");
 }
 
 /// No aggregate reachable: 503 with `Retry-After` (and `/ready` says why); an aggregate that
@@ -296,25 +248,12 @@ async fn upstream_failures_are_503_and_504() {
     aggregate.drain().await.unwrap();
     let http = reqwest::Client::new();
     let ready = format!("{base}/ready");
-    shared::test_support::wait_until(
-        || {
-            let (http, ready) = (http.clone(), ready.clone());
-            async move {
-                http.get(ready)
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status() == 503)
-            }
-        },
-        WAIT,
-    )
-    .await
-    .expect("not ready without aggregates");
-    let (_, report) = json(http.get(&ready).send().await.unwrap()).await;
+    wait_for_status(&http, &ready, 503, "not ready without aggregates").await;
+    let (_, report) = call(http.get(&ready)).await;
     assert_eq!(report["checks"]["aggregates"]["ok"], false);
     let resp = http
         .post(format!("{base}/cart/byid/down"))
-        .json(&json!({"sku": "TEST-SKU-123", "quantity": 1}))
+        .json(&add_one())
         .send()
         .await
         .unwrap();

@@ -5,7 +5,7 @@
 mod common;
 mod read_side;
 
-use common::{WAIT, assert_error, json};
+use common::{WAIT, assert_error, call};
 use read_side::{add, ids, stack};
 use serde_json::{Value, json};
 use shared::headers::{API_KEY, TENANT_ID};
@@ -18,7 +18,7 @@ async fn carts_are_listed_filtered_and_paginated_once_each() {
     let mut all: Vec<String> = (0..7).map(|i| format!("list-{i}")).collect();
     for (i, cart) in all.iter().enumerate() {
         stack
-            .commands(t, cart, add("TEST-SKU-123", i as u32 + 1))
+            .commands(t, cart, add("TEST-SKU-123", i as i64 + 1))
             .await;
     }
     // Two carts go to checkout, one gets a user.
@@ -170,13 +170,8 @@ async fn orders_sku_demand_and_abandoned_carts() {
         ids(abandoned["carts"].as_array().unwrap()),
         ["demand-1", "demand-2"]
     );
-    assert!(
-        abandoned["carts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|c| c["status"] == "abandoned")
-    );
+    let carts = abandoned["carts"].as_array().unwrap();
+    assert!(carts.iter().all(|c| c["status"] == "abandoned"));
     let (rows, pages) = stack
         .all_pages(
             t,
@@ -215,12 +210,9 @@ async fn bad_query_parameters_are_400_naming_them() {
         assert_error(&got, 400, "invalid_argument", param);
     }
     // A token of one listing is refused by another.
-    stack
-        .commands("shop-a", "tok-1", add("TEST-SKU-123", 1))
-        .await;
-    stack
-        .commands("shop-a", "tok-2", add("TEST-SKU-123", 1))
-        .await;
+    for cart in ["tok-1", "tok-2"] {
+        stack.commands("shop-a", cart, add("TEST-SKU-123", 1)).await;
+    }
     let page = stack
         .until("shop-a", "/v1/carts?page_size=1", |b| {
             b["nextPageToken"].is_string()
@@ -236,12 +228,12 @@ async fn bad_query_parameters_are_400_naming_them() {
 #[tokio::test]
 async fn tenants_see_only_their_own_carts() {
     let Some(stack) = stack().await else { return };
-    stack
-        .commands("shop-a", "mine-a", add("TEST-SKU-123", 1))
-        .await;
-    stack
-        .commands("shop-b", "mine-b", add("TEST-SKU-456", 2))
-        .await;
+    for (tenant, cart, line) in [
+        ("shop-a", "mine-a", add("TEST-SKU-123", 1)),
+        ("shop-b", "mine-b", add("TEST-SKU-456", 2)),
+    ] {
+        stack.commands(tenant, cart, line).await;
+    }
     for (tenant, cart) in [("shop-a", "mine-a"), ("shop-b", "mine-b")] {
         let page = stack
             .until(tenant, "/v1/carts", |b| {
@@ -261,13 +253,8 @@ async fn tenants_see_only_their_own_carts() {
     let (_, abandoned) = stack
         .get("shop-b", "/v1/reports/abandoned?idle_seconds=1")
         .await;
-    assert!(
-        abandoned["carts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|c| c["tenant"] == "shop-b")
-    );
+    let carts = abandoned["carts"].as_array().unwrap();
+    assert!(carts.iter().all(|c| c["tenant"] == "shop-b"));
 
     // With API keys the key decides the tenant, on the same projection.
     let (keyed, base) = stack
@@ -281,7 +268,7 @@ async fn tenants_see_only_their_own_carts() {
         if let Some(t) = tenant {
             req = req.header(TENANT_ID, t);
         }
-        async move { json(req.send().await.unwrap()).await }
+        async move { call(req).await }
     };
     wait_until(
         || async { get(Some("key-a"), None, "/v1/carts").await.0 == 200 },
@@ -305,15 +292,7 @@ async fn tenants_see_only_their_own_carts() {
 #[tokio::test]
 async fn the_routes_are_documented_and_the_projection_is_optional() {
     let Some(stack) = stack().await else { return };
-    let (_, doc) = json(
-        stack
-            .http
-            .get(stack.url("/openapi.json"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, doc) = call(stack.http.get(stack.url("/openapi.json"))).await;
     for (path, method) in [
         ("/v1/carts", "get"),
         ("/v1/carts", "post"),
@@ -331,15 +310,7 @@ async fn the_routes_are_documented_and_the_projection_is_optional() {
 
     // Projection not configured: 501; configured but down: 503 (after the read retries).
     let (off, base_off) = stack.another(|c| c.projection_addr.clear()).await;
-    let got = json(
-        stack
-            .http
-            .get(format!("{base_off}/v1/carts"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let got = call(stack.http.get(format!("{base_off}/v1/carts"))).await;
     assert_error(
         &got,
         501,
@@ -356,13 +327,7 @@ async fn the_routes_are_documented_and_the_projection_is_optional() {
             c.upstream_connect_timeout_ms = 200;
         })
         .await;
-    let resp = stack
-        .http
-        .get(format!("{base_down}/v1/reports/sku-demand"))
-        .send()
-        .await
-        .unwrap();
-    let got = json(resp).await;
+    let got = call(stack.http.get(format!("{base_down}/v1/reports/sku-demand"))).await;
     assert_error(&got, 503, "unavailable", "projection");
     off.stop().await.unwrap();
     down.stop().await.unwrap();

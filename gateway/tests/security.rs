@@ -4,9 +4,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use axum::body::Body;
 use common::offline_state;
 use http::{Method, Request, StatusCode, header};
@@ -154,23 +151,9 @@ async fn the_legacy_get_add_can_be_turned_off_and_says_what_to_use() {
     );
 }
 
-/// Log lines written while a test runs on this thread.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn every_admin_request_leaves_an_audit_line_without_the_token() {
-    let captured = Captured::default();
+    let captured = shared::test_support::Captured::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
         .json()
@@ -195,7 +178,7 @@ async fn every_admin_request_leaves_an_audit_line_without_the_token() {
         // The right token reaches the (unreachable) projection: 503; the wrong one: 401.
         assert_ne!(resp.status(), StatusCode::OK);
     }
-    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let log = captured.text();
     let audit: Vec<serde_json::Value> = log
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())

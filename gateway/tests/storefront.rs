@@ -43,26 +43,13 @@ async fn go_cart_actor_walkthrough() {
 
     // 3. Add with an explicit payload: JSON content type, and the browser's text/plain.
     let body = json!({"sku": "TEST-SKU-456", "quantity": 2, "country": "se"});
-    let (status, reply) = json(
-        b.post(stack.url("/cart/"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, 200, "{reply}");
+    let reply = ok(b.post(stack.url("/cart/")).json(&body)).await;
     assert_eq!(reply["mutations"][0]["mutation"], body);
-    let (status, reply) = json(
-        b.post(stack.url("/cart"))
-            .header(CONTENT_TYPE, TEXT)
-            .body(r#"{"sku":"TEST-SKU-456","quantity":1,"country":"se"}"#)
-            .send()
-            .await
-            .unwrap(),
-    )
+    let reply = ok(b
+        .post(stack.url("/cart"))
+        .header(CONTENT_TYPE, TEXT)
+        .body(r#"{"sku":"TEST-SKU-456","quantity":1,"country":"se"}"#))
     .await;
-    assert_eq!(status, 200, "{reply}");
     let cart = &reply["result"];
     assert_eq!(
         lines(cart),
@@ -72,43 +59,26 @@ async fn go_cart_actor_walkthrough() {
 
     // 4. Change the quantity of a line (ids from the cart, as the README says).
     let line = line_id(cart, "TEST-SKU-123");
-    let (status, reply) = json(
-        b.put(stack.url("/cart/"))
-            .json(&json!({"id": line, "quantity": 3}))
-            .send()
-            .await
-            .unwrap(),
-    )
+    let reply = ok(b
+        .put(stack.url("/cart/"))
+        .json(&json!({"id": line, "quantity": 3})))
     .await;
-    assert_eq!(status, 200, "{reply}");
     assert_eq!(reply["mutations"][0]["type"], "ChangeQuantity");
     assert_eq!(lines(&reply["result"])[0], ("TEST-SKU-123".into(), 3));
 
     // 5. Remove an item (a JSON body on the DELETE is ignored).
-    let (status, reply) = json(
-        b.delete(stack.url(&format!("/cart/{line}")))
-            .header(CONTENT_TYPE, TEXT)
-            .body(r#"{"id":1}"#)
-            .send()
-            .await
-            .unwrap(),
-    )
+    let reply = ok(b
+        .delete(stack.url(&format!("/cart/{line}")))
+        .header(CONTENT_TYPE, TEXT)
+        .body(r#"{"id":1}"#))
     .await;
-    assert_eq!(status, 200, "{reply}");
     assert_eq!(lines(&reply["result"]), [("TEST-SKU-456".into(), 3)]);
 
     // 6. Set the entire cart contents.
-    let (status, reply) = json(
-        b.post(stack.url("/cart/set"))
-            .json(&json!({"items": [
+    let reply = ok(b.post(stack.url("/cart/set")).json(&json!({"items": [
                 {"sku": "TEST-SKU-AAA", "quantity": 1, "country": "se"},
-                {"sku": "TEST-SKU-BBB", "quantity": 2, "country": "se"}]}))
-            .send()
-            .await
-            .unwrap(),
-    )
+                {"sku": "TEST-SKU-BBB", "quantity": 2, "country": "se"}]})))
     .await;
-    assert_eq!(status, 200, "{reply}");
     let cart = reply["result"].clone();
     assert_eq!(
         lines(&cart),
@@ -124,77 +94,45 @@ async fn go_cart_actor_walkthrough() {
     );
 
     // 7. Add a delivery for lines 1 and 2, exactly as the go-cart-actor README does; 8. remove it.
-    let (status, reply) = json(
-        b.post(stack.url("/cart/delivery"))
-            .json(&json!({"provider": "standard", "items": [1, 2]}))
-            .send()
-            .await
-            .unwrap(),
-    )
+    let reply = ok(b
+        .post(stack.url("/cart/delivery"))
+        .json(&json!({"provider": "standard", "items": [1, 2]})))
     .await;
-    assert_eq!(status, 200, "{reply}");
     let delivery = &reply["result"]["deliveries"][0];
     assert_eq!(delivery["provider"], "standard");
     assert_eq!(delivery["items"], json!([1, 2]));
     let delivery_id = delivery["id"].as_u64().unwrap();
-    let (status, reply) = json(
-        b.delete(stack.url(&format!("/cart/delivery/{delivery_id}")))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, 200, "{reply}");
+    let reply = ok(b.delete(stack.url(&format!("/cart/delivery/{delivery_id}")))).await;
     assert_eq!(reply["result"]["deliveries"], json!([]));
 
     // 9. A pickup point on a delivery (items omitted: every line without a delivery).
-    let (status, reply) = json(
-        b.post(stack.url("/cart/delivery"))
-            .json(&json!({"provider": "postnord-pickup"}))
-            .send()
-            .await
-            .unwrap(),
-    )
+    let reply = ok(b
+        .post(stack.url("/cart/delivery"))
+        .json(&json!({"provider": "postnord-pickup"})))
     .await;
-    assert_eq!(status, 200, "{reply}");
     let delivery_id = reply["result"]["deliveries"][0]["id"].as_u64().unwrap();
     let point = json!({"id": "PUP123", "name": "Locker 5", "address": "Main St 1",
         "city": "Stockholm", "zip": "11122", "country": "SE"});
-    let (status, reply) = json(
-        b.put(stack.url(&format!("/cart/delivery/{delivery_id}/pickupPoint")))
-            .json(&point)
-            .send()
-            .await
-            .unwrap(),
-    )
+    let reply = ok(b
+        .put(stack.url(&format!("/cart/delivery/{delivery_id}/pickupPoint")))
+        .json(&point))
     .await;
-    assert_eq!(status, 200, "{reply}");
     assert_eq!(reply["result"]["deliveries"][0]["pickupPoint"], point);
 
     // 10. The rest of the README's storefront routes, in its order: several items in one step,
     // a voucher applied and removed, a user, a gift marking set and removed.
-    let (status, reply) = json(
-        b.post(stack.url("/cart/add"))
-            .json(&json!({"items": [{"sku": "HOME-CANDLE-01", "quantity": 1}], "country": "se"}))
-            .send()
-            .await
-            .unwrap(),
-    )
+    let reply = ok(b
+        .post(stack.url("/cart/add"))
+        .json(&json!({"items": [{"sku": "HOME-CANDLE-01", "quantity": 1}], "country": "se"})))
     .await;
-    assert_eq!(status, 200, "{reply}");
     assert!(
         lines(&reply["result"]).contains(&("HOME-CANDLE-01".into(), 1)),
         "{reply}"
     );
-    let (status, reply) = json(
-        b.put(stack.url("/cart/voucher"))
-            .json(&json!({"code": "WELCOME10", "country": "se"}))
-            .send()
-            .await
-            .unwrap(),
-    )
+    let reply = ok(b
+        .put(stack.url("/cart/voucher"))
+        .json(&json!({"code": "WELCOME10", "country": "se"})))
     .await;
-    assert_eq!(status, 200, "{reply}");
     let voucher = &reply["result"]["vouchers"][0];
     assert_eq!(voucher["code"], "WELCOME10", "{reply}");
     // The storefront shape: the amount as a number (the storefront client renders it).
@@ -202,82 +140,33 @@ async fn go_cart_actor_walkthrough() {
     assert_eq!(voucher["discount"], voucher["value"], "{reply}");
     assert_eq!(voucher["applied"], true, "{reply}");
     let voucher_id = voucher["id"].as_u64().unwrap();
-    let (status, reply) = json(
-        b.delete(stack.url(&format!("/cart/voucher/{voucher_id}")))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, 200, "{reply}");
+    let reply = ok(b.delete(stack.url(&format!("/cart/voucher/{voucher_id}")))).await;
     assert_eq!(reply["result"]["vouchers"], json!([]));
-    let (status, reply) = json(
-        b.put(stack.url("/cart/user"))
-            .json(&json!({"userId": "user-42"}))
-            .send()
-            .await
-            .unwrap(),
-    )
+    let reply = ok(b
+        .put(stack.url("/cart/user"))
+        .json(&json!({"userId": "user-42"})))
     .await;
-    assert_eq!(status, 200, "{reply}");
     assert_eq!(reply["result"]["userId"], "user-42");
     let marking = json!({"type": 1, "text": "Happy birthday"});
-    let (status, reply) = json(
-        b.put(stack.url("/cart/item/1/marking"))
-            .json(&marking)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, 200, "{reply}");
+    let reply = ok(b.put(stack.url("/cart/item/1/marking")).json(&marking)).await;
     assert_eq!(reply["result"]["items"][0]["id"], 1);
     assert_eq!(reply["result"]["items"][0]["marking"], marking);
-    let (status, reply) = json(
-        b.delete(stack.url("/cart/item/1/marking"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, 200, "{reply}");
+    let reply = ok(b.delete(stack.url("/cart/item/1/marking"))).await;
     assert!(reply["result"]["items"][0]["marking"].is_null(), "{reply}");
 
     // 11. This stack has no runner: checkout is refused with a clear JSON error and nothing
     // changes (the checkout itself is tested end to end in tests/tests/checkout_e2e.rs).
-    let got = json(b.get(stack.url("/cart/checkout")).send().await.unwrap()).await;
+    let got = call(b.get(stack.url("/cart/checkout"))).await;
     assert_error(&got, 501, "unimplemented", "runner");
 
     // 12. A known cart id directly: read and write without cookies.
     let plain = reqwest::Client::new();
-    let (status, by_id) = json(
-        plain
-            .get(stack.url(&format!("/cart/byid/{id}")))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, 200);
+    let by_id = ok(plain.get(stack.url(&format!("/cart/byid/{id}")))).await;
     assert_eq!(by_id, reply["result"], "byid reads the cookie's cart");
-    let (status, same) = json(
-        plain
-            .get(stack.url(&format!("/cart/{id}")))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, same) = call(plain.get(stack.url(&format!("/cart/{id}")))).await;
     assert_eq!((status, &same), (200, &by_id));
     let known = "1720000000000000";
-    let (status, fresh) = json(
-        plain
-            .get(stack.url(&format!("/cart/byid/{known}")))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, fresh) = call(plain.get(stack.url(&format!("/cart/byid/{known}")))).await;
     assert_eq!(
         (status, fresh["id"].as_str(), lines(&fresh).len()),
         (200, Some(known), 0)
@@ -307,18 +196,10 @@ async fn go_cart_actor_walkthrough() {
         resp.headers()
     );
     assert_eq!(resp.status(), 200);
-    let (status, next) = json(b.get(stack.url("/cart/")).send().await.unwrap()).await;
-    assert_eq!(status, 200);
+    let next = ok(b.get(stack.url("/cart/"))).await;
     assert_ne!(next["id"], id.as_str());
     assert_eq!(next["items"], json!([]));
-    let (_, old) = json(
-        plain
-            .get(stack.url(&format!("/cart/{id}")))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, old) = call(plain.get(stack.url(&format!("/cart/{id}")))).await;
     assert_eq!(lines(&old).len(), 3, "the old cart keeps its lines");
 }
 
@@ -378,20 +259,13 @@ async fn mutations_without_a_cookie() {
 async fn unknown_routes_and_methods_are_json() {
     let Some(stack) = stack().await else { return };
     let plain = reqwest::Client::new();
-    let got = json(plain.get(stack.url("/nope")).send().await.unwrap()).await;
+    let got = call(plain.get(stack.url("/nope"))).await;
     assert_error(&got, 404, "not_found", "/nope");
     let resp = plain.patch(stack.url("/cart")).send().await.unwrap();
     assert!(resp.headers()["allow"].to_str().unwrap().contains("POST"));
     assert_error(&json(resp).await, 405, "method_not_allowed", "PATCH");
-    let got = json(plain.post(stack.url("/cart/push")).send().await.unwrap()).await;
+    let got = call(plain.post(stack.url("/cart/push"))).await;
     assert_error(&got, 400, "invalid_argument", "klarna_order_id");
-    let got = json(
-        plain
-            .get(stack.url("/cart/confirmation/o-1"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let got = call(plain.get(stack.url("/cart/confirmation/o-1"))).await;
     assert_error(&got, 501, "unimplemented", "runner");
 }

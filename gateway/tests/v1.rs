@@ -19,10 +19,6 @@ async fn create(stack: &Stack, http: &reqwest::Client) -> String {
     id
 }
 
-fn add(sku: &str, quantity: i64) -> Value {
-    json!({"type": "AddItem", "sku": sku, "quantity": quantity})
-}
-
 #[tokio::test]
 async fn idempotency_key_replays_the_original_outcome() {
     let Some(stack) = stack().await else { return };
@@ -147,36 +143,15 @@ async fn etags_and_preconditions() {
     assert_eq!(resp.status(), 200);
 
     let stale = format!("\"{}\"", version + 1000);
-    let got = json(
-        http.post(&commands)
-            .header("if-match", &stale)
-            .json(&add("TEST-SKU-456", 1))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_error(&got, 412, "precondition_failed", "If-Match");
-    let got = json(
-        http.post(&commands)
-            .header("if-match", "\"0\"")
-            .json(&add("TEST-SKU-456", 1))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_error(&got, 412, "precondition_failed", "version");
-    let got = json(
-        http.post(&commands)
-            .header("if-match", "yesterday")
-            .json(&add("TEST-SKU-456", 1))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_error(&got, 400, "invalid_argument", "If-Match");
+    for (if_match, status, code, needle) in [
+        (stale.as_str(), 412, "precondition_failed", "If-Match"),
+        ("\"0\"", 412, "precondition_failed", "version"),
+        ("yesterday", 400, "invalid_argument", "If-Match"),
+    ] {
+        let req = http.post(&commands).header("if-match", if_match);
+        let got = call(req.json(&add("TEST-SKU-456", 1))).await;
+        assert_error(&got, status, code, needle);
+    }
     assert_eq!(
         stack.events("default", &id).await.len(),
         1,
@@ -284,57 +259,31 @@ async fn command_lists_atomic_or_one_by_one() {
     assert_eq!(lines(&reply["result"]).len(), 3);
 
     // Bad bodies: the field, the internal type, the index.
-    let got = json(
-        post(json!({"type": "ConfirmOrder", "providerOrderId": "p", "orderReference": "o"}))
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_error(
-        &got,
-        400,
-        "invalid_argument",
-        "ConfirmOrder is an internal command",
-    );
-    let got = json(
-        post(json!({"commands": [add("TEST-SKU-123", 1), {"type": "RecordProviderOrder"}]}))
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_error(
-        &got,
-        400,
-        "invalid_argument",
-        "commands[1].type: RecordProviderOrder",
-    );
-    let got = json(
-        post(json!({"type": "AddItem", "sku": "TEST-SKU-123", "quantity": 1, "qty": 2}))
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_error(&got, 400, "invalid_argument", "qty: unknown field qty");
-    let got = json(
-        post(json!({"commands": [add("TEST-SKU-123", -1)]}))
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_error(
-        &got,
-        400,
-        "invalid_argument",
-        "commands[0].quantity: invalid value: integer -1",
-    );
-    let got = json(post(json!({"commands": [], "atomic": true})).await.unwrap()).await;
-    assert_error(&got, 400, "invalid_argument", "commands");
-    let got = json(
+    for (body, needle) in [
+        (
+            json!({"type": "ConfirmOrder", "providerOrderId": "p", "orderReference": "o"}),
+            "ConfirmOrder is an internal command",
+        ),
+        (
+            json!({"commands": [add("TEST-SKU-123", 1), {"type": "RecordProviderOrder"}]}),
+            "commands[1].type: RecordProviderOrder",
+        ),
+        (
+            json!({"type": "AddItem", "sku": "TEST-SKU-123", "quantity": 1, "qty": 2}),
+            "qty: unknown field qty",
+        ),
+        (
+            json!({"commands": [add("TEST-SKU-123", -1)]}),
+            "commands[0].quantity: invalid value: integer -1",
+        ),
+        (json!({"commands": [], "atomic": true}), "commands"),
+    ] {
+        let got = json(post(body).await.unwrap()).await;
+        assert_error(&got, 400, "invalid_argument", needle);
+    }
+    let got = call(
         http.post(stack.url("/v1/carts/a.b/commands"))
-            .json(&add("TEST-SKU-123", 1))
-            .send()
-            .await
-            .unwrap(),
+            .json(&add("TEST-SKU-123", 1)),
     )
     .await;
     assert_error(&got, 400, "invalid_argument", "cart_id");

@@ -3,8 +3,7 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use cart_domain::EventRecord;
 use common::generator::publish_raw;
@@ -20,38 +19,23 @@ const GARBAGE: &[u8] = b"{\"not\": \"an event envelope\"}";
 
 #[tokio::test]
 async fn poison_is_dead_lettered_in_order_and_replayed_once_fixed() {
-    let Some(env) = common::env().await else {
+    let Some((env, mut generator)) =
+        common::env_published(Generator::new(5, &["t1", "t2"], 8), 40).await
+    else {
         return;
     };
-    let mut generator = Generator::new(5, &["t1", "t2"], 8);
-    generator.publish(&env.js, 40).await;
     let garbage_seq = publish_raw(&env.js, "t1", "garbage-cart", GARBAGE).await;
     generator.publish(&env.js, 20).await;
 
     // A valid message made to fail by a hook (a bug in this build, fixed later). It stays the
     // cart's last message, so replaying it later gives exactly the fold.
-    let hooked = generator.index("t1", "cart-003");
-    generator.frozen.push(hooked);
-    let hooked_seq = generator
-        .execute(&env.js, hooked, add("TEST-SKU-AAA"))
-        .await
-        .expect("accepted");
+    let (hooked, hooked_seq) = generator
+        .execute_last(&env.js, "t1", "cart-003", add("TEST-SKU-AAA"))
+        .await;
     generator.publish(&env.js, 20).await;
 
-    let failing = Arc::new(AtomicBool::new(true));
-    let target = Arc::new(AtomicU64::new(hooked_seq));
-    let hooks = Hooks {
-        fail_apply: Some(Arc::new({
-            let (failing, target) = (failing.clone(), target.clone());
-            move |_msg, seq| {
-                (failing.load(Ordering::SeqCst) && seq == target.load(Ordering::SeqCst))
-                    .then(|| "simulated bug in the view code".to_owned())
-            }
-        })),
-        ..Hooks::default()
-    };
-    let running = env.start(env.config("main"), hooks).await;
-    env.caught_up(&running).await;
+    let (hooks, failing) = common::fail_apply_at(hooked_seq, "simulated bug in the view code");
+    let running = env.start_caught_up(env.config("main"), hooks).await;
 
     // DEAD_LETTERS holds both, with the original payload and where they came from.
     let dlq = env.js.get_stream(DEAD_LETTERS_STREAM).await.unwrap();
@@ -83,32 +67,13 @@ async fn poison_is_dead_lettered_in_order_and_replayed_once_fixed() {
 
     // The poison table lists them (per tenant, and all for the admin view).
     let mut q = common::query(&running).await;
-    let list = |tenant: &str| pb::ListDeadLettersRequest {
-        tenant: tenant.into(),
-        limit: 0,
-    };
-    let all = q
-        .list_dead_letters(list(""))
-        .await
-        .unwrap()
-        .into_inner()
-        .dead_letters;
+    let all = common::dead_letters(&mut q, "").await;
     assert_eq!(all.len(), 2);
-    let t1 = q
-        .list_dead_letters(list("t1"))
-        .await
-        .unwrap()
-        .into_inner()
-        .dead_letters;
+    let t1 = common::dead_letters(&mut q, "t1").await;
     assert_eq!(t1.len(), 2);
     assert!(t1.iter().all(|d| d.deliveries == 3 && !d.replayed));
     assert!(t1.iter().all(|d| d.consumer == "projection-main"));
-    let t2 = q
-        .list_dead_letters(list("t2"))
-        .await
-        .unwrap()
-        .into_inner()
-        .dead_letters;
+    let t2 = common::dead_letters(&mut q, "t2").await;
     assert!(t2.is_empty());
     let garbage = t1
         .iter()
@@ -165,12 +130,7 @@ async fn poison_is_dead_lettered_in_order_and_replayed_once_fixed() {
     assert_eq!(zero.code(), tonic::Code::InvalidArgument);
 
     assert_views(&running.db_path, &expected(&generator.carts));
-    let t1 = q
-        .list_dead_letters(list("t1"))
-        .await
-        .unwrap()
-        .into_inner()
-        .dead_letters;
+    let t1 = common::dead_letters(&mut q, "t1").await;
     let replayed: Vec<_> = t1.iter().filter(|d| d.replayed).map(|d| d.id).collect();
     assert_eq!(replayed, [poisoned.id]);
     let status = q.status(pb::StatusRequest {}).await.unwrap().into_inner();
@@ -180,11 +140,10 @@ async fn poison_is_dead_lettered_in_order_and_replayed_once_fixed() {
 
 #[tokio::test]
 async fn unknown_event_types_are_counted_and_skipped() {
-    let Some(env) = common::env().await else {
+    let Some((env, mut generator)) = common::env_published(Generator::new(9, &["t1"], 4), 10).await
+    else {
         return;
     };
-    let mut generator = Generator::new(9, &["t1"], 4);
-    generator.publish(&env.js, 10).await;
     let index = generator.index("t1", "cart-001");
     generator
         .execute_with(&env.js, index, add("TEST-SKU-BBB"), |msg| {
@@ -197,8 +156,9 @@ async fn unknown_event_types_are_counted_and_skipped() {
         .await
         .expect("accepted");
     generator.publish(&env.js, 10).await;
-    let running = env.start(env.config("main"), Hooks::default()).await;
-    env.caught_up(&running).await;
+    let running = env
+        .start_caught_up(env.config("main"), Hooks::default())
+        .await;
     assert_views(&running.db_path, &expected(&generator.carts));
     let mut q = common::query(&running).await;
     let status = q.status(pb::StatusRequest {}).await.unwrap().into_inner();
@@ -206,12 +166,7 @@ async fn unknown_event_types_are_counted_and_skipped() {
         status.dead_letters, 0,
         "an unknown event type is not poison"
     );
-    let metrics = reqwest::get(format!("http://{}/metrics", running.http_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::metrics(&running).await;
     assert!(
         metrics
             .lines()
@@ -224,38 +179,18 @@ async fn unknown_event_types_are_counted_and_skipped() {
 
 #[tokio::test]
 async fn a_rebuild_applies_a_fixed_dead_letter_once() {
-    let Some(env) = common::env().await else {
+    let Some((env, mut generator)) = common::env_published(Generator::new(8, &["t1"], 6), 20).await
+    else {
         return;
     };
-    let mut generator = Generator::new(8, &["t1"], 6);
+    let (hooked, hooked_seq) = generator
+        .execute_last(&env.js, "t1", "cart-002", add("FOOD-CHOC-100"))
+        .await;
     generator.publish(&env.js, 20).await;
-    let hooked = generator.index("t1", "cart-002");
-    generator.frozen.push(hooked);
-    let hooked_seq = generator
-        .execute(&env.js, hooked, add("FOOD-CHOC-100"))
-        .await
-        .expect("accepted");
-    generator.publish(&env.js, 20).await;
-    let failing = Arc::new(AtomicBool::new(true));
-    let hooks = Hooks {
-        fail_apply: Some(Arc::new({
-            let failing = failing.clone();
-            move |_msg, seq| {
-                (failing.load(Ordering::SeqCst) && seq == hooked_seq)
-                    .then(|| "simulated bug".to_owned())
-            }
-        })),
-        ..Hooks::default()
-    };
-    let running = env.start(env.config("main"), hooks).await;
-    env.caught_up(&running).await;
+    let (hooks, failing) = common::fail_apply_at(hooked_seq, "simulated bug");
+    let running = env.start_caught_up(env.config("main"), hooks).await;
     let mut q = common::query(&running).await;
-    let before = q
-        .list_dead_letters(pb::ListDeadLettersRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .dead_letters;
+    let before = common::dead_letters(&mut q, "").await;
     assert_eq!(before.len(), 1);
     assert!(!before[0].replayed);
 
@@ -264,12 +199,7 @@ async fn a_rebuild_applies_a_fixed_dead_letter_once() {
     let report = running.rebuild().await.expect("rebuild");
     assert_eq!(report.failed, 0);
     assert_views(&running.db_path, &expected(&generator.carts));
-    let after = q
-        .list_dead_letters(pb::ListDeadLettersRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .dead_letters;
+    let after = common::dead_letters(&mut q, "").await;
     assert_eq!(after.len(), 1);
     assert_eq!(after[0].id, before[0].id, "the dead letter keeps its id");
     assert!(after[0].replayed, "applied by the rebuild: no longer open");

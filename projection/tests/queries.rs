@@ -40,6 +40,24 @@ async fn all_carts(
     panic!("pagination does not end");
 }
 
+/// Every item of a paged query: `page(token)` answers a page's items and the token of the
+/// next page (empty after the last).
+async fn pages<T, F, Fut>(mut page: F) -> Vec<T>
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = (Vec<T>, String)>,
+{
+    let (mut out, mut token) = (Vec::new(), String::new());
+    loop {
+        let (items, next) = page(token).await;
+        out.extend(items);
+        if next.is_empty() {
+            return out;
+        }
+        token = next;
+    }
+}
+
 fn assert_invalid(status: tonic::Status, field: &str) {
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
     assert!(status.message().contains(field), "{status:?}");
@@ -180,17 +198,11 @@ async fn the_cart_view_keeps_subscription_details() {
     }
     let remove = Command::RemoveSubscriptionDetails { id: "sub-2".into() };
     generator.execute(&env.js, index, remove).await.unwrap();
-    let running = env.start(env.config("main"), Hooks::default()).await;
-    env.caught_up(&running).await;
+    let running = env
+        .start_caught_up(env.config("main"), Hooks::default())
+        .await;
     let mut q = common::query(&running).await;
-    let cart = q
-        .get_cart(pb::GetCartRequest {
-            tenant: "t1".into(),
-            cart_id: "cart-001".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let cart = common::get_cart(&mut q, "t1", "cart-001").await;
     let details: serde_json::Value = serde_json::from_str(&cart.subscription_details_json).unwrap();
     assert_eq!(
         details,
@@ -202,11 +214,11 @@ async fn the_cart_view_keeps_subscription_details() {
 
 #[tokio::test]
 async fn pagination_returns_every_cart_exactly_once_in_order() {
-    let Some(env) = common::env().await else {
+    let Some((env, mut generator)) =
+        common::env_published(Generator::new(33, &["t1"], 60), 150).await
+    else {
         return;
     };
-    let mut generator = Generator::new(33, &["t1"], 60);
-    generator.publish(&env.js, 150).await;
     // Many carts share one event time: the cart id breaks the tie.
     generator.step = Duration::ZERO;
     generator.publish(&env.js, 80).await;
@@ -222,8 +234,9 @@ async fn pagination_returns_every_cart_exactly_once_in_order() {
         placed
     };
     assert!(placed, "some cart could be checked out");
-    let running = env.start(env.config("main"), Hooks::default()).await;
-    env.caught_up(&running).await;
+    let running = env
+        .start_caught_up(env.config("main"), Hooks::default())
+        .await;
     let want = expected(&generator.carts);
     let mut q = common::query(&running).await;
 
@@ -313,20 +326,18 @@ async fn pagination_returns_every_cart_exactly_once_in_order() {
         page_size: 5,
         page_token,
     };
-    let mut token = String::new();
-    let mut got = Vec::new();
-    loop {
-        let page = q
-            .abandoned_carts(abandoned(0, token))
-            .await
-            .unwrap()
-            .into_inner();
-        got.extend(page.carts.into_iter().map(|c| c.cart_id));
-        if page.next_page_token.is_empty() {
-            break;
+    let mut got = pages(|token| {
+        let mut q = q.clone();
+        async move {
+            let page = q.abandoned_carts(abandoned(0, token)).await.unwrap();
+            let page = page.into_inner();
+            (
+                page.carts.into_iter().map(|c| c.cart_id).collect(),
+                page.next_page_token,
+            )
         }
-        token = page.next_page_token;
-    }
+    })
+    .await;
     got.sort();
     assert_eq!(got, filtered("abandoned"));
     let none = q
@@ -337,25 +348,23 @@ async fn pagination_returns_every_cart_exactly_once_in_order() {
     assert!(none.carts.is_empty());
 
     // Orders page through exactly once too.
-    let mut orders = Vec::new();
-    let mut token = String::new();
-    loop {
-        let page = q
-            .list_orders(pb::ListOrdersRequest {
-                tenant: "t1".into(),
-                since: None,
-                page_size: 2,
-                page_token: token,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        orders.extend(page.orders.into_iter().map(|o| o.cart_id));
-        if page.next_page_token.is_empty() {
-            break;
+    let mut orders = pages(|page_token| {
+        let mut q = q.clone();
+        let req = pb::ListOrdersRequest {
+            tenant: "t1".into(),
+            since: None,
+            page_size: 2,
+            page_token,
+        };
+        async move {
+            let page = q.list_orders(req).await.unwrap().into_inner();
+            (
+                page.orders.into_iter().map(|o| o.cart_id).collect(),
+                page.next_page_token,
+            )
         }
-        token = page.next_page_token;
-    }
+    })
+    .await;
     let mut want_orders: Vec<String> = want.orders.keys().map(|(_, id)| id.clone()).collect();
     orders.sort();
     want_orders.sort();
@@ -386,11 +395,9 @@ async fn pagination_returns_every_cart_exactly_once_in_order() {
 
 #[tokio::test]
 async fn health_ready_and_metrics_tell_the_truth() {
-    let Some(env) = common::env().await else {
+    let Some((env, _)) = common::env_published(Generator::new(2, &["t1"], 5), 30).await else {
         return;
     };
-    let mut generator = Generator::new(2, &["t1"], 5);
-    generator.publish(&env.js, 30).await;
     let mut config = env.config("main");
     config.ready_max_lag = 0;
     // The first batch is held before its commit: the projection is behind the stream.
@@ -438,19 +445,13 @@ async fn health_ready_and_metrics_tell_the_truth() {
     for check in ["nats", "consumer", "lag", "rebuild"] {
         assert_eq!(ready["checks"][check]["ok"], true, "{ready}");
     }
-    let metrics = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    for name in [
+    let metrics = common::metrics(&running).await;
+    let names = [
         "cart_projection_lag_messages",
         "cart_projection_applied_sequence",
         "cart_projection_messages_applied_total",
         "cart_projection_batch_duration_seconds",
-    ] {
-        assert!(metrics.contains(name), "{name} missing:\n{metrics}");
-    }
+    ];
+    shared::test_support::assert_contains_all(&metrics, &names, "/metrics");
     running.stop().await.unwrap();
 }

@@ -17,22 +17,18 @@ use shared::test_support::wait_until;
 
 #[tokio::test]
 async fn online_rebuild_equals_the_live_views_while_events_arrive() {
-    let Some(env) = common::env().await else {
+    let Some((env, mut generator)) =
+        common::env_published(Generator::new(17, &["t1", "t2", "t3"], 15), 300).await
+    else {
         return;
     };
-    let mut generator = Generator::new(17, &["t1", "t2", "t3"], 15);
-    generator.publish(&env.js, 300).await;
     let poison_seq = publish_raw(&env.js, "t1", "garbage-cart", b"not json").await;
     generator.publish(&env.js, 20).await;
-    let running = env.start(env.config("main"), Hooks::default()).await;
-    env.caught_up(&running).await;
+    let running = env
+        .start_caught_up(env.config("main"), Hooks::default())
+        .await;
     let mut q = common::query(&running).await;
-    let dead = q
-        .list_dead_letters(pb::ListDeadLettersRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .dead_letters;
+    let dead = common::dead_letters(&mut q, "").await;
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].stream_sequence, poison_seq);
 
@@ -69,22 +65,10 @@ async fn online_rebuild_equals_the_live_views_while_events_arrive() {
     // Queries use the new file; the dead letter kept its id; no leftovers.
     let sim = &generator.carts[generator.index("t2", "cart-001")];
     if !sim.messages.is_empty() {
-        let got = q
-            .get_cart(pb::GetCartRequest {
-                tenant: "t2".into(),
-                cart_id: "cart-001".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let got = common::get_cart(&mut q, "t2", "cart-001").await;
         assert_ne!(got.total_amount, -1);
     }
-    let after = q
-        .list_dead_letters(pb::ListDeadLettersRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .dead_letters;
+    let after = common::dead_letters(&mut q, "").await;
     assert_eq!(after, dead, "dead letters are carried over unchanged");
     let status = q.status(pb::StatusRequest {}).await.unwrap().into_inner();
     assert!(!status.rebuilding);
@@ -94,14 +78,13 @@ async fn online_rebuild_equals_the_live_views_while_events_arrive() {
 
 #[tokio::test]
 async fn admin_endpoint_and_offline_rebuild() {
-    let Some(env) = common::env().await else {
+    let Some((env, mut generator)) =
+        common::env_published(Generator::new(4, &["t1"], 12), 120).await
+    else {
         return;
     };
-    let mut generator = Generator::new(4, &["t1"], 12);
-    generator.publish(&env.js, 120).await;
     let config = env.config("main");
-    let running = env.start(config.clone(), Hooks::default()).await;
-    env.caught_up(&running).await;
+    let running = env.start_caught_up(config.clone(), Hooks::default()).await;
 
     let url = format!(
         "http://{}{}",

@@ -13,13 +13,14 @@ use shared::test_support::wait_until;
 
 #[tokio::test]
 async fn views_equal_the_fold_of_random_commands_on_many_carts() {
-    let Some(env) = common::env().await else {
+    let Some((env, mut generator)) =
+        common::env_published(Generator::new(7, &["t1", "t2", "t3"], 25), 250).await
+    else {
         return;
     };
-    let mut generator = Generator::new(7, &["t1", "t2", "t3"], 25);
-    generator.publish(&env.js, 250).await;
-    let running = env.start(env.config("main"), Hooks::default()).await;
-    env.caught_up(&running).await;
+    let running = env
+        .start_caught_up(env.config("main"), Hooks::default())
+        .await;
     // Live messages arriving after the start are applied too.
     generator.publish(&env.js, 150).await;
     env.caught_up(&running).await;
@@ -40,14 +41,7 @@ async fn views_equal_the_fold_of_random_commands_on_many_carts() {
         .iter()
         .find(|c| c.state.cart.lines.len() > 1)
         .expect("a cart with lines");
-    let got = q
-        .get_cart(pb::GetCartRequest {
-            tenant: sim.tenant.to_string(),
-            cart_id: sim.id.to_string(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let got = common::get_cart(&mut q, sim.tenant.as_ref(), sim.id.as_ref()).await;
     let row = &want.carts[&(sim.tenant.to_string(), sim.id.to_string())];
     assert_eq!(got.total_amount, row.total_amount);
     assert_eq!(got.version, row.version as u64);
@@ -74,24 +68,44 @@ async fn wait_reached(reached: &mpsc::Receiver<u64>) -> u64 {
     got.unwrap()
 }
 
+/// Starts a projection whose `n`-th commit is held until released (then does `action`);
+/// returns it once that commit is reached, with the batch's last sequence and the release.
+async fn held_at_commit(
+    env: &common::Env,
+    config: projection::Config,
+    n: u32,
+    action: CommitAction,
+) -> (projection::Running, u64, mpsc::Sender<()>) {
+    let (hooks, reached, release) = common::hold_commit(n, action);
+    let running = env.start(config, hooks).await;
+    let at = wait_reached(&reached).await;
+    (running, at, release)
+}
+
+/// Starts a projection, kills it while its `n`-th commit is held and lets the commit go
+/// (`CrashBeforeCommit`: it is not written); returns the checkpoint it had reached.
+async fn killed_at_commit(env: &common::Env, config: projection::Config, n: u32) -> u64 {
+    let (running, _, release) =
+        held_at_commit(env, config, n, CommitAction::CrashBeforeCommit).await;
+    let committed = running.checkpoint();
+    running.abort().await;
+    release.send(()).unwrap();
+    committed
+}
+
 #[tokio::test]
 async fn a_crash_mid_batch_applies_nothing_twice_and_loses_nothing() {
-    let Some(env) = common::env().await else {
+    let Some((env, mut generator)) =
+        common::env_published(Generator::new(11, &["t1", "t2"], 20), 300).await
+    else {
         return;
     };
-    let mut generator = Generator::new(11, &["t1", "t2"], 20);
-    generator.publish(&env.js, 300).await;
     let mut config = env.config("main");
     config.batch_size = 50;
 
     // 1. Killed while the second batch is applied but not committed.
-    let (hooks, reached, release) = common::hold_commit(2, CommitAction::CrashBeforeCommit);
-    let running = env.start(config.clone(), hooks).await;
-    wait_reached(&reached).await;
-    let committed = running.checkpoint();
+    let committed = killed_at_commit(&env, config.clone(), 2).await;
     assert!(committed > 0, "the first batch was committed");
-    running.abort().await;
-    release.send(()).unwrap();
     let db = common::open_db(&env.db_path("main"));
     let stored: i64 = db
         .query_row("SELECT last_sequence FROM checkpoint", [], |r| r.get(0))
@@ -101,9 +115,8 @@ async fn a_crash_mid_batch_applies_nothing_twice_and_loses_nothing() {
 
     // 2. Killed after committing a batch but before acknowledging it: it is redelivered.
     generator.publish(&env.js, 50).await;
-    let (hooks, reached, release) = common::hold_commit(1, CommitAction::CrashAfterCommit);
-    let running = env.start(config.clone(), hooks).await;
-    let crashed_at = wait_reached(&reached).await;
+    let (running, crashed_at, release) =
+        held_at_commit(&env, config.clone(), 1, CommitAction::CrashAfterCommit).await;
     let before = running.checkpoint();
     release.send(()).unwrap();
     wait_until(|| async { running.checkpoint() > before }, WAIT)
@@ -113,8 +126,7 @@ async fn a_crash_mid_batch_applies_nothing_twice_and_loses_nothing() {
 
     // 3. A clean restart catches up; every message is applied exactly once.
     generator.publish(&env.js, 50).await;
-    let running = env.start(config, Hooks::default()).await;
-    env.caught_up(&running).await;
+    let running = env.start_caught_up(config, Hooks::default()).await;
     assert!(running.checkpoint() > crashed_at);
     // `applied` per cart (compared by assert_views) equals the cart's message count.
     assert_views(&running.db_path, &expected(&generator.carts));
@@ -123,54 +135,40 @@ async fn a_crash_mid_batch_applies_nothing_twice_and_loses_nothing() {
 
 #[tokio::test]
 async fn a_restart_reads_what_a_killed_run_left_unacknowledged_without_waiting_for_the_ack_wait() {
-    let Some(env) = common::env().await else {
+    let Some((env, mut generator)) =
+        common::env_published(Generator::new(29, &["t1", "t2"], 20), 200).await
+    else {
         return;
     };
-    let mut generator = Generator::new(29, &["t1", "t2"], 20);
-    generator.publish(&env.js, 200).await;
     // A long ack wait: the server hands the killed run's messages out again only after it,
     // and the messages behind them must not wait that long.
     let mut config = env.config("main");
     config.batch_size = 50;
     config.ack_wait_ms = 120_000;
-    let (hooks, reached, release) = common::hold_commit(2, CommitAction::CrashBeforeCommit);
-    let running = env.start(config.clone(), hooks).await;
-    wait_reached(&reached).await;
-    running.abort().await;
-    release.send(()).unwrap();
+    killed_at_commit(&env, config.clone(), 2).await;
 
     generator.publish(&env.js, 50).await;
     let running = env.start(config, Hooks::default()).await;
-    let last = env.stream_last().await;
-    wait_until(
-        || async { running.checkpoint() >= last },
-        Duration::from_secs(20),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("at {} of {last}: {e}", running.checkpoint()));
+    env.caught_up_within(&running, Duration::from_secs(20))
+        .await;
     assert_views(&running.db_path, &expected(&generator.carts));
     running.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn cart_states_a_crash_did_not_write_are_folded_again_from_the_stream() {
-    let Some(env) = common::env().await else {
+    let Some((env, mut generator)) =
+        common::env_published(Generator::new(12, &["t1", "t2"], 15), 200).await
+    else {
         return;
     };
-    let mut generator = Generator::new(12, &["t1", "t2"], 15);
-    generator.publish(&env.js, 200).await;
     let mut config = env.config("main");
     config.batch_size = 50;
     config.state_flush_secs = 3600;
 
     // Two batches committed, states waiting in memory; killed during the third.
-    let (hooks, reached, release) = common::hold_commit(3, CommitAction::CrashBeforeCommit);
-    let running = env.start(config.clone(), hooks).await;
-    wait_reached(&reached).await;
-    let committed = running.checkpoint();
+    let committed = killed_at_commit(&env, config.clone(), 3).await;
     assert!(committed > 0, "batches were committed");
-    running.abort().await;
-    release.send(()).unwrap();
     let (states, sequence) = read_states(&env.db_path("main"));
     assert_eq!((states.len(), sequence), (0, 0), "the crash wrote no state");
 
@@ -198,11 +196,7 @@ async fn cart_states_a_crash_did_not_write_are_folded_again_from_the_stream() {
     // creates it empty again): the projection refuses to start rather than build on states
     // it cannot recover.
     generator.publish(&env.js, 100).await;
-    let (hooks, reached, release) = common::hold_commit(2, CommitAction::CrashBeforeCommit);
-    let running = env.start(config.clone(), hooks).await;
-    wait_reached(&reached).await;
-    running.abort().await;
-    release.send(()).unwrap();
+    killed_at_commit(&env, config.clone(), 2).await;
     env.js
         .delete_stream(shared::subjects::CART_EVENTS_STREAM)
         .await
@@ -217,11 +211,11 @@ async fn cart_states_a_crash_did_not_write_are_folded_again_from_the_stream() {
 
 #[tokio::test]
 async fn a_node_far_behind_catches_up_without_secondary_indexes_and_creates_them_again() {
-    let Some(env) = common::env().await else {
+    let Some((env, mut generator)) =
+        common::env_published(Generator::new(14, &["t1", "t2"], 20), 300).await
+    else {
         return;
     };
-    let mut generator = Generator::new(14, &["t1", "t2"], 20);
-    generator.publish(&env.js, 300).await;
     let mut config = env.config("main");
     config.batch_size = 50;
     config.drop_indexes_behind = 100;
@@ -245,9 +239,8 @@ async fn a_node_far_behind_catches_up_without_secondary_indexes_and_creates_them
     };
 
     // 300 behind: the indexes are dropped while it applies; killed in the middle.
-    let (hooks, reached, release) = common::hold_commit(2, CommitAction::CrashBeforeCommit);
-    let running = env.start(config.clone(), hooks).await;
-    wait_reached(&reached).await;
+    let (running, _, release) =
+        held_at_commit(&env, config.clone(), 2, CommitAction::CrashBeforeCommit).await;
     assert!(running.indexes_dropped());
     assert_eq!(common::view_indexes(&running.db_path), vec![]);
     // Not ready meanwhile, although fewer messages are behind than `ready_max_lag`.
@@ -270,8 +263,7 @@ async fn a_node_far_behind_catches_up_without_secondary_indexes_and_creates_them
 
     // Restarted (still behind) it catches up; then the indexes are back as they were, and
     // the views are the fold.
-    let running = env.start(config.clone(), Hooks::default()).await;
-    env.caught_up(&running).await;
+    let running = env.start_caught_up(config.clone(), Hooks::default()).await;
     wait_until(|| async { !running.indexes_dropped() }, WAIT)
         .await
         .expect("the indexes are created again once caught up");
@@ -290,17 +282,15 @@ async fn a_node_far_behind_catches_up_without_secondary_indexes_and_creates_them
 
 #[tokio::test]
 async fn messages_are_acknowledged_only_once_their_commit_is_on_disk() {
-    let Some(env) = common::env().await else {
+    let Some((env, generator)) = common::env_published(Generator::new(17, &["t1"], 10), 60).await
+    else {
         return;
     };
-    let mut generator = Generator::new(17, &["t1"], 10);
-    generator.publish(&env.js, 60).await;
     let last = env.stream_last().await;
 
     // 1. Syncs held: everything is committed (the views show it), nothing acknowledged.
     let (hooks, decide) = common::hold_sync();
-    let running = env.start(env.config("held"), hooks).await;
-    env.caught_up(&running).await;
+    let running = env.start_caught_up(env.config("held"), hooks).await;
     assert_eq!(running.durable_checkpoint(), 0, "nothing is on disk yet");
     assert_eq!(env.ack_floor("held").await, 0, "nothing acknowledged");
     // Released: the commits reach the disk and then the messages are acknowledged.
@@ -322,8 +312,9 @@ async fn messages_are_acknowledged_only_once_their_commit_is_on_disk() {
         .expect("a failed sync stops the projection");
     assert_eq!(env.ack_floor("failed").await, 0, "nothing acknowledged");
     running.abort().await;
-    let running = env.start(env.config("failed"), Hooks::default()).await;
-    env.caught_up(&running).await;
+    let running = env
+        .start_caught_up(env.config("failed"), Hooks::default())
+        .await;
     assert_views(&running.db_path, &expected(&generator.carts));
     wait_until(|| async { env.ack_floor("failed").await == last }, WAIT)
         .await
@@ -333,13 +324,14 @@ async fn messages_are_acknowledged_only_once_their_commit_is_on_disk() {
 
 #[tokio::test]
 async fn graceful_stop_and_restart_continue_from_the_checkpoint_even_without_the_durable() {
-    let Some(env) = common::env().await else {
+    let Some((env, mut generator)) =
+        common::env_published(Generator::new(3, &["t1"], 10), 60).await
+    else {
         return;
     };
-    let mut generator = Generator::new(3, &["t1"], 10);
-    generator.publish(&env.js, 60).await;
-    let running = env.start(env.config("main"), Hooks::default()).await;
-    env.caught_up(&running).await;
+    let running = env
+        .start_caught_up(env.config("main"), Hooks::default())
+        .await;
     let checkpoint = running.checkpoint();
     running.stop().await.unwrap();
     // Its durable consumer is deleted meanwhile (an operator, a re-created stream): the new
@@ -377,24 +369,18 @@ async fn graceful_stop_and_restart_continue_from_the_checkpoint_even_without_the
 
 #[tokio::test]
 async fn messages_the_server_no_longer_redelivers_are_read_back() {
-    let Some(env) = common::env().await else {
+    let Some((env, generator)) = common::env_published(Generator::new(13, &["t1"], 10), 40).await
+    else {
         return;
     };
-    let mut generator = Generator::new(13, &["t1"], 10);
-    generator.publish(&env.js, 40).await;
     // One delivery only: a crash before the commit exhausts them, and nothing newer arrives
     // that would reveal the gap, so only the stall repair can recover the messages.
     let mut config = env.config("main");
     config.max_deliver = 1;
     config.batch_size = 50;
-    let (hooks, reached, release) = common::hold_commit(1, CommitAction::CrashBeforeCommit);
-    let running = env.start(config.clone(), hooks).await;
-    wait_reached(&reached).await;
-    running.abort().await;
-    release.send(()).unwrap();
+    killed_at_commit(&env, config.clone(), 1).await;
 
-    let running = env.start(config, Hooks::default()).await;
-    env.caught_up(&running).await;
+    let running = env.start_caught_up(config, Hooks::default()).await;
     assert_views(&running.db_path, &expected(&generator.carts));
     running.stop().await.unwrap();
 }
@@ -410,8 +396,9 @@ async fn keeps_up_across_a_nats_server_restart() {
     }
     let mut generator = Generator::new(19, &["t1"], 10);
     generator.publish(&env.js, 50).await;
-    let running = env.start(env.config("main"), Hooks::default()).await;
-    env.caught_up(&running).await;
+    let running = env
+        .start_caught_up(env.config("main"), Hooks::default())
+        .await;
 
     env.nats.kill();
     env.nats.restart().await;
@@ -426,11 +413,10 @@ async fn keeps_up_across_a_nats_server_restart() {
 
 #[tokio::test]
 async fn a_graceful_stop_while_catching_up_hands_the_fetched_batch_back() {
-    let Some(env) = common::env().await else {
+    let Some((env, generator)) = common::env_published(Generator::new(23, &["t1"], 30), 300).await
+    else {
         return;
     };
-    let mut generator = Generator::new(23, &["t1"], 30);
-    generator.publish(&env.js, 300).await;
     // Small batches: the node is still catching up (with the next batch fetched) when it
     // stops. A long ack wait: a batch that was fetched but not handed back would only come
     // again after it.
@@ -445,24 +431,19 @@ async fn a_graceful_stop_while_catching_up_hands_the_fetched_batch_back() {
     running.stop().await.unwrap();
 
     let running = env.start(config, Hooks::default()).await;
-    let last = env.stream_last().await;
-    wait_until(
-        || async { running.checkpoint() >= last },
-        Duration::from_secs(20),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("at {} of {last}: {e}", running.checkpoint()));
+    env.caught_up_within(&running, Duration::from_secs(20))
+        .await;
     assert_views(&running.db_path, &expected(&generator.carts));
     running.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn a_projection_behind_commits_catch_up_batches_and_one_that_keeps_up_small_ones() {
-    let Some(env) = common::env().await else {
+    let Some((env, mut generator)) =
+        common::env_published(Generator::new(24, &["t1", "t2"], 40), 400).await
+    else {
         return;
     };
-    let mut generator = Generator::new(24, &["t1", "t2"], 40);
-    generator.publish(&env.js, 400).await;
     // The last stream sequence of every commit.
     let commits = Arc::new(Mutex::new(Vec::new()));
     let hooks = Hooks {
@@ -478,8 +459,7 @@ async fn a_projection_behind_commits_catch_up_batches_and_one_that_keeps_up_smal
     let mut config = env.config("main");
     config.batch_size = 8;
     config.catch_up_batch_size = 100;
-    let running = env.start(config, hooks).await;
-    env.caught_up(&running).await;
+    let running = env.start_caught_up(config, hooks).await;
     assert_views(&running.db_path, &expected(&generator.carts));
     let sizes = |commits: &[u64]| -> Vec<u64> {
         std::iter::once(0)

@@ -15,7 +15,7 @@ use runner::provider::mock::Faults;
 use shared::subjects::{
     CART_EVENTS_STREAM, RUNNER_CHECKOUT_DURABLE, WORKFLOW_COMMANDS_STREAM, WORKFLOW_EVENTS_STREAM,
 };
-use shared::test_support::wait_until;
+use shared::test_support::{cart_messages, subject_messages, wait_until};
 use shared::workflow::{
     CHECKOUT_KIND, CheckoutOutcome, CheckoutResult, ORDER_KIND, PUSH_KIND, PushReceived,
 };
@@ -28,10 +28,7 @@ fn tenant() -> TenantId {
 async fn a_checkout_creates_one_provider_order_and_records_intent_and_result() {
     let Some(env) = env().await else { return };
     let runner = env.runner(Default::default()).await;
-    env.checkout("c1", "a1").await;
-    let cart = env
-        .wait_cart("c1", "order recorded", order_created("a1"))
-        .await;
+    let cart = env.checked_out("c1", "a1").await;
     let order_id = cart.cart.provider_order_id.clone().unwrap();
     assert_eq!(env.mock.orders_for("a1"), 1);
     assert_eq!(env.mock.orders_for("c1"), 1);
@@ -130,9 +127,7 @@ async fn transient_provider_errors_are_retried_into_one_order() {
         ..Default::default()
     });
     let runner = env.runner(Default::default()).await;
-    env.checkout("flaky", "a1").await;
-    env.wait_cart("flaky", "order recorded", order_created("a1"))
-        .await;
+    env.checked_out("flaky", "a1").await;
     assert_eq!(env.mock.orders_for("a1"), 1);
     assert!(
         env.mock.stats().api_requests >= 4,
@@ -172,23 +167,13 @@ async fn a_multi_line_provider_error_is_dead_lettered_as_one_line_and_the_lane_k
     .await
     .expect("the event is dead-lettered");
     // How the reason is made one header line is tested in `shared::nats::dead_letter`.
-    let letters = shared::nats::read_subject_after(
-        &env.nats.client().await,
-        dead_letters,
-        &dlq,
-        0,
-        &Default::default(),
-    )
-    .await
-    .unwrap();
+    let letters = subject_messages(&env.nats.client().await, dead_letters, &dlq).await;
     let reason = letters[0].headers.get(shared::headers::DLQ_REASON).unwrap();
     assert!(reason.as_str().contains("502 Bad Gateway"), "{reason}");
 
     // The same cart (so the same lane) checks out again once the provider is back.
     env.mock.set_faults(Faults::default());
-    env.exec("proxied", start("a2")).await.unwrap();
-    env.wait_cart("proxied", "order recorded", order_created("a2"))
-        .await;
+    env.checkout_again("proxied", "a2", "order recorded").await;
     runner.drain(std::time::Duration::from_secs(5)).await;
 }
 
@@ -224,13 +209,8 @@ async fn a_handler_that_panics_is_retried_and_its_lane_goes_on() {
     // The retry after a panic that followed the provider call still placed one order.
     assert_eq!(env.mock.orders_for("a1"), 1);
     // The same cart (so the same lane) goes on.
-    env.exec("panicky", start("a2")).await.unwrap();
-    env.wait_cart(
-        "panicky",
-        "the next checkout is handled",
-        order_created("a2"),
-    )
-    .await;
+    env.checkout_again("panicky", "a2", "the next checkout is handled")
+        .await;
     runner.drain(std::time::Duration::from_secs(5)).await;
 }
 
@@ -303,18 +283,12 @@ async fn a_permanently_failing_provider_fails_the_checkout_and_the_cart_stays_us
 async fn a_cart_changed_after_checkout_started_updates_the_same_provider_order() {
     let Some(env) = env().await else { return };
     let runner = env.runner(Default::default()).await;
-    env.checkout("changed", "a1").await;
-    let first = env
-        .wait_cart("changed", "order recorded", order_created("a1"))
-        .await;
+    let first = env.checked_out("changed", "a1").await;
     let order_id = first.cart.provider_order_id.clone().unwrap();
 
     // The shopper goes back and adds an item (this re-opens the checkout), then checks out again.
     env.exec("changed", add("BOOK-NOVEL-01", 1)).await.unwrap();
-    env.exec("changed", start("a2")).await.unwrap();
-    let second = env
-        .wait_cart("changed", "order updated", order_created("a2"))
-        .await;
+    let second = env.checkout_again("changed", "a2", "order updated").await;
     assert_eq!(
         second.cart.provider_order_id.as_deref(),
         Some(order_id.as_str())
@@ -367,10 +341,7 @@ async fn publish_push_as(env: &Env, tenant: &str, order_id: &str) {
 async fn duplicate_pushes_place_the_order_once() {
     let Some(env) = env().await else { return };
     let runner = env.runner(Default::default()).await;
-    env.checkout("paid", "a1").await;
-    let cart = env
-        .wait_cart("paid", "order recorded", order_created("a1"))
-        .await;
+    let cart = env.checked_out("paid", "a1").await;
     let order_id = cart.cart.provider_order_id.unwrap();
     // A push before payment changes nothing; then the shopper pays and the provider pushes
     // three times (it retries until acknowledged).
@@ -384,23 +355,13 @@ async fn duplicate_pushes_place_the_order_once() {
         .await;
     // The checkout effect, the early push and the three pushes after payment: each one is
     // read from the provider, only the cart de-duplicates.
-    wait_until(|| async { runner.status.completed_count() >= 5 }, WAIT)
-        .await
-        .expect("every push handled");
+    until_completed(&runner, 5, "every push handled").await;
     assert!(
         env.mock.stats().acknowledged.contains(&order_id),
         "acknowledged with the provider"
     );
-    let subject = shared::subjects::cart_events(&tenant(), &CartId::parse("paid").unwrap());
-    let messages = shared::nats::read_subject_after(
-        &env.nats.client().await,
-        shared::subjects::CART_EVENTS_STREAM,
-        &subject,
-        0,
-        &Default::default(),
-    )
-    .await
-    .unwrap();
+    let paid = CartId::parse("paid").unwrap();
+    let messages = cart_messages(&env.nats.client().await, &tenant(), &paid).await;
     let placed_count = messages
         .iter()
         .filter(|m| {
@@ -427,17 +388,12 @@ async fn duplicate_pushes_place_the_order_once() {
 async fn forged_and_early_pushes_change_nothing_and_block_the_real_one_from_nothing() {
     let Some(env) = env().await else { return };
     let runner = env.runner(Default::default()).await;
-    env.checkout("forged", "a1").await;
-    let cart = env
-        .wait_cart("forged", "order recorded", order_created("a1"))
-        .await;
+    let cart = env.checked_out("forged", "a1").await;
     let order_id = cart.cart.provider_order_id.unwrap();
     publish_push(&env, "no-such-order").await;
     publish_push_as(&env, "evil", &order_id).await;
     publish_push(&env, &order_id).await;
-    wait_until(|| async { runner.status.completed_count() >= 4 }, WAIT)
-        .await
-        .expect("the three pushes are handled");
+    until_completed(&runner, 4, "the three pushes are handled").await;
     assert!(
         env.cart("forged").await.cart.order.is_none(),
         "nothing paid yet"
@@ -481,10 +437,7 @@ async fn a_paid_order_whose_push_was_lost_is_placed_by_reconciliation() {
     config.reconcile_interval_secs = 1;
     config.reconcile_after_secs = 1;
     let runner = runner::start(config, Default::default()).await.unwrap();
-    env.checkout("lost-push", "a1").await;
-    let cart = env
-        .wait_cart("lost-push", "order recorded", order_created("a1"))
-        .await;
+    let cart = env.checked_out("lost-push", "a1").await;
     let order_id = cart.cart.provider_order_id.unwrap();
     env.mock.mark_complete(&order_id).unwrap();
     let placed = env
@@ -562,10 +515,7 @@ async fn a_paid_order_the_cart_moved_past_is_recorded_never_placed_nor_acknowled
     let mut config = env.runner_config();
     config.mismatch_action = runner::config::MismatchAction::Cancel;
     let runner = runner::start(config, Default::default()).await.unwrap();
-    env.checkout("moved", "a1").await;
-    let cart = env
-        .wait_cart("moved", "order recorded", order_created("a1"))
-        .await;
+    let cart = env.checked_out("moved", "a1").await;
     let old_order = cart.cart.provider_order_id.unwrap();
     env.exec("moved", add("BOOK-NOVEL-01", 1)).await.unwrap();
     env.mock.mark_complete(&old_order).unwrap();
@@ -576,9 +526,7 @@ async fn a_paid_order_the_cart_moved_past_is_recorded_never_placed_nor_acknowled
             s.cart.mismatch(&old_order).is_some()
         })
         .await;
-    wait_until(|| async { runner.status.completed_count() >= 3 }, WAIT)
-        .await
-        .expect("both pushes handled");
+    until_completed(&runner, 3, "both pushes handled").await;
     assert!(cart.cart.order.is_none(), "never placed");
     assert_eq!(cart.cart.mismatch(&old_order).unwrap().code, "cart_changed");
     assert_eq!(
@@ -603,9 +551,8 @@ async fn a_paid_order_the_cart_moved_past_is_recorded_never_placed_nor_acknowled
     let outcome = order_outcome(&env, &old_order).await;
     assert_eq!(outcome.outcome, CheckoutOutcome::Mismatched, "{outcome:?}");
 
-    env.exec("moved", start("a2")).await.unwrap();
     let cart = env
-        .wait_cart("moved", "new order recorded", order_created("a2"))
+        .checkout_again("moved", "a2", "new order recorded")
         .await;
     let new_order = cart.cart.provider_order_id.clone().unwrap();
     assert_ne!(new_order, old_order, "a paid order is never updated");
@@ -634,12 +581,7 @@ async fn drain_finishes_in_flight_effects_and_starts_no_new_ones() {
         ..Default::default()
     });
     let runner = env.runner(Default::default()).await;
-    let mut client = admin::runner_admin_client::RunnerAdminClient::connect(format!(
-        "http://{}",
-        runner.grpc_addr
-    ))
-    .await
-    .unwrap();
+    let mut client = admin_client(&runner).await;
     env.checkout("inflight", "a1").await;
     wait_until(|| async { runner.status.in_flight() > 0 }, WAIT)
         .await
@@ -707,12 +649,7 @@ async fn reload_switches_the_provider_without_a_restart() {
         reload: Some(Arc::new(move || Ok(cfg.clone()))),
     };
     let runner = env.runner(hooks).await;
-    let mut client = admin::runner_admin_client::RunnerAdminClient::connect(format!(
-        "http://{}",
-        runner.grpc_addr
-    ))
-    .await
-    .unwrap();
+    let mut client = admin_client(&runner).await;
     let reloaded = client
         .reload(admin::ReloadRequest {})
         .await
@@ -720,9 +657,7 @@ async fn reload_switches_the_provider_without_a_restart() {
         .into_inner();
     assert_eq!(reloaded.provider_base_url, format!("http://{second_addr}"));
     assert_eq!(reloaded.generation, 2);
-    env.checkout("reloaded", "a1").await;
-    env.wait_cart("reloaded", "order recorded", order_created("a1"))
-        .await;
+    env.checked_out("reloaded", "a1").await;
     assert_eq!(second.orders_for("a1"), 1, "the new provider got the order");
     assert_eq!(env.mock.orders_for("a1"), 0);
     runner.drain(std::time::Duration::from_secs(5)).await;
@@ -737,9 +672,7 @@ async fn other_cart_events_are_skipped_without_effects() {
         env.exec("browsing", add("TEST-SKU-456", 1)).await.unwrap();
     }
     env.exec("browsing", Command::ClearCart).await.unwrap();
-    env.checkout("buyer", "a1").await;
-    env.wait_cart("buyer", "order recorded", order_created("a1"))
-        .await;
+    env.checked_out("buyer", "a1").await;
     // Every event was acked, none nak'ed (left pending) or dead-lettered. Which events reach
     // the handler at all is pinned by `checkout::tests`.
     env.wait_settled(CART_EVENTS_STREAM, RUNNER_CHECKOUT_DURABLE)
@@ -833,15 +766,12 @@ async fn events_without_a_types_header_are_decoded_to_find_checkouts() {
 async fn a_deleted_consumer_is_recreated_and_checkouts_continue() {
     let Some(env) = env().await else { return };
     let runner = env.runner(Default::default()).await;
-    env.checkout("before", "a1").await;
-    env.wait_cart("before", "order recorded", order_created("a1"))
-        .await;
+    env.checked_out("before", "a1").await;
     let per_checkout = env.mock.stats().api_requests;
     // A second attempt: were the first one's event replayed, the handler would skip it (see
     // `a_full_replay_calls_the_provider_for_no_attempt_already_handled`); this test pins that
     // the consumer does not replay it at all.
-    env.exec("before", start("a2")).await.unwrap();
-    env.wait_cart("before", "second order recorded", order_created("a2"))
+    env.checkout_again("before", "a2", "second order recorded")
         .await;
     env.wait_settled(CART_EVENTS_STREAM, RUNNER_CHECKOUT_DURABLE)
         .await;
@@ -891,11 +821,8 @@ async fn a_deleted_consumer_is_recreated_and_checkouts_continue() {
 async fn a_full_replay_calls_the_provider_for_no_attempt_already_handled() {
     let Some(env) = env().await else { return };
     let runner = env.runner(Default::default()).await;
-    env.checkout("replayed", "a1").await;
-    env.wait_cart("replayed", "order recorded", order_created("a1"))
-        .await;
-    env.exec("replayed", start("a2")).await.unwrap();
-    env.wait_cart("replayed", "second order recorded", order_created("a2"))
+    env.checked_out("replayed", "a1").await;
+    env.checkout_again("replayed", "a2", "second order recorded")
         .await;
     env.wait_settled(CART_EVENTS_STREAM, RUNNER_CHECKOUT_DURABLE)
         .await;
@@ -932,24 +859,18 @@ async fn the_embedded_mock_listening_on_every_interface_is_called_over_loopback(
     config.provider.base_url = String::new();
     config.mock_provider_addr = "0.0.0.0:0".into();
     let runner = runner::start(config, Default::default()).await.unwrap();
-    let status = admin::runner_admin_client::RunnerAdminClient::connect(format!(
-        "http://{}",
-        runner.grpc_addr
-    ))
-    .await
-    .unwrap()
-    .status(admin::StatusRequest {})
-    .await
-    .unwrap()
-    .into_inner();
+    let status = admin_client(&runner)
+        .await
+        .status(admin::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert!(
         status.provider_base_url.starts_with("http://127.0.0.1:"),
         "{}",
         status.provider_base_url
     );
-    env.checkout("embedded", "a1").await;
-    env.wait_cart("embedded", "order recorded", order_created("a1"))
-        .await;
+    env.checked_out("embedded", "a1").await;
     assert_eq!(env.mock.orders_for("a1"), 0, "the embedded mock took it");
     runner.drain(std::time::Duration::from_secs(5)).await;
 }

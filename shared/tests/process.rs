@@ -1,35 +1,14 @@
 //! Process-global setup (telemetry init, signal handling) in its own test binary, because it
 //! can only happen once per process.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shared::shutdown::shutdown_signal;
 use shared::telemetry::{self, LogFormat, TelemetryConfig, TelemetryError};
-use shared::test_support::wait_until;
-use tracing_subscriber::fmt::MakeWriter;
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Capture {
-        self.clone()
-    }
-}
+use shared::test_support::{Captured, wait_until};
 
 /// A stand-in collector: records whether an HTTP/2 (gRPC) client connected, then hangs up.
 fn fake_collector() -> (String, Arc<Mutex<bool>>) {
@@ -53,7 +32,7 @@ fn fake_collector() -> (String, Arc<Mutex<bool>>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn init_logs_json_exports_spans_and_runs_once() {
     let (endpoint, collector_saw_grpc) = fake_collector();
-    let logs = Capture::default();
+    let logs = Captured::default();
     let config = TelemetryConfig {
         rust_log: Some("info,process=debug".into()),
         log_format: LogFormat::Json,
@@ -69,7 +48,7 @@ async fn init_logs_json_exports_spans_and_runs_once() {
         tracing::trace!("filtered out by RUST_LOG");
     }
 
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let text = logs.text();
     let line = text
         .lines()
         .find(|l| l.contains("checkout started"))

@@ -3,11 +3,12 @@
 //! callbacks reach the gateway over HTTP exactly as the real provider's would.
 
 use runner::provider::mock::MockProvider;
+use serde_json::Value;
 use shared::test_support::wait_until;
 use tokio_util::sync::CancellationToken;
 
 use crate::forward::Forward;
-use crate::stack::{Stack, WAIT, test_streams};
+use crate::stack::{Stack, WAIT, call, test_streams, wait_for_status};
 
 /// The gateway's admin token in [`platform`].
 pub const ADMIN_TOKEN: &str = "e2e-admin-token";
@@ -62,18 +63,7 @@ pub async fn platform() -> Option<Platform> {
     let runner = runner::start(rc, runner::Hooks::default()).await.unwrap();
     to_runner.to(runner.grpc_addr);
 
-    let http = reqwest::Client::new();
-    wait_until(
-        || async {
-            http.get(format!("{base}/ready"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200)
-        },
-        WAIT,
-    )
-    .await
-    .expect("gateway ready");
+    wait_for_status(&format!("{base}/ready"), 200, "gateway ready").await;
     Some(Platform {
         stack,
         _aggregate: aggregate,
@@ -98,6 +88,40 @@ impl Platform {
             .unwrap()
     }
 
+    /// The shopper's cart (`GET /cart` with its cookie), whatever the status.
+    pub async fn cart(&self, shopper: &reqwest::Client) -> Value {
+        call(shopper.get(self.url("/cart"))).await.1
+    }
+
+    /// Waits until the shopper's cart satisfies `done`; panics with `what` when it never does.
+    pub async fn until_cart(
+        &self,
+        shopper: &reqwest::Client,
+        done: impl Fn(&Value) -> bool,
+        what: &str,
+    ) {
+        wait_until(|| async { done(&self.cart(shopper).await) }, WAIT)
+            .await
+            .expect(what);
+    }
+
+    /// The shopper pays provider order `order_id` (the provider answers its push with a 200);
+    /// waits until the shopper's cart names the placed order.
+    pub async fn pay_and_wait_placed(&self, shopper: &reqwest::Client, order_id: &str, what: &str) {
+        assert_eq!(self.mock.complete(order_id).await.unwrap(), 200);
+        self.until_cart(shopper, |c| c["orderReference"].is_string(), what)
+            .await;
+    }
+
+    /// Waits until the provider has the acknowledgement of order `order_id`.
+    pub async fn until_acknowledged(&self, order_id: &str) {
+        let acknowledged =
+            || async { self.mock.stats().acknowledged.iter().any(|o| o == order_id) };
+        wait_until(acknowledged, WAIT)
+            .await
+            .expect("acknowledged with the provider");
+    }
+
     /// Wait until the runner handled every push recorded so far.
     pub async fn settled(&self) {
         shared::test_support::wait_consumer_settled(
@@ -117,25 +141,18 @@ impl Platform {
 
     /// How many of the cart's messages hold an event of `event_type`.
     pub async fn events_of_type(&self, cart_id: &str, event_type: &str) -> usize {
-        let subject = shared::subjects::cart_events(
-            &shared::TenantId::default_tenant(),
-            &shared::CartId::parse(cart_id).unwrap(),
+        let (tenant, cart) = (
+            shared::TenantId::default_tenant(),
+            shared::CartId::parse(cart_id).unwrap(),
         );
-        shared::nats::read_subject_after(
-            &self.stack.client,
-            shared::subjects::CART_EVENTS_STREAM,
-            &subject,
-            0,
-            &Default::default(),
-        )
-        .await
-        .unwrap()
-        .iter()
-        .filter(|m| {
-            m.headers
-                .get(shared::headers::CART_EVENT_TYPES)
-                .is_some_and(|v| v.as_str().split(',').any(|t| t == event_type))
-        })
-        .count()
+        shared::test_support::cart_messages(&self.stack.client, &tenant, &cart)
+            .await
+            .iter()
+            .filter(|m| {
+                m.headers
+                    .get(shared::headers::CART_EVENT_TYPES)
+                    .is_some_and(|v| v.as_str().split(',').any(|t| t == event_type))
+            })
+            .count()
     }
 }

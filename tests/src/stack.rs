@@ -5,8 +5,9 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
+use serde_json::Value;
 use shared::nats::NatsResourceSettings;
-use shared::test_support::NatsServer;
+use shared::test_support::{NatsServer, wait_until};
 
 /// The catalog every test and benchmark uses (the same file `scripts/dev` seeds).
 pub const CATALOG_JSON: &str = include_str!("../../deploy/catalog.json");
@@ -140,6 +141,56 @@ impl Stack {
         c.nats = self.nats("gateway");
         c
     }
+}
+
+impl Stack {
+    /// A gateway with neither runner nor projection, once `GET probe` (a cart read, such as
+    /// `/v1/carts/probe`) answers 200; returns it and its base URL.
+    pub async fn cart_gateway(&self, probe: &str) -> (gateway::Running, String) {
+        let gw = gateway::start(gateway::Config {
+            runner_addr: String::new(),
+            projection_addr: String::new(),
+            ..self.gateway_config()
+        })
+        .await
+        .unwrap();
+        let base = format!("http://{}", gw.http_addr);
+        wait_for_status(&format!("{base}{probe}"), 200, "gateway serves carts").await;
+        (gw, base)
+    }
+}
+
+/// Waits until `GET url` answers `status`; panics with `what` when it never does.
+pub async fn wait_for_status(url: &str, status: u16, what: &str) {
+    let http = reqwest::Client::new();
+    let answers = || async {
+        http.get(url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == status)
+    };
+    wait_until(answers, WAIT).await.expect(what);
+}
+
+/// The body of `GET url` as text (the metrics page).
+pub async fn text(http: &reqwest::Client, url: &str) -> String {
+    http.get(url).send().await.unwrap().text().await.unwrap()
+}
+
+/// Status and JSON body of the response to `req` (panics when the body is not JSON).
+pub async fn call(req: reqwest::RequestBuilder) -> (u16, Value) {
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+    (status, body)
+}
+
+/// The JSON body of the response to `req`, asserting it is a 200.
+pub async fn ok(req: reqwest::RequestBuilder) -> Value {
+    let (status, reply) = call(req).await;
+    assert_eq!(status, 200, "{reply}");
+    reply
 }
 
 /// Stream settings for tests: a short node TTL so failover finishes quickly.

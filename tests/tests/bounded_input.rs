@@ -9,8 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use shared::test_support::wait_until;
-use tests::stack::{Stack, WAIT, test_streams};
+use tests::stack::{Stack, test_streams};
 use tokio::task::JoinSet;
 
 const SHOPPERS: usize = 8;
@@ -178,26 +177,8 @@ async fn five_kilobyte_values_are_refused_by_name_while_other_shoppers_are_serve
         return;
     };
     let aggregate = stack.aggregate("n1").await.unwrap();
-    let gw = gateway::start(gateway::Config {
-        runner_addr: String::new(),
-        projection_addr: String::new(),
-        ..stack.gateway_config()
-    })
-    .await
-    .unwrap();
-    let base = format!("http://{}", gw.http_addr);
+    let (gw, base) = stack.cart_gateway("/cart/byid/probe").await;
     let http = reqwest::Client::new();
-    wait_until(
-        || async {
-            http.get(format!("{base}/cart/byid/probe"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200)
-        },
-        WAIT,
-    )
-    .await
-    .expect("gateway serves carts");
 
     // Other shoppers add to their carts the whole time.
     let stop = Arc::new(AtomicBool::new(false));
@@ -301,14 +282,7 @@ async fn five_kilobyte_values_are_refused_by_name_while_other_shoppers_are_serve
     assert!(max < Duration::from_secs(3), "a shopper waited {max:?}");
 
     // No service lost its NATS connection (in-process, they share one metrics registry).
-    let metrics = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = tests::stack::text(&http, &format!("{base}/metrics")).await;
     assert!(
         !metrics
             .lines()

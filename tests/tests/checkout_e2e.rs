@@ -5,53 +5,23 @@
 use futures::TryStreamExt;
 use runner::provider::mock::{CompleteError, Faults};
 use serde_json::{Value, json};
-use shared::test_support::wait_until;
 use tests::platform::{Platform, platform};
-use tests::stack::WAIT;
+use tests::stack::{call, ok};
 
 const ADMIN_TOKEN: &str = tests::platform::ADMIN_TOKEN;
 
-async fn body(resp: reqwest::Response) -> (u16, Value) {
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}")),
-    )
-}
-
 /// A shopper with a cart of two lines and a delivery.
 async fn fill_cart(p: &Platform, shopper: &reqwest::Client) -> Value {
-    let (s, _) = body(
-        shopper
-            .get(p.url("/cart/add/TEST-SKU-123"))
-            .send()
-            .await
-            .unwrap(),
-    )
+    ok(shopper.get(p.url("/cart/add/TEST-SKU-123"))).await;
+    ok(shopper
+        .post(p.url("/cart"))
+        .header("content-type", "text/plain;charset=UTF-8")
+        .body(r#"{"sku":"TEST-SKU-456","quantity":2,"country":"se"}"#))
     .await;
-    assert_eq!(s, 200);
-    let (s, _) = body(
-        shopper
-            .post(p.url("/cart"))
-            .header("content-type", "text/plain;charset=UTF-8")
-            .body(r#"{"sku":"TEST-SKU-456","quantity":2,"country":"se"}"#)
-            .send()
-            .await
-            .unwrap(),
-    )
+    let reply = ok(shopper
+        .post(p.url("/cart/delivery"))
+        .json(&json!({"provider": "standard", "items": []})))
     .await;
-    assert_eq!(s, 200);
-    let (s, reply) = body(
-        shopper
-            .post(p.url("/cart/delivery"))
-            .json(&json!({"provider": "standard", "items": []}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(s, 200, "{reply}");
     reply["result"].clone()
 }
 
@@ -62,7 +32,7 @@ async fn a_storefront_checks_out_pays_and_the_order_is_placed_once() {
     let cart = fill_cart(&p, &shopper).await;
     let cart_id = cart["id"].as_str().unwrap().to_owned();
 
-    let (s, order) = body(shopper.get(p.url("/cart/checkout")).send().await.unwrap()).await;
+    let (s, order) = call(shopper.get(p.url("/cart/checkout"))).await;
     assert_eq!(s, 200, "{order}");
     let order_id = order["order_id"].as_str().unwrap().to_owned();
     assert!(order["html_snippet"].as_str().unwrap().contains(&order_id));
@@ -73,45 +43,24 @@ async fn a_storefront_checks_out_pays_and_the_order_is_placed_once() {
     assert_eq!(order["merchant_reference1"], cart_id.as_str());
 
     // Asking again (a page reload) resumes the same checkout: no second provider order.
-    let (s, again) = body(shopper.get(p.url("/cart/checkout")).send().await.unwrap()).await;
-    assert_eq!(s, 200);
+    let again = ok(shopper.get(p.url("/cart/checkout"))).await;
     assert_eq!(again["order_id"], order_id.as_str());
     assert_eq!(p.mock.orders_for(&cart_id), 1);
-    let (_, now) = body(shopper.get(p.url("/cart")).send().await.unwrap()).await;
+    let now = p.cart(&shopper).await;
     assert_eq!(now["paymentInProgress"], true);
 
     // The shopper pays: the provider pushes to the gateway, the runner acknowledges the order
     // and confirms it on the cart.
-    assert_eq!(p.mock.complete(&order_id).await.unwrap(), 200);
-    let placed = wait_until(
-        || async {
-            let (_, c) = body(shopper.get(p.url("/cart")).send().await.unwrap()).await;
-            c["orderReference"].is_string()
-        },
-        WAIT,
-    )
-    .await;
-    placed.expect("the order is placed");
-    let (_, cart_now) = body(shopper.get(p.url("/cart")).send().await.unwrap()).await;
+    p.pay_and_wait_placed(&shopper, &order_id, "the order is placed")
+        .await;
+    let cart_now = p.cart(&shopper).await;
     assert_eq!(cart_now["paymentStatus"], "checkout_complete");
     assert_eq!(cart_now["paymentInProgress"], false);
     // The order is acknowledged with the provider right after it is placed.
-    wait_until(
-        || async { p.mock.stats().acknowledged.contains(&order_id) },
-        WAIT,
-    )
-    .await
-    .expect("acknowledged with the provider");
+    p.until_acknowledged(&order_id).await;
 
     // The cart no longer changes.
-    let (s, err) = body(
-        shopper
-            .get(p.url("/cart/add/TEST-SKU-AAA"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (s, err) = call(shopper.get(p.url("/cart/add/TEST-SKU-AAA"))).await;
     assert_eq!(
         (s, err["code"].as_str()),
         (409, Some("cart_locked")),
@@ -119,23 +68,14 @@ async fn a_storefront_checks_out_pays_and_the_order_is_placed_once() {
     );
 
     // The confirmation page.
-    let (s, conf) = body(
-        shopper
-            .get(p.url(&format!("/cart/confirmation/{order_id}")))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(s, 200, "{conf}");
+    let conf = ok(shopper.get(p.url(&format!("/cart/confirmation/{order_id}")))).await;
     assert_eq!(conf["status"], "checkout_complete");
 
     // The provider pushes again (it retries until acknowledged): still one order.
     let push = p.url(&format!(
         "/cart/push?tenant=default&klarna_order_id={order_id}"
     ));
-    let (s, _) = body(reqwest::Client::new().post(&push).send().await.unwrap()).await;
-    assert_eq!(s, 200);
+    ok(reqwest::Client::new().post(&push)).await;
     // Every push is recorded (a push is a hint, never dropped before its order was read);
     // the cart confirms the order once.
     let tenant = cart_domain::ids::TenantId::default_tenant();
@@ -169,27 +109,18 @@ async fn a_refused_checkout_is_a_clear_error_and_the_cart_stays_usable() {
     });
     let shopper = p.shopper();
     fill_cart(&p, &shopper).await;
-    let (s, err) = body(shopper.get(p.url("/cart/checkout")).send().await.unwrap()).await;
+    let (s, err) = call(shopper.get(p.url("/cart/checkout"))).await;
     assert_eq!(s, 502, "{err}");
     assert_eq!(err["code"], "checkout_failed");
     assert!(err["error"].as_str().unwrap().contains("REJECTED"), "{err}");
-    let (_, cart) = body(shopper.get(p.url("/cart")).send().await.unwrap()).await;
+    let cart = p.cart(&shopper).await;
     assert_eq!(cart["paymentInProgress"], false);
     assert_eq!(cart["paymentStatus"], "failed");
 
     // Still usable: change it and check out again once the provider accepts.
-    let (s, _) = body(
-        shopper
-            .get(p.url("/cart/add/TEST-SKU-AAA"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(s, 200);
+    ok(shopper.get(p.url("/cart/add/TEST-SKU-AAA"))).await;
     p.mock.set_faults(Faults::default());
-    let (s, order) = body(shopper.get(p.url("/cart/checkout")).send().await.unwrap()).await;
-    assert_eq!(s, 200, "{order}");
+    let order = ok(shopper.get(p.url("/cart/checkout"))).await;
     assert_eq!(
         order["order_lines"].as_array().unwrap().len(),
         4,
@@ -203,22 +134,13 @@ async fn changing_the_cart_during_checkout_updates_the_same_provider_order() {
     let shopper = p.shopper();
     let cart = fill_cart(&p, &shopper).await;
     let cart_id = cart["id"].as_str().unwrap().to_owned();
-    let (_, first) = body(shopper.get(p.url("/cart/checkout")).send().await.unwrap()).await;
-    let (s, changed) = body(
-        shopper
-            .get(p.url("/cart/add/BOOK-NOVEL-01"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(s, 200);
+    let (_, first) = call(shopper.get(p.url("/cart/checkout"))).await;
+    let changed = ok(shopper.get(p.url("/cart/add/BOOK-NOVEL-01"))).await;
     assert_eq!(
         changed["result"]["paymentInProgress"], false,
         "the change re-opened the checkout"
     );
-    let (s, second) = body(shopper.get(p.url("/cart/checkout")).send().await.unwrap()).await;
-    assert_eq!(s, 200, "{second}");
+    let second = ok(shopper.get(p.url("/cart/checkout"))).await;
     assert_eq!(
         second["order_id"], first["order_id"],
         "the same provider order"
@@ -236,19 +158,11 @@ async fn runner_admin_routes_need_the_admin_token() {
     let Some(p) = platform().await else { return };
     let http = reqwest::Client::new();
     let status = p.url("/admin/runner/status");
-    let (s, err) = body(http.get(&status).send().await.unwrap()).await;
+    let (s, err) = call(http.get(&status)).await;
     assert_eq!((s, err["code"].as_str()), (401, Some("unauthenticated")));
-    let (s, _) = body(http.get(&status).bearer_auth("wrong").send().await.unwrap()).await;
+    let (s, _) = call(http.get(&status).bearer_auth("wrong")).await;
     assert_eq!(s, 401);
-    let (s, st) = body(
-        http.get(&status)
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(s, 200, "{st}");
+    let st = ok(http.get(&status).bearer_auth(ADMIN_TOKEN)).await;
     assert_eq!(st["draining"], false);
     assert!(
         st["providerBaseUrl"]
@@ -256,33 +170,19 @@ async fn runner_admin_routes_need_the_admin_token() {
             .unwrap()
             .starts_with("http://127.0.0.1:")
     );
-    let (s, _) = body(
-        http.post(p.url("/admin/runner/reload"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (s, _) = call(http.post(p.url("/admin/runner/reload"))).await;
     assert_eq!(s, 401);
-    let (s, drained) = body(
-        http.post(p.url("/admin/runner/drain?waitSeconds=5"))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap(),
-    )
+    let drained = ok(http
+        .post(p.url("/admin/runner/drain?waitSeconds=5"))
+        .bearer_auth(ADMIN_TOKEN))
     .await;
-    assert_eq!(s, 200, "{drained}");
     assert_eq!(
         (drained["draining"].as_bool(), drained["idle"].as_bool()),
         (Some(true), Some(true))
     );
-    let (s, err) = body(
+    let (s, err) = call(
         http.post(p.url("/admin/runner/drain?waitSeconds=lots"))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap(),
+            .bearer_auth(ADMIN_TOKEN),
     )
     .await;
     assert_eq!(
@@ -301,8 +201,7 @@ async fn forged_and_early_pushes_do_not_stop_the_paid_order_from_being_placed() 
     let shopper = p.shopper();
     let cart = fill_cart(&p, &shopper).await;
     let cart_id = cart["id"].as_str().unwrap().to_owned();
-    let (s, order) = body(shopper.get(p.url("/cart/checkout")).send().await.unwrap()).await;
-    assert_eq!(s, 200, "{order}");
+    let order = ok(shopper.get(p.url("/cart/checkout"))).await;
     let order_id = order["order_id"].as_str().unwrap().to_owned();
 
     let attacker = reqwest::Client::new();
@@ -310,33 +209,24 @@ async fn forged_and_early_pushes_do_not_stop_the_paid_order_from_being_placed() 
         let forged = p.url(&format!(
             "/cart/push?tenant={tenant}&klarna_order_id={order_id}"
         ));
-        let (s, reply) = body(attacker.post(&forged).send().await.unwrap()).await;
+        let (s, reply) = call(attacker.post(&forged)).await;
         assert_eq!(s, 200, "a push is accepted whoever sends it: {reply}");
     }
     p.settled().await;
-    let (_, now) = body(shopper.get(p.url("/cart")).send().await.unwrap()).await;
+    let now = p.cart(&shopper).await;
     assert!(
         now["orderReference"].is_null(),
         "nothing placed unpaid: {now}"
     );
 
     // The shopper pays; the provider's own push arrives and the order is placed.
-    assert_eq!(p.mock.complete(&order_id).await.unwrap(), 200);
-    wait_until(
-        || async {
-            let (_, c) = body(shopper.get(p.url("/cart")).send().await.unwrap()).await;
-            c["orderReference"].is_string()
-        },
-        WAIT,
+    p.pay_and_wait_placed(
+        &shopper,
+        &order_id,
+        "the paid order is placed despite the forged pushes",
     )
-    .await
-    .expect("the paid order is placed despite the forged pushes");
-    wait_until(
-        || async { p.mock.stats().acknowledged.contains(&order_id) },
-        WAIT,
-    )
-    .await
-    .expect("acknowledged with the provider");
+    .await;
+    p.until_acknowledged(&order_id).await;
     assert_eq!(p.orders_placed(&cart_id).await, 1);
 }
 
@@ -351,18 +241,10 @@ async fn paying_the_old_amount_after_the_cart_changed_never_places_an_order() {
     let shopper = p.shopper();
     let cart = fill_cart(&p, &shopper).await;
     let cart_id = cart["id"].as_str().unwrap().to_owned();
-    let (_, first) = body(shopper.get(p.url("/cart/checkout")).send().await.unwrap()).await;
+    let (_, first) = call(shopper.get(p.url("/cart/checkout"))).await;
     let old_order = first["order_id"].as_str().unwrap().to_owned();
     let old_amount = first["order_amount"].as_i64().unwrap();
-    let (s, changed) = body(
-        shopper
-            .get(p.url("/cart/add/BOOK-NOVEL-01"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(s, 200);
+    let changed = ok(shopper.get(p.url("/cart/add/BOOK-NOVEL-01"))).await;
     let new_amount = changed["result"]["totalPrice"]["incVat"].as_i64().unwrap();
     assert_ne!(old_amount, new_amount);
 
@@ -380,17 +262,14 @@ async fn paying_the_old_amount_after_the_cart_changed_never_places_an_order() {
 
     // The purchase completes anyway: the paid order is recorded as a mismatch.
     assert_eq!(p.mock.complete_unvalidated(&old_order).await.unwrap(), 200);
-    wait_until(
-        || async {
-            let (_, c) = body(shopper.get(p.url("/cart")).send().await.unwrap()).await;
-            c["paymentStatus"] == "payment_mismatch"
-        },
-        WAIT,
+    p.until_cart(
+        &shopper,
+        |c| c["paymentStatus"] == "payment_mismatch",
+        "the mismatch is visible on the cart",
     )
-    .await
-    .expect("the mismatch is visible on the cart");
+    .await;
     p.settled().await;
-    let (_, now) = body(shopper.get(p.url("/cart")).send().await.unwrap()).await;
+    let now = p.cart(&shopper).await;
     assert!(now["orderReference"].is_null(), "never placed: {now}");
     assert_eq!(
         now["totalPrice"]["incVat"], new_amount,
@@ -404,21 +283,12 @@ async fn paying_the_old_amount_after_the_cart_changed_never_places_an_order() {
     assert_eq!(p.events_of_type(&cart_id, "OrderMismatched").await, 1);
 
     // Checking out again creates a new provider order for the new total; paying it places it.
-    let (s, second) = body(shopper.get(p.url("/cart/checkout")).send().await.unwrap()).await;
-    assert_eq!(s, 200, "{second}");
+    let second = ok(shopper.get(p.url("/cart/checkout"))).await;
     let new_order = second["order_id"].as_str().unwrap().to_owned();
     assert_ne!(new_order, old_order);
     assert_eq!(second["order_amount"], new_amount);
-    assert_eq!(p.mock.complete(&new_order).await.unwrap(), 200);
-    wait_until(
-        || async {
-            let (_, c) = body(shopper.get(p.url("/cart")).send().await.unwrap()).await;
-            c["orderReference"].is_string()
-        },
-        WAIT,
-    )
-    .await
-    .expect("the new order is placed");
+    p.pay_and_wait_placed(&shopper, &new_order, "the new order is placed")
+        .await;
     assert_eq!(p.orders_placed(&cart_id).await, 1);
 }
 
@@ -435,25 +305,19 @@ async fn a_client_chosen_attempt_id_never_collides_across_carts_or_tenants() {
         ("default", "attempt-y"),
         ("other", "attempt-x"),
     ] {
-        let (s, reply) = body(
+        let (s, reply) = call(
             http.post(p.url(&format!("/v1/carts/{cart}/commands")))
                 .header("x-tenant-id", tenant)
                 .json(&json!({"commands": [
                     {"type": "AddItem", "sku": "TEST-SKU-123", "quantity": 1},
                     {"type": "StartCheckout", "attemptId": "checkout-1"}
-                ]}))
-                .send()
-                .await
-                .unwrap(),
+                ]})),
         )
         .await;
         assert_eq!(s, 200, "{tenant}/{cart}: {reply}");
-        let (s, order) = body(
+        let (s, order) = call(
             http.get(p.url(&format!("/cart/byid/{cart}/checkout")))
-                .header("x-tenant-id", tenant)
-                .send()
-                .await
-                .unwrap(),
+                .header("x-tenant-id", tenant),
         )
         .await;
         assert_eq!(s, 200, "{tenant}/{cart} gets its provider order: {order}");

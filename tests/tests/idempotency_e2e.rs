@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_nats::jetstream::message::PublishMessage;
 use serde_json::{Value, json};
 use shared::test_support::wait_until;
-use tests::stack::{Stack, WAIT};
+use tests::stack::{Stack, wait_for_status};
 
 /// A one-second duplicate window, so the test can wait until JetStream's de-duplication no
 /// longer covers the first request.
@@ -50,16 +50,20 @@ async fn send(http: &reqwest::Client, base: &str, cart: &str, key: &str, body: &
     }
 }
 
+/// `reply` is the original outcome, replayed: a 200 with the original version.
+fn assert_replayed(reply: &Reply, version: &str) {
+    assert_eq!(
+        (reply.status, reply.replayed),
+        (200, true),
+        "{}",
+        reply.body
+    );
+    assert_eq!(reply.etag.as_deref(), Some(version), "the original version");
+}
+
 /// Quantity of `sku` in the cart, as read through `base`.
 async fn quantity(http: &reqwest::Client, base: &str, cart: &str, sku: &str) -> u64 {
-    let cart: Value = http
-        .get(format!("{base}/v1/carts/{cart}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, cart) = tests::stack::call(http.get(format!("{base}/v1/carts/{cart}"))).await;
     cart["items"]
         .as_array()
         .unwrap()
@@ -69,62 +73,22 @@ async fn quantity(http: &reqwest::Client, base: &str, cart: &str, sku: &str) -> 
         .sum()
 }
 
-async fn gateway(stack: &Stack) -> (gateway::Running, String) {
-    let gw = gateway::start(gateway::Config {
-        runner_addr: String::new(),
-        projection_addr: String::new(),
-        ..stack.gateway_config()
-    })
-    .await
-    .unwrap();
-    let base = format!("http://{}", gw.http_addr);
-    let http = reqwest::Client::new();
-    wait_until(
-        || async {
-            http.get(format!("{base}/v1/carts/probe"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200)
-        },
-        WAIT,
-    )
-    .await
-    .expect("gateway serves carts");
-    (gw, base)
-}
-
 /// Waits until JetStream no longer de-duplicates a message id published before: the window
 /// that protected the first request has passed.
 async fn wait_for_the_duplicate_window_to_pass(stack: &Stack) {
     let subject = "cart.events.default.window-probe";
-    let probe = || {
-        PublishMessage::build()
+    // Whether JetStream took the probe as a duplicate of one published before.
+    let duplicate = || async {
+        let probe = PublishMessage::build()
             .payload("{}".into())
-            .message_id("duplicate-window-probe")
+            .message_id("duplicate-window-probe");
+        let ack = stack.js.send_publish(subject, probe).await.unwrap();
+        ack.await.unwrap().duplicate
     };
-    let first = stack
-        .js
-        .send_publish(subject, probe())
+    assert!(!duplicate().await);
+    wait_until(|| async { !duplicate().await }, Duration::from_secs(30))
         .await
-        .unwrap()
-        .await
-        .unwrap();
-    assert!(!first.duplicate);
-    wait_until(
-        || async {
-            let again = stack
-                .js
-                .send_publish(subject, probe())
-                .await
-                .unwrap()
-                .await
-                .unwrap();
-            !again.duplicate
-        },
-        Duration::from_secs(30),
-    )
-    .await
-    .expect("the duplicate window passes");
+        .expect("the duplicate window passes");
 }
 
 #[tokio::test]
@@ -135,8 +99,8 @@ async fn an_idempotency_key_holds_across_gateways_commands_restarts_and_the_dupl
     let mut config = stack.aggregate_config("n1");
     config.snapshot_every = 5;
     let n1 = aggregate::start(config).await.unwrap();
-    let (g1, one) = gateway(&stack).await;
-    let (g2, two) = gateway(&stack).await;
+    let (g1, one) = stack.cart_gateway("/v1/carts/probe").await;
+    let (g2, two) = stack.cart_gateway("/v1/carts/probe").await;
     let http = reqwest::Client::new();
     let cart = "idempotent-cart";
     let add = json!({"type": "AddItem", "sku": "TEST-SKU-123", "quantity": 2});
@@ -158,17 +122,7 @@ async fn an_idempotency_key_holds_across_gateways_commands_restarts_and_the_dupl
     );
     assert_eq!(quantity(&http, &one, cart, "TEST-SKU-123").await, 2);
     let again = send(&http, &two, cart, "k-1", &add).await;
-    assert_eq!(
-        (again.status, again.replayed),
-        (200, true),
-        "{}",
-        again.body
-    );
-    assert_eq!(
-        again.etag.as_deref(),
-        Some(version.as_str()),
-        "the original version"
-    );
+    assert_replayed(&again, &version);
 
     // Twenty more commands: the key outlives the cart's recent-command memory.
     for _ in 0..20 {
@@ -181,8 +135,7 @@ async fn an_idempotency_key_holds_across_gateways_commands_restarts_and_the_dupl
         assert_eq!(resp.status(), 200);
     }
     let late = send(&http, &two, cart, "k-1", &add).await;
-    assert_eq!((late.status, late.replayed), (200, true), "{}", late.body);
-    assert_eq!(late.etag.as_deref(), Some(version.as_str()));
+    assert_replayed(&late, &version);
 
     // Past JetStream's duplicate window, through a new node that loads the cart from its
     // snapshot and the stream, and a new gateway with an empty cache.
@@ -191,26 +144,11 @@ async fn an_idempotency_key_holds_across_gateways_commands_restarts_and_the_dupl
     config.snapshot_every = 5;
     let n2 = aggregate::start(config).await.unwrap();
     n1.drain().await.unwrap();
-    let (g3, three) = gateway(&stack).await;
-    wait_until(
-        || async {
-            http.get(format!("{three}/v1/carts/{cart}"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200)
-        },
-        WAIT,
-    )
-    .await
-    .expect("the new node serves the cart");
+    let (g3, three) = stack.cart_gateway("/v1/carts/probe").await;
+    let served = format!("{three}/v1/carts/{cart}");
+    wait_for_status(&served, 200, "the new node serves the cart").await;
     let restarted = send(&http, &three, cart, "k-1", &add).await;
-    assert_eq!(
-        (restarted.status, restarted.replayed),
-        (200, true),
-        "{}",
-        restarted.body
-    );
-    assert_eq!(restarted.etag.as_deref(), Some(version.as_str()));
+    assert_replayed(&restarted, &version);
     let reused = send(&http, &three, cart, "k-1", &clear).await;
     assert_eq!(reused.status, 422, "{}", reused.body);
 
@@ -220,15 +158,13 @@ async fn an_idempotency_key_holds_across_gateways_commands_restarts_and_the_dupl
         "applied once"
     );
     assert_eq!(quantity(&http, &three, cart, "TEST-SKU-456").await, 20);
-    let messages = shared::nats::read_subject_after(
+    let subject = format!("cart.events.default.{cart}");
+    let messages = shared::test_support::subject_messages(
         &stack.client,
         shared::subjects::CART_EVENTS_STREAM,
-        &format!("cart.events.default.{cart}"),
-        0,
-        &Default::default(),
+        &subject,
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(messages.len(), 21, "one keyed command and twenty others");
 
     for g in [g1, g2, g3] {

@@ -75,16 +75,9 @@ async fn every_service_does_its_work_as_its_own_nats_user_without_a_permission_v
     .expect("the order is placed: aggregate, gateway and runner did their part");
     p.settled().await;
 
-    let last = p
-        .stack
-        .js
-        .get_stream(shared::subjects::CART_EVENTS_STREAM)
+    let events = shared::subjects::CART_EVENTS_STREAM;
+    let last = shared::test_support::stream_state(&p.stack.js, events)
         .await
-        .unwrap()
-        .info()
-        .await
-        .unwrap()
-        .state
         .last_sequence;
     wait_until(|| async { projection.durable_checkpoint() >= last }, WAIT)
         .await

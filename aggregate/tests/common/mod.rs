@@ -81,19 +81,12 @@ impl Env {
 
     /// Every message of a cart, read straight from the stream.
     pub async fn messages(&self, cart: &str) -> Vec<(u64, EventMessage)> {
-        let subject = shared::subjects::cart_events(&tenant(), &CartId::parse(cart).unwrap());
-        shared::nats::direct_get::read_subject_after(
-            &self.client,
-            shared::subjects::CART_EVENTS_STREAM,
-            &subject,
-            0,
-            &Default::default(),
-        )
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|m| (m.sequence, EventMessage::from_json(&m.payload).unwrap()))
-        .collect()
+        let cart = CartId::parse(cart).unwrap();
+        shared::test_support::cart_messages(&self.client, &tenant(), &cart)
+            .await
+            .into_iter()
+            .map(|m| (m.sequence, EventMessage::from_json(&m.payload).unwrap()))
+            .collect()
     }
 
     /// The cart as a full replay of its stream gives it.
@@ -106,6 +99,69 @@ impl Env {
     }
 }
 
+/// Two nodes with placement, `a` and `b`, a cart whose shard `a` owns for good, and a
+/// client of each node.
+pub struct Pair {
+    pub a: aggregate::Running,
+    pub b: aggregate::Running,
+    pub cart: String,
+    pub to_a: CartServiceClient<Channel>,
+    pub to_b: CartServiceClient<Channel>,
+}
+
+impl Env {
+    /// Nodes `a` and `b` and a cart named `<prefix>-<n>` settled on `a`.
+    pub async fn pair(&self, prefix: &str) -> Pair {
+        let a = self.node("a", true).await;
+        let b = self.node("b", true).await;
+        let cart = cart_settled_on(&a, &b, prefix).await;
+        let (to_a, to_b) = (connect(a.grpc_addr).await, connect(b.grpc_addr).await);
+        Pair {
+            a,
+            b,
+            cart,
+            to_a,
+            to_b,
+        }
+    }
+}
+
+impl Pair {
+    /// Drains both nodes.
+    pub async fn drain(self) {
+        self.a.drain().await.unwrap();
+        self.b.drain().await.unwrap();
+    }
+}
+
+impl Env {
+    /// Node `node_id` (with placement or not) and a client of it.
+    pub async fn node_and_client(
+        &self,
+        node_id: &str,
+        placement: bool,
+    ) -> (aggregate::Running, CartServiceClient<Channel>) {
+        let node = self.node(node_id, placement).await;
+        let client = connect(node.grpc_addr).await;
+        (node, client)
+    }
+}
+
+/// The reply to `cmd` on `cart` under a new command id.
+pub async fn run(
+    client: &mut CartServiceClient<Channel>,
+    cart: &str,
+    cmd: domain::Command,
+) -> pb::ExecuteResponse {
+    let req = exec(cart, CommandId::new(), cmd);
+    client.execute(req).await.unwrap().into_inner()
+}
+
+/// The cart as the node behind `client` reads it.
+pub async fn read(client: &mut CartServiceClient<Channel>, cart: &str) -> CartState {
+    state_of(client.get_cart(get(cart)).await.unwrap().into_inner())
+}
+
 pub fn tenant() -> TenantId {
     TenantId::parse(TENANT).unwrap()
 }
@@ -116,14 +172,7 @@ pub async fn connect(addr: std::net::SocketAddr) -> CartServiceClient<Channel> {
         .expect("connect to aggregate")
 }
 
-pub fn add(sku: &str, quantity: u32) -> domain::Command {
-    domain::Command::AddItem(domain::AddItem {
-        sku: sku.into(),
-        quantity,
-        country: "se".into(),
-        store_id: None,
-    })
-}
+pub use shared::test_support::add_item as add;
 
 pub fn request<T>(body: T) -> tonic::Request<T> {
     let mut r = tonic::Request::new(body);
@@ -141,6 +190,42 @@ pub fn exec(cart: &str, id: CommandId, cmd: domain::Command) -> tonic::Request<p
         request_fingerprint: String::new(),
         render: pb::Render::Snapshot.into(),
     })
+}
+
+/// `req` as a gateway sends it when the owner is unreachable: any node serves it.
+pub fn fallback<T>(mut req: tonic::Request<T>) -> tonic::Request<T> {
+    let reason = "owner-unreachable".parse().unwrap();
+    req.metadata_mut()
+        .insert(shared::headers::ROUTE_FALLBACK, reason);
+    req
+}
+
+/// The cart state in the reply to `req`; panics with `what` when the command fails.
+pub async fn executed(
+    client: &mut CartServiceClient<Channel>,
+    req: tonic::Request<pb::ExecuteRequest>,
+    what: &str,
+) -> CartState {
+    let reply = client.execute(req).await.expect(what).into_inner();
+    state_of(reply.cart.unwrap())
+}
+
+/// The body of `GET url` as text (the metrics page).
+pub async fn get_text(http: &reqwest::Client, url: &str) -> String {
+    http.get(url).send().await.unwrap().text().await.unwrap()
+}
+
+/// Waits until `GET url` answers `status`; panics with `what` when it never does.
+pub async fn wait_for_status(http: &reqwest::Client, url: &str, status: u16, what: &str) {
+    let answers = || async {
+        http.get(url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == status)
+    };
+    shared::test_support::wait_until(answers, WAIT)
+        .await
+        .expect(what);
 }
 
 pub fn get(cart: &str) -> tonic::Request<pb::GetCartRequest> {

@@ -168,19 +168,11 @@ impl Stack {
 
     /// Every event message of a cart, straight from the stream.
     pub async fn events(&self, tenant: &str, cart: &str) -> Vec<StoredEvent> {
-        let subject = shared::subjects::cart_events(
-            &TenantId::parse(tenant).unwrap(),
-            &CartId::parse(cart).unwrap(),
+        let (tenant, cart) = (
+            TenantId::parse(tenant).unwrap(),
+            CartId::parse(cart).unwrap(),
         );
-        shared::nats::direct_get::read_subject_after(
-            &self.nats.client().await,
-            shared::subjects::CART_EVENTS_STREAM,
-            &subject,
-            0,
-            &Default::default(),
-        )
-        .await
-        .unwrap()
+        shared::test_support::cart_messages(&self.nats.client().await, &tenant, &cart).await
     }
 }
 
@@ -199,6 +191,44 @@ pub async fn json(resp: reqwest::Response) -> (u16, Value) {
     let body =
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("body is not JSON ({e}): {text:?}"));
     (status, body)
+}
+
+/// Status and JSON body of the response to `req`.
+pub async fn call(req: reqwest::RequestBuilder) -> (u16, Value) {
+    json(req.send().await.unwrap()).await
+}
+
+/// The JSON body of the response to `req`, asserting it is a 200.
+pub async fn ok(req: reqwest::RequestBuilder) -> Value {
+    let (status, reply) = call(req).await;
+    assert_eq!(status, 200, "{reply}");
+    reply
+}
+
+/// The body of `GET url` as text (the metrics page).
+pub async fn text(http: &reqwest::Client, url: &str) -> String {
+    http.get(url).send().await.unwrap().text().await.unwrap()
+}
+
+/// Waits until `GET url` answers `status`; panics with `what` when it never does.
+pub async fn wait_for_status(http: &reqwest::Client, url: &str, status: u16, what: &str) {
+    let answers = || async {
+        http.get(url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == status)
+    };
+    wait_until(answers, WAIT).await.expect(what);
+}
+
+/// A `/v1` `AddItem` command (any quantity, to test the refusals too).
+pub fn add(sku: &str, quantity: i64) -> Value {
+    serde_json::json!({"type": "AddItem", "sku": sku, "quantity": quantity})
+}
+
+/// The storefront body adding one `TEST-SKU-123`.
+pub fn add_one() -> Value {
+    serde_json::json!({"sku": "TEST-SKU-123", "quantity": 1})
 }
 
 /// Asserts an error reply: status, stable code, a message containing `needle`, nothing else.

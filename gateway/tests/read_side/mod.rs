@@ -15,7 +15,7 @@ use shared::headers::{RequestContext, TENANT_ID};
 use shared::test_support::{NatsServer, wait_until};
 use shared::{CartId, CommandId, TenantId};
 
-use crate::common::{self, WAIT, json};
+use crate::common::{self, WAIT, call, ok};
 
 /// `GATEWAY_ADMIN_TOKEN` of the stack's gateway.
 pub const ADMIN: &str = "admin-secret";
@@ -85,30 +85,17 @@ impl Stack {
 
     /// `GET path` as `tenant` (through `x-tenant-id`).
     pub async fn get(&self, tenant: &str, path: &str) -> (u16, Value) {
-        json(
-            self.http
-                .get(self.url(path))
-                .header(TENANT_ID, tenant)
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await
+        call(self.http.get(self.url(path)).header(TENANT_ID, tenant)).await
     }
 
     /// Runs commands on a cart through the gateway's `/v1` API; returns the cart.
     pub async fn commands(&self, tenant: &str, cart: &str, body: Value) -> Value {
-        let (status, reply) = json(
-            self.http
-                .post(self.url(&format!("/v1/carts/{cart}/commands")))
-                .header(TENANT_ID, tenant)
-                .json(&body)
-                .send()
-                .await
-                .unwrap(),
-        )
+        let reply = ok(self
+            .http
+            .post(self.url(&format!("/v1/carts/{cart}/commands")))
+            .header(TENANT_ID, tenant)
+            .json(&body))
         .await;
-        assert_eq!(status, 200, "{reply}");
         reply["result"].clone()
     }
 
@@ -189,9 +176,7 @@ impl Stack {
     }
 }
 
-pub fn add(sku: &str, quantity: u32) -> Value {
-    json!({"type": "AddItem", "sku": sku, "quantity": quantity})
-}
+pub use crate::common::add;
 
 pub fn ids(rows: &[Value]) -> Vec<String> {
     let mut ids: Vec<String> = rows
@@ -220,6 +205,6 @@ impl Stack {
     /// An admin call with the stack's admin token.
     pub async fn admin(&self, method: reqwest::Method, path: &str) -> (u16, Value) {
         let req = self.http.request(method, self.url(path)).bearer_auth(ADMIN);
-        json(req.send().await.unwrap()).await
+        call(req).await
     }
 }

@@ -283,6 +283,22 @@ impl Generator {
         self.execute_with(js, index, cmd, |_| {}).await
     }
 
+    /// Decides `cmd` on the cart of `tenant` named `cart` as the cart's last message (the
+    /// generator leaves the cart alone from then on); returns the cart's index and the
+    /// message's stream sequence.
+    pub async fn execute_last(
+        &mut self,
+        js: &jetstream::Context,
+        tenant: &str,
+        cart: &str,
+        cmd: Command,
+    ) -> (usize, u64) {
+        let index = self.index(tenant, cart);
+        self.frozen.push(index);
+        let seq = self.execute(js, index, cmd).await.expect("accepted");
+        (index, seq)
+    }
+
     /// [`Generator::execute`], with `edit` applied to the envelope before it is published.
     pub async fn execute_with(
         &mut self,

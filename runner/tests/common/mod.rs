@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use cart_client::{CartClient, ClientConfig};
 use cart_domain::ids::{CommandId, TenantId};
-use cart_domain::{AddItem, CartState, Command};
+use cart_domain::{CartState, Command};
 use proto::cart::v1 as pb;
 use runner::provider::mock::MockProvider;
 use shared::headers::RequestContext;
@@ -146,6 +146,20 @@ impl Env {
         self.exec(cart, start(attempt)).await.unwrap();
     }
 
+    /// Checks `cart` out as `attempt` and waits until its provider order is recorded.
+    pub async fn checked_out(&self, cart: &str, attempt: &str) -> CartState {
+        self.checkout(cart, attempt).await;
+        self.wait_cart(cart, "order recorded", order_created(attempt))
+            .await
+    }
+
+    /// Starts checkout `attempt` of `cart` and waits until its provider order is recorded
+    /// (`what` names the step when it never is).
+    pub async fn checkout_again(&self, cart: &str, attempt: &str, what: &str) -> CartState {
+        self.exec(cart, start(attempt)).await.unwrap();
+        self.wait_cart(cart, what, order_created(attempt)).await
+    }
+
     pub async fn messages_of(&self, subject: &str, stream: &str) -> usize {
         shared::nats::read_subject_after(
             &self.nats.client().await,
@@ -192,20 +206,30 @@ pub fn ctx() -> RequestContext {
     RequestContext::new(TenantId::parse(TENANT).unwrap())
 }
 
-pub fn add(sku: &str, quantity: u32) -> Command {
-    Command::AddItem(AddItem {
-        sku: sku.into(),
-        quantity,
-        country: "se".into(),
-        store_id: None,
-    })
-}
+pub use shared::test_support::add_item as add;
 
 pub fn start(attempt: &str) -> Command {
     Command::StartCheckout {
         attempt_id: attempt.into(),
         country: None,
     }
+}
+
+/// A client of the runner's admin service.
+pub async fn admin_client(
+    runner: &runner::Running,
+) -> proto::runner::admin::v1::runner_admin_client::RunnerAdminClient<tonic::transport::Channel> {
+    let url = format!("http://{}", runner.grpc_addr);
+    proto::runner::admin::v1::runner_admin_client::RunnerAdminClient::connect(url)
+        .await
+        .unwrap()
+}
+
+/// Waits until `runner` has handled `n` workflow messages (`what` says which).
+pub async fn until_completed(runner: &runner::Running, n: u64, what: &str) {
+    wait_until(|| async { runner.status.completed_count() >= n }, WAIT)
+        .await
+        .expect(what);
 }
 
 pub fn order_created(attempt: &str) -> impl Fn(&CartState) -> bool + '_ {

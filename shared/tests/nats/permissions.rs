@@ -109,14 +109,8 @@ async fn server() -> Option<(NatsServer, jetstream::Context)> {
 }
 
 async fn messages(admin: &jetstream::Context, stream: &str) -> u64 {
-    admin
-        .get_stream(stream)
+    shared::test_support::stream_state(admin, stream)
         .await
-        .unwrap()
-        .info()
-        .await
-        .unwrap()
-        .state
         .messages
 }
 
