@@ -9,6 +9,11 @@ use shared::nats::{
 use shared::nats_or_skip;
 use shared::subjects;
 
+/// How long a pull waits for a message that was just stored: `fetch` asks the server for
+/// what is pending *now* (`no_wait`), and a message acknowledged by the stream may not have
+/// reached the consumer yet, so a test pulls with a bounded wait instead.
+const DELIVERY: Duration = Duration::from_secs(10);
+
 /// Publishes `n` messages on `subject`, each acknowledged by its stream.
 async fn publish(js: &async_nats::jetstream::Context, subject: &'static str, n: usize) {
     for i in 1..=n {
@@ -62,7 +67,13 @@ async fn durable_is_created_updated_in_place_and_consumes() {
         .unwrap()
         .await
         .unwrap();
-    let mut msgs = c.fetch().max_messages(1).messages().await.unwrap();
+    let mut msgs = c
+        .batch()
+        .max_messages(1)
+        .expires(DELIVERY)
+        .messages()
+        .await
+        .unwrap();
     let m = msgs.next().await.unwrap().unwrap();
     m.double_ack().await.unwrap();
 
@@ -96,7 +107,13 @@ async fn a_deleted_durable_comes_back_after_what_was_handled_not_from_the_start(
         config,
     };
     let first = |c: async_nats::jetstream::consumer::PullConsumer| async move {
-        let mut msgs = c.fetch().max_messages(1).messages().await.unwrap();
+        let mut msgs = c
+            .batch()
+            .max_messages(1)
+            .expires(DELIVERY)
+            .messages()
+            .await
+            .unwrap();
         let m = msgs.next().await.unwrap().unwrap();
         m.double_ack().await.unwrap();
         m.info().unwrap().stream_sequence

@@ -13,6 +13,11 @@ use shared::subjects::{self, CART_EVENTS_STREAM};
 use shared::test_support::NatsServer;
 use tokio::sync::mpsc;
 
+/// How long a pull waits for a message that was just stored: `fetch` asks the server for
+/// what is pending *now* (`no_wait`), and a message acknowledged by the stream may not have
+/// reached the consumer yet, so a test pulls with a bounded wait instead.
+const DELIVERY: Duration = Duration::from_secs(10);
+
 /// A connection as one user, with the server's error messages (permission violations arrive
 /// asynchronously as `-ERR`).
 struct As {
@@ -227,7 +232,13 @@ async fn the_projection_reads_cart_events_and_records_dead_letters_but_writes_no
         })
         .await
         .expect("creates its durable");
-    let mut batch = consumer.fetch().max_messages(1).messages().await.unwrap();
+    let mut batch = consumer
+        .batch()
+        .max_messages(1)
+        .expires(DELIVERY)
+        .messages()
+        .await
+        .unwrap();
     let msg = batch.next().await.expect("a message").unwrap();
     msg.ack().await.expect("acks");
     resources
@@ -286,7 +297,13 @@ async fn the_runner_records_workflows_and_reads_placement_but_appends_no_cart_ev
         })
         .await
         .expect("its durable on WORKFLOW_COMMANDS");
-    let mut batch = push.fetch().max_messages(1).messages().await.unwrap();
+    let mut batch = push
+        .batch()
+        .max_messages(1)
+        .expires(DELIVERY)
+        .messages()
+        .await
+        .unwrap();
     batch
         .next()
         .await
