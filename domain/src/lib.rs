@@ -18,7 +18,6 @@ pub mod command;
 pub mod decide;
 pub mod error;
 pub mod event;
-mod examples;
 pub mod ids;
 pub mod intern;
 pub mod money;
