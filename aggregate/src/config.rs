@@ -82,7 +82,7 @@ impl Default for Config {
             drain_in_flight_secs: 10,
             limits: Limits::default(),
             nats: NatsConfig {
-                name: "aggregate".into(),
+                name: Self::SERVICE.into(),
                 ..NatsConfig::default()
             },
             streams: NatsResourceSettings::default(),
@@ -136,6 +136,6 @@ fn default_node_id() -> String {
 }
 
 impl ServiceConfig for Config {
-    const ENV_PREFIX: &'static str = "AGGREGATE";
+    const ENV_PREFIX: &'static str = shared::config::AGGREGATE_ENV_PREFIX;
     const SERVICE: &'static str = "aggregate";
 }

@@ -410,15 +410,13 @@ async fn watch_bucket<R, Fut>(
 /// the aggregates do, or most carts are asked of the wrong node first. A claimed shard at or
 /// beyond `shard_count` proves a mismatch (an error naming `setting`); fewer claimed shards may
 /// be a cluster still starting (a warning).
-/// The prefix of the aggregates' settings (`aggregate::Config::ENV_PREFIX`), named in errors.
-const AGGREGATE_ENV_PREFIX: &str = "AGGREGATE";
-
 fn check_shard_count(highest: Option<u32>, shard_count: u32, setting: &str) -> Result<(), String> {
     let Some(highest) = highest else {
         return Ok(());
     };
     if highest >= shard_count {
-        let aggregates = shared::config::env_var(AGGREGATE_ENV_PREFIX, "shard_count");
+        let aggregates =
+            shared::config::env_var(shared::config::AGGREGATE_ENV_PREFIX, "shard_count");
         return Err(format!(
             "{setting} is {shard_count}, but the aggregates own shard {highest}: set it to the aggregates' {aggregates} (or, if every aggregate now runs {shard_count} shards, delete the keys of shards {shard_count} and above from CART_PLACEMENT)"
         ));

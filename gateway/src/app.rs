@@ -9,7 +9,7 @@ use utoipa_axum::routes;
 
 use crate::admin::{self, audit};
 use crate::openapi::{self, Document};
-use crate::request::layers as edge;
+use crate::request::layers;
 use crate::request::rate_limit::{ClientLimit, limit_clients};
 use crate::state::AppState;
 use crate::{checkout, ops, queries, storefront, v1};
@@ -54,7 +54,7 @@ pub fn app(state: AppState) -> Router {
     let router = router
         .layer(Extension(Document(Bytes::from(json))))
         .with_state(state.clone());
-    edge::apply(
+    layers::apply(
         router,
         state.auth.clone(),
         state.cfg.body_limit_bytes,

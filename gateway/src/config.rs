@@ -154,7 +154,7 @@ impl Default for Config {
             checkout_wait_ms: 10_000,
             checkout_page_url: "http://127.0.0.1:8080/cart/checkout".into(),
             nats: NatsConfig {
-                name: "gateway".into(),
+                name: Self::SERVICE.into(),
                 ..NatsConfig::default()
             },
             streams: NatsResourceSettings::default(),

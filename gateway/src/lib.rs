@@ -30,7 +30,6 @@ use std::time::Duration;
 
 use shared::nats::NatsError;
 use shared::ops::Readiness;
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -48,11 +47,9 @@ pub enum Error {
     Nats(#[from] NatsError),
     #[error("placement view: {0}")]
     Placement(String),
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: String,
-        source: std::io::Error,
-    },
+    /// The HTTP address cannot be bound (the message names it).
+    #[error(transparent)]
+    Listen(std::io::Error),
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
 }
@@ -118,11 +115,9 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         shutdown.clone(),
     ));
 
-    let addr = state.cfg.http_addr.clone();
-    let listener = TcpListener::bind(&addr)
+    let (listener, http_addr) = shared::serve::bind(&state.cfg.http_addr)
         .await
-        .map_err(|source| Error::Listen { addr, source })?;
-    let http_addr = listener.local_addr().map_err(Error::Serve)?;
+        .map_err(Error::Listen)?;
     let app = app(state).into_make_service_with_connect_info::<SocketAddr>();
     let stop = shutdown.clone();
     let server = tokio::spawn(async move {

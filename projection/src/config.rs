@@ -94,7 +94,7 @@ impl Default for Config {
             drop_indexes_behind: 100_000,
             admin_token: String::new(),
             nats: NatsConfig {
-                name: "projection".into(),
+                name: Self::SERVICE.into(),
                 ..NatsConfig::default()
             },
             streams: NatsResourceSettings::default(),

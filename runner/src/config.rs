@@ -120,7 +120,7 @@ impl Default for Config {
             merchant: MerchantConfig::default(),
             consumer: ConsumerSettings::default(),
             nats: NatsConfig {
-                name: "runner".into(),
+                name: Self::SERVICE.into(),
                 ..NatsConfig::default()
             },
             streams: NatsResourceSettings::default(),

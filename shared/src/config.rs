@@ -41,11 +41,10 @@ where
     load_from(file.as_deref(), std::env::vars())
 }
 
-/// Like [`load`], for a service whose own (top-level, non-section) fields are named with a
-/// prefix: with prefix `AGGREGATE`, field `grpc_addr` is `AGGREGATE_GRPC_ADDR`, while nested
-/// sections shared by every service keep their plain names (`NATS_URL`, `STREAMS_REPLICAS`),
-/// and `AGGREGATE_NATS_URL` overrides `NATS_URL` for this service only. Several services can
-/// then share one environment (scripts/dev) without their ports colliding.
+/// The aggregates' prefix: their `AGGREGATE_SHARD_COUNT` is named by the services that must agree
+/// with it (gateway, runner, the routing client).
+pub const AGGREGATE_ENV_PREFIX: &str = "AGGREGATE";
+
 /// A service's settings: `<ENV_PREFIX>_<FIELD>` variables over an optional file over the
 /// defaults ([`load_service`]).
 pub trait ServiceConfig: DeserializeOwned + Serialize + Default {
@@ -59,6 +58,11 @@ pub trait ServiceConfig: DeserializeOwned + Serialize + Default {
     }
 }
 
+/// Like [`load`], for a service whose own (top-level, non-section) fields are named with a
+/// prefix: with prefix `AGGREGATE`, field `grpc_addr` is `AGGREGATE_GRPC_ADDR`, while nested
+/// sections shared by every service keep their plain names (`NATS_URL`, `STREAMS_REPLICAS`),
+/// and `AGGREGATE_NATS_URL` overrides `NATS_URL` for this service only. Several services can
+/// then share one environment (scripts/dev) without their ports colliding.
 pub fn load_service<T>(prefix: &str) -> Result<T, ConfigError>
 where
     T: DeserializeOwned + Serialize + Default,

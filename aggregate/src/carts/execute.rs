@@ -268,12 +268,7 @@ impl Carts {
     }
 
     pub(super) fn maybe_snapshot(&self, cart: &CartRef, loaded: &mut Loaded) {
-        if !loaded.incomplete
-            && self
-                .inner
-                .snapshots
-                .due(loaded.state.revision, loaded.snapshot_revision)
-        {
+        if loaded.snapshot_due(&self.inner.snapshots) {
             loaded.snapshot_revision = loaded.state.revision;
             self.inner
                 .snapshots

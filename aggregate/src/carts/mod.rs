@@ -122,9 +122,15 @@ struct Loaded {
 }
 
 impl Loaded {
-    /// Whether the state changed since its last snapshot and may be written as one.
+    /// Whether the state changed since its last snapshot and may be written as one (evicted,
+    /// drained).
     fn wants_snapshot(&self) -> bool {
         !self.incomplete && self.state.revision > self.snapshot_revision
+    }
+
+    /// Whether enough changed since the last snapshot for `store` to want a new one.
+    fn snapshot_due(&self, store: &SnapshotStore) -> bool {
+        !self.incomplete && store.due(self.state.revision, self.snapshot_revision)
     }
 }
 

@@ -31,7 +31,7 @@ pub use commands::add_item;
 pub use inspect::{Captured, assert_contains_all, cart_messages, stream_state, subject_messages};
 pub use pki::{CertFiles, ServerTls, TestPki};
 
-pub use wait::{consumer_info, wait_consumer_settled, wait_until};
+pub use wait::{consumer_info, pull_one, wait_consumer_settled, wait_until};
 
 const START_DEADLINE: Duration = Duration::from_secs(20);
 

@@ -59,6 +59,28 @@ pub async fn wait_consumer_settled(
     .map_err(|e| format!("{stream}/{durable} did not settle: {e}"))
 }
 
+/// The next message of a pull consumer, waiting up to 10 s for it. `fetch` asks only for what
+/// is pending at that instant (`no_wait`), and a message the stream has acknowledged may not
+/// have reached the consumer yet: a test that fetched right after publishing failed now and
+/// then.
+pub async fn pull_one(
+    consumer: &async_nats::jetstream::consumer::PullConsumer,
+) -> async_nats::jetstream::Message {
+    use futures::StreamExt;
+    let mut batch = consumer
+        .batch()
+        .max_messages(1)
+        .expires(Duration::from_secs(10))
+        .messages()
+        .await
+        .expect("a pull request");
+    batch
+        .next()
+        .await
+        .expect("a message within 10 s")
+        .expect("a message, not an error")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,18 +1,13 @@
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{self, AckPolicy};
-use futures::StreamExt;
 use shared::nats::{
     ConsumerSettings, Durable, NatsResourceSettings, durable_pull_config, ensure_durable_pull,
     ensure_stream, policies,
 };
 use shared::nats_or_skip;
 use shared::subjects;
-
-/// How long a pull waits for a message that was just stored: `fetch` asks the server for
-/// what is pending *now* (`no_wait`), and a message acknowledged by the stream may not have
-/// reached the consumer yet, so a test pulls with a bounded wait instead.
-const DELIVERY: Duration = Duration::from_secs(10);
+use shared::test_support::pull_one;
 
 /// Publishes `n` messages on `subject`, each acknowledged by its stream.
 async fn publish(js: &async_nats::jetstream::Context, subject: &'static str, n: usize) {
@@ -67,14 +62,7 @@ async fn durable_is_created_updated_in_place_and_consumes() {
         .unwrap()
         .await
         .unwrap();
-    let mut msgs = c
-        .batch()
-        .max_messages(1)
-        .expires(DELIVERY)
-        .messages()
-        .await
-        .unwrap();
-    let m = msgs.next().await.unwrap().unwrap();
+    let m = pull_one(&c).await;
     m.double_ack().await.unwrap();
 
     let tuned = ConsumerSettings {
@@ -107,14 +95,7 @@ async fn a_deleted_durable_comes_back_after_what_was_handled_not_from_the_start(
         config,
     };
     let first = |c: async_nats::jetstream::consumer::PullConsumer| async move {
-        let mut msgs = c
-            .batch()
-            .max_messages(1)
-            .expires(DELIVERY)
-            .messages()
-            .await
-            .unwrap();
-        let m = msgs.next().await.unwrap().unwrap();
+        let m = pull_one(&c).await;
         m.double_ack().await.unwrap();
         m.info().unwrap().stream_sequence
     };

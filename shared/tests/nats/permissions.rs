@@ -10,13 +10,8 @@ use async_nats::{Client, Event};
 use futures::StreamExt;
 use shared::nats::{NatsResourceSettings, connect, ensure_all, read_subject_after};
 use shared::subjects::{self, CART_EVENTS_STREAM};
-use shared::test_support::NatsServer;
+use shared::test_support::{NatsServer, pull_one};
 use tokio::sync::mpsc;
-
-/// How long a pull waits for a message that was just stored: `fetch` asks the server for
-/// what is pending *now* (`no_wait`), and a message acknowledged by the stream may not have
-/// reached the consumer yet, so a test pulls with a bounded wait instead.
-const DELIVERY: Duration = Duration::from_secs(10);
 
 /// A connection as one user, with the server's error messages (permission violations arrive
 /// asynchronously as `-ERR`).
@@ -232,14 +227,7 @@ async fn the_projection_reads_cart_events_and_records_dead_letters_but_writes_no
         })
         .await
         .expect("creates its durable");
-    let mut batch = consumer
-        .batch()
-        .max_messages(1)
-        .expires(DELIVERY)
-        .messages()
-        .await
-        .unwrap();
-    let msg = batch.next().await.expect("a message").unwrap();
+    let msg = pull_one(&consumer).await;
     msg.ack().await.expect("acks");
     resources
         .cart_events
@@ -297,21 +285,7 @@ async fn the_runner_records_workflows_and_reads_placement_but_appends_no_cart_ev
         })
         .await
         .expect("its durable on WORKFLOW_COMMANDS");
-    let mut batch = push
-        .batch()
-        .max_messages(1)
-        .expires(DELIVERY)
-        .messages()
-        .await
-        .unwrap();
-    batch
-        .next()
-        .await
-        .expect("a command")
-        .unwrap()
-        .ack()
-        .await
-        .unwrap();
+    pull_one(&push).await.ack().await.unwrap();
     resources
         .cart_events
         .create_consumer(pull::Config {
