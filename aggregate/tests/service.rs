@@ -217,7 +217,7 @@ async fn ops_endpoints_report_health_readiness_and_metrics() {
     }
     let mut client = connect(node.grpc_addr).await;
     run(&mut client, "metered", add("TEST-SKU-123", 1)).await;
-    let metrics = get_text(&http, &format!("{base}/metrics")).await;
+    let metrics = shared::test_support::http::text(&http, &format!("{base}/metrics")).await;
     let names = [
         "cart_aggregate_commands_total",
         "cart_aggregate_command_duration_seconds",

@@ -126,8 +126,8 @@ impl Config {
     }
 
     /// How the writer keeps cart states in memory.
-    pub fn state_settings(&self) -> crate::write::state_cache::StateSettings {
-        crate::write::state_cache::StateSettings {
+    pub fn state_settings(&self) -> crate::write::writer::StateSettings {
+        crate::write::writer::StateSettings {
             cached_carts: self.state_cache_carts,
             flush_after: Duration::from_secs(self.state_flush_secs),
         }

@@ -22,22 +22,22 @@ fn list(tenant: &str, page_size: u32) -> pb::ListCartsRequest {
     }
 }
 
-/// Every page of a listing, in order.
+/// Every page of a listing, in order (each page at most the page size).
 async fn all_carts(
     q: &mut QueryServiceClient<Channel>,
-    mut req: pb::ListCartsRequest,
+    req: pb::ListCartsRequest,
 ) -> Vec<pb::CartRecord> {
-    let mut out = Vec::new();
-    for _ in 0..1_000 {
-        let page = q.list_carts(req.clone()).await.unwrap().into_inner();
-        assert!(page.carts.len() <= projection::read::page::size(req.page_size) as usize);
-        out.extend(page.carts);
-        if page.next_page_token.is_empty() {
-            return out;
+    let max = projection::read::page::size(req.page_size) as usize;
+    pages(|token| {
+        let (mut q, mut req) = (q.clone(), req.clone());
+        async move {
+            req.page_token = token;
+            let page = q.list_carts(req).await.unwrap().into_inner();
+            assert!(page.carts.len() <= max);
+            (page.carts, page.next_page_token)
         }
-        req.page_token = page.next_page_token;
-    }
-    panic!("pagination does not end");
+    })
+    .await
 }
 
 /// Every item of a paged query: `page(token)` answers a page's items and the token of the
@@ -48,7 +48,7 @@ where
     Fut: std::future::Future<Output = (Vec<T>, String)>,
 {
     let (mut out, mut token) = (Vec::new(), String::new());
-    loop {
+    for _ in 0..1_000 {
         let (items, next) = page(token).await;
         out.extend(items);
         if next.is_empty() {
@@ -56,6 +56,7 @@ where
         }
         token = next;
     }
+    panic!("pagination does not end");
 }
 
 fn assert_invalid(status: tonic::Status, field: &str) {
@@ -426,16 +427,14 @@ async fn health_ready_and_metrics_tell_the_truth() {
     .expect("/ready fails on the lag while the batch is held");
     release.send(()).unwrap();
     env.caught_up(&running).await;
-    wait_until(
-        || async {
-            reqwest::get(format!("{base}/ready"))
-                .await
-                .is_ok_and(|r| r.status() == 200)
-        },
+    shared::test_support::http::wait_for_status(
+        &reqwest::Client::new(),
+        &format!("{base}/ready"),
+        200,
         WAIT,
+        "ready once caught up",
     )
-    .await
-    .expect("ready once caught up");
+    .await;
     let ready: serde_json::Value = reqwest::get(format!("{base}/ready"))
         .await
         .unwrap()

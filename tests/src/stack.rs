@@ -5,9 +5,8 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use serde_json::Value;
 use shared::nats::NatsResourceSettings;
-use shared::test_support::{NatsServer, wait_until};
+use shared::test_support::NatsServer;
 
 /// The catalog every test and benchmark uses (the same file `scripts/dev` seeds).
 pub const CATALOG_JSON: &str = include_str!("../../deploy/catalog.json");
@@ -160,37 +159,12 @@ impl Stack {
     }
 }
 
+pub use shared::test_support::http::{call, ok, text};
+
 /// Waits until `GET url` answers `status`; panics with `what` when it never does.
 pub async fn wait_for_status(url: &str, status: u16, what: &str) {
     let http = reqwest::Client::new();
-    let answers = || async {
-        http.get(url)
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == status)
-    };
-    wait_until(answers, WAIT).await.expect(what);
-}
-
-/// The body of `GET url` as text (the metrics page).
-pub async fn text(http: &reqwest::Client, url: &str) -> String {
-    http.get(url).send().await.unwrap().text().await.unwrap()
-}
-
-/// Status and JSON body of the response to `req` (panics when the body is not JSON).
-pub async fn call(req: reqwest::RequestBuilder) -> (u16, Value) {
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap();
-    let body = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
-    (status, body)
-}
-
-/// The JSON body of the response to `req`, asserting it is a 200.
-pub async fn ok(req: reqwest::RequestBuilder) -> Value {
-    let (status, reply) = call(req).await;
-    assert_eq!(status, 200, "{reply}");
-    reply
+    shared::test_support::http::wait_for_status(&http, url, status, WAIT, what).await;
 }
 
 /// Stream settings for tests: a short node TTL so failover finishes quickly.

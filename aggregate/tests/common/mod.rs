@@ -210,22 +210,9 @@ pub async fn executed(
     state_of(reply.cart.unwrap())
 }
 
-/// The body of `GET url` as text (the metrics page).
-pub async fn get_text(http: &reqwest::Client, url: &str) -> String {
-    http.get(url).send().await.unwrap().text().await.unwrap()
-}
-
 /// Waits until `GET url` answers `status`; panics with `what` when it never does.
 pub async fn wait_for_status(http: &reqwest::Client, url: &str, status: u16, what: &str) {
-    let answers = || async {
-        http.get(url)
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == status)
-    };
-    shared::test_support::wait_until(answers, WAIT)
-        .await
-        .expect(what);
+    shared::test_support::http::wait_for_status(http, url, status, WAIT, what).await;
 }
 
 pub fn get(cart: &str) -> tonic::Request<pb::GetCartRequest> {

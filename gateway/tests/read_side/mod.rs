@@ -124,7 +124,7 @@ impl Stack {
     /// Every page of a listing (`path` ends with its query, `page_token` is appended).
     pub async fn all_pages(&self, tenant: &str, path: &str, key: &str) -> (Vec<Value>, usize) {
         let (mut rows, mut pages, mut token) = (Vec::new(), 0, None::<String>);
-        loop {
+        for _ in 0..1_000 {
             let url = match &token {
                 Some(t) => format!("{path}&page_token={t}"),
                 None => path.to_owned(),
@@ -138,6 +138,7 @@ impl Stack {
                 None => return (rows, pages),
             }
         }
+        panic!("{path}: pagination does not end");
     }
 
     /// The runner's part of a checkout, sent straight to the aggregate: the provider order

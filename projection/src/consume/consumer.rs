@@ -126,12 +126,11 @@ impl Consumer {
                     // Not cut short by a shutdown (a backlog returns a batch at once): a
                     // fetch dropped halfway would leave its messages out until the ack wait.
                     let consumer = self.consumer.clone();
-                    let settings = self.settings.clone();
                     let next = fetch(
                         &consumer,
-                        settings.catch_up_batch_size,
-                        settings.fetch_wait,
-                        settings.request_timeout,
+                        self.settings.catch_up_batch_size,
+                        self.settings.fetch_wait,
+                        self.settings.request_timeout,
                     );
                     let (result, next) = tokio::join!(self.process(batch), next);
                     ahead = next.ok();

@@ -14,7 +14,7 @@ use crate::error::ProjectionError;
 use crate::write::changes::Incoming;
 
 /// A replay: an ordered consumer over `CART_EVENTS` from a given sequence on.
-pub struct Source {
+pub(crate) struct Source {
     messages: Ordered,
     /// A message read past the current goal, kept for the next phase.
     ahead: Option<Incoming>,
@@ -22,7 +22,7 @@ pub struct Source {
 }
 
 impl Source {
-    pub async fn open(
+    pub(crate) async fn open(
         events: &Stream,
         from: u64,
         timeout: Duration,
@@ -63,7 +63,7 @@ impl Source {
         .decoded_ahead())
     }
 
-    pub async fn next(&mut self) -> Result<Incoming, ProjectionError> {
+    pub(crate) async fn next(&mut self) -> Result<Incoming, ProjectionError> {
         if let Some(inc) = self.ahead.take() {
             return Ok(inc);
         }
@@ -75,7 +75,7 @@ impl Source {
     }
 
     /// The next message if one is already buffered.
-    pub fn next_ready(&mut self) -> Option<Result<Incoming, ProjectionError>> {
+    pub(crate) fn next_ready(&mut self) -> Option<Result<Incoming, ProjectionError>> {
         if let Some(inc) = self.ahead.take() {
             return Some(Ok(inc));
         }
@@ -93,7 +93,7 @@ impl Source {
 
     /// Keeps `inc`, read past the current goal, for the next phase: [`Source::next`] returns
     /// it first.
-    pub fn put_back(&mut self, inc: Incoming) {
+    pub(crate) fn put_back(&mut self, inc: Incoming) {
         self.ahead = Some(inc);
     }
 }

@@ -162,7 +162,7 @@ pub fn load(
             "stored state of {tenant}/{cart} is unreadable ({e}); rebuild the projection"
         ))
     })?;
-    if staleness == Staleness::Refuse && crate::store::db::to_i64(state.version) != view_version {
+    if staleness == Staleness::Refuse && to_i64(state.version) != view_version {
         return Err(stale(format!("at sequence {}", state.version)));
     }
     Ok(Some(StoredCart {

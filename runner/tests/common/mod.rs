@@ -161,16 +161,9 @@ impl Env {
     }
 
     pub async fn messages_of(&self, subject: &str, stream: &str) -> usize {
-        shared::nats::read_subject_after(
-            &self.nats.client().await,
-            stream,
-            subject,
-            0,
-            &Default::default(),
-        )
-        .await
-        .map(|v| v.len())
-        .unwrap_or(0)
+        shared::test_support::subject_messages(&self.nats.client().await, stream, subject)
+            .await
+            .len()
     }
 }
 

@@ -17,7 +17,7 @@ impl WriterThread {
         if drop == self.indexes_dropped.load(Ordering::Relaxed) {
             return Ok(0);
         }
-        let conn = self.conn.as_mut().ok_or(ProjectionError::WriterStopped)?;
+        let conn = self.conn()?;
         if let Some(behind) = behind {
             let carts: i64 = conn
                 .query_row("SELECT COUNT(*) FROM carts", [], |r| r.get(0))

@@ -9,8 +9,8 @@
 //! that fails changes nothing and either stops the batch (live consumer: what came before it is
 //! committed; retry it, keep order) or is recorded in the poison table (rebuild).
 //!
-//! This file is the handle: every method queues a `Command` (`command.rs`) and waits for its
-//! answer. `thread.rs` is the thread that runs them; each kind of transaction has a file of its
+//! This file is the handle: every method that touches the file queues a `Command`
+//! (`command.rs`) and waits for its answer; the others read the shared durability state. `thread.rs` is the thread that runs them; each kind of transaction has a file of its
 //! own: `batch.rs` (`Apply`), `dead_letters.rs` (`DeadLetter`, `Replay`), `recover.rs`
 //! (`Recover`, `FinishRecovery`), `flush.rs`, `indexes.rs`, `swap.rs` (`Swap`, `Close`).
 
