@@ -89,7 +89,7 @@ impl CartGrpc {
         Ok(Response::new(pb::ExecuteResponse {
             version: snap.version,
             rendered: std::mem::take(&mut snap.rendered),
-            cart: snap.cart.is_some().then_some(snap),
+            cart: (!snap.cart.is_empty()).then_some(snap),
             duplicate: out.duplicate,
             event_types: out.event_types,
         }))
@@ -128,8 +128,7 @@ fn command_id(raw: &str) -> Result<CommandId, Status> {
 
 /// The command at `field` (`command`, `commands[3]`): errors name the path from there. Its
 /// catalog keys and provider ids are validated here, before anything looks them up.
-fn command(raw: Option<pb::Command>, field: &str) -> Result<Command, Status> {
-    let raw = raw.ok_or_else(|| ApiError::invalid(format!("{field} is required")))?;
+fn command(raw: &[u8], field: &str) -> Result<Command, Status> {
     let command = proto::convert::command_at(raw, field).map_err(ApiError::from)?;
     command.validate().map_err(|e| {
         let mut e = ApiError::from(e);
@@ -176,7 +175,7 @@ impl pb::cart_service_server::CartService for CartGrpc {
         )?;
         let r = req.into_inner();
         let id = identity(&r.command_id, r.request_fingerprint)?;
-        let cmd = command(r.command, "command")?;
+        let cmd = command(&r.command, "command")?;
         authorize_commands(&caller, std::slice::from_ref(&cmd))?;
         self.run(
             ctx,
@@ -220,7 +219,7 @@ impl pb::cart_service_server::CartService for CartGrpc {
             .commands
             .into_iter()
             .enumerate()
-            .map(|(i, c)| command(Some(c), &format!("commands[{i}]")))
+            .map(|(i, c)| command(&c, &format!("commands[{i}]")))
             .collect::<Result<Vec<_>, _>>()?;
         authorize_commands(&caller, &cmds)?;
         self.run(

@@ -118,7 +118,10 @@ async fn only_clients_with_a_certificate_get_in_and_each_rpc_checks_who_calls() 
         cart_id: "tls-cart".into(),
         command_id: CommandId::new().to_string(),
         expected_version: None,
-        commands: vec![add("TEST-SKU-456", 1).into(), fail().into()],
+        commands: vec![
+            proto::convert::command_bytes(&add("TEST-SKU-456", 1)),
+            proto::convert::command_bytes(&fail()),
+        ],
         request_fingerprint: String::new(),
     };
     let denied = gateway.execute_batch(request(batch)).await.unwrap_err();

@@ -135,7 +135,7 @@ impl Load {
                         cart_id: cart.clone(),
                         command_id: CommandId::new().to_string(),
                         expected_version: None,
-                        command: Some(add("TEST-SKU-456", 1).into()),
+                        command: proto::convert::command_bytes(&add("TEST-SKU-456", 1)),
                         request_fingerprint: String::new(),
                         render: pb::Render::Snapshot.into(),
                     };

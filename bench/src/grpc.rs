@@ -38,15 +38,14 @@ impl Worker for GrpcWorker {
             cart_id: cart,
             command_id: CommandId::new().to_string(),
             expected_version: None,
-            command: Some(
-                cart_domain::Command::AddItem(cart_domain::AddItem {
+            command: proto::convert::command_bytes(&cart_domain::Command::AddItem(
+                cart_domain::AddItem {
                     sku: sku.into(),
                     quantity: 1,
                     country: "se".into(),
                     store_id: None,
-                })
-                .into(),
-            ),
+                },
+            )),
             request_fingerprint: String::new(),
             render: pb::Render::Snapshot.into(),
         };

@@ -1,93 +1,61 @@
-//! The one place where gRPC messages and `cart_domain` types convert.
+//! Where gRPC messages meet `cart_domain`.
 //!
-//! - Domain → proto is infallible (`From`): every domain value has a wire form.
-//! - Proto → domain is fallible (`TryFrom`, [`ConversionError`]): the wire allows what the domain
-//!   cannot hold (a missing oneof or nested message, an unknown enum value from a newer peer, an
-//!   id that is not a valid subject token). The error names the field path, e.g.
-//!   `command.merge_cart.source_cart_id: cart_id must be ...`, and maps to `invalid_argument`.
+//! Commands and carts cross the wire as the domain's own JSON, in `bytes` fields: a command as
+//! `cart_domain::Command` (`{"type": "AddItem", "sku": ..}`, the form `/v1` accepts), a cart as
+//! `cart_domain::Cart` (the form `CART_SNAPSHOTS` stores). A command or a cart field is
+//! therefore written once, in the domain, and no mapping here changes when one is added.
 //!
-//! Conversion only checks what the domain types need to exist; business rules (quantity
-//! bounds, text lengths, known SKUs) stay in `cart_domain::decide`, so a rule has one home.
-
-mod cart;
-mod command;
+//! Decoding only checks what the domain types need to exist (serde's rules, ids that are
+//! valid subject tokens); business rules (quantity bounds, text lengths, known SKUs) stay in
+//! `cart_domain::decide`, so a rule has one home.
 
 use std::fmt;
 
-use cart_domain::CartState;
-use shared::{ApiError, IdError, TenantId};
+use cart_domain::{Cart, CartState, Command, StorefrontCart};
+use shared::{ApiError, CartId, CommandId, IdError, TenantId};
 
 use crate::cart::v1 as pb;
 
-pub use command::{command_at, command_name};
-
-/// A proto message the domain cannot represent. `path` is the dotted field path from the root
-/// message (`command.add_item.sku`, `snapshot.cart.lines[2].product`), so a caller can fix
-/// exactly that field.
+/// A message the domain cannot represent. `path` names the field from the root message
+/// (`command`, `commands[3]`, `snapshot.tenant`), so a caller can fix exactly that field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConversionError {
-    /// A oneof or a nested message the domain needs is absent.
+    /// A field the domain needs is absent (an empty `bytes` field counts as absent).
     #[error("{path} is required")]
     Missing { path: String },
-    /// An enum number this build does not know, typically sent by a peer on a newer API.
-    #[error("{path}: {value} is not a known {enum_name} value")]
-    UnknownEnumValue {
-        path: String,
-        enum_name: &'static str,
-        value: i32,
-    },
-    /// The enum's zero value, which proto3 sends when the field was never set.
-    #[error("{path} must be set, got {name}")]
-    Unspecified { path: String, name: &'static str },
     /// An identifier that failed validation; the message is the id's own rule.
     #[error("{path}: {error}")]
     InvalidId { path: String, error: IdError },
-    /// A field that carries JSON as text holds no valid JSON.
-    #[error("{path}: not valid JSON: {reason}")]
+    /// A JSON field the domain type does not accept; `reason` is serde's, which names the
+    /// unknown type or field, the missing field or the wrong value, and where in the text.
+    #[error("{path}: {reason}")]
     InvalidJson { path: String, reason: String },
-    /// A time that is not RFC 3339.
-    #[error("{path}: not an RFC 3339 time: {reason}")]
-    InvalidTime { path: String, reason: String },
 }
 
 impl ConversionError {
-    /// `field` is absent. Public so services report a missing top-level message (e.g. an
-    /// `ExecuteRequest` without `command`) in the same words as a missing nested one.
+    /// `field` is absent. Public so services report a missing top-level message in the same
+    /// words as a missing field.
     pub fn missing(field: impl Into<String>) -> Self {
         Self::Missing { path: field.into() }
     }
 
-    pub(crate) fn invalid_id(field: &str, error: IdError) -> Self {
-        Self::InvalidId {
-            path: field.to_owned(),
-            error,
-        }
-    }
-
-    /// The dotted path of the offending field.
+    /// The path of the offending field.
     pub fn path(&self) -> &str {
         match self {
             Self::Missing { path }
-            | Self::UnknownEnumValue { path, .. }
-            | Self::Unspecified { path, .. }
             | Self::InvalidId { path, .. }
-            | Self::InvalidJson { path, .. }
-            | Self::InvalidTime { path, .. } => path,
+            | Self::InvalidJson { path, .. } => path,
         }
     }
 
-    /// The same error one level further out: `at("command")` turns `add_item.sku` into
-    /// `command.add_item.sku`. Paths are built only on the error path, so a successful
-    /// conversion allocates nothing for them.
+    /// The same error one level further out: `at("snapshot")` turns `cart` into
+    /// `snapshot.cart`.
     pub fn at(mut self, segment: impl fmt::Display) -> Self {
         let path = match &mut self {
             Self::Missing { path }
-            | Self::UnknownEnumValue { path, .. }
-            | Self::Unspecified { path, .. }
             | Self::InvalidId { path, .. }
-            | Self::InvalidJson { path, .. }
-            | Self::InvalidTime { path, .. } => path,
+            | Self::InvalidJson { path, .. } => path,
         };
         *path = format!("{segment}.{path}");
         self
@@ -108,20 +76,22 @@ impl From<ConversionError> for tonic::Status {
     }
 }
 
-/// The JSON value in a text field (empty text: an empty object).
-fn json_field(text: &str, field: &str) -> Result<serde_json::Value, ConversionError> {
-    if text.is_empty() {
-        return Ok(serde_json::Value::Object(Default::default()));
+/// The wire form of a command.
+pub fn command_bytes(command: &Command) -> Vec<u8> {
+    serde_json::to_vec(command).expect("a command always serialises")
+}
+
+/// The command in `bytes`, with errors rooted at `field` (`command`, `commands[3]`), so
+/// `ExecuteBatch` says which command of the batch was wrong. A type this build does not know
+/// (sent by a newer peer) is refused here, as `invalid_argument`.
+pub fn command_at(bytes: &[u8], field: &str) -> Result<Command, ConversionError> {
+    if bytes.is_empty() {
+        return Err(ConversionError::missing(field));
     }
-    serde_json::from_str(text).map_err(|e| ConversionError::InvalidJson {
+    serde_json::from_slice(bytes).map_err(|e| ConversionError::InvalidJson {
         path: field.to_owned(),
         reason: e.to_string(),
     })
-}
-
-/// `Some(v)` or a [`ConversionError::Missing`] naming `field`.
-fn required<T>(value: Option<T>, field: &str) -> Result<T, ConversionError> {
-    value.ok_or_else(|| ConversionError::missing(field))
 }
 
 /// The wire form of a cart's state as the aggregate serves it. `state.recent` (the last
@@ -131,7 +101,7 @@ pub fn snapshot(tenant: &TenantId, state: &CartState) -> pb::CartSnapshot {
         tenant: tenant.to_string(),
         version: state.version,
         revision: state.revision,
-        cart: Some((&state.cart).into()),
+        cart: serde_json::to_vec(&state.cart).expect("a cart always serialises"),
         rendered: Vec::new(),
     }
 }
@@ -145,7 +115,7 @@ pub fn rendered(tenant: &TenantId, state: &CartState, render: i32) -> pb::CartSn
             tenant: tenant.to_string(),
             version: state.version,
             revision: state.revision,
-            cart: None,
+            cart: Vec::new(),
             rendered: storefront_json(&state.cart),
         },
         _ => snapshot(tenant, state),
@@ -153,9 +123,8 @@ pub fn rendered(tenant: &TenantId, state: &CartState, render: i32) -> pb::CartSn
 }
 
 /// The storefront API's cart JSON: exactly what the gateway's `Json(StorefrontCart)` sends.
-pub fn storefront_json(cart: &cart_domain::Cart) -> Vec<u8> {
-    serde_json::to_vec(&cart_domain::StorefrontCart::storefront(cart))
-        .expect("a cart view always serialises")
+pub fn storefront_json(cart: &Cart) -> Vec<u8> {
+    serde_json::to_vec(&StorefrontCart::storefront(cart)).expect("a cart view always serialises")
 }
 
 /// The inverse of [`snapshot`]. The returned state's `recent` and `keyed` lists are always
@@ -165,11 +134,18 @@ pub fn storefront_json(cart: &cart_domain::Cart) -> Vec<u8> {
 pub fn state_from_snapshot(
     snapshot: pb::CartSnapshot,
 ) -> Result<(TenantId, CartState), ConversionError> {
-    let tenant = TenantId::parse(&snapshot.tenant)
-        .map_err(|e| ConversionError::invalid_id("snapshot.tenant", e))?;
-    let cart = required(snapshot.cart, "cart")
-        .and_then(|c| cart::decode(c).map_err(|e| e.at("cart")))
-        .map_err(|e| e.at("snapshot"))?;
+    let tenant = TenantId::parse(&snapshot.tenant).map_err(|error| ConversionError::InvalidId {
+        path: "snapshot.tenant".into(),
+        error,
+    })?;
+    if snapshot.cart.is_empty() {
+        return Err(ConversionError::missing("snapshot.cart"));
+    }
+    let cart: Cart =
+        serde_json::from_slice(&snapshot.cart).map_err(|e| ConversionError::InvalidJson {
+            path: "snapshot.cart".into(),
+            reason: e.to_string(),
+        })?;
     Ok((
         tenant,
         CartState {
@@ -180,6 +156,66 @@ pub fn state_from_snapshot(
             keyed: Vec::new(),
         },
     ))
+}
+
+/// Requests built from typed ids, so a caller cannot put an unvalidated string on the wire.
+impl pb::ExecuteRequest {
+    pub fn new(
+        tenant: &TenantId,
+        cart_id: &CartId,
+        command_id: CommandId,
+        expected_version: Option<u64>,
+        command: &Command,
+    ) -> Self {
+        pb::ExecuteRequest {
+            tenant: tenant.to_string(),
+            cart_id: cart_id.to_string(),
+            command_id: command_id.to_string(),
+            expected_version,
+            command: command_bytes(command),
+            request_fingerprint: String::new(),
+            render: pb::Render::Snapshot.into(),
+        }
+    }
+
+    /// The fingerprint of the client request whose `Idempotency-Key` the command id is
+    /// derived from.
+    pub fn keyed(mut self, fingerprint: Option<&str>) -> Self {
+        self.request_fingerprint = fingerprint.unwrap_or_default().to_owned();
+        self
+    }
+
+    /// Asks for the cart in `render` instead of the full snapshot.
+    pub fn rendered(mut self, render: pb::Render) -> Self {
+        self.render = render.into();
+        self
+    }
+}
+
+/// See [`pb::ExecuteRequest::new`]; the commands are applied atomically, in order.
+impl pb::ExecuteBatchRequest {
+    pub fn new(
+        tenant: &TenantId,
+        cart_id: &CartId,
+        command_id: CommandId,
+        expected_version: Option<u64>,
+        commands: &[Command],
+    ) -> Self {
+        pb::ExecuteBatchRequest {
+            tenant: tenant.to_string(),
+            cart_id: cart_id.to_string(),
+            command_id: command_id.to_string(),
+            expected_version,
+            commands: commands.iter().map(command_bytes).collect(),
+            request_fingerprint: String::new(),
+        }
+    }
+
+    /// See [`pb::ExecuteRequest::keyed`].
+    pub fn keyed(mut self, fingerprint: Option<&str>) -> Self {
+        self.request_fingerprint = fingerprint.unwrap_or_default().to_owned();
+        self
+    }
 }
 
 #[cfg(test)]

@@ -379,7 +379,7 @@ impl Checkout {
             cart_id: r.cart_id.clone(),
             command_id: ids.feedback_command_id(kind).to_string(),
             expected_version: None,
-            command: Some(command.into()),
+            command: proto::convert::command_bytes(&command),
             request_fingerprint: String::new(),
             render: pb::Render::Snapshot.into(),
         };

@@ -183,17 +183,14 @@ impl Push {
             cart_id: cart_id.to_string(),
             command_id: confirm_command_id(tenant.as_str(), cart_id.as_str(), order_id).to_string(),
             expected_version: None,
-            command: Some(
-                Command::ConfirmOrder {
-                    provider_order_id: order_id.to_owned(),
-                    order_reference: order
-                        .klarna_reference
-                        .clone()
-                        .unwrap_or_else(|| order_id.to_owned()),
-                    paid,
-                }
-                .into(),
-            ),
+            command: proto::convert::command_bytes(&Command::ConfirmOrder {
+                provider_order_id: order_id.to_owned(),
+                order_reference: order
+                    .klarna_reference
+                    .clone()
+                    .unwrap_or_else(|| order_id.to_owned()),
+                paid,
+            }),
             request_fingerprint: String::new(),
             render: pb::Render::Snapshot.into(),
         };

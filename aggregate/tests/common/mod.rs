@@ -186,7 +186,7 @@ pub fn exec(cart: &str, id: CommandId, cmd: domain::Command) -> tonic::Request<p
         cart_id: cart.into(),
         command_id: id.to_string(),
         expected_version: None,
-        command: Some(cmd.into()),
+        command: proto::convert::command_bytes(&cmd),
         request_fingerprint: String::new(),
         render: pb::Render::Snapshot.into(),
     })

@@ -175,7 +175,7 @@ impl Upstream {
             cart,
             exec.command_id,
             exec.expected_version,
-            command,
+            &command,
         )
         .keyed(exec.fingerprint.as_deref())
         .rendered(render);
@@ -197,7 +197,7 @@ impl Upstream {
             cart,
             exec.command_id,
             exec.expected_version,
-            commands,
+            &commands,
         )
         .keyed(exec.fingerprint.as_deref());
         let resp = self

@@ -157,7 +157,7 @@ impl Stack {
             provider_order_id: order.into(),
             status: "checkout_incomplete".into(),
         };
-        let req = cart_pb::ExecuteRequest::new(&tenant, &cart, CommandId::new(), None, record);
+        let req = cart_pb::ExecuteRequest::new(&tenant, &cart, CommandId::new(), None, &record);
         let reply = client.execute(&ctx, req).await.expect("runner command");
         let (_, state) = proto::convert::state_from_snapshot(reply.cart.unwrap()).unwrap();
         // The provider charged exactly what the attempt holds.
@@ -172,7 +172,7 @@ impl Stack {
                 lines_digest: checkout.lines_digest,
             },
         };
-        let req = cart_pb::ExecuteRequest::new(&tenant, &cart, CommandId::new(), None, confirm);
+        let req = cart_pb::ExecuteRequest::new(&tenant, &cart, CommandId::new(), None, &confirm);
         client.execute(&ctx, req).await.expect("runner command");
     }
 }

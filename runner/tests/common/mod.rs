@@ -102,7 +102,7 @@ impl Env {
             cart_id: cart.into(),
             command_id: CommandId::new().to_string(),
             expected_version: None,
-            command: Some(cmd.into()),
+            command: proto::convert::command_bytes(&cmd),
             request_fingerprint: String::new(),
             render: pb::Render::Snapshot.into(),
         };
