@@ -31,6 +31,7 @@
 //! - `k8s::{workloads, nats, network, security}`: deploy/k8s.
 //! - `monitoring`, `monitoring::promql`: deploy/prometheus and deploy/grafana.
 //! - `image`: the Dockerfile.
+//! - `toolchain`: the workspace's `rust-version` against the locked dependencies and the image.
 
 mod common;
 mod compose;
@@ -40,3 +41,4 @@ mod k8s;
 mod monitoring;
 mod nats;
 mod services;
+mod toolchain;
