@@ -25,6 +25,7 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(admin::router())
         .merge(admin::runner::router())
         .merge(admin::dead_letters::router())
+        .merge(admin::history::router())
         .layer(from_fn_with_state(
             ClientLimit {
                 limits: state.limits.clone(),

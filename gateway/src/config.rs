@@ -81,7 +81,8 @@ pub struct Config {
     pub projection_addr: String,
     /// gRPC address of the runner (RunnerAdmin, CheckoutQuery); empty: checkout is off.
     pub runner_addr: String,
-    /// Deadline of one call to the projection or the runner.
+    /// Deadline of one call to the projection or the runner, and of one page of a cart's
+    /// history from `CART_EVENTS`.
     pub service_timeout_ms: u64,
     /// How long `GET /cart/checkout` waits for the provider order before answering 202.
     pub checkout_wait_ms: u64,

@@ -15,11 +15,11 @@ pub const HTTP_REQUESTS: &str = "cart_gateway_http_requests_total";
 /// stream counts until it starts).
 pub const HTTP_REQUEST_SECONDS: &str = "cart_gateway_http_request_duration_seconds";
 /// Failed upstream calls, by `op` (aggregate: `get`, `execute`, `execute_batch`, `watch`;
-/// projection: `projection_list_carts`, `projection_get_cart`, ...) and the stable error `code`
-/// (`unavailable`, `timeout`, `unknown_sku`, ...).
+/// projection: `projection_list_carts`, `projection_get_cart`, ...; NATS: `cart_history`) and
+/// the stable error `code` (`unavailable`, `timeout`, `unknown_sku`, ...).
 pub const UPSTREAM_ERRORS: &str = "cart_gateway_upstream_errors_total";
 /// Upstream call latency in seconds, by `op` (aggregate calls with retries and failover,
-/// projection and runner calls per attempt).
+/// projection and runner calls per attempt, a page of a cart's history).
 pub const UPSTREAM_SECONDS: &str = "cart_gateway_upstream_duration_seconds";
 /// Requests refused with 429, by `scope` (`client` or `cart`).
 pub const RATE_LIMITED: &str = "cart_gateway_rate_limited_total";

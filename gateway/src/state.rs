@@ -96,7 +96,7 @@ impl AppState {
         })))
     }
 
-    /// Give the handlers JetStream (provider pushes are recorded there).
+    /// Give the handlers JetStream (provider pushes are recorded there, cart histories read).
     pub fn with_jetstream(mut self, js: async_nats::jetstream::Context) -> Self {
         match Arc::get_mut(&mut self.0) {
             Some(shared) => shared.services.js = Some(js),

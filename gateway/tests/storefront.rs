@@ -201,6 +201,22 @@ async fn go_cart_actor_walkthrough() {
     assert_eq!(next["items"], json!([]));
     let (_, old) = call(plain.get(stack.url(&format!("/cart/{id}")))).await;
     assert_eq!(lines(&old).len(), 3, "the old cart keeps its lines");
+
+    // 14. The old cart's history: every accepted step, oldest first, as the stream holds it.
+    let history = ok(plain.get(stack.url(&format!("/v1/carts/{id}/history")))).await;
+    let entries = history["entries"].as_array().unwrap();
+    let stored = stack.events("default", &id).await;
+    let sequences: Vec<u64> = entries
+        .iter()
+        .map(|e| e["sequence"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        sequences,
+        stored.iter().map(|m| m.sequence).collect::<Vec<_>>()
+    );
+    assert_eq!(entries[0]["events"][0]["type"], "ItemAdded", "step 2");
+    assert_eq!(entries[0]["events"][0]["data"]["sku"], "TEST-SKU-123");
+    assert_eq!(history["next"], Value::Null);
 }
 
 /// Without a cookie a mutation mints a cart like go-cart-actor; a line change on that new

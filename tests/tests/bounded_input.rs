@@ -130,6 +130,12 @@ fn requests(long: &str) -> Vec<Bad> {
         ),
         // Ids in the path, and free text the cart keeps.
         bad(M::GET, &format!("/v1/carts/{long}"), None, "cart_id"),
+        bad(
+            M::GET,
+            &format!("/v1/carts/{long}/history"),
+            None,
+            "cart_id",
+        ),
         bad(M::GET, &format!("/cart/byid/{long}"), None, "cart_id"),
         bad(
             M::POST,

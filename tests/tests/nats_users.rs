@@ -74,6 +74,22 @@ async fn every_service_does_its_work_as_its_own_nats_user_without_a_permission_v
     .await
     .expect("the order is placed: aggregate, gateway and runner did their part");
     p.settled().await;
+    // The gateway reads the cart's history straight from CART_EVENTS, as its own user.
+    let cart_id = cart["id"].as_str().unwrap();
+    let history = ok(shopper
+        .get(p.url(&format!("/v1/carts/{cart_id}/history")))
+        .send()
+        .await
+        .unwrap())
+    .await;
+    let types: Vec<&str> = history["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|e| e["events"].as_array().unwrap())
+        .filter_map(|e| e["type"].as_str())
+        .collect();
+    assert!(types.contains(&"OrderPlaced"), "{history}");
 
     let events = shared::subjects::CART_EVENTS_STREAM;
     let last = shared::test_support::stream_state(&p.stack.js, events)

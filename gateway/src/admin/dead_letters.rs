@@ -6,12 +6,12 @@ use axum::Json;
 use axum::extract::State;
 use proto::projection::v1 as pb;
 use serde::{Deserialize, Serialize};
-use shared::{ApiError, TenantId};
+use shared::ApiError;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::admin::{Admin, TAG};
+use crate::admin::{Admin, TAG, tenant_param};
 use crate::queries::ask;
 use crate::request::params::{Params, QueryParams};
 use crate::schema::ErrorBody;
@@ -106,13 +106,7 @@ pub async fn list_dead_letters(
     State(s): State<AppState>,
     QueryParams(q): QueryParams<DeadLettersQuery>,
 ) -> Result<Json<DeadLetterList>, ApiError> {
-    let tenant = match q.tenant.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
-        None => None,
-        Some(t) => Some(
-            TenantId::parse(t)
-                .map_err(|e| ApiError::invalid(format!("query parameter tenant: {e}")))?,
-        ),
-    };
+    let tenant = tenant_param(q.tenant.as_deref())?;
     if q.limit == Some(0) {
         return Err(ApiError::invalid(
             "query parameter limit must be at least 1 (omit it for the default)",

@@ -1,9 +1,11 @@
 //! The admin API (`/admin/...`): bearer token, denied by default. This module: the token check
-//! and the placement view this gateway routes by; the runner's and the dead letters' admin routes
-//! are in `admin_runner.rs` and `admin_dead_letters.rs`.
+//! and the placement view this gateway routes by; the runner's and the dead letters' admin
+//! routes and the cart history across tenants are in `runner.rs`, `dead_letters.rs` and
+//! `history.rs`.
 
 pub mod audit;
 pub mod dead_letters;
+pub mod history;
 pub mod runner;
 
 use std::collections::BTreeMap;
@@ -54,6 +56,17 @@ impl FromRequestParts<AppState> for Admin {
             &parts.headers,
             TenantId::default_tenant(),
         )))
+    }
+}
+
+/// The optional `tenant` query parameter of admin routes: omitted or empty is `None` (every
+/// tenant), anything else must be a valid tenant (400 naming the parameter).
+pub fn tenant_param(raw: Option<&str>) -> Result<Option<TenantId>, ApiError> {
+    match raw.map(str::trim).filter(|t| !t.is_empty()) {
+        None => Ok(None),
+        Some(t) => TenantId::parse(t)
+            .map(Some)
+            .map_err(|e| ApiError::invalid(format!("query parameter tenant: {e}"))),
     }
 }
 

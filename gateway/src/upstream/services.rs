@@ -177,7 +177,8 @@ pub fn request<T>(md: tonic::metadata::MetadataMap, body: T) -> tonic::Request<T
 pub struct Services {
     pub projection: Service,
     pub runner: Service,
-    /// JetStream, for recording provider pushes (`None` in tests without NATS).
+    /// JetStream, for recording provider pushes and reading cart histories (`None` in tests
+    /// without NATS).
     pub js: Option<async_nats::jetstream::Context>,
 }
 

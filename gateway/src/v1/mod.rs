@@ -1,9 +1,11 @@
 //! The versioned API: carts by id with `ETag` / `If-Match` / `If-None-Match`, commands with
-//! `Idempotency-Key`, and live updates as server-sent events.
+//! `Idempotency-Key`, live updates as server-sent events, and each cart's history of accepted
+//! commands.
 
 pub mod command_body;
 pub mod events;
 pub mod execute;
+pub mod history;
 
 use axum::Json;
 use axum::extract::State;
@@ -32,6 +34,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_cart))
         .routes(routes!(run_commands))
         .routes(routes!(events::events))
+        .routes(routes!(history::history))
 }
 
 #[derive(Deserialize)]

@@ -240,14 +240,7 @@ impl RequestContext {
     /// `trace-id` when that is valid.
     pub fn from_nats_headers(headers: &async_nats::HeaderMap) -> Result<Self, ApiError> {
         let tenant = required_tenant(headers, NATS_TENANT_ID)?;
-        let correlation_id = [CORRELATION_ID, NATS_CORRELATION_ID]
-            .iter()
-            .find_map(|name| {
-                headers
-                    .value(name)
-                    .and_then(|v| CorrelationId::parse(v).ok())
-            })
-            .unwrap_or_else(CorrelationId::generate);
+        let correlation_id = nats_correlation_id(headers).unwrap_or_else(CorrelationId::generate);
         let traceparent = match headers.value(TRACEPARENT).map(Traceparent::parse) {
             Some(Ok(tp)) => tp,
             _ => match headers.value(NATS_TRACE_ID).map(TraceId::parse) {
@@ -310,6 +303,18 @@ fn request_id(headers: &impl HeaderSource) -> Option<String> {
                 && v.bytes().all(|b| b.is_ascii_graphic())
         })
         .map(str::to_owned)
+}
+
+/// The correlation id a NATS message carries (either spelling), without inventing one when it
+/// has none or an invalid one: what a history shows as it was recorded.
+pub fn nats_correlation_id(headers: &async_nats::HeaderMap) -> Option<CorrelationId> {
+    [CORRELATION_ID, NATS_CORRELATION_ID]
+        .iter()
+        .find_map(|name| {
+            headers
+                .value(name)
+                .and_then(|v| CorrelationId::parse(v).ok())
+        })
 }
 
 /// The event types listed in a message's `cart-event-types` header, in order. Absent header →

@@ -182,6 +182,12 @@ fn nats_accepts_either_correlation_header_and_derives_trace_from_trace_id() {
     bare.insert(NATS_TENANT_ID, "t1");
     let ctx = RequestContext::from_nats_headers(&bare).unwrap();
     assert!(Traceparent::parse(&ctx.traceparent.to_string()).is_ok());
+    // ... but a history shows what the message carries: nothing.
+    assert_eq!(nats_correlation_id(&bare), None);
+    assert_eq!(
+        nats_correlation_id(&h).map(|c| c.to_string()).as_deref(),
+        Some("only-plain")
+    );
 
     let missing_tenant = async_nats::HeaderMap::new();
     let err = RequestContext::from_nats_headers(&missing_tenant).unwrap_err();

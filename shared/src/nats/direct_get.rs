@@ -7,7 +7,8 @@
 //! reply inbox without flow control, then an end-of-batch marker (status `204 EOB`, empty
 //! body, `Nats-Num-Pending` = matches left, `Nats-Last-Sequence` = last sequence sent). When
 //! nothing matches the only reply is `404`. async-nats 0.51 has no API for this, so it is
-//! built here from a core subscription on a fresh inbox.
+//! built here from a core subscription on a fresh inbox. The same request, one page at a time,
+//! serves a cart's history to the gateway ([`read_subject_page`]).
 //!
 //! Direct gets may be answered by any replica, so a read can lag a just-acknowledged write;
 //! correctness never depends on it (appends use `Nats-Expected-Last-Subject-Sequence`).
@@ -134,18 +135,7 @@ pub async fn read_subject_after(
     after: u64,
     options: &BatchGetOptions,
 ) -> Result<Vec<StoredEvent>, DirectGetError> {
-    let invalid = |reason: String| DirectGetError::InvalidRequest {
-        stream: stream.to_owned(),
-        reason,
-    };
-    let api = direct_get_api(stream).map_err(|e| invalid(e.to_string()))?;
-    if subject.is_empty()
-        || subject
-            .split('.')
-            .any(|t| t.is_empty() || t == "*" || t == ">")
-    {
-        return Err(invalid(format!("{subject:?} is not a literal subject")));
-    }
+    let api = checked_api(stream, subject, Filter::Literal)?;
     let batch = options.batch.clamp(1, MAX_BATCH);
     let mut events = Vec::new();
     let mut next = after.saturating_add(1);
@@ -180,6 +170,72 @@ pub async fn read_subject_after(
             }
         }
     }
+}
+
+/// One page of [`read_subject_page`]: the messages in stream order, and how many more match
+/// after the last of them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubjectPage {
+    pub events: Vec<StoredEvent>,
+    /// Messages matching the filter after the last one returned (the server's
+    /// `Nats-Num-Pending`); 0 when the page reached the end.
+    pub pending: u64,
+}
+
+/// The first `limit` (1..=[`MAX_BATCH`]) messages matching `filter` with a sequence greater
+/// than `after`, in one round trip: a cursor over a subject's history (`after` = the last
+/// sequence of the previous page). Unlike [`read_subject_after`], `filter` may hold `*`
+/// tokens, e.g. `cart.events.*.<cart_id>` (one cart id in every tenant); the server then walks
+/// every matching subject in sequence order.
+pub async fn read_subject_page(
+    client: &Client,
+    stream: &str,
+    filter: &str,
+    after: u64,
+    limit: usize,
+    timeout: Duration,
+) -> Result<SubjectPage, DirectGetError> {
+    let api = checked_api(stream, filter, Filter::Wildcards)?;
+    let request = BatchRequest {
+        seq: after.saturating_add(1),
+        next_by_subj: filter,
+        batch: limit.clamp(1, MAX_BATCH),
+    };
+    match request_page(client, stream, &api, &request, timeout).await? {
+        Page::NotFound => Ok(SubjectPage {
+            events: Vec::new(),
+            pending: 0,
+        }),
+        Page::Batch {
+            events, pending, ..
+        } => Ok(SubjectPage { events, pending }),
+    }
+}
+
+/// What a subject given to a read may be.
+#[derive(Clone, Copy, PartialEq)]
+enum Filter {
+    /// One subject, no wildcards.
+    Literal,
+    /// `*` tokens allowed (never `>`: a page of one cart's history has a fixed depth).
+    Wildcards,
+}
+
+/// The direct-get API subject of `stream`, once `subject` is known to fit `kind`.
+fn checked_api(stream: &str, subject: &str, kind: Filter) -> Result<String, DirectGetError> {
+    let invalid = |reason: String| DirectGetError::InvalidRequest {
+        stream: stream.to_owned(),
+        reason,
+    };
+    let api = direct_get_api(stream).map_err(|e| invalid(e.to_string()))?;
+    let bad = |t: &str| t.is_empty() || t == ">" || (t == "*" && kind == Filter::Literal);
+    if subject.is_empty() || subject.split('.').any(bad) {
+        return Err(invalid(match kind {
+            Filter::Literal => format!("{subject:?} is not a literal subject"),
+            Filter::Wildcards => format!("{subject:?} is not a subject or a filter with `*`"),
+        }));
+    }
+    Ok(api)
 }
 
 /// The last message of every subject matching `filter` (e.g. `$KV.CART_NODES.>`: a whole

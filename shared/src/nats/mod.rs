@@ -21,7 +21,10 @@ pub use dead_letter::{
     MAX_REASON_LEN, Original, dead_letter_headers, dead_letter_msg_id, dead_letter_subject,
     one_line,
 };
-pub use direct_get::{BatchGetOptions, DirectGetError, StoredEvent, read_subject_after};
+pub use direct_get::{
+    BatchGetOptions, DirectGetError, StoredEvent, SubjectPage, read_subject_after,
+    read_subject_page,
+};
 pub use event_publish::event_publish;
 pub use settings::{ConsumerSettings, NatsConfig, NatsResourceSettings};
 pub use streams::{Resources, ensure_all, ensure_kv, ensure_stream};

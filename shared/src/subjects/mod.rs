@@ -165,6 +165,12 @@ pub fn cart_events(tenant: &TenantId, cart_id: &CartId) -> String {
     CartEventSubject::new(tenant, cart_id).to_string()
 }
 
+/// `cart.events.*.<cart_id>`: the carts with this id in every tenant (an operator's read of a
+/// cart whose tenant is not known; ids are chosen by clients, so two tenants may share one).
+pub fn cart_events_any_tenant(cart_id: &CartId) -> String {
+    format!("{CART_EVENTS_PREFIX}.*.{cart_id}")
+}
+
 /// `cart.events.<tenant>.*`: every cart of one tenant (a consumer filter).
 pub fn cart_events_for_tenant(tenant: &TenantId) -> String {
     format!("{CART_EVENTS_PREFIX}.{tenant}.*")

@@ -22,6 +22,7 @@ fn cart_events_round_trip() {
     );
     assert_eq!(parsed.to_string(), s);
     assert_eq!(cart_events_for_tenant(&t("acme")), "cart.events.acme.*");
+    assert_eq!(cart_events_any_tenant(&c("c-1")), "cart.events.*.c-1");
     assert_eq!(CART_EVENTS_ALL, "cart.events.>");
 }
 

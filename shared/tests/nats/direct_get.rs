@@ -5,8 +5,8 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::{self, stream};
 use shared::nats::direct_get::MAX_BATCH;
 use shared::nats::{
-    BatchGetOptions, DirectGetError, NatsResourceSettings, ensure_stream, policies,
-    read_subject_after,
+    BatchGetOptions, DirectGetError, NatsResourceSettings, SubjectPage, ensure_stream, policies,
+    read_subject_after, read_subject_page,
 };
 use shared::nats_or_skip;
 
@@ -181,6 +181,58 @@ async fn wildcards_and_bad_stream_names_are_rejected_locally() {
         .await
         .unwrap_err();
     assert!(matches!(err, DirectGetError::InvalidRequest { .. }));
+}
+
+/// A cart's history a page at a time: `limit` messages after a cursor, `pending` telling
+/// whether more follow; a `*` filter reads one cart id in every tenant, in stream order.
+#[tokio::test]
+async fn pages_of_one_subject_or_one_id_in_every_tenant() {
+    let Some(nats) = nats_or_skip!() else { return };
+    let js = nats.jetstream().await;
+    cart_events(&js).await;
+    let mut mine = Vec::new();
+    let mut every_tenant = Vec::new();
+    for round in 0..3 {
+        let seqs = publish(&js, "cart.events.acme.h1", round * 2..round * 2 + 2).await;
+        mine.extend(&seqs);
+        every_tenant.extend(seqs);
+        every_tenant.extend(publish(&js, "cart.events.other.h1", 0..1).await);
+        publish(&js, "cart.events.acme.h2", 0..2).await;
+    }
+    let client = nats.client().await;
+    let t = Duration::from_secs(5);
+    let read = |filter: &'static str, after: u64, limit: usize| {
+        read_subject_page(&client, "CART_EVENTS", filter, after, limit, t)
+    };
+    let seqs = |page: &SubjectPage| page.events.iter().map(|e| e.sequence).collect::<Vec<_>>();
+
+    let first = read("cart.events.acme.h1", 0, 4).await.unwrap();
+    assert_eq!(seqs(&first), mine[..4]);
+    assert_eq!(first.pending, 2);
+    let rest = read("cart.events.acme.h1", mine[3], 4).await.unwrap();
+    assert_eq!(seqs(&rest), mine[4..]);
+    assert_eq!(rest.pending, 0);
+    let past_the_end = read("cart.events.acme.h1", mine[5], 4).await.unwrap();
+    assert_eq!((past_the_end.events.len(), past_the_end.pending), (0, 0));
+    let nothing = read("cart.events.acme.none", 0, 4).await.unwrap();
+    assert_eq!((nothing.events.len(), nothing.pending), (0, 0));
+
+    let all = read("cart.events.*.h1", 0, 100).await.unwrap();
+    assert_eq!(seqs(&all), every_tenant);
+    assert_eq!(all.pending, 0);
+    let tenants: Vec<&str> = all.events.iter().map(|e| &e.subject[12..]).collect();
+    assert_eq!(tenants.iter().filter(|s| **s == "other.h1").count(), 3);
+
+    // `>` and empty tokens are refused before anything is sent.
+    for filter in ["cart.events.>", "cart..h1", ""] {
+        let err = read_subject_page(&client, "CART_EVENTS", filter, 0, 1, t)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, DirectGetError::InvalidRequest { .. }),
+            "{filter}"
+        );
+    }
 }
 
 /// A whole KV bucket, as placement reads it: the latest entry of every key (a deleted key as

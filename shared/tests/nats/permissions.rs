@@ -8,7 +8,9 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer::pull};
 use async_nats::{Client, Event};
 use futures::StreamExt;
-use shared::nats::{NatsResourceSettings, connect, ensure_all, read_subject_after};
+use shared::nats::{
+    NatsResourceSettings, connect, ensure_all, read_subject_after, read_subject_page,
+};
 use shared::subjects::{self, CART_EVENTS_STREAM};
 use shared::test_support::{NatsServer, pull_one};
 use tokio::sync::mpsc;
@@ -315,10 +317,16 @@ async fn the_runner_records_workflows_and_reads_placement_but_appends_no_cart_ev
 }
 
 #[tokio::test]
-async fn the_gateway_records_provider_pushes_and_reads_placement_and_nothing_more() {
+async fn the_gateway_records_provider_pushes_reads_placement_and_cart_histories_and_nothing_more() {
     let Some((nats, admin)) = server().await else {
         return;
     };
+    admin
+        .publish(CART, "e1".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
     let mut gw = As::connect(&nats, "gateway").await;
     let placement = shared::nats::ensure_kv(
         &gw.js,
@@ -335,6 +343,18 @@ async fn the_gateway_records_provider_pushes_and_reads_placement_and_nothing_mor
         .unwrap()
         .await
         .expect("records a push");
+    // A cart's history: a page of batch direct gets on CART_EVENTS, and nothing more on it.
+    let page = read_subject_page(
+        &gw.client,
+        CART_EVENTS_STREAM,
+        CART,
+        0,
+        10,
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("reads a cart's history");
+    assert_eq!(page.events.len(), 1);
 
     gw.cannot_publish(CART).await;
     gw.cannot_publish("workflow.commands.default.checkout.c1")
@@ -343,10 +363,15 @@ async fn the_gateway_records_provider_pushes_and_reads_placement_and_nothing_mor
     gw.cannot_publish("$KV.CART_PLACEMENT.shards.0").await;
     gw.cannot_publish("$JS.API.CONSUMER.CREATE.CART_EVENTS.snoop.cart.events.>")
         .await;
-    gw.cannot_publish("$JS.API.DIRECT.GET.CART_EVENTS").await;
+    gw.cannot_publish("$JS.API.CONSUMER.CREATE.CART_EVENTS")
+        .await;
+    gw.cannot_publish("$JS.API.STREAM.MSG.GET.CART_EVENTS")
+        .await;
+    gw.cannot_publish("$JS.API.DIRECT.GET.DEAD_LETTERS").await;
+    gw.cannot_subscribe("cart.events.>").await;
     gw.cannot_subscribe("workflow.>").await;
     gw.cannot_change_streams().await;
-    assert_eq!(messages(&admin, CART_EVENTS_STREAM).await, 0);
+    assert_eq!(messages(&admin, CART_EVENTS_STREAM).await, 1);
     assert_eq!(messages(&admin, "WORKFLOW_COMMANDS").await, 1);
 }
 

@@ -1,0 +1,81 @@
+//! `GET /admin/carts/{id}/history`: the history of `GET /v1/carts/{id}/history` for operators,
+//! in any tenant. With `tenant` it reads that tenant's cart; without, the cart id in every
+//! tenant at once (`cart.events.*.<cart_id>`: a support call knows the id from a cookie, rarely
+//! the tenant), each entry naming its tenant. Reading across tenants is why it is admin-only.
+
+use axum::Json;
+use axum::extract::State;
+use serde::Deserialize;
+use shared::ApiError;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::admin::{Admin, TAG, tenant_param};
+use crate::request::params::{Params, QueryParams};
+use crate::schema::ErrorBody;
+use crate::state::AppState;
+use crate::v1::CartPath;
+use crate::v1::history::{self, CartHistory};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(cart_history))
+}
+
+/// Tenant and paging of `GET /admin/carts/{id}/history`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AdminHistoryQuery {
+    /// Only this tenant's cart; omitted or empty: the cart id in every tenant.
+    tenant: Option<String>,
+    /// Only commands with a stream sequence greater than this (the `next` of the previous
+    /// page; default 0).
+    after: Option<u64>,
+    /// Most entries in the page, 1..=500 (default 50).
+    limit: Option<u32>,
+}
+
+/// Errors of the admin history route. Every body is `{"error", "code"}`.
+#[derive(utoipa::IntoResponses)]
+pub enum AdminHistoryErrors {
+    /// An invalid cart id, tenant, `after`, `limit` or query parameter (the message names it).
+    #[response(status = 400)]
+    BadRequest(#[to_schema] ErrorBody),
+    /// Admin disabled, or missing or wrong bearer token.
+    #[response(status = 401)]
+    Unauthenticated(#[to_schema] ErrorBody),
+    /// A stored message does not decode (the message names its sequence; `after` it skips it).
+    #[response(status = 500)]
+    Internal(#[to_schema] ErrorBody),
+    /// NATS is unreachable.
+    #[response(status = 503)]
+    Unavailable(#[to_schema] ErrorBody),
+    /// `CART_EVENTS` did not answer within `GATEWAY_SERVICE_TIMEOUT_MS`.
+    #[response(status = 504)]
+    Timeout(#[to_schema] ErrorBody),
+}
+
+/// A cart's accepted commands in one tenant or every tenant, oldest first.
+#[utoipa::path(get, path = "/admin/carts/{id}/history", tag = TAG, security(("admin_token" = [])),
+    params(("id" = String, Path, description = "Cart id"), AdminHistoryQuery),
+    responses(
+        (status = 200, description = "A page of the cart's history; each entry names its tenant",
+            body = CartHistory),
+        AdminHistoryErrors))]
+pub async fn cart_history(
+    _: Admin,
+    State(s): State<AppState>,
+    Params(p): Params<CartPath>,
+    QueryParams(q): QueryParams<AdminHistoryQuery>,
+) -> Result<Json<CartHistory>, ApiError> {
+    let cart = p.cart()?;
+    let (after, limit) = history::page(q.after, q.limit)?;
+    let filter = match tenant_param(q.tenant.as_deref())? {
+        Some(t) => shared::subjects::cart_events(&t, &cart),
+        None => shared::subjects::cart_events_any_tenant(&cart),
+    };
+    history::read(&s, &cart, &filter, after, limit)
+        .await
+        .map(Json)
+}

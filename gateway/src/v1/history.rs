@@ -1,0 +1,227 @@
+//! `GET /v1/carts/{id}/history`: every accepted command of one cart, oldest first, a page at a
+//! time, read straight from the event store (`CART_EVENTS`, subject
+//! `cart.events.<tenant>.<cart_id>`; see [`crate::upstream::history`]). Each entry is one
+//! stream message: its sequence (the cart's version once it was applied), when it was stored
+//! and decided, the command id, the correlation id of the request that sent it, and its events
+//! as stored (`{type, v, data}`).
+//!
+//! Paging is a cursor on the stream sequence: `after` (exclusive, default 0) and `limit`
+//! (1..=[`MAX_LIMIT`], default [`DEFAULT_LIMIT`]); the reply's `next` is the `after` of the
+//! next page, `null` once the page reached the end. The tenant is the caller's, as for every
+//! `/v1` route, so another tenant's cart with the same id is simply not there. A cart nobody
+//! wrote to has an empty history (200, no entries), as `GET /v1/carts/{id}` answers an empty
+//! cart at version 0 for it. The admin twin across tenants is `crate::admin::history`.
+
+use axum::Json;
+use axum::extract::State;
+use cart_domain::EventMessage;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use shared::nats::{StoredEvent, SubjectPage};
+use shared::subjects::{CART_EVENTS_STREAM, CartEventSubject};
+use shared::{ApiError, CartId, TenantId};
+use time::format_description::well_known::Rfc3339;
+use utoipa::{IntoParams, ToSchema};
+
+use super::{CartPath, TAG};
+use crate::request::context::Ctx;
+use crate::request::params::{Params, QueryParams};
+use crate::schema::ErrorBody;
+use crate::state::AppState;
+use crate::upstream;
+
+/// Entries per page when `limit` is omitted.
+pub const DEFAULT_LIMIT: u32 = 50;
+/// The most entries one page may ask for.
+pub const MAX_LIMIT: u32 = 500;
+
+/// Paging of a cart's history.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryQuery {
+    /// Only commands with a stream sequence greater than this: the `next` of the previous
+    /// page, or a version from `ETag` for what happened since (default 0: from the start).
+    after: Option<u64>,
+    /// Most entries in the page, 1..=500 (default 50).
+    limit: Option<u32>,
+}
+
+impl HistoryQuery {
+    /// `(after, limit)`, or a 400 naming the bad value.
+    pub fn page(&self) -> Result<(u64, u32), ApiError> {
+        page(self.after, self.limit)
+    }
+}
+
+/// Checks `after` and `limit` (shared with the admin route, whose query has a `tenant` too).
+pub fn page(after: Option<u64>, limit: Option<u32>) -> Result<(u64, u32), ApiError> {
+    match limit {
+        Some(n) if n == 0 || n > MAX_LIMIT => Err(ApiError::invalid(format!(
+            "query parameter limit must be 1..={MAX_LIMIT} (omit it for {DEFAULT_LIMIT}), got {n}"
+        ))),
+        n => Ok((after.unwrap_or(0), n.unwrap_or(DEFAULT_LIMIT))),
+    }
+}
+
+/// One page of a cart's history.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CartHistory {
+    pub cart_id: String,
+    /// Accepted commands, oldest first.
+    pub entries: Vec<HistoryEntry>,
+    /// Pass as `after` for the next page; `null` when this page reached the end (a later
+    /// command shows up with `after` = the last entry's `sequence`).
+    pub next: Option<u64>,
+}
+
+/// One accepted command: one message of `CART_EVENTS`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    /// Its sequence in `CART_EVENTS`: the cart's version (`ETag`) once it was applied.
+    pub sequence: u64,
+    pub tenant: String,
+    /// The cart's revision after it: 1 for the cart's first command, then +1 per command.
+    pub revision: u64,
+    /// RFC 3339: when the stream stored it.
+    pub time: String,
+    /// RFC 3339: when the aggregate decided it.
+    pub occurred_at: String,
+    /// The command id (also the message's `Nats-Msg-Id`); derived from the `Idempotency-Key`
+    /// when the request had one.
+    pub command_id: String,
+    /// `x-correlation-id` of the request that sent it; `null` when the message carries none.
+    pub correlation_id: Option<String>,
+    /// What it changed, in order; empty for a keyed request that changed nothing.
+    pub events: Vec<HistoryEvent>,
+}
+
+/// An event as stored: type, schema version and payload (the domain's field names).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HistoryEvent {
+    /// `ItemAdded`, `QuantityChanged`, ...
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub v: u32,
+    pub data: Value,
+}
+
+/// Errors of the history routes. Every body is `{"error", "code"}`.
+#[derive(utoipa::IntoResponses)]
+pub enum HistoryErrors {
+    /// An invalid cart id, `after`, `limit`, tenant header or query parameter (the message
+    /// names it).
+    #[response(status = 400)]
+    BadRequest(#[to_schema] ErrorBody),
+    /// Missing or unknown API key (when API keys are configured).
+    #[response(status = 401)]
+    Unauthenticated(#[to_schema] ErrorBody),
+    /// `x-tenant-id` does not match the API key's tenant.
+    #[response(status = 403)]
+    PermissionDenied(#[to_schema] ErrorBody),
+    /// Rate limited; see `Retry-After`.
+    #[response(status = 429)]
+    RateLimited(#[to_schema] ErrorBody),
+    /// A stored message does not decode (the message names its sequence; `after` it skips it).
+    #[response(status = 500)]
+    Internal(#[to_schema] ErrorBody),
+    /// NATS is unreachable.
+    #[response(status = 503)]
+    Unavailable(#[to_schema] ErrorBody),
+    /// `CART_EVENTS` did not answer within `GATEWAY_SERVICE_TIMEOUT_MS`.
+    #[response(status = 504)]
+    Timeout(#[to_schema] ErrorBody),
+}
+
+/// Every accepted command of the cart, oldest first, from the event store.
+#[utoipa::path(get, path = "/v1/carts/{id}/history", tag = TAG,
+    params(("id" = String, Path, description = "Cart id"), HistoryQuery),
+    responses(
+        (status = 200, description = "A page of the cart's history (no entries for a cart nobody wrote to)",
+            body = CartHistory),
+        HistoryErrors))]
+pub async fn history(
+    State(s): State<AppState>,
+    Ctx(ctx): Ctx,
+    Params(p): Params<CartPath>,
+    QueryParams(q): QueryParams<HistoryQuery>,
+) -> Result<Json<CartHistory>, ApiError> {
+    let cart = p.cart()?;
+    let (after, limit) = q.page()?;
+    let filter = shared::subjects::cart_events(&ctx.tenant, &cart);
+    read(&s, &cart, &filter, after, limit).await.map(Json)
+}
+
+/// One page of the messages on `filter` (one cart's subject, in one tenant or every tenant).
+pub async fn read(
+    s: &AppState,
+    cart: &CartId,
+    filter: &str,
+    after: u64,
+    limit: u32,
+) -> Result<CartHistory, ApiError> {
+    let SubjectPage { events, pending } = upstream::history::page(
+        s.services.js.as_ref(),
+        filter,
+        after,
+        limit as usize,
+        s.cfg.service_policy().timeout,
+    )
+    .await?;
+    let next = events.last().map(|e| e.sequence).filter(|_| pending > 0);
+    Ok(CartHistory {
+        cart_id: cart.to_string(),
+        entries: events.iter().map(entry).collect::<Result<_, _>>()?,
+        next,
+    })
+}
+
+fn entry(e: &StoredEvent) -> Result<HistoryEntry, ApiError> {
+    let undecodable = |why: String| {
+        ApiError::internal(format!(
+            "message {} of {CART_EVENTS_STREAM} does not decode ({why}); read on with after={}",
+            e.sequence, e.sequence
+        ))
+    };
+    let tenant: TenantId = CartEventSubject::parse(&e.subject)
+        .map_err(|err| undecodable(err.to_string()))?
+        .tenant;
+    let msg = EventMessage::from_json(&e.payload).map_err(|err| undecodable(err.to_string()))?;
+    let rfc3339 = |t: time::OffsetDateTime| t.format(&Rfc3339).unwrap_or_default();
+    Ok(HistoryEntry {
+        sequence: e.sequence,
+        tenant: tenant.to_string(),
+        revision: msg.revision,
+        time: rfc3339(e.time),
+        occurred_at: rfc3339(msg.occurred_at),
+        command_id: msg.command_id.to_string(),
+        correlation_id: shared::headers::nats_correlation_id(&e.headers).map(|c| c.to_string()),
+        events: msg
+            .events
+            .into_iter()
+            .map(|r| HistoryEvent {
+                event_type: r.event_type,
+                v: r.v,
+                data: r.data,
+            })
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paging_defaults_and_bounds() {
+        assert_eq!(page(None, None).unwrap(), (0, DEFAULT_LIMIT));
+        assert_eq!(page(Some(7), Some(MAX_LIMIT)).unwrap(), (7, MAX_LIMIT));
+        for bad in [0, MAX_LIMIT + 1] {
+            let e = page(None, Some(bad)).unwrap_err();
+            assert_eq!(e.code, shared::ErrorCode::InvalidArgument);
+            assert!(e.message.contains("limit must be 1..=500"), "{}", e.message);
+        }
+    }
+}
