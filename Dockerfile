@@ -10,6 +10,10 @@ ARG RUST_VERSION=1.95
 FROM rust:${RUST_VERSION}-bookworm AS builder
 WORKDIR /src
 COPY . .
+# The commit the binaries name in `cart_build_info{git_sha}` (shared/build.rs reads GIT_SHA; the
+# build context has no .git): `docker build --build-arg GIT_SHA=$(git rev-parse --short=12 HEAD)`.
+ARG GIT_SHA=unknown
+ENV GIT_SHA=${GIT_SHA}
 # The cache mounts keep the crates.io download and the incremental target dir between builds, so
 # a code change rebuilds only the crates it touches. The target dir is a cache, not a layer:
 # the binaries are copied out in the same step. `--locked` builds exactly what Cargo.lock says.

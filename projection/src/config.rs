@@ -65,6 +65,10 @@ pub struct Config {
     /// writes its states). After a crash the projection folds the messages of up to this long
     /// again at start-up; the stream must still hold them.
     pub state_flush_secs: u64,
+    /// Seconds between two reads of every platform stream's size and every durable consumer's
+    /// backlog into the `cart_jetstream_*` gauges (`shared::nats::stats`); 0 turns them off.
+    /// One service reads them for the whole platform: this one.
+    pub jetstream_stats_secs: u64,
     /// Bearer token for `POST /admin/rebuild`; empty disables the admin API.
     pub admin_token: String,
     pub nats: NatsConfig,
@@ -92,6 +96,7 @@ impl Default for Config {
             state_cache_carts: 100_000,
             state_flush_secs: 10,
             drop_indexes_behind: 100_000,
+            jetstream_stats_secs: 15,
             admin_token: String::new(),
             nats: NatsConfig {
                 name: Self::SERVICE.into(),
@@ -149,6 +154,11 @@ impl Config {
 
     pub fn nak_delay(&self) -> Duration {
         Duration::from_millis(self.nak_delay_ms)
+    }
+
+    /// How often the JetStream gauges are read; `None` when they are off.
+    pub fn jetstream_stats_interval(&self) -> Option<Duration> {
+        (self.jetstream_stats_secs > 0).then(|| Duration::from_secs(self.jetstream_stats_secs))
     }
 
     pub fn abandoned_after(&self) -> Duration {
@@ -222,6 +232,12 @@ mod tests {
         assert_eq!(c.db_path(), PathBuf::from(".dev/projection-main.db"));
         assert_eq!(c.consumer_settings().max_ack_pending, 8_192);
         assert_eq!(c.abandoned_after(), Duration::from_secs(3600));
+        assert_eq!(c.jetstream_stats_interval(), Some(Duration::from_secs(15)));
+        let off = Config {
+            jetstream_stats_secs: 0,
+            ..Config::default()
+        };
+        assert_eq!(off.jetstream_stats_interval(), None);
     }
 
     #[test]

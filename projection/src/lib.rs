@@ -242,6 +242,13 @@ pub async fn start_with_hooks(config: Config, hooks: Hooks) -> anyhow::Result<Ru
         .run(shutdown.clone()),
     );
 
+    // The platform's JetStream gauges (streams' fill, consumers' backlog): read here, once for
+    // every service, with the projection user's read-only stream and consumer info.
+    if let Some(every) = config.jetstream_stats_interval() {
+        let stats = shared::nats::JetStreamStats::new(js.clone());
+        tracker.spawn(stats.run(every, shutdown.clone()));
+    }
+
     let live = Live {
         writer: writer.clone(),
         readers: readers.clone(),

@@ -454,3 +454,42 @@ async fn health_ready_and_metrics_tell_the_truth() {
     shared::test_support::assert_contains_all(&metrics, &names, "/metrics");
     running.stop().await.unwrap();
 }
+
+/// The projection reads the platform's JetStream gauges (`PROJECTION_JETSTREAM_STATS_SECS`)
+/// with its own connection: its view's durable shows up with nothing pending once caught up,
+/// and every scrape carries the process series.
+#[tokio::test]
+async fn metrics_carry_the_jetstream_gauges_and_the_process() {
+    let Some((env, _)) = common::env_published(Generator::new(5, &["t1"], 5), 25).await else {
+        return;
+    };
+    let config = projection::Config {
+        jetstream_stats_secs: 1,
+        ..env.config("jsstats")
+    };
+    let running = env.start_caught_up(config, Hooks::default()).await;
+    let durable = r#"{stream="CART_EVENTS",consumer="projection-jsstats"}"#;
+    let wanted = [
+        format!("cart_jetstream_consumer_num_pending{durable} 0"),
+        format!("cart_jetstream_consumer_num_ack_pending{durable} 0"),
+        r#"cart_jetstream_stream_max_bytes{stream="KV_CART_NODES"} -1"#.to_owned(),
+    ];
+    let seen = wait_until(
+        || async {
+            let text = common::metrics(&running).await;
+            wanted.iter().all(|w| text.contains(w.as_str()))
+        },
+        WAIT,
+    )
+    .await;
+    let text = common::metrics(&running).await;
+    if let Err(e) = seen {
+        panic!("{e}: {wanted:?} in\n{text}");
+    }
+    shared::test_support::assert_contains_all(
+        &text,
+        &["process_resident_memory_bytes", "process_open_fds"],
+        "/metrics",
+    );
+    running.stop().await.unwrap();
+}

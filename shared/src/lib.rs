@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod nats;
 pub mod ops;
 pub mod placement;
+pub mod process;
 pub mod provider_order;
 pub mod serve;
 pub mod shutdown;

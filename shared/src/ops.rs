@@ -3,7 +3,8 @@
 //! `/health` answers as long as the process can serve HTTP (liveness: restart me if not).
 //! `/ready` says whether to send traffic here: every named check passes and the node is not
 //! draining; the JSON lists each check and why it failed, so `curl` explains an outage.
-//! `/metrics` renders the Prometheus recorder.
+//! `/metrics` renders the Prometheus recorder, after reading the process series
+//! ([`crate::process::collect`]).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -153,6 +154,8 @@ async fn ready(State(s): State<OpsState>) -> Response {
 }
 
 async fn metrics(State(s): State<OpsState>) -> Response {
+    // CPU, memory and file descriptors as of this scrape.
+    crate::process::collect();
     // Without the exporter's HTTP listener nobody else runs upkeep (histogram maintenance).
     s.prometheus.run_upkeep();
     (
@@ -246,6 +249,11 @@ mod tests {
         assert!(ct.unwrap().starts_with("text/plain"));
         assert!(
             body.contains(r#"ops_test_requests_total{route="/x"} 2"#),
+            "{body}"
+        );
+        // Read on the scrape itself: nothing else collects them in this test.
+        assert!(
+            body.contains("\nprocess_resident_memory_bytes ") || !cfg!(target_os = "linux"),
             "{body}"
         );
     }

@@ -5,7 +5,8 @@
 //! exported over OTLP/gRPC only when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (so a laptop needs
 //! no collector); the W3C trace-context propagator installed globally so `traceparent` can be
 //! injected into and extracted from carriers; and a Prometheus recorder behind the `metrics`
-//! facade, rendered by `GET /metrics` (see [`crate::ops`]).
+//! facade, rendered by `GET /metrics` (see [`crate::ops`]) with the service's build
+//! (`cart_build_info`) and the process series ([`crate::process`]).
 
 use std::sync::OnceLock;
 
@@ -158,9 +159,12 @@ where
             .unwrap_or("off"),
         "telemetry initialised"
     );
+    let prometheus = prometheus();
+    // Every service's `/metrics` names its build; the process series follow on each scrape.
+    crate::process::record_build_info(service_name);
     Ok(TelemetryGuard {
         tracer_provider,
-        prometheus: prometheus(),
+        prometheus,
     })
 }
 

@@ -59,6 +59,15 @@ async fn init_logs_json_exports_spans_and_runs_once() {
     assert_eq!(v["span"]["cart_id"], "c1");
     assert!(!text.contains("filtered out"));
 
+    // Init names the service's build on /metrics.
+    let build = format!(
+        "cart_build_info{{service=\"cart-test\",version=\"{}\",git_sha=\"{}\"}} 1",
+        shared::process::VERSION,
+        shared::process::GIT_SHA
+    );
+    let rendered = guard.prometheus().render();
+    assert!(rendered.contains(&build), "no {build} in\n{rendered}");
+
     // A second init in the same process is refused, not silently ignored.
     let again = telemetry::init_with_writer("cart-test", &config, logs.clone());
     assert!(matches!(again, Err(TelemetryError::AlreadyInitialized)));

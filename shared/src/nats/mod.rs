@@ -1,6 +1,7 @@
 //! Everything that talks to NATS: connecting, the JetStream resources of the design's NATS
 //! table (policies, create-or-validate), durable consumers and the batch direct get used to
-//! load a cart's events, and the dead letters of every consumer.
+//! load a cart's events, the dead letters of every consumer, and the streams' and consumers'
+//! stats as gauges.
 //!
 //! Resource names and subjects come from [`crate::subjects`]; header names from
 //! [`crate::headers`].
@@ -12,6 +13,7 @@ pub mod direct_get;
 pub mod event_publish;
 pub mod policies;
 pub mod settings;
+pub mod stats;
 pub mod streams;
 pub mod validate;
 
@@ -27,6 +29,7 @@ pub use direct_get::{
 };
 pub use event_publish::event_publish;
 pub use settings::{ConsumerSettings, NatsConfig, NatsResourceSettings};
+pub use stats::JetStreamStats;
 pub use streams::{Resources, ensure_all, ensure_kv, ensure_stream};
 pub use validate::{FieldMismatch, ValidationError};
 

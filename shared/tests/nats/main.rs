@@ -8,4 +8,5 @@ mod direct_get;
 mod harness;
 mod permissions;
 mod resources;
+mod stats;
 mod tls;

@@ -428,6 +428,36 @@ async fn the_system_user_gets_server_reports_and_nobody_connects_without_a_passw
     let mut agg = As::connect(&nats, "aggregate").await;
     agg.cannot_publish("$SYS.REQ.SERVER.PING.JSZ").await;
 
+    // What `nats server report connections` asks: every account's connections, with users.
+    let reply = system
+        .client
+        .request(
+            "$SYS.REQ.SERVER.PING.CONNZ",
+            r#"{"auth": true, "limit": 1024}"#.into(),
+        )
+        .await
+        .expect("a server answers the connections report");
+    let report: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    let connections = report["data"]["connections"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no connections in {report}"));
+    let users: Vec<(&str, &str)> = connections
+        .iter()
+        .map(|c| {
+            (
+                c["account"].as_str().unwrap_or_default(),
+                c["authorized_user"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    for (account, user) in [("CART", "aggregate"), ("CART", "admin"), ("SYS", "system")] {
+        assert!(
+            users.contains(&(account, user)),
+            "{user} in {account} not in the report: {users:?}"
+        );
+    }
+    agg.cannot_publish("$SYS.REQ.SERVER.PING.CONNZ").await;
+
     let anonymous = async_nats::ConnectOptions::new()
         .connection_timeout(Duration::from_secs(2))
         .max_reconnects(Some(1))

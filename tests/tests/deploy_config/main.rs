@@ -29,7 +29,10 @@
 //! - `nats`: deploy/nats, and reading a NATS config as the server does.
 //! - `compose::{stack, security}`: docker-compose.yml.
 //! - `k8s::{workloads, nats, network, security}`: deploy/k8s.
-//! - `monitoring`, `monitoring::promql`: deploy/prometheus and deploy/grafana.
+//! - `monitoring`, `monitoring::promql`, `monitoring::rules`: deploy/prometheus and
+//!   deploy/grafana; every alert scoped to the platform's jobs with a runbook section.
+//! - `k8s::nats_box`: the operators' on-demand `nats` CLI pod.
+//! - `nats_cli`: the `nats` commands of the README and the docs, against the code's names.
 //! - `image`: the Dockerfile.
 //! - `toolchain`: the workspace's `rust-version` against the locked dependencies and the image.
 
@@ -40,5 +43,6 @@ mod image;
 mod k8s;
 mod monitoring;
 mod nats;
+mod nats_cli;
 mod services;
 mod toolchain;

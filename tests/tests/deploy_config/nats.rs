@@ -1,5 +1,5 @@
-//! deploy/nats: the server configs, what they include, their TLS block and users, and the
-//! cluster config's one source; plus reading a NATS config as the server does and running the
+//! deploy/nats: the server configs, what they include, their TLS block, users and system
+//! account, and the cluster config's one source; plus reading a NATS config as the server does and running the
 //! server's own check on one.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -309,6 +309,65 @@ fn nats_configs_fsync_every_write() {
             "{fragment} is included by no server config"
         );
     }
+}
+
+/// The block `NAME { ... }` of a NATS config (comments removed), without its braces.
+fn block<'a>(conf: &'a str, name: &str) -> Option<&'a str> {
+    let start = conf.find(&format!("{name} {{"))? + name.len() + 2;
+    let mut depth = 1;
+    for (i, c) in conf[start..].char_indices() {
+        depth += match c {
+            '{' => 1,
+            '}' => -1,
+            _ => 0,
+        };
+        if depth == 0 {
+            return Some(&conf[start..start + i]);
+        }
+    }
+    None
+}
+
+/// `conf` names a system account `SYS` with a user whose password comes from the environment:
+/// what `nats server report ...` and the server's own monitoring requests log in as.
+fn check_system_account(conf: &str, what: &str) {
+    let active = active_lines(conf);
+    assert_eq!(
+        conf_value(&active, "system_account").as_deref(),
+        Some("SYS"),
+        "{what}: no `system_account: SYS` (server reports need a system account user)"
+    );
+    let sys = block(&active, "SYS").unwrap_or_else(|| panic!("{what}: no account SYS"));
+    let users = shared::test_support::users_of(sys).unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        users == [("system".to_owned(), "NATS_PASSWORD_SYSTEM".to_owned())],
+        "{what}: account SYS has the user system, password $NATS_PASSWORD_SYSTEM: {users:?}"
+    );
+}
+
+#[test]
+fn every_server_config_has_the_system_account() {
+    for name in NATS_SERVER_CONFS {
+        check_system_account(&nats_conf_expanded(name), name);
+    }
+    // scripts/dev runs nats.conf beside a copy of accounts.conf (and --cluster cluster.conf).
+    let dev = read(&root().join("scripts/dev"));
+    assert!(
+        dev.contains(&format!("cp \"$ROOT/{ACCOUNTS_CONF}\"")),
+        "scripts/dev copies {ACCOUNTS_CONF} beside its nats.conf"
+    );
+    // The test servers include the same text.
+    assert_eq!(
+        shared::test_support::ACCOUNTS_CONF,
+        read(&root().join(ACCOUNTS_CONF))
+    );
+}
+
+#[test]
+#[should_panic(expected = "no `system_account: SYS`")]
+fn a_nats_config_without_a_system_account_is_rejected() {
+    let conf = nats_conf_expanded("nats.conf").replace("system_account: SYS", "");
+    check_system_account(&conf, "nats.conf");
 }
 
 #[test]

@@ -1,9 +1,11 @@
 //! deploy/k8s (kustomize): reading the manifests, a container's environment and files as the
 //! kubelet builds them, and the NATS StatefulSet with the config it runs. The checks:
 //! [`workloads`] (manifests, probes, settings, selectors), [`nats`] (the NATS cluster),
-//! [`network`] (network policies), [`security`] (users, TLS, read-only mounts).
+//! [`network`] (network policies), [`security`] (users, TLS, read-only mounts),
+//! [`nats_box`] (the operators' on-demand `nats` CLI pod).
 
 mod nats;
+mod nats_box;
 mod network;
 mod security;
 mod workloads;
@@ -20,12 +22,16 @@ use crate::services::Loaded;
 
 pub const K8S: &str = "deploy/k8s";
 
+/// Manifests of deploy/k8s applied by hand when needed, not by the kustomization.
+pub const ON_DEMAND: &[&str] = &["nats-box.yaml"];
+
 pub const KUBERNETES: Deployment = Deployment {
     name: K8S,
     unit: "pod",
     read_only: "readOnly: true",
 };
 
+#[derive(Clone)]
 pub struct Doc {
     pub file: String,
     pub v: Value,
@@ -48,12 +54,19 @@ impl Doc {
         matches!(self.kind(), "Deployment" | "StatefulSet" | "Job")
     }
 
+    /// The pod spec: a Pod's own, or a workload's template.
     pub fn pod(&self) -> &Value {
-        &self.v["spec"]["template"]["spec"]
+        match self.kind() {
+            "Pod" => &self.v["spec"],
+            _ => &self.v["spec"]["template"]["spec"],
+        }
     }
 
     pub fn pod_labels(&self) -> &Value {
-        &self.v["spec"]["template"]["metadata"]["labels"]
+        match self.kind() {
+            "Pod" => &self.v["metadata"]["labels"],
+            _ => &self.v["spec"]["template"]["metadata"]["labels"],
+        }
     }
 }
 

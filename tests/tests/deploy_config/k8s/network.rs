@@ -22,9 +22,9 @@ fn selects(selector: &Value, labels: &Value) -> bool {
 /// A pod, as a network policy sees it: its labels, and whether it is in the platform's
 /// namespace.
 #[derive(Clone, Copy)]
-struct Peer<'a> {
-    labels: &'a Value,
-    same_namespace: bool,
+pub(super) struct Peer<'a> {
+    pub labels: &'a Value,
+    pub same_namespace: bool,
 }
 
 fn peer_matches(peer: &Value, pod: Peer<'_>) -> bool {
@@ -43,7 +43,7 @@ fn peer_matches(peer: &Value, pod: Peer<'_>) -> bool {
 }
 
 /// Whether the policies let traffic to `port` leave `from` (egress) and reach `to` (ingress).
-fn policies_allow(policies: &[&Doc], from: Peer<'_>, to: Peer<'_>, port: u64) -> bool {
+pub(super) fn policies_allow(policies: &[&Doc], from: Peer<'_>, to: Peer<'_>, port: u64) -> bool {
     let direction_allows = |subject: Peer<'_>, other: Peer<'_>, kind: &str, key: &str| {
         if !subject.same_namespace {
             return true; // outside the platform's namespace: not its policies' business

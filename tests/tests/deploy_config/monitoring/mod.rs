@@ -1,8 +1,11 @@
 //! Monitoring: Prometheus (deploy/prometheus) scrapes every service of the compose stack and
 //! loads the alert rules; Grafana (deploy/grafana) is provisioned with the datasources and
-//! dashboards compose mounts; every query of both uses metrics that exist ([`promql`]).
+//! dashboards compose mounts, and the dashboards pick their datasource from a variable; every
+//! query of both uses metrics that exist ([`promql`]); every alert is scoped to the platform's
+//! jobs and links its runbook section ([`rules`]).
 
 pub mod promql;
+pub mod rules;
 
 use std::collections::BTreeSet;
 
@@ -80,6 +83,9 @@ fn alert_rules_use_metrics_that_exist() {
     }
     for required in [
         "CartServiceDown",
+        "CartJetStreamStreamFilling",
+        "CartJetStreamStreamFull",
+        "CartJetStreamConsumerPendingGrowing",
         "CartNoAggregateOwnsShards",
         "CartCommandErrorRatioHigh",
         "CartVersionConflictRateHigh",
@@ -94,6 +100,28 @@ fn alert_rules_use_metrics_that_exist() {
     ] {
         assert!(names.contains(required), "alerts.yml has no {required}");
     }
+}
+
+/// The dashboards' datasource variable: `${datasource}` in every panel and query.
+const DATASOURCE_VAR: &str = "${datasource}";
+
+/// A dashboard picks its Prometheus from a `datasource` template variable: every datasource
+/// it names is `${datasource}` (an imported dashboard works with whatever uid the Prometheus
+/// datasource of that Grafana has), and the variable lists Prometheus datasources.
+fn check_dashboard_datasources(dash: &Value, what: &str) {
+    let (mut exprs, mut uids) = (Vec::new(), BTreeSet::new());
+    walk_dashboard(dash, &mut exprs, &mut uids);
+    for uid in &uids {
+        assert_eq!(
+            uid, DATASOURCE_VAR,
+            "{what}: a hard-coded datasource uid {uid:?}; use {DATASOURCE_VAR}"
+        );
+    }
+    let var = items(&dash["templating"]["list"])
+        .find(|v| v["name"] == "datasource")
+        .unwrap_or_else(|| panic!("{what}: no templating variable `datasource`"));
+    assert_eq!(s(&var["type"]), "datasource", "{what}: {var}");
+    assert_eq!(s(&var["query"]), "prometheus", "{what}: {var}");
 }
 
 /// Every `expr` in a dashboard, and every datasource uid it refers to.
@@ -123,7 +151,7 @@ fn grafana_is_provisioned_and_dashboards_use_metrics_that_exist() {
     let datasources = yaml("deploy/grafana/provisioning/datasources/datasources.yml");
     let mut provisioned = BTreeSet::new();
     for ds in items(&datasources["datasources"]) {
-        provisioned.insert(s(&ds["uid"]));
+        provisioned.insert(s(&ds["type"]));
         let url = s(&ds["url"]);
         let host = url
             .strip_prefix("http://")
@@ -167,15 +195,24 @@ fn grafana_is_provisioned_and_dashboards_use_metrics_that_exist() {
         for expr in exprs {
             check_expr(expr, &known, &what);
         }
-        for uid in uids {
-            assert!(
-                provisioned.contains(&uid),
-                "{what} uses datasource uid {uid}, which is not provisioned"
-            );
-        }
+        assert!(!uids.is_empty(), "{what}: no panel names its datasource");
+        check_dashboard_datasources(&dash, &what);
     }
+    assert!(
+        provisioned.contains("prometheus"),
+        "a Prometheus datasource is provisioned (what the dashboards' variable lists)"
+    );
     assert!(
         titles.contains("Cart platform overview"),
         "dashboards: {titles:?}"
     );
+}
+
+#[test]
+#[should_panic(expected = "a hard-coded datasource uid")]
+fn a_dashboard_with_a_hard_coded_datasource_is_rejected() {
+    let path = files_with("deploy/grafana/dashboards", &["json"]).remove(0);
+    let mut dash: Value = serde_json::from_str(&read(&path)).unwrap();
+    dash["panels"][1]["datasource"]["uid"] = "prometheus".into();
+    check_dashboard_datasources(&dash, "hard-coded");
 }
