@@ -123,22 +123,27 @@ mod tests {
             .unwrap();
         assert_eq!(files.len(), 3);
         let pem = std::fs::read_to_string(dir.path().join("runner.pem")).unwrap();
-        let der = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap().1;
-        let cert = der.parse_x509().unwrap();
-        let cn = cert
-            .subject()
-            .iter_common_name()
-            .next()
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        use x509_cert::der::Decode;
+        use x509_cert::ext::pkix::{SubjectAltName, name::GeneralName};
+        let der = CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+        assert_eq!(
+            crate::grpc_tls::common_name(der.as_ref()).as_deref(),
+            Some("runner")
+        );
+        let cert = x509_cert::Certificate::from_der(der.as_ref()).unwrap();
+        let (_, sans) = cert
+            .tbs_certificate
+            .get::<SubjectAltName>()
             .unwrap()
-            .as_str()
             .unwrap();
-        assert_eq!(cn, "runner");
-        let sans = cert.subject_alternative_name().unwrap().unwrap();
         let names: Vec<String> = sans
-            .value
-            .general_names
+            .0
             .iter()
-            .map(|n| n.to_string())
+            .filter_map(|n| match n {
+                GeneralName::DnsName(d) => Some(d.to_string()),
+                _ => None,
+            })
             .collect();
         for want in ["runner", "localhost", "runner.cart.svc"] {
             assert!(

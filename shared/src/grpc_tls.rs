@@ -126,6 +126,22 @@ impl GrpcTls {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller(Option<String>);
 
+/// The first common name in a DER certificate's subject (UTF8String or PrintableString), if
+/// the certificate parses and has one.
+pub(crate) fn common_name(der: &[u8]) -> Option<String> {
+    use x509_cert::der::Decode;
+    use x509_cert::der::oid::db::rfc4519::CN;
+    let cert = x509_cert::Certificate::from_der(der).ok()?;
+    cert.tbs_certificate
+        .subject
+        .0
+        .iter()
+        .flat_map(|rdn| rdn.0.iter())
+        .find(|atv| atv.oid == CN)
+        .and_then(|atv| std::str::from_utf8(atv.value.value()).ok())
+        .map(str::to_owned)
+}
+
 impl Caller {
     /// The caller of `req`. A certificate that names no service is refused.
     pub fn of<T>(req: &tonic::Request<T>) -> Result<Self, tonic::Status> {
@@ -135,11 +151,8 @@ impl Caller {
         let certs: Arc<Vec<_>> = certs;
         certs
             .first()
-            .and_then(|der| {
-                let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
-                let cn = cert.subject().iter_common_name().next()?.as_str().ok()?;
-                Some(Self(Some(cn.to_owned())))
-            })
+            .and_then(|der| common_name(der.as_ref()))
+            .map(|cn| Self(Some(cn)))
             .ok_or_else(|| {
                 let mut status: tonic::Status = crate::ApiError::new(
                     crate::ErrorCode::Unauthenticated,
