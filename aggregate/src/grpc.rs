@@ -63,7 +63,8 @@ impl CartGrpc {
 }
 
 impl CartGrpc {
-    /// Execute commands in a span joined to the caller's trace, and build the reply.
+    /// Execute commands in a span (under the call's `grpc` span, which joined the caller's
+    /// trace), and build the reply.
     async fn run(
         &self,
         ctx: RequestContext,
@@ -79,7 +80,6 @@ impl CartGrpc {
             command_id = %id.command_id,
             commands = commands.len()
         );
-        shared::spans::continue_trace(&span, &ctx);
         let out = self
             .carts
             .execute(&ctx, &cart, route, id, expected, commands)
@@ -238,13 +238,12 @@ impl pb::cart_service_server::CartService for CartGrpc {
         req: Request<pb::GetCartRequest>,
     ) -> Result<Response<pb::CartSnapshot>, Status> {
         authorize(&req, "GetCart", &[GATEWAY, RUNNER])?;
-        let (ctx, cart, route) = self.target(
+        let (_ctx, cart, route) = self.target(
             req.metadata(),
             &req.get_ref().tenant,
             &req.get_ref().cart_id,
         )?;
         let span = tracing::info_span!("cart.get", cart = %cart.key);
-        shared::spans::continue_trace(&span, &ctx);
         let state = self
             .carts
             .get(&cart, route, req.get_ref().min_version)

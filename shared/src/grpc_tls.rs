@@ -87,9 +87,10 @@ impl GrpcTls {
         }))
     }
 
-    /// A server builder with [`Self::server`] applied.
+    /// A server builder with [`Self::server`] applied, each call in a span joined to the
+    /// caller's trace ([`crate::spans::grpc_server_span`]).
     pub fn server_builder(&self) -> Result<tonic::transport::Server, String> {
-        let builder = tonic::transport::Server::builder();
+        let builder = tonic::transport::Server::builder().trace_fn(crate::spans::grpc_server_span);
         match self.server()? {
             None => Ok(builder),
             Some(tls) => builder

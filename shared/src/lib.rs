@@ -16,6 +16,7 @@ pub mod nats;
 pub mod ops;
 pub mod placement;
 pub mod process;
+pub mod propagation;
 pub mod provider_order;
 pub mod serve;
 pub mod shutdown;
@@ -25,10 +26,9 @@ pub mod telemetry;
 #[cfg(feature = "test-support")]
 pub mod test_support;
 pub mod tls;
-pub mod trace;
+pub mod trace_log;
 pub mod workflow;
 
 pub use cart_domain::ids::{CartId, CommandId, CorrelationId, IdError, SpanId, TenantId, TraceId};
 pub use error::{ApiError, ErrorCode};
 pub use headers::RequestContext;
-pub use trace::Traceparent;

@@ -1,58 +1,53 @@
-//! Joining the spans each service exports to the W3C trace context that travels with every
-//! request (HTTP `traceparent` → gRPC metadata → NATS headers → provider HTTP), so one checkout
-//! is one trace in the collector.
+//! Joining the spans each service exports into one trace per request: the W3C trace context
+//! travels with every request (HTTP → gRPC metadata → NATS headers → provider HTTP), read and
+//! written by the global propagator ([`crate::propagation`]).
 //!
-//! A service makes its span for a request a child of the incoming `traceparent`
-//! ([`continue_trace`]) and sends [`downstream`] contexts on, which carry the id of the span that
-//! is current, so the next service's spans nest under it. Without an OTLP exporter both are
-//! cheap no-ops (no OpenTelemetry layer is installed): the `traceparent` values still travel
-//! and keep correlating logs.
+//! A service makes its span for a request a child of the caller's context ([`continue_trace`],
+//! or [`follow`] for a carrier read directly) and sends [`downstream`] contexts on, which name
+//! the span that is current, so the next service's spans nest under it. Without a caller
+//! context the span is a root and the sampler decides whether the trace is recorded; an
+//! unsampled decision travels on (flags `00`) so the next services drop their spans too.
 
-use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+use opentelemetry::trace::TraceContextExt;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::headers::RequestContext;
-use crate::trace::Traceparent;
+use crate::propagation::{HttpHeaders, TraceFields, extract};
 
-/// Make `span` a child of the caller's span named by `ctx.traceparent`.
+/// Make `span` a child of the caller's span named by `ctx.trace` (no-op without one).
 pub fn continue_trace(span: &tracing::Span, ctx: &RequestContext) {
-    let tp = &ctx.traceparent;
-    let (Ok(trace_id), Ok(span_id)) = (
-        TraceId::from_hex(tp.trace_id().as_str()),
-        SpanId::from_hex(tp.span_id().as_str()),
-    ) else {
-        return;
-    };
-    let flags = if tp.sampled() {
-        TraceFlags::SAMPLED
-    } else {
-        TraceFlags::default()
-    };
-    let remote = SpanContext::new(trace_id, span_id, flags, true, TraceState::default());
-    // Fails only when no OpenTelemetry layer is installed: then there is nothing to join.
-    let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
+    follow(span, &ctx.trace.context());
 }
 
-/// The context to send to the next hop: the current span as parent when spans are exported,
-/// else a fresh child of `ctx`'s trace (same trace id, new span id).
+/// Make `span` a child of `parent` (as returned by [`crate::propagation::extract`]) when it
+/// names a valid span; otherwise `span` stays a root (or the child of the current span).
+pub fn follow(span: &tracing::Span, parent: &opentelemetry::Context) {
+    if parent.span().span_context().is_valid() {
+        // Fails only when no OpenTelemetry layer is installed: then there is nothing to join.
+        let _ = span.set_parent(parent.clone());
+    }
+}
+
+/// The span of one incoming gRPC call (every server built by
+/// [`crate::grpc_tls::GrpcTls::server_builder`]): `grpc` with the method's path, the child of
+/// the caller's span named in the metadata. The handler's own spans nest under it.
+pub fn grpc_server_span(req: &http::Request<()>) -> tracing::Span {
+    let span = tracing::info_span!("grpc", rpc = %req.uri().path());
+    follow(&span, &extract(&HttpHeaders(req.headers())));
+    span
+}
+
+/// The context to send to the next hop: `ctx` with the current span as the parent. When no
+/// span is current (or no OpenTelemetry layer is installed) the caller's context goes on as is.
 pub fn downstream(ctx: &RequestContext) -> RequestContext {
     let current = tracing::Span::current().context();
-    let sc = current.span().span_context().clone();
-    if sc.is_valid() {
-        let value = format!(
-            "00-{}-{}-{:02x}",
-            sc.trace_id(),
-            sc.span_id(),
-            sc.trace_flags().to_u8()
-        );
-        if let Ok(traceparent) = Traceparent::parse(&value) {
-            return RequestContext {
-                traceparent,
-                ..ctx.clone()
-            };
-        }
+    if !current.span().span_context().is_valid() {
+        return ctx.clone();
     }
-    ctx.child()
+    RequestContext {
+        trace: TraceFields::of(&current),
+        ..ctx.clone()
+    }
 }
 
 #[cfg(test)]
@@ -62,31 +57,42 @@ mod tests {
     use tracing_subscriber::layer::SubscriberExt;
 
     use super::*;
+    use crate::headers::{TRACEPARENT, TRACESTATE};
     use cart_domain::ids::TenantId;
 
-    #[test]
-    fn spans_join_the_incoming_trace_and_downstream_names_the_current_span() {
+    const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    fn incoming(tp: &str) -> RequestContext {
+        let mut h = http::HeaderMap::new();
+        h.insert(TRACEPARENT, tp.parse().unwrap());
+        h.insert(TRACESTATE, "vendor=x".parse().unwrap());
+        RequestContext {
+            trace: TraceFields::extract(&HttpHeaders(&h)),
+            ..RequestContext::new(TenantId::parse("t").unwrap())
+        }
+    }
+
+    fn with_otel(f: impl FnOnce()) {
         let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
         let subscriber = tracing_subscriber::registry()
             .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
-        tracing::subscriber::with_default(subscriber, || {
-            let ctx = RequestContext::new(TenantId::parse("t").unwrap());
+        tracing::subscriber::with_default(subscriber, f);
+    }
+
+    #[test]
+    fn spans_join_the_incoming_trace_and_downstream_names_the_current_span() {
+        with_otel(|| {
+            let ctx = incoming(TP);
             let span = tracing::info_span!("request");
             continue_trace(&span, &ctx);
             let _entered = span.enter();
             let sent = downstream(&ctx);
-            assert_eq!(
-                sent.traceparent.trace_id(),
-                ctx.traceparent.trace_id(),
-                "same trace"
-            );
-            assert_ne!(
-                sent.traceparent.span_id(),
-                ctx.traceparent.span_id(),
-                "our span is the parent"
-            );
+            assert_eq!(sent.trace.trace_id(), ctx.trace.trace_id(), "same trace");
             let own = span.context().span().span_context().span_id().to_string();
-            assert_eq!(sent.traceparent.span_id().as_str(), own);
+            let tp = sent.trace.traceparent().unwrap();
+            assert!(tp.contains(&own), "our span is the parent: {tp}");
+            assert!(tp.ends_with("-01"), "still sampled: {tp}");
+            assert_eq!(sent.trace.tracestate(), Some("vendor=x"), "tracestate kept");
             assert_eq!(
                 (sent.tenant, sent.correlation_id),
                 (ctx.tenant, ctx.correlation_id)
@@ -94,13 +100,39 @@ mod tests {
         });
     }
 
+    #[test]
+    fn without_a_parent_the_sampler_decides_and_the_decision_travels() {
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_sampler(opentelemetry_sdk::trace::Sampler::ParentBased(Box::new(
+                opentelemetry_sdk::trace::Sampler::AlwaysOff,
+            )))
+            .build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        tracing::subscriber::with_default(subscriber, || {
+            let ctx = RequestContext::new(TenantId::parse("t").unwrap());
+            let span = tracing::info_span!("request");
+            continue_trace(&span, &ctx);
+            let sent = span.in_scope(|| downstream(&ctx));
+            let tp = sent.trace.traceparent().expect("a root still has ids");
+            assert!(tp.ends_with("-00"), "the sampler said no: {tp}");
+            assert!(!sent.trace.sampled());
+
+            // A sampled parent wins over the root sampler (parent-based).
+            let ctx = incoming(TP);
+            let span = tracing::info_span!("request");
+            continue_trace(&span, &ctx);
+            let sent = span.in_scope(|| downstream(&ctx));
+            assert!(sent.trace.sampled());
+        });
+    }
+
     #[tokio::test]
-    async fn without_an_exporter_downstream_still_continues_the_trace() {
-        let ctx = RequestContext::new(TenantId::parse("t").unwrap());
+    async fn without_an_exporter_the_callers_context_goes_on() {
+        let ctx = incoming(TP);
         let span = tracing::info_span!("request");
         continue_trace(&span, &ctx);
         let sent = async { downstream(&ctx) }.instrument(span).await;
-        assert_eq!(sent.traceparent.trace_id(), ctx.traceparent.trace_id());
-        assert_ne!(sent.traceparent.span_id(), ctx.traceparent.span_id());
+        assert_eq!(sent.trace, ctx.trace);
     }
 }

@@ -1,19 +1,21 @@
 //! Logs, traces and metrics, set up the same way in every process.
 //!
 //! `init` is called once at the top of `main`: `tracing` logs filtered by `RUST_LOG` (default
-//! `info`), printed as JSON (for log shippers) or human-readable text (`LOG_FORMAT`); spans
-//! exported over OTLP/gRPC only when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (so a laptop needs
-//! no collector); the W3C trace-context propagator installed globally so `traceparent` can be
-//! injected into and extracted from carriers; and a Prometheus recorder behind the `metrics`
-//! facade, rendered by `GET /metrics` (see [`crate::ops`]) with the service's build
-//! (`cart_build_info`) and the process series ([`crate::process`]).
+//! `info`), printed as JSON (for log shippers, with the `trace_id` and `span_id` of the current
+//! span, see [`crate::trace_log`]) or human-readable text (`LOG_FORMAT`); an OpenTelemetry
+//! tracer behind every `tracing` span, whose sampler is the SDK's own (`OTEL_TRACES_SAMPLER`,
+//! `OTEL_TRACES_SAMPLER_ARG`; parent-based always-on by default); spans exported over
+//! OTLP/gRPC only when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (so a laptop needs no collector),
+//! over TLS for an `https://` endpoint; the W3C trace-context propagator installed globally
+//! ([`crate::propagation`]); and a Prometheus recorder behind the `metrics` facade, rendered by
+//! `GET /metrics` (see [`crate::ops`]) with the service's build (`cart_build_info`) and the
+//! process series ([`crate::process`]).
 
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::WithExportConfig;
-use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_otlp::{WithExportConfig, WithTonicConfig};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use serde::{Deserialize, Serialize};
 use tracing_subscriber::fmt::MakeWriter;
@@ -42,7 +44,11 @@ pub struct TelemetryConfig {
     pub rust_log: Option<String>,
     pub log_format: LogFormat,
     /// OTLP/gRPC collector, e.g. `http://otel-collector:4317`; no span export when unset.
+    /// An `https://` endpoint is reached over TLS, trusting the system's roots.
     pub otel_exporter_otlp_endpoint: Option<String>,
+    /// PEM file of the CA that signed an `https://` collector's certificate, trusted instead
+    /// of the system's roots (a private CA).
+    pub otel_exporter_otlp_certificate: Option<String>,
 }
 
 impl TelemetryConfig {
@@ -62,6 +68,7 @@ impl TelemetryConfig {
             rust_log: var("RUST_LOG"),
             log_format,
             otel_exporter_otlp_endpoint: var("OTEL_EXPORTER_OTLP_ENDPOINT"),
+            otel_exporter_otlp_certificate: var("OTEL_EXPORTER_OTLP_CERTIFICATE"),
         })
     }
 }
@@ -79,6 +86,7 @@ pub enum TelemetryError {
 /// Keeps exporters alive; dropping it flushes buffered spans. Hold it in `main` until exit.
 pub struct TelemetryGuard {
     tracer_provider: Option<SdkTracerProvider>,
+    exports: bool,
     prometheus: PrometheusHandle,
 }
 
@@ -90,7 +98,7 @@ impl TelemetryGuard {
 
     /// True when spans are exported over OTLP.
     pub fn exports_traces(&self) -> bool {
-        self.tracer_provider.is_some()
+        self.exports
     }
 }
 
@@ -128,29 +136,24 @@ where
     let fmt = match config.log_format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
-            .with_current_span(true)
-            .with_span_list(false)
+            .event_format(crate::trace_log::WithTraceIds::json())
             .with_writer(writer)
             .boxed(),
         LogFormat::Pretty => tracing_subscriber::fmt::layer().with_writer(writer).boxed(),
     };
-    let tracer_provider = match &config.otel_exporter_otlp_endpoint {
-        Some(endpoint) => Some(otlp_provider(service_name, endpoint)?),
-        None => None,
-    };
-    let otel = tracer_provider
-        .as_ref()
-        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service_name.to_owned())));
+    // Every span gets trace and span ids (for logs and propagation) and a sampling decision,
+    // with or without an exporter; only an exporter sends them anywhere.
+    let tracer_provider = tracer_provider(service_name, config)?;
+    let otel =
+        tracing_opentelemetry::layer().with_tracer(tracer_provider.tracer(service_name.to_owned()));
     tracing_subscriber::registry()
         .with(filter)
         .with(fmt)
         .with(otel)
         .try_init()
         .map_err(|_| TelemetryError::AlreadyInitialized)?;
-    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    if let Some(p) = &tracer_provider {
-        opentelemetry::global::set_tracer_provider(p.clone());
-    }
+    crate::propagation::install();
+    opentelemetry::global::set_tracer_provider(tracer_provider.clone());
     tracing::info!(
         service = service_name,
         otlp = config
@@ -163,7 +166,8 @@ where
     // Every service's `/metrics` names its build; the process series follow on each scrape.
     crate::process::record_build_info(service_name);
     Ok(TelemetryGuard {
-        tracer_provider,
+        tracer_provider: Some(tracer_provider),
+        exports: config.otel_exporter_otlp_endpoint.is_some(),
         prometheus,
     })
 }
@@ -179,22 +183,55 @@ pub fn env_filter(directives: Option<&str>) -> Result<EnvFilter, TelemetryError>
         .map_err(|e| TelemetryError::Config(format!("RUST_LOG {directives:?}: {e}")))
 }
 
-fn otlp_provider(service_name: &str, endpoint: &str) -> Result<SdkTracerProvider, TelemetryError> {
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_tonic()
-        .with_endpoint(endpoint)
-        .build()
-        .map_err(|e| TelemetryError::Exporter {
-            endpoint: endpoint.to_owned(),
-            message: e.to_string(),
-        })?;
+/// The tracer provider: the SDK's sampler (it reads `OTEL_TRACES_SAMPLER` and
+/// `OTEL_TRACES_SAMPLER_ARG` itself) and, with an endpoint, a batch exporter (which reads
+/// `OTEL_BSP_SCHEDULE_DELAY` and the other `OTEL_BSP_*` variables).
+fn tracer_provider(
+    service_name: &str,
+    config: &TelemetryConfig,
+) -> Result<SdkTracerProvider, TelemetryError> {
     let resource = opentelemetry_sdk::Resource::builder()
         .with_service_name(service_name.to_owned())
         .build();
-    Ok(SdkTracerProvider::builder()
-        .with_batch_exporter(exporter)
-        .with_resource(resource)
-        .build())
+    let builder = SdkTracerProvider::builder().with_resource(resource);
+    Ok(match &config.otel_exporter_otlp_endpoint {
+        Some(endpoint) => builder
+            .with_batch_exporter(otlp_exporter(
+                endpoint,
+                config.otel_exporter_otlp_certificate.as_deref(),
+            )?)
+            .build(),
+        None => builder.build(),
+    })
+}
+
+/// The OTLP/gRPC span exporter for `endpoint`. An `https://` endpoint gets TLS trusting
+/// `ca_file` (PEM) when given, else the system's roots (rustls, with the crypto provider
+/// [`crate::tls::install_crypto_provider`] installed).
+pub fn otlp_exporter(
+    endpoint: &str,
+    ca_file: Option<&str>,
+) -> Result<opentelemetry_otlp::SpanExporter, TelemetryError> {
+    let error = |message: String| TelemetryError::Exporter {
+        endpoint: endpoint.to_owned(),
+        message,
+    };
+    let mut builder = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint);
+    if endpoint.starts_with("https://") {
+        let tls = tonic::transport::ClientTlsConfig::new();
+        let tls = match ca_file {
+            Some(path) => {
+                let pem = std::fs::read(path)
+                    .map_err(|e| error(format!("OTEL_EXPORTER_OTLP_CERTIFICATE {path}: {e}")))?;
+                tls.ca_certificate(tonic::transport::Certificate::from_pem(pem))
+            }
+            None => tls.with_native_roots(),
+        };
+        builder = builder.with_tls_config(tls);
+    }
+    builder.build().map_err(|e| error(e.to_string()))
 }
 
 static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -256,6 +293,21 @@ mod tests {
         assert_eq!(c.rust_log.as_deref(), Some("debug"));
         assert!(serde_json::from_str::<TelemetryConfig>(r#"{"log_format": "xml"}"#).is_err());
         assert_eq!(TelemetryConfig::default().log_format, LogFormat::Pretty);
+    }
+
+    #[tokio::test]
+    async fn an_https_collector_gets_an_exporter() {
+        crate::tls::install_crypto_provider();
+        otlp_exporter("https://collector.example.com:4317", None).expect("system roots");
+        let pki = crate::test_support::TestPki::new();
+        let ca = pki.ca_file().to_str().unwrap().to_owned();
+        otlp_exporter("https://collector.example.com:4317", Some(&ca)).expect("private CA");
+        let err = otlp_exporter("https://c:4317", Some("/nonexistent.pem")).unwrap_err();
+        assert!(
+            err.to_string().contains("OTEL_EXPORTER_OTLP_CERTIFICATE"),
+            "{err}"
+        );
+        otlp_exporter("http://127.0.0.1:4317", None).expect("plaintext");
     }
 
     #[test]

@@ -37,6 +37,7 @@ async fn init_logs_json_exports_spans_and_runs_once() {
         rust_log: Some("info,process=debug".into()),
         log_format: LogFormat::Json,
         otel_exporter_otlp_endpoint: Some(endpoint),
+        ..TelemetryConfig::default()
     };
     let guard = telemetry::init_with_writer("cart-test", &config, logs.clone()).unwrap();
     assert!(guard.exports_traces());
@@ -57,6 +58,9 @@ async fn init_logs_json_exports_spans_and_runs_once() {
     assert_eq!(v["level"], "INFO");
     assert_eq!(v["fields"]["items"], 3);
     assert_eq!(v["span"]["cart_id"], "c1");
+    // The line names the span's trace, for the way from a log search to the trace.
+    assert_eq!(v["trace_id"].as_str().map(str::len), Some(32), "{line}");
+    assert_eq!(v["span_id"].as_str().map(str::len), Some(16), "{line}");
     assert!(!text.contains("filtered out"));
 
     // Init names the service's build on /metrics.

@@ -3,42 +3,14 @@
 //! lists each one by name with its TLS version. Before one crypto provider was installed at
 //! start-up, every binary panicked on its first TLS handshake.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
 use shared::test_support::{NatsServer, ServerTls, TestPki, wait_until};
+use tests::processes::{Children, bin};
 
 const SERVICES: [&str; 4] = ["aggregate", "projection", "runner", "gateway"];
-
-/// The workspace's binaries, next to this test's own directory (`target/<profile>/deps/..`).
-fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target directory");
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build the workspace's binaries (cargo build --workspace --bins; \
-         scripts/test and cargo nextest run --workspace do)",
-        path.display()
-    );
-    path
-}
-
-struct Running(Vec<Child>);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
 
 /// The TLS connections the server holds, by connection name.
 async fn tls_connections(monitoring: &str) -> Vec<(String, String)> {
@@ -71,7 +43,7 @@ async fn every_service_binary_starts_and_connects_over_mutual_tls() {
         .monitoring_url()
         .expect("a TLS test server has monitoring");
     let work = tempfile::tempdir().unwrap();
-    let mut running = Running(Vec::new());
+    let mut running = Children::default();
     for service in SERVICES {
         let cert = pki.issue(service);
         let log = std::fs::File::create(work.path().join(format!("{service}.log"))).unwrap();

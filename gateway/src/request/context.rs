@@ -1,9 +1,11 @@
 //! Who a request is for, and how to find everything it caused.
 //!
 //! The [`attach`] middleware runs first on every request: it accepts or creates
-//! `x-correlation-id`, `x-request-id` and `traceparent` (so they reach the aggregate in gRPC
-//! metadata), resolves the tenant (API key or `x-tenant-id`) and returns `x-correlation-id` and
-//! `x-request-id` on every response, errors included. Handlers take [`Ctx`], which fails with
+//! `x-correlation-id` and `x-request-id`, starts the request's span (the child of the
+//! client's `traceparent` when it sent a valid one, else a root whose sampling the SDK's
+//! sampler decides: the gateway never forces a trace), resolves the tenant (API key or
+//! `x-tenant-id`) and returns `x-correlation-id` and `x-request-id` on every response, errors
+//! included. The span's context, not the client's header, is what goes on to the aggregate. Handlers take [`Ctx`], which fails with
 //! 401/403/400 when the tenant could not be resolved; routes that need no tenant (ops, the
 //! OpenAPI document, unknown routes) never ask, so they answer without credentials.
 
@@ -15,7 +17,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue};
-use shared::headers::{CORRELATION_ID, REQUEST_ID, RequestContext, TENANT_ID, TRACEPARENT};
+use shared::headers::{CORRELATION_ID, REQUEST_ID, RequestContext, TENANT_ID};
 use shared::{ApiError, CorrelationId, ErrorCode, TenantId};
 // Secrets are compared in constant time, so response timing does not reveal a prefix.
 use subtle::ConstantTimeEq;
@@ -135,12 +137,6 @@ pub async fn attach(State(auth): State<Arc<Auth>>, mut req: Request, next: Next)
         |v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()),
         || uuid::Uuid::now_v7().to_string(),
     );
-    ensure(
-        headers,
-        TRACEPARENT,
-        |v| shared::Traceparent::parse(v).is_ok(),
-        || shared::Traceparent::generate().to_string(),
-    );
     let resolved = auth.resolve(req.headers());
     let span = tracing::info_span!(
         "http",
@@ -149,9 +145,10 @@ pub async fn attach(State(auth): State<Arc<Auth>>, mut req: Request, next: Next)
         correlation_id = %correlation.to_str().unwrap_or_default(),
         tenant = tracing::field::Empty,
     );
+    let parent = shared::propagation::extract(&shared::propagation::HttpHeaders(req.headers()));
+    shared::spans::follow(&span, &parent);
     if let Ok(ctx) = &resolved {
         span.record("tenant", ctx.tenant.as_str());
-        shared::spans::continue_trace(&span, ctx);
     }
     req.extensions_mut().insert(Resolved(resolved));
     let mut resp = next.run(req).instrument(span.clone()).await;

@@ -59,7 +59,8 @@ fn cors(origins: &[HeaderValue]) -> CorsLayer {
             name(shared::headers::API_KEY),
             name(shared::headers::TENANT_ID),
             name(shared::headers::CORRELATION_ID),
-            name("traceparent"),
+            name(shared::headers::TRACEPARENT),
+            name(shared::headers::TRACESTATE),
         ])
         .expose_headers([
             ETAG,

@@ -334,6 +334,7 @@ impl Consumer {
         while !rest.is_empty() {
             // The writer needs no headers (they are kept here for dead letters).
             let batch = rest.iter().map(|d| d.inc.without_headers()).collect();
+            let _spans: Vec<tracing::Span> = rest.iter().map(Received::span).collect();
             let outcome = match self.writer.apply(batch, OnFailure::Stop).await {
                 Ok(o) => o,
                 Err(e) => {
@@ -396,7 +397,7 @@ impl Consumer {
         tracing::error!(
             id,
             correlation_id = ctx.as_ref().map(|c| c.correlation_id.to_string()),
-            trace_id = ctx.as_ref().map(|c| c.traceparent.trace_id().to_string()),
+            trace_id = ctx.as_ref().and_then(|c| c.trace.trace_id()),
             sequence = d.inc.sequence,
             subject = %d.inc.subject,
             deliveries = d.inc.delivered,

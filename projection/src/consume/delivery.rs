@@ -49,6 +49,22 @@ pub struct Received {
 }
 
 impl Received {
+    /// The span of applying this message: the child of the span that appended it (named in
+    /// its `traceparent`), so the read model's work is part of the request's trace. It lasts
+    /// while the writer applies the batch holding it.
+    pub(super) fn span(&self) -> tracing::Span {
+        let span = tracing::info_span!(
+            "projection.apply",
+            sequence = self.inc.sequence,
+            subject = %self.inc.subject
+        );
+        if let Some(headers) = &self.inc.headers {
+            let parent = shared::propagation::extract(&shared::propagation::NatsHeaders(headers));
+            shared::spans::follow(&span, &parent);
+        }
+        span
+    }
+
     /// A fetched message; `None` (logged) without JetStream metadata.
     fn new(mut msg: jetstream::Message) -> Option<Received> {
         let info = match msg.info() {

@@ -1,6 +1,7 @@
 //! HTTP client for the Klarna Checkout v3 / Order Management API shape.
 //!
-//! Basic auth and timeouts from config; the trace context goes out as `traceparent`; transient
+//! Basic auth and timeouts from config; each call (with its retries) is a `provider.call` span,
+//! whose trace context goes out as `traceparent` / `tracestate`; transient
 //! failures (connect errors, timeouts, 408/429/5xx) are retried with exponential back-off and
 //! jitter, permanent ones (other 4xx) are returned at once with the provider's reason.
 
@@ -10,6 +11,7 @@ use backon::{ExponentialBuilder, Retryable};
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use shared::headers::RequestContext;
+use tracing::Instrument;
 
 use super::order::Order;
 use crate::metrics as m;
@@ -239,6 +241,7 @@ impl ProviderClient {
             )
             .when(ProviderError::is_transient)
             .notify(|e, after| tracing::warn!(endpoint, error = %e, ?after, "provider call failed; retrying"))
+            .instrument(tracing::info_span!("provider.call", endpoint, %method, path))
             .await
     }
 }

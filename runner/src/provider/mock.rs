@@ -127,6 +127,7 @@ impl MockProvider {
             .route("/__mock/orders/{id}/complete", post(complete_route))
             .route("/__mock/faults", post(set_faults_route))
             .route("/__mock/stats", get(stats_route))
+            .layer(axum::middleware::from_fn(super::mock_trace::span))
             .with_state(self.clone())
     }
 
@@ -195,6 +196,7 @@ impl MockProvider {
         let resp = self
             .http
             .post(&push)
+            .headers(super::mock_trace::headers())
             .send()
             .await
             .map_err(|e| CompleteError::Push(format!("push to {push} failed: {e}")))?;
@@ -220,7 +222,8 @@ impl MockProvider {
             .options
             .as_ref()
             .is_some_and(|o| o.require_validate_callback_success);
-        let answer = self.http.post(&url).json(&order).send().await;
+        let answer = self.http.post(&url).headers(super::mock_trace::headers());
+        let answer = answer.json(&order).send().await;
         match answer {
             Ok(r) if r.status().is_success() => Ok(()),
             Ok(r) if r.status() == reqwest::StatusCode::SEE_OTHER => {
@@ -455,13 +458,8 @@ async fn cancel(
 /// Query of `/__mock/orders/{id}/complete`.
 #[derive(Deserialize)]
 struct CompleteQuery {
-    /// `false`: pay without asking the validation callback.
-    #[serde(default = "yes")]
-    validate: bool,
-}
-
-fn yes() -> bool {
-    true
+    /// `false`: pay without asking the validation callback (default `true`).
+    validate: Option<bool>,
 }
 
 async fn complete_route(
@@ -469,7 +467,7 @@ async fn complete_route(
     Path(id): Path<String>,
     axum::extract::Query(q): axum::extract::Query<CompleteQuery>,
 ) -> Response {
-    let done = if q.validate {
+    let done = if q.validate.unwrap_or(true) {
         m.complete(&id).await
     } else {
         m.complete_unvalidated(&id).await

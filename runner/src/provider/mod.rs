@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod mock;
+mod mock_trace;
 pub mod order;
 
 pub use client::{ProviderClient, ProviderConfig, ProviderError};

@@ -8,15 +8,15 @@
 use std::fmt;
 
 use crate::error::{ApiError, ErrorCode};
-use crate::trace::{self, Traceparent};
-use cart_domain::ids::{CorrelationId, IdError, TenantId, TraceId};
+use crate::propagation::{self, TraceFields};
+use cart_domain::ids::{CorrelationId, IdError, TenantId};
 
 // --- Names used on every transport (HTTP, gRPC metadata and NATS) --------------------------
 
 /// Correlates everything one client request caused.
 pub const CORRELATION_ID: &str = "x-correlation-id";
-/// W3C trace context.
-pub const TRACEPARENT: &str = "traceparent";
+/// W3C trace context (read and written by the propagator only, see [`crate::propagation`]).
+pub use crate::propagation::{TRACEPARENT, TRACESTATE};
 /// The id a client or proxy gave one HTTP request; echoed, never interpreted.
 pub const REQUEST_ID: &str = "x-request-id";
 
@@ -55,7 +55,7 @@ pub const ROUTE_FALLBACK: &str = "x-cart-route-fallback";
 pub const NATS_TENANT_ID: &str = "tenant-id";
 /// Second spelling of the correlation id on NATS, for tools that look for the unprefixed name.
 pub const NATS_CORRELATION_ID: &str = "correlation-id";
-/// The bare trace id, for log search and for writers that cannot produce a `traceparent`.
+/// The bare trace id, for log search (the `traceparent` is what joins the trace).
 pub const NATS_TRACE_ID: &str = "trace-id";
 /// Comma-separated event types in an event message, so consumers skip without decoding.
 pub const CART_EVENT_TYPES: &str = "cart-event-types";
@@ -98,18 +98,26 @@ const REQUEST_ID_MAX_LEN: usize = 128;
 pub struct RequestContext {
     pub tenant: TenantId,
     pub correlation_id: CorrelationId,
-    pub traceparent: Traceparent,
+    /// The caller's trace context as the propagator read it (`traceparent`, `tracestate`):
+    /// empty when the caller sent none (the first span here is then a root, and the sampler
+    /// decides). [`crate::spans::downstream`] replaces it with the current span's context.
+    pub trace: TraceFields,
     pub request_id: Option<String>,
 }
 
 /// Read access to the three header maps, so the parsing rules exist once.
 trait HeaderSource {
     fn value(&self, name: &str) -> Option<&str>;
+    /// The trace context, read by the global propagator.
+    fn trace(&self) -> TraceFields;
 }
 
 impl HeaderSource for http::HeaderMap {
     fn value(&self, name: &str) -> Option<&str> {
         self.get(name).and_then(|v| v.to_str().ok())
+    }
+    fn trace(&self) -> TraceFields {
+        TraceFields::extract(&propagation::HttpHeaders(self))
     }
 }
 
@@ -117,37 +125,37 @@ impl HeaderSource for tonic::metadata::MetadataMap {
     fn value(&self, name: &str) -> Option<&str> {
         self.get(name).and_then(|v| v.to_str().ok())
     }
+    fn trace(&self) -> TraceFields {
+        TraceFields::extract(&propagation::GrpcMetadata(self))
+    }
 }
 
 impl HeaderSource for async_nats::HeaderMap {
     fn value(&self, name: &str) -> Option<&str> {
         self.get(name).map(|v| v.as_str())
     }
+    fn trace(&self) -> TraceFields {
+        TraceFields::extract(&propagation::NatsHeaders(self))
+    }
 }
 
 impl RequestContext {
-    /// A context for work that starts here (timers, background jobs) rather than from a request.
+    /// A context for work that starts here (timers, background jobs) rather than from a
+    /// request: a new correlation id and no trace (the work's first span is a root).
     pub fn new(tenant: TenantId) -> Self {
         Self {
             tenant,
             correlation_id: CorrelationId::generate(),
-            traceparent: Traceparent::generate(),
+            trace: TraceFields::default(),
             request_id: None,
-        }
-    }
-
-    /// The context for a downstream call from a new span: everything equal but the span id.
-    pub fn child(&self) -> Self {
-        Self {
-            traceparent: self.traceparent.child(),
-            ..self.clone()
         }
     }
 
     /// The edge's view of an incoming HTTP request. An invalid `x-tenant-id` is a 400 (the
     /// client asked for something we cannot serve); a missing one falls back to
     /// `default_tenant` (single-tenant deployments). Correlation id and trace context are
-    /// best effort: missing or malformed values are replaced, never rejected.
+    /// best effort, never rejected: a missing or malformed correlation id is replaced, a
+    /// malformed trace context is dropped (the request starts a new trace).
     pub fn from_http(
         headers: &http::HeaderMap,
         default_tenant: Option<&TenantId>,
@@ -181,6 +189,8 @@ impl RequestContext {
                 headers.insert(name, v);
             }
         }
+        self.trace
+            .inject_into(&mut propagation::HttpHeadersMut(headers));
     }
 
     /// Sets the context on outgoing gRPC metadata (gateway → aggregate/projection/runner).
@@ -190,6 +200,8 @@ impl RequestContext {
                 md.insert(name, v);
             }
         }
+        self.trace
+            .inject_into(&mut propagation::GrpcMetadataMut(md));
     }
 
     /// The server side of [`RequestContext::to_grpc_metadata`]. The tenant is required: a gRPC
@@ -222,36 +234,33 @@ impl RequestContext {
         Ok(Self::with_tenant(tenant, md))
     }
 
-    /// Sets the context on a NATS message: both correlation spellings, `traceparent` and the
-    /// bare `trace-id`, so the `nats` CLI and tools that only know one name all find them.
+    /// Sets the context on a NATS message: both correlation spellings, the trace context
+    /// (`traceparent`, `tracestate`) and the bare `trace-id`, so the `nats` CLI and tools that
+    /// only know one name all find them.
     pub fn to_nats_headers(&self, headers: &mut async_nats::HeaderMap) {
         headers.insert(NATS_TENANT_ID, self.tenant.as_str());
         headers.insert(CORRELATION_ID, self.correlation_id.as_str());
         headers.insert(NATS_CORRELATION_ID, self.correlation_id.as_str());
-        headers.insert(TRACEPARENT, self.traceparent.to_string());
-        headers.insert(NATS_TRACE_ID, self.traceparent.trace_id().as_str());
+        self.trace
+            .inject_into(&mut propagation::NatsHeadersMut(headers));
+        if let Some(trace_id) = self.trace.trace_id() {
+            headers.insert(NATS_TRACE_ID, trace_id.as_str());
+        }
         if let Some(id) = &self.request_id {
             headers.insert(REQUEST_ID, id.as_str());
         }
     }
 
     /// Reads the context of a consumed NATS message. `tenant-id` is required; either
-    /// correlation spelling is accepted; without a `traceparent` the trace continues from
-    /// `trace-id` when that is valid.
+    /// correlation spelling is accepted; the trace comes from `traceparent` / `tracestate`
+    /// (`trace-id` alone is for log search and joins nothing).
     pub fn from_nats_headers(headers: &async_nats::HeaderMap) -> Result<Self, ApiError> {
         let tenant = required_tenant(headers, NATS_TENANT_ID)?;
         let correlation_id = nats_correlation_id(headers).unwrap_or_else(CorrelationId::generate);
-        let traceparent = match headers.value(TRACEPARENT).map(Traceparent::parse) {
-            Some(Ok(tp)) => tp,
-            _ => match headers.value(NATS_TRACE_ID).map(TraceId::parse) {
-                Some(Ok(trace_id)) => Traceparent::from_trace_id(&trace_id),
-                _ => Traceparent::generate(),
-            },
-        };
         Ok(Self {
             tenant,
             correlation_id,
-            traceparent,
+            trace: headers.trace(),
             request_id: request_id(headers),
         })
     }
@@ -263,7 +272,7 @@ impl RequestContext {
                 .value(CORRELATION_ID)
                 .and_then(|v| CorrelationId::parse(v.trim()).ok())
                 .unwrap_or_else(CorrelationId::generate),
-            traceparent: trace::normalize(headers.value(TRACEPARENT)),
+            trace: headers.trace(),
             request_id: request_id(headers),
         }
     }
@@ -273,7 +282,6 @@ impl RequestContext {
         let mut pairs = vec![
             (tenant_name, self.tenant.to_string()),
             (CORRELATION_ID, self.correlation_id.to_string()),
-            (TRACEPARENT, self.traceparent.to_string()),
         ];
         if let Some(id) = &self.request_id {
             pairs.push((REQUEST_ID, id.clone()));
@@ -361,7 +369,7 @@ impl fmt::Display for RequestContext {
             "tenant={} correlation_id={} trace_id={}",
             self.tenant,
             self.correlation_id,
-            self.traceparent.trace_id()
+            self.trace.trace_id().as_deref().unwrap_or("-")
         )
     }
 }

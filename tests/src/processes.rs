@@ -1,0 +1,44 @@
+//! The workspace's service binaries as child processes, for tests that need each service in
+//! its own process (its own TLS set-up, its own telemetry and `service.name`).
+
+use std::path::PathBuf;
+use std::process::Child;
+
+/// The workspace's binary `name`, next to the running test's directory
+/// (`target/<profile>/deps/..`).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target directory");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace's binaries (cargo build --workspace --bins; \
+         scripts/test and cargo nextest run --workspace do)",
+        path.display()
+    );
+    path
+}
+
+/// Child processes killed (and reaped) when dropped.
+#[derive(Default)]
+pub struct Children(pub Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A free loopback port (bound, then released for a child process to take).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
