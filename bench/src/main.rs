@@ -76,12 +76,32 @@ struct Args {
     /// Messages per cart (cold-load: 1000), or in total (projection: 1000000).
     #[arg(long)]
     events: Option<u64>,
+    /// Run the in-process services with the telemetry a service binary installs (JSON logs,
+    /// `RUST_LOG` or `info`, written to a sink; the OpenTelemetry tracer, exporting only if
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` is set). Off by default, so
+    /// the figures compare with earlier runs; on, they include what logging and spans cost.
+    #[arg(long)]
+    telemetry: bool,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     shared::tls::install_crypto_provider();
     let args = Args::parse();
+    let _telemetry = if args.telemetry {
+        // `RUST_LOG` and the OTLP endpoint as a binary reads them; lines are always JSON.
+        let config = shared::telemetry::TelemetryConfig {
+            log_format: shared::telemetry::LogFormat::Json,
+            ..shared::telemetry::TelemetryConfig::from_env()?
+        };
+        Some(shared::telemetry::init_with_writer(
+            "cart-bench",
+            &config,
+            std::io::sink,
+        )?)
+    } else {
+        None
+    };
     let warmup = Duration::from_secs_f64(args.warmup);
     let duration = Duration::from_secs_f64(args.duration);
     let mut stack = Stack::for_bench(
