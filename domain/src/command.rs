@@ -12,6 +12,7 @@ use crate::ids::{CartId, KeyField};
 
 /// Add `quantity` of `sku` (from `storeId`, for click-and-collect) shipped to `country`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AddItem {
     pub sku: String,
@@ -23,70 +24,89 @@ pub struct AddItem {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all_fields = "camelCase", deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(tag = "type", deny_unknown_fields)]
 pub enum Command {
     AddItem(AddItem),
     /// Several items in one atomic step (quantities of the same SKU add up).
+    #[serde(rename_all = "camelCase")]
     AddItems {
         items: Vec<AddItem>,
     },
+    #[serde(rename_all = "camelCase")]
     ChangeQuantity {
         line_id: u32,
         quantity: u32,
     },
+    #[serde(rename_all = "camelCase")]
     RemoveItem {
         line_id: u32,
     },
     /// Replace all lines (and with them, deliveries) by `items`.
+    #[serde(rename_all = "camelCase")]
     SetItems {
         items: Vec<AddItem>,
     },
     ClearCart,
     /// Deliver `line_ids` (empty = every line without a delivery) with `provider`.
+    #[serde(rename_all = "camelCase")]
     AddDelivery {
         provider: String,
         #[serde(default)]
         line_ids: Vec<u32>,
     },
+    #[serde(rename_all = "camelCase")]
     RemoveDelivery {
         delivery_id: u32,
     },
+    #[serde(rename_all = "camelCase")]
     SetPickupPoint {
         delivery_id: u32,
         pickup_point: PickupPoint,
     },
+    #[serde(rename_all = "camelCase")]
     ApplyVoucher {
         code: String,
     },
+    #[serde(rename_all = "camelCase")]
     RemoveVoucher {
         voucher_id: u32,
     },
     /// Attach the cart to a signed-in user; `None` detaches it.
+    #[serde(rename_all = "camelCase")]
     SetUser {
         user_id: Option<String>,
     },
     /// Merge an anonymous cart's items into this (the user's) cart; lines sum by SKU. The
     /// aggregate fills `items` from the source cart before deciding.
+    #[serde(rename_all = "camelCase")]
     MergeCart {
+        #[cfg_attr(feature = "openapi", schema(value_type = String))]
         source_cart_id: CartId,
         /// Never from a client (`/v1` refuses it): filled by the aggregate.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         items: Vec<AddItem>,
     },
+    #[serde(rename_all = "camelCase")]
     SetMarking {
         line_id: u32,
         marking: Marking,
     },
+    #[serde(rename_all = "camelCase")]
     RemoveMarking {
         line_id: u32,
     },
     /// Start (or restart) checkout. `attempt_id` identifies this attempt end to end.
+    #[serde(rename_all = "camelCase")]
     StartCheckout {
+        /// The command id when a client leaves it out.
+        #[serde(default)]
         attempt_id: String,
         #[serde(default)]
         country: Option<String>,
     },
     /// Runner → cart: the provider order for an attempt exists.
+    #[serde(rename_all = "camelCase")]
     RecordProviderOrder {
         attempt_id: String,
         provider_order_id: String,
@@ -95,12 +115,14 @@ pub enum Command {
     /// Runner → cart: the provider says `provider_order_id` is paid. The order is placed
     /// when what was paid matches the checkout attempt and the cart (see
     /// `Cart::check_paid`); otherwise the mismatch is recorded (`OrderMismatched`).
+    #[serde(rename_all = "camelCase")]
     ConfirmOrder {
         provider_order_id: String,
         order_reference: String,
         paid: PaidOrder,
     },
     /// Runner → cart: the provider refused the checkout.
+    #[serde(rename_all = "camelCase")]
     FailCheckout {
         attempt_id: String,
         code: String,
@@ -109,14 +131,17 @@ pub enum Command {
     CancelCheckout,
     /// Add subscription details, or replace the ones with this `id`. The gateway fills an
     /// absent id with a fresh one (derived from the request, so a retry replaces, not adds).
+    #[serde(rename_all = "camelCase")]
     UpsertSubscriptionDetails {
         #[serde(default)]
         id: String,
         offering_code: String,
         signing_type: String,
         #[serde(default = "empty_object")]
+        #[cfg_attr(feature = "openapi", schema(value_type = Object))]
         data: serde_json::Value,
     },
+    #[serde(rename_all = "camelCase")]
     RemoveSubscriptionDetails {
         id: String,
     },

@@ -80,6 +80,7 @@ pub fn checkout_lines(cart: &Cart) -> CheckoutLines {
 
 /// What the payment provider says was (or is about to be) paid, read from its order.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct PaidOrder {
     /// The checkout attempt the provider order was created or last updated for (from its

@@ -178,3 +178,65 @@ async fn the_document_is_self_contained() {
     let byid = &doc["paths"]["/cart/byid/{cartId}/set"];
     assert_eq!(byid["parameters"][0]["name"], "cartId");
 }
+
+/// The documented command union is the domain's command as `/v1` reads it: for every
+/// example command, each field it sends is documented for its `type`, and each documented
+/// required field is sent.
+#[tokio::test]
+async fn the_command_schema_is_the_json_form_of_every_domain_command() {
+    let doc = document(gateway::app(state())).await;
+    let schemas = &doc["components"]["schemas"];
+    let resolve = |v: &serde_json::Value| -> serde_json::Value {
+        match v["$ref"].as_str() {
+            Some(r) => schemas[r.trim_start_matches("#/components/schemas/")].clone(),
+            None => v.clone(),
+        }
+    };
+    // Each variant's properties and required fields, by its `type`.
+    let mut variants = BTreeMap::new();
+    for variant in schemas["Command"]["oneOf"].as_array().expect("a oneOf") {
+        let parts: Vec<serde_json::Value> = match variant["allOf"].as_array() {
+            Some(all) => all.iter().map(resolve).collect(),
+            None => vec![variant.clone()],
+        };
+        let mut properties = BTreeSet::new();
+        let mut required = BTreeSet::new();
+        for part in &parts {
+            properties.extend(
+                part["properties"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, _)| k.clone()),
+            );
+            required.extend(
+                part["required"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|r| r.as_str().map(str::to_owned)),
+            );
+        }
+        let name = parts.iter().find_map(|p| {
+            p["properties"]["type"]["enum"][0]
+                .as_str()
+                .map(str::to_owned)
+        });
+        variants.insert(
+            name.expect("every variant names its type"),
+            (properties, required),
+        );
+    }
+    for command in cart_domain::Command::examples() {
+        let json = serde_json::to_value(&command).unwrap();
+        let sent: BTreeSet<String> = json.as_object().unwrap().keys().cloned().collect();
+        let (properties, required) = variants
+            .get(command.name())
+            .unwrap_or_else(|| panic!("{} is not documented", command.name()));
+        assert!(
+            sent.is_subset(properties),
+            "{json}: documented {properties:?}"
+        );
+        assert!(required.is_subset(&sent), "{json}: required {required:?}");
+    }
+}

@@ -385,6 +385,7 @@ pub fn upcast(event_type: &str, mut v: u32, mut data: Value) -> Result<Value, Ev
 
 /// A gift or engraving marking on a line.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Marking {
     #[serde(rename = "type")]
     pub kind: u32,
@@ -392,6 +393,7 @@ pub struct Marking {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct PickupPoint {
     pub id: String,

@@ -1,148 +1,30 @@
 //! Bodies of `POST /v1/carts/{id}/commands`: one command `{"type": "AddItem", ...}` or a list
 //! `{"commands": [...], "atomic": true}`.
 //!
-//! Commands are parsed in two steps (read `type`, then the fields of that type) so an error
-//! names the field from the top of the body (`commands[1].quantity: ...`); a tagged serde enum
-//! would lose the path. Commands only the checkout runner and the payment provider may send
-//! are refused by name.
+//! A command is the domain's own JSON form ([`Command`]'s serde), decoded once, straight into
+//! the domain type: a new command needs nothing here. Three things are added at this edge:
+//! errors name the field from the top of the body (`commands[1].quantity: ...`, see
+//! [`decode`]); unknown fields are refused at every depth, also inside the domain's lenient
+//! nested types (see [`refuse_unknown`]); and what a client may leave out is filled in
+//! (`country`) or refused (commands only the checkout runner sends, a merge's `items`).
 
 use cart_domain::Command;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use shared::{ApiError, CartId, ErrorCode};
+use shared::{ApiError, ErrorCode};
 use utoipa::ToSchema;
 
 use crate::request::json::from_value;
-use crate::storefront::dto::{ItemBody, MarkingBody, PickupPointBody, SubscriptionDetailsBody};
 
 /// Sent by the runner and the payment provider, never by clients.
 pub const INTERNAL: &[&str] = &["RecordProviderOrder", "ConfirmOrder", "FailCheckout"];
-
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ItemsCmd {
-    pub items: Vec<ItemBody>,
-}
-
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ChangeQuantityCmd {
-    pub line_id: u32,
-    pub quantity: u32,
-}
-
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct LineCmd {
-    pub line_id: u32,
-}
-
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct EmptyCmd {}
-
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct AddDeliveryCmd {
-    pub provider: String,
-    /// Empty or absent: every line without a delivery.
-    #[serde(default)]
-    pub line_ids: Vec<u32>,
-}
-
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct DeliveryCmd {
-    pub delivery_id: u32,
-}
-
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct SetPickupPointCmd {
-    pub delivery_id: u32,
-    pub pickup_point: PickupPointBody,
-}
-
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ApplyVoucherCmd {
-    pub code: String,
-}
-
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct VoucherCmd {
-    pub voucher_id: u32,
-}
-
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct SetUserCmd {
-    pub user_id: Option<String>,
-}
-
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct MergeCartCmd {
-    /// The anonymous cart whose items move into this one.
-    pub source_cart_id: String,
-}
-
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct SetMarkingCmd {
-    pub line_id: u32,
-    pub marking: MarkingBody,
-}
-
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct StartCheckoutCmd {
-    /// Identifies this checkout attempt end to end; the command id when absent.
-    #[serde(default)]
-    pub attempt_id: Option<String>,
-    #[serde(default)]
-    pub country: Option<String>,
-}
-
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct RemoveSubscriptionDetailsCmd {
-    pub id: String,
-}
-
-/// One command (documentation of the union; parsing is [`parse_command`]).
-#[derive(Serialize, ToSchema)]
-#[serde(tag = "type")]
-#[allow(dead_code)]
-pub enum CommandBody {
-    AddItem(ItemBody),
-    AddItems(ItemsCmd),
-    ChangeQuantity(ChangeQuantityCmd),
-    RemoveItem(LineCmd),
-    SetItems(ItemsCmd),
-    ClearCart(EmptyCmd),
-    AddDelivery(AddDeliveryCmd),
-    RemoveDelivery(DeliveryCmd),
-    SetPickupPoint(SetPickupPointCmd),
-    ApplyVoucher(ApplyVoucherCmd),
-    RemoveVoucher(VoucherCmd),
-    SetUser(SetUserCmd),
-    MergeCart(MergeCartCmd),
-    SetMarking(SetMarkingCmd),
-    RemoveMarking(LineCmd),
-    StartCheckout(StartCheckoutCmd),
-    CancelCheckout(EmptyCmd),
-    UpsertSubscriptionDetails(SubscriptionDetailsBody),
-    RemoveSubscriptionDetails(RemoveSubscriptionDetailsCmd),
-}
 
 /// Several commands: `atomic` (the default) applies all or none as one commit; otherwise they
 /// run one by one and each reports its own error.
 #[derive(Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CommandList {
-    #[schema(value_type = Vec<CommandBody>)]
+    #[schema(value_type = Vec<Command>)]
     pub commands: Vec<Value>,
     #[serde(default = "yes")]
     pub atomic: bool,
@@ -152,12 +34,14 @@ fn yes() -> bool {
     true
 }
 
-/// The body of the commands route (documentation).
+/// The body of the commands route (documentation). The runner's commands
+/// (`RecordProviderOrder`, `ConfirmOrder`, `FailCheckout`) and a merge's `items` are refused
+/// from clients.
 #[derive(Serialize, ToSchema)]
 #[serde(untagged)]
 #[allow(dead_code)]
 pub enum CommandsRequest {
-    One(CommandBody),
+    One(Command),
     Many(CommandList),
 }
 
@@ -174,7 +58,6 @@ pub enum Commands {
     Many { commands: Vec<Parsed>, atomic: bool },
 }
 
-/// Parses a body; `default_country` fills items that name none.
 /// The command types a client may send, in the domain's order.
 fn client_command_types() -> Vec<&'static str> {
     let mut types: Vec<&'static str> = Command::examples()
@@ -186,6 +69,7 @@ fn client_command_types() -> Vec<&'static str> {
     types
 }
 
+/// Parses a body; `default_country` fills items that name none.
 pub fn parse(body: Value, default_country: &str, max: usize) -> Result<Commands, ApiError> {
     if body.get("commands").is_none() {
         return parse_command(body, "", default_country).map(Commands::One);
@@ -225,16 +109,15 @@ fn field(path: &str, name: &str) -> String {
 
 /// One command at `path` (`""` or `commands[i]`).
 pub fn parse_command(value: Value, path: &str, default_country: &str) -> Result<Parsed, ApiError> {
-    let echo = value.clone();
-    let Value::Object(mut fields) = value else {
+    let Value::Object(fields) = &value else {
         return Err(ApiError::invalid(format!(
             "{}: a command is a JSON object with a \"type\"",
             if path.is_empty() { "body" } else { path }
         )));
     };
     let type_path = field(path, "type");
-    let kind = match fields.remove("type") {
-        Some(Value::String(t)) => t,
+    let kind = match fields.get("type") {
+        Some(Value::String(t)) => t.as_str(),
         Some(_) => return Err(ApiError::invalid(format!("{type_path}: must be a string"))),
         None => {
             return Err(ApiError::invalid(format!(
@@ -242,112 +125,173 @@ pub fn parse_command(value: Value, path: &str, default_country: &str) -> Result<
             )));
         }
     };
-    let rest = Value::Object(fields);
-    let items = |items: Vec<ItemBody>| {
-        items
+    if INTERNAL.contains(&kind) {
+        return Err(ApiError::invalid(format!(
+            "{type_path}: {kind} is an internal command (sent by the checkout runner or the payment provider), not accepted from clients"
+        )));
+    }
+    if !client_command_types().contains(&kind) {
+        return Err(ApiError::invalid(format!(
+            "{type_path}: unknown command type {kind:?}; expected one of {}",
+            client_command_types().join(", ")
+        )));
+    }
+    let mut command = decode(&value, path)?;
+    let written = serde_json::to_value(&command).map_err(|e| ApiError::internal(e.to_string()))?;
+    refuse_unknown(&value, &written, path)?;
+    fill_in(&mut command, path, default_country)?;
+    Ok(Parsed {
+        command,
+        echo: value,
+    })
+}
+
+/// What a client may leave out or must not send.
+fn fill_in(command: &mut Command, path: &str, default_country: &str) -> Result<(), ApiError> {
+    let items = match command {
+        Command::AddItem(item) => std::slice::from_mut(item),
+        Command::AddItems { items } | Command::SetItems { items } => items.as_mut_slice(),
+        Command::MergeCart { items, .. } if !items.is_empty() => {
+            return Err(ApiError::invalid(format!(
+                "{}: the aggregate takes the items from the source cart; send sourceCartId only",
+                field(path, "items")
+            )));
+        }
+        _ => &mut [],
+    };
+    for item in items.iter_mut().filter(|i| i.country.is_empty()) {
+        item.country = default_country.to_owned();
+    }
+    Ok(())
+}
+
+/// The most trial decodes spent finding the field an error is about.
+const MAX_TRIALS: usize = 64;
+
+/// Decodes a command with the domain's serde. serde reads an internally tagged enum through a
+/// buffer, which loses the path of a wrong value (`invalid value: integer -1, expected u32`
+/// without `quantity`); the field is found by taking values out one at a time: the one whose
+/// removal changes the error is the one the error is about (a wrong value fails while the
+/// fields are read, a missing one only after).
+fn decode(value: &Value, path: &str) -> Result<Command, ApiError> {
+    let error = match serde_json::from_value::<Command>(value.clone()) {
+        Ok(command) => return Ok(command),
+        Err(e) => e.to_string(),
+    };
+    // A missing field is reported once every field is read: only a nested object or list can
+    // be where it is missing, so only those are searched.
+    let scalars = !error.starts_with("missing field");
+    let mut trials = 0;
+    let mut at = Vec::new();
+    while let Some(step) = culprit(value, &at, &error, scalars, &mut trials) {
+        at.push(step);
+    }
+    let steps: String = at.iter().map(ToString::to_string).collect();
+    let located = format!("{path}{steps}");
+    let message = shared::error::clip_quoted(error).replace('`', "");
+    let located = located.trim_start_matches('.');
+    Err(ApiError::invalid(if located.is_empty() {
+        message
+    } else {
+        format!("{located}: {message}")
+    }))
+}
+
+/// One step into a JSON value.
+#[derive(Debug, Clone)]
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Step::Key(k) => write!(f, ".{k}"),
+            Step::Index(i) => write!(f, "[{i}]"),
+        }
+    }
+}
+
+/// The child of the node at `at` whose removal changes `error`, if any.
+fn culprit(
+    root: &Value,
+    at: &[Step],
+    error: &str,
+    scalars: bool,
+    trials: &mut usize,
+) -> Option<Step> {
+    let node = at.iter().try_fold(root, |v, s| match s {
+        Step::Key(k) => v.get(k),
+        Step::Index(i) => v.get(i),
+    })?;
+    let children: Vec<Step> = match node {
+        Value::Object(m) => m
             .iter()
-            .map(|i| i.to_add_item(default_country))
-            .collect()
+            .filter(|(k, v)| !(at.is_empty() && *k == "type") && (scalars || is_container(v)))
+            .map(|(k, _)| Step::Key(k.clone()))
+            .collect(),
+        Value::Array(a) => (0..a.len())
+            .filter(|&i| scalars || is_container(&a[i]))
+            .map(Step::Index)
+            .collect(),
+        _ => return None,
     };
-    let command = match kind.as_str() {
-        "AddItem" => {
-            Command::AddItem(from_value::<ItemBody>(rest, path)?.to_add_item(default_country))
+    children.into_iter().find(|child| {
+        *trials += 1;
+        if *trials > MAX_TRIALS {
+            return false;
         }
-        "AddItems" => Command::AddItems {
-            items: items(from_value::<ItemsCmd>(rest, path)?.items),
-        },
-        "SetItems" => Command::SetItems {
-            items: items(from_value::<ItemsCmd>(rest, path)?.items),
-        },
-        "ChangeQuantity" => {
-            let c: ChangeQuantityCmd = from_value(rest, path)?;
-            Command::ChangeQuantity {
-                line_id: c.line_id,
-                quantity: c.quantity,
+        let mut trial = root.clone();
+        remove(&mut trial, at, child);
+        serde_json::from_value::<Command>(trial).map_err(|e| e.to_string()) != Err(error.to_owned())
+    })
+}
+
+fn remove(root: &mut Value, at: &[Step], child: &Step) {
+    let node = at.iter().try_fold(root, |v, s| match s {
+        Step::Key(k) => v.get_mut(k),
+        Step::Index(i) => v.get_mut(*i),
+    });
+    match (node, child) {
+        (Some(Value::Object(m)), Step::Key(k)) => {
+            m.remove(k);
+        }
+        (Some(Value::Array(a)), Step::Index(i)) => {
+            a.remove(*i);
+        }
+        _ => {}
+    }
+}
+
+fn is_container(v: &Value) -> bool {
+    v.is_object() || v.is_array()
+}
+
+/// Refuses a field the client sent that the decoded command does not have (the domain's
+/// nested types, shared with the events, ignore unknown fields so that old code reads new
+/// events). A `null` counts as absent.
+fn refuse_unknown(sent: &Value, decoded: &Value, path: &str) -> Result<(), ApiError> {
+    match (sent, decoded) {
+        (Value::Object(sent), Value::Object(decoded)) => {
+            for (key, value) in sent.iter().filter(|(_, v)| !v.is_null()) {
+                let at = field(path, key);
+                match decoded.get(key) {
+                    Some(d) => refuse_unknown(value, d, &at)?,
+                    None => {
+                        return Err(ApiError::invalid(format!("{at}: unknown field {key}")));
+                    }
+                }
             }
+            Ok(())
         }
-        "RemoveItem" => Command::RemoveItem {
-            line_id: from_value::<LineCmd>(rest, path)?.line_id,
-        },
-        "ClearCart" => {
-            from_value::<EmptyCmd>(rest, path)?;
-            Command::ClearCart
-        }
-        "AddDelivery" => {
-            let c: AddDeliveryCmd = from_value(rest, path)?;
-            Command::AddDelivery {
-                provider: c.provider,
-                line_ids: c.line_ids,
-            }
-        }
-        "RemoveDelivery" => Command::RemoveDelivery {
-            delivery_id: from_value::<DeliveryCmd>(rest, path)?.delivery_id,
-        },
-        "SetPickupPoint" => {
-            let c: SetPickupPointCmd = from_value(rest, path)?;
-            Command::SetPickupPoint {
-                delivery_id: c.delivery_id,
-                pickup_point: c.pickup_point.into(),
-            }
-        }
-        "ApplyVoucher" => Command::ApplyVoucher {
-            code: from_value::<ApplyVoucherCmd>(rest, path)?.code,
-        },
-        "RemoveVoucher" => Command::RemoveVoucher {
-            voucher_id: from_value::<VoucherCmd>(rest, path)?.voucher_id,
-        },
-        "SetUser" => Command::SetUser {
-            user_id: from_value::<SetUserCmd>(rest, path)?.user_id,
-        },
-        "MergeCart" => {
-            let c: MergeCartCmd = from_value(rest, path)?;
-            let source_cart_id = CartId::parse(&c.source_cart_id)
-                .map_err(|e| ApiError::invalid(format!("{}: {e}", field(path, "sourceCartId"))))?;
-            // Items always come from the source cart, read by the aggregate.
-            Command::MergeCart {
-                source_cart_id,
-                items: Vec::new(),
-            }
-        }
-        "SetMarking" => {
-            let c: SetMarkingCmd = from_value(rest, path)?;
-            Command::SetMarking {
-                line_id: c.line_id,
-                marking: c.marking.into(),
-            }
-        }
-        "RemoveMarking" => Command::RemoveMarking {
-            line_id: from_value::<LineCmd>(rest, path)?.line_id,
-        },
-        "StartCheckout" => {
-            let c: StartCheckoutCmd = from_value(rest, path)?;
-            Command::StartCheckout {
-                // Filled with the command id before sending when absent.
-                attempt_id: c.attempt_id.unwrap_or_default(),
-                country: c.country,
-            }
-        }
-        "CancelCheckout" => {
-            from_value::<EmptyCmd>(rest, path)?;
-            Command::CancelCheckout
-        }
-        "UpsertSubscriptionDetails" => from_value::<SubscriptionDetailsBody>(rest, path)?.command(),
-        "RemoveSubscriptionDetails" => Command::RemoveSubscriptionDetails {
-            id: from_value::<RemoveSubscriptionDetailsCmd>(rest, path)?.id,
-        },
-        internal if INTERNAL.contains(&internal) => {
-            return Err(ApiError::invalid(format!(
-                "{type_path}: {internal} is an internal command (sent by the checkout runner or the payment provider), not accepted from clients"
-            )));
-        }
-        other => {
-            return Err(ApiError::invalid(format!(
-                "{type_path}: unknown command type {other:?}; expected one of {}",
-                client_command_types().join(", ")
-            )));
-        }
-    };
-    Ok(Parsed { command, echo })
+        (Value::Array(sent), Value::Array(decoded)) => sent
+            .iter()
+            .zip(decoded)
+            .enumerate()
+            .try_for_each(|(i, (s, d))| refuse_unknown(s, d, &format!("{path}[{i}]"))),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -442,6 +386,72 @@ mod tests {
         );
         let e = one(json!({"type": "MergeCart", "sourceCartId": "a.b"})).unwrap_err();
         assert!(e.starts_with("sourceCartId: cart_id must be"), "{e}");
+    }
+
+    /// The domain's serde loses the path inside a tagged command; the edge finds the field.
+    #[test]
+    fn errors_inside_a_command_name_the_nested_field() {
+        let cases = [
+            (
+                json!({"type": "AddItems", "items": [{"sku": "A", "quantity": 1}, {"sku": "B", "quantity": "x"}]}),
+                "items[1].quantity: invalid type: string \"x\", expected u32",
+            ),
+            (
+                json!({"type": "AddItems", "items": [{"sku": "A", "quantity": 1, "zz": 1}]}),
+                "items[0].zz: unknown field zz, expected one of sku, quantity, country, storeId",
+            ),
+            (
+                json!({"type": "AddItems", "items": [{"sku": "A"}]}),
+                "items[0]: missing field quantity",
+            ),
+            (
+                json!({"type": "ChangeQuantity", "quantity": 1}),
+                "missing field lineId",
+            ),
+            (
+                json!({"type": "SetPickupPoint", "deliveryId": 1, "pickupPoint": {"id": "P", "city": 7}}),
+                "pickupPoint.city: invalid type: integer 7, expected a string",
+            ),
+            // The domain's nested types ignore unknown fields (they are shared with events);
+            // the edge does not.
+            (
+                json!({"type": "SetPickupPoint", "deliveryId": 1, "pickupPoint": {"id": "P", "town": "x"}}),
+                "pickupPoint.town: unknown field town",
+            ),
+            (
+                json!({"type": "SetMarking", "lineId": 1, "marking": {"type": 1, "text": "a", "font": "x"}}),
+                "marking.font: unknown field font",
+            ),
+            (
+                json!({"type": "MergeCart", "sourceCartId": "1720000000000000", "items": [{"sku": "A", "quantity": 1}]}),
+                "items: the aggregate takes the items from the source cart; send sourceCartId only",
+            ),
+        ];
+        for (body, expected) in cases {
+            assert_eq!(one(body.clone()).unwrap_err(), expected, "{body}");
+        }
+        let e = parse(
+            json!({"commands": [{"type": "ClearCart"}, {"type": "AddItems", "items": [{"sku": 5, "quantity": 1}]}]}),
+            "se",
+            5,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.message,
+            "commands[1].items[0].sku: invalid type: integer 5, expected a string"
+        );
+        // A null is an absent optional field, and items without a country get the default.
+        let c =
+            one(json!({"type": "AddItem", "sku": "A", "quantity": 1, "storeId": null})).unwrap();
+        assert_eq!(
+            c,
+            Command::AddItem(cart_domain::AddItem {
+                sku: "A".into(),
+                quantity: 1,
+                country: "se".into(),
+                store_id: None,
+            })
+        );
     }
 
     #[test]
