@@ -127,12 +127,30 @@ impl CartPrice {
     }
 }
 
+/// A money amount in minor units, as JSON: `{"exVat": .., "incVat": .., "vat": {"25": ..}}`.
 #[derive(Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 struct CartPriceWire {
     ex_vat: i64,
     inc_vat: i64,
+    /// VAT per rate in percent (`"25"`, `"12.5"`).
     vat: BTreeMap<String, i64>,
+}
+
+/// Described as what it serializes to.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for CartPrice {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        <CartPriceWire as utoipa::PartialSchema>::schema()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for CartPrice {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "CartPrice".into()
+    }
 }
 
 impl Serialize for CartPrice {

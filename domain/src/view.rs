@@ -40,6 +40,7 @@ impl Amount for i64 {
 pub type StorefrontCart = CartView<i64>;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct CartView<M = CartPrice> {
     pub id: String,
@@ -70,15 +71,18 @@ pub struct CartView<M = CartPrice> {
 
 /// Subscription details as the storefront client reads them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SubscriptionDetailsView {
     pub id: String,
     pub offering_code: String,
     pub signing_type: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub data: serde_json::Value,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct CartItem {
     /// Line id: 1, 2, 3, ... per cart (what `PUT /cart` and `DELETE /cart/{id}` take).
@@ -105,6 +109,7 @@ pub struct CartItem {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ItemMeta {
     pub name: String,
@@ -125,6 +130,7 @@ pub struct ItemMeta {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct CartDelivery {
     pub id: u32,
@@ -139,6 +145,7 @@ pub struct CartDelivery {
 /// A voucher on the cart. One whose rules are not met stays, not applied, and applies as soon
 /// as the cart qualifies.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Voucher<M = CartPrice> {
     pub id: u32,
@@ -271,12 +278,14 @@ fn render<M: Amount>(cart: &Cart) -> CartView<M> {
 /// The reply to a mutation: the resulting cart (in the API's shape) and one entry per
 /// mutation sent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MutationReply<M = CartPrice> {
     pub result: CartView<M>,
     pub mutations: Vec<MutationOutcome>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MutationOutcome {
     /// The command's type name (`AddItem`, `ChangeQuantity`, ...).
     #[serde(rename = "type")]
@@ -284,10 +293,12 @@ pub struct MutationOutcome {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<MutationError>,
     /// The mutation as received.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub mutation: serde_json::Value,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct MutationError {
     pub message: String,

@@ -5,7 +5,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use cart_domain::Command;
+use cart_domain::{CartView, Command, MutationReply};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use shared::{ApiError, CartId, CommandId, ErrorCode};
@@ -16,7 +16,7 @@ use super::mutate;
 use crate::request::context::Ctx;
 use crate::request::json::JsonBody;
 use crate::request::params::Params;
-use crate::schema::{self, CommandErrors, ReadErrors};
+use crate::schema::{CommandErrors, ReadErrors};
 use crate::state::AppState;
 use crate::upstream::aggregate::VersionedCart;
 
@@ -57,7 +57,7 @@ pub struct Forgotten {
 /// The cart. Without a `cartid` cookie a new cart id is minted and set as the cookie; nothing
 /// is stored until the first change.
 #[utoipa::path(get, path = "/cart", tag = TAG,
-    responses((status = 200, description = "The cart", body = schema::StorefrontCart), ReadErrors))]
+    responses((status = 200, description = "The cart", body = CartView<i64>), ReadErrors))]
 pub async fn get_cart(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
@@ -74,7 +74,7 @@ pub async fn get_cart(
 /// A cart by its id (no cookie involved).
 #[utoipa::path(get, path = "/cart/{id}", tag = TAG,
     params(("id" = String, Path, description = "Cart id")),
-    responses((status = 200, description = "The cart", body = schema::StorefrontCart), ReadErrors))]
+    responses((status = 200, description = "The cart", body = CartView<i64>), ReadErrors))]
 pub async fn read_by_id(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
@@ -88,7 +88,7 @@ pub async fn read_by_id(
 
 /// Add an item (`AddItem`).
 #[utoipa::path(post, path = "/cart", tag = TAG, request_body = ItemBody,
-    responses((status = 200, description = "The cart after the change", body = schema::StorefrontMutationReply), CommandErrors))]
+    responses((status = 200, description = "The cart after the change", body = MutationReply<i64>), CommandErrors))]
 pub async fn add_item(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
@@ -102,7 +102,7 @@ pub async fn add_item(
 /// Add one of `sku` (shipped to the default country).
 #[utoipa::path(get, path = "/cart/add/{sku}", tag = TAG,
     params(("sku" = String, Path, description = "SKU to add")),
-    responses((status = 200, description = "The cart after the change", body = schema::StorefrontMutationReply), CommandErrors))]
+    responses((status = 200, description = "The cart after the change", body = MutationReply<i64>), CommandErrors))]
 pub async fn add_sku(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
@@ -128,7 +128,7 @@ pub async fn add_sku(
 
 /// Add several items in one step (`AddItems`; all or nothing).
 #[utoipa::path(post, path = "/cart/add", tag = TAG, request_body = AddItemsBody,
-    responses((status = 200, description = "The cart after the change", body = schema::StorefrontMutationReply), CommandErrors))]
+    responses((status = 200, description = "The cart after the change", body = MutationReply<i64>), CommandErrors))]
 pub async fn add_items(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
@@ -141,7 +141,7 @@ pub async fn add_items(
 
 /// Change a line's quantity (`ChangeQuantity`).
 #[utoipa::path(put, path = "/cart", tag = TAG, request_body = ChangeQuantityBody,
-    responses((status = 200, description = "The cart after the change", body = schema::StorefrontMutationReply), CommandErrors))]
+    responses((status = 200, description = "The cart after the change", body = MutationReply<i64>), CommandErrors))]
 pub async fn change_quantity(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
@@ -158,7 +158,7 @@ pub async fn change_quantity(
 /// Remove a line (`RemoveItem`).
 #[utoipa::path(delete, path = "/cart/{id}", tag = TAG,
     params(("id" = u32, Path, description = "Line id")),
-    responses((status = 200, description = "The cart after the change", body = schema::StorefrontMutationReply), CommandErrors))]
+    responses((status = 200, description = "The cart after the change", body = MutationReply<i64>), CommandErrors))]
 pub async fn remove_line(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
@@ -184,7 +184,7 @@ pub async fn forget_cart(State(s): State<AppState>) -> Response {
 
 /// Replace every line (`SetItems`; deliveries go with the old lines).
 #[utoipa::path(post, path = "/cart/set", tag = TAG, request_body = SetItemsBody,
-    responses((status = 200, description = "The cart after the change", body = schema::StorefrontMutationReply), CommandErrors))]
+    responses((status = 200, description = "The cart after the change", body = MutationReply<i64>), CommandErrors))]
 pub async fn set_items(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
@@ -197,7 +197,7 @@ pub async fn set_items(
 
 /// Add a delivery for some lines, or every line without one (`AddDelivery`).
 #[utoipa::path(post, path = "/cart/delivery", tag = TAG, request_body = AddDeliveryBody,
-    responses((status = 200, description = "The cart after the change", body = schema::StorefrontMutationReply), CommandErrors))]
+    responses((status = 200, description = "The cart after the change", body = MutationReply<i64>), CommandErrors))]
 pub async fn add_delivery(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
@@ -214,7 +214,7 @@ pub async fn add_delivery(
 /// Remove a delivery (`RemoveDelivery`).
 #[utoipa::path(delete, path = "/cart/delivery/{id}", tag = TAG,
     params(("id" = u32, Path, description = "Delivery id")),
-    responses((status = 200, description = "The cart after the change", body = schema::StorefrontMutationReply), CommandErrors))]
+    responses((status = 200, description = "The cart after the change", body = MutationReply<i64>), CommandErrors))]
 pub async fn remove_delivery(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
@@ -228,7 +228,7 @@ pub async fn remove_delivery(
 /// Set the pickup point of a delivery (`SetPickupPoint`).
 #[utoipa::path(put, path = "/cart/delivery/{id}/pickupPoint", tag = TAG,
     params(("id" = u32, Path, description = "Delivery id")), request_body = PickupPointBody,
-    responses((status = 200, description = "The cart after the change", body = schema::StorefrontMutationReply), CommandErrors))]
+    responses((status = 200, description = "The cart after the change", body = MutationReply<i64>), CommandErrors))]
 pub async fn set_pickup_point(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
@@ -246,7 +246,7 @@ pub async fn set_pickup_point(
 
 /// Apply a voucher code (`ApplyVoucher`).
 #[utoipa::path(put, path = "/cart/voucher", tag = TAG, request_body = VoucherBody,
-    responses((status = 200, description = "The cart after the change", body = schema::StorefrontMutationReply), CommandErrors))]
+    responses((status = 200, description = "The cart after the change", body = MutationReply<i64>), CommandErrors))]
 pub async fn apply_voucher(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
@@ -262,7 +262,7 @@ pub async fn apply_voucher(
 /// Remove an applied voucher (`RemoveVoucher`).
 #[utoipa::path(delete, path = "/cart/voucher/{id}", tag = TAG,
     params(("id" = u32, Path, description = "Voucher id (`vouchers[].id`)")),
-    responses((status = 200, description = "The cart after the change", body = schema::StorefrontMutationReply), CommandErrors))]
+    responses((status = 200, description = "The cart after the change", body = MutationReply<i64>), CommandErrors))]
 pub async fn remove_voucher(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
@@ -275,7 +275,7 @@ pub async fn remove_voucher(
 
 /// Attach the cart to a signed-in user, or detach it with `null` (`SetUser`).
 #[utoipa::path(put, path = "/cart/user", tag = TAG, request_body = UserBody,
-    responses((status = 200, description = "The cart after the change", body = schema::StorefrontMutationReply), CommandErrors))]
+    responses((status = 200, description = "The cart after the change", body = MutationReply<i64>), CommandErrors))]
 pub async fn set_user(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
@@ -291,7 +291,7 @@ pub async fn set_user(
 /// Set a gift or engraving marking on a line (`SetMarking`).
 #[utoipa::path(put, path = "/cart/item/{lineId}/marking", tag = TAG,
     params(("lineId" = u32, Path, description = "Line id")), request_body = MarkingBody,
-    responses((status = 200, description = "The cart after the change", body = schema::StorefrontMutationReply), CommandErrors))]
+    responses((status = 200, description = "The cart after the change", body = MutationReply<i64>), CommandErrors))]
 pub async fn set_marking(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
@@ -310,7 +310,7 @@ pub async fn set_marking(
 /// Remove a line's marking (`RemoveMarking`).
 #[utoipa::path(delete, path = "/cart/item/{lineId}/marking", tag = TAG,
     params(("lineId" = u32, Path, description = "Line id")),
-    responses((status = 200, description = "The cart after the change", body = schema::StorefrontMutationReply), CommandErrors))]
+    responses((status = 200, description = "The cart after the change", body = MutationReply<i64>), CommandErrors))]
 pub async fn remove_marking(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
@@ -327,7 +327,7 @@ pub async fn remove_marking(
 /// the key of the cart's `subscriptionDetails`.
 #[utoipa::path(put, path = "/cart/subscription-details", tag = TAG,
     request_body = SubscriptionDetailsBody,
-    responses((status = 200, description = "The cart after the change", body = schema::StorefrontMutationReply), CommandErrors))]
+    responses((status = 200, description = "The cart after the change", body = MutationReply<i64>), CommandErrors))]
 pub async fn upsert_subscription_details(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
@@ -355,7 +355,7 @@ pub async fn upsert_subscription_details(
 /// Remove subscription details from the cart (`RemoveSubscriptionDetails`).
 #[utoipa::path(delete, path = "/cart/subscription-details/{id}", tag = TAG,
     params(("id" = String, Path, description = "The key in the cart's `subscriptionDetails`")),
-    responses((status = 200, description = "The cart after the change", body = schema::StorefrontMutationReply), CommandErrors))]
+    responses((status = 200, description = "The cart after the change", body = MutationReply<i64>), CommandErrors))]
 pub async fn remove_subscription_details(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,

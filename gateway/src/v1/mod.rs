@@ -10,6 +10,7 @@ pub mod history;
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
+use cart_domain::{CartPrice, CartView, MutationReply};
 use http::{HeaderMap, StatusCode, header};
 use serde::Deserialize;
 use serde_json::Value;
@@ -22,7 +23,7 @@ use self::execute::{etag, none_match};
 use crate::request::context::Ctx;
 use crate::request::json::JsonBody;
 use crate::request::params::Params;
-use crate::schema::{self, CommandErrors, ReadErrors};
+use crate::schema::{CommandErrors, ReadErrors};
 use crate::state::AppState;
 use crate::upstream::aggregate::VersionedCart;
 
@@ -51,7 +52,7 @@ impl CartPath {
 /// A new cart id and its (empty) cart. Nothing is stored until the first command.
 #[utoipa::path(post, path = "/v1/carts", tag = TAG,
     responses(
-        (status = 201, description = "Created", body = schema::Cart,
+        (status = 201, description = "Created", body = CartView<CartPrice>,
             headers(("location" = String, description = "/v1/carts/{id}"), ("etag" = String, description = "\"0\""))),
         ReadErrors))]
 pub async fn create_cart(Ctx(_ctx): Ctx) -> Response {
@@ -72,7 +73,7 @@ pub async fn create_cart(Ctx(_ctx): Ctx) -> Response {
     params(("id" = String, Path, description = "Cart id"),
         ("if-none-match" = Option<String>, Header, description = "A version from ETag")),
     responses(
-        (status = 200, description = "The cart", body = schema::Cart,
+        (status = 200, description = "The cart", body = CartView<CartPrice>,
             headers(("etag" = String, description = "The cart's version, e.g. \"7\""))),
         (status = 304, description = "Unchanged since the given version"),
         ReadErrors))]
@@ -99,7 +100,7 @@ pub async fn get_cart(
     request_body = CommandsRequest,
     responses(
         (status = 200, description = "The cart after the commands; one outcome per command",
-            body = schema::MutationReply, headers(("etag" = String, description = "The cart's new version"))),
+            body = MutationReply<CartPrice>, headers(("etag" = String, description = "The cart's new version"))),
         CommandErrors))]
 pub async fn run_commands(
     State(s): State<AppState>,
