@@ -23,6 +23,18 @@ pub struct Line {
     pub store_id: Option<Box<str>>,
     #[serde(default)]
     pub country: Box<str>,
+    /// What the shopper set on the line, inline in the JSON (`"marking": {..}`).
+    #[serde(flatten)]
+    pub options: LineOptions,
+}
+
+/// What a shopper sets on one line besides the product and quantity. It is written inline,
+/// in the cart's JSON and in both cart views (`items[].marking`), so a new per-line option is
+/// one field here (and its event's arm in [`Cart::apply`]). Keep each option small (boxed):
+/// every cached line carries the struct.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LineOptions {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub marking: Option<Box<Marking>>,
 }
@@ -276,7 +288,7 @@ pub fn apply(cart: &mut Cart, event: &Event) {
                 product: intern::product(e),
                 store_id: e.store_id.as_deref().map(Into::into),
                 country: e.country.as_str().into(),
-                marking: None,
+                options: LineOptions::default(),
             });
         }
         Event::ItemQuantityChanged(e) => {
@@ -335,12 +347,12 @@ pub fn apply(cart: &mut Cart, event: &Event) {
         Event::CartMerged(_) => {}
         Event::MarkingSet(e) => {
             if let Some(l) = cart.lines.iter_mut().find(|l| l.id == e.line_id) {
-                l.marking = Some(Box::new(e.marking.clone()));
+                l.options.marking = Some(Box::new(e.marking.clone()));
             }
         }
         Event::MarkingRemoved(e) => {
             if let Some(l) = cart.lines.iter_mut().find(|l| l.id == e.line_id) {
-                l.marking = None;
+                l.options.marking = None;
             }
         }
         Event::CheckoutStarted(e) => {

@@ -27,8 +27,8 @@ pub mod totals;
 pub mod view;
 
 pub use cart::{
-    Cart, CheckoutStatus, Line, Marking, MismatchedOrder, PAYMENT_MISMATCH, PickupPoint,
-    SubscriptionDetails, apply, evolve,
+    Cart, CheckoutStatus, Line, LineOptions, Marking, MismatchedOrder, PAYMENT_MISMATCH,
+    PickupPoint, SubscriptionDetails, apply, evolve,
 };
 pub use code::ErrorCode;
 pub use command::{AddItem, CatalogNeeds, Command, Limits};

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::cart::{Cart, Marking, PickupPoint};
+use super::cart::{Cart, LineOptions, PickupPoint};
 use super::money::CartPrice;
 use super::totals::{describe_voucher, totals, unmet_rules};
 
@@ -104,8 +104,9 @@ pub struct CartItem {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store_id: Option<String>,
     pub meta: ItemMeta,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub marking: Option<Marking>,
+    /// The line's options (`marking`, ...), inline.
+    #[serde(flatten)]
+    pub options: LineOptions,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -209,7 +210,7 @@ fn render<M: Amount>(cart: &Cart) -> CartView<M> {
                             seller_name: p.seller_name.clone(),
                             outlet: p.outlet.clone(),
                         },
-                        marking: l.marking.as_deref().cloned(),
+                        options: l.options.clone(),
                     }
                 })
                 .collect(),

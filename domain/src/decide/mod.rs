@@ -174,13 +174,18 @@ impl Decision<'_, '_> {
             Command::SetMarking { line_id, marking } => {
                 self.line(line_id)?;
                 self.text("marking.text", &marking.text)?;
-                if self.cart.line(line_id).and_then(|l| l.marking.as_deref()) != Some(&marking) {
+                if self
+                    .cart
+                    .line(line_id)
+                    .and_then(|l| l.options.marking.as_deref())
+                    != Some(&marking)
+                {
                     self.emit(MarkingSet { line_id, marking });
                 }
                 Ok(())
             }
             Command::RemoveMarking { line_id } => {
-                if self.line(line_id)?.marking.is_some() {
+                if self.line(line_id)?.options.marking.is_some() {
                     self.emit(MarkingRemoved { line_id });
                 }
                 Ok(())

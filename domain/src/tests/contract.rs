@@ -438,9 +438,24 @@ fn every_event_type_round_trips_through_json() {
             all.push(e);
         }
     }
+    // Every command's example, decided against a cart with line 1 and delivery 1: a new
+    // command's events are exercised here through its entry in `Command::examples()`.
+    let ready = given(vec![
+        Command::AddItem(add("TEST-SKU-123", 1)),
+        Command::AddDelivery {
+            provider: "standard".into(),
+            line_ids: vec![],
+        },
+    ]);
+    for cmd in Command::examples() {
+        all.extend(when(&ready, cmd).unwrap_or_default());
+    }
     let seen: std::collections::BTreeSet<&str> = all.iter().map(Event::type_name).collect();
     let known: std::collections::BTreeSet<&str> = Event::TYPES.iter().map(|t| t.0).collect();
-    assert_eq!(seen, known, "every event type is exercised");
+    assert_eq!(
+        seen, known,
+        "every event type is exercised: a new command's example in Command::examples() must apply to a cart with line 1 and delivery 1"
+    );
     for e in &all {
         let wire = serde_json::to_string(&e.encode()).unwrap();
         let back = Event::decode(&serde_json::from_str(&wire).unwrap()).unwrap();

@@ -6,7 +6,7 @@ use cart_domain::cart::{
     MismatchedOrder, PickupPoint, PlacedOrder, SubscriptionDetails,
 };
 use cart_domain::catalog::VoucherKind;
-use cart_domain::{AddItem, CartState, Command, PaidOrder, TaxRate, intern};
+use cart_domain::{AddItem, CartState, Command, LineOptions, PaidOrder, TaxRate, intern};
 use proptest::option;
 use proptest::prelude::*;
 use shared::CartId;
@@ -108,7 +108,12 @@ fn line() -> impl Strategy<Value = Line> {
             product: intern::share(product),
             store_id: store_id.map(Into::into),
             country: country.into(),
-            marking: marking.map(Box::new),
+            // Options added later keep their defaults here.
+            #[allow(clippy::needless_update)]
+            options: LineOptions {
+                marking: marking.map(Box::new),
+                ..LineOptions::default()
+            },
         })
 }
 
