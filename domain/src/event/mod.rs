@@ -330,7 +330,7 @@ events! {
     ProviderOrderRecorded = 1,
     CheckoutFailed = 1,
     CheckoutCancelled = 1,
-        OrderPlaced = 1,
+    OrderPlaced = 1,
     OrderMismatched = 1,
     SubscriptionDetailsUpserted = 1,
     SubscriptionDetailsRemoved = 1,
