@@ -34,6 +34,8 @@ pub struct Line {
 /// every cached line carries the struct.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+// camelCase as the views are (the stored cart's own fields are snake_case).
+#[serde(rename_all = "camelCase")]
 pub struct LineOptions {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub marking: Option<Box<Marking>>,
