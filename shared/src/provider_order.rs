@@ -6,58 +6,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use cart_domain::event::CheckoutLine;
-use cart_domain::{PaidOrder, TaxRate, lines_digest};
+use cart_domain::{PaidOrder, lines_digest};
 
-/// One provider order line (minor units incl. VAT, tax rate in basis points as Klarna's
-/// percent with two implicit decimals).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OrderLine {
-    /// `physical`, `shipping_fee`, `discount`, ...
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub reference: String,
-    pub name: String,
-    pub quantity: u32,
-    pub unit_price: i64,
-    pub tax_rate: u32,
-    pub total_amount: i64,
-    #[serde(default)]
-    pub total_discount_amount: i64,
-    pub total_tax_amount: i64,
-}
-
-impl From<&CheckoutLine> for OrderLine {
-    fn from(l: &CheckoutLine) -> Self {
-        OrderLine {
-            kind: l.kind.clone(),
-            reference: l.reference.clone(),
-            name: l.name.clone(),
-            quantity: l.quantity,
-            unit_price: l.unit_price,
-            tax_rate: l.tax_rate.0,
-            total_amount: l.total_amount,
-            total_discount_amount: l.total_discount_amount,
-            total_tax_amount: l.total_tax_amount,
-        }
-    }
-}
-
-impl From<&OrderLine> for CheckoutLine {
-    fn from(l: &OrderLine) -> Self {
-        CheckoutLine {
-            kind: l.kind.clone(),
-            reference: l.reference.clone(),
-            name: l.name.clone(),
-            quantity: l.quantity,
-            unit_price: l.unit_price,
-            tax_rate: TaxRate(l.tax_rate),
-            total_amount: l.total_amount,
-            total_tax_amount: l.total_tax_amount,
-            total_discount_amount: l.total_discount_amount,
-        }
-    }
-}
+/// One provider order line is the cart's own checkout line: the same fields, in minor units
+/// incl. VAT, with the tax rate in basis points (Klarna's percent with two implicit
+/// decimals). What goes to the provider and what comes back read as one type, so the digest
+/// of a paid order's lines is the attempt's own.
+pub use cart_domain::event::CheckoutLine as OrderLine;
 
 /// What the runner stores in an order's `merchant_data` (as JSON text) to find the cart and
 /// checkout attempt from a provider order. Updated with every attempt that updates the order.
@@ -82,12 +37,11 @@ pub fn paid_order(
     purchase_currency: &str,
     lines: &[OrderLine],
 ) -> PaidOrder {
-    let lines: Vec<CheckoutLine> = lines.iter().map(CheckoutLine::from).collect();
     PaidOrder {
         attempt_id: merchant.attempt_id.clone(),
         amount: order_amount,
         currency: purchase_currency.to_owned(),
-        lines_digest: lines_digest(&lines),
+        lines_digest: lines_digest(lines),
     }
 }
 
@@ -98,18 +52,27 @@ mod tests {
     /// Lines that went to the provider and came back give the attempt's own digest.
     #[test]
     fn lines_round_trip_through_the_provider_shape_to_the_same_digest() {
-        let line = CheckoutLine {
+        let line = OrderLine {
             kind: "physical".into(),
             reference: "SKU-1".into(),
             name: "A thing".into(),
             quantity: 2,
             unit_price: 12_500,
-            tax_rate: TaxRate(2500),
+            tax_rate: cart_domain::TaxRate(2500),
             total_amount: 25_000,
             total_tax_amount: 5_000,
             total_discount_amount: 0,
         };
-        let sent = [OrderLine::from(&line)];
+        // As the provider sends it back: Klarna's own field order and fields of its own.
+        let back: OrderLine = serde_json::from_value(serde_json::json!({
+            "type": "physical", "reference": "SKU-1", "name": "A thing", "quantity": 2,
+            "unit_price": 12_500, "tax_rate": 2500, "total_amount": 25_000,
+            "total_discount_amount": 0, "total_tax_amount": 5_000,
+            "image_url": "https://img.example/1.jpg"
+        }))
+        .unwrap();
+        assert_eq!(back, line);
+        let sent = [back];
         let merchant = MerchantData {
             tenant: "t".into(),
             cart_id: "c".into(),

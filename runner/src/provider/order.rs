@@ -78,7 +78,7 @@ pub fn order_for(
         locale: locale.to_owned(),
         order_amount: started.total_amount,
         order_tax_amount: started.total_tax_amount,
-        order_lines: started.lines.iter().map(OrderLine::from).collect(),
+        order_lines: started.lines.clone(),
         options: urls.validation.is_some().then(|| OrderOptions {
             require_validate_callback_success: true,
             extra: Map::new(),
