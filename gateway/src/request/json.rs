@@ -8,7 +8,9 @@
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use http::StatusCode;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 use shared::{ApiError, ErrorCode};
 
 /// A JSON request body, whatever its content type.
@@ -31,6 +33,58 @@ where
             }
         })?;
         parse(&bytes).map(JsonBody)
+    }
+}
+
+/// A JSON body decoded into a type that ignores unknown fields (a domain type shared with
+/// events), with unknown fields refused anyway (see [`refuse_unknown`]).
+#[derive(Debug, Clone)]
+pub struct StrictJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for StrictJson<T>
+where
+    T: DeserializeOwned + Serialize,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let JsonBody(sent) = JsonBody::<Value>::from_request(req, state).await?;
+        let decoded: T = from_value(sent.clone(), "")?;
+        let written =
+            serde_json::to_value(&decoded).map_err(|e| ApiError::internal(e.to_string()))?;
+        refuse_unknown(&sent, &written, "")?;
+        Ok(StrictJson(decoded))
+    }
+}
+
+/// Refuses a field the client sent that the decoded value does not have: the domain's types
+/// that events share (`PickupPoint`, `Marking`, ...) ignore unknown fields, so that old code
+/// reads new events, while a request with a typo must fail. A `null` counts as absent.
+pub fn refuse_unknown(sent: &Value, decoded: &Value, path: &str) -> Result<(), ApiError> {
+    match (sent, decoded) {
+        (Value::Object(sent), Value::Object(decoded)) => {
+            for (key, value) in sent.iter().filter(|(_, v)| !v.is_null()) {
+                let at = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                match decoded.get(key) {
+                    Some(d) => refuse_unknown(value, d, &at)?,
+                    None => {
+                        return Err(ApiError::invalid(format!("{at}: unknown field {key}")));
+                    }
+                }
+            }
+            Ok(())
+        }
+        (Value::Array(sent), Value::Array(decoded)) => sent
+            .iter()
+            .zip(decoded)
+            .enumerate()
+            .try_for_each(|(i, (s, d))| refuse_unknown(s, d, &format!("{path}[{i}]"))),
+        _ => Ok(()),
     }
 }
 

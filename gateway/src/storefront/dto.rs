@@ -2,7 +2,7 @@
 //! them. Unknown fields are refused (a typo must not be silently ignored) and each body turns
 //! into one domain command; the body itself is echoed as the reply's `mutation`.
 
-use cart_domain::{AddItem, Command, Marking, PickupPoint};
+use cart_domain::{AddItem, Command, Marking};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -74,37 +74,6 @@ pub struct AddDeliveryBody {
     /// Line ids to deliver; empty or absent: every line without a delivery.
     #[serde(default)]
     pub items: Vec<u32>,
-}
-
-/// `PUT /cart/delivery/{id}/pickupPoint`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct PickupPointBody {
-    #[schema(example = "PUP123")]
-    pub id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub address: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub city: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub zip: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub country: Option<String>,
-}
-
-impl From<PickupPointBody> for PickupPoint {
-    fn from(b: PickupPointBody) -> Self {
-        PickupPoint {
-            id: b.id,
-            name: b.name,
-            address: b.address,
-            city: b.city,
-            zip: b.zip,
-            country: b.country,
-        }
-    }
 }
 
 /// `PUT /cart/voucher`.

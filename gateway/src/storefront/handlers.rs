@@ -5,7 +5,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use cart_domain::{CartView, Command, MutationReply};
+use cart_domain::{CartView, Command, MutationReply, PickupPoint};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use shared::{ApiError, CartId, CommandId, ErrorCode};
@@ -14,7 +14,7 @@ use super::cart_ref::StoreCart;
 use super::dto::*;
 use super::mutate;
 use crate::request::context::Ctx;
-use crate::request::json::JsonBody;
+use crate::request::json::{JsonBody, StrictJson};
 use crate::request::params::Params;
 use crate::schema::{CommandErrors, ReadErrors};
 use crate::state::AppState;
@@ -227,19 +227,19 @@ pub async fn remove_delivery(
 
 /// Set the pickup point of a delivery (`SetPickupPoint`).
 #[utoipa::path(put, path = "/cart/delivery/{id}/pickupPoint", tag = TAG,
-    params(("id" = u32, Path, description = "Delivery id")), request_body = PickupPointBody,
+    params(("id" = u32, Path, description = "Delivery id")), request_body = PickupPoint,
     responses((status = 200, description = "The cart after the change", body = MutationReply<i64>), CommandErrors))]
 pub async fn set_pickup_point(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
     cart: StoreCart,
     Params(p): Params<IdPath>,
-    JsonBody(body): JsonBody<PickupPointBody>,
+    StrictJson(pickup_point): StrictJson<PickupPoint>,
 ) -> Result<Response, ApiError> {
-    let echo = serde_json::to_value(&body).unwrap_or_default();
+    let echo = serde_json::to_value(&pickup_point).unwrap_or_default();
     let cmd = Command::SetPickupPoint {
         delivery_id: p.id,
-        pickup_point: body.into(),
+        pickup_point,
     };
     mutate(&s, &ctx, &cart, cmd, &echo).await
 }

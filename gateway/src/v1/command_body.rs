@@ -14,7 +14,7 @@ use serde_json::Value;
 use shared::{ApiError, ErrorCode};
 use utoipa::ToSchema;
 
-use crate::request::json::from_value;
+use crate::request::json::{from_value, refuse_unknown};
 
 /// Sent by the runner and the payment provider, never by clients.
 pub const INTERNAL: &[&str] = &["RecordProviderOrder", "ConfirmOrder", "FailCheckout"];
@@ -266,32 +266,6 @@ fn remove(root: &mut Value, at: &[Step], child: &Step) {
 
 fn is_container(v: &Value) -> bool {
     v.is_object() || v.is_array()
-}
-
-/// Refuses a field the client sent that the decoded command does not have (the domain's
-/// nested types, shared with the events, ignore unknown fields so that old code reads new
-/// events). A `null` counts as absent.
-fn refuse_unknown(sent: &Value, decoded: &Value, path: &str) -> Result<(), ApiError> {
-    match (sent, decoded) {
-        (Value::Object(sent), Value::Object(decoded)) => {
-            for (key, value) in sent.iter().filter(|(_, v)| !v.is_null()) {
-                let at = field(path, key);
-                match decoded.get(key) {
-                    Some(d) => refuse_unknown(value, d, &at)?,
-                    None => {
-                        return Err(ApiError::invalid(format!("{at}: unknown field {key}")));
-                    }
-                }
-            }
-            Ok(())
-        }
-        (Value::Array(sent), Value::Array(decoded)) => sent
-            .iter()
-            .zip(decoded)
-            .enumerate()
-            .try_for_each(|(i, (s, d))| refuse_unknown(s, d, &format!("{path}[{i}]"))),
-        _ => Ok(()),
-    }
 }
 
 #[cfg(test)]
