@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use cart_domain::{CartState, Event, totals};
+pub use projection::write::views::OrderRow;
+use rusqlite::{Connection, Row};
 
 use super::SimCart;
 
@@ -29,17 +31,6 @@ pub struct CartRow {
     pub applied: i64,
     /// `(line_id, sku, name, quantity, unit_price, tax_rate)` in cart order.
     pub lines: Vec<(i64, String, String, i64, i64, i64)>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OrderRow {
-    pub provider_order_id: String,
-    pub order_reference: String,
-    pub total_amount: i64,
-    pub currency: String,
-    pub user_id: Option<String>,
-    pub placed_ns: i64,
-    pub version: i64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -74,7 +65,7 @@ pub fn expected<'a>(carts: impl IntoIterator<Item = &'a SimCart>) -> Views {
                             currency: o.currency,
                             user_id: state.cart.user_id.clone(),
                             placed_ns: ns(msg.occurred_at),
-                            version: *seq as i64,
+                            version: *seq,
                         },
                     );
                 }
@@ -126,102 +117,87 @@ pub fn expected<'a>(carts: impl IntoIterator<Item = &'a SimCart>) -> Views {
     views
 }
 
+/// The rows `query` selects, keyed by their first two columns (`tenant`, `cart_id`); `row`
+/// reads the others.
+fn keyed_rows<T, C: FromIterator<(Key, T)>>(
+    conn: &Connection,
+    query: &str,
+    row: impl Fn(&Row<'_>) -> rusqlite::Result<T>,
+) -> C {
+    let mut stmt = conn.prepare(query).unwrap();
+    stmt.query_map([], |r| Ok(((r.get(0)?, r.get(1)?), row(r)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
 /// The views as stored in the projection database at `path`.
 pub fn read_views(path: &Path) -> Views {
     let conn = super::open_db(path);
-    let mut views = Views::default();
-    let mut stmt = conn
-        .prepare(
-            "SELECT c.tenant, c.cart_id, c.status, c.item_count, c.line_count, c.total_amount,
-                 c.total_tax, c.total_discount, c.currency, c.user_id, c.order_reference,
-                 c.created_ns, c.updated_ns, c.version, c.applied_messages
-             FROM carts c",
-        )
-        .unwrap();
-    let rows = stmt
-        .query_map([], |r| {
+    let mut carts: BTreeMap<Key, CartRow> = keyed_rows(
+        &conn,
+        "SELECT c.tenant, c.cart_id, c.status, c.item_count, c.line_count, c.total_amount,
+             c.total_tax, c.total_discount, c.currency, c.user_id, c.order_reference,
+             c.created_ns, c.updated_ns, c.version, c.applied_messages
+         FROM carts c",
+        |r| {
+            Ok(CartRow {
+                status: r.get(2)?,
+                item_count: r.get(3)?,
+                line_count: r.get(4)?,
+                total_amount: r.get(5)?,
+                total_tax: r.get(6)?,
+                total_discount: r.get(7)?,
+                currency: r.get(8)?,
+                user_id: r.get(9)?,
+                order_reference: r.get(10)?,
+                created_ns: r.get(11)?,
+                updated_ns: r.get(12)?,
+                version: r.get(13)?,
+                applied: r.get(14)?,
+                lines: Vec::new(),
+            })
+        },
+    );
+    let lines: Vec<_> = keyed_rows(
+        &conn,
+        "SELECT tenant, cart_id, line_id, sku, name, quantity, unit_price, tax_rate
+         FROM cart_lines ORDER BY tenant, cart_id, position",
+        |r| {
             Ok((
-                (r.get(0)?, r.get(1)?),
-                CartRow {
-                    status: r.get(2)?,
-                    item_count: r.get(3)?,
-                    line_count: r.get(4)?,
-                    total_amount: r.get(5)?,
-                    total_tax: r.get(6)?,
-                    total_discount: r.get(7)?,
-                    currency: r.get(8)?,
-                    user_id: r.get(9)?,
-                    order_reference: r.get(10)?,
-                    created_ns: r.get(11)?,
-                    updated_ns: r.get(12)?,
-                    version: r.get(13)?,
-                    applied: r.get(14)?,
-                    lines: Vec::new(),
-                },
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+                r.get(7)?,
             ))
-        })
-        .unwrap();
-    for row in rows {
-        let (key, cart) = row.unwrap();
-        views.carts.insert(key, cart);
-    }
-    let mut stmt = conn
-        .prepare(
-            "SELECT tenant, cart_id, line_id, sku, name, quantity, unit_price, tax_rate
-             FROM cart_lines ORDER BY tenant, cart_id, position",
-        )
-        .unwrap();
-    let lines = stmt
-        .query_map([], |r| {
-            Ok((
-                (r.get::<_, String>(0)?, r.get::<_, String>(1)?),
-                (
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                    r.get(7)?,
-                ),
-            ))
-        })
-        .unwrap();
-    for line in lines {
-        let (key, line) = line.unwrap();
-        views
-            .carts
+        },
+    );
+    for (key, line) in lines {
+        carts
             .get_mut(&key)
             .unwrap_or_else(|| panic!("line of unknown cart {key:?}"))
             .lines
             .push(line);
     }
-    let mut stmt = conn
-        .prepare(
-            "SELECT tenant, cart_id, provider_order_id, order_reference, total_amount, currency,
-                 user_id, placed_ns, version FROM orders",
-        )
-        .unwrap();
-    let orders = stmt
-        .query_map([], |r| {
-            Ok((
-                (r.get(0)?, r.get(1)?),
-                OrderRow {
-                    provider_order_id: r.get(2)?,
-                    order_reference: r.get(3)?,
-                    total_amount: r.get(4)?,
-                    currency: r.get(5)?,
-                    user_id: r.get(6)?,
-                    placed_ns: r.get(7)?,
-                    version: r.get(8)?,
-                },
-            ))
-        })
-        .unwrap();
-    for order in orders {
-        let (key, order) = order.unwrap();
-        views.orders.insert(key, order);
-    }
-    views
+    let orders = keyed_rows(
+        &conn,
+        "SELECT tenant, cart_id, provider_order_id, order_reference, total_amount, currency,
+             user_id, placed_ns, version FROM orders",
+        |r| {
+            Ok(OrderRow {
+                provider_order_id: r.get(2)?,
+                order_reference: r.get(3)?,
+                total_amount: r.get(4)?,
+                currency: r.get(5)?,
+                user_id: r.get(6)?,
+                placed_ns: r.get(7)?,
+                version: r.get(8)?,
+            })
+        },
+    );
+    Views { carts, orders }
 }
 
 /// Asserts the stored views equal the fold, cart by cart (so a failure names the cart).
@@ -266,18 +242,11 @@ pub fn expected_states<'a>(
 /// and the checkpoint of their last write (`states_sequence`).
 pub fn read_states(path: &Path) -> (BTreeMap<Key, CartState>, u64) {
     let conn = super::open_db(path);
-    let mut stmt = conn
-        .prepare("SELECT tenant, cart_id, state FROM cart_states")
-        .unwrap();
-    let states = stmt
-        .query_map([], |r| {
-            let state =
-                projection::store::state_format::decode(r.get_ref(2)?).expect("readable state");
-            Ok(((r.get(0)?, r.get(1)?), state))
-        })
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let states = keyed_rows(
+        &conn,
+        "SELECT tenant, cart_id, state FROM cart_states",
+        |r| Ok(projection::store::state_format::decode(r.get_ref(2)?).expect("readable state")),
+    );
     let sequence: i64 = conn
         .query_row("SELECT states_sequence FROM checkpoint", [], |r| r.get(0))
         .unwrap();
