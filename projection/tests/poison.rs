@@ -220,6 +220,5 @@ async fn a_rebuild_applies_a_fixed_dead_letter_once() {
         .await
         .expect("accepted");
     env.caught_up(&running).await;
-    assert_views(&running.db_path, &expected(&generator.carts));
-    running.stop().await.unwrap();
+    common::assert_fold_and_stop(running, &generator.carts).await;
 }

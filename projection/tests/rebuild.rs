@@ -164,6 +164,5 @@ async fn admin_endpoint_and_offline_rebuild() {
     let running = env.start(config, Hooks::default()).await;
     assert_eq!(running.checkpoint(), report.checkpoint);
     env.caught_up(&running).await;
-    assert_views(&running.db_path, &expected(&generator.carts));
-    running.stop().await.unwrap();
+    common::assert_fold_and_stop(running, &generator.carts).await;
 }

@@ -129,8 +129,7 @@ async fn a_crash_mid_batch_applies_nothing_twice_and_loses_nothing() {
     let running = env.start_caught_up(config, Hooks::default()).await;
     assert!(running.checkpoint() > crashed_at);
     // `applied` per cart (compared by assert_views) equals the cart's message count.
-    assert_views(&running.db_path, &expected(&generator.carts));
-    running.stop().await.unwrap();
+    common::assert_fold_and_stop(running, &generator.carts).await;
 }
 
 #[tokio::test]
@@ -148,11 +147,10 @@ async fn a_restart_reads_what_a_killed_run_left_unacknowledged_without_waiting_f
     killed_at_commit(&env, config.clone(), 2).await;
 
     generator.publish(&env.js, 50).await;
-    let running = env.start(config, Hooks::default()).await;
-    env.caught_up_within(&running, Duration::from_secs(20))
+    let running = env
+        .start_caught_up_within(config, Hooks::default(), Duration::from_secs(20))
         .await;
-    assert_views(&running.db_path, &expected(&generator.carts));
-    running.stop().await.unwrap();
+    common::assert_fold_and_stop(running, &generator.carts).await;
 }
 
 #[tokio::test]
@@ -182,8 +180,7 @@ async fn cart_states_a_crash_did_not_write_are_folded_again_from_the_stream() {
         "the recovered states are written at start-up"
     );
     env.caught_up(&running).await;
-    assert_views(&running.db_path, &expected(&generator.carts));
-    running.stop().await.unwrap();
+    common::assert_fold_and_stop(running, &generator.carts).await;
     let (states, sequence) = read_states(&env.db_path("main"));
     assert_eq!(
         sequence,
@@ -268,16 +265,14 @@ async fn a_node_far_behind_catches_up_without_secondary_indexes_and_creates_them
         .await
         .expect("the indexes are created again once caught up");
     assert_eq!(common::view_indexes(&running.db_path), indexes);
-    assert_views(&running.db_path, &expected(&generator.carts));
-    running.stop().await.unwrap();
+    common::assert_fold_and_stop(running, &generator.carts).await;
 
     // A few messages behind: nothing is dropped.
     generator.publish(&env.js, 20).await;
     let running = env.start(config, Hooks::default()).await;
     assert!(!running.indexes_dropped());
     env.caught_up(&running).await;
-    assert_views(&running.db_path, &expected(&generator.carts));
-    running.stop().await.unwrap();
+    common::assert_fold_and_stop(running, &generator.carts).await;
 }
 
 #[tokio::test]
@@ -381,8 +376,7 @@ async fn messages_the_server_no_longer_redelivers_are_read_back() {
     killed_at_commit(&env, config.clone(), 1).await;
 
     let running = env.start_caught_up(config, Hooks::default()).await;
-    assert_views(&running.db_path, &expected(&generator.carts));
-    running.stop().await.unwrap();
+    common::assert_fold_and_stop(running, &generator.carts).await;
 }
 
 #[tokio::test]
@@ -407,8 +401,7 @@ async fn keeps_up_across_a_nats_server_restart() {
     env.js = js;
     generator.publish(&env.js, 50).await;
     env.caught_up(&running).await;
-    assert_views(&running.db_path, &expected(&generator.carts));
-    running.stop().await.unwrap();
+    common::assert_fold_and_stop(running, &generator.carts).await;
 }
 
 #[tokio::test]
@@ -430,11 +423,10 @@ async fn a_graceful_stop_while_catching_up_hands_the_fetched_batch_back() {
         .expect("the node applies some batches");
     running.stop().await.unwrap();
 
-    let running = env.start(config, Hooks::default()).await;
-    env.caught_up_within(&running, Duration::from_secs(20))
+    let running = env
+        .start_caught_up_within(config, Hooks::default(), Duration::from_secs(20))
         .await;
-    assert_views(&running.db_path, &expected(&generator.carts));
-    running.stop().await.unwrap();
+    common::assert_fold_and_stop(running, &generator.carts).await;
 }
 
 #[tokio::test]
@@ -492,6 +484,5 @@ async fn a_projection_behind_commits_catch_up_batches_and_one_that_keeps_up_smal
         "transactions: {:?}",
         sizes(&all)
     );
-    assert_views(&running.db_path, &expected(&generator.carts));
-    running.stop().await.unwrap();
+    common::assert_fold_and_stop(running, &generator.carts).await;
 }
