@@ -389,16 +389,22 @@ fn cart_record(c: CartRow) -> pb::CartRecord {
     }
 }
 
-fn order_record(o: OrderRow) -> pb::OrderRecord {
+fn order_record(
+    OrderRow {
+        tenant,
+        cart_id,
+        order,
+    }: OrderRow,
+) -> pb::OrderRecord {
     pb::OrderRecord {
-        tenant: o.tenant,
-        cart_id: o.cart_id,
-        provider_order_id: o.provider_order_id,
-        order_reference: o.order_reference,
-        total_amount: o.total_amount,
-        currency: o.currency,
-        user_id: o.user_id,
-        placed_at: rfc3339(o.placed_ns),
+        tenant,
+        cart_id,
+        provider_order_id: order.provider_order_id,
+        order_reference: order.order_reference,
+        total_amount: order.total_amount,
+        currency: order.currency,
+        user_id: order.user_id,
+        placed_at: rfc3339(order.placed_ns),
     }
 }
 
