@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use cart_domain::{CartState, Event, totals};
+use projection::read::queries::{ORDER_COLUMNS, order_row};
 pub use projection::write::views::OrderRow;
 use rusqlite::{Connection, Row};
 
@@ -181,22 +182,9 @@ pub fn read_views(path: &Path) -> Views {
             .lines
             .push(line);
     }
-    let orders = keyed_rows(
-        &conn,
-        "SELECT tenant, cart_id, provider_order_id, order_reference, total_amount, currency,
-             user_id, placed_ns, version FROM orders",
-        |r| {
-            Ok(OrderRow {
-                provider_order_id: r.get(2)?,
-                order_reference: r.get(3)?,
-                total_amount: r.get(4)?,
-                currency: r.get(5)?,
-                user_id: r.get(6)?,
-                placed_ns: r.get(7)?,
-                version: r.get(8)?,
-            })
-        },
-    );
+    let orders = keyed_rows(&conn, &format!("SELECT {ORDER_COLUMNS} FROM orders"), |r| {
+        Ok(order_row(r)?.order)
+    });
     Views { carts, orders }
 }
 
