@@ -44,7 +44,7 @@ async fn views_equal_the_fold_of_random_commands_on_many_carts() {
     let got = common::get_cart(&mut q, sim.tenant.as_ref(), sim.id.as_ref()).await;
     let row = &want.carts[&(sim.tenant.to_string(), sim.id.to_string())];
     assert_eq!(got.total_amount, row.total_amount);
-    assert_eq!(got.version, row.version as u64);
+    assert_eq!(got.version, row.version);
     assert_eq!(got.lines.len(), sim.state.cart.lines.len());
     assert_eq!(got.lines[0].sku, sim.state.cart.lines[0].product.sku);
     let status = q.status(pb::StatusRequest {}).await.unwrap().into_inner();
