@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use common::{Generator, WAIT, assert_views, expected, expected_states, read_states};
 use projection::{CommitAction, Hooks};
-use proto::projection::v1 as pb;
 use shared::test_support::wait_until;
 
 #[tokio::test]
@@ -47,7 +46,7 @@ async fn views_equal_the_fold_of_random_commands_on_many_carts() {
     assert_eq!(got.version, row.version);
     assert_eq!(got.lines.len(), sim.state.cart.lines.len());
     assert_eq!(got.lines[0].sku, sim.state.cart.lines[0].product.sku);
-    let status = q.status(pb::StatusRequest {}).await.unwrap().into_inner();
+    let status = common::status(&mut q).await;
     assert_eq!(status.applied_sequence, env.stream_last().await);
     assert_eq!(status.dead_letters, 0);
     running.stop().await.unwrap();

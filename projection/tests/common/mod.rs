@@ -168,6 +168,17 @@ pub async fn dead_letters(
         .dead_letters
 }
 
+/// Replays dead letter `id` (the call must succeed; the outcome says whether it applied).
+pub async fn replay(q: &mut QueryServiceClient<Channel>, id: u64) -> pb::ReplayDeadLetterResponse {
+    let req = pb::ReplayDeadLetterRequest { id };
+    q.replay_dead_letter(req).await.unwrap().into_inner()
+}
+
+/// The projection's `Status`.
+pub async fn status(q: &mut QueryServiceClient<Channel>) -> pb::StatusResponse {
+    q.status(pb::StatusRequest {}).await.unwrap().into_inner()
+}
+
 /// The projection's view of cart `cart_id` of `tenant`.
 pub async fn get_cart(
     q: &mut QueryServiceClient<Channel>,
