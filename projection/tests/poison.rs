@@ -89,51 +89,41 @@ async fn poison_is_dead_lettered_in_order_and_replayed_once_fixed() {
     assert_eq!(last.0, hooked_seq);
     let partial = expected([&sim]);
     want.carts.extend(partial.carts);
+    want.applied.extend(partial.applied);
     assert_views(&running.db_path, &want);
-    let status = q.status(pb::StatusRequest {}).await.unwrap().into_inner();
+    let status = common::status(&mut q).await;
     assert_eq!(status.dead_letters, 2);
     assert_eq!(status.lag, 0);
 
     // Replay: the garbage still fails; the hooked message applies once the bug is fixed.
-    let replay = |id| pb::ReplayDeadLetterRequest { id };
-    let r = q
-        .replay_dead_letter(replay(garbage.id))
-        .await
-        .unwrap()
-        .into_inner();
+    let r = common::replay(&mut q, garbage.id).await;
     assert!(!r.applied && r.error.contains("envelope"), "{r:?}");
-    let r = q
-        .replay_dead_letter(replay(poisoned.id))
-        .await
-        .unwrap()
-        .into_inner();
+    let r = common::replay(&mut q, poisoned.id).await;
     assert!(!r.applied, "still failing while the bug is there: {r:?}");
     failing.store(false, Ordering::SeqCst);
-    let r = q
-        .replay_dead_letter(replay(poisoned.id))
-        .await
-        .unwrap()
-        .into_inner();
+    let r = common::replay(&mut q, poisoned.id).await;
     assert!(r.applied, "{r:?}");
-    let again = q
-        .replay_dead_letter(replay(poisoned.id))
-        .await
-        .unwrap()
-        .into_inner();
+    let again = common::replay(&mut q, poisoned.id).await;
     assert!(
         !again.applied && again.error.contains("already replayed"),
         "{again:?}"
     );
-    let missing = q.replay_dead_letter(replay(9_999)).await.unwrap_err();
+    let missing = q
+        .replay_dead_letter(pb::ReplayDeadLetterRequest { id: 9_999 })
+        .await
+        .unwrap_err();
     assert_eq!(missing.code(), tonic::Code::NotFound);
-    let zero = q.replay_dead_letter(replay(0)).await.unwrap_err();
+    let zero = q
+        .replay_dead_letter(pb::ReplayDeadLetterRequest { id: 0 })
+        .await
+        .unwrap_err();
     assert_eq!(zero.code(), tonic::Code::InvalidArgument);
 
     assert_views(&running.db_path, &expected(&generator.carts));
     let t1 = common::dead_letters(&mut q, "t1").await;
     let replayed: Vec<_> = t1.iter().filter(|d| d.replayed).map(|d| d.id).collect();
     assert_eq!(replayed, [poisoned.id]);
-    let status = q.status(pb::StatusRequest {}).await.unwrap().into_inner();
+    let status = common::status(&mut q).await;
     assert_eq!(status.dead_letters, 1);
     running.stop().await.unwrap();
 }
@@ -161,7 +151,7 @@ async fn unknown_event_types_are_counted_and_skipped() {
         .await;
     assert_views(&running.db_path, &expected(&generator.carts));
     let mut q = common::query(&running).await;
-    let status = q.status(pb::StatusRequest {}).await.unwrap().into_inner();
+    let status = common::status(&mut q).await;
     assert_eq!(
         status.dead_letters, 0,
         "an unknown event type is not poison"
@@ -203,14 +193,10 @@ async fn a_rebuild_applies_a_fixed_dead_letter_once() {
     assert_eq!(after.len(), 1);
     assert_eq!(after[0].id, before[0].id, "the dead letter keeps its id");
     assert!(after[0].replayed, "applied by the rebuild: no longer open");
-    let again = q
-        .replay_dead_letter(pb::ReplayDeadLetterRequest { id: after[0].id })
-        .await
-        .unwrap()
-        .into_inner();
+    let again = common::replay(&mut q, after[0].id).await;
     assert!(!again.applied, "a replay must not apply it a second time");
     assert_views(&running.db_path, &expected(&generator.carts));
-    let status = q.status(pb::StatusRequest {}).await.unwrap().into_inner();
+    let status = common::status(&mut q).await;
     assert_eq!(status.dead_letters, 0);
 
     // The live writer continues from the rebuilt states (which hold the fixed message), not
@@ -220,6 +206,5 @@ async fn a_rebuild_applies_a_fixed_dead_letter_once() {
         .await
         .expect("accepted");
     env.caught_up(&running).await;
-    assert_views(&running.db_path, &expected(&generator.carts));
-    running.stop().await.unwrap();
+    common::assert_fold_and_stop(running, &generator.carts).await;
 }

@@ -140,7 +140,7 @@ async fn tenants_only_see_their_own_carts() {
     for ((t, _), cart) in &want.carts {
         if t == "t2" && cart.status == "open" {
             for line in &cart.lines {
-                *units.entry(line.1.clone()).or_default() += line.3 as u64;
+                *units.entry(line.sku.clone()).or_default() += u64::from(line.quantity);
             }
         }
     }

@@ -12,7 +12,6 @@ use common::{Generator, WAIT, assert_views, expected};
 use projection::Hooks;
 use projection::ops::rebuild::Rebuild;
 use projection::status::ProjectionStatus;
-use proto::projection::v1 as pb;
 use shared::test_support::wait_until;
 
 #[tokio::test]
@@ -70,7 +69,7 @@ async fn online_rebuild_equals_the_live_views_while_events_arrive() {
     }
     let after = common::dead_letters(&mut q, "").await;
     assert_eq!(after, dead, "dead letters are carried over unchanged");
-    let status = q.status(pb::StatusRequest {}).await.unwrap().into_inner();
+    let status = common::status(&mut q).await;
     assert!(!status.rebuilding);
     assert!(!projection::store::db::sibling(&running.db_path, ".rebuild").exists());
     running.stop().await.unwrap();
@@ -164,6 +163,5 @@ async fn admin_endpoint_and_offline_rebuild() {
     let running = env.start(config, Hooks::default()).await;
     assert_eq!(running.checkpoint(), report.checkpoint);
     env.caught_up(&running).await;
-    assert_views(&running.db_path, &expected(&generator.carts));
-    running.stop().await.unwrap();
+    common::assert_fold_and_stop(running, &generator.carts).await;
 }

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use common::{Generator, WAIT, assert_views, expected, expected_states, read_states};
 use projection::{CommitAction, Hooks};
-use proto::projection::v1 as pb;
 use shared::test_support::wait_until;
 
 #[tokio::test]
@@ -44,10 +43,10 @@ async fn views_equal_the_fold_of_random_commands_on_many_carts() {
     let got = common::get_cart(&mut q, sim.tenant.as_ref(), sim.id.as_ref()).await;
     let row = &want.carts[&(sim.tenant.to_string(), sim.id.to_string())];
     assert_eq!(got.total_amount, row.total_amount);
-    assert_eq!(got.version, row.version as u64);
+    assert_eq!(got.version, row.version);
     assert_eq!(got.lines.len(), sim.state.cart.lines.len());
     assert_eq!(got.lines[0].sku, sim.state.cart.lines[0].product.sku);
-    let status = q.status(pb::StatusRequest {}).await.unwrap().into_inner();
+    let status = common::status(&mut q).await;
     assert_eq!(status.applied_sequence, env.stream_last().await);
     assert_eq!(status.dead_letters, 0);
     running.stop().await.unwrap();
@@ -129,8 +128,7 @@ async fn a_crash_mid_batch_applies_nothing_twice_and_loses_nothing() {
     let running = env.start_caught_up(config, Hooks::default()).await;
     assert!(running.checkpoint() > crashed_at);
     // `applied` per cart (compared by assert_views) equals the cart's message count.
-    assert_views(&running.db_path, &expected(&generator.carts));
-    running.stop().await.unwrap();
+    common::assert_fold_and_stop(running, &generator.carts).await;
 }
 
 #[tokio::test]
@@ -148,11 +146,10 @@ async fn a_restart_reads_what_a_killed_run_left_unacknowledged_without_waiting_f
     killed_at_commit(&env, config.clone(), 2).await;
 
     generator.publish(&env.js, 50).await;
-    let running = env.start(config, Hooks::default()).await;
-    env.caught_up_within(&running, Duration::from_secs(20))
+    let running = env
+        .start_caught_up_within(config, Hooks::default(), Duration::from_secs(20))
         .await;
-    assert_views(&running.db_path, &expected(&generator.carts));
-    running.stop().await.unwrap();
+    common::assert_fold_and_stop(running, &generator.carts).await;
 }
 
 #[tokio::test]
@@ -182,8 +179,7 @@ async fn cart_states_a_crash_did_not_write_are_folded_again_from_the_stream() {
         "the recovered states are written at start-up"
     );
     env.caught_up(&running).await;
-    assert_views(&running.db_path, &expected(&generator.carts));
-    running.stop().await.unwrap();
+    common::assert_fold_and_stop(running, &generator.carts).await;
     let (states, sequence) = read_states(&env.db_path("main"));
     assert_eq!(
         sequence,
@@ -268,16 +264,14 @@ async fn a_node_far_behind_catches_up_without_secondary_indexes_and_creates_them
         .await
         .expect("the indexes are created again once caught up");
     assert_eq!(common::view_indexes(&running.db_path), indexes);
-    assert_views(&running.db_path, &expected(&generator.carts));
-    running.stop().await.unwrap();
+    common::assert_fold_and_stop(running, &generator.carts).await;
 
     // A few messages behind: nothing is dropped.
     generator.publish(&env.js, 20).await;
     let running = env.start(config, Hooks::default()).await;
     assert!(!running.indexes_dropped());
     env.caught_up(&running).await;
-    assert_views(&running.db_path, &expected(&generator.carts));
-    running.stop().await.unwrap();
+    common::assert_fold_and_stop(running, &generator.carts).await;
 }
 
 #[tokio::test]
@@ -381,8 +375,7 @@ async fn messages_the_server_no_longer_redelivers_are_read_back() {
     killed_at_commit(&env, config.clone(), 1).await;
 
     let running = env.start_caught_up(config, Hooks::default()).await;
-    assert_views(&running.db_path, &expected(&generator.carts));
-    running.stop().await.unwrap();
+    common::assert_fold_and_stop(running, &generator.carts).await;
 }
 
 #[tokio::test]
@@ -407,8 +400,7 @@ async fn keeps_up_across_a_nats_server_restart() {
     env.js = js;
     generator.publish(&env.js, 50).await;
     env.caught_up(&running).await;
-    assert_views(&running.db_path, &expected(&generator.carts));
-    running.stop().await.unwrap();
+    common::assert_fold_and_stop(running, &generator.carts).await;
 }
 
 #[tokio::test]
@@ -430,11 +422,10 @@ async fn a_graceful_stop_while_catching_up_hands_the_fetched_batch_back() {
         .expect("the node applies some batches");
     running.stop().await.unwrap();
 
-    let running = env.start(config, Hooks::default()).await;
-    env.caught_up_within(&running, Duration::from_secs(20))
+    let running = env
+        .start_caught_up_within(config, Hooks::default(), Duration::from_secs(20))
         .await;
-    assert_views(&running.db_path, &expected(&generator.carts));
-    running.stop().await.unwrap();
+    common::assert_fold_and_stop(running, &generator.carts).await;
 }
 
 #[tokio::test]
@@ -492,6 +483,5 @@ async fn a_projection_behind_commits_catch_up_batches_and_one_that_keeps_up_smal
         "transactions: {:?}",
         sizes(&all)
     );
-    assert_views(&running.db_path, &expected(&generator.carts));
-    running.stop().await.unwrap();
+    common::assert_fold_and_stop(running, &generator.carts).await;
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use cart_domain::{CartState, EventMessage};
 use common::{Generator, add, assert_views, expected, expected_states, read_states};
 use projection::write::changes::Incoming;
-use projection::write::writer::{OnFailure, StateSettings, Writer};
+use projection::write::writer::{BatchOutcome, OnFailure, StateSettings, Writer};
 use projection::{CommitAction, Hooks};
 
 /// `n` accepted commands on random carts, as messages at sequences `first..`.
@@ -22,14 +22,37 @@ fn messages(generator: &mut Generator, first: u64, n: u64) -> Vec<Incoming> {
         .collect()
 }
 
-fn spawn(dir: &tempfile::TempDir, hooks: Hooks, cached_carts: u64) -> Writer {
+/// The message at `seq` of cart `index` adding one `sku` (an accepted command).
+fn added(generator: &mut Generator, index: usize, sku: &str, seq: u64) -> Incoming {
+    generator
+        .execute_offline(index, add(sku), seq)
+        .expect("an accepted command")
+}
+
+/// A writer on the database at `path` keeping up to `cached_carts` states in memory, written
+/// `flush_after` at the latest; and its thread.
+fn spawn_at(
+    path: &std::path::Path,
+    hooks: Hooks,
+    cached_carts: u64,
+    flush_after: Duration,
+) -> (Writer, std::thread::JoinHandle<()>) {
     let states = StateSettings {
         cached_carts,
-        flush_after: Duration::from_secs(3600),
+        flush_after,
     };
-    let (writer, _thread) =
-        Writer::spawn(&dir.path().join("w.db"), hooks, "w", states).expect("writer");
-    writer
+    Writer::spawn(path, hooks, "w", states).expect("writer")
+}
+
+/// A writer on `w.db` in `dir` writing the states it keeps once an hour.
+fn spawn(dir: &tempfile::TempDir, hooks: Hooks, cached_carts: u64) -> Writer {
+    let path = dir.path().join("w.db");
+    spawn_at(&path, hooks, cached_carts, Duration::from_secs(3600)).0
+}
+
+/// Applies `msgs` as the live consumer does (stopping at a failure), which must succeed.
+async fn apply(writer: &Writer, msgs: &[Incoming]) -> BatchOutcome {
+    writer.apply(msgs.to_vec(), OnFailure::Stop).await.unwrap()
 }
 
 #[tokio::test]
@@ -54,7 +77,7 @@ async fn batches_with_many_messages_per_cart_equal_the_fold_whatever_the_cache_s
                     }
                 })
                 .collect::<Vec<_>>();
-            let out = writer.apply(batch.clone(), OnFailure::Stop).await.unwrap();
+            let out = apply(&writer, &batch).await;
             assert_eq!(out.applied, batch.len(), "cache {cached}");
             assert_eq!(out.failure, None);
         }
@@ -62,10 +85,7 @@ async fn batches_with_many_messages_per_cart_equal_the_fold_whatever_the_cache_s
         assert_views(&dir.path().join("w.db"), &expected(&generator.carts));
 
         // Redelivered messages are skipped, not applied twice.
-        let out = writer
-            .apply(msgs[..64].to_vec(), OnFailure::Stop)
-            .await
-            .unwrap();
+        let out = apply(&writer, &msgs[..64]).await;
         assert_eq!((out.applied, out.skipped), (0, 64));
         assert_views(&dir.path().join("w.db"), &expected(&generator.carts));
     }
@@ -89,10 +109,7 @@ async fn a_failed_commit_changes_nothing_in_the_file_or_in_memory() {
     };
     let dir = tempfile::tempdir().unwrap();
     let writer = spawn(&dir, hooks, 100);
-    writer
-        .apply(msgs[..40].to_vec(), OnFailure::Stop)
-        .await
-        .unwrap();
+    apply(&writer, &msgs[..40]).await;
     // Nothing of the batch that failed to commit may survive, in the file or the cache.
     let err = writer
         .apply(msgs[40..80].to_vec(), OnFailure::Stop)
@@ -101,15 +118,9 @@ async fn a_failed_commit_changes_nothing_in_the_file_or_in_memory() {
     assert!(err.to_string().contains("injected"), "{err}");
     assert_eq!(writer.checkpoint(), 40);
     // Retried (as the consumer does), every message applies: none looks applied already.
-    let out = writer
-        .apply(msgs[40..80].to_vec(), OnFailure::Stop)
-        .await
-        .unwrap();
+    let out = apply(&writer, &msgs[40..80]).await;
     assert_eq!(out.applied, 40);
-    writer
-        .apply(msgs[80..].to_vec(), OnFailure::Stop)
-        .await
-        .unwrap();
+    apply(&writer, &msgs[80..]).await;
     assert_views(&dir.path().join("w.db"), &expected(&generator.carts));
     // The states taken by the failed batch were not yet written: they went back to memory
     // as they were, so what is written now is the fold.
@@ -127,17 +138,9 @@ async fn a_poison_message_changes_nothing_and_the_rest_of_its_cart_follows() {
     generator.frozen.push(fresh);
     let mut msgs = messages(&mut generator, 1, 30);
     let first_seq = 31;
-    msgs.push(
-        generator
-            .execute_offline(fresh, add("TEST-SKU-123"), first_seq)
-            .unwrap(),
-    );
+    msgs.push(added(&mut generator, fresh, "TEST-SKU-123", first_seq));
     msgs.extend(messages(&mut generator, 32, 10));
-    msgs.push(
-        generator
-            .execute_offline(fresh, add("BOOK-NOVEL-01"), 42)
-            .unwrap(),
-    );
+    msgs.push(added(&mut generator, fresh, "BOOK-NOVEL-01", 42));
     // One more message of a cart that already has rows, failing mid-batch.
     let busy = msgs[5].clone();
     let busy_cart = busy.subject.clone();
@@ -145,6 +148,16 @@ async fn a_poison_message_changes_nothing_and_the_rest_of_its_cart_follows() {
         .iter()
         .find(|m| m.subject == busy_cart && m.sequence > 35)
         .map(|m| m.sequence);
+
+    // The carts as they are without the failing messages.
+    let without_poison = |generator: &Generator| {
+        let mut carts = generator.carts.clone();
+        for cart in &mut carts {
+            cart.messages
+                .retain(|(seq, _)| *seq != first_seq && Some(*seq) != poisoned);
+        }
+        carts
+    };
 
     let failing = Arc::new(AtomicBool::new(true));
     let hooks = Hooks {
@@ -159,16 +172,10 @@ async fn a_poison_message_changes_nothing_and_the_rest_of_its_cart_follows() {
     };
     let dir = tempfile::tempdir().unwrap();
     let writer = spawn(&dir, hooks, 100);
-    writer
-        .apply(msgs[..30].to_vec(), OnFailure::Stop)
-        .await
-        .unwrap();
+    apply(&writer, &msgs[..30]).await;
 
     // Live: the batch stops at the poison; what came before it is committed.
-    let out = writer
-        .apply(msgs[30..].to_vec(), OnFailure::Stop)
-        .await
-        .unwrap();
+    let out = apply(&writer, &msgs[30..]).await;
     assert_eq!(out.handled, 0);
     assert_eq!(
         out.failure.map(|f| f.reason).as_deref(),
@@ -189,28 +196,22 @@ async fn a_poison_message_changes_nothing_and_the_rest_of_its_cart_follows() {
     let skipped = 1 + usize::from(poisoned.is_some());
     assert_eq!(out.applied, msgs.len() - 30 - skipped);
     assert_eq!(writer.checkpoint(), 42);
-    let mut carts = generator.carts.clone();
-    for cart in &mut carts {
-        cart.messages
-            .retain(|(seq, _)| *seq != first_seq && Some(*seq) != poisoned);
-    }
-    assert_views(&dir.path().join("w.db"), &expected(&carts));
+    assert_views(
+        &dir.path().join("w.db"),
+        &expected(&without_poison(&generator)),
+    );
 
     // Later messages of both carts build on the state without the poison.
     failing.store(false, Ordering::SeqCst);
     let more = vec![
-        generator
-            .execute_offline(fresh, add("FOOD-COFFEE-500"), 43)
-            .unwrap(),
+        added(&mut generator, fresh, "FOOD-COFFEE-500", 43),
         generator.step_offline(44),
     ];
-    writer.apply(more, OnFailure::Stop).await.unwrap();
-    let mut carts = generator.carts.clone();
-    for cart in &mut carts {
-        cart.messages
-            .retain(|(seq, _)| *seq != first_seq && Some(*seq) != poisoned);
-    }
-    assert_views(&dir.path().join("w.db"), &expected(&carts));
+    apply(&writer, &more).await;
+    assert_views(
+        &dir.path().join("w.db"),
+        &expected(&without_poison(&generator)),
+    );
 }
 
 #[tokio::test]
@@ -233,7 +234,7 @@ async fn an_undecodable_payload_is_poison_whether_or_not_it_was_decoded_ahead() 
         } else {
             bad.clone()
         });
-        let out = writer.apply(batch, OnFailure::Stop).await.unwrap();
+        let out = apply(&writer, &batch).await;
         assert_eq!(out.handled, 3, "decoded ahead: {ahead}");
         let reason = out.failure.map(|f| f.reason).unwrap_or_default();
         assert!(
@@ -248,9 +249,7 @@ async fn an_undecodable_payload_is_poison_whether_or_not_it_was_decoded_ahead() 
 /// A message at `seq` adding a product to cart `index` as a second line with id 1 (poison for
 /// a cart that has line 1 already).
 fn second_line_one(generator: &mut Generator, index: usize, seq: u64) -> Incoming {
-    let mut inc = generator
-        .execute_offline(index, add("BOOK-NOVEL-01"), seq)
-        .unwrap();
+    let mut inc = added(generator, index, "BOOK-NOVEL-01", seq);
     let mut msg = EventMessage::from_json(&inc.payload).unwrap();
     msg.events[0].data["line_id"] = serde_json::json!(1);
     inc.payload = msg.to_json().into();
@@ -261,13 +260,9 @@ fn second_line_one(generator: &mut Generator, index: usize, seq: u64) -> Incomin
 async fn a_message_giving_a_cart_a_second_line_with_the_same_id_is_poison() {
     let mut generator = Generator::new(24, &["t1"], 1);
     let cart = generator.index("t1", "cart-000");
-    let first = generator
-        .execute_offline(cart, add("TEST-SKU-123"), 1)
-        .unwrap();
+    let first = added(&mut generator, cart, "TEST-SKU-123", 1);
     let second = second_line_one(&mut generator, cart, 2);
-    let third = generator
-        .execute_offline(cart, add("FOOD-COFFEE-500"), 3)
-        .unwrap();
+    let third = added(&mut generator, cart, "FOOD-COFFEE-500", 3);
 
     let dir = tempfile::tempdir().unwrap();
     let writer = spawn(&dir, Hooks::default(), 100);
@@ -291,7 +286,7 @@ async fn states_stored_as_json_by_earlier_builds_are_read_and_carried_on() {
     let path = dir.path().join("w.db");
     {
         let writer = spawn(&dir, Hooks::default(), 100);
-        writer.apply(msgs, OnFailure::Stop).await.unwrap();
+        apply(&writer, &msgs).await;
         writer.close().await.unwrap();
     }
     // Rewrite every state the way earlier builds stored it: plain JSON text.
@@ -315,7 +310,7 @@ async fn states_stored_as_json_by_earlier_builds_are_read_and_carried_on() {
     // A new writer (empty cache) reads them and goes on.
     let writer = spawn(&dir, Hooks::default(), 100);
     let more = messages(&mut generator, 101, 100);
-    let out = writer.apply(more, OnFailure::Stop).await.unwrap();
+    let out = apply(&writer, &more).await;
     assert_eq!(out.applied, 100);
     assert_views(&path, &expected(&generator.carts));
 }
@@ -333,7 +328,7 @@ async fn cart_states_are_written_behind_the_views_when_it_is_time_or_many_wait()
     let path = dir.path().join("w.db");
     let writer = spawn(&dir, Hooks::default(), 1_000);
     for batch in msgs.chunks(50) {
-        writer.apply(batch.to_vec(), OnFailure::Stop).await.unwrap();
+        apply(&writer, batch).await;
     }
     assert_views(&path, &expected(&generator.carts));
     let (states, sequence) = read_states(&path);
@@ -349,7 +344,7 @@ async fn cart_states_are_written_behind_the_views_when_it_is_time_or_many_wait()
     let path = dir.path().join("w.db");
     let writer = spawn(&dir, Hooks::default(), 4);
     for batch in msgs.chunks(50) {
-        writer.apply(batch.to_vec(), OnFailure::Stop).await.unwrap();
+        apply(&writer, batch).await;
         let (_, sequence) = read_states(&path);
         assert_eq!(sequence, writer.checkpoint(), "written with the batch");
     }
@@ -359,15 +354,8 @@ async fn cart_states_are_written_behind_the_views_when_it_is_time_or_many_wait()
     // No wait at all: every batch writes its states.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("w.db");
-    let states = StateSettings {
-        cached_carts: 1_000,
-        flush_after: Duration::ZERO,
-    };
-    let (writer, _thread) = Writer::spawn(&path, Hooks::default(), "w", states).unwrap();
-    writer
-        .apply(msgs[..50].to_vec(), OnFailure::Stop)
-        .await
-        .unwrap();
+    let (writer, _thread) = spawn_at(&path, Hooks::default(), 1_000, Duration::ZERO);
+    apply(&writer, &msgs[..50]).await;
     let (states, sequence) = read_states(&path);
     assert_eq!(sequence, 50);
     assert!(!states.is_empty());
@@ -375,11 +363,7 @@ async fn cart_states_are_written_behind_the_views_when_it_is_time_or_many_wait()
 
 /// A writer keeping every state in memory for an hour, and its thread.
 fn spawn_behind(path: &std::path::Path) -> (Writer, std::thread::JoinHandle<()>) {
-    let states = StateSettings {
-        cached_carts: 1_000,
-        flush_after: Duration::from_secs(3600),
-    };
-    Writer::spawn(path, Hooks::default(), "w", states).unwrap()
+    spawn_at(path, Hooks::default(), 1_000, Duration::from_secs(3600))
 }
 
 /// Drops the last handle of `writer` and waits for its thread to end.
@@ -398,7 +382,7 @@ async fn a_writer_that_stops_writes_the_waiting_states_and_the_next_one_trusts_o
     let path = dir.path().join("w.db");
     let (writer, thread) = spawn_behind(&path);
     assert_eq!(writer.states_behind(), None, "a fresh file is whole");
-    writer.apply(msgs, OnFailure::Stop).await.unwrap();
+    apply(&writer, &msgs).await;
     stop(writer, thread).await;
     let (states, sequence) = read_states(&path);
     assert_eq!(sequence, 80);
@@ -408,7 +392,7 @@ async fn a_writer_that_stops_writes_the_waiting_states_and_the_next_one_trusts_o
     let (writer, thread) = spawn_behind(&path);
     assert_eq!(writer.states_behind(), None);
     let more = messages(&mut generator, 81, 40);
-    writer.apply(more, OnFailure::Stop).await.unwrap();
+    apply(&writer, &more).await;
     assert_views(&path, &expected(&generator.carts));
     stop(writer, thread).await;
 
@@ -432,9 +416,7 @@ async fn a_writer_that_stops_writes_the_waiting_states_and_the_next_one_trusts_o
     assert_eq!(deleted, 1);
     drop(conn);
     let index = generator.index(sim.tenant.as_str(), sim.id.as_str());
-    let next = generator
-        .execute_offline(index, add("TEST-SKU-123"), 121)
-        .expect("an accepted command");
+    let next = added(&mut generator, index, "TEST-SKU-123", 121);
     let (writer, thread) = spawn_behind(&path);
     let err = writer
         .apply(vec![next], OnFailure::Stop)
@@ -453,13 +435,9 @@ async fn a_flush_writes_the_unwritten_state_of_a_cart_whose_message_failed() {
         generator.index("t1", "cart-000"),
         generator.index("t1", "cart-001"),
     );
-    let first = generator
-        .execute_offline(x, add("TEST-SKU-123"), 1)
-        .unwrap();
+    let first = added(&mut generator, x, "TEST-SKU-123", 1);
     let bad = second_line_one(&mut generator, x, 2);
-    let other = generator
-        .execute_offline(y, add("TEST-SKU-123"), 3)
-        .unwrap();
+    let other = added(&mut generator, y, "TEST-SKU-123", 3);
 
     // Room for two states: the first batch leaves cart-000's waiting; the second takes it,
     // fails on it (recorded, as a rebuild does) and changes cart-001, so two wait: a flush,
@@ -467,7 +445,7 @@ async fn a_flush_writes_the_unwritten_state_of_a_cart_whose_message_failed() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("w.db");
     let writer = spawn(&dir, Hooks::default(), 2);
-    writer.apply(vec![first], OnFailure::Stop).await.unwrap();
+    apply(&writer, &[first]).await;
     assert_eq!(read_states(&path).1, 0, "nothing written yet");
     let record = OnFailure::Record {
         consumer: "w".into(),

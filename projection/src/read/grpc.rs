@@ -7,6 +7,7 @@ use std::time::Duration;
 use async_nats::jetstream::stream::Stream;
 use cart_domain::ids::{CartId, TenantId};
 use proto::projection::v1 as pb;
+use rusqlite::Connection;
 use shared::ApiError;
 use shared::grpc_tls::names::{ADMIN, GATEWAY};
 use time::OffsetDateTime;
@@ -16,9 +17,9 @@ use tonic::{Request, Response, Status};
 use crate::consume::dead_letter_stream;
 use crate::error::ProjectionError;
 use crate::metrics as m;
-use crate::read::page::{self, Listing};
+use crate::read::page::{self, Cursor, Listing};
 use crate::read::pool::Readers;
-use crate::read::queries::{self, CartFilter, CartRow, OrderRow, StatusFilter};
+use crate::read::queries::{self, CartFilter, CartRow, OrderRow, Page, StatusFilter};
 use crate::status::ProjectionStatus;
 use crate::store::poison_table::{self, PoisonRecord};
 use crate::write::views::nanos;
@@ -103,6 +104,19 @@ impl QueryGrpc {
         result
     }
 
+    /// Serves `method` of `QueryService` to the callers in `allowed`: checks the caller, then
+    /// runs `work` and counts its outcome.
+    async fn serve<Req, T>(
+        &self,
+        req: &Request<Req>,
+        method: &'static str,
+        allowed: &[&str],
+        work: impl Future<Output = Result<T, ProjectionError>>,
+    ) -> Reply<T> {
+        shared::grpc_tls::authorize(req, &format!("QueryService.{method}"), allowed)?;
+        self.observe(method, work.await)
+    }
+
     async fn list(
         &self,
         tenant: TenantId,
@@ -112,21 +126,37 @@ impl QueryGrpc {
         listing: Listing,
         token: &str,
     ) -> Result<pb::ListCartsResponse, ProjectionError> {
+        let (rows, next_page_token) = self
+            .page(listing, size, token, move |c, size, after| {
+                queries::list_carts(c, tenant.as_str(), &filter, before_ns, size, after)
+            })
+            .await?;
+        Ok(pb::ListCartsResponse {
+            carts: rows.into_iter().map(cart_record).collect(),
+            next_page_token,
+        })
+    }
+
+    /// One page of `listing` as a request asks for it (`size`, `token`): `query` reads it with
+    /// the page size and the cursor to start after. Returns its rows and the next page's token
+    /// (empty after the last page).
+    async fn page<T: Send + 'static>(
+        &self,
+        listing: Listing,
+        size: u32,
+        token: &str,
+        query: impl FnOnce(&Connection, u32, Option<&Cursor>) -> Result<Page<T>, ProjectionError>
+        + Send
+        + 'static,
+    ) -> Result<(Vec<T>, String), ProjectionError> {
         let size = page::size(size);
         let after = page::decode(listing, token)?;
         let page = self
             .readers
-            .with(move |c| {
-                queries::list_carts(c, tenant.as_str(), &filter, before_ns, size, after.as_ref())
-            })
+            .with(move |c| query(c, size, after.as_ref()))
             .await?;
-        Ok(pb::ListCartsResponse {
-            carts: page.rows.into_iter().map(cart_record).collect(),
-            next_page_token: page
-                .next
-                .map(|c| page::encode(listing, &c))
-                .unwrap_or_default(),
-        })
+        let next = page.next.map(|c| page::encode(listing, &c));
+        Ok((page.rows, next.unwrap_or_default()))
     }
 
     async fn replay(&self, id: u64) -> Result<pb::ReplayDeadLetterResponse, ProjectionError> {
@@ -159,8 +189,7 @@ impl QueryGrpc {
 #[tonic::async_trait]
 impl pb::query_service_server::QueryService for QueryGrpc {
     async fn get_cart(&self, req: Request<pb::GetCartRequest>) -> Reply<pb::CartRecord> {
-        shared::grpc_tls::authorize(&req, "QueryService.GetCart", &[GATEWAY])?;
-        let r = async {
+        self.serve(&req, "GetCart", &[GATEWAY], async {
             let t = tenant(req.metadata(), &req.get_ref().tenant)?;
             let id = CartId::parse(&req.get_ref().cart_id)
                 .map_err(|e| ProjectionError::Invalid(e.to_string()))?;
@@ -173,13 +202,12 @@ impl pb::query_service_server::QueryService for QueryGrpc {
                 .ok_or_else(|| {
                     ProjectionError::NotFound(format!("cart {id} not found (tenant {t})"))
                 })
-        };
-        self.observe("GetCart", r.await)
+        })
+        .await
     }
 
     async fn list_carts(&self, req: Request<pb::ListCartsRequest>) -> Reply<pb::ListCartsResponse> {
-        shared::grpc_tls::authorize(&req, "QueryService.ListCarts", &[GATEWAY])?;
-        let r = async {
+        self.serve(&req, "ListCarts", &[GATEWAY], async {
             let q = req.get_ref();
             let t = tenant(req.metadata(), &q.tenant)?;
             let filter = CartFilter {
@@ -202,42 +230,39 @@ impl pb::query_service_server::QueryService for QueryGrpc {
                 &q.page_token,
             )
             .await
-        };
-        self.observe("ListCarts", r.await)
+        })
+        .await
     }
 
     async fn list_orders(
         &self,
         req: Request<pb::ListOrdersRequest>,
     ) -> Reply<pb::ListOrdersResponse> {
-        shared::grpc_tls::authorize(&req, "QueryService.ListOrders", &[GATEWAY])?;
-        let r = async {
+        self.serve(&req, "ListOrders", &[GATEWAY], async {
             let q = req.get_ref();
             let t = tenant(req.metadata(), &q.tenant)?;
             let since = time_arg("since", q.since.as_deref())?;
-            let size = page::size(q.page_size);
-            let after = page::decode(Listing::Orders, &q.page_token)?;
-            let page = self
-                .readers
-                .with(move |c| queries::list_orders(c, t.as_str(), since, size, after.as_ref()))
+            let (rows, next_page_token) = self
+                .page(
+                    Listing::Orders,
+                    q.page_size,
+                    &q.page_token,
+                    move |c, size, after| queries::list_orders(c, t.as_str(), since, size, after),
+                )
                 .await?;
             Ok(pb::ListOrdersResponse {
-                orders: page.rows.into_iter().map(order_record).collect(),
-                next_page_token: page
-                    .next
-                    .map(|c| page::encode(Listing::Orders, &c))
-                    .unwrap_or_default(),
+                orders: rows.into_iter().map(order_record).collect(),
+                next_page_token,
             })
-        };
-        self.observe("ListOrders", r.await)
+        })
+        .await
     }
 
     async fn abandoned_carts(
         &self,
         req: Request<pb::AbandonedCartsRequest>,
     ) -> Reply<pb::ListCartsResponse> {
-        shared::grpc_tls::authorize(&req, "QueryService.AbandonedCarts", &[GATEWAY])?;
-        let r = async {
+        self.serve(&req, "AbandonedCarts", &[GATEWAY], async {
             let q = req.get_ref();
             let t = tenant(req.metadata(), &q.tenant)?;
             let idle = match q.idle_seconds {
@@ -258,13 +283,12 @@ impl pb::query_service_server::QueryService for QueryGrpc {
                 &q.page_token,
             )
             .await
-        };
-        self.observe("AbandonedCarts", r.await)
+        })
+        .await
     }
 
     async fn sku_demand(&self, req: Request<pb::SkuDemandRequest>) -> Reply<pb::SkuDemandResponse> {
-        shared::grpc_tls::authorize(&req, "QueryService.SkuDemand", &[GATEWAY])?;
-        let r = async {
+        self.serve(&req, "SkuDemand", &[GATEWAY], async {
             let t = tenant(req.metadata(), &req.get_ref().tenant)?;
             let n = limit(req.get_ref().limit);
             let rows = self
@@ -281,16 +305,15 @@ impl pb::query_service_server::QueryService for QueryGrpc {
                     })
                     .collect(),
             })
-        };
-        self.observe("SkuDemand", r.await)
+        })
+        .await
     }
 
     async fn list_dead_letters(
         &self,
         req: Request<pb::ListDeadLettersRequest>,
     ) -> Reply<pb::ListDeadLettersResponse> {
-        shared::grpc_tls::authorize(&req, "QueryService.ListDeadLetters", &[GATEWAY, ADMIN])?;
-        let r = async {
+        self.serve(&req, "ListDeadLetters", &[GATEWAY, ADMIN], async {
             let q = req.get_ref();
             let t = match q.tenant.as_str() {
                 "" => None,
@@ -304,22 +327,21 @@ impl pb::query_service_server::QueryService for QueryGrpc {
             Ok(pb::ListDeadLettersResponse {
                 dead_letters: rows.into_iter().map(dead_letter_record).collect(),
             })
-        };
-        self.observe("ListDeadLetters", r.await)
+        })
+        .await
     }
 
     async fn replay_dead_letter(
         &self,
         req: Request<pb::ReplayDeadLetterRequest>,
     ) -> Reply<pb::ReplayDeadLetterResponse> {
-        shared::grpc_tls::authorize(&req, "QueryService.ReplayDeadLetter", &[GATEWAY, ADMIN])?;
-        let r = self.replay(req.get_ref().id).await;
-        self.observe("ReplayDeadLetter", r)
+        let replay = self.replay(req.get_ref().id);
+        self.serve(&req, "ReplayDeadLetter", &[GATEWAY, ADMIN], replay)
+            .await
     }
 
     async fn status(&self, req: Request<pb::StatusRequest>) -> Reply<pb::StatusResponse> {
-        shared::grpc_tls::authorize(&req, "QueryService.Status", &[GATEWAY, ADMIN])?;
-        let r = async {
+        self.serve(&req, "Status", &[GATEWAY, ADMIN], async {
             let dead_letters = self.readers.with(poison_table::open_count).await?;
             let applied = self.writer.checkpoint();
             let last = self.shared.stream_last();
@@ -330,8 +352,8 @@ impl pb::query_service_server::QueryService for QueryGrpc {
                 dead_letters,
                 rebuilding: self.shared.rebuild.is_running(),
             })
-        };
-        self.observe("Status", r.await)
+        })
+        .await
     }
 }
 
@@ -367,16 +389,22 @@ fn cart_record(c: CartRow) -> pb::CartRecord {
     }
 }
 
-fn order_record(o: OrderRow) -> pb::OrderRecord {
+fn order_record(
+    OrderRow {
+        tenant,
+        cart_id,
+        order,
+    }: OrderRow,
+) -> pb::OrderRecord {
     pb::OrderRecord {
-        tenant: o.tenant,
-        cart_id: o.cart_id,
-        provider_order_id: o.provider_order_id,
-        order_reference: o.order_reference,
-        total_amount: o.total_amount,
-        currency: o.currency,
-        user_id: o.user_id,
-        placed_at: rfc3339(o.placed_ns),
+        tenant,
+        cart_id,
+        provider_order_id: order.provider_order_id,
+        order_reference: order.order_reference,
+        total_amount: order.total_amount,
+        currency: order.currency,
+        user_id: order.user_id,
+        placed_at: rfc3339(order.placed_ns),
     }
 }
 

@@ -8,6 +8,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 use crate::error::ProjectionError;
 use crate::read::page::Cursor;
 use crate::store::db::to_u64;
+use crate::write::views;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LineRow {
@@ -41,16 +42,12 @@ pub struct CartRow {
     pub lines: Vec<LineRow>,
 }
 
+/// An `orders` row with its key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrderRow {
     pub tenant: String,
     pub cart_id: String,
-    pub provider_order_id: String,
-    pub order_reference: String,
-    pub total_amount: i64,
-    pub currency: String,
-    pub user_id: Option<String>,
-    pub placed_ns: i64,
+    pub order: views::OrderRow,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -245,6 +242,27 @@ pub fn list_carts(
     Ok(Page { rows, next })
 }
 
+/// The columns of an `orders` row, its key first, as [`order_row`] reads them.
+pub const ORDER_COLUMNS: &str = "tenant, cart_id, provider_order_id, order_reference,
+    total_amount, currency, user_id, placed_ns, version";
+
+/// An `orders` row selected as [`ORDER_COLUMNS`].
+pub fn order_row(r: &Row<'_>) -> rusqlite::Result<OrderRow> {
+    Ok(OrderRow {
+        tenant: r.get(0)?,
+        cart_id: r.get(1)?,
+        order: views::OrderRow {
+            provider_order_id: r.get(2)?,
+            order_reference: r.get(3)?,
+            total_amount: r.get(4)?,
+            currency: r.get(5)?,
+            user_id: r.get(6)?,
+            placed_ns: r.get(7)?,
+            version: to_u64(r.get(8)?),
+        },
+    })
+}
+
 /// Orders newest first, placed at or after `since_ns`.
 pub fn list_orders(
     conn: &Connection,
@@ -253,11 +271,7 @@ pub fn list_orders(
     size: u32,
     after: Option<&Cursor>,
 ) -> Result<Page<OrderRow>, ProjectionError> {
-    let mut sql = String::from(
-        "SELECT tenant, cart_id, provider_order_id, order_reference, total_amount, currency,
-             user_id, placed_ns
-         FROM orders WHERE tenant = ?",
-    );
+    let mut sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE tenant = ?");
     let mut args: Vec<Value> = vec![tenant.to_owned().into()];
     if let Some(since) = since_ns {
         sql.push_str(" AND placed_ns >= ?");
@@ -273,22 +287,11 @@ pub fn list_orders(
         .prepare_cached(&sql)
         .map_err(ProjectionError::db("list orders"))?;
     let mut rows: Vec<OrderRow> = stmt
-        .query_map(params_from_iter(args), |r| {
-            Ok(OrderRow {
-                tenant: r.get(0)?,
-                cart_id: r.get(1)?,
-                provider_order_id: r.get(2)?,
-                order_reference: r.get(3)?,
-                total_amount: r.get(4)?,
-                currency: r.get(5)?,
-                user_id: r.get(6)?,
-                placed_ns: r.get(7)?,
-            })
-        })
+        .query_map(params_from_iter(args), order_row)
         .and_then(|rows| rows.collect())
         .map_err(ProjectionError::db("list orders"))?;
     let next = page_end(&mut rows, size, |o| Cursor {
-        at_ns: o.placed_ns,
+        at_ns: o.order.placed_ns,
         cart_id: o.cart_id.clone(),
     });
     Ok(Page { rows, next })

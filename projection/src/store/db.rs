@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use rusqlite::types::FromSql;
 use rusqlite::{Connection, OptionalExtension, params};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -81,9 +82,7 @@ pub fn open_writer(path: &Path) -> Result<Connection, ProjectionError> {
     let mut conn = Connection::open(path).map_err(ProjectionError::db("open database"))?;
     conn.busy_timeout(BUSY_TIMEOUT)
         .map_err(ProjectionError::db("busy timeout"))?;
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-        .map_err(ProjectionError::db("enable WAL"))?;
+    let mode: String = query_value(&conn, "PRAGMA journal_mode = WAL", "enable WAL")?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(ProjectionError::Io {
             what: "SQLite refused WAL mode for",
@@ -98,13 +97,11 @@ pub fn open_writer(path: &Path) -> Result<Connection, ProjectionError> {
     .map_err(ProjectionError::db("pragmas"))?;
     // Indexes dropped by a catch-up that did not finish come back first, so migrations and
     // queries find the schema they expect.
-    let has_dropped: bool = conn
-        .query_row(
-            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'dropped_indexes')",
-            [],
-            |r| r.get(0),
-        )
-        .map_err(ProjectionError::db("read schema"))?;
+    let has_dropped: bool = query_value(
+        &conn,
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'dropped_indexes')",
+        "read schema",
+    )?;
     if has_dropped {
         restore_indexes(&mut conn)?;
     }
@@ -146,10 +143,21 @@ pub fn view_indexes(conn: &Connection) -> Result<Vec<(String, String)>, Projecti
 
 /// Whether indexes are listed in `dropped_indexes` (the schema is migrated).
 pub fn indexes_dropped(conn: &Connection) -> Result<bool, ProjectionError> {
-    conn.query_row("SELECT EXISTS (SELECT 1 FROM dropped_indexes)", [], |r| {
-        r.get(0)
-    })
-    .map_err(ProjectionError::db("read dropped indexes"))
+    query_value(
+        conn,
+        "SELECT EXISTS (SELECT 1 FROM dropped_indexes)",
+        "read dropped indexes",
+    )
+}
+
+/// The one value `query` (without parameters) selects; `what` names it in the error.
+pub fn query_value<T: FromSql>(
+    conn: &Connection,
+    query: &str,
+    what: &'static str,
+) -> Result<T, ProjectionError> {
+    conn.query_row(query, [], |r| r.get(0))
+        .map_err(ProjectionError::db(what))
 }
 
 /// The `(name, sql)` rows of `query`.
@@ -197,13 +205,11 @@ pub fn migrate(conn: &mut Connection) -> Result<u32, ProjectionError> {
          );",
     )
     .map_err(ProjectionError::db("create schema_version"))?;
-    let current: u32 = conn
-        .query_row(
-            "SELECT COALESCE(MAX(version), 0) FROM schema_version",
-            [],
-            |r| r.get(0),
-        )
-        .map_err(ProjectionError::db("read schema_version"))?;
+    let current: u32 = query_value(
+        conn,
+        "SELECT COALESCE(MAX(version), 0) FROM schema_version",
+        "read schema_version",
+    )?;
     if current > latest_version() {
         return Err(ProjectionError::SchemaTooNew {
             found: current,
@@ -270,9 +276,7 @@ pub fn set_states_checkpoint(conn: &Connection, seq: u64) -> Result<(), Projecti
 pub fn fold_wal(conn: &Connection) -> Result<(), ProjectionError> {
     conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
         .map_err(ProjectionError::db("checkpoint WAL"))?;
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode = DELETE", [], |r| r.get(0))
-        .map_err(ProjectionError::db("leave WAL mode"))?;
+    let mode: String = query_value(conn, "PRAGMA journal_mode = DELETE", "leave WAL mode")?;
     if !mode.eq_ignore_ascii_case("delete") {
         return Err(ProjectionError::Db {
             what: "leave WAL mode (another connection is still open)",

@@ -9,7 +9,7 @@
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::error::ProjectionError;
-use crate::store::db::{now_rfc3339, to_i64, to_u64};
+use crate::store::db::{now_rfc3339, query_value, to_i64, to_u64};
 
 /// A message given up on, as stored and as `ListDeadLetters` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,13 +133,12 @@ pub fn list(
 
 /// Dead letters not replayed yet.
 pub fn open_count(conn: &Connection) -> Result<u64, ProjectionError> {
-    conn.query_row(
+    query_value::<i64>(
+        conn,
         "SELECT COUNT(*) FROM poison WHERE replayed_at IS NULL",
-        [],
-        |r| r.get::<_, i64>(0),
+        "count poison records",
     )
     .map(to_u64)
-    .map_err(ProjectionError::db("count poison records"))
 }
 
 /// Stream sequences in `from..=to` given up on and not replayed (their messages were never

@@ -1,50 +1,28 @@
 //! The views as they should be — a fold of the published messages through `cart_domain`
-//! (`CartState::apply_message` + `totals`) — and as the projection stored them, read straight
-//! from its SQLite file, in the same shape so they compare with one `assert_eq!`.
+//! (`CartState::apply_message` + `totals`) — and as the projection stored them, read from its
+//! SQLite file with the queries' own readers, in the same shape so they compare with one
+//! `assert_eq!`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use cart_domain::{CartState, Event, totals};
+pub use projection::read::queries::CartRow;
+use projection::read::queries::{LineRow, ORDER_COLUMNS, get_cart, order_row};
+pub use projection::write::views::OrderRow;
+use rusqlite::{Connection, Row};
 
 use super::SimCart;
 
 type Key = (String, String);
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CartRow {
-    pub status: String,
-    pub item_count: i64,
-    pub line_count: i64,
-    pub total_amount: i64,
-    pub total_tax: i64,
-    pub total_discount: i64,
-    pub currency: String,
-    pub user_id: Option<String>,
-    pub order_reference: Option<String>,
-    pub created_ns: i64,
-    pub updated_ns: i64,
-    pub version: i64,
-    /// Messages applied to the cart (`carts.applied_messages`).
-    pub applied: i64,
-    /// `(line_id, sku, name, quantity, unit_price, tax_rate)` in cart order.
-    pub lines: Vec<(i64, String, String, i64, i64, i64)>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OrderRow {
-    pub provider_order_id: String,
-    pub order_reference: String,
-    pub total_amount: i64,
-    pub currency: String,
-    pub user_id: Option<String>,
-    pub placed_ns: i64,
-    pub version: i64,
-}
-
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Views {
+    /// The `carts` rows with their lines, as the queries read them (with the status as
+    /// stored: never `abandoned`).
     pub carts: BTreeMap<Key, CartRow>,
+    /// Messages applied to each cart (`carts.applied_messages`).
+    pub applied: BTreeMap<Key, i64>,
     pub orders: BTreeMap<Key, OrderRow>,
 }
 
@@ -74,7 +52,7 @@ pub fn expected<'a>(carts: impl IntoIterator<Item = &'a SimCart>) -> Views {
                             currency: o.currency,
                             user_id: state.cart.user_id.clone(),
                             placed_ns: ns(msg.occurred_at),
-                            version: *seq as i64,
+                            version: *seq,
                         },
                     );
                 }
@@ -90,12 +68,15 @@ pub fn expected<'a>(carts: impl IntoIterator<Item = &'a SimCart>) -> Views {
             "open"
         };
         let (_, last) = sim.messages.last().unwrap();
+        views.applied.insert(key.clone(), sim.messages.len() as i64);
         views.carts.insert(
-            key,
+            key.clone(),
             CartRow {
+                tenant: key.0,
+                cart_id: key.1,
                 status: status.into(),
-                item_count: cart.lines.iter().map(|l| i64::from(l.quantity)).sum(),
-                line_count: cart.lines.len() as i64,
+                item_count: cart.lines.iter().map(|l| l.quantity).sum(),
+                line_count: cart.lines.len() as u32,
                 total_amount: t.total.inc_vat,
                 total_tax: t.tax().inc_vat,
                 total_discount: t.discount.inc_vat,
@@ -104,20 +85,19 @@ pub fn expected<'a>(carts: impl IntoIterator<Item = &'a SimCart>) -> Views {
                 order_reference: cart.order.as_ref().map(|o| o.order_reference.clone()),
                 created_ns: ns(first.occurred_at),
                 updated_ns: ns(last.occurred_at),
-                version: state.version as i64,
-                applied: sim.messages.len() as i64,
+                version: state.version,
+                // The generator sends no subscription details.
+                subscription_details: None,
                 lines: cart
                     .lines
                     .iter()
-                    .map(|l| {
-                        (
-                            i64::from(l.id),
-                            l.product.sku.clone(),
-                            l.product.name.clone(),
-                            i64::from(l.quantity),
-                            l.product.unit_price,
-                            i64::from(l.product.tax_rate.0),
-                        )
+                    .map(|l| LineRow {
+                        line_id: l.id,
+                        sku: l.product.sku.clone(),
+                        name: l.product.name.clone(),
+                        quantity: l.quantity,
+                        unit_price: l.product.unit_price,
+                        tax_rate: l.product.tax_rate.0,
                     })
                     .collect(),
             },
@@ -126,102 +106,54 @@ pub fn expected<'a>(carts: impl IntoIterator<Item = &'a SimCart>) -> Views {
     views
 }
 
+/// The rows `query` selects, keyed by their first two columns (`tenant`, `cart_id`); `row`
+/// reads the others.
+fn keyed_rows<T, C: FromIterator<(Key, T)>>(
+    conn: &Connection,
+    query: &str,
+    row: impl Fn(&Row<'_>) -> rusqlite::Result<T>,
+) -> C {
+    let mut stmt = conn.prepare(query).unwrap();
+    stmt.query_map([], |r| Ok(((r.get(0)?, r.get(1)?), row(r)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
 /// The views as stored in the projection database at `path`.
 pub fn read_views(path: &Path) -> Views {
     let conn = super::open_db(path);
-    let mut views = Views::default();
-    let mut stmt = conn
-        .prepare(
-            "SELECT c.tenant, c.cart_id, c.status, c.item_count, c.line_count, c.total_amount,
-                 c.total_tax, c.total_discount, c.currency, c.user_id, c.order_reference,
-                 c.created_ns, c.updated_ns, c.version, c.applied_messages
-             FROM carts c",
-        )
-        .unwrap();
-    let rows = stmt
-        .query_map([], |r| {
-            Ok((
-                (r.get(0)?, r.get(1)?),
-                CartRow {
-                    status: r.get(2)?,
-                    item_count: r.get(3)?,
-                    line_count: r.get(4)?,
-                    total_amount: r.get(5)?,
-                    total_tax: r.get(6)?,
-                    total_discount: r.get(7)?,
-                    currency: r.get(8)?,
-                    user_id: r.get(9)?,
-                    order_reference: r.get(10)?,
-                    created_ns: r.get(11)?,
-                    updated_ns: r.get(12)?,
-                    version: r.get(13)?,
-                    applied: r.get(14)?,
-                    lines: Vec::new(),
-                },
-            ))
+    let orphans: BTreeMap<Key, ()> = keyed_rows(
+        &conn,
+        "SELECT tenant, cart_id FROM cart_lines EXCEPT SELECT tenant, cart_id FROM carts",
+        |_| Ok(()),
+    );
+    assert!(
+        orphans.is_empty(),
+        "lines of unknown carts {:?}",
+        orphans.keys()
+    );
+    let applied: BTreeMap<Key, i64> = keyed_rows(
+        &conn,
+        "SELECT tenant, cart_id, applied_messages FROM carts",
+        |r| r.get(2),
+    );
+    // Nothing is abandoned before the earliest time: the status reads as stored.
+    let carts = applied
+        .keys()
+        .map(|(tenant, cart)| {
+            let row = get_cart(&conn, tenant, cart, i64::MIN).unwrap();
+            ((tenant.clone(), cart.clone()), row.expect("a listed cart"))
         })
-        .unwrap();
-    for row in rows {
-        let (key, cart) = row.unwrap();
-        views.carts.insert(key, cart);
+        .collect();
+    let orders = keyed_rows(&conn, &format!("SELECT {ORDER_COLUMNS} FROM orders"), |r| {
+        Ok(order_row(r)?.order)
+    });
+    Views {
+        carts,
+        applied,
+        orders,
     }
-    let mut stmt = conn
-        .prepare(
-            "SELECT tenant, cart_id, line_id, sku, name, quantity, unit_price, tax_rate
-             FROM cart_lines ORDER BY tenant, cart_id, position",
-        )
-        .unwrap();
-    let lines = stmt
-        .query_map([], |r| {
-            Ok((
-                (r.get::<_, String>(0)?, r.get::<_, String>(1)?),
-                (
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                    r.get(7)?,
-                ),
-            ))
-        })
-        .unwrap();
-    for line in lines {
-        let (key, line) = line.unwrap();
-        views
-            .carts
-            .get_mut(&key)
-            .unwrap_or_else(|| panic!("line of unknown cart {key:?}"))
-            .lines
-            .push(line);
-    }
-    let mut stmt = conn
-        .prepare(
-            "SELECT tenant, cart_id, provider_order_id, order_reference, total_amount, currency,
-                 user_id, placed_ns, version FROM orders",
-        )
-        .unwrap();
-    let orders = stmt
-        .query_map([], |r| {
-            Ok((
-                (r.get(0)?, r.get(1)?),
-                OrderRow {
-                    provider_order_id: r.get(2)?,
-                    order_reference: r.get(3)?,
-                    total_amount: r.get(4)?,
-                    currency: r.get(5)?,
-                    user_id: r.get(6)?,
-                    placed_ns: r.get(7)?,
-                    version: r.get(8)?,
-                },
-            ))
-        })
-        .unwrap();
-    for order in orders {
-        let (key, order) = order.unwrap();
-        views.orders.insert(key, order);
-    }
-    views
 }
 
 /// Asserts the stored views equal the fold, cart by cart (so a failure names the cart).
@@ -244,6 +176,10 @@ pub fn assert_views(path: &Path, expected: &Views) {
     for (key, want) in &expected.carts {
         assert_eq!(&actual.carts[key], want, "cart {key:?}");
     }
+    assert_eq!(
+        actual.applied, expected.applied,
+        "messages applied per cart"
+    );
     assert_eq!(actual.orders, expected.orders, "orders");
 }
 
@@ -266,18 +202,11 @@ pub fn expected_states<'a>(
 /// and the checkpoint of their last write (`states_sequence`).
 pub fn read_states(path: &Path) -> (BTreeMap<Key, CartState>, u64) {
     let conn = super::open_db(path);
-    let mut stmt = conn
-        .prepare("SELECT tenant, cart_id, state FROM cart_states")
-        .unwrap();
-    let states = stmt
-        .query_map([], |r| {
-            let state =
-                projection::store::state_format::decode(r.get_ref(2)?).expect("readable state");
-            Ok(((r.get(0)?, r.get(1)?), state))
-        })
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let states = keyed_rows(
+        &conn,
+        "SELECT tenant, cart_id, state FROM cart_states",
+        |r| Ok(projection::store::state_format::decode(r.get_ref(2)?).expect("readable state")),
+    );
     let sequence: i64 = conn
         .query_row("SELECT states_sequence FROM checkpoint", [], |r| r.get(0))
         .unwrap();

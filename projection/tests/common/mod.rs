@@ -110,8 +110,18 @@ impl Env {
 
     /// [`Env::start`], returning once the projection has applied everything in the stream.
     pub async fn start_caught_up(&self, config: Config, hooks: Hooks) -> Running {
+        self.start_caught_up_within(config, hooks, WAIT).await
+    }
+
+    /// [`Env::start_caught_up`], waiting `within` at most.
+    pub async fn start_caught_up_within(
+        &self,
+        config: Config,
+        hooks: Hooks,
+        within: Duration,
+    ) -> Running {
         let running = self.start(config, hooks).await;
-        self.caught_up(&running).await;
+        self.caught_up_within(&running, within).await;
         running
     }
 
@@ -127,6 +137,13 @@ impl Env {
             .await
             .unwrap_or_else(|e| panic!("projection at {} of {last}: {e}", running.checkpoint()));
     }
+}
+
+/// Asserts the views of `running` are the fold of every message published to `carts`, then
+/// stops it.
+pub async fn assert_fold_and_stop(running: Running, carts: &[SimCart]) {
+    assert_views(&running.db_path, &expected(carts));
+    running.stop().await.unwrap();
 }
 
 pub async fn query(running: &Running) -> QueryServiceClient<Channel> {
@@ -149,6 +166,17 @@ pub async fn dead_letters(
         .unwrap()
         .into_inner()
         .dead_letters
+}
+
+/// Replays dead letter `id` (the call must succeed; the outcome says whether it applied).
+pub async fn replay(q: &mut QueryServiceClient<Channel>, id: u64) -> pb::ReplayDeadLetterResponse {
+    let req = pb::ReplayDeadLetterRequest { id };
+    q.replay_dead_letter(req).await.unwrap().into_inner()
+}
+
+/// The projection's `Status`.
+pub async fn status(q: &mut QueryServiceClient<Channel>) -> pb::StatusResponse {
+    q.status(pb::StatusRequest {}).await.unwrap().into_inner()
 }
 
 /// The projection's view of cart `cart_id` of `tenant`.

@@ -137,39 +137,24 @@ pub async fn read_subject_after(
 ) -> Result<Vec<StoredEvent>, DirectGetError> {
     let api = checked_api(stream, subject, Filter::Literal)?;
     let batch = options.batch.clamp(1, MAX_BATCH);
-    let mut events = Vec::new();
-    let mut next = after.saturating_add(1);
-    loop {
-        let request = BatchRequest {
-            seq: next,
-            next_by_subj: subject,
-            batch,
-        };
-        match request_page(client, stream, &api, &request, options.timeout).await? {
-            Page::NotFound => return Ok(events),
-            Page::Batch {
-                events: page,
-                pending,
-                last_sequence,
-                ..
-            } => {
-                let progressed = !page.is_empty();
-                events.extend(page);
-                if pending == 0 {
-                    return Ok(events);
-                }
-                if !progressed || last_sequence < next {
-                    return Err(DirectGetError::Malformed {
-                        stream: stream.to_owned(),
-                        reason: format!(
-                            "{pending} messages pending but the batch from {next} made no progress"
-                        ),
-                    });
-                }
-                next = last_sequence + 1;
-            }
-        }
-    }
+    let request = |seq, _| BatchRequest {
+        seq,
+        next_by_subj: subject,
+        batch,
+    };
+    let stalled = |pending, from| {
+        format!("{pending} messages pending but the batch from {from} made no progress")
+    };
+    read_pages(
+        client,
+        stream,
+        &api,
+        options.timeout,
+        after.saturating_add(1),
+        request,
+        stalled,
+    )
+    .await
 }
 
 /// One page of [`read_subject_page`]: the messages in stream order, and how many more match
@@ -255,15 +240,32 @@ pub async fn read_last_per_subject(
         reason: e.to_string(),
     })?;
     let batch = options.batch.clamp(1, MAX_BATCH);
-    let (mut events, mut seq, mut up_to_seq) = (Vec::new(), 0, 0);
+    let request = |seq, up_to_seq| MultiLastRequest {
+        multi_last: [filter],
+        batch,
+        seq,
+        up_to_seq,
+    };
+    let stalled = |pending, _| format!("{pending} subjects pending but the page made no progress");
+    read_pages(client, stream, &api, options.timeout, 0, request, stalled).await
+}
+
+/// Reads page after page, from sequence `seq` on, until none is pending, and returns their
+/// messages. `request(seq, up_to_seq)` is the request of the page that starts at `seq`
+/// (`up_to_seq`: 0, then the ceiling the first page was read at); a page that makes no progress
+/// ends the read with the error `stalled(pending, seq)`.
+async fn read_pages<R: Serialize>(
+    client: &Client,
+    stream: &str,
+    api: &str,
+    timeout: Duration,
+    mut seq: u64,
+    request: impl Fn(u64, u64) -> R,
+    stalled: impl Fn(u64, u64) -> String,
+) -> Result<Vec<StoredEvent>, DirectGetError> {
+    let (mut events, mut up_to_seq) = (Vec::new(), 0);
     loop {
-        let request = MultiLastRequest {
-            multi_last: [filter],
-            batch,
-            seq,
-            up_to_seq,
-        };
-        match request_page(client, stream, &api, &request, options.timeout).await? {
+        match request_page(client, stream, api, &request(seq, up_to_seq), timeout).await? {
             Page::NotFound => return Ok(events),
             Page::Batch {
                 events: page,
@@ -279,7 +281,7 @@ pub async fn read_last_per_subject(
                 if !progressed || last_sequence < seq {
                     return Err(DirectGetError::Malformed {
                         stream: stream.to_owned(),
-                        reason: format!("{pending} subjects pending but the page made no progress"),
+                        reason: stalled(pending, seq),
                     });
                 }
                 seq = last_sequence + 1;

@@ -1,19 +1,30 @@
 use std::ops::Range;
 use std::time::Duration;
 
-use async_nats::HeaderMap;
 use async_nats::jetstream::{self, stream};
+use async_nats::{Client, HeaderMap};
 use shared::nats::direct_get::MAX_BATCH;
 use shared::nats::{
     BatchGetOptions, DirectGetError, NatsResourceSettings, SubjectPage, ensure_stream, policies,
     read_subject_after, read_subject_page,
 };
 use shared::nats_or_skip;
+use shared::test_support::NatsServer;
 
 async fn cart_events(js: &jetstream::Context) -> stream::Stream {
     ensure_stream(js, &policies::cart_events(&NatsResourceSettings::default()))
         .await
         .unwrap()
+}
+
+/// A server with `CART_EVENTS` in place (kept alive by the first value), a JetStream context
+/// and a client.
+async fn with_cart_events() -> Option<(NatsServer, jetstream::Context, Client)> {
+    let nats = nats_or_skip!()?;
+    let js = nats.jetstream().await;
+    cart_events(&js).await;
+    let client = nats.client().await;
+    Some((nats, js, client))
 }
 
 /// Publishes messages `range` (payload `<subject>#<i>`, unique Msg-Id) on `subject`; returns
@@ -39,16 +50,15 @@ async fn publish(js: &jetstream::Context, subject: &str, range: Range<usize>) ->
 
 #[tokio::test]
 async fn reads_one_subject_among_interleaved_ones() {
-    let Some(nats) = nats_or_skip!() else { return };
-    let js = nats.jetstream().await;
-    cart_events(&js).await;
+    let Some((_nats, js, client)) = with_cart_events().await else {
+        return;
+    };
     let mut mine = Vec::new();
     for round in 0..20 {
         mine.extend(publish(&js, "cart.events.acme.c1", round..round + 1).await);
         publish(&js, "cart.events.acme.c2", 0..2).await;
         publish(&js, &format!("cart.events.other.c{round}"), 0..1).await;
     }
-    let client = nats.client().await;
     let opts = BatchGetOptions {
         batch: 7, // several round trips
         ..Default::default()
@@ -74,11 +84,10 @@ async fn reads_one_subject_among_interleaved_ones() {
 
 #[tokio::test]
 async fn reads_a_thousand_messages_and_from_the_middle() {
-    let Some(nats) = nats_or_skip!() else { return };
-    let js = nats.jetstream().await;
-    cart_events(&js).await;
+    let Some((_nats, js, client)) = with_cart_events().await else {
+        return;
+    };
     let seqs = publish(&js, "cart.events.acme.big", 0..1_000).await;
-    let client = nats.client().await;
 
     for batch in [MAX_BATCH, 256, 5_000] {
         let opts = BatchGetOptions {
@@ -120,10 +129,9 @@ async fn reads_a_thousand_messages_and_from_the_middle() {
 
 #[tokio::test]
 async fn empty_subject_is_an_empty_result() {
-    let Some(nats) = nats_or_skip!() else { return };
-    let js = nats.jetstream().await;
-    cart_events(&js).await;
-    let client = nats.client().await;
+    let Some((_nats, js, client)) = with_cart_events().await else {
+        return;
+    };
     let opts = BatchGetOptions::default();
     let got = read_subject_after(&client, "CART_EVENTS", "cart.events.acme.none", 0, &opts)
         .await
@@ -187,9 +195,9 @@ async fn wildcards_and_bad_stream_names_are_rejected_locally() {
 /// whether more follow; a `*` filter reads one cart id in every tenant, in stream order.
 #[tokio::test]
 async fn pages_of_one_subject_or_one_id_in_every_tenant() {
-    let Some(nats) = nats_or_skip!() else { return };
-    let js = nats.jetstream().await;
-    cart_events(&js).await;
+    let Some((_nats, js, client)) = with_cart_events().await else {
+        return;
+    };
     let mut mine = Vec::new();
     let mut every_tenant = Vec::new();
     for round in 0..3 {
@@ -199,7 +207,6 @@ async fn pages_of_one_subject_or_one_id_in_every_tenant() {
         every_tenant.extend(publish(&js, "cart.events.other.h1", 0..1).await);
         publish(&js, "cart.events.acme.h2", 0..2).await;
     }
-    let client = nats.client().await;
     let t = Duration::from_secs(5);
     let read = |filter: &'static str, after: u64, limit: usize| {
         read_subject_page(&client, "CART_EVENTS", filter, after, limit, t)

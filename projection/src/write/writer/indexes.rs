@@ -19,9 +19,7 @@ impl WriterThread {
         }
         let conn = self.conn()?;
         if let Some(behind) = behind {
-            let carts: i64 = conn
-                .query_row("SELECT COUNT(*) FROM carts", [], |r| r.get(0))
-                .map_err(ProjectionError::db("count carts"))?;
+            let carts: i64 = db::query_value(conn, "SELECT COUNT(*) FROM carts", "count carts")?;
             if behind < 2 * db::to_u64(carts) {
                 return Ok(0);
             }
