@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use shared::TenantId;
-use shared::config::ServiceConfig;
+use shared::config::{ServiceConfig, split_list};
 use shared::nats::{NatsConfig, NatsResourceSettings};
 
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
@@ -154,10 +154,7 @@ impl Default for Config {
             service_timeout_ms: 3_000,
             checkout_wait_ms: 10_000,
             checkout_page_url: "http://127.0.0.1:8080/cart/checkout".into(),
-            nats: NatsConfig {
-                name: Self::SERVICE.into(),
-                ..NatsConfig::default()
-            },
+            nats: NatsConfig::named(Self::SERVICE),
             streams: NatsResourceSettings::default(),
             grpc_tls: Default::default(),
         }
@@ -338,10 +335,6 @@ impl Config {
         self.streams.check().map_err(ConfigError)?;
         Ok(())
     }
-}
-
-fn split_list(s: &str) -> impl Iterator<Item = &str> {
-    s.split(',').map(str::trim).filter(|p| !p.is_empty())
 }
 
 impl ServiceConfig for Config {
