@@ -103,14 +103,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let readiness = Readiness::new();
     readiness.register(&[shared::serve::NATS_CHECK, STREAMS_CHECK, PLACEMENT_CHECK]);
 
-    let client = shared::nats::connect(&config.nats)
-        .await
-        .context("cannot connect to NATS")?;
+    let shared::nats::ServiceNats {
+        client,
+        js,
+        resources,
+    } = shared::nats::connect_and_ensure(&config.nats, &config.streams).await?;
     readiness.set_ok(shared::serve::NATS_CHECK);
-    let js = shared::nats::jetstream(client.clone(), &config.nats);
-    let resources = shared::nats::ensure_all(&js, &config.streams)
-        .await
-        .context("NATS streams and buckets")?;
     readiness.set_ok(STREAMS_CHECK);
 
     let background = CancellationToken::new();

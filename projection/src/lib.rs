@@ -146,13 +146,11 @@ pub async fn start_with_hooks(config: Config, hooks: Hooks) -> anyhow::Result<Ru
     let durable = config.durable();
     let db_path = config.db_path();
 
-    let client = shared::nats::connect(&config.nats)
-        .await
-        .context("cannot connect to NATS")?;
-    let js = shared::nats::jetstream(client.clone(), &config.nats);
-    let resources = shared::nats::ensure_all(&js, &config.streams)
-        .await
-        .context("NATS streams and buckets")?;
+    let shared::nats::ServiceNats {
+        client,
+        js,
+        resources,
+    } = shared::nats::connect_and_ensure(&config.nats, &config.streams).await?;
     let events = resources.cart_events.clone();
 
     let (writer, writer_thread) = {

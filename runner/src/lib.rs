@@ -92,13 +92,11 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
     let readiness = Readiness::new();
     readiness.register(&[shared::serve::NATS_CHECK, CONSUMERS_CHECK]);
 
-    let client = shared::nats::connect(&config.nats)
-        .await
-        .context("cannot connect to NATS")?;
-    let js = shared::nats::jetstream(client.clone(), &config.nats);
-    let resources = shared::nats::ensure_all(&js, &config.streams)
-        .await
-        .context("NATS streams and buckets")?;
+    let shared::nats::ServiceNats {
+        client,
+        js,
+        resources,
+    } = shared::nats::connect_and_ensure(&config.nats, &config.streams).await?;
     readiness.set_ok(shared::serve::NATS_CHECK);
 
     let stop_fetching = CancellationToken::new();
