@@ -205,31 +205,27 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
         };
         tracker.spawn(reconciler.run(stop_fetching.clone()));
     }
-    lanes::spawn(
+    let lanes = lanes::Lanes {
+        depth: config.lane_depth,
+        batch: config.fetch_batch,
+        status: status.clone(),
+        stop_fetching: stop_fetching.clone(),
+        abort: abort.clone(),
+        tracker: &tracker,
+    };
+    lanes.spawn(
         RUNNER_CHECKOUT_DURABLE,
         checkout_consumer.clone(),
         checkout_durable,
         checkout,
         config.lanes,
-        config.lane_depth,
-        config.fetch_batch,
-        status.clone(),
-        stop_fetching.clone(),
-        abort.clone(),
-        &tracker,
     );
-    lanes::spawn(
+    lanes.spawn(
         RUNNER_PUSH_DURABLE,
         push_consumer,
         push_durable,
         push,
         config.lanes.div_ceil(4),
-        config.lane_depth,
-        config.fetch_batch,
-        status.clone(),
-        stop_fetching.clone(),
-        abort.clone(),
-        &tracker,
     );
 
     let reload: admin::ReloadSource = reload_override.unwrap_or_else(|| {
