@@ -388,31 +388,32 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_field() {
-        let c = Config {
-            api_keys: "nokey".into(),
-            ..Config::default()
-        };
-        assert!(c.check().unwrap_err().to_string().contains("api_keys"));
-        let c = Config {
-            default_tenant: "Not Valid".into(),
-            ..Config::default()
-        };
-        assert!(
-            c.check()
-                .unwrap_err()
-                .to_string()
-                .contains("default_tenant")
-        );
-        let c = Config {
-            upstream_deadline_ms: 1,
-            ..Config::default()
-        };
-        assert!(
-            c.check()
-                .unwrap_err()
-                .to_string()
-                .contains("upstream_deadline_ms")
-        );
+        for (field, c) in [
+            (
+                "api_keys",
+                Config {
+                    api_keys: "nokey".into(),
+                    ..Config::default()
+                },
+            ),
+            (
+                "default_tenant",
+                Config {
+                    default_tenant: "Not Valid".into(),
+                    ..Config::default()
+                },
+            ),
+            (
+                "upstream_deadline_ms",
+                Config {
+                    upstream_deadline_ms: 1,
+                    ..Config::default()
+                },
+            ),
+        ] {
+            let e = c.check().unwrap_err().to_string();
+            assert!(e.contains(field), "{e}");
+        }
         let c = Config {
             default_tenant: String::new(),
             ..Config::default()
