@@ -84,19 +84,12 @@ impl Running {
 
 /// Start with the given test hooks (production passes `Hooks::default()`).
 pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
-    config
-        .check()
-        .map_err(anyhow::Error::msg)
-        .context("invalid runner config")?;
+    config.check().map_err(Config::invalid)?;
     metrics::describe();
     let readiness = Readiness::new();
     readiness.register(&[shared::serve::NATS_CHECK, CONSUMERS_CHECK]);
 
-    let shared::nats::ServiceNats {
-        client,
-        js,
-        resources,
-    } = shared::nats::connect_and_ensure(&config.nats, &config.streams).await?;
+    let nats = shared::nats::connect_and_ensure(&config.nats, &config.streams).await?;
     readiness.set_ok(shared::serve::NATS_CHECK);
 
     let stop_fetching = CancellationToken::new();
@@ -125,9 +118,9 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
         ProviderHandle::new(ProviderClient::new(provider_cfg).map_err(|e| anyhow::anyhow!("{e}"))?);
 
     let view = cart_client::PlacementView::start(
-        client.clone(),
-        resources.cart_nodes.clone(),
-        resources.cart_placement.clone(),
+        nats.client.clone(),
+        nats.resources.cart_nodes.clone(),
+        nats.resources.cart_placement.clone(),
         config.shard_count,
         &shared::config::env_var(Config::ENV_PREFIX, "shard_count"),
         Duration::from_secs(2),
@@ -149,7 +142,7 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
 
     let settings = config.consumer_settings();
     let checkout_durable = Durable {
-        stream: resources.cart_events.clone(),
+        stream: nats.resources.cart_events.clone(),
         config: shared::nats::durable_pull_config(
             RUNNER_CHECKOUT_DURABLE,
             &[CART_EVENTS_ALL.to_owned()],
@@ -165,7 +158,7 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
         shared::workflow::PUSH_KIND,
     )?;
     let push_durable = Durable {
-        stream: resources.workflow_commands.clone(),
+        stream: nats.resources.workflow_commands.clone(),
         config: shared::nats::durable_pull_config(RUNNER_PUSH_DURABLE, &[push_filter], &settings),
     };
     let push_consumer = push_durable
@@ -176,7 +169,7 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
 
     let status = Arc::new(Status::default());
     let records = Records::new(
-        js.clone(),
+        nats.js.clone(),
         settings.max_deliver,
         config.nats.request_timeout(),
     );
@@ -268,7 +261,7 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
     let ready_status = status.clone();
     tracker.spawn(shared::serve::watch_readiness(
         readiness,
-        client,
+        nats.client,
         stop.clone(),
         move |r| {
             r.set_draining(ready_status.is_draining());

@@ -53,7 +53,30 @@ pub trait ServiceConfig: DeserializeOwned + Serialize + Default {
     fn load() -> Result<Self, ConfigError> {
         load_service(Self::ENV_PREFIX)
     }
+
+    /// What a start refuses these settings with when the service's own check found `problem`
+    /// (a message naming the field): `invalid <service> config`, caused by the problem.
+    fn invalid(problem: String) -> InvalidConfig {
+        InvalidConfig {
+            service: Self::SERVICE,
+            problem: Problem(problem),
+        }
+    }
 }
+
+/// Settings a service cannot run with ([`ServiceConfig::invalid`]).
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {service} config")]
+pub struct InvalidConfig {
+    pub service: &'static str,
+    #[source]
+    problem: Problem,
+}
+
+/// What the service's check found, naming the field.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Problem(String);
 
 /// Like [`load`], for a service whose own (top-level, non-section) fields are named with a
 /// prefix: with prefix `AGGREGATE`, field `grpc_addr` is `AGGREGATE_GRPC_ADDR`, while nested
