@@ -10,7 +10,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use axum::extract::{FromRequestParts, Path, State};
@@ -245,23 +245,23 @@ impl MockProvider {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Store> {
+    fn lock(&self) -> MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The store, to create or update `order`: its amounts must add up, and no permanent
-    /// refusal be injected.
-    fn lock_for_write(&self, order: &Order) -> Result<std::sync::MutexGuard<'_, Store>, Response> {
+    /// refusal be injected (else the error answer).
+    fn lock_for_write(&self, order: &Order) -> Result<MutexGuard<'_, Store>, Box<Response>> {
         if let Err(msg) = order.check_amounts() {
-            return Err(error(StatusCode::BAD_REQUEST, "BAD_VALUE", &msg));
+            return Err(Box::new(error(StatusCode::BAD_REQUEST, "BAD_VALUE", &msg)));
         }
         let s = self.lock();
         if s.faults.refuse {
-            return Err(error(
+            return Err(Box::new(error(
                 StatusCode::BAD_REQUEST,
                 "REJECTED",
                 "injected permanent refusal",
-            ));
+            )));
         }
         Ok(s)
     }
@@ -355,7 +355,7 @@ async fn create(
         .map(str::to_owned);
     let mut s = match m.lock_for_write(&order) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if let Some(existing) = key
         .as_ref()
@@ -398,7 +398,7 @@ async fn update(
 ) -> Response {
     let mut s = match m.lock_for_write(&changes) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some(order) = s.orders.get_mut(&id) else {
         return no_such_order();
