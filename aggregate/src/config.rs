@@ -81,10 +81,7 @@ impl Default for Config {
             drain_handoff_secs: 20,
             drain_in_flight_secs: 10,
             limits: Limits::default(),
-            nats: NatsConfig {
-                name: Self::SERVICE.into(),
-                ..NatsConfig::default()
-            },
+            nats: NatsConfig::named(Self::SERVICE),
             streams: NatsResourceSettings::default(),
             grpc_tls: Default::default(),
         }

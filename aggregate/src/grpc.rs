@@ -8,6 +8,7 @@ use cart_domain::ids::{CartId, CommandId, TenantId};
 use cart_domain::{CartState, Command};
 use futures::Stream;
 use proto::cart::v1 as pb;
+use proto::cart_request::CartRequest;
 use shared::ApiError;
 use shared::headers::RequestContext;
 use tokio::sync::broadcast::error::RecvError;
@@ -28,6 +29,9 @@ pub struct GrpcLimits {
     pub max_batch: usize,
 }
 
+/// The cart a call is for: the caller's context, the cart, and how to reach its owner.
+type Target = (RequestContext, CartRef, Route);
+
 #[derive(Clone)]
 pub struct CartGrpc {
     carts: Carts,
@@ -44,21 +48,25 @@ impl CartGrpc {
         }
     }
 
-    fn target(
+    /// Admit a call to one cart: its caller must be a gateway or the runner (for `rpc`), its
+    /// context and cart must parse. Returns the caller (for command checks) and the target.
+    fn admit<R: CartRequest>(
         &self,
-        md: &tonic::metadata::MetadataMap,
-        tenant: &str,
-        cart_id: &str,
-    ) -> Result<(RequestContext, CartRef, Route), Status> {
-        let ctx = request_context(md, tenant)?;
-        let cart_id = CartId::parse(cart_id).map_err(ApiError::from)?;
+        req: &Request<R>,
+        rpc: &str,
+    ) -> Result<(Caller, Target), Status> {
+        let caller = Caller::of(req)?;
+        caller.require(rpc, &[GATEWAY, RUNNER])?;
+        let md = req.metadata();
+        let ctx = request_context(md, req.get_ref().tenant())?;
+        let cart_id = CartId::parse(req.get_ref().cart_id()).map_err(ApiError::from)?;
         let cart = self.carts.cart_ref(ctx.tenant.clone(), cart_id);
         let route = if md.get(shared::headers::ROUTE_FALLBACK).is_some() {
             Route::Fallback
         } else {
             Route::Placed
         };
-        Ok((ctx, cart, route))
+        Ok((caller, (ctx, cart, route)))
     }
 }
 
@@ -166,13 +174,7 @@ impl pb::cart_service_server::CartService for CartGrpc {
         &self,
         req: Request<pb::ExecuteRequest>,
     ) -> Result<Response<pb::ExecuteResponse>, Status> {
-        let caller = Caller::of(&req)?;
-        caller.require("Execute", &[GATEWAY, RUNNER])?;
-        let (ctx, cart, route) = self.target(
-            req.metadata(),
-            &req.get_ref().tenant,
-            &req.get_ref().cart_id,
-        )?;
+        let (caller, (ctx, cart, route)) = self.admit(&req, "Execute")?;
         let r = req.into_inner();
         let id = identity(&r.command_id, r.request_fingerprint)?;
         let cmd = command(&r.command, "command")?;
@@ -192,13 +194,7 @@ impl pb::cart_service_server::CartService for CartGrpc {
         &self,
         req: Request<pb::ExecuteBatchRequest>,
     ) -> Result<Response<pb::ExecuteResponse>, Status> {
-        let caller = Caller::of(&req)?;
-        caller.require("ExecuteBatch", &[GATEWAY, RUNNER])?;
-        let (ctx, cart, route) = self.target(
-            req.metadata(),
-            &req.get_ref().tenant,
-            &req.get_ref().cart_id,
-        )?;
+        let (caller, (ctx, cart, route)) = self.admit(&req, "ExecuteBatch")?;
         let r = req.into_inner();
         let id = identity(&r.command_id, r.request_fingerprint)?;
         if r.commands.is_empty() {
@@ -237,12 +233,7 @@ impl pb::cart_service_server::CartService for CartGrpc {
         &self,
         req: Request<pb::GetCartRequest>,
     ) -> Result<Response<pb::CartSnapshot>, Status> {
-        authorize(&req, "GetCart", &[GATEWAY, RUNNER])?;
-        let (_ctx, cart, route) = self.target(
-            req.metadata(),
-            &req.get_ref().tenant,
-            &req.get_ref().cart_id,
-        )?;
+        let (_, (_ctx, cart, route)) = self.admit(&req, "GetCart")?;
         let span = tracing::info_span!("cart.get", cart = %cart.key);
         let state = self
             .carts
@@ -262,12 +253,7 @@ impl pb::cart_service_server::CartService for CartGrpc {
         &self,
         req: Request<pb::WatchCartRequest>,
     ) -> Result<Response<Self::WatchCartStream>, Status> {
-        authorize(&req, "WatchCart", &[GATEWAY, RUNNER])?;
-        let (_ctx, cart, route) = self.target(
-            req.metadata(),
-            &req.get_ref().tenant,
-            &req.get_ref().cart_id,
-        )?;
+        let (_, (_ctx, cart, route)) = self.admit(&req, "WatchCart")?;
         // Subscribe before reading, so no commit falls between the two.
         let mut rx = self.carts.watchers().subscribe(&cart.key);
         let first = self.carts.get(&cart, route, None).await?;

@@ -95,22 +95,13 @@ impl Running {
 
 /// Start a node: connect, ensure the NATS resources, join placement, serve gRPC and HTTP.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
-    config
-        .check()
-        .map_err(anyhow::Error::msg)
-        .context("invalid aggregate config")?;
+    config.check().map_err(Config::invalid)?;
     metrics::describe();
     let readiness = Readiness::new();
     readiness.register(&[shared::serve::NATS_CHECK, STREAMS_CHECK, PLACEMENT_CHECK]);
 
-    let client = shared::nats::connect(&config.nats)
-        .await
-        .context("cannot connect to NATS")?;
+    let nats = shared::nats::connect_and_ensure(&config.nats, &config.streams).await?;
     readiness.set_ok(shared::serve::NATS_CHECK);
-    let js = shared::nats::jetstream(client.clone(), &config.nats);
-    let resources = shared::nats::ensure_all(&js, &config.streams)
-        .await
-        .context("NATS streams and buckets")?;
     readiness.set_ok(STREAMS_CHECK);
 
     let background = CancellationToken::new();
@@ -125,9 +116,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
     let placement = if config.placement {
         let view = PlacementView::start(
-            client.clone(),
-            resources.cart_nodes.clone(),
-            resources.cart_placement.clone(),
+            nats.client.clone(),
+            nats.resources.cart_nodes.clone(),
+            nats.resources.cart_placement.clone(),
             config.shard_count,
             &shared::config::env_var(Config::ENV_PREFIX, "shard_count"),
             config.heartbeat(),
@@ -154,17 +145,21 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         None
     };
 
-    let store = EventStore::new(client.clone(), js.clone(), config.nats.request_timeout())
-        .await
-        .context("event store")?;
+    let store = EventStore::new(
+        nats.client.clone(),
+        nats.js.clone(),
+        config.nats.request_timeout(),
+    )
+    .await
+    .context("event store")?;
     let snapshots = SnapshotStore::start(
-        resources.cart_snapshots.clone(),
+        nats.resources.cart_snapshots.clone(),
         config.snapshot_every,
         &tracker,
         background.clone(),
     );
     let catalog = CatalogCache::start(
-        resources.catalog.clone(),
+        nats.resources.catalog.clone(),
         config.catalog_cache_capacity,
         Duration::from_secs(config.catalog_cache_ttl_secs.max(1)),
         &tracker,
@@ -216,7 +211,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let (ready_placement, ready_drainer) = (placement.clone(), drainer.clone());
     tracker.spawn(shared::serve::watch_readiness(
         readiness,
-        client,
+        nats.client,
         background.clone(),
         move |r| {
             if let Some(p) = &ready_placement {

@@ -59,9 +59,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command.unwrap_or(Cmd::Serve) {
         Cmd::Serve => aggregate::run(config, shared::shutdown::shutdown_signal()).await,
         Cmd::Ensure => {
-            let client = shared::nats::connect(&config.nats).await?;
-            let js = shared::nats::jetstream(client, &config.nats);
-            shared::nats::ensure_all(&js, &config.streams).await?;
+            shared::nats::connect_and_ensure(&config.nats, &config.streams).await?;
             println!("streams and buckets are in place");
             Ok(())
         }
@@ -70,10 +68,8 @@ async fn main() -> anyhow::Result<()> {
             let json = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
             let seed = aggregate::seed::parse(&json).map_err(anyhow::Error::msg)?;
-            let client = shared::nats::connect(&config.nats).await?;
-            let js = shared::nats::jetstream(client, &config.nats);
-            let resources = shared::nats::ensure_all(&js, &config.streams).await?;
-            let report = aggregate::seed::write(&resources.catalog, &seed)
+            let nats = shared::nats::connect_and_ensure(&config.nats, &config.streams).await?;
+            let report = aggregate::seed::write(&nats.resources.catalog, &seed)
                 .await
                 .map_err(|e| anyhow::anyhow!("seeding the catalog failed: {e}"))?;
             println!(

@@ -15,6 +15,7 @@ use cart_domain::ids::{CartId, TenantId};
 use moka::sync::Cache;
 use proto::cart::v1 as pb;
 use proto::cart::v1::cart_service_client::CartServiceClient;
+use proto::cart_request::CartRequest;
 use shared::headers::RequestContext;
 use shared::placement::shard_for;
 use shared::{ApiError, ErrorCode};
@@ -96,11 +97,13 @@ impl CartClient {
         ctx: &RequestContext,
         req: pb::ExecuteRequest,
     ) -> Result<pb::ExecuteResponse, ApiError> {
-        let (tenant, cart) = ids(&req.tenant, &req.cart_id)?;
-        self.call(ctx, &tenant, &cart, move |mut c, r| {
-            let req = req.clone();
-            async move { c.execute(with_ctx(r, req)).await }
-        })
+        let timeout = Some(self.inner.cfg.timeout);
+        self.call(
+            ctx,
+            req,
+            timeout,
+            |mut c, r| async move { c.execute(r).await },
+        )
         .await
     }
 
@@ -109,10 +112,9 @@ impl CartClient {
         ctx: &RequestContext,
         req: pb::ExecuteBatchRequest,
     ) -> Result<pb::ExecuteResponse, ApiError> {
-        let (tenant, cart) = ids(&req.tenant, &req.cart_id)?;
-        self.call(ctx, &tenant, &cart, move |mut c, r| {
-            let req = req.clone();
-            async move { c.execute_batch(with_ctx(r, req)).await }
+        let timeout = Some(self.inner.cfg.timeout);
+        self.call(ctx, req, timeout, |mut c, r| async move {
+            c.execute_batch(r).await
         })
         .await
     }
@@ -122,11 +124,13 @@ impl CartClient {
         ctx: &RequestContext,
         req: pb::GetCartRequest,
     ) -> Result<pb::CartSnapshot, ApiError> {
-        let (tenant, cart) = ids(&req.tenant, &req.cart_id)?;
-        self.call(ctx, &tenant, &cart, move |mut c, r| {
-            let req = req.clone();
-            async move { c.get_cart(with_ctx(r, req)).await }
-        })
+        let timeout = Some(self.inner.cfg.timeout);
+        self.call(
+            ctx,
+            req,
+            timeout,
+            |mut c, r| async move { c.get_cart(r).await },
+        )
         .await
     }
 
@@ -137,27 +141,34 @@ impl CartClient {
         ctx: &RequestContext,
         req: pb::WatchCartRequest,
     ) -> Result<tonic::Streaming<pb::CartSnapshot>, ApiError> {
-        let (tenant, cart) = ids(&req.tenant, &req.cart_id)?;
-        self.call_with(ctx, &tenant, &cart, None, move |mut c, r| {
-            let req = req.clone();
-            async move { c.watch_cart(with_ctx(r, req)).await }
-        })
+        self.call(
+            ctx,
+            req,
+            None,
+            |mut c, r| async move { c.watch_cart(r).await },
+        )
         .await
     }
 
-    async fn call<T, F, Fut>(
+    /// `f` with the request for the cart `req` names, routed to that cart's node and retried
+    /// ([`Self::call_with`]); `timeout` is the deadline of one attempt.
+    async fn call<R, T, F, Fut>(
         &self,
         ctx: &RequestContext,
-        tenant: &TenantId,
-        cart: &CartId,
+        req: R,
+        timeout: Option<Duration>,
         f: F,
     ) -> Result<T, ApiError>
     where
-        F: Fn(CartServiceClient<Channel>, RequestMeta) -> Fut,
+        R: CartRequest + Clone,
+        F: Fn(CartServiceClient<Channel>, tonic::Request<R>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        self.call_with(ctx, tenant, cart, Some(self.inner.cfg.timeout), f)
-            .await
+        let (tenant, cart) = ids(req.tenant(), req.cart_id())?;
+        self.call_with(ctx, &tenant, &cart, timeout, |c, meta| {
+            f(c, with_ctx(meta, req.clone()))
+        })
+        .await
     }
 
     async fn call_with<T, F, Fut>(

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use shared::TenantId;
-use shared::config::ServiceConfig;
+use shared::config::{ServiceConfig, split_list};
 use shared::nats::{NatsConfig, NatsResourceSettings};
 
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
@@ -154,10 +154,7 @@ impl Default for Config {
             service_timeout_ms: 3_000,
             checkout_wait_ms: 10_000,
             checkout_page_url: "http://127.0.0.1:8080/cart/checkout".into(),
-            nats: NatsConfig {
-                name: Self::SERVICE.into(),
-                ..NatsConfig::default()
-            },
+            nats: NatsConfig::named(Self::SERVICE),
             streams: NatsResourceSettings::default(),
             grpc_tls: Default::default(),
         }
@@ -340,10 +337,6 @@ impl Config {
     }
 }
 
-fn split_list(s: &str) -> impl Iterator<Item = &str> {
-    s.split(',').map(str::trim).filter(|p| !p.is_empty())
-}
-
 impl ServiceConfig for Config {
     const ENV_PREFIX: &'static str = "GATEWAY";
     const SERVICE: &'static str = "gateway";
@@ -395,31 +388,32 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_field() {
-        let c = Config {
-            api_keys: "nokey".into(),
-            ..Config::default()
-        };
-        assert!(c.check().unwrap_err().to_string().contains("api_keys"));
-        let c = Config {
-            default_tenant: "Not Valid".into(),
-            ..Config::default()
-        };
-        assert!(
-            c.check()
-                .unwrap_err()
-                .to_string()
-                .contains("default_tenant")
-        );
-        let c = Config {
-            upstream_deadline_ms: 1,
-            ..Config::default()
-        };
-        assert!(
-            c.check()
-                .unwrap_err()
-                .to_string()
-                .contains("upstream_deadline_ms")
-        );
+        for (field, c) in [
+            (
+                "api_keys",
+                Config {
+                    api_keys: "nokey".into(),
+                    ..Config::default()
+                },
+            ),
+            (
+                "default_tenant",
+                Config {
+                    default_tenant: "Not Valid".into(),
+                    ..Config::default()
+                },
+            ),
+            (
+                "upstream_deadline_ms",
+                Config {
+                    upstream_deadline_ms: 1,
+                    ..Config::default()
+                },
+            ),
+        ] {
+            let e = c.check().unwrap_err().to_string();
+            assert!(e.contains(field), "{e}");
+        }
         let c = Config {
             default_tenant: String::new(),
             ..Config::default()

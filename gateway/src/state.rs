@@ -18,6 +18,19 @@ use crate::storefront::cart_ref::CookiePolicy;
 use crate::upstream::aggregate::{Exec, Upstream, VersionedCart};
 use crate::upstream::services::{Service, Services};
 
+/// The service `name` at `addr`, the value of its setting `<name>_addr` (empty: not
+/// configured), with the gateway's connect timeout and call policy.
+fn service(cfg: &Config, name: &'static str, addr: &str) -> Result<Service, ConfigError> {
+    let field = format!("{name}_addr");
+    Ok(Service::new(
+        name,
+        Config::setting(&field),
+        cfg.service_endpoint(&field, addr)?,
+        cfg.upstream_connect_timeout(),
+        cfg.service_policy(),
+    ))
+}
+
 /// Everything handlers share, behind one `Arc`: axum clones the state for every request and
 /// middleware layer, so the clone must be a reference count, not a deep copy.
 #[derive(Clone)]
@@ -73,20 +86,8 @@ impl AppState {
             ),
             cookies: Arc::new(CookiePolicy::new(&cfg)),
             services: Services {
-                projection: Service::new(
-                    "projection",
-                    Config::setting("projection_addr"),
-                    cfg.service_endpoint("projection_addr", &cfg.projection_addr)?,
-                    cfg.upstream_connect_timeout(),
-                    cfg.service_policy(),
-                ),
-                runner: Service::new(
-                    "runner",
-                    Config::setting("runner_addr"),
-                    cfg.service_endpoint("runner_addr", &cfg.runner_addr)?,
-                    cfg.upstream_connect_timeout(),
-                    cfg.service_policy(),
-                ),
+                projection: service(&cfg, "projection", &cfg.projection_addr)?,
+                runner: service(&cfg, "runner", &cfg.runner_addr)?,
                 js: None,
             },
             cfg: Arc::new(cfg),

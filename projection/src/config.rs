@@ -98,10 +98,7 @@ impl Default for Config {
             drop_indexes_behind: 100_000,
             jetstream_stats_secs: 15,
             admin_token: String::new(),
-            nats: NatsConfig {
-                name: Self::SERVICE.into(),
-                ..NatsConfig::default()
-            },
+            nats: NatsConfig::named(Self::SERVICE),
             streams: NatsResourceSettings::default(),
             grpc_tls: Default::default(),
         }

@@ -34,6 +34,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use proto::projection::v1::query_service_server::QueryServiceServer;
+use shared::config::ServiceConfig as _;
 use shared::nats::durable_pull_config;
 use shared::ops::Readiness;
 use shared::subjects::CART_EVENTS_ALL;
@@ -136,24 +137,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 /// Start a node: connect, ensure the NATS resources and the durable consumer, open the
 /// database, serve gRPC and HTTP, run the consumer loop.
 pub async fn start_with_hooks(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
-    config
-        .check()
-        .map_err(anyhow::Error::msg)
-        .context("invalid projection config")?;
+    config.check().map_err(Config::invalid)?;
     metrics::describe();
     let readiness = Readiness::new();
     readiness.register(CHECKS);
     let durable = config.durable();
     let db_path = config.db_path();
 
-    let client = shared::nats::connect(&config.nats)
-        .await
-        .context("cannot connect to NATS")?;
-    let js = shared::nats::jetstream(client.clone(), &config.nats);
-    let resources = shared::nats::ensure_all(&js, &config.streams)
-        .await
-        .context("NATS streams and buckets")?;
-    let events = resources.cart_events.clone();
+    let nats = shared::nats::connect_and_ensure(&config.nats, &config.streams).await?;
+    let events = nats.resources.cart_events.clone();
 
     let (writer, writer_thread) = {
         let (path, hooks, view) = (db_path.clone(), hooks.clone(), config.view.clone());
@@ -204,7 +196,7 @@ pub async fn start_with_hooks(config: Config, hooks: Hooks) -> anyhow::Result<Ru
     let loop_ = Consumer {
         consumer: pull,
         durable: durable_consumer,
-        dead_letters: DeadLetters::new(js.clone(), &durable, request_timeout),
+        dead_letters: DeadLetters::new(nats.js.clone(), &durable, request_timeout),
         writer: writer.clone(),
         gate: gate.clone(),
         shared: shared.clone(),
@@ -231,7 +223,7 @@ pub async fn start_with_hooks(config: Config, hooks: Hooks) -> anyhow::Result<Ru
     tracker.spawn(
         Monitor {
             shared: shared.clone(),
-            client,
+            client: nats.client,
             events: events.clone(),
             writer: writer.clone(),
             readiness: readiness.clone(),
@@ -245,7 +237,7 @@ pub async fn start_with_hooks(config: Config, hooks: Hooks) -> anyhow::Result<Ru
     // The platform's JetStream gauges (streams' fill, consumers' backlog): read here, once for
     // every service, with the projection user's read-only stream and consumer info.
     if let Some(every) = config.jetstream_stats_interval() {
-        let stats = shared::nats::JetStreamStats::new(js.clone());
+        let stats = shared::nats::JetStreamStats::new(nats.js.clone());
         tracker.spawn(stats.run(every, shutdown.clone()));
     }
 

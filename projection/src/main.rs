@@ -70,11 +70,9 @@ async fn rebuild_offline(config: Config) -> anyhow::Result<()> {
              (or stop it first)"
         );
     }
-    let client = shared::nats::connect(&config.nats).await?;
-    let js = shared::nats::jetstream(client, &config.nats);
-    let resources = shared::nats::ensure_all(&js, &config.streams).await?;
+    let nats = shared::nats::connect_and_ensure(&config.nats, &config.streams).await?;
     let rebuild = Rebuild {
-        events: resources.cart_events,
+        events: nats.resources.cart_events,
         path: config.db_path(),
         view: config.view.clone(),
         consumer: config.durable(),

@@ -36,6 +36,7 @@ pub mod runner {
     }
 }
 
+pub mod cart_request;
 pub mod convert;
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use cart_domain::ids::{CartId, TenantId};
 use proto::runner::admin::v1 as pb;
 use shared::grpc_tls::names::{ADMIN, GATEWAY};
 use shared::headers::RequestContext;
+use shared::workflow::ProviderOrderSummary;
 use shared::{ApiError, ErrorCode};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
@@ -121,14 +122,7 @@ impl pb::checkout_query_server::CheckoutQuery for Query {
             cart_id: result.cart_id,
             attempt_id: result.attempt_id,
             outcome: result.outcome.as_str().into(),
-            order: result.order.map(|o| pb::ProviderOrder {
-                order_id: o.order_id,
-                status: o.status,
-                html_snippet: o.html_snippet,
-                order_amount: o.order_amount,
-                purchase_currency: o.purchase_currency,
-                raw_json: o.raw.to_string(),
-            }),
+            order: result.order.map(provider_order),
             failure_code: result.failure_code.unwrap_or_default(),
             failure_reason: result.failure_reason.unwrap_or_default(),
         }))
@@ -162,14 +156,20 @@ impl pb::checkout_query_server::CheckoutQuery for Query {
         if order.merchant().map(|m| m.tenant) != Some(tenant.to_string()) {
             return Err(ApiError::new(ErrorCode::NotFound, "no such order").into());
         }
-        let o = crate::checkout::summary(order);
-        Ok(Response::new(pb::ProviderOrder {
-            order_id: o.order_id,
-            status: o.status,
-            html_snippet: o.html_snippet,
-            order_amount: o.order_amount,
-            purchase_currency: o.purchase_currency,
-            raw_json: o.raw.to_string(),
-        }))
+        Ok(Response::new(provider_order(crate::checkout::summary(
+            order,
+        ))))
+    }
+}
+
+/// A provider order as `CheckoutQuery` returns it (in a checkout record, or alone).
+fn provider_order(o: ProviderOrderSummary) -> pb::ProviderOrder {
+    pb::ProviderOrder {
+        order_id: o.order_id,
+        status: o.status,
+        html_snippet: o.html_snippet,
+        order_amount: o.order_amount,
+        purchase_currency: o.purchase_currency,
+        raw_json: o.raw.to_string(),
     }
 }

@@ -23,8 +23,7 @@ use proto::cart::v1 as pb;
 use shared::headers::{self, RequestContext};
 use shared::subjects::{CART_EVENTS_STREAM, RUNNER_CHECKOUT_DURABLE};
 use shared::workflow::{
-    AttemptIds, CheckoutAction, CheckoutIntent, CheckoutOutcome, CheckoutResult,
-    ProviderOrderSummary,
+    CheckoutAction, CheckoutIntent, CheckoutOutcome, CheckoutResult, ProviderOrderSummary,
 };
 use shared::{ApiError, ErrorCode};
 use tracing::Instrument;
@@ -33,7 +32,7 @@ use crate::config::MerchantConfig;
 use crate::lanes::{Disposition, Handler};
 use crate::metrics as m;
 use crate::provider::order::{Order, order_for};
-use crate::records::Records;
+use crate::records::{Attempt, Records};
 use crate::state::{ProviderHandle, Status};
 
 /// Test hooks (fault injection); all empty in production.
@@ -299,11 +298,7 @@ impl Checkout {
         };
         self.records.intent(&intent, ctx).await?;
 
-        let ids = AttemptIds {
-            tenant: envelope.tenant.as_str(),
-            cart_id: cart,
-            attempt_id: &started.attempt_id,
-        };
+        let ids = intent.attempt();
         let provider = self.provider.current();
         let order = order_for(
             envelope.tenant.as_str(),
@@ -369,11 +364,7 @@ impl Checkout {
                 },
             ),
         };
-        let ids = AttemptIds {
-            tenant: &r.tenant,
-            cart_id: &r.cart_id,
-            attempt_id: &r.attempt_id,
-        };
+        let ids = r.attempt();
         let req = pb::ExecuteRequest {
             tenant: r.tenant.clone(),
             cart_id: r.cart_id.clone(),

@@ -119,10 +119,7 @@ impl Default for Config {
             provider: ProviderConfig::default(),
             merchant: MerchantConfig::default(),
             consumer: ConsumerSettings::default(),
-            nats: NatsConfig {
-                name: Self::SERVICE.into(),
-                ..NatsConfig::default()
-            },
+            nats: NatsConfig::named(Self::SERVICE),
             streams: NatsResourceSettings::default(),
             grpc_tls: Default::default(),
         }
@@ -140,10 +137,7 @@ impl Config {
     }
 
     pub fn aggregate_addrs(&self) -> Vec<String> {
-        self.aggregate_addrs
-            .split(',')
-            .map(str::trim)
-            .filter(|a| !a.is_empty())
+        shared::config::split_list(&self.aggregate_addrs)
             .map(str::to_owned)
             .collect()
     }

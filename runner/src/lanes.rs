@@ -64,54 +64,64 @@ pub trait Handler: Send + Sync + 'static {
     ) -> BoxFuture<'a, Disposition>;
 }
 
-/// Run `handler` over `consumer` (the current form of `durable`) until `stop_fetching`
-/// (drain) or `abort` (crash-like). A message whose handler panics is retried or given up on
-/// by the handler ([`Handler::retry_or_give_up`]).
-#[allow(clippy::too_many_arguments)]
-pub fn spawn(
-    name: &'static str,
-    consumer: PullConsumer,
-    durable: Durable,
-    handler: Arc<dyn Handler>,
-    lanes: usize,
-    depth: usize,
-    batch: usize,
-    status: Arc<Status>,
-    stop_fetching: CancellationToken,
-    abort: CancellationToken,
-    tracker: &TaskTracker,
-) {
-    let mut senders = Vec::with_capacity(lanes);
-    for _ in 0..lanes {
-        let (tx, mut rx) = mpsc::channel::<Message>(depth);
-        senders.push(tx);
-        let (handler, status, abort) = (handler.clone(), status.clone(), abort.clone());
-        tracker.spawn(async move {
-            loop {
-                let msg = tokio::select! {
-                    () = abort.cancelled() => break,
-                    msg = rx.recv() => match msg { Some(m) => m, None => break },
-                };
-                let disposition = tokio::select! {
-                    () = abort.cancelled() => break,
-                    d = handle_caught(name, handler.as_ref(), &msg) => d,
-                };
-                settle(name, &msg, disposition).await;
-                status.end();
-            }
-        });
+/// What the lanes of every consumer share: their sizing, the runner's status, and its stop
+/// signals (`stop_fetching`: drain; `abort`: crash-like).
+pub struct Lanes<'a> {
+    /// Messages one lane queues.
+    pub depth: usize,
+    /// Messages one fetch asks for.
+    pub batch: usize,
+    pub status: Arc<Status>,
+    pub stop_fetching: CancellationToken,
+    pub abort: CancellationToken,
+    pub tracker: &'a TaskTracker,
+}
+
+impl Lanes<'_> {
+    /// Run `handler` over `consumer` (the current form of `durable`) in `lanes` lanes until
+    /// `stop_fetching` or `abort`. A message whose handler panics is retried or given up on
+    /// by the handler ([`Handler::retry_or_give_up`]).
+    pub fn spawn(
+        &self,
+        name: &'static str,
+        consumer: PullConsumer,
+        durable: Durable,
+        handler: Arc<dyn Handler>,
+        lanes: usize,
+    ) {
+        let mut senders = Vec::with_capacity(lanes);
+        for _ in 0..lanes {
+            let (tx, mut rx) = mpsc::channel::<Message>(self.depth);
+            senders.push(tx);
+            let (handler, status, abort) =
+                (handler.clone(), self.status.clone(), self.abort.clone());
+            self.tracker.spawn(async move {
+                loop {
+                    let msg = tokio::select! {
+                        () = abort.cancelled() => break,
+                        msg = rx.recv() => match msg { Some(m) => m, None => break },
+                    };
+                    let disposition = tokio::select! {
+                        () = abort.cancelled() => break,
+                        d = handle_caught(name, handler.as_ref(), &msg) => d,
+                    };
+                    settle(name, &msg, disposition).await;
+                    status.end();
+                }
+            });
+        }
+        self.tracker.spawn(fetch_loop(
+            name,
+            consumer,
+            durable,
+            handler,
+            senders,
+            self.batch,
+            self.status.clone(),
+            self.stop_fetching.clone(),
+            self.abort.clone(),
+        ));
     }
-    tracker.spawn(fetch_loop(
-        name,
-        consumer,
-        durable,
-        handler,
-        senders,
-        batch,
-        status,
-        stop_fetching,
-        abort,
-    ));
 }
 
 /// Handles `msg`; a handler that panics (a bug) gets its message redelivered later, like one

@@ -84,21 +84,12 @@ impl Running {
 
 /// Start with the given test hooks (production passes `Hooks::default()`).
 pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
-    config
-        .check()
-        .map_err(anyhow::Error::msg)
-        .context("invalid runner config")?;
+    config.check().map_err(Config::invalid)?;
     metrics::describe();
     let readiness = Readiness::new();
     readiness.register(&[shared::serve::NATS_CHECK, CONSUMERS_CHECK]);
 
-    let client = shared::nats::connect(&config.nats)
-        .await
-        .context("cannot connect to NATS")?;
-    let js = shared::nats::jetstream(client.clone(), &config.nats);
-    let resources = shared::nats::ensure_all(&js, &config.streams)
-        .await
-        .context("NATS streams and buckets")?;
+    let nats = shared::nats::connect_and_ensure(&config.nats, &config.streams).await?;
     readiness.set_ok(shared::serve::NATS_CHECK);
 
     let stop_fetching = CancellationToken::new();
@@ -127,9 +118,9 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
         ProviderHandle::new(ProviderClient::new(provider_cfg).map_err(|e| anyhow::anyhow!("{e}"))?);
 
     let view = cart_client::PlacementView::start(
-        client.clone(),
-        resources.cart_nodes.clone(),
-        resources.cart_placement.clone(),
+        nats.client.clone(),
+        nats.resources.cart_nodes.clone(),
+        nats.resources.cart_placement.clone(),
         config.shard_count,
         &shared::config::env_var(Config::ENV_PREFIX, "shard_count"),
         Duration::from_secs(2),
@@ -151,7 +142,7 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
 
     let settings = config.consumer_settings();
     let checkout_durable = Durable {
-        stream: resources.cart_events.clone(),
+        stream: nats.resources.cart_events.clone(),
         config: shared::nats::durable_pull_config(
             RUNNER_CHECKOUT_DURABLE,
             &[CART_EVENTS_ALL.to_owned()],
@@ -167,7 +158,7 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
         shared::workflow::PUSH_KIND,
     )?;
     let push_durable = Durable {
-        stream: resources.workflow_commands.clone(),
+        stream: nats.resources.workflow_commands.clone(),
         config: shared::nats::durable_pull_config(RUNNER_PUSH_DURABLE, &[push_filter], &settings),
     };
     let push_consumer = push_durable
@@ -178,7 +169,7 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
 
     let status = Arc::new(Status::default());
     let records = Records::new(
-        js.clone(),
+        nats.js.clone(),
         settings.max_deliver,
         config.nats.request_timeout(),
     );
@@ -207,31 +198,27 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
         };
         tracker.spawn(reconciler.run(stop_fetching.clone()));
     }
-    lanes::spawn(
+    let lanes = lanes::Lanes {
+        depth: config.lane_depth,
+        batch: config.fetch_batch,
+        status: status.clone(),
+        stop_fetching: stop_fetching.clone(),
+        abort: abort.clone(),
+        tracker: &tracker,
+    };
+    lanes.spawn(
         RUNNER_CHECKOUT_DURABLE,
         checkout_consumer.clone(),
         checkout_durable,
         checkout,
         config.lanes,
-        config.lane_depth,
-        config.fetch_batch,
-        status.clone(),
-        stop_fetching.clone(),
-        abort.clone(),
-        &tracker,
     );
-    lanes::spawn(
+    lanes.spawn(
         RUNNER_PUSH_DURABLE,
         push_consumer,
         push_durable,
         push,
         config.lanes.div_ceil(4),
-        config.lane_depth,
-        config.fetch_batch,
-        status.clone(),
-        stop_fetching.clone(),
-        abort.clone(),
-        &tracker,
     );
 
     let reload: admin::ReloadSource = reload_override.unwrap_or_else(|| {
@@ -274,7 +261,7 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
     let ready_status = status.clone();
     tracker.spawn(shared::serve::watch_readiness(
         readiness,
-        client,
+        nats.client,
         stop.clone(),
         move |r| {
             r.set_draining(ready_status.is_draining());

@@ -24,6 +24,31 @@ use shared::workflow::{
 use crate::lanes::Disposition;
 use crate::metrics as m;
 
+/// A record of one checkout attempt (its intent, its result): the ids derived from it.
+pub trait Attempt {
+    fn attempt(&self) -> AttemptIds<'_>;
+}
+
+impl Attempt for CheckoutIntent {
+    fn attempt(&self) -> AttemptIds<'_> {
+        AttemptIds {
+            tenant: &self.tenant,
+            cart_id: &self.cart_id,
+            attempt_id: &self.attempt_id,
+        }
+    }
+}
+
+impl Attempt for CheckoutResult {
+    fn attempt(&self) -> AttemptIds<'_> {
+        AttemptIds {
+            tenant: &self.tenant,
+            cart_id: &self.cart_id,
+            attempt_id: &self.attempt_id,
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Records {
     js: jetstream::Context,
@@ -72,19 +97,10 @@ impl Records {
         ctx: &RequestContext,
     ) -> Result<(), async_nats::Error> {
         let subject = workflow_command(&ctx.tenant, CHECKOUT_KIND, &intent.cart_id)?;
-        let ids = AttemptIds {
-            tenant: &intent.tenant,
-            cart_id: &intent.cart_id,
-            attempt_id: &intent.attempt_id,
-        };
-        self.publish(
-            subject,
-            Some(&ids.intent_msg_id()),
-            serde_json::to_vec(intent)?,
-            ctx,
-        )
-        .await
-        .map(|_| ())
+        let msg_id = intent.attempt().intent_msg_id();
+        self.publish(subject, Some(&msg_id), intent, ctx)
+            .await
+            .map(|_| ())
     }
 
     /// Record the provider's answer to a checkout attempt (Msg-Id from tenant, cart and
@@ -95,13 +111,8 @@ impl Records {
         ctx: &RequestContext,
     ) -> Result<(), async_nats::Error> {
         let subject = workflow_event(&ctx.tenant, CHECKOUT_KIND, &result.cart_id)?;
-        let msg_id = AttemptIds {
-            tenant: &result.tenant,
-            cart_id: &result.cart_id,
-            attempt_id: &result.attempt_id,
-        }
-        .result_msg_id();
-        self.publish(subject, Some(&msg_id), serde_json::to_vec(result)?, ctx)
+        let msg_id = result.attempt().result_msg_id();
+        self.publish(subject, Some(&msg_id), result, ctx)
             .await
             .map(|_| ())
     }
@@ -116,8 +127,7 @@ impl Records {
     ) -> Result<bool, async_nats::Error> {
         let subject = workflow_event(&ctx.tenant, ORDER_KIND, order_id)?;
         let msg_id = order_result_msg_id(&result.tenant, &result.cart_id, order_id, result.outcome);
-        self.publish(subject, Some(&msg_id), serde_json::to_vec(result)?, ctx)
-            .await
+        self.publish(subject, Some(&msg_id), result, ctx).await
     }
 
     /// The recorded outcome of a paid provider order, if any.
@@ -135,9 +145,7 @@ impl Records {
         let tenant = TenantId::parse(&push.tenant)?;
         let subject = workflow_command(&tenant, PUSH_KIND, &push.provider_order_id)?;
         let ctx = RequestContext::new(tenant);
-        self.publish(subject, None, serde_json::to_vec(push)?, &ctx)
-            .await
-            .map(|_| ())
+        self.publish(subject, None, push, &ctx).await.map(|_| ())
     }
 
     /// The provider orders waiting for payment: every cart whose last checkout result since
@@ -296,14 +304,16 @@ impl Records {
         }
     }
 
-    /// Publishes and waits for the ack; true when the stream stored it (not a duplicate).
+    /// Publishes `record` as JSON and waits for the ack; true when the stream stored it (not a
+    /// duplicate).
     async fn publish(
         &self,
         subject: String,
         msg_id: Option<&str>,
-        payload: Vec<u8>,
+        record: &impl serde::Serialize,
         ctx: &RequestContext,
     ) -> Result<bool, async_nats::Error> {
+        let payload = serde_json::to_vec(record)?;
         let mut h = async_nats::HeaderMap::new();
         shared::spans::downstream(ctx).to_nats_headers(&mut h);
         let mut msg = PublishMessage::build()

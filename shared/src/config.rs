@@ -35,10 +35,7 @@ pub fn load<T>() -> Result<T, ConfigError>
 where
     T: DeserializeOwned + Serialize + Default,
 {
-    let file = std::env::var_os(CONFIG_FILE_ENV)
-        .filter(|f| !f.is_empty())
-        .map(PathBuf::from);
-    load_from(file.as_deref(), std::env::vars())
+    load_from(config_file().as_deref(), std::env::vars())
 }
 
 /// The aggregates' prefix: their `AGGREGATE_SHARD_COUNT` is named by the services that must agree
@@ -56,7 +53,30 @@ pub trait ServiceConfig: DeserializeOwned + Serialize + Default {
     fn load() -> Result<Self, ConfigError> {
         load_service(Self::ENV_PREFIX)
     }
+
+    /// What a start refuses these settings with when the service's own check found `problem`
+    /// (a message naming the field): `invalid <service> config`, caused by the problem.
+    fn invalid(problem: String) -> InvalidConfig {
+        InvalidConfig {
+            service: Self::SERVICE,
+            problem: Problem(problem),
+        }
+    }
 }
+
+/// Settings a service cannot run with ([`ServiceConfig::invalid`]).
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {service} config")]
+pub struct InvalidConfig {
+    pub service: &'static str,
+    #[source]
+    problem: Problem,
+}
+
+/// What the service's check found, naming the field.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Problem(String);
 
 /// Like [`load`], for a service whose own (top-level, non-section) fields are named with a
 /// prefix: with prefix `AGGREGATE`, field `grpc_addr` is `AGGREGATE_GRPC_ADDR`, while nested
@@ -67,10 +87,7 @@ pub fn load_service<T>(prefix: &str) -> Result<T, ConfigError>
 where
     T: DeserializeOwned + Serialize + Default,
 {
-    let file = std::env::var_os(CONFIG_FILE_ENV)
-        .filter(|f| !f.is_empty())
-        .map(PathBuf::from);
-    load_service_from(prefix, file.as_deref(), std::env::vars())
+    load_service_from(prefix, config_file().as_deref(), std::env::vars())
 }
 
 /// Logs a warning for each environment variable that looks like a setting of `T` (under
@@ -125,6 +142,12 @@ where
 /// [`env_keys`] and [`load_service`] follow), for error messages that name it.
 pub fn env_var(prefix: &str, field: &str) -> String {
     format!("{prefix}_{}", field.to_ascii_uppercase())
+}
+
+/// The items of a comma-separated setting (`NATS_URL`, `*_AGGREGATE_ADDRS`, ...), trimmed,
+/// empty ones skipped.
+pub fn split_list(s: &str) -> impl Iterator<Item = &str> {
+    s.split(',').map(str::trim).filter(|p| !p.is_empty())
 }
 
 /// Every environment variable that sets a field of `T`: `<PREFIX>_<FIELD>` for its own
@@ -203,10 +226,7 @@ pub fn load_service_from<T>(
 where
     T: DeserializeOwned + Serialize + Default,
 {
-    let defaults = serde_json::to_value(T::default()).map_err(|e| ConfigError {
-        key: String::new(),
-        message: format!("defaults cannot be serialized: {e}"),
-    })?;
+    let defaults = defaults_of::<T>()?;
     let sections = section_prefixes(&defaults);
     let own = format!("{}_", prefix.to_ascii_uppercase());
     let mut plain = Vec::new();
@@ -220,7 +240,7 @@ where
     }
     // Prefixed names come last so they win over the shared section names.
     plain.extend(prefixed);
-    load_from(file, plain)
+    load_with(&defaults, file, plain)
 }
 
 /// [`load`] with explicit inputs (tests, tools).
@@ -231,10 +251,18 @@ pub fn load_from<T>(
 where
     T: DeserializeOwned + Serialize + Default,
 {
-    let defaults = serde_json::to_value(T::default()).map_err(|e| ConfigError {
-        key: String::new(),
-        message: format!("defaults cannot be serialized: {e}"),
-    })?;
+    load_with(&defaults_of::<T>()?, file, env)
+}
+
+/// `T` from `defaults` (`T::default()` as JSON, from [`defaults_of`]), the file and `env`.
+fn load_with<T>(
+    defaults: &serde_json::Value,
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<T, ConfigError>
+where
+    T: DeserializeOwned + Serialize + Default,
+{
     let mut figment = Figment::from(Serialized::defaults(T::default()));
     if let Some(path) = file {
         if !path.is_file() {
@@ -249,12 +277,27 @@ where
         let toml = Toml::file_exact(path);
         let data = toml.data().map_err(|e| to_config_error(&e))?;
         if let Some(dict) = data.get(&Profile::Default) {
-            reject_unknown_keys(dict, &defaults, "", path)?;
+            reject_unknown_keys(dict, defaults, "", path)?;
         }
         figment = figment.merge(toml);
     }
-    figment = figment.merge(EnvOverrides::new(&defaults, env));
+    figment = figment.merge(EnvOverrides::new(defaults, env));
     figment.extract().map_err(|e| to_config_error(&e))
+}
+
+/// The file named by `CART_CONFIG_FILE`, if set and not empty.
+fn config_file() -> Option<PathBuf> {
+    std::env::var_os(CONFIG_FILE_ENV)
+        .filter(|f| !f.is_empty())
+        .map(PathBuf::from)
+}
+
+/// `T::default()` as JSON: the shape the environment variables are mapped onto.
+fn defaults_of<T: Serialize + Default>() -> Result<serde_json::Value, ConfigError> {
+    serde_json::to_value(T::default()).map_err(|e| ConfigError {
+        key: String::new(),
+        message: format!("defaults cannot be serialized: {e}"),
+    })
 }
 
 /// `NATS_`, `STREAMS_`, ...: the env prefixes of the nested sections of a config.

@@ -105,43 +105,16 @@ impl Carts {
             .load(&cart.key)
             .await
             .filter(|s| s.cart.id == cart.cart_id && s.version > 0 && checkout_is_complete(s));
-        let (mut state, tail) = match snapshot {
-            Some(snap) => {
-                // Read from the snapshot's own last message: it must be there, on this
-                // subject, or the snapshot does not belong to this stream.
-                let tail = self
-                    .inner
-                    .store
-                    .read_after(&cart.subject, snap.version - 1)
-                    .await
-                    .map_err(store_error)?;
-                if tail.first().map(|m| m.sequence) == Some(snap.version) {
-                    (snap, tail.into_iter().skip(1).collect())
-                } else {
-                    metrics::counter!(m::SNAPSHOTS_IGNORED).increment(1);
-                    tracing::warn!(
-                        cart = %cart.key,
-                        snapshot_version = snap.version,
-                        "snapshot does not match the stream; rebuilding the cart from the stream"
-                    );
-                    let tail = self
-                        .inner
-                        .store
-                        .read_after(&cart.subject, 0)
-                        .await
-                        .map_err(store_error)?;
-                    (CartState::new(cart.cart_id.clone()), tail)
-                }
-            }
-            None => {
-                let tail = self
-                    .inner
-                    .store
-                    .read_after(&cart.subject, 0)
-                    .await
-                    .map_err(store_error)?;
-                (CartState::new(cart.cart_id.clone()), tail)
-            }
+        let from_snapshot = match snapshot {
+            Some(snap) => self.tail_of_snapshot(cart, snap).await?,
+            None => None,
+        };
+        let (mut state, tail) = match from_snapshot {
+            Some(loaded) => loaded,
+            None => (
+                CartState::new(cart.cart_id.clone()),
+                self.read_after(cart, 0).await?,
+            ),
         };
         let replayed = tail.len();
         let snapshot_revision = state.revision;
@@ -161,13 +134,38 @@ impl Carts {
         Ok(loaded)
     }
 
-    async fn catch_up(&self, loaded: &mut Loaded, cart: &CartRef) -> Result<(), ApiError> {
-        let tail = self
-            .inner
+    /// The snapshot `snap` and the messages after it, read from the snapshot's own last
+    /// message: it must be there, on this subject, or the snapshot does not belong to this
+    /// stream (`None`: the cart is rebuilt from the stream).
+    async fn tail_of_snapshot(
+        &self,
+        cart: &CartRef,
+        snap: CartState,
+    ) -> Result<Option<(CartState, Vec<StoredMessage>)>, ApiError> {
+        let tail = self.read_after(cart, snap.version - 1).await?;
+        if tail.first().map(|m| m.sequence) == Some(snap.version) {
+            return Ok(Some((snap, tail.into_iter().skip(1).collect())));
+        }
+        metrics::counter!(m::SNAPSHOTS_IGNORED).increment(1);
+        tracing::warn!(
+            cart = %cart.key,
+            snapshot_version = snap.version,
+            "snapshot does not match the stream; rebuilding the cart from the stream"
+        );
+        Ok(None)
+    }
+
+    /// The cart's messages after stream sequence `after`.
+    async fn read_after(&self, cart: &CartRef, after: u64) -> Result<Vec<StoredMessage>, ApiError> {
+        self.inner
             .store
-            .read_after(&cart.subject, loaded.state.version)
+            .read_after(&cart.subject, after)
             .await
-            .map_err(store_error)?;
+            .map_err(store_error)
+    }
+
+    async fn catch_up(&self, loaded: &mut Loaded, cart: &CartRef) -> Result<(), ApiError> {
+        let tail = self.read_after(cart, loaded.state.version).await?;
         if !tail.is_empty() {
             loaded.incomplete |=
                 apply_tail(&mut loaded.state, tail, self.inner.cfg.retain, &cart.key);
@@ -201,10 +199,7 @@ impl Carts {
         let mut leader_reads = 0usize;
         while loaded.state.version < target {
             if leader_reads.is_multiple_of(CONFIRM_BATCH_EVERY) {
-                let tail = store
-                    .read_after(&cart.subject, loaded.state.version)
-                    .await
-                    .map_err(store_error)?;
+                let tail = self.read_after(cart, loaded.state.version).await?;
                 let progressed = !tail.is_empty();
                 loaded.incomplete |= apply_tail(&mut loaded.state, tail, keep, &cart.key);
                 if progressed && loaded.state.version >= target {

@@ -10,10 +10,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -244,8 +245,25 @@ impl MockProvider {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Store> {
+    fn lock(&self) -> MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The store, to create or update `order`: its amounts must add up, and no permanent
+    /// refusal be injected (else the error answer).
+    fn lock_for_write(&self, order: &Order) -> Result<MutexGuard<'_, Store>, Box<Response>> {
+        if let Err(msg) = order.check_amounts() {
+            return Err(Box::new(error(StatusCode::BAD_REQUEST, "BAD_VALUE", &msg)));
+        }
+        let s = self.lock();
+        if s.faults.refuse {
+            return Err(Box::new(error(
+                StatusCode::BAD_REQUEST,
+                "REJECTED",
+                "injected permanent refusal",
+            )));
+        }
+        Ok(s)
     }
 
     /// Auth, request counting and injected faults shared by every API route.
@@ -302,6 +320,22 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
         .into_response()
 }
 
+fn no_such_order() -> Response {
+    error(StatusCode::NOT_FOUND, "NOT_FOUND", "no such order")
+}
+
+/// An API request past [`MockProvider::gate`] (auth, request counting, injected faults),
+/// checked before the route reads its body.
+struct Gated;
+
+impl FromRequestParts<MockProvider> for Gated {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, m: &MockProvider) -> Result<Self, Response> {
+        m.gate(&parts.headers).await.map(|()| Gated)
+    }
+}
+
 fn snippet(id: &str, status: &str) -> String {
     format!(
         "<div id=\"klarna-checkout-container\" data-order-id=\"{id}\" data-status=\"{status}\">\
@@ -311,27 +345,18 @@ fn snippet(id: &str, status: &str) -> String {
 
 async fn create(
     State(m): State<MockProvider>,
+    _: Gated,
     headers: HeaderMap,
     Json(mut order): Json<Order>,
 ) -> Response {
-    if let Err(r) = m.gate(&headers).await {
-        return r;
-    }
-    if let Err(msg) = order.check_amounts() {
-        return error(StatusCode::BAD_REQUEST, "BAD_VALUE", &msg);
-    }
     let key = headers
         .get("Klarna-Idempotency-Key")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let mut s = m.lock();
-    if s.faults.refuse {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "REJECTED",
-            "injected permanent refusal",
-        );
-    }
+    let mut s = match m.lock_for_write(&order) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
     if let Some(existing) = key
         .as_ref()
         .and_then(|k| s.by_idempotency_key.get(k))
@@ -358,42 +383,25 @@ async fn create(
     (StatusCode::CREATED, Json(order)).into_response()
 }
 
-async fn read(
-    State(m): State<MockProvider>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    if let Err(r) = m.gate(&headers).await {
-        return r;
-    }
+async fn read(State(m): State<MockProvider>, _: Gated, Path(id): Path<String>) -> Response {
     match m.order(&id) {
         Some(o) => Json(o).into_response(),
-        None => error(StatusCode::NOT_FOUND, "NOT_FOUND", "no such order"),
+        None => no_such_order(),
     }
 }
 
 async fn update(
     State(m): State<MockProvider>,
-    headers: HeaderMap,
+    _: Gated,
     Path(id): Path<String>,
     Json(changes): Json<Order>,
 ) -> Response {
-    if let Err(r) = m.gate(&headers).await {
-        return r;
-    }
-    if let Err(msg) = changes.check_amounts() {
-        return error(StatusCode::BAD_REQUEST, "BAD_VALUE", &msg);
-    }
-    let mut s = m.lock();
-    if s.faults.refuse {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "REJECTED",
-            "injected permanent refusal",
-        );
-    }
+    let mut s = match m.lock_for_write(&changes) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
     let Some(order) = s.orders.get_mut(&id) else {
-        return error(StatusCode::NOT_FOUND, "NOT_FOUND", "no such order");
+        return no_such_order();
     };
     if order.status.as_deref() != Some("checkout_incomplete") {
         return error(
@@ -416,34 +424,20 @@ async fn update(
     Json(order.clone()).into_response()
 }
 
-async fn acknowledge(
-    State(m): State<MockProvider>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    if let Err(r) = m.gate(&headers).await {
-        return r;
-    }
+async fn acknowledge(State(m): State<MockProvider>, _: Gated, Path(id): Path<String>) -> Response {
     let mut s = m.lock();
     if !s.orders.contains_key(&id) {
-        return error(StatusCode::NOT_FOUND, "NOT_FOUND", "no such order");
+        return no_such_order();
     }
     s.acknowledged.insert(id);
     StatusCode::NO_CONTENT.into_response()
 }
 
-async fn cancel(
-    State(m): State<MockProvider>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    if let Err(r) = m.gate(&headers).await {
-        return r;
-    }
+async fn cancel(State(m): State<MockProvider>, _: Gated, Path(id): Path<String>) -> Response {
     let mut s = m.lock();
     s.cancel_requests += 1;
     if !s.orders.contains_key(&id) {
-        return error(StatusCode::NOT_FOUND, "NOT_FOUND", "no such order");
+        return no_such_order();
     }
     if !s.cancelled.insert(id) {
         return error(

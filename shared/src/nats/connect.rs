@@ -3,7 +3,8 @@
 use async_nats::{Client, ConnectOptions, Event, ServerAddr, jetstream};
 
 use super::NatsError;
-use super::settings::NatsConfig;
+use super::settings::{NatsConfig, NatsResourceSettings};
+use super::streams::{Resources, ensure_all};
 
 /// Connects with the service's name (visible in server reports), the configured deadlines,
 /// and reconnects forever: a NATS outage must make the service unready, never make it exit.
@@ -159,6 +160,41 @@ pub fn jetstream(client: Client, config: &NatsConfig) -> jetstream::Context {
     jetstream::ContextBuilder::new()
         .timeout(config.request_timeout())
         .build(client)
+}
+
+/// What a service holds of NATS once it has started: the connection, its JetStream context
+/// and every stream and bucket.
+pub struct ServiceNats {
+    pub client: Client,
+    pub js: jetstream::Context,
+    pub resources: Resources,
+}
+
+/// The start-up step that failed, with the NATS error under it.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot connect to NATS")]
+    Connect(#[source] NatsError),
+    #[error("NATS streams and buckets")]
+    Resources(#[source] NatsError),
+}
+
+/// How every service starts on NATS: [`connect`], a [`jetstream`] context, and
+/// [`ensure_all`] the streams and buckets.
+pub async fn connect_and_ensure(
+    config: &NatsConfig,
+    streams: &NatsResourceSettings,
+) -> Result<ServiceNats, StartError> {
+    let client = connect(config).await.map_err(StartError::Connect)?;
+    let js = jetstream(client.clone(), config);
+    let resources = ensure_all(&js, streams)
+        .await
+        .map_err(StartError::Resources)?;
+    Ok(ServiceNats {
+        client,
+        js,
+        resources,
+    })
 }
 
 #[cfg(test)]

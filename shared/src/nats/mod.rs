@@ -17,7 +17,7 @@ pub mod stats;
 pub mod streams;
 pub mod validate;
 
-pub use connect::{connect, inbox_prefix, jetstream};
+pub use connect::{ServiceNats, StartError, connect, connect_and_ensure, inbox_prefix, jetstream};
 pub use consumers::{Durable, durable_pull_config, ensure_durable_pull};
 pub use dead_letter::{
     MAX_REASON_LEN, Original, dead_letter_headers, dead_letter_msg_id, dead_letter_subject,

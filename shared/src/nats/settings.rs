@@ -84,6 +84,15 @@ impl Default for NatsConfig {
 }
 
 impl NatsConfig {
+    /// The defaults, with the connection named after `service` (what `nats server report
+    /// connections` shows).
+    pub fn named(service: &str) -> Self {
+        Self {
+            name: service.into(),
+            ..Self::default()
+        }
+    }
+
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms.max(1))
     }
@@ -94,10 +103,7 @@ impl NatsConfig {
 
     /// The server list, split and trimmed.
     pub fn urls(&self) -> Vec<String> {
-        self.url
-            .split(',')
-            .map(str::trim)
-            .filter(|u| !u.is_empty())
+        crate::config::split_list(&self.url)
             .map(str::to_owned)
             .collect()
     }
