@@ -282,12 +282,13 @@ pub fn evolve(mut cart: Cart, event: &Event) -> Cart {
 pub fn apply(cart: &mut Cart, event: &Event) {
     match event {
         Event::ItemAdded(e) => {
-            cart.currency.get_or_insert_with(|| e.currency.clone());
+            cart.currency
+                .get_or_insert_with(|| e.product.currency.clone());
             cart.next_line_id = cart.next_line_id.max(e.line_id + 1);
             cart.lines.push(Line {
                 id: e.line_id,
                 quantity: e.quantity,
-                product: intern::product(e),
+                product: intern::share(&e.product),
                 store_id: e.store_id.as_deref().map(Into::into),
                 country: e.country.as_str().into(),
                 options: LineOptions::default(),
@@ -455,25 +456,3 @@ pub fn apply(cart: &mut Cart, event: &Event) {
 
 /// The checkout failure code and payment status of a paid order that could not be placed.
 pub const PAYMENT_MISMATCH: &str = "payment_mismatch";
-
-impl From<&event::ItemAdded> for LineProduct {
-    fn from(e: &event::ItemAdded) -> Self {
-        LineProduct {
-            sku: e.sku.clone(),
-            item_id: e.item_id,
-            name: e.name.clone(),
-            unit_price: e.unit_price,
-            org_price: e.org_price,
-            tax_rate: e.tax_rate,
-            currency: e.currency.clone(),
-            stock: e.stock,
-            item_type: e.item_type.clone(),
-            image: e.image.clone(),
-            brand: e.brand.clone(),
-            category: e.category.clone(),
-            seller_id: e.seller_id.clone(),
-            seller_name: e.seller_name.clone(),
-            outlet: e.outlet.clone(),
-        }
-    }
-}

@@ -97,7 +97,7 @@ fn default_currency() -> String {
     "SEK".to_owned()
 }
 
-fn default_item_type() -> String {
+pub(crate) fn default_item_type() -> String {
     "product".to_owned()
 }
 

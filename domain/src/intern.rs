@@ -12,8 +12,62 @@ use std::sync::{Arc, LazyLock, Mutex};
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::event::ItemAdded;
 use super::money::TaxRate;
+use crate::catalog::{Product, default_item_type};
+
+/// Product facts of a line as the shopper saw them when it was added (recorded in
+/// `ItemAdded`), shared between lines (and carts) with identical facts to keep the cache
+/// small; interned by [`share`]. Fields an older build did not record read as defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LineProduct {
+    pub sku: String,
+    #[serde(default)]
+    pub item_id: u64,
+    pub name: String,
+    pub unit_price: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org_price: Option<i64>,
+    pub tax_rate: TaxRate,
+    pub currency: String,
+    #[serde(default)]
+    pub stock: i64,
+    #[serde(default = "default_item_type")]
+    pub item_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub brand: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seller_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seller_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlet: Option<String>,
+}
+
+impl From<&Product> for LineProduct {
+    fn from(p: &Product) -> Self {
+        LineProduct {
+            sku: p.sku.clone(),
+            item_id: p.item_id,
+            name: p.name.clone(),
+            unit_price: p.price,
+            org_price: p.org_price,
+            tax_rate: p.tax_rate,
+            currency: p.currency.clone(),
+            stock: p.stock,
+            item_type: p.item_type.clone(),
+            image: p.image.clone(),
+            brand: p.brand.clone(),
+            category: p.category.clone(),
+            seller_id: p.seller_id.clone(),
+            seller_name: p.seller_name.clone(),
+            outlet: p.outlet.clone(),
+        }
+    }
+}
 
 const SHARDS: usize = 16;
 const MIN_SWEEP: usize = 1024;
@@ -35,30 +89,25 @@ static POOL: LazyLock<[Mutex<Shard>; SHARDS]> = LazyLock::new(|| {
 static HASHER: LazyLock<std::collections::hash_map::RandomState> =
     LazyLock::new(std::collections::hash_map::RandomState::new);
 
-/// The shared `Arc` for the facts an `ItemAdded` records.
-pub fn product(e: &ItemAdded) -> Arc<LineProduct> {
-    share(LineProduct::from(e))
-}
-
-/// The shared `Arc` for `facts`.
-pub fn share(facts: LineProduct) -> Arc<LineProduct> {
-    let shard = &POOL[(HASHER.hash_one(&facts) as usize) % SHARDS];
+/// The shared `Arc` for `facts` (cloned only the first time they are seen).
+pub fn share(facts: &LineProduct) -> Arc<LineProduct> {
+    let shard = &POOL[(HASHER.hash_one(facts) as usize) % SHARDS];
     let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(existing) = shard.set.get(&facts) {
+    if let Some(existing) = shard.set.get(facts) {
         return Arc::clone(existing);
     }
     if shard.set.len() >= shard.sweep_at {
         shard.set.retain(|a| Arc::strong_count(a) > 1);
         shard.sweep_at = (shard.set.len() * 2).max(MIN_SWEEP);
     }
-    let arc = Arc::new(facts);
+    let arc = Arc::new(facts.clone());
     shard.set.insert(Arc::clone(&arc));
     arc
 }
 
 /// Serde hook so carts read from a snapshot share product facts too.
 pub fn deserialize_product<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<LineProduct>, D::Error> {
-    LineProduct::deserialize(d).map(share)
+    LineProduct::deserialize(d).map(|facts| share(&facts))
 }
 
 #[cfg(test)]
@@ -88,39 +137,11 @@ mod tests {
 
     #[test]
     fn equal_facts_share_one_allocation() {
-        let a = share(facts("intern-test-a"));
-        let b = share(facts("intern-test-a"));
-        let c = share(facts("intern-test-c"));
+        let a = share(&facts("intern-test-a"));
+        let b = share(&facts("intern-test-a"));
+        let c = share(&facts("intern-test-c"));
         assert!(Arc::ptr_eq(&a, &b));
         assert!(!Arc::ptr_eq(&a, &c));
         assert_eq!(*a, facts("intern-test-a"));
     }
-}
-
-/// Product facts of a line, shared between lines (and carts) with identical facts to keep the
-/// cache small; interned by [`product`].
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct LineProduct {
-    pub sku: String,
-    pub item_id: u64,
-    pub name: String,
-    pub unit_price: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub org_price: Option<i64>,
-    pub tax_rate: TaxRate,
-    pub currency: String,
-    pub stock: i64,
-    pub item_type: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub brand: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub category: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub seller_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub seller_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub outlet: Option<String>,
 }

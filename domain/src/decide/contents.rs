@@ -44,24 +44,10 @@ impl Decision<'_, '_> {
         let line_id = self.cart.next_line_id;
         self.emit(ItemAdded {
             line_id,
-            sku: product.sku.clone(),
-            item_id: product.item_id,
             quantity: item.quantity,
-            unit_price: product.price,
-            org_price: product.org_price,
-            tax_rate: product.tax_rate,
-            currency: product.currency.clone(),
-            stock: product.stock,
-            item_type: product.item_type.clone(),
             store_id: item.store_id.clone(),
             country,
-            name: product.name.clone(),
-            image: product.image.clone(),
-            brand: product.brand.clone(),
-            category: product.category.clone(),
-            seller_id: product.seller_id.clone(),
-            seller_name: product.seller_name.clone(),
-            outlet: product.outlet.clone(),
+            product: product.into(),
         });
         Ok(())
     }

@@ -10,50 +10,24 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::catalog::VoucherKind;
+use crate::intern::LineProduct;
 use crate::money::TaxRate;
 
 mod envelope;
 pub use envelope::{EventDecodeError, EventMessage, EventRecord};
 
-/// Product facts recorded when a line is added: the price and metadata the shopper saw.
+/// A line is added, with the product facts the shopper saw (recorded, so replaying a cart
+/// never consults the catalog). The facts are written inline in the event's JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ItemAdded {
     pub line_id: u32,
-    pub sku: String,
-    #[serde(default)]
-    pub item_id: u64,
     pub quantity: u32,
-    /// Unit price incl. VAT, minor units.
-    pub unit_price: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub org_price: Option<i64>,
-    pub tax_rate: TaxRate,
-    pub currency: String,
-    #[serde(default)]
-    pub stock: i64,
-    #[serde(default = "default_item_type")]
-    pub item_type: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store_id: Option<String>,
     #[serde(default)]
     pub country: String,
-    pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub brand: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub category: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub seller_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub seller_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub outlet: Option<String>,
-}
-
-fn default_item_type() -> String {
-    "product".to_owned()
+    #[serde(flatten)]
+    pub product: LineProduct,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

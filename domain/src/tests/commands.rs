@@ -908,10 +908,13 @@ fn add_records_catalog_facts_in_the_event() {
     let Event::ItemAdded(e) = &events[0] else {
         panic!("expected ItemAdded")
     };
-    assert_eq!((e.line_id, e.quantity, e.unit_price), (1, 2, 22400));
-    assert_eq!(e.tax_rate, TaxRate(600));
-    assert_eq!((e.currency.as_str(), e.country.as_str()), ("SEK", "se"));
-    assert_eq!(e.name, "Product BOOK-1");
+    assert_eq!((e.line_id, e.quantity, e.product.unit_price), (1, 2, 22400));
+    assert_eq!(e.product.tax_rate, TaxRate(600));
+    assert_eq!(
+        (e.product.currency.as_str(), e.country.as_str()),
+        ("SEK", "se")
+    );
+    assert_eq!(e.product.name, "Product BOOK-1");
 }
 
 #[test]

@@ -324,7 +324,11 @@ fn decoding_is_tolerant_and_versioned() {
         panic!()
     };
     assert_eq!(
-        (e.unit_price, e.tax_rate, e.currency.as_str()),
+        (
+            e.product.unit_price,
+            e.product.tax_rate,
+            e.product.currency.as_str()
+        ),
         (9900, TaxRate(2500), "SEK")
     );
     // Bad data names the type and the problem.

@@ -105,7 +105,7 @@ fn line() -> impl Strategy<Value = Line> {
         .prop_map(|(id, quantity, product, store_id, country, marking)| Line {
             id,
             quantity,
-            product: intern::share(product),
+            product: intern::share(&product),
             store_id: store_id.map(Into::into),
             country: country.into(),
             // Options added later keep their defaults here.
