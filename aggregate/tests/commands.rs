@@ -179,8 +179,7 @@ async fn cold_load_from_snapshot_and_tail_equals_full_replay() {
     let Some(env) = env().await else { return };
     let mut config = env.config("writer", false);
     config.snapshot_every = 3;
-    let writer = aggregate::start(config).await.unwrap();
-    let mut client = connect(writer.grpc_addr).await;
+    let (writer, mut client) = started(config).await;
     let skus = [
         "TEST-SKU-123",
         "TEST-SKU-456",
@@ -329,8 +328,7 @@ async fn bad_input_is_invalid_argument_naming_the_field_and_appends_nothing() {
     let Some(env) = env().await else { return };
     let mut config = env.config("n1", false);
     config.max_batch = 3;
-    let node = aggregate::start(config).await.unwrap();
-    let mut client = connect(node.grpc_addr).await;
+    let (node, mut client) = started(config).await;
     let cart = "bad-input";
     let ok = || exec(cart, CommandId::new(), add("TEST-SKU-123", 1));
 

@@ -147,10 +147,15 @@ impl Env {
         node_id: &str,
         placement: bool,
     ) -> (aggregate::Running, CartServiceClient<Channel>) {
-        let node = self.node(node_id, placement).await;
-        let client = connect(node.grpc_addr).await;
-        (node, client)
+        started(self.config(node_id, placement)).await
     }
+}
+
+/// A node started with `config` (from [`Env::config`], changed) and a client of it.
+pub async fn started(config: Config) -> (aggregate::Running, CartServiceClient<Channel>) {
+    let node = aggregate::start(config).await.expect("start aggregate");
+    let client = connect(node.grpc_addr).await;
+    (node, client)
 }
 
 /// The reply to `cmd` on `cart` under a new command id.
