@@ -5,6 +5,7 @@ mod common;
 
 use std::collections::HashSet;
 
+use cart_domain::CartState;
 use cart_domain::ids::CommandId;
 use common::*;
 use proto::cart::v1 as pb;
@@ -72,19 +73,13 @@ async fn a_retried_command_applies_once_even_after_the_duplicate_window() {
     let cart = "retry-1";
     let id = CommandId::new();
 
+    // The same command (the same id) each time.
+    let command = || exec(cart, id, add("TEST-SKU-123", 2));
     let (node, mut client) = env.node_and_client("n1", false).await;
-    let first = client
-        .execute(exec(cart, id, add("TEST-SKU-123", 2)))
-        .await
-        .unwrap()
-        .into_inner();
+    let first = client.execute(command()).await.unwrap().into_inner();
     assert!(!first.duplicate);
     assert_eq!(first.event_types, vec!["ItemAdded"]);
-    let second = client
-        .execute(exec(cart, id, add("TEST-SKU-123", 2)))
-        .await
-        .unwrap()
-        .into_inner();
+    let second = client.execute(command()).await.unwrap().into_inner();
     assert!(second.duplicate);
     assert_eq!(second.cart, first.cart, "identical reply");
 
@@ -119,11 +114,7 @@ async fn a_retried_command_applies_once_even_after_the_duplicate_window() {
     // A fresh node (cold cache) must still recognise the id from the cart's own history.
     node.drain().await.unwrap();
     let (node, mut client) = env.node_and_client("n2", false).await;
-    let third = client
-        .execute(exec(cart, id, add("TEST-SKU-123", 2)))
-        .await
-        .unwrap()
-        .into_inner();
+    let third = client.execute(command()).await.unwrap().into_inner();
     assert!(third.duplicate);
     assert_eq!(third.cart, first.cart, "identical reply after the window");
     assert_eq!(env.messages(cart).await.len(), 1, "one event in the stream");
@@ -160,14 +151,17 @@ async fn two_nodes_serving_one_cart_lose_no_update() {
     assert_eq!(quantity_of(&replay, "TEST-SKU-AAA"), 40, "no lost update");
     // Each node's cache may trail what the other wrote; a read that names the version it
     // needs (read-your-writes) catches up from the stream.
-    for mut c in clients {
+    let at_least = |version| {
         let mut req = get(cart);
-        req.get_mut().min_version = Some(replay.version);
+        req.get_mut().min_version = Some(version);
+        req
+    };
+    for mut c in clients {
+        let req = at_least(replay.version);
         let state = state_of(c.get_cart(req).await.unwrap().into_inner());
         assert_same(&state, &replay, cart);
         // A version the stream does not have yet is not answered with an older cart.
-        let mut req = get(cart);
-        req.get_mut().min_version = Some(replay.version + 1_000);
+        let req = at_least(replay.version + 1_000);
         let err = shared::ApiError::from_status(&c.get_cart(req).await.unwrap_err());
         assert_eq!(err.code, ErrorCode::Unavailable, "{err}");
         assert!(err.message.contains("not yet at"), "{err}");
@@ -185,8 +179,7 @@ async fn cold_load_from_snapshot_and_tail_equals_full_replay() {
     let Some(env) = env().await else { return };
     let mut config = env.config("writer", false);
     config.snapshot_every = 3;
-    let writer = aggregate::start(config).await.unwrap();
-    let mut client = connect(writer.grpc_addr).await;
+    let (writer, mut client) = started(config).await;
     let skus = [
         "TEST-SKU-123",
         "TEST-SKU-456",
@@ -220,13 +213,7 @@ async fn cold_load_from_snapshot_and_tail_equals_full_replay() {
     let mut cold = connect(reader.grpc_addr).await;
     for cart in &carts {
         let loaded = state_of(cold.get_cart(get(cart)).await.unwrap().into_inner());
-        let replay = env.replay(cart).await;
-        assert_eq!(loaded.cart, replay.cart, "{cart}");
-        assert_eq!(
-            (loaded.version, loaded.revision),
-            (replay.version, replay.revision),
-            "{cart}"
-        );
+        assert_same(&loaded, &env.replay(cart).await, cart);
     }
     writer.drain().await.unwrap();
     reader.drain().await.unwrap();
@@ -241,8 +228,7 @@ async fn a_corrupt_snapshot_is_ignored() {
         run(&mut client, cart, add("TEST-SKU-123", 1)).await;
     }
     node.drain().await.unwrap();
-    let kv = env.js.get_key_value("CART_SNAPSHOTS").await.unwrap();
-    let key = format!("{TENANT}.{cart}");
+    let (kv, key) = env.snapshots(cart).await;
     // Garbage, then a snapshot claiming a version the stream never had for this cart.
     for bad in [
         b"not json".to_vec(),
@@ -253,12 +239,18 @@ async fn a_corrupt_snapshot_is_ignored() {
         .unwrap(),
     ] {
         kv.put(&key, bad.into()).await.unwrap();
-        let (node, mut client) = env.node_and_client("n2", false).await;
-        let state = read(&mut client, cart).await;
+        let (state, replayed) = cold_read(&env, cart).await;
         assert_eq!(quantity_of(&state, "TEST-SKU-123"), 3);
-        assert_same(&state, &env.replay(cart).await, cart);
-        node.drain().await.unwrap();
+        assert_same(&state, &replayed, cart);
     }
+}
+
+/// `cart` as a fresh node (`n2`, drained after) loads it, and the replay of its stream.
+async fn cold_read(env: &Env, cart: &str) -> (CartState, CartState) {
+    let (node, mut client) = env.node_and_client("n2", false).await;
+    let state = read(&mut client, cart).await;
+    node.drain().await.unwrap();
+    (state, env.replay(cart).await)
 }
 
 /// A snapshot written by a build whose checkouts did not keep what they charge would make
@@ -275,8 +267,7 @@ async fn a_snapshot_without_the_checkout_charge_is_folded_from_the_stream_instea
     };
     run(&mut client, cart, start).await;
     node.drain().await.unwrap();
-    let kv = env.js.get_key_value("CART_SNAPSHOTS").await.unwrap();
-    let key = format!("{TENANT}.{cart}");
+    let (kv, key) = env.snapshots(cart).await;
     let mut snapshot: serde_json::Value =
         serde_json::from_slice(&kv.get(&key).await.unwrap().expect("drain wrote a snapshot"))
             .unwrap();
@@ -290,10 +281,8 @@ async fn a_snapshot_without_the_checkout_charge_is_folded_from_the_stream_instea
         .await
         .unwrap();
 
-    let (node, mut client) = env.node_and_client("n2", false).await;
-    let state = read(&mut client, cart).await;
+    let (state, replayed) = cold_read(&env, cart).await;
     let checkout = state.cart.checkout.clone().unwrap();
-    let replayed = env.replay(cart).await;
     assert_eq!(
         (checkout.amount, &checkout.lines_digest),
         {
@@ -304,7 +293,6 @@ async fn a_snapshot_without_the_checkout_charge_is_folded_from_the_stream_instea
     );
     assert!(checkout.amount > 0 && !checkout.lines_digest.is_empty());
     assert_same(&state, &replayed, cart);
-    node.drain().await.unwrap();
 }
 
 #[tokio::test]
@@ -317,17 +305,18 @@ async fn expected_version_mismatch_is_a_conflict_and_appends_nothing() {
         .cart
         .unwrap()
         .version;
-    let mut req = exec(cart, CommandId::new(), add("TEST-SKU-123", 1));
-    req.get_mut().expected_version = Some(v + 1000);
-    let status = client.execute(req).await.unwrap_err();
+    let add_at = |version| {
+        let mut req = exec(cart, CommandId::new(), add("TEST-SKU-123", 1));
+        req.get_mut().expected_version = Some(version);
+        req
+    };
+    let status = client.execute(add_at(v + 1000)).await.unwrap_err();
     assert_eq!(
         shared::ApiError::from_status(&status).code,
         ErrorCode::VersionConflict
     );
-    let mut req = exec(cart, CommandId::new(), add("TEST-SKU-123", 1));
-    req.get_mut().expected_version = Some(v);
     client
-        .execute(req)
+        .execute(add_at(v))
         .await
         .expect("matching version succeeds");
     assert_eq!(env.messages(cart).await.len(), 2);
@@ -339,8 +328,7 @@ async fn bad_input_is_invalid_argument_naming_the_field_and_appends_nothing() {
     let Some(env) = env().await else { return };
     let mut config = env.config("n1", false);
     config.max_batch = 3;
-    let node = aggregate::start(config).await.unwrap();
-    let mut client = connect(node.grpc_addr).await;
+    let (node, mut client) = started(config).await;
     let cart = "bad-input";
     let ok = || exec(cart, CommandId::new(), add("TEST-SKU-123", 1));
 
@@ -392,38 +380,36 @@ async fn bad_input_is_invalid_argument_naming_the_field_and_appends_nothing() {
     ));
     for (name, req, code, needle) in cases {
         let status = client.execute(req).await.unwrap_err();
-        let err = shared::ApiError::from_status(&status);
-        assert_eq!(err.code, code, "{name}: {err}");
-        assert!(err.message.contains(needle), "{name}: {err}");
+        assert_refused(&status, code, needle, name);
     }
 
-    let batch = |n: usize| {
-        request(pb::ExecuteBatchRequest {
-            tenant: TENANT.into(),
-            cart_id: cart.into(),
-            command_id: CommandId::new().to_string(),
-            expected_version: None,
-            commands: (0..n)
-                .map(|_| proto::convert::command_bytes(&add("TEST-SKU-123", 1)))
-                .collect(),
-            request_fingerprint: String::new(),
-        })
-    };
-    let err = shared::ApiError::from_status(&client.execute_batch(batch(0)).await.unwrap_err());
-    assert_eq!(err.code, ErrorCode::InvalidArgument);
-    assert!(err.message.contains("commands must not be empty"), "{err}");
-    let err = shared::ApiError::from_status(&client.execute_batch(batch(4)).await.unwrap_err());
-    assert_eq!(err.code, ErrorCode::LimitExceeded);
-    assert!(err.message.contains("at most 3 commands, got 4"), "{err}");
-    let mut unreadable = batch(2);
+    let adds = |n: usize| batch(cart, &vec![add("TEST-SKU-123", 1); n]);
+    let mut unreadable = adds(2);
     unreadable.get_mut().commands[1] = br#"{"type": "AddItem", "sku": 1}"#.to_vec();
-    let err = shared::ApiError::from_status(&client.execute_batch(unreadable).await.unwrap_err());
-    assert_eq!(err.code, ErrorCode::InvalidArgument);
-    assert!(
-        err.message
-            .contains("commands[1]: invalid type: integer `1`"),
-        "names the element: {err}"
-    );
+    let batches = [
+        (
+            "empty batch",
+            adds(0),
+            ErrorCode::InvalidArgument,
+            "commands must not be empty",
+        ),
+        (
+            "batch over the limit",
+            adds(4),
+            ErrorCode::LimitExceeded,
+            "at most 3 commands, got 4",
+        ),
+        (
+            "batch naming the unreadable element",
+            unreadable,
+            ErrorCode::InvalidArgument,
+            "commands[1]: invalid type: integer `1`",
+        ),
+    ];
+    for (name, req, code, needle) in batches {
+        let status = client.execute_batch(req).await.unwrap_err();
+        assert_refused(&status, code, needle, name);
+    }
 
     assert!(env.messages(cart).await.is_empty(), "nothing was appended");
     node.drain().await.unwrap();
@@ -434,25 +420,18 @@ async fn a_batch_is_one_message_or_nothing() {
     let Some(env) = env().await else { return };
     let (node, mut client) = env.node_and_client("n1", false).await;
     let cart = "batch-1";
-    let batch = |cmds: Vec<cart_domain::Command>| {
-        request(pb::ExecuteBatchRequest {
-            tenant: TENANT.into(),
-            cart_id: cart.into(),
-            command_id: CommandId::new().to_string(),
-            expected_version: None,
-            commands: cmds.iter().map(proto::convert::command_bytes).collect(),
-            request_fingerprint: String::new(),
-        })
-    };
     let reply = client
-        .execute_batch(batch(vec![add("TEST-SKU-123", 1), add("TEST-SKU-456", 2)]))
+        .execute_batch(batch(
+            cart,
+            &[add("TEST-SKU-123", 1), add("TEST-SKU-456", 2)],
+        ))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(reply.event_types, vec!["ItemAdded", "ItemAdded"]);
     let err = shared::ApiError::from_status(
         &client
-            .execute_batch(batch(vec![add("TEST-SKU-AAA", 1), add("NOPE", 1)]))
+            .execute_batch(batch(cart, &[add("TEST-SKU-AAA", 1), add("NOPE", 1)]))
             .await
             .unwrap_err(),
     );

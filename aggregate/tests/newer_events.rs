@@ -15,8 +15,7 @@ async fn a_cart_with_events_this_build_cannot_apply_is_never_snapshotted() {
         snapshot_every: 1,
         ..env.config("old-build", false)
     };
-    let node = aggregate::start(config).await.expect("start aggregate");
-    let mut client = connect(node.grpc_addr).await;
+    let (node, mut client) = started(config).await;
 
     // A newer build recorded an event type this one does not know.
     let future = "from-a-newer-build";

@@ -22,21 +22,44 @@ use tokio_util::task::TaskTracker;
 
 const SHARDS: u32 = 64;
 
-async fn view(env: &Env, tracker: &TaskTracker, stop: &CancellationToken) -> PlacementView {
-    let nodes = env.js.get_key_value("CART_NODES").await.unwrap();
-    let placement = env.js.get_key_value("CART_PLACEMENT").await.unwrap();
-    PlacementView::start(
-        env.js.client(),
-        nodes,
-        placement,
-        SHARDS,
-        "SHARDS",
-        Duration::from_millis(200),
-        tracker,
-        stop.clone(),
-    )
-    .await
-    .unwrap()
+/// The test's view of the placement, as a client has it, kept up to date until `stop`.
+struct Watch {
+    view: PlacementView,
+    stop: CancellationToken,
+    _tracker: TaskTracker,
+}
+
+impl Watch {
+    async fn start(env: &Env) -> Watch {
+        let (tracker, stop) = (TaskTracker::new(), CancellationToken::new());
+        let nodes = env.js.get_key_value("CART_NODES").await.unwrap();
+        let placement = env.js.get_key_value("CART_PLACEMENT").await.unwrap();
+        let view = PlacementView::start(
+            env.js.client(),
+            nodes,
+            placement,
+            SHARDS,
+            "SHARDS",
+            Duration::from_millis(200),
+            &tracker,
+            stop.clone(),
+        )
+        .await
+        .unwrap();
+        Watch {
+            view,
+            stop,
+            _tracker: tracker,
+        }
+    }
+
+    /// Waits until every shard is owned as rendezvous hashing picks among `nodes`, and only
+    /// they are live.
+    async fn converges(&self, nodes: &[&str], what: &str) {
+        wait_until(|| async { converged(&self.view, nodes) }, WAIT)
+            .await
+            .expect(what);
+    }
 }
 
 /// True when every shard is owned by the node rendezvous hashing picks among `nodes`.
@@ -60,26 +83,21 @@ fn owners(view: &PlacementView) -> Vec<String> {
 #[tokio::test]
 async fn adding_a_fourth_node_moves_about_a_quarter_of_the_shards() {
     let Some(env) = env().await else { return };
-    let tracker = TaskTracker::new();
-    let stop = CancellationToken::new();
-    let view = view(&env, &tracker, &stop).await;
+    let watch = Watch::start(&env).await;
     let mut nodes = Vec::new();
     for id in ["n1", "n2", "n3"] {
         nodes.push(env.node(id, true).await);
     }
-    wait_until(|| async { converged(&view, &["n1", "n2", "n3"]) }, WAIT)
-        .await
-        .expect("three nodes converge");
-    let before = owners(&view);
+    watch
+        .converges(&["n1", "n2", "n3"], "three nodes converge")
+        .await;
+    let before = owners(&watch.view);
 
     nodes.push(env.node("n4", true).await);
-    wait_until(
-        || async { converged(&view, &["n1", "n2", "n3", "n4"]) },
-        WAIT,
-    )
-    .await
-    .expect("four nodes converge");
-    let after = owners(&view);
+    watch
+        .converges(&["n1", "n2", "n3", "n4"], "four nodes converge")
+        .await;
+    let after = owners(&watch.view);
     let moved: Vec<usize> = (0..SHARDS as usize)
         .filter(|&s| before[s] != after[s])
         .collect();
@@ -96,7 +114,7 @@ async fn adding_a_fourth_node_moves_about_a_quarter_of_the_shards() {
     for n in nodes {
         n.drain().await.unwrap();
     }
-    stop.cancel();
+    watch.stop.cancel();
 }
 
 /// Sends adds to many carts through the placement-aware client until told to stop, counting
@@ -162,6 +180,13 @@ impl Load {
         self.acked.lock().unwrap().values().sum()
     }
 
+    /// Waits until `n` adds in all are acknowledged.
+    async fn until_acked(&self, n: u32, what: &str) {
+        wait_until(|| async { self.acked_total() >= n }, WAIT)
+            .await
+            .expect(what);
+    }
+
     async fn finish(mut self) -> (HashMap<String, u32>, HashMap<String, u32>, u64) {
         self.stop.store(true, Ordering::SeqCst);
         while self.tasks.join_next().await.is_some() {}
@@ -187,36 +212,29 @@ fn client(view: PlacementView) -> CartClient {
 #[tokio::test]
 async fn drain_under_load_fails_no_command() {
     let Some(env) = env().await else { return };
-    let tracker = TaskTracker::new();
-    let stop = CancellationToken::new();
-    let view = view(&env, &tracker, &stop).await;
+    let watch = Watch::start(&env).await;
     let a = env.node("a", true).await;
     let b = env.node("b", true).await;
-    wait_until(|| async { converged(&view, &["a", "b"]) }, WAIT)
-        .await
-        .unwrap();
+    watch.converges(&["a", "b"], "a and b own shards").await;
 
-    let load = Load::start(client(view.clone()), 40, 16);
-    wait_until(|| async { load.acked_total() >= 200 }, WAIT)
-        .await
-        .unwrap();
+    let load = Load::start(client(watch.view.clone()), 40, 16);
+    load.until_acked(200, "the load runs").await;
     a.drain().await.expect("a drains");
     let after_drain = load.acked_total();
-    wait_until(|| async { load.acked_total() >= after_drain + 200 }, WAIT)
-        .await
-        .unwrap();
+    load.until_acked(after_drain + 200, "commands keep succeeding")
+        .await;
     let (acked, attempted, failures) = load.finish().await;
     assert_eq!(failures, 0, "no command failed during the drain");
-    wait_until(|| async { converged(&view, &["b"]) }, WAIT)
-        .await
-        .expect("b owns every shard and a has left");
+    watch
+        .converges(&["b"], "b owns every shard and a has left")
+        .await;
     for (cart, n) in &acked {
         assert_eq!(attempted[cart], *n);
         let replay = env.replay(cart).await;
         assert_eq!(quantity_of(&replay, "TEST-SKU-456"), *n, "{cart}");
     }
     b.drain().await.unwrap();
-    stop.cancel();
+    watch.stop.cancel();
 }
 
 struct Process_(Child);
@@ -231,9 +249,7 @@ impl Drop for Process_ {
 #[tokio::test]
 async fn a_killed_node_loses_no_acknowledged_command_and_its_shards_move() {
     let Some(env) = env().await else { return };
-    let tracker = TaskTracker::new();
-    let stop = CancellationToken::new();
-    let view = view(&env, &tracker, &stop).await;
+    let watch = Watch::start(&env).await;
 
     // Node "victim" is a real process, so it can be killed with SIGKILL. It binds a free port
     // itself and advertises what it bound (a port picked here first could be taken by another
@@ -255,23 +271,23 @@ async fn a_killed_node_loses_no_acknowledged_command_and_its_shards_move() {
         .expect("spawn the aggregate binary");
     let mut victim = Process_(child);
     let survivor = env.node("survivor", true).await;
-    wait_until(|| async { converged(&view, &["survivor", "victim"]) }, WAIT)
-        .await
-        .expect("both nodes own shards");
+    watch
+        .converges(&["survivor", "victim"], "both nodes own shards")
+        .await;
 
-    let load = Load::start(client(view.clone()), 40, 16);
-    wait_until(|| async { load.acked_total() >= 300 }, WAIT)
-        .await
-        .unwrap();
+    let load = Load::start(client(watch.view.clone()), 40, 16);
+    load.until_acked(300, "the load runs").await;
     victim.0.kill().expect("SIGKILL the victim");
     let _ = victim.0.wait();
-    wait_until(|| async { converged(&view, &["survivor"]) }, WAIT)
-        .await
-        .expect("the victim's shards move to the survivor after the TTL");
+    watch
+        .converges(
+            &["survivor"],
+            "the victim's shards move to the survivor after the TTL",
+        )
+        .await;
     let after = load.acked_total();
-    wait_until(|| async { load.acked_total() >= after + 200 }, WAIT)
-        .await
-        .expect("commands keep succeeding");
+    load.until_acked(after + 200, "commands keep succeeding")
+        .await;
     let (acked, attempted, failures) = load.finish().await;
     // Calls that hit the dying node fail over (commands carry ids, so repeating is safe).
     assert_eq!(failures, 0, "no command failed while the victim died");
@@ -282,5 +298,5 @@ async fn a_killed_node_loses_no_acknowledged_command_and_its_shards_move() {
         assert!(q <= attempted[cart], "{cart}: more stored than attempted");
     }
     survivor.drain().await.unwrap();
-    stop.cancel();
+    watch.stop.cancel();
 }

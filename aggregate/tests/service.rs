@@ -6,8 +6,11 @@ mod common;
 use cart_domain::ids::CommandId;
 use common::*;
 use proto::cart::v1 as pb;
+use proto::cart::v1::cart_service_client::CartServiceClient;
 use shared::ErrorCode;
 use shared::test_support::wait_until;
+
+type Client = CartServiceClient<tonic::transport::Channel>;
 
 #[tokio::test]
 async fn a_non_owner_answers_not_owner_with_the_owners_address() {
@@ -35,17 +38,24 @@ async fn a_non_owner_answers_not_owner_with_the_owners_address() {
     pair.drain().await;
 }
 
+/// Nodes `a` and `b` and a cart (named after `prefix`) that its owner `a` has served, so holds
+/// in its cache; with clients of `a` and `b`.
+async fn owner_cached(env: &Env, prefix: &str) -> (Pair, String, Client, Client) {
+    let pair = env.pair(prefix).await;
+    let cart = pair.cart.clone();
+    let (mut to_a, to_b) = (pair.to_a.clone(), pair.to_b.clone());
+    to_a.execute(exec(&cart, CommandId::new(), add("TEST-SKU-123", 1)))
+        .await
+        .expect("the owner serves and caches the cart");
+    (pair, cart, to_a, to_b)
+}
+
 /// A gateway that could not reach the owner has another node serve the change; the owner,
 /// reachable again, must not answer a read from its older copy.
 #[tokio::test]
 async fn the_owner_reads_past_a_change_another_node_served_as_a_fallback() {
     let Some(env) = env().await else { return };
-    let pair = env.pair("stale").await;
-    let cart = pair.cart.clone();
-    let (mut to_a, mut to_b) = (pair.to_a.clone(), pair.to_b.clone());
-    to_a.execute(exec(&cart, CommandId::new(), add("TEST-SKU-123", 1)))
-        .await
-        .expect("the owner serves and caches the cart");
+    let (pair, cart, mut to_a, mut to_b) = owner_cached(&env, "stale").await;
     let cached = state_of(to_a.get_cart(get(&cart)).await.unwrap().into_inner());
     let req = fallback(exec(&cart, CommandId::new(), add("TEST-SKU-456", 2)));
     let elsewhere = executed(&mut to_b, req, "served as a fallback").await;
@@ -65,12 +75,7 @@ async fn the_owner_reads_past_a_change_another_node_served_as_a_fallback() {
 #[tokio::test]
 async fn a_retry_the_owners_older_copy_would_refuse_is_answered_with_the_stored_outcome() {
     let Some(env) = env().await else { return };
-    let pair = env.pair("refused").await;
-    let cart = pair.cart.clone();
-    let (mut to_a, mut to_b) = (pair.to_a.clone(), pair.to_b.clone());
-    to_a.execute(exec(&cart, CommandId::new(), add("TEST-SKU-123", 1)))
-        .await
-        .expect("the owner serves and caches the cart");
+    let (pair, cart, mut to_a, mut to_b) = owner_cached(&env, "refused").await;
     let req = fallback(exec(&cart, CommandId::new(), add("TEST-SKU-456", 2)));
     let added = executed(&mut to_b, req, "served as a fallback").await;
     let line_id = added
@@ -80,23 +85,17 @@ async fn a_retry_the_owners_older_copy_would_refuse_is_answered_with_the_stored_
         .find(|l| l.product.sku == "TEST-SKU-456")
         .unwrap()
         .id;
+    // One removal (one command id), sent twice.
     let remove = CommandId::new();
+    let removal = || exec(&cart, remove, cart_domain::Command::RemoveItem { line_id });
     let removed = to_b
-        .execute(fallback(exec(
-            &cart,
-            remove,
-            cart_domain::Command::RemoveItem { line_id },
-        )))
+        .execute(fallback(removal()))
         .await
         .expect("served as a fallback")
         .into_inner();
     // The retry of the removal, at the owner (which never saw the line).
     let retried = to_a
-        .execute(exec(
-            &cart,
-            remove,
-            cart_domain::Command::RemoveItem { line_id },
-        ))
+        .execute(removal())
         .await
         .expect("the retry is answered as done, not refused")
         .into_inner();

@@ -9,30 +9,17 @@ use proto::cart::v1 as pb;
 use shared::headers::RequestContext;
 
 use super::raw::TENANT;
-use super::{Measured, Worker, drive};
-
-/// SKUs a worker cycles through (a new line first, then quantity changes).
-const SKUS: [&str; 4] = [
-    "TEST-SKU-123",
-    "TEST-SKU-456",
-    "TEST-SKU-AAA",
-    "BOOK-NOVEL-01",
-];
-/// Adds per cart before a worker moves to a fresh cart (quantities stay below the limit).
-const PER_CART: u64 = 400;
+use super::{Adds, Measured, Worker, drive};
 
 struct GrpcWorker {
     client: CartClient,
     ctx: RequestContext,
-    prefix: String,
-    n: u64,
+    adds: Adds,
 }
 
 impl Worker for GrpcWorker {
     async fn op(&mut self) -> anyhow::Result<()> {
-        let cart = format!("{}-{}", self.prefix, self.n / PER_CART);
-        let sku = SKUS[(self.n % SKUS.len() as u64) as usize];
-        self.n += 1;
+        let (cart, sku) = self.adds.next_add();
         let req = pb::ExecuteRequest {
             tenant: TENANT.into(),
             cart_id: cart,
@@ -69,8 +56,7 @@ pub async fn subject(
         .map(|i| GrpcWorker {
             client: client.clone(),
             ctx: RequestContext::new(tenant.clone()),
-            prefix: format!("grpc-{run}-{i}"),
-            n: 0,
+            adds: Adds::new(format!("grpc-{run}-{i}")),
         })
         .collect();
     drive(workers, warmup, duration).await

@@ -3,29 +3,17 @@
 
 use std::time::Duration;
 
-use super::{Measured, Worker, drive};
-
-/// Adds per cart before a worker moves to a fresh cart (quantities stay below the limit).
-const PER_CART: u64 = 400;
-const SKUS: [&str; 4] = [
-    "TEST-SKU-123",
-    "TEST-SKU-456",
-    "TEST-SKU-AAA",
-    "BOOK-NOVEL-01",
-];
+use super::{Adds, Measured, Worker, drive};
 
 struct HttpWorker {
     http: reqwest::Client,
     base: String,
-    prefix: String,
-    n: u64,
+    adds: Adds,
 }
 
 impl Worker for HttpWorker {
     async fn op(&mut self) -> anyhow::Result<()> {
-        let cart = format!("{}-{}", self.prefix, self.n / PER_CART);
-        let sku = SKUS[(self.n % SKUS.len() as u64) as usize];
-        self.n += 1;
+        let (cart, sku) = self.adds.next_add();
         let resp = self
             .http
             .post(format!("{}/cart/byid/{cart}", self.base))
@@ -60,8 +48,7 @@ pub async fn subject(
         .map(|i| HttpWorker {
             http: http.clone(),
             base: base.to_owned(),
-            prefix: format!("http-{run}-{i}"),
-            n: 0,
+            adds: Adds::new(format!("http-{run}-{i}")),
         })
         .collect();
     drive(workers, warmup, duration).await

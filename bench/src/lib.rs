@@ -115,6 +115,17 @@ pub struct Measured {
 }
 
 impl Measured {
+    /// Nothing measured yet over `elapsed`.
+    pub fn empty(elapsed: Duration) -> Measured {
+        Measured {
+            hist: histogram(),
+            ops: 0,
+            errors: 0,
+            elapsed,
+            first_error: None,
+        }
+    }
+
     pub fn summary(&self) -> Summary {
         let secs = self.elapsed.as_secs_f64().max(1e-9);
         Summary {
@@ -165,13 +176,7 @@ pub async fn drive<W: Worker>(workers: Vec<W>, warmup: Duration, duration: Durat
             (hist, ops, errors, first_error)
         });
     }
-    let mut m = Measured {
-        hist: histogram(),
-        ops: 0,
-        errors: 0,
-        elapsed: duration,
-        first_error: None,
-    };
+    let mut m = Measured::empty(duration);
     while let Some(r) = tasks.join_next().await {
         let (hist, ops, errors, first_error) = r.expect("bench worker panicked");
         m.hist.add(&hist).expect("histograms have equal bounds");
@@ -190,13 +195,7 @@ where
     F: FnMut(usize) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    let mut m = Measured {
-        hist: histogram(),
-        ops: 0,
-        errors: 0,
-        elapsed: Duration::ZERO,
-        first_error: None,
-    };
+    let mut m = Measured::empty(Duration::ZERO);
     let started = Instant::now();
     for i in 0..n {
         let t = Instant::now();
@@ -218,4 +217,35 @@ where
 /// A unique prefix per run, so repeated runs against one server never collide.
 pub fn run_id() -> String {
     format!("{:x}", uuid::Uuid::now_v7().as_u128() & 0xffff_ffff_ffff)
+}
+
+/// SKUs a worker cycles through (a new line first, then quantity changes).
+const SKUS: [&str; 4] = [
+    "TEST-SKU-123",
+    "TEST-SKU-456",
+    "TEST-SKU-AAA",
+    "BOOK-NOVEL-01",
+];
+/// Adds per cart before a worker moves to a fresh cart (quantities stay below the limit).
+const PER_CART: u64 = 400;
+
+/// One worker's item adds (the `grpc` and `http` modes): the SKUs in turn, on carts named after
+/// `prefix`, a fresh one every `PER_CART` adds.
+pub struct Adds {
+    prefix: String,
+    n: u64,
+}
+
+impl Adds {
+    pub fn new(prefix: String) -> Adds {
+        Adds { prefix, n: 0 }
+    }
+
+    /// The next add's cart id and SKU.
+    pub fn next_add(&mut self) -> (String, &'static str) {
+        let cart = format!("{}-{}", self.prefix, self.n / PER_CART);
+        let sku = SKUS[(self.n % SKUS.len() as u64) as usize];
+        self.n += 1;
+        (cart, sku)
+    }
 }

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use cart_bench::Report;
+use cart_bench::{Measured, Report};
 use clap::{Parser, ValueEnum};
 use tests::stack::Stack;
 
@@ -135,18 +135,14 @@ async fn main() -> anyhow::Result<()> {
                 cart_bench::raw::baseline(&stack.js, args.concurrency, warmup, duration).await;
             let subject =
                 cart_bench::grpc::subject(&client, args.concurrency, warmup, duration).await;
-            let mut r = Report::new(
+            let r = against_raw_appends(
                 "grpc",
                 args.concurrency,
                 duration,
-                base.summary(),
-                subject.summary(),
+                base,
+                subject,
+                "CartService Execute(AddItem) through the routing client",
             );
-            r.notes.push("baseline: raw JetStream appends with expected-last-subject-sequence, one subject per worker".into());
-            r.notes.push("subject: CartService Execute(AddItem) through the routing client, one cart per worker (new cart every 400 adds)".into());
-            if let Some(e) = subject.first_error {
-                r.notes.push(format!("first error: {e}"));
-            }
             if let Some(node) = node {
                 node.drain().await?;
             }
@@ -167,18 +163,14 @@ async fn main() -> anyhow::Result<()> {
                 cart_bench::raw::baseline(&stack.js, args.concurrency, warmup, duration).await;
             let subject =
                 cart_bench::http::subject(&base, args.concurrency, warmup, duration).await;
-            let mut r = Report::new(
+            let r = against_raw_appends(
                 "http",
                 args.concurrency,
                 duration,
-                base_m.summary(),
-                subject.summary(),
+                base_m,
+                subject,
+                "POST /cart/byid/{id} (storefront add item) through the gateway",
             );
-            r.notes.push("baseline: raw JetStream appends with expected-last-subject-sequence, one subject per worker".into());
-            r.notes.push("subject: POST /cart/byid/{id} (storefront add item) through the gateway, one cart per worker (new cart every 400 adds)".into());
-            if let Some(e) = subject.first_error {
-                r.notes.push(format!("first error: {e}"));
-            }
             if let Some((node, gw)) = nodes {
                 gw.stop().await?;
                 node.drain().await?;
@@ -216,6 +208,33 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// The report of a mode whose subject adds items, one cart per worker, measured right after the
+/// raw appends (`base`) it is compared with.
+fn against_raw_appends(
+    mode: &str,
+    concurrency: usize,
+    duration: Duration,
+    base: Measured,
+    subject: Measured,
+    what: &str,
+) -> Report {
+    let mut r = Report::new(
+        mode,
+        concurrency,
+        duration,
+        base.summary(),
+        subject.summary(),
+    );
+    r.notes.push("baseline: raw JetStream appends with expected-last-subject-sequence, one subject per worker".into());
+    r.notes.push(format!(
+        "subject: {what}, one cart per worker (new cart every 400 adds)"
+    ));
+    if let Some(e) = subject.first_error {
+        r.notes.push(format!("first error: {e}"));
+    }
+    r
 }
 
 /// Wait (bounded) until the gateway reports ready.

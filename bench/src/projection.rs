@@ -25,15 +25,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
-use cart_domain::ids::{CartId, CommandId, TenantId};
-use cart_domain::{AddItem, Cart, Command, Context, Event, EventMessage, decide, evolve};
+use cart_domain::ids::{CartId, TenantId};
+use cart_domain::{AddItem, Cart, Command, Context, Event, decide, evolve};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use shared::headers::RequestContext;
-use shared::nats::{ConsumerSettings, durable_pull_config, ensure_durable_pull, event_publish};
+use shared::nats::{ConsumerSettings, durable_pull_config, ensure_durable_pull};
 use shared::subjects::{CART_EVENTS_ALL, CART_EVENTS_STREAM};
 
-use super::raw::TENANT;
+use super::raw::{TENANT, cart_event_publish};
 use super::{Measured, Report, histogram};
 use tests::stack::Stack;
 
@@ -100,17 +99,7 @@ async fn preload(stack: &Stack, run: &str, events: u64, carts: usize) -> anyhow:
             if published == events {
                 break 'outer;
             }
-            let id = CommandId::new();
-            let msg = EventMessage::new(
-                tenant.clone(),
-                cart.clone(),
-                id,
-                revision,
-                time::OffsetDateTime::now_utc(),
-                evs,
-            );
-            let publish = event_publish(&msg, &RequestContext::new(tenant.clone()), None);
-            let subject = shared::subjects::cart_events(&tenant, cart);
+            let (subject, publish) = cart_event_publish(&tenant, cart, revision, evs, None);
             acks.push(publish_retrying(stack.js.clone(), subject, publish));
             published += 1;
             while acks.len() >= IN_FLIGHT {
@@ -228,13 +217,7 @@ async fn baseline(stack: &Stack, run: &str, target: u64, fetch: usize) -> anyhow
     let config = durable_pull_config(&name, &[CART_EVENTS_ALL.to_owned()], &settings());
     let started = Instant::now();
     let consumer = ensure_durable_pull(&stream, config).await?;
-    let mut m = Measured {
-        hist: histogram(),
-        ops: 0,
-        errors: 0,
-        elapsed: Duration::ZERO,
-        first_error: None,
-    };
+    let mut m = Measured::empty(Duration::ZERO);
     let mut progress = Progress::new("baseline", target);
     let mut at = 0;
     while at < target {

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream;
+use async_nats::jetstream::message::PublishMessage;
 use cart_domain::ids::{CartId, CommandId, TenantId};
 use cart_domain::{Command, Event, EventMessage};
 use shared::headers::RequestContext;
@@ -46,19 +47,30 @@ pub async fn append(
     events: &[Event],
 ) -> anyhow::Result<u64> {
     let tenant = TenantId::parse(TENANT).unwrap();
-    let subject = shared::subjects::cart_events(&tenant, cart);
-    let id = CommandId::new();
+    let (subject, publish) = cart_event_publish(&tenant, cart, revision, events, Some(expected));
+    let ack = js.send_publish(subject, publish).await?.await?;
+    Ok(ack.sequence)
+}
+
+/// Revision `revision` of `cart` as the aggregate publishes it, under a new command id: its
+/// subject and the message, fenced on the cart's last sequence when `expected` is given.
+pub fn cart_event_publish(
+    tenant: &TenantId,
+    cart: &CartId,
+    revision: u64,
+    events: &[Event],
+    expected: Option<u64>,
+) -> (String, PublishMessage) {
     let msg = EventMessage::new(
         tenant.clone(),
         cart.clone(),
-        id,
+        CommandId::new(),
         revision,
         time::OffsetDateTime::now_utc(),
         events,
     );
-    let publish = event_publish(&msg, &RequestContext::new(tenant), Some(expected));
-    let ack = js.send_publish(subject, publish).await?.await?;
-    Ok(ack.sequence)
+    let publish = event_publish(&msg, &RequestContext::new(tenant.clone()), expected);
+    (shared::subjects::cart_events(tenant, cart), publish)
 }
 
 struct RawWorker {

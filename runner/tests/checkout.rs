@@ -26,8 +26,9 @@ fn tenant() -> TenantId {
 
 #[tokio::test]
 async fn a_checkout_creates_one_provider_order_and_records_intent_and_result() {
-    let Some(env) = env().await else { return };
-    let runner = env.runner(Default::default()).await;
+    let Some((env, runner)) = env_and_runner().await else {
+        return;
+    };
     let cart = env.checked_out("c1", "a1").await;
     let order_id = cart.cart.provider_order_id.clone().unwrap();
     assert_eq!(env.mock.orders_for("a1"), 1);
@@ -51,7 +52,7 @@ async fn a_checkout_creates_one_provider_order_and_records_intent_and_result() {
         1,
         "one result"
     );
-    runner.drain(std::time::Duration::from_secs(5)).await;
+    runner.drain(DRAIN).await;
 }
 
 #[tokio::test]
@@ -75,10 +76,7 @@ async fn a_runner_killed_after_the_provider_call_never_creates_a_second_order() 
             .boxed()
         }
     };
-    let hooks = runner::Hooks {
-        after_provider_call: Some(Arc::new(hook)),
-        reload: None,
-    };
+    let hooks = after_provider_call(hook);
     env.checkout("crashy", "attempt-x").await;
     for _ in 0..CRASHES {
         let runner = env.runner(hooks.clone()).await;
@@ -116,7 +114,7 @@ async fn a_runner_killed_after_the_provider_call_never_creates_a_second_order() 
             .as_deref(),
         Some("attempt-x")
     );
-    runner.drain(std::time::Duration::from_secs(5)).await;
+    runner.drain(DRAIN).await;
 }
 
 #[tokio::test]
@@ -133,7 +131,7 @@ async fn transient_provider_errors_are_retried_into_one_order() {
         env.mock.stats().api_requests >= 4,
         "the failures were retried"
     );
-    runner.drain(std::time::Duration::from_secs(5)).await;
+    runner.drain(DRAIN).await;
 }
 
 #[tokio::test]
@@ -147,11 +145,13 @@ async fn a_multi_line_provider_error_is_dead_lettered_as_one_line_and_the_lane_k
     });
     let mut config = env.runner_config();
     config.consumer.max_deliver = 2;
-    let runner = runner::start(config, Default::default()).await.unwrap();
+    let runner = env.runner_with(config).await;
     env.checkout("proxied", "a1").await;
-    env.wait_cart("proxied", "checkout failed after the last retry", |s| {
-        matches!(&s.cart.checkout, Some(c) if matches!(c.status, CheckoutStatus::Failed { .. }))
-    })
+    env.wait_cart(
+        "proxied",
+        "checkout failed after the last retry",
+        checkout_failed,
+    )
     .await;
     let dlq = shared::subjects::dead_letter(
         shared::subjects::RUNNER_CHECKOUT_DURABLE,
@@ -174,7 +174,7 @@ async fn a_multi_line_provider_error_is_dead_lettered_as_one_line_and_the_lane_k
     // The same cart (so the same lane) checks out again once the provider is back.
     env.mock.set_faults(Faults::default());
     env.checkout_again("proxied", "a2", "order recorded").await;
-    runner.drain(std::time::Duration::from_secs(5)).await;
+    runner.drain(DRAIN).await;
 }
 
 #[tokio::test]
@@ -192,12 +192,7 @@ async fn a_handler_that_panics_is_retried_and_its_lane_goes_on() {
             })
         }
     };
-    let runner = env
-        .runner(runner::Hooks {
-            after_provider_call: Some(Arc::new(hook)),
-            reload: None,
-        })
-        .await;
+    let runner = env.runner(after_provider_call(hook)).await;
     env.checkout("panicky", "a1").await;
     env.wait_cart(
         "panicky",
@@ -211,7 +206,7 @@ async fn a_handler_that_panics_is_retried_and_its_lane_goes_on() {
     // The same cart (so the same lane) goes on.
     env.checkout_again("panicky", "a2", "the next checkout is handled")
         .await;
-    runner.drain(std::time::Duration::from_secs(5)).await;
+    runner.drain(DRAIN).await;
 }
 
 #[tokio::test]
@@ -222,10 +217,7 @@ async fn a_message_whose_handler_always_panics_is_dead_lettered_on_its_last_deli
     let hook = |_attempt: String| -> futures::future::BoxFuture<'static, ()> {
         Box::pin(async { panic!("a bug after the provider call") })
     };
-    let hooks = runner::Hooks {
-        after_provider_call: Some(Arc::new(hook)),
-        reload: None,
-    };
+    let hooks = after_provider_call(hook);
     let runner = runner::start(config, hooks).await.unwrap();
     env.checkout("doomed", "a1").await;
     // Redelivered once, then kept in DEAD_LETTERS (before, it was nak'd on its last delivery
@@ -238,14 +230,12 @@ async fn a_message_whose_handler_always_panics_is_dead_lettered_on_its_last_deli
     .expect("the message is dead-lettered after its last delivery");
     // And the checkout is failed, so the shopper is not left waiting on it.
     let cart = env
-        .wait_cart("doomed", "checkout failed", |s| {
-            matches!(&s.cart.checkout, Some(c) if matches!(c.status, CheckoutStatus::Failed { .. }))
-        })
+        .wait_cart("doomed", "checkout failed", checkout_failed)
         .await;
     assert!(!cart.cart.payment_in_progress());
     env.wait_settled(CART_EVENTS_STREAM, RUNNER_CHECKOUT_DURABLE)
         .await;
-    runner.drain(std::time::Duration::from_secs(5)).await;
+    runner.drain(DRAIN).await;
 }
 
 #[tokio::test]
@@ -258,9 +248,7 @@ async fn a_permanently_failing_provider_fails_the_checkout_and_the_cart_stays_us
     let runner = env.runner(Default::default()).await;
     env.checkout("refused", "a1").await;
     let cart = env
-        .wait_cart("refused", "checkout failed", |s| {
-            matches!(&s.cart.checkout, Some(c) if matches!(c.status, CheckoutStatus::Failed { .. }))
-        })
+        .wait_cart("refused", "checkout failed", checkout_failed)
         .await;
     let Some(cart_domain::cart::Checkout {
         status: CheckoutStatus::Failed { code, reason },
@@ -276,13 +264,14 @@ async fn a_permanently_failing_provider_fails_the_checkout_and_the_cart_stays_us
     env.exec("refused", add("BOOK-NOVEL-01", 1))
         .await
         .expect("the cart is usable again");
-    runner.drain(std::time::Duration::from_secs(5)).await;
+    runner.drain(DRAIN).await;
 }
 
 #[tokio::test]
 async fn a_cart_changed_after_checkout_started_updates_the_same_provider_order() {
-    let Some(env) = env().await else { return };
-    let runner = env.runner(Default::default()).await;
+    let Some((env, runner)) = env_and_runner().await else {
+        return;
+    };
     let first = env.checked_out("changed", "a1").await;
     let order_id = first.cart.provider_order_id.clone().unwrap();
 
@@ -309,7 +298,7 @@ async fn a_cart_changed_after_checkout_started_updates_the_same_provider_order()
         2,
         "the update carries the new line"
     );
-    runner.drain(std::time::Duration::from_secs(5)).await;
+    runner.drain(DRAIN).await;
 }
 
 /// A push as the gateway records it: no Msg-Id, so every push is kept.
@@ -339,8 +328,9 @@ async fn publish_push_as(env: &Env, tenant: &str, order_id: &str) {
 
 #[tokio::test]
 async fn duplicate_pushes_place_the_order_once() {
-    let Some(env) = env().await else { return };
-    let runner = env.runner(Default::default()).await;
+    let Some((env, runner)) = env_and_runner().await else {
+        return;
+    };
     let cart = env.checked_out("paid", "a1").await;
     let order_id = cart.cart.provider_order_id.unwrap();
     // A push before payment changes nothing; then the shopper pays and the provider pushes
@@ -378,7 +368,7 @@ async fn duplicate_pushes_place_the_order_once() {
         shared::ErrorCode::CartLocked,
         "no mutation after the order"
     );
-    runner.drain(std::time::Duration::from_secs(5)).await;
+    runner.drain(DRAIN).await;
 }
 
 /// Pushes are hints: one for an order the provider does not know, one naming another tenant
@@ -386,8 +376,9 @@ async fn duplicate_pushes_place_the_order_once() {
 /// nothing; the real push after payment places the order.
 #[tokio::test]
 async fn forged_and_early_pushes_change_nothing_and_block_the_real_one_from_nothing() {
-    let Some(env) = env().await else { return };
-    let runner = env.runner(Default::default()).await;
+    let Some((env, runner)) = env_and_runner().await else {
+        return;
+    };
     let cart = env.checked_out("forged", "a1").await;
     let order_id = cart.cart.provider_order_id.unwrap();
     publish_push(&env, "no-such-order").await;
@@ -416,7 +407,7 @@ async fn forged_and_early_pushes_change_nothing_and_block_the_real_one_from_noth
             "{result}: {metrics}"
         );
     }
-    runner.drain(std::time::Duration::from_secs(5)).await;
+    runner.drain(DRAIN).await;
 }
 
 async fn runner_metrics(runner: &runner::Running) -> String {
@@ -436,7 +427,7 @@ async fn a_paid_order_whose_push_was_lost_is_placed_by_reconciliation() {
     let mut config = env.runner_config();
     config.reconcile_interval_secs = 1;
     config.reconcile_after_secs = 1;
-    let runner = runner::start(config, Default::default()).await.unwrap();
+    let runner = env.runner_with(config).await;
     let cart = env.checked_out("lost-push", "a1").await;
     let order_id = cart.cart.provider_order_id.unwrap();
     env.mock.mark_complete(&order_id).unwrap();
@@ -468,7 +459,7 @@ async fn a_paid_order_whose_push_was_lost_is_placed_by_reconciliation() {
         reconciled >= 1.0,
         "reconciliation asked for the order: {reconciled}"
     );
-    runner.drain(std::time::Duration::from_secs(5)).await;
+    runner.drain(DRAIN).await;
 }
 
 /// The value of an unlabelled series in a Prometheus text page (0 when absent).
@@ -480,20 +471,17 @@ fn metric_value(page: &str, name: &str) -> f64 {
 
 /// The recorded outcome of a paid provider order.
 async fn order_outcome(env: &Env, order_id: &str) -> CheckoutResult {
-    let subject = shared::subjects::workflow_event(&tenant(), ORDER_KIND, order_id).unwrap();
-    let msg = env
-        .js
-        .get_stream(WORKFLOW_EVENTS_STREAM)
-        .await
-        .unwrap()
-        .direct_get_last_for_subject(subject)
-        .await
-        .unwrap();
-    serde_json::from_slice(&msg.payload).unwrap()
+    last_workflow_event(env, ORDER_KIND, order_id).await
 }
 
+/// The last recorded result of the cart's checkout.
 async fn last_result(env: &Env, cart: &str) -> CheckoutResult {
-    let subject = shared::subjects::workflow_event(&tenant(), CHECKOUT_KIND, cart).unwrap();
+    last_workflow_event(env, CHECKOUT_KIND, cart).await
+}
+
+/// The last workflow event of the `kind` workflow `id`.
+async fn last_workflow_event(env: &Env, kind: &str, id: &str) -> CheckoutResult {
+    let subject = shared::subjects::workflow_event(&tenant(), kind, id).unwrap();
     let msg = env
         .js
         .get_stream(WORKFLOW_EVENTS_STREAM)
@@ -514,7 +502,7 @@ async fn a_paid_order_the_cart_moved_past_is_recorded_never_placed_nor_acknowled
     let Some(env) = env().await else { return };
     let mut config = env.runner_config();
     config.mismatch_action = runner::config::MismatchAction::Cancel;
-    let runner = runner::start(config, Default::default()).await.unwrap();
+    let runner = env.runner_with(config).await;
     let cart = env.checked_out("moved", "a1").await;
     let old_order = cart.cart.provider_order_id.unwrap();
     env.exec("moved", add("BOOK-NOVEL-01", 1)).await.unwrap();
@@ -569,7 +557,7 @@ async fn a_paid_order_the_cart_moved_past_is_recorded_never_placed_nor_acknowled
         env.mock.order(&new_order).unwrap().order_amount,
         cart_domain::totals(&placed.cart).total.inc_vat
     );
-    runner.drain(std::time::Duration::from_secs(5)).await;
+    runner.drain(DRAIN).await;
 }
 
 #[tokio::test]
@@ -632,7 +620,7 @@ async fn drain_finishes_in_flight_effects_and_starts_no_new_ones() {
         order_created("b1"),
     )
     .await;
-    next.drain(std::time::Duration::from_secs(5)).await;
+    next.drain(DRAIN).await;
 }
 
 #[tokio::test]
@@ -660,14 +648,15 @@ async fn reload_switches_the_provider_without_a_restart() {
     env.checked_out("reloaded", "a1").await;
     assert_eq!(second.orders_for("a1"), 1, "the new provider got the order");
     assert_eq!(env.mock.orders_for("a1"), 0);
-    runner.drain(std::time::Duration::from_secs(5)).await;
+    runner.drain(DRAIN).await;
     stop.cancel();
 }
 
 #[tokio::test]
 async fn other_cart_events_are_skipped_without_effects() {
-    let Some(env) = env().await else { return };
-    let runner = env.runner(Default::default()).await;
+    let Some((env, runner)) = env_and_runner().await else {
+        return;
+    };
     for _ in 0..5 {
         env.exec("browsing", add("TEST-SKU-456", 1)).await.unwrap();
     }
@@ -684,7 +673,7 @@ async fn other_cart_events_are_skipped_without_effects() {
         1,
         "only the CheckoutStarted was an effect"
     );
-    runner.drain(std::time::Duration::from_secs(5)).await;
+    runner.drain(DRAIN).await;
 }
 
 /// An event message as a publisher that sets no `cart-event-types` header writes it.
@@ -714,8 +703,9 @@ async fn publish_without_types(env: &Env, cart: &str, revision: u64, event: Even
 
 #[tokio::test]
 async fn events_without_a_types_header_are_decoded_to_find_checkouts() {
-    let Some(env) = env().await else { return };
-    let runner = env.runner(Default::default()).await;
+    let Some((env, runner)) = env_and_runner().await else {
+        return;
+    };
     // Same cart, so one lane, in order: the other event is handled before the checkout.
     publish_without_types(&env, "headerless", 1, Event::CartCleared(CartCleared {})).await;
     publish_without_types(
@@ -759,13 +749,14 @@ async fn events_without_a_types_header_are_decoded_to_find_checkouts() {
         "the event without a checkout was acked, not dead-lettered"
     );
     assert_eq!(runner.status.completed_count(), 1);
-    runner.drain(std::time::Duration::from_secs(5)).await;
+    runner.drain(DRAIN).await;
 }
 
 #[tokio::test]
 async fn a_deleted_consumer_is_recreated_and_checkouts_continue() {
-    let Some(env) = env().await else { return };
-    let runner = env.runner(Default::default()).await;
+    let Some((env, runner)) = env_and_runner().await else {
+        return;
+    };
     env.checked_out("before", "a1").await;
     let per_checkout = env.mock.stats().api_requests;
     // A second attempt: were the first one's event replayed, the handler would skip it (see
@@ -814,19 +805,20 @@ async fn a_deleted_consumer_is_recreated_and_checkouts_continue() {
         before + per_checkout,
         "the re-created consumer resumed after what was handled: a1 and a2 were not sent again"
     );
-    runner.drain(std::time::Duration::from_secs(5)).await;
+    runner.drain(DRAIN).await;
 }
 
 #[tokio::test]
 async fn a_full_replay_calls_the_provider_for_no_attempt_already_handled() {
-    let Some(env) = env().await else { return };
-    let runner = env.runner(Default::default()).await;
+    let Some((env, runner)) = env_and_runner().await else {
+        return;
+    };
     env.checked_out("replayed", "a1").await;
     env.checkout_again("replayed", "a2", "second order recorded")
         .await;
     env.wait_settled(CART_EVENTS_STREAM, RUNNER_CHECKOUT_DURABLE)
         .await;
-    runner.drain(std::time::Duration::from_secs(5)).await;
+    runner.drain(DRAIN).await;
     let before = env.mock.stats().api_requests;
     // The consumer disappears while the runner is down: the next one creates it anew, and it
     // replays CART_EVENTS from sequence 1, a1's CheckoutStarted (no longer the cart's newest
@@ -847,7 +839,7 @@ async fn a_full_replay_calls_the_provider_for_no_attempt_already_handled() {
     assert_eq!(env.dead_letters(RUNNER_CHECKOUT_DURABLE).await, 0);
     env.wait_cart("replayed", "the cart keeps a2's order", order_created("a2"))
         .await;
-    runner.drain(std::time::Duration::from_secs(5)).await;
+    runner.drain(DRAIN).await;
 }
 
 #[tokio::test]
@@ -858,7 +850,7 @@ async fn the_embedded_mock_listening_on_every_interface_is_called_over_loopback(
     let mut config = env.runner_config();
     config.provider.base_url = String::new();
     config.mock_provider_addr = "0.0.0.0:0".into();
-    let runner = runner::start(config, Default::default()).await.unwrap();
+    let runner = env.runner_with(config).await;
     let status = admin_client(&runner)
         .await
         .status(admin::StatusRequest {})
@@ -872,7 +864,7 @@ async fn the_embedded_mock_listening_on_every_interface_is_called_over_loopback(
     );
     env.checked_out("embedded", "a1").await;
     assert_eq!(env.mock.orders_for("a1"), 0, "the embedded mock took it");
-    runner.drain(std::time::Duration::from_secs(5)).await;
+    runner.drain(DRAIN).await;
 }
 
 #[tokio::test]

@@ -1,8 +1,8 @@
 //! The workspace's service binaries as child processes, for tests that need each service in
 //! its own process (its own TLS set-up, its own telemetry and `service.name`).
 
-use std::path::PathBuf;
-use std::process::Child;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 
 /// The workspace's binary `name`, next to the running test's directory
 /// (`target/<profile>/deps/..`).
@@ -22,9 +22,34 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// Service binary `service` with an empty environment but `PATH` and `HOME`: the caller adds
+/// the service's settings.
+pub fn service_command(service: &str) -> Command {
+    let mut command = Command::new(bin(service));
+    command
+        .env_clear()
+        .envs(std::env::vars().filter(|(k, _)| k == "PATH" || k == "HOME"));
+    command
+}
+
 /// Child processes killed (and reaped) when dropped.
 #[derive(Default)]
 pub struct Children(pub Vec<Child>);
+
+impl Children {
+    /// Starts `command` as `service`, without input, its output (both streams) written to
+    /// `<logs>/<service>.log`.
+    pub fn spawn(&mut self, service: &str, logs: &Path, command: &mut Command) {
+        let log = std::fs::File::create(logs.join(format!("{service}.log"))).unwrap();
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {service}: {e}"));
+        self.0.push(child);
+    }
+}
 
 impl Drop for Children {
     fn drop(&mut self) {

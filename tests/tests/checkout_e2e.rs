@@ -10,6 +10,28 @@ use tests::stack::{call, ok};
 
 const ADMIN_TOKEN: &str = tests::platform::ADMIN_TOKEN;
 
+/// The platform and a shopper whose cart has two lines and a delivery, with that cart.
+async fn shop() -> Option<(Platform, reqwest::Client, Value)> {
+    let p = platform().await?;
+    let shopper = p.shopper();
+    let cart = fill_cart(&p, &shopper).await;
+    Some((p, shopper, cart))
+}
+
+fn id(cart: &Value) -> String {
+    cart["id"].as_str().unwrap().to_owned()
+}
+
+/// The provider's id of an order.
+fn order_id(order: &Value) -> String {
+    order["order_id"].as_str().unwrap().to_owned()
+}
+
+/// `GET /cart/checkout`: the status and the provider order (or the error).
+async fn checkout(p: &Platform, shopper: &reqwest::Client) -> (u16, Value) {
+    call(shopper.get(p.url("/cart/checkout"))).await
+}
+
 /// A shopper with a cart of two lines and a delivery.
 async fn fill_cart(p: &Platform, shopper: &reqwest::Client) -> Value {
     ok(shopper.get(p.url("/cart/add/TEST-SKU-123"))).await;
@@ -27,14 +49,14 @@ async fn fill_cart(p: &Platform, shopper: &reqwest::Client) -> Value {
 
 #[tokio::test]
 async fn a_storefront_checks_out_pays_and_the_order_is_placed_once() {
-    let Some(p) = platform().await else { return };
-    let shopper = p.shopper();
-    let cart = fill_cart(&p, &shopper).await;
-    let cart_id = cart["id"].as_str().unwrap().to_owned();
+    let Some((p, shopper, cart)) = shop().await else {
+        return;
+    };
+    let cart_id = id(&cart);
 
-    let (s, order) = call(shopper.get(p.url("/cart/checkout"))).await;
+    let (s, order) = checkout(&p, &shopper).await;
     assert_eq!(s, 200, "{order}");
-    let order_id = order["order_id"].as_str().unwrap().to_owned();
+    let order_id = order_id(&order);
     assert!(order["html_snippet"].as_str().unwrap().contains(&order_id));
     assert_eq!(
         order["order_amount"], cart["totalPrice"]["incVat"],
@@ -109,7 +131,7 @@ async fn a_refused_checkout_is_a_clear_error_and_the_cart_stays_usable() {
     });
     let shopper = p.shopper();
     fill_cart(&p, &shopper).await;
-    let (s, err) = call(shopper.get(p.url("/cart/checkout"))).await;
+    let (s, err) = checkout(&p, &shopper).await;
     assert_eq!(s, 502, "{err}");
     assert_eq!(err["code"], "checkout_failed");
     assert!(err["error"].as_str().unwrap().contains("REJECTED"), "{err}");
@@ -130,11 +152,11 @@ async fn a_refused_checkout_is_a_clear_error_and_the_cart_stays_usable() {
 
 #[tokio::test]
 async fn changing_the_cart_during_checkout_updates_the_same_provider_order() {
-    let Some(p) = platform().await else { return };
-    let shopper = p.shopper();
-    let cart = fill_cart(&p, &shopper).await;
-    let cart_id = cart["id"].as_str().unwrap().to_owned();
-    let (_, first) = call(shopper.get(p.url("/cart/checkout"))).await;
+    let Some((p, shopper, cart)) = shop().await else {
+        return;
+    };
+    let cart_id = id(&cart);
+    let (_, first) = checkout(&p, &shopper).await;
     let changed = ok(shopper.get(p.url("/cart/add/BOOK-NOVEL-01"))).await;
     assert_eq!(
         changed["result"]["paymentInProgress"], false,
@@ -197,12 +219,12 @@ async fn runner_admin_routes_need_the_admin_token() {
 /// hints, every one is read, and the provider's real push after payment places the order.
 #[tokio::test]
 async fn forged_and_early_pushes_do_not_stop_the_paid_order_from_being_placed() {
-    let Some(p) = platform().await else { return };
-    let shopper = p.shopper();
-    let cart = fill_cart(&p, &shopper).await;
-    let cart_id = cart["id"].as_str().unwrap().to_owned();
+    let Some((p, shopper, cart)) = shop().await else {
+        return;
+    };
+    let cart_id = id(&cart);
     let order = ok(shopper.get(p.url("/cart/checkout"))).await;
-    let order_id = order["order_id"].as_str().unwrap().to_owned();
+    let order_id = order_id(&order);
 
     let attacker = reqwest::Client::new();
     for tenant in ["default", "evil"] {
@@ -237,12 +259,12 @@ async fn forged_and_early_pushes_do_not_stop_the_paid_order_from_being_placed() 
 /// total and is placed.
 #[tokio::test]
 async fn paying_the_old_amount_after_the_cart_changed_never_places_an_order() {
-    let Some(p) = platform().await else { return };
-    let shopper = p.shopper();
-    let cart = fill_cart(&p, &shopper).await;
-    let cart_id = cart["id"].as_str().unwrap().to_owned();
-    let (_, first) = call(shopper.get(p.url("/cart/checkout"))).await;
-    let old_order = first["order_id"].as_str().unwrap().to_owned();
+    let Some((p, shopper, cart)) = shop().await else {
+        return;
+    };
+    let cart_id = id(&cart);
+    let (_, first) = checkout(&p, &shopper).await;
+    let old_order = order_id(&first);
     let old_amount = first["order_amount"].as_i64().unwrap();
     let changed = ok(shopper.get(p.url("/cart/add/BOOK-NOVEL-01"))).await;
     let new_amount = changed["result"]["totalPrice"]["incVat"].as_i64().unwrap();
@@ -284,7 +306,7 @@ async fn paying_the_old_amount_after_the_cart_changed_never_places_an_order() {
 
     // Checking out again creates a new provider order for the new total; paying it places it.
     let second = ok(shopper.get(p.url("/cart/checkout"))).await;
-    let new_order = second["order_id"].as_str().unwrap().to_owned();
+    let new_order = order_id(&second);
     assert_ne!(new_order, old_order);
     assert_eq!(second["order_amount"], new_amount);
     p.pay_and_wait_placed(&shopper, &new_order, "the new order is placed")
@@ -328,7 +350,7 @@ async fn a_client_chosen_attempt_id_never_collides_across_carts_or_tenants() {
             (Some(tenant), Some(cart)),
             "the order names its own cart and tenant"
         );
-        orders.push(order["order_id"].as_str().unwrap().to_owned());
+        orders.push(order_id(&order));
     }
     orders.sort();
     orders.dedup();

@@ -11,6 +11,7 @@
 //! with the `cartid` cookie; and every reply is read as the client's type.
 
 use std::collections::BTreeMap;
+use std::marker::PhantomData;
 
 use reqwest::Method;
 use serde::Deserialize;
@@ -27,6 +28,25 @@ use tests::platform::{Platform, platform};
 enum Loose {
     Text(String),
     Number(f64),
+}
+
+/// A mutation's reply in both versions (`CartMutationResult` in October, `MutationResult` in
+/// December), whose `ApplyResult` types its `error` as `E`.
+#[derive(Debug, Deserialize)]
+#[allow(dead_code)]
+struct MutationResult<T, E> {
+    result: Option<T>,
+    mutations: Option<Vec<ApplyResult<E>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[allow(dead_code)]
+struct ApplyResult<E> {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default = "Option::default")]
+    error: Option<E>,
+    mutation: serde_json::Map<String, Value>,
 }
 
 // The mirrors' fields exist to be type-checked by deserialization; most are never read.
@@ -51,20 +71,8 @@ mod october {
         pub price: CartPrice,
     }
 
-    #[derive(Debug, Deserialize)]
-    pub struct ApplyResult {
-        #[serde(rename = "type")]
-        pub kind: String,
-        #[serde(default)]
-        pub error: Option<Value>,
-        pub mutation: serde_json::Map<String, Value>,
-    }
-
-    #[derive(Debug, Deserialize)]
-    pub struct CartMutationResult<T> {
-        pub result: Option<T>,
-        pub mutations: Option<Vec<ApplyResult>>,
-    }
+    /// `error?: any`.
+    pub type CartMutationResult<T> = super::MutationResult<T, Value>;
 
     #[derive(Debug, Deserialize)]
     #[serde(rename_all = "camelCase")]
@@ -139,7 +147,8 @@ mod december {
     //! `types.ts` at aef5944.
     use super::*;
 
-    pub use super::october::CartPrice;
+    /// Unchanged since October (`CartItemMeta` only lists its fields in another order).
+    pub use super::october::{CartItemMeta, CartPrice};
 
     #[derive(Debug, Deserialize)]
     #[serde(rename_all = "camelCase")]
@@ -178,20 +187,8 @@ mod december {
         pub status_code: f64,
     }
 
-    #[derive(Debug, Deserialize)]
-    pub struct ApplyResult {
-        #[serde(rename = "type")]
-        pub kind: String,
-        #[serde(default)]
-        pub error: Option<ApplyError>,
-        pub mutation: serde_json::Map<String, Value>,
-    }
-
-    #[derive(Debug, Deserialize)]
-    pub struct MutationResult<T> {
-        pub result: Option<T>,
-        pub mutations: Option<Vec<ApplyResult>>,
-    }
+    /// `error?: ApplyError`.
+    pub type MutationResult<T> = super::MutationResult<T, ApplyError>;
 
     #[derive(Debug, Deserialize)]
     #[serde(rename_all = "camelCase")]
@@ -225,23 +222,6 @@ mod december {
         pub description: String,
         pub applied: bool,
         pub rules: Vec<String>,
-    }
-
-    #[derive(Debug, Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    pub struct CartItemMeta {
-        pub name: String,
-        #[serde(default)]
-        pub brand: Option<String>,
-        #[serde(default)]
-        pub category: Option<String>,
-        #[serde(default)]
-        pub seller_id: Option<String>,
-        #[serde(default)]
-        pub seller_name: Option<String>,
-        pub image: String,
-        #[serde(default)]
-        pub outlet: Option<String>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -290,16 +270,69 @@ mod december {
     }
 }
 
-/// One browser: a cookie jar and `fetch` as `cart-api.ts` calls it.
-struct Browser<'a> {
-    p: &'a Platform,
-    http: reqwest::Client,
+/// What the two versions of `cart-api.ts` do differently in the calls both make.
+trait Version {
+    /// The version's `Cart`.
+    type Cart: DeserializeOwned;
+    /// The version's mutation reply around a `Cart`.
+    type Reply: DeserializeOwned;
+    /// The cart's path as the version writes it (October's with a trailing slash).
+    const CART: &'static str;
+    /// The cart of a reply that applied exactly one mutation; panics naming `call` otherwise.
+    fn applied(call: &str, reply: Self::Reply) -> Self::Cart;
 }
 
-impl Browser<'_> {
+struct October;
+
+impl Version for October {
+    type Cart = october::Cart;
+    type Reply = october::CartMutationResult<october::Cart>;
+    const CART: &'static str = "/cart/";
+
+    fn applied(call: &str, r: Self::Reply) -> october::Cart {
+        assert!(r.mutations.is_some_and(|m| m.len() == 1), "{call}");
+        r.result.unwrap_or_else(|| panic!("{call}: no result"))
+    }
+}
+
+struct December;
+
+impl Version for December {
+    type Cart = december::Cart;
+    type Reply = december::MutationResult<december::Cart>;
+    const CART: &'static str = "/cart";
+
+    fn applied(call: &str, r: Self::Reply) -> december::Cart {
+        let mutations = r.mutations.unwrap_or_default();
+        assert!(
+            mutations.len() == 1 && mutations[0].error.is_none(),
+            "{call}: {mutations:?}"
+        );
+        r.result.unwrap_or_else(|| panic!("{call}: no result"))
+    }
+}
+
+/// One browser running version `V` of the client: a cookie jar and `fetch` as `cart-api.ts`
+/// calls it, with one method per call of the client (named as in `cart-api.ts`), sending the
+/// body that call's `JSON.stringify` writes.
+struct Browser<'a, V> {
+    p: &'a Platform,
+    http: reqwest::Client,
+    version: PhantomData<V>,
+}
+
+impl<'a, V: Version> Browser<'a, V> {
+    fn new(p: &'a Platform) -> Self {
+        Browser {
+            p,
+            http: p.shopper(),
+            version: PhantomData,
+        }
+    }
+
     /// `fetch(url, {method, body})`: a string body goes as `text/plain;charset=UTF-8`. Returns
-    /// the status and the reply read as `T` (the client's type); panics naming the call when
-    /// the reply does not fit it.
+    /// the reply read as `T` (the client's type); panics naming the call when the status is not
+    /// a success or the reply does not fit the type.
     async fn fetch<T: DeserializeOwned>(
         &self,
         call: &str,
@@ -321,20 +354,106 @@ impl Browser<'_> {
             panic!("{call}: the reply does not fit the client's type: {e}\n{text}")
         })
     }
+
+    /// A call that changes the cart: the cart of its reply, which applied one mutation.
+    async fn mutate(&self, call: &str, method: Method, path: &str, body: Option<&str>) -> V::Cart {
+        let reply: V::Reply = self.fetch(call, method, path, body).await;
+        V::applied(call, reply)
+    }
+
+    async fn get_cart(&self) -> V::Cart {
+        self.fetch("getCart", Method::GET, V::CART, None).await
+    }
+
+    async fn get_cart_by_id(&self, id: &str) -> V::Cart {
+        let path = format!("/cart/{id}");
+        self.fetch("getCartById", Method::GET, &path, None).await
+    }
+
+    async fn add_to_cart(&self, sku: &str, quantity: u32) -> V::Cart {
+        let body = format!(r#"{{"sku":"{sku}","quantity":{quantity},"country":"se"}}"#);
+        self.mutate("addToCart", Method::POST, V::CART, Some(&body))
+            .await
+    }
+
+    async fn add_to_cart_multiple(&self, items: &[(&str, u32)]) -> V::Cart {
+        let items: Vec<String> = items
+            .iter()
+            .map(|(sku, quantity)| format!(r#"{{"sku":"{sku}","quantity":{quantity}}}"#))
+            .collect();
+        let body = format!(r#"{{"items":[{}],"country":"se"}}"#, items.join(","));
+        self.mutate("addToCartMultiple", Method::POST, "/cart/add", Some(&body))
+            .await
+    }
+
+    async fn change_quantity(&self, id: f64, quantity: u32) -> V::Cart {
+        let body = format!(r#"{{"id":{id},"quantity":{quantity}}}"#);
+        self.mutate("changeQuantity", Method::PUT, V::CART, Some(&body))
+            .await
+    }
+
+    async fn add_voucher(&self, code: &str) -> V::Cart {
+        let body = format!(r#"{{"code":"{code}","country":"se"}}"#);
+        self.mutate("addVoucher", Method::PUT, "/cart/voucher", Some(&body))
+            .await
+    }
+
+    async fn remove_voucher(&self, id: f64) -> V::Cart {
+        let path = format!("/cart/voucher/{id}");
+        self.mutate(
+            "removeVoucher",
+            Method::DELETE,
+            &path,
+            Some(r#"{"country":"se"}"#),
+        )
+        .await
+    }
+
+    async fn remove_from_cart(&self, id: f64) -> V::Cart {
+        let path = format!("/cart/{id}");
+        self.mutate("removeFromCart", Method::DELETE, &path, None)
+            .await
+    }
 }
 
-fn result<T>(call: &str, r: october::CartMutationResult<T>) -> T {
-    assert!(r.mutations.is_some_and(|m| m.len() == 1), "{call}");
-    r.result.unwrap_or_else(|| panic!("{call}: no result"))
-}
+/// The calls only the December client makes.
+impl Browser<'_, December> {
+    async fn set_user_id(&self, user_id: &str) -> december::Cart {
+        let body = format!(r#"{{"userId":"{user_id}"}}"#);
+        self.mutate("setUserId", Method::PUT, "/cart/user", Some(&body))
+            .await
+    }
 
-fn result_dec<T>(call: &str, r: december::MutationResult<T>) -> T {
-    let mutations = r.mutations.unwrap_or_default();
-    assert!(
-        mutations.len() == 1 && mutations[0].error.is_none(),
-        "{call}: {mutations:?}"
-    );
-    r.result.unwrap_or_else(|| panic!("{call}: no result"))
+    async fn upsert_subscription_details(&self, body: &str) -> december::Cart {
+        let call = "upsertSubscriptionDetails";
+        self.mutate(call, Method::PUT, "/cart/subscription-details", Some(body))
+            .await
+    }
+
+    async fn remove_subscription_details(&self, id: &str) -> december::Cart {
+        let path = format!("/cart/subscription-details/{id}");
+        self.mutate("removeSubscriptionDetails", Method::DELETE, &path, None)
+            .await
+    }
+
+    async fn add_to_cart_by_sku(&self, sku: &str) -> december::Cart {
+        let path = format!("/cart/add/{sku}");
+        self.mutate("addToCartBySku", Method::GET, &path, None)
+            .await
+    }
+
+    async fn set_item_marking(&self, id: f64, kind: u32, marking: &str) -> december::Cart {
+        let path = format!("/cart/item/{id}/marking");
+        let body = format!(r#"{{"type":{kind},"marking":"{marking}"}}"#);
+        self.mutate("setItemMarking", Method::PUT, &path, Some(&body))
+            .await
+    }
+
+    async fn remove_item_marking(&self, id: f64) -> december::Cart {
+        let path = format!("/cart/item/{id}/marking");
+        self.mutate("removeItemMarking", Method::DELETE, &path, None)
+            .await
+    }
 }
 
 /// Every call of the October client, checkout and confirmation included.
@@ -342,78 +461,24 @@ fn result_dec<T>(call: &str, r: december::MutationResult<T>) -> T {
 async fn the_october_2025_client_reads_every_reply_as_its_own_types() {
     use october::*;
     let Some(p) = platform().await else { return };
-    let b = Browser {
-        p: &p,
-        http: p.shopper(),
-    };
-    let cart: Cart = b.fetch("getCart", Method::GET, "/cart/", None).await;
-    assert!(cart.items.is_empty());
-    let r: CartMutationResult<Cart> = b
-        .fetch(
-            "addToCart",
-            Method::POST,
-            "/cart/",
-            Some(r#"{"sku":"TEST-SKU-123","quantity":1,"country":"se"}"#),
-        )
-        .await;
-    let cart = result("addToCart", r);
+    let b = Browser::<October>::new(&p);
+    assert!(b.get_cart().await.items.is_empty());
+    let cart = b.add_to_cart("TEST-SKU-123", 1).await;
     assert_eq!(cart.items.len(), 1);
-    let r: CartMutationResult<Cart> = b
-        .fetch(
-            "addToCartMultiple",
-            Method::POST,
-            "/cart/add",
-            Some(
-                r#"{"items":[{"sku":"TEST-SKU-456","quantity":2},{"sku":"BOOK-NOVEL-01","quantity":1}],"country":"se"}"#,
-            ),
-        )
+    let cart = b
+        .add_to_cart_multiple(&[("TEST-SKU-456", 2), ("BOOK-NOVEL-01", 1)])
         .await;
-    let cart = result("addToCartMultiple", r);
     assert_eq!(cart.items.len(), 3);
-    let r: CartMutationResult<Cart> = b
-        .fetch(
-            "changeQuantity",
-            Method::PUT,
-            "/cart/",
-            Some(r#"{"id":1,"quantity":3}"#),
-        )
-        .await;
-    assert_eq!(result("changeQuantity", r).items[0].qty, 3.0);
+    assert_eq!(b.change_quantity(1.0, 3).await.items[0].qty, 3.0);
     // The crash of the issue: a voucher's discount must be a number.
-    let r: CartMutationResult<Cart> = b
-        .fetch(
-            "addVoucher",
-            Method::PUT,
-            "/cart/voucher",
-            Some(r#"{"code":"WELCOME10","country":"se"}"#),
-        )
-        .await;
-    let cart = result("addVoucher", r);
+    let cart = b.add_voucher("WELCOME10").await;
     let voucher = &cart.vouchers[0];
     assert!(voucher.discount > 0.0, "{voucher:?}");
     assert_eq!(voucher.discount, cart.total_discount.inc_vat);
-    let r: CartMutationResult<Cart> = b
-        .fetch(
-            "removeVoucher",
-            Method::DELETE,
-            &format!("/cart/voucher/{}", voucher.id),
-            Some(r#"{"country":"se"}"#),
-        )
-        .await;
-    assert!(result("removeVoucher", r).vouchers.is_empty());
-    let r: CartMutationResult<Cart> = b
-        .fetch("removeFromCart", Method::DELETE, "/cart/3", None)
-        .await;
-    let cart = result("removeFromCart", r);
+    assert!(b.remove_voucher(voucher.id).await.vouchers.is_empty());
+    let cart = b.remove_from_cart(3.0).await;
     assert_eq!(cart.items.len(), 2);
-    let by_id: Cart = b
-        .fetch(
-            "getCartById",
-            Method::GET,
-            &format!("/cart/{}", cart.id),
-            None,
-        )
-        .await;
+    let by_id = b.get_cart_by_id(&cart.id).await;
     assert_eq!(by_id.total_price.inc_vat, cart.total_price.inc_vat);
 
     let checkout: Checkout = b
@@ -438,59 +503,29 @@ async fn the_october_2025_client_reads_every_reply_as_its_own_types() {
     assert!(confirmation.html_snippet.contains("checkout_complete"));
     // The paid order is placed; the client reads the placed cart as its own type too.
     shared::test_support::wait_until(
-        || async {
-            let after: Cart = b.fetch("getCart", Method::GET, "/cart/", None).await;
-            after.order_reference.is_some()
-        },
+        || async { b.get_cart().await.order_reference.is_some() },
         tests::stack::WAIT,
     )
     .await
     .expect("the order is placed");
 }
 
+/// The same subscription details, as a retry after a lost reply sends them again.
+const SUBSCRIPTION: &str =
+    r#"{"offeringCode":"5G-UNLIMITED","signingType":"bankid","data":{"msisdn":"0701234567"}}"#;
+
 /// Every cart call of the December client (its checkout lives in another service).
 #[tokio::test]
 async fn the_december_2025_client_reads_every_reply_as_its_own_types() {
-    use december::*;
     let Some(p) = platform().await else { return };
-    let b = Browser {
-        p: &p,
-        http: p.shopper(),
-    };
-    let cart: Cart = b.fetch("getCart", Method::GET, "/cart", None).await;
-    assert_eq!(cart.total_tax, 0.0);
-    let r: MutationResult<Cart> = b
-        .fetch(
-            "addToCart",
-            Method::POST,
-            "/cart",
-            Some(r#"{"sku":"TEST-SKU-123","quantity":1,"country":"se"}"#),
-        )
-        .await;
-    let cart = result_dec("addToCart", r);
+    let b = Browser::<December>::new(&p);
+    assert_eq!(b.get_cart().await.total_tax, 0.0);
+    let cart = b.add_to_cart("TEST-SKU-123", 1).await;
     assert!(cart.total_tax > 0.0, "totalTax is the VAT: {cart:?}");
-    let r: MutationResult<Cart> = b
-        .fetch(
-            "setUserId",
-            Method::PUT,
-            "/cart/user",
-            Some(r#"{"userId":"user-42"}"#),
-        )
-        .await;
-    assert_eq!(
-        result_dec("setUserId", r).user_id.as_deref(),
-        Some("user-42")
-    );
+    let cart = b.set_user_id("user-42").await;
+    assert_eq!(cart.user_id.as_deref(), Some("user-42"));
     // A voucher whose minimum order is not met stays on the cart, not applied, saying why...
-    let r: MutationResult<Cart> = b
-        .fetch(
-            "addVoucher",
-            Method::PUT,
-            "/cart/voucher",
-            Some(r#"{"code":"FIFTYOFF","country":"se"}"#),
-        )
-        .await;
-    let cart = result_dec("addVoucher", r);
+    let cart = b.add_voucher("FIFTYOFF").await;
     let voucher = &cart.vouchers[0];
     assert!(
         !voucher.applied && voucher.value == 0.0 && !voucher.rules.is_empty(),
@@ -499,40 +534,14 @@ async fn the_december_2025_client_reads_every_reply_as_its_own_types() {
     assert!(voucher.rules[0].contains("at least"), "{voucher:?}");
     assert!(!voucher.description.is_empty());
     // ... and applies as soon as the cart qualifies.
-    let r: MutationResult<Cart> = b
-        .fetch(
-            "addToCartMultiple",
-            Method::POST,
-            "/cart/add",
-            Some(r#"{"items":[{"sku":"HOME-THROW-02","quantity":2}],"country":"se"}"#),
-        )
-        .await;
-    let cart = result_dec("addToCartMultiple", r);
+    let cart = b.add_to_cart_multiple(&[("HOME-THROW-02", 2)]).await;
     let voucher = &cart.vouchers[0];
     assert!(
         voucher.applied && voucher.value > 0.0 && voucher.rules.is_empty(),
         "{voucher:?}"
     );
-    let r: MutationResult<Cart> = b
-        .fetch(
-            "changeQuantity",
-            Method::PUT,
-            "/cart",
-            Some(r#"{"id":1,"quantity":2}"#),
-        )
-        .await;
-    assert_eq!(result_dec("changeQuantity", r).items[0].qty, 2.0);
-    let r: MutationResult<Cart> = b
-        .fetch(
-            "upsertSubscriptionDetails",
-            Method::PUT,
-            "/cart/subscription-details",
-            Some(
-                r#"{"offeringCode":"5G-UNLIMITED","signingType":"bankid","data":{"msisdn":"0701234567"}}"#,
-            ),
-        )
-        .await;
-    let cart = result_dec("upsertSubscriptionDetails", r);
+    assert_eq!(b.change_quantity(1.0, 2).await.items[0].qty, 2.0);
+    let cart = b.upsert_subscription_details(SUBSCRIPTION).await;
     let details = cart.subscription_details.expect("subscription details");
     let (id, first) = details.iter().next().unwrap();
     assert_eq!(
@@ -540,19 +549,8 @@ async fn the_december_2025_client_reads_every_reply_as_its_own_types() {
         (id.as_str(), "5G-UNLIMITED")
     );
     // The same request again (a retry after a lost reply) is the same entry, not a second.
-    let r: MutationResult<Cart> = b
-        .fetch(
-            "upsertSubscriptionDetails",
-            Method::PUT,
-            "/cart/subscription-details",
-            Some(
-                r#"{"offeringCode":"5G-UNLIMITED","signingType":"bankid","data":{"msisdn":"0701234567"}}"#,
-            ),
-        )
-        .await;
-    let again = result_dec("upsertSubscriptionDetails", r)
-        .subscription_details
-        .unwrap();
+    let again = b.upsert_subscription_details(SUBSCRIPTION).await;
+    let again = again.subscription_details.unwrap();
     assert_eq!(
         again.keys().collect::<Vec<_>>(),
         vec![id],
@@ -560,98 +558,32 @@ async fn the_december_2025_client_reads_every_reply_as_its_own_types() {
     );
     let body =
         format!(r#"{{"id":"{id}","offeringCode":"5G-PLUS","signingType":"bankid","data":{{}}}}"#);
-    let r: MutationResult<Cart> = b
-        .fetch(
-            "upsertSubscriptionDetails",
-            Method::PUT,
-            "/cart/subscription-details",
-            Some(&body),
-        )
-        .await;
-    let details = result_dec("upsertSubscriptionDetails", r)
-        .subscription_details
-        .unwrap();
+    let details = b.upsert_subscription_details(&body).await;
+    let details = details.subscription_details.unwrap();
     assert_eq!(details.len(), 1, "upserted by id");
     assert_eq!(details[id].offering_code, "5G-PLUS");
-    let r: MutationResult<Cart> = b
-        .fetch(
-            "removeSubscriptionDetails",
-            Method::DELETE,
-            &format!("/cart/subscription-details/{id}"),
-            None,
-        )
-        .await;
-    let left = result_dec("removeSubscriptionDetails", r).subscription_details;
+    let left = b.remove_subscription_details(id).await.subscription_details;
     assert!(
         left.as_ref().is_none_or(|d| d.is_empty()),
         "removed: {left:?}"
     );
-    let r: MutationResult<Cart> = b
-        .fetch(
-            "addToCartBySku",
-            Method::GET,
-            "/cart/add/BOOK-NOVEL-01",
-            None,
-        )
-        .await;
-    let cart = result_dec("addToCartBySku", r);
+    let cart = b.add_to_cart_by_sku("BOOK-NOVEL-01").await;
     let line = cart.items.last().unwrap().id;
-    let r: MutationResult<Cart> = b
-        .fetch(
-            "setItemMarking",
-            Method::PUT,
-            &format!("/cart/item/{line}/marking"),
-            Some(r#"{"type":1,"marking":"Happy birthday"}"#),
-        )
-        .await;
-    let cart = result_dec("setItemMarking", r);
+    let cart = b.set_item_marking(line, 1, "Happy birthday").await;
     let marking = cart.items.last().unwrap().marking.as_ref().unwrap();
     assert_eq!(
         (marking.kind, marking.text.as_str()),
         (1.0, "Happy birthday")
     );
-    let r: MutationResult<Cart> = b
-        .fetch(
-            "removeItemMarking",
-            Method::DELETE,
-            &format!("/cart/item/{line}/marking"),
-            None,
-        )
-        .await;
+    let unmarked = b.remove_item_marking(line).await;
+    assert!(unmarked.items.last().unwrap().marking.is_none());
     assert!(
-        result_dec("removeItemMarking", r)
-            .items
-            .last()
-            .unwrap()
-            .marking
-            .is_none()
+        b.remove_voucher(cart.vouchers[0].id)
+            .await
+            .vouchers
+            .is_empty()
     );
-    let voucher_id = cart.vouchers[0].id;
-    let r: MutationResult<Cart> = b
-        .fetch(
-            "removeVoucher",
-            Method::DELETE,
-            &format!("/cart/voucher/{voucher_id}"),
-            Some(r#"{"country":"se"}"#),
-        )
-        .await;
-    assert!(result_dec("removeVoucher", r).vouchers.is_empty());
-    let r: MutationResult<Cart> = b
-        .fetch(
-            "removeFromCart",
-            Method::DELETE,
-            &format!("/cart/{line}"),
-            None,
-        )
-        .await;
-    let cart = result_dec("removeFromCart", r);
-    let by_id: Cart = b
-        .fetch(
-            "getCartById",
-            Method::GET,
-            &format!("/cart/{}", cart.id),
-            None,
-        )
-        .await;
+    let cart = b.remove_from_cart(line).await;
+    let by_id = b.get_cart_by_id(&cart.id).await;
     assert_eq!(by_id.total_tax, cart.total_tax);
 }

@@ -3,12 +3,11 @@
 //! lists each one by name with its TLS version. Before one crypto provider was installed at
 //! start-up, every binary panicked on its first TLS handshake.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
 use shared::test_support::{NatsServer, ServerTls, TestPki, wait_until};
-use tests::processes::{Children, bin};
+use tests::processes::{Children, service_command};
 
 const SERVICES: [&str; 4] = ["aggregate", "projection", "runner", "gateway"];
 
@@ -46,10 +45,8 @@ async fn every_service_binary_starts_and_connects_over_mutual_tls() {
     let mut running = Children::default();
     for service in SERVICES {
         let cert = pki.issue(service);
-        let log = std::fs::File::create(work.path().join(format!("{service}.log"))).unwrap();
-        let child = Command::new(bin(service))
-            .env_clear()
-            .envs(std::env::vars().filter(|(k, _)| k == "PATH" || k == "HOME"))
+        let mut command = service_command(service);
+        command
             .env("NATS_URL", nats.url())
             .env("NATS_NAME", format!("tls-{service}"))
             .env("NATS_TLS_REQUIRED", "true")
@@ -65,13 +62,8 @@ async fn every_service_binary_starts_and_connects_over_mutual_tls() {
             .env("RUNNER_HTTP_ADDR", "127.0.0.1:0")
             .env("RUNNER_MOCK_PROVIDER_ADDR", "127.0.0.1:0")
             .env("GATEWAY_HTTP_ADDR", "127.0.0.1:0")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {service}: {e}"));
-        running.0.push(child);
+            .env("RUST_LOG", "info");
+        running.spawn(service, work.path(), &mut command);
     }
 
     let all_connected = wait_until(

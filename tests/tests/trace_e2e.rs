@@ -6,13 +6,12 @@
 //! hops are checked one by one: a service that stops propagating loses its edge.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::json;
 use shared::test_support::wait_until;
 use tests::otlp_collector::{Collector, ReceivedSpan};
-use tests::processes::{Children, bin, free_port};
+use tests::processes::{Children, free_port, service_command};
 use tests::stack::{Stack, call, ok, test_streams, wait_for_status};
 
 const SERVICES: [&str; 4] = ["aggregate", "projection", "runner", "gateway"];
@@ -81,10 +80,8 @@ async fn start(stack: &Stack, collector: &Collector) -> Platform {
                 ("GATEWAY_PLACEMENT_RESYNC_MS", "200".into()),
             ],
         };
-        let log = std::fs::File::create(work.path().join(format!("{service}.log"))).unwrap();
-        let child = Command::new(bin(service))
-            .env_clear()
-            .envs(std::env::vars().filter(|(k, _)| k == "PATH" || k == "HOME"))
+        let mut command = service_command(service);
+        command
             .env("NATS_URL", &nats.url)
             .env("NATS_USER", &nats.user)
             .env("NATS_PASSWORD", &nats.password)
@@ -96,13 +93,8 @@ async fn start(stack: &Stack, collector: &Collector) -> Platform {
             .env("OTEL_BSP_SCHEDULE_DELAY", "100")
             .env("LOG_FORMAT", "json")
             .env("RUST_LOG", "info")
-            .envs(own)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {service}: {e}"));
-        children.0.push(child);
+            .envs(own);
+        children.spawn(service, work.path(), &mut command);
     }
     wait_for_status(&format!("{gateway_url}/ready"), 200, "gateway ready").await;
     Platform {

@@ -135,16 +135,27 @@ impl Pair {
 }
 
 impl Env {
+    /// The `CART_SNAPSHOTS` bucket and the key of `cart`'s snapshot in it.
+    pub async fn snapshots(&self, cart: &str) -> (async_nats::jetstream::kv::Store, String) {
+        let kv = self.js.get_key_value("CART_SNAPSHOTS").await.unwrap();
+        (kv, format!("{TENANT}.{cart}"))
+    }
+
     /// Node `node_id` (with placement or not) and a client of it.
     pub async fn node_and_client(
         &self,
         node_id: &str,
         placement: bool,
     ) -> (aggregate::Running, CartServiceClient<Channel>) {
-        let node = self.node(node_id, placement).await;
-        let client = connect(node.grpc_addr).await;
-        (node, client)
+        started(self.config(node_id, placement)).await
     }
+}
+
+/// A node started with `config` (from [`Env::config`], changed) and a client of it.
+pub async fn started(config: Config) -> (aggregate::Running, CartServiceClient<Channel>) {
+    let node = aggregate::start(config).await.expect("start aggregate");
+    let client = connect(node.grpc_addr).await;
+    (node, client)
 }
 
 /// The reply to `cmd` on `cart` under a new command id.
@@ -190,6 +201,26 @@ pub fn exec(cart: &str, id: CommandId, cmd: domain::Command) -> tonic::Request<p
         request_fingerprint: String::new(),
         render: pb::Render::Snapshot.into(),
     })
+}
+
+/// `cmds` on `cart` as one batch under a new command id.
+pub fn batch(cart: &str, cmds: &[domain::Command]) -> tonic::Request<pb::ExecuteBatchRequest> {
+    request(pb::ExecuteBatchRequest {
+        tenant: TENANT.into(),
+        cart_id: cart.into(),
+        command_id: CommandId::new().to_string(),
+        expected_version: None,
+        commands: cmds.iter().map(proto::convert::command_bytes).collect(),
+        request_fingerprint: String::new(),
+    })
+}
+
+/// Asserts that a call failed with `code`, its message containing `needle` (`what` names
+/// the call).
+pub fn assert_refused(status: &tonic::Status, code: shared::ErrorCode, needle: &str, what: &str) {
+    let err = shared::ApiError::from_status(status);
+    assert_eq!(err.code, code, "{what}: {err}");
+    assert!(err.message.contains(needle), "{what}: {err}");
 }
 
 /// `req` as a gateway sends it when the owner is unreachable: any node serves it.

@@ -18,6 +18,8 @@ use tokio_util::sync::CancellationToken;
 
 pub const TENANT: &str = "shop";
 pub const WAIT: Duration = Duration::from_secs(30);
+/// How long a test's runner may take to drain when the test is done with it.
+pub const DRAIN: Duration = Duration::from_secs(5);
 
 pub struct Env {
     pub nats: NatsServer,
@@ -27,6 +29,13 @@ pub struct Env {
     pub mock: MockProvider,
     pub mock_addr: SocketAddr,
     _mock_stop: tokio_util::sync::DropGuard,
+}
+
+/// [`env`] and a runner with no hooks on it.
+pub async fn env_and_runner() -> Option<(Env, runner::Running)> {
+    let env = env().await?;
+    let runner = env.runner(runner::Hooks::default()).await;
+    Some((env, runner))
 }
 
 pub async fn env() -> Option<Env> {
@@ -94,6 +103,13 @@ impl Env {
 
     pub async fn runner(&self, hooks: runner::Hooks) -> runner::Running {
         runner::start(self.runner_config(), hooks).await.unwrap()
+    }
+
+    /// A runner started with `config` (from [`Env::runner_config`], changed) and no hooks.
+    pub async fn runner_with(&self, config: runner::Config) -> runner::Running {
+        runner::start(config, runner::Hooks::default())
+            .await
+            .unwrap()
     }
 
     pub async fn exec(&self, cart: &str, cmd: Command) -> Result<CartState, shared::ApiError> {
@@ -223,6 +239,21 @@ pub async fn until_completed(runner: &runner::Running, n: u64, what: &str) {
     wait_until(|| async { runner.status.completed_count() >= n }, WAIT)
         .await
         .expect(what);
+}
+
+/// Hooks that run `hook` (given the attempt id) right after every provider call.
+pub fn after_provider_call(
+    hook: impl Fn(String) -> futures::future::BoxFuture<'static, ()> + Send + Sync + 'static,
+) -> runner::Hooks {
+    runner::Hooks {
+        after_provider_call: Some(std::sync::Arc::new(hook)),
+        reload: None,
+    }
+}
+
+/// The cart's checkout failed.
+pub fn checkout_failed(s: &CartState) -> bool {
+    matches!(&s.cart.checkout, Some(c) if matches!(c.status, cart_domain::CheckoutStatus::Failed { .. }))
 }
 
 pub fn order_created(attempt: &str) -> impl Fn(&CartState) -> bool + '_ {

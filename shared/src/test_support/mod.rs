@@ -20,6 +20,7 @@ use async_nats::jetstream;
 mod accounts;
 mod binary;
 mod commands;
+pub mod config_check;
 pub mod http;
 mod inspect;
 mod pki;

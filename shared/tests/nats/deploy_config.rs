@@ -2,7 +2,8 @@
 //! server (`nats-server -t`).
 
 use std::path::PathBuf;
-use std::process::Command;
+
+use shared::test_support::config_check::assert_accepted;
 
 fn deploy_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/nats")
@@ -59,20 +60,10 @@ fn configs_pass_the_servers_own_config_test() {
     // The users' passwords come from the environment, as every deployment provides them.
     let passwords = shared::test_support::Accounts::generate().server_env();
     for name in CONFIGS {
-        let path = deploy_dir().join(name);
-        let out = Command::new(&bin)
-            .arg("--config")
-            .arg(&path)
-            .arg("-t")
-            .envs(CLUSTER_ENV.iter().copied())
-            .envs(passwords.iter().map(|(k, v)| (k, v)))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{name} rejected by nats-server -t:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let env = CLUSTER_ENV
+            .iter()
+            .map(|&(k, v)| (k, v))
+            .chain(passwords.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        assert_accepted(&bin, &deploy_dir().join(name), env, name);
     }
 }

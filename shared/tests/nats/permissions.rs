@@ -9,7 +9,7 @@ use async_nats::jetstream::{self, consumer::pull};
 use async_nats::{Client, Event};
 use futures::StreamExt;
 use shared::nats::{
-    NatsResourceSettings, connect, ensure_all, read_subject_after, read_subject_page,
+    NatsResourceSettings, Resources, connect, ensure_all, read_subject_after, read_subject_page,
 };
 use shared::subjects::{self, CART_EVENTS_STREAM};
 use shared::test_support::{NatsServer, pull_one};
@@ -51,6 +51,15 @@ impl As {
         }
     }
 
+    /// Connects as `user` and creates (or opens) every resource, as each service starts up.
+    async fn start_up(nats: &NatsServer, user: &'static str) -> (As, Resources) {
+        let this = As::connect(nats, user).await;
+        let resources = ensure_all(&this.js, &NatsResourceSettings::default())
+            .await
+            .unwrap_or_else(|e| panic!("the {user}'s start-up: {e}"));
+        (this, resources)
+    }
+
     /// Waits (bounded) for the server's permission violation naming `subject`.
     async fn violation(&mut self, kind: &str, subject: &str) {
         let wanted = format!("Permissions Violation for {kind} to \"{subject}\"");
@@ -68,26 +77,30 @@ impl As {
         }
     }
 
-    /// A plain publish to `subject` is refused.
-    async fn cannot_publish(&mut self, subject: &str) {
-        self.client
-            .publish(subject.to_owned(), "forged".into())
-            .await
-            .unwrap();
-        self.client.flush().await.unwrap();
-        self.violation("Publish", subject).await;
+    /// A plain publish to each of `subjects` is refused.
+    async fn cannot_publish(&mut self, subjects: &[&str]) {
+        for subject in subjects {
+            self.client
+                .publish(subject.to_string(), "forged".into())
+                .await
+                .unwrap();
+            self.client.flush().await.unwrap();
+            self.violation("Publish", subject).await;
+        }
     }
 
-    /// A subscription to `subject` is refused.
-    async fn cannot_subscribe(&mut self, subject: &str) {
-        let _sub = self.client.subscribe(subject.to_owned()).await.unwrap();
-        self.client.flush().await.unwrap();
-        self.violation("Subscription", subject).await;
+    /// A subscription to each of `subjects` is refused.
+    async fn cannot_subscribe(&mut self, subjects: &[&str]) {
+        for subject in subjects {
+            let _sub = self.client.subscribe(subject.to_string()).await.unwrap();
+            self.client.flush().await.unwrap();
+            self.violation("Subscription", subject).await;
+        }
     }
 
     /// No stream may be changed, purged or deleted, and no message deleted, except by admin.
     async fn cannot_change_streams(&mut self) {
-        for api in [
+        self.cannot_publish(&[
             "$JS.API.STREAM.PURGE.CART_EVENTS",
             "$JS.API.STREAM.MSG.DELETE.CART_EVENTS",
             "$JS.API.STREAM.DELETE.CART_EVENTS",
@@ -95,9 +108,16 @@ impl As {
             "$JS.API.STREAM.PURGE.KV_CART_PLACEMENT",
             "$JS.API.STREAM.MSG.DELETE.DEAD_LETTERS",
             "$JS.API.STREAM.CREATE.SNOOP",
-        ] {
-            self.cannot_publish(api).await;
-        }
+        ])
+        .await;
+    }
+
+    /// What a service user must not do: publish to `publish`, subscribe to `subscribe`, or
+    /// change any stream.
+    async fn must_not(&mut self, publish: &[&str], subscribe: &[&str]) {
+        self.cannot_publish(publish).await;
+        self.cannot_subscribe(subscribe).await;
+        self.cannot_change_streams().await;
     }
 }
 
@@ -108,6 +128,31 @@ async fn server() -> Option<(NatsServer, jetstream::Context)> {
         .await
         .expect("admin creates the resources");
     Some((nats, js))
+}
+
+/// Publishes `payload` to a stream's `subject` and waits for the stream's ack.
+async fn acked(
+    js: &jetstream::Context,
+    subject: &str,
+    payload: &'static str,
+) -> Result<jetstream::publish::PublishAck, jetstream::context::PublishError> {
+    js.publish(subject.to_owned(), payload.into()).await?.await
+}
+
+/// Creates the durable pull consumer `name` on `stream`, filtered to `filter`.
+async fn durable(
+    stream: &jetstream::stream::Stream,
+    name: &str,
+    filter: &str,
+) -> jetstream::consumer::PullConsumer {
+    stream
+        .create_consumer(pull::Config {
+            durable_name: Some(name.into()),
+            filter_subject: filter.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("creates its durable {name}: {e}"))
 }
 
 async fn messages(admin: &jetstream::Context, stream: &str) -> u64 {
@@ -141,12 +186,9 @@ async fn the_aggregate_appends_cart_events_and_owns_placement_but_nothing_else()
     let Some((nats, admin)) = server().await else {
         return;
     };
-    let mut agg = As::connect(&nats, "aggregate").await;
     // What it must do: start-up, append with an expected sequence, read the cart back through
     // direct gets and the leader, its buckets, the catalog.
-    let resources = ensure_all(&agg.js, &NatsResourceSettings::default())
-        .await
-        .expect("the aggregate's start-up");
+    let (mut agg, resources) = As::start_up(&nats, "aggregate").await;
     let ack = agg
         .js
         .send_publish(
@@ -195,12 +237,15 @@ async fn the_aggregate_appends_cart_events_and_owns_placement_but_nothing_else()
     let _catalog_watch = resources.catalog.watch_all().await.unwrap();
 
     // What it must not: write the catalog or workflows, read others' replies, change streams.
-    agg.cannot_publish("$KV.CATALOG.sku.TEST-SKU-123").await;
-    agg.cannot_publish("workflow.events.default.order.o1").await;
-    agg.cannot_publish("dlq.projection-main.default.c").await;
-    agg.cannot_subscribe("_INBOX.>").await;
-    agg.cannot_subscribe("_INBOX_gateway.>").await;
-    agg.cannot_change_streams().await;
+    agg.must_not(
+        &[
+            "$KV.CATALOG.sku.TEST-SKU-123",
+            "workflow.events.default.order.o1",
+            "dlq.projection-main.default.c",
+        ],
+        &["_INBOX.>", "_INBOX_gateway.>"],
+    )
+    .await;
     assert_eq!(messages(&admin, CART_EVENTS_STREAM).await, 1);
 }
 
@@ -209,26 +254,15 @@ async fn the_projection_reads_cart_events_and_records_dead_letters_but_writes_no
     let Some((nats, admin)) = server().await else {
         return;
     };
-    admin
-        .publish(CART, "e1".into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    let mut proj = As::connect(&nats, "projection").await;
-    let resources = ensure_all(&proj.js, &NatsResourceSettings::default())
-        .await
-        .expect("the projection's start-up");
+    acked(&admin, CART, "e1").await.unwrap();
+    let (mut proj, resources) = As::start_up(&nats, "projection").await;
     // Its durable consumer: create, fetch, ack; a gap read by direct get; a dead letter.
-    let consumer = resources
-        .cart_events
-        .create_consumer(pull::Config {
-            durable_name: Some("projection-main".into()),
-            filter_subject: subjects::CART_EVENTS_ALL.into(),
-            ..Default::default()
-        })
-        .await
-        .expect("creates its durable");
+    let consumer = durable(
+        &resources.cart_events,
+        "projection-main",
+        subjects::CART_EVENTS_ALL,
+    )
+    .await;
     let msg = pull_one(&consumer).await;
     msg.ack().await.expect("acks");
     resources
@@ -236,23 +270,21 @@ async fn the_projection_reads_cart_events_and_records_dead_letters_but_writes_no
         .direct_get_next_for_subject(subjects::CART_EVENTS_ALL, Some(1))
         .await
         .expect("direct get of a gap");
-    proj.js
-        .publish("dlq.projection-main.default.c", "poison".into())
-        .await
-        .unwrap()
+    acked(&proj.js, "dlq.projection-main.default.c", "poison")
         .await
         .expect("records a dead letter");
 
-    proj.cannot_publish(CART).await;
-    proj.cannot_publish("$KV.CART_PLACEMENT.shards.0").await;
-    proj.cannot_publish("$KV.CART_SNAPSHOTS.snap.default.c")
-        .await;
-    proj.cannot_publish("workflow.commands.default.push.o1")
-        .await;
-    proj.cannot_publish("$JS.API.CONSUMER.DELETE.WORKFLOW_COMMANDS.runner-push")
-        .await;
-    proj.cannot_subscribe("cart.events.>").await;
-    proj.cannot_change_streams().await;
+    proj.must_not(
+        &[
+            CART,
+            "$KV.CART_PLACEMENT.shards.0",
+            "$KV.CART_SNAPSHOTS.snap.default.c",
+            "workflow.commands.default.push.o1",
+            "$JS.API.CONSUMER.DELETE.WORKFLOW_COMMANDS.runner-push",
+        ],
+        &["cart.events.>"],
+    )
+    .await;
     assert_eq!(messages(&admin, CART_EVENTS_STREAM).await, 1);
 }
 
@@ -261,42 +293,29 @@ async fn the_runner_records_workflows_and_reads_placement_but_appends_no_cart_ev
     let Some((nats, admin)) = server().await else {
         return;
     };
-    let mut runner = As::connect(&nats, "runner").await;
-    let resources = ensure_all(&runner.js, &NatsResourceSettings::default())
-        .await
-        .expect("the runner's start-up");
+    let (mut runner, resources) = As::start_up(&nats, "runner").await;
     for subject in [
         "workflow.commands.default.checkout.c1",
         "workflow.events.default.order.o1",
         "dlq.runner-checkout.default.c1",
     ] {
-        runner
-            .js
-            .publish(subject, "{}".into())
-            .await
-            .unwrap()
+        acked(&runner.js, subject, "{}")
             .await
             .unwrap_or_else(|e| panic!("records {subject}: {e}"));
     }
-    let push = resources
-        .workflow_commands
-        .create_consumer(pull::Config {
-            durable_name: Some(subjects::RUNNER_PUSH_DURABLE.into()),
-            filter_subject: "workflow.commands.*.checkout.*".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("its durable on WORKFLOW_COMMANDS");
+    let push = durable(
+        &resources.workflow_commands,
+        subjects::RUNNER_PUSH_DURABLE,
+        "workflow.commands.*.checkout.*",
+    )
+    .await;
     pull_one(&push).await.ack().await.unwrap();
-    resources
-        .cart_events
-        .create_consumer(pull::Config {
-            durable_name: Some(subjects::RUNNER_CHECKOUT_DURABLE.into()),
-            filter_subject: subjects::CART_EVENTS_ALL.into(),
-            ..Default::default()
-        })
-        .await
-        .expect("its durable on CART_EVENTS");
+    durable(
+        &resources.cart_events,
+        subjects::RUNNER_CHECKOUT_DURABLE,
+        subjects::CART_EVENTS_ALL,
+    )
+    .await;
     placement_has_an_entry(&admin).await;
     watches(&resources.cart_placement, &nats).await;
     assert!(
@@ -308,11 +327,17 @@ async fn the_runner_records_workflows_and_reads_placement_but_appends_no_cart_ev
             .is_none()
     );
 
-    runner.cannot_publish(CART).await;
-    runner.cannot_publish("$KV.CART_PLACEMENT.shards.0").await;
-    runner.cannot_publish("$KV.CART_NODES.nodes.n1").await;
-    runner.cannot_publish("$KV.CATALOG.sku.TEST-SKU-123").await;
-    runner.cannot_change_streams().await;
+    runner
+        .must_not(
+            &[
+                CART,
+                "$KV.CART_PLACEMENT.shards.0",
+                "$KV.CART_NODES.nodes.n1",
+                "$KV.CATALOG.sku.TEST-SKU-123",
+            ],
+            &[],
+        )
+        .await;
     assert_eq!(messages(&admin, CART_EVENTS_STREAM).await, 0);
 }
 
@@ -321,12 +346,7 @@ async fn the_gateway_records_provider_pushes_reads_placement_and_cart_histories_
     let Some((nats, admin)) = server().await else {
         return;
     };
-    admin
-        .publish(CART, "e1".into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    acked(&admin, CART, "e1").await.unwrap();
     let mut gw = As::connect(&nats, "gateway").await;
     let placement = shared::nats::ensure_kv(
         &gw.js,
@@ -337,10 +357,7 @@ async fn the_gateway_records_provider_pushes_reads_placement_and_cart_histories_
     placement_has_an_entry(&admin).await;
     watches(&placement, &nats).await;
     assert!(placement.get("shards.0").await.unwrap().is_some());
-    gw.js
-        .publish("workflow.commands.default.push.o1", "{}".into())
-        .await
-        .unwrap()
+    acked(&gw.js, "workflow.commands.default.push.o1", "{}")
         .await
         .expect("records a push");
     // A cart's history: a page of batch direct gets on CART_EVENTS, and nothing more on it.
@@ -356,21 +373,20 @@ async fn the_gateway_records_provider_pushes_reads_placement_and_cart_histories_
     .expect("reads a cart's history");
     assert_eq!(page.events.len(), 1);
 
-    gw.cannot_publish(CART).await;
-    gw.cannot_publish("workflow.commands.default.checkout.c1")
-        .await;
-    gw.cannot_publish("workflow.events.default.order.o1").await;
-    gw.cannot_publish("$KV.CART_PLACEMENT.shards.0").await;
-    gw.cannot_publish("$JS.API.CONSUMER.CREATE.CART_EVENTS.snoop.cart.events.>")
-        .await;
-    gw.cannot_publish("$JS.API.CONSUMER.CREATE.CART_EVENTS")
-        .await;
-    gw.cannot_publish("$JS.API.STREAM.MSG.GET.CART_EVENTS")
-        .await;
-    gw.cannot_publish("$JS.API.DIRECT.GET.DEAD_LETTERS").await;
-    gw.cannot_subscribe("cart.events.>").await;
-    gw.cannot_subscribe("workflow.>").await;
-    gw.cannot_change_streams().await;
+    gw.must_not(
+        &[
+            CART,
+            "workflow.commands.default.checkout.c1",
+            "workflow.events.default.order.o1",
+            "$KV.CART_PLACEMENT.shards.0",
+            "$JS.API.CONSUMER.CREATE.CART_EVENTS.snoop.cart.events.>",
+            "$JS.API.CONSUMER.CREATE.CART_EVENTS",
+            "$JS.API.STREAM.MSG.GET.CART_EVENTS",
+            "$JS.API.DIRECT.GET.DEAD_LETTERS",
+        ],
+        &["cart.events.>", "workflow.>"],
+    )
+    .await;
     assert_eq!(messages(&admin, CART_EVENTS_STREAM).await, 1);
     assert_eq!(messages(&admin, "WORKFLOW_COMMANDS").await, 1);
 }
@@ -380,24 +396,17 @@ async fn the_seed_job_writes_the_catalog_only_and_admin_may_do_what_services_may
     let Some((nats, admin)) = server().await else {
         return;
     };
-    let mut seed = As::connect(&nats, "seed").await;
-    let resources = ensure_all(&seed.js, &NatsResourceSettings::default())
-        .await
-        .expect("the seed job's start-up");
+    let (mut seed, resources) = As::start_up(&nats, "seed").await;
     resources
         .catalog
         .put("sku.TEST-SKU-123", "{}".into())
         .await
         .expect("writes the catalog");
-    seed.cannot_publish(CART).await;
-    seed.cannot_publish("$KV.CART_PLACEMENT.shards.0").await;
-    seed.cannot_change_streams().await;
+    seed.must_not(&[CART, "$KV.CART_PLACEMENT.shards.0"], &[])
+        .await;
 
     // admin (operators, the nats CLI): deletes and purges what services cannot.
-    admin
-        .publish("dlq.projection-main.default.c", "x".into())
-        .await
-        .unwrap()
+    acked(&admin, "dlq.projection-main.default.c", "x")
         .await
         .unwrap();
     let dead = admin.get_stream("DEAD_LETTERS").await.unwrap();
@@ -426,7 +435,7 @@ async fn the_system_user_gets_server_reports_and_nobody_connects_without_a_passw
 
     // Services cannot ask the system account's questions.
     let mut agg = As::connect(&nats, "aggregate").await;
-    agg.cannot_publish("$SYS.REQ.SERVER.PING.JSZ").await;
+    agg.cannot_publish(&["$SYS.REQ.SERVER.PING.JSZ"]).await;
 
     // What `nats server report connections` asks: every account's connections, with users.
     let reply = system
@@ -456,7 +465,7 @@ async fn the_system_user_gets_server_reports_and_nobody_connects_without_a_passw
             "{user} in {account} not in the report: {users:?}"
         );
     }
-    agg.cannot_publish("$SYS.REQ.SERVER.PING.CONNZ").await;
+    agg.cannot_publish(&["$SYS.REQ.SERVER.PING.CONNZ"]).await;
 
     let anonymous = async_nats::ConnectOptions::new()
         .connection_timeout(Duration::from_secs(2))

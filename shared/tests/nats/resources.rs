@@ -6,11 +6,20 @@ use shared::nats::{
 };
 use shared::nats_or_skip;
 use shared::subjects;
+use shared::test_support::NatsServer;
+
+/// A fresh nats-server (kept running while the first element lives) and its JetStream.
+async fn server() -> Option<(NatsServer, async_nats::jetstream::Context)> {
+    let nats = nats_or_skip!()?;
+    let js = nats.jetstream().await;
+    Some((nats, js))
+}
 
 #[tokio::test]
 async fn ensure_all_creates_everything_then_is_idempotent() {
-    let Some(nats) = nats_or_skip!() else { return };
-    let js = nats.jetstream().await;
+    let Some((_nats, js)) = server().await else {
+        return;
+    };
     let settings = NatsResourceSettings::default();
 
     let mut first = ensure_all(&js, &settings).await.unwrap();
@@ -61,8 +70,9 @@ async fn ensure_all_creates_everything_then_is_idempotent() {
 
 #[tokio::test]
 async fn concurrent_ensure_all_from_many_services_agrees() {
-    let Some(nats) = nats_or_skip!() else { return };
-    let js = nats.jetstream().await;
+    let Some((_nats, js)) = server().await else {
+        return;
+    };
     let settings = NatsResourceSettings::default();
     let runs = (0..4).map(|_| ensure_all(&js, &settings));
     for r in futures::future::join_all(runs).await {
@@ -73,8 +83,9 @@ async fn concurrent_ensure_all_from_many_services_agrees() {
 
 #[tokio::test]
 async fn incompatible_existing_stream_is_a_startup_error_naming_the_field() {
-    let Some(nats) = nats_or_skip!() else { return };
-    let js = nats.jetstream().await;
+    let Some((_nats, js)) = server().await else {
+        return;
+    };
     let settings = NatsResourceSettings::default();
     let mut wrong = policies::cart_events(&settings);
     wrong.discard = DiscardPolicy::Old;
@@ -93,8 +104,9 @@ async fn incompatible_existing_stream_is_a_startup_error_naming_the_field() {
 
 #[tokio::test]
 async fn existing_stream_with_more_subjects_and_a_longer_window_is_accepted() {
-    let Some(nats) = nats_or_skip!() else { return };
-    let js = nats.jetstream().await;
+    let Some((_nats, js)) = server().await else {
+        return;
+    };
     let settings = NatsResourceSettings::default();
     let mut wider = policies::workflow_events(&settings);
     wider.subjects.push("legacy.workflow.>".into());
@@ -118,8 +130,9 @@ async fn existing_stream_with_more_subjects_and_a_longer_window_is_accepted() {
 
 #[tokio::test]
 async fn kv_bucket_with_a_different_ttl_is_rejected() {
-    let Some(nats) = nats_or_skip!() else { return };
-    let js = nats.jetstream().await;
+    let Some((_nats, js)) = server().await else {
+        return;
+    };
     let mut other = policies::cart_nodes(&NatsResourceSettings::default());
     other.max_age = Duration::from_secs(60);
     js.create_key_value(other).await.unwrap();
@@ -134,8 +147,9 @@ async fn kv_bucket_with_a_different_ttl_is_rejected() {
 
 #[tokio::test]
 async fn invalid_settings_are_rejected_before_touching_the_server() {
-    let Some(nats) = nats_or_skip!() else { return };
-    let js = nats.jetstream().await;
+    let Some((_nats, js)) = server().await else {
+        return;
+    };
     let bad = NatsResourceSettings {
         replicas: 0,
         ..Default::default()

@@ -154,6 +154,19 @@ impl Cluster {
             e
         };
         let bin = |name: &str| bins.join(name);
+        // A service run by its own binary as its own NATS user, ready when `ready_url` answers.
+        let service = |name: String, user: &str, extra: &[(&str, String)], ready_url: String| {
+            Proc::new(
+                Spec {
+                    name,
+                    bin: bin(user),
+                    args: vec![],
+                    env: with(user, extra),
+                    ready_url: Some(ready_url),
+                },
+                &logs,
+            )
+        };
 
         // The streams and buckets, then the catalog; retried while JetStream elects its leaders.
         seed(
@@ -166,55 +179,35 @@ impl Cluster {
 
         let mut aggregates = Vec::new();
         for i in 0..3 {
-            aggregates.push(Proc::new(
-                Spec {
-                    name: format!("aggregate-{i}"),
-                    bin: bin("aggregate"),
-                    args: vec![],
-                    env: with(
-                        "aggregate",
-                        &[
-                            ("AGGREGATE_NODE_ID", format!("agg-{i}")),
-                            ("AGGREGATE_GRPC_ADDR", local(layout.aggregate_grpc(i))),
-                            ("AGGREGATE_HTTP_ADDR", local(layout.aggregate_http(i))),
-                            ("AGGREGATE_HEARTBEAT_MS", "500".to_owned()),
-                            ("NATS_NAME", format!("agg-{i}")),
-                        ],
-                    ),
-                    ready_url: Some(format!(
-                        "http://127.0.0.1:{}/ready",
-                        layout.aggregate_http(i)
-                    )),
-                },
-                &logs,
+            aggregates.push(service(
+                format!("aggregate-{i}"),
+                "aggregate",
+                &[
+                    ("AGGREGATE_NODE_ID", format!("agg-{i}")),
+                    ("AGGREGATE_GRPC_ADDR", local(layout.aggregate_grpc(i))),
+                    ("AGGREGATE_HTTP_ADDR", local(layout.aggregate_http(i))),
+                    ("AGGREGATE_HEARTBEAT_MS", "500".to_owned()),
+                    ("NATS_NAME", format!("agg-{i}")),
+                ],
+                format!("http://127.0.0.1:{}/ready", layout.aggregate_http(i)),
             ));
         }
         let aggregate_addrs = (0..3)
             .map(|i| local(layout.aggregate_grpc(i)))
             .collect::<Vec<_>>()
             .join(",");
-        let projection = Proc::new(
-            Spec {
-                name: "projection".into(),
-                bin: bin("projection"),
-                args: vec![],
-                env: with(
-                    "projection",
-                    &[
-                        ("PROJECTION_GRPC_ADDR", local(layout.projection_grpc())),
-                        ("PROJECTION_HTTP_ADDR", local(layout.projection_http())),
-                        (
-                            "PROJECTION_DB_PATH",
-                            dir.join("projection.db").display().to_string(),
-                        ),
-                    ],
+        let projection = service(
+            "projection".into(),
+            "projection",
+            &[
+                ("PROJECTION_GRPC_ADDR", local(layout.projection_grpc())),
+                ("PROJECTION_HTTP_ADDR", local(layout.projection_http())),
+                (
+                    "PROJECTION_DB_PATH",
+                    dir.join("projection.db").display().to_string(),
                 ),
-                ready_url: Some(format!(
-                    "http://127.0.0.1:{}/health",
-                    layout.projection_http()
-                )),
-            },
-            &logs,
+            ],
+            format!("http://127.0.0.1:{}/health", layout.projection_http()),
         );
         let mock = Proc::new(
             Spec {
@@ -231,73 +224,59 @@ impl Cluster {
             &logs,
         );
         let gateway0 = format!("http://127.0.0.1:{}", layout.gateway(0));
-        let runner = Proc::new(
-            Spec {
-                name: "runner".into(),
-                bin: bin("runner"),
-                args: vec![],
-                env: with(
-                    "runner",
-                    &[
-                        ("RUNNER_GRPC_ADDR", local(layout.runner_grpc())),
-                        ("RUNNER_HTTP_ADDR", local(layout.runner_http())),
-                        ("RUNNER_AGGREGATE_ADDRS", aggregate_addrs.clone()),
-                        ("RUNNER_RECONCILE_INTERVAL_SECS", "2".to_owned()),
-                        ("RUNNER_RECONCILE_AFTER_SECS", "2".to_owned()),
-                        (
-                            "PROVIDER_BASE_URL",
-                            format!("http://127.0.0.1:{}", layout.mock()),
-                        ),
-                        // Production defaults are 5 s x 4 tries per delivery: shorter here, so a
-                        // provider that keeps timing out fails its checkout within the scenario.
-                        ("PROVIDER_TIMEOUT_MS", "1000".to_owned()),
-                        ("PROVIDER_ATTEMPTS", "2".to_owned()),
-                        ("PROVIDER_BACKOFF_MIN_MS", "50".to_owned()),
-                        ("PROVIDER_BACKOFF_MAX_MS", "200".to_owned()),
-                        ("CONSUMER_ACK_WAIT_MS", "4000".to_owned()),
-                        ("CONSUMER_MAX_DELIVER", "5".to_owned()),
-                        (
-                            "MERCHANT_PUSH",
-                            format!(
-                                "{gateway0}/cart/push?tenant={{tenant}}&klarna_order_id={{checkout.order.id}}"
-                            ),
-                        ),
-                        (
-                            "MERCHANT_VALIDATION",
-                            format!(
-                                "{gateway0}/cart/validation?tenant={{tenant}}&klarna_order_id={{checkout.order.id}}"
-                            ),
-                        ),
-                    ],
+        let runner = service(
+            "runner".into(),
+            "runner",
+            &[
+                ("RUNNER_GRPC_ADDR", local(layout.runner_grpc())),
+                ("RUNNER_HTTP_ADDR", local(layout.runner_http())),
+                ("RUNNER_AGGREGATE_ADDRS", aggregate_addrs.clone()),
+                ("RUNNER_RECONCILE_INTERVAL_SECS", "2".to_owned()),
+                ("RUNNER_RECONCILE_AFTER_SECS", "2".to_owned()),
+                (
+                    "PROVIDER_BASE_URL",
+                    format!("http://127.0.0.1:{}", layout.mock()),
                 ),
-                ready_url: Some(format!("http://127.0.0.1:{}/ready", layout.runner_http())),
-            },
-            &logs,
+                // Production defaults are 5 s x 4 tries per delivery: shorter here, so a
+                // provider that keeps timing out fails its checkout within the scenario.
+                ("PROVIDER_TIMEOUT_MS", "1000".to_owned()),
+                ("PROVIDER_ATTEMPTS", "2".to_owned()),
+                ("PROVIDER_BACKOFF_MIN_MS", "50".to_owned()),
+                ("PROVIDER_BACKOFF_MAX_MS", "200".to_owned()),
+                ("CONSUMER_ACK_WAIT_MS", "4000".to_owned()),
+                ("CONSUMER_MAX_DELIVER", "5".to_owned()),
+                (
+                    "MERCHANT_PUSH",
+                    format!(
+                        "{gateway0}/cart/push?tenant={{tenant}}&klarna_order_id={{checkout.order.id}}"
+                    ),
+                ),
+                (
+                    "MERCHANT_VALIDATION",
+                    format!(
+                        "{gateway0}/cart/validation?tenant={{tenant}}&klarna_order_id={{checkout.order.id}}"
+                    ),
+                ),
+            ],
+            format!("http://127.0.0.1:{}/ready", layout.runner_http()),
         );
         let mut gateways = Vec::new();
         for i in 0..2 {
-            gateways.push(Proc::new(
-                Spec {
-                    name: format!("gateway-{i}"),
-                    bin: bin("gateway"),
-                    args: vec![],
-                    env: with(
-                        "gateway",
-                        &[
-                            ("GATEWAY_HTTP_ADDR", local(layout.gateway(i))),
-                            ("GATEWAY_AGGREGATE_ADDRS", aggregate_addrs.clone()),
-                            ("GATEWAY_PROJECTION_ADDR", local(layout.projection_grpc())),
-                            ("GATEWAY_RUNNER_ADDR", local(layout.runner_grpc())),
-                            ("GATEWAY_CLIENT_RATE_PER_SEC", "0".to_owned()),
-                            ("GATEWAY_CART_RATE_PER_SEC", "0".to_owned()),
-                            ("GATEWAY_UPSTREAM_TIMEOUT_MS", "2000".to_owned()),
-                            ("GATEWAY_CHECKOUT_WAIT_MS", "3000".to_owned()),
-                            ("GATEWAY_ADMIN_TOKEN", "chaos".to_owned()),
-                        ],
-                    ),
-                    ready_url: Some(format!("http://127.0.0.1:{}/ready", layout.gateway(i))),
-                },
-                &logs,
+            gateways.push(service(
+                format!("gateway-{i}"),
+                "gateway",
+                &[
+                    ("GATEWAY_HTTP_ADDR", local(layout.gateway(i))),
+                    ("GATEWAY_AGGREGATE_ADDRS", aggregate_addrs.clone()),
+                    ("GATEWAY_PROJECTION_ADDR", local(layout.projection_grpc())),
+                    ("GATEWAY_RUNNER_ADDR", local(layout.runner_grpc())),
+                    ("GATEWAY_CLIENT_RATE_PER_SEC", "0".to_owned()),
+                    ("GATEWAY_CART_RATE_PER_SEC", "0".to_owned()),
+                    ("GATEWAY_UPSTREAM_TIMEOUT_MS", "2000".to_owned()),
+                    ("GATEWAY_CHECKOUT_WAIT_MS", "3000".to_owned()),
+                    ("GATEWAY_ADMIN_TOKEN", "chaos".to_owned()),
+                ],
+                format!("http://127.0.0.1:{}/ready", layout.gateway(i)),
             ));
         }
         let mut cluster = Self {

@@ -43,6 +43,42 @@ impl Op {
     }
 }
 
+/// A request from its first try on: what the `Op` it ends in records of it.
+struct Started<'a> {
+    client: usize,
+    cart: &'a str,
+    key: Option<String>,
+    kind: &'static str,
+    start: Instant,
+}
+
+impl<'a> Started<'a> {
+    fn now(client: usize, cart: &'a str, key: Option<String>, kind: &'static str) -> Self {
+        Started {
+            client,
+            cart,
+            key,
+            kind,
+            start: Instant::now(),
+        }
+    }
+
+    /// The request ends now with `outcome`, after `attempts` tries.
+    fn ended(self, outcome: Outcome, version: Option<u64>, attempts: u32) -> Op {
+        Op {
+            client: self.client,
+            cart: self.cart.to_owned(),
+            key: self.key,
+            kind: self.kind,
+            start: self.start,
+            end: Instant::now(),
+            outcome,
+            version,
+            attempts,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
     pub clients: usize,
@@ -152,7 +188,7 @@ async fn write(
     http: &reqwest::Client,
     n: usize,
 ) -> Op {
-    let start = Instant::now();
+    let req = Started::now(client, cart, Some(key.clone()), kind);
     let mut last = String::new();
     for attempt in 0..cfg.attempts {
         let gateway = &cfg.gateways[(client + n + attempt as usize) % cfg.gateways.len()];
@@ -164,18 +200,7 @@ async fn write(
             .await;
         match sent {
             Ok(r) if r.status().is_success() => {
-                let version = etag(&r);
-                return Op {
-                    client,
-                    cart: cart.to_owned(),
-                    key: Some(key),
-                    kind,
-                    start,
-                    end: Instant::now(),
-                    outcome: Outcome::Acked,
-                    version,
-                    attempts: attempt + 1,
-                };
+                return req.ended(Outcome::Acked, etag(&r), attempt + 1);
             }
             Ok(r) => {
                 let status = r.status().as_u16();
@@ -190,55 +215,24 @@ async fn write(
                     tokio::time::sleep(wait.unwrap_or(backoff(attempt))).await;
                     continue;
                 }
-                return Op {
-                    client,
-                    cart: cart.to_owned(),
-                    key: Some(key),
-                    kind,
-                    start,
-                    end: Instant::now(),
-                    outcome: Outcome::Refused(status, code),
-                    version: None,
-                    attempts: attempt + 1,
-                };
+                return req.ended(Outcome::Refused(status, code), None, attempt + 1);
             }
             Err(e) => last = e.to_string(),
         }
         tokio::time::sleep(backoff(attempt)).await;
     }
-    Op {
-        client,
-        cart: cart.to_owned(),
-        key: Some(key),
-        kind,
-        start,
-        end: Instant::now(),
-        outcome: Outcome::Ambiguous(last),
-        version: None,
-        attempts: cfg.attempts,
-    }
+    req.ended(Outcome::Ambiguous(last), None, cfg.attempts)
 }
 
 /// A read of the cart (counted among the storefront's requests), retried like a write.
 async fn read(client: usize, cart: &str, cfg: &LoadConfig, http: &reqwest::Client, n: usize) -> Op {
-    let start = Instant::now();
+    let req = Started::now(client, cart, None, "Read");
     let mut last = String::new();
     for attempt in 0..cfg.attempts {
         let gateway = &cfg.gateways[(client + n + attempt as usize) % cfg.gateways.len()];
         match http.get(format!("{gateway}/v1/carts/{cart}")).send().await {
             Ok(r) if r.status().is_success() => {
-                let version = etag(&r);
-                return Op {
-                    client,
-                    cart: cart.to_owned(),
-                    key: None,
-                    kind: "Read",
-                    start,
-                    end: Instant::now(),
-                    outcome: Outcome::Acked,
-                    version,
-                    attempts: attempt + 1,
-                };
+                return req.ended(Outcome::Acked, etag(&r), attempt + 1);
             }
             Ok(r) if retryable(r.status().as_u16(), "") => {
                 last = r.status().to_string();
@@ -248,33 +242,14 @@ async fn read(client: usize, cart: &str, cfg: &LoadConfig, http: &reqwest::Clien
                 }
             }
             Ok(r) => {
-                return Op {
-                    client,
-                    cart: cart.to_owned(),
-                    key: None,
-                    kind: "Read",
-                    start,
-                    end: Instant::now(),
-                    outcome: Outcome::Refused(r.status().as_u16(), String::new()),
-                    version: None,
-                    attempts: attempt + 1,
-                };
+                let refused = Outcome::Refused(r.status().as_u16(), String::new());
+                return req.ended(refused, None, attempt + 1);
             }
             Err(e) => last = e.to_string(),
         }
         tokio::time::sleep(backoff(attempt)).await;
     }
-    Op {
-        client,
-        cart: cart.to_owned(),
-        key: None,
-        kind: "Read",
-        start,
-        end: Instant::now(),
-        outcome: Outcome::Ambiguous(last),
-        version: None,
-        attempts: cfg.attempts,
-    }
+    req.ended(Outcome::Ambiguous(last), None, cfg.attempts)
 }
 
 /// Worth the same request again: unavailability, timeouts, rate limits, a cart that kept

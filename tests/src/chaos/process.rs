@@ -134,6 +134,16 @@ impl Proc {
             .map(|kib| kib * 1024)
     }
 
+    /// Starts the process (when it is not running) and waits until it is ready.
+    pub async fn start_ready(
+        &mut self,
+        http: &reqwest::Client,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        self.start()?;
+        self.wait_ready(http, timeout).await
+    }
+
     /// Waits until the ready URL answers 2xx (or the process exits, or `timeout`).
     pub async fn wait_ready(
         &mut self,
@@ -152,13 +162,7 @@ impl Proc {
                     self.log.display()
                 );
             }
-            let ok = http
-                .get(&url)
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            if ok {
+            if answers(http, &url, Duration::from_secs(2)).await {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -171,6 +175,15 @@ impl Proc {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// Whether a GET of `url` answers 2xx within `timeout`.
+pub async fn answers(http: &reqwest::Client, url: &str, timeout: Duration) -> bool {
+    http.get(url)
+        .timeout(timeout)
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
 }
 
 impl Drop for Proc {

@@ -251,18 +251,11 @@ pub fn assert_server_accepts(
     for (name, text) in files {
         std::fs::write(dir.path().join(name), local_tls_paths(&text, "nats")).unwrap();
     }
-    let out = std::process::Command::new(bin)
-        .arg("--config")
-        .arg(dir.path().join(run))
-        .arg("-t")
-        .envs(env)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "nats-server -t rejects the {what} config:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    shared::test_support::config_check::assert_accepted(
+        &bin,
+        &dir.path().join(run),
+        env,
+        &format!("the {what} config"),
     );
 }
 

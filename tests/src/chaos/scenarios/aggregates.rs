@@ -23,16 +23,13 @@ impl Run<'_> {
             self.cluster.aggregates[i].kill9();
             let killed = Instant::now();
             served.extend(self.served_again(&owned, killed).await);
-            self.cluster.aggregates[i].start()?;
-            let http = self.cluster.http.clone();
             self.cluster.aggregates[i]
-                .wait_ready(&http, Duration::from_secs(30))
+                .start_ready(&self.cluster.http, Duration::from_secs(30))
                 .await?;
             self.placement_converged(3).await?;
             Self::run_for(Duration::from_millis(500)).await;
         }
-        let ops = load.finish().await;
-        self.verify(&ops, r).await?;
+        self.finish(load, r).await?;
         let times = Times::of(served);
         r.pass = r.verdict.consistent() && times.count > 0 && times.p99_ms <= 3_000;
         r.times.insert("served_again".into(), times);
@@ -73,13 +70,7 @@ impl Run<'_> {
             tasks.spawn(async move {
                 let deadline = since + Duration::from_secs(30);
                 while Instant::now() < deadline {
-                    let ok = http
-                        .get(&url)
-                        .timeout(Duration::from_secs(5))
-                        .send()
-                        .await
-                        .is_ok_and(|r| r.status().is_success());
-                    if ok {
+                    if answers(&http, &url, Duration::from_secs(5)).await {
                         return since.elapsed();
                     }
                     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -161,8 +152,7 @@ impl Run<'_> {
         cycles: usize,
         r: &mut ScenarioResult,
     ) -> anyhow::Result<()> {
-        let load = Load::start(self.load("zombie", self.opts.clients));
-        Self::run_for(Duration::from_secs(2)).await;
+        let load = self.warm_load("zombie").await;
         let mut converged = Vec::new();
         for _ in 0..cycles {
             let i = self.rng.usize(..3);
@@ -176,8 +166,7 @@ impl Run<'_> {
             converged.push(resumed.elapsed());
         }
         Self::run_for(Duration::from_secs(1)).await;
-        let ops = load.finish().await;
-        self.verify(&ops, r).await?;
+        self.finish(load, r).await?;
         r.pass = r.verdict.consistent();
         r.times
             .insert("placement_converged".into(), Times::of(converged));

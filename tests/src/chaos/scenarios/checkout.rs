@@ -58,27 +58,14 @@ impl Run<'_> {
     }
 
     pub(super) async fn mock_stats(&self) -> anyhow::Result<Value> {
-        Ok(self
-            .cluster
-            .http
-            .get(format!("{}/__mock/stats", self.cluster.mock_url()))
-            .send()
-            .await?
-            .json()
-            .await?)
+        self.get_json(&format!("{}/__mock/stats", self.cluster.mock_url()))
+            .await
     }
 
     /// The cart's storefront JSON.
     pub(super) async fn storefront_cart(&self, cart: &str) -> anyhow::Result<Value> {
         let gateway = &self.cluster.gateway_urls()[0];
-        Ok(self
-            .cluster
-            .http
-            .get(format!("{gateway}/cart/byid/{cart}"))
-            .send()
-            .await?
-            .json()
-            .await?)
+        self.get_json(&format!("{gateway}/cart/byid/{cart}")).await
     }
 
     /// Drives `cart`'s checkout to its end: waits for the provider order, pays it, waits for
@@ -142,11 +129,9 @@ impl Run<'_> {
             }
             Self::run_for(Duration::from_millis(self.rng.u64(0..500))).await;
             self.cluster.runner.kill9();
-            self.cluster.runner.start()?;
-            let http = self.cluster.http.clone();
             self.cluster
                 .runner
-                .wait_ready(&http, Duration::from_secs(30))
+                .start_ready(&self.cluster.http, Duration::from_secs(30))
                 .await?;
             carts.extend(batch);
         }

@@ -13,6 +13,7 @@ use shared::{CartId, TenantId};
 use super::check::{Verdict, check};
 use super::cluster::{Cluster, NODE_TTL_SECS};
 use super::load::{Load, LoadConfig, cart_of};
+use super::process::answers;
 use super::proxy::Fault;
 use super::{Options, ScenarioResult, Times};
 
@@ -164,6 +165,13 @@ impl Run<'_> {
         }
     }
 
+    /// Storefront clients on carts prefixed `prefix`, past their first two seconds.
+    pub(super) async fn warm_load(&self, prefix: &str) -> Load {
+        let load = Load::start(self.load(prefix, self.opts.clients));
+        Self::run_for(Duration::from_secs(2)).await;
+        load
+    }
+
     pub(super) async fn verify(
         &self,
         ops: &[crate::chaos::load::Op],
@@ -172,6 +180,17 @@ impl Run<'_> {
         let gateway = &self.cluster.gateway_urls()[0];
         r.verdict = check(&self.cluster.client, &self.cluster.http, gateway, ops).await?;
         Ok(())
+    }
+
+    /// Stops the clients and checks what they saw against the stream.
+    pub(super) async fn finish(&self, load: Load, r: &mut ScenarioResult) -> anyhow::Result<()> {
+        let ops = load.finish().await;
+        self.verify(&ops, r).await
+    }
+
+    /// The JSON body of a GET of `url`.
+    pub(super) async fn get_json(&self, url: &str) -> anyhow::Result<Value> {
+        Ok(self.cluster.http.get(url).send().await?.json().await?)
     }
 
     /// Lets the load run for `d` (a phase of the scenario, not a wait for a condition).

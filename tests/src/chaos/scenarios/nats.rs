@@ -11,8 +11,7 @@ impl Run<'_> {
         cycles: usize,
         r: &mut ScenarioResult,
     ) -> anyhow::Result<()> {
-        let load = Load::start(self.load("stream-leader", self.opts.clients));
-        Self::run_for(Duration::from_secs(2)).await;
+        let load = self.warm_load("stream-leader").await;
         let mut resumed = Vec::new();
         for cycle in 0..cycles {
             let leader = self.cluster.leader_of("CART_EVENTS").await?;
@@ -21,8 +20,7 @@ impl Run<'_> {
             resumed.push(self.writes_resume(killed, cycle).await?);
             self.restart_nats(leader).await?;
         }
-        let ops = load.finish().await;
-        self.verify(&ops, r).await?;
+        self.finish(load, r).await?;
         let times = Times::of(resumed);
         r.pass = r.verdict.consistent() && times.max_ms <= WRITES_RESUME_BOUND_MS;
         r.times.insert("writes_resume".into(), times);
@@ -77,10 +75,8 @@ impl Run<'_> {
     /// Starts NATS server `i` again with its store and waits until it is healthy and every
     /// stream has its three replicas current again.
     pub(super) async fn restart_nats(&mut self, i: usize) -> anyhow::Result<()> {
-        let http = self.cluster.http.clone();
-        self.cluster.nats[i].start()?;
         self.cluster.nats[i]
-            .wait_ready(&http, Duration::from_secs(60))
+            .start_ready(&self.cluster.http, Duration::from_secs(60))
             .await?;
         let deadline = Instant::now() + Duration::from_secs(60);
         for stream in ["CART_EVENTS", "KV_CART_PLACEMENT", "KV_CART_NODES"] {
@@ -113,8 +109,7 @@ impl Run<'_> {
         cycles: usize,
         r: &mut ScenarioResult,
     ) -> anyhow::Result<()> {
-        let load = Load::start(self.load("kv-leader", self.opts.clients));
-        Self::run_for(Duration::from_secs(2)).await;
+        let load = self.warm_load("kv-leader").await;
         let mut converged = Vec::new();
         for cycle in 0..cycles {
             let bucket = if cycle % 2 == 0 {
@@ -129,8 +124,7 @@ impl Run<'_> {
             self.restart_nats(leader).await?;
             self.placement_converged(3).await?;
         }
-        let ops = load.finish().await;
-        self.verify(&ops, r).await?;
+        self.finish(load, r).await?;
         r.pass = r.verdict.consistent();
         r.times
             .insert("placement_converged".into(), Times::of(converged));
@@ -144,8 +138,7 @@ impl Run<'_> {
         cycles: usize,
         r: &mut ScenarioResult,
     ) -> anyhow::Result<()> {
-        let load = Load::start(self.load("netfault", self.opts.clients));
-        Self::run_for(Duration::from_secs(2)).await;
+        let load = self.warm_load("netfault").await;
         let mut resumed = Vec::new();
         for cycle in 0..cycles {
             // Latency on every link, then every connection reset, then one server unreachable
@@ -166,8 +159,7 @@ impl Run<'_> {
             self.cluster.proxies[j].set(Fault::None);
             Self::run_for(Duration::from_secs(1)).await;
         }
-        let ops = load.finish().await;
-        self.verify(&ops, r).await?;
+        self.finish(load, r).await?;
         r.pass = r.verdict.consistent();
         r.times
             .insert("writes_resume_after_reset".into(), Times::of(resumed));

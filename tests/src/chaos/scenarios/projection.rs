@@ -16,16 +16,13 @@ impl Run<'_> {
         for _ in 0..cycles {
             Self::run_for(Duration::from_millis(500 + self.rng.u64(0..1500))).await;
             self.cluster.projection.kill9();
-            self.cluster.projection.start()?;
-            let http = self.cluster.http.clone();
             self.cluster
                 .projection
-                .wait_ready(&http, Duration::from_secs(30))
+                .start_ready(&self.cluster.http, Duration::from_secs(30))
                 .await?;
         }
         Self::run_for(Duration::from_secs(1)).await;
-        let ops = load.finish().await;
-        self.verify(&ops, r).await?;
+        self.finish(load, r).await?;
         let mismatches = self.views_equal_the_fold(&carts).await?;
         r.counts
             .insert("view_mismatches".into(), mismatches.len() as u64);
@@ -68,13 +65,8 @@ impl Run<'_> {
             }
             let totals = cart_domain::totals(&state.cart);
             let items: u64 = state.cart.lines.iter().map(|l| u64::from(l.quantity)).sum();
-            let view: Value = self
-                .cluster
-                .http
-                .get(format!("{gateway}/v1/carts/{cart}/view"))
-                .send()
-                .await?
-                .json()
+            let view = self
+                .get_json(&format!("{gateway}/v1/carts/{cart}/view"))
                 .await?;
             let want = json!({
                 "version": state.version,

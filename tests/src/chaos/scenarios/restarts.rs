@@ -6,8 +6,7 @@ impl Run<'_> {
     // ---- rolling restart -------------------------------------------------------------------
 
     pub(super) async fn rolling_restart(&mut self, r: &mut ScenarioResult) -> anyhow::Result<()> {
-        let load = Load::start(self.load("rolling", self.opts.clients));
-        Self::run_for(Duration::from_secs(2)).await;
+        let load = self.warm_load("rolling").await;
         let http = self.cluster.http.clone();
         let mut restarts = Vec::new();
         let count = self.cluster.aggregates.len();
@@ -20,8 +19,7 @@ impl Run<'_> {
             restarts.push(self.restart("gateway", i, &http, r).await?);
         }
         Self::run_for(Duration::from_secs(1)).await;
-        let ops = load.finish().await;
-        self.verify(&ops, r).await?;
+        self.finish(load, r).await?;
         r.times.insert("restart".into(), Times::of(restarts));
         r.pass = r.verdict.consistent() && r.verdict.failed_requests == 0;
         Ok(())
@@ -45,8 +43,7 @@ impl Run<'_> {
         let graceful = p.stop(Duration::from_secs(40)).await;
         anyhow::ensure!(graceful, "{} did not stop within 40 s of SIGTERM", p.name());
         let stopped = started.elapsed();
-        p.start()?;
-        p.wait_ready(http, Duration::from_secs(60)).await?;
+        p.start_ready(http, Duration::from_secs(60)).await?;
         let name = p.name().to_owned();
         if what == "aggregate" {
             self.placement_converged(3).await?;

@@ -68,6 +68,13 @@ impl Doc {
             _ => &self.v["spec"]["template"]["metadata"]["labels"],
         }
     }
+
+    /// The ports the pod's containers listen on.
+    pub fn container_ports(&self) -> Vec<u64> {
+        items(&self.pod()["containers"])
+            .flat_map(|c| items(&c["ports"]).filter_map(|p| p["containerPort"].as_u64()))
+            .collect()
+    }
 }
 
 pub fn k8s_docs() -> Vec<Doc> {

@@ -171,12 +171,7 @@ fn check_nats_box(platform: &[Doc], boxed: &[Doc]) {
     let workloads: Vec<(&Value, Vec<u64>)> = platform
         .iter()
         .filter(|d| d.is_workload())
-        .map(|d| {
-            let ports = items(&d.pod()["containers"])
-                .flat_map(|c| items(&c["ports"]).filter_map(|p| p["containerPort"].as_u64()))
-                .collect();
-            (d.pod_labels(), ports)
-        })
+        .map(|d| (d.pod_labels(), d.container_ports()))
         .collect();
     let (before, after) = (network_policies(platform), network_policies(&all));
     let inside = |labels| Peer {

@@ -103,12 +103,7 @@ fn k8s_network_policy_denies_by_default_and_allows_only_the_architecture_flows()
     let workloads: Vec<(&str, &Value, Vec<u64>)> = docs
         .iter()
         .filter(|d| d.is_workload())
-        .map(|d| {
-            let ports = items(&d.pod()["containers"])
-                .flat_map(|c| items(&c["ports"]).filter_map(|p| p["containerPort"].as_u64()))
-                .collect();
-            (d.name(), d.pod_labels(), ports)
-        })
+        .map(|d| (d.name(), d.pod_labels(), d.container_ports()))
         .collect();
     let name_of = |labels: &Value| s(&labels["app.kubernetes.io/name"]);
     let expected: BTreeSet<(String, String, u64)> = [

@@ -124,21 +124,24 @@ fn both_scrape_configs_name_the_platforms_jobs_cart() {
     let k8s = yaml("deploy/prometheus/kubernetes.yml");
     let jobs: Vec<&Value> = items(&k8s["scrape_configs"]).collect();
     assert_eq!(jobs.len(), 1, "one job for the platform's pods");
-    let relabel: Vec<&Value> = items(&jobs[0]["relabel_configs"]).collect();
+    // A relabel rule of the job on the one `source` label with `fields` set as given.
+    let relabels = |source: &str, fields: &[(&str, &str)]| {
+        items(&jobs[0]["relabel_configs"]).any(|r| {
+            strs(&r["source_labels"]) == [source] && fields.iter().all(|(k, v)| s(&r[*k]) == *v)
+        })
+    };
     assert!(
-        relabel.iter().any(|r| {
-            strs(&r["source_labels"]) == ["__meta_kubernetes_pod_annotation_prometheus_io_scrape"]
-                && s(&r["action"]) == "keep"
-                && s(&r["regex"]) == "true"
-        }),
+        relabels(
+            "__meta_kubernetes_pod_annotation_prometheus_io_scrape",
+            &[("action", "keep"), ("regex", "true")]
+        ),
         "kubernetes.yml keeps the pods annotated prometheus.io/scrape: \"true\""
     );
     assert!(
-        relabel.iter().any(|r| {
-            strs(&r["source_labels"]) == ["__meta_kubernetes_pod_label_app_kubernetes_io_name"]
-                && s(&r["target_label"]) == "job"
-                && s(&r["replacement"]) == "cart-$1"
-        }),
+        relabels(
+            "__meta_kubernetes_pod_label_app_kubernetes_io_name",
+            &[("target_label", "job"), ("replacement", "cart-$1")]
+        ),
         "kubernetes.yml names the job cart-<app.kubernetes.io/name>"
     );
     let docs = k8s_docs();
