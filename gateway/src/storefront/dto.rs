@@ -35,21 +35,12 @@ impl ItemBody {
     }
 }
 
-/// `POST /cart/add`: several items in one step.
+/// `POST /cart/add` (several items in one step) and `POST /cart/set` (replace every line).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct AddItemsBody {
+pub struct ItemsBody {
     pub items: Vec<ItemBody>,
     /// Country of items that name none.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub country: Option<String>,
-}
-
-/// `POST /cart/set`: replace every line.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct SetItemsBody {
-    pub items: Vec<ItemBody>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub country: Option<String>,
 }
@@ -153,21 +144,11 @@ fn country<'a>(body: &'a Option<String>, default: &'a str) -> &'a str {
     body.as_deref().unwrap_or(default)
 }
 
-impl AddItemsBody {
-    pub fn command(&self, default_country: &str) -> Command {
-        let c = country(&self.country, default_country);
-        Command::AddItems {
-            items: self.items.iter().map(|i| i.to_add_item(c)).collect(),
-        }
-    }
-}
-
-impl SetItemsBody {
-    pub fn command(&self, default_country: &str) -> Command {
-        let c = country(&self.country, default_country);
-        Command::SetItems {
-            items: self.items.iter().map(|i| i.to_add_item(c)).collect(),
-        }
+impl ItemsBody {
+    /// The domain items; each ships to its own country, the body's, or `default_country`.
+    pub fn items(&self, default_country: &str) -> Vec<AddItem> {
+        let country = country(&self.country, default_country);
+        self.items.iter().map(|i| i.to_add_item(country)).collect()
     }
 }
 
@@ -178,13 +159,11 @@ mod tests {
 
     #[test]
     fn go_cart_actor_bodies_parse_and_typos_are_refused() {
-        let b: AddItemsBody = parse(
+        let b: ItemsBody = parse(
             br#"{"items":[{"sku":"A","quantity":1},{"sku":"B","quantity":2,"country":"no"}],"country":"dk"}"#,
         )
         .unwrap();
-        let Command::AddItems { items } = b.command("se") else {
-            panic!()
-        };
+        let items = b.items("se");
         assert_eq!(items[0].country, "dk");
         assert_eq!(items[1].country, "no");
         let b: AddDeliveryBody = parse(br#"{"provider":"standard"}"#).unwrap();

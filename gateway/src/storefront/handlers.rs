@@ -127,15 +127,17 @@ pub async fn add_sku(
 }
 
 /// Add several items in one step (`AddItems`; all or nothing).
-#[utoipa::path(post, path = "/cart/add", tag = TAG, request_body = AddItemsBody,
+#[utoipa::path(post, path = "/cart/add", tag = TAG, request_body = ItemsBody,
     responses((status = 200, description = "The cart after the change", body = MutationReply<i64>), CommandErrors))]
 pub async fn add_items(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
     cart: StoreCart,
-    JsonBody(body): JsonBody<AddItemsBody>,
+    JsonBody(body): JsonBody<ItemsBody>,
 ) -> Result<Response, ApiError> {
-    let cmd = body.command(&s.cfg.default_country);
+    let cmd = Command::AddItems {
+        items: body.items(&s.cfg.default_country),
+    };
     mutate(&s, &ctx, &cart, cmd, &body).await
 }
 
@@ -183,15 +185,17 @@ pub async fn forget_cart(State(s): State<AppState>) -> Response {
 }
 
 /// Replace every line (`SetItems`; deliveries go with the old lines).
-#[utoipa::path(post, path = "/cart/set", tag = TAG, request_body = SetItemsBody,
+#[utoipa::path(post, path = "/cart/set", tag = TAG, request_body = ItemsBody,
     responses((status = 200, description = "The cart after the change", body = MutationReply<i64>), CommandErrors))]
 pub async fn set_items(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
     cart: StoreCart,
-    JsonBody(body): JsonBody<SetItemsBody>,
+    JsonBody(body): JsonBody<ItemsBody>,
 ) -> Result<Response, ApiError> {
-    let cmd = body.command(&s.cfg.default_country);
+    let cmd = Command::SetItems {
+        items: body.items(&s.cfg.default_country),
+    };
     mutate(&s, &ctx, &cart, cmd, &body).await
 }
 
