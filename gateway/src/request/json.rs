@@ -141,7 +141,8 @@ pub fn from_value<T: DeserializeOwned>(
     })
 }
 
-fn describe(path: &str, err: &serde_json::Error) -> ApiError {
+/// Our 400 for a JSON error at `path` (empty or `.`: the body itself).
+pub fn describe(path: &str, err: &serde_json::Error) -> ApiError {
     use serde_json::error::Category;
     match err.classify() {
         Category::Syntax | Category::Eof | Category::Io => {

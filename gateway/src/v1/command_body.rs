@@ -14,7 +14,7 @@ use serde_json::Value;
 use shared::{ApiError, ErrorCode};
 use utoipa::ToSchema;
 
-use crate::request::json::{from_value, refuse_unknown};
+use crate::request::json::{describe, from_value, refuse_unknown};
 
 /// Sent by the runner and the payment provider, never by clients.
 pub const INTERNAL: &[&str] = &["RecordProviderOrder", "ConfirmOrder", "FailCheckout"];
@@ -58,15 +58,18 @@ pub enum Commands {
     Many { commands: Vec<Parsed>, atomic: bool },
 }
 
-/// The command types a client may send, in the domain's order.
-fn client_command_types() -> Vec<&'static str> {
-    let mut types: Vec<&'static str> = Command::examples()
-        .iter()
-        .map(Command::name)
-        .filter(|t| !INTERNAL.contains(t))
-        .collect();
-    types.dedup();
-    types
+/// The command types a client may send, in the domain's order (worked out once).
+fn client_command_types() -> &'static [&'static str] {
+    static TYPES: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
+        let mut types: Vec<&'static str> = Command::examples()
+            .iter()
+            .map(Command::name)
+            .filter(|t| !INTERNAL.contains(t))
+            .collect();
+        types.dedup();
+        types
+    });
+    &TYPES
 }
 
 /// Parses a body; `default_country` fills items that name none.
@@ -174,10 +177,11 @@ const MAX_TRIALS: usize = 64;
 /// removal changes the error is the one the error is about (a wrong value fails while the
 /// fields are read, a missing one only after).
 fn decode(value: &Value, path: &str) -> Result<Command, ApiError> {
-    let error = match serde_json::from_value::<Command>(value.clone()) {
+    let err = match serde_json::from_value::<Command>(value.clone()) {
         Ok(command) => return Ok(command),
-        Err(e) => e.to_string(),
+        Err(e) => e,
     };
+    let error = err.to_string();
     // A missing field is reported once every field is read: only a nested object or list can
     // be where it is missing, so only those are searched.
     let scalars = !error.starts_with("missing field");
@@ -188,13 +192,7 @@ fn decode(value: &Value, path: &str) -> Result<Command, ApiError> {
     }
     let steps: String = at.iter().map(ToString::to_string).collect();
     let located = format!("{path}{steps}");
-    let message = shared::error::clip_quoted(error).replace('`', "");
-    let located = located.trim_start_matches('.');
-    Err(ApiError::invalid(if located.is_empty() {
-        message
-    } else {
-        format!("{located}: {message}")
-    }))
+    Err(describe(located.trim_start_matches('.'), &err))
 }
 
 /// One step into a JSON value.

@@ -331,10 +331,11 @@ impl Consumer {
 
     /// Applies `rest` in order, handling one failing message per round.
     async fn apply(&mut self, mut rest: Vec<Received>) -> Result<(), ProjectionError> {
+        // One span per message, made once: each ends when its message is handled.
+        let mut spans: Vec<tracing::Span> = rest.iter().map(Received::span).collect();
         while !rest.is_empty() {
             // The writer needs no headers (they are kept here for dead letters).
             let batch = rest.iter().map(|d| d.inc.without_headers()).collect();
-            let _spans: Vec<tracing::Span> = rest.iter().map(Received::span).collect();
             let outcome = match self.writer.apply(batch, OnFailure::Stop).await {
                 Ok(o) => o,
                 Err(e) => {
@@ -345,6 +346,7 @@ impl Consumer {
             // Committed: acknowledge in the background once the commit is on disk, so the
             // next batch reaches the writer without waiting for the disk or the acks.
             let handled: Vec<Received> = rest.drain(..outcome.handled).collect();
+            spans.drain(..outcome.handled);
             self.ack_when_durable(handled, outcome.commit);
             let Some(failure) = outcome.failure else {
                 break;
@@ -352,6 +354,7 @@ impl Consumer {
             let failed = rest.remove(0);
             if failed.inc.delivered >= self.settings.max_deliver {
                 self.dead_letter(&failed, &failure.reason).await?;
+                spans.remove(0);
                 continue;
             }
             tracing::warn!(

@@ -104,17 +104,17 @@ impl QueryGrpc {
         result
     }
 
-    /// Serves `method` of `QueryService` to the callers in `allowed`: checks the caller, then
-    /// runs `work` and counts its outcome.
+    /// Serves `rpc` (`QueryService.<Method>`) to the callers in `allowed`: checks the caller,
+    /// then runs `work` and counts its outcome under the method's name.
     async fn serve<Req, T>(
         &self,
         req: &Request<Req>,
-        method: &'static str,
+        rpc: &'static str,
         allowed: &[&str],
         work: impl Future<Output = Result<T, ProjectionError>>,
     ) -> Reply<T> {
-        shared::grpc_tls::authorize(req, &format!("QueryService.{method}"), allowed)?;
-        self.observe(method, work.await)
+        shared::grpc_tls::authorize(req, rpc, allowed)?;
+        self.observe(rpc.trim_start_matches("QueryService."), work.await)
     }
 
     async fn list(
@@ -189,7 +189,7 @@ impl QueryGrpc {
 #[tonic::async_trait]
 impl pb::query_service_server::QueryService for QueryGrpc {
     async fn get_cart(&self, req: Request<pb::GetCartRequest>) -> Reply<pb::CartRecord> {
-        self.serve(&req, "GetCart", &[GATEWAY], async {
+        self.serve(&req, "QueryService.GetCart", &[GATEWAY], async {
             let t = tenant(req.metadata(), &req.get_ref().tenant)?;
             let id = CartId::parse(&req.get_ref().cart_id)
                 .map_err(|e| ProjectionError::Invalid(e.to_string()))?;
@@ -207,7 +207,7 @@ impl pb::query_service_server::QueryService for QueryGrpc {
     }
 
     async fn list_carts(&self, req: Request<pb::ListCartsRequest>) -> Reply<pb::ListCartsResponse> {
-        self.serve(&req, "ListCarts", &[GATEWAY], async {
+        self.serve(&req, "QueryService.ListCarts", &[GATEWAY], async {
             let q = req.get_ref();
             let t = tenant(req.metadata(), &q.tenant)?;
             let filter = CartFilter {
@@ -238,7 +238,7 @@ impl pb::query_service_server::QueryService for QueryGrpc {
         &self,
         req: Request<pb::ListOrdersRequest>,
     ) -> Reply<pb::ListOrdersResponse> {
-        self.serve(&req, "ListOrders", &[GATEWAY], async {
+        self.serve(&req, "QueryService.ListOrders", &[GATEWAY], async {
             let q = req.get_ref();
             let t = tenant(req.metadata(), &q.tenant)?;
             let since = time_arg("since", q.since.as_deref())?;
@@ -262,7 +262,7 @@ impl pb::query_service_server::QueryService for QueryGrpc {
         &self,
         req: Request<pb::AbandonedCartsRequest>,
     ) -> Reply<pb::ListCartsResponse> {
-        self.serve(&req, "AbandonedCarts", &[GATEWAY], async {
+        self.serve(&req, "QueryService.AbandonedCarts", &[GATEWAY], async {
             let q = req.get_ref();
             let t = tenant(req.metadata(), &q.tenant)?;
             let idle = match q.idle_seconds {
@@ -288,7 +288,7 @@ impl pb::query_service_server::QueryService for QueryGrpc {
     }
 
     async fn sku_demand(&self, req: Request<pb::SkuDemandRequest>) -> Reply<pb::SkuDemandResponse> {
-        self.serve(&req, "SkuDemand", &[GATEWAY], async {
+        self.serve(&req, "QueryService.SkuDemand", &[GATEWAY], async {
             let t = tenant(req.metadata(), &req.get_ref().tenant)?;
             let n = limit(req.get_ref().limit);
             let rows = self
@@ -313,21 +313,26 @@ impl pb::query_service_server::QueryService for QueryGrpc {
         &self,
         req: Request<pb::ListDeadLettersRequest>,
     ) -> Reply<pb::ListDeadLettersResponse> {
-        self.serve(&req, "ListDeadLetters", &[GATEWAY, ADMIN], async {
-            let q = req.get_ref();
-            let t = match q.tenant.as_str() {
-                "" => None,
-                raw => Some(tenant(req.metadata(), raw)?.to_string()),
-            };
-            let n = limit(q.limit);
-            let rows = self
-                .readers
-                .with(move |c| poison_table::list(c, t.as_deref(), n))
-                .await?;
-            Ok(pb::ListDeadLettersResponse {
-                dead_letters: rows.into_iter().map(dead_letter_record).collect(),
-            })
-        })
+        self.serve(
+            &req,
+            "QueryService.ListDeadLetters",
+            &[GATEWAY, ADMIN],
+            async {
+                let q = req.get_ref();
+                let t = match q.tenant.as_str() {
+                    "" => None,
+                    raw => Some(tenant(req.metadata(), raw)?.to_string()),
+                };
+                let n = limit(q.limit);
+                let rows = self
+                    .readers
+                    .with(move |c| poison_table::list(c, t.as_deref(), n))
+                    .await?;
+                Ok(pb::ListDeadLettersResponse {
+                    dead_letters: rows.into_iter().map(dead_letter_record).collect(),
+                })
+            },
+        )
         .await
     }
 
@@ -336,12 +341,17 @@ impl pb::query_service_server::QueryService for QueryGrpc {
         req: Request<pb::ReplayDeadLetterRequest>,
     ) -> Reply<pb::ReplayDeadLetterResponse> {
         let replay = self.replay(req.get_ref().id);
-        self.serve(&req, "ReplayDeadLetter", &[GATEWAY, ADMIN], replay)
-            .await
+        self.serve(
+            &req,
+            "QueryService.ReplayDeadLetter",
+            &[GATEWAY, ADMIN],
+            replay,
+        )
+        .await
     }
 
     async fn status(&self, req: Request<pb::StatusRequest>) -> Reply<pb::StatusResponse> {
-        self.serve(&req, "Status", &[GATEWAY, ADMIN], async {
+        self.serve(&req, "QueryService.Status", &[GATEWAY, ADMIN], async {
             let dead_letters = self.readers.with(poison_table::open_count).await?;
             let applied = self.writer.checkpoint();
             let last = self.shared.stream_last();
