@@ -56,6 +56,18 @@ impl CartGrpc {
         rpc: &str,
     ) -> Result<(Caller, Target), Status> {
         let caller = Caller::of(req)?;
+        let target = self.admit_as(&caller, req, rpc)?;
+        Ok((caller, target))
+    }
+
+    /// [`Self::admit`] for a caller already known (a call on a multiplexed stream, whose
+    /// caller is the stream's).
+    fn admit_as<R: CartRequest>(
+        &self,
+        caller: &Caller,
+        req: &Request<R>,
+        rpc: &str,
+    ) -> Result<Target, Status> {
         caller.require(rpc, &[GATEWAY, RUNNER])?;
         let md = req.metadata();
         let ctx = request_context(md, req.get_ref().tenant())?;
@@ -66,7 +78,29 @@ impl CartGrpc {
         } else {
             Route::Placed
         };
-        Ok((caller, (ctx, cart, route)))
+        Ok((ctx, cart, route))
+    }
+
+    /// `Execute` for `caller`: the unary call, and each call of an `ExecuteStream`.
+    pub(crate) async fn execute_as(
+        &self,
+        caller: &Caller,
+        req: Request<pb::ExecuteRequest>,
+    ) -> Result<Response<pb::ExecuteResponse>, Status> {
+        let (ctx, cart, route) = self.admit_as(caller, &req, "Execute")?;
+        let r = req.into_inner();
+        let id = identity(&r.command_id, r.request_fingerprint)?;
+        let cmd = command(&r.command, "command")?;
+        authorize_commands(caller, std::slice::from_ref(&cmd))?;
+        self.run(
+            ctx,
+            cart,
+            route,
+            id,
+            (r.expected_version, vec![cmd]),
+            r.render,
+        )
+        .await
     }
 }
 
@@ -174,20 +208,24 @@ impl pb::cart_service_server::CartService for CartGrpc {
         &self,
         req: Request<pb::ExecuteRequest>,
     ) -> Result<Response<pb::ExecuteResponse>, Status> {
-        let (caller, (ctx, cart, route)) = self.admit(&req, "Execute")?;
-        let r = req.into_inner();
-        let id = identity(&r.command_id, r.request_fingerprint)?;
-        let cmd = command(&r.command, "command")?;
-        authorize_commands(&caller, std::slice::from_ref(&cmd))?;
-        self.run(
-            ctx,
-            cart,
-            route,
-            id,
-            (r.expected_version, vec![cmd]),
-            r.render,
-        )
-        .await
+        let caller = Caller::of(&req)?;
+        self.execute_as(&caller, req).await
+    }
+
+    type ExecuteStreamStream = crate::multiplex::Results;
+
+    async fn execute_stream(
+        &self,
+        req: Request<tonic::Streaming<pb::ExecuteCall>>,
+    ) -> Result<Response<Self::ExecuteStreamStream>, Status> {
+        let caller = Caller::of(&req)?;
+        caller.require("ExecuteStream", &[GATEWAY, RUNNER])?;
+        Ok(Response::new(crate::multiplex::serve(
+            self.clone(),
+            caller,
+            req.into_inner(),
+            self.shutdown.clone(),
+        )))
     }
 
     async fn execute_batch(

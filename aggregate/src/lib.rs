@@ -10,6 +10,7 @@ pub mod config;
 pub mod drain;
 pub mod grpc;
 pub mod metrics;
+pub mod multiplex;
 pub mod placement;
 pub mod seed;
 pub mod snapshot;

@@ -152,3 +152,54 @@ async fn only_clients_with_a_certificate_get_in_and_each_rpc_checks_who_calls() 
         .expect("an operator reads the status");
     node.drain().await.unwrap();
 }
+
+/// `ExecuteStream` checks callers as `Execute` does: the stream's certificate is the caller
+/// of every call on it.
+#[tokio::test]
+async fn multiplexed_calls_are_checked_as_unary_ones() {
+    let Some(env) = env().await else { return };
+    let pki = TestPki::new();
+    let mut config = env.config("tls-mux-node", false);
+    config.grpc_tls = tls(&pki, "aggregate");
+    let node = aggregate::start(config).await.expect("starts with TLS");
+    let addr = node.grpc_addr;
+    let call = |cmd| {
+        let r = exec("tls-mux-cart", CommandId::new(), cmd);
+        let (md, _, body) = r.into_parts();
+        (md, body)
+    };
+    let fail = || cart_domain::Command::FailCheckout {
+        attempt_id: "attempt-1".into(),
+        code: "refused".into(),
+        reason: "forged".into(),
+    };
+
+    let gateway = cart_client::multiplex::Mux::new(channel_as(&pki, "gateway", addr).await);
+    let (md, body) = call(add("TEST-SKU-123", 1));
+    gateway
+        .execute(&md, None, body)
+        .await
+        .expect("the gateway adds an item over the stream");
+    let (md, body) = call(fail());
+    let denied = gateway.execute(&md, None, body).await.unwrap_err();
+    assert_eq!(code(&denied), ErrorCode::PermissionDenied, "{denied:?}");
+    assert!(denied.message().contains("runner"), "{denied:?}");
+
+    // A service that may not call CartService at all is refused when it opens the stream.
+    let admin = cart_client::multiplex::Mux::new(channel_as(&pki, "admin", addr).await);
+    let (md, body) = call(add("TEST-SKU-123", 1));
+    let denied = admin.execute(&md, None, body).await.unwrap_err();
+    assert_eq!(code(&denied), ErrorCode::PermissionDenied, "{denied:?}");
+    assert_eq!(
+        env.messages("tls-mux-cart").await.len(),
+        1,
+        "only the gateway's add was stored"
+    );
+
+    let runner = cart_client::multiplex::Mux::new(channel_as(&pki, "runner", addr).await);
+    let (md, body) = call(fail());
+    if let Err(e) = runner.execute(&md, None, body).await {
+        assert_ne!(code(&e), ErrorCode::PermissionDenied, "{e:?}");
+    }
+    node.drain().await.unwrap();
+}

@@ -21,6 +21,7 @@ use shared::placement::shard_for;
 use shared::{ApiError, ErrorCode};
 use tonic::transport::Channel;
 
+use crate::multiplex::Mux;
 use crate::placement_view::PlacementView;
 
 #[derive(Debug, Clone)]
@@ -68,8 +69,15 @@ struct Inner {
 }
 
 struct Pool {
-    channels: Vec<Channel>,
+    /// Each connection with the `ExecuteStream` multiplexer on it.
+    channels: Vec<(Channel, Arc<Mux>)>,
     next: AtomicUsize,
+}
+
+/// One connection to a node: unary calls, and `Execute` multiplexed on a stream.
+struct Node {
+    grpc: CartServiceClient<Channel>,
+    mux: Arc<Mux>,
 }
 
 impl CartClient {
@@ -98,12 +106,17 @@ impl CartClient {
         req: pb::ExecuteRequest,
     ) -> Result<pb::ExecuteResponse, ApiError> {
         let timeout = Some(self.inner.cfg.timeout);
-        self.call(
-            ctx,
-            req,
-            timeout,
-            |mut c, r| async move { c.execute(r).await },
-        )
+        let (tenant, cart) = ids(req.tenant(), req.cart_id())?;
+        self.call_with(ctx, &tenant, &cart, timeout, |node, meta| {
+            let req = req.clone();
+            async move {
+                let resp = node
+                    .mux
+                    .execute(&meta.metadata(), meta.timeout, req)
+                    .await?;
+                Ok(tonic::Response::new(resp))
+            }
+        })
         .await
     }
 
@@ -165,8 +178,8 @@ impl CartClient {
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let (tenant, cart) = ids(req.tenant(), req.cart_id())?;
-        self.call_with(ctx, &tenant, &cart, timeout, |c, meta| {
-            f(c, with_ctx(meta, req.clone()))
+        self.call_with(ctx, &tenant, &cart, timeout, |node, meta| {
+            f(node.grpc, with_ctx(meta, req.clone()))
         })
         .await
     }
@@ -180,7 +193,7 @@ impl CartClient {
         f: F,
     ) -> Result<T, ApiError>
     where
-        F: Fn(CartServiceClient<Channel>, RequestMeta) -> Fut,
+        F: Fn(Node, RequestMeta) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let shard = shard_for(tenant, cart, self.inner.cfg.shard_count);
@@ -273,14 +286,18 @@ impl CartClient {
         Some(fallback[i % fallback.len()].clone())
     }
 
-    fn client(&self, addr: &str) -> Result<CartServiceClient<Channel>, ApiError> {
+    fn client(&self, addr: &str) -> Result<Node, ApiError> {
         let pool = self
             .inner
             .pools
             .try_get_with(addr.to_owned(), || self.pool(addr).map(Arc::new))
             .map_err(|e: Arc<ApiError>| (*e).clone())?;
         let i = pool.next.fetch_add(1, Ordering::Relaxed) % pool.channels.len();
-        Ok(CartServiceClient::new(pool.channels[i].clone()))
+        let (channel, mux) = &pool.channels[i];
+        Ok(Node {
+            grpc: CartServiceClient::new(channel.clone()),
+            mux: mux.clone(),
+        })
     }
 
     fn pool(&self, addr: &str) -> Result<Pool, ApiError> {
@@ -295,7 +312,10 @@ impl CartClient {
             .http2_keep_alive_interval(Duration::from_secs(20))
             .keep_alive_while_idle(true);
         let channels = (0..self.inner.cfg.channels_per_node.max(1))
-            .map(|_| endpoint.connect_lazy())
+            .map(|_| {
+                let channel = endpoint.connect_lazy();
+                (channel.clone(), Arc::new(Mux::new(channel)))
+            })
             .collect();
         Ok(Pool {
             channels,
@@ -311,15 +331,23 @@ pub struct RequestMeta {
     fallback: bool,
 }
 
-fn with_ctx<T>(meta: RequestMeta, body: T) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(body);
-    meta.ctx.to_grpc_metadata(r.metadata_mut());
-    if meta.fallback {
-        r.metadata_mut().insert(
-            shared::headers::ROUTE_FALLBACK,
-            tonic::metadata::MetadataValue::from_static("owner-unreachable"),
-        );
+impl RequestMeta {
+    /// The gRPC metadata of the attempt: the caller's context and the routing hint.
+    fn metadata(&self) -> tonic::metadata::MetadataMap {
+        let mut md = tonic::metadata::MetadataMap::new();
+        self.ctx.to_grpc_metadata(&mut md);
+        if self.fallback {
+            md.insert(
+                shared::headers::ROUTE_FALLBACK,
+                tonic::metadata::MetadataValue::from_static("owner-unreachable"),
+            );
+        }
+        md
     }
+}
+
+fn with_ctx<T>(meta: RequestMeta, body: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::from_parts(meta.metadata(), Default::default(), body);
     if let Some(t) = meta.timeout {
         r.set_timeout(t);
     }

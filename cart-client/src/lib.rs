@@ -4,12 +4,14 @@
 //!   each shard (`CART_PLACEMENT`), kept by KV watches. The aggregates use it too, to claim
 //!   shards.
 //! - [`CartClient`]: `CartService` calls routed to the owner of the cart's shard, with
-//!   deadlines, one redirect on `not_owner` and failover to any live node.
+//!   deadlines, one redirect on `not_owner` and failover to any live node. `Execute` goes over
+//!   [`multiplex`]: one long-lived `ExecuteStream` per connection instead of a call each.
 //!
 //! Depends on the wire contract (`proto`) and the shared vocabulary only, never on the aggregate
 //! server.
 
 pub mod client;
+pub mod multiplex;
 pub mod placement_view;
 
 pub use client::{CartClient, ClientConfig};

@@ -38,6 +38,7 @@ pub mod runner {
 
 pub mod cart_request;
 pub mod convert;
+pub mod multiplex;
 
 #[cfg(test)]
 mod tests {

@@ -37,6 +37,15 @@ pub fn grpc_server_span(req: &http::Request<()>) -> tracing::Span {
     span
 }
 
+/// The span of one call on a multiplexed stream (`CartService.ExecuteStream`): as
+/// [`grpc_server_span`] for a unary call (`grpc`, the method it stands for), the child of the
+/// caller's span named in the call's own metadata, never of the stream's.
+pub fn grpc_call_span(rpc: &'static str, md: &tonic::metadata::MetadataMap) -> tracing::Span {
+    let span = tracing::info_span!(parent: None, "grpc", rpc);
+    follow(&span, &extract(&crate::propagation::GrpcMetadata(md)));
+    span
+}
+
 /// The context to send to the next hop: `ctx` with the current span as the parent. When no
 /// span is current (or no OpenTelemetry layer is installed) the caller's context goes on as is.
 pub fn downstream(ctx: &RequestContext) -> RequestContext {
