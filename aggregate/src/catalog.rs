@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use async_nats::jetstream::kv;
 use cart_domain::CatalogNeeds;
-use cart_domain::catalog::{CatalogSnapshot, normalize_voucher_code};
+use cart_domain::catalog::{
+    CatalogSnapshot, DeliveryOption, Product, VoucherDefinition, normalize_voucher_code,
+};
 use futures::StreamExt;
 use moka::future::Cache;
 use serde::de::DeserializeOwned;
@@ -17,8 +19,42 @@ use shared::subjects::{delivery_key, sku_key, voucher_key};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// `None` caches "not in the catalog" too, so unknown SKUs cost one KV read per TTL.
-type Entry = Option<Arc<bytes::Bytes>>;
+/// A catalog entry as the bucket holds it, decoded once when it is read (not at every
+/// command). `Absent` caches "not in the catalog" too, so unknown SKUs cost one KV read per TTL.
+#[derive(Clone)]
+enum Entry {
+    Absent,
+    Product(Arc<Product>),
+    Delivery(Arc<DeliveryOption>),
+    Voucher(Arc<VoucherDefinition>),
+    /// Bytes that do not decode as their kind: the error, reported at every use until fixed.
+    Invalid(Arc<str>),
+}
+
+/// A kind of catalog entry (what its key prefix says it is).
+trait Kind: DeserializeOwned + Clone {
+    fn entry(value: Self) -> Entry;
+    fn of(entry: &Entry) -> Option<&Arc<Self>>;
+}
+
+macro_rules! kind {
+    ($ty:ty, $variant:ident) => {
+        impl Kind for $ty {
+            fn entry(value: Self) -> Entry {
+                Entry::$variant(Arc::new(value))
+            }
+            fn of(entry: &Entry) -> Option<&Arc<Self>> {
+                match entry {
+                    Entry::$variant(v) => Some(v),
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+kind!(Product, Product);
+kind!(DeliveryOption, Delivery);
+kind!(VoucherDefinition, Voucher);
 
 #[derive(Clone)]
 pub struct CatalogCache {
@@ -49,16 +85,14 @@ impl CatalogCache {
         let mut snap = CatalogSnapshot::default();
         for sku in &needs.skus {
             if let Ok(key) = sku_key(sku)
-                && let Some(p) = self.get::<cart_domain::catalog::Product>(&key).await?
+                && let Some(p) = self.get::<Product>(&key).await?
             {
                 snap.products.insert((*sku).to_owned(), p);
             }
         }
         for provider in &needs.providers {
             if let Ok(key) = delivery_key(provider)
-                && let Some(d) = self
-                    .get::<cart_domain::catalog::DeliveryOption>(&key)
-                    .await?
+                && let Some(d) = self.get::<DeliveryOption>(&key).await?
             {
                 snap.deliveries.insert((*provider).to_owned(), d);
             }
@@ -66,9 +100,7 @@ impl CatalogCache {
         for code in &needs.vouchers {
             let code = normalize_voucher_code(code);
             if let Ok(key) = voucher_key(&code)
-                && let Some(v) = self
-                    .get::<cart_domain::catalog::VoucherDefinition>(&key)
-                    .await?
+                && let Some(v) = self.get::<VoucherDefinition>(&key).await?
             {
                 snap.vouchers.insert(code, v);
             }
@@ -76,7 +108,7 @@ impl CatalogCache {
         Ok(snap)
     }
 
-    async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, ApiError> {
+    async fn get<T: Kind>(&self, key: &str) -> Result<Option<T>, ApiError> {
         // A hit (the common case) needs neither a copy of the bucket handle nor of the key.
         let entry = match self.cache.get(key).await {
             Some(entry) => entry,
@@ -85,7 +117,11 @@ impl CatalogCache {
                 let owned = key.to_owned();
                 self.cache
                     .try_get_with(key.to_owned(), async move {
-                        kv.get(owned).await.map(|v| v.map(Arc::new))
+                        kv.get(owned).await.map(|v| match v {
+                            None => Entry::Absent,
+                            Some(bytes) => serde_json::from_slice::<T>(&bytes)
+                                .map_or_else(|e| Entry::Invalid(e.to_string().into()), T::entry),
+                        })
                     })
                     .await
                     .map_err(|e| {
@@ -93,12 +129,13 @@ impl CatalogCache {
                     })?
             }
         };
-        match entry {
-            None => Ok(None),
-            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-                ApiError::internal(format!(
-                    "catalog entry {key} is not valid: {e}; fix it in the CATALOG bucket"
-                ))
+        match &entry {
+            Entry::Absent => Ok(None),
+            Entry::Invalid(e) => Err(ApiError::internal(format!(
+                "catalog entry {key} is not valid: {e}; fix it in the CATALOG bucket"
+            ))),
+            other => T::of(other).map(|v| Some(T::clone(v))).ok_or_else(|| {
+                ApiError::internal(format!("catalog entry {key} is not the kind its key names"))
             }),
         }
     }

@@ -191,6 +191,67 @@ async fn catalog_changes_reach_decisions_through_the_kv_watch() {
     // The line added before keeps the price the shopper saw (a fact in its event).
     let again = read(&mut client, "price-a").await;
     assert_eq!(price(&again, "TEST-SKU-AAA"), Some(12900));
+
+    // An entry broken by hand is reported at every use (the cache keeps the decoded entry,
+    // never a broken one as if absent), and a fix is picked up through the watch.
+    kv.put("sku.TEST-SKU-AAA", "{\"sku\": 12".into())
+        .await
+        .unwrap();
+    let mut n = 0;
+    wait_until(
+        || {
+            n += 1;
+            let mut client = client.clone();
+            let cart = format!("price-c-{n}");
+            async move {
+                match client
+                    .execute(exec(&cart, CommandId::new(), add("TEST-SKU-AAA", 1)))
+                    .await
+                {
+                    Err(status) => {
+                        let err = shared::ApiError::from_status(&status);
+                        assert_eq!(err.code, ErrorCode::Internal, "{status:?}");
+                        assert!(
+                            err.message.contains("sku.TEST-SKU-AAA is not valid"),
+                            "{err:?}"
+                        );
+                        true
+                    }
+                    Ok(_) => false,
+                }
+            }
+        },
+        WAIT,
+    )
+    .await
+    .expect("adds of the broken SKU are refused");
+    assert!(
+        env.messages(&format!("price-c-{n}")).await.is_empty(),
+        "a refused add appends nothing"
+    );
+    kv.put(
+        "sku.TEST-SKU-AAA",
+        serde_json::to_vec(&product).unwrap().into(),
+    )
+    .await
+    .unwrap();
+    let mut n = 0;
+    wait_until(
+        || {
+            n += 1;
+            let mut client = client.clone();
+            let cart = format!("price-d-{n}");
+            async move {
+                client
+                    .execute(exec(&cart, CommandId::new(), add("TEST-SKU-AAA", 1)))
+                    .await
+                    .is_ok()
+            }
+        },
+        WAIT,
+    )
+    .await
+    .expect("the fixed entry serves adds again");
     node.drain().await.unwrap();
 }
 

@@ -83,7 +83,10 @@ pub async fn subject(
 ) -> Measured {
     let run = super::run_id();
     let uri: http::Uri = base.parse().expect("gateway URL");
-    let authority = uri.authority().expect("gateway URL has host:port").to_string();
+    let authority = uri
+        .authority()
+        .expect("gateway URL has host:port")
+        .to_string();
     let workers = (0..concurrency)
         .map(|i| HttpWorker {
             authority: authority.clone(),

@@ -335,16 +335,17 @@ fn decide_all(
         catalog,
         limits,
     };
-    let single = commands.len() == 1;
+    // One command (nearly every call) is decided on the cart itself: no working copy.
+    if let [one] = commands {
+        return domain::decide(&state.cart, one.clone(), &ctx).map_err(ApiError::from);
+    }
     let mut work = state.cart.clone();
     let mut all = Vec::new();
     for (i, c) in commands.iter().enumerate() {
         let name = c.name();
         let events = domain::decide(&work, c.clone(), &ctx).map_err(|e| {
             let mut err = ApiError::from(e);
-            if !single {
-                err.message = format!("commands[{i}] ({name}): {}", err.message);
-            }
+            err.message = format!("commands[{i}] ({name}): {}", err.message);
             err
         })?;
         for e in &events {
