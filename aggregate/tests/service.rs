@@ -144,6 +144,38 @@ async fn the_admin_drain_rpc_hands_off_and_stops_the_node() {
     b.drain().await.unwrap();
 }
 
+/// Add one `sku` to a fresh cart (`{prefix}-1`, `{prefix}-2`, ..) until `done` accepts the
+/// outcome (a catalog change reaches the node through its KV watch). Returns the last cart.
+async fn add_until(
+    client: &CartServiceClient<tonic::transport::Channel>,
+    prefix: &str,
+    sku: &str,
+    done: impl Fn(Result<pb::ExecuteResponse, tonic::Status>) -> bool,
+    what: &str,
+) -> String {
+    let mut n = 0;
+    let mut cart = String::new();
+    wait_until(
+        || {
+            n += 1;
+            cart = format!("{prefix}-{n}");
+            let (mut client, cart) = (client.clone(), cart.clone());
+            let outcome = async move {
+                client
+                    .execute(exec(&cart, CommandId::new(), add(sku, 1)))
+                    .await
+                    .map(tonic::Response::into_inner)
+            };
+            let done = &done;
+            async move { done(outcome.await) }
+        },
+        WAIT,
+    )
+    .await
+    .expect(what);
+    cart
+}
+
 #[tokio::test]
 async fn catalog_changes_reach_decisions_through_the_kv_watch() {
     let Some(env) = env().await else { return };
@@ -163,31 +195,16 @@ async fn catalog_changes_reach_decisions_through_the_kv_watch() {
     let mut product: cart_domain::catalog::Product =
         serde_json::from_slice(&kv.get("sku.TEST-SKU-AAA").await.unwrap().unwrap()).unwrap();
     product.price = 9900;
-    kv.put(
-        "sku.TEST-SKU-AAA",
-        serde_json::to_vec(&product).unwrap().into(),
+    let valid: bytes::Bytes = serde_json::to_vec(&product).unwrap().into();
+    kv.put("sku.TEST-SKU-AAA", valid.clone()).await.unwrap();
+    add_until(
+        &client,
+        "price-b",
+        "TEST-SKU-AAA",
+        |r| price(&state_of(r.unwrap().cart.unwrap()), "TEST-SKU-AAA") == Some(9900),
+        "new adds use the new price",
     )
-    .await
-    .unwrap();
-    let mut n = 0;
-    wait_until(
-        || {
-            n += 1;
-            let mut client = client.clone();
-            let cart = format!("price-b-{n}");
-            async move {
-                let reply = client
-                    .execute(exec(&cart, CommandId::new(), add("TEST-SKU-AAA", 1)))
-                    .await
-                    .unwrap()
-                    .into_inner();
-                price(&state_of(reply.cart.unwrap()), "TEST-SKU-AAA") == Some(9900)
-            }
-        },
-        WAIT,
-    )
-    .await
-    .expect("new adds use the new price");
+    .await;
     // The line added before keeps the price the shopper saw (a fact in its event).
     let again = read(&mut client, "price-a").await;
     assert_eq!(price(&again, "TEST-SKU-AAA"), Some(12900));
@@ -197,61 +214,38 @@ async fn catalog_changes_reach_decisions_through_the_kv_watch() {
     kv.put("sku.TEST-SKU-AAA", "{\"sku\": 12".into())
         .await
         .unwrap();
-    let mut n = 0;
-    wait_until(
-        || {
-            n += 1;
-            let mut client = client.clone();
-            let cart = format!("price-c-{n}");
-            async move {
-                match client
-                    .execute(exec(&cart, CommandId::new(), add("TEST-SKU-AAA", 1)))
-                    .await
-                {
-                    Err(status) => {
-                        let err = shared::ApiError::from_status(&status);
-                        assert_eq!(err.code, ErrorCode::Internal, "{status:?}");
-                        assert!(
-                            err.message.contains("sku.TEST-SKU-AAA is not valid"),
-                            "{err:?}"
-                        );
-                        true
-                    }
-                    Ok(_) => false,
-                }
+    let refused = add_until(
+        &client,
+        "price-c",
+        "TEST-SKU-AAA",
+        |r| match r {
+            Err(status) => {
+                let err = shared::ApiError::from_status(&status);
+                assert_eq!(err.code, ErrorCode::Internal, "{status:?}");
+                assert!(
+                    err.message.contains("sku.TEST-SKU-AAA is not valid"),
+                    "{err:?}"
+                );
+                true
             }
+            Ok(_) => false,
         },
-        WAIT,
+        "adds of the broken SKU are refused",
     )
-    .await
-    .expect("adds of the broken SKU are refused");
+    .await;
     assert!(
-        env.messages(&format!("price-c-{n}")).await.is_empty(),
+        env.messages(&refused).await.is_empty(),
         "a refused add appends nothing"
     );
-    kv.put(
-        "sku.TEST-SKU-AAA",
-        serde_json::to_vec(&product).unwrap().into(),
+    kv.put("sku.TEST-SKU-AAA", valid).await.unwrap();
+    add_until(
+        &client,
+        "price-d",
+        "TEST-SKU-AAA",
+        |r| r.is_ok(),
+        "the fixed entry serves adds again",
     )
-    .await
-    .unwrap();
-    let mut n = 0;
-    wait_until(
-        || {
-            n += 1;
-            let mut client = client.clone();
-            let cart = format!("price-d-{n}");
-            async move {
-                client
-                    .execute(exec(&cart, CommandId::new(), add("TEST-SKU-AAA", 1)))
-                    .await
-                    .is_ok()
-            }
-        },
-        WAIT,
-    )
-    .await
-    .expect("the fixed entry serves adds again");
+    .await;
     node.drain().await.unwrap();
 }
 
