@@ -83,11 +83,9 @@ mod tests {
 
     #[test]
     fn a_status_crosses_the_stream_unchanged() {
-        let err = shared::ApiError::new(shared::ErrorCode::NotOwner, "shard 7 is owned elsewhere")
-            .with_retry_after(std::time::Duration::from_secs(3));
-        let mut err = err;
-        err.owner_addr = Some("10.0.0.2:50051".into());
-        let sent = err.to_status();
+        let sent = shared::ApiError::not_owner("10.0.0.2:50051")
+            .with_retry_after(std::time::Duration::from_secs(3))
+            .to_status();
         let got = outcome(result(9, Err(sent.clone()))).unwrap_err();
         assert_eq!(got.code(), sent.code());
         assert_eq!(got.message(), sent.message());
