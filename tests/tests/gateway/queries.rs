@@ -2,8 +2,8 @@
 //! commands go through the gateway, then the read model shows them — filtered, paginated and
 //! per tenant.
 
-mod common;
-mod read_side;
+use crate::common;
+use crate::read_side;
 
 use common::{WAIT, assert_error, call};
 use read_side::{add, ids, stack};

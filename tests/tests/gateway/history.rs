@@ -2,7 +2,7 @@
 //! every accepted command in stream order with the ids it was sent with, pages by `after` and
 //! `limit`, bad parameters refused, tenants kept apart, the admin reading across them.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{Value, json};

@@ -1,7 +1,7 @@
 //! Tenants and API keys, the admin token, rate limits, request ids and the operational
 //! endpoints, through the real stack.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::json;

@@ -1,7 +1,7 @@
 //! The OpenAPI document covers exactly what the router serves (no NATS needed: nothing here
 //! reaches an aggregate).
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -1,6 +1,6 @@
 //! Checkout effects against a real nats-server, aggregate and mock provider.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -2,8 +2,8 @@
 //! subject is dead-lettered by the projection after its `max_deliver` (2 here) and listed, and
 //! replayed, through the gateway — for the admin token only.
 
-mod common;
-mod read_side;
+use crate::common;
+use crate::read_side;
 
 use std::sync::{Arc, Mutex};
 

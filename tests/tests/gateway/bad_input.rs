@@ -2,7 +2,7 @@
 //! request gets its documented status and `{error, code}`, and the cart stays exactly as it
 //! was (same content, same version). Run for the cookie routes and the `/cart/byid` twins.
 
-mod common;
+use crate::common;
 
 use common::*;
 use reqwest::header::CONTENT_TYPE;

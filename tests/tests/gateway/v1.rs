@@ -1,7 +1,7 @@
 //! The versioned API through the real stack: ETags and preconditions, idempotent retries,
 //! command lists, live updates.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! wait it asked for, and the admin token alone authorizes these routes even when API keys are
 //! configured. No NATS needed: nothing here reaches an aggregate.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

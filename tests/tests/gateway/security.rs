@@ -2,7 +2,7 @@
 //! allowed origins only, the legacy state-changing GET that can be turned off, and an audit
 //! line for every admin request.
 
-mod common;
+use crate::common;
 
 use axum::body::Body;
 use common::offline_state;

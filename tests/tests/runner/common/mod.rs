@@ -46,7 +46,7 @@ pub async fn env() -> Option<Env> {
         ..Default::default()
     };
     let resources = shared::nats::ensure_all(&js, &streams).await.unwrap();
-    let seed = aggregate::seed::parse(include_str!("../../../deploy/catalog.json")).unwrap();
+    let seed = aggregate::seed::parse(include_str!("../../../../deploy/catalog.json")).unwrap();
     aggregate::seed::write(&resources.catalog, &seed)
         .await
         .unwrap();

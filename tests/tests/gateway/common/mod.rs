@@ -96,7 +96,7 @@ pub async fn nats_and_aggregate() -> Option<(NatsServer, aggregate::Running)> {
     let resources = shared::nats::ensure_all(&js, &streams())
         .await
         .expect("ensure streams");
-    let seed = aggregate::seed::parse(include_str!("../../../deploy/catalog.json")).unwrap();
+    let seed = aggregate::seed::parse(include_str!("../../../../deploy/catalog.json")).unwrap();
     aggregate::seed::write(&resources.catalog, &seed)
         .await
         .expect("seed catalog");

@@ -1,7 +1,7 @@
 //! The storefront API through the real stack (nats-server + aggregate + gateway), as the
 //! go-cart-actor storefront client and its README use it.
 
-mod common;
+use crate::common;
 
 use common::*;
 use reqwest::header::{CONTENT_TYPE, SET_COOKIE};
