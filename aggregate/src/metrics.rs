@@ -22,6 +22,7 @@ pub const PLACEMENT_CHANGES: &str = "cart_aggregate_placement_changes_total";
 pub const NOT_OWNER: &str = "cart_aggregate_not_owner_total";
 pub const IN_FLIGHT: &str = "cart_aggregate_commands_in_flight";
 pub const WATCHERS_DROPPED: &str = "cart_aggregate_watchers_dropped_total";
+pub const EXECUTE_STREAMS: &str = "cart_aggregate_execute_streams";
 
 /// Register descriptions (shown as `# HELP` lines). Safe to call more than once.
 pub fn describe() {
@@ -96,6 +97,10 @@ pub fn describe() {
         "Requests refused because another node owns the cart's shard."
     );
     describe_gauge!(IN_FLIGHT, "Commands being handled now.");
+    describe_gauge!(
+        EXECUTE_STREAMS,
+        "Open ExecuteStream streams (about one per caller connection)."
+    );
     describe_counter!(
         WATCHERS_DROPPED,
         "WatchCart streams dropped because the client fell behind."

@@ -17,6 +17,7 @@ use tonic::{Request, Status, Streaming};
 use tracing::Instrument;
 
 use crate::grpc::CartGrpc;
+use crate::metrics as m;
 
 /// Calls of one stream being decided at once. At the limit the node stops reading the stream,
 /// and HTTP/2 flow control holds the caller back.
@@ -36,6 +37,7 @@ pub fn serve(
 ) -> Results {
     let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT);
     tokio::spawn(async move {
+        let _open = OpenStream::count();
         let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
         loop {
             let permit = tokio::select! {
@@ -91,4 +93,20 @@ async fn execute(
             .map_err(|_| Status::cancelled("Timeout expired"))??
     };
     Ok(resp.into_inner())
+}
+
+/// Counts a stream in `cart_aggregate_execute_streams` while it is served.
+struct OpenStream;
+
+impl OpenStream {
+    fn count() -> Self {
+        metrics::gauge!(m::EXECUTE_STREAMS).increment(1.0);
+        Self
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        metrics::gauge!(m::EXECUTE_STREAMS).decrement(1.0);
+    }
 }

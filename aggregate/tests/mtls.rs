@@ -180,6 +180,16 @@ async fn multiplexed_calls_are_checked_as_unary_ones() {
         .execute(&md, None, body)
         .await
         .expect("the gateway adds an item over the stream");
+    let metrics = reqwest::get(format!("http://{}/metrics", node.http_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("cart_aggregate_execute_streams 1"),
+        "the open stream is counted: {metrics}"
+    );
     let (md, body) = call(fail());
     let denied = gateway.execute(&md, None, body).await.unwrap_err();
     assert_eq!(code(&denied), ErrorCode::PermissionDenied, "{denied:?}");
