@@ -15,8 +15,8 @@ pub fn bin(name: &str) -> PathBuf {
     let path = dir.join(name);
     assert!(
         path.exists(),
-        "{} is missing: build the workspace's binaries (cargo build --workspace --bins; \
-         scripts/test and cargo nextest run --workspace do)",
+        "{} is missing: build the workspace's binaries first (cargo build --workspace --bins; \
+         scripts/test does)",
         path.display()
     );
     path
