@@ -28,7 +28,7 @@ use utoipa_axum::routes;
 use self::views::{CartPage, CartRecord, OrderPage, SkuDemandReport};
 use crate::request::context::Ctx;
 use crate::request::params::{Params, QueryParams};
-use crate::schema::ErrorBody;
+use crate::schema::{CallerErrors, ErrorBody};
 use crate::state::AppState;
 use crate::upstream::services::{self, Services};
 use crate::v1::CartPath;
@@ -145,7 +145,7 @@ pub struct SkuDemandQuery {
 }
 
 /// `Some(n)` must be at least 1; `None` is 0, the projection's default.
-fn positive(name: &str, v: Option<u32>) -> Result<u32, ApiError> {
+pub(crate) fn positive(name: &str, v: Option<u32>) -> Result<u32, ApiError> {
     match v {
         Some(0) => Err(ApiError::invalid(format!(
             "query parameter {name} must be at least 1 (omit it for the default)"
@@ -216,28 +216,26 @@ impl AbandonedQuery {
     }
 }
 
-/// Errors of the query routes. Every body is `{"error", "code"}`.
+/// Errors of the query routes but for the caller's ([`CallerErrors`]) and those of every
+/// projection call ([`ProjectionErrors`]). Every body is `{"error", "code"}`.
 #[derive(utoipa::IntoResponses)]
 pub enum QueryErrors {
     /// An invalid query parameter, cart id or tenant header (the message names it), or a
     /// page token from another listing.
     #[response(status = 400)]
     BadRequest(#[to_schema] ErrorBody),
-    /// Missing or unknown API key (when API keys are configured).
-    #[response(status = 401)]
-    Unauthenticated(#[to_schema] ErrorBody),
-    /// `x-tenant-id` does not match the API key's tenant.
-    #[response(status = 403)]
-    PermissionDenied(#[to_schema] ErrorBody),
-    /// Rate limited; see `Retry-After`.
-    #[response(status = 429)]
-    RateLimited(#[to_schema] ErrorBody),
-    /// No projection is configured (`GATEWAY_PROJECTION_ADDR` is empty).
-    #[response(status = 501)]
-    Unimplemented(#[to_schema] ErrorBody),
     /// The projection is unreachable; see `Retry-After`.
     #[response(status = 503)]
     Unavailable(#[to_schema] ErrorBody),
+}
+
+/// Errors of every call to the projection, whatever the route (with the route's own 503).
+/// Every body is `{"error", "code"}`.
+#[derive(utoipa::IntoResponses)]
+pub enum ProjectionErrors {
+    /// No projection is configured (`GATEWAY_PROJECTION_ADDR` is empty).
+    #[response(status = 501)]
+    Unimplemented(#[to_schema] ErrorBody),
     /// The projection did not answer within `GATEWAY_SERVICE_TIMEOUT_MS`.
     #[response(status = 504)]
     Timeout(#[to_schema] ErrorBody),
@@ -245,7 +243,8 @@ pub enum QueryErrors {
 
 /// Carts of the caller's tenant from the read model, newest update first, paginated.
 #[utoipa::path(get, path = "/v1/carts", tag = TAG, params(ListCartsQuery),
-    responses((status = 200, description = "One page of carts", body = CartPage), QueryErrors))]
+    responses((status = 200, description = "One page of carts", body = CartPage),
+        QueryErrors, CallerErrors, ProjectionErrors))]
 pub async fn list_carts(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
@@ -270,7 +269,7 @@ pub async fn list_carts(
     responses(
         (status = 200, description = "The cart's read model", body = CartRecord),
         (status = 404, description = "The projection has no such cart for this tenant", body = ErrorBody),
-        QueryErrors))]
+        QueryErrors, CallerErrors, ProjectionErrors))]
 pub async fn cart_view(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
@@ -293,7 +292,8 @@ pub async fn cart_view(
 
 /// Placed orders of the caller's tenant, newest first, paginated.
 #[utoipa::path(get, path = "/v1/orders", tag = TAG, params(ListOrdersQuery),
-    responses((status = 200, description = "One page of orders", body = OrderPage), QueryErrors))]
+    responses((status = 200, description = "One page of orders", body = OrderPage),
+        QueryErrors, CallerErrors, ProjectionErrors))]
 pub async fn list_orders(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
@@ -314,7 +314,8 @@ pub async fn list_orders(
 /// Open carts with items and no activity for at least `idle_seconds`, most recently active
 /// first, paginated.
 #[utoipa::path(get, path = "/v1/reports/abandoned", tag = TAG, params(AbandonedQuery),
-    responses((status = 200, description = "One page of abandoned carts", body = CartPage), QueryErrors))]
+    responses((status = 200, description = "One page of abandoned carts", body = CartPage),
+        QueryErrors, CallerErrors, ProjectionErrors))]
 pub async fn abandoned_carts(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
@@ -334,7 +335,8 @@ pub async fn abandoned_carts(
 
 /// Units per SKU across the tenant's open carts, most demanded first.
 #[utoipa::path(get, path = "/v1/reports/sku-demand", tag = TAG, params(SkuDemandQuery),
-    responses((status = 200, description = "SKU demand", body = SkuDemandReport), QueryErrors))]
+    responses((status = 200, description = "SKU demand", body = SkuDemandReport),
+        QueryErrors, CallerErrors, ProjectionErrors))]
 pub async fn sku_demand(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,

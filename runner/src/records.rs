@@ -13,8 +13,8 @@ use cart_domain::ids::TenantId;
 use shared::headers::RequestContext;
 use shared::nats::dead_letter::{self as dlq, Original};
 use shared::subjects::{
-    WORKFLOW_COMMANDS_STREAM, WORKFLOW_EVENTS_STREAM, WorkflowStream, workflow_command,
-    workflow_event, workflow_kind_filter,
+    SubjectError, WORKFLOW_COMMANDS_STREAM, WORKFLOW_EVENTS_STREAM, WorkflowStream,
+    workflow_command, workflow_event, workflow_kind_filter,
 };
 use shared::workflow::{
     AttemptIds, CHECKOUT_KIND, CheckoutIntent, CheckoutOutcome, CheckoutResult, ORDER_KIND,
@@ -29,24 +29,61 @@ pub trait Attempt {
     fn attempt(&self) -> AttemptIds<'_>;
 }
 
-impl Attempt for CheckoutIntent {
-    fn attempt(&self) -> AttemptIds<'_> {
-        AttemptIds {
-            tenant: &self.tenant,
-            cart_id: &self.cart_id,
-            attempt_id: &self.attempt_id,
+/// `Attempt` for records that carry the attempt's `tenant`, `cart_id` and `attempt_id`.
+macro_rules! impl_attempt {
+    ($($record:ty),*) => {$(
+        impl Attempt for $record {
+            fn attempt(&self) -> AttemptIds<'_> {
+                AttemptIds {
+                    tenant: &self.tenant,
+                    cart_id: &self.cart_id,
+                    attempt_id: &self.attempt_id,
+                }
+            }
         }
+    )*};
+}
+
+impl_attempt!(CheckoutIntent, CheckoutResult);
+
+/// A record of a checkout attempt kept per cart, the last one the cart's current: the intent
+/// (a workflow command) or the result (a workflow event).
+trait CheckoutRecord: Attempt + serde::Serialize + serde::de::DeserializeOwned {
+    /// The workflow stream the record is kept in.
+    const STREAM: WorkflowStream;
+    /// The record's Msg-Id, derived from tenant, cart and attempt.
+    fn msg_id(&self) -> String;
+}
+
+impl CheckoutRecord for CheckoutIntent {
+    const STREAM: WorkflowStream = WorkflowStream::Commands;
+    fn msg_id(&self) -> String {
+        self.attempt().intent_msg_id()
     }
 }
 
-impl Attempt for CheckoutResult {
-    fn attempt(&self) -> AttemptIds<'_> {
-        AttemptIds {
-            tenant: &self.tenant,
-            cart_id: &self.cart_id,
-            attempt_id: &self.attempt_id,
-        }
+impl CheckoutRecord for CheckoutResult {
+    const STREAM: WorkflowStream = WorkflowStream::Events;
+    fn msg_id(&self) -> String {
+        self.attempt().result_msg_id()
     }
+}
+
+/// The stream and the subject of the checkout records `R` of `cart_id`.
+fn checkout_subject<R: CheckoutRecord>(
+    tenant: &TenantId,
+    cart_id: &str,
+) -> Result<(&'static str, String), SubjectError> {
+    Ok(match R::STREAM {
+        WorkflowStream::Commands => (
+            WORKFLOW_COMMANDS_STREAM,
+            workflow_command(tenant, CHECKOUT_KIND, cart_id)?,
+        ),
+        WorkflowStream::Events => (
+            WORKFLOW_EVENTS_STREAM,
+            workflow_event(tenant, CHECKOUT_KIND, cart_id)?,
+        ),
+    })
 }
 
 #[derive(Clone)]
@@ -96,11 +133,7 @@ impl Records {
         intent: &CheckoutIntent,
         ctx: &RequestContext,
     ) -> Result<(), async_nats::Error> {
-        let subject = workflow_command(&ctx.tenant, CHECKOUT_KIND, &intent.cart_id)?;
-        let msg_id = intent.attempt().intent_msg_id();
-        self.publish(subject, Some(&msg_id), intent, ctx)
-            .await
-            .map(|_| ())
+        self.record_checkout(intent, ctx).await
     }
 
     /// Record the provider's answer to a checkout attempt (Msg-Id from tenant, cart and
@@ -110,9 +143,17 @@ impl Records {
         result: &CheckoutResult,
         ctx: &RequestContext,
     ) -> Result<(), async_nats::Error> {
-        let subject = workflow_event(&ctx.tenant, CHECKOUT_KIND, &result.cart_id)?;
-        let msg_id = result.attempt().result_msg_id();
-        self.publish(subject, Some(&msg_id), result, ctx)
+        self.record_checkout(result, ctx).await
+    }
+
+    /// Record a checkout attempt's intent or result on its cart's subject, with its Msg-Id.
+    async fn record_checkout<R: CheckoutRecord>(
+        &self,
+        record: &R,
+        ctx: &RequestContext,
+    ) -> Result<(), async_nats::Error> {
+        let (_, subject) = checkout_subject::<R>(&ctx.tenant, record.attempt().cart_id)?;
+        self.publish(subject, Some(&record.msg_id()), record, ctx)
             .await
             .map(|_| ())
     }
@@ -225,8 +266,7 @@ impl Records {
         tenant: &TenantId,
         cart_id: &str,
     ) -> Result<Option<CheckoutResult>, async_nats::Error> {
-        let subject = workflow_event(tenant, CHECKOUT_KIND, cart_id)?;
-        self.last(WORKFLOW_EVENTS_STREAM, subject).await
+        self.last_checkout(tenant, cart_id).await
     }
 
     /// The last recorded checkout intent of a cart (the newest attempt started), if any.
@@ -235,8 +275,17 @@ impl Records {
         tenant: &TenantId,
         cart_id: &str,
     ) -> Result<Option<CheckoutIntent>, async_nats::Error> {
-        let subject = workflow_command(tenant, CHECKOUT_KIND, cart_id)?;
-        self.last(WORKFLOW_COMMANDS_STREAM, subject).await
+        self.last_checkout(tenant, cart_id).await
+    }
+
+    /// The last checkout record `R` of a cart, if any.
+    async fn last_checkout<R: CheckoutRecord>(
+        &self,
+        tenant: &TenantId,
+        cart_id: &str,
+    ) -> Result<Option<R>, async_nats::Error> {
+        let (stream, subject) = checkout_subject::<R>(tenant, cart_id)?;
+        self.last(stream, subject).await
     }
 
     /// The last record on `subject` of `stream`, decoded.

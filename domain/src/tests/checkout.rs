@@ -10,6 +10,22 @@ fn start(attempt: &str) -> Command {
     }
 }
 
+/// The provider's answer to `attempt`: its order `ko-1`, not paid yet.
+fn order_created(attempt: &str) -> Command {
+    Command::RecordProviderOrder {
+        attempt_id: attempt.into(),
+        provider_order_id: "ko-1".into(),
+        status: "checkout_incomplete".into(),
+    }
+}
+
+/// A cart of one item whose checkout attempt `a1` has started, then `then`.
+fn checking_out(then: Vec<Command>) -> Cart {
+    let mut commands = vec![Command::AddItem(add("TEST-SKU-123", 1)), start("a1")];
+    commands.extend(then);
+    given(commands)
+}
+
 fn apply_all(mut cart: Cart, cmd: Command) -> Cart {
     for e in when(&cart, cmd).unwrap() {
         cart = evolve(cart, &e);
@@ -32,14 +48,7 @@ fn happy_path_flags_follow_the_checkout() {
     assert!(cart.processing() && cart.payment_in_progress());
     assert_eq!(cart.payment_status.as_deref(), Some("pending"));
 
-    let cart = apply_all(
-        cart,
-        Command::RecordProviderOrder {
-            attempt_id: "a1".into(),
-            provider_order_id: "ko-1".into(),
-            status: "checkout_incomplete".into(),
-        },
-    );
+    let cart = apply_all(cart, order_created("a1"));
     assert!(!cart.processing() && cart.payment_in_progress());
     assert_eq!(cart.provider_order_id.as_deref(), Some("ko-1"));
 
@@ -112,14 +121,8 @@ fn checkout_started_carries_provider_lines_that_sum_to_the_total() {
 
 #[test]
 fn reopened_checkout_reuses_the_provider_order() {
-    let cart = given(vec![
-        Command::AddItem(add("TEST-SKU-123", 1)),
-        start("a1"),
-        Command::RecordProviderOrder {
-            attempt_id: "a1".into(),
-            provider_order_id: "ko-1".into(),
-            status: "checkout_incomplete".into(),
-        },
+    let cart = checking_out(vec![
+        order_created("a1"),
         Command::AddItem(add("BOOK-1", 1)),
     ]);
     assert!(
@@ -141,18 +144,12 @@ fn reopened_checkout_reuses_the_provider_order() {
 #[test]
 fn a_stale_attempt_result_is_recorded_without_reviving_it() {
     // Attempt a1's provider order arrives after the shopper changed the cart.
-    let cart = given(vec![
-        Command::AddItem(add("TEST-SKU-123", 1)),
-        start("a1"),
+    let cart = checking_out(vec![
         Command::ChangeQuantity {
             line_id: 1,
             quantity: 2,
         },
-        Command::RecordProviderOrder {
-            attempt_id: "a1".into(),
-            provider_order_id: "ko-1".into(),
-            status: "checkout_incomplete".into(),
-        },
+        order_created("a1"),
     ]);
     assert_eq!(cart.provider_order_id.as_deref(), Some("ko-1"));
     assert!(!cart.payment_in_progress());
@@ -160,15 +157,11 @@ fn a_stale_attempt_result_is_recorded_without_reviving_it() {
 
 #[test]
 fn failed_checkout_leaves_the_cart_usable() {
-    let cart = given(vec![
-        Command::AddItem(add("TEST-SKU-123", 1)),
-        start("a1"),
-        Command::FailCheckout {
-            attempt_id: "a1".into(),
-            code: "provider_rejected".into(),
-            reason: "declined".into(),
-        },
-    ]);
+    let cart = checking_out(vec![Command::FailCheckout {
+        attempt_id: "a1".into(),
+        code: "provider_rejected".into(),
+        reason: "declined".into(),
+    }]);
     assert!(!cart.payment_in_progress());
     assert_eq!(cart.payment_status.as_deref(), Some("failed"));
     let cart = apply_all(cart, Command::AddItem(add("BOOK-1", 1)));
@@ -178,11 +171,7 @@ fn failed_checkout_leaves_the_cart_usable() {
 
 #[test]
 fn cancelled_checkout_can_restart() {
-    let cart = given(vec![
-        Command::AddItem(add("TEST-SKU-123", 1)),
-        start("a1"),
-        Command::CancelCheckout,
-    ]);
+    let cart = checking_out(vec![Command::CancelCheckout]);
     assert!(!cart.payment_in_progress());
     assert_eq!(
         when(&cart, Command::CancelCheckout).unwrap_err().code(),
@@ -201,14 +190,7 @@ fn cancelled_checkout_can_restart() {
 fn paying_an_attempt_the_cart_has_moved_past_is_a_mismatch_never_an_order() {
     let cart = given(vec![Command::AddItem(add("TEST-SKU-123", 2))]);
     let cart = apply_all(cart, start("a1"));
-    let cart = apply_all(
-        cart,
-        Command::RecordProviderOrder {
-            attempt_id: "a1".into(),
-            provider_order_id: "ko-1".into(),
-            status: "checkout_incomplete".into(),
-        },
-    );
+    let cart = apply_all(cart, order_created("a1"));
     let paid = paid_for(&cart);
     let cart = apply_all(cart, Command::AddItem(add("BOOK-1", 1)));
     assert_eq!(
@@ -249,10 +231,7 @@ fn paying_an_attempt_the_cart_has_moved_past_is_a_mismatch_never_an_order() {
 
 #[test]
 fn a_payment_that_differs_from_the_attempt_is_a_mismatch_with_its_reason() {
-    let cart = apply_all(
-        given(vec![Command::AddItem(add("TEST-SKU-123", 1))]),
-        start("a1"),
-    );
+    let cart = checking_out(vec![]);
     let good = paid_for(&cart);
     let cases = [
         (
@@ -294,14 +273,7 @@ fn a_payment_that_differs_from_the_attempt_is_a_mismatch_with_its_reason() {
     }
     assert!(cart.check_paid("ko-1", &good).is_ok());
     // Once the cart records its provider order, another order id is refused.
-    let recorded = apply_all(
-        cart,
-        Command::RecordProviderOrder {
-            attempt_id: "a1".into(),
-            provider_order_id: "ko-1".into(),
-            status: "checkout_incomplete".into(),
-        },
-    );
+    let recorded = apply_all(cart, order_created("a1"));
     assert_eq!(
         recorded.check_paid("ko-2", &good).unwrap_err().code,
         "order_differs"
@@ -316,10 +288,7 @@ fn a_payment_that_differs_from_the_attempt_is_a_mismatch_with_its_reason() {
 /// A change that is undone before paying leaves the cart equal to what was paid: placed.
 #[test]
 fn a_cart_changed_back_to_the_attempt_is_placed() {
-    let cart = apply_all(
-        given(vec![Command::AddItem(add("TEST-SKU-123", 1))]),
-        start("a1"),
-    );
+    let cart = checking_out(vec![]);
     let paid = paid_for(&cart);
     let cart = apply_all(cart, Command::AddItem(add("BOOK-1", 1)));
     let cart = apply_all(cart, Command::RemoveItem { line_id: 2 });
@@ -333,10 +302,6 @@ fn a_cart_changed_back_to_the_attempt_is_placed() {
     )
     .unwrap();
     assert_eq!(types(&events), ["OrderPlaced"]);
-}
-
-fn names(events: &[Event]) -> Vec<&'static str> {
-    events.iter().map(Event::type_name).collect()
 }
 
 /// A voucher that expired while it sat on the cart is not charged for: it comes off in the
@@ -354,13 +319,13 @@ fn a_voucher_expired_on_the_cart_comes_off_when_the_checkout_starts() {
     let cat = catalog();
     let now = ctx(&cat);
     let on_time = decide(&cart, start("a1"), &now).unwrap();
-    assert_eq!(names(&on_time), ["CheckoutStarted"]);
+    assert_eq!(types(&on_time), ["CheckoutStarted"]);
     let later = Context {
         now: datetime!(2026-11-23 14:00 UTC),
         ..now
     };
     let events = decide(&cart, start("a1"), &later).unwrap();
-    assert_eq!(names(&events), ["VoucherRemoved", "CheckoutStarted"]);
+    assert_eq!(types(&events), ["VoucherRemoved", "CheckoutStarted"]);
     let Event::CheckoutStarted(started) = &events[1] else {
         unreachable!()
     };
@@ -368,9 +333,6 @@ fn a_voucher_expired_on_the_cart_comes_off_when_the_checkout_starts() {
         unreachable!()
     };
     assert_eq!(started.total_amount, discounted.total_amount + 1000);
-    let mut after = cart.clone();
-    for e in &events {
-        after = evolve(after, e);
-    }
+    let after = events.iter().fold(cart.clone(), evolve);
     assert!(after.vouchers.is_empty());
 }

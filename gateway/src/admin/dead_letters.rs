@@ -12,7 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::admin::{Admin, TAG, tenant_param};
-use crate::queries::ask;
+use crate::queries::{ProjectionErrors, ask, positive};
 use crate::request::params::{Params, QueryParams};
 use crate::schema::ErrorBody;
 use crate::state::AppState;
@@ -77,7 +77,8 @@ pub struct ReplayOutcome {
     pub error: Option<String>,
 }
 
-/// Errors of the dead-letter routes. Every body is `{"error", "code"}`.
+/// Errors of the dead-letter routes (see [`ProjectionErrors`] for the rest). Every body is
+/// `{"error", "code"}`.
 #[derive(utoipa::IntoResponses)]
 pub enum DeadLetterErrors {
     /// An invalid tenant, limit or id (the message names it).
@@ -86,39 +87,30 @@ pub enum DeadLetterErrors {
     /// Admin disabled, or missing or wrong bearer token.
     #[response(status = 401)]
     Unauthenticated(#[to_schema] ErrorBody),
-    /// No projection is configured (`GATEWAY_PROJECTION_ADDR` is empty).
-    #[response(status = 501)]
-    Unimplemented(#[to_schema] ErrorBody),
     /// The projection is unreachable.
     #[response(status = 503)]
     Unavailable(#[to_schema] ErrorBody),
-    /// The projection did not answer within `GATEWAY_SERVICE_TIMEOUT_MS`.
-    #[response(status = 504)]
-    Timeout(#[to_schema] ErrorBody),
 }
 
 /// Dead letters of the projection, newest first; every tenant unless `tenant` is given.
 #[utoipa::path(get, path = "/admin/dead-letters", tag = TAG, security(("admin_token" = [])),
     params(DeadLettersQuery),
-    responses((status = 200, description = "Dead letters", body = DeadLetterList), DeadLetterErrors))]
+    responses((status = 200, description = "Dead letters", body = DeadLetterList),
+        DeadLetterErrors, ProjectionErrors))]
 pub async fn list_dead_letters(
     admin: Admin,
     State(s): State<AppState>,
     QueryParams(q): QueryParams<DeadLettersQuery>,
 ) -> Result<Json<DeadLetterList>, ApiError> {
     let tenant = tenant_param(q.tenant.as_deref())?;
-    if q.limit == Some(0) {
-        return Err(ApiError::invalid(
-            "query parameter limit must be at least 1 (omit it for the default)",
-        ));
-    }
+    let limit = positive("limit", q.limit)?;
     let ctx = match &tenant {
         Some(t) => admin.about(t.clone()),
         None => admin.0,
     };
     let req = pb::ListDeadLettersRequest {
         tenant: tenant.map(|t| t.to_string()).unwrap_or_default(),
-        limit: q.limit.unwrap_or(0),
+        limit,
     };
     let list = ask(
         &s,
@@ -140,7 +132,7 @@ pub async fn list_dead_letters(
     responses(
         (status = 200, description = "Replayed (see applied)", body = ReplayOutcome),
         (status = 404, description = "No dead letter with that id", body = ErrorBody),
-        DeadLetterErrors))]
+        DeadLetterErrors, ProjectionErrors))]
 pub async fn replay_dead_letter(
     Admin(ctx): Admin,
     State(s): State<AppState>,

@@ -36,7 +36,8 @@ pub struct AdminHistoryQuery {
     limit: Option<u32>,
 }
 
-/// Errors of the admin history route. Every body is `{"error", "code"}`.
+/// Errors of the admin history route before it reads (see [`history::EventStoreErrors`] for the
+/// rest). Every body is `{"error", "code"}`.
 #[derive(utoipa::IntoResponses)]
 pub enum AdminHistoryErrors {
     /// An invalid cart id, tenant, `after`, `limit` or query parameter (the message names it).
@@ -45,15 +46,6 @@ pub enum AdminHistoryErrors {
     /// Admin disabled, or missing or wrong bearer token.
     #[response(status = 401)]
     Unauthenticated(#[to_schema] ErrorBody),
-    /// A stored message does not decode (the message names its sequence; `after` it skips it).
-    #[response(status = 500)]
-    Internal(#[to_schema] ErrorBody),
-    /// NATS is unreachable.
-    #[response(status = 503)]
-    Unavailable(#[to_schema] ErrorBody),
-    /// `CART_EVENTS` did not answer within `GATEWAY_SERVICE_TIMEOUT_MS`.
-    #[response(status = 504)]
-    Timeout(#[to_schema] ErrorBody),
 }
 
 /// A cart's accepted commands in one tenant or every tenant, oldest first.
@@ -62,7 +54,7 @@ pub enum AdminHistoryErrors {
     responses(
         (status = 200, description = "A page of the cart's history; each entry names its tenant",
             body = CartHistory),
-        AdminHistoryErrors))]
+        AdminHistoryErrors, history::EventStoreErrors))]
 pub async fn cart_history(
     _: Admin,
     State(s): State<AppState>,

@@ -26,7 +26,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::{CartPath, TAG};
 use crate::request::context::Ctx;
 use crate::request::params::{Params, QueryParams};
-use crate::schema::ErrorBody;
+use crate::schema::{CallerErrors, ErrorBody};
 use crate::state::AppState;
 use crate::upstream;
 
@@ -108,22 +108,19 @@ pub struct HistoryEvent {
     pub data: Value,
 }
 
-/// Errors of the history routes. Every body is `{"error", "code"}`.
+/// Errors of `GET /v1/carts/{id}/history` but for the caller's ([`CallerErrors`]) and the
+/// reading's ([`EventStoreErrors`]). Every body is `{"error", "code"}`.
 #[derive(utoipa::IntoResponses)]
 pub enum HistoryErrors {
     /// An invalid cart id, `after`, `limit`, tenant header or query parameter (the message
     /// names it).
     #[response(status = 400)]
     BadRequest(#[to_schema] ErrorBody),
-    /// Missing or unknown API key (when API keys are configured).
-    #[response(status = 401)]
-    Unauthenticated(#[to_schema] ErrorBody),
-    /// `x-tenant-id` does not match the API key's tenant.
-    #[response(status = 403)]
-    PermissionDenied(#[to_schema] ErrorBody),
-    /// Rate limited; see `Retry-After`.
-    #[response(status = 429)]
-    RateLimited(#[to_schema] ErrorBody),
+}
+
+/// Errors of [`read`], in both history routes. Every body is `{"error", "code"}`.
+#[derive(utoipa::IntoResponses)]
+pub enum EventStoreErrors {
     /// A stored message does not decode (the message names its sequence; `after` it skips it).
     #[response(status = 500)]
     Internal(#[to_schema] ErrorBody),
@@ -141,7 +138,7 @@ pub enum HistoryErrors {
     responses(
         (status = 200, description = "A page of the cart's history (no entries for a cart nobody wrote to)",
             body = CartHistory),
-        HistoryErrors))]
+        HistoryErrors, CallerErrors, EventStoreErrors))]
 pub async fn history(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
