@@ -220,8 +220,13 @@ impl pb::cart_service_server::CartService for CartGrpc {
     ) -> Result<Response<Self::ExecuteStreamStream>, Status> {
         let caller = Caller::of(&req)?;
         caller.require("ExecuteStream", &[GATEWAY, RUNNER])?;
+        let svc = self.clone();
+        let execute = move |caller: Caller, req| {
+            let svc = svc.clone();
+            async move { svc.execute_as(&caller, req).await }
+        };
         Ok(Response::new(crate::multiplex::serve(
-            self.clone(),
+            execute,
             caller,
             req.into_inner(),
             self.shutdown.clone(),

@@ -13,10 +13,9 @@ use shared::grpc_tls::Caller;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::{Request, Status, Streaming};
+use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
-use crate::grpc::CartGrpc;
 use crate::metrics as m;
 
 /// Calls of one stream being decided at once. At the limit the node stops reading the stream,
@@ -27,14 +26,19 @@ pub const MAX_IN_FLIGHT: usize = 1024;
 pub type Results = ReceiverStream<Result<pb::ExecuteCallResult, Status>>;
 
 /// Serve `calls` until the caller closes the stream, it breaks, or the node stops
-/// (`shutdown`). Calls being decided are still answered; calls not read yet are not, and the
-/// caller resends them (they carry command ids).
-pub fn serve(
-    svc: CartGrpc,
+/// (`shutdown`), each with `execute` (what a unary `Execute` runs, for `caller`). Calls being
+/// decided are still answered; calls not read yet are not, and the caller resends them (they
+/// carry command ids).
+pub fn serve<E, Fut>(
+    execute: E,
     caller: Caller,
     mut calls: Streaming<pb::ExecuteCall>,
     shutdown: CancellationToken,
-) -> Results {
+) -> Results
+where
+    E: Fn(Caller, Request<pb::ExecuteRequest>) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<Response<pb::ExecuteResponse>, Status>> + Send + 'static,
+{
     let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT);
     tokio::spawn(async move {
         let _open = OpenStream::count();
@@ -55,10 +59,10 @@ pub fn serve(
                     }
                 },
             };
-            let (svc, caller, tx) = (svc.clone(), caller.clone(), tx.clone());
+            let (execute, caller, tx) = (execute.clone(), caller.clone(), tx.clone());
             tokio::spawn(async move {
                 let call_id = call.call_id;
-                let outcome = execute(&svc, &caller, call).await;
+                let outcome = one_call(execute, caller, call).await;
                 // A caller gone meanwhile has given up on the answer.
                 let _ = tx
                     .send(Ok(proto::multiplex::result(call_id, outcome)))
@@ -70,11 +74,15 @@ pub fn serve(
     ReceiverStream::new(rx)
 }
 
-async fn execute(
-    svc: &CartGrpc,
-    caller: &Caller,
+async fn one_call<E, Fut>(
+    execute: E,
+    caller: Caller,
     call: pb::ExecuteCall,
-) -> Result<pb::ExecuteResponse, Status> {
+) -> Result<pb::ExecuteResponse, Status>
+where
+    E: Fn(Caller, Request<pb::ExecuteRequest>) -> Fut,
+    Fut: Future<Output = Result<Response<pb::ExecuteResponse>, Status>>,
+{
     let Some(request) = call.request else {
         return Err(shared::ApiError::invalid("an ExecuteCall must carry a request").into());
     };
@@ -83,7 +91,7 @@ async fn execute(
     let req = Request::from_parts(metadata, tonic::Extensions::default(), request);
     // Boxed: the decision's future is large, and the task spawned for the call would copy it
     // on every move (measured: ~5 % of the CPU in memmove).
-    let run = Box::pin(svc.execute_as(caller, req).instrument(span));
+    let run = Box::pin(execute(caller, req).instrument(span));
     let resp = if call.timeout_ms == 0 {
         run.await?
     } else {
