@@ -69,15 +69,9 @@ struct Inner {
 }
 
 struct Pool {
-    /// Each connection with the `ExecuteStream` multiplexer on it.
-    channels: Vec<(Channel, Arc<Mux>)>,
+    /// One per connection: its unary calls and its `ExecuteStream`.
+    channels: Vec<Arc<Mux>>,
     next: AtomicUsize,
-}
-
-/// One connection to a node: unary calls, and `Execute` multiplexed on a stream.
-struct Node {
-    grpc: CartServiceClient<Channel>,
-    mux: Arc<Mux>,
 }
 
 impl CartClient {
@@ -110,10 +104,7 @@ impl CartClient {
         self.call_with(ctx, &tenant, &cart, timeout, |node, meta| {
             let req = req.clone();
             async move {
-                let resp = node
-                    .mux
-                    .execute(&meta.metadata(), meta.timeout, req)
-                    .await?;
+                let resp = node.execute(&meta.metadata(), meta.timeout, req).await?;
                 Ok(tonic::Response::new(resp))
             }
         })
@@ -179,7 +170,7 @@ impl CartClient {
     {
         let (tenant, cart) = ids(req.tenant(), req.cart_id())?;
         self.call_with(ctx, &tenant, &cart, timeout, |node, meta| {
-            f(node.grpc, with_ctx(meta, req.clone()))
+            f(node.unary(), with_ctx(meta, req.clone()))
         })
         .await
     }
@@ -193,7 +184,7 @@ impl CartClient {
         f: F,
     ) -> Result<T, ApiError>
     where
-        F: Fn(Node, RequestMeta) -> Fut,
+        F: Fn(Arc<Mux>, RequestMeta) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let shard = shard_for(tenant, cart, self.inner.cfg.shard_count);
@@ -286,18 +277,15 @@ impl CartClient {
         Some(fallback[i % fallback.len()].clone())
     }
 
-    fn client(&self, addr: &str) -> Result<Node, ApiError> {
+    /// A connection to `addr` (round robin over its pool).
+    fn client(&self, addr: &str) -> Result<Arc<Mux>, ApiError> {
         let pool = self
             .inner
             .pools
             .try_get_with(addr.to_owned(), || self.pool(addr).map(Arc::new))
             .map_err(|e: Arc<ApiError>| (*e).clone())?;
         let i = pool.next.fetch_add(1, Ordering::Relaxed) % pool.channels.len();
-        let (channel, mux) = &pool.channels[i];
-        Ok(Node {
-            grpc: CartServiceClient::new(channel.clone()),
-            mux: mux.clone(),
-        })
+        Ok(pool.channels[i].clone())
     }
 
     fn pool(&self, addr: &str) -> Result<Pool, ApiError> {
@@ -312,10 +300,7 @@ impl CartClient {
             .http2_keep_alive_interval(Duration::from_secs(20))
             .keep_alive_while_idle(true);
         let channels = (0..self.inner.cfg.channels_per_node.max(1))
-            .map(|_| {
-                let channel = endpoint.connect_lazy();
-                (channel.clone(), Arc::new(Mux::new(channel)))
-            })
+            .map(|_| Arc::new(Mux::new(endpoint.connect_lazy())))
             .collect();
         Ok(Pool {
             channels,

@@ -26,7 +26,8 @@ const GRACE: Duration = Duration::from_secs(1);
 
 type Answer = oneshot::Sender<Result<pb::ExecuteResponse, Status>>;
 
-/// The streams to one node over one connection.
+/// One connection to a node: its unary calls ([`Mux::unary`]) and `Execute` calls, multiplexed
+/// on its stream ([`Mux::execute`]).
 pub struct Mux {
     client: CartServiceClient<Channel>,
     current: Mutex<Option<Stream>>,
@@ -106,6 +107,11 @@ impl Mux {
                 "the stream to the node closed before the call was answered",
             ))
         })
+    }
+
+    /// A client for the unary calls on the same connection.
+    pub fn unary(&self) -> CartServiceClient<Channel> {
+        self.client.clone()
     }
 
     /// Calls waiting for their answer on the current stream.

@@ -32,17 +32,20 @@ pub fn follow(span: &tracing::Span, parent: &opentelemetry::Context) {
 /// [`crate::grpc_tls::GrpcTls::server_builder`]): `grpc` with the method's path, the child of
 /// the caller's span named in the metadata. The handler's own spans nest under it.
 pub fn grpc_server_span(req: &http::Request<()>) -> tracing::Span {
-    let span = tracing::info_span!("grpc", rpc = %req.uri().path());
-    follow(&span, &extract(&HttpHeaders(req.headers())));
-    span
+    grpc_span(req.uri().path(), &HttpHeaders(req.headers()))
 }
 
-/// The span of one call on a multiplexed stream (`CartService.ExecuteStream`): as
-/// [`grpc_server_span`] for a unary call (`grpc`, the method it stands for), the child of the
-/// caller's span named in the call's own metadata, never of the stream's.
-pub fn grpc_call_span(rpc: &'static str, md: &tonic::metadata::MetadataMap) -> tracing::Span {
-    let span = tracing::info_span!(parent: None, "grpc", rpc);
-    follow(&span, &extract(&crate::propagation::GrpcMetadata(md)));
+/// The span of one call on a multiplexed stream (`CartService.ExecuteStream`), as
+/// [`grpc_server_span`] for a unary call: `grpc` with the method the call stands for, the child
+/// of the caller's span named in the call's own metadata (the call runs in a task of its own,
+/// outside the stream's span).
+pub fn grpc_call_span(rpc: &str, md: &tonic::metadata::MetadataMap) -> tracing::Span {
+    grpc_span(rpc, &crate::propagation::GrpcMetadata(md))
+}
+
+fn grpc_span(rpc: &str, carrier: &dyn opentelemetry::propagation::Extractor) -> tracing::Span {
+    let span = tracing::info_span!("grpc", rpc = %rpc);
+    follow(&span, &extract(carrier));
     span
 }
 
