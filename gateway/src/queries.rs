@@ -28,7 +28,7 @@ use utoipa_axum::routes;
 use self::views::{CartPage, CartRecord, OrderPage, SkuDemandReport};
 use crate::request::context::Ctx;
 use crate::request::params::{Params, QueryParams};
-use crate::schema::{CallerErrors, ErrorBody};
+use crate::schema::{CallerErrors, ErrorBody, error_replies};
 use crate::state::AppState;
 use crate::upstream::services::{self, Services};
 use crate::v1::CartPath;
@@ -216,29 +216,27 @@ impl AbandonedQuery {
     }
 }
 
-/// Errors of the query routes but for the caller's ([`CallerErrors`]) and those of every
-/// projection call ([`ProjectionErrors`]). Every body is `{"error", "code"}`.
-#[derive(utoipa::IntoResponses)]
-pub enum QueryErrors {
-    /// An invalid query parameter, cart id or tenant header (the message names it), or a
-    /// page token from another listing.
-    #[response(status = 400)]
-    BadRequest(#[to_schema] ErrorBody),
-    /// The projection is unreachable; see `Retry-After`.
-    #[response(status = 503)]
-    Unavailable(#[to_schema] ErrorBody),
+error_replies! {
+    /// Errors of the query routes but for the caller's ([`CallerErrors`]) and those of every
+    /// projection call ([`ProjectionErrors`]). Every body is `{"error", "code"}`.
+    pub enum QueryErrors {
+        /// An invalid query parameter, cart id or tenant header (the message names it), or a
+        /// page token from another listing.
+        400 => BadRequest,
+        /// The projection is unreachable; see `Retry-After`.
+        503 => Unavailable,
+    }
 }
 
-/// Errors of every call to the projection, whatever the route (with the route's own 503).
-/// Every body is `{"error", "code"}`.
-#[derive(utoipa::IntoResponses)]
-pub enum ProjectionErrors {
-    /// No projection is configured (`GATEWAY_PROJECTION_ADDR` is empty).
-    #[response(status = 501)]
-    Unimplemented(#[to_schema] ErrorBody),
-    /// The projection did not answer within `GATEWAY_SERVICE_TIMEOUT_MS`.
-    #[response(status = 504)]
-    Timeout(#[to_schema] ErrorBody),
+error_replies! {
+    /// Errors of every call to the projection, whatever the route (with the route's own 503).
+    /// Every body is `{"error", "code"}`.
+    pub enum ProjectionErrors {
+        /// No projection is configured (`GATEWAY_PROJECTION_ADDR` is empty).
+        501 => Unimplemented,
+        /// The projection did not answer within `GATEWAY_SERVICE_TIMEOUT_MS`.
+        504 => Timeout,
+    }
 }
 
 /// Carts of the caller's tenant from the read model, newest update first, paginated.

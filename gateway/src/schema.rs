@@ -19,6 +19,21 @@ pub struct ErrorBody {
     code: String,
 }
 
+/// Declares an error-reply set for `responses(...)`: one variant per status, each answering an
+/// [`ErrorBody`] described by the variant's doc comment.
+macro_rules! error_replies {
+    ($(#[$meta:meta])* $vis:vis enum $name:ident {
+        $($(#[$doc:meta])* $status:literal => $variant:ident,)+
+    }) => {
+        $(#[$meta])*
+        #[derive(utoipa::IntoResponses)]
+        $vis enum $name {
+            $($(#[$doc])* #[response(status = $status)] $variant(#[to_schema] $crate::schema::ErrorBody),)+
+        }
+    };
+}
+pub(crate) use error_replies;
+
 /// The responses of `A` and of `B` together: the errors of a route made of both sets (their
 /// statuses do not overlap).
 pub struct Both<A, B>(PhantomData<(A, B)>);
@@ -31,23 +46,22 @@ impl<A: IntoResponses, B: IntoResponses> IntoResponses for Both<A, B> {
     }
 }
 
-/// What every tenant route may answer about its API key and tenant header.
-#[derive(utoipa::IntoResponses)]
-pub enum AuthErrors {
-    /// Missing or unknown API key (when API keys are configured).
-    #[response(status = 401)]
-    Unauthenticated(#[to_schema] ErrorBody),
-    /// `x-tenant-id` does not match the API key's tenant.
-    #[response(status = 403)]
-    PermissionDenied(#[to_schema] ErrorBody),
+error_replies! {
+    /// What every tenant route may answer about its API key and tenant header.
+    pub enum AuthErrors {
+        /// Missing or unknown API key (when API keys are configured).
+        401 => Unauthenticated,
+        /// `x-tenant-id` does not match the API key's tenant.
+        403 => PermissionDenied,
+    }
 }
 
-/// The rate limit of a route that only reads.
-#[derive(utoipa::IntoResponses)]
-pub enum ReadRateLimited {
-    /// Rate limited; see `Retry-After`.
-    #[response(status = 429)]
-    RateLimited(#[to_schema] ErrorBody),
+error_replies! {
+    /// The rate limit of a route that only reads.
+    pub enum ReadRateLimited {
+        /// Rate limited; see `Retry-After`.
+        429 => RateLimited,
+    }
 }
 
 /// What a tenant route that only reads may answer about its caller: [`AuthErrors`] and its
@@ -57,53 +71,43 @@ pub type CallerErrors = Both<AuthErrors, ReadRateLimited>;
 /// Errors of routes that change a cart. Every body is `{"error", "code"}`.
 pub type CommandErrors = Both<AuthErrors, CommandFailures>;
 
-/// The [`CommandErrors`] other than [`AuthErrors`].
-#[derive(utoipa::IntoResponses)]
-pub enum CommandFailures {
-    /// Malformed JSON, an unknown or mistyped field, an invalid id or quantity, an internal
-    /// command type (the message names the field).
-    #[response(status = 400)]
-    BadRequest(#[to_schema] ErrorBody),
-    /// Unknown SKU, line, delivery (provider) or voucher (`unknown_sku`, `unknown_line`, ...).
-    #[response(status = 404)]
-    NotFound(#[to_schema] ErrorBody),
-    /// The order is placed (`cart_locked`), the command does not fit the cart's state
-    /// (`invalid_state`), or the cart kept changing concurrently (`version_conflict`).
-    #[response(status = 409)]
-    Conflict(#[to_schema] ErrorBody),
-    /// `If-Match` does not match the cart's version (`precondition_failed`).
-    #[response(status = 412)]
-    PreconditionFailed(#[to_schema] ErrorBody),
-    /// The body is larger than `GATEWAY_BODY_LIMIT_BYTES`.
-    #[response(status = 413)]
-    PayloadTooLarge(#[to_schema] ErrorBody),
-    /// A voucher does not apply, or a limit (lines, deliveries, batch size) would be exceeded.
-    #[response(status = 422)]
-    Unprocessable(#[to_schema] ErrorBody),
-    /// Rate limited (per client or per cart); see `Retry-After`.
-    #[response(status = 429)]
-    RateLimited(#[to_schema] ErrorBody),
-    /// No aggregate node reachable; see `Retry-After`.
-    #[response(status = 503)]
-    Unavailable(#[to_schema] ErrorBody),
-    /// The aggregate did not answer in time; the outcome is unknown, retry the same request.
-    #[response(status = 504)]
-    Timeout(#[to_schema] ErrorBody),
+error_replies! {
+    /// The [`CommandErrors`] other than [`AuthErrors`].
+    pub enum CommandFailures {
+        /// Malformed JSON, an unknown or mistyped field, an invalid id or quantity, an internal
+        /// command type (the message names the field).
+        400 => BadRequest,
+        /// Unknown SKU, line, delivery (provider) or voucher (`unknown_sku`, `unknown_line`, ...).
+        404 => NotFound,
+        /// The order is placed (`cart_locked`), the command does not fit the cart's state
+        /// (`invalid_state`), or the cart kept changing concurrently (`version_conflict`).
+        409 => Conflict,
+        /// `If-Match` does not match the cart's version (`precondition_failed`).
+        412 => PreconditionFailed,
+        /// The body is larger than `GATEWAY_BODY_LIMIT_BYTES`.
+        413 => PayloadTooLarge,
+        /// A voucher does not apply, or a limit (lines, deliveries, batch size) would be exceeded.
+        422 => Unprocessable,
+        /// Rate limited (per client or per cart); see `Retry-After`.
+        429 => RateLimited,
+        /// No aggregate node reachable; see `Retry-After`.
+        503 => Unavailable,
+        /// The aggregate did not answer in time; the outcome is unknown, retry the same request.
+        504 => Timeout,
+    }
 }
 
 /// Errors of routes that only read. Every body is `{"error", "code"}`.
 pub type ReadErrors = Both<CallerErrors, ReadFailures>;
 
-/// The [`ReadErrors`] other than [`CallerErrors`].
-#[derive(utoipa::IntoResponses)]
-pub enum ReadFailures {
-    /// An invalid cart id or tenant header.
-    #[response(status = 400)]
-    BadRequest(#[to_schema] ErrorBody),
-    /// No aggregate node reachable; see `Retry-After`.
-    #[response(status = 503)]
-    Unavailable(#[to_schema] ErrorBody),
-    /// The aggregate did not answer in time.
-    #[response(status = 504)]
-    Timeout(#[to_schema] ErrorBody),
+error_replies! {
+    /// The [`ReadErrors`] other than [`CallerErrors`].
+    pub enum ReadFailures {
+        /// An invalid cart id or tenant header.
+        400 => BadRequest,
+        /// No aggregate node reachable; see `Retry-After`.
+        503 => Unavailable,
+        /// The aggregate did not answer in time.
+        504 => Timeout,
+    }
 }

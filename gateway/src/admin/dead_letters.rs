@@ -14,7 +14,7 @@ use utoipa_axum::routes;
 use crate::admin::{Admin, TAG, tenant_param};
 use crate::queries::{ProjectionErrors, ask, positive};
 use crate::request::params::{Params, QueryParams};
-use crate::schema::ErrorBody;
+use crate::schema::{ErrorBody, error_replies};
 use crate::state::AppState;
 use crate::upstream::services::Services;
 
@@ -77,19 +77,17 @@ pub struct ReplayOutcome {
     pub error: Option<String>,
 }
 
-/// Errors of the dead-letter routes (see [`ProjectionErrors`] for the rest). Every body is
-/// `{"error", "code"}`.
-#[derive(utoipa::IntoResponses)]
-pub enum DeadLetterErrors {
-    /// An invalid tenant, limit or id (the message names it).
-    #[response(status = 400)]
-    BadRequest(#[to_schema] ErrorBody),
-    /// Admin disabled, or missing or wrong bearer token.
-    #[response(status = 401)]
-    Unauthenticated(#[to_schema] ErrorBody),
-    /// The projection is unreachable.
-    #[response(status = 503)]
-    Unavailable(#[to_schema] ErrorBody),
+error_replies! {
+    /// Errors of the dead-letter routes (see [`ProjectionErrors`] for the rest). Every body is
+    /// `{"error", "code"}`.
+    pub enum DeadLetterErrors {
+        /// An invalid tenant, limit or id (the message names it).
+        400 => BadRequest,
+        /// Admin disabled, or missing or wrong bearer token.
+        401 => Unauthenticated,
+        /// The projection is unreachable.
+        503 => Unavailable,
+    }
 }
 
 /// Dead letters of the projection, newest first; every tenant unless `tenant` is given.

@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 
 use crate::admin::{Admin, TAG, tenant_param};
 use crate::request::params::{Params, QueryParams};
-use crate::schema::ErrorBody;
+use crate::schema::error_replies;
 use crate::state::AppState;
 use crate::v1::CartPath;
 use crate::v1::history::{self, CartHistory};
@@ -36,16 +36,15 @@ pub struct AdminHistoryQuery {
     limit: Option<u32>,
 }
 
-/// Errors of the admin history route before it reads (see [`history::EventStoreErrors`] for the
-/// rest). Every body is `{"error", "code"}`.
-#[derive(utoipa::IntoResponses)]
-pub enum AdminHistoryErrors {
-    /// An invalid cart id, tenant, `after`, `limit` or query parameter (the message names it).
-    #[response(status = 400)]
-    BadRequest(#[to_schema] ErrorBody),
-    /// Admin disabled, or missing or wrong bearer token.
-    #[response(status = 401)]
-    Unauthenticated(#[to_schema] ErrorBody),
+error_replies! {
+    /// Errors of the admin history route before it reads (see [`history::EventStoreErrors`] for the
+    /// rest). Every body is `{"error", "code"}`.
+    pub enum AdminHistoryErrors {
+        /// An invalid cart id, tenant, `after`, `limit` or query parameter (the message names it).
+        400 => BadRequest,
+        /// Admin disabled, or missing or wrong bearer token.
+        401 => Unauthenticated,
+    }
 }
 
 /// A cart's accepted commands in one tenant or every tenant, oldest first.

@@ -26,7 +26,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::{CartPath, TAG};
 use crate::request::context::Ctx;
 use crate::request::params::{Params, QueryParams};
-use crate::schema::{CallerErrors, ErrorBody};
+use crate::schema::{CallerErrors, error_replies};
 use crate::state::AppState;
 use crate::upstream;
 
@@ -108,28 +108,26 @@ pub struct HistoryEvent {
     pub data: Value,
 }
 
-/// Errors of `GET /v1/carts/{id}/history` but for the caller's ([`CallerErrors`]) and the
-/// reading's ([`EventStoreErrors`]). Every body is `{"error", "code"}`.
-#[derive(utoipa::IntoResponses)]
-pub enum HistoryErrors {
-    /// An invalid cart id, `after`, `limit`, tenant header or query parameter (the message
-    /// names it).
-    #[response(status = 400)]
-    BadRequest(#[to_schema] ErrorBody),
+error_replies! {
+    /// Errors of `GET /v1/carts/{id}/history` but for the caller's ([`CallerErrors`]) and the
+    /// reading's ([`EventStoreErrors`]). Every body is `{"error", "code"}`.
+    pub enum HistoryErrors {
+        /// An invalid cart id, `after`, `limit`, tenant header or query parameter (the message
+        /// names it).
+        400 => BadRequest,
+    }
 }
 
-/// Errors of [`read`], in both history routes. Every body is `{"error", "code"}`.
-#[derive(utoipa::IntoResponses)]
-pub enum EventStoreErrors {
-    /// A stored message does not decode (the message names its sequence; `after` it skips it).
-    #[response(status = 500)]
-    Internal(#[to_schema] ErrorBody),
-    /// NATS is unreachable.
-    #[response(status = 503)]
-    Unavailable(#[to_schema] ErrorBody),
-    /// `CART_EVENTS` did not answer within `GATEWAY_SERVICE_TIMEOUT_MS`.
-    #[response(status = 504)]
-    Timeout(#[to_schema] ErrorBody),
+error_replies! {
+    /// Errors of [`read`], in both history routes. Every body is `{"error", "code"}`.
+    pub enum EventStoreErrors {
+        /// A stored message does not decode (the message names its sequence; `after` it skips it).
+        500 => Internal,
+        /// NATS is unreachable.
+        503 => Unavailable,
+        /// `CART_EVENTS` did not answer within `GATEWAY_SERVICE_TIMEOUT_MS`.
+        504 => Timeout,
+    }
 }
 
 /// Every accepted command of the cart, oldest first, from the event store.
