@@ -66,6 +66,20 @@ where
         .await
 }
 
+/// [`ask`] with the `QueryService` method `$method`, its calls timed as `projection_<method>`.
+macro_rules! query {
+    ($s:expr, $ctx:expr, $method:ident, $req:expr) => {
+        $crate::queries::ask(
+            $s,
+            concat!("projection_", stringify!($method)),
+            $ctx,
+            $req,
+            |mut c, r| async move { c.$method(r).await },
+        )
+    };
+}
+pub(crate) use query;
+
 /// A cart's status in the read model.
 #[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -200,6 +214,16 @@ impl ListOrdersQuery {
     }
 }
 
+impl SkuDemandQuery {
+    fn request(self, tenant: &TenantId) -> Result<pb::SkuDemandRequest, ApiError> {
+        let limit = positive("limit", self.limit)?;
+        Ok(pb::SkuDemandRequest {
+            tenant: tenant.to_string(),
+            limit,
+        })
+    }
+}
+
 impl AbandonedQuery {
     fn request(self, tenant: &TenantId) -> Result<pb::AbandonedCartsRequest, ApiError> {
         if self.idle_seconds == Some(0) {
@@ -239,25 +263,36 @@ error_replies! {
     }
 }
 
-/// Carts of the caller's tenant from the read model, newest update first, paginated.
-#[utoipa::path(get, path = "/v1/carts", tag = TAG, params(ListCartsQuery),
-    responses((status = 200, description = "One page of carts", body = CartPage),
-        QueryErrors, CallerErrors, ProjectionErrors))]
-pub async fn list_carts(
-    State(s): State<AppState>,
-    Ctx(ctx): Ctx,
-    QueryParams(q): QueryParams<ListCartsQuery>,
-) -> Result<Json<CartPage>, ApiError> {
-    let req = q.request(&ctx.tenant)?;
-    let page = ask(
-        &s,
-        "projection_list_carts",
-        &ctx,
-        req,
-        |mut c, r| async move { c.list_carts(r).await },
-    )
-    .await?;
-    Ok(Json(page.into()))
+/// The `GET` routes that list or report on the caller's tenant: the query parameters make the
+/// request, answered by the `QueryService` method of the handler's name.
+macro_rules! query_routes {
+    ($($(#[$doc:meta])* $name:ident: $path:literal, $query:ident => $reply:ident, $what:literal;)+) => {$(
+        $(#[$doc])*
+        #[utoipa::path(get, path = $path, tag = TAG, params($query),
+            responses((status = 200, description = $what, body = $reply),
+                QueryErrors, CallerErrors, ProjectionErrors))]
+        pub async fn $name(
+            State(s): State<AppState>,
+            Ctx(ctx): Ctx,
+            QueryParams(q): QueryParams<$query>,
+        ) -> Result<Json<$reply>, ApiError> {
+            let req = q.request(&ctx.tenant)?;
+            Ok(Json(query!(&s, &ctx, $name, req).await?.into()))
+        }
+    )+};
+}
+
+query_routes! {
+    /// Carts of the caller's tenant from the read model, newest update first, paginated.
+    list_carts: "/v1/carts", ListCartsQuery => CartPage, "One page of carts";
+    /// Placed orders of the caller's tenant, newest first, paginated.
+    list_orders: "/v1/orders", ListOrdersQuery => OrderPage, "One page of orders";
+    /// Open carts with items and no activity for at least `idle_seconds`, most recently active
+    /// first, paginated.
+    abandoned_carts: "/v1/reports/abandoned", AbandonedQuery => CartPage,
+        "One page of abandoned carts";
+    /// Units per SKU across the tenant's open carts, most demanded first.
+    sku_demand: "/v1/reports/sku-demand", SkuDemandQuery => SkuDemandReport, "SKU demand";
 }
 
 /// One cart as the read model has it: status, totals and lines (it may trail the cart by the
@@ -277,82 +312,8 @@ pub async fn cart_view(
         tenant: ctx.tenant.to_string(),
         cart_id: p.cart()?.to_string(),
     };
-    let cart = ask(
-        &s,
-        "projection_get_cart",
-        &ctx,
-        req,
-        |mut c, r| async move { c.get_cart(r).await },
-    )
-    .await?;
+    let cart = query!(&s, &ctx, get_cart, req).await?;
     Ok(Json(cart.into()))
-}
-
-/// Placed orders of the caller's tenant, newest first, paginated.
-#[utoipa::path(get, path = "/v1/orders", tag = TAG, params(ListOrdersQuery),
-    responses((status = 200, description = "One page of orders", body = OrderPage),
-        QueryErrors, CallerErrors, ProjectionErrors))]
-pub async fn list_orders(
-    State(s): State<AppState>,
-    Ctx(ctx): Ctx,
-    QueryParams(q): QueryParams<ListOrdersQuery>,
-) -> Result<Json<OrderPage>, ApiError> {
-    let req = q.request(&ctx.tenant)?;
-    let page = ask(
-        &s,
-        "projection_list_orders",
-        &ctx,
-        req,
-        |mut c, r| async move { c.list_orders(r).await },
-    )
-    .await?;
-    Ok(Json(page.into()))
-}
-
-/// Open carts with items and no activity for at least `idle_seconds`, most recently active
-/// first, paginated.
-#[utoipa::path(get, path = "/v1/reports/abandoned", tag = TAG, params(AbandonedQuery),
-    responses((status = 200, description = "One page of abandoned carts", body = CartPage),
-        QueryErrors, CallerErrors, ProjectionErrors))]
-pub async fn abandoned_carts(
-    State(s): State<AppState>,
-    Ctx(ctx): Ctx,
-    QueryParams(q): QueryParams<AbandonedQuery>,
-) -> Result<Json<CartPage>, ApiError> {
-    let req = q.request(&ctx.tenant)?;
-    let page = ask(
-        &s,
-        "projection_abandoned_carts",
-        &ctx,
-        req,
-        |mut c, r| async move { c.abandoned_carts(r).await },
-    )
-    .await?;
-    Ok(Json(page.into()))
-}
-
-/// Units per SKU across the tenant's open carts, most demanded first.
-#[utoipa::path(get, path = "/v1/reports/sku-demand", tag = TAG, params(SkuDemandQuery),
-    responses((status = 200, description = "SKU demand", body = SkuDemandReport),
-        QueryErrors, CallerErrors, ProjectionErrors))]
-pub async fn sku_demand(
-    State(s): State<AppState>,
-    Ctx(ctx): Ctx,
-    QueryParams(q): QueryParams<SkuDemandQuery>,
-) -> Result<Json<SkuDemandReport>, ApiError> {
-    let req = pb::SkuDemandRequest {
-        tenant: ctx.tenant.to_string(),
-        limit: positive("limit", q.limit)?,
-    };
-    let report = ask(
-        &s,
-        "projection_sku_demand",
-        &ctx,
-        req,
-        |mut c, r| async move { c.sku_demand(r).await },
-    )
-    .await?;
-    Ok(Json(report.into()))
 }
 
 #[cfg(test)]

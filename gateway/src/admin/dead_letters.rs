@@ -12,7 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::admin::{Admin, TAG, tenant_param};
-use crate::queries::{ProjectionErrors, ask, positive};
+use crate::queries::{ProjectionErrors, positive, query};
 use crate::request::params::{Params, QueryParams};
 use crate::schema::{ErrorBody, error_replies};
 use crate::state::AppState;
@@ -110,14 +110,7 @@ pub async fn list_dead_letters(
         tenant: tenant.map(|t| t.to_string()).unwrap_or_default(),
         limit,
     };
-    let list = ask(
-        &s,
-        "projection_list_dead_letters",
-        &ctx,
-        req,
-        |mut c, r| async move { c.list_dead_letters(r).await },
-    )
-    .await?;
+    let list = query!(&s, &ctx, list_dead_letters, req).await?;
     Ok(Json(DeadLetterList {
         dead_letters: list.dead_letters.into_iter().map(record).collect(),
     }))
