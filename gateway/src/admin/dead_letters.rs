@@ -2,6 +2,8 @@
 //! messages it gave up on after `PROJECTION_MAX_DELIVER` deliveries, and replaying one once its
 //! cause is fixed. Listing every tenant at once is why these routes are admin-only.
 
+use std::time::Duration;
+
 use axum::Json;
 use axum::extract::State;
 use proto::projection::v1 as pb;
@@ -134,10 +136,15 @@ pub async fn replay_dead_letter(
     let out = s
         .services
         .projection
-        .write("projection_replay_dead_letter", &ctx, |channel, md| {
-            let req = crate::upstream::services::request(md, req);
-            async move { Services::query(channel).replay_dead_letter(req).await }
-        })
+        .write(
+            "projection_replay_dead_letter",
+            &ctx,
+            Duration::ZERO,
+            |channel, md| {
+                let req = crate::upstream::services::request(md, req);
+                async move { Services::query(channel).replay_dead_letter(req).await }
+            },
+        )
         .await?;
     Ok(Json(ReplayOutcome {
         applied: out.applied,

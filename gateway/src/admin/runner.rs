@@ -96,7 +96,7 @@ pub async fn drain(
     let r = s
         .services
         .runner
-        .write_waiting(
+        .write(
             "runner.drain",
             &ctx,
             Duration::from_secs(u64::from(wait)),
@@ -132,7 +132,7 @@ pub async fn reload(
     let r = s
         .services
         .runner
-        .write("runner.reload", &ctx, |ch, md| async move {
+        .write("runner.reload", &ctx, Duration::ZERO, |ch, md| async move {
             Services::runner_admin(ch)
                 .reload(request(md, rpb::ReloadRequest {}))
                 .await

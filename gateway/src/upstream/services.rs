@@ -97,23 +97,10 @@ impl Service {
         Err(last.unwrap_or_else(|| ApiError::unavailable(format!("{} unavailable", self.name))))
     }
 
-    /// A write (or an admin action): tried once, under the deadline.
+    /// A write (or an admin action): tried once, under the deadline plus `wait`, how long the
+    /// service may hold the call open on purpose (a drain waiting for in-flight work; zero for
+    /// any other write).
     pub async fn write<T, F, Fut>(
-        &self,
-        op: &'static str,
-        ctx: &RequestContext,
-        f: F,
-    ) -> Result<T, ApiError>
-    where
-        F: Fn(Channel, tonic::metadata::MetadataMap) -> Fut,
-        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-    {
-        self.once(op, ctx, self.policy.timeout, &f).await
-    }
-
-    /// A write the service may hold open on purpose for up to `wait` (a drain waiting for
-    /// in-flight work): tried once, under the usual deadline plus that wait.
-    pub async fn write_waiting<T, F, Fut>(
         &self,
         op: &'static str,
         ctx: &RequestContext,

@@ -37,19 +37,20 @@ pub async fn events(
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(s.cfg.sse_keep_alive())))
 }
 
-/// Counts open streams for as long as it lives.
-struct Open;
+/// Counts open streams for as long as it lives, on the gauge it holds.
+struct Open(metrics::Gauge);
 
 impl Open {
     fn new() -> Self {
-        metrics::gauge!(m::SSE_STREAMS).increment(1.0);
-        Open
+        let streams = metrics::gauge!(m::SSE_STREAMS);
+        streams.increment(1.0);
+        Open(streams)
     }
 }
 
 impl Drop for Open {
     fn drop(&mut self) {
-        metrics::gauge!(m::SSE_STREAMS).decrement(1.0);
+        self.0.decrement(1.0);
     }
 }
 
