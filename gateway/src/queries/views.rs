@@ -105,27 +105,33 @@ impl From<pb::CartRecord> for CartRecord {
     }
 }
 
-/// The next page's token: pass it as `page_token`; `null` on the last page.
-fn next(token: String) -> Option<String> {
-    Some(token).filter(|t| !t.is_empty())
-}
-
-/// One page of carts, newest update first.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct CartPage {
-    pub carts: Vec<CartRecord>,
-    /// Pass as `page_token` for the next page; `null` on the last page.
-    pub next_page_token: Option<String>,
-}
-
-impl From<pb::ListCartsResponse> for CartPage {
-    fn from(r: pb::ListCartsResponse) -> Self {
-        Self {
-            carts: r.carts.into_iter().map(CartRecord::from).collect(),
-            next_page_token: next(r.next_page_token),
+/// A page of a listing: its records under `$records`, converted from the projection's reply,
+/// and the token of the next page (`null` on the last page).
+macro_rules! page {
+    ($(#[$doc:meta])* $name:ident from $reply:ty { $records:ident: Vec<$record:ident> }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Serialize, ToSchema)]
+        #[serde(rename_all = "camelCase")]
+        pub struct $name {
+            pub $records: Vec<$record>,
+            /// Pass as `page_token` for the next page; `null` on the last page.
+            pub next_page_token: Option<String>,
         }
-    }
+
+        impl From<$reply> for $name {
+            fn from(r: $reply) -> Self {
+                Self {
+                    $records: r.$records.into_iter().map($record::from).collect(),
+                    next_page_token: Some(r.next_page_token).filter(|t| !t.is_empty()),
+                }
+            }
+        }
+    };
+}
+
+page! {
+    /// One page of carts, newest update first.
+    CartPage from pb::ListCartsResponse { carts: Vec<CartRecord> }
 }
 
 /// A placed order.
@@ -141,33 +147,22 @@ pub struct OrderRecord {
     pub placed_at: String,
 }
 
-/// One page of orders, newest first.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct OrderPage {
-    pub orders: Vec<OrderRecord>,
-    /// Pass as `page_token` for the next page; `null` on the last page.
-    pub next_page_token: Option<String>,
-}
-
-impl From<pb::ListOrdersResponse> for OrderPage {
-    fn from(r: pb::ListOrdersResponse) -> Self {
+impl From<pb::OrderRecord> for OrderRecord {
+    fn from(o: pb::OrderRecord) -> Self {
         Self {
-            orders: r
-                .orders
-                .into_iter()
-                .map(|o| OrderRecord {
-                    total: Money::new(o.total_amount, &o.currency),
-                    cart_id: o.cart_id,
-                    provider_order_id: o.provider_order_id,
-                    order_reference: o.order_reference,
-                    user_id: o.user_id,
-                    placed_at: o.placed_at,
-                })
-                .collect(),
-            next_page_token: next(r.next_page_token),
+            total: Money::new(o.total_amount, &o.currency),
+            cart_id: o.cart_id,
+            provider_order_id: o.provider_order_id,
+            order_reference: o.order_reference,
+            user_id: o.user_id,
+            placed_at: o.placed_at,
         }
     }
+}
+
+page! {
+    /// One page of orders, newest first.
+    OrderPage from pb::ListOrdersResponse { orders: Vec<OrderRecord> }
 }
 
 /// Demand for one SKU across open carts.
