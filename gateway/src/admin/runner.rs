@@ -25,6 +25,23 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(reload))
 }
 
+/// A `RunnerAdmin` call as a `read` or a `write` (with its wait) of the runner service, named
+/// `runner.<method>` in the metrics.
+macro_rules! runner_admin {
+    ($s:expr, $ctx:expr, $how:ident($($wait:expr)?), $method:ident($req:expr)) => {{
+        let req = $req;
+        $s.services.runner.$how(
+            concat!("runner.", stringify!($method)),
+            $ctx,
+            $($wait,)?
+            move |ch, md| {
+                let req = request(md, req.clone());
+                async move { Services::runner_admin(ch).$method(req).await }
+            },
+        )
+    }};
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RunnerStatus {
@@ -45,15 +62,7 @@ pub async fn status(
     State(s): State<AppState>,
     Admin(ctx): Admin,
 ) -> Result<Json<RunnerStatus>, ApiError> {
-    let r = s
-        .services
-        .runner
-        .read("runner.status", &ctx, |ch, md| async move {
-            Services::runner_admin(ch)
-                .status(request(md, rpb::StatusRequest {}))
-                .await
-        })
-        .await?;
+    let r = runner_admin!(s, &ctx, read(), status(rpb::StatusRequest {})).await?;
     let some = |v: String| (!v.is_empty()).then_some(v);
     Ok(Json(RunnerStatus {
         draining: r.draining,
@@ -93,20 +102,13 @@ pub async fn drain(
 ) -> Result<Json<Drained>, ApiError> {
     let wait = q.wait_seconds.unwrap_or(0).min(300);
     // The drain answers when idle or after `wait`: the deadline allows for that wait.
-    let r = s
-        .services
-        .runner
-        .write(
-            "runner.drain",
-            &ctx,
-            Duration::from_secs(u64::from(wait)),
-            |ch, md| async move {
-                Services::runner_admin(ch)
-                    .drain(request(md, rpb::DrainRequest { wait_seconds: wait }))
-                    .await
-            },
-        )
-        .await?;
+    let r = runner_admin!(
+        s,
+        &ctx,
+        write(Duration::from_secs(u64::from(wait))),
+        drain(rpb::DrainRequest { wait_seconds: wait })
+    )
+    .await?;
     Ok(Json(Drained {
         draining: r.draining,
         idle: r.idle,
@@ -129,15 +131,13 @@ pub async fn reload(
     State(s): State<AppState>,
     Admin(ctx): Admin,
 ) -> Result<Json<Reloaded>, ApiError> {
-    let r = s
-        .services
-        .runner
-        .write("runner.reload", &ctx, Duration::ZERO, |ch, md| async move {
-            Services::runner_admin(ch)
-                .reload(request(md, rpb::ReloadRequest {}))
-                .await
-        })
-        .await?;
+    let r = runner_admin!(
+        s,
+        &ctx,
+        write(Duration::ZERO),
+        reload(rpb::ReloadRequest {})
+    )
+    .await?;
     Ok(Json(Reloaded {
         provider_base_url: r.provider_base_url,
         generation: r.generation,
