@@ -276,11 +276,6 @@ mod tests {
             (|c| c.fetch_wait_ms = 40_000, "fetch_wait_ms"),
             (|c| c.read_connections = 0, "read_connections"),
         ];
-        for (spoil, field) in cases {
-            let mut c = Config::default();
-            spoil(&mut c);
-            let err = c.check().unwrap_err();
-            assert!(err.starts_with(field), "{err}");
-        }
+        shared::test_support::config_check::assert_names_bad_field(&cases, Config::check);
     }
 }

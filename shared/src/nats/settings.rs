@@ -274,11 +274,9 @@ mod tests {
             (|r| r.catalog_history = 6, "catalog_history"),
             (|r| r.placement_history = 0, "placement_history"),
         ];
-        for (spoil, key) in cases {
-            let mut s = NatsResourceSettings::default();
-            spoil(&mut s);
-            let err = s.check().unwrap_err();
-            assert!(err.starts_with(key), "{err}");
-        }
+        crate::test_support::config_check::assert_names_bad_field(
+            &cases,
+            NatsResourceSettings::check,
+        );
     }
 }
