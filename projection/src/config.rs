@@ -220,6 +220,7 @@ impl ServiceConfig for Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shared::test_support::config_check::{BadField, assert_names_bad_field};
 
     #[test]
     fn defaults_are_valid_and_name_the_durable_and_file() {
@@ -260,7 +261,7 @@ mod tests {
 
     #[test]
     fn check_names_the_bad_field() {
-        let cases: [(fn(&mut Config), &str); 8] = [
+        let cases: [BadField<Config>; 8] = [
             (|c| c.view = "a.b".into(), "view"),
             (|c| c.batch_size = 0, "batch_size"),
             (|c| c.catch_up_batch_size = 100, "catch_up_batch_size"),
@@ -276,6 +277,6 @@ mod tests {
             (|c| c.fetch_wait_ms = 40_000, "fetch_wait_ms"),
             (|c| c.read_connections = 0, "read_connections"),
         ];
-        shared::test_support::config_check::assert_names_bad_field(&cases, Config::check);
+        assert_names_bad_field(&cases, Config::check);
     }
 }

@@ -232,6 +232,7 @@ impl ConsumerSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::config_check::{BadField, assert_names_bad_field};
 
     #[test]
     fn defaults_run_locally() {
@@ -266,7 +267,7 @@ mod tests {
 
     #[test]
     fn check_names_the_bad_key() {
-        let cases: [(fn(&mut NatsResourceSettings), &str); 6] = [
+        let cases: [BadField<NatsResourceSettings>; 6] = [
             (|r| r.replicas = 0, "replicas"),
             (|r| r.duplicate_window_secs = 0, "duplicate_window_secs"),
             (|r| r.node_ttl_secs = 0, "node_ttl_secs"),
@@ -274,9 +275,6 @@ mod tests {
             (|r| r.catalog_history = 6, "catalog_history"),
             (|r| r.placement_history = 0, "placement_history"),
         ];
-        crate::test_support::config_check::assert_names_bad_field(
-            &cases,
-            NatsResourceSettings::check,
-        );
+        assert_names_bad_field(&cases, NatsResourceSettings::check);
     }
 }

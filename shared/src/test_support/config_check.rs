@@ -32,10 +32,13 @@ pub fn assert_accepted<K, V>(
     );
 }
 
+/// A way to spoil a default value, and the field its check must then name.
+pub type BadField<T> = (fn(&mut T), &'static str);
+
 /// For each case, a default `T` spoiled by the closure must fail `check` with an error that
 /// starts with the case's field name (so an operator learns which setting to fix).
 pub fn assert_names_bad_field<T: Default>(
-    cases: &[(fn(&mut T), &str)],
+    cases: &[BadField<T>],
     check: impl Fn(&T) -> Result<(), String>,
 ) {
     for (spoil, field) in cases {
