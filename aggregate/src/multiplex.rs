@@ -41,7 +41,7 @@ where
 {
     let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT);
     tokio::spawn(async move {
-        let _open = OpenStream::count();
+        let _open = shared::metrics::GaugeGuard::new(metrics::gauge!(m::EXECUTE_STREAMS));
         let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
         loop {
             let permit = tokio::select! {
@@ -101,20 +101,4 @@ where
             .map_err(|_| Status::cancelled("Timeout expired"))??
     };
     Ok(resp.into_inner())
-}
-
-/// Counts a stream in `cart_aggregate_execute_streams` while it is served.
-struct OpenStream;
-
-impl OpenStream {
-    fn count() -> Self {
-        metrics::gauge!(m::EXECUTE_STREAMS).increment(1.0);
-        Self
-    }
-}
-
-impl Drop for OpenStream {
-    fn drop(&mut self) {
-        metrics::gauge!(m::EXECUTE_STREAMS).decrement(1.0);
-    }
 }

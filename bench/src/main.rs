@@ -84,6 +84,16 @@ struct Args {
     telemetry: bool,
 }
 
+impl Args {
+    /// The warm-up and the measured time of each side.
+    fn timing(&self) -> (Duration, Duration) {
+        (
+            Duration::from_secs_f64(self.warmup),
+            Duration::from_secs_f64(self.duration),
+        )
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     shared::tls::install_crypto_provider();
@@ -102,8 +112,7 @@ async fn main() -> anyhow::Result<()> {
     } else {
         None
     };
-    let warmup = Duration::from_secs_f64(args.warmup);
-    let duration = Duration::from_secs_f64(args.duration);
+    let (warmup, duration) = args.timing();
     let mut stack = Stack::for_bench(
         args.nats_url.as_deref(),
         Default::default(),
@@ -131,18 +140,8 @@ async fn main() -> anyhow::Result<()> {
                 }
             };
             let client = cart_client::CartClient::new(Default::default(), None, vec![addr]);
-            let base =
-                cart_bench::raw::baseline(&stack.js, args.concurrency, warmup, duration).await;
-            let subject =
-                cart_bench::grpc::subject(&client, args.concurrency, warmup, duration).await;
-            let r = against_raw_appends(
-                "grpc",
-                args.concurrency,
-                duration,
-                base,
-                subject,
-                "CartService Execute(AddItem) through the routing client",
-            );
+            let subject = cart_bench::grpc::subject(&client, args.concurrency, warmup, duration);
+            let r = against_raw_appends(&stack, &args, subject).await;
             if let Some(node) = node {
                 node.drain().await?;
             }
@@ -159,18 +158,8 @@ async fn main() -> anyhow::Result<()> {
                     (Some((node, gw)), base)
                 }
             };
-            let base_m =
-                cart_bench::raw::baseline(&stack.js, args.concurrency, warmup, duration).await;
-            let subject =
-                cart_bench::http::subject(&base, args.concurrency, warmup, duration).await;
-            let r = against_raw_appends(
-                "http",
-                args.concurrency,
-                duration,
-                base_m,
-                subject,
-                "POST /cart/byid/{id} (storefront add item) through the gateway",
-            );
+            let subject = cart_bench::http::subject(&base, args.concurrency, warmup, duration);
+            let r = against_raw_appends(&stack, &args, subject).await;
             if let Some((node, gw)) = nodes {
                 gw.stop().await?;
                 node.drain().await?;
@@ -210,19 +199,30 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The report of a mode whose subject adds items, one cart per worker, measured right after the
-/// raw appends (`base`) it is compared with.
-fn against_raw_appends(
-    mode: &str,
-    concurrency: usize,
-    duration: Duration,
-    base: Measured,
-    subject: Measured,
-    what: &str,
+/// The report of a mode whose subject adds items, one cart per worker (`grpc`, `http`): raw
+/// appends are measured first (the baseline), then `subject`.
+async fn against_raw_appends(
+    stack: &Stack,
+    args: &Args,
+    subject: impl Future<Output = Measured>,
 ) -> Report {
+    let (mode, what) = match args.mode {
+        Mode::Grpc => (
+            "grpc",
+            "CartService Execute(AddItem) through the routing client",
+        ),
+        Mode::Http => (
+            "http",
+            "POST /cart/byid/{id} (storefront add item) through the gateway",
+        ),
+        other => unreachable!("{other:?} does not add items"),
+    };
+    let (warmup, duration) = args.timing();
+    let base = cart_bench::raw::baseline(&stack.js, args.concurrency, warmup, duration).await;
+    let subject = subject.await;
     let mut r = Report::new(
         mode,
-        concurrency,
+        args.concurrency,
         duration,
         base.summary(),
         subject.summary(),

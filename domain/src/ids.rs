@@ -175,11 +175,7 @@ impl TenantId {
             && s.bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
             && s.as_bytes()[0].is_ascii_alphanumeric();
-        if ok {
-            Ok(Self(s.to_owned()))
-        } else {
-            Err(IdError::new("tenant", RULE, s))
-        }
+        checked(ok, "tenant", RULE, s).map(Self)
     }
 
     pub fn default_tenant() -> Self {
@@ -197,15 +193,8 @@ impl CartId {
     pub const MAX_LEN: usize = 64;
 
     pub fn parse(s: &str) -> Result<Self, IdError> {
-        if s.len() <= Self::MAX_LEN && is_token(s) {
-            Ok(Self(s.to_owned()))
-        } else {
-            Err(IdError::new(
-                "cart_id",
-                "must be 1..=64 characters of A-Z, a-z, 0-9, '-' or '_'",
-                s,
-            ))
-        }
+        const RULE: &str = "must be 1..=64 characters of A-Z, a-z, 0-9, '-' or '_'";
+        checked(s.len() <= Self::MAX_LEN && is_token(s), "cart_id", RULE, s).map(Self)
     }
 
     /// A new cart id: digits only like go-cart-actor ids, made of a whole UUIDv7 printed in
@@ -226,15 +215,15 @@ impl CorrelationId {
     pub const MAX_LEN: usize = 128;
 
     pub fn parse(s: &str) -> Result<Self, IdError> {
-        if !s.is_empty() && s.len() <= Self::MAX_LEN && s.bytes().all(|b| b.is_ascii_graphic()) {
-            Ok(Self(s.to_owned()))
-        } else {
-            Err(IdError::new(
-                "correlation_id",
-                "must be 1..=128 visible ASCII characters",
-                s,
-            ))
-        }
+        let ok =
+            !s.is_empty() && s.len() <= Self::MAX_LEN && s.bytes().all(|b| b.is_ascii_graphic());
+        checked(
+            ok,
+            "correlation_id",
+            "must be 1..=128 visible ASCII characters",
+            s,
+        )
+        .map(Self)
     }
 
     pub fn generate() -> Self {
@@ -271,6 +260,15 @@ impl SpanId {
         // Low 64 bits of a random (v4-style) u128; never zero.
         let v = (random_nonzero_u128() as u64).max(1);
         Self(format!("{v:016x}"))
+    }
+}
+
+/// `s`, owned, when it passed its id's rule (`ok`); else the error naming `field` and `rule`.
+fn checked(ok: bool, field: &'static str, rule: &'static str, s: &str) -> Result<String, IdError> {
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(IdError::new(field, rule, s))
     }
 }
 

@@ -220,6 +220,7 @@ impl ServiceConfig for Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shared::test_support::config_check::{BadField, assert_names_bad_field};
 
     #[test]
     fn defaults_are_valid_and_name_the_durable_and_file() {
@@ -260,67 +261,22 @@ mod tests {
 
     #[test]
     fn check_names_the_bad_field() {
-        let cases = [
+        let cases: [BadField<Config>; 8] = [
+            (|c| c.view = "a.b".into(), "view"),
+            (|c| c.batch_size = 0, "batch_size"),
+            (|c| c.catch_up_batch_size = 100, "catch_up_batch_size"),
             (
-                Config {
-                    view: "a.b".into(),
-                    ..Config::default()
-                },
-                "view",
-            ),
-            (
-                Config {
-                    batch_size: 0,
-                    ..Config::default()
-                },
-                "batch_size",
-            ),
-            (
-                Config {
-                    catch_up_batch_size: 100,
-                    ..Config::default()
-                },
-                "catch_up_batch_size",
-            ),
-            (
-                Config {
-                    state_flush_secs: MAX_STATE_FLUSH_SECS + 1,
-                    ..Config::default()
-                },
+                |c| c.state_flush_secs = MAX_STATE_FLUSH_SECS + 1,
                 "state_flush_secs",
             ),
             (
-                Config {
-                    catch_up_batch_size: MAX_BATCH_SIZE + 1,
-                    ..Config::default()
-                },
+                |c| c.catch_up_batch_size = MAX_BATCH_SIZE + 1,
                 "catch_up_batch_size",
             ),
-            (
-                Config {
-                    max_deliver: -1,
-                    ..Config::default()
-                },
-                "max_deliver",
-            ),
-            (
-                Config {
-                    fetch_wait_ms: 40_000,
-                    ..Config::default()
-                },
-                "fetch_wait_ms",
-            ),
-            (
-                Config {
-                    read_connections: 0,
-                    ..Config::default()
-                },
-                "read_connections",
-            ),
+            (|c| c.max_deliver = -1, "max_deliver"),
+            (|c| c.fetch_wait_ms = 40_000, "fetch_wait_ms"),
+            (|c| c.read_connections = 0, "read_connections"),
         ];
-        for (c, field) in cases {
-            let err = c.check().unwrap_err();
-            assert!(err.starts_with(field), "{err}");
-        }
+        assert_names_bad_field(&cases, Config::check);
     }
 }

@@ -9,7 +9,7 @@ use cart_domain::ids::{CartId, TenantId};
 use proto::runner::admin::v1 as pb;
 use shared::grpc_tls::names::{ADMIN, GATEWAY};
 use shared::headers::RequestContext;
-use shared::workflow::ProviderOrderSummary;
+use shared::workflow::{CheckoutResult, ProviderOrderSummary};
 use shared::{ApiError, ErrorCode};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
@@ -107,7 +107,7 @@ impl pb::checkout_query_server::CheckoutQuery for Query {
         let cart = CartId::parse(&r.cart_id).map_err(ApiError::from)?;
         let result = self
             .records
-            .last_result(&tenant, cart.as_str())
+            .last_checkout::<CheckoutResult>(&tenant, cart.as_str())
             .await
             .map_err(|e| ApiError::unavailable(format!("reading checkout results: {e}")))?
             .filter(|res| r.attempt_id.is_empty() || res.attempt_id == r.attempt_id)

@@ -32,7 +32,7 @@ use crate::config::MerchantConfig;
 use crate::lanes::{Disposition, Handler};
 use crate::metrics as m;
 use crate::provider::order::{Order, order_for};
-use crate::records::{Attempt, Records};
+use crate::records::{Attempt, Consumed, Records};
 use crate::state::{ProviderHandle, Status};
 
 /// Test hooks (fault injection); all empty in production.
@@ -144,12 +144,16 @@ fn may_start_a_checkout(headers: Option<&async_nats::HeaderMap>) -> bool {
     }
 }
 
+/// The checkout consumer on `CART_EVENTS`.
+const FROM: Consumed = Consumed {
+    consumer: RUNNER_CHECKOUT_DURABLE,
+    stream: CART_EVENTS_STREAM,
+};
+
 impl Checkout {
     /// Keep `msg` in `DEAD_LETTERS` and never redeliver it.
     async fn give_up(&self, msg: &Message, reason: &str) -> Disposition {
-        self.records
-            .give_up(RUNNER_CHECKOUT_DURABLE, CART_EVENTS_STREAM, msg, reason)
-            .await
+        self.records.give_up(FROM, msg, reason).await
     }
 
     async fn handle_message(&self, msg: &Message) -> Disposition {
@@ -243,7 +247,10 @@ impl Checkout {
         sequence: u64,
     ) -> Result<(), EffectError> {
         let cart = envelope.cart_id.as_str();
-        let last = self.records.last_result(&envelope.tenant, cart).await?;
+        let last = self
+            .records
+            .last_checkout::<CheckoutResult>(&envelope.tenant, cart)
+            .await?;
         if let Some(done) = last.as_ref().filter(|r| r.attempt_id == started.attempt_id) {
             metrics::counter!(m::DUPLICATES_SKIPPED).increment(1);
             return match done.outcome {
@@ -255,7 +262,7 @@ impl Checkout {
         if last.is_some()
             && let Some(newer) = self
                 .records
-                .last_intent(&envelope.tenant, cart)
+                .last_checkout::<CheckoutIntent>(&envelope.tenant, cart)
                 .await?
                 .filter(|i| i.source_sequence > sequence && i.attempt_id != started.attempt_id)
         {
@@ -296,7 +303,7 @@ impl Checkout {
             currency: started.currency.clone(),
             source_sequence: sequence,
         };
-        self.records.intent(&intent, ctx).await?;
+        self.records.record_checkout(&intent, ctx).await?;
 
         let ids = intent.attempt();
         let provider = self.provider.current();
@@ -334,7 +341,7 @@ impl Checkout {
         ctx: &RequestContext,
         result: &CheckoutResult,
     ) -> Result<(), EffectError> {
-        self.records.result(result, ctx).await?;
+        self.records.record_checkout(result, ctx).await?;
         metrics::counter!(m::CHECKOUTS, "outcome" => result.outcome.as_str()).increment(1);
         if let Some(code) = &result.failure_code {
             metrics::counter!(m::CHECKOUT_FAILURES, "reason" => code.clone()).increment(1);

@@ -37,7 +37,7 @@ use crate::lanes::{Disposition, Handler};
 use crate::metrics as m;
 use crate::provider::order::MerchantData;
 use crate::provider::{Order, ProviderClient};
-use crate::records::Records;
+use crate::records::{Consumed, Records};
 use crate::state::{ProviderHandle, Status};
 
 /// The provider's status of a paid (completed) checkout order.
@@ -55,6 +55,12 @@ enum PushError {
     Retry(String),
     GiveUp(String),
 }
+
+/// The push consumer on `WORKFLOW_COMMANDS`.
+const FROM: Consumed = Consumed {
+    consumer: RUNNER_PUSH_DURABLE,
+    stream: WORKFLOW_COMMANDS_STREAM,
+};
 
 impl Handler for Push {
     fn lane_key<'a>(&self, msg: &'a Message) -> &'a str {
@@ -78,9 +84,7 @@ impl Handler for Push {
                 Err(PushError::Retry(reason) | PushError::GiveUp(reason)) => {
                     metrics::counter!(m::PUSHES, "result" => "dead_letter").increment(1);
                     self.status.error(&reason);
-                    self.records
-                        .give_up(RUNNER_PUSH_DURABLE, WORKFLOW_COMMANDS_STREAM, msg, &reason)
-                        .await
+                    self.records.give_up(FROM, msg, &reason).await
                 }
             }
         })
@@ -91,12 +95,7 @@ impl Handler for Push {
         msg: &'a Message,
         reason: &'a str,
     ) -> BoxFuture<'a, Disposition> {
-        Box::pin(self.records.retry_or_give_up(
-            RUNNER_PUSH_DURABLE,
-            WORKFLOW_COMMANDS_STREAM,
-            msg,
-            reason,
-        ))
+        Box::pin(self.records.retry_or_give_up(FROM, msg, reason))
     }
 }
 

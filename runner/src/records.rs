@@ -48,7 +48,7 @@ impl_attempt!(CheckoutIntent, CheckoutResult);
 
 /// A record of a checkout attempt kept per cart, the last one the cart's current: the intent
 /// (a workflow command) or the result (a workflow event).
-trait CheckoutRecord: Attempt + serde::Serialize + serde::de::DeserializeOwned {
+pub trait CheckoutRecord: Attempt + serde::Serialize + serde::de::DeserializeOwned {
     /// The workflow stream the record is kept in.
     const STREAM: WorkflowStream;
     /// The record's Msg-Id, derived from tenant, cart and attempt.
@@ -86,6 +86,13 @@ fn checkout_subject<R: CheckoutRecord>(
     })
 }
 
+/// Where a message came from: the durable consumer that took it and the stream it read.
+#[derive(Debug, Clone, Copy)]
+pub struct Consumed {
+    pub consumer: &'static str,
+    pub stream: &'static str,
+}
+
 #[derive(Clone)]
 pub struct Records {
     js: jetstream::Context,
@@ -113,8 +120,7 @@ impl Records {
     /// left, give up on it (see [`Records::give_up`]) on its last.
     pub async fn retry_or_give_up(
         &self,
-        consumer: &str,
-        stream: &str,
+        from: Consumed,
         msg: &Message,
         reason: &str,
     ) -> Disposition {
@@ -122,32 +128,14 @@ impl Records {
         if self.retries_left(delivered) {
             Disposition::nak(delivered)
         } else {
-            self.give_up(consumer, stream, msg, reason).await
+            self.give_up(from, msg, reason).await
         }
     }
 
-    /// Record the intent to perform an effect. Its Msg-Id is derived from tenant, cart and
-    /// attempt, so a redelivered event records it once.
-    pub async fn intent(
-        &self,
-        intent: &CheckoutIntent,
-        ctx: &RequestContext,
-    ) -> Result<(), async_nats::Error> {
-        self.record_checkout(intent, ctx).await
-    }
-
-    /// Record the provider's answer to a checkout attempt (Msg-Id from tenant, cart and
-    /// attempt): the cart's current checkout.
-    pub async fn result(
-        &self,
-        result: &CheckoutResult,
-        ctx: &RequestContext,
-    ) -> Result<(), async_nats::Error> {
-        self.record_checkout(result, ctx).await
-    }
-
-    /// Record a checkout attempt's intent or result on its cart's subject, with its Msg-Id.
-    async fn record_checkout<R: CheckoutRecord>(
+    /// Record a checkout attempt's intent (before the effect) or the provider's answer to it
+    /// (the cart's current checkout) on its cart's subject. The Msg-Id is derived from tenant,
+    /// cart and attempt, so a redelivered event records each once.
+    pub async fn record_checkout<R: CheckoutRecord>(
         &self,
         record: &R,
         ctx: &RequestContext,
@@ -260,26 +248,9 @@ impl Records {
             .collect())
     }
 
-    /// The last recorded checkout result of a cart, if any.
-    pub async fn last_result(
-        &self,
-        tenant: &TenantId,
-        cart_id: &str,
-    ) -> Result<Option<CheckoutResult>, async_nats::Error> {
-        self.last_checkout(tenant, cart_id).await
-    }
-
-    /// The last recorded checkout intent of a cart (the newest attempt started), if any.
-    pub async fn last_intent(
-        &self,
-        tenant: &TenantId,
-        cart_id: &str,
-    ) -> Result<Option<CheckoutIntent>, async_nats::Error> {
-        self.last_checkout(tenant, cart_id).await
-    }
-
-    /// The last checkout record `R` of a cart, if any.
-    async fn last_checkout<R: CheckoutRecord>(
+    /// The last checkout record `R` of a cart, if any: its newest result (the attempt that
+    /// decides) or its newest intent (the attempt last started).
+    pub async fn last_checkout<R: CheckoutRecord>(
         &self,
         tenant: &TenantId,
         cart_id: &str,
@@ -302,17 +273,12 @@ impl Records {
         }
     }
 
-    /// Give up on `msg`, which `consumer` consumed from `stream`: keep it, with why, in
-    /// `DEAD_LETTERS` and never redeliver it. If the dead letter cannot be written (after
-    /// retries), the message is left for redelivery while it has deliveries left; on its last
-    /// one it is lost to this consumer, and the error names where to read it back.
-    pub async fn give_up(
-        &self,
-        consumer: &str,
-        stream: &str,
-        msg: &Message,
-        reason: &str,
-    ) -> Disposition {
+    /// Give up on `msg`, consumed as `from` says: keep it, with why, in `DEAD_LETTERS` and
+    /// never redeliver it. If the dead letter cannot be written (after retries), the message
+    /// is left for redelivery while it has deliveries left; on its last one it is lost to this
+    /// consumer, and the error names where to read it back.
+    pub async fn give_up(&self, from: Consumed, msg: &Message, reason: &str) -> Disposition {
+        let Consumed { consumer, stream } = from;
         let (sequence, delivered) = msg
             .info()
             .map(|i| (i.stream_sequence, i.delivered))

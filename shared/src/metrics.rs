@@ -50,3 +50,20 @@ pub const JETSTREAM_CONSUMER_REDELIVERED: &str = "cart_jetstream_consumer_num_re
 /// Failed reads of stream or consumer info, by `stream` (logged; the gauges keep their last
 /// value).
 pub const JETSTREAM_STATS_ERRORS: &str = "cart_jetstream_stats_errors_total";
+
+/// Adds one to a gauge while it lives (an open stream, say) and takes it away again when
+/// dropped, however the holder ends.
+pub struct GaugeGuard(metrics::Gauge);
+
+impl GaugeGuard {
+    pub fn new(gauge: metrics::Gauge) -> Self {
+        gauge.increment(1.0);
+        Self(gauge)
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}

@@ -232,6 +232,7 @@ impl ConsumerSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::config_check::{BadField, assert_names_bad_field};
 
     #[test]
     fn defaults_run_locally() {
@@ -266,43 +267,14 @@ mod tests {
 
     #[test]
     fn check_names_the_bad_key() {
-        let bad = [
-            NatsResourceSettings {
-                replicas: 0,
-                ..Default::default()
-            },
-            NatsResourceSettings {
-                duplicate_window_secs: 0,
-                ..Default::default()
-            },
-            NatsResourceSettings {
-                node_ttl_secs: 0,
-                ..Default::default()
-            },
-            NatsResourceSettings {
-                workflow_max_age_secs: 5,
-                ..Default::default()
-            },
-            NatsResourceSettings {
-                catalog_history: 6,
-                ..Default::default()
-            },
-            NatsResourceSettings {
-                placement_history: 0,
-                ..Default::default()
-            },
+        let cases: [BadField<NatsResourceSettings>; 6] = [
+            (|r| r.replicas = 0, "replicas"),
+            (|r| r.duplicate_window_secs = 0, "duplicate_window_secs"),
+            (|r| r.node_ttl_secs = 0, "node_ttl_secs"),
+            (|r| r.workflow_max_age_secs = 5, "workflow_max_age_secs"),
+            (|r| r.catalog_history = 6, "catalog_history"),
+            (|r| r.placement_history = 0, "placement_history"),
         ];
-        let keys = [
-            "replicas",
-            "duplicate_window_secs",
-            "node_ttl_secs",
-            "workflow_max_age_secs",
-            "catalog_history",
-            "placement_history",
-        ];
-        for (s, key) in bad.iter().zip(keys) {
-            let err = s.check().unwrap_err();
-            assert!(err.starts_with(key), "{err}");
-        }
+        assert_names_bad_field(&cases, NatsResourceSettings::check);
     }
 }

@@ -1,5 +1,6 @@
-//! `nats-server -t`: the server's own check of a configuration file, as deployment tests run
-//! it on the shipped configs.
+//! Configuration checks in tests: `nats-server -t` (the server's own check of a configuration
+//! file, as deployment tests run it on the shipped configs), and a settings type's `check`
+//! refusing bad values by name.
 
 use std::ffi::OsStr;
 use std::path::Path;
@@ -29,4 +30,21 @@ pub fn assert_accepted<K, V>(
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A way to spoil a default value, and the field its check must then name.
+pub type BadField<T> = (fn(&mut T), &'static str);
+
+/// For each case, a default `T` spoiled by the closure must fail `check` with an error that
+/// starts with the case's field name (so an operator learns which setting to fix).
+pub fn assert_names_bad_field<T: Default>(
+    cases: &[BadField<T>],
+    check: impl Fn(&T) -> Result<(), String>,
+) {
+    for (spoil, field) in cases {
+        let mut value = T::default();
+        spoil(&mut value);
+        let err = check(&value).unwrap_err();
+        assert!(err.starts_with(field), "{err}");
+    }
 }
