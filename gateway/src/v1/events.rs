@@ -11,6 +11,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::{Stream, StreamExt};
 use proto::cart::v1 as pb;
 use shared::ApiError;
+use shared::metrics::GaugeGuard;
 
 use super::{CartPath, TAG};
 use crate::metrics as m;
@@ -37,41 +38,27 @@ pub async fn events(
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(s.cfg.sse_keep_alive())))
 }
 
-/// Counts open streams for as long as it lives, on the gauge it holds.
-struct Open(metrics::Gauge);
-
-impl Open {
-    fn new() -> Self {
-        let streams = metrics::gauge!(m::SSE_STREAMS);
-        streams.increment(1.0);
-        Open(streams)
-    }
-}
-
-impl Drop for Open {
-    fn drop(&mut self) {
-        self.0.decrement(1.0);
-    }
-}
-
 fn cart_events(
     upstream: tonic::Streaming<pb::CartSnapshot>,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
-    futures::stream::unfold(Some((upstream, Open::new())), |state| async move {
-        let (mut upstream, open) = state?;
-        let event = match upstream.next().await? {
-            Ok(snap) => match VersionedCart::decode(snap) {
-                Ok(snap) => Ok(cart_event(&snap)),
-                Err(e) => Err(error_event(&e)),
-            },
-            Err(status) => Err(error_event(&ApiError::from_status(&status))),
-        };
-        match event {
-            Ok(event) => Some((Ok(event), Some((upstream, open)))),
-            // One error event, then the stream ends (the next poll sees `None`).
-            Err(event) => Some((Ok(event), None)),
-        }
-    })
+    futures::stream::unfold(
+        Some((upstream, GaugeGuard::new(metrics::gauge!(m::SSE_STREAMS)))),
+        |state| async move {
+            let (mut upstream, open) = state?;
+            let event = match upstream.next().await? {
+                Ok(snap) => match VersionedCart::decode(snap) {
+                    Ok(snap) => Ok(cart_event(&snap)),
+                    Err(e) => Err(error_event(&e)),
+                },
+                Err(status) => Err(error_event(&ApiError::from_status(&status))),
+            };
+            match event {
+                Ok(event) => Some((Ok(event), Some((upstream, open)))),
+                // One error event, then the stream ends (the next poll sees `None`).
+                Err(event) => Some((Ok(event), None)),
+            }
+        },
+    )
 }
 
 fn cart_event(snap: &VersionedCart) -> Event {
