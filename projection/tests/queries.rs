@@ -215,9 +215,7 @@ async fn the_cart_view_keeps_subscription_details() {
 
 #[tokio::test]
 async fn pagination_returns_every_cart_exactly_once_in_order() {
-    let Some((env, mut generator)) =
-        common::env_published(Generator::new(33, &["t1"], 60), 150).await
-    else {
+    let Some((env, mut generator)) = common::env_published(33, &["t1"], 60, 150).await else {
         return;
     };
     // Many carts share one event time: the cart id breaks the tie.
@@ -396,7 +394,7 @@ async fn pagination_returns_every_cart_exactly_once_in_order() {
 
 #[tokio::test]
 async fn health_ready_and_metrics_tell_the_truth() {
-    let Some((env, _)) = common::env_published(Generator::new(2, &["t1"], 5), 30).await else {
+    let Some((env, _)) = common::env_published(2, &["t1"], 5, 30).await else {
         return;
     };
     let mut config = env.config("main");
@@ -460,7 +458,7 @@ async fn health_ready_and_metrics_tell_the_truth() {
 /// and every scrape carries the process series.
 #[tokio::test]
 async fn metrics_carry_the_jetstream_gauges_and_the_process() {
-    let Some((env, _)) = common::env_published(Generator::new(5, &["t1"], 5), 25).await else {
+    let Some((env, _)) = common::env_published(5, &["t1"], 5, 25).await else {
         return;
     };
     let config = projection::Config {

@@ -12,8 +12,7 @@ use shared::test_support::wait_until;
 
 #[tokio::test]
 async fn views_equal_the_fold_of_random_commands_on_many_carts() {
-    let Some((env, mut generator)) =
-        common::env_published(Generator::new(7, &["t1", "t2", "t3"], 25), 250).await
+    let Some((env, mut generator)) = common::env_published(7, &["t1", "t2", "t3"], 25, 250).await
     else {
         return;
     };
@@ -94,9 +93,7 @@ async fn killed_at_commit(env: &common::Env, config: projection::Config, n: u32)
 
 #[tokio::test]
 async fn a_crash_mid_batch_applies_nothing_twice_and_loses_nothing() {
-    let Some((env, mut generator)) =
-        common::env_published(Generator::new(11, &["t1", "t2"], 20), 300).await
-    else {
+    let Some((env, mut generator)) = common::env_published(11, &["t1", "t2"], 20, 300).await else {
         return;
     };
     let mut config = env.config("main");
@@ -133,9 +130,7 @@ async fn a_crash_mid_batch_applies_nothing_twice_and_loses_nothing() {
 
 #[tokio::test]
 async fn a_restart_reads_what_a_killed_run_left_unacknowledged_without_waiting_for_the_ack_wait() {
-    let Some((env, mut generator)) =
-        common::env_published(Generator::new(29, &["t1", "t2"], 20), 200).await
-    else {
+    let Some((env, mut generator)) = common::env_published(29, &["t1", "t2"], 20, 200).await else {
         return;
     };
     // A long ack wait: the server hands the killed run's messages out again only after it,
@@ -154,9 +149,7 @@ async fn a_restart_reads_what_a_killed_run_left_unacknowledged_without_waiting_f
 
 #[tokio::test]
 async fn cart_states_a_crash_did_not_write_are_folded_again_from_the_stream() {
-    let Some((env, mut generator)) =
-        common::env_published(Generator::new(12, &["t1", "t2"], 15), 200).await
-    else {
+    let Some((env, mut generator)) = common::env_published(12, &["t1", "t2"], 15, 200).await else {
         return;
     };
     let mut config = env.config("main");
@@ -207,9 +200,7 @@ async fn cart_states_a_crash_did_not_write_are_folded_again_from_the_stream() {
 
 #[tokio::test]
 async fn a_node_far_behind_catches_up_without_secondary_indexes_and_creates_them_again() {
-    let Some((env, mut generator)) =
-        common::env_published(Generator::new(14, &["t1", "t2"], 20), 300).await
-    else {
+    let Some((env, mut generator)) = common::env_published(14, &["t1", "t2"], 20, 300).await else {
         return;
     };
     let mut config = env.config("main");
@@ -276,8 +267,7 @@ async fn a_node_far_behind_catches_up_without_secondary_indexes_and_creates_them
 
 #[tokio::test]
 async fn messages_are_acknowledged_only_once_their_commit_is_on_disk() {
-    let Some((env, generator)) = common::env_published(Generator::new(17, &["t1"], 10), 60).await
-    else {
+    let Some((env, generator)) = common::env_published(17, &["t1"], 10, 60).await else {
         return;
     };
     let last = env.stream_last().await;
@@ -318,9 +308,7 @@ async fn messages_are_acknowledged_only_once_their_commit_is_on_disk() {
 
 #[tokio::test]
 async fn graceful_stop_and_restart_continue_from_the_checkpoint_even_without_the_durable() {
-    let Some((env, mut generator)) =
-        common::env_published(Generator::new(3, &["t1"], 10), 60).await
-    else {
+    let Some((env, mut generator)) = common::env_published(3, &["t1"], 10, 60).await else {
         return;
     };
     let running = env
@@ -363,8 +351,7 @@ async fn graceful_stop_and_restart_continue_from_the_checkpoint_even_without_the
 
 #[tokio::test]
 async fn messages_the_server_no_longer_redelivers_are_read_back() {
-    let Some((env, generator)) = common::env_published(Generator::new(13, &["t1"], 10), 40).await
-    else {
+    let Some((env, generator)) = common::env_published(13, &["t1"], 10, 40).await else {
         return;
     };
     // One delivery only: a crash before the commit exhausts them, and nothing newer arrives
@@ -405,8 +392,7 @@ async fn keeps_up_across_a_nats_server_restart() {
 
 #[tokio::test]
 async fn a_graceful_stop_while_catching_up_hands_the_fetched_batch_back() {
-    let Some((env, generator)) = common::env_published(Generator::new(23, &["t1"], 30), 300).await
-    else {
+    let Some((env, generator)) = common::env_published(23, &["t1"], 30, 300).await else {
         return;
     };
     // Small batches: the node is still catching up (with the next batch fetched) when it
@@ -430,9 +416,7 @@ async fn a_graceful_stop_while_catching_up_hands_the_fetched_batch_back() {
 
 #[tokio::test]
 async fn a_projection_behind_commits_catch_up_batches_and_one_that_keeps_up_small_ones() {
-    let Some((env, mut generator)) =
-        common::env_published(Generator::new(24, &["t1", "t2"], 40), 400).await
-    else {
+    let Some((env, mut generator)) = common::env_published(24, &["t1", "t2"], 40, 400).await else {
         return;
     };
     // The last stream sequence of every commit.

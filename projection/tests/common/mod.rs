@@ -50,9 +50,16 @@ pub async fn env() -> Option<Env> {
     })
 }
 
-/// [`env`] with the first `n` messages of `generator` published.
-pub async fn env_published(mut generator: Generator, n: usize) -> Option<(Env, Generator)> {
+/// [`env`] with the first `n` messages of `Generator::new(seed, tenants, carts_per_tenant)`
+/// published; returns the generator to publish more and to compute the expected views.
+pub async fn env_published(
+    seed: u64,
+    tenants: &[&str],
+    carts_per_tenant: usize,
+    n: usize,
+) -> Option<(Env, Generator)> {
     let env = env().await?;
+    let mut generator = Generator::new(seed, tenants, carts_per_tenant);
     generator.publish(&env.js, n).await;
     Some((env, generator))
 }
