@@ -182,12 +182,7 @@ async fn multiplexed_calls_are_checked_as_unary_ones() {
         .execute(&md, None, body)
         .await
         .expect("the gateway adds an item over the stream");
-    let metrics = reqwest::get(format!("http://{}/metrics", node.http_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&node).await;
     assert!(
         metrics.contains("cart_aggregate_execute_streams 1"),
         "the open stream is counted: {metrics}"

@@ -442,14 +442,16 @@ async fn health_ready_and_metrics_tell_the_truth() {
     for check in ["nats", "consumer", "lag", "rebuild"] {
         assert_eq!(ready["checks"][check]["ok"], true, "{ready}");
     }
-    let metrics = common::metrics(&running).await;
-    let names = [
-        "cart_projection_lag_messages",
-        "cart_projection_applied_sequence",
-        "cart_projection_messages_applied_total",
-        "cart_projection_batch_duration_seconds",
-    ];
-    shared::test_support::assert_contains_all(&metrics, &names, "/metrics");
+    common::assert_metrics(
+        &running,
+        &[
+            "cart_projection_lag_messages",
+            "cart_projection_applied_sequence",
+            "cart_projection_messages_applied_total",
+            "cart_projection_batch_duration_seconds",
+        ],
+    )
+    .await;
     running.stop().await.unwrap();
 }
 
@@ -480,14 +482,13 @@ async fn metrics_carry_the_jetstream_gauges_and_the_process() {
         WAIT,
     )
     .await;
-    let text = common::metrics(&running).await;
     if let Err(e) = seen {
-        panic!("{e}: {wanted:?} in\n{text}");
+        panic!("{e}: {wanted:?} in\n{}", common::metrics(&running).await);
     }
-    shared::test_support::assert_contains_all(
-        &text,
+    common::assert_metrics(
+        &running,
         &["process_resident_memory_bytes", "process_open_fds"],
-        "/metrics",
-    );
+    )
+    .await;
     running.stop().await.unwrap();
 }

@@ -205,6 +205,11 @@ pub async fn metrics(running: &Running) -> String {
     reqwest::get(url).await.unwrap().text().await.unwrap()
 }
 
+/// Asserts that one scrape of `running`'s /metrics has every one of `names`.
+pub async fn assert_metrics(running: &Running, names: &[&str]) {
+    shared::test_support::assert_contains_all(&metrics(running).await, names, "/metrics");
+}
+
 /// A hook failing the apply of the message at stream sequence `seq` with `why` while the
 /// returned flag holds (a bug in this build, fixed later).
 pub fn fail_apply_at(seq: u64, why: &str) -> (Hooks, Arc<AtomicBool>) {
