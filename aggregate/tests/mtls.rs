@@ -33,6 +33,24 @@ async fn channel_as(pki: &TestPki, name: &str, addr: std::net::SocketAddr) -> Ch
         .unwrap_or_else(|e| panic!("{name} connects: {e}"))
 }
 
+/// Starts node `node_id` serving gRPC over TLS with a certificate from a new CA.
+async fn tls_node(env: &Env, node_id: &str) -> (TestPki, aggregate::Running) {
+    let pki = TestPki::new();
+    let mut config = env.config(node_id, false);
+    config.grpc_tls = tls(&pki, "aggregate");
+    let node = aggregate::start(config).await.expect("starts with TLS");
+    (pki, node)
+}
+
+/// A provider outcome only the runner may record.
+fn forged_failure() -> cart_domain::Command {
+    cart_domain::Command::FailCheckout {
+        attempt_id: "attempt-1".into(),
+        code: "refused".into(),
+        reason: "forged".into(),
+    }
+}
+
 fn code(status: &tonic::Status) -> ErrorCode {
     shared::ApiError::from_status(status).code
 }
@@ -40,10 +58,7 @@ fn code(status: &tonic::Status) -> ErrorCode {
 #[tokio::test]
 async fn only_clients_with_a_certificate_get_in_and_each_rpc_checks_who_calls() {
     let Some(env) = env().await else { return };
-    let pki = TestPki::new();
-    let mut config = env.config("tls-node", false);
-    config.grpc_tls = tls(&pki, "aggregate");
-    let node = aggregate::start(config).await.expect("starts with TLS");
+    let (pki, node) = tls_node(&env, "tls-node").await;
     let addr = node.grpc_addr;
 
     // Plaintext: refused (the server speaks TLS only).
@@ -101,13 +116,8 @@ async fn only_clients_with_a_certificate_get_in_and_each_rpc_checks_who_calls() 
         .execute(exec("tls-cart", CommandId::new(), add("TEST-SKU-123", 1)))
         .await
         .expect("the gateway adds an item");
-    let fail = || cart_domain::Command::FailCheckout {
-        attempt_id: "attempt-1".into(),
-        code: "refused".into(),
-        reason: "forged".into(),
-    };
     let denied = gateway
-        .execute(exec("tls-cart", CommandId::new(), fail()))
+        .execute(exec("tls-cart", CommandId::new(), forged_failure()))
         .await
         .unwrap_err();
     assert_eq!(code(&denied), ErrorCode::PermissionDenied, "{denied:?}");
@@ -120,7 +130,7 @@ async fn only_clients_with_a_certificate_get_in_and_each_rpc_checks_who_calls() 
         expected_version: None,
         commands: vec![
             proto::convert::command_bytes(&add("TEST-SKU-456", 1)),
-            proto::convert::command_bytes(&fail()),
+            proto::convert::command_bytes(&forged_failure()),
         ],
         request_fingerprint: String::new(),
     };
@@ -135,7 +145,7 @@ async fn only_clients_with_a_certificate_get_in_and_each_rpc_checks_who_calls() 
     // The runner may: the command reaches the cart (which has no such checkout).
     let mut runner = CartServiceClient::new(channel_as(&pki, "runner", addr).await);
     let answered = runner
-        .execute(exec("tls-cart", CommandId::new(), fail()))
+        .execute(exec("tls-cart", CommandId::new(), forged_failure()))
         .await;
     if let Err(e) = &answered {
         assert_ne!(code(e), ErrorCode::PermissionDenied, "{e:?}");
@@ -158,20 +168,12 @@ async fn only_clients_with_a_certificate_get_in_and_each_rpc_checks_who_calls() 
 #[tokio::test]
 async fn multiplexed_calls_are_checked_as_unary_ones() {
     let Some(env) = env().await else { return };
-    let pki = TestPki::new();
-    let mut config = env.config("tls-mux-node", false);
-    config.grpc_tls = tls(&pki, "aggregate");
-    let node = aggregate::start(config).await.expect("starts with TLS");
+    let (pki, node) = tls_node(&env, "tls-mux-node").await;
     let addr = node.grpc_addr;
     let call = |cmd| {
         let r = exec("tls-mux-cart", CommandId::new(), cmd);
         let (md, _, body) = r.into_parts();
         (md, body)
-    };
-    let fail = || cart_domain::Command::FailCheckout {
-        attempt_id: "attempt-1".into(),
-        code: "refused".into(),
-        reason: "forged".into(),
     };
 
     let gateway = cart_client::multiplex::Mux::new(channel_as(&pki, "gateway", addr).await);
@@ -180,17 +182,12 @@ async fn multiplexed_calls_are_checked_as_unary_ones() {
         .execute(&md, None, body)
         .await
         .expect("the gateway adds an item over the stream");
-    let metrics = reqwest::get(format!("http://{}/metrics", node.http_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&node).await;
     assert!(
         metrics.contains("cart_aggregate_execute_streams 1"),
         "the open stream is counted: {metrics}"
     );
-    let (md, body) = call(fail());
+    let (md, body) = call(forged_failure());
     let denied = gateway.execute(&md, None, body).await.unwrap_err();
     assert_eq!(code(&denied), ErrorCode::PermissionDenied, "{denied:?}");
     assert!(denied.message().contains("runner"), "{denied:?}");
@@ -207,7 +204,7 @@ async fn multiplexed_calls_are_checked_as_unary_ones() {
     );
 
     let runner = cart_client::multiplex::Mux::new(channel_as(&pki, "runner", addr).await);
-    let (md, body) = call(fail());
+    let (md, body) = call(forged_failure());
     if let Err(e) = runner.execute(&md, None, body).await {
         assert_ne!(code(&e), ErrorCode::PermissionDenied, "{e:?}");
     }

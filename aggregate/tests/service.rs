@@ -271,13 +271,15 @@ async fn ops_endpoints_report_health_readiness_and_metrics() {
     }
     let mut client = connect(node.grpc_addr).await;
     run(&mut client, "metered", add("TEST-SKU-123", 1)).await;
-    let metrics = shared::test_support::http::text(&http, &format!("{base}/metrics")).await;
-    let names = [
-        "cart_aggregate_commands_total",
-        "cart_aggregate_command_duration_seconds",
-        "cart_aggregate_append_duration_seconds",
-        "cart_aggregate_owned_shards",
-    ];
-    shared::test_support::assert_contains_all(&metrics, &names, "/metrics");
+    shared::test_support::assert_contains_all(
+        &metrics(&node).await,
+        &[
+            "cart_aggregate_commands_total",
+            "cart_aggregate_command_duration_seconds",
+            "cart_aggregate_append_duration_seconds",
+            "cart_aggregate_owned_shards",
+        ],
+        "/metrics",
+    );
     node.drain().await.unwrap();
 }

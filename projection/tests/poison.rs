@@ -3,25 +3,44 @@
 
 mod common;
 
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use cart_domain::EventRecord;
+use cart_domain::{Command, EventRecord};
 use common::generator::publish_raw;
 use common::{Generator, add, assert_views, expected};
-use projection::Hooks;
 use projection::consume::dead_letter_stream::{
     DLQ_CONSUMER, DLQ_DELIVERIES, DLQ_ORIGINAL_SEQUENCE, DLQ_ORIGINAL_SUBJECT, DLQ_REASON,
 };
+use projection::{Hooks, Running};
 use proto::projection::v1 as pb;
 use shared::subjects::DEAD_LETTERS_STREAM;
 
 const GARBAGE: &[u8] = b"{\"not\": \"an event envelope\"}";
 
+/// Why a hooked message fails to apply.
+const BUG: &str = "simulated bug in the view code";
+
+/// Makes `cmd` the last message of `t1`'s `cart`, a valid message that a bug in this build
+/// fails to apply while the returned switch is on; publishes 20 more messages and starts a
+/// projection caught up past them. Returns the cart's index, the message's stream sequence,
+/// the switch and the projection.
+async fn hooked_failure(
+    env: &common::Env,
+    generator: &mut Generator,
+    cart: &str,
+    cmd: Command,
+) -> (usize, u64, Arc<AtomicBool>, Running) {
+    let (hooked, hooked_seq) = generator.execute_last(&env.js, "t1", cart, cmd).await;
+    generator.publish(&env.js, 20).await;
+    let (hooks, failing) = common::fail_apply_at(hooked_seq, BUG);
+    let running = env.start_caught_up(env.config("main"), hooks).await;
+    (hooked, hooked_seq, failing, running)
+}
+
 #[tokio::test]
 async fn poison_is_dead_lettered_in_order_and_replayed_once_fixed() {
-    let Some((env, mut generator)) =
-        common::env_published(Generator::new(5, &["t1", "t2"], 8), 40).await
-    else {
+    let Some((env, mut generator)) = common::env_published(5, &["t1", "t2"], 8, 40).await else {
         return;
     };
     let garbage_seq = publish_raw(&env.js, "t1", "garbage-cart", GARBAGE).await;
@@ -29,13 +48,8 @@ async fn poison_is_dead_lettered_in_order_and_replayed_once_fixed() {
 
     // A valid message made to fail by a hook (a bug in this build, fixed later). It stays the
     // cart's last message, so replaying it later gives exactly the fold.
-    let (hooked, hooked_seq) = generator
-        .execute_last(&env.js, "t1", "cart-003", add("TEST-SKU-AAA"))
-        .await;
-    generator.publish(&env.js, 20).await;
-
-    let (hooks, failing) = common::fail_apply_at(hooked_seq, "simulated bug in the view code");
-    let running = env.start_caught_up(env.config("main"), hooks).await;
+    let (hooked, hooked_seq, failing, running) =
+        hooked_failure(&env, &mut generator, "cart-003", add("TEST-SKU-AAA")).await;
 
     // DEAD_LETTERS holds both, with the original payload and where they came from.
     let dlq = env.js.get_stream(DEAD_LETTERS_STREAM).await.unwrap();
@@ -59,10 +73,7 @@ async fn poison_is_dead_lettered_in_order_and_replayed_once_fixed() {
         .direct_get_last_for_subject("dlq.projection-main.t1.cart-003")
         .await
         .expect("hooked message dead-lettered");
-    assert_eq!(
-        dead.headers.get(DLQ_REASON).unwrap().as_str(),
-        "simulated bug in the view code"
-    );
+    assert_eq!(dead.headers.get(DLQ_REASON).unwrap().as_str(), BUG);
     assert_eq!(dlq.get_info().await.unwrap().state.messages, 2);
 
     // The poison table lists them (per tenant, and all for the admin view).
@@ -130,8 +141,7 @@ async fn poison_is_dead_lettered_in_order_and_replayed_once_fixed() {
 
 #[tokio::test]
 async fn unknown_event_types_are_counted_and_skipped() {
-    let Some((env, mut generator)) = common::env_published(Generator::new(9, &["t1"], 4), 10).await
-    else {
+    let Some((env, mut generator)) = common::env_published(9, &["t1"], 4, 10).await else {
         return;
     };
     let index = generator.index("t1", "cart-001");
@@ -169,16 +179,11 @@ async fn unknown_event_types_are_counted_and_skipped() {
 
 #[tokio::test]
 async fn a_rebuild_applies_a_fixed_dead_letter_once() {
-    let Some((env, mut generator)) = common::env_published(Generator::new(8, &["t1"], 6), 20).await
-    else {
+    let Some((env, mut generator)) = common::env_published(8, &["t1"], 6, 20).await else {
         return;
     };
-    let (hooked, hooked_seq) = generator
-        .execute_last(&env.js, "t1", "cart-002", add("FOOD-CHOC-100"))
-        .await;
-    generator.publish(&env.js, 20).await;
-    let (hooks, failing) = common::fail_apply_at(hooked_seq, "simulated bug");
-    let running = env.start_caught_up(env.config("main"), hooks).await;
+    let (hooked, _, failing, running) =
+        hooked_failure(&env, &mut generator, "cart-002", add("FOOD-CHOC-100")).await;
     let mut q = common::query(&running).await;
     let before = common::dead_letters(&mut q, "").await;
     assert_eq!(before.len(), 1);

@@ -215,9 +215,7 @@ async fn the_cart_view_keeps_subscription_details() {
 
 #[tokio::test]
 async fn pagination_returns_every_cart_exactly_once_in_order() {
-    let Some((env, mut generator)) =
-        common::env_published(Generator::new(33, &["t1"], 60), 150).await
-    else {
+    let Some((env, mut generator)) = common::env_published(33, &["t1"], 60, 150).await else {
         return;
     };
     // Many carts share one event time: the cart id breaks the tie.
@@ -396,7 +394,7 @@ async fn pagination_returns_every_cart_exactly_once_in_order() {
 
 #[tokio::test]
 async fn health_ready_and_metrics_tell_the_truth() {
-    let Some((env, _)) = common::env_published(Generator::new(2, &["t1"], 5), 30).await else {
+    let Some((env, _)) = common::env_published(2, &["t1"], 5, 30).await else {
         return;
     };
     let mut config = env.config("main");
@@ -444,14 +442,16 @@ async fn health_ready_and_metrics_tell_the_truth() {
     for check in ["nats", "consumer", "lag", "rebuild"] {
         assert_eq!(ready["checks"][check]["ok"], true, "{ready}");
     }
-    let metrics = common::metrics(&running).await;
-    let names = [
-        "cart_projection_lag_messages",
-        "cart_projection_applied_sequence",
-        "cart_projection_messages_applied_total",
-        "cart_projection_batch_duration_seconds",
-    ];
-    shared::test_support::assert_contains_all(&metrics, &names, "/metrics");
+    common::assert_metrics(
+        &running,
+        &[
+            "cart_projection_lag_messages",
+            "cart_projection_applied_sequence",
+            "cart_projection_messages_applied_total",
+            "cart_projection_batch_duration_seconds",
+        ],
+    )
+    .await;
     running.stop().await.unwrap();
 }
 
@@ -460,7 +460,7 @@ async fn health_ready_and_metrics_tell_the_truth() {
 /// and every scrape carries the process series.
 #[tokio::test]
 async fn metrics_carry_the_jetstream_gauges_and_the_process() {
-    let Some((env, _)) = common::env_published(Generator::new(5, &["t1"], 5), 25).await else {
+    let Some((env, _)) = common::env_published(5, &["t1"], 5, 25).await else {
         return;
     };
     let config = projection::Config {
@@ -482,14 +482,13 @@ async fn metrics_carry_the_jetstream_gauges_and_the_process() {
         WAIT,
     )
     .await;
-    let text = common::metrics(&running).await;
     if let Err(e) = seen {
-        panic!("{e}: {wanted:?} in\n{text}");
+        panic!("{e}: {wanted:?} in\n{}", common::metrics(&running).await);
     }
-    shared::test_support::assert_contains_all(
-        &text,
+    common::assert_metrics(
+        &running,
         &["process_resident_memory_bytes", "process_open_fds"],
-        "/metrics",
-    );
+    )
+    .await;
     running.stop().await.unwrap();
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::generator::publish_raw;
-use common::{Generator, WAIT, assert_views, expected};
+use common::{WAIT, assert_views, expected};
 use projection::Hooks;
 use projection::ops::rebuild::Rebuild;
 use projection::status::ProjectionStatus;
@@ -16,8 +16,7 @@ use shared::test_support::wait_until;
 
 #[tokio::test]
 async fn online_rebuild_equals_the_live_views_while_events_arrive() {
-    let Some((env, mut generator)) =
-        common::env_published(Generator::new(17, &["t1", "t2", "t3"], 15), 300).await
+    let Some((env, mut generator)) = common::env_published(17, &["t1", "t2", "t3"], 15, 300).await
     else {
         return;
     };
@@ -77,9 +76,7 @@ async fn online_rebuild_equals_the_live_views_while_events_arrive() {
 
 #[tokio::test]
 async fn admin_endpoint_and_offline_rebuild() {
-    let Some((env, mut generator)) =
-        common::env_published(Generator::new(4, &["t1"], 12), 120).await
-    else {
+    let Some((env, mut generator)) = common::env_published(4, &["t1"], 12, 120).await else {
         return;
     };
     let config = env.config("main");

@@ -12,8 +12,7 @@ use shared::test_support::wait_until;
 
 #[tokio::test]
 async fn views_equal_the_fold_of_random_commands_on_many_carts() {
-    let Some((env, mut generator)) =
-        common::env_published(Generator::new(7, &["t1", "t2", "t3"], 25), 250).await
+    let Some((env, mut generator)) = common::env_published(7, &["t1", "t2", "t3"], 25, 250).await
     else {
         return;
     };
@@ -81,6 +80,22 @@ async fn held_at_commit(
     (running, at, release)
 }
 
+/// [`common::env_published`] with a `main` config that commits batches of 50 messages (the
+/// crash tests kill it between batches).
+async fn batched(
+    seed: u64,
+    tenants: &[&str],
+    carts_per_tenant: usize,
+    n: usize,
+) -> Option<(common::Env, Generator, projection::Config)> {
+    let (env, generator) = common::env_published(seed, tenants, carts_per_tenant, n).await?;
+    let config = projection::Config {
+        batch_size: 50,
+        ..env.config("main")
+    };
+    Some((env, generator, config))
+}
+
 /// Starts a projection, kills it while its `n`-th commit is held and lets the commit go
 /// (`CrashBeforeCommit`: it is not written); returns the checkpoint it had reached.
 async fn killed_at_commit(env: &common::Env, config: projection::Config, n: u32) -> u64 {
@@ -94,13 +109,9 @@ async fn killed_at_commit(env: &common::Env, config: projection::Config, n: u32)
 
 #[tokio::test]
 async fn a_crash_mid_batch_applies_nothing_twice_and_loses_nothing() {
-    let Some((env, mut generator)) =
-        common::env_published(Generator::new(11, &["t1", "t2"], 20), 300).await
-    else {
+    let Some((env, mut generator, config)) = batched(11, &["t1", "t2"], 20, 300).await else {
         return;
     };
-    let mut config = env.config("main");
-    config.batch_size = 50;
 
     // 1. Killed while the second batch is applied but not committed.
     let committed = killed_at_commit(&env, config.clone(), 2).await;
@@ -133,15 +144,11 @@ async fn a_crash_mid_batch_applies_nothing_twice_and_loses_nothing() {
 
 #[tokio::test]
 async fn a_restart_reads_what_a_killed_run_left_unacknowledged_without_waiting_for_the_ack_wait() {
-    let Some((env, mut generator)) =
-        common::env_published(Generator::new(29, &["t1", "t2"], 20), 200).await
-    else {
+    let Some((env, mut generator, mut config)) = batched(29, &["t1", "t2"], 20, 200).await else {
         return;
     };
     // A long ack wait: the server hands the killed run's messages out again only after it,
     // and the messages behind them must not wait that long.
-    let mut config = env.config("main");
-    config.batch_size = 50;
     config.ack_wait_ms = 120_000;
     killed_at_commit(&env, config.clone(), 2).await;
 
@@ -154,13 +161,9 @@ async fn a_restart_reads_what_a_killed_run_left_unacknowledged_without_waiting_f
 
 #[tokio::test]
 async fn cart_states_a_crash_did_not_write_are_folded_again_from_the_stream() {
-    let Some((env, mut generator)) =
-        common::env_published(Generator::new(12, &["t1", "t2"], 15), 200).await
-    else {
+    let Some((env, mut generator, mut config)) = batched(12, &["t1", "t2"], 15, 200).await else {
         return;
     };
-    let mut config = env.config("main");
-    config.batch_size = 50;
     config.state_flush_secs = 3600;
 
     // Two batches committed, states waiting in memory; killed during the third.
@@ -207,13 +210,9 @@ async fn cart_states_a_crash_did_not_write_are_folded_again_from_the_stream() {
 
 #[tokio::test]
 async fn a_node_far_behind_catches_up_without_secondary_indexes_and_creates_them_again() {
-    let Some((env, mut generator)) =
-        common::env_published(Generator::new(14, &["t1", "t2"], 20), 300).await
-    else {
+    let Some((env, mut generator, mut config)) = batched(14, &["t1", "t2"], 20, 300).await else {
         return;
     };
-    let mut config = env.config("main");
-    config.batch_size = 50;
     config.drop_indexes_behind = 100;
     let indexes = {
         // The schema as created: every index in place.
@@ -276,8 +275,7 @@ async fn a_node_far_behind_catches_up_without_secondary_indexes_and_creates_them
 
 #[tokio::test]
 async fn messages_are_acknowledged_only_once_their_commit_is_on_disk() {
-    let Some((env, generator)) = common::env_published(Generator::new(17, &["t1"], 10), 60).await
-    else {
+    let Some((env, generator)) = common::env_published(17, &["t1"], 10, 60).await else {
         return;
     };
     let last = env.stream_last().await;
@@ -318,9 +316,7 @@ async fn messages_are_acknowledged_only_once_their_commit_is_on_disk() {
 
 #[tokio::test]
 async fn graceful_stop_and_restart_continue_from_the_checkpoint_even_without_the_durable() {
-    let Some((env, mut generator)) =
-        common::env_published(Generator::new(3, &["t1"], 10), 60).await
-    else {
+    let Some((env, mut generator)) = common::env_published(3, &["t1"], 10, 60).await else {
         return;
     };
     let running = env
@@ -363,15 +359,12 @@ async fn graceful_stop_and_restart_continue_from_the_checkpoint_even_without_the
 
 #[tokio::test]
 async fn messages_the_server_no_longer_redelivers_are_read_back() {
-    let Some((env, generator)) = common::env_published(Generator::new(13, &["t1"], 10), 40).await
-    else {
+    let Some((env, generator, mut config)) = batched(13, &["t1"], 10, 40).await else {
         return;
     };
     // One delivery only: a crash before the commit exhausts them, and nothing newer arrives
     // that would reveal the gap, so only the stall repair can recover the messages.
-    let mut config = env.config("main");
     config.max_deliver = 1;
-    config.batch_size = 50;
     killed_at_commit(&env, config.clone(), 1).await;
 
     let running = env.start_caught_up(config, Hooks::default()).await;
@@ -405,8 +398,7 @@ async fn keeps_up_across_a_nats_server_restart() {
 
 #[tokio::test]
 async fn a_graceful_stop_while_catching_up_hands_the_fetched_batch_back() {
-    let Some((env, generator)) = common::env_published(Generator::new(23, &["t1"], 30), 300).await
-    else {
+    let Some((env, generator)) = common::env_published(23, &["t1"], 30, 300).await else {
         return;
     };
     // Small batches: the node is still catching up (with the next batch fetched) when it
@@ -430,9 +422,7 @@ async fn a_graceful_stop_while_catching_up_hands_the_fetched_batch_back() {
 
 #[tokio::test]
 async fn a_projection_behind_commits_catch_up_batches_and_one_that_keeps_up_small_ones() {
-    let Some((env, mut generator)) =
-        common::env_published(Generator::new(24, &["t1", "t2"], 40), 400).await
-    else {
+    let Some((env, mut generator)) = common::env_published(24, &["t1", "t2"], 40, 400).await else {
         return;
     };
     // The last stream sequence of every commit.

@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
@@ -42,6 +43,13 @@ fn spawn_at(
         flush_after,
     };
     Writer::spawn(path, hooks, "w", states).expect("writer")
+}
+
+/// A new temporary directory and the path of `w.db` in it (not created yet).
+fn db_file() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.db");
+    (dir, path)
 }
 
 /// A writer on `w.db` in `dir` writing the states it keeps once an hour.
@@ -282,8 +290,7 @@ async fn a_message_giving_a_cart_a_second_line_with_the_same_id_is_poison() {
 async fn states_stored_as_json_by_earlier_builds_are_read_and_carried_on() {
     let mut generator = Generator::new(25, &["t1"], 8);
     let msgs = messages(&mut generator, 1, 100);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("w.db");
+    let (dir, path) = db_file();
     {
         let writer = spawn(&dir, Hooks::default(), 100);
         apply(&writer, &msgs).await;
@@ -324,8 +331,7 @@ async fn cart_states_are_written_behind_the_views_when_it_is_time_or_many_wait()
 
     // Room for every cart, an hour between flushes: the views follow every batch, the states
     // wait in memory until asked for.
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("w.db");
+    let (dir, path) = db_file();
     let writer = spawn(&dir, Hooks::default(), 1_000);
     for batch in msgs.chunks(50) {
         apply(&writer, batch).await;
@@ -340,8 +346,7 @@ async fn cart_states_are_written_behind_the_views_when_it_is_time_or_many_wait()
     assert_eq!(states, expected_states(&generator.carts));
 
     // Room for 4: a batch leaving more than 4 waiting writes them all, with its checkpoint.
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("w.db");
+    let (dir, path) = db_file();
     let writer = spawn(&dir, Hooks::default(), 4);
     for batch in msgs.chunks(50) {
         apply(&writer, batch).await;
@@ -352,8 +357,7 @@ async fn cart_states_are_written_behind_the_views_when_it_is_time_or_many_wait()
     assert_eq!(states, expected_states(&generator.carts));
 
     // No wait at all: every batch writes its states.
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("w.db");
+    let (_dir, path) = db_file();
     let (writer, _thread) = spawn_at(&path, Hooks::default(), 1_000, Duration::ZERO);
     apply(&writer, &msgs[..50]).await;
     let (states, sequence) = read_states(&path);
@@ -378,8 +382,7 @@ async fn stop(writer: Writer, thread: std::thread::JoinHandle<()>) {
 async fn a_writer_that_stops_writes_the_waiting_states_and_the_next_one_trusts_only_those() {
     let mut generator = Generator::new(27, &["t1"], 8);
     let msgs = messages(&mut generator, 1, 80);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("w.db");
+    let (_dir, path) = db_file();
     let (writer, thread) = spawn_behind(&path);
     assert_eq!(writer.states_behind(), None, "a fresh file is whole");
     apply(&writer, &msgs).await;
@@ -442,8 +445,7 @@ async fn a_flush_writes_the_unwritten_state_of_a_cart_whose_message_failed() {
     // Room for two states: the first batch leaves cart-000's waiting; the second takes it,
     // fails on it (recorded, as a rebuild does) and changes cart-001, so two wait: a flush,
     // which must write cart-000's state although this batch did not change it.
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("w.db");
+    let (dir, path) = db_file();
     let writer = spawn(&dir, Hooks::default(), 2);
     apply(&writer, &[first]).await;
     assert_eq!(read_states(&path).1, 0, "nothing written yet");

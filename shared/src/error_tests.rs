@@ -66,53 +66,20 @@ fn every_code_round_trips_and_is_documented() {
 
 #[test]
 fn table_rows() {
+    use ErrorCode::*;
+    use tonic::Code;
     let rows = [
-        (
-            ErrorCode::InvalidArgument,
-            400,
-            tonic::Code::InvalidArgument,
-            false,
-        ),
-        (
-            ErrorCode::PayloadTooLarge,
-            413,
-            tonic::Code::InvalidArgument,
-            false,
-        ),
-        (
-            ErrorCode::Unauthenticated,
-            401,
-            tonic::Code::Unauthenticated,
-            false,
-        ),
-        (
-            ErrorCode::PermissionDenied,
-            403,
-            tonic::Code::PermissionDenied,
-            false,
-        ),
-        (ErrorCode::VersionConflict, 409, tonic::Code::Aborted, true),
-        (
-            ErrorCode::PreconditionFailed,
-            412,
-            tonic::Code::FailedPrecondition,
-            false,
-        ),
-        (
-            ErrorCode::CartLocked,
-            409,
-            tonic::Code::FailedPrecondition,
-            false,
-        ),
-        (
-            ErrorCode::RateLimited,
-            429,
-            tonic::Code::ResourceExhausted,
-            true,
-        ),
-        (ErrorCode::Unavailable, 503, tonic::Code::Unavailable, true),
-        (ErrorCode::Timeout, 504, tonic::Code::DeadlineExceeded, true),
-        (ErrorCode::Internal, 500, tonic::Code::Internal, false),
+        (InvalidArgument, 400, Code::InvalidArgument, false),
+        (PayloadTooLarge, 413, Code::InvalidArgument, false),
+        (Unauthenticated, 401, Code::Unauthenticated, false),
+        (PermissionDenied, 403, Code::PermissionDenied, false),
+        (VersionConflict, 409, Code::Aborted, true),
+        (PreconditionFailed, 412, Code::FailedPrecondition, false),
+        (CartLocked, 409, Code::FailedPrecondition, false),
+        (RateLimited, 429, Code::ResourceExhausted, true),
+        (Unavailable, 503, Code::Unavailable, true),
+        (Timeout, 504, Code::DeadlineExceeded, true),
+        (Internal, 500, Code::Internal, false),
     ];
     for (code, http, grpc, retry) in rows {
         assert_eq!(http_status(code).as_u16(), http, "{code}");

@@ -11,6 +11,20 @@ use shared::test_support::NatsServer;
 /// The catalog every test and benchmark uses (the same file `scripts/dev` seeds).
 pub const CATALOG_JSON: &str = include_str!("../../deploy/catalog.json");
 
+/// What `aggregate seed-catalog` does: the streams and buckets of `streams` ensured on `js`,
+/// and [`CATALOG_JSON`] written to the catalog bucket.
+pub async fn seed_catalog(
+    js: &async_nats::jetstream::Context,
+    streams: &NatsResourceSettings,
+) -> anyhow::Result<shared::nats::Resources> {
+    let seeded = shared::nats::ensure_all(js, streams).await?;
+    let seed = aggregate::seed::parse(CATALOG_JSON).map_err(anyhow::Error::msg)?;
+    aggregate::seed::write(&seeded.catalog, &seed)
+        .await
+        .map_err(|e| anyhow::anyhow!("seed catalog: {e}"))?;
+    Ok(seeded)
+}
+
 pub struct Stack {
     /// `None` when running against an external server.
     pub server: Option<NatsServer>,
@@ -70,14 +84,11 @@ impl Stack {
                 ..Default::default()
             },
         };
-        // What `aggregate seed-catalog` does, with the seed job's user.
+        // With the seed job's user; boxed, so the start-up future that tests poll on their
+        // own thread's stack stays small.
         let seeder = as_user("seed");
         let seed_js = shared::nats::jetstream(shared::nats::connect(&seeder).await?, &seeder);
-        let seeded = shared::nats::ensure_all(&seed_js, &streams).await?;
-        let seed = aggregate::seed::parse(CATALOG_JSON).map_err(anyhow::Error::msg)?;
-        aggregate::seed::write(&seeded.catalog, &seed)
-            .await
-            .map_err(|e| anyhow::anyhow!("seed catalog: {e}"))?;
+        Box::pin(seed_catalog(&seed_js, &streams)).await?;
         let config = as_user("admin");
         let client = shared::nats::connect(&config).await?;
         let js = shared::nats::jetstream(client.clone(), &config);

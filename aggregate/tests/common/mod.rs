@@ -151,6 +151,12 @@ impl Env {
     }
 }
 
+/// One scrape of `node`'s /metrics.
+pub async fn metrics(node: &aggregate::Running) -> String {
+    let url = format!("http://{}/metrics", node.http_addr);
+    reqwest::get(url).await.unwrap().text().await.unwrap()
+}
+
 /// A node started with `config` (from [`Env::config`], changed) and a client of it.
 pub async fn started(config: Config) -> (aggregate::Running, CartServiceClient<Channel>) {
     let node = aggregate::start(config).await.expect("start aggregate");

@@ -3,13 +3,6 @@
 use super::*;
 use crate::code::ErrorCode;
 
-fn start(attempt: &str) -> Command {
-    Command::StartCheckout {
-        attempt_id: attempt.into(),
-        country: None,
-    }
-}
-
 /// The provider's answer to `attempt`: its order `ko-1`, not paid yet.
 fn order_created(attempt: &str) -> Command {
     Command::RecordProviderOrder {
@@ -21,7 +14,7 @@ fn order_created(attempt: &str) -> Command {
 
 /// A cart of one item whose checkout attempt `a1` has started, then `then`.
 fn checking_out(then: Vec<Command>) -> Cart {
-    let mut commands = vec![Command::AddItem(add("TEST-SKU-123", 1)), start("a1")];
+    let mut commands = vec![Command::AddItem(add("TEST-SKU-123", 1)), checkout("a1")];
     commands.extend(then);
     given(commands)
 }
@@ -37,14 +30,11 @@ fn apply_all(mut cart: Cart, cmd: Command) -> Cart {
 fn happy_path_flags_follow_the_checkout() {
     let cart = given(vec![
         Command::AddItem(add("TEST-SKU-123", 2)),
-        Command::AddDelivery {
-            provider: "standard".into(),
-            line_ids: vec![],
-        },
+        delivery("standard", &[]),
     ]);
     assert!(!cart.payment_in_progress());
 
-    let cart = apply_all(cart, start("a1"));
+    let cart = apply_all(cart, checkout("a1"));
     assert!(cart.processing() && cart.payment_in_progress());
     assert_eq!(cart.payment_status.as_deref(), Some("pending"));
 
@@ -82,13 +72,10 @@ fn checkout_started_carries_provider_lines_that_sum_to_the_total() {
     let cart = given(vec![
         Command::AddItem(add("TEST-SKU-123", 2)),
         Command::AddItem(add("BOOK-1", 1)),
-        Command::AddDelivery {
-            provider: "standard".into(),
-            line_ids: vec![],
-        },
-        Command::ApplyVoucher { code: "TEN".into() },
+        delivery("standard", &[]),
+        voucher("TEN"),
     ]);
-    let events = when(&cart, start("a1")).unwrap();
+    let events = when(&cart, checkout("a1")).unwrap();
     let Event::CheckoutStarted(s) = &events[0] else {
         panic!("expected CheckoutStarted")
     };
@@ -133,7 +120,7 @@ fn reopened_checkout_reuses_the_provider_order() {
         cart.checkout.as_ref().unwrap().status,
         CheckoutStatus::Reopened
     );
-    let events = when(&cart, start("a2")).unwrap();
+    let events = when(&cart, checkout("a2")).unwrap();
     let Event::CheckoutStarted(s) = &events[0] else {
         panic!()
     };
@@ -144,13 +131,7 @@ fn reopened_checkout_reuses_the_provider_order() {
 #[test]
 fn a_stale_attempt_result_is_recorded_without_reviving_it() {
     // Attempt a1's provider order arrives after the shopper changed the cart.
-    let cart = checking_out(vec![
-        Command::ChangeQuantity {
-            line_id: 1,
-            quantity: 2,
-        },
-        order_created("a1"),
-    ]);
+    let cart = checking_out(vec![cq(1, 2), order_created("a1")]);
     assert_eq!(cart.provider_order_id.as_deref(), Some("ko-1"));
     assert!(!cart.payment_in_progress());
 }
@@ -166,7 +147,7 @@ fn failed_checkout_leaves_the_cart_usable() {
     assert_eq!(cart.payment_status.as_deref(), Some("failed"));
     let cart = apply_all(cart, Command::AddItem(add("BOOK-1", 1)));
     assert_eq!(cart.lines.len(), 2);
-    assert!(when(&cart, start("a2")).is_ok());
+    assert!(when(&cart, checkout("a2")).is_ok());
 }
 
 #[test]
@@ -178,7 +159,7 @@ fn cancelled_checkout_can_restart() {
         ErrorCode::InvalidState
     );
     assert_eq!(
-        types(&when(&cart, start("a2")).unwrap()),
+        types(&when(&cart, checkout("a2")).unwrap()),
         ["CheckoutStarted"]
     );
 }
@@ -189,7 +170,7 @@ fn cancelled_checkout_can_restart() {
 #[test]
 fn paying_an_attempt_the_cart_has_moved_past_is_a_mismatch_never_an_order() {
     let cart = given(vec![Command::AddItem(add("TEST-SKU-123", 2))]);
-    let cart = apply_all(cart, start("a1"));
+    let cart = apply_all(cart, checkout("a1"));
     let cart = apply_all(cart, order_created("a1"));
     let paid = paid_for(&cart);
     let cart = apply_all(cart, Command::AddItem(add("BOOK-1", 1)));
@@ -222,7 +203,7 @@ fn paying_an_attempt_the_cart_has_moved_past_is_a_mismatch_never_an_order() {
     // The provider pushes again: nothing new.
     assert_eq!(when(&cart, confirm).unwrap(), vec![]);
     // Checking out again starts a fresh provider order.
-    let events = when(&cart, start("a2")).unwrap();
+    let events = when(&cart, checkout("a2")).unwrap();
     let Event::CheckoutStarted(s) = &events[0] else {
         panic!("expected CheckoutStarted")
     };
@@ -310,21 +291,19 @@ fn a_cart_changed_back_to_the_attempt_is_placed() {
 fn a_voucher_expired_on_the_cart_comes_off_when_the_checkout_starts() {
     let cart = given(vec![
         Command::AddItem(add("TEST-SKU-123", 1)),
-        Command::ApplyVoucher {
-            code: "SOON".into(),
-        },
+        voucher("SOON"),
     ]);
     assert_eq!(cart.vouchers.len(), 1);
     assert!(cart.vouchers[0].expires_at.is_some());
     let cat = catalog();
     let now = ctx(&cat);
-    let on_time = decide(&cart, start("a1"), &now).unwrap();
+    let on_time = decide(&cart, checkout("a1"), &now).unwrap();
     assert_eq!(types(&on_time), ["CheckoutStarted"]);
     let later = Context {
         now: datetime!(2026-11-23 14:00 UTC),
         ..now
     };
-    let events = decide(&cart, start("a1"), &later).unwrap();
+    let events = decide(&cart, checkout("a1"), &later).unwrap();
     assert_eq!(types(&events), ["VoucherRemoved", "CheckoutStarted"]);
     let Event::CheckoutStarted(started) = &events[1] else {
         unreachable!()

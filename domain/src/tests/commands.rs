@@ -9,17 +9,6 @@ enum Then {
 }
 use Then::*;
 
-fn cq(line_id: u32, quantity: u32) -> Command {
-    Command::ChangeQuantity { line_id, quantity }
-}
-
-fn delivery(provider: &str, line_ids: &[u32]) -> Command {
-    Command::AddDelivery {
-        provider: provider.into(),
-        line_ids: line_ids.to_vec(),
-    }
-}
-
 fn pickup(id: &str) -> PickupPoint {
     PickupPoint {
         id: id.into(),
@@ -28,17 +17,6 @@ fn pickup(id: &str) -> PickupPoint {
         city: Some("Stockholm".into()),
         zip: Some("11122".into()),
         country: Some("SE".into()),
-    }
-}
-
-fn voucher(code: &str) -> Command {
-    Command::ApplyVoucher { code: code.into() }
-}
-
-fn checkout(attempt: &str) -> Command {
-    Command::StartCheckout {
-        attempt_id: attempt.into(),
-        country: None,
     }
 }
 
@@ -878,10 +856,7 @@ fn a_cleared_or_replaced_cart_numbers_lines_from_one_again() {
         Command::AddItem(add("TEST-SKU-123", 1)),
         Command::AddItem(add("TEST-SKU-456", 1)),
         Command::AddItem(add("BOOK-1", 1)),
-        Command::AddDelivery {
-            provider: "standard".into(),
-            line_ids: vec![],
-        },
+        delivery("standard", &[]),
         Command::SetItems {
             items: vec![add("FOOD-1", 1), add("TEST-SKU-123", 2)],
         },
@@ -889,14 +864,7 @@ fn a_cleared_or_replaced_cart_numbers_lines_from_one_again() {
     let ids: Vec<u32> = cart.lines.iter().map(|l| l.id).collect();
     assert_eq!(ids, vec![1, 2]);
     // The go-cart-actor walkthrough's next step: a delivery for lines 1 and 2.
-    let events = when(
-        &cart,
-        Command::AddDelivery {
-            provider: "standard".into(),
-            line_ids: vec![1, 2],
-        },
-    )
-    .unwrap();
+    let events = when(&cart, delivery("standard", &[1, 2])).unwrap();
     assert!(
         matches!(&events[0], Event::DeliveryAdded(d) if d.delivery_id == 1 && d.line_ids == [1, 2])
     );

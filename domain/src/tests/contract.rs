@@ -15,10 +15,7 @@ fn sample_cart() -> Cart {
             store_id: Some("store-7".into()),
             ..add("BOOK-1", 1)
         }),
-        Command::AddDelivery {
-            provider: "standard".into(),
-            line_ids: vec![1],
-        },
+        delivery("standard", &[1]),
         Command::SetPickupPoint {
             delivery_id: 1,
             pickup_point: PickupPoint {
@@ -30,9 +27,7 @@ fn sample_cart() -> Cart {
                 country: None,
             },
         },
-        Command::ApplyVoucher {
-            code: "FIFTY".into(),
-        },
+        voucher("FIFTY"),
         Command::SetUser {
             user_id: Some("user-1".into()),
         },
@@ -108,7 +103,7 @@ fn cart_json_is_the_v1_shape() {
 fn a_voucher_waits_on_the_cart_until_its_rules_are_met() {
     let cart = given(vec![
         Command::AddItem(add("TEST-SKU-123", 1)),
-        Command::ApplyVoucher { code: "BIG".into() },
+        voucher("BIG"),
     ]);
     let v = serde_json::to_value(StorefrontCart::storefront(&cart)).unwrap();
     assert_eq!(
@@ -120,11 +115,8 @@ fn a_voucher_waits_on_the_cart_until_its_rules_are_met() {
     assert_eq!(v["totalPrice"]["incVat"], 12_500);
     let cart = given(vec![
         Command::AddItem(add("TEST-SKU-123", 1)),
-        Command::ApplyVoucher { code: "BIG".into() },
-        Command::ChangeQuantity {
-            line_id: 1,
-            quantity: 8,
-        },
+        voucher("BIG"),
+        cq(1, 8),
     ]);
     let v = serde_json::to_value(StorefrontCart::storefront(&cart)).unwrap();
     assert_eq!(
@@ -139,11 +131,8 @@ fn a_voucher_waits_on_the_cart_until_its_rules_are_met() {
     // Back below the minimum: it stops applying, and says why again.
     let cart = given(vec![
         Command::AddItem(add("TEST-SKU-123", 8)),
-        Command::ApplyVoucher { code: "BIG".into() },
-        Command::ChangeQuantity {
-            line_id: 1,
-            quantity: 7,
-        },
+        voucher("BIG"),
+        cq(1, 7),
     ]);
     let v = serde_json::to_value(StorefrontCart::storefront(&cart)).unwrap();
     assert_eq!(v["vouchers"][0]["applied"], json!(false));
@@ -157,10 +146,8 @@ fn a_voucher_waits_on_the_cart_until_its_rules_are_met() {
 fn a_voucher_with_nothing_left_to_discount_is_not_applied() {
     let cart = given(vec![
         Command::AddItem(add("TEST-SKU-456", 1)),
-        Command::ApplyVoucher {
-            code: "TWOHUNDRED".into(),
-        },
-        Command::ApplyVoucher { code: "TEN".into() },
+        voucher("TWOHUNDRED"),
+        voucher("TEN"),
     ]);
     let v = serde_json::to_value(StorefrontCart::storefront(&cart)).unwrap();
     assert_eq!(v["vouchers"][0]["applied"], json!(true));
@@ -348,16 +335,10 @@ fn every_event_type_round_trips_through_json() {
     let mut c = Cart::new(cart_id());
     for cmd in [
         Command::AddItem(add("TEST-SKU-123", 2)),
-        Command::ChangeQuantity {
-            line_id: 1,
-            quantity: 3,
-        },
+        cq(1, 3),
         Command::AddItem(add("BOOK-1", 1)),
         Command::RemoveItem { line_id: 2 },
-        Command::AddDelivery {
-            provider: "standard".into(),
-            line_ids: vec![],
-        },
+        delivery("standard", &[]),
         Command::SetPickupPoint {
             delivery_id: 1,
             pickup_point: PickupPoint {
@@ -370,7 +351,7 @@ fn every_event_type_round_trips_through_json() {
             },
         },
         Command::RemoveDelivery { delivery_id: 1 },
-        Command::ApplyVoucher { code: "TEN".into() },
+        voucher("TEN"),
         Command::RemoveVoucher { voucher_id: 1 },
         Command::SetUser {
             user_id: Some("u".into()),
@@ -399,25 +380,16 @@ fn every_event_type_round_trips_through_json() {
             country: Some("SE".into()),
         },
         Command::CancelCheckout,
-        Command::StartCheckout {
-            attempt_id: "a2".into(),
-            country: None,
-        },
+        checkout("a2"),
         Command::FailCheckout {
             attempt_id: "a2".into(),
             code: "c".into(),
             reason: "r".into(),
         },
-        Command::StartCheckout {
-            attempt_id: "a3".into(),
-            country: None,
-        },
+        checkout("a3"),
         Command::ClearCart,
         Command::AddItem(add("FOOD-1", 1)),
-        Command::StartCheckout {
-            attempt_id: "a4".into(),
-            country: None,
-        },
+        checkout("a4"),
         Command::RecordProviderOrder {
             attempt_id: "a4".into(),
             provider_order_id: "ko".into(),
@@ -446,10 +418,7 @@ fn every_event_type_round_trips_through_json() {
     // command's events are exercised here through its entry in `Command::examples()`.
     let ready = given(vec![
         Command::AddItem(add("TEST-SKU-123", 1)),
-        Command::AddDelivery {
-            provider: "standard".into(),
-            line_ids: vec![],
-        },
+        delivery("standard", &[]),
     ]);
     for cmd in Command::examples() {
         all.extend(when(&ready, cmd).unwrap_or_default());

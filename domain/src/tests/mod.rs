@@ -122,6 +122,32 @@ pub(super) fn add(sku: &str, quantity: u32) -> AddItem {
     }
 }
 
+/// `ChangeQuantity` of line `line_id` to `quantity`.
+pub(super) fn cq(line_id: u32, quantity: u32) -> Command {
+    Command::ChangeQuantity { line_id, quantity }
+}
+
+/// `AddDelivery` by `provider` for `line_ids` (none: every line).
+pub(super) fn delivery(provider: &str, line_ids: &[u32]) -> Command {
+    Command::AddDelivery {
+        provider: provider.into(),
+        line_ids: line_ids.to_vec(),
+    }
+}
+
+/// `ApplyVoucher` with `code`.
+pub(super) fn voucher(code: &str) -> Command {
+    Command::ApplyVoucher { code: code.into() }
+}
+
+/// `StartCheckout` as attempt `attempt`, in the cart's own country.
+pub(super) fn checkout(attempt: &str) -> Command {
+    Command::StartCheckout {
+        attempt_id: attempt.into(),
+        country: None,
+    }
+}
+
 /// Fold commands into a cart, panicking on rejection (test set-up).
 pub(super) fn given(commands: Vec<Command>) -> Cart {
     let cat = catalog();

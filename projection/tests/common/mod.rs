@@ -50,9 +50,16 @@ pub async fn env() -> Option<Env> {
     })
 }
 
-/// [`env`] with the first `n` messages of `generator` published.
-pub async fn env_published(mut generator: Generator, n: usize) -> Option<(Env, Generator)> {
+/// [`env`] with the first `n` messages of `Generator::new(seed, tenants, carts_per_tenant)`
+/// published; returns the generator to publish more and to compute the expected views.
+pub async fn env_published(
+    seed: u64,
+    tenants: &[&str],
+    carts_per_tenant: usize,
+    n: usize,
+) -> Option<(Env, Generator)> {
     let env = env().await?;
+    let mut generator = Generator::new(seed, tenants, carts_per_tenant);
     generator.publish(&env.js, n).await;
     Some((env, generator))
 }
@@ -196,6 +203,11 @@ pub async fn get_cart(
 pub async fn metrics(running: &Running) -> String {
     let url = format!("http://{}/metrics", running.http_addr);
     reqwest::get(url).await.unwrap().text().await.unwrap()
+}
+
+/// Asserts that one scrape of `running`'s /metrics has every one of `names`.
+pub async fn assert_metrics(running: &Running, names: &[&str]) {
+    shared::test_support::assert_contains_all(&metrics(running).await, names, "/metrics");
 }
 
 /// A hook failing the apply of the message at stream sequence `seq` with `why` while the

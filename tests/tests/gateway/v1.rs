@@ -19,11 +19,19 @@ async fn create(stack: &Stack, http: &reqwest::Client) -> String {
     id
 }
 
-#[tokio::test]
-async fn idempotency_key_replays_the_original_outcome() {
-    let Some(stack) = stack().await else { return };
+/// A stack (`None` without NATS), a client and a cart created through the API.
+async fn stack_with_cart() -> Option<(Stack, reqwest::Client, String)> {
+    let stack = stack().await?;
     let http = reqwest::Client::new();
     let id = create(&stack, &http).await;
+    Some((stack, http, id))
+}
+
+#[tokio::test]
+async fn idempotency_key_replays_the_original_outcome() {
+    let Some((stack, http, id)) = stack_with_cart().await else {
+        return;
+    };
     let url = stack.url(&format!("/v1/carts/{id}/commands"));
     let send = |key: &'static str, body: Value| {
         http.post(&url)
@@ -107,9 +115,9 @@ async fn idempotency_key_replays_the_original_outcome() {
 
 #[tokio::test]
 async fn etags_and_preconditions() {
-    let Some(stack) = stack().await else { return };
-    let http = reqwest::Client::new();
-    let id = create(&stack, &http).await;
+    let Some((stack, http, id)) = stack_with_cart().await else {
+        return;
+    };
     let cart_url = stack.url(&format!("/v1/carts/{id}"));
     let commands = format!("{cart_url}/commands");
 
@@ -173,9 +181,9 @@ async fn etags_and_preconditions() {
 /// gets its own id), and a retry of the request under the same key names the same two.
 #[tokio::test]
 async fn id_less_subscription_details_in_one_list_are_distinct_and_stable() {
-    let Some(stack) = stack().await else { return };
-    let http = reqwest::Client::new();
-    let id = create(&stack, &http).await;
+    let Some((stack, http, id)) = stack_with_cart().await else {
+        return;
+    };
     let details = |plan: &str| {
         json!({"type": "UpsertSubscriptionDetails", "offeringCode": plan,
             "signingType": "bankid", "data": {"plan": plan}})
@@ -210,9 +218,9 @@ async fn id_less_subscription_details_in_one_list_are_distinct_and_stable() {
 
 #[tokio::test]
 async fn command_lists_atomic_or_one_by_one() {
-    let Some(stack) = stack().await else { return };
-    let http = reqwest::Client::new();
-    let id = create(&stack, &http).await;
+    let Some((stack, http, id)) = stack_with_cart().await else {
+        return;
+    };
     let commands = stack.url(&format!("/v1/carts/{id}/commands"));
     let post = |body: Value| http.post(&commands).json(&body).send();
 

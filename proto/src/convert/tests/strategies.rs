@@ -20,6 +20,11 @@ fn opt_text() -> impl Strategy<Value = Option<String>> {
     option::of(text())
 }
 
+/// `N` independent optional texts, for the runs of optional string fields.
+fn opt_texts<const N: usize>() -> impl Strategy<Value = [Option<String>; N]> {
+    proptest::array::uniform(opt_text())
+}
+
 pub fn cart_id() -> impl Strategy<Value = CartId> {
     "[A-Za-z0-9_-]{1,64}".prop_map(|s| CartId::parse(&s).expect("strategy yields valid ids"))
 }
@@ -29,22 +34,14 @@ fn marking() -> impl Strategy<Value = Marking> {
 }
 
 fn pickup_point() -> impl Strategy<Value = PickupPoint> {
-    (
-        text(),
-        opt_text(),
-        opt_text(),
-        opt_text(),
-        opt_text(),
-        opt_text(),
-    )
-        .prop_map(|(id, name, address, city, zip, country)| PickupPoint {
-            id,
-            name,
-            address,
-            city,
-            zip,
-            country,
-        })
+    (text(), opt_texts()).prop_map(|(id, [name, address, city, zip, country])| PickupPoint {
+        id,
+        name,
+        address,
+        city,
+        zip,
+        country,
+    })
 }
 
 fn product() -> impl Strategy<Value = LineProduct> {
@@ -59,20 +56,12 @@ fn product() -> impl Strategy<Value = LineProduct> {
             text(),
             any::<i64>(),
         ),
-        (
-            text(),
-            opt_text(),
-            opt_text(),
-            opt_text(),
-            opt_text(),
-            opt_text(),
-            opt_text(),
-        ),
+        (text(), opt_texts()),
     )
         .prop_map(
             |(
                 (sku, item_id, name, unit_price, org_price, tax_rate, currency, stock),
-                (item_type, image, brand, category, seller_id, seller_name, outlet),
+                (item_type, [image, brand, category, seller_id, seller_name, outlet]),
             )| LineProduct {
                 sku,
                 item_id,
@@ -211,7 +200,7 @@ fn subscription_details() -> impl Strategy<Value = SubscriptionDetails> {
 }
 
 fn mismatched_order() -> impl Strategy<Value = MismatchedOrder> {
-    (text(), text(), text(), text()).prop_map(|(provider_order_id, attempt_id, code, reason)| {
+    proptest::array::uniform(text()).prop_map(|[provider_order_id, attempt_id, code, reason]| {
         MismatchedOrder {
             provider_order_id,
             attempt_id,

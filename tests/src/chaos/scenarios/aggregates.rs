@@ -6,17 +6,13 @@ use super::*;
 impl Run<'_> {
     // ---- aggregate kill ------------------------------------------------------------------
 
-    pub(super) async fn aggregate_kill(
-        &mut self,
-        cycles: usize,
-        r: &mut ScenarioResult,
-    ) -> anyhow::Result<()> {
+    pub(super) async fn aggregate_kill(&mut self, r: &mut ScenarioResult) -> anyhow::Result<()> {
         let cfg = self.load("agg-kill", self.opts.clients);
         let carts: Vec<String> = (0..cfg.clients).map(|c| cart_of(&cfg, c)).collect();
         let load = Load::start(cfg);
         Self::run_for(Duration::from_secs(2)).await;
         let mut served = Vec::new();
-        for _ in 0..cycles {
+        for _ in 0..r.cycles {
             let i = self.rng.usize(..3);
             let node = format!("agg-{i}");
             let owned = self.carts_owned_by(&carts, &node).await?;
@@ -147,14 +143,10 @@ impl Run<'_> {
 
     // ---- a paused aggregate ----------------------------------------------------------------
 
-    pub(super) async fn zombie(
-        &mut self,
-        cycles: usize,
-        r: &mut ScenarioResult,
-    ) -> anyhow::Result<()> {
+    pub(super) async fn zombie(&mut self, r: &mut ScenarioResult) -> anyhow::Result<()> {
         let load = self.warm_load("zombie").await;
         let mut converged = Vec::new();
-        for _ in 0..cycles {
+        for _ in 0..r.cycles {
             let i = self.rng.usize(..3);
             self.cluster.aggregates[i].pause();
             // Longer than the node TTL: the others take its shards while it is frozen with
@@ -166,10 +158,7 @@ impl Run<'_> {
             converged.push(resumed.elapsed());
         }
         Self::run_for(Duration::from_secs(1)).await;
-        self.finish(load, r).await?;
-        r.pass = r.verdict.consistent();
-        r.times
-            .insert("placement_converged".into(), Times::of(converged));
-        Ok(())
+        self.finish_timed(load, r, "placement_converged", converged)
+            .await
     }
 }

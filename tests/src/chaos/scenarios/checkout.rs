@@ -110,14 +110,10 @@ impl Run<'_> {
         anyhow::bail!("{cart}: paid order {order} not placed within 90 s")
     }
 
-    pub(super) async fn runner_kill(
-        &mut self,
-        cycles: usize,
-        r: &mut ScenarioResult,
-    ) -> anyhow::Result<()> {
+    pub(super) async fn runner_kill(&mut self, r: &mut ScenarioResult) -> anyhow::Result<()> {
         let prefix = format!("runner-{}", self.opts.seed);
         let mut carts = Vec::new();
-        for cycle in 0..cycles {
+        for cycle in 0..r.cycles {
             // Slow provider calls widen the window a kill can fall into.
             let delay = self.rng.u64(0..400);
             self.set_mock_faults(json!({"delay_ms": delay})).await?;
@@ -167,11 +163,7 @@ impl Run<'_> {
         Ok(())
     }
 
-    pub(super) async fn provider_faults(
-        &mut self,
-        cycles: usize,
-        r: &mut ScenarioResult,
-    ) -> anyhow::Result<()> {
+    pub(super) async fn provider_faults(&mut self, r: &mut ScenarioResult) -> anyhow::Result<()> {
         let prefix = format!("provider-{}", self.opts.seed);
         let faults = [
             ("transient_5xx", json!({"fail_next": 2})),
@@ -180,7 +172,7 @@ impl Run<'_> {
             ("refused", json!({"refuse": true})),
         ];
         let (mut clean, mut unclean, mut usable) = (0u64, 0u64, 0u64);
-        for cycle in 0..cycles {
+        for cycle in 0..r.cycles {
             for (name, fault) in &faults {
                 let cart = format!("{prefix}-{cycle}-{name}");
                 self.cart_with_item(&cart).await?;
@@ -218,7 +210,7 @@ impl Run<'_> {
                 }
             }
         }
-        let total = (cycles * faults.len()) as u64;
+        let total = (r.cycles * faults.len()) as u64;
         r.counts.insert("checkouts".into(), total);
         r.counts.insert("ended_cleanly".into(), clean);
         r.counts.insert("ended_uncleanly".into(), unclean);

@@ -126,14 +126,14 @@ impl Run<'_> {
             notes: Vec::new(),
         };
         let outcome = match s.name {
-            "aggregate-kill" => self.aggregate_kill(cycles, &mut r).await,
-            "nats-stream-leader-kill" => self.stream_leader_kill(cycles, &mut r).await,
-            "nats-kv-leader-kill" => self.kv_leader_kill(cycles, &mut r).await,
-            "zombie-aggregate" => self.zombie(cycles, &mut r).await,
-            "network-faults" => self.network_faults(cycles, &mut r).await,
-            "projection-kill" => self.projection_kill(cycles, &mut r).await,
-            "runner-kill" => self.runner_kill(cycles, &mut r).await,
-            "provider-faults" => self.provider_faults(cycles, &mut r).await,
+            "aggregate-kill" => self.aggregate_kill(&mut r).await,
+            "nats-stream-leader-kill" => self.stream_leader_kill(&mut r).await,
+            "nats-kv-leader-kill" => self.kv_leader_kill(&mut r).await,
+            "zombie-aggregate" => self.zombie(&mut r).await,
+            "network-faults" => self.network_faults(&mut r).await,
+            "projection-kill" => self.projection_kill(&mut r).await,
+            "runner-kill" => self.runner_kill(&mut r).await,
+            "provider-faults" => self.provider_faults(&mut r).await,
             "rolling-restart" => self.rolling_restart(&mut r).await,
             "soak" => self.soak(&mut r).await,
             other => anyhow::bail!("unknown scenario {other}"),
@@ -186,6 +186,21 @@ impl Run<'_> {
     pub(super) async fn finish(&self, load: Load, r: &mut ScenarioResult) -> anyhow::Result<()> {
         let ops = load.finish().await;
         self.verify(&ops, r).await
+    }
+
+    /// [`Self::finish`] for a scenario that passes on a consistent history alone, recording
+    /// `samples` (how long each recovery took) as `name`.
+    pub(super) async fn finish_timed(
+        &self,
+        load: Load,
+        r: &mut ScenarioResult,
+        name: &str,
+        samples: Vec<Duration>,
+    ) -> anyhow::Result<()> {
+        self.finish(load, r).await?;
+        r.pass = r.verdict.consistent();
+        r.times.insert(name.into(), Times::of(samples));
+        Ok(())
     }
 
     /// The JSON body of a GET of `url`.

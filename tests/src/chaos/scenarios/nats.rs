@@ -8,12 +8,11 @@ impl Run<'_> {
 
     pub(super) async fn stream_leader_kill(
         &mut self,
-        cycles: usize,
         r: &mut ScenarioResult,
     ) -> anyhow::Result<()> {
         let load = self.warm_load("stream-leader").await;
         let mut resumed = Vec::new();
-        for cycle in 0..cycles {
+        for cycle in 0..r.cycles {
             let leader = self.cluster.leader_of("CART_EVENTS").await?;
             self.cluster.nats[leader].kill9();
             let killed = Instant::now();
@@ -104,14 +103,10 @@ impl Run<'_> {
         Ok(())
     }
 
-    pub(super) async fn kv_leader_kill(
-        &mut self,
-        cycles: usize,
-        r: &mut ScenarioResult,
-    ) -> anyhow::Result<()> {
+    pub(super) async fn kv_leader_kill(&mut self, r: &mut ScenarioResult) -> anyhow::Result<()> {
         let load = self.warm_load("kv-leader").await;
         let mut converged = Vec::new();
-        for cycle in 0..cycles {
+        for cycle in 0..r.cycles {
             let bucket = if cycle % 2 == 0 {
                 "KV_CART_PLACEMENT"
             } else {
@@ -124,23 +119,16 @@ impl Run<'_> {
             self.restart_nats(leader).await?;
             self.placement_converged(3).await?;
         }
-        self.finish(load, r).await?;
-        r.pass = r.verdict.consistent();
-        r.times
-            .insert("placement_converged".into(), Times::of(converged));
-        Ok(())
+        self.finish_timed(load, r, "placement_converged", converged)
+            .await
     }
 
     // ---- network faults --------------------------------------------------------------------
 
-    pub(super) async fn network_faults(
-        &mut self,
-        cycles: usize,
-        r: &mut ScenarioResult,
-    ) -> anyhow::Result<()> {
+    pub(super) async fn network_faults(&mut self, r: &mut ScenarioResult) -> anyhow::Result<()> {
         let load = self.warm_load("netfault").await;
         let mut resumed = Vec::new();
-        for cycle in 0..cycles {
+        for cycle in 0..r.cycles {
             // Latency on every link, then every connection reset, then one server unreachable
             // without a close (a black hole).
             for p in &self.cluster.proxies {
@@ -159,10 +147,7 @@ impl Run<'_> {
             self.cluster.proxies[j].set(Fault::None);
             Self::run_for(Duration::from_secs(1)).await;
         }
-        self.finish(load, r).await?;
-        r.pass = r.verdict.consistent();
-        r.times
-            .insert("writes_resume_after_reset".into(), Times::of(resumed));
-        Ok(())
+        self.finish_timed(load, r, "writes_resume_after_reset", resumed)
+            .await
     }
 }

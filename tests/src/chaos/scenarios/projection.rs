@@ -5,15 +5,11 @@ use super::*;
 impl Run<'_> {
     // ---- projection ------------------------------------------------------------------------
 
-    pub(super) async fn projection_kill(
-        &mut self,
-        cycles: usize,
-        r: &mut ScenarioResult,
-    ) -> anyhow::Result<()> {
+    pub(super) async fn projection_kill(&mut self, r: &mut ScenarioResult) -> anyhow::Result<()> {
         let cfg = self.load("projection", self.opts.clients);
         let carts: Vec<String> = (0..cfg.clients).map(|c| cart_of(&cfg, c)).collect();
         let load = Load::start(cfg);
-        for _ in 0..cycles {
+        for _ in 0..r.cycles {
             Self::run_for(Duration::from_millis(500 + self.rng.u64(0..1500))).await;
             self.cluster.projection.kill9();
             self.cluster

@@ -93,11 +93,7 @@ pub async fn stack_with(tune: impl FnOnce(&mut gateway::Config)) -> Option<Stack
 pub async fn nats_and_aggregate() -> Option<(NatsServer, aggregate::Running)> {
     let nats = shared::nats_or_skip!()?;
     let js = nats.jetstream().await;
-    let resources = shared::nats::ensure_all(&js, &streams())
-        .await
-        .expect("ensure streams");
-    let seed = aggregate::seed::parse(include_str!("../../../../deploy/catalog.json")).unwrap();
-    aggregate::seed::write(&resources.catalog, &seed)
+    tests::stack::seed_catalog(&js, &streams())
         .await
         .expect("seed catalog");
 

@@ -45,11 +45,7 @@ pub async fn env() -> Option<Env> {
         node_ttl_secs: 2,
         ..Default::default()
     };
-    let resources = shared::nats::ensure_all(&js, &streams).await.unwrap();
-    let seed = aggregate::seed::parse(include_str!("../../../../deploy/catalog.json")).unwrap();
-    aggregate::seed::write(&resources.catalog, &seed)
-        .await
-        .unwrap();
+    tests::stack::seed_catalog(&js, &streams).await.unwrap();
     let mut nats_cfg = aggregate::Config::default().nats;
     nats_cfg.url = nats.url().to_owned();
     let aggregate = aggregate::start(aggregate::Config {
