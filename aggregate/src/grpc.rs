@@ -122,12 +122,24 @@ impl CartGrpc {
             command_id = %id.command_id,
             commands = commands.len()
         );
+        let tenant = &cart.tenant;
         let out = self
             .carts
-            .execute(&ctx, &cart, route, id, expected, commands)
+            .execute(
+                &ctx,
+                &cart,
+                route,
+                id,
+                (expected, commands),
+                |state, version| {
+                    let mut snap = proto::convert::rendered(tenant, state, render);
+                    snap.version = version;
+                    snap
+                },
+            )
             .instrument(span)
             .await?;
-        let mut snap = proto::convert::rendered(&cart.tenant, &out.state, render);
+        let mut snap = out.reply;
         Ok(Response::new(pb::ExecuteResponse {
             version: snap.version,
             rendered: std::mem::take(&mut snap.rendered),

@@ -14,18 +14,19 @@ use crate::metrics as m;
 use crate::store::{Appended, StoreError};
 
 impl Carts {
-    /// Decide `commands` (atomically, as one message) and append the result.
-    /// `route: Route::Fallback` serves the cart even when another node owns its shard (the
-    /// caller could not reach the owner).
-    pub async fn execute(
+    /// Decide `commands` (atomically, as one message, fenced by the expected version when
+    /// given) and append the result. `route: Route::Fallback` serves the cart even when
+    /// another node owns its shard (the caller could not reach the owner). The reply is
+    /// `render(cart, version)`, made while the cart is at hand: no copy of it leaves the cache.
+    pub async fn execute<R>(
         &self,
         ctx: &RequestContext,
         cart: &CartRef,
         route: Route,
         id: Identity,
-        expected_version: Option<u64>,
-        mut commands: Vec<Command>,
-    ) -> Result<Outcome, ApiError> {
+        (expected_version, mut commands): (Option<u64>, Vec<Command>),
+        render: impl Fn(&CartState, u64) -> R,
+    ) -> Result<Outcome<R>, ApiError> {
         let _in_flight = InFlight::enter(&self.inner);
         self.check_owner(cart, route)?;
         let started = Instant::now();
@@ -34,7 +35,7 @@ impl Carts {
             _ => "Batch",
         };
         let result = self
-            .execute_inner(ctx, cart, &id, expected_version, &mut commands)
+            .execute_inner(ctx, cart, &id, expected_version, &mut commands, &render)
             .await;
         let label = match &result {
             Ok(o) if o.duplicate => "duplicate",
@@ -47,14 +48,15 @@ impl Carts {
         result
     }
 
-    async fn execute_inner(
+    async fn execute_inner<R>(
         &self,
         ctx: &RequestContext,
         cart: &CartRef,
         id: &Identity,
         expected_version: Option<u64>,
         commands: &mut [Command],
-    ) -> Result<Outcome, ApiError> {
+        render: &impl Fn(&CartState, u64) -> R,
+    ) -> Result<Outcome<R>, ApiError> {
         let command_id = id.command_id;
         // Inputs from outside the cart are gathered before taking its lock.
         for c in commands.iter_mut() {
@@ -86,7 +88,7 @@ impl Carts {
         // At least two rounds: a refusal found stale is decided once more.
         for attempt in 0..=cfg.max_conflict_retries.max(1) {
             let now = time::OffsetDateTime::now_utc();
-            if let Some(answered) = self.answered_before(&loaded.state, id, now)? {
+            if let Some(answered) = self.answered_before(&loaded.state, id, now, render)? {
                 return Ok(answered);
             }
             if let Some(expected) = expected_version
@@ -128,7 +130,7 @@ impl Carts {
             // events), so its key cannot be used for another request afterwards.
             if events.is_empty() && id.fingerprint.is_none() {
                 return Ok(Outcome {
-                    state: loaded.state.clone(),
+                    reply: render(&loaded.state, loaded.state.version),
                     duplicate: false,
                     event_types: Vec::new(),
                 });
@@ -161,7 +163,7 @@ impl Carts {
                         .commit(&msg, &events, appended.sequence, cfg.retain);
                     self.after_commit(cart, loaded);
                     return Ok(Outcome {
-                        state: loaded.state.clone(),
+                        reply: render(&loaded.state, loaded.state.version),
                         duplicate: false,
                         event_types: events.iter().map(|e| e.type_name().to_owned()).collect(),
                     });
@@ -169,7 +171,7 @@ impl Carts {
                 Ok(appended) => {
                     // Stored before (an earlier attempt whose ack was lost, or another node).
                     self.confirm_current(loaded, cart).await?;
-                    return match self.answered_before(&loaded.state, id, now)? {
+                    return match self.answered_before(&loaded.state, id, now, render)? {
                         Some(answered) => Ok(answered),
                         None if appended.sequence <= loaded.state.version => {
                             Err(ApiError::invalid(format!(
@@ -279,12 +281,13 @@ impl Carts {
     /// The original outcome when this command was decided before: a keyed command within
     /// the idempotency retention (refused when its request differs), or one of the cart's
     /// recent commands.
-    fn answered_before(
+    fn answered_before<R>(
         &self,
         state: &CartState,
         id: &Identity,
         now: time::OffsetDateTime,
-    ) -> Result<Option<Outcome>, ApiError> {
+        render: &impl Fn(&CartState, u64) -> R,
+    ) -> Result<Option<Outcome<R>>, ApiError> {
         if let Some(fingerprint) = &id.fingerprint
             && let Some(keyed) =
                 state.keyed_outcome(&id.command_id, now.unix_timestamp(), self.inner.cfg.retain)
@@ -296,24 +299,26 @@ impl Carts {
                      use a new key for each distinct request",
                 ));
             }
-            return Ok(Some(self.duplicate_reply(state, keyed.version)));
+            return Ok(Some(duplicate_reply(state, keyed.version, render)));
         }
         Ok(state
             .recent_outcome(&id.command_id)
-            .map(|prior| self.duplicate_reply(state, prior.version)))
+            .map(|prior| duplicate_reply(state, prior.version, render)))
     }
+}
 
-    fn duplicate_reply(&self, state: &CartState, version: u64) -> Outcome {
-        metrics::counter!(m::DUPLICATES).increment(1);
-        let mut state = state.clone();
-        // The original outcome's version; the cart is the current one (later commands may
-        // have changed it since).
-        state.version = version.max(1);
-        Outcome {
-            state,
-            duplicate: true,
-            event_types: Vec::new(),
-        }
+/// The answer to a command applied before: the original outcome's version, with the cart as
+/// it is now (later commands may have changed it since).
+fn duplicate_reply<R>(
+    state: &CartState,
+    version: u64,
+    render: &impl Fn(&CartState, u64) -> R,
+) -> Outcome<R> {
+    metrics::counter!(m::DUPLICATES).increment(1);
+    Outcome {
+        reply: render(state, version.max(1)),
+        duplicate: true,
+        event_types: Vec::new(),
     }
 }
 

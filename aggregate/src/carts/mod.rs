@@ -99,10 +99,10 @@ impl Identity {
     }
 }
 
-/// The result of a command.
+/// The result of a command: `reply` is the cart as the caller asked it rendered.
 #[derive(Debug, Clone)]
-pub struct Outcome {
-    pub state: CartState,
+pub struct Outcome<R> {
+    pub reply: R,
     /// The command id had been applied before; this is its original outcome.
     pub duplicate: bool,
     pub event_types: Vec<String>,
