@@ -8,7 +8,9 @@ pub mod execute;
 pub mod history;
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::State;
+use axum::extract::{FromRequest, Request};
 use axum::response::{IntoResponse, Response};
 use cart_domain::{CartPrice, CartView, MutationReply};
 use http::{HeaderMap, StatusCode, header};
@@ -49,13 +51,15 @@ impl CartPath {
     }
 }
 
-/// A new cart id and its (empty) cart. Nothing is stored until the first command.
+/// A new cart id and its (empty) cart. Nothing is stored until the first command. The request
+/// has no body (or `{}`): a body with content is refused rather than silently dropped, since a
+/// client sending lines here would otherwise get an empty cart.
 #[utoipa::path(post, path = "/v1/carts", tag = TAG,
     responses(
         (status = 201, description = "Created", body = CartView<CartPrice>,
             headers(("location" = String, description = "/v1/carts/{id}"), ("etag" = String, description = "\"0\""))),
         ReadErrors))]
-pub async fn create_cart(Ctx(_ctx): Ctx) -> Response {
+pub async fn create_cart(Ctx(_ctx): Ctx, _: NoBody) -> Response {
     let id = CartId::generate();
     (
         StatusCode::CREATED,
@@ -66,6 +70,28 @@ pub async fn create_cart(Ctx(_ctx): Ctx) -> Response {
         Json(VersionedCart::empty(&id).v1()),
     )
         .into_response()
+}
+
+/// The body of `POST /v1/carts`: none, or `{}`.
+pub struct NoBody;
+
+impl<S: Send + Sync> FromRequest<S> for NoBody {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Response> {
+        let body = Bytes::from_request(req, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let body = body.trim_ascii();
+        if body.is_empty() || body == b"{}" {
+            return Ok(NoBody);
+        }
+        Err(ApiError::invalid(
+            "POST /v1/carts takes no body (a new cart is empty); send its first commands to \
+             POST /v1/carts/{id}/commands",
+        )
+        .into_response())
+    }
 }
 
 /// The cart, with its version as `ETag`; `If-None-Match` with that version gives 304.

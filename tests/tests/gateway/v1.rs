@@ -296,6 +296,16 @@ async fn command_lists_atomic_or_one_by_one() {
     .await;
     assert_error(&got, 400, "invalid_argument", "cart_id");
     assert_eq!(stack.events("default", &id).await.len(), 3);
+
+    // A new cart is empty: lines sent with its creation are refused, not dropped.
+    let got = call(
+        http.post(stack.url("/v1/carts"))
+            .json(&json!({"commands": [add("TEST-SKU-123", 1)], "pad": "a".repeat(5000)})),
+    )
+    .await;
+    assert_error(&got, 400, "invalid_argument", "takes no body");
+    let empty = call(http.post(stack.url("/v1/carts")).json(&json!({}))).await;
+    assert_eq!(empty.0, 201, "{}", empty.1);
 }
 
 /// Reads the next complete server-sent event (`id`, `event`, `data`), skipping comments.
