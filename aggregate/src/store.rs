@@ -65,6 +65,7 @@ pub struct EventStore {
     /// `CART_EVENTS`, for reads only its leader answers.
     events: Stream<()>,
     read: BatchGetOptions,
+    append_seconds: metrics::Histogram,
 }
 
 impl EventStore {
@@ -86,6 +87,7 @@ impl EventStore {
                 batch: shared::nats::direct_get::MAX_BATCH,
                 timeout: read_timeout,
             },
+            append_seconds: m::append_seconds(),
         })
     }
 
@@ -107,7 +109,7 @@ impl EventStore {
                 .await
         }
         .await;
-        metrics::histogram!(m::APPEND_SECONDS).record(started.elapsed().as_secs_f64());
+        self.append_seconds.record(started.elapsed().as_secs_f64());
         match result {
             Ok(ack) => Ok(Appended {
                 sequence: ack.sequence,

@@ -271,6 +271,8 @@ async fn ops_endpoints_report_health_readiness_and_metrics() {
     }
     let mut client = connect(node.grpc_addr).await;
     run(&mut client, "metered", add("TEST-SKU-123", 1)).await;
+    // The second command finds the cart cached (the series kept as handles record too).
+    run(&mut client, "metered", add("TEST-SKU-123", 1)).await;
     shared::test_support::assert_contains_all(
         &metrics(&node).await,
         &[
@@ -278,6 +280,9 @@ async fn ops_endpoints_report_health_readiness_and_metrics() {
             "cart_aggregate_command_duration_seconds",
             "cart_aggregate_append_duration_seconds",
             "cart_aggregate_owned_shards",
+            "cart_aggregate_cache_hits_total 1",
+            "cart_aggregate_cached_carts",
+            "cart_aggregate_commands_in_flight",
         ],
         "/metrics",
     );

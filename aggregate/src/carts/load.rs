@@ -78,7 +78,7 @@ impl Carts {
         let epoch = self.epoch(cart);
         match guard {
             Some(l) if l.epoch == epoch => {
-                metrics::counter!(m::CACHE_HITS).increment(1);
+                self.inner.meters.cache_hits.increment(1);
             }
             Some(l) => {
                 self.catch_up(l, cart).await?;
@@ -91,7 +91,10 @@ impl Carts {
                 *guard = Some(l);
             }
         }
-        metrics::gauge!(m::CACHED_CARTS).set(self.inner.cache.entry_count() as f64);
+        self.inner
+            .meters
+            .cached_carts
+            .set(self.inner.cache.entry_count() as f64);
         Ok(guard.as_mut().expect("slot was just filled"))
     }
 

@@ -154,6 +154,7 @@ struct Inner {
     cfg: CartsConfig,
     in_flight: AtomicU32,
     idle: Notify,
+    meters: m::PerCommand,
 }
 
 impl Carts {
@@ -196,6 +197,7 @@ impl Carts {
                 cfg,
                 in_flight: AtomicU32::new(0),
                 idle: Notify::new(),
+                meters: m::PerCommand::register(),
             }),
         }
     }
@@ -281,7 +283,7 @@ struct InFlight<'a>(&'a Inner);
 impl<'a> InFlight<'a> {
     fn enter(inner: &'a Inner) -> Self {
         let n = inner.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-        metrics::gauge!(m::IN_FLIGHT).set(f64::from(n));
+        inner.meters.in_flight.set(f64::from(n));
         Self(inner)
     }
 }
@@ -289,7 +291,7 @@ impl<'a> InFlight<'a> {
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         let n = self.0.in_flight.fetch_sub(1, Ordering::SeqCst) - 1;
-        metrics::gauge!(m::IN_FLIGHT).set(f64::from(n));
+        self.0.meters.in_flight.set(f64::from(n));
         if n == 0 {
             self.0.idle.notify_waiters();
         }
