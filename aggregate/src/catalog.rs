@@ -32,7 +32,7 @@ enum Entry {
 }
 
 /// A kind of catalog entry (what its key prefix says it is).
-trait Kind: DeserializeOwned + Clone {
+trait Kind: DeserializeOwned {
     fn entry(value: Self) -> Entry;
     fn of(entry: &Entry) -> Option<&Arc<Self>>;
 }
@@ -108,7 +108,7 @@ impl CatalogCache {
         Ok(snap)
     }
 
-    async fn get<T: Kind>(&self, key: &str) -> Result<Option<T>, ApiError> {
+    async fn get<T: Kind>(&self, key: &str) -> Result<Option<Arc<T>>, ApiError> {
         // A hit (the common case) needs neither a copy of the bucket handle nor of the key.
         let entry = match self.cache.get(key).await {
             Some(entry) => entry,
@@ -134,7 +134,7 @@ impl CatalogCache {
             Entry::Invalid(e) => Err(ApiError::internal(format!(
                 "catalog entry {key} is not valid: {e}; fix it in the CATALOG bucket"
             ))),
-            other => T::of(other).map(|v| Some(T::clone(v))).ok_or_else(|| {
+            other => T::of(other).map(|v| Some(Arc::clone(v))).ok_or_else(|| {
                 ApiError::internal(format!("catalog entry {key} is not the kind its key names"))
             }),
         }

@@ -4,6 +4,7 @@
 //! in events, so replaying a cart never consults the catalog again.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -122,25 +123,25 @@ pub trait Catalog {
 }
 
 /// A plain in-memory catalog: the seed file, a test fixture, or the entries the aggregate
-/// fetched for one command.
+/// fetched for one command (shared with its cache, not copied per command).
 #[derive(Debug, Clone, Default)]
 pub struct CatalogSnapshot {
-    pub products: HashMap<String, Product>,
-    pub deliveries: HashMap<String, DeliveryOption>,
-    pub vouchers: HashMap<String, VoucherDefinition>,
+    pub products: HashMap<String, Arc<Product>>,
+    pub deliveries: HashMap<String, Arc<DeliveryOption>>,
+    pub vouchers: HashMap<String, Arc<VoucherDefinition>>,
 }
 
 impl CatalogSnapshot {
     pub fn from_seed(seed: CatalogSeed) -> Self {
         let mut s = Self::default();
         for p in seed.products {
-            s.products.insert(p.sku.clone(), p);
+            s.products.insert(p.sku.clone(), p.into());
         }
         for d in seed.deliveries {
-            s.deliveries.insert(d.provider.clone(), d);
+            s.deliveries.insert(d.provider.clone(), d.into());
         }
         for v in seed.vouchers {
-            s.vouchers.insert(normalize_voucher_code(&v.code), v);
+            s.vouchers.insert(normalize_voucher_code(&v.code), v.into());
         }
         s
     }
@@ -148,13 +149,15 @@ impl CatalogSnapshot {
 
 impl Catalog for CatalogSnapshot {
     fn product(&self, sku: &str) -> Option<&Product> {
-        self.products.get(sku)
+        self.products.get(sku).map(Arc::as_ref)
     }
     fn delivery(&self, provider: &str) -> Option<&DeliveryOption> {
-        self.deliveries.get(provider)
+        self.deliveries.get(provider).map(Arc::as_ref)
     }
     fn voucher(&self, code: &str) -> Option<&VoucherDefinition> {
-        self.vouchers.get(&normalize_voucher_code(code))
+        self.vouchers
+            .get(&normalize_voucher_code(code))
+            .map(Arc::as_ref)
     }
 }
 

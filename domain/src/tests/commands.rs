@@ -889,7 +889,7 @@ fn add_records_catalog_facts_in_the_event() {
 fn delivery_price_comes_from_the_pricing_config() {
     let cart = given(two_lines());
     let mut cat = catalog();
-    cat.deliveries.get_mut("standard").unwrap().price = 2900;
+    std::sync::Arc::make_mut(cat.deliveries.get_mut("standard").unwrap()).price = 2900;
     let events = decide(&cart, delivery("standard", &[]), &ctx(&cat)).unwrap();
     let Event::DeliveryAdded(d) = &events[0] else {
         panic!()
@@ -902,7 +902,7 @@ fn line_limit() {
     let mut cat = catalog();
     for i in 0..3 {
         let p = product(&format!("L{i}"), 100, 2500);
-        cat.products.insert(p.sku.clone(), p);
+        cat.products.insert(p.sku.clone(), p.into());
     }
     let mut c = ctx(&cat);
     c.limits.max_lines = 2;

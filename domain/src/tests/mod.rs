@@ -40,14 +40,14 @@ pub(super) fn catalog() -> CatalogSnapshot {
         product("BOOK-1", 22400, 600),
         product("FOOD-1", 11200, 1200),
     ] {
-        c.products.insert(p.sku.clone(), p);
+        c.products.insert(p.sku.clone(), p.into());
     }
     let mut bare = product("NOIMAGE-1", 1000, 2500);
     bare.image = None;
-    c.products.insert(bare.sku.clone(), bare);
+    c.products.insert(bare.sku.clone(), bare.into());
     let mut eur = product("EURO-1", 1000, 2500);
     eur.currency = "EUR".into();
-    c.products.insert(eur.sku.clone(), eur);
+    c.products.insert(eur.sku.clone(), eur.into());
     c.deliveries.insert(
         "standard".into(),
         DeliveryOption {
@@ -56,7 +56,8 @@ pub(super) fn catalog() -> CatalogSnapshot {
             price: 4900,
             tax_rate: TaxRate(2500),
             currency: "SEK".into(),
-        },
+        }
+        .into(),
     );
     c.deliveries.insert(
         "express".into(),
@@ -66,7 +67,8 @@ pub(super) fn catalog() -> CatalogSnapshot {
             price: 9900,
             tax_rate: TaxRate(2500),
             currency: "SEK".into(),
-        },
+        }
+        .into(),
     );
     for (code, kind, min, exp) in [
         ("TEN", VoucherKind::Percent { basis_points: 1000 }, 0, None),
@@ -95,7 +97,8 @@ pub(super) fn catalog() -> CatalogSnapshot {
                 description: None,
                 min_order: min,
                 expires_at: exp,
-            },
+            }
+            .into(),
         );
     }
     c
