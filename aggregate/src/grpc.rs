@@ -290,16 +290,15 @@ impl pb::cart_service_server::CartService for CartGrpc {
     ) -> Result<Response<pb::CartSnapshot>, Status> {
         let (_, (_ctx, cart, route)) = self.admit(&req, "GetCart")?;
         let span = tracing::info_span!("cart.get", cart = %cart.key);
-        let state = self
+        let r = req.get_ref();
+        let snap = self
             .carts
-            .get(&cart, route, req.get_ref().min_version)
+            .get(&cart, route, r.min_version, |state| {
+                proto::convert::rendered(&cart.tenant, state, r.render)
+            })
             .instrument(span)
             .await?;
-        Ok(Response::new(proto::convert::rendered(
-            &cart.tenant,
-            &state,
-            req.get_ref().render,
-        )))
+        Ok(Response::new(snap))
     }
 
     type WatchCartStream = Pin<Box<dyn Stream<Item = Result<pb::CartSnapshot, Status>> + Send>>;
@@ -311,12 +310,15 @@ impl pb::cart_service_server::CartService for CartGrpc {
         let (_, (_ctx, cart, route)) = self.admit(&req, "WatchCart")?;
         // Subscribe before reading, so no commit falls between the two.
         let mut rx = self.carts.watchers().subscribe(&cart.key);
-        let first = self.carts.get(&cart, route, None).await?;
         let tenant = cart.tenant.clone();
+        let first = self
+            .carts
+            .get(&cart, route, None, |state| snapshot(&tenant, state))
+            .await?;
         let shutdown = self.shutdown.clone();
         let stream = async_stream(move |tx| async move {
             let mut last = first.version;
-            if tx.send(Ok(snapshot(&tenant, &first))).await.is_err() {
+            if tx.send(Ok(first)).await.is_err() {
                 return;
             }
             loop {

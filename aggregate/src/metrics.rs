@@ -24,9 +24,10 @@ pub const IN_FLIGHT: &str = "cart_aggregate_commands_in_flight";
 pub const WATCHERS_DROPPED: &str = "cart_aggregate_watchers_dropped_total";
 pub const EXECUTE_STREAMS: &str = "cart_aggregate_execute_streams";
 
-/// Handles of the series every command records, registered once: `metrics::gauge!` and
+/// Handles of the series the command path records, registered once: `metrics::gauge!` and
 /// friends look their series up in the registry on each call (hashing the name), which the
-/// command path would otherwise pay several times per command.
+/// command path would otherwise pay several times per command. `cached_carts` counts cache
+/// slots as they are made and removed (moka's own `entry_count` trails its housekeeping).
 #[derive(Clone)]
 pub struct PerCommand {
     pub in_flight: metrics::Gauge,

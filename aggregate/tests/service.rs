@@ -281,7 +281,7 @@ async fn ops_endpoints_report_health_readiness_and_metrics() {
             "cart_aggregate_append_duration_seconds",
             "cart_aggregate_owned_shards",
             "cart_aggregate_cache_hits_total 1",
-            "cart_aggregate_cached_carts",
+            "cart_aggregate_cached_carts 1",
             "cart_aggregate_commands_in_flight",
         ],
         "/metrics",

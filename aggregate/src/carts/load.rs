@@ -16,13 +16,15 @@ use crate::store::{StoreError, StoredMessage};
 impl Carts {
     /// The current cart, as the stream's leader holds it. When the caller has seen a newer
     /// version than that, it answers `unavailable` (a retry may find it) rather than a cart
-    /// older than the caller asked for.
-    pub async fn get(
+    /// older than the caller asked for. The answer is `render(cart)`, made while the cart is at
+    /// hand (as in [`Carts::execute`]).
+    pub async fn get<R>(
         &self,
         cart: &CartRef,
         route: Route,
         min_version: Option<u64>,
-    ) -> Result<CartState, ApiError> {
+        render: impl FnOnce(&CartState) -> R,
+    ) -> Result<R, ApiError> {
         self.check_owner(cart, route)?;
         let slot = self.slot(cart).await;
         let mut guard = slot.loaded.lock().await;
@@ -47,7 +49,7 @@ impl Carts {
             )
             .with_retry_after(NOT_YET_RETRY));
         }
-        Ok(loaded.state.clone())
+        Ok(render(&loaded.state))
     }
 
     /// Read a cart without caching it or checking ownership (merge sources, admin reads).
@@ -64,7 +66,10 @@ impl Carts {
     pub(super) async fn slot(&self, cart: &CartRef) -> Arc<Slot> {
         self.inner
             .cache
-            .get_with(cart.key.clone(), async { Arc::new(Slot::default()) })
+            .get_with(cart.key.clone(), async {
+                self.inner.meters.cached_carts.increment(1.0);
+                Arc::new(Slot::default())
+            })
             .await
     }
 
@@ -91,10 +96,6 @@ impl Carts {
                 *guard = Some(l);
             }
         }
-        self.inner
-            .meters
-            .cached_carts
-            .set(self.inner.cache.entry_count() as f64);
         Ok(guard.as_mut().expect("slot was just filled"))
     }
 

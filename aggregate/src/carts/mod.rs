@@ -166,6 +166,8 @@ impl Carts {
         cfg: CartsConfig,
     ) -> Self {
         let evict_snapshots = snapshots.clone();
+        let meters = m::PerCommand::register();
+        let cached = meters.cached_carts.clone();
         let cache = Cache::builder()
             // LRU, not moka's default TinyLFU: TinyLFU may refuse to admit a freshly loaded
             // cart, and every command to it would then load it again (in a slot of its own).
@@ -173,6 +175,11 @@ impl Carts {
             .max_capacity(cfg.cache_capacity)
             .time_to_idle(cfg.cache_idle)
             .eviction_listener(move |key: Arc<Arc<str>>, slot: Arc<Slot>, cause| {
+                if cause != RemovalCause::Replaced {
+                    // Counted where a slot is made (`Carts::slot`); a replaced one has a
+                    // successor.
+                    cached.decrement(1.0);
+                }
                 if cause != RemovalCause::Replaced && cause != RemovalCause::Explicit {
                     metrics::counter!(m::CACHE_EVICTIONS).increment(1);
                 }
@@ -197,7 +204,7 @@ impl Carts {
                 cfg,
                 in_flight: AtomicU32::new(0),
                 idle: Notify::new(),
-                meters: m::PerCommand::register(),
+                meters,
             }),
         }
     }

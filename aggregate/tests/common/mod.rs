@@ -154,7 +154,7 @@ impl Env {
 /// One scrape of `node`'s /metrics.
 pub async fn metrics(node: &aggregate::Running) -> String {
     let url = format!("http://{}/metrics", node.http_addr);
-    reqwest::get(url).await.unwrap().text().await.unwrap()
+    shared::test_support::http::text(&reqwest::Client::new(), &url).await
 }
 
 /// A node started with `config` (from [`Env::config`], changed) and a client of it.

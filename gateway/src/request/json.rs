@@ -25,15 +25,46 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                too_large(None)
-            } else {
-                ApiError::invalid(format!("cannot read the request body: {rejection}"))
-            }
-        })?;
-        parse(&bytes).map(JsonBody)
+        parse(&body(req, state).await?).map(JsonBody)
     }
+}
+
+/// The body of a route that takes none: nothing, or an empty object `{}`. Anything else is
+/// refused rather than dropped (a client sending lines with `POST /v1/carts` would otherwise
+/// get an empty cart and not know).
+#[derive(Debug, Clone, Copy)]
+pub struct NoBody;
+
+impl<S: Send + Sync> FromRequest<S> for NoBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Empty {}
+
+        let bytes = body(req, state).await?;
+        if bytes.trim_ascii().is_empty() {
+            return Ok(NoBody);
+        }
+        parse::<Empty>(&bytes).map(|_| NoBody).map_err(|e| {
+            ApiError::invalid(format!(
+                "this request takes no body (or {{}}), got: {}",
+                e.message
+            ))
+        })
+    }
+}
+
+/// The raw body; 413 as our JSON error when it is over the limit.
+async fn body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            too_large(None)
+        } else {
+            ApiError::invalid(format!("cannot read the request body: {rejection}"))
+        }
+    })
 }
 
 /// A JSON body decoded into a type that ignores unknown fields (a domain type shared with

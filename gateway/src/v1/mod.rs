@@ -8,9 +8,7 @@ pub mod execute;
 pub mod history;
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::State;
-use axum::extract::{FromRequest, Request};
 use axum::response::{IntoResponse, Response};
 use cart_domain::{CartPrice, CartView, MutationReply};
 use http::{HeaderMap, StatusCode, header};
@@ -23,7 +21,7 @@ use utoipa_axum::routes;
 use self::command_body::CommandsRequest;
 use self::execute::{etag, none_match};
 use crate::request::context::Ctx;
-use crate::request::json::JsonBody;
+use crate::request::json::{JsonBody, NoBody};
 use crate::request::params::Params;
 use crate::schema::{CommandErrors, ReadErrors};
 use crate::state::AppState;
@@ -51,9 +49,8 @@ impl CartPath {
     }
 }
 
-/// A new cart id and its (empty) cart. Nothing is stored until the first command. The request
-/// has no body (or `{}`): a body with content is refused rather than silently dropped, since a
-/// client sending lines here would otherwise get an empty cart.
+/// A new cart id and its (empty) cart. Nothing is stored until the first command; the request
+/// takes no body ([`NoBody`]): a cart's lines are sent as its commands.
 #[utoipa::path(post, path = "/v1/carts", tag = TAG,
     responses(
         (status = 201, description = "Created", body = CartView<CartPrice>,
@@ -70,28 +67,6 @@ pub async fn create_cart(Ctx(_ctx): Ctx, _: NoBody) -> Response {
         Json(VersionedCart::empty(&id).v1()),
     )
         .into_response()
-}
-
-/// The body of `POST /v1/carts`: none, or `{}`.
-pub struct NoBody;
-
-impl<S: Send + Sync> FromRequest<S> for NoBody {
-    type Rejection = Response;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Response> {
-        let body = Bytes::from_request(req, state)
-            .await
-            .map_err(IntoResponse::into_response)?;
-        let body = body.trim_ascii();
-        if body.is_empty() || body == b"{}" {
-            return Ok(NoBody);
-        }
-        Err(ApiError::invalid(
-            "POST /v1/carts takes no body (a new cart is empty); send its first commands to \
-             POST /v1/carts/{id}/commands",
-        )
-        .into_response())
-    }
 }
 
 /// The cart, with its version as `ETag`; `If-None-Match` with that version gives 304.

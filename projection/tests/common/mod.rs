@@ -202,7 +202,7 @@ pub async fn get_cart(
 /// The text of a projection's `/metrics`.
 pub async fn metrics(running: &Running) -> String {
     let url = format!("http://{}/metrics", running.http_addr);
-    reqwest::get(url).await.unwrap().text().await.unwrap()
+    shared::test_support::http::text(&reqwest::Client::new(), &url).await
 }
 
 /// Asserts that one scrape of `running`'s /metrics has every one of `names`.
