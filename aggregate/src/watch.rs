@@ -1,11 +1,12 @@
 //! Live cart updates for `WatchCart`. Each watched cart has a small broadcast channel; a commit
 //! publishes into it without waiting, and a watcher that falls behind the channel's capacity is
-//! dropped (its stream ends with an error) instead of slowing commits down.
+//! dropped (its stream ends with an error) instead of slowing commits down. The channels are in
+//! a sharded map: a commit locks only its cart's shard, never one lock every commit shares.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use cart_domain::CartState;
+use dashmap::DashMap;
 use tokio::sync::broadcast;
 
 /// States kept per watched cart for slow readers before they are dropped.
@@ -13,41 +14,41 @@ pub const WATCH_CAPACITY: usize = 32;
 
 #[derive(Default)]
 pub struct Watchers {
-    channels: Mutex<HashMap<Arc<str>, broadcast::Sender<Arc<CartState>>>>,
+    channels: DashMap<Arc<str>, broadcast::Sender<Arc<CartState>>>,
 }
 
 impl Watchers {
     pub fn subscribe(&self, key: &Arc<str>) -> broadcast::Receiver<Arc<CartState>> {
-        let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(key.clone())
+        self.channels
+            .entry(key.clone())
             .or_insert_with(|| broadcast::channel(WATCH_CAPACITY).0)
             .subscribe()
     }
 
-    /// Publish a committed state. Costs a map lookup when nobody watches the cart.
+    /// Publish a committed state. Costs a lookup in the cart's shard when nobody watches it.
     pub fn publish(&self, key: &str, state: &CartState) {
-        let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(tx) = map.get(key) else { return };
-        if tx.receiver_count() == 0 {
-            map.remove(key);
-            return;
+        let watched = match self.channels.get(key) {
+            None => return,
+            Some(tx) if tx.receiver_count() == 0 => false,
+            Some(tx) => {
+                let _ = tx.send(Arc::new(state.clone()));
+                true
+            }
+        };
+        if !watched {
+            // Checked again under the shard's write lock: a watcher may have just subscribed.
+            self.channels
+                .remove_if(key, |_, tx| tx.receiver_count() == 0);
         }
-        let _ = tx.send(Arc::new(state.clone()));
     }
 
     /// Ends every watch stream (drain / shutdown): clients reconnect to the new owner.
     pub fn close_all(&self) {
-        self.channels
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        self.channels.clear();
     }
 
     pub fn watched(&self) -> usize {
-        self.channels
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .len()
+        self.channels.len()
     }
 }
 
