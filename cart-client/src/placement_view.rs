@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use async_nats::jetstream::kv::{self, Operation};
 use futures::StreamExt;
-use shared::nats::direct_get::{BatchGetOptions, MAX_MULTI_LAST_SUBJECTS, read_last_per_subject};
+use shared::nats::direct_get::{
+    BatchGetOptions, DirectGetError, MAX_MULTI_LAST_SUBJECTS, read_last_per_subject,
+};
 use shared::placement::{NodeInfo, ShardOwner};
 use shared::subjects::{parse_node_key, parse_placement_key};
 use tokio::sync::watch;
@@ -87,8 +89,11 @@ impl PlacementView {
                 changes: watch::channel(0).0,
             }),
         };
-        view.refresh_nodes().await?;
-        let highest = view.refresh_owners().await?;
+        let highest = while_starting(|| async {
+            view.refresh_nodes().await?;
+            view.refresh_owners().await
+        })
+        .await?;
         check_shard_count(highest, shard_count, setting)?;
         tracker.spawn(view.clone().watch_nodes(resync, shutdown.clone()));
         tracker.spawn(view.clone().watch_owners(resync * 10, shutdown));
@@ -430,4 +435,76 @@ fn check_shard_count(highest: Option<u32>, shard_count: u32, setting: &str) -> R
         );
     }
     Ok(())
+}
+
+/// Retries the first read of the buckets while JetStream is still starting: a stream just
+/// created, or a cluster electing its leaders, has nobody answering direct gets for a few
+/// seconds (`no responders`, a timeout). A service started alongside its NATS cluster waits
+/// for that (up to ~20 s) instead of exiting; any other error ends the start at once.
+async fn while_starting<T, F, Fut>(read: F) -> Result<T, async_nats::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, async_nats::Error>>,
+{
+    use backon::{ExponentialBuilder, Retryable};
+    read.retry(
+        ExponentialBuilder::default()
+            .with_min_delay(STARTING_RETRY_MIN)
+            .with_max_delay(Duration::from_secs(2))
+            .with_max_times(15),
+    )
+    .when(|e| {
+        matches!(
+            e.downcast_ref::<DirectGetError>(),
+            Some(DirectGetError::NoResponders { .. } | DirectGetError::Timeout { .. })
+        )
+    })
+    .notify(|e, after| tracing::warn!(error = %e, ?after, "placement buckets not readable yet; retrying"))
+    .await
+}
+
+/// The first wait of [`while_starting`].
+const STARTING_RETRY_MIN: Duration = Duration::from_millis(100);
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    fn no_responders() -> async_nats::Error {
+        DirectGetError::NoResponders {
+            stream: "KV_CART_NODES".into(),
+        }
+        .into()
+    }
+
+    #[tokio::test]
+    async fn the_first_read_waits_for_a_starting_stream_and_gives_up_on_anything_else() {
+        // Nobody answers direct gets twice (a stream electing its leader), then the read works.
+        let calls = AtomicU32::new(0);
+        let got = while_starting(|| async {
+            match calls.fetch_add(1, Ordering::SeqCst) {
+                0 | 1 => Err(no_responders()),
+                _ => Ok(7u32),
+            }
+        })
+        .await;
+        assert_eq!(got.unwrap(), 7);
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+
+        // A request the server refuses is no start-up state: one try.
+        let calls = AtomicU32::new(0);
+        let got: Result<u32, _> = while_starting(|| async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(DirectGetError::InvalidRequest {
+                stream: "KV_CART_NODES".into(),
+                reason: "bad".into(),
+            }
+            .into())
+        })
+        .await;
+        assert!(got.unwrap_err().to_string().contains("invalid request"));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
 }
