@@ -5,10 +5,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::event::{self, Event};
-// Value types that events carry live with them; the product facts live with their interning.
+// Value types that events carry live with them.
 pub use super::event::{Marking, PickupPoint};
-use super::intern;
-pub use super::intern::LineProduct;
+pub use super::line_product::LineProduct;
 use super::money::TaxRate;
 use crate::catalog::VoucherKind;
 use crate::ids::CartId;
@@ -17,7 +16,6 @@ use crate::ids::CartId;
 pub struct Line {
     pub id: u32,
     pub quantity: u32,
-    #[serde(deserialize_with = "intern::deserialize_product")]
     pub product: Arc<LineProduct>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store_id: Option<Box<str>>,
@@ -288,7 +286,7 @@ pub fn apply(cart: &mut Cart, event: &Event) {
             cart.lines.push(Line {
                 id: e.line_id,
                 quantity: e.quantity,
-                product: intern::share(&e.product),
+                product: Arc::clone(&e.product),
                 store_id: e.store_id.as_deref().map(Into::into),
                 country: e.country.as_str().into(),
                 options: LineOptions::default(),

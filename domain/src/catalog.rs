@@ -9,6 +9,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+pub use crate::line_product::ProductLabels;
 use crate::money::TaxRate;
 
 /// A sellable product as stored under `sku.<sku>`. Prices are VAT-inclusive integer minor
@@ -33,18 +34,9 @@ pub struct Product {
     /// Units in stock when the line was added; informational, not reserved.
     #[serde(default)]
     pub stock: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub brand: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub category: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub seller_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub seller_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub outlet: Option<String>,
+    /// Image, brand, seller: inline, as in a line's facts.
+    #[serde(flatten)]
+    pub labels: ProductLabels,
     /// Line type shown to the storefront (`product`, `gift_card`, ...).
     #[serde(default = "default_item_type", rename = "type")]
     pub item_type: String,

@@ -19,7 +19,7 @@ pub mod decide;
 pub mod error;
 pub mod event;
 pub mod ids;
-pub mod intern;
+pub mod line_product;
 pub mod money;
 pub mod payment;
 pub mod state;

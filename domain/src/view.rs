@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::cart::{Cart, LineOptions, PickupPoint};
+use super::line_product::ProductLabels;
 use super::money::CartPrice;
 use super::totals::{describe_voucher, totals, unmet_rules};
 
@@ -130,6 +131,21 @@ pub struct ItemMeta {
     pub outlet: Option<String>,
 }
 
+impl ItemMeta {
+    /// The storefront's `meta` of a product named `name` with `labels` (camelCase there).
+    fn of(name: &str, labels: &ProductLabels) -> Self {
+        Self {
+            name: name.to_owned(),
+            image: labels.image.clone().unwrap_or_default(),
+            brand: labels.brand.clone(),
+            category: labels.category.clone(),
+            seller_id: labels.seller_id.clone(),
+            seller_name: labels.seller_name.clone(),
+            outlet: labels.outlet.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
@@ -201,15 +217,7 @@ fn render<M: Amount>(cart: &Cart) -> CartView<M> {
                         stock: p.stock,
                         item_type: p.item_type.clone(),
                         store_id: l.store_id.as_deref().map(str::to_owned),
-                        meta: ItemMeta {
-                            name: p.name.clone(),
-                            image: p.image.clone().unwrap_or_default(),
-                            brand: p.brand.clone(),
-                            category: p.category.clone(),
-                            seller_id: p.seller_id.clone(),
-                            seller_name: p.seller_name.clone(),
-                            outlet: p.outlet.clone(),
-                        },
+                        meta: ItemMeta::of(&p.name, &p.labels),
                         options: l.options.clone(),
                     }
                 })

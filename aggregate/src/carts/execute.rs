@@ -125,7 +125,8 @@ impl Carts {
                     continue;
                 }
             }
-            let events = decided?;
+            let mut events = decided?;
+            self.inner.products.share_events(&mut events);
             // A keyed command that changes nothing is still recorded (a message without
             // events), so its key cannot be used for another request afterwards.
             if events.is_empty() && id.fingerprint.is_none() {

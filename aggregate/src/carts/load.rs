@@ -7,6 +7,7 @@ use std::time::Instant;
 use cart_domain::{CartState, Retain};
 use shared::{ApiError, ErrorCode};
 
+use super::products::ProductPool;
 use super::{
     CONFIRM_BATCH_EVERY, CartRef, Carts, Loaded, NO_LEADER_RETRY, NOT_YET_RETRY, Route, Slot,
 };
@@ -122,7 +123,9 @@ impl Carts {
         };
         let replayed = tail.len();
         let snapshot_revision = state.revision;
-        let incomplete = apply_tail(&mut state, tail, keep, &cart.key);
+        let incomplete = apply_tail(&mut state, tail, keep, cart, &self.inner.products);
+        // A snapshot's lines as well (applying the tail shared only when there was one).
+        self.inner.products.share_lines(&mut state.cart);
         // It stays in the cache: no growth slack in its lists (most cached carts are read far
         // more often than changed).
         state.shrink_to_fit();
@@ -171,8 +174,13 @@ impl Carts {
     async fn catch_up(&self, loaded: &mut Loaded, cart: &CartRef) -> Result<(), ApiError> {
         let tail = self.read_after(cart, loaded.state.version).await?;
         if !tail.is_empty() {
-            loaded.incomplete |=
-                apply_tail(&mut loaded.state, tail, self.inner.cfg.retain, &cart.key);
+            loaded.incomplete |= apply_tail(
+                &mut loaded.state,
+                tail,
+                self.inner.cfg.retain,
+                cart,
+                &self.inner.products,
+            );
             self.inner.watchers.publish(&cart.key, &loaded.state);
         }
         Ok(())
@@ -205,7 +213,8 @@ impl Carts {
             if leader_reads.is_multiple_of(CONFIRM_BATCH_EVERY) {
                 let tail = self.read_after(cart, loaded.state.version).await?;
                 let progressed = !tail.is_empty();
-                loaded.incomplete |= apply_tail(&mut loaded.state, tail, keep, &cart.key);
+                loaded.incomplete |=
+                    apply_tail(&mut loaded.state, tail, keep, cart, &self.inner.products);
                 if progressed && loaded.state.version >= target {
                     break;
                 }
@@ -219,7 +228,13 @@ impl Carts {
                         "the cart's stream lost messages while it was read (purged?); retry",
                     )
                 })?;
-            loaded.incomplete |= apply_tail(&mut loaded.state, vec![next], keep, &cart.key);
+            loaded.incomplete |= apply_tail(
+                &mut loaded.state,
+                vec![next],
+                keep,
+                cart,
+                &self.inner.products,
+            );
             leader_reads += 1;
         }
         if loaded.state.version != before {
@@ -241,10 +256,18 @@ fn checkout_is_complete(state: &CartState) -> bool {
         .is_none_or(|c| !c.lines_digest.is_empty())
 }
 
-/// Applies `tail` to `state`; whether anything in it could not be applied (events of a newer
-/// build, unreadable messages).
-fn apply_tail(state: &mut CartState, tail: Vec<StoredMessage>, keep: Retain, key: &str) -> bool {
+/// Applies `tail` to `state` and shares its lines' product facts through `products`; whether
+/// anything in it could not be applied (events of a newer build, unreadable messages).
+fn apply_tail(
+    state: &mut CartState,
+    tail: Vec<StoredMessage>,
+    keep: Retain,
+    cart: &CartRef,
+    products: &ProductPool,
+) -> bool {
+    let key = &*cart.key;
     let mut skipped_any = false;
+    let applied_any = !tail.is_empty();
     for stored in tail {
         match stored.message {
             Some(msg) => {
@@ -267,6 +290,9 @@ fn apply_tail(state: &mut CartState, tail: Vec<StoredMessage>, keep: Retain, key
                 state.skip_unreadable(stored.sequence);
             }
         }
+    }
+    if applied_any {
+        products.share_lines(&mut state.cart);
     }
     skipped_any
 }

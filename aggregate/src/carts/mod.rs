@@ -26,9 +26,11 @@ use crate::placement::Placement;
 use crate::snapshot::SnapshotStore;
 use crate::store::EventStore;
 use crate::watch::Watchers;
+use products::ProductPool;
 
 mod execute;
 mod load;
+mod products;
 
 /// When to ask again for a cart version the stream does not hold yet (whole seconds: what
 /// the gRPC `retry-after` and HTTP `Retry-After` carry).
@@ -155,6 +157,8 @@ struct Inner {
     in_flight: AtomicU32,
     idle: Notify,
     meters: m::PerCommand,
+    /// Product facts shared between the cached carts' lines.
+    products: ProductPool,
 }
 
 impl Carts {
@@ -205,6 +209,7 @@ impl Carts {
                 in_flight: AtomicU32::new(0),
                 idle: Notify::new(),
                 meters,
+                products: ProductPool::default(),
             }),
         }
     }

@@ -1,6 +1,8 @@
 //! The decisions that change what is in the cart: lines, deliveries, vouchers, merges and
 //! subscription details. Each emits through [`Decision::emit`], so later steps see earlier ones.
 
+use std::sync::Arc;
+
 use super::*;
 
 impl Decision<'_, '_> {
@@ -47,7 +49,7 @@ impl Decision<'_, '_> {
             quantity: item.quantity,
             store_id: item.store_id.clone(),
             country,
-            product: product.into(),
+            product: Arc::new(product.into()),
         });
         Ok(())
     }

@@ -5,12 +5,14 @@
 //! ignored, old versions are upcast to the current shape ([`upcast`]), and an unknown type is a
 //! distinct error ([`EventDecodeError::UnknownType`]) that consumers count and skip.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
 use crate::catalog::VoucherKind;
-use crate::intern::LineProduct;
+use crate::line_product::LineProduct;
 use crate::money::TaxRate;
 
 mod envelope;
@@ -26,8 +28,9 @@ pub struct ItemAdded {
     pub store_id: Option<String>,
     #[serde(default)]
     pub country: String,
+    /// Shared with the line it adds (see [`LineProduct`]).
     #[serde(flatten)]
-    pub product: LineProduct,
+    pub product: Arc<LineProduct>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -9,7 +9,9 @@ mod properties;
 use time::macros::datetime;
 
 use super::*;
-use crate::catalog::{CatalogSnapshot, DeliveryOption, Product, VoucherDefinition, VoucherKind};
+use crate::catalog::{
+    CatalogSnapshot, DeliveryOption, Product, ProductLabels, VoucherDefinition, VoucherKind,
+};
 use crate::ids::CartId;
 
 pub(super) fn product(sku: &str, price: i64, rate: u32) -> Product {
@@ -22,12 +24,10 @@ pub(super) fn product(sku: &str, price: i64, rate: u32) -> Product {
         tax_rate: TaxRate(rate),
         currency: "SEK".into(),
         stock: 10,
-        image: Some(format!("https://img.example/{sku}.jpg")),
-        brand: None,
-        category: None,
-        seller_id: None,
-        seller_name: None,
-        outlet: None,
+        labels: ProductLabels {
+            image: Some(format!("https://img.example/{sku}.jpg")),
+            ..ProductLabels::default()
+        },
         item_type: "product".into(),
     }
 }
@@ -43,7 +43,7 @@ pub(super) fn catalog() -> CatalogSnapshot {
         c.products.insert(p.sku.clone(), p.into());
     }
     let mut bare = product("NOIMAGE-1", 1000, 2500);
-    bare.image = None;
+    bare.labels.image = None;
     c.products.insert(bare.sku.clone(), bare.into());
     let mut eur = product("EURO-1", 1000, 2500);
     eur.currency = "EUR".into();

@@ -5,8 +5,8 @@ use cart_domain::cart::{
     AppliedVoucher, Cart, Checkout, CheckoutStatus, Delivery, Line, LineProduct, Marking,
     MismatchedOrder, PickupPoint, PlacedOrder, SubscriptionDetails,
 };
-use cart_domain::catalog::VoucherKind;
-use cart_domain::{AddItem, CartState, Command, LineOptions, PaidOrder, TaxRate, intern};
+use cart_domain::catalog::{ProductLabels, VoucherKind};
+use cart_domain::{AddItem, CartState, Command, LineOptions, PaidOrder, TaxRate};
 use proptest::option;
 use proptest::prelude::*;
 use shared::CartId;
@@ -72,12 +72,14 @@ fn product() -> impl Strategy<Value = LineProduct> {
                 currency,
                 stock,
                 item_type,
-                image,
-                brand,
-                category,
-                seller_id,
-                seller_name,
-                outlet,
+                labels: ProductLabels {
+                    image,
+                    brand,
+                    category,
+                    seller_id,
+                    seller_name,
+                    outlet,
+                },
             },
         )
 }
@@ -94,7 +96,7 @@ fn line() -> impl Strategy<Value = Line> {
         .prop_map(|(id, quantity, product, store_id, country, marking)| Line {
             id,
             quantity,
-            product: intern::share(&product),
+            product: std::sync::Arc::new(product),
             store_id: store_id.map(Into::into),
             country: country.into(),
             // Options added later keep their defaults here.
