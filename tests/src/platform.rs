@@ -81,11 +81,9 @@ impl Platform {
         format!("{}{path}", self.base)
     }
 
+    /// A shopper: a client with a cookie jar ([`crate::requests::browser`]).
     pub fn shopper(&self) -> reqwest::Client {
-        reqwest::Client::builder()
-            .cookie_store(true)
-            .build()
-            .unwrap()
+        crate::requests::browser()
     }
 
     /// The shopper's cart (`GET /cart` with its cookie), whatever the status.

@@ -39,10 +39,16 @@ impl Stack {
     /// A fresh server through the harness with the shipped accounts
     /// (`deploy/nats/accounts.conf`): every service connects as its own NATS user, so every
     /// end-to-end test also proves the users may do what the services need. The stack's own
-    /// client is `admin`; the catalog is seeded as `seed`. `None` after a loud skip when there
-    /// is no server and `CART_REQUIRE_NATS` is not set.
+    /// client is `admin`; the catalog is seeded as `seed`. With `CART_TEST_NATS_URL` the
+    /// external server is used as it is (anonymous). `None` after a loud skip when there is no
+    /// server and `CART_REQUIRE_NATS` is not set.
     pub async fn start(streams: NatsResourceSettings) -> Option<Self> {
-        let server = NatsServer::start_with_accounts().await?;
+        let external = std::env::var("CART_TEST_NATS_URL").is_ok_and(|u| !u.trim().is_empty());
+        let server = if external {
+            NatsServer::start().await?
+        } else {
+            NatsServer::start_with_accounts().await?
+        };
         let url = server.url().to_owned();
         Some(
             Self::connect(Some(server), &url, streams)
@@ -170,7 +176,7 @@ impl Stack {
     }
 }
 
-pub use shared::test_support::http::{call, ok, text};
+pub use crate::requests::{call, ok, text};
 
 /// Waits until `GET url` answers `status`; panics with `what` when it never does.
 pub async fn wait_for_status(url: &str, status: u16, what: &str) {

@@ -5,17 +5,9 @@
 //! retried quietly by the services, so a passing journey alone would not show a missing
 //! permission). shared/tests/nats/permissions.rs tests what each user may not do.
 
-use serde_json::Value;
 use shared::test_support::wait_until;
 use tests::platform::platform;
-use tests::stack::WAIT;
-
-async fn ok(resp: reqwest::Response) -> Value {
-    let status = resp.status();
-    let text = resp.text().await.unwrap();
-    assert!(status.is_success(), "{status}: {text}");
-    serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"))
-}
+use tests::stack::{WAIT, ok};
 
 #[tokio::test]
 async fn every_service_does_its_work_as_its_own_nats_user_without_a_permission_violation() {
@@ -36,29 +28,18 @@ async fn every_service_does_its_work_as_its_own_nats_user_without_a_permission_v
     .expect("the projection starts as its user");
 
     let shopper = p.shopper();
-    ok(shopper
-        .get(p.url("/cart/add/TEST-SKU-123"))
-        .send()
-        .await
-        .unwrap())
-    .await;
+    ok(shopper.get(p.url("/cart/add/TEST-SKU-123"))).await;
     ok(shopper
         .post(p.url("/cart"))
-        .json(&serde_json::json!({"sku": "TEST-SKU-456", "quantity": 2, "country": "se"}))
-        .send()
-        .await
-        .unwrap())
+        .json(&serde_json::json!({"sku": "TEST-SKU-456", "quantity": 2, "country": "se"})))
     .await;
-    let cart = ok(shopper.get(p.url("/cart")).send().await.unwrap()).await;
+    let cart = ok(shopper.get(p.url("/cart"))).await;
     assert_eq!(cart["items"].as_array().map(Vec::len), Some(2), "{cart}");
     ok(shopper
         .post(p.url("/cart/delivery"))
-        .json(&serde_json::json!({"provider": "standard", "items": []}))
-        .send()
-        .await
-        .unwrap())
+        .json(&serde_json::json!({"provider": "standard", "items": []})))
     .await;
-    let order = ok(shopper.get(p.url("/cart/checkout")).send().await.unwrap()).await;
+    let order = ok(shopper.get(p.url("/cart/checkout"))).await;
     let order_id = order["order_id"]
         .as_str()
         .unwrap_or_else(|| panic!("a provider order: {order}"))
@@ -66,7 +47,7 @@ async fn every_service_does_its_work_as_its_own_nats_user_without_a_permission_v
     assert_eq!(p.mock.complete(&order_id).await.unwrap(), 200);
     wait_until(
         || async {
-            let c = ok(shopper.get(p.url("/cart")).send().await.unwrap()).await;
+            let c = ok(shopper.get(p.url("/cart"))).await;
             c["orderReference"].is_string()
         },
         WAIT,
@@ -76,12 +57,7 @@ async fn every_service_does_its_work_as_its_own_nats_user_without_a_permission_v
     p.settled().await;
     // The gateway reads the cart's history straight from CART_EVENTS, as its own user.
     let cart_id = cart["id"].as_str().unwrap();
-    let history = ok(shopper
-        .get(p.url(&format!("/v1/carts/{cart_id}/history")))
-        .send()
-        .await
-        .unwrap())
-    .await;
+    let history = ok(shopper.get(p.url(&format!("/v1/carts/{cart_id}/history")))).await;
     let types: Vec<&str> = history["entries"]
         .as_array()
         .unwrap()

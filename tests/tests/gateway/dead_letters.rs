@@ -26,8 +26,7 @@ async fn poison_is_listed_and_replayed_through_the_admin_api() {
     RequestContext::new(tenant).to_nats_headers(&mut headers);
     let seq = stack
         .nats
-        .jetstream()
-        .await
+        .js
         .publish_with_headers(subject, headers, Bytes::from_static(b"{not an event"))
         .await
         .unwrap()

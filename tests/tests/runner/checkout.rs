@@ -167,7 +167,7 @@ async fn a_multi_line_provider_error_is_dead_lettered_as_one_line_and_the_lane_k
     .await
     .expect("the event is dead-lettered");
     // How the reason is made one header line is tested in `shared::nats::dead_letter`.
-    let letters = subject_messages(&env.nats.client().await, dead_letters, &dlq).await;
+    let letters = subject_messages(&env.nats.client, dead_letters, &dlq).await;
     let reason = letters[0].headers.get(shared::headers::DLQ_REASON).unwrap();
     assert!(reason.as_str().contains("502 Bad Gateway"), "{reason}");
 
@@ -351,7 +351,7 @@ async fn duplicate_pushes_place_the_order_once() {
         "acknowledged with the provider"
     );
     let paid = CartId::parse("paid").unwrap();
-    let messages = cart_messages(&env.nats.client().await, &tenant(), &paid).await;
+    let messages = cart_messages(&env.nats.client, &tenant(), &paid).await;
     let placed_count = messages
         .iter()
         .filter(|m| {

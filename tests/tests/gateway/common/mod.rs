@@ -6,19 +6,24 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
-use shared::nats::{NatsResourceSettings, StoredEvent};
-use shared::test_support::{NatsServer, wait_until};
+use shared::nats::StoredEvent;
+use shared::test_support::wait_until;
 use shared::{CartId, TenantId};
 
 pub const WAIT: Duration = Duration::from_secs(20);
+/// Shards of the aggregate and the gateway in these stacks (fewer than the default: faster
+/// placement).
 pub const SHARDS: u32 = 16;
 
+pub use tests::stack::Stack as Nats;
+
+/// NATS (the shared test kit: every service as its own NATS user), one aggregate node and a
+/// gateway, in-process on free ports.
 pub struct Stack {
     pub base: String,
     pub gateway: gateway::Running,
     pub aggregate: aggregate::Running,
-    pub nats: NatsServer,
+    pub nats: Nats,
 }
 
 /// A gateway state that reaches no aggregate (its one address refuses connections): for
@@ -29,7 +34,7 @@ pub fn offline_state(cfg: gateway::Config) -> gateway::AppState {
         cart_client::CartClient::new(
             cart_client::ClientConfig::default(),
             None,
-            vec!["127.0.0.1:1".into()],
+            vec![REFUSED.into()],
         ),
         shared::ops::Readiness::new(),
         shared::telemetry::prometheus(),
@@ -38,29 +43,18 @@ pub fn offline_state(cfg: gateway::Config) -> gateway::AppState {
     .expect("a valid gateway config")
 }
 
-/// Stream settings of every service in these stacks (short node TTL).
-pub fn streams() -> NatsResourceSettings {
-    NatsResourceSettings {
-        node_ttl_secs: 2,
-        ..NatsResourceSettings::default()
-    }
-}
+/// An address that refuses connections (nothing listens on port 1).
+const REFUSED: &str = "127.0.0.1:1";
 
-/// A gateway config for `nats` (rate limits off: the tests that need them turn them on).
-pub fn gateway_config(nats: &NatsServer) -> gateway::Config {
-    let mut cfg = gateway::Config {
-        http_addr: "127.0.0.1:0".into(),
+/// A gateway config for `nats` (rate limits off: the tests that need them turn them on), with
+/// no runner (checkout routes must refuse clearly) and a projection that refuses connections.
+pub fn gateway_config(nats: &Nats) -> gateway::Config {
+    gateway::Config {
         shard_count: SHARDS,
-        placement_resync_ms: 200,
-        client_rate_per_sec: 0,
-        cart_rate_per_sec: 0,
-        // No runner in these stacks: checkout routes must refuse clearly.
         runner_addr: String::new(),
-        streams: streams(),
-        ..gateway::Config::default()
-    };
-    cfg.nats.url = nats.url().to_owned();
-    cfg
+        projection_addr: REFUSED.into(),
+        ..nats.gateway_config()
+    }
 }
 
 pub async fn stack() -> Option<Stack> {
@@ -90,23 +84,11 @@ pub async fn stack_with(tune: impl FnOnce(&mut gateway::Config)) -> Option<Stack
 
 /// A fresh nats-server with the streams and the seeded catalog, and one aggregate node (`n1`)
 /// on it; `None` when there is no nats-server (the test skips).
-pub async fn nats_and_aggregate() -> Option<(NatsServer, aggregate::Running)> {
-    let nats = shared::nats_or_skip!()?;
-    let js = nats.jetstream().await;
-    tests::stack::seed_catalog(&js, &streams())
-        .await
-        .expect("seed catalog");
-
-    let mut agg = aggregate::Config::default();
-    agg.nats.url = nats.url().to_owned();
+pub async fn nats_and_aggregate() -> Option<(Nats, aggregate::Running)> {
+    let nats = Nats::start(tests::stack::test_streams()).await?;
     let aggregate = aggregate::start(aggregate::Config {
-        node_id: "n1".into(),
-        grpc_addr: "127.0.0.1:0".into(),
-        http_addr: "127.0.0.1:0".into(),
         shard_count: SHARDS,
-        heartbeat_ms: 200,
-        streams: streams(),
-        ..agg
+        ..nats.aggregate_config("n1")
     })
     .await
     .expect("start aggregate");
@@ -168,76 +150,16 @@ impl Stack {
             TenantId::parse(tenant).unwrap(),
             CartId::parse(cart).unwrap(),
         );
-        shared::test_support::cart_messages(&self.nats.client().await, &tenant, &cart).await
+        shared::test_support::cart_messages(&self.nats.client, &tenant, &cart).await
     }
 }
 
-/// A client with a cookie jar, like a browser.
-pub fn browser() -> reqwest::Client {
-    reqwest::Client::builder()
-        .cookie_store(true)
-        .build()
-        .unwrap()
-}
-
 #[allow(unused_imports)] // each test binary uses some of them
-pub use shared::test_support::http::{call, json, ok, text};
+pub use tests::requests::{
+    add, add_one, assert_error, browser, call, json, line_id, lines, ok, text,
+};
 
 /// Waits until `GET url` answers `status`; panics with `what` when it never does.
 pub async fn wait_for_status(http: &reqwest::Client, url: &str, status: u16, what: &str) {
     shared::test_support::http::wait_for_status(http, url, status, WAIT, what).await;
-}
-
-/// A `/v1` `AddItem` command (any quantity, to test the refusals too).
-pub fn add(sku: &str, quantity: i64) -> Value {
-    serde_json::json!({"type": "AddItem", "sku": sku, "quantity": quantity})
-}
-
-/// The storefront body adding one `TEST-SKU-123`.
-pub fn add_one() -> Value {
-    serde_json::json!({"sku": "TEST-SKU-123", "quantity": 1})
-}
-
-/// Asserts an error reply: status, stable code, a message containing `needle`, nothing else.
-pub fn assert_error(got: &(u16, Value), status: u16, code: &str, needle: &str) {
-    let (s, body) = got;
-    assert_eq!(*s, status, "status for {body}");
-    assert_eq!(body["code"], code, "code in {body}");
-    let message = body["error"].as_str().unwrap_or_default();
-    assert!(
-        message.contains(needle),
-        "{message:?} should mention {needle:?}"
-    );
-    assert_eq!(
-        body.as_object().map(|o| o.len()),
-        Some(2),
-        "an error is exactly {{error, code}}: {body}"
-    );
-}
-
-/// `(sku, qty)` of every line of a cart view.
-pub fn lines(cart: &Value) -> Vec<(String, u64)> {
-    cart["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| {
-            (
-                i["sku"].as_str().unwrap().to_owned(),
-                i["qty"].as_u64().unwrap(),
-            )
-        })
-        .collect()
-}
-
-/// Line id of `sku` in a cart view.
-pub fn line_id(cart: &Value, sku: &str) -> u64 {
-    cart["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["sku"] == sku)
-        .unwrap_or_else(|| panic!("{sku} not in {cart}"))["id"]
-        .as_u64()
-        .unwrap()
 }

@@ -12,7 +12,7 @@ use cart_domain::Command;
 use proto::cart::v1 as cart_pb;
 use serde_json::{Value, json};
 use shared::headers::{RequestContext, TENANT_ID};
-use shared::test_support::{NatsServer, wait_until};
+use shared::test_support::wait_until;
 use shared::{CartId, CommandId, TenantId};
 
 use crate::common::{self, WAIT, call, ok};
@@ -27,12 +27,12 @@ pub struct Stack {
     pub gateway: gateway::Running,
     pub projection: projection::Running,
     pub aggregate: aggregate::Running,
-    pub nats: NatsServer,
+    pub nats: common::Nats,
     _dir: tempfile::TempDir,
 }
 
 /// A projection that gives up on a poison message quickly: two deliveries, short waits.
-fn projection_config(nats: &NatsServer, dir: &std::path::Path) -> projection::Config {
+fn projection_config(nats: &common::Nats, dir: &std::path::Path) -> projection::Config {
     let mut cfg = projection::Config {
         db_path: dir.join("projection.db").display().to_string(),
         grpc_addr: "127.0.0.1:0".into(),
@@ -42,10 +42,10 @@ fn projection_config(nats: &NatsServer, dir: &std::path::Path) -> projection::Co
         ack_wait_ms: 500,
         max_deliver: 2,
         nak_delay_ms: 50,
-        streams: common::streams(),
+        streams: nats.streams.clone(),
         ..projection::Config::default()
     };
-    cfg.nats.url = nats.url().to_owned();
+    cfg.nats = nats.nats("projection");
     cfg
 }
 

@@ -1,5 +1,6 @@
-//! Set-up for runner tests: a real nats-server, one aggregate node, a mock provider that
-//! outlives runner restarts, and runners started in-process.
+//! Set-up for runner tests: NATS from the shared test kit (`tests::stack`: every service as
+//! its own NATS user), one aggregate node, a mock provider that outlives runner restarts, and
+//! runners started in-process.
 
 #![allow(dead_code)]
 
@@ -12,8 +13,7 @@ use cart_domain::{CartState, Command};
 use proto::cart::v1 as pb;
 use runner::provider::mock::MockProvider;
 use shared::headers::RequestContext;
-use shared::nats::NatsResourceSettings;
-use shared::test_support::{NatsServer, wait_until};
+use shared::test_support::wait_until;
 use tokio_util::sync::CancellationToken;
 
 pub const TENANT: &str = "shop";
@@ -22,7 +22,7 @@ pub const WAIT: Duration = Duration::from_secs(30);
 pub const DRAIN: Duration = Duration::from_secs(5);
 
 pub struct Env {
-    pub nats: NatsServer,
+    pub nats: tests::stack::Stack,
     pub js: async_nats::jetstream::Context,
     pub aggregate: aggregate::Running,
     pub carts: CartClient,
@@ -39,23 +39,11 @@ pub async fn env_and_runner() -> Option<(Env, runner::Running)> {
 }
 
 pub async fn env() -> Option<Env> {
-    let nats = shared::nats_or_skip!()?;
-    let js = nats.jetstream().await;
-    let streams = NatsResourceSettings {
-        node_ttl_secs: 2,
-        ..Default::default()
-    };
-    tests::stack::seed_catalog(&js, &streams).await.unwrap();
-    let mut nats_cfg = aggregate::Config::default().nats;
-    nats_cfg.url = nats.url().to_owned();
+    let nats = tests::stack::Stack::start(tests::stack::test_streams()).await?;
+    let js = nats.js.clone();
     let aggregate = aggregate::start(aggregate::Config {
-        node_id: "agg".into(),
-        grpc_addr: "127.0.0.1:0".into(),
-        http_addr: "127.0.0.1:0".into(),
         placement: false,
-        nats: nats_cfg,
-        streams,
-        ..aggregate::Config::default()
+        ..nats.aggregate_config("agg")
     })
     .await
     .unwrap();
@@ -84,10 +72,10 @@ impl Env {
             grpc_addr: "127.0.0.1:0".into(),
             http_addr: "127.0.0.1:0".into(),
             aggregate_addrs: self.aggregate.grpc_addr.to_string(),
+            streams: self.nats.streams.clone(),
             ..Default::default()
         };
-        c.nats.url = self.nats.url().to_owned();
-        c.streams.node_ttl_secs = 2;
+        c.nats = self.nats.nats("runner");
         c.provider.base_url = format!("http://{}", self.mock_addr);
         c.provider.backoff_min_ms = 10;
         c.provider.backoff_max_ms = 50;
@@ -173,7 +161,7 @@ impl Env {
     }
 
     pub async fn messages_of(&self, subject: &str, stream: &str) -> usize {
-        shared::test_support::subject_messages(&self.nats.client().await, stream, subject)
+        shared::test_support::subject_messages(&self.nats.client, stream, subject)
             .await
             .len()
     }
