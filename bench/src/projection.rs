@@ -265,14 +265,10 @@ async fn subject(stack: &Stack, run: &str, target: u64) -> anyhow::Result<Measur
     nats.name = format!("projection-{view}");
     let config = projection::Config {
         view: view.clone(),
-        db_path: dir.path().join("bench.db").display().to_string(),
-        grpc_addr: "127.0.0.1:0".into(),
-        http_addr: "127.0.0.1:0".into(),
         fetch_wait_ms: FETCH_WAIT.as_millis() as u64,
         ready_max_lag: u64::MAX,
         nats,
-        streams: stack.streams.clone(),
-        ..projection::Config::default()
+        ..stack.projection_config(dir.path())
     };
     // Each commit of a batch marks the end of its cycle.
     let cycles = Arc::new(Mutex::new((Instant::now(), histogram())));

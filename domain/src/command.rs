@@ -428,5 +428,4 @@ impl Default for Limits {
 }
 
 #[cfg(test)]
-#[path = "command_tests.rs"]
 mod tests;

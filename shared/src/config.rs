@@ -430,5 +430,4 @@ impl Provider for EnvOverrides {
 }
 
 #[cfg(test)]
-#[path = "config_tests.rs"]
 mod tests;

@@ -342,5 +342,4 @@ impl IntoResponse for ApiError {
 }
 
 #[cfg(test)]
-#[path = "error_tests.rs"]
 mod tests;

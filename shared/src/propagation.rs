@@ -209,5 +209,4 @@ impl Injector for NatsHeadersMut<'_> {
 }
 
 #[cfg(test)]
-#[path = "propagation_tests.rs"]
 mod tests;

@@ -45,16 +45,7 @@ pub async fn platform() -> Option<Platform> {
     let gateway = gateway::start(gw).await.unwrap();
     let base = format!("http://{}", gateway.http_addr);
 
-    let mut rc = runner::Config {
-        grpc_addr: "127.0.0.1:0".into(),
-        http_addr: "127.0.0.1:0".into(),
-        streams: stack.streams.clone(),
-        ..runner::Config::default()
-    };
-    rc.nats = stack.nats("runner");
-    rc.provider.base_url = format!("http://{mock_addr}");
-    rc.provider.backoff_min_ms = 10;
-    rc.provider.backoff_max_ms = 50;
+    let mut rc = stack.runner_config(&format!("http://{mock_addr}"));
     rc.consumer.ack_wait_ms = 2_000;
     rc.merchant.push =
         format!("{base}/cart/push?tenant={{tenant}}&klarna_order_id={{checkout.order.id}}");

@@ -160,6 +160,37 @@ impl Stack {
 }
 
 impl Stack {
+    /// A projection config pointing at this server, its database in `dir`, listening on free
+    /// ports.
+    pub fn projection_config(&self, dir: &std::path::Path) -> projection::Config {
+        projection::Config {
+            db_path: dir.join("projection.db").display().to_string(),
+            grpc_addr: "127.0.0.1:0".into(),
+            http_addr: "127.0.0.1:0".into(),
+            nats: self.nats("projection"),
+            streams: self.streams.clone(),
+            ..projection::Config::default()
+        }
+    }
+
+    /// A runner config pointing at this server (aggregates found through placement), calling
+    /// the (mock) payment provider at `provider` with short back-offs, listening on free ports.
+    pub fn runner_config(&self, provider: &str) -> runner::Config {
+        let mut c = runner::Config {
+            grpc_addr: "127.0.0.1:0".into(),
+            http_addr: "127.0.0.1:0".into(),
+            streams: self.streams.clone(),
+            nats: self.nats("runner"),
+            ..runner::Config::default()
+        };
+        c.provider.base_url = provider.to_owned();
+        c.provider.backoff_min_ms = 10;
+        c.provider.backoff_max_ms = 50;
+        c
+    }
+}
+
+impl Stack {
     /// A gateway with neither runner nor projection, once `GET probe` (a cart read, such as
     /// `/v1/carts/probe`) answers 200; returns it and its base URL.
     pub async fn cart_gateway(&self, probe: &str) -> (gateway::Running, String) {

@@ -16,16 +16,9 @@ async fn every_service_does_its_work_as_its_own_nats_user_without_a_permission_v
     assert!(server.accounts().is_some(), "the stack runs with accounts");
 
     let dir = tempfile::tempdir().unwrap();
-    let projection = projection::start(projection::Config {
-        db_path: dir.path().join("main.db").display().to_string(),
-        grpc_addr: "127.0.0.1:0".into(),
-        http_addr: "127.0.0.1:0".into(),
-        nats: p.stack.nats("projection"),
-        streams: p.stack.streams.clone(),
-        ..projection::Config::default()
-    })
-    .await
-    .expect("the projection starts as its user");
+    let projection = projection::start(p.stack.projection_config(dir.path()))
+        .await
+        .expect("the projection starts as its user");
 
     let shopper = p.shopper();
     ok(shopper.get(p.url("/cart/add/TEST-SKU-123"))).await;

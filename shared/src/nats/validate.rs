@@ -297,5 +297,4 @@ pub fn validate_consumer(
 }
 
 #[cfg(test)]
-#[path = "validate_tests.rs"]
 mod tests;

@@ -33,20 +33,14 @@ pub struct Stack {
 
 /// A projection that gives up on a poison message quickly: two deliveries, short waits.
 fn projection_config(nats: &common::Nats, dir: &std::path::Path) -> projection::Config {
-    let mut cfg = projection::Config {
-        db_path: dir.join("projection.db").display().to_string(),
-        grpc_addr: "127.0.0.1:0".into(),
-        http_addr: "127.0.0.1:0".into(),
+    projection::Config {
         batch_size: 64,
         fetch_wait_ms: 100,
         ack_wait_ms: 500,
         max_deliver: 2,
         nak_delay_ms: 50,
-        streams: nats.streams.clone(),
-        ..projection::Config::default()
-    };
-    cfg.nats = nats.nats("projection");
-    cfg
+        ..nats.projection_config(dir)
+    }
 }
 
 pub async fn stack() -> Option<Stack> {

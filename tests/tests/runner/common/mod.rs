@@ -69,16 +69,11 @@ pub async fn env() -> Option<Env> {
 impl Env {
     pub fn runner_config(&self) -> runner::Config {
         let mut c = runner::Config {
-            grpc_addr: "127.0.0.1:0".into(),
-            http_addr: "127.0.0.1:0".into(),
             aggregate_addrs: self.aggregate.grpc_addr.to_string(),
-            streams: self.nats.streams.clone(),
-            ..Default::default()
+            ..self
+                .nats
+                .runner_config(&format!("http://{}", self.mock_addr))
         };
-        c.nats = self.nats.nats("runner");
-        c.provider.base_url = format!("http://{}", self.mock_addr);
-        c.provider.backoff_min_ms = 10;
-        c.provider.backoff_max_ms = 50;
         c.provider.timeout_ms = 1_000;
         c.consumer.ack_wait_ms = 1_000;
         c.consumer.max_deliver = 20;
