@@ -1,6 +1,8 @@
 //! The pure cart: [`decide`] and [`evolve`], no I/O, no clock, no randomness except what the
-//! [`Context`] passes in. This crate depends on serde, serde_json, thiserror, time and uuid only; the
-//! services, the wire formats and the transports build on it, never the other way round.
+//! [`Context`] passes in. This crate depends on serde, serde_json, thiserror, time and uuid only
+//! (ids are minted only with the `generate` feature, which brings uuid's clock and random
+//! source); the services, the wire formats and the transports build on it, never the other
+//! way round. It keeps no state: sharing equal product facts between carts is the caller's.
 //!
 //! - Commands ([`Command`]) are imperatives; events ([`Event`]) are past-tense facts with a
 //!   version, stored as `{type, v, data}` inside one [`EventMessage`] per accepted command.

@@ -6,6 +6,14 @@ use proptest::prelude::*;
 use super::*;
 use crate::ids::{CartId, CommandId, TenantId};
 
+/// A command id no other call in this test process has had (derived from a counter: the
+/// crate mints no ids without its `generate` feature).
+fn fresh_id() -> CommandId {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    CommandId::derived(&["properties", &n.to_string()])
+}
+
 fn arb_command() -> impl Strategy<Value = Command> {
     let sku = prop::sample::select(vec![
         "TEST-SKU-123",
@@ -92,7 +100,7 @@ proptest! {
                     continue;
                 }
                 seq += 3; // other carts' messages interleave in the stream
-                let id = CommandId::new();
+                let id = fresh_id();
                 let msg = EventMessage::new(tenant.clone(), cart_id(), id, state.revision + 1, ctx.now, &events);
                 state.commit(&msg, &events, seq, Retain::DEFAULT);
                 log.push((msg, seq));
@@ -144,7 +152,7 @@ proptest! {
 #[test]
 fn recent_commands_answer_retries_and_are_bounded() {
     let mut state = CartState::new(cart_id());
-    let ids: Vec<CommandId> = (0..20).map(|_| CommandId::new()).collect();
+    let ids: Vec<CommandId> = (0..20).map(|_| fresh_id()).collect();
     let retain = Retain {
         recent: 4,
         ..Retain::DEFAULT
@@ -166,7 +174,7 @@ fn unknown_event_types_are_counted_and_skipped() {
     let msg = EventMessage {
         cart_id: cart_id(),
         tenant: TenantId::parse("t").unwrap(),
-        command_id: CommandId::new(),
+        command_id: fresh_id(),
         revision: 1,
         occurred_at: time::OffsetDateTime::UNIX_EPOCH,
         request_fingerprint: None,
@@ -211,11 +219,11 @@ fn keyed_commands_are_kept_for_the_retention_whatever_follows() {
         keyed_secs: 100,
     };
     let mut state = CartState::new(cart_id());
-    let keyed = CommandId::new();
+    let keyed = fresh_id();
     state.commit(&message(keyed, 1_000, Some("fp-1")), &[], 2, retain);
     for i in 0..50 {
         state.commit(
-            &message(CommandId::new(), 1_001 + i, None),
+            &message(fresh_id(), 1_001 + i, None),
             &[],
             3 + i as u64,
             retain,
@@ -236,7 +244,7 @@ fn keyed_commands_are_kept_for_the_retention_whatever_follows() {
     );
     assert_eq!(state.keyed_live(1_050, retain), 1);
     // A later message past the retention drops it from the state (and from snapshots).
-    state.commit(&message(CommandId::new(), 1_200, None), &[], 60, retain);
+    state.commit(&message(fresh_id(), 1_200, None), &[], 60, retain);
     assert!(state.keyed.is_empty());
     // A reader that keeps nothing keeps no keys either.
     let mut reader = CartState::new(cart_id());
