@@ -111,3 +111,16 @@ error_replies! {
         504 => Timeout,
     }
 }
+
+/// Errors of `POST /v1/carts`, which reaches no service: its caller's, and its body's.
+pub type CreateErrors = Both<CallerErrors, CreateFailures>;
+
+error_replies! {
+    /// The [`CreateErrors`] other than [`CallerErrors`].
+    pub enum CreateFailures {
+        /// A body other than none or `{}` (the message names what was sent).
+        400 => BadRequest,
+        /// The body is larger than `GATEWAY_BODY_LIMIT_BYTES`.
+        413 => PayloadTooLarge,
+    }
+}

@@ -23,7 +23,7 @@ use self::execute::{etag, none_match};
 use crate::request::context::Ctx;
 use crate::request::json::{JsonBody, NoBody};
 use crate::request::params::Params;
-use crate::schema::{CommandErrors, ReadErrors};
+use crate::schema::{CommandErrors, CreateErrors, ReadErrors};
 use crate::state::AppState;
 use crate::upstream::aggregate::VersionedCart;
 
@@ -55,7 +55,7 @@ impl CartPath {
     responses(
         (status = 201, description = "Created", body = CartView<CartPrice>,
             headers(("location" = String, description = "/v1/carts/{id}"), ("etag" = String, description = "\"0\""))),
-        ReadErrors))]
+        CreateErrors))]
 pub async fn create_cart(Ctx(_ctx): Ctx, _: NoBody) -> Response {
     let id = CartId::generate();
     (

@@ -334,3 +334,21 @@ async fn the_command_schema_is_the_json_form_of_every_domain_command() {
     let unknown = serde_json::json!({"type": "ChangeQuantity", "lineId": 1, "quantity": 1, "x": 1});
     assert!(!misfits(&doc, body, &unknown, "").is_empty());
 }
+
+/// `POST /v1/carts` reaches no service: the document lists what it can answer (its body's 400
+/// and 413 among them), and no upstream failure.
+#[tokio::test]
+async fn creating_a_cart_documents_its_body_errors_and_no_upstream_failure() {
+    let doc = document(gateway::app(state())).await;
+    let statuses: BTreeSet<&str> = doc["paths"]["/v1/carts"]["post"]["responses"]
+        .as_object()
+        .expect("responses of POST /v1/carts")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        statuses,
+        BTreeSet::from(["201", "400", "401", "403", "413", "429"]),
+        "{statuses:?}"
+    );
+}
