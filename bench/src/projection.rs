@@ -141,25 +141,37 @@ async fn switch_sync(stack: &mut Stack, sync_always: bool) -> anyhow::Result<()>
     .map_err(|e| anyhow::anyhow!("JetStream after the restart: {e}"))
 }
 
-/// Publishes until acknowledged, at most [`PUBLISH_ATTEMPTS`] times: one slow ack (a disk that
-/// falls behind for a moment) does not end the benchmark.
+/// Publishes until acknowledged, at most [`PUBLISH_ATTEMPTS`] times, waiting a little longer
+/// before each retry (backon: 50 ms doubling up to 2 s): one slow ack (a disk that falls behind
+/// for a moment) does not end the benchmark, and the retries give the disk time to catch up
+/// instead of adding to its queue. Every try carries the same `Nats-Msg-Id`, so a publish whose
+/// ack was lost is not stored twice.
 async fn publish_retrying(
     js: jetstream::Context,
     subject: String,
     publish: jetstream::message::PublishMessage,
 ) -> anyhow::Result<()> {
-    let mut last = String::new();
-    for _ in 0..PUBLISH_ATTEMPTS {
-        let acked = match js.send_publish(subject.clone(), publish.clone()).await {
-            Ok(ack) => ack.await.map(drop).map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        match acked {
-            Ok(()) => return Ok(()),
-            Err(e) => last = e,
-        }
-    }
-    anyhow::bail!("publish to {subject}: no ack after {PUBLISH_ATTEMPTS} tries (last: {last})")
+    use backon::{ExponentialBuilder, Retryable};
+    let once = || async {
+        js.send_publish(subject.clone(), publish.clone())
+            .await
+            .map_err(|e| e.to_string())?
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    };
+    once.retry(
+        ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(50))
+            .with_max_delay(Duration::from_secs(2))
+            .with_max_times(PUBLISH_ATTEMPTS - 1),
+    )
+    .await
+    .map_err(|last| {
+        anyhow::anyhow!(
+            "publish to {subject}: no ack after {PUBLISH_ATTEMPTS} tries (last: {last})"
+        )
+    })
 }
 
 async fn last_sequence(js: &jetstream::Context) -> anyhow::Result<u64> {
