@@ -32,20 +32,21 @@ pub fn service_command(service: &str) -> Command {
     command
 }
 
-/// Child processes killed (and reaped) when dropped.
+/// Child processes killed (and reaped) when dropped, and by the kernel when the test process
+/// dies without dropping them ([`shared::test_support::spawn_tied`]).
 #[derive(Default)]
 pub struct Children(pub Vec<Child>);
 
 impl Children {
     /// Starts `command` as `service`, without input, its output (both streams) written to
     /// `<logs>/<service>.log`.
-    pub fn spawn(&mut self, service: &str, logs: &Path, command: &mut Command) {
+    pub fn spawn(&mut self, service: &str, logs: &Path, mut command: Command) {
         let log = std::fs::File::create(logs.join(format!("{service}.log"))).unwrap();
-        let child = command
+        command
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
+            .stderr(log);
+        let child = shared::test_support::spawn_tied(command)
             .unwrap_or_else(|e| panic!("start {service}: {e}"));
         self.0.push(child);
     }

@@ -63,7 +63,7 @@ async fn every_service_binary_starts_and_connects_over_mutual_tls() {
             .env("RUNNER_MOCK_PROVIDER_ADDR", "127.0.0.1:0")
             .env("GATEWAY_HTTP_ADDR", "127.0.0.1:0")
             .env("RUST_LOG", "info");
-        running.spawn(service, work.path(), &mut command);
+        running.spawn(service, work.path(), command);
     }
 
     let all_connected = wait_until(

@@ -94,7 +94,7 @@ async fn start(stack: &Stack, collector: &Collector) -> Platform {
             .env("LOG_FORMAT", "json")
             .env("RUST_LOG", "info")
             .envs(own);
-        children.spawn(service, work.path(), &mut command);
+        children.spawn(service, work.path(), command);
     }
     wait_for_status(&format!("{gateway_url}/ready"), 200, "gateway ready").await;
     Platform {

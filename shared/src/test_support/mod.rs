@@ -24,6 +24,7 @@ pub mod config_check;
 pub mod http;
 mod inspect;
 mod pki;
+mod tied;
 mod wait;
 
 pub use accounts::{ACCOUNTS_CONF, Accounts, users_of};
@@ -32,6 +33,7 @@ use binary::{own_server_binary, unavailable};
 pub use commands::add_item;
 pub use inspect::{Captured, assert_contains_all, cart_messages, stream_state, subject_messages};
 pub use pki::{CertFiles, ServerTls, TestPki};
+pub use tied::spawn_tied;
 
 pub use wait::{consumer_info, pull_one, wait_consumer_settled, wait_until};
 
@@ -391,7 +393,8 @@ impl Spawned {
             .open(self.dir.path().join("nats.log"))
             .map_err(|e| format!("log file: {e}"))?;
         let log_err = log.try_clone().map_err(|e| format!("log file: {e}"))?;
-        let child = Command::new(&self.bin)
+        let mut command = Command::new(&self.bin);
+        command
             .arg("--config")
             .arg(&config_path)
             .arg("--ports_file_dir")
@@ -399,9 +402,9 @@ impl Spawned {
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log)
-            .stderr(log_err)
-            .spawn()
-            .map_err(|e| format!("spawn {}: {e}", self.bin.display()))?;
+            .stderr(log_err);
+        let child =
+            spawn_tied(command).map_err(|e| format!("spawn {}: {e}", self.bin.display()))?;
         self.child = Some(child);
         Ok(())
     }

@@ -54,15 +54,17 @@ impl Proc {
             .append(true)
             .open(&self.log)
             .with_context(|| format!("log file {}", self.log.display()))?;
-        let child = Command::new(&self.spec.bin)
+        let mut command = Command::new(&self.spec.bin);
+        command
             .args(&self.spec.args)
             .env_clear()
             .envs(std::env::vars().filter(|(k, _)| k == "PATH" || k == "HOME"))
             .envs(&self.spec.env)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
+            .stderr(log);
+        // Killed with the chaos run, however it ends.
+        let child = shared::test_support::spawn_tied(command)
             .with_context(|| format!("start {} ({})", self.spec.name, self.spec.bin.display()))?;
         self.child = Some(child);
         Ok(())
