@@ -2,7 +2,8 @@
 //! [`Context`] passes in. This crate depends on serde, serde_json, thiserror, time and uuid only
 //! (ids are minted only with the `generate` feature, which brings uuid's clock and random
 //! source); the services, the wire formats and the transports build on it, never the other
-//! way round. It keeps no state: sharing equal product facts between carts is the caller's.
+//! way round. It keeps no state: a caller that keeps many carts owns a
+//! [`line_product::ProductPool`] to share equal product facts between them.
 //!
 //! - Commands ([`Command`]) are imperatives; events ([`Event`]) are past-tense facts with a
 //!   version, stored as `{type, v, data}` inside one [`EventMessage`] per accepted command.

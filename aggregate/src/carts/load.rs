@@ -4,10 +4,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use cart_domain::line_product::ProductPool;
 use cart_domain::{CartState, Retain};
 use shared::{ApiError, ErrorCode};
 
-use super::products::ProductPool;
 use super::{
     CONFIRM_BATCH_EVERY, CartRef, Carts, Loaded, NO_LEADER_RETRY, NOT_YET_RETRY, Route, Slot,
 };
@@ -123,9 +123,12 @@ impl Carts {
         };
         let replayed = tail.len();
         let snapshot_revision = state.revision;
+        let snapshot_only = tail.is_empty();
         let incomplete = apply_tail(&mut state, tail, keep, cart, &self.inner.products);
-        // A snapshot's lines as well (applying the tail shared only when there was one).
-        self.inner.products.share_lines(&mut state.cart);
+        if snapshot_only {
+            // A tail shares the lines as it is applied; a snapshot alone shares them here.
+            self.inner.products.share_lines(&mut state.cart);
+        }
         // It stays in the cache: no growth slack in its lists (most cached carts are read far
         // more often than changed).
         state.shrink_to_fit();

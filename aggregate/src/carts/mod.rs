@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use cart_domain::ids::{CartId, CommandId, TenantId};
+use cart_domain::line_product::ProductPool;
 use cart_domain::{CartState, Limits, Retain};
 use moka::future::Cache;
 use moka::notification::RemovalCause;
@@ -26,11 +27,9 @@ use crate::placement::Placement;
 use crate::snapshot::SnapshotStore;
 use crate::store::EventStore;
 use crate::watch::Watchers;
-use products::ProductPool;
 
 mod execute;
 mod load;
-mod products;
 
 /// When to ask again for a cart version the stream does not hold yet (whole seconds: what
 /// the gRPC `retry-after` and HTTP `Retry-After` carry).

@@ -46,8 +46,9 @@ pub fn spawn_tied(command: Command) -> io::Result<Child> {
 fn tie(command: &mut Command) {
     use std::os::unix::process::CommandExt;
     let parent = std::process::id();
-    // SAFETY: the closure runs in the forked child before exec and only makes two
-    // async-signal-safe system calls (prctl, getppid); it allocates nothing.
+    // SAFETY: the closure runs in the forked child before exec: it makes two async-signal-safe
+    // system calls (prctl, getppid) and builds its errors from OS codes, so it allocates
+    // nothing (a forked child of a multi-threaded process must not).
     unsafe {
         command.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
@@ -55,7 +56,7 @@ fn tie(command: &mut Command) {
             }
             // The parent may have died between fork and prctl: then nobody would kill us.
             if libc::getppid() as u32 != parent {
-                return Err(io::Error::other("the parent exited during the start"));
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
             }
             Ok(())
         });
