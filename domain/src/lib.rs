@@ -3,7 +3,7 @@
 //! (ids are minted only with the `generate` feature, which brings uuid's clock and random
 //! source); the services, the wire formats and the transports build on it, never the other
 //! way round. It keeps no state: a caller that keeps many carts owns a
-//! [`line_product::ProductPool`] to share equal product facts between them.
+//! [`product_pool::ProductPool`] to share equal product facts between them.
 //!
 //! - Commands ([`Command`]) are imperatives; events ([`Event`]) are past-tense facts with a
 //!   version, stored as `{type, v, data}` inside one [`EventMessage`] per accepted command.
@@ -25,6 +25,7 @@ pub mod ids;
 pub mod line_product;
 pub mod money;
 pub mod payment;
+pub mod product_pool;
 pub mod state;
 pub mod totals;
 pub mod view;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use cart_domain::line_product::ProductPool;
+use cart_domain::product_pool::ProductPool;
 use cart_domain::{CartState, Retain};
 use shared::{ApiError, ErrorCode};
 

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use cart_domain::ids::{CartId, CommandId, TenantId};
-use cart_domain::line_product::ProductPool;
+use cart_domain::product_pool::ProductPool;
 use cart_domain::{CartState, Limits, Retain};
 use moka::future::Cache;
 use moka::notification::RemovalCause;

@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use cart_domain::ids::{CartId, TenantId};
-use cart_domain::line_product::ProductPool;
+use cart_domain::product_pool::ProductPool;
 use hashlink::LruCache;
 
 use crate::write::views::StoredCart;
