@@ -126,7 +126,6 @@ impl Carts {
                 }
             }
             let mut events = decided?;
-            self.inner.products.share_events(&mut events);
             // A keyed command that changes nothing is still recorded (a message without
             // events), so its key cannot be used for another request afterwards.
             if events.is_empty() && id.fingerprint.is_none() {
@@ -159,6 +158,8 @@ impl Carts {
             msg.request_fingerprint.clone_from(&id.fingerprint);
             match self.append(cart, &msg, loaded.state.version, ctx).await {
                 Ok(appended) if !appended.duplicate => {
+                    // Committed: its new lines share product facts with the cached carts.
+                    self.inner.products.share_events(&mut events);
                     loaded
                         .state
                         .commit(&msg, &events, appended.sequence, cfg.retain);

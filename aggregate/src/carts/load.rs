@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use cart_domain::product_pool::ProductPool;
 use cart_domain::{CartState, Retain};
 use shared::{ApiError, ErrorCode};
 
@@ -123,12 +122,9 @@ impl Carts {
         };
         let replayed = tail.len();
         let snapshot_revision = state.revision;
-        let snapshot_only = tail.is_empty();
-        let incomplete = apply_tail(&mut state, tail, keep, cart, &self.inner.products);
-        if snapshot_only {
-            // A tail shares the lines as it is applied; a snapshot alone shares them here.
-            self.inner.products.share_lines(&mut state.cart);
-        }
+        let incomplete = apply_tail(&mut state, tail, keep, &cart.key);
+        // It enters the cache: its lines share product facts with the other cached carts.
+        self.inner.products.share_lines(&mut state.cart);
         // It stays in the cache: no growth slack in its lists (most cached carts are read far
         // more often than changed).
         state.shrink_to_fit();
@@ -177,13 +173,9 @@ impl Carts {
     async fn catch_up(&self, loaded: &mut Loaded, cart: &CartRef) -> Result<(), ApiError> {
         let tail = self.read_after(cart, loaded.state.version).await?;
         if !tail.is_empty() {
-            loaded.incomplete |= apply_tail(
-                &mut loaded.state,
-                tail,
-                self.inner.cfg.retain,
-                cart,
-                &self.inner.products,
-            );
+            loaded.incomplete |=
+                apply_tail(&mut loaded.state, tail, self.inner.cfg.retain, &cart.key);
+            self.inner.products.share_lines(&mut loaded.state.cart);
             self.inner.watchers.publish(&cart.key, &loaded.state);
         }
         Ok(())
@@ -216,8 +208,7 @@ impl Carts {
             if leader_reads.is_multiple_of(CONFIRM_BATCH_EVERY) {
                 let tail = self.read_after(cart, loaded.state.version).await?;
                 let progressed = !tail.is_empty();
-                loaded.incomplete |=
-                    apply_tail(&mut loaded.state, tail, keep, cart, &self.inner.products);
+                loaded.incomplete |= apply_tail(&mut loaded.state, tail, keep, &cart.key);
                 if progressed && loaded.state.version >= target {
                     break;
                 }
@@ -231,16 +222,11 @@ impl Carts {
                         "the cart's stream lost messages while it was read (purged?); retry",
                     )
                 })?;
-            loaded.incomplete |= apply_tail(
-                &mut loaded.state,
-                vec![next],
-                keep,
-                cart,
-                &self.inner.products,
-            );
+            loaded.incomplete |= apply_tail(&mut loaded.state, vec![next], keep, &cart.key);
             leader_reads += 1;
         }
         if loaded.state.version != before {
+            self.inner.products.share_lines(&mut loaded.state.cart);
             metrics::counter!(m::STALE_CONFIRMS).increment(1);
             self.inner.watchers.publish(&cart.key, &loaded.state);
         }
@@ -259,18 +245,10 @@ fn checkout_is_complete(state: &CartState) -> bool {
         .is_none_or(|c| !c.lines_digest.is_empty())
 }
 
-/// Applies `tail` to `state` and shares its lines' product facts through `products`; whether
-/// anything in it could not be applied (events of a newer build, unreadable messages).
-fn apply_tail(
-    state: &mut CartState,
-    tail: Vec<StoredMessage>,
-    keep: Retain,
-    cart: &CartRef,
-    products: &ProductPool,
-) -> bool {
-    let key = &*cart.key;
+/// Applies `tail` to `state`; whether anything in it could not be applied (events of a newer
+/// build, unreadable messages).
+fn apply_tail(state: &mut CartState, tail: Vec<StoredMessage>, keep: Retain, key: &str) -> bool {
     let mut skipped_any = false;
-    let applied_any = !tail.is_empty();
     for stored in tail {
         match stored.message {
             Some(msg) => {
@@ -293,9 +271,6 @@ fn apply_tail(
                 state.skip_unreadable(stored.sequence);
             }
         }
-    }
-    if applied_any {
-        products.share_lines(&mut state.cart);
     }
     skipped_any
 }
