@@ -9,7 +9,7 @@ use super::event::{self, Event};
 pub use super::event::{Marking, PickupPoint};
 pub use super::line_product::LineProduct;
 use super::money::TaxRate;
-use crate::catalog::VoucherKind;
+use crate::catalog::VoucherDefinition;
 use crate::ids::CartId;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,22 +56,13 @@ pub struct Delivery {
     pub pickup_point: Option<PickupPoint>,
 }
 
+/// A voucher on the cart: its id there and the catalog's definition as it was when it was
+/// applied (an expired one is taken off the cart when a checkout starts).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppliedVoucher {
     pub id: u32,
-    pub code: String,
-    pub discount: VoucherKind,
-    pub min_order: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
-    /// When the catalog's voucher stops applying; an expired voucher is taken off the cart
-    /// when a checkout starts.
-    #[serde(
-        default,
-        with = "time::serde::rfc3339::option",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub expires_at: Option<time::OffsetDateTime>,
+    #[serde(flatten)]
+    pub definition: VoucherDefinition,
 }
 
 /// Subscription details the storefront attached to the cart (upserted by id).
@@ -336,11 +327,7 @@ pub fn apply(cart: &mut Cart, event: &Event) {
             cart.next_voucher_id = cart.next_voucher_id.max(e.voucher_id + 1);
             cart.vouchers.push(AppliedVoucher {
                 id: e.voucher_id,
-                code: e.code.clone(),
-                discount: e.discount,
-                min_order: e.min_order,
-                description: e.description.clone(),
-                expires_at: e.expires_at,
+                definition: e.definition.clone(),
             });
         }
         Event::VoucherRemoved(e) => cart.vouchers.retain(|v| v.id != e.voucher_id),

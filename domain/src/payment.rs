@@ -59,8 +59,8 @@ pub fn checkout_lines(cart: &Cart) -> CheckoutLines {
             let vat = rate.vat_of_gross(gross);
             lines.push(CheckoutLine {
                 kind: "discount".to_owned(),
-                reference: v.code.clone(),
-                name: format!("Voucher {}", v.code),
+                reference: v.definition.code.clone(),
+                name: format!("Voucher {}", v.definition.code),
                 quantity: 1,
                 unit_price: -gross,
                 tax_rate: rate,

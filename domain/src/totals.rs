@@ -95,7 +95,7 @@ fn voucher_amount(v: &AppliedVoucher, items_gross: i64) -> i64 {
     if !unmet_rules(v, items_gross, "").is_empty() {
         return 0;
     }
-    match v.discount {
+    match v.definition.discount {
         VoucherKind::Fixed { amount } => amount.max(0),
         VoucherKind::Percent { basis_points } => div_round(
             i128::from(items_gross) * i128::from(basis_points.min(10_000)),
@@ -108,11 +108,11 @@ fn voucher_amount(v: &AppliedVoucher, items_gross: i64) -> i64 {
 /// (empty: it applies). Vouchers are re-evaluated on every change, because totals are derived.
 pub fn unmet_rules(v: &AppliedVoucher, items_gross: i64, currency: &str) -> Vec<String> {
     let mut rules = Vec::new();
-    if items_gross < v.min_order.max(1) {
-        rules.push(if v.min_order > 0 {
+    if items_gross < v.definition.min_order.max(1) {
+        rules.push(if v.definition.min_order > 0 {
             format!(
                 "min_order: the items must total at least {}, they total {}",
-                major(v.min_order, currency),
+                major(v.definition.min_order, currency),
                 major(items_gross.max(0), currency)
             )
         } else {
@@ -124,10 +124,10 @@ pub fn unmet_rules(v: &AppliedVoucher, items_gross: i64, currency: &str) -> Vec<
 
 /// What a voucher gives, for a shopper: its catalog description, or one made from its kind.
 pub fn describe_voucher(v: &AppliedVoucher, currency: &str) -> String {
-    if let Some(d) = &v.description {
+    if let Some(d) = &v.definition.description {
         return d.clone();
     }
-    match v.discount {
+    match v.definition.discount {
         VoucherKind::Percent { basis_points } => {
             let whole = basis_points / 100;
             match basis_points % 100 {

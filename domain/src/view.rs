@@ -247,7 +247,7 @@ fn render<M: Amount>(cart: &Cart) -> CartView<M> {
                     }
                     Voucher {
                         id: v.id,
-                        code: v.code.clone(),
+                        code: v.definition.code.clone(),
                         value: discount.inc_vat,
                         discount: M::of(discount),
                         description: describe_voucher(v, currency),

@@ -153,7 +153,7 @@ impl Decision<'_, '_> {
         {
             return Err(not_applicable(format!("expired at {exp}")));
         }
-        if self.cart.vouchers.iter().any(|v| v.code == code) {
+        if self.cart.vouchers.iter().any(|v| v.definition.code == code) {
             return Err(not_applicable("is already applied".to_owned()));
         }
         // A voucher whose minimum order is not met yet stays on the cart, not applied; it
@@ -167,11 +167,10 @@ impl Decision<'_, '_> {
         let voucher_id = self.cart.next_voucher_id;
         self.emit(VoucherApplied {
             voucher_id,
-            code,
-            discount: def.discount,
-            min_order: def.min_order,
-            description: def.description.clone(),
-            expires_at: def.expires_at,
+            definition: VoucherDefinition {
+                code,
+                ..def.clone()
+            },
         });
         Ok(())
     }

@@ -13,7 +13,7 @@
 use time::OffsetDateTime;
 
 use crate::cart::{Cart, CheckoutStatus, PickupPoint, apply};
-use crate::catalog::{Catalog, normalize_voucher_code};
+use crate::catalog::{Catalog, VoucherDefinition, normalize_voucher_code};
 use crate::command::{AddItem, Command, Limits};
 use crate::error::DomainError;
 use crate::event::*;
@@ -309,7 +309,11 @@ impl Decision<'_, '_> {
             .cart
             .vouchers
             .iter()
-            .filter(|v| v.expires_at.is_some_and(|exp| self.ctx.now >= exp))
+            .filter(|v| {
+                v.definition
+                    .expires_at
+                    .is_some_and(|exp| self.ctx.now >= exp)
+            })
             .map(|v| v.id)
             .collect();
         for voucher_id in expired {

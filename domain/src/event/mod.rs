@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::catalog::VoucherKind;
+use crate::catalog::VoucherDefinition;
 use crate::line_product::LineProduct;
 use crate::money::TaxRate;
 
@@ -71,21 +71,9 @@ pub struct PickupPointSet {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VoucherApplied {
     pub voucher_id: u32,
-    pub code: String,
-    pub discount: VoucherKind,
-    #[serde(default)]
-    pub min_order: i64,
-    /// The catalog's description of the voucher when it was applied.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
-    /// When the catalog's voucher stops applying; an expired voucher is taken off the cart
-    /// when a checkout starts.
-    #[serde(
-        default,
-        with = "time::serde::rfc3339::option",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub expires_at: Option<time::OffsetDateTime>,
+    /// The catalog's definition of the voucher when it was applied.
+    #[serde(flatten)]
+    pub definition: VoucherDefinition,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -294,7 +294,7 @@ fn a_voucher_expired_on_the_cart_comes_off_when_the_checkout_starts() {
         voucher("SOON"),
     ]);
     assert_eq!(cart.vouchers.len(), 1);
-    assert!(cart.vouchers[0].expires_at.is_some());
+    assert!(cart.vouchers[0].definition.expires_at.is_some());
     let cat = catalog();
     let now = ctx(&cat);
     let on_time = decide(&cart, checkout("a1"), &now).unwrap();

@@ -437,6 +437,35 @@ fn every_event_type_round_trips_through_json() {
     assert!(cart.lines.len() == 2);
 }
 
+/// The voucher's fields are the catalog's definition, flattened: a `VoucherApplied` written
+/// before that (and the cart state built from it) reads and writes the same JSON.
+#[test]
+fn a_stored_voucher_keeps_its_json_fields() {
+    let data = json!({
+        "voucher_id": 2, "code": "TEN", "discount": {"kind": "percent", "basis_points": 1000},
+        "min_order": 30000, "description": "10 % off", "expires_at": "2027-01-01T00:00:00Z"});
+    let rec: EventRecord =
+        serde_json::from_value(json!({"type": "VoucherApplied", "v": 1, "data": data})).unwrap();
+    let event = Event::decode(&rec).unwrap();
+    let Event::VoucherApplied(e) = &event else {
+        panic!("{event:?}")
+    };
+    assert_eq!(
+        (e.voucher_id, e.definition.code.as_str(), e.definition.min_order),
+        (2, "TEN", 30000)
+    );
+    assert_eq!(serde_json::to_value(event.encode()).unwrap()["data"], data);
+    let mut cart = sample_cart();
+    cart.vouchers.clear();
+    crate::cart::apply(&mut cart, &event);
+    let mut stored = data.clone();
+    let id = stored.as_object_mut().unwrap().remove("voucher_id").unwrap();
+    stored["id"] = id;
+    assert_eq!(serde_json::to_value(&cart.vouchers[0]).unwrap(), stored);
+    let back: crate::cart::AppliedVoucher = serde_json::from_value(stored).unwrap();
+    assert_eq!(back, cart.vouchers[0]);
+}
+
 /// `meta.image` is a string in both client versions' types: a product without an image shows
 /// an empty one, never a missing field.
 #[test]

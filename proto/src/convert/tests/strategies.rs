@@ -5,7 +5,7 @@ use cart_domain::cart::{
     AppliedVoucher, Cart, Checkout, CheckoutStatus, Delivery, Line, LineProduct, Marking,
     MismatchedOrder, PickupPoint, PlacedOrder, SubscriptionDetails,
 };
-use cart_domain::catalog::{ProductLabels, VoucherKind};
+use cart_domain::catalog::{ProductLabels, VoucherDefinition, VoucherKind};
 use cart_domain::{AddItem, CartState, Command, LineOptions, PaidOrder, TaxRate};
 use proptest::option;
 use proptest::prelude::*;
@@ -151,11 +151,13 @@ fn voucher() -> impl Strategy<Value = AppliedVoucher> {
         .prop_map(
             |(id, code, discount, min_order, description, expires_at)| AppliedVoucher {
                 id,
-                code,
-                discount,
-                min_order,
-                description,
-                expires_at,
+                definition: VoucherDefinition {
+                    code,
+                    discount,
+                    description,
+                    min_order,
+                    expires_at,
+                },
             },
         )
 }
