@@ -451,7 +451,11 @@ fn a_stored_voucher_keeps_its_json_fields() {
         panic!("{event:?}")
     };
     assert_eq!(
-        (e.voucher_id, e.definition.code.as_str(), e.definition.min_order),
+        (
+            e.voucher_id,
+            e.definition.code.as_str(),
+            e.definition.min_order
+        ),
         (2, "TEN", 30000)
     );
     assert_eq!(serde_json::to_value(event.encode()).unwrap()["data"], data);
@@ -459,7 +463,11 @@ fn a_stored_voucher_keeps_its_json_fields() {
     cart.vouchers.clear();
     crate::cart::apply(&mut cart, &event);
     let mut stored = data.clone();
-    let id = stored.as_object_mut().unwrap().remove("voucher_id").unwrap();
+    let id = stored
+        .as_object_mut()
+        .unwrap()
+        .remove("voucher_id")
+        .unwrap();
     stored["id"] = id;
     assert_eq!(serde_json::to_value(&cart.vouchers[0]).unwrap(), stored);
     let back: crate::cart::AppliedVoucher = serde_json::from_value(stored).unwrap();
