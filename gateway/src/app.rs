@@ -17,27 +17,31 @@ use crate::{checkout, ops, queries, storefront, v1};
 /// Every route of the gateway with its OpenAPI document.
 pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
     // Client rate limits cover the API, not the probes and the document.
-    let api = OpenApiRouter::new()
+    let limit = from_fn_with_state(
+        ClientLimit {
+            limits: state.limits.clone(),
+            auth: state.auth.clone(),
+        },
+        limit_clients,
+    );
+    let shop = OpenApiRouter::new()
         .merge(storefront::router())
         .merge(checkout::router())
         .merge(v1::router())
         .merge(queries::router())
+        .layer(limit.clone());
+    // Every admin request leaves an audit line (who, what, result), also one the rate limit
+    // refused.
+    let admin = OpenApiRouter::new()
         .merge(admin::router())
         .merge(admin::runner::router())
         .merge(admin::dead_letters::router())
         .merge(admin::history::router())
-        .layer(from_fn_with_state(
-            ClientLimit {
-                limits: state.limits.clone(),
-                auth: state.auth.clone(),
-            },
-            limit_clients,
-        ))
-        // Every admin request leaves an audit line (who, what, result), also one the rate
-        // limit refused.
+        .layer(limit)
         .layer(from_fn(audit::record));
     OpenApiRouter::with_openapi(openapi::base())
-        .merge(api)
+        .merge(shop)
+        .merge(admin)
         .merge(ops::router())
         .routes(routes!(openapi::document))
 }

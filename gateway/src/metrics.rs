@@ -3,10 +3,8 @@
 
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request};
-use axum::middleware::Next;
-use axum::response::Response;
-use http::Method;
+use axum::extract::MatchedPath;
+use http::{Method, StatusCode};
 
 /// Requests served, by `method`, `route` (template, e.g. `/cart/{id}`; `unmatched` for 404s)
 /// and `status`.
@@ -71,11 +69,16 @@ pub fn describe() {
     describe_counter!(PANICS, "handler panics answered with a JSON 500");
 }
 
-/// Middleware (added with `Router::layer`, so the matched route template is known).
-pub async fn record(req: Request, next: Next) -> Response {
-    let started = Instant::now();
+/// Counts a request by route template (`unmatched` when none matched) and status, and its
+/// latency since `started` (called by the edge layer, `crate::request::layers`).
+pub fn record_request(
+    method: &Method,
+    route: Option<&MatchedPath>,
+    status: StatusCode,
+    started: Instant,
+) {
     // Only standard methods become label values: a client must not mint new series.
-    let method: &'static str = match *req.method() {
+    let method: &'static str = match *method {
         Method::GET => "GET",
         Method::HEAD => "HEAD",
         Method::POST => "POST",
@@ -85,16 +88,10 @@ pub async fn record(req: Request, next: Next) -> Response {
         Method::OPTIONS => "OPTIONS",
         _ => "other",
     };
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let resp = next.run(req).await;
-    let status = resp.status().as_u16().to_string();
+    let route = route.map_or("unmatched", MatchedPath::as_str).to_owned();
+    let status = status.as_u16().to_string();
     metrics::counter!(HTTP_REQUESTS, "method" => method, "route" => route.clone(), "status" => status)
         .increment(1);
     metrics::histogram!(HTTP_REQUEST_SECONDS, "method" => method, "route" => route)
         .record(started.elapsed().as_secs_f64());
-    resp
 }

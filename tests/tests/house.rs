@@ -50,7 +50,12 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 fn too_long(paths: &[PathBuf], max: usize) -> Vec<(PathBuf, usize)> {
     paths
         .iter()
-        .map(|p| (p.clone(), std::fs::read_to_string(p).unwrap().lines().count()))
+        .map(|p| {
+            (
+                p.clone(),
+                std::fs::read_to_string(p).unwrap().lines().count(),
+            )
+        })
         .filter(|(_, n)| *n > max)
         .collect()
 }

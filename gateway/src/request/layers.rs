@@ -1,15 +1,18 @@
 //! Behaviour every route shares, as layers around the whole router: request context and ids
-//! (outermost, so even a panic's 500 carries `x-correlation-id`), metrics, panics turned into
-//! JSON 500s, JSON 404/405/413 instead of axum's plain-text ones, and the body limit.
+//! (outermost, so even a panic's 500 carries `x-correlation-id`), then the edge (metrics, JSON
+//! 405/413 instead of axum's empty or plain-text ones), panics turned into JSON 500s, and the
+//! body limit; unknown paths get a JSON 404.
 
 use std::any::Any;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::middleware::{Next, from_fn, from_fn_with_state};
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
-use http::{HeaderValue, StatusCode};
+use http::{HeaderValue, Method, StatusCode};
 use shared::{ApiError, ErrorCode};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -30,10 +33,8 @@ pub fn apply(
     let router = router
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(from_fn_with_state(body_limit, reject_oversize))
-        .layer(from_fn(json_method_not_allowed))
         .layer(CatchPanicLayer::custom(panic_response))
-        .layer(from_fn(m::record))
+        .layer(from_fn_with_state(body_limit, edge))
         .layer(from_fn_with_state(auth, context::attach));
     if cors_origins.is_empty() {
         return router;
@@ -83,26 +84,36 @@ async fn not_found(req: Request) -> ApiError {
     )
 }
 
-/// A declared body over the limit is refused before anything reads it (also on routes that
-/// ignore their body); a chunked one fails in the JSON extractor when it passes the limit.
-async fn reject_oversize(State(limit): State<usize>, req: Request, next: Next) -> Response {
-    let declared = req
-        .headers()
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return too_large(Some(limit)).into_response();
-    }
-    next.run(req).await
+/// One layer for what every request gets at the edge (each layer of its own would cost a
+/// boxed service and future per request): a declared body over the limit is refused before
+/// anything reads it (also on routes that ignore their body; a chunked one fails in the JSON
+/// extractor when it passes the limit); axum's empty 405 gets our JSON body (its `Allow`
+/// header kept); and the request is counted by route template and status, a panic's 500 too.
+async fn edge(State(body_limit): State<usize>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let resp = if declares_over(&req, body_limit) {
+        too_large(Some(body_limit)).into_response()
+    } else {
+        let uri = req.uri().clone();
+        let resp = next.run(req).await;
+        json_method_not_allowed(resp, &method, uri.path())
+    };
+    m::record_request(&method, route.as_ref(), resp.status(), started);
+    resp
 }
 
-/// axum answers a known path with the wrong method with an empty 405; keep its `Allow` header
-/// and give it our JSON body.
-async fn json_method_not_allowed(req: Request, next: Next) -> Response {
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let resp = next.run(req).await;
+fn declares_over(req: &Request, limit: usize) -> bool {
+    req.headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > limit as u64)
+}
+
+/// `resp`, or, when it is axum's empty 405, our JSON error with its `Allow` header.
+fn json_method_not_allowed(resp: Response, method: &Method, path: &str) -> Response {
     if resp.status() != StatusCode::METHOD_NOT_ALLOWED
         || resp.headers().contains_key(http::header::CONTENT_TYPE)
     {

@@ -178,6 +178,13 @@ async fn every_admin_request_leaves_an_audit_line_without_the_token() {
         // The right token reaches the (unreachable) projection: 503; the wrong one: 401.
         assert_ne!(resp.status(), StatusCode::OK);
     }
+    // A shopper's request is not an admin action: no audit line.
+    let resp = app
+        .clone()
+        .oneshot(Request::get("/cart/").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_ne!(resp.status(), StatusCode::NOT_FOUND);
     let log = captured.text();
     let audit: Vec<serde_json::Value> = log
         .lines()
