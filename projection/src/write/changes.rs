@@ -201,8 +201,11 @@ impl<'c> Changes<'c> {
                         } else {
                             Staleness::Refuse
                         };
-                        let loaded =
+                        let mut loaded =
                             views::load(conn, tenant, cart, staleness).map_err(ApplyError::Db)?;
+                        if let Some(loaded) = &mut loaded {
+                            self.cache.share_lines(&mut loaded.state.cart);
+                        }
                         (false, loaded)
                     }
                 };
@@ -261,6 +264,9 @@ impl<'c> Changes<'c> {
             }
         }
         next.applied += 1;
+        if d.events.iter().any(|e| matches!(e, Event::ItemAdded(_))) {
+            self.cache.share_lines(&mut next.state.cart);
+        }
         if let Some(id) = views::duplicate_line(&next.state.cart) {
             return Err(ApplyError::Poison(format!(
                 "the message gives cart {}/{} a second line {id}",
@@ -379,3 +385,6 @@ fn decode(inc: &Incoming) -> Result<Decoded, String> {
         unknown,
     })
 }
+
+#[cfg(test)]
+mod tests;
