@@ -140,9 +140,7 @@ impl Stack {
     pub async fn aggregate(&self, node_id: &str) -> anyhow::Result<aggregate::Running> {
         aggregate::start(self.aggregate_config(node_id)).await
     }
-}
 
-impl Stack {
     /// A gateway config pointing at this server, listening on a free port, without rate
     /// limits (load tests and e2e tests drive it hard from one address).
     pub fn gateway_config(&self) -> gateway::Config {
@@ -157,9 +155,7 @@ impl Stack {
         c.nats = self.nats("gateway");
         c
     }
-}
 
-impl Stack {
     /// A projection config pointing at this server, its database in `dir`, listening on free
     /// ports.
     pub fn projection_config(&self, dir: &std::path::Path) -> projection::Config {
@@ -188,9 +184,7 @@ impl Stack {
         c.provider.backoff_max_ms = 50;
         c
     }
-}
 
-impl Stack {
     /// A gateway with neither runner nor projection, once `GET probe` (a cart read, such as
     /// `/v1/carts/probe`) answers 200; returns it and its base URL.
     pub async fn cart_gateway(&self, probe: &str) -> (gateway::Running, String) {
