@@ -1,32 +1,20 @@
 use std::time::Duration;
 
-use cart_domain::TaxRate;
 use cart_domain::cart::LineProduct;
-use cart_domain::event::ItemAdded;
 use cart_domain::ids::{CartId, CommandId, TenantId};
 
 use super::*;
 use crate::write::state_cache::StateSettings;
 
+/// An `ItemAdded` of product `S` as a message carries it (its facts decoded on their own).
 fn added(line_id: u32) -> Event {
-    Event::ItemAdded(ItemAdded {
-        line_id,
-        quantity: 1,
-        store_id: None,
-        country: "se".into(),
-        product: Arc::new(LineProduct {
-            sku: "S".into(),
-            item_id: 1,
-            name: "N".into(),
-            unit_price: 100,
-            org_price: None,
-            tax_rate: TaxRate(2500),
-            currency: "SEK".into(),
-            stock: 1,
-            item_type: "product".into(),
-            labels: Default::default(),
-        }),
+    Event::decode(&cart_domain::EventRecord {
+        event_type: "ItemAdded".into(),
+        v: 2,
+        data: serde_json::json!({"line_id": line_id, "quantity": 1, "sku": "S", "name": "N",
+            "unit_price": 100, "tax_rate": 2500, "currency": "SEK", "country": "se"}),
     })
+    .unwrap()
 }
 
 /// Message `sequence` of cart `cart`, as the consumer hands it over (decoded by the writer).
