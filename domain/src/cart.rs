@@ -16,6 +16,7 @@ use crate::ids::CartId;
 pub struct Line {
     pub id: u32,
     pub quantity: u32,
+    #[serde(serialize_with = "crate::line_product::json_once")]
     pub product: Arc<LineProduct>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store_id: Option<Box<str>>,

@@ -91,6 +91,7 @@ mod tests {
             stock: 1,
             item_type: "product".into(),
             labels: Default::default(),
+            json: Default::default(),
         })
     }
 

@@ -80,6 +80,7 @@ fn product() -> impl Strategy<Value = LineProduct> {
                     seller_name,
                     outlet,
                 },
+                json: Default::default(),
             },
         )
 }
