@@ -7,6 +7,8 @@
 
 use std::fmt;
 
+use async_nats::HeaderName;
+
 use crate::error::{ApiError, ErrorCode};
 use crate::propagation::{self, TraceFields};
 use cart_domain::ids::{CorrelationId, IdError, TenantId};
@@ -238,16 +240,22 @@ impl RequestContext {
     /// (`traceparent`, `tracestate`) and the bare `trace-id`, so the `nats` CLI and tools that
     /// only know one name all find them.
     pub fn to_nats_headers(&self, headers: &mut async_nats::HeaderMap) {
-        headers.insert(NATS_TENANT_ID, self.tenant.as_str());
-        headers.insert(CORRELATION_ID, self.correlation_id.as_str());
-        headers.insert(NATS_CORRELATION_ID, self.correlation_id.as_str());
+        // Names made at compile time: an append (the hot path) neither checks nor copies them.
+        const TENANT: HeaderName = HeaderName::from_static(NATS_TENANT_ID);
+        const CORRELATION: HeaderName = HeaderName::from_static(CORRELATION_ID);
+        const NATS_CORRELATION: HeaderName = HeaderName::from_static(NATS_CORRELATION_ID);
+        const TRACE_ID: HeaderName = HeaderName::from_static(NATS_TRACE_ID);
+        const REQUEST: HeaderName = HeaderName::from_static(REQUEST_ID);
+        headers.insert(TENANT, self.tenant.as_str());
+        headers.insert(CORRELATION, self.correlation_id.as_str());
+        headers.insert(NATS_CORRELATION, self.correlation_id.as_str());
         self.trace
             .inject_into(&mut propagation::NatsHeadersMut(headers));
         if let Some(trace_id) = self.trace.trace_id() {
-            headers.insert(NATS_TRACE_ID, trace_id.as_str());
+            headers.insert(TRACE_ID, trace_id.as_str());
         }
         if let Some(id) = &self.request_id {
-            headers.insert(REQUEST_ID, id.as_str());
+            headers.insert(REQUEST, id.as_str());
         }
     }
 

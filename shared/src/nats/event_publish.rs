@@ -1,6 +1,7 @@
 //! The one way a cart's event message is put on `CART_EVENTS`, so the aggregate, test
 //! generators and the benchmark all append exactly the contract's shape.
 
+use async_nats::HeaderName;
 use async_nats::jetstream::message::PublishMessage;
 use bytes::Bytes;
 
@@ -16,9 +17,10 @@ pub fn event_publish(
     ctx: &RequestContext,
     expected: Option<u64>,
 ) -> PublishMessage {
+    const EVENT_TYPES: HeaderName = HeaderName::from_static(CART_EVENT_TYPES);
     let mut headers = async_nats::HeaderMap::new();
     ctx.to_nats_headers(&mut headers);
-    headers.insert(CART_EVENT_TYPES, msg.event_types_header().as_str());
+    headers.insert(EVENT_TYPES, msg.event_types_header());
     let publish = PublishMessage::build()
         .payload(Bytes::from(msg.to_json()))
         .headers(headers)
