@@ -13,8 +13,11 @@ use serde::{Deserialize, Serialize};
 use shared::TenantId;
 use shared::config::{ServiceConfig, split_list};
 use shared::nats::{NatsConfig, NatsResourceSettings};
+use shared::secret::Secret;
 
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
+/// `Debug` shows no secret: the API keys, the admin token and the NATS credentials are
+/// [`Secret`]s.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// HTTP listen address (storefront, /v1, admin, /health, /ready, /metrics).
@@ -48,9 +51,9 @@ pub struct Config {
     pub cookie_domain: String,
     /// `key=tenant` pairs, comma-separated. When set, every API request needs `x-api-key` and
     /// the key decides the tenant.
-    pub api_keys: String,
+    pub api_keys: Secret,
     /// Bearer token of `/admin/...`. Empty: the admin API is disabled.
-    pub admin_token: String,
+    pub admin_token: Secret,
     /// Browser origins (`https://shop.example.com`, comma-separated) allowed to call the API
     /// from another origin, with credentials (the `cartid` cookie). Empty: no CORS headers,
     /// so browsers allow same-origin calls only.
@@ -96,27 +99,6 @@ pub struct Config {
     pub grpc_tls: shared::grpc_tls::GrpcTls,
 }
 
-/// The API keys and the admin token are redacted (the NATS section redacts its own): a
-/// configuration printed in a log must not leak them.
-impl std::fmt::Debug for Config {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut shown = self.clone();
-        for secret in [&mut shown.api_keys, &mut shown.admin_token] {
-            if !secret.is_empty() {
-                *secret = "<redacted>".into();
-            }
-        }
-        let value = serde_json::to_value(&shown).map_err(|_| std::fmt::Error)?;
-        let mut d = f.debug_struct("Config");
-        for (k, v) in value.as_object().into_iter().flatten() {
-            if k != "nats" {
-                d.field(k, v);
-            }
-        }
-        d.field("nats", &self.nats).finish()
-    }
-}
-
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -135,8 +117,8 @@ impl Default for Config {
             cookie_secure: false,
             cookie_max_age_secs: 30 * 24 * 3600,
             cookie_domain: String::new(),
-            api_keys: String::new(),
-            admin_token: String::new(),
+            api_keys: Secret::default(),
+            admin_token: Secret::default(),
             cors_origins: String::new(),
             legacy_get_add: true,
             trusted_proxy_hops: 0,
@@ -235,7 +217,7 @@ impl Config {
     /// API key → tenant.
     pub fn api_keys(&self) -> Result<HashMap<String, TenantId>, ConfigError> {
         let mut keys = HashMap::new();
-        for pair in split_list(&self.api_keys) {
+        for pair in split_list(self.api_keys.expose()) {
             let (key, tenant) = pair.split_once('=').ok_or_else(|| {
                 ConfigError(format!(
                     "api_keys: entry {pair:?} must look like key=tenant"

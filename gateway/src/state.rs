@@ -76,7 +76,7 @@ impl AppState {
             auth: Arc::new(Auth::new(
                 cfg.default_tenant()?,
                 cfg.api_keys()?,
-                &cfg.admin_token,
+                cfg.admin_token.expose(),
             )),
             cors_origins: cfg.cors_origins()?,
             limits: Arc::new(RateLimits::new(&cfg)),

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use shared::config::ServiceConfig;
 use shared::nats::{ConsumerSettings, NatsConfig, NatsResourceSettings};
+use shared::secret::Secret;
 
 /// Largest batch one fetch (and one SQLite transaction) may hold.
 pub const MAX_BATCH_SIZE: usize = 10_000;
@@ -70,7 +71,7 @@ pub struct Config {
     /// One service reads them for the whole platform: this one.
     pub jetstream_stats_secs: u64,
     /// Bearer token for `POST /admin/rebuild`; empty disables the admin API.
-    pub admin_token: String,
+    pub admin_token: Secret,
     pub nats: NatsConfig,
     pub streams: NatsResourceSettings,
     /// Mutual TLS of its gRPC server and calls (`GRPC_TLS_*`; empty: plaintext).
@@ -97,7 +98,7 @@ impl Default for Config {
             state_flush_secs: 10,
             drop_indexes_behind: 100_000,
             jetstream_stats_secs: 15,
-            admin_token: String::new(),
+            admin_token: Secret::default(),
             nats: NatsConfig::named(Self::SERVICE),
             streams: NatsResourceSettings::default(),
             grpc_tls: Default::default(),
@@ -236,6 +237,26 @@ mod tests {
             ..Config::default()
         };
         assert_eq!(off.jetstream_stats_interval(), None);
+    }
+
+    /// The admin token (and the NATS password) read from the environment as usual, but a
+    /// printed config shows neither.
+    #[test]
+    fn a_printed_config_does_not_show_the_admin_token() {
+        let env = [
+            ("PROJECTION_ADMIN_TOKEN", "rebuild-s3cret"),
+            ("NATS_PASSWORD", "nats-s3cret"),
+            ("NATS_USER", "projection"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let c: Config = shared::config::load_service_from("PROJECTION", None, env).unwrap();
+        assert!(c.admin_token.matches("rebuild-s3cret"));
+        assert_eq!(c.nats.password.expose(), "nats-s3cret");
+        let printed = format!("{c:?}");
+        for secret in ["rebuild-s3cret", "nats-s3cret"] {
+            assert!(!printed.contains(secret), "{secret} in {printed}");
+        }
+        assert!(printed.contains("admin_token: \"<redacted>\""), "{printed}");
     }
 
     #[test]

@@ -277,7 +277,7 @@ pub async fn start_with_hooks(config: Config, hooks: Hooks) -> anyhow::Result<Ru
     let (http_listener, http_addr) = shared::serve::bind(&config.http_addr).await?;
     let app = shared::ops::router(readiness, shared::telemetry::prometheus()).merge(admin::router(
         admin::AdminState {
-            token: config.admin_token.as_str().into(),
+            token: config.admin_token.clone(),
             rebuild: rebuild.clone(),
             live: live.clone(),
             tracker: tracker.clone(),

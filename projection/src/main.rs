@@ -110,7 +110,7 @@ async fn rebuild_offline(config: Config) -> anyhow::Result<()> {
 async fn rebuild_online(config: &Config) -> anyhow::Result<()> {
     let url = format!("{}{REBUILD_PATH}", base_url(config));
     let http = http()?;
-    let token = config.admin_token.as_str();
+    let token = config.admin_token.expose();
     let started = http
         .post(&url)
         .bearer_auth(token)

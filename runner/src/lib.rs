@@ -100,7 +100,7 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
     // The provider: configured, or the embedded mock.
     let mut provider_cfg = config.provider.clone();
     if provider_cfg.base_url.is_empty() {
-        let mock = MockProvider::new(&provider_cfg.username, &provider_cfg.password);
+        let mock = MockProvider::new(&provider_cfg.username, provider_cfg.password.expose());
         let (addr, _task) = mock
             .serve(&config.mock_provider_addr, stop.clone())
             .await

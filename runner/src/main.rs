@@ -38,7 +38,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::MockProvider { addr } => {
             let mock = runner::provider::mock::MockProvider::new(
                 &config.provider.username,
-                &config.provider.password,
+                config.provider.password.expose(),
             );
             let (bound, task) = mock.serve(&addr, shutdown).await?;
             println!("mock provider listening on http://{bound}");

@@ -18,6 +18,7 @@ pub mod placement;
 pub mod process;
 pub mod propagation;
 pub mod provider_order;
+pub mod secret;
 pub mod serve;
 pub mod shutdown;
 pub mod spans;

@@ -84,7 +84,7 @@ async fn start(stack: &Stack, collector: &Collector) -> Platform {
         command
             .env("NATS_URL", &nats.url)
             .env("NATS_USER", &nats.user)
-            .env("NATS_PASSWORD", &nats.password)
+            .env("NATS_PASSWORD", nats.password.expose())
             .env(
                 "STREAMS_NODE_TTL_SECS",
                 test_streams().node_ttl_secs.to_string(),

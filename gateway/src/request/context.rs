@@ -18,9 +18,8 @@ use axum::response::Response;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue};
 use shared::headers::{CORRELATION_ID, REQUEST_ID, RequestContext, TENANT_ID};
+use shared::secret::Secret;
 use shared::{ApiError, CorrelationId, ErrorCode, TenantId};
-// Secrets are compared in constant time, so response timing does not reveal a prefix.
-use subtle::ConstantTimeEq;
 use tracing::Instrument;
 
 /// Header carrying a client's API key (the gateway is its only reader).
@@ -31,7 +30,8 @@ pub use shared::headers::API_KEY;
 pub struct Auth {
     default_tenant: Option<TenantId>,
     api_keys: HashMap<String, TenantId>,
-    admin_token: Option<String>,
+    /// Compared in constant time, so response timing does not reveal a prefix.
+    admin_token: Secret,
 }
 
 impl Auth {
@@ -40,7 +40,7 @@ impl Auth {
         api_keys: HashMap<String, TenantId>,
         admin_token: &str,
     ) -> Self {
-        let admin_token = Some(admin_token.trim().to_owned()).filter(|t| !t.is_empty());
+        let admin_token = admin_token.trim().into();
         Self {
             default_tenant,
             api_keys,
@@ -93,19 +93,19 @@ impl Auth {
     /// Admin calls need `Authorization: Bearer <GATEWAY_ADMIN_TOKEN>`; without a configured
     /// token the admin API is off.
     pub fn check_admin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
-        let Some(expected) = &self.admin_token else {
+        if self.admin_token.is_empty() {
             return Err(ApiError::new(
                 ErrorCode::Unauthenticated,
                 "the admin API is disabled; set GATEWAY_ADMIN_TOKEN to enable it",
             ));
-        };
+        }
         let given = headers
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
         match given {
-            Some(token) if bool::from(token.as_bytes().ct_eq(expected.as_bytes())) => Ok(()),
+            Some(token) if self.admin_token.matches(token) => Ok(()),
             Some(_) => Err(ApiError::new(
                 ErrorCode::Unauthenticated,
                 "the admin bearer token is wrong",

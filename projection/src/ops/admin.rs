@@ -3,13 +3,12 @@
 //! `Authorization: Bearer <PROJECTION_ADMIN_TOKEN>`; without a configured token the admin API
 //! is off (deny by default).
 
-use std::sync::Arc;
-
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use shared::secret::Secret;
 use shared::{ApiError, ErrorCode};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -20,7 +19,7 @@ pub const REBUILD_PATH: &str = "/admin/rebuild";
 
 #[derive(Clone)]
 pub struct AdminState {
-    pub token: Arc<str>,
+    pub token: Secret,
     pub rebuild: Rebuild,
     pub live: Live,
     pub tracker: TaskTracker,
@@ -45,17 +44,13 @@ fn authorize(state: &AdminState, headers: &HeaderMap) -> Result<(), ApiError> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if !constant_time_eq(given.as_bytes(), state.token.as_bytes()) {
+    if !state.token.matches(given) {
         return Err(ApiError::new(
             ErrorCode::Unauthenticated,
             "missing or wrong bearer token",
         ));
     }
     Ok(())
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn progress(State(s): State<AdminState>, headers: HeaderMap) -> Response {

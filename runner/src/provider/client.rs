@@ -11,41 +11,27 @@ use backon::{ExponentialBuilder, Retryable};
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use shared::headers::RequestContext;
+use shared::secret::Secret;
 use tracing::Instrument;
 
 use super::order::Order;
 use crate::metrics as m;
 
 /// Where and how to reach the provider. Reloadable at runtime (RunnerAdmin.Reload).
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `Debug` shows no password (a [`Secret`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ProviderConfig {
     /// Base URL, e.g. `https://api.playground.klarna.com`. Empty: the embedded mock provider.
     pub base_url: String,
     pub username: String,
-    pub password: String,
+    pub password: Secret,
     pub timeout_ms: u64,
     /// Attempts for a transient failure, the first included.
     pub attempts: usize,
     pub backoff_min_ms: u64,
     pub backoff_max_ms: u64,
     pub locale: String,
-}
-
-/// The password is redacted: a configuration printed in a log must not leak the credentials.
-impl std::fmt::Debug for ProviderConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProviderConfig")
-            .field("base_url", &self.base_url)
-            .field("username", &self.username)
-            .field("password", &"<redacted>")
-            .field("timeout_ms", &self.timeout_ms)
-            .field("attempts", &self.attempts)
-            .field("backoff_min_ms", &self.backoff_min_ms)
-            .field("backoff_max_ms", &self.backoff_max_ms)
-            .field("locale", &self.locale)
-            .finish()
-    }
 }
 
 impl Default for ProviderConfig {
@@ -205,7 +191,7 @@ impl ProviderClient {
             let mut req = self
                 .http
                 .request(method.clone(), &url)
-                .basic_auth(&self.cfg.username, Some(&self.cfg.password));
+                .basic_auth(&self.cfg.username, Some(self.cfg.password.expose()));
             let mut headers = http::HeaderMap::new();
             shared::spans::downstream(ctx).inject_http(&mut headers);
             req = req.headers(headers);

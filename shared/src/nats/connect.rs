@@ -70,7 +70,7 @@ async fn auth(config: &NatsConfig) -> Result<ConnectOptions, NatsError> {
             .await
             .map_err(|e| fail(format!("cannot read creds file {}: {e}", config.creds_file)))?
     } else if !config.token.is_empty() {
-        ConnectOptions::new().token(config.token.clone())
+        ConnectOptions::new().token(config.token.expose().to_owned())
     } else if !config.user.is_empty() || !password.is_empty() {
         if config.user.is_empty() || password.is_empty() {
             return Err(fail(
@@ -114,7 +114,7 @@ async fn auth(config: &NatsConfig) -> Result<ConnectOptions, NatsError> {
 /// The password, from `NATS_PASSWORD` or the file `NATS_PASSWORD_FILE` names (not both).
 fn password(config: &NatsConfig) -> Result<String, String> {
     if config.password_file.is_empty() {
-        return Ok(config.password.clone());
+        return Ok(config.password.expose().to_owned());
     }
     if !config.password.is_empty() {
         return Err("set NATS_PASSWORD or NATS_PASSWORD_FILE, not both".into());

@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::secret::Secret;
+
 /// How to reach NATS. Embedded as `nats` in service configs (env `NATS_URL`, ...).
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct NatsConfig {
     /// Comma-separated server URLs (`nats://a:4222,nats://b:4222`); the client discovers the
@@ -24,11 +26,11 @@ pub struct NatsConfig {
     /// Path of a `.creds` file (JWT + NKey seed, decentralised auth). Empty: none.
     pub creds_file: String,
     /// Token authentication. Empty: none.
-    pub token: String,
+    pub token: Secret,
     /// User/password authentication (both set, or neither). With a user set, reply inboxes
     /// are `_INBOX_<user>.>` (the only subjects deploy/nats/accounts.conf lets it subscribe to).
     pub user: String,
-    pub password: String,
+    pub password: Secret,
     /// A file holding the password (a mounted Secret); read at connect, surrounding whitespace
     /// removed. Set this or `password`, not both.
     pub password_file: String,
@@ -41,28 +43,6 @@ pub struct NatsConfig {
     pub tls_key_file: String,
 }
 
-/// Secrets are redacted: a config printed in a log must not leak credentials.
-impl std::fmt::Debug for NatsConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let redact = |v: &str| if v.is_empty() { "" } else { "<redacted>" };
-        f.debug_struct("NatsConfig")
-            .field("url", &self.url)
-            .field("name", &self.name)
-            .field("connect_timeout_ms", &self.connect_timeout_ms)
-            .field("request_timeout_ms", &self.request_timeout_ms)
-            .field("creds_file", &self.creds_file)
-            .field("token", &redact(&self.token))
-            .field("user", &self.user)
-            .field("password", &redact(&self.password))
-            .field("password_file", &self.password_file)
-            .field("tls_required", &self.tls_required)
-            .field("tls_ca_file", &self.tls_ca_file)
-            .field("tls_cert_file", &self.tls_cert_file)
-            .field("tls_key_file", &self.tls_key_file)
-            .finish()
-    }
-}
-
 impl Default for NatsConfig {
     fn default() -> Self {
         Self {
@@ -71,9 +51,9 @@ impl Default for NatsConfig {
             connect_timeout_ms: 5_000,
             request_timeout_ms: 5_000,
             creds_file: String::new(),
-            token: String::new(),
+            token: Secret::default(),
             user: String::new(),
-            password: String::new(),
+            password: Secret::default(),
             password_file: String::new(),
             tls_required: false,
             tls_ca_file: String::new(),

@@ -221,7 +221,7 @@ impl NatsServer {
             url: self.url.clone(),
             name: user.to_owned(),
             user: user.to_owned(),
-            password: accounts.password(user).to_owned(),
+            password: accounts.password(user).into(),
             ..Default::default()
         }
     }

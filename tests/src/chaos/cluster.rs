@@ -117,7 +117,7 @@ impl Cluster {
             url: direct,
             name: "chaos-checker".into(),
             user: "admin".into(),
-            password: accounts.password("admin").to_owned(),
+            password: accounts.password("admin").into(),
             ..Default::default()
         };
         let client = shared::nats::connect(&config)
