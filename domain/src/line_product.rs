@@ -40,7 +40,9 @@ pub struct LineProduct {
     #[serde(flatten)]
     pub labels: ProductLabels,
     /// These facts as JSON, made the first time a line holding them is written (see
-    /// [`json_once`]). Not part of the facts: ignored by equality and hashing.
+    /// [`json_once`]). Not part of the facts: ignored by equality and hashing. Change a
+    /// product that may have been written through a clone (which starts without it), never
+    /// through `Arc::make_mut`/`get_mut`, which would keep the old JSON.
     #[serde(skip)]
     pub json: JsonOnce,
 }
