@@ -72,6 +72,19 @@ impl ProductPool {
             line.product = self.share(&line.product);
         }
     }
+
+    /// Shares the product facts of the lines `events` added to `cart`, after they were
+    /// applied: for a caller whose events are decoded once and read-only (the projection's
+    /// batches). The cart's other lines are not looked at again.
+    pub fn share_added(&self, cart: &mut Cart, events: &[Event]) {
+        for e in events {
+            if let Event::ItemAdded(added) = e
+                && let Some(line) = cart.lines.iter_mut().find(|l| l.id == added.line_id)
+            {
+                line.product = self.share(&line.product);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -154,5 +167,12 @@ mod tests {
         pool.share_lines(&mut read);
         assert!(read.lines.iter().all(|l| Arc::ptr_eq(&l.product, &held)));
         assert_eq!(read, cart);
+
+        // Events that cannot be changed: the lines they added are shared once applied.
+        let unshared = vec![added(3)];
+        crate::cart::apply(&mut read, &unshared[0]);
+        assert!(!Arc::ptr_eq(&read.lines[2].product, &held));
+        pool.share_added(&mut read, &unshared);
+        assert!(read.lines.iter().all(|l| Arc::ptr_eq(&l.product, &held)));
     }
 }

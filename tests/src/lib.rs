@@ -13,3 +13,11 @@ pub mod platform;
 pub mod processes;
 pub mod requests;
 pub mod stack;
+
+/// The workspace root (where the top-level README, docker-compose.yml and deploy/ are).
+pub fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests crate sits in the workspace")
+        .to_path_buf()
+}

@@ -7,15 +7,10 @@
 
 use std::path::{Path, PathBuf};
 
+use tests::workspace_root as root;
+
 const MAX_SOURCE_LINES: usize = 500;
 const MAX_README_LINES: usize = 300;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the tests crate sits in the workspace")
-        .to_path_buf()
-}
 
 /// The workspace's member crates: the directories next to the root's Cargo.toml that hold a
 /// Cargo.toml of their own.

@@ -470,6 +470,17 @@ fn a_stored_voucher_keeps_its_json_fields() {
         .unwrap();
     stored["id"] = id;
     assert_eq!(serde_json::to_value(&cart.vouchers[0]).unwrap(), stored);
+    let back: crate::cart::AppliedVoucher = serde_json::from_value(stored.clone()).unwrap();
+    assert_eq!(back, cart.vouchers[0]);
+
+    // A field a newer build adds is skipped, as before (the catalog's own definition refuses
+    // unknown fields; flattened, it only sees its own).
+    let mut newer = data.clone();
+    newer["stacks_with"] = json!(["FREESHIP"]);
+    let rec: EventRecord =
+        serde_json::from_value(json!({"type": "VoucherApplied", "v": 1, "data": newer})).unwrap();
+    assert_eq!(Event::decode(&rec).unwrap(), event);
+    stored["stacks_with"] = json!(["FREESHIP"]);
     let back: crate::cart::AppliedVoucher = serde_json::from_value(stored).unwrap();
     assert_eq!(back, cart.vouchers[0]);
 }

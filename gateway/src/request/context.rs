@@ -25,8 +25,9 @@ use tracing::Instrument;
 /// Header carrying a client's API key (the gateway is its only reader).
 pub use shared::headers::API_KEY;
 
-/// The tenant rules: API keys when configured, else `x-tenant-id` with a default.
-#[derive(Debug, Clone)]
+/// The tenant rules: API keys when configured, else `x-tenant-id` with a default. Not
+/// `Debug`: it holds the API keys in clear (map keys, looked up per request).
+#[derive(Clone)]
 pub struct Auth {
     default_tenant: Option<TenantId>,
     api_keys: HashMap<String, TenantId>,

@@ -96,9 +96,7 @@ async fn edge(State(body_limit): State<usize>, req: Request, next: Next) -> Resp
     let resp = if declares_over(&req, body_limit) {
         too_large(Some(body_limit)).into_response()
     } else {
-        let uri = req.uri().clone();
-        let resp = next.run(req).await;
-        json_method_not_allowed(resp, &method, uri.path())
+        json_method_not_allowed(next.run(req).await, &method, route.as_ref())
     };
     m::record_request(&method, route.as_ref(), resp.status(), started);
     resp
@@ -112,17 +110,24 @@ fn declares_over(req: &Request, limit: usize) -> bool {
         .is_some_and(|n| n > limit as u64)
 }
 
-/// `resp`, or, when it is axum's empty 405, our JSON error. axum adds the `Allow` header
-/// after the route's layers have run, so it is on the response but not readable here.
-fn json_method_not_allowed(resp: Response, method: &Method, path: &str) -> Response {
+/// `resp`, or, when it is axum's empty 405, our JSON error. It names the route's template
+/// (`/cart/add/{sku}`), not the path, so no client value is echoed and nothing of the request
+/// is kept for this rare case. axum adds the `Allow` header after the route's layers have
+/// run, so it is on the response but not readable here.
+fn json_method_not_allowed(
+    resp: Response,
+    method: &Method,
+    route: Option<&MatchedPath>,
+) -> Response {
     if resp.status() != StatusCode::METHOD_NOT_ALLOWED
         || resp.headers().contains_key(http::header::CONTENT_TYPE)
     {
         return resp;
     }
+    let route = route.map_or("this path", MatchedPath::as_str);
     ApiError::new(
         ErrorCode::MethodNotAllowed,
-        format!("{method} is not allowed on {path}; the Allow header lists the methods that are"),
+        format!("{method} is not allowed on {route}; the Allow header lists the methods that are"),
     )
     .into_response()
 }
@@ -159,6 +164,7 @@ mod tests {
         let router = Router::new()
             .route("/boom", get(boom))
             .route("/echo", post(|body: String| async move { body }))
+            .route("/item/{id}", post(|| async { "ok" }))
             .route(
                 "/json",
                 post(|JsonBody(v): JsonBody<serde_json::Value>| async move { v.to_string() }),
@@ -202,6 +208,19 @@ mod tests {
         assert_eq!(
             body["error"],
             "DELETE is not allowed on /echo; the Allow header lists the methods that are"
+        );
+        // The route's template, not the client's value.
+        let long = "v".repeat(5000);
+        let (status, _, body) = call(
+            Request::get(format!("/item/{long}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(
+            body["error"],
+            "GET is not allowed on /item/{id}; the Allow header lists the methods that are"
         );
 
         let big = "x".repeat(17);

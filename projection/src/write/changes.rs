@@ -264,9 +264,7 @@ impl<'c> Changes<'c> {
             }
         }
         next.applied += 1;
-        if d.events.iter().any(|e| matches!(e, Event::ItemAdded(_))) {
-            self.cache.share_lines(&mut next.state.cart);
-        }
+        self.cache.share_added(&mut next.state.cart, &d.events);
         if let Some(id) = views::duplicate_line(&next.state.cart) {
             return Err(ApplyError::Poison(format!(
                 "the message gives cart {}/{} a second line {id}",

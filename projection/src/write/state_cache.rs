@@ -98,11 +98,16 @@ impl StateCache {
     }
 
     /// Shares the product facts of `cart`'s lines with the cached states' (most carts hold the
-    /// same few hundred products). Called where lines come in, a state read from the database
-    /// or a message that adds items, not at every `put`: lines already shared need no second
-    /// look.
+    /// same few hundred products). Called where lines come in (a state read from the database;
+    /// for a message, [`Self::share_added`]), not at every `put`: lines already shared need no
+    /// second look.
     pub fn share_lines(&self, cart: &mut cart_domain::cart::Cart) {
         self.products.share_lines(cart);
+    }
+
+    /// Shares the product facts of the lines `events` (one message's) added to `cart`.
+    pub fn share_added(&self, cart: &mut cart_domain::cart::Cart, events: &[cart_domain::Event]) {
+        self.products.share_added(cart, events);
     }
 
     /// Puts a state (back) in after its transaction committed: `written` if that transaction

@@ -42,10 +42,7 @@ async fn main() -> anyhow::Result<()> {
         out: cli.out,
         seed,
     };
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the tests crate lives in the workspace")
-        .to_owned();
+    let root = tests::workspace_root();
     let bins = std::env::current_exe()?
         .parent()
         .expect("the binary has a directory")

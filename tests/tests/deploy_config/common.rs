@@ -5,13 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-/// The workspace root, where docker-compose.yml and deploy/ are.
-pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
-}
+pub use tests::workspace_root as root;
 
 pub fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
