@@ -221,7 +221,9 @@ impl ServiceConfig for Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::test_support::config_check::{BadField, assert_names_bad_field};
+    use shared::test_support::config_check::{
+        BadField, assert_debug_hides, assert_names_bad_field, load_from_env,
+    };
 
     #[test]
     fn defaults_are_valid_and_name_the_durable_and_file() {
@@ -247,16 +249,12 @@ mod tests {
             ("PROJECTION_ADMIN_TOKEN", "rebuild-s3cret"),
             ("NATS_PASSWORD", "nats-s3cret"),
             ("NATS_USER", "projection"),
-        ]
-        .map(|(k, v)| (k.to_owned(), v.to_owned()));
-        let c: Config = shared::config::load_service_from("PROJECTION", None, env).unwrap();
+        ];
+        let c: Config = load_from_env(&env);
         assert!(c.admin_token.matches("rebuild-s3cret"));
         assert_eq!(c.nats.password.expose(), "nats-s3cret");
-        let printed = format!("{c:?}");
-        for secret in ["rebuild-s3cret", "nats-s3cret"] {
-            assert!(!printed.contains(secret), "{secret} in {printed}");
-        }
-        assert!(printed.contains("admin_token: \"<redacted>\""), "{printed}");
+        let secrets = ["rebuild-s3cret", "nats-s3cret"];
+        assert_debug_hides(&c, &secrets, "admin_token: \"<redacted>\"");
     }
 
     #[test]
@@ -268,9 +266,8 @@ mod tests {
             ("NATS_URL", "nats://n:4222"),
             ("STREAMS_REPLICAS", "3"),
             ("AGGREGATE_GRPC_ADDR", "ignored:1"),
-        ]
-        .map(|(k, v)| (k.to_owned(), v.to_owned()));
-        let c: Config = shared::config::load_service_from("PROJECTION", None, env).unwrap();
+        ];
+        let c: Config = load_from_env(&env);
         assert_eq!(c.view, "analytics");
         assert_eq!(c.durable(), "projection-analytics");
         assert_eq!(c.batch_size, 64);

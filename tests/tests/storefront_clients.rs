@@ -4,7 +4,7 @@
 //!
 //! Each version's types are mirrored below as Rust types that accept exactly what the
 //! TypeScript declares: a required field must be there with its type (`number` is `f64`), an
-//! optional one (`x?: T`) may be absent; fields the client does not declare are ignored, as
+//! optional one (`x?: T`) is an `Option`, which serde reads as `None` when absent; fields the client does not declare are ignored, as
 //! they are at run time. Then every call of that version's `cart-api.ts` is made against the
 //! gateway as the browser makes it: the same paths (trailing slash or none), the same bodies as
 //! `JSON.stringify` writes them, sent as `fetch` sends a string (`text/plain;charset=UTF-8`),
@@ -82,9 +82,7 @@ mod october {
         pub deliveries: Vec<CartDelivery>,
         pub processing: bool,
         pub payment_in_progress: bool,
-        #[serde(default)]
         pub order_reference: Option<String>,
-        #[serde(default)]
         pub payment_status: Option<String>,
         pub total_price: CartPrice,
         pub total_discount: CartPrice,
@@ -104,15 +102,10 @@ mod october {
     pub struct CartItemMeta {
         pub image: String,
         pub name: String,
-        #[serde(default)]
         pub outlet: Option<String>,
-        #[serde(default)]
         pub seller_id: Option<String>,
-        #[serde(default)]
         pub seller_name: Option<String>,
-        #[serde(default)]
         pub brand: Option<String>,
-        #[serde(default)]
         pub category: Option<String>,
     }
 
@@ -122,7 +115,6 @@ mod october {
         pub id: f64,
         pub item_id: Loose,
         pub meta: CartItemMeta,
-        #[serde(default)]
         pub org_price: Option<CartPrice>,
         pub price: CartPrice,
         pub qty: f64,
@@ -131,7 +123,6 @@ mod october {
         pub tax: f64,
         #[serde(rename = "type")]
         pub kind: String,
-        #[serde(default)]
         pub store_id: Option<String>,
     }
 
@@ -153,18 +144,12 @@ mod december {
     #[derive(Debug, Deserialize)]
     #[serde(rename_all = "camelCase")]
     pub struct PickupPoint {
-        #[serde(default)]
         pub delivery_id: Option<f64>,
         pub id: String,
-        #[serde(default)]
         pub name: Option<String>,
-        #[serde(default)]
         pub address: Option<String>,
-        #[serde(default)]
         pub city: Option<String>,
-        #[serde(default)]
         pub zip: Option<String>,
-        #[serde(default)]
         pub country: Option<String>,
     }
 
@@ -175,7 +160,6 @@ mod december {
         pub provider: String,
         pub price: CartPrice,
         pub items: Vec<f64>,
-        #[serde(default)]
         pub pickup_point: Option<PickupPoint>,
     }
 
@@ -202,14 +186,10 @@ mod december {
         pub deliveries: Vec<CartDelivery>,
         pub processing: bool,
         pub payment_in_progress: bool,
-        #[serde(default)]
         pub order_reference: Option<String>,
-        #[serde(default)]
         pub payment_status: Option<String>,
         pub vouchers: Vec<Voucher>,
-        #[serde(default)]
         pub subscription_details: Option<BTreeMap<String, SubscriptionDetails>>,
-        #[serde(default)]
         pub user_id: Option<String>,
     }
 
@@ -237,26 +217,19 @@ mod december {
     pub struct CartItem {
         pub id: f64,
         pub item_id: f64,
-        #[serde(default)]
         pub parent_id: Option<f64>,
         pub sku: String,
         pub price: CartPrice,
-        #[serde(default)]
         pub total_price: Option<CartPrice>,
-        #[serde(default)]
         pub org_price: Option<CartPrice>,
         pub stock: f64,
         pub qty: f64,
-        #[serde(default)]
         pub discount: Option<CartPrice>,
         #[serde(rename = "type")]
         pub kind: String,
-        #[serde(default)]
         pub store_id: Option<String>,
         pub meta: CartItemMeta,
-        #[serde(default)]
         pub marking: Option<Marking>,
-        #[serde(default)]
         pub subscription_details_id: Option<String>,
     }
 

@@ -1,8 +1,10 @@
 //! Configuration checks in tests: `nats-server -t` (the server's own check of a configuration
 //! file, as deployment tests run it on the shipped configs), and a settings type's `check`
-//! refusing bad values by name.
+//! refusing bad values by name, a service's settings loaded from given variables, and a
+//! printed setting hiding its secrets.
 
 use std::ffi::OsStr;
+use std::fmt::Debug;
 use std::path::Path;
 use std::process::Command;
 
@@ -47,4 +49,20 @@ pub fn assert_names_bad_field<T: Default>(
         let err = check(&value).unwrap_err();
         assert!(err.starts_with(field), "{err}");
     }
+}
+
+/// `T` as its service loads it when exactly these environment variables are set (no file).
+pub fn load_from_env<T: crate::config::ServiceConfig>(env: &[(&str, &str)]) -> T {
+    let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
+    crate::config::load_service_from(T::ENV_PREFIX, None, env).unwrap()
+}
+
+/// Panics if `value`'s `Debug` form shows one of `secrets`, or does not show `shown` (so a
+/// print that lost everything does not pass).
+pub fn assert_debug_hides(value: &impl Debug, secrets: &[&str], shown: &str) {
+    let printed = format!("{value:?}");
+    for secret in secrets {
+        assert!(!printed.contains(secret), "{secret} in {printed}");
+    }
+    assert!(printed.contains(shown), "{shown} not in {printed}");
 }
