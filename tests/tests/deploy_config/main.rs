@@ -10,9 +10,10 @@
 //! - Probes, ports, selectors and references point at things that exist.
 //! - Every metric name in the alerts and dashboards is a constant in some `*/src/metrics.rs`,
 //!   used in the shape the exporter really renders (summaries with `quantile`, or buckets).
-//! - NATS keeps `sync_interval: always` everywhere; the cluster config has one source,
-//!   deploy/nats/cluster.conf, which the Kubernetes ConfigMap and `scripts/dev --cluster` use
-//!   as it is, each setting the per-member variables it reads.
+//! - NATS keeps `sync_interval: always` everywhere; a cluster member has one source,
+//!   deploy/nats/member.conf and routes.conf, which cluster.conf (`scripts/dev --cluster`, in
+//!   plaintext) and cluster-tls.conf (the Kubernetes ConfigMap: TLS for clients and routes)
+//!   both include, each setting the per-member variables it reads.
 //! - Every service logs in to NATS as its own user of deploy/nats/accounts.conf with a password
 //!   file only it gets, the NATS server gets every password accounts.conf reads, NATS and gRPC
 //!   run with mutual TLS (the server verifies clients), and every secret and certificate is
@@ -27,6 +28,7 @@
 //! - `containers`: a container of either deployment (command, environment, mounted files) and
 //!   the checks compose and Kubernetes share: loading, NATS logins, client and server TLS.
 //! - `nats`: deploy/nats, and reading a NATS config as the server does.
+//! - `cluster_tls`: deploy/nats/cluster-tls.conf run as three real members (TLS routes).
 //! - `compose::{stack, security}`: docker-compose.yml.
 //! - `k8s::{workloads, nats, network, security}`: deploy/k8s.
 //! - `monitoring`, `monitoring::promql`, `monitoring::rules`: deploy/prometheus and
@@ -36,6 +38,7 @@
 //! - `image`: the Dockerfile.
 //! - `toolchain`: the workspace's `rust-version` against the locked dependencies and the image.
 
+mod cluster_tls;
 mod common;
 mod compose;
 mod containers;

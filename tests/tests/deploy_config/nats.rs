@@ -18,7 +18,7 @@ const NATS_SERVER_CONFS: &[&str] = &[
 ];
 
 /// Parts the server configs include: the accounts and users, and the client TLS block.
-const NATS_FRAGMENTS: &[&str] = &["accounts.conf", "tls.conf"];
+const NATS_FRAGMENTS: &[&str] = &["accounts.conf", "tls.conf", "member.conf", "routes.conf"];
 
 pub const NATS_DIR: &str = "deploy/nats";
 pub const ACCOUNTS_CONF: &str = "deploy/nats/accounts.conf";
@@ -142,35 +142,76 @@ pub fn resolve_conf(conf: &str, env: &BTreeMap<String, String>, what: &str) -> S
 /// The settings of the last top-level `tls { ... }` block of an (expanded) NATS config, quotes
 /// removed; `None` without one.
 fn tls_block(conf: &str) -> Option<BTreeMap<String, String>> {
+    block_at(conf, &["tls"])
+}
+
+/// The settings of the last block at `path` (`["cluster", "tls"]`: the `tls` block inside the
+/// top-level `cluster` block), quotes removed; `None` without one.
+fn block_at(conf: &str, path: &[&str]) -> Option<BTreeMap<String, String>> {
+    let opens_block = |l: &str, name: &str| {
+        l.strip_prefix(name).is_some_and(|rest| {
+            rest.trim_start()
+                .trim_start_matches(':')
+                .trim_start()
+                .starts_with('{')
+        })
+    };
+    let depth_of = path.len() as i32;
     let mut depth = 0i32;
+    // How many names of `path` the blocks open around this line match.
+    let mut matched = 0usize;
     let mut current: Option<BTreeMap<String, String>> = None;
     let mut found = None;
     for line in active_lines(conf).lines() {
         let l = line.trim();
         let opens = l.matches('{').count() as i32;
         let closes = l.matches('}').count() as i32;
-        if depth == 0 && current.is_none() {
-            let starts_block = l.strip_prefix("tls").is_some_and(|rest| {
-                rest.trim_start()
-                    .trim_start_matches(':')
-                    .trim_start()
-                    .starts_with('{')
-            });
-            if starts_block {
+        if current.is_none() && depth == matched as i32 && opens_block(l, path[matched]) {
+            matched += 1;
+            if matched == path.len() {
                 current = Some(BTreeMap::new());
             }
-        } else if depth == 1
+        } else if depth == depth_of
             && let Some(block) = current.as_mut()
             && let Some((k, v)) = l.split_once(':')
         {
             block.insert(k.trim().to_owned(), v.trim().trim_matches('"').to_owned());
         }
         depth += opens - closes;
-        if depth == 0 && current.is_some() {
-            found = current.take();
+        // Leaving a matched block unmatches it (and finishes the one being read).
+        while matched > 0 && depth < matched as i32 {
+            matched -= 1;
+            if let Some(block) = current.take() {
+                found = Some(block);
+            }
         }
     }
     found
+}
+
+/// The TLS of the routes of a cluster member's config: the `cluster` block's `tls` block, with
+/// the files of the client TLS block, verifying the other member's certificate.
+pub fn check_route_tls(conf: &str, what: &str) {
+    let routes = block_at(conf, &["cluster", "tls"]).unwrap_or_else(|| {
+        panic!(
+            "{what}: no tls {{ }} block in the cluster block: the routes between members \
+             would carry every message in plaintext"
+        )
+    });
+    assert_eq!(
+        routes.get("verify").map(String::as_str),
+        Some("true"),
+        "{what}: the routes' tls block must set verify: true (a member without a certificate \
+         of the CA must not join)"
+    );
+    let clients = check_nats_tls_block(conf, what);
+    for key in ["cert_file", "key_file", "ca_file"] {
+        assert_eq!(
+            routes.get(key),
+            clients.get(key),
+            "{what}: the routes use the certificate and CA of the client TLS block ({key})"
+        );
+    }
 }
 
 /// The client TLS block of a server config: present, with its files, and verifying clients.
@@ -287,9 +328,12 @@ fn nats_configs_fsync_every_write() {
         );
         if name.ends_with("-tls.conf") {
             check_nats_tls_block(&conf, name);
+            if name.starts_with("cluster") {
+                check_route_tls(&conf, name);
+            }
         } else {
             assert!(
-                tls_block(&conf).is_none(),
+                tls_block(&conf).is_none() && block_at(&conf, &["cluster", "tls"]).is_none(),
                 "{name} stays plaintext (scripts/dev and the chaos suite run it); TLS belongs in \
                  its -tls.conf variant"
             );
@@ -365,7 +409,16 @@ fn a_nats_config_without_a_system_account_is_rejected() {
 
 #[test]
 fn the_cluster_config_takes_every_member_value_from_the_environment() {
-    let conf = read(&root().join(NATS_CLUSTER_CONF));
+    // cluster.conf with member.conf and routes.conf, not the users' passwords of accounts.conf
+    // (scripts/dev provides those from its credentials files).
+    let dir = root().join(NATS_DIR);
+    let conf = expand_includes(&read(&dir.join("cluster.conf")), &|f| {
+        if f == "accounts.conf" {
+            String::new()
+        } else {
+            read(&dir.join(f))
+        }
+    });
     let vars = conf_vars(&conf);
     for key in ["server_name", "listen", "http", "store_dir", "pid_file"] {
         let value =
@@ -402,4 +455,26 @@ fn a_nats_server_that_does_not_verify_clients_is_rejected() {
     let conf =
         read(&root().join(NATS_DIR).join("tls.conf")).replace("verify: true", "verify: false");
     check_nats_tls_block(&conf, "tls.conf");
+}
+
+#[test]
+#[should_panic(expected = "would carry every message in plaintext")]
+fn a_cluster_member_with_plaintext_routes_is_rejected() {
+    // Client TLS, but the cluster block of the plaintext member.
+    let conf = format!(
+        "{}\n{}",
+        nats_conf_expanded("cluster.conf"),
+        read(&root().join(NATS_DIR).join("tls.conf"))
+    );
+    check_route_tls(&conf, "cluster.conf with tls.conf");
+}
+
+#[test]
+#[should_panic(expected = "a member without a certificate of the CA must not join")]
+fn a_cluster_member_whose_routes_do_not_verify_is_rejected() {
+    let conf = nats_conf_expanded("cluster-tls.conf");
+    let cluster = conf.find("cluster {").expect("a cluster block");
+    let (head, tail) = conf.split_at(cluster);
+    let conf = format!("{head}{}", tail.replace("verify: true", "verify: false"));
+    check_route_tls(&conf, "cluster-tls.conf");
 }

@@ -48,12 +48,15 @@ fn k8s_nats_config_is_deploy_nats_byte_for_byte() {
     let run = file_name(Path::new(&config_arg(&args(c))));
     assert_eq!(
         run, "cluster-tls.conf",
-        "{what}: the servers run {NATS_DIR}/cluster-tls.conf (cluster.conf with client TLS)"
+        "{what}: the servers run {NATS_DIR}/cluster-tls.conf (the member of cluster.conf with \
+         TLS for clients and routes)"
     );
     let mut needed = nats_includes_transitive(&run);
     needed.insert(run);
     assert!(
-        needed.contains("cluster.conf") && needed.contains("accounts.conf"),
+        ["member.conf", "routes.conf", "accounts.conf", "tls.conf"]
+            .iter()
+            .all(|f| needed.contains(*f)),
         "{needed:?}"
     );
     assert_eq!(
@@ -136,9 +139,28 @@ fn k8s_nats_is_a_durable_three_node_cluster() {
         "None",
         "{headless} is headless"
     );
+    // The routes are mutual TLS (cluster-tls.conf), and a member verifies the host it dials:
+    // the deploy README's certificate command names every one.
+    let readme = read(&root().join("deploy/README.md"));
+    let lines: Vec<&str> = readme.lines().collect();
+    let certs = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.contains("certs --out") && l.ends_with('\\'))
+        .map(|(i, l)| format!("{l} {}", lines.get(i + 1).unwrap_or(&"")))
+        .find(|command| command.contains("--hosts"))
+        .expect(
+            "deploy/README.md makes the Kubernetes certificates with `certs --out .. --hosts ..`",
+        );
     for i in 0..replicas {
-        let route = format!("{}-{i}.{headless}:", sts.name());
+        let host = format!("{}-{i}.{headless}", sts.name());
+        let route = format!("{host}:");
         assert!(conf.contains(&route), "{what}: no route to {route}");
+        assert!(
+            certs.contains(&host),
+            "deploy/README.md's `aggregate certs` command must name {host} (--hosts): the \
+             routes verify it: {certs}"
+        );
     }
 
     // Lame duck on stop: preStop signals through the pid file the config writes.

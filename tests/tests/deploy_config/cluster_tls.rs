@@ -1,0 +1,230 @@
+//! deploy/nats/cluster-tls.conf run for real: three members on loopback, from the shipped
+//! files with their certificate paths pointed at a test CA's, form a JetStream cluster over
+//! encrypted routes, and a route port gives nothing to whoever does not present a certificate
+//! of the CA (a plaintext peer, a TLS peer without a certificate).
+
+use std::io::Read as _;
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use shared::test_support::{Accounts, CertFiles, TestPki, server_binary_or_skip, wait_until};
+use tests::processes::{Children, free_port};
+
+use crate::common::{read, root};
+use crate::nats::NATS_DIR;
+
+/// A member's three ports.
+struct Ports {
+    client: u16,
+    monitor: u16,
+    route: u16,
+}
+
+/// How long a member may take to find the others and elect a meta leader.
+const FORMED: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn the_kubernetes_nats_cluster_forms_over_tls_routes_that_refuse_strangers() {
+    let Some(bin) = server_binary_or_skip() else {
+        return;
+    };
+    shared::tls::install_crypto_provider();
+    let pki = TestPki::new();
+    let server = pki.issue("nats");
+    let admin = pki.issue("admin");
+    let dir = tempfile::tempdir().unwrap();
+    let conf = write_shipped_configs(dir.path(), &server, &pki.ca_file());
+
+    let accounts = Accounts::generate();
+    let ports: Vec<Ports> = (0..3)
+        .map(|_| Ports {
+            client: free_port(),
+            monitor: free_port(),
+            route: free_port(),
+        })
+        .collect();
+    let mut members = Children::default();
+    for (i, p) in ports.iter().enumerate() {
+        let store = dir.path().join(format!("nats-{i}"));
+        std::fs::create_dir_all(&store).unwrap();
+        let mut command = Command::new(&bin);
+        command
+            .arg("--config")
+            .arg(&conf)
+            .env("NATS_SERVER_NAME", format!("nats-{i}"))
+            .env("NATS_LISTEN", format!("127.0.0.1:{}", p.client))
+            .env("NATS_HTTP", format!("127.0.0.1:{}", p.monitor))
+            .env("NATS_CLUSTER_LISTEN", format!("127.0.0.1:{}", p.route))
+            .env("NATS_STORE_DIR", &store)
+            .env("NATS_PID_FILE", store.join("nats.pid"))
+            .envs(accounts.server_env());
+        for (j, q) in ports.iter().enumerate() {
+            command.env(
+                format!("NATS_ROUTE_{}", j + 1),
+                format!("nats-route://127.0.0.1:{}", q.route),
+            );
+        }
+        members.spawn(&format!("nats-{i}"), dir.path(), command);
+    }
+
+    // /healthz is 200 only once JetStream has a meta leader, which takes the routes.
+    let http = reqwest::Client::new();
+    for p in &ports {
+        let url = format!("http://127.0.0.1:{}/healthz", p.monitor);
+        wait_until(
+            || async {
+                http.get(&url)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+            },
+            FORMED,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{url}: {e}; logs in {}", dir.path().display()));
+    }
+
+    // A stream with three replicas takes writes: every member is in it, over the TLS routes.
+    let config = shared::nats::NatsConfig {
+        url: format!("tls://127.0.0.1:{}", ports[0].client),
+        name: "cluster-tls-test".into(),
+        user: "admin".into(),
+        password: accounts.password("admin").into(),
+        tls_required: true,
+        tls_ca_file: pki.ca_file().display().to_string(),
+        tls_cert_file: admin.cert.display().to_string(),
+        tls_key_file: admin.key.display().to_string(),
+        ..Default::default()
+    };
+    let client = shared::nats::connect(&config).await.unwrap();
+    let js = shared::nats::jetstream(client, &config);
+    let mut stream = js
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "TLS_ROUTES".into(),
+            subjects: vec!["tls.routes".into()],
+            num_replicas: 3,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let ack = js.publish("tls.routes", "over tls".into()).await.unwrap();
+    assert_eq!(ack.await.unwrap().sequence, 1);
+    let info = stream.info().await.unwrap();
+    let cluster = info.cluster.as_ref().expect("a replicated stream");
+    assert_eq!(cluster.replicas.len(), 2, "{cluster:?}");
+
+    // Strangers at a route port: nothing is sent to them, the connection ends.
+    let route = ports[0].route;
+    let ca = pki.ca_file();
+    let (plain, no_cert, member) = tokio::task::spawn_blocking(move || {
+        (
+            first_bytes_plaintext(route),
+            first_bytes_over_tls(route, &ca, None),
+            first_bytes_over_tls(route, &ca, Some(&server)),
+        )
+    })
+    .await
+    .unwrap();
+    let plain = plain.unwrap();
+    assert!(
+        plain.is_empty(),
+        "a plaintext peer at the route port gets nothing (the server waits for TLS, then \
+         closes), got {}",
+        String::from_utf8_lossy(&plain)
+    );
+    let refused = no_cert.expect_err("a TLS peer without a certificate must be refused");
+    assert!(
+        refused.to_string().contains("CertificateRequired"),
+        "a TLS peer without a certificate is refused for that reason: {refused}"
+    );
+    // The same handshake with the CA's certificate is answered (so the refusal above is about
+    // the missing certificate, not the test's TLS).
+    let hello = member.unwrap();
+    assert!(
+        hello.starts_with(b"INFO {"),
+        "a member with a certificate gets the route INFO: {}",
+        String::from_utf8_lossy(&hello)
+    );
+}
+
+/// Every file of deploy/nats written to `dir`, its tls blocks' files pointed at `server`'s
+/// certificate and `ca`; returns the path of cluster-tls.conf there.
+fn write_shipped_configs(dir: &Path, server: &CertFiles, ca: &Path) -> std::path::PathBuf {
+    let files = [
+        ("/etc/nats-tls/tls.crt", server.cert.as_path()),
+        ("/etc/nats-tls/tls.key", server.key.as_path()),
+        ("/etc/nats-tls/ca.crt", ca),
+    ];
+    for entry in std::fs::read_dir(root().join(NATS_DIR)).unwrap() {
+        let path = entry.unwrap().path();
+        let mut text = read(&path);
+        for (shipped, local) in files {
+            text = text.replace(shipped, &local.display().to_string());
+        }
+        std::fs::write(dir.join(path.file_name().unwrap()), text).unwrap();
+    }
+    let conf = dir.join("cluster-tls.conf");
+    let text = read(&conf);
+    for (shipped, _) in files {
+        assert!(
+            !text.contains(shipped),
+            "cluster-tls.conf still reads {shipped}"
+        );
+    }
+    conf
+}
+
+/// The first bytes a route port sends a peer that connects without TLS (none: it closed).
+fn first_bytes_plaintext(port: u16) -> std::io::Result<Vec<u8>> {
+    let mut tcp = TcpStream::connect(("127.0.0.1", port))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(15)))?;
+    let mut buf = vec![0; 512];
+    let n = tcp.read(&mut buf)?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// The first bytes a route port sends after a TLS handshake that trusts `ca`, presenting
+/// `identity` (or no certificate).
+fn first_bytes_over_tls(
+    port: u16,
+    ca: &Path,
+    identity: Option<&CertFiles>,
+) -> std::io::Result<Vec<u8>> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots);
+    let config = match identity {
+        Some(id) => builder
+            .with_client_auth_cert(
+                CertificateDer::pem_file_iter(&id.cert)
+                    .unwrap()
+                    .map(Result::unwrap)
+                    .collect(),
+                PrivateKeyDer::from_pem_file(&id.key).unwrap(),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let tcp = TcpStream::connect(("127.0.0.1", port))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(15)))?;
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let mut buf = vec![0; 512];
+    let n = tls.read(&mut buf)?;
+    buf.truncate(n);
+    Ok(buf)
+}
