@@ -106,11 +106,19 @@ pub fn snapshot(tenant: &TenantId, state: &CartState) -> pb::CartSnapshot {
     }
 }
 
-/// The cart as a caller asked for it ([`pb::Render`]): the full [`snapshot`], or only the
-/// rendered form (the storefront JSON), made here once instead of decoded and re-encoded by
-/// the caller. An unknown render value is the snapshot (an older peer's default).
+/// The cart as a caller asked for it ([`pb::Render`]): the full [`snapshot`], only the
+/// rendered form (the storefront JSON, made here once instead of decoded and re-encoded by the
+/// caller), or nothing but the version. An unknown render value is the snapshot (an older
+/// peer's default).
 pub fn rendered(tenant: &TenantId, state: &CartState, render: i32) -> pb::CartSnapshot {
     match pb::Render::try_from(render) {
+        Ok(pb::Render::None) => pb::CartSnapshot {
+            tenant: tenant.to_string(),
+            version: state.version,
+            revision: state.revision,
+            cart: Vec::new(),
+            rendered: Vec::new(),
+        },
         Ok(pb::Render::StorefrontJson) => pb::CartSnapshot {
             tenant: tenant.to_string(),
             version: state.version,

@@ -379,7 +379,8 @@ impl Checkout {
             expected_version: None,
             command: proto::convert::command_bytes(&command),
             request_fingerprint: String::new(),
-            render: pb::Render::Snapshot.into(),
+            // Only whether the cart took it matters here.
+            render: pb::Render::None.into(),
         };
         match self.carts.execute(ctx, req).await {
             Ok(_) => Ok(()),

@@ -9,7 +9,7 @@ use prost::Message;
 use shared::{ApiError, CartId, CommandId, ErrorCode, TenantId};
 
 use crate::cart::v1 as pb;
-use crate::convert::{ConversionError, command_at, snapshot, state_from_snapshot};
+use crate::convert::{ConversionError, command_at, rendered, snapshot, state_from_snapshot};
 
 /// Every command type, through prost bytes and back: a command added to the domain crosses
 /// the wire without a change here.
@@ -90,4 +90,23 @@ fn errors_become_invalid_argument() {
         ApiError::from_status(&status).message,
         "batch.command is required"
     );
+}
+
+/// Each render asked for carries what it names and nothing else; a value from a newer peer is
+/// the snapshot.
+#[test]
+fn a_reply_carries_the_render_it_was_asked_for() {
+    let tenant = TenantId::parse("t1").unwrap();
+    let mut state = cart_domain::CartState::new(CartId::parse("c1").unwrap());
+    state.version = 7;
+    let full = rendered(&tenant, &state, pb::Render::Snapshot.into());
+    assert!(!full.cart.is_empty() && full.rendered.is_empty());
+    let json = rendered(&tenant, &state, pb::Render::StorefrontJson.into());
+    assert!(json.cart.is_empty() && !json.rendered.is_empty());
+    let none = rendered(&tenant, &state, pb::Render::None.into());
+    assert!(none.cart.is_empty() && none.rendered.is_empty());
+    for snap in [&full, &json, &none] {
+        assert_eq!((snap.tenant.as_str(), snap.version), ("t1", 7));
+    }
+    assert_eq!(rendered(&tenant, &state, 99), full);
 }
