@@ -1,6 +1,6 @@
 //! The one place where the routers of every module are merged into the gateway's app.
 
-use axum::middleware::{from_fn, from_fn_with_state};
+use axum::middleware::from_fn;
 use axum::{Extension, Router};
 use bytes::Bytes;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
@@ -10,20 +10,17 @@ use utoipa_axum::routes;
 use crate::admin::{self, audit};
 use crate::openapi::{self, Document};
 use crate::request::layers;
-use crate::request::rate_limit::{ClientLimit, limit_clients};
+use crate::request::rate_limit::ClientLimit;
 use crate::state::AppState;
 use crate::{checkout, ops, queries, storefront, v1};
 
 /// Every route of the gateway with its OpenAPI document.
 pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
     // Client rate limits cover the API, not the probes and the document.
-    let limit = from_fn_with_state(
-        ClientLimit {
-            limits: state.limits.clone(),
-            auth: state.auth.clone(),
-        },
-        limit_clients,
-    );
+    let limit = ClientLimit {
+        limits: state.limits.clone(),
+        auth: state.auth.clone(),
+    };
     let shop = OpenApiRouter::new()
         .merge(storefront::router())
         .merge(checkout::router())

@@ -4,14 +4,17 @@
 //! periodically and early when a limiter holds more than `rate_limit_max_keys`, so a flood of
 //! distinct clients cannot grow memory without bound.
 
+use std::convert::Infallible;
+use std::future::{Ready, ready};
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Request, State};
-use axum::middleware::Next;
+use axum::extract::{ConnectInfo, Request};
 use axum::response::{IntoResponse, Response};
+use futures::future::Either;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 use http::HeaderMap;
@@ -97,9 +100,15 @@ impl RateLimits {
         }
     }
 
-    fn check_client(&self, key: String) -> Result<(), ApiError> {
+    /// The per-client limit of a request (nothing to work out when it is off).
+    fn check_client(
+        &self,
+        auth: &Auth,
+        headers: &HeaderMap,
+        peer: Option<SocketAddr>,
+    ) -> Result<(), ApiError> {
         match &self.client {
-            Some(l) => l.check(key, "client"),
+            Some(l) => l.check(self.client_key(auth, headers, peer), "client"),
             None => Ok(()),
         }
     }
@@ -155,24 +164,55 @@ pub fn client_ip(headers: &HeaderMap, peer: Option<SocketAddr>, hops: usize) -> 
     peer.map(|p| p.ip())
 }
 
-/// State of the per-client middleware.
+/// The per-client limit, as a layer of the API's routes. A tower service rather than
+/// `axum::middleware::from_fn`, for the reason `crate::request::layers::Edge` gives; a request
+/// within the limit goes on without a future of its own.
 #[derive(Clone)]
 pub struct ClientLimit {
     pub limits: Arc<RateLimits>,
     pub auth: Arc<Auth>,
 }
 
-/// Middleware: the per-client limit.
-pub async fn limit_clients(State(s): State<ClientLimit>, req: Request, next: Next) -> Response {
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0);
-    let key = s.limits.client_key(&s.auth, req.headers(), peer);
-    if let Err(e) = s.limits.check_client(key) {
-        return e.into_response();
+impl<S> tower::Layer<S> for ClientLimit {
+    type Service = LimitClients<S>;
+
+    fn layer(&self, inner: S) -> LimitClients<S> {
+        LimitClients {
+            inner,
+            limit: self.clone(),
+        }
     }
-    next.run(req).await
+}
+
+#[derive(Clone)]
+pub struct LimitClients<S> {
+    inner: S,
+    limit: ClientLimit,
+}
+
+impl<S> tower::Service<Request> for LimitClients<S>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<Ready<Result<Response, Infallible>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let peer = req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0);
+        let ClientLimit { limits, auth } = &self.limit;
+        match limits.check_client(auth, req.headers(), peer) {
+            Ok(()) => Either::Right(self.inner.call(req)),
+            Err(e) => Either::Left(ready(Ok(e.into_response()))),
+        }
+    }
 }
 
 #[cfg(test)]
