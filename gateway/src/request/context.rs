@@ -1,6 +1,7 @@
 //! Who a request is for, and how to find everything it caused.
 //!
-//! The [`Attach`] layer runs first on every request: it accepts or creates
+//! [`begin`] and [`Attached::finish`] (called by the edge layer) come first and last on every
+//! request: it accepts or creates
 //! `x-correlation-id` and `x-request-id`, starts the request's span (the child of the
 //! client's `traceparent` when it sent a valid one, else a root whose sampling the SDK's
 //! sampler decides: the gateway never forces a trace), resolves the tenant (API key or
@@ -10,20 +11,14 @@
 //! OpenAPI document, unknown routes) never ask, so they answer without credentials.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
-use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use axum::extract::{FromRequestParts, Request};
 use axum::response::Response;
-use axum::routing::Route;
-use futures::future::BoxFuture;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue};
 use shared::headers::{CORRELATION_ID, REQUEST_ID, RequestContext, TENANT_ID};
 use shared::secret::Secret;
 use shared::{ApiError, CorrelationId, ErrorCode, TenantId};
-use tracing::Instrument;
 
 /// Header carrying a client's API key (the gateway is its only reader).
 pub use shared::headers::API_KEY;
@@ -122,80 +117,68 @@ impl Auth {
     }
 }
 
-/// What [`attach`] found out about the tenant, for [`Ctx`].
+/// What [`begin`] found out about the tenant, for [`Ctx`].
 #[derive(Clone)]
 struct Resolved(Result<RequestContext, ApiError>);
 
-/// The first layer of every request: ids in, tenant resolved, ids out. A tower service
-/// rather than `axum::middleware::from_fn`, for the reason `crate::request::layers::Edge`
-/// gives.
-#[derive(Clone)]
-pub struct Attach<S> {
-    inner: S,
-    auth: Arc<Auth>,
+/// What the edge layer keeps of a request for its response ([`begin`], [`Attached::finish`]).
+pub struct Attached {
+    correlation: HeaderValue,
+    request_id: HeaderValue,
+    /// The request's span: the handler runs in it.
+    pub span: tracing::Span,
 }
 
-impl Attach<()> {
-    pub fn layer(auth: Arc<Auth>) -> impl tower::Layer<Route, Service = Attach<Route>> + Clone {
-        tower::layer::layer_fn(move |inner| Attach {
-            inner,
-            auth: auth.clone(),
-        })
+/// The first thing every request gets (from `crate::request::layers::Edge`): its
+/// `x-correlation-id` and `x-request-id` accepted or made (and written into the request), its
+/// tenant resolved (an extension [`Ctx`] reads), and its span started as the child of the
+/// client's `traceparent` when it sent a valid one.
+pub fn begin(auth: &Auth, req: &mut Request) -> Attached {
+    let headers = req.headers_mut();
+    let correlation = ensure(
+        headers,
+        CORRELATION_ID,
+        |v| CorrelationId::parse(v.trim()).is_ok(),
+        || CorrelationId::generate().to_string(),
+    );
+    let request_id = ensure(
+        headers,
+        REQUEST_ID,
+        |v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()),
+        || uuid::Uuid::now_v7().to_string(),
+    );
+    let resolved = auth.resolve(req.headers());
+    let span = tracing::info_span!(
+        "http",
+        method = %req.method(),
+        path = %req.uri().path(),
+        correlation_id = %correlation.to_str().unwrap_or_default(),
+        tenant = tracing::field::Empty,
+    );
+    let parent = shared::propagation::extract(&shared::propagation::HttpHeaders(req.headers()));
+    shared::spans::follow(&span, &parent);
+    if let Ok(ctx) = &resolved {
+        span.record("tenant", ctx.tenant.as_str());
+    }
+    req.extensions_mut().insert(Resolved(resolved));
+    Attached {
+        correlation,
+        request_id,
+        span,
     }
 }
 
-impl<S> tower::Service<Request> for Attach<S>
-where
-    S: tower::Service<Request, Response = Response, Error = Infallible> + Send + 'static,
-    S::Future: Send + 'static,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Response, Infallible>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request) -> Self::Future {
-        let headers = req.headers_mut();
-        let correlation = ensure(
-            headers,
-            CORRELATION_ID,
-            |v| CorrelationId::parse(v.trim()).is_ok(),
-            || CorrelationId::generate().to_string(),
-        );
-        let request_id = ensure(
-            headers,
-            REQUEST_ID,
-            |v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()),
-            || uuid::Uuid::now_v7().to_string(),
-        );
-        let resolved = self.auth.resolve(req.headers());
-        let span = tracing::info_span!(
-            "http",
-            method = %req.method(),
-            path = %req.uri().path(),
-            correlation_id = %correlation.to_str().unwrap_or_default(),
-            tenant = tracing::field::Empty,
-        );
-        let parent = shared::propagation::extract(&shared::propagation::HttpHeaders(req.headers()));
-        shared::spans::follow(&span, &parent);
-        if let Ok(ctx) = &resolved {
-            span.record("tenant", ctx.tenant.as_str());
+impl Attached {
+    /// The last thing every response gets, errors included: a server error is logged in the
+    /// request's span, and both ids go back to the client.
+    pub fn finish(self, resp: &mut Response) {
+        if resp.status().is_server_error() {
+            self.span
+                .in_scope(|| tracing::warn!(status = resp.status().as_u16(), "request failed"));
         }
-        req.extensions_mut().insert(Resolved(resolved));
-        let answer = span.in_scope(|| self.inner.call(req));
-        Box::pin(async move {
-            let Ok(mut resp) = answer.instrument(span.clone()).await;
-            if resp.status().is_server_error() {
-                span.in_scope(|| tracing::warn!(status = resp.status().as_u16(), "request failed"));
-            }
-            let out = resp.headers_mut();
-            out.insert(CORRELATION_ID, correlation);
-            out.insert(REQUEST_ID, request_id);
-            Ok(resp)
-        })
+        let out = resp.headers_mut();
+        out.insert(CORRELATION_ID, self.correlation);
+        out.insert(REQUEST_ID, self.request_id);
     }
 }
 

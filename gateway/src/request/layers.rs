@@ -1,7 +1,7 @@
-//! Behaviour every route shares, as layers around the whole router: request context and ids
-//! (outermost, so even a panic's 500 carries `x-correlation-id`), then the edge (metrics, JSON
-//! 405/413 instead of axum's empty or plain-text ones), panics turned into JSON 500s, and the
-//! body limit; unknown paths get a JSON 404.
+//! Behaviour every route shares, as layers around the whole router: the edge (request context
+//! and ids, so even a panic's 500 carries `x-correlation-id`; metrics; JSON 405/413 instead of
+//! axum's empty or plain-text ones), panics turned into JSON 500s, and the body limit; unknown
+//! paths get a JSON 404.
 
 use std::any::Any;
 use std::convert::Infallible;
@@ -19,9 +19,10 @@ use http::{HeaderValue, Method, StatusCode};
 use shared::{ApiError, ErrorCode};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use tracing::Instrument as _;
 
 use crate::metrics as m;
-use crate::request::context::{Attach, Auth};
+use crate::request::context::{self, Auth};
 use crate::request::json::too_large;
 
 /// Wraps `router` (already given its state) in the shared edge layers. CORS, when origins
@@ -37,8 +38,7 @@ pub fn apply(
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(CatchPanicLayer::custom(panic_response))
-        .layer(Edge::layer(body_limit))
-        .layer(Attach::layer(auth));
+        .layer(Edge::layer(auth, body_limit));
     if cors_origins.is_empty() {
         return router;
     }
@@ -87,27 +87,33 @@ async fn not_found(req: Request) -> ApiError {
     )
 }
 
-/// One layer for what every request gets at the edge (each layer of its own would cost a
-/// boxed service and future per request): a declared body over the limit is refused before
-/// anything reads it (also on routes that ignore their body; a chunked one fails in the JSON
-/// extractor when it passes the limit); axum's empty 405 gets our JSON body; and the request
-/// is counted by route template and status, a panic's 500 too.
+/// One layer for what every request gets at the edge (each layer of its own costs a service
+/// and a future per request): its request context, ids and span ([`context::begin`], and
+/// [`context::Attached::finish`] on the response, errors included); a declared body over the
+/// limit refused before anything reads it (also on routes that ignore their body; a chunked
+/// one fails in the JSON extractor when it passes the limit); axum's empty 405 given our JSON
+/// body; and the request counted by route template and status, a panic's 500 too.
 ///
 /// A tower service rather than `axum::middleware::from_fn`, which per request also clones and
-/// boxes the inner route behind a `Next` (measured with cart-bench: the edge and the client
-/// limit as `from_fn` layers cost ~8 % of the `http` mode's requests per second).
+/// boxes the inner route behind a `Next` (measured with cart-bench: the gateway's three layers
+/// as `from_fn` cost ~7 % of the `http` mode's requests per second).
 #[derive(Clone)]
 pub struct Edge<S> {
     inner: S,
+    auth: Arc<Auth>,
     body_limit: usize,
     series: Arc<m::RequestSeries>,
 }
 
 impl Edge<()> {
-    pub fn layer(body_limit: usize) -> impl tower::Layer<Route, Service = Edge<Route>> + Clone {
+    pub fn layer(
+        auth: Arc<Auth>,
+        body_limit: usize,
+    ) -> impl tower::Layer<Route, Service = Edge<Route>> + Clone {
         let series = Arc::new(m::RequestSeries::default());
         tower::layer::layer_fn(move |inner| Edge {
             inner,
+            auth: auth.clone(),
             body_limit,
             series: series.clone(),
         })
@@ -127,32 +133,28 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request) -> Self::Future {
+    fn call(&mut self, mut req: Request) -> Self::Future {
         let started = Instant::now();
+        let attached = context::begin(&self.auth, &mut req);
+        let span = attached.span.clone();
         let method = req.method().clone();
         let route = req.extensions().get::<MatchedPath>().cloned();
+        let series = self.series.clone();
+        let done = move |resp: Response| {
+            let mut resp = json_method_not_allowed(resp, &method, route.as_ref());
+            let route = route.as_ref().map(MatchedPath::as_str);
+            series.record(&method, route, resp.status(), started);
+            attached.finish(&mut resp);
+            resp
+        };
         if declares_over(&req, self.body_limit) {
             let resp = too_large(Some(self.body_limit)).into_response();
-            self.series.record(
-                &method,
-                route.as_ref().map(MatchedPath::as_str),
-                resp.status(),
-                started,
-            );
-            return Box::pin(std::future::ready(Ok(resp)));
+            return Box::pin(std::future::ready(Ok(done(resp))));
         }
-        let answer = self.inner.call(req);
-        let series = self.series.clone();
+        let answer = span.in_scope(|| self.inner.call(req));
         Box::pin(async move {
-            let Ok(resp) = answer.await;
-            let resp = json_method_not_allowed(resp, &method, route.as_ref());
-            series.record(
-                &method,
-                route.as_ref().map(MatchedPath::as_str),
-                resp.status(),
-                started,
-            );
-            Ok(resp)
+            let Ok(resp) = answer.instrument(span).await;
+            Ok(done(resp))
         })
     }
 }
