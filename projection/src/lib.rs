@@ -160,6 +160,7 @@ pub async fn start_with_hooks(config: Config, hooks: Hooks) -> anyhow::Result<Ru
         .await
         .context("CART_EVENTS info")?
         .state;
+    recovery::check_checkpoint(&stream, writer.checkpoint())?;
     recovery::recover(&events, &stream, &writer, config.replay_timeout())
         .await
         .context("recovering the cart states the last run did not write")?;

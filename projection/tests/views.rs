@@ -208,6 +208,43 @@ async fn cart_states_a_crash_did_not_write_are_folded_again_from_the_stream() {
     assert!(err.contains("rebuild the projection"), "{err}");
 }
 
+/// The stream is deleted and created again after a graceful stop (every state written, so
+/// nothing to recover): a database whose checkpoint is past the new stream's end is refused
+/// with the way out, rather than skipping the new messages up to the old checkpoint.
+#[tokio::test]
+async fn a_stream_created_again_behind_the_checkpoint_is_refused_not_skipped() {
+    let Some((env, _)) = common::env_published(4, &["t1"], 10, 80).await else {
+        return;
+    };
+    let running = env
+        .start_caught_up(env.config("main"), Hooks::default())
+        .await;
+    let checkpoint = running.checkpoint();
+    running.stop().await.unwrap();
+    env.js
+        .delete_stream(shared::subjects::CART_EVENTS_STREAM)
+        .await
+        .unwrap();
+    // The start creates the stream again; new carts write fewer messages than it had.
+    shared::nats::ensure_all(&env.js, &env.config("main").streams)
+        .await
+        .unwrap();
+    common::generator::Generator::new(5, &["t2"], 3)
+        .publish(&env.js, 10)
+        .await;
+    assert!(env.stream_last().await < checkpoint);
+    let err = projection::start_with_hooks(env.config("main"), Hooks::default())
+        .await
+        .err()
+        .expect("refused");
+    let err = format!("{err:#}");
+    assert!(
+        err.contains(&format!("up to sequence {checkpoint}"))
+            && err.contains("rebuild the projection"),
+        "{err}"
+    );
+}
+
 #[tokio::test]
 async fn a_node_far_behind_catches_up_without_secondary_indexes_and_creates_them_again() {
     let Some((env, mut generator, mut config)) = batched(14, &["t1", "t2"], 20, 300).await else {

@@ -11,7 +11,8 @@
 //! writes them all.
 //!
 //! Messages given up on (in the poison table, not replayed) were never applied and are skipped.
-//! If the stream no longer holds the messages, the projection cannot start: rebuild it.
+//! If the stream no longer holds the messages, or ends before the checkpoint (it was created
+//! again), the projection cannot start: rebuild it.
 
 use std::time::Duration;
 
@@ -23,6 +24,22 @@ use crate::write::writer::Writer;
 
 /// Messages folded per writer command.
 const BATCH: usize = 4096;
+
+/// Refuses a database that has applied more of `CART_EVENTS` than the stream holds now
+/// (`checkpoint` past its last sequence): the stream was deleted and created again (or
+/// replaced), so its sequences are not the ones the views were built from. Going on would skip
+/// the new stream's messages up to the old checkpoint and fold the rest into views of another
+/// history.
+pub fn check_checkpoint(stream: &State, checkpoint: u64) -> Result<(), ProjectionError> {
+    if checkpoint > stream.last_sequence {
+        return Err(ProjectionError::Rebuild(format!(
+            "the database has applied CART_EVENTS up to sequence {checkpoint}, but the stream \
+             ends at {}: it was deleted and created again since; rebuild the projection",
+            stream.last_sequence
+        )));
+    }
+    Ok(())
+}
 
 /// Recovers the states `writer` did not write before it last stopped, if any. `stream` is
 /// what `CART_EVENTS` holds now.
