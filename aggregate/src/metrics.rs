@@ -15,6 +15,7 @@ pub const COLD_LOAD_SECONDS: &str = "cart_aggregate_cold_load_duration_seconds";
 pub const COLD_LOAD_EVENTS: &str = "cart_aggregate_cold_load_replayed_messages";
 pub const SNAPSHOT_WRITES: &str = "cart_aggregate_snapshot_writes_total";
 pub const SNAPSHOTS_IGNORED: &str = "cart_aggregate_snapshots_ignored_total";
+pub const COPIES_AHEAD_OF_STREAM: &str = "cart_aggregate_copies_ahead_of_stream_total";
 pub const UNREADABLE_MESSAGES: &str = "cart_aggregate_unreadable_messages_total";
 pub const UNKNOWN_EVENTS: &str = "cart_aggregate_unknown_events_total";
 pub const OWNED_SHARDS: &str = "cart_aggregate_owned_shards";
@@ -112,6 +113,11 @@ pub fn describe() {
     describe_counter!(
         SNAPSHOTS_IGNORED,
         "SnapshotStore ignored as stale or corrupt (cart rebuilt from the stream)."
+    );
+    describe_counter!(
+        COPIES_AHEAD_OF_STREAM,
+        "Cached carts found ahead of the stream's leader (CART_EVENTS created again or the \
+         cart purged) and read again from the stream."
     );
     describe_counter!(
         UNREADABLE_MESSAGES,

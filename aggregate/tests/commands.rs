@@ -494,3 +494,29 @@ async fn a_caller_asking_for_the_storefront_json_gets_the_cart_rendered_once_her
     let json: serde_json::Value = serde_json::from_slice(&read.rendered).unwrap();
     assert_eq!(json["items"][0]["qty"], 2, "{json}");
 }
+
+/// `CART_EVENTS` deleted and created again under a node that has the cart cached: the node's
+/// copy is ahead of the stream. The next command reads the cart again from what the stream
+/// holds (nothing: that history is gone) and applies, instead of failing on the fence until
+/// the cart leaves the cache.
+#[tokio::test]
+async fn a_cart_cached_ahead_of_a_stream_created_again_is_read_again_not_stuck() {
+    let Some(env) = env().await else { return };
+    let (_node, mut client) = env.node_and_client("n1", false).await;
+    let cart = "recreated";
+    for _ in 0..3 {
+        run(&mut client, cart, add("TEST-SKU-123", 1)).await;
+    }
+    env.js
+        .delete_stream(shared::subjects::CART_EVENTS_STREAM)
+        .await
+        .unwrap();
+    shared::nats::ensure_all(&env.js, &env.streams)
+        .await
+        .unwrap();
+    let reply = run(&mut client, cart, add("TEST-SKU-123", 2)).await;
+    let state = state_of(reply.cart.expect("the snapshot"));
+    assert_eq!(quantity_of(&state, "TEST-SKU-123"), 2);
+    assert_eq!(state.version, 1, "the first message of the new stream");
+    assert_same(&state, &env.replay(cart).await, cart);
+}

@@ -194,14 +194,32 @@ impl Carts {
         // Every node would hear the same (an election is under way): asked to retry.
         let leader_error = |e| store_error(e).with_retry_after(NO_LEADER_RETRY);
         let store = &self.inner.store;
-        let Some(target) = store
+        let target = store
             .last_sequence_from_leader(&cart.subject)
             .await
-            .map_err(leader_error)?
-        else {
+            .map_err(leader_error)?;
+        let before = loaded.state.version;
+        if target.unwrap_or(0) < before {
+            // The leader holds less of this cart than the node's copy: `CART_EVENTS` was
+            // deleted and created again, or the cart's messages purged. The copy belongs to a
+            // history that is gone, and every append fenced on it would fail: the cart is read
+            // again from what the stream holds.
+            metrics::counter!(m::COPIES_AHEAD_OF_STREAM).increment(1);
+            tracing::warn!(
+                cart = %cart.key,
+                copy_version = before,
+                stream_last = target.unwrap_or(0),
+                "the node's copy of the cart is ahead of the stream; reading it again"
+            );
+            let epoch = loaded.epoch;
+            *loaded = self.load(cart).await?;
+            loaded.epoch = epoch;
+            self.inner.watchers.publish(&cart.key, &loaded.state);
+            return Ok(());
+        }
+        let Some(target) = target else {
             return Ok(());
         };
-        let before = loaded.state.version;
         let keep = self.inner.cfg.retain;
         let mut leader_reads = 0usize;
         while loaded.state.version < target {
