@@ -35,6 +35,11 @@ enum Cmd {
         /// e.g. Kubernetes service names.
         #[arg(long, value_delimiter = ',')]
         hosts: Vec<String>,
+        /// Extra DNS names for the `nats` certificate only (comma-separated): the hosts of the
+        /// NATS cluster's route URLs (Kubernetes: nats-0.nats-headless,...), which routes
+        /// admit a member by.
+        #[arg(long, value_delimiter = ',')]
+        nats_hosts: Vec<String>,
     },
 }
 
@@ -46,11 +51,16 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Some(Cmd::Certs { out, hosts }) = &cli.command {
+    if let Some(Cmd::Certs {
+        out,
+        hosts,
+        nats_hosts,
+    }) = &cli.command
+    {
         let ca =
             shared::certs::Authority::new("cart platform dev CA").map_err(anyhow::Error::msg)?;
         let files = ca
-            .write_set(out, &shared::certs::SET, hosts)
+            .write_set(out, &shared::certs::SET, hosts, nats_hosts)
             .map_err(anyhow::Error::msg)?;
         println!("{} files written to {}", files.len(), out.display());
         return Ok(());

@@ -58,6 +58,12 @@ impl Authority {
         ];
         hosts.extend(extra_hosts.iter().cloned());
         hosts.dedup();
+        self.issue_exactly(name, hosts)
+    }
+
+    /// A certificate for `name` valid for exactly `hosts` (DNS names or IP addresses), as a
+    /// production CA issues one (tests of who a name admits).
+    pub fn issue_exactly(&self, name: &str, hosts: Vec<String>) -> Result<Issued, String> {
         let mut params = CertificateParams::new(hosts).map_err(|e| format!("{name}: {e}"))?;
         params.distinguished_name.push(DnType::CommonName, name);
         params.extended_key_usages = vec![
@@ -75,17 +81,24 @@ impl Authority {
     }
 
     /// Writes `ca.pem` and `<name>.pem` / `<name>-key.pem` for each of `names` into `dir`
-    /// (keys readable by the owner only). Returns the files written.
+    /// (keys readable by the owner only), each valid for `extra_hosts` too and the `nats` one
+    /// also for `nats_hosts` (the hosts of a NATS cluster's route URLs: routes admit a member
+    /// by them, so no other certificate may carry them). Returns the files written.
     pub fn write_set(
         &self,
         dir: &Path,
         names: &[&str],
         extra_hosts: &[String],
+        nats_hosts: &[String],
     ) -> Result<Vec<PathBuf>, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let mut written = vec![write(dir, "ca.pem", &self.ca_pem(), false)?];
         for name in names {
-            let issued = self.issue(name, extra_hosts)?;
+            let mut hosts = extra_hosts.to_vec();
+            if *name == "nats" {
+                hosts.extend(nats_hosts.iter().cloned());
+            }
+            let issued = self.issue(name, &hosts)?;
             written.push(write(dir, &format!("{name}.pem"), &issued.cert_pem, false)?);
             written.push(write(
                 dir,
@@ -114,43 +127,59 @@ fn write(dir: &Path, file: &str, text: &str, secret: bool) -> Result<PathBuf, St
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_set_names_each_service_in_its_certificate() {
-        let dir = tempfile::tempdir().unwrap();
-        let ca = Authority::new("test CA").unwrap();
-        let files = ca
-            .write_set(dir.path(), &["runner"], &["runner.cart.svc".to_owned()])
-            .unwrap();
-        assert_eq!(files.len(), 3);
-        let pem = std::fs::read_to_string(dir.path().join("runner.pem")).unwrap();
+    /// The DNS names of the certificate in `path`.
+    fn dns_names(path: &Path) -> Vec<String> {
         use rustls::pki_types::{CertificateDer, pem::PemObject};
         use x509_cert::der::Decode;
         use x509_cert::ext::pkix::{SubjectAltName, name::GeneralName};
+        let pem = std::fs::read_to_string(path).unwrap();
         let der = CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
-        assert_eq!(
-            crate::grpc_tls::common_name(der.as_ref()).as_deref(),
-            Some("runner")
-        );
         let cert = x509_cert::Certificate::from_der(der.as_ref()).unwrap();
         let (_, sans) = cert
             .tbs_certificate
             .get::<SubjectAltName>()
             .unwrap()
             .unwrap();
-        let names: Vec<String> = sans
-            .0
+        sans.0
             .iter()
             .filter_map(|n| match n {
                 GeneralName::DnsName(d) => Some(d.to_string()),
                 _ => None,
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn a_set_names_each_service_in_its_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Authority::new("test CA").unwrap();
+        let files = ca
+            .write_set(
+                dir.path(),
+                &["runner", "nats"],
+                &["runner.cart.svc".to_owned()],
+                &["nats-0.nats-headless".to_owned()],
+            )
+            .unwrap();
+        assert_eq!(files.len(), 5);
+        let pem = std::fs::read_to_string(dir.path().join("runner.pem")).unwrap();
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        let der = CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+        assert_eq!(
+            crate::grpc_tls::common_name(der.as_ref()).as_deref(),
+            Some("runner")
+        );
+        let names = dns_names(&dir.path().join("runner.pem"));
         for want in ["runner", "localhost", "runner.cart.svc"] {
-            assert!(
-                names.iter().any(|n| n.contains(want)),
-                "{want} in {names:?}"
-            );
+            assert!(names.iter().any(|n| n == want), "{want} in {names:?}");
         }
+        // The route hosts admit a NATS member: only the nats certificate carries them.
+        assert!(
+            !names.iter().any(|n| n.contains("nats-headless")),
+            "{names:?}"
+        );
+        let nats = dns_names(&dir.path().join("nats.pem"));
+        assert!(nats.iter().any(|n| n == "nats-0.nats-headless"), "{nats:?}");
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

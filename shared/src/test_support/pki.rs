@@ -36,7 +36,21 @@ impl TestPki {
     /// A certificate for `name` (its common name and a DNS name), also valid for `localhost`
     /// and `127.0.0.1`, for both server and client authentication.
     pub fn issue(&self, name: &str) -> CertFiles {
-        let issued = self.ca.issue(name, &[]).expect("test certificate");
+        self.write(name, self.ca.issue(name, &[]).expect("test certificate"))
+    }
+
+    /// A certificate for `name` valid for exactly `hosts` (no `localhost`, no `127.0.0.1`),
+    /// as a production CA issues one.
+    pub fn issue_exactly(&self, name: &str, hosts: &[&str]) -> CertFiles {
+        let hosts = hosts.iter().map(|h| (*h).to_owned()).collect();
+        let issued = self
+            .ca
+            .issue_exactly(name, hosts)
+            .expect("test certificate");
+        self.write(name, issued)
+    }
+
+    fn write(&self, name: &str, issued: crate::certs::Issued) -> CertFiles {
         let files = CertFiles {
             cert: self.dir.path().join(format!("{name}.pem")),
             key: self.dir.path().join(format!("{name}-key.pem")),

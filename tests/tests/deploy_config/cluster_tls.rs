@@ -1,9 +1,11 @@
 //! deploy/nats/cluster-tls.conf run for real: three members on loopback, from the shipped
 //! files with their certificate paths pointed at a test CA's, form a JetStream cluster over
-//! encrypted routes, and a route port gives nothing to whoever does not present a certificate
-//! of the CA (a plaintext peer, a TLS peer without a certificate).
+//! encrypted routes (dialled as `localhost`, a DNS name of the members' certificate), and a
+//! route port gives nothing to whoever is not a member: a plaintext peer, a TLS peer without a
+//! certificate, and one with a certificate of the same CA that names no route host (a
+//! service's).
 
-use std::io::Read as _;
+use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
@@ -26,7 +28,7 @@ struct Ports {
 }
 
 /// How long a member may take to find the others and elect a meta leader.
-const FORMED: Duration = Duration::from_secs(30);
+const FORMED: Duration = Duration::from_secs(60);
 
 #[tokio::test]
 async fn the_kubernetes_nats_cluster_forms_over_tls_routes_that_refuse_strangers() {
@@ -37,6 +39,8 @@ async fn the_kubernetes_nats_cluster_forms_over_tls_routes_that_refuse_strangers
     let pki = TestPki::new();
     let server = pki.issue("nats");
     let admin = pki.issue("admin");
+    // A service's certificate as a production CA issues it: its own name only.
+    let stranger = pki.issue_exactly("gateway", &["gateway"]);
     let dir = tempfile::tempdir().unwrap();
     let conf = write_shipped_configs(dir.path(), &server, &pki.ca_file());
 
@@ -66,7 +70,7 @@ async fn the_kubernetes_nats_cluster_forms_over_tls_routes_that_refuse_strangers
         for (j, q) in ports.iter().enumerate() {
             command.env(
                 format!("NATS_ROUTE_{}", j + 1),
-                format!("nats-route://127.0.0.1:{}", q.route),
+                format!("nats-route://localhost:{}", q.route),
             );
         }
         members.spawn(&format!("nats-{i}"), dir.path(), command);
@@ -121,10 +125,11 @@ async fn the_kubernetes_nats_cluster_forms_over_tls_routes_that_refuse_strangers
     // Strangers at a route port: nothing is sent to them, the connection ends.
     let route = ports[0].route;
     let ca = pki.ca_file();
-    let (plain, no_cert, member) = tokio::task::spawn_blocking(move || {
+    let (plain, no_cert, service, member) = tokio::task::spawn_blocking(move || {
         (
             first_bytes_plaintext(route),
             first_bytes_over_tls(route, &ca, None),
+            first_bytes_over_tls(route, &ca, Some(&stranger)),
             first_bytes_over_tls(route, &ca, Some(&server)),
         )
     })
@@ -142,13 +147,19 @@ async fn the_kubernetes_nats_cluster_forms_over_tls_routes_that_refuse_strangers
         refused.to_string().contains("CertificateRequired"),
         "a TLS peer without a certificate is refused for that reason: {refused}"
     );
-    // The same handshake with the CA's certificate is answered (so the refusal above is about
-    // the missing certificate, not the test's TLS).
-    let hello = member.unwrap();
+    // A certificate of the CA is not enough: the route's CONNECT is refused unless the
+    // certificate names a route host.
+    let service = String::from_utf8_lossy(&service.unwrap()).into_owned();
     assert!(
-        hello.starts_with(b"INFO {"),
-        "a member with a certificate gets the route INFO: {}",
-        String::from_utf8_lossy(&hello)
+        service.contains("-ERR 'Authorization Violation'"),
+        "a peer whose certificate names no route host is refused at CONNECT: {service}"
+    );
+    // The same exchange with a member's certificate is answered (so the refusals above are
+    // about the certificate, not the test's TLS or CONNECT).
+    let hello = String::from_utf8_lossy(&member.unwrap()).into_owned();
+    assert!(
+        hello.starts_with("INFO {") && hello.contains("PONG") && !hello.contains("-ERR"),
+        "a member's certificate gets the route INFO and its PING answered: {hello}"
     );
 }
 
@@ -189,8 +200,9 @@ fn first_bytes_plaintext(port: u16) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// The first bytes a route port sends after a TLS handshake that trusts `ca`, presenting
-/// `identity` (or no certificate).
+/// What a route port sends after a TLS handshake that trusts `ca`, presenting `identity` (or
+/// no certificate): its INFO, then, after a route's CONNECT and a PING, its answer (a PONG, or
+/// the refusal) until it goes quiet or closes.
 fn first_bytes_over_tls(
     port: u16,
     ca: &Path,
@@ -223,8 +235,23 @@ fn first_bytes_over_tls(
     let tcp = TcpStream::connect(("127.0.0.1", port))?;
     tcp.set_read_timeout(Some(Duration::from_secs(15)))?;
     let mut tls = rustls::StreamOwned::new(conn, tcp);
-    let mut buf = vec![0; 512];
-    let n = tls.read(&mut buf)?;
-    buf.truncate(n);
-    Ok(buf)
+    let mut got = vec![0; 1024];
+    let n = tls.read(&mut got)?;
+    got.truncate(n);
+    tls.write_all(
+        b"CONNECT {\"verbose\":false,\"pedantic\":false,\"tls_required\":true,\
+          \"name\":\"stranger\",\"cluster\":\"cart\",\"headers\":true}\r\nPING\r\n",
+    )?;
+    tls.sock.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut buf = [0; 1024];
+    // Until the answer is in: a PONG or an -ERR, or the server closed.
+    while !(got.windows(4).any(|w| w == b"PONG") || got.windows(4).any(|w| w == b"-ERR")) {
+        match tls.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if got.is_empty() => return Err(e),
+            Err(_) => break,
+        }
+    }
+    Ok(got)
 }

@@ -358,7 +358,8 @@ fn stand_ins() -> &'static Path {
     DIR.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let ca = shared::certs::Authority::new("deploy_config test CA").unwrap();
-        ca.write_set(dir.path(), &shared::certs::SET, &[]).unwrap();
+        ca.write_set(dir.path(), &shared::certs::SET, &[], &[])
+            .unwrap();
         std::fs::write(dir.path().join("password"), STAND_IN_PASSWORD).unwrap();
         dir
     })

@@ -204,6 +204,14 @@ pub fn check_route_tls(conf: &str, what: &str) {
         "{what}: the routes' tls block must set verify: true (a member without a certificate \
          of the CA must not join)"
     );
+    assert_eq!(
+        routes
+            .get("verify_cert_and_check_known_urls")
+            .map(String::as_str),
+        Some("true"),
+        "{what}: the routes' tls block must set verify_cert_and_check_known_urls: true (only a \
+         certificate naming a route host is a member, not any certificate of the CA)"
+    );
     let clients = check_nats_tls_block(conf, what);
     for key in ["cert_file", "key_file", "ca_file"] {
         assert_eq!(
@@ -476,5 +484,15 @@ fn a_cluster_member_whose_routes_do_not_verify_is_rejected() {
     let cluster = conf.find("cluster {").expect("a cluster block");
     let (head, tail) = conf.split_at(cluster);
     let conf = format!("{head}{}", tail.replace("verify: true", "verify: false"));
+    check_route_tls(&conf, "cluster-tls.conf");
+}
+
+#[test]
+#[should_panic(expected = "only a certificate naming a route host is a member")]
+fn a_cluster_member_admitting_any_certificate_of_the_ca_is_rejected() {
+    let conf = nats_conf_expanded("cluster-tls.conf").replace(
+        "verify_cert_and_check_known_urls: true",
+        "verify_cert_and_check_known_urls: false",
+    );
     check_route_tls(&conf, "cluster-tls.conf");
 }

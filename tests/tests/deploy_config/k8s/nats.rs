@@ -139,8 +139,8 @@ fn k8s_nats_is_a_durable_three_node_cluster() {
         "None",
         "{headless} is headless"
     );
-    // The routes are mutual TLS (cluster-tls.conf), and a member verifies the host it dials:
-    // the deploy README's certificate command names every one.
+    // The routes are mutual TLS (cluster-tls.conf) admitting a member by a route URL's host in
+    // its certificate: the deploy README's certificate command gives the nats one every host.
     let readme = read(&root().join("deploy/README.md"));
     let lines: Vec<&str> = readme.lines().collect();
     let certs = lines
@@ -148,9 +148,9 @@ fn k8s_nats_is_a_durable_three_node_cluster() {
         .enumerate()
         .filter(|(_, l)| l.contains("certs --out") && l.ends_with('\\'))
         .map(|(i, l)| format!("{l} {}", lines.get(i + 1).unwrap_or(&"")))
-        .find(|command| command.contains("--hosts"))
+        .find(|command| command.contains("--nats-hosts"))
         .expect(
-            "deploy/README.md makes the Kubernetes certificates with `certs --out .. --hosts ..`",
+            "deploy/README.md makes the Kubernetes certificates with `certs --out .. --nats-hosts ..`",
         );
     for i in 0..replicas {
         let host = format!("{}-{i}.{headless}", sts.name());
@@ -158,8 +158,8 @@ fn k8s_nats_is_a_durable_three_node_cluster() {
         assert!(conf.contains(&route), "{what}: no route to {route}");
         assert!(
             certs.contains(&host),
-            "deploy/README.md's `aggregate certs` command must name {host} (--hosts): the \
-             routes verify it: {certs}"
+            "deploy/README.md's `aggregate certs` command must give the nats certificate {host} \
+             (--nats-hosts): the routes admit a member by it: {certs}"
         );
     }
 
