@@ -15,7 +15,7 @@ use std::time::Duration;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use shared::test_support::{Accounts, CertFiles, TestPki, server_binary_or_skip, wait_until};
-use tests::processes::{Children, free_port};
+use tests::processes::Children;
 
 use crate::common::{read, root};
 use crate::nats::NATS_DIR;
@@ -45,11 +45,21 @@ async fn the_kubernetes_nats_cluster_forms_over_tls_routes_that_refuse_strangers
     let conf = write_shipped_configs(dir.path(), &server, &pki.ca_file());
 
     let accounts = Accounts::generate();
-    let ports: Vec<Ports> = (0..3)
-        .map(|_| Ports {
-            client: free_port(),
-            monitor: free_port(),
-            route: free_port(),
+    // Nine distinct free ports: all bound at once, then released for the servers.
+    let held: Vec<std::net::TcpListener> = (0..9)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let free: Vec<u16> = held
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect();
+    drop(held);
+    let ports: Vec<Ports> = free
+        .chunks(3)
+        .map(|p| Ports {
+            client: p[0],
+            monitor: p[1],
+            route: p[2],
         })
         .collect();
     let mut members = Children::default();
