@@ -216,11 +216,7 @@ async fn a_stream_created_again_behind_the_checkpoint_is_refused_not_skipped() {
     let Some((env, _)) = common::env_published(4, &["t1"], 10, 80).await else {
         return;
     };
-    let running = env
-        .start_caught_up(env.config("main"), Hooks::default())
-        .await;
-    let checkpoint = running.checkpoint();
-    running.stop().await.unwrap();
+    let checkpoint = env.run_to_checkpoint().await;
     env.js
         .delete_stream(shared::subjects::CART_EVENTS_STREAM)
         .await
@@ -356,11 +352,7 @@ async fn graceful_stop_and_restart_continue_from_the_checkpoint_even_without_the
     let Some((env, mut generator)) = common::env_published(3, &["t1"], 10, 60).await else {
         return;
     };
-    let running = env
-        .start_caught_up(env.config("main"), Hooks::default())
-        .await;
-    let checkpoint = running.checkpoint();
-    running.stop().await.unwrap();
+    let checkpoint = env.run_to_checkpoint().await;
     // Its durable consumer is deleted meanwhile (an operator, a re-created stream): the new
     // one starts after the checkpoint instead of replaying the stream.
     let durable = shared::subjects::projection_durable("main").unwrap();

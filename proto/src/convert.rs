@@ -97,13 +97,7 @@ pub fn command_at(bytes: &[u8], field: &str) -> Result<Command, ConversionError>
 /// The wire form of a cart's state as the aggregate serves it. `state.recent` (the last
 /// command ids, used to answer retries) is internal to the aggregate and not sent.
 pub fn snapshot(tenant: &TenantId, state: &CartState) -> pb::CartSnapshot {
-    pb::CartSnapshot {
-        tenant: tenant.to_string(),
-        version: state.version,
-        revision: state.revision,
-        cart: serde_json::to_vec(&state.cart).expect("a cart always serialises"),
-        rendered: Vec::new(),
-    }
+    rendered(tenant, state, pb::Render::Snapshot.into())
 }
 
 /// The cart as a caller asked for it ([`pb::Render`]): the full [`snapshot`], only the
@@ -111,22 +105,20 @@ pub fn snapshot(tenant: &TenantId, state: &CartState) -> pb::CartSnapshot {
 /// caller), or nothing but the version. An unknown render value is the snapshot (an older
 /// peer's default).
 pub fn rendered(tenant: &TenantId, state: &CartState, render: i32) -> pb::CartSnapshot {
-    match pb::Render::try_from(render) {
-        Ok(pb::Render::None) => pb::CartSnapshot {
-            tenant: tenant.to_string(),
-            version: state.version,
-            revision: state.revision,
-            cart: Vec::new(),
-            rendered: Vec::new(),
-        },
-        Ok(pb::Render::StorefrontJson) => pb::CartSnapshot {
-            tenant: tenant.to_string(),
-            version: state.version,
-            revision: state.revision,
-            cart: Vec::new(),
-            rendered: storefront_json(&state.cart),
-        },
-        _ => snapshot(tenant, state),
+    let (cart, rendered) = match pb::Render::try_from(render) {
+        Ok(pb::Render::None) => (Vec::new(), Vec::new()),
+        Ok(pb::Render::StorefrontJson) => (Vec::new(), storefront_json(&state.cart)),
+        Ok(pb::Render::Snapshot) | Err(_) => (
+            serde_json::to_vec(&state.cart).expect("a cart always serialises"),
+            Vec::new(),
+        ),
+    };
+    pb::CartSnapshot {
+        tenant: tenant.to_string(),
+        version: state.version,
+        revision: state.revision,
+        cart,
+        rendered,
     }
 }
 

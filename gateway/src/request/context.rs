@@ -1,14 +1,14 @@
 //! Who a request is for, and how to find everything it caused.
 //!
-//! [`begin`] and [`Attached::finish`] (called by the edge layer) come first and last on every
-//! request: it accepts or creates
-//! `x-correlation-id` and `x-request-id`, starts the request's span (the child of the
-//! client's `traceparent` when it sent a valid one, else a root whose sampling the SDK's
-//! sampler decides: the gateway never forces a trace), resolves the tenant (API key or
-//! `x-tenant-id`) and returns `x-correlation-id` and `x-request-id` on every response, errors
-//! included. The span's context, not the client's header, is what goes on to the aggregate. Handlers take [`Ctx`], which fails with
-//! 401/403/400 when the tenant could not be resolved; routes that need no tenant (ops, the
-//! OpenAPI document, unknown routes) never ask, so they answer without credentials.
+//! [`begin`] and [`Attached::finish`], called by the edge layer, come first and last on every
+//! request. They accept or create `x-correlation-id` and `x-request-id`, start the request's
+//! span (the child of the client's `traceparent` when it sent a valid one, else a root whose
+//! sampling the SDK's sampler decides: the gateway never forces a trace), resolve the tenant
+//! (API key or `x-tenant-id`) and return `x-correlation-id` and `x-request-id` on every
+//! response, errors included. The span's context, not the client's header, is what goes on to
+//! the aggregate. Handlers take [`Ctx`], which fails with 401/403/400 when the tenant could not
+//! be resolved; routes that need no tenant (ops, the OpenAPI document, unknown routes) never
+//! ask, so they answer without credentials.
 
 use std::collections::HashMap;
 

@@ -120,6 +120,17 @@ impl Env {
         self.start_caught_up_within(config, hooks, WAIT).await
     }
 
+    /// Runs view `main` until it has applied everything in the stream, stops it gracefully
+    /// and returns its checkpoint.
+    pub async fn run_to_checkpoint(&self) -> u64 {
+        let running = self
+            .start_caught_up(self.config("main"), Hooks::default())
+            .await;
+        let checkpoint = running.checkpoint();
+        running.stop().await.unwrap();
+        checkpoint
+    }
+
     /// [`Env::start_caught_up`], waiting `within` at most.
     pub async fn start_caught_up_within(
         &self,

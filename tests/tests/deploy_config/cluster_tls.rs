@@ -18,7 +18,7 @@ use shared::test_support::{Accounts, CertFiles, TestPki, server_binary_or_skip, 
 use tests::processes::Children;
 
 use crate::common::{read, root};
-use crate::nats::NATS_DIR;
+use crate::nats::{NATS_DIR, with_tls_files};
 
 /// A member's three ports.
 struct Ports {
@@ -138,9 +138,9 @@ async fn the_kubernetes_nats_cluster_forms_over_tls_routes_that_refuse_strangers
     let (plain, no_cert, service, member) = tokio::task::spawn_blocking(move || {
         (
             first_bytes_plaintext(route),
-            first_bytes_over_tls(route, &ca, None),
-            first_bytes_over_tls(route, &ca, Some(&stranger)),
-            first_bytes_over_tls(route, &ca, Some(&server)),
+            route_exchange(route, &ca, None),
+            route_exchange(route, &ca, Some(&stranger)),
+            route_exchange(route, &ca, Some(&server)),
         )
     })
     .await
@@ -176,28 +176,20 @@ async fn the_kubernetes_nats_cluster_forms_over_tls_routes_that_refuse_strangers
 /// Every file of deploy/nats written to `dir`, its tls blocks' files pointed at `server`'s
 /// certificate and `ca`; returns the path of cluster-tls.conf there.
 fn write_shipped_configs(dir: &Path, server: &CertFiles, ca: &Path) -> std::path::PathBuf {
-    let files = [
-        ("/etc/nats-tls/tls.crt", server.cert.as_path()),
-        ("/etc/nats-tls/tls.key", server.key.as_path()),
-        ("/etc/nats-tls/ca.crt", ca),
-    ];
+    let file_of = |var: &str| {
+        let file = match var {
+            "_CERT_FILE" => server.cert.as_path(),
+            "_KEY_FILE" => server.key.as_path(),
+            _ => ca,
+        };
+        file.display().to_string()
+    };
     for entry in std::fs::read_dir(root().join(NATS_DIR)).unwrap() {
         let path = entry.unwrap().path();
-        let mut text = read(&path);
-        for (shipped, local) in files {
-            text = text.replace(shipped, &local.display().to_string());
-        }
+        let text = with_tls_files(&read(&path), file_of);
         std::fs::write(dir.join(path.file_name().unwrap()), text).unwrap();
     }
-    let conf = dir.join("cluster-tls.conf");
-    let text = read(&conf);
-    for (shipped, _) in files {
-        assert!(
-            !text.contains(shipped),
-            "cluster-tls.conf still reads {shipped}"
-        );
-    }
-    conf
+    dir.join("cluster-tls.conf")
 }
 
 /// The first bytes a route port sends a peer that connects without TLS (none: it closed).
@@ -213,11 +205,7 @@ fn first_bytes_plaintext(port: u16) -> std::io::Result<Vec<u8>> {
 /// What a route port sends after a TLS handshake that trusts `ca`, presenting `identity` (or
 /// no certificate): its INFO, then, after a route's CONNECT and a PING, its answer (a PONG, or
 /// the refusal) until it goes quiet or closes.
-fn first_bytes_over_tls(
-    port: u16,
-    ca: &Path,
-    identity: Option<&CertFiles>,
-) -> std::io::Result<Vec<u8>> {
+fn route_exchange(port: u16, ca: &Path, identity: Option<&CertFiles>) -> std::io::Result<Vec<u8>> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca).unwrap() {
         roots.add(cert.unwrap()).unwrap();

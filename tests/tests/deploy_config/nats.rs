@@ -259,6 +259,12 @@ pub fn nats_users() -> BTreeMap<String, String> {
 
 /// `conf` with the files of its tls blocks pointing at the stand-ins of `name`'s certificate.
 fn local_tls_paths(conf: &str, name: &str) -> String {
+    with_tls_files(conf, |var| stand_in(var, name))
+}
+
+/// `conf` with every `cert_file`, `key_file` and `ca_file` set to `file_of` its kind
+/// (`_CERT_FILE`, `_KEY_FILE`, `_CA_FILE`), in every tls block.
+pub fn with_tls_files(conf: &str, file_of: impl Fn(&str) -> String) -> String {
     let mut out = String::new();
     for line in conf.lines() {
         let trimmed = line.trim_start();
@@ -275,9 +281,7 @@ fn local_tls_paths(conf: &str, name: &str) -> String {
                 .is_some_and(|r| r.trim_start().starts_with(':'))
         });
         match tls_file {
-            Some((key, var)) => {
-                out.push_str(&format!("{indent}{key}: \"{}\"", stand_in(var, name)))
-            }
+            Some((key, var)) => out.push_str(&format!("{indent}{key}: \"{}\"", file_of(var))),
             None => out.push_str(line),
         }
         out.push('\n');
