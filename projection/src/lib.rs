@@ -63,7 +63,8 @@ use crate::write::writer::Writer;
 /// A running projection node.
 pub struct Running {
     pub grpc_addr: SocketAddr,
-    /// Cancelled when the node cannot go on (its database writer stopped).
+    /// Cancelled when the node cannot go on: its database writer stopped, or `CART_EVENTS` was
+    /// created again under it ([`Running::failure`] says which).
     pub failed: CancellationToken,
     pub http_addr: SocketAddr,
     pub db_path: PathBuf,
@@ -91,6 +92,14 @@ impl Running {
     /// `Config::drop_indexes_behind`).
     pub fn indexes_dropped(&self) -> bool {
         self.live.writer.indexes_dropped()
+    }
+
+    /// Why the node stopped on its own ([`Running::failed`]): the consumer's last error.
+    pub fn failure(&self) -> String {
+        self.live
+            .shared
+            .consumer_error()
+            .unwrap_or_else(|| "its database writer stopped".into())
     }
 
     /// Rebuild from sequence 1 into a fresh database and swap it in (the admin path).
@@ -156,11 +165,12 @@ pub async fn start_with_hooks(config: Config, hooks: Hooks) -> anyhow::Result<Ru
             .with_context(|| format!("database {}", db_path.display()))?
     };
     let request_timeout = config.nats.request_timeout();
-    let stream = status::stream_info(&events, request_timeout)
+    let info = status::stream_info(&events, request_timeout)
         .await
-        .context("CART_EVENTS info")?
-        .state;
+        .context("CART_EVENTS info")?;
+    let stream = info.state.clone();
     recovery::check_checkpoint(&stream, writer.checkpoint())?;
+    recovery::bind_stream(&writer, &info).await?;
     recovery::recover(&events, &stream, &writer, config.replay_timeout())
         .await
         .context("recovering the cart states the last run did not write")?;
@@ -304,15 +314,16 @@ pub async fn start_with_hooks(config: Config, hooks: Hooks) -> anyhow::Result<Ru
 }
 
 /// Run until `shutdown` (SIGTERM), then stop gracefully. Returns an error if the node fails
-/// on its own (its database writer stopped), so the process exits and is restarted.
+/// on its own (see [`Running::failed`]), so the process exits and is restarted.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let running = start(config).await?;
     let failed = running.failed.clone();
     tokio::select! {
         () = shutdown.cancelled() => running.stop().await,
         () = failed.cancelled() => {
+            let why = running.failure();
             running.abort().await;
-            Err(anyhow::anyhow!("the projection's database writer stopped"))
+            Err(anyhow::anyhow!("the projection cannot go on: {why}"))
         }
     }
 }

@@ -1,6 +1,7 @@
 //! `projection rebuild`: a fresh database built from sequence 1 and swapped in gives the same
 //! views as the live projection, also while events keep arriving; the old database serves
-//! until the swap; dead letters survive it.
+//! until the swap; dead letters survive it. A database built from a `CART_EVENTS` that was
+//! deleted and created again since is refused, at start and while running, until rebuilt.
 
 mod common;
 
@@ -10,8 +11,6 @@ use std::time::Duration;
 use common::generator::publish_raw;
 use common::{WAIT, assert_views, expected};
 use projection::Hooks;
-use projection::ops::rebuild::Rebuild;
-use projection::status::ProjectionStatus;
 use shared::test_support::wait_until;
 
 #[tokio::test]
@@ -128,27 +127,13 @@ async fn admin_endpoint_and_offline_rebuild() {
     // Offline: with the service stopped, rebuild the file directly.
     running.stop().await.unwrap();
     generator.publish(&env.js, 30).await;
-    let events = env
-        .js
-        .get_stream(shared::subjects::CART_EVENTS_STREAM)
-        .await
-        .unwrap();
-    let rebuild = Rebuild {
-        events,
-        path: config.db_path(),
-        view: config.view.clone(),
-        consumer: config.durable(),
-        batch_size: 16,
-        // Fewer than the carts: states are written, evicted and read back while rebuilding.
-        states: projection::write::writer::StateSettings {
-            cached_carts: 4,
-            flush_after: Duration::from_secs(3600),
-        },
-        read_timeout: Duration::from_secs(5),
-        hooks: Hooks::default(),
+    // Fewer cached states than carts: states are written, evicted and read back while
+    // rebuilding.
+    let states = projection::write::writer::StateSettings {
+        cached_carts: 4,
+        flush_after: Duration::from_secs(3600),
     };
-    let shared = Arc::new(ProjectionStatus::new("main"));
-    let report = rebuild.offline(&shared).await.expect("offline rebuild");
+    let report = env.rebuild_offline(&config, 16, states).await;
     assert_eq!(report.checkpoint, env.stream_last().await);
     // Filled without its secondary indexes, the file has them all when it is swapped in.
     let indexes = common::view_indexes(&config.db_path());
@@ -161,4 +146,70 @@ async fn admin_endpoint_and_offline_rebuild() {
     assert_eq!(running.checkpoint(), report.checkpoint);
     env.caught_up(&running).await;
     common::assert_fold_and_stop(running, &generator.carts).await;
+}
+
+/// The stream is deleted and created again while the projection is stopped, and the new one
+/// grows past the old checkpoint: its sequences look plausible, but number other messages. The
+/// start refuses the database (it names the stream it was built from) rather than skip the new
+/// messages up to the old checkpoint; after a rebuild the views are the new stream's.
+#[tokio::test]
+async fn a_stream_created_again_past_the_checkpoint_is_refused_until_rebuilt() {
+    let Some((env, _)) = common::env_published(4, &["t1"], 10, 40).await else {
+        return;
+    };
+    let checkpoint = env.run_to_checkpoint().await;
+    env.create_stream_again().await;
+    let mut fresh = common::Generator::new(5, &["t2"], 6);
+    fresh.publish(&env.js, checkpoint as usize + 20).await;
+    assert!(env.stream_last().await > checkpoint);
+
+    let config = env.config("main");
+    let err = projection::start_with_hooks(config.clone(), Hooks::default())
+        .await
+        .err()
+        .expect("refused");
+    let err = format!("{err:#}");
+    assert!(
+        err.contains("deleted and created again") && err.contains("rebuild the projection"),
+        "{err}"
+    );
+
+    let states = projection::Config::default().state_settings();
+    let report = env.rebuild_offline(&config, 64, states).await;
+    assert_eq!(report.checkpoint, env.stream_last().await);
+    assert_views(&config.db_path(), &expected(&fresh.carts));
+    let running = env.start_caught_up(config, Hooks::default()).await;
+    common::assert_fold_and_stop(running, &fresh.carts).await;
+}
+
+/// The stream is deleted under a running projection and created again with more messages than
+/// it had applied: the durable consumer went with the old stream, and re-creating it "after
+/// the checkpoint" would skip the new stream's first messages and fold the rest into the old
+/// views. The node stops instead (the process restarts and is refused until rebuilt), and its
+/// views keep the old stream's state.
+#[tokio::test]
+async fn a_stream_created_again_under_a_running_projection_stops_it() {
+    let Some((env, generator)) = common::env_published(6, &["t1"], 10, 40).await else {
+        return;
+    };
+    let running = env
+        .start_caught_up(env.config("main"), Hooks::default())
+        .await;
+    let checkpoint = running.checkpoint();
+    env.create_stream_again().await;
+    let mut fresh = common::Generator::new(7, &["t2"], 6);
+    fresh.publish(&env.js, checkpoint as usize + 20).await;
+
+    tokio::time::timeout(WAIT, running.failed.cancelled())
+        .await
+        .unwrap_or_else(|_| panic!("still running at {}", running.checkpoint()));
+    let why = running.failure();
+    assert!(why.contains("deleted and created again"), "{why}");
+    assert_eq!(
+        running.checkpoint(),
+        checkpoint,
+        "nothing of the new stream applied"
+    );
+    running.abort().await;
+    assert_views(&env.db_path("main"), &expected(&generator.carts));
 }

@@ -21,6 +21,7 @@ use tokio_util::task::TaskTracker;
 use crate::consume::dead_letter_stream::DeadLetters;
 use crate::consume::delivery::{Received, ack_all, ack_one, fetch};
 use crate::consume::order_guard::{OrderGuard, Split};
+use crate::consume::recovery;
 use crate::error::ProjectionError;
 use crate::metrics as m;
 use crate::status::ProjectionStatus;
@@ -156,8 +157,13 @@ impl Consumer {
             failures += 1;
             metrics::counter!(m::BATCH_ERRORS, m::VIEW => self.shared.view.clone()).increment(1);
             tracing::warn!(error = %e, failures, "projection batch failed; retrying");
-            if failures.is_multiple_of(RECREATE_AFTER) {
-                self.recreate().await;
+            if failures.is_multiple_of(RECREATE_AFTER)
+                && let Err(e) = self.recreate().await
+            {
+                tracing::error!(error = %e, "the consumer stops");
+                self.shared.set_consumer_error(e.to_string());
+                fatal.cancel();
+                return self.give_back(ahead).await;
             }
             // Back off (bounded) without holding the gate, then try again.
             let pause = Duration::from_millis(100 * u64::from(failures.min(20)));
@@ -195,8 +201,14 @@ impl Consumer {
     }
 
     /// Creates (or re-validates) the durable consumer, e.g. after it was deleted: a new one
-    /// starts after the durable checkpoint.
-    async fn recreate(&mut self) {
+    /// starts after the durable checkpoint. A durable consumer also disappears with its stream:
+    /// if `CART_EVENTS` was deleted and created again, the checkpoint numbers another stream's
+    /// messages, and this returns the error that stops the projection (rebuild it) instead.
+    async fn recreate(&mut self) -> Result<(), ProjectionError> {
+        let timeout = self.settings.request_timeout;
+        if !recovery::still_ours(&self.durable.stream, &self.writer, timeout).await? {
+            return Ok(());
+        }
         let ensure = self.durable.recreate(self.writer.durable_checkpoint());
         match tokio::time::timeout(self.settings.request_timeout, ensure).await {
             Ok(Ok(consumer)) => {
@@ -206,6 +218,7 @@ impl Consumer {
             Ok(Err(e)) => tracing::warn!(error = %e, "cannot re-create the durable consumer"),
             Err(_) => tracing::warn!("re-creating the durable consumer timed out"),
         }
+        Ok(())
     }
 
     async fn process(&mut self, batch: Vec<Received>) -> Result<(), ProjectionError> {

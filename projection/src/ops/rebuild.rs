@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::stream::Stream;
 use tokio::sync::Mutex;
 
+use crate::consume::recovery;
 use crate::consume::stream_replay::Source;
 use crate::error::ProjectionError;
 use crate::metrics as m;
@@ -167,10 +168,10 @@ impl Rebuild {
         })
         .await
         .map_err(|e| ProjectionError::Rebuild(format!("open task failed: {e}")))??;
-        let target = stream_info(&self.events, self.read_timeout)
-            .await?
-            .state
-            .last_sequence;
+        let info = stream_info(&self.events, self.read_timeout).await?;
+        // The fresh file names the stream it is built from (a later start checks it).
+        recovery::bind_stream(&writer, &info).await?;
+        let target = info.state.last_sequence;
         tracing::info!(view = %self.view, target, "rebuild started");
         let mut source = Source::open(&self.events, 1, self.read_timeout).await?;
         let report = self

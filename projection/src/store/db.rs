@@ -38,6 +38,11 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
         "subscription_details",
         include_str!("../../migrations/0005_subscription_details.sql"),
     ),
+    (
+        6,
+        "stream_created",
+        include_str!("../../migrations/0006_stream_created.sql"),
+    ),
 ];
 
 /// The tables whose secondary indexes a catch-up from far behind drops (see
@@ -269,6 +274,38 @@ pub fn set_states_checkpoint(conn: &Connection, seq: u64) -> Result<(), Projecti
         .and_then(|mut s| s.execute(params![to_i64(seq)]))
         .map_err(ProjectionError::db("write states checkpoint"))?;
     Ok(())
+}
+
+/// Binds the database to the `CART_EVENTS` stream created at `created` (see
+/// `migrations/0006`): the first call records it, later ones check it. A database bound to
+/// another stream (deleted and created again since its views were built) is refused: its
+/// checkpoint numbers the old stream's messages.
+pub fn bind_stream(conn: &Connection, created: &str) -> Result<(), ProjectionError> {
+    let bound: Option<String> = conn
+        .query_row(
+            "SELECT stream_created FROM checkpoint WHERE id = 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(ProjectionError::db("read the bound stream"))?
+        .flatten();
+    match bound {
+        Some(bound) if bound == created => Ok(()),
+        Some(bound) => Err(ProjectionError::Rebuild(format!(
+            "the database was built from the CART_EVENTS stream created at {bound}, but the \
+             stream now was created at {created}: it was deleted and created again since, and \
+             its sequences number other messages; rebuild the projection"
+        ))),
+        None => {
+            conn.execute(
+                "UPDATE checkpoint SET stream_created = ?1 WHERE id = 1",
+                [created],
+            )
+            .map_err(ProjectionError::db("bind the stream"))?;
+            Ok(())
+        }
+    }
 }
 
 /// Folds the WAL into the main file and leaves WAL mode, so the file alone is the database

@@ -131,6 +131,36 @@ impl Env {
         checkpoint
     }
 
+    /// Rebuilds `config`'s database from the stream with no service running (the CLI's
+    /// `projection rebuild`), `batch_size` messages per transaction, keeping `states`.
+    pub async fn rebuild_offline(
+        &self,
+        config: &Config,
+        batch_size: usize,
+        states: projection::write::writer::StateSettings,
+    ) -> projection::RebuildReport {
+        let rebuild = projection::ops::rebuild::Rebuild {
+            events: self.js.get_stream(CART_EVENTS_STREAM).await.unwrap(),
+            path: config.db_path(),
+            view: config.view.clone(),
+            consumer: config.durable(),
+            batch_size,
+            states,
+            read_timeout: Duration::from_secs(5),
+            hooks: Hooks::default(),
+        };
+        let shared = Arc::new(projection::status::ProjectionStatus::new(&config.view));
+        rebuild.offline(&shared).await.expect("offline rebuild")
+    }
+
+    /// Deletes `CART_EVENTS` and creates it again, empty (as a service's start would).
+    pub async fn create_stream_again(&self) {
+        self.js.delete_stream(CART_EVENTS_STREAM).await.unwrap();
+        shared::nats::ensure_all(&self.js, &self.config("main").streams)
+            .await
+            .unwrap();
+    }
+
     /// [`Env::start_caught_up`], waiting `within` at most.
     pub async fn start_caught_up_within(
         &self,

@@ -84,6 +84,12 @@ pub(super) enum Command {
         behind: Option<u64>,
         reply: oneshot::Sender<Result<usize, ProjectionError>>,
     },
+    /// Bind the database to the stream created at `created`, or refuse another one
+    /// ([`crate::store::db::bind_stream`]).
+    BindStream {
+        created: String,
+        reply: oneshot::Sender<Result<(), ProjectionError>>,
+    },
     /// Write the waiting states if it is time (`force`: in any case). Returns how many.
     Flush {
         force: bool,

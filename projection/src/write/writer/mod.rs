@@ -198,6 +198,14 @@ impl Writer {
         self.call(|reply| Command::Flush { force, reply }).await
     }
 
+    /// Binds the database to the `CART_EVENTS` stream created at `created`: recorded the first
+    /// time, refused with [`ProjectionError::Rebuild`] when the database was built from
+    /// another stream (see [`crate::consume::recovery::stream_created`]).
+    pub async fn bind_stream(&self, created: String) -> Result<(), ProjectionError> {
+        self.call(|reply| Command::BindStream { created, reply })
+            .await
+    }
+
     /// The last committed stream sequence (what the views show).
     pub fn checkpoint(&self) -> u64 {
         self.durability.applied()

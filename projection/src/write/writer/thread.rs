@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 
 use super::command::Command;
 use crate::error::ProjectionError;
+use crate::store::db;
 use crate::write::durability::{self, Durability, Syncer};
 use crate::write::fault_injection::{CommitAction, Hooks};
 use crate::write::state_cache::StateCache;
@@ -75,6 +76,9 @@ impl WriterThread {
                 }
                 Command::Flush { force, reply } => {
                     let _ = reply.send(self.flush(force));
+                }
+                Command::BindStream { created, reply } => {
+                    let _ = reply.send(self.conn().and_then(|c| db::bind_stream(c, &created)));
                 }
                 Command::Indexes { behind, reply } => {
                     let _ = reply.send(self.indexes(behind));
