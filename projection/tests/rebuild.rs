@@ -151,16 +151,20 @@ async fn admin_endpoint_and_offline_rebuild() {
 /// The stream is deleted and created again while the projection is stopped, and the new one
 /// grows past the old checkpoint: its sequences look plausible, but number other messages. The
 /// start refuses the database (it names the stream it was built from) rather than skip the new
-/// messages up to the old checkpoint; after a rebuild the views are the new stream's.
+/// messages up to the old checkpoint; after a rebuild the views are the new stream's, and so
+/// are the dead letters: the old one names a message that is gone, and its id is not reused.
 #[tokio::test]
 async fn a_stream_created_again_past_the_checkpoint_is_refused_until_rebuilt() {
     let Some((env, _)) = common::env_published(4, &["t1"], 10, 40).await else {
         return;
     };
+    publish_raw(&env.js, "t1", "garbage-old", b"not json").await;
     let checkpoint = env.run_to_checkpoint().await;
     env.create_stream_again().await;
     let mut fresh = common::Generator::new(5, &["t2"], 6);
-    fresh.publish(&env.js, checkpoint as usize + 20).await;
+    fresh.publish(&env.js, 20).await;
+    let poison_seq = publish_raw(&env.js, "t2", "garbage-new", b"not json").await;
+    fresh.publish(&env.js, checkpoint as usize).await;
     assert!(env.stream_last().await > checkpoint);
 
     let config = env.config("main");
@@ -177,9 +181,66 @@ async fn a_stream_created_again_past_the_checkpoint_is_refused_until_rebuilt() {
     let states = projection::Config::default().state_settings();
     let report = env.rebuild_offline(&config, 64, states).await;
     assert_eq!(report.checkpoint, env.stream_last().await);
+    assert_eq!(report.failed, 1);
     assert_views(&config.db_path(), &expected(&fresh.carts));
     let running = env.start_caught_up(config, Hooks::default()).await;
+    let mut q = common::query(&running).await;
+    let dead = common::dead_letters(&mut q, "").await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(
+        (
+            dead[0].id,
+            dead[0].stream_sequence,
+            dead[0].cart_id.as_str()
+        ),
+        (2, poison_seq, "garbage-new")
+    );
+    let gone = q
+        .replay_dead_letter(proto::projection::v1::ReplayDeadLetterRequest { id: 1 })
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), tonic::Code::NotFound, "{gone:?}");
     common::assert_fold_and_stop(running, &fresh.carts).await;
+}
+
+/// A database from a build that did not record its stream is bound to whatever stream it
+/// meets first, so one created again can slip through; its dead letters still name the old
+/// stream's messages. A replay reads the message back by sequence and refuses one on another
+/// subject rather than apply a message of the new stream a second time.
+#[tokio::test]
+async fn a_dead_letter_is_not_replayed_from_another_message_at_its_sequence() {
+    let Some((env, _)) = common::env_published(8, &["t1"], 10, 20).await else {
+        return;
+    };
+    let poison_seq = publish_raw(&env.js, "t1", "garbage-old", b"not json").await;
+    let checkpoint = env.run_to_checkpoint().await;
+    rusqlite::Connection::open(env.db_path("main"))
+        .unwrap()
+        .execute("UPDATE checkpoint SET stream_created = NULL", [])
+        .unwrap();
+    env.create_stream_again().await;
+    let mut fresh = common::Generator::new(9, &["t2"], 6);
+    fresh.publish(&env.js, checkpoint as usize + 10).await;
+
+    let running = env
+        .start_caught_up(env.config("main"), Hooks::default())
+        .await;
+    let mut q = common::query(&running).await;
+    let dead = common::dead_letters(&mut q, "").await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].stream_sequence, poison_seq);
+    let refused = q
+        .replay_dead_letter(proto::projection::v1::ReplayDeadLetterRequest { id: dead[0].id })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::NotFound, "{refused:?}");
+    assert!(
+        refused.message().contains("not on the dead letter's"),
+        "{refused:?}"
+    );
+    let dead = common::dead_letters(&mut q, "").await;
+    assert!(!dead[0].replayed, "nothing was replayed");
+    running.stop().await.unwrap();
 }
 
 /// The stream is deleted under a running projection and created again with more messages than

@@ -178,34 +178,73 @@ pub fn mark_replay_failed(conn: &Connection, id: u64, error: &str) -> Result<(),
     Ok(())
 }
 
+/// Whether the fresh database (`main`) and the one it replaces (`old`) name different
+/// `CART_EVENTS` streams. An old file from a build before the stream was recorded names none,
+/// and counts as the same stream.
+fn built_from_other_streams(conn: &Connection) -> bool {
+    let created = |schema: &str| -> Option<String> {
+        conn.query_row(
+            &format!("SELECT stream_created FROM {schema}.checkpoint WHERE id = 1"),
+            [],
+            |r| r.get(0),
+        )
+        .ok()
+        .flatten()
+    };
+    matches!((created("main"), created("old")), (Some(fresh), Some(old)) if fresh != old)
+}
+
 /// Carries the poison table of the database at `old` (attached as `old`) into `conn`'s, so a
 /// rebuilt database keeps the dead letters (and their ids) operators know. Old dead letters
 /// the rebuild applied without failing (their cause was fixed) are marked replayed, so a
 /// replay cannot apply them twice; failures only the rebuild found get new ids.
+///
+/// When the two databases were built from different `CART_EVENTS` (it was deleted and created
+/// again, see `migrations/0006`), the old dead letters name messages that are gone: they are
+/// not carried over (`DEAD_LETTERS` still holds them), and the rebuild's own failures are
+/// numbered after them, so no id an operator knows comes to mean another message.
 pub fn carry_over(conn: &Connection) -> Result<(), ProjectionError> {
     let failed = ProjectionError::db("carry over the poison table");
+    let other_stream = built_from_other_streams(conn);
     conn.execute_batch(&format!(
         "BEGIN;
          CREATE TEMP TABLE rebuild_failed AS SELECT {COLUMNS} FROM main.poison;
-         DELETE FROM main.poison;
-         INSERT INTO main.poison ({COLUMNS}) SELECT {COLUMNS} FROM old.poison;"
+         DELETE FROM main.poison;"
     ))
     .map_err(failed)?;
     let rest = || -> rusqlite::Result<()> {
-        conn.execute(
-            "UPDATE main.poison SET replayed_at = ?1
-             WHERE replayed_at IS NULL
-               AND stream_sequence <= (SELECT last_sequence FROM main.checkpoint)
-               AND stream_sequence NOT IN (SELECT stream_sequence FROM temp.rebuild_failed)",
-            params![now_rfc3339()],
-        )?;
+        if other_stream {
+            let dropped: i64 =
+                conn.query_row("SELECT COUNT(*) FROM old.poison", [], |r| r.get(0))?;
+            tracing::warn!(
+                dropped,
+                "the old database's dead letters name messages of a CART_EVENTS deleted since; \
+                 they are not carried over (DEAD_LETTERS still holds them)"
+            );
+            conn.execute_batch(
+                "DELETE FROM main.sqlite_sequence WHERE name = 'poison';
+                 INSERT INTO main.sqlite_sequence (name, seq)
+                     SELECT 'poison', COALESCE(MAX(id), 0) FROM old.poison;",
+            )?;
+        } else {
+            conn.execute_batch(&format!(
+                "INSERT INTO main.poison ({COLUMNS}) SELECT {COLUMNS} FROM old.poison;"
+            ))?;
+            conn.execute(
+                "UPDATE main.poison SET replayed_at = ?1
+                 WHERE replayed_at IS NULL
+                   AND stream_sequence <= (SELECT last_sequence FROM main.checkpoint)
+                   AND stream_sequence NOT IN (SELECT stream_sequence FROM temp.rebuild_failed)",
+                params![now_rfc3339()],
+            )?;
+        }
         conn.execute_batch(
             "INSERT INTO main.poison (consumer, tenant, cart_id, subject, stream_sequence, reason,
                      deliveries, failed_at, dead_lettered, replayed_at, replay_error)
                  SELECT consumer, tenant, cart_id, subject, stream_sequence, reason, deliveries,
                      failed_at, dead_lettered, replayed_at, replay_error
                  FROM temp.rebuild_failed
-                 WHERE stream_sequence NOT IN (SELECT stream_sequence FROM old.poison)
+                 WHERE stream_sequence NOT IN (SELECT stream_sequence FROM main.poison)
                  ORDER BY id;
              DROP TABLE temp.rebuild_failed;
              COMMIT;",
