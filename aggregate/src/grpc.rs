@@ -10,7 +10,7 @@ use futures::Stream;
 use proto::cart::v1 as pb;
 use proto::cart_request::CartRequest;
 use shared::ApiError;
-use shared::headers::RequestContext;
+use shared::headers::{CallMetadata, HeaderSource, RequestContext};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
@@ -56,24 +56,25 @@ impl CartGrpc {
         rpc: &str,
     ) -> Result<(Caller, Target), Status> {
         let caller = Caller::of(req)?;
-        let target = self.admit_as(&caller, req, rpc)?;
+        let target = self.admit_as(&caller, req.metadata(), req.get_ref(), rpc)?;
         Ok((caller, target))
     }
 
     /// [`Self::admit`] for a caller already known (a call on a multiplexed stream, whose
-    /// caller is the stream's).
+    /// caller is the stream's), with the call's metadata `md` (gRPC metadata, or the map a
+    /// stream call carries) and its message `body`.
     fn admit_as<R: CartRequest>(
         &self,
         caller: &Caller,
-        req: &Request<R>,
+        md: &impl HeaderSource,
+        body: &R,
         rpc: &str,
     ) -> Result<Target, Status> {
         caller.require(rpc, &[GATEWAY, RUNNER])?;
-        let md = req.metadata();
-        let ctx = request_context(md, req.get_ref().tenant())?;
-        let cart_id = CartId::parse(req.get_ref().cart_id()).map_err(ApiError::from)?;
+        let ctx = request_context(md, body.tenant())?;
+        let cart_id = CartId::parse(body.cart_id()).map_err(ApiError::from)?;
         let cart = self.carts.cart_ref(ctx.tenant.clone(), cart_id);
-        let route = if md.get(shared::headers::ROUTE_FALLBACK).is_some() {
+        let route = if md.value(shared::headers::ROUTE_FALLBACK).is_some() {
             Route::Fallback
         } else {
             Route::Placed
@@ -81,14 +82,15 @@ impl CartGrpc {
         Ok((ctx, cart, route))
     }
 
-    /// `Execute` for `caller`: the unary call, and each call of an `ExecuteStream`.
+    /// `Execute` for `caller`, with the call's metadata `md`: the unary call, and each call
+    /// of an `ExecuteStream`.
     pub(crate) async fn execute_as(
         &self,
         caller: &Caller,
-        req: Request<pb::ExecuteRequest>,
+        md: &impl HeaderSource,
+        r: pb::ExecuteRequest,
     ) -> Result<Response<pb::ExecuteResponse>, Status> {
-        let (ctx, cart, route) = self.admit_as(caller, &req, "Execute")?;
-        let r = req.into_inner();
+        let (ctx, cart, route) = self.admit_as(caller, md, &r, "Execute")?;
         let id = identity(&r.command_id, r.request_fingerprint)?;
         let cmd = command(&r.command, "command")?;
         authorize_commands(caller, std::slice::from_ref(&cmd))?;
@@ -152,10 +154,7 @@ impl CartGrpc {
 
 /// The caller's context. The tenant in the request body is authoritative and must agree with
 /// `x-tenant-id` when both are present.
-fn request_context(
-    md: &tonic::metadata::MetadataMap,
-    body_tenant: &str,
-) -> Result<RequestContext, Status> {
+fn request_context(md: &impl HeaderSource, body_tenant: &str) -> Result<RequestContext, Status> {
     let tenant = TenantId::parse(body_tenant).map_err(ApiError::from)?;
     Ok(RequestContext::from_grpc_for_tenant(md, tenant)?)
 }
@@ -221,7 +220,8 @@ impl pb::cart_service_server::CartService for CartGrpc {
         req: Request<pb::ExecuteRequest>,
     ) -> Result<Response<pb::ExecuteResponse>, Status> {
         let caller = Caller::of(&req)?;
-        self.execute_as(&caller, req).await
+        let (md, _, body) = req.into_parts();
+        self.execute_as(&caller, &md, body).await
     }
 
     type ExecuteStreamStream = crate::multiplex::Results;
@@ -233,9 +233,9 @@ impl pb::cart_service_server::CartService for CartGrpc {
         let caller = Caller::of(&req)?;
         caller.require("ExecuteStream", &[GATEWAY, RUNNER])?;
         let svc = self.clone();
-        let execute = move |caller: Caller, req| {
+        let execute = move |caller: Caller, md: CallMetadata, req| {
             let svc = svc.clone();
-            async move { svc.execute_as(&caller, req).await }
+            async move { svc.execute_as(&caller, &md, req).await }
         };
         Ok(Response::new(crate::multiplex::serve(
             execute,

@@ -10,10 +10,11 @@ use std::time::Duration;
 
 use proto::cart::v1 as pb;
 use shared::grpc_tls::Caller;
+use shared::headers::CallMetadata;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Response, Status, Streaming};
 use tracing::Instrument;
 
 use crate::metrics as m;
@@ -36,7 +37,7 @@ pub fn serve<E, Fut>(
     shutdown: CancellationToken,
 ) -> Results
 where
-    E: Fn(Caller, Request<pb::ExecuteRequest>) -> Fut + Clone + Send + 'static,
+    E: Fn(Caller, CallMetadata, pb::ExecuteRequest) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = Result<Response<pb::ExecuteResponse>, Status>> + Send + 'static,
 {
     let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT);
@@ -80,18 +81,17 @@ async fn one_call<E, Fut>(
     call: pb::ExecuteCall,
 ) -> Result<pb::ExecuteResponse, Status>
 where
-    E: Fn(Caller, Request<pb::ExecuteRequest>) -> Fut,
+    E: Fn(Caller, CallMetadata, pb::ExecuteRequest) -> Fut,
     Fut: Future<Output = Result<Response<pb::ExecuteResponse>, Status>>,
 {
     let Some(request) = call.request else {
         return Err(shared::ApiError::invalid("an ExecuteCall must carry a request").into());
     };
-    let metadata = proto::multiplex::map_to_metadata(call.metadata);
-    let span = shared::spans::grpc_call_span("/cart.v1.CartService/Execute", &metadata);
-    let req = Request::from_parts(metadata, tonic::Extensions::default(), request);
+    // The metadata is read as the map it came in (as a unary call reads its `MetadataMap`).
+    let span = shared::spans::stream_call_span("/cart.v1.CartService/Execute", &call.metadata);
     // Boxed: the decision's future is large, and the task spawned for the call would copy it
     // on every move (measured: ~5 % of the CPU in memmove).
-    let run = Box::pin(execute(caller, req).instrument(span));
+    let run = Box::pin(execute(caller, call.metadata, request).instrument(span));
     let resp = if call.timeout_ms == 0 {
         run.await?
     } else {

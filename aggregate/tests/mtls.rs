@@ -173,13 +173,13 @@ async fn multiplexed_calls_are_checked_as_unary_ones() {
     let call = |cmd| {
         let r = exec("tls-mux-cart", CommandId::new(), cmd);
         let (md, _, body) = r.into_parts();
-        (md, body)
+        (proto::multiplex::metadata_to_map(&md), body)
     };
 
     let gateway = cart_client::multiplex::Mux::new(channel_as(&pki, "gateway", addr).await);
     let (md, body) = call(add("TEST-SKU-123", 1));
     gateway
-        .execute(&md, None, body)
+        .execute(md, None, body)
         .await
         .expect("the gateway adds an item over the stream");
     let metrics = metrics(&node).await;
@@ -188,14 +188,14 @@ async fn multiplexed_calls_are_checked_as_unary_ones() {
         "the open stream is counted: {metrics}"
     );
     let (md, body) = call(forged_failure());
-    let denied = gateway.execute(&md, None, body).await.unwrap_err();
+    let denied = gateway.execute(md, None, body).await.unwrap_err();
     assert_eq!(code(&denied), ErrorCode::PermissionDenied, "{denied:?}");
     assert!(denied.message().contains("runner"), "{denied:?}");
 
     // A service that may not call CartService at all is refused when it opens the stream.
     let admin = cart_client::multiplex::Mux::new(channel_as(&pki, "admin", addr).await);
     let (md, body) = call(add("TEST-SKU-123", 1));
-    let denied = admin.execute(&md, None, body).await.unwrap_err();
+    let denied = admin.execute(md, None, body).await.unwrap_err();
     assert_eq!(code(&denied), ErrorCode::PermissionDenied, "{denied:?}");
     assert_eq!(
         env.messages("tls-mux-cart").await.len(),
@@ -205,7 +205,7 @@ async fn multiplexed_calls_are_checked_as_unary_ones() {
 
     let runner = cart_client::multiplex::Mux::new(channel_as(&pki, "runner", addr).await);
     let (md, body) = call(forged_failure());
-    if let Err(e) = runner.execute(&md, None, body).await {
+    if let Err(e) = runner.execute(md, None, body).await {
         assert_ne!(code(&e), ErrorCode::PermissionDenied, "{e:?}");
     }
     node.drain().await.unwrap();

@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use cart_domain::ids::{CartId, TenantId};
-use moka::sync::Cache;
 use proto::cart::v1 as pb;
 use proto::cart::v1::cart_service_client::CartServiceClient;
 use proto::cart_request::CartRequest;
@@ -23,6 +22,10 @@ use tonic::transport::Channel;
 
 use crate::multiplex::Mux;
 use crate::placement_view::PlacementView;
+use crate::pools::{Pool, Pools};
+
+/// A node's connections unused this long go when room is needed for another node's.
+const POOL_IDLE: Duration = Duration::from_secs(600);
 
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -64,13 +67,8 @@ struct Inner {
     view: Option<PlacementView>,
     /// Used when there is no placement view (or it knows no live node).
     fallback: Vec<String>,
-    pools: Cache<String, Arc<Pool>>,
-    next: AtomicUsize,
-}
-
-struct Pool {
-    /// One per connection: its unary calls and its `ExecuteStream`.
-    channels: Vec<Arc<Mux>>,
+    /// Connections per node address (at most `cfg.max_nodes`).
+    pools: Pools,
     next: AtomicUsize,
 }
 
@@ -78,10 +76,10 @@ impl CartClient {
     pub fn new(cfg: ClientConfig, view: Option<PlacementView>, fallback: Vec<String>) -> Self {
         Self {
             inner: Arc::new(Inner {
-                pools: Cache::builder()
-                    .max_capacity(cfg.max_nodes)
-                    .time_to_idle(Duration::from_secs(600))
-                    .build(),
+                pools: Pools::new(
+                    usize::try_from(cfg.max_nodes).unwrap_or(usize::MAX),
+                    POOL_IDLE,
+                ),
                 cfg,
                 view,
                 fallback,
@@ -104,7 +102,9 @@ impl CartClient {
         self.call_with(ctx, &tenant, &cart, timeout, |node, meta| {
             let req = req.clone();
             async move {
-                let resp = node.execute(&meta.metadata(), meta.timeout, req).await?;
+                let resp = node
+                    .execute(meta.call_metadata(), meta.timeout, req)
+                    .await?;
                 Ok(tonic::Response::new(resp))
             }
         })
@@ -279,13 +279,7 @@ impl CartClient {
 
     /// A connection to `addr` (round robin over its pool).
     fn client(&self, addr: &str) -> Result<Arc<Mux>, ApiError> {
-        let pool = self
-            .inner
-            .pools
-            .try_get_with(addr.to_owned(), || self.pool(addr).map(Arc::new))
-            .map_err(|e: Arc<ApiError>| (*e).clone())?;
-        let i = pool.next.fetch_add(1, Ordering::Relaxed) % pool.channels.len();
-        Ok(pool.channels[i].clone())
+        self.inner.pools.connection(addr, || self.pool(addr))
     }
 
     fn pool(&self, addr: &str) -> Result<Pool, ApiError> {
@@ -302,12 +296,12 @@ impl CartClient {
         let channels = (0..self.inner.cfg.channels_per_node.max(1))
             .map(|_| Arc::new(Mux::new(endpoint.connect_lazy())))
             .collect();
-        Ok(Pool {
-            channels,
-            next: AtomicUsize::new(0),
-        })
+        Ok(Pool::new(channels))
     }
 }
+
+/// The value of the routing hint (its presence is what counts).
+const ROUTE_FALLBACK_VALUE: &str = "owner-unreachable";
 
 /// Context, deadline and routing hint of one attempt.
 pub struct RequestMeta {
@@ -324,7 +318,21 @@ impl RequestMeta {
         if self.fallback {
             md.insert(
                 shared::headers::ROUTE_FALLBACK,
-                tonic::metadata::MetadataValue::from_static("owner-unreachable"),
+                tonic::metadata::MetadataValue::from_static(ROUTE_FALLBACK_VALUE),
+            );
+        }
+        md
+    }
+
+    /// [`RequestMeta::metadata`] for a call on an `ExecuteStream`, built straight into the
+    /// message's map (no `MetadataMap` to convert).
+    fn call_metadata(&self) -> shared::headers::CallMetadata {
+        let mut md = shared::headers::CallMetadata::with_capacity(4);
+        self.ctx.to_call_metadata(&mut md);
+        if self.fallback {
+            md.insert(
+                shared::headers::ROUTE_FALLBACK.to_owned(),
+                ROUTE_FALLBACK_VALUE.to_owned(),
             );
         }
         md

@@ -13,6 +13,7 @@
 pub mod client;
 pub mod multiplex;
 pub mod placement_view;
+mod pools;
 
 pub use client::{CartClient, ClientConfig};
 pub use placement_view::PlacementView;

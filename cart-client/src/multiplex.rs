@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use proto::cart::v1 as pb;
 use proto::cart::v1::cart_service_client::CartServiceClient;
+use shared::headers::CallMetadata;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
-use tonic::metadata::MetadataMap;
 use tonic::transport::Channel;
 
 /// Calls queued for one stream before a caller waits to send.
@@ -62,11 +62,11 @@ impl Mux {
         }
     }
 
-    /// One `Execute` with the metadata and deadline a unary call would carry; the result is
-    /// what the unary call would return.
+    /// One `Execute` with the metadata (see [`RequestMeta::call_metadata`](crate::client::RequestMeta))
+    /// and deadline a unary call would carry; the result is what the unary call would return.
     pub async fn execute(
         &self,
-        metadata: &MetadataMap,
+        metadata: CallMetadata,
         timeout: Option<Duration>,
         request: pb::ExecuteRequest,
     ) -> Result<pb::ExecuteResponse, Status> {
@@ -90,7 +90,7 @@ impl Mux {
         let call = pb::ExecuteCall {
             call_id,
             request: Some(request),
-            metadata: proto::multiplex::metadata_to_map(metadata),
+            metadata,
             timeout_ms: timeout.map_or(0, |t| u32::try_from(t.as_millis()).unwrap_or(u32::MAX)),
         };
         if stream.calls.send(call).await.is_err() {

@@ -12,9 +12,9 @@ use cart_client::multiplex::Mux;
 use futures::Stream;
 use proto::cart::v1 as pb;
 use proto::cart::v1::cart_service_server::{CartService, CartServiceServer};
+use shared::headers::CallMetadata;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
-use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 
 /// How the scripted node treats each stream.
@@ -154,10 +154,8 @@ async fn node(script: Script) -> (Arc<Mux>, Arc<AtomicUsize>) {
     (Arc::new(Mux::new(channel)), streams)
 }
 
-fn meta(tenant: &str) -> MetadataMap {
-    let mut md = MetadataMap::new();
-    md.insert("x-tenant-id", tenant.parse().unwrap());
-    md
+fn meta(tenant: &str) -> CallMetadata {
+    CallMetadata::from([("x-tenant-id".to_owned(), tenant.to_owned())])
 }
 
 fn request(n: u64) -> pb::ExecuteRequest {
@@ -176,7 +174,7 @@ async fn answers_in_any_order_reach_the_call_they_belong_to() {
         tokio::spawn(async move {
             let md = meta(&format!("tenant-{i}"));
             let resp = mux
-                .execute(&md, Some(Duration::from_secs(10)), request(i))
+                .execute(md, Some(Duration::from_secs(10)), request(i))
                 .await
                 .expect("answered");
             (i, resp)
@@ -206,7 +204,7 @@ async fn a_stream_that_ends_fails_its_waiting_calls_and_the_next_call_opens_anot
     let waiting = (0..CALLS as u64).map(|i| {
         let mux = mux.clone();
         tokio::spawn(async move {
-            mux.execute(&meta("t"), Some(Duration::from_secs(30)), request(i))
+            mux.execute(meta("t"), Some(Duration::from_secs(30)), request(i))
                 .await
         })
     });
@@ -220,7 +218,7 @@ async fn a_stream_that_ends_fails_its_waiting_calls_and_the_next_call_opens_anot
         assert_eq!(err.code, shared::ErrorCode::Unavailable);
     }
     let resp = mux
-        .execute(&meta("t"), Some(Duration::from_secs(10)), request(99))
+        .execute(meta("t"), Some(Duration::from_secs(10)), request(99))
         .await
         .expect("a new stream answers");
     assert_eq!(resp.version, 99);
@@ -233,7 +231,7 @@ async fn a_node_that_never_answers_costs_a_call_its_deadline() {
     let (mux, _) = node(Script::Silent).await;
     let started = std::time::Instant::now();
     let status = mux
-        .execute(&meta("t"), Some(Duration::from_millis(50)), request(1))
+        .execute(meta("t"), Some(Duration::from_millis(50)), request(1))
         .await
         .expect_err("no answer");
     assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");

@@ -43,6 +43,11 @@ pub fn grpc_call_span(rpc: &str, md: &tonic::metadata::MetadataMap) -> tracing::
     grpc_span(rpc, &crate::propagation::GrpcMetadata(md))
 }
 
+/// [`grpc_call_span`] for a call carried inside a stream message.
+pub fn stream_call_span(rpc: &str, md: &crate::headers::CallMetadata) -> tracing::Span {
+    grpc_span(rpc, md)
+}
+
 fn grpc_span(rpc: &str, carrier: &dyn opentelemetry::propagation::Extractor) -> tracing::Span {
     let span = tracing::info_span!("grpc", rpc = %rpc);
     follow(&span, &extract(carrier));

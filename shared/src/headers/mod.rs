@@ -107,8 +107,13 @@ pub struct RequestContext {
     pub request_id: Option<String>,
 }
 
-/// Read access to the three header maps, so the parsing rules exist once.
-trait HeaderSource {
+/// gRPC metadata carried inside a message rather than in HEADERS (a call on
+/// `CartService.ExecuteStream`): lowercase ASCII names, as a unary call would send them.
+pub type CallMetadata = std::collections::HashMap<String, String>;
+
+/// Read access to the header maps (HTTP, gRPC metadata, NATS, a stream call's metadata), so
+/// the parsing rules exist once.
+pub trait HeaderSource {
     fn value(&self, name: &str) -> Option<&str>;
     /// The trace context, read by the global propagator.
     fn trace(&self) -> TraceFields;
@@ -129,6 +134,15 @@ impl HeaderSource for tonic::metadata::MetadataMap {
     }
     fn trace(&self) -> TraceFields {
         TraceFields::extract(&propagation::GrpcMetadata(self))
+    }
+}
+
+impl HeaderSource for CallMetadata {
+    fn value(&self, name: &str) -> Option<&str> {
+        self.get(name).map(String::as_str)
+    }
+    fn trace(&self) -> TraceFields {
+        TraceFields::extract(self)
     }
 }
 
@@ -206,6 +220,15 @@ impl RequestContext {
             .inject_into(&mut propagation::GrpcMetadataMut(md));
     }
 
+    /// [`RequestContext::to_grpc_metadata`] for a call carried inside a stream message: the
+    /// same names and values, straight into the message's map.
+    pub fn to_call_metadata(&self, md: &mut CallMetadata) {
+        for (name, value) in self.pairs(TENANT_ID) {
+            md.insert(name.to_owned(), value);
+        }
+        self.trace.inject_into(md);
+    }
+
     /// The server side of [`RequestContext::to_grpc_metadata`]. The tenant is required: a gRPC
     /// caller is one of our services, which always knows the tenant.
     pub fn from_grpc_metadata(md: &tonic::metadata::MetadataMap) -> Result<Self, ApiError> {
@@ -217,10 +240,10 @@ impl RequestContext {
     /// `x-tenant-id` may be left out, and when sent must agree (`permission_denied`).
     /// Correlation, trace and request ids come from the metadata as usual.
     pub fn from_grpc_for_tenant(
-        md: &tonic::metadata::MetadataMap,
+        md: &impl HeaderSource,
         tenant: TenantId,
     ) -> Result<Self, ApiError> {
-        if md.get(TENANT_ID).is_some() {
+        if md.value(TENANT_ID).is_some() {
             let header = required_tenant(md, TENANT_ID)?;
             if header != tenant {
                 return Err(ApiError::new(
