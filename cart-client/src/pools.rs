@@ -2,7 +2,8 @@
 //!
 //! Every call looks its node up here, so a hit is a read lock, one hash and an atomic store
 //! (a general-purpose cache, moka, cost ~1.3 % of the CPU of `cart-bench grpc` in its
-//! bookkeeping). A miss, the first call to a node, connects under the write lock. At most
+//! bookkeeping). A miss, the first call to a node, connects (lazily) and keeps the pool under
+//! the write lock. At most
 //! `max` addresses are kept: when a new one comes and there is no room, those idle past the
 //! idle time go, then the one used least recently.
 
@@ -80,7 +81,9 @@ impl Pools {
             .cloned();
         let pool = match known {
             Some(pool) => pool,
-            None => self.insert(addr, connect, now)?,
+            // Outside the lock: connecting is lazy (no I/O), and a pool made twice by callers
+            // racing is dropped once.
+            None => self.insert(addr, connect()?, now),
         };
         pool.used_ms.store(now, Ordering::Relaxed);
         Ok(pool.next())
@@ -95,18 +98,13 @@ impl Pools {
             .len()
     }
 
-    fn insert<E>(
-        &self,
-        addr: &str,
-        connect: impl FnOnce() -> Result<Pool, E>,
-        now: u64,
-    ) -> Result<Arc<Pool>, E> {
+    /// Keeps `fresh` as the pool of `addr` (unless another caller was first), making room.
+    fn insert(&self, addr: &str, fresh: Pool, now: u64) -> Arc<Pool> {
         let mut map = self.by_addr.write().unwrap_or_else(PoisonError::into_inner);
-        // Another caller may have connected meanwhile.
         if let Some(pool) = map.get(addr) {
-            return Ok(pool.clone());
+            return pool.clone();
         }
-        let pool = Arc::new(connect()?);
+        let pool = Arc::new(fresh);
         if map.len() >= self.max {
             let idle_ms = u64::try_from(self.idle.as_millis()).unwrap_or(u64::MAX);
             map.retain(|_, p| now.saturating_sub(p.used_ms.load(Ordering::Relaxed)) < idle_ms);
@@ -121,7 +119,7 @@ impl Pools {
         }
         pool.used_ms.store(now, Ordering::Relaxed);
         map.insert(addr.to_owned(), pool.clone());
-        Ok(pool)
+        pool
     }
 
     fn now_ms(&self) -> u64 {
@@ -136,6 +134,13 @@ mod tests {
     /// For a node that is already connected: never called.
     fn known() -> Result<Pool, ()> {
         unreachable!("connected again")
+    }
+
+    /// Connects to each address at its time, in order.
+    fn connect_all(pools: &Pools, at: &[(&str, u64)]) {
+        for &(addr, now) in at {
+            pools.connection_at(addr, pool, now).unwrap();
+        }
     }
 
     fn pool() -> Result<Pool, ()> {
@@ -177,8 +182,7 @@ mod tests {
     #[tokio::test]
     async fn a_full_set_drops_the_node_used_least_recently() {
         let pools = Pools::new(2, Duration::from_secs(600));
-        pools.connection_at("a:1", pool, 1).unwrap();
-        pools.connection_at("b:1", pool, 2).unwrap();
+        connect_all(&pools, &[("a:1", 1), ("b:1", 2)]);
         // a is used again after b: b is the least recently used.
         pools.connection_at("a:1", known, 3).unwrap();
         pools.connection_at("c:1", pool, 4).unwrap();
@@ -201,11 +205,11 @@ mod tests {
     #[tokio::test]
     async fn a_full_set_drops_every_node_idle_past_the_idle_time() {
         let pools = Pools::new(3, Duration::from_millis(100));
-        pools.connection_at("a:1", pool, 0).unwrap();
-        pools.connection_at("b:1", pool, 10).unwrap();
-        pools.connection_at("c:1", pool, 150).unwrap();
-        // Full: a and b have been idle for 100 ms or more by then, c has not.
-        pools.connection_at("d:1", pool, 200).unwrap();
+        // When d comes the set is full: a and b have been idle for 100 ms or more, c has not.
+        connect_all(
+            &pools,
+            &[("a:1", 0), ("b:1", 10), ("c:1", 150), ("d:1", 200)],
+        );
         assert_eq!(pools.len(), 2, "both idle ones went");
         pools.connection_at("c:1", known, 201).unwrap();
     }
