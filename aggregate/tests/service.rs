@@ -276,8 +276,8 @@ async fn ops_endpoints_report_health_readiness_and_metrics() {
     shared::test_support::assert_contains_all(
         &metrics(&node).await,
         &[
-            "cart_aggregate_commands_total",
-            "cart_aggregate_command_duration_seconds",
+            r#"cart_aggregate_commands_total{type="AddItem",result="ok"} 2"#,
+            r#"cart_aggregate_command_duration_seconds_count{type="AddItem"} 2"#,
             "cart_aggregate_append_duration_seconds",
             "cart_aggregate_owned_shards",
             "cart_aggregate_cache_hits_total 1",

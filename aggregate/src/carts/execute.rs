@@ -42,9 +42,10 @@ impl Carts {
             Ok(_) => "ok",
             Err(e) => e.code.as_str(),
         };
-        metrics::counter!(m::COMMANDS, "type" => kind, "result" => label).increment(1);
-        metrics::histogram!(m::COMMAND_SECONDS, "type" => kind)
-            .record(started.elapsed().as_secs_f64());
+        self.inner
+            .meters
+            .commands
+            .record(kind, label, started.elapsed().as_secs_f64());
         result
     }
 
