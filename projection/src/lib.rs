@@ -51,7 +51,7 @@ pub use write::fault_injection::{CommitAction, Hooks};
 use crate::consume::consumer::{Consumer, LoopSettings};
 use crate::consume::dead_letter_stream::DeadLetters;
 use crate::consume::order_guard::OrderGuard;
-use crate::consume::recovery;
+use crate::consume::{recovery, same_stream};
 use crate::ops::admin;
 use crate::ops::readiness::{CHECKS, Monitor};
 use crate::ops::rebuild::{Live, Rebuild};
@@ -165,12 +165,11 @@ pub async fn start_with_hooks(config: Config, hooks: Hooks) -> anyhow::Result<Ru
             .with_context(|| format!("database {}", db_path.display()))?
     };
     let request_timeout = config.nats.request_timeout();
-    let info = status::stream_info(&events, request_timeout)
+    let stream = status::stream_info(&events, request_timeout)
         .await
-        .context("CART_EVENTS info")?;
-    let stream = info.state.clone();
-    recovery::check_checkpoint(&stream, writer.checkpoint())?;
-    recovery::bind_stream(&writer, &info).await?;
+        .context("CART_EVENTS info")?
+        .state;
+    same_stream::refuse_another(&events, &stream, &writer, request_timeout).await?;
     recovery::recover(&events, &stream, &writer, config.replay_timeout())
         .await
         .context("recovering the cart states the last run did not write")?;

@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 use crate::consume::dead_letter_stream::DeadLetters;
 use crate::consume::delivery::{Received, ack_all, ack_one, fetch};
 use crate::consume::order_guard::{OrderGuard, Split};
-use crate::consume::recovery;
+use crate::consume::same_stream;
 use crate::error::ProjectionError;
 use crate::metrics as m;
 use crate::status::ProjectionStatus;
@@ -75,7 +75,8 @@ pub struct Consumer {
 
 impl Consumer {
     /// Runs until `shutdown`; a batch in progress is finished (applied and acknowledged) first.
-    /// Cancels `fatal` and returns if the writer has stopped (the process should restart).
+    /// Cancels `fatal` and returns if the writer has stopped, or if `CART_EVENTS` turns out to
+    /// be another stream (see [`same_stream`]): the process should restart.
     ///
     /// While a full batch is applied (catching up), the next one is already fetched, at the
     /// catch-up size (`max_ack_pending` is two such batches), so the writer does not wait for
@@ -87,6 +88,8 @@ impl Consumer {
         loop {
             if self.writer.sync_failed() {
                 tracing::error!("commits can no longer be synced to disk; the consumer stops");
+                self.shared
+                    .set_consumer_error("commits can no longer be synced to disk".into());
                 fatal.cancel();
                 return self.give_back(ahead).await;
             }
@@ -206,7 +209,7 @@ impl Consumer {
     /// messages, and this returns the error that stops the projection (rebuild it) instead.
     async fn recreate(&mut self) -> Result<(), ProjectionError> {
         let timeout = self.settings.request_timeout;
-        if !recovery::still_ours(&self.durable.stream, &self.writer, timeout).await? {
+        if !same_stream::still_ours(&self.durable.stream, &self.writer, timeout).await? {
             return Ok(());
         }
         let ensure = self.durable.recreate(self.writer.durable_checkpoint());

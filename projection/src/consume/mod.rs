@@ -12,10 +12,14 @@
 //!   consumer; used by [`recovery`] and by the rebuild ([`crate::ops::rebuild`]).
 //! - [`recovery`]: at start-up, the cart states a crash did not write, folded again from the
 //!   stream.
+//! - [`same_stream`]: whether `CART_EVENTS` is still the stream the database was built from
+//!   (not deleted and created again), at start-up, before re-creating a vanished durable, and
+//!   in a rebuild.
 
 pub mod consumer;
 pub mod dead_letter_stream;
 pub mod delivery;
 pub mod order_guard;
 pub mod recovery;
+pub mod same_stream;
 pub mod stream_replay;

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::stream::Stream;
 use tokio::sync::Mutex;
 
-use crate::consume::recovery;
+use crate::consume::same_stream::{self, Verdict};
 use crate::consume::stream_replay::Source;
 use crate::error::ProjectionError;
 use crate::metrics as m;
@@ -101,13 +101,23 @@ impl Rebuild {
             self.close_fresh(fresh).await?;
             let path = self.path.clone();
             let fresh_path = self.fresh_path();
+            let old = tokio::task::spawn_blocking(move || -> Result<_, ProjectionError> {
+                if !path.exists() {
+                    return Ok(None);
+                }
+                let conn = db::open_writer(&path)?;
+                let witness = db::witness(&conn)?;
+                Ok(Some((conn, witness)))
+            })
+            .await
+            .map_err(|e| ProjectionError::Rebuild(format!("open task failed: {e}")))??;
+            let (old, other_stream) = match old {
+                Some((conn, witness)) => (Some(conn), self.built_from_another(witness).await?),
+                None => (None, false),
+            };
+            let path = self.path.clone();
             tokio::task::spawn_blocking(move || {
-                let old = if path.exists() {
-                    Some(db::open_writer(&path)?)
-                } else {
-                    None
-                };
-                crate::write::writer::replace_database(&path, &fresh_path, old)
+                crate::write::writer::replace_database(&path, &fresh_path, old, other_stream)
             })
             .await
             .map_err(|e| ProjectionError::Rebuild(format!("swap task failed: {e}")))??;
@@ -144,15 +154,30 @@ impl Rebuild {
         })
         .await?;
 
+        let other_stream = self
+            .built_from_another(live.writer.witness().await?)
+            .await?;
         let (readers, live_writer, fresh_path) =
             (live.readers.clone(), live.writer.clone(), self.fresh_path());
         report.checkpoint = tokio::task::spawn_blocking(move || {
-            readers.exclusive_blocking(|| live_writer.swap_blocking(fresh_path))
+            readers.exclusive_blocking(|| live_writer.swap_blocking(fresh_path, other_stream))
         })
         .await
         .map_err(|e| ProjectionError::Rebuild(format!("swap task failed: {e}")))??;
         report.seconds = started.elapsed().as_secs_f64();
         Ok(report)
+    }
+
+    /// Whether the file being replaced, whose [`db::Witness`] is `witness`, was built from
+    /// another `CART_EVENTS` than the one now (see [`same_stream`]).
+    async fn built_from_another(
+        &self,
+        witness: Option<db::Witness>,
+    ) -> Result<bool, ProjectionError> {
+        let stream = stream_info(&self.events, self.read_timeout).await?.state;
+        let verdict =
+            same_stream::check(&self.events, &stream, witness.as_ref(), self.read_timeout).await?;
+        Ok(matches!(verdict, Verdict::Other(_)))
     }
 
     /// Creates the fresh database and fills it up to the stream's current last sequence.
@@ -168,10 +193,10 @@ impl Rebuild {
         })
         .await
         .map_err(|e| ProjectionError::Rebuild(format!("open task failed: {e}")))??;
-        let info = stream_info(&self.events, self.read_timeout).await?;
-        // The fresh file names the stream it is built from (a later start checks it).
-        recovery::bind_stream(&writer, &info).await?;
-        let target = info.state.last_sequence;
+        let target = stream_info(&self.events, self.read_timeout)
+            .await?
+            .state
+            .last_sequence;
         tracing::info!(view = %self.view, target, "rebuild started");
         let mut source = Source::open(&self.events, 1, self.read_timeout).await?;
         let report = self

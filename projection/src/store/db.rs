@@ -13,6 +13,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use cart_domain::ids::{CartId, TenantId};
+
 use crate::error::ProjectionError;
 
 /// `(version, name, sql)`, in order. Append only; never edit a released migration.
@@ -37,11 +39,6 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
         5,
         "subscription_details",
         include_str!("../../migrations/0005_subscription_details.sql"),
-    ),
-    (
-        6,
-        "stream_created",
-        include_str!("../../migrations/0006_stream_created.sql"),
     ),
 ];
 
@@ -276,36 +273,33 @@ pub fn set_states_checkpoint(conn: &Connection, seq: u64) -> Result<(), Projecti
     Ok(())
 }
 
-/// Binds the database to the `CART_EVENTS` stream created at `created` (see
-/// `migrations/0006`): the first call records it, later ones check it. A database bound to
-/// another stream (deleted and created again since its views were built) is refused: its
-/// checkpoint numbers the old stream's messages.
-pub fn bind_stream(conn: &Connection, created: &str) -> Result<(), ProjectionError> {
-    let bound: Option<String> = conn
+/// A message the database has applied, to recognise the stream it was built from by: the
+/// sequence and subject of the newest message applied to a cart (`None` without a cart).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Witness {
+    pub sequence: u64,
+    pub subject: String,
+}
+
+/// The [`Witness`] of the database: its cart with the highest version (the stream sequence of
+/// the cart's last applied message), on that cart's subject.
+pub fn witness(conn: &Connection) -> Result<Option<Witness>, ProjectionError> {
+    let newest: Option<(String, String, i64)> = conn
         .query_row(
-            "SELECT stream_created FROM checkpoint WHERE id = 1",
+            "SELECT tenant, cart_id, version FROM carts ORDER BY version DESC LIMIT 1",
             [],
-            |r| r.get(0),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .optional()
-        .map_err(ProjectionError::db("read the bound stream"))?
-        .flatten();
-    match bound {
-        Some(bound) if bound == created => Ok(()),
-        Some(bound) => Err(ProjectionError::Rebuild(format!(
-            "the database was built from the CART_EVENTS stream created at {bound}, but the \
-             stream now was created at {created}: it was deleted and created again since, and \
-             its sequences number other messages; rebuild the projection"
-        ))),
-        None => {
-            conn.execute(
-                "UPDATE checkpoint SET stream_created = ?1 WHERE id = 1",
-                [created],
-            )
-            .map_err(ProjectionError::db("bind the stream"))?;
-            Ok(())
-        }
-    }
+        .map_err(ProjectionError::db("read the newest cart"))?;
+    Ok(newest.and_then(|(tenant, cart, version)| {
+        let tenant = TenantId::parse(&tenant).ok()?;
+        let cart = CartId::parse(&cart).ok()?;
+        Some(Witness {
+            sequence: to_u64(version),
+            subject: shared::subjects::cart_events(&tenant, &cart),
+        })
+    }))
 }
 
 /// Folds the WAL into the main file and leaves WAL mode, so the file alone is the database

@@ -178,20 +178,17 @@ pub fn mark_replay_failed(conn: &Connection, id: u64, error: &str) -> Result<(),
     Ok(())
 }
 
-/// Whether the fresh database (`main`) and the one it replaces (`old`) name different
-/// `CART_EVENTS` streams. An old file from a build before the stream was recorded names none,
-/// and counts as the same stream.
-fn built_from_other_streams(conn: &Connection) -> bool {
-    let created = |schema: &str| -> Option<String> {
-        conn.query_row(
-            &format!("SELECT stream_created FROM {schema}.checkpoint WHERE id = 1"),
-            [],
-            |r| r.get(0),
-        )
-        .ok()
-        .flatten()
-    };
-    matches!((created("main"), created("old")), (Some(fresh), Some(old)) if fresh != old)
+/// Whether the database it replaces (`old`) has applied more of `CART_EVENTS` than the fresh
+/// one (`main`), rebuilt from all of it: only a stream created again since ends before a
+/// checkpoint (`CART_EVENTS` refuses deletes and purges).
+fn old_is_past_the_stream(conn: &Connection) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT (SELECT last_sequence FROM old.checkpoint WHERE id = 1)
+              > (SELECT last_sequence FROM main.checkpoint WHERE id = 1)",
+        [],
+        |r| r.get::<_, Option<bool>>(0),
+    )
+    .map(|past| past.unwrap_or(false))
 }
 
 /// Carries the poison table of the database at `old` (attached as `old`) into `conn`'s, so a
@@ -200,12 +197,15 @@ fn built_from_other_streams(conn: &Connection) -> bool {
 /// replay cannot apply them twice; failures only the rebuild found get new ids.
 ///
 /// When the two databases were built from different `CART_EVENTS` (it was deleted and created
-/// again, see `migrations/0006`), the old dead letters name messages that are gone: they are
-/// not carried over (`DEAD_LETTERS` still holds them), and the rebuild's own failures are
-/// numbered after them, so no id an operator knows comes to mean another message.
-pub fn carry_over(conn: &Connection) -> Result<(), ProjectionError> {
+/// again: `other_stream`, as the rebuild found by reading the stream, or the old checkpoint is
+/// past the fresh one's), the old dead letters name messages that are gone: they are not
+/// carried over (`DEAD_LETTERS` still holds them). Either way the rebuild's own failures are
+/// numbered after every id the old file ever gave, so no id an operator knows comes to mean
+/// another message.
+pub fn carry_over(conn: &Connection, other_stream: bool) -> Result<(), ProjectionError> {
     let failed = ProjectionError::db("carry over the poison table");
-    let other_stream = built_from_other_streams(conn);
+    let other_stream = other_stream
+        || old_is_past_the_stream(conn).map_err(ProjectionError::db("compare the checkpoints"))?;
     conn.execute_batch(&format!(
         "BEGIN;
          CREATE TEMP TABLE rebuild_failed AS SELECT {COLUMNS} FROM main.poison;
@@ -221,11 +221,6 @@ pub fn carry_over(conn: &Connection) -> Result<(), ProjectionError> {
                 "the old database's dead letters name messages of a CART_EVENTS deleted since; \
                  they are not carried over (DEAD_LETTERS still holds them)"
             );
-            conn.execute_batch(
-                "DELETE FROM main.sqlite_sequence WHERE name = 'poison';
-                 INSERT INTO main.sqlite_sequence (name, seq)
-                     SELECT 'poison', COALESCE(MAX(id), 0) FROM old.poison;",
-            )?;
         } else {
             conn.execute_batch(&format!(
                 "INSERT INTO main.poison ({COLUMNS}) SELECT {COLUMNS} FROM old.poison;"
@@ -238,6 +233,19 @@ pub fn carry_over(conn: &Connection) -> Result<(), ProjectionError> {
                 params![now_rfc3339()],
             )?;
         }
+        // AUTOINCREMENT numbers after the larger of `sqlite_sequence` and the largest id in
+        // the table: the old file's counter covers ids a rebuild before this one dropped.
+        conn.execute_batch(
+            "UPDATE main.sqlite_sequence SET seq = MAX(seq,
+                 COALESCE((SELECT seq FROM old.sqlite_sequence WHERE name = 'poison'), 0),
+                 COALESCE((SELECT MAX(id) FROM old.poison), 0))
+             WHERE name = 'poison';
+             INSERT INTO main.sqlite_sequence (name, seq)
+                 SELECT 'poison', MAX(
+                     COALESCE((SELECT seq FROM old.sqlite_sequence WHERE name = 'poison'), 0),
+                     COALESCE((SELECT MAX(id) FROM old.poison), 0))
+                 WHERE NOT EXISTS (SELECT 1 FROM main.sqlite_sequence WHERE name = 'poison');",
+        )?;
         conn.execute_batch(
             "INSERT INTO main.poison (consumer, tenant, cart_id, subject, stream_sequence, reason,
                      deliveries, failed_at, dead_lettered, replayed_at, replay_error)
@@ -258,4 +266,90 @@ pub fn carry_over(conn: &Connection) -> Result<(), ProjectionError> {
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::db;
+
+    /// A migrated database in `dir` at checkpoint `checkpoint`, with a dead letter at each of
+    /// `failed` (stream sequences).
+    fn database(dir: &std::path::Path, name: &str, checkpoint: u64, failed: &[u64]) -> Connection {
+        let conn = db::open_writer(&dir.join(name)).unwrap();
+        db::set_checkpoint(&conn, checkpoint).unwrap();
+        for &seq in failed {
+            let record = PoisonRecord {
+                id: 0,
+                consumer: "projection-main".into(),
+                tenant: "t1".into(),
+                cart_id: format!("c{seq}"),
+                subject: format!("cart.events.t1.c{seq}"),
+                stream_sequence: seq,
+                reason: "bad".into(),
+                deliveries: 3,
+                failed_at: now_rfc3339(),
+                dead_lettered: true,
+                replayed_at: None,
+                replay_error: None,
+            };
+            insert(&conn, &record).unwrap();
+        }
+        conn
+    }
+
+    /// `fresh` with the file `old` in `dir` carried over; the (id, sequence) pairs it then has.
+    fn carried(dir: &std::path::Path, fresh: &Connection, other_stream: bool) -> Vec<(u64, u64)> {
+        fresh
+            .execute(
+                "ATTACH DATABASE ?1 AS old",
+                [dir.join("old.db").to_string_lossy().as_ref()],
+            )
+            .unwrap();
+        carry_over(fresh, other_stream).unwrap();
+        fresh.execute("DETACH DATABASE old", []).unwrap();
+        let mut ids: Vec<_> = list(fresh, None, 100)
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.id, p.stream_sequence))
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    #[test]
+    fn the_same_stream_keeps_the_old_ids_and_numbers_new_failures_after_every_old_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = database(dir.path(), "old.db", 100, &[10, 20, 30]);
+        // A dead letter dropped before (id 3) still counts: its id is never given again.
+        old.execute("DELETE FROM poison WHERE id = 3", []).unwrap();
+        drop(old);
+        let fresh = database(dir.path(), "fresh.db", 120, &[20, 110]);
+        assert_eq!(
+            carried(dir.path(), &fresh, false),
+            vec![(1, 10), (2, 20), (4, 110)]
+        );
+    }
+
+    #[test]
+    fn another_stream_drops_the_old_dead_letters_but_not_their_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(database(dir.path(), "old.db", 100, &[10, 20]));
+        let fresh = database(dir.path(), "fresh.db", 150, &[20]);
+        assert_eq!(carried(dir.path(), &fresh, true), vec![(3, 20)]);
+
+        // The next rebuild, with none of them left, still numbers after them.
+        drop(fresh);
+        std::fs::rename(dir.path().join("fresh.db"), dir.path().join("old.db")).unwrap();
+        let next = database(dir.path(), "next.db", 150, &[40, 20]);
+        assert_eq!(carried(dir.path(), &next, false), vec![(3, 20), (4, 40)]);
+    }
+
+    #[test]
+    fn an_old_checkpoint_past_the_rebuilt_one_is_another_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(database(dir.path(), "old.db", 500, &[10]));
+        let fresh = database(dir.path(), "fresh.db", 40, &[]);
+        assert_eq!(carried(dir.path(), &fresh, false), vec![]);
+    }
 }

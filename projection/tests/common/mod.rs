@@ -173,6 +173,13 @@ impl Env {
         running
     }
 
+    /// Waits until `running` has applied everything in the stream, asserts its views are the
+    /// fold of every message published to `carts`, then stops it.
+    pub async fn fold_and_stop(&self, running: Running, carts: &[SimCart]) {
+        self.caught_up(&running).await;
+        assert_fold_and_stop(running, carts).await;
+    }
+
     /// Waits until the projection has applied everything in the stream.
     pub async fn caught_up(&self, running: &Running) {
         self.caught_up_within(running, WAIT).await;

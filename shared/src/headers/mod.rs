@@ -114,7 +114,10 @@ pub type CallMetadata = std::collections::HashMap<String, String>;
 /// Read access to the header maps (HTTP, gRPC metadata, NATS, a stream call's metadata), so
 /// the parsing rules exist once.
 pub trait HeaderSource {
+    /// The value of `name` as text (`None` when absent or not visible ASCII).
     fn value(&self, name: &str) -> Option<&str>;
+    /// Whether `name` is present at all, readable or not.
+    fn contains(&self, name: &str) -> bool;
     /// The trace context, read by the global propagator.
     fn trace(&self) -> TraceFields;
 }
@@ -122,6 +125,9 @@ pub trait HeaderSource {
 impl HeaderSource for http::HeaderMap {
     fn value(&self, name: &str) -> Option<&str> {
         self.get(name).and_then(|v| v.to_str().ok())
+    }
+    fn contains(&self, name: &str) -> bool {
+        self.get(name).is_some()
     }
     fn trace(&self) -> TraceFields {
         TraceFields::extract(&propagation::HttpHeaders(self))
@@ -132,6 +138,9 @@ impl HeaderSource for tonic::metadata::MetadataMap {
     fn value(&self, name: &str) -> Option<&str> {
         self.get(name).and_then(|v| v.to_str().ok())
     }
+    fn contains(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
     fn trace(&self) -> TraceFields {
         TraceFields::extract(&propagation::GrpcMetadata(self))
     }
@@ -141,6 +150,9 @@ impl HeaderSource for CallMetadata {
     fn value(&self, name: &str) -> Option<&str> {
         self.get(name).map(String::as_str)
     }
+    fn contains(&self, name: &str) -> bool {
+        self.contains_key(name)
+    }
     fn trace(&self) -> TraceFields {
         TraceFields::extract(self)
     }
@@ -149,6 +161,9 @@ impl HeaderSource for CallMetadata {
 impl HeaderSource for async_nats::HeaderMap {
     fn value(&self, name: &str) -> Option<&str> {
         self.get(name).map(|v| v.as_str())
+    }
+    fn contains(&self, name: &str) -> bool {
+        self.get(name).is_some()
     }
     fn trace(&self) -> TraceFields {
         TraceFields::extract(&propagation::NatsHeaders(self))
@@ -243,7 +258,7 @@ impl RequestContext {
         md: &impl HeaderSource,
         tenant: TenantId,
     ) -> Result<Self, ApiError> {
-        if md.value(TENANT_ID).is_some() {
+        if md.contains(TENANT_ID) {
             let header = required_tenant(md, TENANT_ID)?;
             if header != tenant {
                 return Err(ApiError::new(

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use tokio::sync::oneshot;
 
 use crate::error::ProjectionError;
+use crate::store::db::Witness;
 use crate::store::poison_table::PoisonRecord;
 use crate::write::changes::Incoming;
 
@@ -62,6 +63,9 @@ pub(super) enum Command {
     /// Replace the database file by `fresh` (carrying the poison table over) and reopen.
     Swap {
         fresh: PathBuf,
+        /// The file was built from another `CART_EVENTS` than the one in place (its dead
+        /// letters name messages that are gone).
+        other_stream: bool,
         reply: oneshot::Sender<Result<u64, ProjectionError>>,
     },
     /// Fold the WAL into the file and stop (the file is about to be moved).
@@ -84,11 +88,9 @@ pub(super) enum Command {
         behind: Option<u64>,
         reply: oneshot::Sender<Result<usize, ProjectionError>>,
     },
-    /// Bind the database to the stream created at `created`, or refuse another one
-    /// ([`crate::store::db::bind_stream`]).
-    BindStream {
-        created: String,
-        reply: oneshot::Sender<Result<(), ProjectionError>>,
+    /// Read the message the database recognises its stream by ([`crate::store::db::witness`]).
+    Witness {
+        reply: oneshot::Sender<Result<Option<Witness>, ProjectionError>>,
     },
     /// Write the waiting states if it is time (`force`: in any case). Returns how many.
     Flush {

@@ -36,7 +36,7 @@ pub use self::command::{BatchOutcome, Failure, OnFailure, ReplayOutcome};
 pub(crate) use self::swap::replace_database;
 use self::thread::WriterThread;
 use crate::error::ProjectionError;
-use crate::store::db;
+use crate::store::db::{self, Witness};
 use crate::store::poison_table::PoisonRecord;
 use crate::write::changes::Incoming;
 use crate::write::durability::{Durability, Syncer};
@@ -198,12 +198,10 @@ impl Writer {
         self.call(|reply| Command::Flush { force, reply }).await
     }
 
-    /// Binds the database to the `CART_EVENTS` stream created at `created`: recorded the first
-    /// time, refused with [`ProjectionError::Rebuild`] when the database was built from
-    /// another stream (see [`crate::consume::recovery::stream_created`]).
-    pub async fn bind_stream(&self, created: String) -> Result<(), ProjectionError> {
-        self.call(|reply| Command::BindStream { created, reply })
-            .await
+    /// The message the database recognises the stream it was built from by
+    /// ([`crate::store::db::witness`]).
+    pub async fn witness(&self) -> Result<Option<Witness>, ProjectionError> {
+        self.call(|reply| Command::Witness { reply }).await
     }
 
     /// The last committed stream sequence (what the views show).
@@ -261,11 +259,20 @@ impl Writer {
     }
 
     /// Blocking form of the swap, for a caller that holds the readers' swap lock on a blocking
-    /// thread. Returns the new checkpoint.
-    pub fn swap_blocking(&self, fresh: PathBuf) -> Result<u64, ProjectionError> {
+    /// thread; `other_stream`: `fresh` was built from another `CART_EVENTS` than the file in
+    /// place (see [`replace_database`]). Returns the new checkpoint.
+    pub fn swap_blocking(
+        &self,
+        fresh: PathBuf,
+        other_stream: bool,
+    ) -> Result<u64, ProjectionError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .blocking_send(Command::Swap { fresh, reply })
+            .blocking_send(Command::Swap {
+                fresh,
+                other_stream,
+                reply,
+            })
             .map_err(|_| ProjectionError::WriterStopped)?;
         rx.blocking_recv()
             .map_err(|_| ProjectionError::WriterStopped)?

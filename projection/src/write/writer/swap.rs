@@ -28,13 +28,17 @@ impl WriterThread {
     }
 
     /// Moves `fresh` over the live file. The caller guarantees no reader holds a connection.
-    pub(super) fn swap(&mut self, fresh: &Path) -> Result<u64, ProjectionError> {
+    pub(super) fn swap(
+        &mut self,
+        fresh: &Path,
+        other_stream: bool,
+    ) -> Result<u64, ProjectionError> {
         // The old file gets every waiting state first: if the swap fails, it is still whole.
         self.flush(true)?;
         let old = self.conn.take();
         // Whatever the outcome, the cached states may no longer be the file's.
         self.cache.clear();
-        let replaced = replace_database(&self.path, fresh, old);
+        let replaced = replace_database(&self.path, fresh, old, other_stream);
         // Reopen whatever is now at the path (the old file if the swap failed).
         let conn = db::open_writer(&self.path)?;
         let checkpoint = db::checkpoint(&conn)?;
@@ -48,13 +52,15 @@ impl WriterThread {
     }
 }
 
-/// Moves `fresh` over `path`: the fresh file inherits the poison table of `path`, the old
-/// file's WAL is folded in (`old` must be the only connection to it) and the fresh file is
-/// renamed over it. Callers reopen `path` afterwards.
+/// Moves `fresh` over `path`: the fresh file inherits the poison table of `path` (unless
+/// `other_stream`: the two were built from different `CART_EVENTS`, see
+/// [`poison_table::carry_over`]), the old file's WAL is folded in (`old` must be the only
+/// connection to it) and the fresh file is renamed over it. Callers reopen `path` afterwards.
 pub(crate) fn replace_database(
     path: &Path,
     fresh: &Path,
     old: Option<Connection>,
+    other_stream: bool,
 ) -> Result<(), ProjectionError> {
     if path.exists() {
         let conn = Connection::open(fresh).map_err(ProjectionError::db("open fresh database"))?;
@@ -63,7 +69,7 @@ pub(crate) fn replace_database(
             [path.to_string_lossy().as_ref()],
         )
         .map_err(ProjectionError::db("attach live database"))?;
-        poison_table::carry_over(&conn)?;
+        poison_table::carry_over(&conn, other_stream)?;
     }
     if let Some(old) = old {
         db::fold_wal(&old)?;

@@ -61,8 +61,12 @@ impl WriterThread {
                 Command::Replay { id, message, reply } => {
                     let _ = reply.send(self.replay(id, &message));
                 }
-                Command::Swap { fresh, reply } => {
-                    let _ = reply.send(self.swap(&fresh));
+                Command::Swap {
+                    fresh,
+                    other_stream,
+                    reply,
+                } => {
+                    let _ = reply.send(self.swap(&fresh, other_stream));
                 }
                 Command::Close { reply } => {
                     let _ = reply.send(self.close());
@@ -77,8 +81,8 @@ impl WriterThread {
                 Command::Flush { force, reply } => {
                     let _ = reply.send(self.flush(force));
                 }
-                Command::BindStream { created, reply } => {
-                    let _ = reply.send(self.conn().and_then(|c| db::bind_stream(c, &created)));
+                Command::Witness { reply } => {
+                    let _ = reply.send(self.conn().and_then(|c| db::witness(c)));
                 }
                 Command::Indexes { behind, reply } => {
                     let _ = reply.send(self.indexes(behind));
