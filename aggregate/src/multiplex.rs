@@ -88,10 +88,11 @@ where
         return Err(shared::ApiError::invalid("an ExecuteCall must carry a request").into());
     };
     // The metadata is read as the map it came in (as a unary call reads its `MetadataMap`).
-    let span = shared::spans::stream_call_span("/cart.v1.CartService/Execute", &call.metadata);
+    let metadata = shared::headers::lowercase_names(call.metadata);
+    let span = shared::spans::stream_call_span("/cart.v1.CartService/Execute", &metadata);
     // Boxed: the decision's future is large, and the task spawned for the call would copy it
     // on every move (measured: ~5 % of the CPU in memmove).
-    let run = Box::pin(execute(caller, call.metadata, request).instrument(span));
+    let run = Box::pin(execute(caller, metadata, request).instrument(span));
     let resp = if call.timeout_ms == 0 {
         run.await?
     } else {

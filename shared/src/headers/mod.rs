@@ -146,6 +146,21 @@ impl HeaderSource for tonic::metadata::MetadataMap {
     }
 }
 
+/// `md` with every name in lowercase, as gRPC metadata names are (HTTP/2 sends them so) and as
+/// [`RequestContext::to_call_metadata`] writes them: a peer that wrote `X-Tenant-Id` into a
+/// stream call is read like one that sent it as metadata. Free when they already are.
+pub fn lowercase_names(md: CallMetadata) -> CallMetadata {
+    if md
+        .keys()
+        .all(|k| !k.bytes().any(|b| b.is_ascii_uppercase()))
+    {
+        return md;
+    }
+    md.into_iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+        .collect()
+}
+
 impl HeaderSource for CallMetadata {
     fn value(&self, name: &str) -> Option<&str> {
         self.get(name).map(String::as_str)

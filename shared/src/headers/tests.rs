@@ -122,6 +122,32 @@ fn grpc_round_trip_and_tenant_required() {
     assert!(RequestContext::from_grpc_metadata(&md).is_err());
 }
 
+/// A stream call's metadata map carries what gRPC metadata would, read the same way: the
+/// whole context round-trips (trace included), names in any case.
+#[test]
+fn a_stream_calls_metadata_round_trips_and_names_are_read_in_any_case() {
+    let ctx = sample();
+    let mut md = CallMetadata::new();
+    ctx.to_call_metadata(&mut md);
+    assert_eq!(md.get(TENANT_ID).map(String::as_str), Some("shop-1"));
+    assert_eq!(md.get(TRACEPARENT).map(String::as_str), Some(TP));
+    assert_eq!(
+        RequestContext::from_grpc_for_tenant(&md, tenant("shop-1")).unwrap(),
+        ctx
+    );
+    let err = RequestContext::from_grpc_for_tenant(&md, tenant("shop-2")).unwrap_err();
+    assert_eq!(err.code, ErrorCode::PermissionDenied);
+
+    let shouted: CallMetadata = md
+        .iter()
+        .map(|(k, v)| (k.to_ascii_uppercase(), v.clone()))
+        .collect();
+    assert!(RequestContext::from_grpc_for_tenant(&shouted, tenant("shop-2")).is_ok());
+    let read = lowercase_names(shouted);
+    assert_eq!(read, md);
+    assert!(RequestContext::from_grpc_for_tenant(&read, tenant("shop-2")).is_err());
+}
+
 #[test]
 fn grpc_body_tenant_needs_no_header_but_must_agree_with_one() {
     let ctx = sample();
