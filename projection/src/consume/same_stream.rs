@@ -6,7 +6,10 @@
 //! of another history. The projection recognises its stream by content, not by the stream's
 //! creation time (nats-server 2.12.3 reports a new one after a restart, a config update and
 //! another restart: nats-io/nats-server#8470): the newest message the database applied to a
-//! cart ([`Witness`]) must still be in the stream, at its sequence and on its cart's subject.
+//! cart ([`Witness`]) must still be in the stream, at its sequence and on its cart's subject,
+//! as the stream's leader holds it. Only a message on another subject (or a stream that ends
+//! before the checkpoint) counts as another stream; anything that cannot be told is logged and
+//! the projection goes on.
 //!
 //! Checked at start-up, and by a running node before it re-creates a durable consumer that
 //! disappeared (a durable goes with its stream); a rebuild checks the file it replaces, so the
@@ -14,9 +17,8 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::stream::{State, Stream};
+use async_nats::jetstream::stream::{RawMessageErrorKind, State, Stream};
 
-use crate::consume::dead_letter_stream::read_original;
 use crate::error::ProjectionError;
 use crate::status::stream_info;
 use crate::store::db::Witness;
@@ -69,19 +71,24 @@ pub async fn check(
             w.sequence, stream.first_sequence
         )));
     }
-    match read_original(events, w.sequence, timeout).await {
-        Ok(m) if m.subject == w.subject => Ok(Verdict::Same),
+    // From the stream's leader (a direct get may be answered by a replica that has not caught
+    // up, and a missing message there proves nothing).
+    let read = tokio::time::timeout(timeout, events.get_raw_message(w.sequence))
+        .await
+        .map_err(|_| ProjectionError::nats("read a message back", "no reply in time"))?;
+    match read {
+        Ok(m) if m.subject.as_str() == w.subject => Ok(Verdict::Same),
         Ok(m) => Ok(Verdict::Other(format!(
             "message {} of CART_EVENTS is on {}, but the database applied it as {}",
             w.sequence, m.subject, w.subject
         ))),
-        // Inside the stream's range, yet gone: CART_EVENTS refuses deletes, so this is
-        // another stream.
-        Err(ProjectionError::NotFound(_)) => Ok(Verdict::Other(format!(
-            "CART_EVENTS has no message {} ({}), which the database applied",
-            w.sequence, w.subject
+        // A stream created again has no gaps, and CART_EVENTS refuses deletes: a message
+        // missing inside its range tells nothing about which stream this is.
+        Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => Ok(Verdict::Unknown(format!(
+            "the stream's leader has no message {}",
+            w.sequence
         ))),
-        Err(e) => Err(e),
+        Err(e) => Err(ProjectionError::nats("read a message back", e)),
     }
 }
 

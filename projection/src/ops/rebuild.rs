@@ -112,7 +112,7 @@ impl Rebuild {
             .await
             .map_err(|e| ProjectionError::Rebuild(format!("open task failed: {e}")))??;
             let (old, other_stream) = match old {
-                Some((conn, witness)) => (Some(conn), self.built_from_another(witness).await?),
+                Some((conn, witness)) => (Some(conn), self.built_from_another(witness).await),
                 None => (None, false),
             };
             let path = self.path.clone();
@@ -154,9 +154,7 @@ impl Rebuild {
         })
         .await?;
 
-        let other_stream = self
-            .built_from_another(live.writer.witness().await?)
-            .await?;
+        let other_stream = self.built_from_another(live.writer.witness().await?).await;
         let (readers, live_writer, fresh_path) =
             (live.readers.clone(), live.writer.clone(), self.fresh_path());
         report.checkpoint = tokio::task::spawn_blocking(move || {
@@ -169,15 +167,22 @@ impl Rebuild {
     }
 
     /// Whether the file being replaced, whose [`db::Witness`] is `witness`, was built from
-    /// another `CART_EVENTS` than the one now (see [`same_stream`]).
-    async fn built_from_another(
-        &self,
-        witness: Option<db::Witness>,
-    ) -> Result<bool, ProjectionError> {
-        let stream = stream_info(&self.events, self.read_timeout).await?.state;
-        let verdict =
-            same_stream::check(&self.events, &stream, witness.as_ref(), self.read_timeout).await?;
-        Ok(matches!(verdict, Verdict::Other(_)))
+    /// another `CART_EVENTS` than the one now (see [`same_stream`]). A failed check does not
+    /// throw the filled file away: it counts as the same stream (the carry-over still drops
+    /// the old dead letters when the old checkpoint is past the rebuilt one).
+    async fn built_from_another(&self, witness: Option<db::Witness>) -> bool {
+        let verdict = async {
+            let stream = stream_info(&self.events, self.read_timeout).await?.state;
+            same_stream::check(&self.events, &stream, witness.as_ref(), self.read_timeout).await
+        }
+        .await;
+        match verdict {
+            Ok(v) => matches!(v, Verdict::Other(_)),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot check which CART_EVENTS the old file was built from; its dead letters are carried over");
+                false
+            }
+        }
     }
 
     /// Creates the fresh database and fills it up to the stream's current last sequence.

@@ -148,17 +148,19 @@ impl HeaderSource for tonic::metadata::MetadataMap {
 
 /// `md` with every name in lowercase, as gRPC metadata names are (HTTP/2 sends them so) and as
 /// [`RequestContext::to_call_metadata`] writes them: a peer that wrote `X-Tenant-Id` into a
-/// stream call is read like one that sent it as metadata. Free when they already are.
+/// stream call is read like one that sent it as metadata. A name written both ways keeps its
+/// lowercase entry. Free when every name already is lowercase.
 pub fn lowercase_names(md: CallMetadata) -> CallMetadata {
-    if md
-        .keys()
-        .all(|k| !k.bytes().any(|b| b.is_ascii_uppercase()))
-    {
+    let upper = |k: &str| k.bytes().any(|b| b.is_ascii_uppercase());
+    if !md.keys().any(|k| upper(k)) {
         return md;
     }
-    md.into_iter()
-        .map(|(k, v)| (k.to_ascii_lowercase(), v))
-        .collect()
+    let (mixed, mut lower): (CallMetadata, CallMetadata) =
+        md.into_iter().partition(|(k, _)| upper(k));
+    for (k, v) in mixed {
+        lower.entry(k.to_ascii_lowercase()).or_insert(v);
+    }
+    lower
 }
 
 impl HeaderSource for CallMetadata {

@@ -146,6 +146,11 @@ fn a_stream_calls_metadata_round_trips_and_names_are_read_in_any_case() {
     let read = lowercase_names(shouted);
     assert_eq!(read, md);
     assert!(RequestContext::from_grpc_for_tenant(&read, tenant("shop-2")).is_err());
+
+    // Written both ways: the lowercase entry counts.
+    let mut both = md.clone();
+    both.insert("X-TENANT-ID".into(), "shop-2".into());
+    assert_eq!(lowercase_names(both), md);
 }
 
 #[test]
