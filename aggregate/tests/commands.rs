@@ -224,9 +224,7 @@ async fn a_corrupt_snapshot_is_ignored() {
     let Some(env) = env().await else { return };
     let (node, mut client) = env.node_and_client("n1", false).await;
     let cart = "corrupt-snap";
-    for _ in 0..3 {
-        run(&mut client, cart, add("TEST-SKU-123", 1)).await;
-    }
+    add_times(&mut client, cart, 3).await;
     node.drain().await.unwrap();
     let (kv, key) = env.snapshots(cart).await;
     // Garbage, then a snapshot claiming a version the stream never had for this cart.
@@ -504,16 +502,8 @@ async fn a_cart_cached_ahead_of_a_stream_created_again_is_read_again_not_stuck()
     let Some(env) = env().await else { return };
     let (_node, mut client) = env.node_and_client("n1", false).await;
     let cart = "recreated";
-    for _ in 0..3 {
-        run(&mut client, cart, add("TEST-SKU-123", 1)).await;
-    }
-    env.js
-        .delete_stream(shared::subjects::CART_EVENTS_STREAM)
-        .await
-        .unwrap();
-    shared::nats::ensure_all(&env.js, &env.streams)
-        .await
-        .unwrap();
+    add_times(&mut client, cart, 3).await;
+    shared::test_support::create_cart_events_again(&env.js, &env.streams).await;
     let reply = run(&mut client, cart, add("TEST-SKU-123", 2)).await;
     let state = state_of(reply.cart.expect("the snapshot"));
     assert_eq!(quantity_of(&state, "TEST-SKU-123"), 2);

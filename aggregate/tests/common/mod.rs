@@ -174,6 +174,13 @@ pub async fn run(
     client.execute(req).await.unwrap().into_inner()
 }
 
+/// `n` commands on `cart`, each adding one `TEST-SKU-123`: a cart with `n` messages.
+pub async fn add_times(client: &mut CartServiceClient<Channel>, cart: &str, n: usize) {
+    for _ in 0..n {
+        run(client, cart, add("TEST-SKU-123", 1)).await;
+    }
+}
+
 /// The cart as the node behind `client` reads it.
 pub async fn read(client: &mut CartServiceClient<Channel>, cart: &str) -> CartState {
     state_of(client.get_cart(get(cart)).await.unwrap().into_inner())

@@ -14,10 +14,12 @@
 use std::time::Duration;
 
 use async_nats::jetstream;
+use async_nats::jetstream::stream::RawMessageErrorKind;
 use shared::nats::dead_letter::{self as dlq, Original};
 use shared::subjects;
 
 use crate::error::ProjectionError;
+use crate::store::poison_table::PoisonRecord;
 use crate::write::changes::Incoming;
 
 // Header names of a dead letter, shared with every consumer that dead-letters.
@@ -74,32 +76,52 @@ fn original(inc: &Incoming) -> Original<'_> {
     }
 }
 
-/// Reads the message at `sequence` of `CART_EVENTS` back (direct get), as a delivery.
-pub async fn read_original(
+/// Reads the message at `sequence` of `CART_EVENTS` back, as a delivery; `None` when the
+/// stream has none there. Asked of the stream's leader: what it reads back decides something
+/// (a replay, which stream this is), and a replica that has not caught up would answer that
+/// the message is missing.
+pub async fn read_back(
     events: &jetstream::stream::Stream,
     sequence: u64,
     timeout: Duration,
-) -> Result<Incoming, ProjectionError> {
-    let msg = tokio::time::timeout(timeout, events.direct_get(sequence))
+) -> Result<Option<Incoming>, ProjectionError> {
+    let read = tokio::time::timeout(timeout, events.get_raw_message(sequence))
         .await
-        .map_err(|_| ProjectionError::nats("read original message", "no reply in time"))?
-        .map_err(|e| {
-            if e.kind() == async_nats::jetstream::stream::DirectGetErrorKind::NotFound {
-                ProjectionError::NotFound(format!(
-                    "message {sequence} is no longer in {}",
-                    subjects::CART_EVENTS_STREAM
-                ))
-            } else {
-                ProjectionError::nats("read original message", e)
-            }
-        })?;
-    Ok(Incoming::new(
-        msg.sequence,
-        msg.subject.to_string(),
-        Some(msg.headers),
-        msg.payload,
-        0,
-    ))
+        .map_err(|_| ProjectionError::nats("read a message back", "no reply in time"))?;
+    match read {
+        Ok(msg) => Ok(Some(Incoming::new(
+            msg.sequence,
+            msg.subject.to_string(),
+            Some(msg.headers),
+            msg.payload,
+            0,
+        ))),
+        Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(e) => Err(ProjectionError::nats("read a message back", e)),
+    }
+}
+
+/// The message a dead letter names, read back to replay it: at its sequence, on its subject.
+/// Not found when it is gone, or when that sequence holds another cart's message (the stream
+/// was created again since).
+pub async fn read_original(
+    events: &jetstream::stream::Stream,
+    record: &PoisonRecord,
+    timeout: Duration,
+) -> Result<Incoming, ProjectionError> {
+    let sequence = record.stream_sequence;
+    let stream = subjects::CART_EVENTS_STREAM;
+    match read_back(events, sequence, timeout).await? {
+        Some(m) if m.subject == record.subject => Ok(m),
+        Some(m) => Err(ProjectionError::NotFound(format!(
+            "message {sequence} of {stream} is on {}, not on the dead letter's {}: the message \
+             that failed is no longer in the stream (it was created again since)",
+            m.subject, record.subject
+        ))),
+        None => Err(ProjectionError::NotFound(format!(
+            "message {sequence} is no longer in {stream}"
+        ))),
+    }
 }
 
 #[cfg(test)]

@@ -6,8 +6,8 @@
 //! of another history. The projection recognises its stream by content, not by the stream's
 //! creation time (nats-server 2.12.3 reports a new one after a restart, a config update and
 //! another restart: nats-io/nats-server#8470): the newest message the database applied to a
-//! cart ([`Witness`]) must still be in the stream, at its sequence and on its cart's subject,
-//! as the stream's leader holds it. Only a message on another subject (or a stream that ends
+//! cart ([`Witness`]) must still be in the stream, at its sequence and on its cart's subject
+//! ([`read_back`], from the stream's leader). Only a message on another subject (or a stream that ends
 //! before the checkpoint) counts as another stream; anything that cannot be told is logged and
 //! the projection goes on.
 //!
@@ -17,8 +17,9 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::stream::{RawMessageErrorKind, State, Stream};
+use async_nats::jetstream::stream::{State, Stream};
 
+use crate::consume::dead_letter_stream::read_back;
 use crate::error::ProjectionError;
 use crate::status::stream_info;
 use crate::store::db::Witness;
@@ -71,24 +72,18 @@ pub async fn check(
             w.sequence, stream.first_sequence
         )));
     }
-    // From the stream's leader (a direct get may be answered by a replica that has not caught
-    // up, and a missing message there proves nothing).
-    let read = tokio::time::timeout(timeout, events.get_raw_message(w.sequence))
-        .await
-        .map_err(|_| ProjectionError::nats("read a message back", "no reply in time"))?;
-    match read {
-        Ok(m) if m.subject.as_str() == w.subject => Ok(Verdict::Same),
-        Ok(m) => Ok(Verdict::Other(format!(
+    match read_back(events, w.sequence, timeout).await? {
+        Some(m) if m.subject == w.subject => Ok(Verdict::Same),
+        Some(m) => Ok(Verdict::Other(format!(
             "message {} of CART_EVENTS is on {}, but the database applied it as {}",
             w.sequence, m.subject, w.subject
         ))),
         // A stream created again has no gaps, and CART_EVENTS refuses deletes: a message
         // missing inside its range tells nothing about which stream this is.
-        Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => Ok(Verdict::Unknown(format!(
-            "the stream's leader has no message {}",
+        None => Ok(Verdict::Unknown(format!(
+            "the stream has no message {}",
             w.sequence
         ))),
-        Err(e) => Err(ProjectionError::nats("read a message back", e)),
     }
 }
 
@@ -115,9 +110,19 @@ pub async fn refuse_another(
     writer: &Writer,
     timeout: Duration,
 ) -> Result<(), ProjectionError> {
+    refuse(verdict_for(events, stream, writer, timeout).await?)
+}
+
+/// The verdict on the database `writer` keeps: its checkpoint, then its [`Witness`].
+async fn verdict_for(
+    events: &Stream,
+    stream: &State,
+    writer: &Writer,
+    timeout: Duration,
+) -> Result<Verdict, ProjectionError> {
     check_checkpoint(stream, writer.checkpoint())?;
     let witness = writer.witness().await?;
-    refuse(check(events, stream, witness.as_ref(), timeout).await?)
+    check(events, stream, witness.as_ref(), timeout).await
 }
 
 /// Whether a running node may re-create its durable consumer on `CART_EVENTS` as it is now:
@@ -130,9 +135,7 @@ pub async fn still_ours(
 ) -> Result<bool, ProjectionError> {
     let verdict = async {
         let stream = stream_info(events, timeout).await?.state;
-        check_checkpoint(&stream, writer.checkpoint())?;
-        let witness = writer.witness().await?;
-        check(events, &stream, witness.as_ref(), timeout).await
+        verdict_for(events, &stream, writer, timeout).await
     }
     .await;
     match verdict {

@@ -168,23 +168,8 @@ impl QueryGrpc {
             .with(move |c| poison_table::get(c, id))
             .await?
             .ok_or_else(|| ProjectionError::NotFound(format!("no dead letter with id {id}")))?;
-        let message = dead_letter_stream::read_original(
-            &self.events,
-            record.stream_sequence,
-            self.request_timeout,
-        )
-        .await?;
-        // The sequence names another message if the stream was created again since.
-        if message.subject != record.subject {
-            return Err(ProjectionError::NotFound(format!(
-                "message {} of {} is on {}, not on the dead letter's {}: the message that failed \
-                 is no longer in the stream (it was created again since); nothing was replayed",
-                record.stream_sequence,
-                shared::subjects::CART_EVENTS_STREAM,
-                message.subject,
-                record.subject
-            )));
-        }
+        let message =
+            dead_letter_stream::read_original(&self.events, &record, self.request_timeout).await?;
         let outcome = self.writer.replay(id, message).await?;
         let result = if outcome.applied { "applied" } else { "failed" };
         metrics::counter!(m::REPLAYS, m::VIEW => self.shared.view.clone(), "result" => result)

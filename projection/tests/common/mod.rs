@@ -155,10 +155,8 @@ impl Env {
 
     /// Deletes `CART_EVENTS` and creates it again, empty (as a service's start would).
     pub async fn create_stream_again(&self) {
-        self.js.delete_stream(CART_EVENTS_STREAM).await.unwrap();
-        shared::nats::ensure_all(&self.js, &self.config("main").streams)
-            .await
-            .unwrap();
+        shared::test_support::create_cart_events_again(&self.js, &self.config("main").streams)
+            .await;
     }
 
     /// [`Env::start_caught_up`], waiting `within` at most.

@@ -39,6 +39,20 @@ pub use wait::{consumer_info, pull_one, wait_consumer_settled, wait_until};
 
 const START_DEADLINE: Duration = Duration::from_secs(20);
 
+/// Deletes `CART_EVENTS` and creates it again, empty, as the next service start would
+/// ([`crate::nats::ensure_all`]): its sequences start again at 1.
+pub async fn create_cart_events_again(
+    js: &jetstream::Context,
+    settings: &crate::nats::NatsResourceSettings,
+) {
+    js.delete_stream(crate::subjects::CART_EVENTS_STREAM)
+        .await
+        .expect("delete CART_EVENTS");
+    crate::nats::ensure_all(js, settings)
+        .await
+        .expect("create CART_EVENTS again");
+}
+
 /// A running test server (spawned, or external via `CART_TEST_NATS_URL`).
 pub struct NatsServer {
     url: String,
