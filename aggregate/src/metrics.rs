@@ -162,8 +162,8 @@ pub fn describe() {
     );
     describe_counter!(
         COPIES_AHEAD_OF_STREAM,
-        "Cached carts found ahead of the stream's leader (CART_EVENTS created again or the \
-         cart purged) and read again from the stream."
+        "Cached carts whose last message the stream's leader no longer holds (CART_EVENTS \
+         created again), read again from the stream."
     );
     describe_counter!(
         UNREADABLE_MESSAGES,

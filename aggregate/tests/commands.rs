@@ -510,3 +510,28 @@ async fn a_cart_cached_ahead_of_a_stream_created_again_is_read_again_not_stuck()
     assert_eq!(state.version, 1, "the first message of the new stream");
     assert_same(&state, &env.replay(cart).await, cart);
 }
+
+/// As above, but the new stream has grown past the node's copy, and another node has changed
+/// the cart there: the leader's last message of the cart is beyond the copy, which looks like
+/// a copy that is merely behind. The copy's own message is not in the stream, so the node
+/// reads the cart again instead of folding the new history onto the old one.
+#[tokio::test]
+async fn a_cart_cached_before_a_stream_created_again_that_grew_past_it_is_read_again() {
+    let Some(env) = env().await else { return };
+    let (_n1, mut first) = env.node_and_client("n1", false).await;
+    let (_n2, mut second) = env.node_and_client("n2", false).await;
+    let cart = "recreated-grown";
+    add_times(&mut first, cart, 3).await;
+    shared::test_support::create_cart_events_again(&env.js, &env.streams).await;
+    add_times(&mut second, "another-cart", 4).await;
+    run(&mut second, cart, add("TEST-SKU-123", 2)).await;
+
+    let reply = run(&mut first, cart, add("TEST-SKU-123", 1)).await;
+    let state = state_of(reply.cart.expect("the snapshot"));
+    assert_eq!(
+        quantity_of(&state, "TEST-SKU-123"),
+        3,
+        "2 from the second node, then 1"
+    );
+    assert_same(&state, &env.replay(cart).await, cart);
+}

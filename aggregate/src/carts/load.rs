@@ -170,7 +170,43 @@ impl Carts {
             .map_err(store_error)
     }
 
+    /// Whether the stream's leader still holds the copy's own last message (`version`, on
+    /// this cart's subject). It does not when `CART_EVENTS` was deleted and created again: the
+    /// copy belongs to a history that is gone, even where the new stream's sequences have
+    /// grown past its version.
+    async fn copy_in_stream(&self, cart: &CartRef, version: u64) -> Result<bool, ApiError> {
+        if version == 0 {
+            return Ok(true);
+        }
+        let own = self
+            .inner
+            .store
+            .next_from_leader(&cart.subject, version - 1)
+            .await
+            .map_err(|e| store_error(e).with_retry_after(NO_LEADER_RETRY))?;
+        Ok(own.is_some_and(|m| m.sequence == version))
+    }
+
+    /// `loaded` read again from what the stream holds (keeping its epoch), because the node's
+    /// copy is not in the stream any more ([`Self::copy_in_stream`]).
+    async fn read_again(&self, loaded: &mut Loaded, cart: &CartRef) -> Result<(), ApiError> {
+        metrics::counter!(m::COPIES_AHEAD_OF_STREAM).increment(1);
+        tracing::warn!(
+            cart = %cart.key,
+            copy_version = loaded.state.version,
+            "the node's copy of the cart is not in the stream (CART_EVENTS created again?); reading it again"
+        );
+        let epoch = loaded.epoch;
+        *loaded = self.load(cart).await?;
+        loaded.epoch = epoch;
+        self.inner.watchers.publish(&cart.key, &loaded.state);
+        Ok(())
+    }
+
     async fn catch_up(&self, loaded: &mut Loaded, cart: &CartRef) -> Result<(), ApiError> {
+        if !self.copy_in_stream(cart, loaded.state.version).await? {
+            return self.read_again(loaded, cart).await;
+        }
         let tail = self.read_after(cart, loaded.state.version).await?;
         if !tail.is_empty() {
             loaded.incomplete |=
@@ -199,23 +235,10 @@ impl Carts {
             .await
             .map_err(leader_error)?;
         let before = loaded.state.version;
-        if target.unwrap_or(0) < before {
-            // The leader holds less of this cart than the node's copy: `CART_EVENTS` was
-            // deleted and created again, or the cart's messages purged. The copy belongs to a
-            // history that is gone, and every append fenced on it would fail: the cart is read
-            // again from what the stream holds.
-            metrics::counter!(m::COPIES_AHEAD_OF_STREAM).increment(1);
-            tracing::warn!(
-                cart = %cart.key,
-                copy_version = before,
-                stream_last = target.unwrap_or(0),
-                "the node's copy of the cart is ahead of the stream; reading it again"
-            );
-            let epoch = loaded.epoch;
-            *loaded = self.load(cart).await?;
-            loaded.epoch = epoch;
-            self.inner.watchers.publish(&cart.key, &loaded.state);
-            return Ok(());
+        // Not the copy's last message: another node appended since, or the copy belongs to a
+        // stream deleted since (then the messages after its version are another history).
+        if target != Some(before) && !self.copy_in_stream(cart, before).await? {
+            return self.read_again(loaded, cart).await;
         }
         let Some(target) = target else {
             return Ok(());
