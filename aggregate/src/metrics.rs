@@ -1,7 +1,7 @@
 //! Metric names of the aggregate, defined once and described for `/metrics`.
 
 use std::collections::HashMap;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{PoisonError, RwLock};
 
 pub const COMMANDS: &str = "cart_aggregate_commands_total";
 pub const COMMAND_SECONDS: &str = "cart_aggregate_command_duration_seconds";
@@ -32,12 +32,11 @@ pub const EXECUTE_STREAMS: &str = "cart_aggregate_execute_streams";
 /// friends look their series up in the registry on each call (hashing the name), which the
 /// command path would otherwise pay several times per command. `cached_carts` counts cache
 /// slots as they are made and removed (moka's own `entry_count` trails its housekeeping).
-#[derive(Clone)]
 pub struct PerCommand {
     pub in_flight: metrics::Gauge,
     pub cached_carts: metrics::Gauge,
     pub cache_hits: metrics::Counter,
-    pub commands: Arc<CommandSeries>,
+    pub commands: CommandSeries,
 }
 
 impl PerCommand {
@@ -47,7 +46,7 @@ impl PerCommand {
             in_flight: metrics::gauge!(IN_FLIGHT),
             cached_carts: metrics::gauge!(CACHED_CARTS),
             cache_hits: metrics::counter!(CACHE_HITS),
-            commands: Arc::default(),
+            commands: CommandSeries::default(),
         }
     }
 }
@@ -69,24 +68,22 @@ impl CommandSeries {
     /// Counts one command of type `kind` that ended as `result` after `seconds`.
     pub fn record(&self, kind: &'static str, result: &'static str, seconds: f64) {
         let key = (kind, result);
-        let known = self
+        let kept = self.by_label.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some((count, duration)) = kept.get(&key) {
+            count.increment(1);
+            duration.record(seconds);
+            return;
+        }
+        drop(kept);
+        let mut kept = self
             .by_label
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&key)
-            .cloned();
-        let (count, duration) = known.unwrap_or_else(|| {
-            self.by_label
-                .write()
-                .unwrap_or_else(PoisonError::into_inner)
-                .entry(key)
-                .or_insert_with(|| {
-                    (
-                        metrics::counter!(COMMANDS, "type" => kind, "result" => result),
-                        metrics::histogram!(COMMAND_SECONDS, "type" => kind),
-                    )
-                })
-                .clone()
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (count, duration) = kept.entry(key).or_insert_with(|| {
+            (
+                metrics::counter!(COMMANDS, "type" => kind, "result" => result),
+                metrics::histogram!(COMMAND_SECONDS, "type" => kind),
+            )
         });
         count.increment(1);
         duration.record(seconds);

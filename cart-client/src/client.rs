@@ -38,7 +38,7 @@ pub struct ClientConfig {
     /// HTTP/2 connections per aggregate node.
     pub channels_per_node: usize,
     /// Most nodes with pooled channels.
-    pub max_nodes: u64,
+    pub max_nodes: usize,
     /// Mutual TLS to the nodes (empty: plaintext).
     pub tls: shared::grpc_tls::GrpcTls,
 }
@@ -76,10 +76,7 @@ impl CartClient {
     pub fn new(cfg: ClientConfig, view: Option<PlacementView>, fallback: Vec<String>) -> Self {
         Self {
             inner: Arc::new(Inner {
-                pools: Pools::new(
-                    usize::try_from(cfg.max_nodes).unwrap_or(usize::MAX),
-                    POOL_IDLE,
-                ),
+                pools: Pools::new(cfg.max_nodes, POOL_IDLE),
                 cfg,
                 view,
                 fallback,

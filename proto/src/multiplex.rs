@@ -1,5 +1,7 @@
-//! `CartService.ExecuteStream`: what a unary call keeps outside its message (metadata, the
-//! status) carried inside the stream's messages, the same on both ends.
+//! `CartService.ExecuteStream`: what a unary call keeps outside its message carried inside the
+//! stream's messages, the same on both ends. A call's metadata is a map built and read as
+//! such (`shared::headers::CallMetadata`); here are a call's status (with its metadata) and
+//! its result.
 
 use std::collections::HashMap;
 
@@ -21,7 +23,7 @@ pub fn metadata_to_map(md: &MetadataMap) -> HashMap<String, String> {
 
 /// The inverse of [`metadata_to_map`]. An entry that is not a valid ASCII header is dropped,
 /// as a gRPC server would never have seen it.
-pub fn map_to_metadata(map: HashMap<String, String>) -> MetadataMap {
+fn map_to_metadata(map: HashMap<String, String>) -> MetadataMap {
     let mut md = MetadataMap::with_capacity(map.len());
     for (k, v) in map {
         if let (Ok(k), Ok(v)) = (

@@ -8,6 +8,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::grpc_tls::names;
+
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose,
@@ -15,12 +17,12 @@ use rcgen::{
 
 /// The names a full set holds: the four services, operators, and the NATS servers.
 pub const SET: [&str; 6] = [
-    "gateway",
-    "runner",
-    "aggregate",
-    "projection",
-    "admin",
-    "nats",
+    names::GATEWAY,
+    names::RUNNER,
+    names::AGGREGATE,
+    names::PROJECTION,
+    names::ADMIN,
+    names::NATS,
 ];
 
 pub struct Authority {
@@ -95,7 +97,7 @@ impl Authority {
         let mut written = vec![write(dir, "ca.pem", &self.ca_pem(), false)?];
         for name in names {
             let mut hosts = extra_hosts.to_vec();
-            if *name == "nats" {
+            if *name == names::NATS {
                 hosts.extend(nats_hosts.iter().cloned());
             }
             let issued = self.issue(name, &hosts)?;

@@ -22,6 +22,8 @@ pub mod names {
     pub const PROJECTION: &str = "projection";
     /// Operators (admin RPCs with a client of their own).
     pub const ADMIN: &str = "admin";
+    /// The NATS servers (their client and route certificate).
+    pub const NATS: &str = "nats";
 }
 
 /// `GRPC_TLS_CA_FILE`, `GRPC_TLS_CERT_FILE`, `GRPC_TLS_KEY_FILE` (PEM): all three, or none.

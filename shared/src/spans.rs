@@ -37,13 +37,8 @@ pub fn grpc_server_span(req: &http::Request<()>) -> tracing::Span {
 
 /// The span of one call on a multiplexed stream (`CartService.ExecuteStream`), as
 /// [`grpc_server_span`] for a unary call: `grpc` with the method the call stands for, the child
-/// of the caller's span named in the call's own metadata (the call runs in a task of its own,
-/// outside the stream's span).
-pub fn grpc_call_span(rpc: &str, md: &tonic::metadata::MetadataMap) -> tracing::Span {
-    grpc_span(rpc, &crate::propagation::GrpcMetadata(md))
-}
-
-/// [`grpc_call_span`] for a call carried inside a stream message.
+/// of the caller's span named in the call's own metadata map (the call runs in a task of its
+/// own, outside the stream's span).
 pub fn stream_call_span(rpc: &str, md: &crate::headers::CallMetadata) -> tracing::Span {
     grpc_span(rpc, md)
 }

@@ -124,7 +124,7 @@ pub async fn list_dead_letters(
     params(("id" = u64, Path, description = "Dead letter id")),
     responses(
         (status = 200, description = "Replayed (see applied)", body = ReplayOutcome),
-        (status = 404, description = "No dead letter with that id", body = ErrorBody),
+        (status = 404, description = "No dead letter with that id, or its message is no longer in CART_EVENTS at its sequence and subject", body = ErrorBody),
         DeadLetterErrors, ProjectionErrors))]
 pub async fn replay_dead_letter(
     Admin(ctx): Admin,

@@ -114,7 +114,8 @@ pub type CallMetadata = std::collections::HashMap<String, String>;
 /// Read access to the header maps (HTTP, gRPC metadata, NATS, a stream call's metadata), so
 /// the parsing rules exist once.
 pub trait HeaderSource {
-    /// The value of `name` as text (`None` when absent or not visible ASCII).
+    /// The value of `name` as text (`None` when absent; the HTTP and gRPC maps also give
+    /// `None` for a value that is not visible ASCII). Every reader validates what it takes.
     fn value(&self, name: &str) -> Option<&str>;
     /// Whether `name` is present at all, readable or not.
     fn contains(&self, name: &str) -> bool;

@@ -67,7 +67,7 @@ impl Cluster {
             .timeout(Duration::from_secs(10))
             .build()?;
         let nats_bin = shared::test_support::find_server_binary().map_err(anyhow::Error::msg)?;
-        // The shipped accounts (deploy/nats/accounts.conf, which cluster.conf includes): every
+        // The shipped accounts (deploy/nats/accounts.conf, which member.conf includes): every
         // process connects as its own user, like a deployment; the passwords are made here.
         let accounts = Accounts::generate();
         let credentials = dir.join("credentials");
@@ -374,8 +374,8 @@ impl Cluster {
     }
 }
 
-/// What differs per member of `deploy/nats/cluster.conf` (the file the Kubernetes ConfigMap
-/// holds), for member `i` on loopback.
+/// What differs per member of `deploy/nats/cluster.conf` (`member.conf` and `routes.conf`
+/// with plaintext routes; Kubernetes runs them with TLS routes), for member `i` on loopback.
 fn nats_member(l: &Layout, i: usize, dir: &Path, accounts: &Accounts) -> BTreeMap<String, String> {
     let mut env = BTreeMap::from([
         ("NATS_SERVER_NAME".to_owned(), format!("chaos-n{i}")),
