@@ -30,7 +30,9 @@ pub use direct_get::{
 pub use event_publish::event_publish;
 pub use settings::{ConsumerSettings, NatsConfig, NatsResourceSettings};
 pub use stats::JetStreamStats;
-pub use streams::{Resources, ensure_all, ensure_kv, ensure_stream};
+pub use streams::{
+    Resources, STARTUP_PATIENCE, ensure_all, ensure_all_within, ensure_kv, ensure_stream,
+};
 pub use validate::{FieldMismatch, ValidationError};
 
 use crate::error::ApiError;
@@ -53,6 +55,14 @@ pub enum NatsError {
         resource: String,
         message: String,
     },
+    /// JetStream did not answer, or answered that it is not available yet: a cluster that has
+    /// just (re)started is still electing its leaders. Worth another try, for a while.
+    #[error("{op} {resource}: {message}")]
+    NotReady {
+        op: &'static str,
+        resource: String,
+        message: String,
+    },
     #[error(transparent)]
     DirectGet(#[from] DirectGetError),
 }
@@ -64,6 +74,19 @@ impl NatsError {
             resource: resource.to_owned(),
             message: err.to_string(),
         }
+    }
+
+    pub(crate) fn not_ready(op: &'static str, resource: &str, err: impl std::fmt::Display) -> Self {
+        NatsError::NotReady {
+            op,
+            resource: resource.to_owned(),
+            message: err.to_string(),
+        }
+    }
+
+    /// The call may succeed when tried again ([`NatsError::NotReady`]).
+    pub fn is_not_ready(&self) -> bool {
+        matches!(self, NatsError::NotReady { .. })
     }
 }
 

@@ -2,12 +2,21 @@
 //!
 //! Several services (and several replicas of each) run this concurrently against the same
 //! server, so a lost creation race is normal: the loser validates what the winner created.
+//!
+//! A cluster that has just (re)started answers nothing, or "not available", until its members
+//! have elected the leaders of the JetStream API and of each stream: every step is tried again
+//! for [`STARTUP_PATIENCE`] while that lasts, so a service started with its NATS cluster (or
+//! right after a rolling restart) waits instead of exiting.
+
+use std::future::Future;
+use std::time::Duration;
 
 use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::context::{
     CreateKeyValueErrorKind, CreateStreamErrorKind, GetStreamErrorKind,
 };
 use async_nats::jetstream::{self, kv, stream};
+use backon::{ExponentialBuilder, Retryable as _};
 
 use super::NatsError;
 use super::policies;
@@ -27,23 +36,62 @@ pub struct Resources {
     pub catalog: kv::Store,
 }
 
+/// How long start-up keeps trying while JetStream is not ready (the sum of the waits between
+/// tries; each try is also bounded by the connection's request timeout).
+pub const STARTUP_PATIENCE: Duration = Duration::from_secs(30);
+
 /// Ensures every stream and KV bucket exists and fits `settings`. The first incompatible
-/// resource stops startup with an error naming it and its mismatching fields.
+/// resource stops startup with an error naming it and its mismatching fields; a JetStream
+/// that is not ready yet is waited for ([`STARTUP_PATIENCE`]).
 pub async fn ensure_all(
     js: &jetstream::Context,
     settings: &NatsResourceSettings,
 ) -> Result<Resources, NatsError> {
+    ensure_all_within(js, settings, STARTUP_PATIENCE).await
+}
+
+/// [`ensure_all`], trying a step again while JetStream is not ready for at most `patience`
+/// (zero: once).
+pub async fn ensure_all_within(
+    js: &jetstream::Context,
+    settings: &NatsResourceSettings,
+    patience: Duration,
+) -> Result<Resources, NatsError> {
     settings.check().map_err(NatsError::Settings)?;
+    let stream = |config: stream::Config| async move {
+        patiently(patience, || ensure_stream(js, &config)).await
+    };
+    let kv =
+        |config: kv::Config| async move { patiently(patience, || ensure_kv(js, &config)).await };
     Ok(Resources {
-        cart_events: ensure_stream(js, &policies::cart_events(settings)).await?,
-        workflow_commands: ensure_stream(js, &policies::workflow_commands(settings)).await?,
-        workflow_events: ensure_stream(js, &policies::workflow_events(settings)).await?,
-        dead_letters: ensure_stream(js, &policies::dead_letters(settings)).await?,
-        cart_snapshots: ensure_kv(js, &policies::cart_snapshots(settings)).await?,
-        cart_placement: ensure_kv(js, &policies::cart_placement(settings)).await?,
-        cart_nodes: ensure_kv(js, &policies::cart_nodes(settings)).await?,
-        catalog: ensure_kv(js, &policies::catalog(settings)).await?,
+        cart_events: stream(policies::cart_events(settings)).await?,
+        workflow_commands: stream(policies::workflow_commands(settings)).await?,
+        workflow_events: stream(policies::workflow_events(settings)).await?,
+        dead_letters: stream(policies::dead_letters(settings)).await?,
+        cart_snapshots: kv(policies::cart_snapshots(settings)).await?,
+        cart_placement: kv(policies::cart_placement(settings)).await?,
+        cart_nodes: kv(policies::cart_nodes(settings)).await?,
+        catalog: kv(policies::catalog(settings)).await?,
     })
+}
+
+/// `step` until it succeeds, fails for good, or has been [`NatsError::NotReady`] for longer
+/// than `patience`; each wait is logged.
+async fn patiently<T, Fut>(patience: Duration, step: impl FnMut() -> Fut) -> Result<T, NatsError>
+where
+    Fut: Future<Output = Result<T, NatsError>>,
+{
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(2))
+        .with_total_delay(Some(patience))
+        .without_max_times();
+    step.retry(backoff)
+        .when(NatsError::is_not_ready)
+        .notify(|error, wait| {
+            tracing::warn!(%error, ?wait, "JetStream is not ready (a cluster electing its leaders?); trying again");
+        })
+        .await
 }
 
 /// `Some(stream)` if it exists, `None` if the server says it does not.
@@ -58,6 +106,13 @@ async fn existing_stream(
                 if err.error_code() == ErrorCode::STREAM_NOT_FOUND =>
             {
                 Ok(None)
+            }
+            // A timeout or no responders: nothing answers the JetStream API yet.
+            GetStreamErrorKind::Request => Err(NatsError::not_ready("get stream", name, e)),
+            GetStreamErrorKind::JetStream(err)
+                if err.error_code() == ErrorCode::CLUSTER_NOT_AVAILABLE =>
+            {
+                Err(NatsError::not_ready("get stream", name, e))
             }
             _ => Err(NatsError::js("get stream", name, e)),
         },
@@ -87,7 +142,20 @@ pub async fn ensure_stream(
             validate_stream(expected, &s.cached_info().config)?;
             Ok(s)
         }
+        Err(e) if not_ready(&e.kind()) => Err(NatsError::not_ready("create stream", name, e)),
         Err(e) => Err(NatsError::js("create stream", name, e)),
+    }
+}
+
+/// A create that may succeed when tried again (one that timed out may have been applied: the
+/// next try then finds the stream, or loses the "race" to its own first try).
+fn not_ready(kind: &CreateStreamErrorKind) -> bool {
+    match kind {
+        CreateStreamErrorKind::TimedOut | CreateStreamErrorKind::JetStreamUnavailable => true,
+        CreateStreamErrorKind::JetStream(err) => {
+            err.error_code() == ErrorCode::CLUSTER_NOT_AVAILABLE
+        }
+        _ => false,
     }
 }
 
@@ -103,10 +171,11 @@ pub async fn ensure_kv(
 ) -> Result<kv::Store, NatsError> {
     let bucket = &expected.bucket;
     let stream_name = format!("KV_{bucket}");
+    // Opened only once its stream was found: a failure here is the server not answering.
     let open = |js: jetstream::Context| async move {
         js.get_key_value(bucket.as_str())
             .await
-            .map_err(|e| NatsError::js("open kv bucket", bucket, e))
+            .map_err(|e| NatsError::not_ready("open kv bucket", bucket, e))
     };
     if let Some(s) = existing_stream(js, &stream_name).await? {
         validate_kv(expected, &s.cached_info().config)?;
@@ -126,6 +195,9 @@ pub async fn ensure_kv(
                 }
                 None => Err(NatsError::js("create kv bucket", bucket, e)),
             }
+        }
+        Err(e) if e.kind() == CreateKeyValueErrorKind::TimedOut => {
+            Err(NatsError::not_ready("create kv bucket", bucket, e))
         }
         Err(e) => Err(NatsError::js("create kv bucket", bucket, e)),
     }

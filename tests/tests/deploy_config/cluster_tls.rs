@@ -8,27 +8,16 @@
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use shared::test_support::{Accounts, CertFiles, TestPki, server_binary_or_skip, wait_until};
-use tests::processes::Children;
+use shared::test_support::{CertFiles, TestPki, server_binary_or_skip};
 
 use crate::common::{read, root};
+use crate::members::Members;
 use crate::nats::{NATS_DIR, with_tls_files};
-
-/// A member's three ports.
-struct Ports {
-    client: u16,
-    monitor: u16,
-    route: u16,
-}
-
-/// How long a member may take to find the others and elect a meta leader.
-const FORMED: Duration = Duration::from_secs(60);
 
 #[tokio::test]
 async fn the_kubernetes_nats_cluster_forms_over_tls_routes_that_refuse_strangers() {
@@ -44,64 +33,12 @@ async fn the_kubernetes_nats_cluster_forms_over_tls_routes_that_refuse_strangers
     let dir = tempfile::tempdir().unwrap();
     let conf = write_shipped_configs(dir.path(), &server, &pki.ca_file());
 
-    let accounts = Accounts::generate();
-    // Nine distinct free ports: all bound at once, then released for the servers.
-    let held: Vec<std::net::TcpListener> = (0..9)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    let free: Vec<u16> = held
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect();
-    drop(held);
-    let ports: Vec<Ports> = free
-        .chunks(3)
-        .map(|p| Ports {
-            client: p[0],
-            monitor: p[1],
-            route: p[2],
-        })
-        .collect();
-    let mut members = Children::default();
-    for (i, p) in ports.iter().enumerate() {
-        let store = dir.path().join(format!("nats-{i}"));
-        std::fs::create_dir_all(&store).unwrap();
-        let mut command = Command::new(&bin);
-        command
-            .arg("--config")
-            .arg(&conf)
-            .env("NATS_SERVER_NAME", format!("nats-{i}"))
-            .env("NATS_LISTEN", format!("127.0.0.1:{}", p.client))
-            .env("NATS_HTTP", format!("127.0.0.1:{}", p.monitor))
-            .env("NATS_CLUSTER_LISTEN", format!("127.0.0.1:{}", p.route))
-            .env("NATS_STORE_DIR", &store)
-            .env("NATS_PID_FILE", store.join("nats.pid"))
-            .envs(accounts.server_env());
-        for (j, q) in ports.iter().enumerate() {
-            command.env(
-                format!("NATS_ROUTE_{}", j + 1),
-                format!("nats-route://localhost:{}", q.route),
-            );
-        }
-        members.spawn(&format!("nats-{i}"), dir.path(), command);
+    let mut members = Members::new(bin, conf, dir.path(), "localhost");
+    for i in 0..3 {
+        members.start(i);
     }
-
-    // /healthz is 200 only once JetStream has a meta leader, which takes the routes.
-    let http = reqwest::Client::new();
-    for p in &ports {
-        let url = format!("http://127.0.0.1:{}/healthz", p.monitor);
-        wait_until(
-            || async {
-                http.get(&url)
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success())
-            },
-            FORMED,
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{url}: {e}; logs in {}", dir.path().display()));
-    }
+    members.wait_formed().await;
+    let (ports, accounts) = (&members.ports, &members.accounts);
 
     // A stream with three replicas takes writes: every member is in it, over the TLS routes.
     let config = shared::nats::NatsConfig {

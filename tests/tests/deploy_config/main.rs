@@ -38,12 +38,14 @@
 //! - `image`: the Dockerfile.
 //! - `toolchain`: the workspace's `rust-version` against the locked dependencies and the image.
 
+mod cluster_start;
 mod cluster_tls;
 mod common;
 mod compose;
 mod containers;
 mod image;
 mod k8s;
+mod members;
 mod monitoring;
 mod nats;
 mod nats_cli;
