@@ -324,6 +324,9 @@ impl pb::cart_service_server::CartService for CartGrpc {
             loop {
                 let next = tokio::select! {
                     () = shutdown.cancelled() => return,
+                    // The caller went away: end here rather than at the cart's next commit,
+                    // which may never come.
+                    () = tx.closed() => return,
                     next = rx.recv() => next,
                 };
                 match next {

@@ -466,6 +466,38 @@ async fn watch_cart_streams_each_commit() {
     node.drain().await.unwrap();
 }
 
+/// Watches of carts nobody writes to again, ended by their callers (a storefront closing its
+/// event stream): the node keeps neither their tasks nor their carts' channels.
+#[tokio::test]
+async fn a_watch_its_caller_left_leaves_nothing_behind() {
+    use futures::StreamExt;
+    let Some(env) = env().await else { return };
+    let (node, mut client) = env.node_and_client("n1", false).await;
+    for cart in ["left-1", "left-2", "left-3"] {
+        let mut stream = client
+            .watch_cart(request(pb::WatchCartRequest {
+                tenant: TENANT.into(),
+                cart_id: cart.into(),
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(stream.next().await.unwrap().unwrap().version, 0);
+    }
+    shared::test_support::wait_until(
+        || async { node.carts.watchers().watched() == 0 },
+        std::time::Duration::from_secs(10),
+    )
+    .await
+    .unwrap_or_else(|e| {
+        panic!(
+            "{} carts still watched after their callers left: {e}",
+            node.carts.watchers().watched()
+        )
+    });
+    node.drain().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_caller_asking_for_the_storefront_json_gets_the_cart_rendered_once_here() {
     let Some(env) = env().await else { return };
