@@ -253,11 +253,10 @@ impl Checkout {
             .await?;
         if let Some(done) = last.as_ref().filter(|r| r.attempt_id == started.attempt_id) {
             metrics::counter!(m::DUPLICATES_SKIPPED).increment(1);
-            return match done.outcome {
-                // The attempt's order was paid since: nothing is left to do for it.
-                CheckoutOutcome::Placed | CheckoutOutcome::Mismatched => Ok(()),
-                _ => self.feed_back(ctx, done).await,
-            };
+            // Its result again, in case the first feedback never reached the cart. What became
+            // of a paid order is recorded on the order's subject, not here: the cart itself
+            // ignores the result of an order that was paid and not placed.
+            return self.feed_back(ctx, done).await;
         }
         if last.is_some()
             && let Some(newer) = self

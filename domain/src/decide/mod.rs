@@ -207,7 +207,17 @@ impl Decision<'_, '_> {
                         &self.cart.checkout,
                         Some(c) if c.attempt_id == attempt_id && c.status == CheckoutStatus::Started
                     );
-                if !already {
+                // Nothing to record (a redelivery, a replay or a second runner can bring an old
+                // result back) for an order that was paid and not placed (complete at the
+                // provider, it can never be updated again, and a checkout showing it could
+                // never be paid), or for an older attempt once the current one is past waiting
+                // for its order (its own order is the one shown).
+                let settled = self.cart.mismatch(&provider_order_id).is_some()
+                    || matches!(
+                        &self.cart.checkout,
+                        Some(c) if c.attempt_id != attempt_id && c.status != CheckoutStatus::Started
+                    );
+                if !already && !settled {
                     self.emit(ProviderOrderRecorded {
                         attempt_id,
                         provider_order_id,

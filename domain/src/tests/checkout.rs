@@ -210,6 +210,52 @@ fn paying_an_attempt_the_cart_has_moved_past_is_a_mismatch_never_an_order() {
     assert_eq!(s.provider_order_id, None);
 }
 
+/// An old result brought back by a redelivery, a full replay or a second runner records
+/// nothing once it is settled: the paid-and-mismatched order (showing it again would leave the
+/// cart unable to check out: the provider refuses to update a completed order), and an older
+/// attempt's order once the current attempt has its own. (An ordered cart refuses every
+/// command.)
+#[test]
+fn an_old_provider_order_result_never_comes_back_once_settled() {
+    // Paid after the cart changed: a mismatch, the order is off the cart.
+    let cart = apply_all(
+        checking_out(vec![order_created("a1")]),
+        Command::AddItem(add("BOOK-1", 1)),
+    );
+    let paid = paid_for(&cart);
+    let cart = apply_all(
+        cart,
+        Command::ConfirmOrder {
+            provider_order_id: "ko-1".into(),
+            order_reference: "REF-1".into(),
+            paid,
+        },
+    );
+    assert!(cart.mismatch("ko-1").is_some() && cart.provider_order_id.is_none());
+    assert_eq!(when(&cart, order_created("a1")).unwrap(), vec![]);
+    let events = when(&cart, checkout("a2")).unwrap();
+    let Event::CheckoutStarted(s) = &events[0] else {
+        panic!("expected CheckoutStarted")
+    };
+    assert_eq!(
+        s.provider_order_id, None,
+        "the next attempt makes a new order"
+    );
+
+    // a2 has its order ko-2; a result of a1 arriving now does not replace it.
+    let cart = checking_out(vec![cq(1, 2), checkout("a2")]);
+    let cart = apply_all(
+        cart,
+        Command::RecordProviderOrder {
+            attempt_id: "a2".into(),
+            provider_order_id: "ko-2".into(),
+            status: "checkout_incomplete".into(),
+        },
+    );
+    assert_eq!(when(&cart, order_created("a1")).unwrap(), vec![]);
+    assert_eq!(cart.provider_order_id.as_deref(), Some("ko-2"));
+}
+
 #[test]
 fn a_payment_that_differs_from_the_attempt_is_a_mismatch_with_its_reason() {
     let cart = checking_out(vec![]);

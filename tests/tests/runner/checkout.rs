@@ -842,6 +842,45 @@ async fn a_full_replay_calls_the_provider_for_no_attempt_already_handled() {
     runner.drain(DRAIN).await;
 }
 
+/// A paid order the cart moved past (a mismatch) stays off the cart when the runner's result
+/// for its attempt comes back later: a re-created consumer replays the attempt and feeds the
+/// result back under its command id, which JetStream and the cart no longer remember once its
+/// duplicate window and the cart's `recent` ids have passed (that is the command sent here, with
+/// an id of its own). Shown again the order could never be paid (the provider refuses to update
+/// a completed order), and the cart could not check out any more.
+#[tokio::test]
+async fn a_late_result_never_brings_back_a_paid_order_that_was_not_placed() {
+    let Some((env, runner)) = env_and_runner().await else {
+        return;
+    };
+    let cart = env.checked_out("paid-then-replayed", "a1").await;
+    let old_order = cart.cart.provider_order_id.unwrap();
+    env.exec("paid-then-replayed", add("BOOK-NOVEL-01", 1))
+        .await
+        .unwrap();
+    env.mock.mark_complete(&old_order).unwrap();
+    publish_push(&env, &old_order).await;
+    env.wait_cart("paid-then-replayed", "mismatch recorded", |s| {
+        s.cart.mismatch(&old_order).is_some()
+    })
+    .await;
+    let late = Command::RecordProviderOrder {
+        attempt_id: "a1".into(),
+        provider_order_id: old_order.clone(),
+        status: "checkout_incomplete".into(),
+    };
+    let cart = env.exec("paid-then-replayed", late).await.unwrap();
+    assert_eq!(
+        cart.cart.provider_order_id, None,
+        "the paid order stays off the cart"
+    );
+    let cart = env
+        .checkout_again("paid-then-replayed", "a2", "new order recorded")
+        .await;
+    assert_ne!(cart.cart.provider_order_id.unwrap(), old_order);
+    runner.drain(DRAIN).await;
+}
+
 #[tokio::test]
 async fn the_embedded_mock_listening_on_every_interface_is_called_over_loopback() {
     use proto::runner::admin::v1 as admin;
