@@ -42,7 +42,7 @@ pub use event::lines_digest;
 pub use event::{Event, EventDecodeError, EventMessage, EventRecord};
 pub use money::{CartPrice, TaxRate};
 pub use payment::{PaidOrder, PaymentMismatch, checkout_lines};
-pub use state::{ApplyReport, CartState, KeyedCommand, RecentCommand, Retain};
+pub use state::{ApplyReport, CartState, KeyedCommand, Prior, RecentCommand, Retain};
 pub use totals::{Totals, totals};
 pub use view::{
     Amount, CartView, MutationError, MutationOutcome, MutationReply, StorefrontCart,

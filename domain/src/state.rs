@@ -21,6 +21,17 @@ pub struct RecentCommand {
     pub revision: u64,
 }
 
+/// What a cart remembers of a command ([`CartState::prior`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prior {
+    /// Not decided before (or forgotten): decide it.
+    New,
+    /// Decided before, at this version: answer that.
+    Answered(u64),
+    /// Its `Idempotency-Key` was used for a different request within the retention.
+    KeyReused,
+}
+
 /// A committed command that came with an `Idempotency-Key`: the fingerprint of its request
 /// and its outcome, kept for [`Retain::keyed_secs`] after it was decided.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,6 +142,36 @@ impl CartState {
     }
 
     /// The recorded outcome of `command_id`, when it is one of the cart's recent commands.
+    /// Whether command `command_id` (sent with an `Idempotency-Key` whose request has
+    /// `fingerprint`, or without one) was decided before, as of `now` (Unix seconds).
+    ///
+    /// A keyed command is answered by its keyed record while the retention lasts (refused when
+    /// the request differs). Past it the key is forgotten and the request is a new one, even
+    /// while its id is still among the cart's recent commands: that record cannot tell a retry
+    /// from another request under the same key. A command without a key is answered by the
+    /// recent commands.
+    pub fn prior(
+        &self,
+        command_id: &CommandId,
+        fingerprint: Option<&str>,
+        now: i64,
+        retain: Retain,
+    ) -> Prior {
+        match fingerprint {
+            Some(fingerprint) if retain.keyed_secs > 0 => {
+                match self.keyed_outcome(command_id, now, retain) {
+                    Some(k) if k.fingerprint == fingerprint => Prior::Answered(k.version),
+                    Some(_) => Prior::KeyReused,
+                    None => Prior::New,
+                }
+            }
+            _ => match self.recent_outcome(command_id) {
+                Some(r) => Prior::Answered(r.version),
+                None => Prior::New,
+            },
+        }
+    }
+
     pub fn recent_outcome(&self, command_id: &CommandId) -> Option<RecentCommand> {
         self.recent
             .iter()

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cart_domain::ids::{CartId, TenantId};
-use cart_domain::{self as domain, CartState, Command, Context, Event, EventMessage, Limits};
+use cart_domain::{
+    self as domain, CartState, Command, Context, Event, EventMessage, Limits, Prior,
+};
 use shared::headers::RequestContext;
 use shared::{ApiError, ErrorCode};
 
@@ -291,22 +293,21 @@ impl Carts {
         now: time::OffsetDateTime,
         render: &impl Fn(&CartState, u64) -> R,
     ) -> Result<Option<Outcome<R>>, ApiError> {
-        if let Some(fingerprint) = &id.fingerprint
-            && let Some(keyed) =
-                state.keyed_outcome(&id.command_id, now.unix_timestamp(), self.inner.cfg.retain)
-        {
-            if keyed.fingerprint != *fingerprint {
-                return Err(ApiError::new(
-                    ErrorCode::IdempotencyKeyReused,
-                    "this Idempotency-Key was already used on this cart for a different request; \
-                     use a new key for each distinct request",
-                ));
-            }
-            return Ok(Some(duplicate_reply(state, keyed.version, render)));
+        let prior = state.prior(
+            &id.command_id,
+            id.fingerprint.as_deref(),
+            now.unix_timestamp(),
+            self.inner.cfg.retain,
+        );
+        match prior {
+            Prior::New => Ok(None),
+            Prior::Answered(version) => Ok(Some(duplicate_reply(state, version, render))),
+            Prior::KeyReused => Err(ApiError::new(
+                ErrorCode::IdempotencyKeyReused,
+                "this Idempotency-Key was already used on this cart for a different request; \
+                 use a new key for each distinct request",
+            )),
         }
-        Ok(state
-            .recent_outcome(&id.command_id)
-            .map(|prior| duplicate_reply(state, prior.version, render)))
     }
 }
 

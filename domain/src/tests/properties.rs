@@ -251,3 +251,37 @@ fn keyed_commands_are_kept_for_the_retention_whatever_follows() {
     reader.apply_message(&message(keyed, 1_000, Some("fp-1")), 2, Retain::NONE);
     assert!(reader.keyed.is_empty() && reader.recent.is_empty());
 }
+
+/// A retry is answered while the cart remembers it: a keyed one by its key's record for the
+/// retention (another request under the key is refused), one without a key by the recent
+/// commands. Past the retention a key is forgotten: a request under it is new, even while its
+/// id is among the recent commands (that record cannot tell a retry from another request).
+#[test]
+fn a_keyed_command_is_answered_within_the_retention_and_new_after_it() {
+    let retain = Retain {
+        recent: 16,
+        keyed_secs: 100,
+    };
+    let mut state = CartState::new(cart_id());
+    let keyed = fresh_id();
+    let plain = fresh_id();
+    state.commit(&message(keyed, 1_000, Some("fp-1")), &[], 2, retain);
+    state.commit(&message(plain, 1_001, None), &[], 3, retain);
+    assert!(
+        state.recent_outcome(&keyed).is_some(),
+        "still a recent command"
+    );
+
+    assert_eq!(
+        state.prior(&keyed, Some("fp-1"), 1_100, retain),
+        Prior::Answered(2)
+    );
+    assert_eq!(
+        state.prior(&keyed, Some("fp-2"), 1_100, retain),
+        Prior::KeyReused
+    );
+    assert_eq!(state.prior(&keyed, Some("fp-2"), 1_101, retain), Prior::New);
+    assert_eq!(state.prior(&keyed, Some("fp-1"), 1_101, retain), Prior::New);
+    assert_eq!(state.prior(&plain, None, 5_000, retain), Prior::Answered(3));
+    assert_eq!(state.prior(&fresh_id(), None, 1_100, retain), Prior::New);
+}
