@@ -20,7 +20,7 @@ use crate::request::json::{describe, from_value, refuse_unknown};
 pub const INTERNAL: &[&str] = &["RecordProviderOrder", "ConfirmOrder", "FailCheckout"];
 
 /// Several commands: `atomic` (the default) applies all or none as one commit; otherwise they
-/// run one by one and each reports its own error.
+/// run one by one and each reports its own error (such a list takes no `Idempotency-Key`).
 #[derive(Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CommandList {

@@ -102,6 +102,16 @@ pub async fn commands(
     // The idempotency fingerprint is the body as sent: only a keyed request pays for it.
     let keyed = Key::from_headers(headers)?.map(|Key(k)| (k, body.to_string()));
     let commands = command_body::parse(body, &s.cfg.default_country, s.cfg.max_commands)?;
+    if keyed.is_some() && matches!(commands, Commands::Many { atomic: false, .. }) {
+        // Each command of such a list is decided on its own and a refused one keeps nothing,
+        // so the key could not be held for the request as a whole: another request under it
+        // would apply, or apply in part and then be refused.
+        return Err(ApiError::invalid(
+            "an Idempotency-Key cannot be used with \"atomic\": false (its commands are \
+             decided one by one and a refused one keeps nothing, so the key could not be \
+             held); send the list atomically, or each command as its own keyed request",
+        ));
+    }
     let Some((key, raw)) = keyed else {
         let exec = Exec {
             command_id: CommandId::new(),
@@ -132,9 +142,9 @@ pub async fn commands(
         .await
 }
 
-/// One command, or several atomically: one commit with `id`. Several one by one: the i-th
-/// gets an id derived from `id` (so a replayed request repeats each one harmlessly) and reports
-/// its own error; `If-Match` applies to the first, and a failed precondition fails the request.
+/// One command, or several atomically: one commit with `id`. Several one by one (never keyed):
+/// the i-th gets an id derived from `id` and reports its own error; `If-Match` applies to the
+/// first, and a failed precondition fails the request.
 async fn run(
     s: &AppState,
     ctx: &RequestContext,
@@ -171,7 +181,7 @@ async fn run(
                     Exec {
                         command_id: CommandId::derived(&[&id.to_string(), &i.to_string()]),
                         expected_version: None,
-                        fingerprint: exec.fingerprint.clone(),
+                        fingerprint: None,
                     }
                 };
                 match s.execute(ctx, cart, exec, p.command.clone()).await {
@@ -179,10 +189,7 @@ async fn run(
                         mutations.push(outcome(&p, None));
                         last = Some(snap);
                     }
-                    Err(e)
-                        if (i == 0 && e.code == ErrorCode::PreconditionFailed)
-                            || e.code == ErrorCode::IdempotencyKeyReused =>
-                    {
+                    Err(e) if i == 0 && e.code == ErrorCode::PreconditionFailed => {
                         return Err(e);
                     }
                     Err(e) => mutations.push(outcome(&p, Some(&e))),

@@ -216,6 +216,31 @@ async fn id_less_subscription_details_in_one_list_are_distinct_and_stable() {
     );
 }
 
+/// A one-by-one list decides each command on its own and keeps nothing of a refused one, so it
+/// cannot hold an Idempotency-Key: keyed, it is refused before anything applies (otherwise a
+/// later request under the key would apply, or apply in part and then be refused).
+#[tokio::test]
+async fn a_one_by_one_list_with_an_idempotency_key_is_refused_whole() {
+    let Some((stack, http, id)) = stack_with_cart().await else {
+        return;
+    };
+    let before = stack.events("default", &id).await.len();
+    let got = call(
+        http.post(stack.url(&format!("/v1/carts/{id}/commands")))
+            .header("idempotency-key", "list-1")
+            .json(&json!({"atomic": false, "commands": [
+                {"type": "RemoveItem", "lineId": 99},
+                add("TEST-SKU-123", 1)]})),
+    )
+    .await;
+    assert_error(&got, 400, "invalid_argument", "atomic");
+    assert_eq!(
+        stack.events("default", &id).await.len(),
+        before,
+        "nothing applied"
+    );
+}
+
 #[tokio::test]
 async fn command_lists_atomic_or_one_by_one() {
     let Some((stack, http, id)) = stack_with_cart().await else {
