@@ -321,6 +321,38 @@ async fn expected_version_mismatch_is_a_conflict_and_appends_nothing() {
     node.drain().await.unwrap();
 }
 
+/// A command whose answer was lost, retried after more than `recent` other commands: the
+/// store still knows its id (the duplicate window), the cart no longer lists it. The retry is
+/// answered as the duplicate it is, with the version it was applied at, not refused as a
+/// different request (which would tell a caller whose command was applied that it was not).
+#[tokio::test]
+async fn a_retry_past_the_recent_commands_is_answered_as_applied() {
+    let Some(env) = env().await else { return };
+    let mut config = env.config("n1", false);
+    config.recent_commands = 2;
+    let (node, mut client) = started(config).await;
+    let cart = "answer-lost";
+    let id = CommandId::new();
+    let first = client
+        .execute(exec(cart, id, add("TEST-SKU-123", 1)))
+        .await
+        .unwrap()
+        .into_inner();
+    add_times(&mut client, cart, 3).await;
+    let retry = client
+        .execute(exec(cart, id, add("TEST-SKU-123", 1)))
+        .await
+        .expect("the retry of an applied command is not an error")
+        .into_inner();
+    assert!(retry.duplicate);
+    assert_eq!(
+        retry.version, first.version,
+        "the version it was applied at"
+    );
+    assert_eq!(env.messages(cart).await.len(), 4, "applied once");
+    node.drain().await.unwrap();
+}
+
 #[tokio::test]
 async fn bad_input_is_invalid_argument_naming_the_field_and_appends_nothing() {
     let Some(env) = env().await else { return };

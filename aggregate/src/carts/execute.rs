@@ -178,6 +178,15 @@ impl Carts {
                     self.confirm_current(loaded, cart).await?;
                     return match self.answered_before(&loaded.state, id, now, render)? {
                         Some(answered) => Ok(answered),
+                        // The store has it and the cart no longer lists it (more than `recent`
+                        // commands since: an answer lost, then a busy cart). Command ids are
+                        // made per request (by the gateway, or from the runner's attempt), so
+                        // this is that command, applied at the sequence the store names.
+                        None if appended.sequence <= loaded.state.version
+                            && id.fingerprint.is_none() =>
+                        {
+                            Ok(duplicate_reply(&loaded.state, appended.sequence, render))
+                        }
                         None if appended.sequence <= loaded.state.version => {
                             Err(ApiError::invalid(format!(
                                 "command_id {command_id} was already used for a different \
