@@ -239,22 +239,36 @@ pub struct OrderPath {
     order_id: String,
 }
 
-/// The order confirmation (the provider's confirmation `html_snippet`) of a placed order.
+/// The order confirmation (the provider's confirmation `html_snippet`) of a placed order of
+/// the shopper's cart (the `cartid` cookie).
 #[utoipa::path(get, path = "/cart/confirmation/{orderId}", tag = TAG,
     params(("orderId" = String, Path, description = "Provider order id")),
     responses(
         (status = 200, description = "The provider order (Klarna Checkout v3 JSON, with html_snippet)", body = serde_json::Value),
-        (status = 404, description = "No such order for this tenant", body = ErrorBody),
+        (status = 404, description = "No such order for this cart (the `cartid` cookie's)", body = ErrorBody),
         (status = 503, description = "The runner or the provider is unavailable", body = ErrorBody)))]
 pub async fn confirmation(
     State(s): State<AppState>,
     Ctx(ctx): Ctx,
+    cart: StoreCart,
     Params(p): Params<OrderPath>,
 ) -> Result<Response, ApiError> {
     KeyField::ProviderOrderId.check("orderId", &p.order_id)?;
+    if !s.services.runner.is_configured() {
+        return Err(s.services.runner.not_configured());
+    }
+    // Only the shopper's own order: its id alone shows in redirect URLs and logs, and the
+    // order holds the shopper's addresses.
+    if cart.is_new() {
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            "no such order for this cart",
+        ));
+    }
     let body = rpb::GetConfirmationRequest {
         tenant: ctx.tenant.to_string(),
         order_id: p.order_id,
+        cart_id: cart.id.to_string(),
     };
     let order = s
         .services

@@ -139,6 +139,7 @@ impl pb::checkout_query_server::CheckoutQuery for Query {
         cart_domain::ids::KeyField::ProviderOrderId
             .check("order_id", &r.order_id)
             .map_err(ApiError::from)?;
+        let cart = CartId::parse(&r.cart_id).map_err(ApiError::from)?;
         let ctx = ctx.unwrap_or_else(|| RequestContext::new(tenant.clone()));
         let order = self
             .provider
@@ -152,8 +153,9 @@ impl pb::checkout_query_server::CheckoutQuery for Query {
                 e if e.is_transient() => ApiError::unavailable(e.to_string()),
                 e => ApiError::new(ErrorCode::CheckoutFailed, e.to_string()),
             })?;
-        // Orders of other tenants look like missing ones.
-        if order.merchant().map(|m| m.tenant) != Some(tenant.to_string()) {
+        // Orders of other tenants and other carts look like missing ones.
+        let made_for = order.merchant().map(|m| (m.tenant, m.cart_id));
+        if made_for != Some((tenant.to_string(), cart.to_string())) {
             return Err(ApiError::new(ErrorCode::NotFound, "no such order").into());
         }
         Ok(Response::new(provider_order(crate::checkout::summary(

@@ -89,9 +89,20 @@ async fn a_storefront_checks_out_pays_and_the_order_is_placed_once() {
         "{err}"
     );
 
-    // The confirmation page.
+    // The confirmation page: the shopper's own order only. Its id alone (it shows in the
+    // provider's redirect URLs) reads nothing, with no cart or with another cart.
     let conf = ok(shopper.get(p.url(&format!("/cart/confirmation/{order_id}")))).await;
     assert_eq!(conf["status"], "checkout_complete");
+    let confirmation = p.url(&format!("/cart/confirmation/{order_id}"));
+    let (s, err) = call(reqwest::Client::new().get(&confirmation)).await;
+    assert_eq!((s, err["code"].as_str()), (404, Some("not_found")), "{err}");
+    let (s, err) = call(
+        reqwest::Client::new()
+            .get(&confirmation)
+            .header(http::header::COOKIE, "cartid=someone-else"),
+    )
+    .await;
+    assert_eq!((s, err["code"].as_str()), (404, Some("not_found")), "{err}");
 
     // The provider pushes again (it retries until acknowledged): still one order.
     let push = p.url(&format!(
