@@ -177,9 +177,11 @@ impl Records {
         self.publish(subject, None, push, &ctx).await.map(|_| ())
     }
 
-    /// The provider orders waiting for payment: every cart whose last checkout result since
-    /// `since` is `created` or `updated` and whose order has no recorded outcome, with the time
-    /// that result was recorded.
+    /// The provider orders that may be waiting for payment: every order a checkout result
+    /// since `since` names (`created`, `updated`, or a `failed` update) with no recorded
+    /// outcome, with the time of its newest result. Every such order, not only each cart's
+    /// last: an order paid while its push was lost stays unplaced even when a later attempt of
+    /// the cart failed (its update of the completed order is refused).
     pub async fn waiting_since(
         &self,
         since: time::OffsetDateTime,
@@ -199,7 +201,8 @@ impl Records {
             .await?;
         let mut left = consumer.info().await?.num_pending;
         let name = consumer.cached_info().name.clone();
-        let mut last: HashMap<String, (CheckoutResult, time::OffsetDateTime)> = HashMap::new();
+        let mut last: HashMap<(String, String), (CheckoutResult, time::OffsetDateTime)> =
+            HashMap::new();
         let mut settled: HashSet<(String, String)> = HashSet::new();
         while left > 0 {
             let batch = consumer
@@ -219,7 +222,10 @@ impl Records {
                     .unwrap_or_else(|_| time::OffsetDateTime::now_utc());
                 match serde_json::from_slice::<CheckoutResult>(&msg.payload) {
                     Ok(r) if r.outcome.awaits_payment() || r.outcome == CheckoutOutcome::Failed => {
-                        last.insert(msg.subject.to_string(), (r, published));
+                        if let Some(order) = &r.order {
+                            let key = (r.tenant.clone(), order.order_id.clone());
+                            last.insert(key, (r, published));
+                        }
                     }
                     Ok(r) => {
                         if let Some(order) = &r.order {
@@ -238,13 +244,9 @@ impl Records {
         }
         let _ = stream.delete_consumer(&name).await;
         Ok(last
-            .into_values()
-            .filter(|(r, _)| {
-                r.outcome.awaits_payment()
-                    && r.order
-                        .as_ref()
-                        .is_some_and(|o| !settled.contains(&(r.tenant.clone(), o.order_id.clone())))
-            })
+            .into_iter()
+            .filter(|(order, _)| !settled.contains(order))
+            .map(|(_, waiting)| waiting)
             .collect())
     }
 

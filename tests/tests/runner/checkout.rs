@@ -462,6 +462,75 @@ async fn a_paid_order_whose_push_was_lost_is_placed_by_reconciliation() {
     runner.drain(DRAIN).await;
 }
 
+/// A paid order whose push was lost, then a second checkout of the same cart: its update of the
+/// completed order is refused and the cart's last result is that failure. Reconciliation still
+/// reads the paid order (every waiting order, not each cart's last), so it is placed or its
+/// mismatch recorded, never left paid and unnoticed.
+#[tokio::test]
+async fn a_paid_order_is_reconciled_even_after_a_later_attempt_failed() {
+    let Some(env) = env().await else { return };
+    let mut config = env.runner_config();
+    config.reconcile_interval_secs = 0;
+    let runner = env.runner_with(config.clone()).await;
+    let cart = env.checked_out("paid-then-retried", "a1").await;
+    let order_id = cart.cart.provider_order_id.unwrap();
+    env.mock.mark_complete(&order_id).unwrap();
+    env.exec("paid-then-retried", start("a2")).await.unwrap();
+    wait_until(
+        || async {
+            last_result_of(&env, "paid-then-retried")
+                .await
+                .is_some_and(|r| r.attempt_id == "a2" && r.outcome == CheckoutOutcome::Failed)
+        },
+        WAIT,
+    )
+    .await
+    .expect("the second attempt fails: a completed order cannot be updated");
+    runner.drain(DRAIN).await;
+
+    config.reconcile_interval_secs = 1;
+    config.reconcile_after_secs = 1;
+    let runner = env.runner_with(config).await;
+    wait_until(
+        || async {
+            last_workflow_event_of(&env, ORDER_KIND, &order_id)
+                .await
+                .is_some()
+        },
+        WAIT,
+    )
+    .await
+    .expect("reconciliation reads the paid order");
+    let outcome = order_outcome(&env, &order_id).await;
+    assert!(
+        matches!(
+            outcome.outcome,
+            CheckoutOutcome::Placed | CheckoutOutcome::Mismatched
+        ),
+        "{outcome:?}"
+    );
+    runner.drain(DRAIN).await;
+}
+
+/// The last result of the cart's checkout, if any.
+async fn last_result_of(env: &Env, cart: &str) -> Option<CheckoutResult> {
+    last_workflow_event_of(env, CHECKOUT_KIND, cart).await
+}
+
+/// The last workflow event of the `kind` workflow `id`, if any.
+async fn last_workflow_event_of(env: &Env, kind: &str, id: &str) -> Option<CheckoutResult> {
+    let subject = shared::subjects::workflow_event(&tenant(), kind, id).unwrap();
+    let msg = env
+        .js
+        .get_stream(WORKFLOW_EVENTS_STREAM)
+        .await
+        .unwrap()
+        .direct_get_last_for_subject(subject)
+        .await
+        .ok()?;
+    Some(serde_json::from_slice(&msg.payload).unwrap())
+}
+
 /// The value of an unlabelled series in a Prometheus text page (0 when absent).
 fn metric_value(page: &str, name: &str) -> f64 {
     page.lines()
