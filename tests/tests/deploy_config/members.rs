@@ -6,9 +6,32 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use shared::test_support::{Accounts, wait_until};
 use tests::processes::Children;
+
+/// `n` consecutive ports from 20000 to 32767, all free now (bound at once, then released):
+/// the start is drawn at random, so tests running at the same time rarely try the same block.
+fn free_block(n: u16) -> Vec<u16> {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let mut seed = u64::from(nanos) ^ (u64::from(std::process::id()) << 20);
+    for _ in 0..100 {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let start = 20_000 + ((seed >> 33) % u64::from(12_760 - n)) as u16;
+        let held: Vec<_> = (start..start + n)
+            .map_while(|p| TcpListener::bind(("127.0.0.1", p)).ok())
+            .collect();
+        if held.len() == usize::from(n) {
+            return (start..start + n).collect();
+        }
+    }
+    panic!("no block of {n} free ports below 32768 in 100 tries");
+}
 
 /// How long a member may take to find the others and elect a meta leader.
 pub const FORMED: Duration = Duration::from_secs(60);
@@ -33,18 +56,12 @@ pub struct Members {
 }
 
 impl Members {
-    /// Three members of `conf` (none started), with nine distinct free ports: all bound at
-    /// once, then released for the servers.
+    /// Three members of `conf` (none started), on nine free ports below Linux's ephemeral
+    /// range (32768+): the kernel never hands those out as the source port of an outgoing
+    /// connection, which a member dialling the others before they listen would otherwise do
+    /// with one of their ports (seen: "bind: address already in use" for a route port).
     pub fn new(bin: PathBuf, conf: PathBuf, dir: &Path, route_host: &'static str) -> Self {
-        let held: Vec<TcpListener> = (0..9)
-            .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-            .collect();
-        let free: Vec<u16> = held
-            .iter()
-            .map(|l| l.local_addr().unwrap().port())
-            .collect();
-        drop(held);
-        let ports = free
+        let ports = free_block(9)
             .chunks(3)
             .map(|p| Ports {
                 client: p[0],
