@@ -160,16 +160,16 @@ fn request_context(md: &impl HeaderSource, body_tenant: &str) -> Result<RequestC
 }
 
 /// The commands that record what the payment provider said come from the runner only: a
-/// gateway (or anything holding its certificate) must not be able to confirm an order.
+/// gateway (or anything holding its certificate) must not be able to confirm an order. The
+/// provider's validation callback reaches the gateway only: its approval comes from there.
 fn authorize_commands(caller: &Caller, commands: &[Command]) -> Result<(), Status> {
     for c in commands {
-        if matches!(
-            c,
+        match c {
             Command::RecordProviderOrder { .. }
-                | Command::ConfirmOrder { .. }
-                | Command::FailCheckout { .. }
-        ) {
-            caller.require(c.name(), &[RUNNER])?;
+            | Command::ConfirmOrder { .. }
+            | Command::FailCheckout { .. } => caller.require(c.name(), &[RUNNER])?,
+            Command::ApprovePayment { .. } => caller.require(c.name(), &[GATEWAY])?,
+            _ => {}
         }
     }
     Ok(())

@@ -77,6 +77,11 @@ pub struct SubscriptionDetails {
     pub data: serde_json::Value,
 }
 
+/// How long a cart holds still for a purchase the provider asked to complete
+/// ([`CheckoutStatus::PaymentApproved`]) when neither the order nor a failure comes back: then
+/// it can change again (a paid order that arrives later is checked against the cart as it is).
+pub const PURCHASE_HOLD_SECS: i64 = 30 * 60;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum CheckoutStatus {
@@ -84,6 +89,11 @@ pub enum CheckoutStatus {
     Started,
     /// The provider order exists; the shopper is paying.
     OrderCreated,
+    /// The provider asked to complete the purchase and the cart matched: it holds still for
+    /// the purchase from `approved_at` (Unix seconds) for [`PURCHASE_HOLD_SECS`].
+    PaymentApproved {
+        approved_at: i64,
+    },
     Failed {
         code: String,
         reason: String,
@@ -244,10 +254,26 @@ impl Cart {
         matches!(
             self.checkout.as_deref(),
             Some(Checkout {
-                status: CheckoutStatus::Started | CheckoutStatus::OrderCreated,
+                status: CheckoutStatus::Started
+                    | CheckoutStatus::OrderCreated
+                    | CheckoutStatus::PaymentApproved { .. },
                 ..
             })
         )
+    }
+
+    /// The provider order whose purchase the cart holds still for at `now` (Unix seconds): one
+    /// approved less than [`PURCHASE_HOLD_SECS`] ago and neither placed nor failed since.
+    pub fn purchase_held(&self, now: i64) -> Option<&str> {
+        match self.checkout.as_deref() {
+            Some(Checkout {
+                status: CheckoutStatus::PaymentApproved { approved_at },
+                ..
+            }) if now < approved_at.saturating_add(PURCHASE_HOLD_SECS) => {
+                self.provider_order_id.as_deref()
+            }
+            _ => None,
+        }
     }
 
     pub fn items_gross(&self) -> i64 {
@@ -370,6 +396,20 @@ pub fn apply(cart: &mut Cart, event: &Event) {
             {
                 c.status = CheckoutStatus::OrderCreated;
                 cart.payment_status = Some(e.status.clone());
+            }
+        }
+        Event::PaymentApproved(e) => {
+            if let Some(c) = cart.checkout_mut(&e.attempt_id)
+                && matches!(
+                    c.status,
+                    CheckoutStatus::Started
+                        | CheckoutStatus::OrderCreated
+                        | CheckoutStatus::Reopened
+                )
+            {
+                c.status = CheckoutStatus::PaymentApproved {
+                    approved_at: e.approved_at,
+                };
             }
         }
         Event::CheckoutFailed(e) => {

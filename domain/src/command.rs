@@ -121,6 +121,17 @@ pub enum Command {
         order_reference: String,
         paid: PaidOrder,
     },
+    /// Gateway → cart: the provider asks, before it completes the purchase of
+    /// `provider_order_id` (its validation callback), whether what it would charge still
+    /// matches the checkout attempt and the cart (`Cart::check_paid`). Refused when it does
+    /// not; when it does, the cart holds still for the purchase (`PaymentApproved`): changes
+    /// that would make the paid order differ are refused with `cart_locked` until the order is
+    /// placed or the checkout fails, or [`crate::cart::PURCHASE_HOLD_SECS`] have passed.
+    #[serde(rename_all = "camelCase")]
+    ApprovePayment {
+        provider_order_id: String,
+        paid: PaidOrder,
+    },
     /// Runner → cart: the provider refused the checkout.
     #[serde(rename_all = "camelCase")]
     FailCheckout {
@@ -236,6 +247,15 @@ impl Command {
                     lines_digest: "d".repeat(32),
                 },
             },
+            Command::ApprovePayment {
+                provider_order_id: "kco-1".into(),
+                paid: PaidOrder {
+                    attempt_id: "att-1".into(),
+                    amount: 24_900,
+                    currency: "SEK".into(),
+                    lines_digest: "d".repeat(32),
+                },
+            },
             Command::FailCheckout {
                 attempt_id: "att-1".into(),
                 code: "provider_refused".into(),
@@ -273,6 +293,7 @@ impl Command {
             Command::StartCheckout { .. } => "StartCheckout",
             Command::RecordProviderOrder { .. } => "RecordProviderOrder",
             Command::ConfirmOrder { .. } => "ConfirmOrder",
+            Command::ApprovePayment { .. } => "ApprovePayment",
             Command::FailCheckout { .. } => "FailCheckout",
             Command::CancelCheckout => "CancelCheckout",
             Command::UpsertSubscriptionDetails { .. } => "UpsertSubscriptionDetails",
@@ -289,6 +310,7 @@ impl Command {
                 | Command::StartCheckout { .. }
                 | Command::RecordProviderOrder { .. }
                 | Command::ConfirmOrder { .. }
+                | Command::ApprovePayment { .. }
                 | Command::FailCheckout { .. }
                 | Command::CancelCheckout
                 | Command::UpsertSubscriptionDetails { .. }
@@ -341,6 +363,10 @@ impl Command {
                 provider_order_id,
                 paid,
                 ..
+            }
+            | Command::ApprovePayment {
+                provider_order_id,
+                paid,
             } => {
                 check(
                     KeyField::ProviderOrderId,

@@ -41,6 +41,13 @@ pub enum DomainError {
     VoucherNotApplicable { code: String, reason: String },
     #[error("the order is placed (reference {0}); the cart can no longer change")]
     OrderPlaced(String),
+    #[error(
+        "the purchase of provider order {0} is being completed; the cart can change again once \
+         it is placed or fails"
+    )]
+    PurchaseInProgress(String),
+    #[error("the purchase cannot be approved ({code}): {reason}")]
+    PaymentRefused { code: &'static str, reason: String },
     #[error("{0}")]
     InvalidState(String),
 }
@@ -62,9 +69,12 @@ impl DomainError {
             DomainError::UnknownSubscriptionDetails(_) => ErrorCode::NotFound,
             DomainError::LimitExceeded { .. } => ErrorCode::LimitExceeded,
             DomainError::VoucherNotApplicable { .. } => ErrorCode::VoucherNotApplicable,
-            DomainError::OrderPlaced(_) => ErrorCode::CartLocked,
+            DomainError::OrderPlaced(_) | DomainError::PurchaseInProgress(_) => {
+                ErrorCode::CartLocked
+            }
             DomainError::LineAlreadyDelivered { .. }
             | DomainError::CurrencyMismatch { .. }
+            | DomainError::PaymentRefused { .. }
             | DomainError::InvalidState(_) => ErrorCode::InvalidState,
         }
     }

@@ -268,6 +268,45 @@ async fn forged_and_early_pushes_do_not_stop_the_paid_order_from_being_placed() 
 /// refuses the purchase; if it completes anyway (the race between the two), the order is
 /// recorded as a mismatch, never placed and never acknowledged. A new checkout charges the new
 /// total and is placed.
+/// The provider's validation approves the purchase; before the paid order comes back the
+/// shopper (another tab, a storefront page) changes the cart. The change is refused while the
+/// purchase completes, so the paid order still matches the cart and is placed, not left paid
+/// and unplaced as a mismatch.
+#[tokio::test]
+async fn a_cart_holds_still_between_an_approved_purchase_and_its_order() {
+    let Some((p, shopper, cart)) = shop().await else {
+        return;
+    };
+    let cart_id = id(&cart);
+    let (_, first) = checkout(&p, &shopper).await;
+    let order = order_id(&first);
+    p.mock.validate(&order).await.expect("approved");
+    for change in ["/cart/add/BOOK-NOVEL-01", "/cart/checkout"] {
+        let (s, err) = call(shopper.get(p.url(change))).await;
+        if change == "/cart/checkout" {
+            // Checking out again resumes the attempt being paid: its order, no new attempt.
+            assert_eq!(s, 200, "{err}");
+            assert_eq!(order_id(&err), order);
+            continue;
+        }
+        assert_eq!(
+            (s, err["code"].as_str()),
+            (409, Some("cart_locked")),
+            "{change}: {err}"
+        );
+    }
+    assert_eq!(p.mock.complete_unvalidated(&order).await.unwrap(), 200);
+    p.until_cart(
+        &shopper,
+        |c| !c["orderReference"].is_null(),
+        "the paid order is placed",
+    )
+    .await;
+    p.settled().await;
+    assert_eq!(p.orders_placed(&cart_id).await, 1);
+    assert_eq!(p.events_of_type(&cart_id, "OrderMismatched").await, 0);
+}
+
 #[tokio::test]
 async fn paying_the_old_amount_after_the_cart_changed_never_places_an_order() {
     let Some((p, shopper, cart)) = shop().await else {

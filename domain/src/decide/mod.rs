@@ -7,8 +7,12 @@
 //!   allowed and **re-opens** the checkout: the events start with `CheckoutReopened`, and the
 //!   next `StartCheckout` carries the existing provider order id so the runner updates that
 //!   order instead of creating another.
-//! - Runner/provider commands (`RecordProviderOrder`, `FailCheckout`, `ConfirmOrder`) that
-//!   repeat what already happened decide to no events: redelivery is harmless.
+//! - Once the provider's validation approved a purchase (`ApprovePayment`), the cart holds
+//!   still until the order is placed or fails, or `PURCHASE_HOLD_SECS` pass: changes to the
+//!   contents, another attempt and a cancel are refused with `cart_locked`.
+//! - Runner/provider commands (`RecordProviderOrder`, `FailCheckout`, `ConfirmOrder`,
+//!   `ApprovePayment`) that repeat what already happened decide to no events: redelivery is
+//!   harmless.
 
 use time::OffsetDateTime;
 
@@ -60,6 +64,16 @@ pub fn decide(cart: &Cart, command: Command, ctx: &Context<'_>) -> Result<Vec<Ev
             Command::FailCheckout { .. } => Ok(Vec::new()),
             _ => Err(DomainError::OrderPlaced(order.order_reference.clone())),
         };
+    }
+    // While the provider completes an approved purchase, nothing may make the paid order
+    // differ from the cart: no change to what is paid for, no other attempt, no cancel.
+    let holds = command.changes_contents()
+        || matches!(
+            command,
+            Command::StartCheckout { .. } | Command::CancelCheckout
+        );
+    if holds && let Some(order) = cart.purchase_held(ctx.now.unix_timestamp()) {
+        return Err(DomainError::PurchaseInProgress(order.to_owned()));
     }
     let mut d = Decision {
         cart: cart.clone(),
@@ -265,6 +279,10 @@ impl Decision<'_, '_> {
                 self.emit(SubscriptionDetailsRemoved { id });
                 Ok(())
             }
+            Command::ApprovePayment {
+                provider_order_id,
+                paid,
+            } => self.approve_payment(provider_order_id, &paid),
             Command::ConfirmOrder {
                 provider_order_id,
                 order_reference,
@@ -287,6 +305,44 @@ impl Decision<'_, '_> {
                     Err(m) => mismatched(provider_order_id, paid, m),
                 };
                 self.emit(event);
+                Ok(())
+            }
+        }
+    }
+
+    /// The provider's validation callback: approved when what it would charge matches the
+    /// live attempt and the cart (then the cart holds still for the purchase), refused
+    /// otherwise. Asked again while held, it changes nothing.
+    fn approve_payment(
+        &mut self,
+        provider_order_id: String,
+        paid: &PaidOrder,
+    ) -> Result<(), DomainError> {
+        let now = self.ctx.now.unix_timestamp();
+        let checkout = self
+            .cart
+            .check_paid(&provider_order_id, paid)
+            .map_err(|m| DomainError::PaymentRefused {
+                code: m.code,
+                reason: m.reason,
+            })?;
+        let attempt_id = checkout.attempt_id.clone();
+        match &checkout.status {
+            CheckoutStatus::Failed { .. }
+            | CheckoutStatus::Cancelled
+            | CheckoutStatus::Completed => Err(DomainError::PaymentRefused {
+                code: "checkout_closed",
+                reason: format!("checkout attempt {attempt_id:?} has ended"),
+            }),
+            CheckoutStatus::PaymentApproved { .. } if self.cart.purchase_held(now).is_some() => {
+                Ok(())
+            }
+            _ => {
+                self.emit(PaymentApproved {
+                    attempt_id,
+                    provider_order_id,
+                    approved_at: now,
+                });
                 Ok(())
             }
         }

@@ -192,6 +192,16 @@ pub struct OrderPlaced {
     pub attempt_id: Option<String>,
 }
 
+/// The provider asked to complete the purchase of `provider_order_id` for checkout attempt
+/// `attempt_id` and the cart matched it: the cart holds still for the purchase from
+/// `approved_at` (Unix seconds) until the order is placed or fails, or the hold runs out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentApproved {
+    pub attempt_id: String,
+    pub provider_order_id: String,
+    pub approved_at: i64,
+}
+
 /// A provider order was paid for this cart but cannot be placed: it does not match the
 /// checkout attempt, or the cart changed after the attempt (see `Cart::check_paid`). The
 /// runner leaves the provider order unacknowledged (or cancels it) and an operator decides.
@@ -295,6 +305,7 @@ events! {
     ProviderOrderRecorded = 1,
     CheckoutFailed = 1,
     CheckoutCancelled = 1,
+    PaymentApproved = 1,
     OrderPlaced = 1,
     OrderMismatched = 1,
     SubscriptionDetailsUpserted = 1,

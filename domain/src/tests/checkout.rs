@@ -361,3 +361,114 @@ fn a_voucher_expired_on_the_cart_comes_off_when_the_checkout_starts() {
     let after = events.iter().fold(cart.clone(), evolve);
     assert!(after.vouchers.is_empty());
 }
+
+/// `command` decided `secs` seconds after the tests' clock.
+fn when_later(cart: &Cart, command: Command, secs: i64) -> Result<Vec<Event>, DomainError> {
+    let cat = catalog();
+    let mut ctx = ctx(&cat);
+    ctx.now += time::Duration::seconds(secs);
+    decide(cart, command, &ctx)
+}
+
+/// The provider asks to complete the purchase (its validation callback): approved when the
+/// order matches the attempt and the cart. From then on the cart holds still for the purchase
+/// (nothing that would make the paid order differ from it: no change to what is paid for, no
+/// other attempt, no cancel) until the order is placed, or the hold runs out.
+#[test]
+fn an_approved_purchase_holds_the_cart_until_it_is_placed() {
+    let cart = checking_out(vec![order_created("a1")]);
+    let paid = paid_for(&cart);
+    let approve = Command::ApprovePayment {
+        provider_order_id: "ko-1".into(),
+        paid: paid.clone(),
+    };
+    let held = apply_all(cart, approve.clone());
+    assert!(matches!(
+        held.checkout.as_ref().unwrap().status,
+        CheckoutStatus::PaymentApproved { .. }
+    ));
+    assert!(held.payment_in_progress());
+    assert_eq!(
+        when(&held, approve).unwrap(),
+        vec![],
+        "asked again: nothing new"
+    );
+    for refused in [
+        Command::AddItem(add("BOOK-1", 1)),
+        Command::ClearCart,
+        checkout("a2"),
+        Command::CancelCheckout,
+    ] {
+        let name = refused.name();
+        assert_eq!(
+            when(&held, refused).unwrap_err().code(),
+            ErrorCode::CartLocked,
+            "{name}"
+        );
+    }
+    // What is not paid for may change; the paid order is placed.
+    let held = apply_all(
+        held,
+        Command::SetUser {
+            user_id: Some("u-1".into()),
+        },
+    );
+    let placed = apply_all(
+        held.clone(),
+        Command::ConfirmOrder {
+            provider_order_id: "ko-1".into(),
+            order_reference: "REF-1".into(),
+            paid,
+        },
+    );
+    assert!(placed.order_placed());
+    // With no order and no failure back, the hold runs out: the cart changes (and reopens).
+    let later = when_later(
+        &held,
+        Command::AddItem(add("BOOK-1", 1)),
+        crate::cart::PURCHASE_HOLD_SECS,
+    )
+    .unwrap();
+    assert!(matches!(later[0], Event::CheckoutReopened(_)), "{later:?}");
+}
+
+/// The validation callback is refused when the order no longer matches the cart, or its
+/// checkout was cancelled: the provider then does not complete the purchase.
+#[test]
+fn a_purchase_is_not_approved_for_a_changed_cart_or_a_cancelled_checkout() {
+    let cart = checking_out(vec![order_created("a1")]);
+    let paid = paid_for(&cart);
+    let approve = |cart: &Cart| {
+        when(
+            cart,
+            Command::ApprovePayment {
+                provider_order_id: "ko-1".into(),
+                paid: paid.clone(),
+            },
+        )
+    };
+    let changed = apply_all(cart.clone(), Command::AddItem(add("BOOK-1", 1)));
+    let err = approve(&changed).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DomainError::PaymentRefused {
+                code: "cart_changed",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let cancelled = apply_all(cart, Command::CancelCheckout);
+    let err = approve(&cancelled).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DomainError::PaymentRefused {
+                code: "checkout_closed",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}

@@ -401,8 +401,17 @@ fn every_event_type_round_trips_through_json() {
             all.push(e);
         }
     }
-    // The paid order is placed; another paid order for the placed cart is a mismatch.
+    // The provider asks to complete the purchase (approved: the cart holds still), then the
+    // paid order is placed; another paid order for the placed cart is a mismatch.
     let paid = paid_for(&c);
+    let approve = Command::ApprovePayment {
+        provider_order_id: "ko".into(),
+        paid: paid.clone(),
+    };
+    for e in when(&c, approve).unwrap() {
+        c = evolve(c, &e);
+        all.push(e);
+    }
     for order in ["ko", "ko-2"] {
         let confirm = Command::ConfirmOrder {
             provider_order_id: order.into(),

@@ -7,34 +7,30 @@
 //! turns into an update of the same provider order. When the provider is slow the reply is
 //! `202` with `Retry-After`: asking again resumes the wait.
 //!
-//! `POST /cart/push` is the provider's push callback: it is recorded in `WORKFLOW_COMMANDS`
-//! (the runner acknowledges the order and confirms it on the cart) and answered at once.
-//! `GET /cart/confirmation/{orderId}` returns the provider's confirmation snippet.
+//! `POST /cart/push` and `POST /cart/validation` are the provider's callbacks ([`callbacks`]).
+//! `GET /cart/confirmation/{orderId}` returns the provider's confirmation snippet of the
+//! shopper's own order.
 
-use std::time::Duration;
+mod callbacks;
 
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use cart_domain::ids::{CartId, KeyField, TenantId};
+use cart_domain::ids::KeyField;
 use cart_domain::{CartState, CheckoutStatus, Command};
 use futures::StreamExt;
-use http::{HeaderMap, StatusCode};
+use http::StatusCode;
 use proto::runner::admin::v1 as rpb;
 use serde::{Deserialize, Serialize};
 use shared::headers::RequestContext;
-use shared::provider_order::{MerchantData, OrderLine, paid_order};
-use shared::workflow::{AttemptIds, PUSH_KIND, PushReceived, PushSource};
+use shared::workflow::AttemptIds;
 use shared::{ApiError, ErrorCode};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::metrics as m;
 use crate::request::context::Ctx;
-use crate::request::json::JsonBody;
 use crate::request::params::Params;
-use crate::request::params::QueryParams;
 use crate::schema::ErrorBody;
 use crate::state::AppState;
 use crate::storefront::cart_ref::StoreCart;
@@ -46,12 +42,9 @@ use crate::upstream::services::{Services, request};
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(confirmation))
-        .routes(routes!(push))
-        .routes(routes!(validation))
+        .routes(routes!(callbacks::push))
+        .routes(routes!(callbacks::validation))
 }
-
-/// The provider waits 3 s for the validation callback; answer well inside it.
-const VALIDATION_DEADLINE: Duration = Duration::from_millis(2_500);
 
 /// Reply while the provider order is still being created.
 #[derive(Debug, Serialize, ToSchema)]
@@ -96,11 +89,14 @@ pub async fn checkout(
         ));
     }
     let attempt = match &state.cart.checkout {
-        // Waiting for payment or being created: continue with it, do not start another.
+        // Waiting for payment, being created, or being paid: continue with it, do not start
+        // another.
         Some(c)
             if matches!(
                 c.status,
-                CheckoutStatus::OrderCreated | CheckoutStatus::Started
+                CheckoutStatus::OrderCreated
+                    | CheckoutStatus::Started
+                    | CheckoutStatus::PaymentApproved { .. }
             ) =>
         {
             c.attempt_id.clone()
@@ -161,7 +157,9 @@ enum Outcome {
 fn outcome(state: &CartState, attempt: &str) -> Option<Outcome> {
     match &state.cart.checkout {
         Some(c) if c.attempt_id == attempt => match &c.status {
-            CheckoutStatus::OrderCreated | CheckoutStatus::Completed => Some(Outcome::Created),
+            CheckoutStatus::OrderCreated
+            | CheckoutStatus::PaymentApproved { .. }
+            | CheckoutStatus::Completed => Some(Outcome::Created),
             CheckoutStatus::Failed { code, reason } => Some(Outcome::Failed {
                 code: code.clone(),
                 reason: reason.clone(),
@@ -283,197 +281,4 @@ pub async fn confirmation(
         })
         .await?;
     provider_order(Some(order))
-}
-
-/// Query of the push callback, as the runner registers it with the provider
-/// (`/cart/push?tenant={tenant}&klarna_order_id={checkout.order.id}`).
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct PushQuery {
-    /// Tenant of the order.
-    tenant: Option<String>,
-    /// The provider order id.
-    klarna_order_id: String,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct PushAccepted {
-    received: bool,
-}
-
-/// The payment provider's push callback: a hint that an order changed. Every push is recorded
-/// durably for the runner, which reads the order from the provider and acts on its state
-/// (places a paid order whose payment matches the cart, acknowledges it). Needs no API key:
-/// the provider cannot send one, and a push is never trusted: a forged or early one changes
-/// nothing and blocks nothing (pushes are not de-duplicated before their order was read).
-#[utoipa::path(post, path = "/cart/push", tag = TAG,
-    params(PushQuery),
-    responses(
-        (status = 200, description = "Recorded", body = PushAccepted),
-        (status = 400, description = "Bad tenant or order id", body = ErrorBody),
-        (status = 503, description = "Could not be recorded; the provider retries", body = ErrorBody)))]
-pub async fn push(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    QueryParams(q): QueryParams<PushQuery>,
-) -> Result<Response, ApiError> {
-    let tenant = match q.tenant.as_deref() {
-        Some(t) => TenantId::parse(t)?,
-        None => s.auth.resolve(&headers)?.tenant,
-    };
-    KeyField::ProviderOrderId.check("klarna_order_id", &q.klarna_order_id)?;
-    let ctx = RequestContext::from_http_for_tenant(&headers, tenant.clone());
-    let js = s.services.js.as_ref().ok_or_else(|| {
-        ApiError::unavailable("this gateway has no NATS connection to record pushes")
-    })?;
-    let subject = shared::subjects::workflow_command(&tenant, PUSH_KIND, &q.klarna_order_id)?;
-    let record = PushReceived {
-        tenant: tenant.to_string(),
-        provider_order_id: q.klarna_order_id.clone(),
-        received_at: time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default(),
-        source: PushSource::Provider,
-    };
-    // No Nats-Msg-Id: every push is kept and acted on; de-duplication happens where the
-    // effect happens (the cart confirms one order once).
-    let mut h = async_nats::HeaderMap::new();
-    shared::spans::downstream(&ctx).to_nats_headers(&mut h);
-    let payload = serde_json::to_vec(&record).map_err(|e| ApiError::internal(e.to_string()))?;
-    let publish = async {
-        js.publish_with_headers(subject, h, payload.into())
-            .await?
-            .await
-            .map_err(async_nats::Error::from)
-    };
-    match tokio::time::timeout(Duration::from_secs(5), publish).await {
-        Ok(Ok(_)) => Ok(Json(PushAccepted { received: true }).into_response()),
-        Ok(Err(e)) => Err(ApiError::unavailable(format!(
-            "could not record the push: {e}"
-        ))),
-        Err(_) => Err(ApiError::new(
-            ErrorCode::Timeout,
-            "recording the push timed out",
-        )),
-    }
-}
-
-/// Query of the validation callback, as the runner registers it with the provider
-/// (`/cart/validation?tenant={tenant}&klarna_order_id={checkout.order.id}`).
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ValidationQuery {
-    /// Tenant of the order.
-    tenant: Option<String>,
-    /// The provider order id (also read from the body's `order_id`).
-    klarna_order_id: Option<String>,
-}
-
-/// The provider order as the provider posts it to the validation callback (Klarna Checkout
-/// v3 order JSON; the fields the check reads, others are ignored).
-#[derive(Debug, Deserialize)]
-pub struct ValidationOrder {
-    #[serde(default)]
-    order_id: Option<String>,
-    order_amount: i64,
-    purchase_currency: String,
-    #[serde(default)]
-    order_lines: Vec<OrderLine>,
-    #[serde(default)]
-    merchant_data: Option<String>,
-}
-
-/// The payment provider's validation callback, asked before it completes a purchase: `200`
-/// when the order charges exactly what the cart's checkout attempt holds and the cart still
-/// holds it; otherwise `303` to the storefront's checkout page
-/// (`GATEWAY_CHECKOUT_PAGE_URL?klarna_order_id=..&error=<reason>`), which makes the provider
-/// refuse the purchase. A purchase that completes anyway (a change in the instant between
-/// the two) is caught when the paid order comes back: it is never placed silently.
-#[utoipa::path(post, path = "/cart/validation", tag = TAG,
-    params(ValidationQuery),
-    request_body(content = serde_json::Value, description = "The provider order (Klarna Checkout v3 JSON)"),
-    responses(
-        (status = 200, description = "The cart matches the order: the purchase may complete", body = serde_json::Value),
-        (status = 303, description = "The cart no longer matches: the purchase is refused; Location is the checkout page"),
-        (status = 400, description = "The order names no cart of this platform", body = ErrorBody),
-        (status = 503, description = "The cart could not be read in time (the provider refuses the purchase)", body = ErrorBody)))]
-pub async fn validation(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    QueryParams(q): QueryParams<ValidationQuery>,
-    JsonBody(order): JsonBody<ValidationOrder>,
-) -> Result<Response, ApiError> {
-    let tenant = match q.tenant.as_deref() {
-        Some(t) => TenantId::parse(t)?,
-        None => s.auth.resolve(&headers)?.tenant,
-    };
-    let order_id = order
-        .order_id
-        .as_deref()
-        .or(q.klarna_order_id.as_deref())
-        .ok_or_else(|| ApiError::invalid("order_id is required"))?;
-    KeyField::ProviderOrderId.check("order_id", order_id)?;
-    let merchant = MerchantData::parse(order.merchant_data.as_deref())
-        .ok_or_else(|| ApiError::invalid("merchant_data does not name a cart of this platform"))?;
-    let order_tenant = TenantId::parse(&merchant.tenant)?;
-    let cart_id = CartId::parse(&merchant.cart_id)?;
-    let paid = paid_order(
-        &merchant,
-        order.order_amount,
-        &order.purchase_currency,
-        &order.order_lines,
-    );
-    paid.validate()?;
-    let checked = if order_tenant != tenant {
-        Err(cart_domain::PaymentMismatch {
-            code: "foreign_tenant",
-            reason: format!("the order belongs to tenant {order_tenant}, not {tenant}"),
-        })
-    } else {
-        let ctx = RequestContext::from_http_for_tenant(&headers, tenant.clone());
-        let state = tokio::time::timeout(VALIDATION_DEADLINE, s.upstream.state(&ctx, &cart_id))
-            .await
-            .map_err(|_| {
-                ApiError::new(ErrorCode::Timeout, "the cart could not be read in time")
-            })??;
-        state.cart.check_paid(order_id, &paid).map(|_| ())
-    };
-    match checked {
-        Ok(()) => {
-            metrics::counter!(m::CHECKOUT_VALIDATIONS, "result" => "approved", "reason" => "none")
-                .increment(1);
-            Ok(Json(serde_json::json!({"valid": true})).into_response())
-        }
-        Err(mismatch) => {
-            metrics::counter!(m::CHECKOUT_VALIDATIONS, "result" => "refused", "reason" => mismatch.code)
-                .increment(1);
-            tracing::warn!(
-                %tenant,
-                cart = %cart_id,
-                order = order_id,
-                code = mismatch.code,
-                reason = %mismatch.reason,
-                "validation callback: purchase refused"
-            );
-            let mut location = s.cfg.checkout_page_url.clone();
-            location.push(if location.contains('?') { '&' } else { '?' });
-            location.push_str(&format!(
-                "klarna_order_id={order_id}&error={}",
-                mismatch.code
-            ));
-            // The reason stays in the log: the caller is anonymous.
-            let mut resp = (
-                StatusCode::SEE_OTHER,
-                Json(serde_json::json!({"valid": false, "reason": mismatch.code})),
-            )
-                .into_response();
-            resp.headers_mut().insert(
-                http::header::LOCATION,
-                http::HeaderValue::from_str(&location).map_err(|_| {
-                    ApiError::internal("GATEWAY_CHECKOUT_PAGE_URL is not a valid header value")
-                })?,
-            );
-            Ok(resp)
-        }
-    }
 }

@@ -16,8 +16,14 @@ use utoipa::ToSchema;
 
 use crate::request::json::{describe, from_value, refuse_unknown};
 
-/// Sent by the runner and the payment provider, never by clients.
-pub const INTERNAL: &[&str] = &["RecordProviderOrder", "ConfirmOrder", "FailCheckout"];
+/// Sent by the runner, and for the payment provider's callbacks by the gateway itself; never
+/// by clients.
+pub const INTERNAL: &[&str] = &[
+    "RecordProviderOrder",
+    "ConfirmOrder",
+    "FailCheckout",
+    "ApprovePayment",
+];
 
 /// Several commands: `atomic` (the default) applies all or none as one commit; otherwise they
 /// run one by one and each reports its own error (such a list takes no `Idempotency-Key`).

@@ -207,7 +207,7 @@ impl MockProvider {
     /// Klarna's validation callback: the order as JSON to `merchant_urls.validation`. `200`
     /// approves; `303` refuses (the shopper is sent to its `Location`); with
     /// `require_validate_callback_success`, anything else refuses too.
-    async fn validate(&self, id: &str) -> Result<(), CompleteError> {
+    pub async fn validate(&self, id: &str) -> Result<(), CompleteError> {
         let order = self
             .order(id)
             .ok_or_else(|| CompleteError::NoSuchOrder(id.into()))?;
