@@ -102,6 +102,18 @@ pub struct ApiError {
 /// Longest quoted value an error message shows (a client's 5 KB value is not echoed back).
 const MAX_QUOTED: usize = 80;
 
+/// Longest error message in characters, whatever it quotes: what is left is cut with `…`.
+const MAX_MESSAGE: usize = 600;
+
+/// `value` (a client's text: a key, a path) as an error message shows it: at most
+/// [`MAX_QUOTED`] characters, then `…`.
+pub fn clip(value: &str) -> std::borrow::Cow<'_, str> {
+    match value.char_indices().nth(MAX_QUOTED) {
+        Some((at, _)) => format!("{}…", &value[..at]).into(),
+        None => value.into(),
+    }
+}
+
 /// `message` with every `"quoted"` or `` `quoted` `` part longer than [`MAX_QUOTED`]
 /// characters cut short: an error names what was wrong and shows enough of the value to
 /// recognise it, never all of it. Every [`ApiError`] message goes through it; call it directly
@@ -149,10 +161,20 @@ pub fn clip_quoted(message: String) -> String {
     out
 }
 
+/// `message` cut to [`MAX_MESSAGE`] characters: a last bound for text a message takes from a
+/// client unquoted.
+fn bounded(mut message: String) -> String {
+    if let Some((at, _)) = message.char_indices().nth(MAX_MESSAGE) {
+        message.truncate(at);
+        message.push('…');
+    }
+    message
+}
+
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
-            message: clip_quoted(message.into()),
+            message: bounded(clip_quoted(message.into())),
             code,
             owner_addr: None,
             retry_after: None,

@@ -303,3 +303,49 @@ async fn five_kilobyte_values_are_refused_by_name_while_other_shoppers_are_serve
     gw.stop().await.unwrap();
     aggregate.drain().await.unwrap();
 }
+
+/// A 5 KB JSON key or path, which error messages name, is not echoed back whole: every error
+/// stays short (the key or path is cut at 80 characters) and is JSON.
+#[tokio::test]
+async fn long_keys_and_paths_are_not_echoed_back() {
+    let Some(stack) = Stack::start(test_streams()).await else {
+        return;
+    };
+    let _aggregate = stack.aggregate("n1").await.unwrap();
+    let (_gw, base) = stack.cart_gateway("/cart/byid/probe").await;
+    let http = reqwest::Client::new();
+    let long = "K".repeat(5 * 1024);
+    let mut nested = serde_json::Map::new();
+    nested.insert("id".into(), json!("P"));
+    nested.insert(long.clone(), json!(1));
+    let mut unknown = serde_json::Map::new();
+    unknown.insert("type".into(), json!("SetUser"));
+    unknown.insert("userId".into(), json!("u"));
+    unknown.insert(long.clone(), json!(1));
+    for (what, req, status) in [
+        (
+            "a long key in a nested body",
+            http.put(format!("{base}/cart/byid/long-keys/delivery/1/pickupPoint"))
+                .json(&Value::Object(nested)),
+            400,
+        ),
+        (
+            "a long unknown field",
+            http.post(format!("{base}/v1/carts/long-keys/commands"))
+                .json(&Value::Object(unknown)),
+            400,
+        ),
+        ("a long path", http.get(format!("{base}/{long}")), 404),
+    ] {
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), status, "{what}");
+        let body: Value = resp.json().await.unwrap();
+        let message = body["error"].as_str().unwrap();
+        assert!(
+            message.chars().count() < 700,
+            "{what}: {} chars: {message}",
+            message.len()
+        );
+        assert!(!message.contains(&"K".repeat(100)), "{what}: {message}");
+    }
+}

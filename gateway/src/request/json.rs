@@ -11,6 +11,7 @@ use http::StatusCode;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use shared::error::clip;
 use shared::{ApiError, ErrorCode};
 
 /// A JSON request body, whatever its content type.
@@ -104,7 +105,11 @@ pub fn refuse_unknown(sent: &Value, decoded: &Value, path: &str) -> Result<(), A
                 match decoded.get(key) {
                     Some(d) => refuse_unknown(value, d, &at)?,
                     None => {
-                        return Err(ApiError::invalid(format!("{at}: unknown field {key}")));
+                        return Err(ApiError::invalid(format!(
+                            "{}: unknown field {}",
+                            clip(&at),
+                            clip(key)
+                        )));
                     }
                 }
             }
@@ -185,7 +190,7 @@ pub fn describe(path: &str, err: &serde_json::Error) -> ApiError {
             if path.is_empty() || path == "." {
                 ApiError::invalid(message)
             } else {
-                ApiError::invalid(format!("{path}: {message}"))
+                ApiError::invalid(format!("{}: {message}", clip(path)))
             }
         }
     }

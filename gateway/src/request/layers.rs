@@ -82,7 +82,7 @@ async fn not_found(req: Request) -> ApiError {
         format!(
             "no route for {} {}; see /openapi.json",
             req.method(),
-            req.uri().path()
+            shared::error::clip(req.uri().path())
         ),
     )
 }
