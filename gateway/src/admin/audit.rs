@@ -1,9 +1,14 @@
 //! The audit trail of the admin API: one log line (target `audit`) for every admin request,
 //! allowed or refused, with who made it, what it asked for and what came of it.
 //!
-//! "Who" is the credential that authorised it: `admin-token` (the one `GATEWAY_ADMIN_TOKEN`),
-//! or `unauthenticated` when the bearer token was missing or wrong. The token itself never
-//! appears; the request and correlation ids tie the line to the request log.
+//! "Who" is the credential that authorised it: `admin-token` (the one `GATEWAY_ADMIN_TOKEN`)
+//! once the [`super::Admin`] check passed, else `unauthenticated` (a missing or wrong token,
+//! and a request refused before the check: rate-limited, a method the route does not have).
+//! The token itself never appears; the request and correlation ids tie the line to the
+//! request log.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::extract::Request;
 use axum::middleware::Next;
@@ -11,8 +16,18 @@ use axum::response::Response;
 use http::StatusCode;
 use shared::headers::{CORRELATION_ID, REQUEST_ID};
 
+/// Set by [`super::Admin`] when the request's token passed: who the audit line names.
+#[derive(Clone, Default)]
+pub struct Authenticated(Arc<AtomicBool>);
+
+impl Authenticated {
+    pub fn passed(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Middleware around the API: requests under `/admin/` are recorded, others pass untouched.
-pub async fn record(req: Request, next: Next) -> Response {
+pub async fn record(mut req: Request, next: Next) -> Response {
     if !req.uri().path().starts_with("/admin/") {
         return next.run(req).await;
     }
@@ -37,12 +52,14 @@ pub async fn record(req: Request, next: Next) -> Response {
         };
         (header(REQUEST_ID), header(CORRELATION_ID))
     };
+    let authenticated = Authenticated::default();
+    req.extensions_mut().insert(authenticated.clone());
     let response = next.run(req).await;
     let status = response.status();
-    let who = if status == StatusCode::UNAUTHORIZED {
-        "unauthenticated"
-    } else {
+    let who = if authenticated.0.load(Ordering::Relaxed) {
         "admin-token"
+    } else {
+        "unauthenticated"
     };
     let result = if status.is_success() {
         "ok"

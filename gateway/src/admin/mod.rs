@@ -52,6 +52,9 @@ impl FromRequestParts<AppState> for Admin {
 
     async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, ApiError> {
         s.auth.check_admin(&parts.headers)?;
+        if let Some(audit) = parts.extensions.get::<audit::Authenticated>() {
+            audit.passed();
+        }
         Ok(Admin(RequestContext::from_http_for_tenant(
             &parts.headers,
             TenantId::default_tenant(),

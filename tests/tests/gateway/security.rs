@@ -178,6 +178,18 @@ async fn every_admin_request_leaves_an_audit_line_without_the_token() {
         // The right token reaches the (unreachable) projection: 503; the wrong one: 401.
         assert_ne!(resp.status(), StatusCode::OK);
     }
+    // Refused before the token is looked at (no such method): not the admin token's doing.
+    let resp = app
+        .clone()
+        .oneshot(
+            Request::delete("/admin/dead-letters")
+                .header("x-request-id", "audit-2")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
     // A shopper's request is not an admin action: no audit line.
     let resp = app
         .clone()
@@ -191,7 +203,7 @@ async fn every_admin_request_leaves_an_audit_line_without_the_token() {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|l| l["target"] == "audit")
         .collect();
-    assert_eq!(audit.len(), 2, "{log}");
+    assert_eq!(audit.len(), 3, "{log}");
     let denied = &audit[0]["fields"];
     assert_eq!(denied["who"], "unauthenticated");
     assert_eq!(denied["result"], "denied");
@@ -202,6 +214,9 @@ async fn every_admin_request_leaves_an_audit_line_without_the_token() {
     assert_eq!(allowed["who"], "admin-token");
     assert_eq!(allowed["method"], "GET");
     assert_eq!(allowed["request_id"], "audit-1");
+    let refused = &audit[2]["fields"];
+    assert_eq!(refused["who"], "unauthenticated", "{refused}");
+    assert_eq!(refused["status"], 405);
     assert!(
         !log.contains("s3cret-admin"),
         "the token never appears: {log}"
