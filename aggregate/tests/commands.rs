@@ -9,7 +9,9 @@ use cart_domain::CartState;
 use cart_domain::ids::CommandId;
 use common::*;
 use proto::cart::v1 as pb;
+use proto::cart::v1::cart_service_client::CartServiceClient;
 use shared::ErrorCode;
+use tonic::transport::Channel;
 
 #[tokio::test]
 async fn fifty_concurrent_adds_to_one_cart_all_apply_exactly_once() {
@@ -479,14 +481,7 @@ async fn watch_cart_streams_each_commit() {
     let Some(env) = env().await else { return };
     let (node, mut client) = env.node_and_client("n1", false).await;
     let cart = "watched";
-    let mut stream = client
-        .watch_cart(request(pb::WatchCartRequest {
-            tenant: TENANT.into(),
-            cart_id: cart.into(),
-        }))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = watch(&mut client, cart).await;
     let first = stream.next().await.unwrap().unwrap();
     assert_eq!(first.version, 0);
     for q in 1..=3 {
@@ -506,14 +501,7 @@ async fn a_watch_its_caller_left_leaves_nothing_behind() {
     let Some(env) = env().await else { return };
     let (node, mut client) = env.node_and_client("n1", false).await;
     for cart in ["left-1", "left-2", "left-3"] {
-        let mut stream = client
-            .watch_cart(request(pb::WatchCartRequest {
-                tenant: TENANT.into(),
-                cart_id: cart.into(),
-            }))
-            .await
-            .unwrap()
-            .into_inner();
+        let mut stream = watch(&mut client, cart).await;
         assert_eq!(stream.next().await.unwrap().unwrap().version, 0);
     }
     shared::test_support::wait_until(
@@ -598,4 +586,19 @@ async fn a_cart_cached_before_a_stream_created_again_that_grew_past_it_is_read_a
         "2 from the second node, then 1"
     );
     assert_same(&state, &env.replay(cart).await, cart);
+}
+
+/// A `WatchCart` stream of `cart`.
+async fn watch(
+    client: &mut CartServiceClient<Channel>,
+    cart: &str,
+) -> tonic::Streaming<pb::CartSnapshot> {
+    client
+        .watch_cart(request(pb::WatchCartRequest {
+            tenant: TENANT.into(),
+            cart_id: cart.into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
 }

@@ -177,13 +177,19 @@ fn requests(long: &str) -> Vec<Bad> {
     list
 }
 
-#[tokio::test]
-async fn five_kilobyte_values_are_refused_by_name_while_other_shoppers_are_served() {
-    let Some(stack) = Stack::start(test_streams()).await else {
-        return;
-    };
+/// NATS, one aggregate node and a gateway in front of it, and the gateway's base URL.
+async fn served() -> Option<(Stack, aggregate::Running, gateway::Running, String)> {
+    let stack = Stack::start(test_streams()).await?;
     let aggregate = stack.aggregate("n1").await.unwrap();
     let (gw, base) = stack.cart_gateway("/cart/byid/probe").await;
+    Some((stack, aggregate, gw, base))
+}
+
+#[tokio::test]
+async fn five_kilobyte_values_are_refused_by_name_while_other_shoppers_are_served() {
+    let Some((_stack, aggregate, gw, base)) = served().await else {
+        return;
+    };
     let http = reqwest::Client::new();
 
     // Other shoppers add to their carts the whole time.
@@ -308,11 +314,9 @@ async fn five_kilobyte_values_are_refused_by_name_while_other_shoppers_are_serve
 /// stays short (the key or path is cut at 80 characters) and is JSON.
 #[tokio::test]
 async fn long_keys_and_paths_are_not_echoed_back() {
-    let Some(stack) = Stack::start(test_streams()).await else {
+    let Some((_stack, _aggregate, _gw, base)) = served().await else {
         return;
     };
-    let _aggregate = stack.aggregate("n1").await.unwrap();
-    let (_gw, base) = stack.cart_gateway("/cart/byid/probe").await;
     let http = reqwest::Client::new();
     let long = "K".repeat(5 * 1024);
     let mut nested = serde_json::Map::new();

@@ -46,6 +46,22 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(callbacks::validation))
 }
 
+/// What the checkout routes need first: a runner to ask, and a cart the shopper already has
+/// (a fresh cookie has nothing to check out or confirm: `no_cart`).
+fn known_cart(
+    s: &AppState,
+    cart: &StoreCart,
+    no_cart: impl FnOnce() -> ApiError,
+) -> Result<(), ApiError> {
+    if !s.services.runner.is_configured() {
+        return Err(s.services.runner.not_configured());
+    }
+    if cart.is_new() {
+        return Err(no_cart());
+    }
+    Ok(())
+}
+
 /// Reply while the provider order is still being created.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -69,15 +85,9 @@ pub async fn checkout(
     Ctx(ctx): Ctx,
     cart: StoreCart,
 ) -> Result<Response, ApiError> {
-    if !s.services.runner.is_configured() {
-        return Err(s.services.runner.not_configured());
-    }
-    if cart.is_new() {
-        return Err(ApiError::new(
-            ErrorCode::InvalidState,
-            "cannot check out an empty cart",
-        ));
-    }
+    known_cart(&s, &cart, || {
+        ApiError::new(ErrorCode::InvalidState, "cannot check out an empty cart")
+    })?;
     let state = s.upstream.state(&ctx, &cart.id).await?;
     if let Some(order) = &state.cart.order {
         return Err(ApiError::new(
@@ -252,17 +262,11 @@ pub async fn confirmation(
     Params(p): Params<OrderPath>,
 ) -> Result<Response, ApiError> {
     KeyField::ProviderOrderId.check("orderId", &p.order_id)?;
-    if !s.services.runner.is_configured() {
-        return Err(s.services.runner.not_configured());
-    }
     // Only the shopper's own order: its id alone shows in redirect URLs and logs, and the
     // order holds the shopper's addresses.
-    if cart.is_new() {
-        return Err(ApiError::new(
-            ErrorCode::NotFound,
-            "no such order for this cart",
-        ));
-    }
+    known_cart(&s, &cart, || {
+        ApiError::new(ErrorCode::NotFound, "no such order for this cart")
+    })?;
     let body = rpb::GetConfirmationRequest {
         tenant: ctx.tenant.to_string(),
         order_id: p.order_id,

@@ -548,18 +548,11 @@ async fn last_result(env: &Env, cart: &str) -> CheckoutResult {
     last_workflow_event(env, CHECKOUT_KIND, cart).await
 }
 
-/// The last workflow event of the `kind` workflow `id`.
+/// The last workflow event of the `kind` workflow `id` (there must be one).
 async fn last_workflow_event(env: &Env, kind: &str, id: &str) -> CheckoutResult {
-    let subject = shared::subjects::workflow_event(&tenant(), kind, id).unwrap();
-    let msg = env
-        .js
-        .get_stream(WORKFLOW_EVENTS_STREAM)
+    last_workflow_event_of(env, kind, id)
         .await
-        .unwrap()
-        .direct_get_last_for_subject(subject)
-        .await
-        .unwrap();
-    serde_json::from_slice(&msg.payload).unwrap()
+        .unwrap_or_else(|| panic!("no {kind} event for {id}"))
 }
 
 /// The shopper checks out, changes the cart, then pays the old provider order: the order is
