@@ -588,6 +588,59 @@ async fn a_cart_cached_before_a_stream_created_again_that_grew_past_it_is_read_a
     assert_same(&state, &env.replay(cart).await, cart);
 }
 
+/// A cart that is ordered is not merged into another: its lines would be bought again. The
+/// merge is refused and the target cart is left as it was.
+#[tokio::test]
+async fn an_ordered_cart_is_not_merged_into_another() {
+    use cart_domain::Command as C;
+    let Some(env) = env().await else { return };
+    let (node, mut client) = env.node_and_client("n1", false).await;
+    run(&mut client, "bought", add("TEST-SKU-123", 1)).await;
+    let start = C::StartCheckout {
+        attempt_id: "a1".into(),
+        country: None,
+    };
+    run(&mut client, "bought", start).await;
+    let recorded = C::RecordProviderOrder {
+        attempt_id: "a1".into(),
+        provider_order_id: "ko-1".into(),
+        status: "checkout_incomplete".into(),
+    };
+    run(&mut client, "bought", recorded).await;
+    let checkout = read(&mut client, "bought").await.cart.checkout.unwrap();
+    let paid = cart_domain::PaidOrder {
+        attempt_id: checkout.attempt_id.clone(),
+        amount: checkout.amount,
+        currency: checkout.currency.clone(),
+        lines_digest: checkout.lines_digest.clone(),
+    };
+    let confirm = C::ConfirmOrder {
+        provider_order_id: "ko-1".into(),
+        order_reference: "R-1".into(),
+        paid,
+    };
+    run(&mut client, "bought", confirm).await;
+    assert!(read(&mut client, "bought").await.cart.order.is_some());
+
+    run(&mut client, "target", add("TEST-SKU-456", 1)).await;
+    let merge = C::MergeCart {
+        source_cart_id: cart_domain::ids::CartId::parse("bought").unwrap(),
+        items: Vec::new(),
+    };
+    let err = client
+        .execute(exec("target", CommandId::new(), merge))
+        .await
+        .expect_err("an ordered cart is not merged");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("is ordered"), "{}", err.message());
+    assert_eq!(
+        env.messages("target").await.len(),
+        1,
+        "the target is unchanged"
+    );
+    node.drain().await.unwrap();
+}
+
 /// A `WatchCart` stream of `cart`.
 async fn watch(
     client: &mut CartServiceClient<Channel>,

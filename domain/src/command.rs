@@ -78,7 +78,8 @@ pub enum Command {
         user_id: Option<String>,
     },
     /// Merge an anonymous cart's items into this (the user's) cart; lines sum by SKU. The
-    /// aggregate fills `items` from the source cart before deciding.
+    /// aggregate fills `items` from the source cart before deciding, and refuses a source that
+    /// is ordered or being paid for (its lines would be bought again).
     #[serde(rename_all = "camelCase")]
     MergeCart {
         #[cfg_attr(feature = "openapi", schema(value_type = String))]

@@ -240,6 +240,29 @@ impl Carts {
     ) -> Result<Vec<domain::AddItem>, ApiError> {
         let source = self.cart_ref(tenant.clone(), source.clone());
         let state = self.read_uncached(&source).await?;
+        // What was bought, or is being paid for, is not put in another cart to be bought again.
+        if let Some(order) = &state.cart.order {
+            return Err(ApiError::new(
+                ErrorCode::InvalidState,
+                format!(
+                    "cart {} is ordered (reference {}): its lines are not merged",
+                    source.cart_id, order.order_reference
+                ),
+            ));
+        }
+        if state
+            .cart
+            .purchase_held(time::OffsetDateTime::now_utc().unix_timestamp())
+            .is_some()
+        {
+            return Err(ApiError::new(
+                ErrorCode::InvalidState,
+                format!(
+                    "cart {} is being paid for: its lines are not merged",
+                    source.cart_id
+                ),
+            ));
+        }
         Ok(state
             .cart
             .lines
