@@ -77,14 +77,6 @@ pub struct SubscriptionDetails {
     pub data: serde_json::Value,
 }
 
-/// How long a cart holds still for a purchase the provider asked to complete
-/// ([`CheckoutStatus::PaymentApproved`]) when neither the order nor a failure comes back: then
-/// it can change again (a paid order that arrives later is checked against the cart as it is).
-/// Long enough for a lost push to be caught by reconciliation (its first reads are at 2, 4
-/// and 8 minutes by default); short enough that a shopper whose purchase did not go through
-/// (the provider got no answer from the validation) is not kept from the cart for long.
-pub const PURCHASE_HOLD_SECS: i64 = 10 * 60;
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum CheckoutStatus {
@@ -93,7 +85,7 @@ pub enum CheckoutStatus {
     /// The provider order exists; the shopper is paying.
     OrderCreated,
     /// The provider asked to complete the purchase and the cart matched: it holds still for
-    /// the purchase from `approved_at` (Unix seconds) for [`PURCHASE_HOLD_SECS`].
+    /// the purchase from `approved_at` (Unix seconds) for [`crate::payment::PURCHASE_HOLD_SECS`].
     PaymentApproved {
         approved_at: i64,
     },
@@ -237,6 +229,10 @@ impl Cart {
             .find(|m| m.provider_order_id == provider_order_id)
     }
 
+    pub fn items_gross(&self) -> i64 {
+        self.lines.iter().map(Line::total_gross).sum()
+    }
+
     pub fn order_placed(&self) -> bool {
         self.order.is_some()
     }
@@ -263,24 +259,6 @@ impl Cart {
                 ..
             })
         )
-    }
-
-    /// The provider order whose purchase the cart holds still for at `now` (Unix seconds): one
-    /// approved less than [`PURCHASE_HOLD_SECS`] ago and neither placed nor failed since.
-    pub fn purchase_held(&self, now: i64) -> Option<&str> {
-        match self.checkout.as_deref() {
-            Some(Checkout {
-                status: CheckoutStatus::PaymentApproved { approved_at },
-                ..
-            }) if now < approved_at.saturating_add(PURCHASE_HOLD_SECS) => {
-                self.provider_order_id.as_deref()
-            }
-            _ => None,
-        }
-    }
-
-    pub fn items_gross(&self) -> i64 {
-        self.lines.iter().map(Line::total_gross).sum()
     }
 
     fn checkout_mut(&mut self, attempt_id: &str) -> Option<&mut Checkout> {

@@ -127,7 +127,7 @@ pub enum Command {
     /// matches the checkout attempt and the cart (`Cart::check_paid`). Refused when it does
     /// not; when it does, the cart holds still for the purchase (`PaymentApproved`): changes
     /// that would make the paid order differ are refused with `cart_locked` until the order is
-    /// placed or the checkout fails, or [`crate::cart::PURCHASE_HOLD_SECS`] have passed.
+    /// placed or the checkout fails, or [`crate::payment::PURCHASE_HOLD_SECS`] have passed.
     #[serde(rename_all = "camelCase")]
     ApprovePayment {
         provider_order_id: String,

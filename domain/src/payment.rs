@@ -9,7 +9,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::cart::{Cart, Checkout};
+use super::cart::{Cart, Checkout, CheckoutStatus};
+use super::command::AddItem;
 use super::error::DomainError;
 use super::event::{CheckoutLine, lines_digest};
 use super::totals::totals;
@@ -146,7 +147,57 @@ impl PaymentMismatch {
     }
 }
 
+/// How long a cart holds still for a purchase the provider asked to complete
+/// ([`CheckoutStatus::PaymentApproved`]) when neither the order nor a failure comes back: then
+/// it can change again (a paid order that arrives later is checked against the cart as it is).
+/// Long enough for a lost push to be caught by reconciliation (its first reads are at 2, 4
+/// and 8 minutes by default); short enough that a shopper whose purchase did not go through
+/// (the provider got no answer from the validation) is not kept from the cart for long.
+pub const PURCHASE_HOLD_SECS: i64 = 10 * 60;
+
 impl Cart {
+    /// What a merge of this cart into another adds (`MergeCart`), as of `now` (Unix seconds):
+    /// nothing from a cart that is ordered or being paid for, whose lines would be bought
+    /// again.
+    pub fn lines_to_merge(&self, now: i64) -> Result<Vec<AddItem>, DomainError> {
+        let refused = |why: String| {
+            Err(DomainError::InvalidState(format!(
+                "cart {} {why}: its lines are not merged",
+                self.id
+            )))
+        };
+        if let Some(order) = &self.order {
+            return refused(format!("is ordered (reference {})", order.order_reference));
+        }
+        if self.purchase_held(now).is_some() {
+            return refused("is being paid for".to_owned());
+        }
+        Ok(self
+            .lines
+            .iter()
+            .map(|l| AddItem {
+                sku: l.product.sku.clone(),
+                quantity: l.quantity,
+                country: l.country.to_string(),
+                store_id: l.store_id.as_deref().map(str::to_owned),
+            })
+            .collect())
+    }
+
+    /// The provider order whose purchase the cart holds still for at `now` (Unix seconds): one
+    /// approved less than [`PURCHASE_HOLD_SECS`] ago and neither placed nor failed since.
+    pub fn purchase_held(&self, now: i64) -> Option<&str> {
+        match self.checkout.as_deref() {
+            Some(Checkout {
+                status: CheckoutStatus::PaymentApproved { approved_at },
+                ..
+            }) if now < approved_at.saturating_add(PURCHASE_HOLD_SECS) => {
+                self.provider_order_id.as_deref()
+            }
+            _ => None,
+        }
+    }
+
     /// The checkout attempt `paid` pays for, when the provider's order, that attempt and the
     /// cart as it is now all agree on what is charged.
     pub fn check_paid(

@@ -108,7 +108,12 @@ const MAX_MESSAGE: usize = 600;
 /// `value` (a client's text: a key, a path) as an error message shows it: at most
 /// [`MAX_QUOTED`] characters, then `…`.
 pub fn clip(value: &str) -> std::borrow::Cow<'_, str> {
-    match value.char_indices().nth(MAX_QUOTED) {
+    cut(value, MAX_QUOTED)
+}
+
+/// `value` cut to `max` characters, with `…` when anything was left out.
+fn cut(value: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match value.char_indices().nth(max) {
         Some((at, _)) => format!("{}…", &value[..at]).into(),
         None => value.into(),
     }
@@ -142,13 +147,7 @@ pub fn clip_quoted(message: String) -> String {
             }
         }
         let end = close.unwrap_or(rest.len());
-        let quoted = &rest[..end];
-        if quoted.chars().count() > MAX_QUOTED {
-            out.extend(quoted.chars().take(MAX_QUOTED));
-            out.push('…');
-        } else {
-            out.push_str(quoted);
-        }
+        out.push_str(&clip(&rest[..end]));
         match close {
             Some(i) => {
                 out.push(quote);
@@ -163,12 +162,11 @@ pub fn clip_quoted(message: String) -> String {
 
 /// `message` cut to [`MAX_MESSAGE`] characters: a last bound for text a message takes from a
 /// client unquoted.
-fn bounded(mut message: String) -> String {
-    if let Some((at, _)) = message.char_indices().nth(MAX_MESSAGE) {
-        message.truncate(at);
-        message.push('…');
+fn bounded(message: String) -> String {
+    match cut(&message, MAX_MESSAGE) {
+        std::borrow::Cow::Borrowed(_) => message,
+        std::borrow::Cow::Owned(short) => short,
     }
-    message
 }
 
 impl ApiError {

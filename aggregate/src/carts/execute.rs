@@ -181,18 +181,16 @@ impl Carts {
                         // The store has it and the cart no longer lists it (more than `recent`
                         // commands since: an answer lost, then a busy cart). Command ids are
                         // made per request (by the gateway, or from the runner's attempt), so
-                        // this is that command, applied at the sequence the store names.
-                        None if appended.sequence <= loaded.state.version
-                            && id.fingerprint.is_none() =>
-                        {
-                            Ok(duplicate_reply(&loaded.state, appended.sequence, render))
-                        }
-                        None if appended.sequence <= loaded.state.version => {
-                            Err(ApiError::invalid(format!(
+                        // this is that command, applied at the sequence the store names. A
+                        // keyed one the cart would still know (its key outlives the store's
+                        // duplicate window): another request under a reused id.
+                        None if appended.sequence <= loaded.state.version => match id.fingerprint {
+                            None => Ok(duplicate_reply(&loaded.state, appended.sequence, render)),
+                            Some(_) => Err(ApiError::invalid(format!(
                                 "command_id {command_id} was already used for a different \
                                  request; send a new id for each request"
-                            )))
-                        }
+                            ))),
+                        },
                         None => Err(ApiError::unavailable(
                             "the event store reported a duplicate that is not readable yet; retry",
                         )),
@@ -240,40 +238,8 @@ impl Carts {
     ) -> Result<Vec<domain::AddItem>, ApiError> {
         let source = self.cart_ref(tenant.clone(), source.clone());
         let state = self.read_uncached(&source).await?;
-        // What was bought, or is being paid for, is not put in another cart to be bought again.
-        if let Some(order) = &state.cart.order {
-            return Err(ApiError::new(
-                ErrorCode::InvalidState,
-                format!(
-                    "cart {} is ordered (reference {}): its lines are not merged",
-                    source.cart_id, order.order_reference
-                ),
-            ));
-        }
-        if state
-            .cart
-            .purchase_held(time::OffsetDateTime::now_utc().unix_timestamp())
-            .is_some()
-        {
-            return Err(ApiError::new(
-                ErrorCode::InvalidState,
-                format!(
-                    "cart {} is being paid for: its lines are not merged",
-                    source.cart_id
-                ),
-            ));
-        }
-        Ok(state
-            .cart
-            .lines
-            .iter()
-            .map(|l| domain::AddItem {
-                sku: l.product.sku.clone(),
-                quantity: l.quantity,
-                country: l.country.to_string(),
-                store_id: l.store_id.as_deref().map(str::to_owned),
-            })
-            .collect())
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        Ok(state.cart.lines_to_merge(now)?)
     }
 
     async fn append(

@@ -426,7 +426,7 @@ fn an_approved_purchase_holds_the_cart_until_it_is_placed() {
     let later = when_later(
         &held,
         Command::AddItem(add("BOOK-1", 1)),
-        crate::cart::PURCHASE_HOLD_SECS,
+        crate::payment::PURCHASE_HOLD_SECS,
     )
     .unwrap();
     assert!(matches!(later[0], Event::CheckoutReopened(_)), "{later:?}");

@@ -101,11 +101,11 @@ pub async fn push(
     }
 }
 
-/// Records on the cart that the provider may complete the purchase of `order_id`
-/// (`ApprovePayment`): the cart decides it again, fenced like any command, and from then on
-/// holds still for the purchase. Its refusal (the cart changed since it was read) refuses the
-/// purchase; an error (the cart could not be reached in time) answers the provider with it,
-/// which refuses the purchase as well.
+/// Asks the cart to approve the purchase of `order_id` (`ApprovePayment`): the cart checks the
+/// order against its attempt and its lines ([`cart_domain::Cart::check_paid`]), fenced like any
+/// command, and from then on holds still for the purchase. A refusal is named by the same check
+/// on the cart as it is now (or `checkout_closed` when that passes: the attempt has ended); an
+/// error (the cart could not be reached) answers the provider, which refuses the purchase too.
 async fn approve(
     s: &AppState,
     ctx: &RequestContext,
@@ -125,18 +125,16 @@ async fn approve(
         &paid.attempt_id,
         "approve-payment",
     ]);
-    let approved = tokio::time::timeout(
-        VALIDATION_DEADLINE,
-        s.upstream.execute(ctx, cart, Exec::new(id), command),
-    )
-    .await
-    .map_err(|_| ApiError::new(ErrorCode::Timeout, "the cart could not approve in time"))?;
-    match approved {
+    match s.upstream.execute(ctx, cart, Exec::new(id), command).await {
         Ok(_) => Ok(Ok(())),
-        Err(e) if e.code == ErrorCode::InvalidState => Ok(Err(cart_domain::PaymentMismatch {
-            code: "cart_changed",
-            reason: e.message,
-        })),
+        Err(e) if matches!(e.code, ErrorCode::InvalidState | ErrorCode::CartLocked) => {
+            let state = s.upstream.state(ctx, cart).await?;
+            let mismatch = state.cart.check_paid(order_id, paid).err();
+            Ok(Err(mismatch.unwrap_or(cart_domain::PaymentMismatch {
+                code: "checkout_closed",
+                reason: e.message,
+            })))
+        }
         Err(e) => Err(e),
     }
 }
@@ -215,15 +213,11 @@ pub async fn validation(
         })
     } else {
         let ctx = RequestContext::from_http_for_tenant(&headers, tenant.clone());
-        let state = tokio::time::timeout(VALIDATION_DEADLINE, s.upstream.state(&ctx, &cart_id))
+        // One deadline for the whole answer: the provider waits 3 s.
+        let approved = approve(&s, &ctx, &cart_id, order_id, &paid);
+        tokio::time::timeout(VALIDATION_DEADLINE, approved)
             .await
-            .map_err(|_| {
-                ApiError::new(ErrorCode::Timeout, "the cart could not be read in time")
-            })??;
-        match state.cart.check_paid(order_id, &paid) {
-            Ok(_) => approve(&s, &ctx, &cart_id, order_id, &paid).await?,
-            Err(mismatch) => Err(mismatch),
-        }
+            .map_err(|_| ApiError::new(ErrorCode::Timeout, "the cart did not answer in time"))??
     };
     match checked {
         Ok(()) => {

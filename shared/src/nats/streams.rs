@@ -9,7 +9,7 @@
 //! right after a rolling restart) waits instead of exiting.
 
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::context::{
@@ -36,8 +36,8 @@ pub struct Resources {
     pub catalog: kv::Store,
 }
 
-/// How long start-up keeps trying while JetStream is not ready (the sum of the waits between
-/// tries; each try is also bounded by the connection's request timeout).
+/// How long start-up keeps trying while JetStream is not ready, over every stream and bucket
+/// together (the waits between tries; each try is also bounded by the request timeout).
 pub const STARTUP_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Ensures every stream and KV bucket exists and fits `settings`. The first incompatible
@@ -50,19 +50,20 @@ pub async fn ensure_all(
     ensure_all_within(js, settings, STARTUP_PATIENCE).await
 }
 
-/// [`ensure_all`], trying a step again while JetStream is not ready for at most `patience`
-/// (zero: once).
+/// [`ensure_all`], trying a step again while JetStream is not ready, for at most `patience`
+/// of waiting over all the steps together (zero: each once).
 pub async fn ensure_all_within(
     js: &jetstream::Context,
     settings: &NatsResourceSettings,
     patience: Duration,
 ) -> Result<Resources, NatsError> {
     settings.check().map_err(NatsError::Settings)?;
+    let deadline = Instant::now() + patience;
     let stream = |config: stream::Config| async move {
-        patiently(patience, || ensure_stream(js, &config)).await
+        patiently(deadline, || ensure_stream(js, &config)).await
     };
     let kv =
-        |config: kv::Config| async move { patiently(patience, || ensure_kv(js, &config)).await };
+        |config: kv::Config| async move { patiently(deadline, || ensure_kv(js, &config)).await };
     Ok(Resources {
         cart_events: stream(policies::cart_events(settings)).await?,
         workflow_commands: stream(policies::workflow_commands(settings)).await?,
@@ -75,16 +76,16 @@ pub async fn ensure_all_within(
     })
 }
 
-/// `step` until it succeeds, fails for good, or has been [`NatsError::NotReady`] for longer
-/// than `patience`; each wait is logged.
-async fn patiently<T, Fut>(patience: Duration, step: impl FnMut() -> Fut) -> Result<T, NatsError>
+/// `step` until it succeeds, fails for good, or is still [`NatsError::NotReady`] when the
+/// next wait would pass `deadline`; each wait is logged.
+async fn patiently<T, Fut>(deadline: Instant, step: impl FnMut() -> Fut) -> Result<T, NatsError>
 where
     Fut: Future<Output = Result<T, NatsError>>,
 {
     let backoff = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(200))
         .with_max_delay(Duration::from_secs(2))
-        .with_total_delay(Some(patience))
+        .with_total_delay(Some(deadline.saturating_duration_since(Instant::now())))
         .without_max_times();
     step.retry(backoff)
         .when(NatsError::is_not_ready)
