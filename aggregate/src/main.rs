@@ -2,17 +2,7 @@
 //! development certificate set (`certs`).
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
-
-#[derive(Parser)]
-#[command(
-    version,
-    about = "Cart aggregate node: owns carts and appends their events to JetStream"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Cmd>,
-}
+use clap::Subcommand;
 
 #[derive(Subcommand)]
 enum Cmd {
@@ -43,19 +33,19 @@ enum Cmd {
     },
 }
 
-/// The services allocate a lot of small, short-lived objects per request; mimalloc handles
-/// that with far less contention than the system allocator (measured with cart-bench).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+shared::service_allocator!();
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let command = shared::serve::command_line::<Cmd>(
+        "aggregate",
+        "Cart aggregate node: owns carts and appends their events to JetStream",
+    );
     if let Some(Cmd::Certs {
         out,
         hosts,
         nats_hosts,
-    }) = &cli.command
+    }) = &command
     {
         let ca =
             shared::certs::Authority::new("cart platform dev CA").map_err(anyhow::Error::msg)?;
@@ -66,7 +56,7 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let (config, _telemetry) = shared::serve::start_service::<aggregate::Config>()?;
-    match cli.command.unwrap_or(Cmd::Serve) {
+    match command.unwrap_or(Cmd::Serve) {
         Cmd::Serve => aggregate::run(config, shared::shutdown::shutdown_signal()).await,
         Cmd::Ensure => {
             shared::nats::connect_and_ensure(&config.nats, &config.streams).await?;

@@ -94,15 +94,13 @@ pub(crate) fn default_item_type() -> String {
     "product".to_owned()
 }
 
-/// The seed file format (`deploy/catalog.json`): everything the `CATALOG` bucket holds.
+/// The seed file format (`deploy/catalog.json`): everything the `CATALOG` bucket holds. Every
+/// section is optional (absent: empty).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct CatalogSeed {
-    #[serde(default)]
     pub products: Vec<Product>,
-    #[serde(default)]
     pub deliveries: Vec<DeliveryOption>,
-    #[serde(default)]
     pub vouchers: Vec<VoucherDefinition>,
 }
 
@@ -189,5 +187,12 @@ mod tests {
             "products": [{"sku": "A", "name": "x", "price": 1, "tax_rate": 2500, "colour": "red"}]
         }));
         assert!(bad.unwrap_err().to_string().contains("colour"));
+        let only_products: CatalogSeed =
+            serde_json::from_value(serde_json::json!({"products": []})).unwrap();
+        assert_eq!(
+            only_products,
+            CatalogSeed::default(),
+            "absent sections are empty"
+        );
     }
 }

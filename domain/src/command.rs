@@ -23,7 +23,8 @@ pub struct AddItem {
     pub store_id: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Its type name ([`Command::name`]) is the variant's name, as in the JSON `type`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", deny_unknown_fields)]
 pub enum Command {
@@ -275,31 +276,7 @@ impl Command {
 
     /// The command's type name (the JSON `type` and the `type` of a mutation reply).
     pub fn name(&self) -> &'static str {
-        match self {
-            Command::AddItem(_) => "AddItem",
-            Command::AddItems { .. } => "AddItems",
-            Command::ChangeQuantity { .. } => "ChangeQuantity",
-            Command::RemoveItem { .. } => "RemoveItem",
-            Command::SetItems { .. } => "SetItems",
-            Command::ClearCart => "ClearCart",
-            Command::AddDelivery { .. } => "AddDelivery",
-            Command::RemoveDelivery { .. } => "RemoveDelivery",
-            Command::SetPickupPoint { .. } => "SetPickupPoint",
-            Command::ApplyVoucher { .. } => "ApplyVoucher",
-            Command::RemoveVoucher { .. } => "RemoveVoucher",
-            Command::SetUser { .. } => "SetUser",
-            Command::MergeCart { .. } => "MergeCart",
-            Command::SetMarking { .. } => "SetMarking",
-            Command::RemoveMarking { .. } => "RemoveMarking",
-            Command::StartCheckout { .. } => "StartCheckout",
-            Command::RecordProviderOrder { .. } => "RecordProviderOrder",
-            Command::ConfirmOrder { .. } => "ConfirmOrder",
-            Command::ApprovePayment { .. } => "ApprovePayment",
-            Command::FailCheckout { .. } => "FailCheckout",
-            Command::CancelCheckout => "CancelCheckout",
-            Command::UpsertSubscriptionDetails { .. } => "UpsertSubscriptionDetails",
-            Command::RemoveSubscriptionDetails { .. } => "RemoveSubscriptionDetails",
-        }
+        self.into()
     }
 
     /// Whether the command changes what the shopper would pay for. Such a command during a

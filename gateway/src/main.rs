@@ -1,9 +1,6 @@
 //! `gateway`: serve the HTTP edge until SIGTERM / Ctrl-C.
 
-/// The services allocate a lot of small, short-lived objects per request; mimalloc handles
-/// that with far less contention than the system allocator (measured with cart-bench).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+shared::service_allocator!();
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

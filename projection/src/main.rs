@@ -4,21 +4,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::Subcommand;
 use projection::Config;
 use projection::ops::admin::REBUILD_PATH;
 use projection::ops::rebuild::Rebuild;
 use projection::status::{ProjectionStatus, RebuildView};
-
-#[derive(Parser)]
-#[command(
-    version,
-    about = "Cart projection: CART_EVENTS → SQLite views, served by QueryService"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Cmd>,
-}
 
 #[derive(Subcommand)]
 enum Cmd {
@@ -34,16 +24,16 @@ enum Cmd {
     },
 }
 
-/// The services allocate a lot of small, short-lived objects per request; mimalloc handles
-/// that with far less contention than the system allocator (measured with cart-bench).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+shared::service_allocator!();
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let command = shared::serve::command_line::<Cmd>(
+        "projection",
+        "Cart projection: CART_EVENTS → SQLite views, served by QueryService",
+    );
     let (config, _telemetry) = shared::serve::start_service::<Config>()?;
-    match cli.command.unwrap_or(Cmd::Serve) {
+    match command.unwrap_or(Cmd::Serve) {
         Cmd::Serve => projection::run(config, shared::shutdown::shutdown_signal()).await,
         Cmd::Rebuild { online: true } => rebuild_online(&config).await,
         Cmd::Rebuild { online: false } => rebuild_offline(config).await,

@@ -107,6 +107,28 @@ async fn killed_at_commit(env: &common::Env, config: projection::Config, n: u32)
     committed
 }
 
+/// Starts `config` (whose ack wait is longer than [`RESTART_WITHIN`]) after an earlier run
+/// stopped holding messages, and asserts that it catches up within [`RESTART_WITHIN`], so it
+/// did not wait for the server to hand those messages out again, and that its views are the
+/// fold of `carts`.
+async fn restarts_without_waiting_for_the_ack_wait(
+    env: &common::Env,
+    config: projection::Config,
+    carts: &[common::SimCart],
+) {
+    assert!(
+        Duration::from_millis(config.ack_wait_ms) > RESTART_WITHIN,
+        "the ack wait must be longer than the restart may take"
+    );
+    let running = env
+        .start_caught_up_within(config, Hooks::default(), RESTART_WITHIN)
+        .await;
+    common::assert_fold_and_stop(running, carts).await;
+}
+
+/// How long a restart may take to catch up in the tests whose ack wait is longer.
+const RESTART_WITHIN: Duration = Duration::from_secs(20);
+
 #[tokio::test]
 async fn a_crash_mid_batch_applies_nothing_twice_and_loses_nothing() {
     let Some((env, mut generator, config)) = batched(11, &["t1", "t2"], 20, 300).await else {
@@ -153,10 +175,7 @@ async fn a_restart_reads_what_a_killed_run_left_unacknowledged_without_waiting_f
     killed_at_commit(&env, config.clone(), 2).await;
 
     generator.publish(&env.js, 50).await;
-    let running = env
-        .start_caught_up_within(config, Hooks::default(), Duration::from_secs(20))
-        .await;
-    common::assert_fold_and_stop(running, &generator.carts).await;
+    restarts_without_waiting_for_the_ack_wait(&env, config, &generator.carts).await;
 }
 
 #[tokio::test]
@@ -453,10 +472,7 @@ async fn a_graceful_stop_while_catching_up_hands_the_fetched_batch_back() {
         .expect("the node applies some batches");
     running.stop().await.unwrap();
 
-    let running = env
-        .start_caught_up_within(config, Hooks::default(), Duration::from_secs(20))
-        .await;
-    common::assert_fold_and_stop(running, &generator.carts).await;
+    restarts_without_waiting_for_the_ack_wait(&env, config, &generator.carts).await;
 }
 
 #[tokio::test]

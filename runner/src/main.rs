@@ -1,16 +1,6 @@
 //! `runner`: checkout effects (default), or a standalone mock payment provider.
 
-use clap::{Parser, Subcommand};
-
-#[derive(Parser)]
-#[command(
-    version,
-    about = "Cart runner: checkout side effects with outbox semantics"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Cmd>,
-}
+use clap::Subcommand;
 
 #[derive(Subcommand)]
 enum Cmd {
@@ -23,17 +13,17 @@ enum Cmd {
     },
 }
 
-/// The services allocate a lot of small, short-lived objects per request; mimalloc handles
-/// that with far less contention than the system allocator (measured with cart-bench).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+shared::service_allocator!();
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let command = shared::serve::command_line::<Cmd>(
+        "runner",
+        "Cart runner: checkout side effects with outbox semantics",
+    );
     let (config, _telemetry) = shared::serve::start_service::<runner::Config>()?;
     let shutdown = shared::shutdown::shutdown_signal();
-    match cli.command.unwrap_or(Cmd::Serve) {
+    match command.unwrap_or(Cmd::Serve) {
         Cmd::Serve => runner::run(config, shutdown).await,
         Cmd::MockProvider { addr } => {
             let mock = runner::provider::mock::MockProvider::new(

@@ -2,10 +2,10 @@
 //! written by OpenTelemetry's global propagator only.
 //!
 //! Nothing in the platform parses a `traceparent` by hand. Each transport gets a small
-//! [`Extractor`] / [`Injector`] over its header map ([`HttpHeaders`], [`GrpcMetadata`],
-//! [`NatsHeaders`]), and the propagator decides what is valid: a malformed value from a client
-//! is ignored (the request gets a new root span), never forwarded, because only what the
-//! propagator writes back out ever travels on.
+//! [`Extractor`] / [`Injector`] over its header map ([`HttpHeaders`], which incoming gRPC
+//! metadata is read as too, [`NatsHeaders`]), and the propagator decides what is valid: a
+//! malformed value from a client is ignored (the request gets a new root span), never
+//! forwarded, because only what the propagator writes back out ever travels on.
 //!
 //! [`TraceFields`] is the propagator's output kept as strings, so a trace can wait in a value
 //! that outlives the request (a [`crate::RequestContext`] handed to a background task, a record
@@ -135,8 +135,6 @@ impl Injector for TraceFields {
 pub struct HttpHeaders<'a>(pub &'a http::HeaderMap);
 /// Outgoing HTTP headers as a carrier.
 pub struct HttpHeadersMut<'a>(pub &'a mut http::HeaderMap);
-/// gRPC metadata as a carrier (incoming calls).
-pub struct GrpcMetadata<'a>(pub &'a tonic::metadata::MetadataMap);
 /// Outgoing gRPC metadata as a carrier.
 pub struct GrpcMetadataMut<'a>(pub &'a mut tonic::metadata::MetadataMap);
 /// NATS message headers as a carrier (consumed messages).
@@ -162,22 +160,6 @@ impl Injector for HttpHeadersMut<'_> {
         ) {
             self.0.insert(name, value);
         }
-    }
-}
-
-impl Extractor for GrpcMetadata<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
-    }
-
-    fn keys(&self) -> Vec<&str> {
-        self.0
-            .keys()
-            .filter_map(|k| match k {
-                tonic::metadata::KeyRef::Ascii(k) => Some(k.as_str()),
-                tonic::metadata::KeyRef::Binary(_) => None,
-            })
-            .collect()
     }
 }
 

@@ -10,12 +10,31 @@ use tests::stack::{call, ok};
 
 const ADMIN_TOKEN: &str = tests::platform::ADMIN_TOKEN;
 
-/// The platform and a shopper whose cart has two lines and a delivery, with that cart.
-async fn shop() -> Option<(Platform, reqwest::Client, Value)> {
+/// A shopper's first checkout of a cart of two lines and a delivery.
+struct FirstCheckout {
+    /// The cart as it was filled, before the checkout.
+    cart: Value,
+    cart_id: String,
+    /// The provider order the checkout answered with.
+    order: Value,
+    order_id: String,
+}
+
+/// The platform and a shopper whose cart has two lines and a delivery, checked out once
+/// (`GET /cart/checkout` answered 200).
+async fn checking_out() -> Option<(Platform, reqwest::Client, FirstCheckout)> {
     let p = platform().await?;
     let shopper = p.shopper();
     let cart = fill_cart(&p, &shopper).await;
-    Some((p, shopper, cart))
+    let (s, order) = checkout(&p, &shopper).await;
+    assert_eq!(s, 200, "{order}");
+    let first = FirstCheckout {
+        cart_id: id(&cart),
+        order_id: order_id(&order),
+        cart,
+        order,
+    };
+    Some((p, shopper, first))
 }
 
 fn id(cart: &Value) -> String {
@@ -49,14 +68,15 @@ async fn fill_cart(p: &Platform, shopper: &reqwest::Client) -> Value {
 
 #[tokio::test]
 async fn a_storefront_checks_out_pays_and_the_order_is_placed_once() {
-    let Some((p, shopper, cart)) = shop().await else {
+    let Some((p, shopper, first)) = checking_out().await else {
         return;
     };
-    let cart_id = id(&cart);
-
-    let (s, order) = checkout(&p, &shopper).await;
-    assert_eq!(s, 200, "{order}");
-    let order_id = order_id(&order);
+    let FirstCheckout {
+        cart,
+        cart_id,
+        order,
+        order_id,
+    } = first;
     assert!(order["html_snippet"].as_str().unwrap().contains(&order_id));
     assert_eq!(
         order["order_amount"], cart["totalPrice"]["incVat"],
@@ -163,11 +183,9 @@ async fn a_refused_checkout_is_a_clear_error_and_the_cart_stays_usable() {
 
 #[tokio::test]
 async fn changing_the_cart_during_checkout_updates_the_same_provider_order() {
-    let Some((p, shopper, cart)) = shop().await else {
+    let Some((p, shopper, first)) = checking_out().await else {
         return;
     };
-    let cart_id = id(&cart);
-    let (_, first) = checkout(&p, &shopper).await;
     let changed = ok(shopper.get(p.url("/cart/add/BOOK-NOVEL-01"))).await;
     assert_eq!(
         changed["result"]["paymentInProgress"], false,
@@ -175,14 +193,14 @@ async fn changing_the_cart_during_checkout_updates_the_same_provider_order() {
     );
     let second = ok(shopper.get(p.url("/cart/checkout"))).await;
     assert_eq!(
-        second["order_id"], first["order_id"],
+        second["order_id"], first.order["order_id"],
         "the same provider order"
     );
     assert_eq!(
         second["order_amount"],
         changed["result"]["totalPrice"]["incVat"]
     );
-    assert_eq!(p.mock.orders_for(&cart_id), 1);
+    assert_eq!(p.mock.orders_for(&first.cart_id), 1);
     assert_eq!(p.mock.stats().orders, 1);
 }
 
@@ -230,12 +248,10 @@ async fn runner_admin_routes_need_the_admin_token() {
 /// hints, every one is read, and the provider's real push after payment places the order.
 #[tokio::test]
 async fn forged_and_early_pushes_do_not_stop_the_paid_order_from_being_placed() {
-    let Some((p, shopper, cart)) = shop().await else {
+    let Some((p, shopper, first)) = checking_out().await else {
         return;
     };
-    let cart_id = id(&cart);
-    let order = ok(shopper.get(p.url("/cart/checkout"))).await;
-    let order_id = order_id(&order);
+    let order_id = first.order_id;
 
     let attacker = reqwest::Client::new();
     for tenant in ["default", "evil"] {
@@ -260,7 +276,7 @@ async fn forged_and_early_pushes_do_not_stop_the_paid_order_from_being_placed() 
     )
     .await;
     p.until_acknowledged(&order_id).await;
-    assert_eq!(p.orders_placed(&cart_id).await, 1);
+    assert_eq!(p.orders_placed(&first.cart_id).await, 1);
 }
 
 /// The shopper checks out (provider order for the first total), adds an item (the cart now
@@ -274,12 +290,10 @@ async fn forged_and_early_pushes_do_not_stop_the_paid_order_from_being_placed() 
 /// and unplaced as a mismatch.
 #[tokio::test]
 async fn a_cart_holds_still_between_an_approved_purchase_and_its_order() {
-    let Some((p, shopper, cart)) = shop().await else {
+    let Some((p, shopper, first)) = checking_out().await else {
         return;
     };
-    let cart_id = id(&cart);
-    let (_, first) = checkout(&p, &shopper).await;
-    let order = order_id(&first);
+    let (cart_id, order) = (first.cart_id, first.order_id);
     p.mock.validate(&order).await.expect("approved");
     for change in ["/cart/add/BOOK-NOVEL-01", "/cart/checkout"] {
         let (s, err) = call(shopper.get(p.url(change))).await;
@@ -309,13 +323,11 @@ async fn a_cart_holds_still_between_an_approved_purchase_and_its_order() {
 
 #[tokio::test]
 async fn paying_the_old_amount_after_the_cart_changed_never_places_an_order() {
-    let Some((p, shopper, cart)) = shop().await else {
+    let Some((p, shopper, first)) = checking_out().await else {
         return;
     };
-    let cart_id = id(&cart);
-    let (_, first) = checkout(&p, &shopper).await;
-    let old_order = order_id(&first);
-    let old_amount = first["order_amount"].as_i64().unwrap();
+    let (cart_id, old_order) = (first.cart_id, first.order_id);
+    let old_amount = first.order["order_amount"].as_i64().unwrap();
     let changed = ok(shopper.get(p.url("/cart/add/BOOK-NOVEL-01"))).await;
     let new_amount = changed["result"]["totalPrice"]["incVat"].as_i64().unwrap();
     assert_ne!(old_amount, new_amount);

@@ -5,11 +5,7 @@ use crate::code::ErrorCode;
 
 /// The provider's answer to `attempt`: its order `ko-1`, not paid yet.
 fn order_created(attempt: &str) -> Command {
-    Command::RecordProviderOrder {
-        attempt_id: attempt.into(),
-        provider_order_id: "ko-1".into(),
-        status: "checkout_incomplete".into(),
-    }
+    record(attempt, "ko-1")
 }
 
 /// A cart of one item whose checkout attempt `a1` has started, then `then`.
@@ -43,15 +39,7 @@ fn happy_path_flags_follow_the_checkout() {
     assert_eq!(cart.provider_order_id.as_deref(), Some("ko-1"));
 
     let paid = paid_for(&cart);
-    let events = when(
-        &cart,
-        Command::ConfirmOrder {
-            provider_order_id: "ko-1".into(),
-            order_reference: "REF-9".into(),
-            paid: paid.clone(),
-        },
-    )
-    .unwrap();
+    let events = when(&cart, confirm_order("ko-1", "REF-9", paid.clone())).unwrap();
     let Event::OrderPlaced(placed) = &events[0] else {
         panic!("expected OrderPlaced, got {events:?}")
     };
@@ -138,11 +126,7 @@ fn a_stale_attempt_result_is_recorded_without_reviving_it() {
 
 #[test]
 fn failed_checkout_leaves_the_cart_usable() {
-    let cart = checking_out(vec![Command::FailCheckout {
-        attempt_id: "a1".into(),
-        code: "provider_rejected".into(),
-        reason: "declined".into(),
-    }]);
+    let cart = checking_out(vec![fail("a1", "provider_rejected", "declined")]);
     assert!(!cart.payment_in_progress());
     assert_eq!(cart.payment_status.as_deref(), Some("failed"));
     let cart = apply_all(cart, Command::AddItem(add("BOOK-1", 1)));
@@ -178,11 +162,7 @@ fn paying_an_attempt_the_cart_has_moved_past_is_a_mismatch_never_an_order() {
         cart.checkout.as_ref().unwrap().status,
         CheckoutStatus::Reopened
     );
-    let confirm = Command::ConfirmOrder {
-        provider_order_id: "ko-1".into(),
-        order_reference: "REF-1".into(),
-        paid,
-    };
+    let confirm = confirm_order("ko-1", "REF-1", paid);
     let events = when(&cart, confirm.clone()).unwrap();
     let [Event::OrderMismatched(m)] = events.as_slice() else {
         panic!("expected one OrderMismatched, got {events:?}")
@@ -223,14 +203,7 @@ fn an_old_provider_order_result_never_comes_back_once_settled() {
         Command::AddItem(add("BOOK-1", 1)),
     );
     let paid = paid_for(&cart);
-    let cart = apply_all(
-        cart,
-        Command::ConfirmOrder {
-            provider_order_id: "ko-1".into(),
-            order_reference: "REF-1".into(),
-            paid,
-        },
-    );
+    let cart = apply_all(cart, confirm_order("ko-1", "REF-1", paid));
     assert!(cart.mismatch("ko-1").is_some() && cart.provider_order_id.is_none());
     assert_eq!(when(&cart, order_created("a1")).unwrap(), vec![]);
     let events = when(&cart, checkout("a2")).unwrap();
@@ -244,14 +217,7 @@ fn an_old_provider_order_result_never_comes_back_once_settled() {
 
     // a2 has its order ko-2; a result of a1 arriving now does not replace it.
     let cart = checking_out(vec![cq(1, 2), checkout("a2")]);
-    let cart = apply_all(
-        cart,
-        Command::RecordProviderOrder {
-            attempt_id: "a2".into(),
-            provider_order_id: "ko-2".into(),
-            status: "checkout_incomplete".into(),
-        },
-    );
+    let cart = apply_all(cart, record("a2", "ko-2"));
     assert_eq!(when(&cart, order_created("a1")).unwrap(), vec![]);
     assert_eq!(cart.provider_order_id.as_deref(), Some("ko-2"));
 }
@@ -319,15 +285,7 @@ fn a_cart_changed_back_to_the_attempt_is_placed() {
     let paid = paid_for(&cart);
     let cart = apply_all(cart, Command::AddItem(add("BOOK-1", 1)));
     let cart = apply_all(cart, Command::RemoveItem { line_id: 2 });
-    let events = when(
-        &cart,
-        Command::ConfirmOrder {
-            provider_order_id: "ko-1".into(),
-            order_reference: "R".into(),
-            paid,
-        },
-    )
-    .unwrap();
+    let events = when(&cart, confirm_order("ko-1", "R", paid)).unwrap();
     assert_eq!(types(&events), ["OrderPlaced"]);
 }
 
@@ -407,20 +365,8 @@ fn an_approved_purchase_holds_the_cart_until_it_is_placed() {
         );
     }
     // What is not paid for may change; the paid order is placed.
-    let held = apply_all(
-        held,
-        Command::SetUser {
-            user_id: Some("u-1".into()),
-        },
-    );
-    let placed = apply_all(
-        held.clone(),
-        Command::ConfirmOrder {
-            provider_order_id: "ko-1".into(),
-            order_reference: "REF-1".into(),
-            paid,
-        },
-    );
+    let held = apply_all(held, set_user(Some("u-1")));
+    let placed = apply_all(held.clone(), confirm_order("ko-1", "REF-1", paid));
     assert!(placed.order_placed());
     // With no order and no failure back, the hold runs out: the cart changes (and reopens).
     let later = when_later(
@@ -447,28 +393,14 @@ fn a_purchase_is_not_approved_for_a_changed_cart_or_a_cancelled_checkout() {
             },
         )
     };
-    let changed = apply_all(cart.clone(), Command::AddItem(add("BOOK-1", 1)));
-    let err = approve(&changed).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            DomainError::PaymentRefused {
-                code: "cart_changed",
-                ..
-            }
-        ),
-        "{err:?}"
-    );
-    let cancelled = apply_all(cart, Command::CancelCheckout);
-    let err = approve(&cancelled).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            DomainError::PaymentRefused {
-                code: "checkout_closed",
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    for (then, refused) in [
+        (Command::AddItem(add("BOOK-1", 1)), "cart_changed"),
+        (Command::CancelCheckout, "checkout_closed"),
+    ] {
+        let err = approve(&apply_all(cart.clone(), then)).unwrap_err();
+        assert!(
+            matches!(err, DomainError::PaymentRefused { code, .. } if code == refused),
+            "{refused}: {err:?}"
+        );
+    }
 }

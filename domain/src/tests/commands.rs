@@ -9,32 +9,13 @@ enum Then {
 }
 use Then::*;
 
-fn pickup(id: &str) -> PickupPoint {
-    PickupPoint {
-        id: id.into(),
-        name: Some("Locker 5".into()),
-        address: Some("Main St 1".into()),
-        city: Some("Stockholm".into()),
-        zip: Some("11122".into()),
-        country: Some("SE".into()),
-    }
-}
-
-fn record(attempt: &str, order: &str) -> Command {
-    Command::RecordProviderOrder {
-        attempt_id: attempt.into(),
-        provider_order_id: order.into(),
-        status: "checkout_incomplete".into(),
-    }
-}
-
 /// The provider reports `order` paid for attempt `a1` of [`one_line`].
 fn confirm(order: &str) -> Command {
-    Command::ConfirmOrder {
-        provider_order_id: order.into(),
-        order_reference: "REF-1".into(),
-        paid: paid_for(&given(with(one_line(), [checkout("a1")]))),
-    }
+    confirm_order(
+        order,
+        "REF-1",
+        paid_for(&given(with(one_line(), [checkout("a1")]))),
+    )
 }
 
 fn one_line() -> Vec<Command> {
@@ -320,46 +301,28 @@ fn every_command_accepts_and_rejects_as_specified() {
         (
             "pickup point",
             with(two_lines(), [delivery("standard", &[])]),
-            Command::SetPickupPoint {
-                delivery_id: 1,
-                pickup_point: pickup("PUP123"),
-            },
+            set_pickup(1, pickup("PUP123")),
             Events(&["PickupPointSet"]),
         ),
         (
             "same pickup point is a no-op",
             with(
                 two_lines(),
-                [
-                    delivery("standard", &[]),
-                    Command::SetPickupPoint {
-                        delivery_id: 1,
-                        pickup_point: pickup("PUP123"),
-                    },
-                ],
+                [delivery("standard", &[]), set_pickup(1, pickup("PUP123"))],
             ),
-            Command::SetPickupPoint {
-                delivery_id: 1,
-                pickup_point: pickup("PUP123"),
-            },
+            set_pickup(1, pickup("PUP123")),
             Events(&[]),
         ),
         (
             "pickup point unknown delivery",
             two_lines(),
-            Command::SetPickupPoint {
-                delivery_id: 3,
-                pickup_point: pickup("P"),
-            },
+            set_pickup(3, pickup("P")),
             Rejected(ErrorCode::UnknownDelivery, "no delivery 3"),
         ),
         (
             "pickup point empty id",
             with(two_lines(), [delivery("standard", &[])]),
-            Command::SetPickupPoint {
-                delivery_id: 1,
-                pickup_point: pickup(""),
-            },
+            set_pickup(1, pickup("")),
             Rejected(ErrorCode::InvalidArgument, "pickupPoint.id"),
         ),
         // ApplyVoucher
@@ -410,35 +373,25 @@ fn every_command_accepts_and_rejects_as_specified() {
         (
             "set user",
             vec![],
-            Command::SetUser {
-                user_id: Some("user-1".into()),
-            },
+            set_user(Some("user-1")),
             Events(&["UserSet"]),
         ),
         (
             "same user is a no-op",
-            vec![Command::SetUser {
-                user_id: Some("u".into()),
-            }],
-            Command::SetUser {
-                user_id: Some("u".into()),
-            },
+            vec![set_user(Some("u"))],
+            set_user(Some("u")),
             Events(&[]),
         ),
         (
             "clear user",
-            vec![Command::SetUser {
-                user_id: Some("u".into()),
-            }],
-            Command::SetUser { user_id: None },
+            vec![set_user(Some("u"))],
+            set_user(None),
             Events(&["UserSet"]),
         ),
         (
             "user too long",
             vec![],
-            Command::SetUser {
-                user_id: Some(long.clone()),
-            },
+            set_user(Some(&long)),
             Rejected(ErrorCode::InvalidArgument, "userId must be 1..=200"),
         ),
         // MergeCart
@@ -476,51 +429,24 @@ fn every_command_accepts_and_rejects_as_specified() {
         (
             "set marking",
             one_line(),
-            Command::SetMarking {
-                line_id: 1,
-                marking: Marking {
-                    kind: 1,
-                    text: "Happy birthday".into(),
-                },
-            },
+            marking(1, 1, "Happy birthday"),
             Events(&["MarkingSet"]),
         ),
         (
             "marking unknown line",
             one_line(),
-            Command::SetMarking {
-                line_id: 4,
-                marking: Marking {
-                    kind: 1,
-                    text: "x".into(),
-                },
-            },
+            marking(4, 1, "x"),
             Rejected(ErrorCode::UnknownLine, "no line 4"),
         ),
         (
             "marking too long",
             one_line(),
-            Command::SetMarking {
-                line_id: 1,
-                marking: Marking {
-                    kind: 1,
-                    text: long.clone(),
-                },
-            },
+            marking(1, 1, &long),
             Rejected(ErrorCode::InvalidArgument, "marking.text"),
         ),
         (
             "remove marking",
-            with(
-                one_line(),
-                [Command::SetMarking {
-                    line_id: 1,
-                    marking: Marking {
-                        kind: 0,
-                        text: "x".into(),
-                    },
-                }],
-            ),
+            with(one_line(), [marking(1, 0, "x")]),
             Command::RemoveMarking { line_id: 1 },
             Events(&["MarkingRemoved"]),
         ),
@@ -570,21 +496,13 @@ fn every_command_accepts_and_rejects_as_specified() {
         (
             "fail checkout",
             with(one_line(), [checkout("a1")]),
-            Command::FailCheckout {
-                attempt_id: "a1".into(),
-                code: "declined".into(),
-                reason: "card".into(),
-            },
+            fail("a1", "declined", "card"),
             Events(&["CheckoutFailed"]),
         ),
         (
             "fail stale attempt is a no-op",
             with(one_line(), [checkout("a1"), checkout("a2")]),
-            Command::FailCheckout {
-                attempt_id: "a1".into(),
-                code: "x".into(),
-                reason: "y".into(),
-            },
+            fail("a1", "x", "y"),
             Events(&[]),
         ),
         (
@@ -667,9 +585,7 @@ fn every_command_accepts_and_rejects_as_specified() {
         (
             "set user during checkout does not re-open",
             with(one_line(), [checkout("a1")]),
-            Command::SetUser {
-                user_id: Some("u".into()),
-            },
+            set_user(Some("u")),
             Events(&["UserSet"]),
         ),
         // Placed order locks the cart
@@ -706,84 +622,59 @@ fn every_command_accepts_and_rejects_as_specified() {
         (
             "late failure is a no-op",
             placed(),
-            Command::FailCheckout {
-                attempt_id: "a1".into(),
-                code: "x".into(),
-                reason: "y".into(),
-            },
+            fail("a1", "x", "y"),
             Events(&[]),
         ),
         (
             "subscription details need an offering code",
             vec![],
-            Command::UpsertSubscriptionDetails {
-                id: "s1".into(),
-                offering_code: " ".into(),
-                signing_type: "bankid".into(),
-                data: serde_json::json!({}),
-            },
+            subscription("s1", " ", "bankid", serde_json::json!({})),
             Rejected(ErrorCode::InvalidArgument, "offeringCode"),
         ),
         (
             "subscription details data is an object",
             vec![],
-            Command::UpsertSubscriptionDetails {
-                id: "s1".into(),
-                offering_code: "PLAN".into(),
-                signing_type: "bankid".into(),
-                data: serde_json::json!([1, 2]),
-            },
+            subscription("s1", "PLAN", "bankid", serde_json::json!([1, 2])),
             Rejected(ErrorCode::InvalidArgument, "data must be a JSON object"),
         ),
         (
             "subscription details data is bounded",
             vec![],
-            Command::UpsertSubscriptionDetails {
-                id: "s1".into(),
-                offering_code: "PLAN".into(),
-                signing_type: "bankid".into(),
-                data: serde_json::json!({"x": "y".repeat(5000)}),
-            },
+            subscription(
+                "s1",
+                "PLAN",
+                "bankid",
+                serde_json::json!({"x": "y".repeat(5000)}),
+            ),
             Rejected(ErrorCode::InvalidArgument, "at most 4096 bytes"),
         ),
         (
             "subscription details data nests at most 16 levels",
             vec![],
-            Command::UpsertSubscriptionDetails {
-                id: "s1".into(),
-                offering_code: "PLAN".into(),
-                signing_type: "bankid".into(),
-                data: (0..17).fold(serde_json::json!(1), |v, _| serde_json::json!({ "a": v })),
-            },
+            subscription(
+                "s1",
+                "PLAN",
+                "bankid",
+                (0..17).fold(serde_json::json!(1), |v, _| serde_json::json!({ "a": v })),
+            ),
             Rejected(ErrorCode::InvalidArgument, "at most 16 levels, got 17"),
         ),
         (
             "subscription details data 16 levels deep is kept",
             vec![],
-            Command::UpsertSubscriptionDetails {
-                id: "s1".into(),
-                offering_code: "PLAN".into(),
-                signing_type: "bankid".into(),
-                data:
-                    (0..16).fold(serde_json::json!([]), |v, _| serde_json::json!({ "a": v }))["a"]
-                        .clone(),
-            },
+            subscription(
+                "s1",
+                "PLAN",
+                "bankid",
+                (0..16).fold(serde_json::json!([]), |v, _| serde_json::json!({ "a": v }))["a"]
+                    .clone(),
+            ),
             Events(&["SubscriptionDetailsUpserted"]),
         ),
         (
             "the same subscription details again change nothing",
-            vec![Command::UpsertSubscriptionDetails {
-                id: "s1".into(),
-                offering_code: "PLAN".into(),
-                signing_type: "bankid".into(),
-                data: serde_json::json!({}),
-            }],
-            Command::UpsertSubscriptionDetails {
-                id: "s1".into(),
-                offering_code: "PLAN".into(),
-                signing_type: "bankid".into(),
-                data: serde_json::json!({}),
-            },
+            vec![subscription("s1", "PLAN", "bankid", serde_json::json!({}))],
+            subscription("s1", "PLAN", "bankid", serde_json::json!({})),
             Events(&[]),
         ),
         (
@@ -795,12 +686,7 @@ fn every_command_accepts_and_rejects_as_specified() {
         (
             "subscription details during checkout do not re-open it",
             with(one_line(), [checkout("a1")]),
-            Command::UpsertSubscriptionDetails {
-                id: "s1".into(),
-                offering_code: "PLAN".into(),
-                signing_type: "bankid".into(),
-                data: serde_json::json!({}),
-            },
+            subscription("s1", "PLAN", "bankid", serde_json::json!({})),
             Events(&["SubscriptionDetailsUpserted"]),
         ),
         (

@@ -16,28 +16,19 @@ fn sample_cart() -> Cart {
             ..add("BOOK-1", 1)
         }),
         delivery("standard", &[1]),
-        Command::SetPickupPoint {
-            delivery_id: 1,
-            pickup_point: PickupPoint {
-                id: "PUP123".into(),
-                name: Some("Locker 5".into()),
+        // Unset fields are left out of the JSON.
+        set_pickup(
+            1,
+            PickupPoint {
                 address: None,
-                city: Some("Stockholm".into()),
                 zip: None,
                 country: None,
+                ..pickup("PUP123")
             },
-        },
+        ),
         voucher("FIFTY"),
-        Command::SetUser {
-            user_id: Some("user-1".into()),
-        },
-        Command::SetMarking {
-            line_id: 2,
-            marking: Marking {
-                kind: 1,
-                text: "For Ada".into(),
-            },
-        },
+        set_user(Some("user-1")),
+        marking(2, 1, "For Ada"),
     ])
 }
 
@@ -168,24 +159,14 @@ fn a_voucher_with_nothing_left_to_discount_is_not_applied() {
 #[test]
 fn subscription_details_are_keyed_by_id() {
     let cart = given(vec![
-        Command::UpsertSubscriptionDetails {
-            id: "sub-1".into(),
-            offering_code: "5G-PLAN".into(),
-            signing_type: "bankid".into(),
-            data: json!({"msisdn": "0701234567"}),
-        },
-        Command::UpsertSubscriptionDetails {
-            id: "sub-1".into(),
-            offering_code: "5G-PLAN-PLUS".into(),
-            signing_type: "bankid".into(),
-            data: json!({}),
-        },
-        Command::UpsertSubscriptionDetails {
-            id: "sub-2".into(),
-            offering_code: "TV".into(),
-            signing_type: "none".into(),
-            data: json!({"box": true}),
-        },
+        subscription(
+            "sub-1",
+            "5G-PLAN",
+            "bankid",
+            json!({"msisdn": "0701234567"}),
+        ),
+        subscription("sub-1", "5G-PLAN-PLUS", "bankid", json!({})),
+        subscription("sub-2", "TV", "none", json!({"box": true})),
         Command::RemoveSubscriptionDetails { id: "sub-2".into() },
     ]);
     let v = serde_json::to_value(StorefrontCart::storefront(&cart)).unwrap();
@@ -339,9 +320,9 @@ fn every_event_type_round_trips_through_json() {
         Command::AddItem(add("BOOK-1", 1)),
         Command::RemoveItem { line_id: 2 },
         delivery("standard", &[]),
-        Command::SetPickupPoint {
-            delivery_id: 1,
-            pickup_point: PickupPoint {
+        set_pickup(
+            1,
+            PickupPoint {
                 id: "P".into(),
                 name: None,
                 address: None,
@@ -349,31 +330,18 @@ fn every_event_type_round_trips_through_json() {
                 zip: None,
                 country: None,
             },
-        },
+        ),
         Command::RemoveDelivery { delivery_id: 1 },
         voucher("TEN"),
         Command::RemoveVoucher { voucher_id: 1 },
-        Command::SetUser {
-            user_id: Some("u".into()),
-        },
+        set_user(Some("u")),
         Command::MergeCart {
             source_cart_id: CartId::parse("anon").unwrap(),
             items: vec![add("FOOD-1", 1)],
         },
-        Command::SetMarking {
-            line_id: 1,
-            marking: Marking {
-                kind: 2,
-                text: "x".into(),
-            },
-        },
+        marking(1, 2, "x"),
         Command::RemoveMarking { line_id: 1 },
-        Command::UpsertSubscriptionDetails {
-            id: "s1".into(),
-            offering_code: "PLAN".into(),
-            signing_type: "bankid".into(),
-            data: json!({"k": 1}),
-        },
+        subscription("s1", "PLAN", "bankid", json!({"k": 1})),
         Command::RemoveSubscriptionDetails { id: "s1".into() },
         Command::StartCheckout {
             attempt_id: "a1".into(),
@@ -381,20 +349,12 @@ fn every_event_type_round_trips_through_json() {
         },
         Command::CancelCheckout,
         checkout("a2"),
-        Command::FailCheckout {
-            attempt_id: "a2".into(),
-            code: "c".into(),
-            reason: "r".into(),
-        },
+        fail("a2", "c", "r"),
         checkout("a3"),
         Command::ClearCart,
         Command::AddItem(add("FOOD-1", 1)),
         checkout("a4"),
-        Command::RecordProviderOrder {
-            attempt_id: "a4".into(),
-            provider_order_id: "ko".into(),
-            status: "checkout_incomplete".into(),
-        },
+        record("a4", "ko"),
     ] {
         for e in when(&c, cmd).unwrap() {
             c = evolve(c, &e);
@@ -413,11 +373,7 @@ fn every_event_type_round_trips_through_json() {
         all.push(e);
     }
     for order in ["ko", "ko-2"] {
-        let confirm = Command::ConfirmOrder {
-            provider_order_id: order.into(),
-            order_reference: "R".into(),
-            paid: paid.clone(),
-        };
+        let confirm = confirm_order(order, "R", paid.clone());
         for e in when(&c, confirm).unwrap() {
             c = evolve(c, &e);
             all.push(e);

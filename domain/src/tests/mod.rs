@@ -151,6 +151,86 @@ pub(super) fn checkout(attempt: &str) -> Command {
     }
 }
 
+/// A pickup point `id` with every field set.
+pub(super) fn pickup(id: &str) -> PickupPoint {
+    PickupPoint {
+        id: id.into(),
+        name: Some("Locker 5".into()),
+        address: Some("Main St 1".into()),
+        city: Some("Stockholm".into()),
+        zip: Some("11122".into()),
+        country: Some("SE".into()),
+    }
+}
+
+/// `SetPickupPoint` of delivery `delivery_id` to `pickup_point`.
+pub(super) fn set_pickup(delivery_id: u32, pickup_point: PickupPoint) -> Command {
+    Command::SetPickupPoint {
+        delivery_id,
+        pickup_point,
+    }
+}
+
+/// `SetUser` to `user_id` (none: detach).
+pub(super) fn set_user(user_id: Option<&str>) -> Command {
+    Command::SetUser {
+        user_id: user_id.map(Into::into),
+    }
+}
+
+/// `SetMarking` of line `line_id` to a marking of `kind` reading `text`.
+pub(super) fn marking(line_id: u32, kind: u32, text: &str) -> Command {
+    Command::SetMarking {
+        line_id,
+        marking: Marking {
+            kind,
+            text: text.into(),
+        },
+    }
+}
+
+/// `UpsertSubscriptionDetails` `id` for `offering_code`, signed by `signing_type`.
+pub(super) fn subscription(
+    id: &str,
+    offering_code: &str,
+    signing_type: &str,
+    data: serde_json::Value,
+) -> Command {
+    Command::UpsertSubscriptionDetails {
+        id: id.into(),
+        offering_code: offering_code.into(),
+        signing_type: signing_type.into(),
+        data,
+    }
+}
+
+/// The provider's answer to `attempt`: its order `order`, not paid yet.
+pub(super) fn record(attempt: &str, order: &str) -> Command {
+    Command::RecordProviderOrder {
+        attempt_id: attempt.into(),
+        provider_order_id: order.into(),
+        status: "checkout_incomplete".into(),
+    }
+}
+
+/// The provider refused checkout attempt `attempt` with `code` because of `reason`.
+pub(super) fn fail(attempt: &str, code: &str, reason: &str) -> Command {
+    Command::FailCheckout {
+        attempt_id: attempt.into(),
+        code: code.into(),
+        reason: reason.into(),
+    }
+}
+
+/// The provider reports its order `order` paid (`paid`), to be placed as `reference`.
+pub(super) fn confirm_order(order: &str, reference: &str, paid: PaidOrder) -> Command {
+    Command::ConfirmOrder {
+        provider_order_id: order.into(),
+        order_reference: reference.into(),
+        paid,
+    }
+}
+
 /// Fold commands into a cart, panicking on rejection (test set-up).
 pub(super) fn given(commands: Vec<Command>) -> Cart {
     let cat = catalog();

@@ -210,17 +210,24 @@ fn message(id: CommandId, at: i64, fingerprint: Option<&str>) -> EventMessage {
     msg
 }
 
-/// Keyed commands outlive the recent-command window and are forgotten only after the
-/// retention, measured both when replaying and when asked.
-#[test]
-fn keyed_commands_are_kept_for_the_retention_whatever_follows() {
+/// A state that keeps the last `recent` commands and keys for 100 s, after committing one
+/// command under key fingerprint `fp-1` at Unix second 1000 (version 2); and that command's id.
+fn keyed_at_1000(recent: usize) -> (Retain, CartState, CommandId) {
     let retain = Retain {
-        recent: 4,
+        recent,
         keyed_secs: 100,
     };
     let mut state = CartState::new(cart_id());
     let keyed = fresh_id();
     state.commit(&message(keyed, 1_000, Some("fp-1")), &[], 2, retain);
+    (retain, state, keyed)
+}
+
+/// Keyed commands outlive the recent-command window and are forgotten only after the
+/// retention, measured both when replaying and when asked.
+#[test]
+fn keyed_commands_are_kept_for_the_retention_whatever_follows() {
+    let (retain, mut state, keyed) = keyed_at_1000(4);
     for i in 0..50 {
         state.commit(
             &message(fresh_id(), 1_001 + i, None),
@@ -258,14 +265,8 @@ fn keyed_commands_are_kept_for_the_retention_whatever_follows() {
 /// id is among the recent commands (that record cannot tell a retry from another request).
 #[test]
 fn a_keyed_command_is_answered_within_the_retention_and_new_after_it() {
-    let retain = Retain {
-        recent: 16,
-        keyed_secs: 100,
-    };
-    let mut state = CartState::new(cart_id());
-    let keyed = fresh_id();
+    let (retain, mut state, keyed) = keyed_at_1000(16);
     let plain = fresh_id();
-    state.commit(&message(keyed, 1_000, Some("fp-1")), &[], 2, retain);
     state.commit(&message(plain, 1_001, None), &[], 3, retain);
     assert!(
         state.recent_outcome(&keyed).is_some(),

@@ -60,10 +60,7 @@ pub async fn push(
     headers: HeaderMap,
     QueryParams(q): QueryParams<PushQuery>,
 ) -> Result<Response, ApiError> {
-    let tenant = match q.tenant.as_deref() {
-        Some(t) => TenantId::parse(t)?,
-        None => s.auth.resolve(&headers)?.tenant,
-    };
+    let tenant = callback_tenant(&s, &headers, q.tenant.as_deref())?;
     KeyField::ProviderOrderId.check("klarna_order_id", &q.klarna_order_id)?;
     let ctx = RequestContext::from_http_for_tenant(&headers, tenant.clone());
     let js = s.services.js.as_ref().ok_or_else(|| {
@@ -98,6 +95,19 @@ pub async fn push(
             ErrorCode::Timeout,
             "recording the push timed out",
         )),
+    }
+}
+
+/// The tenant a provider callback is for: the `tenant` its URL names (the runner registers
+/// it), or else the API key's.
+fn callback_tenant(
+    s: &AppState,
+    headers: &HeaderMap,
+    named: Option<&str>,
+) -> Result<TenantId, ApiError> {
+    match named {
+        Some(t) => Ok(TenantId::parse(t)?),
+        None => Ok(s.auth.resolve(headers)?.tenant),
     }
 }
 
@@ -185,10 +195,7 @@ pub async fn validation(
     QueryParams(q): QueryParams<ValidationQuery>,
     JsonBody(order): JsonBody<ValidationOrder>,
 ) -> Result<Response, ApiError> {
-    let tenant = match q.tenant.as_deref() {
-        Some(t) => TenantId::parse(t)?,
-        None => s.auth.resolve(&headers)?.tenant,
-    };
+    let tenant = callback_tenant(&s, &headers, q.tenant.as_deref())?;
     let order_id = order
         .order_id
         .as_deref()

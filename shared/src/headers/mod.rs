@@ -135,15 +135,16 @@ impl HeaderSource for http::HeaderMap {
     }
 }
 
+/// gRPC metadata is HTTP/2 headers: read by the same rules, from the map underneath.
 impl HeaderSource for tonic::metadata::MetadataMap {
     fn value(&self, name: &str) -> Option<&str> {
-        self.get(name).and_then(|v| v.to_str().ok())
+        self.as_ref().value(name)
     }
     fn contains(&self, name: &str) -> bool {
-        self.get(name).is_some()
+        self.as_ref().contains(name)
     }
     fn trace(&self) -> TraceFields {
-        TraceFields::extract(&propagation::GrpcMetadata(self))
+        self.as_ref().trace()
     }
 }
 

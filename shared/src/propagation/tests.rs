@@ -24,7 +24,7 @@ fn traceparent_and_tracestate_cross_every_transport() {
 
     let mut md = tonic::metadata::MetadataMap::new();
     fields.inject_into(&mut GrpcMetadataMut(&mut md));
-    let from_grpc = TraceFields::extract(&GrpcMetadata(&md));
+    let from_grpc = TraceFields::extract(&HttpHeaders(md.as_ref()));
     assert_eq!(from_grpc, fields);
 
     let mut nats = async_nats::HeaderMap::new();

@@ -11,6 +11,16 @@ pub fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// What follows `prefix` on each line of the repository's Dockerfile that starts with it, in
+/// order (`"USER "` gives the user of every `USER` instruction).
+pub fn dockerfile_after(prefix: &str) -> Vec<String> {
+    read(&root().join("Dockerfile"))
+        .lines()
+        .filter_map(|l| l.strip_prefix(prefix))
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Every document of a YAML file (empty ones dropped), merge keys (`<<: *anchor`) applied, as
 /// JSON values.
 pub fn yaml_docs(path: &Path) -> Vec<Value> {

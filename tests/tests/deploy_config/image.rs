@@ -2,7 +2,7 @@
 //! non-root user (the one Kubernetes runs the pods as), holding the catalog the seed reads, and
 //! built from a context without the build output and local tools.
 
-use crate::common::{entries, items, read, root, s, strs};
+use crate::common::{dockerfile_after, entries, items, read, root, s, strs};
 use crate::compose::compose;
 use crate::k8s::{k8s_docs, workload_containers};
 
@@ -23,14 +23,13 @@ fn the_image_ships_what_the_deployments_run() {
             "the image builds {bin}"
         );
     }
-    let copied: Vec<&str> = dockerfile
-        .lines()
-        .filter_map(|l| l.strip_prefix("COPY deploy/"))
+    let copies = dockerfile_after("COPY deploy/");
+    let copied: Vec<&str> = copies
+        .iter()
         .filter_map(|l| l.split_whitespace().nth(1))
         .collect();
-    let user = dockerfile
-        .lines()
-        .find_map(|l| l.strip_prefix("USER "))
+    let user = dockerfile_after("USER ")
+        .first()
         .and_then(|u| u.split(':').next())
         .and_then(|u| u.trim().parse::<u64>().ok())
         .expect("the image runs as a numeric non-root user");

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::common::{read, root};
+use crate::common::{dockerfile_after, root};
 
 type Version = (u32, u32);
 
@@ -98,10 +98,9 @@ fn rust_version_covers_every_locked_dependency_and_the_image_builds_with_it() {
         "rust-version {claimed:?} is older than {by} needs ({needed:?}): raise it in Cargo.toml"
     );
 
-    let dockerfile = read(&root().join("Dockerfile"));
-    let image = dockerfile
-        .lines()
-        .find_map(|l| l.strip_prefix("ARG RUST_VERSION="))
+    let image = dockerfile_after("ARG RUST_VERSION=")
+        .into_iter()
+        .next()
         .expect("the Dockerfile pins RUST_VERSION");
     assert!(
         version(image.trim()) >= claimed,

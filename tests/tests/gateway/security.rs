@@ -6,7 +6,7 @@ use crate::common;
 
 use axum::body::Body;
 use common::offline_state;
-use http::{Method, Request, StatusCode, header};
+use http::{Method, Request, Response, StatusCode, header};
 use tower::ServiceExt;
 
 const SHOP: &str = "https://shop.example.com";
@@ -17,7 +17,13 @@ fn app(tune: impl FnOnce(&mut gateway::Config)) -> axum::Router {
     gateway::app::app(offline_state(cfg))
 }
 
-fn preflight(origin: &str) -> Request<Body> {
+/// The reply of `app` to `req` sent without a body.
+async fn send(app: &axum::Router, req: http::request::Builder) -> Response<Body> {
+    let req = req.body(Body::empty()).unwrap();
+    app.clone().oneshot(req).await.unwrap()
+}
+
+fn preflight(origin: &str) -> http::request::Builder {
     Request::builder()
         .method(Method::OPTIONS)
         .uri("/cart/")
@@ -27,14 +33,12 @@ fn preflight(origin: &str) -> Request<Body> {
             header::ACCESS_CONTROL_REQUEST_HEADERS,
             "content-type,idempotency-key",
         )
-        .body(Body::empty())
-        .unwrap()
 }
 
 #[tokio::test]
 async fn a_preflight_from_an_allowed_origin_is_answered_with_credentials_and_another_is_not() {
     let app = app(|c| c.cors_origins = format!("{SHOP}, https://beta.example.com:8443"));
-    let resp = app.clone().oneshot(preflight(SHOP)).await.unwrap();
+    let resp = send(&app, preflight(SHOP)).await;
     assert!(resp.status().is_success(), "{}", resp.status());
     let h = resp.headers();
     assert_eq!(h[header::ACCESS_CONTROL_ALLOW_ORIGIN], SHOP);
@@ -52,7 +56,7 @@ async fn a_preflight_from_an_allowed_origin_is_answered_with_credentials_and_ano
         "https://shop.example.com.evil.net",
         "null",
     ] {
-        let resp = app.clone().oneshot(preflight(other)).await.unwrap();
+        let resp = send(&app, preflight(other)).await;
         assert!(
             !resp
                 .headers()
@@ -63,16 +67,11 @@ async fn a_preflight_from_an_allowed_origin_is_answered_with_credentials_and_ano
 
     // A simple cross-origin request: the response names the origin and exposes the headers
     // a client reads.
-    let resp = app
-        .clone()
-        .oneshot(
-            Request::get("/openapi.json")
-                .header(header::ORIGIN, SHOP)
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let resp = send(
+        &app,
+        Request::get("/openapi.json").header(header::ORIGIN, SHOP),
+    )
+    .await;
     assert_eq!(resp.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], SHOP);
     let exposed = resp.headers()[header::ACCESS_CONTROL_EXPOSE_HEADERS]
         .to_str()
@@ -85,7 +84,7 @@ async fn a_preflight_from_an_allowed_origin_is_answered_with_credentials_and_ano
 
 #[tokio::test]
 async fn without_allowed_origins_no_cors_headers_are_sent() {
-    let resp = app(|_| {}).oneshot(preflight(SHOP)).await.unwrap();
+    let resp = send(&app(|_| {}), preflight(SHOP)).await;
     assert!(
         !resp
             .headers()
@@ -131,14 +130,7 @@ fn origins_that_are_not_plain_origins_stop_the_gateway_with_the_field_named() {
 #[tokio::test]
 async fn the_legacy_get_add_can_be_turned_off_and_says_what_to_use() {
     let app = app(|c| c.legacy_get_add = false);
-    let resp = app
-        .oneshot(
-            Request::get("/cart/add/TEST-SKU-123")
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let resp = send(&app, Request::get("/cart/add/TEST-SKU-123")).await;
     assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
     let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
         .await
@@ -164,38 +156,19 @@ async fn every_admin_request_leaves_an_audit_line_without_the_token() {
 
     let app = app(|c| c.admin_token = "s3cret-admin".into());
     for (i, token) in ["wrong-guess", "s3cret-admin"].into_iter().enumerate() {
-        let resp = app
-            .clone()
-            .oneshot(
-                Request::get("/admin/dead-letters?limit=5")
-                    .header(header::AUTHORIZATION, format!("Bearer {token}"))
-                    .header("x-request-id", format!("audit-{i}"))
-                    .body(Body::empty())
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
+        let req = Request::get("/admin/dead-letters?limit=5")
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .header("x-request-id", format!("audit-{i}"));
+        let resp = send(&app, req).await;
         // The right token reaches the (unreachable) projection: 503; the wrong one: 401.
         assert_ne!(resp.status(), StatusCode::OK);
     }
     // Refused before the token is looked at (no such method): not the admin token's doing.
-    let resp = app
-        .clone()
-        .oneshot(
-            Request::delete("/admin/dead-letters")
-                .header("x-request-id", "audit-2")
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let req = Request::delete("/admin/dead-letters").header("x-request-id", "audit-2");
+    let resp = send(&app, req).await;
     assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
     // A shopper's request is not an admin action: no audit line.
-    let resp = app
-        .clone()
-        .oneshot(Request::get("/cart/").body(Body::empty()).unwrap())
-        .await
-        .unwrap();
+    let resp = send(&app, Request::get("/cart/")).await;
     assert_ne!(resp.status(), StatusCode::NOT_FOUND);
     let log = captured.text();
     let audit: Vec<serde_json::Value> = log

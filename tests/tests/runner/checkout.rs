@@ -272,8 +272,7 @@ async fn a_cart_changed_after_checkout_started_updates_the_same_provider_order()
     let Some((env, runner)) = env_and_runner().await else {
         return;
     };
-    let first = env.checked_out("changed", "a1").await;
-    let order_id = first.cart.provider_order_id.clone().unwrap();
+    let order_id = env.checked_out_order("changed", "a1").await;
 
     // The shopper goes back and adds an item (this re-opens the checkout), then checks out again.
     env.exec("changed", add("BOOK-NOVEL-01", 1)).await.unwrap();
@@ -316,14 +315,7 @@ async fn publish_push_as(env: &Env, tenant: &str, order_id: &str) {
         received_at: "2026-11-23T12:00:00Z".into(),
         source: Default::default(),
     };
-    let mut h = async_nats::HeaderMap::new();
-    shared::headers::RequestContext::new(tenant).to_nats_headers(&mut h);
-    env.js
-        .publish_with_headers(subject, h, serde_json::to_vec(&push).unwrap().into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    env.publish_json(subject, tenant, &push).await;
 }
 
 #[tokio::test]
@@ -331,8 +323,7 @@ async fn duplicate_pushes_place_the_order_once() {
     let Some((env, runner)) = env_and_runner().await else {
         return;
     };
-    let cart = env.checked_out("paid", "a1").await;
-    let order_id = cart.cart.provider_order_id.unwrap();
+    let order_id = env.checked_out_order("paid", "a1").await;
     // A push before payment changes nothing; then the shopper pays and the provider pushes
     // three times (it retries until acknowledged).
     publish_push(&env, &order_id).await;
@@ -379,8 +370,7 @@ async fn forged_and_early_pushes_change_nothing_and_block_the_real_one_from_noth
     let Some((env, runner)) = env_and_runner().await else {
         return;
     };
-    let cart = env.checked_out("forged", "a1").await;
-    let order_id = cart.cart.provider_order_id.unwrap();
+    let order_id = env.checked_out_order("forged", "a1").await;
     publish_push(&env, "no-such-order").await;
     publish_push_as(&env, "evil", &order_id).await;
     publish_push(&env, &order_id).await;
@@ -428,8 +418,7 @@ async fn a_paid_order_whose_push_was_lost_is_placed_by_reconciliation() {
     config.reconcile_interval_secs = 1;
     config.reconcile_after_secs = 1;
     let runner = env.runner_with(config).await;
-    let cart = env.checked_out("lost-push", "a1").await;
-    let order_id = cart.cart.provider_order_id.unwrap();
+    let order_id = env.checked_out_order("lost-push", "a1").await;
     env.mock.mark_complete(&order_id).unwrap();
     let placed = env
         .wait_cart("lost-push", "placed without a push", |s| {
@@ -472,8 +461,7 @@ async fn a_paid_order_is_reconciled_even_after_a_later_attempt_failed() {
     let mut config = env.runner_config();
     config.reconcile_interval_secs = 0;
     let runner = env.runner_with(config.clone()).await;
-    let cart = env.checked_out("paid-then-retried", "a1").await;
-    let order_id = cart.cart.provider_order_id.unwrap();
+    let order_id = env.checked_out_order("paid-then-retried", "a1").await;
     env.mock.mark_complete(&order_id).unwrap();
     env.exec("paid-then-retried", start("a2")).await.unwrap();
     wait_until(
@@ -565,8 +553,7 @@ async fn a_paid_order_the_cart_moved_past_is_recorded_never_placed_nor_acknowled
     let mut config = env.runner_config();
     config.mismatch_action = runner::config::MismatchAction::Cancel;
     let runner = env.runner_with(config).await;
-    let cart = env.checked_out("moved", "a1").await;
-    let old_order = cart.cart.provider_order_id.unwrap();
+    let old_order = env.checked_out_order("moved", "a1").await;
     env.exec("moved", add("BOOK-NOVEL-01", 1)).await.unwrap();
     env.mock.mark_complete(&old_order).unwrap();
     publish_push(&env, &old_order).await;
@@ -749,18 +736,8 @@ async fn publish_without_types(env: &Env, cart: &str, revision: u64, event: Even
         time::OffsetDateTime::now_utc(),
         &[event],
     );
-    let mut h = async_nats::HeaderMap::new();
-    ctx().to_nats_headers(&mut h);
-    env.js
-        .publish_with_headers(
-            shared::subjects::cart_events(&tenant(), &cart),
-            h,
-            serde_json::to_vec(&message).unwrap().into(),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    let subject = shared::subjects::cart_events(&tenant(), &cart);
+    env.publish_json(subject, tenant(), &message).await;
 }
 
 #[tokio::test]
@@ -915,8 +892,7 @@ async fn a_late_result_never_brings_back_a_paid_order_that_was_not_placed() {
     let Some((env, runner)) = env_and_runner().await else {
         return;
     };
-    let cart = env.checked_out("paid-then-replayed", "a1").await;
-    let old_order = cart.cart.provider_order_id.unwrap();
+    let old_order = env.checked_out_order("paid-then-replayed", "a1").await;
     env.exec("paid-then-replayed", add("BOOK-NOVEL-01", 1))
         .await
         .unwrap();

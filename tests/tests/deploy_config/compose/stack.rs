@@ -10,7 +10,7 @@ use super::{
     COMPOSE_SERVICES, compose, compose_duration, compose_env, compose_loaded, compose_mounts,
     compose_nats_conf, compose_services, depends_on, interpolate,
 };
-use crate::common::{config_arg, entries, env, env_get, port_of, read, root, s, strs};
+use crate::common::{config_arg, dockerfile_after, entries, env, env_get, port_of, root, s, strs};
 use crate::containers::assert_consistent;
 use crate::monitoring::promql::{check_expr, known_metrics, selectors};
 use crate::nats::{assert_durable_nats_conf, conf_value};
@@ -106,12 +106,8 @@ fn compose_runner_publishes_its_mock_provider() {
         published.contains(&format!("127.0.0.1:{port}:{port}")),
         "the runner publishes the mock provider's port {port} on host loopback: {published:?}"
     );
-    let dockerfile = read(&root().join("Dockerfile"));
-    let exposed: Vec<&str> = dockerfile
-        .lines()
-        .filter_map(|l| l.strip_prefix("EXPOSE "))
-        .flat_map(str::split_whitespace)
-        .collect();
+    let exposes = dockerfile_after("EXPOSE ");
+    let exposed: Vec<&str> = exposes.iter().flat_map(|l| l.split_whitespace()).collect();
     assert!(
         exposed.contains(&port.as_str()),
         "the image exposes {port}: {exposed:?}"

@@ -185,6 +185,23 @@ fn with_container(kind: &str, name: &str, edit: impl FnOnce(&mut Value)) -> Vec<
     with_pod(kind, name, |pod| edit(&mut pod["containers"][0]))
 }
 
+/// The manifests with each item named `item` of the list at `list` (a JSON pointer into the
+/// pod template of workload `kind` `name`, such as `/volumes`) broken by `edit`.
+fn with_named(
+    kind: &str,
+    name: &str,
+    list: &str,
+    item: &str,
+    edit: impl FnMut(&mut Value),
+) -> Vec<Doc> {
+    with_pod(kind, name, |pod| {
+        let items = pod
+            .pointer_mut(list)
+            .unwrap_or_else(|| panic!("{kind} {name} has no {list}"));
+        picked(items, |v| v["name"] == item).for_each(edit);
+    })
+}
+
 #[test]
 #[should_panic(expected = "does not get $NATS_PASSWORD_SEED")]
 fn a_k8s_nats_server_missing_a_password_is_rejected() {
@@ -197,22 +214,25 @@ fn a_k8s_nats_server_missing_a_password_is_rejected() {
 #[test]
 #[should_panic(expected = "a pod gets only its own password")]
 fn a_k8s_pod_given_another_password_is_rejected() {
-    let docs = with_pod("Deployment", "aggregate", |pod| {
-        for v in picked(&mut pod["volumes"], |v| v["name"] == "nats-password") {
+    let docs = with_named(
+        "Deployment",
+        "aggregate",
+        "/volumes",
+        "nats-password",
+        |v| {
             let admin = serde_json::json!({"key": "NATS_PASSWORD_ADMIN", "path": "admin"});
             v["secret"]["items"].as_array_mut().unwrap().push(admin);
-        }
-    });
+        },
+    );
     check_k8s_nats_users(&docs);
 }
 
 #[test]
 #[should_panic(expected = "without readOnly: true")]
 fn a_writable_k8s_secret_mount_is_rejected() {
-    let docs = with_container("Deployment", "runner", |c| {
-        for m in picked(&mut c["volumeMounts"], |m| m["name"] == "tls") {
-            m["readOnly"] = false.into();
-        }
+    let mounts = "/containers/0/volumeMounts";
+    let docs = with_named("Deployment", "runner", mounts, "tls", |m| {
+        m["readOnly"] = false.into();
     });
     check_k8s_read_only(&docs);
 }
@@ -220,10 +240,8 @@ fn a_writable_k8s_secret_mount_is_rejected() {
 #[test]
 #[should_panic(expected = "of Secret cart-tls-gateway (the gateway certificate")]
 fn a_k8s_service_presenting_another_certificate_is_rejected() {
-    let docs = with_pod("Deployment", "gateway", |pod| {
-        for v in picked(&mut pod["volumes"], |v| v["name"] == "tls") {
-            v["secret"]["secretName"] = "cart-tls-runner".into();
-        }
+    let docs = with_named("Deployment", "gateway", "/volumes", "tls", |v| {
+        v["secret"]["secretName"] = "cart-tls-runner".into();
     });
     check_k8s_tls(&docs);
 }

@@ -148,11 +148,36 @@ impl Env {
             .await
     }
 
+    /// [`Env::checked_out`], returning the id of the recorded provider order.
+    pub async fn checked_out_order(&self, cart: &str, attempt: &str) -> String {
+        let state = self.checked_out(cart, attempt).await;
+        state.cart.provider_order_id.unwrap()
+    }
+
     /// Starts checkout `attempt` of `cart` and waits until its provider order is recorded
     /// (`what` names the step when it never is).
     pub async fn checkout_again(&self, cart: &str, attempt: &str, what: &str) -> CartState {
         self.exec(cart, start(attempt)).await.unwrap();
         self.wait_cart(cart, what, order_created(attempt)).await
+    }
+
+    /// Publishes `payload` as JSON to `subject` with `tenant`'s request headers (as the
+    /// services publish) and waits for the stream's ack.
+    pub async fn publish_json(
+        &self,
+        subject: String,
+        tenant: TenantId,
+        payload: &impl serde::Serialize,
+    ) {
+        let mut h = async_nats::HeaderMap::new();
+        RequestContext::new(tenant).to_nats_headers(&mut h);
+        let body = serde_json::to_vec(payload).unwrap();
+        self.js
+            .publish_with_headers(subject, h, body.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
     }
 
     pub async fn messages_of(&self, subject: &str, stream: &str) -> usize {
