@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::cart::{Marking, PickupPoint};
+use super::cart::{Cart, Marking, PickupPoint};
 use super::error::DomainError;
 use super::payment::{PaidOrder, bounded_text};
 use crate::catalog::normalize_voucher_code;
@@ -415,6 +415,36 @@ pub struct Limits {
     pub max_subscription_details: usize,
     /// Largest `data` of one subscription details entry, as JSON bytes.
     pub max_subscription_data_bytes: usize,
+}
+
+impl Cart {
+    /// What a merge of this cart into another adds (`MergeCart`), as of `now` (Unix seconds):
+    /// nothing from a cart that is ordered or being paid for, whose lines would be bought
+    /// again.
+    pub fn lines_to_merge(&self, now: i64) -> Result<Vec<AddItem>, DomainError> {
+        let refused = |why: String| {
+            Err(DomainError::InvalidState(format!(
+                "cart {} {why}: its lines are not merged",
+                self.id
+            )))
+        };
+        if let Some(order) = &self.order {
+            return refused(format!("is ordered (reference {})", order.order_reference));
+        }
+        if self.purchase_held(now).is_some() {
+            return refused("is being paid for".to_owned());
+        }
+        Ok(self
+            .lines
+            .iter()
+            .map(|l| AddItem {
+                sku: l.product.sku.clone(),
+                quantity: l.quantity,
+                country: l.country.to_string(),
+                store_id: l.store_id.as_deref().map(str::to_owned),
+            })
+            .collect())
+    }
 }
 
 impl Default for Limits {

@@ -10,7 +10,6 @@
 use serde::{Deserialize, Serialize};
 
 use super::cart::{Cart, Checkout, CheckoutStatus};
-use super::command::AddItem;
 use super::error::DomainError;
 use super::event::{CheckoutLine, lines_digest};
 use super::totals::totals;
@@ -156,34 +155,6 @@ impl PaymentMismatch {
 pub const PURCHASE_HOLD_SECS: i64 = 10 * 60;
 
 impl Cart {
-    /// What a merge of this cart into another adds (`MergeCart`), as of `now` (Unix seconds):
-    /// nothing from a cart that is ordered or being paid for, whose lines would be bought
-    /// again.
-    pub fn lines_to_merge(&self, now: i64) -> Result<Vec<AddItem>, DomainError> {
-        let refused = |why: String| {
-            Err(DomainError::InvalidState(format!(
-                "cart {} {why}: its lines are not merged",
-                self.id
-            )))
-        };
-        if let Some(order) = &self.order {
-            return refused(format!("is ordered (reference {})", order.order_reference));
-        }
-        if self.purchase_held(now).is_some() {
-            return refused("is being paid for".to_owned());
-        }
-        Ok(self
-            .lines
-            .iter()
-            .map(|l| AddItem {
-                sku: l.product.sku.clone(),
-                quantity: l.quantity,
-                country: l.country.to_string(),
-                store_id: l.store_id.as_deref().map(str::to_owned),
-            })
-            .collect())
-    }
-
     /// The provider order whose purchase the cart holds still for at `now` (Unix seconds): one
     /// approved less than [`PURCHASE_HOLD_SECS`] ago and neither placed nor failed since.
     pub fn purchase_held(&self, now: i64) -> Option<&str> {
