@@ -112,22 +112,9 @@ impl CatalogCache {
         // A hit (the common case) needs neither a copy of the bucket handle nor of the key.
         let entry = match self.cache.get(key).await {
             Some(entry) => entry,
-            None => {
-                let kv = self.kv.clone();
-                let owned = key.to_owned();
-                self.cache
-                    .try_get_with(key.to_owned(), async move {
-                        kv.get(owned).await.map(|v| match v {
-                            None => Entry::Absent,
-                            Some(bytes) => serde_json::from_slice::<T>(&bytes)
-                                .map_or_else(|e| Entry::Invalid(e.to_string().into()), T::entry),
-                        })
-                    })
-                    .await
-                    .map_err(|e| {
-                        ApiError::unavailable(format!("catalog read of {key} failed: {e}"))
-                    })?
-            }
+            // Boxed: a miss is rare, and its future is large (~9 KB); inline, every command's
+            // future would carry it.
+            None => Box::pin(self.fill::<T>(key)).await?,
         };
         match &entry {
             Entry::Absent => Ok(None),
@@ -138,6 +125,22 @@ impl CatalogCache {
                 ApiError::internal(format!("catalog entry {key} is not the kind its key names"))
             }),
         }
+    }
+
+    /// A miss: read `key` from the bucket into the cache (one read however many ask at once).
+    async fn fill<T: Kind>(&self, key: &str) -> Result<Entry, ApiError> {
+        let kv = self.kv.clone();
+        let owned = key.to_owned();
+        self.cache
+            .try_get_with(key.to_owned(), async move {
+                kv.get(owned).await.map(|v| match v {
+                    None => Entry::Absent,
+                    Some(bytes) => serde_json::from_slice::<T>(&bytes)
+                        .map_or_else(|e| Entry::Invalid(e.to_string().into()), T::entry),
+                })
+            })
+            .await
+            .map_err(|e| ApiError::unavailable(format!("catalog read of {key} failed: {e}")))
     }
 
     /// Invalidate keys as they change. Recreates the watch when it ends or errors.

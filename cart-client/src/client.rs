@@ -186,7 +186,8 @@ impl CartClient {
     {
         let shard = shard_for(tenant, cart, self.inner.cfg.shard_count);
         let mut target = self.route(shard, None);
-        let mut last_err = ApiError::unavailable("no aggregate node is known; is one running?");
+        // Built when a call fails, not ahead of every call.
+        let mut last_err: Option<ApiError> = None;
         let mut followed_hint = false;
         // Set once the owner proved unreachable: other nodes are then asked to serve anyway.
         let mut fallback = false;
@@ -195,7 +196,7 @@ impl CartClient {
             let client = match self.client(&addr) {
                 Ok(c) => c,
                 Err(e) => {
-                    last_err = e;
+                    last_err = Some(e);
                     target = self.route(shard, Some(&addr));
                     continue;
                 }
@@ -230,15 +231,18 @@ impl CartClient {
                         }
                         _ => return Err(err),
                     }
-                    last_err = err;
+                    last_err = Some(err);
                 }
             }
         }
-        if last_err.code == ErrorCode::NotOwner {
-            last_err = ApiError::unavailable("cart placement is moving; retry shortly")
-                .with_retry_after(Duration::from_secs(1));
-        }
-        Err(last_err)
+        Err(match last_err {
+            None => ApiError::unavailable("no aggregate node is known; is one running?"),
+            Some(e) if e.code == ErrorCode::NotOwner => {
+                ApiError::unavailable("cart placement is moving; retry shortly")
+                    .with_retry_after(Duration::from_secs(1))
+            }
+            Some(e) => e,
+        })
     }
 
     /// Where to send a call for `shard`: its live owner, else any live non-draining node,

@@ -301,9 +301,18 @@ fn random_nonzero_u128() -> u128 {
 /// The id of one command (one client request). UUIDv7 when minted here; any non-nil UUID is
 /// accepted so ids derived from a client's `Idempotency-Key` or from a checkout attempt
 /// (UUIDv5) are valid too. It is the `Nats-Msg-Id` of the event message the command produces.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(try_from = "String")]
 pub struct CommandId(Uuid);
+
+/// Its hyphenated lowercase text, written from a stack buffer (every event message carries
+/// one; going through a `String` cost an allocation each).
+impl Serialize for CommandId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut text = Uuid::encode_buffer();
+        s.serialize_str(self.0.hyphenated().encode_lower(&mut text))
+    }
+}
 
 impl CommandId {
     /// Namespace for ids derived from other ids (idempotency keys, checkout attempts).

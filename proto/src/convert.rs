@@ -108,10 +108,11 @@ pub fn rendered(tenant: &TenantId, state: &CartState, render: i32) -> pb::CartSn
     let (cart, rendered) = match pb::Render::try_from(render) {
         Ok(pb::Render::None) => (Vec::new(), Vec::new()),
         Ok(pb::Render::StorefrontJson) => (Vec::new(), storefront_json(&state.cart)),
-        Ok(pb::Render::Snapshot) | Err(_) => (
-            serde_json::to_vec(&state.cart).expect("a cart always serialises"),
-            Vec::new(),
-        ),
+        Ok(pb::Render::Snapshot) | Err(_) => {
+            let mut json = Vec::with_capacity(json_size_hint(&state.cart));
+            serde_json::to_writer(&mut json, &state.cart).expect("a cart always serialises");
+            (json, Vec::new())
+        }
     };
     pb::CartSnapshot {
         tenant: tenant.to_string(),
@@ -124,7 +125,16 @@ pub fn rendered(tenant: &TenantId, state: &CartState, render: i32) -> pb::CartSn
 
 /// The storefront API's cart JSON: exactly what the gateway's `Json(StorefrontCart)` sends.
 pub fn storefront_json(cart: &Cart) -> Vec<u8> {
-    serde_json::to_vec(&StorefrontCart::storefront(cart)).expect("a cart view always serialises")
+    let mut json = Vec::with_capacity(json_size_hint(cart));
+    serde_json::to_writer(&mut json, &StorefrontCart::storefront(cart))
+        .expect("a cart view always serialises");
+    json
+}
+
+/// Room for a cart's JSON, so that writing it does not grow (and copy) the buffer again and
+/// again: about what a cart and each line take, generously.
+fn json_size_hint(cart: &Cart) -> usize {
+    1024 + 512 * cart.lines.len()
 }
 
 /// The inverse of [`snapshot`]. The returned state's `recent` and `keyed` lists are always

@@ -69,7 +69,8 @@ impl Carts {
             } = c
                 && items.is_empty()
             {
-                *items = self.merge_items(&cart.tenant, source_cart_id).await?;
+                // Boxed: rare, and its reads would make every command's future larger.
+                *items = Box::pin(self.merge_items(&cart.tenant, source_cart_id)).await?;
             }
         }
         let mut catalog = cart_domain::catalog::CatalogSnapshot::default();

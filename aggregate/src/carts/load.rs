@@ -85,13 +85,15 @@ impl Carts {
             Some(l) if l.epoch == epoch => {
                 self.inner.meters.cache_hits.increment(1);
             }
+            // The reads below are boxed: they are rare, and their futures are large. Inline, every
+            // command's future would carry them (and be copied whole when a call starts).
             Some(l) => {
-                self.catch_up(l, cart).await?;
+                Box::pin(self.catch_up(l, cart)).await?;
                 l.epoch = epoch;
             }
             None => {
                 metrics::counter!(m::CACHE_MISSES).increment(1);
-                let mut l = self.load(cart).await?;
+                let mut l = Box::pin(self.load(cart)).await?;
                 l.epoch = epoch;
                 *guard = Some(l);
             }
@@ -227,6 +229,11 @@ impl Carts {
         loaded: &mut Loaded,
         cart: &CartRef,
     ) -> Result<(), ApiError> {
+        // Off the common path (refusals, conflicts, stale copies) and large: boxed, as above.
+        Box::pin(self.read_to_leader(loaded, cart)).await
+    }
+
+    async fn read_to_leader(&self, loaded: &mut Loaded, cart: &CartRef) -> Result<(), ApiError> {
         // Every node would hear the same (an election is under way): asked to retry.
         let leader_error = |e| store_error(e).with_retry_after(NO_LEADER_RETRY);
         let store = &self.inner.store;

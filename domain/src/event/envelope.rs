@@ -89,7 +89,11 @@ impl EventMessage {
     }
 
     pub fn to_json(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("event messages always serialize")
+        // Sized for a typical message up front: growing the buffer as it is written copied
+        // it several times per append.
+        let mut out = Vec::with_capacity(384 + 256 * self.events.len());
+        serde_json::to_writer(&mut out, self).expect("event messages always serialize");
+        out
     }
 
     pub fn from_json(bytes: &[u8]) -> Result<Self, serde_json::Error> {

@@ -10,7 +10,7 @@ use cart_domain::ids::{CartId, TenantId};
 
 /// `<tenant>.<cart_id>` in `CART_SNAPSHOTS`.
 pub fn snapshot_key(tenant: &TenantId, cart_id: &CartId) -> String {
-    format!("{tenant}.{cart_id}")
+    [tenant.as_str(), cart_id.as_str()].join(".")
 }
 
 /// The inverse of [`snapshot_key`].
@@ -115,7 +115,9 @@ impl fmt::Display for CatalogKey {
 
 /// `sku.<sku>` in `CATALOG`.
 pub fn sku_key(sku: &str) -> Result<String, SubjectError> {
-    CatalogKey::sku(sku).map(|k| k.to_string())
+    // Looked up per command: checked and joined without building a `CatalogKey`.
+    tok("catalog key", "sku", sku)?;
+    Ok(["sku", sku].join("."))
 }
 
 /// `delivery.<provider>` in `CATALOG`.
