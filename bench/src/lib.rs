@@ -234,18 +234,42 @@ const PER_CART: u64 = 400;
 pub struct Adds {
     prefix: String,
     n: u64,
+    /// The current cart's id, named once per cart (the load generator's own cost counts
+    /// against the subject's ratio).
+    cart: String,
 }
 
 impl Adds {
     pub fn new(prefix: String) -> Adds {
-        Adds { prefix, n: 0 }
+        Adds {
+            prefix,
+            n: 0,
+            cart: String::new(),
+        }
     }
 
     /// The next add's cart id and SKU.
     pub fn next_add(&mut self) -> (String, &'static str) {
-        let cart = format!("{}-{}", self.prefix, self.n / PER_CART);
+        if self.n.is_multiple_of(PER_CART) {
+            self.cart = format!("{}-{}", self.prefix, self.n / PER_CART);
+        }
         let sku = SKUS[(self.n % SKUS.len() as u64) as usize];
         self.n += 1;
-        (cart, sku)
+        (self.cart.clone(), sku)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adds_fill_one_cart_then_move_to_a_fresh_one() {
+        let mut adds = Adds::new("w".into());
+        let first: Vec<_> = (0..PER_CART).map(|_| adds.next_add()).collect();
+        assert!(first.iter().all(|(cart, _)| cart == "w-0"));
+        assert_eq!(first[0].1, SKUS[0]);
+        assert_eq!(first[1].1, SKUS[1 % SKUS.len()]);
+        assert_eq!(adds.next_add().0, "w-1");
     }
 }
