@@ -126,6 +126,19 @@ impl Measured {
         }
     }
 
+    /// Adds `other`, measured over another stretch of time, to this.
+    pub fn merge(&mut self, other: Measured) {
+        self.hist
+            .add(&other.hist)
+            .expect("histograms have equal bounds");
+        self.ops += other.ops;
+        self.errors += other.errors;
+        self.elapsed += other.elapsed;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+    }
+
     pub fn summary(&self) -> Summary {
         let secs = self.elapsed.as_secs_f64().max(1e-9);
         Summary {
@@ -140,6 +153,39 @@ impl Measured {
 
 pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+}
+
+/// Both sides of a comparison in `rounds` alternating slices (baseline, subject, baseline, ...)
+/// of `duration / rounds` each, summed per side. On a shared machine the host takes CPU in
+/// bursts of seconds; one 10 s phase after the other lets a burst fall on one side only, while
+/// alternating slices spread it over both. `warmup` precedes the first slice of each side,
+/// a quarter of it (at most 0.5 s) every later one.
+pub async fn alternating<B, BF, S, SF>(
+    rounds: u32,
+    warmup: Duration,
+    duration: Duration,
+    mut baseline: B,
+    mut subject: S,
+) -> (Measured, Measured)
+where
+    B: FnMut(Duration, Duration) -> BF,
+    BF: Future<Output = Measured>,
+    S: FnMut(Duration, Duration) -> SF,
+    SF: Future<Output = Measured>,
+{
+    let rounds = rounds.max(1);
+    let slice = duration / rounds;
+    let rewarm = (warmup / 4).min(Duration::from_millis(500));
+    let (mut base, mut subj) = (
+        Measured::empty(Duration::ZERO),
+        Measured::empty(Duration::ZERO),
+    );
+    for round in 0..rounds {
+        let warm = if round == 0 { warmup } else { rewarm };
+        base.merge(baseline(warm, slice).await);
+        subj.merge(subject(warm, slice).await);
+    }
+    (base, subj)
 }
 
 /// Run every worker concurrently: `warmup` first (not recorded), then `duration` measured.
@@ -271,5 +317,41 @@ mod tests {
         assert_eq!(first[0].1, SKUS[0]);
         assert_eq!(first[1].1, SKUS[1 % SKUS.len()]);
         assert_eq!(adds.next_add().0, "w-1");
+    }
+
+    #[tokio::test]
+    async fn alternating_rounds_take_turns_and_add_up_per_side() {
+        use std::cell::RefCell;
+        let calls = RefCell::new(Vec::new());
+        let side = |name: &'static str, ops: u64| {
+            let calls = &calls;
+            move |warm: Duration, time: Duration| {
+                calls.borrow_mut().push((name, warm, time));
+                let mut m = Measured::empty(time);
+                m.ops = ops;
+                let _ = m.hist.record(ops);
+                async move { m }
+            }
+        };
+        let (warmup, duration) = (Duration::from_secs(2), Duration::from_secs(9));
+        let (base, subject) =
+            alternating(3, warmup, duration, side("base", 10), side("subject", 4)).await;
+        let third = Duration::from_secs(3);
+        let rewarm = Duration::from_millis(500);
+        assert_eq!(
+            calls.into_inner(),
+            [
+                ("base", warmup, third),
+                ("subject", warmup, third),
+                ("base", rewarm, third),
+                ("subject", rewarm, third),
+                ("base", rewarm, third),
+                ("subject", rewarm, third),
+            ]
+        );
+        assert_eq!((base.ops, base.elapsed), (30, duration));
+        assert_eq!((subject.ops, subject.elapsed), (12, duration));
+        assert_eq!(subject.hist.len(), 3);
+        assert!((subject.summary().ops_per_s - 12.0 / 9.0).abs() < 1e-9);
     }
 }

@@ -55,6 +55,11 @@ struct Args {
     duration: f64,
     #[arg(long, default_value_t = 2.0)]
     warmup: f64,
+    /// grpc, http: alternate baseline and subject this many times, each for
+    /// duration / rounds, so a burst of noise from the host falls on both sides (1: the
+    /// baseline's whole duration, then the subject's).
+    #[arg(long, default_value_t = 5)]
+    rounds: u32,
     /// Write the report as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -140,7 +145,8 @@ async fn main() -> anyhow::Result<()> {
                 }
             };
             let client = cart_client::CartClient::new(Default::default(), None, vec![addr]);
-            let subject = cart_bench::grpc::subject(&client, args.concurrency, warmup, duration);
+            let subject =
+                |warm, time| cart_bench::grpc::subject(&client, args.concurrency, warm, time);
             let r = against_raw_appends(&stack, &args, subject).await;
             if let Some(node) = node {
                 node.drain().await?;
@@ -158,7 +164,8 @@ async fn main() -> anyhow::Result<()> {
                     (Some((node, gw)), base)
                 }
             };
-            let subject = cart_bench::http::subject(&base, args.concurrency, warmup, duration);
+            let subject =
+                |warm, time| cart_bench::http::subject(&base, args.concurrency, warm, time);
             let r = against_raw_appends(&stack, &args, subject).await;
             if let Some((node, gw)) = nodes {
                 gw.stop().await?;
@@ -200,12 +207,13 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// The report of a mode whose subject adds items, one cart per worker (`grpc`, `http`): raw
-/// appends are measured first (the baseline), then `subject`.
-async fn against_raw_appends(
-    stack: &Stack,
-    args: &Args,
-    subject: impl Future<Output = Measured>,
-) -> Report {
+/// appends are measured first (the baseline), then `subject(warm-up, time)`; with `--rounds`
+/// the two alternate.
+async fn against_raw_appends<S, SF>(stack: &Stack, args: &Args, subject: S) -> Report
+where
+    S: FnMut(Duration, Duration) -> SF,
+    SF: Future<Output = Measured>,
+{
     let (mode, what) = match args.mode {
         Mode::Grpc => (
             "grpc",
@@ -218,8 +226,9 @@ async fn against_raw_appends(
         other => unreachable!("{other:?} does not add items"),
     };
     let (warmup, duration) = args.timing();
-    let base = cart_bench::raw::baseline(&stack.js, args.concurrency, warmup, duration).await;
-    let subject = subject.await;
+    let baseline = |warm, time| cart_bench::raw::baseline(&stack.js, args.concurrency, warm, time);
+    let (base, subject) =
+        cart_bench::alternating(args.rounds, warmup, duration, baseline, subject).await;
     let mut r = Report::new(
         mode,
         args.concurrency,
@@ -231,6 +240,13 @@ async fn against_raw_appends(
     r.notes.push(format!(
         "subject: {what}, one cart per worker (new cart every 400 adds)"
     ));
+    if args.rounds > 1 {
+        r.notes.push(format!(
+            "{} alternating rounds of {:.1} s per side",
+            args.rounds,
+            duration.as_secs_f64() / f64::from(args.rounds)
+        ));
+    }
     if let Some(e) = subject.first_error {
         r.notes.push(format!("first error: {e}"));
     }
