@@ -34,8 +34,12 @@ pub fn apply(
     body_limit: usize,
     cors_origins: &[HeaderValue],
 ) -> Router {
+    // A path no route has; under `/admin/` still an admin request, audited like the others
+    // (the audit runs here, on unmatched requests only, not on every request's path).
+    let unmatched =
+        axum::routing::any(not_found).layer(axum::middleware::from_fn(crate::admin::audit::record));
     let router = router
-        .fallback(not_found)
+        .fallback_service(unmatched)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(Edge::layer(auth, body_limit));

@@ -167,6 +167,14 @@ async fn every_admin_request_leaves_an_audit_line_without_the_token() {
     let req = Request::delete("/admin/dead-letters").header("x-request-id", "audit-2");
     let resp = send(&app, req).await;
     assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+    // A path no admin route has (a probe, a typo): 404, audited all the same.
+    for (i, token) in ["", "s3cret-admin"].into_iter().enumerate() {
+        let req = Request::post("/admin/drop-everything")
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .header("x-request-id", format!("audit-{}", 3 + i));
+        let resp = send(&app, req).await;
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    }
     // A shopper's request is not an admin action: no audit line.
     let resp = send(&app, Request::get("/cart/")).await;
     assert_ne!(resp.status(), StatusCode::NOT_FOUND);
@@ -176,7 +184,7 @@ async fn every_admin_request_leaves_an_audit_line_without_the_token() {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|l| l["target"] == "audit")
         .collect();
-    assert_eq!(audit.len(), 3, "{log}");
+    assert_eq!(audit.len(), 5, "{log}");
     let denied = &audit[0]["fields"];
     assert_eq!(denied["who"], "unauthenticated");
     assert_eq!(denied["result"], "denied");
@@ -190,6 +198,18 @@ async fn every_admin_request_leaves_an_audit_line_without_the_token() {
     let refused = &audit[2]["fields"];
     assert_eq!(refused["who"], "unauthenticated", "{refused}");
     assert_eq!(refused["status"], 405);
+    for (probe, id) in audit[3..].iter().zip(["audit-3", "audit-4"]) {
+        let probe = &probe["fields"];
+        // No route, so no token was checked: nothing authorised it.
+        assert_eq!(probe["who"], "unauthenticated", "{probe}");
+        assert_eq!(probe["method"], "POST");
+        assert_eq!(probe["action"], "/admin/drop-everything");
+        assert_eq!(
+            (probe["status"].as_u64(), probe["result"].as_str()),
+            (Some(404), Some("failed"))
+        );
+        assert_eq!(probe["request_id"], id);
+    }
     assert!(
         !log.contains("s3cret-admin"),
         "the token never appears: {log}"
