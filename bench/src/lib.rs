@@ -329,11 +329,12 @@ mod tests {
                 calls.borrow_mut().push((name, warm, time));
                 let mut m = Measured::empty(time);
                 m.ops = ops;
-                let _ = m.hist.record(ops);
+                m.hist.record(ops).unwrap();
                 async move { m }
             }
         };
-        let (warmup, duration) = (Duration::from_secs(2), Duration::from_secs(9));
+        // A quarter of this warm-up is 1 s: the later slices' 0.5 s is the cap's.
+        let (warmup, duration) = (Duration::from_secs(4), Duration::from_secs(9));
         let (base, subject) =
             alternating(3, warmup, duration, side("base", 10), side("subject", 4)).await;
         let third = Duration::from_secs(3);

@@ -378,6 +378,35 @@ fn an_approved_purchase_holds_the_cart_until_it_is_placed() {
     assert!(matches!(later[0], Event::CheckoutReopened(_)), "{later:?}");
 }
 
+/// A merge takes nothing from a cart that is ordered or being paid for (its lines would be
+/// bought again); once an unfinished purchase's hold has run out, the lines go as usual.
+#[test]
+fn a_cart_ordered_or_being_paid_for_gives_no_lines_to_a_merge() {
+    let cart = checking_out(vec![order_created("a1")]);
+    let paid = paid_for(&cart);
+    let now = ctx(&catalog()).now.unix_timestamp();
+    let hold_over = now + crate::payment::PURCHASE_HOLD_SECS;
+    assert_eq!(cart.lines_to_merge(now).unwrap().len(), 1, "not held yet");
+    let approve = Command::ApprovePayment {
+        provider_order_id: "ko-1".into(),
+        paid: paid.clone(),
+    };
+    let held = apply_all(cart, approve);
+    let refused = held.lines_to_merge(now).unwrap_err().to_string();
+    assert!(refused.contains("is being paid for"), "{refused}");
+    let merged = held.lines_to_merge(hold_over).unwrap();
+    assert_eq!(
+        (merged[0].sku.as_str(), merged[0].quantity),
+        ("TEST-SKU-123", 1)
+    );
+    let placed = apply_all(held, confirm_order("ko-1", "REF-1", paid));
+    let refused = placed.lines_to_merge(hold_over).unwrap_err().to_string();
+    assert!(
+        refused.contains("is ordered (reference REF-1)"),
+        "{refused}"
+    );
+}
+
 /// The validation callback is refused when the order no longer matches the cart, or its
 /// checkout was cancelled: the provider then does not complete the purchase.
 #[test]

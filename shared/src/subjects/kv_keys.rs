@@ -103,29 +103,41 @@ impl CatalogKey {
     }
 }
 
+impl CatalogKey {
+    /// Its kind (the key's first token) and its value.
+    fn parts(&self) -> (&'static str, &str) {
+        match self {
+            CatalogKey::Sku(s) => ("sku", s),
+            CatalogKey::Delivery(p) => ("delivery", p),
+            CatalogKey::Voucher(c) => ("voucher", c),
+        }
+    }
+
+    /// `<kind>.<value>`, in one allocation of its exact size (an SKU's is made per command).
+    pub fn key(&self) -> String {
+        let (kind, value) = self.parts();
+        [kind, value].join(".")
+    }
+}
+
 impl fmt::Display for CatalogKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CatalogKey::Sku(s) => write!(f, "sku.{s}"),
-            CatalogKey::Delivery(p) => write!(f, "delivery.{p}"),
-            CatalogKey::Voucher(c) => write!(f, "voucher.{c}"),
-        }
+        let (kind, value) = self.parts();
+        write!(f, "{kind}.{value}")
     }
 }
 
 /// `sku.<sku>` in `CATALOG`.
 pub fn sku_key(sku: &str) -> Result<String, SubjectError> {
-    // Looked up per command: checked and joined without building a `CatalogKey`.
-    tok("catalog key", "sku", sku)?;
-    Ok(["sku", sku].join("."))
+    CatalogKey::sku(sku).map(|k| k.key())
 }
 
 /// `delivery.<provider>` in `CATALOG`.
 pub fn delivery_key(provider: &str) -> Result<String, SubjectError> {
-    CatalogKey::delivery(provider).map(|k| k.to_string())
+    CatalogKey::delivery(provider).map(|k| k.key())
 }
 
 /// `voucher.<code>` in `CATALOG`.
 pub fn voucher_key(code: &str) -> Result<String, SubjectError> {
-    CatalogKey::voucher(code).map(|k| k.to_string())
+    CatalogKey::voucher(code).map(|k| k.key())
 }

@@ -156,13 +156,13 @@ impl CartEventSubject {
 
 impl fmt::Display for CartEventSubject {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{CART_EVENTS_PREFIX}.{}.{}", self.tenant, self.cart_id)
+        f.write_str(&cart_events(&self.tenant, &self.cart_id))
     }
 }
 
-/// `cart.events.<tenant>.<cart_id>`.
+/// `cart.events.<tenant>.<cart_id>`: the one place its layout is written. Made per command, so
+/// in one allocation of the exact size (formatting grows the string several times).
 pub fn cart_events(tenant: &TenantId, cart_id: &CartId) -> String {
-    // Per command: one allocation of the exact size (formatting grows it several times).
     [CART_EVENTS_PREFIX, tenant.as_str(), cart_id.as_str()].join(".")
 }
 

@@ -5,6 +5,7 @@ use crate::common;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use async_nats::jetstream::stream::DirectGetErrorKind;
 use cart_domain::event::{CartCleared, CheckoutLine, CheckoutStarted};
 use cart_domain::ids::{CartId, CommandId, TenantId};
 use cart_domain::money::TaxRate;
@@ -508,15 +509,13 @@ async fn last_result_of(env: &Env, cart: &str) -> Option<CheckoutResult> {
 /// The last workflow event of the `kind` workflow `id`, if any.
 async fn last_workflow_event_of(env: &Env, kind: &str, id: &str) -> Option<CheckoutResult> {
     let subject = shared::subjects::workflow_event(&tenant(), kind, id).unwrap();
-    let msg = env
-        .js
-        .get_stream(WORKFLOW_EVENTS_STREAM)
-        .await
-        .unwrap()
-        .direct_get_last_for_subject(subject)
-        .await
-        .ok()?;
-    Some(serde_json::from_slice(&msg.payload).unwrap())
+    let stream = env.js.get_stream(WORKFLOW_EVENTS_STREAM).await.unwrap();
+    // Only "no such message" is `None`: any other error is the test's to see.
+    match stream.direct_get_last_for_subject(subject).await {
+        Ok(msg) => Some(serde_json::from_slice(&msg.payload).unwrap()),
+        Err(e) if e.kind() == DirectGetErrorKind::NotFound => None,
+        Err(e) => panic!("reading the last {kind} event of {id}: {e}"),
+    }
 }
 
 /// The value of an unlabelled series in a Prometheus text page (0 when absent).
