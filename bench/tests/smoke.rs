@@ -39,6 +39,36 @@ async fn grpc_mode_produces_a_complete_report() {
     node.drain().await.unwrap();
 }
 
+/// The wrk-like HTTP client reads every gateway reply in full: a 2xx with its whole
+/// `Content-Length` body, or an error counted (none here).
+#[tokio::test]
+async fn http_mode_adds_through_the_gateway_without_errors() {
+    let Some(stack) = Stack::start(test_streams()).await else {
+        return;
+    };
+    let node = stack.aggregate("bench-smoke").await.unwrap();
+    let gw = gateway::start(stack.gateway_config()).await.unwrap();
+    let base = format!("http://{}", gw.http_addr);
+    let http = reqwest::Client::new();
+    shared::test_support::wait_until(
+        || async {
+            http.get(format!("{base}/ready"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        },
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    let subject =
+        cart_bench::http::subject(&base, 4, Duration::ZERO, Duration::from_millis(500)).await;
+    assert_eq!(subject.errors, 0, "{:?}", subject.first_error);
+    assert!(subject.ops > 0);
+    gw.stop().await.unwrap();
+    node.drain().await.unwrap();
+}
+
 #[tokio::test]
 async fn projection_mode_preloads_through_a_lazily_fsyncing_server_then_measures_with_fsync() {
     if shared::test_support::server_binary_or_skip().is_none() {

@@ -22,13 +22,25 @@ impl TaxRate {
     /// The rate as the storefront keys VAT maps: percent with no trailing zeros
     /// (2500 → "25", 1250 → "12.5", 600 → "6").
     pub fn percent_key(self) -> String {
-        let whole = self.0 / 100;
-        let frac = self.0 % 100;
-        match frac {
-            0 => whole.to_string(),
-            f if f % 10 == 0 => format!("{whole}.{}", f / 10),
-            f => format!("{whole}.{f:02}"),
-        }
+        self.key().as_str().to_owned()
+    }
+
+    /// [`TaxRate::percent_key`] without an allocation (prices are written on every command).
+    pub fn key(self) -> PercentKey {
+        use std::io::Write as _;
+        let (whole, frac) = (self.0 / 100, self.0 % 100);
+        let mut key = PercentKey([0; 12], 0);
+        let mut out = &mut key.0[..];
+        let room = out.len();
+        // u32::MAX / 100 has 8 digits: "42949672.95" fits in 12 bytes.
+        let written = match frac {
+            0 => write!(out, "{whole}"),
+            f if f % 10 == 0 => write!(out, "{whole}.{}", f / 10),
+            f => write!(out, "{whole}.{f:02}"),
+        };
+        written.expect("a percent key fits in 12 bytes");
+        key.1 = (room - out.len()) as u8;
+        key
     }
 
     /// Inverse of [`TaxRate::percent_key`].
@@ -59,7 +71,17 @@ impl TaxRate {
 
 impl fmt::Display for TaxRate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}%", self.percent_key())
+        write!(f, "{}%", self.key().as_str())
+    }
+}
+
+/// A rate's percent key (`"25"`, `"12.5"`) on the stack; see [`TaxRate::key`].
+#[derive(Clone, Copy)]
+pub struct PercentKey([u8; 12], u8);
+
+impl PercentKey {
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0[..usize::from(self.1)]).expect("written from digits and '.'")
     }
 }
 
@@ -153,18 +175,40 @@ impl utoipa::ToSchema for CartPrice {
     }
 }
 
+/// Written field by field as [`CartPriceWire`] would be, without building its map of `String`
+/// keys (a price is written several times per line on every command's reply).
 impl Serialize for CartPrice {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        CartPriceWire {
-            ex_vat: self.ex_vat(),
-            inc_vat: self.inc_vat,
-            vat: self
-                .vat
-                .iter()
-                .map(|(r, a)| (r.percent_key(), *a))
-                .collect(),
+        use serde::ser::SerializeStruct as _;
+        let mut wire = s.serialize_struct("CartPrice", 3)?;
+        wire.serialize_field("exVat", &self.ex_vat())?;
+        wire.serialize_field("incVat", &self.inc_vat)?;
+        wire.serialize_field("vat", &VatByKey(&self.vat))?;
+        wire.end()
+    }
+}
+
+/// The VAT map in the order of its string keys (`"12"` < `"25"` < `"6"`), as
+/// `BTreeMap<String, _>` sorts them, not in the rates' numeric order.
+struct VatByKey<'a>(&'a BTreeMap<TaxRate, i64>);
+
+impl Serialize for VatByKey<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        if self.0.len() <= 1 {
+            for (rate, amount) in self.0 {
+                map.serialize_entry(rate.key().as_str(), amount)?;
+            }
+        } else {
+            let mut keyed: Vec<(PercentKey, i64)> =
+                self.0.iter().map(|(r, a)| (r.key(), *a)).collect();
+            keyed.sort_unstable_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+            for (key, amount) in &keyed {
+                map.serialize_entry(key.as_str(), amount)?;
+            }
         }
-        .serialize(s)
+        map.end()
     }
 }
 
@@ -227,6 +271,33 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
+    fn a_price_is_written_as_its_wire_form_with_keys_in_string_order() {
+        let mut price = CartPrice::from_gross(11200, TaxRate(1200));
+        for (gross, rate) in [(12500, 2500), (10600, 600), (11250, 1250), (500, 0)] {
+            price.add(&CartPrice::from_gross(gross, TaxRate(rate)));
+        }
+        let wire = |p: &CartPrice| CartPriceWire {
+            ex_vat: p.ex_vat(),
+            inc_vat: p.inc_vat,
+            vat: p.vat.iter().map(|(r, a)| (r.percent_key(), *a)).collect(),
+        };
+        for p in [
+            price.clone(),
+            CartPrice::from_gross(9990, TaxRate(2500)),
+            CartPrice::zero(),
+        ] {
+            assert_eq!(
+                serde_json::to_string(&p).unwrap(),
+                serde_json::to_string(&wire(&p)).unwrap()
+            );
+        }
+        assert_eq!(
+            serde_json::to_string(&price).unwrap(),
+            r#"{"exVat":40500,"incVat":46050,"vat":{"0":0,"12":1200,"12.5":1250,"25":2500,"6":600}}"#
+        );
+    }
+
+    #[test]
     fn percent_keys() {
         for (bp, key) in [
             (2500, "25"),
@@ -236,11 +307,13 @@ mod tests {
             (1205, "12.05"),
         ] {
             assert_eq!(TaxRate(bp).percent_key(), key);
+            assert_eq!(TaxRate(bp).key().as_str(), key);
             assert_eq!(TaxRate::from_percent_key(key), Some(TaxRate(bp)));
         }
         assert_eq!(TaxRate::from_percent_key("12."), None);
         assert_eq!(TaxRate::from_percent_key("x"), None);
         assert_eq!(TaxRate::from_percent_key("101"), None);
+        assert_eq!(TaxRate(u32::MAX).key().as_str(), "42949672.95");
     }
 
     #[test]
