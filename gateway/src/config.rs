@@ -71,6 +71,11 @@ pub struct Config {
     /// Mutations per second per cart; 0 disables the limit.
     pub cart_rate_per_sec: u32,
     pub cart_rate_burst: u32,
+    /// Provider pushes recorded per second per tenant (`POST /cart/push` needs no key, so
+    /// this bounds what forged pushes from many addresses cost: records in
+    /// `WORKFLOW_COMMANDS` and the runner's provider reads); 0 disables the limit.
+    pub push_rate_per_sec: u32,
+    pub push_rate_burst: u32,
     /// Keys a rate limiter tracks before it prunes idle ones early.
     pub rate_limit_max_keys: usize,
     /// How often idle rate-limiter keys are pruned.
@@ -126,6 +131,8 @@ impl Default for Config {
             client_rate_burst: 100,
             cart_rate_per_sec: 10,
             cart_rate_burst: 20,
+            push_rate_per_sec: 20,
+            push_rate_burst: 200,
             rate_limit_max_keys: 100_000,
             rate_limit_prune_secs: 60,
             idempotency_capacity: 10_000,
@@ -300,6 +307,7 @@ impl Config {
         for (name, rate, burst) in [
             ("client", self.client_rate_per_sec, self.client_rate_burst),
             ("cart", self.cart_rate_per_sec, self.cart_rate_burst),
+            ("push", self.push_rate_per_sec, self.push_rate_burst),
         ] {
             if rate > 0 && burst == 0 {
                 return fail(format!(

@@ -49,11 +49,14 @@ pub struct PushAccepted {
 /// (places a paid order whose payment matches the cart, acknowledges it). Needs no API key:
 /// the provider cannot send one, and a push is never trusted: a forged or early one changes
 /// nothing and blocks nothing (pushes are not de-duplicated before their order was read).
+/// What forged pushes can cost is bounded per tenant (`GATEWAY_PUSH_RATE_PER_SEC`, 429 beyond
+/// it, which the provider retries).
 #[utoipa::path(post, path = "/cart/push", tag = TAG,
     params(PushQuery),
     responses(
         (status = 200, description = "Recorded", body = PushAccepted),
         (status = 400, description = "Bad tenant or order id", body = ErrorBody),
+        (status = 429, description = "Too many pushes for this tenant; the provider retries", body = ErrorBody),
         (status = 503, description = "Could not be recorded; the provider retries", body = ErrorBody)))]
 pub async fn push(
     State(s): State<AppState>,
@@ -62,6 +65,8 @@ pub async fn push(
 ) -> Result<Response, ApiError> {
     let tenant = callback_tenant(&s, &headers, q.tenant.as_deref())?;
     KeyField::ProviderOrderId.check("klarna_order_id", &q.klarna_order_id)?;
+    // After the checks: a malformed push neither counts nor records.
+    s.limits.check_push(tenant.as_str())?;
     let ctx = RequestContext::from_http_for_tenant(&headers, tenant.clone());
     let js = s.services.js.as_ref().ok_or_else(|| {
         ApiError::unavailable("this gateway has no NATS connection to record pushes")

@@ -1,5 +1,5 @@
 //! Rate limits (GCRA from `governor`): per client (API key, else client IP) on every API
-//! request, and per cart on every mutation. A refused request gets 429 with `Retry-After` and
+//! request, per cart on every mutation, and per tenant on the provider's push callback. A refused request gets 429 with `Retry-After` and
 //! changes nothing. Keyed limiters remember one small state per key; idle keys are pruned
 //! periodically and early when a limiter holds more than `rate_limit_max_keys`, so a flood of
 //! distinct clients cannot grow memory without bound.
@@ -70,6 +70,7 @@ impl Limiter {
 pub struct RateLimits {
     client: Option<Limiter>,
     cart: Option<Limiter>,
+    push: Option<Limiter>,
     trusted_proxy_hops: usize,
 }
 
@@ -88,7 +89,23 @@ impl RateLimits {
                 cfg.cart_rate_burst,
                 cfg.rate_limit_max_keys,
             ),
+            push: Limiter::new(
+                "push",
+                cfg.push_rate_per_sec,
+                cfg.push_rate_burst,
+                cfg.rate_limit_max_keys,
+            ),
             trusted_proxy_hops: cfg.trusted_proxy_hops,
+        }
+    }
+
+    /// One provider push for `tenant`. The push callback takes no API key, so the per-client
+    /// limit alone lets many addresses record without bound; a refused push is retried by the
+    /// provider, and the runner's reconciliation pushes for a checkout left waiting.
+    pub fn check_push(&self, tenant: &str) -> Result<(), ApiError> {
+        match &self.push {
+            Some(l) => l.check(tenant.to_owned(), "tenant's provider pushes"),
+            None => Ok(()),
         }
     }
 
@@ -257,5 +274,19 @@ mod tests {
             ..Config::default()
         });
         assert!((0..100).all(|_| off.check_cart("t", "c").is_ok()));
+    }
+
+    #[test]
+    fn pushes_are_limited_per_tenant() {
+        let limits = RateLimits::new(&Config {
+            push_rate_per_sec: 1,
+            push_rate_burst: 3,
+            ..Config::default()
+        });
+        assert!((0..3).all(|_| limits.check_push("t1").is_ok()));
+        let e = limits.check_push("t1").unwrap_err();
+        assert_eq!(e.code, ErrorCode::RateLimited);
+        assert!(e.retry_after.is_some());
+        assert!(limits.check_push("t2").is_ok(), "tenants are separate");
     }
 }

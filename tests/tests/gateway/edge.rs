@@ -188,6 +188,70 @@ async fn rate_limits_answer_429_with_retry_after() {
     carts.stop().await.unwrap();
 }
 
+/// The push callback needs no key, so many addresses could record forged pushes without bound
+/// (each one a record in `WORKFLOW_COMMANDS` and a provider read by the runner): beyond a
+/// tenant's push budget a push is refused with 429 (the provider retries) and not recorded.
+#[tokio::test]
+async fn provider_pushes_are_budgeted_per_tenant_and_a_refused_one_is_not_recorded() {
+    use futures::TryStreamExt as _;
+    let Some(stack) = stack_with(|c| {
+        c.push_rate_per_sec = 1;
+        c.push_rate_burst = 2;
+    })
+    .await
+    else {
+        return;
+    };
+    let http = reqwest::Client::new();
+    let push = |tenant: &str, order: &str| {
+        call(http.post(stack.url(&format!(
+            "/cart/push?tenant={tenant}&klarna_order_id={order}"
+        ))))
+    };
+    for order in ["forged-1", "forged-2"] {
+        let (status, reply) = push("default", order).await;
+        assert_eq!(status, 200, "{reply}");
+    }
+    let refused = push("default", "forged-3").await;
+    assert_error(&refused, 429, "rate_limited", "provider pushes");
+    // Malformed pushes are refused before they count.
+    let bad = push("default", &"x".repeat(5000)).await;
+    assert_eq!(bad.0, 400, "{}", bad.1);
+    let (status, reply) = push("other", "o-1").await;
+    assert_eq!(status, 200, "another tenant has its own budget: {reply}");
+
+    let recorded = |tenant: &str| {
+        let filter = format!("workflow.commands.{tenant}.push.>");
+        let js = stack.nats.js.clone();
+        async move {
+            let stream = js
+                .get_stream(shared::subjects::WORKFLOW_COMMANDS_STREAM)
+                .await
+                .unwrap();
+            let subjects: Vec<(String, usize)> = stream
+                .info_with_subjects(filter)
+                .await
+                .unwrap()
+                .try_collect()
+                .await
+                .unwrap();
+            let mut orders: Vec<String> = subjects
+                .into_iter()
+                .map(|(s, _)| s.rsplit('.').next().unwrap().to_owned())
+                .collect();
+            orders.sort();
+            orders
+        }
+    };
+    assert_eq!(recorded("default").await, ["forged-1", "forged-2"]);
+    assert_eq!(recorded("other").await, ["o-1"]);
+    let metrics = text(&http, &stack.url("/metrics")).await;
+    assert!(
+        metrics.contains("cart_gateway_rate_limited_total{scope=\"push\"}"),
+        "{metrics}"
+    );
+}
+
 #[tokio::test]
 async fn request_ids_travel_and_come_back() {
     let Some(stack) = stack().await else { return };
