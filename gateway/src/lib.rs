@@ -119,6 +119,12 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         .await
         .map_err(Error::Listen)?;
     let app = app(state).into_make_service_with_connect_info::<SocketAddr>();
+    // A reply is one write; it goes out at once rather than after the client's delayed ACK.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set on a connection");
+        }
+    });
     let stop = shutdown.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
