@@ -2,7 +2,6 @@
 //! aggregate, runner and gateway in-process, and the mock payment provider, whose push
 //! callback reaches the gateway over HTTP exactly as the real provider's would.
 
-use futures::TryStreamExt;
 use runner::provider::mock::{CompleteError, Faults};
 use serde_json::{Value, json};
 use tests::platform::{Platform, platform};
@@ -135,18 +134,12 @@ async fn a_storefront_checks_out_pays_and_the_order_is_placed_once() {
     let push_subject =
         shared::subjects::workflow_command(&tenant, shared::workflow::PUSH_KIND, &order_id)
             .unwrap();
-    let records: Vec<(String, usize)> = p
-        .stack
-        .js
-        .get_stream(shared::subjects::WORKFLOW_COMMANDS_STREAM)
-        .await
-        .unwrap()
-        .info_with_subjects(&push_subject)
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
+    let records = shared::test_support::subject_counts(
+        &p.stack.js,
+        shared::subjects::WORKFLOW_COMMANDS_STREAM,
+        &push_subject,
+    )
+    .await;
     assert_eq!(records, vec![(push_subject, 2)], "both pushes recorded");
     p.settled().await;
     assert_eq!(p.orders_placed(&cart_id).await, 1, "one OrderPlaced");

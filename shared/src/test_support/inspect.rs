@@ -15,6 +15,25 @@ pub async fn stream_state(js: &jetstream::Context, stream: &str) -> jetstream::s
     handle.info().await.unwrap().state.clone()
 }
 
+/// The subjects of `stream` matching `filter`, each with its message count, sorted.
+pub async fn subject_counts(
+    js: &jetstream::Context,
+    stream: &str,
+    filter: &str,
+) -> Vec<(String, usize)> {
+    use futures::TryStreamExt as _;
+    let handle = js.get_stream(stream).await.unwrap();
+    let mut counts: Vec<(String, usize)> = handle
+        .info_with_subjects(filter)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap_or_else(|e| panic!("subjects {filter} of {stream}: {e}"));
+    counts.sort();
+    counts
+}
+
 /// Every message of `subject` in `stream`, read straight from the stream.
 pub async fn subject_messages(
     client: &async_nats::Client,

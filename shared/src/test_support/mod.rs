@@ -31,7 +31,9 @@ pub use accounts::{ACCOUNTS_CONF, Accounts, users_of};
 pub use binary::{MIN_SERVER_VERSION, find_server_binary, server_binary_or_skip};
 use binary::{own_server_binary, unavailable};
 pub use commands::add_item;
-pub use inspect::{Captured, assert_contains_all, cart_messages, stream_state, subject_messages};
+pub use inspect::{
+    Captured, assert_contains_all, cart_messages, stream_state, subject_counts, subject_messages,
+};
 pub use pki::{CertFiles, ServerTls, TestPki};
 pub use tied::spawn_tied;
 

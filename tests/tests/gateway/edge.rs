@@ -193,7 +193,6 @@ async fn rate_limits_answer_429_with_retry_after() {
 /// tenant's push budget a push is refused with 429 (the provider retries) and not recorded.
 #[tokio::test]
 async fn provider_pushes_are_budgeted_per_tenant_and_a_refused_one_is_not_recorded() {
-    use futures::TryStreamExt as _;
     let Some(stack) = stack_with(|c| {
         c.push_rate_per_sec = 1;
         c.push_rate_burst = 2;
@@ -224,22 +223,12 @@ async fn provider_pushes_are_budgeted_per_tenant_and_a_refused_one_is_not_record
         let filter = format!("workflow.commands.{tenant}.push.>");
         let js = stack.nats.js.clone();
         async move {
-            let stream = js
-                .get_stream(shared::subjects::WORKFLOW_COMMANDS_STREAM)
-                .await
-                .unwrap();
-            let subjects: Vec<(String, usize)> = stream
-                .info_with_subjects(filter)
-                .await
-                .unwrap()
-                .try_collect()
-                .await
-                .unwrap();
-            let mut orders: Vec<String> = subjects
+            let stream = shared::subjects::WORKFLOW_COMMANDS_STREAM;
+            let subjects = shared::test_support::subject_counts(&js, stream, &filter).await;
+            let orders: Vec<String> = subjects
                 .into_iter()
                 .map(|(s, _)| s.rsplit('.').next().unwrap().to_owned())
                 .collect();
-            orders.sort();
             orders
         }
     };

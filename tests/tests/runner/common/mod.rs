@@ -190,20 +190,9 @@ impl Env {
 impl Env {
     /// Messages `consumer` dead-lettered so far (on `dlq.<consumer>.>`).
     pub async fn dead_letters(&self, consumer: &str) -> usize {
-        use futures::TryStreamExt;
         let filter = shared::subjects::dead_letters_of(consumer).unwrap();
-        let stream = self
-            .js
-            .get_stream(shared::subjects::DEAD_LETTERS_STREAM)
-            .await
-            .unwrap();
-        let subjects: Vec<(String, usize)> = stream
-            .info_with_subjects(filter)
-            .await
-            .unwrap()
-            .try_collect()
-            .await
-            .unwrap();
+        let stream = shared::subjects::DEAD_LETTERS_STREAM;
+        let subjects = shared::test_support::subject_counts(&self.js, stream, &filter).await;
         subjects.iter().map(|(_, n)| n).sum()
     }
 
