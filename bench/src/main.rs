@@ -55,7 +55,7 @@ struct Args {
     duration: f64,
     #[arg(long, default_value_t = 2.0)]
     warmup: f64,
-    /// grpc, http: alternate baseline and subject this many times, each for
+    /// raw, grpc, http: alternate baseline and subject this many times, each for
     /// duration / rounds, so a burst of noise from the host falls on both sides (1: the
     /// baseline's whole duration, then the subject's).
     #[arg(long, default_value_t = 5)]
@@ -126,8 +126,10 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     let mut report = match args.mode {
         Mode::Raw => {
-            let a = cart_bench::raw::baseline(&stack.js, args.concurrency, warmup, duration).await;
-            let b = cart_bench::raw::baseline(&stack.js, args.concurrency, warmup, duration).await;
+            // Alternating like `grpc` and `http`, so the ratio shows the noise those see.
+            let side =
+                |warm, time| cart_bench::raw::baseline(&stack.js, args.concurrency, warm, time);
+            let (a, b) = cart_bench::alternating(args.rounds, warmup, duration, side, side).await;
             let mut r = Report::new("raw", args.concurrency, duration, a.summary(), b.summary());
             r.notes.push(
                 "baseline and subject are both raw appends: the ratio shows this run's noise"
