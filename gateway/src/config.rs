@@ -73,7 +73,8 @@ pub struct Config {
     pub cart_rate_burst: u32,
     /// Provider pushes recorded per second per tenant (`POST /cart/push` needs no key, so
     /// this bounds what forged pushes from many addresses cost: records in
-    /// `WORKFLOW_COMMANDS` and the runner's provider reads); 0 disables the limit.
+    /// `WORKFLOW_COMMANDS` and the runner's provider reads). Tenant names the gateway is not
+    /// configured with share one budget. 0 disables the limit.
     pub push_rate_per_sec: u32,
     pub push_rate_burst: u32,
     /// Keys a rate limiter tracks before it prunes idle ones early.

@@ -66,7 +66,8 @@ pub async fn push(
     let tenant = callback_tenant(&s, &headers, q.tenant.as_deref())?;
     KeyField::ProviderOrderId.check("klarna_order_id", &q.klarna_order_id)?;
     // After the checks: a malformed push neither counts nor records.
-    s.limits.check_push(tenant.as_str())?;
+    s.limits
+        .check_push(tenant.as_str(), s.auth.is_known_tenant(&tenant))?;
     let ctx = RequestContext::from_http_for_tenant(&headers, tenant.clone());
     let js = s.services.js.as_ref().ok_or_else(|| {
         ApiError::unavailable("this gateway has no NATS connection to record pushes")

@@ -83,6 +83,13 @@ impl Auth {
         RequestContext::from_http(headers, Some(tenant))
     }
 
+    /// A tenant this gateway is configured with: one an API key maps to, or the default one.
+    /// Without API keys any `x-tenant-id` is accepted, so other names are not refused, only
+    /// not known (the push budget counts them together).
+    pub fn is_known_tenant(&self, tenant: &TenantId) -> bool {
+        self.default_tenant.as_ref() == Some(tenant) || self.api_keys.values().any(|t| t == tenant)
+    }
+
     /// The API key when it is a known one (rate limits count per key rather than per IP).
     pub fn known_key<'h>(&self, headers: &'h HeaderMap) -> Option<&'h str> {
         let key = headers.get(API_KEY)?.to_str().ok()?.trim();

@@ -101,9 +101,13 @@ impl RateLimits {
 
     /// One provider push for `tenant`. The push callback takes no API key, so the per-client
     /// limit alone lets many addresses record without bound; a refused push is retried by the
-    /// provider, and the runner's reconciliation pushes for a checkout left waiting.
-    pub fn check_push(&self, tenant: &str) -> Result<(), ApiError> {
+    /// provider, and the runner's reconciliation pushes for a checkout left waiting. Tenants
+    /// the gateway is not configured with share one budget: a push names its tenant itself,
+    /// and a new name per push must not bring a new budget with it.
+    pub fn check_push(&self, tenant: &str, known: bool) -> Result<(), ApiError> {
         match &self.push {
+            // Not a tenant id ('?' is outside their characters): no tenant can take it.
+            Some(l) if !known => l.check("?unknown".to_owned(), "tenant's provider pushes"),
             Some(l) => l.check(tenant.to_owned(), "tenant's provider pushes"),
             None => Ok(()),
         }
@@ -283,10 +287,17 @@ mod tests {
             push_rate_burst: 3,
             ..Config::default()
         });
-        assert!((0..3).all(|_| limits.check_push("t1").is_ok()));
-        let e = limits.check_push("t1").unwrap_err();
+        assert!((0..3).all(|_| limits.check_push("t1", true).is_ok()));
+        let e = limits.check_push("t1", true).unwrap_err();
         assert_eq!(e.code, ErrorCode::RateLimited);
         assert!(e.retry_after.is_some());
-        assert!(limits.check_push("t2").is_ok(), "tenants are separate");
+        assert!(
+            limits.check_push("t2", true).is_ok(),
+            "tenants are separate"
+        );
+        // Names the gateway does not know share one budget, whatever they are.
+        assert!((0..3).all(|i| limits.check_push(&format!("made-up-{i}"), false).is_ok()));
+        assert!(limits.check_push("made-up-9", false).is_err());
+        assert!(limits.check_push("t3", true).is_ok());
     }
 }
