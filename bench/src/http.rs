@@ -31,6 +31,8 @@ struct HttpWorker {
     adds: Adds,
     /// The request being sent, rebuilt in place for each add.
     request: Vec<u8>,
+    /// Its body, written first so that its length is known.
+    body: Vec<u8>,
     /// The response read so far.
     response: Vec<u8>,
 }
@@ -81,16 +83,22 @@ fn parse_head(buf: &[u8]) -> anyhow::Result<Option<Head>> {
 impl HttpWorker {
     fn build_request(&mut self) {
         let (cart, sku) = self.adds.next_add();
-        let body_len = r#"{"sku":"","quantity":1,"country":"se"}"#.len() + sku.len();
+        self.body.clear();
+        write!(
+            self.body,
+            r#"{{"sku":"{sku}","quantity":1,"country":"se"}}"#
+        )
+        .expect("writing to a Vec");
         self.request.clear();
         write!(
             self.request,
             "POST /cart/byid/{cart} HTTP/1.1\r\nhost: {}\r\n\
-             content-type: text/plain;charset=UTF-8\r\ncontent-length: {body_len}\r\n\r\n\
-             {{\"sku\":\"{sku}\",\"quantity\":1,\"country\":\"se\"}}",
-            self.authority
+             content-type: text/plain;charset=UTF-8\r\ncontent-length: {}\r\n\r\n",
+            self.authority,
+            self.body.len()
         )
         .expect("writing to a Vec");
+        self.request.extend_from_slice(&self.body);
     }
 
     async fn add(&mut self) -> anyhow::Result<()> {
@@ -153,6 +161,23 @@ impl Worker for HttpWorker {
     }
 }
 
+/// Wait (bounded) until the gateway at `base` reports ready.
+pub async fn wait_ready(base: &str) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let url = format!("{base}/ready");
+    shared::test_support::wait_until(
+        || async {
+            http.get(&url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        },
+        Duration::from_secs(30),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("gateway not ready: {e}"))
+}
+
 /// `base` is the gateway's URL (`http://host:port`).
 pub async fn subject(
     base: &str,
@@ -172,6 +197,7 @@ pub async fn subject(
             conn: None,
             adds: Adds::new(format!("http-{run}-{i}")),
             request: Vec::with_capacity(512),
+            body: Vec::with_capacity(128),
             response: Vec::with_capacity(8192),
         })
         .collect();
@@ -201,6 +227,42 @@ mod tests {
         let head = parse_head(closing).unwrap().unwrap();
         assert!(head.close);
         assert_eq!(head.status, 503);
+    }
+
+    #[test]
+    fn a_request_announces_its_body_length_and_names_the_cart() {
+        let mut w = HttpWorker {
+            authority: "127.0.0.1:1".into(),
+            conn: None,
+            adds: Adds::new("w".into()),
+            request: Vec::new(),
+            body: Vec::new(),
+            response: Vec::new(),
+        };
+        for _ in 0..2 {
+            w.build_request();
+            let mut headers = [httparse::EMPTY_HEADER; 8];
+            let mut req = httparse::Request::new(&mut headers);
+            let httparse::Status::Complete(head) = req.parse(&w.request).unwrap() else {
+                panic!("incomplete request head");
+            };
+            assert_eq!(
+                (req.method, req.path),
+                (Some("POST"), Some("/cart/byid/w-0"))
+            );
+            let length = req
+                .headers
+                .iter()
+                .find(|h| h.name == "content-length")
+                .unwrap();
+            let body = &w.request[head..];
+            assert_eq!(
+                std::str::from_utf8(length.value).unwrap(),
+                body.len().to_string()
+            );
+            let item: serde_json::Value = serde_json::from_slice(body).unwrap();
+            assert_eq!(item["quantity"], 1);
+        }
     }
 
     #[test]

@@ -196,8 +196,8 @@ pub async fn drive<W: Worker>(workers: Vec<W>, warmup: Duration, duration: Durat
     let mut tasks = tokio::task::JoinSet::new();
     for mut w in workers {
         tasks.spawn(async move {
-            let mut hist = histogram();
-            let (mut ops, mut errors, mut first_error) = (0u64, 0u64, None);
+            // Its elapsed time stays zero: the sum below is over `duration`, not per worker.
+            let mut m = Measured::empty(Duration::ZERO);
             loop {
                 let t = Instant::now();
                 if t >= end {
@@ -210,27 +210,21 @@ pub async fn drive<W: Worker>(workers: Vec<W>, warmup: Duration, duration: Durat
                 }
                 match result {
                     Ok(()) => {
-                        ops += 1;
-                        let _ = hist.record((done - t).as_micros().max(1) as u64);
+                        m.ops += 1;
+                        let _ = m.hist.record((done - t).as_micros().max(1) as u64);
                     }
                     Err(e) => {
-                        errors += 1;
-                        first_error.get_or_insert_with(|| format!("{e:#}"));
+                        m.errors += 1;
+                        m.first_error.get_or_insert_with(|| format!("{e:#}"));
                     }
                 }
             }
-            (hist, ops, errors, first_error)
+            m
         });
     }
     let mut m = Measured::empty(duration);
     while let Some(r) = tasks.join_next().await {
-        let (hist, ops, errors, first_error) = r.expect("bench worker panicked");
-        m.hist.add(&hist).expect("histograms have equal bounds");
-        m.ops += ops;
-        m.errors += errors;
-        if m.first_error.is_none() {
-            m.first_error = first_error;
-        }
+        m.merge(r.expect("bench worker panicked"));
     }
     m
 }

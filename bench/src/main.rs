@@ -162,7 +162,7 @@ async fn main() -> anyhow::Result<()> {
                     let node = stack.aggregate("bench").await?;
                     let gw = gateway::start(stack.gateway_config()).await?;
                     let base = format!("http://{}", gw.http_addr);
-                    wait_ready(&base).await?;
+                    cart_bench::http::wait_ready(&base).await?;
                     (Some((node, gw)), base)
                 }
             };
@@ -253,21 +253,4 @@ where
         r.notes.push(format!("first error: {e}"));
     }
     r
-}
-
-/// Wait (bounded) until the gateway reports ready.
-async fn wait_ready(base: &str) -> anyhow::Result<()> {
-    let http = reqwest::Client::new();
-    let url = format!("{base}/ready");
-    shared::test_support::wait_until(
-        || async {
-            http.get(&url)
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-        },
-        Duration::from_secs(30),
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("gateway not ready: {e}"))
 }

@@ -49,18 +49,7 @@ async fn http_mode_adds_through_the_gateway_without_errors() {
     let node = stack.aggregate("bench-smoke").await.unwrap();
     let gw = gateway::start(stack.gateway_config()).await.unwrap();
     let base = format!("http://{}", gw.http_addr);
-    let http = reqwest::Client::new();
-    shared::test_support::wait_until(
-        || async {
-            http.get(format!("{base}/ready"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-        },
-        Duration::from_secs(30),
-    )
-    .await
-    .unwrap();
+    cart_bench::http::wait_ready(&base).await.unwrap();
     let subject =
         cart_bench::http::subject(&base, 4, Duration::ZERO, Duration::from_millis(500)).await;
     assert_eq!(subject.errors, 0, "{:?}", subject.first_error);

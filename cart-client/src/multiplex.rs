@@ -208,18 +208,13 @@ async fn expiring<T>(
 /// the grace for the node's own answer): the node has not answered them in time.
 fn expire(waiting: &Mutex<Waiting>, now: Instant) {
     let mut w = lock(waiting);
-    let late: Vec<u64> = w
+    let late = w
         .answers
-        .iter()
-        .filter(|(_, (_, given_up))| given_up.is_some_and(|at| at <= now))
-        .map(|(id, _)| *id)
-        .collect();
-    for id in late {
-        if let Some((answer, _)) = w.answers.remove(&id) {
-            let _ = answer.send(Err(Status::deadline_exceeded(
-                "the node did not answer in time",
-            )));
-        }
+        .extract_if(|_, (_, given_up)| given_up.is_some_and(|at| at <= now));
+    for (_, (answer, _)) in late {
+        let _ = answer.send(Err(Status::deadline_exceeded(
+            "the node did not answer in time",
+        )));
     }
 }
 

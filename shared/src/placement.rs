@@ -35,8 +35,8 @@ fn fnv1a64_on(h: u64, bytes: &[u8]) -> u64 {
 pub fn shard_for(tenant: &TenantId, cart_id: &CartId, shard_count: u32) -> u32 {
     assert!(shard_count > 0, "shard_count must be at least 1");
     // Hashed piece by piece: every call routes by it, and building the key cost an allocation.
-    let h = fnv1a64_on(FNV_OFFSET, tenant.as_str().as_bytes());
-    let h = fnv1a64_on(fnv1a64_on(h, b"/"), cart_id.as_str().as_bytes());
+    let h = fnv1a64_on(fnv1a64(tenant.as_str().as_bytes()), b"/");
+    let h = fnv1a64_on(h, cart_id.as_str().as_bytes());
     (h % u64::from(shard_count)) as u32
 }
 

@@ -10,7 +10,7 @@
 //! be resolved; routes that need no tenant (ops, the OpenAPI document, unknown routes) never
 //! ask, so they answer without credentials.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use axum::extract::{FromRequestParts, Request};
 use axum::response::Response;
@@ -29,6 +29,8 @@ pub use shared::headers::API_KEY;
 pub struct Auth {
     default_tenant: Option<TenantId>,
     api_keys: HashMap<String, TenantId>,
+    /// The tenants it is configured with: the default one and every API key's.
+    known_tenants: HashSet<TenantId>,
     /// Compared in constant time, so response timing does not reveal a prefix.
     admin_token: Secret,
 }
@@ -40,9 +42,15 @@ impl Auth {
         admin_token: &str,
     ) -> Self {
         let admin_token = admin_token.trim().into();
+        let known_tenants = default_tenant
+            .iter()
+            .chain(api_keys.values())
+            .cloned()
+            .collect();
         Self {
             default_tenant,
             api_keys,
+            known_tenants,
             admin_token,
         }
     }
@@ -87,7 +95,7 @@ impl Auth {
     /// Without API keys any `x-tenant-id` is accepted, so other names are not refused, only
     /// not known (the push budget counts them together).
     pub fn is_known_tenant(&self, tenant: &TenantId) -> bool {
-        self.default_tenant.as_ref() == Some(tenant) || self.api_keys.values().any(|t| t == tenant)
+        self.known_tenants.contains(tenant)
     }
 
     /// The API key when it is a known one (rate limits count per key rather than per IP).

@@ -1,6 +1,6 @@
 //! Rate limits (GCRA from `governor`): per client (API key, else client IP) on every API
-//! request, per cart on every mutation, and per tenant on the provider's push callback. A refused request gets 429 with `Retry-After` and
-//! changes nothing. Keyed limiters remember one small state per key; idle keys are pruned
+//! request, per cart on every mutation, and per tenant on the provider's push callback. A
+//! refused request gets 429 with `Retry-After` and changes nothing. Keyed limiters remember one small state per key; idle keys are pruned
 //! periodically and early when a limiter holds more than `rate_limit_max_keys`, so a flood of
 //! distinct clients cannot grow memory without bound.
 

@@ -122,8 +122,7 @@ impl CatalogKey {
 
 impl fmt::Display for CatalogKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (kind, value) = self.parts();
-        write!(f, "{kind}.{value}")
+        f.write_str(&self.key())
     }
 }
 
