@@ -91,6 +91,10 @@ pub struct Config {
     pub reconcile_after_secs: u64,
     /// ... until it is this old (the provider's own orders expire).
     pub reconcile_max_age_secs: u64,
+    /// TTL of the `RUNNER_LEASE` bucket: a runner that stops refreshing the lease (it
+    /// crashed) keeps it this long; a standby takes over after it. Changing it needs the bucket
+    /// deleted first (its TTL is checked at start-up).
+    pub lease_ttl_secs: u64,
     pub provider: ProviderConfig,
     pub merchant: MerchantConfig,
     pub consumer: ConsumerSettings,
@@ -116,6 +120,7 @@ impl Default for Config {
             reconcile_interval_secs: 60,
             reconcile_after_secs: 120,
             reconcile_max_age_secs: 2 * 24 * 3600,
+            lease_ttl_secs: 10,
             provider: ProviderConfig::default(),
             merchant: MerchantConfig::default(),
             consumer: ConsumerSettings::default(),
@@ -154,6 +159,9 @@ impl Config {
             return Err(
                 "reconcile_after_secs must be at least 1 and at most reconcile_max_age_secs".into(),
             );
+        }
+        if self.lease_ttl_secs < 2 {
+            return Err("lease_ttl_secs must be at least 2 (refreshed every third of it)".into());
         }
         if self.consumer.max_deliver < 2 {
             return Err("consumer.max_deliver must be at least 2 (a retry is needed)".into());

@@ -66,7 +66,7 @@ pub trait Handler: Send + Sync + 'static {
 
 /// What the lanes of every consumer share: their sizing, the runner's status, and its stop
 /// signals (`stop_fetching`: drain; `abort`: crash-like).
-pub struct Lanes<'a> {
+pub struct Lanes {
     /// Messages one lane queues.
     pub depth: usize,
     /// Messages one fetch asks for.
@@ -74,10 +74,10 @@ pub struct Lanes<'a> {
     pub status: Arc<Status>,
     pub stop_fetching: CancellationToken,
     pub abort: CancellationToken,
-    pub tracker: &'a TaskTracker,
+    pub tracker: TaskTracker,
 }
 
-impl Lanes<'_> {
+impl Lanes {
     /// Run `handler` over `consumer` (the current form of `durable`) in `lanes` lanes until
     /// `stop_fetching` or `abort`. A message whose handler panics is retried or given up on
     /// by the handler ([`Handler::retry_or_give_up`]).

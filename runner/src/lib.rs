@@ -11,6 +11,7 @@ pub mod admin;
 pub mod checkout;
 pub mod config;
 pub mod lanes;
+pub mod lease;
 pub mod metrics;
 pub mod provider;
 pub mod push;
@@ -44,6 +45,8 @@ use crate::state::{ProviderHandle, Status};
 
 /// Readiness check: the durable consumers exist.
 const CONSUMERS_CHECK: &str = "consumers";
+/// Readiness check: this runner holds the lease (a standby is not ready).
+const LEASE_CHECK: &str = "lease";
 
 pub struct Running {
     pub grpc_addr: SocketAddr,
@@ -52,10 +55,20 @@ pub struct Running {
     stop_fetching: CancellationToken,
     abort: CancellationToken,
     stop: CancellationToken,
+    /// Cancelled when the lease was lost (the runner stopped fetching).
+    lost: CancellationToken,
+    /// Cancelled by [`Running::abort`] alone: the lease is left to expire, as after a crash.
+    crashed: CancellationToken,
     tracker: TaskTracker,
 }
 
 impl Running {
+    /// Resolves when this runner lost the lease ([`lease`]): it fetches nothing more and
+    /// should be drained and restarted.
+    pub async fn lease_lost(&self) {
+        self.lost.cancelled().await;
+    }
+
     /// Stop taking new work, finish in-flight effects (up to `timeout`), stop.
     pub async fn drain(self, timeout: Duration) {
         self.status.set_draining();
@@ -74,6 +87,7 @@ impl Running {
 
     /// Stop like a crash: in-flight effects are abandoned unacknowledged (redelivered later).
     pub async fn abort(self) {
+        self.crashed.cancel();
         self.abort.cancel();
         self.stop_fetching.cancel();
         self.stop.cancel();
@@ -87,7 +101,7 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
     config.check().map_err(Config::invalid)?;
     metrics::describe();
     let readiness = Readiness::new();
-    readiness.register(&[shared::serve::NATS_CHECK, CONSUMERS_CHECK]);
+    readiness.register(&[shared::serve::NATS_CHECK, CONSUMERS_CHECK, LEASE_CHECK]);
 
     let nats = shared::nats::connect_and_ensure(&config.nats, &config.streams).await?;
     readiness.set_ok(shared::serve::NATS_CHECK);
@@ -166,6 +180,20 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
         .await
         .context("runner-push consumer")?;
     readiness.set_ok(CONSUMERS_CHECK);
+    let lease_store = shared::nats::ensure_kv(
+        &nats.js,
+        &shared::nats::policies::runner_lease(
+            &config.streams,
+            Duration::from_secs(config.lease_ttl_secs),
+        ),
+    )
+    .await
+    .context("RUNNER_LEASE bucket")?;
+    let lease = lease::Lease::new(
+        lease_store,
+        lease::holder_name(),
+        Duration::from_secs(config.lease_ttl_secs),
+    );
 
     let status = Arc::new(Status::default());
     let records = Records::new(
@@ -189,36 +217,57 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
         status: status.clone(),
         mismatch_action: config.mismatch_action,
     });
-    if config.reconcile_interval_secs > 0 {
-        let reconciler = reconcile::Reconciler {
-            records: records.clone(),
-            interval: Duration::from_secs(config.reconcile_interval_secs),
-            after: Duration::from_secs(config.reconcile_after_secs),
-            max_age: Duration::from_secs(config.reconcile_max_age_secs),
-        };
-        tracker.spawn(reconciler.run(stop_fetching.clone()));
-    }
+    let reconciler = (config.reconcile_interval_secs > 0).then(|| reconcile::Reconciler {
+        records: records.clone(),
+        interval: Duration::from_secs(config.reconcile_interval_secs),
+        after: Duration::from_secs(config.reconcile_after_secs),
+        max_age: Duration::from_secs(config.reconcile_max_age_secs),
+    });
     let lanes = lanes::Lanes {
         depth: config.lane_depth,
         batch: config.fetch_batch,
         status: status.clone(),
         stop_fetching: stop_fetching.clone(),
         abort: abort.clone(),
-        tracker: &tracker,
+        tracker: tracker.clone(),
     };
-    lanes.spawn(
-        RUNNER_CHECKOUT_DURABLE,
-        checkout_consumer.clone(),
-        checkout_durable,
-        checkout,
-        config.lanes,
-    );
-    lanes.spawn(
-        RUNNER_PUSH_DURABLE,
-        push_consumer,
-        push_durable,
-        push,
-        config.lanes.div_ceil(4),
+    let (checkout_lanes, push_lanes) = (config.lanes, config.lanes.div_ceil(4));
+    let consumer_for_admin = checkout_consumer.clone();
+    // Fetching starts once the lease is held.
+    let start_fetching = {
+        let (tracker, stop_fetching) = (tracker.clone(), stop_fetching.clone());
+        move || {
+            if let Some(reconciler) = reconciler {
+                tracker.spawn(reconciler.run(stop_fetching));
+            }
+            lanes.spawn(
+                RUNNER_CHECKOUT_DURABLE,
+                checkout_consumer,
+                checkout_durable,
+                checkout,
+                checkout_lanes,
+            );
+            lanes.spawn(
+                RUNNER_PUSH_DURABLE,
+                push_consumer,
+                push_durable,
+                push,
+                push_lanes,
+            );
+        }
+    };
+    let (lost, crashed) = (CancellationToken::new(), CancellationToken::new());
+    tracker.spawn(
+        Leased {
+            lease,
+            status: status.clone(),
+            readiness: readiness.clone(),
+            stop_fetching: stop_fetching.clone(),
+            stop: stop.clone(),
+            crashed: crashed.clone(),
+            lost: lost.clone(),
+        }
+        .run(start_fetching),
     );
 
     let reload: admin::ReloadSource = reload_override.unwrap_or_else(|| {
@@ -243,7 +292,7 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
         provider: provider.clone(),
         reload,
         stop_fetching: stop_fetching.clone(),
-        checkout_consumer,
+        checkout_consumer: consumer_for_admin,
     };
     let query = admin::Query { records, provider };
     let (grpc_listener, grpc_addr) = shared::serve::bind(&config.grpc_addr).await?;
@@ -275,15 +324,64 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
         stop_fetching,
         abort,
         stop,
+        lost,
+        crashed,
         tracker,
     })
+}
+
+/// The lease's part of a running runner: take it, start fetching, keep it; when it is lost,
+/// stop fetching and say so.
+struct Leased {
+    lease: lease::Lease,
+    status: Arc<Status>,
+    readiness: Readiness,
+    stop_fetching: CancellationToken,
+    stop: CancellationToken,
+    crashed: CancellationToken,
+    lost: CancellationToken,
+}
+
+impl Leased {
+    async fn run(self, start_fetching: impl FnOnce()) {
+        self.readiness.set_failed(
+            LEASE_CHECK,
+            "standing by: taking the lease (held by another runner until it gives it back or its entry expires)",
+        );
+        // A drain before the lease was taken leaves nothing to start.
+        let Some(revision) = self.lease.take(&self.stop_fetching).await else {
+            return;
+        };
+        tracing::info!(holder = %self.lease.holder(), "holding the runner lease: fetching effects");
+        self.status.set_active(true);
+        self.readiness.set_ok(LEASE_CHECK);
+        start_fetching();
+        let ended = self.lease.hold(revision, &self.stop, &self.crashed).await;
+        self.status.set_active(false);
+        if let lease::Ended::Lost(reason) = ended {
+            ::metrics::counter!(metrics::LEASE_LOST).increment(1);
+            tracing::error!(%reason, "lost the runner lease: no more fetching");
+            self.stop_fetching.cancel();
+            self.readiness
+                .set_failed(LEASE_CHECK, format!("lease lost: {reason}"));
+            self.lost.cancel();
+        }
+    }
 }
 
 /// Run until `shutdown`, then drain.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let drain_timeout = Duration::from_millis(config.consumer.ack_wait_ms);
     let running = start(config, Hooks::default()).await?;
-    shutdown.cancelled().await;
+    let lost = tokio::select! {
+        () = shutdown.cancelled() => false,
+        () = running.lease_lost() => true,
+    };
     running.drain(drain_timeout).await;
+    // Exit, so that the orchestrator starts it again as a standby.
+    anyhow::ensure!(
+        !lost,
+        "the runner lost its lease to another runner; exiting"
+    );
     Ok(())
 }

@@ -14,6 +14,8 @@ pub const DEAD_LETTERS: &str = "cart_runner_dead_letters_total";
 pub const DEAD_LETTERS_LOST: &str = "cart_runner_dead_letters_lost_total";
 pub const HANDLER_PANICS: &str = "cart_runner_handler_panics_total";
 pub const ACK_FLOOR: &str = "cart_runner_consumer_ack_floor";
+pub const LEASE_HELD: &str = "cart_runner_lease_held";
+pub const LEASE_LOST: &str = "cart_runner_lease_lost_total";
 
 pub fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
@@ -66,6 +68,14 @@ pub fn describe() {
     describe_counter!(
         HANDLER_PANICS,
         "Messages whose handler panicked (a bug), by consumer; redelivered while they have deliveries left, then dead-lettered."
+    );
+    describe_gauge!(
+        LEASE_HELD,
+        "1 while this runner holds the RUNNER_LEASE lease and fetches effects, 0 while it stands by."
+    );
+    describe_counter!(
+        LEASE_LOST,
+        "Times this runner lost the lease (another runner held it, or it could not be refreshed) and stopped fetching."
     );
     describe_gauge!(
         ACK_FLOOR,

@@ -44,6 +44,8 @@ pub struct Status {
     in_flight: AtomicU32,
     completed: AtomicU64,
     draining: AtomicBool,
+    /// This runner holds the lease ([`crate::lease`]) and fetches effects.
+    active: AtomicBool,
     last_error: Mutex<Option<(String, String)>>,
     /// The last ack floor read per consumer (where a re-created one resumes).
     ack_floors: Mutex<std::collections::HashMap<&'static str, u64>>,
@@ -107,6 +109,16 @@ impl Status {
             .get(consumer)
             .copied()
             .unwrap_or(0)
+    }
+
+    pub fn set_active(&self, active: bool) {
+        metrics::gauge!(m::LEASE_HELD).set(if active { 1.0 } else { 0.0 });
+        self.active.store(active, Ordering::SeqCst);
+    }
+
+    /// Whether this runner holds the lease and fetches effects (false: a standby).
+    pub fn is_active(&self) -> bool {
+        self.active.load(Ordering::SeqCst)
     }
 
     pub fn set_draining(&self) {

@@ -11,7 +11,8 @@ use super::settings::NatsResourceSettings;
 use crate::subjects::{
     CART_EVENTS_ALL, CART_EVENTS_STREAM, CART_NODES_BUCKET, CART_PLACEMENT_BUCKET,
     CART_SNAPSHOTS_BUCKET, CATALOG_BUCKET, DEAD_LETTERS_ALL, DEAD_LETTERS_STREAM,
-    WORKFLOW_COMMANDS_ALL, WORKFLOW_COMMANDS_STREAM, WORKFLOW_EVENTS_ALL, WORKFLOW_EVENTS_STREAM,
+    RUNNER_LEASE_BUCKET, WORKFLOW_COMMANDS_ALL, WORKFLOW_COMMANDS_STREAM, WORKFLOW_EVENTS_ALL,
+    WORKFLOW_EVENTS_STREAM,
 };
 
 fn limit_or_unlimited(v: i64) -> i64 {
@@ -154,6 +155,19 @@ pub fn catalog(s: &NatsResourceSettings) -> kv::Config {
         ..base_kv(
             CATALOG_BUCKET,
             "Catalog: sku.<sku>, delivery.<provider>, voucher.<code>",
+            s,
+        )
+    }
+}
+
+/// `RUNNER_LEASE`: which runner may fetch effects. The bucket TTL *is* the lease's: a holder
+/// that stops refreshing loses it after `ttl`. Created and used by the runner alone.
+pub fn runner_lease(s: &NatsResourceSettings, ttl: Duration) -> kv::Config {
+    kv::Config {
+        max_age: ttl,
+        ..base_kv(
+            RUNNER_LEASE_BUCKET,
+            "The active runner {holder, since}; TTL = how long a silent holder keeps it",
             s,
         )
     }

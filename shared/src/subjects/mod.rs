@@ -44,6 +44,11 @@ pub const CART_PLACEMENT_BUCKET: &str = "CART_PLACEMENT";
 pub const CART_NODES_BUCKET: &str = "CART_NODES";
 /// SKUs, delivery prices and vouchers.
 pub const CATALOG_BUCKET: &str = "CATALOG";
+/// The runner's lease (`checkout`): only the runner holding it fetches effects; the bucket
+/// TTL is how long a holder that stopped refreshing keeps it.
+pub const RUNNER_LEASE_BUCKET: &str = "RUNNER_LEASE";
+/// The one key of `RUNNER_LEASE`.
+pub const RUNNER_LEASE_KEY: &str = "checkout";
 
 // --- Durable consumers -----------------------------------------------------------------------
 

@@ -242,6 +242,7 @@ async fn the_aggregate_appends_cart_events_and_owns_placement_but_nothing_else()
             "$KV.CATALOG.sku.TEST-SKU-123",
             "workflow.events.default.order.o1",
             "dlq.projection-main.default.c",
+            "$KV.RUNNER_LEASE.checkout",
         ],
         &["_INBOX.>", "_INBOX_gateway.>"],
     )
@@ -316,6 +317,35 @@ async fn the_runner_records_workflows_and_reads_placement_but_appends_no_cart_ev
         subjects::CART_EVENTS_ALL,
     )
     .await;
+    // Its lease: the bucket, take, refresh, read, give back.
+    let lease = shared::nats::ensure_kv(
+        &runner.js,
+        &shared::nats::policies::runner_lease(
+            &NatsResourceSettings::default(),
+            Duration::from_secs(10),
+        ),
+    )
+    .await
+    .expect("creates RUNNER_LEASE");
+    let rev = lease
+        .create(subjects::RUNNER_LEASE_KEY, "{}".into())
+        .await
+        .expect("takes the lease");
+    let rev = lease
+        .update(subjects::RUNNER_LEASE_KEY, "{}".into(), rev)
+        .await
+        .expect("refreshes it");
+    assert!(
+        lease
+            .entry(subjects::RUNNER_LEASE_KEY)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    lease
+        .delete_expect_revision(subjects::RUNNER_LEASE_KEY, Some(rev))
+        .await
+        .expect("gives it back");
     placement_has_an_entry(&admin).await;
     watches(&resources.cart_placement, &nats).await;
     assert!(
@@ -334,6 +364,7 @@ async fn the_runner_records_workflows_and_reads_placement_but_appends_no_cart_ev
                 "$KV.CART_PLACEMENT.shards.0",
                 "$KV.CART_NODES.nodes.n1",
                 "$KV.CATALOG.sku.TEST-SKU-123",
+                "$KV.RUNNER_LEASE.other",
             ],
             &[],
         )
@@ -379,6 +410,7 @@ async fn the_gateway_records_provider_pushes_reads_placement_and_cart_histories_
             "workflow.commands.default.checkout.c1",
             "workflow.events.default.order.o1",
             "$KV.CART_PLACEMENT.shards.0",
+            "$KV.RUNNER_LEASE.checkout",
             "$JS.API.CONSUMER.CREATE.CART_EVENTS.snoop.cart.events.>",
             "$JS.API.CONSUMER.CREATE.CART_EVENTS",
             "$JS.API.STREAM.MSG.GET.CART_EVENTS",

@@ -171,12 +171,13 @@ fn streams() -> BTreeMap<String, String> {
     out
 }
 
-fn buckets() -> [&'static str; 4] {
+fn buckets() -> [&'static str; 5] {
     [
         subjects::CART_SNAPSHOTS_BUCKET,
         subjects::CART_PLACEMENT_BUCKET,
         subjects::CART_NODES_BUCKET,
         subjects::CATALOG_BUCKET,
+        subjects::RUNNER_LEASE_BUCKET,
     ]
 }
 
@@ -291,6 +292,7 @@ pub fn check(cmds: &[Command]) -> usize {
                         "CART_PLACEMENT" => subjects::parse_placement_key(key).is_ok(),
                         "CATALOG" => CatalogKey::parse(key).is_ok(),
                         "CART_SNAPSHOTS" => subjects::parse_snapshot_key(key).is_ok(),
+                        "RUNNER_LEASE" => key == subjects::RUNNER_LEASE_KEY,
                         _ => subjects::node_key(key).is_ok(),
                     };
                     assert!(valid, "{at}: {key} is not a key of {bucket}");

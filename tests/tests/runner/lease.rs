@@ -1,0 +1,180 @@
+//! One active runner: the lease in `RUNNER_LEASE` against a real nats-server. A second runner
+//! stands by (not ready, fetching nothing) until the first is gone; a drained runner gives the
+//! lease back; a runner whose lease is taken stops fetching, and `runner::run` exits.
+
+use crate::common;
+
+use common::*;
+use runner::lease::Holder;
+use shared::subjects::{
+    CART_EVENTS_STREAM, RUNNER_CHECKOUT_DURABLE, RUNNER_LEASE_BUCKET, RUNNER_LEASE_KEY,
+};
+use shared::test_support::{consumer_info, wait_until};
+
+async fn lease_bucket(env: &Env) -> async_nats::jetstream::kv::Store {
+    env.js.get_key_value(RUNNER_LEASE_BUCKET).await.unwrap()
+}
+
+/// Who holds the lease now (`None`: nobody; no bucket yet, or the entry is gone or deleted).
+async fn holder(env: &Env) -> Option<String> {
+    let bucket = env.js.get_key_value(RUNNER_LEASE_BUCKET).await.ok()?;
+    let entry = bucket.entry(RUNNER_LEASE_KEY).await.unwrap()?;
+    if entry.operation != async_nats::jetstream::kv::Operation::Put {
+        return None;
+    }
+    let h: Holder = serde_json::from_slice(&entry.value).unwrap();
+    Some(h.holder)
+}
+
+/// Writes the lease as held by someone else, the way a second runner that took it would.
+async fn steal(env: &Env) {
+    let value = serde_json::to_vec(&Holder {
+        holder: "intruder".into(),
+        since: "2026-12-05T00:00:00Z".into(),
+    })
+    .unwrap();
+    lease_bucket(env)
+        .await
+        .put(RUNNER_LEASE_KEY, value.into())
+        .await
+        .unwrap();
+}
+
+async fn ready_body(runner: &runner::Running) -> (u16, String) {
+    let resp = reqwest::get(format!("http://{}/ready", runner.http_addr))
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_second_runner_stands_by_until_the_first_is_gone() {
+    let Some(env) = env().await else { return };
+    let first = env.runner(Default::default()).await;
+    wait_until(|| async { first.status.is_active() }, WAIT)
+        .await
+        .expect("the first runner takes the lease");
+    let second = env.runner(Default::default()).await;
+    let (status, body) = ready_body(&second).await;
+    assert_eq!(status, 503, "a standby is not ready: {body}");
+    assert!(body.contains("standing by"), "{body}");
+    assert_eq!(ready_body(&first).await.0, 200);
+
+    // Six checkouts: two runners sharing the consumer would split them.
+    const CARTS: u64 = 6;
+    for i in 0..CARTS {
+        env.checked_out(&format!("c{i}"), &format!("a{i}")).await;
+    }
+    until_completed(&first, CARTS, "the first runner handled every checkout").await;
+    assert!(
+        !second.status.is_active(),
+        "the standby never took the lease"
+    );
+    assert_eq!(
+        second.status.completed_count(),
+        0,
+        "the standby handled nothing"
+    );
+
+    // The first one crashes: its entry expires and the standby takes over.
+    first.abort().await;
+    wait_until(|| async { second.status.is_active() }, WAIT)
+        .await
+        .expect("the standby takes the lease once the crashed runner's entry expired");
+    env.checked_out("after", "b1").await;
+    until_completed(&second, 1, "the new holder handles checkouts").await;
+    assert_eq!(ready_body(&second).await.0, 200);
+    second.drain(DRAIN).await;
+}
+
+#[tokio::test]
+async fn a_drained_runner_gives_the_lease_back() {
+    let Some(env) = env().await else { return };
+    let runner = env.runner(Default::default()).await;
+    wait_until(|| async { runner.status.is_active() }, WAIT)
+        .await
+        .expect("the runner takes the lease");
+    assert!(holder(&env).await.is_some(), "the entry names its holder");
+    runner.drain(DRAIN).await;
+    assert_eq!(
+        holder(&env).await,
+        None,
+        "the entry is deleted, not left to expire"
+    );
+    let next = env.runner(Default::default()).await;
+    wait_until(|| async { next.status.is_active() }, WAIT)
+        .await
+        .expect("the next runner takes it");
+    next.drain(DRAIN).await;
+}
+
+#[tokio::test]
+async fn a_runner_whose_lease_is_taken_stops_fetching() {
+    let Some(env) = env().await else { return };
+    let runner = env.runner(Default::default()).await;
+    wait_until(|| async { runner.status.is_active() }, WAIT)
+        .await
+        .expect("the runner takes the lease");
+    env.checked_out("before", "a1").await;
+
+    steal(&env).await;
+    tokio::time::timeout(WAIT, runner.lease_lost())
+        .await
+        .expect("the runner notices another holder at its next refresh");
+    assert!(!runner.status.is_active());
+    let (status, body) = ready_body(&runner).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("lease lost"), "{body}");
+    assert_eq!(
+        holder(&env).await.as_deref(),
+        Some("intruder"),
+        "the loser never writes the lease again"
+    );
+
+    // Its last pull request ends; a checkout after that waits undelivered.
+    wait_until(
+        || async {
+            let info = consumer_info(&env.js, CART_EVENTS_STREAM, RUNNER_CHECKOUT_DURABLE).await;
+            info.num_waiting == 0
+        },
+        WAIT,
+    )
+    .await
+    .expect("no pull request of the runner is left");
+    env.checkout("after", "b1").await;
+    wait_until(
+        || async {
+            let info = consumer_info(&env.js, CART_EVENTS_STREAM, RUNNER_CHECKOUT_DURABLE).await;
+            info.num_pending >= 1 && info.num_ack_pending == 0
+        },
+        WAIT,
+    )
+    .await
+    .expect("the checkout waits undelivered");
+    assert_eq!(env.mock.orders_for("b1"), 0, "no provider call for it");
+    runner.abort().await;
+
+    // Once the intruder's entry expires, a new runner takes the lease and the checkout.
+    let next = env.runner(Default::default()).await;
+    env.wait_cart("after", "picked up by the next holder", order_created("b1"))
+        .await;
+    next.drain(DRAIN).await;
+}
+
+#[tokio::test]
+async fn run_exits_with_an_error_when_the_lease_is_lost() {
+    let Some(env) = env().await else { return };
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let run = tokio::spawn(runner::run(env.runner_config(), shutdown.clone()));
+    wait_until(|| async { holder(&env).await.is_some() }, WAIT)
+        .await
+        .expect("the runner takes the lease");
+    steal(&env).await;
+    let err = tokio::time::timeout(WAIT, run)
+        .await
+        .expect("run returns once the lease is lost")
+        .unwrap()
+        .expect_err("losing the lease is an error: the process exits");
+    assert!(err.to_string().contains("lost its lease"), "{err}");
+    assert!(!shutdown.is_cancelled(), "nobody asked it to stop");
+}
