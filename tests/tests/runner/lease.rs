@@ -1,6 +1,7 @@
 //! One active runner: the lease in `RUNNER_LEASE` against a real nats-server. A second runner
 //! stands by (not ready, fetching nothing) until the first is gone; a drained runner gives the
-//! lease back; a runner whose lease is taken stops fetching, and `runner::run` exits.
+//! lease back; a runner whose lease is taken stops fetching, and `runner::run` exits; a refresh
+//! applied without its answer is adopted.
 
 use crate::common;
 
@@ -177,4 +178,33 @@ async fn run_exits_with_an_error_when_the_lease_is_lost() {
         .expect_err("losing the lease is an error: the process exits");
     assert!(err.to_string().contains("lost its lease"), "{err}");
     assert!(!shutdown.is_cancelled(), "nobody asked it to stop");
+}
+
+#[tokio::test]
+async fn a_refresh_applied_without_its_answer_is_adopted_not_counted_as_lost() {
+    let Some(env) = env().await else { return };
+    let runner = env.runner(Default::default()).await;
+    wait_until(|| async { runner.status.is_active() }, WAIT)
+        .await
+        .expect("the runner takes the lease");
+    // The runner's own value at a revision it never heard of: what a refresh whose answer was
+    // lost leaves behind.
+    let bucket = lease_bucket(&env).await;
+    let entry = bucket.entry(RUNNER_LEASE_KEY).await.unwrap().unwrap();
+    let written = bucket
+        .put(RUNNER_LEASE_KEY, entry.value.clone())
+        .await
+        .unwrap();
+    wait_until(
+        || async {
+            let now = bucket.entry(RUNNER_LEASE_KEY).await.unwrap();
+            now.is_some_and(|e| e.revision > written)
+        },
+        WAIT,
+    )
+    .await
+    .expect("the runner refreshes again, from the revision it found");
+    assert!(runner.status.is_active(), "it still holds the lease");
+    env.checked_out("still", "a1").await;
+    runner.drain(DRAIN).await;
 }
