@@ -101,13 +101,15 @@ impl Lease {
         }
     }
 
-    /// Wait until this runner holds it (`None`: `stop` came first).
-    pub async fn take(&self, stop: &CancellationToken) -> Option<u64> {
+    /// Wait until this runner holds it (`None`: `stop` came first). Returns the revision,
+    /// and when the try that took it was sent (the entry lives at least `ttl` after).
+    pub async fn take(&self, stop: &CancellationToken) -> Option<(u64, Instant)> {
         let every = (self.ttl / 4).min(Duration::from_secs(1));
         let mut told = false;
         loop {
+            let sent = Instant::now();
             match self.try_take().await {
-                Ok(Some(revision)) => return Some(revision),
+                Ok(Some(revision)) => return Some((revision, sent)),
                 Ok(None) if !told => {
                     told = true;
                     tracing::warn!(
@@ -138,11 +140,11 @@ impl Lease {
         }
     }
 
-    /// Keep it from `revision` on until `stop` (then give it back, unless `abandon` was
-    /// cancelled too: a crash) or until it is lost.
+    /// Keep it from `revision`, taken by a write sent at `taken`, until `stop` (then give it
+    /// back, unless `abandon` was cancelled too: a crash) or until it is lost.
     pub async fn hold(
         &self,
-        mut revision: u64,
+        (mut revision, taken): (u64, Instant),
         stop: &CancellationToken,
         abandon: &CancellationToken,
     ) -> Ended {
@@ -150,7 +152,7 @@ impl Lease {
         // The entry lives at least `ttl` after the last refresh that succeeded was sent; it
         // counts as lost a little before, so that this runner stops before a standby can start.
         let keep = self.ttl - every / 2;
-        let mut confirmed = Instant::now();
+        let mut confirmed = taken;
         let mut wait = every;
         loop {
             tokio::select! {

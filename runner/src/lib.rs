@@ -349,14 +349,15 @@ impl Leased {
             "standing by: taking the lease (held by another runner until it gives it back or its entry expires)",
         );
         // A drain before the lease was taken leaves nothing to start.
-        let Some(revision) = self.lease.take(&self.stop_fetching).await else {
+        self.status.set_active(false);
+        let Some(taken) = self.lease.take(&self.stop_fetching).await else {
             return;
         };
         tracing::info!(holder = %self.lease.holder(), "holding the runner lease: fetching effects");
         self.status.set_active(true);
         self.readiness.set_ok(LEASE_CHECK);
         start_fetching();
-        let ended = self.lease.hold(revision, &self.stop, &self.crashed).await;
+        let ended = self.lease.hold(taken, &self.stop, &self.crashed).await;
         self.status.set_active(false);
         if let lease::Ended::Lost(reason) = ended {
             ::metrics::counter!(metrics::LEASE_LOST).increment(1);
