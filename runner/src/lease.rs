@@ -76,9 +76,8 @@ impl Lease {
         &self.holder
     }
 
-    /// The entry's revision when it names this runner, `None` when it names another or is
-    /// gone.
-    async fn mine(&self) -> Result<Option<u64>, String> {
+    /// The entry now, with its revision (`None`: none, or a deleted one).
+    async fn current(&self) -> Result<Option<(u64, Holder)>, String> {
         let entry = self
             .kv
             .entry(RUNNER_LEASE_KEY)
@@ -86,10 +85,17 @@ impl Lease {
             .map_err(|e| e.to_string())?;
         Ok(entry
             .filter(|e| e.operation == Operation::Put)
-            .filter(|e| {
-                serde_json::from_slice::<Holder>(&e.value).is_ok_and(|h| h.holder == self.holder)
-            })
-            .map(|e| e.revision))
+            .and_then(|e| Some((e.revision, serde_json::from_slice(&e.value).ok()?))))
+    }
+
+    /// The entry's revision when it names this runner, `None` when it names another or is
+    /// gone.
+    async fn mine(&self) -> Result<Option<u64>, String> {
+        Ok(self
+            .current()
+            .await?
+            .filter(|(_, h)| h.holder == self.holder)
+            .map(|(revision, _)| revision))
     }
 
     /// One try: `Some(revision)` when this runner holds it now, `None` when another does.
@@ -112,8 +118,10 @@ impl Lease {
                 Ok(Some(revision)) => return Some((revision, sent)),
                 Ok(None) if !told => {
                     told = true;
+                    let holder = self.current().await.ok().flatten().map(|(_, h)| h.holder);
                     tracing::warn!(
-                        holder = %self.holder,
+                        holder = holder.as_deref().unwrap_or("?"),
+                        me = %self.holder,
                         "another runner holds the lease: standing by"
                     );
                 }
