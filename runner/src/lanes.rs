@@ -40,6 +40,12 @@ impl Disposition {
     }
 }
 
+/// How long one fetch waits for messages.
+const FETCH_EXPIRES: Duration = Duration::from_secs(1);
+/// What a stopped runner hands back unhandled is redelivered after this: by then its last
+/// fetch has ended, so it goes to whichever runner fetches next, not back into that fetch.
+const HAND_BACK: Disposition = Disposition::Nak(FETCH_EXPIRES);
+
 /// Consecutive failed fetches after which the consumer is re-created.
 const RECREATE_AFTER: u32 = 3;
 /// How often the consumer's ack floor is read, to resume after it if the consumer is deleted
@@ -65,7 +71,7 @@ pub trait Handler: Send + Sync + 'static {
 }
 
 /// What the lanes of every consumer share: their sizing, the runner's status, and its stop
-/// signals (`stop_fetching`: drain; `abort`: crash-like).
+/// signals (`stop_fetching`: drain; `lost`: the lease is lost; `abort`: crash-like).
 pub struct Lanes {
     /// Messages one lane queues.
     pub depth: usize,
@@ -73,6 +79,8 @@ pub struct Lanes {
     pub batch: usize,
     pub status: Arc<Status>,
     pub stop_fetching: CancellationToken,
+    /// Another runner may be fetching now: what the lanes still queue goes back unhandled.
+    pub lost: CancellationToken,
     pub abort: CancellationToken,
     pub tracker: TaskTracker,
 }
@@ -93,14 +101,23 @@ impl Lanes {
         for _ in 0..lanes {
             let (tx, mut rx) = mpsc::channel::<Message>(self.depth);
             senders.push(tx);
-            let (handler, status, abort) =
-                (handler.clone(), self.status.clone(), self.abort.clone());
+            let (handler, status, abort, lost) = (
+                handler.clone(),
+                self.status.clone(),
+                self.abort.clone(),
+                self.lost.clone(),
+            );
             self.tracker.spawn(async move {
                 loop {
                     let msg = tokio::select! {
                         () = abort.cancelled() => break,
                         msg = rx.recv() => match msg { Some(m) => m, None => break },
                     };
+                    if lost.is_cancelled() {
+                        settle(name, &msg, HAND_BACK).await;
+                        status.end();
+                        continue;
+                    }
                     let disposition = tokio::select! {
                         () = abort.cancelled() => break,
                         d = handle_caught(name, handler.as_ref(), &msg) => d,
@@ -196,7 +213,7 @@ async fn fetch_loop(
         let fetched = consumer
             .fetch()
             .max_messages(batch)
-            .expires(Duration::from_secs(1))
+            .expires(FETCH_EXPIRES)
             .messages()
             .await;
         let mut messages = match fetched {
@@ -225,6 +242,12 @@ async fn fetch_loop(
             };
             if !handler.wants(&msg) {
                 settle(name, &msg, Disposition::Ack).await;
+                continue;
+            }
+            if stop.is_cancelled() {
+                // Stopped (a drain, or the lease lost) while this batch came in: handed back
+                // unhandled, for whichever runner fetches next.
+                settle(name, &msg, HAND_BACK).await;
                 continue;
             }
             let lane = (shared::placement::fnv1a64(handler.lane_key(&msg).as_bytes())

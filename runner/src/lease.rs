@@ -7,15 +7,17 @@
 //! one cart's effects could overlap. The lease makes the second one a standby instead.
 //!
 //! - **Taking it** is a KV `create`, which fails while someone holds it. A runner that finds
-//!   it held stands by, not ready, and tries again every `ttl / 4` (at most every second).
+//!   it held stands by, not ready, and tries again every `ttl / 4` (at least once a second).
 //! - **Holding it**: the holder refreshes it every `ttl / 3`, a compare-and-set on its
 //!   revision; the bucket's TTL removes the entry of a holder that stops refreshing.
 //! - **Losing it**: another holder's entry is there, or no refresh succeeded for most of
-//!   the TTL (failed ones are tried again every `ttl / 9`). The runner stops fetching at once, finishes what its
-//!   lanes hold (effects are idempotent, under the same keys), and [`crate::run`] returns an
+//!   the TTL (failed ones are tried again every `ttl / 9`). The runner stops fetching at once;
+//!   what it fetched but did not start goes back to the consumer (nak), what it started it
+//!   finishes (effects are idempotent, under the same keys), and [`crate::run`] returns an
 //!   error: the process exits and comes back as a standby.
-//! - **Giving it back**: a drained runner deletes its entry, so the next one starts at once;
-//!   a crashed one's expires after `ttl`.
+//! - **Giving it back**: a drained runner (SIGTERM, or the admin API's Drain) deletes its
+//!   entry once nothing is in flight, so the next one starts at once; a crashed one's expires
+//!   after `ttl`.
 //!
 //! A take or refresh whose answer was lost may have been applied: a mismatch whose entry names
 //! this runner is adopted, not counted as a loss. Holder names are unique per process.
@@ -28,8 +30,8 @@ use serde::{Deserialize, Serialize};
 use shared::subjects::RUNNER_LEASE_KEY;
 use tokio_util::sync::CancellationToken;
 
-/// The lease's value: who holds it, since when (for operators: `nats kv get RUNNER_LEASE
-/// checkout`).
+/// The lease's value: who holds it, and when that runner started (for operators: `nats kv
+/// get RUNNER_LEASE checkout`).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Holder {
     pub holder: String,
@@ -88,45 +90,59 @@ impl Lease {
             .and_then(|e| Some((e.revision, serde_json::from_slice(&e.value).ok()?))))
     }
 
-    /// The entry's revision when it names this runner, `None` when it names another or is
-    /// gone.
-    async fn mine(&self) -> Result<Option<u64>, String> {
-        Ok(self
-            .current()
-            .await?
-            .filter(|(_, h)| h.holder == self.holder)
-            .map(|(revision, _)| revision))
+    /// What the entry says after a write of this runner was refused: [`Write::Found`] when it
+    /// names this runner (an earlier write whose answer was lost was applied), else who holds
+    /// it.
+    async fn after_refusal(&self) -> Result<Write, String> {
+        Ok(match self.current().await? {
+            Some((revision, h)) if h.holder == self.holder => Write::Found(revision),
+            Some((_, h)) => Write::Held(format!("another runner holds it ({})", h.holder)),
+            None => Write::Held("its entry is gone (expired)".into()),
+        })
     }
 
-    /// One try: `Some(revision)` when this runner holds it now, `None` when another does.
-    pub async fn try_take(&self) -> Result<Option<u64>, String> {
+    /// One try to take it.
+    async fn try_take(&self) -> Result<Write, String> {
         match self.kv.create(RUNNER_LEASE_KEY, self.value.clone()).await {
-            Ok(revision) => Ok(Some(revision)),
-            Err(e) if e.kind() == CreateErrorKind::AlreadyExists => self.mine().await,
+            Ok(revision) => Ok(Write::Written(revision)),
+            Err(e) if e.kind() == CreateErrorKind::AlreadyExists => self.after_refusal().await,
             Err(e) => Err(e.to_string()),
         }
     }
 
-    /// Wait until this runner holds it (`None`: `stop` came first). Returns the revision,
-    /// and when the try that took it was sent (the entry lives at least `ttl` after).
-    pub async fn take(&self, stop: &CancellationToken) -> Option<(u64, Instant)> {
+    /// Wait until this runner holds it (`None`: `stop` came first).
+    pub async fn take(&self, stop: &CancellationToken) -> Option<Taken> {
         let every = (self.ttl / 4).min(Duration::from_secs(1));
         let mut told = false;
+        // The first try whose outcome is unknown: it may be the write that took the lease.
+        let mut unanswered: Option<Instant> = None;
         loop {
             let sent = Instant::now();
             match self.try_take().await {
-                Ok(Some(revision)) => return Some((revision, sent)),
-                Ok(None) if !told => {
-                    told = true;
-                    let holder = self.current().await.ok().flatten().map(|(_, h)| h.holder);
-                    tracing::warn!(
-                        holder = holder.as_deref().unwrap_or("?"),
-                        me = %self.holder,
-                        "another runner holds the lease: standing by"
-                    );
+                Ok(Write::Written(revision)) => {
+                    return Some(Taken {
+                        revision,
+                        confirmed: Some(sent),
+                    });
                 }
-                Ok(None) => {}
-                Err(error) => tracing::warn!(%error, "could not take the runner lease"),
+                // Taken by an earlier try: its entry lives `ttl` after that try was sent, and
+                // when that was is not known for sure. Counted as unconfirmed: `hold` refreshes
+                // at once.
+                Ok(Write::Found(revision)) => {
+                    return Some(Taken {
+                        revision,
+                        confirmed: unanswered,
+                    });
+                }
+                Ok(Write::Held(reason)) if !told => {
+                    told = true;
+                    tracing::warn!(%reason, me = %self.holder, "standing by for the runner lease");
+                }
+                Ok(Write::Held(_)) => {}
+                Err(error) => {
+                    unanswered.get_or_insert(sent);
+                    tracing::warn!(%error, "could not take the runner lease");
+                }
             }
             tokio::select! {
                 () = stop.cancelled() => return None,
@@ -135,60 +151,89 @@ impl Lease {
         }
     }
 
-    /// One refresh: `Some(revision)` still held, `None` another holds it.
-    async fn refresh(&self, revision: u64) -> Result<Option<u64>, String> {
+    /// One refresh from `revision`.
+    async fn refresh(&self, revision: u64) -> Result<Write, String> {
         match self
             .kv
             .update(RUNNER_LEASE_KEY, self.value.clone(), revision)
             .await
         {
-            Ok(revision) => Ok(Some(revision)),
-            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => self.mine().await,
+            Ok(revision) => Ok(Write::Written(revision)),
+            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => self.after_refusal().await,
             Err(e) => Err(e.to_string()),
         }
     }
 
-    /// Keep it from `revision`, taken by a write sent at `taken`, until `stop` (then give it
-    /// back, unless `abandon` was cancelled too: a crash) or until it is lost.
+    /// Keep it until `stop` (then give it back, unless `abandon` was cancelled too: a crash)
+    /// or until it is lost.
     pub async fn hold(
         &self,
-        (mut revision, taken): (u64, Instant),
+        taken: Taken,
         stop: &CancellationToken,
         abandon: &CancellationToken,
     ) -> Ended {
         let every = self.ttl / 3;
-        // The entry lives at least `ttl` after the last refresh that succeeded was sent; it
-        // counts as lost a little before, so that this runner stops before a standby can start.
+        // The entry lives at least `ttl` after the last write of it that was answered was
+        // sent; it counts as lost a little before, so this runner stops before a standby can
+        // start.
         let keep = self.ttl - every / 2;
-        let mut confirmed = taken;
-        let mut wait = every;
-        loop {
+        let mut revision = taken.revision;
+        // `None`: no answered write yet (refresh at once, and lose it if that keeps failing).
+        let started = Instant::now();
+        let mut confirmed = taken.confirmed;
+        let mut wait = if confirmed.is_some() {
+            every
+        } else {
+            Duration::ZERO
+        };
+        let ended = loop {
             tokio::select! {
-                () = stop.cancelled() => break,
+                () = stop.cancelled() => break None,
                 () = tokio::time::sleep(wait) => {}
             }
+            let since = confirmed.unwrap_or(started);
             let sent = Instant::now();
-            let left = keep.saturating_sub(confirmed.elapsed());
-            match tokio::time::timeout(left.min(every), self.refresh(revision)).await {
-                Ok(Ok(Some(next))) => {
-                    revision = next;
-                    confirmed = sent;
-                    wait = every;
-                    continue;
-                }
-                Ok(Ok(None)) => return Ended::Lost("another runner holds it".into()),
-                Ok(Err(error)) => tracing::warn!(%error, "could not refresh the runner lease"),
-                Err(_) => tracing::warn!("refreshing the runner lease timed out"),
-            }
-            if confirmed.elapsed() >= keep {
-                return Ended::Lost(format!(
+            let left = keep.saturating_sub(since.elapsed());
+            let again_now =
+                match tokio::time::timeout(left.min(every), self.refresh(revision)).await {
+                    Ok(Ok(Write::Written(next))) => {
+                        revision = next;
+                        confirmed = Some(sent);
+                        wait = every;
+                        continue;
+                    }
+                    // An earlier refresh was applied: take its revision, but not its time (not
+                    // known, and later than `since` anyway); write again at once.
+                    Ok(Ok(Write::Found(found))) => {
+                        revision = found;
+                        true
+                    }
+                    Ok(Ok(Write::Held(reason))) => break Some(reason),
+                    Ok(Err(error)) => {
+                        tracing::warn!(%error, "could not refresh the runner lease");
+                        false
+                    }
+                    Err(_) => {
+                        tracing::warn!("refreshing the runner lease timed out");
+                        false
+                    }
+                };
+            if since.elapsed() >= keep {
+                break Some(format!(
                     "not refreshed for {:?}, near its TTL of {:?}",
-                    confirmed.elapsed(),
+                    since.elapsed(),
                     self.ttl
                 ));
             }
             // Failed: try again sooner, within what is left.
-            wait = (every / 3).min(keep.saturating_sub(confirmed.elapsed()));
+            wait = if again_now {
+                Duration::ZERO
+            } else {
+                (every / 3).min(keep.saturating_sub(since.elapsed()))
+            };
+        };
+        if let Some(reason) = ended {
+            return Ended::Lost(reason);
         }
         if abandon.is_cancelled() {
             return Ended::Abandoned;
@@ -202,6 +247,40 @@ impl Lease {
         }
         Ended::Released
     }
+}
+
+impl Lease {
+    /// After a loss: a refresh answered too late may still have been applied, and its entry
+    /// would keep the next runner waiting for a TTL; delete it if it names this runner (best
+    /// effort).
+    pub async fn forget(&self) {
+        if let Ok(Some((revision, h))) = self.current().await
+            && h.holder == self.holder
+        {
+            let _ = self
+                .kv
+                .delete_expect_revision(RUNNER_LEASE_KEY, Some(revision))
+                .await;
+        }
+    }
+}
+
+/// The outcome of one write of the lease.
+enum Write {
+    /// Written: this runner holds it at this revision.
+    Written(u64),
+    /// Refused, but the entry names this runner: an earlier write was applied.
+    Found(u64),
+    /// Refused: why it is not this runner's.
+    Held(String),
+}
+
+/// The lease as [`Lease::take`] took it.
+#[derive(Debug, Clone, Copy)]
+pub struct Taken {
+    pub revision: u64,
+    /// When the write that took it was sent, if that is known.
+    pub confirmed: Option<Instant>,
 }
 
 /// A holder name unique to this process: host, pid and a random part (a restarted pod can

@@ -223,11 +223,13 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
         after: Duration::from_secs(config.reconcile_after_secs),
         max_age: Duration::from_secs(config.reconcile_max_age_secs),
     });
+    let (lost, crashed) = (CancellationToken::new(), CancellationToken::new());
     let lanes = lanes::Lanes {
         depth: config.lane_depth,
         batch: config.fetch_batch,
         status: status.clone(),
         stop_fetching: stop_fetching.clone(),
+        lost: lost.clone(),
         abort: abort.clone(),
         tracker: tracker.clone(),
     };
@@ -256,19 +258,6 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
             );
         }
     };
-    let (lost, crashed) = (CancellationToken::new(), CancellationToken::new());
-    tracker.spawn(
-        Leased {
-            lease,
-            status: status.clone(),
-            readiness: readiness.clone(),
-            stop_fetching: stop_fetching.clone(),
-            stop: stop.clone(),
-            crashed: crashed.clone(),
-            lost: lost.clone(),
-        }
-        .run(start_fetching),
-    );
 
     let reload: admin::ReloadSource = reload_override.unwrap_or_else(|| {
         Arc::new(|| {
@@ -309,13 +298,26 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
     tracker.spawn(shared::serve::http(http_listener, ops, stop.clone()));
     let ready_status = status.clone();
     tracker.spawn(shared::serve::watch_readiness(
-        readiness,
+        readiness.clone(),
         nats.client,
         stop.clone(),
         move |r| {
             r.set_draining(ready_status.is_draining());
         },
     ));
+    // Last, once nothing can fail: a runner that did not start takes no lease.
+    tracker.spawn(
+        Leased {
+            lease,
+            status: status.clone(),
+            readiness,
+            stop_fetching: stop_fetching.clone(),
+            stop: stop.clone(),
+            crashed: crashed.clone(),
+            lost: lost.clone(),
+        }
+        .run(start_fetching),
+    );
     tracing::info!(%grpc_addr, %http_addr, "runner started");
     Ok(Running {
         grpc_addr,
@@ -348,8 +350,10 @@ impl Leased {
             LEASE_CHECK,
             "standing by: taking the lease (held by another runner until it gives it back or its entry expires)",
         );
-        // A drain before the lease was taken leaves nothing to start.
+        // Both series exist from start-up (a standby reads 0).
         self.status.set_active(false);
+        ::metrics::counter!(metrics::LEASE_LOST).increment(0);
+        // A drain before the lease was taken leaves nothing to start.
         let Some(taken) = self.lease.take(&self.stop_fetching).await else {
             return;
         };
@@ -357,15 +361,29 @@ impl Leased {
         self.status.set_active(true);
         self.readiness.set_ok(LEASE_CHECK);
         start_fetching();
-        let ended = self.lease.hold(taken, &self.stop, &self.crashed).await;
+        // Drained (SIGTERM, or the admin API's Drain): the lease goes back once nothing is in
+        // flight, so a standby takes over. `stop` (the end of a drain, or a crash) ends it too.
+        let give_back = self.stop.child_token();
+        let drained = async {
+            self.stop_fetching.cancelled().await;
+            while !self.status.wait_idle(Duration::from_secs(60)).await {}
+            give_back.cancel();
+            std::future::pending::<()>().await;
+        };
+        let ended = tokio::select! {
+            ended = self.lease.hold(taken, &give_back, &self.crashed) => ended,
+            () = drained => unreachable!("never ends"),
+        };
         self.status.set_active(false);
         if let lease::Ended::Lost(reason) = ended {
+            // Another runner may start fetching soon: what the lanes still queue goes back.
+            self.lost.cancel();
+            self.stop_fetching.cancel();
             ::metrics::counter!(metrics::LEASE_LOST).increment(1);
             tracing::error!(%reason, "lost the runner lease: no more fetching");
-            self.stop_fetching.cancel();
             self.readiness
                 .set_failed(LEASE_CHECK, format!("lease lost: {reason}"));
-            self.lost.cancel();
+            self.lease.forget().await;
         }
     }
 }

@@ -177,8 +177,6 @@ impl Stack {
             http_addr: "127.0.0.1:0".into(),
             streams: self.streams.clone(),
             nats: self.nats("runner"),
-            // A runner that tests crash is taken over after this (production: 10 s).
-            lease_ttl_secs: 3,
             ..runner::Config::default()
         };
         c.provider.base_url = provider.to_owned();

@@ -80,7 +80,7 @@ async fn a_runner_killed_after_the_provider_call_never_creates_a_second_order() 
     let hooks = after_provider_call(hook);
     env.checkout("crashy", "attempt-x").await;
     for _ in 0..CRASHES {
-        let runner = env.runner(hooks.clone()).await;
+        let runner = env.quick_takeover_runner(hooks.clone()).await;
         let attempt = tokio::time::timeout(WAIT, rx.recv())
             .await
             .expect("provider called")
@@ -88,7 +88,7 @@ async fn a_runner_killed_after_the_provider_call_never_creates_a_second_order() 
         assert_eq!(attempt, "attempt-x");
         runner.abort().await;
     }
-    let runner = env.runner(hooks).await;
+    let runner = env.quick_takeover_runner(hooks).await;
     let cart = env
         .wait_cart(
             "crashy",

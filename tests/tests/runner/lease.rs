@@ -51,11 +51,11 @@ async fn ready_body(runner: &runner::Running) -> (u16, String) {
 #[tokio::test]
 async fn a_second_runner_stands_by_until_the_first_is_gone() {
     let Some(env) = env().await else { return };
-    let first = env.runner(Default::default()).await;
+    let first = env.quick_takeover_runner(Default::default()).await;
     wait_until(|| async { first.status.is_active() }, WAIT)
         .await
         .expect("the first runner takes the lease");
-    let second = env.runner(Default::default()).await;
+    let second = env.quick_takeover_runner(Default::default()).await;
     let (status, body) = ready_body(&second).await;
     assert_eq!(status, 503, "a standby is not ready: {body}");
     assert!(body.contains("standing by"), "{body}");
@@ -90,19 +90,32 @@ async fn a_second_runner_stands_by_until_the_first_is_gone() {
 
 #[tokio::test]
 async fn a_drained_runner_gives_the_lease_back() {
+    use proto::runner::admin::v1 as admin;
     let Some(env) = env().await else { return };
-    let runner = env.runner(Default::default()).await;
-    wait_until(|| async { runner.status.is_active() }, WAIT)
+    // Drained through the admin API: it gives the lease back once idle, and stays up.
+    let first = env.quick_takeover_runner(Default::default()).await;
+    wait_until(|| async { first.status.is_active() }, WAIT)
         .await
         .expect("the runner takes the lease");
     assert!(holder(&env).await.is_some(), "the entry names its holder");
-    runner.drain(DRAIN).await;
-    assert_eq!(
-        holder(&env).await,
-        None,
-        "the entry is deleted, not left to expire"
-    );
-    let next = env.runner(Default::default()).await;
+    let standby = env.quick_takeover_runner(Default::default()).await;
+    let drained = admin_client(&first)
+        .await
+        .drain(admin::DrainRequest { wait_seconds: 20 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(drained.idle);
+    wait_until(|| async { standby.status.is_active() }, WAIT)
+        .await
+        .expect("the standby takes the lease the drained runner gave back");
+    assert!(!first.status.is_active());
+    first.drain(DRAIN).await;
+
+    // Stopped (SIGTERM's drain): the entry is deleted, not left to expire.
+    standby.drain(DRAIN).await;
+    assert_eq!(holder(&env).await, None, "the entry is deleted");
+    let next = env.quick_takeover_runner(Default::default()).await;
     wait_until(|| async { next.status.is_active() }, WAIT)
         .await
         .expect("the next runner takes it");
@@ -112,7 +125,7 @@ async fn a_drained_runner_gives_the_lease_back() {
 #[tokio::test]
 async fn a_runner_whose_lease_is_taken_stops_fetching() {
     let Some(env) = env().await else { return };
-    let runner = env.runner(Default::default()).await;
+    let runner = env.quick_takeover_runner(Default::default()).await;
     wait_until(|| async { runner.status.is_active() }, WAIT)
         .await
         .expect("the runner takes the lease");
@@ -156,7 +169,7 @@ async fn a_runner_whose_lease_is_taken_stops_fetching() {
     runner.abort().await;
 
     // Once the intruder's entry expires, a new runner takes the lease and the checkout.
-    let next = env.runner(Default::default()).await;
+    let next = env.quick_takeover_runner(Default::default()).await;
     env.wait_cart("after", "picked up by the next holder", order_created("b1"))
         .await;
     next.drain(DRAIN).await;
@@ -166,7 +179,7 @@ async fn a_runner_whose_lease_is_taken_stops_fetching() {
 async fn run_exits_with_an_error_when_the_lease_is_lost() {
     let Some(env) = env().await else { return };
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let run = tokio::spawn(runner::run(env.runner_config(), shutdown.clone()));
+    let run = tokio::spawn(runner::run(env.quick_takeover_config(), shutdown.clone()));
     wait_until(|| async { holder(&env).await.is_some() }, WAIT)
         .await
         .expect("the runner takes the lease");
@@ -183,7 +196,7 @@ async fn run_exits_with_an_error_when_the_lease_is_lost() {
 #[tokio::test]
 async fn a_refresh_applied_without_its_answer_is_adopted_not_counted_as_lost() {
     let Some(env) = env().await else { return };
-    let runner = env.runner(Default::default()).await;
+    let runner = env.quick_takeover_runner(Default::default()).await;
     wait_until(|| async { runner.status.is_active() }, WAIT)
         .await
         .expect("the runner takes the lease");
@@ -207,4 +220,65 @@ async fn a_refresh_applied_without_its_answer_is_adopted_not_counted_as_lost() {
     assert!(runner.status.is_active(), "it still holds the lease");
     env.checked_out("still", "a1").await;
     runner.drain(DRAIN).await;
+}
+
+#[tokio::test]
+async fn a_runner_that_lost_the_lease_hands_back_what_its_lanes_hold() {
+    use futures::FutureExt;
+    let Some(env) = env().await else { return };
+    // One lane: the first checkout holds it (its hook waits for the test), the rest queue.
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let hooks = {
+        let gate = gate.clone();
+        after_provider_call(move |attempt: String| {
+            let gate = gate.clone();
+            async move {
+                if attempt == "a0" {
+                    let _ = gate.acquire().await.unwrap();
+                }
+            }
+            .boxed()
+        })
+    };
+    let config = runner::Config {
+        lanes: 1,
+        ..env.quick_takeover_config()
+    };
+    let runner = runner::start(config, hooks).await.unwrap();
+    for i in 0..4 {
+        env.checkout(&format!("c{i}"), &format!("a{i}")).await;
+    }
+    wait_until(|| async { runner.status.in_flight() == 4 }, WAIT)
+        .await
+        .expect("one checkout in the lane, three queued behind it");
+
+    steal(&env).await;
+    tokio::time::timeout(WAIT, runner.lease_lost())
+        .await
+        .expect("the runner notices another holder");
+    gate.add_permits(1);
+    wait_until(|| async { runner.status.in_flight() == 0 }, WAIT)
+        .await
+        .expect("the started checkout finishes, the queued ones are handed back");
+    assert_eq!(env.mock.orders_for("a0"), 1, "the started effect finished");
+    for i in 1..4 {
+        assert_eq!(
+            env.mock.orders_for(&format!("a{i}")),
+            0,
+            "a{i} was not started by the runner that lost the lease"
+        );
+    }
+    runner.abort().await;
+
+    // The next holder (once the intruder's entry expired) handles them.
+    let next = env.quick_takeover_runner(Default::default()).await;
+    for i in 1..4 {
+        env.wait_cart(
+            &format!("c{i}"),
+            "handled by the next holder",
+            order_created(&format!("a{i}")),
+        )
+        .await;
+    }
+    next.drain(DRAIN).await;
 }

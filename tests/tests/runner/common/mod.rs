@@ -84,6 +84,23 @@ impl Env {
         runner::start(self.runner_config(), hooks).await.unwrap()
     }
 
+    /// [`Env::runner_config`] with a short lease TTL, for tests that crash a runner and wait
+    /// for the next one to take over (it waits out the crashed one's lease). Only those: a
+    /// short TTL is lost to a stall of a second or two on a loaded machine.
+    pub fn quick_takeover_config(&self) -> runner::Config {
+        runner::Config {
+            lease_ttl_secs: 3,
+            ..self.runner_config()
+        }
+    }
+
+    /// A runner from [`Env::quick_takeover_config`].
+    pub async fn quick_takeover_runner(&self, hooks: runner::Hooks) -> runner::Running {
+        runner::start(self.quick_takeover_config(), hooks)
+            .await
+            .unwrap()
+    }
+
     /// A runner started with `config` (from [`Env::runner_config`], changed) and no hooks.
     pub async fn runner_with(&self, config: runner::Config) -> runner::Running {
         runner::start(config, runner::Hooks::default())
