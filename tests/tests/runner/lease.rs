@@ -41,6 +41,13 @@ async fn steal(env: &Env) {
         .unwrap();
 }
 
+/// Waits until `runner` holds the lease (`what`: why it should).
+async fn until_active(runner: &runner::Running, what: &str) {
+    wait_until(|| async { runner.status.is_active() }, WAIT)
+        .await
+        .expect(what);
+}
+
 async fn ready_body(runner: &runner::Running) -> (u16, String) {
     let resp = reqwest::get(format!("http://{}/ready", runner.http_addr))
         .await
@@ -52,9 +59,7 @@ async fn ready_body(runner: &runner::Running) -> (u16, String) {
 async fn a_second_runner_stands_by_until_the_first_is_gone() {
     let Some(env) = env().await else { return };
     let first = env.quick_takeover_runner(Default::default()).await;
-    wait_until(|| async { first.status.is_active() }, WAIT)
-        .await
-        .expect("the first runner takes the lease");
+    until_active(&first, "the first runner takes the lease").await;
     let second = env.quick_takeover_runner(Default::default()).await;
     let (status, body) = ready_body(&second).await;
     assert_eq!(status, 503, "a standby is not ready: {body}");
@@ -79,9 +84,11 @@ async fn a_second_runner_stands_by_until_the_first_is_gone() {
 
     // The first one crashes: its entry expires and the standby takes over.
     first.abort().await;
-    wait_until(|| async { second.status.is_active() }, WAIT)
-        .await
-        .expect("the standby takes the lease once the crashed runner's entry expired");
+    until_active(
+        &second,
+        "the standby takes the lease once the crashed runner's entry expired",
+    )
+    .await;
     env.checked_out("after", "b1").await;
     until_completed(&second, 1, "the new holder handles checkouts").await;
     assert_eq!(ready_body(&second).await.0, 200);
@@ -94,9 +101,7 @@ async fn a_drained_runner_gives_the_lease_back() {
     let Some(env) = env().await else { return };
     // Drained through the admin API: it gives the lease back once idle, and stays up.
     let first = env.quick_takeover_runner(Default::default()).await;
-    wait_until(|| async { first.status.is_active() }, WAIT)
-        .await
-        .expect("the runner takes the lease");
+    until_active(&first, "the runner takes the lease").await;
     assert!(holder(&env).await.is_some(), "the entry names its holder");
     let standby = env.quick_takeover_runner(Default::default()).await;
     let drained = admin_client(&first)
@@ -106,9 +111,11 @@ async fn a_drained_runner_gives_the_lease_back() {
         .unwrap()
         .into_inner();
     assert!(drained.idle);
-    wait_until(|| async { standby.status.is_active() }, WAIT)
-        .await
-        .expect("the standby takes the lease the drained runner gave back");
+    until_active(
+        &standby,
+        "the standby takes the lease the drained runner gave back",
+    )
+    .await;
     assert!(!first.status.is_active());
     first.drain(DRAIN).await;
 
@@ -116,9 +123,7 @@ async fn a_drained_runner_gives_the_lease_back() {
     standby.drain(DRAIN).await;
     assert_eq!(holder(&env).await, None, "the entry is deleted");
     let next = env.quick_takeover_runner(Default::default()).await;
-    wait_until(|| async { next.status.is_active() }, WAIT)
-        .await
-        .expect("the next runner takes it");
+    until_active(&next, "the next runner takes it").await;
     next.drain(DRAIN).await;
 }
 
@@ -126,9 +131,7 @@ async fn a_drained_runner_gives_the_lease_back() {
 async fn a_runner_whose_lease_is_taken_stops_fetching() {
     let Some(env) = env().await else { return };
     let runner = env.quick_takeover_runner(Default::default()).await;
-    wait_until(|| async { runner.status.is_active() }, WAIT)
-        .await
-        .expect("the runner takes the lease");
+    until_active(&runner, "the runner takes the lease").await;
     env.checked_out("before", "a1").await;
 
     steal(&env).await;
@@ -197,9 +200,7 @@ async fn run_exits_with_an_error_when_the_lease_is_lost() {
 async fn a_refresh_applied_without_its_answer_is_adopted_not_counted_as_lost() {
     let Some(env) = env().await else { return };
     let runner = env.quick_takeover_runner(Default::default()).await;
-    wait_until(|| async { runner.status.is_active() }, WAIT)
-        .await
-        .expect("the runner takes the lease");
+    until_active(&runner, "the runner takes the lease").await;
     // The runner's own value at a revision it never heard of: what a refresh whose answer was
     // lost leaves behind.
     let bucket = lease_bucket(&env).await;
