@@ -375,6 +375,10 @@ impl Leased {
             () = drained => unreachable!("never ends"),
         };
         self.status.set_active(false);
+        if ended == lease::Ended::Released {
+            self.readiness
+                .set_failed(LEASE_CHECK, "drained: the lease was given back");
+        }
         if let lease::Ended::Lost(reason) = ended {
             // Another runner may start fetching soon: what the lanes still queue goes back.
             self.lost.cancel();

@@ -117,6 +117,9 @@ async fn a_drained_runner_gives_the_lease_back() {
     )
     .await;
     assert!(!first.status.is_active());
+    let (status, body) = ready_body(&first).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("the lease was given back"), "{body}");
     first.drain(DRAIN).await;
 
     // Stopped (SIGTERM's drain): the entry is deleted, not left to expire.
