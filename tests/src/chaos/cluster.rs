@@ -27,6 +27,9 @@ pub struct Cluster {
     pub aggregates: Vec<Proc>,
     pub projection: Proc,
     pub runner: Proc,
+    /// A second runner, started by the scenarios that want one (not by `ensure_running`): it
+    /// stands by, not ready, until it holds the lease. Its ready URL is `/health`.
+    pub standby_runner: Proc,
     pub mock: Proc,
     pub gateways: Vec<Proc>,
     /// A direct connection to the servers (not through the proxies), for the checks.
@@ -260,6 +263,17 @@ impl Cluster {
             ],
             format!("http://127.0.0.1:{}/ready", layout.runner_http()),
         );
+        let mut standby = runner.spec.clone();
+        standby.name = "runner-standby".into();
+        standby.env.extend(env(&[
+            ("RUNNER_GRPC_ADDR", local(layout.standby_runner_grpc())),
+            ("RUNNER_HTTP_ADDR", local(layout.standby_runner_http())),
+        ]));
+        standby.ready_url = Some(format!(
+            "http://127.0.0.1:{}/health",
+            layout.standby_runner_http()
+        ));
+        let standby_runner = Proc::new(standby, &logs);
         let mut gateways = Vec::new();
         for i in 0..2 {
             gateways.push(service(
@@ -287,6 +301,7 @@ impl Cluster {
             aggregates,
             projection,
             runner,
+            standby_runner,
             mock,
             gateways,
             client,

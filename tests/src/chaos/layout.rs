@@ -61,6 +61,13 @@ impl Layout {
     pub fn mock(&self) -> u16 {
         self.base + 64
     }
+    /// The second runner (runner-kill): a standby until it holds the lease.
+    pub fn standby_runner_grpc(&self) -> u16 {
+        self.base + 65
+    }
+    pub fn standby_runner_http(&self) -> u16 {
+        self.base + 66
+    }
     pub fn gateway(&self, i: usize) -> u16 {
         self.base + 70 + i as u16
     }
@@ -83,6 +90,8 @@ impl Layout {
             self.runner_grpc(),
             self.runner_http(),
             self.mock(),
+            self.standby_runner_grpc(),
+            self.standby_runner_http(),
             self.gateway(0),
             self.gateway(1),
         ]);

@@ -110,9 +110,44 @@ impl Run<'_> {
         anyhow::bail!("{cart}: paid order {order} not placed within 90 s")
     }
 
+    /// Which of the two runners holds the lease (answers `/ready`): 0 the first, 1 the standby.
+    /// Waits up to `within`; counts in `both` the looks that found both ready.
+    async fn active_runner(&self, within: Duration, both: &mut u64) -> anyhow::Result<usize> {
+        let layout = &self.cluster.layout;
+        let urls = [layout.runner_http(), layout.standby_runner_http()]
+            .map(|port| format!("http://127.0.0.1:{port}/ready"));
+        let deadline = Instant::now() + within;
+        loop {
+            let mut ready = Vec::new();
+            for (i, url) in urls.iter().enumerate() {
+                if answers(&self.cluster.http, url, Duration::from_secs(2)).await {
+                    ready.push(i);
+                }
+            }
+            if ready.len() == 2 {
+                *both += 1;
+            }
+            if let Some(i) = ready.first() {
+                return Ok(*i);
+            }
+            if Instant::now() > deadline {
+                anyhow::bail!("no runner holds the lease within {within:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     pub(super) async fn runner_kill(&mut self, r: &mut ScenarioResult) -> anyhow::Result<()> {
         let prefix = format!("runner-{}", self.opts.seed);
         let mut carts = Vec::new();
+        // A second runner stands by the whole scenario: each kill falls on whichever runner
+        // holds the lease, and the other one takes over once the killed one's lease expires.
+        let http = self.cluster.http.clone();
+        self.cluster
+            .standby_runner
+            .start_ready(&http, Duration::from_secs(30))
+            .await?;
+        let (mut takeovers, mut both_ready) = (0u64, 0u64);
         for cycle in 0..r.cycles {
             // Slow provider calls widen the window a kill can fall into.
             let delay = self.rng.u64(0..400);
@@ -124,13 +159,36 @@ impl Run<'_> {
                 let _ = self.checkout(cart).await;
             }
             Self::run_for(Duration::from_millis(self.rng.u64(0..500))).await;
-            self.cluster.runner.kill9();
-            self.cluster
-                .runner
-                .start_ready(&self.cluster.http, Duration::from_secs(30))
+            let active = self
+                .active_runner(Duration::from_secs(30), &mut both_ready)
                 .await?;
+            let killed = if active == 0 {
+                &mut self.cluster.runner
+            } else {
+                &mut self.cluster.standby_runner
+            };
+            killed.kill9();
+            // Back as a standby: up, not ready while the other one holds the lease.
+            killed.start()?;
+            if self
+                .active_runner(Duration::from_secs(30), &mut both_ready)
+                .await?
+                != active
+            {
+                takeovers += 1;
+            }
             carts.extend(batch);
         }
+        // One runner again, for the scenarios after this one: the standby drains, giving the
+        // lease back if it holds it.
+        self.cluster
+            .standby_runner
+            .stop(Duration::from_secs(30))
+            .await;
+        self.cluster
+            .runner
+            .wait_ready(&http, Duration::from_secs(30))
+            .await?;
         self.set_mock_faults(json!({})).await?;
         let (mut placed, mut failed, mut stuck) = (0u64, 0u64, 0u64);
         for cart in &carts {
@@ -159,7 +217,13 @@ impl Run<'_> {
         r.counts.insert("stuck".into(), stuck);
         r.counts
             .insert("duplicate_provider_orders".into(), duplicates);
-        r.pass = duplicates == 0 && stuck == 0 && placed + failed == carts.len() as u64;
+        r.counts
+            .insert("takeovers_by_the_other_runner".into(), takeovers);
+        r.counts.insert("both_runners_ready".into(), both_ready);
+        r.pass = duplicates == 0
+            && stuck == 0
+            && both_ready == 0
+            && placed + failed == carts.len() as u64;
         Ok(())
     }
 

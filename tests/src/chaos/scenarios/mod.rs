@@ -87,7 +87,7 @@ pub const ALL: &[Scenario] = &[
         name: "runner-kill",
         full: 100,
         quick: 10,
-        must_hold: "the runner killed at random points around the provider call with checkouts in flight: 0 duplicate provider orders; every checkout ends placed or failed, none stuck",
+        must_hold: "the runner holding the lease killed at random points around the provider call with checkouts in flight, a second runner standing by: 0 duplicate provider orders; every checkout ends placed or failed, none stuck; never both runners ready (the lease)",
     },
     Scenario {
         name: "provider-faults",
