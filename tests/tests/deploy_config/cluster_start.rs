@@ -20,7 +20,7 @@ async fn a_service_started_before_its_cluster_has_formed_waits_for_it() {
     let mut members = Members::new(bin, conf, dir.path(), "127.0.0.1");
     // One member of three: it takes connections, but JetStream has no quorum.
     members.start(0);
-    members.wait_for(0, "/varz").await;
+    members.wait_accepting(0).await;
     let config = NatsConfig {
         url: format!("nats://127.0.0.1:{}", members.ports[0].client),
         name: "cluster-start-test".into(),

@@ -124,11 +124,32 @@ impl Members {
         .unwrap_or_else(|e| panic!("{url}: {e}; logs in {}", self.dir.display()));
     }
 
-    /// Waits until every member is healthy: `/healthz` is 200 only once JetStream has a meta
-    /// leader, which takes the routes.
+    /// Waits until member `i` accepts client connections (bounded by [`FORMED`]). Its
+    /// monitoring answers first: nats-server opens the client port last, after JetStream, and
+    /// a client that connected as soon as `/varz` answered was refused now and then on a busy
+    /// machine.
+    pub async fn wait_accepting(&self, i: usize) {
+        let addr = ("127.0.0.1", self.ports[i].client);
+        wait_until(
+            || async { tokio::net::TcpStream::connect(addr).await.is_ok() },
+            FORMED,
+        )
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "client port {}: {e}; logs in {}",
+                addr.1,
+                self.dir.display()
+            )
+        });
+    }
+
+    /// Waits until every member is healthy (`/healthz` is 200 only once JetStream has a meta
+    /// leader, which takes the routes) and takes client connections.
     pub async fn wait_formed(&self) {
         for i in 0..self.ports.len() {
             self.wait_for(i, "/healthz").await;
+            self.wait_accepting(i).await;
         }
     }
 }
