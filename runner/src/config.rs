@@ -2,6 +2,8 @@
 //! payment provider, `MERCHANT_<FIELD>` for the URLs handed to the provider, `CONSUMER_<FIELD>`
 //! for the durable consumers, `NATS_*` / `STREAMS_*` shared with every service.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 use shared::config::ServiceConfig;
 use shared::nats::{ConsumerSettings, NatsConfig, NatsResourceSettings};
@@ -139,6 +141,11 @@ impl Config {
             max_ack_pending: (self.lanes * self.lane_depth + self.fetch_batch) as i64,
             ..self.consumer.clone()
         }
+    }
+
+    /// [`Config::lease_ttl_secs`] as a duration.
+    pub fn lease_ttl(&self) -> Duration {
+        Duration::from_secs(self.lease_ttl_secs)
     }
 
     pub fn aggregate_addrs(&self) -> Vec<String> {

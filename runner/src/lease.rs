@@ -58,12 +58,9 @@ pub enum Ended {
 
 impl Lease {
     pub fn new(kv: kv::Store, holder: String, ttl: Duration) -> Self {
-        let since = time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
         let value = serde_json::to_vec(&Holder {
             holder: holder.clone(),
-            since,
+            since: crate::checkout::now(),
         })
         .expect("a lease value serializes");
         Self {

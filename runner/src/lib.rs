@@ -182,18 +182,11 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
     readiness.set_ok(CONSUMERS_CHECK);
     let lease_store = shared::nats::ensure_kv(
         &nats.js,
-        &shared::nats::policies::runner_lease(
-            &config.streams,
-            Duration::from_secs(config.lease_ttl_secs),
-        ),
+        &shared::nats::policies::runner_lease(&config.streams, config.lease_ttl()),
     )
     .await
     .context("RUNNER_LEASE bucket")?;
-    let lease = lease::Lease::new(
-        lease_store,
-        lease::holder_name(),
-        Duration::from_secs(config.lease_ttl_secs),
-    );
+    let lease = lease::Lease::new(lease_store, lease::holder_name(), config.lease_ttl());
 
     let status = Arc::new(Status::default());
     let records = Records::new(
@@ -404,7 +397,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     // Exit, so that the orchestrator starts it again as a standby.
     anyhow::ensure!(
         !lost,
-        "the runner lost its lease to another runner; exiting"
+        "the runner lost its lease (see the log for why); exiting"
     );
     Ok(())
 }

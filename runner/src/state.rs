@@ -79,9 +79,7 @@ impl Status {
     }
 
     pub fn error(&self, e: &str) {
-        let at = time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
+        let at = crate::checkout::now();
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some((e.to_owned(), at));
     }
 
