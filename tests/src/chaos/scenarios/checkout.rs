@@ -3,6 +3,15 @@
 
 use super::*;
 
+/// What the looks at the two runners found.
+#[derive(Default)]
+pub(super) struct RunnerLooks {
+    /// Looks that found both runners ready (the lease should make that impossible).
+    pub both_ready: u64,
+    /// Runners that exited on their own and were started again.
+    pub restarts: u64,
+}
+
 impl Run<'_> {
     // ---- runner and provider ---------------------------------------------------------------
 
@@ -111,13 +120,25 @@ impl Run<'_> {
     }
 
     /// Which of the two runners holds the lease (answers `/ready`): 0 the first, 1 the standby.
-    /// Waits up to `within`; counts in `both` the looks that found both ready.
-    async fn active_runner(&self, within: Duration, both: &mut u64) -> anyhow::Result<usize> {
+    /// Waits up to `within`. A runner that exited on its own (its lease lapsed: `run()` ends
+    /// with an error) is started again, as an orchestrator would; `looks` counts those restarts
+    /// and the looks that found both runners ready.
+    pub(super) async fn active_runner(
+        &mut self,
+        within: Duration,
+        looks: &mut RunnerLooks,
+    ) -> anyhow::Result<usize> {
         let layout = &self.cluster.layout;
         let urls = [layout.runner_http(), layout.standby_runner_http()]
             .map(|port| format!("http://127.0.0.1:{port}/ready"));
         let deadline = Instant::now() + within;
         loop {
+            for p in [&mut self.cluster.runner, &mut self.cluster.standby_runner] {
+                if p.pid().is_some() && !p.running() {
+                    looks.restarts += 1;
+                    p.start()?;
+                }
+            }
             let mut ready = Vec::new();
             for (i, url) in urls.iter().enumerate() {
                 if answers(&self.cluster.http, url, Duration::from_secs(2)).await {
@@ -125,7 +146,7 @@ impl Run<'_> {
                 }
             }
             if ready.len() == 2 {
-                *both += 1;
+                looks.both_ready += 1;
             }
             if let Some(i) = ready.first() {
                 return Ok(*i);
@@ -137,61 +158,29 @@ impl Run<'_> {
         }
     }
 
-    pub(super) async fn runner_kill(&mut self, r: &mut ScenarioResult) -> anyhow::Result<()> {
-        let prefix = format!("runner-{}", self.opts.seed);
-        let mut carts = Vec::new();
-        // A second runner stands by the whole scenario: each kill falls on whichever runner
-        // holds the lease, and the other one takes over once the killed one's lease expires.
+    /// Back to one runner for the scenarios after this one (the standby drains, giving the
+    /// lease back if it holds it), then every cart in `carts` driven to the end of its
+    /// checkout and counted into `r`. True when none is stuck, none has a duplicate provider
+    /// order and the runners were never both ready.
+    pub(super) async fn settle_checkouts(
+        &mut self,
+        carts: &[String],
+        looks: &RunnerLooks,
+        r: &mut ScenarioResult,
+    ) -> anyhow::Result<bool> {
         let http = self.cluster.http.clone();
-        self.cluster
-            .standby_runner
-            .start_ready(&http, Duration::from_secs(30))
-            .await?;
-        let (mut takeovers, mut both_ready) = (0u64, 0u64);
-        for cycle in 0..r.cycles {
-            // Slow provider calls widen the window a kill can fall into.
-            let delay = self.rng.u64(0..400);
-            self.set_mock_faults(json!({"delay_ms": delay})).await?;
-            let batch: Vec<String> = (0..2).map(|k| format!("{prefix}-{cycle}-{k}")).collect();
-            for cart in &batch {
-                self.cart_with_item(cart).await?;
-                // Starts the attempt; the reply may be 202 (still being created).
-                let _ = self.checkout(cart).await;
-            }
-            Self::run_for(Duration::from_millis(self.rng.u64(0..500))).await;
-            let active = self
-                .active_runner(Duration::from_secs(30), &mut both_ready)
-                .await?;
-            let killed = if active == 0 {
-                &mut self.cluster.runner
-            } else {
-                &mut self.cluster.standby_runner
-            };
-            killed.kill9();
-            // Back as a standby: up, not ready while the other one holds the lease.
-            killed.start()?;
-            if self
-                .active_runner(Duration::from_secs(30), &mut both_ready)
-                .await?
-                != active
-            {
-                takeovers += 1;
-            }
-            carts.extend(batch);
-        }
-        // One runner again, for the scenarios after this one: the standby drains, giving the
-        // lease back if it holds it.
         self.cluster
             .standby_runner
             .stop(Duration::from_secs(30))
             .await;
+        self.cluster.runner.start()?;
         self.cluster
             .runner
             .wait_ready(&http, Duration::from_secs(30))
             .await?;
         self.set_mock_faults(json!({})).await?;
         let (mut placed, mut failed, mut stuck) = (0u64, 0u64, 0u64);
-        for cart in &carts {
+        for cart in carts {
             match self.checkout_to_the_end(cart).await {
                 Ok(true) => placed += 1,
                 Ok(false) => failed += 1,
@@ -218,13 +207,73 @@ impl Run<'_> {
         r.counts
             .insert("duplicate_provider_orders".into(), duplicates);
         r.counts
-            .insert("takeovers_by_the_other_runner".into(), takeovers);
-        r.counts.insert("both_runners_ready".into(), both_ready);
-        r.pass = duplicates == 0
+            .insert("both_runners_ready".into(), looks.both_ready);
+        r.counts.insert("runner_restarts".into(), looks.restarts);
+        Ok(duplicates == 0
             && stuck == 0
-            && both_ready == 0
-            && placed + failed == carts.len() as u64;
+            && looks.both_ready == 0
+            && placed + failed == carts.len() as u64)
+    }
+
+    pub(super) async fn runner_kill(&mut self, r: &mut ScenarioResult) -> anyhow::Result<()> {
+        let prefix = format!("runner-{}", self.opts.seed);
+        let mut carts = Vec::new();
+        // A second runner stands by the whole scenario: each kill falls on whichever runner
+        // holds the lease, and the other one takes over once the killed one's lease expires.
+        let http = self.cluster.http.clone();
+        self.cluster
+            .standby_runner
+            .start_ready(&http, Duration::from_secs(30))
+            .await?;
+        let mut looks = RunnerLooks::default();
+        let mut takeovers = 0u64;
+        for cycle in 0..r.cycles {
+            let batch = self.checkouts_in_flight(&prefix, cycle).await?;
+            let active = self
+                .active_runner(Duration::from_secs(30), &mut looks)
+                .await?;
+            let killed = if active == 0 {
+                &mut self.cluster.runner
+            } else {
+                &mut self.cluster.standby_runner
+            };
+            killed.kill9();
+            // Back as a standby: up, not ready while the other one holds the lease.
+            killed.start()?;
+            if self
+                .active_runner(Duration::from_secs(30), &mut looks)
+                .await?
+                != active
+            {
+                takeovers += 1;
+            }
+            carts.extend(batch);
+        }
+        let settled = self.settle_checkouts(&carts, &looks, r).await?;
+        r.counts
+            .insert("takeovers_by_the_other_runner".into(), takeovers);
+        r.pass = settled;
         Ok(())
+    }
+
+    /// Two carts of `prefix` and `cycle` with an item each and their checkouts started, the
+    /// provider slowed by a random 0–400 ms (slow calls widen the window a fault falls
+    /// into), then a random pause of up to 500 ms.
+    pub(super) async fn checkouts_in_flight(
+        &mut self,
+        prefix: &str,
+        cycle: usize,
+    ) -> anyhow::Result<Vec<String>> {
+        let delay = self.rng.u64(0..400);
+        self.set_mock_faults(json!({"delay_ms": delay})).await?;
+        let batch: Vec<String> = (0..2).map(|k| format!("{prefix}-{cycle}-{k}")).collect();
+        for cart in &batch {
+            self.cart_with_item(cart).await?;
+            // Starts the attempt; the reply may be 202 (still being created).
+            let _ = self.checkout(cart).await;
+        }
+        Self::run_for(Duration::from_millis(self.rng.u64(0..500))).await;
+        Ok(batch)
     }
 
     pub(super) async fn provider_faults(&mut self, r: &mut ScenarioResult) -> anyhow::Result<()> {

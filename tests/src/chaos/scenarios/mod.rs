@@ -20,6 +20,7 @@ use super::{Options, ScenarioResult, Times};
 /// Shards carts hash into (the services' default).
 mod aggregates;
 mod checkout;
+mod lease;
 mod nats;
 mod projection;
 mod restarts;
@@ -90,6 +91,12 @@ pub const ALL: &[Scenario] = &[
         must_hold: "the runner holding the lease killed at random points around the provider call with checkouts in flight, a second runner standing by: 0 duplicate provider orders; every checkout ends placed or failed, none stuck; never both runners ready (the lease)",
     },
     Scenario {
+        name: "nats-lease-leader-kill",
+        full: 5,
+        quick: 1,
+        must_hold: "kill -9 the nats-server leading RUNNER_LEASE with checkouts in flight and a second runner standing by: 0 duplicate provider orders; every checkout placed or failed, none stuck; never both runners ready; a checkout started at the kill gets its provider order within 30 s (a runner whose lease lapsed in the election exits and is started again, as an orchestrator would)",
+    },
+    Scenario {
         name: "provider-faults",
         full: 5,
         quick: 1,
@@ -133,6 +140,7 @@ impl Run<'_> {
             "network-faults" => self.network_faults(&mut r).await,
             "projection-kill" => self.projection_kill(&mut r).await,
             "runner-kill" => self.runner_kill(&mut r).await,
+            "nats-lease-leader-kill" => self.lease_leader_kill(&mut r).await,
             "provider-faults" => self.provider_faults(&mut r).await,
             "rolling-restart" => self.rolling_restart(&mut r).await,
             "soak" => self.soak(&mut r).await,

@@ -78,7 +78,8 @@ impl Run<'_> {
             .start_ready(&self.cluster.http, Duration::from_secs(60))
             .await?;
         let deadline = Instant::now() + Duration::from_secs(60);
-        for stream in ["CART_EVENTS", "KV_CART_PLACEMENT", "KV_CART_NODES"] {
+        let lease = format!("KV_{}", shared::subjects::RUNNER_LEASE_BUCKET);
+        for stream in ["CART_EVENTS", "KV_CART_PLACEMENT", "KV_CART_NODES", &lease] {
             loop {
                 let current = match self.cluster.js.get_stream(stream).await {
                     Ok(mut s) => s.info().await.ok().and_then(|info| {
