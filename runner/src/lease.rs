@@ -13,8 +13,8 @@
 //! - **Losing it**: another holder's entry is there, or no refresh succeeded for most of
 //!   the TTL (failed ones are tried again every `ttl / 9`). The runner stops fetching at once;
 //!   what it fetched but did not start goes back to the consumer (nak), what it started it
-//!   finishes (effects are idempotent, under the same keys), and [`crate::run`] returns an
-//!   error: the process exits and comes back as a standby.
+//!   finishes (effects are idempotent, under the same keys), and [`crate::run`] drains it
+//!   and starts it again in the same process, as a standby.
 //! - **Giving it back**: a drained runner (SIGTERM, or the admin API's Drain) deletes its
 //!   entry once nothing is in flight, so the next one starts at once; a crashed one's expires
 //!   after `ttl`.

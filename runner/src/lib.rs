@@ -385,19 +385,21 @@ impl Leased {
     }
 }
 
-/// Run until `shutdown`, then drain.
+/// Run until `shutdown`, then drain. A runner that loses its lease drains and starts again
+/// in this process, as a standby: a fresh start (new connections, consumers, lanes and holder
+/// name) without an exit, so an orchestrator's restart back-off never delays the next term.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let drain_timeout = Duration::from_millis(config.consumer.ack_wait_ms);
-    let running = start(config, Hooks::default()).await?;
-    let lost = tokio::select! {
-        () = shutdown.cancelled() => false,
-        () = running.lease_lost() => true,
-    };
-    running.drain(drain_timeout).await;
-    // Exit, so that the orchestrator starts it again as a standby.
-    anyhow::ensure!(
-        !lost,
-        "the runner lost its lease (see the log for why); exiting"
-    );
-    Ok(())
+    loop {
+        let running = start(config.clone(), Hooks::default()).await?;
+        let lost = tokio::select! {
+            () = shutdown.cancelled() => false,
+            () = running.lease_lost() => true,
+        };
+        running.drain(drain_timeout).await;
+        if !lost || shutdown.is_cancelled() {
+            return Ok(());
+        }
+        tracing::warn!("the runner lost its lease: starting again as a standby");
+    }
 }

@@ -1,7 +1,7 @@
 //! One active runner: the lease in `RUNNER_LEASE` against a real nats-server. A second runner
 //! stands by (not ready, fetching nothing) until the first is gone; a drained runner gives the
-//! lease back; a runner whose lease is taken stops fetching, and `runner::run` exits; a refresh
-//! applied without its answer is adopted.
+//! lease back; a runner whose lease is taken stops fetching, and `runner::run` starts it again
+//! as a standby in the same process; a refresh applied without its answer is adopted.
 
 use crate::common;
 
@@ -182,21 +182,41 @@ async fn a_runner_whose_lease_is_taken_stops_fetching() {
 }
 
 #[tokio::test]
-async fn run_exits_with_an_error_when_the_lease_is_lost() {
+async fn run_starts_again_as_a_standby_when_the_lease_is_lost() {
     let Some(env) = env().await else { return };
     let shutdown = tokio_util::sync::CancellationToken::new();
     let run = tokio::spawn(runner::run(env.quick_takeover_config(), shutdown.clone()));
     wait_until(|| async { holder(&env).await.is_some() }, WAIT)
         .await
         .expect("the runner takes the lease");
+    let first = holder(&env).await.unwrap();
     steal(&env).await;
-    let err = tokio::time::timeout(WAIT, run)
+    // The loser drains and starts again in the same process, under a new holder name, and
+    // takes the lease once the intruder's entry expires.
+    let taken_back =
+        |h: &Option<String>| h.as_ref().is_some_and(|h| h != "intruder" && *h != first);
+    wait_until(|| async { taken_back(&holder(&env).await) }, WAIT)
         .await
-        .expect("run returns once the lease is lost")
+        .expect("the runner, started again, takes the lease back");
+    let second = holder(&env).await.unwrap();
+    assert!(!run.is_finished(), "losing the lease does not end run()");
+    assert!(
+        second.contains(&std::process::id().to_string()),
+        "the same process holds it again: {second}"
+    );
+    env.checkout("again", "c1").await;
+    env.wait_cart(
+        "again",
+        "placed by the runner's new term",
+        order_created("c1"),
+    )
+    .await;
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, run)
+        .await
+        .expect("run returns once asked to stop")
         .unwrap()
-        .expect_err("losing the lease is an error: the process exits");
-    assert!(err.to_string().contains("lost its lease"), "{err}");
-    assert!(!shutdown.is_cancelled(), "nobody asked it to stop");
+        .expect("a requested stop is no error");
 }
 
 #[tokio::test]

@@ -8,7 +8,8 @@ use super::*;
 pub(super) struct RunnerLooks {
     /// Looks that found both runners ready (the lease should make that impossible).
     pub both_ready: u64,
-    /// Runners that exited on their own and were started again.
+    /// Runners that exited on their own and were started again (a runner that loses its
+    /// lease starts again in its own process: any exit is a failure).
     pub restarts: u64,
 }
 
@@ -120,9 +121,9 @@ impl Run<'_> {
     }
 
     /// Which of the two runners holds the lease (answers `/ready`): 0 the first, 1 the standby.
-    /// Waits up to `within`. A runner that exited on its own (its lease lapsed: `run()` ends
-    /// with an error) is started again, as an orchestrator would; `looks` counts those restarts
-    /// and the looks that found both runners ready.
+    /// Waits up to `within`. A runner that exited on its own is started again, as an
+    /// orchestrator would; `looks` counts those restarts and the looks that found both runners
+    /// ready.
     pub(super) async fn active_runner(
         &mut self,
         within: Duration,
@@ -161,7 +162,7 @@ impl Run<'_> {
     /// Back to one runner for the scenarios after this one (the standby drains, giving the
     /// lease back if it holds it), then every cart in `carts` driven to the end of its
     /// checkout and counted into `r`. True when none is stuck, none has a duplicate provider
-    /// order and the runners were never both ready.
+    /// order, the runners were never both ready and none exited on its own.
     pub(super) async fn settle_checkouts(
         &mut self,
         carts: &[String],
@@ -212,6 +213,7 @@ impl Run<'_> {
         Ok(duplicates == 0
             && stuck == 0
             && looks.both_ready == 0
+            && looks.restarts == 0
             && placed + failed == carts.len() as u64)
     }
 

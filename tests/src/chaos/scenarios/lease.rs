@@ -1,6 +1,7 @@
 //! The nats-server leading the runner lease's bucket killed with checkouts in flight and a
 //! second runner standing by: the lease may lapse during the election (the holder then stops
-//! and exits), but never two runners at once, no duplicate provider order, no stuck checkout.
+//! and starts again as a standby, in its own process), but never two runners at once, no
+//! duplicate provider order, no stuck checkout.
 
 use super::checkout::RunnerLooks;
 use super::*;
@@ -42,6 +43,15 @@ impl Run<'_> {
                 .await?;
             self.restart_nats(leader).await?;
         }
+        // How often the election outlasted the holder's lease (both runners lived throughout).
+        let mut lapses = 0;
+        for port in [
+            self.cluster.layout.runner_http(),
+            self.cluster.layout.standby_runner_http(),
+        ] {
+            lapses += self.lease_lapses(port).await?;
+        }
+        r.counts.insert("lease_lapses".into(), lapses);
         let settled = self.settle_checkouts(&carts, &looks, r).await?;
         let times = Times::of(resumed);
         r.pass = settled && times.max_ms <= CHECKOUTS_RESUME_BOUND.as_millis() as u64;
@@ -49,8 +59,25 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// `cart_runner_lease_lost_total` of the runner whose HTTP port is `port`.
+    async fn lease_lapses(&self, port: u16) -> anyhow::Result<u64> {
+        let metrics = self
+            .cluster
+            .http
+            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        let value = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("cart_runner_lease_lost_total "))
+            .context("no cart_runner_lease_lost_total in the runner's metrics")?;
+        Ok(value.trim().parse::<f64>()? as u64)
+    }
+
     /// How long after `since` `cart`'s checkout, started now and asked again every 250 ms,
-    /// has its provider order. Runners that exit meanwhile are started again.
+    /// has its provider order. A runner that exits meanwhile is started again (and counted).
     async fn checkout_resumes(
         &mut self,
         cart: &str,
@@ -62,7 +89,7 @@ impl Run<'_> {
             if let Ok(Some(_)) = self.checkout(cart).await {
                 return Ok(since.elapsed());
             }
-            // Counts both-ready looks and restarts exited runners; none ready yet is fine.
+            // Counts both-ready looks and exited runners; none ready yet is fine.
             let _ = self.active_runner(Duration::ZERO, looks).await;
             tokio::time::sleep(Duration::from_millis(250)).await;
         }

@@ -94,7 +94,7 @@ pub const ALL: &[Scenario] = &[
         name: "nats-lease-leader-kill",
         full: 5,
         quick: 1,
-        must_hold: "kill -9 the nats-server leading RUNNER_LEASE with checkouts in flight and a second runner standing by: 0 duplicate provider orders; every checkout placed or failed, none stuck; never both runners ready; a checkout started at the kill gets its provider order within 30 s (a runner whose lease lapsed in the election exits and is started again, as an orchestrator would)",
+        must_hold: "kill -9 the nats-server leading RUNNER_LEASE with checkouts in flight and a second runner standing by: 0 duplicate provider orders; every checkout placed or failed, none stuck; never both runners ready; a checkout started at the kill gets its provider order within 30 s; a runner whose lease lapsed in the election starts again as a standby without exiting",
     },
     Scenario {
         name: "provider-faults",
