@@ -115,10 +115,14 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
     let mut provider_cfg = config.provider.clone();
     if provider_cfg.base_url.is_empty() {
         let mock = MockProvider::new(&provider_cfg.username, provider_cfg.password.expose());
-        let (addr, _task) = mock
+        let (addr, serving) = mock
             .serve(&config.mock_provider_addr, stop.clone())
             .await
             .with_context(|| format!("mock provider on {}", config.mock_provider_addr))?;
+        // Tracked, so that a drained runner has let go of the port before `run` starts again.
+        tracker.spawn(async move {
+            let _ = serving.await;
+        });
         // Listening on all interfaces (compose publishes it): call it over loopback.
         let local = if addr.ip().is_unspecified() {
             SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())

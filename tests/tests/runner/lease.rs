@@ -184,8 +184,17 @@ async fn a_runner_whose_lease_is_taken_stops_fetching() {
 #[tokio::test]
 async fn run_starts_again_as_a_standby_when_the_lease_is_lost() {
     let Some(env) = env().await else { return };
+    // The embedded mock provider on a fixed port: the next term must get it back.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut config = env.quick_takeover_config();
+    config.provider.base_url = String::new();
+    config.mock_provider_addr = format!("127.0.0.1:{port}");
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let run = tokio::spawn(runner::run(env.quick_takeover_config(), shutdown.clone()));
+    let run = tokio::spawn(runner::run(config, shutdown.clone()));
     wait_until(|| async { holder(&env).await.is_some() }, WAIT)
         .await
         .expect("the runner takes the lease");
@@ -207,7 +216,7 @@ async fn run_starts_again_as_a_standby_when_the_lease_is_lost() {
     env.checkout("again", "c1").await;
     env.wait_cart(
         "again",
-        "placed by the runner's new term",
+        "its provider order made by the new term, through the embedded mock on the same port",
         order_created("c1"),
     )
     .await;
