@@ -20,7 +20,8 @@
 //!   after `ttl`.
 //!
 //! A take or refresh whose answer was lost may have been applied: a mismatch whose entry names
-//! this runner is adopted, not counted as a loss. Holder names are unique per process.
+//! this runner is adopted, not counted as a loss. Holder names are unique per term (each
+//! start of a runner, [`holder_name`]).
 
 use std::time::{Duration, Instant};
 

@@ -60,6 +60,7 @@ pub struct Running {
     /// Cancelled by [`Running::abort`] alone: the lease is left to expire, as after a crash.
     crashed: CancellationToken,
     tracker: TaskTracker,
+    provider: ProviderHandle,
 }
 
 impl Running {
@@ -67,6 +68,11 @@ impl Running {
     /// should be drained and restarted.
     pub async fn lease_lost(&self) {
         self.lost.cancelled().await;
+    }
+
+    /// The provider settings in use now (the admin API's reload replaces them).
+    pub fn provider_settings(&self) -> ProviderConfig {
+        self.provider.current().config().clone()
     }
 
     /// Stop taking new work, finish in-flight effects (up to `timeout`), stop.
@@ -280,6 +286,7 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
         stop_fetching: stop_fetching.clone(),
         checkout_consumer: consumer_for_admin,
     };
+    let provider_for_next_term = provider.clone();
     let query = admin::Query { records, provider };
     let (grpc_listener, grpc_addr) = shared::serve::bind(&config.grpc_addr).await?;
     let grpc = config
@@ -326,6 +333,7 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
         lost,
         crashed,
         tracker,
+        provider: provider_for_next_term,
     })
 }
 
@@ -347,8 +355,10 @@ impl Leased {
             LEASE_CHECK,
             "standing by: taking the lease (held by another runner until it gives it back or its entry expires)",
         );
-        // Both series exist from start-up (a standby reads 0).
+        // Both series exist from start-up (a standby reads 0). A term starts with nothing in
+        // flight: the gauge is the process's, and an earlier term may have been cut short.
         self.status.set_active(false);
+        ::metrics::gauge!(metrics::IN_FLIGHT).set(0.0);
         ::metrics::counter!(metrics::LEASE_LOST).increment(0);
         // A drain before the lease was taken leaves nothing to start.
         let Some(taken) = self.lease.take(&self.stop_fetching).await else {
@@ -392,18 +402,53 @@ impl Leased {
 /// Run until `shutdown`, then drain. A runner that loses its lease drains and starts again
 /// in this process, as a standby: a fresh start (new connections, consumers, lanes and holder
 /// name) without an exit, so an orchestrator's restart back-off never delays the next term.
-pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// Only the first start's error ends it (a configuration error should fail fast); a later one
+/// is tried again, every 250 ms doubling up to 10 s, until it succeeds or `shutdown`.
+pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let drain_timeout = Duration::from_millis(config.consumer.ack_wait_ms);
+    let mut running = start(config.clone(), Hooks::default()).await?;
     loop {
-        let running = start(config.clone(), Hooks::default()).await?;
         let lost = tokio::select! {
             () = shutdown.cancelled() => false,
             () = running.lease_lost() => true,
         };
+        // A reload through the admin API lasts into the next term (the embedded mock is
+        // started afresh instead).
+        if !config.provider.base_url.is_empty() {
+            config.provider = running.provider_settings();
+        }
         running.drain(drain_timeout).await;
         if !lost || shutdown.is_cancelled() {
             return Ok(());
         }
         tracing::warn!("the runner lost its lease: starting again as a standby");
+        running = match start_again(&config, &shutdown).await {
+            Some(next) => next,
+            None => return Ok(()),
+        };
     }
+}
+
+/// [`start`] until it succeeds (`None`: `shutdown` came first; a start that succeeded after it
+/// is drained at once). A start is never cut short: it may have spawned tasks already.
+async fn start_again(config: &Config, shutdown: &CancellationToken) -> Option<Running> {
+    let mut pause = Duration::from_millis(250);
+    while !shutdown.is_cancelled() {
+        match start(config.clone(), Hooks::default()).await {
+            Ok(running) if shutdown.is_cancelled() => {
+                running.drain(Duration::ZERO).await;
+                return None;
+            }
+            Ok(running) => return Some(running),
+            Err(error) => {
+                tracing::warn!(error = %format!("{error:#}"), retry_in = ?pause, "could not start the runner again");
+                tokio::select! {
+                    () = shutdown.cancelled() => {}
+                    () = tokio::time::sleep(pause) => {}
+                }
+                pause = (pause * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+    None
 }

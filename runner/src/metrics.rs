@@ -75,7 +75,7 @@ pub fn describe() {
     );
     describe_counter!(
         LEASE_LOST,
-        "Times this runner lost the lease (another runner held it, or it could not be refreshed) and stopped fetching; it exits after."
+        "Times this runner lost the lease (another runner held it, or it could not be refreshed) and stopped fetching; it then starts again as a standby, in the same process."
     );
     describe_gauge!(
         ACK_FLOOR,

@@ -184,15 +184,18 @@ async fn a_runner_whose_lease_is_taken_stops_fetching() {
 #[tokio::test]
 async fn run_starts_again_as_a_standby_when_the_lease_is_lost() {
     let Some(env) = env().await else { return };
-    // The embedded mock provider on a fixed port: the next term must get it back.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Fixed ports, as in production (the embedded mock provider's too): the next term must
+    // get every one of them back.
+    let port = || {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("127.0.0.1:{}", l.local_addr().unwrap().port())
+    };
     let mut config = env.quick_takeover_config();
     config.provider.base_url = String::new();
-    config.mock_provider_addr = format!("127.0.0.1:{port}");
+    config.mock_provider_addr = port();
+    config.grpc_addr = port();
+    config.http_addr = port();
+    let ready_url = format!("http://{}/ready", config.http_addr);
     let shutdown = tokio_util::sync::CancellationToken::new();
     let run = tokio::spawn(runner::run(config, shutdown.clone()));
     wait_until(|| async { holder(&env).await.is_some() }, WAIT)
@@ -209,6 +212,16 @@ async fn run_starts_again_as_a_standby_when_the_lease_is_lost() {
         .expect("the runner, started again, takes the lease back");
     let second = holder(&env).await.unwrap();
     assert!(!run.is_finished(), "losing the lease does not end run()");
+    wait_until(
+        || async {
+            reqwest::get(&ready_url)
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        },
+        WAIT,
+    )
+    .await
+    .expect("the new term answers /ready on the same port");
     assert!(
         second.contains(&std::process::id().to_string()),
         "the same process holds it again: {second}"

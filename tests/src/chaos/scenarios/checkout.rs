@@ -166,10 +166,16 @@ impl Run<'_> {
     pub(super) async fn settle_checkouts(
         &mut self,
         carts: &[String],
-        looks: &RunnerLooks,
+        looks: &mut RunnerLooks,
         r: &mut ScenarioResult,
     ) -> anyhow::Result<bool> {
         let http = self.cluster.http.clone();
+        // An exit since the last look counts too (`stop` and `start` would hide it).
+        for p in [&mut self.cluster.runner, &mut self.cluster.standby_runner] {
+            if p.pid().is_some() && !p.running() {
+                looks.restarts += 1;
+            }
+        }
         self.cluster
             .standby_runner
             .stop(Duration::from_secs(30))
@@ -251,7 +257,7 @@ impl Run<'_> {
             }
             carts.extend(batch);
         }
-        let settled = self.settle_checkouts(&carts, &looks, r).await?;
+        let settled = self.settle_checkouts(&carts, &mut looks, r).await?;
         r.counts
             .insert("takeovers_by_the_other_runner".into(), takeovers);
         r.pass = settled;

@@ -52,7 +52,7 @@ impl Run<'_> {
             lapses += self.lease_lapses(port).await?;
         }
         r.counts.insert("lease_lapses".into(), lapses);
-        let settled = self.settle_checkouts(&carts, &looks, r).await?;
+        let settled = self.settle_checkouts(&carts, &mut looks, r).await?;
         let times = Times::of(resumed);
         r.pass = settled && times.max_ms <= CHECKOUTS_RESUME_BOUND.as_millis() as u64;
         r.times.insert("checkout_resumes".into(), times);
