@@ -44,6 +44,8 @@ pub struct Hooks {
     pub after_provider_call: Option<Arc<dyn Fn(String) -> BoxFuture<'static, ()> + Send + Sync>>,
     /// Replaces where `Reload` reads the provider configuration from.
     pub reload: Option<crate::provider::ReloadSource>,
+    /// Runs before each refresh of the lease ([`crate::lease::RefreshHook`]).
+    pub before_lease_refresh: Option<crate::lease::RefreshHook>,
 }
 
 pub struct Checkout {

@@ -81,6 +81,9 @@ pub struct Lanes {
     pub stop_fetching: CancellationToken,
     /// Another runner may be fetching now: what the lanes still queue goes back unhandled.
     pub lost: CancellationToken,
+    /// The lease by this runner's own clock: outside it, nothing is started either (a runner
+    /// that wakes from a freeze may run its lanes before its lease task has noticed).
+    pub lease: crate::lease::Validity,
     pub abort: CancellationToken,
     pub tracker: TaskTracker,
 }
@@ -101,11 +104,12 @@ impl Lanes {
         for _ in 0..lanes {
             let (tx, mut rx) = mpsc::channel::<Message>(self.depth);
             senders.push(tx);
-            let (handler, status, abort, lost) = (
+            let (handler, status, abort, lost, lease) = (
                 handler.clone(),
                 self.status.clone(),
                 self.abort.clone(),
                 self.lost.clone(),
+                self.lease.clone(),
             );
             self.tracker.spawn(async move {
                 loop {
@@ -113,7 +117,7 @@ impl Lanes {
                         () = abort.cancelled() => break,
                         msg = rx.recv() => match msg { Some(m) => m, None => break },
                     };
-                    if lost.is_cancelled() {
+                    if lost.is_cancelled() || !lease.holds() {
                         settle(name, &msg, HAND_BACK).await;
                         status.end();
                         continue;
@@ -137,6 +141,7 @@ impl Lanes {
             self.status.clone(),
             self.stop_fetching.clone(),
             self.abort.clone(),
+            self.lease.clone(),
         ));
     }
 }
@@ -177,6 +182,7 @@ async fn fetch_loop(
     status: Arc<Status>,
     stop: CancellationToken,
     abort: CancellationToken,
+    lease: crate::lease::Validity,
 ) {
     let mut backoff = Duration::from_millis(100);
     let mut failures = 0u32;
@@ -244,9 +250,9 @@ async fn fetch_loop(
                 settle(name, &msg, Disposition::Ack).await;
                 continue;
             }
-            if stop.is_cancelled() {
-                // Stopped (a drain, or the lease lost) while this batch came in: handed back
-                // unhandled, for whichever runner fetches next.
+            if stop.is_cancelled() || !lease.holds() {
+                // Stopped (a drain, or the lease lost, noticed or not yet) while this batch
+                // came in: handed back unhandled, for whichever runner fetches next.
                 settle(name, &msg, HAND_BACK).await;
                 continue;
             }

@@ -15,6 +15,11 @@
 //!   what it fetched but did not start goes back to the consumer (nak), what it started it
 //!   finishes (effects are idempotent, under the same keys), and [`crate::run`] drains it
 //!   and starts it again in the same process, as a standby.
+//! - **By its own clock** ([`Validity`]): the lanes start nothing once 5/6 of the TTL has
+//!   passed since the last answered write was sent, whether or not the lease task has run
+//!   since. A runner frozen past its lease (`SIGSTOP`, a paused VM) that wakes with effects
+//!   queued hands them back rather than racing the runner that took over. What was already
+//!   running when it froze still finishes: only the idempotency keys guard that.
 //! - **Giving it back**: a drained runner (SIGTERM, or the admin API's Drain) deletes its
 //!   entry once nothing is in flight, so the next one starts at once; a crashed one's expires
 //!   after `ttl`.
@@ -23,6 +28,8 @@
 //! this runner is adopted, not counted as a loss. Holder names are unique per term (each
 //! start of a runner, [`holder_name`]).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
@@ -30,6 +37,10 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use shared::subjects::RUNNER_LEASE_KEY;
 use tokio_util::sync::CancellationToken;
+
+/// A test hook run before each refresh: one that waits is a lease task that does not get to
+/// run (a frozen or starved process) while the lanes go on.
+pub type RefreshHook = Arc<dyn Fn() -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
 
 /// The lease's value: who holds it, and when that runner started (for operators: `nats kv
 /// get RUNNER_LEASE checkout`).
@@ -44,6 +55,45 @@ pub struct Lease {
     holder: String,
     value: Bytes,
     ttl: Duration,
+    validity: Validity,
+    before_refresh: Option<RefreshHook>,
+}
+
+/// Until when this runner's own monotonic clock says the lease is surely its own: the send
+/// time of the last answered write plus [`Lease::keep`] (the entry lives `ttl` after it, so no
+/// standby can have taken it before). The lanes start nothing outside it, so a runner that was
+/// frozen past its lease (`SIGSTOP`, a paused VM, a long stall) starts no effect when it
+/// wakes, even before its lease task has run and noticed the loss.
+#[derive(Clone)]
+pub struct Validity {
+    base: Instant,
+    /// Nanoseconds after `base`; 0: not held.
+    until: Arc<AtomicU64>,
+}
+
+impl Validity {
+    fn new() -> Self {
+        Self {
+            base: Instant::now(),
+            until: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    fn extend_to(&self, until: Instant) {
+        let nanos = until.saturating_duration_since(self.base).as_nanos();
+        self.until
+            .fetch_max(u64::try_from(nanos).unwrap_or(u64::MAX), Ordering::SeqCst);
+    }
+
+    fn end(&self) {
+        self.until.store(0, Ordering::SeqCst);
+    }
+
+    /// True while the lease is surely this runner's.
+    pub fn holds(&self) -> bool {
+        let now = u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        now < self.until.load(Ordering::SeqCst)
+    }
 }
 
 /// How holding the lease ended.
@@ -69,11 +119,35 @@ impl Lease {
             holder,
             value: value.into(),
             ttl,
+            validity: Validity::new(),
+            before_refresh: None,
         }
+    }
+
+    /// With `hook` run before each refresh (tests).
+    pub fn with_refresh_hook(mut self, hook: Option<RefreshHook>) -> Self {
+        self.before_refresh = hook;
+        self
     }
 
     pub fn holder(&self) -> &str {
         &self.holder
+    }
+
+    /// Whether the lease is surely this runner's now, by its own clock (what the lanes ask).
+    pub fn validity(&self) -> Validity {
+        self.validity.clone()
+    }
+
+    /// How often the holder refreshes.
+    fn every(&self) -> Duration {
+        self.ttl / 3
+    }
+
+    /// How long after an answered write was sent the lease is surely still this runner's:
+    /// a little less than the entry lives, so this runner stops before a standby can start.
+    fn keep(&self) -> Duration {
+        self.ttl - self.every() / 2
     }
 
     /// The entry now, with its revision (`None`: none, or a deleted one).
@@ -118,6 +192,7 @@ impl Lease {
             let sent = Instant::now();
             match self.try_take().await {
                 Ok(Write::Written(revision)) => {
+                    self.validity.extend_to(sent + self.keep());
                     return Some(Taken {
                         revision,
                         confirmed: Some(sent),
@@ -127,6 +202,9 @@ impl Lease {
                 // when that was is not known for sure. Counted as unconfirmed: `hold` refreshes
                 // at once.
                 Ok(Write::Found(revision)) => {
+                    if let Some(sent) = unanswered {
+                        self.validity.extend_to(sent + self.keep());
+                    }
                     return Some(Taken {
                         revision,
                         confirmed: unanswered,
@@ -170,11 +248,7 @@ impl Lease {
         stop: &CancellationToken,
         abandon: &CancellationToken,
     ) -> Ended {
-        let every = self.ttl / 3;
-        // The entry lives at least `ttl` after the last write of it that was answered was
-        // sent; it counts as lost a little before, so this runner stops before a standby can
-        // start.
-        let keep = self.ttl - every / 2;
+        let (every, keep) = (self.every(), self.keep());
         let mut revision = taken.revision;
         // `None`: no answered write yet (refresh at once, and lose it if that keeps failing).
         let started = Instant::now();
@@ -189,6 +263,9 @@ impl Lease {
                 () = stop.cancelled() => break None,
                 () = tokio::time::sleep(wait) => {}
             }
+            if let Some(hook) = &self.before_refresh {
+                hook().await;
+            }
             let since = confirmed.unwrap_or(started);
             let sent = Instant::now();
             let left = keep.saturating_sub(since.elapsed());
@@ -197,6 +274,7 @@ impl Lease {
                     Ok(Ok(Write::Written(next))) => {
                         revision = next;
                         confirmed = Some(sent);
+                        self.validity.extend_to(sent + keep);
                         wait = every;
                         continue;
                     }
@@ -230,6 +308,7 @@ impl Lease {
                 (every / 3).min(keep.saturating_sub(since.elapsed()))
             };
         };
+        self.validity.end();
         if let Some(reason) = ended {
             return Ended::Lost(reason);
         }
@@ -281,8 +360,8 @@ pub struct Taken {
     pub confirmed: Option<Instant>,
 }
 
-/// A holder name unique to this process: host, pid and a random part (a restarted pod can
-/// reuse a pid).
+/// A holder name unique to this term of this process: host, pid and a random part (a
+/// restarted pod can reuse a pid, and a runner starts a new term after a lost lease).
 pub fn holder_name() -> String {
     let host = std::env::var("HOSTNAME")
         .ok()
@@ -290,4 +369,23 @@ pub fn holder_name() -> String {
         .unwrap_or_else(|| "runner".into());
     let random = uuid::Uuid::new_v4().simple().to_string();
     format!("{host}-{}-{}", std::process::id(), &random[..8])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validity_holds_only_until_its_deadline_and_not_after_it_ends() {
+        let v = Validity::new();
+        assert!(!v.holds(), "nothing taken yet");
+        v.extend_to(Instant::now() - Duration::from_millis(1));
+        assert!(!v.holds(), "a deadline already past");
+        v.extend_to(Instant::now() + Duration::from_secs(60));
+        assert!(v.holds());
+        v.extend_to(Instant::now() + Duration::from_secs(1));
+        assert!(v.holds(), "an earlier deadline never shortens it");
+        v.clone().end();
+        assert!(!v.holds(), "ended through any clone");
+    }
 }

@@ -61,6 +61,7 @@ pub struct Running {
     crashed: CancellationToken,
     tracker: TaskTracker,
     provider: ProviderHandle,
+    lease: lease::Validity,
 }
 
 impl Running {
@@ -68,6 +69,11 @@ impl Running {
     /// should be drained and restarted.
     pub async fn lease_lost(&self) {
         self.lost.cancelled().await;
+    }
+
+    /// Whether the lease is surely this runner's now, by its own clock (tests).
+    pub fn holds_lease_now(&self) -> bool {
+        self.lease.holds()
     }
 
     /// The provider settings in use now (the admin API's reload replaces them).
@@ -196,7 +202,8 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
     )
     .await
     .context("RUNNER_LEASE bucket")?;
-    let lease = lease::Lease::new(lease_store, lease::holder_name(), config.lease_ttl());
+    let lease = lease::Lease::new(lease_store, lease::holder_name(), config.lease_ttl())
+        .with_refresh_hook(hooks.before_lease_refresh.clone());
 
     let status = Arc::new(Status::default());
     let records = Records::new(
@@ -227,12 +234,14 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
         max_age: Duration::from_secs(config.reconcile_max_age_secs),
     });
     let (lost, crashed) = (CancellationToken::new(), CancellationToken::new());
+    let validity = lease.validity();
     let lanes = lanes::Lanes {
         depth: config.lane_depth,
         batch: config.fetch_batch,
         status: status.clone(),
         stop_fetching: stop_fetching.clone(),
         lost: lost.clone(),
+        lease: lease.validity(),
         abort: abort.clone(),
         tracker: tracker.clone(),
     };
@@ -334,6 +343,7 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
         crashed,
         tracker,
         provider: provider_for_next_term,
+        lease: validity,
     })
 }
 

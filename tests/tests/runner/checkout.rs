@@ -681,8 +681,8 @@ async fn reload_switches_the_provider_without_a_restart() {
     let mut cfg = env.runner_config().provider;
     cfg.base_url = format!("http://{second_addr}");
     let hooks = runner::Hooks {
-        after_provider_call: None,
         reload: Some(Arc::new(move || Ok(cfg.clone()))),
+        ..Default::default()
     };
     let runner = env.runner(hooks).await;
     let mut client = admin_client(&runner).await;

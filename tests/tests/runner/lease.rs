@@ -328,3 +328,90 @@ async fn a_runner_that_lost_the_lease_hands_back_what_its_lanes_hold() {
     }
     next.drain(DRAIN).await;
 }
+
+#[tokio::test]
+async fn a_runner_whose_lease_ran_out_unnoticed_starts_nothing_more() {
+    use futures::FutureExt;
+    let Some(env) = env().await else { return };
+    // One lane: the first checkout holds it (its hook waits for the test), the rest queue.
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    // The lease task, once frozen, does not run until the test lets it: the lanes go on as
+    // in a process that woke from a freeze before its lease task did.
+    let frozen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let thaw = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let mut hooks = {
+        let gate = gate.clone();
+        after_provider_call(move |attempt: String| {
+            let gate = gate.clone();
+            async move {
+                if attempt == "a0" {
+                    let _ = gate.acquire().await.unwrap();
+                }
+            }
+            .boxed()
+        })
+    };
+    hooks.before_lease_refresh = {
+        let (frozen, thaw) = (frozen.clone(), thaw.clone());
+        Some(std::sync::Arc::new(move || {
+            let (frozen, thaw) = (frozen.clone(), thaw.clone());
+            async move {
+                if frozen.load(std::sync::atomic::Ordering::SeqCst) {
+                    let _ = thaw.acquire().await.unwrap();
+                }
+            }
+            .boxed()
+        }))
+    };
+    let config = runner::Config {
+        lanes: 1,
+        ..env.quick_takeover_config()
+    };
+    let runner = runner::start(config, hooks).await.unwrap();
+    for i in 0..4 {
+        env.checkout(&format!("c{i}"), &format!("a{i}")).await;
+    }
+    wait_until(|| async { runner.status.in_flight() == 4 }, WAIT)
+        .await
+        .expect("one checkout in the lane, three queued behind it");
+
+    frozen.store(true, std::sync::atomic::Ordering::SeqCst);
+    wait_until(|| async { !runner.holds_lease_now() }, WAIT)
+        .await
+        .expect("without refreshes, the lease runs out by the runner's own clock");
+    assert!(
+        runner.status.is_active(),
+        "the frozen lease task has not noticed: only the clock stops the lanes"
+    );
+    gate.add_permits(1);
+    wait_until(|| async { runner.status.in_flight() == 0 }, WAIT)
+        .await
+        .expect("the started checkout finishes, the queued ones are handed back");
+    assert_eq!(env.mock.orders_for("a0"), 1, "the started effect finished");
+    for i in 1..4 {
+        assert_eq!(
+            env.mock.orders_for(&format!("a{i}")),
+            0,
+            "a{i} was not started after the lease ran out"
+        );
+    }
+    // Meanwhile another runner took it (a frozen holder's usual fate; one thawed before its
+    // entry expired would refresh it, rightly: the compare-and-set proves it still its own).
+    steal(&env).await;
+    thaw.add_permits(1);
+    tokio::time::timeout(WAIT, runner.lease_lost())
+        .await
+        .expect("the lease task, running again, finds the lease taken");
+    runner.abort().await;
+
+    let next = env.quick_takeover_runner(Default::default()).await;
+    for i in 1..4 {
+        env.wait_cart(
+            &format!("c{i}"),
+            "handled by the next holder",
+            order_created(&format!("a{i}")),
+        )
+        .await;
+    }
+    next.drain(DRAIN).await;
+}

@@ -257,7 +257,7 @@ pub fn after_provider_call(
 ) -> runner::Hooks {
     runner::Hooks {
         after_provider_call: Some(std::sync::Arc::new(hook)),
-        reload: None,
+        ..Default::default()
     }
 }
 
