@@ -235,6 +235,18 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
     });
     let (lost, crashed) = (CancellationToken::new(), CancellationToken::new());
     let validity = lease.validity();
+    // Not ready the moment the lease runs out by this runner's clock, even before its lease
+    // task has run (a runner waking from a freeze).
+    readiness.veto(LEASE_CHECK, {
+        let (status, validity) = (status.clone(), validity.clone());
+        move || {
+            if status.is_active() && !validity.holds() {
+                Err("the lease ran out by this runner's clock".into())
+            } else {
+                Ok(())
+            }
+        }
+    });
     let lanes = lanes::Lanes {
         depth: config.lane_depth,
         batch: config.fetch_batch,

@@ -36,6 +36,21 @@ pub struct Readiness {
 struct Inner {
     checks: BTreeMap<String, CheckState>,
     draining: bool,
+    vetoes: Vec<Veto>,
+}
+
+/// A condition asked at every report that can only fail its check (`Err`: why).
+type VetoFn = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+struct Veto {
+    check: String,
+    condition: VetoFn,
+}
+
+impl std::fmt::Debug for Veto {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Veto").field("check", &self.check).finish()
+    }
 }
 
 /// What `/ready` returns.
@@ -83,6 +98,20 @@ impl Readiness {
         self.write().checks.insert(name.to_owned(), state);
     }
 
+    /// Asks `condition` at every report: an `Err` fails check `name` with its reason, whatever
+    /// was set. For a state that lapses with no one left to set it (a deadline passing while
+    /// the task that would notice has not run).
+    pub fn veto(
+        &self,
+        name: &str,
+        condition: impl Fn() -> Result<(), String> + Send + Sync + 'static,
+    ) {
+        self.write().vetoes.push(Veto {
+            check: name.to_owned(),
+            condition: Arc::new(condition),
+        });
+    }
+
     /// A draining node finishes in-flight work but gets no new traffic.
     pub fn set_draining(&self, draining: bool) {
         self.write().draining = draining;
@@ -98,10 +127,22 @@ impl Readiness {
 
     pub fn report(&self) -> ReadinessReport {
         let inner = self.read();
+        let mut checks = inner.checks.clone();
+        for veto in &inner.vetoes {
+            if let Err(reason) = (veto.condition)() {
+                checks.insert(
+                    veto.check.clone(),
+                    CheckState {
+                        ok: false,
+                        reason: Some(reason),
+                    },
+                );
+            }
+        }
         ReadinessReport {
-            ready: !inner.draining && inner.checks.values().all(|c| c.ok),
+            ready: !inner.draining && checks.values().all(|c| c.ok),
             draining: inner.draining,
-            checks: inner.checks.clone(),
+            checks,
         }
     }
 
@@ -194,6 +235,35 @@ mod tests {
 
     fn app(readiness: &Readiness) -> Router {
         router(readiness.clone(), crate::telemetry::prometheus())
+    }
+
+    #[test]
+    fn a_veto_fails_its_check_only_while_its_condition_says_so() {
+        let r = Readiness::new();
+        r.register(&["lease"]);
+        r.set_ok("lease");
+        let lapsed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = lapsed.clone();
+        r.veto("lease", move || {
+            if seen.load(std::sync::atomic::Ordering::SeqCst) {
+                Err("ran out".into())
+            } else {
+                Ok(())
+            }
+        });
+        assert!(r.is_ready());
+        lapsed.store(true, std::sync::atomic::Ordering::SeqCst);
+        let report = r.report();
+        assert!(!report.ready);
+        assert_eq!(report.checks["lease"].reason.as_deref(), Some("ran out"));
+        lapsed.store(false, std::sync::atomic::Ordering::SeqCst);
+        r.set_failed("lease", "standing by");
+        let report = r.report();
+        assert!(!report.ready, "a passing veto does not pass a failed check");
+        assert_eq!(
+            report.checks["lease"].reason.as_deref(),
+            Some("standing by")
+        );
     }
 
     #[tokio::test]

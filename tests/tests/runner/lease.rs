@@ -383,6 +383,9 @@ async fn a_runner_whose_lease_ran_out_unnoticed_starts_nothing_more() {
         runner.status.is_active(),
         "the frozen lease task has not noticed: only the clock stops the lanes"
     );
+    let (status, body) = ready_body(&runner).await;
+    assert_eq!(status, 503, "not ready once the lease ran out: {body}");
+    assert!(body.contains("ran out by this runner's clock"), "{body}");
     gate.add_permits(1);
     wait_until(|| async { runner.status.in_flight() == 0 }, WAIT)
         .await
