@@ -1,6 +1,7 @@
-//! The nats-server leading the runner lease's bucket killed with checkouts in flight and a
-//! second runner standing by: the lease may lapse during the election (the holder then stops
-//! and starts again as a standby, in its own process), but never two runners at once, no
+//! The runner lease under fault, with checkouts in flight and a second runner standing by:
+//! the nats-server leading its bucket killed (the lease may lapse during the election), and
+//! the holder frozen past its TTL (a zombie that wakes after the other took over). The loser
+//! stops and starts again as a standby in its own process; never two runners at once, no
 //! duplicate provider order, no stuck checkout.
 
 use super::checkout::RunnerLooks;
@@ -12,6 +13,11 @@ use super::*;
 /// the provider call.
 const CHECKOUTS_RESUME_BOUND: Duration = Duration::from_secs(30);
 
+/// How long after a freeze of the holder the other runner may take to hold the lease: the
+/// TTL (10 s) from the holder's last refresh, the standby's next try (≤ 1 s), and the looks
+/// at the frozen runner (each waits 2 s for an answer that does not come).
+const TAKEOVER_BOUND: Duration = Duration::from_secs(20);
+
 impl Run<'_> {
     pub(super) async fn lease_leader_kill(&mut self, r: &mut ScenarioResult) -> anyhow::Result<()> {
         let prefix = format!("lease-{}", self.opts.seed);
@@ -20,6 +26,7 @@ impl Run<'_> {
             .standby_runner
             .start_ready(&http, Duration::from_secs(30))
             .await?;
+        let lapses_before = self.runner_lapses().await?;
         let mut looks = RunnerLooks::default();
         let mut carts = Vec::new();
         let mut resumed = Vec::new();
@@ -44,6 +51,110 @@ impl Run<'_> {
             self.restart_nats(leader).await?;
         }
         // How often the election outlasted the holder's lease (both runners lived throughout).
+        let lapses = self.runner_lapses().await? - lapses_before;
+        r.counts.insert("lease_lapses".into(), lapses);
+        let settled = self.settle_checkouts(&carts, &mut looks, r).await?;
+        let times = Times::of(resumed);
+        r.pass = settled && times.max_ms <= CHECKOUTS_RESUME_BOUND.as_millis() as u64;
+        r.times.insert("checkout_resumes".into(), times);
+        Ok(())
+    }
+
+    /// The runner holding the lease frozen (`SIGSTOP`) past its TTL with checkouts in flight,
+    /// and woken (`SIGCONT`) once the other runner has taken over.
+    pub(super) async fn zombie_runner(&mut self, r: &mut ScenarioResult) -> anyhow::Result<()> {
+        let prefix = format!("zombie-runner-{}", self.opts.seed);
+        let http = self.cluster.http.clone();
+        self.cluster
+            .standby_runner
+            .start_ready(&http, Duration::from_secs(30))
+            .await?;
+        let lapses_before = self.runner_lapses().await?;
+        let mut looks = RunnerLooks::default();
+        let (mut carts, mut taken_over, mut stood_by) = (Vec::new(), Vec::new(), 0u64);
+        for cycle in 0..r.cycles {
+            carts.extend(self.checkouts_in_flight(&prefix, cycle).await?);
+            let probe = format!("{prefix}-{cycle}-frozen");
+            self.cart_with_item(&probe).await?;
+            let active = self
+                .active_runner(Duration::from_secs(30), &mut looks)
+                .await?;
+            let frozen = Instant::now();
+            self.runner_proc(active).pause();
+            // Started while the holder is frozen (the gateway's own answer may be a 503: it
+            // asks the first runner, frozen or not, for the provider order); placed at the end.
+            let _ = self.checkout(&probe).await;
+            carts.push(probe);
+            // The other runner takes the lease once the frozen one's entry expires.
+            let deadline = frozen + Duration::from_secs(60);
+            while self
+                .active_runner(Duration::ZERO, &mut looks)
+                .await
+                .ok()
+                .is_none_or(|i| i == active)
+            {
+                anyhow::ensure!(
+                    Instant::now() < deadline,
+                    "no takeover within 60 s of the freeze"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            taken_over.push(frozen.elapsed());
+            self.runner_proc(active).resume();
+            // Woken, it finds the lease taken and starts again as a standby (in its own
+            // process); both are looked at while it does.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                let holder = self.active_runner(Duration::ZERO, &mut looks).await.ok();
+                if holder.is_some_and(|i| i != active) && self.standing_by(active).await {
+                    stood_by += 1;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        let lapses = self.runner_lapses().await? - lapses_before;
+        r.counts.insert("lease_lapses".into(), lapses);
+        r.counts.insert("woken_runner_stood_by".into(), stood_by);
+        let settled = self.settle_checkouts(&carts, &mut looks, r).await?;
+        let times = Times::of(taken_over);
+        let cycles = r.cycles as u64;
+        r.pass = settled
+            && lapses == cycles
+            && stood_by == cycles
+            && times.max_ms <= TAKEOVER_BOUND.as_millis() as u64;
+        r.times.insert("taken_over".into(), times);
+        Ok(())
+    }
+
+    /// Runner `i` (0 the first, 1 the standby, as [`Self::active_runner`] counts them).
+    fn runner_proc(&mut self, i: usize) -> &mut crate::chaos::process::Proc {
+        if i == 0 {
+            &mut self.cluster.runner
+        } else {
+            &mut self.cluster.standby_runner
+        }
+    }
+
+    /// Whether runner `i` answers `/ready` with "standing by" (a started standby).
+    async fn standing_by(&mut self, i: usize) -> bool {
+        let layout = &self.cluster.layout;
+        let port = [layout.runner_http(), layout.standby_runner_http()][i];
+        let answer = self
+            .cluster
+            .http
+            .get(format!("http://127.0.0.1:{port}/ready"))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await;
+        match answer {
+            Ok(resp) => resp.text().await.is_ok_and(|b| b.contains("standing by")),
+            Err(_) => false,
+        }
+    }
+
+    /// Both runners' `cart_runner_lease_lost_total`, summed (both must be running).
+    async fn runner_lapses(&self) -> anyhow::Result<u64> {
         let mut lapses = 0;
         for port in [
             self.cluster.layout.runner_http(),
@@ -51,12 +162,7 @@ impl Run<'_> {
         ] {
             lapses += self.lease_lapses(port).await?;
         }
-        r.counts.insert("lease_lapses".into(), lapses);
-        let settled = self.settle_checkouts(&carts, &mut looks, r).await?;
-        let times = Times::of(resumed);
-        r.pass = settled && times.max_ms <= CHECKOUTS_RESUME_BOUND.as_millis() as u64;
-        r.times.insert("checkout_resumes".into(), times);
-        Ok(())
+        Ok(lapses)
     }
 
     /// `cart_runner_lease_lost_total` of the runner whose HTTP port is `port`.
