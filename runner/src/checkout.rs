@@ -42,6 +42,10 @@ pub struct Hooks {
     /// that never completes, followed by aborting the runner, is a crash at the worst moment.
     #[allow(clippy::type_complexity)]
     pub after_provider_call: Option<Arc<dyn Fn(String) -> BoxFuture<'static, ()> + Send + Sync>>,
+    /// Runs right before the provider call (given the attempt id), before the lease is
+    /// checked for it.
+    #[allow(clippy::type_complexity)]
+    pub before_provider_call: Option<Arc<dyn Fn(String) -> BoxFuture<'static, ()> + Send + Sync>>,
     /// Replaces where `Reload` reads the provider configuration from.
     pub reload: Option<crate::provider::ReloadSource>,
     /// Runs before each refresh of the lease ([`crate::lease::RefreshHook`]).
@@ -54,6 +58,8 @@ pub struct Checkout {
     pub carts: cart_client::CartClient,
     pub merchant: MerchantConfig,
     pub status: Arc<Status>,
+    /// The lease by this runner's clock, asked right before each provider call.
+    pub lease: crate::lease::Validity,
     pub hooks: Hooks,
 }
 
@@ -63,6 +69,9 @@ enum EffectError {
     /// Retry later (NATS, the aggregate or the provider is unavailable).
     #[error("{0}")]
     Transient(String),
+    /// The lease ran out before the provider call: the runner that holds it now makes it.
+    #[error("the lease ran out before the provider call")]
+    LeaseLapsed,
 }
 
 impl From<async_nats::Error> for EffectError {
@@ -220,6 +229,10 @@ impl Checkout {
                 self.fail_and_give_up(msg, &ctx, &envelope, &started, code, &reason)
                     .await
             }
+            Err(EffectError::LeaseLapsed) => {
+                tracing::warn!(attempt = %started.attempt_id, "the lease ran out before the provider call: handed back");
+                crate::lanes::HAND_BACK
+            }
         }
     }
 
@@ -315,6 +328,14 @@ impl Checkout {
             self.merchant.urls(envelope.tenant.as_str()),
             &provider.config().locale,
         );
+        if let Some(hook) = &self.hooks.before_provider_call {
+            hook(started.attempt_id.clone()).await;
+        }
+        // The point of no return: a runner that got here after its lease ran out (a freeze,
+        // a stall) leaves the call to the runner that holds the lease now.
+        if !self.lease.holds() {
+            return Err(EffectError::LeaseLapsed);
+        }
         let called = match &existing {
             Some(id) => provider
                 .update_order(id, &order, ctx)

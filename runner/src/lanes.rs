@@ -44,7 +44,7 @@ impl Disposition {
 const FETCH_EXPIRES: Duration = Duration::from_secs(1);
 /// What a stopped runner hands back unhandled is redelivered after this: by then its last
 /// fetch has ended, so it goes to whichever runner fetches next, not back into that fetch.
-const HAND_BACK: Disposition = Disposition::Nak(FETCH_EXPIRES);
+pub(crate) const HAND_BACK: Disposition = Disposition::Nak(FETCH_EXPIRES);
 
 /// Consecutive failed fetches after which the consumer is re-created.
 const RECREATE_AFTER: u32 = 3;

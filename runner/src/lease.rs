@@ -18,8 +18,10 @@
 //! - **By its own clock** ([`Validity`]): the lanes start nothing once 5/6 of the TTL has
 //!   passed since the last answered write was sent, whether or not the lease task has run
 //!   since. A runner frozen past its lease (`SIGSTOP`, a paused VM) that wakes with effects
-//!   queued hands them back rather than racing the runner that took over. What was already
-//!   running when it froze still finishes: only the idempotency keys guard that.
+//!   queued hands them back rather than racing the runner that took over, and a checkout
+//!   effect asks again right before its provider call (one caught between the two hands its
+//!   message back too). Only a freeze between that last check and the call itself leaves two
+//!   runners calling at once: the idempotency keys guard that.
 //! - **Giving it back**: a drained runner (SIGTERM, or the admin API's Drain) deletes its
 //!   entry once nothing is in flight, so the next one starts at once; a crashed one's expires
 //!   after `ttl`.

@@ -218,6 +218,7 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
         carts: carts.clone(),
         merchant: config.merchant.clone(),
         status: status.clone(),
+        lease: lease.validity(),
         hooks,
     });
     let push = Arc::new(push::Push {

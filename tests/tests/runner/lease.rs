@@ -418,3 +418,79 @@ async fn a_runner_whose_lease_ran_out_unnoticed_starts_nothing_more() {
     }
     next.drain(DRAIN).await;
 }
+
+#[tokio::test]
+async fn a_checkout_whose_lease_ran_out_before_its_provider_call_makes_none() {
+    use futures::FutureExt;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let Some(env) = env().await else { return };
+    // The checkout stops right before its provider call (the hook) while the lease task is
+    // frozen and the lease runs out: the runner froze between starting it and calling out.
+    let (frozen, reached) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let (gate, thaw) = (
+        Arc::new(tokio::sync::Semaphore::new(0)),
+        Arc::new(tokio::sync::Semaphore::new(0)),
+    );
+    let hooks = runner::Hooks {
+        before_provider_call: {
+            let (frozen, reached, gate) = (frozen.clone(), reached.clone(), gate.clone());
+            Some(Arc::new(move |_attempt: String| {
+                let (frozen, reached, gate) = (frozen.clone(), reached.clone(), gate.clone());
+                async move {
+                    frozen.store(true, Ordering::SeqCst);
+                    reached.store(true, Ordering::SeqCst);
+                    let _ = gate.acquire().await.unwrap();
+                }
+                .boxed()
+            }))
+        },
+        before_lease_refresh: {
+            let (frozen, thaw) = (frozen.clone(), thaw.clone());
+            Some(Arc::new(move || {
+                let (frozen, thaw) = (frozen.clone(), thaw.clone());
+                async move {
+                    if frozen.load(Ordering::SeqCst) {
+                        let _ = thaw.acquire().await.unwrap();
+                    }
+                }
+                .boxed()
+            }))
+        },
+        ..Default::default()
+    };
+    let runner = runner::start(env.quick_takeover_config(), hooks)
+        .await
+        .unwrap();
+    env.checkout("c0", "a0").await;
+    wait_until(|| async { reached.load(Ordering::SeqCst) }, WAIT)
+        .await
+        .expect("the checkout reaches its provider call");
+    wait_until(|| async { !runner.holds_lease_now() }, WAIT)
+        .await
+        .expect("the lease runs out by the runner's clock");
+    gate.add_permits(1);
+    wait_until(|| async { runner.status.in_flight() == 0 }, WAIT)
+        .await
+        .expect("the checkout is handed back");
+    assert_eq!(
+        env.mock.orders_for("a0"),
+        0,
+        "no provider call after the lease ran out"
+    );
+    steal(&env).await;
+    thaw.add_permits(1);
+    tokio::time::timeout(WAIT, runner.lease_lost())
+        .await
+        .expect("the lease task, running again, finds the lease taken");
+    runner.abort().await;
+
+    let next = env.quick_takeover_runner(Default::default()).await;
+    env.wait_cart("c0", "made by the next holder", order_created("a0"))
+        .await;
+    assert_eq!(env.mock.orders_for("a0"), 1);
+    next.drain(DRAIN).await;
+}
