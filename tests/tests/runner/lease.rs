@@ -55,6 +55,107 @@ async fn ready_body(runner: &runner::Running) -> (u16, String) {
     (resp.status().as_u16(), resp.text().await.unwrap())
 }
 
+/// Hooks whose provider call for attempt `a0` waits for a permit of `gate` (with one lane, the
+/// checkouts after it queue behind it).
+fn first_checkout_waits_for(gate: &std::sync::Arc<tokio::sync::Semaphore>) -> runner::Hooks {
+    use futures::FutureExt;
+    let gate = gate.clone();
+    after_provider_call(move |attempt: String| {
+        let gate = gate.clone();
+        async move {
+            if attempt == "a0" {
+                let _ = gate.acquire().await.unwrap();
+            }
+        }
+        .boxed()
+    })
+}
+
+/// A lease hook that, once `frozen` is set, waits for a permit of `thaw` before each refresh:
+/// the lease task stops running while the lanes go on, as in a process that woke from a
+/// freeze before its lease task did.
+fn freezable(
+    frozen: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thaw: &std::sync::Arc<tokio::sync::Semaphore>,
+) -> Option<runner::lease::RefreshHook> {
+    use futures::FutureExt;
+    let (frozen, thaw) = (frozen.clone(), thaw.clone());
+    Some(std::sync::Arc::new(move || {
+        let (frozen, thaw) = (frozen.clone(), thaw.clone());
+        async move {
+            if frozen.load(std::sync::atomic::Ordering::SeqCst) {
+                let _ = thaw.acquire().await.unwrap();
+            }
+        }
+        .boxed()
+    }))
+}
+
+/// A runner with one lane and checkouts `c0`..`c3` (attempts `a0`..`a3`): the first started
+/// (its provider call waits, [`first_checkout_waits_for`]), three queued behind it.
+async fn one_started_three_queued(env: &Env, hooks: runner::Hooks) -> runner::Running {
+    let config = runner::Config {
+        lanes: 1,
+        ..env.quick_takeover_config()
+    };
+    let runner = runner::start(config, hooks).await.unwrap();
+    for i in 0..4 {
+        env.checkout(&format!("c{i}"), &format!("a{i}")).await;
+    }
+    wait_until(|| async { runner.status.in_flight() == 4 }, WAIT)
+        .await
+        .expect("one checkout in the lane, three queued behind it");
+    runner
+}
+
+/// Lets the started checkout finish; the three queued ones must be handed back unstarted.
+async fn only_the_started_one_is_made(
+    env: &Env,
+    runner: &runner::Running,
+    gate: &tokio::sync::Semaphore,
+) {
+    gate.add_permits(1);
+    wait_until(|| async { runner.status.in_flight() == 0 }, WAIT)
+        .await
+        .expect("the started checkout finishes, the queued ones are handed back");
+    assert_eq!(env.mock.orders_for("a0"), 1, "the started effect finished");
+    for i in 1..4 {
+        let attempt = format!("a{i}");
+        assert_eq!(
+            env.mock.orders_for(&attempt),
+            0,
+            "{attempt} was not started"
+        );
+    }
+}
+
+/// Another runner takes the lease from the frozen `runner` (a frozen holder's usual fate; one
+/// thawed before its entry expired would refresh it, rightly: the compare-and-set proves it
+/// still its own), then its lease task runs again, finds the lease taken, and it stops.
+async fn thaw_after_a_takeover(env: &Env, runner: runner::Running, thaw: &tokio::sync::Semaphore) {
+    steal(env).await;
+    thaw.add_permits(1);
+    tokio::time::timeout(WAIT, runner.lease_lost())
+        .await
+        .expect("the lease task, running again, finds the lease taken");
+    runner.abort().await;
+}
+
+/// Carts `c1`..`c3` (attempts `a1`..`a3`) get their provider orders from a new runner, once
+/// the entry left by the last holder has expired.
+async fn the_next_holder_handles_the_rest(env: &Env) {
+    let next = env.quick_takeover_runner(Default::default()).await;
+    for i in 1..4 {
+        env.wait_cart(
+            &format!("c{i}"),
+            "handled by the next holder",
+            order_created(&format!("a{i}")),
+        )
+        .await;
+    }
+    next.drain(DRAIN).await;
+}
+
 #[tokio::test]
 async fn a_second_runner_stands_by_until_the_first_is_gone() {
     let Some(env) = env().await else { return };
@@ -270,110 +371,34 @@ async fn a_refresh_applied_without_its_answer_is_adopted_not_counted_as_lost() {
 
 #[tokio::test]
 async fn a_runner_that_lost_the_lease_hands_back_what_its_lanes_hold() {
-    use futures::FutureExt;
     let Some(env) = env().await else { return };
     // One lane: the first checkout holds it (its hook waits for the test), the rest queue.
     let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
-    let hooks = {
-        let gate = gate.clone();
-        after_provider_call(move |attempt: String| {
-            let gate = gate.clone();
-            async move {
-                if attempt == "a0" {
-                    let _ = gate.acquire().await.unwrap();
-                }
-            }
-            .boxed()
-        })
-    };
-    let config = runner::Config {
-        lanes: 1,
-        ..env.quick_takeover_config()
-    };
-    let runner = runner::start(config, hooks).await.unwrap();
-    for i in 0..4 {
-        env.checkout(&format!("c{i}"), &format!("a{i}")).await;
-    }
-    wait_until(|| async { runner.status.in_flight() == 4 }, WAIT)
-        .await
-        .expect("one checkout in the lane, three queued behind it");
+    let hooks = first_checkout_waits_for(&gate);
+    let runner = one_started_three_queued(&env, hooks).await;
 
     steal(&env).await;
     tokio::time::timeout(WAIT, runner.lease_lost())
         .await
         .expect("the runner notices another holder");
-    gate.add_permits(1);
-    wait_until(|| async { runner.status.in_flight() == 0 }, WAIT)
-        .await
-        .expect("the started checkout finishes, the queued ones are handed back");
-    assert_eq!(env.mock.orders_for("a0"), 1, "the started effect finished");
-    for i in 1..4 {
-        assert_eq!(
-            env.mock.orders_for(&format!("a{i}")),
-            0,
-            "a{i} was not started by the runner that lost the lease"
-        );
-    }
+    only_the_started_one_is_made(&env, &runner, &gate).await;
     runner.abort().await;
-
-    // The next holder (once the intruder's entry expired) handles them.
-    let next = env.quick_takeover_runner(Default::default()).await;
-    for i in 1..4 {
-        env.wait_cart(
-            &format!("c{i}"),
-            "handled by the next holder",
-            order_created(&format!("a{i}")),
-        )
-        .await;
-    }
-    next.drain(DRAIN).await;
+    the_next_holder_handles_the_rest(&env).await;
 }
 
 #[tokio::test]
 async fn a_runner_whose_lease_ran_out_unnoticed_starts_nothing_more() {
-    use futures::FutureExt;
     let Some(env) = env().await else { return };
     // One lane: the first checkout holds it (its hook waits for the test), the rest queue.
     let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
-    // The lease task, once frozen, does not run until the test lets it: the lanes go on as
-    // in a process that woke from a freeze before its lease task did.
+    // The lease task, once frozen, does not run until the test lets it.
     let frozen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let thaw = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
-    let mut hooks = {
-        let gate = gate.clone();
-        after_provider_call(move |attempt: String| {
-            let gate = gate.clone();
-            async move {
-                if attempt == "a0" {
-                    let _ = gate.acquire().await.unwrap();
-                }
-            }
-            .boxed()
-        })
+    let hooks = runner::Hooks {
+        before_lease_refresh: freezable(&frozen, &thaw),
+        ..first_checkout_waits_for(&gate)
     };
-    hooks.before_lease_refresh = {
-        let (frozen, thaw) = (frozen.clone(), thaw.clone());
-        Some(std::sync::Arc::new(move || {
-            let (frozen, thaw) = (frozen.clone(), thaw.clone());
-            async move {
-                if frozen.load(std::sync::atomic::Ordering::SeqCst) {
-                    let _ = thaw.acquire().await.unwrap();
-                }
-            }
-            .boxed()
-        }))
-    };
-    let config = runner::Config {
-        lanes: 1,
-        ..env.quick_takeover_config()
-    };
-    let runner = runner::start(config, hooks).await.unwrap();
-    for i in 0..4 {
-        env.checkout(&format!("c{i}"), &format!("a{i}")).await;
-    }
-    wait_until(|| async { runner.status.in_flight() == 4 }, WAIT)
-        .await
-        .expect("one checkout in the lane, three queued behind it");
+    let runner = one_started_three_queued(&env, hooks).await;
 
     frozen.store(true, std::sync::atomic::Ordering::SeqCst);
     wait_until(|| async { !runner.holds_lease_now() }, WAIT)
@@ -386,37 +411,9 @@ async fn a_runner_whose_lease_ran_out_unnoticed_starts_nothing_more() {
     let (status, body) = ready_body(&runner).await;
     assert_eq!(status, 503, "not ready once the lease ran out: {body}");
     assert!(body.contains("ran out by this runner's clock"), "{body}");
-    gate.add_permits(1);
-    wait_until(|| async { runner.status.in_flight() == 0 }, WAIT)
-        .await
-        .expect("the started checkout finishes, the queued ones are handed back");
-    assert_eq!(env.mock.orders_for("a0"), 1, "the started effect finished");
-    for i in 1..4 {
-        assert_eq!(
-            env.mock.orders_for(&format!("a{i}")),
-            0,
-            "a{i} was not started after the lease ran out"
-        );
-    }
-    // Meanwhile another runner took it (a frozen holder's usual fate; one thawed before its
-    // entry expired would refresh it, rightly: the compare-and-set proves it still its own).
-    steal(&env).await;
-    thaw.add_permits(1);
-    tokio::time::timeout(WAIT, runner.lease_lost())
-        .await
-        .expect("the lease task, running again, finds the lease taken");
-    runner.abort().await;
-
-    let next = env.quick_takeover_runner(Default::default()).await;
-    for i in 1..4 {
-        env.wait_cart(
-            &format!("c{i}"),
-            "handled by the next holder",
-            order_created(&format!("a{i}")),
-        )
-        .await;
-    }
-    next.drain(DRAIN).await;
+    only_the_started_one_is_made(&env, &runner, &gate).await;
+    thaw_after_a_takeover(&env, runner, &thaw).await;
+    the_next_holder_handles_the_rest(&env).await;
 }
 
 #[tokio::test]
@@ -448,18 +445,7 @@ async fn a_checkout_whose_lease_ran_out_before_its_provider_call_makes_none() {
                 .boxed()
             }))
         },
-        before_lease_refresh: {
-            let (frozen, thaw) = (frozen.clone(), thaw.clone());
-            Some(Arc::new(move || {
-                let (frozen, thaw) = (frozen.clone(), thaw.clone());
-                async move {
-                    if frozen.load(Ordering::SeqCst) {
-                        let _ = thaw.acquire().await.unwrap();
-                    }
-                }
-                .boxed()
-            }))
-        },
+        before_lease_refresh: freezable(&frozen, &thaw),
         ..Default::default()
     };
     let runner = runner::start(env.quick_takeover_config(), hooks)
@@ -481,12 +467,7 @@ async fn a_checkout_whose_lease_ran_out_before_its_provider_call_makes_none() {
         0,
         "no provider call after the lease ran out"
     );
-    steal(&env).await;
-    thaw.add_permits(1);
-    tokio::time::timeout(WAIT, runner.lease_lost())
-        .await
-        .expect("the lease task, running again, finds the lease taken");
-    runner.abort().await;
+    thaw_after_a_takeover(&env, runner, &thaw).await;
 
     let next = env.quick_takeover_runner(Default::default()).await;
     env.wait_cart("c0", "made by the next holder", order_created("a0"))

@@ -21,12 +21,7 @@ const TAKEOVER_BOUND: Duration = Duration::from_secs(20);
 impl Run<'_> {
     pub(super) async fn lease_leader_kill(&mut self, r: &mut ScenarioResult) -> anyhow::Result<()> {
         let prefix = format!("lease-{}", self.opts.seed);
-        let http = self.cluster.http.clone();
-        self.cluster
-            .standby_runner
-            .start_ready(&http, Duration::from_secs(30))
-            .await?;
-        let lapses_before = self.runner_lapses().await?;
+        let lapses_before = self.with_a_standby().await?;
         let mut looks = RunnerLooks::default();
         let mut carts = Vec::new();
         let mut resumed = Vec::new();
@@ -64,12 +59,7 @@ impl Run<'_> {
     /// and woken (`SIGCONT`) once the other runner has taken over.
     pub(super) async fn zombie_runner(&mut self, r: &mut ScenarioResult) -> anyhow::Result<()> {
         let prefix = format!("zombie-runner-{}", self.opts.seed);
-        let http = self.cluster.http.clone();
-        self.cluster
-            .standby_runner
-            .start_ready(&http, Duration::from_secs(30))
-            .await?;
-        let lapses_before = self.runner_lapses().await?;
+        let lapses_before = self.with_a_standby().await?;
         let mut looks = RunnerLooks::default();
         let (mut carts, mut taken_over, mut stood_by) = (Vec::new(), Vec::new(), 0u64);
         for cycle in 0..r.cycles {
@@ -125,6 +115,16 @@ impl Run<'_> {
             && times.max_ms <= TAKEOVER_BOUND.as_millis() as u64;
         r.times.insert("taken_over".into(), times);
         Ok(())
+    }
+
+    /// Starts the second runner (standing by) and returns the runners' lapse count so far.
+    async fn with_a_standby(&mut self) -> anyhow::Result<u64> {
+        let http = self.cluster.http.clone();
+        self.cluster
+            .standby_runner
+            .start_ready(&http, Duration::from_secs(30))
+            .await?;
+        self.runner_lapses().await
     }
 
     /// Runner `i` (0 the first, 1 the standby, as [`Self::active_runner`] counts them).
