@@ -430,7 +430,7 @@ impl Checkout {
             order: Some(summary(order)),
             failure_code: None,
             failure_reason: None,
-            recorded_at: now(),
+            recorded_at: crate::state::now(),
         }
     }
 
@@ -449,7 +449,7 @@ impl Checkout {
             order: None,
             failure_code: Some(code.to_owned()),
             failure_reason: Some(reason.to_owned()),
-            recorded_at: now(),
+            recorded_at: crate::state::now(),
         }
     }
 }
@@ -474,12 +474,6 @@ pub fn is_transient(e: &ApiError) -> bool {
             | ErrorCode::Draining
             | ErrorCode::VersionConflict
     )
-}
-
-pub(crate) fn now() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -113,7 +113,7 @@ impl Lease {
     pub fn new(kv: kv::Store, holder: String, ttl: Duration) -> Self {
         let value = serde_json::to_vec(&Holder {
             holder: holder.clone(),
-            since: crate::checkout::now(),
+            since: crate::state::now(),
         })
         .expect("a lease value serializes");
         Self {

@@ -314,7 +314,7 @@ impl Push {
                 .as_ref()
                 .map(|_| cart_domain::PAYMENT_MISMATCH.to_owned()),
             failure_reason: failure,
-            recorded_at: crate::checkout::now(),
+            recorded_at: crate::state::now(),
         };
         let ctx = RequestContext {
             tenant: o.tenant.clone(),

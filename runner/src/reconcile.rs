@@ -84,7 +84,7 @@ impl Reconciler {
             let push = PushReceived {
                 tenant: result.tenant.clone(),
                 provider_order_id: order.order_id.clone(),
-                received_at: crate::checkout::now(),
+                received_at: crate::state::now(),
                 source: PushSource::Reconcile,
             };
             match self.records.reconcile(&push).await {

@@ -79,7 +79,7 @@ impl Status {
     }
 
     pub fn error(&self, e: &str) {
-        let at = crate::checkout::now();
+        let at = now();
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some((e.to_owned(), at));
     }
 
@@ -140,4 +140,11 @@ impl Status {
             }
         }
     }
+}
+
+/// Now, as RFC 3339 (UTC): the time written into records, statuses and the lease's value.
+pub(crate) fn now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
