@@ -126,23 +126,11 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
     // The provider: configured, or the embedded mock.
     let mut provider_cfg = config.provider.clone();
     if provider_cfg.base_url.is_empty() {
-        let mock = MockProvider::new(&provider_cfg.username, provider_cfg.password.expose());
-        let (addr, serving) = mock
-            .serve(&config.mock_provider_addr, stop.clone())
-            .await
-            .with_context(|| format!("mock provider on {}", config.mock_provider_addr))?;
-        // Tracked, so that a drained runner has let go of the port before `run` starts again.
+        let (url, serving) = serve_embedded_mock(&config, stop.clone()).await?;
         tracker.spawn(async move {
             let _ = serving.await;
         });
-        // Listening on all interfaces (compose publishes it): call it over loopback.
-        let local = if addr.ip().is_unspecified() {
-            SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
-        } else {
-            addr
-        };
-        provider_cfg.base_url = format!("http://{local}");
-        tracing::info!(%addr, "no PROVIDER_BASE_URL: using the embedded mock provider");
+        provider_cfg.base_url = url;
     }
     let provider =
         ProviderHandle::new(ProviderClient::new(provider_cfg).map_err(|e| anyhow::anyhow!("{e}"))?);
@@ -422,6 +410,28 @@ impl Leased {
     }
 }
 
+/// The embedded mock provider (no `PROVIDER_BASE_URL`), serving until `stop`: its URL and
+/// task.
+async fn serve_embedded_mock(
+    config: &Config,
+    stop: CancellationToken,
+) -> anyhow::Result<(String, tokio::task::JoinHandle<()>)> {
+    let p = &config.provider;
+    let mock = MockProvider::new(&p.username, p.password.expose());
+    let (addr, serving) = mock
+        .serve(&config.mock_provider_addr, stop)
+        .await
+        .with_context(|| format!("mock provider on {}", config.mock_provider_addr))?;
+    tracing::info!(%addr, "no PROVIDER_BASE_URL: using the embedded mock provider");
+    // Listening on all interfaces (compose publishes it): call it over loopback.
+    let local = if addr.ip().is_unspecified() {
+        SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
+    } else {
+        addr
+    };
+    Ok((format!("http://{local}"), serving))
+}
+
 /// Run until `shutdown`, then drain. A runner that loses its lease drains and starts again
 /// in this process, as a standby: a fresh start (new connections, consumers, lanes and holder
 /// name) without an exit, so an orchestrator's restart back-off never delays the next term.
@@ -429,17 +439,21 @@ impl Leased {
 /// is tried again, every 250 ms doubling up to 10 s, until it succeeds or `shutdown`.
 pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let drain_timeout = Duration::from_millis(config.consumer.ack_wait_ms);
+    // The embedded mock lives as long as the process: a term after a lost lease finds the
+    // orders the last one made (the shopper's checkout goes on).
+    let mock_stop = CancellationToken::new();
+    let _stop_mock = mock_stop.clone().drop_guard();
+    if config.provider.base_url.is_empty() {
+        config.provider.base_url = serve_embedded_mock(&config, mock_stop).await?.0;
+    }
     let mut running = start(config.clone(), Hooks::default()).await?;
     loop {
         let lost = tokio::select! {
             () = shutdown.cancelled() => false,
             () = running.lease_lost() => true,
         };
-        // A reload through the admin API lasts into the next term (the embedded mock is
-        // started afresh instead).
-        if !config.provider.base_url.is_empty() {
-            config.provider = running.provider_settings();
-        }
+        // A reload through the admin API lasts into the next term.
+        config.provider = running.provider_settings();
         running.drain(drain_timeout).await;
         if !lost || shutdown.is_cancelled() {
             return Ok(());

@@ -285,8 +285,8 @@ async fn a_runner_whose_lease_is_taken_stops_fetching() {
 #[tokio::test]
 async fn run_starts_again_as_a_standby_when_the_lease_is_lost() {
     let Some(env) = env().await else { return };
-    // Fixed ports, as in production (the embedded mock provider's too): the next term must
-    // get every one of them back.
+    // Fixed ports, as in production: the next term must get them back. The embedded mock
+    // provider lives as long as the process, orders and all.
     let port = || {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         format!("127.0.0.1:{}", l.local_addr().unwrap().port())
@@ -297,12 +297,16 @@ async fn run_starts_again_as_a_standby_when_the_lease_is_lost() {
     config.grpc_addr = port();
     config.http_addr = port();
     let ready_url = format!("http://{}/ready", config.http_addr);
+    let mock_stats = format!("http://{}/__mock/stats", config.mock_provider_addr);
     let shutdown = tokio_util::sync::CancellationToken::new();
     let run = tokio::spawn(runner::run(config, shutdown.clone()));
     wait_until(|| async { holder(&env).await.is_some() }, WAIT)
         .await
         .expect("the runner takes the lease");
     let first = holder(&env).await.unwrap();
+    env.checkout("before", "b1").await;
+    env.wait_cart("before", "made in the first term", order_created("b1"))
+        .await;
     steal(&env).await;
     // The loser drains and starts again in the same process, under a new holder name, and
     // takes the lease once the intruder's entry expires.
@@ -330,10 +334,24 @@ async fn run_starts_again_as_a_standby_when_the_lease_is_lost() {
     env.checkout("again", "c1").await;
     env.wait_cart(
         "again",
-        "its provider order made by the new term, through the embedded mock on the same port",
+        "its provider order made by the new term",
         order_created("c1"),
     )
     .await;
+    let stats: serde_json::Value = reqwest::get(&mock_stats)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            &stats["created_per_reference"]["before"],
+            &stats["created_per_reference"]["again"]
+        ),
+        (&serde_json::json!(1), &serde_json::json!(1)),
+        "one mock across both terms: {stats}"
+    );
     shutdown.cancel();
     tokio::time::timeout(WAIT, run)
         .await
