@@ -121,6 +121,9 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
     let stop_fetching = CancellationToken::new();
     let abort = CancellationToken::new();
     let stop = CancellationToken::new();
+    // A start that fails part-way stops what it had spawned (the placement view, the mock):
+    // `run` may try again in the same process.
+    let stop_on_error = stop.clone().drop_guard();
     let tracker = TaskTracker::new();
 
     // The provider: configured, or the embedded mock.
@@ -333,6 +336,7 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
         .run(start_fetching),
     );
     tracing::info!(%grpc_addr, %http_addr, "runner started");
+    stop_on_error.disarm();
     Ok(Running {
         grpc_addr,
         http_addr,
