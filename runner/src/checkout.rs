@@ -29,28 +29,12 @@ use shared::{ApiError, ErrorCode};
 use tracing::Instrument;
 
 use crate::config::MerchantConfig;
+use crate::hooks::Hooks;
 use crate::lanes::{Disposition, Handler};
 use crate::metrics as m;
 use crate::provider::order::{Order, order_for};
 use crate::records::{Attempt, Consumed, Records};
 use crate::state::{ProviderHandle, Status};
-
-/// Test hooks (fault injection); all empty in production.
-#[derive(Clone, Default)]
-pub struct Hooks {
-    /// Runs right after the provider call returned, before its result is recorded. A hook
-    /// that never completes, followed by aborting the runner, is a crash at the worst moment.
-    #[allow(clippy::type_complexity)]
-    pub after_provider_call: Option<Arc<dyn Fn(String) -> BoxFuture<'static, ()> + Send + Sync>>,
-    /// Runs right before the provider call (given the attempt id), before the lease is
-    /// checked for it.
-    #[allow(clippy::type_complexity)]
-    pub before_provider_call: Option<Arc<dyn Fn(String) -> BoxFuture<'static, ()> + Send + Sync>>,
-    /// Replaces where `Reload` reads the provider configuration from.
-    pub reload: Option<crate::provider::ReloadSource>,
-    /// Runs before each refresh of the lease ([`crate::lease::RefreshHook`]).
-    pub before_lease_refresh: Option<crate::lease::RefreshHook>,
-}
 
 pub struct Checkout {
     pub records: Records,

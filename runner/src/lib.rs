@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod checkout;
 pub mod config;
+pub mod hooks;
 pub mod lanes;
 pub mod lease;
 pub mod metrics;
@@ -35,8 +36,8 @@ use shared::subjects::{
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use checkout::Hooks;
 pub use config::Config;
+pub use hooks::Hooks;
 
 use crate::provider::mock::MockProvider;
 use crate::provider::{ProviderClient, ProviderConfig};
