@@ -196,6 +196,8 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
     .context("RUNNER_LEASE bucket")?;
     let lease = lease::Lease::new(lease_store, lease::holder_name(), config.lease_ttl())
         .with_refresh_hook(hooks.before_lease_refresh.clone());
+    // The lease by this runner's clock: the lanes, the checkout effect and `/ready` ask it.
+    let validity = lease.validity();
 
     let status = Arc::new(Status::default());
     let records = Records::new(
@@ -210,7 +212,7 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
         carts: carts.clone(),
         merchant: config.merchant.clone(),
         status: status.clone(),
-        lease: lease.validity(),
+        lease: validity.clone(),
         hooks,
     });
     let push = Arc::new(push::Push {
@@ -227,7 +229,6 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
         max_age: Duration::from_secs(config.reconcile_max_age_secs),
     });
     let (lost, crashed) = (CancellationToken::new(), CancellationToken::new());
-    let validity = lease.validity();
     // Not ready the moment the lease runs out by this runner's clock, even before its lease
     // task has run (a runner waking from a freeze).
     readiness.veto(LEASE_CHECK, {
@@ -246,7 +247,7 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
         status: status.clone(),
         stop_fetching: stop_fetching.clone(),
         lost: lost.clone(),
-        lease: lease.validity(),
+        lease: validity.clone(),
         abort: abort.clone(),
         tracker: tracker.clone(),
     };
@@ -471,26 +472,28 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
     }
 }
 
-/// [`start`] until it succeeds (`None`: `shutdown` came first; a start that succeeded after it
-/// is drained at once). A start is never cut short: it may have spawned tasks already.
+/// [`start`] until it succeeds, 250 ms apart doubling to 10 s (`None`: `shutdown` came
+/// first). A start cut short by `shutdown` stops what it had spawned (its drop guard); one
+/// that succeeded just as `shutdown` came is drained at once.
 async fn start_again(config: &Config, shutdown: &CancellationToken) -> Option<Running> {
-    let mut pause = Duration::from_millis(250);
-    while !shutdown.is_cancelled() {
-        match start(config.clone(), Hooks::default()).await {
-            Ok(running) if shutdown.is_cancelled() => {
-                running.drain(Duration::ZERO).await;
-                return None;
-            }
-            Ok(running) => return Some(running),
-            Err(error) => {
-                tracing::warn!(error = %format!("{error:#}"), retry_in = ?pause, "could not start the runner again");
-                tokio::select! {
-                    () = shutdown.cancelled() => {}
-                    () = tokio::time::sleep(pause) => {}
-                }
-                pause = (pause * 2).min(Duration::from_secs(10));
-            }
-        }
+    use backon::{ExponentialBuilder, Retryable as _};
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(250))
+        .with_max_delay(Duration::from_secs(10))
+        .without_max_times();
+    let started = (|| start(config.clone(), Hooks::default()))
+        .retry(backoff)
+        .when(|_| !shutdown.is_cancelled())
+        .notify(|error, wait| {
+            tracing::warn!(error = %format!("{error:#}"), retry_in = ?wait, "could not start the runner again");
+        });
+    let running = tokio::select! {
+        () = shutdown.cancelled() => return None,
+        started = started => started.ok()?,
+    };
+    if shutdown.is_cancelled() {
+        running.drain(Duration::ZERO).await;
+        return None;
     }
-    None
+    Some(running)
 }
