@@ -46,6 +46,22 @@ const FETCH_EXPIRES: Duration = Duration::from_secs(1);
 /// fetch has ended, so it goes to whichever runner fetches next, not back into that fetch.
 pub(crate) const HAND_BACK: Disposition = Disposition::Nak(FETCH_EXPIRES);
 
+/// The configuration of a runner's durable `durable` over `filters`. The server redelivers
+/// without limit; the handlers count deliveries and give up on a message (dead-letter it, fail
+/// its checkout) when it fails on its `settings.max_deliver`th. A server-side limit would
+/// strand a message handed back ([`HAND_BACK`]: the lease was lost, the runner drained) or
+/// left unacked by a crash on its last delivery: never delivered again, never dead-lettered.
+pub(crate) fn durable_config(
+    durable: &str,
+    filters: &[String],
+    settings: &shared::nats::settings::ConsumerSettings,
+) -> async_nats::jetstream::consumer::pull::Config {
+    async_nats::jetstream::consumer::pull::Config {
+        max_deliver: -1,
+        ..shared::nats::durable_pull_config(durable, filters, settings)
+    }
+}
+
 /// Consecutive failed fetches after which the consumer is re-created.
 const RECREATE_AFTER: u32 = 3;
 /// How often the consumer's ack floor is read, to resume after it if the consumer is deleted

@@ -165,7 +165,7 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
     let settings = config.consumer_settings();
     let checkout_durable = Durable {
         stream: nats.resources.cart_events.clone(),
-        config: shared::nats::durable_pull_config(
+        config: lanes::durable_config(
             RUNNER_CHECKOUT_DURABLE,
             &[CART_EVENTS_ALL.to_owned()],
             &settings,
@@ -181,7 +181,7 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
     )?;
     let push_durable = Durable {
         stream: nats.resources.workflow_commands.clone(),
-        config: shared::nats::durable_pull_config(RUNNER_PUSH_DURABLE, &[push_filter], &settings),
+        config: lanes::durable_config(RUNNER_PUSH_DURABLE, &[push_filter], &settings),
     };
     let push_consumer = push_durable
         .ensure()

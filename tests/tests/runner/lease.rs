@@ -1,7 +1,8 @@
 //! One active runner: the lease in `RUNNER_LEASE` against a real nats-server. A second runner
 //! stands by (not ready, fetching nothing) until the first is gone; a drained runner gives the
 //! lease back; a runner whose lease is taken stops fetching, and `runner::run` starts it again
-//! as a standby in the same process; a refresh applied without its answer is adopted.
+//! as a standby in the same process; a refresh applied without its answer is adopted; what is
+//! handed back on its last delivery is still delivered again.
 
 use crate::common;
 
@@ -491,5 +492,85 @@ async fn a_checkout_whose_lease_ran_out_before_its_provider_call_makes_none() {
     env.wait_cart("c0", "made by the next holder", order_created("a0"))
         .await;
     assert_eq!(env.mock.orders_for("a0"), 1);
+    next.drain(DRAIN).await;
+}
+
+#[tokio::test]
+async fn a_checkout_handed_back_on_its_last_delivery_is_delivered_again() {
+    use futures::FutureExt;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    let Some(env) = env().await else { return };
+    // Two deliveries: the first fails at the provider (503 to every try), the second is handed
+    // back because the lease ran out right before its provider call. A server that stopped
+    // after the runner's `max_deliver` would never deliver it again, nor would it be
+    // dead-lettered: the shopper's checkout would wait for ever.
+    let config = runner::Config {
+        consumer: shared::nats::ConsumerSettings {
+            max_deliver: 2,
+            ..env.quick_takeover_config().consumer
+        },
+        ..env.quick_takeover_config()
+    };
+    env.mock.set_faults(runner::provider::mock::Faults {
+        fail_next: u32::MAX,
+        ..Default::default()
+    });
+    let (calls, frozen, reached) = (
+        Arc::new(AtomicU32::new(0)),
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let (gate, thaw) = (
+        Arc::new(tokio::sync::Semaphore::new(0)),
+        Arc::new(tokio::sync::Semaphore::new(0)),
+    );
+    let hooks = runner::Hooks {
+        before_provider_call: {
+            let (calls, frozen, reached, gate) =
+                (calls.clone(), frozen.clone(), reached.clone(), gate.clone());
+            let mock = env.mock.clone();
+            Some(Arc::new(move |_attempt: String| {
+                let (frozen, reached, gate) = (frozen.clone(), reached.clone(), gate.clone());
+                let last = calls.fetch_add(1, Ordering::SeqCst) == 1;
+                let mock = mock.clone();
+                async move {
+                    if last {
+                        mock.set_faults(Default::default());
+                        frozen.store(true, Ordering::SeqCst);
+                        reached.store(true, Ordering::SeqCst);
+                        let _ = gate.acquire().await.unwrap();
+                    }
+                }
+                .boxed()
+            }))
+        },
+        before_lease_refresh: freezable(&frozen, &thaw),
+        ..Default::default()
+    };
+    let runner = runner::start(config.clone(), hooks).await.unwrap();
+    env.checkout("c0", "a0").await;
+    wait_until(|| async { reached.load(Ordering::SeqCst) }, WAIT)
+        .await
+        .expect("the second delivery reaches its provider call");
+    wait_until(|| async { !runner.holds_lease_now() }, WAIT)
+        .await
+        .expect("the lease runs out by the runner's clock");
+    gate.add_permits(1);
+    wait_until(|| async { runner.status.in_flight() == 0 }, WAIT)
+        .await
+        .expect("the checkout is handed back");
+    assert_eq!(
+        env.mock.orders_for("a0"),
+        0,
+        "no order before the hand-back"
+    );
+    thaw_after_a_takeover(&env, runner, &thaw).await;
+
+    let next = runner::start(config, Default::default()).await.unwrap();
+    env.wait_cart("c0", "made on a third delivery", order_created("a0"))
+        .await;
+    assert_eq!(env.mock.orders_for("a0"), 1);
+    assert_eq!(env.dead_letters(RUNNER_CHECKOUT_DURABLE).await, 0);
     next.drain(DRAIN).await;
 }
