@@ -86,9 +86,11 @@ pub struct Config {
     pub idempotency_ttl_secs: u64,
     /// Keep-alive comment interval of `/v1/carts/{id}/events`.
     pub sse_keep_alive_secs: u64,
-    /// gRPC address of the projection (QueryService) behind the query routes; empty: off.
+    /// gRPC address(es) of the projection (QueryService) behind the query routes, comma
+    /// separated (a read moves on to the next when one does not answer); empty: off.
     pub projection_addr: String,
-    /// gRPC address of the runner (RunnerAdmin, CheckoutQuery); empty: checkout is off.
+    /// gRPC address(es) of the runners (CheckoutQuery reads move on to the next when one does
+    /// not answer; RunnerAdmin goes to the first); empty: checkout is off.
     pub runner_addr: String,
     /// Deadline of one call to the projection or the runner, and of one page of a cart's
     /// history from `CART_EVENTS`.
@@ -316,8 +318,14 @@ impl Config {
                 ));
             }
         }
-        self.service_endpoint("projection_addr", &self.projection_addr)?;
-        self.service_endpoint("runner_addr", &self.runner_addr)?;
+        for (field, list) in [
+            ("projection_addr", &self.projection_addr),
+            ("runner_addr", &self.runner_addr),
+        ] {
+            for value in shared::config::split_list(list) {
+                self.service_endpoint(field, value)?;
+            }
+        }
         for value in self.aggregate_addrs() {
             self.service_endpoint("aggregate_addrs", &value)?;
         }

@@ -22,10 +22,14 @@ use crate::upstream::services::{Service, Services};
 /// configured), with the gateway's connect timeout and call policy.
 fn service(cfg: &Config, name: &'static str, addr: &str) -> Result<Service, ConfigError> {
     let field = format!("{name}_addr");
+    let endpoints = shared::config::split_list(addr)
+        .map(|a| cfg.service_endpoint(&field, a))
+        .filter_map(Result::transpose)
+        .collect::<Result<_, _>>()?;
     Ok(Service::new(
         name,
         Config::setting(&field),
-        cfg.service_endpoint(&field, addr)?,
+        endpoints,
         cfg.upstream_connect_timeout(),
         cfg.service_policy(),
     ))

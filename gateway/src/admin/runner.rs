@@ -25,20 +25,25 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(reload))
 }
 
-/// A `RunnerAdmin` call as a `read` or a `write` (with its wait) of the runner service, named
+/// A `RunnerAdmin` call as a `read` or a `write` (with its wait) of the runner at the first
+/// address of `GATEWAY_RUNNER_ADDR` (a status and a drain name the same process), named
 /// `runner.<method>` in the metrics.
 macro_rules! runner_admin {
     ($s:expr, $ctx:expr, $how:ident($($wait:expr)?), $method:ident($req:expr)) => {{
-        let req = $req;
-        $s.services.runner.$how(
-            concat!("runner.", stringify!($method)),
-            $ctx,
-            $($wait,)?
-            move |ch, md| {
-                let req = request(md, req.clone());
-                async move { Services::runner_admin(ch).$method(req).await }
-            },
-        )
+        let (req, runner) = ($req, $s.services.runner.first());
+        async move {
+            runner
+                .$how(
+                    concat!("runner.", stringify!($method)),
+                    $ctx,
+                    $($wait,)?
+                    move |ch, md| {
+                        let req = request(md, req.clone());
+                        async move { Services::runner_admin(ch).$method(req).await }
+                    },
+                )
+                .await
+        }
     }};
 }
 

@@ -1,8 +1,11 @@
-//! The projection and the runner, as the gateway sees them: lazily connected gRPC channels,
-//! the request context in metadata, a deadline on every call, bounded retries for reads (they
-//! are safe to repeat), and one mapping of their statuses to the shared error table.
+//! The projection and the runner, as the gateway sees them: lazily connected gRPC channels
+//! (one per configured address), the request context in metadata, a deadline on every call,
+//! bounded retries for reads (they are safe to repeat) that move on to the next address, and
+//! one mapping of their statuses to the shared error table.
 
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use proto::projection::v1::query_service_client::QueryServiceClient;
@@ -22,34 +25,44 @@ pub struct CallPolicy {
     pub read_attempts: u32,
 }
 
-/// A lazily connected channel to one service (nothing is dialled until the first call, so the
-/// gateway starts while the service is down and reports it per request).
+/// Lazily connected channels to one service, one per address (nothing is dialled until the
+/// first call, so the gateway starts while the service is down and reports it per request).
+/// Reads go to the address that answered the last one and move on to the next when it does not
+/// answer (a stopped or frozen runner: another one answers checkout reads just as well);
+/// writes go to the first address.
 #[derive(Clone)]
 pub struct Service {
     name: &'static str,
-    channel: Option<Channel>,
+    /// One per configured address (empty: not configured).
+    channels: Arc<[Channel]>,
+    /// The address that answered the last read: the next read starts there.
+    preferred: Arc<AtomicUsize>,
     /// The variable that configures it (named when it is not configured).
     setting: String,
     policy: CallPolicy,
 }
 
 impl Service {
-    /// The service at `endpoint` (`None`: `setting` is empty, the service is not configured).
+    /// The service at `endpoints` (none: `setting` is empty, the service is not configured).
     pub fn new(
         name: &'static str,
         setting: String,
-        endpoint: Option<Endpoint>,
+        endpoints: Vec<Endpoint>,
         connect_timeout: Duration,
         policy: CallPolicy,
     ) -> Self {
-        let channel = endpoint.map(|e| {
-            e.connect_timeout(connect_timeout)
-                .tcp_nodelay(true)
-                .connect_lazy()
-        });
+        let channels = endpoints
+            .into_iter()
+            .map(|e| {
+                e.connect_timeout(connect_timeout)
+                    .tcp_nodelay(true)
+                    .connect_lazy()
+            })
+            .collect();
         Self {
             name,
-            channel,
+            channels,
+            preferred: Arc::new(AtomicUsize::new(0)),
             setting,
             policy,
         }
@@ -57,7 +70,7 @@ impl Service {
 
     /// Whether an address is configured (checkout refuses to start without a runner).
     pub fn is_configured(&self) -> bool {
-        self.channel.is_some()
+        !self.channels.is_empty()
     }
 
     pub fn not_configured(&self) -> ApiError {
@@ -70,11 +83,18 @@ impl Service {
         )
     }
 
-    fn channel(&self) -> Result<Channel, ApiError> {
-        self.channel.clone().ok_or_else(|| self.not_configured())
+    /// The service at its first address only: operator actions that act on one process
+    /// (`RunnerAdmin`) go there, reads included, so that a status and a drain name the same one.
+    pub fn first(&self) -> Self {
+        Self {
+            channels: self.channels.iter().take(1).cloned().collect(),
+            preferred: Arc::new(AtomicUsize::new(0)),
+            ..self.clone()
+        }
     }
 
-    /// A read: retried on unavailability within the attempts, each under the deadline.
+    /// A read: retried on unavailability, each try under the deadline, at least once per
+    /// address and at least the policy's attempts; each retry goes to the next address.
     pub async fn read<T, F, Fut>(
         &self,
         op: &'static str,
@@ -85,11 +105,27 @@ impl Service {
         F: Fn(Channel, tonic::metadata::MetadataMap) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
+        let n = self.channels.len();
+        if n == 0 {
+            return Err(self.not_configured());
+        }
+        let start = self.preferred.load(Ordering::Relaxed) % n;
+        let attempts = (self.policy.read_attempts.max(1) as usize).max(n);
         let mut last = None;
-        for _ in 0..self.policy.read_attempts.max(1) {
-            match self.once(op, ctx, self.policy.timeout, &f).await {
+        for i in (start..).take(attempts).map(|i| i % n) {
+            match self.once(op, ctx, self.policy.timeout, i, &f).await {
                 Err(e) if e.code.retry_safe() && e.code != ErrorCode::VersionConflict => {
                     last = Some(e)
+                }
+                Ok(v) => {
+                    if i != start && self.preferred.swap(i, Ordering::Relaxed) != i {
+                        tracing::warn!(
+                            service = self.name,
+                            address = i,
+                            "reads move on to the next address"
+                        );
+                    }
+                    return Ok(v);
                 }
                 other => return other,
             }
@@ -97,9 +133,9 @@ impl Service {
         Err(last.unwrap_or_else(|| ApiError::unavailable(format!("{} unavailable", self.name))))
     }
 
-    /// A write (or an admin action): tried once, under the deadline plus `wait`, how long the
-    /// service may hold the call open on purpose (a drain waiting for in-flight work; zero for
-    /// any other write).
+    /// A write (or an admin action): tried once, at the first address, under the deadline plus
+    /// `wait`, how long the service may hold the call open on purpose (a drain waiting for
+    /// in-flight work; zero for any other write).
     pub async fn write<T, F, Fut>(
         &self,
         op: &'static str,
@@ -111,7 +147,10 @@ impl Service {
         F: Fn(Channel, tonic::metadata::MetadataMap) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        self.once(op, ctx, self.policy.timeout.saturating_add(wait), &f)
+        if !self.is_configured() {
+            return Err(self.not_configured());
+        }
+        self.once(op, ctx, self.policy.timeout.saturating_add(wait), 0, &f)
             .await
     }
 
@@ -120,13 +159,14 @@ impl Service {
         op: &'static str,
         ctx: &RequestContext,
         timeout: Duration,
+        address: usize,
         f: &F,
     ) -> Result<T, ApiError>
     where
         F: Fn(Channel, tonic::metadata::MetadataMap) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        let channel = self.channel()?;
+        let channel = self.channels[address].clone();
         let mut md = tonic::metadata::MetadataMap::new();
         shared::spans::downstream(ctx).to_grpc_metadata(&mut md);
         let started = Instant::now();

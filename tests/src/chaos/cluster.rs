@@ -283,7 +283,14 @@ impl Cluster {
                     ("GATEWAY_HTTP_ADDR", local(layout.gateway(i))),
                     ("GATEWAY_AGGREGATE_ADDRS", aggregate_addrs.clone()),
                     ("GATEWAY_PROJECTION_ADDR", local(layout.projection_grpc())),
-                    ("GATEWAY_RUNNER_ADDR", local(layout.runner_grpc())),
+                    (
+                        "GATEWAY_RUNNER_ADDR",
+                        format!(
+                            "{},{}",
+                            local(layout.runner_grpc()),
+                            local(layout.standby_runner_grpc())
+                        ),
+                    ),
                     ("GATEWAY_CLIENT_RATE_PER_SEC", "0".to_owned()),
                     ("GATEWAY_CART_RATE_PER_SEC", "0".to_owned()),
                     ("GATEWAY_UPSTREAM_TIMEOUT_MS", "2000".to_owned()),

@@ -12,6 +12,7 @@ mod history;
 mod openapi;
 mod queries;
 mod runner_admin;
+mod runner_failover;
 mod security;
 mod storefront;
 mod v1;

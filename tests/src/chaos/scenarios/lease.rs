@@ -71,8 +71,8 @@ impl Run<'_> {
                 .await?;
             let frozen = Instant::now();
             self.runner_proc(active).pause();
-            // Started while the holder is frozen (the gateway's own answer may be a 503: it
-            // asks the first runner, frozen or not, for the provider order); placed at the end.
+            // Started while the holder is frozen (pending until the other runner takes over;
+            // the gateways' checkout reads pass over the frozen one); placed at the end.
             let _ = self.checkout(&probe).await;
             carts.push(probe);
             // The other runner takes the lease once the frozen one's entry expires.
