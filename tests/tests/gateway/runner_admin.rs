@@ -17,7 +17,6 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::{Response, Status};
-use tower::ServiceExt;
 
 const ADMIN: &str = "admin-secret";
 
@@ -101,12 +100,7 @@ async fn admin(app: &axum::Router, method: &str, path: &str) -> (u16, Value) {
         .header(http::header::AUTHORIZATION, format!("Bearer {ADMIN}"))
         .body(Body::empty())
         .unwrap();
-    let resp = app.clone().oneshot(req).await.unwrap();
-    let status = resp.status().as_u16();
-    let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
-        .await
-        .unwrap();
-    (status, serde_json::from_slice(&body).unwrap())
+    common::oneshot_json(app, req).await
 }
 
 #[tokio::test]

@@ -14,11 +14,9 @@ use gateway::Config;
 use http::Request;
 use proto::runner::admin::v1 as rpb;
 use proto::runner::admin::v1::checkout_query_server::{CheckoutQuery, CheckoutQueryServer};
-use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::{Response, Status};
-use tower::ServiceExt;
 
 /// A runner that answers every confirmation with an order naming itself.
 #[derive(Clone)]
@@ -112,12 +110,7 @@ async fn confirmation(app: &axum::Router) -> String {
         .header("cookie", "cartid=c-failover")
         .body(Body::empty())
         .unwrap();
-    let resp = app.clone().oneshot(req).await.unwrap();
-    let status = resp.status().as_u16();
-    let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
-        .await
-        .unwrap();
-    let body: Value = serde_json::from_slice(&body).unwrap();
+    let (status, body) = common::oneshot_json(app, req).await;
     assert_eq!(status, 200, "{body}");
     body["html_snippet"].as_str().unwrap().to_owned()
 }
@@ -177,7 +170,7 @@ async fn runner_admin_acts_on_the_first_address_only() {
         .header(http::header::AUTHORIZATION, "Bearer admin-secret")
         .body(Body::empty())
         .unwrap();
-    let resp = app.oneshot(req).await.unwrap();
     // The first runner is down: a status of another runner would be a status of the wrong one.
-    assert_eq!(resp.status().as_u16(), 503);
+    let (status, body) = common::oneshot_json(&app, req).await;
+    assert_eq!(status, 503, "{body}");
 }

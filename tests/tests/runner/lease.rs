@@ -435,58 +435,94 @@ async fn a_runner_whose_lease_ran_out_unnoticed_starts_nothing_more() {
     the_next_holder_handles_the_rest(&env).await;
 }
 
-#[tokio::test]
-async fn a_checkout_whose_lease_ran_out_before_its_provider_call_makes_none() {
-    use futures::FutureExt;
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    let Some(env) = env().await else { return };
-    // The checkout stops right before its provider call (the hook) while the lease task is
-    // frozen and the lease runs out: the runner froze between starting it and calling out.
-    let (frozen, reached) = (
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(AtomicBool::new(false)),
-    );
-    let (gate, thaw) = (
-        Arc::new(tokio::sync::Semaphore::new(0)),
-        Arc::new(tokio::sync::Semaphore::new(0)),
-    );
-    let hooks = runner::Hooks {
-        before_provider_call: {
-            let (frozen, reached, gate) = (frozen.clone(), reached.clone(), gate.clone());
-            Some(Arc::new(move |_attempt: String| {
-                let (frozen, reached, gate) = (frozen.clone(), reached.clone(), gate.clone());
+/// A lease that runs out right before the runner's `n`th provider call (0: the first), as in
+/// a runner that froze between starting a checkout and calling out: the hook freezes the lease
+/// task ([`freezable`]) and holds the call until [`LapseBeforeCall::hand_back`] has seen the
+/// lease run out by the runner's clock.
+struct LapseBeforeCall {
+    calls: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    reached: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    gate: std::sync::Arc<tokio::sync::Semaphore>,
+    thaw: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for LapseBeforeCall {
+    fn default() -> Self {
+        Self {
+            calls: Default::default(),
+            frozen: Default::default(),
+            reached: Default::default(),
+            gate: std::sync::Arc::new(tokio::sync::Semaphore::new(0)),
+            thaw: std::sync::Arc::new(tokio::sync::Semaphore::new(0)),
+        }
+    }
+}
+
+impl LapseBeforeCall {
+    /// The hooks, running `first` when the `n`th call is reached.
+    fn hooks(&self, n: u32, first: impl Fn() + Send + Sync + 'static) -> runner::Hooks {
+        use futures::FutureExt;
+        use std::sync::atomic::Ordering;
+        let (calls, frozen, reached, gate) = (
+            self.calls.clone(),
+            self.frozen.clone(),
+            self.reached.clone(),
+            self.gate.clone(),
+        );
+        let first = std::sync::Arc::new(first);
+        runner::Hooks {
+            before_provider_call: Some(std::sync::Arc::new(move |_attempt: String| {
+                let (frozen, reached, gate, first) =
+                    (frozen.clone(), reached.clone(), gate.clone(), first.clone());
+                let lapse = calls.fetch_add(1, Ordering::SeqCst) == n;
                 async move {
-                    frozen.store(true, Ordering::SeqCst);
-                    reached.store(true, Ordering::SeqCst);
-                    let _ = gate.acquire().await.unwrap();
+                    if lapse {
+                        first();
+                        frozen.store(true, Ordering::SeqCst);
+                        reached.store(true, Ordering::SeqCst);
+                        let _ = gate.acquire().await.unwrap();
+                    }
                 }
                 .boxed()
-            }))
-        },
-        before_lease_refresh: freezable(&frozen, &thaw),
-        ..Default::default()
-    };
-    let runner = runner::start(env.quick_takeover_config(), hooks)
+            })),
+            before_lease_refresh: freezable(&self.frozen, &self.thaw),
+            ..Default::default()
+        }
+    }
+
+    /// Waits for the held call and for the lease to run out, lets the call go on and waits
+    /// until its checkout is handed back.
+    async fn hand_back(&self, runner: &runner::Running) {
+        use std::sync::atomic::Ordering;
+        wait_until(|| async { self.reached.load(Ordering::SeqCst) }, WAIT)
+            .await
+            .expect("the checkout reaches its provider call");
+        wait_until(|| async { !runner.holds_lease_now() }, WAIT)
+            .await
+            .expect("the lease runs out by the runner's clock");
+        self.gate.add_permits(1);
+        wait_until(|| async { runner.status.in_flight() == 0 }, WAIT)
+            .await
+            .expect("the checkout is handed back");
+    }
+}
+
+#[tokio::test]
+async fn a_checkout_whose_lease_ran_out_before_its_provider_call_makes_none() {
+    let Some(env) = env().await else { return };
+    let lapse = LapseBeforeCall::default();
+    let runner = runner::start(env.quick_takeover_config(), lapse.hooks(0, || {}))
         .await
         .unwrap();
     env.checkout("c0", "a0").await;
-    wait_until(|| async { reached.load(Ordering::SeqCst) }, WAIT)
-        .await
-        .expect("the checkout reaches its provider call");
-    wait_until(|| async { !runner.holds_lease_now() }, WAIT)
-        .await
-        .expect("the lease runs out by the runner's clock");
-    gate.add_permits(1);
-    wait_until(|| async { runner.status.in_flight() == 0 }, WAIT)
-        .await
-        .expect("the checkout is handed back");
+    lapse.hand_back(&runner).await;
     assert_eq!(
         env.mock.orders_for("a0"),
         0,
         "no provider call after the lease ran out"
     );
-    thaw_after_a_takeover(&env, runner, &thaw).await;
+    thaw_after_a_takeover(&env, runner, &lapse.thaw).await;
 
     let next = env.quick_takeover_runner(Default::default()).await;
     env.wait_cart("c0", "made by the next holder", order_created("a0"))
@@ -497,9 +533,6 @@ async fn a_checkout_whose_lease_ran_out_before_its_provider_call_makes_none() {
 
 #[tokio::test]
 async fn a_checkout_handed_back_on_its_last_delivery_is_delivered_again() {
-    use futures::FutureExt;
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
     let Some(env) = env().await else { return };
     // Two deliveries: the first fails at the provider (503 to every try), the second is handed
     // back because the lease ran out right before its provider call. A server that stopped
@@ -516,56 +549,18 @@ async fn a_checkout_handed_back_on_its_last_delivery_is_delivered_again() {
         fail_next: u32::MAX,
         ..Default::default()
     });
-    let (calls, frozen, reached) = (
-        Arc::new(AtomicU32::new(0)),
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(AtomicBool::new(false)),
-    );
-    let (gate, thaw) = (
-        Arc::new(tokio::sync::Semaphore::new(0)),
-        Arc::new(tokio::sync::Semaphore::new(0)),
-    );
-    let hooks = runner::Hooks {
-        before_provider_call: {
-            let (calls, frozen, reached, gate) =
-                (calls.clone(), frozen.clone(), reached.clone(), gate.clone());
-            let mock = env.mock.clone();
-            Some(Arc::new(move |_attempt: String| {
-                let (frozen, reached, gate) = (frozen.clone(), reached.clone(), gate.clone());
-                let last = calls.fetch_add(1, Ordering::SeqCst) == 1;
-                let mock = mock.clone();
-                async move {
-                    if last {
-                        mock.set_faults(Default::default());
-                        frozen.store(true, Ordering::SeqCst);
-                        reached.store(true, Ordering::SeqCst);
-                        let _ = gate.acquire().await.unwrap();
-                    }
-                }
-                .boxed()
-            }))
-        },
-        before_lease_refresh: freezable(&frozen, &thaw),
-        ..Default::default()
-    };
+    let lapse = LapseBeforeCall::default();
+    let mock = env.mock.clone();
+    let hooks = lapse.hooks(1, move || mock.set_faults(Default::default()));
     let runner = runner::start(config.clone(), hooks).await.unwrap();
     env.checkout("c0", "a0").await;
-    wait_until(|| async { reached.load(Ordering::SeqCst) }, WAIT)
-        .await
-        .expect("the second delivery reaches its provider call");
-    wait_until(|| async { !runner.holds_lease_now() }, WAIT)
-        .await
-        .expect("the lease runs out by the runner's clock");
-    gate.add_permits(1);
-    wait_until(|| async { runner.status.in_flight() == 0 }, WAIT)
-        .await
-        .expect("the checkout is handed back");
+    lapse.hand_back(&runner).await;
     assert_eq!(
         env.mock.orders_for("a0"),
         0,
         "no order before the hand-back"
     );
-    thaw_after_a_takeover(&env, runner, &thaw).await;
+    thaw_after_a_takeover(&env, runner, &lapse.thaw).await;
 
     let next = runner::start(config, Default::default()).await.unwrap();
     env.wait_cart("c0", "made on a third delivery", order_created("a0"))

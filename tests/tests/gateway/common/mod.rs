@@ -163,3 +163,17 @@ pub use tests::requests::{
 pub async fn wait_for_status(http: &reqwest::Client, url: &str, status: u16, what: &str) {
     shared::test_support::http::wait_for_status(http, url, status, WAIT, what).await;
 }
+
+/// `req` through `app` (the gateway's router, no port): the status and the JSON body.
+pub async fn oneshot_json(
+    app: &axum::Router,
+    req: http::Request<axum::body::Body>,
+) -> (u16, serde_json::Value) {
+    use tower::ServiceExt;
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (status, serde_json::from_slice(&body).unwrap())
+}
