@@ -655,3 +655,45 @@ async fn watch(
         .unwrap()
         .into_inner()
 }
+
+#[tokio::test]
+async fn carts_keeping_many_keyed_commands_weigh_more_in_the_cache_and_keep_them_when_evicted() {
+    let Some(env) = env().await else { return };
+    let mut config = env.config("n1", false);
+    // Room for 20 three-line carts of ~1 KiB.
+    config.cache_capacity = 20;
+    let (node, mut client) = started(config).await;
+    let keyed = |cart: &str, id: CommandId, fingerprint: &str| {
+        let mut req = exec(cart, id, add("TEST-SKU-123", 1));
+        req.get_mut().request_fingerprint = fingerprint.to_owned();
+        req
+    };
+    // Eight carts, each one line and 23 keyed commands (~3 KiB of keys): 4 weights each.
+    let first = CommandId::new();
+    for c in 0..8 {
+        for i in 0..23 {
+            let id = if (c, i) == (0, 0) {
+                first
+            } else {
+                CommandId::new()
+            };
+            let req = keyed(&format!("keyed-{c}"), id, &format!("fp-{c}-{i}"));
+            client.execute(req).await.unwrap();
+        }
+    }
+    let weight = node.carts.cache_weight().await;
+    assert!(weight <= 20, "the cache weighs {weight}, over its capacity");
+    let cached = node.carts.cached_carts();
+    assert!(cached <= 5, "{cached} carts of 4 weights each fit in 20");
+
+    // The first cart was evicted; loaded again, it still knows its keys: a retry of its
+    // first keyed command is answered as applied, not applied again.
+    let retry = client
+        .execute(keyed("keyed-0", first, "fp-0-0"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(retry.duplicate);
+    assert_eq!(env.messages("keyed-0").await.len(), 23, "applied once");
+    node.drain().await.unwrap();
+}

@@ -84,6 +84,7 @@ impl Carts {
         let slot = self.slot(cart).await;
         let mut guard = slot.loaded.lock().await;
         let loaded = self.ensure_current(&mut guard, cart).await?;
+        self.reweigh(cart, &slot, &loaded.state).await;
         let cfg = &self.inner.cfg;
         // Whether the state is known to be what the stream's leader holds (an append that the
         // fence let through, or a leader read). A cached or replica-read state may be behind.
@@ -168,6 +169,7 @@ impl Carts {
                         .state
                         .commit(&msg, &events, appended.sequence, cfg.retain);
                     self.after_commit(cart, loaded);
+                    self.reweigh(cart, &slot, &loaded.state).await;
                     return Ok(Outcome {
                         reply: render(&loaded.state, loaded.state.version),
                         duplicate: false,

@@ -29,6 +29,7 @@ impl Carts {
         let slot = self.slot(cart).await;
         let mut guard = slot.loaded.lock().await;
         let loaded = self.ensure_current(&mut guard, cart).await?;
+        self.reweigh(cart, &slot, &loaded.state).await;
         // A read is answered from the stream's leader, not only from this node's copy: another
         // node may have appended since (a gateway that could not reach this node served a
         // retry elsewhere, a shard that moved and came back, a node paused past its TTL), and

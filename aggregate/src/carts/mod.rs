@@ -135,9 +135,32 @@ impl Loaded {
     }
 }
 
-#[derive(Default)]
 struct Slot {
     loaded: Mutex<Option<Loaded>>,
+    /// What the cart weighs in the cache ([`weight_of`] its state; 1 while not loaded).
+    weight: AtomicU32,
+}
+
+impl Default for Slot {
+    fn default() -> Self {
+        Self {
+            loaded: Mutex::default(),
+            weight: AtomicU32::new(1),
+        }
+    }
+}
+
+/// Lines and keyed commands that weigh as much as a cart: each takes about 128 bytes, a cached
+/// three-line cart about 1 KiB (`cart-bench memory`).
+const ITEMS_PER_CART_WEIGHT: usize = 8;
+
+/// A cart's weight in the cache, in carts of about 1 KiB: 1, plus 1 per 8 of its lines and of
+/// the `Idempotency-Key`ed commands it keeps (up to 1,000 for 24 hours, ~100 KiB). The cache's
+/// capacity is a total of weights, so what it holds stays near `cache_capacity` KiB however
+/// many keys its carts keep.
+fn weight_of(state: &CartState) -> u32 {
+    let items = state.cart.lines.len() + state.keyed.len();
+    u32::try_from(1 + items / ITEMS_PER_CART_WEIGHT).unwrap_or(u32::MAX)
 }
 
 #[derive(Clone)]
@@ -176,6 +199,7 @@ impl Carts {
             // cart, and every command to it would then load it again (in a slot of its own).
             .eviction_policy(EvictionPolicy::lru())
             .max_capacity(cfg.cache_capacity)
+            .weigher(|_key, slot: &Arc<Slot>| slot.weight.load(Ordering::Relaxed))
             .time_to_idle(cfg.cache_idle)
             .eviction_listener(move |key: Arc<Arc<str>>, slot: Arc<Slot>, cause| {
                 if cause != RemovalCause::Replaced {
@@ -186,8 +210,10 @@ impl Carts {
                 if cause != RemovalCause::Replaced && cause != RemovalCause::Explicit {
                     metrics::counter!(m::CACHE_EVICTIONS).increment(1);
                 }
-                // Keep the next cold load short: snapshot what changed since the last one.
-                if evict_snapshots.enabled()
+                // Keep the next cold load short: snapshot what changed since the last one (a
+                // slot replaced by itself, re-weighed, stays).
+                if cause != RemovalCause::Replaced
+                    && evict_snapshots.enabled()
                     && let Ok(guard) = slot.loaded.try_lock()
                     && let Some(l) = guard.as_ref()
                     && l.wants_snapshot()
@@ -235,6 +261,34 @@ impl Carts {
 
     pub fn cached_carts(&self) -> u64 {
         self.inner.cache.entry_count()
+    }
+
+    /// The cache's total weight ([`weight_of`] each cart), once its pending evictions ran.
+    pub async fn cache_weight(&self) -> u64 {
+        self.inner.cache.run_pending_tasks().await;
+        self.inner.cache.weighted_size()
+    }
+
+    /// Weighs `slot` again for `state` (after a load, a commit): a cart whose weight changed
+    /// is put back in the cache as itself, which is when the cache weighs it. Only while the
+    /// cache still holds this slot (not one made after it was evicted).
+    async fn reweigh(&self, cart: &CartRef, slot: &Arc<Slot>, state: &CartState) {
+        let weight = weight_of(state);
+        if slot.weight.swap(weight, Ordering::Relaxed) == weight {
+            return;
+        }
+        self.inner
+            .cache
+            .entry(cart.key.clone())
+            .and_compute_with(|entry| async move {
+                match entry {
+                    Some(e) if Arc::ptr_eq(e.value(), slot) => {
+                        moka::ops::compute::Op::Put(slot.clone())
+                    }
+                    _ => moka::ops::compute::Op::Nop,
+                }
+            })
+            .await;
     }
 
     /// Wait until no command is in flight, or `timeout` passes. True when idle.
