@@ -52,7 +52,7 @@ impl Times {
 }
 
 /// What one scenario measured, and whether it held.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct ScenarioResult {
     pub name: String,
     pub cycles: usize,
