@@ -61,11 +61,17 @@ impl Run<'_> {
     pub(super) async fn soak(&mut self, r: &mut ScenarioResult) -> anyhow::Result<()> {
         let mut memory = Memory::default();
         let load = Load::start(self.load("soak", 200));
-        let deadline = Instant::now() + Duration::from_secs(600);
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(600);
         let mut actions = 0u64;
+        // What the services keep on NATS: consumers, counted once warm and at the end.
+        let mut warm_consumers = None;
         while Instant::now() + Duration::from_secs(30) < deadline {
             Self::run_for(Duration::from_secs(15)).await;
             memory.sample(&self.cluster.rss());
+            if warm_consumers.is_none() && started.elapsed() >= Memory::WARM_UP {
+                warm_consumers = self.consumers().await.ok();
+            }
             actions += 1;
             match self.rng.usize(..5) {
                 0 => {
@@ -96,19 +102,62 @@ impl Run<'_> {
         memory.sample(&self.cluster.rss());
         self.verify(&ops, r).await?;
         let grown = memory.judge(r);
+        let warm = warm_consumers.context("no consumer count once warm")?;
+        let end = self.consumers().await?;
+        r.counts.insert("consumers_warm".into(), warm);
+        r.counts.insert("consumers_end".into(), end);
+        // A few readers may be open at either moment; a leak (one per request, per restart)
+        // leaves hundreds.
+        let consumers_flat = end <= warm + 16;
+        if !consumers_flat {
+            r.notes.push(format!(
+                "JetStream consumers grew from {warm} to {end} over the soak"
+            ));
+        }
         r.counts.insert("fault_actions".into(), actions);
         r.counts.insert("memory_grown".into(), grown);
-        r.pass = r.verdict.consistent() && grown == 0;
+        r.pass = r.verdict.consistent() && grown == 0 && consumers_flat;
         Ok(())
+    }
+
+    /// JetStream consumers on every stream (KV buckets included), read from the stream list
+    /// (asked again for up to 30 s while a leader election answers nothing).
+    async fn consumers(&self) -> anyhow::Result<u64> {
+        use tokio_stream::StreamExt;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut streams = self.cluster.js.streams();
+            let mut counted = Ok(0u64);
+            while let Some(info) = streams.next().await {
+                match info {
+                    Ok(info) => {
+                        counted = counted.map(|sum| sum + info.state.consumer_count as u64);
+                    }
+                    Err(e) => {
+                        counted = Err(e);
+                        break;
+                    }
+                }
+            }
+            match counted {
+                Ok(n) => return Ok(n),
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(anyhow::anyhow!("listing streams: {e}"));
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
     }
 }
 
 /// Resident memory over the soak. A process is judged over its last life when that life,
 /// after a minute of warm-up, lasted at least two more minutes: flat means it ended below
 /// 1.25 × its warm size + 32 MiB (caches fill to their bounds in the warm-up). The
-/// nats-servers are judged together, by their sum: what one holds follows what it leads (the
-/// write path's caches, the Raft state of the streams it leads), and the soak moves leaders
-/// between them (in one run nats-1 went 176 → 105 MiB while nats-2 went 130 → 232 MiB).
+/// nats-servers are reported, not judged: what one holds follows what it leads and how much
+/// the streams hold, and the soak moves leaders and appends ~166,000 commands (two runs:
+/// nats-1 176 → 105 MiB while nats-2 went 130 → 232 MiB; nats-1 112 → 207 MiB after nats-2,
+/// killed, handed it what it led). What the services could leak into NATS is counted
+/// instead: its consumers, once warm and at the end.
 #[derive(Default)]
 struct Memory {
     lives: BTreeMap<String, Life>,
@@ -121,14 +170,9 @@ struct Life {
     last: u64,
 }
 
-/// Warm and end sizes, in MiB.
-type Sizes = (u64, u64);
-
 impl Memory {
     const WARM_UP: Duration = Duration::from_secs(60);
     const JUDGED_AFTER: Duration = Duration::from_secs(120);
-    /// The judged group of the nats-servers.
-    const NATS: &'static str = "nats (sum of the judged servers)";
 
     fn sample(&mut self, rss: &BTreeMap<String, (u32, u64)>) {
         let now = Instant::now();
@@ -154,46 +198,26 @@ impl Memory {
         }
     }
 
-    fn grew((warm, end): Sizes) -> bool {
-        end > warm + warm / 4 + 32
-    }
-
-    /// Records warm → end sizes in `r`; the number of processes (or the nats group) that grew.
+    /// Records warm → end sizes in `r`; the number of our processes that grew.
     fn judge(&self, r: &mut ScenarioResult) -> u64 {
+        let mut grown = 0;
         let mut unjudged = Vec::new();
-        let mut judged: BTreeMap<String, Sizes> = BTreeMap::new();
-        let mut nats: Option<Sizes> = None;
         for (name, life) in &self.lives {
             match life.warm {
                 Some((at, warm)) if at.elapsed() >= Self::JUDGED_AFTER => {
-                    let sizes = (warm >> 20, life.last >> 20);
-                    r.rss_mib.insert(name.clone(), sizes);
-                    if name.starts_with("nats-") {
-                        let (w, e) = nats.unwrap_or_default();
-                        nats = Some((w + sizes.0, e + sizes.1));
-                    } else {
-                        judged.insert(name.clone(), sizes);
+                    let (warm, end) = (warm >> 20, life.last >> 20);
+                    r.rss_mib.insert(name.clone(), (warm, end));
+                    if !name.starts_with("nats-") && end > warm + warm / 4 + 32 {
+                        grown += 1;
+                        r.notes
+                            .push(format!("{name}: RSS grew from {warm} to {end} MiB"));
                     }
                 }
                 _ => unjudged.push(name.as_str()),
             }
         }
-        if let Some(sizes) = nats {
-            r.rss_mib.insert(Self::NATS.to_owned(), sizes);
-            judged.insert(Self::NATS.to_owned(), sizes);
-        }
-        let mut grown = 0;
-        for (name, sizes) in judged {
-            if Self::grew(sizes) {
-                grown += 1;
-                r.notes.push(format!(
-                    "{name}: RSS grew from {} to {} MiB",
-                    sizes.0, sizes.1
-                ));
-            }
-        }
         r.notes.push(format!(
-            "RSS warm → end per process, over its last life (a minute after it started, then at least two more), the nats-servers judged by their sum; restarted too late to judge: {}",
+            "RSS warm → end per process, over its last life (a minute after it started, then at least two more; the nats-servers reported, not judged); restarted too late to judge: {}",
             if unjudged.is_empty() { "none".to_owned() } else { unjudged.join(", ") }
         ));
         grown
@@ -226,13 +250,11 @@ mod tests {
     }
 
     #[test]
-    fn leadership_moving_between_nats_servers_is_not_growth_but_the_sum_growing_is() {
+    fn the_nats_servers_are_reported_not_judged() {
         // The run of seed 35438: nats-2 took over what nats-1 led.
         let (grown, r) = judged(&[("nats-1", 176, 105), ("nats-2", 130, 232)]);
         assert_eq!(grown, 0, "{:?}", r.notes);
-        assert_eq!(r.rss_mib[Memory::NATS], (306, 337));
-        let (grown, r) = judged(&[("nats-1", 176, 250), ("nats-2", 130, 232)]);
-        assert_eq!(grown, 1, "{:?}", r.notes);
+        assert_eq!(r.rss_mib["nats-2"], (130, 232));
     }
 
     #[test]
