@@ -181,6 +181,19 @@ impl Config {
             .map_err(|e| ConfigError(format!("{field} ({}): {e}", Self::setting(field))))
     }
 
+    /// The endpoints of the comma-separated service addresses `list` of `field` (none: empty,
+    /// not configured).
+    pub fn service_endpoints(
+        &self,
+        field: &str,
+        list: &str,
+    ) -> Result<Vec<tonic::transport::Endpoint>, ConfigError> {
+        shared::config::split_list(list)
+            .map(|value| self.service_endpoint(field, value))
+            .filter_map(Result::transpose)
+            .collect()
+    }
+
     pub fn default_tenant(&self) -> Result<Option<TenantId>, ConfigError> {
         let t = self.default_tenant.trim();
         if t.is_empty() {
@@ -318,14 +331,8 @@ impl Config {
                 ));
             }
         }
-        for (field, list) in [
-            ("projection_addr", &self.projection_addr),
-            ("runner_addr", &self.runner_addr),
-        ] {
-            for value in shared::config::split_list(list) {
-                self.service_endpoint(field, value)?;
-            }
-        }
+        self.service_endpoints("projection_addr", &self.projection_addr)?;
+        self.service_endpoints("runner_addr", &self.runner_addr)?;
         for value in self.aggregate_addrs() {
             self.service_endpoint("aggregate_addrs", &value)?;
         }

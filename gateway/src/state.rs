@@ -22,14 +22,10 @@ use crate::upstream::services::{Service, Services};
 /// configured), with the gateway's connect timeout and call policy.
 fn service(cfg: &Config, name: &'static str, addr: &str) -> Result<Service, ConfigError> {
     let field = format!("{name}_addr");
-    let endpoints = shared::config::split_list(addr)
-        .map(|a| cfg.service_endpoint(&field, a))
-        .filter_map(Result::transpose)
-        .collect::<Result<_, _>>()?;
     Ok(Service::new(
         name,
         Config::setting(&field),
-        endpoints,
+        cfg.service_endpoints(&field, addr)?,
         cfg.upstream_connect_timeout(),
         cfg.service_policy(),
     ))
@@ -89,10 +85,14 @@ impl AppState {
                 std::time::Duration::from_secs(cfg.idempotency_ttl_secs.max(1)),
             ),
             cookies: Arc::new(CookiePolicy::new(&cfg)),
-            services: Services {
-                projection: service(&cfg, "projection", &cfg.projection_addr)?,
-                runner: service(&cfg, "runner", &cfg.runner_addr)?,
-                js: None,
+            services: {
+                let runner = service(&cfg, "runner", &cfg.runner_addr)?;
+                Services {
+                    projection: service(&cfg, "projection", &cfg.projection_addr)?,
+                    runner_admin: runner.first(),
+                    runner,
+                    js: None,
+                }
             },
             cfg: Arc::new(cfg),
             ops: shared::ops::router(readiness.clone(), prometheus),

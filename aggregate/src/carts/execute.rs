@@ -83,8 +83,7 @@ impl Carts {
 
         let slot = self.slot(cart).await;
         let mut guard = slot.loaded.lock().await;
-        let loaded = self.ensure_current(&mut guard, cart).await?;
-        self.reweigh(cart, &slot, &loaded.state).await;
+        let loaded = self.ensure_current(&slot, &mut guard, cart).await?;
         let cfg = &self.inner.cfg;
         // Whether the state is known to be what the stream's leader holds (an append that the
         // fence let through, or a leader read). A cached or replica-read state may be behind.

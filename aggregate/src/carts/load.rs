@@ -28,8 +28,7 @@ impl Carts {
         self.check_owner(cart, route)?;
         let slot = self.slot(cart).await;
         let mut guard = slot.loaded.lock().await;
-        let loaded = self.ensure_current(&mut guard, cart).await?;
-        self.reweigh(cart, &slot, &loaded.state).await;
+        let loaded = self.ensure_current(&slot, &mut guard, cart).await?;
         // A read is answered from the stream's leader, not only from this node's copy: another
         // node may have appended since (a gateway that could not reach this node served a
         // retry elsewhere, a shard that moved and came back, a node paused past its TTL), and
@@ -74,10 +73,12 @@ impl Carts {
             .await
     }
 
-    /// Make sure the slot holds the cart, loading it when cold and catching up when this
-    /// node (re)gained the cart's shard since the state was cached.
+    /// Make sure `slot` (its locked `guard`) holds the cart, loading it when cold and catching
+    /// up when this node (re)gained the cart's shard since the state was cached; a state read
+    /// from the stream is weighed again for the cache.
     pub(super) async fn ensure_current<'a>(
         &self,
+        slot: &Arc<Slot>,
         guard: &'a mut Option<Loaded>,
         cart: &CartRef,
     ) -> Result<&'a mut Loaded, ApiError> {
@@ -85,6 +86,7 @@ impl Carts {
         match guard {
             Some(l) if l.epoch == epoch => {
                 self.inner.meters.cache_hits.increment(1);
+                return Ok(guard.as_mut().expect("matched Some"));
             }
             // The reads below are boxed: they are rare, and their futures are large. Inline, every
             // command's future would carry them (and be copied whole when a call starts).
@@ -99,7 +101,9 @@ impl Carts {
                 *guard = Some(l);
             }
         }
-        Ok(guard.as_mut().expect("slot was just filled"))
+        let loaded = guard.as_mut().expect("slot was just filled");
+        self.reweigh(cart, slot, &loaded.state).await;
+        Ok(loaded)
     }
 
     /// Cold load: the snapshot (if any and consistent) plus every message after it.

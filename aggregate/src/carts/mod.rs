@@ -269,26 +269,29 @@ impl Carts {
         self.inner.cache.weighted_size()
     }
 
-    /// Weighs `slot` again for `state` (after a load, a commit): a cart whose weight changed
-    /// is put back in the cache as itself, which is when the cache weighs it. Only while the
-    /// cache still holds this slot (not one made after it was evicted).
+    /// Weighs `slot` again for `state` (after a load, a catch-up, a commit): a cart whose
+    /// weight changed is put back in the cache as itself, which is when the cache weighs it.
+    /// Only while the cache still holds this slot (not one made after it was evicted). The
+    /// re-insert is boxed: it is rare (every 8th line or key), and inline every command's
+    /// future would carry it.
     async fn reweigh(&self, cart: &CartRef, slot: &Arc<Slot>, state: &CartState) {
         let weight = weight_of(state);
         if slot.weight.swap(weight, Ordering::Relaxed) == weight {
             return;
         }
-        self.inner
-            .cache
-            .entry(cart.key.clone())
-            .and_compute_with(|entry| async move {
-                match entry {
-                    Some(e) if Arc::ptr_eq(e.value(), slot) => {
-                        moka::ops::compute::Op::Put(slot.clone())
+        let insert =
+            self.inner
+                .cache
+                .entry(cart.key.clone())
+                .and_compute_with(|entry| async move {
+                    match entry {
+                        Some(e) if Arc::ptr_eq(e.value(), slot) => {
+                            moka::ops::compute::Op::Put(slot.clone())
+                        }
+                        _ => moka::ops::compute::Op::Nop,
                     }
-                    _ => moka::ops::compute::Op::Nop,
-                }
-            })
-            .await;
+                });
+        Box::pin(insert).await;
     }
 
     /// Wait until no command is in flight, or `timeout` passes. True when idle.

@@ -30,20 +30,16 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// `runner.<method>` in the metrics.
 macro_rules! runner_admin {
     ($s:expr, $ctx:expr, $how:ident($($wait:expr)?), $method:ident($req:expr)) => {{
-        let (req, runner) = ($req, $s.services.runner.first());
-        async move {
-            runner
-                .$how(
-                    concat!("runner.", stringify!($method)),
-                    $ctx,
-                    $($wait,)?
-                    move |ch, md| {
-                        let req = request(md, req.clone());
-                        async move { Services::runner_admin(ch).$method(req).await }
-                    },
-                )
-                .await
-        }
+        let req = $req;
+        $s.services.runner_admin.$how(
+            concat!("runner.", stringify!($method)),
+            $ctx,
+            $($wait,)?
+            move |ch, md| {
+                let req = request(md, req.clone());
+                async move { Services::runner_admin(ch).$method(req).await }
+            },
+        )
     }};
 }
 

@@ -83,8 +83,7 @@ impl Service {
         )
     }
 
-    /// The service at its first address only: operator actions that act on one process
-    /// (`RunnerAdmin`) go there, reads included, so that a status and a drain name the same one.
+    /// The service at its first address only.
     pub fn first(&self) -> Self {
         Self {
             channels: self.channels.iter().take(1).cloned().collect(),
@@ -203,7 +202,11 @@ pub fn request<T>(md: tonic::metadata::MetadataMap, body: T) -> tonic::Request<T
 #[derive(Clone)]
 pub struct Services {
     pub projection: Service,
+    /// The runners, for checkout reads (any of them answers).
     pub runner: Service,
+    /// The runner at the first address, for `RunnerAdmin`: a status and a drain name the same
+    /// process.
+    pub runner_admin: Service,
     /// JetStream, for recording provider pushes and reading cart histories (`None` in tests
     /// without NATS).
     pub js: Option<async_nats::jetstream::Context>,

@@ -126,21 +126,9 @@ impl Run<'_> {
         use tokio_stream::StreamExt;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let mut streams = self.cluster.js.streams();
-            let mut counted = Ok(0u64);
-            while let Some(info) = streams.next().await {
-                match info {
-                    Ok(info) => {
-                        counted = counted.map(|sum| sum + info.state.consumer_count as u64);
-                    }
-                    Err(e) => {
-                        counted = Err(e);
-                        break;
-                    }
-                }
-            }
-            match counted {
-                Ok(n) => return Ok(n),
+            let streams: Result<Vec<_>, _> = self.cluster.js.streams().collect().await;
+            match streams {
+                Ok(s) => return Ok(s.iter().map(|i| i.state.consumer_count as u64).sum()),
                 Err(e) if Instant::now() >= deadline => {
                     return Err(anyhow::anyhow!("listing streams: {e}"));
                 }
@@ -154,9 +142,9 @@ impl Run<'_> {
 /// after a minute of warm-up, lasted at least two more minutes: flat means it ended below
 /// 1.25 × its warm size + 32 MiB (caches fill to their bounds in the warm-up). The
 /// nats-servers are reported, not judged: what one holds follows what it leads and how much
-/// the streams hold, and the soak moves leaders and appends ~166,000 commands (two runs:
+/// the streams hold, and the soak moves leaders and appends ~166,000 commands (in three runs:
 /// nats-1 176 → 105 MiB while nats-2 went 130 → 232 MiB; nats-1 112 → 207 MiB after nats-2,
-/// killed, handed it what it led). What the services could leak into NATS is counted
+/// killed, handed it what it led; nats-2 151 → 292 MiB). What the services could leak into NATS is counted
 /// instead: its consumers, once warm and at the end.
 #[derive(Default)]
 struct Memory {
