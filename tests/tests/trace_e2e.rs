@@ -34,9 +34,28 @@ const HOPS: [(&str, &str); 8] = [
 
 struct Platform {
     _children: Children,
-    _work: tempfile::TempDir,
+    /// Where each service writes its log (`<service>.log`).
+    work: tempfile::TempDir,
     gateway: String,
     mock: String,
+}
+
+impl Platform {
+    /// The last lines of every service's log, for a failure's message (a service that did not
+    /// start, or stopped, says why there).
+    fn log_tails(&self) -> String {
+        SERVICES
+            .iter()
+            .map(|service| {
+                let log = std::fs::read_to_string(self.work.path().join(format!("{service}.log")))
+                    .unwrap_or_default();
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = lines[lines.len().saturating_sub(10)..].join("\n");
+                format!("--- {service}.log (last 10 lines)\n{tail}")
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
 }
 
 /// NATS (this process), then every service binary exporting to `collector`.
@@ -99,7 +118,7 @@ async fn start(stack: &Stack, collector: &Collector) -> Platform {
     wait_for_status(&format!("{gateway_url}/ready"), 200, "gateway ready").await;
     Platform {
         _children: children,
-        _work: work,
+        work,
         gateway: gateway_url,
         mock: format!("http://127.0.0.1:{mock}"),
     }
@@ -219,8 +238,9 @@ async fn one_checkout_is_one_trace_across_every_service() {
             })
             .collect();
         panic!(
-            "trace {trace_id} is not one checkout:\n{problems}\nspans:\n{}",
-            listed.join("\n")
+            "trace {trace_id} is not one checkout:\n{problems}\nspans:\n{}\n{}",
+            listed.join("\n"),
+            p.log_tails()
         );
     }
     assert!(
