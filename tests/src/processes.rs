@@ -1,8 +1,10 @@
 //! The workspace's service binaries as child processes, for tests that need each service in
 //! its own process (its own TLS set-up, its own telemetry and `service.name`).
 
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The workspace's binary `name`, next to the running test's directory
 /// (`target/<profile>/deps/..`).
@@ -35,36 +37,114 @@ pub fn service_command(service: &str) -> Command {
 /// Child processes killed (and reaped) when dropped, and by the kernel when the test process
 /// dies without dropping them ([`shared::test_support::spawn_tied`]).
 #[derive(Default)]
-pub struct Children(pub Vec<Child>);
+pub struct Children(Vec<Running>);
+
+struct Running {
+    service: String,
+    log: PathBuf,
+    child: Child,
+}
 
 impl Children {
     /// Starts `command` as `service`, without input, its output (both streams) written to
     /// `<logs>/<service>.log`.
     pub fn spawn(&mut self, service: &str, logs: &Path, mut command: Command) {
-        let log = std::fs::File::create(logs.join(format!("{service}.log"))).unwrap();
+        let path = logs.join(format!("{service}.log"));
+        let log = std::fs::File::create(&path).unwrap();
         command
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
         let child = shared::test_support::spawn_tied(command)
             .unwrap_or_else(|e| panic!("start {service}: {e}"));
-        self.0.push(child);
+        self.0.push(Running {
+            service: service.to_owned(),
+            log: path,
+            child,
+        });
+    }
+
+    /// Every child that has exited, with its status and whole log; empty while all run.
+    pub fn exited(&mut self) -> String {
+        let mut report = String::new();
+        for running in &mut self.0 {
+            if let Ok(Some(status)) = running.child.try_wait() {
+                let log = std::fs::read_to_string(&running.log).unwrap_or_default();
+                report.push_str(&format!(
+                    "\n{} exited with {status}:\n{log}",
+                    running.service
+                ));
+            }
+        }
+        report
+    }
+
+    /// The fields of the first line `service` logs (in JSON, `LOG_FORMAT=json`) whose message
+    /// is `message`, as soon as it is there. Panics with the service's log when it exits first
+    /// or has not logged it `within`.
+    pub async fn logged(
+        &mut self,
+        service: &str,
+        message: &str,
+        within: Duration,
+    ) -> serde_json::Value {
+        let running = self
+            .0
+            .iter_mut()
+            .find(|r| r.service == service)
+            .unwrap_or_else(|| panic!("{service} was not started"));
+        let deadline = Instant::now() + within;
+        loop {
+            let log = std::fs::read_to_string(&running.log).unwrap_or_default();
+            let found = log
+                .lines()
+                .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+                .find(|line| line["fields"]["message"] == message);
+            if let Some(line) = found {
+                return line["fields"].clone();
+            }
+            if let Ok(Some(status)) = running.child.try_wait() {
+                panic!("{service} exited with {status} before logging {message:?}:\n{log}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{service} did not log {message:?} within {within:?}:\n{log}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 
 impl Drop for Children {
     fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
+        for running in &mut self.0 {
+            let _ = running.child.kill();
+            let _ = running.child.wait();
         }
     }
 }
 
-/// A free loopback port (bound, then released for a child process to take).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+/// `n` consecutive loopback ports, all free now (bound at once, then released for child
+/// processes to take), from 20000 to 32767: below the kernel's ephemeral range (32768 and up
+/// by default), which `bind` to port 0 and every outgoing connection draw from, so no other
+/// test's listener or connection takes them in the meantime. The start is drawn at random, so
+/// tests running at the same time rarely try the same block.
+pub fn free_ports(n: u16) -> Vec<u16> {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let mut seed = u64::from(nanos) ^ (u64::from(std::process::id()) << 20);
+    for _ in 0..100 {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let start = 20_000 + ((seed >> 33) % u64::from(12_760 - n)) as u16;
+        let held: Vec<_> = (start..start + n)
+            .map_while(|p| TcpListener::bind(("127.0.0.1", p)).ok())
+            .collect();
+        if held.len() == usize::from(n) {
+            return (start..start + n).collect();
+        }
+    }
+    panic!("no block of {n} free ports below 32768 in 100 tries");
 }

@@ -78,14 +78,7 @@ async fn every_service_binary_starts_and_connects_over_mutual_tls() {
         Duration::from_secs(60),
     )
     .await;
-    let mut report = String::new();
-    for (service, child) in SERVICES.iter().zip(running.0.iter_mut()) {
-        if let Ok(Some(status)) = child.try_wait() {
-            let log = std::fs::read_to_string(work.path().join(format!("{service}.log")))
-                .unwrap_or_default();
-            report.push_str(&format!("\n{service} exited with {status}:\n{log}"));
-        }
-    }
+    let report = running.exited();
     assert!(
         report.is_empty(),
         "a service died on NATS over TLS:{report}"

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::json;
 use shared::test_support::wait_until;
 use tests::otlp_collector::{Collector, ReceivedSpan};
-use tests::processes::{Children, free_port, service_command};
+use tests::processes::{Children, free_ports, service_command};
 use tests::stack::{Stack, call, ok, test_streams, wait_for_status};
 
 const SERVICES: [&str; 4] = ["aggregate", "projection", "runner", "gateway"];
@@ -58,47 +58,22 @@ impl Platform {
     }
 }
 
-/// NATS (this process), then every service binary exporting to `collector`.
+/// How long a service may take to start.
+const STARTS: Duration = Duration::from_secs(60);
+
+/// NATS (this process), then every service binary exporting to `collector`. Each service
+/// listens on a port it picks (port 0) and logs the address, which the next one is given; only
+/// the gateway's port is chosen here (the runner's callback URLs name it before the gateway,
+/// which needs the runner's address, starts), below the kernel's ephemeral range.
 async fn start(stack: &Stack, collector: &Collector) -> Platform {
     let work = tempfile::tempdir().unwrap();
-    let [gateway, runner, projection, mock] = [(); 4].map(|_| free_port());
+    let gateway = free_ports(1)[0];
     let gateway_url = format!("http://127.0.0.1:{gateway}");
     let callback = |path: &str| {
         format!("{gateway_url}/cart/{path}?tenant={{tenant}}&klarna_order_id={{checkout.order.id}}")
     };
-    let mut children = Children::default();
-    for service in SERVICES {
+    let command = |service: &str, own: Vec<(&str, String)>| {
         let nats = stack.nats(service);
-        let own: Vec<(&str, String)> = match service {
-            "aggregate" => vec![
-                ("AGGREGATE_GRPC_ADDR", "127.0.0.1:0".into()),
-                ("AGGREGATE_HTTP_ADDR", "127.0.0.1:0".into()),
-                ("AGGREGATE_HEARTBEAT_MS", "200".into()),
-            ],
-            "projection" => vec![
-                ("PROJECTION_GRPC_ADDR", format!("127.0.0.1:{projection}")),
-                ("PROJECTION_HTTP_ADDR", "127.0.0.1:0".into()),
-                (
-                    "PROJECTION_DB_PATH",
-                    work.path().join("projection.db").display().to_string(),
-                ),
-            ],
-            "runner" => vec![
-                ("RUNNER_GRPC_ADDR", format!("127.0.0.1:{runner}")),
-                ("RUNNER_HTTP_ADDR", "127.0.0.1:0".into()),
-                ("RUNNER_MOCK_PROVIDER_ADDR", format!("127.0.0.1:{mock}")),
-                ("MERCHANT_PUSH", callback("push")),
-                ("MERCHANT_VALIDATION", callback("validation")),
-            ],
-            _ => vec![
-                ("GATEWAY_HTTP_ADDR", format!("127.0.0.1:{gateway}")),
-                ("GATEWAY_RUNNER_ADDR", format!("127.0.0.1:{runner}")),
-                ("GATEWAY_PROJECTION_ADDR", format!("127.0.0.1:{projection}")),
-                ("GATEWAY_CLIENT_RATE_PER_SEC", "0".into()),
-                ("GATEWAY_CART_RATE_PER_SEC", "0".into()),
-                ("GATEWAY_PLACEMENT_RESYNC_MS", "200".into()),
-            ],
-        };
         let mut command = service_command(service);
         command
             .env("NATS_URL", &nats.url)
@@ -113,14 +88,92 @@ async fn start(stack: &Stack, collector: &Collector) -> Platform {
             .env("LOG_FORMAT", "json")
             .env("RUST_LOG", "info")
             .envs(own);
-        children.spawn(service, work.path(), command);
-    }
+        command
+    };
+    let any_port = || "127.0.0.1:0".to_owned();
+    let mut children = Children::default();
+    let address = |fields: serde_json::Value, field: &str| {
+        fields[field]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {field} in {fields}"))
+            .to_owned()
+    };
+
+    children.spawn(
+        "aggregate",
+        work.path(),
+        command(
+            "aggregate",
+            vec![
+                ("AGGREGATE_GRPC_ADDR", any_port()),
+                ("AGGREGATE_HTTP_ADDR", any_port()),
+                ("AGGREGATE_HEARTBEAT_MS", "200".into()),
+            ],
+        ),
+    );
+    let db = work.path().join("projection.db").display().to_string();
+    children.spawn(
+        "projection",
+        work.path(),
+        command(
+            "projection",
+            vec![
+                ("PROJECTION_GRPC_ADDR", any_port()),
+                ("PROJECTION_HTTP_ADDR", any_port()),
+                ("PROJECTION_DB_PATH", db),
+            ],
+        ),
+    );
+    children.spawn(
+        "runner",
+        work.path(),
+        command(
+            "runner",
+            vec![
+                ("RUNNER_GRPC_ADDR", any_port()),
+                ("RUNNER_HTTP_ADDR", any_port()),
+                ("RUNNER_MOCK_PROVIDER_ADDR", any_port()),
+                ("MERCHANT_PUSH", callback("push")),
+                ("MERCHANT_VALIDATION", callback("validation")),
+            ],
+        ),
+    );
+    let projection = children
+        .logged("projection", "projection started", STARTS)
+        .await;
+    let runner = children.logged("runner", "runner started", STARTS).await;
+    let mock = children
+        .logged(
+            "runner",
+            "no PROVIDER_BASE_URL: using the embedded mock provider",
+            STARTS,
+        )
+        .await;
+    children.spawn(
+        "gateway",
+        work.path(),
+        command(
+            "gateway",
+            vec![
+                ("GATEWAY_HTTP_ADDR", format!("127.0.0.1:{gateway}")),
+                ("GATEWAY_RUNNER_ADDR", address(runner, "grpc_addr")),
+                ("GATEWAY_PROJECTION_ADDR", address(projection, "grpc_addr")),
+                ("GATEWAY_CLIENT_RATE_PER_SEC", "0".into()),
+                ("GATEWAY_CART_RATE_PER_SEC", "0".into()),
+                ("GATEWAY_PLACEMENT_RESYNC_MS", "200".into()),
+            ],
+        ),
+    );
+    children
+        .logged("aggregate", "aggregate started", STARTS)
+        .await;
+    children.logged("gateway", "gateway started", STARTS).await;
     wait_for_status(&format!("{gateway_url}/ready"), 200, "gateway ready").await;
     Platform {
         _children: children,
         work,
         gateway: gateway_url,
-        mock: format!("http://127.0.0.1:{mock}"),
+        mock: format!("http://{}", address(mock, "addr")),
     }
 }
 

@@ -2,36 +2,12 @@
 //! so: the config and the member's ports, name and store come from the environment, as in
 //! Kubernetes and `scripts/dev --cluster`.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use shared::test_support::{Accounts, wait_until};
-use tests::processes::Children;
-
-/// `n` consecutive ports from 20000 to 32767, all free now (bound at once, then released):
-/// the start is drawn at random, so tests running at the same time rarely try the same block.
-fn free_block(n: u16) -> Vec<u16> {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let mut seed = u64::from(nanos) ^ (u64::from(std::process::id()) << 20);
-    for _ in 0..100 {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let start = 20_000 + ((seed >> 33) % u64::from(12_760 - n)) as u16;
-        let held: Vec<_> = (start..start + n)
-            .map_while(|p| TcpListener::bind(("127.0.0.1", p)).ok())
-            .collect();
-        if held.len() == usize::from(n) {
-            return (start..start + n).collect();
-        }
-    }
-    panic!("no block of {n} free ports below 32768 in 100 tries");
-}
+use tests::processes::{Children, free_ports};
 
 /// How long a member may take to find the others and elect a meta leader.
 pub const FORMED: Duration = Duration::from_secs(60);
@@ -61,7 +37,7 @@ impl Members {
     /// connection, which a member dialling the others before they listen would otherwise do
     /// with one of their ports (seen: "bind: address already in use" for a route port).
     pub fn new(bin: PathBuf, conf: PathBuf, dir: &Path, route_host: &'static str) -> Self {
-        let ports = free_block(9)
+        let ports = free_ports(9)
             .chunks(3)
             .map(|p| Ports {
                 client: p[0],
