@@ -90,7 +90,8 @@ pub struct Config {
     /// separated (a read moves on to the next when one does not answer); empty: off.
     pub projection_addr: String,
     /// gRPC address(es) of the runners (CheckoutQuery reads move on to the next when one does
-    /// not answer; RunnerAdmin goes to the first); empty: checkout is off.
+    /// not answer; RunnerAdmin goes to the one an admin call names, the first by default);
+    /// empty: checkout is off.
     pub runner_addr: String,
     /// Deadline of one call to the projection or the runner, and of one page of a cart's
     /// history from `CART_EVENTS`.

@@ -89,7 +89,7 @@ impl AppState {
                 let runner = service(&cfg, "runner", &cfg.runner_addr)?;
                 Services {
                     projection: service(&cfg, "projection", &cfg.projection_addr)?,
-                    runner_admin: runner.first(),
+                    runner_admins: runner.each().into(),
                     runner,
                     js: None,
                 }

@@ -27,6 +27,8 @@ pub struct Admin {
     pub reload: ReloadSource,
     pub stop_fetching: CancellationToken,
     pub checkout_consumer: PullConsumer,
+    /// The lease by this runner's clock: a status says whether it is the active runner.
+    pub lease: crate::lease::Validity,
 }
 
 #[tonic::async_trait]
@@ -68,6 +70,7 @@ impl pb::runner_admin_server::RunnerAdmin for Admin {
             last_error_at,
             effects_completed: self.status.completed_count(),
             provider_base_url: self.provider.current().config().base_url.clone(),
+            lease_held: self.lease.holds(),
         }))
     }
 

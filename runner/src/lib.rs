@@ -300,6 +300,7 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
         reload,
         stop_fetching: stop_fetching.clone(),
         checkout_consumer: consumer_for_admin,
+        lease: validity.clone(),
     };
     let provider_for_next_term = provider.clone();
     let query = admin::Query { records, provider };

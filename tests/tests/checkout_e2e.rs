@@ -2,8 +2,11 @@
 //! aggregate, runner and gateway in-process, and the mock payment provider, whose push
 //! callback reaches the gateway over HTTP exactly as the real provider's would.
 
+use std::time::Duration;
+
 use runner::provider::mock::{CompleteError, Faults};
 use serde_json::{Value, json};
+use shared::test_support::wait_until;
 use tests::platform::{Platform, platform};
 use tests::stack::{call, ok};
 
@@ -208,6 +211,13 @@ async fn runner_admin_routes_need_the_admin_token() {
     assert_eq!(s, 401);
     let st = ok(http.get(&status).bearer_auth(ADMIN_TOKEN)).await;
     assert_eq!(st["draining"], false);
+    // The platform's one runner takes the checkout lease and says so.
+    wait_until(
+        || async { ok(http.get(&status).bearer_auth(ADMIN_TOKEN)).await["leaseHeld"] == true },
+        Duration::from_secs(30),
+    )
+    .await
+    .expect("the runner holds the lease");
     assert!(
         st["providerBaseUrl"]
             .as_str()

@@ -35,6 +35,8 @@ pub struct Service {
     name: &'static str,
     /// One per configured address (empty: not configured).
     channels: Arc<[Channel]>,
+    /// Those addresses (`host:port`), in the same order.
+    addresses: Arc<[String]>,
     /// The address that answered the last read: the next read starts there.
     preferred: Arc<AtomicUsize>,
     /// The variable that configures it (named when it is not configured).
@@ -51,6 +53,14 @@ impl Service {
         connect_timeout: Duration,
         policy: CallPolicy,
     ) -> Self {
+        let addresses = endpoints
+            .iter()
+            .map(|e| {
+                e.uri()
+                    .authority()
+                    .map_or_else(String::new, ToString::to_string)
+            })
+            .collect();
         let channels = endpoints
             .into_iter()
             .map(|e| {
@@ -62,6 +72,7 @@ impl Service {
         Self {
             name,
             channels,
+            addresses,
             preferred: Arc::new(AtomicUsize::new(0)),
             setting,
             policy,
@@ -83,13 +94,21 @@ impl Service {
         )
     }
 
-    /// The service at its first address only.
-    pub fn first(&self) -> Self {
-        Self {
-            channels: self.channels.iter().take(1).cloned().collect(),
-            preferred: Arc::new(AtomicUsize::new(0)),
-            ..self.clone()
-        }
+    /// The service at each of its addresses, alone (an admin action names one process).
+    pub fn each(&self) -> Vec<Self> {
+        (0..self.channels.len())
+            .map(|i| Self {
+                channels: Arc::new([self.channels[i].clone()]),
+                addresses: Arc::new([self.addresses[i].clone()]),
+                preferred: Arc::new(AtomicUsize::new(0)),
+                ..self.clone()
+            })
+            .collect()
+    }
+
+    /// Its first address (`host:port`; empty when not configured).
+    pub fn address(&self) -> &str {
+        self.addresses.first().map_or("", String::as_str)
     }
 
     /// A read: retried on unavailability, each try under the deadline, at least once per
@@ -204,9 +223,9 @@ pub struct Services {
     pub projection: Service,
     /// The runners, for checkout reads (any of them answers).
     pub runner: Service,
-    /// The runner at the first address, for `RunnerAdmin`: a status and a drain name the same
-    /// process.
-    pub runner_admin: Service,
+    /// The runner at each address alone, in the configured order, for `RunnerAdmin`: a status
+    /// and a drain name one process.
+    pub runner_admins: Arc<[Service]>,
     /// JetStream, for recording provider pushes and reading cart histories (`None` in tests
     /// without NATS).
     pub js: Option<async_nats::jetstream::Context>,

@@ -5,6 +5,7 @@
 
 use crate::common;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,6 +27,10 @@ struct FakeRunner {
     drain_takes: Duration,
     /// `wait_seconds` of every drain received.
     drains: Arc<Mutex<Vec<u32>>>,
+    /// It holds the checkout lease (the active runner).
+    lease_held: bool,
+    /// Reloads received.
+    reloads: Arc<AtomicU64>,
 }
 
 #[tonic::async_trait]
@@ -51,6 +56,7 @@ impl RunnerAdmin for FakeRunner {
         Ok(Response::new(rpb::StatusResponse {
             in_flight: 2,
             provider_base_url: "http://provider.test".into(),
+            lease_held: self.lease_held,
             ..Default::default()
         }))
     }
@@ -59,9 +65,10 @@ impl RunnerAdmin for FakeRunner {
         &self,
         _: tonic::Request<rpb::ReloadRequest>,
     ) -> Result<Response<rpb::ReloadResponse>, Status> {
+        let before = self.reloads.fetch_add(1, Ordering::SeqCst);
         Ok(Response::new(rpb::ReloadResponse {
             provider_base_url: "http://provider.test".into(),
-            generation: 7,
+            generation: 7 + before,
         }))
     }
 }
@@ -112,13 +119,16 @@ async fn a_drain_may_take_its_wait_beyond_the_service_timeout() {
     let (addr, _stop) = serve(runner.clone()).await;
     // The runner needs 1 s to go idle: five times the service timeout, half the wait.
     let app = app(|c| {
-        c.runner_addr = addr;
+        c.runner_addr = addr.clone();
         c.service_timeout_ms = 200;
     });
     let got = admin(&app, "POST", "/admin/runner/drain?waitSeconds=2").await;
     assert_eq!(
         got,
-        (200, json!({"draining": true, "idle": true, "inFlight": 0}))
+        (
+            200,
+            json!({"runner": addr, "draining": true, "idle": true, "inFlight": 0})
+        )
     );
     assert_eq!(*runner.drains.lock().unwrap(), vec![2]);
 
@@ -150,4 +160,119 @@ async fn the_admin_token_is_enough_when_api_keys_are_configured() {
         (200, json!(7)),
         "{body}"
     );
+}
+
+#[tokio::test]
+async fn each_runner_is_named_by_its_address_and_a_reload_reaches_every_one() {
+    let standby = FakeRunner::default();
+    let active = FakeRunner {
+        lease_held: true,
+        ..FakeRunner::default()
+    };
+    let (a, _stop_a) = serve(standby.clone()).await;
+    let (b, _stop_b) = serve(active.clone()).await;
+    let app = app(|c| c.runner_addr = format!("{a}, {b}"));
+
+    // Without a name: the first; the status lists every runner and says which holds the lease.
+    let (status, body) = admin(&app, "GET", "/admin/runner/status").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (&body["runner"], &body["runners"], &body["leaseHeld"]),
+        (&json!(a), &json!([a, b]), &json!(false)),
+        "{body}"
+    );
+    let (status, body) = admin(&app, "GET", &format!("/admin/runner/status?runner={b}")).await;
+    assert_eq!(
+        (status, &body["runner"], &body["leaseHeld"]),
+        (200, &json!(b), &json!(true)),
+        "{body}"
+    );
+
+    // A drain reaches the runner named, and no other.
+    let (status, body) = admin(&app, "POST", &format!("/admin/runner/drain?runner={b}")).await;
+    assert_eq!((status, &body["runner"]), (200, &json!(b)), "{body}");
+    assert_eq!(*active.drains.lock().unwrap(), vec![0]);
+    assert!(standby.drains.lock().unwrap().is_empty());
+
+    // A reload reaches every runner (a standby that takes over later must not keep the old
+    // provider settings); named, only that one.
+    let (status, body) = admin(&app, "POST", "/admin/runner/reload").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["runners"],
+        json!([
+            {"runner": a, "providerBaseUrl": "http://provider.test", "generation": 7},
+            {"runner": b, "providerBaseUrl": "http://provider.test", "generation": 7},
+        ])
+    );
+    let (status, body) = admin(&app, "POST", &format!("/admin/runner/reload?runner={a}")).await;
+    assert_eq!(
+        (
+            status,
+            &body["runners"][0]["generation"],
+            &body["generation"]
+        ),
+        (200, &json!(8), &json!(8)),
+        "{body}"
+    );
+    assert_eq!(
+        (
+            standby.reloads.load(Ordering::SeqCst),
+            active.reloads.load(Ordering::SeqCst)
+        ),
+        (2, 1)
+    );
+}
+
+#[tokio::test]
+async fn a_runner_that_is_not_configured_is_refused_without_calling_any() {
+    let runner = FakeRunner::default();
+    let (a, _stop) = serve(runner.clone()).await;
+    let app = app(|c| c.runner_addr = a.clone());
+    let long = "r".repeat(5_000);
+    for named in ["127.0.0.2:1", "evil.example:443", long.as_str()] {
+        for (method, path) in [
+            ("GET", "/admin/runner/status"),
+            ("POST", "/admin/runner/drain"),
+            ("POST", "/admin/runner/reload"),
+        ] {
+            let (status, body) = admin(&app, method, &format!("{path}?runner={named}")).await;
+            assert_eq!(
+                (status, &body["code"]),
+                (400, &json!("invalid_argument")),
+                "{body}"
+            );
+            let message = body["error"].as_str().unwrap();
+            assert!(
+                message.contains(&a) && !message.contains(named),
+                "names the configured runners, not what was asked: {message}"
+            );
+        }
+    }
+    assert!(runner.drains.lock().unwrap().is_empty());
+    assert_eq!(runner.reloads.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_reload_that_misses_a_runner_says_which_did_and_which_did_not() {
+    let runner = FakeRunner::default();
+    let (up, _stop) = serve(runner.clone()).await;
+    // A port nothing listens on any more.
+    let down = {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listener.local_addr().unwrap().to_string()
+    };
+    let app = app(|c| {
+        c.runner_addr = format!("{down},{up}");
+        c.service_timeout_ms = 500;
+    });
+    let (status, body) = admin(&app, "POST", "/admin/runner/reload").await;
+    assert_eq!(status, 503, "{body}");
+    let message = body["error"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("not reloaded: {down}"))
+            && message.contains(&format!("reloaded: [{up}]")),
+        "{message}"
+    );
+    assert_eq!(runner.reloads.load(Ordering::SeqCst), 1);
 }

@@ -155,7 +155,7 @@ async fn reads_pass_over_a_frozen_runner() {
 }
 
 #[tokio::test]
-async fn runner_admin_acts_on_the_first_address_only() {
+async fn runner_admin_without_a_runner_named_acts_on_the_first_address_only() {
     let (first, first_addr) = listener().await;
     drop(first);
     let (second, second_addr) = listener().await;

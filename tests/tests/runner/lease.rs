@@ -49,6 +49,17 @@ async fn until_active(runner: &runner::Running, what: &str) {
         .expect(what);
 }
 
+/// What `runner`'s admin status says of the lease.
+async fn lease_held(runner: &runner::Running) -> bool {
+    admin_client(runner)
+        .await
+        .status(proto::runner::admin::v1::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .lease_held
+}
+
 async fn ready_body(runner: &runner::Running) -> (u16, String) {
     let resp = reqwest::get(format!("http://{}/ready", runner.http_addr))
         .await
@@ -167,6 +178,11 @@ async fn a_second_runner_stands_by_until_the_first_is_gone() {
     assert_eq!(status, 503, "a standby is not ready: {body}");
     assert!(body.contains("standing by"), "{body}");
     assert_eq!(ready_body(&first).await.0, 200);
+    // Their admin status says which one is active.
+    assert_eq!(
+        (lease_held(&first).await, lease_held(&second).await),
+        (true, false)
+    );
 
     // Six checkouts: two runners sharing the consumer would split them.
     const CARTS: u64 = 6;
@@ -194,6 +210,7 @@ async fn a_second_runner_stands_by_until_the_first_is_gone() {
     env.checked_out("after", "b1").await;
     until_completed(&second, 1, "the new holder handles checkouts").await;
     assert_eq!(ready_body(&second).await.0, 200);
+    assert!(lease_held(&second).await, "the new holder's status says so");
     second.drain(DRAIN).await;
 }
 
