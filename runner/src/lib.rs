@@ -19,6 +19,7 @@ pub mod push;
 pub mod reconcile;
 pub mod records;
 pub mod state;
+mod terms;
 
 use shared::config::ServiceConfig as _;
 use std::net::SocketAddr;
@@ -38,6 +39,7 @@ use tokio_util::task::TaskTracker;
 
 pub use config::Config;
 pub use hooks::Hooks;
+pub use terms::run;
 
 use crate::provider::mock::MockProvider;
 use crate::provider::{ProviderClient, ProviderConfig};
@@ -109,11 +111,25 @@ impl Running {
     }
 }
 
-/// Start with the given test hooks (production passes `Hooks::default()`).
+/// Start with the given test hooks (production passes `Hooks::default()`), serving its own
+/// ops endpoint.
 pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
+    start_term(config, hooks, None).await
+}
+
+/// Start one term: with `ops`, the process's ops endpoint reports this term's readiness
+/// (nothing is bound for it); without, the term serves its own on `RUNNER_HTTP_ADDR`.
+async fn start_term(
+    config: Config,
+    hooks: Hooks,
+    ops: Option<&terms::Ops>,
+) -> anyhow::Result<Running> {
     config.check().map_err(Config::invalid)?;
     metrics::describe();
-    let readiness = Readiness::new();
+    let readiness = match ops {
+        Some(ops) => ops.restart(),
+        None => Readiness::new(),
+    };
     readiness.register(&[shared::serve::NATS_CHECK, CONSUMERS_CHECK, LEASE_CHECK]);
 
     let nats = shared::nats::connect_and_ensure(&config.nats, &config.streams).await?;
@@ -313,9 +329,15 @@ pub async fn start(config: Config, hooks: Hooks) -> anyhow::Result<Running> {
         .add_service(CheckoutQueryServer::new(query));
     tracker.spawn(shared::serve::grpc(grpc, grpc_listener, stop.clone()));
 
-    let (http_listener, http_addr) = shared::serve::bind(&config.http_addr).await?;
-    let ops = shared::ops::router(readiness.clone(), shared::telemetry::prometheus());
-    tracker.spawn(shared::serve::http(http_listener, ops, stop.clone()));
+    let http_addr = match ops {
+        Some(ops) => ops.addr,
+        None => {
+            let (listener, addr) = shared::serve::bind(&config.http_addr).await?;
+            let router = shared::ops::router(readiness.clone(), shared::telemetry::prometheus());
+            tracker.spawn(shared::serve::http(listener, router, stop.clone()));
+            addr
+        }
+    };
     let ready_status = status.clone();
     tracker.spawn(shared::serve::watch_readiness(
         readiness.clone(),
@@ -419,7 +441,7 @@ impl Leased {
 
 /// The embedded mock provider (no `PROVIDER_BASE_URL`), serving until `stop`: its URL and
 /// task.
-async fn serve_embedded_mock(
+pub(crate) async fn serve_embedded_mock(
     config: &Config,
     stop: CancellationToken,
 ) -> anyhow::Result<(String, tokio::task::JoinHandle<()>)> {
@@ -437,64 +459,4 @@ async fn serve_embedded_mock(
         addr
     };
     Ok((format!("http://{local}"), serving))
-}
-
-/// Run until `shutdown`, then drain. A runner that loses its lease drains and starts again
-/// in this process, as a standby: a fresh start (new connections, consumers, lanes and holder
-/// name) without an exit, so an orchestrator's restart back-off never delays the next term.
-/// Only the first start's error ends it (a configuration error should fail fast); a later one
-/// is tried again, every 250 ms doubling up to 10 s, until it succeeds or `shutdown`.
-pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let drain_timeout = Duration::from_millis(config.consumer.ack_wait_ms);
-    // The embedded mock lives as long as the process: a term after a lost lease finds the
-    // orders the last one made (the shopper's checkout goes on).
-    let mock_stop = CancellationToken::new();
-    let _stop_mock = mock_stop.clone().drop_guard();
-    if config.provider.base_url.is_empty() {
-        config.provider.base_url = serve_embedded_mock(&config, mock_stop).await?.0;
-    }
-    let mut running = start(config.clone(), Hooks::default()).await?;
-    loop {
-        let lost = tokio::select! {
-            () = shutdown.cancelled() => false,
-            () = running.lease_lost() => true,
-        };
-        // A reload through the admin API lasts into the next term.
-        config.provider = running.provider_settings();
-        running.drain(drain_timeout).await;
-        if !lost || shutdown.is_cancelled() {
-            return Ok(());
-        }
-        tracing::warn!("the runner lost its lease: starting again as a standby");
-        running = match start_again(&config, &shutdown).await {
-            Some(next) => next,
-            None => return Ok(()),
-        };
-    }
-}
-
-/// [`start`] until it succeeds, 250 ms apart doubling to 10 s (`None`: `shutdown` came
-/// first). A start cut short by `shutdown` stops what it had spawned (its drop guard); one
-/// that succeeded just as `shutdown` came is drained at once.
-async fn start_again(config: &Config, shutdown: &CancellationToken) -> Option<Running> {
-    use backon::{ExponentialBuilder, Retryable as _};
-    let backoff = ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(250))
-        .with_max_delay(Duration::from_secs(10))
-        .without_max_times();
-    let started = (|| start(config.clone(), Hooks::default()))
-        .retry(backoff)
-        .when(|_| !shutdown.is_cancelled())
-        .notify(|error, wait| {
-            tracing::warn!(error = %format!("{error:#}"), retry_in = ?wait, "could not start the runner again");
-        });
-    let running = tokio::select! {
-        () = shutdown.cancelled() => return None,
-        started = started => started.ok()?,
-    };
-    if shutdown.is_cancelled() {
-        running.drain(Duration::ZERO).await;
-        return None;
-    }
-    Some(running)
 }

@@ -112,6 +112,22 @@ impl Readiness {
         });
     }
 
+    /// For a service starting again in the same process while its ops endpoint keeps
+    /// serving: every check fails with `reason` until it is set again (checks registered again
+    /// keep that), the vetoes of the last start are dropped, and it is no longer draining. Never
+    /// ready in between: the checks are failed, not removed.
+    pub fn restart(&self, reason: &str) {
+        let mut inner = self.write();
+        for check in inner.checks.values_mut() {
+            *check = CheckState {
+                ok: false,
+                reason: Some(reason.to_owned()),
+            };
+        }
+        inner.vetoes.clear();
+        inner.draining = false;
+    }
+
     /// A draining node finishes in-flight work but gets no new traffic.
     pub fn set_draining(&self, draining: bool) {
         self.write().draining = draining;
@@ -235,6 +251,31 @@ mod tests {
 
     fn app(readiness: &Readiness) -> Router {
         router(readiness.clone(), crate::telemetry::prometheus())
+    }
+
+    #[test]
+    fn a_restart_fails_every_check_until_set_again_and_drops_the_last_start_s_vetoes() {
+        let r = Readiness::new();
+        r.register(&["nats", "lease"]);
+        r.set_ok("nats");
+        r.set_ok("lease");
+        r.veto("lease", || Err("ran out".into()));
+        r.set_draining(true);
+        r.restart("starting again");
+        let report = r.report();
+        assert!(!report.ready && !report.draining, "{report:?}");
+        for check in ["nats", "lease"] {
+            assert_eq!(
+                report.checks[check].reason.as_deref(),
+                Some("starting again"),
+                "{check}"
+            );
+        }
+        r.register(&["nats", "lease"]);
+        assert!(!r.is_ready(), "registering again does not pass a check");
+        r.set_ok("nats");
+        r.set_ok("lease");
+        assert!(r.is_ready(), "the old veto is gone: {:?}", r.report());
     }
 
     #[test]

@@ -12,6 +12,7 @@ use shared::subjects::{
     CART_EVENTS_STREAM, RUNNER_CHECKOUT_DURABLE, RUNNER_LEASE_BUCKET, RUNNER_LEASE_KEY,
 };
 use shared::test_support::{consumer_info, wait_until};
+use tests::processes::free_ports;
 
 async fn lease_bucket(env: &Env) -> async_nats::jetstream::kv::Store {
     env.js.get_key_value(RUNNER_LEASE_BUCKET).await.unwrap()
@@ -305,15 +306,13 @@ async fn run_starts_again_as_a_standby_when_the_lease_is_lost() {
     let Some(env) = env().await else { return };
     // Fixed ports, as in production: the next term must get them back. The embedded mock
     // provider lives as long as the process, orders and all.
-    let port = || {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        format!("127.0.0.1:{}", l.local_addr().unwrap().port())
-    };
+    let port = free_ports(3).into_iter().map(|p| format!("127.0.0.1:{p}"));
+    let [mock, grpc, http] = <[String; 3]>::try_from(port.collect::<Vec<_>>()).unwrap();
     let mut config = env.quick_takeover_config();
     config.provider.base_url = String::new();
-    config.mock_provider_addr = port();
-    config.grpc_addr = port();
-    config.http_addr = port();
+    config.mock_provider_addr = mock;
+    config.grpc_addr = grpc;
+    config.http_addr = http;
     let ready_url = format!("http://{}/ready", config.http_addr);
     let mock_stats = format!("http://{}/__mock/stats", config.mock_provider_addr);
     let shutdown = tokio_util::sync::CancellationToken::new();
@@ -370,6 +369,69 @@ async fn run_starts_again_as_a_standby_when_the_lease_is_lost() {
         (&serde_json::json!(1), &serde_json::json!(1)),
         "one mock across both terms: {stats}"
     );
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, run)
+        .await
+        .expect("run returns once asked to stop")
+        .unwrap()
+        .expect("a requested stop is no error");
+}
+
+#[tokio::test]
+async fn the_ops_endpoint_answers_between_terms_while_nats_is_away() {
+    let Some(mut env) = env().await else { return };
+    if !env.nats.server.as_ref().is_some_and(|s| s.can_restart()) {
+        eprintln!("SKIPPED: an external NATS server (CART_TEST_NATS_URL) cannot be killed");
+        return;
+    }
+    let [grpc, http] = free_ports(2)[..] else {
+        unreachable!()
+    };
+    let mut config = env.quick_takeover_config();
+    config.grpc_addr = format!("127.0.0.1:{grpc}");
+    config.http_addr = format!("127.0.0.1:{http}");
+    let get = |path: &str| {
+        let url = format!("http://127.0.0.1:{http}{path}");
+        async move {
+            let resp = reqwest::get(url).await.expect("the ops port answers");
+            (resp.status().as_u16(), resp.text().await.unwrap())
+        }
+    };
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let run = tokio::spawn(runner::run(config, shutdown.clone()));
+    // Until run() has bound it, the port refuses.
+    let ready = || async move {
+        reqwest::get(format!("http://127.0.0.1:{http}/ready"))
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    };
+    wait_until(ready, WAIT)
+        .await
+        .expect("the runner takes the lease and is ready");
+
+    // NATS goes away: the lease cannot be refreshed, the term ends, and the next one cannot
+    // start. The process stays up and says so on the same port; the liveness probe passes.
+    env.nats.server.as_mut().unwrap().kill();
+    let between_terms =
+        |body: &str| body.contains("could not start again") || body.contains("starting again");
+    wait_until(
+        || async {
+            let (status, body) = get("/ready").await;
+            status == 503 && between_terms(&body)
+        },
+        WAIT,
+    )
+    .await
+    .expect("/ready says the runner is starting again");
+    assert_eq!(get("/health").await.0, 200, "alive between terms");
+    assert_eq!(get("/metrics").await.0, 200, "scraped between terms");
+    assert!(!run.is_finished(), "NATS going away does not end run()");
+
+    // NATS is back: a term starts on the same ports and takes the lease again.
+    env.nats.server.as_mut().unwrap().restart().await;
+    wait_until(|| async { get("/ready").await.0 == 200 }, WAIT)
+        .await
+        .expect("ready again once NATS is back, on the same port (never closed meanwhile)");
     shutdown.cancel();
     tokio::time::timeout(WAIT, run)
         .await
