@@ -210,6 +210,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let ops = shared::ops::router(readiness.clone(), shared::telemetry::prometheus());
     tracker.spawn(shared::serve::http(http_listener, ops, stop.clone()));
     let (ready_placement, ready_drainer) = (placement.clone(), drainer.clone());
+    ::metrics::gauge!(metrics::CACHE_CAPACITY).set(config.cache_capacity as f64);
+    tracker.spawn(report_cache_weight(carts.clone(), background.clone()));
     tracker.spawn(shared::serve::watch_readiness(
         readiness,
         nats.client,
@@ -246,4 +248,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         () = stopped.cancelled() => {}
     }
     running.wait().await
+}
+
+/// The cart cache's weight, against its capacity, every second until `stop` (the cache's
+/// pending housekeeping runs first, so an idle node reports what it holds).
+async fn report_cache_weight(carts: Carts, stop: CancellationToken) {
+    let weight = ::metrics::gauge!(metrics::CACHE_WEIGHT);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => weight.set(carts.cache_weight().await as f64),
+        }
+    }
 }

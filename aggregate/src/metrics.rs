@@ -14,6 +14,8 @@ pub const CACHE_HITS: &str = "cart_aggregate_cache_hits_total";
 pub const CACHE_MISSES: &str = "cart_aggregate_cache_misses_total";
 pub const CACHE_EVICTIONS: &str = "cart_aggregate_cache_evictions_total";
 pub const CACHED_CARTS: &str = "cart_aggregate_cached_carts";
+pub const CACHE_WEIGHT: &str = "cart_aggregate_cache_weight";
+pub const CACHE_CAPACITY: &str = "cart_aggregate_cache_capacity";
 pub const COLD_LOAD_SECONDS: &str = "cart_aggregate_cold_load_duration_seconds";
 pub const COLD_LOAD_EVENTS: &str = "cart_aggregate_cold_load_replayed_messages";
 pub const SNAPSHOT_WRITES: &str = "cart_aggregate_snapshot_writes_total";
@@ -143,6 +145,14 @@ pub fn describe() {
         "Carts dropped from the cache (size or idle time)."
     );
     describe_gauge!(CACHED_CARTS, "Carts currently cached.");
+    describe_gauge!(
+        CACHE_WEIGHT,
+        "Weight of the cached carts (1 per cart plus 1 per 8 of its lines and kept keyed commands; about 1 KiB each): evictions start at the capacity."
+    );
+    describe_gauge!(
+        CACHE_CAPACITY,
+        "The cart cache's capacity, in the units of cart_aggregate_cache_weight (AGGREGATE_CACHE_CAPACITY)."
+    );
     describe_histogram!(
         COLD_LOAD_SECONDS,
         Unit::Seconds,

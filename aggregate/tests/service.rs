@@ -286,5 +286,20 @@ async fn ops_endpoints_report_health_readiness_and_metrics() {
         ],
         "/metrics",
     );
+    // The cache's weight (one cart of one line weighs 1) against its capacity, reported every
+    // second.
+    let capacity = format!(
+        "cart_aggregate_cache_capacity {}\n",
+        node.carts.config().cache_capacity
+    );
+    let weighed = wait_until(
+        || async {
+            let m = metrics(&node).await;
+            m.contains("cart_aggregate_cache_weight 1\n") && m.contains(&capacity)
+        },
+        std::time::Duration::from_secs(10),
+    )
+    .await;
+    assert!(weighed.is_ok(), "{}", metrics(&node).await);
     node.drain().await.unwrap();
 }
