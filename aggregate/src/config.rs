@@ -27,7 +27,8 @@ pub struct Config {
     /// serves every cart (single-node setups; tests of the append fence).
     pub placement: bool,
     pub heartbeat_ms: u64,
-    /// Most carts kept in memory.
+    /// The cart cache's capacity, in weight units: a cart weighs 1 (about 1 KiB) plus 1 per 8
+    /// of its lines and kept keyed commands.
     pub cache_capacity: u64,
     /// A cached cart unused this long is dropped.
     pub cache_idle_secs: u64,

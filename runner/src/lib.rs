@@ -50,6 +50,8 @@ use crate::state::{ProviderHandle, Status};
 const CONSUMERS_CHECK: &str = "consumers";
 /// Readiness check: this runner holds the lease (a standby is not ready).
 const LEASE_CHECK: &str = "lease";
+/// Every readiness check of a term.
+const CHECKS: &[&str] = &[shared::serve::NATS_CHECK, CONSUMERS_CHECK, LEASE_CHECK];
 
 pub struct Running {
     pub grpc_addr: SocketAddr,
@@ -130,7 +132,7 @@ async fn start_term(
         Some(ops) => ops.restart(),
         None => Readiness::new(),
     };
-    readiness.register(&[shared::serve::NATS_CHECK, CONSUMERS_CHECK, LEASE_CHECK]);
+    readiness.register(CHECKS);
 
     let nats = shared::nats::connect_and_ensure(&config.nats, &config.streams).await?;
     readiness.set_ok(shared::serve::NATS_CHECK);

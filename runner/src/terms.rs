@@ -5,38 +5,61 @@
 //! (NATS unreachable): `/health` says the process is alive, `/ready` says why it is not ready.
 
 use std::net::SocketAddr;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use shared::ops::Readiness;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Config, Hooks, Running, serve_embedded_mock, start_term};
+use crate::{CHECKS, Config, Hooks, Running, serve_embedded_mock, start_term};
 
 /// What `/ready` says of every check while a term starts.
-const STARTING: &str = "starting again in this process (the last term lost the lease)";
+const STARTING: &str = "starting";
 
 /// The process's ops endpoint: its address and the readiness it reports, which each term
 /// takes over ([`Ops::restart`]).
 pub(crate) struct Ops {
     pub(crate) addr: SocketAddr,
     readiness: Readiness,
+    /// Why the last start failed (`None` once one succeeded): `/ready` keeps saying it while
+    /// the next one is tried.
+    last_failure: Mutex<Option<String>>,
 }
 
 impl Ops {
-    /// Serves `/health`, `/ready` and `/metrics` on `addr` until `stop`.
+    /// Serves `/health`, `/ready` and `/metrics` on `addr` until `stop`; not ready until a
+    /// term sets its checks.
     async fn serve(addr: &str, stop: CancellationToken) -> anyhow::Result<Self> {
         let (listener, addr) = shared::serve::bind(addr).await?;
         let readiness = Readiness::new();
+        readiness.register(CHECKS);
         let router = shared::ops::router(readiness.clone(), shared::telemetry::prometheus());
         tokio::spawn(shared::serve::http(listener, router, stop));
-        Ok(Self { addr, readiness })
+        Ok(Self {
+            addr,
+            readiness,
+            last_failure: Mutex::new(None),
+        })
     }
 
-    /// The readiness for a new term: every check of the last one failed until the new term
-    /// sets it, its vetoes gone.
+    /// The readiness for a new term: every check of the last one failed (naming the last
+    /// start's failure, if any) until the new term sets it, its vetoes gone.
     pub(crate) fn restart(&self) -> Readiness {
-        self.readiness.restart(STARTING);
+        let reason = match &*self.last_failure.lock().unwrap() {
+            Some(failure) => format!("{STARTING} again; the last try failed: {failure}"),
+            None => STARTING.to_owned(),
+        };
+        self.readiness.restart(&reason);
         self.readiness.clone()
+    }
+
+    /// A start failed: `/ready` says why until one succeeds.
+    fn failed(&self, error: &str) {
+        *self.last_failure.lock().unwrap() = Some(error.to_owned());
+        self.readiness.set_failed(
+            shared::serve::NATS_CHECK,
+            format!("could not start again: {error}"),
+        );
     }
 }
 
@@ -91,16 +114,14 @@ async fn start_again(config: &Config, ops: &Ops, shutdown: &CancellationToken) -
         .when(|_| !shutdown.is_cancelled())
         .notify(|error, wait| {
             let error = format!("{error:#}");
-            ops.readiness.set_failed(
-                shared::serve::NATS_CHECK,
-                format!("could not start again (next try in {wait:?}): {error}"),
-            );
+            ops.failed(&error);
             tracing::warn!(%error, retry_in = ?wait, "could not start the runner again");
         });
     let running = tokio::select! {
         () = shutdown.cancelled() => return None,
         started = started => started.ok()?,
     };
+    *ops.last_failure.lock().unwrap() = None;
     if shutdown.is_cancelled() {
         running.drain(Duration::ZERO).await;
         return None;

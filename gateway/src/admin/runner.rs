@@ -56,10 +56,11 @@ pub struct RunnerQuery {
 /// configured addresses is refused, without calling anything.
 fn runner<'a>(s: &'a AppState, named: Option<&str>) -> Result<&'a Service, ApiError> {
     let runners = &s.services.runner_admins;
+    if runners.is_empty() {
+        return Err(s.services.runner.not_configured());
+    }
     let Some(named) = named else {
-        return runners
-            .first()
-            .ok_or_else(|| s.services.runner.not_configured());
+        return Ok(&runners[0]);
     };
     runners
         .iter()
@@ -233,7 +234,7 @@ pub async fn reload(
         let reloaded: Vec<&str> = runners.iter().map(|r| r.runner.as_str()).collect();
         let not: Vec<String> = failed
             .iter()
-            .map(|(runner, e)| format!("{runner} ({})", e.message))
+            .map(|(runner, e)| format!("{runner} ({}: {})", e.code.as_str(), e.message))
             .collect();
         return Err(ApiError::new(
             first.code,

@@ -56,9 +56,10 @@ impl Service {
         let addresses = endpoints
             .iter()
             .map(|e| {
-                e.uri()
-                    .authority()
-                    .map_or_else(String::new, ToString::to_string)
+                let uri = e.uri();
+                let host = uri.host().unwrap_or_default();
+                uri.port_u16()
+                    .map_or_else(|| host.to_owned(), |port| format!("{host}:{port}"))
             })
             .collect();
         let channels = endpoints

@@ -228,7 +228,7 @@ async fn each_runner_is_named_by_its_address_and_a_reload_reaches_every_one() {
 async fn a_runner_that_is_not_configured_is_refused_without_calling_any() {
     let runner = FakeRunner::default();
     let (a, _stop) = serve(runner.clone()).await;
-    let app = app(|c| c.runner_addr = a.clone());
+    let gateway = app(|c| c.runner_addr = a.clone());
     let long = "r".repeat(5_000);
     for named in ["127.0.0.2:1", "evil.example:443", long.as_str()] {
         for (method, path) in [
@@ -236,7 +236,7 @@ async fn a_runner_that_is_not_configured_is_refused_without_calling_any() {
             ("POST", "/admin/runner/drain"),
             ("POST", "/admin/runner/reload"),
         ] {
-            let (status, body) = admin(&app, method, &format!("{path}?runner={named}")).await;
+            let (status, body) = admin(&gateway, method, &format!("{path}?runner={named}")).await;
             assert_eq!(
                 (status, &body["code"]),
                 (400, &json!("invalid_argument")),
@@ -251,6 +251,20 @@ async fn a_runner_that_is_not_configured_is_refused_without_calling_any() {
     }
     assert!(runner.drains.lock().unwrap().is_empty());
     assert_eq!(runner.reloads.load(Ordering::SeqCst), 0);
+
+    // No runner configured: the routes are off, whatever is named.
+    let off = app(|c| c.runner_addr = String::new());
+    for path in [
+        "/admin/runner/status",
+        "/admin/runner/status?runner=127.0.0.2:1",
+    ] {
+        let (status, body) = admin(&off, "GET", path).await;
+        assert_eq!(
+            (status, &body["code"]),
+            (501, &json!("unimplemented")),
+            "{body}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -258,10 +272,8 @@ async fn a_reload_that_misses_a_runner_says_which_did_and_which_did_not() {
     let runner = FakeRunner::default();
     let (up, _stop) = serve(runner.clone()).await;
     // A port nothing listens on any more.
-    let down = {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        listener.local_addr().unwrap().to_string()
-    };
+    // Below the ephemeral range: no other test's listener or connection takes it meanwhile.
+    let down = format!("127.0.0.1:{}", tests::processes::free_ports(1)[0]);
     let app = app(|c| {
         c.runner_addr = format!("{down},{up}");
         c.service_timeout_ms = 500;

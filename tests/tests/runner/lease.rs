@@ -304,8 +304,8 @@ async fn a_runner_whose_lease_is_taken_stops_fetching() {
 #[tokio::test]
 async fn run_starts_again_as_a_standby_when_the_lease_is_lost() {
     let Some(env) = env().await else { return };
-    // Fixed ports, as in production: the next term must get them back. The embedded mock
-    // provider lives as long as the process, orders and all.
+    // Fixed ports, as in production: the next term binds the gRPC port again (the ops port
+    // and the embedded mock provider live as long as the process, orders and all).
     let port = free_ports(3).into_iter().map(|p| format!("127.0.0.1:{p}"));
     let [mock, grpc, http] = <[String; 3]>::try_from(port.collect::<Vec<_>>()).unwrap();
     let mut config = env.quick_takeover_config();
@@ -413,7 +413,7 @@ async fn the_ops_endpoint_answers_between_terms_while_nats_is_away() {
     // start. The process stays up and says so on the same port; the liveness probe passes.
     env.nats.server.as_mut().unwrap().kill();
     let between_terms =
-        |body: &str| body.contains("could not start again") || body.contains("starting again");
+        |body: &str| body.contains("could not start again") || body.contains("the last try failed");
     wait_until(
         || async {
             let (status, body) = get("/ready").await;
@@ -422,7 +422,7 @@ async fn the_ops_endpoint_answers_between_terms_while_nats_is_away() {
         WAIT,
     )
     .await
-    .expect("/ready says the runner is starting again");
+    .expect("/ready says why the runner cannot start again");
     assert_eq!(get("/health").await.0, 200, "alive between terms");
     assert_eq!(get("/metrics").await.0, 200, "scraped between terms");
     assert!(!run.is_finished(), "NATS going away does not end run()");
