@@ -78,7 +78,6 @@ macro_rules! query {
         )
     };
 }
-pub(crate) use query;
 
 /// A cart's status in the read model.
 #[derive(Debug, Clone, Copy, Deserialize, ToSchema)]

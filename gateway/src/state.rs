@@ -87,8 +87,10 @@ impl AppState {
             cookies: Arc::new(CookiePolicy::new(&cfg)),
             services: {
                 let runner = service(&cfg, "runner", &cfg.runner_addr)?;
+                let projection = service(&cfg, "projection", &cfg.projection_addr)?;
                 Services {
-                    projection: service(&cfg, "projection", &cfg.projection_addr)?,
+                    projections: projection.each().into(),
+                    projection,
                     runner_admins: runner.each().into(),
                     runner,
                     js: None,

@@ -14,11 +14,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::admin::{Admin, TAG, tenant_param};
-use crate::queries::{ProjectionErrors, positive, query};
+use crate::queries::{ProjectionErrors, positive};
 use crate::request::params::{Params, QueryParams};
 use crate::schema::{ErrorBody, error_replies};
 use crate::state::AppState;
-use crate::upstream::services::Services;
+use crate::upstream::services::{Services, addresses, pick, request};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -35,6 +35,18 @@ pub struct DeadLettersQuery {
     tenant: Option<String>,
     /// Most entries returned, newest first (the projection caps it at 1000; default 50).
     limit: Option<u32>,
+    /// One of the gateway's projection addresses (`GATEWAY_PROJECTION_ADDR`, as `projections`
+    /// lists them); default the first. Each projection keeps its own dead letters.
+    projection: Option<String>,
+}
+
+/// Which projection a replay is for: the one whose list showed the id.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ReplayQuery {
+    /// One of the gateway's projection addresses; default the first.
+    projection: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -68,6 +80,10 @@ pub struct DeadLetterRecord {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeadLetterList {
+    /// The projection whose dead letters these are (replay them there: `?projection=`).
+    pub projection: String,
+    /// Every projection address the gateway has.
+    pub projections: Vec<String>,
     pub dead_letters: Vec<DeadLetterRecord>,
 }
 
@@ -92,7 +108,8 @@ error_replies! {
     }
 }
 
-/// Dead letters of the projection, newest first; every tenant unless `tenant` is given.
+/// Dead letters of one projection (`projection`, default the first), newest first; every
+/// tenant unless `tenant` is given.
 #[utoipa::path(get, path = "/admin/dead-letters", tag = TAG, security(("admin_token" = [])),
     params(DeadLettersQuery),
     responses((status = 200, description = "Dead letters", body = DeadLetterList),
@@ -112,16 +129,29 @@ pub async fn list_dead_letters(
         tenant: tenant.map(|t| t.to_string()).unwrap_or_default(),
         limit,
     };
-    let list = query!(&s, &ctx, list_dead_letters, req).await?;
+    let projection = pick(
+        &s.services.projections,
+        &s.services.projection,
+        q.projection.as_deref(),
+    )?;
+    let list = projection
+        .read("projection_list_dead_letters", &ctx, |channel, md| {
+            let req = request(md, req.clone());
+            async move { Services::query(channel).list_dead_letters(req).await }
+        })
+        .await?;
     Ok(Json(DeadLetterList {
+        projection: projection.address().to_owned(),
+        projections: addresses(&s.services.projections),
         dead_letters: list.dead_letters.into_iter().map(record).collect(),
     }))
 }
 
-/// Apply a dead letter again (after its cause was fixed). `applied: false` with the error when
-/// it still fails; the dead letter stays listed either way, marked `replayed` once applied.
+/// Apply a dead letter again (after its cause was fixed), in the projection that listed it
+/// (`projection`, default the first). `applied: false` with the error when it still fails; the
+/// dead letter stays listed either way, marked `replayed` once applied.
 #[utoipa::path(post, path = "/admin/dead-letters/{id}/replay", tag = TAG, security(("admin_token" = [])),
-    params(("id" = u64, Path, description = "Dead letter id")),
+    params(("id" = u64, Path, description = "Dead letter id"), ReplayQuery),
     responses(
         (status = 200, description = "Replayed (see applied)", body = ReplayOutcome),
         (status = 404, description = "No dead letter with that id, or its message is no longer in CART_EVENTS at its sequence and subject", body = ErrorBody),
@@ -130,18 +160,22 @@ pub async fn replay_dead_letter(
     Admin(ctx): Admin,
     State(s): State<AppState>,
     Params(p): Params<DeadLetterPath>,
+    QueryParams(q): QueryParams<ReplayQuery>,
 ) -> Result<Json<ReplayOutcome>, ApiError> {
     let req = pb::ReplayDeadLetterRequest { id: p.id };
+    let projection = pick(
+        &s.services.projections,
+        &s.services.projection,
+        q.projection.as_deref(),
+    )?;
     // A replay changes the view: tried once (no read retries).
-    let out = s
-        .services
-        .projection
+    let out = projection
         .write(
             "projection_replay_dead_letter",
             &ctx,
             Duration::ZERO,
             |channel, md| {
-                let req = crate::upstream::services::request(md, req);
+                let req = request(md, req);
                 async move { Services::query(channel).replay_dead_letter(req).await }
             },
         )

@@ -17,7 +17,7 @@ use crate::admin::{Admin, TAG};
 use crate::request::params::QueryParams;
 use crate::schema::ErrorBody;
 use crate::state::AppState;
-use crate::upstream::services::{Service, Services, request};
+use crate::upstream::services::{Service, Services, addresses, pick, request};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -52,33 +52,13 @@ pub struct RunnerQuery {
     runner: Option<String>,
 }
 
-/// The runner `named` (default: the first configured); a name that is not one of the
-/// configured addresses is refused, without calling anything.
+/// The runner `named` (default: the first configured).
 fn runner<'a>(s: &'a AppState, named: Option<&str>) -> Result<&'a Service, ApiError> {
-    let runners = &s.services.runner_admins;
-    if runners.is_empty() {
-        return Err(s.services.runner.not_configured());
-    }
-    let Some(named) = named else {
-        return Ok(&runners[0]);
-    };
-    runners
-        .iter()
-        .find(|r| r.address() == named)
-        .ok_or_else(|| {
-            ApiError::invalid(format!(
-                "runner must be one of the gateway's runner addresses: {}",
-                addresses(s).join(", ")
-            ))
-        })
+    pick(&s.services.runner_admins, &s.services.runner, named)
 }
 
-fn addresses(s: &AppState) -> Vec<String> {
-    s.services
-        .runner_admins
-        .iter()
-        .map(|r| r.address().to_owned())
-        .collect()
+fn addresses_of(s: &AppState) -> Vec<String> {
+    addresses(&s.services.runner_admins)
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -114,7 +94,7 @@ pub async fn status(
     let some = |v: String| (!v.is_empty()).then_some(v);
     Ok(Json(RunnerStatus {
         runner: runner.address().to_owned(),
-        runners: addresses(&s),
+        runners: addresses_of(&s),
         lease_held: r.lease_held,
         draining: r.draining,
         in_flight: r.in_flight,

@@ -211,6 +211,34 @@ impl Service {
     }
 }
 
+/// The one of `each` (a service's addresses alone, in the configured order: [`Service::each`])
+/// at the address `named`, or the first; `all` is the service (named when it is not configured).
+/// An address that is not configured is refused without calling anything, and the error lists
+/// the configured ones, not what was asked.
+pub fn pick<'a>(
+    each: &'a [Service],
+    all: &Service,
+    named: Option<&str>,
+) -> Result<&'a Service, ApiError> {
+    let first = each.first().ok_or_else(|| all.not_configured())?;
+    let Some(named) = named else {
+        return Ok(first);
+    };
+    each.iter().find(|s| s.address() == named).ok_or_else(|| {
+        ApiError::invalid(format!(
+            "{} must be one of {}: {}",
+            all.name,
+            all.setting,
+            addresses(each).join(", ")
+        ))
+    })
+}
+
+/// The addresses of `each`, in order.
+pub fn addresses(each: &[Service]) -> Vec<String> {
+    each.iter().map(|s| s.address().to_owned()).collect()
+}
+
 /// Attach the request's metadata to a gRPC request.
 pub fn request<T>(md: tonic::metadata::MetadataMap, body: T) -> tonic::Request<T> {
     let mut r = tonic::Request::new(body);
@@ -222,6 +250,9 @@ pub fn request<T>(md: tonic::metadata::MetadataMap, body: T) -> tonic::Request<T
 #[derive(Clone)]
 pub struct Services {
     pub projection: Service,
+    /// The projection at each address alone, for the dead-letter routes: a projection's dead
+    /// letters are its own (its database), so a list and a replay name the same one.
+    pub projections: Arc<[Service]>,
     /// The runners, for checkout reads (any of them answers).
     pub runner: Service,
     /// The runner at each address alone, in the configured order, for `RunnerAdmin`: a status

@@ -128,7 +128,17 @@ async fn dead_letters_need_the_admin_token() {
         assert_error(&got, 401, "unauthenticated", "admin");
     }
     let (status, empty) = stack.admin(Method::GET, "/admin/dead-letters").await;
-    assert_eq!((status, empty), (200, json!({"deadLetters": []})));
+    assert_eq!(
+        (status, &empty["deadLetters"]),
+        (200, &json!([])),
+        "{empty}"
+    );
+    // The one projection it has, named.
+    assert_eq!(
+        empty["projections"],
+        json!([empty["projection"]]),
+        "{empty}"
+    );
 
     // No token configured: the admin API is off, whatever token is sent.
     let (closed, base) = stack.another(|_| {}).await;

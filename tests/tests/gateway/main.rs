@@ -7,6 +7,7 @@ mod read_side;
 
 mod bad_input;
 mod dead_letters;
+mod dead_letters_per_projection;
 mod edge;
 mod history;
 mod openapi;
