@@ -15,6 +15,10 @@ use crate::{CHECKS, Config, Hooks, Running, serve_embedded_mock, start_term};
 
 /// What `/ready` says of every check while a term starts.
 const STARTING: &str = "starting";
+/// How much longer than its drain timeout a term may take to stop. Beyond it `run` fails (the
+/// process exits and is restarted): with the ops endpoint kept across terms, a term that never
+/// stops would otherwise leave a live process that does nothing.
+const STOP_GRACE: Duration = Duration::from_secs(30);
 
 /// The process's ops endpoint: its address and the readiness it reports, which each term
 /// takes over ([`Ops::restart`]).
@@ -67,7 +71,8 @@ impl Ops {
 /// in this process, as a standby: a fresh start (new connections, consumers, lanes and holder
 /// name) without an exit, so an orchestrator's restart back-off never delays the next term.
 /// Only the first start's error ends it (a configuration error should fail fast); a later one
-/// is tried again, every 250 ms doubling up to 10 s, until it succeeds or `shutdown`.
+/// is tried again, every 250 ms doubling up to 10 s, until it succeeds or `shutdown`. A term
+/// that has not stopped [`STOP_GRACE`] after its drain timeout ends it with an error.
 pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let drain_timeout = Duration::from_millis(config.consumer.ack_wait_ms);
     // The embedded mock and the ops endpoint live as long as the process: a term after a lost
@@ -87,7 +92,14 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
         };
         // A reload through the admin API lasts into the next term.
         config.provider = running.provider_settings();
-        running.drain(drain_timeout).await;
+        tokio::time::timeout(drain_timeout + STOP_GRACE, running.drain(drain_timeout))
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "the runner's term did not stop within {:?} of its drain",
+                    drain_timeout + STOP_GRACE
+                )
+            })?;
         if !lost || shutdown.is_cancelled() {
             return Ok(());
         }
