@@ -9,17 +9,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::Body;
 use gateway::Config;
-use http::Request;
 use proto::runner::admin::v1 as rpb;
 use proto::runner::admin::v1::runner_admin_server::{RunnerAdmin, RunnerAdminServer};
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tonic::{Response, Status};
 
-const ADMIN: &str = "admin-secret";
+const ADMIN: &str = common::ADMIN_TOKEN;
 
 /// A runner whose drain finishes its in-flight work after `drain_takes`.
 #[derive(Clone, Default)]
@@ -73,20 +69,12 @@ impl RunnerAdmin for FakeRunner {
     }
 }
 
-/// The stand-in runner on a free port; stops when the returned token is dropped.
+/// The stand-in runner on a free port; stops when the returned guard is dropped.
 async fn serve(runner: FakeRunner) -> (String, tokio_util::sync::DropGuard) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let stop = CancellationToken::new();
-    let stopped = stop.clone();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(RunnerAdminServer::new(runner))
-            .serve_with_incoming_shutdown(shared::serve::grpc_incoming(listener), async move {
-                stopped.cancelled().await
-            }),
-    );
-    (addr, stop.drop_guard())
+    common::serve_grpc(
+        tonic::transport::Server::builder().add_service(RunnerAdminServer::new(runner)),
+    )
+    .await
 }
 
 fn app(tune: impl FnOnce(&mut Config)) -> axum::Router {
@@ -101,13 +89,7 @@ fn app(tune: impl FnOnce(&mut Config)) -> axum::Router {
 
 /// An admin call with the admin token and nothing else (no API key, no tenant).
 async fn admin(app: &axum::Router, method: &str, path: &str) -> (u16, Value) {
-    let req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header(http::header::AUTHORIZATION, format!("Bearer {ADMIN}"))
-        .body(Body::empty())
-        .unwrap();
-    common::oneshot_json(app, req).await
+    common::admin_json(app, method, path).await
 }
 
 #[tokio::test]
@@ -236,17 +218,8 @@ async fn a_runner_that_is_not_configured_is_refused_without_calling_any() {
             ("POST", "/admin/runner/drain"),
             ("POST", "/admin/runner/reload"),
         ] {
-            let (status, body) = admin(&gateway, method, &format!("{path}?runner={named}")).await;
-            assert_eq!(
-                (status, &body["code"]),
-                (400, &json!("invalid_argument")),
-                "{body}"
-            );
-            let message = body["error"].as_str().unwrap();
-            assert!(
-                message.contains(&a) && !message.contains(named),
-                "names the configured runners, not what was asked: {message}"
-            );
+            let got = admin(&gateway, method, &format!("{path}?runner={named}")).await;
+            common::assert_unknown_address(&got, &a, named);
         }
     }
     assert!(runner.drains.lock().unwrap().is_empty());

@@ -50,6 +50,19 @@ async fn until_active(runner: &runner::Running, what: &str) {
         .expect(what);
 }
 
+/// Stops a `runner::run` started with `shutdown`, which must end without an error.
+async fn stop_run(
+    shutdown: tokio_util::sync::CancellationToken,
+    run: tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, run)
+        .await
+        .expect("run returns once asked to stop")
+        .unwrap()
+        .expect("a requested stop is no error");
+}
+
 /// What `runner`'s admin status says of the lease.
 async fn lease_held(runner: &runner::Running) -> bool {
     admin_client(runner)
@@ -369,12 +382,7 @@ async fn run_starts_again_as_a_standby_when_the_lease_is_lost() {
         (&serde_json::json!(1), &serde_json::json!(1)),
         "one mock across both terms: {stats}"
     );
-    shutdown.cancel();
-    tokio::time::timeout(WAIT, run)
-        .await
-        .expect("run returns once asked to stop")
-        .unwrap()
-        .expect("a requested stop is no error");
+    stop_run(shutdown, run).await;
 }
 
 #[tokio::test]
@@ -432,12 +440,7 @@ async fn the_ops_endpoint_answers_between_terms_while_nats_is_away() {
     wait_until(|| async { get("/ready").await.0 == 200 }, WAIT)
         .await
         .expect("ready again once NATS is back, on the same port (never closed meanwhile)");
-    shutdown.cancel();
-    tokio::time::timeout(WAIT, run)
-        .await
-        .expect("run returns once asked to stop")
-        .unwrap()
-        .expect("a requested stop is no error");
+    stop_run(shutdown, run).await;
 }
 
 #[tokio::test]

@@ -177,3 +177,50 @@ pub async fn oneshot_json(
         .unwrap();
     (status, serde_json::from_slice(&body).unwrap())
 }
+
+/// The admin token of the tests that set one (`Config::admin_token`).
+pub const ADMIN_TOKEN: &str = "admin-secret";
+
+/// `method path` through `app` with [`ADMIN_TOKEN`] and nothing else (no API key, no tenant).
+pub async fn admin_json(app: &axum::Router, method: &str, path: &str) -> (u16, serde_json::Value) {
+    let req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(http::header::AUTHORIZATION, format!("Bearer {ADMIN_TOKEN}"))
+        .body(axum::body::Body::empty())
+        .unwrap();
+    oneshot_json(app, req).await
+}
+
+/// A stand-in service (`router`: in-process gRPC servers built by the test) on a free loopback
+/// port until the guard is dropped: its address.
+pub async fn serve_grpc(
+    router: tonic::transport::server::Router,
+) -> (String, tokio_util::sync::DropGuard) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stopped = stop.clone();
+    tokio::spawn(
+        router.serve_with_incoming_shutdown(shared::serve::grpc_incoming(listener), async move {
+            stopped.cancelled().await
+        }),
+    );
+    (addr, stop.drop_guard())
+}
+
+/// The answer to an admin call naming a service address the gateway does not have (`asked`):
+/// 400, listing the configured addresses (`configured` among them) and not what was asked.
+pub fn assert_unknown_address(got: &(u16, serde_json::Value), configured: &str, asked: &str) {
+    let (status, body) = got;
+    assert_eq!(
+        (*status, body["code"].as_str()),
+        (400, Some("invalid_argument")),
+        "{body}"
+    );
+    let message = body["error"].as_str().unwrap();
+    assert!(
+        message.contains(configured) && !message.contains(asked),
+        "names the configured addresses, not what was asked: {message}"
+    );
+}
