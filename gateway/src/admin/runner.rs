@@ -210,6 +210,12 @@ pub async fn reload(
             Err(e) => failed.push((runner.address().to_owned(), e)),
         }
     }
+    // One runner asked: its own answer, as any other call.
+    if targets.len() == 1
+        && let Some((_, error)) = failed.pop()
+    {
+        return Err(error);
+    }
     if let Some((_, first)) = failed.first() {
         let reloaded: Vec<&str> = runners.iter().map(|r| r.runner.as_str()).collect();
         let not: Vec<String> = failed

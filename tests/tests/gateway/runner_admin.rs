@@ -260,4 +260,12 @@ async fn a_reload_that_misses_a_runner_says_which_did_and_which_did_not() {
         "{message}"
     );
     assert_eq!(runner.reloads.load(Ordering::SeqCst), 1);
+
+    // One runner named: its own error, as for any other call.
+    let (status, body) = admin(&app, "POST", &format!("/admin/runner/reload?runner={down}")).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        !body["error"].as_str().unwrap().contains("reloaded"),
+        "{body}"
+    );
 }
