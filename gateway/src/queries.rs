@@ -30,7 +30,7 @@ use crate::request::context::Ctx;
 use crate::request::params::{Params, QueryParams};
 use crate::schema::{CallerErrors, ErrorBody, error_replies};
 use crate::state::AppState;
-use crate::upstream::services::{self, Services};
+use crate::upstream::services::{self, Service, Services};
 use crate::v1::CartPath;
 
 pub const TAG: &str = "queries";
@@ -44,10 +44,11 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(sku_demand))
 }
 
-/// One call to the projection's `QueryService` under the projection's deadline and read
-/// retries: `call` gets a client and the request with the context's metadata.
+/// One call to `projection`'s `QueryService` (every projection, or [`Service::one`] of them)
+/// under the projection's deadline and read retries: `call` gets a client and the request with
+/// the context's metadata.
 pub(crate) async fn ask<Req, Resp, F, Fut>(
-    s: &AppState,
+    projection: &Service,
     op: &'static str,
     ctx: &RequestContext,
     req: Req,
@@ -58,19 +59,19 @@ where
     F: Fn(QueryServiceClient<Channel>, tonic::Request<Req>) -> Fut,
     Fut: Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
 {
-    s.services
-        .projection
+    projection
         .read(op, ctx, |channel, md| {
             call(Services::query(channel), services::request(md, req.clone()))
         })
         .await
 }
 
-/// [`ask`] with the `QueryService` method `$method`, its calls timed as `projection_<method>`.
+/// [`ask`] `$projection` with the `QueryService` method `$method`, its calls timed as
+/// `projection_<method>`.
 macro_rules! query {
-    ($s:expr, $ctx:expr, $method:ident, $req:expr) => {
+    ($projection:expr, $ctx:expr, $method:ident, $req:expr) => {
         $crate::queries::ask(
-            $s,
+            $projection,
             concat!("projection_", stringify!($method)),
             $ctx,
             $req,
@@ -78,6 +79,7 @@ macro_rules! query {
         )
     };
 }
+pub(crate) use query;
 
 /// A cart's status in the read model.
 #[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
@@ -276,7 +278,7 @@ macro_rules! query_routes {
             QueryParams(q): QueryParams<$query>,
         ) -> Result<Json<$reply>, ApiError> {
             let req = q.request(&ctx.tenant)?;
-            Ok(Json(query!(&s, &ctx, $name, req).await?.into()))
+            Ok(Json(query!(&s.services.projection, &ctx, $name, req).await?.into()))
         }
     )+};
 }
@@ -311,7 +313,7 @@ pub async fn cart_view(
         tenant: ctx.tenant.to_string(),
         cart_id: p.cart()?.to_string(),
     };
-    let cart = query!(&s, &ctx, get_cart, req).await?;
+    let cart = query!(&s.services.projection, &ctx, get_cart, req).await?;
     Ok(Json(cart.into()))
 }
 

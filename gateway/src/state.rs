@@ -86,13 +86,9 @@ impl AppState {
             ),
             cookies: Arc::new(CookiePolicy::new(&cfg)),
             services: {
-                let runner = service(&cfg, "runner", &cfg.runner_addr)?;
-                let projection = service(&cfg, "projection", &cfg.projection_addr)?;
                 Services {
-                    projections: projection.each().into(),
-                    projection,
-                    runner_admins: runner.each().into(),
-                    runner,
+                    projection: service(&cfg, "projection", &cfg.projection_addr)?,
+                    runner: service(&cfg, "runner", &cfg.runner_addr)?,
                     js: None,
                 }
             },

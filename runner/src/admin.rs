@@ -70,7 +70,8 @@ impl pb::runner_admin_server::RunnerAdmin for Admin {
             last_error_at,
             effects_completed: self.status.completed_count(),
             provider_base_url: self.provider.current().config().base_url.clone(),
-            lease_held: self.lease.holds(),
+            // As `/ready` judges it: taken, and not run out by this runner's clock.
+            lease_held: self.status.is_active() && self.lease.holds(),
         }))
     }
 

@@ -14,11 +14,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::admin::{Admin, TAG, tenant_param};
-use crate::queries::{ProjectionErrors, positive};
+use crate::queries::{ProjectionErrors, positive, query};
 use crate::request::params::{Params, QueryParams};
 use crate::schema::{ErrorBody, error_replies};
 use crate::state::AppState;
-use crate::upstream::services::{Services, addresses, pick, request};
+use crate::upstream::services::{Services, request};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -129,20 +129,11 @@ pub async fn list_dead_letters(
         tenant: tenant.map(|t| t.to_string()).unwrap_or_default(),
         limit,
     };
-    let projection = pick(
-        &s.services.projections,
-        &s.services.projection,
-        q.projection.as_deref(),
-    )?;
-    let list = projection
-        .read("projection_list_dead_letters", &ctx, |channel, md| {
-            let req = request(md, req.clone());
-            async move { Services::query(channel).list_dead_letters(req).await }
-        })
-        .await?;
+    let projection = s.services.projection.one(q.projection.as_deref())?;
+    let list = query!(&projection, &ctx, list_dead_letters, req).await?;
     Ok(Json(DeadLetterList {
         projection: projection.address().to_owned(),
-        projections: addresses(&s.services.projections),
+        projections: s.services.projection.addresses().to_vec(),
         dead_letters: list.dead_letters.into_iter().map(record).collect(),
     }))
 }
@@ -163,11 +154,7 @@ pub async fn replay_dead_letter(
     QueryParams(q): QueryParams<ReplayQuery>,
 ) -> Result<Json<ReplayOutcome>, ApiError> {
     let req = pb::ReplayDeadLetterRequest { id: p.id };
-    let projection = pick(
-        &s.services.projections,
-        &s.services.projection,
-        q.projection.as_deref(),
-    )?;
+    let projection = s.services.projection.one(q.projection.as_deref())?;
     // A replay changes the view: tried once (no read retries).
     let out = projection
         .write(

@@ -17,7 +17,7 @@ use crate::admin::{Admin, TAG};
 use crate::request::params::QueryParams;
 use crate::schema::ErrorBody;
 use crate::state::AppState;
-use crate::upstream::services::{Service, Services, addresses, pick, request};
+use crate::upstream::services::{Services, request};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -52,15 +52,6 @@ pub struct RunnerQuery {
     runner: Option<String>,
 }
 
-/// The runner `named` (default: the first configured).
-fn runner<'a>(s: &'a AppState, named: Option<&str>) -> Result<&'a Service, ApiError> {
-    pick(&s.services.runner_admins, &s.services.runner, named)
-}
-
-fn addresses_of(s: &AppState) -> Vec<String> {
-    addresses(&s.services.runner_admins)
-}
-
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RunnerStatus {
@@ -89,12 +80,12 @@ pub async fn status(
     Admin(ctx): Admin,
     QueryParams(q): QueryParams<RunnerQuery>,
 ) -> Result<Json<RunnerStatus>, ApiError> {
-    let runner = runner(&s, q.runner.as_deref())?;
+    let runner = s.services.runner.one(q.runner.as_deref())?;
     let r = runner_admin!(runner, &ctx, read(), status(rpb::StatusRequest {})).await?;
     let some = |v: String| (!v.is_empty()).then_some(v);
     Ok(Json(RunnerStatus {
         runner: runner.address().to_owned(),
-        runners: addresses_of(&s),
+        runners: s.services.runner.addresses().to_vec(),
         lease_held: r.lease_held,
         draining: r.draining,
         in_flight: r.in_flight,
@@ -135,7 +126,7 @@ pub async fn drain(
     Admin(ctx): Admin,
     QueryParams(q): QueryParams<DrainQuery>,
 ) -> Result<Json<Drained>, ApiError> {
-    let runner = runner(&s, q.runner.as_deref())?;
+    let runner = s.services.runner.one(q.runner.as_deref())?;
     let wait = q.wait_seconds.unwrap_or(0).min(300);
     // The drain answers when idle or after `wait`: the deadline allows for that wait.
     let r = runner_admin!(
@@ -182,9 +173,9 @@ pub async fn reload(
     Admin(ctx): Admin,
     QueryParams(q): QueryParams<RunnerQuery>,
 ) -> Result<Json<Reloaded>, ApiError> {
-    let targets: Vec<&Service> = match q.runner.as_deref() {
-        Some(named) => vec![runner(&s, Some(named))?],
-        None => s.services.runner_admins.iter().collect(),
+    let targets = match q.runner.as_deref() {
+        Some(named) => vec![s.services.runner.one(Some(named))?],
+        None => s.services.runner.each(),
     };
     if targets.is_empty() {
         return Err(s.services.runner.not_configured());

@@ -95,19 +95,53 @@ impl Service {
         )
     }
 
-    /// The service at each of its addresses, alone (an admin action names one process).
-    pub fn each(&self) -> Vec<Self> {
-        (0..self.channels.len())
-            .map(|i| Self {
-                channels: Arc::new([self.channels[i].clone()]),
-                addresses: Arc::new([self.addresses[i].clone()]),
-                preferred: Arc::new(AtomicUsize::new(0)),
-                ..self.clone()
-            })
-            .collect()
+    /// Its addresses (`host:port`), in the configured order.
+    pub fn addresses(&self) -> &[String] {
+        &self.addresses
     }
 
-    /// Its first address (`host:port`; empty when not configured).
+    /// The service at its address `i` alone.
+    fn at(&self, i: usize) -> Self {
+        Self {
+            channels: Arc::new([self.channels[i].clone()]),
+            addresses: Arc::new([self.addresses[i].clone()]),
+            preferred: Arc::new(AtomicUsize::new(0)),
+            ..self.clone()
+        }
+    }
+
+    /// The service at each of its addresses alone, in order.
+    pub fn each(&self) -> Vec<Self> {
+        (0..self.channels.len()).map(|i| self.at(i)).collect()
+    }
+
+    /// The service at one of its addresses alone, for an action on one process (an admin
+    /// call): the address `named`, or the first. An address that is not configured is refused
+    /// without calling anything; the error lists the configured ones, not what was asked.
+    pub fn one(&self, named: Option<&str>) -> Result<Self, ApiError> {
+        if !self.is_configured() {
+            return Err(self.not_configured());
+        }
+        let i = match named {
+            None => 0,
+            Some(named) => self
+                .addresses
+                .iter()
+                .position(|a| a == named)
+                .ok_or_else(|| {
+                    ApiError::invalid(format!(
+                        "{} must be one of {}: {}",
+                        self.name,
+                        self.setting,
+                        self.addresses.join(", ")
+                    ))
+                })?,
+        };
+        Ok(self.at(i))
+    }
+
+    /// Its first address (`host:port`; empty when not configured): the one a [`Service::one`]
+    /// calls.
     pub fn address(&self) -> &str {
         self.addresses.first().map_or("", String::as_str)
     }
@@ -211,34 +245,6 @@ impl Service {
     }
 }
 
-/// The one of `each` (a service's addresses alone, in the configured order: [`Service::each`])
-/// at the address `named`, or the first; `all` is the service (named when it is not configured).
-/// An address that is not configured is refused without calling anything, and the error lists
-/// the configured ones, not what was asked.
-pub fn pick<'a>(
-    each: &'a [Service],
-    all: &Service,
-    named: Option<&str>,
-) -> Result<&'a Service, ApiError> {
-    let first = each.first().ok_or_else(|| all.not_configured())?;
-    let Some(named) = named else {
-        return Ok(first);
-    };
-    each.iter().find(|s| s.address() == named).ok_or_else(|| {
-        ApiError::invalid(format!(
-            "{} must be one of {}: {}",
-            all.name,
-            all.setting,
-            addresses(each).join(", ")
-        ))
-    })
-}
-
-/// The addresses of `each`, in order.
-pub fn addresses(each: &[Service]) -> Vec<String> {
-    each.iter().map(|s| s.address().to_owned()).collect()
-}
-
 /// Attach the request's metadata to a gRPC request.
 pub fn request<T>(md: tonic::metadata::MetadataMap, body: T) -> tonic::Request<T> {
     let mut r = tonic::Request::new(body);
@@ -249,15 +255,11 @@ pub fn request<T>(md: tonic::metadata::MetadataMap, body: T) -> tonic::Request<T
 /// The clients of the projection and the runner.
 #[derive(Clone)]
 pub struct Services {
+    /// The projections: queries go to any of them; the dead-letter routes to one
+    /// ([`Service::one`]), since each keeps its own.
     pub projection: Service,
-    /// The projection at each address alone, for the dead-letter routes: a projection's dead
-    /// letters are its own (its database), so a list and a replay name the same one.
-    pub projections: Arc<[Service]>,
-    /// The runners, for checkout reads (any of them answers).
+    /// The runners: checkout reads go to any of them; `RunnerAdmin` to one.
     pub runner: Service,
-    /// The runner at each address alone, in the configured order, for `RunnerAdmin`: a status
-    /// and a drain name one process.
-    pub runner_admins: Arc<[Service]>,
     /// JetStream, for recording provider pushes and reading cart histories (`None` in tests
     /// without NATS).
     pub js: Option<async_nats::jetstream::Context>,
