@@ -141,37 +141,47 @@ async fn switch_sync(stack: &mut Stack, sync_always: bool) -> anyhow::Result<()>
     .map_err(|e| anyhow::anyhow!("JetStream after the restart: {e}"))
 }
 
-/// Publishes until acknowledged, at most [`PUBLISH_ATTEMPTS`] times, waiting a little longer
-/// before each retry (backon: 50 ms doubling up to 2 s): one slow ack (a disk that falls behind
-/// for a moment) does not end the benchmark, and the retries give the disk time to catch up
-/// instead of adding to its queue. Every try carries the same `Nats-Msg-Id`, so a publish whose
-/// ack was lost is not stored twice.
+/// Publishes until acknowledged ([`until_acknowledged`]). Every try carries the same
+/// `Nats-Msg-Id`, so a publish whose ack was lost is not stored twice.
 async fn publish_retrying(
     js: jetstream::Context,
     subject: String,
     publish: jetstream::message::PublishMessage,
 ) -> anyhow::Result<()> {
-    use backon::{ExponentialBuilder, Retryable};
-    let once = || async {
+    until_acknowledged(&subject, || async {
         js.send_publish(subject.clone(), publish.clone())
             .await
             .map_err(|e| e.to_string())?
             .await
             .map(drop)
             .map_err(|e| e.to_string())
-    };
-    once.retry(
-        ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(50))
-            .with_max_delay(Duration::from_secs(2))
-            .with_max_times(PUBLISH_ATTEMPTS - 1),
-    )
-    .await
-    .map_err(|last| {
-        anyhow::anyhow!(
-            "publish to {subject}: no ack after {PUBLISH_ATTEMPTS} tries (last: {last})"
-        )
     })
+    .await
+}
+
+/// `publish` until it succeeds, at most [`PUBLISH_ATTEMPTS`] times, waiting a little longer
+/// before each retry (backon: 50 ms doubling up to 2 s): one slow ack (a disk that falls behind
+/// for a moment) does not end the benchmark, and the retries give the disk time to catch up
+/// instead of adding to its queue.
+async fn until_acknowledged<F, Fut>(subject: &str, publish: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    use backon::{ExponentialBuilder, Retryable};
+    publish
+        .retry(
+            ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(50))
+                .with_max_delay(Duration::from_secs(2))
+                .with_max_times(PUBLISH_ATTEMPTS - 1),
+        )
+        .await
+        .map_err(|last| {
+            anyhow::anyhow!(
+                "publish to {subject}: no ack after {PUBLISH_ATTEMPTS} tries (last: {last})"
+            )
+        })
 }
 
 async fn last_sequence(js: &jetstream::Context) -> anyhow::Result<u64> {
@@ -387,4 +397,43 @@ pub async fn run(stack: &mut Stack, events: u64, carts: usize) -> anyhow::Result
         report.notes.push(format!("first baseline error: {e}"));
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod retries {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// A publish failing `failures` times (an ack timeout), then acknowledged; how often it ran.
+    async fn publish_failing(failures: usize) -> (anyhow::Result<()>, usize) {
+        let tries = AtomicUsize::new(0);
+        let result = until_acknowledged("cart.events.t.c", || async {
+            if tries.fetch_add(1, Ordering::SeqCst) < failures {
+                Err("publish ack: timed out".to_owned())
+            } else {
+                Ok(())
+            }
+        })
+        .await;
+        (result, tries.load(Ordering::SeqCst))
+    }
+
+    #[tokio::test]
+    async fn a_timed_out_ack_is_tried_again_not_the_end_of_the_run() {
+        let (result, tries) = publish_failing(PUBLISH_ATTEMPTS - 1).await;
+        assert!(result.is_ok(), "{result:?}");
+        assert_eq!(tries, PUBLISH_ATTEMPTS);
+    }
+
+    #[tokio::test]
+    async fn a_publish_never_acknowledged_fails_after_its_tries_naming_the_last_error() {
+        let (result, tries) = publish_failing(usize::MAX).await;
+        assert_eq!(tries, PUBLISH_ATTEMPTS);
+        let error = result.unwrap_err().to_string();
+        assert!(
+            error.contains("no ack after 5 tries") && error.contains("timed out"),
+            "{error}"
+        );
+    }
 }

@@ -4,7 +4,7 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// The workspace's binary `name`, next to the running test's directory
 /// (`target/<profile>/deps/..`).
@@ -93,25 +93,29 @@ impl Children {
             .iter_mut()
             .find(|r| r.service == service)
             .unwrap_or_else(|| panic!("{service} was not started"));
-        let deadline = Instant::now() + within;
-        loop {
+        let mut found = None;
+        let logged = shared::test_support::wait_until(
+            || {
+                let log = std::fs::read_to_string(&running.log).unwrap_or_default();
+                found = log
+                    .lines()
+                    .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+                    .find(|line| line["fields"]["message"] == message);
+                if found.is_none()
+                    && let Ok(Some(status)) = running.child.try_wait()
+                {
+                    panic!("{service} exited with {status} before logging {message:?}:\n{log}");
+                }
+                std::future::ready(found.is_some())
+            },
+            within,
+        )
+        .await;
+        if let Err(e) = logged {
             let log = std::fs::read_to_string(&running.log).unwrap_or_default();
-            let found = log
-                .lines()
-                .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-                .find(|line| line["fields"]["message"] == message);
-            if let Some(line) = found {
-                return line["fields"].clone();
-            }
-            if let Ok(Some(status)) = running.child.try_wait() {
-                panic!("{service} exited with {status} before logging {message:?}:\n{log}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{service} did not log {message:?} within {within:?}:\n{log}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            panic!("{service} did not log {message:?}: {e}\n{log}");
         }
+        found.expect("logged")["fields"].clone()
     }
 }
 
@@ -130,15 +134,8 @@ impl Drop for Children {
 /// test's listener or connection takes them in the meantime. The start is drawn at random, so
 /// tests running at the same time rarely try the same block.
 pub fn free_ports(n: u16) -> Vec<u16> {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let mut seed = u64::from(nanos) ^ (u64::from(std::process::id()) << 20);
     for _ in 0..100 {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let start = 20_000 + ((seed >> 33) % u64::from(12_760 - n)) as u16;
+        let start = fastrand::u16(20_000..32_768 - n);
         let held: Vec<_> = (start..start + n)
             .map_while(|p| TcpListener::bind(("127.0.0.1", p)).ok())
             .collect();
