@@ -48,8 +48,9 @@ pub use error::ProjectionError;
 pub use ops::rebuild::RebuildReport;
 pub use write::fault_injection::{CommitAction, Hooks};
 
-use crate::consume::consumer::{Consumer, LoopSettings};
+use crate::consume::consumer::Consumer;
 use crate::consume::dead_letter_stream::DeadLetters;
+use crate::consume::delivery::LoopSettings;
 use crate::consume::order_guard::OrderGuard;
 use crate::consume::{recovery, same_stream};
 use crate::ops::admin;

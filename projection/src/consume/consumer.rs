@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::consume::dead_letter_stream::DeadLetters;
-use crate::consume::delivery::{Received, ack_all, ack_one, fetch};
+use crate::consume::delivery::{LoopSettings, Received, ack_all, ack_one, fetch};
 use crate::consume::order_guard::{OrderGuard, Split};
 use crate::consume::same_stream;
 use crate::error::ProjectionError;
@@ -34,22 +34,6 @@ const RECREATE_AFTER: u32 = 5;
 const MAX_PARKED_BATCHES: usize = 4;
 /// Reads of the stream that fill gaps in one batch, at most.
 const MAX_GAP_READS: u32 = 4;
-
-#[derive(Debug, Clone)]
-pub struct LoopSettings {
-    pub batch_size: usize,
-    /// Messages per fetch after a full one (catching up).
-    pub catch_up_batch_size: usize,
-    pub fetch_wait: Duration,
-    pub nak_delay: Duration,
-    /// Redelivery delay of messages held back behind an earlier one that is still missing
-    /// (the ack wait: by then a message lost in a crash has been redelivered). Longer than
-    /// `nak_delay`, so waiting burns few of their deliveries.
-    pub hold_delay: Duration,
-    pub max_deliver: i64,
-    /// Deadline of each NATS request (acks, direct gets, publishes).
-    pub request_timeout: Duration,
-}
 
 pub struct Consumer {
     pub consumer: PullConsumer,
@@ -152,8 +136,12 @@ impl Consumer {
                 continue;
             };
             self.shared.set_consumer_error(e.to_string());
-            if matches!(e, ProjectionError::WriterStopped) {
-                tracing::error!("the database writer stopped; the consumer stops too");
+            // The writer stopped, or CART_EVENTS is another stream now (rebuild the projection).
+            if matches!(
+                e,
+                ProjectionError::WriterStopped | ProjectionError::Rebuild(_)
+            ) {
+                tracing::error!(error = %e, "the consumer stops");
                 fatal.cancel();
                 return self.give_back(ahead).await;
             }
@@ -203,13 +191,19 @@ impl Consumer {
         }
     }
 
+    /// [`same_stream::still_ours`], asked before any read of `CART_EVENTS` by sequence: the
+    /// durable consumer may not have noticed yet that its stream was created again.
+    async fn stream_still_ours(&self) -> Result<bool, ProjectionError> {
+        let timeout = self.settings.request_timeout;
+        same_stream::still_ours(&self.durable.stream, &self.writer, timeout).await
+    }
+
     /// Creates (or re-validates) the durable consumer, e.g. after it was deleted: a new one
     /// starts after the durable checkpoint. A durable consumer also disappears with its stream:
     /// if `CART_EVENTS` was deleted and created again, the checkpoint numbers another stream's
     /// messages, and this returns the error that stops the projection (rebuild it) instead.
     async fn recreate(&mut self) -> Result<(), ProjectionError> {
-        let timeout = self.settings.request_timeout;
-        if !same_stream::still_ours(&self.durable.stream, &self.writer, timeout).await? {
+        if !self.stream_still_ours().await? {
             return Ok(());
         }
         let ensure = self.durable.recreate(self.writer.durable_checkpoint());
@@ -321,6 +315,9 @@ impl Consumer {
     /// The stored messages from `from` on, before `until` (one catch-up batch at most), as
     /// deliveries on their last attempt.
     async fn read_gap(&self, from: u64, until: u64) -> Result<Vec<Received>, ProjectionError> {
+        if !self.stream_still_ours().await? {
+            return Ok(Vec::new());
+        }
         let read = self
             .order
             .read_back(
@@ -434,6 +431,9 @@ impl Consumer {
         let Some(missing) = self.order.stalled() else {
             return Ok(());
         };
+        if !self.stream_still_ours().await? {
+            return Ok(());
+        }
         let until = self.parked.first().map_or(u64::MAX, |d| d.inc.sequence);
         let read = self
             .order

@@ -106,3 +106,20 @@ pub(super) async fn ack_all(deliveries: Vec<Received>, timeout: Duration) {
         ack_one(d, AckKind::Ack, timeout).await;
     }
 }
+
+/// How the live consumer loop ([`super::consumer::Consumer`]) fetches and acknowledges.
+#[derive(Debug, Clone)]
+pub struct LoopSettings {
+    pub batch_size: usize,
+    /// Messages per fetch after a full one (catching up).
+    pub catch_up_batch_size: usize,
+    pub fetch_wait: Duration,
+    pub nak_delay: Duration,
+    /// Redelivery delay of messages held back behind an earlier one that is still missing
+    /// (the ack wait: by then a message lost in a crash has been redelivered). Longer than
+    /// `nak_delay`, so waiting burns few of their deliveries.
+    pub hold_delay: Duration,
+    pub max_deliver: i64,
+    /// Deadline of each NATS request (acks, direct gets, publishes).
+    pub request_timeout: Duration,
+}
