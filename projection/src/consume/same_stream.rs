@@ -12,8 +12,9 @@
 //! the projection goes on.
 //!
 //! Checked at start-up, and by a running node before it re-creates a durable consumer that
-//! disappeared (a durable goes with its stream); a rebuild checks the file it replaces, so the
-//! old stream's dead letters are not carried over.
+//! disappeared (a durable goes with its stream) and before it reads messages back by sequence
+//! (a gap, a stall); a rebuild checks the file it replaces, so the old stream's dead letters
+//! are not carried over.
 
 use std::time::Duration;
 
