@@ -423,19 +423,24 @@ impl Leased {
             ended = self.lease.hold(taken, &give_back, &self.crashed) => ended,
             () = drained => unreachable!("never ends"),
         };
-        self.status.set_active(false);
-        if ended == lease::Ended::Released {
-            self.readiness
-                .set_failed(LEASE_CHECK, "drained: the lease was given back");
+        // Not ready first, then not active: while active, a lapsed lease fails `/ready` by the
+        // veto, and in between (a probe answered as a frozen runner wakes) it must not pass.
+        match &ended {
+            lease::Ended::Released => self
+                .readiness
+                .set_failed(LEASE_CHECK, "drained: the lease was given back"),
+            lease::Ended::Lost(reason) => self
+                .readiness
+                .set_failed(LEASE_CHECK, format!("lease lost: {reason}")),
+            lease::Ended::Abandoned => {}
         }
+        self.status.set_active(false);
         if let lease::Ended::Lost(reason) = ended {
             // Another runner may start fetching soon: what the lanes still queue goes back.
             self.lost.cancel();
             self.stop_fetching.cancel();
             ::metrics::counter!(metrics::LEASE_LOST).increment(1);
             tracing::error!(%reason, "lost the runner lease: no more fetching");
-            self.readiness
-                .set_failed(LEASE_CHECK, format!("lease lost: {reason}"));
             self.lease.forget().await;
         }
     }
