@@ -35,6 +35,9 @@ impl Ops {
     /// term sets its checks.
     async fn serve(addr: &str, stop: CancellationToken) -> anyhow::Result<Self> {
         let (listener, addr) = shared::serve::bind(addr).await?;
+        // The series a scrape expects from the first answer on, before any term has started.
+        crate::metrics::describe();
+        ::metrics::counter!(crate::metrics::LEASE_LOST).increment(0);
         let readiness = Readiness::new();
         readiness.register(CHECKS);
         let router = shared::ops::router(readiness.clone(), shared::telemetry::prometheus());
