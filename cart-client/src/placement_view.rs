@@ -352,11 +352,28 @@ impl PlacementView {
 /// Follow every change of `kv` with `on_entry`, and re-read the whole bucket with `refresh`
 /// every `resync` (entries that expire by TTL leave no marker to watch; a stalled watch cannot
 /// freeze the view). The watch is recreated when it fails or ends, and after
-/// [`WATCH_LIFETIME`] intervals.
+/// [`WATCH_LIFETIME`] intervals. `shutdown` ends it at once, also in the middle of a request
+/// that waits for an unreachable server (each of them times out only after seconds: a term of
+/// the runner that stops while NATS is away would wait for them one after another).
 async fn watch_bucket<R, Fut>(
     kv: kv::Store,
     resync: Duration,
     shutdown: CancellationToken,
+    on_entry: impl Fn(&kv::Entry),
+    refresh: R,
+) where
+    R: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<(), async_nats::Error>>,
+{
+    shutdown
+        .run_until_cancelled(follow_bucket(kv, resync, on_entry, refresh))
+        .await;
+}
+
+/// [`watch_bucket`]'s loop, which never ends by itself.
+async fn follow_bucket<R, Fut>(
+    kv: kv::Store,
+    resync: Duration,
     on_entry: impl Fn(&kv::Entry),
     refresh: R,
 ) where
@@ -376,7 +393,6 @@ async fn watch_bucket<R, Fut>(
                 relist.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tokio::select! {
-                        () = shutdown.cancelled() => return,
                         () = &mut deadline => break,
                         _ = relist.tick() => {
                             if let Err(e) = refresh().await {
@@ -398,10 +414,7 @@ async fn watch_bucket<R, Fut>(
             // soon (the listing below keeps the view current meanwhile).
             Err(e) => {
                 tracing::warn!(bucket, error = %e, "cannot watch the bucket; retrying");
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    () = tokio::time::sleep(backoff) => {}
-                }
+                tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(resync);
             }
         }

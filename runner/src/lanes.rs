@@ -147,7 +147,10 @@ impl Lanes {
                 }
             });
         }
-        self.tracker.spawn(fetch_loop(
+        // `abort` (the end of a drain) also cuts a request the loop waits on (a fetch, the
+        // consumer's info, its re-creation): each waits seconds for an unreachable server.
+        // What it fetched and did not hand to a lane is redelivered after the ack wait.
+        let fetching = fetch_loop(
             name,
             consumer,
             durable,
@@ -158,7 +161,9 @@ impl Lanes {
             self.stop_fetching.clone(),
             self.abort.clone(),
             self.lease.clone(),
-        ));
+        );
+        self.tracker
+            .spawn(self.abort.clone().run_until_cancelled_owned(fetching));
     }
 }
 

@@ -40,6 +40,9 @@ use serde::{Deserialize, Serialize};
 use shared::subjects::RUNNER_LEASE_KEY;
 use tokio_util::sync::CancellationToken;
 
+/// How long [`Lease::forget`] tries after a loss.
+const FORGET_WITHIN: Duration = Duration::from_secs(1);
+
 /// A test hook run before each refresh: one that waits is a lease task that does not get to
 /// run (a frozen or starved process) while the lanes go on.
 pub type RefreshHook = Arc<dyn Fn() -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
@@ -331,15 +334,21 @@ impl Lease {
 impl Lease {
     /// After a loss: a refresh answered too late may still have been applied, and its entry
     /// would keep the next runner waiting for a TTL; delete it if it names this runner (best
-    /// effort).
+    /// effort, for at most [`FORGET_WITHIN`]: a loss often means NATS is unreachable, and the
+    /// term's stop waits for this).
     pub async fn forget(&self) {
-        if let Ok(Some((revision, h))) = self.current().await
-            && h.holder == self.holder
-        {
-            let _ = self
-                .kv
-                .delete_expect_revision(RUNNER_LEASE_KEY, Some(revision))
-                .await;
+        let forget = async {
+            if let Ok(Some((revision, h))) = self.current().await
+                && h.holder == self.holder
+            {
+                let _ = self
+                    .kv
+                    .delete_expect_revision(RUNNER_LEASE_KEY, Some(revision))
+                    .await;
+            }
+        };
+        if tokio::time::timeout(FORGET_WITHIN, forget).await.is_err() {
+            tracing::warn!("could not clear the lost runner lease in time; it expires by itself");
         }
     }
 }

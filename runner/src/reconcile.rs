@@ -39,7 +39,17 @@ impl Reconciler {
                 _ = tick.tick() => {}
             }
             let started = time::OffsetDateTime::now_utc();
-            match self.pass(started, last_pass).await {
+            // `stop` cuts a pass short: otherwise a pass that waits for an unreachable server
+            // holds the term's stop for its requests' timeouts. Nothing is lost: the next
+            // term's first pass (or the other runner's) asks for every waiting order past the
+            // first age, and an order asked for twice is only read twice.
+            let Some(passed) = stop
+                .run_until_cancelled(self.pass(started, last_pass))
+                .await
+            else {
+                return;
+            };
+            match passed {
                 Ok(asked) => {
                     last_pass = Some(started);
                     if asked > 0 {
