@@ -75,7 +75,12 @@ impl CatalogCache {
             .time_to_live(ttl)
             .build();
         let this = Self { kv, cache };
-        tracker.spawn(this.clone().watch(shutdown));
+        // Cut at once, also while it waits for an unreachable server to answer.
+        tracker.spawn(
+            shutdown
+                .clone()
+                .run_until_cancelled_owned(this.clone().watch(shutdown)),
+        );
         this
     }
 

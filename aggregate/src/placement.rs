@@ -73,8 +73,12 @@ impl Placement {
         });
         this.heartbeat().await?;
         this.view.refresh_nodes().await?;
-        tracker.spawn(this.clone().heartbeat_loop(shutdown.clone()));
-        tracker.spawn(this.clone().reconcile_loop(shutdown));
+        // `shutdown` comes after the drain handed the shards off: it cuts a heartbeat or a
+        // claim at once, also one that waits for an unreachable server to answer.
+        let heartbeats = this.clone().heartbeat_loop(shutdown.clone());
+        let claims = this.clone().reconcile_loop(shutdown.clone());
+        tracker.spawn(shutdown.clone().run_until_cancelled_owned(heartbeats));
+        tracker.spawn(shutdown.run_until_cancelled_owned(claims));
         Ok(this)
     }
 
