@@ -76,11 +76,7 @@ impl CatalogCache {
             .build();
         let this = Self { kv, cache };
         // Cut at once, also while it waits for an unreachable server to answer.
-        tracker.spawn(
-            shutdown
-                .clone()
-                .run_until_cancelled_owned(this.clone().watch(shutdown)),
-        );
+        tracker.spawn(shutdown.run_until_cancelled_owned(this.clone().watch()));
         this
     }
 
@@ -148,35 +144,30 @@ impl CatalogCache {
             .map_err(|e| ApiError::unavailable(format!("catalog read of {key} failed: {e}")))
     }
 
-    /// Invalidate keys as they change. Recreates the watch when it ends or errors.
-    async fn watch(self, shutdown: CancellationToken) {
+    /// Invalidate keys as they change. Recreates the watch when it ends or errors; never ends
+    /// by itself ([`CatalogCache::start`] runs it until its shutdown).
+    async fn watch(self) {
         let mut backoff = Duration::from_millis(100);
-        while !shutdown.is_cancelled() {
+        loop {
             match self.kv.watch_all().await {
                 Ok(mut watch) => {
                     backoff = Duration::from_millis(100);
                     // Anything cached before the watch started may be stale.
                     self.cache.invalidate_all();
                     loop {
-                        tokio::select! {
-                            () = shutdown.cancelled() => return,
-                            next = watch.next() => match next {
-                                Some(Ok(entry)) => self.cache.invalidate(&entry.key).await,
-                                Some(Err(e)) => {
-                                    tracing::warn!(error = %e, "catalog watch failed; recreating it");
-                                    break;
-                                }
-                                None => break,
+                        match watch.next().await {
+                            Some(Ok(entry)) => self.cache.invalidate(&entry.key).await,
+                            Some(Err(e)) => {
+                                tracing::warn!(error = %e, "catalog watch failed; recreating it");
+                                break;
                             }
+                            None => break,
                         }
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot watch the catalog; retrying"),
             }
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(backoff) => {}
-            }
+            tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     }

@@ -75,8 +75,8 @@ impl Placement {
         this.view.refresh_nodes().await?;
         // `shutdown` comes after the drain handed the shards off: it cuts a heartbeat or a
         // claim at once, also one that waits for an unreachable server to answer.
-        let heartbeats = this.clone().heartbeat_loop(shutdown.clone());
-        let claims = this.clone().reconcile_loop(shutdown.clone());
+        let heartbeats = this.clone().heartbeat_loop();
+        let claims = this.clone().reconcile_loop();
         tracker.spawn(shutdown.clone().run_until_cancelled_owned(heartbeats));
         tracker.spawn(shutdown.run_until_cancelled_owned(claims));
         Ok(this)
@@ -183,21 +183,20 @@ impl Placement {
         Ok(())
     }
 
-    async fn heartbeat_loop(self: Arc<Self>, shutdown: CancellationToken) {
+    /// Never ends by itself: [`Placement::start`] runs it until its shutdown.
+    async fn heartbeat_loop(self: Arc<Self>) {
         let mut tick = tokio::time::interval(self.cfg.heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                _ = tick.tick() => {}
-            }
+            tick.tick().await;
             if let Err(e) = self.heartbeat().await {
                 tracing::warn!(error = %e, "node heartbeat failed");
             }
         }
     }
 
-    async fn reconcile_loop(self: Arc<Self>, shutdown: CancellationToken) {
+    /// Never ends by itself: [`Placement::start`] runs it until its shutdown.
+    async fn reconcile_loop(self: Arc<Self>) {
         let mut changes = self.view.changes();
         let mut owned: HashSet<u32> = HashSet::new();
         loop {
@@ -215,7 +214,6 @@ impl Placement {
             owned = now_owned;
             self.ready.store(true, Ordering::SeqCst);
             tokio::select! {
-                () = shutdown.cancelled() => return,
                 _ = changes.changed() => {}
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(self.cfg.heartbeat) => {}

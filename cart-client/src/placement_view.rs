@@ -365,63 +365,51 @@ async fn watch_bucket<R, Fut>(
     R: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<(), async_nats::Error>>,
 {
-    shutdown
-        .run_until_cancelled(follow_bucket(kv, resync, on_entry, refresh))
-        .await;
-}
-
-/// [`watch_bucket`]'s loop, which never ends by itself.
-async fn follow_bucket<R, Fut>(
-    kv: kv::Store,
-    resync: Duration,
-    on_entry: impl Fn(&kv::Entry),
-    refresh: R,
-) where
-    R: Fn() -> Fut,
-    Fut: std::future::Future<Output = Result<(), async_nats::Error>>,
-{
-    let bucket = kv.name.clone();
-    let mut backoff = WATCH_RETRY_MIN;
-    loop {
-        match kv.watch_all().await {
-            Ok(mut w) => {
-                backoff = WATCH_RETRY_MIN;
-                let deadline = tokio::time::sleep(resync * WATCH_LIFETIME);
-                tokio::pin!(deadline);
-                let mut relist =
-                    tokio::time::interval_at(tokio::time::Instant::now() + resync, resync);
-                relist.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tokio::select! {
-                        () = &mut deadline => break,
-                        _ = relist.tick() => {
-                            if let Err(e) = refresh().await {
-                                tracing::warn!(bucket, error = %e, "cannot list the bucket");
+    let follow = async {
+        let bucket = kv.name.clone();
+        let mut backoff = WATCH_RETRY_MIN;
+        loop {
+            match kv.watch_all().await {
+                Ok(mut w) => {
+                    backoff = WATCH_RETRY_MIN;
+                    let deadline = tokio::time::sleep(resync * WATCH_LIFETIME);
+                    tokio::pin!(deadline);
+                    let mut relist =
+                        tokio::time::interval_at(tokio::time::Instant::now() + resync, resync);
+                    relist.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    loop {
+                        tokio::select! {
+                            () = &mut deadline => break,
+                            _ = relist.tick() => {
+                                if let Err(e) = refresh().await {
+                                    tracing::warn!(bucket, error = %e, "cannot list the bucket");
+                                }
                             }
-                        }
-                        next = w.next() => match next {
-                            Some(Ok(entry)) => on_entry(&entry),
-                            Some(Err(e)) => {
-                                tracing::warn!(bucket, error = %e, "KV watch failed; recreating it");
-                                break;
+                            next = w.next() => match next {
+                                Some(Ok(entry)) => on_entry(&entry),
+                                Some(Err(e)) => {
+                                    tracing::warn!(bucket, error = %e, "KV watch failed; recreating it");
+                                    break;
+                                }
+                                None => break,
                             }
-                            None => break,
                         }
                     }
                 }
+                // E.g. the ordered consumer was placed on a server that was just killed: ask again
+                // soon (the listing below keeps the view current meanwhile).
+                Err(e) => {
+                    tracing::warn!(bucket, error = %e, "cannot watch the bucket; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(resync);
+                }
             }
-            // E.g. the ordered consumer was placed on a server that was just killed: ask again
-            // soon (the listing below keeps the view current meanwhile).
-            Err(e) => {
-                tracing::warn!(bucket, error = %e, "cannot watch the bucket; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(resync);
+            if let Err(e) = refresh().await {
+                tracing::warn!(bucket, error = %e, "cannot list the bucket");
             }
         }
-        if let Err(e) = refresh().await {
-            tracing::warn!(bucket, error = %e, "cannot list the bucket");
-        }
-    }
+    };
+    shutdown.run_until_cancelled(follow).await;
 }
 
 /// Everyone routing carts (aggregates, gateway, runner) must hash them into as many shards as

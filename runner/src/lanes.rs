@@ -147,9 +147,10 @@ impl Lanes {
                 }
             });
         }
-        // `abort` (the end of a drain) also cuts a request the loop waits on (a fetch, the
-        // consumer's info, its re-creation): each waits seconds for an unreachable server.
-        // What it fetched and did not hand to a lane is redelivered after the ack wait.
+        // `abort` (the end of a drain, or a crash) ends the loop at once, also in a request it
+        // waits on (a fetch, the consumer's info, its re-creation), which would wait seconds
+        // for an unreachable server. What it fetched and did not hand to a lane is
+        // redelivered after the ack wait.
         let fetching = fetch_loop(
             name,
             consumer,
@@ -159,7 +160,6 @@ impl Lanes {
             self.batch,
             self.status.clone(),
             self.stop_fetching.clone(),
-            self.abort.clone(),
             self.lease.clone(),
         );
         self.tracker
@@ -202,7 +202,6 @@ async fn fetch_loop(
     batch: usize,
     status: Arc<Status>,
     stop: CancellationToken,
-    abort: CancellationToken,
     lease: crate::lease::Validity,
 ) {
     let mut backoff = Duration::from_millis(100);
@@ -210,7 +209,7 @@ async fn fetch_loop(
     // Everything up to it is acknowledged: where a re-created consumer resumes.
     let mut floor = consumer.cached_info().ack_floor.stream_sequence;
     let mut floor_read = Instant::now();
-    while !stop.is_cancelled() && !abort.is_cancelled() {
+    while !stop.is_cancelled() {
         if failures >= RECREATE_AFTER {
             match durable.recreate(floor).await {
                 Ok(c) => {
@@ -255,10 +254,7 @@ async fn fetch_loop(
             }
         };
         let mut failed = false;
-        while let Some(next) = tokio::select! {
-            () = abort.cancelled() => return,
-            m = messages.next() => m,
-        } {
+        while let Some(next) = messages.next().await {
             let msg = match next {
                 Ok(m) => m,
                 Err(e) => {

@@ -397,11 +397,10 @@ impl Leased {
             LEASE_CHECK,
             "standing by: taking the lease (held by another runner until it gives it back or its entry expires)",
         );
-        // Both series exist from start-up (a standby reads 0). A term starts with nothing in
-        // flight: the gauge is the process's, and an earlier term may have been cut short.
+        // The lease gauge exists from start-up (a standby reads 0). A term starts with nothing
+        // in flight: the gauge is the process's, and an earlier term may have been cut short.
         self.status.set_active(false);
         ::metrics::gauge!(metrics::IN_FLIGHT).set(0.0);
-        ::metrics::counter!(metrics::LEASE_LOST).increment(0);
         // A drain before the lease was taken leaves nothing to start.
         let Some(taken) = self.lease.take(&self.stop_fetching).await else {
             return;

@@ -17,6 +17,7 @@ pub const ACK_FLOOR: &str = "cart_runner_consumer_ack_floor";
 pub const LEASE_HELD: &str = "cart_runner_lease_held";
 pub const LEASE_LOST: &str = "cart_runner_lease_lost_total";
 
+/// Describes every series, and registers the one that must exist before its first change.
 pub fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_counter!(
@@ -81,4 +82,6 @@ pub fn describe() {
         ACK_FLOOR,
         "Stream sequence up to which a consumer has everything acknowledged (read every second; a re-created consumer resumes after it)."
     );
+    // Zero until the first loss, and scraped (alerted on) from the first answer of `/metrics`.
+    metrics::counter!(LEASE_LOST).increment(0);
 }

@@ -29,27 +29,24 @@ impl Reconciler {
     /// Runs passes every `interval` until `stop`. A pass looks back to the start of the last
     /// one that succeeded, so an order whose read-again age fell into a failed or late pass
     /// is read by the next one.
+    ///
+    /// `stop` also cuts a pass short: otherwise a pass that waits for an unreachable server
+    /// holds the term's stop for its requests' timeouts. Nothing is lost: the next term's first
+    /// pass (or the other runner's) asks for every waiting order past the first age, and an
+    /// order asked for twice is only read twice.
     pub async fn run(self, stop: CancellationToken) {
+        stop.run_until_cancelled(self.passes()).await;
+    }
+
+    /// [`Reconciler::run`]'s loop, which never ends by itself.
+    async fn passes(self) {
         let mut tick = tokio::time::interval(self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut last_pass: Option<time::OffsetDateTime> = None;
         loop {
-            tokio::select! {
-                () = stop.cancelled() => return,
-                _ = tick.tick() => {}
-            }
+            tick.tick().await;
             let started = time::OffsetDateTime::now_utc();
-            // `stop` cuts a pass short: otherwise a pass that waits for an unreachable server
-            // holds the term's stop for its requests' timeouts. Nothing is lost: the next
-            // term's first pass (or the other runner's) asks for every waiting order past the
-            // first age, and an order asked for twice is only read twice.
-            let Some(passed) = stop
-                .run_until_cancelled(self.pass(started, last_pass))
-                .await
-            else {
-                return;
-            };
-            match passed {
+            match self.pass(started, last_pass).await {
                 Ok(asked) => {
                     last_pass = Some(started);
                     if asked > 0 {

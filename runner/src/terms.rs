@@ -35,12 +35,13 @@ impl Ops {
     /// term sets its checks.
     async fn serve(addr: &str, stop: CancellationToken) -> anyhow::Result<Self> {
         let (listener, addr) = shared::serve::bind(addr).await?;
-        // The series a scrape expects from the first answer on, before any term has started.
+        // The series a scrape expects from the first answer on, before any term has started
+        // (after the recorder is there to take them).
+        let prometheus = shared::telemetry::prometheus();
         crate::metrics::describe();
-        ::metrics::counter!(crate::metrics::LEASE_LOST).increment(0);
         let readiness = Readiness::new();
         readiness.register(CHECKS);
-        let router = shared::ops::router(readiness.clone(), shared::telemetry::prometheus());
+        let router = shared::ops::router(readiness.clone(), prometheus);
         tokio::spawn(shared::serve::http(listener, router, stop));
         Ok(Self {
             addr,

@@ -432,7 +432,12 @@ async fn the_ops_endpoint_answers_between_terms_while_nats_is_away() {
     .await
     .expect("/ready says why the runner cannot start again");
     assert_eq!(get("/health").await.0, 200, "alive between terms");
-    assert_eq!(get("/metrics").await.0, 200, "scraped between terms");
+    let (status, metrics) = get("/metrics").await;
+    assert_eq!(status, 200, "scraped between terms");
+    assert!(
+        metrics.contains("cart_runner_lease_lost_total 1"),
+        "the loss is counted, on the endpoint that outlives the term:\n{metrics}"
+    );
     assert!(!run.is_finished(), "NATS going away does not end run()");
 
     // NATS is back: a term starts on the same ports and takes the lease again.
