@@ -15,6 +15,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::metrics as m;
 
+/// How long a stopping writer may still spend on what is queued (a snapshot given up is only
+/// a slower load: the stream has every event).
+const FINAL_FLUSH_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 #[derive(Deserialize)]
 struct SnapshotValue {
     stream_seq: u64,
@@ -44,8 +48,8 @@ pub struct SnapshotStore {
 }
 
 impl SnapshotStore {
-    /// Start the writer task (owned by `tracker`, stopped by `shutdown` after a final flush),
-    /// for a snapshot every `every` messages of a cart (0: off).
+    /// Start the writer task (owned by `tracker`, stopped by `shutdown` after a final flush of
+    /// at most [`FINAL_FLUSH_WITHIN`]), for a snapshot every `every` messages of a cart (0: off).
     pub fn start(
         kv: kv::Store,
         every: u64,
@@ -126,13 +130,20 @@ async fn writer(kv: kv::Store, mut rx: mpsc::Receiver<Job>, shutdown: Cancellati
         }
         Job::Flush(done) => waiters.push(done),
     };
+    // Once stopping, what is still queued gets a short while: with NATS away each write
+    // would wait for its own request timeout, one after another.
+    let give_up = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(FINAL_FLUSH_WITHIN).await;
+    };
+    tokio::pin!(give_up);
     loop {
         let job = tokio::select! {
             job = rx.recv() => job,
             () = shutdown.cancelled() => None,
         };
         // Stopping: a final flush of whatever is still queued.
-        let stopping = job.is_none();
+        let mut stopping = job.is_none();
         if let Some(job) = job {
             take(job, &mut pending, &mut waiters);
         }
@@ -140,8 +151,22 @@ async fn writer(kv: kv::Store, mut rx: mpsc::Receiver<Job>, shutdown: Cancellati
         while let Ok(job) = rx.try_recv() {
             take(job, &mut pending, &mut waiters);
         }
-        for (key, state) in pending.drain() {
-            write(&kv, &key, &state).await;
+        let batch: Vec<_> = pending.drain().collect();
+        let mut written = 0;
+        let writes = async {
+            for (key, state) in &batch {
+                write(&kv, key, state).await;
+                written += 1;
+            }
+        };
+        tokio::select! {
+            () = writes => {}
+            () = &mut give_up => {
+                let dropped = batch.len() - written + rx.len();
+                metrics::counter!(m::SNAPSHOT_WRITES, "result" => "dropped").increment(dropped as u64);
+                tracing::warn!(dropped, "stopping before every snapshot was written");
+                stopping = true;
+            }
         }
         for done in waiters.drain(..) {
             let _ = done.send(());
@@ -171,5 +196,52 @@ async fn write(kv: &kv::Store, key: &str, state: &CartState) {
             metrics::counter!(m::SNAPSHOT_WRITES, "result" => "error").increment(1);
             tracing::warn!(key, error = %e, "snapshot write failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Snapshots are a cache (the stream has every event): a node that stops while NATS is
+    /// away gives up on the writes still queued instead of waiting for each one's timeout.
+    #[tokio::test]
+    async fn a_stop_with_nats_away_does_not_wait_for_every_queued_snapshot() {
+        let Some(mut nats) = shared::test_support::NatsServer::start().await else {
+            return;
+        };
+        if !nats.can_restart() {
+            eprintln!("SKIPPED: an external NATS server (CART_TEST_NATS_URL) cannot be killed");
+            return;
+        }
+        let kv = nats
+            .jetstream()
+            .await
+            .create_key_value(kv::Config {
+                bucket: "SNAPSHOTS".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let (tracker, shutdown) = (TaskTracker::new(), CancellationToken::new());
+        let store = SnapshotStore::start(kv, 1, &tracker, shutdown.clone());
+        nats.kill();
+        for cart in 0..4 {
+            store
+                .queue(
+                    format!("cart-{cart}"),
+                    Arc::new(CartState::new(
+                        cart_domain::ids::CartId::parse("c").unwrap(),
+                    )),
+                )
+                .await;
+        }
+        shutdown.cancel();
+        tracker.close();
+        // Each write waits for its acknowledgement up to the request timeout (5 s): four of
+        // them one after another took ~20 s.
+        tokio::time::timeout(FINAL_FLUSH_WITHIN * 4, tracker.wait())
+            .await
+            .expect("the writer stops within its final-flush bound");
     }
 }
