@@ -324,6 +324,33 @@ async fn a_cart_holds_still_between_an_approved_purchase_and_its_order() {
     assert_eq!(p.events_of_type(&cart_id, "OrderMismatched").await, 0);
 }
 
+/// The validation callback decides on the cart as it is each time it is asked, never from an
+/// earlier answer for the same order. Before, its command id was fixed per order and attempt,
+/// so a second ask was a duplicate of the first approval, answered "approved" without a
+/// decision: also after the attempt had ended and the cart had changed (the hold ran out),
+/// when that purchase would charge the old contents and never be placed. Here the later ask
+/// comes after the order was placed, which the cart refuses to approve again.
+#[tokio::test]
+async fn each_validation_is_decided_on_the_cart_as_it_is_then() {
+    let Some((p, shopper, first)) = checking_out().await else {
+        return;
+    };
+    let order = first.order_id;
+    p.mock.validate(&order).await.expect("approved");
+    assert_eq!(p.mock.complete_unvalidated(&order).await.unwrap(), 200);
+    p.until_cart(
+        &shopper,
+        |c| !c["orderReference"].is_null(),
+        "the paid order is placed",
+    )
+    .await;
+    let refused = p.mock.validate(&order).await.unwrap_err();
+    assert!(
+        matches!(&refused, CompleteError::Refused(_)),
+        "a placed cart approves nothing: {refused}"
+    );
+}
+
 #[tokio::test]
 async fn paying_the_old_amount_after_the_cart_changed_never_places_an_order() {
     let Some((p, shopper, first)) = checking_out().await else {

@@ -133,14 +133,11 @@ async fn approve(
         provider_order_id: order_id.to_owned(),
         paid: paid.clone(),
     };
-    // The provider's retries of one validation are one command.
-    let id = cart_domain::ids::CommandId::derived(&[
-        ctx.tenant.as_str(),
-        cart.as_str(),
-        order_id,
-        &paid.attempt_id,
-        "approve-payment",
-    ]);
+    // A new id for every ask: an approval answers for the cart as it is now, never from the
+    // cart's recent commands (a fixed id made an ask after the attempt had failed and the cart
+    // had changed a duplicate of the first, approved without a decision). Asking again is
+    // safe: an approval still holding decides to nothing, a concurrent one is fenced.
+    let id = cart_domain::ids::CommandId::new();
     match s.upstream.execute(ctx, cart, Exec::new(id), command).await {
         Ok(_) => Ok(Ok(())),
         Err(e) if matches!(e.code, ErrorCode::InvalidState | ErrorCode::CartLocked) => {
