@@ -323,6 +323,42 @@ async fn expected_version_mismatch_is_a_conflict_and_appends_nothing() {
     node.drain().await.unwrap();
 }
 
+/// A command sent with the version it expects (`If-Match`) is stored, its answer is lost and
+/// the retry reaches a node whose copy of the cart is older (a gateway's fallback, a shard
+/// that moved). The node catches up and must then see that this very command made the
+/// version it finds: the retry is answered as applied, not refused as a conflict (a client
+/// told 412 would reload and send the change again, under a new key).
+#[tokio::test]
+async fn a_retry_with_if_match_on_a_node_behind_is_answered_as_applied() {
+    let Some(env) = env().await else { return };
+    let (a, mut to_a) = env.node_and_client("a", false).await;
+    let (b, mut to_b) = env.node_and_client("b", false).await;
+    let cart = "if-match-retry";
+    // `b` caches the cart at its first version; `a` moves it on.
+    run(&mut to_b, cart, add("TEST-SKU-123", 1)).await;
+    let at = run(&mut to_a, cart, add("TEST-SKU-123", 1))
+        .await
+        .cart
+        .unwrap()
+        .version;
+    let (id, add_at) = (CommandId::new(), |id, version| {
+        let mut req = exec(cart, id, add("TEST-SKU-456", 1));
+        req.get_mut().expected_version = Some(version);
+        req
+    });
+    let first = to_a.execute(add_at(id, at)).await.unwrap().into_inner();
+    let retry = to_b
+        .execute(add_at(id, at))
+        .await
+        .expect("the retry of an applied command is not a conflict")
+        .into_inner();
+    assert!(retry.duplicate);
+    assert_eq!(retry.version, first.version);
+    assert_eq!(env.messages(cart).await.len(), 3, "applied once");
+    a.drain().await.unwrap();
+    b.drain().await.unwrap();
+}
+
 /// A command whose answer was lost, retried after more than `recent` other commands: the
 /// store still knows its id (the duplicate window), the cart no longer lists it. The retry is
 /// answered as the duplicate it is, with the version it was applied at, not refused as a

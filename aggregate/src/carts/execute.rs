@@ -98,9 +98,15 @@ impl Carts {
             if let Some(expected) = expected_version
                 && expected != loaded.state.version
             {
-                if expected > loaded.state.version {
-                    self.confirm_current(loaded, cart).await?;
+                if expected > loaded.state.version && !confirmed {
                     confirmed = true;
+                    let before = loaded.state.version;
+                    self.confirm_current(loaded, cart).await?;
+                    // What it caught up on may be this very command (stored, its answer
+                    // lost, retried here): asked again before anything is refused.
+                    if loaded.state.version != before {
+                        continue;
+                    }
                 }
                 if expected != loaded.state.version {
                     metrics::counter!(m::CONFLICTS).increment(1);
