@@ -677,6 +677,36 @@ async fn an_ordered_cart_is_not_merged_into_another() {
     node.drain().await.unwrap();
 }
 
+/// A merge reads its source cart as the stream has it: a copy this node cached before another
+/// node changed the source (a fallback, a shard that moved) would merge without that change.
+#[tokio::test]
+async fn a_merge_reads_the_source_as_the_stream_has_it_not_as_cached() {
+    use cart_domain::Command as C;
+    let Some(env) = env().await else { return };
+    let (a, mut to_a) = env.node_and_client("a", false).await;
+    let (b, mut to_b) = env.node_and_client("b", false).await;
+    run(&mut to_a, "anonymous", add("TEST-SKU-123", 1)).await;
+    run(&mut to_b, "anonymous", add("TEST-SKU-456", 2)).await;
+    let merge = C::MergeCart {
+        source_cart_id: cart_domain::ids::CartId::parse("anonymous").unwrap(),
+        items: Vec::new(),
+    };
+    let merged = executed(
+        &mut to_a,
+        exec("user", CommandId::new(), merge),
+        "the merge",
+    )
+    .await;
+    assert_eq!(quantity_of(&merged, "TEST-SKU-123"), 1);
+    assert_eq!(
+        quantity_of(&merged, "TEST-SKU-456"),
+        2,
+        "the line added on the other node is merged too"
+    );
+    a.drain().await.unwrap();
+    b.drain().await.unwrap();
+}
+
 /// A `WatchCart` stream of `cart`.
 async fn watch(
     client: &mut CartServiceClient<Channel>,

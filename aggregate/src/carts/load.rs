@@ -52,15 +52,21 @@ impl Carts {
         Ok(render(&loaded.state))
     }
 
-    /// Read a cart without caching it or checking ownership (merge sources, admin reads).
+    /// Read a cart without caching it or checking ownership (merge sources, admin reads), as
+    /// the stream's leader has it: a copy cached here, or one loaded from a replica, is caught
+    /// up first (another node may have changed the cart since, and a merge must not lose that
+    /// change).
     pub async fn read_uncached(&self, cart: &CartRef) -> Result<CartState, ApiError> {
         if let Some(slot) = self.inner.cache.get(&cart.key).await {
-            let guard = slot.loaded.lock().await;
-            if let Some(l) = guard.as_ref() {
+            let mut guard = slot.loaded.lock().await;
+            if let Some(l) = guard.as_mut() {
+                self.confirm_current(l, cart).await?;
                 return Ok(l.state.clone());
             }
         }
-        Ok(self.load(cart).await?.state)
+        let mut loaded = self.load(cart).await?;
+        self.confirm_current(&mut loaded, cart).await?;
+        Ok(loaded.state)
     }
 
     pub(super) async fn slot(&self, cart: &CartRef) -> Arc<Slot> {
