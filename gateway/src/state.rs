@@ -158,25 +158,38 @@ impl AppState {
         exec: Exec,
         mut commands: Vec<Command>,
     ) -> Result<VersionedCart, ApiError> {
-        // Each position its own id (two id-less upserts in one batch are two details), the
-        // same on every retry of the request.
-        for (i, c) in commands.iter_mut().enumerate() {
-            let id = match i {
-                0 => exec.command_id,
-                _ => CommandId::derived(&[&exec.command_id.to_string(), &i.to_string()]),
-            };
-            fill_ids(c, &id.to_string());
-        }
-        for (i, c) in commands.iter().enumerate() {
-            c.validate().map_err(|e| {
-                let mut e = ApiError::from(e);
-                e.message = format!("commands[{i}]: {}", e.message);
-                e
-            })?;
-        }
+        fill_and_validate(commands.iter_mut(), exec.command_id)?;
         self.limits.check_cart(ctx.tenant.as_str(), cart.as_str())?;
         self.upstream.execute_batch(ctx, cart, exec, commands).await
     }
+}
+
+/// The id of the command at `position` of a request with command id `id`: `id` itself for the
+/// first, one derived from it for the others (the same on every retry of the request).
+pub fn position_id(id: CommandId, position: usize) -> CommandId {
+    match position {
+        0 => id,
+        _ => CommandId::derived(&[&id.to_string(), &position.to_string()]),
+    }
+}
+
+/// Each of a request's commands as it will be sent: ids filled from its position's id (two
+/// id-less upserts in one request are two details), then validated, a failure naming its
+/// index. Every command is checked before any is sent: a bad value refuses the request and
+/// changes nothing.
+pub fn fill_and_validate<'a>(
+    commands: impl IntoIterator<Item = &'a mut Command>,
+    id: CommandId,
+) -> Result<(), ApiError> {
+    for (i, c) in commands.into_iter().enumerate() {
+        fill_ids(c, &position_id(id, i).to_string());
+        c.validate().map_err(|e| {
+            let mut e = ApiError::from(e);
+            e.message = format!("commands[{i}]: {}", e.message);
+            e
+        })?;
+    }
+    Ok(())
 }
 
 /// Ids a client may leave out, filled with `with` (derived from the command id): a

@@ -169,9 +169,11 @@ async fn run(
             Ok(Reply::new(snap, mutations))
         }
         Commands::Many {
-            commands,
+            mut commands,
             atomic: false,
         } => {
+            // Only what the cart decides is reported per command; a bad value is not.
+            crate::state::fill_and_validate(commands.iter_mut().map(|p| &mut p.command), id)?;
             let mut last = None;
             let mut mutations = Vec::with_capacity(commands.len());
             for (i, p) in commands.into_iter().enumerate() {
@@ -179,7 +181,7 @@ async fn run(
                     exec.clone()
                 } else {
                     Exec {
-                        command_id: CommandId::derived(&[&id.to_string(), &i.to_string()]),
+                        command_id: crate::state::position_id(id, i),
                         expected_version: None,
                         fingerprint: None,
                     }

@@ -241,6 +241,34 @@ async fn a_one_by_one_list_with_an_idempotency_key_is_refused_whole() {
     );
 }
 
+/// A one-by-one list reports per command what the cart decides, but a bad value anywhere in
+/// it refuses the whole request before anything is applied (before, the commands ahead of it
+/// were stored and the 5 KB value came back in the reply).
+#[tokio::test]
+async fn a_one_by_one_list_with_a_bad_value_is_refused_whole() {
+    let Some((stack, http, id)) = stack_with_cart().await else {
+        return;
+    };
+    let long = "S".repeat(5000);
+    let got = call(
+        http.post(stack.url(&format!("/v1/carts/{id}/commands")))
+            .json(&json!({"atomic": false, "commands": [
+                add("TEST-SKU-123", 1),
+                {"type": "AddItem", "sku": long, "quantity": 1}]})),
+    )
+    .await;
+    assert_error(&got, 400, "invalid_argument", "commands[1]: sku");
+    assert!(
+        !got.1.to_string().contains(&long),
+        "the value is not echoed: {}",
+        got.1
+    );
+    assert!(
+        stack.events("default", &id).await.is_empty(),
+        "nothing applied"
+    );
+}
+
 #[tokio::test]
 async fn command_lists_atomic_or_one_by_one() {
     let Some((stack, http, id)) = stack_with_cart().await else {
