@@ -155,6 +155,30 @@ fn requests(long: &str) -> Vec<Bad> {
             Some(json!({"userId": long})),
             "userId",
         ),
+        // A body's country that no command uses is still checked (the body is echoed).
+        bad(
+            M::PUT,
+            "/cart/byid/bounded/voucher",
+            Some(json!({"code": "WELCOME10", "country": long})),
+            "country",
+        ),
+        bad(
+            M::POST,
+            "/cart/byid/bounded/add",
+            Some(
+                json!({"items": [{"sku": "TEST-SKU-123", "quantity": 1, "country": "se"}], "country": long}),
+            ),
+            "country",
+        ),
+        // A one-by-one list is checked whole before its first command is sent.
+        bad(
+            M::POST,
+            v1,
+            Some(
+                json!({"atomic": false, "commands": [{"type": "AddItem", "sku": "TEST-SKU-123", "quantity": 1}, {"type": "AddItem", "sku": long, "quantity": 1}]}),
+            ),
+            "sku",
+        ),
         // A long value where a number belongs is not echoed either.
         bad(
             M::POST,

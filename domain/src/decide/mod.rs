@@ -463,7 +463,7 @@ fn non_empty<T>(items: &[T], field: &'static str) -> Result<(), DomainError> {
 }
 
 /// An ISO 3166-1 alpha-2 country code, normalised to lower case (`se`, `no`, `dk`).
-fn country(c: &str) -> Result<String, DomainError> {
+pub fn country(c: &str) -> Result<String, DomainError> {
     if c.len() == 2 && c.bytes().all(|b| b.is_ascii_alphabetic()) {
         Ok(c.to_ascii_lowercase())
     } else {

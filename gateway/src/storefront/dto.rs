@@ -4,6 +4,7 @@
 
 use cart_domain::{AddItem, Command, Marking};
 use serde::{Deserialize, Serialize};
+use shared::ApiError;
 use utoipa::ToSchema;
 
 /// One item: the body of `POST /cart`, and the entries of `POST /cart/add` and `/cart/set`.
@@ -140,15 +141,34 @@ impl From<MarkingBody> for Marking {
 }
 
 /// The country an item ships to: its own, the body's, or the configured default.
-fn country<'a>(body: &'a Option<String>, default: &'a str) -> &'a str {
-    body.as_deref().unwrap_or(default)
+/// A body's `country`, when it names one, is a country code also where no item uses it: the
+/// body is echoed as the reply's `mutation`.
+fn checked_country(country: Option<&str>) -> Result<(), ApiError> {
+    match country {
+        Some(c) => cart_domain::decide::country(c)
+            .map(drop)
+            .map_err(ApiError::from),
+        None => Ok(()),
+    }
 }
 
 impl ItemsBody {
     /// The domain items; each ships to its own country, the body's, or `default_country`.
-    pub fn items(&self, default_country: &str) -> Vec<AddItem> {
-        let country = country(&self.country, default_country);
-        self.items.iter().map(|i| i.to_add_item(country)).collect()
+    pub fn items(&self, default_country: &str) -> Result<Vec<AddItem>, ApiError> {
+        checked_country(self.country.as_deref())?;
+        let country = self.country.as_deref().unwrap_or(default_country);
+        Ok(self.items.iter().map(|i| i.to_add_item(country)).collect())
+    }
+}
+
+impl VoucherBody {
+    /// `ApplyVoucher`; `country` is accepted for compatibility (vouchers are not country
+    /// specific) when it is a country code.
+    pub fn command(&self) -> Result<Command, ApiError> {
+        checked_country(self.country.as_deref())?;
+        Ok(Command::ApplyVoucher {
+            code: self.code.clone(),
+        })
     }
 }
 
@@ -163,7 +183,7 @@ mod tests {
             br#"{"items":[{"sku":"A","quantity":1},{"sku":"B","quantity":2,"country":"no"}],"country":"dk"}"#,
         )
         .unwrap();
-        let items = b.items("se");
+        let items = b.items("se").unwrap();
         assert_eq!(items[0].country, "dk");
         assert_eq!(items[1].country, "no");
         let b: AddDeliveryBody = parse(br#"{"provider":"standard"}"#).unwrap();

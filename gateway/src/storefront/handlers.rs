@@ -136,7 +136,7 @@ pub async fn add_items(
     JsonBody(body): JsonBody<ItemsBody>,
 ) -> Result<Response, ApiError> {
     let cmd = Command::AddItems {
-        items: body.items(&s.cfg.default_country),
+        items: body.items(&s.cfg.default_country)?,
     };
     mutate(&s, &ctx, &cart, cmd, &body).await
 }
@@ -194,7 +194,7 @@ pub async fn set_items(
     JsonBody(body): JsonBody<ItemsBody>,
 ) -> Result<Response, ApiError> {
     let cmd = Command::SetItems {
-        items: body.items(&s.cfg.default_country),
+        items: body.items(&s.cfg.default_country)?,
     };
     mutate(&s, &ctx, &cart, cmd, &body).await
 }
@@ -257,9 +257,7 @@ pub async fn apply_voucher(
     cart: StoreCart,
     JsonBody(body): JsonBody<VoucherBody>,
 ) -> Result<Response, ApiError> {
-    let cmd = Command::ApplyVoucher {
-        code: body.code.clone(),
-    };
+    let cmd = body.command()?;
     mutate(&s, &ctx, &cart, cmd, &body).await
 }
 
