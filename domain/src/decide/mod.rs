@@ -247,6 +247,13 @@ impl Decision<'_, '_> {
             } => {
                 let live = matches!(&self.cart.checkout, Some(c) if c.attempt_id == attempt_id)
                     && self.cart.payment_in_progress();
+                // An approved purchase is being completed: a failure of an earlier call for
+                // the attempt (a redelivered update the completed order refused) must not
+                // release the cart before the paid order comes back.
+                if live && let Some(order) = self.cart.purchase_held(self.ctx.now.unix_timestamp())
+                {
+                    return Err(DomainError::PurchaseInProgress(order.to_owned()));
+                }
                 if live {
                     self.emit(CheckoutFailed {
                         attempt_id,

@@ -378,6 +378,32 @@ fn an_approved_purchase_holds_the_cart_until_it_is_placed() {
     assert!(matches!(later[0], Event::CheckoutReopened(_)), "{later:?}");
 }
 
+/// A failure reported for an attempt whose purchase the provider approved comes from an
+/// earlier call for it (a redelivered order update, refused because the shopper has completed
+/// the order meanwhile): it does not end the hold, or the paid order could be superseded by a
+/// new attempt before it comes back, and be charged but never placed. Once the hold runs out,
+/// the failure ends the attempt as usual.
+#[test]
+fn a_failure_reported_while_the_purchase_is_held_does_not_end_it() {
+    let cart = checking_out(vec![order_created("a1")]);
+    let approve = Command::ApprovePayment {
+        provider_order_id: "ko-1".into(),
+        paid: paid_for(&cart),
+    };
+    let held = apply_all(cart, approve);
+    let fail = Command::FailCheckout {
+        attempt_id: "a1".into(),
+        code: "READ_ONLY_ORDER".into(),
+        reason: "the order is completed and cannot change".into(),
+    };
+    assert_eq!(
+        when(&held, fail.clone()).unwrap_err().code(),
+        ErrorCode::CartLocked
+    );
+    let later = when_later(&held, fail, crate::payment::PURCHASE_HOLD_SECS).unwrap();
+    assert!(matches!(later[..], [Event::CheckoutFailed(_)]), "{later:?}");
+}
+
 /// A merge takes nothing from a cart that is ordered or being paid for (its lines would be
 /// bought again); once an unfinished purchase's hold has run out, the lines go as usual.
 #[test]
