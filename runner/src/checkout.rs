@@ -320,13 +320,16 @@ impl Checkout {
         if !self.lease.holds() {
             return Err(EffectError::LeaseLapsed);
         }
+        // Tried again only while the lease is this runner's: the client's retries outlast
+        // the lease's time to live, and a standby that took over makes its own calls.
+        let holds = || self.lease.holds();
         let called = match &existing {
             Some(id) => provider
-                .update_order(id, &order, ctx)
+                .update_order(id, &order, ctx, &holds)
                 .await
                 .map(|o| (CheckoutOutcome::Updated, o)),
             None => provider
-                .create_order(&order, &ids.provider_idempotency_key(), ctx)
+                .create_order(&order, &ids.provider_idempotency_key(), ctx, &holds)
                 .await
                 .map(|o| (CheckoutOutcome::Created, o)),
         };

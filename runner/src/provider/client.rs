@@ -113,79 +113,80 @@ impl ProviderClient {
     }
 
     /// `POST /checkout/v3/orders`. `idempotency_key` (the attempt id) makes a repeated create
-    /// return the order the first one made.
+    /// return the order the first one made. A failed try is repeated only while `may_retry`
+    /// (the runner still holds its lease).
     pub async fn create_order(
         &self,
         order: &Order,
         idempotency_key: &str,
         ctx: &RequestContext,
+        may_retry: &(dyn Fn() -> bool + Sync),
     ) -> Result<Order, ProviderError> {
-        self.send(
-            "create_order",
-            reqwest::Method::POST,
-            "/checkout/v3/orders",
-            Some(order),
-            Some(idempotency_key),
-            ctx,
-        )
-        .await
-        .and_then(decode)
+        let call = Call {
+            endpoint: "create_order",
+            method: reqwest::Method::POST,
+            path: "/checkout/v3/orders",
+            idempotency_key: Some(idempotency_key),
+            may_retry,
+        };
+        self.send(call, Some(order), ctx).await.and_then(decode)
     }
 
-    /// `POST /checkout/v3/orders/{id}`: replace lines and amounts of an open order.
+    /// `POST /checkout/v3/orders/{id}`: replace lines and amounts of an open order. A failed
+    /// try is repeated only while `may_retry` (the runner still holds its lease).
     pub async fn update_order(
         &self,
         id: &str,
         order: &Order,
         ctx: &RequestContext,
+        may_retry: &(dyn Fn() -> bool + Sync),
     ) -> Result<Order, ProviderError> {
         let path = format!("/checkout/v3/orders/{id}");
-        self.send(
-            "update_order",
-            reqwest::Method::POST,
-            &path,
-            Some(order),
-            None,
-            ctx,
-        )
-        .await
-        .and_then(decode)
+        let call = Call {
+            endpoint: "update_order",
+            method: reqwest::Method::POST,
+            path: &path,
+            idempotency_key: None,
+            may_retry,
+        };
+        self.send(call, Some(order), ctx).await.and_then(decode)
     }
 
     /// `GET /checkout/v3/orders/{id}`.
     pub async fn get_order(&self, id: &str, ctx: &RequestContext) -> Result<Order, ProviderError> {
         let path = format!("/checkout/v3/orders/{id}");
-        self.send::<()>("get_order", reqwest::Method::GET, &path, None, None, ctx)
-            .await
-            .and_then(decode)
+        let call = Call::reading("get_order", reqwest::Method::GET, &path);
+        self.send::<()>(call, None, ctx).await.and_then(decode)
     }
 
     /// `POST /ordermanagement/v1/orders/{id}/acknowledge` (after a push).
     pub async fn acknowledge(&self, id: &str, ctx: &RequestContext) -> Result<(), ProviderError> {
         let path = format!("/ordermanagement/v1/orders/{id}/acknowledge");
-        self.send::<()>("acknowledge", reqwest::Method::POST, &path, None, None, ctx)
-            .await
-            .map(|_| ())
+        let call = Call::reading("acknowledge", reqwest::Method::POST, &path);
+        self.send::<()>(call, None, ctx).await.map(|_| ())
     }
 
     /// `POST /ordermanagement/v1/orders/{id}/cancel`: release a paid order's authorisation
     /// (a paid order that does not match its cart, with `RUNNER_MISMATCH_ACTION=cancel`).
     pub async fn cancel(&self, id: &str, ctx: &RequestContext) -> Result<(), ProviderError> {
         let path = format!("/ordermanagement/v1/orders/{id}/cancel");
-        self.send::<()>("cancel", reqwest::Method::POST, &path, None, None, ctx)
-            .await
-            .map(|_| ())
+        let call = Call::reading("cancel", reqwest::Method::POST, &path);
+        self.send::<()>(call, None, ctx).await.map(|_| ())
     }
 
     async fn send<B: Serialize>(
         &self,
-        endpoint: &'static str,
-        method: reqwest::Method,
-        path: &str,
+        call: Call<'_>,
         body: Option<&B>,
-        idempotency_key: Option<&str>,
         ctx: &RequestContext,
     ) -> Result<bytes::Bytes, ProviderError> {
+        let Call {
+            endpoint,
+            method,
+            path,
+            idempotency_key,
+            may_retry,
+        } = call;
         let url = format!("{}{path}", self.cfg.base_url.trim_end_matches('/'));
         let attempt = || async {
             let mut req = self
@@ -225,10 +226,33 @@ impl ProviderClient {
                     .with_max_times(self.cfg.attempts.saturating_sub(1))
                     .with_jitter(),
             )
-            .when(ProviderError::is_transient)
+            .when(|e| e.is_transient() && may_retry())
             .notify(|e, after| tracing::warn!(endpoint, error = %e, ?after, "provider call failed; retrying"))
             .instrument(tracing::info_span!("provider.call", endpoint, %method, path))
             .await
+    }
+}
+
+/// One provider endpoint as [`ProviderClient::send`] calls it.
+struct Call<'a> {
+    endpoint: &'static str,
+    method: reqwest::Method,
+    path: &'a str,
+    idempotency_key: Option<&'a str>,
+    /// Asked before each repeated try.
+    may_retry: &'a (dyn Fn() -> bool + Sync),
+}
+
+impl<'a> Call<'a> {
+    /// A call that changes no order: tried again on transient failures, whoever holds the lease.
+    fn reading(endpoint: &'static str, method: reqwest::Method, path: &'a str) -> Self {
+        Self {
+            endpoint,
+            method,
+            path,
+            idempotency_key: None,
+            may_retry: &|| true,
+        }
     }
 }
 
@@ -263,8 +287,53 @@ fn decode(bytes: bytes::Bytes) -> Result<Order, ProviderError> {
 
 #[cfg(test)]
 mod tests {
-    use super::ProviderConfig;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+    use crate::provider::mock::{Faults, MockProvider};
     use shared::test_support::config_check::assert_debug_hides;
+
+    /// An order-changing call is tried again only while its caller still may (the runner
+    /// holds its lease): the client's retries outlast the lease, and a standby that took over
+    /// makes its own calls. Calls that change no order retry regardless.
+    #[tokio::test]
+    async fn an_order_change_is_tried_again_only_while_the_caller_may() {
+        shared::tls::install_crypto_provider();
+        let mock = MockProvider::new("merchant", "secret");
+        let stop = tokio_util::sync::CancellationToken::new();
+        let (addr, _) = mock.serve("127.0.0.1:0", stop.clone()).await.unwrap();
+        mock.set_faults(Faults {
+            fail_next: 100,
+            ..Default::default()
+        });
+        let client = ProviderClient::new(ProviderConfig {
+            base_url: format!("http://{addr}"),
+            attempts: 4,
+            backoff_min_ms: 1,
+            backoff_max_ms: 2,
+            ..Default::default()
+        })
+        .unwrap();
+        let ctx = RequestContext::new(shared::TenantId::default_tenant());
+        let asked = AtomicU32::new(0);
+        let once = || asked.fetch_add(1, Ordering::SeqCst) == 0;
+        let order = Order::default();
+        let e = client
+            .update_order("ko-1", &order, &ctx, &once)
+            .await
+            .unwrap_err();
+        assert!(e.is_transient(), "{e}");
+        assert_eq!(mock.stats().api_requests, 2, "one try, one retry, no more");
+        let e = client
+            .create_order(&order, "key-1", &ctx, &|| false)
+            .await
+            .unwrap_err();
+        assert!(e.is_transient(), "{e}");
+        assert_eq!(mock.stats().api_requests, 3, "no retry at all");
+        client.get_order("ko-1", &ctx).await.unwrap_err();
+        assert_eq!(mock.stats().api_requests, 7, "reads retry as configured");
+        stop.cancel();
+    }
 
     #[test]
     fn a_printed_provider_config_does_not_show_the_password() {
