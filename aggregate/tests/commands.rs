@@ -331,8 +331,7 @@ async fn expected_version_mismatch_is_a_conflict_and_appends_nothing() {
 #[tokio::test]
 async fn a_retry_with_if_match_on_a_node_behind_is_answered_as_applied() {
     let Some(env) = env().await else { return };
-    let (a, mut to_a) = env.node_and_client("a", false).await;
-    let (b, mut to_b) = env.node_and_client("b", false).await;
+    let [(a, mut to_a), (b, mut to_b)] = env.two_unplaced().await;
     let cart = "if-match-retry";
     // `b` caches the cart at its first version; `a` moves it on.
     run(&mut to_b, cart, add("TEST-SKU-123", 1)).await;
@@ -606,8 +605,7 @@ async fn a_cart_cached_ahead_of_a_stream_created_again_is_read_again_not_stuck()
 #[tokio::test]
 async fn a_cart_cached_before_a_stream_created_again_that_grew_past_it_is_read_again() {
     let Some(env) = env().await else { return };
-    let (_n1, mut first) = env.node_and_client("n1", false).await;
-    let (_n2, mut second) = env.node_and_client("n2", false).await;
+    let [(_n1, mut first), (_n2, mut second)] = env.two_unplaced().await;
     let cart = "recreated-grown";
     add_times(&mut first, cart, 3).await;
     shared::test_support::create_cart_events_again(&env.js, &env.streams).await;
@@ -683,8 +681,7 @@ async fn an_ordered_cart_is_not_merged_into_another() {
 async fn a_merge_reads_the_source_as_the_stream_has_it_not_as_cached() {
     use cart_domain::Command as C;
     let Some(env) = env().await else { return };
-    let (a, mut to_a) = env.node_and_client("a", false).await;
-    let (b, mut to_b) = env.node_and_client("b", false).await;
+    let [(a, mut to_a), (b, mut to_b)] = env.two_unplaced().await;
     run(&mut to_a, "anonymous", add("TEST-SKU-123", 1)).await;
     run(&mut to_b, "anonymous", add("TEST-SKU-456", 2)).await;
     let merge = C::MergeCart {

@@ -53,6 +53,18 @@ async fn checkout(p: &Platform, shopper: &reqwest::Client) -> (u16, Value) {
     call(shopper.get(p.url("/cart/checkout"))).await
 }
 
+/// The provider completes `order` without asking the validation callback; waits until the
+/// shopper's cart names the placed order.
+async fn completed_unvalidated(p: &Platform, shopper: &reqwest::Client, order: &str) {
+    assert_eq!(p.mock.complete_unvalidated(order).await.unwrap(), 200);
+    p.until_cart(
+        shopper,
+        |c| !c["orderReference"].is_null(),
+        "the paid order is placed",
+    )
+    .await;
+}
+
 /// A shopper with a cart of two lines and a delivery.
 async fn fill_cart(p: &Platform, shopper: &reqwest::Client) -> Value {
     ok(shopper.get(p.url("/cart/add/TEST-SKU-123"))).await;
@@ -312,13 +324,7 @@ async fn a_cart_holds_still_between_an_approved_purchase_and_its_order() {
             "{change}: {err}"
         );
     }
-    assert_eq!(p.mock.complete_unvalidated(&order).await.unwrap(), 200);
-    p.until_cart(
-        &shopper,
-        |c| !c["orderReference"].is_null(),
-        "the paid order is placed",
-    )
-    .await;
+    completed_unvalidated(&p, &shopper, &order).await;
     p.settled().await;
     assert_eq!(p.orders_placed(&cart_id).await, 1);
     assert_eq!(p.events_of_type(&cart_id, "OrderMismatched").await, 0);
@@ -337,13 +343,7 @@ async fn each_validation_is_decided_on_the_cart_as_it_is_then() {
     };
     let order = first.order_id;
     p.mock.validate(&order).await.expect("approved");
-    assert_eq!(p.mock.complete_unvalidated(&order).await.unwrap(), 200);
-    p.until_cart(
-        &shopper,
-        |c| !c["orderReference"].is_null(),
-        "the paid order is placed",
-    )
-    .await;
+    completed_unvalidated(&p, &shopper, &order).await;
     let refused = p.mock.validate(&order).await.unwrap_err();
     assert!(
         matches!(&refused, CompleteError::Refused(_)),

@@ -141,6 +141,15 @@ impl Env {
         (kv, format!("{TENANT}.{cart}"))
     }
 
+    /// Nodes `a` and `b` without placement (each serves every cart, as any node does for a
+    /// gateway's fallback), and a client of each.
+    pub async fn two_unplaced(&self) -> [(aggregate::Running, CartServiceClient<Channel>); 2] {
+        [
+            self.node_and_client("a", false).await,
+            self.node_and_client("b", false).await,
+        ]
+    }
+
     /// Node `node_id` (with placement or not) and a client of it.
     pub async fn node_and_client(
         &self,
