@@ -9,6 +9,9 @@ use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 use mimalloc::MiMalloc;
 
 static LIVE: AtomicIsize = AtomicIsize::new(0);
+/// Bytes allocated while counting, never decreased: whether this allocator counts at all is
+/// read from it, since frees on other threads move [`LIVE`] down at any time.
+static ALLOCATED_EVER: AtomicIsize = AtomicIsize::new(0);
 static COUNTING: AtomicBool = AtomicBool::new(false);
 
 pub struct Counting;
@@ -29,7 +32,7 @@ unsafe impl GlobalAlloc for Counting {
         // SAFETY: same contract as the caller's.
         let p = unsafe { MiMalloc.alloc(layout) };
         if !p.is_null() && is_counting() {
-            LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+            counted(layout.size());
         }
         p
     }
@@ -46,7 +49,7 @@ unsafe impl GlobalAlloc for Counting {
         // SAFETY: same contract as the caller's.
         let p = unsafe { MiMalloc.alloc_zeroed(layout) };
         if !p.is_null() && is_counting() {
-            LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+            counted(layout.size());
         }
         p
     }
@@ -64,8 +67,47 @@ unsafe impl GlobalAlloc for Counting {
     }
 }
 
+fn counted(size: usize) {
+    LIVE.fetch_add(size as isize, Ordering::Relaxed);
+    ALLOCATED_EVER.fetch_add(size as isize, Ordering::Relaxed);
+}
+
+/// Bytes allocated (never minus frees) since [`start_counting`]: a probe allocation moves it
+/// only when this allocator is the global one.
+pub fn allocated_ever() -> isize {
+    ALLOCATED_EVER.load(Ordering::Relaxed)
+}
+
+/// Fails unless this allocator is the global one (the `cart-bench` binary; not a library
+/// test), counting since [`start_counting`]. Read from [`allocated_ever`], not [`allocated`]:
+/// frees on other threads of memory allocated before counting began move that one down
+/// meanwhile, and a check on it failed now and then in a run of the binary.
+pub fn ensure_installed() -> anyhow::Result<()> {
+    let before = allocated_ever();
+    let probe = std::hint::black_box(Box::new([0u8; 4096]));
+    let counted = allocated_ever() - before;
+    drop(probe);
+    anyhow::ensure!(
+        counted >= 4096,
+        "the counting allocator is not installed (run the cart-bench binary)"
+    );
+    Ok(())
+}
+
 /// Live heap bytes counted since [`start_counting`] (requested sizes; allocator overhead not
 /// included).
 pub fn allocated() -> isize {
     LIVE.load(Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    /// A library test runs on the system allocator: the memory mode says so instead of
+    /// reporting zero bytes per cart.
+    #[test]
+    fn without_the_counting_allocator_the_memory_mode_refuses_to_measure() {
+        super::start_counting();
+        let e = super::ensure_installed().unwrap_err();
+        assert!(e.to_string().contains("not installed"), "{e}");
+    }
 }

@@ -81,12 +81,7 @@ async fn load(
 
 pub async fn run(stack: &Stack, carts: usize, concurrency: usize) -> anyhow::Result<Report> {
     alloc::start_counting();
-    let probe = Box::new([0u8; 4096]);
-    anyhow::ensure!(
-        alloc::allocated() >= 4096,
-        "the counting allocator is not installed (run the cart-bench binary)"
-    );
-    drop(probe);
+    alloc::ensure_installed()?;
     let run = super::run_id();
     let ids: Arc<Vec<CartId>> = Arc::new(
         (0..carts)
