@@ -113,6 +113,15 @@ pub struct Checkout {
     pub currency: String,
     #[serde(default)]
     pub lines_digest: String,
+    /// The cart's attempts before this one, newest last (at most
+    /// [`Checkout::EARLIER_ATTEMPTS_KEPT`]): an id is never started twice, since the runner's
+    /// results and feedback for an attempt are keyed by its id.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier_attempts: Vec<String>,
+}
+
+impl Checkout {
+    pub const EARLIER_ATTEMPTS_KEPT: usize = 16;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -352,12 +361,24 @@ pub fn apply(cart: &mut Cart, event: &Event) {
             }
         }
         Event::CheckoutStarted(e) => {
+            let mut earlier_attempts = Vec::new();
+            if let Some(before) = cart.checkout.take()
+                && before.attempt_id != e.attempt_id
+            {
+                earlier_attempts = before.earlier_attempts;
+                earlier_attempts.push(before.attempt_id);
+                let over = earlier_attempts
+                    .len()
+                    .saturating_sub(Checkout::EARLIER_ATTEMPTS_KEPT);
+                earlier_attempts.drain(..over);
+            }
             cart.checkout = Some(Box::new(Checkout {
                 attempt_id: e.attempt_id.clone(),
                 status: CheckoutStatus::Started,
                 amount: e.total_amount,
                 currency: e.currency.clone(),
                 lines_digest: event::lines_digest(&e.lines),
+                earlier_attempts,
             }));
             if e.provider_order_id.is_some() {
                 cart.provider_order_id.clone_from(&e.provider_order_id);

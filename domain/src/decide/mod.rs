@@ -24,6 +24,10 @@ use crate::event::*;
 use crate::payment::{PaidOrder, PaymentMismatch, checkout_lines};
 
 mod contents;
+mod fields;
+
+pub use fields::{MAX_SUBSCRIPTION_DATA_DEPTH, country};
+use fields::{check_quantity, json_depth, non_empty};
 
 /// Everything a decision may consult besides the cart: no clock, catalog or randomness is
 /// reached any other way.
@@ -367,6 +371,16 @@ impl Decision<'_, '_> {
             // The same attempt again (a retried request): nothing new to record.
             return Ok(());
         }
+        if let Some(c) = &self.cart.checkout
+            && c.earlier_attempts.contains(&attempt_id)
+        {
+            return Err(DomainError::invalid(
+                "attemptId",
+                format!(
+                    "{attempt_id:?} was used by an earlier checkout of this cart; each checkout needs a new one"
+                ),
+            ));
+        }
         if self.cart.lines.is_empty() {
             return Err(DomainError::InvalidState(
                 "cannot check out an empty cart".to_owned(),
@@ -453,42 +467,4 @@ fn mismatched(provider_order_id: String, paid: PaidOrder, m: PaymentMismatch) ->
         reason: m.reason,
     }
     .into()
-}
-
-fn check_quantity(field: &'static str, got: u64, max: u32) -> Result<(), DomainError> {
-    if got == 0 || got > u64::from(max) {
-        return Err(DomainError::QuantityOutOfRange { field, got, max });
-    }
-    Ok(())
-}
-
-fn non_empty<T>(items: &[T], field: &'static str) -> Result<(), DomainError> {
-    if items.is_empty() {
-        return Err(DomainError::invalid(field, "must not be empty"));
-    }
-    Ok(())
-}
-
-/// An ISO 3166-1 alpha-2 country code, normalised to lower case (`se`, `no`, `dk`).
-pub fn country(c: &str) -> Result<String, DomainError> {
-    if c.len() == 2 && c.bytes().all(|b| b.is_ascii_alphabetic()) {
-        Ok(c.to_ascii_lowercase())
-    } else {
-        Err(DomainError::invalid(
-            "country",
-            format!("must be a two-letter country code such as \"se\", got {c:?}"),
-        ))
-    }
-}
-
-/// The deepest nesting of objects and arrays subscription data may have.
-pub const MAX_SUBSCRIPTION_DATA_DEPTH: usize = 16;
-
-/// Levels of objects and arrays in `v` (a scalar is 0, `{}` is 1).
-fn json_depth(v: &serde_json::Value) -> usize {
-    match v {
-        serde_json::Value::Array(a) => 1 + a.iter().map(json_depth).max().unwrap_or(0),
-        serde_json::Value::Object(o) => 1 + o.values().map(json_depth).max().unwrap_or(0),
-        _ => 0,
-    }
 }

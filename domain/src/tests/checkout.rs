@@ -404,6 +404,23 @@ fn a_failure_reported_while_the_purchase_is_held_does_not_end_it() {
     assert!(matches!(later[..], [Event::CheckoutFailed(_)]), "{later:?}");
 }
 
+/// An attempt id is started once per cart: the runner keys an attempt's result and its
+/// feedback to the cart by the id, so an id used again after another attempt (a client's
+/// choice on `/v1`) would be answered from the first use and the cart would wait for ever.
+#[test]
+fn an_attempt_id_is_not_started_again_after_another_attempt() {
+    let cart = checking_out(vec![order_created("a1"), checkout("b")]);
+    let err = when(&cart, checkout("a1")).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidArgument);
+    assert!(err.to_string().contains("earlier checkout"), "{err}");
+    assert_eq!(
+        when(&cart, checkout("b")).unwrap(),
+        vec![],
+        "the current one again"
+    );
+    assert!(when(&cart, checkout("c")).is_ok());
+}
+
 /// A merge takes nothing from a cart that is ordered or being paid for (its lines would be
 /// bought again); once an unfinished purchase's hold has run out, the lines go as usual.
 #[test]

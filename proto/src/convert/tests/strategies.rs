@@ -175,15 +175,24 @@ pub fn checkout_status() -> impl Strategy<Value = CheckoutStatus> {
 }
 
 pub fn checkout() -> impl Strategy<Value = Checkout> {
-    (text(), checkout_status(), any::<i64>(), text(), text()).prop_map(
-        |(attempt_id, status, amount, currency, lines_digest)| Checkout {
-            attempt_id,
-            status,
-            amount,
-            currency,
-            lines_digest,
-        },
+    (
+        text(),
+        checkout_status(),
+        any::<i64>(),
+        text(),
+        text(),
+        proptest::collection::vec(text(), 0..3),
     )
+        .prop_map(
+            |(attempt_id, status, amount, currency, lines_digest, earlier_attempts)| Checkout {
+                attempt_id,
+                status,
+                amount,
+                currency,
+                lines_digest,
+                earlier_attempts,
+            },
+        )
 }
 
 /// JSON objects of a few scalar members.
