@@ -362,11 +362,11 @@ pub fn apply(cart: &mut Cart, event: &Event) {
         }
         Event::CheckoutStarted(e) => {
             let mut earlier_attempts = Vec::new();
-            if let Some(before) = cart.checkout.take()
-                && before.attempt_id != e.attempt_id
-            {
+            if let Some(before) = cart.checkout.take() {
                 earlier_attempts = before.earlier_attempts;
-                earlier_attempts.push(before.attempt_id);
+                if before.attempt_id != e.attempt_id {
+                    earlier_attempts.push(before.attempt_id);
+                }
                 let over = earlier_attempts
                     .len()
                     .saturating_sub(Checkout::EARLIER_ATTEMPTS_KEPT);

@@ -419,6 +419,12 @@ fn an_attempt_id_is_not_started_again_after_another_attempt() {
         "the current one again"
     );
     assert!(when(&cart, checkout("c")).is_ok());
+    // Kept: the newest ones, a bounded number.
+    let many = (0..20).map(|i| checkout(&format!("x{i}"))).collect();
+    let cart = checking_out(many);
+    let kept = &cart.checkout.as_ref().unwrap().earlier_attempts;
+    assert_eq!(kept.len(), crate::cart::Checkout::EARLIER_ATTEMPTS_KEPT);
+    assert_eq!(kept.last().map(String::as_str), Some("x18"));
 }
 
 /// A merge takes nothing from a cart that is ordered or being paid for (its lines would be

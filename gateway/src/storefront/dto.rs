@@ -140,7 +140,6 @@ impl From<MarkingBody> for Marking {
     }
 }
 
-/// The country an item ships to: its own, the body's, or the configured default.
 /// A body's `country`, when it names one, is a country code also where no item uses it: the
 /// body is echoed as the reply's `mutation`.
 fn checked_country(country: Option<&str>) -> Result<(), ApiError> {

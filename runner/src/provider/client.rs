@@ -155,14 +155,14 @@ impl ProviderClient {
     /// `GET /checkout/v3/orders/{id}`.
     pub async fn get_order(&self, id: &str, ctx: &RequestContext) -> Result<Order, ProviderError> {
         let path = format!("/checkout/v3/orders/{id}");
-        let call = Call::reading("get_order", reqwest::Method::GET, &path);
+        let call = Call::repeatable("get_order", reqwest::Method::GET, &path);
         self.send::<()>(call, None, ctx).await.and_then(decode)
     }
 
     /// `POST /ordermanagement/v1/orders/{id}/acknowledge` (after a push).
     pub async fn acknowledge(&self, id: &str, ctx: &RequestContext) -> Result<(), ProviderError> {
         let path = format!("/ordermanagement/v1/orders/{id}/acknowledge");
-        let call = Call::reading("acknowledge", reqwest::Method::POST, &path);
+        let call = Call::repeatable("acknowledge", reqwest::Method::POST, &path);
         self.send::<()>(call, None, ctx).await.map(|_| ())
     }
 
@@ -170,7 +170,7 @@ impl ProviderClient {
     /// (a paid order that does not match its cart, with `RUNNER_MISMATCH_ACTION=cancel`).
     pub async fn cancel(&self, id: &str, ctx: &RequestContext) -> Result<(), ProviderError> {
         let path = format!("/ordermanagement/v1/orders/{id}/cancel");
-        let call = Call::reading("cancel", reqwest::Method::POST, &path);
+        let call = Call::repeatable("cancel", reqwest::Method::POST, &path);
         self.send::<()>(call, None, ctx).await.map(|_| ())
     }
 
@@ -244,8 +244,9 @@ struct Call<'a> {
 }
 
 impl<'a> Call<'a> {
-    /// A call that changes no order: tried again on transient failures, whoever holds the lease.
-    fn reading(endpoint: &'static str, method: reqwest::Method, path: &'a str) -> Self {
+    /// A call any runner may repeat, with or without the lease: a read, or an acknowledgement
+    /// or cancel of a paid order, which the provider applies once however often it is sent.
+    fn repeatable(endpoint: &'static str, method: reqwest::Method, path: &'a str) -> Self {
         Self {
             endpoint,
             method,
@@ -295,7 +296,7 @@ mod tests {
 
     /// An order-changing call is tried again only while its caller still may (the runner
     /// holds its lease): the client's retries outlast the lease, and a standby that took over
-    /// makes its own calls. Calls that change no order retry regardless.
+    /// makes its own calls. Repeatable calls (reads, acknowledge, cancel) retry regardless.
     #[tokio::test]
     async fn an_order_change_is_tried_again_only_while_the_caller_may() {
         shared::tls::install_crypto_provider();
@@ -331,7 +332,11 @@ mod tests {
         assert!(e.is_transient(), "{e}");
         assert_eq!(mock.stats().api_requests, 3, "no retry at all");
         client.get_order("ko-1", &ctx).await.unwrap_err();
-        assert_eq!(mock.stats().api_requests, 7, "reads retry as configured");
+        assert_eq!(
+            mock.stats().api_requests,
+            7,
+            "repeatable calls retry as configured"
+        );
         stop.cancel();
     }
 
