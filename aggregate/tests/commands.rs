@@ -630,31 +630,7 @@ async fn an_ordered_cart_is_not_merged_into_another() {
     let Some(env) = env().await else { return };
     let (node, mut client) = env.node_and_client("n1", false).await;
     run(&mut client, "bought", add("TEST-SKU-123", 1)).await;
-    let start = C::StartCheckout {
-        attempt_id: "a1".into(),
-        country: None,
-    };
-    run(&mut client, "bought", start).await;
-    let recorded = C::RecordProviderOrder {
-        attempt_id: "a1".into(),
-        provider_order_id: "ko-1".into(),
-        status: "checkout_incomplete".into(),
-    };
-    run(&mut client, "bought", recorded).await;
-    let checkout = read(&mut client, "bought").await.cart.checkout.unwrap();
-    let paid = cart_domain::PaidOrder {
-        attempt_id: checkout.attempt_id.clone(),
-        amount: checkout.amount,
-        currency: checkout.currency.clone(),
-        lines_digest: checkout.lines_digest.clone(),
-    };
-    let confirm = C::ConfirmOrder {
-        provider_order_id: "ko-1".into(),
-        order_reference: "R-1".into(),
-        paid,
-    };
-    run(&mut client, "bought", confirm).await;
-    assert!(read(&mut client, "bought").await.cart.order.is_some());
+    place_order(&mut client, "bought").await;
 
     run(&mut client, "target", add("TEST-SKU-456", 1)).await;
     let merge = C::MergeCart {
@@ -702,6 +678,63 @@ async fn a_merge_reads_the_source_as_the_stream_has_it_not_as_cached() {
     );
     a.drain().await.unwrap();
     b.drain().await.unwrap();
+}
+
+/// Takes `cart` through checkout to a placed order (attempt `a1`, provider order `ko-1`).
+async fn place_order(client: &mut CartServiceClient<Channel>, cart: &str) {
+    use cart_domain::Command as C;
+    let start = C::StartCheckout {
+        attempt_id: "a1".into(),
+        country: None,
+    };
+    run(client, cart, start).await;
+    let recorded = C::RecordProviderOrder {
+        attempt_id: "a1".into(),
+        provider_order_id: "ko-1".into(),
+        status: "checkout_incomplete".into(),
+    };
+    run(client, cart, recorded).await;
+    let checkout = read(client, cart).await.cart.checkout.unwrap();
+    let paid = cart_domain::PaidOrder {
+        attempt_id: checkout.attempt_id.clone(),
+        amount: checkout.amount,
+        currency: checkout.currency.clone(),
+        lines_digest: checkout.lines_digest.clone(),
+    };
+    let confirm = C::ConfirmOrder {
+        provider_order_id: "ko-1".into(),
+        order_reference: "R-1".into(),
+        paid,
+    };
+    run(client, cart, confirm).await;
+    assert!(
+        read(client, cart).await.cart.order.is_some(),
+        "{cart} is ordered"
+    );
+}
+
+/// A merge whose answer was lost, retried after its source cart was ordered, is answered as
+/// the merge it was, not refused for the source's new state: the client would take the
+/// stored merge for a failed one.
+#[tokio::test]
+async fn a_merge_retried_after_its_source_was_ordered_is_answered_as_stored() {
+    use cart_domain::Command as C;
+    let Some(env) = env().await else { return };
+    let (node, mut client) = env.node_and_client("n1", false).await;
+    run(&mut client, "guest", add("TEST-SKU-123", 2)).await;
+    let merge = C::MergeCart {
+        source_cart_id: cart_domain::ids::CartId::parse("guest").unwrap(),
+        items: Vec::new(),
+    };
+    let id = CommandId::new();
+    let first = executed(&mut client, exec("member", id, merge.clone()), "the merge").await;
+    place_order(&mut client, "guest").await;
+
+    let again = executed(&mut client, exec("member", id, merge), "the merge retried").await;
+    assert_eq!(quantity_of(&again, "TEST-SKU-123"), 2);
+    assert_eq!(again.version, first.version, "answered, not applied again");
+    assert_eq!(env.messages("member").await.len(), 1, "one merge stored");
+    node.drain().await.unwrap();
 }
 
 /// A `WatchCart` stream of `cart`.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use futures::StreamExt;
 
-use async_nats::jetstream::{self, Message, message::PublishMessage, stream::DirectGetErrorKind};
+use async_nats::jetstream::{self, Message, message::PublishMessage, stream::RawMessageErrorKind};
 use bytes::Bytes;
 use cart_domain::ids::TenantId;
 use shared::headers::RequestContext;
@@ -261,16 +261,24 @@ impl Records {
         self.last(stream, subject).await
     }
 
-    /// The last record on `subject` of `stream`, decoded.
+    /// The last record on `subject` of `stream`, decoded, as the stream's leader holds it.
+    /// What the runner does next depends on it (call the provider or not, for which order),
+    /// so it is never read with a direct get, which a replica that has not stored the last
+    /// acknowledged record yet may answer.
     async fn last<T: serde::de::DeserializeOwned>(
         &self,
         stream: &str,
         subject: String,
     ) -> Result<Option<T>, async_nats::Error> {
         let stream = self.js.get_stream_no_info(stream).await?;
-        match stream.direct_get_last_for_subject(subject).await {
+        match stream
+            .raw_message_builder()
+            .last_by_subject(subject)
+            .send()
+            .await
+        {
             Ok(msg) => Ok(Some(serde_json::from_slice(&msg.payload)?)),
-            Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
+            Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => Ok(None),
             Err(e) => Err(e.into()),
         }
     }

@@ -61,7 +61,10 @@ impl Carts {
         render: &impl Fn(&CartState, u64) -> R,
     ) -> Result<Outcome<R>, ApiError> {
         let command_id = id.command_id;
-        // Inputs from outside the cart are gathered before taking its lock.
+        // Inputs from outside the cart are gathered before taking its lock. A refusal to
+        // gather them is given only after the cart has been asked whether it answered this
+        // command before: a merge retried after its source was ordered is answered as stored.
+        let mut not_gathered = None;
         for c in commands.iter_mut() {
             if let Command::MergeCart {
                 source_cart_id,
@@ -70,7 +73,13 @@ impl Carts {
                 && items.is_empty()
             {
                 // Boxed: rare, and its reads would make every command's future larger.
-                *items = Box::pin(self.merge_items(&cart.tenant, source_cart_id)).await?;
+                match Box::pin(self.merge_items(&cart.tenant, source_cart_id)).await {
+                    Ok(gathered) => *items = gathered,
+                    Err(e) => {
+                        not_gathered = Some(e);
+                        break;
+                    }
+                }
             }
         }
         let mut catalog = cart_domain::catalog::CatalogSnapshot::default();
@@ -94,6 +103,19 @@ impl Carts {
             let now = time::OffsetDateTime::now_utc();
             if let Some(answered) = self.answered_before(&loaded.state, id, now, render)? {
                 return Ok(answered);
+            }
+            if let Some(refused) = not_gathered.take() {
+                // Asked on the leader's state: a copy behind may not know the command yet.
+                if !confirmed {
+                    confirmed = true;
+                    let before = loaded.state.version;
+                    self.confirm_current(loaded, cart).await?;
+                    if loaded.state.version != before {
+                        not_gathered = Some(refused);
+                        continue;
+                    }
+                }
+                return Err(refused);
             }
             if let Some(expected) = expected_version
                 && expected != loaded.state.version

@@ -963,3 +963,70 @@ async fn a_shard_count_below_the_aggregates_claims_stops_startup() {
     let message = format!("{err:#}");
     assert!(message.contains("RUNNER_SHARD_COUNT is 256"), "{message}");
 }
+
+/// What the runner acts on (a cart's last checkout result and intent, a paid order's outcome)
+/// is read from the stream's leader. A direct get may be answered by a replica that has not
+/// stored the newest record yet: the runner would call the provider for an attempt already
+/// done, or update an order already paid.
+#[tokio::test]
+async fn the_runner_reads_what_it_acts_on_from_the_streams_leader() {
+    use futures::StreamExt as _;
+    let Some((env, runner)) = env_and_runner().await else {
+        return;
+    };
+    let order_id = env.checked_out_order("c1", "a1").await;
+    let as_runner = shared::nats::connect(&env.nats.nats("runner"))
+        .await
+        .unwrap();
+    let records = runner::records::Records::new(
+        async_nats::jetstream::new(as_runner),
+        5,
+        std::time::Duration::from_secs(5),
+    );
+    // Every JetStream API request of the account, in the order the server takes them.
+    let mut api = env.nats.client.subscribe("$JS.API.>").await.unwrap();
+    env.nats.client.flush().await.unwrap();
+
+    let result = records
+        .last_checkout::<CheckoutResult>(&tenant(), "c1")
+        .await;
+    assert_eq!(result.unwrap().unwrap().attempt_id, "a1");
+    let intent = records
+        .last_checkout::<shared::workflow::CheckoutIntent>(&tenant(), "c1")
+        .await;
+    assert_eq!(intent.unwrap().unwrap().attempt_id, "a1");
+    let outcome = records.last_order_outcome(&tenant(), &order_id).await;
+    assert!(outcome.unwrap().is_none(), "the order is not paid");
+
+    // Every request the reads above made reaches the subscription before this marker.
+    let marker = bytes::Bytes::from_static(b"the end of this test's reads");
+    env.nats
+        .client
+        .publish("$JS.API.INFO", marker.clone())
+        .await
+        .unwrap();
+    let mut asked = Vec::new();
+    loop {
+        let next = tokio::time::timeout(WAIT, api.next()).await;
+        let msg = next.expect("the marker").unwrap();
+        if msg.payload == marker {
+            break;
+        }
+        let subject = msg.subject.as_str();
+        if subject.starts_with("$JS.API.DIRECT.GET.WORKFLOW_")
+            || subject.starts_with("$JS.API.STREAM.MSG.GET.WORKFLOW_")
+        {
+            asked.push(subject.to_owned());
+        }
+    }
+    assert_eq!(
+        asked,
+        [
+            "$JS.API.STREAM.MSG.GET.WORKFLOW_EVENTS",
+            "$JS.API.STREAM.MSG.GET.WORKFLOW_COMMANDS",
+            "$JS.API.STREAM.MSG.GET.WORKFLOW_EVENTS"
+        ],
+        "each read asks the leader, none is a direct get"
+    );
+    runner.drain(DRAIN).await;
+}
