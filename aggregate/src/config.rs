@@ -114,6 +114,16 @@ impl Config {
         if !(60..=i64::MAX as u64).contains(&self.idempotency_retention_secs) {
             return Err("idempotency_retention_secs must be at least 60".into());
         }
+        // A key forgotten while the stream still knows its message id would answer a retry
+        // with "this id was used for another request" (the store says duplicate, the cart
+        // no longer knows the key), and a client would send the change again under a new key.
+        if self.idempotency_retention_secs < self.streams.duplicate_window_secs {
+            return Err(format!(
+                "idempotency_retention_secs ({}) must be at least the streams' duplicate window \
+                 (STREAMS_DUPLICATE_WINDOW_SECS, {} s)",
+                self.idempotency_retention_secs, self.streams.duplicate_window_secs
+            ));
+        }
         let ttl = Duration::from_secs(self.streams.node_ttl_secs);
         if self.placement && self.heartbeat() * 2 >= ttl {
             return Err(format!(
@@ -136,4 +146,22 @@ fn default_node_id() -> String {
 impl ServiceConfig for Config {
     const ENV_PREFIX: &'static str = shared::config::AGGREGATE_ENV_PREFIX;
     const SERVICE: &'static str = "aggregate";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_keys_are_kept_at_least_as_long_as_the_stream_knows_their_ids() {
+        let mut cfg = Config {
+            idempotency_retention_secs: 60,
+            ..Config::default()
+        };
+        cfg.streams.duplicate_window_secs = 120;
+        let err = cfg.check().unwrap_err();
+        assert!(err.contains("duplicate window"), "{err}");
+        cfg.idempotency_retention_secs = 120;
+        assert_eq!(cfg.check(), Ok(()));
+    }
 }

@@ -105,6 +105,10 @@ impl Idempotency {
     /// The stored response for `scope` (tenant, cart and key), else the result of `run`
     /// (the response, and whether the aggregate answered with an earlier outcome), stored
     /// when it is final. `fingerprint` identifies the request (see [`fingerprint`]).
+    ///
+    /// Concurrent requests under one key wait for the first. A refusal is not stored, and it
+    /// is handed only to waiters with the same request: another request under the key is
+    /// then decided on its own (not given a refusal of something it did not ask).
     pub async fn run<F>(
         &self,
         scope: &[&str],
@@ -114,30 +118,48 @@ impl Idempotency {
     where
         F: Future<Output = Result<(Stored, bool), ApiError>>,
     {
-        let fresh = AtomicBool::new(false);
-        let upstream_replay = AtomicBool::new(false);
-        let stored = self
-            .cache
-            .try_get_with(scope.join("\u{1f}"), async {
-                fresh.store(true, Ordering::Relaxed);
-                run.await.map(|(s, replayed)| {
-                    upstream_replay.store(replayed, Ordering::Relaxed);
-                    Arc::new(Stored {
-                        fingerprint: fingerprint.to_owned(),
-                        ..s
-                    })
+        const ROUNDS: usize = 4;
+        let key = scope.join("\u{1f}");
+        let mut run = std::pin::pin!(run);
+        for _ in 0..ROUNDS {
+            let fresh = AtomicBool::new(false);
+            let upstream_replay = AtomicBool::new(false);
+            let got = self
+                .cache
+                .try_get_with(key.clone(), async {
+                    fresh.store(true, Ordering::Relaxed);
+                    match run.as_mut().await {
+                        Ok((s, replayed)) => {
+                            upstream_replay.store(replayed, Ordering::Relaxed);
+                            Ok(Arc::new(Stored {
+                                fingerprint: fingerprint.to_owned(),
+                                ..s
+                            }))
+                        }
+                        Err(e) => Err((fingerprint.to_owned(), e)),
+                    }
                 })
-            })
-            .await
-            .map_err(|e: Arc<ApiError>| (*e).clone())?;
-        if stored.fingerprint != fingerprint {
-            return Err(key_reused());
+                .await;
+            let stored = match got {
+                Ok(stored) => stored,
+                // Another request's refusal, waited for: this one has not run yet.
+                Err(e) if e.0 != fingerprint && !fresh.load(Ordering::Relaxed) => continue,
+                Err(e) => return Err(e.1.clone()),
+            };
+            if stored.fingerprint != fingerprint {
+                return Err(key_reused());
+            }
+            let replayed =
+                !fresh.load(Ordering::Relaxed) || upstream_replay.load(Ordering::Relaxed);
+            if replayed {
+                metrics::counter!(m::IDEMPOTENT_REPLAYS).increment(1);
+            }
+            return Ok(stored.response(replayed));
         }
-        let replayed = !fresh.load(Ordering::Relaxed) || upstream_replay.load(Ordering::Relaxed);
-        if replayed {
-            metrics::counter!(m::IDEMPOTENT_REPLAYS).increment(1);
-        }
-        Ok(stored.response(replayed))
+        Err(ApiError::unavailable(format!(
+            "other requests under this {IDEMPOTENCY_KEY} kept being decided first; retry"
+        ))
+        .with_retry_after(Duration::from_secs(1)))
     }
 }
 
@@ -235,6 +257,39 @@ mod tests {
         assert_eq!(e.code, ErrorCode::Unavailable);
         let r = c.run(&["k"], "f", async { ok("up") }).await.unwrap();
         assert_eq!(body(r).await, "up");
+    }
+
+    /// Two requests under one key at once, with different bodies: the first is refused, and
+    /// the second, which waited for it, is decided on its own instead of being handed that
+    /// refusal (it would report an unknown SKU it never sent).
+    #[tokio::test]
+    async fn a_waiting_request_with_another_body_is_not_given_the_first_ones_refusal() {
+        let c = Idempotency::new(10, Duration::from_secs(60));
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let first = c.run(&["t", "c", "k"], "first", async {
+            released.await.unwrap();
+            Err(ApiError::new(ErrorCode::UnknownSku, "no such SKU: NOPE"))
+        });
+        let second = c.run(&["t", "c", "k"], "second", async { ok("added") });
+        let (first, second, ()) = tokio::join!(first, second, async {
+            // Both are waiting on the key by now: the first running, the second behind it.
+            tokio::task::yield_now().await;
+            release.send(()).unwrap();
+        });
+        assert_eq!(first.unwrap_err().code, ErrorCode::UnknownSku);
+        assert_eq!(body(second.expect("decided on its own")).await, "added");
+        // The same request behind a refusal shares it.
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let first = c.run(&["t", "c", "k2"], "same", async {
+            released.await.unwrap();
+            Err(ApiError::new(ErrorCode::UnknownSku, "no such SKU: NOPE"))
+        });
+        let again = c.run(&["t", "c", "k2"], "same", async { ok("not run") });
+        let (_, again, ()) = tokio::join!(first, again, async {
+            tokio::task::yield_now().await;
+            release.send(()).unwrap();
+        });
+        assert_eq!(again.unwrap_err().code, ErrorCode::UnknownSku);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use axum::extract::{ConnectInfo, Request};
 use axum::response::{IntoResponse, Response};
 use futures::future::Either;
 use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota};
+use governor::{DefaultKeyedRateLimiter, NotUntil, Quota};
 use http::HeaderMap;
 use shared::{ApiError, ErrorCode};
 use tokio_util::sync::CancellationToken;
@@ -47,16 +47,40 @@ impl Limiter {
         if self.inner.len() > self.max_keys {
             self.prune();
         }
-        outcome.map_err(|not_until| {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            metrics::counter!(m::RATE_LIMITED, "scope" => self.scope).increment(1);
-            ApiError::new(
-                ErrorCode::RateLimited,
-                format!("too many requests for this {what}; retry after {secs} s"),
-            )
-            .with_retry_after(Duration::from_secs(secs.max(1)))
-        })
+        outcome.map_err(|not_until| self.refused(not_until, what))
+    }
+
+    fn refused(
+        &self,
+        not_until: NotUntil<<DefaultClock as Clock>::Instant>,
+        what: &str,
+    ) -> ApiError {
+        let wait = not_until.wait_time_from(DefaultClock::default().now());
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        metrics::counter!(m::RATE_LIMITED, "scope" => self.scope).increment(1);
+        ApiError::new(
+            ErrorCode::RateLimited,
+            format!("too many requests for this {what}; retry after {secs} s"),
+        )
+        .with_retry_after(Duration::from_secs(secs.max(1)))
+    }
+
+    /// `n` cells at once for `key` (a cart's one-by-one list): more than the burst can ever
+    /// admit is refused as too large, not as "retry later".
+    fn check_n(&self, key: String, n: usize) -> Result<(), ApiError> {
+        let Some(cells) = u32::try_from(n).ok().and_then(NonZeroU32::new) else {
+            return Ok(());
+        };
+        match self.inner.check_key_n(&key, cells) {
+            Ok(outcome) => outcome.map_err(|not_until| self.refused(not_until, "cart")),
+            Err(governor::InsufficientCapacity(burst)) => Err(ApiError::new(
+                ErrorCode::LimitExceeded,
+                format!(
+                    "{n} commands one by one are more than this gateway lets a cart take at \
+                     once ({burst}); send at most {burst}, or the list atomically (one commit)"
+                ),
+            )),
+        }
     }
 
     fn prune(&self) {
@@ -117,6 +141,16 @@ impl RateLimits {
     pub fn check_cart(&self, tenant: &str, cart: &str) -> Result<(), ApiError> {
         match &self.cart {
             Some(l) => l.check(format!("{tenant}/{cart}"), "cart"),
+            None => Ok(()),
+        }
+    }
+
+    /// `n` mutations of `tenant/cart` sent one after the other by one request: admitted
+    /// together or refused together, before the first is sent (a list refused half-way
+    /// would be half applied, and a retry of it would apply its first half again).
+    pub fn check_cart_n(&self, tenant: &str, cart: &str, n: usize) -> Result<(), ApiError> {
+        match &self.cart {
+            Some(l) => l.check_n(format!("{tenant}/{cart}"), n),
             None => Ok(()),
         }
     }

@@ -144,7 +144,7 @@ pub async fn commands(
 
 /// One command, or several atomically: one commit with `id`. Several one by one (never keyed):
 /// the i-th gets an id derived from `id` and reports its own error; `If-Match` applies to the
-/// first, and a failed precondition fails the request.
+/// first, and when the first fails so does the request.
 async fn run(
     s: &AppState,
     ctx: &RequestContext,
@@ -172,8 +172,14 @@ async fn run(
             mut commands,
             atomic: false,
         } => {
-            // Only what the cart decides is reported per command; a bad value is not.
+            // Only what the cart decides is reported per command; a bad value is not, nor a
+            // rate limit: the list is admitted whole before its first command is sent.
             crate::state::fill_and_validate(commands.iter_mut().map(|p| &mut p.command), id)?;
+            s.limits
+                .check_cart_n(ctx.tenant.as_str(), cart.as_str(), commands.len())?;
+            // `If-Match` is the first command's: when it fails, for whatever reason, whether
+            // the cart was at that version is not known, and the others are not sent.
+            let guarded = exec.expected_version.is_some();
             let mut last = None;
             let mut mutations = Vec::with_capacity(commands.len());
             for (i, p) in commands.into_iter().enumerate() {
@@ -186,12 +192,13 @@ async fn run(
                         fingerprint: None,
                     }
                 };
-                match s.execute(ctx, cart, exec, p.command.clone()).await {
+                // Filled, validated and admitted above.
+                match s.send(ctx, cart, exec, p.command.clone()).await {
                     Ok(snap) => {
                         mutations.push(outcome(&p, None));
                         last = Some(snap);
                     }
-                    Err(e) if i == 0 && e.code == ErrorCode::PreconditionFailed => {
+                    Err(e) if i == 0 && (guarded || e.code == ErrorCode::PreconditionFailed) => {
                         return Err(e);
                     }
                     Err(e) => mutations.push(outcome(&p, Some(&e))),

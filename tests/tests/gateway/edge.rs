@@ -345,6 +345,23 @@ async fn upstream_failures_are_503_and_504() {
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
     assert!(resp.headers().contains_key("retry-after"));
     assert_error(&json(resp).await, 504, "timeout", "");
+    // A change that timed out may have been stored: a client without a key (every try a new
+    // change) is told to read the cart first, a keyed one that it may send the request again.
+    let resp = http
+        .post(format!("http://{}/cart/byid/slow", slow.http_addr))
+        .json(&add_one())
+        .send()
+        .await
+        .unwrap();
+    assert_error(&json(resp).await, 504, "timeout", "read the cart before");
+    let resp = http
+        .post(format!("http://{}/v1/carts/slow/commands", slow.http_addr))
+        .header("idempotency-key", "k-1")
+        .json(&add("TEST-SKU-123", 1))
+        .send()
+        .await
+        .unwrap();
+    assert_error(&json(resp).await, 504, "timeout", "same Idempotency-Key");
     held.abort();
     slow.stop().await.unwrap();
     gateway.stop().await.unwrap();

@@ -269,6 +269,64 @@ async fn a_one_by_one_list_with_a_bad_value_is_refused_whole() {
     );
 }
 
+/// A one-by-one list is admitted by the cart's rate limit as a whole before its first command
+/// is sent: a list the cart's burst cannot take is refused with nothing applied (before, its
+/// first commands were stored and the rest answered 429 inside a 200, and a retry of the list
+/// applied the first ones again).
+#[tokio::test]
+async fn a_one_by_one_list_is_rate_limited_whole() {
+    let Some(stack) = stack_with(|c| {
+        c.cart_rate_per_sec = 1;
+        c.cart_rate_burst = 3;
+    })
+    .await
+    else {
+        return;
+    };
+    let http = reqwest::Client::new();
+    let id = create(&stack, &http).await;
+    let list = |n: usize| json!({"atomic": false, "commands": vec![add("TEST-SKU-123", 1); n]});
+    let commands = stack.url(&format!("/v1/carts/{id}/commands"));
+    let got = call(http.post(&commands).json(&list(4))).await;
+    assert_error(&got, 422, "limit_exceeded", "at most 3");
+    assert!(
+        stack.events("default", &id).await.is_empty(),
+        "nothing applied"
+    );
+
+    let (status, reply) = call(http.post(&commands).json(&list(3))).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(lines(&reply["result"]), [("TEST-SKU-123".to_owned(), 3)]);
+}
+
+/// `If-Match` on a one-by-one list is its first command's: when the first fails, the others
+/// are not sent (before, only a failed precondition stopped them, and any other failure of
+/// the first let the rest run unconditioned).
+#[tokio::test]
+async fn a_one_by_one_list_stops_when_its_if_matched_first_command_fails() {
+    let Some((stack, http, id)) = stack_with_cart().await else {
+        return;
+    };
+    let commands = stack.url(&format!("/v1/carts/{id}/commands"));
+    let added = http.post(&commands).json(&add("TEST-SKU-123", 1)).send();
+    let added = added.await.unwrap();
+    assert_eq!(added.status(), 200);
+    let got = call(
+        http.post(&commands)
+            .header("if-match", added.headers()["etag"].clone())
+            .json(&json!({"atomic": false, "commands": [
+                {"type": "RemoveItem", "lineId": 99},
+                {"type": "ClearCart"}]})),
+    )
+    .await;
+    assert_error(&got, 404, "unknown_line", "99");
+    assert_eq!(
+        stack.events("default", &id).await.len(),
+        1,
+        "the cart is not cleared"
+    );
+}
+
 #[tokio::test]
 async fn command_lists_atomic_or_one_by_one() {
     let Some((stack, http, id)) = stack_with_cart().await else {
