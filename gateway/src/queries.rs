@@ -187,8 +187,15 @@ fn time_param(name: &str, v: Option<String>) -> Result<Option<String>, ApiError>
         })
 }
 
-fn text_param(v: Option<String>) -> Option<String> {
-    v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
+/// A user id to filter by: no longer than a cart's user id may be (`SetUser`).
+fn user_param(v: Option<String>) -> Result<Option<String>, ApiError> {
+    let max = cart_domain::Limits::default().max_text_len;
+    match v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()) {
+        Some(u) if u.chars().count() > max => Err(ApiError::invalid(format!(
+            "query parameter user must be at most {max} characters (a cart's user id is)"
+        ))),
+        u => Ok(u),
+    }
 }
 
 impl ListCartsQuery {
@@ -197,7 +204,7 @@ impl ListCartsQuery {
             tenant: tenant.to_string(),
             status: self.status.map(|s| s.as_str().to_owned()),
             updated_since: time_param("updated_since", self.updated_since)?,
-            user_id: text_param(self.user),
+            user_id: user_param(self.user)?,
             page_size: positive("page_size", self.page_size)?,
             page_token: self.page_token.unwrap_or_default(),
         })
@@ -352,5 +359,12 @@ mod tests {
         assert_eq!(req.page_size, 0);
         let e = positive("page_size", Some(0)).unwrap_err();
         assert!(e.message.contains("page_size"));
+        let q = ListCartsQuery {
+            user: Some("u".repeat(5000)),
+            ..Default::default()
+        };
+        let e = q.request(&TenantId::parse("shop-a").unwrap()).unwrap_err();
+        assert!(e.message.contains("at most 200"), "{}", e.message);
+        assert!(!e.message.contains("uuu"), "not echoed: {}", e.message);
     }
 }

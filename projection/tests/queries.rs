@@ -379,6 +379,23 @@ async fn pagination_returns_every_cart_exactly_once_in_order() {
     let mut bad = list("t1", 5);
     bad.updated_since = Some("yesterday".into());
     assert_invalid(q.list_carts(bad).await.unwrap_err(), "updated_since");
+    // A value of any size is refused, and not echoed whole.
+    let long = "x".repeat(5000);
+    for set in [
+        (|r: &mut pb::ListCartsRequest, v: &str| r.user_id = Some(v.into()))
+            as fn(&mut pb::ListCartsRequest, &str),
+        |r, v| r.status = Some(v.into()),
+        |r, v| r.updated_since = Some(v.into()),
+    ] {
+        let mut bad = list("t1", 5);
+        set(&mut bad, &long);
+        let status = q.list_carts(bad).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        assert!(status.message().len() < 500, "{}", status.message());
+    }
+    let mut bad = list("t1", 5);
+    bad.page_token = "aéa".into();
+    assert_invalid(q.list_carts(bad).await.unwrap_err(), "page_token");
     let first = q.list_carts(list("t1", 2)).await.unwrap().into_inner();
     let wrong_listing = q
         .list_orders(pb::ListOrdersRequest {

@@ -137,6 +137,7 @@ fn requests(long: &str) -> Vec<Bad> {
             "cart_id",
         ),
         bad(M::GET, &format!("/cart/byid/{long}"), None, "cart_id"),
+        bad(M::GET, &format!("/v1/carts?user={long}"), None, "user"),
         bad(
             M::POST,
             "/cart/byid/bounded",

@@ -57,6 +57,17 @@ fn tenant(md: &tonic::metadata::MetadataMap, raw: &str) -> Result<TenantId, Proj
     Ok(tenant)
 }
 
+/// A user id to filter by, no longer than a cart's user id may be.
+fn user_filter(raw: Option<&str>) -> Result<Option<String>, ProjectionError> {
+    let max = cart_domain::Limits::default().max_text_len;
+    match raw.filter(|u| !u.is_empty()) {
+        Some(u) if u.chars().count() > max => Err(ProjectionError::Invalid(format!(
+            "user_id must be at most {max} characters"
+        ))),
+        u => Ok(u.map(str::to_owned)),
+    }
+}
+
 fn time_arg(field: &str, raw: Option<&str>) -> Result<Option<i64>, ProjectionError> {
     match raw.map(str::trim).filter(|s| !s.is_empty()) {
         None => Ok(None),
@@ -64,7 +75,8 @@ fn time_arg(field: &str, raw: Option<&str>) -> Result<Option<i64>, ProjectionErr
             .map(|t| Some(nanos(t)))
             .map_err(|e| {
                 ProjectionError::Invalid(format!(
-                    "{field} must be an RFC 3339 time, got {s:?}: {e}"
+                    "{field} must be an RFC 3339 time, got {:?}: {e}",
+                    shared::error::clip(s)
                 ))
             }),
     }
@@ -214,7 +226,7 @@ impl pb::query_service_server::QueryService for QueryGrpc {
                     .map(StatusFilter::parse)
                     .transpose()?,
                 updated_since_ns: time_arg("updated_since", q.updated_since.as_deref())?,
-                user_id: q.user_id.clone().filter(|u| !u.is_empty()),
+                user_id: user_filter(q.user_id.as_deref())?,
             };
             let before = self.abandoned_before(self.abandoned_after);
             self.list(

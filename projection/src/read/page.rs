@@ -57,7 +57,12 @@ pub fn decode(listing: Listing, token: &str) -> Result<Option<Cursor>, Projectio
                 .into(),
         )
     };
-    if !token.len().is_multiple_of(2) || token.len() > 512 {
+    // Hex digits only: two bytes are sliced at a time, which a character of several bytes
+    // would split.
+    if !token.len().is_multiple_of(2)
+        || token.len() > 512
+        || !token.bytes().all(|b| b.is_ascii_hexdigit())
+    {
         return Err(invalid());
     }
     let bytes = (0..token.len())
@@ -94,7 +99,7 @@ mod tests {
         assert_eq!(decode(Listing::Carts, &t).unwrap(), Some(c));
         assert_eq!(decode(Listing::Carts, "").unwrap(), None);
         assert!(decode(Listing::Orders, &t).is_err());
-        for bad in ["zz", "abc", "6331", &"00".repeat(300)] {
+        for bad in ["zz", "abc", "6331", &"00".repeat(300), "aéa", "é6", "+1"] {
             let err = decode(Listing::Carts, bad).unwrap_err();
             assert!(err.to_string().contains("page_token"), "{err}");
         }

@@ -57,12 +57,19 @@ impl Readers {
                 Some(c) => c,
                 None => db::open_reader(&inner.path)?,
             };
+            // One read transaction per query: a cart's row and its lines (several
+            // statements) are read from the same commit of the writer, never half of one.
+            conn.execute_batch("BEGIN")
+                .map_err(ProjectionError::db("begin a read"))?;
             let result = f(&conn);
-            inner
-                .idle
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(conn);
+            // A connection that cannot end its read is not used again.
+            if conn.execute_batch("COMMIT").is_ok() {
+                inner
+                    .idle
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(conn);
+            }
             result
         })
         .await
@@ -79,5 +86,47 @@ impl Readers {
             .unwrap_or_else(|p| p.into_inner())
             .clear();
         f()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A query of several statements reads one commit: a change the writer commits between
+    /// them is not seen half-way (a cart's row from before it, its lines from after).
+    #[tokio::test]
+    async fn a_query_reads_one_commit_of_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("views.db");
+        let writer = db::open_writer(&path).unwrap();
+        writer.execute_batch("CREATE TABLE t (n INTEGER)").unwrap();
+        let readers = Readers::new(&path, 1);
+        let (before, after) = readers
+            .with(move |c| {
+                let count = |c: &Connection| -> i64 {
+                    c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+                        .unwrap()
+                };
+                let before = count(c);
+                writer.execute("INSERT INTO t VALUES (1)", []).unwrap();
+                Ok((before, count(c)))
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            (before, after),
+            (0, 0),
+            "the second statement saw a later commit"
+        );
+        let now = readers
+            .with(|c| {
+                Ok(
+                    c.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0))
+                        .unwrap(),
+                )
+            })
+            .await;
+        assert_eq!(now.unwrap(), 1, "the next query sees it");
     }
 }

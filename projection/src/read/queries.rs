@@ -75,7 +75,8 @@ impl StatusFilter {
             "ordered" => Ok(Self::Ordered),
             "abandoned" => Ok(Self::Abandoned),
             other => Err(ProjectionError::Invalid(format!(
-                "status must be open, checkout, ordered or abandoned, got {other:?}"
+                "status must be open, checkout, ordered or abandoned, got {:?}",
+                shared::error::clip(other)
             ))),
         }
     }
