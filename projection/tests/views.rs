@@ -451,6 +451,46 @@ async fn keeps_up_across_a_nats_server_restart() {
     env.js = env.nats.jetstream().await;
     let running = env.start(env.config("main"), Hooks::default()).await;
     generator.publish(&env.js, 20).await;
+    env.caught_up(&running).await;
+
+    // The same again under the running node, then its durable disappears: the stream's new
+    // creation time does not make the node replay it from sequence 1 (the witness says it is
+    // the same stream), the new durable starts after the checkpoint.
+    let events = env
+        .js
+        .get_stream(shared::subjects::CART_EVENTS_STREAM)
+        .await
+        .unwrap();
+    env.js
+        .update_stream(events.cached_info().config.clone())
+        .await
+        .unwrap();
+    env.nats.kill();
+    env.nats.restart().await;
+    env.js = env.nats.jetstream().await;
+    let checkpoint = running.checkpoint();
+    let durable = shared::subjects::projection_durable("main").unwrap();
+    let events = env
+        .js
+        .get_stream(shared::subjects::CART_EVENTS_STREAM)
+        .await
+        .unwrap();
+    events.delete_consumer(&durable).await.unwrap();
+    wait_until(
+        || async { events.consumer_info(&durable).await.is_ok() },
+        WAIT,
+    )
+    .await
+    .expect("the node re-creates its durable");
+    let info = events.consumer_info(&durable).await.unwrap();
+    assert_eq!(
+        info.config.deliver_policy,
+        async_nats::jetstream::consumer::DeliverPolicy::ByStartSequence {
+            start_sequence: checkpoint + 1
+        },
+        "not replayed from sequence 1"
+    );
+    generator.publish(&env.js, 20).await;
     env.fold_and_stop(running, &generator.carts).await;
 }
 

@@ -206,7 +206,9 @@ impl Consumer {
         if !self.stream_still_ours().await? {
             return Ok(());
         }
-        let ensure = self.durable.recreate(self.writer.durable_checkpoint());
+        let ensure = self
+            .durable
+            .recreate_on_same_stream(self.writer.durable_checkpoint());
         match tokio::time::timeout(self.settings.request_timeout, ensure).await {
             Ok(Ok(consumer)) => {
                 tracing::info!("durable consumer re-created or validated");

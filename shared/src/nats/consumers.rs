@@ -112,12 +112,29 @@ impl Durable {
     /// re-created since (another creation time, or fewer messages than `handled`), its
     /// sequences started again at 1 and a new consumer reads it from the start.
     pub async fn recreate(&self, handled: u64) -> Result<PullConsumer, NatsError> {
+        self.recreate_after(handled, false).await
+    }
+
+    /// [`Self::recreate`] for a caller that has made sure by content that the stream is the
+    /// one `handled` numbers (the projection's witness): the stream's creation time is not
+    /// compared, since nats-server 2.12.3 reports a new one after a restart, a config update
+    /// and another restart (nats-io/nats-server#8470), and the consumer would replay the
+    /// whole stream.
+    pub async fn recreate_on_same_stream(&self, handled: u64) -> Result<PullConsumer, NatsError> {
+        self.recreate_after(handled, true).await
+    }
+
+    async fn recreate_after(
+        &self,
+        handled: u64,
+        known_same: bool,
+    ) -> Result<PullConsumer, NatsError> {
         let mut config = self.config.clone();
         if handled > 0 {
             let now = self.stream.get_info().await.map_err(|e| {
                 NatsError::js("read stream", &self.stream.cached_info().config.name, e)
             })?;
-            let same = now.created == self.stream.cached_info().created
+            let same = (known_same || now.created == self.stream.cached_info().created)
                 && now.state.last_sequence >= handled;
             if same {
                 config.deliver_policy = DeliverPolicy::ByStartSequence {
