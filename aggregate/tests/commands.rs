@@ -730,10 +730,27 @@ async fn a_merge_retried_after_its_source_was_ordered_is_answered_as_stored() {
     let first = executed(&mut client, exec("member", id, merge.clone()), "the merge").await;
     place_order(&mut client, "guest").await;
 
-    let again = executed(&mut client, exec("member", id, merge), "the merge retried").await;
+    let again = executed(
+        &mut client,
+        exec("member", id, merge.clone()),
+        "the merge retried",
+    )
+    .await;
     assert_eq!(quantity_of(&again, "TEST-SKU-123"), 2);
     assert_eq!(again.version, first.version, "answered, not applied again");
     assert_eq!(env.messages("member").await.len(), 1, "one merge stored");
+
+    // A new merge under If-Match of a version the cart is not at is refused for that first,
+    // whatever its source.
+    let mut stale = exec("member", CommandId::new(), merge);
+    stale.get_mut().expected_version = Some(first.version + 7);
+    let status = client.execute(stale).await.expect_err("a stale If-Match");
+    assert_refused(
+        &status,
+        shared::ErrorCode::VersionConflict,
+        "expected version",
+        "stale",
+    );
     node.drain().await.unwrap();
 }
 

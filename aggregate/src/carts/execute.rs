@@ -104,19 +104,6 @@ impl Carts {
             if let Some(answered) = self.answered_before(&loaded.state, id, now, render)? {
                 return Ok(answered);
             }
-            if let Some(refused) = not_gathered.take() {
-                // Asked on the leader's state: a copy behind may not know the command yet.
-                if !confirmed {
-                    confirmed = true;
-                    let before = loaded.state.version;
-                    self.confirm_current(loaded, cart).await?;
-                    if loaded.state.version != before {
-                        not_gathered = Some(refused);
-                        continue;
-                    }
-                }
-                return Err(refused);
-            }
             if let Some(expected) = expected_version
                 && expected != loaded.state.version
             {
@@ -140,6 +127,19 @@ impl Carts {
                         ),
                     ));
                 }
+            }
+            if let Some(refused) = not_gathered.take() {
+                // Asked on the leader's state: a copy behind may not know the command yet.
+                if !confirmed {
+                    confirmed = true;
+                    let before = loaded.state.version;
+                    self.confirm_current(loaded, cart).await?;
+                    if loaded.state.version != before {
+                        not_gathered = Some(refused);
+                        continue;
+                    }
+                }
+                return Err(refused);
             }
             let decided = decide_all(&loaded.state, commands, &catalog, now, cfg.limits);
             // A refusal or a no-op is not fenced by an append: decided on a copy that is behind
