@@ -232,6 +232,17 @@ pub fn carry_over(conn: &Connection, other_stream: bool) -> Result<(), Projectio
                    AND stream_sequence NOT IN (SELECT stream_sequence FROM temp.rebuild_failed)",
                 params![now_rfc3339()],
             )?;
+            // Replayed once, failed again in the rebuild (replayed late, after a later change
+            // it depended on; the rebuild applies it in stream order): the fresh views lack
+            // it, so it is open again, with why.
+            conn.execute_batch(
+                "UPDATE main.poison SET replayed_at = NULL,
+                     replay_error = 'failed again in a rebuild: ' || (SELECT r.reason
+                         FROM temp.rebuild_failed r
+                         WHERE r.stream_sequence = main.poison.stream_sequence LIMIT 1)
+                 WHERE replayed_at IS NOT NULL
+                   AND stream_sequence IN (SELECT stream_sequence FROM temp.rebuild_failed);",
+            )?;
         }
         // AUTOINCREMENT numbers after the larger of `sqlite_sequence` and the largest id in
         // the table: the old file's counter covers ids a rebuild before this one dropped.
@@ -328,6 +339,30 @@ mod tests {
         assert_eq!(
             carried(dir.path(), &fresh, false),
             vec![(1, 10), (2, 20), (4, 110)]
+        );
+    }
+
+    /// A dead letter replayed in the old file that fails again in the rebuild (it was
+    /// replayed after a change it depended on, the rebuild applies it in stream order) is
+    /// open again: the fresh views lack it.
+    #[test]
+    fn a_replayed_dead_letter_that_fails_again_in_the_rebuild_is_open_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = database(dir.path(), "old.db", 100, &[7, 8]);
+        mark_replayed(&old, 1).unwrap();
+        mark_replayed(&old, 2).unwrap();
+        drop(old);
+        let fresh = database(dir.path(), "fresh.db", 100, &[7]);
+        assert_eq!(carried(dir.path(), &fresh, false), vec![(1, 7), (2, 8)]);
+        let rows = list(&fresh, None, 100).unwrap();
+        let again = rows.iter().find(|p| p.stream_sequence == 7).unwrap();
+        assert_eq!(again.replayed_at, None, "open again");
+        let why = again.replay_error.as_deref().unwrap_or_default();
+        assert!(why.contains("failed again in a rebuild: bad"), "{why}");
+        let fine = rows.iter().find(|p| p.stream_sequence == 8).unwrap();
+        assert!(
+            fine.replayed_at.is_some(),
+            "the one the rebuild applied stays replayed"
         );
     }
 
