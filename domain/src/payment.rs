@@ -149,8 +149,8 @@ impl PaymentMismatch {
 /// How long a cart holds still for a purchase the provider asked to complete
 /// ([`CheckoutStatus::PaymentApproved`]) when neither the order nor a failure comes back: then
 /// it can change again (a paid order that arrives later is checked against the cart as it is).
-/// Long enough for a lost push to be caught by reconciliation (its first reads are at 2, 4
-/// and 8 minutes by default); short enough that a shopper whose purchase did not go through
+/// Long enough for a lost push to be caught by reconciliation (it reads an approved order at
+/// 2, 4 and 8 minutes after the approval by default); short enough that a shopper whose purchase did not go through
 /// (the provider got no answer from the validation) is not kept from the cart for long.
 pub const PURCHASE_HOLD_SECS: i64 = 10 * 60;
 

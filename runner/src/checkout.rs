@@ -45,6 +45,8 @@ pub struct Checkout {
     /// The lease by this runner's clock, asked right before each provider call.
     pub lease: crate::lease::Validity,
     pub hooks: Hooks,
+    /// Purchases the carts approved, for the reconciler to read their orders in time.
+    pub approvals: crate::reconcile::Approvals,
 }
 
 /// Why an effect could not finish this time.
@@ -65,6 +67,7 @@ impl From<async_nats::Error> for EffectError {
 }
 
 const STARTED: &str = "CheckoutStarted";
+const APPROVED: &str = "PaymentApproved";
 
 impl Handler for Checkout {
     fn wants(&self, msg: &Message) -> bool {
@@ -128,12 +131,13 @@ fn context(msg: &Message, envelope: &EventMessage) -> RequestContext {
         .unwrap_or_else(|| RequestContext::new(envelope.tenant.clone()))
 }
 
-/// Whether an event message may hold a `CheckoutStarted`, by its headers. Without a
-/// `cart-event-types` header only the payload tells: the handler decodes it.
+/// Whether an event message may hold a `CheckoutStarted` or a `PaymentApproved`, by its
+/// headers. Without a `cart-event-types` header only the payload tells: the handler decodes
+/// it.
 fn may_start_a_checkout(headers: Option<&async_nats::HeaderMap>) -> bool {
     match headers {
         Some(h) if h.get(headers::CART_EVENT_TYPES).is_some() => {
-            headers::event_types(h).any(|t| t == STARTED)
+            headers::event_types(h).any(|t| t == STARTED || t == APPROVED)
         }
         _ => true,
     }
@@ -164,6 +168,21 @@ impl Checkout {
                     .await;
             }
         };
+        for record in envelope.events.iter().filter(|r| r.event_type == APPROVED) {
+            match Event::decode(record) {
+                Ok(Event::PaymentApproved(a)) => self.approvals.note(
+                    envelope.tenant.as_str(),
+                    &a.provider_order_id,
+                    a.approved_at,
+                ),
+                // Only a schedule depends on it: the order is read again all the same.
+                decoded => tracing::warn!(
+                    cart = %envelope.cart_id,
+                    error = ?decoded.err(),
+                    "a PaymentApproved that does not decode"
+                ),
+            }
+        }
         // The records name their types: only the last CheckoutStarted is decoded.
         let Some(record) = envelope
             .events

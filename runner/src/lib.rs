@@ -67,6 +67,9 @@ pub struct Running {
     tracker: TaskTracker,
     provider: ProviderHandle,
     lease: lease::Validity,
+    /// The purchases the carts approved, as the checkout lane saw them (when the reconciler
+    /// reads their orders again).
+    pub approvals: reconcile::Approvals,
 }
 
 impl Running {
@@ -224,6 +227,7 @@ async fn start_term(
         config.nats.request_timeout(),
     );
     let reload_override = hooks.reload.clone();
+    let approvals = reconcile::Approvals::default();
     let checkout = Arc::new(checkout::Checkout {
         records: records.clone(),
         provider: provider.clone(),
@@ -232,6 +236,7 @@ async fn start_term(
         status: status.clone(),
         lease: validity.clone(),
         hooks,
+        approvals: approvals.clone(),
     });
     let push = Arc::new(push::Push {
         records: records.clone(),
@@ -245,6 +250,7 @@ async fn start_term(
         interval: Duration::from_secs(config.reconcile_interval_secs),
         after: Duration::from_secs(config.reconcile_after_secs),
         max_age: Duration::from_secs(config.reconcile_max_age_secs),
+        approvals: approvals.clone(),
     });
     let (lost, crashed) = (CancellationToken::new(), CancellationToken::new());
     // Not ready the moment the lease runs out by this runner's clock, even before its lease
@@ -376,6 +382,7 @@ async fn start_term(
         tracker,
         provider: provider_for_next_term,
         lease: validity,
+        approvals,
     })
 }
 

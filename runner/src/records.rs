@@ -238,6 +238,16 @@ impl Records {
                 }
             }
             if got == 0 {
+                // An empty fetch with messages still pending (a slow leader, an election) is a
+                // scan cut short: a pass built on it would count as done and skip orders.
+                let pending = consumer.info().await?.num_pending;
+                if pending > 0 {
+                    let _ = stream.delete_consumer(&name).await;
+                    return Err(format!(
+                        "reading the checkout results stopped with {pending} still to read"
+                    )
+                    .into());
+                }
                 break;
             }
             left = left.saturating_sub(got);

@@ -36,6 +36,10 @@ fn only_events_that_may_hold_a_checkout_reach_the_handler() {
     assert!(may_start_a_checkout(Some(&with_types(
         "ItemAdded,CheckoutStarted"
     ))));
+    assert!(
+        may_start_a_checkout(Some(&with_types("PaymentApproved"))),
+        "an approval is noted for reconciliation"
+    );
     assert!(!may_start_a_checkout(Some(&with_types("ItemAdded"))));
     assert!(!may_start_a_checkout(Some(&with_types(
         "CheckoutReopened,ItemAdded"

@@ -1030,3 +1030,58 @@ async fn the_runner_reads_what_it_acts_on_from_the_streams_leader() {
     );
     runner.drain(DRAIN).await;
 }
+
+/// A purchase the cart approved is read again within the cart's 10-minute hold, counted from
+/// the approval. Counted from the order's creation, an order paid 17 minutes after it was
+/// created (its push lost) would next be read at 32 minutes: after the hold, with the cart
+/// free to change under the paid order, which would then not be placed.
+#[tokio::test]
+async fn a_purchase_approved_long_after_its_order_was_created_is_read_within_the_hold() {
+    use runner::reconcile::{Approvals, Reconciler};
+    use std::time::Duration;
+    let Some((env, runner)) = env_and_runner().await else {
+        return;
+    };
+    let order_id = env.checked_out_order("late-payer", "a1").await;
+    let created = time::OffsetDateTime::now_utc();
+    let checkout = env.cart("late-payer").await.cart.checkout.unwrap();
+    let paid = cart_domain::PaidOrder {
+        attempt_id: checkout.attempt_id.clone(),
+        amount: checkout.amount,
+        currency: checkout.currency.clone(),
+        lines_digest: checkout.lines_digest.clone(),
+    };
+    let approve = Command::ApprovePayment {
+        provider_order_id: order_id.clone(),
+        paid,
+    };
+    env.exec("late-payer", approve).await.unwrap();
+    wait_until(
+        || async { runner.approvals.approved_at(TENANT, &order_id).is_some() },
+        WAIT,
+    )
+    .await
+    .expect("the checkout lane notes the approval");
+
+    // The passes of a minute ago and now, as if the approval had come 17 minutes after the
+    // order was created: the order is due 2 minutes after its approval, not before 32 after
+    // its creation.
+    let minutes = |m: i64| created + time::Duration::minutes(m);
+    runner
+        .approvals
+        .note(TENANT, &order_id, minutes(17).unix_timestamp());
+    let reconciler = |approvals: Approvals| Reconciler {
+        records: runner::records::Records::new(env.js.clone(), 5, Duration::from_secs(5)),
+        interval: Duration::from_secs(60),
+        after: Duration::from_secs(120),
+        max_age: Duration::from_secs(48 * 3600),
+        approvals,
+    };
+    let by_approval = reconciler(runner.approvals.clone());
+    let asked = by_approval.pass(minutes(19), Some(minutes(18))).await;
+    assert_eq!(asked.unwrap(), 1, "read 2 minutes after the approval");
+    let by_creation = reconciler(Approvals::default());
+    let asked = by_creation.pass(minutes(19), Some(minutes(18))).await;
+    assert_eq!(asked.unwrap(), 0, "counted from its creation it is not due");
+    runner.drain(DRAIN).await;
+}
