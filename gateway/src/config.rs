@@ -52,6 +52,10 @@ pub struct Config {
     /// `key=tenant` pairs, comma-separated. When set, every API request needs `x-api-key` and
     /// the key decides the tenant.
     pub api_keys: Secret,
+    /// `key=tenant` pairs of back-office keys: like `api_keys`, and the only keys the listings
+    /// and reports of a tenant's carts and orders (`/v1/carts`, `/v1/orders`, `/v1/reports/..`)
+    /// take. A storefront key sits in page JavaScript; these must not.
+    pub backoffice_keys: Secret,
     /// Bearer token of `/admin/...`. Empty: the admin API is disabled.
     pub admin_token: Secret,
     /// Browser origins (`https://shop.example.com`, comma-separated) allowed to call the API
@@ -127,6 +131,7 @@ impl Default for Config {
             cookie_max_age_secs: 30 * 24 * 3600,
             cookie_domain: String::new(),
             api_keys: Secret::default(),
+            backoffice_keys: Secret::default(),
             admin_token: Secret::default(),
             cors_origins: String::new(),
             legacy_get_add: true,
@@ -240,26 +245,45 @@ impl Config {
 
     /// API key → tenant.
     pub fn api_keys(&self) -> Result<HashMap<String, TenantId>, ConfigError> {
-        let mut keys = HashMap::new();
-        for pair in split_list(self.api_keys.expose()) {
-            let (key, tenant) = pair.split_once('=').ok_or_else(|| {
-                ConfigError(format!(
-                    "api_keys: entry {pair:?} must look like key=tenant"
-                ))
-            })?;
-            let key = key.trim();
-            if key.is_empty() || !key.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(ConfigError(format!(
-                    "api_keys: key in {pair:?} must be non-empty visible ASCII"
-                )));
-            }
-            let tenant = TenantId::parse(tenant.trim())
-                .map_err(|e| ConfigError(format!("api_keys: {e}")))?;
-            keys.insert(key.to_owned(), tenant);
-        }
-        Ok(keys)
+        keys("api_keys", &self.api_keys)
     }
 
+    /// Back-office key → tenant; none of them is also a storefront key.
+    pub fn backoffice_keys(&self) -> Result<HashMap<String, TenantId>, ConfigError> {
+        let backoffice = keys("backoffice_keys", &self.backoffice_keys)?;
+        let storefront = self.api_keys()?;
+        if backoffice.keys().any(|k| storefront.contains_key(k)) {
+            return Err(ConfigError(
+                "backoffice_keys: a key is also in api_keys; a back-office key must be its own"
+                    .into(),
+            ));
+        }
+        Ok(backoffice)
+    }
+}
+
+/// `key=tenant` pairs of `field`.
+fn keys(field: &str, pairs: &Secret) -> Result<HashMap<String, TenantId>, ConfigError> {
+    let mut keys = HashMap::new();
+    for pair in split_list(pairs.expose()) {
+        // The entry is not quoted: it holds a key.
+        let (key, tenant) = pair.split_once('=').ok_or_else(|| {
+            ConfigError(format!("{field}: every entry must look like key=tenant"))
+        })?;
+        let key = key.trim();
+        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ConfigError(format!(
+                "{field}: a key must be non-empty visible ASCII"
+            )));
+        }
+        let tenant =
+            TenantId::parse(tenant.trim()).map_err(|e| ConfigError(format!("{field}: {e}")))?;
+        keys.insert(key.to_owned(), tenant);
+    }
+    Ok(keys)
+}
+
+impl Config {
     pub fn upstream_timeout(&self) -> Duration {
         Duration::from_millis(self.upstream_timeout_ms.max(1))
     }
@@ -338,7 +362,7 @@ impl Config {
             self.service_endpoint("aggregate_addrs", &value)?;
         }
         self.default_tenant()?;
-        self.api_keys()?;
+        self.backoffice_keys()?;
         self.streams.check().map_err(ConfigError)?;
         Ok(())
     }
@@ -350,117 +374,4 @@ impl ServiceConfig for Config {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use shared::test_support::config_check::{assert_debug_hides, load_from_env};
-
-    #[test]
-    fn a_printed_config_does_not_show_api_keys_or_the_admin_token() {
-        let mut cfg = Config {
-            api_keys: "sk-live-key=tenant-a".into(),
-            admin_token: "admin-s3cret".into(),
-            ..Default::default()
-        };
-        cfg.nats.password = "nats-s3cret".into();
-        let secrets = ["sk-live-key", "admin-s3cret", "nats-s3cret"];
-        assert_debug_hides(&cfg, &secrets, "http_addr");
-    }
-
-    #[test]
-    fn env_names_are_prefixed_and_lists_are_comma_separated() {
-        let env = [
-            ("GATEWAY_HTTP_ADDR", "0.0.0.0:9000"),
-            ("GATEWAY_API_KEYS", "k1=tenant-a, k2=tenant-b"),
-            ("GATEWAY_AGGREGATE_ADDRS", "10.0.0.1:50051,10.0.0.2:50051"),
-            ("GATEWAY_COOKIE_SECURE", "true"),
-            ("NATS_URL", "nats://n:4222"),
-            ("HTTP_ADDR", "ignored"),
-        ];
-        let c: Config = load_from_env(&env);
-        assert_eq!(c.http_addr, "0.0.0.0:9000");
-        assert!(c.cookie_secure);
-        assert_eq!(c.nats.url, "nats://n:4222");
-        assert_eq!(c.nats.name, "gateway");
-        assert_eq!(
-            c.aggregate_addrs(),
-            vec!["10.0.0.1:50051", "10.0.0.2:50051"]
-        );
-        let keys = c.api_keys().unwrap();
-        assert_eq!(keys["k2"].as_str(), "tenant-b");
-        c.check().unwrap();
-    }
-
-    #[test]
-    fn bad_values_name_the_field() {
-        for (field, c) in [
-            (
-                "api_keys",
-                Config {
-                    api_keys: "nokey".into(),
-                    ..Config::default()
-                },
-            ),
-            (
-                "default_tenant",
-                Config {
-                    default_tenant: "Not Valid".into(),
-                    ..Config::default()
-                },
-            ),
-            (
-                "upstream_deadline_ms",
-                Config {
-                    upstream_deadline_ms: 1,
-                    ..Config::default()
-                },
-            ),
-        ] {
-            let e = c.check().unwrap_err().to_string();
-            assert!(e.contains(field), "{e}");
-        }
-        let c = Config {
-            default_tenant: String::new(),
-            ..Config::default()
-        };
-        assert_eq!(c.default_tenant().unwrap(), None);
-    }
-
-    #[test]
-    fn a_malformed_service_address_is_a_start_up_error_naming_the_variable() {
-        let bad = "runner 50061";
-        for (var, c) in [
-            (
-                "GATEWAY_PROJECTION_ADDR",
-                Config {
-                    projection_addr: bad.into(),
-                    ..Config::default()
-                },
-            ),
-            (
-                "GATEWAY_RUNNER_ADDR",
-                Config {
-                    runner_addr: bad.into(),
-                    ..Config::default()
-                },
-            ),
-            (
-                "GATEWAY_AGGREGATE_ADDRS",
-                Config {
-                    aggregate_addrs: format!("10.0.0.1:50051,{bad}"),
-                    ..Config::default()
-                },
-            ),
-        ] {
-            let e = c.check().unwrap_err().to_string();
-            assert!(e.contains(var) && e.contains(bad), "{e}");
-        }
-        // Empty means off, not malformed.
-        let off = Config {
-            projection_addr: String::new(),
-            runner_addr: " ".into(),
-            aggregate_addrs: String::new(),
-            ..Config::default()
-        };
-        off.check().unwrap();
-    }
-}
+mod tests;

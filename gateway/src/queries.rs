@@ -26,7 +26,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use self::views::{CartPage, CartRecord, OrderPage, SkuDemandReport};
-use crate::request::context::Ctx;
+use crate::request::context::{BackOffice, Ctx};
 use crate::request::params::{Params, QueryParams};
 use crate::schema::{CallerErrors, ErrorBody, error_replies};
 use crate::state::AppState;
@@ -281,7 +281,7 @@ macro_rules! query_routes {
                 QueryErrors, CallerErrors, ProjectionErrors))]
         pub async fn $name(
             State(s): State<AppState>,
-            Ctx(ctx): Ctx,
+            BackOffice(ctx): BackOffice,
             QueryParams(q): QueryParams<$query>,
         ) -> Result<Json<$reply>, ApiError> {
             let req = q.request(&ctx.tenant)?;

@@ -51,7 +51,8 @@ error_replies! {
     pub enum AuthErrors {
         /// Missing or unknown API key (when API keys are configured).
         401 => Unauthenticated,
-        /// `x-tenant-id` does not match the API key's tenant.
+        /// `x-tenant-id` does not match the API key's tenant; or a storefront key on a
+        /// listing or report, which take a back-office key.
         403 => PermissionDenied,
     }
 }

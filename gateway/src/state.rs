@@ -73,11 +73,14 @@ impl AppState {
         cfg.check()?;
         Ok(Self(Arc::new(AppStateInner {
             upstream: Upstream::new(client, cfg.upstream_deadline()),
-            auth: Arc::new(Auth::new(
-                cfg.default_tenant()?,
-                cfg.api_keys()?,
-                cfg.admin_token.expose(),
-            )),
+            auth: Arc::new(
+                Auth::new(
+                    cfg.default_tenant()?,
+                    cfg.api_keys()?,
+                    cfg.admin_token.expose(),
+                )
+                .with_backoffice_keys(cfg.backoffice_keys()?),
+            ),
             cors_origins: cfg.cors_origins()?,
             limits: Arc::new(RateLimits::new(&cfg)),
             idempotency: Idempotency::new(

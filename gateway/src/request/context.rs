@@ -31,6 +31,8 @@ pub struct Auth {
     api_keys: HashMap<String, TenantId>,
     /// The tenants it is configured with: the default one and every API key's.
     known_tenants: HashSet<TenantId>,
+    /// The keys that may list a tenant's carts and orders ([`BackOffice`]); also in `api_keys`.
+    backoffice: HashSet<String>,
     /// Compared in constant time, so response timing does not reveal a prefix.
     admin_token: Secret,
 }
@@ -51,8 +53,31 @@ impl Auth {
             default_tenant,
             api_keys,
             known_tenants,
+            backoffice: HashSet::new(),
             admin_token,
         }
+    }
+
+    /// With back-office keys (key → tenant): they resolve a tenant like the API keys, and only
+    /// they take the routes behind [`BackOffice`].
+    pub fn with_backoffice_keys(mut self, keys: HashMap<String, TenantId>) -> Self {
+        for (key, tenant) in keys {
+            self.known_tenants.insert(tenant.clone());
+            self.backoffice.insert(key.clone());
+            self.api_keys.insert(key, tenant);
+        }
+        self
+    }
+
+    /// Whether the request may take a back-office route: its key is a back-office key, or
+    /// the gateway has no keys at all (then any client names its tenant: a trial or a
+    /// gateway behind another that authenticates).
+    fn is_backoffice(&self, headers: &HeaderMap) -> bool {
+        if self.api_keys.is_empty() {
+            return true;
+        }
+        let key = headers.get(API_KEY).and_then(|v| v.to_str().ok());
+        key.is_some_and(|k| self.backoffice.contains(k.trim()))
     }
 
     /// The request's context. With API keys configured the key decides the tenant, and an
@@ -132,9 +157,12 @@ impl Auth {
     }
 }
 
-/// What [`begin`] found out about the tenant, for [`Ctx`].
+/// What [`begin`] found out about the tenant, for [`Ctx`] and [`BackOffice`].
 #[derive(Clone)]
-struct Resolved(Result<RequestContext, ApiError>);
+struct Resolved {
+    ctx: Result<RequestContext, ApiError>,
+    backoffice: bool,
+}
 
 /// What the edge layer keeps of a request for its response ([`begin`], [`Attached::finish`]).
 pub struct Attached {
@@ -175,7 +203,11 @@ pub fn begin(auth: &Auth, req: &mut Request) -> Attached {
     if let Ok(ctx) = &resolved {
         span.record("tenant", ctx.tenant.as_str());
     }
-    req.extensions_mut().insert(Resolved(resolved));
+    let backoffice = auth.is_backoffice(req.headers());
+    req.extensions_mut().insert(Resolved {
+        ctx: resolved,
+        backoffice,
+    });
     Attached {
         correlation,
         request_id,
@@ -222,13 +254,37 @@ impl<S: Send + Sync> FromRequestParts<S> for Ctx {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
-        match parts.extensions.get::<Resolved>() {
-            Some(Resolved(r)) => r.clone().map(Ctx),
-            None => Err(ApiError::internal(
-                "request context middleware is not installed on this route",
-            )),
-        }
+        resolved(parts).and_then(|r| r.ctx.clone()).map(Ctx)
     }
+}
+
+/// [`Ctx`] of a request with a back-office key (403 with a storefront key): the listings and
+/// reports of a tenant's carts and orders. A cart id is all it takes to change a cart, so a
+/// key that sits in a shop's page JavaScript must not list them.
+#[derive(Debug, Clone)]
+pub struct BackOffice(pub RequestContext);
+
+impl<S: Send + Sync> FromRequestParts<S> for BackOffice {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let r = resolved(parts)?;
+        let ctx = r.ctx.clone()?;
+        if !r.backoffice {
+            return Err(ApiError::new(
+                ErrorCode::PermissionDenied,
+                "this route lists a tenant's carts and orders: it takes a back-office key \
+                 (GATEWAY_BACKOFFICE_KEYS), not a storefront key",
+            ));
+        }
+        Ok(BackOffice(ctx))
+    }
+}
+
+fn resolved(parts: &Parts) -> Result<&Resolved, ApiError> {
+    parts.extensions.get::<Resolved>().ok_or_else(|| {
+        ApiError::internal("request context middleware is not installed on this route")
+    })
 }
 
 #[cfg(test)]
@@ -284,6 +340,27 @@ mod tests {
         assert_eq!(e.code, ErrorCode::PermissionDenied);
         assert_eq!(auth.known_key(&headers(&[(API_KEY, "k2")])), Some("k2"));
         assert_eq!(auth.known_key(&headers(&[(API_KEY, "zz")])), None);
+    }
+
+    #[test]
+    fn only_back_office_keys_take_the_back_office_routes() {
+        let office = [("o1", "tenant-a")]
+            .map(|(k, t)| (k.to_owned(), TenantId::parse(t).unwrap()))
+            .into();
+        let auth = keyed().with_backoffice_keys(office);
+        let ctx = auth.resolve(&headers(&[(API_KEY, "o1")])).unwrap();
+        assert_eq!(ctx.tenant.as_str(), "tenant-a", "it resolves its tenant");
+        assert!(auth.is_backoffice(&headers(&[(API_KEY, "o1")])));
+        assert!(
+            !auth.is_backoffice(&headers(&[(API_KEY, "k1")])),
+            "a storefront key"
+        );
+        assert!(!auth.is_backoffice(&headers(&[])));
+        let open = Auth::new(None, HashMap::new(), "");
+        assert!(
+            open.is_backoffice(&headers(&[])),
+            "no keys: no scopes either"
+        );
     }
 
     #[test]

@@ -256,9 +256,13 @@ async fn tenants_see_only_their_own_carts() {
     let carts = abandoned["carts"].as_array().unwrap();
     assert!(carts.iter().all(|c| c["tenant"] == "shop-b"));
 
-    // With API keys the key decides the tenant, on the same projection.
+    // With API keys the key decides the tenant, on the same projection; the listings take
+    // back-office keys only.
     let (keyed, base) = stack
-        .another(|c| c.api_keys = "key-a=shop-a,key-b=shop-b".into())
+        .another(|c| {
+            c.api_keys = "key-a=shop-a,key-b=shop-b".into();
+            c.backoffice_keys = "office-a=shop-a,office-b=shop-b".into();
+        })
         .await;
     let get = |key: Option<&'static str>, tenant: Option<&'static str>, path: &'static str| {
         let mut req = stack.http.get(format!("{base}{path}"));
@@ -271,21 +275,38 @@ async fn tenants_see_only_their_own_carts() {
         async move { call(req).await }
     };
     wait_until(
-        || async { get(Some("key-a"), None, "/v1/carts").await.0 == 200 },
+        || async { get(Some("office-a"), None, "/v1/carts").await.0 == 200 },
         WAIT,
     )
     .await
     .expect("keyed gateway serves queries");
-    let (_, a) = get(Some("key-a"), None, "/v1/carts").await;
+    let (_, a) = get(Some("office-a"), None, "/v1/carts").await;
     assert_eq!(ids(a["carts"].as_array().unwrap()), ["mine-a"]);
-    let (_, b) = get(Some("key-b"), None, "/v1/carts").await;
+    let (_, b) = get(Some("office-b"), None, "/v1/carts").await;
     assert_eq!(ids(b["carts"].as_array().unwrap()), ["mine-b"]);
-    let got = get(Some("key-b"), Some("shop-a"), "/v1/carts").await;
+    let got = get(Some("office-b"), Some("shop-a"), "/v1/carts").await;
     assert_error(&got, 403, "permission_denied", TENANT_ID);
     let got = get(None, Some("shop-a"), "/v1/carts").await;
     assert_error(&got, 401, "unauthenticated", API_KEY);
+    // A storefront key (it sits in a shop's page) lists nothing: the ids it would get are
+    // all it takes to read and change the carts.
+    for path in [
+        "/v1/carts",
+        "/v1/orders",
+        "/v1/reports/abandoned",
+        "/v1/reports/sku-demand",
+    ] {
+        let got = get(Some("key-a"), None, path).await;
+        assert_error(&got, 403, "permission_denied", "back-office key");
+    }
     let got = get(Some("key-b"), None, "/v1/carts/mine-a/view").await;
     assert_error(&got, 404, "not_found", "mine-a");
+    let (status, view) = get(Some("key-a"), None, "/v1/carts/mine-a/view").await;
+    assert_eq!(
+        (status, view["id"].as_str()),
+        (200, Some("mine-a")),
+        "{view}"
+    );
     keyed.stop().await.unwrap();
 }
 

@@ -168,7 +168,44 @@ fn k8s_nats_users_secret_has_every_password() {
     }
 }
 
+/// The gateway decides tenants by its API keys (without them any client names its tenant), and
+/// has back-office keys of its own, from a Secret.
+fn check_k8s_api_keys(docs: &[Doc]) {
+    let gateway = k8s_containers(docs)
+        .into_iter()
+        .find(|c| {
+            crate::services::Service::from_command(&c.command)
+                == Some(crate::services::Service::Gateway)
+        })
+        .expect("the gateway's container");
+    let what = &gateway.what;
+    let env = container_env(docs, gateway.at.1, what);
+    for var in ["GATEWAY_API_KEYS", "GATEWAY_BACKOFFICE_KEYS"] {
+        let set = env
+            .iter()
+            .any(|(k, v, src)| k == var && !v.trim().is_empty() && *src == Source::Secret);
+        assert!(
+            set,
+            "{what}: no {var} from a Secret: any client picks its tenant"
+        );
+    }
+}
+
+#[test]
+fn k8s_the_gateway_decides_tenants_by_its_keys() {
+    check_k8s_api_keys(&k8s_docs());
+}
+
 // The checks above fail on broken manifests, with a message that says what is wrong.
+
+#[test]
+#[should_panic(expected = "no GATEWAY_BACKOFFICE_KEYS from a Secret")]
+fn a_k8s_gateway_without_back_office_keys_is_rejected() {
+    let docs = with_container("Deployment", "gateway", |c| {
+        remove_where(&mut c["env"], |e| e["name"] == "GATEWAY_BACKOFFICE_KEYS");
+    });
+    check_k8s_api_keys(&docs);
+}
 
 /// The manifests with the pod template of workload `kind` `name` broken by `edit`.
 fn with_pod(kind: &str, name: &str, edit: impl FnOnce(&mut Value)) -> Vec<Doc> {
