@@ -76,7 +76,8 @@ impl Carts {
                 match Box::pin(self.merge_items(&cart.tenant, source_cart_id)).await {
                     Ok(gathered) => *items = gathered,
                     Err(e) => {
-                        not_gathered = Some(e);
+                        // Boxed: every command's future carries this slot.
+                        not_gathered = Some(Box::new(e));
                         break;
                     }
                 }
@@ -139,7 +140,7 @@ impl Carts {
                         continue;
                     }
                 }
-                return Err(refused);
+                return Err(*refused);
             }
             let decided = decide_all(&loaded.state, commands, &catalog, now, cfg.limits);
             // A refusal or a no-op is not fenced by an append: decided on a copy that is behind
