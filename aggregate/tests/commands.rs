@@ -694,13 +694,12 @@ async fn place_order(client: &mut CartServiceClient<Channel>, cart: &str) {
         status: "checkout_incomplete".into(),
     };
     run(client, cart, recorded).await;
-    let checkout = read(client, cart).await.cart.checkout.unwrap();
-    let paid = cart_domain::PaidOrder {
-        attempt_id: checkout.attempt_id.clone(),
-        amount: checkout.amount,
-        currency: checkout.currency.clone(),
-        lines_digest: checkout.lines_digest.clone(),
-    };
+    let paid = read(client, cart)
+        .await
+        .cart
+        .checkout
+        .unwrap()
+        .paid_in_full();
     let confirm = C::ConfirmOrder {
         provider_order_id: "ko-1".into(),
         order_reference: "R-1".into(),

@@ -411,6 +411,22 @@ async fn messages_the_server_no_longer_redelivers_are_read_back() {
     common::assert_fold_and_stop(running, &generator.carts).await;
 }
 
+/// `CART_EVENTS`' configuration updated (unchanged), then the server restarted.
+async fn updated_and_restarted(env: &mut common::Env) {
+    let events = env
+        .js
+        .get_stream(shared::subjects::CART_EVENTS_STREAM)
+        .await
+        .unwrap();
+    env.js
+        .update_stream(events.cached_info().config.clone())
+        .await
+        .unwrap();
+    env.nats.kill();
+    env.nats.restart().await;
+    env.js = env.nats.jetstream().await;
+}
+
 #[tokio::test]
 async fn keeps_up_across_a_nats_server_restart() {
     let Some(mut env) = common::env().await else {
@@ -437,18 +453,7 @@ async fn keeps_up_across_a_nats_server_restart() {
     // A config update between two restarts gives the stream a new creation time
     // (nats-io/nats-server#8470); it is still the same stream, and the database is not
     // refused as built from another one.
-    let events = env
-        .js
-        .get_stream(shared::subjects::CART_EVENTS_STREAM)
-        .await
-        .unwrap();
-    env.js
-        .update_stream(events.cached_info().config.clone())
-        .await
-        .unwrap();
-    env.nats.kill();
-    env.nats.restart().await;
-    env.js = env.nats.jetstream().await;
+    updated_and_restarted(&mut env).await;
     let running = env.start(env.config("main"), Hooks::default()).await;
     generator.publish(&env.js, 20).await;
     env.caught_up(&running).await;
@@ -456,18 +461,7 @@ async fn keeps_up_across_a_nats_server_restart() {
     // The same again under the running node, then its durable disappears: the stream's new
     // creation time does not make the node replay it from sequence 1 (the witness says it is
     // the same stream), the new durable starts after the checkpoint.
-    let events = env
-        .js
-        .get_stream(shared::subjects::CART_EVENTS_STREAM)
-        .await
-        .unwrap();
-    env.js
-        .update_stream(events.cached_info().config.clone())
-        .await
-        .unwrap();
-    env.nats.kill();
-    env.nats.restart().await;
-    env.js = env.nats.jetstream().await;
+    updated_and_restarted(&mut env).await;
     let checkpoint = running.checkpoint();
     let durable = shared::subjects::projection_durable("main").unwrap();
     let events = env

@@ -98,13 +98,8 @@ impl Generator {
         // matches it, recorded as a mismatch otherwise: both are events the views must fold).
         let paid = cart
             .checkout
-            .as_ref()
-            .map(|c| cart_domain::PaidOrder {
-                attempt_id: c.attempt_id.clone(),
-                amount: c.amount,
-                currency: c.currency.clone(),
-                lines_digest: c.lines_digest.clone(),
-            })
+            .as_deref()
+            .map(cart_domain::cart::Checkout::paid_in_full)
             .unwrap_or_else(|| cart_domain::PaidOrder {
                 attempt_id: "a0".into(),
                 amount: 0,

@@ -1044,13 +1044,13 @@ async fn a_purchase_approved_long_after_its_order_was_created_is_read_within_the
     };
     let order_id = env.checked_out_order("late-payer", "a1").await;
     let created = time::OffsetDateTime::now_utc();
-    let checkout = env.cart("late-payer").await.cart.checkout.unwrap();
-    let paid = cart_domain::PaidOrder {
-        attempt_id: checkout.attempt_id.clone(),
-        amount: checkout.amount,
-        currency: checkout.currency.clone(),
-        lines_digest: checkout.lines_digest.clone(),
-    };
+    let paid = env
+        .cart("late-payer")
+        .await
+        .cart
+        .checkout
+        .unwrap()
+        .paid_in_full();
     let approve = Command::ApprovePayment {
         provider_order_id: order_id.clone(),
         paid,

@@ -159,12 +159,7 @@ impl Stack {
         let confirm = Command::ConfirmOrder {
             provider_order_id: order.into(),
             order_reference: format!("ref-{order}"),
-            paid: cart_domain::PaidOrder {
-                attempt_id: checkout.attempt_id,
-                amount: checkout.amount,
-                currency: checkout.currency,
-                lines_digest: checkout.lines_digest,
-            },
+            paid: checkout.paid_in_full(),
         };
         let req = cart_pb::ExecuteRequest::new(&tenant, &cart, CommandId::new(), None, &confirm);
         client.execute(&ctx, req).await.expect("runner command");
