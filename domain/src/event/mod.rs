@@ -312,6 +312,18 @@ events! {
     SubscriptionDetailsRemoved = 1,
 }
 
+/// An `ItemAdded` v1 `tax` (a VAT percentage: `25`, `12.5`, `"25"`) in basis points; `None`
+/// for anything else, which a silent 0 % (or 250,000 basis points) would turn into the wrong
+/// VAT on every receipt of the cart.
+fn v1_tax_rate(tax: &Value) -> Option<u32> {
+    let percent = match tax {
+        Value::String(s) => s.trim().parse::<f64>().ok()?,
+        other => other.as_f64()?,
+    };
+    let bp = (percent * 100.0).round();
+    ((0.0..=f64::from(crate::money::TaxRate::MAX)).contains(&bp)).then_some(bp as u32)
+}
+
 /// The upcasting hook: turns an older version's `data` into the current shape, one step at a
 /// time. Add a match arm when an event's version is bumped; never change an old arm.
 pub fn upcast(event_type: &str, mut v: u32, mut data: Value) -> Result<Value, EventDecodeError> {
@@ -340,7 +352,13 @@ pub fn upcast(event_type: &str, mut v: u32, mut data: Value) -> Result<Value, Ev
                     obj.insert("unit_price".into(), price);
                 }
                 if let Some(tax) = obj.remove("tax") {
-                    let bp = tax.as_u64().unwrap_or(0) * 100;
+                    let bp = v1_tax_rate(&tax).ok_or_else(|| EventDecodeError::Invalid {
+                        event_type: event_type.into(),
+                        v,
+                        reason: format!(
+                            "tax {tax} is not a VAT percentage from 0 to 100 (such as 25 or 12.5)"
+                        ),
+                    })?;
                     obj.insert("tax_rate".into(), Value::from(bp));
                 }
                 obj.entry("currency").or_insert_with(|| Value::from("SEK"));

@@ -1,7 +1,7 @@
 //! The JSON contracts: the storefront's cart shape, the mutation reply and the event wire
 //! format. A failure here means a public contract changed.
 
-use serde_json::json;
+use serde_json::{Value, json};
 use time::macros::datetime;
 
 use super::*;
@@ -299,6 +299,25 @@ fn decoding_is_tolerant_and_versioned() {
         ),
         (9900, TaxRate(2500), "SEK")
     );
+    // A percentage written as a decimal or a string is the same rate; anything that is not a
+    // percentage fails to decode instead of becoming 0 % (or 2,500 %) VAT.
+    let v1 = |tax: Value| -> Result<Event, EventDecodeError> {
+        let rec: EventRecord = serde_json::from_value(json!({"type": "ItemAdded", "v": 1,
+            "data": {"line_id": 3, "sku": "OLD-1", "quantity": 2, "price": 9900, "tax": tax,
+            "name": "Old"}}))
+        .unwrap();
+        Event::decode(&rec)
+    };
+    for (tax, rate) in [(json!(25.0), 2500), (json!("12.5"), 1250), (json!(6), 600)] {
+        let Ok(Event::ItemAdded(e)) = v1(tax.clone()) else {
+            panic!("{tax} decodes")
+        };
+        assert_eq!(e.product.tax_rate, TaxRate(rate), "{tax}");
+    }
+    for tax in [json!(2500), json!(-1), json!("25%"), json!(null), json!([25])] {
+        let err = v1(tax.clone()).expect_err("not a percentage").to_string();
+        assert!(err.contains("VAT percentage"), "{tax}: {err}");
+    }
     // Bad data names the type and the problem.
     let rec: EventRecord =
         serde_json::from_value(json!({"type": "ItemRemoved", "v": 1, "data": {}})).unwrap();
