@@ -19,6 +19,9 @@ use crate::metrics as m;
 /// a slower load: the stream has every event).
 const FINAL_FLUSH_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// The shape of the state a snapshot holds ([`cart_domain::cart::STATE_SCHEMA`]).
+pub use cart_domain::cart::STATE_SCHEMA;
+
 #[derive(Deserialize)]
 struct SnapshotValue {
     stream_seq: u64,
@@ -26,12 +29,30 @@ struct SnapshotValue {
     state: CartState,
 }
 
+/// What is read before the state: the shape it was written in (0: before shapes were named).
+#[derive(Deserialize)]
+struct SnapshotHeader {
+    #[serde(default)]
+    schema: u32,
+}
+
 /// The serialized form of [`SnapshotValue`], borrowing the state.
 #[derive(Serialize)]
 struct SnapshotRef<'a> {
+    schema: u32,
     stream_seq: u64,
     revision: u64,
     state: &'a CartState,
+}
+
+/// A cart's snapshot as [`SnapshotStore::load`] found it.
+pub enum Snapshot {
+    /// None, or one that cannot be used (logged): the cart is read from its stream.
+    Absent,
+    Found(Box<CartState>),
+    /// Written by a newer build in a shape this one would read lossily: the cart is read from
+    /// its stream and not written as a snapshot by this build.
+    Newer,
 }
 
 enum Job {
@@ -70,30 +91,43 @@ impl SnapshotStore {
         self.enabled() && revision >= snapshot_revision + self.every
     }
 
-    /// The snapshot of `key`, if one exists and decodes. Errors are logged and treated as "no
-    /// snapshot" (the cart is then rebuilt from the stream).
-    pub async fn load(&self, key: &str) -> Option<CartState> {
+    /// The snapshot of `key`, if one exists and decodes in a shape this build knows. Errors
+    /// are logged and treated as "no snapshot" (the cart is then rebuilt from the stream).
+    pub async fn load(&self, key: &str) -> Snapshot {
         let bytes = match self.kv.get(key).await {
-            Ok(v) => v?,
+            Ok(Some(v)) => v,
+            Ok(None) => return Snapshot::Absent,
             Err(e) => {
                 tracing::warn!(key, error = %e, "snapshot read failed; loading from the stream");
-                return None;
+                return Snapshot::Absent;
             }
         };
+        let ignored = |why: &str| {
+            metrics::counter!(m::SNAPSHOTS_IGNORED).increment(1);
+            tracing::warn!(key, why, "snapshot ignored; loading from the stream");
+            Snapshot::Absent
+        };
+        match serde_json::from_slice::<SnapshotHeader>(&bytes) {
+            Ok(h) if h.schema > STATE_SCHEMA => {
+                metrics::counter!(m::SNAPSHOTS_IGNORED).increment(1);
+                tracing::warn!(
+                    key,
+                    schema = h.schema,
+                    ours = STATE_SCHEMA,
+                    "snapshot written by a newer build; loading from the stream, and this build \
+                     writes no snapshot of the cart"
+                );
+                return Snapshot::Newer;
+            }
+            Ok(_) => {}
+            Err(e) => return ignored(&format!("its header does not decode: {e}")),
+        }
         match serde_json::from_slice::<SnapshotValue>(&bytes) {
             Ok(v) if v.stream_seq == v.state.version && v.revision == v.state.revision => {
-                Some(v.state)
+                Snapshot::Found(Box::new(v.state))
             }
-            Ok(_) => {
-                metrics::counter!(m::SNAPSHOTS_IGNORED).increment(1);
-                tracing::warn!(key, "snapshot header disagrees with its state; ignoring it");
-                None
-            }
-            Err(e) => {
-                metrics::counter!(m::SNAPSHOTS_IGNORED).increment(1);
-                tracing::warn!(key, error = %e, "snapshot does not decode; ignoring it");
-                None
-            }
+            Ok(_) => ignored("its header disagrees with its state"),
+            Err(e) => ignored(&format!("it does not decode: {e}")),
         }
     }
 
@@ -179,6 +213,7 @@ async fn writer(kv: kv::Store, mut rx: mpsc::Receiver<Job>, shutdown: Cancellati
 
 async fn write(kv: &kv::Store, key: &str, state: &CartState) {
     let value = SnapshotRef {
+        schema: STATE_SCHEMA,
         stream_seq: state.version,
         revision: state.revision,
         state,

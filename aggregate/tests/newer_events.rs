@@ -66,3 +66,51 @@ async fn a_cart_with_events_this_build_cannot_apply_is_never_snapshotted() {
     assert_eq!(stored.len(), 4, "the newer build's message and three adds");
     node.drain().await.unwrap();
 }
+
+/// A rolling upgrade the other way round: a newer build wrote the cart's snapshot in a shape
+/// with a field this build does not know. This build reads the cart from its stream instead,
+/// serves it, and never overwrites that snapshot with one missing the field.
+#[tokio::test]
+async fn a_snapshot_of_a_newer_build_is_neither_used_nor_overwritten() {
+    let Some(env) = env().await else { return };
+    let config = |name: &str| aggregate::Config {
+        snapshot_every: 1,
+        ..env.config(name, false)
+    };
+    let cart = "snapshotted-by-a-newer-build";
+    let (first, mut client) = started(config("first")).await;
+    for _ in 0..2 {
+        client
+            .execute(exec(cart, CommandId::new(), add("TEST-SKU-123", 1)))
+            .await
+            .unwrap();
+    }
+    first.carts.flush_snapshots().await;
+    first.drain().await.unwrap();
+
+    // The newer build's snapshot: a higher shape, a field this build would drop.
+    let kv = env.js.get_key_value("CART_SNAPSHOTS").await.unwrap();
+    let key = format!("{TENANT}.{cart}");
+    let mut newer: serde_json::Value =
+        serde_json::from_slice(&kv.get(&key).await.unwrap().expect("a snapshot")).unwrap();
+    assert_eq!(newer["schema"], aggregate::snapshot::STATE_SCHEMA);
+    newer["schema"] = (aggregate::snapshot::STATE_SCHEMA + 1).into();
+    newer["state"]["giftWrap"] = true.into();
+    let newer = serde_json::to_vec(&newer).unwrap();
+    kv.put(&key, newer.clone().into()).await.unwrap();
+
+    let (second, mut client) = started(config("second")).await;
+    let reply = client
+        .execute(exec(cart, CommandId::new(), add("TEST-SKU-123", 1)))
+        .await
+        .expect("served from the stream");
+    let state = state_of(reply.into_inner().cart.unwrap());
+    assert_eq!(quantity_of(&state, "TEST-SKU-123"), 3);
+    second.carts.flush_snapshots().await;
+    assert_eq!(
+        kv.get(&key).await.unwrap().map(|v| v.to_vec()),
+        Some(newer),
+        "the newer build's snapshot is left as it was"
+    );
+    second.drain().await.unwrap();
+}

@@ -11,6 +11,7 @@ use super::{
     CONFIRM_BATCH_EVERY, CartRef, Carts, Loaded, NO_LEADER_RETRY, NOT_YET_RETRY, Route, Slot,
 };
 use crate::metrics as m;
+use crate::snapshot::Snapshot;
 use crate::store::{StoreError, StoredMessage};
 
 impl Carts {
@@ -116,11 +117,12 @@ impl Carts {
     async fn load(&self, cart: &CartRef) -> Result<Loaded, ApiError> {
         let started = Instant::now();
         let keep = self.inner.cfg.retain;
-        let snapshot = self
-            .inner
-            .snapshots
-            .load(&cart.key)
-            .await
+        let (snapshot, newer) = match self.inner.snapshots.load(&cart.key).await {
+            Snapshot::Found(s) => (Some(*s), false),
+            Snapshot::Absent => (None, false),
+            Snapshot::Newer => (None, true),
+        };
+        let snapshot = snapshot
             .filter(|s| s.cart.id == cart.cart_id && s.version > 0 && checkout_is_complete(s));
         let from_snapshot = match snapshot {
             Some(snap) => self.tail_of_snapshot(cart, snap).await?,
@@ -135,7 +137,9 @@ impl Carts {
         };
         let replayed = tail.len();
         let snapshot_revision = state.revision;
-        let incomplete = apply_tail(&mut state, tail, keep, &cart.key);
+        // A newer build's snapshot may hold what this build's fold drops: it is not
+        // overwritten by this build.
+        let incomplete = apply_tail(&mut state, tail, keep, &cart.key) || newer;
         // It enters the cache: its lines share product facts with the other cached carts.
         self.inner.products.share_lines(&mut state.cart);
         // It stays in the cache: no growth slack in its lists (most cached carts are read far

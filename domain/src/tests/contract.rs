@@ -314,7 +314,13 @@ fn decoding_is_tolerant_and_versioned() {
         };
         assert_eq!(e.product.tax_rate, TaxRate(rate), "{tax}");
     }
-    for tax in [json!(2500), json!(-1), json!("25%"), json!(null), json!([25])] {
+    for tax in [
+        json!(2500),
+        json!(-1),
+        json!("25%"),
+        json!(null),
+        json!([25]),
+    ] {
         let err = v1(tax.clone()).expect_err("not a percentage").to_string();
         assert!(err.contains("VAT percentage"), "{tax}: {err}");
     }
