@@ -129,16 +129,6 @@ pub struct Checkout {
 
 impl Checkout {
     pub const EARLIER_ATTEMPTS_KEPT: usize = 16;
-
-    /// The payment of exactly what this attempt asks for (a provider that charged it).
-    pub fn paid_in_full(&self) -> crate::PaidOrder {
-        crate::PaidOrder {
-            attempt_id: self.attempt_id.clone(),
-            amount: self.amount,
-            currency: self.currency.clone(),
-            lines_digest: self.lines_digest.clone(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

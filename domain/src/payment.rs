@@ -137,6 +137,18 @@ pub struct PaymentMismatch {
     pub reason: String,
 }
 
+impl crate::cart::Checkout {
+    /// The payment of exactly what this attempt asks for (a provider that charged it).
+    pub fn paid_in_full(&self) -> PaidOrder {
+        PaidOrder {
+            attempt_id: self.attempt_id.clone(),
+            amount: self.amount,
+            currency: self.currency.clone(),
+            lines_digest: self.lines_digest.clone(),
+        }
+    }
+}
+
 impl PaymentMismatch {
     fn new(code: &'static str, reason: impl Into<String>) -> Self {
         Self {
