@@ -114,3 +114,49 @@ async fn a_snapshot_of_a_newer_build_is_neither_used_nor_overwritten() {
     );
     second.drain().await.unwrap();
 }
+
+/// A newer version of an event this build knows (`ItemAdded` v99, from a newer build during a
+/// rolling upgrade) leaves this build's copy without a line the stream has: a command decided
+/// on it could add a second line with that line's id. The node refuses commands on the cart
+/// (unavailable, with Retry-After) and appends nothing, while an unknown event type (a new
+/// feature's own state) is still served, as above.
+#[tokio::test]
+async fn a_cart_holding_a_newer_version_of_a_known_event_decides_no_command() {
+    let Some(env) = env().await else { return };
+    let (node, mut client) = started(env.config("old-build", false)).await;
+    let cart = "newer-item-added";
+    let msg = EventMessage {
+        cart_id: CartId::parse(cart).unwrap(),
+        tenant: tenant(),
+        command_id: CommandId::new(),
+        revision: 1,
+        occurred_at: time::OffsetDateTime::now_utc(),
+        events: vec![EventRecord {
+            event_type: "ItemAdded".into(),
+            v: 99,
+            data: serde_json::json!({"lineId": 1, "sku": "TEST-SKU-123"}),
+        }],
+        request_fingerprint: None,
+    };
+    let subject = shared::subjects::cart_events(&tenant(), &msg.cart_id);
+    env.js
+        .publish(subject, msg.to_json().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+
+    let status = client
+        .execute(exec(cart, CommandId::new(), add("TEST-SKU-123", 1)))
+        .await
+        .expect_err("no command on a copy missing a line");
+    assert_refused(
+        &status,
+        shared::ErrorCode::Unavailable,
+        "newer build",
+        "the add",
+    );
+    assert_eq!(env.messages(cart).await.len(), 1, "nothing appended");
+    client.get_cart(get(cart)).await.expect("still readable");
+    node.drain().await.unwrap();
+}

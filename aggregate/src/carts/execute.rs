@@ -12,6 +12,9 @@ use shared::headers::RequestContext;
 use shared::{ApiError, ErrorCode};
 
 use super::{CartRef, Carts, Identity, InFlight, Loaded, NO_LEADER_RETRY, Outcome, Route};
+
+/// Retry-After for a cart this node cannot decide on during a rolling upgrade.
+const NEWER_BUILD_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 use crate::metrics as m;
 use crate::store::{Appended, StoreError};
 
@@ -104,6 +107,14 @@ impl Carts {
             let now = time::OffsetDateTime::now_utc();
             if let Some(answered) = self.answered_before(&loaded.state, id, now, render)? {
                 return Ok(answered);
+            }
+            if loaded.newer_versions {
+                return Err(ApiError::unavailable(
+                    "this cart holds events of a newer build that this node cannot read (a \
+                     rolling upgrade): it decides no command on what it lacks; retry once the \
+                     upgrade is done or a node of the newer build serves the cart",
+                )
+                .with_retry_after(NEWER_BUILD_RETRY));
             }
             if let Some(expected) = expected_version
                 && expected != loaded.state.version

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use cart_domain::{CartState, Retain};
+use cart_domain::{CartState, EventDecodeError, Retain};
 use shared::{ApiError, ErrorCode};
 
 use super::{
@@ -139,7 +139,8 @@ impl Carts {
         let snapshot_revision = state.revision;
         // A newer build's snapshot may hold what this build's fold drops: it is not
         // overwritten by this build.
-        let incomplete = apply_tail(&mut state, tail, keep, &cart.key) || newer;
+        let skipped = apply_tail(&mut state, tail, keep, &cart.key);
+        let incomplete = skipped.any || newer;
         // It enters the cache: its lines share product facts with the other cached carts.
         self.inner.products.share_lines(&mut state.cart);
         // It stays in the cache: no growth slack in its lists (most cached carts are read far
@@ -152,6 +153,7 @@ impl Carts {
             snapshot_revision,
             epoch: 0,
             incomplete,
+            newer_versions: skipped.newer_version,
         };
         self.maybe_snapshot(cart, &mut loaded);
         Ok(loaded)
@@ -226,8 +228,8 @@ impl Carts {
         }
         let tail = self.read_after(cart, loaded.state.version).await?;
         if !tail.is_empty() {
-            loaded.incomplete |=
-                apply_tail(&mut loaded.state, tail, self.inner.cfg.retain, &cart.key);
+            let skipped = apply_tail(&mut loaded.state, tail, self.inner.cfg.retain, &cart.key);
+            loaded.note(skipped);
             self.inner.products.share_lines(&mut loaded.state.cart);
             self.inner.watchers.publish(&cart.key, &loaded.state);
         }
@@ -271,7 +273,8 @@ impl Carts {
             if leader_reads.is_multiple_of(CONFIRM_BATCH_EVERY) {
                 let tail = self.read_after(cart, loaded.state.version).await?;
                 let progressed = !tail.is_empty();
-                loaded.incomplete |= apply_tail(&mut loaded.state, tail, keep, &cart.key);
+                let skipped = apply_tail(&mut loaded.state, tail, keep, &cart.key);
+                loaded.note(skipped);
                 if progressed && loaded.state.version >= target {
                     break;
                 }
@@ -285,7 +288,8 @@ impl Carts {
                         "the cart's stream lost messages while it was read (purged?); retry",
                     )
                 })?;
-            loaded.incomplete |= apply_tail(&mut loaded.state, vec![next], keep, &cart.key);
+            let skipped = apply_tail(&mut loaded.state, vec![next], keep, &cart.key);
+            loaded.note(skipped);
             leader_reads += 1;
         }
         if loaded.state.version != before {
@@ -310,15 +314,19 @@ fn checkout_is_complete(state: &CartState) -> bool {
 
 /// Applies `tail` to `state`; whether anything in it could not be applied (events of a newer
 /// build, unreadable messages).
-fn apply_tail(state: &mut CartState, tail: Vec<StoredMessage>, keep: Retain, key: &str) -> bool {
-    let mut skipped_any = false;
+fn apply_tail(state: &mut CartState, tail: Vec<StoredMessage>, keep: Retain, key: &str) -> Skipped {
+    let mut skipped_any = Skipped::default();
     for stored in tail {
         match stored.message {
             Some(msg) => {
                 let report = state.apply_message(&msg, stored.sequence, keep);
                 let skipped = report.unknown.len() + report.invalid.len();
                 if skipped > 0 {
-                    skipped_any = true;
+                    skipped_any.any = true;
+                    skipped_any.newer_version |= report
+                        .invalid
+                        .iter()
+                        .any(|e| matches!(e, EventDecodeError::FutureVersion { .. }));
                     metrics::counter!(m::UNKNOWN_EVENTS).increment(skipped as u64);
                     tracing::warn!(
                         cart = key,
@@ -330,12 +338,30 @@ fn apply_tail(state: &mut CartState, tail: Vec<StoredMessage>, keep: Retain, key
                 }
             }
             None => {
-                skipped_any = true;
+                skipped_any.any = true;
                 state.skip_unreadable(stored.sequence);
             }
         }
     }
     skipped_any
+}
+
+/// What [`apply_tail`] could not apply.
+#[derive(Default, Clone, Copy)]
+pub(super) struct Skipped {
+    /// Anything: the state lacks it and is never written as a snapshot.
+    pub any: bool,
+    /// A newer version of an event this build knows (a newer build's, during a rolling
+    /// upgrade): the state lacks what the cart's lines are made of, and no command is decided
+    /// on it.
+    pub newer_version: bool,
+}
+
+impl Loaded {
+    fn note(&mut self, skipped: Skipped) {
+        self.incomplete |= skipped.any;
+        self.newer_versions |= skipped.newer_version;
+    }
 }
 
 fn store_error(e: StoreError) -> ApiError {

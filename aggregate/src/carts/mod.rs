@@ -120,6 +120,9 @@ struct Loaded {
     /// commands (their appends stay fenced by the version) but is never written as a snapshot,
     /// since a newer node would start from that snapshot and never see those events.
     incomplete: bool,
+    /// Among what it lacks, a newer version of an event this build knows: commands on it are
+    /// refused (see [`load::Skipped`]).
+    newer_versions: bool,
 }
 
 impl Loaded {
