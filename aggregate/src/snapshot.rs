@@ -24,12 +24,15 @@ pub use cart_domain::cart::STATE_SCHEMA;
 
 #[derive(Deserialize)]
 struct SnapshotValue {
+    /// The shape its state was written in (0: before shapes were named).
+    #[serde(default)]
+    schema: u32,
     stream_seq: u64,
     revision: u64,
     state: CartState,
 }
 
-/// What is read before the state: the shape it was written in (0: before shapes were named).
+/// A snapshot's shape alone, for one whose state does not decode (a newer shape may not).
 #[derive(Deserialize)]
 struct SnapshotHeader {
     #[serde(default)]
@@ -107,27 +110,26 @@ impl SnapshotStore {
             tracing::warn!(key, why, "snapshot ignored; loading from the stream");
             Snapshot::Absent
         };
-        match serde_json::from_slice::<SnapshotHeader>(&bytes) {
-            Ok(h) if h.schema > STATE_SCHEMA => {
-                metrics::counter!(m::SNAPSHOTS_IGNORED).increment(1);
-                tracing::warn!(
-                    key,
-                    schema = h.schema,
-                    ours = STATE_SCHEMA,
-                    "snapshot written by a newer build; loading from the stream, and this build \
-                     writes no snapshot of the cart"
-                );
-                return Snapshot::Newer;
-            }
-            Ok(_) => {}
-            Err(e) => return ignored(&format!("its header does not decode: {e}")),
-        }
+        let newer = || {
+            metrics::counter!(m::SNAPSHOTS_IGNORED).increment(1);
+            tracing::warn!(
+                key,
+                ours = STATE_SCHEMA,
+                "snapshot written by a newer build; loading from the stream, and this build \
+                 writes no snapshot of the cart"
+            );
+            Snapshot::Newer
+        };
         match serde_json::from_slice::<SnapshotValue>(&bytes) {
+            Ok(v) if v.schema > STATE_SCHEMA => newer(),
             Ok(v) if v.stream_seq == v.state.version && v.revision == v.state.revision => {
                 Snapshot::Found(Box::new(v.state))
             }
             Ok(_) => ignored("its header disagrees with its state"),
-            Err(e) => ignored(&format!("it does not decode: {e}")),
+            Err(e) => match serde_json::from_slice::<SnapshotHeader>(&bytes) {
+                Ok(h) if h.schema > STATE_SCHEMA => newer(),
+                _ => ignored(&format!("it does not decode: {e}")),
+            },
         }
     }
 

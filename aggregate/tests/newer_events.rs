@@ -8,6 +8,36 @@ use cart_domain::ids::{CartId, CommandId};
 use cart_domain::{EventMessage, EventRecord};
 use common::*;
 
+/// One message of `cart` with one event, as a newer build appends it.
+async fn published_by_a_newer_build(
+    env: &Env,
+    cart: &str,
+    event_type: &str,
+    v: u32,
+    data: serde_json::Value,
+) {
+    let msg = EventMessage {
+        cart_id: CartId::parse(cart).unwrap(),
+        tenant: tenant(),
+        command_id: CommandId::new(),
+        revision: 1,
+        occurred_at: time::OffsetDateTime::now_utc(),
+        events: vec![EventRecord {
+            event_type: event_type.into(),
+            v,
+            data,
+        }],
+        request_fingerprint: None,
+    };
+    let subject = shared::subjects::cart_events(&tenant(), &msg.cart_id);
+    env.js
+        .publish(subject, msg.to_json().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn a_cart_with_events_this_build_cannot_apply_is_never_snapshotted() {
     let Some(env) = env().await else { return };
@@ -19,26 +49,14 @@ async fn a_cart_with_events_this_build_cannot_apply_is_never_snapshotted() {
 
     // A newer build recorded an event type this one does not know.
     let future = "from-a-newer-build";
-    let msg = EventMessage {
-        cart_id: CartId::parse(future).unwrap(),
-        tenant: tenant(),
-        command_id: CommandId::new(),
-        revision: 1,
-        occurred_at: time::OffsetDateTime::now_utc(),
-        events: vec![EventRecord {
-            event_type: "GiftWrapAdded".into(),
-            v: 1,
-            data: serde_json::json!({"lineId": 1}),
-        }],
-        request_fingerprint: None,
-    };
-    let subject = shared::subjects::cart_events(&tenant(), &msg.cart_id);
-    env.js
-        .publish(subject, msg.to_json().into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    published_by_a_newer_build(
+        &env,
+        future,
+        "GiftWrapAdded",
+        1,
+        serde_json::json!({"lineId": 1}),
+    )
+    .await;
 
     let plain = "only-known-events";
     for cart in [future, plain] {
@@ -125,26 +143,8 @@ async fn a_cart_holding_a_newer_version_of_a_known_event_decides_no_command() {
     let Some(env) = env().await else { return };
     let (node, mut client) = started(env.config("old-build", false)).await;
     let cart = "newer-item-added";
-    let msg = EventMessage {
-        cart_id: CartId::parse(cart).unwrap(),
-        tenant: tenant(),
-        command_id: CommandId::new(),
-        revision: 1,
-        occurred_at: time::OffsetDateTime::now_utc(),
-        events: vec![EventRecord {
-            event_type: "ItemAdded".into(),
-            v: 99,
-            data: serde_json::json!({"lineId": 1, "sku": "TEST-SKU-123"}),
-        }],
-        request_fingerprint: None,
-    };
-    let subject = shared::subjects::cart_events(&tenant(), &msg.cart_id);
-    env.js
-        .publish(subject, msg.to_json().into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    let line = serde_json::json!({"lineId": 1, "sku": "TEST-SKU-123"});
+    published_by_a_newer_build(&env, cart, "ItemAdded", 99, line).await;
 
     let status = client
         .execute(exec(cart, CommandId::new(), add("TEST-SKU-123", 1)))

@@ -259,36 +259,40 @@ mod tests {
         assert_eq!(body(r).await, "up");
     }
 
-    /// Two requests under one key at once, with different bodies: the first is refused, and
-    /// the second, which waited for it, is decided on its own instead of being handed that
-    /// refusal (it would report an unknown SKU it never sent).
-    #[tokio::test]
-    async fn a_waiting_request_with_another_body_is_not_given_the_first_ones_refusal() {
-        let c = Idempotency::new(10, Duration::from_secs(60));
+    /// `second` run under `key` with fingerprint `second_fp` while a request with fingerprint
+    /// "first" runs under it and is refused (unknown SKU) once both wait on the key.
+    async fn behind_a_refusal(
+        c: &Idempotency,
+        key: &str,
+        second_fp: &str,
+        second: impl Future<Output = Result<(Stored, bool), ApiError>>,
+    ) -> Result<Response, ApiError> {
         let (release, released) = tokio::sync::oneshot::channel::<()>();
-        let first = c.run(&["t", "c", "k"], "first", async {
+        let scope = ["t", "c", key];
+        let first = c.run(&scope, "first", async {
             released.await.unwrap();
             Err(ApiError::new(ErrorCode::UnknownSku, "no such SKU: NOPE"))
         });
-        let second = c.run(&["t", "c", "k"], "second", async { ok("added") });
+        let second = c.run(&scope, second_fp, second);
         let (first, second, ()) = tokio::join!(first, second, async {
             // Both are waiting on the key by now: the first running, the second behind it.
             tokio::task::yield_now().await;
             release.send(()).unwrap();
         });
         assert_eq!(first.unwrap_err().code, ErrorCode::UnknownSku);
+        second
+    }
+
+    /// Two requests under one key at once, with different bodies: the first is refused, and
+    /// the second, which waited for it, is decided on its own instead of being handed that
+    /// refusal (it would report an unknown SKU it never sent). The same request behind a
+    /// refusal shares it.
+    #[tokio::test]
+    async fn a_waiting_request_with_another_body_is_not_given_the_first_ones_refusal() {
+        let c = Idempotency::new(10, Duration::from_secs(60));
+        let second = behind_a_refusal(&c, "k", "second", async { ok("added") }).await;
         assert_eq!(body(second.expect("decided on its own")).await, "added");
-        // The same request behind a refusal shares it.
-        let (release, released) = tokio::sync::oneshot::channel::<()>();
-        let first = c.run(&["t", "c", "k2"], "same", async {
-            released.await.unwrap();
-            Err(ApiError::new(ErrorCode::UnknownSku, "no such SKU: NOPE"))
-        });
-        let again = c.run(&["t", "c", "k2"], "same", async { ok("not run") });
-        let (_, again, ()) = tokio::join!(first, again, async {
-            tokio::task::yield_now().await;
-            release.send(()).unwrap();
-        });
+        let again = behind_a_refusal(&c, "k2", "first", async { ok("not run") }).await;
         assert_eq!(again.unwrap_err().code, ErrorCode::UnknownSku);
     }
 

@@ -82,9 +82,7 @@ impl Running {
 /// Start a gateway: connect to NATS, watch placement, serve HTTP.
 pub async fn start(config: Config) -> Result<Running, Error> {
     config.check()?;
-    if config.api_keys.expose().trim().is_empty()
-        && config.backoffice_keys.expose().trim().is_empty()
-    {
+    if config.api_keys()?.is_empty() && config.backoffice_keys()?.is_empty() {
         tracing::warn!(
             "no GATEWAY_API_KEYS: any client names its tenant in x-tenant-id and may list its \
              carts and orders; set GATEWAY_API_KEYS and GATEWAY_BACKOFFICE_KEYS before the \

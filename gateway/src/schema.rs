@@ -93,7 +93,8 @@ error_replies! {
         429 => RateLimited,
         /// No aggregate node reachable; see `Retry-After`.
         503 => Unavailable,
-        /// The aggregate did not answer in time; the outcome is unknown, retry the same request.
+        /// The aggregate did not answer in time: the change may have been stored. Send it again
+        /// as it is only with the same `Idempotency-Key`; otherwise read the cart first.
         504 => Timeout,
     }
 }

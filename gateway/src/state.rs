@@ -7,7 +7,7 @@ use cart_domain::Command;
 use metrics_exporter_prometheus::PrometheusHandle;
 use shared::headers::RequestContext;
 use shared::ops::Readiness;
-use shared::{ApiError, CartId, CommandId, ErrorCode};
+use shared::{ApiError, CartId, CommandId};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError};
@@ -122,20 +122,7 @@ impl AppState {
         mut command: Command,
     ) -> Result<VersionedCart, ApiError> {
         self.admit(ctx, cart, &exec, &mut command)?;
-        self.send(ctx, cart, exec, command).await
-    }
-
-    /// Sends one command already admitted (ids filled, validated, rate-limited).
-    pub async fn send(
-        &self,
-        ctx: &RequestContext,
-        cart: &CartId,
-        exec: Exec,
-        command: Command,
-    ) -> Result<VersionedCart, ApiError> {
-        let keyed = exec.fingerprint.is_some();
-        let sent = self.upstream.execute(ctx, cart, exec, command).await;
-        sent.map_err(|e| outcome_unknown(e, keyed))
+        self.upstream.execute(ctx, cart, exec, command).await
     }
 
     /// [`Self::execute`], replying with the cart's storefront JSON as the aggregate rendered it.
@@ -147,9 +134,9 @@ impl AppState {
         mut command: Command,
     ) -> Result<Vec<u8>, ApiError> {
         self.admit(ctx, cart, &exec, &mut command)?;
-        let keyed = exec.fingerprint.is_some();
-        let sent = self.upstream.execute_storefront(ctx, cart, exec, command);
-        sent.await.map_err(|e| outcome_unknown(e, keyed))
+        self.upstream
+            .execute_storefront(ctx, cart, exec, command)
+            .await
     }
 
     /// What every single command passes before it is sent: ids filled, validated, the cart's
@@ -176,29 +163,8 @@ impl AppState {
     ) -> Result<VersionedCart, ApiError> {
         fill_and_validate(commands.iter_mut(), exec.command_id)?;
         self.limits.check_cart(ctx.tenant.as_str(), cart.as_str())?;
-        let keyed = exec.fingerprint.is_some();
-        let sent = self.upstream.execute_batch(ctx, cart, exec, commands);
-        sent.await.map_err(|e| outcome_unknown(e, keyed))
+        self.upstream.execute_batch(ctx, cart, exec, commands).await
     }
-}
-
-/// A change whose answer did not come in time may have been stored. Only a keyed request
-/// (`Idempotency-Key`) can be sent again as it is; any other request gets a new command id
-/// per try, so the client is told to read the cart first (the aggregate's own message speaks
-/// of command ids, which an HTTP client does not send).
-fn outcome_unknown(mut e: ApiError, keyed: bool) -> ApiError {
-    if e.code != ErrorCode::Timeout {
-        return e;
-    }
-    e.message = if keyed {
-        "the change was not confirmed in time and may have been stored; send it again with the \
-         same Idempotency-Key and body: it cannot apply twice"
-    } else {
-        "the change was not confirmed in time and may have been stored; read the cart before \
-         sending it again (a request sent again without an Idempotency-Key is a new change)"
-    }
-    .to_owned();
-    e
 }
 
 /// The id of the command at `position` of a request with command id `id`: `id` itself for the

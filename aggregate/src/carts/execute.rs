@@ -11,10 +11,9 @@ use cart_domain::{
 use shared::headers::RequestContext;
 use shared::{ApiError, ErrorCode};
 
-use super::{CartRef, Carts, Identity, InFlight, Loaded, NO_LEADER_RETRY, Outcome, Route};
-
-/// Retry-After for a cart this node cannot decide on during a rolling upgrade.
-const NEWER_BUILD_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+use super::{
+    CartRef, Carts, Identity, InFlight, Loaded, NEWER_BUILD_RETRY, NO_LEADER_RETRY, Outcome, Route,
+};
 use crate::metrics as m;
 use crate::store::{Appended, StoreError};
 
@@ -65,8 +64,9 @@ impl Carts {
     ) -> Result<Outcome<R>, ApiError> {
         let command_id = id.command_id;
         // Inputs from outside the cart are gathered before taking its lock. A refusal to
-        // gather them is given only after the cart has been asked whether it answered this
-        // command before: a merge retried after its source was ordered is answered as stored.
+        // gather them is decided like the cart's own, after the cart was asked whether it
+        // answered this command before: a merge retried after its source was ordered is
+        // answered as stored.
         let mut not_gathered = None;
         for c in commands.iter_mut() {
             if let Command::MergeCart {
@@ -140,20 +140,11 @@ impl Carts {
                     ));
                 }
             }
-            if let Some(refused) = not_gathered.take() {
-                // Asked on the leader's state: a copy behind may not know the command yet.
-                if !confirmed {
-                    confirmed = true;
-                    let before = loaded.state.version;
-                    self.confirm_current(loaded, cart).await?;
-                    if loaded.state.version != before {
-                        not_gathered = Some(refused);
-                        continue;
-                    }
-                }
-                return Err(*refused);
-            }
-            let decided = decide_all(&loaded.state, commands, &catalog, now, cfg.limits);
+            let decided = match &not_gathered {
+                // A merge whose source was refused is a refusal like the cart's own.
+                Some(refused) => Err(ApiError::clone(refused)),
+                None => decide_all(&loaded.state, commands, &catalog, now, cfg.limits),
+            };
             // A refusal or a no-op is not fenced by an append: decided on a copy that is behind
             // (a retry whose first attempt was stored but whose answer was lost, a change
             // another node served), it would tell the client something the stream

@@ -35,6 +35,8 @@ mod load;
 /// the gRPC `retry-after` and HTTP `Retry-After` carry).
 /// Retry-After when the event stream has no leader (a NATS election takes 4–9 s).
 const NO_LEADER_RETRY: Duration = Duration::from_secs(2);
+/// Retry-After for a cart this node cannot decide on during a rolling upgrade.
+const NEWER_BUILD_RETRY: Duration = Duration::from_secs(5);
 const NOT_YET_RETRY: Duration = Duration::from_secs(1);
 /// While confirming a cart far behind, leader reads between two batch reads of the replicas.
 const CONFIRM_BATCH_EVERY: usize = 16;

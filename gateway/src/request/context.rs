@@ -28,13 +28,19 @@ pub use shared::headers::API_KEY;
 #[derive(Clone)]
 pub struct Auth {
     default_tenant: Option<TenantId>,
-    api_keys: HashMap<String, TenantId>,
+    api_keys: HashMap<String, ApiKey>,
     /// The tenants it is configured with: the default one and every API key's.
     known_tenants: HashSet<TenantId>,
-    /// The keys that may list a tenant's carts and orders ([`BackOffice`]); also in `api_keys`.
-    backoffice: HashSet<String>,
     /// Compared in constant time, so response timing does not reveal a prefix.
     admin_token: Secret,
+}
+
+/// What an API key stands for.
+#[derive(Clone)]
+struct ApiKey {
+    tenant: TenantId,
+    /// A back-office key: it also lists the tenant's carts and orders ([`BackOffice`]).
+    backoffice: bool,
 }
 
 impl Auth {
@@ -44,47 +50,43 @@ impl Auth {
         admin_token: &str,
     ) -> Self {
         let admin_token = admin_token.trim().into();
-        let known_tenants = default_tenant
-            .iter()
-            .chain(api_keys.values())
-            .cloned()
-            .collect();
+        let known_tenants = default_tenant.iter().cloned().collect();
         Self {
             default_tenant,
-            api_keys,
+            api_keys: HashMap::new(),
             known_tenants,
-            backoffice: HashSet::new(),
             admin_token,
         }
+        .with_keys(api_keys, false)
     }
 
     /// With back-office keys (key → tenant): they resolve a tenant like the API keys, and only
     /// they take the routes behind [`BackOffice`].
-    pub fn with_backoffice_keys(mut self, keys: HashMap<String, TenantId>) -> Self {
-        for (key, tenant) in keys {
-            self.known_tenants.insert(tenant.clone());
-            self.backoffice.insert(key.clone());
-            self.api_keys.insert(key, tenant);
-        }
-        self
+    pub fn with_backoffice_keys(self, keys: HashMap<String, TenantId>) -> Self {
+        self.with_keys(keys, true)
     }
 
-    /// Whether the request may take a back-office route: its key is a back-office key, or
-    /// the gateway has no keys at all (then any client names its tenant: a trial or a
-    /// gateway behind another that authenticates).
-    fn is_backoffice(&self, headers: &HeaderMap) -> bool {
-        if self.api_keys.is_empty() {
-            return true;
+    fn with_keys(mut self, keys: HashMap<String, TenantId>, backoffice: bool) -> Self {
+        for (key, tenant) in keys {
+            self.known_tenants.insert(tenant.clone());
+            self.api_keys.insert(key, ApiKey { tenant, backoffice });
         }
-        let key = headers.get(API_KEY).and_then(|v| v.to_str().ok());
-        key.is_some_and(|k| self.backoffice.contains(k.trim()))
+        self
     }
 
     /// The request's context. With API keys configured the key decides the tenant, and an
     /// `x-tenant-id` naming another tenant is refused rather than silently ignored.
     pub fn resolve(&self, headers: &HeaderMap) -> Result<RequestContext, ApiError> {
+        self.resolve_scoped(headers).map(|(ctx, _)| ctx)
+    }
+
+    /// [`Self::resolve`], and whether the request may take a back-office route: its key is a
+    /// back-office key, or the gateway has no keys at all (then any client names its tenant:
+    /// a trial, or a gateway behind another that authenticates).
+    fn resolve_scoped(&self, headers: &HeaderMap) -> Result<(RequestContext, bool), ApiError> {
         if self.api_keys.is_empty() {
-            return RequestContext::from_http(headers, self.default_tenant.as_ref());
+            return RequestContext::from_http(headers, self.default_tenant.as_ref())
+                .map(|ctx| (ctx, true));
         }
         let key = headers
             .get(API_KEY)
@@ -96,7 +98,7 @@ impl Auth {
                     format!("header {API_KEY} is required"),
                 )
             })?;
-        let tenant = self.api_keys.get(key).ok_or_else(|| {
+        let key = self.api_keys.get(key).ok_or_else(|| {
             ApiError::new(
                 ErrorCode::Unauthenticated,
                 format!("the {API_KEY} is not a known API key"),
@@ -104,7 +106,7 @@ impl Auth {
         })?;
         if let Some(claimed) = headers.get(TENANT_ID) {
             let claimed = claimed.to_str().unwrap_or_default();
-            if claimed != tenant.as_str() {
+            if claimed != key.tenant.as_str() {
                 return Err(ApiError::new(
                     ErrorCode::PermissionDenied,
                     format!(
@@ -113,7 +115,7 @@ impl Auth {
                 ));
             }
         }
-        RequestContext::from_http(headers, Some(tenant))
+        RequestContext::from_http(headers, Some(&key.tenant)).map(|ctx| (ctx, key.backoffice))
     }
 
     /// A tenant this gateway is configured with: one an API key maps to, or the default one.
@@ -157,12 +159,10 @@ impl Auth {
     }
 }
 
-/// What [`begin`] found out about the tenant, for [`Ctx`] and [`BackOffice`].
+/// What [`begin`] found out about the tenant (and whether the request may take a back-office
+/// route), for [`Ctx`] and [`BackOffice`].
 #[derive(Clone)]
-struct Resolved {
-    ctx: Result<RequestContext, ApiError>,
-    backoffice: bool,
-}
+struct Resolved(Result<(RequestContext, bool), ApiError>);
 
 /// What the edge layer keeps of a request for its response ([`begin`], [`Attached::finish`]).
 pub struct Attached {
@@ -190,7 +190,7 @@ pub fn begin(auth: &Auth, req: &mut Request) -> Attached {
         |v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()),
         || uuid::Uuid::now_v7().to_string(),
     );
-    let resolved = auth.resolve(req.headers());
+    let resolved = auth.resolve_scoped(req.headers());
     let span = tracing::info_span!(
         "http",
         method = %req.method(),
@@ -200,14 +200,10 @@ pub fn begin(auth: &Auth, req: &mut Request) -> Attached {
     );
     let parent = shared::propagation::extract(&shared::propagation::HttpHeaders(req.headers()));
     shared::spans::follow(&span, &parent);
-    if let Ok(ctx) = &resolved {
+    if let Ok((ctx, _)) = &resolved {
         span.record("tenant", ctx.tenant.as_str());
     }
-    let backoffice = auth.is_backoffice(req.headers());
-    req.extensions_mut().insert(Resolved {
-        ctx: resolved,
-        backoffice,
-    });
+    req.extensions_mut().insert(Resolved(resolved));
     Attached {
         correlation,
         request_id,
@@ -254,7 +250,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Ctx {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
-        resolved(parts).and_then(|r| r.ctx.clone()).map(Ctx)
+        let (ctx, _) = resolved(parts)?.0.clone()?;
+        Ok(Ctx(ctx))
     }
 }
 
@@ -268,9 +265,8 @@ impl<S: Send + Sync> FromRequestParts<S> for BackOffice {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
-        let r = resolved(parts)?;
-        let ctx = r.ctx.clone()?;
-        if !r.backoffice {
+        let (ctx, backoffice) = resolved(parts)?.0.clone()?;
+        if !backoffice {
             return Err(ApiError::new(
                 ErrorCode::PermissionDenied,
                 "this route lists a tenant's carts and orders: it takes a back-office key \
@@ -348,19 +344,23 @@ mod tests {
             .map(|(k, t)| (k.to_owned(), TenantId::parse(t).unwrap()))
             .into();
         let auth = keyed().with_backoffice_keys(office);
-        let ctx = auth.resolve(&headers(&[(API_KEY, "o1")])).unwrap();
-        assert_eq!(ctx.tenant.as_str(), "tenant-a", "it resolves its tenant");
-        assert!(auth.is_backoffice(&headers(&[(API_KEY, "o1")])));
-        assert!(
-            !auth.is_backoffice(&headers(&[(API_KEY, "k1")])),
+        let scoped = |auth: &Auth, key: Option<&str>| {
+            let h = key.map_or_else(HeaderMap::new, |k| headers(&[(API_KEY, k)]));
+            auth.resolve_scoped(&h)
+                .map(|(ctx, office)| (ctx.tenant.to_string(), office))
+        };
+        assert_eq!(
+            scoped(&auth, Some("o1")).unwrap(),
+            ("tenant-a".into(), true)
+        );
+        assert_eq!(
+            scoped(&auth, Some("k1")).unwrap(),
+            ("tenant-a".into(), false),
             "a storefront key"
         );
-        assert!(!auth.is_backoffice(&headers(&[])));
-        let open = Auth::new(None, HashMap::new(), "");
-        assert!(
-            open.is_backoffice(&headers(&[])),
-            "no keys: no scopes either"
-        );
+        assert!(scoped(&auth, None).is_err());
+        let open = Auth::new(Some(TenantId::default_tenant()), HashMap::new(), "");
+        assert!(scoped(&open, None).unwrap().1, "no keys: no scopes either");
     }
 
     #[test]

@@ -181,7 +181,7 @@ impl Upstream {
         .rendered(render);
         self.timed("execute", self.client.execute(ctx, req))
             .await
-            .map_err(|e| precondition(e, exec.expected_version))
+            .map_err(|e| for_client(e, &exec))
     }
 
     /// Several commands, atomically: all apply or none does.
@@ -203,7 +203,7 @@ impl Upstream {
         let resp = self
             .timed("execute_batch", self.client.execute_batch(ctx, req))
             .await
-            .map_err(|e| precondition(e, exec.expected_version))?;
+            .map_err(|e| for_client(e, &exec))?;
         reply_cart(resp)
     }
 
@@ -289,15 +289,33 @@ fn reply_cart(resp: pb::ExecuteResponse) -> Result<VersionedCart, ApiError> {
 
 /// With `If-Match`, a version mismatch is the client's precondition failing (412), not a
 /// concurrent writer to retry against (409).
-fn precondition(e: ApiError, expected_version: Option<u64>) -> ApiError {
-    match expected_version {
-        Some(expected) if e.code == ErrorCode::VersionConflict => ApiError::new(
+/// A command's failure as the HTTP client that sent it reads it: a version conflict under
+/// `If-Match` is its failed precondition, and a timeout says what the client may do about it.
+/// A change whose answer did not come in time may have been stored: only a keyed request
+/// (`Idempotency-Key`) can be sent again as it is; any other gets a new command id per try,
+/// so its client is told to read the cart first (the aggregate's own message speaks of
+/// command ids, which an HTTP client does not send).
+fn for_client(mut e: ApiError, exec: &Exec) -> ApiError {
+    match (e.code, exec.expected_version) {
+        (ErrorCode::VersionConflict, Some(expected)) => ApiError::new(
             ErrorCode::PreconditionFailed,
             format!(
                 "If-Match expects version {expected}: {}; reload the cart and retry",
                 e.message
             ),
         ),
+        (ErrorCode::Timeout, _) => {
+            e.message = if exec.fingerprint.is_some() {
+                "the change was not confirmed in time and may have been stored; send it again \
+                 with the same Idempotency-Key and body: it cannot apply twice"
+            } else {
+                "the change was not confirmed in time and may have been stored; read the cart \
+                 before sending it again (a request sent again without an Idempotency-Key is a \
+                 new change)"
+            }
+            .to_owned();
+            e
+        }
         _ => e,
     }
 }

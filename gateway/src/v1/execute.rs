@@ -193,7 +193,7 @@ async fn run(
                     }
                 };
                 // Filled, validated and admitted above.
-                match s.send(ctx, cart, exec, p.command.clone()).await {
+                match s.upstream.execute(ctx, cart, exec, p.command.clone()).await {
                     Ok(snap) => {
                         mutations.push(outcome(&p, None));
                         last = Some(snap);
