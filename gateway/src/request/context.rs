@@ -24,15 +24,36 @@ use shared::{ApiError, CorrelationId, ErrorCode, TenantId};
 pub use shared::headers::API_KEY;
 
 /// The tenant rules: API keys when configured, else `x-tenant-id` with a default. Not
-/// `Debug`: it holds the API keys in clear (map keys, looked up per request).
+/// `Debug`: it holds the admin token.
 #[derive(Clone)]
 pub struct Auth {
     default_tenant: Option<TenantId>,
-    api_keys: HashMap<String, ApiKey>,
+    /// By the key's digest: a request's key is hashed and its digest looked up, so how long a
+    /// lookup takes depends on the digest, which tells a guesser nothing about how much of a
+    /// real key their guess shares (a map of the keys themselves compares them byte by byte,
+    /// stopping at the first difference). The keys are not kept.
+    api_keys: HashMap<KeyDigest, ApiKey>,
     /// The tenants it is configured with: the default one and every API key's.
     known_tenants: HashSet<TenantId>,
     /// Compared in constant time, so response timing does not reveal a prefix.
     admin_token: Secret,
+}
+
+/// The SHA-256 digest of an API key.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyDigest([u8; 32]);
+
+impl KeyDigest {
+    pub fn of(key: &str) -> Self {
+        use sha2::Digest as _;
+        Self(sha2::Sha256::digest(key.as_bytes()).into())
+    }
+
+    /// A name for the key in logs and rate-limit buckets (not the key): the first 8 bytes of
+    /// its digest, in hex.
+    pub fn label(&self) -> String {
+        self.0[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
 }
 
 /// What an API key stands for.
@@ -69,6 +90,7 @@ impl Auth {
     fn with_keys(mut self, keys: HashMap<String, TenantId>, backoffice: bool) -> Self {
         for (key, tenant) in keys {
             self.known_tenants.insert(tenant.clone());
+            let key = KeyDigest::of(&key);
             self.api_keys.insert(key, ApiKey { tenant, backoffice });
         }
         self
@@ -98,7 +120,7 @@ impl Auth {
                     format!("header {API_KEY} is required"),
                 )
             })?;
-        let key = self.api_keys.get(key).ok_or_else(|| {
+        let key = self.api_keys.get(&KeyDigest::of(key)).ok_or_else(|| {
             ApiError::new(
                 ErrorCode::Unauthenticated,
                 format!("the {API_KEY} is not a known API key"),
@@ -125,10 +147,11 @@ impl Auth {
         self.known_tenants.contains(tenant)
     }
 
-    /// The API key when it is a known one (rate limits count per key rather than per IP).
-    pub fn known_key<'h>(&self, headers: &'h HeaderMap) -> Option<&'h str> {
-        let key = headers.get(API_KEY)?.to_str().ok()?.trim();
-        self.api_keys.contains_key(key).then_some(key)
+    /// The API key's digest when it is a known key (rate limits count per key rather than per
+    /// IP).
+    pub fn known_key(&self, headers: &HeaderMap) -> Option<KeyDigest> {
+        let key = KeyDigest::of(headers.get(API_KEY)?.to_str().ok()?.trim());
+        self.api_keys.contains_key(&key).then_some(key)
     }
 
     /// Admin calls need `Authorization: Bearer <GATEWAY_ADMIN_TOKEN>`; without a configured
@@ -334,8 +357,26 @@ mod tests {
             .resolve(&headers(&[(API_KEY, "k1"), (TENANT_ID, "tenant-b")]))
             .unwrap_err();
         assert_eq!(e.code, ErrorCode::PermissionDenied);
-        assert_eq!(auth.known_key(&headers(&[(API_KEY, "k2")])), Some("k2"));
-        assert_eq!(auth.known_key(&headers(&[(API_KEY, "zz")])), None);
+        let known = |key| {
+            auth.known_key(&headers(&[(API_KEY, key)]))
+                .map(|d| d.label())
+        };
+        assert_eq!(known("k2"), Some(KeyDigest::of("k2").label()));
+        assert_ne!(known("k2"), known("k1"));
+        assert_eq!(known("zz"), None);
+    }
+
+    #[test]
+    fn keys_are_looked_up_by_their_sha256_digest() {
+        // FIPS 180-2's test vector: the digest is SHA-256 of the key's bytes.
+        assert_eq!(KeyDigest::of("abc").label(), "ba7816bf8f01cfea");
+        let auth = keyed();
+        // A key that shares all but its last byte, or is a prefix or an extension of one, or
+        // differs in case, is unknown.
+        for near in ["k", "k3", "k1 x", "K1", "k1k1"] {
+            let e = auth.resolve(&headers(&[(API_KEY, near)])).unwrap_err();
+            assert_eq!(e.code, ErrorCode::Unauthenticated, "{near:?}");
+        }
     }
 
     #[test]

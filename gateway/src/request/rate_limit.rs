@@ -187,7 +187,7 @@ impl RateLimits {
     /// `X-Forwarded-For` only through the configured number of trusted proxies).
     fn client_key(&self, auth: &Auth, headers: &HeaderMap, peer: Option<SocketAddr>) -> String {
         if let Some(key) = auth.known_key(headers) {
-            return format!("key:{key}");
+            return format!("key:{}", key.label());
         }
         match client_ip(headers, peer, self.trusted_proxy_hops) {
             Some(ip) => format!("ip:{ip}"),
@@ -287,6 +287,26 @@ mod tests {
         assert_eq!(client_ip(&h, Some(peer), 2).unwrap().to_string(), "1.1.1.1");
         assert_eq!(client_ip(&h, Some(peer), 5).unwrap().to_string(), "1.1.1.1");
         assert_eq!(client_ip(&HeaderMap::new(), None, 1), None);
+    }
+
+    #[test]
+    fn a_keyed_client_is_counted_under_a_name_that_is_not_its_key() {
+        use crate::request::context::{API_KEY, KeyDigest};
+        let keys = [("secret-key-1", "t")]
+            .map(|(k, t)| (k.to_owned(), shared::TenantId::parse(t).unwrap()))
+            .into();
+        let auth = Auth::new(None, keys, "");
+        let limits = RateLimits::new(&Config::default());
+        let mut h = HeaderMap::new();
+        h.insert(API_KEY, "secret-key-1".parse().unwrap());
+        let name = limits.client_key(&auth, &h, None);
+        assert_eq!(
+            name,
+            format!("key:{}", KeyDigest::of("secret-key-1").label())
+        );
+        assert!(!name.contains("secret-key-1"));
+        h.insert(API_KEY, "unknown".parse().unwrap());
+        assert_eq!(limits.client_key(&auth, &h, None), "ip:unknown");
     }
 
     #[test]
