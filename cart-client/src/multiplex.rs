@@ -5,6 +5,12 @@
 //! the connection broke) every call waiting on it fails as `unavailable`, and the routing
 //! client resends it elsewhere: commands carry ids, so a call that was decided before its
 //! answer was lost comes back as the original outcome, never applied twice.
+//!
+//! A call leaves for the node only while its caller still waits for it: one that queued past
+//! its deadline (the node reads no faster than it decides, and HTTP/2 flow control holds the
+//! rest here) is answered `deadline_exceeded` without being sent, so the node never decides a
+//! command whose client was already told it timed out; one sent carries what is left of its
+//! deadline, not the whole of it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +21,7 @@ use proto::cart::v1 as pb;
 use proto::cart::v1::cart_service_client::CartServiceClient;
 use shared::headers::CallMetadata;
 use tokio::sync::{mpsc, oneshot};
+use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 use tonic::transport::Channel;
@@ -40,8 +47,14 @@ pub struct Mux {
 /// One open stream: where calls are sent, and who waits for which answer.
 #[derive(Clone)]
 struct Stream {
-    calls: mpsc::Sender<pb::ExecuteCall>,
+    calls: mpsc::Sender<Queued>,
     waiting: Arc<Mutex<Waiting>>,
+}
+
+/// A call waiting to be sent, and when its caller's deadline passes (`None`: never).
+struct Queued {
+    call: pb::ExecuteCall,
+    deadline: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -74,6 +87,7 @@ impl Mux {
         timeout: Option<Duration>,
         request: pb::ExecuteRequest,
     ) -> Result<pb::ExecuteResponse, Status> {
+        let deadline = timeout.map(|t| Instant::now() + t);
         let stream = self.stream();
         let call_id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (answer, answered) = oneshot::channel();
@@ -84,8 +98,8 @@ impl Mux {
                     "the stream to the node has just closed",
                 ));
             }
-            let given_up = timeout.map(|t| Instant::now() + t + GRACE);
-            w.answers.insert(call_id, (answer, given_up));
+            w.answers
+                .insert(call_id, (answer, deadline.map(|d| d + GRACE)));
         }
         // Whatever happens from here (sent, timed out, the caller gone), the entry goes.
         let _forget = Forget {
@@ -96,9 +110,10 @@ impl Mux {
             call_id,
             request: Some(request),
             metadata,
-            timeout_ms: timeout.map_or(0, |t| u32::try_from(t.as_millis()).unwrap_or(u32::MAX)),
+            // Set as the call leaves ([`dispatch`]).
+            timeout_ms: 0,
         };
-        if stream.calls.send(call).await.is_err() {
+        if stream.calls.send(Queued { call, deadline }).await.is_err() {
             return Err(Status::unavailable("the stream to the node closed"));
         }
         // Past the deadline the stream's task answers `deadline_exceeded` ([`expire`]).
@@ -147,17 +162,17 @@ impl Mux {
 /// every call still waiting.
 async fn drive(
     mut client: CartServiceClient<Channel>,
-    outbound: mpsc::Receiver<pb::ExecuteCall>,
+    outbound: mpsc::Receiver<Queued>,
     waiting: Arc<Mutex<Waiting>>,
 ) {
     let mut sweep = tokio::time::interval(SWEEP);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let opened = expiring(
-        client.execute_stream(ReceiverStream::new(outbound)),
-        &mut sweep,
-        &waiting,
-    )
-    .await;
+    // Polled when HTTP/2 has room for more: the moment each call leaves.
+    let leaving = {
+        let waiting = waiting.clone();
+        ReceiverStream::new(outbound).filter_map(move |q| dispatch(q, &waiting, Instant::now()))
+    };
+    let opened = expiring(client.execute_stream(leaving), &mut sweep, &waiting).await;
     let ended = match opened {
         Err(status) => status,
         Ok(resp) => {
@@ -186,6 +201,39 @@ async fn drive(
     }
     for (_, (answer, _)) in answers {
         let _ = answer.send(Err(ended.clone()));
+    }
+}
+
+/// `queued` as it leaves for the node at `now`, with what is left of its deadline; `None`
+/// when its caller no longer waits for it: gone (the entry was forgotten), or its deadline
+/// passed while it queued (then it is answered `deadline_exceeded` here).
+fn dispatch(queued: Queued, waiting: &Mutex<Waiting>, now: Instant) -> Option<pb::ExecuteCall> {
+    let Queued { mut call, deadline } = queued;
+    let mut w = lock(waiting);
+    if !w.answers.contains_key(&call.call_id) {
+        return None;
+    }
+    let Some(deadline) = deadline else {
+        return Some(call);
+    };
+    match deadline
+        .checked_duration_since(now)
+        .filter(|left| !left.is_zero())
+    {
+        Some(left) => {
+            // Rounded up: 0 would mean "no deadline".
+            let ms = left.as_micros().div_ceil(1000);
+            call.timeout_ms = u32::try_from(ms).unwrap_or(u32::MAX);
+            Some(call)
+        }
+        None => {
+            if let Some((answer, _)) = w.answers.remove(&call.call_id) {
+                let _ = answer.send(Err(Status::deadline_exceeded(
+                    "the call's deadline passed before the node could take it (not sent)",
+                )));
+            }
+            None
+        }
     }
 }
 
@@ -227,5 +275,61 @@ struct Forget<'a> {
 impl Drop for Forget<'_> {
     fn drop(&mut self) {
         lock(self.waiting).answers.remove(&self.call_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queued(
+        call_id: u64,
+        deadline: Option<Instant>,
+    ) -> (
+        Queued,
+        Waiting,
+        oneshot::Receiver<Result<pb::ExecuteResponse, Status>>,
+    ) {
+        let (answer, answered) = oneshot::channel();
+        let mut w = Waiting::default();
+        w.answers
+            .insert(call_id, (answer, deadline.map(|d| d + GRACE)));
+        let call = pb::ExecuteCall {
+            call_id,
+            ..Default::default()
+        };
+        (Queued { call, deadline }, w, answered)
+    }
+
+    #[test]
+    fn a_call_leaves_with_what_is_left_of_its_deadline() {
+        let now = Instant::now();
+        let (q, w, _answered) = queued(1, Some(now + Duration::from_millis(1500)));
+        let call = dispatch(q, &Mutex::new(w), now + Duration::from_millis(400)).unwrap();
+        assert_eq!(call.timeout_ms, 1100);
+        // Less than a millisecond left is still a deadline (0 would be none).
+        let (q, w, _answered) = queued(2, Some(now + Duration::from_micros(300)));
+        assert_eq!(dispatch(q, &Mutex::new(w), now).unwrap().timeout_ms, 1);
+        let (q, w, _answered) = queued(3, None);
+        assert_eq!(dispatch(q, &Mutex::new(w), now).unwrap().timeout_ms, 0);
+    }
+
+    #[test]
+    fn a_call_past_its_deadline_is_answered_here_and_not_sent() {
+        let now = Instant::now();
+        let (q, w, mut answered) = queued(1, Some(now));
+        let w = Mutex::new(w);
+        assert!(dispatch(q, &w, now + Duration::from_millis(1)).is_none());
+        assert!(lock(&w).answers.is_empty(), "the caller no longer waits");
+        let status = answered.try_recv().unwrap().unwrap_err();
+        assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
+    }
+
+    #[test]
+    fn a_call_whose_caller_has_gone_is_not_sent() {
+        let now = Instant::now();
+        let (q, mut w, _answered) = queued(1, Some(now + Duration::from_secs(10)));
+        w.answers.clear();
+        assert!(dispatch(q, &Mutex::new(w), now).is_none());
     }
 }

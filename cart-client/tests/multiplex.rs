@@ -1,7 +1,7 @@
 //! The `ExecuteStream` multiplexer against a scripted node (a real tonic server on loopback):
 //! answers reach the call they belong to whatever their order, a stream that ends fails the
-//! calls waiting on it and the next call opens a new one, and a node that never answers
-//! costs a call its deadline, not a hang.
+//! calls waiting on it and the next call opens a new one, a node that never answers costs a
+//! call its deadline, not a hang, and a call that queued past its deadline is never sent.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -28,12 +28,18 @@ enum Script {
     DropFirst(usize),
     /// Read calls and never answer.
     Silent,
+    /// Read nothing until released, then answer each call at once, noting its expected
+    /// version and the deadline it came with.
+    Stalled,
 }
 
 #[derive(Clone)]
 struct Node {
     script: Script,
     streams: Arc<AtomicUsize>,
+    release: Arc<tokio::sync::Notify>,
+    /// (expected version, timeout_ms) of each call read, in order.
+    seen: Arc<std::sync::Mutex<Vec<(u64, u32)>>>,
 }
 
 fn answer(call: &pb::ExecuteCall) -> pb::ExecuteCallResult {
@@ -91,6 +97,7 @@ impl CartService for Node {
     ) -> Result<Response<Results>, Status> {
         let nth = self.streams.fetch_add(1, Ordering::SeqCst);
         let script = self.script;
+        let (release, seen) = (self.release.clone(), self.seen.clone());
         let mut calls = req.into_inner();
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(async move {
@@ -128,6 +135,18 @@ impl CartService for Node {
                     let _hold = tx;
                     while let Ok(Some(_)) = calls.message().await {}
                 }
+                Script::Stalled => {
+                    release.notified().await;
+                    while let Ok(Some(c)) = calls.message().await {
+                        let version = c.request.as_ref().and_then(|r| r.expected_version);
+                        seen.lock()
+                            .unwrap()
+                            .push((version.unwrap_or(0), c.timeout_ms));
+                        if tx.send(Ok(answer(&c))).await.is_err() {
+                            return;
+                        }
+                    }
+                }
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -136,13 +155,20 @@ impl CartService for Node {
 
 /// A scripted node on a loopback port, and a multiplexer connected to it.
 async fn node(script: Script) -> (Arc<Mux>, Arc<AtomicUsize>) {
+    let node = Node {
+        script,
+        streams: Arc::default(),
+        release: Arc::default(),
+        seen: Arc::default(),
+    };
+    let streams = node.streams.clone();
+    (serve(node).await, streams)
+}
+
+async fn serve(node: Node) -> Arc<Mux> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let streams = Arc::new(AtomicUsize::new(0));
-    let svc = CartServiceServer::new(Node {
-        script,
-        streams: streams.clone(),
-    });
+    let svc = CartServiceServer::new(node);
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(svc)
@@ -151,7 +177,7 @@ async fn node(script: Script) -> (Arc<Mux>, Arc<AtomicUsize>) {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect_lazy();
-    (Arc::new(Mux::new(channel)), streams)
+    Arc::new(Mux::new(channel))
 }
 
 fn meta(tenant: &str) -> CallMetadata {
@@ -243,4 +269,67 @@ async fn a_node_that_never_answers_costs_a_call_its_deadline() {
     assert_eq!(mux.in_flight(), 0, "the call no longer waits");
     let err = shared::ApiError::from_upstream("aggregate node", &status);
     assert_eq!(err.code, shared::ErrorCode::Timeout);
+}
+
+#[tokio::test]
+async fn a_call_that_queued_past_its_deadline_is_never_sent() {
+    // Calls far larger than HTTP/2's windows (1 MiB by default): while the node reads
+    // nothing, the later ones wait in the multiplexer's queue.
+    const FILLERS: u64 = 64;
+    const PROBE: u64 = 1_000;
+    const MARKER: u64 = 2_000;
+    let node = Node {
+        script: Script::Stalled,
+        streams: Arc::default(),
+        release: Arc::default(),
+        seen: Arc::default(),
+    };
+    let (release, seen) = (node.release.clone(), node.seen.clone());
+    let mux = serve(node).await;
+    let pad = CallMetadata::from([("pad".to_owned(), "x".repeat(64 * 1024))]);
+    let fillers: Vec<_> = (0..FILLERS)
+        .map(|i| {
+            let (mux, pad) = (mux.clone(), pad.clone());
+            tokio::spawn(async move {
+                mux.execute(pad, Some(Duration::from_secs(30)), request(i))
+                    .await
+            })
+        })
+        .collect();
+    // Each filler is queued in the same step that registers it.
+    shared::test_support::wait_until(
+        || async { mux.in_flight() == FILLERS as usize },
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("the fillers are queued");
+    let status = mux
+        .execute(meta("t"), Some(Duration::from_millis(100)), request(PROBE))
+        .await
+        .expect_err("the node read nothing while the probe's deadline passed");
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+    release.notify_one();
+    for f in futures::future::join_all(fillers).await {
+        f.unwrap()
+            .expect("a filler is answered once the node reads");
+    }
+    // Sent after the probe on the same stream: once it is answered, the node has read
+    // everything the probe could have been sent with.
+    let marker = mux
+        .execute(meta("t"), Some(Duration::from_secs(30)), request(MARKER))
+        .await
+        .expect("answered");
+    assert_eq!(marker.version, MARKER);
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        !seen.iter().any(|(v, _)| *v == PROBE),
+        "the node was sent a call whose caller had already been told it timed out"
+    );
+    // The last filler waited in the queue for more than a second: it left with what was
+    // left of its 30 s, which is the deadline the node enforces.
+    let (_, last_timeout) = seen.iter().find(|(v, _)| *v == FILLERS - 1).unwrap();
+    assert!(
+        *last_timeout <= 29_000,
+        "the last filler left with {last_timeout} ms of a 30 s deadline it had spent over 1 s of"
+    );
 }
