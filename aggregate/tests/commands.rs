@@ -622,6 +622,43 @@ async fn a_cart_cached_before_a_stream_created_again_that_grew_past_it_is_read_a
     assert_same(&state, &env.replay(cart).await, cart);
 }
 
+/// As above, but the new stream holds messages of the cart from the very sequence of the
+/// node's copy on (another node wrote them there): a message of the cart sits at the copy's
+/// version, and still it is another one. The node compares the command that wrote it and
+/// reads the cart again, instead of folding the new history's later messages onto lines of a
+/// history that is gone.
+#[tokio::test]
+async fn a_cart_cached_before_a_stream_created_again_with_another_message_at_its_version_is_read_again()
+ {
+    let Some(env) = env().await else { return };
+    let [(_n1, mut first), (_n2, mut second)] = env.two_unplaced().await;
+    let cart = "recreated-same-sequence";
+    add_times(&mut first, cart, 2).await;
+    let copy = run(&mut first, cart, add("TEST-SKU-123", 1)).await.version;
+    shared::test_support::create_cart_events_again(&env.js, &env.streams).await;
+    add_times(&mut second, "another-cart", copy as usize - 1).await;
+    let there = run(&mut second, cart, add("TEST-SKU-456", 2)).await.version;
+    assert_eq!(
+        there, copy,
+        "the new stream's message of the cart is at the copy's sequence"
+    );
+    run(&mut second, cart, add("TEST-SKU-456", 1)).await;
+
+    let reply = run(&mut first, cart, add("TEST-SKU-456", 1)).await;
+    let state = state_of(reply.cart.expect("the snapshot"));
+    assert_eq!(
+        quantity_of(&state, "TEST-SKU-123"),
+        0,
+        "the lines of the deleted history are gone"
+    );
+    assert_eq!(
+        quantity_of(&state, "TEST-SKU-456"),
+        4,
+        "2 and 1 from the second node, then 1"
+    );
+    assert_same(&state, &env.replay(cart).await, cart);
+}
+
 /// A cart that is ordered is not merged into another: its lines would be bought again. The
 /// merge is refused and the target cart is left as it was.
 #[tokio::test]

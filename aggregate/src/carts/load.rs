@@ -189,11 +189,13 @@ impl Carts {
             .map_err(store_error)
     }
 
-    /// Whether the stream's leader still holds the copy's own last message (`version`, on
-    /// this cart's subject). It does not when `CART_EVENTS` was deleted and created again: the
-    /// copy belongs to a history that is gone, even where the new stream's sequences have
-    /// grown past its version.
-    async fn copy_in_stream(&self, cart: &CartRef, version: u64) -> Result<bool, ApiError> {
+    /// Whether the stream's leader still holds the copy's own last message (at the copy's
+    /// version, on this cart's subject, written by the command the copy last applied). It does
+    /// not when `CART_EVENTS` was deleted and created again: the copy belongs to a history that
+    /// is gone, even where the new stream's sequences have grown past its version, and even
+    /// where the new stream has a message of this cart at that very sequence.
+    async fn copy_in_stream(&self, cart: &CartRef, copy: &CartState) -> Result<bool, ApiError> {
+        let version = copy.version;
         if version == 0 {
             return Ok(true);
         }
@@ -203,7 +205,16 @@ impl Carts {
             .next_from_leader(&cart.subject, version - 1)
             .await
             .map_err(|e| store_error(e).with_retry_after(NO_LEADER_RETRY))?;
-        Ok(own.is_some_and(|m| m.sequence == version))
+        let Some(own) = own.filter(|m| m.sequence == version) else {
+            return Ok(false);
+        };
+        // The command id of the copy's last message, when the copy remembers it (it does
+        // unless it keeps no recent commands, or that message could not be read).
+        let last = copy.recent.back().filter(|r| r.version == version);
+        Ok(match (last, own.message) {
+            (Some(last), Some(message)) => message.command_id == last.command_id,
+            _ => true,
+        })
     }
 
     /// `loaded` read again from what the stream holds (keeping its epoch), because the node's
@@ -223,7 +234,7 @@ impl Carts {
     }
 
     async fn catch_up(&self, loaded: &mut Loaded, cart: &CartRef) -> Result<(), ApiError> {
-        if !self.copy_in_stream(cart, loaded.state.version).await? {
+        if !self.copy_in_stream(cart, &loaded.state).await? {
             return self.read_again(loaded, cart).await;
         }
         let tail = self.read_after(cart, loaded.state.version).await?;
@@ -261,7 +272,7 @@ impl Carts {
         let before = loaded.state.version;
         // Not the copy's last message: another node appended since, or the copy belongs to a
         // stream deleted since (then the messages after its version are another history).
-        if target != Some(before) && !self.copy_in_stream(cart, before).await? {
+        if target != Some(before) && !self.copy_in_stream(cart, &loaded.state).await? {
             return self.read_again(loaded, cart).await;
         }
         let Some(target) = target else {
