@@ -106,6 +106,11 @@ pub struct Config {
     /// refuses a purchase because the cart changed (`?klarna_order_id=..&error=<code>` is
     /// added).
     pub checkout_page_url: String,
+    /// Shared with the runner (`MERCHANT_VALIDATION_KEY`): the validation callback then needs
+    /// the `token` the runner put in the URL it gave the provider (its attempt's HMAC under
+    /// this key) and answers `403` without it. Empty: callbacks are not authenticated, and
+    /// anyone who knows an order can hold its cart for the purchase hold.
+    pub validation_key: Secret,
     pub nats: NatsConfig,
     pub streams: NatsResourceSettings,
     /// Mutual TLS of its calls to the other services (`GRPC_TLS_*`; empty: plaintext).
@@ -152,6 +157,7 @@ impl Default for Config {
             service_timeout_ms: 3_000,
             checkout_wait_ms: 10_000,
             checkout_page_url: "http://127.0.0.1:8080/cart/checkout".into(),
+            validation_key: Secret::default(),
             nats: NatsConfig::named(Self::SERVICE),
             streams: NatsResourceSettings::default(),
             grpc_tls: Default::default(),

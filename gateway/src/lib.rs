@@ -89,6 +89,13 @@ pub async fn start(config: Config) -> Result<Running, Error> {
              gateway is reachable by anyone but you"
         );
     }
+    if config.validation_key.is_empty() {
+        tracing::warn!(
+            "no GATEWAY_VALIDATION_KEY: the provider's validation callback is not authenticated, \
+             and anyone who knows a provider order can hold its cart for the purchase hold; set \
+             it, and the runner's MERCHANT_VALIDATION_KEY to the same value"
+        );
+    }
     metrics::describe();
     let readiness = Readiness::new();
     readiness.register(ops::CHECKS);

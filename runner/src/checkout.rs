@@ -32,7 +32,7 @@ use crate::config::MerchantConfig;
 use crate::hooks::Hooks;
 use crate::lanes::{Disposition, Handler};
 use crate::metrics as m;
-use crate::provider::order::{Order, order_for};
+use crate::provider::order::{MerchantData, Order, order_for};
 use crate::records::{Attempt, Consumed, Records};
 use crate::state::{ProviderHandle, Status};
 
@@ -324,11 +324,15 @@ impl Checkout {
 
         let ids = intent.attempt();
         let provider = self.provider.current();
+        let merchant = MerchantData {
+            tenant: envelope.tenant.to_string(),
+            cart_id: cart.to_owned(),
+            attempt_id: started.attempt_id.clone(),
+        };
         let order = order_for(
-            envelope.tenant.as_str(),
-            cart,
+            &merchant,
             started,
-            self.merchant.urls(envelope.tenant.as_str()),
+            self.merchant.urls(&merchant),
             &provider.config().locale,
         );
         if let Some(hook) = &self.hooks.before_provider_call {

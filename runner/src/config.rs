@@ -7,6 +7,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use shared::config::ServiceConfig;
 use shared::nats::{ConsumerSettings, NatsConfig, NatsResourceSettings};
+use shared::provider_order::MerchantData;
+use shared::secret::Secret;
 
 use crate::provider::{MerchantUrls, ProviderConfig};
 
@@ -22,6 +24,10 @@ pub struct MerchantConfig {
     /// The gateway's validation callback, which refuses a purchase whose cart changed after
     /// checkout started (empty: none; the real provider needs HTTPS here).
     pub validation: String,
+    /// Shared with the gateway (`GATEWAY_VALIDATION_KEY`): each order's validation URL gets
+    /// `token=`, its attempt's HMAC under this key, so that only the provider, which has the
+    /// URL, can approve a purchase (empty: no token).
+    pub validation_key: Secret,
 }
 
 impl Default for MerchantConfig {
@@ -32,19 +38,30 @@ impl Default for MerchantConfig {
             confirmation: "http://127.0.0.1:8080/cart/confirmation/{checkout.order.id}".into(),
             push: "http://127.0.0.1:8080/cart/push?tenant={tenant}&klarna_order_id={checkout.order.id}".into(),
             validation: "http://127.0.0.1:8080/cart/validation?tenant={tenant}&klarna_order_id={checkout.order.id}".into(),
+            validation_key: Secret::default(),
         }
     }
 }
 
 impl MerchantConfig {
-    pub fn urls(&self, tenant: &str) -> MerchantUrls {
-        let t = |s: &str| s.replace("{tenant}", tenant);
+    /// The URLs of the checkout attempt `merchant` names.
+    pub fn urls(&self, merchant: &MerchantData) -> MerchantUrls {
+        let t = |s: &str| s.replace("{tenant}", &merchant.tenant);
+        let validation = (!self.validation.is_empty()).then(|| {
+            let mut url = t(&self.validation);
+            if !self.validation_key.is_empty() {
+                url.push(if url.contains('?') { '&' } else { '?' });
+                url.push_str("token=");
+                url.push_str(&merchant.callback_token(&self.validation_key));
+            }
+            url
+        });
         MerchantUrls {
             terms: t(&self.terms),
             checkout: t(&self.checkout),
             confirmation: t(&self.confirmation),
             push: t(&self.push),
-            validation: (!self.validation.is_empty()).then(|| t(&self.validation)),
+            validation,
         }
     }
 }
@@ -191,6 +208,45 @@ impl ServiceConfig for Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_validation_url_carries_its_attempts_token_when_there_is_a_key() {
+        let merchant = MerchantData {
+            tenant: "shop-1".into(),
+            cart_id: "c1".into(),
+            attempt_id: "a1".into(),
+        };
+        let mut cfg = MerchantConfig::default();
+        let plain = cfg.urls(&merchant).validation.unwrap();
+        assert!(
+            plain.contains("tenant=shop-1&") && !plain.contains("token="),
+            "{plain}"
+        );
+        cfg.validation_key = "k".into();
+        let signed = cfg.urls(&merchant).validation.unwrap();
+        let token = merchant.callback_token(&cfg.validation_key);
+        assert_eq!(signed, format!("{plain}&token={token}"));
+        // A URL without a query gets one; `{checkout.order.id}` stays for the provider.
+        cfg.validation = "https://gw/cart/validation/{checkout.order.id}".into();
+        assert_eq!(
+            cfg.urls(&merchant).validation.unwrap(),
+            format!("https://gw/cart/validation/{{checkout.order.id}}?token={token}")
+        );
+        assert_ne!(
+            MerchantConfig::urls(
+                &cfg,
+                &MerchantData {
+                    attempt_id: "a2".into(),
+                    ..merchant
+                }
+            )
+            .validation,
+            Some(format!(
+                "https://gw/cart/validation/{{checkout.order.id}}?token={token}"
+            )),
+            "each attempt its own token"
+        );
+    }
 
     #[test]
     fn a_malformed_aggregate_address_is_a_startup_error_naming_the_variable() {

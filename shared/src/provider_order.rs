@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use cart_domain::{PaidOrder, lines_digest};
 
+use crate::secret::Secret;
+
 /// One provider order line is the cart's own checkout line: the same fields, in minor units
 /// incl. VAT, with the tax rate in basis points (Klarna's percent with two implicit
 /// decimals). What goes to the provider and what comes back read as one type, so the digest
@@ -27,6 +29,29 @@ impl MerchantData {
     /// Reads an order's `merchant_data` (`None` when absent or not ours).
     pub fn parse(merchant_data: Option<&str>) -> Option<Self> {
         merchant_data.and_then(|d| serde_json::from_str(d).ok())
+    }
+
+    /// The token of this checkout attempt's validation callback: HMAC-SHA256 under `key` (the
+    /// runner's and the gateway's shared validation key) of tenant, cart and attempt, in hex.
+    /// The runner puts it in the callback URL it gives the provider; the gateway approves a
+    /// purchase only for a callback that carries its order's token, so a caller who is not
+    /// the provider cannot hold a shopper's cart.
+    pub fn callback_token(&self, key: &Secret) -> String {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key.expose().as_bytes());
+        // A JSON array: no two (tenant, cart, attempt) triples read as the same text.
+        let signed = serde_json::to_string(&[&self.tenant, &self.cart_id, &self.attempt_id])
+            .expect("strings serialise");
+        ring::hmac::sign(&key, signed.as_bytes())
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// Whether `token` is [`Self::callback_token`], compared in constant time.
+    pub fn callback_token_matches(&self, key: &Secret, token: &str) -> bool {
+        use subtle::ConstantTimeEq as _;
+        bool::from(self.callback_token(key).as_bytes().ct_eq(token.as_bytes()))
     }
 }
 
@@ -48,6 +73,33 @@ pub fn paid_order(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_callback_token_names_one_attempt_under_one_key() {
+        let m = |tenant: &str, cart: &str, attempt: &str| MerchantData {
+            tenant: tenant.into(),
+            cart_id: cart.into(),
+            attempt_id: attempt.into(),
+        };
+        let key = Secret::from("validation-key");
+        let token = m("t", "c", "a1").callback_token(&key);
+        assert_eq!(token.len(), 64, "HMAC-SHA256 in hex: {token}");
+        assert!(m("t", "c", "a1").callback_token_matches(&key, &token));
+        for other in [m("u", "c", "a1"), m("t", "d", "a1"), m("t", "c", "a2")] {
+            assert!(!other.callback_token_matches(&key, &token), "{other:?}");
+        }
+        // The fields' boundaries are part of what is signed.
+        assert_ne!(token, m("t", "ca", "1").callback_token(&key));
+        assert!(!m("t", "c", "a1").callback_token_matches(&Secret::from("another"), &token));
+        assert!(!m("t", "c", "a1").callback_token_matches(&key, &token[..63]));
+        assert!(!m("t", "c", "a1").callback_token_matches(&key, ""));
+        // Pinned: runners and gateways of different builds (a rolling upgrade) must agree.
+        // HMAC-SHA256 of `["t","c","a1"]`, as Python's `hmac` computes it.
+        assert_eq!(
+            token,
+            "b49d0c441b7a4726d604006afdd2b5607a105f63c27c69358aa0c01a36243ec5"
+        );
+    }
 
     /// Lines that went to the provider and came back give the attempt's own digest.
     #[test]

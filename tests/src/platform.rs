@@ -12,6 +12,8 @@ use crate::stack::{Stack, WAIT, call, test_streams, wait_for_status};
 
 /// The gateway's admin token in [`platform`].
 pub const ADMIN_TOKEN: &str = "e2e-admin-token";
+/// The validation key the gateway and the runner share in [`platform`].
+pub const VALIDATION_KEY: &str = "e2e-validation-key";
 
 pub struct Platform {
     pub stack: Stack,
@@ -25,7 +27,7 @@ pub struct Platform {
 }
 
 /// NATS, one aggregate node, the gateway (admin token [`ADMIN_TOKEN`], no projection), the
-/// runner and the mock provider it calls, all in-process on free ports; `None` when there is
+/// runner (validation key [`VALIDATION_KEY`], both) and the mock provider it calls, all in-process on free ports; `None` when there is
 /// no nats-server (the test skips).
 pub async fn platform() -> Option<Platform> {
     let stack = Stack::start(test_streams()).await?;
@@ -40,6 +42,7 @@ pub async fn platform() -> Option<Platform> {
         runner_addr: to_runner.addr.to_string(),
         projection_addr: String::new(),
         admin_token: ADMIN_TOKEN.into(),
+        validation_key: VALIDATION_KEY.into(),
         ..stack.gateway_config()
     };
     let gateway = gateway::start(gw).await.unwrap();
@@ -51,6 +54,7 @@ pub async fn platform() -> Option<Platform> {
         format!("{base}/cart/push?tenant={{tenant}}&klarna_order_id={{checkout.order.id}}");
     rc.merchant.validation =
         format!("{base}/cart/validation?tenant={{tenant}}&klarna_order_id={{checkout.order.id}}");
+    rc.merchant.validation_key = VALIDATION_KEY.into();
     let runner = runner::start(rc, runner::Hooks::default()).await.unwrap();
     to_runner.to(runner.grpc_addr);
 

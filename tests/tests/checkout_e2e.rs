@@ -330,6 +330,53 @@ async fn a_cart_holds_still_between_an_approved_purchase_and_its_order() {
     assert_eq!(p.events_of_type(&cart_id, "OrderMismatched").await, 0);
 }
 
+/// Someone who is not the provider posts the validation callback of a shopper's order, with
+/// the order exactly as the provider would (the worst case: they know it all), but without
+/// the URL the runner gave the provider: no token, or a token of their own. It is refused
+/// before the cart is asked, so the cart does not hold still for a purchase nobody makes.
+#[tokio::test]
+async fn a_forged_validation_callback_is_refused_and_holds_nothing() {
+    let Some((p, shopper, first)) = checking_out().await else {
+        return;
+    };
+    let order = p.mock.order(&first.order_id).expect("the provider's order");
+    let merchant = order.merchant().expect("merchant data");
+    let url = |token: &str| {
+        p.url(&format!(
+            "/cart/validation?tenant=default&klarna_order_id={}{token}",
+            first.order_id
+        ))
+    };
+    let forged_attempt = shared::provider_order::MerchantData {
+        attempt_id: "forged".into(),
+        ..merchant.clone()
+    }
+    .callback_token(&tests::platform::VALIDATION_KEY.into());
+    let other_key = merchant.callback_token(&"not-the-key".into());
+    let tokens = [
+        String::new(),
+        "&token=".to_owned(),
+        format!("&token={forged_attempt}"),
+        format!("&token={other_key}"),
+        format!("&token={}", "f".repeat(5_000)),
+    ];
+    for token in &tokens {
+        let (s, err) = call(p.shopper().post(url(token)).json(&order)).await;
+        assert_eq!(
+            (s, err["code"].as_str()),
+            (403, Some("permission_denied")),
+            "{}: {err}",
+            &token[..token.len().min(40)]
+        );
+    }
+    assert_eq!(p.events_of_type(&first.cart_id, "PaymentApproved").await, 0);
+    let (s, cart) = call(shopper.get(p.url("/cart/add/BOOK-NOVEL-01"))).await;
+    assert_eq!(s, 200, "the cart does not hold still: {cart}");
+    // The provider's own call carries the token the runner gave it.
+    let validation = order.merchant_urls.unwrap().validation.unwrap();
+    assert!(validation.contains("&token="), "{validation}");
+}
+
 /// The validation callback decides on the cart as it is each time it is asked, never from an
 /// earlier answer for the same order. Before, its command id was fixed per order and attempt,
 /// so a second ask was a duplicate of the first approval, answered "approved" without a

@@ -161,6 +161,9 @@ pub struct ValidationQuery {
     tenant: Option<String>,
     /// The provider order id (also read from the body's `order_id`).
     klarna_order_id: Option<String>,
+    /// The checkout attempt's token, which the runner put in the URL it gave the provider
+    /// (required with `GATEWAY_VALIDATION_KEY`).
+    token: Option<String>,
 }
 
 /// The provider order as the provider posts it to the validation callback (Klarna Checkout
@@ -184,6 +187,8 @@ pub struct ValidationOrder {
 /// refuse the purchase. An approval is recorded on the cart (`ApprovePayment`), which then
 /// holds still until the paid order comes back (or `PURCHASE_HOLD_SECS`): a change in between
 /// is refused with `409 cart_locked`, so the paid order matches the cart it is placed on.
+/// With `GATEWAY_VALIDATION_KEY` the URL's `token` must be the order's attempt's (`403`
+/// otherwise, before the cart is asked: the provider then refuses the purchase).
 #[utoipa::path(post, path = "/cart/validation", tag = TAG,
     params(ValidationQuery),
     request_body(content = serde_json::Value, description = "The provider order (Klarna Checkout v3 JSON)"),
@@ -191,6 +196,7 @@ pub struct ValidationOrder {
         (status = 200, description = "The cart matches the order: the purchase may complete", body = serde_json::Value),
         (status = 303, description = "The cart no longer matches: the purchase is refused; Location is the checkout page"),
         (status = 400, description = "The order names no cart of this platform", body = ErrorBody),
+        (status = 403, description = "The token is missing or not the order's (GATEWAY_VALIDATION_KEY)", body = ErrorBody),
         (status = 503, description = "The cart could not be read in time (the provider refuses the purchase)", body = ErrorBody)))]
 pub async fn validation(
     State(s): State<AppState>,
@@ -207,6 +213,21 @@ pub async fn validation(
     KeyField::ProviderOrderId.check("order_id", order_id)?;
     let merchant = MerchantData::parse(order.merchant_data.as_deref())
         .ok_or_else(|| ApiError::invalid("merchant_data does not name a cart of this platform"))?;
+    // Before the cart is asked: a caller without the URL the provider was given (a forged
+    // callback) would otherwise hold a shopper's cart.
+    if !s.cfg.validation_key.is_empty()
+        && !q
+            .token
+            .as_deref()
+            .is_some_and(|t| merchant.callback_token_matches(&s.cfg.validation_key, t))
+    {
+        metrics::counter!(m::CHECKOUT_VALIDATIONS, "result" => "unauthenticated", "reason" => "token")
+            .increment(1);
+        return Err(ApiError::new(
+            ErrorCode::PermissionDenied,
+            "the validation callback's token does not match its order's checkout attempt",
+        ));
+    }
     let order_tenant = TenantId::parse(&merchant.tenant)?;
     let cart_id = CartId::parse(&merchant.cart_id)?;
     let paid = paid_order(

@@ -64,10 +64,10 @@ pub struct Order {
     pub extra: Map<String, Value>,
 }
 
-/// The provider order for a checkout attempt, from the cart's durable intent.
+/// The provider order for the checkout attempt `merchant` names, from the cart's durable
+/// intent.
 pub fn order_for(
-    tenant: &str,
-    cart_id: &str,
+    merchant: &MerchantData,
     started: &CheckoutStarted,
     urls: MerchantUrls,
     locale: &str,
@@ -84,14 +84,9 @@ pub fn order_for(
             extra: Map::new(),
         }),
         merchant_urls: Some(urls),
-        merchant_reference1: Some(cart_id.to_owned()),
-        merchant_reference2: Some(started.attempt_id.clone()),
-        merchant_data: serde_json::to_string(&MerchantData {
-            tenant: tenant.to_owned(),
-            cart_id: cart_id.to_owned(),
-            attempt_id: started.attempt_id.clone(),
-        })
-        .ok(),
+        merchant_reference1: Some(merchant.cart_id.clone()),
+        merchant_reference2: Some(merchant.attempt_id.clone()),
+        merchant_data: serde_json::to_string(merchant).ok(),
         ..Order::default()
     }
 }

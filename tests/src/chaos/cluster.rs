@@ -15,6 +15,9 @@ use super::process::{Proc, Spec};
 use super::proxy::FaultProxy;
 use shared::test_support::Accounts;
 
+/// The validation key the runners and gateways share.
+const VALIDATION_KEY: &str = "chaos-validation-key";
+
 /// Node TTL of the chaos cluster: a dead or paused aggregate's shards move after it.
 pub const NODE_TTL_SECS: u64 = 3;
 const READY: Duration = Duration::from_secs(60);
@@ -260,6 +263,7 @@ impl Cluster {
                         "{gateway0}/cart/validation?tenant={{tenant}}&klarna_order_id={{checkout.order.id}}"
                     ),
                 ),
+                ("MERCHANT_VALIDATION_KEY", VALIDATION_KEY.to_owned()),
             ],
             format!("http://127.0.0.1:{}/ready", layout.runner_http()),
         );
@@ -296,6 +300,7 @@ impl Cluster {
                     ("GATEWAY_UPSTREAM_TIMEOUT_MS", "2000".to_owned()),
                     ("GATEWAY_CHECKOUT_WAIT_MS", "3000".to_owned()),
                     ("GATEWAY_ADMIN_TOKEN", "chaos".to_owned()),
+                    ("GATEWAY_VALIDATION_KEY", VALIDATION_KEY.to_owned()),
                 ],
                 format!("http://127.0.0.1:{}/ready", layout.gateway(i)),
             ));

@@ -196,7 +196,47 @@ fn k8s_the_gateway_decides_tenants_by_its_keys() {
     check_k8s_api_keys(&k8s_docs());
 }
 
+/// The runner signs each order's validation URL and the gateway checks it, with one key from a
+/// Secret: without it anyone who knows an order can hold its cart; with two different ones
+/// every purchase is refused.
+fn check_k8s_validation_key(docs: &[Doc]) {
+    use crate::services::Service;
+    let key_of = |service: Service, var: &str| {
+        let c = k8s_containers(docs)
+            .into_iter()
+            .find(|c| Service::from_command(&c.command) == Some(service))
+            .unwrap_or_else(|| panic!("the {service:?} container"));
+        let env = container_env(docs, c.at.1, &c.what);
+        let found = env
+            .into_iter()
+            .find(|(k, v, src)| k == var && !v.trim().is_empty() && *src == Source::Secret);
+        found
+            .unwrap_or_else(|| panic!("{}: no {var} from a Secret", c.what))
+            .1
+    };
+    let runner = key_of(Service::Runner, "MERCHANT_VALIDATION_KEY");
+    let gateway = key_of(Service::Gateway, "GATEWAY_VALIDATION_KEY");
+    assert_eq!(
+        runner, gateway,
+        "the runner signs with another validation key than the gateway checks"
+    );
+}
+
+#[test]
+fn k8s_the_runner_and_the_gateway_share_the_validation_key() {
+    check_k8s_validation_key(&k8s_docs());
+}
+
 // The checks above fail on broken manifests, with a message that says what is wrong.
+
+#[test]
+#[should_panic(expected = "no MERCHANT_VALIDATION_KEY from a Secret")]
+fn a_k8s_runner_that_does_not_sign_validation_urls_is_rejected() {
+    let docs = with_container("Deployment", "runner", |c| {
+        remove_where(&mut c["env"], |e| e["name"] == "MERCHANT_VALIDATION_KEY");
+    });
+    check_k8s_validation_key(&docs);
+}
 
 #[test]
 #[should_panic(expected = "no GATEWAY_BACKOFFICE_KEYS from a Secret")]
