@@ -127,7 +127,7 @@ impl Config {
         let ttl = Duration::from_secs(self.streams.node_ttl_secs);
         if self.placement && self.heartbeat() * 2 >= ttl {
             return Err(format!(
-                "heartbeat_ms ({}) must be well below the node TTL ({} s): at most a third",
+                "heartbeat_ms ({}) must be below half the node TTL ({} s); a third or less is recommended",
                 self.heartbeat_ms, self.streams.node_ttl_secs
             ));
         }

@@ -21,7 +21,8 @@ pub const UPSTREAM_ERRORS: &str = "cart_gateway_upstream_errors_total";
 /// Upstream call latency in seconds, by `op` (aggregate calls with retries and failover,
 /// projection and runner calls per attempt, a page of a cart's history).
 pub const UPSTREAM_SECONDS: &str = "cart_gateway_upstream_duration_seconds";
-/// Requests refused with 429, by `scope` (`client` or `cart`).
+/// Requests refused with 429, by `scope` (`client`, `cart`, or `push`: provider pushes per
+/// tenant).
 pub const RATE_LIMITED: &str = "cart_gateway_rate_limited_total";
 /// Keys tracked by each rate limiter, by `scope` (bounded by pruning).
 pub const RATE_LIMIT_KEYS: &str = "cart_gateway_rate_limit_keys";
