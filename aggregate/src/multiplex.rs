@@ -96,10 +96,44 @@ where
     let resp = if call.timeout_ms == 0 {
         run.await?
     } else {
-        // As tonic ends a unary call whose grpc-timeout passed.
+        // As tonic ends a unary call whose grpc-timeout passed, but saying what that means:
+        // the command may have been appended before the deadline cut it short.
         tokio::time::timeout(Duration::from_millis(call.timeout_ms.into()), run)
             .await
-            .map_err(|_| Status::cancelled("Timeout expired"))??
+            .map_err(|_| {
+                shared::ApiError::new(
+                    shared::ErrorCode::Timeout,
+                    "the node did not finish the command within its deadline; it may have been \
+                     applied",
+                )
+                .to_status()
+            })??
     };
     Ok(resp.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The node's own deadline cuts a command short, possibly after its append: the caller
+    /// hears that the outcome is unknown (resent with the same id, never reported as
+    /// "unreachable").
+    #[tokio::test]
+    async fn a_call_past_its_deadline_on_the_node_has_an_unknown_outcome() {
+        let call = pb::ExecuteCall {
+            call_id: 1,
+            request: Some(pb::ExecuteRequest::default()),
+            metadata: Default::default(),
+            timeout_ms: 5,
+        };
+        let never = |_: Caller, _: CallMetadata, _: pb::ExecuteRequest| {
+            std::future::pending::<Result<Response<pb::ExecuteResponse>, Status>>()
+        };
+        let plaintext = Caller::of(&tonic::Request::new(())).unwrap();
+        let status = one_call(never, plaintext, call).await.unwrap_err();
+        let e = shared::ApiError::from_upstream("aggregate node", &status);
+        assert_eq!(e.code, shared::ErrorCode::Timeout, "{status:?}");
+        assert!(e.message.contains("may have been applied"), "{e}");
+    }
 }

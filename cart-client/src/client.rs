@@ -191,6 +191,10 @@ impl CartClient {
         let mut followed_hint = false;
         // Set once the owner proved unreachable: other nodes are then asked to serve anyway.
         let mut fallback = false;
+        // An attempt's outcome is unknown (a node timed out on it, or died with it): if no
+        // later attempt succeeds, the caller must hear that it may have been applied, not that
+        // the nodes were unreachable (a client resends that under a new id: applied twice).
+        let mut unknown: Option<ApiError> = None;
         for attempt in 0..self.inner.cfg.attempts.max(1) {
             let Some(addr) = target.take() else { break };
             let client = match self.client(&addr) {
@@ -220,8 +224,13 @@ impl CartClient {
                         }
                         // The node answered and asks to be asked again later (e.g. a cart not
                         // yet at a version): any other node would answer the same.
-                        ErrorCode::Unavailable if err.retry_after.is_some() => return Err(err),
+                        ErrorCode::Unavailable if err.retry_after.is_some() => {
+                            return Err(unknown.unwrap_or(err));
+                        }
                         ErrorCode::Unavailable | ErrorCode::Draining | ErrorCode::Timeout => {
+                            if err.code == ErrorCode::Timeout {
+                                unknown = Some(err.clone());
+                            }
                             tracing::debug!(addr, attempt, code = %err.code, "aggregate call failed; trying another node");
                             fallback = true;
                             target = self.route(shard, Some(&addr));
@@ -229,11 +238,16 @@ impl CartClient {
                         ErrorCode::NotOwner => {
                             target = self.route(shard, Some(&addr));
                         }
+                        // A refusal is the node's decision on the cart as the stream has it,
+                        // whatever an earlier attempt did.
                         _ => return Err(err),
                     }
                     last_err = Some(err);
                 }
             }
+        }
+        if let Some(unknown) = unknown {
+            return Err(unknown);
         }
         Err(match last_err {
             None => ApiError::unavailable("no aggregate node is known; is one running?"),

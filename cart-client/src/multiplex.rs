@@ -59,10 +59,29 @@ struct Queued {
 
 #[derive(Default)]
 struct Waiting {
-    /// Each call's answer, and when its caller stops waiting (`None`: never).
-    answers: HashMap<u64, (Answer, Option<Instant>)>,
+    answers: HashMap<u64, Pending>,
     /// The stream ended: nothing more is answered on it.
     closed: bool,
+}
+
+/// A call waiting for its answer.
+struct Pending {
+    answer: Answer,
+    /// When its caller stops waiting (`None`: never).
+    given_up: Option<Instant>,
+    /// It left for the node ([`dispatch`]): if the stream ends unanswered, the node may have
+    /// decided it.
+    sent: bool,
+}
+
+impl Pending {
+    fn new(answer: Answer, deadline: Option<Instant>) -> Self {
+        Self {
+            answer,
+            given_up: deadline.map(|d| d + GRACE),
+            sent: false,
+        }
+    }
 }
 
 fn lock(w: &Mutex<Waiting>) -> std::sync::MutexGuard<'_, Waiting> {
@@ -98,8 +117,7 @@ impl Mux {
                     "the stream to the node has just closed",
                 ));
             }
-            w.answers
-                .insert(call_id, (answer, deadline.map(|d| d + GRACE)));
+            w.answers.insert(call_id, Pending::new(answer, deadline));
         }
         // Whatever happens from here (sent, timed out, the caller gone), the entry goes.
         let _forget = Forget {
@@ -113,7 +131,19 @@ impl Mux {
             // Set as the call leaves ([`dispatch`]).
             timeout_ms: 0,
         };
-        if stream.calls.send(Queued { call, deadline }).await.is_err() {
+        let queued = stream.calls.send(Queued { call, deadline });
+        let queued = match deadline {
+            Some(at) => tokio::time::timeout_at(at.into(), queued)
+                .await
+                .map_err(|_| {
+                    // The node reads no faster than it decides; another node may have room.
+                    Status::unavailable(
+                        "the node's queue stayed full until the deadline (not sent)",
+                    )
+                })?,
+            None => queued.await,
+        };
+        if queued.is_err() {
             return Err(Status::unavailable("the stream to the node closed"));
         }
         // Past the deadline the stream's task answers `deadline_exceeded` ([`expire`]).
@@ -173,20 +203,29 @@ async fn drive(
         ReceiverStream::new(outbound).filter_map(move |q| dispatch(q, &waiting, Instant::now()))
     };
     let opened = expiring(client.execute_stream(leaving), &mut sweep, &waiting).await;
-    let ended = match opened {
-        Err(status) => status,
+    // Whether the stream broke under the node (a transport error, not an answer of the node):
+    // then calls it had may have been decided. A node that ends its side, or refuses the
+    // stream with a code of its own, has answered every call it read.
+    let (ended, broke) = match opened {
+        Err(status) => {
+            let broke = !answered_by_node(&status);
+            (status, broke)
+        }
         Ok(resp) => {
             let mut results = resp.into_inner();
             loop {
                 match expiring(results.message(), &mut sweep, &waiting).await {
                     Ok(Some(result)) => {
-                        let answer = lock(&waiting).answers.remove(&result.call_id);
-                        if let Some((answer, _)) = answer {
-                            let _ = answer.send(proto::multiplex::outcome(result));
+                        let pending = lock(&waiting).answers.remove(&result.call_id);
+                        if let Some(p) = pending {
+                            let _ = p.answer.send(proto::multiplex::outcome(result));
                         }
                     }
-                    Ok(None) => break Status::unavailable("the node ended the stream"),
-                    Err(status) => break status,
+                    Ok(None) => break (Status::unavailable("the node ended the stream"), false),
+                    Err(status) => {
+                        let broke = !answered_by_node(&status);
+                        break (status, broke);
+                    }
                 }
             }
         }
@@ -199,9 +238,38 @@ async fn drive(
     if !answers.is_empty() {
         tracing::debug!(calls = answers.len(), status = %ended, "execute stream ended with calls unanswered");
     }
-    for (_, (answer, _)) in answers {
-        let _ = answer.send(Err(ended.clone()));
+    for (_, p) in answers {
+        let _ = p.answer.send(Err(unanswered(p.sent && broke, &ended)));
     }
+}
+
+/// Whether `status` is the node's own answer (it carries one of our error codes), not the
+/// transport's.
+fn answered_by_node(status: &Status) -> bool {
+    status
+        .metadata()
+        .get(shared::error::GRPC_ERROR_CODE_KEY)
+        .is_some()
+}
+
+/// What a call still waiting when its stream ended (`ended`) is answered. Unless it was sent
+/// on a stream that broke under the node (`in_doubt`), the node never decided it: `ended`
+/// (resent elsewhere as it is, or the node's refusal). One that was may have been decided by
+/// a node that then died, so its outcome is unknown: `timeout`, which is resent too, with the
+/// same command id, and which a client that gets it last must not take for "not applied".
+fn unanswered(in_doubt: bool, ended: &Status) -> Status {
+    if !in_doubt {
+        return ended.clone();
+    }
+    shared::ApiError::new(
+        shared::ErrorCode::Timeout,
+        format!(
+            "the stream to the node ended before the call was answered ({}); it may have been \
+             applied",
+            ended.message()
+        ),
+    )
+    .to_status()
 }
 
 /// `queued` as it leaves for the node at `now`, with what is left of its deadline; `None`
@@ -210,31 +278,29 @@ async fn drive(
 fn dispatch(queued: Queued, waiting: &Mutex<Waiting>, now: Instant) -> Option<pb::ExecuteCall> {
     let Queued { mut call, deadline } = queued;
     let mut w = lock(waiting);
-    if !w.answers.contains_key(&call.call_id) {
-        return None;
-    }
-    let Some(deadline) = deadline else {
-        return Some(call);
-    };
-    match deadline
-        .checked_duration_since(now)
-        .filter(|left| !left.is_zero())
-    {
-        Some(left) => {
-            // Rounded up: 0 would mean "no deadline".
-            let ms = left.as_micros().div_ceil(1000);
-            call.timeout_ms = u32::try_from(ms).unwrap_or(u32::MAX);
-            Some(call)
-        }
-        None => {
-            if let Some((answer, _)) = w.answers.remove(&call.call_id) {
-                let _ = answer.send(Err(Status::deadline_exceeded(
+    let pending = w.answers.get_mut(&call.call_id)?;
+    if let Some(deadline) = deadline {
+        match deadline
+            .checked_duration_since(now)
+            .filter(|left| !left.is_zero())
+        {
+            Some(left) => {
+                // Rounded up: 0 would mean "no deadline".
+                let ms = left.as_micros().div_ceil(1000);
+                call.timeout_ms = u32::try_from(ms).unwrap_or(u32::MAX);
+            }
+            None => {
+                let p = w.answers.remove(&call.call_id).expect("found above");
+                // Never sent, so never decided: another node may take it in time.
+                let _ = p.answer.send(Err(Status::unavailable(
                     "the call's deadline passed before the node could take it (not sent)",
                 )));
+                return None;
             }
-            None
         }
     }
+    pending.sent = true;
+    Some(call)
 }
 
 /// `step`, while failing every call whose caller's deadline passes meanwhile.
@@ -258,9 +324,9 @@ fn expire(waiting: &Mutex<Waiting>, now: Instant) {
     let mut w = lock(waiting);
     let late = w
         .answers
-        .extract_if(|_, (_, given_up)| given_up.is_some_and(|at| at <= now));
-    for (_, (answer, _)) in late {
-        let _ = answer.send(Err(Status::deadline_exceeded(
+        .extract_if(|_, p| p.given_up.is_some_and(|at| at <= now));
+    for (_, p) in late {
+        let _ = p.answer.send(Err(Status::deadline_exceeded(
             "the node did not answer in time",
         )));
     }
@@ -292,8 +358,7 @@ mod tests {
     ) {
         let (answer, answered) = oneshot::channel();
         let mut w = Waiting::default();
-        w.answers
-            .insert(call_id, (answer, deadline.map(|d| d + GRACE)));
+        w.answers.insert(call_id, Pending::new(answer, deadline));
         let call = pb::ExecuteCall {
             call_id,
             ..Default::default()
@@ -322,7 +387,21 @@ mod tests {
         assert!(dispatch(q, &w, now + Duration::from_millis(1)).is_none());
         assert!(lock(&w).answers.is_empty(), "the caller no longer waits");
         let status = answered.try_recv().unwrap().unwrap_err();
-        assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
+        assert_eq!(
+            status.code(),
+            tonic::Code::Unavailable,
+            "not sent: {status:?}"
+        );
+    }
+
+    #[test]
+    fn a_call_sent_on_a_stream_that_ended_unanswered_has_an_unknown_outcome() {
+        let ended = Status::unavailable("the node ended the stream");
+        let sent = shared::ApiError::from_upstream("aggregate node", &unanswered(true, &ended));
+        assert_eq!(sent.code, shared::ErrorCode::Timeout, "{sent:?}");
+        assert!(sent.message.contains("may have been applied"), "{sent:?}");
+        let unsent = shared::ApiError::from_upstream("aggregate node", &unanswered(false, &ended));
+        assert_eq!(unsent.code, shared::ErrorCode::Unavailable, "{unsent:?}");
     }
 
     #[test]

@@ -288,10 +288,16 @@ impl ApiError {
             tonic::Code::DeadlineExceeded => {
                 Self::new(ErrorCode::Timeout, format!("the {peer} timed out"))
             }
-            tonic::Code::Unknown
-            | tonic::Code::Unavailable
-            | tonic::Code::Cancelled
-            | tonic::Code::Internal => {
+            // The peer gave up on a call it had (tonic's own deadline: "Timeout expired"):
+            // what it did with it is unknown, not "unreachable".
+            tonic::Code::Cancelled => Self::new(
+                ErrorCode::Timeout,
+                format!(
+                    "the {peer} gave up on the call ({}); it may have been applied",
+                    status.message()
+                ),
+            ),
+            tonic::Code::Unknown | tonic::Code::Unavailable | tonic::Code::Internal => {
                 Self::unavailable(format!("the {peer} is unreachable: {}", status.message()))
             }
             _ => Self::from_status(status),

@@ -132,6 +132,14 @@ fn upstream_transport_failures_are_unavailable_but_service_errors_keep_their_cod
     );
     let e = ApiError::from_upstream("runner", &tonic::Status::deadline_exceeded(""));
     assert_eq!(e.code, ErrorCode::Timeout);
+    // A peer that gave up on a call it had (tonic's deadline) may have acted on it: the
+    // outcome is unknown, which a client must not take for "never reached".
+    let e = ApiError::from_upstream(
+        "aggregate node",
+        &tonic::Status::cancelled("Timeout expired"),
+    );
+    assert_eq!(e.code, ErrorCode::Timeout);
+    assert!(e.message.contains("may have been applied"), "{e}");
     // From the service: its own code, even `internal`.
     let sent = ApiError::new(ErrorCode::Internal, "bug").to_status();
     assert_eq!(
