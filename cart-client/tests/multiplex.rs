@@ -169,3 +169,48 @@ async fn a_call_that_queued_past_its_deadline_is_never_sent() {
         "the last filler left with {last_timeout} ms of a 30 s deadline it had spent over 1 s of"
     );
 }
+
+/// The node reads nothing and the multiplexer's queue is full: a caller waiting for room is
+/// answered (unavailable: not sent, so another node may take it) when its deadline passes,
+/// instead of waiting until the queue drains.
+#[tokio::test]
+async fn a_call_that_finds_the_queue_full_until_its_deadline_is_not_sent() {
+    let node = Node::new(Script::Stalled);
+    let release = node.release.clone();
+    let mux = serve(node).await;
+    // Past HTTP/2's windows (as above), then as many as the queue holds.
+    let pad = CallMetadata::from([("pad".to_owned(), "x".repeat(64 * 1024))]);
+    let mut held = Vec::new();
+    for i in 0..64 + 1024 {
+        let (mux, md) = (mux.clone(), if i < 64 { pad.clone() } else { meta("t") });
+        held.push(tokio::spawn(async move {
+            mux.execute(md, Some(Duration::from_secs(60)), request(i))
+                .await
+        }));
+    }
+    shared::test_support::wait_until(
+        || async { mux.in_flight() == 64 + 1024 },
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("the calls are registered");
+    let started = std::time::Instant::now();
+    let late = tokio::time::timeout(
+        Duration::from_secs(20),
+        mux.execute(meta("t"), Some(Duration::from_millis(200)), request(9_999)),
+    )
+    .await
+    .expect("answered at its deadline, not when the queue drains")
+    .expect_err("never sent");
+    assert_eq!(late.code(), tonic::Code::Unavailable, "{late:?}");
+    assert!(late.message().contains("not sent"), "{late:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    release.notify_one();
+    for h in held {
+        h.await.unwrap().expect("answered once the node reads");
+    }
+}
