@@ -145,7 +145,7 @@ impl RequestSeries {
 }
 
 /// Only standard methods become label values: a client must not mint new series.
-fn method_label(method: &Method) -> &'static str {
+pub(crate) fn method_label(method: &Method) -> &'static str {
     match *method {
         Method::GET => "GET",
         Method::HEAD => "HEAD",

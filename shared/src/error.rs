@@ -112,7 +112,7 @@ pub fn clip(value: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// `value` cut to `max` characters, with `…` when anything was left out.
-fn cut(value: &str, max: usize) -> std::borrow::Cow<'_, str> {
+pub fn cut(value: &str, max: usize) -> std::borrow::Cow<'_, str> {
     match value.char_indices().nth(max) {
         Some((at, _)) => format!("{}…", &value[..at]).into(),
         None => value.into(),

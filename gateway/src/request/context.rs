@@ -20,6 +20,9 @@ use shared::headers::{CORRELATION_ID, REQUEST_ID, RequestContext, TENANT_ID};
 use shared::secret::Secret;
 use shared::{ApiError, CorrelationId, ErrorCode, TenantId};
 
+/// Most characters of a request's path its span records.
+const MAX_SPAN_PATH: usize = 256;
+
 /// Header carrying a client's API key (the gateway is its only reader).
 pub use shared::headers::API_KEY;
 
@@ -216,8 +219,10 @@ pub fn begin(auth: &Auth, req: &mut Request) -> Attached {
     let resolved = auth.resolve_scoped(req.headers());
     let span = tracing::info_span!(
         "http",
-        method = %req.method(),
-        path = %req.uri().path(),
+        // Bounded, as every log line in the span carries them: a client's path or method can
+        // be many kilobytes.
+        method = crate::metrics::method_label(req.method()),
+        path = %shared::error::cut(req.uri().path(), MAX_SPAN_PATH),
         correlation_id = %correlation.to_str().unwrap_or_default(),
         tenant = tracing::field::Empty,
     );

@@ -44,14 +44,27 @@ impl<S: Send + Sync> FromRequestParts<S> for StoreCart {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        if let Ok(params) = RawPathParams::from_request_parts(parts, state).await
-            && let Some((_, raw)) = params.iter().find(|(k, _)| *k == CART_ID_PARAM)
-        {
-            let id = CartId::parse(raw).map_err(ApiError::from)?;
-            return Ok(Self {
-                id,
-                source: Source::Path,
-            });
+        use axum::extract::rejection::RawPathParamsRejection as R;
+        match RawPathParams::from_request_parts(parts, state).await {
+            Ok(params) => {
+                if let Some((_, raw)) = params.iter().find(|(k, _)| *k == CART_ID_PARAM) {
+                    let id = CartId::parse(raw).map_err(ApiError::from)?;
+                    return Ok(Self {
+                        id,
+                        source: Source::Path,
+                    });
+                }
+            }
+            // A route without parameters: the cookie's cart.
+            Err(R::MissingPathParams(_)) => {}
+            // A path naming a cart that is not text must not fall back to the cookie's cart
+            // (or a new one): the request named another.
+            Err(e) => {
+                return Err(ApiError::invalid(format!(
+                    "path parameter: {}",
+                    e.body_text()
+                )));
+            }
         }
         let jar = CookieJar::from_headers(&parts.headers);
         match jar.get(CART_COOKIE).map(|c| CartId::parse(c.value())) {

@@ -161,3 +161,43 @@ async fn bad_input_on_every_mutation_route_changes_nothing() {
         "a refused request changed the cart"
     );
 }
+
+/// A path naming a cart whose id is not text (`%FF`) is refused: before, it fell back to the
+/// cookie's cart (changed instead of the one the request named) or made a new one.
+#[tokio::test]
+async fn a_cart_id_that_is_not_text_is_refused_not_replaced_by_the_cookies_cart() {
+    let Some(stack) = stack().await else { return };
+    let b = browser();
+    let (_, reply) = call(b.get(stack.url("/cart/add/TEST-SKU-123"))).await;
+    let id = reply["result"]["id"].as_str().unwrap().to_owned();
+    let before = stack.events("default", &id).await.len();
+    let add = json!({"sku": "TEST-SKU-456", "quantity": 1}).to_string();
+    for (method, path, body) in [
+        ("POST", "/cart/byid/%FF", Some(add.clone())),
+        ("POST", "/cart/byid/%FF/add", Some(items(&add))),
+        ("GET", "/cart/byid/%C3%28", None),
+    ] {
+        for cookie in [true, false] {
+            let client = if cookie { &b } else { &reqwest::Client::new() };
+            let mut req = client.request(method.parse().unwrap(), stack.url(path));
+            if let Some(body) = &body {
+                req = req
+                    .header(CONTENT_TYPE, "application/json")
+                    .body(body.clone());
+            }
+            let resp = req.send().await.unwrap();
+            assert!(
+                resp.headers().get("set-cookie").is_none(),
+                "{method} {path}: a new cart's cookie"
+            );
+            let status = resp.status().as_u16();
+            let body: Value = resp.json().await.unwrap();
+            assert_error(&(status, body), 400, "invalid_argument", "path parameter");
+        }
+    }
+    assert_eq!(
+        stack.events("default", &id).await.len(),
+        before,
+        "the cookie's cart changed"
+    );
+}

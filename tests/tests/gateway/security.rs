@@ -143,6 +143,35 @@ async fn the_legacy_get_add_can_be_turned_off_and_says_what_to_use() {
     );
 }
 
+/// A path or method of many kilobytes reaches no log line whole: the request's span (whose
+/// fields every line in it carries) records them bounded, as the audit line does.
+#[tokio::test]
+async fn a_huge_path_or_method_is_logged_bounded() {
+    let captured = shared::test_support::Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_writer(move || writer.clone())
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let app = app(|c| c.admin_token = "s3cret-admin".into());
+    let long = "A".repeat(10_000);
+    let resp = send(&app, Request::get(format!("/admin/{long}"))).await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    let method = http::Method::from_bytes(long.as_bytes()).unwrap();
+    let req = Request::builder().method(method).uri("/admin/dead-letters");
+    assert_ne!(send(&app, req).await.status(), StatusCode::OK);
+    let log = captured.text();
+    assert!(log.contains("audit"), "the requests were logged: {log}");
+    assert!(
+        !log.contains(&"A".repeat(300)),
+        "a log line holds the client's value whole: {}",
+        &log[..log.len().min(2_000)]
+    );
+}
+
 #[tokio::test]
 async fn every_admin_request_leaves_an_audit_line_without_the_token() {
     let captured = shared::test_support::Captured::default();
