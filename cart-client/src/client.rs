@@ -24,6 +24,30 @@ use crate::multiplex::Mux;
 use crate::placement_view::PlacementView;
 use crate::pools::{Pool, Pools};
 
+/// A unary command's failure as the routing client weighs it: a status the transport made on
+/// a call that was sent (no code of the node's; the connection reset, the call cancelled) may
+/// have come after the node decided it, so its outcome is unknown (`timeout`, see
+/// [`CartClient::call_with`]). `unavailable` (could not connect) and the node's own answers
+/// are kept.
+fn in_doubt(status: tonic::Status) -> tonic::Status {
+    use tonic::Code as C;
+    let by_node = status
+        .metadata()
+        .get(shared::error::GRPC_ERROR_CODE_KEY)
+        .is_some();
+    match status.code() {
+        C::Unknown | C::Internal | C::Cancelled if !by_node => ApiError::new(
+            ErrorCode::Timeout,
+            format!(
+                "the node's answer was lost ({}); it may have been applied",
+                status.message()
+            ),
+        )
+        .to_status(),
+        _ => status,
+    }
+}
+
 /// A node's connections unused this long go when room is needed for another node's.
 const POOL_IDLE: Duration = Duration::from_secs(600);
 
@@ -115,7 +139,7 @@ impl CartClient {
     ) -> Result<pb::ExecuteResponse, ApiError> {
         let timeout = Some(self.inner.cfg.timeout);
         self.call(ctx, req, timeout, |mut c, r| async move {
-            c.execute_batch(r).await
+            c.execute_batch(r).await.map_err(in_doubt)
         })
         .await
     }

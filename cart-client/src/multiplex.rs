@@ -2,15 +2,19 @@
 //! long-lived stream per connection, each matched to its answer by a call id.
 //!
 //! The stream is opened on first use and again after it ends. When it ends (the node stopped,
-//! the connection broke) every call waiting on it fails as `unavailable`, and the routing
-//! client resends it elsewhere: commands carry ids, so a call that was decided before its
-//! answer was lost comes back as the original outcome, never applied twice.
+//! the connection broke) every call waiting on it fails, and the routing client resends it
+//! elsewhere: commands carry ids, so a call that was decided before its answer was lost comes
+//! back as the original outcome, never applied twice. A call that was never sent, or that the
+//! node answered or never read (it ended its side), fails as `unavailable`; one sent on a
+//! stream that broke under the node may have been decided, and fails as `timeout` ("may have
+//! been applied"), so that a client that hears it last does not resend it as new.
 //!
-//! A call leaves for the node only while its caller still waits for it: one that queued past
-//! its deadline (the node reads no faster than it decides, and HTTP/2 flow control holds the
-//! rest here) is answered `deadline_exceeded` without being sent, so the node never decides a
-//! command whose client was already told it timed out; one sent carries what is left of its
-//! deadline, not the whole of it.
+//! A call leaves for the node only while its caller still waits for it: one that queued here
+//! past its deadline (the node reads no faster than it decides, and HTTP/2 flow control holds
+//! the rest here) is answered `unavailable` without being sent; one sent carries what is left
+//! of its deadline, not the whole of it. Calls already in the node's receive buffer when their
+//! deadline passes still run there, with the budget they left with (gRPC's deadlines are
+//! relative: the node cannot tell how long a call waited before it read it).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -286,7 +290,7 @@ fn dispatch(queued: Queued, waiting: &Mutex<Waiting>, now: Instant) -> Option<pb
         {
             Some(left) => {
                 // Rounded up: 0 would mean "no deadline".
-                let ms = left.as_micros().div_ceil(1000);
+                let ms = left.as_nanos().div_ceil(1_000_000);
                 call.timeout_ms = u32::try_from(ms).unwrap_or(u32::MAX);
             }
             None => {
@@ -318,17 +322,23 @@ async fn expiring<T>(
     }
 }
 
-/// Answers `deadline_exceeded` to the calls whose caller has waited past its deadline (and
-/// the grace for the node's own answer): the node has not answered them in time.
+/// Answers the calls whose caller has waited past its deadline and the grace for the node's
+/// own answer: `deadline_exceeded` (outcome unknown) for one the node has, `unavailable` for
+/// one still queued here (never sent, so never decided).
 fn expire(waiting: &Mutex<Waiting>, now: Instant) {
     let mut w = lock(waiting);
     let late = w
         .answers
         .extract_if(|_, p| p.given_up.is_some_and(|at| at <= now));
     for (_, p) in late {
-        let _ = p.answer.send(Err(Status::deadline_exceeded(
-            "the node did not answer in time",
-        )));
+        let status = if p.sent {
+            Status::deadline_exceeded("the node did not answer in time")
+        } else {
+            Status::unavailable(
+                "the call's deadline passed before the node could take it (not sent)",
+            )
+        };
+        let _ = p.answer.send(Err(status));
     }
 }
 
@@ -373,8 +383,14 @@ mod tests {
         let call = dispatch(q, &Mutex::new(w), now + Duration::from_millis(400)).unwrap();
         assert_eq!(call.timeout_ms, 1100);
         // Less than a millisecond left is still a deadline (0 would be none).
-        let (q, w, _answered) = queued(2, Some(now + Duration::from_micros(300)));
-        assert_eq!(dispatch(q, &Mutex::new(w), now).unwrap().timeout_ms, 1);
+        for left in [Duration::from_micros(300), Duration::from_nanos(1)] {
+            let (q, w, _answered) = queued(2, Some(now + left));
+            assert_eq!(
+                dispatch(q, &Mutex::new(w), now).unwrap().timeout_ms,
+                1,
+                "{left:?}"
+            );
+        }
         let (q, w, _answered) = queued(3, None);
         assert_eq!(dispatch(q, &Mutex::new(w), now).unwrap().timeout_ms, 0);
     }

@@ -56,3 +56,20 @@ async fn an_unknown_outcome_is_what_the_caller_hears_when_a_later_attempt_fails(
     let err = client.execute(&ctx, add()).await.unwrap_err();
     assert_eq!(err.code, ErrorCode::Unavailable, "{err:?}");
 }
+
+/// A batch (a unary call) whose connection reset under it may have been decided: with the next
+/// node unable to take it, the caller hears "may have been applied", not "unreachable".
+#[tokio::test]
+async fn a_batch_whose_connection_reset_has_an_unknown_outcome() {
+    let ctx = RequestContext::new(shared::TenantId::parse("t").unwrap());
+    let client = client_of(&[Script::BreakAfter(0), Script::Fail(ErrorCode::Unavailable)]).await;
+    let batch = pb::ExecuteBatchRequest {
+        tenant: "t".into(),
+        cart_id: "c1".into(),
+        command_id: "6f1c1f5e-2b7a-4c33-9a55-5d3b0c6c8e12".into(),
+        ..Default::default()
+    };
+    let err = client.execute_batch(&ctx, batch).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::Timeout, "{err:?}");
+    assert!(err.message.contains("may have been applied"), "{err:?}");
+}

@@ -108,8 +108,9 @@ pub struct Config {
     pub checkout_page_url: String,
     /// Shared with the runner (`MERCHANT_VALIDATION_KEY`): the validation callback then needs
     /// the `token` the runner put in the URL it gave the provider (its attempt's HMAC under
-    /// this key) and answers `403` without it. Empty: callbacks are not authenticated, and
-    /// anyone who knows an order can hold its cart for the purchase hold.
+    /// this key) and answers `403` without it. Comma-separated, any of them is accepted (a
+    /// rotation: the new key and the old). Empty: callbacks are not authenticated, and anyone
+    /// who knows an order can hold its cart for the purchase hold.
     pub validation_key: Secret,
     pub nats: NatsConfig,
     pub streams: NatsResourceSettings,
@@ -252,6 +253,13 @@ impl Config {
     /// API key → tenant.
     pub fn api_keys(&self) -> Result<HashMap<String, TenantId>, ConfigError> {
         keys("api_keys", &self.api_keys)
+    }
+
+    /// The validation keys a callback's token may be signed with (none: not checked).
+    pub fn validation_keys(&self) -> Vec<Secret> {
+        split_list(self.validation_key.expose())
+            .map(Secret::from)
+            .collect()
     }
 
     /// Back-office key → tenant; none of them is also a storefront key.

@@ -78,6 +78,14 @@ impl CartService for Node {
         &self,
         _: Request<pb::ExecuteBatchRequest>,
     ) -> Result<Response<pb::ExecuteResponse>, Status> {
+        match self.script {
+            // The connection reset under the call: the transport's status, no code of ours.
+            Script::BreakAfter(_) => return Err(Status::unknown("connection reset")),
+            Script::Fail(code) => {
+                return Err(shared::ApiError::new(code, format!("scripted {code}")).to_status());
+            }
+            _ => {}
+        }
         Err(Status::unimplemented("not scripted"))
     }
     async fn get_cart(

@@ -131,3 +131,36 @@ fn a_malformed_service_address_is_a_start_up_error_naming_the_variable() {
     };
     off.check().unwrap();
 }
+
+/// A rotation: the new validation key beside the old, either signs a valid token.
+#[test]
+fn validation_keys_are_a_list_any_of_which_is_accepted() {
+    let merchant = shared::provider_order::MerchantData {
+        tenant: "t".into(),
+        cart_id: "c".into(),
+        attempt_id: "a".into(),
+    };
+    let c = Config {
+        validation_key: "new-key, old-key".into(),
+        ..Config::default()
+    };
+    let keys = c.validation_keys();
+    for signer in ["new-key", "old-key"] {
+        let token = merchant.callback_token(&signer.into());
+        assert!(
+            keys.iter()
+                .any(|k| merchant.callback_token_matches(k, &token)),
+            "{signer}"
+        );
+    }
+    let stranger = merchant.callback_token(&"another".into());
+    assert!(
+        !keys
+            .iter()
+            .any(|k| merchant.callback_token_matches(k, &stranger))
+    );
+    assert!(
+        Config::default().validation_keys().is_empty(),
+        "empty: not checked"
+    );
+}
