@@ -43,21 +43,31 @@ async fn answers_in_any_order_reach_the_call_they_belong_to() {
     assert_eq!(mux.in_flight(), 0);
 }
 
-#[tokio::test]
-async fn a_stream_that_ends_fails_its_waiting_calls_and_the_next_call_opens_another() {
-    const CALLS: usize = 4;
-    let (mux, streams) = node(Script::DropFirst(CALLS)).await;
-    let waiting = (0..CALLS as u64).map(|i| {
+/// `n` calls at once on `mux` (30 s deadlines), their results in call order.
+async fn calls_of(
+    mux: &std::sync::Arc<cart_client::multiplex::Mux>,
+    n: u64,
+) -> Vec<Result<proto::cart::v1::ExecuteResponse, tonic::Status>> {
+    let calls = (0..n).map(|i| {
         let mux = mux.clone();
         tokio::spawn(async move {
             mux.execute(meta("t"), Some(Duration::from_secs(30)), request(i))
                 .await
         })
     });
-    for r in futures::future::join_all(waiting).await {
-        let status = r
-            .unwrap()
-            .expect_err("the node ended the stream unanswered");
+    futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .map(|r| r.expect("the call's task"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_stream_that_ends_fails_its_waiting_calls_and_the_next_call_opens_another() {
+    const CALLS: usize = 4;
+    let (mux, streams) = node(Script::DropFirst(CALLS)).await;
+    for r in calls_of(&mux, CALLS as u64).await {
+        let status = r.expect_err("the node ended the stream unanswered");
         // A node that ends its side has answered what it decided. The routing client resends
         // on this code (to another node when there is one).
         let err = shared::ApiError::from_upstream("aggregate node", &status);
@@ -78,15 +88,8 @@ async fn a_stream_that_ends_fails_its_waiting_calls_and_the_next_call_opens_anot
 async fn calls_read_by_a_node_whose_stream_broke_have_an_unknown_outcome() {
     const CALLS: usize = 3;
     let (mux, _) = node(Script::BreakAfter(CALLS)).await;
-    let waiting = (0..CALLS as u64).map(|i| {
-        let mux = mux.clone();
-        tokio::spawn(async move {
-            mux.execute(meta("t"), Some(Duration::from_secs(30)), request(i))
-                .await
-        })
-    });
-    for r in futures::future::join_all(waiting).await {
-        let status = r.unwrap().expect_err("the stream broke");
+    for r in calls_of(&mux, CALLS as u64).await {
+        let status = r.expect_err("the stream broke");
         let err = shared::ApiError::from_upstream("aggregate node", &status);
         assert_eq!(err.code, shared::ErrorCode::Timeout, "{status:?}");
         assert!(err.message.contains("may have been applied"), "{err:?}");

@@ -143,10 +143,11 @@ async fn the_legacy_get_add_can_be_turned_off_and_says_what_to_use() {
     );
 }
 
-/// A path or method of many kilobytes reaches no log line whole: the request's span (whose
-/// fields every line in it carries) records them bounded, as the audit line does.
-#[tokio::test]
-async fn a_huge_path_or_method_is_logged_bounded() {
+/// What this thread logs from now on (JSON lines, INFO and up), until the guard goes.
+fn json_logs() -> (
+    shared::test_support::Captured,
+    tracing::subscriber::DefaultGuard,
+) {
     let captured = shared::test_support::Captured::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -154,7 +155,14 @@ async fn a_huge_path_or_method_is_logged_bounded() {
         .with_writer(move || writer.clone())
         .with_max_level(tracing::Level::INFO)
         .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    (captured, tracing::subscriber::set_default(subscriber))
+}
+
+/// A path or method of many kilobytes reaches no log line whole: the request's span (whose
+/// fields every line in it carries) records them bounded, as the audit line does.
+#[tokio::test]
+async fn a_huge_path_or_method_is_logged_bounded() {
+    let (captured, _guard) = json_logs();
 
     let app = app(|c| c.admin_token = "s3cret-admin".into());
     let long = "A".repeat(10_000);
@@ -174,14 +182,7 @@ async fn a_huge_path_or_method_is_logged_bounded() {
 
 #[tokio::test]
 async fn every_admin_request_leaves_an_audit_line_without_the_token() {
-    let captured = shared::test_support::Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .with_writer(move || writer.clone())
-        .with_max_level(tracing::Level::INFO)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = json_logs();
 
     let app = app(|c| c.admin_token = "s3cret-admin".into());
     for (i, token) in ["wrong-guess", "s3cret-admin"].into_iter().enumerate() {
