@@ -33,12 +33,19 @@ pub struct PlacementConfig {
     pub heartbeat: Duration,
 }
 
+/// Longest [`Placement::leave`] waits for a heartbeat's put in flight.
+const LEAVE_WAIT: Duration = Duration::from_secs(2);
+
 pub struct Placement {
     cfg: PlacementConfig,
     view: PlacementView,
     draining: AtomicBool,
     /// Set by [`Placement::leave`]: no more heartbeats may re-register the node.
     left: AtomicBool,
+    /// Held by a heartbeat across its check of `left` and its put, and by `leave` across its
+    /// delete: a heartbeat's put never lands after the delete (the node would linger as an
+    /// entry, draining, until its TTL).
+    registration: tokio::sync::Mutex<()>,
     /// Set after the first reconciliation (the node has claimed its shards once).
     ready: AtomicBool,
     /// Per shard: bumped each time this node gains the shard, so cached carts of the shard are
@@ -66,6 +73,7 @@ impl Placement {
             view,
             draining: AtomicBool::new(false),
             left: AtomicBool::new(false),
+            registration: tokio::sync::Mutex::new(()),
             ready: AtomicBool::new(false),
             wake: Notify::new(),
             key,
@@ -163,12 +171,17 @@ impl Placement {
     /// Remove the node entry so others react now instead of after the TTL.
     pub async fn leave(&self) {
         self.left.store(true, Ordering::SeqCst);
+        // A heartbeat already past its check finishes its put first (bounded: a put that hangs
+        // on NATS does not hold the drain; its entry then expires by TTL, as before).
+        let _registration =
+            tokio::time::timeout(LEAVE_WAIT, self.registration.lock()).await;
         if let Err(e) = self.view.nodes_kv().delete(&self.key).await {
             tracing::warn!(error = %e, "could not remove the node entry; it expires by TTL");
         }
     }
 
     async fn heartbeat(&self) -> Result<(), async_nats::Error> {
+        let _registration = self.registration.lock().await;
         if self.left.load(Ordering::SeqCst) {
             return Ok(());
         }
