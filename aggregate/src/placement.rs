@@ -173,8 +173,7 @@ impl Placement {
         self.left.store(true, Ordering::SeqCst);
         // A heartbeat already past its check finishes its put first (bounded: a put that hangs
         // on NATS does not hold the drain; its entry then expires by TTL, as before).
-        let _registration =
-            tokio::time::timeout(LEAVE_WAIT, self.registration.lock()).await;
+        let _registration = tokio::time::timeout(LEAVE_WAIT, self.registration.lock()).await;
         if let Err(e) = self.view.nodes_kv().delete(&self.key).await {
             tracing::warn!(error = %e, "could not remove the node entry; it expires by TTL");
         }

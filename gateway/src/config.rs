@@ -107,7 +107,7 @@ pub struct Config {
     /// added).
     pub checkout_page_url: String,
     /// Shared with the runner (`MERCHANT_VALIDATION_KEY`): the validation callback then needs
-    /// the `token` the runner put in the URL it gave the provider (its attempt's HMAC under
+    /// the `token` the runner put in the URL it gave the provider (its cart's HMAC under
     /// this key) and answers `403` without it. Comma-separated, any of them is accepted (a
     /// rotation: the new key and the old). Empty: callbacks are not authenticated, and anyone
     /// who knows an order can hold its cart for the purchase hold.

@@ -162,9 +162,7 @@ impl pb::checkout_query_server::CheckoutQuery for Query {
         if made_for != Some((tenant.to_string(), cart.to_string())) {
             return Err(ApiError::new(ErrorCode::NotFound, "no such order").into());
         }
-        Ok(Response::new(provider_order(crate::checkout::summary(
-            order,
-        ))))
+        Ok(Response::new(provider_order(order.summary())))
     }
 }
 

@@ -22,9 +22,7 @@ use futures::future::BoxFuture;
 use proto::cart::v1 as pb;
 use shared::headers::{self, RequestContext};
 use shared::subjects::{CART_EVENTS_STREAM, RUNNER_CHECKOUT_DURABLE};
-use shared::workflow::{
-    CheckoutAction, CheckoutIntent, CheckoutOutcome, CheckoutResult, ProviderOrderSummary,
-};
+use shared::workflow::{CheckoutAction, CheckoutIntent, CheckoutOutcome, CheckoutResult};
 use shared::{ApiError, ErrorCode};
 use tracing::Instrument;
 
@@ -252,7 +250,11 @@ impl Checkout {
     ) -> Disposition {
         let failed = self.failure(envelope, started, code, reason);
         if let Err(e) = self.finish(ctx, &failed).await {
-            tracing::error!(error = %e, "could not fail the checkout after the last retry");
+            // The cart would wait for this attempt for ever (`processing`): kept, and tried
+            // again, until the cart has been told (the server redelivers without limit).
+            tracing::error!(error = %e, "could not fail the checkout after the last retry; trying again");
+            let delivered = msg.info().map_or(1, |i| i.delivered);
+            return Disposition::nak(delivered);
         }
         self.give_up(msg, reason).await
     }
@@ -276,15 +278,16 @@ impl Checkout {
             // ignores the result of an order that was paid and not placed.
             return self.feed_back(ctx, done).await;
         }
-        if last.is_some()
-            && let Some(newer) = self
-                .records
-                .last_checkout::<CheckoutIntent>(&envelope.tenant, cart)
-                .await?
-                .filter(|i| i.source_sequence > sequence && i.attempt_id != started.attempt_id)
+        if let Some(newer) = self
+            .records
+            .last_checkout::<CheckoutIntent>(&envelope.tenant, cart)
+            .await?
+            .filter(|i| i.source_sequence > sequence && i.attempt_id != started.attempt_id)
         {
-            // A replay (a re-created consumer) of an attempt the cart has moved past: calling
-            // the provider for it would overwrite the newer attempt's order.
+            // A replay (a re-created consumer) or a late redelivery of an attempt the cart has
+            // moved past: calling the provider for it would create an order the newer attempt
+            // does not know of, or overwrite the newer attempt's. Checked whether or not any
+            // attempt has a result yet (a newer one may still be waiting for the provider).
             tracing::info!(stale = %started.attempt_id, newer = %newer.attempt_id, "skipping a checkout attempt older than the cart's newest");
             metrics::counter!(m::DUPLICATES_SKIPPED).increment(1);
             return Ok(());
@@ -346,15 +349,24 @@ impl Checkout {
         // Tried again only while the lease is this runner's: the client's retries outlast
         // the lease's time to live, and a standby that took over makes its own calls.
         let holds = || self.lease.holds();
-        let called = match &existing {
-            Some(id) => provider
-                .update_order(id, &order, ctx, &holds)
-                .await
-                .map(|o| (CheckoutOutcome::Updated, o)),
-            None => provider
+        let create = || async {
+            provider
                 .create_order(&order, &ids.provider_idempotency_key(), ctx, &holds)
                 .await
-                .map(|o| (CheckoutOutcome::Created, o)),
+                .map(|o| (CheckoutOutcome::Created, o))
+        };
+        let called = match &existing {
+            Some(id) => match provider.update_order(id, &order, ctx, &holds).await {
+                Ok(o) => Ok((CheckoutOutcome::Updated, o)),
+                // The provider forgot the cart's order (expired unpaid; a paid one is kept):
+                // every update of it would fail from now on, so this attempt gets its own.
+                Err(e) if e.is_not_found() => {
+                    tracing::warn!(order = %id, attempt = %started.attempt_id, "the provider no longer knows the cart's order; creating another");
+                    create().await
+                }
+                Err(e) => Err(e),
+            },
+            None => create().await,
         };
         if let Some(hook) = &self.hooks.after_provider_call {
             hook(started.attempt_id.clone()).await;
@@ -437,7 +449,7 @@ impl Checkout {
             cart_id: envelope.cart_id.to_string(),
             attempt_id: started.attempt_id.clone(),
             outcome,
-            order: Some(summary(order)),
+            order: Some(order.summary()),
             failure_code: None,
             failure_reason: None,
             recorded_at: crate::state::now(),
@@ -461,18 +473,6 @@ impl Checkout {
             failure_reason: Some(reason.to_owned()),
             recorded_at: crate::state::now(),
         }
-    }
-}
-
-pub fn summary(order: Order) -> ProviderOrderSummary {
-    let raw = serde_json::to_value(&order).unwrap_or_default();
-    ProviderOrderSummary {
-        order_id: order.order_id.unwrap_or_default(),
-        status: order.status.unwrap_or_default(),
-        html_snippet: order.html_snippet.unwrap_or_default(),
-        order_amount: order.order_amount,
-        purchase_currency: order.purchase_currency,
-        raw,
     }
 }
 

@@ -31,7 +31,7 @@ use shared::subjects::{RUNNER_PUSH_DURABLE, WORKFLOW_COMMANDS_STREAM, WorkflowSu
 use shared::workflow::{CheckoutOutcome, CheckoutResult, PushReceived, confirm_command_id};
 use tracing::Instrument;
 
-use crate::checkout::{is_transient, summary};
+use crate::checkout::is_transient;
 use crate::config::MismatchAction;
 use crate::lanes::{Disposition, Handler};
 use crate::metrics as m;
@@ -309,7 +309,7 @@ impl Push {
             cart_id: o.cart.id.to_string(),
             attempt_id: o.merchant.attempt_id.clone(),
             outcome,
-            order: Some(summary(o.order.clone())),
+            order: Some(o.order.clone().summary()),
             failure_code: failure
                 .as_ref()
                 .map(|_| cart_domain::PAYMENT_MISMATCH.to_owned()),

@@ -31,16 +31,17 @@ impl MerchantData {
         merchant_data.and_then(|d| serde_json::from_str(d).ok())
     }
 
-    /// The token of this checkout attempt's validation callback: HMAC-SHA256 under `key` (the
-    /// runner's and the gateway's shared validation key) of tenant, cart and attempt, in hex.
-    /// The runner puts it in the callback URL it gives the provider; the gateway approves a
-    /// purchase only for a callback that carries its order's token, so a caller who is not
-    /// the provider cannot hold a shopper's cart.
+    /// The token of this cart's validation callbacks: HMAC-SHA256 under `key` (the runner's
+    /// and the gateway's shared validation key) of tenant and cart, in hex. The runner puts it
+    /// in the callback URL it gives the provider; the gateway approves a purchase only for a
+    /// callback that carries its order's cart's token, so a caller who is not the provider
+    /// cannot hold a shopper's cart. Not the attempt's: an order updated for a later attempt
+    /// keeps working whether or not the provider takes the update's URLs.
     pub fn callback_token(&self, key: &Secret) -> String {
         let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key.expose().as_bytes());
-        // A JSON array: no two (tenant, cart, attempt) triples read as the same text.
-        let signed = serde_json::to_string(&[&self.tenant, &self.cart_id, &self.attempt_id])
-            .expect("strings serialise");
+        // A JSON array: no two (tenant, cart) pairs read as the same text.
+        let signed =
+            serde_json::to_string(&[&self.tenant, &self.cart_id]).expect("strings serialise");
         ring::hmac::sign(&key, signed.as_bytes())
             .as_ref()
             .iter()
@@ -75,7 +76,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_callback_token_names_one_attempt_under_one_key() {
+    fn a_callback_token_names_one_cart_under_one_key() {
         let m = |tenant: &str, cart: &str, attempt: &str| MerchantData {
             tenant: tenant.into(),
             cart_id: cart.into(),
@@ -85,19 +86,21 @@ mod tests {
         let token = m("t", "c", "a1").callback_token(&key);
         assert_eq!(token.len(), 64, "HMAC-SHA256 in hex: {token}");
         assert!(m("t", "c", "a1").callback_token_matches(&key, &token));
-        for other in [m("u", "c", "a1"), m("t", "d", "a1"), m("t", "c", "a2")] {
+        for other in [m("u", "c", "a1"), m("t", "d", "a1")] {
             assert!(!other.callback_token_matches(&key, &token), "{other:?}");
         }
+        // Every attempt of the cart: an order updated for a later one keeps its URL.
+        assert!(m("t", "c", "a2").callback_token_matches(&key, &token));
         // The fields' boundaries are part of what is signed.
-        assert_ne!(token, m("t", "ca", "1").callback_token(&key));
+        assert_ne!(token, m("tc", "", "a1").callback_token(&key));
         assert!(!m("t", "c", "a1").callback_token_matches(&Secret::from("another"), &token));
         assert!(!m("t", "c", "a1").callback_token_matches(&key, &token[..63]));
         assert!(!m("t", "c", "a1").callback_token_matches(&key, ""));
         // Pinned: runners and gateways of different builds (a rolling upgrade) must agree.
-        // HMAC-SHA256 of `["t","c","a1"]`, as Python's `hmac` computes it.
+        // HMAC-SHA256 of `["t","c"]`, as Python's `hmac` computes it.
         assert_eq!(
             token,
-            "b49d0c441b7a4726d604006afdd2b5607a105f63c27c69358aa0c01a36243ec5"
+            "f8ae248cc9328b9e0c4b9b8c81c24476fa2ee418d8c67d14c3772670f7fae6ee"
         );
     }
 

@@ -212,6 +212,45 @@ async fn changing_the_cart_during_checkout_updates_the_same_provider_order() {
     assert_eq!(p.mock.stats().orders, 1);
 }
 
+/// The updated order is paid: the provider asks its validation callback (with the URL the
+/// update carried), approves, and the order is placed with the changed cart's total.
+#[tokio::test]
+async fn an_order_updated_for_a_changed_cart_can_be_paid() {
+    let Some((p, shopper, first)) = checking_out().await else {
+        return;
+    };
+    ok(shopper.get(p.url("/cart/add/BOOK-NOVEL-01"))).await;
+    let second = ok(shopper.get(p.url("/cart/checkout"))).await;
+    assert_eq!(
+        second["order_id"], first.order["order_id"],
+        "updated, not another"
+    );
+    p.pay_and_wait_placed(&shopper, &first.order_id, "the updated order is placed")
+        .await;
+    p.settled().await;
+    assert_eq!(p.orders_placed(&first.cart_id).await, 1);
+}
+
+/// The provider forgot the cart's order (it expired unpaid, or the provider's store was
+/// reset). The next checkout gets an order of its own instead of failing on the forgotten
+/// one for ever, and it can be paid.
+#[tokio::test]
+async fn a_checkout_whose_order_the_provider_forgot_gets_another() {
+    let Some((p, shopper, first)) = checking_out().await else {
+        return;
+    };
+    assert!(p.mock.expire(&first.order_id));
+    ok(shopper.get(p.url("/cart/add/BOOK-NOVEL-01"))).await;
+    let (s, second) = checkout(&p, &shopper).await;
+    assert_eq!(s, 200, "{second}");
+    let second = order_id(&second);
+    assert_ne!(second, first.order_id, "a new order");
+    p.pay_and_wait_placed(&shopper, &second, "the new order is placed")
+        .await;
+    p.settled().await;
+    assert_eq!(p.orders_placed(&first.cart_id).await, 1);
+}
+
 #[tokio::test]
 async fn runner_admin_routes_need_the_admin_token() {
     let Some(p) = platform().await else { return };
@@ -347,8 +386,9 @@ async fn a_forged_validation_callback_is_refused_and_holds_nothing() {
             first.order_id
         ))
     };
-    let forged_attempt = shared::provider_order::MerchantData {
-        attempt_id: "forged".into(),
+    // The token of another cart (an attacker's own, had they the key's output for it).
+    let other_cart = shared::provider_order::MerchantData {
+        cart_id: "another-cart".into(),
         ..merchant.clone()
     }
     .callback_token(&tests::platform::VALIDATION_KEY.into());
@@ -356,7 +396,7 @@ async fn a_forged_validation_callback_is_refused_and_holds_nothing() {
     let tokens = [
         String::new(),
         "&token=".to_owned(),
-        format!("&token={forged_attempt}"),
+        format!("&token={other_cart}"),
         format!("&token={other_key}"),
         format!("&token={}", "f".repeat(5_000)),
     ];

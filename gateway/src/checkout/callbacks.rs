@@ -161,7 +161,7 @@ pub struct ValidationQuery {
     tenant: Option<String>,
     /// The provider order id (also read from the body's `order_id`).
     klarna_order_id: Option<String>,
-    /// The checkout attempt's token, which the runner put in the URL it gave the provider
+    /// The cart's token, which the runner put in the URL it gave the provider
     /// (required with `GATEWAY_VALIDATION_KEY`).
     token: Option<String>,
 }
@@ -187,7 +187,7 @@ pub struct ValidationOrder {
 /// refuse the purchase. An approval is recorded on the cart (`ApprovePayment`), which then
 /// holds still until the paid order comes back (or `PURCHASE_HOLD_SECS`): a change in between
 /// is refused with `409 cart_locked`, so the paid order matches the cart it is placed on.
-/// With `GATEWAY_VALIDATION_KEY` the URL's `token` must be the order's attempt's (`403`
+/// With `GATEWAY_VALIDATION_KEY` the URL's `token` must be the order's cart's (`403`
 /// otherwise, before the cart is asked: the provider then refuses the purchase).
 #[utoipa::path(post, path = "/cart/validation", tag = TAG,
     params(ValidationQuery),
@@ -226,7 +226,7 @@ pub async fn validation(
             .increment(1);
         return Err(ApiError::new(
             ErrorCode::PermissionDenied,
-            "the validation callback's token does not match its order's checkout attempt",
+            "the validation callback's token does not match its order's cart",
         ));
     }
     let order_tenant = TenantId::parse(&merchant.tenant)?;

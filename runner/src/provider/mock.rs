@@ -161,6 +161,11 @@ impl MockProvider {
         self.lock().orders.get(id).cloned()
     }
 
+    /// The provider forgets an order (left unpaid past its lifetime): `404` from now on.
+    pub fn expire(&self, id: &str) -> bool {
+        self.lock().orders.remove(id).is_some()
+    }
+
     /// The shopper completes payment (without a push; see [`MockProvider::complete`]).
     pub fn mark_complete(&self, id: &str) -> Result<(), String> {
         let mut s = self.lock();
@@ -415,12 +420,13 @@ async fn update(
     order.order_lines = changes.order_lines;
     order.purchase_currency = changes.purchase_currency;
     order.purchase_country = changes.purchase_country;
-    if changes.merchant_reference2.is_some() {
-        order.merchant_reference2 = changes.merchant_reference2;
-    }
-    if changes.merchant_data.is_some() {
-        order.merchant_data = changes.merchant_data;
-    }
+    // What an update carries replaces the order's (its URLs and options too).
+    order.merchant_reference2 = changes
+        .merchant_reference2
+        .or(order.merchant_reference2.take());
+    order.merchant_data = changes.merchant_data.or(order.merchant_data.take());
+    order.merchant_urls = changes.merchant_urls.or(order.merchant_urls.take());
+    order.options = changes.options.or(order.options.take());
     Json(order.clone()).into_response()
 }
 

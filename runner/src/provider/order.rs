@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use shared::provider_order::paid_order;
 pub use shared::provider_order::{MerchantData, OrderLine};
+use shared::workflow::ProviderOrderSummary;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MerchantUrls {
@@ -92,6 +93,19 @@ pub fn order_for(
 }
 
 impl Order {
+    /// What the platform records of the order (and the raw order beside it).
+    pub fn summary(self) -> ProviderOrderSummary {
+        let raw = serde_json::to_value(&self).unwrap_or_default();
+        ProviderOrderSummary {
+            order_id: self.order_id.unwrap_or_default(),
+            status: self.status.unwrap_or_default(),
+            html_snippet: self.html_snippet.unwrap_or_default(),
+            order_amount: self.order_amount,
+            purchase_currency: self.purchase_currency,
+            raw,
+        }
+    }
+
     pub fn merchant(&self) -> Option<MerchantData> {
         MerchantData::parse(self.merchant_data.as_deref())
     }
