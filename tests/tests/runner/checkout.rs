@@ -18,7 +18,8 @@ use shared::subjects::{
 };
 use shared::test_support::{cart_messages, subject_messages, wait_until};
 use shared::workflow::{
-    CHECKOUT_KIND, CheckoutOutcome, CheckoutResult, ORDER_KIND, PUSH_KIND, PushReceived,
+    CHECKOUT_KIND, CheckoutAction, CheckoutIntent, CheckoutOutcome, CheckoutResult, ORDER_KIND,
+    PUSH_KIND, PushReceived,
 };
 
 fn tenant() -> TenantId {
@@ -1083,5 +1084,43 @@ async fn a_purchase_approved_long_after_its_order_was_created_is_read_within_the
     let by_creation = reconciler(Approvals::default());
     let asked = by_creation.pass(minutes(19), Some(minutes(18))).await;
     assert_eq!(asked.unwrap(), 0, "counted from its creation it is not due");
+    runner.drain(DRAIN).await;
+}
+
+/// A late delivery of an attempt the cart has moved past, while the newer attempt is under
+/// way (its intent recorded, as a runner does before its provider call, and no result yet):
+/// the older attempt calls no provider. Before, that check ran only once some attempt of the
+/// cart had a result, and the older attempt created an order the newer one never knew of.
+#[tokio::test]
+async fn an_older_attempt_calls_no_provider_once_a_newer_one_is_under_way() {
+    let Some(env) = env().await else { return };
+    let cart = "stale-first";
+    env.checkout(cart, "a1").await;
+    env.exec(cart, add("BOOK-NOVEL-01", 1)).await.unwrap();
+    let a2 = env.exec(cart, start("a2")).await.unwrap();
+    let records = runner::records::Records::new(env.js.clone(), 5, WAIT);
+    let intent = CheckoutIntent {
+        tenant: TENANT.into(),
+        cart_id: cart.into(),
+        attempt_id: "a2".into(),
+        action: CheckoutAction::Create,
+        provider_order_id: None,
+        total_amount: a2.cart.checkout.as_ref().unwrap().amount,
+        currency: "SEK".into(),
+        source_sequence: a2.version,
+    };
+    records.record_checkout(&intent, &ctx()).await.unwrap();
+
+    let runner = env.runner(Default::default()).await;
+    env.wait_cart(cart, "a2's order recorded", order_created("a2"))
+        .await;
+    env.wait_settled(CART_EVENTS_STREAM, RUNNER_CHECKOUT_DURABLE)
+        .await;
+    assert_eq!(
+        env.mock.orders_for("a1"),
+        0,
+        "an order for the attempt the cart moved past"
+    );
+    assert_eq!(env.mock.orders_for("a2"), 1);
     runner.drain(DRAIN).await;
 }
