@@ -1124,3 +1124,43 @@ async fn an_older_attempt_calls_no_provider_once_a_newer_one_is_under_way() {
     assert_eq!(env.mock.orders_for("a2"), 1);
     runner.drain(DRAIN).await;
 }
+
+/// Out of deliveries while the cart's node cannot be reached: the checkout's failure is
+/// recorded, and the cart must still hear it. Before, the runner dead-lettered the event and
+/// the cart waited in `processing` for ever; now the event is kept and tried again until the
+/// cart is told.
+#[tokio::test]
+async fn a_given_up_attempt_is_told_to_its_cart_once_the_node_is_back() {
+    let Some(env) = env().await else { return };
+    // The runner reaches the aggregate through a forwarder that first leads nowhere.
+    let nowhere = {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap()
+    };
+    let to_node = tests::forward::Forward::start().await.unwrap();
+    to_node.to(nowhere);
+    let mut config = env.runner_config();
+    config.aggregate_addrs = to_node.addr.to_string();
+    config.consumer.max_deliver = 2;
+    config.provider.attempts = 1;
+    env.mock.set_faults(Faults {
+        fail_next: u32::MAX,
+        ..Faults::default()
+    });
+    let cart = "told-late";
+    env.checkout(cart, "a1").await;
+    let runner = env.runner_with(config).await;
+    // The failure is recorded (the last delivery gave up), and the node is still away.
+    let results = shared::subjects::workflow_event(&tenant(), CHECKOUT_KIND, cart).unwrap();
+    wait_until(
+        || async { env.messages_of(&results, WORKFLOW_EVENTS_STREAM).await > 0 },
+        WAIT,
+    )
+    .await
+    .expect("the given-up attempt's result is recorded");
+    to_node.to(env.aggregate.grpc_addr);
+    env.wait_cart(cart, "the cart hears its checkout failed", checkout_failed)
+        .await;
+    assert_eq!(env.dead_letters(RUNNER_CHECKOUT_DURABLE).await, 0);
+    runner.drain(DRAIN).await;
+}
