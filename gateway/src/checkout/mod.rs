@@ -193,7 +193,12 @@ async fn wait_for_provider(
     loop {
         let next = match tokio::time::timeout_at(deadline, updates.next()).await {
             Err(_) | Ok(None) => return Ok(None),
-            Ok(Some(Err(status))) => return Err(ApiError::from_status(&status)),
+            // The watch broke (a node restarted, the watcher fell behind): the attempt has
+            // started all the same, so pending (202, ask again), not a 500 or a 429.
+            Ok(Some(Err(status))) => {
+                tracing::debug!(%status, "the cart's watch ended during the checkout wait");
+                return Ok(None);
+            }
             Ok(Some(Ok(snapshot))) => snapshot,
         };
         if let Some(o) = outcome(&decode_state(next)?, attempt) {
