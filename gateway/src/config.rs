@@ -15,6 +15,9 @@ use shared::config::{ServiceConfig, split_list};
 use shared::nats::{NatsConfig, NatsResourceSettings};
 use shared::secret::Secret;
 
+/// Longest `GET /cart/checkout` may wait for the provider's answer before answering 202.
+pub const MAX_CHECKOUT_WAIT_MS: u64 = 25_000;
+
 /// `Debug` shows no secret: the API keys, the admin token and the NATS credentials are
 /// [`Secret`]s.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -337,6 +340,15 @@ impl Config {
         }
         if self.max_commands == 0 {
             return fail("max_commands must be at least 1".into());
+        }
+        if self.checkout_wait_ms > MAX_CHECKOUT_WAIT_MS {
+            // Past a proxy's timeout (30 s is common) the shopper gets the proxy's non-JSON 504
+            // instead of our 202 and its Retry-After.
+            return fail(format!(
+                "checkout_wait_ms ({}) must be at most {MAX_CHECKOUT_WAIT_MS}: a longer wait \
+                 outlasts proxies' timeouts and the pod's stop grace",
+                self.checkout_wait_ms
+            ));
         }
         if self.upstream_attempts == 0 {
             return fail("upstream_attempts must be at least 1".into());

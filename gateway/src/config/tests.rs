@@ -164,3 +164,19 @@ fn validation_keys_are_a_list_any_of_which_is_accepted() {
         "empty: not checked"
     );
 }
+
+/// A checkout wait past proxies' timeouts would turn our 202 into a proxy's non-JSON 504.
+#[test]
+fn the_checkout_wait_is_bounded() {
+    let at_most = Config {
+        checkout_wait_ms: super::MAX_CHECKOUT_WAIT_MS,
+        ..Config::default()
+    };
+    at_most.check().unwrap();
+    let over = Config {
+        checkout_wait_ms: super::MAX_CHECKOUT_WAIT_MS + 1,
+        ..Config::default()
+    };
+    let e = over.check().unwrap_err().to_string();
+    assert!(e.contains("checkout_wait_ms") && e.contains("25000"), "{e}");
+}
