@@ -101,10 +101,8 @@ where
         tokio::time::timeout(Duration::from_millis(call.timeout_ms.into()), run)
             .await
             .map_err(|_| {
-                shared::ApiError::new(
-                    shared::ErrorCode::Timeout,
-                    "the node did not finish the command within its deadline; it may have been \
-                     applied",
+                shared::ApiError::outcome_unknown(
+                    "the node did not finish the command within its deadline",
                 )
                 .to_status()
             })??

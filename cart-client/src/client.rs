@@ -25,25 +25,17 @@ use crate::placement_view::PlacementView;
 use crate::pools::{Pool, Pools};
 
 /// A unary command's failure as the routing client weighs it: a status the transport made on
-/// a call that was sent (no code of the node's; the connection reset, the call cancelled) may
-/// have come after the node decided it, so its outcome is unknown (`timeout`, see
-/// [`CartClient::call_with`]). `unavailable` (could not connect) and the node's own answers
-/// are kept.
+/// a call that was sent (no code of the node's; the connection reset) may have come after the
+/// node decided it, so its outcome is unknown (`timeout`, see [`CartClient::call_with`]).
+/// `unavailable` (could not connect) and the node's own answers are kept; a bare `cancelled`
+/// is already read as unknown ([`ApiError::from_upstream`]).
 fn in_doubt(status: tonic::Status) -> tonic::Status {
     use tonic::Code as C;
-    let by_node = status
-        .metadata()
-        .get(shared::error::GRPC_ERROR_CODE_KEY)
-        .is_some();
     match status.code() {
-        C::Unknown | C::Internal | C::Cancelled if !by_node => ApiError::new(
-            ErrorCode::Timeout,
-            format!(
-                "the node's answer was lost ({}); it may have been applied",
-                status.message()
-            ),
-        )
-        .to_status(),
+        C::Unknown | C::Internal if !shared::error::carries_code(&status) => {
+            ApiError::outcome_unknown(format!("the node's answer was lost ({})", status.message()))
+                .to_status()
+        }
         _ => status,
     }
 }

@@ -135,19 +135,23 @@ impl Mux {
             // Set as the call leaves ([`dispatch`]).
             timeout_ms: 0,
         };
-        let queued = stream.calls.send(Queued { call, deadline });
-        let queued = match deadline {
-            Some(at) => tokio::time::timeout_at(at.into(), queued)
-                .await
-                .map_err(|_| {
-                    // The node reads no faster than it decides; another node may have room.
-                    Status::unavailable(
-                        "the node's queue stayed full until the deadline (not sent)",
-                    )
-                })?,
-            None => queued.await,
+        // Room in the queue (the common case) costs no timer.
+        let queued = match stream.calls.try_send(Queued { call, deadline }) {
+            Err(mpsc::error::TrySendError::Full(q)) => match deadline {
+                Some(at) => tokio::time::timeout_at(at.into(), stream.calls.send(q))
+                    .await
+                    .map_err(|_| {
+                        // The node reads no faster than it decides; another node may have room.
+                        Status::unavailable(
+                            "the node's queue stayed full until the deadline (not sent)",
+                        )
+                    })?
+                    .is_ok(),
+                None => stream.calls.send(q).await.is_ok(),
+            },
+            sent => sent.is_ok(),
         };
-        if queued.is_err() {
+        if !queued {
             return Err(Status::unavailable("the stream to the node closed"));
         }
         // Past the deadline the stream's task answers `deadline_exceeded` ([`expire`]).
@@ -212,7 +216,7 @@ async fn drive(
     // stream with a code of its own, has answered every call it read.
     let (ended, broke) = match opened {
         Err(status) => {
-            let broke = !answered_by_node(&status);
+            let broke = !shared::error::carries_code(&status);
             (status, broke)
         }
         Ok(resp) => {
@@ -227,7 +231,7 @@ async fn drive(
                     }
                     Ok(None) => break (Status::unavailable("the node ended the stream"), false),
                     Err(status) => {
-                        let broke = !answered_by_node(&status);
+                        let broke = !shared::error::carries_code(&status);
                         break (status, broke);
                     }
                 }
@@ -247,15 +251,6 @@ async fn drive(
     }
 }
 
-/// Whether `status` is the node's own answer (it carries one of our error codes), not the
-/// transport's.
-fn answered_by_node(status: &Status) -> bool {
-    status
-        .metadata()
-        .get(shared::error::GRPC_ERROR_CODE_KEY)
-        .is_some()
-}
-
 /// What a call still waiting when its stream ended (`ended`) is answered. Unless it was sent
 /// on a stream that broke under the node (`in_doubt`), the node never decided it: `ended`
 /// (resent elsewhere as it is, or the node's refusal). One that was may have been decided by
@@ -265,14 +260,10 @@ fn unanswered(in_doubt: bool, ended: &Status) -> Status {
     if !in_doubt {
         return ended.clone();
     }
-    shared::ApiError::new(
-        shared::ErrorCode::Timeout,
-        format!(
-            "the stream to the node ended before the call was answered ({}); it may have been \
-             applied",
-            ended.message()
-        ),
-    )
+    shared::ApiError::outcome_unknown(format!(
+        "the stream to the node ended before the call was answered ({})",
+        ended.message()
+    ))
     .to_status()
 }
 
@@ -295,16 +286,19 @@ fn dispatch(queued: Queued, waiting: &Mutex<Waiting>, now: Instant) -> Option<pb
             }
             None => {
                 let p = w.answers.remove(&call.call_id).expect("found above");
-                // Never sent, so never decided: another node may take it in time.
-                let _ = p.answer.send(Err(Status::unavailable(
-                    "the call's deadline passed before the node could take it (not sent)",
-                )));
+                let _ = p.answer.send(Err(not_sent()));
                 return None;
             }
         }
     }
     pending.sent = true;
     Some(call)
+}
+
+/// A call whose deadline passed while it queued here: never sent, so never decided, and
+/// another node may still take it in time.
+fn not_sent() -> Status {
+    Status::unavailable("the call's deadline passed before the node could take it (not sent)")
 }
 
 /// `step`, while failing every call whose caller's deadline passes meanwhile.
@@ -334,9 +328,7 @@ fn expire(waiting: &Mutex<Waiting>, now: Instant) {
         let status = if p.sent {
             Status::deadline_exceeded("the node did not answer in time")
         } else {
-            Status::unavailable(
-                "the call's deadline passed before the node could take it (not sent)",
-            )
+            not_sent()
         };
         let _ = p.answer.send(Err(status));
     }

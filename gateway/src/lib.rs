@@ -89,7 +89,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
              gateway is reachable by anyone but you"
         );
     }
-    if config.validation_key.is_empty() {
+    if config.validation_keys().is_empty() {
         tracing::warn!(
             "no GATEWAY_VALIDATION_KEY: the provider's validation callback is not authenticated, \
              and anyone who knows a provider order can hold its cart for the purchase hold; set \

@@ -79,7 +79,8 @@ impl AppState {
                     cfg.api_keys()?,
                     cfg.admin_token.expose(),
                 )
-                .with_backoffice_keys(cfg.backoffice_keys()?),
+                .with_backoffice_keys(cfg.backoffice_keys()?)
+                .with_validation_keys(cfg.validation_keys()),
             ),
             cors_origins: cfg.cors_origins()?,
             limits: Arc::new(RateLimits::new(&cfg)),

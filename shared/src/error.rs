@@ -66,6 +66,12 @@ pub const fn grpc_code(code: ErrorCode) -> tonic::Code {
     transport(code).1
 }
 
+/// Whether `status` carries one of our codes (`x-error-code`): a service's own answer, not
+/// one the transport made.
+pub fn carries_code(status: &tonic::Status) -> bool {
+    status.metadata().get(GRPC_ERROR_CODE_KEY).is_some()
+}
+
 /// The code a bare gRPC status maps to when it carries no `x-error-code` metadata.
 pub fn from_grpc_code(code: tonic::Code) -> ErrorCode {
     use tonic::Code as C;
@@ -281,7 +287,7 @@ impl ApiError {
                 "the {peer} refused this service (a deployment error, logged)"
             ));
         }
-        if status.metadata().get(GRPC_ERROR_CODE_KEY).is_some() {
+        if carries_code(status) {
             return Self::from_status(status);
         }
         match status.code() {
@@ -290,18 +296,24 @@ impl ApiError {
             }
             // The peer gave up on a call it had (tonic's own deadline: "Timeout expired"):
             // what it did with it is unknown, not "unreachable".
-            tonic::Code::Cancelled => Self::new(
-                ErrorCode::Timeout,
-                format!(
-                    "the {peer} gave up on the call ({}); it may have been applied",
-                    status.message()
-                ),
-            ),
+            tonic::Code::Cancelled => Self::outcome_unknown(format!(
+                "the {peer} gave up on the call ({})",
+                status.message()
+            )),
             tonic::Code::Unknown | tonic::Code::Unavailable | tonic::Code::Internal => {
                 Self::unavailable(format!("the {peer} is unreachable: {}", status.message()))
             }
             _ => Self::from_status(status),
         }
+    }
+
+    /// A command whose outcome is unknown (`what` happened after it was sent): `timeout`,
+    /// never `unavailable`, which a client resends as a new command.
+    pub fn outcome_unknown(what: impl fmt::Display) -> Self {
+        Self::new(
+            ErrorCode::Timeout,
+            format!("{what}; it may have been applied"),
+        )
     }
 
     /// The JSON body, `{"error": ..., "code": ...}`.

@@ -42,11 +42,7 @@ impl MerchantData {
         // A JSON array: no two (tenant, cart) pairs read as the same text.
         let signed =
             serde_json::to_string(&[&self.tenant, &self.cart_id]).expect("strings serialise");
-        ring::hmac::sign(&key, signed.as_bytes())
-            .as_ref()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        hex::encode(ring::hmac::sign(&key, signed.as_bytes()))
     }
 
     /// Whether `token` is [`Self::callback_token`], compared in constant time.

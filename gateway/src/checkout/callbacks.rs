@@ -215,13 +215,7 @@ pub async fn validation(
         .ok_or_else(|| ApiError::invalid("merchant_data does not name a cart of this platform"))?;
     // Before the cart is asked: a caller without the URL the provider was given (a forged
     // callback) would otherwise hold a shopper's cart.
-    let keys = s.cfg.validation_keys();
-    if !keys.is_empty()
-        && !q.token.as_deref().is_some_and(|t| {
-            keys.iter()
-                .any(|key| merchant.callback_token_matches(key, t))
-        })
-    {
+    if !s.auth.callback_allowed(&merchant, q.token.as_deref()) {
         metrics::counter!(m::CHECKOUT_VALIDATIONS, "result" => "unauthenticated", "reason" => "token")
             .increment(1);
         return Err(ApiError::new(

@@ -135,6 +135,7 @@ fn a_malformed_service_address_is_a_start_up_error_naming_the_variable() {
 /// A rotation: the new validation key beside the old, either signs a valid token.
 #[test]
 fn validation_keys_are_a_list_any_of_which_is_accepted() {
+    use crate::request::context::Auth;
     let merchant = shared::provider_order::MerchantData {
         tenant: "t".into(),
         cart_id: "c".into(),
@@ -144,24 +145,19 @@ fn validation_keys_are_a_list_any_of_which_is_accepted() {
         validation_key: "new-key, old-key".into(),
         ..Config::default()
     };
-    let keys = c.validation_keys();
+    let auth = Auth::new(None, HashMap::new(), "").with_validation_keys(c.validation_keys());
     for signer in ["new-key", "old-key"] {
         let token = merchant.callback_token(&signer.into());
-        assert!(
-            keys.iter()
-                .any(|k| merchant.callback_token_matches(k, &token)),
-            "{signer}"
-        );
+        assert!(auth.callback_allowed(&merchant, Some(&token)), "{signer}");
     }
     let stranger = merchant.callback_token(&"another".into());
+    assert!(!auth.callback_allowed(&merchant, Some(&stranger)));
+    assert!(!auth.callback_allowed(&merchant, None));
+    let open = Auth::new(None, HashMap::new(), "")
+        .with_validation_keys(Config::default().validation_keys());
     assert!(
-        !keys
-            .iter()
-            .any(|k| merchant.callback_token_matches(k, &stranger))
-    );
-    assert!(
-        Config::default().validation_keys().is_empty(),
-        "empty: not checked"
+        open.callback_allowed(&merchant, None),
+        "no keys: not checked"
     );
 }
 

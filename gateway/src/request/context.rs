@@ -17,6 +17,7 @@ use axum::response::Response;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue};
 use shared::headers::{CORRELATION_ID, REQUEST_ID, RequestContext, TENANT_ID};
+use shared::provider_order::MerchantData;
 use shared::secret::Secret;
 use shared::{ApiError, CorrelationId, ErrorCode, TenantId};
 
@@ -40,6 +41,8 @@ pub struct Auth {
     known_tenants: HashSet<TenantId>,
     /// Compared in constant time, so response timing does not reveal a prefix.
     admin_token: Secret,
+    /// The keys a provider callback's token may be signed with (none: not checked).
+    validation_keys: Vec<Secret>,
 }
 
 /// The SHA-256 digest of an API key.
@@ -55,7 +58,7 @@ impl KeyDigest {
     /// A name for the key in logs and rate-limit buckets (not the key): the first 8 bytes of
     /// its digest, in hex.
     pub fn label(&self) -> String {
-        self.0[..8].iter().map(|b| format!("{b:02x}")).collect()
+        hex::encode(&self.0[..8])
     }
 }
 
@@ -80,6 +83,7 @@ impl Auth {
             api_keys: HashMap::new(),
             known_tenants,
             admin_token,
+            validation_keys: Vec::new(),
         }
         .with_keys(api_keys, false)
     }
@@ -88,6 +92,23 @@ impl Auth {
     /// they take the routes behind [`BackOffice`].
     pub fn with_backoffice_keys(self, keys: HashMap<String, TenantId>) -> Self {
         self.with_keys(keys, true)
+    }
+
+    /// With the keys the runner signs provider callbacks' URLs with (`GATEWAY_VALIDATION_KEY`).
+    pub fn with_validation_keys(mut self, keys: Vec<Secret>) -> Self {
+        self.validation_keys = keys;
+        self
+    }
+
+    /// Whether a provider callback for `merchant`'s cart may be acted on: it carries that
+    /// cart's `token` under one of the validation keys, or the gateway has none.
+    pub fn callback_allowed(&self, merchant: &MerchantData, token: Option<&str>) -> bool {
+        self.validation_keys.is_empty()
+            || token.is_some_and(|t| {
+                self.validation_keys
+                    .iter()
+                    .any(|key| merchant.callback_token_matches(key, t))
+            })
     }
 
     fn with_keys(mut self, keys: HashMap<String, TenantId>, backoffice: bool) -> Self {

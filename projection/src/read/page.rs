@@ -43,7 +43,7 @@ pub fn size(requested: u32) -> u32 {
 
 pub fn encode(listing: Listing, cursor: &Cursor) -> String {
     let raw = format!("{}:{}:{}", listing.tag(), cursor.at_ns, cursor.cart_id);
-    raw.bytes().map(|b| format!("{b:02x}")).collect()
+    hex::encode(raw)
 }
 
 /// Empty token: first page.
@@ -57,19 +57,11 @@ pub fn decode(listing: Listing, token: &str) -> Result<Option<Cursor>, Projectio
                 .into(),
         )
     };
-    // Hex digits only: two bytes are sliced at a time, which a character of several bytes
-    // would split.
-    if !token.len().is_multiple_of(2)
-        || token.len() > 512
-        || !token.bytes().all(|b| b.is_ascii_hexdigit())
-    {
+    if token.len() > 512 {
         return Err(invalid());
     }
-    let bytes = (0..token.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&token[i..i + 2], 16))
-        .collect::<Result<Vec<u8>, _>>()
-        .map_err(|_| invalid())?;
+    // Hex digits only (anything else, an odd length included, is refused).
+    let bytes = hex::decode(token).map_err(|_| invalid())?;
     let raw = String::from_utf8(bytes).map_err(|_| invalid())?;
     let mut parts = raw.splitn(3, ':');
     let (Some(tag), Some(ns), Some(cart_id)) = (parts.next(), parts.next(), parts.next()) else {
