@@ -212,6 +212,70 @@ async fn changing_the_cart_during_checkout_updates_the_same_provider_order() {
     assert_eq!(p.mock.stats().orders, 1);
 }
 
+/// Four tabs of one shopper check out the same cart at once: they start one attempt, not four
+/// (each tab's random attempt id once started its own, each superseding the one before, and
+/// the superseded tabs waited out the checkout wait for a 202 that never resolved). All four
+/// get the one provider order, created once and never updated.
+#[tokio::test]
+async fn tabs_checking_out_at_once_share_one_attempt_and_one_order() {
+    let Some(p) = platform().await else { return };
+    let shopper = p.shopper();
+    let cart_id = id(&fill_cart(&p, &shopper).await);
+    // The provider answers slowly, so every tab reads the cart before the first answer.
+    p.mock.set_faults(Faults {
+        delay_ms: 300,
+        ..Default::default()
+    });
+    let calls_before = p.mock.stats().api_requests;
+    let tabs: Vec<(u16, Value)> =
+        futures::future::join_all((0..4).map(|_| checkout(&p, &shopper))).await;
+    for (status, body) in &tabs {
+        assert_eq!(*status, 200, "every tab gets the order: {tabs:?}");
+        assert_eq!(body["order_id"], tabs[0].1["order_id"], "{tabs:?}");
+    }
+    assert_eq!(p.events_of_type(&cart_id, "CheckoutStarted").await, 1);
+    assert_eq!(p.mock.orders_for(&cart_id), 1);
+    assert_eq!(
+        p.mock.stats().api_requests - calls_before,
+        1,
+        "one create, no update"
+    );
+}
+
+/// A tab waits on its attempt while the shopper changes the cart in another tab and checks out
+/// there: the waiting tab follows the newer attempt and gets the cart's order as it is now
+/// (it waited out the checkout wait for a 202 of an attempt that could no longer finish).
+#[tokio::test]
+async fn a_tab_waiting_on_a_superseded_attempt_gets_the_newer_order() {
+    let Some(p) = platform().await else { return };
+    let shopper = p.shopper();
+    let cart_id = id(&fill_cart(&p, &shopper).await);
+    p.mock.set_faults(Faults {
+        delay_ms: 300,
+        ..Default::default()
+    });
+    let other_tab = async {
+        wait_until(
+            || async { p.events_of_type(&cart_id, "CheckoutStarted").await == 1 },
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+        let changed = ok(shopper.get(p.url("/cart/add/BOOK-NOVEL-01"))).await;
+        (changed, checkout(&p, &shopper).await)
+    };
+    let (first_tab, (changed, second_tab)) = tokio::join!(checkout(&p, &shopper), other_tab);
+    assert_eq!(second_tab.0, 200, "{second_tab:?}");
+    assert_eq!(first_tab.0, 200, "the first tab follows: {first_tab:?}");
+    assert_eq!(first_tab.1["order_id"], second_tab.1["order_id"]);
+    assert_eq!(
+        first_tab.1["order_amount"], changed["result"]["totalPrice"]["incVat"],
+        "the order of the changed cart"
+    );
+    assert_eq!(p.events_of_type(&cart_id, "CheckoutStarted").await, 2);
+    assert_eq!(p.mock.orders_for(&cart_id), 1);
+}
+
 /// The updated order is paid: the provider asks its validation callback (with the URL the
 /// update carried), approves, and the order is placed with the changed cart's total.
 #[tokio::test]

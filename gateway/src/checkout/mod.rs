@@ -16,7 +16,8 @@ mod callbacks;
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use cart_domain::ids::KeyField;
+use cart_domain::cart::Checkout;
+use cart_domain::ids::{CommandId, KeyField};
 use cart_domain::{CartState, CheckoutStatus, Command};
 use futures::StreamExt;
 use http::StatusCode;
@@ -88,46 +89,8 @@ pub async fn checkout(
     known_cart(&s, &cart, || {
         ApiError::new(ErrorCode::InvalidState, "cannot check out an empty cart")
     })?;
-    let state = s.upstream.state(&ctx, &cart.id).await?;
-    if let Some(order) = &state.cart.order {
-        return Err(ApiError::new(
-            ErrorCode::CartLocked,
-            format!(
-                "the order is already placed (reference {}); see /cart/confirmation/{}",
-                order.order_reference, order.provider_order_id
-            ),
-        ));
-    }
-    let attempt = match &state.cart.checkout {
-        // Waiting for payment, being created, or being paid: continue with it, do not start
-        // another.
-        Some(c)
-            if matches!(
-                c.status,
-                CheckoutStatus::OrderCreated
-                    | CheckoutStatus::Started
-                    | CheckoutStatus::PaymentApproved { .. }
-            ) =>
-        {
-            c.attempt_id.clone()
-        }
-        _ => {
-            let attempt = uuid::Uuid::now_v7().to_string();
-            let command = Command::StartCheckout {
-                attempt_id: attempt.clone(),
-                country: None,
-            };
-            let ids = AttemptIds {
-                tenant: ctx.tenant.as_str(),
-                cart_id: cart.id.as_str(),
-                attempt_id: &attempt,
-            };
-            let exec = Exec::new(ids.start_command_id());
-            s.execute(&ctx, &cart.id, exec, command).await?;
-            attempt
-        }
-    };
-    let reply = match wait_for_provider(&s, &ctx, &cart, &attempt).await? {
+    let mut attempt = start_or_join(&s, &ctx, &cart).await?;
+    let reply = match wait_for_provider(&s, &ctx, &cart, &mut attempt).await? {
         Some(Outcome::Created) => {
             let record = checkout_record(&s.services, &ctx, &cart, &attempt).await?;
             provider_order(record.order)?
@@ -159,6 +122,93 @@ pub async fn checkout(
     Ok(s.cookies.attach(&cart, reply))
 }
 
+/// The checkout attempt the shopper waits on: the cart's own if one is in progress, else one
+/// started for the cart as it was read. The attempt's id comes from that state, and the start
+/// expects its version: two tabs (or a retry) that read the same cart send the same command,
+/// which the aggregate applies once, and both wait on the one attempt (two random ids started
+/// two attempts, the first superseded and its tab waiting out `checkout_wait` for nothing). A
+/// cart that changed between the read and the start is read again.
+async fn start_or_join(
+    s: &AppState,
+    ctx: &RequestContext,
+    cart: &StoreCart,
+) -> Result<String, ApiError> {
+    const READS: usize = 3;
+    for _ in 0..READS {
+        let state = s.upstream.state(ctx, &cart.id).await?;
+        if let Some(order) = &state.cart.order {
+            return Err(ApiError::new(
+                ErrorCode::CartLocked,
+                format!(
+                    "the order is already placed (reference {}); see /cart/confirmation/{}",
+                    order.order_reference, order.provider_order_id
+                ),
+            ));
+        }
+        if let Some(c) = in_progress(&state) {
+            return Ok(c.attempt_id.clone());
+        }
+        let attempt = attempt_for(ctx.tenant.as_str(), cart.id.as_str(), &state);
+        let command = Command::StartCheckout {
+            attempt_id: attempt.clone(),
+            country: None,
+        };
+        let ids = AttemptIds {
+            tenant: ctx.tenant.as_str(),
+            cart_id: cart.id.as_str(),
+            attempt_id: &attempt,
+        };
+        let exec = Exec {
+            expected_version: Some(state.version),
+            ..Exec::new(ids.start_command_id())
+        };
+        match s.execute(ctx, &cart.id, exec, command).await {
+            Ok(_) => return Ok(attempt),
+            // Changed since the read (a line added in another tab, the runner's answer to an
+            // earlier attempt): read it again.
+            Err(e) if e.code == ErrorCode::PreconditionFailed => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(ApiError::new(
+        ErrorCode::VersionConflict,
+        format!("the cart changed {READS} times while its checkout started; try again"),
+    ))
+}
+
+/// The cart's checkout that a new request continues instead of starting another: waiting for
+/// payment, being created, or being paid.
+fn in_progress(state: &CartState) -> Option<&Checkout> {
+    state.cart.checkout.as_deref().filter(|c| {
+        matches!(
+            c.status,
+            CheckoutStatus::OrderCreated
+                | CheckoutStatus::Started
+                | CheckoutStatus::PaymentApproved { .. }
+        )
+    })
+}
+
+/// The id of the attempt a storefront checkout starts on `state`: derived from the cart's
+/// version and its last command, so every request that read the same state names the same
+/// attempt, and no two states of a cart (a stream re-created from sequence 1 included) name
+/// the same one.
+fn attempt_for(tenant: &str, cart: &str, state: &CartState) -> String {
+    let last = state
+        .recent
+        .back()
+        .map(|r| r.command_id.to_string())
+        .unwrap_or_default();
+    CommandId::derived(&[
+        "storefront-checkout",
+        tenant,
+        cart,
+        &state.version.to_string(),
+        &last,
+    ])
+    .to_string()
+}
+
 enum Outcome {
     Created,
     Failed { code: String, reason: String },
@@ -181,12 +231,14 @@ fn outcome(state: &CartState, attempt: &str) -> Option<Outcome> {
 }
 
 /// Watch the cart until the runner fed back the provider's answer for `attempt`, or the wait
-/// runs out (`None`).
+/// runs out (`None`). An attempt that a newer one superseded (the cart changed and was checked
+/// out again elsewhere) is followed to the newer one: its order is the one of the cart as it
+/// is now.
 async fn wait_for_provider(
     s: &AppState,
     ctx: &RequestContext,
     cart: &StoreCart,
-    attempt: &str,
+    attempt: &mut String,
 ) -> Result<Option<Outcome>, ApiError> {
     let mut updates = s.upstream.watch(ctx, &cart.id).await?;
     let deadline = tokio::time::Instant::now() + s.cfg.checkout_wait();
@@ -201,7 +253,14 @@ async fn wait_for_provider(
             }
             Ok(Some(Ok(snapshot))) => snapshot,
         };
-        if let Some(o) = outcome(&decode_state(next)?, attempt) {
+        let state = decode_state(next)?;
+        if let Some(c) = state.cart.checkout.as_deref()
+            && c.attempt_id != *attempt
+            && c.earlier_attempts.contains(attempt)
+        {
+            *attempt = c.attempt_id.clone();
+        }
+        if let Some(o) = outcome(&state, attempt) {
             return Ok(Some(o));
         }
     }
@@ -290,4 +349,40 @@ pub async fn confirmation(
         })
         .await?;
     provider_order(Some(order))
+}
+
+#[cfg(test)]
+mod tests {
+    use cart_domain::ids::CartId;
+    use cart_domain::state::RecentCommand;
+
+    use super::*;
+
+    fn state(version: u64, last: Option<&str>) -> CartState {
+        let mut s = CartState::new(CartId::parse("c-1").unwrap());
+        s.version = version;
+        if let Some(last) = last {
+            s.recent.push_back(RecentCommand {
+                command_id: CommandId::derived(&[last]),
+                version,
+                revision: 1,
+            });
+        }
+        s
+    }
+
+    #[test]
+    fn an_attempt_is_named_by_the_cart_state_it_starts_on() {
+        let a = attempt_for("t", "c-1", &state(7, Some("x")));
+        assert_eq!(a, attempt_for("t", "c-1", &state(7, Some("x"))));
+        for other in [
+            attempt_for("t", "c-1", &state(8, Some("x"))),
+            attempt_for("t", "c-1", &state(7, Some("y"))),
+            attempt_for("t", "c-1", &state(7, None)),
+            attempt_for("t", "c-2", &state(7, Some("x"))),
+            attempt_for("u", "c-1", &state(7, Some("x"))),
+        ] {
+            assert_ne!(a, other);
+        }
+    }
 }
