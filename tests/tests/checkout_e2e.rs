@@ -276,6 +276,57 @@ async fn a_tab_waiting_on_a_superseded_attempt_gets_the_newer_order() {
     assert_eq!(p.mock.orders_for(&cart_id), 1);
 }
 
+/// The runner keeps only a cart's last checkout result, and it need not name the cart's order:
+/// an attempt given up after its purchase was approved (the cart, holding still, refused the
+/// failure), or another attempt's result. `GET /cart/checkout` on the cart being paid answers
+/// the cart's order all the same (it answered 500 and 404: a blank checkout page).
+#[tokio::test]
+async fn checking_out_a_cart_being_paid_answers_its_order_whatever_the_runner_recorded_last() {
+    let Some((p, shopper, first)) = checking_out().await else {
+        return;
+    };
+    p.mock.validate(&first.order_id).await.expect("approved");
+    let attempt = p
+        .mock
+        .order(&first.order_id)
+        .unwrap()
+        .merchant()
+        .unwrap()
+        .attempt_id;
+    let tenant = shared::TenantId::default_tenant();
+    let subject =
+        shared::subjects::workflow_event(&tenant, shared::workflow::CHECKOUT_KIND, &first.cart_id)
+            .unwrap();
+    for (attempt_id, what) in [
+        (attempt.as_str(), "the attempt given up after the approval"),
+        ("an-older-attempt", "another attempt's result"),
+    ] {
+        let given_up = shared::workflow::CheckoutResult {
+            tenant: tenant.to_string(),
+            cart_id: first.cart_id.clone(),
+            attempt_id: attempt_id.to_owned(),
+            outcome: shared::workflow::CheckoutOutcome::Failed,
+            order: None,
+            failure_code: Some("provider_unavailable".into()),
+            failure_reason: Some("no answer".into()),
+            recorded_at: "2026-12-06T12:00:00Z".into(),
+        };
+        p.stack
+            .js
+            .publish(
+                subject.clone(),
+                serde_json::to_vec(&given_up).unwrap().into(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        let (s, order) = checkout(&p, &shopper).await;
+        assert_eq!(s, 200, "{what}: {order}");
+        assert_eq!(order_id(&order), first.order_id, "{what}");
+    }
+}
+
 /// The updated order is paid: the provider asks its validation callback (with the URL the
 /// update carried), approves, and the order is placed with the changed cart's total.
 #[tokio::test]

@@ -91,9 +91,11 @@ pub async fn checkout(
     })?;
     let mut attempt = start_or_join(&s, &ctx, &cart).await?;
     let reply = match wait_for_provider(&s, &ctx, &cart, &mut attempt).await? {
-        Some(Outcome::Created) => {
-            let record = checkout_record(&s.services, &ctx, &cart, &attempt).await?;
-            provider_order(record.order)?
+        Some(Outcome::Created { order_id }) => {
+            match attempt_order(&s, &ctx, &cart, &attempt, order_id).await? {
+                Some(order) => provider_order(order),
+                None => pending(attempt),
+            }
         }
         Some(Outcome::Failed { code, reason }) => {
             return Err(ApiError::new(
@@ -103,23 +105,53 @@ pub async fn checkout(
                 ),
             ));
         }
-        None => {
-            let secs = 1;
-            let mut resp = (
-                StatusCode::ACCEPTED,
-                Json(Pending {
-                    status: "pending",
-                    attempt_id: attempt,
-                    retry_after: secs,
-                }),
-            )
-                .into_response();
-            resp.headers_mut()
-                .insert(http::header::RETRY_AFTER, secs.into());
-            resp
-        }
+        None => pending(attempt),
     };
     Ok(s.cookies.attach(&cart, reply))
+}
+
+/// `202` with `Retry-After`: the attempt is under way, asking again resumes the wait.
+fn pending(attempt: String) -> Response {
+    let secs = 1;
+    let mut resp = (
+        StatusCode::ACCEPTED,
+        Json(Pending {
+            status: "pending",
+            attempt_id: attempt,
+            retry_after: secs,
+        }),
+    )
+        .into_response();
+    resp.headers_mut()
+        .insert(http::header::RETRY_AFTER, secs.into());
+    resp
+}
+
+/// The provider order of an attempt the cart says has one: the runner's record of the attempt,
+/// or else the order the cart names (`order_id`), read through the runner. The runner keeps
+/// only a cart's last result, which need not be this attempt's: an approval can reach the cart
+/// before the runner recorded the update it approved, and a result given up after the
+/// approval names no order (the cart, holding still, refused it). `None` when neither has an
+/// order yet (pending).
+async fn attempt_order(
+    s: &AppState,
+    ctx: &RequestContext,
+    cart: &StoreCart,
+    attempt: &str,
+    order_id: Option<String>,
+) -> Result<Option<rpb::ProviderOrder>, ApiError> {
+    match checkout_record(&s.services, ctx, cart, attempt).await {
+        Ok(rpb::CheckoutRecord {
+            order: Some(order), ..
+        }) => return Ok(Some(order)),
+        Ok(_) => {}
+        Err(e) if e.code == ErrorCode::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    match order_id {
+        Some(id) => cart_order(s, ctx, cart, id).await.map(Some),
+        None => Ok(None),
+    }
 }
 
 /// The checkout attempt the shopper waits on: the cart's own if one is in progress, else one
@@ -210,8 +242,14 @@ fn attempt_for(tenant: &str, cart: &str, state: &CartState) -> String {
 }
 
 enum Outcome {
-    Created,
-    Failed { code: String, reason: String },
+    /// The provider order exists; `order_id` is the cart's, once the cart knows it.
+    Created {
+        order_id: Option<String>,
+    },
+    Failed {
+        code: String,
+        reason: String,
+    },
 }
 
 fn outcome(state: &CartState, attempt: &str) -> Option<Outcome> {
@@ -219,7 +257,9 @@ fn outcome(state: &CartState, attempt: &str) -> Option<Outcome> {
         Some(c) if c.attempt_id == attempt => match &c.status {
             CheckoutStatus::OrderCreated
             | CheckoutStatus::PaymentApproved { .. }
-            | CheckoutStatus::Completed => Some(Outcome::Created),
+            | CheckoutStatus::Completed => Some(Outcome::Created {
+                order_id: state.cart.provider_order_id.clone(),
+            }),
             CheckoutStatus::Failed { code, reason } => Some(Outcome::Failed {
                 code: code.clone(),
                 reason: reason.clone(),
@@ -288,8 +328,7 @@ async fn checkout_record(
 
 /// The provider's order JSON (as the storefront client expects it), falling back to the
 /// fields the runner recorded.
-fn provider_order(order: Option<rpb::ProviderOrder>) -> Result<Response, ApiError> {
-    let order = order.ok_or_else(|| ApiError::internal("the runner recorded no provider order"))?;
+fn provider_order(order: rpb::ProviderOrder) -> Response {
     let body = serde_json::from_str::<serde_json::Value>(&order.raw_json)
         .ok()
         .filter(serde_json::Value::is_object)
@@ -302,7 +341,7 @@ fn provider_order(order: Option<rpb::ProviderOrder>) -> Result<Response, ApiErro
                 "purchase_currency": order.purchase_currency,
             })
         });
-    Ok(Json(body).into_response())
+    Json(body).into_response()
 }
 
 #[derive(Deserialize)]
@@ -331,15 +370,27 @@ pub async fn confirmation(
     known_cart(&s, &cart, || {
         ApiError::new(ErrorCode::NotFound, "no such order for this cart")
     })?;
+    Ok(provider_order(
+        cart_order(&s, &ctx, &cart, p.order_id).await?,
+    ))
+}
+
+/// The provider's order `order_id` as it is now, through the runner, which answers it only
+/// for an order of this cart.
+async fn cart_order(
+    s: &AppState,
+    ctx: &RequestContext,
+    cart: &StoreCart,
+    order_id: String,
+) -> Result<rpb::ProviderOrder, ApiError> {
     let body = rpb::GetConfirmationRequest {
         tenant: ctx.tenant.to_string(),
-        order_id: p.order_id,
+        order_id,
         cart_id: cart.id.to_string(),
     };
-    let order = s
-        .services
+    s.services
         .runner
-        .read("runner.get_confirmation", &ctx, |ch, md| {
+        .read("runner.get_confirmation", ctx, |ch, md| {
             let body = body.clone();
             async move {
                 Services::checkout(ch)
@@ -347,8 +398,7 @@ pub async fn confirmation(
                     .await
             }
         })
-        .await?;
-    provider_order(Some(order))
+        .await
 }
 
 #[cfg(test)]
