@@ -162,7 +162,17 @@ impl pb::checkout_query_server::CheckoutQuery for Query {
         if made_for != Some((tenant.to_string(), cart.to_string())) {
             return Err(ApiError::new(ErrorCode::NotFound, "no such order").into());
         }
-        Ok(Response::new(provider_order(order.summary())))
+        let outcome = self
+            .records
+            .last_order_outcome(&tenant, &r.order_id)
+            .await
+            .map_err(|e| ApiError::unavailable(format!("reading the order's outcome: {e}")))?
+            .map(|res| res.outcome.as_str().to_owned())
+            .unwrap_or_default();
+        Ok(Response::new(pb::ProviderOrder {
+            outcome,
+            ..provider_order(order.summary())
+        }))
     }
 }
 
@@ -175,5 +185,6 @@ fn provider_order(o: ProviderOrderSummary) -> pb::ProviderOrder {
         order_amount: o.order_amount,
         purchase_currency: o.purchase_currency,
         raw_json: o.raw.to_string(),
+        outcome: String::new(),
     }
 }

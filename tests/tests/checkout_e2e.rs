@@ -105,6 +105,14 @@ async fn a_storefront_checks_out_pays_and_the_order_is_placed_once() {
     let now = p.cart(&shopper).await;
     assert_eq!(now["paymentInProgress"], true);
 
+    // Not paid yet: no confirmation page (the order's snippet is its payment form).
+    let (s, err) = call(shopper.get(p.url(&format!("/cart/confirmation/{order_id}")))).await;
+    assert_eq!(
+        (s, err["code"].as_str()),
+        (409, Some("invalid_state")),
+        "{err}"
+    );
+
     // The shopper pays: the provider pushes to the gateway, the runner acknowledges the order
     // and confirms it on the cart.
     p.pay_and_wait_placed(&shopper, &order_id, "the order is placed")
@@ -597,6 +605,13 @@ async fn paying_the_old_amount_after_the_cart_changed_never_places_an_order() {
     );
     assert_eq!(p.orders_placed(&cart_id).await, 0);
     assert_eq!(p.events_of_type(&cart_id, "OrderMismatched").await, 1);
+    // Its confirmation page is no "thank you": paid, not placed.
+    let (s, err) = call(shopper.get(p.url(&format!("/cart/confirmation/{old_order}")))).await;
+    assert_eq!(
+        (s, err["code"].as_str()),
+        (409, Some("invalid_state")),
+        "{err}"
+    );
 
     // Checking out again creates a new provider order for the new total; paying it places it.
     let second = ok(shopper.get(p.url("/cart/checkout"))).await;

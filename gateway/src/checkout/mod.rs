@@ -24,7 +24,7 @@ use http::StatusCode;
 use proto::runner::admin::v1 as rpb;
 use serde::{Deserialize, Serialize};
 use shared::headers::RequestContext;
-use shared::workflow::AttemptIds;
+use shared::workflow::{AttemptIds, CheckoutOutcome};
 use shared::{ApiError, ErrorCode};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -357,6 +357,7 @@ pub struct OrderPath {
     responses(
         (status = 200, description = "The provider order (Klarna Checkout v3 JSON, with html_snippet)", body = serde_json::Value),
         (status = 404, description = "No such order for this cart (the `cartid` cookie's)", body = ErrorBody),
+        (status = 409, description = "The order is not paid, or was paid but not placed (it does not match the cart)", body = ErrorBody),
         (status = 503, description = "The runner or the provider is unavailable", body = ErrorBody)))]
 pub async fn confirmation(
     State(s): State<AppState>,
@@ -370,10 +371,27 @@ pub async fn confirmation(
     known_cart(&s, &cart, || {
         ApiError::new(ErrorCode::NotFound, "no such order for this cart")
     })?;
-    Ok(provider_order(
-        cart_order(&s, &ctx, &cart, p.order_id).await?,
-    ))
+    let order = cart_order(&s, &ctx, &cart, p.order_id).await?;
+    // Not a "thank you" for an order that is not the shopper's purchase: one paid that could
+    // not be placed, or one not paid at all (its snippet is the payment form).
+    if order.outcome == CheckoutOutcome::Mismatched.as_str() {
+        return Err(ApiError::new(
+            ErrorCode::InvalidState,
+            "this order was paid but not placed: it does not match the cart (the cart changed \
+             while it was paid); the payment is not taken, and the cart can be checked out again",
+        ));
+    }
+    if order.status == PROVIDER_UNPAID {
+        return Err(ApiError::new(
+            ErrorCode::InvalidState,
+            "this order is not paid yet: finish the checkout first",
+        ));
+    }
+    Ok(provider_order(order))
 }
+
+/// A provider order's status before the shopper paid (Klarna Checkout v3's).
+const PROVIDER_UNPAID: &str = "checkout_incomplete";
 
 /// The provider's order `order_id` as it is now, through the runner, which answers it only
 /// for an order of this cart.
