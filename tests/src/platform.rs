@@ -30,6 +30,11 @@ pub struct Platform {
 /// runner (validation key [`VALIDATION_KEY`], both) and the mock provider it calls, all in-process on free ports; `None` when there is
 /// no nats-server (the test skips).
 pub async fn platform() -> Option<Platform> {
+    platform_with(|_| {}).await
+}
+
+/// [`platform`] with the gateway's configuration changed by `gateway`.
+pub async fn platform_with(gateway: impl FnOnce(&mut gateway::Config)) -> Option<Platform> {
     let stack = Stack::start(test_streams()).await?;
     let aggregate = stack.aggregate("n1").await.unwrap();
     let mock = MockProvider::new("merchant", "secret");
@@ -38,13 +43,14 @@ pub async fn platform() -> Option<Platform> {
     // The gateway dials the runner through a forwarder, so both can start on port 0.
     let to_runner = Forward::start().await.unwrap();
 
-    let gw = gateway::Config {
+    let mut gw = gateway::Config {
         runner_addr: to_runner.addr.to_string(),
         projection_addr: String::new(),
         admin_token: ADMIN_TOKEN.into(),
         validation_key: VALIDATION_KEY.into(),
         ..stack.gateway_config()
     };
+    gateway(&mut gw);
     let gateway = gateway::start(gw).await.unwrap();
     let base = format!("http://{}", gateway.http_addr);
 

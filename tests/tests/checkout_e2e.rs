@@ -7,7 +7,7 @@ use std::time::Duration;
 use runner::provider::mock::{CompleteError, Faults};
 use serde_json::{Value, json};
 use shared::test_support::wait_until;
-use tests::platform::{Platform, platform};
+use tests::platform::{Platform, platform, platform_with};
 use tests::stack::{call, ok};
 
 const ADMIN_TOKEN: &str = tests::platform::ADMIN_TOKEN;
@@ -333,6 +333,61 @@ async fn checking_out_a_cart_being_paid_answers_its_order_whatever_the_runner_re
         assert_eq!(s, 200, "{what}: {order}");
         assert_eq!(order_id(&order), first.order_id, "{what}");
     }
+}
+
+/// A provider slower than the gateway's checkout wait: `202` with `Retry-After` and a snippet
+/// a storefront can show (the October client writes any 2xx's `html_snippet` into the page:
+/// without one it showed "undefined"); asking again resumes the same attempt and gets its
+/// order.
+#[tokio::test]
+async fn a_slow_provider_gets_the_shopper_a_pending_page_that_resumes() {
+    let Some(p) = platform_with(|gw| gw.checkout_wait_ms = 100).await else {
+        return;
+    };
+    let shopper = p.shopper();
+    let cart_id = id(&fill_cart(&p, &shopper).await);
+    p.mock.set_faults(Faults {
+        delay_ms: 1_000,
+        ..Default::default()
+    });
+    let reply = shopper.get(p.url("/cart/checkout")).send().await.unwrap();
+    assert_eq!(reply.status(), 202);
+    assert_eq!(reply.headers()["retry-after"], "1");
+    let pending: Value = reply.json().await.unwrap();
+    assert_eq!(pending["status"], "pending", "{pending}");
+    assert_eq!(pending["retryAfter"], 1, "{pending}");
+    let snippet = pending["html_snippet"].as_str().expect("a snippet");
+    assert!(snippet.contains("location.reload()"), "{snippet}");
+    let attempt = pending["attemptId"].as_str().unwrap();
+    assert!(snippet.contains(attempt), "{snippet}");
+
+    p.mock.set_faults(Faults::default());
+    // Asked again as the snippet's reload would: each ask waits up to the checkout wait.
+    let mut asks = 0;
+    let order = loop {
+        let (s, body) = checkout(&p, &shopper).await;
+        if s == 200 {
+            break body;
+        }
+        assert_eq!(
+            (s, body["attemptId"].as_str()),
+            (202, Some(attempt)),
+            "{body}"
+        );
+        asks += 1;
+        assert!(asks < 100, "the order never came");
+    };
+    assert_eq!(
+        p.mock
+            .order(&order_id(&order))
+            .unwrap()
+            .merchant()
+            .unwrap()
+            .attempt_id,
+        attempt
+    );
+    assert_eq!(p.events_of_type(&cart_id, "CheckoutStarted").await, 1);
+    assert_eq!(p.mock.orders_for(&cart_id), 1);
 }
 
 /// The updated order is paid: the provider asks its validation callback (with the URL the

@@ -71,6 +71,10 @@ pub struct Pending {
     attempt_id: String,
     /// Ask again after this many seconds (the same request resumes the wait).
     retry_after: u64,
+    /// What a storefront that shows any 2xx's `html_snippet` (as it shows the provider's)
+    /// shows meanwhile: a notice, and a script that reloads the page after `retryAfter`.
+    #[serde(rename = "html_snippet")]
+    html_snippet: String,
 }
 
 /// Start (or resume) checkout and return the provider's order with its `html_snippet`.
@@ -113,12 +117,21 @@ pub async fn checkout(
 /// `202` with `Retry-After`: the attempt is under way, asking again resumes the wait.
 fn pending(attempt: String) -> Response {
     let secs = 1;
+    // The attempt id is a UUID (the storefront's) or checked by `KeyField::AttemptId` (a
+    // `/v1` client's): nothing in it needs escaping in an attribute.
+    let html_snippet = format!(
+        "<div class=\"cart-checkout-pending\" data-attempt-id=\"{attempt}\">Preparing your \
+         checkout\u{2026}</div><script>setTimeout(function(){{window.location.reload()}},{}); \
+         </script>",
+        secs * 1000
+    );
     let mut resp = (
         StatusCode::ACCEPTED,
         Json(Pending {
             status: "pending",
             attempt_id: attempt,
             retry_after: secs,
+            html_snippet,
         }),
     )
         .into_response();
