@@ -221,9 +221,10 @@ async fn changing_the_cart_during_checkout_updates_the_same_provider_order() {
 }
 
 /// Four tabs of one shopper check out the same cart at once: they start one attempt, not four
-/// (each tab's random attempt id once started its own, each superseding the one before, and
-/// the superseded tabs waited out the checkout wait for a 202 that never resolved). All four
-/// get the one provider order, created once and never updated.
+/// (each tab's attempt once started, each superseding the one before, and the superseded tabs
+/// waited out the checkout wait for a 202 that never resolved; now the tabs whose start finds
+/// the cart changed read it again and join). All four get the one provider order, created
+/// once and never updated.
 #[tokio::test]
 async fn tabs_checking_out_at_once_share_one_attempt_and_one_order() {
     let Some(p) = platform().await else { return };
@@ -359,7 +360,6 @@ async fn a_slow_provider_gets_the_shopper_a_pending_page_that_resumes() {
     let snippet = pending["html_snippet"].as_str().expect("a snippet");
     assert!(snippet.contains("location.reload()"), "{snippet}");
     let attempt = pending["attemptId"].as_str().unwrap();
-    assert!(snippet.contains(attempt), "{snippet}");
 
     p.mock.set_faults(Faults::default());
     // Asked again as the snippet's reload would: each ask waits up to the checkout wait.

@@ -17,7 +17,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use cart_domain::cart::Checkout;
-use cart_domain::ids::{CommandId, KeyField};
+use cart_domain::ids::KeyField;
 use cart_domain::{CartState, CheckoutStatus, Command};
 use futures::StreamExt;
 use http::StatusCode;
@@ -82,7 +82,7 @@ pub struct Pending {
     responses(
         (status = 200, description = "The provider order (Klarna Checkout v3 JSON, with html_snippet)", body = serde_json::Value),
         (status = 202, description = "The provider order is being created; ask again", body = Pending),
-        (status = 409, description = "Empty cart, or the order is already placed", body = ErrorBody),
+        (status = 409, description = "Empty cart, the order is already placed, or the cart kept changing while the checkout started", body = ErrorBody),
         (status = 502, description = "The payment provider refused the checkout; the cart is usable again", body = ErrorBody),
         (status = 503, description = "The runner or the aggregate is unavailable", body = ErrorBody)))]
 pub async fn checkout(
@@ -117,12 +117,9 @@ pub async fn checkout(
 /// `202` with `Retry-After`: the attempt is under way, asking again resumes the wait.
 fn pending(attempt: String) -> Response {
     let secs = 1;
-    // The attempt id is a UUID (the storefront's) or checked by `KeyField::AttemptId` (a
-    // `/v1` client's): nothing in it needs escaping in an attribute.
     let html_snippet = format!(
-        "<div class=\"cart-checkout-pending\" data-attempt-id=\"{attempt}\">Preparing your \
-         checkout\u{2026}</div><script>setTimeout(function(){{window.location.reload()}},{}); \
-         </script>",
+        "<div class=\"cart-checkout-pending\">Preparing your checkout\u{2026}</div>\
+         <script>setTimeout(function(){{window.location.reload()}},{});</script>",
         secs * 1000
     );
     let mut resp = (
@@ -168,11 +165,11 @@ async fn attempt_order(
 }
 
 /// The checkout attempt the shopper waits on: the cart's own if one is in progress, else one
-/// started for the cart as it was read. The attempt's id comes from that state, and the start
-/// expects its version: two tabs (or a retry) that read the same cart send the same command,
-/// which the aggregate applies once, and both wait on the one attempt (two random ids started
-/// two attempts, the first superseded and its tab waiting out `checkout_wait` for nothing). A
-/// cart that changed between the read and the start is read again.
+/// started for the cart as it was read. The start expects the version read: of two tabs (or
+/// two clicks) that read the same cart, one starts the attempt and the other's start is
+/// refused, reads the cart again and joins that attempt (each started its own before, the
+/// first superseded and its tab waiting out `checkout_wait` for nothing). A cart that changed
+/// between the read and the start is read again.
 async fn start_or_join(
     s: &AppState,
     ctx: &RequestContext,
@@ -193,7 +190,7 @@ async fn start_or_join(
         if let Some(c) = in_progress(&state) {
             return Ok(c.attempt_id.clone());
         }
-        let attempt = attempt_for(ctx.tenant.as_str(), cart.id.as_str(), &state);
+        let attempt = uuid::Uuid::now_v7().to_string();
         let command = Command::StartCheckout {
             attempt_id: attempt.clone(),
             country: None,
@@ -232,26 +229,6 @@ fn in_progress(state: &CartState) -> Option<&Checkout> {
                 | CheckoutStatus::PaymentApproved { .. }
         )
     })
-}
-
-/// The id of the attempt a storefront checkout starts on `state`: derived from the cart's
-/// version and its last command, so every request that read the same state names the same
-/// attempt, and no two states of a cart (a stream re-created from sequence 1 included) name
-/// the same one.
-fn attempt_for(tenant: &str, cart: &str, state: &CartState) -> String {
-    let last = state
-        .recent
-        .back()
-        .map(|r| r.command_id.to_string())
-        .unwrap_or_default();
-    CommandId::derived(&[
-        "storefront-checkout",
-        tenant,
-        cart,
-        &state.version.to_string(),
-        &last,
-    ])
-    .to_string()
 }
 
 enum Outcome {
@@ -394,7 +371,8 @@ pub async fn confirmation(
              while it was paid); the payment is not taken, and the cart can be checked out again",
         ));
     }
-    if order.status == PROVIDER_UNPAID {
+    let paid = order.outcome == CheckoutOutcome::Placed.as_str() || order.status == PROVIDER_PAID;
+    if !paid {
         return Err(ApiError::new(
             ErrorCode::InvalidState,
             "this order is not paid yet: finish the checkout first",
@@ -403,8 +381,10 @@ pub async fn confirmation(
     Ok(provider_order(order))
 }
 
-/// A provider order's status before the shopper paid (Klarna Checkout v3's).
-const PROVIDER_UNPAID: &str = "checkout_incomplete";
+/// A provider order's status once the shopper paid (Klarna Checkout v3's, as the runner reads
+/// it); any other (`checkout_incomplete`, or one this code does not know) is no purchase to
+/// confirm, unless the order is placed.
+const PROVIDER_PAID: &str = "checkout_complete";
 
 /// The provider's order `order_id` as it is now, through the runner, which answers it only
 /// for an order of this cart.
@@ -430,40 +410,4 @@ async fn cart_order(
             }
         })
         .await
-}
-
-#[cfg(test)]
-mod tests {
-    use cart_domain::ids::CartId;
-    use cart_domain::state::RecentCommand;
-
-    use super::*;
-
-    fn state(version: u64, last: Option<&str>) -> CartState {
-        let mut s = CartState::new(CartId::parse("c-1").unwrap());
-        s.version = version;
-        if let Some(last) = last {
-            s.recent.push_back(RecentCommand {
-                command_id: CommandId::derived(&[last]),
-                version,
-                revision: 1,
-            });
-        }
-        s
-    }
-
-    #[test]
-    fn an_attempt_is_named_by_the_cart_state_it_starts_on() {
-        let a = attempt_for("t", "c-1", &state(7, Some("x")));
-        assert_eq!(a, attempt_for("t", "c-1", &state(7, Some("x"))));
-        for other in [
-            attempt_for("t", "c-1", &state(8, Some("x"))),
-            attempt_for("t", "c-1", &state(7, Some("y"))),
-            attempt_for("t", "c-1", &state(7, None)),
-            attempt_for("t", "c-2", &state(7, Some("x"))),
-            attempt_for("u", "c-1", &state(7, Some("x"))),
-        ] {
-            assert_ne!(a, other);
-        }
-    }
 }
