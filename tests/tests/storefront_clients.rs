@@ -349,6 +349,21 @@ impl<'a, V: Version> Browser<'a, V> {
             .await
     }
 
+    /// The mini cart's "add" of a related product: `addToCart({ ...item, quantity: 1 })`
+    /// posts the whole catalogue item (its `id`, `title`, `values`, `stock`, ...), `country`
+    /// added.
+    async fn add_related_to_cart(&self, sku: &str) -> V::Cart {
+        let body = format!(
+            r#"{{"id":1017,"title":"A related book","img":"/img/1017.jpg","bp":"Paperback",
+            "values":{{"2":"Books","4":24900,"10":"Books"}},"stock":{{"store-1":"5"}},
+            "buyable":true,"buyableInStore":false,"advertisingText":"","badgeUrl":"",
+            "presaleDate":"","releaseDate":"","restock":"","saleStatus":"","url":"/p/1017",
+            "sku":"{sku}","quantity":1,"country":"se"}}"#
+        );
+        self.mutate("addToCart", Method::POST, V::CART, Some(&body))
+            .await
+    }
+
     async fn add_to_cart_multiple(&self, items: &[(&str, u32)]) -> V::Cart {
         let items: Vec<String> = items
             .iter()
@@ -442,6 +457,9 @@ async fn the_october_2025_client_reads_every_reply_as_its_own_types() {
         .add_to_cart_multiple(&[("TEST-SKU-456", 2), ("BOOK-NOVEL-01", 1)])
         .await;
     assert_eq!(cart.items.len(), 3);
+    let cart = b.add_related_to_cart("BOOK-NOVEL-01").await;
+    assert_eq!(cart.items.len(), 3, "one more of a line it has");
+    assert_eq!(cart.items[2].qty, 2.0);
     assert_eq!(b.change_quantity(1.0, 3).await.items[0].qty, 3.0);
     // The crash of the issue: a voucher's discount must be a number.
     let cart = b.add_voucher("WELCOME10").await;

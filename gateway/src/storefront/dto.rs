@@ -8,8 +8,12 @@ use shared::ApiError;
 use utoipa::ToSchema;
 
 /// One item: the body of `POST /cart`, and the entries of `POST /cart/add` and `/cart/set`.
+/// Fields it does not name are ignored, not refused (unlike every other body): the storefront's
+/// mini cart adds a related product by posting the whole catalogue item (`id`, `title`,
+/// `values`, `stock`, ...) with its `sku` and `quantity`, as the Go backend it was written for
+/// accepted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct ItemBody {
     #[schema(example = "TEST-SKU-456")]
     pub sku: String,
