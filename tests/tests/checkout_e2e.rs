@@ -97,6 +97,10 @@ async fn a_storefront_checks_out_pays_and_the_order_is_placed_once() {
         "the provider charges the cart's total"
     );
     assert_eq!(order["merchant_reference1"], cart_id.as_str());
+    // The merchant's own fields stay with the merchant: the validation URL carries the cart's
+    // callback token.
+    assert!(order.get("merchant_urls").is_none(), "{order}");
+    assert!(order.get("merchant_data").is_none(), "{order}");
 
     // Asking again (a page reload) resumes the same checkout: no second provider order.
     let again = ok(shopper.get(p.url("/cart/checkout"))).await;
@@ -707,11 +711,10 @@ async fn a_client_chosen_attempt_id_never_collides_across_carts_or_tenants() {
         )
         .await;
         assert_eq!(s, 200, "{tenant}/{cart} gets its provider order: {order}");
-        let merchant: serde_json::Value =
-            serde_json::from_str(order["merchant_data"].as_str().unwrap()).unwrap();
+        let merchant = p.mock.order(&order_id(&order)).unwrap().merchant().unwrap();
         assert_eq!(
-            (merchant["tenant"].as_str(), merchant["cart_id"].as_str()),
-            (Some(tenant), Some(cart)),
+            (merchant.tenant.as_str(), merchant.cart_id.as_str()),
+            (tenant, cart),
             "the order names its own cart and tenant"
         );
         orders.push(order_id(&order));

@@ -316,21 +316,28 @@ async fn checkout_record(
         .await
 }
 
-/// The provider's order JSON (as the storefront client expects it), falling back to the
-/// fields the runner recorded.
+/// The provider's order JSON as the storefront client expects it (it writes `html_snippet`
+/// into the page), falling back to the fields the runner recorded. What is the merchant's
+/// and not the shopper's stays out: `merchant_urls` (the validation URL carries the cart's
+/// callback token) and `merchant_data` (our ids).
 fn provider_order(order: rpb::ProviderOrder) -> Response {
-    let body = serde_json::from_str::<serde_json::Value>(&order.raw_json)
-        .ok()
-        .filter(serde_json::Value::is_object)
-        .unwrap_or_else(|| {
-            serde_json::json!({
-                "order_id": order.order_id,
-                "status": order.status,
-                "html_snippet": order.html_snippet,
-                "order_amount": order.order_amount,
-                "purchase_currency": order.purchase_currency,
-            })
-        });
+    let mut body = match serde_json::from_str::<serde_json::Value>(&order.raw_json) {
+        Ok(serde_json::Value::Object(body)) => body,
+        _ => serde_json::Map::from_iter([
+            ("order_id".into(), order.order_id.into()),
+            ("status".into(), order.status.into()),
+            ("order_amount".into(), order.order_amount.into()),
+            ("purchase_currency".into(), order.purchase_currency.into()),
+        ]),
+    };
+    body.remove("merchant_urls");
+    body.remove("merchant_data");
+    if !body
+        .get("html_snippet")
+        .is_some_and(serde_json::Value::is_string)
+    {
+        body.insert("html_snippet".into(), order.html_snippet.into());
+    }
     Json(body).into_response()
 }
 
@@ -410,4 +417,51 @@ async fn cart_order(
             }
         })
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body(order: rpb::ProviderOrder) -> serde_json::Value {
+        let resp = provider_order(order);
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_shopper_gets_the_order_with_a_snippet_and_without_the_merchants_fields() {
+        let raw = serde_json::json!({
+            "order_id": "o-1",
+            "status": "checkout_incomplete",
+            "html_snippet": "<div>pay</div>",
+            "order_lines": [{"reference": "SKU-1"}],
+            "merchant_urls": {"validation": "https://shop/cart/validation?token=secret"},
+            "merchant_data": "{\"tenant\":\"t\"}",
+        });
+        let got = body(rpb::ProviderOrder {
+            raw_json: raw.to_string(),
+            ..Default::default()
+        })
+        .await;
+        assert_eq!(got["html_snippet"], "<div>pay</div>");
+        assert_eq!(got["order_lines"], raw["order_lines"]);
+        assert!(got.get("merchant_urls").is_none(), "{got}");
+        assert!(got.get("merchant_data").is_none(), "{got}");
+
+        // A provider order without a snippet, or no JSON at all: the recorded one.
+        for raw_json in [r#"{"order_id":"o-1"}"#, "", "[1]"] {
+            let got = body(rpb::ProviderOrder {
+                order_id: "o-1".into(),
+                html_snippet: "<div>recorded</div>".into(),
+                raw_json: raw_json.into(),
+                ..Default::default()
+            })
+            .await;
+            assert_eq!(got["html_snippet"], "<div>recorded</div>", "{raw_json}");
+            assert_eq!(got["order_id"], "o-1", "{raw_json}");
+        }
+    }
 }
