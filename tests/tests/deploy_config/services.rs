@@ -230,6 +230,31 @@ impl Loaded {
         );
     }
 
+    /// The pages the provider sends the shopper's browser to (after paying, back to the
+    /// checkout, after a refused purchase) are the storefront's pages, not the gateway's JSON
+    /// routes under `/cart/` (the shopper would see raw JSON, and a redirect to
+    /// `/cart/checkout` would start a checkout attempt).
+    pub fn assert_shopper_pages(&self, what: &str) {
+        let pages: Vec<(&str, &str)> = match self {
+            Self::Runner(c) => vec![
+                ("MERCHANT_CHECKOUT", &c.merchant.checkout),
+                ("MERCHANT_CONFIRMATION", &c.merchant.confirmation),
+            ],
+            Self::Gateway(c) => vec![("GATEWAY_CHECKOUT_PAGE_URL", &c.checkout_page_url)],
+            _ => vec![],
+        };
+        for (setting, url) in pages {
+            let path = reqwest::Url::parse(url)
+                .unwrap_or_else(|e| panic!("{what}: {setting} {url:?}: {e}"))
+                .path()
+                .to_owned();
+            assert!(
+                !path.starts_with("/cart/"),
+                "{what}: {setting} {url:?} is a gateway API route, not a storefront page"
+            );
+        }
+    }
+
     /// Port of `/health`, `/ready`, `/metrics`.
     pub fn ops_port(&self) -> u16 {
         port_of(match self {

@@ -106,6 +106,7 @@ fn k8s_workloads_have_probes_limits_and_grace() {
         }
         let grace = Duration::from_secs(grace_period(doc));
         l.assert_serves(grace, "terminationGracePeriodSeconds", &what);
+        l.assert_shopper_pages(&what);
     }
     for service in Service::ALL {
         assert!(
