@@ -43,8 +43,10 @@ macro_rules! runner_admin {
     }};
 }
 
-/// Which runner an admin call is for.
+/// Which runner an admin call is for. A parameter it does not know is refused: a misspelled
+/// `?runer=` would otherwise act on the default runner.
 #[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct RunnerQuery {
     /// One of the gateway's runner addresses (`GATEWAY_RUNNER_ADDR`, `host:port` as
@@ -98,7 +100,7 @@ pub async fn status(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct DrainQuery {
     /// Wait up to this long for in-flight effects before answering (default 0, at most 300).

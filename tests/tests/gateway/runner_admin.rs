@@ -222,6 +222,20 @@ async fn a_runner_that_is_not_configured_is_refused_without_calling_any() {
             common::assert_unknown_address(&got, &a, named);
         }
     }
+    // A misspelled parameter is refused, not read as "the default runner" (or a wait of 0).
+    for (method, path) in [
+        ("GET", format!("/admin/runner/status?runer={a}")),
+        ("POST", format!("/admin/runner/drain?runer={a}")),
+        ("POST", "/admin/runner/drain?wait_seconds=60".to_owned()),
+        ("POST", format!("/admin/runner/reload?runnr={a}")),
+    ] {
+        let (status, body) = admin(&gateway, method, &path).await;
+        assert_eq!(
+            (status, &body["code"]),
+            (400, &json!("invalid_argument")),
+            "{path}: {body}"
+        );
+    }
     assert!(runner.drains.lock().unwrap().is_empty());
     assert_eq!(runner.reloads.load(Ordering::SeqCst), 0);
 
