@@ -55,6 +55,10 @@ pub struct Config {
     /// `key=tenant` pairs, comma-separated. When set, every API request needs `x-api-key` and
     /// the key decides the tenant.
     pub api_keys: Secret,
+    /// With `api_keys` set: the tenant of a storefront request (`/cart`, `/cart/...`) that
+    /// carries no `x-api-key`, for storefront clients that send none (the browser client's
+    /// calls carry no header). Empty: such a request is refused (401) like any other.
+    pub storefront_tenant: String,
     /// `key=tenant` pairs of back-office keys: like `api_keys`, and the only keys the listings
     /// and reports of a tenant's carts and orders (`/v1/carts`, `/v1/orders`, `/v1/reports/..`)
     /// take. A storefront key sits in page JavaScript; these must not.
@@ -140,6 +144,7 @@ impl Default for Config {
             cookie_max_age_secs: 30 * 24 * 3600,
             cookie_domain: String::new(),
             api_keys: Secret::default(),
+            storefront_tenant: String::new(),
             backoffice_keys: Secret::default(),
             admin_token: Secret::default(),
             cors_origins: String::new(),
@@ -218,6 +223,16 @@ impl Config {
         TenantId::parse(t)
             .map(Some)
             .map_err(|e| ConfigError(format!("default_tenant: {e}")))
+    }
+
+    pub fn storefront_tenant(&self) -> Result<Option<TenantId>, ConfigError> {
+        let t = self.storefront_tenant.trim();
+        if t.is_empty() {
+            return Ok(None);
+        }
+        TenantId::parse(t)
+            .map(Some)
+            .map_err(|e| ConfigError(format!("storefront_tenant: {e}")))
     }
 
     /// The static aggregate addresses, trimmed.
@@ -388,6 +403,7 @@ impl Config {
             self.service_endpoint("aggregate_addrs", &value)?;
         }
         self.default_tenant()?;
+        self.storefront_tenant()?;
         self.backoffice_keys()?;
         self.streams.check().map_err(ConfigError)?;
         Ok(())

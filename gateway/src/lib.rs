@@ -89,6 +89,12 @@ pub async fn start(config: Config) -> Result<Running, Error> {
              gateway is reachable by anyone but you"
         );
     }
+    if config.api_keys()?.is_empty() && config.storefront_tenant()?.is_some() {
+        tracing::warn!(
+            "GATEWAY_STOREFRONT_TENANT has no effect without GATEWAY_API_KEYS: every request \
+             names its tenant in x-tenant-id"
+        );
+    }
     if config.validation_keys().is_empty() {
         tracing::warn!(
             "no GATEWAY_VALIDATION_KEY: the provider's validation callback is not authenticated, \

@@ -80,6 +80,7 @@ impl AppState {
                     cfg.admin_token.expose(),
                 )
                 .with_backoffice_keys(cfg.backoffice_keys()?)
+                .with_storefront_tenant(cfg.storefront_tenant()?)
                 .with_validation_keys(cfg.validation_keys()),
             ),
             cors_origins: cfg.cors_origins()?,

@@ -17,7 +17,7 @@ use reqwest::Method;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use tests::platform::{Platform, platform};
+use tests::platform::{Platform, platform, platform_with};
 
 /// A field the client types as `string` but reads only through `Number(..)` or not at all
 /// (October's `CartItem.itemId`, typed `string // maybe`, and `CartDelivery.id`). go-cart-actor
@@ -506,6 +506,36 @@ const SUBSCRIPTION: &str =
     r#"{"offeringCode":"5G-UNLIMITED","signingType":"bankid","data":{"msisdn":"0701234567"}}"#;
 
 /// Every cart call of the December client (its checkout lives in another service).
+/// With API keys, as deployed: the browser client sends no `x-api-key`, so its calls are the
+/// storefront tenant's (`GATEWAY_STOREFRONT_TENANT`); they were all 401 and the shop had no
+/// cart. Everything but the storefront routes still needs a key.
+#[tokio::test]
+async fn the_browser_client_needs_no_key_where_the_gateway_has_a_storefront_tenant() {
+    let Some(p) = platform_with(|c| {
+        c.api_keys = "page-key=default".into();
+        c.storefront_tenant = "default".into();
+    })
+    .await
+    else {
+        return;
+    };
+    let b = Browser::<October>::new(&p);
+    let cart = b.add_to_cart("TEST-SKU-123", 1).await;
+    assert_eq!(b.get_cart().await.id, cart.id);
+    let (status, body) =
+        tests::stack::call(reqwest::Client::new().get(p.url(&format!("/v1/carts/{}", cart.id))))
+            .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (401, Some("unauthenticated")),
+        "{body}"
+    );
+    let keyed = reqwest::Client::new()
+        .get(p.url(&format!("/v1/carts/{}", cart.id)))
+        .header("x-api-key", "page-key");
+    assert_eq!(tests::stack::ok(keyed).await["id"], cart.id.as_str());
+}
+
 #[tokio::test]
 async fn the_december_2025_client_reads_every_reply_as_its_own_types() {
     let Some(p) = platform().await else { return };

@@ -43,6 +43,8 @@ pub struct Auth {
     admin_token: Secret,
     /// The keys a provider callback's token may be signed with (none: not checked).
     validation_keys: Vec<Secret>,
+    /// With keys: the tenant of a keyless request to a storefront route.
+    storefront_tenant: Option<TenantId>,
 }
 
 /// The SHA-256 digest of an API key.
@@ -84,6 +86,7 @@ impl Auth {
             known_tenants,
             admin_token,
             validation_keys: Vec::new(),
+            storefront_tenant: None,
         }
         .with_keys(api_keys, false)
     }
@@ -92,6 +95,13 @@ impl Auth {
     /// they take the routes behind [`BackOffice`].
     pub fn with_backoffice_keys(self, keys: HashMap<String, TenantId>) -> Self {
         self.with_keys(keys, true)
+    }
+
+    /// With a tenant for storefront requests that carry no key (`GATEWAY_STOREFRONT_TENANT`).
+    pub fn with_storefront_tenant(mut self, tenant: Option<TenantId>) -> Self {
+        self.known_tenants.extend(tenant.iter().cloned());
+        self.storefront_tenant = tenant;
+        self
     }
 
     /// With the keys the runner signs provider callbacks' URLs with (`GATEWAY_VALIDATION_KEY`).
@@ -122,14 +132,21 @@ impl Auth {
 
     /// The request's context. With API keys configured the key decides the tenant, and an
     /// `x-tenant-id` naming another tenant is refused rather than silently ignored.
+    /// Not for a route: a keyless request is never the storefront tenant's here.
     pub fn resolve(&self, headers: &HeaderMap) -> Result<RequestContext, ApiError> {
-        self.resolve_scoped(headers).map(|(ctx, _)| ctx)
+        self.resolve_scoped(headers, "").map(|(ctx, _)| ctx)
     }
 
     /// [`Self::resolve`], and whether the request may take a back-office route: its key is a
     /// back-office key, or the gateway has no keys at all (then any client names its tenant:
     /// a trial, or a gateway behind another that authenticates).
-    fn resolve_scoped(&self, headers: &HeaderMap) -> Result<(RequestContext, bool), ApiError> {
+    /// A keyless request to a storefront route (`path`) is the storefront tenant's when the
+    /// gateway has one.
+    fn resolve_scoped(
+        &self,
+        headers: &HeaderMap,
+        path: &str,
+    ) -> Result<(RequestContext, bool), ApiError> {
         if self.api_keys.is_empty() {
             return RequestContext::from_http(headers, self.default_tenant.as_ref())
                 .map(|ctx| (ctx, true));
@@ -137,22 +154,28 @@ impl Auth {
         let key = headers
             .get(API_KEY)
             .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .ok_or_else(|| {
-                ApiError::new(
+            .map(str::trim);
+        let (tenant, backoffice) = match (key, &self.storefront_tenant) {
+            (Some(key), _) => {
+                let key = self.api_keys.get(&KeyDigest::of(key)).ok_or_else(|| {
+                    ApiError::new(
+                        ErrorCode::Unauthenticated,
+                        format!("the {API_KEY} is not a known API key"),
+                    )
+                })?;
+                (&key.tenant, key.backoffice)
+            }
+            (None, Some(tenant)) if is_storefront(path) => (tenant, false),
+            (None, _) => {
+                return Err(ApiError::new(
                     ErrorCode::Unauthenticated,
                     format!("header {API_KEY} is required"),
-                )
-            })?;
-        let key = self.api_keys.get(&KeyDigest::of(key)).ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::Unauthenticated,
-                format!("the {API_KEY} is not a known API key"),
-            )
-        })?;
+                ));
+            }
+        };
         if let Some(claimed) = headers.get(TENANT_ID) {
             let claimed = claimed.to_str().unwrap_or_default();
-            if claimed != key.tenant.as_str() {
+            if claimed != tenant.as_str() {
                 return Err(ApiError::new(
                     ErrorCode::PermissionDenied,
                     format!(
@@ -161,7 +184,7 @@ impl Auth {
                 ));
             }
         }
-        RequestContext::from_http(headers, Some(&key.tenant)).map(|ctx| (ctx, key.backoffice))
+        RequestContext::from_http(headers, Some(tenant)).map(|ctx| (ctx, backoffice))
     }
 
     /// A tenant this gateway is configured with: one an API key maps to, or the default one.
@@ -237,7 +260,7 @@ pub fn begin(auth: &Auth, req: &mut Request) -> Attached {
         |v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()),
         || uuid::Uuid::now_v7().to_string(),
     );
-    let resolved = auth.resolve_scoped(req.headers());
+    let resolved = auth.resolve_scoped(req.headers(), req.uri().path());
     let span = tracing::info_span!(
         "http",
         // Bounded, as every log line in the span carries them: a client's path or method can
@@ -289,6 +312,12 @@ fn ensure(
     let v = HeaderValue::from_str(&fresh()).expect("generated ids are valid header values");
     headers.insert(name, v.clone());
     v
+}
+
+/// The storefront's routes (`/cart` and below), which a browser client calls.
+fn is_storefront(path: &str) -> bool {
+    path.strip_prefix("/cart")
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// The tenant-resolved context of a request (401/403/400 when it cannot be resolved).
@@ -393,6 +422,43 @@ mod tests {
     }
 
     #[test]
+    fn a_keyless_storefront_request_is_the_storefront_tenants_when_there_is_one() {
+        let shop = TenantId::parse("shop-1").unwrap();
+        let auth = keyed().with_storefront_tenant(Some(shop.clone()));
+        let at = |path, h: &[(&'static str, &str)]| auth.resolve_scoped(&headers(h), path);
+        for path in ["/cart", "/cart/", "/cart/byid/c-1/checkout"] {
+            let (ctx, backoffice) = at(path, &[]).unwrap();
+            assert_eq!(
+                (ctx.tenant.as_str(), backoffice),
+                ("shop-1", false),
+                "{path}"
+            );
+        }
+        for path in [
+            "/v1/carts/c-1",
+            "/v1/carts",
+            "/carts",
+            "/cartx",
+            "/admin/placement",
+        ] {
+            let e = at(path, &[]).unwrap_err();
+            assert_eq!(e.code, ErrorCode::Unauthenticated, "{path}");
+        }
+        // A key still decides; a wrong one is refused, not taken as keyless.
+        let (ctx, _) = at("/cart", &[(API_KEY, "k1")]).unwrap();
+        assert_eq!(ctx.tenant.as_str(), "tenant-a");
+        let e = at("/cart", &[(API_KEY, "nope")]).unwrap_err();
+        assert_eq!(e.code, ErrorCode::Unauthenticated);
+        // A keyless request naming another tenant is refused.
+        let e = at("/cart", &[(TENANT_ID, "tenant-a")]).unwrap_err();
+        assert_eq!(e.code, ErrorCode::PermissionDenied);
+        assert!(auth.is_known_tenant(&shop));
+        // Without a storefront tenant, a keyless storefront request is refused as before.
+        let e = keyed().resolve_scoped(&headers(&[]), "/cart").unwrap_err();
+        assert_eq!(e.code, ErrorCode::Unauthenticated);
+    }
+
+    #[test]
     fn keys_are_looked_up_by_their_sha256_digest() {
         // FIPS 180-2's test vector: the digest is SHA-256 of the key's bytes.
         assert_eq!(KeyDigest::of("abc").label(), "ba7816bf8f01cfea");
@@ -413,7 +479,7 @@ mod tests {
         let auth = keyed().with_backoffice_keys(office);
         let scoped = |auth: &Auth, key: Option<&str>| {
             let h = key.map_or_else(HeaderMap::new, |k| headers(&[(API_KEY, k)]));
-            auth.resolve_scoped(&h)
+            auth.resolve_scoped(&h, "/v1/carts")
                 .map(|(ctx, office)| (ctx.tenant.to_string(), office))
         };
         assert_eq!(
