@@ -127,14 +127,6 @@ async fn a_storefront_checks_out_pays_and_the_order_is_placed_once() {
     // The order is acknowledged with the provider right after it is placed.
     p.until_acknowledged(&order_id).await;
 
-    // The cart no longer changes.
-    let (s, err) = call(shopper.get(p.url("/cart/add/TEST-SKU-AAA"))).await;
-    assert_eq!(
-        (s, err["code"].as_str()),
-        (409, Some("cart_locked")),
-        "{err}"
-    );
-
     // The confirmation page: the shopper's own order only. Its id alone (it shows in the
     // provider's redirect URLs) reads nothing, with no cart or with another cart.
     let conf = ok(shopper.get(p.url(&format!("/cart/confirmation/{order_id}")))).await;
@@ -171,6 +163,32 @@ async fn a_storefront_checks_out_pays_and_the_order_is_placed_once() {
     p.settled().await;
     assert_eq!(p.orders_placed(&cart_id).await, 1, "one OrderPlaced");
     assert_eq!(p.mock.orders_for(&cart_id), 1);
+
+    // The placed cart no longer changes: named by its id, a change is refused...
+    let placed = p.url(&format!("/cart/byid/{cart_id}/add/TEST-SKU-AAA"));
+    let (s, err) = call(reqwest::Client::new().get(&placed)).await;
+    assert_eq!(
+        (s, err["code"].as_str()),
+        (409, Some("cart_locked")),
+        "{err}"
+    );
+    // ... and the shopper's next add (the cookie's cart) starts a new cart, whose cookie the
+    // reply sets, instead of being refused for as long as the cookie lives.
+    let reply = shopper
+        .get(p.url("/cart/add/TEST-SKU-AAA"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    assert!(reply.headers().contains_key("set-cookie"));
+    let next: Value = reply.json().await.unwrap();
+    assert_ne!(next["result"]["id"], cart_id.as_str());
+    assert_eq!(next["result"]["items"].as_array().unwrap().len(), 1);
+    assert!(next["result"]["orderReference"].is_null(), "{next}");
+    assert_eq!(p.cart(&shopper).await["id"], next["result"]["id"]);
+    let kept = ok(reqwest::Client::new().get(p.url(&format!("/cart/{cart_id}")))).await;
+    assert_eq!(kept["orderReference"], cart_now["orderReference"]);
+    assert_eq!(kept["items"], cart["items"], "the placed cart is as it was");
 }
 
 #[tokio::test]

@@ -34,6 +34,14 @@ pub struct StoreCart {
 }
 
 impl StoreCart {
+    /// A new cart, whose id the reply sets as the cookie.
+    pub fn minted() -> Self {
+        Self {
+            id: CartId::generate(),
+            source: Source::Minted,
+        }
+    }
+
     /// True when nothing can exist for this cart yet (a fresh id).
     pub fn is_new(&self) -> bool {
         self.source == Source::Minted
@@ -74,10 +82,7 @@ impl<S: Send + Sync> FromRequestParts<S> for StoreCart {
             }),
             // A cookie that is not a cart id (tampered, from another app) is replaced, as a
             // missing one is: the storefront keeps working with a fresh cart.
-            Some(Err(_)) | None => Ok(Self {
-                id: CartId::generate(),
-                source: Source::Minted,
-            }),
+            Some(Err(_)) | None => Ok(Self::minted()),
         }
     }
 }

@@ -11,11 +11,11 @@ use axum::response::{IntoResponse, Response};
 use cart_domain::{Command, MutationOutcome};
 use serde::Serialize;
 use shared::headers::RequestContext;
-use shared::{ApiError, CommandId};
+use shared::{ApiError, CommandId, ErrorCode};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use self::cart_ref::StoreCart;
+use self::cart_ref::{Source, StoreCart};
 use self::handlers::*;
 use crate::openapi::{Routes, alias, by_id};
 use crate::state::AppState;
@@ -65,6 +65,11 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// Runs one storefront mutation (a fresh command id: the aggregate client retries with it) and
 /// replies with the cart, echoing `echo` as the mutation; sets the cookie for a new cart.
+///
+/// The cookie's cart once its order is placed is done with: a change to it goes to a new cart,
+/// whose cookie the reply sets (the cart stayed locked, every add refused for the cookie's
+/// lifetime, unless the client happened to forget the cart first). A cart named by its id
+/// (`/cart/byid/..`) stays refused (`409 cart_locked`), as does one being paid.
 pub async fn mutate(
     s: &AppState,
     ctx: &RequestContext,
@@ -73,9 +78,23 @@ pub async fn mutate(
     echo: &impl Serialize,
 ) -> Result<Response, ApiError> {
     let kind = command.name();
-    let rendered = s
-        .execute_storefront(ctx, &cart.id, Exec::new(CommandId::new()), command)
-        .await?;
+    let again = (cart.source == Source::Cookie).then(|| command.clone());
+    let exec = || Exec::new(CommandId::new());
+    let (rendered, fresh) = match s.execute_storefront(ctx, &cart.id, exec(), command).await {
+        Ok(rendered) => (rendered, None),
+        Err(e) if e.code == ErrorCode::CartLocked && placed(s, ctx, cart).await => {
+            let Some(command) = again else {
+                return Err(e);
+            };
+            let fresh = StoreCart::minted();
+            let rendered = s
+                .execute_storefront(ctx, &fresh.id, exec(), command)
+                .await?;
+            (rendered, Some(fresh))
+        }
+        Err(e) => return Err(e),
+    };
+    let cart = fresh.as_ref().unwrap_or(cart);
     let mutations = [MutationOutcome {
         kind: kind.to_owned(),
         error: None,
@@ -83,6 +102,16 @@ pub async fn mutate(
     }];
     let body = mutation_reply(&rendered, &mutations)?;
     Ok(s.cookies.attach(cart, json_response(body)))
+}
+
+/// Whether `cart`'s order is placed (not only held for a purchase); false when it cannot be
+/// read (the refusal then stands).
+async fn placed(s: &AppState, ctx: &RequestContext, cart: &StoreCart) -> bool {
+    cart.source == Source::Cookie
+        && s.upstream
+            .state(ctx, &cart.id)
+            .await
+            .is_ok_and(|state| state.cart.order.is_some())
 }
 
 /// `{"result": <cart>, "mutations": [...]}` around the cart JSON the aggregate rendered: the
