@@ -117,11 +117,7 @@ pub async fn checkout(
 /// `202` with `Retry-After`: the attempt is under way, asking again resumes the wait.
 fn pending(attempt: String) -> Response {
     let secs = 1;
-    let html_snippet = format!(
-        "<div class=\"cart-checkout-pending\">Preparing your checkout\u{2026}</div>\
-         <script>setTimeout(function(){{window.location.reload()}},{});</script>",
-        secs * 1000
-    );
+    let html_snippet = format!("{PENDING_NOTICE}<script>{}</script>", reload_script(secs));
     let mut resp = (
         StatusCode::ACCEPTED,
         Json(Pending {
@@ -135,6 +131,24 @@ fn pending(attempt: String) -> Response {
     resp.headers_mut()
         .insert(http::header::RETRY_AFTER, secs.into());
     resp
+}
+
+/// What the pending page shows.
+const PENDING_NOTICE: &str =
+    "<div class=\"cart-checkout-pending\">Preparing your checkout\u{2026}</div>";
+
+/// The pending page's script: reload after `secs`, doubling the wait on each reload of the tab
+/// within a minute of the last (at most 30 s), so a checkout that cannot progress (the runner
+/// away) is not asked for every second for as long as the tab stays open.
+fn reload_script(secs: u64) -> String {
+    format!(
+        "(function(){{var n=0,k='cart-checkout-pending',now=Date.now();try{{\
+         var v=JSON.parse(sessionStorage.getItem(k)||'{{}}');\
+         n=now-(v.t||0)<60000?(v.n||0)+1:0;\
+         sessionStorage.setItem(k,JSON.stringify({{n:n,t:now}}))}}catch(e){{}}\
+         setTimeout(function(){{window.location.reload()}},Math.min({}*Math.pow(2,n),30000))}})()",
+        secs * 1000
+    )
 }
 
 /// The provider order of an attempt the cart says has one: the runner's record of the attempt,
@@ -420,48 +434,4 @@ async fn cart_order(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    async fn body(order: rpb::ProviderOrder) -> serde_json::Value {
-        let resp = provider_order(order);
-        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
-            .await
-            .unwrap();
-        serde_json::from_slice(&bytes).unwrap()
-    }
-
-    #[tokio::test]
-    async fn the_shopper_gets_the_order_with_a_snippet_and_without_the_merchants_fields() {
-        let raw = serde_json::json!({
-            "order_id": "o-1",
-            "status": "checkout_incomplete",
-            "html_snippet": "<div>pay</div>",
-            "order_lines": [{"reference": "SKU-1"}],
-            "merchant_urls": {"validation": "https://shop/cart/validation?token=secret"},
-            "merchant_data": "{\"tenant\":\"t\"}",
-        });
-        let got = body(rpb::ProviderOrder {
-            raw_json: raw.to_string(),
-            ..Default::default()
-        })
-        .await;
-        assert_eq!(got["html_snippet"], "<div>pay</div>");
-        assert_eq!(got["order_lines"], raw["order_lines"]);
-        assert!(got.get("merchant_urls").is_none(), "{got}");
-        assert!(got.get("merchant_data").is_none(), "{got}");
-
-        // A provider order without a snippet, or no JSON at all: the recorded one.
-        for raw_json in [r#"{"order_id":"o-1"}"#, "", "[1]"] {
-            let got = body(rpb::ProviderOrder {
-                order_id: "o-1".into(),
-                html_snippet: "<div>recorded</div>".into(),
-                raw_json: raw_json.into(),
-                ..Default::default()
-            })
-            .await;
-            assert_eq!(got["html_snippet"], "<div>recorded</div>", "{raw_json}");
-            assert_eq!(got["order_id"], "o-1", "{raw_json}");
-        }
-    }
-}
+mod tests;
