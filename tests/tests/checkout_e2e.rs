@@ -172,6 +172,23 @@ async fn a_storefront_checks_out_pays_and_the_order_is_placed_once() {
         (409, Some("cart_locked")),
         "{err}"
     );
+    // ... as is a change naming one of its lines through the cookie (the next cart has none) ...
+    let reply = shopper
+        .put(p.url("/cart"))
+        .json(&json!({"id": 1, "quantity": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert!(!reply.headers().contains_key("set-cookie"));
+    let (s, err) = (
+        reply.status().as_u16(),
+        reply.json::<Value>().await.unwrap(),
+    );
+    assert_eq!(
+        (s, err["code"].as_str()),
+        (409, Some("cart_locked")),
+        "{err}"
+    );
     // ... and the shopper's next add (the cookie's cart) starts a new cart, whose cookie the
     // reply sets, instead of being refused for as long as the cookie lives.
     let reply = shopper

@@ -505,7 +505,6 @@ async fn the_october_2025_client_reads_every_reply_as_its_own_types() {
 const SUBSCRIPTION: &str =
     r#"{"offeringCode":"5G-UNLIMITED","signingType":"bankid","data":{"msisdn":"0701234567"}}"#;
 
-/// Every cart call of the December client (its checkout lives in another service).
 /// With API keys, as deployed: the browser client sends no `x-api-key`, so its calls are the
 /// storefront tenant's (`GATEWAY_STOREFRONT_TENANT`); they were all 401 and the shop had no
 /// cart. Everything but the storefront routes still needs a key.
@@ -536,6 +535,7 @@ async fn the_browser_client_needs_no_key_where_the_gateway_has_a_storefront_tena
     assert_eq!(tests::stack::ok(keyed).await["id"], cart.id.as_str());
 }
 
+/// Every cart call of the December client (its checkout lives in another service).
 #[tokio::test]
 async fn the_december_2025_client_reads_every_reply_as_its_own_types() {
     let Some(p) = platform().await else { return };

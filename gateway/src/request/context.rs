@@ -151,10 +151,10 @@ impl Auth {
             return RequestContext::from_http(headers, self.default_tenant.as_ref())
                 .map(|ctx| (ctx, true));
         }
+        // A key that is not text is a key, and not a known one (401), not no key.
         let key = headers
             .get(API_KEY)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim);
+            .map(|v| v.to_str().unwrap_or_default().trim());
         let (tenant, backoffice) = match (key, &self.storefront_tenant) {
             (Some(key), _) => {
                 let key = self.api_keys.get(&KeyDigest::of(key)).ok_or_else(|| {

@@ -1,6 +1,6 @@
 //! Request bodies of the storefront API, exactly as the go-cart-actor storefront client sends
-//! them. Unknown fields are refused (a typo must not be silently ignored) and each body turns
-//! into one domain command; the body itself is echoed as the reply's `mutation`.
+//! them. Unknown fields are refused (a typo must not be silently ignored), except in an item
+//! ([`ItemBody`]), and each body turns into one domain command; the body itself is echoed as the reply's `mutation`.
 
 use cart_domain::{AddItem, Command, Marking};
 use serde::{Deserialize, Serialize};

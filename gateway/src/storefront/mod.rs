@@ -66,10 +66,10 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// Runs one storefront mutation (a fresh command id: the aggregate client retries with it) and
 /// replies with the cart, echoing `echo` as the mutation; sets the cookie for a new cart.
 ///
-/// The cookie's cart once its order is placed is done with: a change to it goes to a new cart,
+/// The cookie's cart once its order is placed is done with: an add to it goes to a new cart,
 /// whose cookie the reply sets (the cart stayed locked, every add refused for the cookie's
-/// lifetime, unless the client happened to forget the cart first). A cart named by its id
-/// (`/cart/byid/..`) stays refused (`409 cart_locked`), as does one being paid.
+/// lifetime, unless the client happened to forget the cart first). Any other change, a cart
+/// named by its id (`/cart/byid/..`) and a cart being paid stay refused (`409 cart_locked`).
 pub async fn mutate(
     s: &AppState,
     ctx: &RequestContext,
@@ -78,11 +78,16 @@ pub async fn mutate(
     echo: &impl Serialize,
 ) -> Result<Response, ApiError> {
     let kind = command.name();
-    let again = (cart.source == Source::Cookie).then(|| command.clone());
+    // Only an add starts the next cart: a change naming a line, a delivery or a voucher names
+    // one of the placed cart's, which the new cart does not have.
+    let adds = matches!(command, Command::AddItem(_) | Command::AddItems { .. });
+    let again = (adds && cart.source == Source::Cookie).then(|| command.clone());
     let exec = || Exec::new(CommandId::new());
     let (rendered, fresh) = match s.execute_storefront(ctx, &cart.id, exec(), command).await {
         Ok(rendered) => (rendered, None),
-        Err(e) if e.code == ErrorCode::CartLocked && placed(s, ctx, cart).await => {
+        Err(e)
+            if e.code == ErrorCode::CartLocked && again.is_some() && placed(s, ctx, cart).await =>
+        {
             let Some(command) = again else {
                 return Err(e);
             };
@@ -107,11 +112,10 @@ pub async fn mutate(
 /// Whether `cart`'s order is placed (not only held for a purchase); false when it cannot be
 /// read (the refusal then stands).
 async fn placed(s: &AppState, ctx: &RequestContext, cart: &StoreCart) -> bool {
-    cart.source == Source::Cookie
-        && s.upstream
-            .state(ctx, &cart.id)
-            .await
-            .is_ok_and(|state| state.cart.order.is_some())
+    s.upstream
+        .state(ctx, &cart.id)
+        .await
+        .is_ok_and(|state| state.cart.order.is_some())
 }
 
 /// `{"result": <cart>, "mutations": [...]}` around the cart JSON the aggregate rendered: the

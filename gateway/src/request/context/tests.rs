@@ -84,6 +84,10 @@ fn a_keyless_storefront_request_is_the_storefront_tenants_when_there_is_one() {
     assert_eq!(ctx.tenant.as_str(), "tenant-a");
     let e = at("/cart", &[(API_KEY, "nope")]).unwrap_err();
     assert_eq!(e.code, ErrorCode::Unauthenticated);
+    let mut unreadable = headers(&[]);
+    unreadable.insert(API_KEY, http::HeaderValue::from_bytes(b"k\xff1").unwrap());
+    let e = auth.resolve_scoped(&unreadable, "/cart").unwrap_err();
+    assert_eq!(e.code, ErrorCode::Unauthenticated);
     // A keyless request naming another tenant is refused.
     let e = at("/cart", &[(TENANT_ID, "tenant-a")]).unwrap_err();
     assert_eq!(e.code, ErrorCode::PermissionDenied);
