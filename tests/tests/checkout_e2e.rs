@@ -48,6 +48,11 @@ fn order_id(order: &Value) -> String {
     order["order_id"].as_str().unwrap().to_owned()
 }
 
+/// Who the mock provider's order `order` was made for (tenant, cart, attempt).
+fn made_for(p: &Platform, order: &str) -> shared::provider_order::MerchantData {
+    p.mock.order(order).unwrap().merchant().unwrap()
+}
+
 /// `GET /cart/checkout`: the status and the provider order (or the error).
 async fn checkout(p: &Platform, shopper: &reqwest::Client) -> (u16, Value) {
     call(shopper.get(p.url("/cart/checkout"))).await
@@ -334,13 +339,7 @@ async fn checking_out_a_cart_being_paid_answers_its_order_whatever_the_runner_re
         return;
     };
     p.mock.validate(&first.order_id).await.expect("approved");
-    let attempt = p
-        .mock
-        .order(&first.order_id)
-        .unwrap()
-        .merchant()
-        .unwrap()
-        .attempt_id;
+    let attempt = made_for(&p, &first.order_id).attempt_id;
     let tenant = shared::TenantId::default_tenant();
     let subject =
         shared::subjects::workflow_event(&tenant, shared::workflow::CHECKOUT_KIND, &first.cart_id)
@@ -416,15 +415,7 @@ async fn a_slow_provider_gets_the_shopper_a_pending_page_that_resumes() {
         asks += 1;
         assert!(asks < 100, "the order never came");
     };
-    assert_eq!(
-        p.mock
-            .order(&order_id(&order))
-            .unwrap()
-            .merchant()
-            .unwrap()
-            .attempt_id,
-        attempt
-    );
+    assert_eq!(made_for(&p, &order_id(&order)).attempt_id, attempt);
     assert_eq!(p.events_of_type(&cart_id, "CheckoutStarted").await, 1);
     assert_eq!(p.mock.orders_for(&cart_id), 1);
 }
@@ -746,7 +737,7 @@ async fn a_client_chosen_attempt_id_never_collides_across_carts_or_tenants() {
         )
         .await;
         assert_eq!(s, 200, "{tenant}/{cart} gets its provider order: {order}");
-        let merchant = p.mock.order(&order_id(&order)).unwrap().merchant().unwrap();
+        let merchant = made_for(&p, &order_id(&order));
         assert_eq!(
             (merchant.tenant.as_str(), merchant.cart_id.as_str()),
             (tenant, cart),
