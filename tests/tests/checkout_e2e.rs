@@ -53,6 +53,26 @@ fn made_for(p: &Platform, order: &str) -> shared::provider_order::MerchantData {
     p.mock.order(order).unwrap().merchant().unwrap()
 }
 
+/// How many checkout attempts the cart started, and how many provider orders were created
+/// for it.
+async fn attempts_and_orders(p: &Platform, cart_id: &str) -> (usize, u32) {
+    (
+        p.events_of_type(cart_id, "CheckoutStarted").await,
+        p.mock.orders_for(cart_id),
+    )
+}
+
+/// A shopper with a filled cart (its id) and a provider that answers after `delay_ms`.
+async fn slow_provider(p: &Platform, delay_ms: u64) -> (reqwest::Client, String) {
+    let shopper = p.shopper();
+    let cart_id = id(&fill_cart(p, &shopper).await);
+    p.mock.set_faults(Faults {
+        delay_ms,
+        ..Default::default()
+    });
+    (shopper, cart_id)
+}
+
 /// `GET /cart/checkout`: the status and the provider order (or the error).
 async fn checkout(p: &Platform, shopper: &reqwest::Client) -> (u16, Value) {
     call(shopper.get(p.url("/cart/checkout"))).await
@@ -272,13 +292,8 @@ async fn changing_the_cart_during_checkout_updates_the_same_provider_order() {
 #[tokio::test]
 async fn tabs_checking_out_at_once_share_one_attempt_and_one_order() {
     let Some(p) = platform().await else { return };
-    let shopper = p.shopper();
-    let cart_id = id(&fill_cart(&p, &shopper).await);
     // The provider answers slowly, so every tab reads the cart before the first answer.
-    p.mock.set_faults(Faults {
-        delay_ms: 300,
-        ..Default::default()
-    });
+    let (shopper, cart_id) = slow_provider(&p, 300).await;
     let calls_before = p.mock.stats().api_requests;
     let tabs: Vec<(u16, Value)> =
         futures::future::join_all((0..4).map(|_| checkout(&p, &shopper))).await;
@@ -286,8 +301,7 @@ async fn tabs_checking_out_at_once_share_one_attempt_and_one_order() {
         assert_eq!(*status, 200, "every tab gets the order: {tabs:?}");
         assert_eq!(body["order_id"], tabs[0].1["order_id"], "{tabs:?}");
     }
-    assert_eq!(p.events_of_type(&cart_id, "CheckoutStarted").await, 1);
-    assert_eq!(p.mock.orders_for(&cart_id), 1);
+    assert_eq!(attempts_and_orders(&p, &cart_id).await, (1, 1));
     assert_eq!(
         p.mock.stats().api_requests - calls_before,
         1,
@@ -301,12 +315,7 @@ async fn tabs_checking_out_at_once_share_one_attempt_and_one_order() {
 #[tokio::test]
 async fn a_tab_waiting_on_a_superseded_attempt_gets_the_newer_order() {
     let Some(p) = platform().await else { return };
-    let shopper = p.shopper();
-    let cart_id = id(&fill_cart(&p, &shopper).await);
-    p.mock.set_faults(Faults {
-        delay_ms: 300,
-        ..Default::default()
-    });
+    let (shopper, cart_id) = slow_provider(&p, 300).await;
     let other_tab = async {
         wait_until(
             || async { p.events_of_type(&cart_id, "CheckoutStarted").await == 1 },
@@ -325,8 +334,7 @@ async fn a_tab_waiting_on_a_superseded_attempt_gets_the_newer_order() {
         first_tab.1["order_amount"], changed["result"]["totalPrice"]["incVat"],
         "the order of the changed cart"
     );
-    assert_eq!(p.events_of_type(&cart_id, "CheckoutStarted").await, 2);
-    assert_eq!(p.mock.orders_for(&cart_id), 1);
+    assert_eq!(attempts_and_orders(&p, &cart_id).await, (2, 1));
 }
 
 /// The runner keeps only a cart's last checkout result, and it need not name the cart's order:
@@ -383,12 +391,7 @@ async fn a_slow_provider_gets_the_shopper_a_pending_page_that_resumes() {
     let Some(p) = platform_with(|gw| gw.checkout_wait_ms = 100).await else {
         return;
     };
-    let shopper = p.shopper();
-    let cart_id = id(&fill_cart(&p, &shopper).await);
-    p.mock.set_faults(Faults {
-        delay_ms: 1_000,
-        ..Default::default()
-    });
+    let (shopper, cart_id) = slow_provider(&p, 1_000).await;
     let reply = shopper.get(p.url("/cart/checkout")).send().await.unwrap();
     assert_eq!(reply.status(), 202);
     assert_eq!(reply.headers()["retry-after"], "1");
@@ -416,8 +419,7 @@ async fn a_slow_provider_gets_the_shopper_a_pending_page_that_resumes() {
         assert!(asks < 100, "the order never came");
     };
     assert_eq!(made_for(&p, &order_id(&order)).attempt_id, attempt);
-    assert_eq!(p.events_of_type(&cart_id, "CheckoutStarted").await, 1);
-    assert_eq!(p.mock.orders_for(&cart_id), 1);
+    assert_eq!(attempts_and_orders(&p, &cart_id).await, (1, 1));
 }
 
 /// The updated order is paid: the provider asks its validation callback (with the URL the
