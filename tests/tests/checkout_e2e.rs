@@ -315,7 +315,9 @@ async fn tabs_checking_out_at_once_share_one_attempt_and_one_order() {
 #[tokio::test]
 async fn a_tab_waiting_on_a_superseded_attempt_gets_the_newer_order() {
     let Some(p) = platform().await else { return };
-    let (shopper, cart_id) = slow_provider(&p, 300).await;
+    // Slow enough that the other tab's change lands before the first attempt's order does,
+    // with a wide margin (the change is one request after the start is seen).
+    let (shopper, cart_id) = slow_provider(&p, 1_500).await;
     let other_tab = async {
         wait_until(
             || async { p.events_of_type(&cart_id, "CheckoutStarted").await == 1 },
