@@ -130,9 +130,11 @@ impl CookiePolicy {
         self.cookie(String::new(), time::Duration::ZERO)
     }
 
-    /// Adds the cookie to `resp` when the cart id was minted for this request.
+    /// Adds the cookie to `resp` for a cookie's cart: a new one's id, and again the id it
+    /// came with, so that its `Max-Age` counts from the shopper's last visit, not from the
+    /// cart's first (a cart in use was lost when its cookie expired). None for `/cart/byid`.
     pub fn attach(&self, cart: &StoreCart, mut resp: Response) -> Response {
-        if cart.is_new() {
+        if cart.source != Source::Path {
             resp.headers_mut()
                 .append(http::header::SET_COOKIE, self.set(&cart.id));
         }

@@ -27,13 +27,16 @@ async fn go_cart_actor_walkthrough() {
     let id = cart["id"].as_str().unwrap().to_owned();
     assert!(cookie.contains(&format!("cartid={id}")), "{cookie}");
 
-    // 2. Add an item by SKU (implicit quantity 1); the cookie is not set again.
+    // 2. Add an item by SKU (implicit quantity 1); the same cookie is set again, its Max-Age
+    //    counting from this visit (an active cart outlives the cookie's first 30 days).
     let resp = b
         .get(stack.url("/cart/add/TEST-SKU-123"))
         .send()
         .await
         .unwrap();
-    assert!(resp.headers().get(SET_COOKIE).is_none());
+    let again = resp.headers()[SET_COOKIE].to_str().unwrap();
+    assert!(again.starts_with(&format!("cartid={id};")), "{again}");
+    assert!(again.contains("Max-Age=2592000"), "{again}");
     let (status, reply) = json(resp).await;
     assert_eq!(status, 200, "{reply}");
     assert_eq!(reply["result"]["id"], id.as_str());
