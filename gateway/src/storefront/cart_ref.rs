@@ -130,10 +130,21 @@ impl CookiePolicy {
         self.cookie(String::new(), time::Duration::ZERO)
     }
 
-    /// Adds the cookie to `resp` for a cookie's cart: a new one's id, and again the id it
-    /// came with, so that its `Max-Age` counts from the shopper's last visit, not from the
-    /// cart's first (a cart in use was lost when its cookie expired). None for `/cart/byid`.
+    /// Adds the cookie to `resp` when the cart id was minted for this request.
     pub fn attach(&self, cart: &StoreCart, mut resp: Response) -> Response {
+        if cart.is_new() {
+            resp.headers_mut()
+                .append(http::header::SET_COOKIE, self.set(&cart.id));
+        }
+        resp
+    }
+
+    /// [`Self::attach`] for a change the cart took: the cookie's cart gets its cookie again,
+    /// so that its `Max-Age` counts from the shopper's last change, not from the cart's first
+    /// (a cart in use was lost when its cookie expired). Only a change: a read that raced a
+    /// newer cookie (the next cart after a purchase, or none after `DELETE /cart`) would set
+    /// the old one back. None for `/cart/byid`.
+    pub fn attach_changed(&self, cart: &StoreCart, mut resp: Response) -> Response {
         if cart.source != Source::Path {
             resp.headers_mut()
                 .append(http::header::SET_COOKIE, self.set(&cart.id));

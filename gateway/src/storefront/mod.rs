@@ -106,7 +106,7 @@ pub async fn mutate(
         mutation: serde_json::to_value(echo).unwrap_or_default(),
     }];
     let body = mutation_reply(&rendered, &mutations)?;
-    Ok(s.cookies.attach(cart, json_response(body)))
+    Ok(s.cookies.attach_changed(cart, json_response(body)))
 }
 
 /// Whether `cart`'s order is placed (not only held for a purchase); false when it cannot be

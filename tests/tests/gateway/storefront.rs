@@ -28,7 +28,7 @@ async fn go_cart_actor_walkthrough() {
     assert!(cookie.contains(&format!("cartid={id}")), "{cookie}");
 
     // 2. Add an item by SKU (implicit quantity 1); the same cookie is set again, its Max-Age
-    //    counting from this visit (an active cart outlives the cookie's first 30 days).
+    //    counting from this change (an active cart outlives the cookie's first 30 days).
     let resp = b
         .get(stack.url("/cart/add/TEST-SKU-123"))
         .send()
@@ -43,6 +43,10 @@ async fn go_cart_actor_walkthrough() {
     assert_eq!(lines(&reply["result"]), [("TEST-SKU-123".into(), 1)]);
     assert_eq!(reply["mutations"][0]["type"], "AddItem");
     assert_eq!(reply["mutations"][0]["mutation"]["sku"], "TEST-SKU-123");
+    // A read sets no cookie: one that raced a newer cookie (the next cart after a purchase,
+    // none after DELETE /cart) would set the old one back.
+    let resp = b.get(stack.url("/cart/")).send().await.unwrap();
+    assert!(resp.headers().get(SET_COOKIE).is_none());
 
     // 3. Add with an explicit payload: JSON content type, and the browser's text/plain.
     let body = json!({"sku": "TEST-SKU-456", "quantity": 2, "country": "se"});
