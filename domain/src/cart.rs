@@ -266,15 +266,20 @@ impl Cart {
 
     /// A checkout attempt is live: the shopper is (about to be) paying.
     pub fn payment_in_progress(&self) -> bool {
-        matches!(
-            self.checkout.as_deref(),
-            Some(Checkout {
-                status: CheckoutStatus::Started
+        self.live_checkout().is_some()
+    }
+
+    /// The live checkout attempt (its order being created, waiting for payment, or being
+    /// paid): the one a new checkout request continues instead of starting another.
+    pub fn live_checkout(&self) -> Option<&Checkout> {
+        self.checkout.as_deref().filter(|c| {
+            matches!(
+                c.status,
+                CheckoutStatus::Started
                     | CheckoutStatus::OrderCreated
-                    | CheckoutStatus::PaymentApproved { .. },
-                ..
-            })
-        )
+                    | CheckoutStatus::PaymentApproved { .. }
+            )
+        })
     }
 
     fn checkout_mut(&mut self, attempt_id: &str) -> Option<&mut Checkout> {

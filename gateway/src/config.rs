@@ -216,23 +216,11 @@ impl Config {
     }
 
     pub fn default_tenant(&self) -> Result<Option<TenantId>, ConfigError> {
-        let t = self.default_tenant.trim();
-        if t.is_empty() {
-            return Ok(None);
-        }
-        TenantId::parse(t)
-            .map(Some)
-            .map_err(|e| ConfigError(format!("default_tenant: {e}")))
+        optional_tenant("default_tenant", &self.default_tenant)
     }
 
     pub fn storefront_tenant(&self) -> Result<Option<TenantId>, ConfigError> {
-        let t = self.storefront_tenant.trim();
-        if t.is_empty() {
-            return Ok(None);
-        }
-        TenantId::parse(t)
-            .map(Some)
-            .map_err(|e| ConfigError(format!("storefront_tenant: {e}")))
+        optional_tenant("storefront_tenant", &self.storefront_tenant)
     }
 
     /// The static aggregate addresses, trimmed.
@@ -292,6 +280,17 @@ impl Config {
         }
         Ok(backoffice)
     }
+}
+
+/// The tenant `value` names (empty: none).
+fn optional_tenant(field: &str, value: &str) -> Result<Option<TenantId>, ConfigError> {
+    let t = value.trim();
+    if t.is_empty() {
+        return Ok(None);
+    }
+    TenantId::parse(t)
+        .map(Some)
+        .map_err(|e| ConfigError(format!("{field}: {e}")))
 }
 
 /// `key=tenant` pairs of `field`.

@@ -27,6 +27,7 @@ use cart_domain::{Cart, Command};
 use futures::future::BoxFuture;
 use proto::cart::v1 as pb;
 use shared::headers::RequestContext;
+use shared::provider_order::PAID_STATUS;
 use shared::subjects::{RUNNER_PUSH_DURABLE, WORKFLOW_COMMANDS_STREAM, WorkflowSubject};
 use shared::workflow::{CheckoutOutcome, CheckoutResult, PushReceived, confirm_command_id};
 use tracing::Instrument;
@@ -39,9 +40,6 @@ use crate::provider::order::MerchantData;
 use crate::provider::{Order, ProviderClient};
 use crate::records::{Consumed, Records};
 use crate::state::{ProviderHandle, Status};
-
-/// The provider's status of a paid (completed) checkout order.
-const PAID: &str = "checkout_complete";
 
 pub struct Push {
     pub records: Records,
@@ -160,7 +158,7 @@ impl Push {
             );
             return Ok("foreign_tenant");
         }
-        if order.status.as_deref() != Some(PAID) {
+        if order.status.as_deref() != Some(PAID_STATUS) {
             // Pushed before payment (or forged): nothing to place yet, and nothing is blocked.
             tracing::info!(order = order_id, status = ?order.status, "push for an unpaid order: nothing to do yet");
             return Ok("incomplete");

@@ -8,6 +8,7 @@ use runner::provider::mock::{CompleteError, Faults};
 use serde_json::{Value, json};
 use shared::test_support::wait_until;
 use tests::platform::{Platform, platform, platform_with};
+use tests::requests::assert_error;
 use tests::stack::{call, ok};
 
 const ADMIN_TOKEN: &str = tests::platform::ADMIN_TOKEN;
@@ -135,12 +136,8 @@ async fn a_storefront_checks_out_pays_and_the_order_is_placed_once() {
     assert_eq!(now["paymentInProgress"], true);
 
     // Not paid yet: no confirmation page (the order's snippet is its payment form).
-    let (s, err) = call(shopper.get(p.url(&format!("/cart/confirmation/{order_id}")))).await;
-    assert_eq!(
-        (s, err["code"].as_str()),
-        (409, Some("invalid_state")),
-        "{err}"
-    );
+    let got = call(shopper.get(p.url(&format!("/cart/confirmation/{order_id}")))).await;
+    assert_error(&got, 409, "invalid_state", "not paid yet");
 
     // The shopper pays: the provider pushes to the gateway, the runner acknowledges the order
     // and confirms it on the cart.
@@ -191,12 +188,8 @@ async fn a_storefront_checks_out_pays_and_the_order_is_placed_once() {
 
     // The placed cart no longer changes: named by its id, a change is refused...
     let placed = p.url(&format!("/cart/byid/{cart_id}/add/TEST-SKU-AAA"));
-    let (s, err) = call(reqwest::Client::new().get(&placed)).await;
-    assert_eq!(
-        (s, err["code"].as_str()),
-        (409, Some("cart_locked")),
-        "{err}"
-    );
+    let got = call(reqwest::Client::new().get(&placed)).await;
+    assert_error(&got, 409, "cart_locked", "the order is placed");
     // ... as is a change naming one of its lines through the cookie (the next cart has none) ...
     let reply = shopper
         .put(p.url("/cart"))
@@ -205,15 +198,8 @@ async fn a_storefront_checks_out_pays_and_the_order_is_placed_once() {
         .await
         .unwrap();
     assert!(!reply.headers().contains_key("set-cookie"));
-    let (s, err) = (
-        reply.status().as_u16(),
-        reply.json::<Value>().await.unwrap(),
-    );
-    assert_eq!(
-        (s, err["code"].as_str()),
-        (409, Some("cart_locked")),
-        "{err}"
-    );
+    let got = (reply.status().as_u16(), reply.json().await.unwrap());
+    assert_error(&got, 409, "cart_locked", "the order is placed");
     // ... and the shopper's next add (the cookie's cart) starts a new cart, whose cookie the
     // reply sets, instead of being refused for as long as the cookie lives.
     let reply = shopper
@@ -695,12 +681,8 @@ async fn paying_the_old_amount_after_the_cart_changed_never_places_an_order() {
     assert_eq!(p.orders_placed(&cart_id).await, 0);
     assert_eq!(p.events_of_type(&cart_id, "OrderMismatched").await, 1);
     // Its confirmation page is no "thank you": paid, not placed.
-    let (s, err) = call(shopper.get(p.url(&format!("/cart/confirmation/{old_order}")))).await;
-    assert_eq!(
-        (s, err["code"].as_str()),
-        (409, Some("invalid_state")),
-        "{err}"
-    );
+    let got = call(shopper.get(p.url(&format!("/cart/confirmation/{old_order}")))).await;
+    assert_error(&got, 409, "invalid_state", "paid but not placed");
 
     // Checking out again creates a new provider order for the new total; paying it places it.
     let second = ok(shopper.get(p.url("/cart/checkout"))).await;

@@ -16,7 +16,6 @@ mod callbacks;
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use cart_domain::cart::Checkout;
 use cart_domain::ids::KeyField;
 use cart_domain::{CartState, CheckoutStatus, Command};
 use futures::StreamExt;
@@ -24,6 +23,7 @@ use http::StatusCode;
 use proto::runner::admin::v1 as rpb;
 use serde::{Deserialize, Serialize};
 use shared::headers::RequestContext;
+use shared::provider_order::PAID_STATUS;
 use shared::workflow::{AttemptIds, CheckoutOutcome};
 use shared::{ApiError, ErrorCode};
 use utoipa::ToSchema;
@@ -201,7 +201,7 @@ async fn start_or_join(
                 ),
             ));
         }
-        if let Some(c) = in_progress(&state) {
+        if let Some(c) = state.cart.live_checkout() {
             return Ok(c.attempt_id.clone());
         }
         let attempt = uuid::Uuid::now_v7().to_string();
@@ -230,19 +230,6 @@ async fn start_or_join(
         ErrorCode::VersionConflict,
         format!("the cart changed {READS} times while its checkout started; try again"),
     ))
-}
-
-/// The cart's checkout that a new request continues instead of starting another: waiting for
-/// payment, being created, or being paid.
-fn in_progress(state: &CartState) -> Option<&Checkout> {
-    state.cart.checkout.as_deref().filter(|c| {
-        matches!(
-            c.status,
-            CheckoutStatus::OrderCreated
-                | CheckoutStatus::Started
-                | CheckoutStatus::PaymentApproved { .. }
-        )
-    })
 }
 
 enum Outcome {
@@ -392,7 +379,7 @@ pub async fn confirmation(
              while it was paid); the payment is not taken, and the cart can be checked out again",
         ));
     }
-    let paid = order.outcome == CheckoutOutcome::Placed.as_str() || order.status == PROVIDER_PAID;
+    let paid = order.outcome == CheckoutOutcome::Placed.as_str() || order.status == PAID_STATUS;
     if !paid {
         return Err(ApiError::new(
             ErrorCode::InvalidState,
@@ -401,11 +388,6 @@ pub async fn confirmation(
     }
     Ok(provider_order(order))
 }
-
-/// A provider order's status once the shopper paid (Klarna Checkout v3's, as the runner reads
-/// it); any other (`checkout_incomplete`, or one this code does not know) is no purchase to
-/// confirm, unless the order is placed.
-const PROVIDER_PAID: &str = "checkout_complete";
 
 /// The provider's order `order_id` as it is now, through the runner, which answers it only
 /// for an order of this cart.

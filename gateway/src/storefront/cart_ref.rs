@@ -131,12 +131,8 @@ impl CookiePolicy {
     }
 
     /// Adds the cookie to `resp` when the cart id was minted for this request.
-    pub fn attach(&self, cart: &StoreCart, mut resp: Response) -> Response {
-        if cart.is_new() {
-            resp.headers_mut()
-                .append(http::header::SET_COOKIE, self.set(&cart.id));
-        }
-        resp
+    pub fn attach(&self, cart: &StoreCart, resp: Response) -> Response {
+        self.attach_if(cart.is_new(), cart, resp)
     }
 
     /// [`Self::attach`] for a change the cart took: the cookie's cart gets its cookie again,
@@ -144,8 +140,12 @@ impl CookiePolicy {
     /// (a cart in use was lost when its cookie expired). Only a change: a read that raced a
     /// newer cookie (the next cart after a purchase, or none after `DELETE /cart`) would set
     /// the old one back. None for `/cart/byid`.
-    pub fn attach_changed(&self, cart: &StoreCart, mut resp: Response) -> Response {
-        if cart.source != Source::Path {
+    pub fn attach_changed(&self, cart: &StoreCart, resp: Response) -> Response {
+        self.attach_if(cart.source != Source::Path, cart, resp)
+    }
+
+    fn attach_if(&self, set: bool, cart: &StoreCart, mut resp: Response) -> Response {
+        if set {
             resp.headers_mut()
                 .append(http::header::SET_COOKIE, self.set(&cart.id));
         }

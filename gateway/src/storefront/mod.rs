@@ -83,21 +83,19 @@ pub async fn mutate(
     let adds = matches!(command, Command::AddItem(_) | Command::AddItems { .. });
     let again = (adds && cart.source == Source::Cookie).then(|| command.clone());
     let exec = || Exec::new(CommandId::new());
-    let (rendered, fresh) = match s.execute_storefront(ctx, &cart.id, exec(), command).await {
-        Ok(rendered) => (rendered, None),
-        Err(e)
-            if e.code == ErrorCode::CartLocked && again.is_some() && placed(s, ctx, cart).await =>
+    let done = s.execute_storefront(ctx, &cart.id, exec(), command).await;
+    let (rendered, fresh) = match (done, again) {
+        (Ok(rendered), _) => (rendered, None),
+        (Err(e), Some(command))
+            if e.code == ErrorCode::CartLocked && placed(s, ctx, cart).await =>
         {
-            let Some(command) = again else {
-                return Err(e);
-            };
             let fresh = StoreCart::minted();
             let rendered = s
                 .execute_storefront(ctx, &fresh.id, exec(), command)
                 .await?;
             (rendered, Some(fresh))
         }
-        Err(e) => return Err(e),
+        (Err(e), _) => return Err(e),
     };
     let cart = fresh.as_ref().unwrap_or(cart);
     let mutations = [MutationOutcome {
