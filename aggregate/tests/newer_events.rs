@@ -28,6 +28,7 @@ async fn published_by_a_newer_build(
             data,
         }],
         request_fingerprint: None,
+        refused: None,
     };
     let subject = shared::subjects::cart_events(&tenant(), &msg.cart_id);
     env.js

@@ -111,6 +111,62 @@ async fn a_retry_the_owners_older_copy_would_refuse_is_answered_with_the_stored_
     pair.drain().await;
 }
 
+/// The slow node of a zombie's race: a keyed change reaches the owner, whose copy is behind
+/// (the cart was cleared, the change refused and the line added again elsewhere, each served
+/// as a fallback). Its decision on the old copy is fenced out by the append; deciding again
+/// on the cart as it is now would apply the change the client was told was refused. The
+/// stored refusal answers it instead.
+#[tokio::test]
+async fn a_node_deciding_a_keyed_change_on_an_old_copy_finds_its_refusal_stored() {
+    let Some(env) = env().await else { return };
+    let (pair, cart, mut to_a, mut to_b) = owner_cached(&env, "zombie").await;
+    let id = CommandId::new();
+    let keyed = || {
+        let mut req = exec(
+            &cart,
+            id,
+            cart_domain::Command::ChangeQuantity {
+                line_id: 1,
+                quantity: 3,
+            },
+        );
+        req.get_mut().request_fingerprint = "fingerprint-of-the-request".into();
+        req
+    };
+    let clear = fallback(exec(
+        &cart,
+        CommandId::new(),
+        cart_domain::Command::ClearCart,
+    ));
+    executed(&mut to_b, clear, "cleared elsewhere").await;
+    let refused = to_b.execute(fallback(keyed())).await.unwrap_err();
+    let refused = shared::ApiError::from_status(&refused);
+    assert_eq!(refused.code, ErrorCode::UnknownLine, "{refused}");
+    assert!(!refused.replayed);
+    let again = fallback(exec(&cart, CommandId::new(), add("TEST-SKU-456", 1)));
+    let added = executed(&mut to_b, again, "line 1 again").await;
+    assert_eq!(
+        added.cart.lines[0].id, 1,
+        "line ids start over after a clear"
+    );
+
+    let late = to_a.execute(keyed()).await.unwrap_err();
+    let late = shared::ApiError::from_status(&late);
+    assert_eq!(
+        (late.code, late.replayed),
+        (ErrorCode::UnknownLine, true),
+        "{late}"
+    );
+    assert_eq!(late.message, refused.message);
+    let read = state_of(to_a.get_cart(get(&cart)).await.unwrap().into_inner());
+    assert_eq!(
+        read.cart.lines[0].quantity, 1,
+        "the refused change is not applied"
+    );
+    assert_eq!(read.version, added.version, "nothing appended since");
+    pair.drain().await;
+}
+
 #[tokio::test]
 async fn the_admin_drain_rpc_hands_off_and_stops_the_node() {
     use proto::cart::v1::aggregate_admin_client::AggregateAdminClient;

@@ -39,7 +39,7 @@ pub use command::{AddItem, CatalogNeeds, Command, Limits};
 pub use decide::{Context, decide};
 pub use error::DomainError;
 pub use event::lines_digest;
-pub use event::{Event, EventDecodeError, EventMessage, EventRecord};
+pub use event::{Event, EventDecodeError, EventMessage, EventRecord, Refusal, Refused};
 pub use money::{CartPrice, TaxRate};
 pub use payment::{PaidOrder, PaymentMismatch, checkout_lines};
 pub use state::{ApplyReport, CartState, KeyedCommand, Prior, RecentCommand, Retain};

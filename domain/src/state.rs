@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use serde::{Deserialize, Serialize};
 
 use super::cart::{Cart, apply};
-use super::event::{Event, EventDecodeError, EventMessage};
+use super::event::{Event, EventDecodeError, EventMessage, Refusal};
 use crate::ids::{CartId, CommandId};
 
 /// The outcome of a committed command, kept to answer retries.
@@ -22,12 +22,14 @@ pub struct RecentCommand {
 }
 
 /// What a cart remembers of a command ([`CartState::prior`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Prior {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Prior<'a> {
     /// Not decided before (or forgotten): decide it.
     New,
     /// Decided before, at this version: answer that.
     Answered(u64),
+    /// A keyed command refused before: answer that refusal again.
+    Refused(&'a Refusal),
     /// Its `Idempotency-Key` was used for a different request within the retention.
     KeyReused,
 }
@@ -42,6 +44,9 @@ pub struct KeyedCommand {
     pub revision: u64,
     /// When it was decided (Unix seconds, the message's `occurred_at`).
     pub at: i64,
+    /// Set when the cart refused it (the message recorded only that): the refusal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<Box<Refusal>>,
 }
 
 /// How much of its command history a cart keeps to answer retries.
@@ -145,8 +150,8 @@ impl CartState {
     /// Whether command `command_id` (sent with an `Idempotency-Key` whose request has
     /// `fingerprint`, or without one) was decided before, as of `now` (Unix seconds).
     ///
-    /// A keyed command is answered by its keyed record while the retention lasts (refused when
-    /// the request differs). Past it the key is forgotten and the request is a new one, even
+    /// A keyed command is answered by its keyed record while the retention lasts (with the
+    /// stored refusal when the cart refused it; refused when the request differs). Past it the key is forgotten and the request is a new one, even
     /// while its id is still among the cart's recent commands: that record cannot tell a retry
     /// from another request under the same key. A command without a key is answered by the
     /// recent commands.
@@ -156,11 +161,14 @@ impl CartState {
         fingerprint: Option<&str>,
         now: i64,
         retain: Retain,
-    ) -> Prior {
+    ) -> Prior<'_> {
         match fingerprint {
             Some(fingerprint) if retain.keyed_secs > 0 => {
                 match self.keyed_outcome(command_id, now, retain) {
-                    Some(k) if k.fingerprint == fingerprint => Prior::Answered(k.version),
+                    Some(k) if k.fingerprint == fingerprint => match &k.refused {
+                        Some(refusal) => Prior::Refused(refusal),
+                        None => Prior::Answered(k.version),
+                    },
                     Some(_) => Prior::KeyReused,
                     None => Prior::New,
                 }
@@ -272,16 +280,17 @@ impl CartState {
         }
         let at = msg.occurred_at.unix_timestamp();
         self.keyed.retain(|k| k.at + retain.keyed_secs >= at);
-        if let Some(fingerprint) = &msg.request_fingerprint {
+        if let Some(fingerprint) = msg.fingerprint() {
             if self.keyed.len() >= Self::MAX_KEYED {
                 self.keyed.remove(0);
             }
             self.keyed.push(KeyedCommand {
                 command_id: msg.command_id,
-                fingerprint: fingerprint.clone(),
+                fingerprint: fingerprint.to_owned(),
                 version,
                 revision,
                 at,
+                refused: msg.refused.as_ref().map(|r| Box::new(r.refusal.clone())),
             });
         }
     }

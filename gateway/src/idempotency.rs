@@ -7,8 +7,9 @@
 //! another request is refused with `idempotency_key_reused` everywhere. This cache adds
 //! byte-exact replays of successes: a retry to the same gateway gets the very response (status
 //! and body) the first request got, and concurrent retries share one upstream call. Refusals
-//! are never stored (the cart keeps nothing for them either, so every gateway decides a retry
-//! again alike). The cache is bounded in entries and age.
+//! are not cached here: the cart stores its own refusal of a keyed command (so every gateway
+//! answers a retry with it), and a transient failure is worth deciding again. The cache is
+//! bounded in entries and age.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,7 +25,7 @@ use shared::{ApiError, ErrorCode};
 use crate::metrics as m;
 
 /// Response header set on a replayed response.
-pub const REPLAYED: &str = "idempotent-replayed";
+pub const REPLAYED: &str = shared::error::REPLAYED_KEY;
 
 /// A finished response, as stored for replay.
 #[derive(Debug, Clone)]

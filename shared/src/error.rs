@@ -18,6 +18,9 @@ pub const GRPC_ERROR_CODE_KEY: &str = "x-error-code";
 pub const GRPC_OWNER_ADDR_KEY: &str = "x-owner-addr";
 /// gRPC metadata key: seconds after which a retry makes sense (rate limits, unavailability).
 pub const GRPC_RETRY_AFTER_KEY: &str = "retry-after";
+/// gRPC metadata key (and HTTP header) on a refusal stored before and answered again: a retry
+/// under an `Idempotency-Key` the cart refused.
+pub const REPLAYED_KEY: &str = "idempotent-replayed";
 /// gRPC metadata key on a `permission_denied` status refusing the calling *service* (its TLS
 /// identity, [`crate::grpc_tls::Caller::require`]): the name it presented.
 pub const GRPC_DENIED_CALLER_KEY: &str = "x-denied-caller";
@@ -103,6 +106,9 @@ pub struct ApiError {
     /// For retryable codes: how long the client should wait.
     #[serde(skip)]
     pub retry_after: Option<Duration>,
+    /// The stored answer to an earlier try of the same keyed request (`Idempotent-Replayed`).
+    #[serde(skip)]
+    pub replayed: bool,
 }
 
 /// Longest quoted value an error message shows (a client's 5 KB value is not echoed back).
@@ -182,6 +188,7 @@ impl ApiError {
             code,
             owner_addr: None,
             retry_after: None,
+            replayed: false,
         }
     }
 
@@ -204,7 +211,14 @@ impl ApiError {
             code: ErrorCode::NotOwner,
             owner_addr: Some(owner_addr),
             retry_after: None,
+            replayed: false,
         }
+    }
+
+    /// This refusal, marked as the stored answer to an earlier try of the same request.
+    pub fn replayed(mut self) -> Self {
+        self.replayed = true;
+        self
     }
 
     pub fn with_retry_after(mut self, after: Duration) -> Self {
@@ -234,6 +248,12 @@ impl ApiError {
         {
             md.insert(GRPC_RETRY_AFTER_KEY, v);
         }
+        if self.replayed {
+            md.insert(
+                REPLAYED_KEY,
+                tonic::metadata::MetadataValue::from_static("true"),
+            );
+        }
         status
     }
 
@@ -262,6 +282,7 @@ impl ApiError {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse().ok())
                 .map(Duration::from_secs),
+            replayed: md.get(REPLAYED_KEY).is_some(),
         }
     }
 
@@ -374,6 +395,10 @@ impl IntoResponse for ApiError {
                 http::header::RETRY_AFTER,
                 HeaderValue::from(after.as_secs().max(1)),
             );
+        }
+        if self.replayed {
+            resp.headers_mut()
+                .insert(REPLAYED_KEY, HeaderValue::from_static("true"));
         }
         resp
     }

@@ -172,3 +172,70 @@ async fn an_idempotency_key_holds_across_gateways_commands_restarts_and_the_dupl
     }
     n2.drain().await.unwrap();
 }
+
+/// A keyed request the cart refused is refused for good: its retry, after the cart changed so
+/// that the request would now apply and through another gateway, gets the first refusal (a
+/// node still deciding the first try, frozen or slow, cannot apply it behind the client's
+/// back either: it finds the refusal stored when its append is fenced out).
+#[tokio::test]
+async fn a_refused_keyed_request_stays_refused_when_the_cart_changes_under_its_retry() {
+    let Some(stack) = Stack::start(tests::stack::test_streams()).await else {
+        return;
+    };
+    let n1 = aggregate::start(stack.aggregate_config("n1"))
+        .await
+        .unwrap();
+    let (g1, one) = stack.cart_gateway("/v1/carts/probe").await;
+    let (g2, two) = stack.cart_gateway("/v1/carts/probe").await;
+    let http = reqwest::Client::new();
+    let cart = "refused-for-good";
+    let change = json!({"type": "ChangeQuantity", "lineId": 1, "quantity": 3});
+
+    let refused = send(&http, &one, cart, "k-refused", &change).await;
+    assert_eq!(
+        (refused.status, refused.body["code"].as_str()),
+        (404, Some("unknown_line")),
+        "{}",
+        refused.body
+    );
+    assert!(!refused.replayed);
+    // Line 1 now exists: the same request sent afresh would apply.
+    let add = json!({"type": "AddItem", "sku": "TEST-SKU-123", "quantity": 1});
+    let added = send(&http, &one, cart, "k-add", &add).await;
+    assert_eq!(added.status, 200, "{}", added.body);
+
+    for base in [&one, &two] {
+        let retry = send(&http, base, cart, "k-refused", &change).await;
+        assert_eq!(
+            (retry.status, retry.body["code"].as_str()),
+            (404, Some("unknown_line")),
+            "the retry gets the first answer: {}",
+            retry.body
+        );
+        assert_eq!(retry.body["error"], refused.body["error"]);
+        assert!(retry.replayed, "marked as the stored answer");
+    }
+    let reused = send(&http, &two, cart, "k-refused", &add).await;
+    assert_eq!(
+        (reused.status, reused.body["code"].as_str()),
+        (422, Some("idempotency_key_reused")),
+        "{}",
+        reused.body
+    );
+    assert_eq!(quantity(&http, &two, cart, "TEST-SKU-123").await, 1);
+
+    // The history lists the refusal: an entry without events that names it.
+    let (status, history) =
+        tests::stack::call(http.get(format!("{two}/v1/carts/{cart}/history"))).await;
+    assert_eq!(status, 200, "{history}");
+    let entries = history["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{history}");
+    assert_eq!(entries[0]["events"], json!([]));
+    assert_eq!(entries[0]["refused"]["code"], "unknown_line", "{history}");
+    assert_eq!(entries[1]["refused"], Value::Null, "{history}");
+
+    for g in [g1, g2] {
+        g.stop().await.unwrap();
+    }
+    n1.drain().await.unwrap();
+}

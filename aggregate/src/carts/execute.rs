@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use cart_domain::ids::{CartId, TenantId};
 use cart_domain::{
-    self as domain, CartState, Command, Context, Event, EventMessage, Limits, Prior,
+    self as domain, CartState, Command, Context, Event, EventMessage, Limits, Prior, Refusal,
+    Refused, Retain,
 };
 use shared::headers::RequestContext;
 use shared::{ApiError, ErrorCode};
@@ -145,13 +146,19 @@ impl Carts {
                 Some(refused) => Err(ApiError::clone(refused)),
                 None => decide_all(&loaded.state, commands, &catalog, now, cfg.limits),
             };
+            // A keyed command's refusal is stored like an outcome (a message without events):
+            // its retry gets it again, and a node still deciding the same command (frozen,
+            // or slow past the client's patience) finds it when its own append is fenced out,
+            // instead of applying what the client was told was refused.
+            let stores_refusal = matches!(&decided, Err(e) if stored_refusal(id, e, cfg.retain));
             // A refusal or a no-op is not fenced by an append: decided on a copy that is behind
             // (a retry whose first attempt was stored but whose answer was lost, a change
             // another node served), it would tell the client something the stream
             // contradicts. Decided again on what the leader holds, when that is newer.
-            let unfenced = decided
-                .as_ref()
-                .map_or(true, |e| e.is_empty() && id.fingerprint.is_none());
+            let unfenced = !stores_refusal
+                && decided
+                    .as_ref()
+                    .map_or(true, |e| e.is_empty() && id.fingerprint.is_none());
             if unfenced && !confirmed {
                 confirmed = true;
                 let before = loaded.state.version;
@@ -160,7 +167,11 @@ impl Carts {
                     continue;
                 }
             }
-            let mut events = decided?;
+            let (mut events, refusal) = match decided {
+                Ok(events) => (events, None),
+                Err(e) if stores_refusal => (Vec::new(), Some(e)),
+                Err(e) => return Err(e),
+            };
             // A keyed command that changes nothing is still recorded (a message without
             // events), so its key cannot be used for another request afterwards.
             if events.is_empty() && id.fingerprint.is_none() {
@@ -190,7 +201,18 @@ impl Carts {
                 now,
                 &events,
             );
-            msg.request_fingerprint.clone_from(&id.fingerprint);
+            match (&refusal, &id.fingerprint) {
+                (Some(e), Some(fingerprint)) => {
+                    msg.refused = Some(Refused {
+                        fingerprint: fingerprint.clone(),
+                        refusal: Refusal {
+                            code: e.code.as_str().to_owned(),
+                            message: e.message.clone(),
+                        },
+                    });
+                }
+                _ => msg.request_fingerprint.clone_from(&id.fingerprint),
+            }
             match self.append(cart, &msg, loaded.state.version, ctx).await {
                 Ok(appended) if !appended.duplicate => {
                     // Committed: its new lines share product facts with the cached carts.
@@ -200,6 +222,9 @@ impl Carts {
                         .commit(&msg, &events, appended.sequence, cfg.retain);
                     self.after_commit(cart, loaded);
                     self.reweigh(cart, &slot, &loaded.state).await;
+                    if let Some(refused) = refusal {
+                        return Err(refused);
+                    }
                     return Ok(Outcome {
                         reply: render(&loaded.state, loaded.state.version),
                         duplicate: false,
@@ -333,6 +358,11 @@ impl Carts {
         match prior {
             Prior::New => Ok(None),
             Prior::Answered(version) => Ok(Some(duplicate_reply(state, version, render))),
+            Prior::Refused(refusal) => {
+                metrics::counter!(m::DUPLICATES).increment(1);
+                let code = ErrorCode::parse(&refusal.code).unwrap_or(ErrorCode::InvalidState);
+                Err(ApiError::new(code, refusal.message.clone()).replayed())
+            }
             Prior::KeyReused => Err(ApiError::new(
                 ErrorCode::IdempotencyKeyReused,
                 "this Idempotency-Key was already used on this cart for a different request; \
@@ -355,6 +385,13 @@ fn duplicate_reply<R>(
         duplicate: true,
         event_types: Vec::new(),
     }
+}
+
+/// Whether the refusal `e` of command `id` is stored with the cart: a keyed command's
+/// refusal by the cart (not a transient failure, which a retry may get past), while keys are
+/// kept at all.
+fn stored_refusal(id: &Identity, e: &ApiError, retain: Retain) -> bool {
+    id.fingerprint.is_some() && retain.keyed_secs > 0 && !e.code.retry_safe()
 }
 
 /// Random delay of up to 2^attempt ms, capped at 16 ms.

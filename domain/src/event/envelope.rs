@@ -54,6 +54,31 @@ pub struct EventMessage {
     /// retention, so the same key with another request is refused by every gateway.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_fingerprint: Option<String>,
+    /// Set on a message without events that records the cart's refusal of a command sent with
+    /// an `Idempotency-Key`, so a retry of it (or a slower node still deciding it) gets that
+    /// refusal instead of deciding it again on a cart that changed since. The request's
+    /// fingerprint travels here rather than in `request_fingerprint`: a build that does not
+    /// know this field reads the message as an unkeyed one that changed nothing, and decides a
+    /// retry again as builds before it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<Refused>,
+}
+
+/// A keyed command's refusal, as stored (see [`EventMessage::refused`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refused {
+    /// The fingerprint of the refused request.
+    pub fingerprint: String,
+    #[serde(flatten)]
+    pub refusal: Refusal,
+}
+
+/// What a cart answered when it refused a command: the stable error code (a string, so a
+/// code a newer build added still reads) and the message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    pub code: String,
+    pub message: String,
 }
 
 impl EventMessage {
@@ -73,7 +98,15 @@ impl EventMessage {
             occurred_at,
             events: events.iter().map(Event::encode).collect(),
             request_fingerprint: None,
+            refused: None,
         }
+    }
+
+    /// The fingerprint of the keyed request this message answers (applied or refused).
+    pub fn fingerprint(&self) -> Option<&str> {
+        self.request_fingerprint
+            .as_deref()
+            .or(self.refused.as_ref().map(|r| r.fingerprint.as_str()))
     }
 
     /// The value of the `cart-event-types` header: the event type names, comma-separated.

@@ -16,7 +16,7 @@ use crate::line_product::LineProduct;
 use crate::money::TaxRate;
 
 mod envelope;
-pub use envelope::{EventDecodeError, EventMessage, EventRecord};
+pub use envelope::{EventDecodeError, EventMessage, EventRecord, Refusal, Refused};
 
 /// A line is added, with the product facts the shopper saw (recorded, so replaying a cart
 /// never consults the catalog). The facts are written inline in the event's JSON.

@@ -178,6 +178,7 @@ fn unknown_event_types_are_counted_and_skipped() {
         revision: 1,
         occurred_at: time::OffsetDateTime::UNIX_EPOCH,
         request_fingerprint: None,
+        refused: None,
         events: vec![
             EventRecord {
                 event_type: "GiftWrapped".into(),
@@ -285,4 +286,58 @@ fn a_keyed_command_is_answered_within_the_retention_and_new_after_it() {
     assert_eq!(state.prior(&keyed, Some("fp-1"), 1_101, retain), Prior::New);
     assert_eq!(state.prior(&plain, None, 5_000, retain), Prior::Answered(3));
     assert_eq!(state.prior(&fresh_id(), None, 1_100, retain), Prior::New);
+}
+
+/// A keyed command's stored refusal is answered again for the retention (another request
+/// under its key is refused as reused), survives a snapshot's round trip, and reads as an
+/// unkeyed message that changed nothing to a build without the `refused` field.
+#[test]
+fn a_stored_refusal_answers_its_retries_and_is_an_empty_message_to_an_older_build() {
+    let retain = Retain {
+        recent: 16,
+        keyed_secs: 100,
+    };
+    let refused = fresh_id();
+    let mut msg = message(refused, 1_000, None);
+    let refusal = crate::Refusal {
+        code: "unknown_line".into(),
+        message: "the cart has no line 1".into(),
+    };
+    msg.refused = Some(crate::Refused {
+        fingerprint: "fp-1".into(),
+        refusal: refusal.clone(),
+    });
+    let wire = msg.to_json();
+    let mut state = CartState::new(cart_id());
+    state.apply_message(&EventMessage::from_json(&wire).unwrap(), 5, retain);
+    assert_eq!(
+        state.prior(&refused, Some("fp-1"), 1_100, retain),
+        Prior::Refused(&refusal)
+    );
+    assert_eq!(
+        state.prior(&refused, Some("fp-2"), 1_100, retain),
+        Prior::KeyReused
+    );
+    assert_eq!(
+        state.prior(&refused, Some("fp-1"), 1_101, retain),
+        Prior::New
+    );
+    assert_eq!(state.version, 5);
+    let snapshot: CartState = serde_json::from_slice(&serde_json::to_vec(&state).unwrap()).unwrap();
+    assert_eq!(snapshot, state);
+
+    // An older build's envelope: the same fields without `refused`.
+    let mut old: serde_json::Value = serde_json::from_slice(&wire).unwrap();
+    old.as_object_mut().unwrap().remove("refused");
+    assert_eq!(old["request_fingerprint"], serde_json::Value::Null);
+    let mut older = CartState::new(cart_id());
+    older.apply_message(&serde_json::from_value(old).unwrap(), 5, retain);
+    assert!(
+        older.keyed.is_empty(),
+        "not a keyed answer to an older build"
+    );
+    assert_eq!(
+        older.prior(&refused, Some("fp-1"), 1_100, retain),
+        Prior::New
+    );
 }

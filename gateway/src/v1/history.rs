@@ -76,7 +76,7 @@ pub struct CartHistory {
     pub next: Option<u64>,
 }
 
-/// One accepted command: one message of `CART_EVENTS`.
+/// One accepted command (or a keyed one's refusal): one message of `CART_EVENTS`.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HistoryEntry {
@@ -94,8 +94,20 @@ pub struct HistoryEntry {
     pub command_id: String,
     /// `x-correlation-id` of the request that sent it; `null` when the message carries none.
     pub correlation_id: Option<String>,
-    /// What it changed, in order; empty for a keyed request that changed nothing.
+    /// What it changed, in order; empty for a keyed request that changed nothing or was
+    /// refused.
     pub events: Vec<HistoryEvent>,
+    /// Set for a keyed request the cart refused (kept so a retry under its key gets the same
+    /// refusal): what the client was told.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<HistoryRefusal>,
+}
+
+/// A refusal as the client got it: `{"error", "code"}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HistoryRefusal {
+    pub code: String,
+    pub error: String,
 }
 
 /// An event as stored: type, schema version and payload (the domain's field names).
@@ -202,6 +214,10 @@ fn entry(e: &StoredEvent) -> Result<HistoryEntry, ApiError> {
                 data: r.data,
             })
             .collect(),
+        refused: msg.refused.map(|r| HistoryRefusal {
+            code: r.refusal.code,
+            error: r.refusal.message,
+        }),
     })
 }
 

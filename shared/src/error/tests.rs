@@ -110,6 +110,12 @@ fn status_round_trip_keeps_code_and_extras() {
     assert_eq!(back.owner_addr.as_deref(), Some("10.0.0.2:50051"));
     assert_eq!(back.retry_after, Some(Duration::from_secs(3)));
     assert_eq!(back.code, ErrorCode::NotOwner);
+    let e = ApiError::new(ErrorCode::UnknownLine, "no line 1").replayed();
+    let back = ApiError::from_status(&e.to_status());
+    assert_eq!(back, e);
+    assert!(back.replayed);
+    let resp = axum::response::IntoResponse::into_response(back);
+    assert_eq!(resp.headers()[REPLAYED_KEY], "true");
 }
 
 #[test]

@@ -2,7 +2,8 @@
 //!
 //! - Every acknowledged change is in `CART_EVENTS` exactly once (its command id is derived from
 //!   its `Idempotency-Key`, and every keyed command is one message), at the version the client
-//!   was told; an unknown outcome is there at most once; a refusal is not there.
+//!   was told; an unknown outcome is there at most once; a refusal is not there as a change
+//!   (the cart may store it as a refusal, so a retry gets it again).
 //! - Per cart, linearizable: when change A was acknowledged before change B was sent, A's
 //!   stream sequence is below B's; a read never shows a version older than a change the same
 //!   client had been told about.
@@ -120,11 +121,17 @@ pub async fn check(
         let cart_id = CartId::parse(cart)?;
         let subject = shared::subjects::cart_events(&tenant, &cart_id);
         let stored = read_from_leader(client, &subject).await?;
-        let mut seqs: HashMap<CommandId, Vec<u64>> = HashMap::new();
+        // Per command id: the sequences of its messages, and those of them that applied it
+        // (not a keyed command's stored refusal).
+        let mut seqs: HashMap<CommandId, (Vec<u64>, Vec<u64>)> = HashMap::new();
         let mut state = CartState::new(cart_id.clone());
         for m in &stored {
             let msg = EventMessage::from_json(&m.payload)?;
-            seqs.entry(msg.command_id).or_default().push(m.sequence);
+            let (all, applied) = seqs.entry(msg.command_id).or_default();
+            all.push(m.sequence);
+            if msg.refused.is_none() {
+                applied.push(m.sequence);
+            }
             state.apply_message(&msg, m.sequence, Retain::NONE);
         }
 
@@ -134,10 +141,12 @@ pub async fn check(
             v.commands_sent += 1;
             let key = op.key.as_deref().unwrap_or_default();
             let id = gateway::idempotency::command_id(tenant.as_str(), cart, key);
-            let found = seqs.get(&id).map_or(&[][..], Vec::as_slice);
-            if found.len() > 1 {
+            let (all, found) = seqs.get(&id).map_or((&[][..], &[][..]), |(all, applied)| {
+                (all.as_slice(), applied.as_slice())
+            });
+            if all.len() > 1 {
                 v.applied_twice += 1;
-                v.example(format!("{cart} {key}: applied at {found:?}"));
+                v.example(format!("{cart} {key}: stored at {all:?}"));
             }
             match &op.outcome {
                 Outcome::Acked => {

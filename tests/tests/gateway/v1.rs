@@ -88,16 +88,25 @@ async fn idempotency_key_replays_the_original_outcome() {
 
     assert_eq!(stack.events("default", &id).await.len(), 1, "one effect");
 
-    // The same key with another request is refused. A refusal applied nothing and is kept
-    // nowhere: its retry is decided again, and the key is still free for another request.
+    // The same key with another request is refused. A refusal by the cart applied nothing
+    // and is kept with it (a message without events): its retry gets it again, marked as
+    // replayed, and the key is taken.
     let got = json(send("k-1", add("TEST-SKU-123", 3)).await.unwrap()).await;
     assert_error(&got, 422, "idempotency_key_reused", "different request");
-    let refused = json(send("k-2", add("NOPE", 1)).await.unwrap()).await;
+    let first = send("k-2", add("NOPE", 1)).await.unwrap();
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let refused = json(first).await;
     assert_error(&refused, 404, "unknown_sku", "NOPE");
     let resp = send("k-2", add("NOPE", 1)).await.unwrap();
-    assert!(resp.headers().get("idempotent-replayed").is_none());
+    assert_eq!(resp.headers()["idempotent-replayed"], "true");
     assert_eq!(json(resp).await, refused);
-    assert_eq!(stack.events("default", &id).await.len(), 1);
+    let got = json(send("k-2", add("TEST-SKU-123", 1)).await.unwrap()).await;
+    assert_error(&got, 422, "idempotency_key_reused", "different request");
+    let events = stack.events("default", &id).await;
+    assert_eq!(events.len(), 2, "the refusal is recorded");
+    let recorded = cart_domain::EventMessage::from_json(&events[1].payload).unwrap();
+    assert!(recorded.events.is_empty(), "{recorded:?}");
+    assert_eq!(recorded.refused.unwrap().refusal.code, "unknown_sku");
     // A keyed request that changes nothing is kept (a message without events), so the key
     // cannot be used for another request afterwards.
     let noop = json(
@@ -108,7 +117,7 @@ async fn idempotency_key_replays_the_original_outcome() {
     .await;
     assert_eq!(noop.0, 200, "{}", noop.1);
     let events = stack.events("default", &id).await;
-    assert_eq!(events.len(), 2, "the no-op is recorded");
+    assert_eq!(events.len(), 3, "the no-op is recorded");
     let got = json(send("k-3", add("TEST-SKU-123", 1)).await.unwrap()).await;
     assert_error(&got, 422, "idempotency_key_reused", "different request");
 }
