@@ -984,9 +984,23 @@ async fn the_runner_reads_what_it_acts_on_from_the_streams_leader() {
         5,
         std::time::Duration::from_secs(5),
     );
-    // Every JetStream API request of the account, in the order the server takes them.
+    // Every JetStream API request of the account, in the order the server takes them. A
+    // flush only writes the subscription to the socket: the server may take the first read
+    // (from another connection) before it. Seeing a probe published after it on the same
+    // connection proves the server has it.
     let mut api = env.nats.client.subscribe("$JS.API.>").await.unwrap();
-    env.nats.client.flush().await.unwrap();
+    let probe = bytes::Bytes::from_static(b"this test's subscription is in place");
+    env.nats
+        .client
+        .publish("$JS.API.INFO", probe.clone())
+        .await
+        .unwrap();
+    loop {
+        let next = tokio::time::timeout(WAIT, api.next()).await;
+        if next.expect("the probe").unwrap().payload == probe {
+            break;
+        }
+    }
 
     let result = records
         .last_checkout::<CheckoutResult>(&tenant(), "c1")
