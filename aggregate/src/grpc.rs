@@ -91,7 +91,7 @@ impl CartGrpc {
         r: pb::ExecuteRequest,
     ) -> Result<Response<pb::ExecuteResponse>, Status> {
         let (ctx, cart, route) = self.admit_as(caller, md, &r, "Execute")?;
-        let id = identity(&r.command_id, r.request_fingerprint)?;
+        let id = identity(&r.command_id, r.request_fingerprint, md)?;
         let cmd = command(&r.command, "command")?;
         authorize_commands(caller, std::slice::from_ref(&cmd))?;
         self.run(
@@ -195,7 +195,8 @@ fn command(raw: &[u8], field: &str) -> Result<Command, Status> {
 
 /// The command's identity: its id, and the request fingerprint when it came with an
 /// `Idempotency-Key`.
-fn identity(raw_id: &str, fingerprint: String) -> Result<Identity, Status> {
+/// The command's identity from its id and fingerprint, and the call's metadata `md`.
+fn identity(raw_id: &str, fingerprint: String, md: &impl HeaderSource) -> Result<Identity, Status> {
     let command_id = command_id(raw_id)?;
     if fingerprint.len() > 128 || fingerprint.bytes().any(|b| !b.is_ascii_graphic()) {
         return Err(ApiError::invalid(
@@ -206,6 +207,7 @@ fn identity(raw_id: &str, fingerprint: String) -> Result<Identity, Status> {
     Ok(Identity {
         command_id,
         fingerprint: (!fingerprint.is_empty()).then_some(fingerprint),
+        earlier_attempt_unknown: md.contains(shared::headers::EARLIER_ATTEMPT_UNKNOWN),
     })
 }
 
@@ -250,8 +252,8 @@ impl pb::cart_service_server::CartService for CartGrpc {
         req: Request<pb::ExecuteBatchRequest>,
     ) -> Result<Response<pb::ExecuteResponse>, Status> {
         let (caller, (ctx, cart, route)) = self.admit(&req, "ExecuteBatch")?;
-        let r = req.into_inner();
-        let id = identity(&r.command_id, r.request_fingerprint)?;
+        let (md, _, r) = req.into_parts();
+        let id = identity(&r.command_id, r.request_fingerprint, &md)?;
         if r.commands.is_empty() {
             return Err(ApiError::invalid("commands must not be empty").into());
         }

@@ -111,17 +111,27 @@ async fn a_retry_the_owners_older_copy_would_refuse_is_answered_with_the_stored_
     pair.drain().await;
 }
 
-/// The slow node of a zombie's race: a keyed change reaches the owner, whose copy is behind
-/// (the cart was cleared, the change refused and the line added again elsewhere, each served
-/// as a fallback). Its decision on the old copy is fenced out by the append; deciding again
-/// on the cart as it is now would apply the change the client was told was refused. The
-/// stored refusal answers it instead.
+/// The slow node of a zombie's race: a change reaches the owner, whose copy is behind (the cart
+/// was cleared, the change refused and the line added again elsewhere, each served as a
+/// fallback). Its decision on the old copy is fenced out by the append; deciding again on the
+/// cart as it is now would apply the change the client was told was refused. The stored
+/// refusal answers it instead. The change is keyed (the client retried under its key), or
+/// unkeyed and refused on the routing client's retry after its first attempt timed out.
 #[tokio::test]
 async fn a_node_deciding_a_keyed_change_on_an_old_copy_finds_its_refusal_stored() {
+    the_slow_node_finds_the_refusal(true).await;
+}
+
+#[tokio::test]
+async fn a_node_deciding_a_change_retried_after_a_timeout_finds_its_refusal_stored() {
+    the_slow_node_finds_the_refusal(false).await;
+}
+
+async fn the_slow_node_finds_the_refusal(keyed: bool) {
     let Some(env) = env().await else { return };
     let (pair, cart, mut to_a, mut to_b) = owner_cached(&env, "zombie").await;
     let id = CommandId::new();
-    let keyed = || {
+    let change = || {
         let mut req = exec(
             &cart,
             id,
@@ -130,7 +140,9 @@ async fn a_node_deciding_a_keyed_change_on_an_old_copy_finds_its_refusal_stored(
                 quantity: 3,
             },
         );
-        req.get_mut().request_fingerprint = "fingerprint-of-the-request".into();
+        if keyed {
+            req.get_mut().request_fingerprint = "fingerprint-of-the-request".into();
+        }
         req
     };
     let clear = fallback(exec(
@@ -139,8 +151,14 @@ async fn a_node_deciding_a_keyed_change_on_an_old_copy_finds_its_refusal_stored(
         cart_domain::Command::ClearCart,
     ));
     executed(&mut to_b, clear, "cleared elsewhere").await;
-    let refused = to_b.execute(fallback(keyed())).await.unwrap_err();
-    let refused = shared::ApiError::from_status(&refused);
+    let mut retry = fallback(change());
+    if !keyed {
+        let after_timeout = "timeout".parse().unwrap();
+        retry
+            .metadata_mut()
+            .insert(shared::headers::EARLIER_ATTEMPT_UNKNOWN, after_timeout);
+    }
+    let refused = shared::ApiError::from_status(&to_b.execute(retry).await.unwrap_err());
     assert_eq!(refused.code, ErrorCode::UnknownLine, "{refused}");
     assert!(!refused.replayed);
     let again = fallback(exec(&cart, CommandId::new(), add("TEST-SKU-456", 1)));
@@ -150,8 +168,8 @@ async fn a_node_deciding_a_keyed_change_on_an_old_copy_finds_its_refusal_stored(
         "line ids start over after a clear"
     );
 
-    let late = to_a.execute(keyed()).await.unwrap_err();
-    let late = shared::ApiError::from_status(&late);
+    // The first attempt, at the owner.
+    let late = shared::ApiError::from_status(&to_a.execute(change()).await.unwrap_err());
     assert_eq!(
         (late.code, late.replayed),
         (ErrorCode::UnknownLine, true),

@@ -225,6 +225,7 @@ impl CartClient {
                 ctx: shared::spans::downstream(ctx),
                 timeout,
                 fallback,
+                earlier_unknown: unknown.is_some(),
             };
             match f(client, meta).await {
                 Ok(resp) => return Ok(resp.into_inner()),
@@ -339,6 +340,8 @@ pub struct RequestMeta {
     ctx: RequestContext,
     timeout: Option<Duration>,
     fallback: bool,
+    /// An earlier attempt timed out: the node it went to may still decide it.
+    earlier_unknown: bool,
 }
 
 impl RequestMeta {
@@ -350,6 +353,12 @@ impl RequestMeta {
             md.insert(
                 shared::headers::ROUTE_FALLBACK,
                 tonic::metadata::MetadataValue::from_static(ROUTE_FALLBACK_VALUE),
+            );
+        }
+        if self.earlier_unknown {
+            md.insert(
+                shared::headers::EARLIER_ATTEMPT_UNKNOWN,
+                tonic::metadata::MetadataValue::from_static("timeout"),
             );
         }
         md
@@ -364,6 +373,12 @@ impl RequestMeta {
             md.insert(
                 shared::headers::ROUTE_FALLBACK.to_owned(),
                 ROUTE_FALLBACK_VALUE.to_owned(),
+            );
+        }
+        if self.earlier_unknown {
+            md.insert(
+                shared::headers::EARLIER_ATTEMPT_UNKNOWN.to_owned(),
+                "timeout".to_owned(),
             );
         }
         md

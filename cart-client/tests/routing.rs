@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use cart_client::{CartClient, ClientConfig};
-use common::{Node, Script, serve_at};
+use common::{EARLIER_ATTEMPT_UNKNOWN, Node, Script, serve_at};
 use proto::cart::v1 as pb;
 use shared::ErrorCode;
 use shared::headers::RequestContext;
@@ -55,6 +55,24 @@ async fn an_unknown_outcome_is_what_the_caller_hears_when_a_later_attempt_fails(
     .await;
     let err = client.execute(&ctx, add()).await.unwrap_err();
     assert_eq!(err.code, ErrorCode::Unavailable, "{err:?}");
+}
+
+/// The attempt after one that timed out tells its node so (`EARLIER_ATTEMPT_UNKNOWN`): the
+/// node that timed out may still decide the command, so a refusal must be stored with the
+/// cart. An attempt after a node that was merely unavailable (never decided it) does not.
+#[tokio::test]
+async fn the_attempt_after_a_timeout_says_an_earlier_one_may_still_be_decided() {
+    let ctx = RequestContext::new(shared::TenantId::parse("t").unwrap());
+    let marked =
+        |r: &pb::ExecuteResponse| r.event_types.iter().any(|t| t == EARLIER_ATTEMPT_UNKNOWN);
+    let client = client_of(&[Script::Fail(ErrorCode::Timeout), Script::Answer]).await;
+    let after_timeout = client.execute(&ctx, add()).await.unwrap();
+    assert!(marked(&after_timeout), "{after_timeout:?}");
+    for first in [ErrorCode::Unavailable, ErrorCode::Draining] {
+        let client = client_of(&[Script::Fail(first), Script::Answer]).await;
+        let answered = client.execute(&ctx, add()).await.unwrap();
+        assert!(!marked(&answered), "after {first}: {answered:?}");
+    }
 }
 
 /// A batch (a unary call) whose connection reset under it may have been decided: with the next

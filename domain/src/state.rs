@@ -146,15 +146,15 @@ impl CartState {
             .count()
     }
 
-    /// The recorded outcome of `command_id`, when it is one of the cart's recent commands.
     /// Whether command `command_id` (sent with an `Idempotency-Key` whose request has
     /// `fingerprint`, or without one) was decided before, as of `now` (Unix seconds).
     ///
     /// A keyed command is answered by its keyed record while the retention lasts (with the
-    /// stored refusal when the cart refused it; refused when the request differs). Past it the key is forgotten and the request is a new one, even
-    /// while its id is still among the cart's recent commands: that record cannot tell a retry
-    /// from another request under the same key. A command without a key is answered by the
-    /// recent commands.
+    /// stored refusal when the cart refused it; refused when the request differs). Past it the
+    /// key is forgotten and the request is a new one, even while its id is still among the
+    /// cart's recent commands: that record cannot tell a retry from another request under the
+    /// same key. A command without a key is answered by its stored refusal (kept like a keyed
+    /// record), else by the recent commands.
     pub fn prior(
         &self,
         command_id: &CommandId,
@@ -173,13 +173,21 @@ impl CartState {
                     None => Prior::New,
                 }
             }
-            _ => match self.recent_outcome(command_id) {
-                Some(r) => Prior::Answered(r.version),
-                None => Prior::New,
+            _ => match self.keyed_outcome(command_id, now, retain) {
+                // Refused after an attempt whose outcome was unknown.
+                Some(KeyedCommand {
+                    refused: Some(refusal),
+                    ..
+                }) => Prior::Refused(refusal),
+                _ => match self.recent_outcome(command_id) {
+                    Some(r) => Prior::Answered(r.version),
+                    None => Prior::New,
+                },
             },
         }
     }
 
+    /// The recorded outcome of `command_id`, when it is one of the cart's recent commands.
     pub fn recent_outcome(&self, command_id: &CommandId) -> Option<RecentCommand> {
         self.recent
             .iter()
@@ -280,13 +288,15 @@ impl CartState {
         }
         let at = msg.occurred_at.unix_timestamp();
         self.keyed.retain(|k| k.at + retain.keyed_secs >= at);
-        if let Some(fingerprint) = msg.fingerprint() {
+        // A refusal is kept here with or without a key (an unkeyed one with an empty
+        // fingerprint): the recent commands hold no refusals.
+        if msg.fingerprint().is_some() || msg.refused.is_some() {
             if self.keyed.len() >= Self::MAX_KEYED {
                 self.keyed.remove(0);
             }
             self.keyed.push(KeyedCommand {
                 command_id: msg.command_id,
-                fingerprint: fingerprint.to_owned(),
+                fingerprint: msg.fingerprint().unwrap_or_default().to_owned(),
                 version,
                 revision,
                 at,

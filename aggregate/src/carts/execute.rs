@@ -150,7 +150,12 @@ impl Carts {
             // its retry gets it again, and a node still deciding the same command (frozen,
             // or slow past the client's patience) finds it when its own append is fenced out,
             // instead of applying what the client was told was refused.
-            let stores_refusal = matches!(&decided, Err(e) if stored_refusal(id, e, cfg.retain));
+            // Room to keep another key (or refusal) without forgetting one; an unkeyed
+            // command's refusal is not kept without it.
+            let keys_full =
+                loaded.state.keyed_live(now.unix_timestamp(), cfg.retain) >= CartState::MAX_KEYED;
+            let stores_refusal = matches!(&decided, Err(e) if stored_refusal(id, e, cfg.retain))
+                && (id.fingerprint.is_some() || !keys_full);
             // A refusal or a no-op is not fenced by an append: decided on a copy that is behind
             // (a retry whose first attempt was stored but whose answer was lost, a change
             // another node served), it would tell the client something the stream
@@ -174,16 +179,14 @@ impl Carts {
             };
             // A keyed command that changes nothing is still recorded (a message without
             // events), so its key cannot be used for another request afterwards.
-            if events.is_empty() && id.fingerprint.is_none() {
+            if events.is_empty() && id.fingerprint.is_none() && refusal.is_none() {
                 return Ok(Outcome {
                     reply: render(&loaded.state, loaded.state.version),
                     duplicate: false,
                     event_types: Vec::new(),
                 });
             }
-            if id.fingerprint.is_some()
-                && loaded.state.keyed_live(now.unix_timestamp(), cfg.retain) >= CartState::MAX_KEYED
-            {
+            if id.fingerprint.is_some() && keys_full {
                 return Err(ApiError::new(
                     ErrorCode::LimitExceeded,
                     format!(
@@ -201,17 +204,17 @@ impl Carts {
                 now,
                 &events,
             );
-            match (&refusal, &id.fingerprint) {
-                (Some(e), Some(fingerprint)) => {
+            match &refusal {
+                Some(e) => {
                     msg.refused = Some(Refused {
-                        fingerprint: fingerprint.clone(),
+                        fingerprint: id.fingerprint.clone(),
                         refusal: Refusal {
                             code: e.code.as_str().to_owned(),
                             message: e.message.clone(),
                         },
                     });
                 }
-                _ => msg.request_fingerprint.clone_from(&id.fingerprint),
+                None => msg.request_fingerprint.clone_from(&id.fingerprint),
             }
             match self.append(cart, &msg, loaded.state.version, ctx).await {
                 Ok(appended) if !appended.duplicate => {
@@ -387,11 +390,13 @@ fn duplicate_reply<R>(
     }
 }
 
-/// Whether the refusal `e` of command `id` is stored with the cart: a keyed command's
-/// refusal by the cart (not a transient failure, which a retry may get past), while keys are
-/// kept at all.
+/// Whether the refusal `e` of command `id` is stored with the cart: the cart's refusal (not a
+/// transient failure, which a retry may get past) of a keyed command, or of one an earlier
+/// attempt of which may still be decided elsewhere; while keys are kept at all.
 fn stored_refusal(id: &Identity, e: &ApiError, retain: Retain) -> bool {
-    id.fingerprint.is_some() && retain.keyed_secs > 0 && !e.code.retry_safe()
+    (id.fingerprint.is_some() || id.earlier_attempt_unknown)
+        && retain.keyed_secs > 0
+        && !e.code.retry_safe()
 }
 
 /// Random delay of up to 2^attempt ms, capped at 16 ms.

@@ -91,6 +91,9 @@ pub enum Route {
 pub struct Identity {
     pub command_id: CommandId,
     pub fingerprint: Option<String>,
+    /// An earlier attempt of this command timed out on a node that may still be deciding it:
+    /// a refusal is stored with the cart, as for a keyed command.
+    pub earlier_attempt_unknown: bool,
 }
 
 impl Identity {
@@ -98,6 +101,7 @@ impl Identity {
         Self {
             command_id,
             fingerprint: None,
+            earlier_attempt_unknown: false,
         }
     }
 }

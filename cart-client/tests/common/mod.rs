@@ -31,6 +31,8 @@ pub enum Script {
     BreakAfter(usize),
     /// Answer each call with this error code at once.
     Fail(shared::ErrorCode),
+    /// Answer each call at once.
+    Answer,
     /// Read nothing until released, then answer each call at once, noting its expected
     /// version and the deadline it came with.
     Stalled,
@@ -45,22 +47,30 @@ pub struct Node {
     pub seen: Arc<std::sync::Mutex<Vec<(u64, u32)>>>,
 }
 
+/// The answer to `call`: version = its expected version, event types = its `x-tenant-id`
+/// metadata, then the name of [`EARLIER_ATTEMPT_UNKNOWN`] when the call carries it.
 fn answer(call: &pb::ExecuteCall) -> pb::ExecuteCallResult {
     let req = call.request.clone().unwrap_or_default();
+    let mut event_types = vec![
+        call.metadata
+            .get("x-tenant-id")
+            .cloned()
+            .unwrap_or_default(),
+    ];
+    if call.metadata.contains_key(EARLIER_ATTEMPT_UNKNOWN) {
+        event_types.push(EARLIER_ATTEMPT_UNKNOWN.to_owned());
+    }
     proto::multiplex::result(
         call.call_id,
         Ok(pb::ExecuteResponse {
             version: req.expected_version.unwrap_or(0),
-            event_types: vec![
-                call.metadata
-                    .get("x-tenant-id")
-                    .cloned()
-                    .unwrap_or_default(),
-            ],
+            event_types,
             ..Default::default()
         }),
     )
 }
+
+pub use shared::headers::EARLIER_ATTEMPT_UNKNOWN;
 
 type Results = Pin<Box<dyn Stream<Item = Result<pb::ExecuteCallResult, Status>> + Send>>;
 
@@ -153,6 +163,13 @@ impl CartService for Node {
                         }
                     }
                     let _ = tx.send(Err(Status::unknown("connection reset"))).await;
+                }
+                Script::Answer => {
+                    while let Ok(Some(c)) = calls.message().await {
+                        if tx.send(Ok(answer(&c))).await.is_err() {
+                            return;
+                        }
+                    }
                 }
                 Script::Fail(code) => {
                     while let Ok(Some(c)) = calls.message().await {

@@ -54,9 +54,10 @@ pub struct EventMessage {
     /// retention, so the same key with another request is refused by every gateway.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_fingerprint: Option<String>,
-    /// Set on a message without events that records the cart's refusal of a command sent with
-    /// an `Idempotency-Key`, so a retry of it (or a slower node still deciding it) gets that
-    /// refusal instead of deciding it again on a cart that changed since. The request's
+    /// Set on a message without events that records the cart's refusal of a command: one sent
+    /// with an `Idempotency-Key`, or one whose earlier attempt had an unknown outcome (a node
+    /// may still be deciding it). A retry of it, or that slower node, gets this refusal
+    /// instead of deciding the command again on a cart that changed since. A keyed request's
     /// fingerprint travels here rather than in `request_fingerprint`: a build that does not
     /// know this field reads the message as an unkeyed one that changed nothing, and decides a
     /// retry again as builds before it did.
@@ -67,8 +68,9 @@ pub struct EventMessage {
 /// A keyed command's refusal, as stored (see [`EventMessage::refused`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Refused {
-    /// The fingerprint of the refused request.
-    pub fingerprint: String,
+    /// The fingerprint of the refused request, when it came with an `Idempotency-Key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
     #[serde(flatten)]
     pub refusal: Refusal,
 }
@@ -106,7 +108,7 @@ impl EventMessage {
     pub fn fingerprint(&self) -> Option<&str> {
         self.request_fingerprint
             .as_deref()
-            .or(self.refused.as_ref().map(|r| r.fingerprint.as_str()))
+            .or(self.refused.as_ref().and_then(|r| r.fingerprint.as_deref()))
     }
 
     /// The value of the `cart-event-types` header: the event type names, comma-separated.

@@ -304,7 +304,7 @@ fn a_stored_refusal_answers_its_retries_and_is_an_empty_message_to_an_older_buil
         message: "the cart has no line 1".into(),
     };
     msg.refused = Some(crate::Refused {
-        fingerprint: "fp-1".into(),
+        fingerprint: Some("fp-1".into()),
         refusal: refusal.clone(),
     });
     let wire = msg.to_json();
@@ -340,4 +340,36 @@ fn a_stored_refusal_answers_its_retries_and_is_an_empty_message_to_an_older_buil
         older.prior(&refused, Some("fp-1"), 1_100, retain),
         Prior::New
     );
+}
+
+/// An unkeyed command refused after an attempt whose outcome was unknown: its refusal is
+/// stored (with no fingerprint) and answers that id for the retention, though the id is also
+/// among the recent commands; the recent commands answer the others as before.
+#[test]
+fn an_unkeyed_refusal_answers_its_command_id() {
+    let retain = Retain {
+        recent: 16,
+        keyed_secs: 100,
+    };
+    let (refused, plain) = (fresh_id(), fresh_id());
+    let mut state = CartState::new(cart_id());
+    state.commit(&message(plain, 1_000, None), &[], 1, retain);
+    let mut msg = message(refused, 1_000, None);
+    let refusal = crate::Refusal {
+        code: "unknown_line".into(),
+        message: "the cart has no line 1".into(),
+    };
+    msg.refused = Some(crate::Refused {
+        fingerprint: None,
+        refusal: refusal.clone(),
+    });
+    let wire = EventMessage::from_json(&msg.to_json()).unwrap();
+    assert_eq!(wire, msg);
+    state.apply_message(&wire, 2, retain);
+    assert_eq!(
+        state.prior(&refused, None, 1_100, retain),
+        Prior::Refused(&refusal)
+    );
+    assert_eq!(state.prior(&plain, None, 1_100, retain), Prior::Answered(1));
+    assert_eq!(state.keyed_live(1_100, retain), 1);
 }

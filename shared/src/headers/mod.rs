@@ -51,6 +51,11 @@ pub const DLQ_DELIVERIES: &str = "dlq-deliveries";
 /// keeps that correct) instead of answering `not_owner`.
 pub const ROUTE_FALLBACK: &str = "x-cart-route-fallback";
 
+/// gRPC metadata set by the routing client on a retry after an attempt whose outcome is
+/// unknown (it timed out on a node that may still be deciding it): the receiving aggregate node
+/// stores a refusal of the command with the cart, so that node cannot apply it afterwards.
+pub const EARLIER_ATTEMPT_UNKNOWN: &str = "x-cart-earlier-attempt-unknown";
+
 // --- NATS message headers --------------------------------------------------------------------
 
 /// The tenant of the message (NATS consumers filter and account by it without parsing JSON).
