@@ -74,6 +74,17 @@ async fn the_owner_reads_past_a_change_another_node_served_as_a_fallback() {
 /// of telling the client the change was not made.
 #[tokio::test]
 async fn a_retry_the_owners_older_copy_would_refuse_is_answered_with_the_stored_outcome() {
+    a_retry_on_an_older_copy_is_answered_as_stored(false).await;
+}
+
+/// The same with an `Idempotency-Key`: a refusal the owner would store is fenced by its
+/// append, which finds the stored change instead.
+#[tokio::test]
+async fn a_keyed_retry_the_owners_older_copy_would_refuse_is_answered_with_the_stored_outcome() {
+    a_retry_on_an_older_copy_is_answered_as_stored(true).await;
+}
+
+async fn a_retry_on_an_older_copy_is_answered_as_stored(keyed: bool) {
     let Some(env) = env().await else { return };
     let (pair, cart, mut to_a, mut to_b) = owner_cached(&env, "refused").await;
     let req = fallback(exec(&cart, CommandId::new(), add("TEST-SKU-456", 2)));
@@ -87,7 +98,13 @@ async fn a_retry_the_owners_older_copy_would_refuse_is_answered_with_the_stored_
         .id;
     // One removal (one command id), sent twice.
     let remove = CommandId::new();
-    let removal = || exec(&cart, remove, cart_domain::Command::RemoveItem { line_id });
+    let removal = || {
+        let mut req = exec(&cart, remove, cart_domain::Command::RemoveItem { line_id });
+        if keyed {
+            req.get_mut().request_fingerprint = "fingerprint-of-the-removal".into();
+        }
+        req
+    };
     let removed = to_b
         .execute(fallback(removal()))
         .await

@@ -17,7 +17,7 @@ use crate::ids::CartId;
 /// snapshot of a newer shape would drop that field without a word and, writing the cart's
 /// next snapshot, lose it for the newer build too, so it ignores such a snapshot (the stream
 /// has every event) and never writes that cart as one.
-pub const STATE_SCHEMA: u32 = 1;
+pub const STATE_SCHEMA: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Line {

@@ -269,6 +269,11 @@ impl CartState {
             self.recent.clear();
             return;
         }
+        // A refusal is answered from the keyed records alone: listed here, it would answer a
+        // retry past their retention as applied.
+        if msg.refused.is_some() {
+            return;
+        }
         while self.recent.len() >= retain.recent {
             self.recent.pop_front();
         }
@@ -279,8 +284,9 @@ impl CartState {
         });
     }
 
-    /// Keeps `msg`'s outcome when it came with an `Idempotency-Key`, and forgets keyed
-    /// commands older than the retention (measured from this message's time).
+    /// Keeps `msg`'s outcome when it came with an `Idempotency-Key` or is a stored refusal,
+    /// and forgets keyed commands older than the retention (measured from this message's
+    /// time).
     fn remember_keyed(&mut self, msg: &EventMessage, version: u64, revision: u64, retain: Retain) {
         if retain.keyed_secs <= 0 {
             self.keyed.clear();
@@ -289,7 +295,7 @@ impl CartState {
         let at = msg.occurred_at.unix_timestamp();
         self.keyed.retain(|k| k.at + retain.keyed_secs >= at);
         // A refusal is kept here with or without a key (an unkeyed one with an empty
-        // fingerprint): the recent commands hold no refusals.
+        // fingerprint): the recent commands hold no refusals ([`Self::record`]).
         if msg.fingerprint().is_some() || msg.refused.is_some() {
             if self.keyed.len() >= Self::MAX_KEYED {
                 self.keyed.remove(0);

@@ -244,7 +244,9 @@ impl Carts {
                         // made per request (by the gateway, or from the runner's attempt), so
                         // this is that command, applied at the sequence the store names. A
                         // keyed one the cart would still know (its key outlives the store's
-                        // duplicate window): another request under a reused id.
+                        // duplicate window): another request under a reused id. A stored
+                        // refusal is known as long (the retention is at least the window,
+                        // checked in `config.rs`), so this is never one.
                         None if appended.sequence <= loaded.state.version => match id.fingerprint {
                             None => Ok(duplicate_reply(&loaded.state, appended.sequence, render)),
                             Some(_) => Err(ApiError::invalid(format!(

@@ -372,4 +372,8 @@ fn an_unkeyed_refusal_answers_its_command_id() {
     );
     assert_eq!(state.prior(&plain, None, 1_100, retain), Prior::Answered(1));
     assert_eq!(state.keyed_live(1_100, retain), 1);
+    // Past the retention the refusal is forgotten, and never answered as applied.
+    assert_eq!(state.prior(&refused, None, 1_101, retain), Prior::New);
+    assert!(state.recent_outcome(&refused).is_none());
+    assert_eq!(state.revision, 2, "a message all the same");
 }
