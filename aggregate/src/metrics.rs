@@ -10,6 +10,7 @@ pub const LEADER_READ_SECONDS: &str = "cart_aggregate_leader_read_duration_secon
 pub const STALE_CONFIRMS: &str = "cart_aggregate_stale_confirms_total";
 pub const CONFLICTS: &str = "cart_aggregate_version_conflicts_total";
 pub const DUPLICATES: &str = "cart_aggregate_duplicate_commands_total";
+pub const REFUSALS_STORED: &str = "cart_aggregate_refusals_stored_total";
 pub const CACHE_HITS: &str = "cart_aggregate_cache_hits_total";
 pub const CACHE_MISSES: &str = "cart_aggregate_cache_misses_total";
 pub const CACHE_EVICTIONS: &str = "cart_aggregate_cache_evictions_total";
@@ -137,6 +138,10 @@ pub fn describe() {
     describe_counter!(
         DUPLICATES,
         "Commands answered from their earlier outcome (retries)."
+    );
+    describe_counter!(
+        REFUSALS_STORED,
+        "Refusals kept with the cart (keyed commands, and retries after a timed-out attempt), by code."
     );
     describe_counter!(CACHE_HITS, "Commands and reads served from a cached cart.");
     describe_counter!(CACHE_MISSES, "Carts loaded from snapshot and stream.");

@@ -199,6 +199,11 @@ async fn the_slow_node_finds_the_refusal(keyed: bool) {
         "the refused change is not applied"
     );
     assert_eq!(read.version, added.version, "nothing appended since");
+    shared::test_support::assert_contains_all(
+        &metrics(&pair.b).await,
+        &[r#"cart_aggregate_refusals_stored_total{code="unknown_line"} 1"#],
+        "the stored refusal is counted",
+    );
     pair.drain().await;
 }
 

@@ -226,6 +226,8 @@ impl Carts {
                     self.after_commit(cart, loaded);
                     self.reweigh(cart, &slot, &loaded.state).await;
                     if let Some(refused) = refusal {
+                        metrics::counter!(m::REFUSALS_STORED, "code" => refused.code.as_str())
+                            .increment(1);
                         return Err(refused);
                     }
                     return Ok(Outcome {
