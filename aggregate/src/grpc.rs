@@ -193,9 +193,8 @@ fn command(raw: &[u8], field: &str) -> Result<Command, Status> {
     Ok(command)
 }
 
-/// The command's identity: its id, and the request fingerprint when it came with an
-/// `Idempotency-Key`.
-/// The command's identity from its id and fingerprint, and the call's metadata `md`.
+/// The command's identity: its id, the request fingerprint when it came with an
+/// `Idempotency-Key`, and whether the call's metadata `md` says an earlier attempt timed out.
 fn identity(raw_id: &str, fingerprint: String, md: &impl HeaderSource) -> Result<Identity, Status> {
     let command_id = command_id(raw_id)?;
     if fingerprint.len() > 128 || fingerprint.bytes().any(|b| !b.is_ascii_graphic()) {

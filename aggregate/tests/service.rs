@@ -99,11 +99,8 @@ async fn a_retry_on_an_older_copy_is_answered_as_stored(keyed: bool) {
     // One removal (one command id), sent twice.
     let remove = CommandId::new();
     let removal = || {
-        let mut req = exec(&cart, remove, cart_domain::Command::RemoveItem { line_id });
-        if keyed {
-            req.get_mut().request_fingerprint = "fingerprint-of-the-removal".into();
-        }
-        req
+        let removal = cart_domain::Command::RemoveItem { line_id };
+        keyed_if(exec(&cart, remove, removal), keyed)
     };
     let removed = to_b
         .execute(fallback(removal()))
@@ -149,18 +146,11 @@ async fn the_slow_node_finds_the_refusal(keyed: bool) {
     let (pair, cart, mut to_a, mut to_b) = owner_cached(&env, "zombie").await;
     let id = CommandId::new();
     let change = || {
-        let mut req = exec(
-            &cart,
-            id,
-            cart_domain::Command::ChangeQuantity {
-                line_id: 1,
-                quantity: 3,
-            },
-        );
-        if keyed {
-            req.get_mut().request_fingerprint = "fingerprint-of-the-request".into();
-        }
-        req
+        let change = cart_domain::Command::ChangeQuantity {
+            line_id: 1,
+            quantity: 3,
+        };
+        keyed_if(exec(&cart, id, change), keyed)
     };
     let clear = fallback(exec(
         &cart,

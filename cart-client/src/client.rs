@@ -334,6 +334,8 @@ impl CartClient {
 
 /// The value of the routing hint (its presence is what counts).
 const ROUTE_FALLBACK_VALUE: &str = "owner-unreachable";
+/// The value of [`shared::headers::EARLIER_ATTEMPT_UNKNOWN`] (its presence is what counts).
+const EARLIER_ATTEMPT_UNKNOWN_VALUE: &str = "timeout";
 
 /// Context, deadline and routing hint of one attempt.
 pub struct RequestMeta {
@@ -358,7 +360,7 @@ impl RequestMeta {
         if self.earlier_unknown {
             md.insert(
                 shared::headers::EARLIER_ATTEMPT_UNKNOWN,
-                tonic::metadata::MetadataValue::from_static("timeout"),
+                tonic::metadata::MetadataValue::from_static(EARLIER_ATTEMPT_UNKNOWN_VALUE),
             );
         }
         md
@@ -378,7 +380,7 @@ impl RequestMeta {
         if self.earlier_unknown {
             md.insert(
                 shared::headers::EARLIER_ATTEMPT_UNKNOWN.to_owned(),
-                "timeout".to_owned(),
+                EARLIER_ATTEMPT_UNKNOWN_VALUE.to_owned(),
             );
         }
         md

@@ -450,7 +450,7 @@ pub fn apply(cart: &mut Cart, event: &Event) {
             if let Some(c) = cart.checkout.as_mut() {
                 c.status = CheckoutStatus::Completed;
             }
-            cart.payment_status = Some("checkout_complete".to_owned());
+            cart.payment_status = Some(crate::payment::PAID_STATUS.to_owned());
         }
         Event::SubscriptionDetailsUpserted(e) => {
             let details = SubscriptionDetails {

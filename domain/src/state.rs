@@ -28,7 +28,7 @@ pub enum Prior<'a> {
     New,
     /// Decided before, at this version: answer that.
     Answered(u64),
-    /// A keyed command refused before: answer that refusal again.
+    /// Refused before, and the refusal kept: answer it again.
     Refused(&'a Refusal),
     /// Its `Idempotency-Key` was used for a different request within the retention.
     KeyReused,
@@ -296,7 +296,7 @@ impl CartState {
         self.keyed.retain(|k| k.at + retain.keyed_secs >= at);
         // A refusal is kept here with or without a key (an unkeyed one with an empty
         // fingerprint): the recent commands hold no refusals ([`Self::record`]).
-        if msg.fingerprint().is_some() || msg.refused.is_some() {
+        if msg.request_fingerprint.is_some() || msg.refused.is_some() {
             if self.keyed.len() >= Self::MAX_KEYED {
                 self.keyed.remove(0);
             }

@@ -18,7 +18,7 @@ use crate::storefront::cart_ref::CART_ID_PARAM;
 pub type Routes = UtoipaMethodRouter<AppState>;
 
 /// Where the cookie-based storefront routes live, and where their by-id twins live.
-const COOKIE_ROOT: &str = "/cart";
+pub(crate) const COOKIE_ROOT: &str = "/cart";
 const BY_ID_ROOT: &str = "/cart/byid/{cartId}";
 
 /// Title, version and description of the document.

@@ -18,8 +18,8 @@ pub const GRPC_ERROR_CODE_KEY: &str = "x-error-code";
 pub const GRPC_OWNER_ADDR_KEY: &str = "x-owner-addr";
 /// gRPC metadata key: seconds after which a retry makes sense (rate limits, unavailability).
 pub const GRPC_RETRY_AFTER_KEY: &str = "retry-after";
-/// gRPC metadata key (and HTTP header) on a refusal stored before and answered again: a retry
-/// under an `Idempotency-Key` the cart refused.
+/// gRPC metadata key (and HTTP header) on a refusal the cart kept and answers again (a retry of
+/// a refused request).
 pub const REPLAYED_KEY: &str = "idempotent-replayed";
 /// gRPC metadata key on a `permission_denied` status refusing the calling *service* (its TLS
 /// identity, [`crate::grpc_tls::Caller::require`]): the name it presented.

@@ -149,13 +149,10 @@ impl Carts {
             // A keyed command's refusal is stored like an outcome (a message without events):
             // its retry gets it again, and a node still deciding the same command (frozen,
             // or slow past the client's patience) finds it when its own append is fenced out,
-            // instead of applying what the client was told was refused.
-            // Room to keep another key (or refusal) without forgetting one; an unkeyed
-            // command's refusal is not kept without it.
-            let keys_full =
-                loaded.state.keyed_live(now.unix_timestamp(), cfg.retain) >= CartState::MAX_KEYED;
+            // instead of applying what the client was told was refused. An unkeyed command's
+            // refusal is not kept when that would take the place of a key.
             let stores_refusal = matches!(&decided, Err(e) if stored_refusal(id, e, cfg.retain))
-                && (id.fingerprint.is_some() || !keys_full);
+                && (id.fingerprint.is_some() || !keys_full(&loaded.state, now, cfg.retain));
             // A refusal or a no-op is not fenced by an append: decided on a copy that is behind
             // (a retry whose first attempt was stored but whose answer was lost, a change
             // another node served), it would tell the client something the stream
@@ -186,7 +183,7 @@ impl Carts {
                     event_types: Vec::new(),
                 });
             }
-            if id.fingerprint.is_some() && keys_full {
+            if id.fingerprint.is_some() && keys_full(&loaded.state, now, cfg.retain) {
                 return Err(ApiError::new(
                     ErrorCode::LimitExceeded,
                     format!(
@@ -401,6 +398,12 @@ fn stored_refusal(id: &Identity, e: &ApiError, retain: Retain) -> bool {
     (id.fingerprint.is_some() || id.earlier_attempt_unknown)
         && retain.keyed_secs > 0
         && !e.code.retry_safe()
+}
+
+/// Whether `state` holds as many keys (and kept refusals) as a cart may at `now`: counted
+/// only for a keyed command or a refusal, not for every command.
+fn keys_full(state: &CartState, now: time::OffsetDateTime, retain: Retain) -> bool {
+    state.keyed_live(now.unix_timestamp(), retain) >= CartState::MAX_KEYED
 }
 
 /// Random delay of up to 2^attempt ms, capped at 16 ms.

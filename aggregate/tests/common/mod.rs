@@ -245,6 +245,18 @@ pub fn assert_refused(status: &tonic::Status, code: shared::ErrorCode, needle: &
     assert!(err.message.contains(needle), "{what}: {err}");
 }
 
+/// `req` as a gateway sends it for a request with an `Idempotency-Key` when `keyed` (with
+/// a fingerprint of the request), else unchanged.
+pub fn keyed_if(
+    mut req: tonic::Request<pb::ExecuteRequest>,
+    keyed: bool,
+) -> tonic::Request<pb::ExecuteRequest> {
+    if keyed {
+        req.get_mut().request_fingerprint = "fingerprint-of-the-request".into();
+    }
+    req
+}
+
 /// `req` as a gateway sends it when the owner is unreachable: any node serves it.
 pub fn fallback<T>(mut req: tonic::Request<T>) -> tonic::Request<T> {
     let reason = "owner-unreachable".parse().unwrap();

@@ -65,7 +65,7 @@ pub struct EventMessage {
     pub refused: Option<Refused>,
 }
 
-/// A keyed command's refusal, as stored (see [`EventMessage::refused`]).
+/// A command's refusal, as the cart keeps it (see [`EventMessage::refused`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Refused {
     /// The fingerprint of the refused request, when it came with an `Idempotency-Key`.

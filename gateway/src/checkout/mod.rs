@@ -116,8 +116,15 @@ pub async fn checkout(
 
 /// `202` with `Retry-After`: the attempt is under way, asking again resumes the wait.
 fn pending(attempt: String) -> Response {
-    let secs = 1;
-    let html_snippet = format!("{PENDING_NOTICE}<script>{}</script>", reload_script(secs));
+    let secs = PENDING_RETRY_SECS;
+    // The same for every pending reply: built once.
+    static SNIPPET: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "{PENDING_NOTICE}<script>{}</script>",
+            reload_script(PENDING_RETRY_SECS)
+        )
+    });
+    let html_snippet = SNIPPET.clone();
     let mut resp = (
         StatusCode::ACCEPTED,
         Json(Pending {
@@ -132,6 +139,9 @@ fn pending(attempt: String) -> Response {
         .insert(http::header::RETRY_AFTER, secs.into());
     resp
 }
+
+/// `Retry-After` of a pending reply, and its page's first reload.
+const PENDING_RETRY_SECS: u64 = 1;
 
 /// What the pending page shows.
 const PENDING_NOTICE: &str =

@@ -316,7 +316,7 @@ fn ensure(
 
 /// The storefront's routes (`/cart` and below), which a browser client calls.
 fn is_storefront(path: &str) -> bool {
-    path.strip_prefix("/cart")
+    path.strip_prefix(crate::openapi::COOKIE_ROOT)
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 

@@ -113,7 +113,7 @@ async fn placed(s: &AppState, ctx: &RequestContext, cart: &StoreCart) -> bool {
     s.upstream
         .state(ctx, &cart.id)
         .await
-        .is_ok_and(|state| state.cart.order.is_some())
+        .is_ok_and(|state| state.cart.order_placed())
 }
 
 /// `{"result": <cart>, "mutations": [...]}` around the cart JSON the aggregate rendered: the

@@ -76,7 +76,7 @@ pub struct CartHistory {
     pub next: Option<u64>,
 }
 
-/// One accepted command (or a keyed one's refusal): one message of `CART_EVENTS`.
+/// One accepted command (or a kept refusal): one message of `CART_EVENTS`.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HistoryEntry {
@@ -97,8 +97,8 @@ pub struct HistoryEntry {
     /// What it changed, in order; empty for a keyed request that changed nothing or was
     /// refused.
     pub events: Vec<HistoryEvent>,
-    /// Set for a keyed request the cart refused (kept so a retry under its key gets the same
-    /// refusal): what the client was told.
+    /// Set for a refusal the cart kept (a keyed request's, or one the gateway sent again after
+    /// a timed-out attempt), so a retry gets the same answer: what the client was told.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refused: Option<HistoryRefusal>,
 }

@@ -22,6 +22,7 @@ use axum::{Json, Router};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use shared::provider_order::PAID_STATUS;
 
 use super::order::Order;
 
@@ -173,8 +174,8 @@ impl MockProvider {
             .orders
             .get_mut(id)
             .ok_or_else(|| format!("no order {id}"))?;
-        order.status = Some("checkout_complete".into());
-        order.html_snippet = Some(snippet(id, "checkout_complete"));
+        order.status = Some(PAID_STATUS.into());
+        order.html_snippet = Some(snippet(id, PAID_STATUS));
         Ok(())
     }
 
@@ -474,7 +475,7 @@ async fn complete_route(
     };
     match done {
         Ok(push_status) => {
-            Json(json!({"order_id": id, "status": "checkout_complete", "push_status": push_status}))
+            Json(json!({"order_id": id, "status": PAID_STATUS, "push_status": push_status}))
                 .into_response()
         }
         Err(e @ CompleteError::Refused(_)) => {

@@ -971,7 +971,6 @@ async fn a_shard_count_below_the_aggregates_claims_stops_startup() {
 /// done, or update an order already paid.
 #[tokio::test]
 async fn the_runner_reads_what_it_acts_on_from_the_streams_leader() {
-    use futures::StreamExt as _;
     let Some((env, runner)) = env_and_runner().await else {
         return;
     };
@@ -986,21 +985,14 @@ async fn the_runner_reads_what_it_acts_on_from_the_streams_leader() {
     );
     // Every JetStream API request of the account, in the order the server takes them. A
     // flush only writes the subscription to the socket: the server may take the first read
-    // (from another connection) before it. Seeing a probe published after it on the same
-    // connection proves the server has it.
+    // (from another connection) before it. A marker seen on it proves the server has it.
     let mut api = env.nats.client.subscribe("$JS.API.>").await.unwrap();
-    let probe = bytes::Bytes::from_static(b"this test's subscription is in place");
-    env.nats
-        .client
-        .publish("$JS.API.INFO", probe.clone())
-        .await
-        .unwrap();
-    loop {
-        let next = tokio::time::timeout(WAIT, api.next()).await;
-        if next.expect("the probe").unwrap().payload == probe {
-            break;
-        }
-    }
+    subjects_until(
+        &env.nats.client,
+        &mut api,
+        "this test's subscription is in place",
+    )
+    .await;
 
     let result = records
         .last_checkout::<CheckoutResult>(&tenant(), "c1")
@@ -1014,26 +1006,14 @@ async fn the_runner_reads_what_it_acts_on_from_the_streams_leader() {
     assert!(outcome.unwrap().is_none(), "the order is not paid");
 
     // Every request the reads above made reaches the subscription before this marker.
-    let marker = bytes::Bytes::from_static(b"the end of this test's reads");
-    env.nats
-        .client
-        .publish("$JS.API.INFO", marker.clone())
+    let asked: Vec<String> = subjects_until(&env.nats.client, &mut api, "the end of the reads")
         .await
-        .unwrap();
-    let mut asked = Vec::new();
-    loop {
-        let next = tokio::time::timeout(WAIT, api.next()).await;
-        let msg = next.expect("the marker").unwrap();
-        if msg.payload == marker {
-            break;
-        }
-        let subject = msg.subject.as_str();
-        if subject.starts_with("$JS.API.DIRECT.GET.WORKFLOW_")
-            || subject.starts_with("$JS.API.STREAM.MSG.GET.WORKFLOW_")
-        {
-            asked.push(subject.to_owned());
-        }
-    }
+        .into_iter()
+        .filter(|s| {
+            s.starts_with("$JS.API.DIRECT.GET.WORKFLOW_")
+                || s.starts_with("$JS.API.STREAM.MSG.GET.WORKFLOW_")
+        })
+        .collect();
     assert_eq!(
         asked,
         [
@@ -1044,6 +1024,30 @@ async fn the_runner_reads_what_it_acts_on_from_the_streams_leader() {
         "each read asks the leader, none is a direct get"
     );
     runner.drain(DRAIN).await;
+}
+
+/// Publishes `marker` on `$JS.API.INFO` through `client` (which `api` belongs to) and returns
+/// the subjects `api` received before it: every request the server took before the marker.
+async fn subjects_until(
+    client: &async_nats::Client,
+    api: &mut async_nats::Subscriber,
+    marker: &'static str,
+) -> Vec<String> {
+    use futures::StreamExt as _;
+    let marker = bytes::Bytes::from_static(marker.as_bytes());
+    client
+        .publish("$JS.API.INFO", marker.clone())
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    loop {
+        let next = tokio::time::timeout(WAIT, api.next()).await;
+        let msg = next.expect("the marker").unwrap();
+        if msg.payload == marker {
+            return seen;
+        }
+        seen.push(msg.subject.to_string());
+    }
 }
 
 /// A purchase the cart approved is read again within the cart's 10-minute hold, counted from
