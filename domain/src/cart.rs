@@ -289,6 +289,10 @@ impl Cart {
     }
 }
 
+/// The provider's status of a paid (completed) checkout order (any other is unpaid or
+/// unknown), which a placed cart shows as its `paymentStatus`.
+pub const PAID_STATUS: &str = "checkout_complete";
+
 /// Apply one event. Total: every event that `decide` can emit is valid for the state it was
 /// decided on, and an event naming something that no longer exists changes nothing.
 pub fn evolve(mut cart: Cart, event: &Event) -> Cart {
@@ -450,7 +454,7 @@ pub fn apply(cart: &mut Cart, event: &Event) {
             if let Some(c) = cart.checkout.as_mut() {
                 c.status = CheckoutStatus::Completed;
             }
-            cart.payment_status = Some(crate::payment::PAID_STATUS.to_owned());
+            cart.payment_status = Some(PAID_STATUS.to_owned());
         }
         Event::SubscriptionDetailsUpserted(e) => {
             let details = SubscriptionDetails {

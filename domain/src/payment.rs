@@ -10,10 +10,6 @@
 use serde::{Deserialize, Serialize};
 
 use super::cart::{Cart, Checkout, CheckoutStatus};
-
-/// The provider's status of a paid (completed) checkout order (any other is unpaid or
-/// unknown), which a placed cart shows as its `paymentStatus`.
-pub const PAID_STATUS: &str = "checkout_complete";
 use super::error::DomainError;
 use super::event::{CheckoutLine, lines_digest};
 use super::totals::totals;

@@ -17,8 +17,9 @@ use crate::storefront::cart_ref::CART_ID_PARAM;
 /// A handler with its documented path(s), as `utoipa_axum::routes!` returns it.
 pub type Routes = UtoipaMethodRouter<AppState>;
 
-/// Where the cookie-based storefront routes live, and where their by-id twins live.
-pub(crate) const COOKIE_ROOT: &str = "/cart";
+use crate::request::context::COOKIE_ROOT;
+
+/// Where the by-id twins of the cookie-based storefront routes live.
 const BY_ID_ROOT: &str = "/cart/byid/{cartId}";
 
 /// Title, version and description of the document.

@@ -16,7 +16,7 @@ use crate::secret::Secret;
 /// of a paid order's lines is the attempt's own.
 pub use cart_domain::event::CheckoutLine as OrderLine;
 
-pub use cart_domain::payment::PAID_STATUS;
+pub use cart_domain::cart::PAID_STATUS;
 
 /// What the runner stores in an order's `merchant_data` (as JSON text) to find the cart and
 /// checkout attempt from a provider order. Updated with every attempt that updates the order.

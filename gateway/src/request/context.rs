@@ -314,9 +314,12 @@ fn ensure(
     v
 }
 
-/// The storefront's routes (`/cart` and below), which a browser client calls.
+/// Where the cookie-based storefront routes live.
+pub(crate) const COOKIE_ROOT: &str = "/cart";
+
+/// The storefront's routes ([`COOKIE_ROOT`] and below), which a browser client calls.
 fn is_storefront(path: &str) -> bool {
-    path.strip_prefix(crate::openapi::COOKIE_ROOT)
+    path.strip_prefix(COOKIE_ROOT)
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
