@@ -289,10 +289,6 @@ impl Cart {
     }
 }
 
-/// The provider's status of a paid (completed) checkout order (any other is unpaid or
-/// unknown), which a placed cart shows as its `paymentStatus`.
-pub const PAID_STATUS: &str = "checkout_complete";
-
 /// Apply one event. Total: every event that `decide` can emit is valid for the state it was
 /// decided on, and an event naming something that no longer exists changes nothing.
 pub fn evolve(mut cart: Cart, event: &Event) -> Cart {
@@ -500,3 +496,5 @@ pub fn apply(cart: &mut Cart, event: &Event) {
 
 /// The checkout failure code and payment status of a paid order that could not be placed.
 pub const PAYMENT_MISMATCH: &str = "payment_mismatch";
+/// The provider's status of a paid order (any other is unpaid), a placed cart's payment status.
+pub const PAID_STATUS: &str = "checkout_complete";
