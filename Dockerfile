@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1.7
 #
-# One image for the whole platform: the four service binaries plus the catalog seed. The command
-# picks the service, e.g. `docker run cart-platform gateway`, `... aggregate seed-catalog`.
+# One image for the whole platform: the four service binaries, `cart-node` (a gateway and an
+# aggregate in one process) and the catalog seed. The command picks the service, e.g.
+# `docker run cart-platform gateway`, `... aggregate seed-catalog`.
 #   docker build -t cart-platform .
 # BuildKit is required (cache mounts); it is the default builder of current Docker releases.
 
@@ -24,10 +25,10 @@ ENV CARGO_PROFILE_RELEASE_DEBUG=false
 RUN --mount=type=cache,id=cart-cargo-registry,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,id=cart-cargo-git,target=/usr/local/cargo/git,sharing=locked \
     --mount=type=cache,id=cart-target,target=/src/target,sharing=locked \
-    cargo build --release --locked -p aggregate -p gateway -p projection -p runner --bins \
+    cargo build --release --locked -p aggregate -p gateway -p projection -p runner -p cart-node --bins \
  && mkdir -p /out \
  && cp target/release/aggregate target/release/gateway target/release/projection \
-       target/release/runner /out/
+       target/release/runner target/release/cart-node /out/
 
 # Same Debian release as the builder, so the glibc the binaries link against is there. curl is
 # for container health checks (docker compose `healthcheck:` probes /ready); ca-certificates for

@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod config;
 pub mod drain;
 pub mod grpc;
+pub mod local;
 pub mod metrics;
 pub mod multiplex;
 pub mod placement;
@@ -52,6 +53,8 @@ pub struct Running {
     pub node_id: String,
     pub carts: Carts,
     pub placement: Option<Arc<Placement>>,
+    /// The cart service as a gateway in this process calls it ([`Running::in_process`]).
+    in_process: Arc<local::InProcess>,
     drainer: Arc<Drainer>,
     /// Cancelled when the node has stopped serving (drained or aborted).
     stop: CancellationToken,
@@ -91,6 +94,17 @@ impl Running {
 
     pub fn is_stopped(&self) -> bool {
         self.stop.is_cancelled()
+    }
+
+    /// Cancelled when the node has stopped serving (drained or aborted).
+    pub fn stopped(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
+    /// This node for a gateway in the same process (`cart-node`): `Execute` calls the
+    /// gateway routes to this node's address skip the network.
+    pub fn in_process(&self) -> Arc<dyn cart_client::LocalNode> {
+        self.in_process.clone()
     }
 }
 
@@ -197,6 +211,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         },
         stop.clone(),
     );
+    let in_process = Arc::new(local::InProcess::new(
+        cart_svc.clone(),
+        advertise.clone(),
+        stop.clone(),
+    ));
     let admin_svc = grpc::AdminGrpc::new(drainer.clone(), carts.clone());
     let grpc = config
         .grpc_tls
@@ -231,6 +250,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         node_id: config.node_id,
         carts,
         placement,
+        in_process,
         drainer,
         stop,
         background,

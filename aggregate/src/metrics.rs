@@ -30,6 +30,7 @@ pub const NOT_OWNER: &str = "cart_aggregate_not_owner_total";
 pub const IN_FLIGHT: &str = "cart_aggregate_commands_in_flight";
 pub const WATCHERS_DROPPED: &str = "cart_aggregate_watchers_dropped_total";
 pub const EXECUTE_STREAMS: &str = "cart_aggregate_execute_streams";
+pub const IN_PROCESS_CALLS: &str = "cart_aggregate_in_process_calls_total";
 
 /// Handles of the series the command path records, registered once: `metrics::gauge!` and
 /// friends look their series up in the registry on each call (hashing the name), which the
@@ -198,6 +199,10 @@ pub fn describe() {
     describe_gauge!(
         EXECUTE_STREAMS,
         "Open ExecuteStream streams (about one per caller connection)."
+    );
+    describe_counter!(
+        IN_PROCESS_CALLS,
+        "Execute calls handed over by the gateway in this process (cart-node), not over gRPC."
     );
     describe_counter!(
         WATCHERS_DROPPED,

@@ -89,23 +89,38 @@ where
     };
     // The metadata is read as the map it came in (as a unary call reads its `MetadataMap`).
     let metadata = shared::headers::lowercase_names(call.metadata);
+    let timeout = (call.timeout_ms != 0).then(|| Duration::from_millis(call.timeout_ms.into()));
+    decide(execute, caller, metadata, timeout, request).await
+}
+
+/// One `Execute` with `execute`, in its own span, cut short when `timeout` (what is left of
+/// the caller's deadline) passes: a call read from a stream, or one handed over in-process
+/// ([`crate::local`]).
+pub(crate) async fn decide<E, Fut>(
+    execute: E,
+    caller: Caller,
+    metadata: CallMetadata,
+    timeout: Option<Duration>,
+    request: pb::ExecuteRequest,
+) -> Result<pb::ExecuteResponse, Status>
+where
+    E: Fn(Caller, CallMetadata, pb::ExecuteRequest) -> Fut,
+    Fut: Future<Output = Result<Response<pb::ExecuteResponse>, Status>>,
+{
     let span = shared::spans::stream_call_span("/cart.v1.CartService/Execute", &metadata);
     // Boxed: the decision's future is large, and the task spawned for the call would copy it
     // on every move (measured: ~5 % of the CPU in memmove).
     let run = Box::pin(execute(caller, metadata, request).instrument(span));
-    let resp = if call.timeout_ms == 0 {
-        run.await?
-    } else {
+    let resp = match timeout {
+        None => run.await?,
         // As tonic ends a unary call whose grpc-timeout passed, but saying what that means:
         // the command may have been appended before the deadline cut it short.
-        tokio::time::timeout(Duration::from_millis(call.timeout_ms.into()), run)
-            .await
-            .map_err(|_| {
-                shared::ApiError::outcome_unknown(
-                    "the node did not finish the command within its deadline",
-                )
-                .to_status()
-            })??
+        Some(timeout) => tokio::time::timeout(timeout, run).await.map_err(|_| {
+            shared::ApiError::outcome_unknown(
+                "the node did not finish the command within its deadline",
+            )
+            .to_status()
+        })??,
     };
     Ok(resp.into_inner())
 }

@@ -75,6 +75,10 @@ struct Args {
     /// Use this aggregate node (gRPC address) instead of starting one in-process.
     #[arg(long)]
     aggregate_addr: Option<String>,
+    /// http: the gateway and the aggregate as one `cart-node` (the gateway hands `Execute` to
+    /// the aggregate in its process) instead of two services with gRPC between them.
+    #[arg(long)]
+    node: bool,
     /// Carts (cold-load: 100, memory: 100000, projection: 50000).
     #[arg(long)]
     carts: Option<usize>,
@@ -160,7 +164,8 @@ async fn main() -> anyhow::Result<()> {
                 Some(url) => (None, url.trim_end_matches('/').to_owned()),
                 None => {
                     let node = stack.aggregate("bench").await?;
-                    let gw = gateway::start(stack.gateway_config()).await?;
+                    let local = args.node.then(|| node.in_process());
+                    let gw = gateway::start_with(stack.gateway_config(), local).await?;
                     let base = format!("http://{}", gw.http_addr);
                     cart_bench::http::wait_ready(&base).await?;
                     (Some((node, gw)), base)
@@ -220,6 +225,10 @@ where
         Mode::Grpc => (
             "grpc",
             "CartService Execute(AddItem) through the routing client",
+        ),
+        Mode::Http if args.node => (
+            "http",
+            "POST /cart/byid/{id} (storefront add item) through a cart-node (gateway and aggregate in one process)",
         ),
         Mode::Http => (
             "http",

@@ -5,7 +5,9 @@
 //! there once. When the owner is unknown or unreachable the call goes to any live node (the
 //! aggregate's append fence keeps that correct). Every call has a deadline; calls are retried
 //! only because they are safe to repeat: reads, and commands, which carry a command id.
-//! Channels are pooled per node (a few HTTP/2 connections each) in a bounded cache.
+//! Channels are pooled per node (a few HTTP/2 connections each) in a bounded cache. An
+//! `Execute` routed to a node in this process ([`CartClient::with_local`]) is handed to it
+//! without the network.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,6 +22,7 @@ use shared::placement::shard_for;
 use shared::{ApiError, ErrorCode};
 use tonic::transport::Channel;
 
+use crate::local::LocalNode;
 use crate::multiplex::Mux;
 use crate::placement_view::PlacementView;
 use crate::pools::{Pool, Pools};
@@ -86,6 +89,16 @@ struct Inner {
     /// Connections per node address (at most `cfg.max_nodes`).
     pools: Pools,
     next: AtomicUsize,
+    /// The aggregate node in this process, if any: `Execute` calls routed to its address go
+    /// to it directly.
+    local: Option<Arc<dyn LocalNode>>,
+}
+
+/// Where one attempt goes: a connection to its node, and that node itself when it runs in
+/// this process.
+struct Upstream {
+    conn: Arc<Mux>,
+    local: Option<Arc<dyn LocalNode>>,
 }
 
 impl CartClient {
@@ -97,8 +110,18 @@ impl CartClient {
                 view,
                 fallback,
                 next: AtomicUsize::new(0),
+                local: None,
             }),
         }
+    }
+
+    /// This client, with `node` (an aggregate node in this process) serving the `Execute`
+    /// calls routed to its address. Called before the client is first cloned.
+    pub fn with_local(mut self, node: Arc<dyn LocalNode>) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("with_local is called before the client is shared")
+            .local = Some(node);
+        self
     }
 
     pub fn view(&self) -> Option<&PlacementView> {
@@ -115,9 +138,18 @@ impl CartClient {
         self.call_with(ctx, &tenant, &cart, timeout, |node, meta| {
             let req = req.clone();
             async move {
-                let resp = node
-                    .execute(meta.call_metadata(), meta.timeout, req)
-                    .await?;
+                let resp = match node.local {
+                    Some(local) => {
+                        local
+                            .execute(meta.call_metadata(), meta.timeout, req)
+                            .await?
+                    }
+                    None => {
+                        node.conn
+                            .execute(meta.call_metadata(), meta.timeout, req)
+                            .await?
+                    }
+                };
                 Ok(tonic::Response::new(resp))
             }
         })
@@ -183,7 +215,7 @@ impl CartClient {
     {
         let (tenant, cart) = ids(req.tenant(), req.cart_id())?;
         self.call_with(ctx, &tenant, &cart, timeout, |node, meta| {
-            f(node.unary(), with_ctx(meta, req.clone()))
+            f(node.conn.unary(), with_ctx(meta, req.clone()))
         })
         .await
     }
@@ -197,7 +229,7 @@ impl CartClient {
         f: F,
     ) -> Result<T, ApiError>
     where
-        F: Fn(Arc<Mux>, RequestMeta) -> Fut,
+        F: Fn(Upstream, RequestMeta) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let shard = shard_for(tenant, cart, self.inner.cfg.shard_count);
@@ -213,7 +245,7 @@ impl CartClient {
         let mut unknown: Option<ApiError> = None;
         for attempt in 0..self.inner.cfg.attempts.max(1) {
             let Some(addr) = target.take() else { break };
-            let client = match self.client(&addr) {
+            let conn = match self.client(&addr) {
                 Ok(c) => c,
                 Err(e) => {
                     last_err = Some(e);
@@ -227,7 +259,10 @@ impl CartClient {
                 fallback,
                 earlier_unknown: unknown.is_some(),
             };
-            match f(client, meta).await {
+            let local = (self.inner.local.as_ref())
+                .filter(|l| l.addr() == addr)
+                .cloned();
+            match f(Upstream { conn, local }, meta).await {
                 Ok(resp) => return Ok(resp.into_inner()),
                 Err(status) => {
                     let err = ApiError::from_upstream("aggregate node", &status);

@@ -81,6 +81,15 @@ impl Running {
 
 /// Start a gateway: connect to NATS, watch placement, serve HTTP.
 pub async fn start(config: Config) -> Result<Running, Error> {
+    start_with(config, None).await
+}
+
+/// [`start`], with an aggregate node running in this process (`cart-node`): the `Execute`
+/// calls placement routes to it are handed over without the network.
+pub async fn start_with(
+    config: Config,
+    local: Option<std::sync::Arc<dyn cart_client::LocalNode>>,
+) -> Result<Running, Error> {
     config.check()?;
     if config.api_keys()?.is_empty() && config.backoffice_keys()?.is_empty() {
         tracing::warn!(
@@ -114,6 +123,10 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     let tracker = TaskTracker::new();
     let (client, view) =
         upstream::discovery::connect(&config, &js, &tracker, shutdown.clone()).await?;
+    let client = match local {
+        Some(node) => client.with_local(node),
+        None => client,
+    };
     let static_addrs = config.aggregate_addrs();
     let state = AppState::new(
         config,

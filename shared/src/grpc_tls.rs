@@ -170,9 +170,9 @@ impl Caller {
             })
     }
 
-    /// A caller with this service name (tests).
-    #[cfg(test)]
-    pub(crate) fn named(name: &str) -> Self {
+    /// The service `name` calling from this same process (no connection, no certificate): it
+    /// is held to what that service may call, as its certificate would hold it.
+    pub fn in_process(name: &str) -> Self {
         Self(Some(name.to_owned()))
     }
 

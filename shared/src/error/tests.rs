@@ -4,7 +4,7 @@ use super::*;
 
 #[test]
 fn a_service_refusing_the_callers_identity_is_not_passed_on_as_the_users_fault() {
-    let refused = crate::grpc_tls::Caller::named("projection")
+    let refused = crate::grpc_tls::Caller::in_process("projection")
         .require("Execute", &["gateway", "runner"])
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::PermissionDenied);

@@ -17,10 +17,14 @@ fn the_image_ships_what_the_deployments_run() {
         build.contains("--locked"),
         "the image builds Cargo.lock's versions"
     );
-    for bin in ["aggregate", "gateway", "projection", "runner"] {
+    for bin in ["aggregate", "gateway", "projection", "runner", "cart-node"] {
         assert!(
             build.contains(&format!("-p {bin}")),
             "the image builds {bin}"
+        );
+        assert!(
+            dockerfile.contains(&format!("target/release/{bin} ")),
+            "the image holds {bin}"
         );
     }
     let copies = dockerfile_after("COPY deploy/");

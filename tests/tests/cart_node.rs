@@ -1,0 +1,300 @@
+//! `cart-node`: a gateway and an aggregate in one process. The carts its aggregate owns are
+//! decided in-process (`cart_aggregate_in_process_calls_total` counts them; nothing crosses
+//! gRPC), with the same outcome a separate gateway gets over gRPC: a request retried through
+//! the other replica is replayed, never applied twice; the in-process caller is held to what a
+//! gateway may send; when its aggregate stops, its carts go to another node.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use shared::test_support::wait_until;
+use tests::processes::{Children, free_ports, service_command};
+use tests::requests::{add_one, call, lines};
+use tests::stack::{Stack, WAIT, test_streams, wait_for_status};
+
+const IN_PROCESS: &str = "cart_aggregate_in_process_calls_total";
+
+/// The value of the unlabelled series `name` on the Prometheus page at `url` (0 when absent).
+async fn metric(url: &str, name: &str) -> f64 {
+    let page = reqwest::get(url).await.unwrap().text().await.unwrap();
+    page.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A keyed `/v1` add of one `TEST-SKU-123` to `cart` through `base`: (status, replayed, body).
+async fn keyed_add(
+    http: &reqwest::Client,
+    base: &str,
+    cart: &str,
+    key: &str,
+) -> (u16, bool, Value) {
+    let resp = http
+        .post(format!("{base}/v1/carts/{cart}/commands"))
+        .header("idempotency-key", key)
+        .json(&json!({"type": "AddItem", "sku": "TEST-SKU-123", "quantity": 1}))
+        .send()
+        .await
+        .unwrap();
+    let replayed = resp.headers().contains_key("idempotent-replayed");
+    (resp.status().as_u16(), replayed, resp.json().await.unwrap())
+}
+
+/// A cart id `node` owns as its placement view has it (the ids are tried in turn).
+fn cart_owned_by(node: &aggregate::Running, prefix: &str) -> String {
+    let placement = node.placement.as_ref().expect("placement is on");
+    let shards = 256;
+    (0..10_000)
+        .map(|i| format!("{prefix}-{i}"))
+        .find(|cart| {
+            let tenant = shared::TenantId::parse("default").unwrap();
+            let cart_id = shared::CartId::parse(cart).unwrap();
+            let shard = shared::placement::shard_for(&tenant, &cart_id, shards);
+            (placement.view().owner(shard)).is_some_and(|o| o.node == node.node_id)
+        })
+        .expect("the node owns some shard")
+}
+
+#[tokio::test]
+async fn a_cart_node_decides_its_carts_in_process_and_a_retry_through_another_gateway_replays() {
+    let Some(stack) = Stack::start(test_streams()).await else {
+        return;
+    };
+    let node = cart_node::start(stack.aggregate_config("node-a"), stack.gateway_config())
+        .await
+        .unwrap();
+    let (_plain, plain_base) = stack.cart_gateway("/v1/carts/probe").await;
+    let base = format!("http://{}", node.gateway.http_addr);
+    wait_for_status(
+        &format!("{base}/v1/carts/probe"),
+        200,
+        "the node serves carts",
+    )
+    .await;
+    let metrics = format!("http://{}/metrics", node.aggregate.http_addr);
+    let http = reqwest::Client::new();
+
+    // The node's only aggregate owns every shard: its gateway decides the add in-process.
+    let before = metric(&metrics, IN_PROCESS).await;
+    let first = keyed_add(&http, &base, "node-cart", "key-1").await;
+    assert_eq!((first.0, first.1), (200, false), "{}", first.2);
+    assert_eq!(metric(&metrics, IN_PROCESS).await, before + 1.0);
+
+    // The same request through the plain gateway (over gRPC) is the original outcome.
+    let again = keyed_add(&http, &plain_base, "node-cart", "key-1").await;
+    assert_eq!((again.0, again.1), (200, true), "{}", again.2);
+    assert_eq!(
+        again.2["version"], first.2["version"],
+        "the original version"
+    );
+    assert_eq!(
+        metric(&metrics, IN_PROCESS).await,
+        before + 1.0,
+        "went over gRPC"
+    );
+    // And the other way round.
+    let second = keyed_add(&http, &plain_base, "node-cart", "key-2").await;
+    assert_eq!((second.0, second.1), (200, false), "{}", second.2);
+    let replayed = keyed_add(&http, &base, "node-cart", "key-2").await;
+    assert_eq!((replayed.0, replayed.1), (200, true), "{}", replayed.2);
+    let (_, cart) = call(http.get(format!("{base}/v1/carts/node-cart"))).await;
+    assert_eq!(lines(&cart), [("TEST-SKU-123".to_owned(), 2)], "{cart}");
+
+    // The storefront path (the benchmark's) goes in-process too.
+    let shopper = tests::requests::browser();
+    let (status, body) = call(
+        shopper
+            .post(format!("{base}/cart/byid/node-shopper"))
+            .json(&add_one()),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(metric(&metrics, IN_PROCESS).await, before + 3.0);
+    node.stop().await.unwrap();
+}
+
+/// The in-process caller is the gateway: what only the runner may send is refused, as it is
+/// to a gateway's certificate over mutual TLS. Once the node has stopped, it refuses calls as
+/// `unavailable` (the routing client then tries another node).
+#[tokio::test]
+async fn the_in_process_caller_is_held_to_what_a_gateway_may_send() {
+    let Some(stack) = Stack::start(test_streams()).await else {
+        return;
+    };
+    let node = stack.aggregate("node-a").await.unwrap();
+    let local = node.in_process();
+    let tenant = shared::TenantId::parse("default").unwrap();
+    let ctx = shared::headers::RequestContext::new(tenant);
+    let mut md = shared::headers::CallMetadata::new();
+    ctx.to_call_metadata(&mut md);
+    let forged = proto::cart::v1::ExecuteRequest {
+        tenant: "default".into(),
+        cart_id: "node-forged".into(),
+        command_id: uuid::Uuid::new_v4().to_string(),
+        command: serde_json::to_vec(&json!({
+            "type": "RecordProviderOrder",
+            "attemptId": "a1",
+            "providerOrderId": "p1",
+            "status": "checkout_incomplete"
+        }))
+        .unwrap(),
+        ..Default::default()
+    };
+    let status = local.execute(md.clone(), None, forged).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains("runner only"), "{status:?}");
+
+    // A node that has stopped takes nothing more: the caller goes to another node.
+    node.drain().await.unwrap();
+    let add = proto::cart::v1::ExecuteRequest {
+        tenant: "default".into(),
+        cart_id: "node-late".into(),
+        command_id: uuid::Uuid::new_v4().to_string(),
+        command: br#"{"type":"AddItem","sku":"TEST-SKU-123","quantity":1}"#.to_vec(),
+        ..Default::default()
+    };
+    let status = local.execute(md, None, add).await.unwrap_err();
+    let e = shared::ApiError::from_upstream("aggregate node", &status);
+    assert_eq!(e.code, shared::ErrorCode::Unavailable, "{status:?}");
+}
+
+/// Two nodes: each cart-node decides its own carts in-process and sends the other's over
+/// gRPC; once its aggregate has drained, its gateway sends every cart to the other node.
+#[tokio::test]
+async fn a_cart_node_sends_other_nodes_carts_over_grpc_and_all_of_them_once_drained() {
+    let Some(stack) = Stack::start(test_streams()).await else {
+        return;
+    };
+    let a = cart_node::start(stack.aggregate_config("node-a"), stack.gateway_config())
+        .await
+        .unwrap();
+    let b = stack.aggregate("node-b").await.unwrap();
+    let base = format!("http://{}", a.gateway.http_addr);
+    // The process's one registry, served by the gateway too (the aggregate's ops port closes
+    // when it drains).
+    let metrics = format!("{base}/metrics");
+    // Both nodes hold shards, and the gateway's view knows it.
+    wait_until(
+        || async {
+            let owns = |n: &aggregate::Running| n.placement.as_ref().unwrap().owned_shards() > 0;
+            owns(&a.aggregate) && owns(&b)
+        },
+        WAIT,
+    )
+    .await
+    .expect("both nodes own shards");
+    let http = reqwest::Client::new();
+    let add = |cart: String| {
+        let (http, base) = (&http, &base);
+        async move {
+            call(
+                http.post(format!("{base}/v1/carts/{cart}/commands"))
+                    .json(&json!({"type": "AddItem", "sku": "TEST-SKU-123", "quantity": 1})),
+            )
+            .await
+        }
+    };
+    // The views (the gateway's, each node's) converge within a few heartbeats: until then a
+    // cart may still be routed as before, or change hands.
+    let picked = std::cell::RefCell::new((String::new(), String::new()));
+    let routed = wait_until(
+        || async {
+            let mine = cart_owned_by(&a.aggregate, "node-mine");
+            let theirs = cart_owned_by(&b, "node-theirs");
+            *picked.borrow_mut() = (mine.clone(), theirs.clone());
+            let before = metric(&metrics, IN_PROCESS).await;
+            let theirs_ok = add(theirs.clone()).await.0 == 200;
+            let between = metric(&metrics, IN_PROCESS).await;
+            let mine_ok = add(mine.clone()).await.0 == 200;
+            let after = metric(&metrics, IN_PROCESS).await;
+            theirs_ok && mine_ok && between == before && after == before + 1.0
+        },
+        WAIT,
+    )
+    .await;
+    assert!(
+        routed.is_ok(),
+        "the other node's cart over gRPC, its own in-process"
+    );
+    let (mine, theirs) = picked.into_inner();
+
+    // Its aggregate drains; the gateway goes on, sending every cart to node-b.
+    let gateway = a.gateway;
+    a.aggregate.drain().await.unwrap();
+    let after = metric(&metrics, IN_PROCESS).await;
+    for cart in [&mine, &theirs] {
+        let url = format!("{base}/v1/carts/{cart}");
+        let (_, before) = call(http.get(&url)).await;
+        let (status, body) = add(cart.clone()).await;
+        assert_eq!(status, 200, "{cart}: {body}");
+        let (_, now) = call(http.get(&url)).await;
+        assert_eq!(
+            now["items"][0]["qty"].as_u64(),
+            before["items"][0]["qty"].as_u64().map(|q| q + 1),
+            "{cart}: {now}"
+        );
+    }
+    assert_eq!(
+        metric(&metrics, IN_PROCESS).await,
+        after,
+        "nothing in-process"
+    );
+    gateway.stop().await.unwrap();
+    b.drain().await.unwrap();
+}
+
+/// The binary: both parts from one environment, each with its own NATS user (the shipped
+/// accounts let neither do the other's work: the add needs both), serving a storefront add
+/// in-process.
+#[tokio::test]
+async fn the_cart_node_binary_serves_the_storefront_with_each_part_as_its_own_nats_user() {
+    let Some(stack) = Stack::start(test_streams()).await else {
+        return;
+    };
+    let ports = free_ports(3);
+    let (gateway, grpc, ops) = (ports[0], ports[1], ports[2]);
+    let work = tempfile::tempdir().unwrap();
+    let mut command = service_command("cart-node");
+    for (prefix, user) in [("GATEWAY", "gateway"), ("AGGREGATE", "aggregate")] {
+        let nats = stack.nats(user);
+        command
+            .env(format!("{prefix}_NATS_URL"), &nats.url)
+            .env(format!("{prefix}_NATS_USER"), &nats.user)
+            .env(format!("{prefix}_NATS_PASSWORD"), nats.password.expose());
+    }
+    command
+        .env("GATEWAY_HTTP_ADDR", format!("127.0.0.1:{gateway}"))
+        .env("AGGREGATE_GRPC_ADDR", format!("127.0.0.1:{grpc}"))
+        .env("AGGREGATE_HTTP_ADDR", format!("127.0.0.1:{ops}"))
+        .env("STREAMS_NODE_TTL_SECS", "2")
+        .env("AGGREGATE_HEARTBEAT_MS", "500")
+        .env("LOG_FORMAT", "json");
+    let mut running = Children::default();
+    running.spawn("cart-node", work.path(), command);
+    let base = format!("http://127.0.0.1:{gateway}");
+    let ready = wait_until(
+        || async {
+            reqwest::get(format!("{base}/v1/carts/probe"))
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        },
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(
+        ready.is_ok(),
+        "cart-node never served carts:{}",
+        running.exited()
+    );
+
+    let shopper = tests::requests::browser();
+    let (status, body) = call(
+        shopper
+            .post(format!("{base}/cart/byid/binary-shopper"))
+            .json(&add_one()),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let metrics = format!("http://127.0.0.1:{ops}/metrics");
+    assert_eq!(metric(&metrics, IN_PROCESS).await, 1.0);
+}
