@@ -107,6 +107,17 @@ impl CartGrpc {
 }
 
 impl CartGrpc {
+    /// [`Self::execute_as`] owning what it reads: one call of a stream, or one handed over
+    /// in-process ([`crate::local`]), each in a task or future of its own.
+    pub(crate) async fn execute_owned(
+        self,
+        caller: Caller,
+        md: CallMetadata,
+        r: pb::ExecuteRequest,
+    ) -> Result<Response<pb::ExecuteResponse>, Status> {
+        self.execute_as(&caller, &md, r).await
+    }
+
     /// Execute commands in a span (under the call's `grpc` span, which joined the caller's
     /// trace), and build the reply.
     async fn run(
@@ -234,10 +245,7 @@ impl pb::cart_service_server::CartService for CartGrpc {
         let caller = Caller::of(&req)?;
         caller.require("ExecuteStream", &[GATEWAY, RUNNER])?;
         let svc = self.clone();
-        let execute = move |caller: Caller, md: CallMetadata, req| {
-            let svc = svc.clone();
-            async move { svc.execute_as(&caller, &md, req).await }
-        };
+        let execute = move |caller, md, req| svc.clone().execute_owned(caller, md, req);
         Ok(Response::new(crate::multiplex::serve(
             execute,
             caller,

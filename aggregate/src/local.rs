@@ -53,10 +53,7 @@ impl LocalNode for InProcess {
         }
         self.calls.increment(1);
         let svc = self.svc.clone();
-        let execute = move |caller: Caller, md: CallMetadata, req| {
-            let svc = svc.clone();
-            async move { svc.execute_as(&caller, &md, req).await }
-        };
+        let execute = move |caller, md, req| svc.clone().execute_owned(caller, md, req);
         Box::pin(crate::multiplex::decide(
             execute,
             Caller::in_process(GATEWAY),
