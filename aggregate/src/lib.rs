@@ -101,9 +101,9 @@ impl Running {
         self.stop.clone()
     }
 
-    /// This node for a gateway in the same process (`cart-node`): `Execute` calls the
-    /// gateway routes to this node's address skip the network.
-    pub fn in_process(&self) -> Arc<dyn cart_client::LocalNode> {
+    /// This node for a gateway in the same process (`cart-node`; a `cart_client::LocalNode`):
+    /// `Execute` calls the gateway routes to this node's address skip the network.
+    pub fn in_process(&self) -> Arc<local::InProcess> {
         self.in_process.clone()
     }
 }

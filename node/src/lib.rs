@@ -6,6 +6,8 @@
 //! protobuf, HTTP/2 or socket between the two. Carts other nodes own go over gRPC as before.
 //! Each part keeps its own settings (`GATEWAY_*`, `AGGREGATE_*`), NATS user and ops port.
 
+use std::sync::Arc;
+
 use tokio_util::sync::CancellationToken;
 
 /// A running node: its aggregate and its gateway.
@@ -31,11 +33,14 @@ pub async fn start(
     gateway: gateway::Config,
 ) -> anyhow::Result<Running> {
     let aggregate = aggregate::start(aggregate).await?;
-    let local = aggregate.in_process();
+    let local: Arc<dyn cart_client::LocalNode> = aggregate.in_process();
     match gateway::start_with(gateway, Some(local)).await {
         Ok(gateway) => Ok(Running { aggregate, gateway }),
         Err(e) => {
-            aggregate.drain().await?;
+            // The gateway's failure is what the caller hears; the drain's is logged.
+            if let Err(drain) = aggregate.drain().await {
+                tracing::error!(error = %drain, "draining the aggregate after the gateway failed to start");
+            }
             Err(e.into())
         }
     }

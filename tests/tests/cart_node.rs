@@ -1,11 +1,12 @@
 //! `cart-node`: a gateway and an aggregate in one process. The carts its aggregate owns are
-//! decided in-process (`cart_aggregate_in_process_calls_total` counts them; nothing crosses
-//! gRPC), with the same outcome a separate gateway gets over gRPC: a request retried through
+//! decided in-process (the node counts them, as does `cart_aggregate_in_process_calls_total`;
+//! nothing crosses gRPC), with the same outcome a separate gateway gets over gRPC: a request retried through
 //! the other replica is replayed, never applied twice; the in-process caller is held to what a
 //! gateway may send; when its aggregate stops, its carts go to another node.
 
 use std::time::Duration;
 
+use cart_client::LocalNode as _;
 use serde_json::{Value, json};
 use shared::test_support::wait_until;
 use tests::processes::{Children, free_ports, service_command};
@@ -22,13 +23,14 @@ async fn metric(url: &str, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// A keyed `/v1` add of one `TEST-SKU-123` to `cart` through `base`: (status, replayed, body).
+/// A keyed `/v1` add of one `TEST-SKU-123` to `cart` through `base`: (status, replayed, ETag,
+/// body).
 async fn keyed_add(
     http: &reqwest::Client,
     base: &str,
     cart: &str,
     key: &str,
-) -> (u16, bool, Value) {
+) -> (u16, bool, Option<String>, Value) {
     let resp = http
         .post(format!("{base}/v1/carts/{cart}/commands"))
         .header("idempotency-key", key)
@@ -37,7 +39,13 @@ async fn keyed_add(
         .await
         .unwrap();
     let replayed = resp.headers().contains_key("idempotent-replayed");
-    (resp.status().as_u16(), replayed, resp.json().await.unwrap())
+    let etag = (resp.headers().get("etag")).map(|v| v.to_str().unwrap().to_owned());
+    (
+        resp.status().as_u16(),
+        replayed,
+        etag,
+        resp.json().await.unwrap(),
+    )
 }
 
 /// A cart id `node` owns as its placement view has it (the ids are tried in turn).
@@ -71,32 +79,26 @@ async fn a_cart_node_decides_its_carts_in_process_and_a_retry_through_another_ga
         "the node serves carts",
     )
     .await;
-    let metrics = format!("http://{}/metrics", node.aggregate.http_addr);
+    let local = node.aggregate.in_process();
     let http = reqwest::Client::new();
 
     // The node's only aggregate owns every shard: its gateway decides the add in-process.
-    let before = metric(&metrics, IN_PROCESS).await;
     let first = keyed_add(&http, &base, "node-cart", "key-1").await;
-    assert_eq!((first.0, first.1), (200, false), "{}", first.2);
-    assert_eq!(metric(&metrics, IN_PROCESS).await, before + 1.0);
+    assert_eq!((first.0, first.1), (200, false), "{}", first.3);
+    assert_eq!(local.calls(), 1);
 
     // The same request through the plain gateway (over gRPC) is the original outcome.
     let again = keyed_add(&http, &plain_base, "node-cart", "key-1").await;
-    assert_eq!((again.0, again.1), (200, true), "{}", again.2);
-    assert_eq!(
-        again.2["version"], first.2["version"],
-        "the original version"
-    );
-    assert_eq!(
-        metric(&metrics, IN_PROCESS).await,
-        before + 1.0,
-        "went over gRPC"
-    );
+    assert_eq!((again.0, again.1), (200, true), "{}", again.3);
+    assert_eq!(again.2, first.2, "the original version");
+    assert!(first.2.is_some(), "an ETag: {}", first.3);
+    assert_eq!(local.calls(), 1, "went over gRPC");
     // And the other way round.
     let second = keyed_add(&http, &plain_base, "node-cart", "key-2").await;
-    assert_eq!((second.0, second.1), (200, false), "{}", second.2);
+    assert_eq!((second.0, second.1), (200, false), "{}", second.3);
     let replayed = keyed_add(&http, &base, "node-cart", "key-2").await;
-    assert_eq!((replayed.0, replayed.1), (200, true), "{}", replayed.2);
+    assert_eq!((replayed.0, replayed.1), (200, true), "{}", replayed.3);
+    assert_eq!(replayed.2, second.2, "the original version");
     let (_, cart) = call(http.get(format!("{base}/v1/carts/node-cart"))).await;
     assert_eq!(lines(&cart), [("TEST-SKU-123".to_owned(), 2)], "{cart}");
 
@@ -109,7 +111,7 @@ async fn a_cart_node_decides_its_carts_in_process_and_a_retry_through_another_ga
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(metric(&metrics, IN_PROCESS).await, before + 3.0);
+    assert_eq!(local.calls(), 3);
     node.stop().await.unwrap();
 }
 
@@ -158,6 +160,43 @@ async fn the_in_process_caller_is_held_to_what_a_gateway_may_send() {
     assert_eq!(e.code, shared::ErrorCode::Unavailable, "{status:?}");
 }
 
+/// A caller that hangs up (the shopper's connection closed, and the gateway dropped its
+/// request) does not cut the decision short: it runs to its end in a task of its own, as a call
+/// read from a stream does, so an append is never left without its commit.
+#[tokio::test]
+async fn a_decision_handed_over_in_process_outlives_a_caller_that_hangs_up() {
+    let Some(stack) = Stack::start(test_streams()).await else {
+        return;
+    };
+    let node = stack.aggregate("node-a").await.unwrap();
+    let (_plain, base) = stack.cart_gateway("/v1/carts/probe").await;
+    let local = node.in_process();
+    let tenant = shared::TenantId::parse("default").unwrap();
+    let mut md = shared::headers::CallMetadata::new();
+    shared::headers::RequestContext::new(tenant).to_call_metadata(&mut md);
+    let add = proto::cart::v1::ExecuteRequest {
+        tenant: "default".into(),
+        cart_id: "node-hung-up".into(),
+        command_id: uuid::Uuid::new_v4().to_string(),
+        command: br#"{"type":"AddItem","sku":"TEST-SKU-123","quantity":1,"country":"se"}"#.to_vec(),
+        ..Default::default()
+    };
+    // Polled once, then dropped: the caller is gone before any answer.
+    let hung_up = tokio::time::timeout(Duration::ZERO, local.execute(md, None, add)).await;
+    assert!(hung_up.is_err(), "answered at its first poll: {hung_up:?}");
+    let http = reqwest::Client::new();
+    let applied = wait_until(
+        || async {
+            let (_, cart) = call(http.get(format!("{base}/v1/carts/node-hung-up"))).await;
+            cart["items"][0]["qty"] == 1
+        },
+        WAIT,
+    )
+    .await;
+    assert!(applied.is_ok(), "the add was cut short with its caller");
+    node.drain().await.unwrap();
+}
+
 /// Two nodes: each cart-node decides its own carts in-process and sends the other's over
 /// gRPC; once its aggregate has drained, its gateway sends every cart to the other node.
 #[tokio::test]
@@ -170,9 +209,7 @@ async fn a_cart_node_sends_other_nodes_carts_over_grpc_and_all_of_them_once_drai
         .unwrap();
     let b = stack.aggregate("node-b").await.unwrap();
     let base = format!("http://{}", a.gateway.http_addr);
-    // The process's one registry, served by the gateway too (the aggregate's ops port closes
-    // when it drains).
-    let metrics = format!("{base}/metrics");
+    let local = a.aggregate.in_process();
     // Both nodes hold shards, and the gateway's view knows it.
     wait_until(
         || async {
@@ -202,12 +239,11 @@ async fn a_cart_node_sends_other_nodes_carts_over_grpc_and_all_of_them_once_drai
             let mine = cart_owned_by(&a.aggregate, "node-mine");
             let theirs = cart_owned_by(&b, "node-theirs");
             *picked.borrow_mut() = (mine.clone(), theirs.clone());
-            let before = metric(&metrics, IN_PROCESS).await;
+            let before = local.calls();
             let theirs_ok = add(theirs.clone()).await.0 == 200;
-            let between = metric(&metrics, IN_PROCESS).await;
+            let between = local.calls();
             let mine_ok = add(mine.clone()).await.0 == 200;
-            let after = metric(&metrics, IN_PROCESS).await;
-            theirs_ok && mine_ok && between == before && after == before + 1.0
+            theirs_ok && mine_ok && between == before && local.calls() == before + 1
         },
         WAIT,
     )
@@ -221,7 +257,7 @@ async fn a_cart_node_sends_other_nodes_carts_over_grpc_and_all_of_them_once_drai
     // Its aggregate drains; the gateway goes on, sending every cart to node-b.
     let gateway = a.gateway;
     a.aggregate.drain().await.unwrap();
-    let after = metric(&metrics, IN_PROCESS).await;
+    let after = local.calls();
     for cart in [&mine, &theirs] {
         let url = format!("{base}/v1/carts/{cart}");
         let (_, before) = call(http.get(&url)).await;
@@ -234,11 +270,7 @@ async fn a_cart_node_sends_other_nodes_carts_over_grpc_and_all_of_them_once_drai
             "{cart}: {now}"
         );
     }
-    assert_eq!(
-        metric(&metrics, IN_PROCESS).await,
-        after,
-        "nothing in-process"
-    );
+    assert_eq!(local.calls(), after, "nothing in-process");
     gateway.stop().await.unwrap();
     b.drain().await.unwrap();
 }
