@@ -245,7 +245,8 @@ impl pb::cart_service_server::CartService for CartGrpc {
         let caller = Caller::of(&req)?;
         caller.require("ExecuteStream", &[GATEWAY, RUNNER])?;
         let svc = self.clone();
-        let execute = move |caller, md, req| svc.clone().execute_owned(caller, md, req);
+        // Cloned for each call (with the service in it), then called once.
+        let execute = move |caller, md, req| svc.execute_owned(caller, md, req);
         Ok(Response::new(crate::multiplex::serve(
             execute,
             caller,

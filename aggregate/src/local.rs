@@ -80,7 +80,7 @@ impl LocalNode for InProcess {
             // What is left of the deadline after waiting for the permit, as a call leaves its
             // stream's queue with what is left of its own.
             let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            let execute = move |caller, md, req| svc.clone().execute_owned(caller, md, req);
+            let execute = move |caller, md, req| svc.execute_owned(caller, md, req);
             let decided = tokio::spawn(async move {
                 let _permit = permit;
                 crate::multiplex::decide(

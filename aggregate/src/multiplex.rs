@@ -37,7 +37,7 @@ pub fn serve<E, Fut>(
     shutdown: CancellationToken,
 ) -> Results
 where
-    E: Fn(Caller, CallMetadata, pb::ExecuteRequest) -> Fut + Clone + Send + 'static,
+    E: FnOnce(Caller, CallMetadata, pb::ExecuteRequest) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = Result<Response<pb::ExecuteResponse>, Status>> + Send + 'static,
 {
     let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT);
@@ -81,7 +81,7 @@ async fn one_call<E, Fut>(
     call: pb::ExecuteCall,
 ) -> Result<pb::ExecuteResponse, Status>
 where
-    E: Fn(Caller, CallMetadata, pb::ExecuteRequest) -> Fut,
+    E: FnOnce(Caller, CallMetadata, pb::ExecuteRequest) -> Fut,
     Fut: Future<Output = Result<Response<pb::ExecuteResponse>, Status>>,
 {
     let Some(request) = call.request else {
@@ -104,7 +104,7 @@ pub(crate) async fn decide<E, Fut>(
     request: pb::ExecuteRequest,
 ) -> Result<pb::ExecuteResponse, Status>
 where
-    E: Fn(Caller, CallMetadata, pb::ExecuteRequest) -> Fut,
+    E: FnOnce(Caller, CallMetadata, pb::ExecuteRequest) -> Fut,
     Fut: Future<Output = Result<Response<pb::ExecuteResponse>, Status>>,
 {
     let span = shared::spans::stream_call_span("/cart.v1.CartService/Execute", &metadata);

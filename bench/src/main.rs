@@ -164,10 +164,8 @@ async fn main() -> anyhow::Result<()> {
                 Some(url) => (None, url.trim_end_matches('/').to_owned()),
                 None => {
                     let node = stack.aggregate("bench").await?;
-                    let local = args.node.then(|| {
-                        let local: std::sync::Arc<dyn cart_client::LocalNode> = node.in_process();
-                        local
-                    });
+                    let local = (args.node)
+                        .then(|| node.in_process() as std::sync::Arc<dyn cart_client::LocalNode>);
                     let gw = gateway::start_with(stack.gateway_config(), local).await?;
                     let base = format!("http://{}", gw.http_addr);
                     cart_bench::http::wait_ready(&base).await?;

@@ -94,11 +94,12 @@ struct Inner {
     local: Option<Arc<dyn LocalNode>>,
 }
 
-/// Where one attempt goes: a connection to its node, and that node itself when it runs in
-/// this process.
-struct Upstream {
-    conn: Arc<Mux>,
-    local: Option<Arc<dyn LocalNode>>,
+/// Where one attempt goes.
+enum Upstream {
+    /// A connection to the node.
+    Remote(Arc<Mux>),
+    /// The node runs in this process: no connection is looked up for it.
+    Local(Arc<dyn LocalNode>),
 }
 
 impl CartClient {
@@ -138,17 +139,10 @@ impl CartClient {
         self.call_with(ctx, &tenant, &cart, timeout, |node, meta| {
             let req = req.clone();
             async move {
-                let resp = match node.local {
-                    Some(local) => {
-                        local
-                            .execute(meta.call_metadata(), meta.timeout, req)
-                            .await?
-                    }
-                    None => {
-                        node.conn
-                            .execute(meta.call_metadata(), meta.timeout, req)
-                            .await?
-                    }
+                let (md, timeout) = (meta.call_metadata(), meta.timeout);
+                let resp = match node {
+                    Upstream::Local(local) => local.execute(md, timeout, req).await?,
+                    Upstream::Remote(conn) => conn.execute(md, timeout, req).await?,
                 };
                 Ok(tonic::Response::new(resp))
             }
@@ -215,7 +209,18 @@ impl CartClient {
     {
         let (tenant, cart) = ids(req.tenant(), req.cart_id())?;
         self.call_with(ctx, &tenant, &cart, timeout, |node, meta| {
-            f(node.conn.unary(), with_ctx(meta, req.clone()))
+            // Only `Execute` is handed over in-process: the other calls reach the node in
+            // this process over gRPC too.
+            let conn = match node {
+                Upstream::Remote(conn) => Ok(conn),
+                Upstream::Local(local) => self.client(local.addr()),
+            };
+            let req = with_ctx(meta, req.clone());
+            let f = &f;
+            async move {
+                let conn = conn.map_err(|e| e.to_status())?;
+                f(conn.unary(), req).await
+            }
         })
         .await
     }
@@ -245,13 +250,17 @@ impl CartClient {
         let mut unknown: Option<ApiError> = None;
         for attempt in 0..self.inner.cfg.attempts.max(1) {
             let Some(addr) = target.take() else { break };
-            let conn = match self.client(&addr) {
-                Ok(c) => c,
-                Err(e) => {
-                    last_err = Some(e);
-                    target = self.route(shard, Some(&addr));
-                    continue;
-                }
+            let local = (self.inner.local.as_ref()).filter(|l| l.addr() == addr);
+            let upstream = match local {
+                Some(local) => Upstream::Local(local.clone()),
+                None => match self.client(&addr) {
+                    Ok(c) => Upstream::Remote(c),
+                    Err(e) => {
+                        last_err = Some(e);
+                        target = self.route(shard, Some(&addr));
+                        continue;
+                    }
+                },
             };
             let meta = RequestMeta {
                 ctx: shared::spans::downstream(ctx),
@@ -259,10 +268,7 @@ impl CartClient {
                 fallback,
                 earlier_unknown: unknown.is_some(),
             };
-            let local = (self.inner.local.as_ref())
-                .filter(|l| l.addr() == addr)
-                .cloned();
-            match f(Upstream { conn, local }, meta).await {
+            match f(upstream, meta).await {
                 Ok(resp) => return Ok(resp.into_inner()),
                 Err(status) => {
                     let err = ApiError::from_upstream("aggregate node", &status);

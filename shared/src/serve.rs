@@ -57,6 +57,19 @@ pub fn start_service<C: ServiceConfig>() -> Result<(C, TelemetryGuard), StartErr
     Ok((config, telemetry))
 }
 
+/// [`start_service`] for a process that runs two services (`cart-node`: an aggregate and a
+/// gateway): both settings, then one telemetry named `name`, then each service's warnings.
+pub fn start_services<A: ServiceConfig, B: ServiceConfig>(
+    name: &'static str,
+) -> Result<(A, B, TelemetryGuard), StartError> {
+    crate::tls::install_crypto_provider();
+    let (a, b) = (A::load()?, B::load()?);
+    let telemetry = crate::telemetry::init(name, &TelemetryConfig::from_env()?)?;
+    crate::config::warn_unknown_env::<A>(A::ENV_PREFIX);
+    crate::config::warn_unknown_env::<B>(B::ENV_PREFIX);
+    Ok((a, b, telemetry))
+}
+
 /// Listen on `addr`; the error names it.
 pub async fn bind(addr: &str) -> std::io::Result<(TcpListener, SocketAddr)> {
     let listener = TcpListener::bind(addr)

@@ -67,3 +67,10 @@ pub fn line_id(cart: &Value, sku: &str) -> u64 {
         .as_u64()
         .unwrap()
 }
+
+/// The value of an unlabelled series in a Prometheus text page (0 when absent).
+pub fn metric_value(page: &str, name: &str) -> f64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}

@@ -10,17 +10,56 @@ use cart_client::LocalNode as _;
 use serde_json::{Value, json};
 use shared::test_support::wait_until;
 use tests::processes::{Children, free_ports, service_command};
-use tests::requests::{add_one, call, lines};
+use tests::requests::{add, add_one, call, lines, metric_value};
 use tests::stack::{Stack, WAIT, test_streams, wait_for_status};
 
 const IN_PROCESS: &str = "cart_aggregate_in_process_calls_total";
 
+/// One `TEST-SKU-123` as the gateway sends it to a node (the country filled in).
+fn gateway_add() -> Value {
+    let mut command = add("TEST-SKU-123", 1);
+    command["country"] = "se".into();
+    command
+}
+
 /// The value of the unlabelled series `name` on the Prometheus page at `url` (0 when absent).
 async fn metric(url: &str, name: &str) -> f64 {
     let page = reqwest::get(url).await.unwrap().text().await.unwrap();
-    page.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0.0)
+    metric_value(&page, name)
+}
+
+/// A cart-node on `stack` (aggregate `node_id`) once its gateway serves carts, and its base URL.
+async fn cart_node(stack: &Stack, node_id: &str) -> (cart_node::Running, String) {
+    let node = cart_node::start(stack.aggregate_config(node_id), stack.gateway_config())
+        .await
+        .unwrap();
+    let base = format!("http://{}", node.gateway.http_addr);
+    wait_for_status(
+        &format!("{base}/v1/carts/probe"),
+        200,
+        "the node serves carts",
+    )
+    .await;
+    (node, base)
+}
+
+/// The metadata a gateway's `Execute` carries for the default tenant.
+fn gateway_metadata() -> shared::headers::CallMetadata {
+    let tenant = shared::TenantId::parse("default").unwrap();
+    let mut md = shared::headers::CallMetadata::new();
+    shared::headers::RequestContext::new(tenant).to_call_metadata(&mut md);
+    md
+}
+
+/// An `Execute` of `command` on the default tenant's `cart`, under a fresh command id.
+fn execute_request(cart: &str, command: Value) -> proto::cart::v1::ExecuteRequest {
+    proto::cart::v1::ExecuteRequest {
+        tenant: "default".into(),
+        cart_id: cart.into(),
+        command_id: uuid::Uuid::new_v4().to_string(),
+        command: serde_json::to_vec(&command).unwrap(),
+        ..Default::default()
+    }
 }
 
 /// A keyed `/v1` add of one `TEST-SKU-123` to `cart` through `base`: (status, replayed, ETag,
@@ -34,7 +73,7 @@ async fn keyed_add(
     let resp = http
         .post(format!("{base}/v1/carts/{cart}/commands"))
         .header("idempotency-key", key)
-        .json(&json!({"type": "AddItem", "sku": "TEST-SKU-123", "quantity": 1}))
+        .json(&add("TEST-SKU-123", 1))
         .send()
         .await
         .unwrap();
@@ -51,14 +90,17 @@ async fn keyed_add(
 /// A cart id `node` owns as its placement view has it (the ids are tried in turn).
 fn cart_owned_by(node: &aggregate::Running, prefix: &str) -> String {
     let placement = node.placement.as_ref().expect("placement is on");
-    let shards = 256;
+    // One owner per shard, so as many as the node was configured with.
+    let owners = placement.view().owners();
+    let tenant = shared::TenantId::parse("default").unwrap();
     (0..10_000)
         .map(|i| format!("{prefix}-{i}"))
         .find(|cart| {
-            let tenant = shared::TenantId::parse("default").unwrap();
             let cart_id = shared::CartId::parse(cart).unwrap();
-            let shard = shared::placement::shard_for(&tenant, &cart_id, shards);
-            (placement.view().owner(shard)).is_some_and(|o| o.node == node.node_id)
+            let shard = shared::placement::shard_for(&tenant, &cart_id, owners.len() as u32);
+            owners[shard as usize]
+                .as_ref()
+                .is_some_and(|o| o.node == node.node_id)
         })
         .expect("the node owns some shard")
 }
@@ -68,17 +110,8 @@ async fn a_cart_node_decides_its_carts_in_process_and_a_retry_through_another_ga
     let Some(stack) = Stack::start(test_streams()).await else {
         return;
     };
-    let node = cart_node::start(stack.aggregate_config("node-a"), stack.gateway_config())
-        .await
-        .unwrap();
+    let (node, base) = cart_node(&stack, "node-a").await;
     let (_plain, plain_base) = stack.cart_gateway("/v1/carts/probe").await;
-    let base = format!("http://{}", node.gateway.http_addr);
-    wait_for_status(
-        &format!("{base}/v1/carts/probe"),
-        200,
-        "the node serves carts",
-    )
-    .await;
     let local = node.aggregate.in_process();
     let http = reqwest::Client::new();
 
@@ -125,37 +158,29 @@ async fn the_in_process_caller_is_held_to_what_a_gateway_may_send() {
     };
     let node = stack.aggregate("node-a").await.unwrap();
     let local = node.in_process();
-    let tenant = shared::TenantId::parse("default").unwrap();
-    let ctx = shared::headers::RequestContext::new(tenant);
-    let mut md = shared::headers::CallMetadata::new();
-    ctx.to_call_metadata(&mut md);
-    let forged = proto::cart::v1::ExecuteRequest {
-        tenant: "default".into(),
-        cart_id: "node-forged".into(),
-        command_id: uuid::Uuid::new_v4().to_string(),
-        command: serde_json::to_vec(&json!({
+    let forged = execute_request(
+        "node-forged",
+        json!({
             "type": "RecordProviderOrder",
             "attemptId": "a1",
             "providerOrderId": "p1",
             "status": "checkout_incomplete"
-        }))
-        .unwrap(),
-        ..Default::default()
-    };
-    let status = local.execute(md.clone(), None, forged).await.unwrap_err();
+        }),
+    );
+    let status = local
+        .execute(gateway_metadata(), None, forged)
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
     assert!(status.message().contains("runner only"), "{status:?}");
 
     // A node that has stopped takes nothing more: the caller goes to another node.
     node.drain().await.unwrap();
-    let add = proto::cart::v1::ExecuteRequest {
-        tenant: "default".into(),
-        cart_id: "node-late".into(),
-        command_id: uuid::Uuid::new_v4().to_string(),
-        command: br#"{"type":"AddItem","sku":"TEST-SKU-123","quantity":1}"#.to_vec(),
-        ..Default::default()
-    };
-    let status = local.execute(md, None, add).await.unwrap_err();
+    let add = execute_request("node-late", gateway_add());
+    let status = local
+        .execute(gateway_metadata(), None, add)
+        .await
+        .unwrap_err();
     let e = shared::ApiError::from_upstream("aggregate node", &status);
     assert_eq!(e.code, shared::ErrorCode::Unavailable, "{status:?}");
 }
@@ -171,17 +196,9 @@ async fn a_decision_handed_over_in_process_outlives_a_caller_that_hangs_up() {
     let node = stack.aggregate("node-a").await.unwrap();
     let (_plain, base) = stack.cart_gateway("/v1/carts/probe").await;
     let local = node.in_process();
-    let tenant = shared::TenantId::parse("default").unwrap();
-    let mut md = shared::headers::CallMetadata::new();
-    shared::headers::RequestContext::new(tenant).to_call_metadata(&mut md);
-    let add = proto::cart::v1::ExecuteRequest {
-        tenant: "default".into(),
-        cart_id: "node-hung-up".into(),
-        command_id: uuid::Uuid::new_v4().to_string(),
-        command: br#"{"type":"AddItem","sku":"TEST-SKU-123","quantity":1,"country":"se"}"#.to_vec(),
-        ..Default::default()
-    };
+    let add = execute_request("node-hung-up", gateway_add());
     // Polled once, then dropped: the caller is gone before any answer.
+    let md = gateway_metadata();
     let hung_up = tokio::time::timeout(Duration::ZERO, local.execute(md, None, add)).await;
     assert!(hung_up.is_err(), "answered at its first poll: {hung_up:?}");
     let http = reqwest::Client::new();
@@ -204,11 +221,8 @@ async fn a_cart_node_sends_other_nodes_carts_over_grpc_and_all_of_them_once_drai
     let Some(stack) = Stack::start(test_streams()).await else {
         return;
     };
-    let a = cart_node::start(stack.aggregate_config("node-a"), stack.gateway_config())
-        .await
-        .unwrap();
+    let (a, base) = cart_node(&stack, "node-a").await;
     let b = stack.aggregate("node-b").await.unwrap();
-    let base = format!("http://{}", a.gateway.http_addr);
     let local = a.aggregate.in_process();
     // Both nodes hold shards, and the gateway's view knows it.
     wait_until(
@@ -226,7 +240,7 @@ async fn a_cart_node_sends_other_nodes_carts_over_grpc_and_all_of_them_once_drai
         async move {
             call(
                 http.post(format!("{base}/v1/carts/{cart}/commands"))
-                    .json(&json!({"type": "AddItem", "sku": "TEST-SKU-123", "quantity": 1})),
+                    .json(&add("TEST-SKU-123", 1)),
             )
             .await
         }

@@ -442,7 +442,7 @@ async fn a_paid_order_whose_push_was_lost_is_placed_by_reconciliation() {
         CheckoutOutcome::Created,
         "the checkout's own record"
     );
-    let reconciled = metric_value(
+    let reconciled = tests::requests::metric_value(
         &runner_metrics(&runner).await,
         "cart_runner_reconciled_orders_total",
     );
@@ -517,13 +517,6 @@ async fn last_workflow_event_of(env: &Env, kind: &str, id: &str) -> Option<Check
         Err(e) if e.kind() == DirectGetErrorKind::NotFound => None,
         Err(e) => panic!("reading the last {kind} event of {id}: {e}"),
     }
-}
-
-/// The value of an unlabelled series in a Prometheus text page (0 when absent).
-fn metric_value(page: &str, name: &str) -> f64 {
-    page.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 /// The recorded outcome of a paid provider order.
