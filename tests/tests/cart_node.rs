@@ -43,6 +43,17 @@ async fn cart_node(stack: &Stack, node_id: &str) -> (cart_node::Running, String)
     (node, base)
 }
 
+/// A storefront add of one `TEST-SKU-123` to `cart` through `base` (the benchmark's request).
+async fn storefront_add(base: &str, cart: &str) -> (u16, Value) {
+    let shopper = tests::requests::browser();
+    call(
+        shopper
+            .post(format!("{base}/cart/byid/{cart}"))
+            .json(&add_one()),
+    )
+    .await
+}
+
 /// The metadata a gateway's `Execute` carries for the default tenant.
 fn gateway_metadata() -> shared::headers::CallMetadata {
     let tenant = shared::TenantId::parse("default").unwrap();
@@ -136,13 +147,7 @@ async fn a_cart_node_decides_its_carts_in_process_and_a_retry_through_another_ga
     assert_eq!(lines(&cart), [("TEST-SKU-123".to_owned(), 2)], "{cart}");
 
     // The storefront path (the benchmark's) goes in-process too.
-    let shopper = tests::requests::browser();
-    let (status, body) = call(
-        shopper
-            .post(format!("{base}/cart/byid/node-shopper"))
-            .json(&add_one()),
-    )
-    .await;
+    let (status, body) = storefront_add(&base, "node-shopper").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(local.calls(), 3);
     node.stop().await.unwrap();
@@ -333,13 +338,7 @@ async fn the_cart_node_binary_serves_the_storefront_with_each_part_as_its_own_na
         running.exited()
     );
 
-    let shopper = tests::requests::browser();
-    let (status, body) = call(
-        shopper
-            .post(format!("{base}/cart/byid/binary-shopper"))
-            .json(&add_one()),
-    )
-    .await;
+    let (status, body) = storefront_add(&base, "binary-shopper").await;
     assert_eq!(status, 200, "{body}");
     let metrics = format!("http://127.0.0.1:{ops}/metrics");
     assert_eq!(metric(&metrics, IN_PROCESS).await, 1.0);
